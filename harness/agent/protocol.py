@@ -1,0 +1,147 @@
+"""The one contract between host and device: a job goes in, a result comes out, both JSON.
+
+The host writes one job object on the agent's stdin; the agent writes one result object on stdout
+and nothing else there (logs go to stderr). Both carry `protocol_version`; the agent refuses a job
+of another version rather than guess. This module is shared by both sides, so it is stdlib-only and
+Python 3.8 syntax, like the rest of the agent.
+
+Job (host -> agent)::
+
+    {"protocol_version": 1, "job_id": "...",
+     "model": {"path": "...", "sha256": "...", "format": "onnx" | "tflite"},
+     "runtime": "onnxruntime" | "tflite" | ...,
+     "options": {"threads": 4, "providers": [...], "graph_optimization_level": "all",
+                 "inter_op_threads": 1, "xnnpack": true, "cpu_affinity": [0, 1]},
+     "input": {"shape": [1, 3, 224, 224]}            # optional: checked against the model
+     "dataset": {"inputs": {"path": ..., "sha256": ...},   # optional: accuracy on real data
+                 "labels": {...}, "reference": {...}},
+     "settings": {"warmup_s": 1.0, "warmup_min": 10, "min_duration_s": 5.0,
+                  "min_iterations": 100, "max_duration_s": 60.0, "stability_tolerance": 0.05},
+     "device_kind": "linux"}
+
+Result (agent -> host): see `new_result`; `status` is `ok`, `failed` (with `error.kind` and
+`error.message`) or `unsupported`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+PROTOCOL_VERSION = 1
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+STATUS_UNSUPPORTED = "unsupported"
+
+# What the timer covers; stored with every result so that nobody has to guess.
+TIMED_SCOPE = (
+    "model execution only: inputs already in runtime memory, outputs fetched to host memory; "
+    "pre-processing outside the timer"
+)
+
+DEFAULT_SETTINGS = {
+    "warmup_s": 1.0,
+    "warmup_min": 10,
+    "min_duration_s": 5.0,
+    "min_iterations": 100,
+    "max_duration_s": 60.0,
+    "stability_tolerance": 0.05,
+}
+
+# `--quick` (tests, CI): short but still the same protocol.
+QUICK_SETTINGS = {
+    "warmup_s": 0.1,
+    "warmup_min": 3,
+    "min_duration_s": 0.5,
+    "min_iterations": 20,
+    "max_duration_s": 5.0,
+    "stability_tolerance": 0.05,
+}
+
+
+class ProtocolError(ValueError):
+    """A job that does not follow the protocol (wrong version, missing field)."""
+
+
+def settings_with_defaults(settings: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    merged = dict(DEFAULT_SETTINGS)
+    for key, value in (settings or {}).items():
+        if key not in DEFAULT_SETTINGS:
+            raise ProtocolError("unknown setting {!r}; known: {}".format(
+                key, ", ".join(sorted(DEFAULT_SETTINGS))))
+        merged[key] = value
+    return merged
+
+
+def validate_job(job: Any) -> Dict[str, Any]:
+    """Check the shape of a job and fill in defaults; raise ProtocolError naming the field."""
+    if not isinstance(job, dict):
+        raise ProtocolError("job must be a JSON object")
+    version = job.get("protocol_version")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError("protocol_version {!r} is not supported by this agent (speaks {})"
+                            .format(version, PROTOCOL_VERSION))
+    for field in ("job_id", "model", "runtime"):
+        if field not in job:
+            raise ProtocolError("job is missing field {!r}".format(field))
+    model = job["model"]
+    if not isinstance(model, dict) or "path" not in model:
+        raise ProtocolError("job field 'model' must be an object with a 'path'")
+    dataset = job.get("dataset")
+    if dataset is not None:
+        for part in ("inputs", "labels"):
+            if not isinstance(dataset.get(part), dict) or "path" not in dataset[part]:
+                raise ProtocolError("job field 'dataset.{}' must be an object with a 'path'"
+                                    .format(part))
+    out = dict(job)
+    out["options"] = dict(job.get("options") or {})
+    out["settings"] = settings_with_defaults(job.get("settings"))
+    return out
+
+
+def new_result(job_id: str) -> Dict[str, Any]:
+    """A result with every key present, so the host never has to guess what is missing."""
+    return {
+        "protocol_version": PROTOCOL_VERSION,
+        "job_id": job_id,
+        "status": STATUS_FAILED,
+        "error": None,
+        "runtime": None,
+        "runtime_version": None,
+        "runtime_options": {},
+        "timed_scope": TIMED_SCOPE,
+        "settings": {},
+        "load_s": None,
+        "first_inference_ms": None,
+        "latency": None,
+        "samples_ns": [],
+        "stable": None,
+        "stop_reason": None,
+        "memory": {},
+        "accuracy": None,
+        "fingerprint": {},
+        "state_before": {},
+        "state_after": {},
+        "throttled": None,
+        "power": None,
+        "agent_wall_s": None,
+    }
+
+
+def set_error(result: Dict[str, Any], status: str, kind: str, message: str) -> Dict[str, Any]:
+    result["status"] = status
+    result["error"] = {"kind": kind, "message": message}
+    return result
+
+
+def dumps(obj: Dict[str, Any]) -> str:
+    # NaN is not JSON; a figure that cannot be computed is null.
+    return json.dumps(obj, allow_nan=False, separators=(",", ":"))
+
+
+def loads(text: str) -> Dict[str, Any]:
+    obj = json.loads(text)
+    if not isinstance(obj, dict):
+        raise ProtocolError("expected a JSON object")
+    return obj

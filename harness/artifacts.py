@@ -1,0 +1,197 @@
+"""What a built model is: the file, its manifest, and the data to check it on.
+
+`edgebench build` writes each artifact as a model file plus `<file>.manifest.json` beside it;
+`edgebench bench` reads them back as `Artifact` records. This is the contract between the two
+halves (compress/zoo on one side, runner/store on the other): fields may grow, these keep their
+meaning.
+
+Manifest (JSON)::
+
+    {"name": "digits_cnn-int8_static", "format": "onnx", "path": "digits_cnn-int8_static.onnx",
+     "sha256": "...", "size_bytes": 1234, "base_model": "digits_cnn",
+     "baseline": "digits_cnn",            # fp32 parent artifact of the same format; null for itself
+     "technique": "int8_static",          # short label of the lineage, "fp32" for a baseline
+     "precision": "int8",
+     "lineage": [{"technique": "quantize_static", "params": {...}}, ...],
+     "params": 12345, "macs": 67890, "input_shape": [1, 1, 32, 32], "input_dtype": "float32",
+     "host_accuracy": {"top1": 0.97, "top5": 1.0, "n": 360} | null,
+     "parity": {"top1_agreement": 1.0, "max_abs_diff": 1e-5} | null,
+     "dataset": {"name": "digits", "inputs": "data/digits/inputs.npy",
+                 "labels": "data/digits/labels.npy",
+                 "reference": "data/digits/digits_cnn.reference.npy",
+                 "preprocessing": {...}} | null}
+
+Paths inside a manifest are relative to the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError, EdgebenchError
+
+FORMAT_BY_SUFFIX = {".onnx": "onnx", ".tflite": "tflite", ".engine": "tensorrt", ".pt2": "torch"}
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """Pre-processed tensors, exactly what the device is fed, with labels and fp32 reference."""
+
+    name: str
+    inputs: Path
+    labels: Path
+    reference: Path | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    path: Path
+    format: str
+    sha256: str
+    size_bytes: int
+    technique: str = "fp32"
+    precision: str = "fp32"
+    base_model: str | None = None
+    baseline: str | None = None
+    lineage: tuple[dict[str, Any], ...] = ()
+    params: int | None = None
+    macs: int | None = None
+    input_shape: tuple[int, ...] | None = None
+    input_dtype: str | None = None
+    host_accuracy: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None
+    dataset: DatasetFiles | None = None
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path.with_name(self.path.name + MANIFEST_SUFFIX)
+
+
+def format_of(path: Path) -> str:
+    try:
+        return FORMAT_BY_SUFFIX[path.suffix.lower()]
+    except KeyError:
+        raise EdgebenchError(
+            f"{path}: cannot tell the model format from the suffix {path.suffix!r}; "
+            f"known: {', '.join(sorted(FORMAT_BY_SUFFIX))}"
+        ) from None
+
+
+def from_model_file(path: Path) -> Artifact:
+    """An artifact for a bare model file (`bench --model FILE`); uses its manifest if present."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgebenchError(f"{path}: model file not found")
+    manifest = path.with_name(path.name + MANIFEST_SUFFIX)
+    if manifest.is_file():
+        return load_manifest(manifest)
+    return Artifact(
+        name=path.stem,
+        path=path.resolve(),
+        format=format_of(path),
+        sha256=sha256_file(path),
+        size_bytes=path.stat().st_size,
+        base_model=path.stem,
+    )
+
+
+def load_manifest(manifest_path: Path) -> Artifact:
+    manifest_path = Path(manifest_path)
+    try:
+        data = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(manifest_path, f"unreadable manifest ({err})") from err
+    root = manifest_path.parent
+    try:
+        path = (root / data["path"]).resolve()
+        dataset = None
+        if data.get("dataset"):
+            ds = data["dataset"]
+            dataset = DatasetFiles(
+                name=ds["name"],
+                inputs=(root / ds["inputs"]).resolve(),
+                labels=(root / ds["labels"]).resolve(),
+                reference=(root / ds["reference"]).resolve() if ds.get("reference") else None,
+                preprocessing=ds.get("preprocessing") or {},
+            )
+        shape = data.get("input_shape")
+        return Artifact(
+            name=data["name"],
+            path=path,
+            format=data["format"],
+            sha256=data["sha256"],
+            size_bytes=int(data["size_bytes"]),
+            technique=data.get("technique", "fp32"),
+            precision=data.get("precision", "fp32"),
+            base_model=data.get("base_model"),
+            baseline=data.get("baseline"),
+            lineage=tuple(data.get("lineage") or ()),
+            params=data.get("params"),
+            macs=data.get("macs"),
+            input_shape=tuple(shape) if shape else None,
+            input_dtype=data.get("input_dtype"),
+            host_accuracy=data.get("host_accuracy"),
+            parity=data.get("parity"),
+            dataset=dataset,
+        )
+    except KeyError as err:
+        raise ConfigError(manifest_path, "required field is missing", field=err.args[0]) from err
+
+
+def write_manifest(artifact: Artifact) -> Path:
+    """Write `artifact`'s manifest beside its file, paths relative to that folder."""
+    root = artifact.path.parent
+
+    def rel(p: Path | None) -> str | None:
+        if p is None:
+            return None
+        try:
+            return str(Path(p).resolve().relative_to(root.resolve()))
+        except ValueError:
+            return str(Path(p).resolve())
+
+    ds = artifact.dataset
+    data = {
+        "name": artifact.name,
+        "format": artifact.format,
+        "path": artifact.path.name,
+        "sha256": artifact.sha256,
+        "size_bytes": artifact.size_bytes,
+        "base_model": artifact.base_model,
+        "baseline": artifact.baseline,
+        "technique": artifact.technique,
+        "precision": artifact.precision,
+        "lineage": list(artifact.lineage),
+        "params": artifact.params,
+        "macs": artifact.macs,
+        "input_shape": list(artifact.input_shape) if artifact.input_shape else None,
+        "input_dtype": artifact.input_dtype,
+        "host_accuracy": artifact.host_accuracy,
+        "parity": artifact.parity,
+        "dataset": None
+        if ds is None
+        else {
+            "name": ds.name,
+            "inputs": rel(ds.inputs),
+            "labels": rel(ds.labels),
+            "reference": rel(ds.reference),
+            "preprocessing": ds.preprocessing,
+        },
+    }
+    artifact.manifest_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return artifact.manifest_path
