@@ -135,9 +135,19 @@ def set_error(result: Dict[str, Any], status: str, kind: str, message: str) -> D
     return result
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def dumps(obj: Dict[str, Any]) -> str:
-    # NaN is not JSON; a figure that cannot be computed is null.
-    return json.dumps(obj, allow_nan=False, separators=(",", ":"))
+    # NaN and infinities are not JSON; a figure that cannot be computed is null.
+    return json.dumps(_finite(obj), allow_nan=False, separators=(",", ":"))
 
 
 def loads(text: str) -> Dict[str, Any]:

@@ -1,0 +1,105 @@
+"""Runtimes register by name; the job's `runtime` field picks one.
+
+A runtime wraps one inference engine behind the few operations the protocol needs: load a model,
+say what input it wants, put an input into runtime memory, execute and fetch outputs. Modules are
+imported lazily so a device without, say, TensorRT can still run the others; a runtime whose engine
+is not installed reports `unsupported` with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+# name -> module (relative to this package) that defines `RUNTIME`
+RUNTIME_MODULES = {
+    "onnxruntime": ".onnxruntime",
+    "tflite": ".tflite",
+}
+
+
+class RuntimeUnavailable(Exception):
+    """The engine is not installed or cannot run here (reported as status `unsupported`)."""
+
+
+class ModelLoadError(Exception):
+    """The model file is missing, corrupt or not loadable by this runtime."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class Runtime(object):
+    """Base class; one instance per job."""
+
+    name = "base"
+    formats = ()  # type: Tuple[str, ...]
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def load(self, model_path: str, options: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def input_shape(self) -> List[Optional[int]]:
+        """Declared input shape; None for a dynamic dimension."""
+        raise NotImplementedError
+
+    def input_dtype(self) -> np.dtype:
+        raise NotImplementedError
+
+    def set_input(self, x: np.ndarray) -> None:
+        """Put a float32 tensor into runtime memory (quantizing it if the model wants int8)."""
+        raise NotImplementedError
+
+    def run(self) -> None:
+        """Execute on the input already set and fetch the outputs to host memory (the timed step)."""
+        raise NotImplementedError
+
+    def output(self) -> np.ndarray:
+        """The first output of the last run as float32 (dequantized if needed)."""
+        raise NotImplementedError
+
+    def options_used(self) -> Dict[str, Any]:
+        """The settings actually in force, as the engine reports them."""
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def get_runtime(name: str) -> Runtime:
+    """Instantiate runtime `name`; KeyError naming the known ones, RuntimeUnavailable if absent."""
+    if name not in RUNTIME_MODULES:
+        raise KeyError("unknown runtime {!r}; known: {}".format(
+            name, ", ".join(sorted(RUNTIME_MODULES))))
+    try:
+        module = importlib.import_module(RUNTIME_MODULES[name], __name__)
+    except ImportError as err:
+        raise RuntimeUnavailable("{} is not installed on this device ({})".format(name, err))
+    return module.RUNTIME()
+
+
+def available_runtimes() -> Dict[str, Dict[str, Any]]:
+    """Which runtimes can be used here, with versions or the reason they cannot."""
+    found = {}  # type: Dict[str, Dict[str, Any]]
+    for name in sorted(RUNTIME_MODULES):
+        try:
+            rt = get_runtime(name)
+            found[name] = {"available": True, "version": rt.version()}
+        except RuntimeUnavailable as err:
+            found[name] = {"available": False, "reason": str(err)}
+    return found
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.ndarray:
+    info = np.iinfo(dtype)
+    q = np.round(x / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return (q.astype(np.float32) - zero_point) * np.float32(scale)

@@ -1,0 +1,180 @@
+"""What the device is (fingerprint) and what state it is in (temperatures, clocks, governor).
+
+Read from /proc and /sys with the stdlib only, so the same code runs on a laptop, a Raspberry Pi or
+a Jetson. Anything that cannot be read is left out rather than guessed. Device kinds with their own
+tools (Jetson's nvpmodel, the Pi's vcgencmd, the Coral's Edge TPU) add to these through
+`devices.py`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import re
+import socket
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+from . import devices
+
+
+def read_text(path: str) -> Optional[str]:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def proc_status_kb(field: str, path: str = "/proc/self/status") -> Optional[int]:
+    """A `VmRSS`/`VmHWM`-style field of /proc/<pid>/status, in kB."""
+    text = read_text(path)
+    if text is None:
+        return None
+    match = re.search(r"^{}:\s+(\d+)\s+kB".format(field), text, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def rss_mb() -> Optional[float]:
+    kb = proc_status_kb("VmRSS")
+    return kb / 1024.0 if kb is not None else None
+
+
+def peak_rss_mb() -> Optional[float]:
+    """Peak resident set of this process (VmHWM), falling back to getrusage."""
+    kb = proc_status_kb("VmHWM")
+    if kb is None:
+        try:
+            import resource
+
+            kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        except (ImportError, OSError):
+            return None
+    return kb / 1024.0
+
+
+def cpu_model(cpuinfo: Optional[str]) -> Optional[str]:
+    if not cpuinfo:
+        return platform.processor() or None
+    for key in ("model name", "Model", "Hardware", "cpu model", "Processor"):
+        match = re.search(r"^{}\s*:\s*(.+)$".format(re.escape(key)), cpuinfo, re.MULTILINE)
+        if match:
+            return match.group(1).strip()
+    return None
+
+
+def os_release() -> Optional[str]:
+    text = read_text("/etc/os-release")
+    if not text:
+        return None
+    match = re.search(r'^PRETTY_NAME="?([^"\n]+)"?', text, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def mem_total_mb() -> Optional[float]:
+    text = read_text("/proc/meminfo")
+    match = re.search(r"^MemTotal:\s+(\d+)\s+kB", text or "", re.MULTILINE)
+    return int(match.group(1)) / 1024.0 if match else None
+
+
+def fingerprint(kind: str = "linux") -> Dict[str, Any]:
+    import numpy
+
+    fp = {
+        "hostname": socket.gethostname(),
+        "machine": platform.machine(),
+        "cpu_model": cpu_model(read_text("/proc/cpuinfo")),
+        "cpu_count": os.cpu_count(),
+        "mem_total_mb": mem_total_mb(),
+        "kernel": platform.release(),
+        "os": os_release(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "numpy": numpy.__version__,
+    }  # type: Dict[str, Any]
+    fp.update(devices.fingerprint(kind))
+    return fp
+
+
+def _cpu_sort_key(path: str) -> int:
+    match = re.search(r"cpu(\d+)", path)
+    return int(match.group(1)) if match else 0
+
+
+def cpu_frequencies_khz() -> Dict[str, int]:
+    found = {}
+    for path in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"),
+                       key=_cpu_sort_key):
+        value = read_text(path)
+        if value and value.isdigit():
+            found["cpu{}".format(_cpu_sort_key(path))] = int(value)
+    return found
+
+
+def governors() -> Dict[str, str]:
+    found = {}
+    for path in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor"),
+                       key=_cpu_sort_key):
+        value = read_text(path)
+        if value:
+            found["cpu{}".format(_cpu_sort_key(path))] = value
+    return found
+
+
+def temperatures_c() -> Dict[str, float]:
+    """Every /sys/class/thermal zone, by its type (cpu-thermal, GPU-therm, ...)."""
+    found = {}
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+        raw = read_text(os.path.join(zone, "temp"))
+        if raw is None or not raw.lstrip("-").isdigit():
+            continue
+        name = read_text(os.path.join(zone, "type")) or os.path.basename(zone)
+        if name in found:
+            name = "{}:{}".format(name, os.path.basename(zone))
+        found[name] = int(raw) / 1000.0
+    return found
+
+
+def throttle_counts() -> Dict[str, int]:
+    """Per-CPU thermal throttle event counters, where the kernel exposes them (x86)."""
+    found = {}
+    pattern = "/sys/devices/system/cpu/cpu[0-9]*/thermal_throttle/core_throttle_count"
+    for path in glob.glob(pattern):
+        value = read_text(path)
+        if value and value.isdigit():
+            found["cpu{}".format(_cpu_sort_key(path))] = int(value)
+    return found
+
+
+def state(kind: str = "linux") -> Dict[str, Any]:
+    st = {
+        "time": time.time(),
+        "governors": governors(),
+        "cpu_freq_khz": cpu_frequencies_khz(),
+        "temperatures_c": temperatures_c(),
+        "throttle_counts": throttle_counts(),
+    }  # type: Dict[str, Any]
+    try:
+        st["loadavg"] = list(os.getloadavg())
+    except OSError:
+        pass
+    st.update(devices.state(kind))
+    return st
+
+
+def throttled(before: Dict[str, Any], after: Dict[str, Any], kind: str = "linux"
+              ) -> Optional[bool]:
+    """Whether the device throttled between two states; None when it cannot be told."""
+    verdicts = []  # type: List[Optional[bool]]
+    a, b = before.get("throttle_counts") or {}, after.get("throttle_counts") or {}
+    if a and b:
+        verdicts.append(any(b.get(cpu, 0) > count for cpu, count in a.items()))
+    verdicts.append(devices.throttled(before, after, kind))
+    known = [v for v in verdicts if v is not None]
+    return any(known) if known else None
+
+
+def python_info() -> Dict[str, Any]:
+    return {"executable": sys.executable, "version": platform.python_version()}

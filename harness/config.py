@@ -1,0 +1,191 @@
+"""Device profiles: what a device *is* (address, user, runtimes), loaded from YAML and validated.
+
+A profile is plain data (`DeviceProfile`); transports and runtimes act on it. A DEVICE argument is
+either a profile name (`devices/NAME.yaml`) or a path to a YAML file. Every problem is reported as
+one `ConfigError` naming the file and the field. Suites are loaded by `harness.suite`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import ConfigError, EdgebenchError
+
+DEVICES_DIR = Path("devices")
+DEVICE_KINDS = ("local", "linux", "jetson", "rpi", "coral")
+TRANSPORTS = ("local", "ssh", "labgrid")
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    host: str
+    port: int = 22
+    user: str | None = None
+    key_file: str | None = None  # None: use the SSH agent / default keys; never a password
+    known_hosts: str = "~/.ssh/known_hosts"
+    trust_on_first_use: bool = False
+    jump_host: str | None = None  # "user@host:port" of a bastion, optional
+    connect_timeout_s: float = 10.0
+    command_timeout_s: float = 60.0
+    keepalive_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    kind: str = "local"
+    transport: str = "local"
+    ssh: SSHSettings | None = None
+    python: str | None = None  # interpreter on the device; None: python3 (local: this one)
+    cache_dir: str = "~/.cache/edgebench"
+    runtimes: tuple[str, ...] = ("onnxruntime", "tflite")
+    threads: int | None = None
+    cpu_affinity: tuple[int, ...] | None = None
+    tune: bool = False
+    job_timeout_s: float = 600.0
+    labgrid: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None  # the YAML file it came from
+
+
+def _expect(path: Path, data: dict[str, Any], key: str, types: type | tuple[type, ...],
+            prefix: str = "") -> Any:
+    value = data[key]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+        names = " or ".join(t.__name__ for t in _as_tuple(types))
+        raise ConfigError(path, f"must be {names}, got {value!r}", field=prefix + key)
+    return value
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _check_keys(path: Path, data: dict[str, Any], allowed: set[str], prefix: str = "") -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(
+            path, f"unknown field; known: {', '.join(sorted(allowed))}", field=prefix + unknown[0]
+        )
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from `path`; ConfigError for a missing file or malformed YAML."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(path, "file not found") from None
+    except OSError as err:
+        raise ConfigError(path, f"cannot read ({err.strerror})") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(path, f"malformed YAML: {where}{problem}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(path, "must be a YAML mapping at the top level")
+    return data
+
+
+def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
+    allowed = {f.name for f in fields(DeviceProfile)} - {"source"}
+    _check_keys(path, data, allowed)
+    if "name" not in data:
+        raise ConfigError(path, "required field is missing", field="name")
+    kw: dict[str, Any] = {"name": str(_expect(path, data, "name", str)), "source": Path(path)}
+    for key, choices in (("kind", DEVICE_KINDS), ("transport", TRANSPORTS)):
+        if key in data:
+            value = _expect(path, data, key, str)
+            if value not in choices:
+                raise ConfigError(path, f"{value!r} is not one of {', '.join(choices)}", field=key)
+            kw[key] = value
+    for key in ("python", "cache_dir"):
+        if key in data:
+            kw[key] = _expect(path, data, key, str)
+    if "runtimes" in data:
+        runtimes = _expect(path, data, "runtimes", list)
+        if not runtimes or not all(isinstance(r, str) for r in runtimes):
+            raise ConfigError(path, "must be a non-empty list of runtime names", field="runtimes")
+        kw["runtimes"] = tuple(runtimes)
+    if data.get("threads") is not None:
+        threads = _expect(path, data, "threads", int)
+        if threads < 1:
+            raise ConfigError(path, f"must be at least 1, got {threads}", field="threads")
+        kw["threads"] = threads
+    if data.get("cpu_affinity") is not None:
+        cpus = _expect(path, data, "cpu_affinity", list)
+        if not cpus or not all(isinstance(c, int) and c >= 0 for c in cpus):
+            raise ConfigError(path, "must be a list of CPU numbers", field="cpu_affinity")
+        kw["cpu_affinity"] = tuple(cpus)
+    if "tune" in data:
+        kw["tune"] = _expect(path, data, "tune", bool)
+    if "job_timeout_s" in data:
+        timeout = _expect(path, data, "job_timeout_s", (int, float))
+        if timeout <= 0:
+            raise ConfigError(path, "must be positive", field="job_timeout_s")
+        kw["job_timeout_s"] = float(timeout)
+    if "labgrid" in data:
+        kw["labgrid"] = dict(_expect(path, data, "labgrid", dict))
+    if data.get("ssh") is not None:
+        kw["ssh"] = _parse_ssh(path, _expect(path, data, "ssh", dict))
+    if kw.get("transport") == "ssh" and "ssh" not in kw:
+        raise ConfigError(path, "transport is ssh but no ssh settings are given", field="ssh")
+    return DeviceProfile(**kw)
+
+
+def _parse_ssh(path: Path, data: dict[str, Any]) -> SSHSettings:
+    allowed = {f.name for f in fields(SSHSettings)}
+    if "password" in data:
+        raise ConfigError(
+            path, "passwords are never stored in a profile; use key_file or an SSH agent",
+            field="ssh.password",
+        )
+    _check_keys(path, data, allowed, prefix="ssh.")
+    if "host" not in data:
+        raise ConfigError(path, "required field is missing", field="ssh.host")
+    kw: dict[str, Any] = {}
+    for key in ("host", "user", "key_file", "known_hosts", "jump_host"):
+        if data.get(key) is not None:
+            kw[key] = str(_expect(path, data, key, (str, int), prefix="ssh."))
+    if "port" in data:
+        port = _expect(path, data, "port", int, prefix="ssh.")
+        if not 0 < port < 65536:
+            raise ConfigError(path, f"{port} is not a TCP port", field="ssh.port")
+        kw["port"] = port
+    if "trust_on_first_use" in data:
+        kw["trust_on_first_use"] = _expect(path, data, "trust_on_first_use", bool, prefix="ssh.")
+    for key in ("connect_timeout_s", "command_timeout_s", "keepalive_s"):
+        if key in data:
+            value = _expect(path, data, key, (int, float), prefix="ssh.")
+            if value <= 0:
+                raise ConfigError(path, "must be positive", field="ssh." + key)
+            kw[key] = float(value)
+    return SSHSettings(**kw)
+
+
+def profile_path(device: str, devices_dir: Path = DEVICES_DIR) -> Path:
+    """The YAML file for DEVICE: a path if it looks like one, else devices/NAME.yaml."""
+    candidate = Path(device)
+    if candidate.suffix in (".yaml", ".yml") or "/" in device:
+        return candidate
+    path = devices_dir / f"{device}.yaml"
+    if not path.is_file():
+        known = list_profiles(devices_dir)
+        raise EdgebenchError(
+            f"unknown device {device!r} (no {path}); known: {', '.join(known) or '(none)'}"
+        )
+    return path
+
+
+def list_profiles(devices_dir: Path = DEVICES_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(devices_dir).glob("*.yaml") if p.stem != "farm")
+
+
+def load_profile(device: str, devices_dir: Path = DEVICES_DIR) -> DeviceProfile:
+    path = profile_path(device, devices_dir)
+    return parse_profile(path, read_yaml(path))
