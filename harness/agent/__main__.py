@@ -2,7 +2,7 @@
 
     python3 -m harness.agent < job.json          (local)
     python3 ~/.cache/edgebench/<sha256>.pyz < job.json   (pushed to a device as a zip)
-    python3 -m harness.agent --check              (what this device has: for `devices check`)
+    python3 -m harness.agent --check              (what this device has, by hand)
 
 The order of a job follows the measurement protocol: fingerprint and state, load (cold start),
 first inference, warm-up, timed loop, accuracy on the dataset with the same session, state again.
@@ -102,6 +102,10 @@ def run_job(job: Dict[str, Any]) -> Dict[str, Any]:
     except protocol.ProtocolError as err:
         return protocol.set_error(result, protocol.STATUS_FAILED, "protocol", str(err))
     kind = job.get("device_kind") or "linux"
+    if job.get("check"):
+        result["status"] = protocol.STATUS_OK
+        result["check"] = check(kind)
+        return result
     options = job["options"]
     result["settings"] = job["settings"]
     runtime = None
@@ -109,8 +113,11 @@ def run_job(job: Dict[str, Any]) -> Dict[str, Any]:
         affinity = options.get("cpu_affinity")
         if affinity:
             os.sched_setaffinity(0, affinity)
-        if hasattr(os, "sched_getaffinity"):
-            options = dict(options, cpu_affinity=sorted(os.sched_getaffinity(0)))
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        # Threads are always explicit: default to one per CPU this process may run on.
+        threads = int(options.get("threads") or (len(cpus) if cpus else os.cpu_count() or 1))
+        options = dict(options, cpu_affinity=cpus, threads=threads)
+        result["threads"] = threads
         result["fingerprint"] = probes.fingerprint(kind)
         result["runtime"] = job["runtime"]
         try:
@@ -195,9 +202,8 @@ def run_job(job: Dict[str, Any]) -> Dict[str, Any]:
     return result
 
 
-def check() -> Dict[str, Any]:
+def check(kind: str = "linux") -> Dict[str, Any]:
     """What this device offers: for `edgebench devices check`."""
-    kind = os.environ.get("EDGEBENCH_DEVICE_KIND", "linux")
     return {
         "protocol_version": protocol.PROTOCOL_VERSION,
         "python": probes.python_info(),
@@ -214,7 +220,7 @@ def main(argv: List[str]) -> int:
     sys.stdout = sys.stderr
     try:
         if "--check" in argv:
-            answer = check()
+            answer = check(os.environ.get("EDGEBENCH_DEVICE_KIND", "linux"))
         else:
             try:
                 job = protocol.loads(sys.stdin.read())

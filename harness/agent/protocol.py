@@ -19,6 +19,9 @@ Job (host -> agent)::
                   "min_iterations": 100, "max_duration_s": 60.0, "stability_tolerance": 0.05},
      "device_kind": "linux"}
 
+A job `{"protocol_version": 1, "job_id": "check", "check": true}` measures nothing and answers
+with `check` (python, fingerprint, state, runtimes present): that is `edgebench devices check`.
+
 Result (agent -> host): see `new_result`; `status` is `ok`, `failed` (with `error.kind` and
 `error.message`) or `unsupported`.
 """
@@ -82,6 +85,9 @@ def validate_job(job: Any) -> Dict[str, Any]:
     if version != PROTOCOL_VERSION:
         raise ProtocolError("protocol_version {!r} is not supported by this agent (speaks {})"
                             .format(version, PROTOCOL_VERSION))
+    if job.get("check"):
+        # `devices check`: describe the device, measure nothing
+        return dict(job, options=dict(job.get("options") or {}), settings={})
     for field in ("job_id", "model", "runtime"):
         if field not in job:
             raise ProtocolError("job is missing field {!r}".format(field))
@@ -110,6 +116,7 @@ def new_result(job_id: str) -> Dict[str, Any]:
         "runtime": None,
         "runtime_version": None,
         "runtime_options": {},
+        "threads": None,
         "timed_scope": TIMED_SCOPE,
         "settings": {},
         "load_s": None,

@@ -1,0 +1,318 @@
+"""The `edgebench` command: the contract that users, the Makefile and CI rely on.
+
+Every user error is an `EdgebenchError`: one line on stderr, a non-zero exit, nothing else lost.
+Heavy imports (torch, pandas) happen inside the commands that need them, so `edgebench devices
+list` or a bad argument answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness import __version__
+from harness.config import DEVICES_DIR, list_profiles, load_profile
+from harness.errors import EdgebenchError
+from harness.store import DEFAULT_DB, Store
+
+# Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+
+def _fmt(value: Any, spec: str = ".4g", none: str = "n/a") -> str:
+    if value is None:
+        return none
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+# devices ----------------------------------------------------------------------------------------
+
+
+def cmd_devices_list(args: argparse.Namespace) -> int:
+    table = Table(title=f"Device profiles in {args.devices_dir}/")
+    for col in ("name", "kind", "transport", "host", "runtimes"):
+        table.add_column(col)
+    for name in list_profiles(args.devices_dir):
+        p = load_profile(name, args.devices_dir)
+        host = f"{p.ssh.user + '@' if p.ssh.user else ''}{p.ssh.host}:{p.ssh.port}" if p.ssh else "-"
+        table.add_row(p.name, p.kind, p.transport, host, ", ".join(p.runtimes))
+    out.print(table)
+    return 0
+
+
+def cmd_devices_check(args: argparse.Namespace) -> int:
+    from harness.agent import protocol
+    from harness.transport.base import transport_for
+
+    profile = load_profile(args.device, args.devices_dir)
+    job = {"protocol_version": protocol.PROTOCOL_VERSION, "job_id": "check", "check": True,
+           "device_kind": profile.kind}
+    with transport_for(profile) as transport:
+        run = transport.run_agent(job, timeout_s=120)
+    result = run.result
+    if result.get("status") != protocol.STATUS_OK or "check" not in result:
+        error = result.get("error") or {}
+        raise EdgebenchError(f"device {profile.name}: agent check failed: "
+                             f"{error.get('message', 'no answer')}")
+    info = result["check"]
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    fp = info["fingerprint"]
+    out.print(f"[bold]{profile.name}[/] ({profile.kind}, {profile.transport})")
+    out.print(f"  python {info['python']['version']} ({info['python']['executable']}), "
+              f"numpy {fp.get('numpy')}")
+    out.print(f"  {fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs, "
+              f"{_fmt(fp.get('mem_total_mb'), '.0f')} MB, {fp.get('os')}, kernel {fp.get('kernel')}")
+    table = Table("runtime", "present", "version / reason", "profile wants it")
+    missing = []
+    for name, rt in info["runtimes"].items():
+        wanted = name in profile.runtimes
+        if wanted and not rt["available"]:
+            missing.append(name)
+        table.add_row(name, "yes" if rt["available"] else "no",
+                      rt.get("version") or rt.get("reason", ""), "yes" if wanted else "")
+    for name in profile.runtimes:
+        if name not in info["runtimes"]:
+            missing.append(name)
+            table.add_row(name, "no", "this agent has no such runtime", "yes")
+    out.print(table)
+    state = info.get("state") or {}
+    temps = ", ".join(f"{k} {v:.0f}°C" for k, v in (state.get("temperatures_c") or {}).items())
+    govs = sorted(set((state.get("governors") or {}).values()))
+    out.print(f"  state: governor {', '.join(govs) or 'n/a'}; temperatures {temps or 'n/a'}")
+    if missing:
+        out.print(f"[red]missing for this profile:[/] {', '.join(missing)} "
+                  "(install them on the device or remove them from the profile's runtimes)")
+        return 1
+    out.print("[green]everything the profile needs is present[/]")
+    return 0
+
+
+# build / bench ----------------------------------------------------------------------------------
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from harness.compress.build import build_suite
+
+    report = build_suite(Path(args.suite), Path(args.build_dir), console=err_console)
+    out.print(f"built {report.built}, reused {report.reused}, "
+              f"{len(report.artifacts)} artifacts in {args.build_dir}")
+    for entry, message in report.failures:
+        err_console.print(f"[red]failed[/] {entry}: {message}", highlight=False)
+    return 1 if report.failures else 0
+
+
+def _summary_table(records: list[dict[str, Any]]) -> Table:
+    table = Table(title="edgebench results", show_lines=False)
+    for col in ("device", "model", "runtime", "status", "median ms", "p90 ms", "ips",
+                "peak MB", "top-1", "flags"):
+        table.add_column(col, justify="right" if "ms" in col or col in ("ips", "peak MB", "top-1")
+                         else "left")
+    for r in records:
+        flags = []
+        if r["status"] == "ok" and not r["stable"]:
+            flags.append("unstable")
+        if r["throttled"]:
+            flags.append("throttled")
+        status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/]: {r['error_kind']}"
+        table.add_row(
+            r["device"], r["model"], r["runtime"], status,
+            _fmt(r["latency_median_ms"]), _fmt(r["latency_p90_ms"]),
+            _fmt(r["throughput_ips"], ".1f"), _fmt(r["peak_rss_mb"], ".0f"),
+            _fmt(r["accuracy_top1"], ".3f"), ", ".join(flags),
+        )
+    return table
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness import runner
+    from harness.artifacts import from_model_file
+
+    devices = [load_profile(d, args.devices_dir) for d in args.device or ["local"]]
+    names = [d.name for d in devices]
+    if len(set(names)) != len(names):
+        raise EdgebenchError(f"device given twice: {', '.join(names)}")
+    options = runner.BenchOptions(runtimes=tuple(args.runtime or ()), threads=args.threads,
+                                  quick=args.quick)
+    failures: list[tuple[str, str]] = []
+    if args.model:
+        artifacts = [from_model_file(Path(args.model))]
+        suite = None
+    else:
+        from harness.compress.build import build_suite
+
+        report = build_suite(Path(args.suite), Path(args.build_dir), console=err_console)
+        artifacts, failures, suite = report.artifacts, report.failures, args.suite
+        for entry, message in failures:
+            err_console.print(f"[red]build failed[/] {entry}: {message}", highlight=False)
+        if not artifacts:
+            raise EdgebenchError(f"{args.suite}: no artifact could be built")
+    jobs = runner.plan_jobs(artifacts, devices, options)
+    command = "edgebench " + " ".join(sys.argv[1:])
+
+    with Store(args.db) as store, Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=False,
+    ) as progress:
+        tasks = {d.name: progress.add_task(f"{d.name}: waiting",
+                                           total=sum(j.device.name == d.name for j in jobs))
+                 for d in devices}
+
+        def on_event(kind: str, job: runner.PlannedJob, record: dict[str, Any] | None) -> None:
+            task = tasks[job.device.name]
+            if kind == "start":
+                progress.update(task, description=f"{job.device.name}: {job.artifact.name} "
+                                                  f"on {job.runtime}")
+            else:
+                progress.advance(task)
+                if record and record["status"] != "ok":
+                    progress.console.print(
+                        f"[red]{record['status']}[/] {job.device.name} {job.artifact.name} "
+                        f"{job.runtime}: {record['error_message']}", highlight=False)
+
+        run_id, records = runner.run_plan(store, jobs, options, command=command, suite=suite,
+                                          on_event=on_event)
+        for d in devices:
+            progress.update(tasks[d.name], description=f"{d.name}: done")
+    out.print(_summary_table(records))
+    out.print(f"run [bold]{run_id}[/] stored in {args.db}; `edgebench report --run {run_id}`")
+    bad = [r for r in records if r["status"] == "failed"]
+    transport_down = [r for r in bad if r["error_kind"] == "transport"]
+    if transport_down:
+        raise_msg = transport_down[0]["error_message"]
+        err_console.print(f"edgebench: error: {raise_msg}", highlight=False, markup=False)
+        return 3
+    return 1 if bad or failures else 0
+
+
+# results ----------------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import run_report
+
+    folder = run_report(Path(args.db), args.run, Path(args.out) if args.out else None)
+    out.print(f"report written to {folder}/ (open {folder}/index.html)")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.report import run_compare
+
+    return run_compare(Path(args.db), args.run_a, args.run_b, threshold=args.threshold,
+                       allow_different_devices=args.allow_different_devices,
+                       fail_on_regression=args.fail_on_regression)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.report import run_export
+
+    run_export(Path(args.db), args.run, args.format, Path(args.out) if args.out else None)
+    return 0
+
+
+# parser -----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgebench",
+        description="Measure what model compression buys on real edge devices.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgebench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--db", default=str(DEFAULT_DB),
+                       help=f"result database (default {DEFAULT_DB})")
+        return p
+
+    def with_devices_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--devices-dir", type=Path, default=DEVICES_DIR,
+                       help=f"where device profiles live (default {DEVICES_DIR}/)")
+        return p
+
+    devices = sub.add_parser("devices", help="list and check device profiles")
+    dsub = devices.add_subparsers(dest="devices_command", required=True, metavar="ACTION")
+    with_devices_dir(dsub.add_parser("list", help="profiles found in devices/")).set_defaults(
+        func=cmd_devices_list)
+    check = with_devices_dir(dsub.add_parser(
+        "check", help="connect, fingerprint, list runtimes present"))
+    check.add_argument("device", help="profile name (devices/NAME.yaml) or YAML path")
+    check.add_argument("--json", action="store_true", help="print the raw description")
+    check.set_defaults(func=cmd_devices_check)
+
+    build = sub.add_parser("build", help="compress and export every artifact of a suite")
+    build.add_argument("suite", help="suite YAML, e.g. models/demo.yaml")
+    build.add_argument("--build-dir", default="models/build")
+    build.set_defaults(func=cmd_build)
+
+    bench = with_devices_dir(with_db(sub.add_parser("bench", help="measure models on devices")))
+    bench.add_argument("--device", action="append",
+                       help="profile name or YAML path; repeat for several devices (default local)")
+    what = bench.add_mutually_exclusive_group(required=True)
+    what.add_argument("--suite", help="suite YAML; its artifacts are built first if needed")
+    what.add_argument("--model", help="one model file (.onnx, .tflite)")
+    bench.add_argument("--runtime", action="append",
+                       help="only this runtime (repeatable); default: the profile's runtimes")
+    bench.add_argument("--threads", type=int, help="inference threads (default: profile, else "
+                                                   "one per CPU)")
+    bench.add_argument("--quick", action="store_true",
+                       help="short protocol for tests and CI (warm-up 0.1 s, timed 0.5 s / 20)")
+    bench.add_argument("--build-dir", default="models/build")
+    bench.set_defaults(func=cmd_bench)
+
+    report = with_db(sub.add_parser("report", help="tables, plots and an HTML page for a run"))
+    report.add_argument("--run", default="latest", help="run id, unique prefix or 'latest'")
+    report.add_argument("--out", help="output folder (default reports/<run_id>)")
+    report.set_defaults(func=cmd_report)
+
+    compare = with_db(sub.add_parser("compare", help="compare two runs job by job"))
+    compare.add_argument("run_a")
+    compare.add_argument("run_b")
+    compare.add_argument("--threshold", type=float, default=0.05,
+                         help="smallest relative change that counts (default 0.05)")
+    compare.add_argument("--fail-on-regression", action="store_true",
+                         help="exit non-zero when any job regressed (the nightly gate)")
+    compare.add_argument("--allow-different-devices", action="store_true",
+                         help="compare runs whose device fingerprints differ")
+    compare.set_defaults(func=cmd_compare)
+
+    export = with_db(sub.add_parser("export", help="print a run's results as CSV/JSON/Parquet"))
+    export.add_argument("--run", default="latest")
+    export.add_argument("--format", choices=("csv", "json", "parquet"), required=True)
+    export.add_argument("--out", help="file to write (default stdout; required for parquet)")
+    export.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        err_console.print("edgebench: error: --threads must be at least 1", markup=False)
+        return 2
+    try:
+        return int(args.func(args))
+    except EdgebenchError as err:
+        err_console.print(f"edgebench: error: {err}", highlight=False, markup=False,
+                          soft_wrap=True)
+        return err.exit_code
+    except KeyboardInterrupt:
+        err_console.print("edgebench: interrupted; finished jobs are in the store", markup=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

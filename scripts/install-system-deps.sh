@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the system programs the test suite drives for real: OpenSSH's sshd (the SSH transport
+# is tested against a real server on loopback) and Chromium (the HTML report is opened in a real
+# headless browser). Does nothing when they are already present.
+set -euo pipefail
+need=()
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+    sudo=sudo
+else
+    sudo=
+fi
+echo "installing ${need[*]} (Debian packages) for the tests"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"

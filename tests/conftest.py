@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny real models (built here, nothing downloaded), a scratch store, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EDGEBENCH = [sys.executable, "-m", "harness.cli"]
+
+
+def make_tiny_onnx(path: Path, input_shape: tuple[int, ...] = (1, 1, 8, 8), classes: int = 10,
+                   seed: int = 0) -> Path:
+    """A real ONNX classifier (flatten + dense + relu + dense), made with onnx.helper."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    features = int(np.prod(input_shape[1:]))
+    w1 = numpy_helper.from_array(rng.standard_normal((features, 32)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((32, classes)).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["f"], axis=1),
+        helper.make_node("MatMul", ["f", "w1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [input_shape[0], classes])],
+        initializer=[w1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path: Path) -> Path:
+    return make_tiny_onnx(tmp_path / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real TFLite model converted from PyTorch by litert-torch."""
+    torch = pytest.importorskip("torch")
+    litert_torch = pytest.importorskip("litert_torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(4 * 8 * 8, 10),
+    ).eval()
+    path = tmp_path_factory.mktemp("tflite") / "tiny.tflite"
+    litert_torch.convert(model, (torch.randn(1, 1, 8, 8),)).export(str(path))
+    return path
+
+
+def run_cli(*args: str, cwd: Path = REPO, timeout: float = 300, env: dict[str, str] | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+    """Run `edgebench ARGS` as a user would, in a subprocess."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([*EDGEBENCH, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
