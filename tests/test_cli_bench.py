@@ -1,0 +1,125 @@
+"""`edgebench bench` end to end on the local device, and every kind of bad input it must reject."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from harness.store import Store
+from tests.conftest import make_tiny_onnx, run_cli
+
+
+def bench(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    proc = run_cli("bench", "--quick", "--db", str(tmp_path / "r.db"), *args)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_bench_local_quick_stores_rows(tmp_path: Path, tiny_onnx: Path,
+                                       tiny_tflite: Path) -> None:
+    code, out, err = bench(tmp_path, "--model", str(tiny_onnx), "--threads", "1")
+    assert code == 0, err
+    assert "edgebench results" in out and "tiny" in out
+    code, out, err = bench(tmp_path, "--model", str(tiny_tflite), "--device", "local")
+    assert code == 0, err
+    with Store(tmp_path / "r.db") as store:
+        runs = store.runs()
+        assert [r.status for r in runs] == ["finished", "finished"]
+        onnx_row, tflite_row = store.results()
+        assert (onnx_row["runtime"], tflite_row["runtime"]) == ("onnxruntime", "tflite")
+        for row in (onnx_row, tflite_row):
+            assert row["status"] == "ok"
+            assert row["device"] == "local"
+            assert row["n"] >= 20
+            assert len(store.samples(row["job_id"])) == row["n"]
+            assert row["latency_ci95_low_ms"] <= row["latency_median_ms"] \
+                <= row["latency_ci95_high_ms"]
+            assert row["peak_rss_mb"] > 0
+            assert row["device_fingerprint"]["cpu_count"] >= 1
+            assert row["settings"]["min_iterations"] == 20  # --quick protocol recorded
+            assert row["bytes_pushed"] == 0  # local: used in place
+            assert row["accuracy_top1"] is None  # no dataset: n/a
+            assert row["size_bytes"] > 0 and len(row["model_sha256"]) == 64
+        assert onnx_row["threads"] == 1
+        assert tflite_row["threads"] >= 1  # defaulted to the CPUs available, and recorded
+
+
+def test_corrupt_model_among_good_ones(tmp_path: Path) -> None:
+    """A per-job problem is a failed row; the rest of the run and the store are intact."""
+    good = make_tiny_onnx(tmp_path / "good.onnx")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 50)
+    code, _, err = bench(tmp_path, "--model", str(good))
+    assert code == 0, err
+    code, _, err = bench(tmp_path, "--model", str(corrupt))
+    assert code == 1
+    assert "corrupt.onnx" in err
+    with Store(tmp_path / "r.db") as store:
+        good_row, bad_row = store.results()
+        assert good_row["status"] == "ok"
+        assert bad_row["status"] == "failed"
+        assert bad_row["error_kind"] == "model_invalid"
+        assert "corrupt.onnx" in bad_row["error_message"]
+
+
+def test_wrong_input_shape_from_manifest(tmp_path: Path) -> None:
+    from harness.artifacts import from_model_file, write_manifest
+
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    art = from_model_file(model)
+    write_manifest(art.__class__(**{**art.__dict__, "input_shape": (1, 3, 224, 224)}))
+    code, _, err = bench(tmp_path, "--model", str(model))
+    assert code == 1
+    (row,) = Store(tmp_path / "r.db").results()
+    assert row["error_kind"] == "input_shape"
+    assert "[1, 1, 8, 8]" in row["error_message"] and "[1, 3, 224, 224]" in row["error_message"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "{tmp}/absent.onnx"], "absent.onnx: model file not found"),
+        (["--model", "{tmp}/model.xyz"], "cannot tell the model format"),
+        (["--model", "{onnx}", "--runtime", "tensorflow"], "unknown runtime 'tensorflow'"),
+        (["--model", "{onnx}", "--runtime", "tflite"], "nothing to run"),
+        (["--model", "{onnx}", "--device", "jetson-nano-9"], "unknown device 'jetson-nano-9'"),
+        (["--model", "{onnx}", "--device", "{tmp}/broken.yaml"], "broken.yaml: malformed YAML"),
+        (["--model", "{onnx}", "--device", "{tmp}/badfield.yaml"],
+         "badfield.yaml: ssh.port: 70000 is not a TCP port"),
+        (["--model", "{onnx}", "--device", "{tmp}/password.yaml"], "ssh.password"),
+    ],
+    ids=["missing", "suffix", "runtime", "format", "device", "yaml", "field", "password"],
+)
+def test_bad_input_one_clear_line(tmp_path: Path, tiny_onnx: Path, args: list[str],
+                                  message: str) -> None:
+    (tmp_path / "model.xyz").write_bytes(b"x")
+    (tmp_path / "broken.yaml").write_text("name: x\nruntimes: [onnxruntime\n")
+    (tmp_path / "badfield.yaml").write_text(
+        "name: x\ntransport: ssh\nssh: {host: 127.0.0.1, port: 70000}\n")
+    (tmp_path / "password.yaml").write_text(
+        "name: x\ntransport: ssh\nssh: {host: 127.0.0.1, password: hunter2}\n")
+    args = [a.format(tmp=tmp_path, onnx=tiny_onnx) for a in args]
+    # a result measured earlier must survive the bad command
+    assert bench(tmp_path, "--model", str(tiny_onnx))[0] == 0
+    code, _, err = bench(tmp_path, *args)
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("edgebench: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in err
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM results WHERE status='ok'").fetchone()[0] == 1
+
+
+def test_devices_list_and_check_local() -> None:
+    proc = run_cli("devices", "list")
+    assert proc.returncode == 0, proc.stderr
+    assert "local" in proc.stdout
+    proc = run_cli("devices", "check", "local", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["runtimes"]["onnxruntime"]["available"] is True
+    assert info["fingerprint"]["cpu_count"] >= 1

@@ -1,0 +1,156 @@
+"""One job in, one result out: the agent's contract, exercised through a real agent process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.agent import protocol
+from tests.conftest import REPO, make_tiny_onnx
+
+
+def run_agent(job: Any, python: str = sys.executable) -> tuple[dict[str, Any], str]:
+    text = job if isinstance(job, str) else json.dumps(job)
+    proc = subprocess.run([python, "-m", "harness.agent"], input=text, capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, f"stdout must be exactly one JSON line, got: {proc.stdout!r}"
+    return json.loads(lines[0]), proc.stderr
+
+
+def job_for(model: Path, runtime: str = "onnxruntime", **extra: Any) -> dict[str, Any]:
+    job = {
+        "protocol_version": protocol.PROTOCOL_VERSION,
+        "job_id": "j-1",
+        "model": {"path": str(model), "format": model.suffix.lstrip(".")},
+        "runtime": runtime,
+        "options": {"threads": 1},
+        "settings": protocol.QUICK_SETTINGS,
+    }
+    job.update(extra)
+    return job
+
+
+def test_round_trip_ok(tiny_onnx: Path) -> None:
+    result, stderr = run_agent(job_for(tiny_onnx))
+    assert result["status"] == "ok", result["error"]
+    assert result["protocol_version"] == protocol.PROTOCOL_VERSION
+    assert result["job_id"] == "j-1"
+    assert set(protocol.new_result("x")) <= set(result)  # every documented key is present
+    lat = result["latency"]
+    assert lat["n"] == len(result["samples_ns"]) >= protocol.QUICK_SETTINGS["min_iterations"]
+    assert lat["min_ms"] <= lat["ci95_low_ms"] <= lat["median_ms"] <= lat["ci95_high_ms"]
+    assert lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert result["stop_reason"] in ("stable", "max_duration")
+    assert result["threads"] == 1
+    assert result["runtime_options"]["intra_op_threads"] == 1
+    assert result["load_s"] > 0 and result["first_inference_ms"] > 0
+    mem = result["memory"]
+    assert mem["peak_rss_mb"] >= mem["rss_before_mb"] > 0
+    assert result["fingerprint"]["cpu_count"] >= 1
+    assert result["accuracy"] is None  # no dataset: not applicable, not zero
+    assert "pre-processing outside the timer" in result["timed_scope"]
+    assert "[agent]" in stderr  # logs go to stderr, not the protocol stream
+
+
+def test_accuracy_with_dataset_and_reference(tmp_path: Path) -> None:
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    inputs = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    logits = np.concatenate([sess.run(None, {"x": inputs[i:i + 1]})[0] for i in range(40)])
+    labels = logits.argmax(axis=1).copy()
+    labels[:10] = (labels[:10] + 1) % 10  # make exactly 10 of 40 wrong
+    reference = logits.copy()
+    reference[0] += 0.25  # a known max difference, same argmax
+    for name, arr in (("inputs", inputs), ("labels", labels), ("reference", reference)):
+        np.save(tmp_path / f"{name}.npy", arr)
+    dataset = {p: {"path": str(tmp_path / f"{p}.npy")} for p in ("inputs", "labels", "reference")}
+    result, _ = run_agent(job_for(model, dataset=dataset))
+    assert result["status"] == "ok", result["error"]
+    acc = result["accuracy"]
+    assert acc["n"] == 40
+    assert acc["top1"] == pytest.approx(30 / 40)
+    assert acc["top5"] >= acc["top1"]
+    assert acc["ref_top1_agreement"] == pytest.approx(1.0)
+    assert acc["ref_max_abs_diff"] == pytest.approx(0.25, abs=1e-4)
+
+
+def test_tflite_round_trip(tiny_tflite: Path) -> None:
+    result, _ = run_agent(job_for(tiny_tflite, runtime="tflite"))
+    assert result["status"] == "ok", result["error"]
+    assert result["runtime_options"]["xnnpack"] is True
+    assert result["runtime_options"]["threads"] == 1
+    result, _ = run_agent(job_for(tiny_tflite, runtime="tflite",
+                                  options={"threads": 1, "xnnpack": False}))
+    assert result["status"] == "ok" and result["runtime_options"]["xnnpack"] is False
+
+
+@pytest.mark.parametrize(
+    ("mutate", "kind"),
+    [
+        (lambda j, d: j["model"].update(path=str(d / "missing.onnx")), "model_not_found"),
+        (lambda j, d: j["model"].update(path=str(d / "corrupt.onnx")), "model_invalid"),
+        (lambda j, d: j.update(input={"shape": [1, 3, 224, 224]}), "input_shape"),
+        (lambda j, d: j.update(runtime="nosuch"), "unknown_runtime"),
+        (lambda j, d: j.update(protocol_version=99), "protocol"),
+        (lambda j, d: j.pop("model"), "protocol"),
+    ],
+    ids=["missing", "corrupt", "shape", "runtime", "version", "no-model"],
+)
+def test_bad_jobs_fail_with_a_kind_and_message(tmp_path: Path, tiny_onnx: Path, mutate: Any,
+                                               kind: str) -> None:
+    (tmp_path / "corrupt.onnx").write_bytes(b"this is not a protobuf" * 10)
+    job = job_for(tiny_onnx)
+    mutate(job, tmp_path)
+    result, _ = run_agent(job)
+    assert result["status"] == "failed"
+    assert result["error"]["kind"] == kind
+    assert result["error"]["message"]
+
+
+def test_format_mismatch_is_unsupported(tiny_onnx: Path) -> None:
+    result, _ = run_agent(job_for(tiny_onnx, runtime="tflite"))
+    assert result["status"] == "unsupported"
+    assert result["error"]["kind"] == "format_mismatch"
+
+
+def test_not_json_is_a_failed_result() -> None:
+    result, _ = run_agent("{not json")
+    assert result["status"] == "failed" and result["error"]["kind"] == "protocol"
+
+
+def test_runtime_not_installed_is_unsupported(tmp_path: Path, tiny_onnx: Path) -> None:
+    """A real interpreter that has numpy but no onnxruntime, as on a bare device."""
+    import sysconfig
+    import venv
+
+    import numpy
+
+    env_dir = tmp_path / "bare"
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                           "['purelib'])"], capture_output=True, text=True).stdout.strip()
+    numpy_dir = Path(numpy.__file__).parent
+    for item in numpy_dir.parent.iterdir():  # numpy and its vendored libs only
+        if item.name.startswith("numpy"):
+            (Path(site) / item.name).symlink_to(item)
+    assert sysconfig.get_paths()["purelib"] != site
+    result, _ = run_agent(job_for(tiny_onnx), python=str(python))
+    assert result["status"] == "unsupported"
+    assert result["error"]["kind"] == "runtime_missing"
+    assert "onnxruntime" in result["error"]["message"]
+
+
+def test_nan_becomes_null() -> None:
+    text = protocol.dumps({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": 2.5}})
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": {"d": 2.5}}
