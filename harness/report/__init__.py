@@ -1,0 +1,163 @@
+"""Reports on stored results: tables, plots, run comparisons, exports, and a static HTML page.
+
+The three entry points below are what the `edgebench report`, `compare` and `export` commands
+call. pandas and matplotlib are imported inside them, not at the top of this module, so that the
+CLI (and everything else outside `harness.report`) starts without them; this package is the only
+place in edgebench that uses either.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import EdgebenchError, StoreError
+from harness.store import RESULT_FIELDS, Store
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+EXPORT_FORMATS = ("csv", "json", "parquet")
+_GENERATED = {"plots": ("*.png", "*.pdf"), "tables": ("*.csv", "*.md", "*.tex")}
+
+
+def _open(db: Path) -> Store:
+    # Store() would create an empty database; reading commands must not leave one behind.
+    if not Path(db).is_file():
+        raise StoreError(f"{db}: no result database here; run `edgebench bench` first")
+    return Store(db)
+
+
+def _sample_reader(store: Store) -> Callable[[str], np.ndarray]:
+    import numpy as np
+
+    cache: dict[str, np.ndarray] = {}
+
+    def samples_ms(job_id: str) -> np.ndarray:
+        if job_id not in cache:
+            cache[job_id] = np.asarray(store.samples(job_id), dtype=np.float64) / 1e6
+        return cache[job_id]
+
+    return samples_ms
+
+
+def run_report(
+    db: Path, run: str = "latest", out: Path | None = None, runs_for_trends: int = 30
+) -> Path:
+    """Write the report of one run (tables, plots, index.html) and return its folder.
+
+    The folder is `reports/<run_id>/` unless `out` is given. Trends use this run and up to
+    `runs_for_trends - 1` earlier runs on the same devices.
+    """
+    from harness.report import frame, html, plots, tables
+
+    with _open(db) as store:
+        run_id = store.resolve_run(run)
+        runs = store.runs()
+        info = next(r for r in runs if r.run_id == run_id)
+        df = frame.with_baselines(frame.results_frame(store, [run_id]), store)
+        folder = Path(out) if out is not None else Path("reports") / run_id
+        for sub, patterns in _GENERATED.items():
+            for pattern in patterns:
+                for stale in (folder / sub).glob(pattern):
+                    stale.unlink()
+
+        report_tables = tables.report_tables(df, run_id)
+        table_files = {t.name: t.write(folder / "tables") for t in report_tables}
+
+        samples = _sample_reader(store)
+        plot_dir = folder / "plots"
+        written = [
+            *plots.accuracy_latency(df, plot_dir),
+            *plots.speedup_by_technique(df, plot_dir),
+            *plots.latency_distributions(df, plot_dir, samples),
+            *plots.size_memory(df, plot_dir),
+            *plots.speedup_heatmap(df, plot_dir),
+            *plots.trends(_history(store, runs, run_id, runs_for_trends, df), plot_dir, samples),
+        ]
+        html.write_index(folder, info, df, report_tables, table_files, written)
+    return folder
+
+
+def _history(
+    store: Store, runs: list[Any], run_id: str, limit: int, current: pd.DataFrame
+) -> pd.DataFrame:
+    """Rows of the last `limit` runs up to `run_id`, on this run's devices, with run start."""
+    from harness.report import frame
+
+    order = [r.run_id for r in runs]
+    upto = runs[: order.index(run_id) + 1][-max(limit, 1) :]
+    history = frame.results_frame(store, [r.run_id for r in upto])
+    started = {r.run_id: r.started_at for r in upto}
+    history = history[history["device"].isin(current["device"].dropna().unique())]
+    return history.assign(run_started_at=history["run_id"].map(started))
+
+
+def run_compare(
+    db: Path,
+    run_a: str,
+    run_b: str,
+    *,
+    threshold: float = 0.05,
+    allow_different_devices: bool = False,
+    fail_on_regression: bool = False,
+) -> int:
+    """Print the comparison of run B against run A; 1 when gating and anything regressed."""
+    from harness.report.compare import compare_runs, render_comparison
+
+    if not 0 <= threshold < 1:
+        raise EdgebenchError(f"threshold {threshold} must be a fraction in [0, 1), e.g. 0.05")
+    with _open(db) as store:
+        result = compare_runs(
+            store,
+            run_a,
+            run_b,
+            threshold=threshold,
+            allow_different_devices=allow_different_devices,
+        )
+    render_comparison(result)
+    return 1 if fail_on_regression and len(result.regressions) else 0
+
+
+def run_export(db: Path, run: str, fmt: str, out: Path | None = None) -> None:
+    """Write every result row of one run, with the documented field names, as csv/json/parquet.
+
+    CSV and JSON go to stdout when `out` is None; parquet is binary and needs `out`. JSON keeps
+    the JSON columns (fingerprint, state, settings, lineage) as nested objects; CSV and parquet
+    hold them as JSON text.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise EdgebenchError(f"unknown export format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}")
+    if fmt == "parquet" and out is None:
+        raise EdgebenchError("parquet is a binary format; give an output file (--out FILE)")
+    with _open(db) as store:
+        rows = store.results([store.resolve_run(run)])
+    if fmt == "json":
+        text = json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
+        if out is None:
+            sys.stdout.write(text)
+        else:
+            Path(out).write_text(text, encoding="utf-8")
+        return
+
+    from harness.report.frame import frame_from_rows
+    from harness.store import JSON_FIELDS
+
+    df = frame_from_rows(rows)
+    for name in JSON_FIELDS:
+        df[name] = [None if v is None else json.dumps(v, sort_keys=True) for v in df[name]]
+    df = df[list(RESULT_FIELDS)]
+    try:
+        if fmt == "csv":
+            df.to_csv(sys.stdout if out is None else out, index=False)
+        else:
+            df.to_parquet(out, index=False)
+    except OSError as err:
+        raise EdgebenchError(f"{out}: cannot write the export ({err})") from err
+
+
+__all__ = ["EXPORT_FORMATS", "run_compare", "run_export", "run_report"]

@@ -1,0 +1,261 @@
+"""The static HTML report: `index.html` beside its tables/ and plots/, opened from disk, no server.
+
+Everything the page needs is inline (CSS, a few lines of script that sort tables on a header
+click) or a relative path (plot images, table downloads), so the folder can be zipped, mailed or
+served by any static host, and nothing is fetched from a CDN. Tables are rendered by pandas'
+Styler, which escapes every cell; rows of failed, unsupported, unstable or throttled jobs carry a
+CSS class and a word in their Notes column, so the caveat survives without colour too.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.report.plots import PLOT_TITLES
+from harness.report.tables import Table
+from harness.store import RunInfo
+
+CSS = """
+body { font-family: system-ui, "DejaVu Sans", sans-serif; margin: 2rem auto; max-width: 1400px;
+       padding: 0 1rem; color: #1a1a1a; line-height: 1.4; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid
+#ccc; } h3 { margin-top: 1.4rem; } .meta { color: #555; } code { font-size: .9em; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: .85rem; margin: .5rem 0; }
+th, td { padding: .25rem .5rem; border-bottom: 1px solid #ddd; text-align: left;
+         white-space: nowrap; vertical-align: top; }
+td.error { white-space: normal; min-width: 20rem; }
+table.sortable th { cursor: pointer; background: #f3f3f3; position: sticky; top: 0; }
+table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; }
+table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
+.flag-failed, .flag-unsupported { background: #fde8e8; }
+.flag-unstable { background: #fff4d6; }
+.flag-throttled { background: #e8f0fd; }
+.badge { display: inline-block; padding: 0 .4rem; border-radius: .6rem; font-size: .8rem; }
+.badge.failed, .badge.unsupported { background: #f6c6c6; } .badge.unstable { background: #ffe19c; }
+.badge.throttled { background: #c6d8f6; } .badge.ok { background: #cdeccd; }
+figure { margin: 1rem 0 2rem; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: .9rem; color: #444; }
+dl.kv { display: grid; grid-template-columns: max-content auto; gap: .1rem 1rem;
+        font-size: .85rem; }
+dl.kv dt { font-weight: 600; } dl.kv dd { margin: 0; font-family: monospace; }
+"""
+
+# Sort on header click; numbers (leading number of the text) sort numerically, "n/a" sorts last.
+SCRIPT = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  var heads = table.querySelectorAll("thead th");
+  heads.forEach(function (th, col) {
+    th.addEventListener("click", function () {
+      var asc = th.getAttribute("aria-sort") !== "ascending";
+      heads.forEach(function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      var key = function (row) {
+        var text = row.cells[col].textContent.trim();
+        var num = parseFloat(text.replace(/,/g, ""));
+        return isNaN(num) || !/^[-+]?[0-9.,]/.test(text) ? text.toLowerCase() : num;
+      };
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (typeof x !== typeof y) { return typeof x === "number" ? -1 : 1; }
+        return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1);
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def table_html(table: Table, table_id: str) -> str:
+    """One sortable table; every cell of a flagged row carries `flag-<flag>` classes."""
+    text = table.text
+    if text.empty:
+        return "<p>(no rows)</p>"
+    row_classes = [" ".join(f"flag-{f}" for f in flags) for flags in table.flags]
+    classes = pd.DataFrame(
+        {
+            c: [" ".join(filter(None, [rc, "error" if c == "Error" else ""])) for rc in row_classes]
+            for c in text.columns
+        },
+        index=text.index,
+    )
+    styler = (
+        text.style.hide(axis="index")
+        .format(escape="html")
+        .set_td_classes(classes)
+        .set_table_attributes(f'class="sortable" id="{_e(table_id)}"')
+        .set_uuid(table_id)
+    )
+    return f'<div class="scroll">{styler.to_html()}</div>'
+
+
+def _kv(data: Any) -> str:
+    if not isinstance(data, dict) or not data:
+        return "<p>(not recorded)</p>"
+    flat = pd.json_normalize(data).iloc[0].to_dict()
+    items = "".join(
+        f"<dt>{_e(k)}</dt><dd>{_e(json.dumps(v) if isinstance(v, list | dict) else v)}</dd>"
+        for k, v in sorted(flat.items())
+    )
+    return f'<dl class="kv">{items}</dl>'
+
+
+def _badges(flags: Sequence[str]) -> str:
+    return " ".join(f'<span class="badge {_e(f)}">{_e(f)}</span>' for f in flags)
+
+
+def _summary(df: pd.DataFrame) -> str:
+    counts = df["status"].value_counts()
+    flags = {
+        "unstable": int((df["stable"].eq(False) & df["status"].eq("ok")).sum()),
+        "throttled": int(df["throttled"].eq(True).sum()),
+    }
+    status_line = (
+        " ".join(
+            f'<span class="badge {_e(s)}">{int(counts.get(s, 0))} {_e(s)}</span>'
+            for s in ("ok", "failed", "unsupported")
+            if counts.get(s, 0)
+        )
+        or "no jobs"
+    )
+    flag_line = " ".join(f'<span class="badge {k}">{v} {k}</span>' for k, v in flags.items() if v)
+    devices = ", ".join(f"<code>{_e(d)}</code>" for d in sorted(df["device"].dropna().unique()))
+    models = ", ".join(f"<code>{_e(m)}</code>" for m in df["model"].dropna().unique())
+    parts = [
+        f"<p><b>Jobs:</b> {len(df)} &mdash; {status_line} {flag_line}</p>",
+        f"<p><b>Devices:</b> {devices or 'none'}</p>",
+        f"<p><b>Models:</b> {models or 'none'}</p>",
+    ]
+    bad = df[df["status"] != "ok"]
+    if bad.empty:
+        parts.append('<p id="failures">Every job measured successfully.</p>')
+    else:
+        rows = "".join(
+            f'<tr class="flag-{_e(r.status)}"><td>{_e(r.device)}</td><td>{_e(r.model)}</td>'
+            f"<td>{_e(r.runtime)}</td><td>{_badges([str(r.status)])}</td>"
+            f'<td>{_e(r.error_kind)}</td><td class="error">{_e(r.error_message)}</td></tr>'
+            for r in bad.itertuples()
+        )
+        parts.append(
+            "<h3>What did not run, and why</h3>"
+            '<div class="scroll"><table id="failures" class="sortable"><thead><tr>'
+            "<th>Device</th><th>Model</th><th>Runtime</th><th>Status</th><th>Error kind</th>"
+            f"<th>Error</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        )
+    unstable = df[df["stable"].eq(False) & df["status"].eq("ok")]
+    throttled = df[df["throttled"].eq(True)]
+    if len(unstable) or len(throttled):
+        items = "".join(
+            f"<li>{_badges(['unstable'])} <code>{_e(r.model)}</code> on {_e(r.device)}: the "
+            "medians of consecutive windows differed by more than the tolerance; treat its "
+            "latency with care.</li>"
+            for r in unstable.itertuples()
+        ) + "".join(
+            f"<li>{_badges(['throttled'])} <code>{_e(r.model)}</code> on {_e(r.device)}: the "
+            "device throttled during the job.</li>"
+            for r in throttled.itertuples()
+        )
+        parts.append(f"<h3>Caveats</h3><ul>{items}</ul>")
+    return "\n".join(parts)
+
+
+def _devices(df: pd.DataFrame) -> str:
+    out = []
+    for device, part in df.groupby("device", sort=True):
+        first, last = part.iloc[0], part.iloc[-1]
+        kind = "" if pd.isna(first["device_kind"]) else f" ({_e(first['device_kind'])})"
+        out.append(
+            f"<h3>{_e(device)}{kind}</h3>"
+            "<details open><summary>Fingerprint</summary>"
+            f"{_kv(first['device_fingerprint'])}</details>"
+            "<details><summary>State before the first job "
+            f"(<code>{_e(first['model'])}</code>)</summary>{_kv(first['state_before'])}</details>"
+            "<details><summary>State after the last job "
+            f"(<code>{_e(last['model'])}</code>)</summary>{_kv(last['state_after'])}</details>"
+        )
+    return "\n".join(out) or "<p>(no devices)</p>"
+
+
+def write_index(
+    folder: Path,
+    run: RunInfo,
+    df: pd.DataFrame,
+    tables: Sequence[Table],
+    table_files: dict[str, list[Path]],
+    plots: Sequence[Path],
+) -> Path:
+    """Write `folder/index.html`; paths in `table_files` and `plots` must lie under `folder`."""
+
+    def rel(path: Path) -> str:
+        return _e(path.relative_to(folder).as_posix())
+
+    table_sections = []
+    for table in tables:
+        links = " ".join(
+            f'<a href="{rel(p)}">{_e(p.suffix[1:].upper())}</a>'
+            for p in table_files.get(table.name, [])
+        )
+        table_sections.append(
+            f'<h3 id="t-{_e(table.name)}">{_e(table.caption)}</h3>'
+            f'<p class="meta">Download: {links}. Click a header to sort.</p>'
+            + table_html(table, f"table-{table.name}")
+        )
+    figures = []
+    for png in (p for p in plots if p.suffix == ".png"):
+        title = PLOT_TITLES.get(png.stem, png.stem)
+        pdf = png.with_suffix(".pdf")
+        figures.append(
+            f'<figure id="f-{_e(png.stem)}"><img src="{rel(png)}" alt="{_e(title)}">'
+            f'<figcaption>{_e(title)} (<a href="{rel(pdf)}">PDF</a>)</figcaption></figure>'
+        )
+    meta = (
+        f"started {_e(run.started_at)}, finished {_e(run.finished_at or 'not finished')}, "
+        f"status {_e(run.status)}; suite <code>{_e(run.suite)}</code>; "
+        f"command <code>{_e(run.command)}</code>; edgebench {_e(run.harness_version)}"
+    )
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>edgebench report {_e(run.run_id)}</title>
+<style>{CSS}</style>
+</head>
+<body>
+<h1>edgebench report: run <code>{_e(run.run_id)}</code></h1>
+<p class="meta">{meta}</p>
+<nav><a href="#summary">Summary</a> &middot; <a href="#tables">Tables</a> &middot;
+<a href="#plots">Plots</a> &middot; <a href="#devices">Devices</a></nav>
+<h2 id="summary">Summary</h2>
+{_summary(df)}
+<h2 id="tables">Tables</h2>
+<p class="meta">Latency in ms (median is the headline, p90 the single-stream figure of record);
+speedup = baseline median / median on the same device and runtime, with its 95% bootstrap
+confidence interval; accuracy n/a means the model is benchmarked for latency only.
+Row colours: <span class="badge failed">failed</span> <span class="badge unstable">unstable</span>
+<span class="badge throttled">throttled</span>.</p>
+{"".join(table_sections)}
+<h2 id="plots">Plots</h2>
+{"".join(figures) or "<p>(nothing to plot: no successful measurements)</p>"}
+<h2 id="devices">Devices</h2>
+{_devices(df)}
+<script>{SCRIPT}</script>
+</body>
+</html>
+"""
+    path = folder / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,320 @@
+"""The report's tables as CSV (numbers), Markdown (READMEs, dashboards) and LaTeX (booktabs).
+
+One column specification drives every format, so a header and its unit are written once: the CSV
+keeps full-precision numbers under headers that carry units; Markdown, HTML and LaTeX show the
+same rounded text, LaTeX with cells and headers escaped by pandas' Styler. A missing value means
+"not measured" and prints as "n/a" (the accuracy of a latency-only model is n/a, never 0). Failed
+and unsupported jobs stay in the tables with their status, and unstable or throttled measurements
+say so in a Notes column, so that no number loses its caveat when a table is pasted elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+NA = "n/a"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def row_flags(row: pd.Series) -> list[str]:
+    """Status and caveats that must stay next to the numbers they qualify."""
+    flags = [] if row["status"] == "ok" else [str(row["status"])]
+    if not _missing(row["stable"]) and not bool(row["stable"]):
+        flags.append("unstable")
+    if not _missing(row["throttled"]) and bool(row["throttled"]):
+        flags.append("throttled")
+    return flags
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str  # with its unit; CSV, Markdown, HTML; LaTeX after escaping and `_latex_units`
+    value: Callable[[pd.DataFrame], pd.Series]  # the numbers for the CSV
+    text: Callable[[pd.Series], str]  # one row -> display text
+    numeric: bool = True  # right-aligned
+    optional: bool = False  # left out when no row has a value (energy without a power meter)
+    display: bool = True  # False: CSV only (its content is folded into another column's text)
+    latex: bool = True
+
+
+def _key(key: str, factor: float | None = None) -> Callable[[pd.DataFrame], pd.Series]:
+    if factor is None:
+        return lambda df: df[key]
+    return lambda df: df[key].astype("float64") * factor
+
+
+def _fmt(
+    key: str, digits: int, factor: float = 1.0, sign: bool = False
+) -> Callable[[pd.Series], str]:
+    def text(row: pd.Series) -> str:
+        value = row[key]
+        if _missing(value):
+            return NA
+        return f"{float(value) * factor:{'+' if sign else ''},.{digits}f}"
+
+    return text
+
+
+def _str(key: str) -> Callable[[pd.Series], str]:
+    return lambda row: NA if _missing(row[key]) else str(row[key])
+
+
+def _speedup_text(row: pd.Series) -> str:
+    speedup = row["speedup"]
+    if _missing(speedup):
+        return NA
+    if bool(row["is_baseline"]):
+        return "1.00 (baseline)"
+    low, high = row["speedup_ci95_low"], row["speedup_ci95_high"]
+    if _missing(low) or _missing(high):
+        return f"{speedup:.2f}"
+    return f"{speedup:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _error_text(row: pd.Series) -> str:
+    if _missing(row["error_message"]):
+        return "" if _missing(row["error_kind"]) else str(row["error_kind"])
+    kind = "" if _missing(row["error_kind"]) else f"{row['error_kind']}: "
+    return f"{kind}{row['error_message']}"
+
+
+SUMMARY_COLUMNS: tuple[Column, ...] = (
+    Column("Device", _key("device"), _str("device"), numeric=False),
+    Column("Model", _key("model"), _str("model"), numeric=False),
+    Column("Technique", _key("technique"), _str("technique"), numeric=False),
+    Column("Precision", _key("precision"), _str("precision"), numeric=False),
+    Column("Runtime", _key("runtime"), _str("runtime"), numeric=False),
+    Column("Threads", _key("threads"), _str("threads")),
+    Column("Median [ms]", _key("latency_median_ms"), _fmt("latency_median_ms", 3)),
+    Column("p90 [ms]", _key("latency_p90_ms"), _fmt("latency_p90_ms", 3)),
+    Column("p99 [ms]", _key("latency_p99_ms"), _fmt("latency_p99_ms", 3)),
+    Column("Throughput [img/s]", _key("throughput_ips"), _fmt("throughput_ips", 1)),
+    Column("Speedup [x] (95% CI)", _key("speedup"), _speedup_text),
+    Column("Speedup CI95 low [x]", _key("speedup_ci95_low"), str, display=False),
+    Column("Speedup CI95 high [x]", _key("speedup_ci95_high"), str, display=False),
+    Column("Top-1 [%]", _key("accuracy_top1", 100), _fmt("accuracy_top1", 2, 100)),
+    Column(
+        "Delta top-1 [pp]",
+        _key("accuracy_top1_delta", 100),
+        _fmt("accuracy_top1_delta", 2, 100, sign=True),
+    ),
+    Column("Top-5 [%]", _key("accuracy_top5", 100), _fmt("accuracy_top5", 2, 100), optional=True),
+    Column("Size [MB]", _key("size_bytes", 1e-6), _fmt("size_bytes", 3, 1e-6)),
+    Column("Size ratio", _key("size_ratio"), _fmt("size_ratio", 3)),
+    Column("Params [M]", _key("params", 1e-6), _fmt("params", 3, 1e-6)),
+    Column("MACs [M]", _key("macs", 1e-6), _fmt("macs", 1, 1e-6)),
+    Column("Peak RSS [MB]", _key("peak_rss_mb"), _fmt("peak_rss_mb", 1)),
+    Column(
+        "Energy [mJ/img]",
+        _key("energy_mj_per_inference"),
+        _fmt("energy_mj_per_inference", 2),
+        optional=True,
+    ),
+    Column("Power [W]", _key("power_w"), _fmt("power_w", 2), optional=True),
+    Column(
+        "Notes",
+        lambda df: df.apply(lambda r: ", ".join(row_flags(r)), axis=1),
+        lambda r: ", ".join(row_flags(r)),
+        numeric=False,
+    ),
+    # The error text belongs in the HTML, Markdown and CSV; a paper table keeps the status only.
+    Column(
+        "Error",
+        lambda df: df.apply(_error_text, axis=1),
+        _error_text,
+        numeric=False,
+        optional=True,
+        latex=False,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table in its two forms: numbers (CSV) and display text (Markdown, LaTeX, HTML)."""
+
+    name: str  # file stem
+    caption: str
+    numbers: pd.DataFrame
+    text: pd.DataFrame
+    numeric: frozenset[str] = frozenset()  # display columns to right-align
+    no_latex: frozenset[str] = frozenset()
+    flags: list[list[str]] = field(default_factory=list)  # per display row
+
+    def write(self, folder: Path) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        csv, md, tex = (folder / f"{self.name}.{ext}" for ext in ("csv", "md", "tex"))
+        self.numbers.to_csv(csv, index=False)
+        md.write_text(to_markdown(self), encoding="utf-8")
+        tex.write_text(to_latex(self), encoding="utf-8")
+        return [csv, md, tex]
+
+
+def _has_values(df: pd.DataFrame, column: Column) -> bool:
+    return any(text not in ("", NA) for text in (column.text(r) for _, r in df.iterrows()))
+
+
+def build_table(
+    df: pd.DataFrame,
+    name: str,
+    caption: str,
+    columns: tuple[Column, ...] = SUMMARY_COLUMNS,
+    drop: tuple[str, ...] = (),
+) -> Table:
+    """A Table of `df` (a `with_baselines` frame), without `drop` and empty optional columns."""
+    df = df.reset_index(drop=True)
+    cols = [c for c in columns if c.header not in drop and (not c.optional or _has_values(df, c))]
+    numbers = pd.DataFrame({c.header: c.value(df) for c in cols}, index=df.index)
+    shown = [c for c in cols if c.display]
+    text = pd.DataFrame(
+        {
+            c.header: pd.Series([c.text(r) for _, r in df.iterrows()], index=df.index, dtype=object)
+            for c in shown
+        },
+        index=df.index,
+        columns=[c.header for c in shown],
+    )
+    return Table(
+        name,
+        caption,
+        numbers,
+        text,
+        numeric=frozenset(c.header for c in shown if c.numeric),
+        no_latex=frozenset(c.header for c in shown if not c.latex),
+        flags=[row_flags(r) for _, r in df.iterrows()],
+    )
+
+
+def to_markdown(table: Table) -> str:
+    body = (
+        table.text.to_markdown(
+            index=False,
+            disable_numparse=True,
+            colalign=["right" if c in table.numeric else "left" for c in table.text.columns],
+        )
+        if len(table.text)
+        else "(no rows)"
+    )
+    return f"**{table.caption}**\n\n{body}\n"
+
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    # pandas escapes table cells and headers (Styler escape="latex") but has no public function
+    # for the caption, which also carries user names (devices, runs).
+    return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text)
+
+
+def _latex_units(escaped: str) -> str:
+    """Typeset unit markers in an already escaped header."""
+    return (
+        escaped.replace("[x]", r"[$\times$]")
+        .replace("(x)", r"($\times$)")
+        .replace("Delta ", r"$\Delta$\,")
+        .replace("95\\% CI", r"95\,\% CI")
+    )
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs `table` environment, ready for \\usepackage{booktabs}; every name escaped."""
+    text = table.text[[c for c in table.text.columns if c not in table.no_latex]]
+    styler = (
+        text.style.hide(axis="index")
+        .format(escape="latex")
+        .format_index(escape="latex", axis=1, formatter=_latex_units)
+    )
+    latex = styler.to_latex(
+        hrules=True,
+        column_format="".join("r" if c in table.numeric else "l" for c in text.columns),
+        position="htbp",
+        position_float="centering",
+        caption=latex_escape(table.caption),
+        label="tab:" + table.name.replace("_", "-"),
+    )
+    # A wide table spans both columns of a two-column paper and is set a little tighter.
+    wide = len(text.columns) > 8
+    if wide:
+        latex = latex.replace("\\begin{table}", "\\begin{table*}", 1).replace(
+            "\\end{table}", "\\end{table*}", 1
+        )
+    size = "\\footnotesize\n\\setlength{\\tabcolsep}{3pt}\n" if wide else "\\small\n"
+    return latex.replace("\\centering\n", "\\centering\n" + size, 1)
+
+
+def across_devices(df: pd.DataFrame) -> Table | None:
+    """Median latency and speedup of each artifact on each device, one column per device."""
+    ok = df[df["status"] == "ok"]
+    if ok.empty:
+        return None
+    index = ["model", "technique", "runtime", "threads"]
+    ok = ok.assign(**{k: ok[k].astype(object).where(ok[k].notna(), NA) for k in index})
+    wide = (
+        ok.drop_duplicates([*index, "device"])
+        .set_index([*index, "device"])[["latency_median_ms", "speedup"]]
+        .unstack("device")
+    )
+    devices = sorted(ok["device"].dropna().unique())
+    numbers = wide.index.to_frame(index=False).rename(columns=str.capitalize)
+    text = numbers.astype(str)
+    for dev in devices:
+        median = wide[("latency_median_ms", dev)].to_numpy(dtype=float)
+        speedup = wide[("speedup", dev)].to_numpy(dtype=float)
+        numbers[f"{dev} median [ms]"] = median
+        numbers[f"{dev} speedup [x]"] = speedup
+        text[f"{dev} [ms] (x)"] = [
+            NA if _missing(m) else f"{m:.3f}" + ("" if _missing(s) else f" ({s:.2f})")
+            for m, s in zip(median, speedup, strict=True)
+        ]
+    return Table(
+        "across_devices",
+        "Median latency on each device [ms], with the speedup over the fp32 baseline on that "
+        "device in parentheses",
+        numbers,
+        text,
+        numeric=frozenset([*(f"{d} [ms] (x)" for d in devices), "Threads"]),
+        flags=[[] for _ in range(len(text))],
+    )
+
+
+def file_stem(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def report_tables(df: pd.DataFrame, run_id: str) -> list[Table]:
+    """All jobs, one table per device, and the across-devices pivot (when anything measured)."""
+    tables = [build_table(df, "summary", f"All jobs of run {run_id}")]
+    for device, part in df.groupby("device", sort=True, dropna=False):
+        tables.append(
+            build_table(
+                part,
+                "device_" + file_stem(str(device)),
+                f"Results on {device} (run {run_id})",
+                drop=("Device",),
+            )
+        )
+    pivot = across_devices(df)
+    if pivot is not None:
+        tables.append(pivot)
+    return tables
