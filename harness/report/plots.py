@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 import numpy as np
@@ -58,7 +58,7 @@ Plot = Callable[..., list[Path]]
 
 @contextmanager
 def paper_style() -> Iterator[None]:
-    with matplotlib.rc_context(STYLE):
+    with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
         yield
 
 
@@ -261,7 +261,7 @@ def latency_distributions(
                 showextrema=False,
                 widths=0.8,
             )
-            for body, i in zip(list(parts["bodies"]), keep, strict=True):
+            for body, i in zip(cast(list[Any], parts["bodies"]), keep, strict=True):
                 row = part.iloc[i]
                 body.set_facecolor(colours[row["family"]][0])
                 body.set_edgecolor("black")
