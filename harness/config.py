@@ -43,6 +43,9 @@ class DeviceProfile:
     python: str | None = None  # interpreter on the device; None: python3 (local: this one)
     cache_dir: str = "~/.cache/edgebench"
     runtimes: tuple[str, ...] = ("onnxruntime", "tflite")
+    # Per-runtime settings passed to the agent, e.g. {onnxruntime: {providers: [...]}} on a
+    # Jetson, {tflite: {delegates: [libedgetpu.so.1]}} on a Coral.
+    runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     threads: int | None = None
     cpu_affinity: tuple[int, ...] | None = None
     tune: bool = False
@@ -112,6 +115,13 @@ def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
         if not runtimes or not all(isinstance(r, str) for r in runtimes):
             raise ConfigError(path, "must be a non-empty list of runtime names", field="runtimes")
         kw["runtimes"] = tuple(runtimes)
+    if data.get("runtime_options") is not None:
+        per_runtime = _expect(path, data, "runtime_options", dict)
+        for runtime, opts in per_runtime.items():
+            if not isinstance(opts, dict):
+                raise ConfigError(path, "must be a mapping of option: value",
+                                  field=f"runtime_options.{runtime}")
+        kw["runtime_options"] = {str(k): dict(v) for k, v in per_runtime.items()}
     if data.get("threads") is not None:
         threads = _expect(path, data, "threads", int)
         if threads < 1:

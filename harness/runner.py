@@ -94,7 +94,7 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions) -> d
     artifact = job.artifact
     settings = dict(protocol.QUICK_SETTINGS if options.quick else protocol.DEFAULT_SETTINGS)
     settings.update(options.settings)
-    agent_options: dict[str, Any] = {}
+    agent_options: dict[str, Any] = dict(job.device.runtime_options.get(job.runtime, {}))
     threads = options.threads or job.device.threads
     if threads:
         agent_options["threads"] = threads
