@@ -1,0 +1,409 @@
+"""`edgebench build SUITE`: every artifact of a suite, compressed, exported, checked, manifested.
+
+For each model of the suite: load its dataset once (pre-processed tensors written to
+`<build_dir>/data/<dataset>/`), build or train the fp32 baseline, write the host fp32 reference
+logits, then for the baseline and every recipe run the torch steps (a chain, each feeding the
+next; shared prefixes computed once), export to each format, apply a final quantize step to the
+exported file, run the result in its own runtime on the held-out split, and write the manifest.
+
+An artifact is rebuilt only when its build key changes: the key hashes the model, dataset and
+recipe configuration, the seed, the weights file and the source of harness/compress and
+harness/zoo with the versions of the libraries that shape the output. The key sits in a sidecar
+`<file>.build.json`. A failure (a parameter out of range, an unsupported op, a missing dataset)
+is recorded against its suite entry and the rest of the suite still builds; a malformed suite
+raises ConfigError before anything is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from harness.artifacts import Artifact, DatasetFiles, load_manifest, sha256_file, write_manifest
+from harness.compress import export as ex
+from harness.compress.techniques import QUANTIZE, TECHNIQUES, ParamError, Technique, load_all
+from harness.compress.train import (
+    StepContext,
+    count_macs,
+    count_params,
+    fit,
+    predict,
+    seed_everything,
+)
+from harness.errors import EdgebenchError
+from harness.suite import ModelCfg, RecipeCfg, Suite, load_suite
+from harness.zoo.datasets import DataSplit, load_dataset
+from harness.zoo.models import MODELS, build_model
+
+SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
+SIDECAR = ".build.json"
+LATENCY_ONLY_SAMPLES = 8  # random inputs used for parity of latency-only models
+_LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "litert-torch", "ai-edge-quantizer",
+              "torch-pruning", "numpy", "scikit-learn")
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    artifacts: list[Artifact]  # every artifact that exists after the build (built or reused)
+    failures: list[tuple[str, str]]  # (suite entry name, one-line error message)
+    built: int  # how many were (re)built this time
+    reused: int  # skipped because inputs and recipe unchanged
+
+
+def build_suite(suite: Path, build_dir: Path = Path("models/build"), *,
+                console: Console | None = None) -> BuildReport:
+    """Build every artifact of `suite` into `build_dir`; see the module docstring."""
+    loaded = load_suite(suite)  # ConfigError: nothing is built
+    return _Builder(loaded, Path(build_dir), console or Console(stderr=True)).run()
+
+
+def code_version() -> str:
+    """Hash of the code and library versions that decide what a build produces."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent
+    for folder in ("compress", "zoo"):
+        for src in sorted((root / folder).glob("*.py")):
+            digest.update(src.name.encode())
+            digest.update(src.read_bytes())
+    for lib in _LIBRARIES:
+        try:
+            digest.update(f"{lib}={metadata.version(lib)}".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{lib}=absent".encode())
+    return digest.hexdigest()
+
+
+def _one_line(err: BaseException) -> str:
+    text = (str(err).strip() or type(err).__name__).splitlines()[0]
+    return text if isinstance(err, EdgebenchError | ParamError) else f"{type(err).__name__}: {text}"
+
+
+@dataclass
+class _Plan:
+    """One recipe resolved against the registry: torch steps and the final quantize step."""
+
+    torch_steps: list[tuple[Technique, dict[str, Any]]]
+    quantize: tuple[Technique, dict[str, Any]] | None
+    label: str
+    precision: str
+
+
+@dataclass
+class _ModelState:
+    """Everything built once per model and shared by its artifacts."""
+
+    cfg: ModelCfg
+    data: DataSplit | None = None
+    dataset_files: DatasetFiles | None = None
+    baseline: nn.Module | None = None
+    input_shape: tuple[int, ...] = ()
+    num_classes: int = 0
+    eval_x: np.ndarray | None = None
+    torch_reference: np.ndarray | None = None
+    chains: dict[str, tuple[nn.Module, list[dict[str, Any]]]] = field(default_factory=dict)
+    parent_outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    error: str | None = None
+
+
+class _Builder:
+    def __init__(self, suite: Suite, build_dir: Path, console: Console) -> None:
+        self.suite = suite
+        self.dir = build_dir
+        self.console = console
+        self.code = code_version()
+        self.artifacts: list[Artifact] = []
+        self.failures: list[tuple[str, str]] = []
+        self.built = self.reused = 0
+        self._data: dict[str, DataSplit | str] = {}
+        load_all()
+
+    # --- driving ---------------------------------------------------------------------------
+
+    def run(self) -> BuildReport:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        for model in self.suite.models.values():
+            state = _ModelState(model)
+            recipes: list[RecipeCfg | None] = [None]
+            recipes += [self.suite.recipes[name] for name in model.recipes]
+            for recipe in recipes:
+                self._entry(state, recipe)
+        self.console.print(
+            f"build {self.suite.name}: {self.built} built, {self.reused} reused, "
+            f"{len(self.failures)} failed in {time.perf_counter() - start:.1f} s")
+        return BuildReport(list(self.artifacts), list(self.failures), self.built, self.reused)
+
+    def _entry(self, state: _ModelState, recipe: RecipeCfg | None) -> None:
+        model = state.cfg
+        name = model.name if recipe is None else f"{model.name}-{recipe.name}"
+        formats = self.suite.formats_for(model, recipe)
+        if not formats:
+            self.failures.append((name, "no format left: the recipe's formats exclude the "
+                                        "model's"))
+            return
+        keys = {fmt: self._key(model, recipe, fmt) for fmt in formats}
+        pending = []
+        for fmt in formats:
+            reused = self._reusable(self.dir / f"{name}{SUFFIX[fmt]}", keys[fmt])
+            if reused is not None:
+                self.artifacts.append(reused)
+                self.reused += 1
+            else:
+                pending.append(fmt)
+        if not pending:
+            return
+        try:
+            plan = self._plan(recipe, pending)
+            self._prepare(state)
+            module, lineage = self._torch_chain(state, name, plan)
+        except Exception as err:  # any failure is this entry's alone
+            self._fail(name, pending, err)
+            return
+        for fmt in pending:
+            try:
+                artifact = self._export(state, name, recipe, plan, module, lineage, fmt)
+            except Exception as err:
+                self._fail(f"{name} ({fmt})", [fmt], err, stem=name)
+                continue
+            (self.dir / f"{name}{SUFFIX[fmt]}{SIDECAR}").write_text(
+                json.dumps({"key": keys[fmt], "sha256": artifact.sha256}) + "\n")
+            self.artifacts.append(artifact)
+            self.built += 1
+            acc = artifact.host_accuracy
+            self.console.print(
+                f"built {artifact.path.name}: {artifact.size_bytes / 1024:.0f} KiB, "
+                + (f"top-1 {acc['top1']:.3f}" if acc else "latency only")
+                + (f", agreement {artifact.parity['top1_agreement']:.3f}"
+                   if artifact.parity else ""))
+
+    def _fail(self, entry: str, formats: list[str], err: BaseException,
+              stem: str | None = None) -> None:
+        self.failures.append((entry, _one_line(err)))
+        self.console.print(f"[red]failed[/] {entry}: {_one_line(err)}")
+        for fmt in formats:  # a stale artifact must not pass for this recipe's output
+            path = self.dir / f"{stem or entry}{SUFFIX[fmt]}"
+            for stale in (path, path.with_name(path.name + ".manifest.json"),
+                          path.with_name(path.name + SIDECAR)):
+                stale.unlink(missing_ok=True)
+
+    # --- keys and reuse --------------------------------------------------------------------
+
+    def _key(self, model: ModelCfg, recipe: RecipeCfg | None, fmt: str) -> str:
+        dataset = self.suite.datasets.get(model.dataset) if model.dataset else None
+        weights = None
+        if model.weights is not None and model.weights.is_file():
+            weights = sha256_file(model.weights)
+        blob = {
+            "code": self.code, "seed": self.suite.seed, "format": fmt,
+            "model": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(model).items()
+                      if k not in ("recipes", "formats")},
+            "weights_sha256": weights,
+            "dataset": asdict(dataset) if dataset else None,
+            "steps": [asdict(s) for s in recipe.steps] if recipe else [],
+        }
+        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _reusable(self, path: Path, key: str) -> Artifact | None:
+        sidecar = path.with_name(path.name + SIDECAR)
+        manifest = path.with_name(path.name + ".manifest.json")
+        if not (path.is_file() and sidecar.is_file() and manifest.is_file()):
+            return None
+        try:
+            recorded = json.loads(sidecar.read_text())
+            artifact = load_manifest(manifest)
+        except (OSError, ValueError, EdgebenchError):
+            return None
+        if recorded.get("key") != key or sha256_file(path) != artifact.sha256:
+            return None
+        ds = artifact.dataset
+        if ds is not None and not all(p is not None and Path(p).is_file()
+                                      for p in (ds.inputs, ds.labels, ds.reference)):
+            return None
+        return artifact
+
+    # --- per-model preparation -------------------------------------------------------------
+
+    def _dataset(self, name: str) -> DataSplit:
+        if name not in self._data:
+            cfg = self.suite.datasets[name]
+            try:
+                self._data[name] = load_dataset(cfg.type, name, cfg.params, self.suite.seed)
+            except Exception as err:
+                self._data[name] = f"dataset {name!r}: {_one_line(err)}"
+        value = self._data[name]
+        if isinstance(value, str):
+            raise EdgebenchError(value)
+        return value
+
+    def _prepare(self, state: _ModelState) -> None:
+        if state.error:
+            raise EdgebenchError(state.error)
+        if state.baseline is not None:
+            return
+        try:
+            self._prepare_baseline(state)
+        except Exception as err:
+            state.error = _one_line(err)
+            raise
+
+    def _prepare_baseline(self, state: _ModelState) -> None:
+        cfg = state.cfg
+        spec = MODELS.get(cfg.arch)
+        if cfg.dataset is not None:
+            data = self._dataset(cfg.dataset)
+            state.data, state.num_classes = data, data.num_classes
+            state.input_shape = data.input_shape
+            if cfg.num_classes is not None and cfg.num_classes != data.num_classes:
+                raise EdgebenchError(f"{cfg.name}: num_classes {cfg.num_classes} but dataset "
+                                     f"{cfg.dataset!r} has {data.num_classes}")
+        else:
+            size = cfg.input_size or spec.input_size
+            state.num_classes = cfg.num_classes or 1000
+            state.input_shape = (1, 3, size, size)
+        seed_everything(self.suite.seed)
+        model = build_model(cfg.arch, state.num_classes, state.input_shape[1], cfg.weights)
+        epochs = int(cfg.train.get("epochs", 0))
+        cache = self.dir / ".cache" / f"{cfg.name}-{self._key(cfg, None, 'torch')[:16]}.pt"
+        if epochs and cache.is_file():
+            model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
+        elif epochs:
+            fit(model, self._ctx(state, cfg.name), epochs=epochs, description="train fp32")
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), cache)
+        state.baseline = model.eval()
+        if state.data is not None:
+            state.eval_x = state.data.x_test
+            state.dataset_files = self._write_dataset(state)
+        else:
+            rng = np.random.default_rng(self.suite.seed)
+            state.eval_x = rng.standard_normal(
+                (LATENCY_ONLY_SAMPLES, *state.input_shape[1:])).astype(np.float32)
+        state.torch_reference = predict(model, state.eval_x)
+        if state.dataset_files is not None and state.dataset_files.reference is not None:
+            np.save(state.dataset_files.reference, state.torch_reference)
+
+    def _write_dataset(self, state: _ModelState) -> DatasetFiles:
+        data = state.data
+        assert data is not None
+        folder = self.dir / "data" / data.name
+        folder.mkdir(parents=True, exist_ok=True)
+        inputs, labels = folder / "inputs.npy", folder / "labels.npy"
+        for path, array in ((inputs, data.x_test), (labels, data.y_test)):
+            if not path.is_file() or not np.array_equal(np.load(path), array):
+                np.save(path, array)
+        return DatasetFiles(data.name, inputs, labels, folder / f"{state.cfg.name}.reference.npy",
+                            dict(data.preprocessing))
+
+    def _ctx(self, state: _ModelState, entry: str) -> StepContext:
+        return StepContext(entry=entry, data=state.data, input_shape=state.input_shape,
+                           num_classes=state.num_classes, seed=self.suite.seed,
+                           train=state.cfg.train, console=self.console)
+
+    # --- recipes ---------------------------------------------------------------------------
+
+    def _plan(self, recipe: RecipeCfg | None, formats: list[str]) -> _Plan:
+        if recipe is None:
+            return _Plan([], None, "fp32", "fp32")
+        torch_steps: list[tuple[Technique, dict[str, Any]]] = []
+        quantize = None
+        labels, precision = [], "fp32"
+        for step in recipe.steps:
+            tech = TECHNIQUES.get(step.technique)
+            try:
+                params = tech.resolve(step.params)
+            except ParamError as err:
+                raise ParamError(f"{step.technique}: {err}") from err
+            labels.append(tech.label(params))
+            precision = tech.precision or precision
+            if tech.stage == QUANTIZE:
+                quantize = (tech, params)
+            else:
+                torch_steps.append((tech, params))
+                if tech.then_quantize:
+                    follow = TECHNIQUES.get(tech.then_quantize)
+                    quantize = (follow, {k: v for k, v in params.items()
+                                         if k in follow.defaults})
+        if quantize is not None:
+            unsupported = [f for f in formats if f not in quantize[0].formats]
+            if unsupported:
+                raise ParamError(f"{quantize[0].name} supports only "
+                                 f"{', '.join(quantize[0].formats)}, not {unsupported[0]}; "
+                                 "restrict the recipe's formats")
+        return _Plan(torch_steps, quantize, ">".join(labels), precision)
+
+    def _torch_chain(self, state: _ModelState, entry: str, plan: _Plan
+                     ) -> tuple[nn.Module, list[dict[str, Any]]]:
+        assert state.baseline is not None
+        module: nn.Module = state.baseline
+        lineage: list[dict[str, Any]] = []
+        prefix = ""
+        for tech, params in plan.torch_steps:
+            prefix += json.dumps([tech.name, params], sort_keys=True, default=str)
+            if prefix in state.chains:
+                module, lineage = state.chains[prefix]
+                continue
+            seed_everything(self.suite.seed)
+            out, info = tech.apply(copy.deepcopy(module), params, self._ctx(state, entry))
+            lineage = [*lineage, {"technique": tech.name, "params": params, "result": info}]
+            module = out.eval()
+            state.chains[prefix] = (module, lineage)
+        return module, lineage
+
+    def _export(self, state: _ModelState, name: str, recipe: RecipeCfg | None, plan: _Plan,
+                module: nn.Module, lineage: list[dict[str, Any]], fmt: str) -> Artifact:
+        path = self.dir / f"{name}{SUFFIX[fmt]}"
+        exporter = ex.export_onnx if fmt == "onnx" else ex.export_tflite
+        lineage = list(lineage)
+        if plan.quantize is None:
+            exporter(module, state.input_shape, path)
+        else:
+            tech, params = plan.quantize
+            fp32 = path.with_name(f"{name}.fp32-tmp{SUFFIX[fmt]}")
+            try:
+                exporter(module, state.input_shape, fp32)
+                info = tech.apply(fp32, path, fmt, params, self._ctx(state, name))
+            finally:
+                fp32.unlink(missing_ok=True)
+            lineage.append({"technique": tech.name, "params": params, "result": info,
+                            "format": fmt})
+        assert state.eval_x is not None and state.torch_reference is not None
+        outputs = ex.run_exported(path, fmt, state.eval_x)
+        if recipe is None:
+            state.parent_outputs[fmt] = outputs
+            parent = state.torch_reference  # export parity: the file against PyTorch
+        else:
+            parent = self._parent_outputs(state, fmt)
+        artifact = Artifact(
+            name=name, path=path.resolve(), format=fmt, sha256=sha256_file(path),
+            size_bytes=path.stat().st_size, technique=plan.label, precision=plan.precision,
+            base_model=state.cfg.name, baseline=None if recipe is None else state.cfg.name,
+            lineage=tuple(lineage), params=count_params(module),
+            macs=count_macs(module, state.input_shape), input_shape=state.input_shape,
+            input_dtype=ex.input_dtype(path, fmt),
+            host_accuracy=ex.scores(outputs, state.data.y_test) if state.data else None,
+            parity=ex.parity(outputs, parent), dataset=state.dataset_files,
+        )
+        write_manifest(artifact)
+        return artifact
+
+    def _parent_outputs(self, state: _ModelState, fmt: str) -> np.ndarray:
+        """Outputs of the fp32 baseline artifact of this format (its own runtime), or of the
+        PyTorch baseline when that artifact could not be built."""
+        if fmt not in state.parent_outputs:
+            path = self.dir / f"{state.cfg.name}{SUFFIX[fmt]}"
+            assert state.eval_x is not None and state.torch_reference is not None
+            state.parent_outputs[fmt] = (ex.run_exported(path, fmt, state.eval_x)
+                                         if path.is_file() else state.torch_reference)
+        return state.parent_outputs[fmt]
+

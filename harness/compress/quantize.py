@@ -1,0 +1,270 @@
+"""Quantization: post-training dynamic and static int8, fp16, and quantization-aware training.
+
+ONNX goes through onnxruntime.quantization (QDQ format, per-channel symmetric int8 weights, uint8
+activations calibrated on `calibration_size` training images). TFLite goes through
+ai-edge-quantizer on the litert-torch fp32 file: full int8 (int8 inputs and outputs, as the Edge
+TPU requires), dynamic-range int8, or fp16 weights. QAT fine-tunes with fake quantization that
+mirrors the converter's rounding (per-channel symmetric weights, asymmetric 8-bit activations),
+then the trained float weights are converted by the same static quantizer; the accuracy recorded
+is the converted artifact's, never the fake-quantized graph's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.compress.export import edgetpu_compile
+from harness.compress.techniques import (
+    QUANTIZE,
+    TORCH,
+    in_range,
+    one_of,
+    positive_int,
+    technique,
+)
+from harness.compress.train import StepContext, fit
+
+CALIBRATION = ("minmax", "entropy", "percentile")
+
+
+def _check_static(p: dict[str, Any]) -> None:
+    positive_int(p, "calibration_size")
+    one_of(p, "method", CALIBRATION)
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over an array of inputs."""
+
+    def __init__(self, name: str, x: np.ndarray) -> None:
+        self._it = iter([{name: x[i:i + 1]} for i in range(len(x))])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:  # pragma: no cover - part of the protocol, unused by minmax
+        pass
+
+
+def _onnx_static(src: Path, dst: Path, params: dict[str, Any], ctx: StepContext) -> dict:
+    import onnx
+    import onnxruntime.quantization as q
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    calib = ctx.calibration(int(params["calibration_size"]))
+    prepped = dst.with_suffix(".prep.onnx")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            quant_pre_process(str(src), str(prepped), skip_symbolic_shape=True)
+        name = onnx.load(str(prepped), load_external_data=False).graph.input[0].name
+        method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+                  "percentile": q.CalibrationMethod.Percentile}[params["method"]]
+        q.quantize_static(
+            str(prepped), str(dst), _Reader(name, calib),  # type: ignore[arg-type]
+            quant_format=q.QuantFormat.QDQ, per_channel=bool(params["per_channel"]),
+            activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+            calibrate_method=method,
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+        )
+    finally:
+        prepped.unlink(missing_ok=True)
+    return {"calibration_n": len(calib)}
+
+
+@contextlib.contextmanager
+def _no_tqdm() -> Iterator[None]:
+    """ai-edge-quantizer draws a tqdm bar per calibration; edgebench has its own progress."""
+    old = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old
+
+
+def _tflite_quantizer(src: Path) -> Any:
+    from ai_edge_quantizer import quantizer
+
+    return quantizer.Quantizer(str(src))
+
+
+def _tflite_export(result: Any, dst: Path) -> None:
+    with contextlib.redirect_stdout(io.StringIO()):
+        result.export_model(str(dst), overwrite=True)
+
+
+def _tflite_static(src: Path, dst: Path, params: dict[str, Any], ctx: StepContext) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import recipe
+
+    calib = ctx.calibration(int(params["calibration_size"]))
+    signatures = Interpreter(model_path=str(src)).get_signature_list()
+    sig = next(iter(signatures))
+    name = signatures[sig]["inputs"][0]
+    qt = _tflite_quantizer(src)
+    qt.load_quantization_recipe(recipe.static_wi8_ai8())
+    with contextlib.redirect_stdout(io.StringIO()), _no_tqdm(), warnings.catch_warnings():
+        # The quantizer's calibration keeps all tensors on purpose and says so with a warning.
+        warnings.filterwarnings("ignore", "Warning: Enabling `experimental_preserve_all_tensors`",
+                                UserWarning)
+        calibration = qt.calibrate({sig: [{name: calib[i:i + 1]} for i in range(len(calib))]})
+        _tflite_export(qt.quantize(calibration), dst)
+    info: dict[str, Any] = {"calibration_n": len(calib)}
+    if params.get("edgetpu"):
+        compiled, report = edgetpu_compile(dst)
+        ctx.console.print(f"[yellow]{ctx.entry}[/]: {report.strip().splitlines()[0]}"
+                          if compiled is None else f"{ctx.entry}: {report.strip()}")
+        info["edgetpu"] = {"compiled": compiled.name if compiled else None,
+                           "report": report.strip()}
+    return info
+
+
+@technique(
+    "quantize_static", QUANTIZE,
+    defaults={"calibration_size": 128, "per_channel": True, "method": "minmax", "edgetpu": False},
+    label=lambda p: "int8_static",
+    check=_check_static,
+    precision="int8",
+)
+def quantize_static(src: Path, dst: Path, fmt: str, params: dict[str, Any], ctx: StepContext
+                    ) -> dict[str, Any]:
+    """Post-training static int8: calibrated activations; TFLite gets int8 inputs and outputs."""
+    return (_onnx_static if fmt == "onnx" else _tflite_static)(src, dst, params, ctx)
+
+
+@technique(
+    "quantize_dynamic", QUANTIZE,
+    defaults={"per_channel": False},
+    label=lambda p: "int8_dynamic",
+    precision="int8",
+)
+def quantize_dynamic(src: Path, dst: Path, fmt: str, params: dict[str, Any], ctx: StepContext
+                     ) -> dict[str, Any]:
+    """Post-training dynamic-range int8: int8 weights, activations quantized on the fly."""
+    if fmt == "onnx":
+        import onnxruntime.quantization as q
+
+        # Its advice to pre-process is for static quantization; dynamic needs no shapes.
+        logging.getLogger().disabled, was = True, logging.getLogger().disabled
+        try:
+            q.quantize_dynamic(str(src), str(dst), per_channel=bool(params["per_channel"]),
+                               weight_type=q.QuantType.QInt8)
+        finally:
+            logging.getLogger().disabled = was
+        return {}
+    from ai_edge_quantizer import recipe
+
+    qt = _tflite_quantizer(src)
+    qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    _tflite_export(qt.quantize(), dst)
+    return {}
+
+
+@technique(
+    "quantize_fp16", QUANTIZE,
+    defaults={},
+    label=lambda p: "fp16",
+    precision="fp16",
+    formats=("tflite",),
+)
+def quantize_fp16(src: Path, dst: Path, fmt: str, params: dict[str, Any], ctx: StepContext
+                  ) -> dict[str, Any]:
+    """TFLite float16 weights (dequantized to fp32 at load; halves the file)."""
+    from ai_edge_quantizer import algorithm_manager, qtyping
+
+    qt = _tflite_quantizer(src)
+    qt.add_weight_only_config(
+        regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+        granularity=qtyping.QuantGranularity.TENSORWISE,
+        algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING,
+    )
+    _tflite_export(qt.quantize(), dst)
+    return {}
+
+
+# --- quantization-aware training -------------------------------------------------------------
+
+
+class _ActivationObserver:
+    """Forward pre-hook: tracks the input range of a layer (EMA of min/max) and fake-quantizes
+    the input to asymmetric uint8 with it, as the converter's calibrated activations will be."""
+
+    def __init__(self, momentum: float = 0.1) -> None:
+        self.low: torch.Tensor | None = None
+        self.high: torch.Tensor | None = None
+        self.momentum = momentum
+
+    def __call__(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple:
+        x = args[0]
+        if module.training:
+            low, high = x.detach().min().clamp(max=0), x.detach().max().clamp(min=0)
+            if self.low is None or self.high is None:
+                self.low, self.high = low, high
+            else:
+                self.low = self.low + self.momentum * (low - self.low)
+                self.high = self.high + self.momentum * (high - self.high)
+        if self.low is None or self.high is None:
+            return args
+        scale = float(((self.high - self.low) / 255).clamp(min=1e-8))
+        zero = int(torch.round(-self.low / scale).clamp(0, 255))
+        return (torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255), *args[1:])
+
+
+class _WeightFakeQuant(nn.Module):
+    """Parametrization: per-output-channel symmetric int8 fake quantization of a weight."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(1, w.dim()))
+        scale = (w.detach().abs().amax(dim=dims) / 127).clamp(min=1e-8)
+        zero = torch.zeros(w.shape[0], dtype=torch.int32)
+        return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -127, 127)
+
+
+def _check_qat(p: dict[str, Any]) -> None:
+    positive_int(p, "epochs")
+    in_range(p, "lr", 0.0, 1.0, low_open=True)
+    _check_static(p)
+
+
+@technique(
+    "qat", TORCH,
+    defaults={"epochs": 3, "lr": 2e-4, "calibration_size": 128, "per_channel": True,
+              "method": "minmax", "edgetpu": False},
+    label=lambda p: "qat_int8",
+    check=_check_qat,
+    precision="int8",
+    then_quantize="quantize_static",
+)
+def qat(model: nn.Module, params: dict[str, Any], ctx: StepContext
+        ) -> tuple[nn.Module, dict[str, Any]]:
+    """Quantization-aware fine-tuning, then static int8 conversion of the trained weights."""
+    from torch.nn.utils import parametrize
+
+    model = model.cpu()
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    hooks = []
+    for layer in layers:
+        parametrize.register_parametrization(layer, "weight", _WeightFakeQuant())
+        hooks.append(layer.register_forward_pre_hook(_ActivationObserver()))
+    try:
+        fit(model, ctx, epochs=params["epochs"], lr=params["lr"], description="QAT fine-tune")
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for layer in layers:
+            # Keep the float weights: the converter re-applies exactly the rounding trained for.
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+    return model.eval(), {"layers": len(layers)}

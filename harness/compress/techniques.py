@@ -1,0 +1,122 @@
+"""The technique registry: every compression step a recipe can name.
+
+A technique is one registered step with declared default parameters, a range check and a short
+label for the artifact's technique string. Two stages exist:
+
+- ``torch``: takes an `nn.Module` and returns one (distillation, pruning, low-rank, QAT); these
+  chain, each step's output feeding the next;
+- ``quantize``: rewrites an exported fp32 file into a quantized one of the same format (ONNX
+  Runtime post-training quantization, LiteRT fp16/int8); it must be a recipe's last step.
+
+A ``torch`` step may name a quantize step that its output must go through at export
+(`then_quantize`): quantization-aware training trains with fake quantization and is then
+converted by the same quantizer whose rounding it was trained for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.compress.registry import Registry
+
+TORCH, QUANTIZE = "torch", "quantize"
+
+# Modules that register techniques; imported on first use so that loading a suite stays cheap.
+_IMPLEMENTATIONS = (
+    "harness.compress.quantize",
+    "harness.compress.prune",
+    "harness.compress.distill",
+    "harness.compress.lowrank",
+)
+
+
+class ParamError(ValueError):
+    """A technique parameter out of range (a per-artifact failure, not a malformed suite)."""
+
+
+@dataclass(frozen=True)
+class Technique:
+    name: str
+    stage: str
+    apply: Callable[..., Any]
+    defaults: dict[str, Any]
+    label: Callable[[dict[str, Any]], str]
+    check: Callable[[dict[str, Any]], None] = lambda params: None
+    precision: str | None = None  # precision of the output when this step changes it
+    formats: tuple[str, ...] = ("onnx", "tflite")
+    then_quantize: str | None = None
+    doc: str = field(default="", compare=False)
+
+    def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with `params`, range-checked; ParamError names the parameter."""
+        merged = {**self.defaults, **params}
+        self.check(merged)
+        return merged
+
+
+TECHNIQUES: Registry[Technique] = Registry("technique")
+
+
+def technique(
+    name: str,
+    stage: str,
+    *,
+    defaults: dict[str, Any],
+    label: Callable[[dict[str, Any]], str],
+    check: Callable[[dict[str, Any]], None] = lambda params: None,
+    precision: str | None = None,
+    formats: tuple[str, ...] = ("onnx", "tflite"),
+    then_quantize: str | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the decorated function as technique `name`."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        TECHNIQUES.add(
+            name,
+            Technique(name, stage, fn, dict(defaults), label, check, precision, formats,
+                      then_quantize, (fn.__doc__ or "").strip().splitlines()[0]
+                      if fn.__doc__ else ""),
+        )
+        return fn
+
+    return deco
+
+
+def load_all() -> Registry[Technique]:
+    for module in _IMPLEMENTATIONS:
+        importlib.import_module(module)
+    return TECHNIQUES
+
+
+# Range checks shared by the implementations; each raises ParamError naming the parameter.
+
+
+def in_range(params: dict[str, Any], key: str, low: float, high: float, *,
+             low_open: bool = False, high_open: bool = False) -> None:
+    value = params.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ParamError(f"{key} must be a number, got {value!r}")
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if below or above:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ParamError(f"{key}={value} is out of range {lo}{low}, {high}{hi}")
+
+
+def positive_int(params: dict[str, Any], key: str, *, allow_zero: bool = False) -> None:
+    value = params.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        need = "a non-negative" if allow_zero else "a positive"
+        raise ParamError(f"{key} must be {need} integer, got {value!r}")
+
+
+def one_of(params: dict[str, Any], key: str, choices: tuple[str, ...]) -> None:
+    if params.get(key) not in choices:
+        raise ParamError(f"{key}={params.get(key)!r} is not one of {', '.join(choices)}")
+
+
+def pct(ratio: float) -> str:
+    return f"{round(100 * ratio):d}"

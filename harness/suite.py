@@ -1,0 +1,255 @@
+"""Suites: which datasets, base models, recipes and formats `edgebench build` produces.
+
+A suite is a YAML file (see models/demo.yaml)::
+
+    name: demo
+    seed: 0
+    formats: [onnx, tflite]                 # default for every model
+    datasets:
+      digits: {type: digits, image_size: 32}
+    models:
+      digits_cnn:
+        arch: digits_cnn                    # a zoo model name
+        dataset: digits                     # omit for a latency-only model (random weights)
+        weights: path/to/state_dict.pt      # optional local file; nothing is downloaded
+        train: {epochs: 12, lr: 0.003}      # train the baseline from its weights (or scratch)
+        recipes: [int8_static, prune50]
+      resnet18: {arch: resnet18, input_size: 224}
+    recipes:
+      int8_static:
+        steps: [{quantize_static: {calibration_size: 128}}]
+      prune50:
+        steps: [{prune_structured: {ratio: 0.5}}]
+        formats: [onnx]                     # optional: only these formats
+
+Every model also gets its fp32 baseline. Structure is checked here (ConfigError names the file and
+the field; unknown technique, model and dataset names list the known ones); parameter values are
+range-checked when each artifact is built, so one bad recipe fails alone. Device profiles live in
+harness/config.py; this module holds only suites.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import ConfigError, UnknownNameError
+
+FORMATS = ("onnx", "tflite")
+TRAIN_KEYS = {"epochs", "lr", "batch_size", "weight_decay"}
+
+
+@dataclass(frozen=True)
+class DatasetCfg:
+    name: str
+    type: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step:
+    technique: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecipeCfg:
+    name: str
+    steps: tuple[Step, ...]
+    formats: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    name: str
+    arch: str
+    dataset: str | None = None
+    weights: Path | None = None
+    num_classes: int | None = None
+    input_size: int | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    formats: tuple[str, ...] = FORMATS
+    recipes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Suite:
+    path: Path
+    name: str
+    seed: int
+    datasets: dict[str, DatasetCfg]
+    models: dict[str, ModelCfg]
+    recipes: dict[str, RecipeCfg]
+
+    def formats_for(self, model: ModelCfg, recipe: RecipeCfg | None) -> tuple[str, ...]:
+        if recipe is None or recipe.formats is None:
+            return model.formats
+        return tuple(f for f in model.formats if f in recipe.formats)
+
+
+def _known() -> tuple[list[str], list[str], list[str]]:
+    # Imported here: the registries pull in torch, and loading a suite for its names should not
+    # need to happen at import time of the CLI.
+    from harness.compress.techniques import load_all
+    from harness.zoo.datasets import DATASETS
+    from harness.zoo.models import MODELS
+
+    return load_all().names(), MODELS.names(), DATASETS.names()
+
+
+class _Reader:
+    """Field access with errors that name the file and the dotted field."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, where: str, message: str) -> ConfigError:
+        return ConfigError(self.path, message, field=where)
+
+    def mapping(self, value: Any, where: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(where, f"must be a mapping, got {type(value).__name__}")
+        return value
+
+    def keys(self, value: dict[str, Any], where: str, allowed: set[str]) -> None:
+        extra = sorted(set(value) - allowed)
+        if extra:
+            raise self.fail(f"{where}.{extra[0]}" if where else extra[0],
+                            f"unknown field; known: {', '.join(sorted(allowed))}")
+
+    def string(self, value: Any, where: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(where, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def integer(self, value: Any, where: str, minimum: int = 0) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(where, f"must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    def names(self, value: Any, where: str) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(where, f"must be a list of names, got {value!r}")
+        return tuple(value)
+
+    def known(self, name: str, where: str, kind: str, known: list[str]) -> None:
+        if name not in known:
+            raise self.fail(where, str(UnknownNameError(kind, name, known)))
+
+    def formats(self, value: Any, where: str) -> tuple[str, ...]:
+        formats = self.names(value, where)
+        for i, fmt in enumerate(formats):
+            self.known(fmt, f"{where}[{i}]", "format", list(FORMATS))
+        return formats
+
+
+def _path(value: str) -> Path:
+    return Path(os.path.expandvars(os.path.expanduser(value)))
+
+
+def load_suite(path: Path | str) -> Suite:
+    """Read and check a suite file; ConfigError (file + field) for anything malformed."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(path, "suite file not found") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(path, f"not readable YAML: {str(err).splitlines()[0]}") from err
+    r = _Reader(path)
+    top = r.mapping(raw, "")
+    if not top:
+        raise ConfigError(path, "empty suite")
+    r.keys(top, "", {"name", "seed", "formats", "datasets", "models", "recipes", "description"})
+    techniques, model_names, dataset_types = _known()
+
+    default_formats = r.formats(top.get("formats", list(FORMATS)), "formats")
+    seed = r.integer(top.get("seed", 0), "seed")
+
+    datasets: dict[str, DatasetCfg] = {}
+    for name, body in r.mapping(top.get("datasets"), "datasets").items():
+        where = f"datasets.{name}"
+        body = dict(r.mapping(body, where))
+        kind = r.string(body.pop("type", None), f"{where}.type")
+        r.known(kind, f"{where}.type", "dataset", dataset_types)
+        datasets[name] = DatasetCfg(name, kind, body)
+
+    recipes: dict[str, RecipeCfg] = {}
+    for name, body in r.mapping(top.get("recipes"), "recipes").items():
+        where = f"recipes.{name}"
+        body = r.mapping(body, where)
+        r.keys(body, where, {"steps", "formats", "description"})
+        steps = _steps(r, body.get("steps"), f"{where}.steps", techniques)
+        fmts = r.formats(body["formats"], f"{where}.formats") if "formats" in body else None
+        recipes[name] = RecipeCfg(name, steps, fmts)
+
+    models: dict[str, ModelCfg] = {}
+    models_raw = r.mapping(top.get("models"), "models")
+    if not models_raw:
+        raise r.fail("models", "a suite needs at least one model")
+    for name, body in models_raw.items():
+        where = f"models.{name}"
+        body = r.mapping(body, where)
+        r.keys(body, where, {"arch", "dataset", "weights", "num_classes", "input_size", "train",
+                             "formats", "recipes", "description"})
+        arch = r.string(body.get("arch", name), f"{where}.arch")
+        r.known(arch, f"{where}.arch", "model", model_names)
+        dataset = body.get("dataset")
+        if dataset is not None:
+            r.known(r.string(dataset, f"{where}.dataset"), f"{where}.dataset", "dataset",
+                    sorted(datasets))
+        train = r.mapping(body.get("train"), f"{where}.train")
+        r.keys(train, f"{where}.train", TRAIN_KEYS)
+        if train and dataset is None:
+            raise r.fail(f"{where}.train", "training needs a dataset; set models."
+                         f"{name}.dataset")
+        recipe_names = r.names(body.get("recipes", []), f"{where}.recipes")
+        for i, recipe in enumerate(recipe_names):
+            r.known(recipe, f"{where}.recipes[{i}]", "recipe", sorted(recipes))
+        models[name] = ModelCfg(
+            name=name, arch=arch, dataset=dataset,
+            weights=_path(r.string(body["weights"], f"{where}.weights"))
+            if body.get("weights") else None,
+            num_classes=r.integer(body["num_classes"], f"{where}.num_classes", 1)
+            if "num_classes" in body else None,
+            input_size=r.integer(body["input_size"], f"{where}.input_size", 1)
+            if "input_size" in body else None,
+            train=dict(train),
+            formats=r.formats(body["formats"], f"{where}.formats")
+            if "formats" in body else default_formats,
+            recipes=recipe_names,
+        )
+    return Suite(path, str(top.get("name") or path.stem), seed, datasets, models, recipes)
+
+
+def _steps(r: _Reader, value: Any, where: str, techniques: list[str]) -> tuple[Step, ...]:
+    from harness.compress.techniques import QUANTIZE, TECHNIQUES
+
+    if not isinstance(value, list) or not value:
+        raise r.fail(where, "must be a non-empty list of steps")
+    steps = []
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        params: dict[str, Any] = {}
+        if isinstance(item, str):
+            name = item
+        elif isinstance(item, dict) and len(item) == 1:
+            name, params = next(iter(item.items()))
+            params = r.mapping(params, f"{at}.{name}")
+        else:
+            raise r.fail(at, "a step is a technique name or {technique: {param: value}}")
+        r.known(name, at, "technique", techniques)
+        tech = TECHNIQUES.get(name)
+        r.keys(params, f"{at}.{name}", set(tech.defaults))
+        if (tech.stage == QUANTIZE or tech.then_quantize) and i != len(value) - 1:
+            raise r.fail(at, f"{name} quantizes the exported file, so it must be the last step")
+        steps.append(Step(name, dict(params)))
+    return tuple(steps)

@@ -1,0 +1,204 @@
+"""Datasets by name, pre-processed once on the host into the float32 tensors the device is fed.
+
+A dataset loader returns a `DataSplit`: train and test arrays in NCHW float32, already resized and
+normalised, plus a record of that pre-processing (it goes into every manifest). The test split is
+fixed by the seed and is what accuracy is measured on, on the host and on the device alike.
+Nothing is downloaded: Oxford-IIIT Pet, CIFAR-10 and image folders are read from a local copy, and
+a missing copy is a clear error naming the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.compress.registry import Registry
+from harness.errors import EdgebenchError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (1, *self.x_test.shape[1:])
+
+
+Loader = Callable[..., DataSplit]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def load_dataset(kind: str, name: str, params: dict[str, Any], seed: int) -> DataSplit:
+    loader = DATASETS.get(kind)
+    try:
+        return loader(name=name, seed=seed, **params)
+    except TypeError as err:
+        raise EdgebenchError(f"dataset {name!r} ({kind}): bad parameters: {err}") from err
+
+
+def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if not 0.0 < test_fraction < 1.0:
+        raise EdgebenchError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(n * test_fraction))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+@DATASETS.register("digits")
+def digits(
+    *, name: str, seed: int, image_size: int = 32, test_fraction: float = 0.2
+) -> DataSplit:
+    """scikit-learn's bundled 8x8 handwritten digits, up-scaled so that standard conv stacks apply.
+
+    Real data, offline, 1797 images; pixels 0..16 scaled to 0..1, bilinear up-scaling, then
+    standardised with the training split's mean and std.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear",
+                           align_corners=False)
+    x = images.numpy()
+    y = bunch.target.astype(np.int64)
+    train, test = _split(len(y), test_fraction, seed)
+    mean, std = float(x[train].mean()), float(x[train].std())
+    x = ((x - mean) / std).astype(np.float32)
+    return DataSplit(
+        name, x[train], y[train], x[test], y[test], 10,
+        {"source": "sklearn.datasets.load_digits", "scale": "x/16", "resize": image_size,
+         "interpolation": "bilinear", "mean": round(mean, 6), "std": round(std, 6),
+         "test_fraction": test_fraction, "seed": seed, "layout": "NCHW"},
+    )
+
+
+def _require(path: str | Path | None, what: str) -> Path:
+    if not path:
+        raise EdgebenchError(f"{what}: no 'path' given (edgebench never downloads datasets)")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise EdgebenchError(f"{what}: dataset path {p} does not exist "
+                             "(edgebench never downloads; point 'path' at a local copy)")
+    return p
+
+
+def _image_transform(image_size: int, resize: int, mean: tuple, std: tuple) -> Any:
+    from torchvision import transforms as T
+
+    return T.Compose([T.Resize(resize), T.CenterCrop(image_size), T.ToTensor(),
+                      T.Normalize(mean, std)])
+
+
+def _take(ds: Any, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.arange(len(ds))
+    if limit is not None and limit < len(ds):
+        idx = np.sort(np.random.default_rng(seed).choice(len(ds), limit, replace=False))
+    xs, ys = [], []
+    for i in idx:
+        img, label = ds[int(i)]
+        xs.append(np.asarray(img, dtype=np.float32))
+        ys.append(int(label))
+    if not xs:
+        raise EdgebenchError("dataset split is empty")
+    return np.stack(xs), np.asarray(ys, dtype=np.int64)
+
+
+def _preprocessing(source: str, image_size: int, resize: int, mean: tuple, std: tuple,
+                   seed: int, **extra: Any) -> dict[str, Any]:
+    return {"source": source, "resize": resize, "center_crop": image_size,
+            "mean": list(mean), "std": list(std), "seed": seed, "layout": "NCHW", **extra}
+
+
+@DATASETS.register("imagefolder")
+def imagefolder(
+    *, name: str, seed: int, path: str | None = None, image_size: int = 224,
+    resize: int | None = None, max_train: int | None = None, max_test: int | None = 1000,
+    test_fraction: float = 0.2,
+) -> DataSplit:
+    """An ImageNet-style folder: `path/train/<class>/*.jpg` and `path/val/<class>/*.jpg`, or one
+    folder of class sub-folders that is split with `test_fraction`."""
+    from torch.utils.data import Subset
+    from torchvision.datasets import ImageFolder
+
+    root = _require(path, f"dataset {name!r}")
+    resize = resize or int(image_size * 256 / 224)
+    tf = _image_transform(image_size, resize, IMAGENET_MEAN, IMAGENET_STD)
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train_ds, test_ds = ImageFolder(root / "train", tf), ImageFolder(root / "val", tf)
+        classes = train_ds.classes
+    else:
+        full = ImageFolder(root, tf)
+        tr, te = _split(len(full), test_fraction, seed)
+        train_ds, test_ds = Subset(full, tr.tolist()), Subset(full, te.tolist())
+        classes = full.classes
+    x_tr, y_tr = _take(train_ds, max_train, seed)
+    x_te, y_te = _take(test_ds, max_test, seed)
+    return DataSplit(name, x_tr, y_tr, x_te, y_te, len(classes),
+                     _preprocessing(f"imagefolder:{root}", image_size, resize, IMAGENET_MEAN,
+                                    IMAGENET_STD, seed, classes=len(classes)))
+
+
+@DATASETS.register("oxford_pets")
+def oxford_pets(
+    *, name: str, seed: int, path: str | None = None, image_size: int = 224,
+    resize: int | None = None, max_train: int | None = None, max_test: int | None = 1000,
+) -> DataSplit:
+    """Oxford-IIIT Pet (37 breeds) from a local copy in torchvision's layout
+    (`path/oxford-iiit-pet/images`, `.../annotations`): trainval for training, test for accuracy."""
+    from torchvision.datasets import OxfordIIITPet
+
+    root = _require(path, f"dataset {name!r}")
+    if not (root / "oxford-iiit-pet" / "images").is_dir():
+        raise EdgebenchError(f"dataset {name!r}: {root} has no oxford-iiit-pet/images folder "
+                             "(expected torchvision's OxfordIIITPet layout; nothing is downloaded)")
+    resize = resize or int(image_size * 256 / 224)
+    tf = _image_transform(image_size, resize, IMAGENET_MEAN, IMAGENET_STD)
+    train_ds = OxfordIIITPet(str(root), split="trainval", transform=tf, download=False)
+    test_ds = OxfordIIITPet(str(root), split="test", transform=tf, download=False)
+    x_tr, y_tr = _take(train_ds, max_train, seed)
+    x_te, y_te = _take(test_ds, max_test, seed)
+    return DataSplit(name, x_tr, y_tr, x_te, y_te, 37,
+                     _preprocessing(f"oxford_pets:{root}", image_size, resize, IMAGENET_MEAN,
+                                    IMAGENET_STD, seed))
+
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+@DATASETS.register("cifar10")
+def cifar10(
+    *, name: str, seed: int, path: str | None = None, image_size: int = 32,
+    max_train: int | None = None, max_test: int | None = 2000,
+) -> DataSplit:
+    """CIFAR-10 from a local copy of the python batches (`path/cifar-10-batches-py`)."""
+    from torchvision.datasets import CIFAR10
+
+    root = _require(path, f"dataset {name!r}")
+    if not (root / "cifar-10-batches-py").is_dir():
+        raise EdgebenchError(f"dataset {name!r}: {root} has no cifar-10-batches-py folder "
+                             "(nothing is downloaded)")
+    tf = _image_transform(image_size, image_size, CIFAR_MEAN, CIFAR_STD)
+    train = CIFAR10(str(root), train=True, transform=tf, download=False)
+    test = CIFAR10(str(root), train=False, transform=tf, download=False)
+    x_tr, y_tr = _take(train, max_train, seed)
+    x_te, y_te = _take(test, max_test, seed)
+    return DataSplit(name, x_tr, y_tr, x_te, y_te, 10,
+                     _preprocessing(f"cifar10:{root}", image_size, image_size, CIFAR_MEAN,
+                                    CIFAR_STD, seed))
