@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +197,8 @@ class RunComparison:
 
 COMPARISON_COLUMNS = (
     *JOB_KEYS,
+    "job_id_a",
+    "job_id_b",
     "status_a",
     "status_b",
     "n_a",
@@ -254,7 +256,12 @@ def _judge(
     store: Store, row: pd.Series, *, threshold: float, alpha: float, seed: int
 ) -> dict[str, Any]:
     out: dict[str, Any] = {k: row[k] for k in JOB_KEYS}
-    out.update(status_a=row.get("status_a"), status_b=row.get("status_b"))
+    out.update(
+        job_id_a=row.get("job_id_a"),
+        job_id_b=row.get("job_id_b"),
+        status_a=row.get("status_a"),
+        status_b=row.get("status_b"),
+    )
     nan = math.nan
     out.update(
         n_a=0,
@@ -294,6 +301,33 @@ def _judge(
         verdict=cmp.verdict,
     )
     return out
+
+
+def verdicts_over_runs(
+    history: pd.DataFrame,
+    samples_ms: Callable[[str], np.ndarray],
+    *,
+    threshold: float = 0.05,
+    alpha: float = 0.05,
+) -> pd.Series:
+    """For each ok row of `history` (several runs, with `run_started_at`), its verdict against the
+    same job (JOB_KEYS) in the previous run that measured it; "" for a job's first run.
+
+    This is the nightly view of `compare_runs`, without the bootstrap (only the call is needed).
+    """
+    verdicts = pd.Series("", index=history.index, dtype=object)
+    ok = history[history["status"] == "ok"].sort_values(["run_started_at", "run_id"])
+    for _, series in ok.groupby(list(JOB_KEYS), dropna=False, sort=False):
+        ids = series["job_id"].tolist()
+        for prev, (index, job_id) in zip(ids, list(series["job_id"].items())[1:], strict=False):
+            verdicts[index] = compare_samples(
+                samples_ms(prev),
+                samples_ms(job_id),
+                threshold=threshold,
+                alpha=alpha,
+                bootstrap=False,
+            ).verdict
+    return verdicts
 
 
 _VERDICT_STYLE = {

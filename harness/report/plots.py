@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from harness.report.compare import REGRESSION, compare_samples
+from harness.report.compare import REGRESSION, verdicts_over_runs
 from harness.report.frame import pareto_front, variant_label
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -431,6 +431,7 @@ def trends(
     data = data.assign(
         x=data["run_id"].map(position),
         job=data["model"].astype(str) + " / " + data["runtime"].astype(str),
+        verdict=verdicts_over_runs(data, samples, threshold=threshold),
     )
     every = max(1, math.ceil(len(runs) / 12))
     ticks = list(range(0, len(runs), every))
@@ -465,22 +466,18 @@ def trends(
                     capsize=2,
                     label=job,
                 )
-                ids = series["job_id"].tolist()
-                for k in range(1, len(ids)):
-                    verdict = compare_samples(
-                        samples(ids[k - 1]), samples(ids[k]), threshold=threshold, bootstrap=False
-                    ).verdict
-                    if verdict == REGRESSION:
-                        marked = True
-                        ax.scatter(
-                            [x[k]],
-                            [y[k]],
-                            s=110,
-                            facecolors="none",
-                            edgecolors="#D55E00",
-                            linewidths=1.8,
-                            zorder=5,
-                        )
+                worse = (series["verdict"] == REGRESSION).to_numpy()
+                if worse.any():
+                    marked = True
+                    ax.scatter(
+                        x[worse],
+                        y[worse],
+                        s=110,
+                        facecolors="none",
+                        edgecolors="#D55E00",
+                        linewidths=1.8,
+                        zorder=5,
+                    )
             _log_if_wide(ax, part["latency_median_ms"].to_numpy(float), "y")
             ax.set_xticks(ticks, tick_labels, rotation=30, ha="right")
             ax.set_xlim(-0.5, len(runs) - 0.5)

@@ -208,7 +208,7 @@ def to_markdown(table: Table) -> str:
 
 
 _LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}",
+    "\\": r"\textbackslash ",
     "&": r"\&",
     "%": r"\%",
     "$": r"\$",
@@ -216,8 +216,8 @@ _LATEX_SPECIALS = {
     "_": r"\_",
     "{": r"\{",
     "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
+    "~": r"\textasciitilde ",
+    "^": r"\textasciicircum ",
 }
 
 

@@ -1,0 +1,116 @@
+"""`run_report`: the folder it writes, the figures in it, and figures that must not be drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from harness.errors import StoreError
+from harness.report import frame, plots, run_report
+from harness.report.compare import REGRESSION, verdicts_over_runs
+from harness.store import Store
+from tests.test_report_synthetic import add_job, demo_store, lognormal_ns
+
+ALL_PLOTS = ("accuracy_latency", "speedup_by_technique", "latency_distributions", "size_memory",
+             "speedup_heatmap", "trends")
+
+
+def add_nightly_runs(store: Store, medians: list[float]) -> list[str]:
+    """Later runs of resnet on pi5 with the given baseline medians, one per (fake) night."""
+    runs = []
+    for night, median in enumerate(medians):
+        run = store.begin_run("edgebench nightly", "demo", ["pi5"])
+        # begin_run stamps the current second; nightly runs are a day apart.
+        with store.transaction() as conn:
+            conn.execute("UPDATE runs SET started_at = ? WHERE run_id = ?",
+                         (f"2026-12-{night + 1:02d}T02:00:00Z", run))
+        add_job(store, run, "resnet_18&v2", accuracy_top1=0.70, size_bytes=46_000_000,
+                samples_ns=lognormal_ns(median, seed=300 + night))
+        add_job(store, run, "resnet_18&v2-int8", baseline="resnet_18&v2", accuracy_top1=0.69,
+                samples_ns=lognormal_ns(8.0, seed=400 + night), size_bytes=11_800_000)
+        store.finish_run(run)
+        runs.append(run)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
+    tmp = tmp_path_factory.mktemp("report")
+    store, first = demo_store(tmp / "x.db")
+    nightly = add_nightly_runs(store, [20.0, 20.1, 23.0, 23.0])
+    store.close()
+    folder = run_report(tmp / "x.db", "latest", out=tmp / "out")
+    return tmp / "x.db", folder, [first, *nightly]
+
+
+def test_report_writes_tables_plots_and_page(report) -> None:
+    _, folder, _ = report
+    assert (folder / "index.html").is_file()
+    assert (folder / "tables" / "summary.tex").is_file()
+    assert (folder / "tables" / "device_pi5.csv").is_file()
+    for name in ALL_PLOTS:
+        png = matplotlib.image.imread(folder / "plots" / f"{name}.png")
+        assert png.shape[0] > 300 and png.shape[1] > 300
+        assert png[..., :3].std() > 0.05  # something was drawn
+        pdf = (folder / "plots" / f"{name}.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF")
+        assert b"/Type3" not in pdf  # Type 42 fonts: accepted by journals, editable
+
+
+def test_default_folder_is_reports_run_id(report, tmp_path: Path, monkeypatch) -> None:
+    db, _, runs = report
+    monkeypatch.chdir(tmp_path)
+    # The last nightly run has only pi5 and no failures: a quick report to build.
+    folder = run_report(db.resolve(), runs[-1], runs_for_trends=1)
+    assert folder == Path("reports") / runs[-1]
+    assert (tmp_path / folder / "index.html").is_file()
+    assert not (tmp_path / folder / "plots" / "trends.png").exists()  # one run: no trend
+
+
+def test_trend_marks_exactly_the_night_that_regressed(report) -> None:
+    db, _, runs = report
+    with Store(db) as store:
+        history = frame.results_frame(store, runs[1:])
+        started = {r.run_id: r.started_at for r in store.runs()}
+        history = history.assign(run_started_at=history["run_id"].map(started))
+
+        def samples(job_id: str) -> np.ndarray:
+            return np.asarray(store.samples(job_id), float) / 1e6
+
+        verdicts = verdicts_over_runs(history, samples)
+    flagged = history[verdicts == REGRESSION]
+    assert list(flagged["run_id"]) == [runs[3]]
+    assert list(flagged["model"]) == ["resnet_18&v2"]
+    assert (verdicts[history["run_id"] == runs[1]] == "").all()  # first night: nothing to compare
+
+
+def test_figures_with_nothing_to_show_are_not_drawn(tmp_path: Path) -> None:
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run("t", None, ["pi5"])
+    add_job(store, run, "broken", status="failed")
+    add_job(store, run, "latency_only", samples_ns=lognormal_ns(5, seed=1))
+    df = frame.with_baselines(frame.results_frame(store, [run]), store)
+    out = tmp_path / "plots"
+    assert plots.accuracy_latency(df, out) == []  # no accuracy anywhere
+    assert plots.speedup_by_technique(df, out) == []  # no compressed variant
+    assert plots.speedup_heatmap(df, out) == []
+    history = df.assign(run_started_at="2026-11-28T00:00:00Z")
+    assert plots.trends(history, out, lambda j: np.asarray(store.samples(j), float)) == []
+    only_failed = df[df["status"] == "failed"]
+    assert plots.latency_distributions(only_failed, out, lambda j: np.array([])) == []
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_report_of_unknown_run_or_missing_database(report, tmp_path: Path) -> None:
+    db, _, _ = report
+    with pytest.raises(StoreError, match="no run 'zzz'"):
+        run_report(db, "zzz", out=tmp_path / "r")
+    with pytest.raises(StoreError, match="nothing.db"):
+        run_report(tmp_path / "nothing.db")
+    empty = tmp_path / "empty.db"
+    Store(empty).close()
+    with pytest.raises(StoreError, match="no runs yet"):
+        run_report(empty)

@@ -1,0 +1,128 @@
+"""Tables: numbers in the CSV match the frame, Markdown keeps every caveat, LaTeX is escaped and
+compiles (with pdflatex, when it is installed)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.report import frame, tables
+from harness.store import Store
+from tests.test_report_synthetic import add_job, demo_store, lognormal_ns
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, str, list]:
+    store, run = demo_store(tmp_path_factory.mktemp("tables") / "x.db")
+    df = frame.with_baselines(frame.results_frame(store, [run]), store)
+    return df, run, tables.report_tables(df, run)
+
+
+def _by_name(report_tables: list, name: str) -> tables.Table:
+    return next(t for t in report_tables if t.name == name)
+
+
+def test_one_table_per_device_plus_summary_and_across_devices(demo) -> None:
+    _, _, report_tables = demo
+    names = [t.name for t in report_tables]
+    assert names == ["summary", "device_jetson", "device_pi5", "across_devices"]
+    assert "Device" not in _by_name(report_tables, "device_pi5").text.columns
+
+
+def test_csv_holds_the_frame_numbers_under_headers_with_units(demo, tmp_path: Path) -> None:
+    df, _, report_tables = demo
+    paths = _by_name(report_tables, "summary").write(tmp_path)
+    assert [p.name for p in paths] == ["summary.csv", "summary.md", "summary.tex"]
+    csv = pd.read_csv(paths[0])
+    assert len(csv) == len(df)
+    np.testing.assert_allclose(csv["Median [ms]"], df["latency_median_ms"])
+    np.testing.assert_allclose(csv["Speedup CI95 low [x]"], df["speedup_ci95_low"])
+    np.testing.assert_allclose(csv["Top-1 [%]"], df["accuracy_top1"] * 100)
+    np.testing.assert_allclose(csv["Size [MB]"], df["size_bytes"].astype(float) / 1e6)
+    for header in ("p90 [ms]", "p99 [ms]", "Throughput [img/s]", "Params [M]", "MACs [M]",
+                   "Peak RSS [MB]", "Delta top-1 [pp]", "Size ratio"):
+        assert header in csv.columns
+    # No power meter in this run: no energy column rather than a column of blanks.
+    assert "Energy [mJ/img]" not in csv.columns
+
+
+def test_markdown_shows_na_flags_failures_and_the_speedup_ci(demo) -> None:
+    df, _, report_tables = demo
+    text = tables.to_markdown(_by_name(report_tables, "device_pi5"))
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("|")}
+    assert re.search(r"\| +n/a +\|", lines["mobilenet_v3"])  # latency-only: n/a accuracy
+    assert "throttled" in lines["resnet_18&v2-int8"]
+    assert "unstable" in lines["mobilenet_v3-fp16"]
+    assert "failed" in lines["mobilenet_v3-int8"]
+    assert "DequantizeLinear<axis=1>" in lines["mobilenet_v3-int8"]
+    row = df[(df["device"] == "pi5") & (df["model"] == "resnet_18&v2-int8")].iloc[0]
+    expected = (f"{row['speedup']:.2f} [{row['speedup_ci95_low']:.2f}, "
+                f"{row['speedup_ci95_high']:.2f}]")
+    assert expected in lines["resnet_18&v2-int8"]
+    assert "1.00 (baseline)" in lines["resnet_18&v2"]
+
+
+def test_energy_appears_when_measured(tmp_path: Path) -> None:
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run("t", None, ["jetson"])
+    add_job(store, run, "net", device="jetson", samples_ns=lognormal_ns(5, seed=1),
+            energy_mj_per_inference=12.5, power_w=2.5)
+    df = frame.with_baselines(frame.results_frame(store, [run]))
+    table = tables.build_table(df, "t", "t")
+    assert table.numbers["Energy [mJ/img]"].tolist() == [12.5]
+    assert table.text["Power [W]"].tolist() == ["2.50"]
+
+
+def test_latex_is_booktabs_and_escapes_names(demo) -> None:
+    _, run, report_tables = demo
+    latex = tables.to_latex(_by_name(report_tables, "device_pi5"))
+    assert "\\toprule" in latex and "\\midrule" in latex and "\\bottomrule" in latex
+    assert "\\hline" not in latex
+    assert "resnet\\_18\\&v2-int8" in latex
+    assert "resnet_18&v2" not in latex
+    assert "DequantizeLinear" not in latex  # errors stay out of the paper table
+    assert "Top-1 [\\%]" in latex and "$\\times$" in latex
+    body = latex.split("\\midrule\n")[1].split("\\bottomrule")[0].strip().splitlines()
+    spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", latex).group(1)
+    assert len(body) == 6
+    for line in body:
+        assert line.endswith("\\\\")
+        unescaped = re.findall(r"(?<!\\)[&%_#$]", line.replace("$\\times$", ""))
+        assert unescaped.count("&") == len(spec) - 1
+        assert set(unescaped) <= {"&"}
+
+
+def test_latex_escapes_every_special_character() -> None:
+    df = pd.DataFrame({"name": ["a_b&c%d$e#f{g}h~i^j\\k"]})
+    table = tables.Table("t_1", "caption with_underscore & 50%", df, df)
+    latex = tables.to_latex(table)
+    assert ("a\\_b\\&c\\%d\\$e\\#f\\{g\\}h\\textasciitilde i\\textasciicircum j"
+            "\\textbackslash k") in latex
+    assert "\\caption{caption with\\_underscore \\& 50\\%}" in latex
+    assert tables.latex_escape("x~y\\z") == "x\\textasciitilde y\\textbackslash z"
+    assert "\\label{tab:t-1}" in latex
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None,
+                    reason="pdflatex not installed (apt-get install texlive-latex-recommended)")
+def test_latex_tables_compile(demo, tmp_path: Path) -> None:
+    _, _, report_tables = demo
+    for table in report_tables:
+        table.write(tmp_path)
+    inputs = "\n".join(f"\\input{{{t.name}.tex}}" for t in report_tables)
+    (tmp_path / "paper.tex").write_text(
+        "\\documentclass{article}\n\\usepackage[T1]{fontenc}\n\\usepackage{booktabs}\n"
+        f"\\begin{{document}}\n{inputs}\n\\end{{document}}\n"
+    )
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert (tmp_path / "paper.pdf").stat().st_size > 1000
