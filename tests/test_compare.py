@@ -78,8 +78,13 @@ def _two_runs(tmp_path: Path, shifts: dict[str, float], fingerprint_b=None, n: i
     store.finish_run(run_a)
     run_b = store.begin_run("b", None, ["pi5"])
     for i, (model, med) in enumerate(medians.items()):
-        add_job(store, run_b, model, fingerprint=fingerprint_b,
-                samples_ns=lognormal_ns(med * shifts.get(model, 1.0), n=n, seed=50 + i))
+        add_job(
+            store,
+            run_b,
+            model,
+            fingerprint=fingerprint_b,
+            samples_ns=lognormal_ns(med * shifts.get(model, 1.0), n=n, seed=50 + i),
+        )
     store.finish_run(run_b)
     return store, run_a, run_b
 
@@ -138,8 +143,12 @@ def test_jobs_in_one_run_only_and_new_failures(tmp_path: Path) -> None:
     add_job(store, b, "breaks", status="failed")
     result = compare_runs(store, a, b)
     verdicts = dict(zip(result.table["model"], result.table["verdict"], strict=True))
-    assert verdicts == {"kept": NO_CHANGE, "dropped": ONLY_A, "breaks": NEWLY_FAILING,
-                        "added": ONLY_B}
+    assert verdicts == {
+        "kept": NO_CHANGE,
+        "dropped": ONLY_A,
+        "breaks": NEWLY_FAILING,
+        "added": ONLY_B,
+    }
     assert list(result.regressions["model"]) == ["breaks"]
 
 

@@ -96,10 +96,12 @@ def test_baseline_join_needs_same_run_device_runtime_and_threads(tmp_path: Path)
     add_job(store, run, "net", samples_ns=lognormal_ns(10, seed=1), threads=4)
     add_job(store, run, "net-int8", baseline="net", samples_ns=lognormal_ns(5, seed=2), threads=4)
     add_job(store, run, "net-int8", baseline="net", samples_ns=lognormal_ns(6, seed=3), threads=1)
-    add_job(store, run, "net-int8", baseline="net", samples_ns=lognormal_ns(4, seed=4),
-            runtime="tflite")
-    add_job(store, run, "net-int8", baseline="net", samples_ns=lognormal_ns(4, seed=5),
-            device="jetson")
+    add_job(
+        store, run, "net-int8", baseline="net", samples_ns=lognormal_ns(4, seed=4), runtime="tflite"
+    )
+    add_job(
+        store, run, "net-int8", baseline="net", samples_ns=lognormal_ns(4, seed=5), device="jetson"
+    )
     other = store.begin_run("t", None, ["pi5"])
     add_job(store, other, "net-int8", baseline="net", samples_ns=lognormal_ns(5, seed=6))
     df = frame.with_baselines(frame.results_frame(store), store)
@@ -138,12 +140,14 @@ def test_pareto_front_on_a_hand_made_set() -> None:
 def test_pareto_front_matches_the_definition_on_random_sets() -> None:
     rng = np.random.default_rng(7)
     for _ in range(20):
-        pts = pd.DataFrame({"x": rng.integers(0, 6, 12).astype(float),
-                            "y": rng.integers(0, 6, 12).astype(float)})
+        pts = pd.DataFrame(
+            {"x": rng.integers(0, 6, 12).astype(float), "y": rng.integers(0, 6, 12).astype(float)}
+        )
         front = frame.pareto_front(pts, "x", "y")
         for i, p in pts.iterrows():
             dominated = any(
                 q.x <= p.x and q.y >= p.y and (q.x < p.x or q.y > p.y)
-                for j, q in pts.iterrows() if j != i
+                for j, q in pts.iterrows()
+                if j != i
             )
             assert front[i] == (not dominated)

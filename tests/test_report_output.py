@@ -14,8 +14,14 @@ from harness.report.compare import REGRESSION, verdicts_over_runs
 from harness.store import Store
 from tests.test_report_synthetic import add_job, demo_store, lognormal_ns
 
-ALL_PLOTS = ("accuracy_latency", "speedup_by_technique", "latency_distributions", "size_memory",
-             "speedup_heatmap", "trends")
+ALL_PLOTS = (
+    "accuracy_latency",
+    "speedup_by_technique",
+    "latency_distributions",
+    "size_memory",
+    "speedup_heatmap",
+    "trends",
+)
 
 
 def add_nightly_runs(store: Store, medians: list[float]) -> list[str]:
@@ -25,12 +31,27 @@ def add_nightly_runs(store: Store, medians: list[float]) -> list[str]:
         run = store.begin_run("edgebench nightly", "demo", ["pi5"])
         # begin_run stamps the current second; nightly runs are a day apart.
         with store.transaction() as conn:
-            conn.execute("UPDATE runs SET started_at = ? WHERE run_id = ?",
-                         (f"2026-12-{night + 1:02d}T02:00:00Z", run))
-        add_job(store, run, "resnet_18&v2", accuracy_top1=0.70, size_bytes=46_000_000,
-                samples_ns=lognormal_ns(median, seed=300 + night))
-        add_job(store, run, "resnet_18&v2-int8", baseline="resnet_18&v2", accuracy_top1=0.69,
-                samples_ns=lognormal_ns(8.0, seed=400 + night), size_bytes=11_800_000)
+            conn.execute(
+                "UPDATE runs SET started_at = ? WHERE run_id = ?",
+                (f"2026-12-{night + 1:02d}T02:00:00Z", run),
+            )
+        add_job(
+            store,
+            run,
+            "resnet_18&v2",
+            accuracy_top1=0.70,
+            size_bytes=46_000_000,
+            samples_ns=lognormal_ns(median, seed=300 + night),
+        )
+        add_job(
+            store,
+            run,
+            "resnet_18&v2-int8",
+            baseline="resnet_18&v2",
+            accuracy_top1=0.69,
+            samples_ns=lognormal_ns(8.0, seed=400 + night),
+            size_bytes=11_800_000,
+        )
         store.finish_run(run)
         runs.append(run)
     return runs

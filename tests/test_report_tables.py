@@ -45,8 +45,16 @@ def test_csv_holds_the_frame_numbers_under_headers_with_units(demo, tmp_path: Pa
     np.testing.assert_allclose(csv["Speedup CI95 low [x]"], df["speedup_ci95_low"])
     np.testing.assert_allclose(csv["Top-1 [%]"], df["accuracy_top1"] * 100)
     np.testing.assert_allclose(csv["Size [MB]"], df["size_bytes"].astype(float) / 1e6)
-    for header in ("p90 [ms]", "p99 [ms]", "Throughput [img/s]", "Params [M]", "MACs [M]",
-                   "Peak RSS [MB]", "Delta top-1 [pp]", "Size ratio"):
+    for header in (
+        "p90 [ms]",
+        "p99 [ms]",
+        "Throughput [img/s]",
+        "Params [M]",
+        "MACs [M]",
+        "Peak RSS [MB]",
+        "Delta top-1 [pp]",
+        "Size ratio",
+    ):
         assert header in csv.columns
     # No power meter in this run: no energy column rather than a column of blanks.
     assert "Energy [mJ/img]" not in csv.columns
@@ -62,8 +70,9 @@ def test_markdown_shows_na_flags_failures_and_the_speedup_ci(demo) -> None:
     assert "failed" in lines["mobilenet_v3-int8"]
     assert "DequantizeLinear<axis=1>" in lines["mobilenet_v3-int8"]
     row = df[(df["device"] == "pi5") & (df["model"] == "resnet_18&v2-int8")].iloc[0]
-    expected = (f"{row['speedup']:.2f} [{row['speedup_ci95_low']:.2f}, "
-                f"{row['speedup_ci95_high']:.2f}]")
+    expected = (
+        f"{row['speedup']:.2f} [{row['speedup_ci95_low']:.2f}, {row['speedup_ci95_high']:.2f}]"
+    )
     assert expected in lines["resnet_18&v2-int8"]
     assert "1.00 (baseline)" in lines["resnet_18&v2"]
 
@@ -71,8 +80,15 @@ def test_markdown_shows_na_flags_failures_and_the_speedup_ci(demo) -> None:
 def test_energy_appears_when_measured(tmp_path: Path) -> None:
     store = Store(tmp_path / "x.db")
     run = store.begin_run("t", None, ["jetson"])
-    add_job(store, run, "net", device="jetson", samples_ns=lognormal_ns(5, seed=1),
-            energy_mj_per_inference=12.5, power_w=2.5)
+    add_job(
+        store,
+        run,
+        "net",
+        device="jetson",
+        samples_ns=lognormal_ns(5, seed=1),
+        energy_mj_per_inference=12.5,
+        power_w=2.5,
+    )
     df = frame.with_baselines(frame.results_frame(store, [run]))
     table = tables.build_table(df, "t", "t")
     assert table.numbers["Energy [mJ/img]"].tolist() == [12.5]
@@ -102,15 +118,18 @@ def test_latex_escapes_every_special_character() -> None:
     df = pd.DataFrame({"name": ["a_b&c%d$e#f{g}h~i^j\\k"]})
     table = tables.Table("t_1", "caption with_underscore & 50%", df, df)
     latex = tables.to_latex(table)
-    assert ("a\\_b\\&c\\%d\\$e\\#f\\{g\\}h\\textasciitilde i\\textasciicircum j"
-            "\\textbackslash k") in latex
+    assert (
+        "a\\_b\\&c\\%d\\$e\\#f\\{g\\}h\\textasciitilde i\\textasciicircum j\\textbackslash k"
+    ) in latex
     assert "\\caption{caption with\\_underscore \\& 50\\%}" in latex
     assert tables.latex_escape("x~y\\z") == "x\\textasciitilde y\\textbackslash z"
     assert "\\label{tab:t-1}" in latex
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None,
-                    reason="pdflatex not installed (apt-get install texlive-latex-recommended)")
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None,
+    reason="pdflatex not installed (apt-get install texlive-latex-recommended)",
+)
 def test_latex_tables_compile(demo, tmp_path: Path) -> None:
     _, _, report_tables = demo
     for table in report_tables:
@@ -122,7 +141,10 @@ def test_latex_tables_compile(demo, tmp_path: Path) -> None:
     )
     proc = subprocess.run(
         ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert (tmp_path / "paper.pdf").stat().st_size > 1000
