@@ -43,7 +43,9 @@ while n < 10 or time.perf_counter() < end:
 samples = []
 end = time.perf_counter() + duration
 while len(samples) < 100 or time.perf_counter() < end:
-    t0 = time.perf_counter_ns(); sess.run(None, {name: x}); samples.append(time.perf_counter_ns() - t0)
+    t0 = time.perf_counter_ns()
+    sess.run(None, {name: x})
+    samples.append(time.perf_counter_ns() - t0)
 print(json.dumps({"median_ms": float(np.median(samples)) / 1e6, "n": len(samples)}))
 """
 

@@ -45,7 +45,9 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
         table.add_column(col)
     for name in list_profiles(args.devices_dir):
         p = load_profile(name, args.devices_dir)
-        host = f"{p.ssh.user + '@' if p.ssh.user else ''}{p.ssh.host}:{p.ssh.port}" if p.ssh else "-"
+        host = "-"
+        if p.ssh:
+            host = f"{p.ssh.user + '@' if p.ssh.user else ''}{p.ssh.host}:{p.ssh.port}"
         table.add_row(p.name, p.kind, p.transport, host, ", ".join(p.runtimes))
     out.print(table)
     return 0
@@ -74,7 +76,8 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     out.print(f"  python {info['python']['version']} ({info['python']['executable']}), "
               f"numpy {fp.get('numpy')}")
     out.print(f"  {fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs, "
-              f"{_fmt(fp.get('mem_total_mb'), '.0f')} MB, {fp.get('os')}, kernel {fp.get('kernel')}")
+              f"{_fmt(fp.get('mem_total_mb'), '.0f')} MB, {fp.get('os')}, "
+              f"kernel {fp.get('kernel')}")
     table = Table("runtime", "present", "version / reason", "profile wants it")
     missing = []
     for name, rt in info["runtimes"].items():

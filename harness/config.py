@@ -17,7 +17,7 @@ from harness.errors import ConfigError, EdgebenchError
 
 DEVICES_DIR = Path("devices")
 DEVICE_KINDS = ("local", "linux", "jetson", "rpi", "coral")
-TRANSPORTS = ("local", "ssh", "labgrid")
+TRANSPORTS = ("local", "ssh")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,6 @@ class DeviceProfile:
     cpu_affinity: tuple[int, ...] | None = None
     tune: bool = False
     job_timeout_s: float = 600.0
-    labgrid: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None  # the YAML file it came from
 
 
@@ -139,8 +138,6 @@ def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
         if timeout <= 0:
             raise ConfigError(path, "must be positive", field="job_timeout_s")
         kw["job_timeout_s"] = float(timeout)
-    if "labgrid" in data:
-        kw["labgrid"] = dict(_expect(path, data, "labgrid", dict))
     if data.get("ssh") is not None:
         kw["ssh"] = _parse_ssh(path, _expect(path, data, "ssh", dict))
     if kw.get("transport") == "ssh" and "ssh" not in kw:

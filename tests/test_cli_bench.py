@@ -123,3 +123,20 @@ def test_devices_list_and_check_local() -> None:
     info = json.loads(proc.stdout)
     assert info["runtimes"]["onnxruntime"]["available"] is True
     assert info["fingerprint"]["cpu_count"] >= 1
+
+
+def test_profile_runtime_options_reach_the_engine(tmp_path: Path, tiny_onnx: Path) -> None:
+    profile = tmp_path / "noopt.yaml"
+    profile.write_text("name: noopt\nruntimes: [onnxruntime]\nthreads: 1\n"
+                       "runtime_options: {onnxruntime: {graph_optimization_level: disable}}\n")
+    code, _, err = bench(tmp_path, "--model", str(tiny_onnx), "--device", str(profile))
+    assert code == 0, err
+    profile.write_text("name: noopt\nruntimes: [onnxruntime]\n"
+                       "runtime_options: {onnxruntime: {graph_optimization_level: turbo}}\n")
+    code, _, err = bench(tmp_path, "--model", str(tiny_onnx), "--device", str(profile))
+    assert code == 1
+    ok, bad = Store(tmp_path / "r.db").results()
+    assert ok["runtime_options"]["graph_optimization_level"] == "disable"
+    assert ok["threads"] == 1 and ok["runtime_options"]["intra_op_threads"] == 1
+    assert bad["status"] == "failed" and bad["error_kind"] == "bad_option"
+    assert "turbo" in bad["error_message"]

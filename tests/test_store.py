@@ -91,11 +91,13 @@ profile = load_profile("slow", Path({str(devices)!r}))
 arts = [from_model_file(Path(p)) for p in {[str(m) for m in models]!r}]
 jobs = runner.plan_jobs(arts, [profile], runner.BenchOptions(quick=True))
 with Store({str(db)!r}) as store:
-    runner.run_plan(store, jobs, runner.BenchOptions(quick=True, settings={{"min_duration_s": 1.0}}),
-                    command="kill-test")
+    options = runner.BenchOptions(quick=True, settings={{"min_duration_s": 1.0}})
+    runner.run_plan(store, jobs, options, command="kill-test")
 """
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    log = tmp_path / "host.log"
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=log_file,
+                                stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     stored = 0
     while time.time() < deadline and stored < 2:
@@ -106,7 +108,7 @@ with Store({str(db)!r}) as store:
                     stored = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
             except sqlite3.OperationalError:
                 pass
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert proc.poll() is None, log.read_text()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert stored >= 2

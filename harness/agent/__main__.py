@@ -16,12 +16,18 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 
 from . import measure, probes, protocol
-from .runtimes import ModelLoadError, RuntimeUnavailable, available_runtimes, get_runtime
+from .runtimes import (
+    ModelLoadError,
+    RuntimeUnavailable,
+    available_runtimes,
+    first_line,
+    get_runtime,
+)
 
 SEED = 20240611
 
@@ -34,12 +40,12 @@ class JobError(Exception):
 
 
 def log(message: str) -> None:
-    sys.stderr.write("[agent] {}\n".format(message))
+    sys.stderr.write(f"[agent] {message}\n")
     sys.stderr.flush()
 
 
-def concrete_shape(declared: List[Optional[int]], wanted: Optional[List[int]], source: str
-                   ) -> List[int]:
+def concrete_shape(declared: list[int | None], wanted: list[int] | None, source: str
+                   ) -> list[int]:
     """The input shape to feed: `wanted` checked against the model, dynamic dims filled."""
     if wanted is None:
         return [d if d is not None else 1 for d in declared]
@@ -50,7 +56,7 @@ def concrete_shape(declared: List[Optional[int]], wanted: Optional[List[int]], s
     return list(wanted)
 
 
-def load_dataset(spec: Dict[str, Any]) -> Dict[str, np.ndarray]:
+def load_dataset(spec: dict[str, Any]) -> dict[str, np.ndarray]:
     data = {}
     for part in ("inputs", "labels", "reference"):
         ref = spec.get(part)
@@ -59,15 +65,15 @@ def load_dataset(spec: Dict[str, Any]) -> Dict[str, np.ndarray]:
         try:
             data[part] = np.load(ref["path"], allow_pickle=False)
         except (OSError, ValueError) as err:
-            raise JobError("dataset_invalid", "cannot read dataset {} {}: {}".format(
-                part, ref["path"], err))
+            raise JobError("dataset_invalid",
+                           "cannot read dataset {} {}: {}".format(part, ref["path"], err)) from err
     if len(data["inputs"]) != len(data["labels"]):
         raise JobError("dataset_invalid", "dataset has {} inputs but {} labels".format(
             len(data["inputs"]), len(data["labels"])))
     return data
 
 
-def accuracy(runtime: Any, data: Dict[str, np.ndarray]) -> Dict[str, Any]:
+def accuracy(runtime: Any, data: dict[str, np.ndarray]) -> dict[str, Any]:
     """Top-1/top-5 and agreement with the host's fp32 reference, with the session just timed."""
     inputs, labels = data["inputs"], data["labels"].astype(np.int64)
     outputs = []
@@ -76,25 +82,25 @@ def accuracy(runtime: Any, data: Dict[str, np.ndarray]) -> Dict[str, Any]:
         runtime.run()
         outputs.append(runtime.output().reshape(1, -1))
     logits = np.concatenate(outputs, axis=0)
-    acc = {
+    acc: dict[str, Any] = {
         "top1": measure.topk_accuracy(logits, labels, 1),
         "top5": measure.topk_accuracy(logits, labels, 5),
         "n": int(len(labels)),
         "ref_top1_agreement": None,
         "ref_max_abs_diff": None,
-    }  # type: Dict[str, Any]
+    }
     reference = data.get("reference")
     if reference is not None:
         if reference.shape != logits.shape:
-            raise JobError("dataset_invalid", "reference logits have shape {}, model gives {}"
-                           .format(list(reference.shape), list(logits.shape)))
+            raise JobError("dataset_invalid", f"reference logits have shape "
+                           f"{list(reference.shape)}, model gives {list(logits.shape)}")
         acc["ref_top1_agreement"] = float(np.mean(
             reference.argmax(axis=1) == logits.argmax(axis=1)))
         acc["ref_max_abs_diff"] = float(np.max(np.abs(reference.astype(np.float32) - logits)))
     return acc
 
 
-def run_job(job: Dict[str, Any]) -> Dict[str, Any]:
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     result = protocol.new_result(str(job.get("job_id", "?")) if isinstance(job, dict) else "?")
     try:
@@ -123,9 +129,9 @@ def run_job(job: Dict[str, Any]) -> Dict[str, Any]:
         try:
             runtime = get_runtime(job["runtime"])
         except KeyError as err:
-            raise JobError("unknown_runtime", str(err.args[0]))
+            raise JobError("unknown_runtime", str(err.args[0])) from None
         except RuntimeUnavailable as err:
-            raise JobError("runtime_missing", str(err), protocol.STATUS_UNSUPPORTED)
+            raise JobError("runtime_missing", str(err), protocol.STATUS_UNSUPPORTED) from err
         result["runtime_version"] = runtime.version()
         result["fingerprint"]["runtimes"] = {runtime.name: result["runtime_version"]}
 
@@ -144,7 +150,7 @@ def run_job(job: Dict[str, Any]) -> Dict[str, Any]:
         try:
             runtime.load(model["path"], options)
         except ModelLoadError as err:
-            raise JobError(err.kind, str(err))
+            raise JobError(err.kind, str(err)) from err
         result["load_s"] = time.perf_counter() - t0
         result["runtime_options"] = runtime.options_used()
 
@@ -162,19 +168,19 @@ def run_job(job: Dict[str, Any]) -> Dict[str, Any]:
         try:
             runtime.run()
         except Exception as err:
-            raise JobError("inference_error", "first inference failed: {}".format(
-                str(err).strip().splitlines()[0] if str(err).strip() else repr(err)))
+            raise JobError("inference_error", f"first inference failed: {first_line(err)}"
+                           ) from err
         result["first_inference_ms"] = (time.perf_counter() - t0) * 1e3
 
         settings = job["settings"]
         warm = measure.warm_up(runtime.run, settings["warmup_s"], settings["warmup_min"])
-        log("warm-up: {} runs".format(warm))
+        log(f"warm-up: {warm} runs")
         samples, stop_reason = measure.timed_loop(runtime.run, settings)
         result["samples_ns"] = samples
         result["latency"] = measure.statistics(samples)
         result["stop_reason"] = stop_reason
         result["stable"] = stop_reason == "stable"
-        log("timed: {} runs, stopped on {}".format(len(samples), stop_reason))
+        log(f"timed: {len(samples)} runs, stopped on {stop_reason}")
 
         if data is not None:
             result["accuracy"] = accuracy(runtime, data)
@@ -194,7 +200,7 @@ def run_job(job: Dict[str, Any]) -> Dict[str, Any]:
     except Exception as err:  # a bug or an engine error we did not foresee: still one result
         traceback.print_exc(file=sys.stderr)
         protocol.set_error(result, protocol.STATUS_FAILED, "agent_error",
-                           "{}: {}".format(type(err).__name__, err))
+                           f"{type(err).__name__}: {err}")
     finally:
         if runtime is not None:
             runtime.close()
@@ -202,7 +208,7 @@ def run_job(job: Dict[str, Any]) -> Dict[str, Any]:
     return result
 
 
-def check(kind: str = "linux") -> Dict[str, Any]:
+def check(kind: str = "linux") -> dict[str, Any]:
     """What this device offers: for `edgebench devices check`."""
     return {
         "protocol_version": protocol.PROTOCOL_VERSION,
@@ -213,7 +219,7 @@ def check(kind: str = "linux") -> Dict[str, Any]:
     }
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     # Keep fd 1 for the protocol: anything a native library prints goes to stderr instead.
     protocol_fd = os.dup(1)
     os.dup2(2, 1)
@@ -226,7 +232,7 @@ def main(argv: List[str]) -> int:
                 job = protocol.loads(sys.stdin.read())
             except ValueError as err:
                 answer = protocol.set_error(protocol.new_result("?"), protocol.STATUS_FAILED,
-                                            "protocol", "job is not valid JSON: {}".format(err))
+                                            "protocol", f"job is not valid JSON: {err}")
             else:
                 answer = run_job(job)
     finally:

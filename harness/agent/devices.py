@@ -5,16 +5,16 @@ Each function returns extra fields for `kind`, or nothing for a plain Linux mach
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 
-def fingerprint(kind: str) -> Dict[str, Any]:
+def fingerprint(kind: str) -> dict[str, Any]:
     return {}
 
 
-def state(kind: str) -> Dict[str, Any]:
+def state(kind: str) -> dict[str, Any]:
     return {}
 
 
-def throttled(before: Dict[str, Any], after: Dict[str, Any], kind: str) -> Optional[bool]:
+def throttled(before: dict[str, Any], after: dict[str, Any], kind: str) -> bool | None:
     return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,8 +36,8 @@ def warm_up(step: Callable[[], Any], warmup_s: float, warmup_min: int,
     return count
 
 
-def timed_loop(step: Callable[[], Any], settings: Dict[str, Any],
-               clock: Callable[[], int] = time.perf_counter_ns) -> Tuple[List[int], str]:
+def timed_loop(step: Callable[[], Any], settings: dict[str, Any],
+               clock: Callable[[], int] = time.perf_counter_ns) -> tuple[list[int], str]:
     """Time `step` once per iteration until the protocol says stop.
 
     Returns the raw samples (ns) and why the loop stopped: `stable` or `max_duration`.
@@ -48,7 +48,7 @@ def timed_loop(step: Callable[[], Any], settings: Dict[str, Any],
     tolerance = float(settings["stability_tolerance"])
     check_ns = int(CHECK_INTERVAL_S * 1e9)
 
-    samples = []  # type: List[int]
+    samples: list[int] = []
     append = samples.append
     start = clock()
     next_check = start
@@ -68,12 +68,12 @@ def timed_loop(step: Callable[[], Any], settings: Dict[str, Any],
             return samples, "stable"
 
 
-def window_medians(samples: List[int], windows: int = 3) -> List[float]:
+def window_medians(samples: list[int], windows: int = 3) -> list[float]:
     arr = np.asarray(samples, dtype=np.float64)
     return [float(np.median(part)) for part in np.array_split(arr, windows)]
 
 
-def is_stable(samples: List[int], tolerance: float = 0.05, windows: int = 3) -> bool:
+def is_stable(samples: list[int], tolerance: float = 0.05, windows: int = 3) -> bool:
     """True when the medians of `windows` consecutive windows agree within `tolerance`."""
     if len(samples) < 3 * windows:
         return False
@@ -84,7 +84,7 @@ def is_stable(samples: List[int], tolerance: float = 0.05, windows: int = 3) -> 
     return (max(medians) - low) / low <= tolerance
 
 
-def median_ci_ranks(n: int, confidence: float = 0.95) -> Tuple[int, int]:
+def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int]:
     """1-based ranks (lo, hi) of the order statistics that bracket the median.
 
     Distribution-free: the number of samples below the true median is Binomial(n, 1/2), so
@@ -112,7 +112,7 @@ def median_ci_ranks(n: int, confidence: float = 0.95) -> Tuple[int, int]:
     return lo, n - lo + 1
 
 
-def statistics(samples_ns: List[int], confidence: float = 0.95) -> Optional[Dict[str, Any]]:
+def statistics(samples_ns: list[int], confidence: float = 0.95) -> dict[str, Any] | None:
     """All the figures of the result record, in milliseconds, from raw nanosecond samples."""
     if not samples_ns:
         return None
@@ -141,7 +141,7 @@ def statistics(samples_ns: List[int], confidence: float = 0.95) -> Optional[Dict
     }
 
 
-def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> Optional[float]:
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float | None:
     """Fraction of rows whose label is among the k largest logits; None when k > classes."""
     if logits.ndim != 2 or logits.shape[1] < k:
         return None

@@ -15,12 +15,12 @@ import re
 import socket
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from . import devices
 
 
-def read_text(path: str) -> Optional[str]:
+def read_text(path: str) -> str | None:
     try:
         with open(path) as fh:
             return fh.read().strip()
@@ -28,21 +28,21 @@ def read_text(path: str) -> Optional[str]:
         return None
 
 
-def proc_status_kb(field: str, path: str = "/proc/self/status") -> Optional[int]:
+def proc_status_kb(field: str, path: str = "/proc/self/status") -> int | None:
     """A `VmRSS`/`VmHWM`-style field of /proc/<pid>/status, in kB."""
     text = read_text(path)
     if text is None:
         return None
-    match = re.search(r"^{}:\s+(\d+)\s+kB".format(field), text, re.MULTILINE)
+    match = re.search(rf"^{field}:\s+(\d+)\s+kB", text, re.MULTILINE)
     return int(match.group(1)) if match else None
 
 
-def rss_mb() -> Optional[float]:
+def rss_mb() -> float | None:
     kb = proc_status_kb("VmRSS")
     return kb / 1024.0 if kb is not None else None
 
 
-def peak_rss_mb() -> Optional[float]:
+def peak_rss_mb() -> float | None:
     """Peak resident set of this process (VmHWM), falling back to getrusage."""
     kb = proc_status_kb("VmHWM")
     if kb is None:
@@ -55,17 +55,17 @@ def peak_rss_mb() -> Optional[float]:
     return kb / 1024.0
 
 
-def cpu_model(cpuinfo: Optional[str]) -> Optional[str]:
+def cpu_model(cpuinfo: str | None) -> str | None:
     if not cpuinfo:
         return platform.processor() or None
     for key in ("model name", "Model", "Hardware", "cpu model", "Processor"):
-        match = re.search(r"^{}\s*:\s*(.+)$".format(re.escape(key)), cpuinfo, re.MULTILINE)
+        match = re.search(rf"^{re.escape(key)}\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
         if match:
             return match.group(1).strip()
     return None
 
 
-def os_release() -> Optional[str]:
+def os_release() -> str | None:
     text = read_text("/etc/os-release")
     if not text:
         return None
@@ -73,16 +73,16 @@ def os_release() -> Optional[str]:
     return match.group(1) if match else None
 
 
-def mem_total_mb() -> Optional[float]:
+def mem_total_mb() -> float | None:
     text = read_text("/proc/meminfo")
     match = re.search(r"^MemTotal:\s+(\d+)\s+kB", text or "", re.MULTILINE)
     return int(match.group(1)) / 1024.0 if match else None
 
 
-def fingerprint(kind: str = "linux") -> Dict[str, Any]:
+def fingerprint(kind: str = "linux") -> dict[str, Any]:
     import numpy
 
-    fp = {
+    fp: dict[str, Any] = {
         "hostname": socket.gethostname(),
         "machine": platform.machine(),
         "cpu_model": cpu_model(read_text("/proc/cpuinfo")),
@@ -93,7 +93,7 @@ def fingerprint(kind: str = "linux") -> Dict[str, Any]:
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
         "numpy": numpy.__version__,
-    }  # type: Dict[str, Any]
+    }
     fp.update(devices.fingerprint(kind))
     return fp
 
@@ -103,27 +103,27 @@ def _cpu_sort_key(path: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def cpu_frequencies_khz() -> Dict[str, int]:
+def cpu_frequencies_khz() -> dict[str, int]:
     found = {}
     for path in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"),
                        key=_cpu_sort_key):
         value = read_text(path)
         if value and value.isdigit():
-            found["cpu{}".format(_cpu_sort_key(path))] = int(value)
+            found[f"cpu{_cpu_sort_key(path)}"] = int(value)
     return found
 
 
-def governors() -> Dict[str, str]:
+def governors() -> dict[str, str]:
     found = {}
     for path in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor"),
                        key=_cpu_sort_key):
         value = read_text(path)
         if value:
-            found["cpu{}".format(_cpu_sort_key(path))] = value
+            found[f"cpu{_cpu_sort_key(path)}"] = value
     return found
 
 
-def temperatures_c() -> Dict[str, float]:
+def temperatures_c() -> dict[str, float]:
     """Every /sys/class/thermal zone, by its type (cpu-thermal, GPU-therm, ...)."""
     found = {}
     for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
@@ -132,30 +132,30 @@ def temperatures_c() -> Dict[str, float]:
             continue
         name = read_text(os.path.join(zone, "type")) or os.path.basename(zone)
         if name in found:
-            name = "{}:{}".format(name, os.path.basename(zone))
+            name = f"{name}:{os.path.basename(zone)}"
         found[name] = int(raw) / 1000.0
     return found
 
 
-def throttle_counts() -> Dict[str, int]:
+def throttle_counts() -> dict[str, int]:
     """Per-CPU thermal throttle event counters, where the kernel exposes them (x86)."""
     found = {}
     pattern = "/sys/devices/system/cpu/cpu[0-9]*/thermal_throttle/core_throttle_count"
     for path in glob.glob(pattern):
         value = read_text(path)
         if value and value.isdigit():
-            found["cpu{}".format(_cpu_sort_key(path))] = int(value)
+            found[f"cpu{_cpu_sort_key(path)}"] = int(value)
     return found
 
 
-def state(kind: str = "linux") -> Dict[str, Any]:
-    st = {
+def state(kind: str = "linux") -> dict[str, Any]:
+    st: dict[str, Any] = {
         "time": time.time(),
         "governors": governors(),
         "cpu_freq_khz": cpu_frequencies_khz(),
         "temperatures_c": temperatures_c(),
         "throttle_counts": throttle_counts(),
-    }  # type: Dict[str, Any]
+    }
     try:
         st["loadavg"] = list(os.getloadavg())
     except OSError:
@@ -164,10 +164,10 @@ def state(kind: str = "linux") -> Dict[str, Any]:
     return st
 
 
-def throttled(before: Dict[str, Any], after: Dict[str, Any], kind: str = "linux"
-              ) -> Optional[bool]:
+def throttled(before: dict[str, Any], after: dict[str, Any], kind: str = "linux"
+              ) -> bool | None:
     """Whether the device throttled between two states; None when it cannot be told."""
-    verdicts = []  # type: List[Optional[bool]]
+    verdicts: list[bool | None] = []
     a, b = before.get("throttle_counts") or {}, after.get("throttle_counts") or {}
     if a and b:
         verdicts.append(any(b.get(cpu, 0) > count for cpu, count in a.items()))
@@ -176,5 +176,5 @@ def throttled(before: Dict[str, Any], after: Dict[str, Any], kind: str = "linux"
     return any(known) if known else None
 
 
-def python_info() -> Dict[str, Any]:
+def python_info() -> dict[str, Any]:
     return {"executable": sys.executable, "version": platform.python_version()}

@@ -29,7 +29,7 @@ Result (agent -> host): see `new_result`; `status` is `ok`, `failed` (with `erro
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+from typing import Any
 
 PROTOCOL_VERSION = 1
 
@@ -67,7 +67,7 @@ class ProtocolError(ValueError):
     """A job that does not follow the protocol (wrong version, missing field)."""
 
 
-def settings_with_defaults(settings: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+def settings_with_defaults(settings: dict[str, Any] | None) -> dict[str, Any]:
     merged = dict(DEFAULT_SETTINGS)
     for key, value in (settings or {}).items():
         if key not in DEFAULT_SETTINGS:
@@ -77,20 +77,21 @@ def settings_with_defaults(settings: Optional[Dict[str, Any]]) -> Dict[str, Any]
     return merged
 
 
-def validate_job(job: Any) -> Dict[str, Any]:
+def validate_job(job: Any) -> dict[str, Any]:
     """Check the shape of a job and fill in defaults; raise ProtocolError naming the field."""
     if not isinstance(job, dict):
         raise ProtocolError("job must be a JSON object")
     version = job.get("protocol_version")
     if version != PROTOCOL_VERSION:
-        raise ProtocolError("protocol_version {!r} is not supported by this agent (speaks {})"
-                            .format(version, PROTOCOL_VERSION))
+        raise ProtocolError(f"protocol_version {version!r} is not supported by this agent "
+                            f"(speaks {PROTOCOL_VERSION})"
+                            )
     if job.get("check"):
         # `devices check`: describe the device, measure nothing
         return dict(job, options=dict(job.get("options") or {}), settings={})
     for field in ("job_id", "model", "runtime"):
         if field not in job:
-            raise ProtocolError("job is missing field {!r}".format(field))
+            raise ProtocolError(f"job is missing field {field!r}")
     model = job["model"]
     if not isinstance(model, dict) or "path" not in model:
         raise ProtocolError("job field 'model' must be an object with a 'path'")
@@ -98,15 +99,15 @@ def validate_job(job: Any) -> Dict[str, Any]:
     if dataset is not None:
         for part in ("inputs", "labels"):
             if not isinstance(dataset.get(part), dict) or "path" not in dataset[part]:
-                raise ProtocolError("job field 'dataset.{}' must be an object with a 'path'"
-                                    .format(part))
+                raise ProtocolError(f"job field 'dataset.{part}' must be an object with a 'path'"
+                                    )
     out = dict(job)
     out["options"] = dict(job.get("options") or {})
     out["settings"] = settings_with_defaults(job.get("settings"))
     return out
 
 
-def new_result(job_id: str) -> Dict[str, Any]:
+def new_result(job_id: str) -> dict[str, Any]:
     """A result with every key present, so the host never has to guess what is missing."""
     return {
         "protocol_version": PROTOCOL_VERSION,
@@ -136,7 +137,7 @@ def new_result(job_id: str) -> Dict[str, Any]:
     }
 
 
-def set_error(result: Dict[str, Any], status: str, kind: str, message: str) -> Dict[str, Any]:
+def set_error(result: dict[str, Any], status: str, kind: str, message: str) -> dict[str, Any]:
     result["status"] = status
     result["error"] = {"kind": kind, "message": message}
     return result
@@ -152,12 +153,12 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def dumps(obj: Dict[str, Any]) -> str:
+def dumps(obj: dict[str, Any]) -> str:
     # NaN and infinities are not JSON; a figure that cannot be computed is null.
     return json.dumps(_finite(obj), allow_nan=False, separators=(",", ":"))
 
 
-def loads(text: str) -> Dict[str, Any]:
+def loads(text: str) -> dict[str, Any]:
     obj = json.loads(text)
     if not isinstance(obj, dict):
         raise ProtocolError("expected a JSON object")

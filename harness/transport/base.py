@@ -117,13 +117,14 @@ def agent_bundle() -> tuple[bytes, str]:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(AGENT_DIR.rglob("*.py")):
-            rel = path.relative_to(AGENT_DIR.parent).as_posix().replace("agent/", "edgebench_agent/", 1)
+            rel = "edgebench_agent/" + path.relative_to(AGENT_DIR).as_posix()
             info = zipfile.ZipInfo(rel, date_time=(2020, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             zf.writestr(info, path.read_bytes())
         main = zipfile.ZipInfo("__main__.py", date_time=(2020, 1, 1, 0, 0, 0))
         main.external_attr = 0o644 << 16
-        zf.writestr(main, "import runpy\nrunpy.run_module('edgebench_agent', run_name='__main__')\n")
+        zf.writestr(main, "import runpy\n"
+                          "runpy.run_module('edgebench_agent', run_name='__main__')\n")
     data = buf.getvalue()
     return data, hashlib.sha256(data).hexdigest()
 
@@ -143,8 +144,6 @@ def transport_for(profile: DeviceProfile) -> Transport:
     # Import the implementations so they register; ssh pulls in paramiko only when used.
     if profile.transport == "ssh":
         from harness.transport import ssh  # noqa: F401
-    elif profile.transport == "labgrid":
-        from harness.transport import labgrid  # noqa: F401
     else:
         from harness.transport import local  # noqa: F401
     try:

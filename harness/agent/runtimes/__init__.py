@@ -9,7 +9,7 @@ is not installed reports `unsupported` with the reason.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -32,19 +32,19 @@ class ModelLoadError(Exception):
         self.kind = kind
 
 
-class Runtime(object):
+class Runtime:
     """Base class; one instance per job."""
 
     name = "base"
-    formats = ()  # type: Tuple[str, ...]
+    formats: tuple[str, ...] = ()
 
     def version(self) -> str:
         raise NotImplementedError
 
-    def load(self, model_path: str, options: Dict[str, Any]) -> None:
+    def load(self, model_path: str, options: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def input_shape(self) -> List[Optional[int]]:
+    def input_shape(self) -> list[int | None]:
         """Declared input shape; None for a dynamic dimension."""
         raise NotImplementedError
 
@@ -56,19 +56,25 @@ class Runtime(object):
         raise NotImplementedError
 
     def run(self) -> None:
-        """Execute on the input already set and fetch the outputs to host memory (the timed step)."""
+        """Execute on the input already set, fetch outputs to host memory: the timed step."""
         raise NotImplementedError
 
     def output(self) -> np.ndarray:
         """The first output of the last run as float32 (dequantized if needed)."""
         raise NotImplementedError
 
-    def options_used(self) -> Dict[str, Any]:
+    def options_used(self) -> dict[str, Any]:
         """The settings actually in force, as the engine reports them."""
         return {}
 
     def close(self) -> None:
         pass
+
+
+def first_line(err: BaseException) -> str:
+    """An engine's exception as one line (they tend to be multi-line C++ dumps)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else repr(err)
 
 
 def get_runtime(name: str) -> Runtime:
@@ -79,13 +85,13 @@ def get_runtime(name: str) -> Runtime:
     try:
         module = importlib.import_module(RUNTIME_MODULES[name], __name__)
     except ImportError as err:
-        raise RuntimeUnavailable("{} is not installed on this device ({})".format(name, err))
+        raise RuntimeUnavailable(f"{name} is not installed on this device ({err})") from err
     return module.RUNTIME()
 
 
-def available_runtimes() -> Dict[str, Dict[str, Any]]:
+def available_runtimes() -> dict[str, dict[str, Any]]:
     """Which runtimes can be used here, with versions or the reason they cannot."""
-    found = {}  # type: Dict[str, Dict[str, Any]]
+    found: dict[str, dict[str, Any]] = {}
     for name in sorted(RUNTIME_MODULES):
         try:
             rt = get_runtime(name)

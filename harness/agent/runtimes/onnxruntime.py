@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
-
 import onnxruntime as ort  # ImportError -> `unsupported` (see the registry)
 
-from . import ModelLoadError, Runtime
+from . import ModelLoadError, Runtime, first_line
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -32,15 +31,15 @@ class OnnxRuntime(Runtime):
     formats = ("onnx",)
 
     def __init__(self) -> None:
-        self.session = None  # type: Any
-        self.feed = {}  # type: Dict[str, np.ndarray]
-        self.outputs = []  # type: List[Any]
-        self._options = {}  # type: Dict[str, Any]
+        self.session: Any = None
+        self.feed: dict[str, np.ndarray] = {}
+        self.outputs: list[Any] = []
+        self._options: dict[str, Any] = {}
 
     def version(self) -> str:
         return str(ort.__version__)
 
-    def load(self, model_path: str, options: Dict[str, Any]) -> None:
+    def load(self, model_path: str, options: dict[str, Any]) -> None:
         so = ort.SessionOptions()
         threads = options.get("threads")
         if threads:
@@ -62,8 +61,9 @@ class OnnxRuntime(Runtime):
         try:
             self.session = ort.InferenceSession(model_path, sess_options=so, providers=providers)
         except Exception as err:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
-            raise ModelLoadError("model_invalid", "onnxruntime cannot load {}: {}".format(
-                model_path, str(err).strip().splitlines()[0] if str(err).strip() else err))
+            raise ModelLoadError(
+                "model_invalid", f"onnxruntime cannot load {model_path}: {first_line(err)}"
+            ) from err
         self._input = self.session.get_inputs()[0]
         self._output_names = [o.name for o in self.session.get_outputs()]
         self._options = {
@@ -74,7 +74,7 @@ class OnnxRuntime(Runtime):
             "execution_mode": "sequential",
         }
 
-    def input_shape(self) -> List[Optional[int]]:
+    def input_shape(self) -> list[int | None]:
         return [d if isinstance(d, int) else None for d in self._input.shape]
 
     def input_dtype(self) -> np.dtype:
@@ -89,7 +89,7 @@ class OnnxRuntime(Runtime):
     def output(self) -> np.ndarray:
         return np.asarray(self.outputs[0], dtype=np.float32)
 
-    def options_used(self) -> Dict[str, Any]:
+    def options_used(self) -> dict[str, Any]:
         return dict(self._options)
 
     def close(self) -> None:

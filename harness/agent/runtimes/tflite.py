@@ -8,11 +8,11 @@ artifact of a model is fed the same float32 tensors. Extra delegates (the Edge T
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 
-from . import ModelLoadError, Runtime, dequantize, quantize
+from . import ModelLoadError, Runtime, dequantize, first_line, quantize
 
 try:
     from ai_edge_litert import interpreter as _interp
@@ -38,14 +38,14 @@ class TFLiteRuntime(Runtime):
     formats = ("tflite",)
 
     def __init__(self) -> None:
-        self.interpreter = None  # type: Any
-        self._options = {}  # type: Dict[str, Any]
+        self.interpreter: Any = None
+        self._options: dict[str, Any] = {}
 
     def version(self) -> str:
-        return "{} {}".format(_PACKAGE, _package_version())
+        return f"{_PACKAGE} {_package_version()}"
 
-    def load(self, model_path: str, options: Dict[str, Any]) -> None:
-        kwargs = {"model_path": model_path}  # type: Dict[str, Any]
+    def load(self, model_path: str, options: dict[str, Any]) -> None:
+        kwargs: dict[str, Any] = {"model_path": model_path}
         threads = options.get("threads")
         if threads:
             kwargs["num_threads"] = int(threads)
@@ -59,15 +59,16 @@ class TFLiteRuntime(Runtime):
                 delegates.append(_interp.load_delegate(lib))
             except (ValueError, OSError) as err:
                 raise ModelLoadError("delegate_unavailable",
-                                     "cannot load delegate {}: {}".format(lib, err))
+                                     f"cannot load delegate {lib}: {err}") from err
         if delegates:
             kwargs["experimental_delegates"] = delegates
         try:
             self.interpreter = _interp.Interpreter(**kwargs)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
-            raise ModelLoadError("model_invalid", "LiteRT cannot load {}: {}".format(
-                model_path, str(err).strip().splitlines()[0] if str(err).strip() else err))
+            raise ModelLoadError(
+                "model_invalid", f"LiteRT cannot load {model_path}: {first_line(err)}"
+            ) from err
         self._in = self.interpreter.get_input_details()[0]
         self._out = self.interpreter.get_output_details()[0]
         self._options = {
@@ -78,7 +79,7 @@ class TFLiteRuntime(Runtime):
             "input_dtype": np.dtype(self._in["dtype"]).name,
         }
 
-    def input_shape(self) -> List[Optional[int]]:
+    def input_shape(self) -> list[int | None]:
         sig = self._in.get("shape_signature")
         shape = sig if sig is not None and len(sig) else self._in["shape"]
         return [int(d) if d >= 0 else None for d in shape]
@@ -104,7 +105,7 @@ class TFLiteRuntime(Runtime):
             return dequantize(out, scale, zero_point)
         return np.asarray(out, dtype=np.float32)
 
-    def options_used(self) -> Dict[str, Any]:
+    def options_used(self) -> dict[str, Any]:
         return dict(self._options)
 
     def close(self) -> None:
