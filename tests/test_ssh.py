@@ -1,0 +1,359 @@
+"""The SSH transport against a real OpenSSH server on loopback (tests/sshd.py).
+
+Everything here goes through sshd, SFTP and a real agent process running a real ONNX model; the
+"device" is this machine, so its Python has numpy and onnxruntime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.agent import protocol
+from harness.errors import TransportError
+from harness.transport.base import agent_bundle, transport_for
+from harness.transport.ssh import SSHTransport
+from tests.conftest import make_tiny_onnx
+from tests.sshd import SSHServer, alive, free_port, fresh_sshd, keygen, processes_matching, sshd
+
+pytestmark = pytest.mark.ssh
+__all__ = ["sshd", "fresh_sshd"]  # fixtures used by name below
+
+FAST = {"warmup_s": 0.05, "warmup_min": 3, "min_duration_s": 0.2, "min_iterations": 10,
+        "max_duration_s": 2.0, "stability_tolerance": 0.5}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def job_for(transport: SSHTransport, model: Path, job_id: str = "j1", **settings: Any,
+            ) -> dict[str, Any]:
+    return {
+        "protocol_version": protocol.PROTOCOL_VERSION,
+        "job_id": job_id,
+        "model": {"path": transport.stage(model, sha256(model)), "format": "onnx"},
+        "runtime": "onnxruntime",
+        "options": {"threads": 1},
+        "settings": dict(FAST, **settings),
+        "device_kind": "linux",
+    }
+
+
+def run_in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    box: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: box.update(value=fn()), daemon=True)
+    thread.start()
+    return thread, box
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def agent_pids(under: Path) -> list[int]:
+    """Agent processes run from the bundle pushed under `under` (not the shells around them)."""
+    sha = agent_bundle()[1]
+    found = []
+    for pid in processes_matching(f"{under}/cache/{sha}"):
+        try:
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if argv0 == sys.executable.encode():
+            found.append(pid)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_orphan_agents(tmp_path: Path) -> Any:
+    """Whatever a failing test leaves running must not disturb the next one."""
+    yield
+    for pid in agent_pids(tmp_path):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_stage_and_run_a_real_model(sshd: SSHServer, tmp_path: Path) -> None:
+    model = make_tiny_onnx(tmp_path / "tiny.onnx")
+    with SSHTransport(sshd.profile()) as transport:
+        job = job_for(transport, model)
+        cache = Path(transport.cache_dir())
+        assert job["model"]["path"] == str(cache / sha256(model))
+        assert sha256(Path(job["model"]["path"])) == sha256(model)  # same machine: check the copy
+        run = transport.run_agent(job, timeout_s=60)
+        second = transport.run_agent(dict(job, job_id="j2"), timeout_s=60)
+        agent_bytes = len(agent_bundle()[0])
+        assert transport.bytes_pushed == model.stat().st_size + agent_bytes
+        assert transport.connects == 1  # both jobs on one connection
+    result = run.result
+    assert result["status"] == protocol.STATUS_OK, result["error"]
+    assert result["latency"]["n"] >= FAST["min_iterations"]
+    assert result["fingerprint"]["hostname"] == socket.gethostname()
+    assert second.result["status"] == protocol.STATUS_OK
+    assert second.result["job_id"] == "j2"
+    # nothing but the cache: the agent, the model, no partial uploads left behind
+    assert sorted(p.name for p in cache.iterdir()) == sorted([agent_bundle()[1], sha256(model)])
+
+
+def test_second_connection_pushes_zero_bytes(sshd: SSHServer, tmp_path: Path) -> None:
+    model = make_tiny_onnx(tmp_path / "again.onnx", seed=3)
+    profile = sshd.profile(cache_dir=str(tmp_path / "cache"))
+    with SSHTransport(profile) as first:
+        assert first.run_agent(job_for(first, model), 60).result["status"] == "ok"
+        assert first.bytes_pushed > 0
+    with SSHTransport(profile) as second:
+        run = second.run_agent(job_for(second, model), 60)
+        assert run.result["status"] == "ok"
+        assert second.bytes_pushed == 0
+
+
+def test_a_corrupt_cache_entry_is_not_trusted_by_size_alone(sshd: SSHServer, tmp_path: Path,
+                                                           ) -> None:
+    """A truncated file under a hash name (an interrupted copy by hand) is pushed again."""
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=4)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / sha256(model)).write_bytes(model.read_bytes()[:100])
+    with SSHTransport(sshd.profile(cache_dir=str(cache))) as transport:
+        path = transport.stage(model, sha256(model))
+        assert transport.bytes_pushed == model.stat().st_size
+    assert sha256(Path(path)) == sha256(model)
+
+
+def test_stage_refuses_a_file_that_does_not_match_its_hash(sshd: SSHServer, tmp_path: Path,
+                                                          ) -> None:
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=5)
+    wrong = "0" * 64
+    with SSHTransport(sshd.profile(cache_dir=str(tmp_path / "cache"))) as transport:
+        with pytest.raises(TransportError, match="sha256"):
+            transport.stage(model, wrong)
+    assert not (tmp_path / "cache" / wrong).exists()
+    assert not [p for p in (tmp_path / "cache").iterdir() if ".part-" in p.name]
+
+
+def test_tilde_cache_dir_is_under_the_remote_home(sshd: SSHServer, tmp_path: Path) -> None:
+    name = f".cache/edgebench-test-{os.getpid()}-{time.monotonic_ns()}"
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=6)
+    home = Path(os.path.expanduser("~"))
+    try:
+        with SSHTransport(sshd.profile(cache_dir=f"~/{name}")) as transport:
+            path = transport.stage(model, sha256(model))
+        assert path == str(home / name / sha256(model))
+        assert (home / name).stat().st_mode & 0o777 == 0o700
+    finally:
+        import shutil
+
+        shutil.rmtree(home / name, ignore_errors=True)
+
+
+def test_unknown_host_is_refused_with_how_to_trust_it(sshd: SSHServer, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    profile = sshd.profile(ssh={"known_hosts": str(known)})
+    with pytest.raises(TransportError) as info:
+        SSHTransport(profile).open()
+    message = str(info.value)
+    assert info.value.exit_code == 3
+    expected = subprocess.run(["ssh-keygen", "-lf", str(sshd.host_key) + ".pub"],
+                              capture_output=True, text=True, check=True).stdout.split()[1]
+    assert expected in message  # the fingerprint to compare with the device's
+    assert f"ssh-keyscan -p {sshd.port} 127.0.0.1 >> {known}" in message
+    assert "trust_on_first_use" in message
+    # Following the advice works.
+    scan = subprocess.run(["ssh-keyscan", "-p", str(sshd.port), "127.0.0.1"],
+                          capture_output=True, text=True, timeout=20)
+    known.write_text(scan.stdout)
+    with SSHTransport(profile) as transport:
+        assert transport.run_command(["true"]).returncode == 0
+
+
+def test_trust_on_first_use_records_the_key_and_still_refuses_a_changed_one(
+        sshd: SSHServer, tmp_path: Path) -> None:
+    known = tmp_path / "ssh" / "known_hosts"
+    with SSHTransport(sshd.profile(ssh={"known_hosts": str(known),
+                                        "trust_on_first_use": True})) as transport:
+        assert transport.run_command(["true"]).returncode == 0
+    host_pub = (sshd.host_key.with_suffix(".pub")).read_text().split()[1]
+    assert f"[127.0.0.1]:{sshd.port}" in known.read_text() and host_pub in known.read_text()
+    # Now known: a strict profile accepts it.
+    with SSHTransport(sshd.profile(ssh={"known_hosts": str(known)})) as transport:
+        assert transport.run_command(["true"]).returncode == 0
+    # A different key for the same host is refused even with trust on first use.
+    other = keygen(tmp_path / "other_host")
+    known.write_text(f"[127.0.0.1]:{sshd.port} "
+                     + " ".join(other.with_suffix(".pub").read_text().split()[:2]) + "\n")
+    with pytest.raises(TransportError, match="CHANGED.*ssh-keygen -f"):
+        SSHTransport(sshd.profile(ssh={"known_hosts": str(known),
+                                       "trust_on_first_use": True})).open()
+
+
+def test_wrong_key_is_refused_with_a_clear_message(sshd: SSHServer, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    stranger = keygen(tmp_path / "stranger")
+    with pytest.raises(TransportError) as info:
+        SSHTransport(sshd.profile(ssh={"key_file": str(stranger)})).open()
+    message = str(info.value)
+    assert f"{sshd.user}@127.0.0.1:{sshd.port} refused key {stranger}" in message
+    assert "authorized_keys" in message
+
+
+def test_missing_key_file_is_named(sshd: SSHServer, tmp_path: Path) -> None:
+    with pytest.raises(TransportError, match="key file .*nope.* does not exist"):
+        SSHTransport(sshd.profile(ssh={"key_file": str(tmp_path / "nope")})).open()
+
+
+def test_unreachable_port_fails_fast_and_clearly(sshd: SSHServer) -> None:
+    port = free_port()
+    t0 = time.monotonic()
+    with pytest.raises(TransportError) as info:
+        SSHTransport(sshd.profile(ssh={"port": port})).open()
+    assert time.monotonic() - t0 < 5
+    assert f"cannot connect to {sshd.user}@127.0.0.1:{port}" in str(info.value)
+    assert info.value.exit_code == 3
+
+
+def test_jump_host(sshd: SSHServer, tmp_path: Path) -> None:
+    """Through a bastion (the same sshd forwarding to itself) to the device."""
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=7)
+    profile = sshd.profile(ssh={"jump_host": f"{sshd.user}@127.0.0.1:{sshd.port}"})
+    with transport_for(profile) as transport:
+        assert isinstance(transport, SSHTransport)
+        run = transport.run_agent(job_for(transport, model), 60)
+    assert run.result["status"] == "ok", run.result["error"]
+
+
+def test_hostile_names_stay_names(sshd: SSHServer, tmp_path: Path) -> None:
+    """A model called like a shell command, a cache path with spaces and quotes: no injection.
+
+    (The markers would be created by an injected `touch`; `rm -rf ~` is not used on a real home.)
+    """
+    marker = tmp_path / "INJECTED"
+    hostile = f"x; touch {marker}; $(touch {marker}2) `touch {marker}3` '\"; echo"
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=8)
+    named = tmp_path / hostile.replace("/", "_")
+    named.write_bytes(model.read_bytes())
+    cache = tmp_path / "ca che 'dir\"; touch INJECTED4 #"
+    with SSHTransport(sshd.profile(cache_dir=str(cache))) as transport:
+        run = transport.run_agent(job_for(transport, named), 60)
+        out = transport.run_command(["printf", "%s|", hostile, "$HOME", "*"])
+    assert run.result["status"] == "ok", run.result["error"]
+    assert out.stdout == f"{hostile}|$HOME|*|"
+    assert not list(tmp_path.glob("INJECTED*"))
+    assert not list(Path.cwd().glob("INJECTED*")) and not list(cache.glob("INJECTED*"))
+    assert (cache / sha256(model)).is_file()
+
+
+def test_agent_killed_gives_failed_result_with_stderr_tail(sshd: SSHServer, tmp_path: Path,
+                                                           ) -> None:
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=9)
+    with SSHTransport(sshd.profile(cache_dir=str(tmp_path / "cache"))) as transport:
+        job = job_for(transport, model, min_duration_s=30, max_duration_s=60)
+        thread, box = run_in_thread(lambda: transport.run_agent(job, 60))
+        pid = wait_for(lambda: agent_pids(tmp_path), what="the agent to start")[0]
+        time.sleep(1.0)  # into the timed loop, so it has logged its warm-up on stderr
+        os.kill(pid, signal.SIGKILL)
+        thread.join(30)
+        run = box["value"]
+        after = transport.run_agent(dict(job_for(transport, model), job_id="next"), 60)
+    assert run.result["status"] == "failed"
+    assert run.result["error"]["kind"] == "agent_crashed"
+    assert "killed by signal 9 (SIGKILL)" in run.result["error"]["message"]
+    assert "[agent]" in run.stderr_tail  # what the agent said before it died
+    assert after.result["status"] == "ok"
+
+
+def test_job_timeout_kills_the_agent_and_the_next_job_runs(sshd: SSHServer, tmp_path: Path,
+                                                           ) -> None:
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=10)
+    with SSHTransport(sshd.profile(cache_dir=str(tmp_path / "cache"))) as transport:
+        job = job_for(transport, model, min_duration_s=30, max_duration_s=60)
+        t0 = time.monotonic()
+        run = transport.run_agent(job, timeout_s=2.0)
+        assert time.monotonic() - t0 < 10
+        assert run.result["status"] == "failed"
+        assert run.result["error"]["kind"] == "timeout"
+        assert "2 s" in run.result["error"]["message"]
+        wait_for(lambda: not agent_pids(tmp_path), timeout=10,
+                 what="the timed-out agent to be killed")
+        after = transport.run_agent(job_for(transport, model, job_id="next"), 60)
+        assert after.result["status"] == "ok"
+        assert transport.connects == 1
+
+
+def test_connection_cut_mid_job_then_reconnect(fresh_sshd: SSHServer, tmp_path: Path) -> None:
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=11)
+    with SSHTransport(fresh_sshd.profile(cache_dir=str(tmp_path / "cache"))) as transport:
+        job = job_for(transport, model, min_duration_s=30, max_duration_s=60)
+        thread, box = run_in_thread(lambda: transport.run_agent(job, 60))
+        orphan = wait_for(lambda: agent_pids(tmp_path), what="the agent to start")[0]
+        time.sleep(0.3)
+        fresh_sshd.cut_connections()
+        thread.join(30)
+        run = box["value"]
+        assert run.result["status"] == "failed"
+        assert run.result["error"]["kind"] == "connection_lost"
+        assert f"127.0.0.1:{fresh_sshd.port}" in run.result["error"]["message"]
+        # The next job reconnects, and the agent the lost connection left behind is stopped
+        # first, so it cannot disturb the next measurement.
+        after = transport.run_agent(job_for(transport, model, job_id="next"), 60)
+        assert after.result["status"] == "ok", after.result["error"]
+        assert transport.connects == 2
+        assert not alive(orphan)
+
+
+def test_server_stopped_mid_job_then_back(fresh_sshd: SSHServer, tmp_path: Path) -> None:
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=12)
+    with SSHTransport(fresh_sshd.profile(cache_dir=str(tmp_path / "cache"))) as transport:
+        job = job_for(transport, model, min_duration_s=30, max_duration_s=60)
+        thread, box = run_in_thread(lambda: transport.run_agent(job, 60))
+        wait_for(lambda: agent_pids(tmp_path), what="the agent to start")
+        fresh_sshd.stop()
+        thread.join(30)
+        assert box["value"].result["error"]["kind"] == "connection_lost"
+        down = transport.run_agent(dict(job, job_id="down"), 60)
+        assert down.result["status"] == "failed"
+        assert down.result["error"]["kind"] == "connection_lost"
+        assert "cannot connect" in down.result["error"]["message"]
+        fresh_sshd.start()
+        back = transport.run_agent(job_for(transport, model, job_id="back"), 60)
+        assert back.result["status"] == "ok", back.result["error"]
+
+
+def test_missing_interpreter_is_reported(sshd: SSHServer, tmp_path: Path) -> None:
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=13)
+    with SSHTransport(sshd.profile(python="/nonexistent/python3",
+                                   cache_dir=str(tmp_path / "cache"))) as transport:
+        run = transport.run_agent(job_for(transport, model), 60)
+    assert run.result["error"]["kind"] == "agent_start"
+    assert "/nonexistent/python3" in run.result["error"]["message"]
+
+
+def test_device_check_through_the_agent(sshd: SSHServer, tmp_path: Path) -> None:
+    with SSHTransport(sshd.profile(cache_dir=str(tmp_path / "cache"))) as transport:
+        run = transport.run_agent({"protocol_version": protocol.PROTOCOL_VERSION,
+                                   "job_id": "check", "check": True, "device_kind": "linux"}, 60)
+    info = run.result["check"]
+    assert info["runtimes"]["onnxruntime"]["available"] is True
+    assert info["python"]["version"] == platform.python_version()
+    assert info["fingerprint"]["hostname"] == socket.gethostname()
