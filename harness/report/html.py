@@ -31,6 +31,7 @@ table { border-collapse: collapse; font-size: .85rem; margin: .5rem 0; }
 th, td { padding: .25rem .5rem; border-bottom: 1px solid #ddd; text-align: left;
          white-space: nowrap; vertical-align: top; }
 td.error { white-space: normal; min-width: 20rem; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.sortable th { cursor: pointer; background: #f3f3f3; position: sticky; top: 0; }
 table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; }
 table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
@@ -79,25 +80,27 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def table_html(table: Table, table_id: str) -> str:
-    """One sortable table; every cell of a flagged row carries `flag-<flag>` classes."""
+def table_html(table: Table) -> str:
+    """One sortable table, id `T_<name>`; every cell of a flagged row has `flag-<flag>` classes."""
     text = table.text
     if text.empty:
         return "<p>(no rows)</p>"
-    row_classes = [" ".join(f"flag-{f}" for f in flags) for flags in table.flags]
+    flags = table.flags or [[] for _ in text.index]
+    row_classes = [" ".join(f"flag-{f}" for f in row) for row in flags]
+
+    def cell_class(column: str, row_class: str) -> str:
+        kind = "error" if column == "Error" else "num" if column in table.numeric else ""
+        return " ".join(filter(None, (row_class, kind)))
+
     classes = pd.DataFrame(
-        {
-            c: [" ".join(filter(None, [rc, "error" if c == "Error" else ""])) for rc in row_classes]
-            for c in text.columns
-        },
-        index=text.index,
+        {c: [cell_class(c, rc) for rc in row_classes] for c in text.columns}, index=text.index
     )
     styler = (
         text.style.hide(axis="index")
         .format(escape="html")
         .set_td_classes(classes)
-        .set_table_attributes(f'class="sortable" id="{_e(table_id)}"')
-        .set_uuid(table_id)
+        .set_table_attributes('class="sortable"')
+        .set_uuid(table.name)
     )
     return f'<div class="scroll">{styler.to_html()}</div>'
 
@@ -210,8 +213,7 @@ def write_index(
         )
         table_sections.append(
             f'<h3 id="t-{_e(table.name)}">{_e(table.caption)}</h3>'
-            f'<p class="meta">Download: {links}. Click a header to sort.</p>'
-            + table_html(table, f"table-{table.name}")
+            f'<p class="meta">Download: {links}. Click a header to sort.</p>' + table_html(table)
         )
     figures = []
     for png in (p for p in plots if p.suffix == ".png"):

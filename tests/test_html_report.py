@@ -1,0 +1,145 @@
+"""The static HTML report: self-contained on disk, and rendered by a real headless Chromium.
+
+The browser test drives Debian's `chromium` through playwright's Python package (no browser
+download: `executable_path=/usr/bin/chromium`). It fails on any console error, page error or
+request that leaves the report folder, checks that the tables and images are there and that the
+tables sort, and saves a full-page screenshot next to the report.
+"""
+
+from __future__ import annotations
+
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from harness.report import run_report
+from tests.test_report_output import add_nightly_runs
+from tests.test_report_synthetic import demo_store
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    tmp = tmp_path_factory.mktemp("html")
+    store, run = demo_store(tmp / "x.db")
+    add_nightly_runs(store, [20.0, 23.0])  # trends need earlier runs: these come before `run`
+    with store.transaction() as conn:  # make the demo run the latest one
+        conn.execute("UPDATE runs SET started_at = '2026-12-31T00:00:00Z' WHERE run_id = ?", (run,))
+    store.close()
+    return run_report(tmp / "x.db", run, out=tmp / "report"), run
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.refs += [v for k, v in attrs if k in ("src", "href") and v is not None]
+
+
+def test_page_is_self_contained(report) -> None:
+    folder, run = report
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    parser = _Links()
+    parser.feed(page)
+    files = [r for r in parser.refs if not r.startswith("#")]
+    assert files, "the page links its plots and tables"
+    for ref in files:
+        assert "://" not in ref and not ref.startswith("/"), ref
+        assert (folder / ref).is_file(), ref
+    assert sum(r.endswith(".png") for r in files) == 6
+    assert "link" not in parser.tags  # no external stylesheets
+    assert run in page
+
+
+def test_page_lists_failures_caveats_and_devices(report) -> None:
+    folder, _ = report
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    # the error text is escaped, not interpreted as markup
+    assert "unsupported op DequantizeLinear&lt;axis=1&gt; in mobilenet_v3-int8.onnx" in page
+    assert "ModelLoadError" in page
+    assert 'class="badge unstable"' in page and 'class="badge throttled"' in page
+    assert "flag-failed" in page and "flag-unstable" in page and "flag-throttled" in page
+    assert "Synthetic CPU @ 2.0GHz" in page  # fingerprint
+    assert "governor" in page  # device state
+    assert "resnet_18&amp;v2" in page and "resnet_18&v2<" not in page
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(report, tmp_path: Path) -> None:
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed (apt-get install chromium; `make test` does it)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright not installed (pip install playwright==1.65.2)"
+    )
+    folder, _ = report
+    problems: list[str] = []
+    requests: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 900},
+        )
+        try:
+            page = context.new_page()
+            page.on(
+                "console",
+                lambda m: (
+                    problems.append(f"console {m.type}: {m.text}")
+                    if m.type in ("error", "warning")
+                    else None
+                ),
+            )
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto((folder / "index.html").resolve().as_uri(), wait_until="load")
+
+            assert page.title().startswith("edgebench report")
+            assert page.locator("table.sortable").count() >= 5
+            summary = page.locator("#T_summary")
+            assert summary.locator("tbody tr").count() == 11
+            assert page.locator("#failures").inner_text().count("DequantizeLinear") == 1
+            for flag in ("failed", "unstable", "throttled"):
+                assert summary.locator(f"td.flag-{flag}").count() > 0, flag
+            images = page.locator("img")
+            assert images.count() == 6
+            for i in range(images.count()):
+                loaded = images.nth(i).evaluate("img => img.complete && img.naturalWidth > 300")
+                assert loaded, images.nth(i).get_attribute("src")
+
+            # Sort the summary by median latency: numbers ascending, "n/a" (failed) last.
+            column = summary.locator("thead th").all_inner_texts().index("Median [ms]")
+            summary.locator("thead th").nth(column).click()
+            cells = summary.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()
+            numbers = [float(c) for c in cells if c != "n/a"]
+            assert numbers == sorted(numbers) and cells[-1] == "n/a"
+            summary.locator("thead th").nth(column).click()
+            cells = summary.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()
+            numbers = [float(c) for c in cells if c != "n/a"]
+            assert numbers == sorted(numbers, reverse=True)
+
+            page.screenshot(path=str(folder / "screenshot.png"), full_page=True)
+        finally:
+            context.close()
+    assert problems == []
+    assert all(url.startswith("file://") for url in requests), requests
+    assert (folder / "screenshot.png").stat().st_size > 50_000
