@@ -51,7 +51,7 @@ def test_csv_holds_the_frame_numbers_under_headers_with_units(demo, tmp_path: Pa
         "Throughput [img/s]",
         "Params [M]",
         "MACs [M]",
-        "Peak RSS [MB]",
+        "Peak RSS [MiB]",
         "Delta top-1 [pp]",
         "Size ratio",
     ):

@@ -342,7 +342,7 @@ def size_memory(df: pd.DataFrame, folder: Path) -> list[Path]:
                     color=OKABE_ITO[(d + 1) % len(OKABE_ITO)],
                 )
             ax.set_yticks(np.arange(len(wide)), list(wide.index))
-            ax.set_xlabel("Peak resident memory [MB]")
+            ax.set_xlabel("Peak resident memory [MiB]")
             ax.set_title("Peak memory (RSS) per job")
             ax.legend(title="Device", loc="upper left", bbox_to_anchor=(1.0, 1.0))
             ax.grid(axis="y", visible=False)

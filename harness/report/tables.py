@@ -112,7 +112,7 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("Size ratio", _key("size_ratio"), _fmt("size_ratio", 3)),
     Column("Params [M]", _key("params", 1e-6), _fmt("params", 3, 1e-6)),
     Column("MACs [M]", _key("macs", 1e-6), _fmt("macs", 1, 1e-6)),
-    Column("Peak RSS [MB]", _key("peak_rss_mb"), _fmt("peak_rss_mb", 1)),
+    Column("Peak RSS [MiB]", _key("peak_rss_mb"), _fmt("peak_rss_mb", 1)),
     Column(
         "Energy [mJ/img]",
         _key("energy_mj_per_inference"),
