@@ -1,0 +1,96 @@
+"""`edgebench` end to end through a real OpenSSH server: bench, re-bench, check, bad host, cut.
+
+The commands run in subprocesses exactly as a user types them; the results are read back from
+the real SQLite store.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.store import Store
+from harness.transport.base import agent_bundle
+from tests.conftest import EDGEBENCH, REPO, make_tiny_onnx, run_cli
+from tests.sshd import SSHServer, fresh_sshd, processes_matching, sshd
+
+pytestmark = pytest.mark.ssh
+__all__ = ["sshd", "fresh_sshd"]
+
+
+def rows(db: Path) -> list[dict]:
+    with Store(db) as store:
+        return store.results()
+
+
+def test_bench_twice_second_run_pushes_nothing(sshd: SSHServer, tmp_path: Path) -> None:
+    model = make_tiny_onnx(tmp_path / "tiny.onnx")
+    device = sshd.profile_file(tmp_path / "loopback.yaml", cache_dir=str(tmp_path / "cache"))
+    db = tmp_path / "results.db"
+    for _ in range(2):
+        proc = run_cli("bench", "--device", str(device), "--model", str(model), "--quick",
+                       "--db", str(db))
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+    first, second = sorted(rows(db), key=lambda r: r["started_at"])
+    for row in (first, second):
+        assert row["status"] == "ok", row["error_message"]
+        assert row["device"] == "loopback-ssh"
+        assert row["n"] >= 20 and row["latency_median_ms"] > 0
+    assert first["bytes_pushed"] == model.stat().st_size + len(agent_bundle()[0])
+    assert second["bytes_pushed"] == 0
+    assert first["run_id"] != second["run_id"]
+
+
+def test_devices_check_over_ssh(sshd: SSHServer, tmp_path: Path) -> None:
+    device = sshd.profile_file(tmp_path / "loopback.yaml", cache_dir=str(tmp_path / "cache"))
+    proc = run_cli("devices", "check", str(device))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "onnxruntime" in proc.stdout
+    assert "everything the profile needs is present" in proc.stdout
+    wants_missing = sshd.profile_file(tmp_path / "trt.yaml", cache_dir=str(tmp_path / "cache"),
+                                      runtimes=["onnxruntime", "tensorrt"])
+    proc = run_cli("devices", "check", str(wants_missing))
+    assert proc.returncode == 1
+    assert "missing for this profile" in proc.stdout and "tensorrt" in proc.stdout
+
+
+def test_unknown_host_key_refused_by_the_cli(sshd: SSHServer, tmp_path: Path) -> None:
+    known = tmp_path / "empty_known_hosts"
+    known.write_text("")
+    device = sshd.profile_file(tmp_path / "strict.yaml", ssh={"known_hosts": str(known)})
+    proc = run_cli("devices", "check", str(device))
+    assert proc.returncode == 3
+    assert "ssh-keyscan" in proc.stderr and "Traceback" not in proc.stderr
+    model = make_tiny_onnx(tmp_path / "tiny.onnx")
+    proc = run_cli("bench", "--device", str(device), "--model", str(model), "--quick",
+                   "--db", str(tmp_path / "r.db"))
+    assert proc.returncode == 3
+    assert "not in" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_connection_cut_mid_run_keeps_the_store(fresh_sshd: SSHServer, tmp_path: Path) -> None:
+    model = make_tiny_onnx(tmp_path / "tiny.onnx")
+    cache = tmp_path / "cache"
+    device = fresh_sshd.profile_file(tmp_path / "loopback.yaml", cache_dir=str(cache))
+    db = tmp_path / "results.db"
+    argv = ["bench", "--device", str(device), "--model", str(model), "--quick", "--db", str(db)]
+    assert run_cli(*argv).returncode == 0
+    kept = rows(db)
+    proc = subprocess.Popen([*EDGEBENCH, *argv], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not processes_matching(f"{cache}/{agent_bundle()[1]}"):
+        assert time.monotonic() < deadline and proc.poll() is None, "the agent never started"
+        time.sleep(0.01)
+    fresh_sshd.stop()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "connection lost" in err + out
+    after = rows(db)
+    assert [r for r in after if r["run_id"] == kept[0]["run_id"]] == kept  # untouched
+    cut = [r for r in after if r["run_id"] != kept[0]["run_id"]]
+    assert len(cut) == 1 and cut[0]["status"] == "failed"
+    assert cut[0]["error_kind"] == "connection_lost"
