@@ -40,7 +40,7 @@ import yaml
 from harness.errors import ConfigError, UnknownNameError
 
 FORMATS = ("onnx", "tflite")
-TRAIN_KEYS = {"epochs", "lr", "batch_size", "weight_decay"}
+TRAIN_KEYS = {"epochs", "lr", "batch_size", "weight_decay", "threads"}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ against plain cross-entropy on the labels.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -28,8 +30,8 @@ def _check(p: dict[str, Any]) -> None:
 
 @technique(
     "distill", TORCH,
-    defaults={"student": "digits_cnn_small", "temperature": 4.0, "alpha": 0.7, "epochs": 10,
-              "lr": None},
+    defaults={"student": "digits_cnn_small", "student_weights": None, "temperature": 4.0,
+              "alpha": 0.7, "epochs": 10, "lr": None},
     label=lambda p: "distill",
     check=_check,
 )
@@ -37,7 +39,9 @@ def distill(teacher: nn.Module, params: dict[str, Any], ctx: StepContext
             ) -> tuple[nn.Module, dict[str, Any]]:
     """Logit distillation teacher -> student (temperature, alpha, epochs)."""
     seed_everything(ctx.seed)
-    student = build_model(params["student"], ctx.num_classes, ctx.input_shape[1])
+    weights = params["student_weights"]
+    student = build_model(params["student"], ctx.num_classes, ctx.input_shape[1],
+                          Path(os.path.expanduser(weights)) if weights else None).train()
     fit(student, ctx, epochs=params["epochs"], lr=params["lr"], teacher=teacher.eval(),
         temperature=float(params["temperature"]), alpha=float(params["alpha"]),
         description=f"distill -> {params['student']}")

@@ -14,6 +14,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,8 +31,18 @@ class ExportError(EdgebenchError):
     """A model that cannot be exported to a format (an unsupported op, a failed check)."""
 
 
+_UNSUPPORTED_OP = (
+    re.compile(r"No ONNX function found for <OpOverload\(op='([^']+)', overload='([^']+)'\)>"),
+    re.compile(r"Lowering not found: ([\w.]+)"),
+)
+
+
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
+    """The line of an exporter's long error that says what is wrong, preferably the op."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip() or type(err).__name__
+    for pattern in _UNSUPPORTED_OP:
+        if match := pattern.search(text):
+            return f"unsupported op {'.'.join(match.groups())}"
     for line in text.splitlines():
         if "unsupported" in line.lower() or "not supported" in line.lower():
             return line.strip()

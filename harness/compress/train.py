@@ -97,6 +97,19 @@ def fit(
     lr = float(lr if lr is not None else ctx.train.get("lr", 1e-3))
     batch = int(ctx.train.get("batch_size", 64))
     device = ctx.device()
+    threads = torch.get_num_threads()
+    # Tiny models train faster on one thread than on cores shared with anything else.
+    torch.set_num_threads(int(ctx.train.get("threads") or threads))
+    try:
+        return _fit(model, ctx, data, epochs, description, lr, batch, device, teacher,
+                    temperature, alpha)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(model: nn.Module, ctx: StepContext, data: DataSplit, epochs: int, description: str,
+         lr: float, batch: int, device: torch.device, teacher: nn.Module | None,
+         temperature: float, alpha: float) -> nn.Module:
     seed_everything(ctx.seed)
     model.to(device).train()
     if teacher is not None:

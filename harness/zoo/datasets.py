@@ -9,6 +9,7 @@ a missing copy is a clear error naming the path.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,7 @@ def digits(
 def _require(path: str | Path | None, what: str) -> Path:
     if not path:
         raise EdgebenchError(f"{what}: no 'path' given (edgebench never downloads datasets)")
-    p = Path(path).expanduser()
+    p = Path(os.path.expandvars(str(path))).expanduser()
     if not p.exists():
         raise EdgebenchError(f"{what}: dataset path {p} does not exist "
                              "(edgebench never downloads; point 'path' at a local copy)")

@@ -130,6 +130,18 @@ def build_model(
     return model.eval()
 
 
+def _drop_other_classifier(model: nn.Module, state: dict) -> dict:
+    """Fine-tuning from weights trained for another number of classes (ImageNet -> Pets): keep
+    everything but the last layer, which stays freshly initialised."""
+    own = model.state_dict()
+    last = [name for name, p in model.named_parameters()][-2:]
+    differs = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if differs and set(differs) <= set(last):
+        state = {k: v for k, v in state.items() if k not in differs}
+        state.update({k: own[k] for k in differs})
+    return state
+
+
 def load_weights(model: nn.Module, path: Path, arch: str) -> None:
     if not path.is_file():
         raise EdgebenchError(f"{arch}: weights file {path} not found (edgebench never downloads)")
@@ -139,6 +151,7 @@ def load_weights(model: nn.Module, path: Path, arch: str) -> None:
         raise EdgebenchError(f"{arch}: cannot read weights file {path}: {err}") from err
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    state = _drop_other_classifier(model, state)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

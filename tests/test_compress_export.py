@@ -1,0 +1,78 @@
+"""Exports: checker-clean fixed-batch ONNX, TFLite, parity in their runtimes, clear failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from harness.compress.export import (
+    ExportError,
+    edgetpu_compile,
+    export_onnx,
+    export_tflite,
+    parity,
+    run_onnx,
+    run_tflite,
+    scores,
+)
+from harness.zoo import build_model
+
+
+class SvdHead(nn.Module):
+    """A model with an op no exporter here supports."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.svdvals(x.reshape(x.shape[0], 32, 32))[:, :10]
+
+
+def test_onnx_export_is_clean_fixed_batch_and_matches_torch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("digits_cnn", 10, 1)
+    path = export_onnx(model, (1, 1, 32, 32), tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 1, 32, 32]
+    assert not list(tmp_path.glob("*.data"))  # one self-contained file
+    x = np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert parity(run_onnx(path, x), ref)["max_abs_diff"] < 1e-4
+
+
+def test_tflite_export_keeps_nchw_and_matches_torch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("digits_cnn", 10, 1)
+    path = export_tflite(model, (1, 1, 32, 32), tmp_path / "m.tflite")
+    x = np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    result = parity(run_tflite(path, x), ref)
+    assert result["top1_agreement"] == 1.0 and result["max_abs_diff"] < 1e-4
+
+
+def test_unsupported_op_names_the_op(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"ONNX export failed: unsupported op aten\._linalg_svd"):
+        export_onnx(SvdHead(), (1, 1, 32, 32), tmp_path / "svd.onnx")
+    assert not (tmp_path / "svd.onnx").exists()
+
+
+def test_edgetpu_compiler_absent_is_a_clear_message(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    compiled, message = edgetpu_compile(tmp_path / "m.tflite")
+    assert compiled is None and "edgetpu_compiler is not on the PATH" in message
+
+
+def test_scores_and_parity_on_known_logits() -> None:
+    logits = np.array([[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [0, 5, 1, 2, 3, 4]], np.float32)
+    labels = np.array([5, 1, 0])
+    s = scores(logits, labels)
+    assert s == {"top1": pytest.approx(1 / 3, abs=1e-5), "top5": pytest.approx(2 / 3, abs=1e-5),
+                 "n": 3}
+    p = parity(logits, logits[[0, 1, 0]])
+    assert p["top1_agreement"] == pytest.approx(2 / 3, abs=1e-5) and p["max_abs_diff"] == 4.0

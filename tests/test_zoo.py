@@ -1,0 +1,106 @@
+"""Model zoo and datasets: names, local weights, the digits split, MAC counting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.compress.train import count_macs, count_params
+from harness.errors import EdgebenchError, UnknownNameError
+from harness.zoo import DATASETS, MODELS, build_model, load_dataset
+
+ISSUE_ARCHS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small",
+               "mobilenet_v3_large", "efficientnet_b0", "squeezenet1_0", "shufflenet_v2_x1_0"]
+
+
+def test_torchvision_architectures_are_registered() -> None:
+    assert set(ISSUE_ARCHS) <= set(MODELS.names())
+
+
+def test_unknown_model_lists_known_names() -> None:
+    with pytest.raises(UnknownNameError) as err:
+        MODELS.get("resnet19")
+    assert "resnet18" in str(err.value) and "digits_cnn" in str(err.value)
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", "shufflenet_v2_x0_5", "squeezenet1_1"])
+def test_torchvision_builder_sets_classes_and_channels(arch: str) -> None:
+    model = build_model(arch, num_classes=7, in_channels=1)
+    out = model(torch.zeros(1, 1, 96, 96))
+    assert out.shape == (1, 7)
+    assert not model.training
+
+
+def test_weights_come_from_a_local_file(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    source = build_model("digits_cnn", 10, 1)
+    path = tmp_path / "w.pt"
+    torch.save(source.state_dict(), path)
+    torch.manual_seed(2)
+    loaded = build_model("digits_cnn", 10, 1, weights=path)
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(source(x), loaded(x))
+
+
+def test_missing_or_mismatched_weights_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(EdgebenchError, match="not found"):
+        build_model("digits_cnn", 10, 1, weights=tmp_path / "absent.pt")
+    path = tmp_path / "other.pt"
+    torch.save(build_model("digits_cnn_small", 10, 1).state_dict(), path)
+    with pytest.raises(EdgebenchError, match="does not fit"):
+        build_model("digits_cnn", 10, 1, weights=path)
+
+
+def test_digits_split_is_fixed_by_seed_and_standardised() -> None:
+    a = load_dataset("digits", "d", {}, seed=0)
+    b = load_dataset("digits", "d", {}, seed=0)
+    c = load_dataset("digits", "d", {}, seed=1)
+    assert a.x_test.shape == (359, 1, 32, 32) and a.x_test.dtype == np.float32
+    assert len(a.y_train) + len(a.y_test) == 1797
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+    assert not np.array_equal(a.y_test, c.y_test)
+    assert abs(float(a.x_train.mean())) < 1e-3 and abs(float(a.x_train.std()) - 1) < 1e-3
+    assert a.preprocessing["resize"] == 32 and a.input_shape == (1, 1, 32, 32)
+
+
+def test_datasets_registered_and_missing_copies_fail_clearly(tmp_path: Path) -> None:
+    assert {"digits", "imagefolder", "oxford_pets", "cifar10"} <= set(DATASETS.names())
+    absent = tmp_path / "pets"
+    with pytest.raises(EdgebenchError, match=str(absent)):
+        load_dataset("oxford_pets", "pets", {"path": str(absent)}, seed=0)
+    absent.mkdir()
+    with pytest.raises(EdgebenchError, match="oxford-iiit-pet"):
+        load_dataset("oxford_pets", "pets", {"path": str(absent)}, seed=0)
+    with pytest.raises(EdgebenchError, match="cifar-10-batches-py"):
+        load_dataset("cifar10", "c", {"path": str(absent)}, seed=0)
+    with pytest.raises(UnknownNameError):
+        load_dataset("imagenet21k", "x", {}, seed=0)
+
+
+def test_imagefolder_reads_class_subfolders(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / cls / f"{i}.png")
+    split = load_dataset("imagefolder", "f",
+                         {"path": str(tmp_path), "image_size": 16, "test_fraction": 0.4}, seed=0)
+    assert split.num_classes == 2
+    assert split.x_test.shape == (4, 3, 16, 16) and split.x_train.shape == (6, 3, 16, 16)
+    assert split.preprocessing["center_crop"] == 16
+
+
+def test_macs_match_torchvision_documentation() -> None:
+    # torchvision documents resnet18 at 1.81 GFLOPS and mobilenet_v3_small at 0.06, counting a
+    # multiply-add once.
+    assert count_macs(build_model("resnet18", 1000), (1, 3, 224, 224)) == pytest.approx(
+        1.814e9, rel=0.005)
+    assert count_macs(build_model("mobilenet_v3_small", 1000), (1, 3, 224, 224)) == pytest.approx(
+        0.0565e9, rel=0.02)
+    assert count_params(build_model("resnet18", 1000)) == 11_689_512
