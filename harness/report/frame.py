@@ -3,8 +3,9 @@
 `results_frame` turns store rows into a frame with exactly the documented result columns (nullable
 integer and boolean dtypes, so "not measured" stays distinct from 0 or False). `with_baselines`
 joins each compressed artifact to its fp32 parent measured in the same run, on the same device,
-runtime and thread count, so that speedup, size ratio and accuracy delta are columns; with a store
-it also bootstraps the 95% confidence interval of each speedup from the raw samples.
+with the same format, runtime and thread count, so that speedup, size ratio and accuracy delta
+are columns; with a store it also bootstraps the 95% confidence interval of each speedup from the
+raw samples.
 `pareto_front` marks the artifacts no other one beats on both latency and accuracy.
 """
 
@@ -24,7 +25,7 @@ BOOL_FIELDS = ("stable", "throttled")
 
 # What makes two rows "the same job": within a run it pairs an artifact with its baseline (minus
 # the model), across runs it pairs a job with itself.
-PAIR_KEYS = ("device", "runtime", "threads")
+PAIR_KEYS = ("device", "format", "runtime", "threads")
 JOB_KEYS = ("device", "model", "format", "runtime", "threads", "batch")
 
 DERIVED_COLUMNS = (

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -88,9 +88,55 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
 
 
+def _with_runtime(names: pd.Series, df: pd.DataFrame) -> pd.Series:
+    # The same model name is measured once per runtime (an ONNX and a TFLite artifact); say which
+    # only when it is ambiguous.
+    if df["runtime"].nunique(dropna=True) > 1:
+        return names + " / " + df["runtime"].astype(str)
+    return names
+
+
 def _family(df: pd.DataFrame) -> pd.Series:
-    """The fp32 model each row belongs to: itself for a baseline, else its baseline."""
-    return df["baseline"].where(df["baseline"].notna(), df["model"]).astype(str)
+    """The fp32 model (and runtime) each row belongs to: itself for a baseline, else its
+    baseline. Compute it on the whole frame, then select, so that labels agree across panels."""
+    return _with_runtime(df["baseline"].where(df["baseline"].notna(), df["model"]).astype(str), df)
+
+
+def _job_label(df: pd.DataFrame) -> pd.Series:
+    return _with_runtime(df["model"].astype(str), df)
+
+
+def _figure_legend(fig: Figure, axes: list[Axes], **kwargs: Any) -> None:
+    """One legend for the figure with every label any panel uses, in first-seen order."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    extra = kwargs.pop("extra", [])
+    for handle, label in extra:
+        seen[label] = handle
+    if seen:
+        # As many columns as fit the figure's width (about 2.2 inches per entry).
+        fits = max(1, int(fig.get_figwidth() / 2.2))
+        kwargs.setdefault("ncols", min(len(seen), fits))
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", **kwargs)
+
+
+def _label_offsets(x: np.ndarray, y: np.ndarray) -> list[tuple[int, int]]:
+    """Annotation offsets (points) that put a label below its point when the previous point (by
+    latency) sits close by, so that neighbouring labels do not print over each other."""
+    offsets: list[tuple[int, int]] = [(4, 3)] * len(x)
+    if len(x) < 2:
+        return offsets
+    xs, ys = np.log(np.maximum(x, 1e-12)), y
+    span_x = max(np.ptp(xs), 1e-9)
+    span_y = max(np.ptp(ys), 1e-9)
+    order = np.argsort(xs)
+    for prev, cur in zip(order[:-1], order[1:], strict=True):
+        near = abs(xs[cur] - xs[prev]) < 0.08 * span_x and abs(ys[cur] - ys[prev]) < 0.08 * span_y
+        if near and offsets[prev] == (4, 3):
+            offsets[cur] = (4, -10)
+    return offsets
 
 
 def _colours(keys: list[str]) -> dict[str, tuple[str, str]]:
@@ -114,8 +160,9 @@ def accuracy_latency(df: pd.DataFrame, folder: Path) -> list[Path]:
     data = data[data["accuracy_top1"].notna() & data["latency_median_ms"].notna()]
     if data.empty:
         return []
+    data = data.assign(family=_family(data))
     devices = sorted(data["device"].unique())
-    families = sorted(_family(data).unique())
+    families = sorted(data["family"].unique())
     style = _colours(families)
     with paper_style():
         fig, axes = _grid(len(devices), width=3.6, height=3.0)
@@ -127,7 +174,7 @@ def accuracy_latency(df: pd.DataFrame, folder: Path) -> list[Path]:
             high = part["latency_ci95_high_ms"].to_numpy(float)
             xerr = np.vstack([np.nan_to_num(x - low), np.nan_to_num(high - x)])
             for fam in families:
-                sel = (_family(part) == fam).to_numpy()
+                sel = (part["family"] == fam).to_numpy()
                 if not sel.any():
                     continue
                 colour, marker = style[fam]
@@ -154,17 +201,38 @@ def accuracy_latency(df: pd.DataFrame, folder: Path) -> list[Path]:
                 linestyle="--",
                 zorder=2,
             )
-            for xi, yi, label in zip(x, y, part.apply(variant_label, axis=1), strict=True):
-                ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            ax.scatter(
+                x[front],
+                y[front],
+                s=90,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.0,
+                zorder=4,
+            )
+            labels = part.apply(variant_label, axis=1).tolist()
+            for (xi, yi), offset in zip(zip(x, y, strict=True), _label_offsets(x, y), strict=True):
+                ax.annotate(
+                    labels.pop(0), (xi, yi), textcoords="offset points", xytext=offset, fontsize=7
+                )
             _log_if_wide(ax, x, "x")
+            if ax.get_xscale() == "linear":
+                ax.locator_params(axis="x", nbins=5)
             ax.set_title(f"Accuracy vs latency: {device}")
             ax.set_xlabel("Median latency [ms] (95% CI)")
             ax.set_ylabel("Top-1 accuracy [%]")
             ax.margins(x=0.15, y=0.12)
-        handles, labels = axes[0].get_legend_handles_labels()
-        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.0))
-        labels.append("Pareto front")
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
+        front_key = Line2D(
+            [],
+            [],
+            color="black",
+            linestyle="--",
+            linewidth=1.0,
+            marker="o",
+            markerfacecolor="none",
+            markersize=8,
+        )
+        _figure_legend(fig, axes, extra=[(front_key, "Pareto front")])
         return _save(fig, folder, "accuracy_latency")
 
 
@@ -181,15 +249,19 @@ def speedup_by_technique(df: pd.DataFrame, folder: Path) -> list[Path]:
     devices = sorted(data["device"].unique())
     techniques = sorted(data["label"].unique())
     colours = _colours(techniques)
+    groups = data.groupby(["device", "family"]).size()
     with paper_style():
-        fig, axes = _grid(len(devices), width=3.6, height=2.8)
+        width_in = max(3.6, 0.5 * groups.groupby(level=0).sum().max() + 1.4)
+        fig, axes = _grid(len(devices), width=width_in, height=2.8)
         for ax, device in zip(axes, devices, strict=True):
             part = data[data["device"] == device]
             families = sorted(part["family"].unique())
-            width = 0.8 / len(techniques)
-            for t, technique in enumerate(techniques):
-                rows = part[part["label"] == technique].set_index("family").reindex(families)
-                pos = np.arange(len(families)) - 0.4 + width * (t + 0.5)
+            # Bars of a group sit together (no empty slots for techniques it lacks); colour says
+            # which technique a bar is.
+            width = 0.8 / int(part.groupby("family").size().max())
+            for g, family in enumerate(families):
+                rows = part[part["family"] == family]
+                rows = rows.assign(order=rows["label"].map(techniques.index)).sort_values("order")
                 s = rows["speedup"].to_numpy(float)
                 err = np.vstack(
                     [
@@ -197,33 +269,24 @@ def speedup_by_technique(df: pd.DataFrame, folder: Path) -> list[Path]:
                         np.nan_to_num(rows["speedup_ci95_high"].to_numpy(float) - s),
                     ]
                 )
-                ax.bar(
-                    pos,
-                    s,
-                    width=width * 0.95,
-                    yerr=err,
-                    capsize=2,
-                    color=colours[technique][0],
-                    label=technique,
-                    error_kw={"elinewidth": 0.8},
-                )
+                pos = g - width * len(rows) / 2 + width * (np.arange(len(rows)) + 0.5)
+                for k, technique in enumerate(rows["label"]):
+                    ax.bar(
+                        pos[k],
+                        s[k],
+                        width=width * 0.95,
+                        yerr=err[:, k : k + 1],
+                        capsize=2,
+                        color=colours[technique][0],
+                        label=technique,
+                        error_kw={"elinewidth": 0.8},
+                    )
             ax.axhline(1.0, color=BASELINE_COLOUR, linewidth=0.8, linestyle=":")
             ax.set_xticks(np.arange(len(families)), families, rotation=15, ha="right")
             ax.set_title(f"Speedup over fp32: {device}")
             ax.set_ylabel("Speedup [x] (95% CI)")
             ax.grid(axis="x", visible=False)
-        handles, labels = axes[0].get_legend_handles_labels()
-        seen = dict(zip(labels, handles, strict=True))
-        for ax in axes[1:]:
-            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-                seen.setdefault(lab, h)
-        fig.legend(
-            list(seen.values()),
-            list(seen),
-            loc="outside lower center",
-            ncols=min(5, len(seen)),
-            title="Technique",
-        )
+        _figure_legend(fig, axes, title="Technique")
         return _save(fig, folder, "speedup_by_technique")
 
 
@@ -233,17 +296,20 @@ def speedup_by_technique(df: pd.DataFrame, folder: Path) -> list[Path]:
 def latency_distributions(
     df: pd.DataFrame, folder: Path, samples: Callable[[str], np.ndarray]
 ) -> list[Path]:
-    """Violins of the raw samples per device: each baseline followed by its variants."""
+    """Box plots of the raw samples per device, each baseline followed by its variants.
+
+    Boxes span the quartiles, whiskers p1 to p99: latency has long tails (a page fault, a
+    preemption) that would otherwise set the scale; p99 itself is in the tables.
+    """
     data = _ok(df)
     if data.empty:
         return []
     data = data.assign(family=_family(data), label=data.apply(variant_label, axis=1))
     devices = sorted(data["device"].unique())
-    families = sorted(data["family"].unique())
-    colours = _colours(families)
+    colours = _colours(sorted(data["family"].unique()))
     with paper_style():
         most = max(len(data[data["device"] == d]) for d in devices)
-        fig, axes = _grid(len(devices), width=max(5.0, 0.75 * most + 1.5), height=3.2, cols=1)
+        fig, axes = _grid(len(devices), width=max(5.0, 0.6 * most + 1.5), height=3.2, cols=1)
         for ax, device in zip(axes, devices, strict=True):
             part = data[data["device"] == device].sort_values(
                 ["family", "is_baseline", "label"], ascending=[True, False, True], kind="stable"
@@ -254,22 +320,23 @@ def latency_distributions(
                 ax.set_visible(False)
                 continue
             pos = np.arange(1, len(keep) + 1)
-            parts = ax.violinplot(
+            boxes = ax.boxplot(
                 [values[i] for i in keep],
                 positions=pos,
-                showmedians=True,
-                showextrema=False,
-                widths=0.8,
+                whis=(1, 99),
+                showfliers=False,
+                patch_artist=True,
+                widths=0.6,
+                medianprops={"color": "black", "linewidth": 1.5},
             )
-            for body, i in zip(cast(list[Any], parts["bodies"]), keep, strict=True):
+            for box, i in zip(boxes["boxes"], keep, strict=True):
                 row = part.iloc[i]
-                body.set_facecolor(colours[row["family"]][0])
-                body.set_edgecolor("black")
-                body.set_linewidth(0.5)
-                body.set_alpha(0.9 if row["is_baseline"] else 0.5)
+                box.set_facecolor(colours[row["family"]][0])
+                box.set_edgecolor("black")
+                box.set_linewidth(0.6)
+                box.set_alpha(1.0 if row["is_baseline"] else 0.55)
                 if not row["is_baseline"]:
-                    body.set_hatch("//")
-            parts["cmedians"].set_color("black")
+                    box.set_hatch("//")
             labels = [
                 f"{part.iloc[i]['family']}\n{part.iloc[i]['label']}"
                 if part.iloc[i]["is_baseline"]
@@ -277,25 +344,31 @@ def latency_distributions(
                 for i in keep
             ]
             ax.set_xticks(pos, labels, rotation=30, ha="right")
-            _log_if_wide(ax, np.concatenate([values[i] for i in keep]), "y")
+            shown = np.concatenate([np.percentile(values[i], [1, 99]) for i in keep])
+            _log_if_wide(ax, shown, "y")
             ax.set_title(f"Latency distribution: {device}")
             ax.set_ylabel("Latency [ms]")
             ax.grid(axis="x", visible=False)
         if not any(ax.get_visible() for ax in axes):
             return []
         key = [
-            Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.5, label="fp32 baseline"),
+            Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.6, label="fp32 baseline"),
             Patch(
                 facecolor="#bbbbbb",
                 edgecolor="black",
-                linewidth=0.5,
+                linewidth=0.6,
                 hatch="//",
-                alpha=0.5,
+                alpha=0.55,
                 label="compressed variant",
             ),
-            Line2D([], [], color="black", label="median"),
+            Line2D([], [], color="black", linewidth=1.5, label="median"),
         ]
-        fig.legend(handles=key, loc="outside lower center", ncols=3)
+        fig.legend(
+            handles=key,
+            loc="outside lower center",
+            ncols=min(3, max(1, int(fig.get_figwidth() / 1.8))),
+            title="box: quartiles, whiskers: p1 to p99",
+        )
         return _save(fig, folder, "latency_distributions")
 
 
@@ -327,8 +400,8 @@ def size_memory(df: pd.DataFrame, folder: Path) -> list[Path]:
         if memory.empty:
             ax.set_visible(False)
         else:
-            wide = memory.pivot_table(
-                index="model", columns="device", values="peak_rss_mb", aggfunc="max"
+            wide = memory.assign(job=_job_label(memory)).pivot_table(
+                index="job", columns="device", values="peak_rss_mb", aggfunc="max"
             )
             wide = wide.sort_values(list(wide.columns)[0])
             n = len(wide.columns)
@@ -507,7 +580,7 @@ def trends(
 PLOT_TITLES = {
     "accuracy_latency": "Accuracy against latency, Pareto front dashed",
     "speedup_by_technique": "Speedup over the fp32 baseline by technique",
-    "latency_distributions": "Latency distributions from the raw samples",
+    "latency_distributions": "Latency distributions from the raw samples (p1 to p99)",
     "size_memory": "Model size and peak memory",
     "speedup_heatmap": "Speedup per device and model",
     "trends": "Median latency across runs",
