@@ -1,0 +1,166 @@
+"""build_suite end to end on a tiny suite: manifests, per-entry failures, skip-on-unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+from torch import nn
+
+from harness.artifacts import load_manifest, sha256_file
+from harness.compress.build import BuildReport, build_suite
+from harness.errors import ConfigError
+from harness.zoo.models import MODELS, ModelSpec
+
+
+class _Unexportable(nn.Module):
+    """Exports nowhere: singular values have no ONNX or TFLite lowering here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.svdvals(self.conv(x)).flatten(1)[:, :10]
+
+
+if "test_unexportable" not in MODELS:
+    MODELS.add("test_unexportable",
+               ModelSpec("test_unexportable", lambda nc, ch: _Unexportable(), 16, "demo"))
+
+SUITE = """
+name: tiny
+seed: 0
+formats: [onnx]
+datasets:
+  digits: {type: digits, image_size: 32}
+  missing: {type: imagefolder, path: %(missing)s}
+models:
+  digits_cnn:
+    arch: digits_cnn
+    dataset: digits
+    train: {epochs: 3, lr: 0.003, threads: 1}
+    formats: [onnx, tflite]
+    recipes: [int8, prune50, bad_ratio, rank0]
+  elsewhere:
+    arch: digits_cnn
+    dataset: missing
+    recipes: [int8]
+  broken: {arch: test_unexportable, input_size: 16}
+recipes:
+  int8:
+    steps: [{quantize_static: {calibration_size: 64}}]
+  prune50:
+    steps: [{prune_structured: {ratio: 0.5, finetune_epochs: 1}}]
+    formats: [onnx]
+  bad_ratio:
+    steps: [{prune_structured: {ratio: 1.5}}]
+  rank0:
+    steps: [{lowrank_svd: {rank: 0}}]
+"""
+
+
+def _suite(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text % {"missing": tmp_path / "no-such-folder"})
+    return path
+
+
+def _by_key(report: BuildReport) -> dict[tuple[str, str], object]:
+    return {(a.name, a.format): a for a in report.artifacts}
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, BuildReport]:
+    root = tmp_path_factory.mktemp("build")
+    suite, out = _suite(root, SUITE), root / "build"
+    return suite, out, build_suite(suite, out, console=Console(quiet=True))
+
+
+@pytest.mark.slow
+def test_good_entries_build_and_bad_ones_fail_alone(first) -> None:
+    _, out, report = first
+    assert set(_by_key(report)) == {("digits_cnn", "onnx"), ("digits_cnn", "tflite"),
+                                    ("digits_cnn-int8", "onnx"), ("digits_cnn-int8", "tflite"),
+                                    ("digits_cnn-prune50", "onnx")}
+    assert report.built == 5 and report.reused == 0
+    failures = dict(report.failures)
+    assert "ratio=1.5 is out of range" in failures["digits_cnn-bad_ratio"]
+    assert "rank must be a positive integer" in failures["digits_cnn-rank0"]
+    for entry in ("elsewhere", "elsewhere-int8"):  # the model's formats are the suite's: onnx
+        assert "no-such-folder does not exist" in failures[entry]
+    assert "unsupported op aten._linalg_svd" in failures["broken (onnx)"]
+    assert not (out / "broken.onnx").exists()
+
+
+@pytest.mark.slow
+def test_manifests_are_complete_and_honest(first) -> None:
+    _, out, report = first
+    arts = _by_key(report)
+    base = load_manifest(out / "digits_cnn.onnx.manifest.json")
+    int8 = load_manifest(out / "digits_cnn-int8.onnx.manifest.json")
+    int8_tfl = load_manifest(out / "digits_cnn-int8.tflite.manifest.json")
+    pruned = load_manifest(out / "digits_cnn-prune50.onnx.manifest.json")
+    assert arts[("digits_cnn", "onnx")] == base
+    base_tfl = load_manifest(out / "digits_cnn.tflite.manifest.json")
+    assert int8_tfl.baseline == base_tfl.name == "digits_cnn" and base_tfl.format == "tflite"
+    for art in (base, base_tfl, int8, int8_tfl, pruned):
+        assert art.sha256 == sha256_file(art.path) and art.size_bytes == art.path.stat().st_size
+        assert art.base_model == "digits_cnn" and art.input_shape == (1, 1, 32, 32)
+        assert art.host_accuracy is not None and art.host_accuracy["n"] == 359
+        assert art.parity is not None and 0.0 <= art.parity["top1_agreement"] <= 1.0
+        assert art.dataset is not None and art.dataset.reference is not None
+        assert art.macs and art.params
+    assert base.baseline is None and base.technique == "fp32" and base.lineage == ()
+    assert base.parity["max_abs_diff"] < 1e-3  # export parity with PyTorch  # type: ignore[index]
+    assert int8.baseline == "digits_cnn" and int8.technique == "int8_static"
+    assert int8.precision == "int8" and int8.lineage[0]["technique"] == "quantize_static"
+    assert int8.lineage[0]["params"]["calibration_size"] == 64
+    assert int8_tfl.input_dtype == "int8" and int8.input_dtype == "float32"
+    assert int8.size_bytes < base.size_bytes / 3.3
+    assert base.host_accuracy["top1"] > 0.9  # type: ignore[index]
+    for quantized in (int8, int8_tfl):  # int8 within a point or two of fp32, on the file itself
+        assert abs(quantized.host_accuracy["top1"]  # type: ignore[index]
+                   - base.host_accuracy["top1"]) <= 0.02  # type: ignore[index]
+        assert quantized.parity["top1_agreement"] >= 0.97  # type: ignore[index]
+    assert pruned.macs < 0.35 * base.macs and pruned.params < 0.35 * base.params  # type: ignore
+    assert pruned.lineage[0]["result"]["params_after"] == pruned.params
+    # The device is fed exactly these tensors; the reference is the fp32 model's logits on them.
+    x = np.load(base.dataset.inputs)  # type: ignore[union-attr]
+    labels = np.load(base.dataset.labels)  # type: ignore[union-attr]
+    ref = np.load(base.dataset.reference)  # type: ignore[union-attr, arg-type]
+    assert x.shape == (359, 1, 32, 32) and x.dtype == np.float32 and labels.shape == (359,)
+    assert ref.shape == (359, 10)
+    assert np.mean(ref.argmax(1) == labels) == pytest.approx(base.host_accuracy["top1"], abs=0.01)
+
+
+@pytest.mark.slow
+def test_unchanged_inputs_are_reused_and_changes_rebuild_only_theirs(first) -> None:
+    suite, out, report = first
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.onnx")}
+    again = build_suite(suite, out, console=Console(quiet=True))
+    assert again.built == 0 and again.reused == 5
+    assert {(a.name, a.format, a.sha256) for a in again.artifacts} == {
+        (a.name, a.format, a.sha256) for a in report.artifacts}
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.onnx")} == stamps
+    assert dict(again.failures).keys() == dict(report.failures).keys()
+
+    suite.write_text(suite.read_text().replace("ratio: 0.5, finetune_epochs: 1",
+                                               "ratio: 0.25, finetune_epochs: 0"))
+    changed = build_suite(suite, out, console=Console(quiet=True))
+    assert changed.built == 1 and changed.reused == 4
+    pruned = load_manifest(out / "digits_cnn-prune50.onnx.manifest.json")
+    assert pruned.lineage[0]["params"]["ratio"] == 0.25
+    key = json.loads((out / "digits_cnn-prune50.onnx.build.json").read_text())["key"]
+    assert len(key) == 64
+
+
+def test_malformed_suite_builds_nothing(tmp_path: Path) -> None:
+    suite = _suite(tmp_path, SUITE.replace("prune_structured: {ratio: 1.5}", "prune_harder: {}"))
+    with pytest.raises(ConfigError, match="prune_harder"):
+        build_suite(suite, tmp_path / "build", console=Console(quiet=True))
+    assert not (tmp_path / "build").exists()
