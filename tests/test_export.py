@@ -87,8 +87,9 @@ def test_bad_requests_name_what_is_wrong(db, tmp_path: Path) -> None:
         run_export(path, "nope", "csv")
     with pytest.raises(StoreError, match="missing.db"):
         run_export(tmp_path / "missing.db", "latest", "csv")
-    with pytest.raises(EdgebenchError, match="no_such_dir"):
-        run_export(path, run, "csv", tmp_path / "no_such_dir" / "r.csv")
+    for fmt in ("csv", "json", "parquet"):
+        with pytest.raises(EdgebenchError, match="no_such_dir.*cannot write"):
+            run_export(path, run, fmt, tmp_path / "no_such_dir" / f"r.{fmt}")
 
 
 def test_export_of_latest_and_of_an_empty_run(tmp_path: Path, capsys) -> None:

@@ -140,8 +140,11 @@ def run_export(db: Path, run: str, fmt: str, out: Path | None = None) -> None:
         text = json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
         if out is None:
             sys.stdout.write(text)
-        else:
+            return
+        try:
             Path(out).write_text(text, encoding="utf-8")
+        except OSError as err:
+            raise EdgebenchError(f"{out}: cannot write the export ({err})") from err
         return
 
     from harness.report.frame import frame_from_rows
@@ -151,9 +154,13 @@ def run_export(db: Path, run: str, fmt: str, out: Path | None = None) -> None:
     for name in JSON_FIELDS:
         df[name] = [None if v is None else json.dumps(v, sort_keys=True) for v in df[name]]
     df = df[list(RESULT_FIELDS)]
+    if out is None:
+        # A closed pipe (`| head`) is the reader's choice, not an error of ours to reword.
+        df.to_csv(sys.stdout, index=False)
+        return
     try:
         if fmt == "csv":
-            df.to_csv(sys.stdout if out is None else out, index=False)
+            df.to_csv(out, index=False)
         else:
             df.to_parquet(out, index=False)
     except OSError as err:
