@@ -175,3 +175,34 @@ def test_unknown_run_and_missing_database(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="missing.db"):
         run_compare(tmp_path / "missing.db", "latest", "latest")
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_fingerprints_are_compared_job_by_job(tmp_path: Path) -> None:
+    """A fingerprint names the job's runtime version, so jobs of one run differ legitimately."""
+
+    def fingerprint(runtime: str, version: str) -> dict:
+        return {**FINGERPRINT, "runtimes": {runtime: version}}
+
+    store = Store(tmp_path / "x.db")
+    runs = []
+    for k, tflite_version in enumerate(("2.3.0", "2.3.0", "2.4.0")):
+        run = store.begin_run("t", None, ["pi5"])
+        jobs = [
+            ("onnxruntime", fingerprint("onnxruntime", "1.32.0"), 10.0),
+            ("tflite", fingerprint("tflite", tflite_version), 9.0),
+        ]
+        for runtime, fp, median in jobs if k != 1 else jobs[::-1]:  # job order must not matter
+            add_job(
+                store,
+                run,
+                "net",
+                runtime=runtime,
+                fingerprint=fp,
+                samples_ns=lognormal_ns(median, seed=k),
+            )
+        add_job(store, run, "broken", status="failed", fingerprint={})
+        runs.append(run)
+    same = compare_runs(store, runs[0], runs[1])
+    assert same.fingerprint_differences == {}
+    with pytest.raises(EdgebenchError, match=r"pi5: runtimes\.tflite"):
+        compare_runs(store, runs[1], runs[2])

@@ -161,24 +161,24 @@ def _flat(fingerprint: Any) -> dict[str, Any]:
     }
 
 
-def fingerprint_differences(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, list[str]]:
-    """For each device measured in both frames, the fingerprint keys whose values differ."""
-    diffs: dict[str, list[str]] = {}
-    for device in sorted(set(a["device"].dropna()) & set(b["device"].dropna())):
-        fa = _first_fingerprint(a, device)
-        fb = _first_fingerprint(b, device)
-        keys = sorted(k for k in set(fa) | set(fb) if repr(fa.get(k)) != repr(fb.get(k)))
+def fingerprint_differences(pairs: pd.DataFrame) -> dict[str, list[str]]:
+    """Per device, the fingerprint keys whose values differ between paired jobs of A and B.
+
+    Jobs are compared pairwise, not device against device, because a fingerprint also names the
+    job's runtime version: an ONNX Runtime job and a LiteRT job of one run legitimately differ.
+    """
+    diffs: dict[str, set[str]] = {}
+    both = pairs[pairs["_merge"] == "both"]
+    for device, fp_a, fp_b in zip(
+        both["device"], both["device_fingerprint_a"], both["device_fingerprint_b"], strict=True
+    ):
+        fa, fb = _flat(fp_a), _flat(fp_b)
+        if not fa or not fb:  # a job that failed before probing the device says nothing
+            continue
+        keys = {k for k in set(fa) | set(fb) if repr(fa.get(k)) != repr(fb.get(k))}
         if keys:
-            diffs[device] = keys
-    return diffs
-
-
-def _first_fingerprint(df: pd.DataFrame, device: str) -> dict[str, Any]:
-    for fp in df.loc[df["device"] == device, "device_fingerprint"]:
-        flat = _flat(fp)
-        if flat:
-            return flat
-    return {}
+            diffs.setdefault(str(device), set()).update(keys)
+    return {device: sorted(keys) for device, keys in sorted(diffs.items())}
 
 
 @dataclass(frozen=True)
@@ -228,13 +228,6 @@ def compare_runs(
     both = results_frame(store, [a_id, b_id])
     a = both[both["run_id"] == a_id]
     b = both[both["run_id"] == b_id]
-    diffs = fingerprint_differences(a, b)
-    if diffs and not allow_different_devices:
-        what = "; ".join(f"{dev}: {', '.join(keys)}" for dev, keys in diffs.items())
-        raise EdgebenchError(
-            f"runs {a_id} and {b_id} were measured on different devices or software ({what}"
-            " differ); pass --allow-different-devices to compare them anyway"
-        )
     keys = list(JOB_KEYS)
     pairs = a.drop_duplicates(keys).merge(
         b.drop_duplicates(keys),
@@ -244,6 +237,13 @@ def compare_runs(
         indicator=True,
         sort=False,
     )
+    diffs = fingerprint_differences(pairs)
+    if diffs and not allow_different_devices:
+        what = "; ".join(f"{dev}: {', '.join(names)}" for dev, names in diffs.items())
+        raise EdgebenchError(
+            f"runs {a_id} and {b_id} were measured on different devices or software ({what}"
+            " differ); pass --allow-different-devices to compare them anyway"
+        )
     rows = [
         _judge(store, row, threshold=threshold, alpha=alpha, seed=seed)
         for _, row in pairs.iterrows()
