@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import measure, probes, protocol
+from . import measure, probes, protocol, tune
 from .runtimes import (
     ModelLoadError,
     RuntimeUnavailable,
@@ -114,6 +114,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         return result
     options = job["options"]
     result["settings"] = job["settings"]
+    tuning = None  # device tuning (`"tune": true`), restored in `finally`
     runtime = None
     try:
         affinity = options.get("cpu_affinity")
@@ -144,6 +145,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             raise JobError("model_not_found", "model file not found: {}".format(model["path"]))
         data = load_dataset(job["dataset"]) if job.get("dataset") else None
 
+        tuning = tune.start(kind, job.get("tune"))
         result["state_before"] = probes.state(kind)
         rss_before = probes.rss_mb()
         t0 = time.perf_counter()
@@ -204,6 +206,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     finally:
         if runtime is not None:
             runtime.close()
+        if tuning is not None:
+            result["tune"] = tuning.finish()
     result["agent_wall_s"] = time.perf_counter() - started
     return result
 
