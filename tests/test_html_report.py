@@ -12,9 +12,12 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from harness.report import run_report
+from harness.report.html import table_html
+from harness.report.tables import Table
 from tests.test_report_output import add_nightly_runs
 from tests.test_report_synthetic import demo_store
 
@@ -143,3 +146,10 @@ def test_report_renders_in_headless_chromium(report, tmp_path: Path) -> None:
     assert problems == []
     assert all(url.startswith("file://") for url in requests), requests
     assert (folder / "screenshot.png").stat().st_size > 50_000
+
+
+def test_table_headers_and_cells_are_escaped() -> None:
+    text = pd.DataFrame({"<script>dev</script> [ms] (x)": ["<b>1</b>"]})
+    rendered = table_html(Table("t", "t", text, text))
+    assert "<script>" not in rendered and "<b>" not in rendered
+    assert "&lt;script&gt;dev&lt;/script&gt;" in rendered and "&lt;b&gt;1&lt;/b&gt;" in rendered

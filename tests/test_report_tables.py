@@ -148,3 +148,16 @@ def test_latex_tables_compile(demo, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert (tmp_path / "paper.pdf").stat().st_size > 1000
+
+
+def test_markdown_cells_with_pipes_and_newlines_stay_in_their_cell(tmp_path: Path) -> None:
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run("t", None, ["pi5"])
+    add_job(store, run, "a|b", status="failed", error_message="line one\nshape | mismatch")
+    df = frame.with_baselines(frame.results_frame(store, [run]))
+    table = tables.build_table(df, "t", "t")
+    lines = [line for line in tables.to_markdown(table).splitlines() if line.startswith("|")]
+    assert len(lines) == 3  # header, rule, one row
+    unescaped = re.findall(r"(?<!\\)\|", lines[2])
+    assert len(unescaped) == len(table.text.columns) + 1
+    assert "line one shape \\| mismatch" in lines[2]

@@ -98,6 +98,7 @@ def table_html(table: Table) -> str:
     styler = (
         text.style.hide(axis="index")
         .format(escape="html")
+        .format_index(escape="html", axis=1)  # headers carry device names
         .set_td_classes(classes)
         .set_table_attributes('class="sortable"')
         .set_uuid(table.name)

@@ -195,14 +195,14 @@ def build_table(
 
 
 def to_markdown(table: Table) -> str:
-    body = (
-        table.text.to_markdown(
-            index=False,
-            disable_numparse=True,
-            colalign=["right" if c in table.numeric else "left" for c in table.text.columns],
-        )
-        if len(table.text)
-        else "(no rows)"
+    if table.text.empty:
+        return f"**{table.caption}**\n\n(no rows)\n"
+    # A pipe or a line break inside a cell (error messages have both) would end the cell or row.
+    cells = table.text.map(lambda v: str(v).replace("\n", " ").replace("|", "\\|"))
+    body = cells.to_markdown(
+        index=False,
+        disable_numparse=True,
+        colalign=["right" if c in table.numeric else "left" for c in cells.columns],
     )
     return f"**{table.caption}**\n\n{body}\n"
 
