@@ -1,0 +1,98 @@
+"""The report commands as a user runs them (`edgebench report|compare|export`), and the rule that
+only harness.report imports pandas and matplotlib."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.store import RESULT_FIELDS, Store
+from tests.test_report_synthetic import add_job, lognormal_ns
+
+
+@pytest.fixture()
+def db(tmp_path: Path) -> tuple[Path, str, str]:
+    """Two runs of one device; the second is 15% slower on `net`."""
+    path = tmp_path / "x.db"
+    store = Store(path)
+    runs = []
+    for k, median in enumerate((10.0, 11.5)):
+        run = store.begin_run("edgebench bench", None, ["pi5"])
+        with store.transaction() as conn:
+            conn.execute(
+                "UPDATE runs SET started_at = ? WHERE run_id = ?", (f"2026-12-0{k + 1}", run)
+            )
+        add_job(store, run, "net", samples_ns=lognormal_ns(median, seed=k), accuracy_top1=0.9)
+        add_job(
+            store,
+            run,
+            "net-int8",
+            baseline="net",
+            accuracy_top1=0.89,
+            samples_ns=lognormal_ns(4.0, seed=10 + k),
+        )
+        store.finish_run(run)
+        runs.append(run)
+    store.close()
+    return path, runs[0], runs[1]
+
+
+def test_compare_gate_exit_codes(db, capsys) -> None:
+    path, a, b = db
+    assert main(["compare", "--db", str(path), a, b]) == 0
+    assert main(["compare", "--db", str(path), a, b, "--fail-on-regression"]) == 1
+    out = capsys.readouterr().out
+    assert "regression" in out and "net-int8" in out
+    assert (
+        main(["compare", "--db", str(path), a, b, "--threshold", "0.5", "--fail-on-regression"])
+        == 0
+    )
+
+
+def test_export_prints_csv(db, capsys) -> None:
+    path, _, b = db
+    assert main(["export", "--db", str(path), "--format", "csv"]) == 0
+    csv = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(csv.columns) == list(RESULT_FIELDS) and set(csv["run_id"]) == {b}
+
+
+def test_bad_input_is_one_line_on_stderr(db, tmp_path: Path, capsys) -> None:
+    path, a, _ = db
+    assert main(["report", "--db", str(path), "--run", "nosuchrun"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "nosuchrun" in err and len(err.splitlines()) == 1
+    assert main(["export", "--db", str(path), "--format", "parquet"]) != 0
+    assert "--out" in capsys.readouterr().err
+    assert main(["compare", "--db", str(tmp_path / "none.db"), a, a]) != 0
+    assert "none.db" in capsys.readouterr().err
+
+
+def test_report_command_writes_the_folder(db, tmp_path: Path, capsys) -> None:
+    path, a, _ = db
+    out = tmp_path / "paper"
+    assert main(["report", "--db", str(path), "--run", a, "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    assert (out / "index.html").is_file()
+    assert (out / "tables" / "summary.tex").is_file()
+    assert (out / "plots" / "accuracy_latency.pdf").is_file()
+
+
+def test_only_harness_report_imports_pandas_and_matplotlib() -> None:
+    code = (
+        "import sys, harness.cli, harness.store, harness.report\n"
+        "print(sorted(m for m in ('pandas', 'matplotlib', 'scipy') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert proc.stdout.strip() == "[]"
