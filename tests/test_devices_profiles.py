@@ -1,0 +1,57 @@
+"""The shipped device profiles (devices/jetson.yaml, rpi.yaml, coral.yaml): valid, documented, and
+usable as they are once pointed at a reachable host (here the loopback sshd)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config import DEVICES_DIR, load_profile
+from tests.conftest import REPO, run_cli
+from tests.sshd import SSHServer, sshd
+
+__all__ = ["sshd"]
+PROFILES = ("jetson", "rpi", "coral")
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_profile_is_valid_and_documented(name: str) -> None:
+    profile = load_profile(name, REPO / DEVICES_DIR)
+    assert profile.kind == name and profile.transport == "ssh"
+    assert profile.ssh is not None and profile.ssh.host
+    assert profile.ssh.trust_on_first_use is False  # strict host keys unless the user opts in
+    assert profile.cache_dir == "~/.cache/edgebench"
+    text = (REPO / DEVICES_DIR / f"{name}.yaml").read_text()
+    assert "Fill in" in text and "needs" in text and "devices check" in text
+    assert "password" not in yaml.safe_load(text)["ssh"]
+
+
+def test_coral_runs_tflite_on_the_edge_tpu() -> None:
+    coral = load_profile("coral", REPO / DEVICES_DIR)
+    assert coral.runtimes == ("tflite",)
+    assert coral.runtime_options["tflite"]["delegates"] == ["libedgetpu.so.1"]
+
+
+@pytest.mark.ssh
+@pytest.mark.parametrize("name", PROFILES)
+def test_shipped_profile_checks_out_over_ssh(name: str, sshd: SSHServer, tmp_path: Path) -> None:
+    """The shipped profile with only the connection (and interpreter) changed to reach this
+    machine: `devices check` connects and the agent probes as that device kind."""
+    data = yaml.safe_load((REPO / DEVICES_DIR / f"{name}.yaml").read_text())
+    loopback = sshd.profile_data()
+    data["ssh"], data["python"] = loopback["ssh"], loopback["python"]
+    data["cache_dir"] = str(tmp_path / "cache")
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    proc = run_cli("devices", "check", str(path), "--json")
+    if name == "jetson":  # this machine has no TensorRT: said plainly, not a crash
+        assert proc.returncode in (0, 1), proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+    info = json.loads(proc.stdout)
+    assert name in info["fingerprint"] and name in info["state"]
+    if name == "coral":
+        assert info["fingerprint"]["coral"]["edgetpu"]["present"] is False
