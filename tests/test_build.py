@@ -164,3 +164,16 @@ def test_malformed_suite_builds_nothing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="prune_harder"):
         build_suite(suite, tmp_path / "build", console=Console(quiet=True))
     assert not (tmp_path / "build").exists()
+
+
+@pytest.mark.slow
+def test_builds_are_bit_reproducible(tmp_path: Path) -> None:
+    suite = tmp_path / "repro.yaml"
+    suite.write_text("seed: 3\nformats: [onnx]\ndatasets: {digits: {type: digits}}\n"
+                     "models: {d: {arch: digits_cnn, dataset: digits, "
+                     "train: {epochs: 1, threads: 1}}}\n")
+    a = build_suite(suite, tmp_path / "a", console=Console(quiet=True))
+    b = build_suite(suite, tmp_path / "b", console=Console(quiet=True))
+    assert a.built == b.built == 1
+    assert a.artifacts[0].sha256 == b.artifacts[0].sha256
+    assert a.artifacts[0].host_accuracy == b.artifacts[0].host_accuracy

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,20 +79,6 @@ def _onnx_static(src: Path, dst: Path, params: dict[str, Any], ctx: StepContext)
     return {"calibration_n": len(calib)}
 
 
-@contextlib.contextmanager
-def _no_tqdm() -> Iterator[None]:
-    """ai-edge-quantizer draws a tqdm bar per calibration; edgebench has its own progress."""
-    old = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = old
-
-
 def _tflite_quantizer(src: Path) -> Any:
     from ai_edge_quantizer import quantizer
 
@@ -116,7 +100,9 @@ def _tflite_static(src: Path, dst: Path, params: dict[str, Any], ctx: StepContex
     name = signatures[sig]["inputs"][0]
     qt = _tflite_quantizer(src)
     qt.load_quantization_recipe(recipe.static_wi8_ai8())
-    with contextlib.redirect_stdout(io.StringIO()), _no_tqdm(), warnings.catch_warnings():
+    # The quantizer draws its own tqdm bar on stderr; edgebench has its own progress.
+    quiet_err = contextlib.redirect_stderr(io.StringIO())
+    with contextlib.redirect_stdout(io.StringIO()), quiet_err, warnings.catch_warnings():
         # The quantizer's calibration keeps all tensors on purpose and says so with a warning.
         warnings.filterwarnings("ignore", "Warning: Enabling `experimental_preserve_all_tensors`",
                                 UserWarning)
