@@ -100,10 +100,12 @@ def test_latex_is_booktabs_and_escapes_names(demo) -> None:
     latex = tables.to_latex(_by_name(report_tables, "device_pi5"))
     assert "\\toprule" in latex and "\\midrule" in latex and "\\bottomrule" in latex
     assert "\\hline" not in latex
-    assert "resnet\\_18\\&v2-int8" in latex
+    # The paper names the base model and technique; constant columns go to the caption.
+    assert "resnet\\_18\\&v2 & int8 &" in latex
+    assert "Runtime: onnxruntime; threads: 4.}" in latex
     assert "resnet_18&v2" not in latex
     assert "DequantizeLinear" not in latex  # errors stay out of the paper table
-    assert "Top-1 [\\%]" in latex and "$\\times$" in latex
+    assert "Top-1 &" in latex and "[\\%] &" in latex and "$\\times$" in latex
     body = latex.split("\\midrule\n")[1].split("\\bottomrule")[0].strip().splitlines()
     spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", latex).group(1)
     assert len(body) == 6
@@ -159,5 +161,5 @@ def test_markdown_cells_with_pipes_and_newlines_stay_in_their_cell(tmp_path: Pat
     lines = [line for line in tables.to_markdown(table).splitlines() if line.startswith("|")]
     assert len(lines) == 3  # header, rule, one row
     unescaped = re.findall(r"(?<!\\)\|", lines[2])
-    assert len(unescaped) == len(table.text.columns) + 1
+    assert len(unescaped) == len(table.shown.columns) + 1
     assert "line one shape \\| mismatch" in lines[2]

@@ -82,7 +82,7 @@ def _e(value: Any) -> str:
 
 def table_html(table: Table) -> str:
     """One sortable table, id `T_<name>`; every cell of a flagged row has `flag-<flag>` classes."""
-    text = table.text
+    text = table.shown
     if text.empty:
         return "<p>(no rows)</p>"
     flags = table.flags or [[] for _ in text.index]

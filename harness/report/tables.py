@@ -37,13 +37,15 @@ def row_flags(row: pd.Series) -> list[str]:
 
 @dataclass(frozen=True)
 class Column:
-    header: str  # with its unit; CSV, Markdown, HTML; LaTeX after escaping and `_latex_units`
+    header: str  # with its unit; the key of the column, and its header in CSV, Markdown, HTML
     value: Callable[[pd.DataFrame], pd.Series]  # the numbers for the CSV
     text: Callable[[pd.Series], str]  # one row -> display text
     numeric: bool = True  # right-aligned
     optional: bool = False  # left out when no row has a value (energy without a power meter)
-    display: bool = True  # False: CSV only (its content is folded into another column's text)
-    latex: bool = True
+    display: bool = True  # in Markdown and HTML (False: CSV only, or LaTeX only)
+    latex: bool = True  # in the paper table (which keeps what fits a page width)
+    latex_header: str | None = None  # when the paper calls it differently
+    caption_if_constant: str | None = None  # LaTeX: a column with one value moves to the caption
 
 
 def _key(key: str, factor: float | None = None) -> Callable[[pd.DataFrame], pd.Series]:
@@ -87,31 +89,59 @@ def _error_text(row: pd.Series) -> str:
     return f"{kind}{row['error_message']}"
 
 
+def _base_model(row: pd.Series) -> str:
+    base = row["base_model"] if not _missing(row["base_model"]) else row["model"]
+    return NA if _missing(base) else str(base)
+
+
+def _notes_values(df: pd.DataFrame) -> pd.Series:
+    return df.apply(lambda r: ", ".join(row_flags(r)), axis=1)
+
+
+# The paper (LaTeX) table leaves out what does not fit a page: p99, throughput (single stream:
+# about 1000 / median), precision (in the technique), top-5, size ratio, params, MACs, power and
+# the error text. Markdown, HTML and CSV have every column.
 SUMMARY_COLUMNS: tuple[Column, ...] = (
-    Column("Device", _key("device"), _str("device"), numeric=False),
-    Column("Model", _key("model"), _str("model"), numeric=False),
+    Column("Device", _key("device"), _str("device"), numeric=False, caption_if_constant="device"),
+    Column("Model", _key("model"), _str("model"), numeric=False, latex=False),
+    Column(
+        "Base model",
+        _key("base_model"),
+        _base_model,
+        numeric=False,
+        display=False,
+        latex_header="Model",
+    ),
     Column("Technique", _key("technique"), _str("technique"), numeric=False),
-    Column("Precision", _key("precision"), _str("precision"), numeric=False),
-    Column("Runtime", _key("runtime"), _str("runtime"), numeric=False),
-    Column("Threads", _key("threads"), _str("threads")),
+    Column("Precision", _key("precision"), _str("precision"), numeric=False, latex=False),
+    Column(
+        "Runtime", _key("runtime"), _str("runtime"), numeric=False, caption_if_constant="runtime"
+    ),
+    Column("Threads", _key("threads"), _str("threads"), caption_if_constant="threads"),
     Column("Median [ms]", _key("latency_median_ms"), _fmt("latency_median_ms", 3)),
     Column("p90 [ms]", _key("latency_p90_ms"), _fmt("latency_p90_ms", 3)),
-    Column("p99 [ms]", _key("latency_p99_ms"), _fmt("latency_p99_ms", 3)),
-    Column("Throughput [img/s]", _key("throughput_ips"), _fmt("throughput_ips", 1)),
+    Column("p99 [ms]", _key("latency_p99_ms"), _fmt("latency_p99_ms", 3), latex=False),
+    Column("Throughput [img/s]", _key("throughput_ips"), _fmt("throughput_ips", 1), latex=False),
     Column("Speedup [x] (95% CI)", _key("speedup"), _speedup_text),
-    Column("Speedup CI95 low [x]", _key("speedup_ci95_low"), str, display=False),
-    Column("Speedup CI95 high [x]", _key("speedup_ci95_high"), str, display=False),
+    Column("Speedup CI95 low [x]", _key("speedup_ci95_low"), str, display=False, latex=False),
+    Column("Speedup CI95 high [x]", _key("speedup_ci95_high"), str, display=False, latex=False),
     Column("Top-1 [%]", _key("accuracy_top1", 100), _fmt("accuracy_top1", 2, 100)),
     Column(
         "Delta top-1 [pp]",
         _key("accuracy_top1_delta", 100),
         _fmt("accuracy_top1_delta", 2, 100, sign=True),
     ),
-    Column("Top-5 [%]", _key("accuracy_top5", 100), _fmt("accuracy_top5", 2, 100), optional=True),
+    Column(
+        "Top-5 [%]",
+        _key("accuracy_top5", 100),
+        _fmt("accuracy_top5", 2, 100),
+        optional=True,
+        latex=False,
+    ),
     Column("Size [MB]", _key("size_bytes", 1e-6), _fmt("size_bytes", 3, 1e-6)),
-    Column("Size ratio", _key("size_ratio"), _fmt("size_ratio", 3)),
-    Column("Params [M]", _key("params", 1e-6), _fmt("params", 3, 1e-6)),
-    Column("MACs [M]", _key("macs", 1e-6), _fmt("macs", 1, 1e-6)),
+    Column("Size ratio", _key("size_ratio"), _fmt("size_ratio", 3), latex=False),
+    Column("Params [M]", _key("params", 1e-6), _fmt("params", 3, 1e-6), latex=False),
+    Column("MACs [M]", _key("macs", 1e-6), _fmt("macs", 1, 1e-6), latex=False),
     Column("Peak RSS [MiB]", _key("peak_rss_mb"), _fmt("peak_rss_mb", 1)),
     Column(
         "Energy [mJ/img]",
@@ -119,14 +149,8 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         _fmt("energy_mj_per_inference", 2),
         optional=True,
     ),
-    Column("Power [W]", _key("power_w"), _fmt("power_w", 2), optional=True),
-    Column(
-        "Notes",
-        lambda df: df.apply(lambda r: ", ".join(row_flags(r)), axis=1),
-        lambda r: ", ".join(row_flags(r)),
-        numeric=False,
-    ),
-    # The error text belongs in the HTML, Markdown and CSV; a paper table keeps the status only.
+    Column("Power [W]", _key("power_w"), _fmt("power_w", 2), optional=True, latex=False),
+    Column("Notes", _notes_values, lambda r: ", ".join(row_flags(r)), numeric=False, optional=True),
     Column(
         "Error",
         lambda df: df.apply(_error_text, axis=1),
@@ -140,15 +164,23 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
 
 @dataclass(frozen=True)
 class Table:
-    """A table in its two forms: numbers (CSV) and display text (Markdown, LaTeX, HTML)."""
+    """A table in its two forms: numbers (CSV) and display text (Markdown, HTML, LaTeX)."""
 
     name: str  # file stem
     caption: str
     numbers: pd.DataFrame
-    text: pd.DataFrame
-    numeric: frozenset[str] = frozenset()  # display columns to right-align
-    no_latex: frozenset[str] = frozenset()
-    flags: list[list[str]] = field(default_factory=list)  # per display row
+    text: pd.DataFrame  # every column that Markdown/HTML or LaTeX shows
+    numeric: frozenset[str] = frozenset()  # text columns to right-align
+    display: tuple[str, ...] | None = None  # Markdown/HTML columns; None: all of `text`
+    latex: tuple[str, ...] | None = None  # LaTeX columns; None: all of `text`
+    latex_headers: dict[str, str] = field(default_factory=dict)
+    caption_if_constant: dict[str, str] = field(default_factory=dict)
+    flags: list[list[str]] = field(default_factory=list)  # per row
+
+    @property
+    def shown(self) -> pd.DataFrame:
+        """The Markdown/HTML view."""
+        return self.text if self.display is None else self.text[list(self.display)]
 
     def write(self, folder: Path) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
@@ -173,8 +205,10 @@ def build_table(
     """A Table of `df` (a `with_baselines` frame), without `drop` and empty optional columns."""
     df = df.reset_index(drop=True)
     cols = [c for c in columns if c.header not in drop and (not c.optional or _has_values(df, c))]
-    numbers = pd.DataFrame({c.header: c.value(df) for c in cols}, index=df.index)
-    shown = [c for c in cols if c.display]
+    numbers = pd.DataFrame(
+        {c.header: c.value(df) for c in cols if c.display or not c.latex}, index=df.index
+    )
+    shown = [c for c in cols if c.display or c.latex]
     text = pd.DataFrame(
         {
             c.header: pd.Series([c.text(r) for _, r in df.iterrows()], index=df.index, dtype=object)
@@ -189,7 +223,12 @@ def build_table(
         numbers,
         text,
         numeric=frozenset(c.header for c in shown if c.numeric),
-        no_latex=frozenset(c.header for c in shown if not c.latex),
+        display=tuple(c.header for c in shown if c.display),
+        latex=tuple(c.header for c in shown if c.latex),
+        latex_headers={c.header: c.latex_header for c in shown if c.latex_header},
+        caption_if_constant={
+            c.header: c.caption_if_constant for c in shown if c.caption_if_constant
+        },
         flags=[row_flags(r) for _, r in df.iterrows()],
     )
 
@@ -198,7 +237,7 @@ def to_markdown(table: Table) -> str:
     if table.text.empty:
         return f"**{table.caption}**\n\n(no rows)\n"
     # A pipe or a line break inside a cell (error messages have both) would end the cell or row.
-    cells = table.text.map(lambda v: str(v).replace("\n", " ").replace("|", "\\|"))
+    cells = table.shown.map(lambda v: str(v).replace("\n", " ").replace("|", "\\|"))
     body = cells.to_markdown(
         index=False,
         disable_numparse=True,
@@ -237,9 +276,43 @@ def _latex_units(escaped: str) -> str:
     )
 
 
+def _two_rows(header: str) -> tuple[str, str]:
+    """ "Median [ms]" -> ("Median", "[ms]"): names above units keep paper columns narrow."""
+    name, sep, unit = header.partition(" [")
+    return (name, f"[{unit}") if sep else (header, "")
+
+
+def _width_pt(text: pd.DataFrame) -> float:
+    """Rough typeset width of a table at \\small: 4.6 pt a character plus the column gaps."""
+    widths = [
+        max([len(str(v)) for v in text[col]] + [len(part) for part in col]) for col in text.columns
+    ]
+    return sum(4.6 * w + 12 for w in widths)
+
+
 def to_latex(table: Table) -> str:
-    """A booktabs `table` environment, ready for \\usepackage{booktabs}; every name escaped."""
-    text = table.text[[c for c in table.text.columns if c not in table.no_latex]]
+    """A booktabs table environment, ready for \\usepackage{booktabs}; every name escaped.
+
+    Columns with one value throughout (device, runtime, threads) move into the caption.
+    """
+    columns = list(table.text.columns if table.latex is None else table.latex)
+    caption = table.caption
+    if len(table.text) > 0:
+        constant = [
+            c
+            for c in columns
+            if c in table.caption_if_constant and table.text[c].nunique(dropna=False) == 1
+        ]
+        if constant:
+            facts = "; ".join(
+                f"{table.caption_if_constant[c]}: {table.text[c].iloc[0]}" for c in constant
+            )
+            caption = f"{caption}. {facts[0].upper()}{facts[1:]}."
+            columns = [c for c in columns if c not in constant]
+    text = table.text[columns]
+    text.columns = pd.MultiIndex.from_tuples(
+        [_two_rows(table.latex_headers.get(c, c)) for c in columns]
+    )
     styler = (
         text.style.hide(axis="index")
         .format(escape="latex")
@@ -247,19 +320,20 @@ def to_latex(table: Table) -> str:
     )
     latex = styler.to_latex(
         hrules=True,
-        column_format="".join("r" if c in table.numeric else "l" for c in text.columns),
+        column_format="".join("r" if c in table.numeric else "l" for c in columns),
         position="htbp",
         position_float="centering",
-        caption=latex_escape(table.caption),
+        caption=latex_escape(caption),
         label="tab:" + table.name.replace("_", "-"),
+        multicol_align="c",
     )
-    # A wide table spans both columns of a two-column paper and is set a little tighter.
-    wide = len(text.columns) > 8
+    # A table too wide for one column of a two-column paper spans both and is set tighter.
+    wide = _width_pt(text) > 230
     if wide:
         latex = latex.replace("\\begin{table}", "\\begin{table*}", 1).replace(
             "\\end{table}", "\\end{table*}", 1
         )
-    size = "\\footnotesize\n\\setlength{\\tabcolsep}{3pt}\n" if wide else "\\small\n"
+    size = "\\footnotesize\n\\setlength{\\tabcolsep}{4pt}\n" if wide else "\\small\n"
     return latex.replace("\\centering\n", "\\centering\n" + size, 1)
 
 
@@ -268,32 +342,49 @@ def across_devices(df: pd.DataFrame) -> Table | None:
     ok = df[df["status"] == "ok"]
     if ok.empty:
         return None
-    index = ["model", "technique", "runtime", "threads"]
-    ok = ok.assign(**{k: ok[k].astype(object).where(ok[k].notna(), NA) for k in index})
+    index = ["model", "base_model", "technique", "runtime", "threads"]
+    ok = ok.assign(
+        base_model=ok.apply(_base_model, axis=1),
+        **{k: ok[k].astype(object).where(ok[k].notna(), NA) for k in index if k != "base_model"},
+    )
     wide = (
         ok.drop_duplicates([*index, "device"])
         .set_index([*index, "device"])[["latency_median_ms", "speedup"]]
         .unstack("device")
     )
     devices = sorted(ok["device"].dropna().unique())
-    numbers = wide.index.to_frame(index=False).rename(columns=str.capitalize)
-    text = numbers.astype(str)
+    keys = wide.index.to_frame(index=False)
+    heads = {
+        "model": "Model",
+        "base_model": "Base model",
+        "technique": "Technique",
+        "runtime": "Runtime",
+        "threads": "Threads",
+    }
+    numbers = keys.drop(columns="base_model").rename(columns=heads)
+    text = keys.astype(str).rename(columns=heads)
+    cells = []
     for dev in devices:
         median = wide[("latency_median_ms", dev)].to_numpy(dtype=float)
         speedup = wide[("speedup", dev)].to_numpy(dtype=float)
         numbers[f"{dev} median [ms]"] = median
         numbers[f"{dev} speedup [x]"] = speedup
-        text[f"{dev} [ms] (x)"] = [
+        cells.append(f"{dev} [ms] (x)")
+        text[cells[-1]] = [
             NA if _missing(m) else f"{m:.3f}" + ("" if _missing(s) else f" ({s:.2f})")
             for m, s in zip(median, speedup, strict=True)
         ]
     return Table(
         "across_devices",
-        "Median latency on each device [ms], with the speedup over the fp32 baseline on that "
+        "Median latency on each device, with the speedup over the fp32 baseline on that "
         "device in parentheses",
         numbers,
         text,
-        numeric=frozenset([*(f"{d} [ms] (x)" for d in devices), "Threads"]),
+        numeric=frozenset([*cells, "Threads"]),
+        display=("Model", "Technique", "Runtime", "Threads", *cells),
+        latex=("Base model", "Technique", "Runtime", "Threads", *cells),
+        latex_headers={"Base model": "Model"},
+        caption_if_constant={"Runtime": "runtime", "Threads": "threads"},
         flags=[[] for _ in range(len(text))],
     )
 
