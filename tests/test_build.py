@@ -177,3 +177,14 @@ def test_builds_are_bit_reproducible(tmp_path: Path) -> None:
     assert a.built == b.built == 1
     assert a.artifacts[0].sha256 == b.artifacts[0].sha256
     assert a.artifacts[0].host_accuracy == b.artifacts[0].host_accuracy
+
+
+def test_pets_suite_fails_fast_without_the_dataset(tmp_path: Path, monkeypatch) -> None:
+    suite = Path(__file__).resolve().parent.parent / "models" / "pets.yaml"
+    monkeypatch.chdir(tmp_path)  # the suite's relative data/pets path is then surely absent
+    report = build_suite(suite, tmp_path / "build", console=Console(quiet=True))
+    assert report.built == 0 and not report.artifacts
+    names = {name for name, _ in report.failures}
+    assert {"resnet50_teacher", "resnet50_teacher-student_pruned_qat"} <= names
+    for _, message in report.failures:
+        assert message.startswith("dataset 'pets': dataset path data/pets does not exist")

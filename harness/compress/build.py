@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from torch import nn
 
 from harness.artifacts import Artifact, DatasetFiles, load_manifest, sha256_file, write_manifest
@@ -182,7 +183,7 @@ class _Builder:
             self.built += 1
             acc = artifact.host_accuracy
             self.console.print(
-                f"built {artifact.path.name}: {artifact.size_bytes / 1024:.0f} KiB, "
+                f"built {escape(artifact.path.name)}: {artifact.size_bytes / 1024:.0f} KiB, "
                 + (f"top-1 {acc['top1']:.3f}" if acc else "latency only")
                 + (f", agreement {artifact.parity['top1_agreement']:.3f}"
                    if artifact.parity else ""))
@@ -190,7 +191,8 @@ class _Builder:
     def _fail(self, entry: str, formats: list[str], err: BaseException,
               stem: str | None = None) -> None:
         self.failures.append((entry, _one_line(err)))
-        self.console.print(f"[red]failed[/] {entry}: {_one_line(err)}")
+        self.console.print(f"[red]failed[/] {escape(entry)}: {escape(_one_line(err))}",
+                           soft_wrap=True)
         for fmt in formats:  # a stale artifact must not pass for this recipe's output
             path = self.dir / f"{stem or entry}{SUFFIX[fmt]}"
             for stale in (path, path.with_name(path.name + ".manifest.json"),
@@ -240,7 +242,8 @@ class _Builder:
             try:
                 self._data[name] = load_dataset(cfg.type, name, cfg.params, self.suite.seed)
             except Exception as err:
-                self._data[name] = f"dataset {name!r}: {_one_line(err)}"
+                message = _one_line(err)
+                self._data[name] = message if name in message else f"dataset {name!r}: {message}"
         value = self._data[name]
         if isinstance(value, str):
             raise EdgebenchError(value)
