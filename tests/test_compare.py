@@ -206,3 +206,15 @@ def test_fingerprints_are_compared_job_by_job(tmp_path: Path) -> None:
     assert same.fingerprint_differences == {}
     with pytest.raises(EdgebenchError, match=r"pi5: runtimes\.tflite"):
         compare_runs(store, runs[1], runs[2])
+
+
+def test_long_runs_are_thinned_for_the_bootstrap_but_not_for_the_ratio() -> None:
+    a = lognormal_ns(2.0, n=30_000, seed=3) / 1e6
+    b = lognormal_ns(2.2, n=30_000, seed=4) / 1e6
+    r = median_ratio(a, b, max_samples=2000)
+    assert r.ratio == pytest.approx(np.median(b) / np.median(a), rel=1e-12)
+    assert r.low < r.ratio < r.high and r.low < 1.1 < r.high
+    # The interval is as wide as that of 2000 samples: thinning is what sets its width.
+    full = median_ratio(a[:2000], b[:2000])
+    assert (r.high - r.low) == pytest.approx(full.high - full.low, rel=0.3)
+    assert median_ratio(a, b, max_samples=2000) == r  # seeded: reproducible

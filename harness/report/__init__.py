@@ -8,6 +8,7 @@ place in edgebench that uses either.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -33,14 +34,13 @@ def _open(db: Path) -> Store:
 
 
 def _sample_reader(store: Store) -> Callable[[str], np.ndarray]:
+    """Raw samples of a job in ms. Bounded cache: trends over 30 nightly runs of a large suite
+    would not fit in memory at once, and they are read pairwise, run after run."""
     import numpy as np
 
-    cache: dict[str, np.ndarray] = {}
-
+    @functools.lru_cache(maxsize=256)
     def samples_ms(job_id: str) -> np.ndarray:
-        if job_id not in cache:
-            cache[job_id] = np.asarray(store.samples(job_id), dtype=np.float64) / 1e6
-        return cache[job_id]
+        return np.asarray(store.samples(job_id), dtype=np.float64) / 1e6
 
     return samples_ms
 
