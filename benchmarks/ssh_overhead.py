@@ -1,0 +1,142 @@
+"""What does the SSH transport cost? The same model through the local device and through a
+loopback SSH device (a real sshd on 127.0.0.1), interleaved A/B.
+
+Two questions, two figures:
+- the measurement: the agent times the model on the device, so the transport must not show in
+  the median latency; the ratio SSH/local of the medians should be within 2%;
+- the orchestration: per job, the host's wall time minus the agent's own time (starting the agent
+  process, staging: a cache check after the first job, sending the job, fetching the result).
+  The SSH figure is printed next to the local one; their difference is what SSH adds, target
+  under 150 ms per job after the first.
+
+Run by hand (needs /usr/sbin/sshd, as for the tests):  .venv/bin/python benchmarks/ssh_overhead.py
+Options: --rounds N (A/B pairs, default 5), --seconds S (timed seconds per job, default 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from harness.agent import protocol  # noqa: E402
+from harness.config import DeviceProfile  # noqa: E402
+from harness.transport.base import Transport, transport_for  # noqa: E402
+from tests.sshd import SSHD, SSHServer  # noqa: E402
+
+
+def mlp_onnx(path: Path, width: int = 1024, layers: int = 6) -> Path:
+    """A real ONNX MLP of about a millisecond per inference on one core."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, last = [], [], "x"
+    for i in range(layers):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes += [helper.make_node("MatMul", [last, f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Relu", [f"m{i}"], [f"r{i}"])]
+        last = f"r{i}"
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info(last, TensorProto.FLOAT, [1, width])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def one_job(transport: Transport, model: Path, sha: str, job_id: str, seconds: float,
+            ) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    job = {
+        "protocol_version": protocol.PROTOCOL_VERSION, "job_id": job_id,
+        "model": {"path": transport.stage(model, sha), "format": "onnx"},
+        "runtime": "onnxruntime", "options": {"threads": 1},
+        "settings": {"warmup_s": 0.5, "warmup_min": 20, "min_duration_s": seconds,
+                     "min_iterations": 200, "max_duration_s": seconds * 4},
+        "device_kind": "linux",
+    }
+    run = transport.run_agent(job, timeout_s=300)
+    wall = time.perf_counter() - t0
+    result = run.result
+    if result["status"] != "ok":
+        raise SystemExit(f"{job_id} failed: {result['error']}")
+    return {"median_ms": result["latency"]["median_ms"],
+            "orchestration_ms": (wall - result["agent_wall_s"]) * 1e3}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args(argv)
+    if not SSHD.exists():
+        print("needs OpenSSH's sshd (/usr/sbin/sshd): apt-get install openssh-server")
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model = mlp_onnx(root / "mlp.onnx")
+        sha = hashlib.sha256(model.read_bytes()).hexdigest()
+        server = SSHServer(root / "sshd").start()
+        try:
+            local = transport_for(DeviceProfile(name="local", python=sys.executable))
+            ssh_profile = server.profile(cache_dir=str(root / "cache"))
+            rows: dict[str, list[dict[str, Any]]] = {"local": [], "ssh": []}
+            t0 = time.perf_counter()
+            with local, transport_for(ssh_profile) as ssh:
+                connect_ms = (time.perf_counter() - t0) * 1e3
+                first = one_job(ssh, model, sha, "ssh-first", args.seconds)  # pushes agent+model
+                for i in range(args.rounds):
+                    for name, transport in (("local", local), ("ssh", ssh)):
+                        rows[name].append(one_job(transport, model, sha, f"{name}-{i}",
+                                                  args.seconds))
+                pushed_after_first = ssh.bytes_pushed
+                # The device's login shell runs every remote command (bash reads ~/.bashrc when
+                # started by sshd): time a bare `true` to separate it from edgebench's own cost.
+                shell_ms = []
+                for _ in range(5):
+                    t1 = time.perf_counter()
+                    ssh.run_command(["true"])
+                    shell_ms.append((time.perf_counter() - t1) * 1e3)
+        finally:
+            server.stop()
+    med = {k: statistics.median(r["median_ms"] for r in v) for k, v in rows.items()}
+    orch = {k: statistics.median(r["orchestration_ms"] for r in v) for k, v in rows.items()}
+    # Interleaved pairs share the machine's conditions: compare within each pair.
+    pair_ratios = [b["median_ms"] / a["median_ms"] for a, b in zip(rows["local"], rows["ssh"],
+                                                                  strict=True)]
+    ratio = statistics.median(pair_ratios)
+    print(f"model: {model.name}, 1 thread, {args.rounds} interleaved A/B rounds of "
+          f"{args.seconds:g} s timed per job")
+    for name in ("local", "ssh"):
+        medians = ", ".join(f"{r['median_ms']:.4f}" for r in rows[name])
+        print(f"  {name:5s} median latency ms per job: {medians}  -> {med[name]:.4f}")
+    verdict = "OK" if abs(ratio - 1) <= 0.02 else "OUTSIDE 2%"
+    print(f"  ratio ssh/local of medians, per A/B pair: "
+          f"{', '.join(f'{r:.4f}' for r in pair_ratios)} -> median {ratio:.4f} ({verdict})")
+    print(f"  connect: {connect_ms:.1f} ms; first SSH job (pushes agent + model, "
+          f"{pushed_after_first} bytes): orchestration {first['orchestration_ms']:.1f} ms")
+    print(f"  orchestration per job after the first (host wall - agent's own time, median): "
+          f"local {orch['local']:.1f} ms, ssh {orch['ssh']:.1f} ms; "
+          f"SSH adds {orch['ssh'] - orch['local']:.1f} ms "
+          f"({'OK' if orch['ssh'] - orch['local'] < 150 else 'ABOVE'} target 150 ms)")
+    shell = statistics.median(shell_ms)
+    print(f"  a bare `true` over the same connection (the device's login shell starting): "
+          f"{shell:.1f} ms; SSH's own share: {orch['ssh'] - orch['local'] - shell:.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
