@@ -14,8 +14,8 @@ tail of the agent's stderr; the next job reconnects if it has to.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
-import os
 import posixpath
 import select
 import shlex
@@ -150,7 +150,7 @@ class SSHTransport(Transport):
     @property
     def where(self) -> str:
         s = self.settings
-        return f"{s.user or os.environ.get('USER', '?')}@{s.host}:{s.port}"
+        return f"{s.user or getpass.getuser()}@{s.host}:{s.port}"
 
     def open(self) -> None:
         if self._client is not None and self._active():
@@ -180,7 +180,7 @@ class SSHTransport(Transport):
     def _connect(self, host: str, port: int, user: str | None,
                  sock: Any) -> paramiko.SSHClient:
         s = self.settings
-        where = f"{user or os.environ.get('USER', '?')}@{host}:{port}"
+        where = f"{user or getpass.getuser()}@{host}:{port}"
         known_hosts = Path(s.known_hosts).expanduser()
         client = paramiko.SSHClient()
         try:
