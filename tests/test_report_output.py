@@ -135,3 +135,31 @@ def test_report_of_unknown_run_or_missing_database(report, tmp_path: Path) -> No
     Store(empty).close()
     with pytest.raises(StoreError, match="no runs yet"):
         run_report(empty)
+
+
+def test_report_of_a_sparse_run(tmp_path: Path) -> None:
+    """Rows as a failing agent leaves them: no stability, throttling, size or memory figures."""
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run("t", None, ["pi5"])
+    add_job(
+        store,
+        run,
+        "crashed",
+        status="failed",
+        stable=None,
+        throttled=None,
+        peak_rss_mb=None,
+        size_bytes=None,
+        error_message="agent killed by signal 9 (OOM?)",
+    )
+    add_job(store, run, "fine", samples_ns=lognormal_ns(3, seed=1), stable=None, throttled=None)
+    store.close()
+    folder = run_report(tmp_path / "x.db", run, out=tmp_path / "r")
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    assert "agent killed by signal 9 (OOM?)" in page
+    assert sorted(p.name for p in (folder / "plots").iterdir()) == [
+        "latency_distributions.pdf",
+        "latency_distributions.png",
+        "size_memory.pdf",
+        "size_memory.png",
+    ]

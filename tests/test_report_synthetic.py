@@ -64,7 +64,7 @@ def add_job(
     threads: int = 4,
     status: str = "ok",
     accuracy_top1: float | None = None,
-    size_bytes: int = 4_000_000,
+    size_bytes: int | None = 4_000_000,
     fingerprint: dict[str, Any] | None = None,
     **fields: Any,
 ) -> str:
@@ -92,7 +92,7 @@ def add_job(
         "size_bytes": size_bytes,
         "params": 1_000_000,
         "macs": 300_000_000,
-        "peak_rss_mb": 80.0 + size_bytes / 1e6,
+        "peak_rss_mb": None if size_bytes is None else 80.0 + size_bytes / 1e6,
         "stable": True,
         "throttled": False,
         "state_before": {"temp_c": 41.0, "governor": "performance"},
