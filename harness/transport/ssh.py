@@ -390,9 +390,9 @@ class SSHTransport(Transport):
         py = " ".join(shlex.quote(a) for a in self._python_argv())
         script = ("import hashlib,sys;h=hashlib.sha256();f=open(sys.argv[1],'rb');"
                   "[h.update(b) for b in iter(lambda:f.read(1<<20),b'')];print(h.hexdigest())")
-        command = (f"sha256sum -- {quoted} 2>/dev/null || "
-                   f"{py} -c {shlex.quote(script)} {quoted}")
-        status, out, _, why = self._exec(command, timeout_s=self.settings.command_timeout_s)
+        inner = f"sha256sum -- {quoted} 2>/dev/null || {py} -c {shlex.quote(script)} {quoted}"
+        status, out, _, why = self._exec(f"/bin/sh -c {shlex.quote(inner)}",
+                                         timeout_s=self.settings.command_timeout_s)
         if why is not None or status != 0:
             return None
         text = out.decode(errors="replace").strip()
