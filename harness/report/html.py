@@ -106,10 +106,15 @@ def table_html(table: Table) -> str:
     return f'<div class="scroll">{styler.to_html()}</div>'
 
 
-def _kv(data: Any) -> str:
+def _flat(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict) or not data:
+        return {}
+    return dict(pd.json_normalize(data).iloc[0].to_dict())
+
+
+def _kv(flat: dict[str, Any]) -> str:
+    if not flat:
         return "<p>(not recorded)</p>"
-    flat = pd.json_normalize(data).iloc[0].to_dict()
     items = "".join(
         f"<dt>{_e(k)}</dt><dd>{_e(json.dumps(v) if isinstance(v, list | dict) else v)}</dd>"
         for k, v in sorted(flat.items())
@@ -121,12 +126,16 @@ def _badges(flags: Sequence[str]) -> str:
     return " ".join(f'<span class="badge {_e(f)}">{_e(f)}</span>' for f in flags)
 
 
+def _is(column: pd.Series, value: bool) -> pd.Series:
+    """Rows where a nullable boolean column is `value`; not measured (NA) is neither."""
+    return column.eq(value).fillna(False).astype(bool)
+
+
 def _summary(df: pd.DataFrame) -> str:
     counts = df["status"].value_counts()
-    flags = {
-        "unstable": int((df["stable"].eq(False) & df["status"].eq("ok")).sum()),
-        "throttled": int(df["throttled"].eq(True).sum()),
-    }
+    unstable = df[_is(df["stable"], False) & df["status"].eq("ok")]
+    throttled = df[_is(df["throttled"], True)]
+    flags = {"unstable": len(unstable), "throttled": len(throttled)}
     status_line = (
         " ".join(
             f'<span class="badge {_e(s)}">{int(counts.get(s, 0))} {_e(s)}</span>'
@@ -159,8 +168,6 @@ def _summary(df: pd.DataFrame) -> str:
             "<th>Device</th><th>Model</th><th>Runtime</th><th>Status</th><th>Error kind</th>"
             f"<th>Error</th></tr></thead><tbody>{rows}</tbody></table></div>"
         )
-    unstable = df[df["stable"].eq(False) & df["status"].eq("ok")]
-    throttled = df[df["throttled"].eq(True)]
     if len(unstable) or len(throttled):
         items = "".join(
             f"<li>{_badges(['unstable'])} <code>{_e(r.model)}</code> on {_e(r.device)}: the "
@@ -179,17 +186,23 @@ def _summary(df: pd.DataFrame) -> str:
 def _devices(df: pd.DataFrame) -> str:
     out = []
     for device, part in df.groupby("device", sort=True):
-        first, last = part.iloc[0], part.iloc[-1]
-        kind = "" if pd.isna(first["device_kind"]) else f" ({_e(first['device_kind'])})"
+        # Each job's fingerprint names its own runtime's version: show them all together.
+        fingerprint: dict[str, Any] = {}
+        for fp in part["device_fingerprint"]:
+            fingerprint.update(_flat(fp))
+        before = [(m, _flat(s)) for m, s in zip(part["model"], part["state_before"], strict=True)]
+        after = [(m, _flat(s)) for m, s in zip(part["model"], part["state_after"], strict=True)]
+        before = [b for b in before if b[1]][:1]
+        after = [a for a in after if a[1]][-1:]
+        kind = part["device_kind"].dropna()
         out.append(
-            f"<h3>{_e(device)}{kind}</h3>"
-            "<details open><summary>Fingerprint</summary>"
-            f"{_kv(first['device_fingerprint'])}</details>"
-            "<details><summary>State before the first job "
-            f"(<code>{_e(first['model'])}</code>)</summary>{_kv(first['state_before'])}</details>"
-            "<details><summary>State after the last job "
-            f"(<code>{_e(last['model'])}</code>)</summary>{_kv(last['state_after'])}</details>"
+            f"<h3>{_e(device)}{f' ({_e(kind.iloc[0])})' if len(kind) else ''}</h3>"
+            f"<details open><summary>Fingerprint</summary>{_kv(fingerprint)}</details>"
         )
+        for label, states in (("before the first job", before), ("after the last job", after)):
+            model, state = states[0] if states else ("", {})
+            which = f" (<code>{_e(model)}</code>)" if model else ""
+            out.append(f"<details><summary>State {label}{which}</summary>{_kv(state)}</details>")
     return "\n".join(out) or "<p>(no devices)</p>"
 
 

@@ -53,7 +53,6 @@ STYLE: dict[str, Any] = {
     "figure.constrained_layout.use": True,
 }
 BASELINE_COLOUR = "#555555"
-Plot = Callable[..., list[Path]]
 
 
 @contextmanager
