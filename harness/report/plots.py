@@ -390,10 +390,19 @@ def size_memory(df: pd.DataFrame, folder: Path) -> list[Path]:
         else:
             sizes = sizes.sort_values("size_bytes")
             labels = [f"{m} ({f})" for m, f in zip(sizes["model"], sizes["format"], strict=True)]
-            colours = [BASELINE_COLOUR if b else OKABE_ITO[0] for b in sizes["baseline"].isna()]
-            ax.barh(labels, sizes["size_bytes"].astype(float) / 1e6, color=colours)
+            is_base = sizes["baseline"].isna().tolist()
+            bars = ax.barh(
+                labels,
+                sizes["size_bytes"].astype(float) / 1e6,
+                color=[BASELINE_COLOUR if b else OKABE_ITO[0] for b in is_base],
+                edgecolor="black",
+                linewidth=0.4,
+            )
+            for bar, base in zip(bars, is_base, strict=True):
+                if not base:
+                    bar.set_hatch("//")
             ax.set_xlabel("Model size [MB]")
-            ax.set_title("Model size (grey: fp32 baseline)")
+            ax.set_title("Model size (solid grey: fp32 baseline)")
             ax.grid(axis="y", visible=False)
         ax = axes[1]
         if memory.empty:
