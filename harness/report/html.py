@@ -259,7 +259,8 @@ def write_index(
 {_summary(df)}
 <h2 id="tables">Tables</h2>
 <p class="meta">Latency in ms (median is the headline, p90 the single-stream figure of record);
-speedup = baseline median / median on the same device and runtime, with its 95% bootstrap
+speedup = baseline median / median on the same device, format, runtime and threads, with its
+95% bootstrap
 confidence interval; accuracy n/a means the model is benchmarked for latency only.
 Row colours: <span class="badge failed">failed</span> <span class="badge unstable">unstable</span>
 <span class="badge throttled">throttled</span>.</p>
