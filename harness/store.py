@@ -127,7 +127,9 @@ def _create_sql() -> list[str]:
 
 
 def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    """UTC ISO-8601 with microseconds, so runs started within one second still sort in order."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
 def new_run_id() -> str:
@@ -213,7 +215,7 @@ class Store:
             )
 
     def runs(self) -> list[RunInfo]:
-        rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at, run_id").fetchall()
+        rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at, rowid").fetchall()
         return [
             RunInfo(**{**dict(r), "devices": json.loads(r["devices"] or "[]")}) for r in rows
         ]
@@ -222,7 +224,7 @@ class Store:
         """A run id from `latest`, a full id or a unique prefix of one."""
         if run == "latest":
             row = self.conn.execute(
-                "SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1"
+                "SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1"
             ).fetchone()
             if row is None:
                 raise StoreError(f"{self.path}: no runs yet; run `edgebench bench` first")
@@ -259,13 +261,13 @@ class Store:
             )
 
     def results(self, run_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Result rows as dicts (JSON columns decoded), in the order they were measured."""
+        """Result rows as dicts (JSON columns decoded), in the order they were stored."""
         query = "SELECT * FROM results"
         params: list[str] = []
         if run_ids:
             query += f" WHERE run_id IN ({', '.join('?' for _ in run_ids)})"
             params = list(run_ids)
-        query += " ORDER BY run_id, started_at, rowid"
+        query += " ORDER BY rowid"  # the order jobs finished in
         return [_from_sql(dict(r)) for r in self.conn.execute(query, params)]
 
     def samples(self, job_id: str) -> list[int]:

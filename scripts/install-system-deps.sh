@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system programs the test suite drives for real: OpenSSH's sshd (the SSH transport
-# is tested against a real server on loopback) and Chromium (the HTML report is opened in a real
-# headless browser). Does nothing when they are already present.
+# is tested against a real server on loopback), Chromium with fonts (the HTML report is opened in a
+# real headless browser) and pdflatex (the LaTeX tables are compiled). Does nothing when they are
+# already present.
 set -euo pipefail
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -d /usr/share/fonts/truetype/liberation ] || need+=(fonts-liberation)
+# pdflatex, so the test that compiles the report's LaTeX tables runs rather than skips
+command -v pdflatex >/dev/null 2>&1 || need+=(texlive-latex-recommended)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     sudo=sudo
