@@ -94,3 +94,18 @@ def test_connection_cut_mid_run_keeps_the_store(fresh_sshd: SSHServer, tmp_path:
     cut = [r for r in after if r["run_id"] != kept[0]["run_id"]]
     assert len(cut) == 1 and cut[0]["status"] == "failed"
     assert cut[0]["error_kind"] == "connection_lost"
+
+
+def test_devices_check_says_what_the_device_python_lacks(sshd: SSHServer, tmp_path: Path,
+                                                         ) -> None:
+    """A device whose python3 has no numpy (this machine's system Python, without the venv)."""
+    bare = Path("/usr/bin/python3")
+    if not bare.exists() or subprocess.run([str(bare), "-c", "import numpy"],
+                                           capture_output=True).returncode == 0:
+        pytest.skip("needs a python3 without numpy at /usr/bin/python3")
+    device = sshd.profile_file(tmp_path / "bare.yaml", python=str(bare),
+                               cache_dir=str(tmp_path / "cache"))
+    proc = run_cli("devices", "check", str(device))
+    assert proc.returncode != 0
+    assert "No module named 'numpy'" in proc.stderr and "Traceback" not in proc.stderr.split(
+        "agent stderr ends with")[0]
