@@ -17,6 +17,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import posixpath
+import re
 import select
 import shlex
 import time
@@ -66,6 +67,15 @@ def _drain(chan: paramiko.Channel, out: bytearray, err: bytearray) -> bool:
         err += chunk
         got = True
     return got
+
+
+def _last_exception(stderr: str) -> str | None:
+    """`Error: message` from the end of a Python traceback, if stderr ends with one."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    if not lines or not any(line.startswith("Traceback") for line in lines):
+        return None
+    match = re.match(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)):? ?(.*)$", lines[-1])
+    return lines[-1].strip() if match else None
 
 
 def parse_jump_host(spec: str, default_user: str | None) -> tuple[str | None, str, int]:
@@ -521,6 +531,14 @@ class SSHTransport(Transport):
         if SIGNAL_BASE < status <= SIGNAL_BASE + 64:
             returncode = -(status - SIGNAL_BASE)
         run = parse_agent_output(job_id, stdout, stderr, returncode, wall)
+        error = run.result.get("error") or {}
+        exception = _last_exception(stderr)
+        if returncode > 0 and exception and error.get("kind") == "agent_crashed":
+            hint = ""
+            if exception.startswith(("ModuleNotFoundError", "ImportError")):
+                hint = f" (install it for {self.profile.python or 'python3'} on the device)"
+            error["message"] = (f"agent on {self.where} exited with status {returncode}: "
+                                f"{exception}{hint}")
         if returncode < 0 and run.result.get("error"):
             name = SIGNAL_NAMES.get(-returncode)
             if name:
