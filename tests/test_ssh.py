@@ -271,7 +271,11 @@ def test_agent_killed_gives_failed_result_with_stderr_tail(sshd: SSHServer, tmp_
         job = job_for(transport, model, min_duration_s=30, max_duration_s=60)
         thread, box = run_in_thread(lambda: transport.run_agent(job, 60))
         pid = wait_for(lambda: agent_pids(tmp_path), what="the agent to start")[0]
-        time.sleep(1.0)  # into the timed loop, so it has logged its warm-up on stderr
+        # into the timed loop, so it has logged its warm-up on stderr: the runtime is loaded,
+        # then warm-up takes a few hundredths of a second
+        wait_for(lambda: "onnxruntime" in Path(f"/proc/{pid}/maps").read_text(),
+                 what="the agent to load onnxruntime")
+        time.sleep(1.0)
         os.kill(pid, signal.SIGKILL)
         thread.join(30)
         run = box["value"]
