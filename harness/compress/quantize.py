@@ -85,8 +85,10 @@ def _tflite_quantizer(src: Path) -> Any:
     return quantizer.Quantizer(str(src))
 
 
-def _tflite_export(result: Any, dst: Path) -> None:
+def _tflite_quantize(qt: Any, dst: Path, calibration: Any = None) -> None:
+    # The quantizer prints a size summary on stdout, which edgebench keeps for its own output.
     with contextlib.redirect_stdout(io.StringIO()):
+        result = qt.quantize(calibration) if calibration is not None else qt.quantize()
         result.export_model(str(dst), overwrite=True)
 
 
@@ -107,7 +109,7 @@ def _tflite_static(src: Path, dst: Path, params: dict[str, Any], ctx: StepContex
         warnings.filterwarnings("ignore", "Warning: Enabling `experimental_preserve_all_tensors`",
                                 UserWarning)
         calibration = qt.calibrate({sig: [{name: calib[i:i + 1]} for i in range(len(calib))]})
-        _tflite_export(qt.quantize(calibration), dst)
+        _tflite_quantize(qt, dst, calibration)
     info: dict[str, Any] = {"calibration_n": len(calib)}
     if params.get("edgetpu"):
         compiled, report = edgetpu_compile(dst)
@@ -155,7 +157,7 @@ def quantize_dynamic(src: Path, dst: Path, fmt: str, params: dict[str, Any], ctx
 
     qt = _tflite_quantizer(src)
     qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-    _tflite_export(qt.quantize(), dst)
+    _tflite_quantize(qt, dst)
     return {}
 
 
@@ -177,7 +179,7 @@ def quantize_fp16(src: Path, dst: Path, fmt: str, params: dict[str, Any], ctx: S
         granularity=qtyping.QuantGranularity.TENSORWISE,
         algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING,
     )
-    _tflite_export(qt.quantize(), dst)
+    _tflite_quantize(qt, dst)
     return {}
 
 
