@@ -10,7 +10,8 @@ Two questions, two figures:
   under 150 ms per job after the first.
 
 Run by hand (needs /usr/sbin/sshd, as for the tests):  .venv/bin/python benchmarks/ssh_overhead.py
-Options: --rounds N (A/B pairs, default 5), --seconds S (timed seconds per job, default 3).
+Options: --rounds N (A/B pairs, default 5), --seconds S (timed seconds per job, default 3),
+--cpu N (pin the agent to one CPU).
 """
 
 from __future__ import annotations
@@ -58,12 +59,13 @@ def mlp_onnx(path: Path, width: int = 1024, layers: int = 6) -> Path:
 
 
 def one_job(transport: Transport, model: Path, sha: str, job_id: str, seconds: float,
-            ) -> dict[str, Any]:
+            cpu: int | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     job = {
         "protocol_version": protocol.PROTOCOL_VERSION, "job_id": job_id,
         "model": {"path": transport.stage(model, sha), "format": "onnx"},
-        "runtime": "onnxruntime", "options": {"threads": 1},
+        "runtime": "onnxruntime",
+        "options": {"threads": 1, **({"cpu_affinity": [cpu]} if cpu is not None else {})},
         "settings": {"warmup_s": 0.5, "warmup_min": 20, "min_duration_s": seconds,
                      "min_iterations": 200, "max_duration_s": seconds * 4},
         "device_kind": "linux",
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--cpu", type=int, default=None, help="pin the agent to this CPU")
     args = parser.parse_args(argv)
     if not SSHD.exists():
         print("needs OpenSSH's sshd (/usr/sbin/sshd): apt-get install openssh-server")
@@ -97,11 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             with local, transport_for(ssh_profile) as ssh:
                 connect_ms = (time.perf_counter() - t0) * 1e3
-                first = one_job(ssh, model, sha, "ssh-first", args.seconds)  # pushes agent+model
+                first = one_job(ssh, model, sha, "ssh-first", args.seconds, args.cpu)  # pushes
                 for i in range(args.rounds):
                     for name, transport in (("local", local), ("ssh", ssh)):
                         rows[name].append(one_job(transport, model, sha, f"{name}-{i}",
-                                                  args.seconds))
+                                                  args.seconds, args.cpu))
                 pushed_after_first = ssh.bytes_pushed
                 # The device's login shell runs every remote command (bash reads ~/.bashrc when
                 # started by sshd): time a bare `true` to separate it from edgebench's own cost.
