@@ -90,3 +90,12 @@ def test_fine_tuning_without_data_is_refused() -> None:
     params = TECHNIQUES.get("prune_structured").resolve({"ratio": 0.3, "finetune_epochs": 1})
     with pytest.raises(ParamError, match="needs a dataset"):
         prune_structured(build_model("digits_cnn", 10, 1), params, _ctx((1, 1, 32, 32), 10))
+
+
+def test_unprunable_graph_is_a_clear_error() -> None:
+    from harness.errors import EdgebenchError
+
+    load_all()
+    params = TECHNIQUES.get("prune_structured").resolve({"ratio": 0.5, "finetune_epochs": 0})
+    with pytest.raises(EdgebenchError, match="channel shuffles"):
+        prune_structured(build_model("shufflenet_v2_x0_5", 10), params, _ctx((1, 3, 64, 64), 10))

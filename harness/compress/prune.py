@@ -27,6 +27,7 @@ from harness.compress.techniques import (
     technique,
 )
 from harness.compress.train import StepContext, count_params, fit
+from harness.errors import EdgebenchError
 
 IMPORTANCE = ("l1", "l2", "random", "bn_scale", "lamp", "fpgm")
 
@@ -72,13 +73,19 @@ def prune_structured(model: nn.Module, params: dict[str, Any], ctx: StepContext
     before = count_params(model)
     torch.manual_seed(ctx.seed)
     example = torch.zeros(ctx.input_shape)
-    pruner = tp.pruner.MetaPruner(
-        model, example, importance=_importance(params["importance"]),
-        pruning_ratio=float(params["ratio"]),
-        ignored_layers=_classifier_layers(model, ctx.num_classes),
-        round_to=params["round_to"], global_pruning=bool(params["global_pruning"]),
-    )
-    pruner.step()
+    try:
+        pruner = tp.pruner.MetaPruner(
+            model, example, importance=_importance(params["importance"]),
+            pruning_ratio=float(params["ratio"]),
+            ignored_layers=_classifier_layers(model, ctx.num_classes),
+            round_to=params["round_to"], global_pruning=bool(params["global_pruning"]),
+        )
+        pruner.step()
+    except Exception as err:  # the dependency graph's own failures are terse
+        raise EdgebenchError(
+            "torch-pruning could not prune this model's dependency graph (channel shuffles and "
+            f"other reshapes across channels are not supported): {type(err).__name__}: {err}"
+        ) from err
     after = count_params(model)
     if after >= before:
         raise ParamError(f"structured pruning at ratio {params['ratio']} removed nothing "
