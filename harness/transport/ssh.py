@@ -1,8 +1,10 @@
 """A device over SSH (paramiko): agent and files pushed to a content-addressed cache, jobs run.
 
-One SSH connection per device serves every job (reconnected when it drops). Authentication is by
-key file or SSH agent, never by password; host keys are checked against known_hosts, and an unknown
-host is refused with the command that trusts it unless the profile says `trust_on_first_use`.
+One SSH connection per device serves every job (reconnected when it drops), optionally through a
+jump host with the same credentials. Authentication is by key file (that key alone, so a wrong key
+fails clearly) or, without one, the SSH agent and the default keys; never by password. Host keys
+are checked against known_hosts, and an unknown host is refused with the command that trusts it
+unless the profile says `trust_on_first_use`; a changed key is always refused.
 
 Files go by SFTP to `<cache_dir>/<sha256>`: uploaded under a temporary name, checked by hash on the
 device, then renamed, so a file under its hash name is always complete and a second run of the same
@@ -20,6 +22,7 @@ import posixpath
 import re
 import select
 import shlex
+import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -48,7 +51,6 @@ SIGNAL_BASE = 128
 NO_CACHE_DIR = 97
 READ_CHUNK = 65536
 EOF_GRACE_S = 2.0
-SIGNAL_NAMES = {1: "SIGHUP", 2: "SIGINT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM"}
 
 
 def _drain(chan: paramiko.Channel, out: bytearray, err: bytearray) -> bool:
@@ -540,7 +542,10 @@ class SSHTransport(Transport):
             error["message"] = (f"agent on {self.where} exited with status {returncode}: "
                                 f"{exception}{hint}")
         if returncode < 0 and run.result.get("error"):
-            name = SIGNAL_NAMES.get(-returncode)
+            try:
+                name = signal.Signals(-returncode).name
+            except ValueError:
+                name = None
             if name:
                 run.result["error"]["message"] = run.result["error"]["message"].replace(
                     f"signal {-returncode}", f"signal {-returncode} ({name})", 1)
