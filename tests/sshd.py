@@ -110,6 +110,7 @@ class SSHServer:
         self.config = root / "sshd_config"
         self.log = root / "sshd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_config: list[str] = []  # more sshd_config lines (e.g. SetEnv)
 
     def write_config(self) -> None:
         self.config.write_text("\n".join([
@@ -131,6 +132,7 @@ class SSHServer:
             "MaxSessions 100",
             "Subsystem sftp internal-sftp",
             "LogLevel VERBOSE",
+            *self.extra_config,
             "",
         ]))
 

@@ -151,6 +151,20 @@ def test_stage_refuses_a_file_that_does_not_match_its_hash(sshd: SSHServer, tmp_
     assert not [p for p in (tmp_path / "cache").iterdir() if ".part-" in p.name]
 
 
+def test_hash_check_without_sha256sum_uses_the_device_python(fresh_sshd: SSHServer,
+                                                            tmp_path: Path) -> None:
+    """A device without coreutils' sha256sum on PATH: the upload is checked with Python."""
+    fresh_sshd.stop()
+    fresh_sshd.extra_config = ["SetEnv PATH=/nonexistent"]
+    fresh_sshd.start()
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=14)
+    with SSHTransport(fresh_sshd.profile(cache_dir=str(tmp_path / "cache"))) as transport:
+        assert transport.run_command(["/bin/sh", "-c", "command -v sha256sum"]).returncode != 0
+        path = transport.stage(model, sha256(model))
+        assert transport.run_agent(job_for(transport, model), 60).result["status"] == "ok"
+    assert sha256(Path(path)) == sha256(model)
+
+
 def test_tilde_cache_dir_is_under_the_remote_home(sshd: SSHServer, tmp_path: Path) -> None:
     name = f".cache/edgebench-test-{os.getpid()}-{time.monotonic_ns()}"
     model = make_tiny_onnx(tmp_path / "m.onnx", seed=6)
