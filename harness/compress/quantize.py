@@ -6,7 +6,9 @@ ai-edge-quantizer on the litert-torch fp32 file: full int8 (int8 inputs and outp
 TPU requires), dynamic-range int8, or fp16 weights. QAT fine-tunes with fake quantization that
 mirrors the converter's rounding (per-channel symmetric weights, asymmetric 8-bit activations),
 then the trained float weights are converted by the same static quantizer; the accuracy recorded
-is the converted artifact's, never the fake-quantized graph's.
+is the converted artifact's, never the fake-quantized graph's. (The fake quantization sees conv
+kernels before BatchNorm is folded into them at export, a common approximation; what counts is
+the converted file's measured accuracy.)
 """
 
 from __future__ import annotations
