@@ -74,12 +74,12 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     fp = info["fingerprint"]
     out.print(f"[bold]{profile.name}[/] ({profile.kind}, {profile.transport})")
     out.print(f"  python {info['python']['version']} ({info['python']['executable']}), "
-              f"numpy {fp.get('numpy')}")
+              f"numpy {fp.get('numpy') or 'MISSING'}")
     out.print(f"  {fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs, "
               f"{_fmt(fp.get('mem_total_mb'), '.0f')} MB, {fp.get('os')}, "
               f"kernel {fp.get('kernel')}")
     table = Table("runtime", "present", "version / reason", "profile wants it")
-    missing = []
+    missing = [] if fp.get("numpy") else ["numpy"]
     for name, rt in info["runtimes"].items():
         wanted = name in profile.runtimes
         if wanted and not rt["available"]:
@@ -89,7 +89,8 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     for name in profile.runtimes:
         if name not in info["runtimes"]:
             missing.append(name)
-            table.add_row(name, "no", "this agent has no such runtime", "yes")
+            why = "needs numpy first" if "numpy" in missing else "this agent has no such runtime"
+            table.add_row(name, "no", why, "yes")
     out.print(table)
     state = info.get("state") or {}
     temps = ", ".join(f"{k} {v:.0f}°C" for k, v in (state.get("temperatures_c") or {}).items())

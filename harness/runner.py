@@ -231,6 +231,7 @@ def to_record(run_id: str, done: JobDone) -> dict[str, Any]:
         "settings": result.get("settings") or None,
         "state_before": result.get("state_before") or None,
         "state_after": result.get("state_after") or None,
+        "tune": result.get("tune") or None,
         "orchestration_s": done.orchestration_s,
     }
     for stat in ("median", "mean", "std", "min", "max", "p90", "p95", "p99"):

@@ -92,12 +92,14 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("settings", "TEXT"),  # JSON
     ("state_before", "TEXT"),  # JSON
     ("state_after", "TEXT"),  # JSON
+    ("tune", "TEXT"),  # JSON: device tuning applied for the job (before / reached / restored)
     ("orchestration_s", "REAL"),
     ("harness_version", "TEXT"),
 )
 RESULT_FIELDS = tuple(name for name, _ in RESULT_COLUMNS)
 JSON_FIELDS = frozenset(
-    {"device_fingerprint", "lineage", "runtime_options", "settings", "state_before", "state_after"}
+    {"device_fingerprint", "lineage", "runtime_options", "settings", "state_before", "state_after",
+     "tune"}
 )
 
 RUN_COLUMNS: tuple[tuple[str, str], ...] = (

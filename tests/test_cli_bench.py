@@ -140,3 +140,16 @@ def test_profile_runtime_options_reach_the_engine(tmp_path: Path, tiny_onnx: Pat
     assert ok["threads"] == 1 and ok["runtime_options"]["intra_op_threads"] == 1
     assert bad["status"] == "failed" and bad["error_kind"] == "bad_option"
     assert "turbo" in bad["error_message"]
+
+
+def test_tuning_record_is_stored(tmp_path: Path, tiny_onnx: Path) -> None:
+    """`tune: true` is attempted per job and what happened is stored with the result."""
+    profile = tmp_path / "tuned.yaml"
+    profile.write_text("name: tuned\nruntimes: [onnxruntime]\ntune: true\nthreads: 1\n")
+    code, _, err = bench(tmp_path, "--model", str(tiny_onnx), "--device", str(profile))
+    assert code == 0, err
+    (row,) = Store(tmp_path / "r.db").results()
+    assert row["tune"]["requested"] is True
+    assert "cpu_governor" in row["tune"]["operations"]
+    code, _, err = bench(tmp_path, "--model", str(tiny_onnx))  # local.yaml: tune is off
+    assert Store(tmp_path / "r.db").results()[-1]["tune"] is None

@@ -154,3 +154,25 @@ def test_runtime_not_installed_is_unsupported(tmp_path: Path, tiny_onnx: Path) -
 def test_nan_becomes_null() -> None:
     text = protocol.dumps({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": 2.5}})
     assert json.loads(text) == {"a": None, "b": [1.0, None], "c": {"d": 2.5}}
+
+
+def test_check_answers_without_numpy(tmp_path: Path) -> None:
+    """A bare device (no numpy) still answers `devices check`, and says what it lacks."""
+    import venv
+
+    env_dir = tmp_path / "empty"
+    venv.create(env_dir, with_pip=False)
+    job = {"protocol_version": protocol.PROTOCOL_VERSION, "job_id": "check", "check": True}
+    result, _ = run_agent(job, python=str(env_dir / "bin" / "python"))
+    assert result["status"] == "ok"
+    assert result["check"]["fingerprint"]["numpy"] is None
+    assert result["check"]["fingerprint"]["cpu_count"] >= 1
+    assert result["check"]["runtimes"]["numpy"]["available"] is False
+    # and the CLI turns that into a plain verdict and a non-zero exit
+    from tests.conftest import run_cli
+
+    profile = tmp_path / "bare.yaml"
+    profile.write_text(f"name: bare\npython: {env_dir / 'bin' / 'python'}\n")
+    proc = run_cli("devices", "check", str(profile))
+    assert proc.returncode == 1
+    assert "missing for this profile: numpy" in proc.stdout

@@ -79,9 +79,15 @@ def mem_total_mb() -> float | None:
     return int(match.group(1)) / 1024.0 if match else None
 
 
-def fingerprint(kind: str = "linux") -> dict[str, Any]:
-    import numpy
+def numpy_version() -> str | None:
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return str(numpy.__version__)
 
+
+def fingerprint(kind: str = "linux") -> dict[str, Any]:
     fp: dict[str, Any] = {
         "hostname": socket.gethostname(),
         "machine": platform.machine(),
@@ -92,7 +98,7 @@ def fingerprint(kind: str = "linux") -> dict[str, Any]:
         "os": os_release(),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
-        "numpy": numpy.__version__,
+        "numpy": numpy_version(),
     }
     fp.update(devices.fingerprint(kind))
     return fp
