@@ -76,3 +76,14 @@ def test_scores_and_parity_on_known_logits() -> None:
                  "n": 3}
     p = parity(logits, logits[[0, 1, 0]])
     assert p["top1_agreement"] == pytest.approx(2 / 3, abs=1e-5) and p["max_abs_diff"] == 4.0
+
+
+def test_export_parity_check_refuses_a_file_that_computes_something_else() -> None:
+    from harness.compress.export import check_export_parity
+
+    ref = np.random.default_rng(0).standard_normal((8, 10)).astype(np.float32) * 20
+    check_export_parity(Path("ok.onnx"), ref + 1e-4, ref)  # float reordering is fine
+    with pytest.raises(ExportError, match="bad.onnx disagrees with its PyTorch model"):
+        check_export_parity(Path("bad.onnx"), ref + 0.5, ref)
+    with pytest.raises(ExportError):
+        check_export_parity(Path("bad.onnx"), ref[:, :5], ref)

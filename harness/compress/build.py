@@ -382,6 +382,9 @@ class _Builder:
                             "format": fmt})
         assert state.eval_x is not None and state.torch_reference is not None
         outputs = ex.run_exported(path, fmt, state.eval_x)
+        if plan.quantize is None:  # an fp32 file: it must match the module it was exported from
+            own = state.torch_reference if recipe is None else predict(module, state.eval_x)
+            ex.check_export_parity(path, outputs, own)
         if recipe is None:
             state.parent_outputs[fmt] = outputs
             parent = state.torch_reference  # export parity: the file against PyTorch

@@ -165,6 +165,20 @@ def run_exported(path: Path, fmt: str, x: np.ndarray) -> np.ndarray:
         raise ExportError(f"{path.name} does not run in its runtime: {_first_line(err)}") from err
 
 
+def check_export_parity(path: Path, exported: np.ndarray, torch_out: np.ndarray,
+                        rel_tol: float = 1e-3) -> None:
+    """An fp32 file must compute what the PyTorch model it came from computes (up to float
+    reordering); anything else is an exporter or runtime bug, and the artifact is refused."""
+    if exported.shape != torch_out.shape:
+        raise ExportError(f"{path.name} outputs shape {exported.shape}, its PyTorch model "
+                          f"{torch_out.shape}")
+    scale = max(1.0, float(np.abs(torch_out).max()))
+    diff = float(np.max(np.abs(exported - torch_out)))
+    if diff > rel_tol * scale:
+        raise ExportError(f"{path.name} disagrees with its PyTorch model: max abs diff {diff:.3g} "
+                          f"(tolerance {rel_tol * scale:.3g})")
+
+
 def input_dtype(path: Path, fmt: str) -> str:
     if fmt == "tflite":
         from ai_edge_litert.interpreter import Interpreter

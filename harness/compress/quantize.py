@@ -91,7 +91,8 @@ def _tflite_quantize(qt: Any, dst: Path, calibration: Any = None) -> None:
     # The quantizer prints a size summary on stdout, which edgebench keeps for its own output.
     with contextlib.redirect_stdout(io.StringIO()):
         result = qt.quantize(calibration) if calibration is not None else qt.quantize()
-        result.export_model(str(dst), overwrite=True)
+        dst.unlink(missing_ok=True)  # a rebuild replaces the old file without a warning
+        result.export_model(str(dst))
 
 
 def _tflite_static(src: Path, dst: Path, params: dict[str, Any], ctx: StepContext) -> dict:
