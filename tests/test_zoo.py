@@ -104,3 +104,18 @@ def test_macs_match_torchvision_documentation() -> None:
     assert count_macs(build_model("mobilenet_v3_small", 1000), (1, 3, 224, 224)) == pytest.approx(
         0.0565e9, rel=0.02)
     assert count_params(build_model("resnet18", 1000)) == 11_689_512
+
+
+def test_weights_for_another_class_count_keep_all_but_the_classifier(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    source = build_model("digits_cnn", 10, 1)
+    path = tmp_path / "ten.pt"
+    torch.save(source.state_dict(), path)
+    five = build_model("digits_cnn", 5, 1, weights=path)
+    own, src = five.state_dict(), source.state_dict()
+    last = [name for name, _ in five.named_parameters()][-2:]
+    for key, value in own.items():
+        if key in last:
+            assert value.shape[0] == 5
+        else:
+            assert torch.equal(value, src[key]), key

@@ -127,6 +127,7 @@ class _Builder:
         self.failures: list[tuple[str, str]] = []
         self.built = self.reused = 0
         self._data: dict[str, DataSplit | str] = {}
+        self._weights_sha: dict[Path, str] = {}
         load_all()
 
     # --- driving ---------------------------------------------------------------------------
@@ -205,7 +206,8 @@ class _Builder:
         dataset = self.suite.datasets.get(model.dataset) if model.dataset else None
         weights = None
         if model.weights is not None and model.weights.is_file():
-            weights = sha256_file(model.weights)
+            weights = self._weights_sha.get(model.weights) or sha256_file(model.weights)
+            self._weights_sha[model.weights] = weights
         blob = {
             "code": self.code, "seed": self.suite.seed, "format": fmt,
             "model": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(model).items()
