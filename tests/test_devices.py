@@ -319,3 +319,44 @@ def test_agent_jetson_state_with_stand_in_tools(tmp_path: Path) -> None:
     assert jetson["nvpmodel"] == {"power_mode": "15W", "power_mode_id": 0}
     assert jetson["jetson_clocks"]["machine"].startswith("NVIDIA Jetson Orin Nano")
     assert jetson["tegrastats"]["power_mw"]["VDD_CPU_CV"]["mw"] == 400
+
+
+def test_jetson_power_and_energy_from_tegrastats(tmp_path: Path) -> None:
+    """A job on a Jetson samples tegrastats during the timed loop: the stand-in prints the
+    published AGX Orin capture, whose total input rail is VIN_SYS_5V0 4032 mW."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    line = capture("jetson/tegrastats_agx_orin.txt")
+    (bindir / "ts.txt").write_text(line)
+    fake_tool(bindir, "tegrastats", f"while :; do cat {bindir}/ts.txt; sleep 0.05; done\n")
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    job = {"protocol_version": 1, "job_id": "orin", "runtime": "onnxruntime",
+           "model": {"path": str(model), "format": "onnx"}, "device_kind": "jetson",
+           "options": {"threads": 1},
+           "settings": {"warmup_s": 0.01, "warmup_min": 2, "min_duration_s": 0.5,
+                        "min_iterations": 5, "max_duration_s": 2.0}}
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    proc = subprocess.run([sys.executable, "-m", "harness.agent"], input=json.dumps(job),
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    result = json.loads(proc.stdout)
+    assert result["status"] == "ok", result["error"]
+    watts = result["power"]
+    assert watts["source"] == "tegrastats" and watts["rail"] == "VIN_SYS_5V0"
+    assert watts["samples"] >= 2
+    assert watts["mean_w"] == pytest.approx(4.032)
+    assert watts["rails_mean_w"]["VDD_GPU_SOC"] == pytest.approx(2.399)
+    assert watts["energy_mj_per_inference"] == pytest.approx(
+        4.032 * result["latency"]["mean_ms"])
+
+
+def test_no_power_sensor_means_no_power_figure(tmp_path: Path) -> None:
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    job = {"protocol_version": 1, "job_id": "pc", "runtime": "onnxruntime",
+           "model": {"path": str(model), "format": "onnx"}, "device_kind": "linux",
+           "options": {"threads": 1},
+           "settings": {"warmup_s": 0.01, "warmup_min": 2, "min_duration_s": 0.05,
+                        "min_iterations": 5, "max_duration_s": 1.0}}
+    proc = subprocess.run([sys.executable, "-m", "harness.agent"], input=json.dumps(job),
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    result = json.loads(proc.stdout)
+    assert result["status"] == "ok" and result["power"] is None

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import measure, probes, protocol, tune
+from . import measure, power, probes, protocol, tune
 from .runtimes import ModelLoadError, RuntimeUnavailable, first_line, get_runtime
 
 SEED = 20240611
@@ -162,9 +162,19 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         settings = job["settings"]
         warm = measure.warm_up(runtime.run, settings["warmup_s"], settings["warmup_min"])
         log(f"warm-up: {warm} runs")
-        samples, stop_reason = measure.timed_loop(runtime.run, settings)
+        monitor = power.monitor_for(kind)
+        if monitor is not None:
+            monitor.start()
+        try:
+            samples, stop_reason = measure.timed_loop(runtime.run, settings)
+        finally:
+            watts = monitor.stop() if monitor is not None else None
         result["samples_ns"] = samples
         result["latency"] = measure.statistics(samples)
+        if watts is not None and result["latency"]:
+            # W x ms = mJ: the energy one inference costs while the device runs them back to back
+            watts["energy_mj_per_inference"] = watts["mean_w"] * result["latency"]["mean_ms"]
+        result["power"] = watts
         result["stop_reason"] = stop_reason
         result["stable"] = stop_reason == "stable"
         log(f"timed: {len(samples)} runs, stopped on {stop_reason}")
