@@ -87,3 +87,22 @@ def test_export_parity_check_refuses_a_file_that_computes_something_else() -> No
         check_export_parity(Path("bad.onnx"), ref + 0.5, ref)
     with pytest.raises(ExportError):
         check_export_parity(Path("bad.onnx"), ref[:, :5], ref)
+
+
+def test_edgetpu_compiler_output_and_report_are_kept(tmp_path: Path, monkeypatch) -> None:
+    # The real compiler cannot be installed here; this stand-in behaves like it on the command
+    # line: -s prints a summary, -o names the output folder, <stem>_edgetpu.tflite is written.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "edgetpu_compiler"
+    fake.write_text('#!/bin/sh\nout="$3"; model="$4"; name=$(basename "$model" .tflite)\n'
+                    'cp "$model" "$out/${name}_edgetpu.tflite"\n'
+                    'echo "Number of operations that will run on Edge TPU: 6"\n'
+                    'echo "Number of operations that will run on CPU: 0"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"tflite")
+    compiled, report = edgetpu_compile(model)
+    assert compiled == tmp_path / "m_edgetpu.tflite" and compiled.read_bytes() == b"tflite"
+    assert "will run on Edge TPU: 6" in report
