@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,22 @@ def test_quantize_parameters_are_checked() -> None:
         TECHNIQUES.get("quantize_static").resolve({"method": "guess"})
     with pytest.raises(ParamError, match="epochs"):
         TECHNIQUES.get("qat").resolve({"epochs": 0})
+
+
+def test_qat_trains_then_leaves_a_plain_float_model(ctx: StepContext) -> None:
+    from torch.nn.utils import parametrize
+
+    from harness.compress.quantize import qat
+
+    load_all()
+    torch.manual_seed(0)
+    model = build_model("digits_cnn_small", 10, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = TECHNIQUES.get("qat").resolve({"epochs": 1, "lr": 1e-3})
+    out, info = qat(model, params, replace(ctx, train={"threads": 1}))
+    assert info["layers"] == 5
+    assert not any(parametrize.is_parametrized(m) for m in out.modules())
+    assert not any(m._forward_pre_hooks for m in out.modules())  # observers removed
+    assert set(out.state_dict()) == set(before)  # same float layout the exporter expects
+    assert any(not torch.equal(out.state_dict()[k], before[k]) for k in before)
+    assert TECHNIQUES.get("qat").then_quantize == "quantize_static"
