@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,6 +261,24 @@ def fake_tool(bindir: Path, name: str, script: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
+def run_agent_job(model: Path, kind: str, bindir: Path | None = None,
+                  min_duration_s: float = 0.05) -> dict[str, Any]:
+    """The real agent on a short job for a device `kind`, with stand-in tools from `bindir`."""
+    job = {"protocol_version": 1, "job_id": kind, "runtime": "onnxruntime",
+           "model": {"path": str(model), "format": "onnx"}, "device_kind": kind,
+           "options": {"threads": 1},
+           "settings": {"warmup_s": 0.01, "warmup_min": 2, "min_duration_s": min_duration_s,
+                        "min_iterations": 5, "max_duration_s": 2.0}}
+    env = dict(os.environ)
+    if bindir is not None:
+        env["PATH"] = f"{bindir}:{os.environ['PATH']}"
+    proc = subprocess.run([sys.executable, "-m", "harness.agent"], input=json.dumps(job),
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    result: dict[str, Any] = json.loads(proc.stdout)
+    assert result["status"] == "ok", result["error"]
+    return result
+
+
 def test_agent_flags_a_pi_that_throttled_during_the_job(tmp_path: Path) -> None:
     """The real agent runs a real job with device_kind rpi; vcgencmd is a stand-in that prints
     the published captures: all fine before the job, under-voltage throttling after."""
@@ -280,17 +299,7 @@ case "$1" in
   *) exit 1 ;;
 esac
 """)
-    model = make_tiny_onnx(tmp_path / "m.onnx")
-    job = {"protocol_version": 1, "job_id": "pi", "runtime": "onnxruntime",
-           "model": {"path": str(model), "format": "onnx"}, "device_kind": "rpi",
-           "options": {"threads": 1},
-           "settings": {"warmup_s": 0.01, "warmup_min": 2, "min_duration_s": 0.05,
-                        "min_iterations": 5, "max_duration_s": 1.0}}
-    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
-    proc = subprocess.run([sys.executable, "-m", "harness.agent"], input=json.dumps(job),
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
-    result = json.loads(proc.stdout)
-    assert result["status"] == "ok", result["error"]
+    result = run_agent_job(make_tiny_onnx(tmp_path / "m.onnx"), "rpi", bindir)
     before, after = result["state_before"]["rpi"], result["state_after"]["rpi"]
     assert before["throttled_flags"]["raw"] == "0x0"
     assert after["throttled_flags"]["raw"] == "0x50005"
@@ -329,17 +338,8 @@ def test_jetson_power_and_energy_from_tegrastats(tmp_path: Path) -> None:
     line = capture("jetson/tegrastats_agx_orin.txt")
     (bindir / "ts.txt").write_text(line)
     fake_tool(bindir, "tegrastats", f"while :; do cat {bindir}/ts.txt; sleep 0.05; done\n")
-    model = make_tiny_onnx(tmp_path / "m.onnx")
-    job = {"protocol_version": 1, "job_id": "orin", "runtime": "onnxruntime",
-           "model": {"path": str(model), "format": "onnx"}, "device_kind": "jetson",
-           "options": {"threads": 1},
-           "settings": {"warmup_s": 0.01, "warmup_min": 2, "min_duration_s": 0.5,
-                        "min_iterations": 5, "max_duration_s": 2.0}}
-    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
-    proc = subprocess.run([sys.executable, "-m", "harness.agent"], input=json.dumps(job),
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
-    result = json.loads(proc.stdout)
-    assert result["status"] == "ok", result["error"]
+    result = run_agent_job(make_tiny_onnx(tmp_path / "m.onnx"), "jetson", bindir,
+                           min_duration_s=0.5)
     watts = result["power"]
     assert watts["source"] == "tegrastats" and watts["rail"] == "VIN_SYS_5V0"
     assert watts["samples"] >= 2
@@ -350,13 +350,5 @@ def test_jetson_power_and_energy_from_tegrastats(tmp_path: Path) -> None:
 
 
 def test_no_power_sensor_means_no_power_figure(tmp_path: Path) -> None:
-    model = make_tiny_onnx(tmp_path / "m.onnx")
-    job = {"protocol_version": 1, "job_id": "pc", "runtime": "onnxruntime",
-           "model": {"path": str(model), "format": "onnx"}, "device_kind": "linux",
-           "options": {"threads": 1},
-           "settings": {"warmup_s": 0.01, "warmup_min": 2, "min_duration_s": 0.05,
-                        "min_iterations": 5, "max_duration_s": 1.0}}
-    proc = subprocess.run([sys.executable, "-m", "harness.agent"], input=json.dumps(job),
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
-    result = json.loads(proc.stdout)
-    assert result["status"] == "ok" and result["power"] is None
+    result = run_agent_job(make_tiny_onnx(tmp_path / "m.onnx"), "linux")
+    assert result["power"] is None
