@@ -113,9 +113,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     report = build_suite(Path(args.suite), Path(args.build_dir), console=err_console)
     out.print(f"built {report.built}, reused {report.reused}, "
               f"{len(report.artifacts)} artifacts in {args.build_dir}")
-    for entry, message in report.failures:
-        err_console.print(f"[red]failed[/] {entry}: {message}", highlight=False)
+    _say_build_failures(report.failures)
     return 1 if report.failures else 0
+
+
+def _say_build_failures(failures: list[tuple[str, str]]) -> None:
+    # each failure was already printed with its reason as the build went; name them once more
+    if failures:
+        names = ", ".join(entry for entry, _ in failures)
+        err_console.print(f"[red]{len(failures)} suite entries failed to build:[/] {names}",
+                          highlight=False)
 
 
 def _summary_table(records: list[dict[str, Any]]) -> Table:
@@ -159,8 +166,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         report = build_suite(Path(args.suite), Path(args.build_dir), console=err_console)
         artifacts, failures, suite = report.artifacts, report.failures, args.suite
-        for entry, message in failures:
-            err_console.print(f"[red]build failed[/] {entry}: {message}", highlight=False)
+        _say_build_failures(failures)
         if not artifacts:
             raise EdgebenchError(f"{args.suite}: no artifact could be built")
     jobs = runner.plan_jobs(artifacts, devices, options)

@@ -106,7 +106,8 @@ def test_devices_check_says_what_the_device_python_lacks(sshd: SSHServer, tmp_pa
     device = sshd.profile_file(tmp_path / "bare.yaml", python=str(bare),
                                cache_dir=str(tmp_path / "cache"))
     proc = run_cli("devices", "check", str(device))
-    assert proc.returncode != 0
-    assert proc.stderr.strip().count("\n") == 0, proc.stderr  # one line, no traceback
-    assert "ModuleNotFoundError: No module named 'numpy'" in proc.stderr
-    assert f"install it for {bare} on the device" in proc.stderr
+    # the check itself needs only the stdlib, so the device answers and names what it lacks
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"({bare})" in proc.stdout and "numpy MISSING" in proc.stdout
+    assert "missing for this profile: numpy" in proc.stdout
