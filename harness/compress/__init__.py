@@ -5,3 +5,12 @@
 on the host; train.py is the shared training loop. Kept import-light: importing this package does
 not import torch.
 """
+
+from __future__ import annotations
+
+import os
+
+# The LiteRT converter logs an INFO line per export ("Estimated count of arithmetic ops") from
+# native code, straight into the user's progress display; warnings and errors still come through.
+# A value the user set wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
