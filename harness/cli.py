@@ -199,10 +199,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     out.print(_summary_table(records))
     out.print(f"run [bold]{run_id}[/] stored in {args.db}; `edgebench report --run {run_id}`")
     bad = [r for r in records if r["status"] == "failed"]
-    transport_down = [r for r in bad if r["error_kind"] == "transport"]
-    if transport_down:
-        raise_msg = transport_down[0]["error_message"]
-        err_console.print(f"edgebench: error: {raise_msg}", highlight=False, markup=False)
+    unreachable = [r for r in bad if r["error_kind"] == "transport"]
+    if unreachable:  # a whole device could not be used: say why once, with the transport's code
+        err_console.print(f"edgebench: error: {unreachable[0]['error_message']}",
+                          highlight=False, markup=False)
         return 3
     return 1 if bad or failures else 0
 

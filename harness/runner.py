@@ -15,12 +15,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from harness.agent import protocol
 from harness.agent.runtimes import RUNTIME_MODULES
-from harness.artifacts import Artifact
+from harness.artifacts import Artifact, sha256_file
 from harness.config import DeviceProfile
 from harness.errors import EdgebenchError, TransportError, UnknownNameError
 from harness.store import Store, utc_now
@@ -119,16 +120,24 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions) -> d
         spec["input"] = {"shape": list(artifact.input_shape)}
     ds = artifact.dataset
     if ds is not None:
-        from harness.artifacts import sha256_file
-
         files = {"inputs": ds.inputs, "labels": ds.labels, "reference": ds.reference}
-        spec["dataset"] = {
-            part: {"path": transport.stage(path, sha), "sha256": sha}
-            for part, path in files.items()
-            if path is not None
-            for sha in [sha256_file(path)]
-        }
+        spec["dataset"] = {}
+        for part, path in files.items():
+            if path is not None:
+                sha = file_sha256(path)
+                spec["dataset"][part] = {"path": transport.stage(path, sha), "sha256": sha}
     return spec
+
+
+@lru_cache(maxsize=256)
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a dataset file, hashed once per run rather than once per job that uses it."""
+    st = Path(path).stat()
+    return _sha256_of(Path(path), st.st_size, st.st_mtime_ns)
 
 
 def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options: BenchOptions,
@@ -298,8 +307,3 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
         store.finish_run(run_id, status)
     return run_id, records
 
-
-def artifacts_for_model(path: Path) -> list[Artifact]:
-    from harness.artifacts import from_model_file
-
-    return [from_model_file(path)]

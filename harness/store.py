@@ -248,9 +248,7 @@ class Store:
         if unknown:
             raise ValueError(f"unknown result fields: {sorted(unknown)}")
         row = {name: _to_sql(name, record.get(name)) for name in RESULT_FIELDS}
-        row.setdefault("harness_version", __version__)
-        if row["harness_version"] is None:
-            row["harness_version"] = __version__
+        row["harness_version"] = row["harness_version"] or __version__
         placeholders = ", ".join("?" for _ in RESULT_FIELDS)
         with self.conn:
             self.conn.execute(
@@ -277,10 +275,6 @@ class Store:
             "SELECT latency_ns FROM samples WHERE job_id = ? ORDER BY seq", (job_id,)
         )
         return [int(r[0]) for r in rows]
-
-    def iter_samples(self, job_ids: Sequence[str]) -> Iterator[tuple[str, list[int]]]:
-        for job_id in job_ids:
-            yield job_id, self.samples(job_id)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
