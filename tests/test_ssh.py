@@ -69,15 +69,16 @@ def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> 
 
 
 def agent_pids(under: Path) -> list[int]:
-    """Agent processes run from the bundle pushed under `under` (not the shells around them)."""
+    """Agent processes run from the bundle pushed under `under` (not the shells around them,
+    nor the job server that starts them)."""
     sha = agent_bundle()[1]
     found = []
     for pid in processes_matching(f"{under}/cache/{sha}"):
         try:
-            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv0 == sys.executable.encode():
+        if argv[0] == sys.executable.encode() and b"--serve" not in argv:
             found.append(pid)
     return found
 
@@ -125,6 +126,28 @@ def test_second_connection_pushes_zero_bytes(sshd: SSHServer, tmp_path: Path) ->
         run = second.run_agent(job_for(second, model), 60)
         assert run.result["status"] == "ok"
         assert second.bytes_pushed == 0
+
+
+def job_servers(under: Path) -> list[int]:
+    """The `agent --serve` processes started from the bundle under `under`."""
+    return [pid for pid in processes_matching(f"{under}/cache/{agent_bundle()[1]}")
+            if b"--serve" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+
+
+def test_one_job_server_per_connection_a_fresh_agent_per_job(sshd: SSHServer,
+                                                              tmp_path: Path) -> None:
+    """The login shell starts once per connection (the job server); each job is still a fresh
+    agent process, its child. Closing the transport ends the server."""
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=14)
+    with SSHTransport(sshd.profile(cache_dir=str(tmp_path / "cache"))) as transport:
+        first = transport.run_agent(job_for(transport, model), 60)
+        (server,) = job_servers(tmp_path)
+        assert agent_pids(tmp_path) == []  # the job's agent process has ended with its job
+        second = transport.run_agent(job_for(transport, model, job_id="j2"), 60)
+        assert job_servers(tmp_path) == [server]
+        assert agent_pids(tmp_path) == []
+    assert first.result["status"] == second.result["status"] == "ok"
+    wait_for(lambda: not job_servers(tmp_path), timeout=10, what="the job server to exit")
 
 
 def test_a_corrupt_cache_entry_is_not_trusted_by_size_alone(sshd: SSHServer, tmp_path: Path,

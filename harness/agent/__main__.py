@@ -3,6 +3,7 @@
     python3 -m harness.agent < job.json                    (local)
     python3 ~/.cache/edgebench/<sha256>.pyz < job.json     (pushed to a device as a zip)
     python3 -m harness.agent --check                       (what this device has, by hand)
+    python3 ~/.cache/edgebench/<sha256>.pyz --serve        (many jobs over one SSH connection)
 
 A job `{"check": true}` describes the device instead of measuring (`edgebench devices check`); it
 needs only the stdlib, so a device without numpy can still say that numpy is what it lacks.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import zipfile
 from typing import Any
 
 from . import probes, protocol
@@ -38,11 +40,22 @@ def check(kind: str = "linux") -> dict[str, Any]:
     }
 
 
+def agent_command() -> list[str]:
+    """How to start this same agent again: the pushed zip, or the package here."""
+    if zipfile.is_zipfile(sys.argv[0]):
+        return [sys.executable, sys.argv[0]]
+    return [sys.executable, "-m", __package__ or "harness.agent"]
+
+
 def main(argv: list[str]) -> int:
     # Keep fd 1 for the protocol: anything a native library prints goes to stderr instead.
-    protocol_fd = os.dup(1)
+    out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    if "--serve" in argv:
+        from .serve import serve
+
+        return serve(agent_command(), out)
     try:
         if "--check" in argv:
             answer = check(os.environ.get("EDGEBENCH_DEVICE_KIND", "linux"))
@@ -63,7 +76,7 @@ def main(argv: list[str]) -> int:
                     answer = run_job(job)
     finally:
         sys.stdout.flush()
-    with os.fdopen(protocol_fd, "w") as out:
+    with out:
         out.write(protocol.dumps(answer) + "\n")
     return 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import posixpath
 import re
 import select
@@ -25,13 +26,12 @@ import shlex
 import signal
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import paramiko
 
-from harness.agent import protocol
 from harness.config import DeviceProfile, SSHSettings
 from harness.errors import TransportError
 from harness.transport.base import (
@@ -44,7 +44,6 @@ from harness.transport.base import (
     register_transport,
 )
 
-PID_MARKER = "edgebench-agent-pid "
 # A shell reports "killed by signal N" as exit status 128 + N.
 SIGNAL_BASE = 128
 # Exit status of the wrapper script when it cannot enter the cache directory.
@@ -155,6 +154,10 @@ class SSHTransport(Transport):
         self._cache_dir: str | None = None
         self._present: set[str] = set()  # hashes known to be in the cache on this connection
         self._stale_pid: int | None = None  # agent left running by a connection that dropped
+        # the device-side job server (agent --serve) of this connection, and what it has sent
+        self._launcher: paramiko.Channel | None = None
+        self._launcher_out = bytearray()
+        self._launcher_err = bytearray()
         self.connects = 0
 
     # connection -----------------------------------------------------------------------------
@@ -253,6 +256,7 @@ class SSHTransport(Transport):
         return bool(transport and transport.is_active())
 
     def close(self) -> None:
+        self._stop_launcher()
         for thing in (self._sftp, self._client, self._jump):
             if thing is not None:
                 try:
@@ -270,12 +274,10 @@ class SSHTransport(Transport):
     # remote commands ------------------------------------------------------------------------
 
     def _exec(self, command: str, stdin: bytes = b"", timeout_s: float | None = None,
-              on_first_line: Callable[[str], None] | None = None,
               ) -> tuple[int | None, bytes, bytes, str | None]:
         """Run `command`; (exit status or None, stdout, stderr, why it stopped early or None).
 
-        `why` is "timeout" or "connection lost ..."; `on_first_line` sees stdout's first line as
-        soon as it arrives (the agent wrapper announces its pid there).
+        `why` is "timeout" or "connection lost ...".
         """
         client = self._ensure()
         transport = client.get_transport()
@@ -295,9 +297,6 @@ class SSHTransport(Transport):
         try:
             while True:
                 got = _drain(chan, out, err_buf)
-                if on_first_line is not None and b"\n" in out:
-                    on_first_line(out.split(b"\n", 1)[0].decode(errors="replace"))
-                    on_first_line = None
                 if not transport.is_active():
                     why = "connection lost"
                     break
@@ -471,46 +470,124 @@ class SSHTransport(Transport):
 
     # jobs -----------------------------------------------------------------------------------
 
-    def agent_command(self, agent_path: str, kind: str) -> str:
-        """The remote command: a POSIX sh script (whatever the login shell), every word quoted.
+    def launcher_command(self, agent_path: str) -> str:
+        """The remote command that starts the job server: POSIX sh, every word quoted.
 
-        The agent runs as a child of the script, which announces its pid on stdout's first line
-        (so a timed-out agent can be killed) and exits with its status (128 + N if killed by
-        signal N, which the SSH channel would otherwise not report to paramiko). Its stdin (the
-        job) is handed over on fd 3, because a background command's stdin is /dev/null.
+        It runs once per connection, so the login shell's start-up (which can be slow on a
+        board whose ~/.bashrc sets up a ROS workspace) is paid once, not once per job.
         """
         cache = shlex.quote(self.cache_dir())
         python = " ".join(shlex.quote(a) for a in self._python_argv())
-        script = (
-            f"cd {cache} || exit {NO_CACHE_DIR}; exec 3<&0; "
-            f"EDGEBENCH_DEVICE_KIND={shlex.quote(kind)} {python} {shlex.quote(agent_path)} "
-            f"<&3 3<&- & echo {PID_MARKER}$!; exec 3<&-; wait $!; exit $?"
-        )
+        script = (f"cd {cache} || exit {NO_CACHE_DIR}; "
+                  f"exec {python} {shlex.quote(agent_path)} --serve")
         return f"/bin/sh -c {shlex.quote(script)}"
+
+    def _start_launcher(self) -> paramiko.Channel:
+        agent = self.stage_agent()
+        transport = self._ensure().get_transport()
+        assert transport is not None
+        try:
+            chan = transport.open_session(timeout=self.settings.command_timeout_s)
+            chan.exec_command(self.launcher_command(agent))
+        except (paramiko.SSHException, OSError, EOFError) as err:
+            raise TransportError(f"cannot start the agent on {self.where}: {err}") from err
+        self._launcher = chan
+        self._launcher_out = bytearray()
+        self._launcher_err = bytearray()
+        return chan
+
+    def _stop_launcher(self) -> None:
+        """Close the job server's channel; it then kills any job in flight and exits."""
+        chan, self._launcher = self._launcher, None
+        if chan is not None:
+            try:
+                chan.close()
+            except (OSError, paramiko.SSHException, EOFError):
+                pass
+
+    def _next_message(self, deadline: float) -> tuple[dict[str, Any] | None, str | None]:
+        """The job server's next JSON line, or (None, why): "exited", "timeout" or a lost link."""
+        chan = self._launcher
+        assert chan is not None
+        transport = chan.get_transport()
+        buf = self._launcher_out
+        try:
+            while True:
+                newline = buf.find(b"\n")
+                if newline >= 0:
+                    line = bytes(buf[:newline])
+                    del buf[:newline + 1]
+                    return json.loads(line), None
+                if _drain(chan, buf, self._launcher_err):
+                    continue
+                if transport is None or not transport.is_active():
+                    return None, "connection lost"
+                if chan.closed or chan.eof_received or chan.exit_status_ready():
+                    return None, "exited"
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None, "timeout"
+                select.select([chan], [], [], min(0.2, remaining))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            return None, f"connection lost ({exc or type(exc).__name__})"
+        except ValueError as exc:  # not JSON: a broken server, as good as gone
+            return None, f"connection lost (unreadable answer from the agent: {exc})"
+
+    def _serve_job(self, job: dict[str, Any], kind: str, timeout_s: float, pid: list[int],
+                   ) -> tuple[int | None, bytes, bytes, str | None]:
+        """Run `job` through the job server; (exit status or None, stdout, stderr, why).
+
+        The status is shell-like (128 + N for a job killed by signal N), as the result mapping
+        in `run_agent` expects; `pid` receives the agent's pid as soon as it is known.
+        """
+        deadline = time.monotonic() + timeout_s
+        chan = self._launcher
+        if chan is None or chan.closed or chan.exit_status_ready():
+            chan = self._start_launcher()
+        try:
+            chan.sendall((json.dumps({"job": job, "kind": kind}) + "\n").encode())
+        except (paramiko.SSHException, OSError, EOFError) as err:
+            return None, b"", b"", f"connection lost ({err or type(err).__name__})"
+        for _ in range(2):  # first {"pid": N}, then the job's end
+            message, why = self._next_message(deadline)
+            if message is None:
+                return self._launcher_gone(why)
+            if "pid" in message:
+                pid.append(int(message["pid"]))
+                continue
+            if "returncode" in message:
+                code = int(message["returncode"])
+                status = code if code >= 0 else SIGNAL_BASE - code
+                return status, message["stdout"].encode(), message["stderr"].encode(), None
+            self._stop_launcher()
+            return None, b"", str(message).encode(), "connection lost (agent refused the job)"
+        return self._launcher_gone("connection lost (no answer from the agent)")
+
+    def _launcher_gone(self, why: str | None) -> tuple[int | None, bytes, bytes, str | None]:
+        """The job server stopped answering: its exit status if it exited (127: no python)."""
+        chan = self._launcher
+        stderr = bytes(self._launcher_err)
+        status = None
+        if why == "exited" and chan is not None and chan.exit_status_ready():
+            status = chan.exit_status if chan.exit_status >= 0 else None
+        self._stop_launcher()
+        return status, b"", stderr, None if why == "exited" else why
 
     def run_agent(self, job: dict[str, Any], timeout_s: float) -> AgentRun:
         job_id = str(job.get("job_id", "?"))
         started = time.perf_counter()
+        pid: list[int] = []
+        kind = str(job.get("device_kind") or self.profile.kind)
         try:
-            agent = self.stage_agent()
-            command = self.agent_command(agent, str(job.get("device_kind") or self.profile.kind))
+            status, out, err, why = self._serve_job(job, kind, timeout_s, pid)
         except TransportError as exc:
             return failed_run(job_id, "connection_lost" if self._client is None
                               or not self._active() else "transport", str(exc))
-        pid: list[int] = []
-
-        def remember_pid(line: str) -> None:
-            if line.startswith(PID_MARKER) and line[len(PID_MARKER):].isdigit():
-                pid.append(int(line[len(PID_MARKER):]))
-
-        status, out, err, why = self._exec(command, protocol.dumps(job).encode(), timeout_s,
-                                           on_first_line=remember_pid)
         wall = time.perf_counter() - started
         stdout = out.decode(errors="replace")
         stderr = err.decode(errors="replace")
-        if stdout.startswith(PID_MARKER):
-            stdout = stdout.partition("\n")[2]
         if why == "timeout":
+            self._stop_launcher()
             self._kill_remote(pid[0] if pid else None)
             return failed_run(job_id, "timeout",
                               f"job exceeded its timeout of {timeout_s:g} s on {self.where} and "
