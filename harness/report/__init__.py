@@ -33,18 +33,6 @@ def _open(db: Path) -> Store:
     return Store(db)
 
 
-def _sample_reader(store: Store) -> Callable[[str], np.ndarray]:
-    """Raw samples of a job in ms. Bounded cache: trends over 30 nightly runs of a large suite
-    would not fit in memory at once, and they are read pairwise, run after run."""
-    import numpy as np
-
-    @functools.lru_cache(maxsize=256)
-    def samples_ms(job_id: str) -> np.ndarray:
-        return np.asarray(store.samples(job_id), dtype=np.float64) / 1e6
-
-    return samples_ms
-
-
 def run_report(
     db: Path, run: str = "latest", out: Path | None = None, runs_for_trends: int = 30
 ) -> Path:
@@ -59,7 +47,8 @@ def run_report(
         run_id = store.resolve_run(run)
         runs = store.runs()
         info = next(r for r in runs if r.run_id == run_id)
-        df = frame.with_baselines(frame.results_frame(store, [run_id]), store)
+        samples = frame.sample_reader(store)  # one read per job for CIs, plots and trends
+        df = frame.with_baselines(frame.results_frame(store, [run_id]), samples=samples)
         folder = Path(out) if out is not None else Path("reports") / run_id
         for sub, patterns in _GENERATED.items():
             for pattern in patterns:
@@ -69,7 +58,6 @@ def run_report(
         report_tables = tables.report_tables(df, run_id)
         table_files = {t.name: t.write(folder / "tables") for t in report_tables}
 
-        samples = _sample_reader(store)
         plot_dir = folder / "plots"
         written = [
             *plots.accuracy_latency(df, plot_dir),

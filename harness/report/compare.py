@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from harness.errors import EdgebenchError
-from harness.report.frame import JOB_KEYS, results_frame
+from harness.report.frame import JOB_KEYS, results_frame, sample_reader
 from harness.store import Store
 
 REGRESSION = "regression"
@@ -262,8 +262,9 @@ def compare_runs(
             f"runs {a_id} and {b_id} were measured on different devices or software ({what}"
             " differ); pass --allow-different-devices to compare them anyway"
         )
+    samples = sample_reader(store)
     rows = [
-        _judge(store, row, threshold=threshold, alpha=alpha, seed=seed)
+        _judge(samples, row, threshold=threshold, alpha=alpha, seed=seed)
         for _, row in pairs.iterrows()
     ]
     table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
@@ -271,7 +272,8 @@ def compare_runs(
 
 
 def _judge(
-    store: Store, row: pd.Series, *, threshold: float, alpha: float, seed: int
+    samples: Callable[[str], np.ndarray], row: pd.Series, *, threshold: float, alpha: float,
+    seed: int,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {k: row[k] for k in JOB_KEYS}
     out.update(
@@ -301,8 +303,7 @@ def _judge(
     if not (ok_a and ok_b):
         out["verdict"] = NEWLY_FAILING if ok_a else FIXED if ok_b else NOT_MEASURED
         return out
-    a_ms = np.asarray(store.samples(row["job_id_a"]), dtype=np.float64) / 1e6
-    b_ms = np.asarray(store.samples(row["job_id_b"]), dtype=np.float64) / 1e6
+    a_ms, b_ms = samples(row["job_id_a"]), samples(row["job_id_b"])
     if a_ms.size == 0 or b_ms.size == 0:
         out["verdict"] = NOT_MEASURED
         return out

@@ -11,7 +11,8 @@ raw samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,10 +90,23 @@ def select(
     return df[mask]
 
 
+def sample_reader(store: Store) -> Callable[[str], np.ndarray]:
+    """Raw samples of a job, in ms, read from the store once. Bounded cache: trends over 30
+    nightly runs of a large suite would not fit in memory at once, and they are read pairwise,
+    run after run."""
+
+    @functools.lru_cache(maxsize=256)
+    def samples_ms(job_id: str) -> np.ndarray:
+        return np.asarray(store.samples(job_id), dtype=np.float64) / 1e6
+
+    return samples_ms
+
+
 def with_baselines(
     df: pd.DataFrame,
     store: Store | None = None,
     *,
+    samples: Callable[[str], np.ndarray] | None = None,
     confidence: float = 0.95,
     n_resamples: int = 2000,
     seed: int = 0,
@@ -103,7 +117,7 @@ def with_baselines(
     accuracy deltas are differences of fractions (multiply by 100 for percentage points). A
     baseline row has speedup and size ratio 1 by definition; a row whose baseline is missing or
     did not measure gets NaN, never a made-up number. The speedup CI needs the raw samples, so it
-    is filled only when `store` is given.
+    is filled only when `store` (or a `samples` reader of it, to share its cache) is given.
     """
     out = df.reset_index(drop=True).copy()
     keys = ["run_id", *PAIR_KEYS]
@@ -152,24 +166,24 @@ def with_baselines(
         out[f"accuracy_{k}_delta"] = acc - merged[f"_base_{k}"].where(~is_baseline, acc)
     out["speedup_ci95_low"] = np.nan
     out["speedup_ci95_high"] = np.nan
-    if store is not None:
-        _fill_speedup_ci(out, store, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    if samples is None and store is not None:
+        samples = sample_reader(store)
+    if samples is not None:
+        _fill_speedup_ci(out, samples, confidence=confidence, n_resamples=n_resamples, seed=seed)
     return out
 
 
 def _fill_speedup_ci(
-    out: pd.DataFrame, store: Store, *, confidence: float, n_resamples: int, seed: int
+    out: pd.DataFrame,
+    samples: Callable[[str], np.ndarray],
+    *,
+    confidence: float,
+    n_resamples: int,
+    seed: int,
 ) -> None:
     from harness.report.compare import median_ratio
 
     todo = out.index[~out["is_baseline"] & out["speedup"].notna()]
-    cache: dict[str, np.ndarray] = {}
-
-    def samples(job_id: str) -> np.ndarray:
-        if job_id not in cache:
-            cache[job_id] = np.asarray(store.samples(job_id), dtype=np.float64) / 1e6
-        return cache[job_id]
-
     for i in todo:
         # speedup = median(baseline) / median(variant): the variant is the "a" of the ratio
         ratio = median_ratio(
