@@ -8,10 +8,8 @@ place in edgebench that uses either.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +17,6 @@ from harness.errors import EdgebenchError, StoreError
 from harness.store import RESULT_FIELDS, Store
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
