@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from . import devices
+from . import devices, isa
 
 
 def read_text(path: str) -> str | None:
@@ -88,10 +88,15 @@ def numpy_version() -> str | None:
 
 
 def fingerprint(kind: str = "linux") -> dict[str, Any]:
+    cpuinfo = read_text("/proc/cpuinfo")
+    cpu = isa.kernel_flags(cpuinfo or "", platform.machine())
     fp: dict[str, Any] = {
         "hostname": socket.gethostname(),
         "machine": platform.machine(),
-        "cpu_model": cpu_model(read_text("/proc/cpuinfo")),
+        "cpu_model": cpu_model(cpuinfo),
+        # the instruction-set extensions that pick kernels: part of what the device is
+        "isa": cpu["isa"],
+        "cpu_flags": cpu["flags"],
         "cpu_count": os.cpu_count(),
         "mem_total_mb": mem_total_mb(),
         "kernel": platform.release(),
