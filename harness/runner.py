@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.agent import protocol
-from harness.agent.runtimes import RUNTIME_MODULES
 from harness.artifacts import Artifact, sha256_file
 from harness.config import DeviceProfile
 from harness.errors import EdgebenchError, TransportError, UnknownNameError
+from harness.registry import RUNTIMES as RUNTIME_MODULES
 from harness.store import Store, utc_now
 from harness.transport.base import AgentRun, Transport, failed_run, transport_for
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.compress.registry import Registry
+from harness.registry import Registry
 
 TORCH, QUANTIZE = "torch", "quantize"
 

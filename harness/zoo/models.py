@@ -16,8 +16,8 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from harness.compress.registry import Registry
 from harness.errors import EdgebenchError
+from harness.registry import Registry
 
 
 @dataclass(frozen=True)
