@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.compress.suite import load_suite
 from harness.errors import ConfigError
-from harness.suite import load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 

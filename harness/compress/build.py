@@ -33,6 +33,7 @@ from torch import nn
 
 from harness.artifacts import Artifact, DatasetFiles, load_manifest, sha256_file, write_manifest
 from harness.compress import export as ex
+from harness.compress.suite import ModelCfg, RecipeCfg, Suite, load_suite
 from harness.compress.techniques import QUANTIZE, TECHNIQUES, ParamError, Technique, load_all
 from harness.compress.train import (
     StepContext,
@@ -43,7 +44,6 @@ from harness.compress.train import (
     seed_everything,
 )
 from harness.errors import EdgebenchError
-from harness.suite import ModelCfg, RecipeCfg, Suite, load_suite
 from harness.zoo.datasets import DataSplit, load_dataset
 from harness.zoo.models import MODELS, build_model
 
