@@ -13,7 +13,12 @@ import torch
 from rich.console import Console
 
 from harness.compress.export import export_onnx, export_tflite, run_onnx, run_tflite
-from harness.compress.quantize import _WeightFakeQuant, quantize_dynamic, quantize_fp16
+from harness.compress.quantize import (
+    REDUCED_WEIGHT_MAX,
+    _WeightFakeQuant,
+    quantize_dynamic,
+    quantize_fp16,
+)
 from harness.compress.quantize import quantize_static as static
 from harness.compress.techniques import TECHNIQUES, ParamError, load_all
 from harness.compress.train import StepContext
@@ -58,6 +63,37 @@ def test_onnx_static_int8_is_qdq_per_channel_and_4x_smaller(
     x = ctx.data.x_test[:16]  # type: ignore[union-attr]
     ref, got = run_onnx(fp32, x), run_onnx(out, x)
     assert np.mean(ref.argmax(1) == got.argmax(1)) >= 0.8
+
+
+def _int8_weight_codes(path: Path) -> list[np.ndarray]:
+    model = onnx.load(str(path))
+    return [onnx.numpy_helper.to_array(i).astype(np.int32) for i in model.graph.initializer
+            if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2]
+
+
+# An x86 CPU without VNNI adds two uint8 x int8 products in a signed 16-bit lane (VPMADDUBSW).
+INT16_MAX = 32767
+
+
+@pytest.mark.parametrize("technique", ["quantize_static", "quantize_dynamic"])
+def test_onnx_int8_weights_cannot_saturate_16_bit_pair_sums(
+        tmp_path: Path, digits_model: torch.nn.Module, ctx: StepContext, technique: str) -> None:
+    """The property that makes an int8 file compute the same on every CPU, checked on the file
+    itself: whatever this host's instruction set, no pair of products can overflow int16."""
+    load_all()
+    fp32 = export_onnx(digits_model, SHAPE, tmp_path / "fp32.onnx")
+    tech = TECHNIQUES.get(technique)
+    worst = {}
+    for reduce_range in (True, False):
+        out = tmp_path / f"{technique}-{reduce_range}.onnx"
+        params = tech.resolve({"reduce_range": reduce_range} if technique == "quantize_dynamic"
+                              else {"reduce_range": reduce_range, "calibration_size": 32})
+        tech.apply(fp32, out, "onnx", params, ctx)
+        codes = _int8_weight_codes(out)
+        assert codes, f"{out.name} has no int8 weights"
+        worst[reduce_range] = max(int(np.abs(c).max()) for c in codes)
+    assert 2 * 255 * worst[True] <= INT16_MAX  # the default: safe on AVX2 without VNNI
+    assert 2 * 255 * worst[False] > INT16_MAX  # 8-bit weights could saturate there
 
 
 def test_onnx_dynamic_int8_uses_integer_ops(tmp_path: Path, digits_model: torch.nn.Module,
@@ -109,6 +145,12 @@ def test_qat_fake_quant_mirrors_int8_rounding() -> None:
         assert len(torch.unique(codes.round())) <= 255
     q.sum().backward()  # straight-through: gradients reach the float weights
     assert w.grad is not None and torch.all(w.grad == 1)
+    # with reduce_range (the ONNX default) QAT trains for the 7-bit codes the converter writes
+    reduced = _WeightFakeQuant(REDUCED_WEIGHT_MAX)(w.detach())
+    for channel in reduced:
+        codes = channel / (float(channel.abs().max()) / REDUCED_WEIGHT_MAX)
+        assert torch.allclose(codes, codes.round(), atol=1e-3)
+        assert int(codes.round().abs().max()) == REDUCED_WEIGHT_MAX
 
 
 def test_quantize_parameters_are_checked() -> None:
