@@ -1,4 +1,4 @@
-"""Device-kind probes: parsers on real published tool outputs, and the probes end to end.
+"""Board probes (harness/agent/boards): parsers on real published tool outputs, and end to end.
 
 The fixtures (tests/fixtures/devices) are verbatim captures from real Jetsons, Raspberry Pis and
 Corals, each naming where it was published. Where the tool itself cannot exist here (vcgencmd,
@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from harness.agent import devices
+from harness.agent import boards
+from harness.agent.boards import coral, jetson, rpi
 from tests.conftest import REPO, make_tiny_onnx
 
 FIXTURES = Path(__file__).parent / "fixtures" / "devices"
@@ -45,7 +46,7 @@ def test_every_fixture_names_its_source() -> None:
 # Jetson -----------------------------------------------------------------------------------------
 
 def test_nv_tegra_release_r36() -> None:
-    info = devices.parse_nv_tegra_release(capture("jetson/nv_tegra_release_orin_nano_r36.txt"))
+    info = jetson.parse_nv_tegra_release(capture("jetson/nv_tegra_release_orin_nano_r36.txt"))
     assert info["l4t"] == "36.4.3"
     assert info["gcid"] == "38968081"
     assert info["board"] == "generic"
@@ -55,9 +56,9 @@ def test_nv_tegra_release_r36() -> None:
 
 
 def test_nv_tegra_release_r39_and_garbage() -> None:
-    info = devices.parse_nv_tegra_release(capture("jetson/nv_tegra_release_agx_orin_r39.txt"))
+    info = jetson.parse_nv_tegra_release(capture("jetson/nv_tegra_release_agx_orin_r39.txt"))
     assert info["l4t"] == "39.2.0"
-    assert devices.parse_nv_tegra_release("not a jetson") == {}
+    assert jetson.parse_nv_tegra_release("not a jetson") == {}
 
 
 @pytest.mark.parametrize("name,mode,mode_id,fan", [
@@ -66,14 +67,14 @@ def test_nv_tegra_release_r39_and_garbage() -> None:
     ("nvpmodel_q_xavier_fan_mode.txt", "MAXN", None, "quiet"),
 ])
 def test_nvpmodel_query(name: str, mode: str, mode_id: int | None, fan: str | None) -> None:
-    info = devices.parse_nvpmodel_query(capture("jetson/" + name))
+    info = jetson.parse_nvpmodel_query(capture("jetson/" + name))
     assert info["power_mode"] == mode
     assert info.get("power_mode_id") == mode_id
     assert info.get("fan_mode") == fan
 
 
 def test_jetson_clocks_show_agx_orin_default_dvfs() -> None:
-    show = devices.parse_jetson_clocks_show(capture("jetson/jetson_clocks_show_agx_orin.txt"))
+    show = jetson.parse_jetson_clocks_show(capture("jetson/jetson_clocks_show_agx_orin.txt"))
     assert show["soc_family"] == "tegra234"
     assert show["machine"] == "Jetson AGX Orin"
     assert show["online_cpus"] == "0-11"
@@ -91,7 +92,7 @@ def test_jetson_clocks_show_agx_orin_default_dvfs() -> None:
 
 
 def test_jetson_clocks_show_locked_newer_format() -> None:
-    show = devices.parse_jetson_clocks_show(
+    show = jetson.parse_jetson_clocks_show(
         capture("jetson/jetson_clocks_show_agx_orin_locked.txt"))
     assert show["online_cpus"] == "0-11"
     assert len(show["cpus"]) == 12 and "Online" not in show["cpus"]["cpu0"]
@@ -100,7 +101,7 @@ def test_jetson_clocks_show_locked_newer_format() -> None:
 
 
 def test_jetson_clocks_show_orin_nano() -> None:
-    show = devices.parse_jetson_clocks_show(capture("jetson/jetson_clocks_show_orin_nano.txt"))
+    show = jetson.parse_jetson_clocks_show(capture("jetson/jetson_clocks_show_orin_nano.txt"))
     assert len(show["cpus"]) == 6 and show["power_mode"] == "15W"
     assert show["gpu"]["MaxFreq"] == 612000000
     assert show["clocks_locked"] is False
@@ -108,12 +109,12 @@ def test_jetson_clocks_show_orin_nano() -> None:
 
 def test_jetson_clocks_refused_without_root() -> None:
     # what jetson_clocks prints to a normal user: no data, not a crash
-    assert devices.parse_jetson_clocks_show(
+    assert jetson.parse_jetson_clocks_show(
         "Error: Run this script(/usr/bin/jetson_clocks) as a root user\n") == {}
 
 
 def test_tegrastats_orin_rails_in_mw() -> None:
-    info = devices.parse_tegrastats(capture("jetson/tegrastats_agx_orin.txt"))
+    info = jetson.parse_tegrastats(capture("jetson/tegrastats_agx_orin.txt"))
     assert info["ram_used_mb"] == 1282 and info["ram_total_mb"] == 62795
     assert len(info["cpus"]) == 12 and info["cpus"][0] == {"load_pct": 0, "mhz": 729}
     assert info["temperatures_c"]["CPU"] == pytest.approx(42.593)
@@ -124,7 +125,7 @@ def test_tegrastats_orin_rails_in_mw() -> None:
 
 
 def test_tegrastats_jetpack46_offline_cores_no_rails() -> None:
-    info = devices.parse_tegrastats(capture("jetson/tegrastats_jetpack46.txt"))
+    info = jetson.parse_tegrastats(capture("jetson/tegrastats_jetpack46.txt"))
     assert info["cpus"][1] is None and info["cpus"][0] == {"load_pct": 3, "mhz": 345}
     assert info["gpu_load_pct"] == 0
     assert info["temperatures_c"]["thermal"] == pytest.approx(50.3)
@@ -132,18 +133,18 @@ def test_tegrastats_jetpack46_offline_cores_no_rails() -> None:
 
 
 def test_jetson_throttled_from_clocks_and_counters() -> None:
-    locked = devices.parse_jetson_clocks_show(
+    locked = jetson.parse_jetson_clocks_show(
         capture("jetson/jetson_clocks_show_agx_orin_locked.txt"))
     slowed = json.loads(json.dumps(locked))
     slowed["gpu"]["CurrentFreq"] = 900000000
-    assert devices.jetson_throttled({}, {"jetson_clocks": locked}) is False
-    assert devices.jetson_throttled({}, {"jetson_clocks": slowed}) is True
-    dvfs = devices.parse_jetson_clocks_show(capture("jetson/jetson_clocks_show_agx_orin.txt"))
-    assert devices.jetson_throttled({}, {"jetson_clocks": dvfs}) is None  # DVFS: cannot tell
+    assert jetson.throttled({}, {"jetson_clocks": locked}) is False
+    assert jetson.throttled({}, {"jetson_clocks": slowed}) is True
+    dvfs = jetson.parse_jetson_clocks_show(capture("jetson/jetson_clocks_show_agx_orin.txt"))
+    assert jetson.throttled({}, {"jetson_clocks": dvfs}) is None  # DVFS: cannot tell
     before = {"over_current_events": {"hwmon1/oc1_event_cnt": 3}}
-    assert devices.jetson_throttled(before, {"over_current_events":
+    assert jetson.throttled(before, {"over_current_events":
                                              {"hwmon1/oc1_event_cnt": 3}}) is False
-    assert devices.jetson_throttled(before, {"over_current_events":
+    assert jetson.throttled(before, {"over_current_events":
                                              {"hwmon1/oc1_event_cnt": 4}}) is True
 
 
@@ -153,43 +154,43 @@ def test_sysfs_readers(tmp_path: Path) -> None:
     for key, value in (("cur_freq", "306000000"), ("min_freq", "306000000"),
                        ("max_freq", "1300500000")):
         (gpu / key).write_text(value + "\n")
-    assert devices.devfreq_state(str(tmp_path / "devfreq")) == {
+    assert jetson.devfreq_state(str(tmp_path / "devfreq")) == {
         "17000000.gpu": {"cur_freq": 306000000, "min_freq": 306000000, "max_freq": 1300500000}}
     hwmon = tmp_path / "hwmon" / "hwmon3"
     hwmon.mkdir(parents=True)
     (hwmon / "oc1_event_cnt").write_text("2\n")
-    assert devices.over_current_counts(str(tmp_path / "hwmon")) == {"hwmon3/oc1_event_cnt": 2}
+    assert jetson.over_current_counts(str(tmp_path / "hwmon")) == {"hwmon3/oc1_event_cnt": 2}
 
 
 # Raspberry Pi -----------------------------------------------------------------------------------
 
 def test_get_throttled_flags() -> None:
-    now = devices.parse_get_throttled(capture("rpi/get_throttled_undervoltage_now.txt"))
+    now = rpi.parse_get_throttled(capture("rpi/get_throttled_undervoltage_now.txt"))
     assert now is not None and now["raw"] == "0x50005"
     flags = now["flags"]
     assert flags["under_voltage"] and flags["throttled"]
     assert flags["under_voltage_occurred"] and flags["throttled_occurred"]
     assert not flags["arm_frequency_capped"] and not flags["soft_temperature_limit_occurred"]
-    ok = devices.parse_get_throttled(capture("rpi/get_throttled_ok.txt"))
+    ok = rpi.parse_get_throttled(capture("rpi/get_throttled_ok.txt"))
     assert ok is not None and ok["value"] == 0 and not any(ok["flags"].values())
 
 
 def test_get_throttled_sysfs_word() -> None:
-    soft = devices.parse_get_throttled(capture("rpi/get_throttled_sysfs_soft_temp.txt"))
+    soft = rpi.parse_get_throttled(capture("rpi/get_throttled_sysfs_soft_temp.txt"))
     assert soft is not None and soft["value"] == 0x80008
     assert soft["flags"]["soft_temperature_limit"]
     assert soft["flags"]["soft_temperature_limit_occurred"]
-    assert devices.parse_get_throttled("VCHI initialization failed") is None
+    assert rpi.parse_get_throttled("VCHI initialization failed") is None
 
 
 def test_measure_temp_and_clock() -> None:
-    assert devices.parse_measure_temp(capture("rpi/measure_temp_pi3bplus.txt")) == 62.3
-    assert devices.parse_measure_temp(capture("rpi/measure_temp_openelec.txt")) == 49.4
-    assert devices.parse_measure_clock(capture("rpi/measure_clock_arm_pi3bplus.txt")) \
+    assert rpi.parse_measure_temp(capture("rpi/measure_temp_pi3bplus.txt")) == 62.3
+    assert rpi.parse_measure_temp(capture("rpi/measure_temp_openelec.txt")) == 49.4
+    assert rpi.parse_measure_clock(capture("rpi/measure_clock_arm_pi3bplus.txt")) \
         == 1_400_000_000
     arm = capture("rpi/measure_clock_all_openelec.txt").splitlines()[0]
-    assert devices.parse_measure_clock(arm) == 600_000_000
-    assert devices.parse_measure_temp("error=1 error_msg=\"Command not registered\"") is None
+    assert rpi.parse_measure_clock(arm) == 600_000_000
+    assert rpi.parse_measure_temp("error=1 error_msg=\"Command not registered\"") is None
 
 
 @pytest.mark.parametrize("before,after,expected", [
@@ -201,18 +202,18 @@ def test_measure_temp_and_clock() -> None:
 ])
 def test_rpi_throttled(before: str, after: str, expected: bool | None) -> None:
     def state(name: str) -> dict:
-        return {"throttled_flags": devices.parse_get_throttled(capture("rpi/" + name))}
+        return {"throttled_flags": rpi.parse_get_throttled(capture("rpi/" + name))}
 
-    assert devices.rpi_throttled(state(before), state(after)) is expected
+    assert rpi.throttled(state(before), state(after)) is expected
 
 
 # Coral ------------------------------------------------------------------------------------------
 
 def test_lsusb_finds_the_edge_tpu_in_both_states() -> None:
-    before = devices.parse_lsusb(capture("coral/lsusb_before_firmware.txt"))
+    before = coral.parse_lsusb(capture("coral/lsusb_before_firmware.txt"))
     assert [d["id"] for d in before] == ["1a6e:089a"]
     assert "firmware not yet loaded" in before[0]["state"]
-    after = devices.parse_lsusb(capture("coral/lsusb_initialised.txt"))
+    after = coral.parse_lsusb(capture("coral/lsusb_initialised.txt"))
     assert [(d["bus"], d["device"], d["id"]) for d in after] == [("001", "004", "18d1:9302")]
 
 
@@ -222,37 +223,53 @@ def test_usb_edgetpus_from_sysfs(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
         (tmp_path / name / "idVendor").write_text(vid + "\n")
         (tmp_path / name / "idProduct").write_text(pid + "\n")
-    found = devices.usb_edgetpus(str(tmp_path))
+    found = coral.usb_edgetpus(str(tmp_path))
     assert [(d["path"], d["id"]) for d in found] == [("2-1", "1a6e:089a"), ("3-2", "18d1:9302")]
 
 
 def test_libedgetpu_versions() -> None:
-    board = devices.parse_dpkg_edgetpu(capture("coral/dpkg_l_edgetpu_devboard.txt"))
+    board = coral.parse_dpkg_edgetpu(capture("coral/dpkg_l_edgetpu_devboard.txt"))
     assert board == {"libedgetpu1-std": "15.0"}
-    host = devices.parse_dpkg_edgetpu(capture("coral/dpkg_l_libedgetpu_amd64.txt"))
+    host = coral.parse_dpkg_edgetpu(capture("coral/dpkg_l_libedgetpu_amd64.txt"))
     assert host == {"libedgetpu-dev": "15.0", "libedgetpu1-max": "15.0"}
     # `dpkg-query -W -f '${Package} ${Version}\n'`, what the probe runs
-    assert devices.parse_dpkg_edgetpu("libedgetpu1-std 16.0\n") == {"libedgetpu1-std": "16.0"}
+    assert coral.parse_dpkg_edgetpu("libedgetpu1-std 16.0\n") == {"libedgetpu1-std": "16.0"}
 
 
 def test_coral_throttled_by_trip_point() -> None:
     hot = {"edgetpu_temperatures": {"apex_0": {"temp_c": 86.0, "trip_point0_c": 85.0}}}
     cool = {"edgetpu_temperatures": {"apex_0": {"temp_c": 50.0, "trip_point0_c": 85.0}}}
-    assert devices.coral_throttled({}, hot) is True
-    assert devices.coral_throttled({}, cool) is False
-    assert devices.coral_throttled({}, {}) is None
+    assert coral.throttled({}, hot) is True
+    assert coral.throttled({}, cool) is False
+    assert coral.throttled({}, {}) is None
 
 
 # the probes on this machine and through the real agent ------------------------------------------
 
 def test_probes_on_a_machine_without_the_tools() -> None:
     """Here (no Jetson, Pi or Coral) the probes report absence instead of guessing or failing."""
-    assert devices.fingerprint("linux") == {} and devices.state("linux") == {}
-    coral = devices.fingerprint("coral")["coral"]
-    assert coral["edgetpu"]["present"] is (bool(coral["edgetpu"]["pcie"])
-                                           or bool(coral["edgetpu"]["usb"]))
-    assert "probe_error" not in devices.state("rpi")["rpi"]
-    assert devices.throttled({}, {}, "rpi") is None
+    assert boards.fingerprint("linux") == {} and boards.state("linux") == {}
+    tpu = boards.fingerprint("coral")["coral"]["edgetpu"]
+    assert tpu["present"] is (bool(tpu["pcie"]) or bool(tpu["usb"]))
+    assert "probe_error" not in boards.state("rpi")["rpi"]
+    assert boards.throttled({}, {}, "rpi") is None
+
+
+def test_each_board_kind_is_the_module_named_after_it() -> None:
+    """A profile kind other than plain Linux has its module in boards/, with the three probes."""
+    from harness.config import DEVICE_KINDS
+
+    for kind in DEVICE_KINDS:
+        module = boards.board(kind)
+        if kind in ("local", "linux"):
+            assert module is None
+        else:
+            assert module is not None, kind
+            assert all(callable(getattr(module, fn, None))
+                       for fn in ("fingerprint", "state", "throttled")), kind
+    assert boards.board("jetson") is jetson
+    assert boards.board("_private") is None and boards.board("../jetson") is None
+    assert boards.power_monitor("rpi") is None and boards.tune_operations("coral", {}) == []
 
 
 def fake_tool(bindir: Path, name: str, script: str) -> None:
@@ -324,10 +341,10 @@ def test_agent_jetson_state_with_stand_in_tools(tmp_path: Path) -> None:
                           cwd=REPO, timeout=60)
     fp, st = json.loads(proc.stdout)
     assert fp["jetson"]["power_mode"] == "15W"
-    jetson = st["jetson"]
-    assert jetson["nvpmodel"] == {"power_mode": "15W", "power_mode_id": 0}
-    assert jetson["jetson_clocks"]["machine"].startswith("NVIDIA Jetson Orin Nano")
-    assert jetson["tegrastats"]["power_mw"]["VDD_CPU_CV"]["mw"] == 400
+    board = st["jetson"]
+    assert board["nvpmodel"] == {"power_mode": "15W", "power_mode_id": 0}
+    assert board["jetson_clocks"]["machine"].startswith("NVIDIA Jetson Orin Nano")
+    assert board["tegrastats"]["power_mw"]["VDD_CPU_CV"]["mw"] == 400
 
 
 def test_jetson_power_and_energy_from_tegrastats(tmp_path: Path) -> None:

@@ -1,73 +1,44 @@
-"""Power during the timed loop, where the device can measure it (Jetson: `tegrastats`).
+"""Power during the timed loop, where the board can measure it (Jetson: `tegrastats`).
 
 A monitor samples in the background while the model runs back to back; the job then reports the
 mean input power and the energy per inference (mean power x mean latency: W x ms = mJ). The
 figure is the whole module's input power, idle share included, which is what a battery sees;
-the rail it came from is recorded with it. Devices without a power sensor report nothing rather
-than a guess.
+the rail it came from is recorded with it. Which board has which sensor is the board's business
+(`boards.<kind>.power_monitor`); boards without one report nothing rather than a guess.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import threading
-import time
-from typing import Any
+from typing import Any, Sequence
 
-from .devices import parse_tegrastats
-
-# Total input rails by board generation, most specific first (Orin Nano/NX: VDD_IN; Nano,
-# TX2, Xavier: POM_5V_IN; AGX Orin: VIN_SYS_5V0).
-TOTAL_RAILS = ("VDD_IN", "POM_5V_IN", "VIN_SYS_5V0")
+from . import boards
 
 
-def total_rail(rails: dict[str, Any]) -> str | None:
-    for name in TOTAL_RAILS:
+class PowerMonitor:
+    """Samples power in the background between `start()` and `stop()`."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> dict[str, Any] | None:
+        """Stop sampling; the `summarize` of what was sampled, None if nothing was."""
+        raise NotImplementedError
+
+
+def total_rail(rails: dict[str, Any], names: Sequence[str]) -> str | None:
+    """The first of `names` (total input rails, most specific first) that was measured."""
+    for name in names:
         if name in rails:
             return name
     return None
 
 
-class TegrastatsMonitor:
-    """Runs `tegrastats --interval N` and keeps each line's instantaneous rail powers."""
+def summarize(samples: list[dict[str, Any]], source: str,
+              total_rails: Sequence[str] = ()) -> dict[str, Any] | None:
+    """Mean watts of the total input rail (else the sum of all rails) and of every rail.
 
-    def __init__(self, interval_ms: int = 100) -> None:
-        self.interval_ms = interval_ms
-        self.samples: list[dict[str, Any]] = []
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._thread: threading.Thread | None = None
-        self._recording = False
-
-    def start(self) -> None:
-        self._proc = subprocess.Popen(
-            ["tegrastats", "--interval", str(self.interval_ms)], stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        self._recording = True
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        for raw in self._proc.stdout:
-            if not self._recording:
-                break
-            rails = parse_tegrastats(raw.decode("utf-8", "replace")).get("power_mw")
-            if rails:
-                self.samples.append({"t": time.perf_counter(), "rails": rails})
-
-    def stop(self) -> dict[str, Any] | None:
-        self._recording = False
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        return summarize(self.samples, "tegrastats")
-
-
-def summarize(samples: list[dict[str, Any]], source: str) -> dict[str, Any] | None:
-    """Mean watts of the total input rail (else the sum of all rails) and of every rail."""
+    Each sample is `{"t": seconds, "rails": {name: {"mw": milliwatts}}}`.
+    """
     if not samples:
         return None
     names = sorted({name for s in samples for name in s["rails"]})
@@ -76,7 +47,7 @@ def summarize(samples: list[dict[str, Any]], source: str) -> dict[str, Any] | No
         / 1000.0 / sum(1 for s in samples if name in s["rails"])
         for name in names
     }
-    rail = total_rail(rails_mean_w)
+    rail = total_rail(rails_mean_w, total_rails)
     mean_w = rails_mean_w[rail] if rail else sum(rails_mean_w.values())
     return {
         "source": source,
@@ -87,7 +58,6 @@ def summarize(samples: list[dict[str, Any]], source: str) -> dict[str, Any] | No
     }
 
 
-def monitor_for(kind: str) -> TegrastatsMonitor | None:
-    if kind == "jetson" and shutil.which("tegrastats"):
-        return TegrastatsMonitor()
-    return None
+def monitor_for(kind: str) -> PowerMonitor | None:
+    monitor: PowerMonitor | None = boards.power_monitor(kind)
+    return monitor

@@ -1,9 +1,9 @@
 """What the device is (fingerprint) and what state it is in (temperatures, clocks, governor).
 
 Read from /proc and /sys with the stdlib only, so the same code runs on a laptop, a Raspberry Pi or
-a Jetson. Anything that cannot be read is left out rather than guessed. Device kinds with their own
-tools (Jetson's nvpmodel, the Pi's vcgencmd, the Coral's Edge TPU) add to these through
-`devices.py`.
+a Jetson. Anything that cannot be read is left out rather than guessed. Boards with their own
+tools (Jetson's nvpmodel, the Pi's vcgencmd, the Coral's Edge TPU) add to these through their
+module in `boards/`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,19 @@ import sys
 import time
 from typing import Any
 
-from . import devices, isa
+from . import boards, isa
 
 
 def read_text(path: str) -> str | None:
+    """A /proc, /sys or /etc file, stripped; None if it cannot be read.
+
+    Decoded leniently: a stray non-UTF-8 byte (a vendor's device-tree string) must not lose the
+    whole file.
+    """
     try:
-        with open(path) as fh:
-            return fh.read().strip()
-    except (OSError, UnicodeDecodeError):
+        with open(path, "rb") as fh:
+            return fh.read().decode("utf-8", "replace").strip()
+    except OSError:
         return None
 
 
@@ -105,7 +110,7 @@ def fingerprint(kind: str = "linux") -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "numpy": numpy_version(),
     }
-    fp.update(devices.fingerprint(kind))
+    fp.update(boards.fingerprint(kind))
     return fp
 
 
@@ -171,7 +176,7 @@ def state(kind: str = "linux") -> dict[str, Any]:
         st["loadavg"] = list(os.getloadavg())
     except OSError:
         pass
-    st.update(devices.state(kind))
+    st.update(boards.state(kind))
     return st
 
 
@@ -182,7 +187,7 @@ def throttled(before: dict[str, Any], after: dict[str, Any], kind: str = "linux"
     a, b = before.get("throttle_counts") or {}, after.get("throttle_counts") or {}
     if a and b:
         verdicts.append(any(b.get(cpu, 0) > count for cpu, count in a.items()))
-    verdicts.append(devices.throttled(before, after, kind))
+    verdicts.append(boards.throttled(before, after, kind))
     known = [v for v in verdicts if v is not None]
     return any(known) if known else None
 

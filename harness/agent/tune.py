@@ -2,14 +2,14 @@
 
 Modelled on pyperf's `system tune`: each operation knows whether it can run here (`available()`,
 with `reason` when not), what the device is set to now (`show()`), and how to put the device into
-its benchmarking state or back (`write(tune=True|False)`). A job that asks for `"tune": true` gets,
-in this order: the Jetson power mode (`nvpmodel -m`, MAXN = mode 0 unless the job names another),
-the Jetson clocks pinned at their maximum (`jetson_clocks`, its previous settings stored first),
-and the CPU frequency governor set to `performance`. They are undone in reverse order when the job
-ends, whatever happened to it, and the result records what each one found, reached and restored:
-a device that refused (no root, no passwordless sudo) is measured as it is and says so.
+its benchmarking state or back (`write(tune=True|False)`). A job that asks for `"tune": true` gets
+its board's own operations first (`boards.<kind>.tune_operations`: on a Jetson the power mode and
+`jetson_clocks`), then the CPU frequency governor set to `performance`, which every Linux board
+has. They are undone in reverse order when the job ends, whatever happened to it, and the result
+records what each one found, reached and restored: a device that refused (no root, no passwordless
+sudo) is measured as it is and says so.
 
-Root is needed for all three: the agent uses them directly when it runs as root, else through
+Root is needed for all of them: the agent uses them directly when it runs as root, else through
 `sudo -n` (a sudoers rule for nvpmodel, jetson_clocks and tee on the cpufreq files; see
 devices/jetson.yaml). Nothing is written outside the working directory (the device cache) except
 the settings being tuned.
@@ -24,7 +24,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from .devices import as_root, parse_jetson_clocks_show, parse_nvpmodel_query
+from . import boards
 
 COMMAND_TIMEOUT_S = 30.0
 
@@ -33,7 +33,8 @@ class TuneError(Exception):
     """An operation could not put the device in the state asked for."""
 
 
-def _run(argv: list[str]) -> str:
+def run_command(argv: list[str]) -> str:
+    """The stdout of a command that changes or shows a setting; TuneError says why it failed."""
     try:
         proc = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL,
                               timeout=COMMAND_TIMEOUT_S)
@@ -147,89 +148,9 @@ class CPUGovernor(Operation):
                     self._set(files[cpu], value)
 
 
-class NvpModel(Operation):
-    """The Jetson power mode (`nvpmodel -m ID`), then back to the previous one."""
-
-    name = "nvpmodel"
-
-    def __init__(self, mode: int = 0) -> None:
-        super().__init__()
-        self.mode = mode
-        self.saved: int | None = None
-
-    def available(self) -> bool:
-        if shutil.which("nvpmodel") is None:
-            self.reason = "nvpmodel is not installed"
-            return False
-        if not can_be_root():
-            self.reason = "nvpmodel -m needs root or passwordless sudo"
-            return False
-        return True
-
-    def show(self) -> dict[str, Any]:
-        try:
-            return parse_nvpmodel_query(_run(["nvpmodel", "-q"]))
-        except TuneError:
-            return {}
-
-    def write(self, tune: bool) -> None:
-        if tune:
-            self.saved = self.show().get("power_mode_id")
-            if self.saved != self.mode:
-                _run(as_root(["nvpmodel", "-m", str(self.mode)]))
-        elif self.saved is not None and self.saved != self.mode:
-            _run(as_root(["nvpmodel", "-m", str(self.saved)]))
-
-
-class JetsonClocks(Operation):
-    """Jetson clocks pinned at their maximum (`jetson_clocks`), then `--restore`d."""
-
-    name = "jetson_clocks"
-
-    def __init__(self, store_dir: str | None = None) -> None:
-        super().__init__()
-        # The agent runs in the device cache: keep the stored settings there.
-        self.store = os.path.join(store_dir or os.getcwd(),
-                                  f".edgebench-jetson_clocks-{os.getpid()}.conf")
-        self.stored = False
-
-    def available(self) -> bool:
-        if shutil.which("jetson_clocks") is None:
-            self.reason = "jetson_clocks is not installed"
-            return False
-        if not can_be_root():
-            self.reason = "jetson_clocks needs root or passwordless sudo"
-            return False
-        return True
-
-    def show(self) -> dict[str, Any]:
-        try:
-            show = parse_jetson_clocks_show(_run(as_root(["jetson_clocks", "--show"])))
-        except TuneError:
-            return {}
-        return {"clocks_locked": show.get("clocks_locked"), "power_mode": show.get("power_mode"),
-                "gpu": show.get("gpu"), "emc": show.get("emc")}
-
-    def write(self, tune: bool) -> None:
-        if tune:
-            _run(as_root(["jetson_clocks", "--store", self.store]))
-            self.stored = True
-            _run(as_root(["jetson_clocks"]))
-        elif self.stored:
-            try:
-                _run(as_root(["jetson_clocks", "--restore", self.store]))
-            finally:
-                try:
-                    os.remove(self.store)
-                except OSError:
-                    pass
-
-
 def operations_for(kind: str, spec: dict[str, Any]) -> list[Operation]:
     """What tuning means on a device of `kind`, in the order it is applied."""
-    ops: list[Operation] = []
-    if kind == "jetson":
-        ops += [NvpModel(int(spec.get("power_mode", 0))), JetsonClocks()]
+    ops: list[Operation] = boards.tune_operations(kind, spec)
     ops.append(CPUGovernor())
     return ops
 
