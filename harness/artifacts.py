@@ -34,7 +34,14 @@ from typing import Any
 
 from harness.errors import ConfigError, EdgebenchError
 
-FORMAT_BY_SUFFIX = {".onnx": "onnx", ".tflite": "tflite", ".engine": "tensorrt", ".pt2": "torch"}
+# The model formats edgebench knows and the file suffix each is stored under: the one list. (The
+# agent's runtimes declare the formats they load themselves: the agent ships without harness.)
+FORMAT_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "tensorrt": ".engine", "torch": ".pt2"}
+FORMATS = tuple(FORMAT_SUFFIX)
+FORMAT_BY_SUFFIX = {suffix: fmt for fmt, suffix in FORMAT_SUFFIX.items()}
+# What `edgebench build` exports; the other formats are benchmarked from files built elsewhere (a
+# TensorRT engine is built on the Jetson from the ONNX file).
+BUILD_FORMATS = ("onnx", "tflite")
 MANIFEST_SUFFIX = ".manifest.json"
 
 

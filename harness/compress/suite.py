@@ -37,9 +37,9 @@ from typing import Any
 
 import yaml
 
+from harness.artifacts import BUILD_FORMATS
 from harness.errors import ConfigError, UnknownNameError
 
-FORMATS = ("onnx", "tflite")
 TRAIN_KEYS = {"epochs", "lr", "batch_size", "weight_decay", "threads"}
 
 
@@ -72,7 +72,7 @@ class ModelCfg:
     num_classes: int | None = None
     input_size: int | None = None
     train: dict[str, Any] = field(default_factory=dict)
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[str, ...] = BUILD_FORMATS
     recipes: tuple[str, ...] = ()
 
 
@@ -147,7 +147,7 @@ class _Reader:
     def formats(self, value: Any, where: str) -> tuple[str, ...]:
         formats = self.names(value, where)
         for i, fmt in enumerate(formats):
-            self.known(fmt, f"{where}[{i}]", "format", list(FORMATS))
+            self.known(fmt, f"{where}[{i}]", "format", list(BUILD_FORMATS))
         return formats
 
 
@@ -171,7 +171,7 @@ def load_suite(path: Path | str) -> Suite:
     r.keys(top, "", {"name", "seed", "formats", "datasets", "models", "recipes", "description"})
     techniques, model_names, dataset_types = _known()
 
-    default_formats = r.formats(top.get("formats", list(FORMATS)), "formats")
+    default_formats = r.formats(top.get("formats", list(BUILD_FORMATS)), "formats")
     seed = r.integer(top.get("seed", 0), "seed")
 
     datasets: dict[str, DatasetCfg] = {}

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.artifacts import BUILD_FORMATS
 from harness.registry import Registry
 
 TORCH, QUANTIZE = "torch", "quantize"
@@ -46,7 +47,7 @@ class Technique:
     label: Callable[[dict[str, Any]], str]
     check: Callable[[dict[str, Any]], None] = lambda params: None
     precision: str | None = None  # precision of the output when this step changes it
-    formats: tuple[str, ...] = ("onnx", "tflite")
+    formats: tuple[str, ...] = BUILD_FORMATS
     then_quantize: str | None = None
     doc: str = field(default="", compare=False)
 
@@ -68,7 +69,7 @@ def technique(
     label: Callable[[dict[str, Any]], str],
     check: Callable[[dict[str, Any]], None] = lambda params: None,
     precision: str | None = None,
-    formats: tuple[str, ...] = ("onnx", "tflite"),
+    formats: tuple[str, ...] = BUILD_FORMATS,
     then_quantize: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as technique `name`."""
