@@ -127,24 +127,28 @@ def _say_build_failures(failures: list[tuple[str, str]]) -> None:
 
 def _summary_table(records: list[dict[str, Any]]) -> Table:
     table = Table(title="edgebench results", show_lines=False)
-    for col in ("device", "model", "runtime", "status", "median ms", "p90 ms", "ips",
-                "peak MB", "top-1", "flags"):
-        table.add_column(col, justify="right" if "ms" in col or col in ("ips", "peak MB", "top-1")
-                         else "left")
+    for col in ("device", "model", "runtime", "status", "median ms [95% CI]", "p90 ms",
+                "sessions", "model MB", "top-1", "flags"):
+        table.add_column(col, justify="left" if col in ("device", "model", "runtime", "status",
+                                                         "flags") else "right")
     for r in records:
-        flags = []
-        if r["status"] == "ok" and not r["stable"]:
-            flags.append("unstable")
-        if r["throttled"]:
-            flags.append("throttled")
         status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/]: {r['error_kind']}"
+        ci = (f" [{_fmt(r['latency_ci95_low_ms'])}, {_fmt(r['latency_ci95_high_ms'])}]"
+              if r.get("latency_ci95_low_ms") is not None else "")
         table.add_row(
             r["device"], r["model"], r["runtime"], status,
-            _fmt(r["latency_median_ms"]), _fmt(r["latency_p90_ms"]),
-            _fmt(r["throughput_ips"], ".1f"), _fmt(r["peak_rss_mb"], ".0f"),
-            _fmt(r["accuracy_top1"], ".3f"), ", ".join(flags),
+            _fmt(r["latency_median_ms"]) + ci, _fmt(r["latency_p90_ms"]),
+            f"{r['sessions']}/{r['sessions_planned']}", _fmt(r["model_mb"], ".1f"),
+            _fmt(r["accuracy_top1"], ".3f"), ", ".join(r.get("flags") or ()),
         )
     return table
+
+
+def _session_count(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"--sessions must be between 1 and 1000, not {value}")
+    return value
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -155,8 +159,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     names = [d.name for d in devices]
     if len(set(names)) != len(names):
         raise EdgebenchError(f"device given twice: {', '.join(names)}")
+    settings = {"timed_scope": args.timed_scope} if args.timed_scope else {}
     options = runner.BenchOptions(runtimes=tuple(args.runtime or ()), threads=args.threads,
-                                  quick=args.quick)
+                                  quick=args.quick, sessions=args.sessions, settings=settings)
     failures: list[tuple[str, str]] = []
     if args.model:
         artifacts = [from_model_file(Path(args.model))]
@@ -176,21 +181,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=err_console, transient=False,
     ) as progress:
-        tasks = {d.name: progress.add_task(f"{d.name}: waiting",
-                                           total=sum(j.device.name == d.name for j in jobs))
-                 for d in devices}
+        sessions = options.session_count
+        tasks = {d.name: progress.add_task(
+            f"{d.name}: {sessions} sessions each",
+            total=sessions * sum(j.device.name == d.name for j in jobs)) for d in devices}
 
         def on_event(kind: str, job: runner.PlannedJob, record: dict[str, Any] | None) -> None:
+            if kind != "done" or record is None:
+                return
             task = tasks[job.device.name]
-            if kind == "start":
-                progress.update(task, description=f"{job.device.name}: {job.artifact.name} "
-                                                  f"on {job.runtime}")
-            else:
-                progress.advance(task)
-                if record and record["status"] != "ok":
-                    progress.console.print(
-                        f"[red]{record['status']}[/] {job.device.name} {job.artifact.name} "
-                        f"{job.runtime}: {record['error_message']}", highlight=False)
+            progress.update(task, description=f"{job.device.name}: {job.artifact.name} on "
+                                              f"{job.runtime}")
+            progress.advance(task)
+            if record["status"] != "ok" and record["sessions"] == 0:
+                progress.advance(task, sessions - 1)  # no more sessions of a failed start
+                progress.console.print(
+                    f"[red]{record['status']}[/] {job.device.name} {job.artifact.name} "
+                    f"{job.runtime}: {record['error_message']}", highlight=False)
 
         run_id, records = runner.run_plan(store, jobs, options, command=command, suite=suite,
                                           on_event=on_event)
@@ -281,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "one per CPU)")
     bench.add_argument("--quick", action="store_true",
                        help="short protocol for tests and CI (warm-up 0.1 s, timed 0.5 s / 20)")
+    bench.add_argument("--sessions", type=_session_count,
+                       help="fresh agent processes per measurement, interleaved across the "
+                            "artifacts (default 5, 2 with --quick; 1 gives no interval)")
+    bench.add_argument("--timed-scope", choices=("runtime", "end_to_end"),
+                       help="what the timer covers: the runtime's own run on bound inputs "
+                            "(default) or numpy in and out")
     bench.add_argument("--build-dir", default="models/build")
     bench.set_defaults(func=cmd_bench)
 

@@ -1,10 +1,14 @@
-"""From a plan (artifacts x runtimes x devices) to stored results.
+"""From a plan (artifacts x runtimes x devices) to stored results, one session at a time.
 
-Each device gets its own queue and worker thread (one job at a time per device, devices in
-parallel); each job runs in a fresh agent process through the device's transport. The main thread
-alone writes to the store, one transaction per finished job, so an interrupted run keeps everything
-that finished. A device that cannot be reached at all gets a `failed` row for each of its jobs
-instead of stopping the others.
+A measurement (artifact, runtime, device) is several sessions, each a fresh agent process. Each
+device gets its own queue and worker thread (one session at a time per device, devices in
+parallel), and its queue is in rounds: session 0 of every artifact, then session 1 of every
+artifact, and so on, so drift and neighbours hit every variant alike and session k of two variants
+ran close together. Accuracy is measured in session 0 only (it does not change between
+processes). A measurement whose first session fails gets no more sessions. The main thread alone
+writes to the store, one transaction per finished session with its measurement's row brought up
+to date, so an interrupted run keeps everything that finished. Whatever goes wrong in a device's
+worker becomes a failed row for each of its measurements not yet stored, never a silent gap.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from harness import results
 from harness.agent import protocol
 from harness.artifacts import Artifact, sha256_file
 from harness.config import DeviceProfile
@@ -36,12 +41,23 @@ FORMAT_RUNTIMES: dict[str, tuple[str, ...]] = {
 }
 
 
+DEFAULT_SESSIONS = 5
+QUICK_SESSIONS = 2
+
+
 @dataclass(frozen=True)
 class BenchOptions:
     runtimes: tuple[str, ...] = ()  # empty: every runtime the device profile lists
     threads: int | None = None
     quick: bool = False
     settings: dict[str, Any] = field(default_factory=dict)  # overrides of protocol settings
+    sessions: int | None = None  # None: DEFAULT_SESSIONS, or QUICK_SESSIONS with quick
+
+    @property
+    def session_count(self) -> int:
+        if self.sessions is not None:
+            return self.sessions
+        return QUICK_SESSIONS if self.quick else DEFAULT_SESSIONS
 
 
 @dataclass(frozen=True)
@@ -53,8 +69,9 @@ class PlannedJob:
 
 
 @dataclass(frozen=True)
-class JobDone:
+class SessionDone:
     job: PlannedJob
+    session: int
     run: AgentRun
     bytes_pushed: int
     orchestration_s: float
@@ -90,8 +107,9 @@ def plan_jobs(artifacts: Sequence[Artifact], devices: Sequence[DeviceProfile],
     return jobs
 
 
-def build_job(job: PlannedJob, transport: Transport, options: BenchOptions) -> dict[str, Any]:
-    """The agent job for `job`, with its files staged on the device."""
+def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, session: int = 0
+              ) -> dict[str, Any]:
+    """The agent job for one session of `job`, with its files staged on the device."""
     artifact = job.artifact
     settings = dict(protocol.QUICK_SETTINGS if options.quick else protocol.DEFAULT_SETTINGS)
     settings.update(options.settings)
@@ -113,13 +131,14 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions) -> d
         "runtime": job.runtime,
         "options": agent_options,
         "settings": settings,
+        "session": session,
         "device_kind": job.device.kind,
         "tune": job.device.tune,
     }
     if artifact.input_shape:
         spec["input"] = {"shape": list(artifact.input_shape)}
     ds = artifact.dataset
-    if ds is not None:
+    if ds is not None and session == 0:
         files = {"inputs": ds.inputs, "labels": ds.labels, "reference": ds.reference}
         spec["dataset"] = {}
         for part, path in files.items():
@@ -141,130 +160,99 @@ def file_sha256(path: Path) -> str:
 
 
 def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options: BenchOptions,
-                     done: queue.Queue[JobDone | None], stop: threading.Event) -> None:
-    """Worker: run `jobs` on one device in order, posting each result to `done`."""
+                     done: queue.Queue[SessionDone | None], stop: threading.Event) -> None:
+    """Worker: run the sessions of `jobs` on one device in rounds, posting each to `done`."""
+    sessions = options.session_count
+    posted: set[str] = set()
+
+    def post(item: SessionDone) -> None:
+        posted.add(item.job.job_id)
+        done.put(item)
+
+    def fail_rest(kind: str, message: str) -> None:
+        for job in jobs:
+            if job.job_id not in posted:
+                post(SessionDone(job, 0, failed_run(job.job_id, kind, message), 0, 0.0,
+                                 utc_now()))
+
+    transport = None
     try:
         transport = transport_for(device)
         transport.open()
+        active = list(jobs)
+        for session in range(sessions):
+            for job in list(active):
+                if stop.is_set():
+                    return
+                started_at = utc_now()
+                t0 = time.perf_counter()
+                pushed_before = transport.bytes_pushed
+                try:
+                    spec = build_job(job, transport, options, session)
+                    run = transport.run_agent(spec, timeout_s=device.job_timeout_s)
+                except (TransportError, OSError) as err:
+                    run = failed_run(job.job_id, "transport", str(err))
+                orchestration = (time.perf_counter() - t0
+                                 - (run.result.get("agent_wall_s") or 0.0))
+                post(SessionDone(job, session, run, transport.bytes_pushed - pushed_before,
+                                 max(orchestration, 0.0), started_at))
+                if session == 0 and run.result.get("status") != protocol.STATUS_OK:
+                    active.remove(job)  # the next sessions would fail the same way
     except TransportError as err:
-        for job in jobs:
-            done.put(JobDone(job, failed_run(job.job_id, "transport", str(err)), 0, 0.0,
-                             utc_now()))
-        done.put(None)
-        return
-    try:
-        for job in jobs:
-            if stop.is_set():
-                break
-            started_at = utc_now()
-            t0 = time.perf_counter()
-            pushed_before = transport.bytes_pushed
-            try:
-                spec = build_job(job, transport, options)
-                run = transport.run_agent(spec, timeout_s=device.job_timeout_s)
-            except (TransportError, OSError) as err:
-                run = failed_run(job.job_id, "transport", str(err))
-            orchestration = time.perf_counter() - t0 - (run.result.get("agent_wall_s") or 0.0)
-            done.put(JobDone(job, run, transport.bytes_pushed - pushed_before,
-                             max(orchestration, 0.0), started_at))
+        fail_rest("transport", str(err))
+    except Exception as err:  # a bug or a library's surprise: the device's rows still appear
+        fail_rest("host_error", f"{type(err).__name__}: {err} (on the host, while running "
+                                f"{device.name}'s queue)")
     finally:
-        transport.close()
+        if transport is not None:
+            try:
+                transport.close()
+            except Exception:  # noqa: BLE001 - closing must not hide what happened
+                pass
         done.put(None)
-
-
-def to_record(run_id: str, done: JobDone) -> dict[str, Any]:
-    """One row of the results table from a finished job."""
-    job, result = done.job, done.run.result
-    artifact = job.artifact
-    lat = result.get("latency") or {}
-    mem = result.get("memory") or {}
-    acc = result.get("accuracy") or {}
-    err = result.get("error") or {}
-    host = artifact.host_accuracy or {}
-    parity = artifact.parity or {}
-    power = result.get("power") or {}
-    record: dict[str, Any] = {
-        "run_id": run_id,
-        "job_id": job.job_id,
-        "started_at": done.started_at,
-        "device": job.device.name,
-        "device_kind": job.device.kind,
-        "device_fingerprint": result.get("fingerprint") or None,
-        "model": artifact.name,
-        "model_sha256": artifact.sha256,
-        "base_model": artifact.base_model,
-        "baseline": artifact.baseline,
-        "technique": artifact.technique,
-        "lineage": list(artifact.lineage),
-        "precision": artifact.precision,
-        "format": artifact.format,
-        "runtime": job.runtime,
-        "runtime_version": result.get("runtime_version"),
-        "runtime_options": result.get("runtime_options") or None,
-        "threads": result.get("threads"),
-        "batch": artifact.input_shape[0] if artifact.input_shape else 1,
-        "status": result.get("status", protocol.STATUS_FAILED),
-        "error_kind": err.get("kind"),
-        "error_message": err.get("message"),
-        "load_s": result.get("load_s"),
-        "first_inference_ms": result.get("first_inference_ms"),
-        "n": lat.get("n"),
-        "latency_cov": lat.get("cov"),
-        "latency_ci95_low_ms": lat.get("ci95_low_ms"),
-        "latency_ci95_high_ms": lat.get("ci95_high_ms"),
-        "throughput_ips": lat.get("throughput_ips"),
-        "stable": result.get("stable"),
-        "stop_reason": result.get("stop_reason"),
-        "throttled": result.get("throttled"),
-        "rss_before_mb": mem.get("rss_before_mb"),
-        "peak_rss_mb": mem.get("peak_rss_mb"),
-        "rss_delta_mb": mem.get("rss_delta_mb"),
-        "gpu_mem_mb": mem.get("gpu_mem_mb"),
-        "power_w": power.get("mean_w"),
-        "energy_mj_per_inference": power.get("energy_mj_per_inference"),
-        "accuracy_top1": acc.get("top1"),
-        "accuracy_top5": acc.get("top5"),
-        "accuracy_n": acc.get("n"),
-        "ref_top1_agreement": acc.get("ref_top1_agreement"),
-        "ref_max_abs_diff": acc.get("ref_max_abs_diff"),
-        "host_top1": host.get("top1"),
-        "host_top5": host.get("top5"),
-        "parity_top1_agreement": parity.get("top1_agreement"),
-        "parity_max_abs_diff": parity.get("max_abs_diff"),
-        "params": artifact.params,
-        "macs": artifact.macs,
-        "size_bytes": artifact.size_bytes,
-        "bytes_pushed": done.bytes_pushed,
-        "dataset": artifact.dataset.name if artifact.dataset else None,
-        "timed_scope": result.get("timed_scope"),
-        "settings": result.get("settings") or None,
-        "state_before": result.get("state_before") or None,
-        "state_after": result.get("state_after") or None,
-        "tune": result.get("tune") or None,
-        "orchestration_s": done.orchestration_s,
-    }
-    for stat in ("median", "mean", "std", "min", "max", "p90", "p95", "p99"):
-        record[f"latency_{stat}_ms"] = lat.get(f"{stat}_ms")
-    return record
 
 
 Listener = Callable[[str, PlannedJob, dict[str, Any] | None], None]
 
 
+class _Measurement:
+    """The sessions of one measurement received so far, and its row as they make it."""
+
+    def __init__(self, job: PlannedJob, started_at: str) -> None:
+        self.job = job
+        self.started_at = started_at
+        self.results: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = []
+        self.samples: list[list[int]] = []
+
+    def add(self, run_id: str, item: SessionDone, planned: int
+            ) -> tuple[dict[str, Any], dict[str, Any]]:
+        result = item.run.result
+        row = results.session_row(self.job.job_id, item.session, result,
+                                  started_at=item.started_at, bytes_pushed=item.bytes_pushed,
+                                  orchestration_s=item.orchestration_s)
+        self.results.append(result)
+        self.rows.append(row)
+        self.samples.append(list(result.get("samples_ns") or ()))
+        record = results.measurement_row(run_id, self.job, self.started_at, self.results,
+                                         self.rows, self.samples, planned)
+        return row, record
+
+
 def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
              command: str, suite: str | None = None, on_event: Listener | None = None,
              ) -> tuple[str, list[dict[str, Any]]]:
-    """Run `jobs`, devices in parallel, storing each result as it arrives.
+    """Run every session of `jobs`, devices in parallel, storing each session as it arrives.
 
-    `on_event(kind, job, record)` is called with kind "start" before a device's job is sent (from
-    the main thread, as the previous one finishes) and "done" with the stored record.
-    Returns the run id and the stored records in completion order.
+    `on_event(kind, job, record)` is called with kind "start" before a session is sent (from the
+    main thread, as the previous one finishes) and "done" with the measurement's row as it
+    stands after that session. Returns the run id and the final rows in plan order.
     """
     by_device: dict[str, list[PlannedJob]] = {}
     for job in jobs:
         by_device.setdefault(job.device.name, []).append(job)
     run_id = store.begin_run(command, suite, list(by_device))
-    done: queue.Queue[JobDone | None] = queue.Queue()
+    done: queue.Queue[SessionDone | None] = queue.Queue()
     stop = threading.Event()
     workers = [
         threading.Thread(
@@ -275,17 +263,13 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
         )
         for name, queue_jobs in by_device.items()
     ]
-    records: list[dict[str, Any]] = []
-    next_index = {name: 0 for name in by_device}
-
-    def announce(device: str) -> None:
-        if on_event is not None and next_index[device] < len(by_device[device]):
-            on_event("start", by_device[device][next_index[device]], None)
+    measurements: dict[str, _Measurement] = {}
+    records: dict[str, dict[str, Any]] = {}
+    planned = options.session_count
 
     status = "interrupted"
     try:
-        for name, worker in zip(by_device, workers, strict=True):
-            announce(name)
+        for worker in workers:
             worker.start()
         remaining = len(workers)
         while remaining:
@@ -293,17 +277,15 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
             if item is None:
                 remaining -= 1
                 continue
-            record = to_record(run_id, item)
-            store.add_result(record, item.run.result.get("samples_ns") or ())
-            records.append(record)
-            name = item.job.device.name
-            next_index[name] += 1
+            m = measurements.setdefault(item.job.job_id, _Measurement(item.job, item.started_at))
+            session_row, record = m.add(run_id, item, planned)
+            store.add_session(session_row, item.run.result.get("samples_ns") or (), record)
+            records[item.job.job_id] = record
             if on_event is not None:
                 on_event("done", item.job, record)
-            announce(name)
-        status = "finished"
+        missing = [job for job in jobs if job.job_id not in records]
+        status = "finished" if not missing else "incomplete"
     finally:
         stop.set()
         store.finish_run(run_id, status)
-    return run_id, records
-
+    return run_id, [records[j.job_id] for j in jobs if j.job_id in records]

@@ -1,12 +1,19 @@
 """The SQLite result store (`results/edgebench.db` by default).
 
-Three tables: `runs` (one per `edgebench bench`/`nightly` invocation), `results` (one row per job,
-the fields of DESIGN.md plus a few that make rows self-explaining) and `samples` (raw per-iteration
-latencies, keyed by job_id). Each finished job is committed on its own, in WAL mode, so killing the
-host mid-run loses only the job in flight. The schema version lives in `PRAGMA user_version`; a
-database of another version is refused with a message rather than silently misread.
+Three tables, their columns defined in `harness/results.py`: `runs` (one per `edgebench bench` or
+`nightly` invocation), `results` (one row per measurement: artifact x runtime x device) and
+`sessions` (one row per session of a measurement, with its raw per-iteration latencies as one
+compact blob). Each finished session is committed on its own, with its measurement's row brought
+up to date in the same transaction, in WAL mode, so killing the host mid-run loses only the session
+in flight. The schema version lives in `PRAGMA user_version`; a database of an older version is
+upgraded in place in one transaction, one of a newer version is refused with a message rather
+than silently misread.
 
-`results/README.md` documents every column; keep the two in step.
+Raw samples are stored exactly (integer nanoseconds) as little-endian int64 with the bytes of
+each value regrouped by significance (the high bytes of latencies are nearly constant) and then
+zlib-compressed: about 3 bytes a sample instead of a row each.
+
+`results/README.md` documents every column; a test keeps the two in step.
 """
 
 from __future__ import annotations
@@ -14,117 +21,59 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from harness import __version__
 from harness.errors import StoreError
+from harness.results import (
+    BOOL_FIELDS,
+    JSON_FIELDS,
+    RESULT_COLUMNS,
+    RESULT_FIELDS,
+    RUN_COLUMNS,
+    SESSION_COLUMNS,
+    SESSION_FIELDS,
+    Column,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_DB = Path("results/edgebench.db")
 
-# (name, SQL type). Order is the export order. JSON columns hold JSON text.
-RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("run_id", "TEXT NOT NULL"),
-    ("job_id", "TEXT PRIMARY KEY"),
-    ("started_at", "TEXT"),
-    ("device", "TEXT"),
-    ("device_kind", "TEXT"),
-    ("device_fingerprint", "TEXT"),  # JSON
-    ("model", "TEXT"),
-    ("model_sha256", "TEXT"),
-    ("base_model", "TEXT"),
-    ("baseline", "TEXT"),
-    ("technique", "TEXT"),
-    ("lineage", "TEXT"),  # JSON
-    ("precision", "TEXT"),
-    ("format", "TEXT"),
-    ("runtime", "TEXT"),
-    ("runtime_version", "TEXT"),
-    ("runtime_options", "TEXT"),  # JSON
-    ("threads", "INTEGER"),
-    ("batch", "INTEGER"),
-    ("status", "TEXT"),
-    ("error_kind", "TEXT"),
-    ("error_message", "TEXT"),
-    ("load_s", "REAL"),
-    ("first_inference_ms", "REAL"),
-    ("n", "INTEGER"),
-    ("latency_median_ms", "REAL"),
-    ("latency_mean_ms", "REAL"),
-    ("latency_std_ms", "REAL"),
-    ("latency_min_ms", "REAL"),
-    ("latency_max_ms", "REAL"),
-    ("latency_p90_ms", "REAL"),
-    ("latency_p95_ms", "REAL"),
-    ("latency_p99_ms", "REAL"),
-    ("latency_cov", "REAL"),
-    ("latency_ci95_low_ms", "REAL"),
-    ("latency_ci95_high_ms", "REAL"),
-    ("throughput_ips", "REAL"),
-    ("stable", "INTEGER"),
-    ("stop_reason", "TEXT"),
-    ("throttled", "INTEGER"),
-    ("rss_before_mb", "REAL"),
-    ("peak_rss_mb", "REAL"),
-    ("rss_delta_mb", "REAL"),
-    ("gpu_mem_mb", "REAL"),
-    ("power_w", "REAL"),
-    ("energy_mj_per_inference", "REAL"),
-    ("accuracy_top1", "REAL"),
-    ("accuracy_top5", "REAL"),
-    ("accuracy_n", "INTEGER"),
-    ("ref_top1_agreement", "REAL"),
-    ("ref_max_abs_diff", "REAL"),
-    ("host_top1", "REAL"),
-    ("host_top5", "REAL"),
-    ("parity_top1_agreement", "REAL"),
-    ("parity_max_abs_diff", "REAL"),
-    ("params", "INTEGER"),
-    ("macs", "INTEGER"),
-    ("size_bytes", "INTEGER"),
-    ("bytes_pushed", "INTEGER"),
-    ("dataset", "TEXT"),
-    ("timed_scope", "TEXT"),
-    ("settings", "TEXT"),  # JSON
-    ("state_before", "TEXT"),  # JSON
-    ("state_after", "TEXT"),  # JSON
-    ("tune", "TEXT"),  # JSON: device tuning applied for the job (before / reached / restored)
-    ("orchestration_s", "REAL"),
-    ("harness_version", "TEXT"),
-)
-RESULT_FIELDS = tuple(name for name, _ in RESULT_COLUMNS)
-JSON_FIELDS = frozenset(
-    {"device_fingerprint", "lineage", "runtime_options", "settings", "state_before", "state_after",
-     "tune"}
-)
 
-RUN_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("run_id", "TEXT PRIMARY KEY"),
-    ("started_at", "TEXT NOT NULL"),
-    ("finished_at", "TEXT"),
-    ("status", "TEXT NOT NULL"),  # running | finished | interrupted
-    ("command", "TEXT"),
-    ("suite", "TEXT"),
-    ("devices", "TEXT"),  # JSON list
-    ("harness_version", "TEXT"),
-)
+def encode_samples(samples_ns: Iterable[int]) -> bytes:
+    """Raw nanosecond samples as a compact, exact blob (see the module doc)."""
+    arr = np.asarray(list(samples_ns) if not isinstance(samples_ns, np.ndarray) else samples_ns,
+                     dtype="<i8")
+    shuffled = arr.view(np.uint8).reshape(-1, 8).T.copy()
+    return zlib.compress(shuffled.tobytes(), 6)
+
+
+def decode_samples(blob: bytes | None) -> np.ndarray:
+    if not blob:
+        return np.empty(0, dtype=np.int64)
+    raw = np.frombuffer(zlib.decompress(blob), dtype=np.uint8)
+    return raw.reshape(8, -1).T.copy().view("<i8").reshape(-1).astype(np.int64)
+
+
+def _table_sql(name: str, columns: Sequence[Column], extra: str = "") -> str:
+    body = ",\n  ".join(f"{c.name} {c.sql}" for c in columns)
+    return f"CREATE TABLE {name} (\n  {body}{extra}\n)"
 
 
 def _create_sql() -> list[str]:
-    results = ",\n  ".join(f"{n} {t}" for n, t in RESULT_COLUMNS)
-    runs = ",\n  ".join(f"{n} {t}" for n, t in RUN_COLUMNS)
     return [
-        f"CREATE TABLE runs (\n  {runs}\n)",
-        f"CREATE TABLE results (\n  {results},\n"
-        "  FOREIGN KEY (run_id) REFERENCES runs(run_id)\n)",
+        _table_sql("runs", RUN_COLUMNS),
+        _table_sql("results", RESULT_COLUMNS,
+                   ",\n  FOREIGN KEY (run_id) REFERENCES runs(run_id)"),
         "CREATE INDEX results_run ON results(run_id)",
-        "CREATE TABLE samples (\n  job_id TEXT NOT NULL REFERENCES results(job_id),\n"
-        "  seq INTEGER NOT NULL,\n  latency_ns INTEGER NOT NULL,\n"
-        "  PRIMARY KEY (job_id, seq)\n) WITHOUT ROWID",
+        _table_sql("sessions", SESSION_COLUMNS, ",\n  PRIMARY KEY (job_id, session)"),
     ]
 
 
@@ -160,7 +109,8 @@ class Store:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, timeout=30)
+            # autocommit: every write goes through `_tx`, which says where a transaction starts
+            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"{self.path}: cannot open result database ({err})") from err
         self.conn.row_factory = sqlite3.Row
@@ -170,23 +120,40 @@ class Store:
             self.conn.close()
             raise StoreError(f"{self.path}: not a usable result database ({err})") from err
 
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taking the write lock at its start (so two processes creating
+        or upgrading one database take turns instead of failing)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
     def _migrate(self) -> None:
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            return
-        if version != 0:
-            raise StoreError(
-                f"{self.path}: schema version {version}, this edgebench reads {SCHEMA_VERSION}"
-            )
-        tables = self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
-        if tables:
-            raise StoreError(f"{self.path}: has tables but no edgebench schema version")
+        if self._version() != SCHEMA_VERSION:
+            with self._tx():
+                version = self._version()  # again, under the lock: another process may have won
+                if version == 0:
+                    tables = self.conn.execute(
+                        "SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+                    if tables:
+                        raise StoreError(f"{self.path}: has tables but no edgebench schema "
+                                         "version")
+                    for stmt in _create_sql():
+                        self.conn.execute(stmt)
+                elif version == 1:
+                    _upgrade_v1(self.conn)
+                elif version != SCHEMA_VERSION:
+                    raise StoreError(f"{self.path}: schema version {version}, this edgebench "
+                                     f"reads {SCHEMA_VERSION} and older")
+                self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self.conn.execute("PRAGMA journal_mode=WAL")
-        with self.conn:
-            for stmt in _create_sql():
-                self.conn.execute(stmt)
-            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.conn.close()
@@ -201,7 +168,7 @@ class Store:
 
     def begin_run(self, command: str, suite: str | None, devices: Sequence[str]) -> str:
         run_id = new_run_id()
-        with self.conn:
+        with self._tx():
             self.conn.execute(
                 "INSERT INTO runs (run_id, started_at, status, command, suite, devices,"
                 " harness_version) VALUES (?, ?, 'running', ?, ?, ?, ?)",
@@ -210,7 +177,7 @@ class Store:
         return run_id
 
     def finish_run(self, run_id: str, status: str = "finished") -> None:
-        with self.conn:
+        with self._tx():
             self.conn.execute(
                 "UPDATE runs SET finished_at = ?, status = ? WHERE run_id = ?",
                 (utc_now(), status, run_id),
@@ -242,44 +209,131 @@ class Store:
 
     # results ------------------------------------------------------------------------------------
 
-    def add_result(self, record: Mapping[str, Any], samples_ns: Iterable[int] = ()) -> None:
-        """Store one finished job and its raw samples in a single transaction."""
+    def add_session(self, session: Mapping[str, Any], samples_ns: Iterable[int],
+                    measurement: Mapping[str, Any]) -> None:
+        """Store one finished session with its raw samples, and its measurement's row as it
+        stands with this session, in a single transaction."""
+        unknown = (set(session) - set(SESSION_FIELDS)) | (set(measurement) - set(RESULT_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown result fields: {sorted(unknown)}")
+        srow = {name: _to_sql(name, session.get(name)) for name in SESSION_FIELDS}
+        srow["samples"] = encode_samples(samples_ns)
+        with self._tx():
+            self._put_result(measurement)
+            self.conn.execute(
+                f"INSERT INTO sessions ({', '.join(SESSION_FIELDS)}) "
+                f"VALUES ({', '.join('?' for _ in SESSION_FIELDS)})",
+                [srow[name] for name in SESSION_FIELDS])
+
+    def add_result(self, record: Mapping[str, Any]) -> None:
+        """Store a measurement row that has no sessions (it failed before any could run)."""
         unknown = set(record) - set(RESULT_FIELDS)
         if unknown:
             raise ValueError(f"unknown result fields: {sorted(unknown)}")
+        with self._tx():
+            self._put_result(record)
+
+    def _put_result(self, record: Mapping[str, Any]) -> None:
         row = {name: _to_sql(name, record.get(name)) for name in RESULT_FIELDS}
         row["harness_version"] = row["harness_version"] or __version__
-        placeholders = ", ".join("?" for _ in RESULT_FIELDS)
-        with self.conn:
-            self.conn.execute(
-                f"INSERT INTO results ({', '.join(RESULT_FIELDS)}) VALUES ({placeholders})",
-                [row[name] for name in RESULT_FIELDS],
-            )
-            self.conn.executemany(
-                "INSERT INTO samples (job_id, seq, latency_ns) VALUES (?, ?, ?)",
-                ((row["job_id"], i, int(ns)) for i, ns in enumerate(samples_ns)),
-            )
+        updates = ", ".join(f"{n} = excluded.{n}" for n in RESULT_FIELDS if n != "job_id")
+        self.conn.execute(
+            f"INSERT INTO results ({', '.join(RESULT_FIELDS)}) "
+            f"VALUES ({', '.join('?' for _ in RESULT_FIELDS)}) "
+            f"ON CONFLICT (job_id) DO UPDATE SET {updates}",
+            [row[name] for name in RESULT_FIELDS])
 
     def results(self, run_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Result rows as dicts (JSON columns decoded), in the order they were stored."""
+        """Result rows as dicts (JSON columns decoded), in the order they were first stored."""
         query = "SELECT * FROM results"
         params: list[str] = []
         if run_ids:
             query += f" WHERE run_id IN ({', '.join('?' for _ in run_ids)})"
             params = list(run_ids)
-        query += " ORDER BY rowid"  # the order jobs finished in
+        query += " ORDER BY rowid"
         return [_from_sql(dict(r)) for r in self.conn.execute(query, params)]
 
-    def samples(self, job_id: str) -> list[int]:
+    def sessions(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Session rows of these measurements, without their samples, by job and session."""
+        names = [n for n in SESSION_FIELDS if n != "samples"]
+        rows = []
+        for chunk in _chunks(list(job_ids)):
+            rows += self.conn.execute(
+                f"SELECT {', '.join(names)} FROM sessions WHERE job_id IN "
+                f"({', '.join('?' for _ in chunk)}) ORDER BY job_id, session", chunk).fetchall()
+        return [_from_sql(dict(r)) for r in rows]
+
+    def session_samples(self, job_id: str) -> list[np.ndarray]:
+        """Raw samples (ns) of each session of a measurement, in session order."""
         rows = self.conn.execute(
-            "SELECT latency_ns FROM samples WHERE job_id = ? ORDER BY seq", (job_id,)
-        )
-        return [int(r[0]) for r in rows]
+            "SELECT samples FROM sessions WHERE job_id = ? ORDER BY session", (job_id,))
+        return [decode_samples(r[0]) for r in rows]
+
+    def samples(self, job_id: str) -> list[int]:
+        """All raw samples (ns) of a measurement, sessions one after the other."""
+        parts = self.session_samples(job_id)
+        return np.concatenate(parts).tolist() if parts else []
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self.conn:
-            yield self.conn
+        with self._tx() as conn:
+            yield conn
+
+
+def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+# Version 1 kept one process per job, samples as rows, and these columns with no v2 home; they
+# go into `legacy` so an upgrade loses nothing.
+_V1_RENAMED = {"rss_before_mb": "rss_runtime_mb", "rss_delta_mb": "model_mb"}
+_V1_LEGACY = ("throughput_ips", "stop_reason")
+
+
+def _upgrade_v1(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2 inside the caller's transaction: each v1 job becomes a measurement of one
+    session that holds all its samples."""
+    old = [dict(r) for r in conn.execute("SELECT * FROM results ORDER BY rowid")]
+    conn.execute("ALTER TABLE results RENAME TO results_v1")
+    conn.execute("DROP INDEX IF EXISTS results_run")
+    for stmt in _create_sql()[1:]:
+        conn.execute(stmt)
+    for row in old:
+        new = {k: row[k] for k in RESULT_FIELDS if k in row}
+        for before, after in _V1_RENAMED.items():
+            new[after] = row.get(before)
+        new["legacy"] = json.dumps({k: row.get(k) for k in _V1_LEGACY})
+        new["sessions"] = 1 if row.get("status") == "ok" else 0
+        new["sessions_planned"] = 1
+        new["flags"] = json.dumps(["single_session"] if row.get("status") == "ok" else [])
+        new["latency_p50_ms"] = row.get("latency_median_ms")
+        names = list(new)
+        conn.execute(f"INSERT INTO results ({', '.join(names)}) "
+                     f"VALUES ({', '.join('?' for _ in names)})", [new[n] for n in names])
+        samples = [r[0] for r in conn.execute(
+            "SELECT latency_ns FROM samples WHERE job_id = ? ORDER BY seq", (row["job_id"],))]
+        session = {
+            "job_id": row["job_id"], "session": 0, "started_at": row.get("started_at"),
+            "status": row.get("status"), "error_kind": row.get("error_kind"),
+            "error_message": row.get("error_message"), "load_s": row.get("load_s"),
+            "first_inference_ms": row.get("first_inference_ms"), "n": row.get("n"),
+            "median_ms": row.get("latency_median_ms"), "mean_ms": row.get("latency_mean_ms"),
+            "std_ms": row.get("latency_std_ms"), "min_ms": row.get("latency_min_ms"),
+            "max_ms": row.get("latency_max_ms"), "p90_ms": row.get("latency_p90_ms"),
+            "p95_ms": row.get("latency_p95_ms"), "p99_ms": row.get("latency_p99_ms"),
+            "cov": row.get("latency_cov"), "throttled": row.get("throttled"),
+            "rss_runtime_mb": row.get("rss_before_mb"), "peak_rss_mb": row.get("peak_rss_mb"),
+            "model_mb": row.get("rss_delta_mb"), "bytes_pushed": row.get("bytes_pushed"),
+            "orchestration_s": row.get("orchestration_s"),
+            "state_before": row.get("state_before"), "state_after": row.get("state_after"),
+            "samples": encode_samples(samples),
+        }
+        names = list(session)
+        conn.execute(f"INSERT INTO sessions ({', '.join(names)}) "
+                     f"VALUES ({', '.join('?' for _ in names)})", [session[n] for n in names])
+    conn.execute("DROP TABLE samples")
+    conn.execute("DROP TABLE results_v1")
 
 
 def _to_sql(name: str, value: Any) -> Any:
@@ -293,10 +347,10 @@ def _to_sql(name: str, value: Any) -> Any:
 
 
 def _from_sql(row: dict[str, Any]) -> dict[str, Any]:
-    for name in JSON_FIELDS:
-        if row.get(name) is not None:
+    for name in JSON_FIELDS & set(row):
+        if row[name] is not None:
             row[name] = json.loads(row[name])
-    for name in ("stable", "throttled"):
-        if row.get(name) is not None:
+    for name in BOOL_FIELDS & set(row):
+        if row[name] is not None:
             row[name] = bool(row[name])
     return row

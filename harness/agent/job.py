@@ -1,8 +1,9 @@
 """One measurement job, start to finish, in the order of the measurement protocol.
 
-Fingerprint and state, load (cold start), first inference, warm-up, timed loop, accuracy on the
-dataset with the same session, state again. A problem with this job becomes a `failed` or
-`unsupported` result, never an exception out of `run_job`.
+One job is one session of a measurement: fingerprint and state, load (cold start), first
+inference, warm-up, the timed window, accuracy on the dataset with the same runtime session (the
+host asks for it in one session of each measurement), state again. A problem with this job
+becomes a `failed` or `unsupported` result, never an exception out of `run_job`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import measure, power, probes, protocol, tune
+from . import measure, power, probes, protocol, scoring, tune
 from .runtimes import ModelLoadError, RuntimeUnavailable, first_line, get_runtime
 
 SEED = 20240611
@@ -63,33 +64,42 @@ def load_dataset(spec: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def accuracy(runtime: Any, data: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Top-1/top-5 and agreement with the host's fp32 reference, with the session just timed."""
-    inputs, labels = data["inputs"], data["labels"].astype(np.int64)
-    outputs = []
-    for i in range(len(inputs)):
-        runtime.set_input(inputs[i:i + 1].astype(np.float32))
-        runtime.run()
-        outputs.append(runtime.output().reshape(1, -1))
-    logits = np.concatenate(outputs, axis=0)
-    acc: dict[str, Any] = {
-        "top1": measure.topk_accuracy(logits, labels, 1),
-        "top5": measure.topk_accuracy(logits, labels, 5),
-        "n": int(len(labels)),
-        "ref_top1_agreement": None,
-        "ref_max_abs_diff": None,
+    """Top-1/top-5 with Wilson intervals and tie counts, and agreement with the host's fp32
+    reference, with the session just timed; `scoring.score` is also what the host's build runs."""
+    logits = scoring.logits_of(runtime, data["inputs"])
+    try:
+        return scoring.score(logits, data["labels"], data.get("reference"))
+    except ValueError as err:  # labels or reference that do not fit this model's outputs
+        raise JobError("dataset_invalid", str(err)) from err
+
+
+def model_memory(baseline: dict[str, float], loaded: dict[str, float],
+                 timed: dict[str, float], peak_reset: bool) -> dict[str, Any]:
+    """Memory figures of one session, in MB; what the model adds is measured from `baseline`,
+    taken after the runtime was imported and before the model was loaded."""
+    def minus(after: float | None, before: float | None) -> float | None:
+        return after - before if after is not None and before is not None else None
+
+    process_peak = max(v for v in (loaded.get("hwm_mb"), timed.get("hwm_mb"), 0.0)
+                       if v is not None) or None
+    timed_peak = timed.get("hwm_mb") if peak_reset else None
+    return {
+        "rss_runtime_mb": baseline.get("rss_mb"),
+        "rss_loaded_mb": loaded.get("rss_mb"),
+        "peak_rss_mb": process_peak,
+        "timed_peak_rss_mb": timed_peak,
+        "anon_mb": timed.get("anon_mb"),
+        "file_mb": timed.get("file_mb"),
+        # the model's share: what loading and running it added to the runtime's own memory
+        "model_mb": minus(timed_peak if timed_peak is not None else process_peak,
+                          baseline.get("rss_mb")),
+        "model_anon_mb": minus(timed.get("anon_mb"), baseline.get("anon_mb")),
+        "model_file_mb": minus(timed.get("file_mb"), baseline.get("file_mb")),
     }
-    reference = data.get("reference")
-    if reference is not None:
-        if reference.shape != logits.shape:
-            raise JobError("dataset_invalid", f"reference logits have shape "
-                           f"{list(reference.shape)}, model gives {list(logits.shape)}")
-        acc["ref_top1_agreement"] = float(np.mean(
-            reference.argmax(axis=1) == logits.argmax(axis=1)))
-        acc["ref_max_abs_diff"] = float(np.max(np.abs(reference.astype(np.float32) - logits)))
-    return acc
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One session: load, first inference, warm-up, the timed window, accuracy if asked."""
     started = time.perf_counter()
     result = protocol.new_result(str(job.get("job_id", "?")) if isinstance(job, dict) else "?")
     try:
@@ -98,7 +108,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         return protocol.set_error(result, protocol.STATUS_FAILED, "protocol", str(err))
     kind = job.get("device_kind") or "linux"
     options = job["options"]
-    result["settings"] = job["settings"]
+    settings = job["settings"]
+    result["settings"] = settings
+    result["session"] = job.get("session")
+    result["timed_scope"] = settings["timed_scope"]
     tuning = None  # device tuning (`"tune": true`), restored in `finally`
     runtime = None
     try:
@@ -112,6 +125,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         result["threads"] = threads
         result["fingerprint"] = probes.fingerprint(kind)
         result["runtime"] = job["runtime"]
+        model = job["model"]
+        if not os.path.isfile(model["path"]):
+            raise JobError("model_not_found", "model file not found: {}".format(model["path"]))
+        # Data first, so that its arrays are in the baseline and not in the model's memory.
+        data = load_dataset(job["dataset"]) if job.get("dataset") else None
         try:
             runtime = get_runtime(job["runtime"])
         except KeyError as err:
@@ -120,19 +138,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             raise JobError("runtime_missing", str(err), protocol.STATUS_UNSUPPORTED) from err
         result["runtime_version"] = runtime.version()
         result["fingerprint"]["runtimes"] = {runtime.name: result["runtime_version"]}
-
-        model = job["model"]
         fmt = model.get("format")
         if fmt and fmt not in runtime.formats:
             raise JobError("format_mismatch", "{} runs {} models, not {}".format(
                 runtime.name, "/".join(runtime.formats), fmt), protocol.STATUS_UNSUPPORTED)
-        if not os.path.isfile(model["path"]):
-            raise JobError("model_not_found", "model file not found: {}".format(model["path"]))
-        data = load_dataset(job["dataset"]) if job.get("dataset") else None
 
         tuning = tune.start(kind, job.get("tune"))
         result["state_before"] = probes.state(kind)
-        rss_before = probes.rss_mb()
+        baseline = probes.memory_mb()
         t0 = time.perf_counter()
         try:
             runtime.load(model["path"], options)
@@ -149,48 +162,48 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             x = data["inputs"][:1].astype(np.float32)
         else:
             x = np.random.default_rng(SEED).standard_normal(shape).astype(np.float32)
+        result["input_shape"] = list(x.shape)
         runtime.set_input(x)
+        step = runtime.run if settings["timed_scope"] == "runtime" else runtime.run_end_to_end
 
         t0 = time.perf_counter()
         try:
-            runtime.run()
+            step()
         except Exception as err:
             raise JobError("inference_error", f"first inference failed: {first_line(err)}"
                            ) from err
         result["first_inference_ms"] = (time.perf_counter() - t0) * 1e3
 
-        settings = job["settings"]
-        warm = measure.warm_up(runtime.run, settings["warmup_s"], settings["warmup_min"])
-        log(f"warm-up: {warm} runs")
+        result["warmup_n"] = measure.warm_up(step, settings["warmup_s"], settings["warmup_min"])
+        loaded = probes.memory_mb()
+        peak_reset = probes.reset_peak_rss()
         monitor = power.monitor_for(kind)
         if monitor is not None:
             monitor.start()
         try:
-            samples, stop_reason = measure.timed_loop(runtime.run, settings)
+            samples, elapsed_ns, capped = measure.timed_window(
+                step, settings["duration_s"], settings["min_iterations"],
+                settings["max_duration_s"])
         finally:
             watts = monitor.stop() if monitor is not None else None
+        timed = probes.memory_mb()
         result["samples_ns"] = samples
-        result["latency"] = measure.statistics(samples)
+        result["latency"] = measure.session_statistics(samples, elapsed_ns)
+        result["capped"] = capped
         if watts is not None and result["latency"]:
             # W x ms = mJ: the energy one inference costs while the device runs them back to back
             watts["energy_mj_per_inference"] = watts["mean_w"] * result["latency"]["mean_ms"]
         result["power"] = watts
-        result["stop_reason"] = stop_reason
-        result["stable"] = stop_reason == "stable"
-        log(f"timed: {len(samples)} runs, stopped on {stop_reason}")
+        log("session {}: {} warm-up runs, {} timed in {:.2f} s{}".format(
+            job.get("session"), result["warmup_n"], len(samples), elapsed_ns / 1e9,
+            " (cut at max_duration_s)" if capped else ""))
 
         if data is not None:
             result["accuracy"] = accuracy(runtime, data)
 
         result["state_after"] = probes.state(kind)
         result["throttled"] = probes.throttled(result["state_before"], result["state_after"], kind)
-        peak = probes.peak_rss_mb()
-        result["memory"] = {
-            "rss_before_mb": rss_before,
-            "peak_rss_mb": peak,
-            "rss_delta_mb": peak - rss_before if peak is not None and rss_before is not None
-            else None,
-        }
+        result["memory"] = model_memory(baseline, loaded, timed, peak_reset)
         result["status"] = protocol.STATUS_OK
     except JobError as err:
         protocol.set_error(result, err.status, err.kind, str(err))

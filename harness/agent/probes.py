@@ -60,6 +60,29 @@ def peak_rss_mb() -> float | None:
     return kb / 1024.0
 
 
+def memory_mb() -> dict[str, float]:
+    """This process's resident memory now: total, peak, and anonymous (heap, arenas, weights
+    copied into them) apart from file-backed (mapped libraries and model files) and shared."""
+    found = {}
+    for key, field in (("rss_mb", "VmRSS"), ("hwm_mb", "VmHWM"), ("anon_mb", "RssAnon"),
+                       ("file_mb", "RssFile"), ("shmem_mb", "RssShmem")):
+        kb = proc_status_kb(field)
+        if kb is not None:
+            found[key] = kb / 1024.0
+    return found
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so the next peak is that of what follows;
+    False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def cpu_model(cpuinfo: str | None) -> str | None:
     if not cpuinfo:
         return platform.processor() or None

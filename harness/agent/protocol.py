@@ -7,7 +7,7 @@ Python 3.8 syntax, like the rest of the agent.
 
 Job (host -> agent)::
 
-    {"protocol_version": 1, "job_id": "...",
+    {"protocol_version": 2, "job_id": "...",
      "model": {"path": "...", "sha256": "...", "format": "onnx" | "tflite"},
      "runtime": "onnxruntime" | "tflite" | ...,
      "options": {"threads": 4, "providers": [...], "graph_optimization_level": "all",
@@ -15,11 +15,16 @@ Job (host -> agent)::
      "input": {"shape": [1, 3, 224, 224]}            # optional: checked against the model
      "dataset": {"inputs": {"path": ..., "sha256": ...},   # optional: accuracy on real data
                  "labels": {...}, "reference": {...}},
-     "settings": {"warmup_s": 1.0, "warmup_min": 10, "min_duration_s": 5.0,
-                  "min_iterations": 100, "max_duration_s": 60.0, "stability_tolerance": 0.05},
+     "settings": {"warmup_s": 0.5, "warmup_min": 10, "duration_s": 1.0,
+                  "min_iterations": 10, "max_duration_s": 30.0, "timed_scope": "runtime"},
+     "session": 0,                                   # which of the measurement's sessions
      "device_kind": "linux"}
 
-A job `{"protocol_version": 1, "job_id": "check", "check": true}` measures nothing and answers
+A job is one session: a fresh agent process that loads the model, warms up and times one window.
+The host runs several sessions of each (artifact, runtime, device), interleaved with the other
+artifacts, and combines them.
+
+A job `{"protocol_version": 2, "job_id": "check", "check": true}` measures nothing and answers
 with `check` (python, fingerprint, state, runtimes present): that is `edgebench devices check`.
 
 Result (agent -> host): see `new_result`; `status` is `ok`, `failed` (with `error.kind` and
@@ -31,36 +36,34 @@ from __future__ import annotations
 import json
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_UNSUPPORTED = "unsupported"
 
-# What the timer covers; stored with every result so that nobody has to guess.
-TIMED_SCOPE = (
-    "model execution only: inputs already in runtime memory, outputs fetched to host memory; "
-    "pre-processing outside the timer"
-)
+# What the timer covers (`settings.timed_scope`); stored with every result so nobody has to guess.
+TIMED_SCOPES = {
+    "runtime": "the runtime's own run on inputs and outputs already in runtime memory (ORT "
+               "IOBinding run, LiteRT invoke), as onnxruntime_perf_test and benchmark_model time",
+    "end_to_end": "numpy in, numpy out through the runtime's Python API (input copied in, run, "
+                  "output copied out); pre-processing outside the timer",
+}
 
 DEFAULT_SETTINGS = {
-    "warmup_s": 1.0,
+    "warmup_s": 0.5,
     "warmup_min": 10,
-    "min_duration_s": 5.0,
-    "min_iterations": 100,
-    "max_duration_s": 60.0,
-    "stability_tolerance": 0.05,
+    # The timed window is fixed before the first sample: at least this long and this many runs.
+    "duration_s": 1.0,
+    "min_iterations": 10,
+    # A model too slow for min_iterations is cut here and the session flagged `capped`.
+    "max_duration_s": 30.0,
+    "timed_scope": "runtime",
 }
 
 # `--quick` (tests, CI): short but still the same protocol.
-QUICK_SETTINGS = {
-    "warmup_s": 0.1,
-    "warmup_min": 3,
-    "min_duration_s": 0.5,
-    "min_iterations": 20,
-    "max_duration_s": 5.0,
-    "stability_tolerance": 0.05,
-}
+QUICK_SETTINGS = dict(DEFAULT_SETTINGS, warmup_s=0.05, warmup_min=3, duration_s=0.2,
+                      min_iterations=5, max_duration_s=5.0)
 
 
 class ProtocolError(ValueError):
@@ -74,6 +77,20 @@ def settings_with_defaults(settings: dict[str, Any] | None) -> dict[str, Any]:
             raise ProtocolError("unknown setting {!r}; known: {}".format(
                 key, ", ".join(sorted(DEFAULT_SETTINGS))))
         merged[key] = value
+    if merged["timed_scope"] not in TIMED_SCOPES:
+        raise ProtocolError("setting timed_scope {!r}; known: {}".format(
+            merged["timed_scope"], ", ".join(sorted(TIMED_SCOPES))))
+    for key in ("warmup_s", "duration_s", "max_duration_s"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0 <= value <= 3600):
+            raise ProtocolError(f"setting {key} must be a number of seconds in [0, 3600], "
+                                f"not {value!r}")
+    for key in ("warmup_min", "min_iterations"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**7:
+            raise ProtocolError(f"setting {key} must be a whole number in [0, 10^7], "
+                                f"not {value!r}")
     return merged
 
 
@@ -112,20 +129,22 @@ def new_result(job_id: str) -> dict[str, Any]:
     return {
         "protocol_version": PROTOCOL_VERSION,
         "job_id": job_id,
+        "session": None,
         "status": STATUS_FAILED,
         "error": None,
         "runtime": None,
         "runtime_version": None,
         "runtime_options": {},
         "threads": None,
-        "timed_scope": TIMED_SCOPE,
+        "input_shape": None,
+        "timed_scope": None,
         "settings": {},
         "load_s": None,
         "first_inference_ms": None,
+        "warmup_n": None,
         "latency": None,
         "samples_ns": [],
-        "stable": None,
-        "stop_reason": None,
+        "capped": None,
         "memory": {},
         "accuracy": None,
         "fingerprint": {},
@@ -163,3 +182,87 @@ def loads(text: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ProtocolError("expected a JSON object")
     return obj
+
+
+# --- Job server messages (host <-> `agent --serve`) ----------------------------------------------
+#
+# The job server (serve.py) runs many jobs over one pipe (an SSH channel, or a local subprocess's
+# stdin and stdout), each in a fresh agent process. One JSON object per line in each direction::
+#
+#     host -> server   {"protocol_version": 1, "job": {...}}       one job, as above
+#     server -> host   {"event": "started", "pid": N}              at once, so the host can kill a
+#                                                                  job that outlives its timeout
+#                      {"event": "ended", "returncode": R,         when the agent exits; R is
+#                       "stdout": "...", "stderr": "..."}          negative for a signal, as
+#                                                                  subprocess reports it
+#                      {"event": "refused", "reason": "..."}       a request it cannot run
+#
+# The job itself carries everything the agent needs (`device_kind` included): the server adds
+# nothing to it. Both ends build and read these lines only through the functions below.
+
+SERVE_STARTED = "started"
+SERVE_ENDED = "ended"
+SERVE_REFUSED = "refused"
+
+
+def _serve_line(message: dict[str, Any]) -> bytes:
+    return (dumps(message) + "\n").encode("utf-8")
+
+
+def serve_request(job: dict[str, Any]) -> bytes:
+    """The line that asks the job server to run `job`."""
+    return _serve_line({"protocol_version": PROTOCOL_VERSION, "job": job})
+
+
+def read_serve_request(line: str | bytes) -> dict[str, Any]:
+    """The job of a request line; ProtocolError saying what is wrong with it."""
+    try:
+        request = loads(line.decode("utf-8") if isinstance(line, bytes) else line)
+    except ValueError as err:
+        raise ProtocolError(f"request is not a JSON object: {err}") from None
+    version = request.get("protocol_version")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"request protocol_version {version!r} is not supported by this "
+                            f"job server (speaks {PROTOCOL_VERSION})")
+    job = request.get("job")
+    if not isinstance(job, dict):
+        raise ProtocolError("request field 'job' must be a JSON object")
+    return job
+
+
+def serve_started(pid: int) -> bytes:
+    return _serve_line({"event": SERVE_STARTED, "pid": pid})
+
+
+def serve_ended(returncode: int, stdout: str, stderr: str) -> bytes:
+    return _serve_line({"event": SERVE_ENDED, "returncode": returncode, "stdout": stdout,
+                        "stderr": stderr})
+
+
+def serve_refused(reason: str) -> bytes:
+    return _serve_line({"event": SERVE_REFUSED, "reason": reason})
+
+
+_SERVE_FIELDS: dict[str, dict[str, type]] = {
+    SERVE_STARTED: {"pid": int},
+    SERVE_ENDED: {"returncode": int, "stdout": str, "stderr": str},
+    SERVE_REFUSED: {"reason": str},
+}
+
+
+def read_serve_response(line: str | bytes) -> dict[str, Any]:
+    """One message of the job server, checked; ProtocolError saying what is wrong with it."""
+    try:
+        message = loads(line.decode("utf-8") if isinstance(line, bytes) else line)
+    except ValueError as err:
+        raise ProtocolError(f"job server answer is not a JSON object: {err}") from None
+    event = message.get("event")
+    fields = _SERVE_FIELDS.get(event) if isinstance(event, str) else None
+    if fields is None:
+        raise ProtocolError(f"job server answer has unknown event {event!r}")
+    for name, kind in fields.items():
+        value = message.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ProtocolError(f"job server answer {event!r} needs {name!r} as "
+                                f"{kind.__name__}, got {value!r}")
+    return message

@@ -13,11 +13,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness import results as schema
 from harness.errors import EdgebenchError, StoreError
-from harness.store import RESULT_FIELDS, Store
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from harness.store import Store
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
 _GENERATED = {"plots": ("*.png", "*.pdf"), "tables": ("*.csv", "*.md", "*.tex")}
@@ -27,6 +29,9 @@ def _open(db: Path) -> Store:
     # Store() would create an empty database; reading commands must not leave one behind.
     if not Path(db).is_file():
         raise StoreError(f"{db}: no result database here; run `edgebench bench` first")
+    # imported here: the store imports the schema, which imports this package's statistics
+    from harness.store import Store
+
     return Store(db)
 
 
@@ -133,12 +138,11 @@ def run_export(db: Path, run: str, fmt: str, out: Path | None = None) -> None:
         return
 
     from harness.report.frame import frame_from_rows
-    from harness.store import JSON_FIELDS
 
     df = frame_from_rows(rows)
-    for name in JSON_FIELDS:
+    for name in schema.JSON_FIELDS:
         df[name] = [None if v is None else json.dumps(v, sort_keys=True) for v in df[name]]
-    df = df[list(RESULT_FIELDS)]
+    df = df[list(schema.RESULT_FIELDS)]
     if out is None:
         # A closed pipe (`| head`) is the reader's choice, not an error of ours to reword.
         df.to_csv(sys.stdout, index=False)

@@ -56,11 +56,19 @@ class Runtime:
         raise NotImplementedError
 
     def run(self) -> None:
-        """Execute on the input already set, fetch outputs to host memory: the timed step."""
+        """Execute on the input already in runtime memory, outputs left in runtime memory: the
+        runtime's own run, what onnxruntime_perf_test and benchmark_model time (scope
+        `runtime`)."""
+        raise NotImplementedError
+
+    def run_end_to_end(self) -> None:
+        """Numpy in, numpy out through the engine's Python API, what an application pays
+        (scope `end_to_end`): input copied in, run, output copied out."""
         raise NotImplementedError
 
     def output(self) -> np.ndarray:
-        """The first output of the last run as float32 (dequantized if needed)."""
+        """The first output of the last run, fetched to host memory as float32 (dequantized if
+        needed); outside the timer."""
         raise NotImplementedError
 
     def options_used(self) -> dict[str, Any]:

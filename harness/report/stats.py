@@ -1,0 +1,209 @@
+"""The statistics of edgebench's figures on the host: combining sessions, intervals, comparisons.
+
+A measurement is several sessions (fresh agent processes, interleaved with the other artifacts of
+the run). Iterations within one process hang together and processes differ from each other by
+more than any within-process interval shows, so the session, not the iteration, is the unit:
+
+- the headline is the median of the session medians; its 95% interval is a Student t interval
+  on the logs of the session medians (latency is a positive, right-skewed scale where effects
+  multiply), so it widens honestly with the spread between processes and with few sessions;
+- a comparison of two measurements is the ratio of their geometric-mean session medians with a
+  Welch t interval on the difference of log medians; when both come from one run, session k of
+  A and session k of B ran back to back, so the interval is paired by session (drift cancels);
+- a verdict has three answers besides "not measured": slower or faster by more than T when the
+  whole interval of the ratio is beyond 1 +/- T, no change beyond T when it lies inside, and
+  inconclusive otherwise. Noise alone almost never gives the first two.
+
+numpy and scipy only (no pandas), so the runner can combine sessions as they arrive. The agent's
+own per-session figures are in `harness/agent/measure.py`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats as _scipy_stats
+
+CONFIDENCE = 0.95
+# Default practical threshold T of a comparison: changes smaller than this are "no change".
+THRESHOLD = 0.05
+
+SLOWER = "slower"
+FASTER = "faster"
+NO_CHANGE = "no change"
+INCONCLUSIVE = "inconclusive"
+
+# Flags of a measurement, and what raises them.
+HIGH_BETWEEN_COV = 0.05  # session medians spread more than 5% (log-sd)
+HIGH_WITHIN_COV = 0.25  # iterations within a session spread more than 25% (median over sessions)
+FLAG_BETWEEN = "high_between_session_spread"
+FLAG_WITHIN = "high_cov"
+FLAG_LOADED = "loaded"  # 1-minute load average above the CPU count before a session
+FLAG_THROTTLED = "throttled"
+FLAG_CAPPED = "capped"  # a session's window was cut at max_duration_s
+FLAG_FEW_SESSIONS = "single_session"  # no between-session interval possible
+FLAG_ACCURACY = "accuracy_outside_host_interval"
+SPREAD_FLAGS = frozenset({FLAG_BETWEEN, FLAG_WITHIN, FLAG_LOADED, FLAG_THROTTLED, FLAG_CAPPED})
+
+
+def _t(df: float, confidence: float = CONFIDENCE) -> float:
+    return float(_scipy_stats.t.ppf(0.5 + confidence / 2, df))
+
+
+def log_interval(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE
+                 ) -> tuple[float, float] | None:
+    """Student t interval of the geometric mean of positive `values` (session medians); None
+    with fewer than two."""
+    logs = np.log(np.asarray(values, dtype=np.float64))
+    if logs.size < 2 or not np.all(np.isfinite(logs)):
+        return None
+    half = _t(logs.size - 1, confidence) * float(logs.std(ddof=1)) / math.sqrt(logs.size)
+    centre = float(logs.mean())
+    return math.exp(centre - half), math.exp(centre + half)
+
+
+def log_sd(values: Sequence[float] | np.ndarray) -> float | None:
+    """Standard deviation of the logs: the between-session coefficient of variation."""
+    logs = np.log(np.asarray(values, dtype=np.float64))
+    return float(logs.std(ddof=1)) if logs.size >= 2 else None
+
+
+@dataclass(frozen=True)
+class RatioCI:
+    """B / A with its confidence interval; NaN bounds when it cannot be computed."""
+
+    ratio: float
+    low: float
+    high: float
+    paired: bool = False
+
+
+def ratio_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
+                   paired: bool = False, confidence: float = CONFIDENCE) -> RatioCI:
+    """Ratio of geometric means of session medians B / A with a t interval on the logs.
+
+    `paired`: session i of A and of B ran back to back (one run, interleaved), so the interval
+    comes from the per-session log ratios. Otherwise Welch's unequal-variance interval.
+    """
+    la = np.log(np.asarray(a, dtype=np.float64))
+    lb = np.log(np.asarray(b, dtype=np.float64))
+    nan = math.nan
+    if la.size == 0 or lb.size == 0:
+        return RatioCI(nan, nan, nan, paired)
+    diff = float(lb.mean() - la.mean())
+    if paired and la.size == lb.size and la.size >= 2:
+        d = lb - la
+        half = _t(d.size - 1, confidence) * float(d.std(ddof=1)) / math.sqrt(d.size)
+        return RatioCI(math.exp(diff), math.exp(diff - half), math.exp(diff + half), True)
+    if la.size < 2 or lb.size < 2:
+        return RatioCI(math.exp(diff), nan, nan, False)
+    va, vb = la.var(ddof=1) / la.size, lb.var(ddof=1) / lb.size
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return RatioCI(math.exp(diff), math.exp(diff), math.exp(diff), False)
+    # Welch-Satterthwaite degrees of freedom
+    df = (va + vb) ** 2 / (va ** 2 / (la.size - 1) + vb ** 2 / (lb.size - 1))
+    half = _t(df, confidence) * se
+    return RatioCI(math.exp(diff), math.exp(diff - half), math.exp(diff + half), False)
+
+
+def verdict(ci: RatioCI, threshold: float = THRESHOLD) -> str:
+    """slower / faster by more than T, no change beyond T, or inconclusive (latency B / A)."""
+    if math.isnan(ci.low) or math.isnan(ci.high):
+        return INCONCLUSIVE
+    if ci.low > 1 + threshold:
+        return SLOWER
+    if ci.high < 1 - threshold:
+        return FASTER
+    if ci.low >= 1 - threshold and ci.high <= 1 + threshold:
+        return NO_CHANGE
+    return INCONCLUSIVE
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.median(present)) if present else None
+
+
+def combine_sessions(sessions: Sequence[dict[str, Any]], samples_ms: Sequence[np.ndarray],
+                     confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """The measurement's latency figures from its ok sessions.
+
+    `sessions` are the agent's per-session latency dicts (`measure.session_statistics`),
+    `samples_ms` their raw samples; pooled figures come from all samples together.
+    """
+    medians = [s["median_ms"] for s in sessions if s and s.get("median_ms")]
+    pooled = np.concatenate([np.asarray(x, dtype=np.float64) for x in samples_ms]) \
+        if samples_ms else np.empty(0)
+    out: dict[str, Any] = {"sessions": len(medians)}
+    if not medians or pooled.size == 0:
+        return out
+    ci = log_interval(medians, confidence)
+    mean = float(pooled.mean())
+    std = float(pooled.std(ddof=1)) if pooled.size > 1 else 0.0
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(pooled, [50, 90, 95, 99]))
+    out.update(
+        n=int(pooled.size),
+        median_ms=float(np.median(medians)),
+        ci95_low_ms=ci[0] if ci else None,
+        ci95_high_ms=ci[1] if ci else None,
+        p50_ms=p50, p90_ms=p90, p95_ms=p95, p99_ms=p99,
+        mean_ms=mean, std_ms=std,
+        min_ms=float(pooled.min()), max_ms=float(pooled.max()),
+        cov=std / mean if mean > 0 else None,
+        cov_within=_median([s.get("cov") for s in sessions]),
+        cov_between=log_sd(medians),
+        lag1_autocorrelation=_median([s.get("lag1_autocorrelation") for s in sessions]),
+        throughput_wall_ips=_median([s.get("throughput_wall_ips") for s in sessions]),
+    )
+    return out
+
+
+def latency_flags(combined: dict[str, Any]) -> list[str]:
+    """The spread flags a combined measurement earns by its figures alone."""
+    flags = []
+    if combined.get("sessions", 0) == 1:
+        flags.append(FLAG_FEW_SESSIONS)
+    if (combined.get("cov_between") or 0) > HIGH_BETWEEN_COV:
+        flags.append(FLAG_BETWEEN)
+    if (combined.get("cov_within") or 0) > HIGH_WITHIN_COV:
+        flags.append(FLAG_WITHIN)
+    return flags
+
+
+def relative_half_width(low: float | None, high: float | None, centre: float | None
+                        ) -> float | None:
+    """Half the width of an interval relative to its centre: the precision of a headline."""
+    if low is None or high is None or not centre:
+        return None
+    return (high - low) / 2 / centre
+
+
+def interval_coverage(*, sessions: int, between_sd: float, within_rho: float,
+                      within_sd: float = 0.1, iterations: int = 200, trials: int = 2000,
+                      seed: int = 0) -> float:
+    """Share of simulated measurements whose headline interval covers the true median.
+
+    Each session draws its own level (log-normal, `between_sd`) and then `iterations` samples
+    with AR(1) autocorrelation `within_rho` around it, as measured on real devices; the truth is
+    the median of the distribution the session medians come from.
+    """
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    levels = rng.normal(0.0, between_sd, (trials, sessions, 1))
+    e = rng.normal(0.0, within_sd, (trials, sessions, iterations))
+    # AR(1) with unit stationary variance scale: x_i = rho x_{i-1} + sqrt(1 - rho^2) e_i
+    noise = lfilter([math.sqrt(1 - within_rho ** 2)], [1.0, -within_rho], e, axis=-1)
+    medians = np.median(np.exp(levels + noise), axis=-1)
+    covered = 0
+    for row in medians:
+        ci = log_interval(row)
+        # session medians are log-symmetric around exp(0) = 1, the true median
+        if ci is not None and ci[0] <= 1.0 <= ci[1]:
+            covered += 1
+    return covered / trials

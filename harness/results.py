@@ -1,0 +1,355 @@
+"""The one result schema: the columns of runs, measurements and sessions, and how agent results
+become rows.
+
+A *measurement* is one (artifact, runtime, device) of a run: one row of `results`, keyed by its
+`job_id`. It is made of *sessions*, fresh agent processes interleaved with the other artifacts of
+the run: one row of `sessions` each, with the session's own figures and its raw samples. The
+store creates its tables from the columns here, the report's frame takes its dtypes from them,
+`edgebench export` writes them in this order, and `results/README.md` documents exactly these
+names (a test holds the two together).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from harness.agent import protocol
+from harness.report import stats
+
+if TYPE_CHECKING:
+    from harness.runner import PlannedJob
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # text | real | int | bool | json | blob
+    key: str = ""  # SQL constraint, e.g. "PRIMARY KEY"
+
+    @property
+    def sql(self) -> str:
+        base = {"text": "TEXT", "real": "REAL", "int": "INTEGER", "bool": "INTEGER",
+                "json": "TEXT", "blob": "BLOB"}[self.kind]
+        return f"{base} {self.key}".strip()
+
+
+def _cols(spec: str) -> tuple[Column, ...]:
+    """Columns from lines of `name kind [constraint...]`."""
+    out = []
+    for line in spec.strip().splitlines():
+        name, kind, *key = line.split()
+        out.append(Column(name, kind, " ".join(key)))
+    return tuple(out)
+
+
+RUN_COLUMNS = _cols("""
+run_id text PRIMARY KEY
+started_at text NOT NULL
+finished_at text
+status text NOT NULL
+command text
+suite text
+devices json
+harness_version text
+""")
+
+RESULT_COLUMNS = _cols("""
+run_id text NOT NULL
+job_id text PRIMARY KEY
+started_at text
+device text
+device_kind text
+device_fingerprint json
+isa text
+model text
+model_sha256 text
+base_model text
+baseline text
+technique text
+lineage json
+precision text
+format text
+runtime text
+runtime_version text
+runtime_options json
+threads int
+batch int
+input_shape json
+status text
+error_kind text
+error_message text
+sessions int
+sessions_planned int
+load_s real
+first_inference_ms real
+n int
+latency_median_ms real
+latency_ci95_low_ms real
+latency_ci95_high_ms real
+latency_p50_ms real
+latency_p90_ms real
+latency_p95_ms real
+latency_p99_ms real
+latency_mean_ms real
+latency_std_ms real
+latency_min_ms real
+latency_max_ms real
+latency_cov real
+latency_cov_within real
+latency_cov_between real
+latency_lag1 real
+throughput_wall_ips real
+stable bool
+flags json
+throttled bool
+rss_runtime_mb real
+peak_rss_mb real
+timed_peak_rss_mb real
+model_mb real
+model_anon_mb real
+model_file_mb real
+gpu_mem_mb real
+power_w real
+energy_mj_per_inference real
+accuracy_top1 real
+accuracy_top1_low real
+accuracy_top1_high real
+accuracy_top5 real
+accuracy_top5_low real
+accuracy_top5_high real
+accuracy_ties int
+accuracy_n int
+ref_top1_agreement real
+ref_max_abs_diff real
+host_top1 real
+host_top5 real
+parity_top1_agreement real
+parity_max_abs_diff real
+params int
+macs int
+size_bytes int
+bytes_pushed int
+dataset text
+timed_scope text
+settings json
+state_before json
+state_after json
+tune json
+orchestration_s real
+legacy json
+harness_version text
+""")
+
+SESSION_COLUMNS = _cols("""
+job_id text NOT NULL
+session int NOT NULL
+started_at text
+status text
+error_kind text
+error_message text
+load_s real
+first_inference_ms real
+warmup_n int
+n int
+median_ms real
+mean_ms real
+std_ms real
+min_ms real
+max_ms real
+p90_ms real
+p95_ms real
+p99_ms real
+cov real
+ci95_low_ms real
+ci95_high_ms real
+lag1_autocorrelation real
+elapsed_s real
+throughput_wall_ips real
+capped bool
+throttled bool
+loadavg_1m real
+cpu_count int
+rss_runtime_mb real
+peak_rss_mb real
+timed_peak_rss_mb real
+model_mb real
+model_anon_mb real
+model_file_mb real
+anon_mb real
+file_mb real
+power_w real
+bytes_pushed int
+orchestration_s real
+state_before json
+state_after json
+samples blob
+""")
+
+RESULT_FIELDS = tuple(c.name for c in RESULT_COLUMNS)
+SESSION_FIELDS = tuple(c.name for c in SESSION_COLUMNS)
+JSON_FIELDS = frozenset(c.name for cols in (RUN_COLUMNS, RESULT_COLUMNS, SESSION_COLUMNS)
+                        for c in cols if c.kind == "json")
+BOOL_FIELDS = frozenset(c.name for cols in (RESULT_COLUMNS, SESSION_COLUMNS)
+                        for c in cols if c.kind == "bool")
+
+# Session memory figures carried into the measurement row (median over sessions).
+_MEMORY = ("rss_runtime_mb", "peak_rss_mb", "timed_peak_rss_mb", "model_mb", "model_anon_mb",
+           "model_file_mb")
+
+
+def session_row(job_id: str, session: int, result: dict[str, Any], *, started_at: str,
+                bytes_pushed: int, orchestration_s: float) -> dict[str, Any]:
+    """One `sessions` row (without its samples) from one agent result."""
+    lat = result.get("latency") or {}
+    mem = result.get("memory") or {}
+    err = result.get("error") or {}
+    before = result.get("state_before") or {}
+    load = before.get("loadavg") or [None]
+    row: dict[str, Any] = {
+        "job_id": job_id,
+        "session": session,
+        "started_at": started_at,
+        "status": result.get("status", protocol.STATUS_FAILED),
+        "error_kind": err.get("kind"),
+        "error_message": err.get("message"),
+        "load_s": result.get("load_s"),
+        "first_inference_ms": result.get("first_inference_ms"),
+        "warmup_n": result.get("warmup_n"),
+        "capped": result.get("capped"),
+        "throttled": result.get("throttled"),
+        "loadavg_1m": load[0],
+        "cpu_count": (result.get("fingerprint") or {}).get("cpu_count"),
+        "power_w": (result.get("power") or {}).get("mean_w"),
+        "bytes_pushed": bytes_pushed,
+        "orchestration_s": orchestration_s,
+        "state_before": before or None,
+        "state_after": result.get("state_after") or None,
+    }
+    for name in ("n", "median_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p90_ms", "p95_ms",
+                 "p99_ms", "cov", "ci95_low_ms", "ci95_high_ms", "lag1_autocorrelation",
+                 "elapsed_s", "throughput_wall_ips"):
+        row[name] = lat.get(name)
+    for name in (*_MEMORY, "anon_mb", "file_mb"):
+        row[name] = mem.get(name)
+    return row
+
+
+def _median(values: Sequence[Any]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return float(np.median(present)) if present else None
+
+
+def measurement_row(run_id: str, job: PlannedJob, started_at: str,
+                    results: Sequence[dict[str, Any]], session_rows: Sequence[dict[str, Any]],
+                    samples_ns: Sequence[Sequence[int]], sessions_planned: int
+                    ) -> dict[str, Any]:
+    """The `results` row of a measurement from its sessions so far (agent results in session
+    order, their rows and raw samples)."""
+    artifact = job.artifact
+    first = results[0]
+    ok = [i for i, r in enumerate(results) if r.get("status") == protocol.STATUS_OK]
+    failed = [r for r in results if r.get("status") != protocol.STATUS_OK]
+    shown = results[ok[0]] if ok else first
+    err = (failed[0].get("error") or {}) if failed else {}
+    combined = stats.combine_sessions(
+        [results[i].get("latency") or {} for i in ok],
+        [np.asarray(samples_ns[i], dtype=np.float64) / 1e6 for i in ok])
+    flags = stats.latency_flags(combined) if ok else []
+    ok_rows = [session_rows[i] for i in ok]
+    if any(r.get("capped") for r in ok_rows):
+        flags.append(stats.FLAG_CAPPED)
+    if any(r.get("throttled") for r in ok_rows):
+        flags.append(stats.FLAG_THROTTLED)
+    if any(r.get("loadavg_1m") is not None and r.get("cpu_count")
+           and r["loadavg_1m"] > r["cpu_count"] for r in ok_rows):
+        flags.append(stats.FLAG_LOADED)
+    acc = next((r.get("accuracy") for r in results if r.get("accuracy")), None) or {}
+    host = artifact.host_accuracy or {}
+    if acc.get("top1") is not None and host.get("top1_low") is not None and not (
+            host["top1_low"] <= acc["top1"] <= host["top1_high"]):
+        flags.append(stats.FLAG_ACCURACY)
+    parity = artifact.parity or {}
+    fingerprint = shown.get("fingerprint") or None
+    power = [r.get("power") or {} for r in results]
+    throttles = [r.get("throttled") for r in ok_rows if r.get("throttled") is not None]
+    record: dict[str, Any] = {
+        "run_id": run_id,
+        "job_id": job.job_id,
+        "started_at": started_at,
+        "device": job.device.name,
+        "device_kind": job.device.kind,
+        "device_fingerprint": fingerprint,
+        "isa": (fingerprint or {}).get("isa"),
+        "model": artifact.name,
+        "model_sha256": artifact.sha256,
+        "base_model": artifact.base_model,
+        "baseline": artifact.baseline,
+        "technique": artifact.technique,
+        "lineage": list(artifact.lineage),
+        "precision": artifact.precision,
+        "format": artifact.format,
+        "runtime": job.runtime,
+        "runtime_version": shown.get("runtime_version"),
+        "runtime_options": shown.get("runtime_options") or None,
+        "threads": shown.get("threads"),
+        "batch": artifact.input_shape[0] if artifact.input_shape else 1,
+        "input_shape": shown.get("input_shape"),
+        # A measurement is ok when every session it ran was; a failed one keeps its ok sessions.
+        "status": failed[0].get("status", protocol.STATUS_FAILED) if failed
+        else protocol.STATUS_OK,
+        "error_kind": err.get("kind"),
+        "error_message": err.get("message"),
+        "sessions": len(ok),
+        "sessions_planned": sessions_planned,
+        "load_s": _median([r.get("load_s") for r in ok_rows]),
+        "first_inference_ms": _median([r.get("first_inference_ms") for r in ok_rows]),
+        "n": combined.get("n"),
+        "latency_median_ms": combined.get("median_ms"),
+        "latency_ci95_low_ms": combined.get("ci95_low_ms"),
+        "latency_ci95_high_ms": combined.get("ci95_high_ms"),
+        "latency_cov": combined.get("cov"),
+        "latency_cov_within": combined.get("cov_within"),
+        "latency_cov_between": combined.get("cov_between"),
+        "latency_lag1": combined.get("lag1_autocorrelation"),
+        "throughput_wall_ips": combined.get("throughput_wall_ips"),
+        "stable": (not set(flags) & stats.SPREAD_FLAGS) if ok else None,
+        "flags": sorted(set(flags)),
+        "throttled": any(throttles) if throttles else None,
+        "gpu_mem_mb": _median([(r.get("memory") or {}).get("gpu_mem_mb") for r in results]),
+        "power_w": _median([p.get("mean_w") for p in power]),
+        "energy_mj_per_inference": _median([p.get("energy_mj_per_inference") for p in power]),
+        "accuracy_top1": acc.get("top1"),
+        "accuracy_top1_low": acc.get("top1_low"),
+        "accuracy_top1_high": acc.get("top1_high"),
+        "accuracy_top5": acc.get("top5"),
+        "accuracy_top5_low": acc.get("top5_low"),
+        "accuracy_top5_high": acc.get("top5_high"),
+        "accuracy_ties": acc.get("top1_ties"),
+        "accuracy_n": acc.get("n"),
+        "ref_top1_agreement": acc.get("ref_top1_agreement"),
+        "ref_max_abs_diff": acc.get("ref_max_abs_diff"),
+        "host_top1": host.get("top1"),
+        "host_top5": host.get("top5"),
+        "parity_top1_agreement": parity.get("top1_agreement"),
+        "parity_max_abs_diff": parity.get("max_abs_diff"),
+        "params": artifact.params,
+        "macs": artifact.macs,
+        "size_bytes": artifact.size_bytes,
+        "bytes_pushed": sum(r.get("bytes_pushed") or 0 for r in session_rows),
+        "dataset": artifact.dataset.name if artifact.dataset else None,
+        "timed_scope": shown.get("timed_scope"),
+        "settings": shown.get("settings") or None,
+        "state_before": session_rows[0].get("state_before"),
+        "state_after": session_rows[-1].get("state_after"),
+        "tune": shown.get("tune") or None,
+        "orchestration_s": sum(r.get("orchestration_s") or 0.0 for r in session_rows),
+    }
+    for stat in ("p50", "p90", "p95", "p99", "mean", "std", "min", "max"):
+        record[f"latency_{stat}_ms"] = combined.get(f"{stat}_ms")
+    for name in _MEMORY:
+        record[name] = _median([r.get(name) for r in ok_rows])
+    return record
