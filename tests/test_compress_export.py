@@ -1,4 +1,5 @@
-"""Exports: checker-clean fixed-batch ONNX, TFLite, parity in their runtimes, clear failures."""
+"""Exports: checker-clean fixed-batch ONNX, TFLite, parity in the agent's runtimes, clear
+failures."""
 
 from __future__ import annotations
 
@@ -10,16 +11,16 @@ import pytest
 import torch
 from torch import nn
 
+from harness.agent.scoring import parity, score
 from harness.compress.export import (
     ExportError,
     edgetpu_compile,
     export_onnx,
     export_tflite,
-    parity,
-    run_onnx,
-    run_tflite,
-    scores,
+    input_dtype,
+    run_exported,
 )
+from harness.errors import EdgebenchError
 from harness.zoo import build_model
 
 
@@ -42,7 +43,8 @@ def test_onnx_export_is_clean_fixed_batch_and_matches_torch(tmp_path: Path) -> N
     x = np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
-    assert parity(run_onnx(path, x), ref)["max_abs_diff"] < 1e-4
+    assert parity(run_exported(path, "onnx", x), ref)["max_abs_diff"] < 1e-4
+    assert input_dtype(path, "onnx") == "float32"
 
 
 def test_tflite_export_keeps_nchw_and_matches_torch(tmp_path: Path) -> None:
@@ -52,8 +54,9 @@ def test_tflite_export_keeps_nchw_and_matches_torch(tmp_path: Path) -> None:
     x = np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
-    result = parity(run_tflite(path, x), ref)
+    result = parity(run_exported(path, "tflite", x), ref)
     assert result["top1_agreement"] == 1.0 and result["max_abs_diff"] < 1e-4
+    assert input_dtype(path, "tflite") == "float32"
 
 
 def test_unsupported_op_names_the_op(tmp_path: Path) -> None:
@@ -68,14 +71,27 @@ def test_edgetpu_compiler_absent_is_a_clear_message(tmp_path: Path, monkeypatch)
     assert compiled is None and "edgetpu_compiler is not on the PATH" in message
 
 
-def test_scores_and_parity_on_known_logits() -> None:
+def test_host_scoring_on_known_logits() -> None:
     logits = np.array([[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [0, 5, 1, 2, 3, 4]], np.float32)
     labels = np.array([5, 1, 0])
-    s = scores(logits, labels)
-    assert s == {"top1": pytest.approx(1 / 3, abs=1e-5), "top5": pytest.approx(2 / 3, abs=1e-5),
-                 "n": 3}
+    s = score(logits, labels)
+    assert (s["top1"], s["top5"], s["n"]) == (pytest.approx(1 / 3), pytest.approx(2 / 3), 3)
+    assert s["top1_low"] < 1 / 3 < s["top1_high"] and s["top1_ties"] == s["top5_ties"] == 0
     p = parity(logits, logits[[0, 1, 0]])
-    assert p["top1_agreement"] == pytest.approx(2 / 3, abs=1e-5) and p["max_abs_diff"] == 4.0
+    assert p["top1_agreement"] == pytest.approx(2 / 3) and p["max_abs_diff"] == 4.0
+
+
+def test_host_runs_fail_clearly(tmp_path: Path, tiny_onnx: Path) -> None:
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a model")
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    with pytest.raises(ExportError, match="corrupt.onnx does not run in its runtime"):
+        run_exported(corrupt, "onnx", x)
+    with pytest.raises(EdgebenchError, match="no host runtime for format 'engine'"):
+        run_exported(tmp_path / "m.engine", "engine", x)
+    # the model wants 1x1x8x8: the engine's error, on one line, names the file
+    with pytest.raises(ExportError, match="tiny.onnx does not run in its runtime: .*"):
+        run_exported(tiny_onnx, "onnx", np.zeros((2, 1, 4, 4), np.float32))
 
 
 def test_export_parity_check_refuses_a_file_that_computes_something_else() -> None:

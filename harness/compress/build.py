@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
+from harness.agent import scoring
 from harness.artifacts import Artifact, DatasetFiles, load_manifest, sha256_file, write_manifest
 from harness.compress import export as ex
 from harness.compress.suite import ModelCfg, RecipeCfg, Suite, load_suite
@@ -399,8 +400,10 @@ class _Builder:
             lineage=tuple(lineage), params=count_params(module),
             macs=count_macs(module, state.input_shape), input_shape=state.input_shape,
             input_dtype=ex.input_dtype(path, fmt),
-            host_accuracy=ex.scores(outputs, state.data.y_test) if state.data else None,
-            parity=ex.parity(outputs, parent), dataset=state.dataset_files,
+            # the agent's own scoring, against the reference logits the device is sent too
+            host_accuracy=(scoring.score(outputs, state.data.y_test, state.torch_reference)
+                           if state.data else None),
+            parity=scoring.parity(outputs, parent), dataset=state.dataset_files,
         )
         write_manifest(artifact)
         return artifact

@@ -3,9 +3,10 @@
 ONNX: torch's exporter at batch 1, one self-contained file (no external data), `onnx.checker`
 clean; this is also the file TensorRT builds engines from on a Jetson. TFLite: litert-torch,
 NCHW input kept. Edge TPU: the full-int8 TFLite through `edgetpu_compiler` when it is installed.
-`run_exported` runs a file in its own runtime on the host (onnxruntime, the LiteRT Interpreter),
-feeding the same float32 tensors the device gets and quantizing them for int8-input models the
-way the device agent does, so that host accuracy is the deployed artifact's accuracy.
+`run_exported` runs a file on the host through the device agent's own runtime classes and row
+loop (`harness.agent.runtimes`, `harness.agent.scoring.logits_of`), fed the same float32 tensors
+the device gets, so host accuracy is the deployed artifact's accuracy and is scored by the agent's
+`scoring.score`: host and device differ only in the machine.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.agent import scoring
+from harness.agent.runtimes import ModelLoadError, Runtime, RuntimeUnavailable, get_runtime
 from harness.errors import EdgebenchError
 
 
@@ -117,52 +120,47 @@ def edgetpu_compile(tflite: Path) -> tuple[Path | None, str]:
 # --- host runs of exported files ------------------------------------------------------------
 
 
-def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+# The agent's runtime for each format: the host runs a file exactly as a device does.
+HOST_RUNTIME = {"onnx": "onnxruntime", "tflite": "tflite"}
+# Runtime options of host runs; a device job with the same options computes the same logits.
+HOST_OPTIONS: dict[str, Any] = {"threads": min(4, os.cpu_count() or 1)}
 
 
-def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    scale, zero = detail["quantization"]
-    info = np.iinfo(detail["dtype"])
-    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
-
-
-def run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(path), num_threads=min(4, os.cpu_count() or 1))
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    quant_in = np.dtype(inp["dtype"]).kind in "iu"
-    quant_out = np.dtype(out["dtype"]).kind in "iu"
-    rows = []
-    for i in range(len(x)):
-        sample = x[i:i + 1]
-        interp.set_tensor(inp["index"], _quantize(sample, inp) if quant_in else sample)
-        interp.invoke()
-        y = interp.get_tensor(out["index"])
-        if quant_out:
-            scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        rows.append(y.astype(np.float32))
-    return np.concatenate(rows)
+def _load(path: Path, fmt: str) -> Runtime:
+    name = HOST_RUNTIME.get(fmt)
+    if name is None:
+        raise EdgebenchError(f"{path}: no host runtime for format {fmt!r}")
+    try:
+        runtime = get_runtime(name)
+    except RuntimeUnavailable as err:
+        raise EdgebenchError(f"{path.name}: cannot run {fmt} on this host: {err}") from err
+    try:
+        runtime.load(str(path), dict(HOST_OPTIONS))
+    except ModelLoadError as err:
+        raise ExportError(f"{path.name} does not run in its runtime: {err}") from err
+    return runtime
 
 
 def run_exported(path: Path, fmt: str, x: np.ndarray) -> np.ndarray:
-    runner = {"onnx": run_onnx, "tflite": run_tflite}.get(fmt)
-    if runner is None:
-        raise EdgebenchError(f"{path}: no host runtime for format {fmt!r}")
+    """Logits of `path` on the rows of `x`, through the agent's runtime for `fmt` and the
+    agent's own loop (int8-input models get `x` quantized exactly as on the device)."""
+    runtime = _load(path, fmt)
     try:
-        return runner(path, x)
-    except Exception as err:
-        raise ExportError(f"{path.name} does not run in its runtime: {_first_line(err)}") from err
+        return scoring.logits_of(runtime, x)
+    except Exception as err:  # engines raise their own types; the artifact is what failed
+        raise ExportError(f"{path.name} does not run in its runtime: {_first_line(err)}"
+                          ) from err
+    finally:
+        runtime.close()
+
+
+# Shorthands for callers that know the format (the quantize and prune tests).
+def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+    return run_exported(path, "onnx", x)
+
+
+def run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
+    return run_exported(path, "tflite", x)
 
 
 def check_export_parity(path: Path, exported: np.ndarray, torch_out: np.ndarray,
@@ -180,23 +178,9 @@ def check_export_parity(path: Path, exported: np.ndarray, torch_out: np.ndarray,
 
 
 def input_dtype(path: Path, fmt: str) -> str:
-    if fmt == "tflite":
-        from ai_edge_litert.interpreter import Interpreter
-
-        return np.dtype(Interpreter(model_path=str(path)).get_input_details()[0]["dtype"]).name
-    return "float32"
-
-
-def scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Top-1 and top-5 accuracy of `logits` against `labels`."""
-    order = np.argsort(-logits, axis=1)
-    k = min(5, logits.shape[1])
-    return {"top1": round(float(np.mean(order[:, 0] == labels)), 6),
-            "top5": round(float(np.mean((order[:, :k] == labels[:, None]).any(axis=1))), 6),
-            "n": int(len(labels))}
-
-
-def parity(logits: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
-    """Agreement of `logits` with the fp32 parent's: top-1 agreement and max absolute diff."""
-    return {"top1_agreement": round(float(np.mean(logits.argmax(1) == reference.argmax(1))), 6),
-            "max_abs_diff": float(np.max(np.abs(logits - reference)))}
+    """The input dtype the agent's runtime reports for the file (int8 for full-int8 TFLite)."""
+    runtime = _load(path, fmt)
+    try:
+        return runtime.input_dtype().name
+    finally:
+        runtime.close()
