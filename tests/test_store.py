@@ -1,7 +1,9 @@
-"""The SQLite store: schema version, one transaction per job, surviving a killed host."""
+"""The SQLite store: schema and its upgrade, one transaction per session, compact exact samples,
+concurrent creation, surviving a killed host."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -9,27 +11,39 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.errors import StoreError
-from harness.store import RESULT_FIELDS, SCHEMA_VERSION, Store
+from harness.results import RESULT_FIELDS
+from harness.store import SCHEMA_VERSION, Store, decode_samples, encode_samples
 from tests.conftest import EDGEBENCH, REPO
+
+FIXTURES = Path(__file__).parent / "fixtures" / "store"
+
+
+def _session(job_id: str, session: int = 0, status: str = "ok") -> dict:
+    return {"job_id": job_id, "session": session, "status": status}
 
 
 def test_schema_version_and_round_trip(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     with Store(db) as store:
         run = store.begin_run("test", None, ["local"])
-        store.add_result({"run_id": run, "job_id": "a", "model": "m", "status": "ok",
-                          "stable": True, "lineage": [{"technique": "fp32"}],
-                          "latency_median_ms": 1.5}, [3, 1, 2])
+        row = {"run_id": run, "job_id": "a", "model": "m", "status": "ok", "stable": True,
+               "lineage": [{"technique": "fp32"}], "latency_median_ms": 1.5, "sessions": 1}
+        store.add_session(_session("a", 0), [3, 1, 2], row)
+        # the second session updates the measurement's row in place
+        store.add_session(_session("a", 1), [4, 5], dict(row, sessions=2))
         store.finish_run(run)
         rows = store.results([run])
-        assert len(rows) == 1
+        assert len(rows) == 1 and rows[0]["sessions"] == 2
         assert rows[0]["stable"] is True
         assert rows[0]["lineage"] == [{"technique": "fp32"}]
         assert rows[0]["harness_version"]
-        assert store.samples("a") == [3, 1, 2]
+        assert [list(s) for s in store.session_samples("a")] == [[3, 1, 2], [4, 5]]
+        assert store.samples("a") == [3, 1, 2, 4, 5]
+        assert [s["session"] for s in store.sessions(["a"])] == [0, 1]
         assert store.resolve_run("latest") == run
         assert store.resolve_run(run[:10]) == run
         assert set(rows[0]) == set(RESULT_FIELDS)
@@ -39,6 +53,64 @@ def test_schema_version_and_round_trip(tmp_path: Path) -> None:
             store.resolve_run("nope")
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_samples_are_exact_and_compact() -> None:
+    rng = np.random.default_rng(0)
+    # realistic latencies: ~1.2 ms with jitter, nanosecond resolution
+    ns = (1.2e6 * rng.lognormal(0, 0.05, 100_000)).astype(np.int64)
+    blob = encode_samples(ns)
+    assert np.array_equal(decode_samples(blob), ns)
+    assert len(blob) / ns.size <= 4.0  # bytes per sample (a row each used to cost ~20)
+    extremes = np.array([0, 1, 2**62, 123456789], dtype=np.int64)
+    assert np.array_equal(decode_samples(encode_samples(extremes)), extremes)
+
+
+def test_schema_1_database_is_upgraded_in_place_losing_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "v1.db"
+    db.write_bytes((FIXTURES / "v1.db").read_bytes())
+    old = sqlite3.connect(db)
+    old.row_factory = sqlite3.Row
+    v1_rows = [dict(r) for r in old.execute("SELECT * FROM results ORDER BY rowid")]
+    v1_samples = {r["job_id"]: [s[0] for s in old.execute(
+        "SELECT latency_ns FROM samples WHERE job_id = ? ORDER BY seq", (r["job_id"],))]
+        for r in v1_rows}
+    v1_runs = old.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    old.close()
+    assert len(v1_rows) == 2 and all(v1_samples.values())
+    with Store(db) as store:
+        rows = store.results()
+        assert len(store.runs()) == v1_runs
+        assert [r["job_id"] for r in rows] == [r["job_id"] for r in v1_rows]
+        for new, before in zip(rows, v1_rows, strict=True):
+            assert store.samples(new["job_id"]) == v1_samples[new["job_id"]]
+            for name in ("model", "status", "n", "latency_median_ms", "latency_p99_ms",
+                         "peak_rss_mb", "device_fingerprint"):
+                expected = before[name]
+                if name == "device_fingerprint":
+                    expected = json.loads(expected)
+                assert new[name] == expected, name
+            assert new["rss_runtime_mb"] == before["rss_before_mb"]
+            assert new["legacy"] == {"throughput_ips": before["throughput_ips"],
+                                     "stop_reason": before["stop_reason"]}
+            assert new["sessions"] == 1 and "single_session" in new["flags"]
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_processes_creating_one_database_at_once_all_succeed(tmp_path: Path) -> None:
+    """Several processes open a database that does not exist yet, at the same moment."""
+    db = tmp_path / "fresh.db"
+    code = ("import sys, time\nfrom harness.store import Store\n"
+            "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+            "with Store(sys.argv[1]) as s:\n    s.begin_run('race', None, ['local'])\n")
+    start = time.time() + 2.0
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db), str(start)], cwd=REPO,
+                              stderr=subprocess.PIPE, text=True) for _ in range(5)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 5, errors
+    with Store(db) as store:
+        assert len(store.runs()) == 5
 
 
 def test_other_schema_version_is_refused(tmp_path: Path) -> None:
@@ -57,14 +129,15 @@ def test_not_a_database_is_refused(tmp_path: Path) -> None:
         Store(db)
 
 
-def test_failed_insert_leaves_no_half_job(tmp_path: Path) -> None:
+def test_failed_insert_leaves_no_half_session(tmp_path: Path) -> None:
     with Store(tmp_path / "r.db") as store:
         run = store.begin_run("t", None, ["local"])
-        store.add_result({"run_id": run, "job_id": "a", "status": "ok"}, [1, 2])
-        with pytest.raises(sqlite3.IntegrityError):
-            store.add_result({"run_id": run, "job_id": "a", "status": "ok"}, [5])  # duplicate
+        row = {"run_id": run, "job_id": "a", "status": "ok", "sessions": 1}
+        store.add_session(_session("a"), [1, 2], row)
+        with pytest.raises(sqlite3.IntegrityError):  # the same session twice
+            store.add_session(_session("a"), [5], dict(row, sessions=2))
         assert store.samples("a") == [1, 2]
-        assert len(store.results()) == 1
+        assert store.results()[0]["sessions"] == 1  # the row's update rolled back with it
 
 
 def test_killed_run_keeps_finished_jobs(tmp_path: Path, tiny_onnx: Path) -> None:
@@ -91,7 +164,7 @@ profile = load_profile("slow", Path({str(devices)!r}))
 arts = [from_model_file(Path(p)) for p in {[str(m) for m in models]!r}]
 jobs = runner.plan_jobs(arts, [profile], runner.BenchOptions(quick=True))
 with Store({str(db)!r}) as store:
-    options = runner.BenchOptions(quick=True, settings={{"min_duration_s": 1.0}})
+    options = runner.BenchOptions(quick=True, sessions=1, settings={{"duration_s": 1.0}})
     runner.run_plan(store, jobs, options, command="kill-test")
 """
     log = tmp_path / "host.log"

@@ -1,0 +1,30 @@
+"""`results/README.md` documents exactly the columns of `harness/results.py`, the one schema."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from harness.results import RESULT_FIELDS, RUN_COLUMNS, SESSION_FIELDS
+
+README = Path(__file__).resolve().parent.parent / "results" / "README.md"
+
+
+def documented(table: str) -> list[str]:
+    """Column names in the first cell of each row of the README's section for `table`."""
+    text = README.read_text()
+    section = re.search(rf"^## Table `{table}`.*?(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert section, f"results/README.md has no section for table {table}"
+    names: list[str] = []
+    for line in section.group(0).splitlines():
+        if line.startswith("| ") and not line.startswith(("| column", "|---")):
+            names += [n.strip() for n in line.split("|")[1].split(",")]
+    return names
+
+
+def test_every_column_is_documented_once_and_nothing_else() -> None:
+    for table, fields in (("runs", [c.name for c in RUN_COLUMNS]),
+                          ("results", list(RESULT_FIELDS)), ("sessions", list(SESSION_FIELDS))):
+        names = documented(table)
+        assert sorted(names) == sorted(fields), table
+        assert len(names) == len(set(names)), f"{table}: a column is documented twice"
