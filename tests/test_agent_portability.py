@@ -47,7 +47,9 @@ def test_agent_bundle_runs_without_the_rest_of_harness(tmp_path: Path) -> None:
     assert agent_bundle()[1] == sha  # deterministic: the cache key only changes with the code
     bundle = tmp_path / f"{sha}.pyz"
     bundle.write_bytes(data)
-    job = {"protocol_version": 1, "job_id": "check", "check": True}
+    from harness.agent import protocol
+
+    job = {"protocol_version": protocol.PROTOCOL_VERSION, "job_id": "check", "check": True}
     proc = subprocess.run([sys.executable, "-I", str(bundle)], input=json.dumps(job),
                           capture_output=True, text=True, cwd=tmp_path, timeout=60)
     result = json.loads(proc.stdout)

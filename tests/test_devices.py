@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from harness.agent import protocol
 from harness.agent import boards
 from harness.agent.boards import coral, jetson, rpi
 from tests.conftest import REPO, make_tiny_onnx
@@ -279,12 +280,13 @@ def fake_tool(bindir: Path, name: str, script: str) -> None:
 
 
 def run_agent_job(model: Path, kind: str, bindir: Path | None = None,
-                  min_duration_s: float = 0.05) -> dict[str, Any]:
+                  duration_s: float = 0.05) -> dict[str, Any]:
     """The real agent on a short job for a device `kind`, with stand-in tools from `bindir`."""
-    job = {"protocol_version": 1, "job_id": kind, "runtime": "onnxruntime",
+    job = {"protocol_version": protocol.PROTOCOL_VERSION, "job_id": kind,
+           "runtime": "onnxruntime",
            "model": {"path": str(model), "format": "onnx"}, "device_kind": kind,
            "options": {"threads": 1},
-           "settings": {"warmup_s": 0.01, "warmup_min": 2, "min_duration_s": min_duration_s,
+           "settings": {"warmup_s": 0.01, "warmup_min": 2, "duration_s": duration_s,
                         "min_iterations": 5, "max_duration_s": 2.0}}
     env = dict(os.environ)
     if bindir is not None:
@@ -356,7 +358,7 @@ def test_jetson_power_and_energy_from_tegrastats(tmp_path: Path) -> None:
     (bindir / "ts.txt").write_text(line)
     fake_tool(bindir, "tegrastats", f"while :; do cat {bindir}/ts.txt; sleep 0.05; done\n")
     result = run_agent_job(make_tiny_onnx(tmp_path / "m.onnx"), "jetson", bindir,
-                           min_duration_s=0.5)
+                           duration_s=0.5)
     watts = result["power"]
     assert watts["source"] == "tegrastats" and watts["rail"] == "VIN_SYS_5V0"
     assert watts["samples"] >= 2

@@ -45,17 +45,21 @@ def test_round_trip_ok(tiny_onnx: Path) -> None:
     assert set(protocol.new_result("x")) <= set(result)  # every documented key is present
     lat = result["latency"]
     assert lat["n"] == len(result["samples_ns"]) >= protocol.QUICK_SETTINGS["min_iterations"]
-    assert lat["min_ms"] <= lat["ci95_low_ms"] <= lat["median_ms"] <= lat["ci95_high_ms"]
-    assert lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
-    assert result["stop_reason"] in ("stable", "max_duration")
+    assert lat["ci95_low_ms"] <= lat["median_ms"] <= lat["ci95_high_ms"]
+    assert lat["min_ms"] <= lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert lat["elapsed_s"] >= protocol.QUICK_SETTINGS["duration_s"]  # the window, fixed
+    assert lat["throughput_wall_ips"] == pytest.approx(lat["n"] / lat["elapsed_s"])
+    assert result["capped"] is False
     assert result["threads"] == 1
     assert result["runtime_options"]["intra_op_threads"] == 1
     assert result["load_s"] > 0 and result["first_inference_ms"] > 0
     mem = result["memory"]
-    assert mem["peak_rss_mb"] >= mem["rss_before_mb"] > 0
+    assert mem["peak_rss_mb"] >= mem["timed_peak_rss_mb"] > mem["rss_runtime_mb"] > 0
+    assert mem["model_mb"] == pytest.approx(mem["timed_peak_rss_mb"] - mem["rss_runtime_mb"])
+    assert result["input_shape"] == [1, 1, 8, 8]
     assert result["fingerprint"]["cpu_count"] >= 1
     assert result["accuracy"] is None  # no dataset: not applicable, not zero
-    assert "pre-processing outside the timer" in result["timed_scope"]
+    assert result["timed_scope"] == "runtime"  # the runtime's own run, as the reference tools
     assert "[agent]" in stderr  # logs go to stderr, not the protocol stream
 
 
@@ -82,6 +86,27 @@ def test_accuracy_with_dataset_and_reference(tmp_path: Path) -> None:
     assert acc["top5"] >= acc["top1"]
     assert acc["ref_top1_agreement"] == pytest.approx(1.0)
     assert acc["ref_max_abs_diff"] == pytest.approx(0.25, abs=1e-4)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "tflite"])
+def test_both_timed_scopes_compute_the_same_outputs(tmp_path: Path, tiny_onnx: Path,
+                                                    tiny_tflite: Path, runtime: str) -> None:
+    """The bound run (IOBinding / invoke) and numpy in-out give the same logits; only what the
+    timer covers differs, and the result says which."""
+    from harness.agent.runtimes import get_runtime
+
+    model = tiny_onnx if runtime == "onnxruntime" else tiny_tflite
+    x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    rt = get_runtime(runtime)
+    rt.load(str(model), {"threads": 1})
+    rt.set_input(x)
+    rt.run()
+    bound = rt.output()
+    rt.run_end_to_end()
+    np.testing.assert_allclose(rt.output(), bound, rtol=1e-6)
+    settings = dict(protocol.QUICK_SETTINGS, timed_scope="end_to_end")
+    result, _ = run_agent(job_for(model, runtime=runtime, settings=settings))
+    assert result["status"] == "ok" and result["timed_scope"] == "end_to_end"
 
 
 def test_tflite_round_trip(tiny_tflite: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from harness.agent import protocol
 from harness.agent import tune
 from tests.conftest import REPO, make_tiny_onnx
 from tests.test_devices import capture
@@ -116,10 +117,11 @@ def run_agent(job: dict[str, Any], env: dict[str, str], cwd: Path) -> dict[str, 
 
 
 def jetson_job(model: Path, **extra: Any) -> dict[str, Any]:
-    job = {"protocol_version": 1, "job_id": "tuned", "runtime": "onnxruntime",
+    job = {"protocol_version": protocol.PROTOCOL_VERSION, "job_id": "tuned",
+           "runtime": "onnxruntime",
            "model": {"path": str(model), "format": "onnx"}, "device_kind": "jetson",
            "options": {"threads": 1},
-           "settings": {"warmup_s": 0.01, "warmup_min": 2, "min_duration_s": 0.05,
+           "settings": {"warmup_s": 0.01, "warmup_min": 2, "duration_s": 0.05,
                         "min_iterations": 5, "max_duration_s": 1.0}}
     job.update(extra)
     return job
