@@ -2,7 +2,7 @@
 
 A profile is plain data (`DeviceProfile`); transports and runtimes act on it. A DEVICE argument is
 either a profile name (`devices/NAME.yaml`) or a path to a YAML file. Every problem is reported as
-one `ConfigError` naming the file and the field. Suites are loaded by `harness.suite`.
+one `ConfigError` naming the file and the field. Suites are loaded by `harness.compress.suite`.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from torch import nn
 from harness.agent import scoring
 from harness.artifacts import Artifact, DatasetFiles, load_manifest, sha256_file, write_manifest
 from harness.compress import export as ex
+from harness.compress import quiet_litert_logs
 from harness.compress.suite import ModelCfg, RecipeCfg, Suite, load_suite
 from harness.compress.techniques import QUANTIZE, TECHNIQUES, ParamError, Technique, load_all
 from harness.compress.train import (
@@ -67,6 +68,7 @@ def build_suite(suite: Path, build_dir: Path = Path("models/build"), *,
                 console: Console | None = None) -> BuildReport:
     """Build every artifact of `suite` into `build_dir`; see the module docstring."""
     loaded = load_suite(suite)  # ConfigError: nothing is built
+    quiet_litert_logs()  # before the first LiteRT import logs anything
     return _Builder(loaded, Path(build_dir), console or Console(stderr=True)).run()
 
 
@@ -74,8 +76,10 @@ def code_version() -> str:
     """Hash of the code and library versions that decide what a build produces."""
     digest = hashlib.sha256()
     root = Path(__file__).resolve().parent.parent
-    for folder in ("compress", "zoo"):
-        for src in sorted((root / folder).glob("*.py")):
+    # host accuracy and parity run the agent's runtimes and scoring: they decide a manifest too
+    for folder in ("compress", "zoo", "agent/runtimes", "agent/scoring.py"):
+        for src in sorted((root / folder).glob("*.py") if (root / folder).is_dir()
+                          else [root / folder]):
             digest.update(src.name.encode())
             digest.update(src.read_bytes())
     for lib in _LIBRARIES:
