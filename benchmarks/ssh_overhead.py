@@ -30,10 +30,11 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.loopback_sshd import LoopbackSSHD, SSHDMissing  # noqa: E402
 from harness.agent import protocol  # noqa: E402
-from harness.config import DeviceProfile  # noqa: E402
-from harness.transport.base import Transport, transport_for  # noqa: E402
-from tests.sshd import SSHD, SSHServer  # noqa: E402
+from harness.config import DeviceProfile, parse_profile  # noqa: E402
+from harness.transport import transport_for  # noqa: E402
+from harness.transport.base import Transport  # noqa: E402
 
 
 def mlp_onnx(path: Path, width: int = 1024, layers: int = 6) -> Path:
@@ -58,6 +59,11 @@ def mlp_onnx(path: Path, width: int = 1024, layers: int = 6) -> Path:
     return path
 
 
+def window_setting() -> str:
+    """The name of the timed window's length in this version of the protocol."""
+    return "duration_s" if "duration_s" in protocol.DEFAULT_SETTINGS else "min_duration_s"
+
+
 def one_job(transport: Transport, model: Path, sha: str, job_id: str, seconds: float,
             cpu: int | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
@@ -66,8 +72,9 @@ def one_job(transport: Transport, model: Path, sha: str, job_id: str, seconds: f
         "model": {"path": transport.stage(model, sha), "format": "onnx"},
         "runtime": "onnxruntime",
         "options": {"threads": 1, **({"cpu_affinity": [cpu]} if cpu is not None else {})},
-        "settings": {"warmup_s": 0.5, "warmup_min": 20, "min_duration_s": seconds,
-                     "min_iterations": 200, "max_duration_s": seconds * 4},
+        "settings": dict(protocol.DEFAULT_SETTINGS, warmup_s=0.5, warmup_min=20,
+                         min_iterations=200, max_duration_s=seconds * 4,
+                         **{window_setting(): seconds}),
         "device_kind": "linux",
     }
     run = transport.run_agent(job, timeout_s=300)
@@ -85,17 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--cpu", type=int, default=None, help="pin the agent to this CPU")
     args = parser.parse_args(argv)
-    if not SSHD.exists():
-        print("needs OpenSSH's sshd (/usr/sbin/sshd): apt-get install openssh-server")
-        return 2
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        try:
+            server = LoopbackSSHD(root / "sshd").start()
+        except SSHDMissing as err:
+            print(err)
+            return 2
         model = mlp_onnx(root / "mlp.onnx")
         sha = hashlib.sha256(model.read_bytes()).hexdigest()
-        server = SSHServer(root / "sshd").start()
         try:
             local = transport_for(DeviceProfile(name="local", python=sys.executable))
-            ssh_profile = server.profile(cache_dir=str(root / "cache"))
+            ssh_profile = parse_profile(root / "loopback.yaml",
+                                        server.profile_data(cache_dir=str(root / "cache")))
             rows: dict[str, list[dict[str, Any]]] = {"local": [], "ssh": []}
             t0 = time.perf_counter()
             with local, transport_for(ssh_profile) as ssh:

@@ -30,8 +30,8 @@ from tests.sshd import SSHServer, alive, free_port, fresh_sshd, keygen, processe
 pytestmark = pytest.mark.ssh
 __all__ = ["sshd", "fresh_sshd"]  # fixtures used by name below
 
-FAST = {"warmup_s": 0.05, "warmup_min": 3, "min_duration_s": 0.2, "min_iterations": 10,
-        "max_duration_s": 2.0, "stability_tolerance": 0.5}
+# A job that runs for about a minute on the tiny model unless it is killed first.
+LONG: dict[str, Any] = {"min_iterations": 10**7, "max_duration_s": 60.0}
 
 
 def sha256(path: Path) -> str:
@@ -46,7 +46,7 @@ def job_for(transport: SSHTransport, model: Path, job_id: str = "j1", **settings
         "model": {"path": transport.stage(model, sha256(model)), "format": "onnx"},
         "runtime": "onnxruntime",
         "options": {"threads": 1},
-        "settings": dict(FAST, **settings),
+        "settings": dict(protocol.QUICK_SETTINGS, **settings),
         "device_kind": "linux",
     }
 
@@ -108,7 +108,7 @@ def test_stage_and_run_a_real_model(sshd: SSHServer, tmp_path: Path) -> None:
         assert transport.connects == 1  # both jobs on one connection
     result = run.result
     assert result["status"] == protocol.STATUS_OK, result["error"]
-    assert result["latency"]["n"] >= FAST["min_iterations"]
+    assert result["latency"]["n"] >= job["settings"]["min_iterations"]
     assert result["fingerprint"]["hostname"] == socket.gethostname()
     assert second.result["status"] == protocol.STATUS_OK
     assert second.result["job_id"] == "j2"
@@ -301,15 +301,14 @@ def test_hostile_names_stay_names(sshd: SSHServer, tmp_path: Path) -> None:
     assert (cache / sha256(model)).is_file()
 
 
-def test_agent_killed_gives_failed_result_with_stderr_tail(sshd: SSHServer, tmp_path: Path,
-                                                           ) -> None:
+def test_agent_killed_gives_failed_result_and_the_next_job_runs(sshd: SSHServer,
+                                                                 tmp_path: Path) -> None:
     model = make_tiny_onnx(tmp_path / "m.onnx", seed=9)
     with SSHTransport(sshd.profile(cache_dir=str(tmp_path / "cache"))) as transport:
-        job = job_for(transport, model, min_duration_s=30, max_duration_s=60)
+        job = job_for(transport, model, **LONG)
         thread, box = run_in_thread(lambda: transport.run_agent(job, 60))
         pid = wait_for(lambda: agent_pids(tmp_path), what="the agent to start")[0]
-        # into the timed loop, so it has logged its warm-up on stderr: the runtime is loaded,
-        # then warm-up takes a few hundredths of a second
+        # into the timed loop: the runtime is loaded, then warm-up takes a few hundredths of a s
         wait_for(lambda: "onnxruntime" in Path(f"/proc/{pid}/maps").read_text(),
                  what="the agent to load onnxruntime")
         time.sleep(1.0)
@@ -320,7 +319,6 @@ def test_agent_killed_gives_failed_result_with_stderr_tail(sshd: SSHServer, tmp_
     assert run.result["status"] == "failed"
     assert run.result["error"]["kind"] == "agent_crashed"
     assert "killed by signal 9 (SIGKILL)" in run.result["error"]["message"]
-    assert "[agent]" in run.stderr_tail  # what the agent said before it died
     assert after.result["status"] == "ok"
 
 
@@ -328,7 +326,7 @@ def test_job_timeout_kills_the_agent_and_the_next_job_runs(sshd: SSHServer, tmp_
                                                            ) -> None:
     model = make_tiny_onnx(tmp_path / "m.onnx", seed=10)
     with SSHTransport(sshd.profile(cache_dir=str(tmp_path / "cache"))) as transport:
-        job = job_for(transport, model, min_duration_s=30, max_duration_s=60)
+        job = job_for(transport, model, **LONG)
         t0 = time.monotonic()
         run = transport.run_agent(job, timeout_s=2.0)
         assert time.monotonic() - t0 < 10
@@ -345,7 +343,7 @@ def test_job_timeout_kills_the_agent_and_the_next_job_runs(sshd: SSHServer, tmp_
 def test_connection_cut_mid_job_then_reconnect(fresh_sshd: SSHServer, tmp_path: Path) -> None:
     model = make_tiny_onnx(tmp_path / "m.onnx", seed=11)
     with SSHTransport(fresh_sshd.profile(cache_dir=str(tmp_path / "cache"))) as transport:
-        job = job_for(transport, model, min_duration_s=30, max_duration_s=60)
+        job = job_for(transport, model, **LONG)
         thread, box = run_in_thread(lambda: transport.run_agent(job, 60))
         orphan = wait_for(lambda: agent_pids(tmp_path), what="the agent to start")[0]
         time.sleep(0.3)
@@ -366,7 +364,7 @@ def test_connection_cut_mid_job_then_reconnect(fresh_sshd: SSHServer, tmp_path: 
 def test_server_stopped_mid_job_then_back(fresh_sshd: SSHServer, tmp_path: Path) -> None:
     model = make_tiny_onnx(tmp_path / "m.onnx", seed=12)
     with SSHTransport(fresh_sshd.profile(cache_dir=str(tmp_path / "cache"))) as transport:
-        job = job_for(transport, model, min_duration_s=30, max_duration_s=60)
+        job = job_for(transport, model, **LONG)
         thread, box = run_in_thread(lambda: transport.run_agent(job, 60))
         wait_for(lambda: agent_pids(tmp_path), what="the agent to start")
         fresh_sshd.stop()
@@ -379,15 +377,6 @@ def test_server_stopped_mid_job_then_back(fresh_sshd: SSHServer, tmp_path: Path)
         fresh_sshd.start()
         back = transport.run_agent(job_for(transport, model, job_id="back"), 60)
         assert back.result["status"] == "ok", back.result["error"]
-
-
-def test_missing_interpreter_is_reported(sshd: SSHServer, tmp_path: Path) -> None:
-    model = make_tiny_onnx(tmp_path / "m.onnx", seed=13)
-    with SSHTransport(sshd.profile(python="/nonexistent/python3",
-                                   cache_dir=str(tmp_path / "cache"))) as transport:
-        run = transport.run_agent(job_for(transport, model), 60)
-    assert run.result["error"]["kind"] == "agent_start"
-    assert "/nonexistent/python3" in run.result["error"]["message"]
 
 
 def test_device_check_through_the_agent(sshd: SSHServer, tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
     python3 -m harness.agent < job.json                    (local)
     python3 ~/.cache/edgebench/<sha256>.pyz < job.json     (pushed to a device as a zip)
-    python3 -m harness.agent --check                       (what this device has, by hand)
-    python3 ~/.cache/edgebench/<sha256>.pyz --serve        (many jobs over one SSH connection)
+    python3 -m harness.agent --check [--kind jetson]       (what this device has, by hand)
+    python3 ~/.cache/edgebench/<sha256>.pyz --serve        (the job server: many jobs, one pipe)
 
 A job `{"check": true}` describes the device instead of measuring (`edgebench devices check`); it
 needs only the stdlib, so a device without numpy can still say that numpy is what it lacks.
@@ -13,6 +13,7 @@ while the job runs.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import zipfile
@@ -47,18 +48,30 @@ def agent_command() -> list[str]:
     return [sys.executable, "-m", __package__ or "harness.agent"]
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="edgebench-agent",
+                                     description="one JSON job on stdin, one result on stdout")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--serve", action="store_true", help="run the job server")
+    mode.add_argument("--check", action="store_true", help="describe this device")
+    parser.add_argument("--kind", default="linux",
+                        help="device kind for --check (a job carries its own device_kind)")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
+    args = parse_args(argv)
     # Keep fd 1 for the protocol: anything a native library prints goes to stderr instead.
-    out = os.fdopen(os.dup(1), "w")
+    out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    if "--serve" in argv:
+    if args.serve:
         from .serve import serve
 
         return serve(agent_command(), out)
     try:
-        if "--check" in argv:
-            answer = check(os.environ.get("EDGEBENCH_DEVICE_KIND", "linux"))
+        if args.check:
+            answer = check(args.kind)
         else:
             try:
                 job = protocol.loads(sys.stdin.read())
@@ -77,7 +90,7 @@ def main(argv: list[str]) -> int:
     finally:
         sys.stdout.flush()
     with out:
-        out.write(protocol.dumps(answer) + "\n")
+        out.write((protocol.dumps(answer) + "\n").encode("utf-8"))
     return 0
 
 

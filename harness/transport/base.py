@@ -5,7 +5,8 @@ A transport turns a device profile into actions. The runner stages the model and
 agent process (`run_agent`). Whatever goes wrong on the way (agent crash, timeout, lost connection)
 comes back as a `failed` result with the reason and the tail of the agent's stderr, so the runner
 can store it and go on with the next job. Only problems that make the device unusable as a whole
-(cannot connect, host key refused) raise `TransportError`.
+(cannot connect, host key refused) raise `TransportError`. Both transports run jobs through the
+agent's job server (`jobserver.py`); `transport_for` picks the one a profile names.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import hashlib
 import io
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from harness.agent import protocol
 from harness.config import DeviceProfile
-from harness.errors import UnknownNameError
+from harness.registry import Registry
 
 AGENT_DIR = Path(__file__).resolve().parent.parent / "agent"
 STDERR_TAIL_CHARS = 2000
@@ -55,7 +56,7 @@ class Transport(ABC):
     def close(self) -> None:  # noqa: B027
         """Release the connection."""
 
-    def __enter__(self) -> Transport:
+    def __enter__(self) -> Self:
         self.open()
         return self
 
@@ -90,23 +91,6 @@ def failed_run(job_id: str, kind: str, message: str, stderr: str = "", wall_s: f
     return AgentRun(result=result, stderr_tail=tail, wall_s=wall_s)
 
 
-def parse_agent_output(job_id: str, stdout: str, stderr: str, returncode: int | None,
-                       wall_s: float) -> AgentRun:
-    """The agent's result from its stdout, or a failed result saying why there is none."""
-    text = stdout.strip()
-    if text:
-        try:
-            result = protocol.loads(text.splitlines()[-1])
-            return AgentRun(result=result, stderr_tail=stderr[-STDERR_TAIL_CHARS:], wall_s=wall_s)
-        except ValueError:
-            pass
-    if returncode is not None and returncode < 0:
-        how = f"was killed by signal {-returncode}"
-    else:
-        how = f"exited with status {returncode} without a result"
-    return failed_run(job_id, "agent_crashed", f"agent {how}", stderr, wall_s)
-
-
 @lru_cache(maxsize=1)
 def agent_bundle() -> tuple[bytes, str]:
     """The agent as a runnable zip (`python3 agent.pyz`) and its sha256.
@@ -129,25 +113,14 @@ def agent_bundle() -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
-_TRANSPORTS: dict[str, Callable[[DeviceProfile], Transport]] = {}
-
-
-def register_transport(name: str) -> Callable[[type[Transport]], type[Transport]]:
-    def deco(cls: type[Transport]) -> type[Transport]:
-        _TRANSPORTS[name] = cls
-        return cls
-
-    return deco
+# Each transport is declared here by name and imported on first use, so paramiko is loaded only
+# for a device that uses SSH. `config.TRANSPORTS` lists the names a profile may give.
+TRANSPORTS: Registry[type[Transport]] = Registry("transport", lazy={
+    "local": "harness.transport.local:LocalTransport",
+    "ssh": "harness.transport.ssh:SSHTransport",
+})
 
 
 def transport_for(profile: DeviceProfile) -> Transport:
-    # Import the implementations so they register; ssh pulls in paramiko only when used.
-    if profile.transport == "ssh":
-        from harness.transport import ssh  # noqa: F401
-    else:
-        from harness.transport import local  # noqa: F401
-    try:
-        factory = _TRANSPORTS[profile.transport]
-    except KeyError:
-        raise UnknownNameError("transport", profile.transport, list(_TRANSPORTS)) from None
-    return factory(profile)
+    """The transport the profile names, for that device; UnknownNameError lists the known."""
+    return TRANSPORTS.get(profile.transport)(profile)

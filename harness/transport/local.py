@@ -1,59 +1,55 @@
-"""The local device: the agent runs in a fresh subprocess on this machine, no SSH.
+"""The local device: the agent runs on this machine, no SSH, through the same job server.
 
-Files are used in place (nothing is copied, `bytes_pushed` stays 0); the agent runs with this
-Python unless the profile names another interpreter.
+Files are used in place (nothing is copied, `bytes_pushed` stays 0). Jobs go through the agent's
+job server (`python -m harness.agent --serve`) in a subprocess, over its stdin and stdout, exactly
+as they go over an SSH channel: a fresh agent process per job, and every fault (agent killed,
+timeout, missing interpreter) reported in the same words as on an SSH device. The agent runs with
+this Python unless the profile names another interpreter.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.agent import protocol
-from harness.transport.base import (
-    AGENT_DIR,
-    AgentRun,
-    CommandResult,
-    Transport,
-    failed_run,
-    parse_agent_output,
-    register_transport,
-)
+from harness.config import DeviceProfile
+from harness.transport.base import AGENT_DIR, AgentRun, CommandResult, Transport
+from harness.transport.jobserver import JobServer, ProcessPipe, ServerPipe, StartFailed
+
+# The agent runs as `-m harness.agent` from the directory that holds the `harness` package.
+WORKDIR = AGENT_DIR.parent.parent
 
 
-@register_transport("local")
 class LocalTransport(Transport):
+    def __init__(self, profile: DeviceProfile) -> None:
+        super().__init__(profile)
+        self.python = profile.python or sys.executable
+        self.jobs = JobServer(self.host, self.python, str(WORKDIR), self._start_job_server)
+
+    def close(self) -> None:
+        self.jobs.stop()
+
     def stage(self, path: Path, sha256: str) -> str:
         return str(Path(path).resolve())
 
-    def agent_argv(self) -> list[str]:
-        return [self.profile.python or sys.executable, "-m", "harness.agent"]
+    def job_server_argv(self) -> list[str]:
+        return [self.python, "-m", "harness.agent", "--serve"]
+
+    def _start_job_server(self) -> ServerPipe:
+        try:
+            return ProcessPipe(self.job_server_argv(), WORKDIR)
+        except FileNotFoundError as err:
+            raise StartFailed("agent_start", f"{self.python} not found on {self.host} "
+                              "(profile field python)") from err
+        except OSError as err:
+            raise StartFailed("agent_start", f"cannot start {self.python} on {self.host}: "
+                              f"{err.strerror or err}") from err
 
     def run_agent(self, job: dict[str, Any], timeout_s: float) -> AgentRun:
-        started = time.perf_counter()
-        try:
-            proc = subprocess.run(
-                self.agent_argv(),
-                input=protocol.dumps(job),
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                cwd=AGENT_DIR.parent.parent,
-            )
-        except subprocess.TimeoutExpired as err:
-            stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else ""
-            return failed_run(job["job_id"], "timeout",
-                              f"job exceeded its timeout of {timeout_s:g} s and was killed",
-                              stderr, time.perf_counter() - started)
-        except OSError as err:
-            return failed_run(job["job_id"], "agent_start",
-                              f"cannot start the agent with {self.agent_argv()[0]}: {err}")
-        return parse_agent_output(job["job_id"], proc.stdout, proc.stderr, proc.returncode,
-                                  time.perf_counter() - started)
+        return self.jobs.run(job, timeout_s)
 
     def run_command(self, argv: Sequence[str], timeout_s: float = 30.0) -> CommandResult:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s)

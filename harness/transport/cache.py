@@ -1,0 +1,158 @@
+"""The content-addressed cache on an SSH device: `<cache_dir>/<sha256>`, filled by SFTP.
+
+A file is uploaded under a temporary name, checked by hash on the device (`sha256sum`, or the
+device's Python where coreutils are missing), then renamed, so a file under its hash name is
+always complete and a second run of the same suite pushes nothing. A file already there is trusted
+when its size matches and it was checked (or pushed) on this connection; a truncated copy under a
+hash name is pushed again. The cache directory is created mode 700 and nothing is written outside
+it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import shlex
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import paramiko
+
+from harness.errors import TransportError
+from harness.transport.sshconn import SSHConnection
+
+BLOCK = 1 << 20
+
+
+class ContentCache:
+    """`<cache_dir>/<sha256>` on the device behind `conn`; `put_*` return (path, bytes pushed)."""
+
+    def __init__(self, conn: SSHConnection, cache_dir: str, python_argv: list[str]) -> None:
+        self.conn = conn
+        self.raw_dir = cache_dir
+        self.python_argv = python_argv
+        self._dir: str | None = None
+        self._present: set[str] = set()  # hashes known to be in the cache on this connection
+
+    def forget(self) -> None:
+        """A new connection: look again at what the device holds."""
+        self._dir = None
+        self._present = set()
+
+    def dir(self) -> str:
+        """The absolute cache directory on the device, created (mode 700) if absent."""
+        if self._dir is None:
+            sftp = self.conn.sftp()
+            raw = self.raw_dir
+            if raw == "~" or raw.startswith("~/"):
+                home = sftp.normalize(".")
+                raw = posixpath.join(home, raw[2:]) if raw != "~" else home
+            elif not raw.startswith("/"):
+                raw = posixpath.join(sftp.normalize("."), raw)
+            path = posixpath.normpath(raw)
+            self._mkdirs(sftp, path)
+            self._dir = path
+        return self._dir
+
+    def path(self, sha256: str) -> str:
+        return posixpath.join(self.dir(), sha256)
+
+    def _mkdirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        current = ""
+        for part in (p for p in path.split("/") if p):
+            current += "/" + part
+            try:
+                sftp.stat(current)
+            except FileNotFoundError:
+                try:
+                    sftp.mkdir(current, mode=0o700)
+                except OSError as err:
+                    raise TransportError(f"{self.conn.where}: cannot create cache directory "
+                                         f"{path} ({current}: {err})") from err
+            except OSError as err:
+                raise TransportError(f"{self.conn.where}: cannot use cache directory {path}: "
+                                     f"{err}") from err
+
+    def _present_on_device(self, sha256: str, size: int) -> bool:
+        if sha256 in self._present:
+            return True
+        try:
+            found = self.conn.sftp().stat(self.path(sha256)).st_size == size
+        except FileNotFoundError:
+            found = False
+        except (OSError, paramiko.SSHException, EOFError) as err:
+            raise TransportError(f"{self.conn.where}: cannot look into the cache: {err}") from err
+        if found:
+            self._present.add(sha256)
+        return found
+
+    def _remote_sha256(self, path: str) -> str | None:
+        quoted = shlex.quote(path)
+        py = " ".join(shlex.quote(a) for a in self.python_argv)
+        script = ("import hashlib,sys;h=hashlib.sha256();f=open(sys.argv[1],'rb');"
+                  "[h.update(b) for b in iter(lambda:f.read(1<<20),b'')];print(h.hexdigest())")
+        inner = f"sha256sum -- {quoted} 2>/dev/null || {py} -c {shlex.quote(script)} {quoted}"
+        done = self.conn.exec(f"/bin/sh -c {shlex.quote(inner)}",
+                              timeout_s=self.conn.settings.command_timeout_s)
+        if done.why is not None or done.status != 0:
+            return None
+        text = done.stdout.decode(errors="replace").strip()
+        return text.split()[0].lower() if text else None
+
+    def _push(self, sha256: str, size: int,
+              upload: Callable[[paramiko.SFTPClient, str], None], what: str) -> tuple[str, int]:
+        """Put content `sha256` in the cache unless present; `upload(sftp, path)` writes it."""
+        final = self.path(sha256)
+        if self._present_on_device(sha256, size):
+            return final, 0
+        sftp = self.conn.sftp()
+        partial = f"{final}.part-{uuid.uuid4().hex[:8]}"
+        try:
+            upload(sftp, partial)
+            got = self._remote_sha256(partial)
+            if got != sha256:
+                raise TransportError(
+                    f"{self.conn.where}: {what} arrived corrupted (sha256 {got or 'unreadable'}, "
+                    f"expected {sha256})")
+            try:
+                sftp.posix_rename(partial, final)
+            except (OSError, paramiko.SSHException):
+                sftp.rename(partial, final)
+        except (OSError, paramiko.SSHException, EOFError) as err:
+            raise TransportError(f"{self.conn.where}: cannot push {what}: {err}") from err
+        finally:
+            try:
+                sftp.remove(partial)
+            except (OSError, paramiko.SSHException, EOFError):
+                pass
+        self._present.add(sha256)
+        return final, size
+
+    def put_file(self, path: Path, sha256: str) -> tuple[str, int]:
+        """`path` under its hash; TransportError if its content is not `sha256` after all."""
+        try:
+            size = path.stat().st_size
+        except OSError as err:
+            raise TransportError(f"cannot stage {path}: {err.strerror}") from err
+        digest = hashlib.sha256()
+
+        def upload(sftp: paramiko.SFTPClient, remote: str) -> None:
+            with open(path, "rb") as src, sftp.open(remote, "wb") as dst:
+                dst.set_pipelined(True)
+                for block in iter(lambda: src.read(BLOCK), b""):
+                    digest.update(block)
+                    dst.write(block)
+            if digest.hexdigest() != sha256:
+                raise TransportError(f"{path} has sha256 {digest.hexdigest()}, not the "
+                                     f"{sha256} it was staged as (changed since it was built?)")
+
+        return self._push(sha256, size, upload, f"{path.name!r}")
+
+    def put_bytes(self, data: bytes, sha256: str, what: str) -> tuple[str, int]:
+        def upload(sftp: paramiko.SFTPClient, remote: str) -> None:
+            with sftp.open(remote, "wb") as dst:
+                dst.set_pipelined(True)
+                dst.write(data)
+
+        return self._push(sha256, len(data), upload, what)
