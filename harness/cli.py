@@ -21,19 +21,12 @@ from rich.table import Table
 from harness import __version__
 from harness.config import DEVICES_DIR, list_profiles, load_profile
 from harness.errors import EdgebenchError
+from harness.report.console import format_value as _fmt
 from harness.store import DEFAULT_DB, Store
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
-
-
-def _fmt(value: Any, spec: str = ".4g", none: str = "n/a") -> str:
-    if value is None:
-        return none
-    if isinstance(value, float):
-        return format(value, spec)
-    return str(value)
 
 
 # devices ----------------------------------------------------------------------------------------
@@ -161,7 +154,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise EdgebenchError(f"device given twice: {', '.join(names)}")
     settings = {"timed_scope": args.timed_scope} if args.timed_scope else {}
     options = runner.BenchOptions(runtimes=tuple(args.runtime or ()), threads=args.threads,
-                                  quick=args.quick, sessions=args.sessions, settings=settings)
+                                  quick=args.quick, sessions=args.sessions,
+                                  max_sessions=args.max_sessions, settings=settings)
     failures: list[tuple[str, str]] = []
     if args.model:
         artifacts = [from_model_file(Path(args.model))]
@@ -291,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sessions", type=_session_count,
                        help="fresh agent processes per measurement, interleaved across the "
                             "artifacts (default 5, 2 with --quick; 1 gives no interval)")
+    bench.add_argument("--max-sessions", type=_session_count,
+                       help="add rounds of sessions, up to this many, to measurements whose "
+                            "headline 95%% interval is wider than +/-2%% of the median")
     bench.add_argument("--timed-scope", choices=("runtime", "end_to_end"),
                        help="what the timer covers: the runtime's own run on bound inputs "
                             "(default) or numpy in and out")
@@ -306,9 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_a")
     compare.add_argument("run_b")
     compare.add_argument("--threshold", type=float, default=0.05,
-                         help="smallest relative change that counts (default 0.05)")
+                         help="smallest relative change that counts, T (default 0.05): slower "
+                              "or faster only when the whole 95%% CI is beyond 1 +/- T")
     compare.add_argument("--fail-on-regression", action="store_true",
-                         help="exit non-zero when any job regressed (the nightly gate)")
+                         help="exit non-zero when any measurement is slower beyond the "
+                              "threshold with confidence, or newly failing (the nightly gate)")
     compare.add_argument("--allow-different-devices", action="store_true",
                          help="compare runs whose device fingerprints differ")
     compare.set_defaults(func=cmd_compare)

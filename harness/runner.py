@@ -4,11 +4,13 @@ A measurement (artifact, runtime, device) is several sessions, each a fresh agen
 device gets its own queue and worker thread (one session at a time per device, devices in
 parallel), and its queue is in rounds: session 0 of every artifact, then session 1 of every
 artifact, and so on, so drift and neighbours hit every variant alike and session k of two variants
-ran close together. Accuracy is measured in session 0 only (it does not change between
-processes). A measurement whose first session fails gets no more sessions. The main thread alone
-writes to the store, one transaction per finished session with its measurement's row brought up
-to date, so an interrupted run keeps everything that finished. Whatever goes wrong in a device's
-worker becomes a failed row for each of its measurements not yet stored, never a silent gap.
+ran close together. Accuracy is measured in session 0 only (it does not change between processes).
+A measurement whose first session fails gets no more sessions. With `max_sessions`, measurements
+whose headline interval is still wider than `precision` after the planned rounds get more rounds,
+up to that cap, in the spirit of MLPerf's early stopping (see README). The main thread alone writes
+to the store, one transaction per finished session with its measurement's row brought up to date,
+so an interrupted run keeps everything that finished. Whatever goes wrong in a device's worker
+becomes a failed row for each of its measurements not yet stored, never a silent gap.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from harness import results
 from harness.agent import protocol
 from harness.artifacts import Artifact, sha256_file
 from harness.config import DeviceProfile
 from harness.errors import EdgebenchError, TransportError, UnknownNameError
 from harness.registry import RUNTIMES as RUNTIME_MODULES
+from harness.report import stats
 from harness.store import Store, utc_now
 from harness.transport.base import AgentRun, Transport, failed_run, transport_for
 
@@ -52,6 +57,10 @@ class BenchOptions:
     quick: bool = False
     settings: dict[str, Any] = field(default_factory=dict)  # overrides of protocol settings
     sessions: int | None = None  # None: DEFAULT_SESSIONS, or QUICK_SESSIONS with quick
+    # More rounds, up to this many sessions, for measurements whose headline interval is wider
+    # than `precision` (relative half-width); None: no more than `sessions`.
+    max_sessions: int | None = None
+    precision: float = 0.02
 
     @property
     def session_count(self) -> int:
@@ -165,6 +174,11 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
     sessions = options.session_count
     posted: set[str] = set()
 
+    def precise(session_medians: list[float]) -> bool:
+        ci = stats.log_interval(session_medians)
+        half = stats.relative_half_width(*ci, float(np.median(session_medians))) if ci else None
+        return half is not None and half <= options.precision
+
     def post(item: SessionDone) -> None:
         posted.add(item.job.job_id)
         done.put(item)
@@ -180,7 +194,11 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
         transport = transport_for(device)
         transport.open()
         active = list(jobs)
-        for session in range(sessions):
+        medians: dict[str, list[float]] = {job.job_id: [] for job in jobs}
+        session = 0
+        while active and session < max(sessions, options.max_sessions or 0):
+            if session >= sessions:  # past the planned rounds: only the imprecise ones
+                active = [job for job in active if not precise(medians[job.job_id])]
             for job in list(active):
                 if stop.is_set():
                     return
@@ -196,8 +214,11 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
                                  - (run.result.get("agent_wall_s") or 0.0))
                 post(SessionDone(job, session, run, transport.bytes_pushed - pushed_before,
                                  max(orchestration, 0.0), started_at))
-                if session == 0 and run.result.get("status") != protocol.STATUS_OK:
+                if run.result.get("status") == protocol.STATUS_OK:
+                    medians[job.job_id].append((run.result.get("latency") or {})["median_ms"])
+                elif session == 0:
                     active.remove(job)  # the next sessions would fail the same way
+            session += 1
     except TransportError as err:
         fail_rest("transport", str(err))
     except Exception as err:  # a bug or a library's surprise: the device's rows still appear

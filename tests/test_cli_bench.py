@@ -32,13 +32,16 @@ def test_bench_local_quick_stores_rows(tmp_path: Path, tiny_onnx: Path,
         for row in (onnx_row, tflite_row):
             assert row["status"] == "ok"
             assert row["device"] == "local"
-            assert row["n"] >= 20
+            assert row["sessions"] == row["sessions_planned"] == 2  # --quick
+            assert row["n"] >= 2 * 5
             assert len(store.samples(row["job_id"])) == row["n"]
+            assert [s["session"] for s in store.sessions([row["job_id"]])] == [0, 1]
             assert row["latency_ci95_low_ms"] <= row["latency_median_ms"] \
                 <= row["latency_ci95_high_ms"]
             assert row["peak_rss_mb"] > 0
             assert row["device_fingerprint"]["cpu_count"] >= 1
-            assert row["settings"]["min_iterations"] == 20  # --quick protocol recorded
+            assert row["settings"]["duration_s"] == 0.2  # --quick protocol recorded
+            assert row["timed_scope"] == "runtime" and row["isa"]
             assert row["bytes_pushed"] == 0  # local: used in place
             assert row["accuracy_top1"] is None  # no dataset: n/a
             assert row["size_bytes"] > 0 and len(row["model_sha256"]) == 64
