@@ -1,123 +1,199 @@
-"""`edgebench compare`: ratio of medians with a bootstrap CI, Mann-Whitney U, and the verdict."""
+"""`edgebench compare`: the ratio of session medians with its interval, and the verdict.
+
+The decision rule is tested on constructed session medians (what noise alone gives, what a real
+shift gives, and that the tests notice a rule that would call noise a change), then end to end on
+stores written session by session.
+"""
 
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import stats as scipy_stats
 
 from harness.errors import EdgebenchError, StoreError
 from harness.report import run_compare
 from harness.report.compare import (
-    IMPROVEMENT,
+    DIFFERENT_ISA,
+    FASTER,
+    FIXED,
+    INCONCLUSIVE,
     NEWLY_FAILING,
     NO_CHANGE,
+    NOT_MEASURED,
     ONLY_A,
     ONLY_B,
-    REGRESSION,
-    classify,
+    SLOWER,
     compare_runs,
-    median_ratio,
+    judge,
+    verdicts_over_runs,
 )
+from harness.report.frame import SessionReader, results_frame
 from harness.store import Store
-from tests.test_report_synthetic import FINGERPRINT, add_job, lognormal_ns
-
-
-def test_median_ratio_matches_numpy_and_covers_the_true_ratio() -> None:
-    a = lognormal_ns(10.0, n=300, seed=1) / 1e6
-    b = lognormal_ns(11.0, n=300, seed=2) / 1e6
-    r = median_ratio(a, b)
-    assert r.ratio == pytest.approx(np.median(b) / np.median(a), rel=1e-12)
-    assert r.low < 1.1 < r.high
-    assert r.low < r.ratio < r.high
-
-
-def test_bootstrap_ci_has_close_to_nominal_coverage() -> None:
-    # 60 independent experiments with a known true ratio of 1.2: a 95% interval should miss
-    # about 3 times; a broken one (too narrow, or centred wrong) misses far more often.
-    misses = 0
-    for k in range(60):
-        a = lognormal_ns(5.0, n=120, sigma=0.1, seed=1000 + k) / 1e6
-        b = lognormal_ns(6.0, n=120, sigma=0.1, seed=2000 + k) / 1e6
-        r = median_ratio(a, b, n_resamples=500, seed=k)
-        misses += not (r.low <= 1.2 <= r.high)
-    assert misses <= 8
-
-
-def test_degenerate_samples_give_nan_not_a_crash() -> None:
-    assert np.isnan(median_ratio([], [1.0]).ratio)
-    single = median_ratio([2.0], [4.0])
-    assert single.ratio == 2.0 and np.isnan(single.low)
-
-
-@pytest.mark.parametrize(
-    ("ratio", "p", "verdict"),
-    [
-        (1.10, 0.001, REGRESSION),
-        (0.90, 0.001, IMPROVEMENT),
-        (1.10, 0.20, NO_CHANGE),  # large but not significant
-        (1.02, 1e-9, NO_CHANGE),  # significant but below the threshold
-        (0.97, 1e-9, NO_CHANGE),
-        (float("nan"), 0.0, NO_CHANGE),
-    ],
+from tests.test_report_synthetic import (
+    FINGERPRINT,
+    ISA,
+    add_job,
+    exact_median_ns,
+    lognormal_ns,
+    sessions_ns,
 )
-def test_classify(ratio: float, p: float, verdict: str) -> None:
-    assert classify(ratio, p, threshold=0.05, alpha=0.05) == verdict
 
 
-def _two_runs(tmp_path: Path, shifts: dict[str, float], fingerprint_b=None, n: int = 400):
+def _medians(centre: float, sd: float, rng: np.random.Generator, n: int = 5) -> np.ndarray:
+    """n session medians, log-normal around `centre` with log-sd `sd`."""
+    return centre * np.exp(rng.normal(0.0, sd, n))
+
+
+def _noise_verdicts(threshold: float, pairs: int = 200, sd: float = 0.03) -> list[str]:
+    rng = np.random.default_rng(2026)
+    return [
+        judge(_medians(10.0, sd, rng), _medians(10.0, sd, rng), threshold=threshold)[1]
+        for _ in range(pairs)
+    ]
+
+
+def test_noise_alone_is_never_called_slower_or_faster() -> None:
+    verdicts = _noise_verdicts(threshold=0.05)
+    assert SLOWER not in verdicts and FASTER not in verdicts
+    assert set(verdicts) <= {NO_CHANGE, INCONCLUSIVE}
+
+
+def test_the_noise_test_can_fail() -> None:
+    # Without a practical threshold the rule is a plain 5% significance test: over 200 pairs of
+    # equal distributions it calls a handful of changes, and the test above would see them.
+    verdicts = _noise_verdicts(threshold=0.0)
+    assert 1 <= verdicts.count(SLOWER) + verdicts.count(FASTER) <= 25
+
+
+def test_a_real_shift_beyond_the_threshold_is_called() -> None:
+    rng = np.random.default_rng(1)
+    a = _medians(10.0, 0.01, rng)
+    ci, verdict = judge(a, _medians(11.5, 0.01, rng))
+    assert verdict == SLOWER and ci.low > 1.05 and ci.low < 1.15 < ci.high
+    assert judge(a, _medians(8.5, 0.01, rng))[1] == FASTER
+
+
+def test_a_small_shift_with_tiny_spread_is_no_change() -> None:
+    rng = np.random.default_rng(2)
+    ci, verdict = judge(_medians(10.0, 0.002, rng), _medians(10.1, 0.002, rng))
+    assert verdict == NO_CHANGE
+    assert ci.low > 1.0  # a real 1% change: significant, yet inside +/- 5%
+
+
+def test_wide_spread_is_inconclusive_even_for_a_large_shift() -> None:
+    rng = np.random.default_rng(3)
+    a = _medians(10.0, 0.2, rng)
+    assert judge(a, _medians(10.0, 0.2, rng))[1] == INCONCLUSIVE
+    assert judge(a, _medians(11.5, 0.2, rng))[1] == INCONCLUSIVE
+
+
+def test_the_threshold_decides_what_counts() -> None:
+    rng = np.random.default_rng(1)
+    a, b = _medians(10.0, 0.01, rng), _medians(11.5, 0.01, rng)
+    assert judge(a, b, threshold=0.05)[1] == SLOWER
+    assert judge(a, b, threshold=0.20)[1] == NO_CHANGE
+    assert judge(a, b, threshold=0.14)[1] == INCONCLUSIVE  # the interval straddles 1.14
+
+
+def test_one_session_or_none_is_never_a_verdict_on_speed() -> None:
+    assert judge([10.0], [20.0])[1] == INCONCLUSIVE  # no interval from a single session
+    assert judge([], [20.0, 21.0])[1] == NOT_MEASURED
+
+
+def test_a_different_instruction_set_is_never_slower_or_faster() -> None:
+    a, b = [10.0, 10.1, 9.9], [20.0, 20.2, 19.8]
+    assert judge(a, b, isa_a=ISA, isa_b=ISA)[1] == SLOWER
+    assert judge(a, b, isa_a=ISA, isa_b="arm neon asimd")[1] == DIFFERENT_ISA
+    assert judge(a, b, isa_a=None, isa_b=ISA)[1] == SLOWER  # not recorded (schema 1): compared
+
+
+def _two_runs(tmp_path: Path, shifts: dict[str, float], fingerprint_b=None):
     """Run A: three models at 10/20/5 ms; run B: the same, each scaled by shifts[model]."""
     store = Store(tmp_path / "x.db")
     medians = {"alpha": 10.0, "beta": 20.0, "gamma": 5.0}
-    run_a = store.begin_run("a", None, ["pi5"])
-    for i, (model, med) in enumerate(medians.items()):
-        add_job(store, run_a, model, samples_ns=lognormal_ns(med, n=n, seed=i))
-    store.finish_run(run_a)
-    run_b = store.begin_run("b", None, ["pi5"])
-    for i, (model, med) in enumerate(medians.items()):
-        add_job(
-            store,
-            run_b,
-            model,
-            fingerprint=fingerprint_b,
-            samples_ns=lognormal_ns(med * shifts.get(model, 1.0), n=n, seed=50 + i),
-        )
-    store.finish_run(run_b)
-    return store, run_a, run_b
+    runs = []
+    for k, scale in enumerate(({}, shifts)):
+        run = store.begin_run("ab"[k], None, ["pi5"])
+        for i, (model, med) in enumerate(medians.items()):
+            add_job(
+                store,
+                run,
+                model,
+                fingerprint=fingerprint_b if k else None,
+                samples_ns=sessions_ns(
+                    med * scale.get(model, 1.0), between_sd=0.01, seed=50 * k + i
+                ),
+            )
+        store.finish_run(run)
+        runs.append(run)
+    return store, runs[0], runs[1]
 
 
-def test_no_shift_means_no_significant_change(tmp_path: Path) -> None:
+def _welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """B / A of geometric means and its 95% Welch interval, written out with numpy and scipy."""
+    la, lb = np.log(a), np.log(b)
+    va, vb = la.var(ddof=1) / la.size, lb.var(ddof=1) / lb.size
+    dof = (va + vb) ** 2 / (va**2 / (la.size - 1) + vb**2 / (lb.size - 1))
+    half = scipy_stats.t.ppf(0.975, dof) * math.sqrt(va + vb)
+    diff = lb.mean() - la.mean()
+    return math.exp(diff), math.exp(diff - half), math.exp(diff + half)
+
+
+def test_no_shift_means_no_change(tmp_path: Path) -> None:
     store, a, b = _two_runs(tmp_path, {})
     result = compare_runs(store, a, b)
     assert list(result.table["verdict"]) == [NO_CHANGE] * 3
     assert result.regressions.empty
     for row in result.table.itertuples():
         assert row.ratio_ci95_low < 1.0 < row.ratio_ci95_high
+        assert row.sessions_a == row.sessions_b == 5
 
 
 def test_a_real_shift_is_called_and_only_there(tmp_path: Path) -> None:
-    store, a, b = _two_runs(tmp_path, {"alpha": 1.12, "gamma": 0.85, "beta": 1.02})
+    store, a, b = _two_runs(tmp_path, {"alpha": 1.15, "gamma": 0.85, "beta": 1.01})
     table = compare_runs(store, a, b).table.set_index("model")
-    assert table.loc["alpha", "verdict"] == REGRESSION
-    assert table.loc["gamma", "verdict"] == IMPROVEMENT
-    # 2% slower with 400 samples each is detectable but below the 5% threshold.
+    assert table.loc["alpha", "verdict"] == SLOWER
+    assert table.loc["gamma", "verdict"] == FASTER
     assert table.loc["beta", "verdict"] == NO_CHANGE
-    assert table.loc["beta", "p_value"] < 0.05
-    alpha_a = np.asarray(store.samples(table.loc["alpha", "job_id_a"]), float)
-    alpha_b = np.asarray(store.samples(table.loc["alpha", "job_id_b"]), float)
-    assert table.loc["alpha", "ratio"] == pytest.approx(np.median(alpha_b) / np.median(alpha_a))
-    expected_p = stats.mannwhitneyu(alpha_a, alpha_b, alternative="two-sided").pvalue
-    assert table.loc["alpha", "p_value"] == pytest.approx(expected_p)
-    assert table.loc["alpha", "ratio_ci95_low"] > 1.05
+
+    # The figures are those of the session medians, computed here from the raw samples.
+    def medians(job_id: str) -> np.ndarray:
+        return np.array([np.median(s) / 1e6 for s in store.session_samples(job_id)])
+
+    ratio, low, high = _welch(
+        medians(table.loc["alpha", "job_id_a"]), medians(table.loc["alpha", "job_id_b"])
+    )
+    assert table.loc["alpha", "ratio"] == pytest.approx(ratio, rel=1e-9)
+    assert table.loc["alpha", "ratio_ci95_low"] == pytest.approx(low, rel=1e-9)
+    assert table.loc["alpha", "ratio_ci95_high"] == pytest.approx(high, rel=1e-9)
+    assert low > 1.05
+    headline = store.results([a])[0]["latency_median_ms"]
+    assert table.loc["alpha", "median_a_ms"] == headline
 
 
-def test_threshold_decides_what_counts(tmp_path: Path) -> None:
-    store, a, b = _two_runs(tmp_path, {"alpha": 1.12})
-    table = compare_runs(store, a, b, threshold=0.2).table.set_index("model")
-    assert table.loc["alpha", "verdict"] == NO_CHANGE
+def test_compare_runs_uses_the_runs_session_medians(tmp_path: Path) -> None:
+    """Session medians set exactly (the samples around them are irrelevant): a clear +10%."""
+    store = Store(tmp_path / "x.db")
+    runs = []
+    for medians in ([10.0, 10.1, 9.9, 10.0], [11.0, 11.1, 10.9, 11.0]):
+        run = store.begin_run("t", None, ["pi5"])
+        add_job(
+            store,
+            run,
+            "net",
+            samples_ns=[exact_median_ns(m, seed=i) for i, m in enumerate(medians)],
+        )
+        runs.append(run)
+    row = compare_runs(store, *runs).table.iloc[0]
+    ratio, low, high = _welch(np.array([10.0, 10.1, 9.9, 10.0]), np.array([11.0, 11.1, 10.9, 11.0]))
+    assert row["ratio"] == pytest.approx(ratio, rel=1e-6)
+    assert row["ratio_ci95_low"] == pytest.approx(low, rel=1e-6)
+    assert row["verdict"] == SLOWER
 
 
 def test_fail_on_regression_sets_the_exit_code(tmp_path: Path, capsys) -> None:
@@ -127,29 +203,54 @@ def test_fail_on_regression_sets_the_exit_code(tmp_path: Path, capsys) -> None:
     assert run_compare(db, a, b) == 0
     assert run_compare(db, a, b, fail_on_regression=True) == 1
     out = capsys.readouterr().out
-    assert "regression" in out and "alpha" in out and a in out and b in out
+    assert "slower" in out and "alpha" in out and a in out and b in out
+    assert "whole interval lies beyond 1 \u00b1 0.05" in out  # the rule is said with the table
+    assert run_compare(db, a, b, threshold=0.3, fail_on_regression=True) == 0
     assert run_compare(db, a, a, fail_on_regression=True) == 0
 
 
-def test_jobs_in_one_run_only_and_new_failures(tmp_path: Path) -> None:
+def test_jobs_in_one_run_only_new_failures_and_fixes(tmp_path: Path) -> None:
     store = Store(tmp_path / "x.db")
     a = store.begin_run("a", None, ["pi5"])
-    add_job(store, a, "kept", samples_ns=lognormal_ns(10, seed=1))
-    add_job(store, a, "dropped", samples_ns=lognormal_ns(10, seed=2))
-    add_job(store, a, "breaks", samples_ns=lognormal_ns(10, seed=3))
+    add_job(store, a, "kept", samples_ns=sessions_ns(10, between_sd=0.01, seed=1))
+    add_job(store, a, "dropped", samples_ns=sessions_ns(10, seed=2))
+    add_job(store, a, "breaks", samples_ns=sessions_ns(10, seed=3))
+    add_job(store, a, "mended", status="failed")
     b = store.begin_run("b", None, ["pi5"])
-    add_job(store, b, "kept", samples_ns=lognormal_ns(10, seed=4))
-    add_job(store, b, "added", samples_ns=lognormal_ns(10, seed=5))
+    add_job(store, b, "kept", samples_ns=sessions_ns(10, between_sd=0.01, seed=4))
+    add_job(store, b, "added", samples_ns=sessions_ns(10, seed=5))
     add_job(store, b, "breaks", status="failed")
+    add_job(store, b, "mended", samples_ns=sessions_ns(10, seed=6))
     result = compare_runs(store, a, b)
     verdicts = dict(zip(result.table["model"], result.table["verdict"], strict=True))
     assert verdicts == {
         "kept": NO_CHANGE,
         "dropped": ONLY_A,
         "breaks": NEWLY_FAILING,
+        "mended": FIXED,
         "added": ONLY_B,
     }
     assert list(result.regressions["model"]) == ["breaks"]
+
+
+def test_a_different_instruction_set_is_refused_and_when_allowed_not_judged(
+    tmp_path: Path, capsys
+) -> None:
+    other = copy.deepcopy(FINGERPRINT)
+    other["isa"] = "arm neon asimd"  # the same board without the dot-product extension
+    store, a, b = _two_runs(tmp_path, {"alpha": 1.15}, fingerprint_b=other)
+    with pytest.raises(EdgebenchError, match=r"pi5: isa"):
+        compare_runs(store, a, b)
+    result = compare_runs(store, a, b, allow_different_devices=True)
+    assert set(result.table["verdict"]) == {DIFFERENT_ISA}
+    assert result.regressions.empty  # 15% slower, but on other kernels: not a regression
+    assert set(result.table["isa_b"]) == {"arm neon asimd"} and set(result.table["isa_a"]) == {ISA}
+    store.close()
+    assert (
+        run_compare(tmp_path / "x.db", a, b, allow_different_devices=True, fail_on_regression=True)
+        == 0
+    )
+    assert "different instruction set" in capsys.readouterr().out
 
 
 def test_different_fingerprints_are_refused_unless_allowed(tmp_path: Path, capsys) -> None:
@@ -162,6 +263,7 @@ def test_different_fingerprints_are_refused_unless_allowed(tmp_path: Path, capsy
     assert a in str(err.value) and b in str(err.value) and "temp" not in str(err.value)
     result = compare_runs(store, a, b, allow_different_devices=True)
     assert result.fingerprint_differences == {"pi5": ["cpu.model"]}
+    assert set(result.table["verdict"]) == {NO_CHANGE}  # same instruction set: judged
     store.close()
     assert run_compare(tmp_path / "x.db", a, b, allow_different_devices=True) == 0
     assert "differs between the runs" in capsys.readouterr().out
@@ -208,13 +310,23 @@ def test_fingerprints_are_compared_job_by_job(tmp_path: Path) -> None:
         compare_runs(store, runs[1], runs[2])
 
 
-def test_long_runs_are_thinned_for_the_bootstrap_but_not_for_the_ratio() -> None:
-    a = lognormal_ns(2.0, n=30_000, seed=3) / 1e6
-    b = lognormal_ns(2.2, n=30_000, seed=4) / 1e6
-    r = median_ratio(a, b, max_samples=2000)
-    assert r.ratio == pytest.approx(np.median(b) / np.median(a), rel=1e-12)
-    assert r.low < r.ratio < r.high and r.low < 1.1 < r.high
-    # The interval is as wide as that of 2000 samples: thinning is what sets its width.
-    full = median_ratio(a[:2000], b[:2000])
-    assert (r.high - r.low) == pytest.approx(full.high - full.low, rel=0.3)
-    assert median_ratio(a, b, max_samples=2000) == r  # seeded: reproducible
+def test_nightly_verdicts_follow_the_same_rule(tmp_path: Path) -> None:
+    store = Store(tmp_path / "x.db")
+    runs = []
+    for night, median in enumerate((10.0, 10.05, 11.5, 11.5)):
+        run = store.begin_run("nightly", None, ["pi5"])
+        with store.transaction() as conn:
+            conn.execute(
+                "UPDATE runs SET started_at = ? WHERE run_id = ?",
+                (f"2026-12-0{night + 1}T02:00:00Z", run),
+            )
+        add_job(store, run, "net", samples_ns=sessions_ns(median, between_sd=0.01, seed=night))
+        runs.append(run)
+    history = results_frame(store, runs)
+    started = {r.run_id: r.started_at for r in store.runs()}
+    history = history.assign(run_started_at=history["run_id"].map(started))
+    verdicts = verdicts_over_runs(history, SessionReader(store).medians)
+    assert list(verdicts) == ["", NO_CHANGE, SLOWER, NO_CHANGE]
+    for prev, cur in zip(runs, runs[1:], strict=False):
+        pair = compare_runs(store, prev, cur).table.iloc[0]
+        assert verdicts[history["run_id"] == cur].iloc[0] == pair["verdict"]

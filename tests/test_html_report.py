@@ -8,6 +8,7 @@ tables sort, and saves a full-page screenshot next to the report.
 
 from __future__ import annotations
 
+import html
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 from harness.report import run_report
 from harness.report.html import table_html
-from harness.report.tables import Table
+from harness.report.tables import FLAG_MEANINGS, Table
 from tests.test_report_output import add_nightly_runs
 from tests.test_report_synthetic import demo_store
 
@@ -76,11 +77,26 @@ def test_page_lists_failures_caveats_and_devices(report) -> None:
     # the error text is escaped, not interpreted as markup
     assert "unsupported op DequantizeLinear&lt;axis=1&gt; in mobilenet_v3-int8.onnx" in page
     assert "ModelLoadError" in page
-    assert 'class="badge unstable"' in page and 'class="badge throttled"' in page
-    assert "flag-failed" in page and "flag-unstable" in page and "flag-throttled" in page
+    for flag in ("high_between_session_spread", "throttled", "accuracy_outside_host_interval"):
+        assert f'class="badge {flag}"' in page and f"flag-{flag}" in page, flag
+    assert "flag-failed" in page
     assert "Synthetic CPU @ 2.0GHz" in page  # fingerprint
     assert "governor" in page  # device state
     assert "resnet_18&amp;v2" in page and "resnet_18&v2<" not in page
+    assert page.count('<p class="isa"><b>ISA:</b> <code>arm neon asimd asimddp</code></p>') == 2
+
+
+def test_page_explains_every_flag_it_shows(report) -> None:
+    folder, _ = report
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    legend = page.split('<dl class="legend" id="flags">', 1)[1].split("</dl>", 1)[0]
+    for flag, meaning in FLAG_MEANINGS.items():
+        assert f'class="badge {flag}"' in legend and html.escape(meaning) in legend, flag
+    caveats = page.split('<ul id="caveats">', 1)[1].split("</ul>", 1)[0]
+    # each flagged measurement by name, with its flags; the unflagged ones are not listed
+    assert caveats.count("<li>") == 3
+    assert "mobilenet_v3-fp16</code> on pi5" in caveats and "resnet_18&amp;v2-int8" in caveats
+    assert "pruned50" not in caveats
 
 
 @pytest.mark.browser
@@ -121,7 +137,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path: Path) -> None:
             summary = page.locator("#T_summary")
             assert summary.locator("tbody tr").count() == 11
             assert page.locator("#failures").inner_text().count("DequantizeLinear") == 1
-            for flag in ("failed", "unstable", "throttled"):
+            for flag in ("failed", "high_between_session_spread", "throttled"):
                 assert summary.locator(f"td.flag-{flag}").count() > 0, flag
             images = page.locator("img")
             assert images.count() == 6
@@ -129,15 +145,16 @@ def test_report_renders_in_headless_chromium(report, tmp_path: Path) -> None:
                 loaded = images.nth(i).evaluate("img => img.complete && img.naturalWidth > 300")
                 assert loaded, images.nth(i).get_attribute("src")
 
-            # Sort the summary by median latency: numbers ascending, "n/a" (failed) last.
-            column = summary.locator("thead th").all_inner_texts().index("Median [ms]")
+            # Sort the summary by median latency ("median [low, high]"): numbers ascending,
+            # "n/a" (failed) last.
+            column = summary.locator("thead th").all_inner_texts().index("Median [ms] (95% CI)")
             summary.locator("thead th").nth(column).click()
             cells = summary.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()
-            numbers = [float(c) for c in cells if c != "n/a"]
+            numbers = [float(c.split(" [")[0]) for c in cells if c != "n/a"]
             assert numbers == sorted(numbers) and cells[-1] == "n/a"
             summary.locator("thead th").nth(column).click()
             cells = summary.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()
-            numbers = [float(c) for c in cells if c != "n/a"]
+            numbers = [float(c.split(" [")[0]) for c in cells if c != "n/a"]
             assert numbers == sorted(numbers, reverse=True)
 
             page.screenshot(path=str(folder / "screenshot.png"), full_page=True)

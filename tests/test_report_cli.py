@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.store import RESULT_FIELDS, Store
-from tests.test_report_synthetic import add_job, lognormal_ns
+from harness.results import RESULT_FIELDS
+from harness.store import Store
+from tests.test_report_synthetic import add_job, sessions_ns
 
 
 @pytest.fixture()
@@ -28,14 +29,20 @@ def db(tmp_path: Path) -> tuple[Path, str, str]:
             conn.execute(
                 "UPDATE runs SET started_at = ? WHERE run_id = ?", (f"2026-12-0{k + 1}", run)
             )
-        add_job(store, run, "net", samples_ns=lognormal_ns(median, seed=k), accuracy_top1=0.9)
+        add_job(
+            store,
+            run,
+            "net",
+            samples_ns=sessions_ns(median, between_sd=0.01, seed=k),
+            accuracy_top1=0.9,
+        )
         add_job(
             store,
             run,
             "net-int8",
             baseline="net",
             accuracy_top1=0.89,
-            samples_ns=lognormal_ns(4.0, seed=10 + k),
+            samples_ns=sessions_ns(4.0, between_sd=0.01, seed=10 + k),
         )
         store.finish_run(run)
         runs.append(run)
@@ -48,7 +55,7 @@ def test_compare_gate_exit_codes(db, capsys) -> None:
     assert main(["compare", "--db", str(path), a, b]) == 0
     assert main(["compare", "--db", str(path), a, b, "--fail-on-regression"]) == 1
     out = capsys.readouterr().out
-    assert "regression" in out and "net-int8" in out
+    assert "slower" in out and "no change" in out and "net-int8" in out
     assert (
         main(["compare", "--db", str(path), a, b, "--threshold", "0.5", "--fail-on-regression"])
         == 0
@@ -84,9 +91,10 @@ def test_report_command_writes_the_folder(db, tmp_path: Path, capsys) -> None:
 
 
 def test_only_harness_report_imports_pandas_and_matplotlib() -> None:
+    # scipy is not in the list: the store combines sessions with harness.report.stats
     code = (
-        "import sys, harness.cli, harness.store, harness.report\n"
-        "print(sorted(m for m in ('pandas', 'matplotlib', 'scipy') if m in sys.modules))"
+        "import sys, harness.cli, harness.store, harness.report, harness.report.console\n"
+        "print(sorted(m for m in ('pandas', 'matplotlib') if m in sys.modules))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code],

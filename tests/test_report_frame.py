@@ -1,25 +1,22 @@
-"""The pandas layer: documented columns, filters, the baseline join and its speedup CI, Pareto."""
+"""The pandas layer: documented columns and their types, filters, session medians, the baseline
+join and its speedup interval, Pareto."""
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from harness.report import frame
-from harness.store import RESULT_FIELDS, Store
-from tests.test_report_synthetic import add_job, demo_store, lognormal_ns
-
-
-def _numpy_bootstrap_ratio(a: np.ndarray, b: np.ndarray, n: int, seed: int) -> tuple[float, float]:
-    """An independent percentile bootstrap of median(b)/median(a), written out with numpy."""
-    rng = np.random.default_rng(seed)
-    ra = np.median(rng.choice(a, size=(n, a.size)), axis=1)
-    rb = np.median(rng.choice(b, size=(n, b.size)), axis=1)
-    low, high = np.percentile(rb / ra, [2.5, 97.5])
-    return float(low), float(high)
+from harness.results import RESULT_COLUMNS, RESULT_FIELDS
+from harness.store import Store
+from tests.test_report_synthetic import add_job, demo_store, lognormal_ns, sessions_ns
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +32,10 @@ def _row(df: pd.DataFrame, device: str, model: str) -> pd.Series:
     return rows.iloc[0]
 
 
+def _session_medians(store: Store, job_id: str) -> np.ndarray:
+    return np.array([np.median(s) / 1e6 for s in store.session_samples(job_id)])
+
+
 def test_frame_has_the_documented_columns_and_keeps_missing_apart_from_zero(demo) -> None:
     store, run, _ = demo
     df = frame.results_frame(store, [run])
@@ -42,8 +43,43 @@ def test_frame_has_the_documented_columns_and_keeps_missing_apart_from_zero(demo
     mobilenet = _row(df, "pi5", "mobilenet_v3")
     assert pd.isna(mobilenet["accuracy_top1"])  # latency-only: n/a, never 0
     assert _row(df, "pi5", "resnet_18&v2")["accuracy_top1"] == pytest.approx(0.70)
-    assert str(df["params"].dtype) == "Int64" and str(df["stable"].dtype) == "boolean"
+    expected = {"int": "Int64", "real": "float64", "bool": "boolean", "json": "object"}
+    for column in RESULT_COLUMNS:
+        if column.kind in expected:
+            assert str(df[column.name].dtype) == expected[column.kind], column.name
     assert isinstance(mobilenet["device_fingerprint"], dict)
+    assert _row(df, "pi5", "mobilenet_v3-fp16")["flags"] == ["high_between_session_spread"]
+    assert pd.isna(_row(df, "pi5", "mobilenet_v3-int8")["stable"])  # failed: not "unstable"
+
+
+def test_frame_does_not_import_compare() -> None:
+    # compare reads the frame; the other way round would make the two one tangle again
+    code = "import sys, harness.report.frame; print('harness.report.compare' in sys.modules)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert proc.stdout.strip() == "False"
+
+
+def test_session_reader_gives_the_medians_of_ok_sessions_by_number(demo) -> None:
+    store, _, df = demo
+    reader = frame.SessionReader(store)
+    job = _row(df, "jetson", "resnet_18&v2")["job_id"]
+    medians = reader.medians(job)
+    assert list(medians.index) == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(medians.to_numpy(), _session_medians(store, job), rtol=1e-12)
+    assert np.median(medians) == pytest.approx(
+        _row(df, "jetson", "resnet_18&v2")["latency_median_ms"], rel=1e-12
+    )
+    failed = _row(df, "pi5", "mobilenet_v3-int8")["job_id"]
+    assert reader.medians(failed).empty  # its one session failed: no median to count
+    assert reader.medians(float("nan")).empty  # a missing baseline
+    samples = reader.samples_ms(job)
+    assert samples.size == 1000 and samples[0] == store.session_samples(job)[0][0] / 1e6
 
 
 def test_select_filters_by_each_field(demo) -> None:
@@ -58,20 +94,42 @@ def test_select_filters_by_each_field(demo) -> None:
     assert len(frame.select(df, status="failed")) == 1
 
 
-def test_speedup_and_its_ci_match_a_direct_computation(demo) -> None:
+def test_speedup_and_its_paired_interval_match_a_direct_computation(demo) -> None:
     store, _, df = demo
     variant = _row(df, "pi5", "resnet_18&v2-int8")
     base = _row(df, "pi5", "resnet_18&v2")
     assert variant["baseline_job_id"] == base["job_id"]
-    v_ms = np.asarray(store.samples(variant["job_id"]), float) / 1e6
-    b_ms = np.asarray(store.samples(base["job_id"]), float) / 1e6
-    assert variant["speedup"] == pytest.approx(np.median(b_ms) / np.median(v_ms), rel=1e-12)
-    low, high = _numpy_bootstrap_ratio(v_ms, b_ms, n=4000, seed=123)
-    assert variant["speedup_ci95_low"] == pytest.approx(low, rel=0.004)
-    assert variant["speedup_ci95_high"] == pytest.approx(high, rel=0.004)
-    # The population medians are 20 ms and 8 ms: the interval must cover 2.5 and be tight.
+    # Session k of both ran back to back: the interval comes from the per-session log ratios.
+    d = np.log(_session_medians(store, base["job_id"])) - np.log(
+        _session_medians(store, variant["job_id"])
+    )
+    half = scipy_stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    assert variant["speedup_paired"]
+    assert variant["speedup"] == pytest.approx(math.exp(d.mean()), rel=1e-9)
+    assert variant["speedup_ci95_low"] == pytest.approx(math.exp(d.mean() - half), rel=1e-9)
+    assert variant["speedup_ci95_high"] == pytest.approx(math.exp(d.mean() + half), rel=1e-9)
+    # The population medians are 20 ms and 8 ms: the interval must cover 2.5.
     assert variant["speedup_ci95_low"] < 2.5 < variant["speedup_ci95_high"]
-    assert variant["speedup_ci95_high"] - variant["speedup_ci95_low"] < 0.1
+    assert variant["speedup_ci95_high"] / variant["speedup_ci95_low"] < 1.2
+
+
+def test_speedup_interval_is_welch_when_the_sessions_do_not_pair(tmp_path: Path) -> None:
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run("t", None, ["pi5"])
+    add_job(store, run, "net", samples_ns=sessions_ns(10, sessions=5, seed=1))
+    # one session fewer: session k of one is not the partner of session k of the other
+    add_job(store, run, "net-int8", baseline="net", samples_ns=sessions_ns(5, sessions=4, seed=2))
+    df = frame.with_baselines(frame.results_frame(store, [run]), store)
+    variant = df[df["model"] == "net-int8"].iloc[0]
+    lv = np.log(_session_medians(store, variant["job_id"]))
+    lb = np.log(_session_medians(store, variant["baseline_job_id"]))
+    va, vb = lv.var(ddof=1) / lv.size, lb.var(ddof=1) / lb.size
+    dof = (va + vb) ** 2 / (va**2 / (lv.size - 1) + vb**2 / (lb.size - 1))
+    half = scipy_stats.t.ppf(0.975, dof) * math.sqrt(va + vb)
+    diff = lb.mean() - lv.mean()
+    assert not variant["speedup_paired"]
+    assert variant["speedup_ci95_low"] == pytest.approx(math.exp(diff - half), rel=1e-9)
+    assert variant["speedup_ci95_high"] == pytest.approx(math.exp(diff + half), rel=1e-9)
 
 
 def test_size_ratio_and_accuracy_delta_come_from_the_baseline_on_the_same_device(demo) -> None:
@@ -110,6 +168,18 @@ def test_baseline_join_needs_same_run_device_runtime_and_threads(tmp_path: Path)
     assert joined.iloc[0]["threads"] == 4 and joined.iloc[0]["runtime"] == "onnxruntime"
     assert joined.iloc[0]["speedup"] == pytest.approx(2.0, rel=0.02)
     assert df["speedup"].isna().sum() == 4  # threads 1, tflite, jetson, other run
+
+
+def test_without_sessions_speedup_is_the_ratio_of_headlines_without_an_interval(demo) -> None:
+    store, run, with_sessions = demo
+    df = frame.with_baselines(frame.results_frame(store, [run]))
+    variant = _row(df, "pi5", "resnet_18&v2-int8")
+    base = _row(df, "pi5", "resnet_18&v2")
+    assert variant["speedup"] == base["latency_median_ms"] / variant["latency_median_ms"]
+    assert pd.isna(variant["speedup_ci95_low"]) and pd.isna(variant["speedup_paired"])
+    # with the sessions the figure is their estimate, close to but not the ratio of headlines
+    other = _row(with_sessions, "pi5", "resnet_18&v2-int8")["speedup"]
+    assert other == pytest.approx(variant["speedup"], rel=0.03) and other != variant["speedup"]
 
 
 def test_failed_baseline_gives_no_speedup(tmp_path: Path) -> None:

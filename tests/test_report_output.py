@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -10,9 +12,9 @@ import pytest
 
 from harness.errors import StoreError
 from harness.report import frame, plots, run_report
-from harness.report.compare import REGRESSION, verdicts_over_runs
+from harness.report.compare import SLOWER, verdicts_over_runs
 from harness.store import Store
-from tests.test_report_synthetic import add_job, demo_store, lognormal_ns
+from tests.test_report_synthetic import add_job, demo_store, lognormal_ns, sessions_ns
 
 ALL_PLOTS = (
     "accuracy_latency",
@@ -41,7 +43,7 @@ def add_nightly_runs(store: Store, medians: list[float]) -> list[str]:
             "resnet_18&v2",
             accuracy_top1=0.70,
             size_bytes=46_000_000,
-            samples_ns=lognormal_ns(median, seed=300 + night),
+            samples_ns=sessions_ns(median, between_sd=0.01, seed=300 + night),
         )
         add_job(
             store,
@@ -49,7 +51,7 @@ def add_nightly_runs(store: Store, medians: list[float]) -> list[str]:
             "resnet_18&v2-int8",
             baseline="resnet_18&v2",
             accuracy_top1=0.69,
-            samples_ns=lognormal_ns(8.0, seed=400 + night),
+            samples_ns=sessions_ns(8.0, between_sd=0.01, seed=400 + night),
             size_bytes=11_800_000,
         )
         store.finish_run(run)
@@ -97,12 +99,8 @@ def test_trend_marks_exactly_the_night_that_regressed(report) -> None:
         history = frame.results_frame(store, runs[1:])
         started = {r.run_id: r.started_at for r in store.runs()}
         history = history.assign(run_started_at=history["run_id"].map(started))
-
-        def samples(job_id: str) -> np.ndarray:
-            return np.asarray(store.samples(job_id), float) / 1e6
-
-        verdicts = verdicts_over_runs(history, samples)
-    flagged = history[verdicts == REGRESSION]
+        verdicts = verdicts_over_runs(history, frame.SessionReader(store).medians)
+    flagged = history[verdicts == SLOWER]
     assert list(flagged["run_id"]) == [runs[3]]
     assert list(flagged["model"]) == ["resnet_18&v2"]
     assert (verdicts[history["run_id"] == runs[1]] == "").all()  # first night: nothing to compare
@@ -119,7 +117,7 @@ def test_figures_with_nothing_to_show_are_not_drawn(tmp_path: Path) -> None:
     assert plots.speedup_by_technique(df, out) == []  # no compressed variant
     assert plots.speedup_heatmap(df, out) == []
     history = df.assign(run_started_at="2026-11-28T00:00:00Z")
-    assert plots.trends(history, out, lambda j: np.asarray(store.samples(j), float)) == []
+    assert plots.trends(history, out) == []
     only_failed = df[df["status"] == "failed"]
     assert plots.latency_distributions(only_failed, out, lambda j: np.array([])) == []
     assert not out.exists() or not any(out.iterdir())
@@ -163,3 +161,16 @@ def test_report_of_a_sparse_run(tmp_path: Path) -> None:
         "size_memory.pdf",
         "size_memory.png",
     ]
+
+
+def test_plots_only_draw() -> None:
+    # verdicts are the caller's (report/__init__.py, by compare's rule), never the plots' own
+    code = "import sys, harness.report.plots; print('harness.report.compare' in sys.modules)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert proc.stdout.strip() == "False"

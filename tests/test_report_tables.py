@@ -41,14 +41,19 @@ def test_csv_holds_the_frame_numbers_under_headers_with_units(demo, tmp_path: Pa
     assert [p.name for p in paths] == ["summary.csv", "summary.md", "summary.tex"]
     csv = pd.read_csv(paths[0])
     assert len(csv) == len(df)
-    np.testing.assert_allclose(csv["Median [ms]"], df["latency_median_ms"])
+    np.testing.assert_allclose(csv["Median [ms] (95% CI)"], df["latency_median_ms"])
+    np.testing.assert_allclose(csv["Median CI95 low [ms]"], df["latency_ci95_low_ms"])
+    np.testing.assert_allclose(csv["Median CI95 high [ms]"], df["latency_ci95_high_ms"])
     np.testing.assert_allclose(csv["Speedup CI95 low [x]"], df["speedup_ci95_low"])
-    np.testing.assert_allclose(csv["Top-1 [%]"], df["accuracy_top1"] * 100)
+    np.testing.assert_allclose(csv["Top-1 [%] (95% CI)"], df["accuracy_top1"] * 100)
+    np.testing.assert_allclose(csv["Top-1 CI95 low [%]"], df["accuracy_top1_low"] * 100)
+    np.testing.assert_allclose(csv["Throughput [img/s]"], df["throughput_wall_ips"])
+    np.testing.assert_allclose(csv["Model memory [MiB]"], df["model_mb"])
+    np.testing.assert_array_equal(csv["Sessions"].fillna(0), df["sessions"].fillna(0))
     np.testing.assert_allclose(csv["Size [MB]"], df["size_bytes"].astype(float) / 1e6)
     for header in (
         "p90 [ms]",
         "p99 [ms]",
-        "Throughput [img/s]",
         "Params [M]",
         "MACs [M]",
         "Peak RSS [MiB]",
@@ -60,13 +65,14 @@ def test_csv_holds_the_frame_numbers_under_headers_with_units(demo, tmp_path: Pa
     assert "Energy [mJ/img]" not in csv.columns
 
 
-def test_markdown_shows_na_flags_failures_and_the_speedup_ci(demo) -> None:
+def test_markdown_shows_na_flags_failures_and_the_intervals(demo) -> None:
     df, _, report_tables = demo
     text = tables.to_markdown(_by_name(report_tables, "device_pi5"))
     lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("|")}
     assert re.search(r"\| +n/a +\|", lines["mobilenet_v3"])  # latency-only: n/a accuracy
-    assert "throttled" in lines["resnet_18&v2-int8"]
-    assert "unstable" in lines["mobilenet_v3-fp16"]
+    assert "accuracy_outside_host_interval, throttled" in lines["resnet_18&v2-int8"]
+    assert "high_between_session_spread" in lines["mobilenet_v3-fp16"]
+    assert "high_between_session_spread" not in lines["resnet_18&v2"]
     assert "failed" in lines["mobilenet_v3-int8"]
     assert "DequantizeLinear<axis=1>" in lines["mobilenet_v3-int8"]
     row = df[(df["device"] == "pi5") & (df["model"] == "resnet_18&v2-int8")].iloc[0]
@@ -75,6 +81,13 @@ def test_markdown_shows_na_flags_failures_and_the_speedup_ci(demo) -> None:
     )
     assert expected in lines["resnet_18&v2-int8"]
     assert "1.00 (baseline)" in lines["resnet_18&v2"]
+    median = (
+        f"{row['latency_median_ms']:.3f} [{row['latency_ci95_low_ms']:.3f}, "
+        f"{row['latency_ci95_high_ms']:.3f}]"
+    )
+    top1 = f"69.00 [{row['accuracy_top1_low'] * 100:.2f}, {row['accuracy_top1_high'] * 100:.2f}]"
+    assert median in lines["resnet_18&v2-int8"] and top1 in lines["resnet_18&v2-int8"]
+    assert re.search(r"\| +5/5 +\|", lines["resnet_18&v2-int8"])  # sessions done, planned
 
 
 def test_energy_appears_when_measured(tmp_path: Path) -> None:
@@ -105,7 +118,10 @@ def test_latex_is_booktabs_and_escapes_names(demo) -> None:
     assert "Runtime: onnxruntime; threads: 4.}" in latex
     assert "resnet_18&v2" not in latex
     assert "DequantizeLinear" not in latex  # errors stay out of the paper table
-    assert "Top-1 &" in latex and "[\\%] &" in latex and "$\\times$" in latex
+    assert "Top-1 &" in latex and "[\\%] (95\\,\\% CI) &" in latex and "$\\times$" in latex
+    # the headline keeps its interval in the paper too: "median [low, high]"
+    assert "[ms] (95\\,\\% CI)" in latex
+    assert re.search(r"& \d+\.\d{3} \[\d+\.\d{3}, \d+\.\d{3}\] &", latex)
     body = latex.split("\\midrule\n")[1].split("\\bottomrule")[0].strip().splitlines()
     spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", latex).group(1)
     assert len(body) == 6

@@ -41,16 +41,17 @@ def run_report(
     """Write the report of one run (tables, plots, index.html) and return its folder.
 
     The folder is `reports/<run_id>/` unless `out` is given. Trends use this run and up to
-    `runs_for_trends - 1` earlier runs on the same devices.
+    `runs_for_trends - 1` earlier runs on the same devices, each judged against the previous run
+    by the rule of `edgebench compare`.
     """
-    from harness.report import frame, html, plots, tables
+    from harness.report import compare, frame, html, plots, stats, tables
 
     with _open(db) as store:
         run_id = store.resolve_run(run)
         runs = store.runs()
         info = next(r for r in runs if r.run_id == run_id)
-        samples = frame.sample_reader(store)  # one read per job for CIs, plots and trends
-        df = frame.with_baselines(frame.results_frame(store, [run_id]), samples=samples)
+        sessions = frame.SessionReader(store)  # one read per job for CIs, plots and trends
+        df = frame.with_baselines(frame.results_frame(store, [run_id]), sessions=sessions)
         folder = Path(out) if out is not None else Path("reports") / run_id
         for sub, patterns in _GENERATED.items():
             for pattern in patterns:
@@ -60,14 +61,17 @@ def run_report(
         report_tables = tables.report_tables(df, run_id)
         table_files = {t.name: t.write(folder / "tables") for t in report_tables}
 
+        history = _history(store, runs, run_id, runs_for_trends, df)
+        sessions.prefetch(history["job_id"])
+        verdicts = compare.verdicts_over_runs(history, sessions.medians, threshold=stats.THRESHOLD)
         plot_dir = folder / "plots"
         written = [
             *plots.accuracy_latency(df, plot_dir),
             *plots.speedup_by_technique(df, plot_dir),
-            *plots.latency_distributions(df, plot_dir, samples),
+            *plots.latency_distributions(df, plot_dir, sessions.samples_ms, sessions.medians),
             *plots.size_memory(df, plot_dir),
             *plots.speedup_heatmap(df, plot_dir),
-            *plots.trends(_history(store, runs, run_id, runs_for_trends, df), plot_dir, samples),
+            *plots.trends(history, plot_dir, verdicts, threshold=stats.THRESHOLD),
         ]
         html.write_index(folder, info, df, report_tables, table_files, written)
     return folder
@@ -96,8 +100,10 @@ def run_compare(
     allow_different_devices: bool = False,
     fail_on_regression: bool = False,
 ) -> int:
-    """Print the comparison of run B against run A; 1 when gating and anything regressed."""
-    from harness.report.compare import compare_runs, render_comparison
+    """Print the comparison of run B against run A; 1 when gating and any measurement is slower
+    beyond the threshold with confidence, or newly failing."""
+    from harness.report.compare import compare_runs
+    from harness.report.console import render_comparison
 
     if not 0 <= threshold < 1:
         raise EdgebenchError(f"threshold {threshold} must be a fraction in [0, 1), e.g. 0.05")
@@ -140,7 +146,8 @@ def run_export(db: Path, run: str, fmt: str, out: Path | None = None) -> None:
     from harness.report.frame import frame_from_rows
 
     df = frame_from_rows(rows)
-    for name in schema.JSON_FIELDS:
+    # JSON_FIELDS also names the JSON columns of runs and sessions: only the results' are here
+    for name in (c.name for c in schema.RESULT_COLUMNS if c.kind == "json"):
         df[name] = [None if v is None else json.dumps(v, sort_keys=True) for v in df[name]]
     df = df[list(schema.RESULT_FIELDS)]
     if out is None:

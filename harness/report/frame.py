@@ -1,31 +1,35 @@
 """Results as pandas DataFrames: the one layer every table, plot and comparison reads from.
 
-`results_frame` turns store rows into a frame with exactly the documented result columns (nullable
-integer and boolean dtypes, so "not measured" stays distinct from 0 or False). `with_baselines`
-joins each compressed artifact to its fp32 parent measured in the same run, on the same device,
-with the same format, runtime and thread count, so that speedup, size ratio and accuracy delta
-are columns; with a store it also bootstraps the 95% confidence interval of each speedup from the
-raw samples.
-`pareto_front` marks the artifacts no other one beats on both latency and accuracy.
+`results_frame` turns store rows into a frame with exactly the documented result columns, typed
+from the schema in `harness.results` (nullable integer and boolean dtypes, so "not measured" stays
+distinct from 0 or False). `SessionReader` reads what lies below a measurement row, once: the
+session medians that every interval and verdict is computed from, and the raw samples the
+distribution plots draw. `with_baselines` joins each compressed artifact to its fp32 parent
+measured in the same run, on the same device, with the same format, runtime and thread count, so
+that speedup (with its 95% interval from the session medians), size ratio and accuracy delta are
+columns. `pareto_front` marks the artifacts no other one beats on both latency and accuracy.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+import math
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from harness.store import JSON_FIELDS, RESULT_COLUMNS, RESULT_FIELDS, Store
+from harness.report import stats
+from harness.results import RESULT_COLUMNS, RESULT_FIELDS
 
-INTEGER_FIELDS = tuple(n for n, t in RESULT_COLUMNS if t.startswith("INTEGER"))
-REAL_FIELDS = tuple(n for n, t in RESULT_COLUMNS if t.startswith("REAL"))
-BOOL_FIELDS = ("stable", "throttled")
+if TYPE_CHECKING:
+    from harness.store import Store
+
+_DTYPES = {"real": "float64", "int": "Int64", "bool": "boolean"}
 
 # What makes two rows "the same job": within a run it pairs an artifact with its baseline (minus
-# the model), across runs it pairs a job with itself.
+# the model), across runs it pairs a measurement with itself (compare adds the instruction set).
 PAIR_KEYS = ("device", "format", "runtime", "threads")
 JOB_KEYS = ("device", "model", "format", "runtime", "threads", "batch")
 
@@ -36,6 +40,7 @@ DERIVED_COLUMNS = (
     "speedup",
     "speedup_ci95_low",
     "speedup_ci95_high",
+    "speedup_paired",
     "size_ratio",
     "accuracy_top1_delta",
     "accuracy_top5_delta",
@@ -44,21 +49,31 @@ DERIVED_COLUMNS = (
 
 def frame_from_rows(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Store rows as a frame with every documented column, in the documented order and dtypes."""
-    df = pd.DataFrame(list(rows), columns=list(RESULT_FIELDS))
-    for name in INTEGER_FIELDS:
-        if name not in BOOL_FIELDS:
-            df[name] = pd.to_numeric(df[name]).astype("Int64")
-    for name in REAL_FIELDS:
-        df[name] = pd.to_numeric(df[name]).astype("float64")
-    for name in BOOL_FIELDS:
-        df[name] = df[name].astype("boolean")
-    for name in JSON_FIELDS:
-        df[name] = df[name].astype(object)
-    return df
+    raw = pd.DataFrame(list(rows), columns=list(RESULT_FIELDS))
+    columns: dict[str, pd.Series] = {}
+    for column in RESULT_COLUMNS:
+        values = raw[column.name]
+        if column.kind in ("real", "int"):
+            values = pd.to_numeric(values).astype(_DTYPES[column.kind])
+        elif column.kind == "bool":
+            values = values.astype(_DTYPES[column.kind])
+        elif column.kind == "json":
+            # lists and dicts as they are, not strings, and never coerced to a numeric dtype
+            values = values.astype(object)
+        columns[column.name] = values
+    # built at once: a hundred columns assigned one by one leave a fragmented frame
+    return pd.DataFrame(columns, index=raw.index)
 
 
 def results_frame(store: Store, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
     return frame_from_rows(store.results(run_ids))
+
+
+def flatten(data: Any) -> dict[str, Any]:
+    """A nested dict (fingerprint, device state) as dotted keys; {} for anything else."""
+    if not isinstance(data, dict) or not data:
+        return {}
+    return dict(pd.json_normalize(data).iloc[0].to_dict())
 
 
 def _as_set(value: str | Iterable[str]) -> list[str]:
@@ -90,34 +105,84 @@ def select(
     return df[mask]
 
 
-def sample_reader(store: Store) -> Callable[[str], np.ndarray]:
-    """Raw samples of a job, in ms, read from the store once. Bounded cache: trends over 30
-    nightly runs of a large suite would not fit in memory at once, and they are read pairwise,
-    run after run."""
+_EMPTY_MEDIANS = pd.Series([], index=pd.Index([], dtype="int64", name="session"), dtype="float64")
 
-    @functools.lru_cache(maxsize=256)
-    def samples_ms(job_id: str) -> np.ndarray:
-        return np.asarray(store.samples(job_id), dtype=np.float64) / 1e6
 
-    return samples_ms
+class SessionReader:
+    """The sessions below measurement rows, read from the store once.
+
+    `medians(job_id)`: the medians (ms) of the measurement's ok sessions, indexed by session
+    number: the unit of every interval and verdict. Session rows are small and kept; `prefetch`
+    reads those of many measurements in one query. `samples_ms(job_id)`: all raw samples, in ms,
+    for the distribution plots; a bounded cache, because trends over 30 nightly runs of a large
+    suite would not fit in memory at once, and they are read pairwise, run after run.
+    """
+
+    def __init__(self, store: Store, max_cached_samples: int = 256) -> None:
+        self._store = store
+        self._medians: dict[str, pd.Series] = {}
+        self.samples_ms = functools.lru_cache(maxsize=max_cached_samples)(self._read_samples)
+
+    def prefetch(self, job_ids: Iterable[str]) -> None:
+        todo = sorted({j for j in job_ids if isinstance(j, str) and j not in self._medians})
+        if not todo:
+            return
+        found: dict[str, dict[int, float]] = {j: {} for j in todo}
+        for row in self._store.sessions(todo):
+            if row["status"] == "ok" and row["median_ms"] is not None:
+                found[row["job_id"]][int(row["session"])] = float(row["median_ms"])
+        for job_id, medians in found.items():
+            self._medians[job_id] = (
+                pd.Series(medians, dtype="float64").rename_axis("session").sort_index()
+                if medians
+                else _EMPTY_MEDIANS
+            )
+
+    def medians(self, job_id: object) -> pd.Series:
+        if not isinstance(job_id, str):  # a missing job (None, NaN from a join): no sessions
+            return _EMPTY_MEDIANS
+        if job_id not in self._medians:
+            self.prefetch([job_id])
+        return self._medians[job_id]
+
+    def _read_samples(self, job_id: str) -> np.ndarray:
+        return np.asarray(self._store.samples(job_id), dtype=np.float64) / 1e6
+
+
+def speedup_interval(
+    variant: pd.Series, baseline: pd.Series, *, same_run: bool, confidence: float = stats.CONFIDENCE
+) -> stats.RatioCI:
+    """Speedup (baseline / variant, > 1 is faster) of two measurements from their session medians.
+
+    Paired by session when both ran in one run with the same session numbers: session k of every
+    artifact ran back to back, so drift over the run cancels in the per-session ratios. Otherwise
+    Welch's interval.
+    """
+    paired = same_run and len(variant) >= 2 and variant.index.equals(baseline.index)
+    return stats.ratio_interval(
+        variant.to_numpy(), baseline.to_numpy(), paired=paired, confidence=confidence
+    )
 
 
 def with_baselines(
     df: pd.DataFrame,
     store: Store | None = None,
     *,
-    samples: Callable[[str], np.ndarray] | None = None,
-    confidence: float = 0.95,
-    n_resamples: int = 2000,
-    seed: int = 0,
+    sessions: SessionReader | None = None,
+    confidence: float = stats.CONFIDENCE,
 ) -> pd.DataFrame:
     """`df` plus the derived columns (DERIVED_COLUMNS), one row per input row, same order.
 
-    speedup = baseline median / median (> 1 is faster); size_ratio = size / baseline size;
+    speedup = baseline latency / latency (> 1 is faster); size_ratio = size / baseline size;
     accuracy deltas are differences of fractions (multiply by 100 for percentage points). A
     baseline row has speedup and size ratio 1 by definition; a row whose baseline is missing or
-    did not measure gets NaN, never a made-up number. The speedup CI needs the raw samples, so it
-    is filled only when `store` (or a `samples` reader of it, to share its cache) is given.
+    did not measure gets NaN, never a made-up number.
+
+    With the sessions (a `store`, or a `SessionReader` of it to share its cache), speedup is the
+    ratio of the geometric means of the session medians with its 95% interval
+    (`speedup_interval`), so that the figure and its interval are one estimate; without them, or
+    for a measurement without session rows, it is the ratio of the headline medians and has no
+    interval.
     """
     out = df.reset_index(drop=True).copy()
     keys = ["run_id", *PAIR_KEYS]
@@ -166,35 +231,28 @@ def with_baselines(
         out[f"accuracy_{k}_delta"] = acc - merged[f"_base_{k}"].where(~is_baseline, acc)
     out["speedup_ci95_low"] = np.nan
     out["speedup_ci95_high"] = np.nan
-    if samples is None and store is not None:
-        samples = sample_reader(store)
-    if samples is not None:
-        _fill_speedup_ci(out, samples, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    out["speedup_paired"] = pd.array([pd.NA] * len(out), dtype="boolean")
+    if sessions is None and store is not None:
+        sessions = SessionReader(store)
+    if sessions is not None:
+        _fill_speedup_ci(out, sessions, confidence=confidence)
     return out
 
 
-def _fill_speedup_ci(
-    out: pd.DataFrame,
-    samples: Callable[[str], np.ndarray],
-    *,
-    confidence: float,
-    n_resamples: int,
-    seed: int,
-) -> None:
-    from harness.report.compare import median_ratio
-
+def _fill_speedup_ci(out: pd.DataFrame, sessions: SessionReader, *, confidence: float) -> None:
     todo = out.index[~out["is_baseline"] & out["speedup"].notna()]
+    sessions.prefetch([*out.loc[todo, "job_id"], *out.loc[todo, "baseline_job_id"]])
     for i in todo:
-        # speedup = median(baseline) / median(variant): the variant is the "a" of the ratio
-        ratio = median_ratio(
-            samples(out.at[i, "job_id"]),
-            samples(out.at[i, "baseline_job_id"]),
-            confidence=confidence,
-            n_resamples=n_resamples,
-            seed=seed,
-        )
-        out.at[i, "speedup_ci95_low"] = ratio.low
-        out.at[i, "speedup_ci95_high"] = ratio.high
+        variant = sessions.medians(out.at[i, "job_id"])
+        baseline = sessions.medians(out.at[i, "baseline_job_id"])
+        if variant.empty or baseline.empty:
+            continue  # no session rows: keep the ratio of the headlines, without an interval
+        ci = speedup_interval(variant, baseline, same_run=True, confidence=confidence)
+        out.at[i, "speedup"] = ci.ratio
+        out.at[i, "speedup_paired"] = ci.paired
+        if not (math.isnan(ci.low) or math.isnan(ci.high)):
+            out.at[i, "speedup_ci95_low"] = ci.low
+            out.at[i, "speedup_ci95_high"] = ci.high
 
 
 def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:

@@ -3,23 +3,29 @@
 Everything the page needs is inline (CSS, a few lines of script that sort tables on a header
 click) or a relative path (plot images, table downloads), so the folder can be zipped, mailed or
 served by any static host, and nothing is fetched from a CDN. Tables are rendered by pandas'
-Styler, which escapes every cell; rows of failed, unsupported, unstable or throttled jobs carry a
-CSS class and a word in their Notes column, so the caveat survives without colour too.
+Styler, which escapes every cell; rows of failed or unsupported jobs and rows with flags carry a
+CSS class per flag and its name in their Notes column, so the caveat survives without colour
+too, and the page explains every flag it shows.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from harness.report import stats
+from harness.report.frame import flatten
 from harness.report.plots import PLOT_TITLES
-from harness.report.tables import Table
-from harness.store import RunInfo
+from harness.report.tables import FLAG_MEANINGS, Table, row_flags
+
+if TYPE_CHECKING:
+    from harness.store import RunInfo
 
 CSS = """
 body { font-family: system-ui, "DejaVu Sans", sans-serif; margin: 2rem auto; max-width: 1400px;
@@ -35,12 +41,18 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.sortable th { cursor: pointer; background: #f3f3f3; position: sticky; top: 0; }
 table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; }
 table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
-.flag-failed, .flag-unsupported { background: #fde8e8; }
-.flag-unstable { background: #fff4d6; }
+.flag-high_between_session_spread, .flag-high_cov, .flag-loaded, .flag-capped,
+.flag-single_session { background: #fff4d6; }
 .flag-throttled { background: #e8f0fd; }
-.badge { display: inline-block; padding: 0 .4rem; border-radius: .6rem; font-size: .8rem; }
-.badge.failed, .badge.unsupported { background: #f6c6c6; } .badge.unstable { background: #ffe19c; }
+.flag-accuracy_outside_host_interval { background: #f3e8fd; }
+.flag-failed, .flag-unsupported { background: #fde8e8; }
+.badge { display: inline-block; padding: 0 .4rem; border-radius: .6rem; font-size: .8rem;
+         background: #ffe19c; }
+.badge.failed, .badge.unsupported { background: #f6c6c6; }
 .badge.throttled { background: #c6d8f6; } .badge.ok { background: #cdeccd; }
+.badge.accuracy_outside_host_interval { background: #dcc6f6; }
+dl.legend { display: grid; grid-template-columns: max-content auto; gap: .2rem 1rem;
+            font-size: .85rem; } dl.legend dd { margin: 0; }
 figure { margin: 1rem 0 2rem; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: .9rem; color: #444; }
 dl.kv { display: grid; grid-template-columns: max-content auto; gap: .1rem 1rem;
@@ -80,13 +92,18 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
+def _css_name(flag: str) -> str:
+    # Styler writes cell classes as they are; a flag read from a database is text like any other.
+    return re.sub(r"[^A-Za-z0-9_-]", "_", flag)
+
+
 def table_html(table: Table) -> str:
     """One sortable table, id `T_<name>`; every cell of a flagged row has `flag-<flag>` classes."""
     text = table.shown
     if text.empty:
         return "<p>(no rows)</p>"
     flags = table.flags or [[] for _ in text.index]
-    row_classes = [" ".join(f"flag-{f}" for f in row) for row in flags]
+    row_classes = [" ".join(f"flag-{_css_name(f)}" for f in row) for row in flags]
 
     def cell_class(column: str, row_class: str) -> str:
         kind = "error" if column == "Error" else "num" if column in table.numeric else ""
@@ -106,12 +123,6 @@ def table_html(table: Table) -> str:
     return f'<div class="scroll">{styler.to_html()}</div>'
 
 
-def _flat(data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict) or not data:
-        return {}
-    return dict(pd.json_normalize(data).iloc[0].to_dict())
-
-
 def _kv(flat: dict[str, Any]) -> str:
     if not flat:
         return "<p>(not recorded)</p>"
@@ -126,16 +137,31 @@ def _badges(flags: Sequence[str]) -> str:
     return " ".join(f'<span class="badge {_e(f)}">{_e(f)}</span>' for f in flags)
 
 
-def _is(column: pd.Series, value: bool) -> pd.Series:
-    """Rows where a nullable boolean column is `value`; not measured (NA) is neither."""
-    return column.eq(value).fillna(False).astype(bool)
+def _flag_counts(df: pd.DataFrame) -> dict[str, int]:
+    """How many rows carry each flag, in the legend's order (statuses apart)."""
+    counts: dict[str, int] = {}
+    for flags in df.apply(row_flags, axis=1) if len(df) else []:
+        for flag in flags:
+            counts[flag] = counts.get(flag, 0) + 1
+    known = [f for f in FLAG_MEANINGS if f in counts] + sorted(set(counts) - set(FLAG_MEANINGS))
+    return {f: counts[f] for f in known if f not in ("failed", "unsupported")}
+
+
+def flag_legend(flags: Sequence[str] | None = None) -> str:
+    """What each flag means (those given, or every one: the page's legend, `#flags`), as a
+    definition list."""
+    names = list(FLAG_MEANINGS) if flags is None else list(flags)
+    anchor = ' id="flags"' if flags is None else ""
+    items = "".join(
+        f"<dt>{_badges([f])}</dt><dd>{_e(FLAG_MEANINGS.get(f, 'see the results README'))}</dd>"
+        for f in names
+    )
+    return f'<dl class="legend"{anchor}>{items}</dl>'
 
 
 def _summary(df: pd.DataFrame) -> str:
     counts = df["status"].value_counts()
-    unstable = df[_is(df["stable"], False) & df["status"].eq("ok")]
-    throttled = df[_is(df["throttled"], True)]
-    flags = {"unstable": len(unstable), "throttled": len(throttled)}
+    flag_counts = _flag_counts(df)
     status_line = (
         " ".join(
             f'<span class="badge {_e(s)}">{int(counts.get(s, 0))} {_e(s)}</span>'
@@ -144,7 +170,9 @@ def _summary(df: pd.DataFrame) -> str:
         )
         or "no jobs"
     )
-    flag_line = " ".join(f'<span class="badge {k}">{v} {k}</span>' for k, v in flags.items() if v)
+    flag_line = " ".join(
+        f'<span class="badge {_e(k)}">{v} {_e(k)}</span>' for k, v in flag_counts.items()
+    )
     devices = ", ".join(f"<code>{_e(d)}</code>" for d in sorted(df["device"].dropna().unique()))
     models = ", ".join(f"<code>{_e(m)}</code>" for m in df["model"].dropna().unique())
     parts = [
@@ -168,19 +196,27 @@ def _summary(df: pd.DataFrame) -> str:
             "<th>Device</th><th>Model</th><th>Runtime</th><th>Status</th><th>Error kind</th>"
             f"<th>Error</th></tr></thead><tbody>{rows}</tbody></table></div>"
         )
-    if len(unstable) or len(throttled):
-        items = "".join(
-            f"<li>{_badges(['unstable'])} <code>{_e(r.model)}</code> on {_e(r.device)}: the "
-            "medians of consecutive windows differed by more than the tolerance; treat its "
-            "latency with care.</li>"
-            for r in unstable.itertuples()
-        ) + "".join(
-            f"<li>{_badges(['throttled'])} <code>{_e(r.model)}</code> on {_e(r.device)}: the "
-            "device throttled during the job.</li>"
-            for r in throttled.itertuples()
+    ok = df[df["status"] == "ok"]
+    items = (
+        "".join(
+            f"<li><code>{_e(r['model'])}</code> on {_e(r['device'])} ({_e(r['runtime'])}): "
+            f"{_badges(flags)}</li>"
+            for (_, r), flags in zip(ok.iterrows(), ok.apply(row_flags, axis=1), strict=True)
+            if flags
         )
-        parts.append(f"<h3>Caveats</h3><ul>{items}</ul>")
+        if len(ok)
+        else ""
+    )
+    if items:
+        parts.append(
+            f'<h3>Caveats</h3><ul id="caveats">{items}</ul>'
+            f"<p>What the flags mean:</p>{flag_legend(list(flag_counts))}"
+        )
     return "\n".join(parts)
+
+
+def _values(part: pd.DataFrame, column: str) -> list[str]:
+    return sorted({str(v) for v in part[column].dropna() if str(v)})
 
 
 def _devices(df: pd.DataFrame) -> str:
@@ -189,14 +225,19 @@ def _devices(df: pd.DataFrame) -> str:
         # Each job's fingerprint names its own runtime's version: show them all together.
         fingerprint: dict[str, Any] = {}
         for fp in part["device_fingerprint"]:
-            fingerprint.update(_flat(fp))
-        before = [(m, _flat(s)) for m, s in zip(part["model"], part["state_before"], strict=True)]
-        after = [(m, _flat(s)) for m, s in zip(part["model"], part["state_after"], strict=True)]
+            fingerprint.update(flatten(fp))
+        before = [(m, flatten(s)) for m, s in zip(part["model"], part["state_before"], strict=True)]
+        after = [(m, flatten(s)) for m, s in zip(part["model"], part["state_after"], strict=True)]
         before = [b for b in before if b[1]][:1]
         after = [a for a in after if a[1]][-1:]
         kind = part["device_kind"].dropna()
+        # The instruction set picks the kernels a runtime runs: results on another are not
+        # comparable, so it is said outright rather than left in the fingerprint.
+        isa = _values(part, "isa") or ([str(fingerprint["isa"])] if fingerprint.get("isa") else [])
+        isa_line = " / ".join(f"<code>{_e(v)}</code>" for v in isa) or "not recorded"
         out.append(
             f"<h3>{_e(device)}{f' ({_e(kind.iloc[0])})' if len(kind) else ''}</h3>"
+            f'<p class="isa"><b>ISA:</b> {isa_line}</p>'
             f"<details open><summary>Fingerprint</summary>{_kv(fingerprint)}</details>"
         )
         for label, states in (("before the first job", before), ("after the last job", after)):
@@ -242,6 +283,7 @@ def write_index(
         f"status {_e(run.status)}; suite <code>{_e(run.suite)}</code>; "
         f"command <code>{_e(run.command)}</code>; edgebench {_e(run.harness_version)}"
     )
+    confidence = f"{stats.CONFIDENCE:.0%}"
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -258,12 +300,15 @@ def write_index(
 <h2 id="summary">Summary</h2>
 {_summary(df)}
 <h2 id="tables">Tables</h2>
-<p class="meta">Latency in ms (median is the headline, p90 the single-stream figure of record);
-speedup = baseline median / median on the same device, format, runtime and threads, with its
-95% bootstrap
-confidence interval; accuracy n/a means the model is benchmarked for latency only.
-Row colours: <span class="badge failed">failed</span> <span class="badge unstable">unstable</span>
-<span class="badge throttled">throttled</span>.</p>
+<p class="meta">Each measurement is several sessions (fresh processes, interleaved with the
+other artifacts of the run). Latency in ms: the headline is the median of the session medians
+with a {confidence} t interval over sessions, p90 and p99 pool every sample; throughput is
+iterations over the wall time of the timed window. Speedup = baseline latency / latency on the
+same device, format, runtime and threads, from the session medians (paired session by session,
+as they ran back to back), with its {confidence} interval. Accuracy comes with its Wilson
+{confidence} interval; n/a means the model is benchmarked for latency only. Notes list a row's
+flags; a coloured row carries one:</p>
+{flag_legend()}
 {"".join(table_sections)}
 <h2 id="plots">Plots</h2>
 {"".join(figures) or "<p>(nothing to plot: no successful measurements)</p>"}

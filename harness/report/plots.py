@@ -4,7 +4,8 @@ Every figure is built on a bare `matplotlib.figure.Figure` (no pyplot state, no 
 one style: the Okabe-Ito palette, which stays distinguishable with the common colour-vision
 deficiencies, with marker shapes as a second cue; fonts that stay readable at a single column's
 width; Type 42 fonts in the PDF so that journals accept it. Each function returns the files it
-wrote, or an empty list when there is nothing to show: no empty figures.
+wrote, or an empty list when there is nothing to show: no empty figures. Plots only draw: every
+figure and verdict they show comes computed from the frame or from the caller.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from harness.report.compare import REGRESSION, verdicts_over_runs
+from harness.report import stats
 from harness.report.frame import pareto_front, variant_label
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -153,8 +154,14 @@ def _log_if_wide(ax: Axes, values: np.ndarray, axis: str) -> None:
 # --- accuracy against latency ------------------------------------------------------------------
 
 
+def _errors(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Error bar lengths below and above; none where the interval is not known."""
+    return np.vstack([np.nan_to_num(centre - low), np.nan_to_num(high - centre)])
+
+
 def accuracy_latency(df: pd.DataFrame, folder: Path) -> list[Path]:
-    """Top-1 accuracy against median latency per device, with the Pareto front drawn."""
+    """Top-1 accuracy against median latency per device, with the Pareto front drawn; error bars
+    are the 95% intervals of both (sessions for latency, Wilson for accuracy)."""
     data = _ok(df)
     data = data[data["accuracy_top1"].notna() & data["latency_median_ms"].notna()]
     if data.empty:
@@ -169,9 +176,16 @@ def accuracy_latency(df: pd.DataFrame, folder: Path) -> list[Path]:
             part = data[data["device"] == device]
             x = part["latency_median_ms"].to_numpy(float)
             y = part["accuracy_top1"].to_numpy(float) * 100
-            low = part["latency_ci95_low_ms"].to_numpy(float)
-            high = part["latency_ci95_high_ms"].to_numpy(float)
-            xerr = np.vstack([np.nan_to_num(x - low), np.nan_to_num(high - x)])
+            xerr = _errors(
+                x,
+                part["latency_ci95_low_ms"].to_numpy(float),
+                part["latency_ci95_high_ms"].to_numpy(float),
+            )
+            yerr = _errors(
+                y,
+                part["accuracy_top1_low"].to_numpy(float) * 100,
+                part["accuracy_top1_high"].to_numpy(float) * 100,
+            )
             for fam in families:
                 sel = (part["family"] == fam).to_numpy()
                 if not sel.any():
@@ -181,6 +195,7 @@ def accuracy_latency(df: pd.DataFrame, folder: Path) -> list[Path]:
                     x[sel],
                     y[sel],
                     xerr=xerr[:, sel],
+                    yerr=yerr[:, sel],
                     fmt=marker,
                     color=colour,
                     markersize=5,
@@ -219,7 +234,7 @@ def accuracy_latency(df: pd.DataFrame, folder: Path) -> list[Path]:
                 ax.locator_params(axis="x", nbins=5)
             ax.set_title(f"Accuracy vs latency: {device}")
             ax.set_xlabel("Median latency [ms] (95% CI)")
-            ax.set_ylabel("Top-1 accuracy [%]")
+            ax.set_ylabel("Top-1 accuracy [%] (95% CI)")
             ax.margins(x=0.15, y=0.12)
         front_key = Line2D(
             [],
@@ -262,11 +277,10 @@ def speedup_by_technique(df: pd.DataFrame, folder: Path) -> list[Path]:
                 rows = part[part["family"] == family]
                 rows = rows.assign(order=rows["label"].map(techniques.index)).sort_values("order")
                 s = rows["speedup"].to_numpy(float)
-                err = np.vstack(
-                    [
-                        np.nan_to_num(s - rows["speedup_ci95_low"].to_numpy(float)),
-                        np.nan_to_num(rows["speedup_ci95_high"].to_numpy(float) - s),
-                    ]
+                err = _errors(
+                    s,
+                    rows["speedup_ci95_low"].to_numpy(float),
+                    rows["speedup_ci95_high"].to_numpy(float),
                 )
                 pos = g - width * len(rows) / 2 + width * (np.arange(len(rows)) + 0.5)
                 for k, technique in enumerate(rows["label"]):
@@ -293,12 +307,17 @@ def speedup_by_technique(df: pd.DataFrame, folder: Path) -> list[Path]:
 
 
 def latency_distributions(
-    df: pd.DataFrame, folder: Path, samples: Callable[[str], np.ndarray]
+    df: pd.DataFrame,
+    folder: Path,
+    samples: Callable[[str], np.ndarray],
+    medians: Callable[[str], pd.Series] | None = None,
 ) -> list[Path]:
-    """Box plots of the raw samples per device, each baseline followed by its variants.
+    """Box plots of the raw samples of all sessions per device, each baseline followed by its
+    variants, with each session's median as a dot beside its box when `medians` is given.
 
     Boxes span the quartiles, whiskers p1 to p99: latency has long tails (a page fault, a
-    preemption) that would otherwise set the scale; p99 itself is in the tables.
+    preemption) that would otherwise set the scale; p99 itself is in the tables. The dots show
+    the spread between processes, which the pooled box hides and the headline interval is made of.
     """
     data = _ok(df)
     if data.empty:
@@ -336,6 +355,19 @@ def latency_distributions(
                 box.set_alpha(1.0 if row["is_baseline"] else 0.55)
                 if not row["is_baseline"]:
                     box.set_hatch("//")
+            if medians is not None:
+                for p, i in zip(pos, keep, strict=True):
+                    dots = medians(part.iloc[i]["job_id"]).to_numpy(float)
+                    # beside the box, spread sideways so that equal medians stay countable
+                    ax.scatter(
+                        p + 0.38 + np.linspace(-0.05, 0.05, dots.size),
+                        dots,
+                        s=9,
+                        marker="D",
+                        color="black",
+                        linewidths=0,
+                        zorder=4,
+                    )
             labels = [
                 f"{part.iloc[i]['family']}\n{part.iloc[i]['label']}"
                 if part.iloc[i]["is_baseline"]
@@ -360,13 +392,25 @@ def latency_distributions(
                 alpha=0.55,
                 label="compressed variant",
             ),
-            Line2D([], [], color="black", linewidth=1.5, label="median"),
+            Line2D([], [], color="black", linewidth=1.5, label="median of all samples"),
         ]
+        if medians is not None:
+            key.append(
+                Line2D(
+                    [],
+                    [],
+                    color="black",
+                    marker="D",
+                    markersize=3,
+                    linestyle="",
+                    label="session medians",
+                )
+            )
         fig.legend(
             handles=key,
             loc="outside lower center",
-            ncols=min(3, max(1, int(fig.get_figwidth() / 1.8))),
-            title="box: quartiles, whiskers: p1 to p99",
+            ncols=min(len(key), max(1, int(fig.get_figwidth() / 1.8))),
+            title="box: quartiles of all sessions' samples, whiskers: p1 to p99",
         )
         return _save(fig, folder, "latency_distributions")
 
@@ -447,7 +491,10 @@ def speedup_heatmap(df: pd.DataFrame, folder: Path) -> list[Path]:
     )
     values = grid.to_numpy(float)
     with paper_style():
-        fig = Figure(figsize=(1.4 + 1.1 * grid.shape[1], 1.2 + 0.38 * grid.shape[0]))
+        # At least as wide as its title and colour bar need, for a run of one device and model.
+        fig = Figure(
+            figsize=(max(4.4, 1.4 + 1.1 * grid.shape[1]), max(2.2, 1.2 + 0.38 * grid.shape[0]))
+        )
         ax = fig.subplots()
         finite = values[np.isfinite(values) & (values > 0)]
         # Symmetric on a log scale: 2x faster and 2x slower get equally strong colours.
@@ -488,16 +535,17 @@ def speedup_heatmap(df: pd.DataFrame, folder: Path) -> list[Path]:
 def trends(
     history: pd.DataFrame,
     folder: Path,
-    samples: Callable[[str], np.ndarray],
+    verdicts: pd.Series | None = None,
     *,
-    threshold: float = 0.05,
+    threshold: float = stats.THRESHOLD,
 ) -> list[Path]:
-    """Median latency of each job over runs, per device; regressions from the previous run marked.
+    """Median latency of each job over runs, per device, with its 95% interval; the runs where it
+    got slower than in its previous run ringed.
 
     `history` holds rows of several runs with `run_started_at`. Runs are evenly spaced on the x
-    axis in start order (nightly runs are not evenly spaced in time, and a gap says nothing). A
-    point is ringed when it is a regression against the same job's previous run, judged like
-    `edgebench compare` (Mann-Whitney U and the threshold).
+    axis in start order (nightly runs are not evenly spaced in time, and a gap says nothing).
+    `verdicts` (aligned with `history`) are the caller's judgement of each row against the same
+    job's previous run, `compare.verdicts_over_runs` with `threshold`; "slower" is ringed.
     """
     data = _ok(history)
     if data.empty or data["run_id"].nunique() < 2:
@@ -512,7 +560,7 @@ def trends(
     data = data.assign(
         x=data["run_id"].map(position),
         job=data["model"].astype(str) + " / " + data["runtime"].astype(str),
-        verdict=verdicts_over_runs(data, samples, threshold=threshold),
+        verdict="" if verdicts is None else verdicts.reindex(data.index).fillna(""),
     )
     every = max(1, math.ceil(len(runs) / 12))
     ticks = list(range(0, len(runs), every))
@@ -547,7 +595,7 @@ def trends(
                     capsize=2,
                     label=job,
                 )
-                worse = (series["verdict"] == REGRESSION).to_numpy()
+                worse = (series["verdict"] == stats.SLOWER).to_numpy()
                 if worse.any():
                     marked = True
                     ax.scatter(
@@ -579,7 +627,10 @@ def trends(
             )
             fig.legend(
                 [ring],
-                [f"regression vs previous run (> {threshold:.0%}, p < 0.05)"],
+                [
+                    f"slower than its previous run (whole 95% CI of the ratio above "
+                    f"1 + {threshold:g})"
+                ],
                 loc="outside lower center",
             )
         return _save(fig, folder, "trends")
@@ -588,8 +639,9 @@ def trends(
 PLOT_TITLES = {
     "accuracy_latency": "Accuracy against latency, Pareto front dashed",
     "speedup_by_technique": "Speedup over the fp32 baseline by technique",
-    "latency_distributions": "Latency distributions from the raw samples (p1 to p99)",
+    "latency_distributions": "Latency distributions from the raw samples of all sessions (p1 to"
+    " p99), session medians as dots",
     "size_memory": "Model size and peak memory",
     "speedup_heatmap": "Speedup per device and model",
-    "trends": "Median latency across runs",
+    "trends": "Median latency across runs (95% CI), slower than the previous run ringed",
 }

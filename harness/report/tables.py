@@ -1,16 +1,17 @@
 """The report's tables as CSV (numbers), Markdown (READMEs, dashboards) and LaTeX (booktabs).
 
 One column specification drives every format, so a header and its unit are written once: the CSV
-keeps full-precision numbers under headers that carry units; Markdown, HTML and LaTeX show the
-same rounded text, LaTeX with cells and headers escaped by pandas' Styler. A missing value means
-"not measured" and prints as "n/a" (the accuracy of a latency-only model is n/a, never 0). Failed
-and unsupported jobs stay in the tables with their status, and unstable or throttled measurements
-say so in a Notes column, so that no number loses its caveat when a table is pasted elsewhere.
+keeps full-precision numbers under headers that carry units (and an interval's bounds in columns
+of their own); Markdown, HTML and LaTeX show the same rounded text, a figure with its 95% interval
+as "median [low, high]", LaTeX with cells and headers escaped by pandas' Styler. A missing value
+means "not measured" and prints as "n/a" (the accuracy of a latency-only model is n/a, never 0).
+Failed and unsupported jobs stay in the tables with their status, and a measurement's flags
+(`FLAG_MEANINGS`) are listed in a Notes column, so that no number loses its caveat when a table
+is pasted elsewhere.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,20 +19,37 @@ from typing import Any
 
 import pandas as pd
 
-NA = "n/a"
+from harness.report import stats
+from harness.report.console import NA, format_interval, format_value
+from harness.report.console import is_missing as _missing
 
-
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+# What each note of a row means, in the order they are listed: the statuses of a measurement that
+# did not measure, then the flags of `harness.report.stats`.
+FLAG_MEANINGS = {
+    "failed": "the measurement failed; its error says why",
+    "unsupported": "the runtime or an operator is not available on this device",
+    stats.FLAG_BETWEEN: f"the session medians spread more than {stats.HIGH_BETWEEN_COV:.0%} "
+    "(log sd): separate processes disagreed, and the interval is wide for a reason",
+    stats.FLAG_WITHIN: f"iterations within a session spread more than {stats.HIGH_WITHIN_COV:.0%} "
+    "(median CoV over sessions)",
+    stats.FLAG_LOADED: "the 1-minute load average was above the CPU count before a session: "
+    "something else was running",
+    stats.FLAG_THROTTLED: "the device throttled (thermal or power) during a session",
+    stats.FLAG_CAPPED: "a session's timed window was cut at its longest duration before it had "
+    "its minimum iterations",
+    stats.FLAG_FEW_SESSIONS: "one session only: no interval, so no comparison can call it "
+    "slower or faster",
+    stats.FLAG_ACCURACY: "top-1 on the device lies outside the host's 95% interval for this "
+    "artifact: the deployed model behaves differently",
+}
 
 
 def row_flags(row: pd.Series) -> list[str]:
     """Status and caveats that must stay next to the numbers they qualify."""
     flags = [] if row["status"] == "ok" else [str(row["status"])]
-    if not _missing(row["stable"]) and not bool(row["stable"]):
-        flags.append("unstable")
-    if not _missing(row["throttled"]) and bool(row["throttled"]):
-        flags.append("throttled")
+    stored = row["flags"]
+    if isinstance(stored, list | tuple):
+        flags += [str(f) for f in stored]
     return flags
 
 
@@ -54,16 +72,25 @@ def _key(key: str, factor: float | None = None) -> Callable[[pd.DataFrame], pd.S
     return lambda df: df[key].astype("float64") * factor
 
 
-def _fmt(
+def _scaled(value: Any, factor: float) -> Any:
+    return value if _missing(value) else float(value) * factor
+
+
+def _number(
     key: str, digits: int, factor: float = 1.0, sign: bool = False
 ) -> Callable[[pd.Series], str]:
-    def text(row: pd.Series) -> str:
-        value = row[key]
-        if _missing(value):
-            return NA
-        return f"{float(value) * factor:{'+' if sign else ''},.{digits}f}"
+    spec = f"{'+' if sign else ''},.{digits}f"
+    return lambda row: format_value(_scaled(row[key], factor), spec)
 
-    return text
+
+def _with_interval(
+    key: str, low: str, high: str, digits: int, factor: float = 1.0
+) -> Callable[[pd.Series], str]:
+    """ "median [low, high]" of a figure and its 95% interval."""
+    spec = f",.{digits}f"
+    return lambda row: format_interval(
+        _scaled(row[key], factor), _scaled(row[low], factor), _scaled(row[high], factor), spec
+    )
 
 
 def _str(key: str) -> Callable[[pd.Series], str]:
@@ -71,15 +98,17 @@ def _str(key: str) -> Callable[[pd.Series], str]:
 
 
 def _speedup_text(row: pd.Series) -> str:
-    speedup = row["speedup"]
-    if _missing(speedup):
-        return NA
-    if bool(row["is_baseline"]):
+    if not _missing(row["speedup"]) and bool(row["is_baseline"]):
         return "1.00 (baseline)"
-    low, high = row["speedup_ci95_low"], row["speedup_ci95_high"]
-    if _missing(low) or _missing(high):
-        return f"{speedup:.2f}"
-    return f"{speedup:.2f} [{low:.2f}, {high:.2f}]"
+    return format_interval(row["speedup"], row["speedup_ci95_low"], row["speedup_ci95_high"], ".2f")
+
+
+def _sessions_text(row: pd.Series) -> str:
+    """ "5/5": ok sessions of those planned."""
+    done, planned = row["sessions"], row["sessions_planned"]
+    if _missing(done):
+        return NA
+    return f"{done}/{planned}" if not _missing(planned) else str(done)
 
 
 def _error_text(row: pd.Series) -> str:
@@ -98,9 +127,14 @@ def _notes_values(df: pd.DataFrame) -> pd.Series:
     return df.apply(lambda r: ", ".join(row_flags(r)), axis=1)
 
 
-# The paper (LaTeX) table leaves out what does not fit a page: p99, throughput (single stream:
-# about 1000 / median), precision (in the technique), top-5, size ratio, params, MACs, power and
-# the error text. Markdown, HTML and CSV have every column.
+def _csv_only(header: str, key: str, factor: float | None = None) -> Column:
+    """A number the CSV keeps in a column of its own (an interval's bound)."""
+    return Column(header, _key(key, factor), str, display=False, latex=False)
+
+
+# The paper (LaTeX) table leaves out what does not fit a page: p99, throughput, sessions,
+# precision (in the technique), top-5, size ratio, params, MACs, model memory, power and the
+# error text. Markdown, HTML and CSV have every column.
 SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("Device", _key("device"), _str("device"), numeric=False, caption_if_constant="device"),
     Column("Model", _key("model"), _str("model"), numeric=False, latex=False),
@@ -118,38 +152,63 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         "Runtime", _key("runtime"), _str("runtime"), numeric=False, caption_if_constant="runtime"
     ),
     Column("Threads", _key("threads"), _str("threads"), caption_if_constant="threads"),
-    Column("Median [ms]", _key("latency_median_ms"), _fmt("latency_median_ms", 3)),
-    Column("p90 [ms]", _key("latency_p90_ms"), _fmt("latency_p90_ms", 3)),
-    Column("p99 [ms]", _key("latency_p99_ms"), _fmt("latency_p99_ms", 3), latex=False),
-    Column("Throughput [img/s]", _key("throughput_ips"), _fmt("throughput_ips", 1), latex=False),
+    Column("Sessions", _key("sessions"), _sessions_text, latex=False),
+    Column(
+        "Median [ms] (95% CI)",
+        _key("latency_median_ms"),
+        _with_interval("latency_median_ms", "latency_ci95_low_ms", "latency_ci95_high_ms", 3),
+    ),
+    _csv_only("Median CI95 low [ms]", "latency_ci95_low_ms"),
+    _csv_only("Median CI95 high [ms]", "latency_ci95_high_ms"),
+    Column("p90 [ms]", _key("latency_p90_ms"), _number("latency_p90_ms", 3)),
+    Column("p99 [ms]", _key("latency_p99_ms"), _number("latency_p99_ms", 3), latex=False),
+    Column(
+        "Throughput [img/s]",
+        _key("throughput_wall_ips"),
+        _number("throughput_wall_ips", 1),
+        latex=False,
+    ),
     Column("Speedup [x] (95% CI)", _key("speedup"), _speedup_text),
-    Column("Speedup CI95 low [x]", _key("speedup_ci95_low"), str, display=False, latex=False),
-    Column("Speedup CI95 high [x]", _key("speedup_ci95_high"), str, display=False, latex=False),
-    Column("Top-1 [%]", _key("accuracy_top1", 100), _fmt("accuracy_top1", 2, 100)),
+    _csv_only("Speedup CI95 low [x]", "speedup_ci95_low"),
+    _csv_only("Speedup CI95 high [x]", "speedup_ci95_high"),
+    Column(
+        "Top-1 [%] (95% CI)",
+        _key("accuracy_top1", 100),
+        _with_interval("accuracy_top1", "accuracy_top1_low", "accuracy_top1_high", 2, 100),
+    ),
+    _csv_only("Top-1 CI95 low [%]", "accuracy_top1_low", 100),
+    _csv_only("Top-1 CI95 high [%]", "accuracy_top1_high", 100),
     Column(
         "Delta top-1 [pp]",
         _key("accuracy_top1_delta", 100),
-        _fmt("accuracy_top1_delta", 2, 100, sign=True),
+        _number("accuracy_top1_delta", 2, 100, sign=True),
     ),
     Column(
-        "Top-5 [%]",
+        "Top-5 [%] (95% CI)",
         _key("accuracy_top5", 100),
-        _fmt("accuracy_top5", 2, 100),
+        _with_interval("accuracy_top5", "accuracy_top5_low", "accuracy_top5_high", 2, 100),
         optional=True,
         latex=False,
     ),
-    Column("Size [MB]", _key("size_bytes", 1e-6), _fmt("size_bytes", 3, 1e-6)),
-    Column("Size ratio", _key("size_ratio"), _fmt("size_ratio", 3), latex=False),
-    Column("Params [M]", _key("params", 1e-6), _fmt("params", 3, 1e-6), latex=False),
-    Column("MACs [M]", _key("macs", 1e-6), _fmt("macs", 1, 1e-6), latex=False),
-    Column("Peak RSS [MiB]", _key("peak_rss_mb"), _fmt("peak_rss_mb", 1)),
+    Column("Size [MB]", _key("size_bytes", 1e-6), _number("size_bytes", 3, 1e-6)),
+    Column("Size ratio", _key("size_ratio"), _number("size_ratio", 3), latex=False),
+    Column("Params [M]", _key("params", 1e-6), _number("params", 3, 1e-6), latex=False),
+    Column("MACs [M]", _key("macs", 1e-6), _number("macs", 1, 1e-6), latex=False),
+    Column("Peak RSS [MiB]", _key("peak_rss_mb"), _number("peak_rss_mb", 1)),
+    Column(
+        "Model memory [MiB]",
+        _key("model_mb"),
+        _number("model_mb", 1),
+        optional=True,
+        latex=False,
+    ),
     Column(
         "Energy [mJ/img]",
         _key("energy_mj_per_inference"),
-        _fmt("energy_mj_per_inference", 2),
+        _number("energy_mj_per_inference", 2),
         optional=True,
     ),
-    Column("Power [W]", _key("power_w"), _fmt("power_w", 2), optional=True, latex=False),
+    Column("Power [W]", _key("power_w"), _number("power_w", 2), optional=True, latex=False),
     Column("Notes", _notes_values, lambda r: ", ".join(row_flags(r)), numeric=False, optional=True),
     Column(
         "Error",

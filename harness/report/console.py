@@ -1,0 +1,131 @@
+"""Figures as text for people: the one formatter of a number (used by the CLI, the tables and the
+comparison), and the rich table that `edgebench compare` prints.
+
+Neither pandas nor rich is imported at the top of this module, so that `harness/cli.py` can take
+its formatter from here without slowing every command's start.
+"""
+
+from __future__ import annotations
+
+import numbers
+import sys
+from typing import TYPE_CHECKING, Any
+
+from harness.report import stats
+
+if TYPE_CHECKING:
+    from harness.report.compare import RunComparison
+
+NA = "n/a"
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN or pandas' NA: "not measured", which is never shown as a number."""
+    if value is None:
+        return True
+    try:
+        # NaN is the one value unequal to itself; pandas' NA answers NA, which has no truth value
+        return bool(value != value)
+    except TypeError:
+        return True
+
+
+def format_value(value: Any, spec: str = ".4g", none: str = NA) -> str:
+    """A figure as text: real numbers by `spec`, integers and text as they are, `none` when not
+    measured."""
+    if is_missing(value):
+        return none
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral | bool):
+        return format(float(value), spec)
+    return str(value)
+
+
+def format_interval(value: Any, low: Any, high: Any, spec: str) -> str:
+    """ "12.345 [12.1, 12.6]": a figure with its interval, or just the figure when the interval
+    could not be computed."""
+    text = format_value(value, spec)
+    if is_missing(value) or is_missing(low) or is_missing(high):
+        return text
+    return f"{text} [{format_value(low, spec)}, {format_value(high, spec)}]"
+
+
+def _verdict_styles() -> dict[str, str]:
+    from harness.report import compare
+
+    return {
+        compare.SLOWER: "bold red",
+        compare.NEWLY_FAILING: "bold red",
+        compare.FASTER: "green",
+        compare.FIXED: "green",
+        compare.INCONCLUSIVE: "yellow",
+        compare.DIFFERENT_ISA: "magenta",
+        compare.ONLY_A: "dim",
+        compare.ONLY_B: "dim",
+        compare.NOT_MEASURED: "dim",
+    }
+
+
+def comparison_rule(threshold: float) -> str:
+    """How a comparison decides, in one sentence for the header of its table."""
+    return (
+        "ratio = B / A of the geometric means of session medians (> 1: B is slower), with a"
+        f" {stats.CONFIDENCE:.0%} Welch t interval over sessions; slower or faster only when the"
+        f" whole interval lies beyond 1 \u00b1 {threshold:g}, no change when it lies within,"
+        " inconclusive otherwise; different instruction sets are not compared."
+    )
+
+
+def render_comparison(result: RunComparison, console: Any = None) -> None:
+    """Print the comparison as a rich table, with the fingerprint warning and a verdict count."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from harness.report.compare import DIFFERENT_ISA
+
+    if console is None:
+        console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+    console.print(
+        f"Comparing run [bold]{escape(result.run_b)}[/] (B) against [bold]"
+        f"{escape(result.run_a)}[/] (A): " + comparison_rule(result.threshold)
+    )
+    for device, keys in result.fingerprint_differences.items():
+        console.print(
+            f"[bold yellow]warning:[/] device {escape(device)} differs between the runs "
+            f"({escape(', '.join(keys))}); compared anyway because it was allowed explicitly."
+        )
+    styles = _verdict_styles()
+    table = Table(show_lines=False, header_style="bold")
+    for name, justify in (
+        ("Device", "left"),
+        ("Model", "left"),
+        ("Runtime", "left"),
+        ("Thr.", "right"),
+        ("Sessions A/B", "right"),
+        ("A median [ms]", "right"),
+        ("B median [ms]", "right"),
+        ("B/A [95% CI]", "right"),
+        ("Verdict", "left"),
+    ):
+        # escaped: rich would take "[ms]" for a style tag and drop it
+        table.add_column(escape(name), justify=justify)  # type: ignore[arg-type]
+    for row in result.table.itertuples():
+        verdict = str(row.verdict)
+        if verdict == DIFFERENT_ISA:
+            verdict += f" ({row.isa_a} / {row.isa_b})"
+        verdict = escape(verdict)
+        style = styles.get(row.verdict, "")
+        table.add_row(
+            escape(str(row.device)),
+            escape(str(row.model)),
+            escape(str(row.runtime)),
+            format_value(row.threads, none=""),
+            f"{row.sessions_a}/{row.sessions_b}",
+            format_value(row.median_a_ms, ".3f"),
+            format_value(row.median_b_ms, ".3f"),
+            format_interval(row.ratio, row.ratio_ci95_low, row.ratio_ci95_high, ".3f"),
+            f"[{style}]{verdict}[/]" if style else verdict,
+        )
+    console.print(table)
+    counts = result.table["verdict"].value_counts()
+    console.print(", ".join(f"{n} {v}" for v, n in counts.items()) or "no jobs in either run")
