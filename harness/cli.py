@@ -51,8 +51,7 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     from harness.transport.base import transport_for
 
     profile = load_profile(args.device, args.devices_dir)
-    job = {"protocol_version": protocol.PROTOCOL_VERSION, "job_id": "check", "check": True,
-           "device_kind": profile.kind}
+    job = protocol.check_job(profile.kind)
     with transport_for(profile) as transport:
         run = transport.run_agent(job, timeout_s=120)
     result = run.result

@@ -128,33 +128,25 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, sess
         agent_options["threads"] = threads
     if job.device.cpu_affinity:
         agent_options["cpu_affinity"] = list(job.device.cpu_affinity)
-    spec: dict[str, Any] = {
-        "protocol_version": protocol.PROTOCOL_VERSION,
-        "job_id": job.job_id,
-        "model": {
-            "path": transport.stage(artifact.path, artifact.sha256),
-            "sha256": artifact.sha256,
-            "format": artifact.format,
-            "name": artifact.name,
-        },
-        "runtime": job.runtime,
-        "options": agent_options,
-        "settings": settings,
-        "session": session,
-        "device_kind": job.device.kind,
-        "tune": job.device.tune,
-    }
-    if artifact.input_shape:
-        spec["input"] = {"shape": list(artifact.input_shape)}
+    model = {"path": transport.stage(artifact.path, artifact.sha256),
+             "sha256": artifact.sha256, "format": artifact.format, "name": artifact.name}
+    dataset = None
     ds = artifact.dataset
     if ds is not None and session == 0:
         files = {"inputs": ds.inputs, "labels": ds.labels, "reference": ds.reference}
-        spec["dataset"] = {}
+        dataset = {}
         for part, path in files.items():
             if path is not None:
                 sha = file_sha256(path)
-                spec["dataset"][part] = {"path": transport.stage(path, sha), "sha256": sha}
-    return spec
+                dataset[part] = {"path": transport.stage(path, sha), "sha256": sha}
+    try:
+        return protocol.measure_job(
+            job.job_id, model, job.runtime, session=session, device_kind=job.device.kind,
+            options=agent_options, settings=settings, tune=job.device.tune,
+            input_shape=list(artifact.input_shape) if artifact.input_shape else None,
+            dataset=dataset)
+    except protocol.ProtocolError as err:
+        raise EdgebenchError(f"{job.device.name}: {artifact.name}: {err}") from err
 
 
 @lru_cache(maxsize=256)
@@ -210,6 +202,8 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
                     run = transport.run_agent(spec, timeout_s=device.job_timeout_s)
                 except (TransportError, OSError) as err:
                     run = failed_run(job.job_id, "transport", str(err))
+                except EdgebenchError as err:  # a job this profile and these options cannot make
+                    run = failed_run(job.job_id, "bad_job", str(err))
                 orchestration = (time.perf_counter() - t0
                                  - (run.result.get("agent_wall_s") or 0.0))
                 post(SessionDone(job, session, run, transport.bytes_pushed - pushed_before,

@@ -103,9 +103,6 @@ def validate_job(job: Any) -> dict[str, Any]:
         raise ProtocolError(f"protocol_version {version!r} is not supported by this agent "
                             f"(speaks {PROTOCOL_VERSION})"
                             )
-    if job.get("check"):
-        # `devices check`: describe the device, measure nothing
-        return dict(job, options=dict(job.get("options") or {}), settings={})
     for field in ("job_id", "model", "runtime"):
         if field not in job:
             raise ProtocolError(f"job is missing field {field!r}")
@@ -122,6 +119,31 @@ def validate_job(job: Any) -> dict[str, Any]:
     out["options"] = dict(job.get("options") or {})
     out["settings"] = settings_with_defaults(job.get("settings"))
     return out
+
+
+def check_job(device_kind: str) -> dict[str, Any]:
+    """The job of `edgebench devices check`: describe the device, measure nothing."""
+    return {"protocol_version": PROTOCOL_VERSION, "job_id": "check", "check": True,
+            "device_kind": device_kind}
+
+
+def measure_job(job_id: str, model: dict[str, Any], runtime: str, *, session: int,
+                device_kind: str, options: dict[str, Any] | None = None,
+                settings: dict[str, Any] | None = None, tune: Any = False,
+                input_shape: list[int] | None = None,
+                dataset: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One session of a measurement, as the host sends it; checked as the agent will check it."""
+    job: dict[str, Any] = {
+        "protocol_version": PROTOCOL_VERSION, "job_id": job_id, "model": model,
+        "runtime": runtime, "options": dict(options or {}),
+        "settings": settings_with_defaults(settings), "session": session,
+        "device_kind": device_kind, "tune": tune,
+    }
+    if input_shape:
+        job["input"] = {"shape": list(input_shape)}
+    if dataset:
+        job["dataset"] = dataset
+    return validate_job(job)
 
 
 def new_result(job_id: str) -> dict[str, Any]:
