@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,17 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+@lru_cache(maxsize=256)
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, hashed again only when its size or modification time changed."""
+    st = Path(path).stat()
+    return _sha256_of(Path(path), st.st_size, st.st_mtime_ns)
+
+
 @dataclass(frozen=True)
 class DatasetFiles:
     """Pre-processed tensors, exactly what the device is fed, with labels and fp32 reference."""
@@ -62,6 +74,16 @@ class DatasetFiles:
     labels: Path
     reference: Path | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    # sha256 of each part, as written into the manifest, so a run does not hash them again
+    sha256: dict[str, str] = field(default_factory=dict)
+
+    def hashed(self) -> DatasetFiles:
+        """The same files with the sha256 of each part as it is now."""
+        return replace(self, sha256={part: file_sha256(p) for part, p in self.parts().items()})
+
+    def parts(self) -> dict[str, Path]:
+        found = {"inputs": self.inputs, "labels": self.labels, "reference": self.reference}
+        return {part: path for part, path in found.items() if path is not None}
 
 
 @dataclass(frozen=True)
@@ -135,6 +157,7 @@ def load_manifest(manifest_path: Path) -> Artifact:
                 labels=(root / ds["labels"]).resolve(),
                 reference=(root / ds["reference"]).resolve() if ds.get("reference") else None,
                 preprocessing=ds.get("preprocessing") or {},
+                sha256=dict(ds.get("sha256") or {}),
             )
         shape = data.get("input_shape")
         return Artifact(
@@ -198,6 +221,7 @@ def write_manifest(artifact: Artifact) -> Path:
             "labels": rel(ds.labels),
             "reference": rel(ds.reference),
             "preprocessing": ds.preprocessing,
+            "sha256": ds.sha256,
         },
     }
     artifact.manifest_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

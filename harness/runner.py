@@ -21,15 +21,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness import results
 from harness.agent import protocol
-from harness.artifacts import Artifact, sha256_file
+from harness.artifacts import Artifact, file_sha256
 from harness.config import DeviceProfile
 from harness.errors import EdgebenchError, TransportError, UnknownNameError
 from harness.registry import RUNTIMES as RUNTIME_MODULES
@@ -133,12 +131,10 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, sess
     dataset = None
     ds = artifact.dataset
     if ds is not None and session == 0:
-        files = {"inputs": ds.inputs, "labels": ds.labels, "reference": ds.reference}
         dataset = {}
-        for part, path in files.items():
-            if path is not None:
-                sha = file_sha256(path)
-                dataset[part] = {"path": transport.stage(path, sha), "sha256": sha}
+        for part, path in ds.parts().items():
+            sha = ds.sha256.get(part) or file_sha256(path)  # bare files have no manifest hash
+            dataset[part] = {"path": transport.stage(path, sha), "sha256": sha}
     try:
         return protocol.measure_job(
             job.job_id, model, job.runtime, session=session, device_kind=job.device.kind,
@@ -147,17 +143,6 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, sess
             dataset=dataset)
     except protocol.ProtocolError as err:
         raise EdgebenchError(f"{job.device.name}: {artifact.name}: {err}") from err
-
-
-@lru_cache(maxsize=256)
-def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
-    return sha256_file(path)
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a dataset file, hashed once per run rather than once per job that uses it."""
-    st = Path(path).stat()
-    return _sha256_of(Path(path), st.st_size, st.st_mtime_ns)
 
 
 def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options: BenchOptions,

@@ -114,6 +114,9 @@ def test_manifests_are_complete_and_honest(first) -> None:
         assert art.host_accuracy is not None and art.host_accuracy["n"] == 359
         assert art.parity is not None and 0.0 <= art.parity["top1_agreement"] <= 1.0
         assert art.dataset is not None and art.dataset.reference is not None
+        # the run sends these hashes instead of hashing the data again
+        assert art.dataset.sha256 == {part: sha256_file(path)
+                                      for part, path in art.dataset.parts().items()}
         assert art.macs and art.params
     assert base.baseline is None and base.technique == "fp32" and base.lineage == ()
     assert base.parity["max_abs_diff"] < 1e-3  # export parity with PyTorch  # type: ignore[index]

@@ -407,7 +407,8 @@ class _Builder:
             # the agent's own scoring, against the reference logits the device is sent too
             host_accuracy=(scoring.score(outputs, state.data.y_test, state.torch_reference)
                            if state.data else None),
-            parity=scoring.parity(outputs, parent), dataset=state.dataset_files,
+            parity=scoring.parity(outputs, parent),
+            dataset=state.dataset_files.hashed() if state.dataset_files else None,
         )
         write_manifest(artifact)
         return artifact
