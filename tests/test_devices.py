@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from harness.agent import protocol
-from harness.agent import boards
+from harness.agent import boards, protocol
 from harness.agent.boards import coral, jetson, rpi
 from tests.conftest import REPO, make_tiny_onnx
 

@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from harness.agent import protocol
-from harness.agent import tune
+from harness.agent import protocol, tune
 from tests.conftest import REPO, make_tiny_onnx
 from tests.test_devices import capture
 
