@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 CONFIDENCE = 0.95
 # Default practical threshold T of a comparison: changes smaller than this are "no change".
@@ -51,7 +50,10 @@ SPREAD_FLAGS = frozenset({FLAG_BETWEEN, FLAG_WITHIN, FLAG_LOADED, FLAG_THROTTLED
 
 
 def _t(df: float, confidence: float = CONFIDENCE) -> float:
-    return float(_scipy_stats.t.ppf(0.5 + confidence / 2, df))
+    # imported here: the CLI imports this module through the store and should start fast
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.t.ppf(0.5 + confidence / 2, df))
 
 
 def log_interval(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE
