@@ -1,9 +1,11 @@
 """What compression buys, measured through edgebench itself on this machine's CPU.
 
-Part 1: ResNet18 at 224x224 in ONNX Runtime: fp32 vs static int8 (QDQ, per-channel) vs 50%
-structured channel pruning, built by `build_suite` and measured by `harness.runner` jobs on the
-local device under the standard protocol, rounds interleaved so that drift of a shared machine
-hits every variant alike. Prints medians, p90, size and the ratios to fp32.
+Part 1: ResNet18 at 224x224 in ONNX Runtime: fp32 vs static int8 (QDQ, per-channel, 7-bit
+weights: the default, safe on every CPU) vs the same with full 8-bit weights (what the 7 bits
+cost) vs 50% structured channel pruning, built by `build_suite` and measured in one run of
+`harness.runner` on the local device under the standard protocol: sessions in rounds across the
+variants, so session k of each ran back to back and the speed-ups are paired by session.
+Prints medians with their 95% intervals, p90, size, and speed-ups with their intervals.
 Targets (issue 4): int8 >= 2.5x faster and >= 4x smaller; pruned 50% >= 2.5x faster.
 
 Part 2: the digits demo suite (models/demo.yaml): the accuracy of every artifact, as measured at
@@ -12,13 +14,12 @@ benchmark job (the two must agree). Targets: int8 within 1 point of fp32.
 
 Run by hand (not a test; minutes):
 
-    .venv/bin/python benchmarks/compression.py [--rounds 3] [--threads 2] [--duration 5]
+    .venv/bin/python benchmarks/compression.py [--sessions 5] [--threads 2] [--duration 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from harness import runner
 from harness.artifacts import Artifact
 from harness.compress.build import build_suite
 from harness.config import DeviceProfile
+from harness.report import stats
 from harness.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,10 +39,12 @@ name: compression-benchmark
 seed: 0
 formats: [onnx]
 models:
-  resnet18: {arch: resnet18, input_size: 224, recipes: [int8_static, prune50]}
+  resnet18: {arch: resnet18, input_size: 224, recipes: [int8_static, int8_8bit, prune50]}
 recipes:
   int8_static:
     steps: [{quantize_static: {calibration_size: 32, per_channel: true}}]
+  int8_8bit:
+    steps: [{quantize_static: {calibration_size: 32, per_channel: true, reduce_range: false}}]
   prune50:
     steps: [{prune_structured: {ratio: 0.5, importance: l1, finetune_epochs: 0}}]
 """
@@ -60,40 +64,33 @@ def resnet18(build_dir: Path, store: Store, args: argparse.Namespace, console: C
     report = build_suite(suite, build_dir / "resnet18", console=console)
     if report.failures:
         raise SystemExit(f"build failed: {report.failures}")
-    arts = {a.technique: a for a in report.artifacts}
-    order = ["fp32", "int8_static", "prune50"]
-    options = runner.BenchOptions(threads=args.threads, settings={
-        "min_duration_s": args.duration, "max_duration_s": max(60.0, 4 * args.duration)})
-    medians: dict[str, list[float]] = {t: [] for t in order}
-    p90: dict[str, list[float]] = {t: [] for t in order}
-    for i in range(args.rounds):
-        # rotate the order each round so no variant always runs first or last
-        rotated = order[i % 3:] + order[:i % 3]
-        for technique in rotated:
-            record = next(iter(bench([arts[technique]], store, options, args.threads).values()))
-            if record["status"] != "ok":
-                raise SystemExit(f"{technique}: {record['error_message']}")
-            medians[technique].append(record["latency_median_ms"])
-            p90[technique].append(record["latency_p90_ms"])
-        console.print(f"round {i + 1}: " + ", ".join(
-            f"{t} {medians[t][-1]:.2f} ms" for t in order))
-    print(f"\nResNet18 224x224, ONNX Runtime CPU, {args.threads} threads, "
-          f"{args.rounds} interleaved rounds (one edgebench job per variant per round)")
-    print("| variant | median ms | p90 ms | rounds' medians ms | speed-up (paired) | "
-          "speed-up (best rounds) | size MB | smaller | MMACs | params M |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
-    for technique in order:
-        art, med = arts[technique], statistics.median(medians[technique])
-        # Each round's variants ran back to back, so a per-round ratio cancels slow drift of a
-        # shared machine; the best rounds show what the hardware can do without contention.
-        paired = statistics.median(f / t for f, t in zip(medians["fp32"], medians[technique],
-                                                          strict=True))
-        best = min(medians["fp32"]) / min(medians[technique])
-        print(f"| {technique} | {med:.2f} | {statistics.median(p90[technique]):.2f} | "
-              f"{' / '.join(f'{m:.1f}' for m in medians[technique])} | {paired:.2f}x | "
-              f"{best:.2f}x | {art.size_bytes / 1e6:.1f} | "
-              f"{arts['fp32'].size_bytes / art.size_bytes:.2f}x | {(art.macs or 0) / 1e6:.0f} | "
-              f"{(art.params or 0) / 1e6:.2f} |")
+    arts = {a.name.replace("resnet18-", "").replace("resnet18", "fp32"): a
+            for a in report.artifacts}
+    order = ["fp32", "int8_static", "int8_8bit", "prune50"]
+    options = runner.BenchOptions(threads=args.threads, sessions=args.sessions,
+                                  settings={"duration_s": args.duration})
+    records = bench([arts[t] for t in order], store, options, args.threads)
+    rows = {t: records[(arts[t].name, "onnx")] for t in order}
+    for t, r in rows.items():
+        if r["status"] != "ok":
+            raise SystemExit(f"{t}: {r['error_message']}")
+    medians = {t: [s["median_ms"] for s in store.sessions([r["job_id"]])] for t, r in rows.items()}
+    print(f"\nResNet18 224x224, ONNX Runtime CPU, {args.threads} threads, ISA "
+          f"{rows['fp32']['isa']}, {args.sessions} sessions each, interleaved")
+    print("| variant | median ms [95% CI] | p90 ms | speed-up [95% CI, paired] | size MB | "
+          "smaller | MMACs |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for t in order:
+        r, art = rows[t], arts[t]
+        speedup = stats.ratio_interval(medians[t], medians["fp32"], paired=True)
+        print(f"| {t} | {r['latency_median_ms']:.2f} [{r['latency_ci95_low_ms']:.2f}, "
+              f"{r['latency_ci95_high_ms']:.2f}] | {r['latency_p90_ms']:.2f} | "
+              f"{speedup.ratio:.2f}x [{speedup.low:.2f}, {speedup.high:.2f}] | "
+              f"{art.size_bytes / 1e6:.1f} | {arts['fp32'].size_bytes / art.size_bytes:.2f}x | "
+              f"{(art.macs or 0) / 1e6:.0f} |")
+    eight = stats.ratio_interval(medians["int8_8bit"], medians["int8_static"], paired=True)
+    print(f"7-bit weights vs 8-bit: latency ratio {eight.ratio:.3f} [{eight.low:.3f}, "
+          f"{eight.high:.3f}] ({stats.verdict(eight)} beyond {stats.THRESHOLD:.0%})")
 
 
 def digits(build_dir: Path, store: Store, args: argparse.Namespace, console: Console) -> None:
@@ -122,9 +119,9 @@ def digits(build_dir: Path, store: Store, args: argparse.Namespace, console: Con
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sessions", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--duration", type=float, default=2.0, help="timed window per session")
     parser.add_argument("--demo-build", type=Path, default=ROOT / "models" / "build",
                         help="build folder of the demo suite (reused when up to date)")
     parser.add_argument("--skip-digits", action="store_true")

@@ -59,24 +59,15 @@ def mlp_onnx(path: Path, width: int = 1024, layers: int = 6) -> Path:
     return path
 
 
-def window_setting() -> str:
-    """The name of the timed window's length in this version of the protocol."""
-    return "duration_s" if "duration_s" in protocol.DEFAULT_SETTINGS else "min_duration_s"
-
-
 def one_job(transport: Transport, model: Path, sha: str, job_id: str, seconds: float,
             cpu: int | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    job = {
-        "protocol_version": protocol.PROTOCOL_VERSION, "job_id": job_id,
-        "model": {"path": transport.stage(model, sha), "format": "onnx"},
-        "runtime": "onnxruntime",
-        "options": {"threads": 1, **({"cpu_affinity": [cpu]} if cpu is not None else {})},
-        "settings": dict(protocol.DEFAULT_SETTINGS, warmup_s=0.5, warmup_min=20,
-                         min_iterations=200, max_duration_s=seconds * 4,
-                         **{window_setting(): seconds}),
-        "device_kind": "linux",
-    }
+    job = protocol.measure_job(
+        job_id, {"path": transport.stage(model, sha), "format": "onnx"}, "onnxruntime",
+        session=0, device_kind="linux",
+        options={"threads": 1, **({"cpu_affinity": [cpu]} if cpu is not None else {})},
+        settings=dict(warmup_s=0.5, warmup_min=20, min_iterations=200,
+                      max_duration_s=seconds * 4, duration_s=seconds))
     run = transport.run_agent(job, timeout_s=300)
     wall = time.perf_counter() - t0
     result = run.result
