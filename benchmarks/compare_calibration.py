@@ -11,12 +11,15 @@ in sessions, as `edgebench bench` runs them) measures both. Then:
 - the same two rates by simulation, with the between-session and between-run spread measured
   in these runs, so a reader can tell luck from design.
 
-The verdict rule is `harness.report.stats.verdict` (slower only when the whole 95% interval of
-the ratio of session medians is above 1 + T), the one `edgebench compare` uses.
+The verdict rule is the one `edgebench compare` uses (`harness.report.compare.judge`): slower only
+when the whole 95% interval of the ratio of session medians is above 1 + T, the interval allowing
+for the run-to-run spread estimated from the runs up to the reference one (assumed from the
+sessions' spread while there are fewer than four).
 
 Run by hand (minutes; not a test):
 
-    .venv/bin/python benchmarks/compare_calibration.py [--runs 6] [--sessions 5] [--threads 1]
+    .venv/bin/python benchmarks/compare_calibration.py [--runs 6] [--sessions 5] [--threads 2]
+        [--cpu N ...] [--json FILE]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from harness.artifacts import from_model_file
 from harness.compress.export import export_onnx
 from harness.config import DeviceProfile
 from harness.report import stats
+from harness.report.compare import history_noise, judge
 from harness.store import Store
 from harness.zoo.models import build_model
 
@@ -50,9 +54,10 @@ def export_pair(folder: Path) -> tuple[Path, Path]:
 
 
 def measure(store: Store, files: tuple[Path, Path], runs: int, sessions: int, threads: int,
-            duration_s: float) -> list[dict[int, list[float]]]:
+            duration_s: float, cpus: tuple[int, ...] | None) -> list[dict[int, list[float]]]:
     """Per run, {input size: session medians (ms)}."""
-    profile = DeviceProfile(name="local", threads=threads, runtimes=("onnxruntime",))
+    profile = DeviceProfile(name="local", threads=threads, runtimes=("onnxruntime",),
+                            cpu_affinity=cpus)
     options = runner.BenchOptions(sessions=sessions, settings={"duration_s": duration_s})
     artifacts = [from_model_file(f) for f in files]
     out = []
@@ -71,10 +76,12 @@ def measure(store: Store, files: tuple[Path, Path], runs: int, sessions: int, th
 
 
 def verdict_rates(runs: list[dict[int, list[float]]], threshold: float) -> dict[str, object]:
-    same = [stats.verdict(stats.ratio_interval(a[224], b[224]), threshold)
-            for a, b in itertools.combinations(runs, 2)]
-    more = [stats.verdict(stats.ratio_interval(a[224], b[235]), threshold)
-            for a, b in itertools.permutations(runs, 2)]
+    def judged(i: int, j: int, size_b: int) -> str:
+        noise = history_noise([runs[k][224] for k in range(i + 1)])
+        return judge(runs[i][224], runs[j][size_b], threshold=threshold, run_noise=noise)[1]
+
+    same = [judged(i, j, 224) for i, j in itertools.combinations(range(len(runs)), 2)]
+    more = [judged(i, j, 235) for i, j in itertools.permutations(range(len(runs)), 2)]
     within = [stats.verdict(stats.ratio_interval(r[224], r[235], paired=True), threshold)
               for r in runs]
     return {
@@ -102,20 +109,23 @@ def spread(runs: list[dict[int, list[float]]]) -> tuple[float, float, float]:
 
 
 def simulate(within: float, extra: float, effect: float, sessions: int, threshold: float,
-             trials: int = 4000, seed: int = 0) -> tuple[float, float]:
-    """Rates of false alarms (same model) and of "slower" for the measured effect, when each run
-    has its own level (extra) and each session its own draw (within)."""
+             history: int, trials: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Rates of false alarms (same model) and of "slower" for an effect, when each run has its own
+    level (extra) and each session its own draw (within), and compare has `history` earlier runs
+    of the reference to estimate the run-to-run spread from, as in the measured runs."""
     rng = np.random.default_rng(seed)
 
-    def run(level: float) -> np.ndarray:
-        return np.exp(level + rng.normal(0, extra) + rng.normal(0, within, sessions))
+    def run(level: float) -> list[float]:
+        return list(np.exp(level + rng.normal(0, extra) + rng.normal(0, within, sessions)))
 
     alarms = slower = 0
     for _ in range(trials):
-        a, b, c = run(0.0), run(0.0), run(effect)
-        alarms += stats.verdict(stats.ratio_interval(a, b), threshold) in (stats.SLOWER,
+        earlier = [run(0.0) for _ in range(history)]
+        noise = history_noise(earlier)
+        a, b, c = earlier[-1], run(0.0), run(effect)
+        alarms += judge(a, b, threshold=threshold, run_noise=noise)[1] in (stats.SLOWER,
                                                                             stats.FASTER)
-        slower += stats.verdict(stats.ratio_interval(a, c), threshold) == stats.SLOWER
+        slower += judge(a, c, threshold=threshold, run_noise=noise)[1] == stats.SLOWER
     return alarms / trials, slower / trials
 
 
@@ -123,22 +133,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--sessions", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cpu", type=int, action="append",
+                        help="pin the agent to this CPU (repeat for several), as a profile's "
+                             "cpu_affinity does")
     parser.add_argument("--duration", type=float, default=1.0, help="timed window per session")
     parser.add_argument("--threshold", type=float, default=stats.THRESHOLD)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     print(f"host ISA: {fingerprint()['isa']}; {args.runs} runs x {args.sessions} sessions, "
-          f"{args.threads} thread(s), T = {args.threshold:.0%}")
+          f"{args.threads} thread(s), CPUs {args.cpu or 'any'}, T = {args.threshold:.0%}")
     with tempfile.TemporaryDirectory() as tmp:
         files = export_pair(Path(tmp))
         with Store(Path(tmp) / "calibration.db") as store:
-            runs = measure(store, files, args.runs, args.sessions, args.threads, args.duration)
+            runs = measure(store, files, args.runs, args.sessions, args.threads, args.duration,
+                           tuple(args.cpu) if args.cpu else None)
     rates = verdict_rates(runs, args.threshold)
     within, extra, effect = spread(runs)
-    sim_alarm, sim_slower = simulate(within, extra, effect, args.sessions, args.threshold)
+    sim_alarm, sim_slower = simulate(within, extra, effect, args.sessions, args.threshold,
+                                     history=args.runs)
     sim_alarm10, sim_slower10 = simulate(within, extra, float(np.log(1.10)), args.sessions,
-                                         args.threshold)
+                                         args.threshold, history=args.runs)
+    quiet_alarm, quiet_slower = simulate(0.02, 0.01, float(np.log(1.10)), args.sessions,
+                                         args.threshold, history=args.runs)
     print(f"\nsame model, {rates['same_pairs']} pairs of runs: "
           f"{rates['same_false_alarms']} false alarms {rates['same_verdicts']}")
     print(f"235 vs 224, {rates['plus10_pairs']} pairs of runs: called slower in "
@@ -149,11 +166,14 @@ def main() -> None:
           f"{extra:.3f}, 235/224 = {np.exp(effect):.3f}")
     print(f"simulated with those spreads: false alarms {sim_alarm:.1%}, slower for the measured "
           f"effect {sim_slower:.1%}, slower for exactly +10% {sim_slower10:.1%}")
+    print(f"simulated on a quiet device (session log-sd 0.02, run-to-run 0.01): false alarms "
+          f"{quiet_alarm:.1%}, slower for +10% {quiet_slower:.1%}")
     if args.json:
         args.json.write_text(json.dumps(dict(
             rates, between_session_log_sd=within, between_run_log_sd=extra,
             measured_ratio=float(np.exp(effect)), simulated_false_alarm_rate=sim_alarm,
             simulated_slower_rate=sim_slower, simulated_slower_rate_plus10=sim_slower10,
+            quiet_false_alarm_rate=quiet_alarm, quiet_slower_rate_plus10=quiet_slower,
             runs=runs), indent=1))
 
 

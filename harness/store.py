@@ -253,6 +253,17 @@ class Store:
         query += " ORDER BY rowid"
         return [_from_sql(dict(r)) for r in self.conn.execute(query, params)]
 
+    def find_results(self, **equal: Any) -> list[dict[str, Any]]:
+        """Result rows whose columns equal the values given (None matches NULL), oldest first:
+        e.g. every ok measurement of one file on one device, for its run-to-run spread."""
+        unknown = set(equal) - set(RESULT_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown result fields: {sorted(unknown)}")
+        where = " AND ".join(f"{name} IS ?" for name in equal) or "1"
+        rows = self.conn.execute(f"SELECT * FROM results WHERE {where} ORDER BY rowid",
+                                 [_to_sql(n, v) for n, v in equal.items()])
+        return [_from_sql(dict(r)) for r in rows]
+
     def sessions(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Session rows of these measurements, without their samples, by job and session."""
         names = [n for n in SESSION_FIELDS if n != "samples"]

@@ -126,3 +126,36 @@ def test_combine_sessions_against_direct_computation() -> None:
         stats.log_interval(medians))
     assert stats.latency_flags(combined) == []
     assert stats.FLAG_BETWEEN in stats.latency_flags(dict(combined, cov_between=0.2))
+
+
+def test_run_to_run_spread_is_estimated_and_a_step_change_does_not_pass_for_noise() -> None:
+    rng = np.random.default_rng(9)
+    # 8 runs whose levels wander by a log-sd of 0.05, sessions within a run by 0.01
+    levels = rng.normal(0, 0.05, 8)
+    runs = [list(np.exp(level + rng.normal(0, 0.01, 5))) for level in levels]
+    sd, k = stats.run_level_sd(runs)  # type: ignore[misc]
+    assert k == 8 and 0.02 < sd < 0.1
+    # the same history with one real 30% step in the middle: one large difference among seven
+    stepped = [list(np.asarray(r) * (1.3 if i >= 4 else 1.0)) for i, r in enumerate(runs)]
+    sd_step, _ = stats.run_level_sd(stepped)  # type: ignore[misc]
+    assert sd_step < 2 * sd
+    # a plain standard deviation of the run means would have taken the step for noise
+    plain = float(np.std([np.log(r).mean() for r in stepped], ddof=1))
+    assert plain > 2 * sd
+    assert stats.run_level_sd(runs[:3]) is None  # too few runs to say
+
+
+def test_run_to_run_spread_widens_the_interval_and_caps_its_degrees_of_freedom() -> None:
+    a, b = [10, 10.1, 9.9, 10.05, 9.95], [11.5, 11.6, 11.4, 11.55, 11.45]
+    narrow = stats.ratio_interval(a, b)
+    wide = stats.ratio_interval(a, b, run_sd=0.05, run_df=3)
+    la, lb = np.log(a), np.log(b)
+    se = math.sqrt(la.var(ddof=1) / 5 + lb.var(ddof=1) / 5 + 2 * 0.05**2)
+    half = sps.t.ppf(0.975, 3) * se
+    diff = lb.mean() - la.mean()
+    assert (wide.low, wide.high) == pytest.approx((math.exp(diff - half), math.exp(diff + half)))
+    assert wide.low < narrow.low and wide.run_sd == 0.05
+    assert stats.verdict(narrow) == stats.SLOWER and stats.verdict(wide) == stats.INCONCLUSIVE
+    # without history: half the pooled between-session log-sd
+    pooled = math.sqrt((la.var(ddof=1) + lb.var(ddof=1)) / 2)
+    assert stats.default_run_sd(a, b) == pytest.approx(0.5 * pooled)

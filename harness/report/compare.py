@@ -55,11 +55,16 @@ def judge(
     threshold: float = stats.THRESHOLD,
     isa_a: str | None = None,
     isa_b: str | None = None,
+    run_noise: tuple[float, int | None] | None = None,
 ) -> tuple[stats.RatioCI, str]:
     """The ratio B / A of two measurements of different runs from their session medians (ms),
     with its interval and verdict. Instruction sets are compared only when both are known
-    (a database upgraded from schema 1 did not record them)."""
-    ci = stats.ratio_interval(list(a_medians), list(b_medians), paired=False)
+    (a database upgraded from schema 1 did not record them). `run_noise` is the run-to-run
+    log-sd and the degrees of freedom of its estimate (None: no history, RUN_SD_FRACTION of the
+    between-session spread)."""
+    a, b = list(a_medians), list(b_medians)
+    run_sd, run_df = run_noise if run_noise is not None else (stats.default_run_sd(a, b), None)
+    ci = stats.ratio_interval(a, b, paired=False, run_sd=run_sd, run_df=run_df)
     if isa_a and isa_b and isa_a != isa_b:
         return ci, DIFFERENT_ISA
     if len(a_medians) == 0 or len(b_medians) == 0:
@@ -123,12 +128,15 @@ COMPARISON_COLUMNS = (
     "ratio",  # B / A of the geometric means of session medians (> 1: B is slower)
     "ratio_ci95_low",
     "ratio_ci95_high",
+    "run_sd",  # the run-to-run log-sd the interval allows for
+    "run_sd_from",  # "history (N d.f.)" or "assumed" (too few runs of these files here)
     "verdict",
 )
 
 
 # What a pair's verdict and its table row need of each side.
-_PAIR_COLUMNS = ("job_id", "status", "isa", "latency_median_ms", "device_fingerprint")
+_PAIR_COLUMNS = ("job_id", "status", "isa", "latency_median_ms", "device_fingerprint",
+                 "model_sha256")
 
 
 def compare_runs(
@@ -163,9 +171,46 @@ def compare_runs(
         )
     sessions = SessionReader(store)
     sessions.prefetch([*a["job_id"], *b["job_id"]])
-    rows = [_judge_pair(sessions.medians, row, threshold) for _, row in pairs.iterrows()]
+    rows = [_judge_pair(sessions.medians, row, threshold, _run_noise(store, sessions, row))
+            for _, row in pairs.iterrows()]
     table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
     return RunComparison(a_id, b_id, table, diffs, threshold)
+
+
+# How many earlier runs of A's file estimate the run-to-run spread: recent enough to describe
+# the device as it is now.
+HISTORY_RUNS = 10
+
+
+def history_noise(runs: list[list[float]]) -> tuple[float, int] | None:
+    """The run-to-run log-sd and its degrees of freedom from the session medians of the last
+    HISTORY_RUNS runs of one file, ending with the reference run A; None with too few. Runs after
+    A are left out, so the change being judged cannot pass for noise."""
+    found = stats.run_level_sd(runs[-HISTORY_RUNS:])
+    return (found[0], found[1] - 1) if found is not None else None
+
+
+def _run_noise(store: Store, sessions: SessionReader, row: pd.Series
+               ) -> tuple[float, int] | None:
+    """The run-to-run spread of A's file on this device, from the runs in the store up to A."""
+    sha, job_a = row.get("model_sha256_a"), row.get("job_id_a")
+    if not isinstance(sha, str) or not isinstance(row.get("isa_a"), str):
+        return None
+    same = store.find_results(model_sha256=sha, status="ok", isa=row["isa_a"],
+                              **{k: _plain(row[k]) for k in JOB_KEYS if k != "model"})
+    ids = [r["job_id"] for r in same]
+    if job_a not in ids:
+        return None
+    ids = ids[:ids.index(job_a) + 1][-HISTORY_RUNS:]
+    sessions.prefetch(ids)
+    return history_noise([list(sessions.medians(j)) for j in ids])
+
+
+def _plain(value: Any) -> Any:
+    """A frame cell as the store holds it (NA -> None, numpy ints -> int)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
 
 
 def _text(value: Any) -> str | None:
@@ -173,7 +218,8 @@ def _text(value: Any) -> str | None:
 
 
 def _judge_pair(
-    medians: Callable[[str], pd.Series], row: pd.Series, threshold: float
+    medians: Callable[[str], pd.Series], row: pd.Series, threshold: float,
+    run_noise: tuple[float, int] | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {k: row[k] for k in JOB_KEYS}
     for name in ("isa", "job_id", "status"):
@@ -189,6 +235,8 @@ def _judge_pair(
         ratio=nan,
         ratio_ci95_low=nan,
         ratio_ci95_high=nan,
+        run_sd=nan,
+        run_sd_from="",
     )
     if row["_merge"] == "left_only":
         out["verdict"] = ONLY_A
@@ -202,12 +250,15 @@ def _judge_pair(
         out["verdict"] = NEWLY_FAILING if ok_a else FIXED if ok_b else NOT_MEASURED
         return out
     ci, verdict = judge(
-        a_medians, b_medians, threshold=threshold, isa_a=out["isa_a"], isa_b=out["isa_b"]
+        a_medians, b_medians, threshold=threshold, isa_a=out["isa_a"], isa_b=out["isa_b"],
+        run_noise=run_noise,
     )
     out.update(
         ratio=ci.ratio,
         ratio_ci95_low=ci.low,
         ratio_ci95_high=ci.high,
+        run_sd=ci.run_sd,
+        run_sd_from=f"history ({run_noise[1]} d.f.)" if run_noise else "assumed",
         verdict=verdict,
     )
     return out
@@ -227,13 +278,17 @@ def verdicts_over_runs(
     verdicts = pd.Series("", index=history.index, dtype=object)
     ok = history[history["status"] == "ok"].sort_values(["run_started_at", "run_id"])
     for _, series in ok.groupby(list(JOB_KEYS), dropna=False, sort=False):
-        rows = list(series[["job_id", "isa"]].itertuples())
-        for prev, cur in zip(rows, rows[1:], strict=False):
+        rows = list(series[["job_id", "isa", "model_sha256"]].itertuples())
+        for i in range(1, len(rows)):
+            prev, cur = rows[i - 1], rows[i]
+            earlier = [list(medians(r.job_id)) for r in rows[:i]
+                       if r.model_sha256 == prev.model_sha256 and r.isa == prev.isa]
             _, verdicts[cur.Index] = judge(
                 medians(prev.job_id),
                 medians(cur.job_id),
                 threshold=threshold,
                 isa_a=_text(prev.isa),
                 isa_b=_text(cur.isa),
+                run_noise=history_noise(earlier),
             )
     return verdicts

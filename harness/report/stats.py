@@ -10,6 +10,11 @@ more than any within-process interval shows, so the session, not the iteration, 
 - a comparison of two measurements is the ratio of their geometric-mean session medians with a
   Welch t interval on the difference of log medians; when both come from one run, session k of
   A and session k of B ran back to back, so the interval is paired by session (drift cancels);
+- two runs differ by more than their sessions show: the sessions of one run see minutes of the
+  device's life, two runs see different minutes. Comparing runs therefore adds a run-to-run
+  component, estimated from earlier runs of the same artifact on the same device where there are
+  three or more, and otherwise taken as RUN_SD_FRACTION of the between-session spread (what the
+  calibration benchmark measured on the development machine);
 - a verdict has three answers besides "not measured": slower or faster by more than T when the
   whole interval of the ratio is beyond 1 +/- T, no change beyond T when it lies inside, and
   inconclusive otherwise. Noise alone almost never gives the first two.
@@ -30,6 +35,12 @@ import numpy as np
 CONFIDENCE = 0.95
 # Default practical threshold T of a comparison: changes smaller than this are "no change".
 THRESHOLD = 0.05
+
+# Without history, the run-to-run log-sd is taken as this fraction of the between-session log-sd:
+# benchmarks/compare_calibration.py measured 0.45 and 0.55 on the 2-core development machine.
+RUN_SD_FRACTION = 0.5
+MIN_HISTORY_RUNS = 4
+_NORMAL_Q3 = 0.6744897501960817  # the standard normal's 75th percentile
 
 SLOWER = "slower"
 FASTER = "faster"
@@ -82,14 +93,57 @@ class RatioCI:
     low: float
     high: float
     paired: bool = False
+    run_sd: float = 0.0  # the run-to-run log-sd the interval allows for
+
+
+def run_level_sd(runs: Sequence[Sequence[float]]) -> tuple[float, int] | None:
+    """The spread between runs beyond what their sessions show, as a log-sd, from the session
+    medians of consecutive earlier runs of one artifact; with the number of runs it rests on.
+
+    The spread of the runs' log means comes from the median absolute difference of consecutive
+    runs (robust: one real step change in the history is one large difference among several and
+    does not pass for noise); what their sessions already explain is taken off. None with fewer
+    than MIN_HISTORY_RUNS runs of two sessions or more.
+    """
+    groups = [np.log(np.asarray(r, dtype=np.float64)) for r in runs if len(r) >= 2]
+    if len(groups) < MIN_HISTORY_RUNS:
+        return None
+    means = np.array([g.mean() for g in groups])
+    # for normal d ~ N(0, 2 s^2): median |d| = Phi^-1(0.75) * sqrt(2) * s
+    total = float(np.median(np.abs(np.diff(means)))) / (_NORMAL_Q3 * math.sqrt(2))
+    within = float(np.mean([g.var(ddof=1) / g.size for g in groups]))
+    return math.sqrt(max(0.0, total ** 2 - within)), len(groups)
+
+
+def pooled_run_sd(estimates: Sequence[tuple[float, int]]) -> tuple[float, int] | None:
+    """Run-to-run log-sd estimates of several artifacts (sd, runs) pooled, with their degrees of
+    freedom."""
+    df = sum(k - 1 for _, k in estimates)
+    if df <= 0:
+        return None
+    return math.sqrt(sum((k - 1) * sd ** 2 for sd, k in estimates) / df), df
+
+
+def default_run_sd(*session_medians: Sequence[float]) -> float:
+    """The run-to-run log-sd assumed when there is no history: RUN_SD_FRACTION of the pooled
+    between-session log-sd of the measurements compared."""
+    logs = [np.log(np.asarray(m, dtype=np.float64)) for m in session_medians if len(m) >= 2]
+    if not logs:
+        return 0.0
+    pooled = sum(float(x.var(ddof=1)) * (x.size - 1) for x in logs) / sum(x.size - 1
+                                                                         for x in logs)
+    return RUN_SD_FRACTION * math.sqrt(pooled)
 
 
 def ratio_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
-                   paired: bool = False, confidence: float = CONFIDENCE) -> RatioCI:
+                   paired: bool = False, confidence: float = CONFIDENCE, run_sd: float = 0.0,
+                   run_df: float | None = None) -> RatioCI:
     """Ratio of geometric means of session medians B / A with a t interval on the logs.
 
     `paired`: session i of A and of B ran back to back (one run, interleaved), so the interval
-    comes from the per-session log ratios. Otherwise Welch's unequal-variance interval.
+    comes from the per-session log ratios. Otherwise Welch's unequal-variance interval, widened
+    by `run_sd` (the run-to-run log-sd, for A and B from different runs) and with at most
+    `run_df` degrees of freedom (those of the run_sd estimate).
     """
     la = np.log(np.asarray(a, dtype=np.float64))
     lb = np.log(np.asarray(b, dtype=np.float64))
@@ -102,15 +156,18 @@ def ratio_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndar
         half = _t(d.size - 1, confidence) * float(d.std(ddof=1)) / math.sqrt(d.size)
         return RatioCI(math.exp(diff), math.exp(diff - half), math.exp(diff + half), True)
     if la.size < 2 or lb.size < 2:
-        return RatioCI(math.exp(diff), nan, nan, False)
+        return RatioCI(math.exp(diff), nan, nan, False, run_sd)
     va, vb = la.var(ddof=1) / la.size, lb.var(ddof=1) / lb.size
-    se = math.sqrt(va + vb)
+    se = math.sqrt(va + vb + 2 * run_sd ** 2)
     if se == 0:
-        return RatioCI(math.exp(diff), math.exp(diff), math.exp(diff), False)
-    # Welch-Satterthwaite degrees of freedom
-    df = (va + vb) ** 2 / (va ** 2 / (la.size - 1) + vb ** 2 / (lb.size - 1))
+        return RatioCI(math.exp(diff), math.exp(diff), math.exp(diff), False, run_sd)
+    # Welch-Satterthwaite degrees of freedom, capped by those of the run-to-run estimate
+    df = (va + vb) ** 2 / (va ** 2 / (la.size - 1) + vb ** 2 / (lb.size - 1)) \
+        if va + vb > 0 else math.inf
+    if run_sd > 0 and run_df is not None:
+        df = min(df, run_df)
     half = _t(df, confidence) * se
-    return RatioCI(math.exp(diff), math.exp(diff - half), math.exp(diff + half), False)
+    return RatioCI(math.exp(diff), math.exp(diff - half), math.exp(diff + half), False, run_sd)
 
 
 def verdict(ci: RatioCI, threshold: float = THRESHOLD) -> str:
