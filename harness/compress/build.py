@@ -32,7 +32,14 @@ from rich.markup import escape
 from torch import nn
 
 from harness.agent import scoring
-from harness.artifacts import Artifact, DatasetFiles, load_manifest, sha256_file, write_manifest
+from harness.artifacts import (
+    FORMAT_SUFFIX,
+    Artifact,
+    DatasetFiles,
+    load_manifest,
+    sha256_file,
+    write_manifest,
+)
 from harness.compress import export as ex
 from harness.compress import quiet_litert_logs
 from harness.compress.suite import ModelCfg, RecipeCfg, Suite, load_suite
@@ -49,7 +56,6 @@ from harness.errors import EdgebenchError
 from harness.zoo.datasets import DataSplit, load_dataset
 from harness.zoo.models import MODELS, build_model
 
-SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
 SIDECAR = ".build.json"
 LATENCY_ONLY_SAMPLES = 8  # random inputs used for parity of latency-only models
 _LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime", "litert-torch", "ai-edge-quantizer",
@@ -162,7 +168,7 @@ class _Builder:
         keys = {fmt: self._key(model, recipe, fmt) for fmt in formats}
         pending = []
         for fmt in formats:
-            reused = self._reusable(self.dir / f"{name}{SUFFIX[fmt]}", keys[fmt])
+            reused = self._reusable(self.dir / f"{name}{FORMAT_SUFFIX[fmt]}", keys[fmt])
             if reused is not None:
                 self.artifacts.append(reused)
                 self.reused += 1
@@ -183,7 +189,7 @@ class _Builder:
             except Exception as err:
                 self._fail(f"{name} ({fmt})", [fmt], err, stem=name)
                 continue
-            (self.dir / f"{name}{SUFFIX[fmt]}{SIDECAR}").write_text(
+            (self.dir / f"{name}{FORMAT_SUFFIX[fmt]}{SIDECAR}").write_text(
                 json.dumps({"key": keys[fmt], "sha256": artifact.sha256}) + "\n")
             self.artifacts.append(artifact)
             self.built += 1
@@ -200,7 +206,7 @@ class _Builder:
         self.console.print(f"[red]failed[/] {escape(entry)}: {escape(_one_line(err))}",
                            soft_wrap=True)
         for fmt in formats:  # a stale artifact must not pass for this recipe's output
-            path = self.dir / f"{stem or entry}{SUFFIX[fmt]}"
+            path = self.dir / f"{stem or entry}{FORMAT_SUFFIX[fmt]}"
             for stale in (path, path.with_name(path.name + ".manifest.json"),
                           path.with_name(path.name + SIDECAR)):
                 stale.unlink(missing_ok=True)
@@ -372,14 +378,14 @@ class _Builder:
 
     def _export(self, state: _ModelState, name: str, recipe: RecipeCfg | None, plan: _Plan,
                 module: nn.Module, lineage: list[dict[str, Any]], fmt: str) -> Artifact:
-        path = self.dir / f"{name}{SUFFIX[fmt]}"
+        path = self.dir / f"{name}{FORMAT_SUFFIX[fmt]}"
         exporter = ex.export_onnx if fmt == "onnx" else ex.export_tflite
         lineage = list(lineage)
         if plan.quantize is None:
             exporter(module, state.input_shape, path)
         else:
             tech, params = plan.quantize
-            fp32 = path.with_name(f"{name}.fp32-tmp{SUFFIX[fmt]}")
+            fp32 = path.with_name(f"{name}.fp32-tmp{FORMAT_SUFFIX[fmt]}")
             try:
                 exporter(module, state.input_shape, fp32)
                 info = tech.apply(fp32, path, fmt, params, self._ctx(state, name))
@@ -417,7 +423,7 @@ class _Builder:
         """Outputs of the fp32 baseline artifact of this format (its own runtime), or of the
         PyTorch baseline when that artifact could not be built."""
         if fmt not in state.parent_outputs:
-            path = self.dir / f"{state.cfg.name}{SUFFIX[fmt]}"
+            path = self.dir / f"{state.cfg.name}{FORMAT_SUFFIX[fmt]}"
             assert state.eval_x is not None and state.torch_reference is not None
             state.parent_outputs[fmt] = (ex.run_exported(path, fmt, state.eval_x)
                                          if path.is_file() else state.torch_reference)
