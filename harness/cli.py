@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -127,8 +128,8 @@ def _summary_table(records: list[dict[str, Any]]) -> Table:
         status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/]: {r['error_kind']}"
         ci = (f" [{_fmt(r['latency_ci95_low_ms'])}, {_fmt(r['latency_ci95_high_ms'])}]"
               if r.get("latency_ci95_low_ms") is not None else "")
-        table.add_row(
-            r["device"], r["model"], r["runtime"], status,
+        table.add_row(  # names come from users' files: text, never markup
+            escape(r["device"]), escape(r["model"]), r["runtime"], status,
             _fmt(r["latency_median_ms"]) + ci, _fmt(r["latency_p90_ms"]),
             f"{r['sessions']}/{r['sessions_planned']}", _fmt(r["model_mb"], ".1f"),
             _fmt(r["accuracy_top1"], ".3f"), ", ".join(r.get("flags") or ()),
@@ -176,26 +177,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     ) as progress:
         sessions = options.session_count
         tasks = {d.name: progress.add_task(
-            f"{d.name}: {sessions} sessions each",
+            escape(f"{d.name}: {sessions} sessions each"),
             total=sessions * sum(j.device.name == d.name for j in jobs)) for d in devices}
 
         def on_event(kind: str, job: runner.PlannedJob, record: dict[str, Any] | None) -> None:
             if kind != "done" or record is None:
                 return
             task = tasks[job.device.name]
-            progress.update(task, description=f"{job.device.name}: {job.artifact.name} on "
-                                              f"{job.runtime}")
+            progress.update(task, description=escape(f"{job.device.name}: {job.artifact.name} "
+                                                     f"on {job.runtime}"))
             progress.advance(task)
             if record["status"] != "ok" and record["sessions"] == 0:
                 progress.advance(task, sessions - 1)  # no more sessions of a failed start
                 progress.console.print(
-                    f"[red]{record['status']}[/] {job.device.name} {job.artifact.name} "
-                    f"{job.runtime}: {record['error_message']}", highlight=False)
+                    f"[red]{record['status']}[/] " + escape(
+                        f"{job.device.name} {job.artifact.name} {job.runtime}: "
+                        f"{record['error_message']}"), highlight=False)
 
         run_id, records = runner.run_plan(store, jobs, options, command=command, suite=suite,
                                           on_event=on_event)
         for d in devices:
-            progress.update(tasks[d.name], description=f"{d.name}: done")
+            progress.update(tasks[d.name], description=escape(f"{d.name}: done"))
     out.print(_summary_table(records))
     out.print(f"run [bold]{run_id}[/] stored in {args.db}; `edgebench report --run {run_id}`")
     bad = [r for r in records if r["status"] == "failed"]
