@@ -83,6 +83,9 @@ class SessionDone:
     bytes_pushed: int
     orchestration_s: float
     started_at: str
+    # Set by the main thread once the session is stored: the worker waits for it before the
+    # next session, so the host's own work (statistics, SQLite) never overlaps a local session.
+    stored: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
 def known_runtimes() -> list[str]:
@@ -159,6 +162,9 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
     def post(item: SessionDone) -> None:
         posted.add(item.job.job_id)
         done.put(item)
+        while not item.stored.wait(0.5):  # the main thread is storing it
+            if stop.is_set():
+                return
 
     def fail_rest(kind: str, message: str) -> None:
         for job in jobs:
@@ -231,7 +237,8 @@ class _Measurement:
         row = results.session_row(self.job.job_id, item.session, result,
                                   started_at=item.started_at, bytes_pushed=item.bytes_pushed,
                                   orchestration_s=item.orchestration_s)
-        self.results.append(result)
+        # the samples are kept once, below, not twice
+        self.results.append({k: v for k, v in result.items() if k != "samples_ns"})
         self.rows.append(row)
         self.samples.append(list(result.get("samples_ns") or ()))
         record = results.measurement_row(run_id, self.job, self.started_at, self.results,
@@ -244,9 +251,9 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
              ) -> tuple[str, list[dict[str, Any]]]:
     """Run every session of `jobs`, devices in parallel, storing each session as it arrives.
 
-    `on_event(kind, job, record)` is called with kind "start" before a session is sent (from the
-    main thread, as the previous one finishes) and "done" with the measurement's row as it
-    stands after that session. Returns the run id and the final rows in plan order.
+    `on_event("done", job, record)` is called from the main thread after each session is stored,
+    with the measurement's row as it stands after that session. Returns the run id and the final
+    rows in plan order.
     """
     by_device: dict[str, list[PlannedJob]] = {}
     for job in jobs:
@@ -277,12 +284,16 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
             if item is None:
                 remaining -= 1
                 continue
-            m = measurements.setdefault(item.job.job_id, _Measurement(item.job, item.started_at))
-            session_row, record = m.add(run_id, item, planned)
-            store.add_session(session_row, item.run.result.get("samples_ns") or (), record)
-            records[item.job.job_id] = record
-            if on_event is not None:
-                on_event("done", item.job, record)
+            try:
+                m = measurements.setdefault(item.job.job_id,
+                                            _Measurement(item.job, item.started_at))
+                session_row, record = m.add(run_id, item, planned)
+                store.add_session(session_row, item.run.result.get("samples_ns") or (), record)
+                records[item.job.job_id] = record
+                if on_event is not None:
+                    on_event("done", item.job, record)
+            finally:
+                item.stored.set()
         missing = [job for job in jobs if job.job_id not in records]
         status = "finished" if not missing else "incomplete"
     finally:
