@@ -173,7 +173,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     with Store(args.db) as store, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=False,
+        # redrawn twice a second: the bar shares the cores with a local device's sessions
+        console=err_console, transient=False, refresh_per_second=2,
     ) as progress:
         sessions = options.session_count
         tasks = {d.name: progress.add_task(
@@ -233,6 +234,55 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     run_export(Path(args.db), args.run, args.format, Path(args.out) if args.out else None)
     return 0
+
+
+def cmd_db_stats(args: argparse.Namespace) -> int:
+    with _existing_store(args.db) as store:
+        stats = store.stats()
+    mib = 1024 * 1024
+    out.print(f"{args.db}: {stats.file_bytes / mib:.1f} MiB, {stats.free_bytes / mib:.1f} MiB "
+              "free inside (`edgebench db vacuum` gives it back)", highlight=False)
+    table = Table("table or index", "MiB", title="size by table")
+    for name, size in stats.tables.items():
+        table.add_row(name, f"{size / mib:.2f}")
+    out.print(table)
+    runs = Table("run", "started", "measurements", "sessions", "with samples", "samples",
+                 "sample MiB", "bytes/sample", title="size by run")
+    for r in stats.runs:
+        runs.add_row(r.run_id, r.started_at[:19], str(r.measurements), str(r.sessions),
+                     str(r.sessions_with_samples), str(r.samples), f"{r.sample_bytes / mib:.2f}",
+                     f"{r.sample_bytes / r.samples:.2f}" if r.samples else "-")
+    out.print(runs)
+    return 0
+
+
+def cmd_db_prune(args: argparse.Namespace) -> int:
+    with _existing_store(args.db) as store:
+        pruned = store.prune_samples(args.keep_samples_for)
+        out.print(f"dropped the raw samples of {pruned.sessions} sessions in {pruned.runs} runs "
+                  f"older than {args.keep_samples_for}; every result and session row is kept",
+                  highlight=False)
+        if args.vacuum:
+            _say_vacuum(*store.vacuum())
+    return 0
+
+
+def cmd_db_vacuum(args: argparse.Namespace) -> int:
+    with _existing_store(args.db) as store:
+        _say_vacuum(*store.vacuum())
+    return 0
+
+
+def _say_vacuum(before: int, after: int) -> None:
+    out.print(f"compacted: {before / 1024 / 1024:.1f} MiB -> {after / 1024 / 1024:.1f} MiB",
+              highlight=False)
+
+
+def _existing_store(db: str) -> Store:
+    # Store() creates a missing database; maintenance commands must not leave an empty one.
+    if not Path(db).is_file():
+        raise EdgebenchError(f"{db}: no result database here")
+    return Store(db)
 
 
 # parser -----------------------------------------------------------------------------------------
@@ -318,6 +368,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("csv", "json", "parquet"), required=True)
     export.add_argument("--out", help="file to write (default stdout; required for parquet)")
     export.set_defaults(func=cmd_export)
+
+    db = sub.add_parser("db", help="size, retention and compaction of the result database")
+    dbsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    with_db(dbsub.add_parser("stats", help="size by table and by run")).set_defaults(
+        func=cmd_db_stats)
+    prune = with_db(dbsub.add_parser(
+        "prune", help="drop the raw samples of older runs; summaries and statistics stay"))
+    prune.add_argument("--keep-samples-for", required=True, metavar="N|Nd",
+                       help="keep raw samples of the newest N runs (30) or of the last N days "
+                            "(30d)")
+    prune.add_argument("--vacuum", action="store_true", help="compact the file afterwards")
+    prune.set_defaults(func=cmd_db_prune)
+    with_db(dbsub.add_parser("vacuum", help="compact the file (after a prune)")).set_defaults(
+        func=cmd_db_vacuum)
     return parser
 
 
