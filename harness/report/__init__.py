@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from harness.store import Store
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
-_GENERATED = {"plots": ("*.png", "*.pdf"), "tables": ("*.csv", "*.md", "*.tex")}
+# The files a report wrote, relative to its folder: the only ones a later report there deletes.
+WRITTEN_LIST = ".edgebench-report.json"
 
 
 def _open(db: Path) -> Store:
@@ -53,10 +54,7 @@ def run_report(
         sessions = frame.SessionReader(store)  # one read per job for CIs, plots and trends
         df = frame.with_baselines(frame.results_frame(store, [run_id]), sessions=sessions)
         folder = Path(out) if out is not None else Path("reports") / run_id
-        for sub, patterns in _GENERATED.items():
-            for pattern in patterns:
-                for stale in (folder / sub).glob(pattern):
-                    stale.unlink()
+        foreign = _clear_own_files(folder)
 
         report_tables = tables.report_tables(df, run_id)
         table_files = {t.name: t.write(folder / "tables") for t in report_tables}
@@ -73,8 +71,48 @@ def run_report(
             *plots.speedup_heatmap(df, plot_dir),
             *plots.trends(history, plot_dir, verdicts, threshold=stats.THRESHOLD),
         ]
-        html.write_index(folder, info, df, report_tables, table_files, written)
+        html.write_index(folder, info, df, report_tables, table_files, written,
+                         pruned_sessions=store.pruned_sessions(list(df["job_id"])))
+        _record_own_files(folder, foreign)
     return folder
+
+
+def _files_in(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def _clear_own_files(folder: Path) -> set[str]:
+    """Delete what an earlier report wrote into `folder`; return the files that are not ours.
+
+    A folder holding files and no list of a report's own files is someone else's: refused, so
+    that `--out` never deletes or overwrites a file edgebench did not write.
+    """
+    if not folder.exists():
+        return set()
+    if not folder.is_dir():
+        raise EdgebenchError(f"{folder}: --out is a file, not a folder")
+    listing = folder / WRITTEN_LIST
+    present = _files_in(folder)
+    if not listing.is_file():
+        if present:
+            raise EdgebenchError(
+                f"{folder}: folder holds files edgebench did not write "
+                f"({sorted(present)[0]}, ...); give an empty or new folder with --out"
+            )
+        return set()
+    try:
+        own = set(json.loads(listing.read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise EdgebenchError(f"{listing}: unreadable list of a report's files ({err})") from err
+    for name in own & present:
+        (folder / name).unlink()
+    return present - own - {WRITTEN_LIST}
+
+
+def _record_own_files(folder: Path, foreign: set[str]) -> None:
+    own = sorted(_files_in(folder) - foreign - {WRITTEN_LIST})
+    text = json.dumps({"files": own}, indent=1) + "\n"
+    (folder / WRITTEN_LIST).write_text(text, encoding="utf-8")
 
 
 def _history(
@@ -119,17 +157,24 @@ def run_compare(
     return 1 if fail_on_regression and len(result.regressions) else 0
 
 
-def run_export(db: Path, run: str, fmt: str, out: Path | None = None) -> None:
+def run_export(
+    db: Path, run: str, fmt: str, out: Path | None = None, *, samples: bool = False
+) -> None:
     """Write every result row of one run, with the documented field names, as csv/json/parquet.
 
     CSV and JSON go to stdout when `out` is None; parquet is binary and needs `out`. JSON keeps
     the JSON columns (fingerprint, state, settings, lineage) as nested objects; CSV and parquet
-    hold them as JSON text.
+    hold them as JSON text. With `samples`, the run's raw samples instead (`export_samples`).
     """
     if fmt not in EXPORT_FORMATS:
         raise EdgebenchError(f"unknown export format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}")
     if fmt == "parquet" and out is None:
         raise EdgebenchError("parquet is a binary format; give an output file (--out FILE)")
+    if samples:
+        from harness.report.export import export_samples
+
+        export_samples(db, run, fmt, out)
+        return
     with _open(db) as store:
         rows = store.results([store.resolve_run(run)])
     if fmt == "json":
