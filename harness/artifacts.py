@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +45,20 @@ FORMAT_BY_SUFFIX = {suffix: fmt for fmt, suffix in FORMAT_SUFFIX.items()}
 # TensorRT engine is built on the Jetson from the ONNX file).
 BUILD_FORMATS = ("onnx", "tflite")
 MANIFEST_SUFFIX = ".manifest.json"
+
+# Names from a suite, profile or manifest become parts of paths (`<build>/<model>.onnx`,
+# `<cache_dir>/<sha256>`): one safe component each, never `..`, a separator or a hidden file.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+SAFE_NAME_RULE = "letters, digits, '_', '-' and '.', not starting with '.'"
+
+
+def is_safe_name(value: object) -> bool:
+    return isinstance(value, str) and _SAFE_NAME.fullmatch(value) is not None
+
+
+def is_sha256(value: object) -> bool:
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -146,6 +161,9 @@ def load_manifest(manifest_path: Path) -> Artifact:
     except (OSError, json.JSONDecodeError) as err:
         raise ConfigError(manifest_path, f"unreadable manifest ({err})") from err
     root = manifest_path.parent
+    if not isinstance(data, dict):
+        raise ConfigError(manifest_path, "a manifest is a JSON object")
+    _check_manifest_names(manifest_path, data)
     try:
         path = (root / data["path"]).resolve()
         dataset = None
@@ -181,6 +199,30 @@ def load_manifest(manifest_path: Path) -> Artifact:
         )
     except KeyError as err:
         raise ConfigError(manifest_path, "required field is missing", field=err.args[0]) from err
+
+
+def _check_manifest_names(manifest_path: Path, data: dict[str, Any]) -> None:
+    """The manifest's names and hashes are used in paths on the host and the device."""
+    checks: list[tuple[str, Any, bool]] = [
+        ("name", data.get("name"), "name" not in data or is_safe_name(data["name"])),
+        ("sha256", data.get("sha256"), "sha256" not in data or is_sha256(data["sha256"])),
+    ]
+    ds = data.get("dataset")
+    if isinstance(ds, dict):
+        ds_name = ds.get("name")
+        checks.append(("dataset.name", ds_name, "name" not in ds or is_safe_name(ds_name)))
+        hashes = ds.get("sha256") or {}
+        if not isinstance(hashes, dict):
+            raise ConfigError(manifest_path, "must be a mapping of part to sha256",
+                              field="dataset.sha256")
+        checks += [(f"dataset.sha256.{k}", v, is_sha256(v)) for k, v in hashes.items()]
+    elif ds is not None:
+        raise ConfigError(manifest_path, "must be an object or null", field="dataset")
+    for where, value, ok in checks:
+        if not ok:
+            rule = "64 lowercase hex digits" if "sha256" in where else SAFE_NAME_RULE
+            raise ConfigError(manifest_path, f"{value!r} is not a valid value ({rule})",
+                              field=where)
 
 
 def write_manifest(artifact: Artifact) -> Path:

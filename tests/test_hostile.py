@@ -3,10 +3,19 @@ edgebench's own folders, and each fault gives one line naming the file, field, h
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+
+from harness.artifacts import load_manifest
 from harness.cli import main
+from harness.errors import ConfigError, TransportError
+from harness.transport.ssh import SSHTransport
+from tests.sshd import SSHServer, sshd
 from tests.test_report_cli import db  # noqa: F401  (the fixture: two runs of one device)
+
+__all__ = ["sshd"]  # fixtures used by name below
 
 
 def test_report_out_keeps_files_it_did_not_write(db, tmp_path: Path, capsys) -> None:  # noqa: F811
@@ -42,3 +51,68 @@ def test_report_rewrites_only_its_own_files(db, tmp_path: Path) -> None:  # noqa
     assert (out / "index.html").is_file()
     assert main(["report", "--db", str(path), "--run", a, "--out", str(out)]) == 0
     assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("section, key, field", [
+    ("models", "../thesis", "models.../thesis"),
+    ("datasets", "../../../x", "datasets.../../../x"),
+    ("recipes", "../int8", "recipes.../int8"),
+])
+def test_suite_keys_never_become_paths_outside_the_build_dir(
+        tmp_path: Path, capsys, section: str, key: str, field: str) -> None:
+    # Found: a model `../thesis` that failed to build deleted `<build>/../thesis.onnx`, one that
+    # built wrote there, and a dataset `../../../x` wrote .npy files three folders up.
+    build = tmp_path / "a" / "b" / "build"
+    build.mkdir(parents=True)
+    thesis = tmp_path / "a" / "b" / "thesis.onnx"
+    thesis.write_text("my thesis model")
+    bodies = {
+        "models": f"models:\n  '{key}': {{arch: resnet18}}\n",
+        "datasets": f"datasets:\n  '{key}': {{type: digits}}\n"
+                    f"models:\n  m: {{arch: digits_cnn, dataset: '{key}'}}\n",
+        "recipes": f"recipes:\n  '{key}': {{steps: [prune_structured]}}\n"
+                   "models:\n  m: {arch: resnet18, recipes: ['" + key + "']}\n",
+    }
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(bodies[section])
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["build", str(suite), "--build-dir", str(build)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(suite) in err and field in err, err
+    assert thesis.read_text() == "my thesis model"
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_manifest_hash_and_names_are_checked_before_any_path(tmp_path: Path, capsys) -> None:
+    # Found: a manifest sha256 `../../etc/hostname` made the device write /etc/hostname.part-...
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"onnx")
+    manifest = tmp_path / "m.onnx.manifest.json"
+    good = {"name": "m", "format": "onnx", "path": "m.onnx", "sha256": "0" * 64, "size_bytes": 4}
+    for field, value in [("sha256", "../../etc/hostname"), ("name", "../m"),
+                         ("dataset.sha256.inputs", "../x")]:
+        data = dict(good)
+        if field == "dataset.sha256.inputs":
+            data["dataset"] = {"name": "d", "inputs": "i.npy", "labels": "l.npy",
+                               "sha256": {"inputs": value}}
+        else:
+            data[field] = value
+        manifest.write_text(json.dumps(data))
+        with pytest.raises(ConfigError) as err:
+            load_manifest(manifest)
+        assert str(manifest) in str(err.value) and field in str(err.value)
+    manifest.write_text(json.dumps(dict(good, sha256="../../etc/hostname")))
+    assert main(["bench", "--device", "local", "--model", str(model), "--db",
+                 str(tmp_path / "x.db")]) != 0
+    err_text = capsys.readouterr().err.strip()
+    assert "sha256" in err_text and len(err_text.splitlines()) == 1
+
+
+@pytest.mark.ssh
+def test_device_cache_refuses_a_hash_that_is_a_path(sshd: SSHServer, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    outside = tmp_path / "hostname"
+    with SSHTransport(sshd.profile(cache_dir=str(cache))) as transport:
+        with pytest.raises(TransportError, match="not a sha256"):
+            transport.cache.put_bytes(b"x", "../hostname", "a file")
+    assert not list(tmp_path.glob("hostname*")) and not outside.exists()

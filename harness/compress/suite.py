@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from harness.artifacts import BUILD_FORMATS
+from harness.artifacts import BUILD_FORMATS, SAFE_NAME_RULE, is_safe_name
 from harness.errors import ConfigError, UnknownNameError
 
 TRAIN_KEYS = {"epochs", "lr", "batch_size", "weight_decay", "threads"}
@@ -128,6 +128,15 @@ class _Reader:
             raise self.fail(where, f"must be a non-empty string, got {value!r}")
         return value
 
+    def entries(self, value: Any, where: str) -> list[tuple[str, Any]]:
+        """A mapping whose keys become file names: each key must be a safe path component."""
+        items = list(self.mapping(value, where).items())
+        for key, _ in items:
+            if not is_safe_name(key):
+                raise self.fail(f"{where}.{key}", f"name {key!r} is not allowed in file names; "
+                                f"use {SAFE_NAME_RULE}")
+        return items
+
     def integer(self, value: Any, where: str, minimum: int = 0) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.fail(where, f"must be an integer >= {minimum}, got {value!r}")
@@ -175,7 +184,7 @@ def load_suite(path: Path | str) -> Suite:
     seed = r.integer(top.get("seed", 0), "seed")
 
     datasets: dict[str, DatasetCfg] = {}
-    for name, body in r.mapping(top.get("datasets"), "datasets").items():
+    for name, body in r.entries(top.get("datasets"), "datasets"):
         where = f"datasets.{name}"
         body = dict(r.mapping(body, where))
         kind = r.string(body.pop("type", None), f"{where}.type")
@@ -183,7 +192,7 @@ def load_suite(path: Path | str) -> Suite:
         datasets[name] = DatasetCfg(name, kind, body)
 
     recipes: dict[str, RecipeCfg] = {}
-    for name, body in r.mapping(top.get("recipes"), "recipes").items():
+    for name, body in r.entries(top.get("recipes"), "recipes"):
         where = f"recipes.{name}"
         body = r.mapping(body, where)
         r.keys(body, where, {"steps", "formats", "description"})
@@ -192,10 +201,10 @@ def load_suite(path: Path | str) -> Suite:
         recipes[name] = RecipeCfg(name, steps, fmts)
 
     models: dict[str, ModelCfg] = {}
-    models_raw = r.mapping(top.get("models"), "models")
+    models_raw = r.entries(top.get("models"), "models")
     if not models_raw:
         raise r.fail("models", "a suite needs at least one model")
-    for name, body in models_raw.items():
+    for name, body in models_raw:
         where = f"models.{name}"
         body = r.mapping(body, where)
         r.keys(body, where, {"arch", "dataset", "weights", "num_classes", "input_size", "train",

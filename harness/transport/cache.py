@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 import shlex
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from harness.errors import TransportError
 from harness.transport.sshconn import SSHConnection
 
 BLOCK = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ContentCache:
@@ -56,6 +58,10 @@ class ContentCache:
         return self._dir
 
     def path(self, sha256: str) -> str:
+        # The hash is the file name on the device: never a path of its own.
+        if not _SHA256.fullmatch(sha256):
+            raise TransportError(f"{self.conn.where}: {sha256!r} is not a sha256 (64 lowercase "
+                                 "hex digits); refusing to use it as a file name in the cache")
         return posixpath.join(self.dir(), sha256)
 
     def _mkdirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
