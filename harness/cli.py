@@ -232,7 +232,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from harness.report import run_export
 
-    run_export(Path(args.db), args.run, args.format, Path(args.out) if args.out else None)
+    run_export(Path(args.db), args.run, args.format, Path(args.out) if args.out else None,
+               samples=args.samples)
     return 0
 
 
@@ -367,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--run", default="latest")
     export.add_argument("--format", choices=("csv", "json", "parquet"), required=True)
     export.add_argument("--out", help="file to write (default stdout; required for parquet)")
+    export.add_argument("--samples", action="store_true",
+                        help="the run's raw samples as a long table (job_id, session, seq, "
+                             "latency_ns), written one session at a time; csv or parquet")
     export.set_defaults(func=cmd_export)
 
     db = sub.add_parser("db", help="size, retention and compaction of the result database")

@@ -285,10 +285,128 @@ class Store:
         parts = self.session_samples(job_id)
         return np.concatenate(parts).tolist() if parts else []
 
+    def iter_session_samples(self, job_ids: Sequence[str]) -> Iterator[tuple[str, int, np.ndarray]]:
+        """(job_id, session, samples ns) one session at a time, so that a large run is never
+        held in memory whole; a pruned session yields an empty array."""
+        for job_id in job_ids:
+            rows = self.conn.execute(
+                "SELECT session, samples FROM sessions WHERE job_id = ? ORDER BY session",
+                (job_id,))
+            for session, blob in rows:
+                yield job_id, int(session), decode_samples(blob)
+
+    def pruned_sessions(self, job_ids: Sequence[str]) -> int:
+        """How many of these measurements' ok sessions have had their raw samples pruned."""
+        count = 0
+        for chunk in _chunks(list(job_ids)):
+            count += self.conn.execute(
+                f"SELECT COUNT(*) FROM sessions WHERE samples IS NULL AND status = 'ok' AND "
+                f"job_id IN ({', '.join('?' for _ in chunk)})", chunk).fetchone()[0]
+        return int(count)
+
+    # retention ----------------------------------------------------------------------------------
+
+    def prune_samples(self, keep: str) -> PruneResult:
+        """Drop the raw samples of every run older than the newest `keep` runs (`"30"`) or than
+        `keep` days before now (`"30d"`). Session rows, with their statistics, and result rows
+        stay; only the `samples` blobs become NULL. The file shrinks after `vacuum()`."""
+        cutoff = _prune_cutoff(keep)
+        with self._tx():
+            if isinstance(cutoff, int):
+                old = [r[0] for r in self.conn.execute(
+                    "SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT -1 "
+                    "OFFSET ?", (cutoff,))]
+            else:
+                old = [r[0] for r in self.conn.execute(
+                    "SELECT run_id FROM runs WHERE started_at < ?", (cutoff,))]
+            sessions = 0
+            for chunk in _chunks(old):
+                cur = self.conn.execute(
+                    "UPDATE sessions SET samples = NULL WHERE samples IS NOT NULL AND job_id IN "
+                    f"(SELECT job_id FROM results WHERE run_id IN "
+                    f"({', '.join('?' for _ in chunk)}))", chunk)
+                sessions += cur.rowcount
+        return PruneResult(runs=len(old), sessions=sessions)
+
+    def vacuum(self) -> tuple[int, int]:
+        """Compact the file (SQLite `VACUUM`); file size in bytes before and after."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        before = self.path.stat().st_size
+        self.conn.execute("VACUUM")
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return before, self.path.stat().st_size
+
+    def stats(self) -> StoreStats:
+        """Bytes by table (SQLite's `dbstat`, pages actually used) and by run (its result and
+        session rows, samples apart), with row and sample counts."""
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        page = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
+        pages = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
+        free = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+        try:
+            tables = {name: int(size) for name, size in self.conn.execute(
+                "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY name")}
+        except sqlite3.OperationalError:  # an SQLite built without SQLITE_ENABLE_DBSTAT_VTAB
+            tables = {}
+        runs = []
+        for r in self.conn.execute(
+                "SELECT runs.run_id, runs.started_at,"
+                " (SELECT COUNT(*) FROM results WHERE results.run_id = runs.run_id),"
+                " COUNT(s.job_id), COALESCE(SUM(s.samples IS NOT NULL), 0),"
+                " COALESCE(SUM(CASE WHEN s.samples IS NOT NULL THEN s.n END), 0),"
+                " COALESCE(SUM(LENGTH(s.samples)), 0)"
+                " FROM runs LEFT JOIN results res ON res.run_id = runs.run_id"
+                " LEFT JOIN sessions s ON s.job_id = res.job_id"
+                " GROUP BY runs.run_id ORDER BY runs.started_at, runs.rowid"):
+            runs.append(RunStats(*r))
+        return StoreStats(file_bytes=page * pages, free_bytes=page * free, tables=tables,
+                          runs=runs)
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._tx() as conn:
             yield conn
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    runs: int  # runs older than the cut-off
+    sessions: int  # sessions whose samples were dropped now
+
+
+@dataclass(frozen=True)
+class RunStats:
+    run_id: str
+    started_at: str
+    measurements: int
+    sessions: int
+    sessions_with_samples: int
+    samples: int  # raw samples still stored (sum of n over sessions that keep theirs)
+    sample_bytes: int
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    file_bytes: int
+    free_bytes: int  # pages free inside the file, given back by `vacuum`
+    tables: dict[str, int]  # bytes of pages used, by table or index
+    runs: list[RunStats]
+
+
+def _prune_cutoff(keep: str) -> int | str:
+    """`30` (runs) -> 30; `30d` (days) -> the UTC timestamp 30 days ago, comparable as text with
+    `runs.started_at`."""
+    text = keep.strip().lower()
+    days = text.endswith("d")
+    try:
+        value = int(text[:-1] if days else text)
+    except ValueError:
+        value = -1
+    if value < 0 or (days and not text[:-1].isdigit()):
+        raise StoreError(f"--keep-samples-for {keep!r}: give a number of runs (30) or days (30d)")
+    if not days:
+        return value
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - value * 86400))
 
 
 def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:

@@ -254,8 +254,11 @@ def write_index(
     tables: Sequence[Table],
     table_files: dict[str, list[Path]],
     plots: Sequence[Path],
+    *,
+    pruned_sessions: int = 0,
 ) -> Path:
-    """Write `folder/index.html`; paths in `table_files` and `plots` must lie under `folder`."""
+    """Write `folder/index.html`; paths in `table_files` and `plots` must lie under `folder`.
+    `pruned_sessions`: sessions of this run whose raw samples `edgebench db prune` dropped."""
 
     def rel(path: Path) -> str:
         return _e(path.relative_to(folder).as_posix())
@@ -284,6 +287,13 @@ def write_index(
         f"command <code>{_e(run.command)}</code>; edgebench {_e(run.harness_version)}"
     )
     confidence = f"{stats.CONFIDENCE:.0%}"
+    pruned = (
+        f'<p class="meta">The raw samples of {pruned_sessions} sessions of this run were pruned '
+        "(<code>edgebench db prune</code>): their distributions are not drawn; every figure in "
+        "the tables was computed when they were stored and is kept.</p>"
+        if pruned_sessions
+        else ""
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -311,7 +321,7 @@ flags; a coloured row carries one:</p>
 {flag_legend()}
 {"".join(table_sections)}
 <h2 id="plots">Plots</h2>
-{"".join(figures) or "<p>(nothing to plot: no successful measurements)</p>"}
+{pruned}{"".join(figures) or "<p>(nothing to plot: no successful measurements)</p>"}
 <h2 id="devices">Devices</h2>
 {_devices(df)}
 <script>{SCRIPT}</script>

@@ -1,0 +1,212 @@
+"""Results at farm scale: pruning raw samples of older runs, size figures, compaction, streamed
+sample exports, and reports of pruned runs. Speed and memory targets are not tested here; they are
+measured by `benchmarks/store_scale.py`."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.errors import EdgebenchError, StoreError
+from harness.report import run_export, run_report
+from harness.report.export import SAMPLE_COLUMNS
+from harness.store import Store
+from tests.test_report_synthetic import demo_store
+
+
+def _history(path: Path, runs: int = 4, jobs: int = 3, sessions: int = 2, n: int = 50
+             ) -> tuple[Store, list[str]]:
+    """`runs` runs of `jobs` measurements, each of `sessions` sessions with distinct samples;
+    each run started a day and an hour before the next."""
+    store = Store(path)
+    rng = np.random.default_rng(7)
+    ids = []
+    for _ in range(runs):
+        run = store.begin_run("test", None, ["pi5"])
+        for j in range(jobs):
+            job_id = f"{run}-{j}"
+            for s in range(sessions):
+                ns = rng.integers(1_000_000, 2_000_000, n + 10 * s + j)
+                store.add_session(
+                    {"job_id": job_id, "session": s, "status": "ok", "n": ns.size,
+                     "median_ms": float(np.median(ns)) / 1e6},
+                    ns,
+                    {"run_id": run, "job_id": job_id, "device": "pi5", "model": f"m{j}",
+                     "status": "ok", "sessions": s + 1, "latency_median_ms": 1.5})
+        store.finish_run(run)
+        ids.append(run)
+    with store.transaction() as conn:
+        for age, run in enumerate(reversed(ids)):
+            conn.execute("UPDATE runs SET started_at = strftime('%Y-%m-%dT%H:%M:%f000Z', 'now', ?)"
+                         " WHERE run_id = ?", (f"-{25 * age} hours", run))
+    return store, ids
+
+
+def _snapshot(db: Path) -> tuple[list[tuple], list[tuple], dict[str, bool]]:
+    """Every result row, every session row without its samples, and which sessions keep them."""
+    conn = sqlite3.connect(db)
+    results = conn.execute("SELECT * FROM results ORDER BY job_id").fetchall()
+    names = [r[1] for r in conn.execute("PRAGMA table_info(sessions)") if r[1] != "samples"]
+    sessions = conn.execute(f"SELECT {', '.join(names)} FROM sessions ORDER BY job_id, session"
+                            ).fetchall()
+    kept = {f"{j}/{s}": blob is not None
+            for j, s, blob in conn.execute("SELECT job_id, session, samples FROM sessions")}
+    conn.close()
+    return results, sessions, kept
+
+
+@pytest.mark.parametrize("keep", ["2", "2d"])
+def test_prune_drops_only_older_samples_and_keeps_every_summary(tmp_path: Path, keep: str) -> None:
+    db = tmp_path / "h.db"
+    store, runs = _history(db)
+    before_results, before_sessions, _ = _snapshot(db)
+    kept_samples = {run: [store.session_samples(f"{run}-{j}") for j in range(3)]
+                    for run in runs[-2:]}
+
+    pruned = store.prune_samples(keep)
+    # the newest two runs, started now and 25 hours ago, are the last 2 runs and the last 2 days
+    assert pruned.runs == 2 and pruned.sessions == 2 * 3 * 2
+    kept_runs = runs[-2:]
+    store.close()
+
+    after_results, after_sessions, kept = _snapshot(db)
+    assert after_results == before_results
+    assert after_sessions == before_sessions  # statistics of every session, pruned or not
+    for name, has_samples in kept.items():
+        assert has_samples == any(name.startswith(run) for run in kept_runs), name
+    with Store(db) as store:
+        for run in kept_runs:
+            for j in range(3):
+                assert all(np.array_equal(a, b) for a, b in zip(
+                    store.session_samples(f"{run}-{j}"), kept_samples[run][j], strict=True))
+        assert store.session_samples(f"{runs[0]}-0")[0].size == 0
+        assert store.pruned_sessions([f"{runs[0]}-0", f"{runs[-1]}-0"]) == 2
+        # pruning again at the same horizon finds nothing more to drop
+        assert store.prune_samples(keep).sessions == 0
+
+
+def test_nothing_is_pruned_unasked_and_bad_horizons_are_refused(tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    store, runs = _history(db, runs=2)
+    store.close()
+    # opening, reporting sizes and compacting never drop samples
+    assert main(["db", "stats", "--db", str(db)]) == 0
+    assert main(["db", "vacuum", "--db", str(db)]) == 0
+    assert all(_snapshot(db)[2].values())
+    with Store(db) as store:
+        for bad in ("-1", "d", "30x", "1.5d", ""):
+            with pytest.raises(StoreError, match="--keep-samples-for"):
+                store.prune_samples(bad)
+        assert store.prune_samples("0").sessions == 2 * 3 * 2  # 0 runs: every run's samples
+    assert main(["db", "stats", "--db", str(tmp_path / "none.db")]) == 2
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_stats_match_direct_sql(tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    store, runs = _history(db, runs=3)
+    store.prune_samples("1")
+    stats = store.stats()
+    store.close()
+    conn = sqlite3.connect(db)
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    assert stats.file_bytes == page * conn.execute("PRAGMA page_count").fetchone()[0]
+    assert stats.free_bytes == page * conn.execute("PRAGMA freelist_count").fetchone()[0]
+    assert stats.tables["sessions"] == conn.execute(
+        "SELECT SUM(pgsize) FROM dbstat WHERE name = 'sessions'").fetchone()[0]
+    assert sum(stats.tables.values()) + stats.free_bytes == stats.file_bytes
+    assert [r.run_id for r in stats.runs] == runs
+    for r in stats.runs:
+        where = "FROM sessions WHERE job_id IN (SELECT job_id FROM results WHERE run_id = ?)"
+        assert r.measurements == conn.execute(
+            "SELECT COUNT(*) FROM results WHERE run_id = ?", (r.run_id,)).fetchone()[0] == 3
+        assert r.sessions == conn.execute(f"SELECT COUNT(*) {where}", (r.run_id,)).fetchone()[0]
+        assert r.sessions_with_samples == conn.execute(
+            f"SELECT COUNT(*) {where} AND samples IS NOT NULL", (r.run_id,)).fetchone()[0]
+        assert r.sample_bytes == conn.execute(
+            f"SELECT COALESCE(SUM(LENGTH(samples)), 0) {where}", (r.run_id,)).fetchone()[0]
+        assert r.samples == conn.execute(
+            f"SELECT COALESCE(SUM(n), 0) {where} AND samples IS NOT NULL", (r.run_id,)
+        ).fetchone()[0]
+    assert [r.sessions_with_samples for r in stats.runs] == [0, 0, 6]
+    assert stats.runs[-1].samples == 3 * (50 + 60) + 2 * (0 + 1 + 2)
+
+
+def test_vacuum_shrinks_the_file_after_a_prune(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "h.db"
+    store, _ = _history(db, runs=6, jobs=4, sessions=3, n=5000)
+    store.close()
+    assert main(["db", "prune", "--db", str(db), "--keep-samples-for", "1"]) == 0
+    assert "in 5 runs" in capsys.readouterr().out
+    with Store(db) as store:
+        stats = store.stats()
+        assert stats.free_bytes > 0
+        before, after = store.vacuum()
+    assert after < before and after == db.stat().st_size
+    assert after <= before - stats.free_bytes
+    # --vacuum in the same command: nothing left to drop, nothing left to give back
+    assert main(["db", "prune", "--db", str(db), "--keep-samples-for", "1", "--vacuum"]) == 0
+    assert "compacted" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_sample_export_round_trips_exactly(tmp_path: Path, fmt: str) -> None:
+    db = tmp_path / "h.db"
+    store, runs = _history(db, runs=2)
+    expected = [(f"{runs[0]}-{j}", s, i, int(v)) for j in range(3)
+                for s, ns in enumerate(store.session_samples(f"{runs[0]}-{j}"))
+                for i, v in enumerate(ns)]
+    store.close()
+    out = tmp_path / f"s.{fmt}"
+    assert main(["export", "--db", str(db), "--run", runs[0], "--format", fmt, "--samples",
+                 "--out", str(out)]) == 0
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(out)
+        assert table.schema.names == list(SAMPLE_COLUMNS)
+        assert pq.ParquetFile(out).num_row_groups == 3 * 2  # one per session: chunked
+        got = list(zip(*(table.column(c).to_pylist() for c in SAMPLE_COLUMNS), strict=True))
+    else:
+        with out.open(newline="") as f:
+            rows = list(csv.reader(f))
+        assert tuple(rows[0]) == SAMPLE_COLUMNS
+        got = [(j, int(s), int(i), int(v)) for j, s, i, v in rows[1:]]
+    assert got == expected
+
+
+def test_sample_export_skips_pruned_sessions_and_refuses_json(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "h.db"
+    store, runs = _history(db, runs=2)
+    store.prune_samples("1")
+    newest = sum(s.size for j in range(3) for s in store.session_samples(f"{runs[1]}-{j}"))
+    store.close()
+    run_export(db, runs[0], "csv", samples=True)
+    assert capsys.readouterr().out == ",".join(SAMPLE_COLUMNS) + "\n"
+    run_export(db, runs[1], "csv", samples=True)
+    assert len(capsys.readouterr().out.splitlines()) == newest + 1
+    with pytest.raises(EdgebenchError, match="csv or parquet"):
+        run_export(db, runs[1], "json", samples=True)
+
+
+def test_a_pruned_run_still_reports(tmp_path: Path) -> None:
+    store, run = demo_store(tmp_path / "d.db")
+    full = run_report(tmp_path / "d.db", run, tmp_path / "full")
+    assert store.prune_samples("0").sessions > 0
+    store.close()
+    pruned = run_report(tmp_path / "d.db", run, tmp_path / "pruned")
+    # every table is the same: its figures come from stored rows, not from raw samples
+    for table in sorted((full / "tables").glob("*.csv")):
+        pd.testing.assert_frame_equal(pd.read_csv(table), pd.read_csv(pruned / "tables" /
+                                                                       table.name))
+    assert (full / "plots" / "latency_distributions.png").exists()
+    assert not (pruned / "plots" / "latency_distributions.png").exists()
+    html = (pruned / "index.html").read_text()
+    assert "raw samples of 50 sessions of this run were pruned" in html
+    assert "were pruned" not in (full / "index.html").read_text()
