@@ -8,6 +8,7 @@ list` or a bad argument answers at once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -144,6 +145,16 @@ def _session_count(text: str) -> int:
     return value
 
 
+def _input_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or not all(1 <= d <= 1 << 16 for d in shape):
+        raise argparse.ArgumentTypeError(f"--input-shape {text!r}: give sizes such as 1,3,224,224")
+    return shape
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness import runner
     from harness.artifacts import from_model_file
@@ -157,8 +168,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                   quick=args.quick, sessions=args.sessions,
                                   max_sessions=args.max_sessions, settings=settings)
     failures: list[tuple[str, str]] = []
+    if args.input_shape and not args.model:
+        raise EdgebenchError("--input-shape goes with --model; a suite's models set input_size")
     if args.model:
         artifacts = [from_model_file(Path(args.model))]
+        if args.input_shape:
+            artifacts = [dataclasses.replace(a, input_shape=args.input_shape) for a in artifacts]
         suite = None
     else:
         from harness.compress.build import build_suite
@@ -343,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--timed-scope", choices=("runtime", "end_to_end"),
                        help="what the timer covers: the runtime's own run on bound inputs "
                             "(default) or numpy in and out")
+    bench.add_argument("--input-shape", type=_input_shape, metavar="N,C,H,W",
+                       help="with --model: the input shape to measure, for dynamic dimensions")
     bench.add_argument("--build-dir", default="models/build")
     bench.set_defaults(func=cmd_bench)
 

@@ -11,6 +11,7 @@ import pytest
 from harness.artifacts import load_manifest
 from harness.cli import main
 from harness.errors import ConfigError, TransportError
+from harness.store import Store
 from harness.transport.ssh import SSHTransport
 from tests.sshd import SSHServer, sshd
 from tests.test_report_cli import db  # noqa: F401  (the fixture: two runs of one device)
@@ -116,3 +117,42 @@ def test_device_cache_refuses_a_hash_that_is_a_path(sshd: SSHServer, tmp_path: P
         with pytest.raises(TransportError, match="not a sha256"):
             transport.cache.put_bytes(b"x", "../hostname", "a file")
     assert not list(tmp_path.glob("hostname*")) and not outside.exists()
+
+
+def _dynamic_onnx(path: Path) -> Path:
+    """A real ONNX classifier with input [N, 3, H, W]: any size runs, so a wrong one goes unseen."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((3, 4), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+         helper.make_node("Flatten", ["p"], ["f"], axis=1),
+         helper.make_node("MatMul", ["f", "w"], ["y"])],
+        "dynamic", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_dynamic_input_dimensions_are_refused_unless_given(tmp_path: Path, capsys) -> None:
+    # Found: a model with dynamic N/H/W was measured at 1x3x1x1 and stored as a result.
+    model = _dynamic_onnx(tmp_path / "dyn.onnx")
+    db_path = tmp_path / "x.db"
+    bench = ["bench", "--device", "local", "--model", str(model), "--db", str(db_path),
+             "--quick", "--sessions", "1", "--runtime", "onnxruntime"]
+    assert main(bench) == 1
+    out = capsys.readouterr()
+    assert "dynamic dimensions 0, 2, 3" in out.err + out.out
+    with Store(db_path) as store:
+        rows = store.results([store.resolve_run("latest")])
+    assert [r["status"] for r in rows] == ["failed"] and rows[0]["input_shape"] is None
+
+    assert main([*bench, "--input-shape", "1,3,224,224"]) == 0
+    capsys.readouterr()
+    with Store(db_path) as store:
+        rows = store.results([store.resolve_run("latest")])
+    assert [(r["status"], r["input_shape"]) for r in rows] == [("ok", [1, 3, 224, 224])]

@@ -38,7 +38,14 @@ def concrete_shape(declared: list[int | None], wanted: list[int] | None, source:
                    ) -> list[int]:
     """The input shape to feed: `wanted` checked against the model, dynamic dims filled."""
     if wanted is None:
-        return [d if d is not None else 1 for d in declared]
+        # Filling a free dimension with 1 would time a 1x1 image: say which ones need a size.
+        free = [i for i, d in enumerate(declared) if d is None]
+        if free:
+            raise JobError("input_shape", "model input {} has dynamic dimensions {}; give the "
+                           "shape to measure (bench --input-shape, or input_shape in the "
+                           "manifest)".format([d if d is not None else "?" for d in declared],
+                                              ", ".join(str(i) for i in free)))
+        return list(declared)  # type: ignore[arg-type]
     if len(wanted) != len(declared) or any(
             d is not None and d != w for d, w in zip(declared, wanted)):
         raise JobError("input_shape", "model expects input shape {}, {} gives {}".format(
@@ -156,9 +163,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
         declared = runtime.input_shape()
         wanted = (job.get("input") or {}).get("shape")
-        shape = concrete_shape(declared, wanted, "the job")
         if data is not None:
             concrete_shape(declared, [1] + list(data["inputs"].shape[1:]), "the dataset")
+            wanted = wanted or [1] + list(data["inputs"].shape[1:])
+        shape = concrete_shape(declared, wanted, "the job")
+        if data is not None:
             x = data["inputs"][:1].astype(np.float32)
         else:
             x = np.random.default_rng(SEED).standard_normal(shape).astype(np.float32)
