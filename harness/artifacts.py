@@ -178,6 +178,7 @@ def load_manifest(manifest_path: Path) -> Artifact:
                 sha256=dict(ds.get("sha256") or {}),
             )
         shape = data.get("input_shape")
+        _check_unchanged(manifest_path, path, data["sha256"])
         return Artifact(
             name=data["name"],
             path=path,
@@ -199,6 +200,18 @@ def load_manifest(manifest_path: Path) -> Artifact:
         )
     except KeyError as err:
         raise ConfigError(manifest_path, "required field is missing", field=err.args[0]) from err
+
+
+def _check_unchanged(manifest_path: Path, model: Path, sha256: str) -> None:
+    """A model replaced after its manifest was written is not what the manifest describes."""
+    try:
+        newer = model.stat().st_mtime_ns > manifest_path.stat().st_mtime_ns
+    except OSError:
+        return  # a missing model is reported where it is opened, with its own message
+    if newer and (actual := file_sha256(model)) != sha256:
+        raise ConfigError(manifest_path, f"{model.name} changed after this manifest was written "
+                          f"(sha256 {actual[:12]}..., manifest {sha256[:12]}...); rebuild it or "
+                          "remove the manifest", field="sha256")
 
 
 def _check_manifest_names(manifest_path: Path, data: dict[str, Any]) -> None:

@@ -3,16 +3,19 @@ edgebench's own folders, and each fault gives one line naming the file, field, h
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from harness.artifacts import load_manifest
+from harness.artifacts import from_model_file, load_manifest, write_manifest
 from harness.cli import main
 from harness.errors import ConfigError, TransportError
 from harness.store import Store
 from harness.transport.ssh import SSHTransport
+from tests.conftest import make_tiny_onnx
 from tests.sshd import SSHServer, sshd
 from tests.test_report_cli import db  # noqa: F401  (the fixture: two runs of one device)
 
@@ -156,3 +159,40 @@ def test_dynamic_input_dimensions_are_refused_unless_given(tmp_path: Path, capsy
     with Store(db_path) as store:
         rows = store.results([store.resolve_run("latest")])
     assert [(r["status"], r["input_shape"]) for r in rows] == [("ok", [1, 3, 224, 224])]
+
+
+@pytest.mark.ssh
+def test_device_cache_entry_of_the_right_size_but_other_bytes_is_replaced(
+        sshd: SSHServer, tmp_path: Path) -> None:
+    # Found: a file under its hash name on the device was trusted when its size matched.
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=21)
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / digest).write_bytes(b"\0" * model.stat().st_size)
+    with SSHTransport(sshd.profile(cache_dir=str(cache))) as transport:
+        path = transport.stage(model, digest)
+        assert transport.bytes_pushed == model.stat().st_size
+        transport.stage(model, digest)  # checked once per connection: not hashed or pushed again
+        assert transport.bytes_pushed == model.stat().st_size
+    assert Path(path).read_bytes() == model.read_bytes()
+
+
+def test_manifest_of_a_replaced_model_is_not_trusted(tmp_path: Path, capsys) -> None:
+    # Found: the local transport measured a replaced model under the manifest's old sha256.
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=22)
+    manifest = write_manifest(from_model_file(model))
+    assert from_model_file(model).sha256 == hashlib.sha256(model.read_bytes()).hexdigest()
+    make_tiny_onnx(model, seed=23)  # same size, other weights
+    later = manifest.stat().st_mtime_ns + 10**9
+    os.utime(model, ns=(later, later))
+    with pytest.raises(ConfigError, match="changed after this manifest was written"):
+        from_model_file(model)
+    assert main(["bench", "--device", "local", "--model", str(model), "--db",
+                 str(tmp_path / "x.db"), "--quick"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert str(manifest) in err and len(err.splitlines()) == 1
+    os.utime(manifest, ns=(later + 10**9, later + 10**9))  # touched, same content: trusted
+    make_tiny_onnx(model, seed=22)
+    os.utime(model, ns=(later + 2 * 10**9, later + 2 * 10**9))
+    assert from_model_file(model).sha256 == hashlib.sha256(model.read_bytes()).hexdigest()

@@ -3,9 +3,9 @@
 A file is uploaded under a temporary name, checked by hash on the device (`sha256sum`, or the
 device's Python where coreutils are missing), then renamed, so a file under its hash name is
 always complete and a second run of the same suite pushes nothing. A file already there is trusted
-when its size matches and it was checked (or pushed) on this connection; a truncated copy under a
-hash name is pushed again. The cache directory is created mode 700 and nothing is written outside
-it.
+once the device has hashed it on this connection (or it was pushed on it); a copy of other content
+under a hash name, truncated or changed in place, is pushed again. The cache directory is created
+mode 700 and nothing is written outside it.
 """
 
 from __future__ import annotations
@@ -89,6 +89,10 @@ class ContentCache:
             found = False
         except (OSError, paramiko.SSHException, EOFError) as err:
             raise TransportError(f"{self.conn.where}: cannot look into the cache: {err}") from err
+        # A file of the right size may still hold other bytes (changed in place on the device):
+        # what is measured must be what is hashed, so it is hashed once per connection.
+        if found and self._remote_sha256(self.path(sha256)) != sha256:
+            found = False
         if found:
             self._present.add(sha256)
         return found
