@@ -19,6 +19,7 @@ zlib-compressed: about 3 bytes a sample instead of a row each.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import zlib
@@ -90,6 +91,17 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open for reading only. A WAL database needs its -shm file: where the folder cannot be
+    written, it is opened as immutable (nobody can be writing it there either)."""
+    if not path.is_file():
+        raise StoreError(f"{path}: no result database here")
+    folder = path.resolve().parent
+    writable = os.access(folder, os.W_OK | os.X_OK)
+    uri = path.resolve().as_uri() + ("?mode=ro" if writable else "?mode=ro&immutable=1")
+    return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+
+
 @dataclass(frozen=True)
 class RunInfo:
     run_id: str
@@ -105,17 +117,25 @@ class RunInfo:
 class Store:
     """A handle on one result database. Use as a context manager or call `close()`."""
 
-    def __init__(self, path: Path | str = DEFAULT_DB) -> None:
+    def __init__(self, path: Path | str = DEFAULT_DB, *, readonly: bool = False) -> None:
+        """`readonly`: for commands that only read; never creates, upgrades or writes the file,
+        and works on read-only storage."""
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # autocommit: every write goes through `_tx`, which says where a transaction starts
-            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if readonly:
+                self.conn = _connect_readonly(self.path)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # autocommit: every write goes through `_tx`, which says where one starts
+                self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"{self.path}: cannot open result database ({err})") from err
         self.conn.row_factory = sqlite3.Row
         try:
-            self._migrate()
+            if readonly:
+                self._check_version()
+            else:
+                self._migrate()
         except sqlite3.DatabaseError as err:
             self.conn.close()
             raise StoreError(f"{self.path}: not a usable result database ({err})") from err
@@ -134,6 +154,15 @@ class Store:
 
     def _version(self) -> int:
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _check_version(self) -> None:
+        version = self._version()
+        if version != SCHEMA_VERSION:
+            self.conn.close()
+            what = ("no edgebench schema version" if version == 0 else
+                    f"schema version {version}, this edgebench reads {SCHEMA_VERSION}; "
+                    "open it once where it is writable (e.g. `edgebench bench`) to upgrade it")
+            raise StoreError(f"{self.path}: {what}")
 
     def _migrate(self) -> None:
         if self._version() != SCHEMA_VERSION:

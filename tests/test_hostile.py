@@ -6,6 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -196,3 +200,48 @@ def test_manifest_of_a_replaced_model_is_not_trusted(tmp_path: Path, capsys) -> 
     make_tiny_onnx(model, seed=22)
     os.utime(model, ns=(later + 2 * 10**9, later + 2 * 10**9))
     assert from_model_file(model).sha256 == hashlib.sha256(model.read_bytes()).hexdigest()
+
+
+def _on_read_only_storage(folder: Path, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run `edgebench argv` with `folder` on a read-only file system: a read-only bind mount in a
+    private mount namespace as root, the folder's permissions otherwise."""
+    edgebench = [sys.executable, "-c", "import sys; from harness.cli import main; "
+                 "sys.exit(main(sys.argv[1:]))", *argv]
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            return subprocess.run(edgebench, capture_output=True, text=True, timeout=300)
+        finally:
+            folder.chmod(0o755)
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) (util-linux) to mount a read-only folder as root")
+    inner = (f"mount --bind -o ro {shlex.quote(str(folder))} {shlex.quote(str(folder))} && "
+             f"exec {shlex.join(edgebench)}")
+    return subprocess.run(["unshare", "-m", "sh", "-c", inner], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).parents[1])
+
+
+def test_result_database_on_read_only_storage_can_be_read(db, tmp_path: Path) -> None:  # noqa: F811
+    # Found: report/export/compare said "not a usable result database" for a valid WAL database
+    # on read-only storage (SQLite could not create its -shm file there).
+    path, a, b = db
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    copy = shelf / "x.db"
+    copy.write_bytes(path.read_bytes())
+    with Store(copy) as store:  # a WAL database, as bench leaves it
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    touch = _on_read_only_storage(shelf, ["devices", "list"])  # the mount itself works
+    assert touch.returncode == 0, touch.stderr
+    done = _on_read_only_storage(shelf, ["export", "--db", str(copy), "--run", a,
+                                         "--format", "json"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["run_id"] == a
+    done = _on_read_only_storage(shelf, ["compare", "--db", str(copy), a, b])
+    assert done.returncode == 0 and "net-int8" in done.stdout, done.stderr
+    out = tmp_path / "report"
+    done = _on_read_only_storage(shelf, ["report", "--db", str(copy), "--run", b,
+                                         "--out", str(out)])
+    assert done.returncode == 0, done.stderr
+    assert (out / "index.html").is_file()
+    assert sorted(p.name for p in shelf.iterdir()) == ["x.db"]  # nothing written beside it

@@ -33,7 +33,7 @@ def _open(db: Path) -> Store:
     # imported here: the store imports the schema, which imports this package's statistics
     from harness.store import Store
 
-    return Store(db)
+    return Store(db, readonly=True)
 
 
 def run_report(
