@@ -109,6 +109,8 @@ def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
     for key in ("python", "cache_dir"):
         if key in data:
             kw[key] = _expect(path, data, key, str)
+    if "cache_dir" in kw:
+        _check_cache_dir(path, kw["cache_dir"])
     if "runtimes" in data:
         runtimes = _expect(path, data, "runtimes", list)
         if not runtimes or not all(isinstance(r, str) for r in runtimes):
@@ -143,6 +145,16 @@ def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
     if kw.get("transport") == "ssh" and "ssh" not in kw:
         raise ConfigError(path, "transport is ssh but no ssh settings are given", field="ssh")
     return DeviceProfile(**kw)
+
+
+def _check_cache_dir(path: Path, cache_dir: str) -> None:
+    # The cache path goes into device commands and tools' output (sha256sum escapes a name with
+    # a backslash or newline): a plain POSIX path is asked for, rather than quoted everywhere.
+    bad = sorted({c for c in cache_dir if c == "\\" or not c.isprintable()})
+    if not cache_dir.strip() or bad:
+        what = ", ".join(repr(c) for c in bad) if bad else "nothing"
+        raise ConfigError(path, f"{cache_dir!r}: a cache folder path cannot hold {what}; use a "
+                          "plain path such as ~/.cache/edgebench", field="cache_dir")
 
 
 def _parse_ssh(path: Path, data: dict[str, Any]) -> SSHSettings:

@@ -20,10 +20,10 @@ from harness.errors import ConfigError, TransportError
 from harness.store import Store
 from harness.transport.ssh import SSHTransport
 from tests.conftest import make_tiny_onnx
-from tests.sshd import SSHServer, sshd
+from tests.sshd import SSHServer, fresh_sshd, sshd
 from tests.test_report_cli import db  # noqa: F401  (the fixture: two runs of one device)
 
-__all__ = ["sshd"]  # fixtures used by name below
+__all__ = ["fresh_sshd", "sshd"]  # fixtures used by name below
 
 
 def test_report_out_keeps_files_it_did_not_write(db, tmp_path: Path, capsys) -> None:  # noqa: F811
@@ -245,3 +245,48 @@ def test_result_database_on_read_only_storage_can_be_read(db, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     assert (out / "index.html").is_file()
     assert sorted(p.name for p in shelf.iterdir()) == ["x.db"]  # nothing written beside it
+
+
+@pytest.mark.ssh
+def test_full_device_disk_is_named_not_called_corruption(sshd: SSHServer, tmp_path: Path) -> None:
+    # Found: a full disk on the device read "'m.onnx' arrived corrupted".
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) to make a small tmpfs the device's disk")
+    model = make_tiny_onnx(tmp_path / "m.onnx", input_shape=(1, 3, 32, 32))  # 0.4 MB
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
+    try:
+        with SSHTransport(sshd.profile(cache_dir=str(disk / "cache"))) as transport:
+            with pytest.raises(TransportError, match="device disk full") as err:
+                transport.stage(model, hashlib.sha256(model.read_bytes()).hexdigest())
+        assert "corrupted" not in str(err.value) and str(disk / "cache") in str(err.value)
+        assert list((disk / "cache").iterdir()) == []  # the partial copy is gone
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("cache_dir", ["cache\\\\dir", "cache\\ndir"])
+def test_cache_dir_with_a_backslash_or_newline_is_refused(tmp_path: Path, capsys,
+                                                          cache_dir: str) -> None:
+    # Found: sha256sum escaped such a name in its output and the push read "arrived corrupted".
+    profile = tmp_path / "dev.yaml"
+    profile.write_text(f'name: dev\ntransport: ssh\nssh: {{host: 127.0.0.1}}\n'
+                       f'cache_dir: "/tmp/{cache_dir}"\n')
+    assert main(["devices", "check", str(profile)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(profile) in err and "cache_dir:" in err, err
+    assert "cannot hold" in err
+
+
+@pytest.mark.ssh
+def test_login_that_prints_is_named(fresh_sshd: SSHServer, tmp_path: Path, capsys) -> None:
+    # Found: a login printing "Welcome" broke SFTP and the hash check ("arrived corrupted").
+    fresh_sshd.stop()
+    fresh_sshd.extra_config = ['ForceCommand echo Welcome; exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"']
+    fresh_sshd.start()
+    profile = fresh_sshd.profile_file(tmp_path / "dev.yaml", cache_dir=str(tmp_path / "cache"))
+    assert main(["devices", "check", str(profile)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Welcome" in err and "login prints" in err, err
+    assert "127.0.0.1" in err and not (tmp_path / "cache").exists()

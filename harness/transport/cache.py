@@ -97,18 +97,42 @@ class ContentCache:
             self._present.add(sha256)
         return found
 
-    def _remote_sha256(self, path: str) -> str | None:
-        quoted = shlex.quote(path)
+    def _device_python(self, script: str, path: str) -> str:
         py = " ".join(shlex.quote(a) for a in self.python_argv)
+        return f"{py} -c {shlex.quote(script)} {shlex.quote(path)}"
+
+    def _remote_sha256(self, path: str) -> str | None:
+        # The file on stdin: sha256sum prints no name, so none can be escaped into its output.
+        # Named relative to the cache, so only the job server's command line holds its full path.
         script = ("import hashlib,sys;h=hashlib.sha256();f=open(sys.argv[1],'rb');"
                   "[h.update(b) for b in iter(lambda:f.read(1<<20),b'')];print(h.hexdigest())")
-        inner = f"sha256sum -- {quoted} 2>/dev/null || {py} -c {shlex.quote(script)} {quoted}"
+        folder, name = posixpath.split(path)
+        inner = (f"cd {shlex.quote(folder)} && {{ sha256sum < {shlex.quote(name)} 2>/dev/null "
+                 f"|| {self._device_python(script, name)}; }}")
         done = self.conn.exec(f"/bin/sh -c {shlex.quote(inner)}",
                               timeout_s=self.conn.settings.command_timeout_s)
         if done.why is not None or done.status != 0:
             return None
         text = done.stdout.decode(errors="replace").strip()
         return text.split()[0].lower() if text else None
+
+    def _free_bytes(self) -> int | None:
+        """Space left for the cache on the device's disk, None if it cannot be told."""
+        script = "import os,sys;s=os.statvfs(sys.argv[1]);print(s.f_bavail*s.f_frsize)"
+        done = self.conn.exec(f"/bin/sh -c {shlex.quote(self._device_python(script, self.dir()))}",
+                              timeout_s=self.conn.settings.command_timeout_s)
+        try:
+            return int(done.stdout.decode().split()[0]) if done.status == 0 else None
+        except (ValueError, IndexError, UnicodeDecodeError):
+            return None
+
+    def _disk_full(self, size: int, what: str) -> TransportError | None:
+        free = self._free_bytes()  # the partial copy still takes its room
+        if free is None or free >= max(size, BLOCK):
+            return None
+        return TransportError(
+            f"{self.conn.where}: device disk full: {what} needs {size / 1e6:.1f} MB and "
+            f"{self.dir()} has {free / 1e6:.1f} MB free; free space there or set cache_dir")
 
     def _push(self, sha256: str, size: int,
               upload: Callable[[paramiko.SFTPClient, str], None], what: str) -> tuple[str, int]:
@@ -122,7 +146,7 @@ class ContentCache:
             upload(sftp, partial)
             got = self._remote_sha256(partial)
             if got != sha256:
-                raise TransportError(
+                raise self._disk_full(size, what) or TransportError(
                     f"{self.conn.where}: {what} arrived corrupted (sha256 {got or 'unreadable'}, "
                     f"expected {sha256})")
             try:
@@ -130,7 +154,8 @@ class ContentCache:
             except (OSError, paramiko.SSHException):
                 sftp.rename(partial, final)
         except (OSError, paramiko.SSHException, EOFError) as err:
-            raise TransportError(f"{self.conn.where}: cannot push {what}: {err}") from err
+            full = self._disk_full(size, what) if isinstance(err, OSError) else None
+            raise full or TransportError(f"{self.conn.where}: cannot push {what}: {err}") from err
         finally:
             try:
                 sftp.remove(partial)

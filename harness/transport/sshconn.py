@@ -159,9 +159,22 @@ class SSHConnection:
         transport = self._client.get_transport()
         assert transport is not None
         transport.set_keepalive(max(1, int(s.keepalive_s)))
+        self._check_quiet_login()
         self.connects += 1
         if self.on_connect is not None:
             self.on_connect()
+
+    def _check_quiet_login(self) -> None:
+        """Refuse a login that prints on stdout (a shell startup file, a ForceCommand): every
+        command's output, SFTP and the agent's protocol would start with its text."""
+        done = self.exec("true", timeout_s=self.settings.command_timeout_s)
+        if done.why is None and done.stdout:
+            self.close()
+            first = done.stdout.decode(errors="replace").strip().splitlines() or [""]
+            raise TransportError(
+                f"{self.where}: the login prints {first[0][:60]!r} on stdout before every "
+                "command (a shell startup file or ForceCommand); edgebench needs that output "
+                "gone or on stderr")
 
     def _connect(self, host: str, port: int, user: str | None,
                  sock: Any) -> paramiko.SSHClient:
