@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from harness import __version__
-from harness.config import DEVICES_DIR, list_profiles, load_profile
+from harness.config import DEVICES_DIR, MAX_THREADS, list_profiles, load_profile
 from harness.errors import EdgebenchError
 from harness.report.console import format_value as _fmt
 from harness.store import DEFAULT_DB, Store
@@ -145,6 +145,17 @@ def _session_count(text: str) -> int:
     return value
 
 
+def _thread_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"--threads must be between 1 and {MAX_THREADS}, "
+                                         f"not {text}")
+    return value
+
+
 def _input_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(d) for d in text.split(","))
@@ -166,7 +177,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = {"timed_scope": args.timed_scope} if args.timed_scope else {}
     options = runner.BenchOptions(runtimes=tuple(args.runtime or ()), threads=args.threads,
                                   quick=args.quick, sessions=args.sessions,
-                                  max_sessions=args.max_sessions, settings=settings)
+                                  max_sessions=args.max_sessions, settings=settings,
+                                  force_threads=args.force_threads)
     failures: list[tuple[str, str]] = []
     if args.input_shape and not args.model:
         raise EdgebenchError("--input-shape goes with --model; a suite's models set input_size")
@@ -345,8 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--model", help="one model file (.onnx, .tflite)")
     bench.add_argument("--runtime", action="append",
                        help="only this runtime (repeatable); default: the profile's runtimes")
-    bench.add_argument("--threads", type=int, help="inference threads (default: profile, else "
-                                                   "one per CPU)")
+    bench.add_argument("--threads", type=_thread_count, help="inference threads (default: "
+                       "profile, else one per CPU; at most 4 per device CPU)")
+    bench.add_argument("--force-threads", action="store_true",
+                       help="allow --threads beyond 4 per device CPU")
     bench.add_argument("--quick", action="store_true",
                        help="short protocol for tests and CI (warm-up 0.1 s, timed 0.5 s / 20)")
     bench.add_argument("--sessions", type=_session_count,

@@ -7,16 +7,19 @@ one `ConfigError` naming the file and the field. Suites are loaded by `harness.c
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from harness import yamlfile
 from harness.errors import ConfigError, EdgebenchError
 
-DEVICES_DIR = Path("devices")
+DEVICES_DIR = Path("devices")  # the default: see find_devices_dir()
 DEVICE_KINDS = ("local", "linux", "jetson", "rpi", "coral")
+MAX_THREADS = 1024  # far above any device; the agent also refuses more than 4 per CPU
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
 TRANSPORTS = ("local", "ssh")
 
 
@@ -77,18 +80,9 @@ def _check_keys(path: Path, data: dict[str, Any], allowed: set[str], prefix: str
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping from `path`; ConfigError for a missing file or malformed YAML."""
     try:
-        text = Path(path).read_text()
+        data = yamlfile.load(Path(path))
     except FileNotFoundError:
         raise ConfigError(path, "file not found") from None
-    except OSError as err:
-        raise ConfigError(path, f"cannot read ({err.strerror})") from err
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(path, f"malformed YAML: {where}{problem}") from err
     if not isinstance(data, dict):
         raise ConfigError(path, "must be a YAML mapping at the top level")
     return data
@@ -125,8 +119,9 @@ def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
         kw["runtime_options"] = {str(k): dict(v) for k, v in per_runtime.items()}
     if data.get("threads") is not None:
         threads = _expect(path, data, "threads", int)
-        if threads < 1:
-            raise ConfigError(path, f"must be at least 1, got {threads}", field="threads")
+        if not 1 <= threads <= MAX_THREADS:
+            raise ConfigError(path, f"must be at least 1 and at most {MAX_THREADS}, got {threads}",
+                              field="threads")
         kw["threads"] = threads
     if data.get("cpu_affinity") is not None:
         cpus = _expect(path, data, "cpu_affinity", list)
@@ -136,15 +131,20 @@ def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
     if "tune" in data:
         kw["tune"] = _expect(path, data, "tune", bool)
     if "job_timeout_s" in data:
-        timeout = _expect(path, data, "job_timeout_s", (int, float))
-        if timeout <= 0:
-            raise ConfigError(path, "must be positive", field="job_timeout_s")
-        kw["job_timeout_s"] = float(timeout)
+        kw["job_timeout_s"] = _seconds(path, data, "job_timeout_s")
     if data.get("ssh") is not None:
         kw["ssh"] = _parse_ssh(path, _expect(path, data, "ssh", dict))
     if kw.get("transport") == "ssh" and "ssh" not in kw:
         raise ConfigError(path, "transport is ssh but no ssh settings are given", field="ssh")
     return DeviceProfile(**kw)
+
+
+def _seconds(path: Path, data: dict[str, Any], key: str, prefix: str = "") -> float:
+    value = float(_expect(path, data, key, (int, float), prefix=prefix))
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise ConfigError(path, f"must be a number of seconds above 0 and at most "
+                          f"{MAX_TIMEOUT_S:.0f} (a week), got {data[key]!r}", field=prefix + key)
+    return value
 
 
 def _check_cache_dir(path: Path, cache_dir: str) -> None:
@@ -180,11 +180,20 @@ def _parse_ssh(path: Path, data: dict[str, Any]) -> SSHSettings:
         kw["trust_on_first_use"] = _expect(path, data, "trust_on_first_use", bool, prefix="ssh.")
     for key in ("connect_timeout_s", "command_timeout_s", "keepalive_s"):
         if key in data:
-            value = _expect(path, data, key, (int, float), prefix="ssh.")
-            if value <= 0:
-                raise ConfigError(path, "must be positive", field="ssh." + key)
-            kw[key] = float(value)
+            kw[key] = _seconds(path, data, key, prefix="ssh.")
     return SSHSettings(**kw)
+
+
+def find_devices_dir(given: Path = DEVICES_DIR) -> Path:
+    """Where profiles are: `given` unless it is the default, which is `$EDGEBENCH_DEVICES`, else
+    ./devices, else the devices/ of the project edgebench runs from (so `local` is found from any
+    working directory)."""
+    if Path(given) != DEVICES_DIR:
+        return Path(given)
+    if os.environ.get("EDGEBENCH_DEVICES"):
+        return Path(os.environ["EDGEBENCH_DEVICES"]).expanduser()
+    project = Path(__file__).resolve().parents[1] / DEVICES_DIR
+    return DEVICES_DIR if DEVICES_DIR.is_dir() or not project.is_dir() else project
 
 
 def profile_path(device: str, devices_dir: Path = DEVICES_DIR) -> Path:
@@ -192,6 +201,7 @@ def profile_path(device: str, devices_dir: Path = DEVICES_DIR) -> Path:
     candidate = Path(device)
     if candidate.suffix in (".yaml", ".yml") or "/" in device:
         return candidate
+    devices_dir = find_devices_dir(devices_dir)
     path = devices_dir / f"{device}.yaml"
     if not path.is_file():
         known = list_profiles(devices_dir)
@@ -202,7 +212,8 @@ def profile_path(device: str, devices_dir: Path = DEVICES_DIR) -> Path:
 
 
 def list_profiles(devices_dir: Path = DEVICES_DIR) -> list[str]:
-    return sorted(p.stem for p in Path(devices_dir).glob("*.yaml") if p.stem != "farm")
+    folder = find_devices_dir(devices_dir)
+    return sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "farm")
 
 
 def load_profile(device: str, devices_dir: Path = DEVICES_DIR) -> DeviceProfile:

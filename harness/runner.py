@@ -59,6 +59,7 @@ class BenchOptions:
     # than `precision` (relative half-width); None: no more than `sessions`.
     max_sessions: int | None = None
     precision: float = 0.02
+    force_threads: bool = False  # allow more than 4 threads per device CPU
 
     @property
     def session_count(self) -> int:
@@ -127,6 +128,8 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, sess
     threads = options.threads or job.device.threads
     if threads:
         agent_options["threads"] = threads
+    if options.force_threads:
+        agent_options["force_threads"] = True
     if job.device.cpu_affinity:
         agent_options["cpu_affinity"] = list(job.device.cpu_affinity)
     model = {"path": transport.stage(artifact.path, artifact.sha256),

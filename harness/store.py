@@ -227,8 +227,9 @@ class Store:
             if row is None:
                 raise StoreError(f"{self.path}: no runs yet; run `edgebench bench` first")
             return str(row[0])
+        # A prefix compared as text: LIKE would read `%` and `_` in it as wildcards.
         rows = self.conn.execute(
-            "SELECT run_id FROM runs WHERE run_id LIKE ? || '%'", (run,)
+            "SELECT run_id FROM runs WHERE substr(run_id, 1, length(?1)) = ?1", (run,)
         ).fetchall()
         if len(rows) == 1:
             return str(rows[0][0])

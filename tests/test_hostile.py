@@ -290,3 +290,121 @@ def test_login_that_prints_is_named(fresh_sshd: SSHServer, tmp_path: Path, capsy
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Welcome" in err and "login prints" in err, err
     assert "127.0.0.1" in err and not (tmp_path / "cache").exists()
+
+
+def _one_line_error(capsys, *names: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for name in names:
+        assert name in err, err
+    return err
+
+
+@pytest.mark.parametrize("field, value", [
+    ("job_timeout_s", ".nan"), ("job_timeout_s", ".inf"), ("job_timeout_s", "1e300"),
+    ("ssh.connect_timeout_s", ".nan"), ("ssh.command_timeout_s", "-.inf"),
+])
+def test_timeouts_must_be_finite_and_bounded(tmp_path: Path, capsys, field: str,
+                                             value: str) -> None:
+    # Found: a NaN connect_timeout_s hung the connection and a NaN job_timeout_s crashed.
+    key = field.split(".")[-1]
+    ssh = {"host": "127.0.0.1"}
+    top: dict[str, object] = {"name": "dev", "transport": "ssh", "ssh": ssh}
+    if field.startswith("ssh."):
+        ssh[key] = "VALUE"
+    else:
+        top[key] = "VALUE"
+    profile = tmp_path / "dev.yaml"
+    profile.write_text(json.dumps(top).replace('"VALUE"', value))  # JSON is YAML
+    assert main(["devices", "check", str(profile)]) != 0
+    _one_line_error(capsys, str(profile), field)
+
+
+# Ten lines, 9 ** 10 values once expanded.
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n"
+    for p, n in zip("abcdefghi", "bcdefghij", strict=True))
+
+
+@pytest.mark.parametrize("text, says", [
+    (b"name: loc\xffal\n", "not UTF-8"),
+    (b"name: &n [*n]\n", "refers to itself"),
+    (b"name: dev\nruntimes: &r {a: *r}\n", "refers to itself"),
+    (BOMB.encode(), "expands to more than"),
+    (b"name: dev\nthreads: 2\nthreads: 64\n", "'threads' is given twice"),
+])
+def test_hostile_yaml_gives_one_line(tmp_path: Path, capsys, text: bytes, says: str) -> None:
+    # Found: invalid UTF-8 and self-referencing anchors gave tracebacks, an alias bomb hung, and a
+    # key given twice won silently.
+    for kind in ("profile", "suite"):
+        path = tmp_path / f"{kind}.yaml"
+        path.write_bytes(text)
+        argv = (["devices", "check", str(path)] if kind == "profile" else
+                ["build", str(path), "--build-dir", str(tmp_path / "build")])
+        assert main(argv) != 0
+        _one_line_error(capsys, str(path), says)
+    assert not (tmp_path / "build").exists()
+
+
+def test_threads_are_bounded(tmp_path: Path, capsys) -> None:
+    # Found: `threads: 1e23` overflowed in the runtime, and nothing bounded threads at all.
+    profile = tmp_path / "dev.yaml"
+    profile.write_text("name: dev\nthreads: 100000000000000000000000\n")
+    assert main(["devices", "check", str(profile)]) != 0
+    _one_line_error(capsys, str(profile), "threads")
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    bench = ["bench", "--device", "local", "--model", str(model), "--db", str(tmp_path / "x.db"),
+             "--quick", "--sessions", "1", "--runtime", "onnxruntime"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*bench, "--threads", "100000000000000000000000"])
+    assert exit_.value.code != 0  # argparse's usage, then its one line of error
+    assert "--threads must be between 1 and" in capsys.readouterr().err.splitlines()[-1]
+    too_many = 4 * (os.cpu_count() or 1) + 1
+    assert main([*bench, "--threads", str(too_many)]) == 1
+    out = capsys.readouterr()
+    assert f"threads {too_many} is more than 4x" in out.err + out.out
+    assert main([*bench, "--threads", str(too_many), "--force-threads"]) == 0
+    capsys.readouterr()
+    with Store(tmp_path / "x.db", readonly=True) as store:
+        rows = store.results([store.resolve_run("latest")])
+    assert [(r["status"], r["threads"]) for r in rows] == [("ok", too_many)]
+
+
+def test_a_format_listed_twice_is_refused(tmp_path: Path, capsys) -> None:
+    # Found: `formats: [onnx, onnx]` built (and measured) every artifact twice.
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("formats: [onnx, onnx]\nmodels:\n  m: {arch: resnet18}\n")
+    assert main(["build", str(suite), "--build-dir", str(tmp_path / "build")]) != 0
+    _one_line_error(capsys, str(suite), "formats[1]", "twice")
+    assert not (tmp_path / "build").exists()
+
+
+def test_run_prefix_is_text_not_a_like_pattern(tmp_path: Path, capsys) -> None:
+    # Found: `--run %` matched any run (a LIKE wildcard), `--run _` too.
+    db_path = tmp_path / "x.db"
+    with Store(db_path) as store:
+        run = store.begin_run("t", None, ["pi5"])
+        store.finish_run(run)
+    for pattern in ("%", "_", run[:4] + "%"):
+        assert main(["export", "--db", str(db_path), "--run", pattern, "--format", "json"]) != 0
+        _one_line_error(capsys, f"no run {pattern!r}")
+    assert main(["export", "--db", str(db_path), "--run", run[:8], "--format", "json"]) == 0
+
+
+def test_devices_are_found_from_any_working_directory(tmp_path: Path) -> None:
+    # Found: run outside the repository root, `bench` found no `local` device.
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    env = {k: v for k, v in os.environ.items() if k != "EDGEBENCH_DEVICES"}
+    edgebench = [sys.executable, "-c", "import sys; from harness.cli import main; "
+                 "sys.exit(main(sys.argv[1:]))"]
+    done = subprocess.run([*edgebench, "bench", "--model", str(model), "--quick", "--sessions",
+                           "1", "--runtime", "onnxruntime", "--db", "x.db"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "x.db").is_file()
+    mine = tmp_path / "lab"
+    mine.mkdir()
+    (mine / "bench1.yaml").write_text("name: bench1\nkind: local\ntransport: local\n")
+    done = subprocess.run([*edgebench, "devices", "list"], cwd=tmp_path, capture_output=True,
+                          env=dict(env, EDGEBENCH_DEVICES=str(mine)), text=True, timeout=120)
+    assert done.returncode == 0 and "bench1" in done.stdout and "rpi" not in done.stdout, done

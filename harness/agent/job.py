@@ -53,6 +53,20 @@ def concrete_shape(declared: list[int | None], wanted: list[int] | None, source:
     return list(wanted)
 
 
+def checked_threads(options: dict[str, Any], cpus: int) -> int | None:
+    """The threads asked for, refused beyond 4 per CPU (a typo, or a number that overflows the
+    runtime's int) unless the job says `force_threads`."""
+    threads = options.get("threads")
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise JobError("options_invalid", f"threads must be a whole number >= 1, not {threads!r}")
+    if threads > 4 * cpus and not options.get("force_threads"):
+        raise JobError("options_invalid", f"threads {threads} is more than 4x this device's "
+                       f"{cpus} CPUs; use --force-threads to measure it anyway")
+    return threads
+
+
 def load_dataset(spec: dict[str, Any]) -> dict[str, np.ndarray]:
     data = {}
     for part in ("inputs", "labels", "reference"):
@@ -127,7 +141,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             os.sched_setaffinity(0, affinity)
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         # Threads are always explicit: default to one per CPU this process may run on.
-        threads = int(options.get("threads") or (len(cpus) if cpus else os.cpu_count() or 1))
+        threads = checked_threads(options, os.cpu_count() or 1)
+        threads = threads or (len(cpus) if cpus else os.cpu_count() or 1)
         options = dict(options, cpu_affinity=cpus, threads=threads)
         result["threads"] = threads
         result["fingerprint"] = probes.fingerprint(kind)

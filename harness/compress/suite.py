@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from harness import yamlfile
 from harness.artifacts import BUILD_FORMATS, SAFE_NAME_RULE, is_safe_name
 from harness.errors import ConfigError, UnknownNameError
 
@@ -157,6 +156,8 @@ class _Reader:
         formats = self.names(value, where)
         for i, fmt in enumerate(formats):
             self.known(fmt, f"{where}[{i}]", "format", list(BUILD_FORMATS))
+            if fmt in formats[:i]:
+                raise self.fail(f"{where}[{i}]", f"format {fmt!r} is listed twice")
         return formats
 
 
@@ -168,11 +169,9 @@ def load_suite(path: Path | str) -> Suite:
     """Read and check a suite file; ConfigError (file + field) for anything malformed."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yamlfile.load(path)
     except FileNotFoundError:
         raise ConfigError(path, "suite file not found") from None
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(path, f"not readable YAML: {str(err).splitlines()[0]}") from err
     r = _Reader(path)
     top = r.mapping(raw, "")
     if not top:
