@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import yamlfile
+from harness.artifacts import SAFE_NAME_RULE, is_safe_name
 from harness.errors import ConfigError, EdgebenchError
 
 DEVICES_DIR = Path("devices")  # the default: see find_devices_dir()
@@ -94,6 +95,9 @@ def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
     if "name" not in data:
         raise ConfigError(path, "required field is missing", field="name")
     kw: dict[str, Any] = {"name": str(_expect(path, data, "name", str)), "source": Path(path)}
+    if not is_safe_name(kw["name"]):  # it names report files and the device in every result
+        raise ConfigError(path, f"{kw['name']!r} is not a usable device name; use "
+                          f"{SAFE_NAME_RULE}", field="name")
     for key, choices in (("kind", DEVICE_KINDS), ("transport", TRANSPORTS)):
         if key in data:
             value = _expect(path, data, key, str)

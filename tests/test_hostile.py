@@ -408,3 +408,11 @@ def test_devices_are_found_from_any_working_directory(tmp_path: Path) -> None:
     done = subprocess.run([*edgebench, "devices", "list"], cwd=tmp_path, capture_output=True,
                           env=dict(env, EDGEBENCH_DEVICES=str(mine)), text=True, timeout=120)
     assert done.returncode == 0 and "bench1" in done.stdout and "rpi" not in done.stdout, done
+
+
+@pytest.mark.parametrize("name", ["../pi", "lab/pi", ".pi", "[red]pi"])
+def test_device_name_must_be_a_plain_name(tmp_path: Path, capsys, name: str) -> None:
+    profile = tmp_path / "dev.yaml"
+    profile.write_text(json.dumps({"name": name}))
+    assert main(["devices", "check", str(profile)]) != 0
+    _one_line_error(capsys, str(profile), "name", "not a usable device name")
