@@ -179,6 +179,11 @@ def load_manifest(manifest_path: Path) -> Artifact:
             )
         shape = data.get("input_shape")
         _check_unchanged(manifest_path, path, data["sha256"])
+        if dataset is not None:
+            for part, part_path in dataset.parts().items():
+                if part in dataset.sha256:
+                    _check_unchanged(manifest_path, part_path, dataset.sha256[part],
+                                     f"dataset.sha256.{part}")
         return Artifact(
             name=data["name"],
             path=path,
@@ -202,7 +207,8 @@ def load_manifest(manifest_path: Path) -> Artifact:
         raise ConfigError(manifest_path, "required field is missing", field=err.args[0]) from err
 
 
-def _check_unchanged(manifest_path: Path, model: Path, sha256: str) -> None:
+def _check_unchanged(manifest_path: Path, model: Path, sha256: str, field: str = "sha256"
+                     ) -> None:
     """A model replaced after its manifest was written is not what the manifest describes."""
     try:
         newer = model.stat().st_mtime_ns > manifest_path.stat().st_mtime_ns
@@ -211,7 +217,7 @@ def _check_unchanged(manifest_path: Path, model: Path, sha256: str) -> None:
     if newer and (actual := file_sha256(model)) != sha256:
         raise ConfigError(manifest_path, f"{model.name} changed after this manifest was written "
                           f"(sha256 {actual[:12]}..., manifest {sha256[:12]}...); rebuild it or "
-                          "remove the manifest", field="sha256")
+                          "remove the manifest", field=field)
 
 
 def _check_manifest_names(manifest_path: Path, data: dict[str, Any]) -> None:
@@ -231,6 +237,13 @@ def _check_manifest_names(manifest_path: Path, data: dict[str, Any]) -> None:
         checks += [(f"dataset.sha256.{k}", v, is_sha256(v)) for k, v in hashes.items()]
     elif ds is not None:
         raise ConfigError(manifest_path, "must be an object or null", field="dataset")
+    shape = data.get("input_shape")
+    if shape is not None and not (
+            isinstance(shape, list) and shape
+            and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 1 << 16
+                    for d in shape)):
+        raise ConfigError(manifest_path, f"must be a list of sizes such as [1, 3, 224, 224], got "
+                          f"{shape!r}", field="input_shape")
     for where, value, ok in checks:
         if not ok:
             rule = "64 lowercase hex digits" if "sha256" in where else SAFE_NAME_RULE

@@ -3,6 +3,7 @@ edgebench's own folders, and each fault gives one line naming the file, field, h
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.artifacts import from_model_file, load_manifest, write_manifest
+from harness.artifacts import DatasetFiles, from_model_file, load_manifest, write_manifest
 from harness.cli import main
 from harness.errors import ConfigError, TransportError
 from harness.store import Store
@@ -416,3 +417,25 @@ def test_device_name_must_be_a_plain_name(tmp_path: Path, capsys, name: str) -> 
     profile.write_text(json.dumps({"name": name}))
     assert main(["devices", "check", str(profile)]) != 0
     _one_line_error(capsys, str(profile), "name", "not a usable device name")
+
+
+def test_manifest_of_replaced_data_or_a_bad_shape_is_not_trusted(tmp_path: Path) -> None:
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=24)
+    inputs = tmp_path / "inputs.npy"
+    inputs.write_bytes(b"first")
+    labels = tmp_path / "labels.npy"
+    labels.write_bytes(b"labels")
+    artifact = from_model_file(model)
+    data = DatasetFiles("d", inputs, labels).hashed()
+    manifest = write_manifest(dataclasses.replace(artifact, dataset=data))
+    assert load_manifest(manifest).dataset == data
+    inputs.write_bytes(b"other")
+    later = manifest.stat().st_mtime_ns + 10**9
+    os.utime(inputs, ns=(later, later))
+    with pytest.raises(ConfigError, match="dataset.sha256.inputs: inputs.npy changed"):
+        load_manifest(manifest)
+    for shape in ([1, 3, -1, 224], [], "1x3", [1, 3, 2.5, 2]):
+        text = json.loads(manifest.read_text())
+        manifest.write_text(json.dumps(dict(text, dataset=None, input_shape=shape)))
+        with pytest.raises(ConfigError, match="input_shape"):
+            load_manifest(manifest)
