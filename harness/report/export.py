@@ -55,8 +55,11 @@ def export_samples(db: Path, run: str, fmt: str, out: Path | None = None) -> int
                     prefix = f"{job_id},{session},"
                     stream.writelines(f"{prefix}{i},{v}\n" for i, v in enumerate(ns.tolist()))
                     written += ns.size
+        except BrokenPipeError:
+            raise  # the reader of stdout stopped early (`| head`): not an error of ours
         except OSError as err:
-            raise EdgebenchError(f"{out}: cannot write the samples export ({err})") from err
+            where = out if out is not None else "standard output"
+            raise EdgebenchError(f"{where}: cannot write the samples export ({err})") from err
     return written
 
 
