@@ -170,3 +170,22 @@ def test_table_headers_and_cells_are_escaped() -> None:
     rendered = table_html(Table("t", "t", text, text))
     assert "<script>" not in rendered and "<b>" not in rendered
     assert "&lt;script&gt;dev&lt;/script&gt;" in rendered and "&lt;b&gt;1&lt;/b&gt;" in rendered
+
+
+def test_a_flag_on_most_measurements_is_said_once_for_the_run() -> None:
+    """On a noisy host nearly every row has a wide spread: the caveats say so once and still
+    list, by name, the flags that belong to one model."""
+    from harness.report.html import _summary
+
+    rows = [{"status": "ok", "device": "pi5", "runtime": "tflite", "model": f"m{i}",
+             "flags": ["high_between_session_spread"] + (["capped"] if i == 3 else [])}
+            for i in range(6)]
+    df = pd.DataFrame(rows).assign(stable=False, throttled=False, error_kind=None,
+                                   error_message=None)
+    caveats = _summary(df).split('<ul id="caveats">', 1)[1].split("</ul>", 1)[0]
+    assert caveats.count("<li>") == 2
+    assert "6 of 6 measurements" in caveats and "high_between_session_spread" in caveats
+    assert "<code>m3</code> on pi5 (tflite)" in caveats and "capped" in caveats
+    # below the share, each row is listed as before
+    few = df.assign(flags=[["capped"]] + [[]] * 5)
+    assert _summary(few).split('<ul id="caveats">', 1)[1].count("<li>") == 1

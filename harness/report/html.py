@@ -159,6 +159,22 @@ def flag_legend(flags: Sequence[str] | None = None) -> str:
     return f'<dl class="legend"{anchor}>{items}</dl>'
 
 
+# A flag on more than this share of a run's measurements (and on several) is said once for the
+# run instead of once a row: on a noisy host every measurement has a wide spread, and a list of
+# them all would hide the one caveat that is about a model.
+COMMON_FLAG_SHARE = 0.5
+COMMON_FLAG_MIN = 4
+
+
+def _common_flags(row_flag_lists: Sequence[Sequence[str]]) -> list[str]:
+    counts: dict[str, int] = {}
+    for flags in row_flag_lists:
+        for flag in flags:
+            counts[flag] = counts.get(flag, 0) + 1
+    return [f for f, n in counts.items()
+            if n >= COMMON_FLAG_MIN and n > COMMON_FLAG_SHARE * len(row_flag_lists)]
+
+
 def _summary(df: pd.DataFrame) -> str:
     counts = df["status"].value_counts()
     flag_counts = _flag_counts(df)
@@ -197,15 +213,18 @@ def _summary(df: pd.DataFrame) -> str:
             f"<th>Error</th></tr></thead><tbody>{rows}</tbody></table></div>"
         )
     ok = df[df["status"] == "ok"]
-    items = (
-        "".join(
-            f"<li><code>{_e(r['model'])}</code> on {_e(r['device'])} ({_e(r['runtime'])}): "
-            f"{_badges(flags)}</li>"
-            for (_, r), flags in zip(ok.iterrows(), ok.apply(row_flags, axis=1), strict=True)
-            if flags
-        )
-        if len(ok)
-        else ""
+    row_flag_lists = list(ok.apply(row_flags, axis=1)) if len(ok) else []
+    common = _common_flags(row_flag_lists)
+    items = "".join(
+        f"<li>{sum(f in flags for flags in row_flag_lists)} of {len(ok)} measurements: "
+        f"{_badges([f])}, more a property of the device during this run than of any model"
+        "</li>"
+        for f in common
+    ) + "".join(
+        f"<li><code>{_e(r['model'])}</code> on {_e(r['device'])} ({_e(r['runtime'])}): "
+        f"{_badges(rest)}</li>"
+        for (_, r), flags in zip(ok.iterrows(), row_flag_lists, strict=True)
+        if (rest := [f for f in flags if f not in common])
     )
     if items:
         parts.append(
