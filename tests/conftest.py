@@ -14,6 +14,16 @@ REPO = Path(__file__).resolve().parent.parent
 EDGEBENCH = [sys.executable, "-m", "harness.cli"]
 
 
+def loaded_after_import(modules: str, watched: tuple[str, ...]) -> list[str]:
+    """Which of `watched` a fresh interpreter has loaded after `import {modules}`: for the
+    layering rules (who may import pandas, compare, ...)."""
+    code = (f"import sys, {modules}\n"
+            f"print(','.join(sorted(m for m in {watched!r} if m in sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=REPO)
+    return [m for m in proc.stdout.strip().split(",") if m]
+
+
 def make_tiny_onnx(path: Path, input_shape: tuple[int, ...] = (1, 1, 8, 8), classes: int = 10,
                    seed: int = 0) -> Path:
     """A real ONNX classifier (flatten + dense + relu + dense), made with onnx.helper."""

@@ -4,8 +4,6 @@ only harness.report imports pandas and matplotlib."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +12,7 @@ import pytest
 from harness.cli import main
 from harness.results import RESULT_FIELDS
 from harness.store import Store
+from tests.conftest import loaded_after_import
 from tests.test_report_synthetic import add_job, sessions_ns
 
 
@@ -92,15 +91,5 @@ def test_report_command_writes_the_folder(db, tmp_path: Path, capsys) -> None:
 
 def test_only_harness_report_imports_pandas_and_matplotlib() -> None:
     # scipy is not in the list: the store combines sessions with harness.report.stats
-    code = (
-        "import sys, harness.cli, harness.store, harness.report, harness.report.console\n"
-        "print(sorted(m for m in ('pandas', 'matplotlib') if m in sys.modules))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[1],
-    )
-    assert proc.stdout.strip() == "[]"
+    modules = "harness.cli, harness.store, harness.report, harness.report.console"
+    assert loaded_after_import(modules, ("pandas", "matplotlib")) == []

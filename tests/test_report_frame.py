@@ -4,8 +4,6 @@ join and its speedup interval, Pareto."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from scipy import stats as scipy_stats
 from harness.report import frame
 from harness.results import RESULT_COLUMNS, RESULT_FIELDS
 from harness.store import Store
+from tests.conftest import loaded_after_import
 from tests.test_report_synthetic import add_job, demo_store, lognormal_ns, sessions_ns
 
 
@@ -54,15 +53,7 @@ def test_frame_has_the_documented_columns_and_keeps_missing_apart_from_zero(demo
 
 def test_frame_does_not_import_compare() -> None:
     # compare reads the frame; the other way round would make the two one tangle again
-    code = "import sys, harness.report.frame; print('harness.report.compare' in sys.modules)"
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[1],
-    )
-    assert proc.stdout.strip() == "False"
+    assert loaded_after_import("harness.report.frame", ("harness.report.compare",)) == []
 
 
 def test_session_reader_gives_the_medians_of_ok_sessions_by_number(demo) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -14,6 +12,7 @@ from harness.errors import StoreError
 from harness.report import frame, plots, run_report
 from harness.report.compare import SLOWER, verdicts_over_runs
 from harness.store import Store
+from tests.conftest import loaded_after_import
 from tests.test_report_synthetic import add_job, demo_store, lognormal_ns, sessions_ns
 
 ALL_PLOTS = (
@@ -165,12 +164,4 @@ def test_report_of_a_sparse_run(tmp_path: Path) -> None:
 
 def test_plots_only_draw() -> None:
     # verdicts are the caller's (report/__init__.py, by compare's rule), never the plots' own
-    code = "import sys, harness.report.plots; print('harness.report.compare' in sys.modules)"
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[1],
-    )
-    assert proc.stdout.strip() == "False"
+    assert loaded_after_import("harness.report.plots", ("harness.report.compare",)) == []
