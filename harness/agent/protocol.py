@@ -236,12 +236,16 @@ def serve_request(job: dict[str, Any]) -> bytes:
     return _serve_line({"protocol_version": PROTOCOL_VERSION, "job": job})
 
 
+def _read_line(line: str | bytes, what: str) -> dict[str, Any]:
+    try:
+        return loads(line.decode("utf-8") if isinstance(line, bytes) else line)
+    except ValueError as err:
+        raise ProtocolError(f"{what} is not a JSON object: {err}") from None
+
+
 def read_serve_request(line: str | bytes) -> dict[str, Any]:
     """The job of a request line; ProtocolError saying what is wrong with it."""
-    try:
-        request = loads(line.decode("utf-8") if isinstance(line, bytes) else line)
-    except ValueError as err:
-        raise ProtocolError(f"request is not a JSON object: {err}") from None
+    request = _read_line(line, "request")
     version = request.get("protocol_version")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(f"request protocol_version {version!r} is not supported by this "
@@ -274,10 +278,7 @@ _SERVE_FIELDS: dict[str, dict[str, type]] = {
 
 def read_serve_response(line: str | bytes) -> dict[str, Any]:
     """One message of the job server, checked; ProtocolError saying what is wrong with it."""
-    try:
-        message = loads(line.decode("utf-8") if isinstance(line, bytes) else line)
-    except ValueError as err:
-        raise ProtocolError(f"job server answer is not a JSON object: {err}") from None
+    message = _read_line(line, "job server answer")
     event = message.get("event")
     fields = _SERVE_FIELDS.get(event) if isinstance(event, str) else None
     if fields is None:
