@@ -244,7 +244,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import run_report
 
-    folder = run_report(Path(args.db), args.run, Path(args.out) if args.out else None)
+    folder = run_report(Path(args.db), args.run, Path(args.out) if args.out else None,
+                        style=args.style)
     out.print(f"report written to {folder}/ (open {folder}/index.html)")
     return 0
 
@@ -381,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = with_db(sub.add_parser("report", help="tables, plots and an HTML page for a run"))
     report.add_argument("--run", default="latest", help="run id, unique prefix or 'latest'")
     report.add_argument("--out", help="output folder (default reports/<run_id>)")
+    report.add_argument("--style", choices=("html", "paper"), default="html",
+                        help="paper: also single- and double-column PDF figures, figures.tex and "
+                        "LaTeX tables in OUT/paper/")
     report.set_defaults(func=cmd_report)
 
     compare = with_db(sub.add_parser("compare", help="compare two runs job by job"))
