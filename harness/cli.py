@@ -267,7 +267,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_db_stats(args: argparse.Namespace) -> int:
-    with _existing_store(args.db) as store:
+    with _existing_store(args.db, readonly=True) as store:
         stats = store.stats()
     mib = 1024 * 1024
     out.print(f"{args.db}: {stats.file_bytes / mib:.1f} MiB, {stats.free_bytes / mib:.1f} MiB "
@@ -308,11 +308,11 @@ def _say_vacuum(before: int, after: int) -> None:
               highlight=False)
 
 
-def _existing_store(db: str) -> Store:
+def _existing_store(db: str, *, readonly: bool = False) -> Store:
     # Store() creates a missing database; maintenance commands must not leave an empty one.
     if not Path(db).is_file():
         raise EdgebenchError(f"{db}: no result database here")
-    return Store(db)
+    return Store(db, readonly=readonly)
 
 
 # parser -----------------------------------------------------------------------------------------

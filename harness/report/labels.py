@@ -14,9 +14,11 @@ out, place labels, and then freeze the layout.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.patches import ConnectionPatch
 from matplotlib.text import Annotation
 from matplotlib.transforms import Bbox, offset_copy
@@ -30,7 +32,7 @@ MARKER_RADIUS_PT = 3.5
 PAD_PT = 1.0
 
 
-def _alignment(dx: float, dy: float) -> tuple[str, str]:
+def _alignment(dx: float, dy: float) -> tuple[Any, Any]:
     ha = "left" if dx > 0 else "right" if dx < 0 else "center"
     va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
     return ha, va
@@ -38,19 +40,19 @@ def _alignment(dx: float, dy: float) -> tuple[str, str]:
 
 def place_labels(
     ax: Axes,
-    x: Sequence[float],
-    y: Sequence[float],
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
     texts: Sequence[str],
     *,
-    avoid_x: Sequence[float] = (),
-    avoid_y: Sequence[float] = (),
+    avoid_x: Sequence[float] | np.ndarray = (),
+    avoid_y: Sequence[float] | np.ndarray = (),
     fontsize: float = 8,
 ) -> list[str]:
     """Label the points (`x`, `y`, data coordinates) with `texts`, in the order given (the most
     important first); `avoid_x/avoid_y` are further markers to keep clear of. Returns the texts
     that found no free position and were left out."""
-    fig = ax.get_figure()
-    assert fig is not None
+    fig = ax.get_figure(root=True)
+    assert isinstance(fig, Figure)
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     pt = fig.dpi / 72.0
     frame = ax.get_window_extent(renderer).padded(-PAD_PT * pt)

@@ -232,7 +232,7 @@ def _legend(fig: Figure, entries: Sequence[tuple[Any, str]], layout: Layout,
 
 
 def _handles(axes: Sequence[Axes]) -> list[tuple[Any, str]]:
-    out = []
+    out: list[tuple[Any, str]] = []
     for ax in axes:
         out.extend(zip(*ax.get_legend_handles_labels(), strict=True))
     return out
