@@ -38,6 +38,17 @@ def _alignment(dx: float, dy: float) -> tuple[Any, Any]:
     return ha, va
 
 
+def _along(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Points along a leader line, its ends (at the marker and at the text) left out."""
+    return start + np.linspace(0.15, 0.9, 12)[:, None] * (end - start)
+
+
+def _inside(points: np.ndarray, box: Bbox) -> bool:
+    return bool(len(points)) and bool(
+        ((points[:, 0] > box.x0) & (points[:, 0] < box.x1) & (points[:, 1] > box.y0)
+         & (points[:, 1] < box.y1)).any())
+
+
 def place_labels(
     ax: Axes,
     x: Sequence[float] | np.ndarray,
@@ -64,6 +75,8 @@ def place_labels(
     )
     r = MARKER_RADIUS_PT * pt
     taken = [Bbox.from_bounds(px - r, py - r, 2 * r, 2 * r) for px, py in [*points, *others]]
+    markers = len(taken)
+    leaders: list[np.ndarray] = []
     left_out = []
     for (dx0, dy0), text in zip(np.column_stack([x, y]), texts, strict=True):
         label = Annotation(text, (dx0, dy0), xytext=(0, 0), textcoords="offset points",
@@ -83,7 +96,16 @@ def place_labels(
                 padded = box.padded(PAD_PT * pt)
                 if any(padded.overlaps(t) for t in taken):
                     continue
+                anchor = ax.transData.transform((dx0, dy0))
+                end = anchor + np.array(offset) * pt
+                leader = _along(anchor, end) if ring > RINGS[0] else np.empty((0, 2))
+                # a leader line through another label, or a label over another's leader line,
+                # reads as a wrong pairing
+                if any(_inside(leader, t) for t in taken[markers:]) or any(
+                        _inside(line, padded) for line in leaders):
+                    continue
                 taken.append(box)
+                leaders.append(leader)
                 if ring > RINGS[0]:
                     ax.add_artist(ConnectionPatch(
                         (dx0, dy0), (dx0, dy0), coordsA=ax.transData,

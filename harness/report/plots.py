@@ -296,15 +296,18 @@ def accuracy_latency_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure
     data = data[data["accuracy_top1"].notna() & data["latency_median_ms"].notna()]
     if data.empty:
         return None
-    data = data.assign(family=_family(data), label=data.apply(variant_label, axis=1))
-    devices = sorted(data["device"].unique())
+    # accuracies on different datasets share no scale: a panel per device and dataset
+    dataset = data["dataset"].fillna("") if "dataset" in data else pd.Series("", data.index)
+    data = data.assign(family=_family(data), label=data.apply(variant_label, axis=1),
+                       panel_dataset=dataset.astype(str))
+    panels = sorted(data.groupby(["device", "panel_dataset"]).groups)
     style = _colours(sorted(data["family"].unique()))
     with paper_style():
         height = 2.4 if layout.width_in < 5 else 2.8
-        fig, axes = _figure(layout, len(devices), height)
+        fig, axes = _figure(layout, len(panels), height)
         labelled: list[tuple[Axes, np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]] = []
-        for ax, device in zip(axes, devices, strict=True):
-            part = data[data["device"] == device]
+        for ax, (device, set_name) in zip(axes, panels, strict=True):
+            part = data[(data["device"] == device) & (data["panel_dataset"] == set_name)]
             x = part["latency_median_ms"].to_numpy(float)
             y = part["accuracy_top1"].to_numpy(float) * 100
             x_low = part["latency_ci95_low_ms"].to_numpy(float)
@@ -330,7 +333,8 @@ def accuracy_latency_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure
             ax.set_ylim(*_limits(y, y_low, y_high, log=False))
             if not log:
                 ax.locator_params(axis="x", nbins=5)
-            ax.set_title(str(device))
+            ax.set_title(f"{device}: {set_name}" if set_name and data["panel_dataset"].nunique()
+                         > 1 else str(device))
             ax.set_xlabel("Median latency [ms] (95% CI)")
             ax.set_ylabel("Top-1 accuracy [%] (95% CI)")
             # the front's points by latency, fastest first: the ones a reader looks for
