@@ -268,15 +268,18 @@ def _rows(data: pd.DataFrame, family: str = "family") -> tuple[pd.DataFrame, lis
 
 
 def _row_axis(ax: Axes, positions: list[float], labels: list[str],
-              headers: list[tuple[float, str]]) -> None:
-    ticks = positions + [p for p, _ in headers]
-    names = labels + [name for _, name in headers]
-    ax.set_yticks(ticks, names)
-    for tick, is_header in zip(ax.get_yticklabels(), [False] * len(labels) + [True] * len(headers),
-                               strict=True):
-        if is_header:
-            tick.set_fontweight("bold")
-    ax.set_ylim(max(ticks, default=0) + 0.7, -0.7)
+               headers: list[tuple[float, str]]) -> None:
+    """Rows labelled by `labels`; each family's name in bold on its own row, starting at the left
+    of the panel's column of the figure, so that a long name takes no width from the plot."""
+    ax.set_yticks(positions, labels)
+    spec = ax.get_subplotspec()
+    left = 0.0 if spec is None else spec.colspan.start / spec.get_gridspec().ncols
+    for position, name in headers:
+        header = ax.annotate(name, (left, position), xycoords=("figure fraction", "data"),
+                             xytext=(3, 0), textcoords="offset points", ha="left", va="center",
+                             fontweight="bold", fontsize=FONT_PT, annotation_clip=False)
+        header.set_in_layout(False)
+    ax.set_ylim(max([*positions, *(p for p, _ in headers)], default=0) + 0.7, -0.7)
     ax.grid(axis="y", visible=False)
     ax.tick_params(axis="y", length=0)
 
@@ -554,7 +557,10 @@ def memory_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
             _row_axis(ax, pos, list(part["label"]), headers)
             ax.set_title(str(device))
             ax.set_xlabel("Peak resident memory [MiB]")
-        _legend(fig, _handles(axes[:1]), layout)
+        order = ["runtime", "added", "process"]
+        entries = sorted(_handles(axes[:1]), key=lambda e: [e[1].startswith(w) for w in order]
+                         .index(True))
+        _legend(fig, entries, layout)
         _isa_title(fig, data, layout)
         return fig
 
