@@ -44,7 +44,9 @@ CAPTIONS = {
     "speedup_heatmap": "Speedup over the fp32 baseline per model and device (log colour scale; "
     "above 1 is faster).",
     "trends": "Median latency of each measurement across runs with its 95\\% interval; rings "
-    "mark a run slower than its previous one with confidence.",
+    "mark a run slower than its previous one: the whole 95\\% interval of the ratio of their "
+    "session medians lies above 1 + T, the threshold of \\texttt{edgebench compare} (5\\% by "
+    "default).",
 }
 
 

@@ -637,7 +637,7 @@ def trends_figure(
     position = {r: i for i, r in enumerate(runs["run_id"])}
     data = data.assign(
         x=data["run_id"].map(position),
-        job=data["model"].astype(str) + " / " + data["runtime"].astype(str),
+        job=_with_runtime(data["model"].astype(str), data),
         verdict="" if verdicts is None else verdicts.reindex(data.index).fillna(""),
     )
     every = max(1, math.ceil(len(runs) / (12 if layout.width_in > 5 else 6)))
@@ -675,8 +675,8 @@ def trends_figure(
         if marked:
             ring = Line2D([], [], marker="o", linestyle="", markerfacecolor="none",
                           markeredgecolor="#D55E00", markersize=7, markeredgewidth=1.4)
-            entries.append((ring, f"slower than its previous run (95% CI of the ratio above "
-                                  f"1 + {threshold:g})"))
+            # the rule in full is in the caption; the legend keeps its columns narrow
+            entries.append((ring, f"slower than its previous run beyond {threshold:.0%} (95% CI)"))
         _legend(fig, entries, layout)
         _isa_title(fig, data, layout)
         return fig
