@@ -244,7 +244,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import run_report
 
-    folder = run_report(Path(args.db), args.run, Path(args.out) if args.out else None)
+    folder = run_report(Path(args.db), args.run, Path(args.out) if args.out else None,
+                        style=args.style)
     out.print(f"report written to {folder}/ (open {folder}/index.html)")
     return 0
 
@@ -266,7 +267,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_db_stats(args: argparse.Namespace) -> int:
-    with _existing_store(args.db) as store:
+    with _existing_store(args.db, readonly=True) as store:
         stats = store.stats()
     mib = 1024 * 1024
     out.print(f"{args.db}: {stats.file_bytes / mib:.1f} MiB, {stats.free_bytes / mib:.1f} MiB "
@@ -307,11 +308,11 @@ def _say_vacuum(before: int, after: int) -> None:
               highlight=False)
 
 
-def _existing_store(db: str) -> Store:
+def _existing_store(db: str, *, readonly: bool = False) -> Store:
     # Store() creates a missing database; maintenance commands must not leave an empty one.
     if not Path(db).is_file():
         raise EdgebenchError(f"{db}: no result database here")
-    return Store(db)
+    return Store(db, readonly=readonly)
 
 
 # parser -----------------------------------------------------------------------------------------
@@ -381,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = with_db(sub.add_parser("report", help="tables, plots and an HTML page for a run"))
     report.add_argument("--run", default="latest", help="run id, unique prefix or 'latest'")
     report.add_argument("--out", help="output folder (default reports/<run_id>)")
+    report.add_argument("--style", choices=("html", "paper"), default="html",
+                        help="paper: also single- and double-column PDF figures, figures.tex and "
+                        "LaTeX tables in OUT/paper/")
     report.set_defaults(func=cmd_report)
 
     compare = with_db(sub.add_parser("compare", help="compare two runs job by job"))

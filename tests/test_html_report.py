@@ -66,7 +66,7 @@ def test_page_is_self_contained(report) -> None:
     for ref in files:
         assert "://" not in ref and not ref.startswith("/"), ref
         assert (folder / ref).is_file(), ref
-    assert sum(r.endswith(".png") for r in files) == 6
+    assert sum(r.endswith(".png") for r in files) == 7
     assert "link" not in parser.tags  # no external stylesheets
     assert run in page
 
@@ -140,7 +140,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path: Path) -> None:
             for flag in ("failed", "high_between_session_spread", "throttled"):
                 assert summary.locator(f"td.flag-{flag}").count() > 0, flag
             images = page.locator("img")
-            assert images.count() == 6
+            assert images.count() == 7
             for i in range(images.count()):
                 loaded = images.nth(i).evaluate("img => img.complete && img.naturalWidth > 300")
                 assert loaded, images.nth(i).get_attribute("src")

@@ -86,10 +86,33 @@ def test_report_command_writes_the_folder(db, tmp_path: Path, capsys) -> None:
     assert str(out) in capsys.readouterr().out
     assert (out / "index.html").is_file()
     assert (out / "tables" / "summary.tex").is_file()
-    assert (out / "plots" / "accuracy_latency.pdf").is_file()
+    assert (out / "plots" / "accuracy_latency.png").is_file()
+    assert not (out / "paper").exists()
+    paper = ["report", "--db", str(path), "--run", a, "--out", str(out), "--style", "paper"]
+    assert main(paper) == 0
+    assert (out / "paper" / "accuracy_latency-single.pdf").is_file()
+    assert (out / "paper" / "figures.tex").is_file()
+    with pytest.raises(SystemExit):
+        main(["report", "--db", str(path), "--out", str(out), "--style", "poster"])
+    assert "poster" in capsys.readouterr().err
 
 
 def test_only_harness_report_imports_pandas_and_matplotlib() -> None:
     # scipy is not in the list: the store combines sessions with harness.report.stats
     modules = "harness.cli, harness.store, harness.report, harness.report.console"
     assert loaded_after_import(modules, ("pandas", "matplotlib")) == []
+
+
+def test_db_stats_only_reads(db, tmp_path: Path, capsys) -> None:
+    """`db stats` opens the file read-only: it neither writes the file nor upgrades an old
+    one (a read-write open migrates a schema-1 database in place)."""
+    path, _, _ = db
+    before = path.read_bytes()
+    assert main(["db", "stats", "--db", str(path)]) == 0
+    assert path.read_bytes() == before
+    old = tmp_path / "v1.db"
+    old.write_bytes((Path(__file__).parent / "fixtures" / "store" / "v1.db").read_bytes())
+    before = old.read_bytes()
+    assert main(["db", "stats", "--db", str(old)]) != 0
+    assert "schema version 1" in capsys.readouterr().err
+    assert old.read_bytes() == before

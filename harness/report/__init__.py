@@ -36,16 +36,26 @@ def _open(db: Path) -> Store:
     return Store(db, readonly=True)
 
 
+REPORT_STYLES = ("html", "paper")
+
+
 def run_report(
-    db: Path, run: str = "latest", out: Path | None = None, runs_for_trends: int = 30
+    db: Path,
+    run: str = "latest",
+    out: Path | None = None,
+    runs_for_trends: int = 30,
+    style: str = "html",
 ) -> Path:
     """Write the report of one run (tables, plots, index.html) and return its folder.
 
     The folder is `reports/<run_id>/` unless `out` is given. Trends use this run and up to
     `runs_for_trends - 1` earlier runs on the same devices, each judged against the previous run
-    by the rule of `edgebench compare`.
+    by the rule of `edgebench compare`. `style="paper"` also writes `paper/`: every figure as a
+    single- and a double-column PDF, `figures.tex` and the booktabs tables (`report.paper`).
     """
-    from harness.report import compare, frame, html, plots, stats, tables
+    if style not in REPORT_STYLES:
+        raise EdgebenchError(f"unknown report style {style!r}; known: {', '.join(REPORT_STYLES)}")
+    from harness.report import compare, frame, html, paper, plots, stats, tables
 
     with _open(db) as store:
         run_id = store.resolve_run(run)
@@ -62,17 +72,18 @@ def run_report(
         history = _history(store, runs, run_id, runs_for_trends, df)
         sessions.prefetch(history["job_id"])
         verdicts = compare.verdicts_over_runs(history, sessions.medians, threshold=stats.THRESHOLD)
-        plot_dir = folder / "plots"
-        written = [
-            *plots.accuracy_latency(df, plot_dir),
-            *plots.speedup_by_technique(df, plot_dir),
-            *plots.latency_distributions(df, plot_dir, sessions.samples_ms, sessions.medians),
-            *plots.size_memory(df, plot_dir),
-            *plots.speedup_heatmap(df, plot_dir),
-            *plots.trends(history, plot_dir, verdicts, threshold=stats.THRESHOLD),
-        ]
+        builders = plots.report_figures(
+            df, history, samples=sessions.samples_ms, medians=sessions.medians,
+            verdicts=verdicts, threshold=stats.THRESHOLD,
+        )
+        paper_files: list[Path] = []
+        if style == "paper":
+            written, paper_files = paper.write_paper(folder, builders, df, info, report_tables)
+        else:
+            written = plots.write_figures(builders, folder / "plots")
         html.write_index(folder, info, df, report_tables, table_files, written,
-                         pruned_sessions=store.pruned_sessions(list(df["job_id"])))
+                         pruned_sessions=store.pruned_sessions(list(df["job_id"])),
+                         paper_files=paper_files)
         _record_own_files(folder, foreign)
     return folder
 
@@ -208,4 +219,4 @@ def run_export(
         raise EdgebenchError(f"{out}: cannot write the export ({err})") from err
 
 
-__all__ = ["EXPORT_FORMATS", "run_compare", "run_export", "run_report"]
+__all__ = ["EXPORT_FORMATS", "REPORT_STYLES", "run_compare", "run_export", "run_report"]

@@ -275,9 +275,11 @@ def write_index(
     plots: Sequence[Path],
     *,
     pruned_sessions: int = 0,
+    paper_files: Sequence[Path] = (),
 ) -> Path:
-    """Write `folder/index.html`; paths in `table_files` and `plots` must lie under `folder`.
-    `pruned_sessions`: sessions of this run whose raw samples `edgebench db prune` dropped."""
+    """Write `folder/index.html`; paths in `table_files`, `plots` and `paper_files` (what
+    `report --style paper` wrote) must lie under `folder`. `pruned_sessions`: sessions of this
+    run whose raw samples `edgebench db prune` dropped."""
 
     def rel(path: Path) -> str:
         return _e(path.relative_to(folder).as_posix())
@@ -292,14 +294,28 @@ def write_index(
             f'<h3 id="t-{_e(table.name)}">{_e(table.caption)}</h3>'
             f'<p class="meta">Download: {links}. Click a header to sort.</p>' + table_html(table)
         )
+    paper = {p.name: p for p in paper_files}
     figures = []
     for png in (p for p in plots if p.suffix == ".png"):
         title = PLOT_TITLES.get(png.stem, png.stem)
-        pdf = png.with_suffix(".pdf")
+        pdfs = [
+            f'<a href="{rel(paper[f"{png.stem}-{width}.pdf"])}">PDF, {width} column</a>'
+            for width in ("single", "double")
+            if f"{png.stem}-{width}.pdf" in paper
+        ]
+        links = f" ({', '.join(pdfs)})" if pdfs else ""
         figures.append(
             f'<figure id="f-{_e(png.stem)}"><img src="{rel(png)}" alt="{_e(title)}">'
-            f'<figcaption>{_e(title)} (<a href="{rel(pdf)}">PDF</a>)</figcaption></figure>'
+            f"<figcaption>{_e(title)}{links}</figcaption></figure>"
         )
+    if "figures.tex" in paper:
+        figures.insert(0, f'<p class="meta">For a paper: <a href="{rel(paper["figures.tex"])}">'
+                       "figures.tex</a> includes every figure with a caption written from this "
+                       "run, next to the tables as booktabs LaTeX, in the same folder.</p>")
+    elif figures:
+        figures.insert(0, '<p class="meta">PDF figures for a paper (one and two columns, fonts '
+                       "embedded) and their LaTeX: <code>edgebench report --style paper</code>."
+                       "</p>")
     meta = (
         f"started {_e(run.started_at)}, finished {_e(run.finished_at or 'not finished')}, "
         f"status {_e(run.status)}; suite <code>{_e(run.suite)}</code>; "

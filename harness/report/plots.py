@@ -1,18 +1,29 @@
-"""The report's figures, in one paper-ready style, as PNG (HTML, dashboards) and PDF (papers).
+"""The report's figures, in one print-ready style, for a page (PNG) and for papers (PDF).
 
-Every figure is built on a bare `matplotlib.figure.Figure` (no pyplot state, no GUI backend) under
-one style: the Okabe-Ito palette, which stays distinguishable with the common colour-vision
-deficiencies, with marker shapes as a second cue; fonts that stay readable at a single column's
-width; Type 42 fonts in the PDF so that journals accept it. Each function returns the files it
-wrote, or an empty list when there is nothing to show: no empty figures. Plots only draw: every
-figure and verdict they show comes computed from the frame or from the caller.
+Every figure is built by a `*_figure(data, layout)` function on a bare `matplotlib.figure.Figure`
+(no pyplot state, no GUI backend) for a `Layout`: a single column of a two-column paper (3.3 in)
+or both columns (7 in), with every text at 8-9 pt so that it matches the body text of the common
+templates when included at its own width. The HTML report shows the double-column figure as a PNG;
+`edgebench report --style paper` also writes both widths as PDF with TrueType (Type 42) fonts
+embedded (`harness.report.paper`). `save` writes a built figure in the formats asked for; the
+older `accuracy_latency(df, folder)`-style functions build and save in one call.
+
+One style throughout: the Okabe-Ito palette, which stays distinguishable with the common
+colour-vision deficiencies; marker shapes, hatches and row labels as second cues, so that every
+figure reads in greyscale; a log axis wherever the values span more than a decade; axes limited
+to the data, with intervals longer than the data's range running off the edge; every figure
+states the CPU instruction set it was measured on. Plots only draw: every figure and verdict they
+show comes computed from the frame or from the caller. A function returns None (or no files) when
+there is nothing to show: no empty figures.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +32,7 @@ import numpy as np
 import pandas as pd
 from cycler import cycler
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -28,32 +40,62 @@ from matplotlib.patches import Patch
 
 from harness.report import stats
 from harness.report.frame import pareto_front, variant_label
+from harness.report.labels import place_labels
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+BASELINE_COLOUR = "#555555"
+RUNTIME_COLOUR = "#BBBBBB"
+FONT_PT = 8  # every text; panel titles 9
+TITLE_PT = 9
 STYLE: dict[str, Any] = {
     "axes.prop_cycle": cycler(color=OKABE_ITO),
     "font.family": "DejaVu Sans",
-    "font.size": 9,
-    "axes.titlesize": 10,
+    "font.size": FONT_PT,
+    "axes.titlesize": TITLE_PT,
     "axes.titleweight": "bold",
-    "axes.labelsize": 9,
-    "legend.fontsize": 8,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
+    "axes.labelsize": FONT_PT,
+    "legend.fontsize": FONT_PT,
+    "legend.title_fontsize": FONT_PT,
+    "xtick.labelsize": FONT_PT,
+    "ytick.labelsize": FONT_PT,
+    "figure.titlesize": FONT_PT,
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": True,
     "grid.alpha": 0.3,
     "grid.linewidth": 0.6,
+    "axes.linewidth": 0.6,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "lines.linewidth": 1.0,
+    "hatch.linewidth": 0.6,
     "legend.frameon": False,
     "figure.dpi": 100,
-    "savefig.dpi": 200,
     "pdf.fonttype": 42,
     "ps.fonttype": 42,
     "figure.constrained_layout.use": True,
 }
-BASELINE_COLOUR = "#555555"
+# Row pitch of the horizontal bar and box charts: two lines of 8 pt text fit.
+ROW_IN = 0.19
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a figure goes: its width and how many panels (one per device) sit side by side."""
+
+    name: str
+    width_in: float
+    columns: int
+
+
+SINGLE = Layout("single", 3.3, 1)
+DOUBLE = Layout("double", 7.0, 2)
+LAYOUTS = {layout.name: layout for layout in (SINGLE, DOUBLE)}
+# The HTML page shows the double-column figure: 7 in at 130 dpi is 910 pixels, sharp on a screen
+# and a third of the pixels (and time) of print resolution.
+SCREEN_DPI = 130
+FigureBuilder = Callable[[Layout], "Figure | None"]
 
 
 @contextmanager
@@ -62,96 +104,96 @@ def paper_style() -> Iterator[None]:
         yield
 
 
-def _save(fig: Figure, folder: Path, name: str) -> list[Path]:
+def save(fig: Figure, folder: Path, name: str, formats: Sequence[str] = ("png",),
+         dpi: int = SCREEN_DPI) -> list[Path]:
+    """Write `fig` as `folder/name.<format>` for each format; return the paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
-    for path in paths:
-        # A fixed creation date keeps the PDF byte-identical from one report to the next.
-        metadata = {"CreationDate": None} if path.suffix == ".pdf" else {"Software": None}
-        fig.savefig(path, metadata=metadata)
+    paths = []
+    for fmt in formats:
+        path = folder / f"{name}.{fmt}"
+        # No creation date: the same run gives byte-identical files from one report to the next.
+        metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
+        with paper_style():
+            fig.savefig(path, metadata=metadata, dpi=dpi)
+        paths.append(path)
     return paths
 
 
-def _grid(
-    n: int, width: float = 3.4, height: float = 2.8, cols: int = 2
-) -> tuple[Figure, list[Axes]]:
-    cols = min(cols, n)
+def _figure(layout: Layout, n: int, panel_height: float | Sequence[float]
+            ) -> tuple[Figure, list[Axes]]:
+    """A figure of the layout's width with `n` panels, `layout.columns` side by side at most;
+    `panel_height` in inches (one per row of panels, or one for all)."""
+    cols = max(1, min(layout.columns, n))
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(width * cols, height * rows))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
-    for ax in axes[n:]:
+    heights = [panel_height] * rows if isinstance(panel_height, float | int) else list(
+        panel_height)
+    fig = Figure(figsize=(layout.width_in, sum(heights) + 0.9), layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer for measuring text (label placement)
+    axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={"height_ratios": heights})
+    flat = axes.ravel().tolist()
+    for ax in flat[n:]:
         ax.set_visible(False)
-    return fig, axes[:n]
+    return fig, flat[:n]
+
+
+def _grow(fig: Figure, extra_in: float) -> None:
+    fig.set_figheight(fig.get_figheight() + extra_in)
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
 
 
-def _with_runtime(names: pd.Series, df: pd.DataFrame) -> pd.Series:
+def _with_runtime(names: pd.Series, df: pd.DataFrame, column: str = "runtime") -> pd.Series:
     # The same model name is measured once per runtime (an ONNX and a TFLite artifact); say which
     # only when it is ambiguous.
-    if df["runtime"].nunique(dropna=True) > 1:
-        return names + " / " + df["runtime"].astype(str)
+    if df[column].nunique(dropna=True) > 1:
+        return names + " / " + df[column].astype(str)
     return names
 
 
-def _family(df: pd.DataFrame) -> pd.Series:
+def _family(df: pd.DataFrame, column: str = "runtime") -> pd.Series:
     """The fp32 model (and runtime) each row belongs to: itself for a baseline, else its
     baseline. Compute it on the whole frame, then select, so that labels agree across panels."""
-    return _with_runtime(df["baseline"].where(df["baseline"].notna(), df["model"]).astype(str), df)
+    names = df["baseline"].where(df["baseline"].notna(), df["model"]).astype(str)
+    return _with_runtime(names, df, column)
 
 
-def _job_label(df: pd.DataFrame) -> pd.Series:
-    return _with_runtime(df["model"].astype(str), df)
-
-
-def _figure_legend(fig: Figure, axes: list[Axes], **kwargs: Any) -> None:
-    """One legend for the figure with every label any panel uses, in first-seen order."""
-    seen: dict[str, Any] = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            seen.setdefault(label, handle)
-    extra = kwargs.pop("extra", [])
-    for handle, label in extra:
-        seen[label] = handle
-    if seen:
-        # As many columns as fit the figure's width (about 2.2 inches per entry).
-        fits = max(1, int(fig.get_figwidth() / 2.2))
-        kwargs.setdefault("ncols", min(len(seen), fits))
-        fig.legend(list(seen.values()), list(seen), loc="outside lower center", **kwargs)
-
-
-def _label_offsets(x: np.ndarray, y: np.ndarray) -> list[tuple[int, int]]:
-    """Annotation offsets (points) that put a label below its point when the previous point (by
-    latency) sits close by, so that neighbouring labels do not print over each other."""
-    offsets: list[tuple[int, int]] = [(4, 3)] * len(x)
-    if len(x) < 2:
-        return offsets
-    xs, ys = np.log(np.maximum(x, 1e-12)), y
-    span_x = max(np.ptp(xs), 1e-9)
-    span_y = max(np.ptp(ys), 1e-9)
-    order = np.argsort(xs)
-    for prev, cur in zip(order[:-1], order[1:], strict=True):
-        near = abs(xs[cur] - xs[prev]) < 0.08 * span_x and abs(ys[cur] - ys[prev]) < 0.08 * span_y
-        if near and offsets[prev] == (4, 3):
-            offsets[cur] = (4, -10)
-    return offsets
-
-
-def _colours(keys: list[str]) -> dict[str, tuple[str, str]]:
+def _colours(keys: Sequence[str]) -> dict[str, tuple[str, str]]:
     return {
         k: (OKABE_ITO[i % len(OKABE_ITO)], MARKERS[i % len(MARKERS)]) for i, k in enumerate(keys)
     }
 
 
-def _log_if_wide(ax: Axes, values: np.ndarray, axis: str) -> None:
+def wide(values: np.ndarray) -> bool:
+    """True when the positive values span more than a decade: such an axis is drawn log."""
+    values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values) & (values > 0)]
-    if values.size and values.max() / values.min() > 20:
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    return bool(values.size) and float(values.max() / values.min()) > 10
 
 
-# --- accuracy against latency ------------------------------------------------------------------
+def _limits(values: np.ndarray, lows: np.ndarray | None = None, highs: np.ndarray | None = None,
+            *, log: bool, pad: float = 0.06, reach: float = 0.3) -> tuple[float, float]:
+    """Axis limits that show every value with a margin, and each interval up to `reach` times the
+    values' range beyond them: an interval wider than that runs off the edge rather than
+    squeezing the data into a corner."""
+    def fwd(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, dtype=float)
+        a = a[np.isfinite(a) & (a > 0)] if log else a[np.isfinite(a)]
+        return np.log10(a) if log else a
+
+    v = fwd(values)
+    lo, hi = float(v.min()), float(v.max())
+    span = hi - lo
+    if span <= 0:
+        span = 0.1 if log else max(abs(hi) * 0.1, 1e-9)
+    for bound in (lows, highs):
+        if bound is not None and (b := fwd(bound)).size:
+            lo = min(lo, max(float(b.min()), lo - reach * span))
+            hi = max(hi, min(float(b.max()), hi + reach * span))
+    margin = pad * (hi - lo if hi > lo else span)
+    lo, hi = lo - margin, hi + margin
+    return (10**lo, 10**hi) if log else (lo, hi)
 
 
 def _errors(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -159,330 +201,380 @@ def _errors(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray
     return np.vstack([np.nan_to_num(centre - low), np.nan_to_num(high - centre)])
 
 
-def accuracy_latency(df: pd.DataFrame, folder: Path) -> list[Path]:
-    """Top-1 accuracy against median latency per device, with the Pareto front drawn; error bars
-    are the 95% intervals of both (sessions for latency, Wilson for accuracy)."""
+def _isa_title(fig: Figure, df: pd.DataFrame, layout: Layout) -> None:
+    """Name the CPU instruction set of each device at the top: the kernels a runtime picks, and
+    so its speed and even its int8 accuracy, depend on it."""
+    parts = []
+    for device, part in df.groupby("device", sort=True):
+        isas = sorted({str(v) for v in part["isa"].dropna() if str(v)}) if "isa" in part else []
+        parts.append(f"{device}: {' / '.join(isas) if isas else 'not recorded'}")
+    text = "CPU ISA " + "; ".join(parts)
+    # DejaVu Sans at 8 pt sets about 16 characters an inch
+    lines = textwrap.wrap(text, width=int(layout.width_in * 16), subsequent_indent="  ")
+    fig.suptitle("\n".join(lines), fontsize=FONT_PT, fontweight="normal", ha="left", x=0.01)
+    _grow(fig, 0.14 * len(lines))
+
+
+def _legend(fig: Figure, entries: Sequence[tuple[Any, str]], layout: Layout,
+            title: str | None = None) -> None:
+    """One legend below the panels, as many columns as the longest entry allows."""
+    seen: dict[str, Any] = {}
+    for handle, label in entries:
+        seen.setdefault(label, handle)
+    if not seen:
+        return
+    longest = max(len(label) for label in seen)
+    fits = max(1, int(layout.width_in / (0.35 + 0.065 * longest)))
+    ncols = min(len(seen), fits)
+    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=ncols,
+               title=title, handlelength=1.6, columnspacing=1.0)
+    _grow(fig, 0.17 * math.ceil(len(seen) / ncols) + (0.17 if title else 0))
+
+
+def _handles(axes: Sequence[Axes]) -> list[tuple[Any, str]]:
+    out: list[tuple[Any, str]] = []
+    for ax in axes:
+        out.extend(zip(*ax.get_legend_handles_labels(), strict=True))
+    return out
+
+
+def _freeze(fig: Figure) -> None:
+    """Lay the figure out now and keep it so: label positions are measured on this layout."""
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.execute(fig)
+    fig.set_layout_engine("none")
+
+
+def _rows(data: pd.DataFrame, family: str = "family") -> tuple[pd.DataFrame, list[float],
+                                                                  list[tuple[float, str]]]:
+    """Order rows family by family (the baseline first, then its variants by label) and give
+    each a y position, top down, with a header line per family when there are several. Returns
+    the rows, their positions, and the (position, name) of each header."""
+    data = data.sort_values([family, "is_baseline", "label"], ascending=[True, False, True],
+                            kind="stable")
+    families = list(dict.fromkeys(data[family]))
+    headers = []
+    positions = []
+    y = 0.0
+    for fam in families:
+        if len(families) > 1:
+            headers.append((y, str(fam)))
+            y += 1
+        for _ in range((data[family] == fam).sum()):
+            positions.append(y)
+            y += 1
+    return data, positions, headers
+
+
+def _row_axis(ax: Axes, positions: list[float], labels: list[str],
+               headers: list[tuple[float, str]]) -> None:
+    """Rows labelled by `labels`; each family's name in bold on its own row, starting at the left
+    of the panel's column of the figure, so that a long name takes no width from the plot."""
+    ax.set_yticks(positions, labels)
+    spec = ax.get_subplotspec()
+    left = 0.0 if spec is None else spec.colspan.start / spec.get_gridspec().ncols
+    for position, name in headers:
+        header = ax.annotate(name, (left, position), xycoords=("figure fraction", "data"),
+                             xytext=(3, 0), textcoords="offset points", ha="left", va="center",
+                             fontweight="bold", fontsize=FONT_PT, annotation_clip=False)
+        header.set_in_layout(False)
+    ax.set_ylim(max([*positions, *(p for p, _ in headers)], default=0) + 0.7, -0.7)
+    ax.grid(axis="y", visible=False)
+    ax.tick_params(axis="y", length=0)
+
+
+def _row_height(data_rows: int, headers: int) -> float:
+    return ROW_IN * (data_rows + headers) + 0.55
+
+
+# --- accuracy against latency ------------------------------------------------------------------
+
+
+def accuracy_latency_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
+    """Top-1 accuracy against median latency per device, with the Pareto front drawn and its
+    points labelled; error bars are the 95% intervals of both (t over the session medians for
+    latency, Wilson for accuracy)."""
     data = _ok(df)
     data = data[data["accuracy_top1"].notna() & data["latency_median_ms"].notna()]
     if data.empty:
-        return []
-    data = data.assign(family=_family(data))
-    devices = sorted(data["device"].unique())
-    families = sorted(data["family"].unique())
-    style = _colours(families)
+        return None
+    # accuracies on different datasets share no scale: a panel per device and dataset
+    dataset = data["dataset"].fillna("") if "dataset" in data else pd.Series("", data.index)
+    data = data.assign(family=_family(data), label=data.apply(variant_label, axis=1),
+                       panel_dataset=dataset.astype(str))
+    panels = sorted(data.groupby(["device", "panel_dataset"]).groups)
+    style = _colours(sorted(data["family"].unique()))
     with paper_style():
-        fig, axes = _grid(len(devices), width=3.6, height=3.0)
-        for ax, device in zip(axes, devices, strict=True):
-            part = data[data["device"] == device]
+        height = 2.4 if layout.width_in < 5 else 2.8
+        fig, axes = _figure(layout, len(panels), height)
+        labelled: list[tuple[Axes, np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]] = []
+        for ax, (device, set_name) in zip(axes, panels, strict=True):
+            part = data[(data["device"] == device) & (data["panel_dataset"] == set_name)]
             x = part["latency_median_ms"].to_numpy(float)
             y = part["accuracy_top1"].to_numpy(float) * 100
-            xerr = _errors(
-                x,
-                part["latency_ci95_low_ms"].to_numpy(float),
-                part["latency_ci95_high_ms"].to_numpy(float),
-            )
-            yerr = _errors(
-                y,
-                part["accuracy_top1_low"].to_numpy(float) * 100,
-                part["accuracy_top1_high"].to_numpy(float) * 100,
-            )
-            for fam in families:
+            x_low = part["latency_ci95_low_ms"].to_numpy(float)
+            x_high = part["latency_ci95_high_ms"].to_numpy(float)
+            y_low = part["accuracy_top1_low"].to_numpy(float) * 100
+            y_high = part["accuracy_top1_high"].to_numpy(float) * 100
+            for fam in style:
                 sel = (part["family"] == fam).to_numpy()
                 if not sel.any():
                     continue
                 colour, marker = style[fam]
-                ax.errorbar(
-                    x[sel],
-                    y[sel],
-                    xerr=xerr[:, sel],
-                    yerr=yerr[:, sel],
-                    fmt=marker,
-                    color=colour,
-                    markersize=5,
-                    capsize=2,
-                    elinewidth=0.8,
-                    label=fam,
-                    zorder=3,
-                )
+                ax.errorbar(x[sel], y[sel], xerr=_errors(x, x_low, x_high)[:, sel],
+                            yerr=_errors(y, y_low, y_high)[:, sel], fmt=marker, color=colour,
+                            markersize=4, capsize=1.5, elinewidth=0.6, label=fam, zorder=3)
             front = pareto_front(part, "latency_median_ms", "accuracy_top1").to_numpy()
             order = np.argsort(x[front])
-            ax.step(
-                x[front][order],
-                y[front][order],
-                where="post",
-                color="black",
-                linewidth=1.0,
-                linestyle="--",
-                zorder=2,
-            )
-            ax.scatter(
-                x[front],
-                y[front],
-                s=90,
-                facecolors="none",
-                edgecolors="black",
-                linewidths=1.0,
-                zorder=4,
-            )
-            labels = part.apply(variant_label, axis=1).tolist()
-            for (xi, yi), offset in zip(zip(x, y, strict=True), _label_offsets(x, y), strict=True):
-                ax.annotate(
-                    labels.pop(0), (xi, yi), textcoords="offset points", xytext=offset, fontsize=7
-                )
-            _log_if_wide(ax, x, "x")
-            if ax.get_xscale() == "linear":
+            ax.step(x[front][order], y[front][order], where="post", color="black",
+                    linewidth=0.8, linestyle="--", zorder=2)
+            log = wide(x)
+            if log:
+                ax.set_xscale("log")
+            ax.set_xlim(*_limits(x, x_low, x_high, log=log))
+            ax.set_ylim(*_limits(y, y_low, y_high, log=False))
+            if not log:
                 ax.locator_params(axis="x", nbins=5)
-            ax.set_title(f"Accuracy vs latency: {device}")
+            ax.set_title(f"{device}: {set_name}" if set_name and data["panel_dataset"].nunique()
+                         > 1 else str(device))
             ax.set_xlabel("Median latency [ms] (95% CI)")
             ax.set_ylabel("Top-1 accuracy [%] (95% CI)")
-            ax.margins(x=0.15, y=0.12)
-        front_key = Line2D(
-            [],
-            [],
-            color="black",
-            linestyle="--",
-            linewidth=1.0,
-            marker="o",
-            markerfacecolor="none",
-            markersize=8,
-        )
-        _figure_legend(fig, axes, extra=[(front_key, "Pareto front")])
-        return _save(fig, folder, "accuracy_latency")
+            # the front's points by latency, fastest first: the ones a reader looks for
+            idx = np.flatnonzero(front)[order]
+            labels = part["label"].to_numpy(str)
+            labelled.append((ax, x[idx], y[idx], list(labels[idx]), x[~front], y[~front]))
+        front_key = Line2D([], [], color="black", linestyle="--", linewidth=0.8)
+        _legend(fig, [*_handles(axes), (front_key, "Pareto front (labelled)")], layout)
+        _isa_title(fig, data, layout)
+        _freeze(fig)
+        for ax, fx, fy, names, ox, oy in labelled:
+            place_labels(ax, fx, fy, names, avoid_x=ox, avoid_y=oy, fontsize=FONT_PT)
+        return fig
 
 
 # --- speedup by technique ----------------------------------------------------------------------
 
 
-def speedup_by_technique(df: pd.DataFrame, folder: Path) -> list[Path]:
-    """Grouped bars per device: one group per fp32 model, one bar per technique, 95% CI bars."""
+def speedup_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
+    """One row per compressed variant, grouped under its fp32 model, a bar from 1 to its speedup
+    with the 95% interval (paired by session); one panel per device."""
     data = _ok(df)
     data = data[~data["is_baseline"] & data["speedup"].notna()]
     if data.empty:
-        return []
+        return None
     data = data.assign(family=_family(data), label=data.apply(variant_label, axis=1))
     devices = sorted(data["device"].unique())
-    techniques = sorted(data["label"].unique())
-    colours = _colours(techniques)
-    groups = data.groupby(["device", "family"]).size()
+    colours = _colours(sorted(data["family"].unique()))
+    heights = [_row_height(len(p), p["family"].nunique()) for _, p in data.groupby("device")]
     with paper_style():
-        width_in = max(3.6, 0.5 * groups.groupby(level=0).sum().max() + 1.4)
-        fig, axes = _grid(len(devices), width=width_in, height=2.8)
+        fig, axes = _figure(layout, len(devices), _panel_heights(heights, layout))
         for ax, device in zip(axes, devices, strict=True):
-            part = data[data["device"] == device]
-            families = sorted(part["family"].unique())
-            # Bars of a group sit together (no empty slots for techniques it lacks); colour says
-            # which technique a bar is.
-            width = 0.8 / int(part.groupby("family").size().max())
-            for g, family in enumerate(families):
-                rows = part[part["family"] == family]
-                rows = rows.assign(order=rows["label"].map(techniques.index)).sort_values("order")
-                s = rows["speedup"].to_numpy(float)
-                err = _errors(
-                    s,
-                    rows["speedup_ci95_low"].to_numpy(float),
-                    rows["speedup_ci95_high"].to_numpy(float),
-                )
-                pos = g - width * len(rows) / 2 + width * (np.arange(len(rows)) + 0.5)
-                for k, technique in enumerate(rows["label"]):
-                    ax.bar(
-                        pos[k],
-                        s[k],
-                        width=width * 0.95,
-                        yerr=err[:, k : k + 1],
-                        capsize=2,
-                        color=colours[technique][0],
-                        label=technique,
-                        error_kw={"elinewidth": 0.8},
-                    )
-            ax.axhline(1.0, color=BASELINE_COLOUR, linewidth=0.8, linestyle=":")
-            ax.set_xticks(np.arange(len(families)), families, rotation=15, ha="right")
-            ax.set_title(f"Speedup over fp32: {device}")
-            ax.set_ylabel("Speedup [x] (95% CI)")
-            ax.grid(axis="x", visible=False)
-        _figure_legend(fig, axes, title="Technique")
-        return _save(fig, folder, "speedup_by_technique")
+            part, pos, headers = _rows(data[data["device"] == device])
+            s = part["speedup"].to_numpy(float)
+            low = part["speedup_ci95_low"].to_numpy(float)
+            high = part["speedup_ci95_high"].to_numpy(float)
+            log = wide(s)
+            if log:
+                ax.set_xscale("log")
+            ax.barh(pos, s - 1, left=1, height=0.7,
+                    color=[colours[f][0] for f in part["family"]], edgecolor="black",
+                    linewidth=0.4, xerr=_errors(s, low, high), capsize=1.5,
+                    error_kw={"elinewidth": 0.6})
+            ax.axvline(1.0, color="black", linewidth=0.6)
+            ax.set_xlim(*_limits(np.append(s, 1.0), low, high, log=log))
+            _row_axis(ax, pos, list(part["label"]), headers)
+            ax.set_title(str(device))
+            ax.set_xlabel("Speedup over fp32 [x] (95% CI)")
+        _isa_title(fig, data, layout)
+        return fig
+
+
+def _panel_heights(heights: list[float], layout: Layout) -> list[float]:
+    """One height per row of panels: the tallest of the panels side by side."""
+    cols = max(1, min(layout.columns, len(heights)))
+    return [max(heights[i : i + cols]) for i in range(0, len(heights), cols)]
 
 
 # --- latency distributions ---------------------------------------------------------------------
 
 
-def latency_distributions(
+def latency_distribution_figure(
     df: pd.DataFrame,
-    folder: Path,
-    samples: Callable[[str], np.ndarray],
+    layout: Layout = DOUBLE,
+    samples: Callable[[str], np.ndarray] | None = None,
     medians: Callable[[str], pd.Series] | None = None,
-) -> list[Path]:
+) -> Figure | None:
     """Box plots of the raw samples of all sessions per device, each baseline followed by its
-    variants, with each session's median as a dot beside its box when `medians` is given.
+    variants, with each session's median as a dot under its box when `medians` is given.
 
     Boxes span the quartiles, whiskers p1 to p99: latency has long tails (a page fault, a
     preemption) that would otherwise set the scale; p99 itself is in the tables. The dots show
     the spread between processes, which the pooled box hides and the headline interval is made of.
     """
     data = _ok(df)
-    if data.empty:
-        return []
+    if data.empty or samples is None:
+        return None
     data = data.assign(family=_family(data), label=data.apply(variant_label, axis=1))
+    values = {j: samples(j) for j in data["job_id"]}
+    data = data[[values[j].size > 1 for j in data["job_id"]]]
+    if data.empty:
+        return None
     devices = sorted(data["device"].unique())
     colours = _colours(sorted(data["family"].unique()))
+    heights = [_row_height(len(p), p["family"].nunique()) for _, p in data.groupby("device")]
     with paper_style():
-        most = max(len(data[data["device"] == d]) for d in devices)
-        fig, axes = _grid(len(devices), width=max(5.0, 0.6 * most + 1.5), height=3.2, cols=1)
+        fig, axes = _figure(layout, len(devices), _panel_heights(heights, layout))
         for ax, device in zip(axes, devices, strict=True):
-            part = data[data["device"] == device].sort_values(
-                ["family", "is_baseline", "label"], ascending=[True, False, True], kind="stable"
-            )
-            values = [samples(j) for j in part["job_id"]]
-            keep = [i for i, v in enumerate(values) if v.size > 1]
-            if not keep:
-                ax.set_visible(False)
-                continue
-            pos = np.arange(1, len(keep) + 1)
-            boxes = ax.boxplot(
-                [values[i] for i in keep],
-                positions=pos,
-                whis=(1, 99),
-                showfliers=False,
-                patch_artist=True,
-                widths=0.6,
-                medianprops={"color": "black", "linewidth": 1.5},
-            )
-            for box, i in zip(boxes["boxes"], keep, strict=True):
-                row = part.iloc[i]
+            part, pos, headers = _rows(data[data["device"] == device])
+            boxes = ax.boxplot([values[j] for j in part["job_id"]], positions=pos,
+                               orientation="horizontal", whis=(1, 99), showfliers=False,
+                               patch_artist=True, widths=0.55,
+                               medianprops={"color": "black", "linewidth": 1.2},
+                               whiskerprops={"linewidth": 0.6}, capprops={"linewidth": 0.6})
+            for box, (_, row) in zip(boxes["boxes"], part.iterrows(), strict=True):
                 box.set_facecolor(colours[row["family"]][0])
                 box.set_edgecolor("black")
-                box.set_linewidth(0.6)
-                box.set_alpha(1.0 if row["is_baseline"] else 0.55)
+                box.set_linewidth(0.5)
                 if not row["is_baseline"]:
-                    box.set_hatch("//")
+                    box.set_alpha(0.55)
+                    box.set_hatch("////")
             if medians is not None:
-                for p, i in zip(pos, keep, strict=True):
-                    dots = medians(part.iloc[i]["job_id"]).to_numpy(float)
-                    # beside the box, spread sideways so that equal medians stay countable
-                    ax.scatter(
-                        p + 0.38 + np.linspace(-0.05, 0.05, dots.size),
-                        dots,
-                        s=9,
-                        marker="D",
-                        color="black",
-                        linewidths=0,
-                        zorder=4,
-                    )
-            labels = [
-                f"{part.iloc[i]['family']}\n{part.iloc[i]['label']}"
-                if part.iloc[i]["is_baseline"]
-                else part.iloc[i]["label"]
-                for i in keep
-            ]
-            ax.set_xticks(pos, labels, rotation=30, ha="right")
-            shown = np.concatenate([np.percentile(values[i], [1, 99]) for i in keep])
-            _log_if_wide(ax, shown, "y")
-            ax.set_title(f"Latency distribution: {device}")
-            ax.set_ylabel("Latency [ms]")
-            ax.grid(axis="x", visible=False)
-        if not any(ax.get_visible() for ax in axes):
-            return []
-        key = [
-            Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.6, label="fp32 baseline"),
-            Patch(
-                facecolor="#bbbbbb",
-                edgecolor="black",
-                linewidth=0.6,
-                hatch="//",
-                alpha=0.55,
-                label="compressed variant",
-            ),
-            Line2D([], [], color="black", linewidth=1.5, label="median of all samples"),
+                for p, job in zip(pos, part["job_id"], strict=True):
+                    dots = medians(job).to_numpy(float)
+                    ax.scatter(dots, np.full(dots.size, p + 0.42), s=5, marker="D",
+                               color="black", linewidths=0, zorder=4)
+            shown = np.concatenate([np.percentile(values[j], [1, 99]) for j in part["job_id"]])
+            log = wide(shown)
+            if log:
+                ax.set_xscale("log")
+            ax.set_xlim(*_limits(shown, log=log, pad=0.04))
+            _row_axis(ax, pos, list(part["label"]), headers)
+            ax.set_title(str(device))
+            ax.set_xlabel("Latency [ms]")
+        key: list[tuple[Any, str]] = [
+            (Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.5), "fp32 baseline"),
+            (Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.5, hatch="////",
+                   alpha=0.55), "compressed variant"),
+            (Line2D([], [], color="black", linewidth=1.2), "median of all samples"),
         ]
         if medians is not None:
-            key.append(
-                Line2D(
-                    [],
-                    [],
-                    color="black",
-                    marker="D",
-                    markersize=3,
-                    linestyle="",
-                    label="session medians",
-                )
-            )
-        fig.legend(
-            handles=key,
-            loc="outside lower center",
-            ncols=min(len(key), max(1, int(fig.get_figwidth() / 1.8))),
-            title="box: quartiles of all sessions' samples, whiskers: p1 to p99",
-        )
-        return _save(fig, folder, "latency_distributions")
+            key.append((Line2D([], [], color="black", marker="D", markersize=2.5, linestyle=""),
+                        "session medians"))
+        _legend(fig, key, layout, title="box: quartiles of all samples, whiskers p1 to p99")
+        _isa_title(fig, data, layout)
+        return fig
 
 
-# --- size and memory ---------------------------------------------------------------------------
+# --- model size ---------------------------------------------------------------------------------
 
 
-def size_memory(df: pd.DataFrame, folder: Path) -> list[Path]:
-    """Model file size per artifact and peak resident memory per job and device."""
+def _amount(value: float) -> str:
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
+def _bar_floor(values: np.ndarray, log: bool) -> float:
+    """Where bars start: 0 on a linear axis, a power of ten below the smallest on a log one."""
+    if not log:
+        return 0.0
+    return float(10 ** math.floor(math.log10(float(np.nanmin(values[values > 0])))))
+
+
+def model_size_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
+    """File size of each artifact, grouped under its fp32 model, the number at each bar's end;
+    a log axis when the sizes span more than a decade (a 40 KB digits model beside a 46 MB
+    ResNet18)."""
     sizes = df.drop_duplicates(["model", "format"])
     sizes = sizes[sizes["size_bytes"].notna()]
-    memory = _ok(df)
-    memory = memory[memory["peak_rss_mb"].notna()]
-    if sizes.empty and memory.empty:
-        return []
+    if sizes.empty:
+        return None
+    sizes = sizes.assign(family=_family(sizes, "format"), label=sizes.apply(variant_label, axis=1))
+    part, pos, headers = _rows(sizes)
+    mb = part["size_bytes"].to_numpy(float) / 1e6
     with paper_style():
-        fig, axes = _grid(2, width=3.6, height=max(2.4, 0.28 * max(len(sizes), 1) + 1.0))
-        ax = axes[0]
-        if sizes.empty:
-            ax.set_visible(False)
-        else:
-            sizes = sizes.sort_values("size_bytes")
-            labels = [f"{m} ({f})" for m, f in zip(sizes["model"], sizes["format"], strict=True)]
-            is_base = sizes["baseline"].isna().tolist()
-            bars = ax.barh(
-                labels,
-                sizes["size_bytes"].astype(float) / 1e6,
-                color=[BASELINE_COLOUR if b else OKABE_ITO[0] for b in is_base],
-                edgecolor="black",
-                linewidth=0.4,
-            )
-            for bar, base in zip(bars, is_base, strict=True):
-                if not base:
-                    bar.set_hatch("//")
-            ax.set_xlabel("Model size [MB]")
-            ax.set_title("Model size (solid grey: fp32 baseline)")
-            ax.grid(axis="y", visible=False)
-        ax = axes[1]
-        if memory.empty:
-            ax.set_visible(False)
-        else:
-            wide = memory.assign(job=_job_label(memory)).pivot_table(
-                index="job", columns="device", values="peak_rss_mb", aggfunc="max"
-            )
-            wide = wide.sort_values(list(wide.columns)[0])
-            n = len(wide.columns)
-            height = 0.8 / n
-            for d, device in enumerate(wide.columns):
-                ax.barh(
-                    np.arange(len(wide)) - 0.4 + height * (d + 0.5),
-                    wide[device],
-                    height=height * 0.95,
-                    label=str(device),
-                    color=OKABE_ITO[(d + 1) % len(OKABE_ITO)],
-                )
-            ax.set_yticks(np.arange(len(wide)), list(wide.index))
+        fig, (ax,) = _figure(layout, 1, _row_height(len(part), len(headers)))
+        log = wide(mb)
+        if log:
+            ax.set_xscale("log")
+        floor = _bar_floor(mb, log)
+        is_base = part["is_baseline"].to_numpy(bool)
+        bars = ax.barh(pos, mb - floor, left=floor, height=0.7,
+                       color=[BASELINE_COLOUR if b else OKABE_ITO[0] for b in is_base],
+                       edgecolor="black", linewidth=0.4)
+        for bar, base, value in zip(bars, is_base, mb, strict=True):
+            if not base:
+                bar.set_hatch("////")
+            ax.annotate(_amount(value), (value, bar.get_y() + bar.get_height() / 2),
+                        xytext=(2, 0), textcoords="offset points", va="center", ha="left",
+                        fontsize=FONT_PT)
+        # room for the numbers at the bars' ends
+        ax.set_xlim(floor if log else 0, float(mb.max()) * (6 if log else 1.25))
+        _row_axis(ax, pos, list(part["label"]), headers)
+        ax.set_xlabel("Model file size [MB]" + (" (log scale)" if log else ""))
+        _legend(fig, [(Patch(facecolor=BASELINE_COLOUR, edgecolor="black"), "fp32 baseline"),
+                      (Patch(facecolor=OKABE_ITO[0], edgecolor="black", hatch="////"),
+                       "compressed variant")], layout)
+        return fig
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+
+def memory_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
+    """Peak resident memory of the timed window per job, split into the runtime's own (the
+    process after importing the runtime and loading the data, before the model) and what the
+    model adds; a tick marks the whole process's peak, loading included."""
+    data = _ok(df)
+    data = data[data["timed_peak_rss_mb"].notna() | data["peak_rss_mb"].notna()]
+    if data.empty:
+        return None
+    data = data.assign(family=_family(data), label=data.apply(variant_label, axis=1))
+    devices = sorted(data["device"].unique())
+    heights = [_row_height(len(p), p["family"].nunique()) for _, p in data.groupby("device")]
+    with paper_style():
+        fig, axes = _figure(layout, len(devices), _panel_heights(heights, layout))
+        for ax, device in zip(axes, devices, strict=True):
+            part, pos, headers = _rows(data[data["device"] == device])
+            runtime = part["rss_runtime_mb"].to_numpy(float)
+            peak = part["timed_peak_rss_mb"].to_numpy(float)
+            peak = np.where(np.isfinite(peak), peak, part["peak_rss_mb"].to_numpy(float))
+            split = np.isfinite(runtime)
+            base = np.where(split, runtime, 0.0)
+            model = np.clip(np.where(split, peak - base, peak), 0, None)
+            ax.barh(pos, base, height=0.7, color=RUNTIME_COLOUR, edgecolor="black",
+                    linewidth=0.4, label="runtime, before the model is loaded")
+            ax.barh(pos, model, left=base, height=0.7, color=OKABE_ITO[0], edgecolor="black",
+                    linewidth=0.4, hatch="////", label="added by the model (timed window)")
+            process = part["peak_rss_mb"].to_numpy(float)
+            ax.scatter(process, pos, marker="|", s=60, color="black", linewidths=1.2, zorder=4,
+                       label="process peak, loading included")
+            ends = np.fmax(peak, process)
+            top = float(np.nanmax(ends))
+            for p, value, end in zip(pos, peak, ends, strict=True):
+                ax.annotate(_amount(value), (end, p), xytext=(4, 0), textcoords="offset points",
+                            va="center", ha="left", fontsize=FONT_PT)
+            ax.set_xlim(0, top * 1.22)
+            _row_axis(ax, pos, list(part["label"]), headers)
+            ax.set_title(str(device))
             ax.set_xlabel("Peak resident memory [MiB]")
-            ax.set_title("Peak memory (RSS) per job")
-            ax.legend(title="Device", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-            ax.grid(axis="y", visible=False)
-        return _save(fig, folder, "size_memory")
+        order = ["runtime", "added", "process"]
+        entries = sorted(_handles(axes[:1]), key=lambda e: [e[1].startswith(w) for w in order]
+                         .index(True))
+        _legend(fig, entries, layout)
+        _isa_title(fig, data, layout)
+        return fig
 
 
 # --- speedup heatmap ---------------------------------------------------------------------------
 
 
-def speedup_heatmap(df: pd.DataFrame, folder: Path) -> list[Path]:
-    """Devices x compressed models, coloured by speedup (1 = as fast as fp32)."""
+def speedup_heatmap_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
+    """Devices (and runtimes) x compressed models, coloured by speedup (1 = as fast as fp32),
+    each cell's figure written in it, so that it reads without colour."""
     data = _ok(df)
     data = data[~data["is_baseline"] & data["speedup"].notna()]
     if data.empty:
-        return []
+        return None
     column = data["device"].astype(str)
     if data.groupby("device")["runtime"].nunique().max() > 1:
         column = column + "\n" + data["runtime"].astype(str)
@@ -491,11 +583,7 @@ def speedup_heatmap(df: pd.DataFrame, folder: Path) -> list[Path]:
     )
     values = grid.to_numpy(float)
     with paper_style():
-        # At least as wide as its title and colour bar need, for a run of one device and model.
-        fig = Figure(
-            figsize=(max(4.4, 1.4 + 1.1 * grid.shape[1]), max(2.2, 1.2 + 0.38 * grid.shape[0]))
-        )
-        ax = fig.subplots()
+        fig, (ax,) = _figure(layout, 1, 0.6 + 0.2 * grid.shape[0])
         finite = values[np.isfinite(values) & (values > 0)]
         # Symmetric on a log scale: 2x faster and 2x slower get equally strong colours.
         reach = float(max(finite.max(), 1 / finite.min(), 1.1)) if finite.size else 2.0
@@ -504,41 +592,31 @@ def speedup_heatmap(df: pd.DataFrame, folder: Path) -> list[Path]:
         for (i, j), v in np.ndenumerate(values):
             if np.isfinite(v):
                 dark = abs(norm(v) - 0.5) > 0.3
-                ax.text(
-                    j,
-                    i,
-                    f"{v:.2f}",
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if dark else "black",
-                )
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=FONT_PT,
+                        color="white" if dark else "black")
         ax.set_xticks(np.arange(grid.shape[1]), list(grid.columns))
         ax.set_yticks(np.arange(grid.shape[0]), list(grid.index))
+        ax.tick_params(length=0)
         ax.grid(False)
         ax.spines[:].set_visible(False)
-        ax.set_title("Speedup over fp32 per device")
-        bar = fig.colorbar(image, ax=ax, label="Speedup [x] (log scale)", shrink=0.9)
-        ticks = [
-            t
-            for t in (0.25, 0.5, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 8.0)
-            if 1 / reach <= t <= reach
-        ]
+        bar = fig.colorbar(image, ax=ax, label="Speedup [x] (log)", shrink=0.9, aspect=30)
+        ticks = [t for t in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0) if 1 / reach <= t <= reach]
         bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
         bar.minorticks_off()
-        return _save(fig, folder, "speedup_heatmap")
+        _isa_title(fig, data, layout)
+        return fig
 
 
 # --- trends across runs ------------------------------------------------------------------------
 
 
-def trends(
+def trends_figure(
     history: pd.DataFrame,
-    folder: Path,
+    layout: Layout = DOUBLE,
     verdicts: pd.Series | None = None,
     *,
     threshold: float = stats.THRESHOLD,
-) -> list[Path]:
+) -> Figure | None:
     """Median latency of each job over runs, per device, with its 95% interval; the runs where it
     got slower than in its previous run ringed.
 
@@ -549,7 +627,7 @@ def trends(
     """
     data = _ok(history)
     if data.empty or data["run_id"].nunique() < 2:
-        return []
+        return None
     runs = (
         data[["run_id", "run_started_at"]]
         .drop_duplicates("run_id")
@@ -559,89 +637,145 @@ def trends(
     position = {r: i for i, r in enumerate(runs["run_id"])}
     data = data.assign(
         x=data["run_id"].map(position),
-        job=data["model"].astype(str) + " / " + data["runtime"].astype(str),
+        job=_with_runtime(data["model"].astype(str), data),
         verdict="" if verdicts is None else verdicts.reindex(data.index).fillna(""),
     )
-    every = max(1, math.ceil(len(runs) / 12))
+    every = max(1, math.ceil(len(runs) / (12 if layout.width_in > 5 else 6)))
     ticks = list(range(0, len(runs), every))
     tick_labels = [pd.Timestamp(runs["run_started_at"][i]).strftime("%m-%d %H:%M") for i in ticks]
     devices = sorted(data["device"].unique())
+    style = _colours(sorted(data["job"].unique()))
     with paper_style():
-        fig, axes = _grid(len(devices), width=7.0, height=2.8, cols=1)
+        fig, axes = _figure(Layout(layout.name, layout.width_in, 1), len(devices), 2.2)
         marked = False
         for ax, device in zip(axes, devices, strict=True):
             part = data[data["device"] == device]
-            jobs = sorted(part["job"].unique())
-            style = _colours(jobs)
-            for job in jobs:
+            for job in sorted(part["job"].unique()):
                 series = part[part["job"] == job].sort_values("x")
                 colour, marker = style[job]
                 y = series["latency_median_ms"].to_numpy(float)
-                err = np.vstack(
-                    [
-                        np.nan_to_num(y - series["latency_ci95_low_ms"].to_numpy(float)),
-                        np.nan_to_num(series["latency_ci95_high_ms"].to_numpy(float) - y),
-                    ]
-                )
+                err = _errors(y, series["latency_ci95_low_ms"].to_numpy(float),
+                              series["latency_ci95_high_ms"].to_numpy(float))
                 x = series["x"].to_numpy()
-                ax.errorbar(
-                    x,
-                    y,
-                    yerr=err,
-                    color=colour,
-                    marker=marker,
-                    markersize=4,
-                    linewidth=1.0,
-                    capsize=2,
-                    label=job,
-                )
+                ax.errorbar(x, y, yerr=err, color=colour, marker=marker, markersize=3,
+                            linewidth=0.8, elinewidth=0.6, capsize=1.5, label=job)
                 worse = (series["verdict"] == stats.SLOWER).to_numpy()
                 if worse.any():
                     marked = True
-                    ax.scatter(
-                        x[worse],
-                        y[worse],
-                        s=110,
-                        facecolors="none",
-                        edgecolors="#D55E00",
-                        linewidths=1.8,
-                        zorder=5,
-                    )
-            _log_if_wide(ax, part["latency_median_ms"].to_numpy(float), "y")
+                    ax.scatter(x[worse], y[worse], s=70, facecolors="none", edgecolors="#D55E00",
+                               linewidths=1.4, zorder=5)
+            if wide(part["latency_median_ms"].to_numpy(float)):
+                ax.set_yscale("log")
             ax.set_xticks(ticks, tick_labels, rotation=30, ha="right")
             ax.set_xlim(-0.5, len(runs) - 0.5)
-            ax.set_title(f"Median latency over runs: {device}")
+            ax.set_title(str(device))
             ax.set_ylabel("Median latency [ms]")
             ax.set_xlabel("Run (start time, UTC)")
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+        entries = _handles(axes)
         if marked:
-            ring = Line2D(
-                [],
-                [],
-                marker="o",
-                linestyle="",
-                markerfacecolor="none",
-                markeredgecolor="#D55E00",
-                markersize=9,
-                markeredgewidth=1.8,
-            )
-            fig.legend(
-                [ring],
-                [
-                    f"slower than its previous run (whole 95% CI of the ratio above "
-                    f"1 + {threshold:g})"
-                ],
-                loc="outside lower center",
-            )
-        return _save(fig, folder, "trends")
+            ring = Line2D([], [], marker="o", linestyle="", markerfacecolor="none",
+                          markeredgecolor="#D55E00", markersize=7, markeredgewidth=1.4)
+            # the rule in full is in the caption; the legend keeps its columns narrow
+            entries.append((ring, f"slower than its previous run beyond {threshold:.0%} (95% CI)"))
+        _legend(fig, entries, layout)
+        _isa_title(fig, data, layout)
+        return fig
 
 
+# --- building and saving in one call -------------------------------------------------------------
+
+FIGURE_NAMES = (
+    "accuracy_latency",
+    "speedup_by_technique",
+    "latency_distributions",
+    "model_size",
+    "memory",
+    "speedup_heatmap",
+    "trends",
+)
 PLOT_TITLES = {
-    "accuracy_latency": "Accuracy against latency, Pareto front dashed",
+    "accuracy_latency": "Top-1 accuracy against median latency, Pareto front dashed and labelled",
     "speedup_by_technique": "Speedup over the fp32 baseline by technique",
     "latency_distributions": "Latency distributions from the raw samples of all sessions (p1 to"
     " p99), session medians as dots",
-    "size_memory": "Model size and peak memory",
+    "model_size": "Model file size",
+    "memory": "Peak memory: the runtime's own and what the model adds",
     "speedup_heatmap": "Speedup per device and model",
     "trends": "Median latency across runs (95% CI), slower than the previous run ringed",
 }
+
+
+def report_figures(
+    df: pd.DataFrame,
+    history: pd.DataFrame | None = None,
+    *,
+    samples: Callable[[str], np.ndarray] | None = None,
+    medians: Callable[[str], pd.Series] | None = None,
+    verdicts: pd.Series | None = None,
+    threshold: float = stats.THRESHOLD,
+) -> dict[str, FigureBuilder]:
+    """Every figure of a run's report, by name (`FIGURE_NAMES`), as a builder of a layout."""
+    return {
+        "accuracy_latency": lambda lay: accuracy_latency_figure(df, lay),
+        "speedup_by_technique": lambda lay: speedup_figure(df, lay),
+        "latency_distributions": lambda lay: latency_distribution_figure(df, lay, samples,
+                                                                         medians),
+        "model_size": lambda lay: model_size_figure(df, lay),
+        "memory": lambda lay: memory_figure(df, lay),
+        "speedup_heatmap": lambda lay: speedup_heatmap_figure(df, lay),
+        "trends": lambda lay: None if history is None else trends_figure(
+            history, lay, verdicts, threshold=threshold),
+    }
+
+
+def write_figures(builders: dict[str, FigureBuilder], folder: Path, layout: Layout = DOUBLE,
+                  formats: Sequence[str] = ("png",), suffix: str = "",
+                  dpi: int = SCREEN_DPI) -> list[Path]:
+    """Build each figure once for `layout` and write it in every format as
+    `folder/<name><suffix>.<format>`; figures with nothing to show write nothing."""
+    written: list[Path] = []
+    for name, build in builders.items():
+        fig = build(layout)
+        if fig is not None:
+            written += save(fig, folder, f"{name}{suffix}", formats, dpi)
+    return written
+
+
+def _one(name: str, fig: Figure | None, folder: Path, formats: Sequence[str]) -> list[Path]:
+    return [] if fig is None else save(fig, folder, name, formats)
+
+
+def accuracy_latency(df: pd.DataFrame, folder: Path, *, layout: Layout = DOUBLE,
+                     formats: Sequence[str] = ("png",)) -> list[Path]:
+    return _one("accuracy_latency", accuracy_latency_figure(df, layout), folder, formats)
+
+
+def speedup_by_technique(df: pd.DataFrame, folder: Path, *, layout: Layout = DOUBLE,
+                         formats: Sequence[str] = ("png",)) -> list[Path]:
+    return _one("speedup_by_technique", speedup_figure(df, layout), folder, formats)
+
+
+def latency_distributions(df: pd.DataFrame, folder: Path, samples: Callable[[str], np.ndarray],
+                          medians: Callable[[str], pd.Series] | None = None, *,
+                          layout: Layout = DOUBLE, formats: Sequence[str] = ("png",)
+                          ) -> list[Path]:
+    fig = latency_distribution_figure(df, layout, samples, medians)
+    return _one("latency_distributions", fig, folder, formats)
+
+
+def size_memory(df: pd.DataFrame, folder: Path, *, layout: Layout = DOUBLE,
+                formats: Sequence[str] = ("png",)) -> list[Path]:
+    return [*_one("model_size", model_size_figure(df, layout), folder, formats),
+            *_one("memory", memory_figure(df, layout), folder, formats)]
+
+
+def speedup_heatmap(df: pd.DataFrame, folder: Path, *, layout: Layout = DOUBLE,
+                    formats: Sequence[str] = ("png",)) -> list[Path]:
+    return _one("speedup_heatmap", speedup_heatmap_figure(df, layout), folder, formats)
+
+
+def trends(history: pd.DataFrame, folder: Path, verdicts: pd.Series | None = None, *,
+           threshold: float = stats.THRESHOLD, layout: Layout = DOUBLE,
+           formats: Sequence[str] = ("png",)) -> list[Path]:
+    fig = trends_figure(history, layout, verdicts, threshold=threshold)
+    return _one("trends", fig, folder, formats)

@@ -1,0 +1,148 @@
+"""`edgebench report --style paper`: the figures as PDFs for one and for two columns, and a LaTeX
+snippet that includes them with captions written from the run, next to the booktabs tables.
+
+The folder `paper/` of a report is meant to be copied into a paper's sources as it is:
+`<figure>-single.pdf` (3.3 in wide, for `\\columnwidth`) and `<figure>-double.pdf` (7 in, for
+`\\textwidth`), both with their fonts embedded as TrueType (Type 42, which journals accept and
+which stay editable) and every text at 8-9 pt, so that a figure included at its own width matches
+the text around it; `figures.tex` with one `figure` environment per figure (the double-column
+`figure*` alternative beside it, commented out); and the run's tables as booktabs `.tex` files.
+A caption says what was measured where: device, CPU instruction set, runtimes and their
+versions, threads, sessions per measurement and the run, from the rows themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from harness.report import plots
+from harness.report.tables import Table, latex_escape, to_latex
+
+if TYPE_CHECKING:
+    from harness.store import RunInfo
+
+PAPER_DIR = "paper"
+# What each figure shows and how to read it; the run's facts follow.
+CAPTIONS = {
+    "accuracy_latency": "Top-1 accuracy against median latency. Error bars: 95\\% intervals, a t "
+    "interval over the session medians for latency and a Wilson interval for accuracy. Dashed: "
+    "the Pareto front, whose points are labelled by technique; every point is in the tables.",
+    "speedup_by_technique": "Speedup of each compressed variant over its fp32 baseline (same "
+    "device, runtime and threads), with its 95\\% interval from the session medians paired "
+    "session by session.",
+    "latency_distributions": "Latency of every timed iteration of all sessions: boxes span the "
+    "quartiles, whiskers p1 to p99, the line is the median of all samples, dots are the medians "
+    "of single sessions (fresh processes). Hatched: compressed variants.",
+    "model_size": "Size of each model file; hatched: compressed variants.",
+    "memory": "Peak resident memory during the timed window: the runtime's own (process after "
+    "importing the runtime and loading the data, grey) and what the model adds (hatched); the "
+    "tick marks the process peak including loading.",
+    "speedup_heatmap": "Speedup over the fp32 baseline per model and device (log colour scale; "
+    "above 1 is faster).",
+    "trends": "Median latency of each measurement across runs with its 95\\% interval; rings "
+    "mark a run slower than its previous one: the whole 95\\% interval of the ratio of their "
+    "session medians lies above 1 + T, the threshold of \\texttt{edgebench compare} (5\\% by "
+    "default).",
+}
+
+
+def _join(values: Sequence[str]) -> str:
+    values = list(values)
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
+
+
+def run_facts(df: pd.DataFrame, run_id: str) -> str:
+    """One sentence of what the figures of a run were measured on, for every caption."""
+    ok = df[df["status"] == "ok"]
+    rows = ok if len(ok) else df
+    devices = []
+    for device, part in rows.groupby("device", sort=True):
+        isa = sorted({str(v) for v in part["isa"].dropna() if str(v)})
+        threads = sorted({int(t) for t in part["threads"].dropna()})
+        thread_text = _join([str(t) for t in threads]) + (" thread" if threads == [1] else
+                                                          " threads") if threads else ""
+        details = "; ".join(filter(None, [
+            f"CPU ISA {' / '.join(isa)}" if isa else "CPU ISA not recorded", thread_text]))
+        devices.append(f"{device} ({details})")
+    runtimes = sorted({f"{r} {v}" for r, v in zip(rows["runtime"], rows["runtime_version"],
+                                                   strict=True) if pd.notna(r)})
+    sessions = sorted({int(s) for s in rows["sessions"].dropna()})
+    session_text = (
+        f"{_join([str(s) for s in sessions])} session{'s' if sessions != [1] else ''} "
+        "(fresh processes, interleaved) per measurement" if sessions else ""
+    )
+    parts = [f"Measured on {_join(devices)}", f"with {_join(runtimes)}" if runtimes else "",
+             session_text, f"run {run_id}"]
+    return latex_escape("; ".join(filter(None, parts)) + ".")
+
+
+def figures_tex(names: Sequence[str], df: pd.DataFrame, run_id: str) -> str:
+    facts = run_facts(df, run_id)
+    out = [
+        f"% edgebench figures of run {run_id}: \\usepackage{{graphicx}}; copy this folder beside",
+        "% your .tex and add \\graphicspath{{paper/}} (or its path) to the preamble.",
+        "% Each figure is set at one column's width; the two-column variant (figure*) is beside",
+        "% it, commented out.",
+        "",
+    ]
+    for name in names:
+        label = "fig:" + name.replace("_", "-")
+        caption = f"{CAPTIONS.get(name, plots.PLOT_TITLES.get(name, name))} {facts}"
+        out += [
+            "\\begin{figure}[tbp]",
+            "  \\centering",
+            f"  \\includegraphics[width=\\columnwidth]{{{name}-single}}",
+            f"  \\caption{{{caption}}}",
+            f"  \\label{{{label}}}",
+            "\\end{figure}",
+            "% \\begin{figure*}[tbp]",
+            "%   \\centering",
+            f"%   \\includegraphics[width=\\textwidth]{{{name}-double}}",
+            f"%   \\caption{{{caption}}}",
+            f"%   \\label{{{label}}}",
+            "% \\end{figure*}",
+            "",
+        ]
+    return "\n".join(out)
+
+
+def write_paper(
+    folder: Path,
+    builders: dict[str, plots.FigureBuilder],
+    df: pd.DataFrame,
+    run: RunInfo,
+    tables: Sequence[Table],
+) -> tuple[list[Path], list[Path]]:
+    """Write the page's PNGs into `folder/plots/` and the paper's PDFs, `figures.tex` and table
+    `.tex` files into `folder/paper/`; return (PNGs, paper files). Each figure is built once per
+    width: the double-column one gives both the PNG and its PDF."""
+    plot_dir, paper_dir = folder / "plots", folder / PAPER_DIR
+    pngs: list[Path] = []
+    files: list[Path] = []
+    names = []
+    for name, build in builders.items():
+        double = build(plots.DOUBLE)
+        if double is None:
+            continue
+        names.append(name)
+        pngs += plots.save(double, plot_dir, name, ("png",))
+        files += plots.save(double, paper_dir, f"{name}-double", ("pdf",))
+        single = build(plots.SINGLE)
+        if single is not None:
+            files += plots.save(single, paper_dir, f"{name}-single", ("pdf",))
+    tex = paper_dir / "figures.tex"
+    paper_dir.mkdir(parents=True, exist_ok=True)
+    tex.write_text(figures_tex(names, df, run.run_id), encoding="utf-8")
+    files.append(tex)
+    for table in tables:
+        path = paper_dir / f"{table.name}.tex"
+        path.write_text(to_latex(table), encoding="utf-8")
+        files.append(path)
+    return pngs, files
+
+
+__all__ = ["CAPTIONS", "PAPER_DIR", "figures_tex", "run_facts", "write_paper"]
