@@ -179,7 +179,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = runner.BenchOptions(runtimes=tuple(args.runtime or ()), threads=args.threads,
                                   quick=args.quick, sessions=args.sessions,
                                   max_sessions=args.max_sessions, settings=settings,
-                                  force_threads=args.force_threads)
+                                  force_threads=args.force_threads, profile=args.profile)
     failures: list[tuple[str, str]] = []
     if args.input_shape and not args.model:
         raise EdgebenchError("--input-shape goes with --model; a suite's models set input_size")
@@ -227,7 +227,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                           on_event=on_event)
         for d in devices:
             progress.update(tasks[d.name], description=escape(f"{d.name}: done"))
+        job_ids = [r["job_id"] for r in records]
+        profiled = (store.profiles(job_ids), store.profile_ops(job_ids)) if args.profile \
+            else None
     out.print(_summary_table(records))
+    if profiled is not None:
+        from harness.report.profile import console_table
+
+        out.print(console_table(records, *profiled))
     out.print(f"run [bold]{run_id}[/] stored in {args.db}; `edgebench report --run {run_id}`")
     bad = [r for r in records if r["status"] == "failed"]
     unreachable = [r for r in bad if r["error_kind"] == "transport"]
@@ -375,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default) or numpy in and out")
     bench.add_argument("--input-shape", type=_input_shape, metavar="N,C,H,W",
                        help="with --model: the input shape to measure, for dynamic dimensions")
+    bench.add_argument("--profile", action="store_true",
+                       help="one extra, untimed session per measurement under the engine's "
+                       "per-operator profiler; stored, printed and in the report")
     bench.add_argument("--build-dir", default="models/build")
     bench.set_defaults(func=cmd_bench)
 

@@ -45,7 +45,7 @@ def run_report(
     `runs_for_trends - 1` earlier runs on the same devices, each judged against the previous run
     by the rule of `edgebench compare`.
     """
-    from harness.report import compare, frame, html, plots, stats, tables
+    from harness.report import compare, frame, html, plots, profile, stats, tables
 
     with _open(db) as store:
         run_id = store.resolve_run(run)
@@ -71,8 +71,12 @@ def run_report(
             *plots.speedup_heatmap(df, plot_dir),
             *plots.trends(history, plot_dir, verdicts, threshold=stats.THRESHOLD),
         ]
+        job_ids = list(df["job_id"])
         html.write_index(folder, info, df, report_tables, table_files, written,
-                         pruned_sessions=store.pruned_sessions(list(df["job_id"])))
+                         pruned_sessions=store.pruned_sessions(job_ids),
+                         operators=profile.html_section(
+                             df[["job_id", "device", "model", "runtime"]].to_dict("records"),
+                             store.profiles(job_ids), store.profile_ops(job_ids)))
         _record_own_files(folder, foreign)
     return folder
 

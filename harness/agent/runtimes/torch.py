@@ -59,6 +59,7 @@ class TorchRuntime(Runtime):
         self._device_ns: list[int] = []
         self._inference: Any = None
         self._options: dict[str, Any] = {}
+        self._threads_before: int | None = None
 
     def version(self) -> str:
         return str(torch.__version__)
@@ -89,6 +90,7 @@ class TorchRuntime(Runtime):
         if cuda_graphs and device.type != "cuda":
             raise ModelLoadError("bad_option", "cuda_graphs needs device cuda")
         threads = options.get("threads")
+        self._threads_before = torch.get_num_threads()  # restored by close (host builds)
         if threads:
             torch.set_num_threads(int(threads))
         self.device, self.dtype = device, _DTYPES[precision]
@@ -270,6 +272,9 @@ class TorchRuntime(Runtime):
         if self._inference is not None:
             self._inference.__exit__(None, None, None)
             self._inference = None
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
         self.model = self.program = self._graph = None
 
 
