@@ -169,16 +169,40 @@ def get_runtime(name: str) -> Runtime:
     return module.RUNTIME()
 
 
+# Runtimes whose engine is too heavy to import just to say it is there (torch takes seconds and
+# hundreds of MB): `available_runtimes` asks the package metadata instead.
+CHECKED_BY_METADATA = {"torch": "torch"}
+
+
 def available_runtimes() -> dict[str, dict[str, Any]]:
     """Which runtimes can be used here, with versions or the reason they cannot."""
+    import importlib.util
+
     found: dict[str, dict[str, Any]] = {}
     for name in sorted(RUNTIME_MODULES):
+        package = CHECKED_BY_METADATA.get(name)
+        if package is not None:
+            if importlib.util.find_spec(package) is None:
+                found[name] = {"available": False,
+                               "reason": f"{name} is not installed on this device"}
+            else:
+                found[name] = {"available": True, "version": _package_version(package)}
+            continue
         try:
             rt = get_runtime(name)
             found[name] = {"available": True, "version": rt.version()}
         except RuntimeUnavailable as err:
             found[name] = {"available": False, "reason": str(err)}
     return found
+
+
+def _package_version(package: str) -> str:
+    try:
+        from importlib import metadata
+
+        return str(metadata.version(package))
+    except Exception:  # noqa: BLE001 - a version we cannot read is not a missing engine
+        return "unknown"
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.ndarray:
