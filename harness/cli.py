@@ -73,6 +73,11 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     out.print(f"  {fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs, "
               f"{_fmt(fp.get('mem_total_mb'), '.0f')} MB, {fp.get('os')}, "
               f"kernel {fp.get('kernel')}")
+    gpu = fp.get("gpu") or {}
+    gpus = ", ".join(f"{g.get('name')} ({_fmt(g.get('memory_total_mb'), '.0f')} MB)"
+                     for g in gpu.get("gpus") or [])
+    out.print(f"  GPU: {escape(gpus)}, driver {gpu.get('driver')}, CUDA {gpu.get('cuda_driver')}"
+              if gpus else f"  GPU: none found ({escape(str(gpu.get('absent', 'not probed')))})")
     table = Table("runtime", "present", "version / reason", "profile wants it")
     missing = [] if fp.get("numpy") else ["numpy"]
     for name, rt in info["runtimes"].items():
@@ -81,6 +86,14 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
             missing.append(name)
         table.add_row(name, "yes" if rt["available"] else "no",
                       rt.get("version") or rt.get("reason", ""), "yes" if wanted else "")
+        # execution providers the profile asks for (TensorRT, CUDA) must be in this build
+        asked = (profile.runtime_options.get(name) or {}).get("providers") or []
+        if wanted and rt["available"] and "providers" in rt:
+            for provider in asked:
+                if provider not in rt["providers"]:
+                    missing.append(f"{name} {provider}")
+                    table.add_row(f"  {provider}", "no", "not in this "
+                                  f"{name} build: " + ", ".join(rt["providers"]), "yes")
     for name in profile.runtimes:
         if name not in info["runtimes"]:
             missing.append(name)

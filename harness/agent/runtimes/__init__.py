@@ -94,6 +94,10 @@ class Runtime:
         """The settings actually in force, as the engine reports them."""
         return {}
 
+    def capabilities(self) -> dict[str, Any]:
+        """What `devices check` should know beyond the version (ORT: execution providers)."""
+        return {}
+
     def timer(self) -> str:
         """What the per-iteration samples measure: `perf_counter` (the host clock around `run`)
         or `cuda_events` (CUDA events around the model call on the GPU's own clock)."""
@@ -190,7 +194,7 @@ def available_runtimes() -> dict[str, dict[str, Any]]:
             continue
         try:
             rt = get_runtime(name)
-            found[name] = {"available": True, "version": rt.version()}
+            found[name] = {"available": True, "version": rt.version(), **rt.capabilities()}
         except RuntimeUnavailable as err:
             found[name] = {"available": False, "reason": str(err)}
     return found

@@ -62,6 +62,9 @@ class OnnxRuntime(Runtime):
     def version(self) -> str:
         return str(ort.__version__)
 
+    def capabilities(self) -> dict[str, Any]:
+        return {"providers": list(ort.get_available_providers())}
+
     def load(self, model_path: str, options: dict[str, Any]) -> None:
         so = ort.SessionOptions()
         threads = options.get("threads")
