@@ -75,7 +75,8 @@ def run_report(
         html.write_index(folder, info, df, report_tables, table_files, written,
                          pruned_sessions=store.pruned_sessions(job_ids),
                          operators=profile.html_section(
-                             df[["job_id", "device", "model", "runtime"]].to_dict("records"),
+                             df[["job_id", "device", "model", "runtime", "isa", "accelerator"]]
+                             .to_dict("records"),
                              store.profiles(job_ids), store.profile_ops(job_ids)))
         _record_own_files(folder, foreign)
     return folder

@@ -17,6 +17,7 @@ from harness.report.console import format_value
 
 TOP_SHOWN = 5  # operators per measurement in the CLI table
 TYPES_SHOWN = 8  # operator types per measurement in the report
+OPS_SHOWN = 10  # operators per measurement in the report (the store keeps 20)
 
 
 def _share(value: Any) -> str:
@@ -67,6 +68,9 @@ def console_table(records: Sequence[Mapping[str, Any]], profiles: Sequence[Mappi
         where = placement_text(prof.get("placement"))
         if where:
             table.add_row("", "", "", f"placement: {where}", "", "", "", "")
+        what = f"ISA {rec.get('isa')}" + (f", GPU {rec['accelerator']}"
+                                          if rec.get("accelerator") else "")
+        table.add_row("", "", "", what, "", "", "", "")
     return table
 
 
@@ -92,8 +96,12 @@ def html_section(records: Sequence[Mapping[str, Any]], profiles: Sequence[Mappin
         fallback = (prof.get("placement") or {}).get("cpu_fallback")
         badge = ' <span class="badge cpu_fallback">cpu_fallback</span>' if fallback else ""
         parts.append(f'<h3 class="profile">{title}{badge}</h3>')
-        meta = [f"tool <code>{_e(prof.get('tool'))}</code>",
-                f"{_e(prof.get('iterations'))} iterations"]
+        # every figure says what produced it: the CPU's instruction set, and the GPU if any
+        meta = [f"ISA <code>{_e(rec.get('isa'))}</code>"]
+        if rec.get("accelerator"):
+            meta.append(f"GPU <code>{_e(rec['accelerator'])}</code>")
+        meta += [f"tool <code>{_e(prof.get('tool'))}</code>",
+                 f"{_e(prof.get('iterations'))} iterations"]
         if prof.get("total_ms") is not None:
             meta.append(f"{format_value(prof['total_ms'], '.4g')} ms of operators per inference")
         if prof.get("note"):
@@ -104,7 +112,7 @@ def html_section(records: Sequence[Mapping[str, Any]], profiles: Sequence[Mappin
         if where:
             meta.append("placement: " + _e(where))
         parts.append(f'<p class="meta">{"; ".join(meta)}</p>')
-        rows = [op for op in ops if op["job_id"] == prof["job_id"]]
+        rows = [op for op in ops if op["job_id"] == prof["job_id"]][:OPS_SHOWN]
         if rows:
             body = "".join(
                 f"<tr><td class=\"num\">{op['rank']}</td><td>{_e(op['name'])}</td>"
