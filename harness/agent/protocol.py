@@ -25,9 +25,9 @@ A job is one session: a fresh agent process that loads the model, warms up and t
 The host runs several sessions of each (artifact, runtime, device), interleaved with the other
 artifacts, and combines them.
 
-A job with `profile` is the measurement's extra profile session: load and warm up as usual, then
-run `iterations` under the engine's per-operator profiler and answer with `profile` instead of
-latency samples; it is never one of the timed sessions.
+A job with `profile` is the measurement's extra profile session: load, warm up by count
+(`warmup_min` runs), then run `iterations` under the engine's per-operator profiler and answer
+with `profile` instead of latency samples; it is never one of the timed sessions.
 
 A job `{"protocol_version": 2, "job_id": "check", "check": true}` measures nothing and answers
 with `check` (python, fingerprint, state, runtimes present): that is `edgebench devices check`.
