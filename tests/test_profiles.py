@@ -32,6 +32,8 @@ def test_onnxruntime_profile_has_every_node_with_its_provider(tiny_onnx: Path) -
     assert result["status"] == "ok", result["error"]
     # a profile session times no latency: it is never one of the timed sessions
     assert result["latency"] is None and result["samples_ns"] == []
+    # warmed up by count alone: ORT's profiler records every run from the session's start
+    assert result["warmup_n"] == protocol.QUICK_SETTINGS["warmup_min"]
     profile = result["profile"]
     assert profile["tool"] == "onnxruntime" and profile["timed"] is True
     graph = onnx.load(tiny_onnx).graph
