@@ -29,7 +29,7 @@ timeout 240 "$PY" benchmarks/gpu.py --check || status=1
 if "$PY" -c 'import pytest' 2>/dev/null; then
   echo "== GPU tests (pytest -m gpu)"
   timeout 240 "$PY" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" \
-    -W "ignore::DeprecationWarning" tests/test_torch_runtime.py || status=1
+    -W "ignore::DeprecationWarning" tests/test_torch_runtime.py tests/test_gpu_probe.py || status=1
 else
   echo "== pytest absent: GPU tests skipped (the --check above covers the same paths)"
 fi
