@@ -38,12 +38,15 @@ from harness.errors import ConfigError, EdgebenchError
 
 # The model formats edgebench knows and the file suffix each is stored under: the one list. (The
 # agent's runtimes declare the formats they load themselves: the agent ships without harness.)
-FORMAT_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "tensorrt": ".engine", "torch": ".pt2"}
+# (No `.engine`: TensorRT runs as ONNX Runtime's execution provider, building its engine from the
+# ONNX file on the device and caching it there.)
+FORMAT_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "torch": ".pt2"}
 FORMATS = tuple(FORMAT_SUFFIX)
 FORMAT_BY_SUFFIX = {suffix: fmt for fmt, suffix in FORMAT_SUFFIX.items()}
-# What `edgebench build` exports; the other formats are benchmarked from files built elsewhere (a
-# TensorRT engine is built on the Jetson from the ONNX file).
-BUILD_FORMATS = ("onnx", "tflite")
+# What `edgebench build` exports (a suite without `formats` gets DEFAULT_BUILD_FORMATS); the
+# other formats are benchmarked from files built elsewhere.
+BUILD_FORMATS = ("onnx", "tflite", "torch")
+DEFAULT_BUILD_FORMATS = ("onnx", "tflite")
 MANIFEST_SUFFIX = ".manifest.json"
 
 # Names from a suite, profile or manifest become parts of paths (`<build>/<model>.onnx`,

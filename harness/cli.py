@@ -73,6 +73,11 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     out.print(f"  {fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs, "
               f"{_fmt(fp.get('mem_total_mb'), '.0f')} MB, {fp.get('os')}, "
               f"kernel {fp.get('kernel')}")
+    gpu = fp.get("gpu") or {}
+    gpus = ", ".join(f"{g.get('name')} ({_fmt(g.get('memory_total_mb'), '.0f')} MB)"
+                     for g in gpu.get("gpus") or [])
+    out.print(f"  GPU: {escape(gpus)}, driver {gpu.get('driver')}, CUDA {gpu.get('cuda_driver')}"
+              if gpus else f"  GPU: none found ({escape(str(gpu.get('absent', 'not probed')))})")
     table = Table("runtime", "present", "version / reason", "profile wants it")
     missing = [] if fp.get("numpy") else ["numpy"]
     for name, rt in info["runtimes"].items():
@@ -81,6 +86,14 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
             missing.append(name)
         table.add_row(name, "yes" if rt["available"] else "no",
                       rt.get("version") or rt.get("reason", ""), "yes" if wanted else "")
+        # execution providers the profile asks for (TensorRT, CUDA) must be in this build
+        asked = (profile.runtime_options.get(name) or {}).get("providers") or []
+        if wanted and rt["available"] and "providers" in rt:
+            for provider in asked:
+                if provider not in rt["providers"]:
+                    missing.append(f"{name} {provider}")
+                    table.add_row(f"  {provider}", "no", "not in this "
+                                  f"{name} build: " + ", ".join(rt["providers"]), "yes")
     for name in profile.runtimes:
         if name not in info["runtimes"]:
             missing.append(name)
@@ -179,7 +192,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = runner.BenchOptions(runtimes=tuple(args.runtime or ()), threads=args.threads,
                                   quick=args.quick, sessions=args.sessions,
                                   max_sessions=args.max_sessions, settings=settings,
-                                  force_threads=args.force_threads)
+                                  force_threads=args.force_threads, profile=args.profile)
     failures: list[tuple[str, str]] = []
     if args.input_shape and not args.model:
         raise EdgebenchError("--input-shape goes with --model; a suite's models set input_size")
@@ -227,7 +240,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                           on_event=on_event)
         for d in devices:
             progress.update(tasks[d.name], description=escape(f"{d.name}: done"))
+        job_ids = [r["job_id"] for r in records]
+        profiled = (store.profiles(job_ids), store.profile_ops(job_ids)) if args.profile \
+            else None
     out.print(_summary_table(records))
+    if profiled is not None:
+        from harness.report.profile import console_table
+
+        out.print(console_table(records, *profiled))
     out.print(f"run [bold]{run_id}[/] stored in {args.db}; `edgebench report --run {run_id}`")
     bad = [r for r in records if r["status"] == "failed"]
     unreachable = [r for r in bad if r["error_kind"] == "transport"]
@@ -376,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default) or numpy in and out")
     bench.add_argument("--input-shape", type=_input_shape, metavar="N,C,H,W",
                        help="with --model: the input shape to measure, for dynamic dimensions")
+    bench.add_argument("--profile", action="store_true",
+                       help="one extra, untimed session per measurement under the engine's "
+                       "per-operator profiler; stored, printed and in the report")
     bench.add_argument("--build-dir", default="models/build")
     bench.set_defaults(func=cmd_bench)
 

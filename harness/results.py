@@ -7,10 +7,16 @@ the run: one row of `sessions` each, with the session's own figures and its raw 
 store creates its tables from the columns here, the report's frame takes its dtypes from them,
 `edgebench export` writes them in this order, and `results/README.md` documents exactly these
 names (a test holds the two together).
+
+A measurement benchmarked with `--profile` has one more session, never a timed one: the engine's
+per-operator profile, stored as one row of `profiles` (the whole profile as compressed JSON, the
+time per operator type, the placement) and its top operators as rows of `profile_ops`.
 """
 
 from __future__ import annotations
 
+import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -75,6 +81,7 @@ precision text
 format text
 runtime text
 runtime_version text
+accelerator text
 runtime_options json
 threads int
 batch int
@@ -87,7 +94,9 @@ sessions_planned int
 load_s real
 first_inference_ms real
 n int
+timer text
 latency_median_ms real
+latency_wall_median_ms real
 latency_ci95_low_ms real
 latency_ci95_high_ms real
 latency_p50_ms real
@@ -113,8 +122,10 @@ model_mb real
 model_anon_mb real
 model_file_mb real
 gpu_mem_mb real
+gpu_process_mb real
 power_w real
 energy_mj_per_inference real
+placement json
 accuracy_top1 real
 accuracy_top1_low real
 accuracy_top1_high real
@@ -155,7 +166,9 @@ load_s real
 first_inference_ms real
 warmup_n int
 n int
+timer text
 median_ms real
+wall_median_ms real
 mean_ms real
 std_ms real
 min_ms real
@@ -181,7 +194,9 @@ model_anon_mb real
 model_file_mb real
 anon_mb real
 file_mb real
+gpu_mem_mb real
 power_w real
+energy_mj_per_inference real
 bytes_pushed int
 orchestration_s real
 state_before json
@@ -189,12 +204,42 @@ state_after json
 samples blob
 """)
 
+PROFILE_COLUMNS = _cols("""
+job_id text PRIMARY KEY
+started_at text
+status text
+error_message text
+tool text
+iterations int
+timed bool
+total_ms real
+op_types json
+placement json
+note text
+data blob
+""")
+
+PROFILE_OP_COLUMNS = _cols("""
+job_id text NOT NULL
+rank int NOT NULL
+name text
+op_type text
+provider text
+calls int
+time_ms real
+share real
+""")
+
+# Operators kept as rows per profile; the whole profile is in `profiles.data`.
+TOP_OPERATORS = 20
+
 RESULT_FIELDS = tuple(c.name for c in RESULT_COLUMNS)
 SESSION_FIELDS = tuple(c.name for c in SESSION_COLUMNS)
-JSON_FIELDS = frozenset(c.name for cols in (RUN_COLUMNS, RESULT_COLUMNS, SESSION_COLUMNS)
-                        for c in cols if c.kind == "json")
-BOOL_FIELDS = frozenset(c.name for cols in (RESULT_COLUMNS, SESSION_COLUMNS)
-                        for c in cols if c.kind == "bool")
+PROFILE_FIELDS = tuple(c.name for c in PROFILE_COLUMNS)
+PROFILE_OP_FIELDS = tuple(c.name for c in PROFILE_OP_COLUMNS)
+_ALL = (RUN_COLUMNS, RESULT_COLUMNS, SESSION_COLUMNS, PROFILE_COLUMNS, PROFILE_OP_COLUMNS)
+JSON_FIELDS = frozenset(c.name for cols in _ALL for c in cols if c.kind == "json")
+BOOL_FIELDS = frozenset(c.name for cols in _ALL for c in cols if c.kind == "bool")
 
 # Session memory figures carried into the measurement row (median over sessions).
 _MEMORY = ("rss_runtime_mb", "peak_rss_mb", "timed_peak_rss_mb", "model_mb", "model_anon_mb",
@@ -224,6 +269,10 @@ def session_row(job_id: str, session: int, result: dict[str, Any], *, started_at
         "loadavg_1m": load[0],
         "cpu_count": (result.get("fingerprint") or {}).get("cpu_count"),
         "power_w": (result.get("power") or {}).get("mean_w"),
+        "energy_mj_per_inference": (result.get("power") or {}).get("energy_mj_per_inference"),
+        "timer": result.get("timer"),
+        "wall_median_ms": (result.get("wall_latency") or {}).get("median_ms"),
+        "gpu_mem_mb": mem.get("gpu_mem_mb"),
         "bytes_pushed": bytes_pushed,
         "orchestration_s": orchestration_s,
         "state_before": before or None,
@@ -243,12 +292,21 @@ def _median(values: Sequence[Any]) -> float | None:
     return float(np.median(present)) if present else None
 
 
+def accelerator_label(accelerator: dict[str, Any] | None) -> str | None:
+    """`NVIDIA H200 (sm 9.0, 132 SMs)`: the GPU a figure was measured on, like `isa` for CPUs."""
+    if not accelerator or not accelerator.get("name"):
+        return None
+    cc, sms = accelerator.get("compute_capability"), accelerator.get("sm_count")
+    extra = ", ".join(x for x in (f"sm {cc}" if cc else "", f"{sms} SMs" if sms else "") if x)
+    return f"{accelerator['name']} ({extra})" if extra else str(accelerator["name"])
+
+
 def measurement_row(run_id: str, job: PlannedJob, started_at: str,
                     results: Sequence[dict[str, Any]], session_rows: Sequence[dict[str, Any]],
-                    samples_ns: Sequence[Sequence[int]], sessions_planned: int
-                    ) -> dict[str, Any]:
+                    samples_ns: Sequence[Sequence[int]], sessions_planned: int,
+                    profile: dict[str, Any] | None = None) -> dict[str, Any]:
     """The `results` row of a measurement from its sessions so far (agent results in session
-    order, their rows and raw samples)."""
+    order, their rows and raw samples) and its profile session's result, if any."""
     artifact = job.artifact
     first = results[0]
     ok = [i for i, r in enumerate(results) if r.get("status") == protocol.STATUS_OK]
@@ -267,6 +325,10 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
     if any(r.get("loadavg_1m") is not None and r.get("cpu_count")
            and r["loadavg_1m"] > r["cpu_count"] for r in ok_rows):
         flags.append(stats.FLAG_LOADED)
+    # Where it ran: the profile's per-node placement where there is one, else the sessions'.
+    placement = ((profile or {}).get("profile") or {}).get("placement") or shown.get("placement")
+    if placement and placement.get("cpu_fallback"):
+        flags.append(stats.FLAG_CPU_FALLBACK)
     acc = next((r.get("accuracy") for r in results if r.get("accuracy")), None) or {}
     host = artifact.host_accuracy or {}
     if acc.get("top1") is not None and host.get("top1_low") is not None and not (
@@ -294,6 +356,7 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
         "format": artifact.format,
         "runtime": job.runtime,
         "runtime_version": shown.get("runtime_version"),
+        "accelerator": accelerator_label(shown.get("accelerator")),
         "runtime_options": shown.get("runtime_options") or None,
         "threads": shown.get("threads"),
         "batch": artifact.input_shape[0] if artifact.input_shape else 1,
@@ -308,7 +371,9 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
         "load_s": _median([r.get("load_s") for r in ok_rows]),
         "first_inference_ms": _median([r.get("first_inference_ms") for r in ok_rows]),
         "n": combined.get("n"),
+        "timer": shown.get("timer"),
         "latency_median_ms": combined.get("median_ms"),
+        "latency_wall_median_ms": _median([r.get("wall_median_ms") for r in ok_rows]),
         "latency_ci95_low_ms": combined.get("ci95_low_ms"),
         "latency_ci95_high_ms": combined.get("ci95_high_ms"),
         "latency_cov": combined.get("cov"),
@@ -320,6 +385,9 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
         "flags": sorted(set(flags)),
         "throttled": any(throttles) if throttles else None,
         "gpu_mem_mb": _median([(r.get("memory") or {}).get("gpu_mem_mb") for r in results]),
+        "gpu_process_mb": _median([(r.get("memory") or {}).get("gpu_process_mb")
+                                   for r in results]),
+        "placement": placement or None,
         "power_w": _median([p.get("mean_w") for p in power]),
         "energy_mj_per_inference": _median([p.get("energy_mj_per_inference") for p in power]),
         "accuracy_top1": acc.get("top1"),
@@ -353,3 +421,60 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
     for name in _MEMORY:
         record[name] = _median([r.get(name) for r in ok_rows])
     return record
+
+
+def profile_rows(job_id: str, result: dict[str, Any], *, started_at: str
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A profile session's agent result as its `profiles` row and its top `profile_ops` rows.
+
+    Shares are of the profiled time per inference; an untimed profile (LiteRT's operator list)
+    has shares by operator count instead, and says so in `timed`."""
+    err = result.get("error") or {}
+    profile = result.get("profile") or {}
+    ops = list(profile.get("ops") or ())
+    timed = bool(profile.get("timed"))
+    weight = [float(op.get("time_ms") or 0.0) if timed else 1.0 for op in ops]
+    total = sum(weight)
+    by_type: dict[str, dict[str, Any]] = {}
+    for op, w in zip(ops, weight, strict=True):
+        t = by_type.setdefault(str(op.get("op_type")), {"ops": 0, "time_ms": 0.0})
+        t["ops"] += 1
+        t["time_ms"] += w if timed else 0.0
+    for t in by_type.values():
+        t["share"] = (t["time_ms"] if timed else t["ops"]) / total if total else None
+        if not timed:
+            t["time_ms"] = None
+    op_types = dict(sorted(by_type.items(), key=lambda kv: -(kv[1]["share"] or 0.0)))
+    row = {
+        "job_id": job_id,
+        "started_at": started_at,
+        "status": result.get("status", protocol.STATUS_FAILED),
+        "error_message": err.get("message") or profile.get("unsupported"),
+        "tool": profile.get("tool"),
+        "iterations": profile.get("iterations"),
+        "timed": timed if profile else None,
+        "total_ms": total if timed and ops else None,
+        "op_types": op_types or None,
+        "placement": profile.get("placement") or result.get("placement"),
+        "note": profile.get("note"),
+        "data": encode_profile(profile) if profile else None,
+    }
+    order = sorted(zip(ops, weight, strict=True), key=lambda ow: -ow[1])[:TOP_OPERATORS]
+    op_rows = [{"job_id": job_id, "rank": i + 1, "name": op.get("name"),
+                "op_type": op.get("op_type"), "provider": op.get("provider"),
+                "calls": op.get("calls"), "time_ms": op.get("time_ms") if timed else None,
+                "share": w / total if total else None}
+               for i, (op, w) in enumerate(order)]
+    return row, op_rows
+
+
+def encode_profile(profile: dict[str, Any]) -> bytes:
+    """The whole profile (every operator, the engine's raw events) as zlib-compressed JSON."""
+    return zlib.compress(json.dumps(profile, sort_keys=True).encode("utf-8"), 6)
+
+
+def decode_profile(blob: bytes | None) -> dict[str, Any] | None:
+    if not blob:
+        return None
+    value = json.loads(zlib.decompress(blob).decode("utf-8"))
+    return value if isinstance(value, dict) else None

@@ -11,6 +11,10 @@ up to that cap, in the spirit of MLPerf's early stopping (see README). The main 
 to the store, one transaction per finished session with its measurement's row brought up to date,
 so an interrupted run keeps everything that finished. Whatever goes wrong in a device's worker
 becomes a failed row for each of its measurements not yet stored, never a silent gap.
+
+With `profile`, each measurement whose sessions measured gets one more session after all the
+timed rounds: the engine's per-operator profiler over a fixed number of iterations, stored in the
+profile tables and never among the timed sessions, so profiling overhead touches no latency.
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ from harness.transport.base import AgentRun, Transport, failed_run, transport_fo
 
 # Which runtimes can execute which artifact format, in order of preference.
 FORMAT_RUNTIMES: dict[str, tuple[str, ...]] = {
-    "onnx": ("onnxruntime", "tensorrt"),
+    # TensorRT on a Jetson is ONNX Runtime's TensorRT execution provider, not a runtime of its
+    # own: one ONNX file, one measurement per runtime the device lists.
+    "onnx": ("onnxruntime",),
     "tflite": ("tflite",),
-    "tensorrt": ("tensorrt",),
     "torch": ("torch",),
 }
 
@@ -60,6 +65,9 @@ class BenchOptions:
     max_sessions: int | None = None
     precision: float = 0.02
     force_threads: bool = False  # allow more than 4 threads per device CPU
+    # One extra, untimed session per measurement under the engine's per-operator profiler.
+    profile: bool = False
+    profile_iterations: int = 20
 
     @property
     def session_count(self) -> int:
@@ -84,6 +92,7 @@ class SessionDone:
     bytes_pushed: int
     orchestration_s: float
     started_at: str
+    profile: bool = False  # the measurement's profile session, not a timed one
     # Set by the main thread once the session is stored: the worker waits for it before the
     # next session, so the host's own work (statistics, SQLite) never overlaps a local session.
     stored: threading.Event = field(default_factory=threading.Event, compare=False)
@@ -118,8 +127,8 @@ def plan_jobs(artifacts: Sequence[Artifact], devices: Sequence[DeviceProfile],
     return jobs
 
 
-def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, session: int = 0
-              ) -> dict[str, Any]:
+def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, session: int = 0,
+              profile: bool = False) -> dict[str, Any]:
     """The agent job for one session of `job`, with its files staged on the device."""
     artifact = job.artifact
     settings = dict(protocol.QUICK_SETTINGS if options.quick else protocol.DEFAULT_SETTINGS)
@@ -136,7 +145,7 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, sess
              "sha256": artifact.sha256, "format": artifact.format, "name": artifact.name}
     dataset = None
     ds = artifact.dataset
-    if ds is not None and session == 0:
+    if ds is not None and session == 0 and not profile:
         dataset = {}
         for part, path in ds.parts().items():
             sha = ds.sha256.get(part) or file_sha256(path)  # bare files have no manifest hash
@@ -146,7 +155,7 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, sess
             job.job_id, model, job.runtime, session=session, device_kind=job.device.kind,
             options=agent_options, settings=settings, tune=job.device.tune,
             input_shape=list(artifact.input_shape) if artifact.input_shape else None,
-            dataset=dataset)
+            dataset=dataset, profile_iterations=options.profile_iterations if profile else None)
     except protocol.ProtocolError as err:
         raise EdgebenchError(f"{job.device.name}: {artifact.name}: {err}") from err
 
@@ -207,6 +216,23 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
                 elif session == 0:
                     active.remove(job)  # the next sessions would fail the same way
             session += 1
+        if options.profile:
+            for job in jobs:
+                if stop.is_set():
+                    return
+                if not medians[job.job_id]:
+                    continue  # nothing measured: nothing to profile
+                started_at = utc_now()
+                t0 = time.perf_counter()
+                try:
+                    spec = build_job(job, transport, options, session, profile=True)
+                    run = transport.run_agent(spec, timeout_s=device.job_timeout_s)
+                except (TransportError, OSError) as err:
+                    run = failed_run(job.job_id, "transport", str(err))
+                except EdgebenchError as err:
+                    run = failed_run(job.job_id, "bad_job", str(err))
+                post(SessionDone(job, session, run, 0, time.perf_counter() - t0, started_at,
+                                 profile=True))
     except TransportError as err:
         fail_rest("transport", str(err))
     except Exception as err:  # a bug or a library's surprise: the device's rows still appear
@@ -233,6 +259,7 @@ class _Measurement:
         self.results: list[dict[str, Any]] = []
         self.rows: list[dict[str, Any]] = []
         self.samples: list[list[int]] = []
+        self.profile: dict[str, Any] | None = None
 
     def add(self, run_id: str, item: SessionDone, planned: int
             ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -245,8 +272,18 @@ class _Measurement:
         self.rows.append(row)
         self.samples.append(list(result.get("samples_ns") or ()))
         record = results.measurement_row(run_id, self.job, self.started_at, self.results,
-                                         self.rows, self.samples, planned)
+                                         self.rows, self.samples, planned, self.profile)
         return row, record
+
+    def add_profile(self, run_id: str, item: SessionDone, planned: int
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+        """The profile session's rows, and the measurement's row with its placement."""
+        self.profile = item.run.result
+        profile, ops = results.profile_rows(self.job.job_id, item.run.result,
+                                            started_at=item.started_at)
+        record = results.measurement_row(run_id, self.job, self.started_at, self.results,
+                                         self.rows, self.samples, planned, self.profile)
+        return profile, ops, record
 
 
 def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
@@ -255,7 +292,8 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
     """Run every session of `jobs`, devices in parallel, storing each session as it arrives.
 
     `on_event("done", job, record)` is called from the main thread after each session is stored,
-    with the measurement's row as it stands after that session. Returns the run id and the final
+    with the measurement's row as it stands after that session (`"profile"` after a profile
+    session). Returns the run id and the final
     rows in plan order.
     """
     by_device: dict[str, list[PlannedJob]] = {}
@@ -290,11 +328,16 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
             try:
                 m = measurements.setdefault(item.job.job_id,
                                             _Measurement(item.job, item.started_at))
-                session_row, record = m.add(run_id, item, planned)
-                store.add_session(session_row, item.run.result.get("samples_ns") or (), record)
+                if item.profile:
+                    profile, ops, record = m.add_profile(run_id, item, planned)
+                    store.add_profile(profile, ops, record)
+                else:
+                    session_row, record = m.add(run_id, item, planned)
+                    store.add_session(session_row, item.run.result.get("samples_ns") or (),
+                                      record)
                 records[item.job.job_id] = record
                 if on_event is not None:
-                    on_event("done", item.job, record)
+                    on_event("profile" if item.profile else "done", item.job, record)
             finally:
                 item.stored.set()
         missing = [job for job in jobs if job.job_id not in records]

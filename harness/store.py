@@ -1,17 +1,19 @@
 """The SQLite result store (`results/edgebench.db` by default).
 
-Three tables, their columns defined in `harness/results.py`: `runs` (one per `edgebench bench` or
-`nightly` invocation), `results` (one row per measurement: artifact x runtime x device) and
-`sessions` (one row per session of a measurement, with its raw per-iteration latencies as one
-compact blob). Each finished session is committed on its own, with its measurement's row brought
-up to date in the same transaction, in WAL mode, so killing the host mid-run loses only the session
-in flight. The schema version lives in `PRAGMA user_version`; a database of an older version is
-upgraded in place in one transaction, one of a newer version is refused with a message rather
-than silently misread.
+Five tables, their columns defined in `harness/results.py`: `runs` (one per `edgebench bench` or
+`nightly` invocation), `results` (one row per measurement: artifact x runtime x device), `sessions`
+(one row per session of a measurement, with its raw per-iteration latencies as one compact blob),
+and for measurements benchmarked with `--profile`, `profiles` (the profile session: the whole
+profile as compressed JSON, time per operator type, placement) and `profile_ops` (its top
+operators). Each finished session is committed on its own, with its measurement's row brought up to
+date in the same transaction, in WAL mode, so killing the host mid-run loses only the session in
+flight. The schema version lives in `PRAGMA user_version`; a database of an older version is
+upgraded in place in one transaction, one of a newer version is refused with a message rather than
+silently misread.
 
-Raw samples are stored exactly (integer nanoseconds) as little-endian int64 with the bytes of
-each value regrouped by significance (the high bytes of latencies are nearly constant) and then
-zlib-compressed: about 3 bytes a sample instead of a row each.
+Raw samples are stored exactly (integer nanoseconds) as little-endian int64 with the bytes of each
+value regrouped by significance (the high bytes of latencies are nearly constant) and then zlib-
+compressed: about 3 bytes a sample instead of a row each.
 
 `results/README.md` documents every column; a test keeps the two in step.
 """
@@ -36,15 +38,20 @@ from harness.errors import StoreError
 from harness.results import (
     BOOL_FIELDS,
     JSON_FIELDS,
+    PROFILE_COLUMNS,
+    PROFILE_FIELDS,
+    PROFILE_OP_COLUMNS,
+    PROFILE_OP_FIELDS,
     RESULT_COLUMNS,
     RESULT_FIELDS,
     RUN_COLUMNS,
     SESSION_COLUMNS,
     SESSION_FIELDS,
     Column,
+    decode_profile,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_DB = Path("results/edgebench.db")
 
 
@@ -63,9 +70,20 @@ def decode_samples(blob: bytes | None) -> np.ndarray:
     return raw.reshape(8, -1).T.copy().view("<i8").reshape(-1).astype(np.int64)
 
 
-def _table_sql(name: str, columns: Sequence[Column], extra: str = "") -> str:
+def _table_sql(name: str, columns: Sequence[Column], extra: str = "",
+               if_not_exists: bool = False) -> str:
     body = ",\n  ".join(f"{c.name} {c.sql}" for c in columns)
-    return f"CREATE TABLE {name} (\n  {body}{extra}\n)"
+    exists = "IF NOT EXISTS " if if_not_exists else ""
+    return f"CREATE TABLE {exists}{name} (\n  {body}{extra}\n)"
+
+
+def _profile_sql(if_not_exists: bool = False) -> list[str]:
+    """The tables of schema 3: profile sessions and their top operators."""
+    return [
+        _table_sql("profiles", PROFILE_COLUMNS, if_not_exists=if_not_exists),
+        _table_sql("profile_ops", PROFILE_OP_COLUMNS, ",\n  PRIMARY KEY (job_id, rank)",
+                   if_not_exists=if_not_exists),
+    ]
 
 
 def _create_sql() -> list[str]:
@@ -75,6 +93,7 @@ def _create_sql() -> list[str]:
                    ",\n  FOREIGN KEY (run_id) REFERENCES runs(run_id)"),
         "CREATE INDEX results_run ON results(run_id)",
         _table_sql("sessions", SESSION_COLUMNS, ",\n  PRIMARY KEY (job_id, session)"),
+        *_profile_sql(),
     ]
 
 
@@ -178,6 +197,9 @@ class Store:
                         self.conn.execute(stmt)
                 elif version == 1:
                     _upgrade_v1(self.conn)
+                    _upgrade_v2(self.conn)
+                elif version == 2:
+                    _upgrade_v2(self.conn)
                 elif version != SCHEMA_VERSION:
                     raise StoreError(f"{self.path}: schema version {version}, this edgebench "
                                      f"reads {SCHEMA_VERSION} and older")
@@ -254,6 +276,54 @@ class Store:
                 f"INSERT INTO sessions ({', '.join(SESSION_FIELDS)}) "
                 f"VALUES ({', '.join('?' for _ in SESSION_FIELDS)})",
                 [srow[name] for name in SESSION_FIELDS])
+
+    def add_profile(self, profile: Mapping[str, Any], ops: Sequence[Mapping[str, Any]],
+                    measurement: Mapping[str, Any]) -> None:
+        """Store a measurement's profile session and its top operators, and its row as it stands
+        with the profile's placement, in a single transaction; a second profile of one
+        measurement replaces the first."""
+        unknown = ((set(profile) - set(PROFILE_FIELDS)) | (set(measurement) - set(RESULT_FIELDS))
+                   | {k for op in ops for k in op if k not in PROFILE_OP_FIELDS})
+        if unknown:
+            raise ValueError(f"unknown result fields: {sorted(unknown)}")
+        job_id = profile["job_id"]
+        with self._tx():
+            self._put_result(measurement)
+            self.conn.execute("DELETE FROM profile_ops WHERE job_id = ?", (job_id,))
+            self.conn.execute("DELETE FROM profiles WHERE job_id = ?", (job_id,))
+            self.conn.execute(
+                f"INSERT INTO profiles ({', '.join(PROFILE_FIELDS)}) "
+                f"VALUES ({', '.join('?' for _ in PROFILE_FIELDS)})",
+                [_to_sql(n, profile.get(n)) for n in PROFILE_FIELDS])
+            self.conn.executemany(
+                f"INSERT INTO profile_ops ({', '.join(PROFILE_OP_FIELDS)}) "
+                f"VALUES ({', '.join('?' for _ in PROFILE_OP_FIELDS)})",
+                [[_to_sql(n, op.get(n)) for n in PROFILE_OP_FIELDS] for op in ops])
+
+    def profiles(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """`profiles` rows of these measurements, without the whole profile (`profile_data`)."""
+        names = [n for n in PROFILE_FIELDS if n != "data"]
+        rows = []
+        for chunk in _chunks(list(job_ids)):
+            rows += self.conn.execute(
+                f"SELECT {', '.join(names)} FROM profiles WHERE job_id IN "
+                f"({', '.join('?' for _ in chunk)}) ORDER BY rowid", chunk).fetchall()
+        return [_from_sql(dict(r)) for r in rows]
+
+    def profile_ops(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Top operators of these measurements' profiles, by job and rank."""
+        rows = []
+        for chunk in _chunks(list(job_ids)):
+            rows += self.conn.execute(
+                f"SELECT {', '.join(PROFILE_OP_FIELDS)} FROM profile_ops WHERE job_id IN "
+                f"({', '.join('?' for _ in chunk)}) ORDER BY job_id, rank", chunk).fetchall()
+        return [_from_sql(dict(r)) for r in rows]
+
+    def profile_data(self, job_id: str) -> dict[str, Any] | None:
+        """The whole profile of a measurement (every operator, the engine's raw events)."""
+        row = self.conn.execute("SELECT data FROM profiles WHERE job_id = ?",
+                                (job_id,)).fetchone()
+        return decode_profile(row[0]) if row else None
 
     def add_result(self, record: Mapping[str, Any]) -> None:
         """Store a measurement row that has no sessions (it failed before any could run)."""
@@ -493,6 +563,20 @@ def _upgrade_v1(conn: sqlite3.Connection) -> None:
                      f"VALUES ({', '.join('?' for _ in names)})", [session[n] for n in names])
     conn.execute("DROP TABLE samples")
     conn.execute("DROP TABLE results_v1")
+
+
+def _upgrade_v2(conn: sqlite3.Connection) -> None:
+    """Schema 2 -> 3 inside the caller's transaction: the columns of GPU timing, accelerator and
+    placement added to `results` and `sessions` (NULL in older rows: not measured), and the
+    profile tables. Adds only what is missing, so it also completes a database that `_upgrade_v1`
+    created with today's columns."""
+    for table, columns in (("results", RESULT_COLUMNS), ("sessions", SESSION_COLUMNS)):
+        present = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column.name not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column.name} {column.sql}")
+    for stmt in _profile_sql(if_not_exists=True):
+        conn.execute(stmt)
 
 
 def _to_sql(name: str, value: Any) -> Any:

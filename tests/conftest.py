@@ -73,6 +73,39 @@ def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def tiny_torch_module(seed: int = 0) -> object:
+    """The same small conv net as `tiny_tflite`, as a PyTorch module."""
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(4 * 8 * 8, 10),
+    ).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_pt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real `torch.export` program (`.pt2`) of `tiny_torch_module`, by edgebench's exporter."""
+    pytest.importorskip("torch")
+    from harness.compress.export import export_torch
+
+    path = tmp_path_factory.mktemp("pt2") / "tiny.pt2"
+    return export_torch(tiny_torch_module(), (1, 1, 8, 8), path)  # type: ignore[arg-type]
+
+
+def run_agent_job(job: dict[str, object], timeout: float = 120) -> dict[str, object]:
+    """One job through a fresh agent process, as the job server runs it."""
+    import json
+
+    proc = subprocess.run([sys.executable, "-m", "harness.agent"], input=json.dumps(job),
+                          capture_output=True, text=True, cwd=REPO, timeout=timeout)
+    assert proc.stdout, proc.stderr
+    result: dict[str, object] = json.loads(proc.stdout)
+    result["_stderr"] = proc.stderr
+    return result
+
+
 def run_cli(*args: str, cwd: Path = REPO, timeout: float = 300, env: dict[str, str] | None = None,
             ) -> subprocess.CompletedProcess[str]:
     """Run `edgebench ARGS` as a user would, in a subprocess."""

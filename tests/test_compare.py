@@ -280,6 +280,20 @@ def test_different_fingerprints_are_refused_unless_allowed(tmp_path: Path, capsy
     assert "differs between the runs" in capsys.readouterr().out
 
 
+def test_a_gpu_probe_that_found_nothing_is_no_difference(tmp_path: Path) -> None:
+    """Runs from before GPUs were probed have no `gpu` in their fingerprint; one that found no
+    NVML is the same device. A GPU that appears is a difference."""
+    none_found = {**FINGERPRINT, "gpu": {"absent": "NVML: NVML Shared Library Not Found"}}
+    store, a, b = _two_runs(tmp_path, {}, fingerprint_b=none_found)
+    assert compare_runs(store, a, b).fingerprint_differences == {}
+    store.close()
+    with_gpu = {**FINGERPRINT, "gpu": {"driver": "580.65", "gpus": [{"name": "NVIDIA H200"}]}}
+    store, a, b = _two_runs(tmp_path / "2", {}, fingerprint_b=with_gpu)
+    with pytest.raises(EdgebenchError, match=r"gpu\.driver"):
+        compare_runs(store, a, b)
+    store.close()
+
+
 def test_unknown_run_and_missing_database(tmp_path: Path) -> None:
     store, a, _ = _two_runs(tmp_path, {})
     store.close()

@@ -15,6 +15,7 @@ from tests.sshd import SSHServer, sshd
 
 __all__ = ["sshd"]
 PROFILES = ("jetson", "rpi", "coral")
+SSH_CHECKED = (*PROFILES, "cuda")
 
 
 @pytest.mark.parametrize("name", PROFILES)
@@ -29,6 +30,32 @@ def test_profile_is_valid_and_documented(name: str) -> None:
     assert "password" not in yaml.safe_load(text)["ssh"]
 
 
+def test_cuda_profile_runs_torch_on_the_gpu() -> None:
+    cuda = load_profile("cuda", REPO / DEVICES_DIR)
+    assert cuda.kind == "linux" and cuda.transport == "ssh" and cuda.ssh is not None
+    assert cuda.runtimes[0] == "torch"
+    assert cuda.runtime_options["torch"] == {"device": "cuda", "precision": "fp32",
+                                             "cuda_graphs": False}
+    text = (REPO / DEVICES_DIR / "cuda.yaml").read_text()
+    assert "Fill in" in text and "needs" in text and "nvidia-ml-py" in text
+
+
+def test_jetson_runs_tensorrt_through_onnxruntime() -> None:
+    """No phantom `tensorrt` runtime: one ONNX file is one measurement, on ORT's TensorRT
+    provider, with CUDA and the CPU after it."""
+    from harness.artifacts import Artifact
+    from harness.runner import BenchOptions, plan_jobs
+
+    jetson = load_profile("jetson", REPO / DEVICES_DIR)
+    assert jetson.runtimes == ("onnxruntime",)
+    ort = jetson.runtime_options["onnxruntime"]
+    assert ort["providers"][0] == "TensorrtExecutionProvider"
+    assert ort["providers"][-1] == "CPUExecutionProvider" and "fp16" in ort["tensorrt"]
+    onnx = Artifact("m", Path("m.onnx"), "onnx", "0" * 64, 1)
+    jobs = plan_jobs([onnx], [jetson], BenchOptions())
+    assert [j.runtime for j in jobs] == ["onnxruntime"]
+
+
 def test_coral_runs_tflite_on_the_edge_tpu() -> None:
     coral = load_profile("coral", REPO / DEVICES_DIR)
     assert coral.runtimes == ("tflite",)
@@ -36,7 +63,7 @@ def test_coral_runs_tflite_on_the_edge_tpu() -> None:
 
 
 @pytest.mark.ssh
-@pytest.mark.parametrize("name", PROFILES)
+@pytest.mark.parametrize("name", SSH_CHECKED)
 def test_shipped_profile_checks_out_over_ssh(name: str, sshd: SSHServer, tmp_path: Path) -> None:
     """The shipped profile with only the connection (and interpreter) changed to reach this
     machine: `devices check` connects and the agent probes as that device kind."""
@@ -49,13 +76,22 @@ def test_shipped_profile_checks_out_over_ssh(name: str, sshd: SSHServer, tmp_pat
     proc = run_cli("devices", "check", str(path), "--json")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     info = json.loads(proc.stdout)
-    assert name in info["fingerprint"] and name in info["state"]
+    kind = data["kind"]
+    if kind != "linux":  # a plain Linux box has no board section
+        assert kind in info["fingerprint"] and kind in info["state"]
+    assert "gpu" in info["fingerprint"]
     if name == "coral":
         assert info["fingerprint"]["coral"]["edgetpu"]["present"] is False
+    if name == "cuda":
+        # every runtime the profile lists is here; the GPU line says what NVML found
+        plain = run_cli("devices", "check", str(path))
+        assert plain.returncode == 0, plain.stderr + plain.stdout
+        assert "GPU:" in plain.stdout
     if name == "jetson":
-        # This machine has no TensorRT, which the Jetson profile wants: the check says so plainly
-        # and fails, rather than crashing or passing.
+        # This machine's ONNX Runtime has no TensorRT provider, which the Jetson profile asks
+        # for: the check says so plainly and fails, rather than crashing or passing.
         plain = run_cli("devices", "check", str(path))
         assert plain.returncode == 1, plain.stderr + plain.stdout
-        assert "missing for this profile" in plain.stdout and "tensorrt" in plain.stdout
+        assert "missing for this profile" in plain.stdout
+        assert "onnxruntime TensorrtExecutionProvider" in plain.stdout.replace("\n", " ")
         assert "Traceback" not in plain.stderr

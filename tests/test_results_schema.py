@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.results import RESULT_FIELDS, RUN_COLUMNS, SESSION_FIELDS
+from harness.results import (
+    PROFILE_FIELDS,
+    PROFILE_OP_FIELDS,
+    RESULT_FIELDS,
+    RUN_COLUMNS,
+    SESSION_FIELDS,
+)
 
 README = Path(__file__).resolve().parent.parent / "results" / "README.md"
 
@@ -24,7 +30,9 @@ def documented(table: str) -> list[str]:
 
 def test_every_column_is_documented_once_and_nothing_else() -> None:
     for table, fields in (("runs", [c.name for c in RUN_COLUMNS]),
-                          ("results", list(RESULT_FIELDS)), ("sessions", list(SESSION_FIELDS))):
+                          ("results", list(RESULT_FIELDS)), ("sessions", list(SESSION_FIELDS)),
+                          ("profiles", list(PROFILE_FIELDS)),
+                          ("profile_ops", list(PROFILE_OP_FIELDS))):
         names = documented(table)
         assert sorted(names) == sorted(fields), table
         assert len(names) == len(set(names)), f"{table}: a column is documented twice"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness import results as results_mod
 from harness.errors import StoreError
 from harness.results import RESULT_FIELDS
 from harness.store import SCHEMA_VERSION, Store, decode_samples, encode_samples
@@ -197,3 +198,68 @@ with Store({str(db)!r}) as store:
     out = subprocess.run([*EDGEBENCH, "export", "--format", "json", "--db", str(db)], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_schema_2_database_is_upgraded_in_place_losing_nothing(tmp_path: Path) -> None:
+    """v2.db was written by the code before per-operator profiles (see fixtures/store/README)."""
+    db = tmp_path / "v2.db"
+    db.write_bytes((FIXTURES / "v2.db").read_bytes())
+    old = sqlite3.connect(db)
+    old.row_factory = sqlite3.Row
+    assert old.execute("PRAGMA user_version").fetchone()[0] == 2
+    v2_results = [dict(r) for r in old.execute("SELECT * FROM results ORDER BY rowid")]
+    v2_sessions = [dict(r) for r in old.execute("SELECT * FROM sessions ORDER BY job_id, session")]
+    v2_runs = [dict(r) for r in old.execute("SELECT * FROM runs ORDER BY rowid")]
+    old.close()
+    assert v2_results and len(v2_sessions) == 2
+    Store(db).close()
+    new = sqlite3.connect(db)
+    new.row_factory = sqlite3.Row
+    assert new.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    for table, before, order in (("runs", v2_runs, "rowid"), ("results", v2_results, "rowid"),
+                                 ("sessions", v2_sessions, "job_id, session")):
+        after = [dict(r) for r in new.execute(f"SELECT * FROM {table} ORDER BY {order}")]
+        assert len(after) == len(before), table
+        for a, b in zip(after, before, strict=True):
+            assert {k: a[k] for k in b} == b, table  # every v2 value, byte for byte
+            added = set(a) - set(b)
+            if table != "runs":
+                assert added and all(a[k] is None for k in added), table  # not measured
+    new.close()
+    with Store(db) as store:
+        (row,) = store.results()
+        job_id = row["job_id"]
+        assert store.profiles([job_id]) == [] and row["timer"] is None
+        # the upgraded file takes a profile like a new one
+        profile = {"tool": "onnxruntime", "timed": True, "iterations": 1, "ops": [
+            {"name": "MatMul_1", "op_type": "MatMul", "provider": "CPUExecutionProvider",
+             "calls": 1, "time_ms": 0.5}]}
+        prow, ops = results_mod.profile_rows(job_id, {"status": "ok", "profile": profile},
+                                             started_at="t")
+        store.add_profile(prow, ops, {**row, "placement": {"in_force": ["CPU"]}})
+        assert store.profile_data(job_id) == profile
+        assert store.profile_ops([job_id])[0]["share"] == 1.0
+        assert store.results()[0]["placement"] == {"in_force": ["CPU"]}
+
+
+def test_failed_upgrade_leaves_the_v2_file_as_it_was(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The upgrade is one transaction: an error half-way changes nothing."""
+    import harness.store as store_mod
+
+    db = tmp_path / "v2.db"
+    db.write_bytes((FIXTURES / "v2.db").read_bytes())
+    real = store_mod._profile_sql
+
+    def broken(if_not_exists: bool = False) -> list[str]:
+        return [*real(if_not_exists), "CREATE TABLE profiles (x)"]  # fails: exists already
+
+    monkeypatch.setattr(store_mod, "_profile_sql", broken)
+    with pytest.raises(StoreError, match="not a usable result database"):
+        Store(db)
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+    assert "placement" not in columns
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "profiles" not in tables

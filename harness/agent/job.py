@@ -4,6 +4,15 @@ One job is one session of a measurement: fingerprint and state, load (cold start
 inference, warm-up, the timed window, accuracy on the dataset with the same runtime session (the
 host asks for it in one session of each measurement), state again. A problem with this job
 becomes a `failed` or `unsupported` result, never an exception out of `run_job`.
+
+On a GPU the runtime may time each iteration on the GPU's own clock (CUDA events): those samples
+are the session's latency, and the host clock around the same iterations is kept as
+`wall_latency`. NVML's energy counter, read before and after the timed window, gives the GPU's
+energy per inference where no board monitor (tegrastats) measures power.
+
+A profile job (`"profile": {"iterations": N}`) is a session of its own, never a timed one: after
+the same load and a warm-up of `warmup_min` runs, it runs N iterations under the engine's
+profiler and answers with the per-operator figures instead of latency samples.
 """
 
 from __future__ import annotations
@@ -16,8 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from . import measure, power, probes, protocol, scoring, tune
-from .runtimes import ModelLoadError, RuntimeUnavailable, first_line, get_runtime
+from . import gpu, measure, power, probes, protocol, scoring, tune
+from .runtimes import (
+    ModelLoadError,
+    ProfileUnsupported,
+    RuntimeUnavailable,
+    first_line,
+    get_runtime,
+)
 
 SEED = 20240611
 
@@ -119,6 +134,30 @@ def model_memory(baseline: dict[str, float], loaded: dict[str, float],
     }
 
 
+class _ProfileDone(Exception):
+    """A profile session ends after its profile: no timed window, no accuracy."""
+
+
+def _optional(probe: Any, what: str) -> Any:
+    """A runtime's description of itself; a failure there is logged, never the job's end."""
+    try:
+        return probe()
+    except Exception as err:  # noqa: BLE001
+        log(f"{what} unavailable: {first_line(err)}")
+        return None
+
+
+def run_profile(runtime: Any, step: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """The engine's per-operator profile of `iterations` runs of `step`, or why there is none."""
+    iterations = int(spec.get("iterations") or 20)
+    try:
+        profile: dict[str, Any] = runtime.profile(step, iterations)
+    except ProfileUnsupported as err:
+        return {"tool": None, "unsupported": str(err), "ops": []}
+    log("profile: {} operators by {}".format(len(profile.get("ops") or ()), profile["tool"]))
+    return profile
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """One session: load, first inference, warm-up, the timed window, accuracy if asked."""
     started = time.perf_counter()
@@ -165,6 +204,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             raise JobError("format_mismatch", "{} runs {} models, not {}".format(
                 runtime.name, "/".join(runtime.formats), fmt), protocol.STATUS_UNSUPPORTED)
 
+        profiling = job.get("profile")
+        if profiling:
+            options = runtime.prepare_profile(options)
         tuning = tune.start(kind, job.get("tune"))
         result["state_before"] = probes.state(kind)
         baseline = probes.memory_mb()
@@ -175,6 +217,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             raise JobError(err.kind, str(err)) from err
         result["load_s"] = time.perf_counter() - t0
         result["runtime_options"] = runtime.options_used()
+        result["placement"] = _optional(runtime.placement, "placement")
+        accelerator = _optional(runtime.accelerator, "accelerator")
+        if accelerator:
+            result["accelerator"] = accelerator
+            result["fingerprint"]["accelerator"] = accelerator
 
         declared = runtime.input_shape()
         wanted = (job.get("input") or {}).get("shape")
@@ -198,7 +245,21 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                            ) from err
         result["first_inference_ms"] = (time.perf_counter() - t0) * 1e3
 
-        result["warmup_n"] = measure.warm_up(step, settings["warmup_s"], settings["warmup_min"])
+        # A profile session warms up by count alone: ONNX Runtime's profiler records from the
+        # session's start, and half a second of a 10 us model would be 50,000 runs of events.
+        result["warmup_n"] = measure.warm_up(step, 0.0 if profiling else settings["warmup_s"],
+                                             settings["warmup_min"])
+        if profiling:
+            result["profile"] = run_profile(runtime, step, profiling)
+            result["state_after"] = probes.state(kind)
+            result["status"] = protocol.STATUS_OK
+            raise _ProfileDone()
+        runtime.take_device_samples_ns()  # the warm-up's
+        runtime.reset_device_peak()
+        meter = gpu.EnergyMeter(accelerator.get("index") or 0, accelerator.get("uuid")) \
+            if accelerator else None
+        if meter is not None:
+            meter.start()
         loaded = probes.memory_mb()
         peak_reset = probes.reset_peak_rss()
         monitor = power.monitor_for(kind)
@@ -211,10 +272,23 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         finally:
             watts = monitor.stop() if monitor is not None else None
         timed = probes.memory_mb()
+        device_ns = runtime.take_device_samples_ns()
+        result["timer"] = "perf_counter"
+        if device_ns and len(device_ns) == len(samples):
+            result["timer"] = runtime.timer()
+            result["wall_latency"] = measure.session_statistics(samples, elapsed_ns)
+            samples = device_ns
         result["samples_ns"] = samples
         result["latency"] = measure.session_statistics(samples, elapsed_ns)
         result["capped"] = capped
-        if watts is not None and result["latency"]:
+        nvml = meter.stop(elapsed_ns / 1e9, len(samples), os.getpid()) if meter else None
+        result["gpu"] = nvml
+        if watts is None and nvml and nvml.get("mean_w") is not None:
+            # the GPU's own energy counter over the window, divided by its iterations
+            watts = {"source": "nvml", "rail": "GPU board", "samples": 2,
+                     "mean_w": nvml["mean_w"], "rails_mean_w": {"gpu": nvml["mean_w"]},
+                     "energy_mj_per_inference": nvml["energy_mj_per_inference"]}
+        elif watts is not None and result["latency"]:
             # W x ms = mJ: the energy one inference costs while the device runs them back to back
             watts["energy_mj_per_inference"] = watts["mean_w"] * result["latency"]["mean_ms"]
         result["power"] = watts
@@ -228,7 +302,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         result["state_after"] = probes.state(kind)
         result["throttled"] = probes.throttled(result["state_before"], result["state_after"], kind)
         result["memory"] = model_memory(baseline, loaded, timed, peak_reset)
+        result["memory"].update(runtime.device_memory())
+        result["memory"]["gpu_mem_mb"] = result["memory"].get("gpu_allocated_peak_mb")
+        result["memory"]["gpu_process_mb"] = (nvml or {}).get("process_memory_mb")
         result["status"] = protocol.STATUS_OK
+    except _ProfileDone:
+        pass
     except JobError as err:
         protocol.set_error(result, err.status, err.kind, str(err))
     except Exception as err:  # a bug or an engine error we did not foresee: still one result

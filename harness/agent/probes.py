@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from . import boards, isa
+from . import boards, gpu, isa
 
 
 def read_text(path: str) -> str | None:
@@ -133,6 +133,8 @@ def fingerprint(kind: str = "linux") -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "numpy": numpy_version(),
     }
+    # NVIDIA GPUs through NVML; a Jetson has no NVML (its board module reads tegrastats)
+    fp["gpu"] = gpu.fingerprint() if kind != "jetson" else {"absent": "Jetson: no NVML"}
     fp.update(boards.fingerprint(kind))
     return fp
 
@@ -199,6 +201,9 @@ def state(kind: str = "linux") -> dict[str, Any]:
         st["loadavg"] = list(os.getloadavg())
     except OSError:
         pass
+    gpus = gpu.state() if kind != "jetson" else {}
+    if gpus:
+        st["gpu"] = gpus
     st.update(boards.state(kind))
     return st
 
@@ -210,6 +215,7 @@ def throttled(before: dict[str, Any], after: dict[str, Any], kind: str = "linux"
     a, b = before.get("throttle_counts") or {}, after.get("throttle_counts") or {}
     if a and b:
         verdicts.append(any(b.get(cpu, 0) > count for cpu, count in a.items()))
+    verdicts.append(gpu.slowed_down(before.get("gpu") or {}, after.get("gpu") or {}))
     verdicts.append(boards.throttled(before, after, kind))
     known = [v for v in verdicts if v is not None]
     return any(known) if known else None

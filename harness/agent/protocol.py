@@ -18,11 +18,16 @@ Job (host -> agent)::
      "settings": {"warmup_s": 0.5, "warmup_min": 10, "duration_s": 1.0,
                   "min_iterations": 10, "max_duration_s": 30.0, "timed_scope": "runtime"},
      "session": 0,                                   # which of the measurement's sessions
+     "profile": {"iterations": 20},                  # optional: a profile session instead
      "device_kind": "linux"}
 
 A job is one session: a fresh agent process that loads the model, warms up and times one window.
 The host runs several sessions of each (artifact, runtime, device), interleaved with the other
 artifacts, and combines them.
+
+A job with `profile` is the measurement's extra profile session: load, warm up by count
+(`warmup_min` runs), then run `iterations` under the engine's per-operator profiler and answer
+with `profile` instead of latency samples; it is never one of the timed sessions.
 
 A job `{"protocol_version": 2, "job_id": "check", "check": true}` measures nothing and answers
 with `check` (python, fingerprint, state, runtimes present): that is `edgebench devices check`.
@@ -115,6 +120,13 @@ def validate_job(job: Any) -> dict[str, Any]:
             if not isinstance(dataset.get(part), dict) or "path" not in dataset[part]:
                 raise ProtocolError(f"job field 'dataset.{part}' must be an object with a 'path'"
                                     )
+    profile = job.get("profile")
+    if profile is not None:
+        iterations = profile.get("iterations") if isinstance(profile, dict) else None
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or not (
+                1 <= iterations <= 10000):
+            raise ProtocolError("job field 'profile' must be an object with 'iterations' a "
+                                "whole number in [1, 10000]")
     out = dict(job)
     out["options"] = dict(job.get("options") or {})
     out["settings"] = settings_with_defaults(job.get("settings"))
@@ -131,7 +143,8 @@ def measure_job(job_id: str, model: dict[str, Any], runtime: str, *, session: in
                 device_kind: str, options: dict[str, Any] | None = None,
                 settings: dict[str, Any] | None = None, tune: Any = False,
                 input_shape: list[int] | None = None,
-                dataset: dict[str, Any] | None = None) -> dict[str, Any]:
+                dataset: dict[str, Any] | None = None,
+                profile_iterations: int | None = None) -> dict[str, Any]:
     """One session of a measurement, as the host sends it; checked as the agent will check it."""
     job: dict[str, Any] = {
         "protocol_version": PROTOCOL_VERSION, "job_id": job_id, "model": model,
@@ -143,6 +156,8 @@ def measure_job(job_id: str, model: dict[str, Any], runtime: str, *, session: in
         job["input"] = {"shape": list(input_shape)}
     if dataset:
         job["dataset"] = dataset
+    if profile_iterations:
+        job["profile"] = {"iterations": profile_iterations}
     return validate_job(job)
 
 
@@ -165,6 +180,10 @@ def new_result(job_id: str) -> dict[str, Any]:
         "first_inference_ms": None,
         "warmup_n": None,
         "latency": None,
+        # what the samples measure: `perf_counter` (host clock) or `cuda_events` (GPU clock);
+        # with the GPU's clock, the host clock around the same iterations is `wall_latency`
+        "timer": None,
+        "wall_latency": None,
         "samples_ns": [],
         "capped": None,
         "memory": {},
@@ -174,6 +193,10 @@ def new_result(job_id: str) -> dict[str, Any]:
         "state_after": {},
         "throttled": None,
         "power": None,
+        "accelerator": None,  # the GPU as the runtime sees it (name, SM count, CUDA)
+        "gpu": None,  # NVML around the timed window: energy, process memory
+        "placement": None,  # providers / delegates asked for and in force, CPU fallback
+        "profile": None,  # a profile session's per-operator figures
         "agent_wall_s": None,
     }
 

@@ -379,7 +379,7 @@ class _Builder:
     def _export(self, state: _ModelState, name: str, recipe: RecipeCfg | None, plan: _Plan,
                 module: nn.Module, lineage: list[dict[str, Any]], fmt: str) -> Artifact:
         path = self.dir / f"{name}{FORMAT_SUFFIX[fmt]}"
-        exporter = ex.export_onnx if fmt == "onnx" else ex.export_tflite
+        exporter = ex.EXPORTERS[fmt]
         lineage = list(lineage)
         if plan.quantize is None:
             exporter(module, state.input_shape, path)

@@ -1,12 +1,14 @@
 """Exports of a PyTorch model to the formats devices run, and host runs of the exported files.
 
-ONNX: torch's exporter at batch 1, one self-contained file (no external data), `onnx.checker`
-clean; this is also the file TensorRT builds engines from on a Jetson. TFLite: litert-torch,
-NCHW input kept. Edge TPU: the full-int8 TFLite through `edgetpu_compiler` when it is installed.
-`run_exported` runs a file on the host through the device agent's own runtime classes and row
-loop (`harness.agent.runtimes`, `harness.agent.scoring.logits_of`), fed the same float32 tensors
-the device gets, so host accuracy is the deployed artifact's accuracy and is scored by the agent's
-`scoring.score`: host and device differ only in the machine.
+ONNX: torch's exporter at batch 1, one self-contained file (no external data), `onnx.checker` clean;
+this is also the file TensorRT builds engines from on a Jetson. TFLite: litert-torch, NCHW input
+kept. PyTorch: a `torch.export` program saved as `.pt2` (batch 1, static shapes), which the agent's
+torch runtime loads on the CPU or a CUDA GPU. Edge TPU: the full-int8 TFLite through
+`edgetpu_compiler` when it is installed. `run_exported` runs a file on the host through the device
+agent's own runtime classes and row loop (`harness.agent.runtimes`,
+`harness.agent.scoring.logits_of`), fed the same float32 tensors the device gets, so host accuracy
+is the deployed artifact's accuracy and is scored by the agent's `scoring.score`: host and device
+differ only in the machine.
 """
 
 from __future__ import annotations
@@ -102,6 +104,22 @@ def export_tflite(model: nn.Module, input_shape: tuple[int, ...], path: Path) ->
     return path
 
 
+def export_torch(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
+    model = model.cpu().eval()
+    example = torch.zeros(input_shape)
+    try:
+        with _quiet(), torch.no_grad():
+            program = torch.export.export(model, (example,))
+            torch.export.save(program, str(path))
+    except Exception as err:
+        path.unlink(missing_ok=True)
+        raise ExportError(f"torch.export failed: {_first_line(err)}") from err
+    return path
+
+
+EXPORTERS = {"onnx": export_onnx, "tflite": export_tflite, "torch": export_torch}
+
+
 def edgetpu_compile(tflite: Path) -> tuple[Path | None, str]:
     """Compile a full-int8 TFLite for the Edge TPU; (compiled path, compiler report) or
     (None, why not)."""
@@ -121,7 +139,7 @@ def edgetpu_compile(tflite: Path) -> tuple[Path | None, str]:
 
 
 # The agent's runtime for each format: the host runs a file exactly as a device does.
-HOST_RUNTIME = {"onnx": "onnxruntime", "tflite": "tflite"}
+HOST_RUNTIME = {"onnx": "onnxruntime", "tflite": "tflite", "torch": "torch"}
 # Runtime options of host runs; a device job with the same options computes the same logits.
 HOST_OPTIONS: dict[str, Any] = {"threads": min(4, os.cpu_count() or 1)}
 

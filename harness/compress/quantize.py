@@ -43,6 +43,8 @@ from harness.compress.techniques import (
 from harness.compress.train import StepContext, fit
 
 CALIBRATION = ("minmax", "entropy", "percentile")
+# int8 here rewrites an exported ONNX or TFLite file; a torch.export program is not quantized.
+FILE_FORMATS = ("onnx", "tflite")
 
 # Largest int8 weight code with `reduce_range` (onnxruntime's reduced INT8 range is [-64, 64]).
 REDUCED_WEIGHT_MAX = 64
@@ -140,6 +142,7 @@ def _tflite_static(src: Path, dst: Path, params: dict[str, Any], ctx: StepContex
     label=lambda p: "int8_static",
     check=_check_static,
     precision="int8",
+    formats=FILE_FORMATS,
 )
 def quantize_static(src: Path, dst: Path, fmt: str, params: dict[str, Any], ctx: StepContext
                     ) -> dict[str, Any]:
@@ -152,6 +155,7 @@ def quantize_static(src: Path, dst: Path, fmt: str, params: dict[str, Any], ctx:
     defaults={"per_channel": False, "reduce_range": True},
     label=lambda p: "int8_dynamic",
     precision="int8",
+    formats=FILE_FORMATS,
 )
 def quantize_dynamic(src: Path, dst: Path, fmt: str, params: dict[str, Any], ctx: StepContext
                      ) -> dict[str, Any]:

@@ -4,7 +4,7 @@ A suite is a YAML file (see models/demo.yaml)::
 
     name: demo
     seed: 0
-    formats: [onnx, tflite]                 # default for every model
+    formats: [onnx, tflite]                 # default for every model (also: torch, a .pt2)
     datasets:
       digits: {type: digits, image_size: 32}
     models:
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import yamlfile
-from harness.artifacts import BUILD_FORMATS, SAFE_NAME_RULE, is_safe_name
+from harness.artifacts import BUILD_FORMATS, DEFAULT_BUILD_FORMATS, SAFE_NAME_RULE, is_safe_name
 from harness.errors import ConfigError, UnknownNameError
 
 TRAIN_KEYS = {"epochs", "lr", "batch_size", "weight_decay", "threads"}
@@ -71,7 +71,7 @@ class ModelCfg:
     num_classes: int | None = None
     input_size: int | None = None
     train: dict[str, Any] = field(default_factory=dict)
-    formats: tuple[str, ...] = BUILD_FORMATS
+    formats: tuple[str, ...] = DEFAULT_BUILD_FORMATS
     recipes: tuple[str, ...] = ()
 
 
@@ -179,7 +179,7 @@ def load_suite(path: Path | str) -> Suite:
     r.keys(top, "", {"name", "seed", "formats", "datasets", "models", "recipes", "description"})
     techniques, model_names, dataset_types = _known()
 
-    default_formats = r.formats(top.get("formats", list(BUILD_FORMATS)), "formats")
+    default_formats = r.formats(top.get("formats", list(DEFAULT_BUILD_FORMATS)), "formats")
     seed = r.integer(top.get("seed", 0), "seed")
 
     datasets: dict[str, DatasetCfg] = {}

@@ -55,7 +55,7 @@ def run_report(
     """
     if style not in REPORT_STYLES:
         raise EdgebenchError(f"unknown report style {style!r}; known: {', '.join(REPORT_STYLES)}")
-    from harness.report import compare, frame, html, paper, plots, stats, tables
+    from harness.report import compare, frame, html, paper, plots, profile, stats, tables
 
     with _open(db) as store:
         run_id = store.resolve_run(run)
@@ -81,9 +81,14 @@ def run_report(
             written, paper_files = paper.write_paper(folder, builders, df, info, report_tables)
         else:
             written = plots.write_figures(builders, folder / "plots")
+        job_ids = list(df["job_id"])
         html.write_index(folder, info, df, report_tables, table_files, written,
-                         pruned_sessions=store.pruned_sessions(list(df["job_id"])),
-                         paper_files=paper_files)
+                         pruned_sessions=store.pruned_sessions(job_ids),
+                         paper_files=paper_files,
+                         operators=profile.html_section(
+                             df[["job_id", "device", "model", "runtime", "isa", "accelerator"]]
+                             .to_dict("records"),
+                             store.profiles(job_ids), store.profile_ops(job_ids)))
         _record_own_files(folder, foreign)
     return folder
 

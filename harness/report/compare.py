@@ -73,10 +73,14 @@ def judge(
 
 
 def _flat(fingerprint: Any) -> dict[str, Any]:
+    # `gpu.absent` says why nothing was found (no NVML, no GPU): like a key never recorded, it is
+    # no difference by itself (runs from before GPUs were probed have no `gpu` at all), while a
+    # GPU that appears or goes brings its own keys.
     return {
         k: v
         for k, v in flatten(fingerprint).items()
         if not any(part in k.rsplit(".", 1)[-1].lower() for part in _MOMENTARY_KEY_PARTS)
+        and k != "gpu.absent"
     }
 
 

@@ -45,6 +45,7 @@ table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
 .flag-single_session { background: #fff4d6; }
 .flag-throttled { background: #e8f0fd; }
 .flag-accuracy_outside_host_interval { background: #f3e8fd; }
+.flag-cpu_fallback { background: #fde0c6; } .badge.cpu_fallback { background: #f6b98a; }
 .flag-failed, .flag-unsupported { background: #fde8e8; }
 .badge { display: inline-block; padding: 0 .4rem; border-radius: .6rem; font-size: .8rem;
          background: #ffe19c; }
@@ -276,10 +277,12 @@ def write_index(
     *,
     pruned_sessions: int = 0,
     paper_files: Sequence[Path] = (),
+    operators: str = "",
 ) -> Path:
     """Write `folder/index.html`; paths in `table_files`, `plots` and `paper_files` (what
     `report --style paper` wrote) must lie under `folder`. `pruned_sessions`: sessions of this
-    run whose raw samples `edgebench db prune` dropped."""
+    run whose raw samples `edgebench db prune` dropped; `operators`: the per-operator profiles
+    section (`report.profile.html_section`), if any."""
 
     def rel(path: Path) -> str:
         return _e(path.relative_to(folder).as_posix())
@@ -341,7 +344,8 @@ def write_index(
 <h1>edgebench report: run <code>{_e(run.run_id)}</code></h1>
 <p class="meta">{meta}</p>
 <nav><a href="#summary">Summary</a> &middot; <a href="#tables">Tables</a> &middot;
-<a href="#plots">Plots</a> &middot; <a href="#devices">Devices</a></nav>
+<a href="#plots">Plots</a> &middot; {'<a href="#operators">Operators</a> &middot; '
+                                      if operators else ""}<a href="#devices">Devices</a></nav>
 <h2 id="summary">Summary</h2>
 {_summary(df)}
 <h2 id="tables">Tables</h2>
@@ -357,6 +361,7 @@ flags; a coloured row carries one:</p>
 {"".join(table_sections)}
 <h2 id="plots">Plots</h2>
 {pruned}{"".join(figures) or "<p>(nothing to plot: no successful measurements)</p>"}
+{operators}
 <h2 id="devices">Devices</h2>
 {_devices(df)}
 <script>{SCRIPT}</script>

@@ -57,6 +57,8 @@ FLAG_THROTTLED = "throttled"
 FLAG_CAPPED = "capped"  # a session's window was cut at max_duration_s
 FLAG_FEW_SESSIONS = "single_session"  # no between-session interval possible
 FLAG_ACCURACY = "accuracy_outside_host_interval"
+# part or all of the model ran on the CPU where the profile asked for an accelerator
+FLAG_CPU_FALLBACK = "cpu_fallback"
 SPREAD_FLAGS = frozenset({FLAG_BETWEEN, FLAG_WITHIN, FLAG_LOADED, FLAG_THROTTLED, FLAG_CAPPED})
 
 

@@ -2,8 +2,14 @@
 
 A runtime wraps one inference engine behind the few operations the protocol needs: load a model,
 say what input it wants, put an input into runtime memory, execute and fetch outputs. Modules are
-imported lazily so a device without, say, TensorRT can still run the others; a runtime whose engine
+imported lazily so a device without, say, torch can still run the others; a runtime whose engine
 is not installed reports `unsupported` with the reason.
+
+Beyond timing, a runtime may say where the model ran (`placement`: execution providers, delegated
+operators, and whether it fell back to the CPU where an accelerator was asked for), time on the
+accelerator itself (`timer` `cuda_events`, with `take_device_samples_ns`), report accelerator
+memory, and profile operators in a session of their own (`profile`); the defaults say "not
+offered".
 """
 
 from __future__ import annotations
@@ -17,7 +23,16 @@ import numpy as np
 RUNTIME_MODULES = {
     "onnxruntime": ".onnxruntime",
     "tflite": ".tflite",
+    "torch": ".torch",
 }
+
+# Operators that runtimes put on the CPU by design next to an accelerator (shape arithmetic,
+# copies between memories): running them there is no fallback.
+HOST_SIDE_OPS = frozenset({
+    "Shape", "Reshape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast",
+    "Constant", "ConstantOfShape", "Identity", "Flatten", "MemcpyToHost", "MemcpyFromHost",
+    "Range", "Size",
+})
 
 
 class RuntimeUnavailable(Exception):
@@ -30,6 +45,10 @@ class ModelLoadError(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class ProfileUnsupported(Exception):
+    """This runtime (or this engine build) offers no per-operator profile."""
 
 
 class Runtime:
@@ -75,6 +94,48 @@ class Runtime:
         """The settings actually in force, as the engine reports them."""
         return {}
 
+    def capabilities(self) -> dict[str, Any]:
+        """What `devices check` should know beyond the version (ORT: execution providers)."""
+        return {}
+
+    def timer(self) -> str:
+        """What the per-iteration samples measure: `perf_counter` (the host clock around `run`)
+        or `cuda_events` (CUDA events around the model call on the GPU's own clock)."""
+        return "perf_counter"
+
+    def take_device_samples_ns(self) -> list[int] | None:
+        """Samples timed on the accelerator since the last call (then forgotten); None when the
+        timer is the host clock."""
+        return None
+
+    def accelerator(self) -> dict[str, Any] | None:
+        """The accelerator the model runs on as the framework sees it (name, SM count, CUDA
+        version...); None on the CPU."""
+        return None
+
+    def reset_device_peak(self) -> None:
+        """Start a new accelerator memory peak (before the timed window)."""
+
+    def device_memory(self) -> dict[str, Any]:
+        """Accelerator memory from the framework's allocator (MB): peak since the reset."""
+        return {}
+
+    def placement(self) -> dict[str, Any] | None:
+        """Where the model runs: providers or delegates asked for and in force, nodes per
+        provider, `cpu_fallback` when part or all of it runs on the CPU where an accelerator
+        was asked for; None where there is only one place."""
+        return None
+
+    def prepare_profile(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Options for `load` in a profile session (ORT must enable its profiler at load)."""
+        return options
+
+    def profile(self, step: Any, iterations: int) -> dict[str, Any]:
+        """Run `step` `iterations` times under the engine's profiler: `{"tool", "iterations",
+        "timed", "ops": [{name, op_type, provider, calls, time_ms}], "raw": ...}`, times per
+        inference. ProfileUnsupported where the engine has none."""
+        raise ProfileUnsupported(f"{self.name} offers no per-operator profile")
+
     def close(self) -> None:
         pass
 
@@ -83,6 +144,21 @@ def first_line(err: BaseException) -> str:
     """An engine's exception as one line (they tend to be multi-line C++ dumps)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else repr(err)
+
+
+def accelerator_fallback(asked: list[str], in_force: list[str],
+                         cpu_ops: list[str] | None = None) -> list[str]:
+    """Why a model counts as fallen back to the CPU: accelerators asked for but not in force,
+    and operators of other than shape/copy type that ran on the CPU (`cpu_ops`, by op type);
+    empty when nothing fell back or no accelerator was asked for."""
+    accelerators = [p for p in asked if p not in ("CPUExecutionProvider", "cpu", "CPU")]
+    if not accelerators:
+        return []
+    why = [f"{p} asked for but not in force" for p in accelerators if p not in in_force]
+    compute = sorted({op for op in cpu_ops or () if op not in HOST_SIDE_OPS})
+    if compute:
+        why.append("ran on the CPU: {}".format(", ".join(compute)))
+    return why
 
 
 def get_runtime(name: str) -> Runtime:
@@ -97,16 +173,40 @@ def get_runtime(name: str) -> Runtime:
     return module.RUNTIME()
 
 
+# Runtimes whose engine is too heavy to import just to say it is there (torch takes seconds and
+# hundreds of MB): `available_runtimes` asks the package metadata instead.
+CHECKED_BY_METADATA = {"torch": "torch"}
+
+
 def available_runtimes() -> dict[str, dict[str, Any]]:
     """Which runtimes can be used here, with versions or the reason they cannot."""
+    import importlib.util
+
     found: dict[str, dict[str, Any]] = {}
     for name in sorted(RUNTIME_MODULES):
+        package = CHECKED_BY_METADATA.get(name)
+        if package is not None:
+            if importlib.util.find_spec(package) is None:
+                found[name] = {"available": False,
+                               "reason": f"{name} is not installed on this device"}
+            else:
+                found[name] = {"available": True, "version": _package_version(package)}
+            continue
         try:
             rt = get_runtime(name)
-            found[name] = {"available": True, "version": rt.version()}
+            found[name] = {"available": True, "version": rt.version(), **rt.capabilities()}
         except RuntimeUnavailable as err:
             found[name] = {"available": False, "reason": str(err)}
     return found
+
+
+def _package_version(package: str) -> str:
+    try:
+        from importlib import metadata
+
+        return str(metadata.version(package))
+    except Exception:  # noqa: BLE001 - a version we cannot read is not a missing engine
+        return "unknown"
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.ndarray:

@@ -4,16 +4,29 @@ The timed step is `run_with_iobinding` on an input and outputs bound once (an Or
 the output OrtValues of the first run re-bound), as onnxruntime_perf_test times it: no Python-side
 validation, OrtValue creation or output copy inside the timer. `run_end_to_end` is `session.run`
 with numpy in and out.
+
+Execution providers are tried in the order given; ONNX Runtime silently drops one that fails to
+initialise, so `placement` compares the providers asked for with those in force. The TensorRT
+provider (`TensorrtExecutionProvider`, in NVIDIA's onnxruntime-gpu builds) takes its settings from
+`tensorrt: {fp16, int8, workspace_mb}`, and keeps its engine and timing caches in `tensorrt/`
+beside the model in the device cache, so an engine is built once per model and device. A profile
+session enables ONNX Runtime's own profiler at load and reads back, per node, its op type, time
+and execution provider.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort  # ImportError -> `unsupported` (see the registry)
 
-from . import ModelLoadError, Runtime, first_line
+from . import ModelLoadError, Runtime, accelerator_fallback, first_line
+
+TENSORRT = "TensorrtExecutionProvider"
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -43,9 +56,14 @@ class OnnxRuntime(Runtime):
         self._outputs_bound = False
         self._last: Any = None
         self._options: dict[str, Any] = {}
+        self._asked: list[str] = []
+        self._profile_dir: str | None = None
 
     def version(self) -> str:
         return str(ort.__version__)
+
+    def capabilities(self) -> dict[str, Any]:
+        return {"providers": list(ort.get_available_providers())}
 
     def load(self, model_path: str, options: dict[str, Any]) -> None:
         so = ort.SessionOptions()
@@ -60,14 +78,21 @@ class OnnxRuntime(Runtime):
                 level, ", ".join(sorted(_OPT_LEVELS))))
         so.graph_optimization_level = _OPT_LEVELS[level]
         so.log_severity_level = 3
-        providers = options.get("providers") or ["CPUExecutionProvider"]
+        if options.get("profile"):
+            self._profile_dir = tempfile.mkdtemp(prefix="edgebench-ort-profile-")
+            so.enable_profiling = True
+            so.profile_file_prefix = os.path.join(self._profile_dir, "ort")
+        providers = list(options.get("providers") or ["CPUExecutionProvider"])
         missing = [p for p in providers if p not in ort.get_available_providers()]
         if missing:
             raise ModelLoadError("bad_option", "execution providers not available here: {}; "
                                  "available: {}".format(", ".join(missing),
                                                         ", ".join(ort.get_available_providers())))
+        self._asked = providers
+        provider_options = [self._provider_options(p, model_path, options) for p in providers]
         try:
-            self.session = ort.InferenceSession(model_path, sess_options=so, providers=providers)
+            self.session = ort.InferenceSession(model_path, sess_options=so, providers=providers,
+                                                provider_options=provider_options)
         except Exception as err:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
             raise ModelLoadError(
                 "model_invalid", f"onnxruntime cannot load {model_path}: {first_line(err)}"
@@ -76,11 +101,32 @@ class OnnxRuntime(Runtime):
         self._output_names = [o.name for o in self.session.get_outputs()]
         self._options = {
             "providers": self.session.get_providers(),
+            "providers_requested": providers,
+            "provider_options": {p: o for p, o in zip(providers, provider_options) if o},
             "intra_op_threads": so.intra_op_num_threads,
             "inter_op_threads": so.inter_op_num_threads,
             "graph_optimization_level": level,
             "execution_mode": "sequential",
         }
+
+    @staticmethod
+    def _provider_options(provider: str, model_path: str, options: dict[str, Any]
+                          ) -> dict[str, Any]:
+        """Options of one execution provider: `provider_options: {NAME: {...}}` as given, and
+        for TensorRT the `tensorrt` settings and its caches in the device cache."""
+        out = dict((options.get("provider_options") or {}).get(provider) or {})
+        if provider == TENSORRT:
+            trt = options.get("tensorrt") or {}
+            cache = os.path.join(os.path.dirname(os.path.abspath(model_path)), "tensorrt")
+            out.setdefault("trt_fp16_enable", bool(trt.get("fp16", False)))
+            out.setdefault("trt_int8_enable", bool(trt.get("int8", False)))
+            out.setdefault("trt_engine_cache_enable", True)
+            out.setdefault("trt_engine_cache_path", cache)
+            out.setdefault("trt_timing_cache_enable", True)
+            out.setdefault("trt_timing_cache_path", cache)
+            if trt.get("workspace_mb"):
+                out.setdefault("trt_max_workspace_size", int(trt["workspace_mb"]) * 2**20)
+        return out
 
     def input_shape(self) -> list[int | None]:
         return [d if isinstance(d, int) else None for d in self._input.shape]
@@ -118,8 +164,80 @@ class OnnxRuntime(Runtime):
     def options_used(self) -> dict[str, Any]:
         return dict(self._options)
 
+    def placement(self) -> dict[str, Any] | None:
+        in_force = list(self.session.get_providers())
+        reasons = accelerator_fallback(self._asked, in_force)
+        return {"requested": list(self._asked), "in_force": in_force,
+                "cpu_fallback": bool(reasons), "fallback_reasons": reasons}
+
+    def prepare_profile(self, options: dict[str, Any]) -> dict[str, Any]:
+        return dict(options, profile=True)
+
+    def profile(self, step: Any, iterations: int) -> dict[str, Any]:
+        if self._profile_dir is None:
+            raise ValueError("the session was not loaded for profiling (prepare_profile)")
+        for _ in range(iterations):
+            step()
+        path = self.session.end_profiling()
+        try:
+            with open(path) as fh:
+                events = json.load(fh)
+        finally:
+            os.unlink(path)
+        return summarize_profile(events, iterations, self.placement() or {})
+
     def close(self) -> None:
         self.session = None
+        if self._profile_dir is not None:
+            try:
+                os.rmdir(self._profile_dir)
+            except OSError:
+                pass
+
+
+def summarize_profile(events: list[dict[str, Any]], iterations: int,
+                      placement: dict[str, Any]) -> dict[str, Any]:
+    """Per-node figures of the last `iterations` runs of an ONNX Runtime profile (Chrome trace
+    events): the runs before them (first inference, warm-up) are left out."""
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    runs = sorted(runs, key=lambda e: e["ts"])[-iterations:]
+    windows = [(e["ts"], e["ts"] + e["dur"]) for e in runs]
+    nodes: dict[str, dict[str, Any]] = {}
+    raw = []
+    for e in events:
+        if e.get("cat") != "Node" or not any(lo <= e["ts"] <= hi for lo, hi in windows):
+            continue
+        args = e.get("args") or {}
+        if "op_name" not in args:  # fence events of a node, not its kernel
+            continue
+        name = e["name"][:-len("_kernel_time")] if e["name"].endswith("_kernel_time") \
+            else e["name"]
+        node = nodes.setdefault(name, {"name": name, "op_type": args["op_name"],
+                                       "provider": args.get("provider", "?"), "calls": 0,
+                                       "time_us": 0})
+        node["calls"] += 1
+        node["time_us"] += e.get("dur", 0)
+        raw.append({"name": name, "ts": e["ts"], "dur": e.get("dur"),
+                    **{k: args[k] for k in ("op_name", "provider", "node_index",
+                                            "input_type_shape", "output_type_shape") if k in args}})
+    n = max(len(windows), 1)
+    ops = [{"name": v["name"], "op_type": v["op_type"], "provider": v["provider"],
+            "calls": v["calls"] // n or 1, "time_ms": v["time_us"] / 1e3 / n}
+           for v in nodes.values()]
+    ops.sort(key=lambda o: -o["time_ms"])
+    by_provider: dict[str, dict[str, Any]] = {}
+    for op in ops:
+        p = by_provider.setdefault(op["provider"], {"nodes": 0, "time_ms": 0.0})
+        p["nodes"] += 1
+        p["time_ms"] += op["time_ms"]
+    cpu_ops = [op["op_type"] for op in ops if op["provider"] == "CPUExecutionProvider"]
+    reasons = accelerator_fallback(list(placement.get("requested") or []),
+                                   list(placement.get("in_force") or []), cpu_ops)
+    placed = dict(placement, providers=by_provider, cpu_fallback=bool(reasons),
+                  fallback_reasons=reasons)
+    return {"tool": "onnxruntime", "onnxruntime": str(ort.__version__),
+            "iterations": len(windows), "timed": True, "ops": ops, "placement": placed,
+            "raw": raw}
 
 
 RUNTIME = OnnxRuntime

@@ -6,6 +6,12 @@ int8/uint8 model gets its float input quantized with the input tensor's scale an
 (outside the timer) and its output dequantized, so every artifact of a model is fed the same
 float32 tensors. Extra delegates (the Edge TPU's `libedgetpu.so.1`) are loaded by name from the
 job's options.
+
+`placement` counts the operators a delegate took over (XNNPACK on the CPU, the Edge TPU, a GPU
+delegate): the interpreter lists each delegate partition as a `DELEGATE` node beside the original
+operators, and an operator belongs to a partition when it lies between the partition's inputs and
+its outputs. The Python interpreter offers no per-operator timing (benchmark_model's
+`--enable_op_profiling` does), so its `profile` is the operator list with placement, untimed.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from . import ModelLoadError, Runtime, dequantize, first_line, quantize
+
+DELEGATE_OP = "DELEGATE"
 
 try:
     from ai_edge_litert import interpreter as _interp
@@ -117,8 +125,65 @@ class TFLiteRuntime(Runtime):
     def options_used(self) -> dict[str, Any]:
         return dict(self._options)
 
+    def placement(self) -> dict[str, Any] | None:
+        ops = self.interpreter._get_ops_details()
+        delegated = delegated_ops(ops)
+        total = [op for op in ops if op["op_name"] != DELEGATE_OP]
+        asked = list(self._options.get("delegates") or [])
+        left = sorted({op["op_name"] for op in total if op["index"] not in delegated})
+        # An accelerator delegate (Edge TPU, GPU) leaving operators to the CPU is a fallback;
+        # XNNPACK is itself the CPU.
+        reasons = ["ran on the CPU: " + ", ".join(left)] if asked and left else []
+        return {"requested": asked + (["XNNPACK"] if self._options.get("xnnpack") else []),
+                "ops_total": len(total), "ops_delegated": len(delegated),
+                "partitions": sum(1 for op in ops if op["op_name"] == DELEGATE_OP),
+                "cpu_fallback": bool(reasons), "fallback_reasons": reasons}
+
+    def profile(self, step: Any, iterations: int) -> dict[str, Any]:
+        for _ in range(iterations):
+            step()
+        ops = self.interpreter._get_ops_details()
+        delegated = delegated_ops(ops)
+        where = "delegate" if not self._options.get("delegates") else "+".join(
+            self._options["delegates"])
+        if not self._options.get("delegates") and self._options.get("xnnpack"):
+            where = "XNNPACK"
+        rows = [{"name": "{}_{}".format(op["op_name"], op["index"]), "op_type": op["op_name"],
+                 "provider": where if op["index"] in delegated else "CPU", "calls": 1,
+                 "time_ms": None}
+                for op in ops if op["op_name"] != DELEGATE_OP]
+        return {"tool": "litert_ops", "iterations": iterations, "timed": False,
+                "note": "the LiteRT Python interpreter offers no per-operator timing",
+                "ops": rows, "placement": self.placement(), "raw": rows}
+
     def close(self) -> None:
         self.interpreter = None
+
+
+def delegated_ops(ops: list[dict[str, Any]]) -> set[int]:
+    """Indices of the operators inside a delegate partition: walking back from each partition's
+    outputs through the operators that produce them, stopping at the partition's inputs."""
+    producers = {}
+    for op in ops:
+        if op["op_name"] != DELEGATE_OP:
+            for t in op["outputs"]:
+                producers[int(t)] = op
+    inside: set[int] = set()
+    for part in ops:
+        if part["op_name"] != DELEGATE_OP:
+            continue
+        boundary = {int(t) for t in part["inputs"]}
+        todo = [int(t) for t in part["outputs"]]
+        seen: set[int] = set()
+        while todo:
+            tensor = todo.pop()
+            if tensor in seen or tensor in boundary or tensor not in producers:
+                continue
+            seen.add(tensor)
+            op = producers[tensor]
+            inside.add(int(op["index"]))
+            todo.extend(int(t) for t in op["inputs"])
+    return inside
 
 
 RUNTIME = TFLiteRuntime

@@ -1,0 +1,221 @@
+"""NVIDIA GPUs through NVML: what they are (fingerprint), their state, memory and energy.
+
+NVML comes from `nvidia-ml-py` (`import pynvml`), imported only when a fingerprint or a state is
+taken and optional: a device without it, or without a driver (a Jetson, where NVML does not
+exist and `tegrastats` in `boards/jetson.py` is the source, or a machine without a GPU), records
+why instead of a guess. Each call opens and closes NVML itself, so nothing stays initialised
+across the timed window. GPU indices are NVML's; a runtime that knows the GPU it runs on by UUID
+(torch does) is matched by UUID, which survives `CUDA_VISIBLE_DEVICES` renumbering.
+
+Stdlib only (plus pynvml where installed); Python 3.8 syntax.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Clock-event reasons that mean the GPU slowed itself down (not idle, not an application clock
+# setting): thermal and hardware slowdowns and the software power cap.
+_SLOWDOWN_REASONS = ("HwSlowdown", "HwThermalSlowdown", "HwPowerBrakeSlowdown",
+                     "SwThermalSlowdown", "SwPowerCap")
+
+
+class NvmlAbsent(Exception):
+    """NVML cannot be used here; the message says why (no package, no driver, no GPU)."""
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class Nvml:
+    """An open NVML session: `with Nvml() as nv: ...`; NvmlAbsent when there is none."""
+
+    def __init__(self) -> None:
+        try:
+            import pynvml
+        except ImportError as err:
+            raise NvmlAbsent("nvidia-ml-py (pynvml) is not installed") from err
+        self.nv = pynvml
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as err:
+            raise NvmlAbsent(f"NVML: {err}") from err
+        try:
+            self.count = int(pynvml.nvmlDeviceGetCount())
+        except pynvml.NVMLError as err:
+            self.close()
+            raise NvmlAbsent(f"NVML: {err}") from err
+        if self.count == 0:
+            self.close()
+            raise NvmlAbsent("NVML finds no GPU")
+
+    def __enter__(self) -> Nvml:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.nv.nvmlShutdown()
+        except self.nv.NVMLError:
+            pass
+
+    def _get(self, fn: str, *args: Any) -> Any:
+        """One NVML query; None where this GPU or driver does not support it."""
+        try:
+            return getattr(self.nv, fn)(*args)
+        except (self.nv.NVMLError, AttributeError):
+            return None
+
+    def handle(self, index: int = 0, uuid: str | None = None) -> Any:
+        if uuid:
+            found = self._get("nvmlDeviceGetHandleByUUID", uuid)
+            if found is not None:
+                return found
+        return self.nv.nvmlDeviceGetHandleByIndex(index)
+
+    def describe(self, index: int) -> dict[str, Any]:
+        h = self.nv.nvmlDeviceGetHandleByIndex(index)
+        mem = self._get("nvmlDeviceGetMemoryInfo", h)
+        cap = self._get("nvmlDeviceGetCudaComputeCapability", h)
+        return {
+            "index": index,
+            "name": _text(self._get("nvmlDeviceGetName", h)),
+            "uuid": _text(self._get("nvmlDeviceGetUUID", h)),
+            "memory_total_mb": mem.total / 2**20 if mem is not None else None,
+            "compute_capability": "{}.{}".format(*cap) if cap else None,
+            "power_limit_w": _milli(self._get("nvmlDeviceGetEnforcedPowerLimit", h)),
+            "max_sm_clock_mhz": self._get("nvmlDeviceGetMaxClockInfo", h, self.nv.NVML_CLOCK_SM),
+            "max_mem_clock_mhz": self._get("nvmlDeviceGetMaxClockInfo", h,
+                                           self.nv.NVML_CLOCK_MEM),
+        }
+
+    def state(self, index: int) -> dict[str, Any]:
+        h = self.nv.nvmlDeviceGetHandleByIndex(index)
+        mem = self._get("nvmlDeviceGetMemoryInfo", h)
+        reasons = self._get("nvmlDeviceGetCurrentClocksEventReasons", h)
+        if reasons is None:
+            reasons = self._get("nvmlDeviceGetCurrentClocksThrottleReasons", h)
+        return {
+            "temperature_c": self._get("nvmlDeviceGetTemperature", h,
+                                       self.nv.NVML_TEMPERATURE_GPU),
+            "sm_clock_mhz": self._get("nvmlDeviceGetClockInfo", h, self.nv.NVML_CLOCK_SM),
+            "mem_clock_mhz": self._get("nvmlDeviceGetClockInfo", h, self.nv.NVML_CLOCK_MEM),
+            "power_w": _milli(self._get("nvmlDeviceGetPowerUsage", h)),
+            "memory_used_mb": mem.used / 2**20 if mem is not None else None,
+            "utilization_pct": getattr(self._get("nvmlDeviceGetUtilizationRates", h), "gpu",
+                                       None),
+            "pstate": self._get("nvmlDeviceGetPerformanceState", h),
+            "clock_event_reasons": self.reason_names(reasons),
+        }
+
+    def reason_names(self, mask: int | None) -> list[str] | None:
+        if mask is None:
+            return None
+        names = []
+        for attr in dir(self.nv):
+            if attr.startswith("nvmlClocksEventReason") and attr not in (
+                    "nvmlClocksEventReasonAll", "nvmlClocksEventReasonNone"):
+                bit = getattr(self.nv, attr)
+                if isinstance(bit, int) and bit and mask & bit:
+                    names.append(attr[len("nvmlClocksEventReason"):])
+        return sorted(names)
+
+    def energy_mj(self, handle: Any) -> int | None:
+        """The GPU's energy counter since the driver loaded (mJ); None on GPUs without one
+        (before Volta)."""
+        value = self._get("nvmlDeviceGetTotalEnergyConsumption", handle)
+        return int(value) if value is not None else None
+
+    def process_memory_mb(self, handle: Any, pid: int) -> float | None:
+        """GPU memory NVML attributes to process `pid` (None where the driver does not say)."""
+        procs = self._get("nvmlDeviceGetComputeRunningProcesses", handle) or []
+        for p in procs:
+            used = getattr(p, "usedGpuMemory", None)
+            if getattr(p, "pid", None) == pid and isinstance(used, int):
+                return used / 2**20
+        return None
+
+
+def _milli(value: Any) -> float | None:
+    return value / 1000.0 if isinstance(value, (int, float)) else None
+
+
+def fingerprint() -> dict[str, Any]:
+    """Driver, CUDA driver version and every GPU, or `{"absent": why}`."""
+    try:
+        with Nvml() as nv:
+            cuda = nv._get("nvmlSystemGetCudaDriverVersion_v2") or nv._get(
+                "nvmlSystemGetCudaDriverVersion")
+            return {
+                "source": "nvml",
+                "driver": _text(nv._get("nvmlSystemGetDriverVersion")),
+                "cuda_driver": f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else None,
+                "nvml": _text(nv._get("nvmlSystemGetNVMLVersion")),
+                "gpus": [nv.describe(i) for i in range(nv.count)],
+            }
+    except NvmlAbsent as err:
+        return {"absent": str(err)}
+
+
+def state() -> dict[str, Any]:
+    """Temperature, SM and memory clocks, power and clock-event reasons of every GPU, by index;
+    empty where NVML is absent (the fingerprint says why)."""
+    try:
+        with Nvml() as nv:
+            return {str(i): nv.state(i) for i in range(nv.count)}
+    except NvmlAbsent:
+        return {}
+
+
+def slowed_down(before: dict[str, Any], after: dict[str, Any]) -> bool | None:
+    """Whether a GPU reported a thermal, hardware or power-cap slowdown in either state."""
+    seen = False
+    for st in (before, after):
+        for gpu in st.values():
+            reasons = gpu.get("clock_event_reasons")
+            if reasons is None:
+                continue
+            seen = True
+            if any(r in _SLOWDOWN_REASONS for r in reasons):
+                return True
+    return False if seen else None
+
+
+class EnergyMeter:
+    """NVML's energy counter and the process's GPU memory around the timed window of one GPU.
+
+    `start()` and `stop()` each open NVML briefly; nothing runs during the window. A device
+    without NVML or without an energy counter gives None.
+    """
+
+    def __init__(self, index: int = 0, uuid: str | None = None) -> None:
+        self.index = index
+        self.uuid = uuid
+        self._start: int | None = None
+
+    def start(self) -> None:
+        try:
+            with Nvml() as nv:
+                self._start = nv.energy_mj(nv.handle(self.index, self.uuid))
+        except Exception:  # noqa: BLE001 - NVML absent or failing must not fail the job
+            self._start = None
+
+    def stop(self, elapsed_s: float, iterations: int, pid: int) -> dict[str, Any] | None:
+        try:
+            with Nvml() as nv:
+                h = nv.handle(self.index, self.uuid)
+                end = nv.energy_mj(h)
+                process_mb = nv.process_memory_mb(h, pid)
+                power = nv.state(self.index).get("power_w")
+        except Exception:  # noqa: BLE001
+            return None
+        out: dict[str, Any] = {"source": "nvml", "gpu_index": self.index,
+                               "process_memory_mb": process_mb, "power_w_after": power}
+        if self._start is not None and end is not None and elapsed_s > 0 and iterations:
+            joules_mj = end - self._start
+            out.update({"energy_mj": joules_mj, "mean_w": joules_mj / 1000.0 / elapsed_s,
+                        "energy_mj_per_inference": joules_mj / iterations})
+        return out

@@ -1,0 +1,140 @@
+"""Per-operator profiles for people: the short table `edgebench bench --profile` prints and the
+report's section (top operators per artifact, share of time per operator type, where it ran).
+
+Both read the store's `profiles` and `profile_ops` rows (see `harness/results.py`); neither
+imports pandas, so the CLI can print its table without the report's start-up cost. The whole
+profile of a measurement (every operator, the engine's raw events) stays in the store
+(`Store.profile_data`).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from harness.report.console import format_value
+
+TOP_SHOWN = 5  # operators per measurement in the CLI table
+TYPES_SHOWN = 8  # operator types per measurement in the report
+OPS_SHOWN = 10  # operators per measurement in the report (the store keeps 20)
+
+
+def _share(value: Any) -> str:
+    return format_value(value * 100 if value is not None else None, ".1f") + (
+        "%" if value is not None else "")
+
+
+def placement_text(placement: Mapping[str, Any] | None) -> str:
+    """`CPUExecutionProvider 12 nodes 3.1 ms; CUDA...` or `delegated 60/62 ops (1 partition)`;
+    with the fallback's reasons when there is one."""
+    if not placement:
+        return ""
+    parts = []
+    for name, p in (placement.get("providers") or {}).items():
+        parts.append(f"{name} {p.get('nodes')} nodes {format_value(p.get('time_ms'), '.3g')} ms")
+    if placement.get("ops_total") is not None:
+        parts.append(f"delegated {placement.get('ops_delegated')}/{placement['ops_total']} ops "
+                     f"({placement.get('partitions')} partitions)")
+    if not parts and placement.get("in_force"):
+        parts.append("in force: " + ", ".join(map(str, placement["in_force"])))
+    if placement.get("cpu_fallback"):
+        parts.append("CPU FALLBACK: " + "; ".join(placement.get("fallback_reasons") or []))
+    return "; ".join(parts)
+
+
+def console_table(records: Sequence[Mapping[str, Any]], profiles: Sequence[Mapping[str, Any]],
+                  ops: Sequence[Mapping[str, Any]]) -> Any:
+    """A rich Table: the top operators of each profiled measurement."""
+    from rich.table import Table
+
+    by_job = {r["job_id"]: r for r in records}
+    table = Table(title=f"Per-operator profiles (top {TOP_SHOWN} per measurement, from one extra "
+                        "session each, apart from the timed ones)", title_justify="left")
+    for name, justify in (("device", "left"), ("model", "left"), ("runtime", "left"),
+                          ("operator", "left"), ("type", "left"), ("provider", "left"),
+                          ("ms/inference", "right"), ("share", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for prof in profiles:
+        rec = by_job.get(prof["job_id"], {})
+        head = [str(rec.get("device", "")), str(rec.get("model", "")), str(rec.get("runtime", ""))]
+        rows = [op for op in ops if op["job_id"] == prof["job_id"]][:TOP_SHOWN]
+        if not rows:
+            table.add_row(*head, prof.get("error_message") or "no operators", "", "", "", "")
+        for i, op in enumerate(rows):
+            table.add_row(*(head if i == 0 else ["", "", ""]), str(op["name"]),
+                          str(op["op_type"]), str(op["provider"]),
+                          format_value(op.get("time_ms"), ".3g"), _share(op.get("share")))
+        where = placement_text(prof.get("placement"))
+        if where:
+            table.add_row("", "", "", f"placement: {where}", "", "", "", "")
+        what = f"ISA {rec.get('isa')}" + (f", GPU {rec['accelerator']}"
+                                          if rec.get("accelerator") else "")
+        table.add_row("", "", "", what, "", "", "", "")
+    return table
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def html_section(records: Sequence[Mapping[str, Any]], profiles: Sequence[Mapping[str, Any]],
+                 ops: Sequence[Mapping[str, Any]]) -> str:
+    """The report's "Operators" section; empty when the run has no profiles."""
+    if not profiles:
+        return ""
+    by_job = {r["job_id"]: r for r in records}
+    parts = ['<h2 id="operators">Operators</h2>',
+             '<p class="meta">One extra session per measurement under the engine\'s profiler '
+             "(ONNX Runtime's profiler, torch.profiler; LiteRT's operator list, untimed), never "
+             "one of the timed sessions. Times are per inference; shares are of the profiled "
+             "time (of the operator count where the engine gives no times).</p>"]
+    for prof in profiles:
+        rec = by_job.get(prof["job_id"], {})
+        title = (f"{_e(rec.get('model'))} &mdash; {_e(rec.get('runtime'))} on "
+                 f"{_e(rec.get('device'))}")
+        fallback = (prof.get("placement") or {}).get("cpu_fallback")
+        badge = ' <span class="badge cpu_fallback">cpu_fallback</span>' if fallback else ""
+        parts.append(f'<h3 class="profile">{title}{badge}</h3>')
+        # every figure says what produced it: the CPU's instruction set, and the GPU if any
+        meta = [f"ISA <code>{_e(rec.get('isa'))}</code>"]
+        if rec.get("accelerator"):
+            meta.append(f"GPU <code>{_e(rec['accelerator'])}</code>")
+        meta += [f"tool <code>{_e(prof.get('tool'))}</code>",
+                 f"{_e(prof.get('iterations'))} iterations"]
+        if prof.get("total_ms") is not None:
+            meta.append(f"{format_value(prof['total_ms'], '.4g')} ms of operators per inference")
+        if prof.get("note"):
+            meta.append(_e(prof["note"]))
+        if prof.get("error_message"):
+            meta.append(_e(prof["error_message"]))
+        where = placement_text(prof.get("placement"))
+        if where:
+            meta.append("placement: " + _e(where))
+        parts.append(f'<p class="meta">{"; ".join(meta)}</p>')
+        rows = [op for op in ops if op["job_id"] == prof["job_id"]][:OPS_SHOWN]
+        if rows:
+            body = "".join(
+                f"<tr><td class=\"num\">{op['rank']}</td><td>{_e(op['name'])}</td>"
+                f"<td>{_e(op['op_type'])}</td><td>{_e(op['provider'])}</td>"
+                f"<td class=\"num\">{_e(op.get('calls'))}</td>"
+                f"<td class=\"num\">{format_value(op.get('time_ms'), '.3g')}</td>"
+                f"<td class=\"num\">{_share(op.get('share'))}</td></tr>" for op in rows)
+            parts.append(
+                '<div class="scroll"><table class="sortable top-operators"><thead><tr>'
+                "<th>#</th><th>Operator</th><th>Type</th><th>Provider</th><th>Calls</th>"
+                f"<th>ms</th><th>Share</th></tr></thead><tbody>{body}</tbody></table></div>")
+        types = list((prof.get("op_types") or {}).items())[:TYPES_SHOWN]
+        if types:
+            cells = "".join(
+                f"<tr><td>{_e(name)}</td><td class=\"num\">{t.get('ops')}</td>"
+                f"<td class=\"num\">{format_value(t.get('time_ms'), '.3g')}</td>"
+                f"<td class=\"num\">{_share(t.get('share'))}</td>"
+                f'<td><span style="display:inline-block;background:#7aa6d8;height:.7rem;'
+                f'width:{(t.get("share") or 0) * 12:.2f}rem"></span></td></tr>'
+                for name, t in types)
+            parts.append(
+                '<div class="scroll"><table class="op-types"><thead><tr><th>Operator type</th>'
+                "<th>Operators</th><th>ms</th><th>Share</th><th></th></tr></thead>"
+                f"<tbody>{cells}</tbody></table></div>")
+    return "\n".join(parts)

@@ -1,0 +1,177 @@
+"""Per-operator profiles and placement: real ONNX Runtime, LiteRT and torch profilers through the
+agent, the fallback rule, the profile session of `bench --profile` in the store, the CLI table
+and the report."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import onnx
+import pytest
+
+from harness import results
+from harness.agent import protocol
+from harness.agent.runtimes import accelerator_fallback, get_runtime
+from harness.agent.runtimes.onnxruntime import summarize_profile
+from harness.store import Store
+from tests.conftest import run_agent_job, run_cli
+
+
+def profile_job(path: Path, fmt: str, runtime: str, iterations: int = 7,
+                **options: Any) -> dict[str, Any]:
+    return protocol.measure_job("p", {"path": str(path), "format": fmt}, runtime, session=5,
+                                device_kind="local", options=dict(options, threads=1),
+                                settings=protocol.QUICK_SETTINGS, profile_iterations=iterations)
+
+
+def test_onnxruntime_profile_has_every_node_with_its_provider(tiny_onnx: Path) -> None:
+    result = run_agent_job(profile_job(tiny_onnx, "onnx", "onnxruntime", iterations=7))
+    assert result["status"] == "ok", result["error"]
+    # a profile session times no latency: it is never one of the timed sessions
+    assert result["latency"] is None and result["samples_ns"] == []
+    # warmed up by count alone: ORT's profiler records every run from the session's start
+    assert result["warmup_n"] == protocol.QUICK_SETTINGS["warmup_min"]
+    profile = result["profile"]
+    assert profile["tool"] == "onnxruntime" and profile["timed"] is True
+    graph = onnx.load(tiny_onnx).graph
+    assert sorted(op["op_type"] for op in profile["ops"]) == sorted(n.op_type for n in graph.node)
+    assert all(op["provider"] == "CPUExecutionProvider" for op in profile["ops"])
+    assert all(op["calls"] == 1 and op["time_ms"] > 0 for op in profile["ops"])
+    # only the profiled runs: warm-up and the first inference ran under the profiler too
+    assert profile["iterations"] == 7
+    assert len(profile["raw"]) == 7 * len(graph.node)
+    placement = profile["placement"]
+    assert placement["providers"]["CPUExecutionProvider"]["nodes"] == len(graph.node)
+    assert placement["cpu_fallback"] is False
+
+
+def test_fallback_rule() -> None:
+    asked = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert accelerator_fallback(["CPUExecutionProvider"], ["CPUExecutionProvider"], ["Conv"]) == []
+    assert accelerator_fallback(asked, asked, ["Shape", "MemcpyToHost"]) == []
+    assert accelerator_fallback(asked, ["CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider asked for but not in force"]
+    assert accelerator_fallback(asked, asked, ["Conv", "Shape", "Conv"]) == [
+        "ran on the CPU: Conv"]
+
+
+def test_a_model_on_the_cpu_where_cuda_was_asked_for_is_flagged(tiny_onnx: Path) -> None:
+    """ORT's real profile events, read as if the profile had asked for CUDA: what a device with
+    a CUDA provider that failed to initialise reports (ORT then drops it silently)."""
+    runtime = get_runtime("onnxruntime")
+    runtime.load(str(tiny_onnx), runtime.prepare_profile({"threads": 1}))
+    import numpy as np
+
+    runtime.set_input(np.zeros((1, 1, 8, 8), np.float32))
+    events_profile = runtime.profile(runtime.run, 3)
+    runtime.close()
+    assert events_profile["placement"]["cpu_fallback"] is False
+    raw = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 10**9}] + [
+        {"cat": "Node", "name": e["name"] + "_kernel_time", "ts": 1, "dur": e["dur"],
+         "args": {"op_name": e["op_name"], "provider": e["provider"]}}
+        for e in events_profile["raw"]]
+    asked = {"requested": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+             "in_force": ["CPUExecutionProvider"]}
+    flagged = summarize_profile(raw, 1, asked)
+    placement = flagged["placement"]
+    assert placement["cpu_fallback"] is True
+    assert "CUDAExecutionProvider asked for but not in force" in placement["fallback_reasons"]
+    assert any("MatMul" in r for r in placement["fallback_reasons"])
+    # ... and the measurement carries the flag
+    row = _measurement_with_profile({"status": "ok", "profile": flagged})
+    assert "cpu_fallback" in row["flags"] and row["placement"]["cpu_fallback"] is True
+
+
+def _measurement_with_profile(profile_result: dict[str, Any]) -> dict[str, Any]:
+    from harness.artifacts import Artifact
+    from harness.config import DeviceProfile
+    from harness.runner import PlannedJob
+
+    device = DeviceProfile(name="local", kind="local", transport="local")
+    job = PlannedJob("j1", device, Artifact("m", Path("m.onnx"), "onnx", "0" * 64, 1), "onnx")
+    session = {"status": "ok", "latency": {"median_ms": 1.0, "n": 3}, "fingerprint": {}}
+    srow = results.session_row("j1", 0, session, started_at="t", bytes_pushed=0,
+                               orchestration_s=0.0)
+    return results.measurement_row("r", job, "t", [session], [srow], [[10**6] * 3], 1,
+                                   profile_result)
+
+
+def test_litert_placement_counts_delegated_operators(tiny_tflite: Path) -> None:
+    with_xnnpack = run_agent_job(profile_job(tiny_tflite, "tflite", "tflite", xnnpack=True))
+    without = run_agent_job(profile_job(tiny_tflite, "tflite", "tflite", xnnpack=False))
+    for result in (with_xnnpack, without):
+        assert result["status"] == "ok", result["error"]
+    on, off = with_xnnpack["placement"], without["placement"]
+    assert on["ops_total"] == off["ops_total"] > 0
+    assert on["ops_delegated"] == on["ops_total"] and on["partitions"] == 1
+    assert off["ops_delegated"] == 0 and off["partitions"] == 0
+    assert on["cpu_fallback"] is off["cpu_fallback"] is False  # XNNPACK is the CPU itself
+    profile = with_xnnpack["profile"]
+    assert profile["tool"] == "litert_ops" and profile["timed"] is False
+    assert {op["provider"] for op in profile["ops"]} == {"XNNPACK"}
+    assert {op["provider"] for op in without["profile"]["ops"]} == {"CPU"}
+
+
+def test_torch_profiler_on_the_cpu(tiny_pt2: Path) -> None:
+    result = run_agent_job(profile_job(tiny_pt2, "torch", "torch", iterations=5))
+    assert result["status"] == "ok", result["error"]
+    profile = result["profile"]
+    assert profile["tool"] == "torch.profiler" and profile["iterations"] == 5
+    types = {op["op_type"] for op in profile["ops"]}
+    assert "aten::addmm" in types  # the Linear layer
+    assert all(op["provider"] == "CPU" and op["time_ms"] > 0 for op in profile["ops"])
+
+
+def test_bench_profile_stores_one_untimed_session_and_shows_it(tmp_path: Path,
+                                                               tiny_onnx: Path) -> None:
+    db = tmp_path / "r.db"
+    proc = run_cli("bench", "--model", str(tiny_onnx), "--quick", "--profile", "--db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    assert "Per-operator profiles" in proc.stdout and "MatMul" in proc.stdout
+    with Store(db, readonly=True) as store:
+        (row,) = store.results()
+        assert row["sessions"] == 2  # the timed ones; the profile session is not among them
+        assert len(store.sessions([row["job_id"]])) == 2
+        (prof,) = store.profiles([row["job_id"]])
+        ops = store.profile_ops([row["job_id"]])
+        data = store.profile_data(row["job_id"])
+    assert prof["tool"] == "onnxruntime" and prof["status"] == "ok" and prof["timed"] is True
+    assert [op["rank"] for op in ops] == [1, 2, 3, 4]
+    assert sum(op["share"] for op in ops) == pytest.approx(1.0)
+    assert ops[0]["time_ms"] >= ops[-1]["time_ms"]
+    assert set(prof["op_types"]) == {"Flatten", "MatMul", "Relu"}
+    assert prof["op_types"]["MatMul"]["ops"] == 2
+    assert data is not None and len(data["raw"]) == 20 * 4  # every node of every iteration
+    assert row["placement"]["providers"]["CPUExecutionProvider"]["nodes"] == 4
+    assert "cpu_fallback" not in row["flags"]
+
+    out = tmp_path / "report"
+    proc = run_cli("report", "--db", str(db), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    page = (out / "index.html").read_text()
+    assert 'id="operators"' in page and "top-operators" in page and "MatMul_1" in page
+
+
+def test_profile_iterations_are_checked() -> None:
+    job = profile_job(Path("x.onnx"), "onnx", "onnxruntime")
+    job["profile"] = {"iterations": 0}
+    with pytest.raises(protocol.ProtocolError, match="profile"):
+        protocol.validate_job(job)
+
+
+def test_profile_blob_round_trips() -> None:
+    profile = {"tool": "x", "ops": [{"name": "a", "time_ms": 1.5}], "raw": list(range(100))}
+    blob = results.encode_profile(profile)
+    assert results.decode_profile(blob) == profile
+    assert len(blob) < len(json.dumps(profile))
+
+
+def test_profile_tables_are_in_a_fresh_store(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db"):
+        pass
+    conn = sqlite3.connect(tmp_path / "s.db")
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"profiles", "profile_ops"} <= names
