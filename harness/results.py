@@ -427,8 +427,9 @@ def profile_rows(job_id: str, result: dict[str, Any], *, started_at: str
                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A profile session's agent result as its `profiles` row and its top `profile_ops` rows.
 
-    Shares are of the profiled time per inference; an untimed profile (LiteRT's operator list)
-    has shares by operator count instead, and says so in `timed`."""
+    Shares are of the profiled time per inference. An untimed profile (LiteRT's operator list)
+    has no time and no share per operator; its operator types have shares by operator count
+    instead, and `timed` says so."""
     err = result.get("error") or {}
     profile = result.get("profile") or {}
     ops = list(profile.get("ops") or ())
@@ -463,7 +464,7 @@ def profile_rows(job_id: str, result: dict[str, Any], *, started_at: str
     op_rows = [{"job_id": job_id, "rank": i + 1, "name": op.get("name"),
                 "op_type": op.get("op_type"), "provider": op.get("provider"),
                 "calls": op.get("calls"), "time_ms": op.get("time_ms") if timed else None,
-                "share": w / total if total else None}
+                "share": w / total if timed and total else None}
                for i, (op, w) in enumerate(order)]
     return row, op_rows
 

@@ -113,6 +113,10 @@ def test_litert_placement_counts_delegated_operators(tiny_tflite: Path) -> None:
     assert profile["tool"] == "litert_ops" and profile["timed"] is False
     assert {op["provider"] for op in profile["ops"]} == {"XNNPACK"}
     assert {op["provider"] for op in without["profile"]["ops"]} == {"CPU"}
+    # No times, so no operator gets a share of them; its types are shared by operator count.
+    row, ops = results.profile_rows("j", with_xnnpack, started_at="t")
+    assert ops and all(op["share"] is None and op["time_ms"] is None for op in ops)
+    assert sum(t["share"] for t in row["op_types"].values()) == pytest.approx(1.0)
 
 
 def test_torch_profiler_on_the_cpu(tiny_pt2: Path) -> None:
