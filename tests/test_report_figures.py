@@ -286,3 +286,23 @@ def test_figures_tex_compiles_with_the_tables(paper_report: Path, tmp_path: Path
 def test_report_figures_handle_an_empty_history() -> None:
     empty = pd.DataFrame()
     assert plots.report_figures(empty)["trends"](plots.SINGLE) is None
+
+
+def test_a_single_point_shows_its_whole_interval(tmp_path: Path) -> None:
+    """One measurement (one `bench --model`) has no range of data to squeeze: its latency and
+    accuracy intervals are drawn whole instead of running off both edges like a line."""
+    store = Store(tmp_path / "one.db")
+    run = store.begin_run("edgebench bench --model digits.onnx", None, ["local"])
+    spread = [np.full(200, v * 1e6) for v in (0.05, 0.09, 0.14)]  # sessions far apart
+    add_job(store, run, "digits", accuracy_top1=0.99, samples_ns=spread, device="local")
+    store.finish_run(run)
+    fig = _builders(store, run)["accuracy_latency"](plots.SINGLE)
+    assert fig is not None
+    ax = fig.axes[0]
+    (bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    for segments in bars.lines[2]:
+        for (xa, ya), (xb, yb) in segments.get_segments():
+            assert x0 <= min(xa, xb) and max(xa, xb) <= x1
+            assert y0 <= min(ya, yb) and max(ya, yb) <= y1

@@ -176,7 +176,8 @@ def _limits(values: np.ndarray, lows: np.ndarray | None = None, highs: np.ndarra
             *, log: bool, pad: float = 0.06, reach: float = 0.3) -> tuple[float, float]:
     """Axis limits that show every value with a margin, and each interval up to `reach` times the
     values' range beyond them: an interval wider than that runs off the edge rather than
-    squeezing the data into a corner."""
+    squeezing the data into a corner. With a single value there is nothing to squeeze, so its
+    interval is shown whole."""
     def fwd(a: np.ndarray) -> np.ndarray:
         a = np.asarray(a, dtype=float)
         a = a[np.isfinite(a) & (a > 0)] if log else a[np.isfinite(a)]
@@ -187,6 +188,7 @@ def _limits(values: np.ndarray, lows: np.ndarray | None = None, highs: np.ndarra
     span = hi - lo
     if span <= 0:
         span = 0.1 if log else max(abs(hi) * 0.1, 1e-9)
+        reach = np.inf
     for bound in (lows, highs):
         if bound is not None and (b := fwd(bound)).size:
             lo = min(lo, max(float(b.min()), lo - reach * span))
