@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -89,8 +90,15 @@ class LoopbackLab:
 
     def start(self, timeout_s: float = 60.0) -> LoopbackLab:
         self.start_coordinator()
-        self.start_exporter()
         deadline = time.monotonic() + timeout_s
+        while not self.listening():  # an exporter started before gives up at once
+            if self.coordinator is not None and self.coordinator.poll() is not None:
+                raise RuntimeError(f"labgrid coordinator exited at start: "
+                                   f"{self.log('coordinator')}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"labgrid coordinator not listening after {timeout_s:g} s")
+            time.sleep(0.1)
+        self.start_exporter()
         while time.monotonic() < deadline:
             for proc, what in ((self.coordinator, "coordinator"), (self.exporter, "exporter")):
                 if proc is not None and proc.poll() is not None:
@@ -100,6 +108,13 @@ class LoopbackLab:
             time.sleep(0.3)
         raise RuntimeError(f"labgrid lab not ready after {timeout_s:g} s: "
                            f"{self.log('coordinator')} {self.log('exporter')}")
+
+    def listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def log(self, what: str) -> str:
         path = self.root / f"{what}.log"

@@ -49,6 +49,10 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
     if not 0 <= args.threshold < 1:
         raise EdgebenchError(f"threshold {args.threshold} must be a fraction in [0, 1)")
     nightly_id = args.nightly_id or nightly.new_nightly_id()
+    from harness.farm.labgrid import client_for
+
+    for coordinator in sorted({d.labgrid.coordinator for d in farm.devices if d.labgrid}):
+        client_for(coordinator)  # a coordinator that is down: one clear error, nothing begun
     report = build_suite(args.suite, args.build_dir, console=console)
     if not report.artifacts:
         raise EdgebenchError(f"{args.suite}: no artifact could be built")

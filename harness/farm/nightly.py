@@ -98,14 +98,17 @@ def missing_jobs(store: Store, jobs: Sequence[PlannedJob], planned: int) -> list
     return [j for j in jobs if not resume.complete(stored.get(j.job_id, []), planned)]
 
 
-def check_device(device: Any) -> None:
-    """The health check: the agent answers `devices check`'s job; TransportError if not."""
+def check_device(device: Any) -> int:
+    """The health check: the agent answers `devices check`'s job (TransportError if not);
+    the bytes it pushed (the agent, the first time)."""
     with transport_for(device) as transport:
         run = transport.run_agent(protocol.check_job(device.kind), timeout_s=CHECK_TIMEOUT_S)
+        pushed = transport.bytes_pushed
     if run.result.get("status") != protocol.STATUS_OK:
         error = run.result.get("error") or {}
         raise TransportError(f"device {device.name}: health check failed: "
                              f"{error.get('message', 'no answer')}")
+    return pushed
 
 
 def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: DeviceOutcome,
@@ -139,7 +142,7 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
                     if stop.wait(wait):
                         return
                 try:
-                    check_device(device)
+                    outcome.bytes_pushed += check_device(device)
                 except TransportError as err:
                     outcome.status, outcome.message = "failed", str(err)
                     continue
@@ -174,8 +177,16 @@ def _measure(store: Store, plan: NightlyPlan, todo: Sequence[PlannedJob],
              outcome: DeviceOutcome, say: Say) -> None:
     stored = resume.stored_sessions(store, plan.nightly_id, todo)
 
+    # a measurement's row counts the bytes of all its sessions: this run's are the growth
+    pushed = {job_id: sum(s.row.get("bytes_pushed") or 0 for s in sessions)
+              for job_id, sessions in stored.items()}
+
     def on_event(kind: str, job: PlannedJob, record: dict[str, Any] | None) -> None:
         outcome.sessions_run += 1
+        if record is not None:
+            total = record.get("bytes_pushed") or 0
+            outcome.bytes_pushed += total - pushed.get(job.job_id, 0)
+            pushed[job.job_id] = total
         if record is not None and record["status"] != "ok":
             say(f"{job.device.name}: {job.artifact.name} on {job.runtime}: {record['status']}: "
                 f"{record['error_message']}")
