@@ -198,6 +198,16 @@ class LabgridClient:
                     return f"{res.owner} (reservation {res.token})"
         return None
 
+    def release_if_stale(self, place: str) -> str | None:
+        """Release `place` if a killed run of ours left it acquired (see the module doc); the
+        note saying so, else None."""
+        return self._run(self._release_if_stale_named(place), 3 * RPC_TIMEOUT_S)
+
+    async def _release_if_stale_named(self, name: str) -> str | None:
+        await self._sync()
+        place = self.session.places.get(name)
+        return None if place is None else await self._release_if_stale(place)
+
     def acquire(self, settings: LabgridSettings) -> Lease:
         """Reserve and acquire the place (or count one more holder of it); PlaceBusy after
         `settings.wait_s` of someone else holding it."""

@@ -123,6 +123,12 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
         with Store(db) as store:
             if not missing_jobs(store, jobs, planned):
                 outcome.status, outcome.message = "ok", "everything was measured already"
+                if device.labgrid is not None:  # a killed run may still hold the place
+                    note = client_for(device.labgrid.coordinator).release_if_stale(
+                        device.labgrid.place)
+                    if note:
+                        outcome.notes.append(note)
+                        say(note)
                 return
             if device.labgrid is not None:
                 client = client_for(device.labgrid.coordinator)
