@@ -46,23 +46,23 @@ def _farm_file(args: argparse.Namespace) -> Path | None:
 
 
 def _load_device(args: argparse.Namespace) -> Any:
-    """A profile by name or path, else a device of the farm file."""
+    """A profile by name or path, else (a plain name with no profile) a device of the farm."""
+    from harness.config import find_devices_dir
     from harness.farm.farmfile import load_farm
 
     farm_path = _farm_file(args)
-    try:
-        return load_profile(args.device, args.devices_dir)
-    except EdgebenchError:
-        if farm_path is None:
-            raise
-        farm = load_farm(farm_path)
-        found = farm.device(args.device)
-        if found is None:
-            raise EdgebenchError(
-                f"unknown device {args.device!r}: no profile in {args.devices_dir}/ and no "
-                f"place of {farm_path}; farm devices: "
-                f"{', '.join(d.name for d in farm.devices)}") from None
-        return found
+    name = args.device
+    is_path = Path(name).suffix in (".yaml", ".yml") or "/" in name
+    if farm_path is None or is_path or (find_devices_dir(args.devices_dir) / f"{name}.yaml"
+                                        ).is_file():
+        return load_profile(name, args.devices_dir)
+    farm = load_farm(farm_path)
+    found = farm.device(name)
+    if found is None:
+        known = [*list_profiles(args.devices_dir), *(d.name for d in farm.devices)]
+        raise EdgebenchError(f"unknown device {name!r}: no profile in {args.devices_dir}/ and no "
+                             f"place of {farm_path}; known: {', '.join(known)}")
+    return found
 
 
 def cmd_devices_list(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -332,5 +331,37 @@ def test_farm_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
     assert all(d.ssh is not None and d.ssh.key_file for d in farm.devices)
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
+
+def test_a_labgrid_profile_needs_its_coordinator_and_place_but_no_address(tmp_path: Path,
+                                                                          ) -> None:
+    from harness.config import parse_profile
+    from harness.errors import ConfigError
+
+    path = tmp_path / "board.yaml"
+    profile = parse_profile(path, {"name": "board", "kind": "rpi", "transport": "labgrid",
+                                   "labgrid": {"coordinator": "lab:20408", "place": "rpi-3",
+                                               "wait_s": 60},
+                                   "ssh": {"key_file": "~/.ssh/k"}})
+    assert profile.labgrid is not None and profile.labgrid.place == "rpi-3"
+    assert profile.ssh is not None and profile.ssh.host == "" and profile.ssh.key_file
+    with pytest.raises(ConfigError, match="board.yaml: labgrid: transport is labgrid but no"):
+        parse_profile(path, {"name": "board", "transport": "labgrid"})
+    with pytest.raises(ConfigError, match="labgrid.place: required field is missing"):
+        parse_profile(path, {"name": "board", "transport": "labgrid",
+                             "labgrid": {"coordinator": "lab:20408"}})
+    with pytest.raises(ConfigError, match="ssh.host: required field is missing"):
+        parse_profile(path, {"name": "board", "transport": "ssh", "ssh": {"port": 22}})
+
+
+def test_out_folder_of_someone_else_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    farm = tmp_path / "farm.yaml"
+    farm.write_text(yaml.safe_dump({"coordinator": f"127.0.0.1:{free_port()}",
+                                    "places": {"p": {"kind": "linux"}}}))
+    out = tmp_path / "paper"
+    out.mkdir()
+    (out / "draft.tex").write_text("mine")
+    proc = run_cli("nightly", "--farm", str(farm), "--suite", "models/demo.yaml", "--db",
+                   str(tmp_path / "db.sqlite"), "--out", str(out))
+    assert proc.returncode == 2
+    assert "folder holds files a nightly did not write (draft.tex" in proc.stderr
+    assert (out / "draft.tex").read_text() == "mine" and not (tmp_path / "db.sqlite").exists()

@@ -49,6 +49,8 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
     if not 0 <= args.threshold < 1:
         raise EdgebenchError(f"threshold {args.threshold} must be a fraction in [0, 1)")
     nightly_id = args.nightly_id or nightly.new_nightly_id()
+    out = args.out or Path("reports") / nightly_id
+    _check_out(out)
     from harness.farm.labgrid import client_for
 
     for coordinator in sorted({d.labgrid.coordinator for d in farm.devices if d.labgrid}):
@@ -70,12 +72,11 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
             store.finish_run(nightly_id, "interrupted")
         raise
     with Store(args.db) as store:
-        status = nightly.finish(store, plan, outcomes)
+        status = nightly.finish(store, plan)
         names = [d.name for d in farm.devices]
         baseline = (nightly.previous_nightly(store, nightly_id, names)
                     if args.baseline == "previous" else store.resolve_run(args.baseline))
         measurements, differences = _gate(store, baseline, nightly_id, args.threshold)
-        out = args.out or Path("reports") / nightly_id
         from harness.report.nightly import write_trend
 
         write_trend(store, nightly_id, nightly.nightly_ids(store, nightly_id), names, out,
@@ -93,6 +94,21 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
     write_summary(out / "summary.json", summary)
     write_junit(out / "junit.xml", summary)
     return NightlyResult(nightly_id, code, summary, out)
+
+
+# What a nightly writes into --out: a folder holding other files is refused, not overwritten.
+OUT_FILES = {"summary.json", "junit.xml", "index.html", "trends.png", "trends.pdf",
+             "accuracy.png", "accuracy.pdf"}
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise EdgebenchError(f"{out}: --out is a file, not a folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OUT_FILES)
+        if foreign:
+            raise EdgebenchError(f"{out}: folder holds files a nightly did not write "
+                                 f"({foreign[0]}, ...); give an empty or new folder with --out")
 
 
 def _gate(store: Store, baseline: str | None, run_id: str, threshold: float

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,7 +245,8 @@ def _sigterm_as_interrupt() -> Any:
         return signal.getsignal(signal.SIGTERM)
 
 
-def finish(store: Store, plan: NightlyPlan, outcomes: Sequence[DeviceOutcome]) -> str:
+def finish(store: Store, plan: NightlyPlan) -> str:
+    """Close the nightly's run: finished when every planned session is stored."""
     left = missing_jobs(store, plan.jobs, plan.options.session_count)
     status = "finished" if not left else "incomplete"
     store.finish_run(plan.nightly_id, status)
@@ -274,7 +274,3 @@ def nightly_ids(store: Store, upto: str) -> list[str]:
 def new_nightly_id() -> str:
     return "nightly-" + new_run_id()
 
-
-def timed(say: Say, what: str) -> Callable[[], None]:
-    started = time.monotonic()
-    return lambda: say(f"{what} in {time.monotonic() - started:.1f} s")
