@@ -153,6 +153,7 @@ def test_nightly_measures_every_place_then_a_second_nightly_pushes_nothing_and_c
         assert (tmp_path / "n2" / name).stat().st_size > 0, name
     page = (tmp_path / "n2" / "index.html").read_text()
     assert one["nightly_id"] in page and two["nightly_id"] in page
+    assert "ISA (CPU)" in page and two["measurements"][0]["isa_b"] in page
 
 
 def test_a_place_held_by_someone_else_is_waited_for_then_skipped_naming_the_holder(

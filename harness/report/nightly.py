@@ -96,7 +96,9 @@ def accuracy_trends(df: pd.DataFrame, folder: Path) -> list[Path]:
                 ax.errorbar(series["x"], y, yerr=err, marker=plots.MARKERS[i % 8], markersize=4,
                             capsize=2, linewidth=1.0, label=job)
             ax.set_xticks(range(len(order)), [r[-20:] for r in order], rotation=30, ha="right")
-            ax.set_title(f"Top-1 accuracy over nightlies: {device}")
+            isas = sorted({str(i).split(" ")[0] for i in part["isa"].dropna()})
+            ax.set_title(f"Top-1 accuracy over nightlies: {device}"
+                         + (f" ({', '.join(isas)})" if isas else ""))
             ax.set_ylabel("top-1 (95% Wilson CI)")
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
         return plots._save(fig, folder, "accuracy")
@@ -121,7 +123,7 @@ def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, written: list[Path
     runs = (df[["run_id", "run_started_at"]].drop_duplicates("run_id")
             .sort_values(["run_started_at", "run_id"])["run_id"].tolist())
     keys = ["device", "model", "runtime"]
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "".join(
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in [*keys, "ISA (CPU)"]) + "".join(
         f"<th>{html.escape(r)}</th>" for r in runs)
     body = []
     for key, part in df.groupby(keys, sort=True):
@@ -130,7 +132,9 @@ def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, written: list[Path
             hit = part[part["run_id"] == r]
             cells.append(_cell(hit.iloc[0], str(verdicts.get(hit.index[0], "")))
                          if len(hit) else "")
+        isas = sorted({str(i) for i in part["isa"].dropna()}) or ["not recorded"]
         body.append("<tr>" + "".join(f"<td>{html.escape(str(k))}</td>" for k in key)
+                    + f"<td>{html.escape('; '.join(isas))}</td>"
                     + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     images = "".join(f'<p><img src="{p.name}" alt="{p.stem}" style="max-width:100%"></p>'
                      for p in written if p.suffix == ".png")
@@ -143,5 +147,6 @@ def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, written: list[Path
         f"<h1>edgebench nightly {html.escape(run_id)}</h1>"
         "<p>Median latency in ms [95% CI] of each nightly, and top-1 accuracy where the model has "
         "data; <span class=bad>slower</span>: the whole 95% interval of the ratio to the "
-        "previous nightly lies above 1 + T (the rule of <code>edgebench compare</code>).</p>"
+        "previous nightly lies above 1 + T (the rule of <code>edgebench compare</code>). The "
+        "ISA column names the CPU extensions that picked the kernels of each figure.</p>"
         f"{images}<table><tr>{head}</tr>{''.join(body)}</table>")
