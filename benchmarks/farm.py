@@ -129,8 +129,9 @@ def main() -> None:
         print(f"K = {len(PLACES)} loopback devices, {args.sessions} quick sessions x 2 "
               f"artifacts each; {os.cpu_count()} CPUs; warm-up repetition first", flush=True)
         print(f"{'rep':>3} {'parallel s':>10} " + " ".join(f"{p + ' s':>8}" for p in PLACES)
-              + f" {'ratio':>6} {'outside par':>11} {'outside alone':>13}", flush=True)
-        ratios, outside_par, outside_alone = [], [], []
+              + f" {'ratio':>6} {'par/sum':>7} {'outside par':>11} {'outside alone':>13}",
+              flush=True)
+        ratios, to_sum, outside_par, outside_alone = [], [], [], []
         for rep in range(args.reps + 1):
             order = ["parallel", *PLACES] if rep % 2 else [*PLACES, "parallel"]
             got = {side: run_worker(farms[side], suite, build, root / f"{side}-{rep}.db",
@@ -138,19 +139,25 @@ def main() -> None:
             walls = {side: r["wall_s"] for side, r in got.items()}
             slowest = max(walls[p] for p in PLACES)
             ratio = walls["parallel"] / slowest
+            of_sum = walls["parallel"] / sum(walls[p] for p in PLACES)  # 1/K: fully parallel
             alone = statistics.median(got[p]["outside_s"] for p in PLACES)
             tag = "w" if rep == 0 else str(rep)
             print(f"{tag:>3} {walls['parallel']:>10.2f} "
                   + " ".join(f"{walls[p]:>8.2f}" for p in PLACES)
-                  + f" {ratio:>6.3f} {got['parallel']['outside_s']:>11.3f} {alone:>13.3f}",
+                  + f" {ratio:>6.3f} {of_sum:>7.3f} {got['parallel']['outside_s']:>11.3f}"
+                  f" {alone:>13.3f}",
                   flush=True)
             if rep:
                 ratios.append(ratio)
+                to_sum.append(of_sum)
                 outside_par.append(got["parallel"]["outside_s"])
                 outside_alone.append(alone)
         print(f"parallel / slowest alone: median {statistics.median(ratios):.3f} (min "
               f"{min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} repetitions); "
               "target <= 1.2")
+        print(f"parallel / the three alone one after the other: median "
+              f"{statistics.median(to_sum):.3f} (1/{len(PLACES)} = {1 / len(PLACES):.3f} when "
+              "nothing is shared)")
         print(f"per session, host wall time outside the agent's own (its start on the device, "
               f"SSH, storing): median {statistics.median(outside_par):.3f} s in parallel, "
               f"{statistics.median(outside_alone):.3f} s alone")
