@@ -79,13 +79,12 @@ def stored_sessions(store: Store, run_id: str, jobs: Sequence[PlannedJob]
         record = records.get(job.job_id)
         if not rows or record is None:
             continue
+        # both in session order, every session of the job (a pruned one has no samples)
         samples = dict(zip([r["session"] for r in by_job[job.job_id]],
                            store.session_samples(job.job_id), strict=True))
         out[job.job_id] = [
             StoredSession(row["session"], _result(row, record), row,
-                          samples.get(row["session"], ()).tolist()
-                          if len(samples.get(row["session"], ())) else [],
-                          record["started_at"])
+                          samples[row["session"]].tolist(), record["started_at"])
             for row in rows]
     return out
 
