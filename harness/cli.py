@@ -35,16 +35,53 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 # devices ----------------------------------------------------------------------------------------
 
 
+def _farm_file(args: argparse.Namespace) -> Path | None:
+    """--farm FILE, else devices/farm.yaml where there is one."""
+    from harness.farm.farmfile import default_farm_file
+
+    if getattr(args, "farm", None):
+        return Path(args.farm)
+    found = default_farm_file(args.devices_dir)
+    return found if found.is_file() else None
+
+
+def _load_device(args: argparse.Namespace) -> Any:
+    """A profile by name or path, else (a plain name with no profile) a device of the farm."""
+    from harness.config import find_devices_dir
+    from harness.farm.farmfile import load_farm
+
+    farm_path = _farm_file(args)
+    name = args.device
+    is_path = Path(name).suffix in (".yaml", ".yml") or "/" in name
+    if farm_path is None or is_path or (find_devices_dir(args.devices_dir) / f"{name}.yaml"
+                                        ).is_file():
+        return load_profile(name, args.devices_dir)
+    farm = load_farm(farm_path)
+    found = farm.device(name)
+    if found is None:
+        known = [*list_profiles(args.devices_dir), *(d.name for d in farm.devices)]
+        raise EdgebenchError(f"unknown device {name!r}: no profile in {args.devices_dir}/ and no "
+                             f"place of {farm_path}; known: {', '.join(known)}")
+    return found
+
+
 def cmd_devices_list(args: argparse.Namespace) -> int:
     table = Table(title=f"Device profiles in {args.devices_dir}/")
     for col in ("name", "kind", "transport", "host", "runtimes"):
         table.add_column(col)
-    for name in list_profiles(args.devices_dir):
-        p = load_profile(name, args.devices_dir)
+    profiles = [load_profile(name, args.devices_dir) for name in list_profiles(args.devices_dir)]
+    farm_path = _farm_file(args)
+    if farm_path is not None:
+        from harness.farm.farmfile import load_farm
+
+        profiles += load_farm(farm_path).devices
+    for p in profiles:
         host = "-"
-        if p.ssh:
+        if p.labgrid:
+            host = f"labgrid {p.labgrid.coordinator} place {p.labgrid.place}"
+        elif p.ssh:
             host = f"{p.ssh.user + '@' if p.ssh.user else ''}{p.ssh.host}:{p.ssh.port}"
-        table.add_row(p.name, p.kind, p.transport, host, ", ".join(p.runtimes))
+        table.add_row(escape(p.name), p.kind, p.transport, escape(host), ", ".join(p.runtimes))
     out.print(table)
     return 0
 
@@ -53,9 +90,10 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     from harness.agent import protocol
     from harness.transport.base import transport_for
 
-    profile = load_profile(args.device, args.devices_dir)
+    profile = _load_device(args)
     job = protocol.check_job(profile.kind)
     with transport_for(profile) as transport:
+        where = transport.host
         run = transport.run_agent(job, timeout_s=120)
     result = run.result
     if result.get("status") != protocol.STATUS_OK or "check" not in result:
@@ -67,7 +105,8 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
     fp = info["fingerprint"]
-    out.print(f"[bold]{profile.name}[/] ({profile.kind}, {profile.transport})")
+    out.print(f"[bold]{escape(profile.name)}[/] ({profile.kind}, {profile.transport}"
+              + (f", {escape(where)})" if profile.labgrid else ")"))
     out.print(f"  python {info['python']['version']} ({info['python']['executable']}), "
               f"numpy {fp.get('numpy') or 'MISSING'}")
     out.print(f"  {fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs, "
@@ -258,6 +297,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if bad or failures else 0
 
 
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from harness.farm import command as nightly_command
+
+    def say(text: str) -> None:
+        err_console.print(escape(text), highlight=False)
+
+    result = nightly_command.run(nightly_command.NightlyArgs(
+        farm=Path(args.farm), suite=Path(args.suite), db=Path(args.db),
+        out=Path(args.out) if args.out else None, nightly_id=args.id, baseline=args.baseline,
+        fail_on_regression=args.fail_on_regression, build_dir=Path(args.build_dir),
+        quick=args.quick, sessions=args.sessions, threads=args.threads,
+        threshold=args.threshold, command="edgebench " + " ".join(sys.argv[1:])),
+        say, console=err_console)
+    summary = result.summary
+    table = Table("device", "status", "measurements", "regressions", "why",
+                  title=f"nightly {result.nightly_id} (baseline {summary['baseline'] or 'none'})")
+    for device in summary["devices"]:
+        mine = [m for m in summary["measurements"] if m["device"] == device["name"]]
+        table.add_row(escape(device["name"]), device["status"], str(len(mine)),
+                      str(sum(m.get("verdict") in ("slower", "newly failing") for m in mine)),
+                      escape(device["message"]))
+    out.print(table)
+    out.print(f"trend report, summary.json and junit.xml in {escape(str(result.out))}/; "
+              f"run {result.nightly_id} in {escape(str(args.db))}", highlight=False)
+    return result.exit_code
+
+
 # results ----------------------------------------------------------------------------------------
 
 
@@ -358,11 +424,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     devices = sub.add_parser("devices", help="list and check device profiles")
     dsub = devices.add_subparsers(dest="devices_command", required=True, metavar="ACTION")
-    with_devices_dir(dsub.add_parser("list", help="profiles found in devices/")).set_defaults(
-        func=cmd_devices_list)
+    farm_help = "farm file whose places are devices too (default devices/farm.yaml if present)"
+    listing = with_devices_dir(dsub.add_parser("list", help="profiles found in devices/"))
+    listing.add_argument("--farm", help=farm_help)
+    listing.set_defaults(func=cmd_devices_list)
     check = with_devices_dir(dsub.add_parser(
         "check", help="connect, fingerprint, list runtimes present"))
-    check.add_argument("device", help="profile name (devices/NAME.yaml) or YAML path")
+    check.add_argument("device", help="profile name (devices/NAME.yaml), YAML path, or a farm "
+                       "device (a labgrid place: acquired for the check, then released)")
+    check.add_argument("--farm", help=farm_help)
     check.add_argument("--json", action="store_true", help="print the raw description")
     check.set_defaults(func=cmd_devices_check)
 
@@ -401,6 +471,29 @@ def build_parser() -> argparse.ArgumentParser:
                        "per-operator profiler; stored, printed and in the report")
     bench.add_argument("--build-dir", default="models/build")
     bench.set_defaults(func=cmd_bench)
+
+    night = with_db(sub.add_parser(
+        "nightly", help="a suite on every device of a labgrid farm: resumable, gated, trended"))
+    night.add_argument("--farm", required=True, help="farm file, e.g. devices/farm.yaml")
+    night.add_argument("--suite", required=True, help="suite YAML, built once")
+    night.add_argument("--out", help="folder for the trend report, summary.json and junit.xml "
+                       "(default reports/<nightly id>)")
+    night.add_argument("--id", help="the nightly's id (default: a new one); give the id of a "
+                       "killed nightly to measure only what it is missing")
+    night.add_argument("--baseline", default="previous",
+                       help="nightly to compare with: 'previous' (default) or a run id")
+    night.add_argument("--fail-on-regression", action="store_true",
+                       help="exit 1 when a measurement is slower beyond the threshold with "
+                            "confidence, or newly failing")
+    night.add_argument("--threshold", type=float, default=0.05,
+                       help="smallest relative change that counts (default 0.05)")
+    night.add_argument("--quick", action="store_true", help="short protocol (tests, CI)")
+    night.add_argument("--sessions", type=_session_count,
+                       help="sessions per measurement (default 5, 2 with --quick)")
+    night.add_argument("--threads", type=_thread_count,
+                       help="inference threads (default: each device's profile)")
+    night.add_argument("--build-dir", default="models/build")
+    night.set_defaults(func=cmd_nightly)
 
     report = with_db(sub.add_parser("report", help="tables, plots and an HTML page for a run"))
     report.add_argument("--run", default="latest", help="run id, unique prefix or 'latest'")

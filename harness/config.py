@@ -21,7 +21,8 @@ DEVICES_DIR = Path("devices")  # the default: see find_devices_dir()
 DEVICE_KINDS = ("local", "linux", "jetson", "rpi", "coral")
 MAX_THREADS = 1024  # far above any device; the agent also refuses more than 4 per CPU
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
-TRANSPORTS = ("local", "ssh")
+TRANSPORTS = ("local", "ssh", "labgrid")
+DEFAULT_PLACE_WAIT_S = 1800.0
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,22 @@ class SSHSettings:
 
 
 @dataclass(frozen=True)
+class LabgridSettings:
+    """A device in a labgrid lab: its place, reserved and acquired through the coordinator; the
+    address, user and port come from the place's `NetworkService` (harness/farm/labgrid.py)."""
+
+    coordinator: str  # HOST:PORT of the labgrid coordinator (gRPC)
+    place: str
+    wait_s: float = DEFAULT_PLACE_WAIT_S  # how long to wait for a place someone else holds
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     name: str
     kind: str = "local"
     transport: str = "local"
     ssh: SSHSettings | None = None
+    labgrid: LabgridSettings | None = None
     python: str | None = None  # interpreter on the device; None: python3 (local: this one)
     cache_dir: str = "~/.cache/edgebench"
     runtimes: tuple[str, ...] = ("onnxruntime", "tflite")
@@ -136,11 +148,35 @@ def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
         kw["tune"] = _expect(path, data, "tune", bool)
     if "job_timeout_s" in data:
         kw["job_timeout_s"] = _seconds(path, data, "job_timeout_s")
+    labgrid = kw.get("transport") == "labgrid"
     if data.get("ssh") is not None:
-        kw["ssh"] = _parse_ssh(path, _expect(path, data, "ssh", dict))
+        kw["ssh"] = _parse_ssh(path, _expect(path, data, "ssh", dict), need_host=not labgrid)
     if kw.get("transport") == "ssh" and "ssh" not in kw:
         raise ConfigError(path, "transport is ssh but no ssh settings are given", field="ssh")
+    if data.get("labgrid") is not None:
+        kw["labgrid"] = _parse_labgrid(path, _expect(path, data, "labgrid", dict))
+    if labgrid:
+        if "labgrid" not in kw:
+            raise ConfigError(path, "transport is labgrid but no labgrid settings (coordinator, "
+                              "place) are given", field="labgrid")
+        # the place's NetworkService gives address, user and port once it is acquired
+        kw.setdefault("ssh", SSHSettings(host=""))
     return DeviceProfile(**kw)
+
+
+def _parse_labgrid(path: Path, data: dict[str, Any]) -> LabgridSettings:
+    _check_keys(path, data, {f.name for f in fields(LabgridSettings)}, prefix="labgrid.")
+    kw: dict[str, Any] = {}
+    for key in ("coordinator", "place"):
+        if key not in data:
+            raise ConfigError(path, "required field is missing", field=f"labgrid.{key}")
+        value = str(_expect(path, data, key, str, prefix="labgrid."))
+        if not value.strip():
+            raise ConfigError(path, "must not be empty", field=f"labgrid.{key}")
+        kw[key] = value
+    if "wait_s" in data:
+        kw["wait_s"] = _seconds(path, data, "wait_s", prefix="labgrid.")
+    return LabgridSettings(**kw)
 
 
 def _seconds(path: Path, data: dict[str, Any], key: str, prefix: str = "") -> float:
@@ -161,7 +197,7 @@ def _check_cache_dir(path: Path, cache_dir: str) -> None:
                           "plain path such as ~/.cache/edgebench", field="cache_dir")
 
 
-def _parse_ssh(path: Path, data: dict[str, Any]) -> SSHSettings:
+def _parse_ssh(path: Path, data: dict[str, Any], need_host: bool = True) -> SSHSettings:
     allowed = {f.name for f in fields(SSHSettings)}
     if "password" in data:
         raise ConfigError(
@@ -169,9 +205,9 @@ def _parse_ssh(path: Path, data: dict[str, Any]) -> SSHSettings:
             field="ssh.password",
         )
     _check_keys(path, data, allowed, prefix="ssh.")
-    if "host" not in data:
+    if "host" not in data and need_host:
         raise ConfigError(path, "required field is missing", field="ssh.host")
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {"host": ""}
     for key in ("host", "user", "key_file", "known_hosts", "jump_host"):
         if data.get(key) is not None:
             kw[key] = str(_expect(path, data, key, (str, int), prefix="ssh."))

@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,10 +161,13 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, sess
 
 
 def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options: BenchOptions,
-                     done: queue.Queue[SessionDone | None], stop: threading.Event) -> None:
-    """Worker: run the sessions of `jobs` on one device in rounds, posting each to `done`."""
+                     done: queue.Queue[SessionDone | None], stop: threading.Event,
+                     skip: Mapping[str, set[int]] | None = None) -> None:
+    """Worker: run the sessions of `jobs` on one device in rounds, posting each to `done`;
+    `skip` names sessions already stored (a resumed run), which are not run again."""
     sessions = options.session_count
-    posted: set[str] = set()
+    skip = skip or {}
+    posted: set[str] = set(job.job_id for job in jobs if skip.get(job.job_id))
 
     def precise(session_medians: list[float]) -> bool:
         ci = stats.log_interval(session_medians)
@@ -197,6 +200,8 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
             for job in list(active):
                 if stop.is_set():
                     return
+                if session in skip.get(job.job_id, ()):
+                    continue
                 started_at = utc_now()
                 t0 = time.perf_counter()
                 pushed_before = transport.bytes_pushed
@@ -250,15 +255,28 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
 Listener = Callable[[str, PlannedJob, dict[str, Any] | None], None]
 
 
+@dataclass(frozen=True)
+class StoredSession:
+    """A session a resumed run stored before: its agent result as far as the store keeps it,
+    its row and raw samples (harness/farm/resume.py reads them back)."""
+
+    session: int
+    result: dict[str, Any]
+    row: dict[str, Any]
+    samples_ns: Sequence[int]
+    started_at: str  # of its measurement
+
+
 class _Measurement:
     """The sessions of one measurement received so far, and its row as they make it."""
 
-    def __init__(self, job: PlannedJob, started_at: str) -> None:
+    def __init__(self, job: PlannedJob, started_at: str,
+                 stored: Sequence[StoredSession] = ()) -> None:
         self.job = job
         self.started_at = started_at
-        self.results: list[dict[str, Any]] = []
-        self.rows: list[dict[str, Any]] = []
-        self.samples: list[list[int]] = []
+        self.results: list[dict[str, Any]] = [s.result for s in stored]
+        self.rows: list[dict[str, Any]] = [s.row for s in stored]
+        self.samples: list[list[int]] = [list(s.samples_ns) for s in stored]
         self.profile: dict[str, Any] | None = None
 
     def add(self, run_id: str, item: SessionDone, planned: int
@@ -288,24 +306,31 @@ class _Measurement:
 
 def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
              command: str, suite: str | None = None, on_event: Listener | None = None,
+             run_id: str | None = None,
+             stored: Mapping[str, Sequence[StoredSession]] | None = None,
              ) -> tuple[str, list[dict[str, Any]]]:
     """Run every session of `jobs`, devices in parallel, storing each session as it arrives.
 
     `on_event("done", job, record)` is called from the main thread after each session is stored,
     with the measurement's row as it stands after that session (`"profile"` after a profile
-    session). Returns the run id and the final
-    rows in plan order.
+    session). Returns the run id and the final rows in plan order. With `run_id`, the
+    sessions go into that run, which the caller began and finishes (the nightly); `stored`
+    are sessions of these jobs stored before, not run again.
     """
     by_device: dict[str, list[PlannedJob]] = {}
     for job in jobs:
         by_device.setdefault(job.device.name, []).append(job)
-    run_id = store.begin_run(command, suite, list(by_device))
+    owner = run_id is None
+    if run_id is None:
+        run_id = store.begin_run(command, suite, list(by_device))
+    stored = stored or {}
+    skip = {job_id: {s.session for s in sessions} for job_id, sessions in stored.items()}
     done: queue.Queue[SessionDone | None] = queue.Queue()
     stop = threading.Event()
     workers = [
         threading.Thread(
             target=run_device_queue,
-            args=(queue_jobs[0].device, queue_jobs, options, done, stop),
+            args=(queue_jobs[0].device, queue_jobs, options, done, stop, skip),
             name=f"device-{name}",
             daemon=True,
         )
@@ -326,8 +351,10 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
                 remaining -= 1
                 continue
             try:
-                m = measurements.setdefault(item.job.job_id,
-                                            _Measurement(item.job, item.started_at))
+                before = stored.get(item.job.job_id, ())
+                m = measurements.get(item.job.job_id) or measurements.setdefault(
+                    item.job.job_id, _Measurement(
+                        item.job, before[0].started_at if before else item.started_at, before))
                 if item.profile:
                     profile, ops, record = m.add_profile(run_id, item, planned)
                     store.add_profile(profile, ops, record)
@@ -344,5 +371,6 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
         status = "finished" if not missing else "incomplete"
     finally:
         stop.set()
-        store.finish_run(run_id, status)
+        if owner:
+            store.finish_run(run_id, status)
     return run_id, [records[j.job_id] for j in jobs if j.job_id in records]

@@ -217,8 +217,16 @@ class Store:
 
     # runs ---------------------------------------------------------------------------------------
 
-    def begin_run(self, command: str, suite: str | None, devices: Sequence[str]) -> str:
-        run_id = new_run_id()
+    def begin_run(self, command: str, suite: str | None, devices: Sequence[str],
+                  run_id: str | None = None) -> str:
+        """A new run; with `run_id` (a nightly's id) that run, taken up again if it exists."""
+        if run_id is not None and self.conn.execute(
+                "SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+            with self._tx():
+                self.conn.execute("UPDATE runs SET status = 'running', finished_at = NULL "
+                                  "WHERE run_id = ?", (run_id,))
+            return run_id
+        run_id = run_id or new_run_id()
         with self._tx():
             self.conn.execute(
                 "INSERT INTO runs (run_id, started_at, status, command, suite, devices,"
@@ -324,6 +332,13 @@ class Store:
         row = self.conn.execute("SELECT data FROM profiles WHERE job_id = ?",
                                 (job_id,)).fetchone()
         return decode_profile(row[0]) if row else None
+
+    def forget_sessions(self, job_id: str, sessions: Sequence[int]) -> None:
+        """Delete sessions of a measurement: failures of a transport that a resumed nightly is
+        about to measure again (its row is brought up to date by the sessions that follow)."""
+        with self._tx():
+            self.conn.executemany("DELETE FROM sessions WHERE job_id = ? AND session = ?",
+                                  [(job_id, s) for s in sessions])
 
     def add_result(self, record: Mapping[str, Any]) -> None:
         """Store a measurement row that has no sessions (it failed before any could run)."""

@@ -314,5 +314,5 @@ def test_missing_interpreter_reads_the_same_on_both_transports(device: Device,
 
 def test_unknown_transport_lists_the_known_ones() -> None:
     with pytest.raises(UnknownNameError, match="unknown transport 'carrier-pigeon'; known: "
-                                               "local, ssh"):
+                                               "labgrid, local, ssh"):
         transport_for(DeviceProfile(name="x", transport="carrier-pigeon"))

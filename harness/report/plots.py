@@ -684,6 +684,46 @@ def trends_figure(
         return fig
 
 
+def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
+    """Top-1 accuracy of each job over runs, per device, with its Wilson 95% interval: a board
+    whose deployed model starts to disagree with the host shows here. Runs are spaced as in
+    `trends_figure`; None with fewer than two runs that measured accuracy."""
+    data = _ok(history)
+    data = data[data["accuracy_top1"].notna()]
+    if data.empty or data["run_id"].nunique() < 2:
+        return None
+    runs = (data[["run_id", "run_started_at"]].drop_duplicates("run_id")
+            .sort_values(["run_started_at", "run_id"]).reset_index(drop=True))
+    position = {r: i for i, r in enumerate(runs["run_id"])}
+    data = data.assign(x=data["run_id"].map(position),
+                       job=_with_runtime(data["model"].astype(str), data))
+    every = max(1, math.ceil(len(runs) / (12 if layout.width_in > 5 else 6)))
+    ticks = list(range(0, len(runs), every))
+    tick_labels = [pd.Timestamp(runs["run_started_at"][i]).strftime("%m-%d %H:%M") for i in ticks]
+    devices = sorted(data["device"].unique())
+    style = _colours(sorted(data["job"].unique()))
+    with paper_style():
+        fig, axes = _figure(Layout(layout.name, layout.width_in, 1), len(devices), 2.2)
+        for ax, device in zip(axes, devices, strict=True):
+            part = data[data["device"] == device]
+            for job in sorted(part["job"].unique()):
+                series = part[part["job"] == job].sort_values("x")
+                colour, marker = style[job]
+                y = 100 * series["accuracy_top1"].to_numpy(float)
+                err = _errors(y, 100 * series["accuracy_top1_low"].to_numpy(float),
+                              100 * series["accuracy_top1_high"].to_numpy(float))
+                ax.errorbar(series["x"].to_numpy(), y, yerr=err, color=colour, marker=marker,
+                            markersize=3, linewidth=0.8, elinewidth=0.6, capsize=1.5, label=job)
+            ax.set_xticks(ticks, tick_labels, rotation=30, ha="right")
+            ax.set_xlim(-0.5, len(runs) - 0.5)
+            ax.set_title(str(device))
+            ax.set_ylabel("Top-1 accuracy [%] (95% CI)")
+            ax.set_xlabel("Run (start time, UTC)")
+        _legend(fig, _handles(axes), layout)
+        _isa_title(fig, data, layout)
+        return fig
+
+
 # --- building and saving in one call -------------------------------------------------------------
 
 FIGURE_NAMES = (
@@ -781,3 +821,8 @@ def trends(history: pd.DataFrame, folder: Path, verdicts: pd.Series | None = Non
            formats: Sequence[str] = ("png",)) -> list[Path]:
     fig = trends_figure(history, layout, verdicts, threshold=threshold)
     return _one("trends", fig, folder, formats)
+
+
+def accuracy_trends(history: pd.DataFrame, folder: Path, *, layout: Layout = DOUBLE,
+                    formats: Sequence[str] = ("png",)) -> list[Path]:
+    return _one("accuracy", accuracy_trends_figure(history, layout), folder, formats)

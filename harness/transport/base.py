@@ -118,6 +118,7 @@ def agent_bundle() -> tuple[bytes, str]:
 TRANSPORTS: Registry[type[Transport]] = Registry("transport", lazy={
     "local": "harness.transport.local:LocalTransport",
     "ssh": "harness.transport.ssh:SSHTransport",
+    "labgrid": "harness.farm.labgrid:LabgridTransport",
 })
 
 

@@ -1,0 +1,129 @@
+"""The `edgebench nightly` command from start to exit code (harness/farm/nightly.py does the
+measuring): build, measure every farm device, finish the run, gate against the baseline, write
+the trend report, `summary.json` and `junit.xml` into `--out`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import EdgebenchError
+from harness.farm import nightly
+from harness.farm.farmfile import load_farm
+from harness.farm.summary import summary_document, write_junit, write_summary
+from harness.runner import BenchOptions
+from harness.store import Store
+
+
+@dataclass(frozen=True)
+class NightlyArgs:
+    farm: Path
+    suite: Path
+    db: Path
+    out: Path | None
+    nightly_id: str | None
+    baseline: str  # "previous" or a run id
+    fail_on_regression: bool
+    build_dir: Path
+    quick: bool = False
+    sessions: int | None = None
+    threads: int | None = None
+    threshold: float = 0.05
+    command: str | None = None  # as stored in the run; must start with "edgebench nightly"
+
+
+@dataclass(frozen=True)
+class NightlyResult:
+    nightly_id: str
+    exit_code: int
+    summary: dict[str, Any]
+    out: Path
+
+
+def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> NightlyResult:
+    from harness.compress.build import build_suite
+
+    farm = load_farm(args.farm)  # ConfigError before anything is built or acquired
+    if not 0 <= args.threshold < 1:
+        raise EdgebenchError(f"threshold {args.threshold} must be a fraction in [0, 1)")
+    nightly_id = args.nightly_id or nightly.new_nightly_id()
+    out = args.out or Path("reports") / nightly_id
+    _check_out(out)
+    from harness.farm.labgrid import client_for
+
+    for coordinator in sorted({d.labgrid.coordinator for d in farm.devices if d.labgrid}):
+        client_for(coordinator)  # a coordinator that is down: one clear error, nothing begun
+    report = build_suite(args.suite, args.build_dir, console=console)
+    if not report.artifacts:
+        raise EdgebenchError(f"{args.suite}: no artifact could be built")
+    options = BenchOptions(quick=args.quick, sessions=args.sessions, threads=args.threads)
+    command = args.command or f"{nightly.NIGHTLY_COMMAND} --farm {args.farm} --suite {args.suite}"
+    plan = nightly.plan_nightly(farm, report.artifacts, options, nightly_id, str(args.suite),
+                                command)
+    with Store(args.db) as store:
+        if nightly.begin(store, plan, farm):
+            say(f"resuming nightly {nightly_id}")
+    try:
+        outcomes = nightly.run_devices(args.db, plan, farm, say)
+    except BaseException:  # Ctrl-C, SIGTERM: the places are released, the run says so
+        with Store(args.db) as store:
+            store.finish_run(nightly_id, "interrupted")
+        raise
+    with Store(args.db) as store:
+        status = nightly.finish(store, plan)
+        names = [d.name for d in farm.devices]
+        baseline = (nightly.previous_nightly(store, nightly_id, names)
+                    if args.baseline == "previous" else store.resolve_run(args.baseline))
+        measurements, differences = _gate(store, baseline, nightly_id, args.threshold)
+        from harness.report.nightly import write_trend
+
+        write_trend(store, nightly_id, nightly.nightly_ids(store, nightly_id), names, out,
+                    threshold=args.threshold)
+    regressions = [m for m in measurements if m.get("verdict") in ("slower", "newly failing")]
+    if any(o.status != "ok" for o in outcomes):
+        code = nightly.EXIT_DEVICES_FAILED
+    elif regressions and args.fail_on_regression:
+        code = nightly.EXIT_REGRESSION
+    else:
+        code = nightly.EXIT_OK
+    summary = summary_document(nightly_id=nightly_id, baseline=baseline, status=status,
+                               exit_code=code, outcomes=outcomes, measurements=measurements,
+                               fingerprint_differences=differences, threshold=args.threshold)
+    write_summary(out / "summary.json", summary)
+    write_junit(out / "junit.xml", summary)
+    return NightlyResult(nightly_id, code, summary, out)
+
+
+# What a nightly writes into --out: a folder holding other files is refused, not overwritten.
+OUT_FILES = {"summary.json", "junit.xml", "index.html", "trends.png", "trends.pdf",
+             "accuracy.png", "accuracy.pdf"}
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise EdgebenchError(f"{out}: --out is a file, not a folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OUT_FILES)
+        if foreign:
+            raise EdgebenchError(f"{out}: folder holds files a nightly did not write "
+                                 f"({foreign[0]}, ...); give an empty or new folder with --out")
+
+
+def _gate(store: Store, baseline: str | None, run_id: str, threshold: float
+          ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    if baseline is not None and baseline != run_id:
+        from harness.report.nightly import gate
+
+        rows, differences = gate(store, baseline, run_id, threshold)
+        return [r for r in rows if r.get("verdict") != "only in A"] + \
+            [r for r in rows if r.get("verdict") == "only in A"], differences
+    rows = []
+    for r in store.results([run_id]):  # the first nightly: figures, no verdicts
+        rows.append({"device": r["device"], "model": r["model"], "format": r["format"],
+                     "runtime": r["runtime"], "threads": r["threads"], "batch": r["batch"],
+                     "isa_b": r["isa"], "job_id_b": r["job_id"], "status_b": r["status"],
+                     "sessions_b": r["sessions"], "median_b_ms": r["latency_median_ms"],
+                     "verdict": None})
+    return rows, {}

@@ -1,0 +1,276 @@
+"""`edgebench nightly`: a suite on every device of a farm, as one run, resumable, gated.
+
+The suite is built once. Each farm device gets a thread of its own: it acquires the device's
+labgrid place (waiting up to the farm's `wait_s` for someone else to let go, else the device is
+skipped naming the holder), checks the device's health (`devices check`'s agent job), then
+measures its queue through the runner into the nightly's run (`run_id` = the nightly's id). A
+device that cannot be reached, at the check or during its queue, is tried again after
+`backoff_s`, doubling, up to `retries` more times, each time measuring only what is still missing;
+then it is reported failed and the others go on. The place is released when the device is done,
+on errors and on Ctrl-C (SIGTERM too); a place left acquired by a killed nightly is released by
+the next (harness/farm/labgrid.py).
+
+Resume: the nightly's id names its run, and its jobs' ids are derived from it
+(`resume.job_id`), so the same command with `--id ID` after a crash measures only the sessions
+that are not stored yet (harness/farm/resume.py): no duplicate rows, no session measured twice,
+and the device's content cache means nothing already pushed is pushed again.
+
+Afterwards each device's results are compared with the baseline nightly by `compare`'s rule and
+the trend report, the JSON summary and the JUnit XML are written (`summary.py`,
+`harness/report/nightly.py`). The exit code: 0 all measured and no regression, 1 a regression
+(with `--fail-on-regression`), 3 a device failed or was skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from harness.agent import protocol
+from harness.errors import EdgebenchError, TransportError
+from harness.farm import resume
+from harness.farm.farmfile import Farm
+from harness.runner import BenchOptions, PlannedJob, plan_jobs, run_plan
+from harness.store import Store, new_run_id
+from harness.transport.base import transport_for
+
+CHECK_TIMEOUT_S = 120.0
+EXIT_OK, EXIT_REGRESSION, EXIT_DEVICES_FAILED = 0, 1, 3
+NIGHTLY_COMMAND = "edgebench nightly"
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class DeviceOutcome:
+    name: str
+    place: str | None
+    status: str = "pending"  # ok | failed | skipped
+    message: str = ""
+    attempts: int = 0
+    notes: list[str] = field(default_factory=list)
+    sessions_run: int = 0
+    bytes_pushed: int = 0
+
+
+@dataclass(frozen=True)
+class NightlyPlan:
+    nightly_id: str
+    jobs: tuple[PlannedJob, ...]
+    options: BenchOptions
+    suite: str
+    command: str
+
+
+def plan_nightly(farm: Farm, artifacts: Sequence[Any], options: BenchOptions, nightly_id: str,
+                 suite: str, command: str) -> NightlyPlan:
+    jobs = plan_jobs(artifacts, farm.devices, options)
+    jobs = [dataclasses.replace(j, job_id=resume.job_id(nightly_id, j)) for j in jobs]
+    return NightlyPlan(nightly_id, tuple(jobs), options, suite, command)
+
+
+def begin(store: Store, plan: NightlyPlan, farm: Farm) -> bool:
+    """Begin the nightly's run, or take it up again; True when resuming."""
+    existing = next((r for r in store.runs() if r.run_id == plan.nightly_id), None)
+    names = [d.name for d in farm.devices]
+    if existing is not None:
+        if not (existing.command or "").startswith(NIGHTLY_COMMAND):
+            raise EdgebenchError(f"{store.path}: run {plan.nightly_id} is not a nightly; give "
+                                 "another --id")
+        if existing.suite != plan.suite or sorted(existing.devices) != sorted(names):
+            raise EdgebenchError(
+                f"{store.path}: nightly {plan.nightly_id} ran suite {existing.suite} on "
+                f"{', '.join(existing.devices)}; resume it with the same suite and farm, or "
+                "give another --id")
+    store.begin_run(plan.command, plan.suite, names, run_id=plan.nightly_id)
+    return existing is not None
+
+
+def missing_jobs(store: Store, jobs: Sequence[PlannedJob], planned: int) -> list[PlannedJob]:
+    stored = resume.sessions_by_job(store, [j.job_id for j in jobs])
+    return [j for j in jobs if not resume.complete(stored.get(j.job_id, []), planned)]
+
+
+def check_device(device: Any) -> int:
+    """The health check: the agent answers `devices check`'s job (TransportError if not);
+    the bytes it pushed (the agent, the first time)."""
+    with transport_for(device) as transport:
+        run = transport.run_agent(protocol.check_job(device.kind), timeout_s=CHECK_TIMEOUT_S)
+        pushed = transport.bytes_pushed
+    if run.result.get("status") != protocol.STATUS_OK:
+        error = run.result.get("error") or {}
+        raise TransportError(f"device {device.name}: health check failed: "
+                             f"{error.get('message', 'no answer')}")
+    return pushed
+
+
+def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: DeviceOutcome,
+               stop: threading.Event, say: Say) -> None:
+    """One device's nightly: acquire, check, measure what is missing, retry, release."""
+    from harness.farm.labgrid import PlaceBusy, client_for
+
+    jobs = [j for j in plan.jobs if j.device.name == device.name]
+    planned = plan.options.session_count
+    client = None
+    try:
+        with Store(db) as store:
+            if not missing_jobs(store, jobs, planned):
+                outcome.status, outcome.message = "ok", "everything was measured already"
+                if device.labgrid is not None:  # a killed run may still hold the place
+                    note = client_for(device.labgrid.coordinator).release_if_stale(
+                        device.labgrid.place)
+                    if note:
+                        outcome.notes.append(note)
+                        say(note)
+                return
+            if device.labgrid is not None:
+                client = client_for(device.labgrid.coordinator)
+                client.run_id = plan.nightly_id
+                lease = client.acquire(device.labgrid)  # held until this device is done
+                if lease.note:
+                    outcome.notes.append(lease.note)
+                    say(lease.note)
+                say(f"{device.name}: acquired labgrid place {lease.place} "
+                    f"({lease.user}@{lease.address}:{lease.port})")
+            for attempt in range(farm.retries + 1):
+                outcome.attempts = attempt + 1
+                if attempt:
+                    wait = farm.backoff_s * 2 ** (attempt - 1)
+                    say(f"{device.name}: trying again in {wait:g} s "
+                        f"({attempt} of {farm.retries}): {outcome.message}")
+                    if stop.wait(wait):
+                        return
+                try:
+                    outcome.bytes_pushed += check_device(device)
+                except TransportError as err:
+                    outcome.status, outcome.message = "failed", str(err)
+                    continue
+                resume.forget_retryable(store, jobs)
+                todo = missing_jobs(store, jobs, planned)
+                if todo:
+                    _measure(store, plan, todo, outcome, say)
+                left = missing_jobs(store, jobs, planned)
+                if not left:
+                    outcome.status, outcome.message = "ok", ""
+                    return
+                outcome.status = "failed"
+                outcome.message = _why_missing(store, left)
+    except PlaceBusy as err:
+        outcome.status, outcome.message = "skipped", str(err)
+    except EdgebenchError as err:
+        outcome.status, outcome.message = "failed", str(err)
+    except Exception as err:  # a bug or a library's surprise: the other devices go on
+        outcome.status = "failed"
+        outcome.message = f"{type(err).__name__}: {err} (on the host, in {device.name}'s nightly)"
+    finally:
+        if client is not None and device.labgrid is not None:
+            try:
+                client.release(device.labgrid.place)
+            except TransportError as err:
+                outcome.notes.append(f"could not release place {device.labgrid.place}: {err}")
+        say(f"{device.name}: {outcome.status}" + (f": {outcome.message}" if outcome.message
+                                                   else ""))
+
+
+def _measure(store: Store, plan: NightlyPlan, todo: Sequence[PlannedJob],
+             outcome: DeviceOutcome, say: Say) -> None:
+    stored = resume.stored_sessions(store, plan.nightly_id, todo)
+
+    # a measurement's row counts the bytes of all its sessions: this run's are the growth
+    pushed = {job_id: sum(s.row.get("bytes_pushed") or 0 for s in sessions)
+              for job_id, sessions in stored.items()}
+
+    def on_event(kind: str, job: PlannedJob, record: dict[str, Any] | None) -> None:
+        outcome.sessions_run += 1
+        if record is not None:
+            total = record.get("bytes_pushed") or 0
+            outcome.bytes_pushed += total - pushed.get(job.job_id, 0)
+            pushed[job.job_id] = total
+        if record is not None and record["status"] != "ok":
+            say(f"{job.device.name}: {job.artifact.name} on {job.runtime}: {record['status']}: "
+                f"{record['error_message']}")
+
+    run_plan(store, todo, plan.options, command=plan.command, suite=plan.suite,
+             on_event=on_event, run_id=plan.nightly_id, stored=stored)
+
+
+def _why_missing(store: Store, left: Sequence[PlannedJob]) -> str:
+    rows = resume.sessions_by_job(store, [j.job_id for j in left])
+    for job in left:
+        for row in rows.get(job.job_id, ()):
+            if resume.retryable(row):
+                return str(row.get("error_message") or row.get("error_kind"))
+    return f"{len(left)} measurements are missing sessions"
+
+
+def run_devices(db: Path, plan: NightlyPlan, farm: Farm, say: Say) -> list[DeviceOutcome]:
+    """Every device's nightly in parallel; on Ctrl-C or SIGTERM, every place is released."""
+    from harness.farm.labgrid import close_all
+
+    outcomes = [DeviceOutcome(d.name, d.labgrid.place if d.labgrid else None)
+                for d in farm.devices]
+    stop = threading.Event()
+    threads = [threading.Thread(target=run_device, args=(db, plan, d, farm, o, stop, say),
+                                name=f"nightly-{d.name}", daemon=True)
+               for d, o in zip(farm.devices, outcomes, strict=True)]
+    previous = _sigterm_as_interrupt()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    except BaseException:
+        stop.set()
+        close_all()  # release every place now: the device threads may be stuck in a job
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return outcomes
+
+
+def _sigterm_as_interrupt() -> Any:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (tests calling in a thread)
+        return signal.getsignal(signal.SIGTERM)
+
+
+def finish(store: Store, plan: NightlyPlan) -> str:
+    """Close the nightly's run: finished when every planned session is stored."""
+    left = missing_jobs(store, plan.jobs, plan.options.session_count)
+    status = "finished" if not left else "incomplete"
+    store.finish_run(plan.nightly_id, status)
+    return status
+
+
+def previous_nightly(store: Store, nightly_id: str, devices: Sequence[str]) -> str | None:
+    """The last nightly before this one that ran on any of these devices."""
+    runs = store.runs()
+    order = [r.run_id for r in runs]
+    before = runs[:order.index(nightly_id)] if nightly_id in order else runs
+    for run in reversed(before):
+        if (run.command or "").startswith(NIGHTLY_COMMAND) and set(run.devices) & set(devices):
+            return run.run_id
+    return None
+
+
+def nightly_ids(store: Store, upto: str) -> list[str]:
+    runs = store.runs()
+    order = [r.run_id for r in runs]
+    return [r.run_id for r in runs[:order.index(upto) + 1]
+            if (r.command or "").startswith(NIGHTLY_COMMAND)]
+
+
+def new_nightly_id() -> str:
+    return "nightly-" + new_run_id()
+

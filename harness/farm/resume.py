@@ -1,0 +1,116 @@
+"""What a nightly already holds: its measurements' stored sessions, read back for a resume.
+
+A nightly's jobs have ids derived from the nightly's id, the device, the file's sha256 and the
+runtime (`job_id`), so a nightly started again with the same id plans the very same jobs and finds
+their sessions in the store. A session counts as done when it is stored `ok`, or failed for a
+reason of the model or the device's software (a measurement whose first session failed so gets
+no more sessions); a session that failed because the device could not be reached
+(`RETRYABLE_KINDS`) is measured again. Sessions done are not run again: their agent results are
+rebuilt from the stored rows (the results row holds what every session shares: fingerprint,
+runtime, accuracy of session 0) so that the measurement's row comes out as if the run had never
+stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from harness.results import _MEMORY
+from harness.runner import PlannedJob, StoredSession
+from harness.store import Store
+
+# Failures of reaching the device, not of the model: measured again by a retry or a resume.
+RETRYABLE_KINDS = frozenset({"transport", "connection_lost", "host_error"})
+_LATENCY = ("n", "median_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p90_ms", "p95_ms",
+            "p99_ms", "cov", "ci95_low_ms", "ci95_high_ms", "lag1_autocorrelation",
+            "elapsed_s", "throughput_wall_ips")
+_SHARED = ("runtime_version", "runtime_options", "threads", "input_shape", "timed_scope",
+           "settings", "tune")
+
+
+def job_id(nightly_id: str, job: PlannedJob) -> str:
+    """The same id for the same measurement of the same nightly, however often it starts."""
+    key = "\0".join((nightly_id, job.device.name, job.artifact.name, job.artifact.sha256,
+                     job.runtime))
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def retryable(row: dict[str, Any]) -> bool:
+    return row.get("status") != "ok" and row.get("error_kind") in RETRYABLE_KINDS
+
+
+def sessions_by_job(store: Store, job_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in store.sessions(list(job_ids)):
+        found.setdefault(row["job_id"], []).append(row)
+    return found
+
+
+def forget_retryable(store: Store, jobs: Sequence[PlannedJob]) -> int:
+    """Delete the sessions of `jobs` that failed for want of the device; how many."""
+    count = 0
+    for job_id_, rows in sessions_by_job(store, [j.job_id for j in jobs]).items():
+        bad = [r["session"] for r in rows if retryable(r)]
+        if bad:
+            store.forget_sessions(job_id_, bad)
+            count += len(bad)
+    return count
+
+
+def complete(rows: Sequence[dict[str, Any]], planned: int) -> bool:
+    """Whether a measurement with these stored sessions needs no more."""
+    done = [r for r in rows if not retryable(r)]
+    first = next((r for r in done if r["session"] == 0), None)
+    if first is not None and first["status"] != "ok":
+        return True  # a failed first session ends a measurement
+    return len({r["session"] for r in done}) >= planned
+
+
+def stored_sessions(store: Store, run_id: str, jobs: Sequence[PlannedJob]
+                    ) -> dict[str, list[StoredSession]]:
+    """The done sessions of `jobs` as the runner takes them to resume."""
+    by_job = sessions_by_job(store, [j.job_id for j in jobs])
+    records = {r["job_id"]: r for r in store.find_results(run_id=run_id)}
+    out: dict[str, list[StoredSession]] = {}
+    for job in jobs:
+        rows = [r for r in by_job.get(job.job_id, ()) if not retryable(r)]
+        record = records.get(job.job_id)
+        if not rows or record is None:
+            continue
+        # both in session order, every session of the job (a pruned one has no samples)
+        samples = dict(zip([r["session"] for r in by_job[job.job_id]],
+                           store.session_samples(job.job_id), strict=True))
+        out[job.job_id] = [
+            StoredSession(row["session"], _result(row, record), row,
+                          samples[row["session"]].tolist(), record["started_at"])
+            for row in rows]
+    return out
+
+
+def _result(row: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """An agent result, as far as the store keeps it, for one stored session."""
+    result: dict[str, Any] = {
+        "status": row["status"],
+        "latency": {k: row.get(k) for k in _LATENCY} if row["status"] == "ok" else {},
+        "memory": {k: row.get(k) for k in (*_MEMORY, "anon_mb", "file_mb")},
+        "power": {"mean_w": row.get("power_w")},
+        "fingerprint": record.get("device_fingerprint"),
+        **{k: record.get(k) for k in _SHARED},
+    }
+    if row.get("error_kind"):
+        result["error"] = {"kind": row["error_kind"], "message": row.get("error_message")}
+    if row["session"] == 0:
+        result["memory"]["gpu_mem_mb"] = record.get("gpu_mem_mb")
+        result["power"]["energy_mj_per_inference"] = record.get("energy_mj_per_inference")
+        if record.get("accuracy_top1") is not None:
+            result["accuracy"] = {
+                "top1": record["accuracy_top1"], "top1_low": record.get("accuracy_top1_low"),
+                "top1_high": record.get("accuracy_top1_high"),
+                "top5": record.get("accuracy_top5"), "top5_low": record.get("accuracy_top5_low"),
+                "top5_high": record.get("accuracy_top5_high"),
+                "top1_ties": record.get("accuracy_ties"), "n": record.get("accuracy_n"),
+                "ref_top1_agreement": record.get("ref_top1_agreement"),
+                "ref_max_abs_diff": record.get("ref_max_abs_diff")}
+    return result

@@ -1,0 +1,108 @@
+"""What a nightly tells the CI system that ran it: `summary.json` and `junit.xml`.
+
+The JSON summary holds the nightly's id, its baseline, its status and exit code, each device's
+outcome (ok, failed, skipped, with the reason and notes such as a stale place released) and each
+measurement with its figures and its verdict against the baseline. The JUnit XML has one test
+suite per device and one test case per measurement (model / format / runtime): a failure for a
+regression (slower beyond T with confidence, or newly failing), an error for a measurement that
+failed or a device that could not be measured, skipped for a device whose place stayed held by
+someone else. Both are written with the standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from harness.farm.nightly import DeviceOutcome
+
+REGRESSIONS = ("slower", "newly failing")
+
+
+def case_name(row: dict[str, Any]) -> str:
+    return f"{row['model']} [{row['format']}, {row['runtime']}, {row.get('threads')} threads]"
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1, sort_keys=True, default=str) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+def summary_document(*, nightly_id: str, baseline: str | None, status: str, exit_code: int,
+                     outcomes: Sequence[DeviceOutcome], measurements: Sequence[dict[str, Any]],
+                     fingerprint_differences: dict[str, list[str]], threshold: float
+                     ) -> dict[str, Any]:
+    return {
+        "nightly_id": nightly_id,
+        "baseline": baseline,
+        "status": status,
+        "exit_code": exit_code,
+        "threshold": threshold,
+        "devices": [asdict(o) for o in outcomes],
+        "measurements": list(measurements),
+        "regressions": sum(m.get("verdict") in REGRESSIONS for m in measurements),
+        "fingerprint_differences": fingerprint_differences,
+    }
+
+
+def write_junit(path: Path, summary: dict[str, Any]) -> Path:
+    root = ET.Element("testsuites", name=f"edgebench nightly {summary['nightly_id']}")
+    by_device: dict[str, list[dict[str, Any]]] = {}
+    for m in summary["measurements"]:
+        by_device.setdefault(str(m["device"]), []).append(m)
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for device in summary["devices"]:
+        suite = ET.SubElement(root, "testsuite", name=device["name"])
+        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+        cases = by_device.get(device["name"], [])
+        if device["status"] != "ok" and not [m for m in cases if m.get("status_b")]:
+            cases = cases or [{"model": "device", "format": "-", "runtime": "-",
+                               "threads": None, "status_b": None, "verdict": None}]
+        for m in cases:
+            counts["tests"] += 1
+            case = ET.SubElement(suite, "testcase", name=case_name(m),
+                                 classname=f"edgebench.{device['name']}")
+            if m.get("median_b_ms") is not None:
+                case.set("time", "0")
+                ET.SubElement(case, "system-out").text = _figures(m)
+            if device["status"] == "skipped" and not m.get("status_b"):
+                counts["skipped"] += 1
+                ET.SubElement(case, "skipped", message=device["message"])
+            elif m.get("verdict") in REGRESSIONS:
+                counts["failures"] += 1
+                ET.SubElement(case, "failure", message=f"{m['verdict']}: {_figures(m)}",
+                              type=str(m["verdict"]))
+            elif m.get("status_b") != "ok":
+                counts["errors"] += 1
+                why = device["message"] if device["status"] != "ok" else m.get("status_b")
+                ET.SubElement(case, "error", message=str(why or "not measured"),
+                              type=str(m.get("status_b") or device["status"]))
+        for key, value in counts.items():
+            suite.set(key, str(value))
+            totals[key] += value
+    for key, value in totals.items():
+        root.set(key, str(value))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def _figures(m: dict[str, Any]) -> str:
+    text = f"median {m['median_b_ms']:.4g} ms" if m.get("median_b_ms") is not None else \
+        "not measured"
+    if m.get("median_a_ms") is not None:
+        text += f", baseline {m['median_a_ms']:.4g} ms"
+    if m.get("ratio") is not None:
+        text += (f", ratio {m['ratio']:.3f} [{m['ratio_ci95_low']:.3f}, "
+                 f"{m['ratio_ci95_high']:.3f}]")
+    if m.get("isa_b"):
+        text += f" (ISA {m['isa_b']})"
+    if m.get("verdict"):
+        text += f": {m['verdict']}"
+    return text

@@ -1,0 +1,368 @@
+"""The device farm with real parts: a labgrid coordinator and exporter on loopback, three places
+whose NetworkService points at three real OpenSSH servers on loopback, and `edgebench nightly` run
+as a user runs it (a subprocess), on a tiny suite built once for the module.
+
+Each test gets its own lab (its own coordinator, so no place is left acquired between tests) and
+its own state folder for the labgrid lock files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from benchmarks.loopback_labgrid import LabgridMissing, LoopbackLab
+from tests.conftest import EDGEBENCH, REPO, run_cli
+from tests.sshd import SSHServer, free_port
+
+pytestmark = [pytest.mark.ssh, pytest.mark.farm]
+
+SUITE = """
+name: farmtiny
+seed: 0
+formats: [onnx]
+datasets:
+  digits: {type: digits, image_size: 32}
+models:
+  digits_cnn:
+    arch: digits_cnn
+    dataset: digits
+    train: {epochs: 1, lr: 0.003, threads: 1}
+"""
+PLACES = ("dev0", "dev1", "dev2")
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny suite, built once: every nightly below reuses the artifact."""
+    root = tmp_path_factory.mktemp("suite")
+    path = root / "suite.yaml"
+    path.write_text(SUITE)
+    build = root / "build"
+    proc = run_cli("build", str(path), "--build-dir", str(build))
+    assert proc.returncode == 0, proc.stderr
+    return {"suite": path, "build": build}
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[LoopbackLab]:
+    servers = {name: SSHServer(tmp_path / f"sshd-{name}").start() for name in PLACES}
+    try:
+        lab = LoopbackLab(tmp_path / "lab", dict(servers)).start()
+    except LabgridMissing as err:
+        for server in servers.values():
+            server.stop()
+        pytest.skip(str(err))
+    yield lab
+    lab.stop()
+    for server in servers.values():
+        server.stop()
+
+
+def env_for(tmp_path: Path) -> dict[str, str]:
+    return {"EDGEBENCH_LABGRID_STATE": str(tmp_path / "labgrid-state")}
+
+
+def write_farm(tmp_path: Path, lab: LoopbackLab, **overrides: Any) -> Path:
+    data = lab.farm_data(**{"retries": 1, "backoff_s": 0.5, "wait_s": 30, **overrides})
+    path = tmp_path / "farm.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def nightly_args(tmp_path: Path, farm: Path, suite: dict[str, Path], out: str, *extra: str,
+                 ) -> list[str]:
+    return ["nightly", "--farm", str(farm), "--suite", str(suite["suite"]), "--build-dir",
+            str(suite["build"]), "--db", str(tmp_path / "db.sqlite"), "--out",
+            str(tmp_path / out), "--quick", *extra]
+
+
+def nightly(tmp_path: Path, farm: Path, suite: dict[str, Path], out: str, *extra: str,
+            ) -> subprocess.CompletedProcess[str]:
+    return run_cli(*nightly_args(tmp_path, farm, suite, out, *extra), env=env_for(tmp_path))
+
+
+def summary(tmp_path: Path, out: str) -> dict[str, Any]:
+    return json.loads((tmp_path / out / "summary.json").read_text())
+
+
+def rows(db: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def who(lab: LoopbackLab) -> str:
+    done = lab.client("who")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_nightly_measures_every_place_then_a_second_nightly_pushes_nothing_and_compares(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    farm = write_farm(tmp_path, lab)
+    first = nightly(tmp_path, farm, suite, "n1")
+    assert first.returncode == 0, first.stderr + first.stdout
+    one = summary(tmp_path, "n1")
+    assert [d["status"] for d in one["devices"]] == ["ok"] * 3
+    assert one["baseline"] is None and one["status"] == "finished"
+    db = tmp_path / "db.sqlite"
+    # one run, tagged with the nightly's id, every device's measurement in it
+    assert rows(db, "SELECT run_id, status FROM runs") == [(one["nightly_id"], "finished")]
+    assert sorted(r[0] for r in rows(db, "SELECT device FROM results")) == list(PLACES)
+    assert rows(db, "SELECT COUNT(*) FROM sessions WHERE status = 'ok'") == [(6,)]
+    # each place came from its own NetworkService, i.e. its own sshd
+    for place, server in lab.devices.items():
+        assert f"{place}: acquired labgrid place {place} (" in first.stderr
+        assert f"127.0.0.1:{server.port})" in first.stderr
+    assert not any(place in who(lab) for place in PLACES)  # every place released
+    assert not list((tmp_path / "labgrid-state").glob("*.json"))
+    assert all(d["bytes_pushed"] > 0 for d in one["devices"])
+
+    second = nightly(tmp_path, farm, suite, "n2")
+    assert second.returncode == 0, second.stderr + second.stdout
+    two = summary(tmp_path, "n2")
+    assert two["baseline"] == one["nightly_id"]
+    assert [d["bytes_pushed"] for d in two["devices"]] == [0, 0, 0]
+    assert rows(db, "SELECT SUM(bytes_pushed) FROM results WHERE run_id = ?",
+                two["nightly_id"]) == [(0,)]
+    verdicts = {m["device"]: m["verdict"] for m in two["measurements"]}
+    assert set(verdicts) == set(PLACES)
+    assert set(verdicts.values()) <= {"slower", "faster", "no change", "inconclusive"}
+    assert all(m["isa_b"] and m["job_id_a"] for m in two["measurements"])
+
+    # the CI's view: one suite per device, one case per measurement, regressions as failures
+    junit = ET.parse(tmp_path / "n2" / "junit.xml").getroot()
+    assert [s.get("name") for s in junit.findall("testsuite")] == list(PLACES)
+    cases = junit.findall(".//testcase")
+    assert len(cases) == 3
+    slower = sum(v == "slower" for v in verdicts.values())
+    assert int(junit.get("failures") or 0) == slower == two["regressions"]
+    # the trend over both nightlies, latency and accuracy, PNG and PDF, and the page
+    for name in ("trends.png", "trends.pdf", "accuracy.png", "accuracy.pdf", "index.html"):
+        assert (tmp_path / "n2" / name).stat().st_size > 0, name
+    page = (tmp_path / "n2" / "index.html").read_text()
+    assert one["nightly_id"] in page and two["nightly_id"] in page
+    assert "ISA (CPU)" in page and two["measurements"][0]["isa_b"] in page
+
+
+def test_a_place_held_by_someone_else_is_waited_for_then_skipped_naming_the_holder(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    held = lab.client("-p", "dev1", "acquire", env={"LG_USERNAME": "alice"})
+    assert held.returncode == 0, held.stderr
+    farm = write_farm(tmp_path, lab, wait_s=3)
+    started = time.monotonic()
+    proc = nightly(tmp_path, farm, suite, "n")
+    assert proc.returncode == 3, proc.stderr + proc.stdout
+    out = summary(tmp_path, "n")
+    status = {d["name"]: d for d in out["devices"]}
+    assert status["dev0"]["status"] == status["dev2"]["status"] == "ok"
+    assert status["dev1"]["status"] == "skipped"
+    assert "held by " in status["dev1"]["message"] and "/alice" in status["dev1"]["message"]
+    assert "waited 3 s" in status["dev1"]["message"]
+    assert time.monotonic() - started >= 3
+    assert rows(tmp_path / "db.sqlite", "SELECT DISTINCT device FROM results ORDER BY 1") == [
+        ("dev0",), ("dev2",)]
+    junit = ET.parse(tmp_path / "n" / "junit.xml").getroot()
+    assert junit.find("testsuite[@name='dev1']/testcase/skipped") is not None
+    assert "alice" in who(lab)  # alice keeps her place
+    assert "dev0" not in who(lab) and "dev2" not in who(lab)
+
+
+def test_coordinator_down_is_one_clear_error(tmp_path: Path, lab: LoopbackLab,
+                                             suite: dict[str, Path]) -> None:
+    port = free_port()
+    farm = write_farm(tmp_path, lab, coordinator=f"127.0.0.1:{port}")
+    proc = nightly(tmp_path, farm, suite, "n")
+    assert proc.returncode == 3
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"labgrid coordinator 127.0.0.1:{port} cannot be reached" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "db.sqlite").exists()  # nothing begun
+
+
+def test_devices_list_and_check_know_farm_devices(tmp_path: Path, lab: LoopbackLab) -> None:
+    farm = write_farm(tmp_path, lab)
+    listed = run_cli("devices", "list", "--farm", str(farm))
+    assert listed.returncode == 0, listed.stderr
+    for place in PLACES:
+        assert place in listed.stdout
+    assert f"labgrid {lab.address}" in listed.stdout
+    check = run_cli("devices", "check", "dev2", "--farm", str(farm), env=env_for(tmp_path))
+    assert check.returncode == 0, check.stderr + check.stdout
+    assert f"127.0.0.1:{lab.devices['dev2'].port} (labgrid place dev2)" in check.stdout
+    assert "dev2" not in who(lab)  # released after the check
+
+
+def test_a_device_whose_sshd_dies_mid_run_is_marked_and_the_others_finish(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    farm = write_farm(tmp_path, lab)
+    db = tmp_path / "db.sqlite"
+    proc = subprocess.Popen(
+        [*EDGEBENCH, *nightly_args(tmp_path, farm, suite, "n", "--sessions", "6")], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, **env_for(tmp_path)))
+    victim = lab.devices["dev1"]
+    _wait_for_sessions(db, "dev1", 1, proc)
+    victim.stop()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3, err + out
+    status = {d["name"]: d for d in summary(tmp_path, "n")["devices"]}
+    assert status["dev0"]["status"] == status["dev2"]["status"] == "ok"
+    assert status["dev1"]["status"] == "failed" and status["dev1"]["attempts"] == 2
+    assert "127.0.0.1" in status["dev1"]["message"]
+    ok = dict(rows(db, "SELECT device, COUNT(*) FROM sessions JOIN results USING (job_id) "
+                       "WHERE sessions.status = 'ok' GROUP BY device"))
+    assert ok["dev0"] == ok["dev2"] == 6 and 1 <= ok["dev1"] < 6
+    assert rows(db, "SELECT status FROM runs") == [("incomplete",)]
+    junit = ET.parse(tmp_path / "n" / "junit.xml").getroot()
+    assert junit.find("testsuite[@name='dev1']/testcase/error") is not None
+    assert "dev1" not in who(lab)
+
+
+def _wait_for_sessions(db: Path, device: str, count: int, proc: subprocess.Popen[str],
+                       timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"nightly ended early: {proc.communicate()}")
+        try:
+            found = rows(db, "SELECT COUNT(*) FROM sessions JOIN results USING (job_id) "
+                             "WHERE device = ? AND sessions.status = 'ok'", device)[0][0]
+        except sqlite3.Error:
+            found = 0
+        if found >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no {count} sessions of {device} after {timeout} s")
+
+
+def test_a_nightly_killed_by_sigkill_resumes_measuring_only_what_is_missing(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    farm = write_farm(tmp_path, lab)
+    db = tmp_path / "db.sqlite"
+    nightly_id = "nightly-resume-test"
+    args = nightly_args(tmp_path, farm, suite, "n", "--sessions", "4", "--id", nightly_id)
+    proc = subprocess.Popen([*EDGEBENCH, *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ, **env_for(tmp_path)))
+    for place in PLACES:  # every device has pushed its files and stored a session
+        _wait_for_sessions(db, place, 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = rows(db, "SELECT job_id, session, started_at FROM sessions WHERE status = 'ok'")
+    assert 3 <= len(before) < 12
+    assert len(list((tmp_path / "labgrid-state").glob("*.json"))) == 3  # left by the kill
+    assert all(p in who(lab) for p in PLACES)  # labgrid keeps a dead client's places
+
+    again = run_cli(*args, env=env_for(tmp_path))
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "resuming nightly nightly-resume-test" in again.stderr
+    out = summary(tmp_path, "n")
+    notes = [n for d in out["devices"] for n in d["notes"]]
+    assert len(notes) == 3 and all("left by a killed run" in n for n in notes)
+    after = rows(db, "SELECT job_id, session, started_at FROM sessions WHERE status = 'ok'")
+    assert len(after) == 12  # 3 devices x 4 sessions: no duplicates, nothing missing
+    assert set(before) <= set(after)  # what was measured before the kill was not measured again
+    assert sum(d["sessions_run"] for d in out["devices"]) == 12 - len(before)
+    assert [d["bytes_pushed"] for d in out["devices"]] == [0, 0, 0]
+    assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT job_id) FROM results") == [(3, 3)]
+    assert rows(db, "SELECT run_id, status FROM runs") == [(nightly_id, "finished")]
+    assert rows(db, "SELECT sessions FROM results") == [(4,)] * 3
+    assert not list((tmp_path / "labgrid-state").glob("*.json"))
+    assert not any(p in who(lab) for p in PLACES)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_nightly_releases_every_place(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path], sig: signal.Signals) -> None:
+    farm = write_farm(tmp_path, lab)
+    db = tmp_path / "db.sqlite"
+    proc = subprocess.Popen(
+        [*EDGEBENCH, *nightly_args(tmp_path, farm, suite, "n", "--sessions", "20")], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, **env_for(tmp_path)))
+    for place in PLACES:
+        _wait_for_sessions(db, place, 1, proc)
+    assert all(p in who(lab) for p in PLACES)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not any(p in who(lab) for p in PLACES)
+    assert not list((tmp_path / "labgrid-state").glob("*.json"))
+    assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
+
+
+def test_farm_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
+    from harness.errors import ConfigError
+    from harness.farm.farmfile import load_farm
+
+    def load(data: dict[str, Any]) -> str:
+        path = tmp_path / "farm.yaml"
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises(ConfigError) as err:
+            load_farm(path)
+        return str(err.value)
+
+    base = {"coordinator": "127.0.0.1:20408", "places": {"p": {"kind": "rpi"}}}
+    assert "places: required field is missing" in load({"coordinator": "x:1"})
+    assert "places.p.ssh.host: comes from the place's NetworkService" in load(
+        {**base, "places": {"p": {"ssh": {"host": "10.0.0.1"}}}})
+    assert "places.p.kind: 'toaster' is not one of" in load(
+        {**base, "places": {"p": {"kind": "toaster"}}})
+    assert "places.p.transport: set by the farm" in load(
+        {**base, "places": {"p": {"transport": "ssh"}}})
+    assert "retries: must be between 0 and" in load({**base, "retries": -1})
+    shipped = REPO / "devices" / "farm.yaml"
+    from harness.farm.farmfile import load_farm as load_shipped
+
+    farm = load_shipped(shipped)  # the documented example loads
+    assert {d.transport for d in farm.devices} == {"labgrid"}
+    assert all(d.ssh is not None and d.ssh.key_file for d in farm.devices)
+
+
+
+def test_a_labgrid_profile_needs_its_coordinator_and_place_but_no_address(tmp_path: Path,
+                                                                          ) -> None:
+    from harness.config import parse_profile
+    from harness.errors import ConfigError
+
+    path = tmp_path / "board.yaml"
+    profile = parse_profile(path, {"name": "board", "kind": "rpi", "transport": "labgrid",
+                                   "labgrid": {"coordinator": "lab:20408", "place": "rpi-3",
+                                               "wait_s": 60},
+                                   "ssh": {"key_file": "~/.ssh/k"}})
+    assert profile.labgrid is not None and profile.labgrid.place == "rpi-3"
+    assert profile.ssh is not None and profile.ssh.host == "" and profile.ssh.key_file
+    with pytest.raises(ConfigError, match="board.yaml: labgrid: transport is labgrid but no"):
+        parse_profile(path, {"name": "board", "transport": "labgrid"})
+    with pytest.raises(ConfigError, match="labgrid.place: required field is missing"):
+        parse_profile(path, {"name": "board", "transport": "labgrid",
+                             "labgrid": {"coordinator": "lab:20408"}})
+    with pytest.raises(ConfigError, match="ssh.host: required field is missing"):
+        parse_profile(path, {"name": "board", "transport": "ssh", "ssh": {"port": 22}})
+
+
+def test_out_folder_of_someone_else_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    farm = tmp_path / "farm.yaml"
+    farm.write_text(yaml.safe_dump({"coordinator": f"127.0.0.1:{free_port()}",
+                                    "places": {"p": {"kind": "linux"}}}))
+    out = tmp_path / "paper"
+    out.mkdir()
+    (out / "draft.tex").write_text("mine")
+    proc = run_cli("nightly", "--farm", str(farm), "--suite", "models/demo.yaml", "--db",
+                   str(tmp_path / "db.sqlite"), "--out", str(out))
+    assert proc.returncode == 2
+    assert "folder holds files a nightly did not write (draft.tex" in proc.stderr
+    assert (out / "draft.tex").read_text() == "mine" and not (tmp_path / "db.sqlite").exists()
