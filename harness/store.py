@@ -204,7 +204,22 @@ class Store:
                     raise StoreError(f"{self.path}: schema version {version}, this edgebench "
                                      f"reads {SCHEMA_VERSION} and older")
                 self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        self._use_wal()
+
+    def _use_wal(self, timeout_s: float = 30.0) -> None:
+        """Switch the file to write-ahead logging (it stays so). Switching needs the database to
+        itself and SQLite does not wait for that, so processes that created the file together
+        retry here until the first one has switched it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self.conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         self.conn.close()
