@@ -33,6 +33,7 @@ from harness.report.compare import (
     verdicts_over_runs,
 )
 from harness.report.frame import SessionReader, results_frame
+from harness.report.stats import RUN_SD_FLOOR
 from harness.store import Store
 from tests.test_report_synthetic import (
     FINGERPRINT,
@@ -47,6 +48,11 @@ from tests.test_report_synthetic import (
 def _medians(centre: float, sd: float, rng: np.random.Generator, n: int = 5) -> np.ndarray:
     """n session medians, log-normal around `centre` with log-sd `sd`."""
     return centre * np.exp(rng.normal(0.0, sd, n))
+
+
+# A quiet device whose history measured its run-to-run log-sd (0.5%, 20 degrees of freedom):
+# the unit tests of the rule below are about the sessions' own interval.
+QUIET = (0.005, 20)
 
 
 def _noise_verdicts(threshold: float, pairs: int = 200, sd: float = 0.03,
@@ -76,14 +82,15 @@ def test_the_noise_test_can_fail() -> None:
 def test_a_real_shift_beyond_the_threshold_is_called() -> None:
     rng = np.random.default_rng(1)
     a = _medians(10.0, 0.01, rng)
-    ci, verdict = judge(a, _medians(11.5, 0.01, rng))
+    ci, verdict = judge(a, _medians(11.5, 0.01, rng), run_noise=QUIET)
     assert verdict == SLOWER and ci.low > 1.05 and ci.low < 1.15 < ci.high
-    assert judge(a, _medians(8.5, 0.01, rng))[1] == FASTER
+    assert judge(a, _medians(8.5, 0.01, rng), run_noise=QUIET)[1] == FASTER
 
 
 def test_a_small_shift_with_tiny_spread_is_no_change() -> None:
     rng = np.random.default_rng(2)
-    ci, verdict = judge(_medians(10.0, 0.002, rng), _medians(10.1, 0.002, rng))
+    ci, verdict = judge(_medians(10.0, 0.002, rng), _medians(10.1, 0.002, rng),
+                        run_noise=(0.001, 20))
     assert verdict == NO_CHANGE
     assert ci.low > 1.0  # a real 1% change: significant, yet inside +/- 5%
 
@@ -98,9 +105,21 @@ def test_wide_spread_is_inconclusive_even_for_a_large_shift() -> None:
 def test_the_threshold_decides_what_counts() -> None:
     rng = np.random.default_rng(1)
     a, b = _medians(10.0, 0.01, rng), _medians(11.5, 0.01, rng)
-    assert judge(a, b, threshold=0.05)[1] == SLOWER
-    assert judge(a, b, threshold=0.20)[1] == NO_CHANGE
-    assert judge(a, b, threshold=0.14)[1] == INCONCLUSIVE  # the interval straddles 1.14
+    assert judge(a, b, threshold=0.05, run_noise=QUIET)[1] == SLOWER
+    assert judge(a, b, threshold=0.20, run_noise=QUIET)[1] == NO_CHANGE
+    assert judge(a, b, threshold=0.14, run_noise=QUIET)[1] == INCONCLUSIVE  # straddles 1.14
+
+
+def test_without_history_small_changes_wait_for_one() -> None:
+    """Without runs of history the run-to-run spread is unknown and assumed to be at least
+    RUN_SD_FLOOR: the clear +15% above is inconclusive, "no change" cannot be said, and only a
+    change far beyond what runs differ by is called."""
+    rng = np.random.default_rng(1)
+    a, b = _medians(10.0, 0.01, rng), _medians(11.5, 0.01, rng)
+    ci, verdict = judge(a, b)
+    assert verdict == INCONCLUSIVE and ci.run_sd == RUN_SD_FLOOR
+    assert judge(a, _medians(10.0, 0.01, rng))[1] == INCONCLUSIVE
+    assert judge(a, _medians(15.0, 0.01, rng))[1] == SLOWER
 
 
 def test_one_session_or_none_is_never_a_verdict_on_speed() -> None:
@@ -115,10 +134,17 @@ def test_a_different_instruction_set_is_never_slower_or_faster() -> None:
     assert judge(a, b, isa_a=None, isa_b=ISA)[1] == SLOWER  # not recorded (schema 1): compared
 
 
-def _two_runs(tmp_path: Path, shifts: dict[str, float], fingerprint_b=None):
-    """Run A: three models at 10/20/5 ms; run B: the same, each scaled by shifts[model]."""
+def _two_runs(tmp_path: Path, shifts: dict[str, float], fingerprint_b=None, history: int = 3):
+    """Run A: three models at 10/20/5 ms, after `history` earlier runs of the same (so compare
+    has measured the run-to-run spread); run B: the same, each scaled by shifts[model]."""
     store = Store(tmp_path / "x.db")
     medians = {"alpha": 10.0, "beta": 20.0, "gamma": 5.0}
+    for h in range(history):
+        run = store.begin_run(f"history {h}", None, ["pi5"])
+        for i, (model, med) in enumerate(medians.items()):
+            add_job(store, run, model, samples_ns=sessions_ns(med, between_sd=0.01,
+                                                              seed=1000 + 10 * h + i))
+        store.finish_run(run)
     runs = []
     for k, scale in enumerate(({}, shifts)):
         run = store.begin_run("ab"[k], None, ["pi5"])
@@ -137,18 +163,18 @@ def _two_runs(tmp_path: Path, shifts: dict[str, float], fingerprint_b=None):
     return store, runs[0], runs[1]
 
 
-def _welch(a: np.ndarray, b: np.ndarray, run_sd: float | None = None
-           ) -> tuple[float, float, float]:
+def _welch(a: np.ndarray, b: np.ndarray, run_sd: float | None = None,
+           run_df: float = math.inf) -> tuple[float, float, float]:
     """B / A of geometric means and its 95% Welch interval widened by a run-to-run log-sd
-    (default: half the pooled between-session log-sd, what compare assumes without history),
-    written out with numpy and scipy."""
+    (default: half the pooled between-session log-sd and at least 5%, what compare assumes
+    without history), written out with numpy and scipy."""
     la, lb = np.log(a), np.log(b)
     if run_sd is None:
         pooled = ((la.size - 1) * la.var(ddof=1) + (lb.size - 1) * lb.var(ddof=1)) / (
             la.size + lb.size - 2)
-        run_sd = 0.5 * math.sqrt(pooled)
+        run_sd = max(0.05, 0.5 * math.sqrt(pooled))
     va, vb = la.var(ddof=1) / la.size, lb.var(ddof=1) / lb.size
-    dof = (va + vb) ** 2 / (va**2 / (la.size - 1) + vb**2 / (lb.size - 1))
+    dof = min(run_df, (va + vb) ** 2 / (va**2 / (la.size - 1) + vb**2 / (lb.size - 1)))
     half = scipy_stats.t.ppf(0.975, dof) * math.sqrt(va + vb + 2 * run_sd**2)
     diff = lb.mean() - la.mean()
     return math.exp(diff), math.exp(diff - half), math.exp(diff + half)
@@ -175,8 +201,10 @@ def test_a_real_shift_is_called_and_only_there(tmp_path: Path) -> None:
     def medians(job_id: str) -> np.ndarray:
         return np.array([np.median(s) / 1e6 for s in store.session_samples(job_id)])
 
+    assert table.loc["alpha", "run_sd_from"] == "history (3 d.f.)"  # 4 runs up to A
     ratio, low, high = _welch(
-        medians(table.loc["alpha", "job_id_a"]), medians(table.loc["alpha", "job_id_b"])
+        medians(table.loc["alpha", "job_id_a"]), medians(table.loc["alpha", "job_id_b"]),
+        run_sd=table.loc["alpha", "run_sd"], run_df=3,
     )
     assert table.loc["alpha", "ratio"] == pytest.approx(ratio, rel=1e-9)
     assert table.loc["alpha", "ratio_ci95_low"] == pytest.approx(low, rel=1e-9)
@@ -187,10 +215,11 @@ def test_a_real_shift_is_called_and_only_there(tmp_path: Path) -> None:
 
 
 def test_compare_runs_uses_the_runs_session_medians(tmp_path: Path) -> None:
-    """Session medians set exactly (the samples around them are irrelevant): a clear +10%."""
+    """Session medians set exactly (the samples around them are irrelevant): a clear +50%,
+    judged without history."""
     store = Store(tmp_path / "x.db")
     runs = []
-    for medians in ([10.0, 10.1, 9.9, 10.0], [11.0, 11.1, 10.9, 11.0]):
+    for medians in ([10.0, 10.1, 9.9, 10.0], [15.0, 15.1, 14.9, 15.0]):
         run = store.begin_run("t", None, ["pi5"])
         add_job(
             store,
@@ -200,7 +229,7 @@ def test_compare_runs_uses_the_runs_session_medians(tmp_path: Path) -> None:
         )
         runs.append(run)
     row = compare_runs(store, *runs).table.iloc[0]
-    ratio, low, high = _welch(np.array([10.0, 10.1, 9.9, 10.0]), np.array([11.0, 11.1, 10.9, 11.0]))
+    ratio, low, high = _welch(np.array([10.0, 10.1, 9.9, 10.0]), np.array([15.0, 15.1, 14.9, 15.0]))
     assert row["ratio"] == pytest.approx(ratio, rel=1e-6)
     assert row["ratio_ci95_low"] == pytest.approx(low, rel=1e-6)
     assert row["verdict"] == SLOWER
@@ -235,7 +264,7 @@ def test_jobs_in_one_run_only_new_failures_and_fixes(tmp_path: Path) -> None:
     result = compare_runs(store, a, b)
     verdicts = dict(zip(result.table["model"], result.table["verdict"], strict=True))
     assert verdicts == {
-        "kept": NO_CHANGE,
+        "kept": INCONCLUSIVE,  # no history: the run-to-run spread is not known yet
         "dropped": ONLY_A,
         "breaks": NEWLY_FAILING,
         "mended": FIXED,
@@ -338,7 +367,7 @@ def test_fingerprints_are_compared_job_by_job(tmp_path: Path) -> None:
 def test_nightly_verdicts_follow_the_same_rule(tmp_path: Path) -> None:
     store = Store(tmp_path / "x.db")
     runs = []
-    for night, median in enumerate((10.0, 10.05, 11.5, 11.5)):
+    for night, median in enumerate((10.0, 10.02, 9.99, 10.01, 10.05, 11.5, 11.5)):
         run = store.begin_run("nightly", None, ["pi5"])
         with store.transaction() as conn:
             conn.execute(
@@ -351,7 +380,9 @@ def test_nightly_verdicts_follow_the_same_rule(tmp_path: Path) -> None:
     started = {r.run_id: r.started_at for r in store.runs()}
     history = history.assign(run_started_at=history["run_id"].map(started))
     verdicts = verdicts_over_runs(history, SessionReader(store).medians)
-    assert list(verdicts) == ["", NO_CHANGE, SLOWER, NO_CHANGE]
+    # no verdict on speed before four runs have measured the run-to-run spread
+    assert list(verdicts) == ["", INCONCLUSIVE, INCONCLUSIVE, INCONCLUSIVE, NO_CHANGE, SLOWER,
+                              NO_CHANGE]
     for prev, cur in zip(runs, runs[1:], strict=False):
         pair = compare_runs(store, prev, cur).table.iloc[0]
         assert verdicts[history["run_id"] == cur].iloc[0] == pair["verdict"]

@@ -18,11 +18,12 @@ from tests.test_report_synthetic import add_job, sessions_ns
 
 @pytest.fixture()
 def db(tmp_path: Path) -> tuple[Path, str, str]:
-    """Two runs of one device; the second is 15% slower on `net`."""
+    """Runs of one device; the last is 15% slower on `net` than the one before it, which has
+    three earlier runs of history (so compare knows the run-to-run spread)."""
     path = tmp_path / "x.db"
     store = Store(path)
     runs = []
-    for k, median in enumerate((10.0, 11.5)):
+    for k, median in enumerate((10.0, 10.02, 9.98, 10.0, 11.5)):
         run = store.begin_run("edgebench bench", None, ["pi5"])
         with store.transaction() as conn:
             conn.execute(
@@ -46,7 +47,7 @@ def db(tmp_path: Path) -> tuple[Path, str, str]:
         store.finish_run(run)
         runs.append(run)
     store.close()
-    return path, runs[0], runs[1]
+    return path, runs[-2], runs[-1]
 
 
 def test_compare_gate_exit_codes(db, capsys) -> None:

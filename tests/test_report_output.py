@@ -63,7 +63,7 @@ def add_nightly_runs(store: Store, medians: list[float]) -> list[str]:
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
     tmp = tmp_path_factory.mktemp("report")
     store, first = demo_store(tmp / "x.db")
-    nightly = add_nightly_runs(store, [20.0, 20.1, 23.0, 23.0])
+    nightly = add_nightly_runs(store, [20.0, 20.1, 19.9, 20.05, 23.0, 23.0])
     store.close()
     folder = run_report(tmp / "x.db", "latest", out=tmp / "out")
     return tmp / "x.db", folder, [first, *nightly]
@@ -101,7 +101,7 @@ def test_trend_marks_exactly_the_night_that_regressed(report) -> None:
         history = history.assign(run_started_at=history["run_id"].map(started))
         verdicts = verdicts_over_runs(history, frame.SessionReader(store).medians)
     flagged = history[verdicts == SLOWER]
-    assert list(flagged["run_id"]) == [runs[3]]
+    assert list(flagged["run_id"]) == [runs[5]]  # after four nights of history
     assert list(flagged["model"]) == ["resnet_18&v2"]
     assert (verdicts[history["run_id"] == runs[1]] == "").all()  # first night: nothing to compare
 

@@ -156,6 +156,23 @@ def test_run_to_run_spread_widens_the_interval_and_caps_its_degrees_of_freedom()
     assert (wide.low, wide.high) == pytest.approx((math.exp(diff - half), math.exp(diff + half)))
     assert wide.low < narrow.low and wide.run_sd == 0.05
     assert stats.verdict(narrow) == stats.SLOWER and stats.verdict(wide) == stats.INCONCLUSIVE
-    # without history: half the pooled between-session log-sd
+    # without history: half the pooled between-session log-sd, at least the floor
     pooled = math.sqrt((la.var(ddof=1) + lb.var(ddof=1)) / 2)
-    assert stats.default_run_sd(a, b) == pytest.approx(0.5 * pooled)
+    assert stats.default_run_sd(a, b) == pytest.approx(max(stats.RUN_SD_FLOOR, 0.5 * pooled))
+
+
+def test_two_tight_runs_far_apart_are_not_called_slower_without_history() -> None:
+    """Two quick nightlies of one model, two sessions each that agree within 4%, the second
+    run 37% slower (three loopback devices sharing two cores, measured in the farm's tests):
+    the sessions of a run share its conditions, so their spread cannot stand for the run-to-run
+    spread, and a verdict without history must not call this slower."""
+    a, b = [1.00, 1.04], [1.37, 1.42]
+    ci = stats.ratio_interval(a, b, run_sd=stats.default_run_sd(a, b))
+    assert ci.ratio == pytest.approx(1.37, abs=0.01)
+    assert stats.verdict(ci) == stats.INCONCLUSIVE
+    # what the rule said before the floor: half the sessions' tight spread, a confident "slower"
+    pooled = math.sqrt((np.log(a).var(ddof=1) + np.log(b).var(ddof=1)) / 2)
+    assert stats.verdict(stats.ratio_interval(a, b, run_sd=0.5 * pooled)) == stats.SLOWER
+    # a change well beyond what any run-to-run noise measured here explains is still called
+    assert stats.verdict(stats.ratio_interval(a, [2.0, 2.06], run_sd=stats.default_run_sd(
+        a, [2.0, 2.06]))) == stats.SLOWER

@@ -60,8 +60,8 @@ def judge(
     """The ratio B / A of two measurements of different runs from their session medians (ms),
     with its interval and verdict. Instruction sets are compared only when both are known
     (a database upgraded from schema 1 did not record them). `run_noise` is the run-to-run
-    log-sd and the degrees of freedom of its estimate (None: no history, RUN_SD_FRACTION of the
-    between-session spread)."""
+    log-sd and the degrees of freedom of its estimate (None: no history, `stats.default_run_sd`
+    of the between-session spread)."""
     a, b = list(a_medians), list(b_medians)
     run_sd, run_df = run_noise if run_noise is not None else (stats.default_run_sd(a, b), None)
     ci = stats.ratio_interval(a, b, paired=False, run_sd=run_sd, run_df=run_df)

@@ -13,8 +13,9 @@ more than any within-process interval shows, so the session, not the iteration, 
 - two runs differ by more than their sessions show: the sessions of one run see minutes of the
   device's life, two runs see different minutes. Comparing runs therefore adds a run-to-run
   component, estimated from earlier runs of the same artifact on the same device where there are
-  three or more, and otherwise taken as RUN_SD_FRACTION of the between-session spread (what the
-  calibration benchmark measured on the development machine);
+  MIN_HISTORY_RUNS or more, and otherwise taken as RUN_SD_FRACTION of the between-session spread
+  but never less than RUN_SD_FLOOR (both what the calibration benchmark measured on the
+  development machine);
 - a verdict has three answers besides "not measured": slower or faster by more than T when the
   whole interval of the ratio is beyond 1 +/- T, no change beyond T when it lies inside, and
   inconclusive otherwise. Noise alone almost never gives the first two.
@@ -39,6 +40,12 @@ THRESHOLD = 0.05
 # Without history, the run-to-run log-sd is taken as this fraction of the between-session log-sd:
 # benchmarks/compare_calibration.py measured 0.45 and 0.55 on the 2-core development machine.
 RUN_SD_FRACTION = 0.5
+# ... and never less than this. The sessions of one run share that run's conditions (another job
+# on the board, three loopback "devices" sharing two cores in a nightly), so when they agree
+# closely their spread says little about the next run: two quick nightlies of the same model 37%
+# apart with two tight sessions each were once called "slower" without it. compare_calibration
+# measured the run-to-run log-sd at 0.03-0.07 on the development machine.
+RUN_SD_FLOOR = 0.05
 MIN_HISTORY_RUNS = 4
 _NORMAL_Q3 = 0.6744897501960817  # the standard normal's 75th percentile
 
@@ -130,13 +137,13 @@ def pooled_run_sd(estimates: Sequence[tuple[float, int]]) -> tuple[float, int] |
 
 def default_run_sd(*session_medians: Sequence[float]) -> float:
     """The run-to-run log-sd assumed when there is no history: RUN_SD_FRACTION of the pooled
-    between-session log-sd of the measurements compared."""
+    between-session log-sd of the measurements compared, and at least RUN_SD_FLOOR."""
     logs = [np.log(np.asarray(m, dtype=np.float64)) for m in session_medians if len(m) >= 2]
     if not logs:
-        return 0.0
+        return RUN_SD_FLOOR
     pooled = sum(float(x.var(ddof=1)) * (x.size - 1) for x in logs) / sum(x.size - 1
                                                                          for x in logs)
-    return RUN_SD_FRACTION * math.sqrt(pooled)
+    return max(RUN_SD_FLOOR, RUN_SD_FRACTION * math.sqrt(pooled))
 
 
 def ratio_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
