@@ -306,3 +306,13 @@ def test_a_single_point_shows_its_whole_interval(tmp_path: Path) -> None:
         for (xa, ya), (xb, yb) in segments.get_segments():
             assert x0 <= min(xa, xb) and max(xa, xb) <= x1
             assert y0 <= min(ya, yb) and max(ya, yb) <= y1
+
+
+def test_devices_of_one_instruction_set_share_one_isa_line() -> None:
+    """A farm of three boards of one kind names the ISA once for them, not three times."""
+    df = pd.DataFrame({"device": ["pi-a", "pi-b", "jetson"],
+                       "isa": ["arm asimd dotprod", "arm asimd dotprod", "arm asimd sve"]})
+    fig, _ = plots._figure(plots.DOUBLE, 1, 1.0)
+    plots._isa_title(fig, df, plots.DOUBLE)
+    title = " ".join(fig.get_suptitle().split())
+    assert title == "CPU ISA jetson: arm asimd sve; pi-a, pi-b: arm asimd dotprod"

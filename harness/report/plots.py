@@ -206,11 +206,12 @@ def _errors(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray
 def _isa_title(fig: Figure, df: pd.DataFrame, layout: Layout) -> None:
     """Name the CPU instruction set of each device at the top: the kernels a runtime picks, and
     so its speed and even its int8 accuracy, depend on it."""
-    parts = []
+    by_isa: dict[str, list[str]] = {}  # devices of one instruction set are named together
     for device, part in df.groupby("device", sort=True):
         isas = sorted({str(v) for v in part["isa"].dropna() if str(v)}) if "isa" in part else []
-        parts.append(f"{device}: {' / '.join(isas) if isas else 'not recorded'}")
-    text = "CPU ISA " + "; ".join(parts)
+        by_isa.setdefault(" / ".join(isas) if isas else "not recorded", []).append(str(device))
+    text = "CPU ISA " + "; ".join(f"{', '.join(devices)}: {isa}"
+                                  for isa, devices in by_isa.items())
     # DejaVu Sans at 8 pt sets about 16 characters an inch
     lines = textwrap.wrap(text, width=int(layout.width_in * 16), subsequent_indent="  ")
     fig.suptitle("\n".join(lines), fontsize=FONT_PT, fontweight="normal", ha="left", x=0.01)
