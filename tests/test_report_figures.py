@@ -316,3 +316,24 @@ def test_devices_of_one_instruction_set_share_one_isa_line() -> None:
     plots._isa_title(fig, df, plots.DOUBLE)
     title = " ".join(fig.get_suptitle().split())
     assert title == "CPU ISA jetson: arm asimd sve; pi-a, pi-b: arm asimd dotprod"
+
+
+def test_figures_drawn_in_two_processes_are_the_same_files(tmp_path: Path) -> None:
+    """The report draws every other figure in a forked process: same files, same order, same
+    bytes as drawing them all in one."""
+    store, run = crowded_store(tmp_path / "c.db")
+    builders = _builders(store, run)
+    one = plots.write_figures(builders, tmp_path / "one", jobs=1)
+    two = plots.write_figures(builders, tmp_path / "two", jobs=2)
+    assert [p.name for p in one] == [p.name for p in two] and len(one) >= 5
+    for a, b in zip(one, two, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_a_figure_that_fails_in_the_other_process_is_named(tmp_path: Path) -> None:
+    def broken(layout: plots.Layout) -> Figure:
+        raise ValueError("no such column: latency_median_ms")
+
+    builders = {"fine": lambda layout: None, "broken": broken}  # "broken" goes to the child
+    with pytest.raises(RuntimeError, match="drawing broken: ValueError: no such column"):
+        plots.write_figures(builders, tmp_path, jobs=2)
