@@ -337,3 +337,23 @@ def test_a_figure_that_fails_in_the_other_process_is_named(tmp_path: Path) -> No
     builders = {"fine": lambda layout: None, "broken": broken}  # "broken" goes to the child
     with pytest.raises(RuntimeError, match="drawing broken: ValueError: no such column"):
         plots.write_figures(builders, tmp_path, jobs=2)
+
+
+def test_accuracy_trend_has_a_wilson_interval_on_every_night(tmp_path: Path) -> None:
+    """The nightly's accuracy trend: one point per night and job, each with its interval."""
+    store, first = demo_store(tmp_path / "x.db")
+    nightly = add_nightly_runs(store, [20.0, 21.0, 20.5])
+    history = frame.results_frame(store, nightly)
+    started = {r.run_id: r.started_at for r in store.runs()}
+    history = history.assign(run_started_at=history["run_id"].map(started))
+    for layout in LAYOUTS:
+        fig = plots.accuracy_trends_figure(history, layout)
+        assert fig is not None and fig.get_figwidth() == pytest.approx(layout.width_in)
+        assert ISA in " ".join(fig.get_suptitle().split())
+        (ax,) = fig.axes
+        bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        points = np.vstack([c.lines[0].get_xydata() for c in bars])
+        with_accuracy = history["accuracy_top1"].notna().sum()
+        assert len(points) == with_accuracy and all(c.has_yerr for c in bars)
+        assert sorted(set(points[:, 0])) == [0, 1, 2]  # the nights, in start order
+    assert plots.accuracy_trends_figure(history[history["run_id"] == nightly[0]]) is None

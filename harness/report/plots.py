@@ -615,6 +615,19 @@ def speedup_heatmap_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure 
 # --- trends across runs ------------------------------------------------------------------------
 
 
+def _run_axis(data: pd.DataFrame, layout: Layout
+              ) -> tuple[dict[str, int], list[int], list[str]]:
+    """Runs evenly spaced in start order (nightlies are not evenly spaced in time, and a gap says
+    nothing): each run's x position, and the ticks and their labels (start time, UTC), at most
+    12 across a double column and 6 across a single one."""
+    runs = (data[["run_id", "run_started_at"]].drop_duplicates("run_id")
+            .sort_values(["run_started_at", "run_id"]).reset_index(drop=True))
+    every = max(1, math.ceil(len(runs) / (12 if layout.width_in > 5 else 6)))
+    ticks = list(range(0, len(runs), every))
+    labels = [pd.Timestamp(runs["run_started_at"][i]).strftime("%m-%d %H:%M") for i in ticks]
+    return {r: i for i, r in enumerate(runs["run_id"])}, ticks, labels
+
+
 def trends_figure(
     history: pd.DataFrame,
     layout: Layout = DOUBLE,
@@ -633,21 +646,12 @@ def trends_figure(
     data = _ok(history)
     if data.empty or data["run_id"].nunique() < 2:
         return None
-    runs = (
-        data[["run_id", "run_started_at"]]
-        .drop_duplicates("run_id")
-        .sort_values(["run_started_at", "run_id"])
-        .reset_index(drop=True)
-    )
-    position = {r: i for i, r in enumerate(runs["run_id"])}
+    position, ticks, tick_labels = _run_axis(data, layout)
     data = data.assign(
         x=data["run_id"].map(position),
         job=_with_runtime(data["model"].astype(str), data),
         verdict="" if verdicts is None else verdicts.reindex(data.index).fillna(""),
     )
-    every = max(1, math.ceil(len(runs) / (12 if layout.width_in > 5 else 6)))
-    ticks = list(range(0, len(runs), every))
-    tick_labels = [pd.Timestamp(runs["run_started_at"][i]).strftime("%m-%d %H:%M") for i in ticks]
     devices = sorted(data["device"].unique())
     style = _colours(sorted(data["job"].unique()))
     with paper_style():
@@ -672,7 +676,7 @@ def trends_figure(
             if wide(part["latency_median_ms"].to_numpy(float)):
                 ax.set_yscale("log")
             ax.set_xticks(ticks, tick_labels, rotation=30, ha="right")
-            ax.set_xlim(-0.5, len(runs) - 0.5)
+            ax.set_xlim(-0.5, len(position) - 0.5)
             ax.set_title(str(device))
             ax.set_ylabel("Median latency [ms]")
             ax.set_xlabel("Run (start time, UTC)")
@@ -695,14 +699,9 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE) -> Fi
     data = data[data["accuracy_top1"].notna()]
     if data.empty or data["run_id"].nunique() < 2:
         return None
-    runs = (data[["run_id", "run_started_at"]].drop_duplicates("run_id")
-            .sort_values(["run_started_at", "run_id"]).reset_index(drop=True))
-    position = {r: i for i, r in enumerate(runs["run_id"])}
+    position, ticks, tick_labels = _run_axis(data, layout)
     data = data.assign(x=data["run_id"].map(position),
                        job=_with_runtime(data["model"].astype(str), data))
-    every = max(1, math.ceil(len(runs) / (12 if layout.width_in > 5 else 6)))
-    ticks = list(range(0, len(runs), every))
-    tick_labels = [pd.Timestamp(runs["run_started_at"][i]).strftime("%m-%d %H:%M") for i in ticks]
     devices = sorted(data["device"].unique())
     style = _colours(sorted(data["job"].unique()))
     with paper_style():
@@ -718,7 +717,7 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE) -> Fi
                 ax.errorbar(series["x"].to_numpy(), y, yerr=err, color=colour, marker=marker,
                             markersize=3, linewidth=0.8, elinewidth=0.6, capsize=1.5, label=job)
             ax.set_xticks(ticks, tick_labels, rotation=30, ha="right")
-            ax.set_xlim(-0.5, len(runs) - 0.5)
+            ax.set_xlim(-0.5, len(position) - 0.5)
             ax.set_title(str(device))
             ax.set_ylabel("Top-1 accuracy [%] (95% CI)")
             ax.set_xlabel("Run (start time, UTC)")
