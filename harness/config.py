@@ -173,6 +173,9 @@ def _parse_labgrid(path: Path, data: dict[str, Any]) -> LabgridSettings:
         value = str(_expect(path, data, key, str, prefix="labgrid."))
         if not value.strip():
             raise ConfigError(path, "must not be empty", field=f"labgrid.{key}")
+        if key == "place" and not is_safe_name(value):  # it names the place's lock file
+            raise ConfigError(path, f"{value!r} is not a usable place name; use {SAFE_NAME_RULE}",
+                              field="labgrid.place")
         kw[key] = value
     if "wait_s" in data:
         kw["wait_s"] = _seconds(path, data, "wait_s", prefix="labgrid.")

@@ -324,6 +324,9 @@ def test_farm_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
     assert "places.p.transport: set by the farm" in load(
         {**base, "places": {"p": {"transport": "ssh"}}})
     assert "retries: must be between 0 and" in load({**base, "retries": -1})
+    # a place name becomes part of a lock file's path, even when the device has its own name
+    assert "places.../x.labgrid.place: '../x' is not a usable place name" in load(
+        {**base, "places": {"../x": {"name": "pi"}}})
     shipped = REPO / "devices" / "farm.yaml"
     from harness.farm.farmfile import load_farm as load_shipped
 
@@ -350,6 +353,9 @@ def test_a_labgrid_profile_needs_its_coordinator_and_place_but_no_address(tmp_pa
     with pytest.raises(ConfigError, match="labgrid.place: required field is missing"):
         parse_profile(path, {"name": "board", "transport": "labgrid",
                              "labgrid": {"coordinator": "lab:20408"}})
+    with pytest.raises(ConfigError, match="labgrid.place: '../x' is not a usable place name"):
+        parse_profile(path, {"name": "board", "transport": "labgrid",
+                             "labgrid": {"coordinator": "lab:20408", "place": "../x"}})
     with pytest.raises(ConfigError, match="ssh.host: required field is missing"):
         parse_profile(path, {"name": "board", "transport": "ssh", "ssh": {"port": 22}})
 
