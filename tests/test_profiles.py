@@ -5,6 +5,7 @@ and the report."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -179,3 +180,16 @@ def test_profile_tables_are_in_a_fresh_store(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "s.db")
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"profiles", "profile_ops"} <= names
+
+
+def test_operator_names_print_as_they_are(tmp_path: Path, tiny_onnx: Path) -> None:
+    """Node names come from the model file: `[bold]` in one is text, not rich markup."""
+    model = onnx.load(str(tiny_onnx))
+    for i, node in enumerate(model.graph.node):
+        node.name = f"[bold]{node.op_type}{i}[/bold]"
+    hostile = tmp_path / "hostile.onnx"
+    onnx.save(model, str(hostile))
+    proc = run_cli("bench", "--model", str(hostile), "--quick", "--profile",
+                   "--db", str(tmp_path / "r.db"))
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"\[bold\]MatMul\d\[/bold\]", proc.stdout), proc.stdout

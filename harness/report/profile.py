@@ -46,6 +46,7 @@ def placement_text(placement: Mapping[str, Any] | None) -> str:
 def console_table(records: Sequence[Mapping[str, Any]], profiles: Sequence[Mapping[str, Any]],
                   ops: Sequence[Mapping[str, Any]]) -> Any:
     """A rich Table: the top operators of each profiled measurement."""
+    from rich.markup import escape
     from rich.table import Table
 
     by_job = {r["job_id"]: r for r in records}
@@ -57,20 +58,22 @@ def console_table(records: Sequence[Mapping[str, Any]], profiles: Sequence[Mappi
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for prof in profiles:
         rec = by_job.get(prof["job_id"], {})
-        head = [str(rec.get("device", "")), str(rec.get("model", "")), str(rec.get("runtime", ""))]
+        # names come from model files and profiles: printed as they are, never as rich markup
+        head = [escape(str(rec.get(k, ""))) for k in ("device", "model", "runtime")]
         rows = [op for op in ops if op["job_id"] == prof["job_id"]][:TOP_SHOWN]
         if not rows:
-            table.add_row(*head, prof.get("error_message") or "no operators", "", "", "", "")
+            table.add_row(*head, escape(prof.get("error_message") or "no operators"), "", "", "",
+                          "")
         for i, op in enumerate(rows):
-            table.add_row(*(head if i == 0 else ["", "", ""]), str(op["name"]),
-                          str(op["op_type"]), str(op["provider"]),
+            table.add_row(*(head if i == 0 else ["", "", ""]), escape(str(op["name"])),
+                          escape(str(op["op_type"])), escape(str(op["provider"])),
                           format_value(op.get("time_ms"), ".3g"), _share(op.get("share")))
         where = placement_text(prof.get("placement"))
         if where:
-            table.add_row("", "", "", f"placement: {where}", "", "", "", "")
+            table.add_row("", "", "", escape(f"placement: {where}"), "", "", "", "")
         what = f"ISA {rec.get('isa')}" + (f", GPU {rec['accelerator']}"
                                           if rec.get("accelerator") else "")
-        table.add_row("", "", "", what, "", "", "", "")
+        table.add_row("", "", "", escape(what), "", "", "", "")
     return table
 
 
