@@ -372,3 +372,15 @@ def test_out_folder_of_someone_else_is_refused_before_anything_runs(tmp_path: Pa
     assert proc.returncode == 2
     assert "folder holds files a nightly did not write (draft.tex" in proc.stderr
     assert (out / "draft.tex").read_text() == "mine" and not (tmp_path / "db.sqlite").exists()
+
+
+def test_a_nightly_id_that_is_not_a_name_is_refused(tmp_path: Path) -> None:
+    """The id is the run id and names the report folder: `../x` would write outside reports/."""
+    farm = tmp_path / "farm.yaml"
+    farm.write_text(yaml.safe_dump({"coordinator": f"127.0.0.1:{free_port()}",
+                                    "places": {"p": {"kind": "linux"}}}))
+    proc = run_cli("nightly", "--farm", str(farm), "--suite", "models/demo.yaml", "--db",
+                   str(tmp_path / "db.sqlite"), "--id", "../x")
+    assert proc.returncode == 2
+    assert "--id '../x' is not a usable nightly id" in proc.stderr
+    assert not (tmp_path / "db.sqlite").exists() and not (REPO / "x").exists()

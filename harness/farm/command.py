@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.artifacts import SAFE_NAME_RULE, is_safe_name
 from harness.errors import EdgebenchError
 from harness.farm import nightly
 from harness.farm.farmfile import load_farm
@@ -49,6 +50,9 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
     if not 0 <= args.threshold < 1:
         raise EdgebenchError(f"threshold {args.threshold} must be a fraction in [0, 1)")
     nightly_id = args.nightly_id or nightly.new_nightly_id()
+    if not is_safe_name(nightly_id):  # it is the run id and names the report folder
+        raise EdgebenchError(f"--id {nightly_id!r} is not a usable nightly id; use "
+                             f"{SAFE_NAME_RULE}")
     out = args.out or Path("reports") / nightly_id
     _check_out(out)
     from harness.farm.labgrid import client_for
