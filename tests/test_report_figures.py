@@ -9,6 +9,7 @@ import itertools
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from matplotlib.text import Text
 from harness.report import frame, plots, run_report
 from harness.report.labels import place_labels
 from harness.store import Store
+from tests.conftest import REPO
 from tests.test_report_output import add_nightly_runs
 from tests.test_report_synthetic import ISA, add_job, demo_store, sessions_ns
 
@@ -318,25 +320,52 @@ def test_devices_of_one_instruction_set_share_one_isa_line() -> None:
     assert title == "CPU ISA jetson: arm asimd sve; pi-a, pi-b: arm asimd dotprod"
 
 
+def _in_fresh_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a new interpreter, as `edgebench report` runs: this test process may have
+    loaded JAX (the TFLite builds), with which figures are drawn in one process only."""
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+
+
 def test_figures_drawn_in_two_processes_are_the_same_files(tmp_path: Path) -> None:
     """The report draws every other figure in a forked process: same files, same order, same
     bytes as drawing them all in one."""
-    store, run = crowded_store(tmp_path / "c.db")
-    builders = _builders(store, run)
-    one = plots.write_figures(builders, tmp_path / "one", jobs=1)
-    two = plots.write_figures(builders, tmp_path / "two", jobs=2)
-    assert [p.name for p in one] == [p.name for p in two] and len(one) >= 5
-    for a, b in zip(one, two, strict=True):
-        assert a.read_bytes() == b.read_bytes(), a.name
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom harness.report import plots\n"
+        "from tests.test_report_figures import _builders, crowded_store\n"
+        "tmp = Path(sys.argv[1])\nstore, run = crowded_store(tmp / 'c.db')\n"
+        "builders = _builders(store, run)\n"
+        "assert not any(m in sys.modules for m in plots.FORK_HOSTILE)\n"
+        "for jobs in (1, 2):\n"
+        "    written = plots.write_figures(builders, tmp / str(jobs), jobs=jobs)\n"
+        "    print(' '.join(p.name for p in written))\n")
+    proc = _in_fresh_python(code, str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    one, two = proc.stdout.split("\n")[:2]
+    assert one == two and len(one.split()) >= 5
+    for name in one.split():
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes(), name
 
 
 def test_a_figure_that_fails_in_the_other_process_is_named(tmp_path: Path) -> None:
-    def broken(layout: plots.Layout) -> Figure:
-        raise ValueError("no such column: latency_median_ms")
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom harness.report import plots\n"
+        "def broken(layout):\n    raise ValueError('no such column: latency_median_ms')\n"
+        "builders = {'fine': lambda layout: None, 'broken': broken}\n"  # 'broken': the child's
+        "plots.write_figures(builders, Path(sys.argv[1]), jobs=2)\n")
+    proc = _in_fresh_python(code, str(tmp_path))
+    assert proc.returncode != 0
+    assert "RuntimeError: drawing broken: ValueError: no such column" in proc.stderr
 
-    builders = {"fine": lambda layout: None, "broken": broken}  # "broken" goes to the child
-    with pytest.raises(RuntimeError, match="drawing broken: ValueError: no such column"):
-        plots.write_figures(builders, tmp_path, jobs=2)
+
+def test_with_jax_loaded_figures_are_drawn_in_this_process(tmp_path: Path) -> None:
+    code = (
+        "import sys, os\nfrom pathlib import Path\nimport jax\nfrom harness.report import plots\n"
+        "pid = os.getpid()\n"
+        "def build(layout):\n    assert os.getpid() == pid, 'forked'\n    return None\n"
+        "plots.write_figures({'a': build, 'b': build}, Path(sys.argv[1]), jobs=2)\n")
+    proc = _in_fresh_python(code, str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_accuracy_trend_has_a_wilson_interval_on_every_night(tmp_path: Path) -> None:

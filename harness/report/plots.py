@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -772,6 +773,9 @@ def report_figures(
     }
 
 
+FORK_HOSTILE = ("jax",)
+
+
 def write_figures(builders: dict[str, FigureBuilder], folder: Path, layout: Layout = DOUBLE,
                   formats: Sequence[str] = ("png",), suffix: str = "",
                   dpi: int = SCREEN_DPI, jobs: int | None = None) -> list[Path]:
@@ -780,10 +784,14 @@ def write_figures(builders: dict[str, FigureBuilder], folder: Path, layout: Layo
 
     Drawing and rasterising are most of a report's time and use one core, so with two cores or
     more (`jobs`, default: up to 2) a forked process draws every other figure while this one
-    draws the rest; the files and their order are the same either way."""
+    draws the rest; the files and their order are the same either way. Not in a process that
+    has loaded a library that must not be forked (`FORK_HOSTILE`: JAX, which litert-torch loads
+    when a build converts to TFLite, runs threads a forked child would deadlock on); the
+    `edgebench report` command never loads them."""
     names = list(builders)
     jobs = min(len(names), jobs if jobs is not None else min(2, os.cpu_count() or 1))
-    if jobs < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    if (jobs < 2 or "fork" not in multiprocessing.get_all_start_methods()
+            or any(module in sys.modules for module in FORK_HOSTILE)):
         done = _write_some(builders, names, folder, layout, formats, suffix, dpi)
     else:
         ctx = multiprocessing.get_context("fork")
