@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from harness.errors import EdgebenchError
@@ -201,7 +202,7 @@ def _run_noise(store: Store, sessions: SessionReader, row: pd.Series
     if not isinstance(sha, str) or not isinstance(row.get("isa_a"), str):
         return None
     same = store.find_results(model_sha256=sha, status="ok", isa=row["isa_a"],
-                              **{k: _plain(row[k]) for k in JOB_KEYS if k != "model"})
+                              **{k: plain(row[k]) for k in JOB_KEYS if k != "model"})
     ids = [r["job_id"] for r in same]
     if job_a not in ids:
         return None
@@ -210,11 +211,14 @@ def _run_noise(store: Store, sessions: SessionReader, row: pd.Series
     return history_noise([list(sessions.medians(j)) for j in ids])
 
 
-def _plain(value: Any) -> Any:
-    """A frame cell as the store holds it (NA -> None, numpy ints -> int)."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
+def plain(value: Any) -> Any:
+    """A frame cell as plain Python, as the store and JSON hold it: NA, NaT and NaN -> None,
+    numpy scalars -> int, float, bool."""
+    if value is None or value is pd.NA or value is pd.NaT:
         return None
-    return value.item() if hasattr(value, "item") else value
+    if isinstance(value, float | np.floating) and math.isnan(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _text(value: Any) -> str | None:

@@ -14,12 +14,10 @@ with both and the table of every nightly's figures.
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from harness.report import compare, frame, plots, stats
@@ -36,20 +34,8 @@ def gate(store: Store, baseline: str, run_id: str, threshold: float = stats.THRE
                                   allow_different_devices=True)
     rows = []
     for rec in result.table.to_dict("records"):
-        rows.append({k: _plain(v) for k, v in rec.items()})
+        rows.append({k: compare.plain(v) for k, v in rec.items()})
     return rows, result.fingerprint_differences
-
-
-def _plain(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, float | np.floating):
-        return None if math.isnan(float(value)) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return value
 
 
 def history(store: Store, nightlies: Sequence[str], devices: Sequence[str]) -> pd.DataFrame:
