@@ -18,6 +18,7 @@ from scipy import stats as scipy_stats
 from harness.errors import EdgebenchError, StoreError
 from harness.report import run_compare
 from harness.report.compare import (
+    DIFFERENT_ACCELERATOR,
     DIFFERENT_ISA,
     FASTER,
     FIXED,
@@ -134,9 +135,24 @@ def test_a_different_instruction_set_is_never_slower_or_faster() -> None:
     assert judge(a, b, isa_a=None, isa_b=ISA)[1] == SLOWER  # not recorded (schema 1): compared
 
 
-def _two_runs(tmp_path: Path, shifts: dict[str, float], fingerprint_b=None, history: int = 3):
+def test_a_different_accelerator_is_never_slower_or_faster() -> None:
+    a, b = [10.0, 10.1, 9.9], [20.0, 20.2, 19.8]
+    assert judge(a, b, accelerator_a=H200, accelerator_b=H200)[1] == SLOWER
+    assert judge(a, b, accelerator_a=H200, accelerator_b=A100)[1] == DIFFERENT_ACCELERATOR
+    # a GPU on one side only: the model ran on the CPU there (None is "no accelerator")
+    assert judge(a, b, accelerator_a=None, accelerator_b=H200)[1] == DIFFERENT_ACCELERATOR
+    assert judge(a, b, accelerator_a=None, accelerator_b=None)[1] == SLOWER
+
+
+H200 = "NVIDIA H200 (sm 9.0, 132 SMs)"
+A100 = "NVIDIA A100-SXM4-80GB (sm 8.0, 108 SMs)"
+
+
+def _two_runs(tmp_path: Path, shifts: dict[str, float], fingerprint_b=None, history: int = 3,
+              **fields_b):
     """Run A: three models at 10/20/5 ms, after `history` earlier runs of the same (so compare
-    has measured the run-to-run spread); run B: the same, each scaled by shifts[model]."""
+    has measured the run-to-run spread); run B: the same, each scaled by shifts[model], with
+    `fields_b` in its rows."""
     store = Store(tmp_path / "x.db")
     medians = {"alpha": 10.0, "beta": 20.0, "gamma": 5.0}
     for h in range(history):
@@ -157,6 +173,7 @@ def _two_runs(tmp_path: Path, shifts: dict[str, float], fingerprint_b=None, hist
                 samples_ns=sessions_ns(
                     med * scale.get(model, 1.0), between_sd=0.01, seed=50 * k + i
                 ),
+                **(fields_b if k else {}),
             )
         store.finish_run(run)
         runs.append(run)
@@ -293,6 +310,39 @@ def test_a_different_instruction_set_is_refused_and_when_allowed_not_judged(
     assert "different instruction set" in capsys.readouterr().out
 
 
+def test_a_model_on_another_accelerator_is_not_judged(tmp_path: Path, capsys) -> None:
+    """The same device name and fingerprint, the model on the GPU in B (a profile switched
+    `device: cuda` on): no fingerprint difference protects this pair, the accelerator does."""
+    store, a, b = _two_runs(tmp_path, {"alpha": 0.2}, accelerator=H200)
+    result = compare_runs(store, a, b)
+    assert result.fingerprint_differences == {}
+    assert set(result.table["verdict"]) == {DIFFERENT_ACCELERATOR}
+    assert set(result.table["accelerator_b"]) == {H200}
+    assert set(result.table["accelerator_a"]) == {None}
+    store.close()
+    assert run_compare(tmp_path / "x.db", a, b, fail_on_regression=True) == 0
+    out = capsys.readouterr().out
+    assert "different accelerator" in out and "NVIDIA H200" in out
+
+
+def test_another_gpu_is_refused_and_when_allowed_not_judged(tmp_path: Path) -> None:
+    with_gpu = {**FINGERPRINT, "gpu": {"driver": "580.65", "gpus": [{"name": "NVIDIA A100"}]}}
+    store = Store(tmp_path / "x.db")
+    runs = []
+    for name, gpu, scale in (("a", H200, 1.0), ("b", A100, 1.3)):
+        fp = copy.deepcopy(with_gpu)
+        fp["gpu"]["gpus"][0]["name"] = gpu.split(" (")[0]
+        run = store.begin_run(name, None, ["cuda"])
+        add_job(store, run, "net", device="cuda", runtime="torch", fingerprint=fp,
+                accelerator=gpu, samples_ns=sessions_ns(10.0 * scale, between_sd=0.01, seed=3))
+        runs.append(run)
+    with pytest.raises(EdgebenchError, match=r"cuda: gpu\.gpus"):
+        compare_runs(store, *runs)
+    result = compare_runs(store, *runs, allow_different_devices=True)
+    assert list(result.table["verdict"]) == [DIFFERENT_ACCELERATOR]
+    assert result.regressions.empty  # 30% slower, but on another GPU: not a regression
+
+
 def test_different_fingerprints_are_refused_unless_allowed(tmp_path: Path, capsys) -> None:
     other = copy.deepcopy(FINGERPRINT)
     other["cpu"]["model"] = "Another CPU"
@@ -386,6 +436,32 @@ def test_nightly_verdicts_follow_the_same_rule(tmp_path: Path) -> None:
     for prev, cur in zip(runs, runs[1:], strict=False):
         pair = compare_runs(store, prev, cur).table.iloc[0]
         assert verdicts[history["run_id"] == cur].iloc[0] == pair["verdict"]
+
+
+def test_nightly_verdicts_do_not_judge_across_accelerators(tmp_path: Path) -> None:
+    """A farm's CUDA box whose GPU was swapped: the night of the swap is not judged, and the
+    nights after it take their run-to-run spread only from runs on the new GPU."""
+    store = Store(tmp_path / "x.db")
+    runs = []
+    nights = [(10.0, A100)] * 5 + [(6.0, H200)] * 6
+    for night, (median, gpu) in enumerate(nights):
+        run = store.begin_run("nightly", None, ["cuda"])
+        with store.transaction() as conn:
+            conn.execute("UPDATE runs SET started_at = ? WHERE run_id = ?",
+                         (f"2026-12-{night + 1:02d}T02:00:00Z", run))
+        add_job(store, run, "net", device="cuda", runtime="torch", accelerator=gpu,
+                samples_ns=sessions_ns(median, between_sd=0.01, seed=night))
+        runs.append(run)
+    history = results_frame(store, runs)
+    started = {r.run_id: r.started_at for r in store.runs()}
+    history = history.assign(run_started_at=history["run_id"].map(started))
+    verdicts = list(verdicts_over_runs(history, SessionReader(store).medians))
+    assert verdicts[5] == DIFFERENT_ACCELERATOR  # 40% faster: the new GPU, not the code
+    # four runs on the new GPU before a verdict on speed, as for a new file
+    assert verdicts[6:9] == [INCONCLUSIVE] * 3 and verdicts[9:] == [NO_CHANGE] * 2
+    for prev, cur in zip(runs, runs[1:], strict=False):
+        pair = compare_runs(store, prev, cur, allow_different_devices=True).table.iloc[0]
+        assert verdicts[runs.index(cur)] == pair["verdict"]
 
 
 def test_run_to_run_spread_from_history_widens_the_interval(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ so their sessions are not paired), and `stats.verdict` with a practical threshol
 slower or faster only when the whole 95% interval lies beyond 1 +/- T, no change when it lies
 within, inconclusive otherwise; noise alone almost never gives the first two. A pair measured
 on CPUs with different instruction sets (the `isa` of its fingerprint) gets "different
-instruction set" and never a speed verdict: other kernels ran. Runs whose device fingerprints
+instruction set" and never a speed verdict: other kernels ran; so does a pair whose model ran on
+different accelerators (`accelerator`: another GPU, or a GPU on one side only), "different
+accelerator". Runs whose device fingerprints
 differ are refused unless allowed, in the spirit of pyperf's refusal to mix incompatible
 benchmarks. The rich table of the comparison is in `console.py`.
 """
@@ -40,6 +42,7 @@ ONLY_A = "only in A"
 ONLY_B = "only in B"
 NOT_MEASURED = "not measured"
 DIFFERENT_ISA = "different instruction set"
+DIFFERENT_ACCELERATOR = "different accelerator"
 # Verdicts that fail the nightly gate (--fail-on-regression): a confident regression beyond T,
 # or a measurement that ran before and fails now.
 FAILING_VERDICTS = frozenset({SLOWER, NEWLY_FAILING})
@@ -56,18 +59,23 @@ def judge(
     threshold: float = stats.THRESHOLD,
     isa_a: str | None = None,
     isa_b: str | None = None,
+    accelerator_a: str | None = None,
+    accelerator_b: str | None = None,
     run_noise: tuple[float, int | None] | None = None,
 ) -> tuple[stats.RatioCI, str]:
     """The ratio B / A of two measurements of different runs from their session medians (ms),
     with its interval and verdict. Instruction sets are compared only when both are known
-    (a database upgraded from schema 1 did not record them). `run_noise` is the run-to-run
-    log-sd and the degrees of freedom of its estimate (None: no history, `stats.default_run_sd`
-    of the between-session spread)."""
+    (a database upgraded from schema 1 did not record them); accelerators always, as None is
+    a model that ran on no accelerator (CPU runtimes, and every run before GPUs were recorded).
+    `run_noise` is the run-to-run log-sd and the degrees of freedom of its estimate (None: no
+    history, `stats.default_run_sd` of the between-session spread)."""
     a, b = list(a_medians), list(b_medians)
     run_sd, run_df = run_noise if run_noise is not None else (stats.default_run_sd(a, b), None)
     ci = stats.ratio_interval(a, b, paired=False, run_sd=run_sd, run_df=run_df)
     if isa_a and isa_b and isa_a != isa_b:
         return ci, DIFFERENT_ISA
+    if (accelerator_a or None) != (accelerator_b or None):
+        return ci, DIFFERENT_ACCELERATOR
     if len(a_medians) == 0 or len(b_medians) == 0:
         return ci, NOT_MEASURED
     return ci, stats.verdict(ci, threshold)
@@ -122,6 +130,8 @@ COMPARISON_COLUMNS = (
     *JOB_KEYS,
     "isa_a",
     "isa_b",
+    "accelerator_a",  # the GPU the model ran on, or None (see `results.accelerator_label`)
+    "accelerator_b",
     "job_id_a",
     "job_id_b",
     "status_a",
@@ -140,8 +150,8 @@ COMPARISON_COLUMNS = (
 
 
 # What a pair's verdict and its table row need of each side.
-_PAIR_COLUMNS = ("job_id", "status", "isa", "latency_median_ms", "device_fingerprint",
-                 "model_sha256")
+_PAIR_COLUMNS = ("job_id", "status", "isa", "accelerator", "latency_median_ms",
+                 "device_fingerprint", "model_sha256")
 
 
 def compare_runs(
@@ -202,6 +212,7 @@ def _run_noise(store: Store, sessions: SessionReader, row: pd.Series
     if not isinstance(sha, str) or not isinstance(row.get("isa_a"), str):
         return None
     same = store.find_results(model_sha256=sha, status="ok", isa=row["isa_a"],
+                              accelerator=_text(row.get("accelerator_a")),
                               **{k: plain(row[k]) for k in JOB_KEYS if k != "model"})
     ids = [r["job_id"] for r in same]
     if job_a not in ids:
@@ -230,7 +241,7 @@ def _judge_pair(
     run_noise: tuple[float, int] | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {k: row[k] for k in JOB_KEYS}
-    for name in ("isa", "job_id", "status"):
+    for name in ("isa", "accelerator", "job_id", "status"):
         for side in ("a", "b"):
             out[f"{name}_{side}"] = _text(row.get(f"{name}_{side}"))
     nan = math.nan
@@ -259,6 +270,7 @@ def _judge_pair(
         return out
     ci, verdict = judge(
         a_medians, b_medians, threshold=threshold, isa_a=out["isa_a"], isa_b=out["isa_b"],
+        accelerator_a=out["accelerator_a"], accelerator_b=out["accelerator_b"],
         run_noise=run_noise,
     )
     out.update(
@@ -286,17 +298,20 @@ def verdicts_over_runs(
     verdicts = pd.Series("", index=history.index, dtype=object)
     ok = history[history["status"] == "ok"].sort_values(["run_started_at", "run_id"])
     for _, series in ok.groupby(list(JOB_KEYS), dropna=False, sort=False):
-        rows = list(series[["job_id", "isa", "model_sha256"]].itertuples())
+        rows = list(series[["job_id", "isa", "accelerator", "model_sha256"]].itertuples())
         for i in range(1, len(rows)):
             prev, cur = rows[i - 1], rows[i]
             earlier = [list(medians(r.job_id)) for r in rows[:i]
-                       if r.model_sha256 == prev.model_sha256 and r.isa == prev.isa]
+                       if r.model_sha256 == prev.model_sha256 and r.isa == prev.isa
+                       and _text(r.accelerator) == _text(prev.accelerator)]
             _, verdicts[cur.Index] = judge(
                 medians(prev.job_id),
                 medians(cur.job_id),
                 threshold=threshold,
                 isa_a=_text(prev.isa),
                 isa_b=_text(cur.isa),
+                accelerator_a=_text(prev.accelerator),
+                accelerator_b=_text(cur.accelerator),
                 run_noise=history_noise(earlier),
             )
     return verdicts

@@ -59,6 +59,7 @@ def _verdict_styles() -> dict[str, str]:
         compare.FIXED: "green",
         compare.INCONCLUSIVE: "yellow",
         compare.DIFFERENT_ISA: "magenta",
+        compare.DIFFERENT_ACCELERATOR: "magenta",
         compare.ONLY_A: "dim",
         compare.ONLY_B: "dim",
         compare.NOT_MEASURED: "dim",
@@ -72,7 +73,7 @@ def comparison_rule(threshold: float) -> str:
         f" {stats.CONFIDENCE:.0%} Welch t interval over sessions widened by the run-to-run spread"
         " (from earlier runs of the same files, else assumed); slower or faster only when the"
         f" whole interval lies beyond 1 \u00b1 {threshold:g}, no change when it lies within,"
-        " inconclusive otherwise; different instruction sets are not compared."
+        " inconclusive otherwise; different instruction sets or accelerators are not compared."
     )
 
 
@@ -82,7 +83,7 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from harness.report.compare import DIFFERENT_ISA
+    from harness.report.compare import DIFFERENT_ACCELERATOR, DIFFERENT_ISA
 
     if console is None:
         console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
@@ -114,6 +115,8 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
         verdict = str(row.verdict)
         if verdict == DIFFERENT_ISA:
             verdict += f" ({row.isa_a} / {row.isa_b})"
+        elif verdict == DIFFERENT_ACCELERATOR:
+            verdict += f" ({row.accelerator_a or 'none'} / {row.accelerator_b or 'none'})"
         verdict = escape(verdict)
         style = styles.get(row.verdict, "")
         table.add_row(
