@@ -189,3 +189,24 @@ def test_a_flag_on_most_measurements_is_said_once_for_the_run() -> None:
     # below the share, each row is listed as before
     few = df.assign(flags=[["capped"]] + [[]] * 5)
     assert _summary(few).split('<ul id="caveats">', 1)[1].count("<li>") == 1
+
+
+def test_a_gpu_run_names_the_gpu_on_the_page_and_in_captions(tmp_path: Path) -> None:
+    """Where a model ran on a GPU, the device section and the paper captions name it beside the
+    ISA (escaped: the name comes from the driver)."""
+    from harness.report.frame import results_frame
+    from harness.report.paper import run_facts
+    from harness.store import Store
+    from tests.test_report_synthetic import add_job
+
+    gpu = "NVIDIA <H200> (sm 9.0, 132 SMs)"
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run("gpu", None, ["cuda-box"])
+    add_job(store, run, "net", device="cuda-box", runtime="torch", accelerator=gpu)
+    add_job(store, run, "net", device="cuda-box", runtime="onnxruntime")
+    store.finish_run(run)
+    facts = run_facts(results_frame(store, [run]), run)
+    store.close()
+    assert f"GPU {gpu}" in facts
+    page = (run_report(tmp_path / "x.db", run, out=tmp_path / "r") / "index.html").read_text()
+    assert f"<b>GPU:</b> <code>{html.escape(gpu)}</code>" in page

@@ -320,6 +320,18 @@ def test_devices_of_one_instruction_set_share_one_isa_line() -> None:
     assert title == "CPU ISA jetson: arm asimd sve; pi-a, pi-b: arm asimd dotprod"
 
 
+def test_a_model_run_on_a_gpu_names_the_gpu_beside_the_isa() -> None:
+    """Figures of a CUDA box say which GPU produced them, as they say which ISA did; a CPU-only
+    device of the same ISA keeps its own line."""
+    gpu = "NVIDIA H200 (sm 9.0, 132 SMs)"
+    df = pd.DataFrame({"device": ["cuda", "cuda", "host"], "isa": [ISA, ISA, ISA],
+                       "accelerator": [gpu, None, None]})
+    fig, _ = plots._figure(plots.DOUBLE, 1, 1.0)
+    plots._isa_title(fig, df, plots.DOUBLE)
+    title = " ".join(fig.get_suptitle().split())
+    assert title == f"CPU ISA cuda: {ISA}, GPU {gpu}; host: {ISA}"
+
+
 def _in_fresh_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run `code` in a new interpreter, as `edgebench report` runs: this test process may have
     loaded JAX (the TFLite builds), with which figures are drawn in one process only."""

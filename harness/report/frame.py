@@ -69,6 +69,14 @@ def results_frame(store: Store, run_ids: Sequence[str] | None = None) -> pd.Data
     return frame_from_rows(store.results(run_ids))
 
 
+def distinct(df: pd.DataFrame, column: str) -> list[str]:
+    """The different non-empty values of a text column, sorted ([] when the frame lacks it):
+    the ISAs or GPUs a device's figures were measured on."""
+    if column not in df:
+        return []
+    return sorted({str(v) for v in df[column].dropna() if str(v)})
+
+
 def flatten(data: Any) -> dict[str, Any]:
     """A nested dict (fingerprint, device state) as dotted keys; {} for anything else."""
     if not isinstance(data, dict) or not data:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from harness.report import stats
-from harness.report.frame import flatten
+from harness.report.frame import distinct, flatten
 from harness.report.plots import PLOT_TITLES
 from harness.report.tables import FLAG_MEANINGS, Table, row_flags
 
@@ -235,10 +235,6 @@ def _summary(df: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
-def _values(part: pd.DataFrame, column: str) -> list[str]:
-    return sorted({str(v) for v in part[column].dropna() if str(v)})
-
-
 def _devices(df: pd.DataFrame) -> str:
     out = []
     for device, part in df.groupby("device", sort=True):
@@ -253,8 +249,11 @@ def _devices(df: pd.DataFrame) -> str:
         kind = part["device_kind"].dropna()
         # The instruction set picks the kernels a runtime runs: results on another are not
         # comparable, so it is said outright rather than left in the fingerprint.
-        isa = _values(part, "isa") or ([str(fingerprint["isa"])] if fingerprint.get("isa") else [])
+        isa = distinct(part, "isa") or ([str(fingerprint["isa"])] if fingerprint.get("isa") else [])
         isa_line = " / ".join(f"<code>{_e(v)}</code>" for v in isa) or "not recorded"
+        gpus = distinct(part, "accelerator")  # the GPU a model ran on, named like the ISA
+        if gpus:
+            isa_line += "; <b>GPU:</b> " + " / ".join(f"<code>{_e(v)}</code>" for v in gpus)
         out.append(
             f"<h3>{_e(device)}{f' ({_e(kind.iloc[0])})' if len(kind) else ''}</h3>"
             f'<p class="isa"><b>ISA:</b> {isa_line}</p>'

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from harness.report import plots
+from harness.report.frame import distinct
 from harness.report.tables import Table, latex_escape, to_latex
 
 if TYPE_CHECKING:
@@ -61,12 +62,14 @@ def run_facts(df: pd.DataFrame, run_id: str) -> str:
     rows = ok if len(ok) else df
     devices = []
     for device, part in rows.groupby("device", sort=True):
-        isa = sorted({str(v) for v in part["isa"].dropna() if str(v)})
+        isa = distinct(part, "isa")
         threads = sorted({int(t) for t in part["threads"].dropna()})
         thread_text = _join([str(t) for t in threads]) + (" thread" if threads == [1] else
                                                           " threads") if threads else ""
+        gpus = distinct(part, "accelerator")
         details = "; ".join(filter(None, [
-            f"CPU ISA {' / '.join(isa)}" if isa else "CPU ISA not recorded", thread_text]))
+            f"CPU ISA {' / '.join(isa)}" if isa else "CPU ISA not recorded",
+            f"GPU {' / '.join(gpus)}" if gpus else "", thread_text]))
         devices.append(f"{device} ({details})")
     runtimes = sorted({f"{r} {v}" for r, v in zip(rows["runtime"], rows["runtime_version"],
                                                    strict=True) if pd.notna(r)})

@@ -42,7 +42,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from harness.report import stats
-from harness.report.frame import pareto_front, variant_label
+from harness.report.frame import distinct, pareto_front, variant_label
 from harness.report.labels import place_labels
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -207,14 +207,18 @@ def _errors(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray
 
 
 def _isa_title(fig: Figure, df: pd.DataFrame, layout: Layout) -> None:
-    """Name the CPU instruction set of each device at the top: the kernels a runtime picks, and
-    so its speed and even its int8 accuracy, depend on it."""
-    by_isa: dict[str, list[str]] = {}  # devices of one instruction set are named together
+    """Name the CPU instruction set of each device at the top, and the GPU where a model ran on
+    one: the kernels a runtime picks, and so its speed and even its int8 accuracy, depend on
+    them."""
+    by_platform: dict[str, list[str]] = {}  # devices of one ISA and GPU are named together
     for device, part in df.groupby("device", sort=True):
-        isas = sorted({str(v) for v in part["isa"].dropna() if str(v)}) if "isa" in part else []
-        by_isa.setdefault(" / ".join(isas) if isas else "not recorded", []).append(str(device))
-    text = "CPU ISA " + "; ".join(f"{', '.join(devices)}: {isa}"
-                                  for isa, devices in by_isa.items())
+        isas, gpus = distinct(part, "isa"), distinct(part, "accelerator")
+        platform = " / ".join(isas) if isas else "not recorded"
+        if gpus:
+            platform += ", GPU " + " / ".join(gpus)
+        by_platform.setdefault(platform, []).append(str(device))
+    text = "CPU ISA " + "; ".join(f"{', '.join(devices)}: {platform}"
+                                  for platform, devices in by_platform.items())
     # DejaVu Sans at 8 pt sets about 16 characters an inch
     lines = textwrap.wrap(text, width=int(layout.width_in * 16), subsequent_indent="  ")
     fig.suptitle("\n".join(lines), fontsize=FONT_PT, fontweight="normal", ha="left", x=0.01)
