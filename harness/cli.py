@@ -257,19 +257,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         console=err_console, transient=False, refresh_per_second=2,
     ) as progress:
         sessions = options.session_count
+        per_job = sessions + options.profile  # the profile session is one more, untimed
         tasks = {d.name: progress.add_task(
-            escape(f"{d.name}: {sessions} sessions each"),
-            total=sessions * sum(j.device.name == d.name for j in jobs)) for d in devices}
+            escape(f"{d.name}: {sessions} sessions each"
+                   + (" and a profile" if options.profile else "")),
+            total=per_job * sum(j.device.name == d.name for j in jobs)) for d in devices}
 
         def on_event(kind: str, job: runner.PlannedJob, record: dict[str, Any] | None) -> None:
-            if kind != "done" or record is None:
+            if record is None:
                 return
             task = tasks[job.device.name]
-            progress.update(task, description=escape(f"{job.device.name}: {job.artifact.name} "
-                                                     f"on {job.runtime}"))
+            bar = progress.tasks[task]
+            if bar.total is not None and bar.completed >= bar.total:
+                progress.update(task, total=bar.total + 1)  # a round past the planned ones
+            doing = "profiling" if kind == "profile" else "measuring"
+            progress.update(task, description=escape(f"{job.device.name}: {doing} "
+                                                     f"{job.artifact.name} on {job.runtime}"))
             progress.advance(task)
-            if record["status"] != "ok" and record["sessions"] == 0:
-                progress.advance(task, sessions - 1)  # no more sessions of a failed start
+            if kind == "done" and record["status"] != "ok" and record["sessions"] == 0:
+                progress.advance(task, per_job - 1)  # no more sessions of a failed start
                 progress.console.print(
                     f"[red]{record['status']}[/] " + escape(
                         f"{job.device.name} {job.artifact.name} {job.runtime}: "
