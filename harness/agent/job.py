@@ -134,10 +134,6 @@ def model_memory(baseline: dict[str, float], loaded: dict[str, float],
     }
 
 
-class _ProfileDone(Exception):
-    """A profile session ends after its profile: no timed window, no accuracy."""
-
-
 def _optional(probe: Any, what: str) -> Any:
     """A runtime's description of itself; a failure there is logged, never the job's end."""
     try:
@@ -156,6 +152,65 @@ def run_profile(runtime: Any, step: Any, spec: dict[str, Any]) -> dict[str, Any]
         return {"tool": None, "unsupported": str(err), "ops": []}
     log("profile: {} operators by {}".format(len(profile.get("ops") or ()), profile["tool"]))
     return profile
+
+
+def timed_session(result: dict[str, Any], job: dict[str, Any], runtime: Any, step: Any,
+                  data: dict[str, Any] | None, baseline: dict[str, Any]) -> None:
+    """The timed window of a session on a loaded, warmed-up model, then its accuracy, device
+    state, memory and energy, into `result`."""
+    kind, settings = job.get("device_kind") or "linux", job["settings"]
+    accelerator = result.get("accelerator")
+    runtime.take_device_samples_ns()  # the warm-up's
+    runtime.reset_device_peak()
+    meter = gpu.EnergyMeter(accelerator.get("index") or 0, accelerator.get("uuid")) \
+        if accelerator else None
+    if meter is not None:
+        meter.start()
+    loaded = probes.memory_mb()
+    peak_reset = probes.reset_peak_rss()
+    monitor = power.monitor_for(kind)
+    if monitor is not None:
+        monitor.start()
+    try:
+        samples, elapsed_ns, capped = measure.timed_window(
+            step, settings["duration_s"], settings["min_iterations"],
+            settings["max_duration_s"])
+    finally:
+        watts = monitor.stop() if monitor is not None else None
+    timed = probes.memory_mb()
+    device_ns = runtime.take_device_samples_ns()
+    result["timer"] = "perf_counter"
+    if device_ns and len(device_ns) == len(samples):
+        result["timer"] = runtime.timer()
+        result["wall_latency"] = measure.session_statistics(samples, elapsed_ns)
+        samples = device_ns
+    result["samples_ns"] = samples
+    result["latency"] = measure.session_statistics(samples, elapsed_ns)
+    result["capped"] = capped
+    nvml = meter.stop(elapsed_ns / 1e9, len(samples), os.getpid()) if meter else None
+    result["gpu"] = nvml
+    if watts is None and nvml and nvml.get("mean_w") is not None:
+        # the GPU's own energy counter over the window, divided by its iterations
+        watts = {"source": "nvml", "rail": "GPU board", "samples": 2,
+                 "mean_w": nvml["mean_w"], "rails_mean_w": {"gpu": nvml["mean_w"]},
+                 "energy_mj_per_inference": nvml["energy_mj_per_inference"]}
+    elif watts is not None and result["latency"]:
+        # W x ms = mJ: the energy one inference costs while the device runs them back to back
+        watts["energy_mj_per_inference"] = watts["mean_w"] * result["latency"]["mean_ms"]
+    result["power"] = watts
+    log("session {}: {} warm-up runs, {} timed in {:.2f} s{}".format(
+        job.get("session"), result["warmup_n"], len(samples), elapsed_ns / 1e9,
+        " (cut at max_duration_s)" if capped else ""))
+
+    if data is not None:
+        result["accuracy"] = accuracy(runtime, data)
+
+    result["state_after"] = probes.state(kind)
+    result["throttled"] = probes.throttled(result["state_before"], result["state_after"], kind)
+    result["memory"] = model_memory(baseline, loaded, timed, peak_reset)
+    result["memory"].update(runtime.device_memory())
+    result["memory"]["gpu_mem_mb"] = result["memory"].get("gpu_allocated_peak_mb")
+    result["memory"]["gpu_process_mb"] = (nvml or {}).get("process_memory_mb")
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -249,65 +304,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         # session's start, and half a second of a 10 us model would be 50,000 runs of events.
         result["warmup_n"] = measure.warm_up(step, 0.0 if profiling else settings["warmup_s"],
                                              settings["warmup_min"])
-        if profiling:
+        if profiling:  # a profile session ends with its profile: no timed window, no accuracy
             result["profile"] = run_profile(runtime, step, profiling)
             result["state_after"] = probes.state(kind)
-            result["status"] = protocol.STATUS_OK
-            raise _ProfileDone()
-        runtime.take_device_samples_ns()  # the warm-up's
-        runtime.reset_device_peak()
-        meter = gpu.EnergyMeter(accelerator.get("index") or 0, accelerator.get("uuid")) \
-            if accelerator else None
-        if meter is not None:
-            meter.start()
-        loaded = probes.memory_mb()
-        peak_reset = probes.reset_peak_rss()
-        monitor = power.monitor_for(kind)
-        if monitor is not None:
-            monitor.start()
-        try:
-            samples, elapsed_ns, capped = measure.timed_window(
-                step, settings["duration_s"], settings["min_iterations"],
-                settings["max_duration_s"])
-        finally:
-            watts = monitor.stop() if monitor is not None else None
-        timed = probes.memory_mb()
-        device_ns = runtime.take_device_samples_ns()
-        result["timer"] = "perf_counter"
-        if device_ns and len(device_ns) == len(samples):
-            result["timer"] = runtime.timer()
-            result["wall_latency"] = measure.session_statistics(samples, elapsed_ns)
-            samples = device_ns
-        result["samples_ns"] = samples
-        result["latency"] = measure.session_statistics(samples, elapsed_ns)
-        result["capped"] = capped
-        nvml = meter.stop(elapsed_ns / 1e9, len(samples), os.getpid()) if meter else None
-        result["gpu"] = nvml
-        if watts is None and nvml and nvml.get("mean_w") is not None:
-            # the GPU's own energy counter over the window, divided by its iterations
-            watts = {"source": "nvml", "rail": "GPU board", "samples": 2,
-                     "mean_w": nvml["mean_w"], "rails_mean_w": {"gpu": nvml["mean_w"]},
-                     "energy_mj_per_inference": nvml["energy_mj_per_inference"]}
-        elif watts is not None and result["latency"]:
-            # W x ms = mJ: the energy one inference costs while the device runs them back to back
-            watts["energy_mj_per_inference"] = watts["mean_w"] * result["latency"]["mean_ms"]
-        result["power"] = watts
-        log("session {}: {} warm-up runs, {} timed in {:.2f} s{}".format(
-            job.get("session"), result["warmup_n"], len(samples), elapsed_ns / 1e9,
-            " (cut at max_duration_s)" if capped else ""))
-
-        if data is not None:
-            result["accuracy"] = accuracy(runtime, data)
-
-        result["state_after"] = probes.state(kind)
-        result["throttled"] = probes.throttled(result["state_before"], result["state_after"], kind)
-        result["memory"] = model_memory(baseline, loaded, timed, peak_reset)
-        result["memory"].update(runtime.device_memory())
-        result["memory"]["gpu_mem_mb"] = result["memory"].get("gpu_allocated_peak_mb")
-        result["memory"]["gpu_process_mb"] = (nvml or {}).get("process_memory_mb")
+        else:
+            timed_session(result, job, runtime, step, data, baseline)
         result["status"] = protocol.STATUS_OK
-    except _ProfileDone:
-        pass
     except JobError as err:
         protocol.set_error(result, err.status, err.kind, str(err))
     except Exception as err:  # a bug or an engine error we did not foresee: still one result
