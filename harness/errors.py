@@ -39,5 +39,11 @@ class TransportError(EdgebenchError):
     exit_code = 3
 
 
+class AccessError(TransportError):
+    """The device answers but this side's way in is wrong: a key file that does not exist or is
+    encrypted, a key the device refuses, a host key that changed. Trying again cannot help, so
+    the nightly does not retry it."""
+
+
 class StoreError(EdgebenchError):
     """The result database is unusable or a run id does not exist."""

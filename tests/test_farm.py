@@ -384,3 +384,22 @@ def test_a_nightly_id_that_is_not_a_name_is_refused(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "--id '../x' is not a usable nightly id" in proc.stderr
     assert not (tmp_path / "db.sqlite").exists() and not (REPO / "x").exists()
+
+
+def test_a_missing_key_file_fails_its_device_at_once_without_retries(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """Waiting does not create a key file: the device fails on its first try, naming the file,
+    while the others are measured."""
+    data = lab.farm_data(retries=2, backoff_s=20, wait_s=30)
+    missing = tmp_path / "no-such-key"
+    data["places"]["dev1"]["ssh"]["key_file"] = str(missing)
+    farm = tmp_path / "farm.yaml"
+    farm.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = nightly(tmp_path, farm, suite, "n")
+    assert proc.returncode == 3, proc.stderr + proc.stdout
+    status = {d["name"]: d for d in summary(tmp_path, "n")["devices"]}
+    assert status["dev1"]["status"] == "failed" and status["dev1"]["attempts"] == 1
+    assert f"key file {missing} does not exist" in status["dev1"]["message"]
+    assert "trying again" not in proc.stderr + proc.stdout
+    assert status["dev0"]["status"] == status["dev2"]["status"] == "ok"
+    assert "dev1" not in who(lab)  # released

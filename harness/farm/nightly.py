@@ -6,7 +6,9 @@ skipped naming the holder), checks the device's health (`devices check`'s agent 
 measures its queue through the runner into the nightly's run (`run_id` = the nightly's id). A
 device that cannot be reached, at the check or during its queue, is tried again after
 `backoff_s`, doubling, up to `retries` more times, each time measuring only what is still missing;
-then it is reported failed and the others go on. The place is released when the device is done,
+then it is reported failed and the others go on. A device whose key or host key is wrong
+(`AccessError`: a missing or encrypted key file, a refused key, an unknown or changed host key)
+is failed at once: waiting does not fix a profile. The place is released when the device is done,
 on errors and on Ctrl-C (SIGTERM too); a place left acquired by a killed nightly is released by
 the next (harness/farm/labgrid.py).
 
@@ -33,7 +35,7 @@ from types import FrameType
 from typing import Any
 
 from harness.agent import protocol
-from harness.errors import EdgebenchError, TransportError
+from harness.errors import AccessError, EdgebenchError, TransportError
 from harness.farm import resume
 from harness.farm.farmfile import Farm
 from harness.runner import BenchOptions, PlannedJob, plan_jobs, run_plan
@@ -148,6 +150,9 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
                         return
                 try:
                     outcome.bytes_pushed += check_device(device)
+                except AccessError as err:  # a key or host key to fix: no retry can help
+                    outcome.status, outcome.message = "failed", str(err)
+                    return
                 except TransportError as err:
                     outcome.status, outcome.message = "failed", str(err)
                     continue

@@ -25,7 +25,7 @@ from typing import Any
 import paramiko
 
 from harness.config import SSHSettings
-from harness.errors import TransportError
+from harness.errors import AccessError, TransportError
 
 READ_CHUNK = 65536
 # exit-status can overtake the last data of a channel; how long to wait for its end of output
@@ -88,7 +88,7 @@ class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
             host, _, port_text = hostname[1:].partition("]:")
             port = int(port_text)
         port_opt = f"-p {port} " if port != 22 else ""
-        raise TransportError(
+        raise AccessError(
             f"host key of {hostname} is not in {self.known_hosts} ({key.get_name()} "
             f"{key_fingerprint(key)}); if that fingerprint is the device's, trust it with "
             f"`ssh-keyscan {port_opt}{shlex.quote(host)} >> {self.known_hosts}` "
@@ -192,7 +192,7 @@ class SSHConnection:
             else _RefuseUnknown(str(known_hosts)))
         key_file = str(Path(s.key_file).expanduser()) if s.key_file else None
         if key_file and not Path(key_file).is_file():
-            raise TransportError(f"{where}: key file {key_file} does not exist (ssh.key_file)")
+            raise AccessError(f"{where}: key file {key_file} does not exist (ssh.key_file)")
         try:
             client.connect(
                 host, port=port, username=user, key_filename=key_file,
@@ -208,20 +208,20 @@ class SSHConnection:
             raise
         except paramiko.BadHostKeyException as err:
             client.close()
-            raise TransportError(
+            raise AccessError(
                 f"{where}: host key CHANGED ({err.key.get_name()} {key_fingerprint(err.key)}, "
                 f"known_hosts has {key_fingerprint(err.expected_key)}); this can be an attack. "
                 f"If the device was reinstalled, remove the old key with `ssh-keygen -f "
                 f"{known_hosts} -R {shlex.quote(known_hosts_name(host, port))}`") from err
         except paramiko.PasswordRequiredException as err:
             client.close()
-            raise TransportError(
+            raise AccessError(
                 f"{where}: key file {key_file} is encrypted; load it into ssh-agent "
                 f"(`ssh-add {key_file}`) and remove ssh.key_file from the profile") from err
         except paramiko.AuthenticationException as err:
             client.close()
             what = f"key {key_file}" if key_file else "the SSH agent's and ~/.ssh's keys"
-            raise TransportError(
+            raise AccessError(
                 f"{where} refused {what} ({err}); add the public key to "
                 f"~{user or ''}/.ssh/authorized_keys on the device or fix ssh.key_file/ssh.user"
             ) from err
