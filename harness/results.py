@@ -292,13 +292,35 @@ def _median(values: Sequence[Any]) -> float | None:
     return float(np.median(present)) if present else None
 
 
-def accelerator_label(accelerator: dict[str, Any] | None) -> str | None:
-    """`NVIDIA H200 (sm 9.0, 132 SMs)`: the GPU a figure was measured on, like `isa` for CPUs."""
-    if not accelerator or not accelerator.get("name"):
+# Where a runtime's own name for the CPU appears among the providers or delegates in force.
+_CPU_NAMES = ("CPUExecutionProvider", "XNNPACK", "cpu", "CPU")
+
+
+def accelerator_label(accelerator: dict[str, Any] | None,
+                      placement: dict[str, Any] | None = None,
+                      fingerprint: dict[str, Any] | None = None) -> str | None:
+    """What the model ran on besides the CPU, named like `isa` is for the CPU: the GPU as the
+    runtime sees it (`NVIDIA H200 (sm 9.0, 132 SMs)`), else the ONNX Runtime execution
+    providers in force that are not the CPU (`TensorrtExecutionProvider+CUDAExecutionProvider`),
+    else the LiteRT delegates that took operators (`libedgetpu.so.1`), with the GPUs NVML found
+    in the fingerprint (`CUDAExecutionProvider on NVIDIA H200`); None for the CPU alone."""
+    if accelerator and accelerator.get("name"):
+        cc, sms = accelerator.get("compute_capability"), accelerator.get("sm_count")
+        extra = ", ".join(x for x in (f"sm {cc}" if cc else "", f"{sms} SMs" if sms else "")
+                          if x)
+        return f"{accelerator['name']} ({extra})" if extra else str(accelerator["name"])
+    placement = placement or {}
+    if "in_force" in placement:  # ONNX Runtime
+        names = [str(p) for p in placement["in_force"] or () if p not in _CPU_NAMES]
+    elif placement.get("ops_delegated"):  # LiteRT
+        names = [str(d) for d in placement.get("requested") or () if d not in _CPU_NAMES]
+    else:
+        names = []
+    if not names:
         return None
-    cc, sms = accelerator.get("compute_capability"), accelerator.get("sm_count")
-    extra = ", ".join(x for x in (f"sm {cc}" if cc else "", f"{sms} SMs" if sms else "") if x)
-    return f"{accelerator['name']} ({extra})" if extra else str(accelerator["name"])
+    gpus = [str(g.get("name")) for g in ((fingerprint or {}).get("gpu") or {}).get("gpus") or ()
+            if isinstance(g, dict) and g.get("name")]
+    return "+".join(names) + (f" on {', '.join(gpus)}" if gpus else "")
 
 
 def measurement_row(run_id: str, job: PlannedJob, started_at: str,
@@ -356,7 +378,7 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
         "format": artifact.format,
         "runtime": job.runtime,
         "runtime_version": shown.get("runtime_version"),
-        "accelerator": accelerator_label(shown.get("accelerator")),
+        "accelerator": accelerator_label(shown.get("accelerator"), placement, fingerprint),
         "runtime_options": shown.get("runtime_options") or None,
         "threads": shown.get("threads"),
         "batch": artifact.input_shape[0] if artifact.input_shape else 1,

@@ -194,3 +194,37 @@ def test_operator_names_print_as_they_are(tmp_path: Path, tiny_onnx: Path) -> No
                    "--db", str(tmp_path / "r.db"))
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"\[bold\]MatMul\d\[/bold\]", proc.stdout), proc.stdout
+
+
+def test_the_accelerator_in_force_names_a_measurement(tiny_onnx: Path, tiny_tflite: Path
+                                                      ) -> None:
+    """`accelerator` is what compare and the figures tell apart beside the ISA: None for the
+    CPU alone (real ONNX Runtime and LiteRT-with-XNNPACK sessions), else what ran the model."""
+    for path, fmt, options in ((tiny_onnx, "onnx", {}), (tiny_tflite, "tflite",
+                                                          {"xnnpack": True})):
+        session = run_agent_job(profile_job(path, fmt, "onnxruntime" if fmt == "onnx"
+                                           else "tflite", **options))
+        assert session["status"] == "ok", session["error"]
+        assert results.accelerator_label(session.get("accelerator"), session["placement"],
+                                         session["fingerprint"]) is None, session["placement"]
+    # what the agent reports on a Jetson (TensorRT EP, no NVML) and on a CUDA box (NVML)
+    trt = {"requested": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+           "in_force": ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                        "CPUExecutionProvider"]}
+    assert results.accelerator_label(None, trt, {"gpu": {"absent": "no NVML"}}) == \
+        "TensorrtExecutionProvider+CUDAExecutionProvider"
+    nvml = {"gpu": {"driver": "580.65", "gpus": [{"name": "NVIDIA H200", "index": 0}]}}
+    cuda = {"requested": ["CUDAExecutionProvider"],
+            "in_force": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+    assert results.accelerator_label(None, cuda, nvml) == "CUDAExecutionProvider on NVIDIA H200"
+    # asked for CUDA, got the CPU: no accelerator (and the cpu_fallback flag says why)
+    assert results.accelerator_label(None, {**cuda, "in_force": ["CPUExecutionProvider"]},
+                                     nvml) is None
+    # a Coral: operators on the Edge TPU, or none of them
+    edgetpu = {"requested": ["libedgetpu.so.1"], "ops_total": 4, "ops_delegated": 3,
+               "partitions": 1}
+    assert results.accelerator_label(None, edgetpu) == "libedgetpu.so.1"
+    assert results.accelerator_label(None, {**edgetpu, "ops_delegated": 0}) is None
+    # the PyTorch runtime on CUDA describes its GPU itself
+    gpu = {"name": "NVIDIA H200", "sm_count": 132, "compute_capability": "9.0"}
+    assert results.accelerator_label(gpu, cuda, nvml) == "NVIDIA H200 (sm 9.0, 132 SMs)"

@@ -9,8 +9,8 @@ slower or faster only when the whole 95% interval lies beyond 1 +/- T, no change
 within, inconclusive otherwise; noise alone almost never gives the first two. A pair measured
 on CPUs with different instruction sets (the `isa` of its fingerprint) gets "different
 instruction set" and never a speed verdict: other kernels ran; so does a pair whose model ran on
-different accelerators (`accelerator`: another GPU, or a GPU on one side only), "different
-accelerator". Runs whose device fingerprints
+different accelerators (`accelerator`: another GPU, execution provider or delegate, or one on
+one side only), "different accelerator". Runs whose device fingerprints
 differ are refused unless allowed, in the spirit of pyperf's refusal to mix incompatible
 benchmarks. The rich table of the comparison is in `console.py`.
 """
@@ -130,7 +130,7 @@ COMPARISON_COLUMNS = (
     *JOB_KEYS,
     "isa_a",
     "isa_b",
-    "accelerator_a",  # the GPU the model ran on, or None (see `results.accelerator_label`)
+    "accelerator_a",  # what ran the model besides the CPU, or None (`results.accelerator_label`)
     "accelerator_b",
     "job_id_a",
     "job_id_b",
