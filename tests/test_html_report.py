@@ -207,6 +207,6 @@ def test_a_gpu_run_names_the_gpu_on_the_page_and_in_captions(tmp_path: Path) -> 
     store.finish_run(run)
     facts = run_facts(results_frame(store, [run]), run)
     store.close()
-    assert f"GPU {gpu}" in facts
+    assert f"accelerator {gpu}" in facts
     page = (run_report(tmp_path / "x.db", run, out=tmp_path / "r") / "index.html").read_text()
-    assert f"<b>GPU:</b> <code>{html.escape(gpu)}</code>" in page
+    assert f"<b>Accelerator:</b> <code>{html.escape(gpu)}</code>" in page

@@ -329,7 +329,7 @@ def test_a_model_run_on_a_gpu_names_the_gpu_beside_the_isa() -> None:
     fig, _ = plots._figure(plots.DOUBLE, 1, 1.0)
     plots._isa_title(fig, df, plots.DOUBLE)
     title = " ".join(fig.get_suptitle().split())
-    assert title == f"CPU ISA cuda: {ISA}, GPU {gpu}; host: {ISA}"
+    assert title == f"CPU ISA cuda: {ISA}, accelerator {gpu}; host: {ISA}"
 
 
 def _in_fresh_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -253,7 +253,7 @@ def _devices(df: pd.DataFrame) -> str:
         isa_line = " / ".join(f"<code>{_e(v)}</code>" for v in isa) or "not recorded"
         gpus = distinct(part, "accelerator")  # the GPU a model ran on, named like the ISA
         if gpus:
-            isa_line += "; <b>GPU:</b> " + " / ".join(f"<code>{_e(v)}</code>" for v in gpus)
+            isa_line += "; <b>Accelerator:</b> " + " / ".join(f"<code>{_e(v)}</code>" for v in gpus)
         out.append(
             f"<h3>{_e(device)}{f' ({_e(kind.iloc[0])})' if len(kind) else ''}</h3>"
             f'<p class="isa"><b>ISA:</b> {isa_line}</p>'

@@ -69,7 +69,7 @@ def run_facts(df: pd.DataFrame, run_id: str) -> str:
         gpus = distinct(part, "accelerator")
         details = "; ".join(filter(None, [
             f"CPU ISA {' / '.join(isa)}" if isa else "CPU ISA not recorded",
-            f"GPU {' / '.join(gpus)}" if gpus else "", thread_text]))
+            f"accelerator {' / '.join(gpus)}" if gpus else "", thread_text]))
         devices.append(f"{device} ({details})")
     runtimes = sorted({f"{r} {v}" for r, v in zip(rows["runtime"], rows["runtime_version"],
                                                    strict=True) if pd.notna(r)})

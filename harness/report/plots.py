@@ -207,15 +207,15 @@ def _errors(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray
 
 
 def _isa_title(fig: Figure, df: pd.DataFrame, layout: Layout) -> None:
-    """Name the CPU instruction set of each device at the top, and the GPU where a model ran on
-    one: the kernels a runtime picks, and so its speed and even its int8 accuracy, depend on
-    them."""
-    by_platform: dict[str, list[str]] = {}  # devices of one ISA and GPU are named together
+    """Name the CPU instruction set of each device at the top, and the accelerator (GPU, execution
+    provider, delegate) where a model ran on one: the kernels a runtime picks, and so its speed
+    and even its int8 accuracy, depend on them."""
+    by_platform: dict[str, list[str]] = {}  # devices of one ISA and accelerator: named together
     for device, part in df.groupby("device", sort=True):
-        isas, gpus = distinct(part, "isa"), distinct(part, "accelerator")
+        isas, accelerators = distinct(part, "isa"), distinct(part, "accelerator")
         platform = " / ".join(isas) if isas else "not recorded"
-        if gpus:
-            platform += ", GPU " + " / ".join(gpus)
+        if accelerators:
+            platform += ", accelerator " + " / ".join(accelerators)
         by_platform.setdefault(platform, []).append(str(device))
     text = "CPU ISA " + "; ".join(f"{', '.join(devices)}: {platform}"
                                   for platform, devices in by_platform.items())
