@@ -24,12 +24,10 @@ the trend report, the JSON summary and the JUnit XML are written (`summary.py`,
 from __future__ import annotations
 
 import dataclasses
-import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from harness.agent import protocol
@@ -211,7 +209,7 @@ def _why_missing(store: Store, left: Sequence[PlannedJob]) -> str:
 
 def run_devices(db: Path, plan: NightlyPlan, farm: Farm, say: Say) -> list[DeviceOutcome]:
     """Every device's nightly in parallel; on Ctrl-C or SIGTERM, every place is released."""
-    from harness.farm.labgrid import close_all
+    from harness.farm.labgrid import places_released_on_interrupt
 
     outcomes = [DeviceOutcome(d.name, d.labgrid.place if d.labgrid else None)
                 for d in farm.devices]
@@ -219,30 +217,17 @@ def run_devices(db: Path, plan: NightlyPlan, farm: Farm, say: Say) -> list[Devic
     threads = [threading.Thread(target=run_device, args=(db, plan, d, farm, o, stop, say),
                                 name=f"nightly-{d.name}", daemon=True)
                for d, o in zip(farm.devices, outcomes, strict=True)]
-    previous = _sigterm_as_interrupt()
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.5)
-    except BaseException:
-        stop.set()
-        close_all()  # release every place now: the device threads may be stuck in a job
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with places_released_on_interrupt():
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.5)
+        except BaseException:
+            stop.set()  # before the places go: no device starts another job on one
+            raise
     return outcomes
-
-
-def _sigterm_as_interrupt() -> Any:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (tests calling in a thread)
-        return signal.getsignal(signal.SIGTERM)
 
 
 def finish(store: Store, plan: NightlyPlan) -> str:
