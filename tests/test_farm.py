@@ -304,6 +304,39 @@ def test_an_interrupted_nightly_releases_every_place(
     assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
 
 
+def _bench_args(tmp_path: Path, farm: Path, suite: dict[str, Path], *extra: str) -> list[str]:
+    return ["bench", "--device", "dev1", "--farm", str(farm), "--model",
+            str(suite["build"] / "digits_cnn.onnx"), "--quick", "--db",
+            str(tmp_path / "db.sqlite"), *extra]
+
+
+def test_bench_on_a_farm_device_acquires_its_place_and_releases_it(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    farm = write_farm(tmp_path, lab)
+    done = run_cli(*_bench_args(tmp_path, farm, suite, "--sessions", "2"), env=env_for(tmp_path))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert rows(tmp_path / "db.sqlite", "SELECT device, status, sessions FROM results") == [
+        ("dev1", "ok", 2)]
+    assert "dev1" not in who(lab) and not list((tmp_path / "labgrid-state").glob("*.json"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_bench_on_a_farm_device_releases_its_place(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path], sig: signal.Signals) -> None:
+    farm = write_farm(tmp_path, lab)
+    proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, "--sessions", "20")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **env_for(tmp_path)))
+    _wait_for_sessions(tmp_path / "db.sqlite", "dev1", 1, proc)
+    assert "dev1" in who(lab)  # held for the whole bench, not per session
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert "dev1" not in who(lab) and not list((tmp_path / "labgrid-state").glob("*.json"))
+    assert rows(tmp_path / "db.sqlite", "SELECT status FROM runs") == [("interrupted",)]
+
+
 def test_farm_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
     from harness.errors import ConfigError
     from harness.farm.farmfile import load_farm
