@@ -17,8 +17,13 @@ and the device's content cache means nothing already pushed is pushed again.
 
 Afterwards each device's results are compared with the baseline nightly by `compare`'s rule and
 the trend report, the JSON summary and the JUnit XML are written (`summary.py`,
-`harness/report/nightly.py`). The exit code: 0 all measured and no regression, 1 a regression
-(with `--fail-on-regression`), 3 a device failed or was skipped.
+`harness/report/nightly.py`). A regression is a measurement slower beyond T with confidence, or
+newly failing: it fails (status not ok) where it ran ok in the baseline, or it fails with nothing
+to compare it with (the first nightly, which has no baseline, or a model new since the baseline),
+since it never ran ok before: otherwise a model that failed from its first night on would never
+fail the gate (failing in both nightlies is no news). The exit code (`exit_code`): 0 all
+measured and no regression, 1 a regression (with `--fail-on-regression`), 3 a device failed or
+was skipped.
 """
 
 from __future__ import annotations
@@ -254,6 +259,23 @@ def nightly_ids(store: Store, upto: str) -> list[str]:
     order = [r.run_id for r in runs]
     return [r.run_id for r in runs[:order.index(upto) + 1]
             if (r.command or "").startswith(NIGHTLY_COMMAND)]
+
+
+def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regression: bool
+              ) -> tuple[int, str]:
+    """The nightly's exit code and what it means, in words for the report's reader."""
+    missed = [o for o in outcomes if o.status != "ok"]
+    if missed:
+        what = ", ".join(f"{o.name} {o.status}" for o in missed)
+        return EXIT_DEVICES_FAILED, (f"{len(missed)} of {len(outcomes)} devices not measured "
+                                     f"({what}); the others' results are gated all the same")
+    if regressions and fail_on_regression:
+        return EXIT_REGRESSION, (f"every device measured; {regressions} regressions, and "
+                                 "--fail-on-regression")
+    if regressions:
+        return EXIT_OK, (f"every device measured; {regressions} regressions, which fail the run "
+                         "only with --fail-on-regression")
+    return EXIT_OK, "every device measured and no regression"
 
 
 def new_nightly_id() -> str:
