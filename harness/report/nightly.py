@@ -6,7 +6,9 @@ run-to-run spread from the store's history included) and returns plain rows for 
 and the JUnit XML. Fingerprint differences between the two nightlies (a kernel or runtime update
 on a board) do not stop the gate: they are returned with it, and a pair on a different instruction
 set still gets no speed verdict. `write_trend` writes `trends.png/pdf` (median latency with its
-95% interval over the nightlies, slower than the previous nightly ringed: `plots.trends`),
+95% interval over the nightlies, a panel per device, each measurement relative to its own median,
+what changed in the last nightly in colour, slower than the previous nightly ringed:
+`plots.trends`),
 `accuracy.png/pdf` (top-1 with its Wilson interval: `plots.accuracy_trends`) and `index.html`:
 first the verdict, for the operator who opens it in the morning (the exit code and what it
 means, each device's outcome with the reason, the counts of verdicts and every regression, links
