@@ -45,13 +45,12 @@ def _farm_file(args: argparse.Namespace) -> Path | None:
     return found if found.is_file() else None
 
 
-def _load_device(args: argparse.Namespace) -> Any:
+def _load_device(args: argparse.Namespace, name: str) -> Any:
     """A profile by name or path, else (a plain name with no profile) a device of the farm."""
     from harness.config import find_devices_dir
     from harness.farm.farmfile import load_farm
 
     farm_path = _farm_file(args)
-    name = args.device
     is_path = Path(name).suffix in (".yaml", ".yml") or "/" in name
     if farm_path is None or is_path or (find_devices_dir(args.devices_dir) / f"{name}.yaml"
                                         ).is_file():
@@ -90,7 +89,7 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     from harness.agent import protocol
     from harness.transport.base import transport_for
 
-    profile = _load_device(args)
+    profile = _load_device(args, args.device)
     job = protocol.check_job(profile.kind)
     with transport_for(profile) as transport:
         where = transport.host
@@ -220,13 +219,24 @@ def _input_shape(text: str) -> tuple[int, ...]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness import runner
-    from harness.artifacts import from_model_file
-
-    devices = [load_profile(d, args.devices_dir) for d in args.device or ["local"]]
+    devices = [_load_device(args, d) for d in args.device or ["local"]]
     names = [d.name for d in devices]
     if len(set(names)) != len(names):
         raise EdgebenchError(f"device given twice: {', '.join(names)}")
+    if any(d.labgrid for d in devices):  # each place is acquired for its device's whole queue
+        from harness.farm.labgrid import client_for, places_released_on_interrupt
+
+        for coordinator in sorted({d.labgrid.coordinator for d in devices if d.labgrid}):
+            client_for(coordinator)  # a coordinator that is down: one clear error, nothing built
+        with places_released_on_interrupt():
+            return _bench(args, devices)
+    return _bench(args, devices)
+
+
+def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
+    from harness import runner
+    from harness.artifacts import from_model_file
+
     settings = {"timed_scope": args.timed_scope} if args.timed_scope else {}
     options = runner.BenchOptions(runtimes=tuple(args.runtime or ()), threads=args.threads,
                                   quick=args.quick, sessions=args.sessions,
@@ -449,7 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = with_devices_dir(with_db(sub.add_parser("bench", help="measure models on devices")))
     bench.add_argument("--device", action="append",
-                       help="profile name or YAML path; repeat for several devices (default local)")
+                       help="profile name or YAML path, or a farm device (its labgrid place is "
+                       "acquired for the bench, then released); repeat for several devices "
+                       "(default local)")
+    bench.add_argument("--farm", help=farm_help)
     what = bench.add_mutually_exclusive_group(required=True)
     what.add_argument("--suite", help="suite YAML; its artifacts are built first if needed")
     what.add_argument("--model", help="one model file (.onnx, .tflite)")

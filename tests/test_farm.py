@@ -8,8 +8,10 @@ its own state folder for the labgrid lock files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -226,8 +228,11 @@ def test_a_device_whose_sshd_dies_mid_run_is_marked_and_the_others_finish(
                        "WHERE sessions.status = 'ok' GROUP BY device"))
     assert ok["dev0"] == ok["dev2"] == 6 and 1 <= ok["dev1"] < 6
     assert rows(db, "SELECT status FROM runs") == [("incomplete",)]
+    # the first nightly: failing with no baseline is newly failing, as it would be the night
+    # after one where it ran ok; the case says why
     junit = ET.parse(tmp_path / "n" / "junit.xml").getroot()
-    assert junit.find("testsuite[@name='dev1']/testcase/error") is not None
+    failure = junit.find("testsuite[@name='dev1']/testcase/failure[@type='newly failing']")
+    assert failure is not None and "127.0.0.1" in (failure.get("message") or "")
     assert "dev1" not in who(lab)
 
 
@@ -302,6 +307,79 @@ def test_an_interrupted_nightly_releases_every_place(
     assert not any(p in who(lab) for p in PLACES)
     assert not list((tmp_path / "labgrid-state").glob("*.json"))
     assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
+
+
+def _corrupt_copy(build: Path, into: Path, name: str) -> Path:
+    """A copy of the built suite whose `name` holds bytes that are no model, its manifest and
+    build record saying so (as a broken export would leave it): the build reuses it."""
+    shutil.copytree(build, into)
+    model = into / name
+    model.write_bytes(b"not an onnx model " * 64)
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    manifest = model.with_name(name + ".manifest.json")
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "sha256": sha, "size_bytes": model.stat().st_size}))
+    record = model.with_name(name + ".build.json")
+    record.write_text(json.dumps({**json.loads(record.read_text()), "sha256": sha}))
+    return into
+
+
+def test_a_measurement_failing_in_the_first_nightly_fails_the_gate(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """No baseline: a failure never ran ok before, so it is newly failing (exit 1 with
+    --fail-on-regression, a JUnit failure), and the page says so first."""
+    data = lab.farm_data(retries=0, wait_s=30)
+    data["places"] = {"dev0": data["places"]["dev0"]}
+    farm = tmp_path / "farm.yaml"
+    farm.write_text(yaml.safe_dump(data, sort_keys=False))
+    broken = {**suite, "build": _corrupt_copy(suite["build"], tmp_path / "build",
+                                              "digits_cnn.onnx")}
+    proc = nightly(tmp_path, farm, broken, "n", "--fail-on-regression")
+    assert proc.returncode == 1, proc.stderr + proc.stdout
+    out = summary(tmp_path, "n")
+    assert out["baseline"] is None and [d["status"] for d in out["devices"]] == ["ok"]
+    (m,) = out["measurements"]
+    assert m["status_b"] == "failed" and m["verdict"] == "newly failing" and m["error_b"]
+    assert out["regressions"] == 1 and out["exit_code"] == 1
+    junit = ET.parse(tmp_path / "n" / "junit.xml").getroot()
+    assert junit.find("testsuite[@name='dev0']/testcase/failure") is not None
+    page = (tmp_path / "n" / "index.html").read_text()
+    status = page[page.index("<div class=status>"):page.index("</div>")]
+    assert "Exit code 1" in status and "1 newly failing" in status
+    assert "Baseline: none, the first nightly" in status and "digits_cnn" in status
+
+
+def _bench_args(tmp_path: Path, farm: Path, suite: dict[str, Path], *extra: str) -> list[str]:
+    return ["bench", "--device", "dev1", "--farm", str(farm), "--model",
+            str(suite["build"] / "digits_cnn.onnx"), "--quick", "--db",
+            str(tmp_path / "db.sqlite"), *extra]
+
+
+def test_bench_on_a_farm_device_acquires_its_place_and_releases_it(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    farm = write_farm(tmp_path, lab)
+    done = run_cli(*_bench_args(tmp_path, farm, suite, "--sessions", "2"), env=env_for(tmp_path))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert rows(tmp_path / "db.sqlite", "SELECT device, status, sessions FROM results") == [
+        ("dev1", "ok", 2)]
+    assert "dev1" not in who(lab) and not list((tmp_path / "labgrid-state").glob("*.json"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_bench_on_a_farm_device_releases_its_place(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path], sig: signal.Signals) -> None:
+    farm = write_farm(tmp_path, lab)
+    proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, "--sessions", "20")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **env_for(tmp_path)))
+    _wait_for_sessions(tmp_path / "db.sqlite", "dev1", 1, proc)
+    assert "dev1" in who(lab)  # held for the whole bench, not per session
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert "dev1" not in who(lab) and not list((tmp_path / "labgrid-state").glob("*.json"))
+    assert rows(tmp_path / "db.sqlite", "SELECT status FROM runs") == [("interrupted",)]
 
 
 def test_farm_file_errors_name_the_file_and_field(tmp_path: Path) -> None:

@@ -398,3 +398,65 @@ def test_accuracy_trend_has_a_wilson_interval_on_every_night(tmp_path: Path) -> 
         assert len(points) == with_accuracy and all(c.has_yerr for c in bars)
         assert sorted(set(points[:, 0])) == [0, 1, 2]  # the nights, in start order
     assert plots.accuracy_trends_figure(history[history["run_id"] == nightly[0]]) is None
+
+
+def farm_history(path: Path) -> tuple[pd.DataFrame, pd.Series]:
+    """Five nights of 12 models on two boards, latencies from 0.1 to 50 ms; in the last night
+    m03 is 1.5x slower on board0 and m07 fails on board1. The history and its verdicts, as the
+    nightly computes them."""
+    from harness.report import compare
+
+    store = Store(path)
+    latencies = np.geomspace(0.1, 50, 12)
+    for night in range(5):
+        run = store.begin_run("edgebench nightly", "farm", ["board0", "board1"])
+        with store.transaction() as conn:
+            conn.execute("UPDATE runs SET started_at = ? WHERE run_id = ?",
+                         (f"2026-12-{night + 1:02d}T01:30:00Z", run))
+        for device in ("board0", "board1"):
+            for k, latency in enumerate(latencies):
+                model, last = f"m{k:02d}", night == 4
+                if last and (device, model) == ("board1", "m07"):
+                    add_job(store, run, model, device=device, status="failed")
+                    continue
+                slower = 1.5 if last and (device, model) == ("board0", "m03") else 1.0
+                add_job(store, run, model, device=device, samples_ns=sessions_ns(
+                    latency * slower, sessions=3, n=60, between_sd=0.01, seed=night * 100 + k))
+        store.finish_run(run)
+    runs = [r.run_id for r in store.runs()]
+    history = frame.results_frame(store, runs)
+    started = {r.run_id: r.started_at for r in store.runs()}
+    history = history.assign(run_started_at=history["run_id"].map(started))
+    reader = frame.SessionReader(store)
+    return history, compare.verdicts_over_runs(history, reader.medians)
+
+
+def test_a_farm_scale_trend_shows_what_changed_in_colour_on_one_ratio_axis(tmp_path: Path
+                                                                           ) -> None:
+    """At farm scale each series is its ratio to its own median on one log axis for every
+    board; what changed in the last run is in colour, with intervals, and named; the rest grey."""
+    history, verdicts = farm_history(tmp_path / "farm.db")
+    for layout in LAYOUTS:
+        fig = plots.trends_figure(history, layout, verdicts)
+        assert fig is not None and fig.get_figwidth() == pytest.approx(layout.width_in)
+        axes = [ax for ax in fig.axes if ax.get_visible()]
+        assert len(axes) == 2
+        assert {ax.get_yscale() for ax in axes} == {"log"}
+        assert axes[0].get_ylim() == axes[1].get_ylim()  # one scale for every board
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert "board0: m03, last run slower" in legend
+        assert "board1: m07, last run failed" in legend
+        assert "others: last run no change or inconclusive" in legend
+        coloured = {ax.get_title(): [c for c in ax.containers
+                                     if isinstance(c, ErrorbarContainer)] for ax in axes}
+        assert [len(c) for c in coloured.values()] == [1, 1]
+        (slower,) = coloured[axes[0].get_title()]
+        ratios = slower.lines[0].get_ydata()
+        assert ratios[-1] == pytest.approx(1.5, rel=0.05) and np.median(ratios) == 1.0
+        assert slower.has_yerr
+        greys = [line for line in axes[0].lines if line.get_color() == plots.TREND_GREY]
+        assert len(greys) == 11
+        assert axes[0].get_title().startswith("board0: 1 of 12 changed")
+        assert ISA in " ".join(fig.get_suptitle().split())
+        for text in _texts(fig):
+            assert 8 <= text.get_fontsize() <= 9, (layout.name, text.get_text())

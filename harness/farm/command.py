@@ -13,7 +13,7 @@ from harness.artifacts import SAFE_NAME_RULE, is_safe_name
 from harness.errors import EdgebenchError
 from harness.farm import nightly
 from harness.farm.farmfile import load_farm
-from harness.farm.summary import summary_document, write_junit, write_summary
+from harness.farm.summary import REGRESSIONS, summary_document, write_junit, write_summary
 from harness.runner import BenchOptions
 from harness.store import Store
 
@@ -81,20 +81,17 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
         baseline = (nightly.previous_nightly(store, nightly_id, names)
                     if args.baseline == "previous" else store.resolve_run(args.baseline))
         measurements, differences = _gate(store, baseline, nightly_id, args.threshold)
+        regressions = sum(m.get("verdict") in REGRESSIONS for m in measurements)
+        code, meaning = nightly.exit_code(outcomes, regressions, args.fail_on_regression)
+        summary = summary_document(
+            nightly_id=nightly_id, baseline=baseline, status=status, exit_code=code,
+            exit_meaning=meaning, fail_on_regression=args.fail_on_regression,
+            outcomes=outcomes, measurements=measurements, fingerprint_differences=differences,
+            threshold=args.threshold)
         from harness.report.nightly import write_trend
 
         write_trend(store, nightly_id, nightly.nightly_ids(store, nightly_id), names, out,
-                    threshold=args.threshold)
-    regressions = [m for m in measurements if m.get("verdict") in ("slower", "newly failing")]
-    if any(o.status != "ok" for o in outcomes):
-        code = nightly.EXIT_DEVICES_FAILED
-    elif regressions and args.fail_on_regression:
-        code = nightly.EXIT_REGRESSION
-    else:
-        code = nightly.EXIT_OK
-    summary = summary_document(nightly_id=nightly_id, baseline=baseline, status=status,
-                               exit_code=code, outcomes=outcomes, measurements=measurements,
-                               fingerprint_differences=differences, threshold=args.threshold)
+                    threshold=args.threshold, summary=summary)
     write_summary(out / "summary.json", summary)
     write_junit(out / "junit.xml", summary)
     return NightlyResult(nightly_id, code, summary, out)
@@ -117,17 +114,32 @@ def _check_out(out: Path) -> None:
 
 def _gate(store: Store, baseline: str | None, run_id: str, threshold: float
           ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """Each measurement of the nightly with its verdict against the baseline, and the
+    fingerprint differences. A measurement that fails with nothing to compare it with (the
+    first nightly, or a model new since the baseline) never ran ok before: newly failing."""
+    from harness.report.compare import NEWLY_FAILING, ONLY_A, ONLY_B
+
+    results = store.results([run_id])
+    errors = {r["job_id"]: r.get("error_message") for r in results if r["status"] != "ok"}
     if baseline is not None and baseline != run_id:
         from harness.report.nightly import gate
 
         rows, differences = gate(store, baseline, run_id, threshold)
-        return [r for r in rows if r.get("verdict") != "only in A"] + \
-            [r for r in rows if r.get("verdict") == "only in A"], differences
-    rows = []
-    for r in store.results([run_id]):  # the first nightly: figures, no verdicts
-        rows.append({"device": r["device"], "model": r["model"], "format": r["format"],
-                     "runtime": r["runtime"], "threads": r["threads"], "batch": r["batch"],
-                     "isa_b": r["isa"], "job_id_b": r["job_id"], "status_b": r["status"],
-                     "sessions_b": r["sessions"], "median_b_ms": r["latency_median_ms"],
-                     "verdict": None})
-    return rows, {}
+        for row in rows:
+            if row.get("verdict") == ONLY_B and row.get("status_b") != "ok":
+                row["verdict"] = NEWLY_FAILING
+    else:
+        differences = {}
+        rows = []
+        for r in results:  # the first nightly: figures, no speed verdicts
+            rows.append({"device": r["device"], "model": r["model"], "format": r["format"],
+                         "runtime": r["runtime"], "threads": r["threads"], "batch": r["batch"],
+                         "isa_b": r["isa"], "job_id_b": r["job_id"], "status_b": r["status"],
+                         "sessions_b": r["sessions"], "median_b_ms": r["latency_median_ms"],
+                         "verdict": None if r["status"] == "ok" else NEWLY_FAILING})
+    for row in rows:
+        if row.get("job_id_b") in errors:
+            row["error_b"] = errors[row["job_id_b"]]
+    # what was in the baseline and not measured now goes last
+    return [r for r in rows if r.get("verdict") != ONLY_A] + \
+        [r for r in rows if r.get("verdict") == ONLY_A], differences

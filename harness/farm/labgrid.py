@@ -9,7 +9,8 @@ returns the address, user and port of its `NetworkService`. A place held by some
 time is given up with `PlaceBusy`, naming the holder. Acquisitions are counted, so a nightly that
 holds a place for its health check and its queue acquires it once. `release` releases the place
 (only if we hold it: `fromuser`), cancels the reservation; `release_all` (also at exit) lets go of
-everything this process still holds, on errors and Ctrl-C too.
+everything this process still holds, on errors and Ctrl-C too; `places_released_on_interrupt`
+does it the moment a nightly or a bench is interrupted (SIGTERM too).
 
 Stale acquisitions: labgrid keeps a place acquired when its client dies. Before acquiring, a lock
 file `<state>/<coordinator>--<place>.json` records this process (pid and its start time), the
@@ -31,12 +32,15 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 from harness.config import DeviceProfile, LabgridSettings
@@ -121,6 +125,8 @@ class LabgridClient:
         self._thread.start()
         self._lock = threading.Lock()
         self._held: dict[str, tuple[int, Lease]] = {}  # place -> (holders, lease)
+        self._releasing = 0  # releases under way in other threads; `close` waits for them
+        self._released = threading.Condition(self._lock)
         self.session: Any = None
         self.run_id: str | None = None  # written into lock files, for people reading them
         try:
@@ -330,7 +336,13 @@ class LabgridClient:
                 self._held[place] = (count - 1, lease)
                 return
             del self._held[place]
-        self._run(self._let_go(place, lease.token), 3 * RPC_TIMEOUT_S)
+            self._releasing += 1
+        try:
+            self._run(self._let_go(place, lease.token), 3 * RPC_TIMEOUT_S)
+        finally:
+            with self._lock:
+                self._releasing -= 1
+                self._released.notify_all()
 
     async def _let_go(self, name: str, token: str, release: bool = True) -> None:
         from labgrid.remote.generated import labgrid_coordinator_pb2 as pb2
@@ -354,6 +366,10 @@ class LabgridClient:
                 self._run(self._let_go(place, lease.token), 3 * RPC_TIMEOUT_S)
             except TransportError:
                 pass
+        # A device thread may be releasing its place right now (a bench's queue ends as it is
+        # interrupted): closing the session under it would leave that place acquired.
+        with self._lock:
+            self._released.wait_for(lambda: self._releasing == 0, timeout=3 * RPC_TIMEOUT_S)
 
     def close(self) -> None:
         self.release_all()
@@ -392,6 +408,31 @@ def close_all() -> None:
             client.close()
         except Exception:  # noqa: BLE001 - at exit, one coordinator must not stop the others
             pass
+
+
+@contextmanager
+def places_released_on_interrupt() -> Iterator[None]:
+    """Within this block SIGTERM is Ctrl-C, and on either (or any error) every place this
+    process holds is released at once: threads measuring on them may be stuck in a job, and a
+    killed process would leave its places acquired until the next run found them stale."""
+    previous = _sigterm_as_interrupt()
+    try:
+        yield
+    except BaseException:
+        close_all()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt() -> Any:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (tests calling in a thread)
+        return signal.getsignal(signal.SIGTERM)
 
 
 class LabgridTransport(Transport):

@@ -19,19 +19,22 @@ and the device's content cache means nothing already pushed is pushed again.
 
 Afterwards each device's results are compared with the baseline nightly by `compare`'s rule and
 the trend report, the JSON summary and the JUnit XML are written (`summary.py`,
-`harness/report/nightly.py`). The exit code: 0 all measured and no regression, 1 a regression
-(with `--fail-on-regression`), 3 a device failed or was skipped.
+`harness/report/nightly.py`). A regression is a measurement slower beyond T with confidence, or
+newly failing: it fails (status not ok) where it ran ok in the baseline, or it fails with nothing
+to compare it with (the first nightly, which has no baseline, or a model new since the baseline),
+since it never ran ok before: otherwise a model that failed from its first night on would never
+fail the gate (failing in both nightlies is no news). The exit code (`exit_code`): 0 all
+measured and no regression, 1 a regression (with `--fail-on-regression`), 3 a device failed or
+was skipped.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from harness.agent import protocol
@@ -216,7 +219,7 @@ def _why_missing(store: Store, left: Sequence[PlannedJob]) -> str:
 
 def run_devices(db: Path, plan: NightlyPlan, farm: Farm, say: Say) -> list[DeviceOutcome]:
     """Every device's nightly in parallel; on Ctrl-C or SIGTERM, every place is released."""
-    from harness.farm.labgrid import close_all
+    from harness.farm.labgrid import places_released_on_interrupt
 
     outcomes = [DeviceOutcome(d.name, d.labgrid.place if d.labgrid else None)
                 for d in farm.devices]
@@ -224,30 +227,17 @@ def run_devices(db: Path, plan: NightlyPlan, farm: Farm, say: Say) -> list[Devic
     threads = [threading.Thread(target=run_device, args=(db, plan, d, farm, o, stop, say),
                                 name=f"nightly-{d.name}", daemon=True)
                for d, o in zip(farm.devices, outcomes, strict=True)]
-    previous = _sigterm_as_interrupt()
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.5)
-    except BaseException:
-        stop.set()
-        close_all()  # release every place now: the device threads may be stuck in a job
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with places_released_on_interrupt():
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.5)
+        except BaseException:
+            stop.set()  # before the places go: no device starts another job on one
+            raise
     return outcomes
-
-
-def _sigterm_as_interrupt() -> Any:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (tests calling in a thread)
-        return signal.getsignal(signal.SIGTERM)
 
 
 def finish(store: Store, plan: NightlyPlan) -> str:
@@ -274,6 +264,23 @@ def nightly_ids(store: Store, upto: str) -> list[str]:
     order = [r.run_id for r in runs]
     return [r.run_id for r in runs[:order.index(upto) + 1]
             if (r.command or "").startswith(NIGHTLY_COMMAND)]
+
+
+def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regression: bool
+              ) -> tuple[int, str]:
+    """The nightly's exit code and what it means, in words for the report's reader."""
+    missed = [o for o in outcomes if o.status != "ok"]
+    if missed:
+        what = ", ".join(f"{o.name} {o.status}" for o in missed)
+        return EXIT_DEVICES_FAILED, (f"{len(missed)} of {len(outcomes)} devices not measured "
+                                     f"({what}); the others' results are gated all the same")
+    if regressions and fail_on_regression:
+        return EXIT_REGRESSION, (f"every device measured; {regressions} regressions, and "
+                                 "--fail-on-regression")
+    if regressions:
+        return EXIT_OK, (f"every device measured; {regressions} regressions, which fail the run "
+                         "only with --fail-on-regression")
+    return EXIT_OK, "every device measured and no regression"
 
 
 def new_nightly_id() -> str:

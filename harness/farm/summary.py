@@ -1,11 +1,13 @@
 """What a nightly tells the CI system that ran it: `summary.json` and `junit.xml`.
 
-The JSON summary holds the nightly's id, its baseline, its status and exit code, each device's
-outcome (ok, failed, skipped, with the reason and notes such as a stale place released) and each
-measurement with its figures and its verdict against the baseline. The JUnit XML has one test
-suite per device and one test case per measurement (model / format / runtime): a failure for a
-regression (slower beyond T with confidence, or newly failing), an error for a measurement that
-failed or a device that could not be measured, skipped for a device whose place stayed held by
+The JSON summary holds the nightly's id, its baseline, its status and exit code (with what it
+means), each device's outcome (ok, failed, skipped, with the reason and notes such as a stale
+place released) and each measurement with its figures and its verdict against the baseline. The
+JUnit XML has one test suite per device and one test case per measurement (model / format /
+runtime): a failure for a regression (slower beyond T with confidence, or newly failing: failing
+now after running ok in the baseline, or failing with no baseline measurement to compare with), an
+error for a measurement that failed in the baseline too or a device that could not be measured,
+skipped for a device whose place stayed held by
 someone else. Both are written with the standard library only.
 """
 
@@ -35,6 +37,7 @@ def write_summary(path: Path, summary: dict[str, Any]) -> Path:
 
 
 def summary_document(*, nightly_id: str, baseline: str | None, status: str, exit_code: int,
+                     exit_meaning: str, fail_on_regression: bool,
                      outcomes: Sequence[DeviceOutcome], measurements: Sequence[dict[str, Any]],
                      fingerprint_differences: dict[str, list[str]], threshold: float
                      ) -> dict[str, Any]:
@@ -43,6 +46,8 @@ def summary_document(*, nightly_id: str, baseline: str | None, status: str, exit
         "baseline": baseline,
         "status": status,
         "exit_code": exit_code,
+        "exit_meaning": exit_meaning,
+        "fail_on_regression": fail_on_regression,
         "threshold": threshold,
         "devices": [asdict(o) for o in outcomes],
         "measurements": list(measurements),
@@ -103,6 +108,8 @@ def _figures(m: dict[str, Any]) -> str:
                  f"{m['ratio_ci95_high']:.3f}]")
     if m.get("isa_b"):
         text += f" (ISA {m['isa_b']})"
+    if m.get("error_b"):
+        text += f"; {m['status_b']}: {m['error_b']}"
     if m.get("verdict"):
         text += f": {m['verdict']}"
     return text

@@ -6,9 +6,13 @@ run-to-run spread from the store's history included) and returns plain rows for 
 and the JUnit XML. Fingerprint differences between the two nightlies (a kernel or runtime update
 on a board) do not stop the gate: they are returned with it, and a pair on a different instruction
 set still gets no speed verdict. `write_trend` writes `trends.png/pdf` (median latency with its
-95% interval over the nightlies, slower than the previous nightly ringed: `plots.trends`),
-`accuracy.png/pdf` (top-1 with its Wilson interval: `plots.accuracy_trends`) and `index.html`
-with both and the table of every nightly's figures.
+95% interval over the nightlies, a panel per device, each measurement relative to its own median,
+what changed in the last nightly in colour, slower than the previous nightly ringed:
+`plots.trends`),
+`accuracy.png/pdf` (top-1 with its Wilson interval: `plots.accuracy_trends`) and `index.html`:
+first the verdict, for the operator who opens it in the morning (the exit code and what it
+means, each device's outcome with the reason, the counts of verdicts and every regression, links
+to `summary.json` and `junit.xml`), then both figures and the table of every nightly's figures.
 """
 
 from __future__ import annotations
@@ -47,8 +51,10 @@ def history(store: Store, nightlies: Sequence[str], devices: Sequence[str]) -> p
 
 
 def write_trend(store: Store, run_id: str, nightlies: Sequence[str], devices: Sequence[str],
-                out: Path, threshold: float = stats.THRESHOLD) -> list[Path]:
-    """The trend report of the nightlies up to `run_id` into `out`; the files written."""
+                out: Path, threshold: float = stats.THRESHOLD,
+                summary: dict[str, Any] | None = None) -> list[Path]:
+    """The trend report of the nightlies up to `run_id` into `out`; the files written. With
+    the nightly's `summary` (harness/farm/summary.py) the page opens with its verdict."""
     out.mkdir(parents=True, exist_ok=True)
     df = history(store, nightlies, devices)
     sessions = frame.SessionReader(store)
@@ -58,7 +64,8 @@ def write_trend(store: Store, run_id: str, nightlies: Sequence[str], devices: Se
     written = [*plots.trends(df, out, verdicts, threshold=threshold, formats=formats),
                *plots.accuracy_trends(df, out, formats=formats)]
     page = out / "index.html"
-    page.write_text(_page(run_id, df, verdicts, written), encoding="utf-8")
+    status = "" if summary is None else status_block(summary)
+    page.write_text(_page(run_id, df, verdicts, written, status), encoding="utf-8")
     return [*written, page]
 
 
@@ -77,7 +84,95 @@ def _cell(row: pd.Series, verdict: str) -> str:
     return text
 
 
-def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, written: list[Path]) -> str:
+def _e(value: Any) -> str:
+    """A value as HTML text: names come from model files and the farm file."""
+    return html.escape("" if value is None else str(value))
+
+
+# Verdicts in the order the status block counts them: what needs a look first.
+COUNTED = (compare.SLOWER, compare.NEWLY_FAILING, compare.INCONCLUSIVE, compare.DIFFERENT_ISA,
+           compare.NOT_MEASURED, compare.ONLY_A, compare.FASTER, compare.NO_CHANGE,
+           compare.FIXED, compare.ONLY_B)
+
+
+def _ratio(m: dict[str, Any]) -> str:
+    if m.get("ratio") is None:
+        return ""
+    return f"{m['ratio']:.3f} [{m['ratio_ci95_low']:.3f}, {m['ratio_ci95_high']:.3f}]"
+
+
+def _isa(m: dict[str, Any]) -> str:
+    a, b = m.get("isa_a"), m.get("isa_b")
+    return f"{a} (baseline); {b} (now)" if a and b and a != b else str(b or a or "not recorded")
+
+
+def status_block(summary: dict[str, Any]) -> str:
+    """The verdict of the nightly as HTML: exit code, devices, counts of verdicts, the
+    regressions, links to the files CI reads."""
+    code = summary["exit_code"]
+    baseline = summary.get("baseline")
+    devices = summary["devices"]
+    measurements = summary["measurements"]
+    parts = [f"<p class={'ok' if code == 0 else 'bad'}><b>Exit code {code}</b>: "
+             f"{_e(summary.get('exit_meaning'))}</p>"]
+    parts.append("<p>Baseline: " + (f"nightly {_e(baseline)}" if baseline else
+                 "none, the first nightly (a measurement that fails counts as newly failing: "
+                 "it never ran ok before)")
+                 + f"; run {_e(summary.get('status'))}; threshold T = "
+                 f"{summary.get('threshold', stats.THRESHOLD):.0%}.</p>")
+    by_status = {s: [d for d in devices if d["status"] == s] for s in ("ok", "failed", "skipped")}
+    parts.append("<p>Devices: " + ", ".join(f"{len(v)} {k}" for k, v in by_status.items())
+                 + ".</p>")
+    rows = []
+    for d in devices:
+        why = "; ".join(_e(t) for t in [d.get("message"), *(d.get("notes") or [])] if t)
+        mark = "" if d["status"] == "ok" else " class=bad"
+        rows.append(f"<tr><td>{_e(d['name'])}</td><td>{_e(d.get('place'))}</td>"
+                    f"<td{mark}>{_e(d['status'])}</td><td>{why}</td>"
+                    f"<td>{_e(d.get('attempts'))}</td><td>{_e(d.get('sessions_run'))}</td></tr>")
+    parts.append("<table><tr><th>device</th><th>labgrid place</th><th>status</th>"
+                 "<th>why, notes</th><th>attempts</th><th>sessions run</th></tr>"
+                 + "".join(rows) + "</table>")
+    counts = {v: sum(m.get("verdict") == v for m in measurements) for v in COUNTED}
+    shown = [v for v in COUNTED if counts[v] or v in (compare.SLOWER, compare.NEWLY_FAILING,
+                                                       compare.INCONCLUSIVE)]
+    def count(verdict: str) -> str:
+        bad = verdict in compare.FAILING_VERDICTS and counts[verdict]
+        return f"<span{' class=bad' if bad else ''}>{counts[verdict]} {_e(verdict)}</span>"
+
+    parts.append(f"<p>Measurements: {len(measurements)}; " + ", ".join(map(count, shown))
+                 + ".</p>")
+    regressions = [m for m in measurements if m.get("verdict") in compare.FAILING_VERDICTS]
+    if regressions:
+        rows = []
+        for m in regressions:
+            figures = (f"{m['median_a_ms']:.4g} &rarr; " if m.get("median_a_ms") is not None
+                       else "") + (f"{m['median_b_ms']:.4g}" if m.get("median_b_ms") is not None
+                                   else "")
+            what = _ratio(m) or _e(f"{m.get('status_b')}: {m.get('error_b') or 'no result'}")
+            rows.append("<tr>" + "".join(f"<td>{_e(m.get(k))}</td>" for k in
+                                         ("device", "model", "format", "runtime"))
+                        + f"<td class=bad>{_e(m['verdict'])}</td><td>{what}</td>"
+                        f"<td>{figures}</td><td>{_e(_isa(m))}</td></tr>")
+        parts.append("<h2>Regressions</h2><table><tr><th>device</th><th>model</th>"
+                     "<th>format</th><th>runtime</th><th>verdict</th>"
+                     "<th>ratio to baseline [95% CI], or the failure</th>"
+                     "<th>median ms (baseline &rarr; now)</th><th>ISA (CPU)</th></tr>"
+                     + "".join(rows) + "</table>")
+    else:
+        parts.append("<p>No regression.</p>")
+    differences = summary.get("fingerprint_differences") or {}
+    if differences:
+        parts.append("<p>Changed on the device since the baseline (listed, not gated): "
+                     + "; ".join(f"{_e(dev)}: {_e(', '.join(keys))}"
+                                 for dev, keys in differences.items()) + ".</p>")
+    parts.append('<p>For CI: <a href="summary.json">summary.json</a> (every measurement with '
+                 'its verdict), <a href="junit.xml">junit.xml</a>.</p>')
+    return "<div class=status>" + "".join(parts) + "</div>"
+
+
+def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, written: list[Path],
+          status: str = "") -> str:
     runs = (df[["run_id", "run_started_at"]].drop_duplicates("run_id")
             .sort_values(["run_started_at", "run_id"])["run_id"].tolist())
     keys = ["device", "model", "runtime"]
@@ -101,8 +196,10 @@ def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, written: list[Path
         f"<title>edgebench nightly {html.escape(run_id)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;"
         "padding:3px 6px;font-size:90%}table{border-collapse:collapse}.bad{color:#D55E00;"
-        "font-weight:bold}</style>"
+        "font-weight:bold}.ok{color:#009E73}.status{margin-bottom:1.5em}</style>"
         f"<h1>edgebench nightly {html.escape(run_id)}</h1>"
+        f"{status}"
+        "<h2>Trends</h2>"
         "<p>Median latency in ms [95% CI] of each nightly, and top-1 accuracy where the model has "
         "data; <span class=bad>slower</span>: the whole 95% interval of the ratio to the "
         "previous nightly lies above 1 + T (the rule of <code>edgebench compare</code>). The "

@@ -44,10 +44,11 @@ CAPTIONS = {
     "tick marks the process peak including loading.",
     "speedup_heatmap": "Speedup over the fp32 baseline per model and device (log colour scale; "
     "above 1 is faster).",
-    "trends": "Median latency of each measurement across runs with its 95\\% interval; rings "
-    "mark a run slower than its previous one: the whole 95\\% interval of the ratio of their "
-    "session medians lies above 1 + T, the threshold of \\texttt{edgebench compare} (5\\% by "
-    "default).",
+    "trends": "Median latency of each measurement across runs, relative to its own median over "
+    "these runs (log scale), with its 95\\% interval; with more measurements than colours, "
+    "those that changed in the last run are coloured and the rest grey. Rings mark a run slower "
+    "than its previous one: the whole 95\\% interval of the ratio of their session medians "
+    "lies above 1 + T, the threshold of \\texttt{edgebench compare} (5\\% by default).",
 }
 
 

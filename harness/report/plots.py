@@ -40,6 +40,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullLocator
 
 from harness.report import stats
 from harness.report.frame import distinct, pareto_front, variant_label
@@ -633,6 +634,33 @@ def _run_axis(data: pd.DataFrame, layout: Layout
     return {r: i for i, r in enumerate(runs["run_id"])}, ticks, labels
 
 
+# A trend with more series than the palette has colours shows the unchanged ones in grey.
+TREND_COLOURED_MAX = len(OKABE_ITO)
+TREND_GREY = "#BBBBBB"
+RATIO_TICKS = (0.25, 1 / 3, 0.5, 2 / 3, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0)
+
+
+def _ratio_ticks(ax: Axes, low: float, high: float) -> None:
+    """Ticks of a ratio axis (log) at round ratios inside the limits, written as ratios."""
+    ticks = [t for t in RATIO_TICKS if low <= t <= high] or [1.0]
+    ax.set_yticks(ticks, [f"{t:.3g}" for t in ticks])
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
+def _last_run_changes(data: pd.DataFrame, history: pd.DataFrame, last: str) -> dict[
+        tuple[str, str], str]:
+    """(device, job) -> what changed in the last run: slower or faster than the run before
+    (the caller's verdict), or failed (measured, status not ok)."""
+    changes = {(str(r.device), str(r.job)): str(r.verdict) for r in data.itertuples()
+               if r.run_id == last and r.verdict in (stats.SLOWER, stats.FASTER)}
+    failed = history[(history["run_id"] == last) & (history["status"] != "ok")]
+    several = data["runtime"].nunique(dropna=True) > 1  # as `_with_runtime` named the jobs
+    for row in failed.itertuples():
+        job = f"{row.model} / {row.runtime}" if several else str(row.model)
+        changes[(str(row.device), job)] = "failed"
+    return changes
+
+
 def trends_figure(
     history: pd.DataFrame,
     layout: Layout = DOUBLE,
@@ -640,51 +668,95 @@ def trends_figure(
     *,
     threshold: float = stats.THRESHOLD,
 ) -> Figure | None:
-    """Median latency of each job over runs, per device, with its 95% interval; the runs where it
-    got slower than in its previous run ringed.
+    """Latency of each job over runs, one panel per device, as its ratio to the job's own
+    median over the runs shown, on one log axis for every panel: a job of 0.1 ms and one of
+    50 ms share it, and a 20% change reads as such. The runs where a job got slower than in its
+    previous run are ringed.
 
-    `history` holds rows of several runs with `run_started_at`. Runs are evenly spaced on the x
-    axis in start order (nightly runs are not evenly spaced in time, and a gap says nothing).
-    `verdicts` (aligned with `history`) are the caller's judgement of each row against the same
-    job's previous run, `compare.verdicts_over_runs` with `threshold`; "slower" is ringed.
+    At farm scale (more jobs than the palette has colours) only the jobs that changed in the
+    last run, slower or faster (`verdicts`) or failing, are drawn in colour with their 95%
+    intervals and named in the legend; the others are thin grey lines. With fewer jobs every
+    one is coloured and named. `history` holds rows of several runs with `run_started_at`;
+    runs are evenly spaced on the x axis in start order (nightly runs are not evenly spaced in
+    time, and a gap says nothing). `verdicts` (aligned with `history`) are the caller's
+    judgement of each row against the same job's previous run, `compare.verdicts_over_runs`
+    with `threshold`.
     """
     data = _ok(history)
     if data.empty or data["run_id"].nunique() < 2:
         return None
     position, ticks, tick_labels = _run_axis(data, layout)
+    last = max(position, key=position.__getitem__)
     data = data.assign(
         x=data["run_id"].map(position),
         job=_with_runtime(data["model"].astype(str), data),
         verdict="" if verdicts is None else verdicts.reindex(data.index).fillna(""),
     )
+    reference = data.groupby(["device", "job"])["latency_median_ms"].transform("median")
+    data = data.assign(ratio=data["latency_median_ms"] / reference,
+                       ratio_low=data["latency_ci95_low_ms"] / reference,
+                       ratio_high=data["latency_ci95_high_ms"] / reference)
+    changes = _last_run_changes(data, history, last)
     devices = sorted(data["device"].unique())
-    style = _colours(sorted(data["job"].unique()))
+    jobs = sorted(data["job"].unique())
+    every = len(jobs) <= TREND_COLOURED_MAX
+    if every:  # few jobs: each its colour, the same on every panel
+        style = _colours(jobs)
+    else:
+        style = {f"{d}\0{j}": c for (d, j), c in zip(
+            sorted(changes), _colours([str(i) for i in range(len(changes))]).values(),
+            strict=True)}
+    coloured = data[[every or (str(d), str(j)) in changes
+                     for d, j in zip(data["device"], data["job"], strict=True)]]
+    low, high = _limits(data["ratio"].to_numpy(float), coloured["ratio_low"].to_numpy(float),
+                        coloured["ratio_high"].to_numpy(float), log=True)
     with paper_style():
-        fig, axes = _figure(Layout(layout.name, layout.width_in, 1), len(devices), 2.2)
+        fig, axes = _figure(Layout(layout.name, layout.width_in, 1), len(devices), 2.0)
         marked = False
+        greyed = 0
         for ax, device in zip(axes, devices, strict=True):
             part = data[data["device"] == device]
             for job in sorted(part["job"].unique()):
                 series = part[part["job"] == job].sort_values("x")
-                colour, marker = style[job]
-                y = series["latency_median_ms"].to_numpy(float)
-                err = _errors(y, series["latency_ci95_low_ms"].to_numpy(float),
-                              series["latency_ci95_high_ms"].to_numpy(float))
                 x = series["x"].to_numpy()
-                ax.errorbar(x, y, yerr=err, color=colour, marker=marker, markersize=3,
-                            linewidth=0.8, elinewidth=0.6, capsize=1.5, label=job)
+                y = series["ratio"].to_numpy(float)
+                change = changes.get((str(device), str(job)))
+                if not every and change is None:
+                    greyed += 1
+                    ax.plot(x, y, color=TREND_GREY, linewidth=0.5, zorder=1,
+                            label="others: last run no change or inconclusive")
+                else:
+                    colour, marker = style[job if every else f"{device}\0{job}"]
+                    label = job if every and change is None else (
+                        f"{job}, last run {change}" if every
+                        else f"{device}: {job}, last run {change}")
+                    err = _errors(y, series["ratio_low"].to_numpy(float),
+                                  series["ratio_high"].to_numpy(float))
+                    ax.errorbar(x, y, yerr=err, color=colour, marker=marker, markersize=3,
+                                linewidth=1.0, elinewidth=0.6, capsize=1.5, label=label,
+                                zorder=3)
+                    if change == "failed":  # no figure in the last run: a cross at the top
+                        ax.plot([position[last]], [0.97], marker="X", markersize=6,
+                                color=colour, linestyle="", clip_on=False, zorder=4,
+                                transform=ax.get_xaxis_transform())
                 worse = (series["verdict"] == stats.SLOWER).to_numpy()
                 if worse.any():
                     marked = True
                     ax.scatter(x[worse], y[worse], s=70, facecolors="none", edgecolors="#D55E00",
                                linewidths=1.4, zorder=5)
-            if wide(part["latency_median_ms"].to_numpy(float)):
-                ax.set_yscale("log")
+            ax.set_yscale("log")
+            ax.set_ylim(low, high)
+            _ratio_ticks(ax, low, high)
+            ax.axhline(1.0, color=BASELINE_COLOUR, linewidth=0.6, zorder=2)
             ax.set_xticks(ticks, tick_labels, rotation=30, ha="right")
+            ax.tick_params(axis="x", labelbottom=ax is axes[-1])  # the runs are the same
             ax.set_xlim(-0.5, len(position) - 0.5)
-            ax.set_title(str(device))
-            ax.set_ylabel("Median latency [ms]")
-            ax.set_xlabel("Run (start time, UTC)")
+            shown = part["job"].nunique()
+            changed = sum(d == str(device) for d, _ in changes)
+            ax.set_title(f"{device}: {changed} of {shown} changed in the last run"
+                         if layout.width_in > 5 else f"{device}: {changed} of {shown} changed")
+            ax.set_ylabel("Latency / its median")
+        axes[-1].set_xlabel("Run (start time, UTC)")
         entries = _handles(axes)
         if marked:
             ring = Line2D([], [], marker="o", linestyle="", markerfacecolor="none",
@@ -750,7 +822,8 @@ PLOT_TITLES = {
     "model_size": "Model file size",
     "memory": "Peak memory: the runtime's own and what the model adds",
     "speedup_heatmap": "Speedup per device and model",
-    "trends": "Median latency across runs (95% CI), slower than the previous run ringed",
+    "trends": "Median latency across runs relative to each measurement's own median (95% CI), "
+    "slower than the previous run ringed; at farm scale what changed in the last run in colour",
 }
 
 
