@@ -117,17 +117,14 @@ def _gate(store: Store, baseline: str | None, run_id: str, threshold: float
     """Each measurement of the nightly with its verdict against the baseline, and the
     fingerprint differences. A measurement that fails with nothing to compare it with (the
     first nightly, or a model new since the baseline) never ran ok before: newly failing."""
-    from harness.report.compare import NEWLY_FAILING, ONLY_A, ONLY_B
+    from harness.report.compare import NEWLY_FAILING, ONLY_A
 
     results = store.results([run_id])
     errors = {r["job_id"]: r.get("error_message") for r in results if r["status"] != "ok"}
     if baseline is not None and baseline != run_id:
         from harness.report.nightly import gate
 
-        rows, differences = gate(store, baseline, run_id, threshold)
-        for row in rows:
-            if row.get("verdict") == ONLY_B and row.get("status_b") != "ok":
-                row["verdict"] = NEWLY_FAILING
+        rows, differences = gate(store, baseline, run_id, threshold)  # compare's rule
     else:
         differences = {}
         rows = []

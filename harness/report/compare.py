@@ -44,7 +44,7 @@ NOT_MEASURED = "not measured"
 DIFFERENT_ISA = "different instruction set"
 DIFFERENT_ACCELERATOR = "different accelerator"
 # Verdicts that fail the nightly gate (--fail-on-regression): a confident regression beyond T,
-# or a measurement that ran before and fails now.
+# or a measurement that fails now and did not before (ran ok in A, or was not in A).
 FAILING_VERDICTS = frozenset({SLOWER, NEWLY_FAILING})
 
 # Fingerprint keys that describe the moment rather than the machine; a difference in them does
@@ -261,7 +261,8 @@ def _judge_pair(
         out["verdict"] = ONLY_A
         return out
     if row["_merge"] == "right_only":
-        out["verdict"] = ONLY_B
+        # new since A: failing, it never ran ok, which is as much news as breaking
+        out["verdict"] = ONLY_B if out["status_b"] == "ok" else NEWLY_FAILING
         return out
     # A failure is news whatever the instruction set: it is judged before the speed.
     ok_a, ok_b = out["status_a"] == "ok", out["status_b"] == "ok"
