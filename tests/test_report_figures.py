@@ -460,3 +460,24 @@ def test_a_farm_scale_trend_shows_what_changed_in_colour_on_one_ratio_axis(tmp_p
         assert ISA in " ".join(fig.get_suptitle().split())
         for text in _texts(fig):
             assert 8 <= text.get_fontsize() <= 9, (layout.name, text.get_text())
+
+
+def test_a_trend_leaves_out_jobs_measured_once() -> None:
+    """A device whose first run is the last one has no trend yet: no panel of lines at 1.0;
+    panels count only the jobs they draw."""
+    rows = []
+    for night, device, median in ((1, "pi5", 10.0), (2, "pi5", 10.5), (2, "jetson", 4.0)):
+        rows.append({"run_id": f"r{night}", "run_started_at": f"2026-12-0{night}T02:00:00Z",
+                     "device": device, "model": "net", "runtime": "onnxruntime",
+                     "status": "ok", "latency_median_ms": median,
+                     "latency_ci95_low_ms": median * 0.95, "latency_ci95_high_ms": median * 1.05,
+                     "isa": ISA})
+    # and a model that never ran: nothing of it is drawn, so it is not counted either
+    rows.append({**rows[1], "model": "broken", "status": "unsupported",
+                 "latency_median_ms": None})
+    history = pd.DataFrame(rows)
+    fig = plots.trends_figure(history)
+    assert fig is not None
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["pi5: 0 of 1 changed in the last run"], titles
+    assert plots.trends_figure(history[history["device"] == "jetson"]) is None

@@ -671,7 +671,8 @@ def trends_figure(
     """Latency of each job over runs, one panel per device, as its ratio to the job's own
     median over the runs shown, on one log axis for every panel: a job of 0.1 ms and one of
     50 ms share it, and a 20% change reads as such. The runs where a job got slower than in its
-    previous run are ringed.
+    previous run are ringed. A job measured in one run only is left out (None when that leaves
+    nothing), unless it failed in the last run.
 
     At farm scale (more jobs than the palette has colours) only the jobs that changed in the
     last run, slower or faster (`verdicts`) or failing, are drawn in colour with their 95%
@@ -697,6 +698,12 @@ def trends_figure(
                        ratio_low=data["latency_ci95_low_ms"] / reference,
                        ratio_high=data["latency_ci95_high_ms"] / reference)
     changes = _last_run_changes(data, history, last)
+    # a job measured in one run only has no trend: left out unless it failed in the last run
+    runs = data.groupby(["device", "job"])["run_id"].transform("nunique")
+    data = data[(runs >= 2).to_numpy() | [(str(d), str(j)) in changes for d, j in zip(
+        data["device"], data["job"], strict=True)]]
+    if data.empty:
+        return None
     devices = sorted(data["device"].unique())
     jobs = sorted(data["job"].unique())
     every = len(jobs) <= TREND_COLOURED_MAX
@@ -751,10 +758,10 @@ def trends_figure(
             ax.set_xticks(ticks, tick_labels, rotation=30, ha="right")
             ax.tick_params(axis="x", labelbottom=ax is axes[-1])  # the runs are the same
             ax.set_xlim(-0.5, len(position) - 0.5)
-            shown = part["job"].nunique()
-            changed = sum(d == str(device) for d, _ in changes)
-            ax.set_title(f"{device}: {changed} of {shown} changed in the last run"
-                         if layout.width_in > 5 else f"{device}: {changed} of {shown} changed")
+            shown = set(part["job"].astype(str))
+            changed = sum(d == str(device) and j in shown for d, j in changes)
+            ax.set_title(f"{device}: {changed} of {len(shown)} changed in the last run"
+                         if layout.width_in > 5 else f"{device}: {changed} of {len(shown)} changed")
             ax.set_ylabel("Latency / its median")
         axes[-1].set_xlabel("Run (start time, UTC)")
         entries = _handles(axes)
