@@ -5,6 +5,9 @@ For each model of the suite: load its dataset once (pre-processed tensors writte
 logits, then for the baseline and every recipe run the torch steps (a chain, each feeding the
 next; shared prefixes computed once), export to each format, apply a final quantize step to the
 exported file, run the result in its own runtime on the held-out split, and write the manifest.
+A module is exported to a format once: the int8 and fp16 recipes of the baseline quantize the
+baseline's own fp32 export (exports are bit-reproducible, so a copy is what a second export
+would write); its MACs and PyTorch outputs are also computed once.
 
 An artifact is rebuilt only when its build key changes: the key hashes the model, dataset and
 recipe configuration, the seed, the weights file and the source of harness/compress and
@@ -125,6 +128,12 @@ class _ModelState:
     torch_reference: np.ndarray | None = None
     chains: dict[str, tuple[nn.Module, list[dict[str, Any]]]] = field(default_factory=dict)
     parent_outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    # What one module (named by its chain of torch steps, "" for the baseline) gives every
+    # artifact made from it: its fp32 export per format (the int8/fp16 recipes of one module
+    # quantize the same fp32 file), its PyTorch outputs, its size and MACs.
+    exports: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -179,13 +188,13 @@ class _Builder:
         try:
             plan = self._plan(recipe, pending)
             self._prepare(state)
-            module, lineage = self._torch_chain(state, name, plan)
+            chain, module, lineage = self._torch_chain(state, name, plan)
         except Exception as err:  # any failure is this entry's alone
             self._fail(name, pending, err)
             return
         for fmt in pending:
             try:
-                artifact = self._export(state, name, recipe, plan, module, lineage, fmt)
+                artifact = self._export(state, name, recipe, plan, chain, module, lineage, fmt)
             except Exception as err:
                 self._fail(f"{name} ({fmt})", [fmt], err, stem=name)
                 continue
@@ -359,7 +368,9 @@ class _Builder:
         return _Plan(torch_steps, quantize, ">".join(labels), precision)
 
     def _torch_chain(self, state: _ModelState, entry: str, plan: _Plan
-                     ) -> tuple[nn.Module, list[dict[str, Any]]]:
+                     ) -> tuple[str, nn.Module, list[dict[str, Any]]]:
+        """The module the recipe's torch steps make, the key of that chain of steps ("" for
+        the baseline) and its lineage."""
         assert state.baseline is not None
         module: nn.Module = state.baseline
         lineage: list[dict[str, Any]] = []
@@ -374,20 +385,46 @@ class _Builder:
             lineage = [*lineage, {"technique": tech.name, "params": params, "result": info}]
             module = out.eval()
             state.chains[prefix] = (module, lineage)
-        return module, lineage
+        return prefix, module, lineage
+
+    def _export_fp32(self, state: _ModelState, chain: str, module: nn.Module, fmt: str,
+                     path: Path) -> None:
+        """Export `module` to `path`, or copy the export of the same module made for an
+        earlier artifact (exports are deterministic: the bytes are the same)."""
+        done = state.exports.get((chain, fmt))
+        if done is not None:
+            path.write_bytes(done)
+            return
+        ex.EXPORTERS[fmt](module, state.input_shape, path)
+        state.exports[(chain, fmt)] = path.read_bytes()
+
+    def _outputs(self, state: _ModelState, chain: str, module: nn.Module) -> np.ndarray:
+        """The PyTorch module's outputs on the evaluation inputs, once per module."""
+        assert state.eval_x is not None and state.torch_reference is not None
+        if chain == "":
+            return state.torch_reference
+        if chain not in state.outputs:
+            state.outputs[chain] = predict(module, state.eval_x)
+        return state.outputs[chain]
+
+    def _sizes(self, state: _ModelState, chain: str, module: nn.Module) -> tuple[int, int]:
+        """Parameters and MACs of the module, once per module."""
+        if chain not in state.sizes:
+            state.sizes[chain] = (count_params(module), count_macs(module, state.input_shape))
+        return state.sizes[chain]
 
     def _export(self, state: _ModelState, name: str, recipe: RecipeCfg | None, plan: _Plan,
-                module: nn.Module, lineage: list[dict[str, Any]], fmt: str) -> Artifact:
+                chain: str, module: nn.Module, lineage: list[dict[str, Any]], fmt: str
+                ) -> Artifact:
         path = self.dir / f"{name}{FORMAT_SUFFIX[fmt]}"
-        exporter = ex.EXPORTERS[fmt]
         lineage = list(lineage)
         if plan.quantize is None:
-            exporter(module, state.input_shape, path)
+            self._export_fp32(state, chain, module, fmt, path)
         else:
             tech, params = plan.quantize
             fp32 = path.with_name(f"{name}.fp32-tmp{FORMAT_SUFFIX[fmt]}")
             try:
-                exporter(module, state.input_shape, fp32)
+                self._export_fp32(state, chain, module, fmt, fp32)
                 info = tech.apply(fp32, path, fmt, params, self._ctx(state, name))
             finally:
                 fp32.unlink(missing_ok=True)
@@ -396,19 +433,18 @@ class _Builder:
         assert state.eval_x is not None and state.torch_reference is not None
         outputs = ex.run_exported(path, fmt, state.eval_x)
         if plan.quantize is None:  # an fp32 file: it must match the module it was exported from
-            own = state.torch_reference if recipe is None else predict(module, state.eval_x)
-            ex.check_export_parity(path, outputs, own)
+            ex.check_export_parity(path, outputs, self._outputs(state, chain, module))
         if recipe is None:
             state.parent_outputs[fmt] = outputs
             parent = state.torch_reference  # export parity: the file against PyTorch
         else:
             parent = self._parent_outputs(state, fmt)
+        params_n, macs = self._sizes(state, chain, module)
         artifact = Artifact(
             name=name, path=path.resolve(), format=fmt, sha256=sha256_file(path),
             size_bytes=path.stat().st_size, technique=plan.label, precision=plan.precision,
             base_model=state.cfg.name, baseline=None if recipe is None else state.cfg.name,
-            lineage=tuple(lineage), params=count_params(module),
-            macs=count_macs(module, state.input_shape), input_shape=state.input_shape,
+            lineage=tuple(lineage), params=params_n, macs=macs, input_shape=state.input_shape,
             input_dtype=ex.input_dtype(path, fmt),
             # the agent's own scoring, against the reference logits the device is sent too
             host_accuracy=(scoring.score(outputs, state.data.y_test, state.torch_reference)
