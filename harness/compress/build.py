@@ -86,8 +86,9 @@ def build_suite(suite: Path, build_dir: Path = Path("models/build"), *,
     """Build every artifact of `suite` into `build_dir`; see the module docstring.
 
     Models that share nothing written during the build are built side by side, in `workers`
-    more processes (default: one per CPU beyond the first); the report lists the artifacts in
-    suite order whichever process built them.
+    more processes (default: one per CPU beyond the first, and none when a model, dataset,
+    technique or exporter was registered from outside harness, which a fresh process would not
+    know); the report lists the artifacts in suite order whichever process built them.
     """
     loaded = load_suite(suite)  # ConfigError: nothing is built
     quiet_litert_logs()  # before the first LiteRT import logs anything (workers inherit it)
