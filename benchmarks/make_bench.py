@@ -13,12 +13,16 @@ every pair's figures, the ratio B/A per pair and the median ratio with its range
   each code's own runner, transport, job server and agent, with the warm-up and the timed
   window cut to 3 runs (the same in A and B), so that what remains is the agent's start, load,
   first inference, accuracy and the host's orchestration. Needs a built demo (`--build-dir`).
+- `make`: what `make bench` runs after setup, `edgebench bench --suite models/demo.yaml` (build,
+  then every session) and `edgebench report`, into a fresh build folder and database; prints
+  the build's own time (its summary line), the rest of `bench` and the report's.
 
 A is a git worktree of the base commit (`--base`, default /work/wt-speed-base; make one with
 `git worktree add ../wt-speed-base bb082fd`); both run with this interpreter. Run by hand:
 
     .venv/bin/python benchmarks/make_bench.py sessions --build-dir models/build [--pairs 8]
     .venv/bin/python benchmarks/make_bench.py build [--pairs 3]
+    .venv/bin/python benchmarks/make_bench.py make [--pairs 2]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import argparse
 import filecmp
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -163,13 +168,48 @@ def part_build(base: Path, suite: str, pairs: int) -> None:
     print(summary("build", ratios))
 
 
+def part_make(base: Path, suite: str, pairs: int) -> None:
+    codes = {"A": base, "B": REPO}
+    ratios = []
+    print(f"{'pair':>4}  {'side':>4}  {'total s':>8}  {'build s':>8}  {'sessions s':>10}  "
+          f"{'report s':>8}")
+    with tempfile.TemporaryDirectory(prefix="edgebench-make-bench-") as tmp:
+        for i in range(pairs):
+            totals = {}
+            for side in ("AB" if i % 2 == 0 else "BA"):
+                folder = Path(tmp) / f"{side}{i}"
+                db = str(folder / "r.db")
+                bench = [sys.executable, "-m", "harness.cli", "bench", "--device", "local",
+                         "--suite", str((REPO / suite).resolve()),
+                         "--build-dir", str(folder / "build"), "--db", db]
+                env = dict(os.environ, PYTHONPATH=str(codes[side]))
+                t0 = time.perf_counter()
+                proc = subprocess.run(bench, cwd=codes[side], env=env, capture_output=True,
+                                      text=True)
+                bench_s = time.perf_counter() - t0
+                if proc.returncode != 0:
+                    raise SystemExit(f"bench in {codes[side]} failed:\n{proc.stderr[-3000:]}")
+                found = re.search(r"build \S+: .* in ([0-9.]+) s", proc.stderr)
+                build_s = float(found.group(1)) if found else float("nan")
+                report_s, _ = run_code(codes[side], [
+                    sys.executable, "-m", "harness.cli", "report", "--run", "latest", "--db", db,
+                    "--out", str(folder / "report")])
+                totals[side] = bench_s + report_s
+                print(f"{i + 1:>4}  {side:>4}  {totals[side]:>8.1f}  {build_s:>8.1f}  "
+                      f"{bench_s - build_s:>10.1f}  {report_s:>8.1f}")
+                shutil.rmtree(folder)
+            ratios.append(totals["B"] / totals["A"])
+            print(f"{'':>4}  B/A   {ratios[-1]:.3f}")
+    print(summary("bench + report", ratios))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("build", "sessions"))
+    parser.add_argument("part", choices=("build", "sessions", "make"))
     parser.add_argument("--base", type=Path, default=Path("/work/wt-speed-base"),
                         help="checkout of the base commit (A)")
     parser.add_argument("--pairs", type=int, default=None,
-                        help="interleaved A/B pairs (default: 3 builds, 8 session runs)")
+                        help="interleaved A/B pairs (default: 3 builds, 8 session runs, 2 makes)")
     parser.add_argument("--suite", default="models/demo.yaml")
     parser.add_argument("--build-dir", type=Path, default=REPO / "models/build",
                         help="a built demo, for `sessions`")
@@ -179,6 +219,8 @@ def main() -> None:
         raise SystemExit(f"{args.base} is not a checkout of edgebench (--base)")
     if args.part == "build":
         part_build(args.base, args.suite, args.pairs or 3)
+    elif args.part == "make":
+        part_make(args.base, args.suite, args.pairs or 2)
     else:
         part_sessions(args.base, args.build_dir, args.pairs or 8, args.sessions)
 
