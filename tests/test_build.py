@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -180,6 +181,33 @@ def test_builds_are_bit_reproducible(tmp_path: Path) -> None:
     assert a.built == b.built == 1
     assert a.artifacts[0].sha256 == b.artifacts[0].sha256
     assert a.artifacts[0].host_accuracy == b.artifacts[0].host_accuracy
+
+
+@pytest.mark.slow
+def test_independent_models_are_built_side_by_side_into_the_same_bytes(tmp_path: Path) -> None:
+    """A trained model and a latency-only one share nothing: with a worker process they are
+    built at the same time, into the same artifacts, listed in the same (suite) order, and the
+    worker's lines come through the caller's console."""
+    suite = tmp_path / "two.yaml"
+    suite.write_text("seed: 0\nformats: [onnx]\ndatasets: {digits: {type: digits}}\n"
+                     "models:\n"
+                     "  trained: {arch: digits_cnn, dataset: digits, recipes: [int8],\n"
+                     "            train: {epochs: 1, threads: 1}}\n"
+                     "  latency: {arch: digits_cnn, input_size: 32, recipes: [int8]}\n"
+                     "recipes: {int8: {steps: [{quantize_static: {calibration_size: 16}}]}}\n")
+    alone = build_suite(suite, tmp_path / "alone", console=Console(quiet=True), workers=0)
+    shown = io.StringIO()
+    side = build_suite(suite, tmp_path / "side", console=Console(file=shown, width=200),
+                       workers=1)
+    assert alone.built == side.built == 4 and not side.failures
+    assert [(a.name, a.format, a.sha256) for a in side.artifacts] == \
+        [(a.name, a.format, a.sha256) for a in alone.artifacts]
+    assert [a.name for a in side.artifacts] == ["trained", "trained-int8", "latency",
+                                                "latency-int8"]
+    assert "built latency-int8.onnx" in shown.getvalue()  # built by the worker
+    assert "(2 processes)" in shown.getvalue()
+    again = build_suite(suite, tmp_path / "side", console=Console(quiet=True), workers=1)
+    assert again.reused == 4 and again.built == 0  # nothing to build: no worker either
 
 
 def test_pets_suite_fails_fast_without_the_dataset(tmp_path: Path, monkeypatch) -> None:

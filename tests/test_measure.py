@@ -46,6 +46,21 @@ def test_session_statistics_on_known_samples() -> None:
     assert s["lag1_autocorrelation"] == pytest.approx(1.0)
 
 
+def test_median_and_percentiles_are_numpys_bit_for_bit() -> None:
+    """The session's medians and tail percentiles are numpy's exact values (without its numpy.ma
+    import): sizes 1 to 300, ties, constant runs, samples as the agent makes them."""
+    rng = np.random.default_rng(7)
+    q = [50, 90, 95, 99]
+    for trial in range(3000):
+        n = int(rng.integers(1, 300))
+        x = [rng.lognormal(0.0, 0.3, n),
+             rng.integers(1000, 1010, n).astype(np.float64) / 1e6,  # many ties
+             np.asarray(rng.integers(10**4, 10**8, n), dtype=np.float64) / 1e6,
+             np.full(n, 3.7)][trial % 4]
+        assert np.array_equal(measure.percentiles(x, q), np.percentile(x, q)), (trial, n)
+        assert measure.median(x) == np.median(x), (trial, n)
+
+
 def test_batch_median_interval_against_direct_computation() -> None:
     rng = np.random.default_rng(1)
     values = rng.lognormal(0.0, 0.2, 500)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import zipfile
 from typing import Any
 
 from . import probes, protocol
@@ -43,6 +42,8 @@ def check(kind: str = "linux") -> dict[str, Any]:
 
 def agent_command() -> list[str]:
     """How to start this same agent again: the pushed zip, or the package here."""
+    import zipfile  # the job server's question only: not on every job's start
+
     if zipfile.is_zipfile(sys.argv[0]):
         return [sys.executable, sys.argv[0]]
     return [sys.executable, "-m", __package__ or "harness.agent"]

@@ -78,6 +78,41 @@ def timed_window(step: Callable[[], Any], duration_s: float, min_iterations: int
             return samples, elapsed, True
 
 
+# np.percentile and np.median look for masked arrays (np.unique's check, the median's NaN check),
+# and the first look imports numpy.ma: 30-90 ms of every session's agent, for a few numbers. The
+# two below compute the same values, bit for bit, for the 1-D arrays of finite floats a session
+# has (tests/test_measure.py compares them with numpy's).
+
+
+def median(values: np.ndarray) -> float:
+    """`np.median(values)`: the middle value, or the mean of the middle two."""
+    ordered = np.sort(values)
+    half = ordered.size // 2
+    if ordered.size % 2:
+        return float(ordered[half])
+    return float((ordered[half - 1] + ordered[half]) / 2)
+
+
+def percentiles(values: np.ndarray, q: list[float]) -> np.ndarray:
+    """`np.percentile(values, q)`: the same linear interpolation between the same order
+    statistics, in the same float operations."""
+    n = values.size
+    ordered = np.sort(values)
+    virtual = (n - 1) * np.true_divide(np.asarray(q, dtype=np.float64), 100)
+    below = np.floor(virtual).astype(np.intp)
+    above = below + 1
+    last = virtual >= n - 1  # at or past the largest value: both neighbours are the last one
+    below[last] = -1
+    above[last] = -1
+    gamma = virtual - below
+    a, b = ordered[below], ordered[above]
+    diff = b - a
+    result = a + diff * gamma
+    # numpy's _lerp: from the upper neighbour when gamma >= 0.5, for monotonicity
+    np.subtract(b, diff * (1 - gamma), out=result, where=gamma >= 0.5)
+    return result
+
+
 def lag1_rank_autocorrelation(values: np.ndarray) -> float | None:
     """Spearman correlation of each sample with the next: how much iterations hang together."""
     if values.size < 3:
@@ -98,9 +133,9 @@ def batch_median_ci(values: np.ndarray, batches: int = BATCHES) -> tuple[float, 
     b = min(batches, values.size // MIN_BATCH)
     if b < 3:
         return None
-    medians = np.array([np.median(part) for part in np.array_split(values, b)])
+    medians = np.array([median(part) for part in np.array_split(values, b)])
     half = t975(b - 1) * float(medians.std(ddof=1)) / math.sqrt(b)
-    centre = float(np.median(values))
+    centre = median(values)
     return centre - half, centre + half
 
 
@@ -113,7 +148,7 @@ def session_statistics(samples_ns: list[int], elapsed_ns: int | None = None
     n = int(ms.size)
     mean = float(ms.mean())
     std = float(ms.std(ddof=1)) if n > 1 else 0.0
-    p50, p90, p95, p99 = (float(v) for v in np.percentile(ms, [50, 90, 95, 99]))
+    p50, p90, p95, p99 = (float(v) for v in percentiles(ms, [50, 90, 95, 99]))
     ci = batch_median_ci(ms)
     elapsed_s = elapsed_ns / 1e9 if elapsed_ns else None
     return {

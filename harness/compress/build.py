@@ -5,6 +5,13 @@ For each model of the suite: load its dataset once (pre-processed tensors writte
 logits, then for the baseline and every recipe run the torch steps (a chain, each feeding the
 next; shared prefixes computed once), export to each format, apply a final quantize step to the
 exported file, run the result in its own runtime on the held-out split, and write the manifest.
+A module is exported to a format once: the int8 and fp16 recipes of the baseline quantize the
+baseline's own fp32 export (exports are bit-reproducible, so a copy is what a second export
+would write); its MACs and PyTorch outputs are also computed once.
+
+Models that share no dataset are independent, so they are built side by side: the first in this
+process, the others in spawned worker processes (one per further CPU), whose output comes through
+this process's console. The artifacts, the same bytes either way, are listed in suite order.
 
 An artifact is rebuilt only when its build key changes: the key hashes the model, dataset and
 recipe configuration, the seed, the weights file and the source of harness/compress and
@@ -18,12 +25,16 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
+import multiprocessing
+import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -53,7 +64,7 @@ from harness.compress.train import (
     seed_everything,
 )
 from harness.errors import EdgebenchError
-from harness.zoo.datasets import DataSplit, load_dataset
+from harness.zoo.datasets import DATASETS, DataSplit, load_dataset
 from harness.zoo.models import MODELS, build_model
 
 SIDECAR = ".build.json"
@@ -71,11 +82,152 @@ class BuildReport:
 
 
 def build_suite(suite: Path, build_dir: Path = Path("models/build"), *,
-                console: Console | None = None) -> BuildReport:
-    """Build every artifact of `suite` into `build_dir`; see the module docstring."""
+                console: Console | None = None, workers: int | None = None) -> BuildReport:
+    """Build every artifact of `suite` into `build_dir`; see the module docstring.
+
+    Models that share nothing written during the build are built side by side, in `workers`
+    more processes (default: one per CPU beyond the first, and none when a model, dataset,
+    technique or exporter was registered from outside harness, which a fresh process would not
+    know); the report lists the artifacts in suite order whichever process built them.
+    """
     loaded = load_suite(suite)  # ConfigError: nothing is built
-    quiet_litert_logs()  # before the first LiteRT import logs anything
-    return _Builder(loaded, Path(build_dir), console or Console(stderr=True)).run()
+    quiet_litert_logs()  # before the first LiteRT import logs anything (workers inherit it)
+    console = console or Console(stderr=True)
+    start = time.perf_counter()
+    builder = _Builder(loaded, Path(build_dir), console)
+    builder.dir.mkdir(parents=True, exist_ok=True)
+    pending = [g for g in _independent_groups(loaded) if any(builder.pending(m) for m in g)]
+    extra = _worker_count(workers, len(pending))
+    by_model: dict[str, BuildReport] = {}
+    if extra:
+        # the first group here, with this console's live progress; the others in workers
+        others = [[m.name for g in pending[1 + i::extra] for m in g] for i in range(extra)]
+        with _Workers(loaded, builder.dir, console, others) as done:
+            for model in pending[0]:
+                by_model[model.name] = builder.build_model(model)
+        by_model.update(done)
+    for model in loaded.models.values():  # the rest: all reused, or built here one by one
+        if model.name not in by_model:
+            by_model[model.name] = builder.build_model(model)
+    reports = [by_model[name] for name in loaded.models]
+    report = BuildReport([a for r in reports for a in r.artifacts],
+                         [f for r in reports for f in r.failures],
+                         sum(r.built for r in reports), sum(r.reused for r in reports))
+    console.print(
+        f"build {loaded.name}: {report.built} built, {report.reused} reused, "
+        f"{len(report.failures)} failed in {time.perf_counter() - start:.1f} s"
+        + (f" ({1 + extra} processes)" if extra else ""))
+    return report
+
+
+def _independent_groups(suite: Suite) -> list[list[ModelCfg]]:
+    """The suite's models in groups that can be built at the same time: the models of one
+    dataset together (they write its files under data/), a latency-only model alone."""
+    groups: dict[str, list[ModelCfg]] = {}
+    for model in suite.models.values():
+        key = f"dataset {model.dataset}" if model.dataset else f"model {model.name}"
+        groups.setdefault(key, []).append(model)
+    return list(groups.values())
+
+
+def _worker_count(requested: int | None, groups: int) -> int:
+    """How many processes to start besides this one for `groups` groups of models to build."""
+    if requested is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        requested = (cpus or os.cpu_count() or 1) - 1
+        if not _registries_are_harness_own():
+            requested = 0
+    return max(0, min(requested, groups - 1))
+
+
+def _registries_are_harness_own() -> bool:
+    """A fresh process knows the same models, datasets, techniques and exporters as this one:
+    none was registered or replaced at run time from outside harness (a plugin, a test)."""
+    implementations: list[Any] = [MODELS.get(n).build for n in MODELS.names()]
+    implementations += [DATASETS.get(n) for n in DATASETS.names()]
+    implementations += [TECHNIQUES.get(n).apply for n in TECHNIQUES.names()]
+    implementations += list(ex.EXPORTERS.values())
+    return all(str(getattr(f, "__module__", "")).startswith("harness.") for f in implementations)
+
+
+class _LineQueue(io.TextIOBase):
+    """A worker's console output, a line at a time, to the main process's console."""
+
+    def __init__(self, messages: Any) -> None:
+        self.messages = messages
+        self.partial = ""
+
+    def write(self, text: str) -> int:
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            self.messages.put(("line", line))
+        return len(text)
+
+
+def _build_in_worker(suite: Suite, build_dir: Path, names: list[str], width: int,
+                     messages: Any) -> None:
+    """A worker process: build the models `names` one after the other, sending each one's
+    report, and every line it prints, to the main process."""
+    try:
+        # not a terminal: progress bars print once when done, with no cursor movements
+        console = Console(file=cast(IO[str], _LineQueue(messages)), width=width,
+                          force_terminal=False, soft_wrap=True)
+        builder = _Builder(suite, build_dir, console)
+        for name in names:
+            messages.put(("done", name, builder.build_model(suite.models[name])))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the main one reports
+        pass
+
+
+class _Workers:
+    """Worker processes building groups of models while the main process builds its own:
+    `with _Workers(...) as done:` fills `done` (model name -> report) by the end of the block.
+
+    Spawned, not forked: a fork of a process whose torch or JAX threads are running can hang.
+    A worker that dies leaves its unbuilt models as failures, never as silent gaps.
+    """
+
+    def __init__(self, suite: Suite, build_dir: Path, console: Console,
+                 assignments: list[list[str]]) -> None:
+        self.console = console
+        context = multiprocessing.get_context("spawn")
+        self.messages = context.Queue()
+        self.assignments = assignments
+        self.processes = [
+            context.Process(target=_build_in_worker, daemon=True, name=f"edgebench-build-{i}",
+                            args=(suite, build_dir, names, console.width, self.messages))
+            for i, names in enumerate(assignments)]
+        self.done: dict[str, BuildReport] = {}
+        self.reader = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        while (message := self.messages.get()) is not None:
+            if message[0] == "line":
+                self.console.print(message[1], markup=False, highlight=False, soft_wrap=True)
+            else:
+                self.done[message[1]] = message[2]
+
+    def __enter__(self) -> dict[str, BuildReport]:
+        for process in self.processes:
+            process.start()
+        self.reader.start()
+        return self.done
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        for process in self.processes:
+            if kind is not None:
+                process.terminate()
+            process.join()
+        self.messages.put(None)
+        self.reader.join()
+        self.messages.close()
+        for process, names in zip(self.processes, self.assignments, strict=True):
+            for name in names:
+                if name not in self.done:
+                    message = (f"the build process for {name} ended with status "
+                               f"{process.exitcode} before it was built")
+                    self.console.print(f"[red]failed[/] {escape(name)}: {escape(message)}")
+                    self.done[name] = BuildReport([], [(name, message)], 0, 0)
 
 
 def code_version() -> str:
@@ -125,6 +277,12 @@ class _ModelState:
     torch_reference: np.ndarray | None = None
     chains: dict[str, tuple[nn.Module, list[dict[str, Any]]]] = field(default_factory=dict)
     parent_outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    # What one module (named by its chain of torch steps, "" for the baseline) gives every
+    # artifact made from it: its fp32 export per format (the int8/fp16 recipes of one module
+    # quantize the same fp32 file), its PyTorch outputs, its size and MACs.
+    exports: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -139,23 +297,31 @@ class _Builder:
         self.built = self.reused = 0
         self._data: dict[str, DataSplit | str] = {}
         self._weights_sha: dict[Path, str] = {}
+        self._checked: dict[tuple[Path, str], Artifact | None] = {}
         load_all()
 
     # --- driving ---------------------------------------------------------------------------
 
-    def run(self) -> BuildReport:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        for model in self.suite.models.values():
-            state = _ModelState(model)
-            recipes: list[RecipeCfg | None] = [None]
-            recipes += [self.suite.recipes[name] for name in model.recipes]
-            for recipe in recipes:
-                self._entry(state, recipe)
-        self.console.print(
-            f"build {self.suite.name}: {self.built} built, {self.reused} reused, "
-            f"{len(self.failures)} failed in {time.perf_counter() - start:.1f} s")
-        return BuildReport(list(self.artifacts), list(self.failures), self.built, self.reused)
+    def _recipes(self, model: ModelCfg) -> list[RecipeCfg | None]:
+        return [None, *(self.suite.recipes[name] for name in model.recipes)]
+
+    def build_model(self, model: ModelCfg) -> BuildReport:
+        """Every artifact of one model: its baseline, then its recipes."""
+        self.artifacts, self.failures, self.built, self.reused = [], [], 0, 0
+        state = _ModelState(model)
+        for recipe in self._recipes(model):
+            self._entry(state, recipe)
+        return BuildReport(self.artifacts, self.failures, self.built, self.reused)
+
+    def pending(self, model: ModelCfg) -> bool:
+        """Whether any artifact of `model` is to be built (not reusable)."""
+        for recipe in self._recipes(model):
+            name = model.name if recipe is None else f"{model.name}-{recipe.name}"
+            for fmt in self.suite.formats_for(model, recipe):
+                path = self.dir / f"{name}{FORMAT_SUFFIX[fmt]}"
+                if self._reusable(path, self._key(model, recipe, fmt)) is None:
+                    return True
+        return False
 
     def _entry(self, state: _ModelState, recipe: RecipeCfg | None) -> None:
         model = state.cfg
@@ -179,13 +345,13 @@ class _Builder:
         try:
             plan = self._plan(recipe, pending)
             self._prepare(state)
-            module, lineage = self._torch_chain(state, name, plan)
+            chain, module, lineage = self._torch_chain(state, name, plan)
         except Exception as err:  # any failure is this entry's alone
             self._fail(name, pending, err)
             return
         for fmt in pending:
             try:
-                artifact = self._export(state, name, recipe, plan, module, lineage, fmt)
+                artifact = self._export(state, name, recipe, plan, chain, module, lineage, fmt)
             except Exception as err:
                 self._fail(f"{name} ({fmt})", [fmt], err, stem=name)
                 continue
@@ -230,6 +396,12 @@ class _Builder:
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
     def _reusable(self, path: Path, key: str) -> Artifact | None:
+        """The artifact at `path` if it was built with `key` and is intact (checked once)."""
+        if (path, key) not in self._checked:
+            self._checked[(path, key)] = self._check_reusable(path, key)
+        return self._checked[(path, key)]
+
+    def _check_reusable(self, path: Path, key: str) -> Artifact | None:
         sidecar = path.with_name(path.name + SIDECAR)
         manifest = path.with_name(path.name + ".manifest.json")
         if not (path.is_file() and sidecar.is_file() and manifest.is_file()):
@@ -359,7 +531,9 @@ class _Builder:
         return _Plan(torch_steps, quantize, ">".join(labels), precision)
 
     def _torch_chain(self, state: _ModelState, entry: str, plan: _Plan
-                     ) -> tuple[nn.Module, list[dict[str, Any]]]:
+                     ) -> tuple[str, nn.Module, list[dict[str, Any]]]:
+        """The module the recipe's torch steps make, the key of that chain of steps ("" for
+        the baseline) and its lineage."""
         assert state.baseline is not None
         module: nn.Module = state.baseline
         lineage: list[dict[str, Any]] = []
@@ -374,20 +548,46 @@ class _Builder:
             lineage = [*lineage, {"technique": tech.name, "params": params, "result": info}]
             module = out.eval()
             state.chains[prefix] = (module, lineage)
-        return module, lineage
+        return prefix, module, lineage
+
+    def _export_fp32(self, state: _ModelState, chain: str, module: nn.Module, fmt: str,
+                     path: Path) -> None:
+        """Export `module` to `path`, or copy the export of the same module made for an
+        earlier artifact (exports are deterministic: the bytes are the same)."""
+        done = state.exports.get((chain, fmt))
+        if done is not None:
+            path.write_bytes(done)
+            return
+        ex.EXPORTERS[fmt](module, state.input_shape, path)
+        state.exports[(chain, fmt)] = path.read_bytes()
+
+    def _outputs(self, state: _ModelState, chain: str, module: nn.Module) -> np.ndarray:
+        """The PyTorch module's outputs on the evaluation inputs, once per module."""
+        assert state.eval_x is not None and state.torch_reference is not None
+        if chain == "":
+            return state.torch_reference
+        if chain not in state.outputs:
+            state.outputs[chain] = predict(module, state.eval_x)
+        return state.outputs[chain]
+
+    def _sizes(self, state: _ModelState, chain: str, module: nn.Module) -> tuple[int, int]:
+        """Parameters and MACs of the module, once per module."""
+        if chain not in state.sizes:
+            state.sizes[chain] = (count_params(module), count_macs(module, state.input_shape))
+        return state.sizes[chain]
 
     def _export(self, state: _ModelState, name: str, recipe: RecipeCfg | None, plan: _Plan,
-                module: nn.Module, lineage: list[dict[str, Any]], fmt: str) -> Artifact:
+                chain: str, module: nn.Module, lineage: list[dict[str, Any]], fmt: str
+                ) -> Artifact:
         path = self.dir / f"{name}{FORMAT_SUFFIX[fmt]}"
-        exporter = ex.EXPORTERS[fmt]
         lineage = list(lineage)
         if plan.quantize is None:
-            exporter(module, state.input_shape, path)
+            self._export_fp32(state, chain, module, fmt, path)
         else:
             tech, params = plan.quantize
             fp32 = path.with_name(f"{name}.fp32-tmp{FORMAT_SUFFIX[fmt]}")
             try:
-                exporter(module, state.input_shape, fp32)
+                self._export_fp32(state, chain, module, fmt, fp32)
                 info = tech.apply(fp32, path, fmt, params, self._ctx(state, name))
             finally:
                 fp32.unlink(missing_ok=True)
@@ -396,19 +596,18 @@ class _Builder:
         assert state.eval_x is not None and state.torch_reference is not None
         outputs = ex.run_exported(path, fmt, state.eval_x)
         if plan.quantize is None:  # an fp32 file: it must match the module it was exported from
-            own = state.torch_reference if recipe is None else predict(module, state.eval_x)
-            ex.check_export_parity(path, outputs, own)
+            ex.check_export_parity(path, outputs, self._outputs(state, chain, module))
         if recipe is None:
             state.parent_outputs[fmt] = outputs
             parent = state.torch_reference  # export parity: the file against PyTorch
         else:
             parent = self._parent_outputs(state, fmt)
+        params_n, macs = self._sizes(state, chain, module)
         artifact = Artifact(
             name=name, path=path.resolve(), format=fmt, sha256=sha256_file(path),
             size_bytes=path.stat().st_size, technique=plan.label, precision=plan.precision,
             base_model=state.cfg.name, baseline=None if recipe is None else state.cfg.name,
-            lineage=tuple(lineage), params=count_params(module),
-            macs=count_macs(module, state.input_shape), input_shape=state.input_shape,
+            lineage=tuple(lineage), params=params_n, macs=macs, input_shape=state.input_shape,
             input_dtype=ex.input_dtype(path, fmt),
             # the agent's own scoring, against the reference logits the device is sent too
             host_accuracy=(scoring.score(outputs, state.data.y_test, state.torch_reference)
