@@ -573,6 +573,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         err_console.print("edgebench: interrupted; finished jobs are in the store", markup=False)
+        # CPython (3.11, 3.12) remembers a KeyboardInterrupt that ended a string exec() (the
+        # code a dataclass or attrs class is made from, at an import), even one caught since,
+        # and `python -m harness.cli` then dies by SIGINT instead of exiting with 130. A string
+        # exec clears that memory.
+        exec("pass")
         return 130
     except BrokenPipeError:
         # `edgebench export ... | head`: the reader has what it wanted; no traceback, and no

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from harness.store import Store
-from tests.conftest import make_tiny_onnx, run_cli
+from tests.conftest import REPO, make_tiny_onnx, run_cli
 
 
 def bench(tmp_path: Path, *args: str) -> tuple[int, str, str]:
@@ -156,3 +159,21 @@ def test_tuning_record_is_stored(tmp_path: Path, tiny_onnx: Path) -> None:
     assert "cpu_governor" in row["tune"]["operations"]
     code, _, err = bench(tmp_path, "--model", str(tiny_onnx))  # local.yaml: tune is off
     assert Store(tmp_path / "r.db").results()[-1]["tune"] is None
+
+
+def test_ctrl_c_exits_130_under_python_m_even_inside_a_string_exec(tmp_path: Path) -> None:
+    """A Ctrl-C that lands while a library runs exec() on a string (dataclass and attrs classes
+    are made so, at import) made `python -m harness.cli` die by SIGINT (-2) after printing that
+    it was interrupted: CPython remembered the KeyboardInterrupt past our handler."""
+    (tmp_path / "interrupted_cli.py").write_text(
+        "import sys\n"
+        "from harness import cli\n"
+        "def interrupted(args):\n"
+        "    exec('raise KeyboardInterrupt', {})\n"
+        "cli.cmd_db_stats = interrupted  # the parser is built in main(), after this\n"
+        "sys.exit(cli.main(['db', 'stats', '--db', sys.argv[1]]))\n")
+    proc = subprocess.run([sys.executable, "-m", "interrupted_cli", str(tmp_path / "x.db")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{tmp_path}"))
+    assert "interrupted" in proc.stderr, proc.stderr
+    assert proc.returncode == 130, proc.stderr
