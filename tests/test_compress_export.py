@@ -3,6 +3,7 @@ failures."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from harness.compress.export import (
     edgetpu_compile,
     export_onnx,
     export_tflite,
+    export_torch,
     input_dtype,
     run_exported,
 )
@@ -45,6 +47,26 @@ def test_onnx_export_is_clean_fixed_batch_and_matches_torch(tmp_path: Path) -> N
         ref = model(torch.from_numpy(x)).numpy()
     assert parity(run_exported(path, "onnx", x), ref)["max_abs_diff"] < 1e-4
     assert input_dtype(path, "onnx") == "float32"
+
+
+def test_exported_files_do_not_depend_on_where_the_project_lives(tmp_path: Path) -> None:
+    """The exporters record where each node was traced from, with absolute paths: the file's
+    sha256 (its identity in the store and the device cache) then changed with the clone's
+    folder, and the file showed the builder's home folder."""
+    import harness
+
+    here = str(Path(harness.__file__).resolve().parent.parent).encode()
+    venv = str(Path(torch.__file__).resolve().parent).encode()
+    model = build_model("digits_cnn", 10, 1)
+    for exporter, name in ((export_onnx, "m.onnx"), (export_torch, "m.pt2")):
+        data = exporter(model, (1, 1, 32, 32), tmp_path / name).read_bytes()
+        if name.endswith(".pt2"):  # a zip: look inside its (compressed) members
+            with zipfile.ZipFile(tmp_path / name) as z:
+                data = b"".join(z.read(n) for n in z.namelist())
+        assert here not in data and venv not in data, name
+    # the rest of the node metadata (scopes, class names: what profiles show) stays
+    node = onnx.load(str(tmp_path / "m.onnx")).graph.node[0]
+    assert "pkg.torch.onnx.name_scopes" in {p.key for p in node.metadata_props}
 
 
 def test_tflite_export_keeps_nchw_and_matches_torch(tmp_path: Path) -> None:

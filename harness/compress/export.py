@@ -81,11 +81,33 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path,
             torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False,
                               input_names=["input"], output_names=["logits"],
                               opset_version=opset, optimize=True)
+        _drop_onnx_stack_traces(path)
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as err:
         path.unlink(missing_ok=True)
         raise ExportError(f"ONNX export failed: {_first_line(err)}") from err
     return path
+
+
+# Where each node was traced from: the source lines, with the absolute paths of this checkout
+# and its virtual environment. They made a file's bytes, and so its sha256 (the artifact's
+# identity in the store, the device cache and run-to-run history), depend on where the project
+# was cloned, and showed the builder's home folder to whoever got the file.
+_STACK_TRACE = "pkg.torch.onnx.stack_trace"
+
+
+def _drop_onnx_stack_traces(path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    for item in [*graph.node, *graph.value_info, *graph.input, *graph.output,
+                 *graph.initializer]:
+        kept = [p for p in item.metadata_props if p.key != _STACK_TRACE]
+        if len(kept) != len(item.metadata_props):
+            del item.metadata_props[:]
+            item.metadata_props.extend(kept)
+    onnx.save(model, str(path))
 
 
 def export_tflite(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
@@ -110,6 +132,10 @@ def export_torch(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> 
     try:
         with _quiet(), torch.no_grad():
             program = torch.export.export(model, (example,))
+            for module in program.graph_module.modules():  # see _drop_onnx_stack_traces
+                if isinstance(module, torch.fx.GraphModule):
+                    for node in module.graph.nodes:
+                        node.meta.pop("stack_trace", None)
             torch.export.save(program, str(path))
     except Exception as err:
         path.unlink(missing_ok=True)
