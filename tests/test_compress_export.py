@@ -3,6 +3,9 @@ failures."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from harness.compress.export import (
 )
 from harness.errors import EdgebenchError
 from harness.zoo import build_model
+from tests.conftest import REPO
 
 
 class SvdHead(nn.Module):
@@ -144,3 +148,27 @@ def test_edgetpu_compiler_output_and_report_are_kept(tmp_path: Path, monkeypatch
     compiled, report = edgetpu_compile(model)
     assert compiled == tmp_path / "m_edgetpu.tflite" and compiled.read_bytes() == b"tflite"
     assert "will run on Edge TPU: 6" in report
+
+
+def test_litert_start_up_chatter_is_kept_off_the_console(tmp_path: Path) -> None:
+    """The first TFLite export and interpreter printed TensorFlow's absl and oneDNN notices,
+    torch's pytree warning and the XNNPACK line into the build's progress; they are dropped in a
+    fresh process (where they appear), and anything else native code prints still shows."""
+    code = (
+        "import os, sys\n"
+        "import numpy as np\n"
+        "from pathlib import Path\n"
+        "from harness.compress import export\n"
+        "from harness.zoo import build_model\n"
+        "p = export.export_tflite(build_model('digits_cnn', 10, 1), (1, 1, 32, 32),\n"
+        f"                         Path({str(tmp_path / 'm.tflite')!r}))\n"
+        "export.run_exported(p, 'tflite', np.zeros((1, 1, 32, 32), np.float32))\n"
+        "with export._without_native_chatter():\n"
+        "    os.write(2, b'a native warning about the model\\n')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr
+    for chatter in ("absl::InitializeLog", "oneDNN", "is an Enum subclass", "XNNPACK delegate"):
+        assert chatter not in proc.stderr, proc.stderr
+    assert "a native warning about the model" in proc.stderr

@@ -20,6 +20,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,36 @@ def _quiet() -> Any:
             lg.setLevel(level)
 
 
+# What TensorFlow's and LiteRT's native code and torch's pytree log when litert-torch is first
+# imported and the first interpreter is made: start-up chatter, not about the user's models.
+_NATIVE_CHATTER = re.compile(
+    r"All log messages before absl::InitializeLog\(\) is called"
+    r"|oneDNN custom operations are on"
+    r"|_pytree\.py:\d+\] <enum '\w+'> is an Enum subclass"
+    r"|Created TensorFlow Lite XNNPACK delegate for CPU")
+
+
+@contextlib.contextmanager
+def _without_native_chatter() -> Any:
+    """Run a block with file descriptor 2 caught, then write what it printed back to stderr
+    less the start-up chatter above (native code writes there past Python's sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().decode(errors="replace").splitlines()
+                    if line.strip() and not _NATIVE_CHATTER.search(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr, flush=True)
+
+
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path,
                 opset: int = 18) -> Path:
     import onnx
@@ -111,8 +143,9 @@ def _drop_onnx_stack_traces(path: Path) -> None:
 
 
 def export_tflite(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
-    import litert_torch
-    from litert_torch import _config
+    with _without_native_chatter():
+        import litert_torch
+        from litert_torch import _config
 
     _config.config.show_progress = False
     model = model.cpu().eval()
@@ -179,7 +212,8 @@ def _load(path: Path, fmt: str) -> Runtime:
     except RuntimeUnavailable as err:
         raise EdgebenchError(f"{path.name}: cannot run {fmt} on this host: {err}") from err
     try:
-        runtime.load(str(path), dict(HOST_OPTIONS))
+        with _without_native_chatter() if fmt == "tflite" else contextlib.nullcontext():
+            runtime.load(str(path), dict(HOST_OPTIONS))
     except ModelLoadError as err:
         raise ExportError(f"{path.name} does not run in its runtime: {err}") from err
     return runtime
