@@ -12,8 +12,8 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from harness.artifacts import load_manifest, sha256_file
-from harness.compress.build import BuildReport, build_suite
+from harness.artifacts import Artifact, load_manifest, sha256_file
+from harness.compress.build import BuildReport, _summary, build_suite
 from harness.errors import ConfigError
 from harness.zoo.models import MODELS, ModelSpec
 
@@ -219,3 +219,17 @@ def test_pets_suite_fails_fast_without_the_dataset(tmp_path: Path, monkeypatch) 
     assert {"resnet50_teacher", "resnet50_teacher-student_pruned_qat"} <= names
     for _, message in report.failures:
         assert message.startswith("dataset 'pets': dataset path data/pets does not exist")
+
+
+def test_the_build_line_says_what_agreement_is_measured_against() -> None:
+    def artifact(baseline: str | None, acc: dict | None, agree: float) -> Artifact:
+        return Artifact("m", Path("m.onnx"), "onnx", "0" * 64, 2048, baseline=baseline,
+                        host_accuracy=acc, parity={"top1_agreement": agree})
+
+    assert _summary(artifact(None, {"top1": 0.99}, 1.0)) == \
+        "2 KiB, top-1 0.990, top-1 agreement with PyTorch 1.000"
+    assert _summary(artifact("digits_cnn", {"top1": 0.98}, 0.994)) == \
+        "2 KiB, top-1 0.980, top-1 agreement with digits_cnn 0.994"
+    # a pruned random-weight ResNet: 0% is what random inputs give, not a broken file
+    assert _summary(artifact("resnet18", None, 0.0)) == \
+        "2 KiB, latency only, top-1 agreement with resnet18 0.000 on random inputs"
