@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -317,31 +316,3 @@ def test_unknown_transport_lists_the_known_ones() -> None:
     with pytest.raises(UnknownNameError, match="unknown transport 'carrier-pigeon'; known: "
                                                "labgrid, local, ssh"):
         transport_for(DeviceProfile(name="x", transport="carrier-pigeon"))
-
-
-def test_the_local_agent_is_compiled_into_edgebench_cache_not_the_checkout(tmp_path: Path
-                                                                          ) -> None:
-    """With PYTHONDONTWRITEBYTECODE set, every fresh agent process compiled the agent again;
-    opening the local transport compiles it once, into the user's cache, which the agent
-    processes read from (PYTHONPYCACHEPREFIX), and writes nothing into the checkout."""
-    code = (
-        "import sys\n"
-        "from harness.config import DeviceProfile\n"
-        "from harness.transport import transport_for\n"
-        "t = transport_for(DeviceProfile(name='local', kind='local', transport='local'))\n"
-        "t.open()\n"
-        "run = t.run_agent({'check': True, 'job_id': 'c'}, timeout_s=60)\n"
-        "t.close()\n"
-        "print(run.result.get('status'))\n")
-    checkout = tmp_path / "checkout"  # a copy no import has written bytecode into yet
-    shutil.copytree(REPO / "harness", checkout / "harness",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path,
-                          env=dict(os.environ, PYTHONPATH=str(checkout),
-                                   PYTHONDONTWRITEBYTECODE="1",
-                                   XDG_CACHE_HOME=str(tmp_path / "cache")))
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
-    cached = list((tmp_path / "cache" / "edgebench" / "pycache").rglob("job.cpython-*.pyc"))
-    assert len(cached) == 1 and str(checkout).lstrip("/") in str(cached[0]), cached
-    assert not list((checkout / "harness").rglob("*.pyc"))

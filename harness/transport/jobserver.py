@@ -263,9 +263,8 @@ class JobServer:
 class ProcessPipe(ServerPipe):
     """A job server in a local subprocess, in a session of its own so it can be killed whole."""
 
-    def __init__(self, argv: Sequence[str], cwd: str | Path,
-                 env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdin=subprocess.PIPE,
+    def __init__(self, argv: Sequence[str], cwd: str | Path) -> None:
+        self.proc = subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      start_new_session=True)
         assert self.proc.stdout is not None and self.proc.stderr is not None

@@ -6,16 +6,15 @@ as they go over an SSH channel: a fresh agent process per job, and every fault (
 timeout, missing interpreter) reported in the same words as on an SSH device. The agent runs with
 this Python unless the profile names another interpreter.
 
-Opening the transport compiles the agent into edgebench's cache (`AGENT_PYCACHE`, given to the
-agent processes as PYTHONPYCACHEPREFIX): with PYTHONDONTWRITEBYTECODE set, as on the development
-VM, or a checkout imports cannot write to, every job's fresh agent process compiled the agent's
-source again, 50-140 ms a session outside the timed window. Only stale files are written, and
-none into the checkout; where nothing can be, the agent compiles at import as before.
+Opening the transport writes the agent's bytecode (`__pycache__`, what an import writes where it
+may): with PYTHONDONTWRITEBYTECODE set, as on the development VM, or a checkout that imports never
+wrote to, every job's fresh agent process compiled the agent's source again, 50-140 ms a session
+outside the timed window. Only stale files are written; where nothing can be, the agent compiles
+at import as before.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -30,17 +29,10 @@ from harness.transport.jobserver import JobServer, ProcessPipe, ServerPipe, Star
 WORKDIR = AGENT_DIR.parent.parent
 
 
-def agent_pycache() -> Path:
-    """Where the local agent's bytecode is kept, per user: edgebench's cache folder."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "edgebench" / "pycache"
-
-
 class LocalTransport(Transport):
     def __init__(self, profile: DeviceProfile) -> None:
         super().__init__(profile)
         self.python = profile.python or sys.executable
-        self.env = dict(os.environ, PYTHONPYCACHEPREFIX=str(agent_pycache()))
         self.jobs = JobServer(self.host, self.python, str(WORKDIR), self._start_job_server)
 
     def open(self) -> None:
@@ -53,7 +45,7 @@ class LocalTransport(Transport):
         # with the agent's own interpreter: bytecode is per Python version
         try:
             subprocess.run([self.python, "-m", "compileall", "-q", str(AGENT_DIR),
-                            str(AGENT_DIR.parent / "__init__.py")], cwd=WORKDIR, env=self.env,
+                            str(AGENT_DIR.parent / "__init__.py")], cwd=WORKDIR,
                            capture_output=True, timeout=120, check=False)
         except (OSError, subprocess.TimeoutExpired):
             pass  # a missing interpreter is reported by the job that cannot start
@@ -66,7 +58,7 @@ class LocalTransport(Transport):
 
     def _start_job_server(self) -> ServerPipe:
         try:
-            return ProcessPipe(self.job_server_argv(), WORKDIR, self.env)
+            return ProcessPipe(self.job_server_argv(), WORKDIR)
         except FileNotFoundError as err:
             raise StartFailed("agent_start", f"{self.python} not found on {self.host} "
                               "(profile field python)") from err
