@@ -7,7 +7,7 @@ every pair's figures, the ratio B/A per pair and the median ratio with its range
 - `build`: `edgebench build models/demo.yaml` into an empty folder with each code (the whole
   build: training, compression, exports, host accuracy); also checks that both wrote the same
   artifacts (the same bytes, but for the checkout's path in the stack traces that ONNX files
-  of harness's own models record).
+  of versions before they were dropped at export record).
 - `sessions`: the per-session cost outside the timed window: one measurement of 5 sessions
   (session 0 with the accuracy run) of the demo's digits CNN in ONNX and in TFLite, run through
   each code's own runner, transport, job server and agent, with the warm-up and the timed
@@ -17,12 +17,12 @@ every pair's figures, the ratio B/A per pair and the median ratio with its range
   then every session) and `edgebench report`, into a fresh build folder and database; prints
   the build's own time (its summary line), the rest of `bench` and the report's.
 
-A is a git worktree of the base commit (`--base`, default /work/wt-speed-base; make one with
-`git worktree add ../wt-speed-base bb082fd`); both run with this interpreter. Run by hand:
+A is a git worktree of the base commit (`--base`; make one with `git worktree add ../base COMMIT`);
+both run with this interpreter. Run by hand:
 
-    .venv/bin/python benchmarks/make_bench.py sessions --build-dir models/build [--pairs 8]
-    .venv/bin/python benchmarks/make_bench.py build [--pairs 3]
-    .venv/bin/python benchmarks/make_bench.py make [--pairs 2]
+    .venv/bin/python benchmarks/make_bench.py sessions --base ../base --build-dir models/build
+    .venv/bin/python benchmarks/make_bench.py build --base ../base [--pairs 3]
+    .venv/bin/python benchmarks/make_bench.py make --base ../base [--pairs 2]
 """
 
 from __future__ import annotations
@@ -206,8 +206,8 @@ def part_make(base: Path, suite: str, pairs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("part", choices=("build", "sessions", "make"))
-    parser.add_argument("--base", type=Path, default=Path("/work/wt-speed-base"),
-                        help="checkout of the base commit (A)")
+    parser.add_argument("--base", type=Path, required=True,
+                        help="a checkout (git worktree) of the base commit (A)")
     parser.add_argument("--pairs", type=int, default=None,
                         help="interleaved A/B pairs (default: 3 builds, 8 session runs, 2 makes)")
     parser.add_argument("--suite", default="models/demo.yaml")
