@@ -5,6 +5,7 @@ axes where values span more than a decade, intervals on every point, embedded Tr
 
 from __future__ import annotations
 
+import io
 import itertools
 import re
 import shutil
@@ -330,6 +331,11 @@ def test_a_model_run_on_a_gpu_names_the_gpu_beside_the_isa() -> None:
     plots._isa_title(fig, df, plots.DOUBLE)
     title = " ".join(fig.get_suptitle().split())
     assert title == f"CPU ISA cuda: {ISA}, accelerator {gpu}; host: {ISA}"
+    # a name is text, not TeX: a '$' pair in it used to stop the figure from being drawn
+    df.loc[0, "accelerator"] = r"GPU $\frac$"
+    fig, _ = plots._figure(plots.DOUBLE, 1, 1.0)
+    plots._isa_title(fig, df, plots.DOUBLE)
+    fig.savefig(io.BytesIO(), format="png")
 
 
 def _in_fresh_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:

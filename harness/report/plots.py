@@ -222,7 +222,8 @@ def _isa_title(fig: Figure, df: pd.DataFrame, layout: Layout) -> None:
                                   for platform, devices in by_platform.items())
     # DejaVu Sans at 8 pt sets about 16 characters an inch
     lines = textwrap.wrap(text, width=int(layout.width_in * 16), subsequent_indent="  ")
-    fig.suptitle("\n".join(lines), fontsize=FONT_PT, fontweight="normal", ha="left", x=0.01)
+    fig.suptitle("\n".join(lines), fontsize=FONT_PT, fontweight="normal", ha="left", x=0.01,
+                 parse_math=False)  # names from drivers and profiles, never TeX
     _grow(fig, 0.14 * len(lines))
 
 
