@@ -487,3 +487,46 @@ def test_a_trend_leaves_out_jobs_measured_once() -> None:
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["pi5: 0 of 1 changed in the last run"], titles
     assert plots.trends_figure(history[history["device"] == "jetson"]) is None
+
+
+def test_names_with_dollar_signs_are_drawn_as_written(tmp_path: Path) -> None:
+    """Device and model names are the user's text, not TeX: a pair of '$' in them used to stop
+    `edgebench report` in matplotlib's math parser (or draw them as maths). Every figure is
+    drawn and every name reads as written."""
+    device, model = r"pi$\frac$", r"net$\frac$_1"
+    store = Store(tmp_path / "x.db")
+    runs = []
+    for night in range(3):
+        run = store.begin_run("edgebench nightly", "demo", [device])
+        with store.transaction() as conn:
+            conn.execute("UPDATE runs SET started_at = ? WHERE run_id = ?",
+                         (f"2026-12-{night + 1:02d}T02:00:00Z", run))
+        add_job(store, run, model, device=device, accuracy_top1=0.70,
+                samples_ns=sessions_ns(20.0, seed=night), size_bytes=46_000_000)
+        add_job(store, run, f"{model}-int8", device=device, baseline=model, accuracy_top1=0.69,
+                samples_ns=sessions_ns(8.0, seed=10 + night), size_bytes=11_800_000)
+        store.finish_run(run)
+        runs.append(run)
+    drawn, named = [], set()
+    for name, build in _builders(store, runs[-1], runs).items():
+        fig = build(plots.DOUBLE)
+        if fig is None:
+            continue
+        fig.savefig(io.BytesIO(), format="png")  # raised ValueError from the math parser
+        drawn.append(name)
+        shown = [_drawn_as(t) for t in fig.findobj(Text) if t.get_text()]
+        assert all(t is not None for t in shown), (name, shown)  # no name drawn as maths
+        named.update(n for n in (device, model) if any(n in t for t in shown))
+    assert set(drawn) == set(plots.FIGURE_NAMES) and named == {device, model}
+
+
+def _drawn_as(text: Text) -> str | None:
+    """The characters matplotlib draws for `text`, None where it draws maths (by its rule: an
+    even number of unescaped '$'), except the log axes' own tick labels, which are maths."""
+    s = text.get_text()
+    if not text.get_parse_math():
+        return s
+    dollars = s.count("$") - s.count(r"\$")
+    if dollars and dollars % 2 == 0:
+        return s if s.startswith(r"$\mathdefault{") else None
+    return s.replace(r"\$", "$")

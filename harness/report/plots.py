@@ -156,11 +156,26 @@ def _with_runtime(names: pd.Series, df: pd.DataFrame, column: str = "runtime") -
     return names
 
 
+def _text(name: Any) -> str:
+    """A name (device, model, runtime, dataset) as figure text: the user's words, never TeX.
+    Matplotlib reads the text between a pair of '$' as maths, so `pi$\\frac$` stopped every
+    figure from being drawn; an escaped '$' is drawn as itself. Titles, labels, ticks and legend
+    entries built from names go through here; the ISA line is set with maths off instead."""
+    return str(name).replace("$", r"\$")
+
+
 def _family(df: pd.DataFrame, column: str = "runtime") -> pd.Series:
     """The fp32 model (and runtime) each row belongs to: itself for a baseline, else its
     baseline. Compute it on the whole frame, then select, so that labels agree across panels."""
     names = df["baseline"].where(df["baseline"].notna(), df["model"]).astype(str)
     return _with_runtime(names, df, column)
+
+
+def _labelled(df: pd.DataFrame, column: str = "runtime") -> pd.DataFrame:
+    """`df` with the figure text of each row: `family` (legend entries and row headers) and
+    `label` (the variant, on its row or point)."""
+    return df.assign(family=_family(df, column).map(_text),
+                     label=df.apply(variant_label, axis=1).map(_text))
 
 
 def _colours(keys: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -313,8 +328,7 @@ def accuracy_latency_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure
         return None
     # accuracies on different datasets share no scale: a panel per device and dataset
     dataset = data["dataset"].fillna("") if "dataset" in data else pd.Series("", data.index)
-    data = data.assign(family=_family(data), label=data.apply(variant_label, axis=1),
-                       panel_dataset=dataset.astype(str))
+    data = _labelled(data).assign(panel_dataset=dataset.astype(str))
     panels = sorted(data.groupby(["device", "panel_dataset"]).groups)
     style = _colours(sorted(data["family"].unique()))
     with paper_style():
@@ -348,8 +362,8 @@ def accuracy_latency_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure
             ax.set_ylim(*_limits(y, y_low, y_high, log=False))
             if not log:
                 ax.locator_params(axis="x", nbins=5)
-            ax.set_title(f"{device}: {set_name}" if set_name and data["panel_dataset"].nunique()
-                         > 1 else str(device))
+            ax.set_title(_text(f"{device}: {set_name}" if set_name
+                               and data["panel_dataset"].nunique() > 1 else device))
             ax.set_xlabel("Median latency [ms] (95% CI)")
             ax.set_ylabel("Top-1 accuracy [%] (95% CI)")
             # the front's points by latency, fastest first: the ones a reader looks for
@@ -375,7 +389,7 @@ def speedup_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
     data = data[~data["is_baseline"] & data["speedup"].notna()]
     if data.empty:
         return None
-    data = data.assign(family=_family(data), label=data.apply(variant_label, axis=1))
+    data = _labelled(data)
     devices = sorted(data["device"].unique())
     colours = _colours(sorted(data["family"].unique()))
     heights = [_row_height(len(p), p["family"].nunique()) for _, p in data.groupby("device")]
@@ -396,7 +410,7 @@ def speedup_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
             ax.axvline(1.0, color="black", linewidth=0.6)
             ax.set_xlim(*_limits(np.append(s, 1.0), low, high, log=log))
             _row_axis(ax, pos, list(part["label"]), headers)
-            ax.set_title(str(device))
+            ax.set_title(_text(device))
             ax.set_xlabel("Speedup over fp32 [x] (95% CI)")
         _isa_title(fig, data, layout)
         return fig
@@ -427,7 +441,7 @@ def latency_distribution_figure(
     data = _ok(df)
     if data.empty or samples is None:
         return None
-    data = data.assign(family=_family(data), label=data.apply(variant_label, axis=1))
+    data = _labelled(data)
     values = {j: samples(j) for j in data["job_id"]}
     data = data[[values[j].size > 1 for j in data["job_id"]]]
     if data.empty:
@@ -462,7 +476,7 @@ def latency_distribution_figure(
                 ax.set_xscale("log")
             ax.set_xlim(*_limits(shown, log=log, pad=0.04))
             _row_axis(ax, pos, list(part["label"]), headers)
-            ax.set_title(str(device))
+            ax.set_title(_text(device))
             ax.set_xlabel("Latency [ms]")
         key: list[tuple[Any, str]] = [
             (Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.5), "fp32 baseline"),
@@ -500,7 +514,7 @@ def model_size_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | Non
     sizes = sizes[sizes["size_bytes"].notna()]
     if sizes.empty:
         return None
-    sizes = sizes.assign(family=_family(sizes, "format"), label=sizes.apply(variant_label, axis=1))
+    sizes = _labelled(sizes, "format")
     part, pos, headers = _rows(sizes)
     mb = part["size_bytes"].to_numpy(float) / 1e6
     with paper_style():
@@ -540,7 +554,7 @@ def memory_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
     data = data[data["timed_peak_rss_mb"].notna() | data["peak_rss_mb"].notna()]
     if data.empty:
         return None
-    data = data.assign(family=_family(data), label=data.apply(variant_label, axis=1))
+    data = _labelled(data)
     devices = sorted(data["device"].unique())
     heights = [_row_height(len(p), p["family"].nunique()) for _, p in data.groupby("device")]
     with paper_style():
@@ -567,7 +581,7 @@ def memory_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
                             va="center", ha="left", fontsize=FONT_PT)
             ax.set_xlim(0, top * 1.22)
             _row_axis(ax, pos, list(part["label"]), headers)
-            ax.set_title(str(device))
+            ax.set_title(_text(device))
             ax.set_xlabel("Peak resident memory [MiB]")
         order = ["runtime", "added", "process"]
         entries = sorted(_handles(axes[:1]), key=lambda e: [e[1].startswith(w) for w in order]
@@ -606,8 +620,8 @@ def speedup_heatmap_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure 
                 dark = abs(norm(v) - 0.5) > 0.3
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=FONT_PT,
                         color="white" if dark else "black")
-        ax.set_xticks(np.arange(grid.shape[1]), list(grid.columns))
-        ax.set_yticks(np.arange(grid.shape[0]), list(grid.index))
+        ax.set_xticks(np.arange(grid.shape[1]), [_text(c) for c in grid.columns])
+        ax.set_yticks(np.arange(grid.shape[0]), [_text(m) for m in grid.index])
         ax.tick_params(length=0)
         ax.grid(False)
         ax.spines[:].set_visible(False)
@@ -735,9 +749,9 @@ def trends_figure(
                             label="others: last run no change or inconclusive")
                 else:
                     colour, marker = style[job if every else f"{device}\0{job}"]
-                    label = job if every and change is None else (
+                    label = _text(job if every and change is None else (
                         f"{job}, last run {change}" if every
-                        else f"{device}: {job}, last run {change}")
+                        else f"{device}: {job}, last run {change}"))
                     err = _errors(y, series["ratio_low"].to_numpy(float),
                                   series["ratio_high"].to_numpy(float))
                     ax.errorbar(x, y, yerr=err, color=colour, marker=marker, markersize=3,
@@ -761,8 +775,9 @@ def trends_figure(
             ax.set_xlim(-0.5, len(position) - 0.5)
             shown = set(part["job"].astype(str))
             changed = sum(d == str(device) and j in shown for d, j in changes)
-            ax.set_title(f"{device}: {changed} of {len(shown)} changed in the last run"
-                         if layout.width_in > 5 else f"{device}: {changed} of {len(shown)} changed")
+            ax.set_title(_text(f"{device}: {changed} of {len(shown)} changed in the last run"
+                               if layout.width_in > 5
+                               else f"{device}: {changed} of {len(shown)} changed"))
             ax.set_ylabel("Latency / its median")
         axes[-1].set_xlabel("Run (start time, UTC)")
         entries = _handles(axes)
@@ -800,10 +815,11 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE) -> Fi
                 err = _errors(y, 100 * series["accuracy_top1_low"].to_numpy(float),
                               100 * series["accuracy_top1_high"].to_numpy(float))
                 ax.errorbar(series["x"].to_numpy(), y, yerr=err, color=colour, marker=marker,
-                            markersize=3, linewidth=0.8, elinewidth=0.6, capsize=1.5, label=job)
+                            markersize=3, linewidth=0.8, elinewidth=0.6, capsize=1.5,
+                            label=_text(job))
             ax.set_xticks(ticks, tick_labels, rotation=30, ha="right")
             ax.set_xlim(-0.5, len(position) - 0.5)
-            ax.set_title(str(device))
+            ax.set_title(_text(device))
             ax.set_ylabel("Top-1 accuracy [%] (95% CI)")
             ax.set_xlabel("Run (start time, UTC)")
         _legend(fig, _handles(axes), layout)
