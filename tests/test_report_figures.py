@@ -61,12 +61,15 @@ def _builders(store: Store, run: str, history_runs: list[str] | None = None
               ) -> dict[str, plots.FigureBuilder]:
     reader = frame.SessionReader(store)
     df = frame.with_baselines(frame.results_frame(store, [run]), sessions=reader)
-    history = None
-    if history_runs:
-        history = frame.results_frame(store, history_runs)
-        started = {r.run_id: r.started_at for r in store.runs()}
-        history = history.assign(run_started_at=history["run_id"].map(started))
+    history = _history(store, history_runs) if history_runs else None
     return plots.report_figures(df, history, samples=reader.samples_ms, medians=reader.medians)
+
+
+def _history(store: Store, runs: list[str]) -> pd.DataFrame:
+    """The rows of `runs` with each run's start time, as the nightly reads them."""
+    started = {r.run_id: r.started_at for r in store.runs()}
+    history = frame.results_frame(store, runs)
+    return history.assign(run_started_at=history["run_id"].map(started))
 
 
 @pytest.fixture(scope="module")
@@ -390,9 +393,7 @@ def test_accuracy_trend_has_a_wilson_interval_on_every_night(tmp_path: Path) -> 
     """The nightly's accuracy trend: one point per night and job, each with its interval."""
     store, first = demo_store(tmp_path / "x.db")
     nightly = add_nightly_runs(store, [20.0, 21.0, 20.5])
-    history = frame.results_frame(store, nightly)
-    started = {r.run_id: r.started_at for r in store.runs()}
-    history = history.assign(run_started_at=history["run_id"].map(started))
+    history = _history(store, nightly)
     for layout in LAYOUTS:
         fig = plots.accuracy_trends_figure(history, layout)
         assert fig is not None and fig.get_figwidth() == pytest.approx(layout.width_in)
@@ -407,9 +408,10 @@ def test_accuracy_trend_has_a_wilson_interval_on_every_night(tmp_path: Path) -> 
 
 
 def farm_history(path: Path) -> tuple[pd.DataFrame, pd.Series]:
-    """Five nights of 12 models on two boards, latencies from 0.1 to 50 ms; in the last night
-    m03 is 1.5x slower on board0 and m07 fails on board1. The history and its verdicts, as the
-    nightly computes them."""
+    """Five nights of 12 models on two boards, latencies from 0.1 to 50 ms and top-1 from 60% to
+    93% on 1000 images; in the last night m03 is 1.5x slower on board0, m05 gets 4 images fewer
+    right on board1 and m07 fails there. The history and its verdicts, as the nightly computes
+    them."""
     from harness.report import compare
 
     store = Store(path)
@@ -426,13 +428,12 @@ def farm_history(path: Path) -> tuple[pd.DataFrame, pd.Series]:
                     add_job(store, run, model, device=device, status="failed")
                     continue
                 slower = 1.5 if last and (device, model) == ("board0", "m03") else 1.0
+                worse = 0.004 if last and (device, model) == ("board1", "m05") else 0.0
                 add_job(store, run, model, device=device, samples_ns=sessions_ns(
-                    latency * slower, sessions=3, n=60, between_sd=0.01, seed=night * 100 + k))
+                    latency * slower, sessions=3, n=60, between_sd=0.01, seed=night * 100 + k),
+                    accuracy_top1=0.60 + 0.03 * k - worse)
         store.finish_run(run)
-    runs = [r.run_id for r in store.runs()]
-    history = frame.results_frame(store, runs)
-    started = {r.run_id: r.started_at for r in store.runs()}
-    history = history.assign(run_started_at=history["run_id"].map(started))
+    history = _history(store, [r.run_id for r in store.runs()])
     reader = frame.SessionReader(store)
     return history, compare.verdicts_over_runs(history, reader.medians)
 
@@ -466,6 +467,36 @@ def test_a_farm_scale_trend_shows_what_changed_in_colour_on_one_ratio_axis(tmp_p
         assert ISA in " ".join(fig.get_suptitle().split())
         for text in _texts(fig):
             assert 8 <= text.get_fontsize() <= 9, (layout.name, text.get_text())
+
+
+def test_a_farm_scale_accuracy_trend_shows_what_changed_in_colour(tmp_path: Path) -> None:
+    """At farm scale each accuracy series is its change from its own median, in points, on one
+    axis: the model that got 4 images fewer right and the one that failed are in colour and
+    named, the 22 others grey lines at zero; with few jobs, accuracy itself, every job named."""
+    history, _ = farm_history(tmp_path / "farm.db")
+    for layout in LAYOUTS:
+        fig = plots.accuracy_trends_figure(history, layout)
+        assert fig is not None and fig.get_figwidth() == pytest.approx(layout.width_in)
+        axes = [ax for ax in fig.axes if ax.get_visible()]
+        assert [ax.get_title() for ax in axes] == ["board0: 0 of 12 changed in the last run",
+                                                  "board1: 2 of 12 changed in the last run"]
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert sorted(legend) == ["board1: m05, last run -0.4 points",
+                                  "board1: m07, last run failed",
+                                  "others: same top-1 as the run before"]
+        greys = [line for ax in axes for line in ax.lines if line.get_color() == plots.TREND_GREY]
+        assert len(greys) == 22 and all(set(g.get_ydata()) == {0.0} for g in greys)
+        (dropped, failed) = [c for c in axes[1].containers if isinstance(c, ErrorbarContainer)]
+        points = dropped.lines[0].get_ydata()
+        assert points[-1] == pytest.approx(-0.4) and not dropped.has_yerr  # exact
+        assert len(failed.lines[0].get_ydata()) == 4
+        for text in _texts(fig):
+            assert 8 <= text.get_fontsize() <= 9, (layout.name, text.get_text())
+    few = history[history["model"].isin(["m00", "m05"])]
+    fig = plots.accuracy_trends_figure(few)
+    assert fig is not None
+    assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == ["m00", "m05"]
+    assert fig.axes[0].get_ylabel() == "Top-1 accuracy [%] (95% CI)"
 
 
 def test_a_trend_leaves_out_jobs_measured_once() -> None:
@@ -517,6 +548,9 @@ def test_names_with_dollar_signs_are_drawn_as_written(tmp_path: Path) -> None:
         shown = [_drawn_as(t) for t in fig.findobj(Text) if t.get_text()]
         assert all(t is not None for t in shown), (name, shown)  # no name drawn as maths
         named.update(n for n in (device, model) if any(n in t for t in shown))
+    fig = plots.accuracy_trends_figure(_history(store, runs))
+    fig.savefig(io.BytesIO(), format="png")
+    assert all(_drawn_as(t) is not None for t in fig.findobj(Text) if t.get_text())
     assert set(drawn) == set(plots.FIGURE_NAMES) and named == {device, model}
 
 

@@ -9,7 +9,8 @@ set still gets no speed verdict. `write_trend` writes `trends.png/pdf` (median l
 95% interval over the nightlies, a panel per device, each measurement relative to its own median,
 what changed in the last nightly in colour, slower than the previous nightly ringed:
 `plots.trends`),
-`accuracy.png/pdf` (top-1 with its Wilson interval: `plots.accuracy_trends`) and `index.html`:
+`accuracy.png/pdf` (top-1 with its Wilson interval; at farm scale each model's change from its
+own median, what changed in the last nightly in colour: `plots.accuracy_trends`) and `index.html`:
 first the verdict, for the operator who opens it in the morning (the exit code and what it
 means, each device's outcome with the reason, the counts of verdicts and every regression, links
 to `summary.json` and `junit.xml`), then both figures and the table of every nightly's figures.

@@ -791,37 +791,103 @@ def trends_figure(
         return fig
 
 
+def _accuracy_changes(data: pd.DataFrame, history: pd.DataFrame, last: str) -> dict[
+        tuple[str, str], str]:
+    """(device, job) -> how its top-1 changed in the last run against its previous run, in
+    points, or "failed". The same images go through the same file every night, so a change of
+    one image or more is a change of what the device computes, not sampling noise."""
+    changes = {}
+    for (device, job), series in data.sort_values("x").groupby(["device", "job"]):
+        if len(series) < 2 or series["run_id"].iloc[-1] != last:
+            continue
+        top1 = series["accuracy_top1"].to_numpy(float)
+        n = series["accuracy_n"].iloc[-1] if "accuracy_n" in series else None
+        delta = top1[-1] - top1[-2]
+        if abs(delta) * (n if pd.notna(n) and n else 1e6) >= 0.5:  # one image or more
+            changes[(str(device), str(job))] = f"{100 * delta:+.1f} points"
+    failed = history[(history["run_id"] == last) & (history["status"] != "ok")]
+    several = data["runtime"].nunique(dropna=True) > 1  # as `_with_runtime` named the jobs
+    for row in failed.itertuples():
+        job = f"{row.model} / {row.runtime}" if several else str(row.model)
+        if (str(row.device), job) in set(zip(data["device"].astype(str), data["job"],
+                                             strict=True)):
+            changes[(str(row.device), job)] = "failed"
+    return changes
+
+
 def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
     """Top-1 accuracy of each job over runs, per device, with its Wilson 95% interval: a board
     whose deployed model starts to disagree with the host shows here. Runs are spaced as in
-    `trends_figure`; None with fewer than two runs that measured accuracy."""
+    `trends_figure`; None with fewer than two runs that measured accuracy.
+
+    At farm scale (more jobs than the palette has colours) models of every accuracy would share
+    one axis, so each job is drawn as its change from its own median over the runs shown, in
+    points: the jobs whose top-1 changed in the last run (by one image or more) or that failed
+    in it are in colour and named, the others thin grey lines at zero. The same images go through
+    each run, so a change is exact and drawn without an interval (Wilson's interval is about
+    other images, and would hide a change of a few images that every run repeats)."""
     data = _ok(history)
     data = data[data["accuracy_top1"].notna()]
     if data.empty or data["run_id"].nunique() < 2:
         return None
     position, ticks, tick_labels = _run_axis(data, layout)
+    last = max(position, key=position.__getitem__)
     data = data.assign(x=data["run_id"].map(position),
                        job=_with_runtime(data["model"].astype(str), data))
     devices = sorted(data["device"].unique())
-    style = _colours(sorted(data["job"].unique()))
+    jobs = sorted(data["job"].unique())
+    every = len(jobs) <= TREND_COLOURED_MAX
+    changes = {} if every else _accuracy_changes(data, history, last)
+    if every:
+        style = _colours(jobs)
+        centre = pd.Series(0.0, data.index)
+    else:
+        style = {f"{d}\0{j}": c for (d, j), c in zip(
+            sorted(changes), _colours([str(i) for i in range(len(changes))]).values(),
+            strict=True)}
+        centre = data.groupby(["device", "job"])["accuracy_top1"].transform("median")
+        change_pt = 100 * (data["accuracy_top1"] - centre).to_numpy(float)
+        reach = max(0.5, float(np.abs(change_pt).max()))  # a flat line reads as flat
+        limits = _limits(np.array([-reach, reach]), log=False)
     with paper_style():
         fig, axes = _figure(Layout(layout.name, layout.width_in, 1), len(devices), 2.2)
         for ax, device in zip(axes, devices, strict=True):
             part = data[data["device"] == device]
             for job in sorted(part["job"].unique()):
                 series = part[part["job"] == job].sort_values("x")
-                colour, marker = style[job]
-                y = 100 * series["accuracy_top1"].to_numpy(float)
+                x = series["x"].to_numpy()
+                shift = centre[series.index].to_numpy(float)
+                y = 100 * (series["accuracy_top1"].to_numpy(float) - shift)
+                change = changes.get((str(device), str(job)))
+                if not every and change is None:
+                    ax.plot(x, y, color=TREND_GREY, linewidth=0.5, zorder=1,
+                            label="others: same top-1 as the run before")
+                    continue
+                colour, marker = style[job if every else f"{device}\0{job}"]
                 err = _errors(y, 100 * series["accuracy_top1_low"].to_numpy(float),
-                              100 * series["accuracy_top1_high"].to_numpy(float))
-                ax.errorbar(series["x"].to_numpy(), y, yerr=err, color=colour, marker=marker,
-                            markersize=3, linewidth=0.8, elinewidth=0.6, capsize=1.5,
-                            label=_text(job))
+                              100 * series["accuracy_top1_high"].to_numpy(float)) if every else None
+                label = job if every else f"{device}: {job}, last run {change}"
+                ax.errorbar(x, y, yerr=err, color=colour, marker=marker, markersize=3,
+                            linewidth=0.8, elinewidth=0.6, capsize=1.5, label=_text(label),
+                            zorder=3)
+                if change == "failed":  # no figure in the last run: a cross at the top
+                    ax.plot([position[last]], [0.97], marker="X", markersize=6, color=colour,
+                            linestyle="", clip_on=False, zorder=4,
+                            transform=ax.get_xaxis_transform())
             ax.set_xticks(ticks, tick_labels, rotation=30, ha="right")
+            ax.tick_params(axis="x", labelbottom=ax is axes[-1])  # the runs are the same
             ax.set_xlim(-0.5, len(position) - 0.5)
-            ax.set_title(_text(device))
-            ax.set_ylabel("Top-1 accuracy [%] (95% CI)")
-            ax.set_xlabel("Run (start time, UTC)")
+            if every:
+                ax.set_title(_text(device))
+                ax.set_ylabel("Top-1 accuracy [%] (95% CI)")
+            else:
+                shown = set(part["job"].astype(str))
+                changed = sum(d == str(device) and j in shown for d, j in changes)
+                ax.set_title(_text(f"{device}: {changed} of {len(shown)} changed in the last run"))
+                ax.axhline(0.0, color=BASELINE_COLOUR, linewidth=0.6, zorder=0)
+                ax.set_ylim(*limits)
+                ax.set_ylabel("Top-1 minus its median [points]")
+        axes[-1].set_xlabel("Run (start time, UTC)")
         _legend(fig, _handles(axes), layout)
         _isa_title(fig, data, layout)
         return fig
