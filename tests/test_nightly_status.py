@@ -129,3 +129,25 @@ def test_the_page_opens_with_the_verdict_and_escapes_names(tmp_path: Path) -> No
     assert ISA in status
     assert "failed: &lt;img src=x onerror=alert(1)&gt; is not a model" in status
     assert '<a href="summary.json">' in status and '<a href="junit.xml">' in status
+
+
+def test_the_page_shows_a_top1_change_of_one_image_or_more(tmp_path: Path) -> None:
+    """The same 1000 images each night: 4 fewer right is shown as a change in points, in red,
+    only in the nightly where it happened; the same top-1 or a change under one image is not."""
+    store = Store(tmp_path / "x.db")
+    runs = []
+    for night, (steady, dropped) in enumerate(((0.70, 0.80), (0.70, 0.80), (0.7002, 0.796),
+                                               (0.70, 0.796)), start=1):
+        run = _night(store, night)
+        add_job(store, run, "steady", accuracy_top1=steady, accuracy_n=1000,
+                samples_ns=sessions_ns(5.0, seed=night))
+        add_job(store, run, "dropped", accuracy_top1=dropped, accuracy_n=1000,
+                samples_ns=sessions_ns(7.0, seed=10 + night))
+        store.finish_run(run)
+        runs.append(run)
+    write_trend(store, runs[-1], runs, ["pi5"], tmp_path / "out")
+    page = (tmp_path / "out" / "index.html").read_text()
+    rows = {row.split("</td>")[1].removeprefix("<td>"): row for row in page.split("<tr>")[2:]}
+    assert rows["dropped"].count("points") == 1
+    assert "top-1 0.796 <span class=bad>-0.4 points</span>" in rows["dropped"]
+    assert "points" not in rows["steady"]  # 0.2 of an image is rounding, not a change

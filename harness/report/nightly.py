@@ -70,14 +70,22 @@ def write_trend(store: Store, run_id: str, nightlies: Sequence[str], devices: Se
     return [*written, page]
 
 
-def _cell(row: pd.Series, verdict: str) -> str:
+def _cell(row: pd.Series, verdict: str, top1_before: float | None = None) -> str:
+    """One nightly's figures of a measurement; `top1_before`: its top-1 in the nightly before,
+    against which a change of one image or more is shown."""
     if row["status"] != "ok":
         return f"<span class=bad>{html.escape(str(row['status']))}</span>"
     text = f"{row['latency_median_ms']:.3g} [{row['latency_ci95_low_ms']:.3g}, " \
            f"{row['latency_ci95_high_ms']:.3g}]" if pd.notna(row["latency_ci95_low_ms"]) \
         else f"{row['latency_median_ms']:.3g}"
-    if pd.notna(row.get("accuracy_top1")):
-        text += f"<br>top-1 {row['accuracy_top1']:.3f}"
+    if pd.notna(top1 := row.get("accuracy_top1")):
+        text += f"<br>top-1 {top1:.3f}"
+        n = row.get("accuracy_n")
+        if top1_before is not None and stats.top1_changed(
+                top1_before, top1, None if pd.isna(n) else float(n)):
+            change = f"{100 * (top1 - top1_before):+.1f} points"
+            text += (f" <span class=bad>{change}</span>" if top1 < top1_before
+                     else f" ({change})")
     if verdict == stats.SLOWER:
         return f"<span class=bad>{text}<br>slower</span>"
     if verdict == stats.FASTER:
@@ -182,10 +190,15 @@ def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, written: list[Path
     body = []
     for key, part in df.groupby(keys, sort=True):
         cells = []
+        top1_before = None
         for r in runs:
             hit = part[part["run_id"] == r]
-            cells.append(_cell(hit.iloc[0], str(verdicts.get(hit.index[0], "")))
-                         if len(hit) else "")
+            if not len(hit):
+                cells.append("")
+                continue
+            cells.append(_cell(hit.iloc[0], str(verdicts.get(hit.index[0], "")), top1_before))
+            if hit.iloc[0]["status"] == "ok" and pd.notna(hit.iloc[0].get("accuracy_top1")):
+                top1_before = float(hit.iloc[0]["accuracy_top1"])
         isas = sorted({str(i) for i in part["isa"].dropna()}) or ["not recorded"]
         body.append("<tr>" + "".join(f"<td>{html.escape(str(k))}</td>" for k in key)
                     + f"<td>{html.escape('; '.join(isas))}</td>"
@@ -203,6 +216,9 @@ def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, written: list[Path
         "<h2>Trends</h2>"
         "<p>Median latency in ms [95% CI] of each nightly, and top-1 accuracy where the model has "
         "data; <span class=bad>slower</span>: the whole 95% interval of the ratio to the "
-        "previous nightly lies above 1 + T (the rule of <code>edgebench compare</code>). The "
-        "ISA column names the CPU extensions that picked the kernels of each figure.</p>"
+        "previous nightly lies above 1 + T (the rule of <code>edgebench compare</code>). A top-1 "
+        "that differs from the nightly before by one image or more shows the change in points: "
+        "the same images go through the same file each night, so it is a change of what the "
+        "board computes. The ISA column names the CPU extensions that picked the kernels of "
+        "each figure.</p>"
         f"{images}<table><tr>{head}</tr>{''.join(body)}</table>")

@@ -794,17 +794,15 @@ def trends_figure(
 def _accuracy_changes(data: pd.DataFrame, history: pd.DataFrame, last: str) -> dict[
         tuple[str, str], str]:
     """(device, job) -> how its top-1 changed in the last run against its previous run, in
-    points, or "failed". The same images go through the same file every night, so a change of
-    one image or more is a change of what the device computes, not sampling noise."""
+    points (`stats.top1_changed`: one image or more), or "failed"."""
     changes = {}
     for (device, job), series in data.sort_values("x").groupby(["device", "job"]):
         if len(series) < 2 or series["run_id"].iloc[-1] != last:
             continue
-        top1 = series["accuracy_top1"].to_numpy(float)
+        before, after = series["accuracy_top1"].to_numpy(float)[-2:]
         n = series["accuracy_n"].iloc[-1] if "accuracy_n" in series else None
-        delta = top1[-1] - top1[-2]
-        if abs(delta) * (n if pd.notna(n) and n else 1e6) >= 0.5:  # one image or more
-            changes[(str(device), str(job))] = f"{100 * delta:+.1f} points"
+        if stats.top1_changed(before, after, None if pd.isna(n) else float(n)):
+            changes[(str(device), str(job))] = f"{100 * (after - before):+.1f} points"
     failed = history[(history["run_id"] == last) & (history["status"] != "ok")]
     several = data["runtime"].nunique(dropna=True) > 1  # as `_with_runtime` named the jobs
     for row in failed.itertuples():

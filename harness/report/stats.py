@@ -245,6 +245,14 @@ def latency_flags(combined: dict[str, Any]) -> list[str]:
     return flags
 
 
+def top1_changed(before: float, after: float, n: float | None) -> bool:
+    """True when two runs' top-1 differ by one image or more. The same images go through the
+    same file each run, so any such difference is a change of what the device computes, not
+    sampling noise (a Wilson interval speaks of other images). Without `n`, any difference."""
+    images = n if n is not None and n > 0 and math.isfinite(n) else 1e9
+    return abs(after - before) * images >= 0.5
+
+
 def relative_half_width(low: float | None, high: float | None, centre: float | None
                         ) -> float | None:
     """Half the width of an interval relative to its centre: the precision of a headline."""
