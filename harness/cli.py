@@ -315,6 +315,7 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
 
 def cmd_nightly(args: argparse.Namespace) -> int:
     from harness.farm import command as nightly_command
+    from harness.report.compare import is_regression
 
     def say(text: str) -> None:
         err_console.print(escape(text), highlight=False)
@@ -332,7 +333,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     for device in summary["devices"]:
         mine = [m for m in summary["measurements"] if m["device"] == device["name"]]
         table.add_row(escape(device["name"]), device["status"], str(len(mine)),
-                      str(sum(m.get("verdict") in ("slower", "newly failing") for m in mine)),
+                      str(sum(map(is_regression, mine))),
                       escape(device["message"]))
     out.print(table)
     out.print(f"trend report, summary.json and junit.xml in {escape(str(result.out))}/; "
@@ -503,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="nightly to compare with: 'previous' (default) or a run id")
     night.add_argument("--fail-on-regression", action="store_true",
                        help="exit 1 when a measurement is slower beyond the threshold with "
-                            "confidence, or newly failing")
+                            "confidence, has a lower top-1, or is newly failing")
     night.add_argument("--threshold", type=float, default=0.05,
                        help="smallest relative change that counts (default 0.05)")
     night.add_argument("--quick", action="store_true", help="short protocol (tests, CI)")
@@ -530,7 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "or faster only when the whole 95%% CI is beyond 1 +/- T")
     compare.add_argument("--fail-on-regression", action="store_true",
                          help="exit non-zero when any measurement is slower beyond the "
-                              "threshold with confidence, or newly failing (the nightly gate)")
+                              "threshold with confidence, has a lower top-1 on the same images, "
+                              "or is newly failing (the nightly gate)")
     compare.add_argument("--allow-different-devices", action="store_true",
                          help="compare runs whose device fingerprints differ")
     compare.set_defaults(func=cmd_compare)

@@ -22,12 +22,16 @@ from harness.report.compare import (
     DIFFERENT_ISA,
     FASTER,
     FIXED,
+    HIGHER_TOP1,
     INCONCLUSIVE,
+    LOWER_TOP1,
     NEWLY_FAILING,
     NO_CHANGE,
     NOT_MEASURED,
     ONLY_A,
     ONLY_B,
+    OTHER_IMAGES,
+    SAME_TOP1,
     SLOWER,
     compare_runs,
     judge,
@@ -290,6 +294,48 @@ def test_jobs_in_one_run_only_new_failures_and_fixes(tmp_path: Path) -> None:
         "added broken": NEWLY_FAILING,  # it never ran ok: as much news as one that broke
     }
     assert sorted(result.regressions["model"]) == ["added broken", "breaks"]
+
+
+def test_fewer_of_the_same_images_right_is_a_regression(tmp_path: Path, capsys) -> None:
+    """Top-1 on the same 1000 images: 3 fewer right is "lower top-1" and fails the gate, however
+    the speed compares; the same top-1, or a fraction of one image (rounding), is the same; one
+    image more is higher; another number of images is not compared; on another ISA an int8
+    model's top-1 moves with the kernels and is not judged either."""
+    store = Store(tmp_path / "x.db")
+    top1 = {"same": (0.7, 0.7), "rounding": (0.7, 0.7002), "worse": (0.7, 0.697),
+            "better": (0.7, 0.701), "other images": (0.7, 0.6), "no accuracy": (0.7, None)}
+    runs = []
+    for side in (0, 1):
+        run = store.begin_run("ab"[side], None, ["pi5"])
+        for i, (model, pair) in enumerate(top1.items()):
+            add_job(store, run, model, accuracy_top1=pair[side],
+                    accuracy_n=500 if model == "other images" and side else 1000,
+                    samples_ns=sessions_ns(10, between_sd=0.01, seed=10 * side + i))
+        store.finish_run(run)
+        runs.append(run)
+    result = compare_runs(store, *runs)
+    verdicts = dict(zip(result.table["model"], result.table["accuracy_verdict"], strict=True))
+    assert verdicts == {"same": SAME_TOP1, "rounding": SAME_TOP1, "worse": LOWER_TOP1,
+                        "better": HIGHER_TOP1, "other images": OTHER_IMAGES, "no accuracy": ""}
+    assert list(result.regressions["model"]) == ["worse"]
+    assert set(result.table["verdict"]) == {INCONCLUSIVE}  # no history: speed says nothing
+    store.close()
+    assert run_compare(tmp_path / "x.db", *runs, fail_on_regression=True) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "70.0 → 69.7 (-0.3) lower" in out and "1 higher top-1, 1 lower top-1" in out
+
+    other = copy.deepcopy(FINGERPRINT)
+    other["isa"] = "arm neon asimd"
+    store = Store(tmp_path / "isa.db")
+    runs = []
+    for side, (top, fingerprint) in enumerate(((0.7, None), (0.6, other))):
+        run = store.begin_run("ab"[side], None, ["pi5"])
+        add_job(store, run, "int8", accuracy_top1=top, fingerprint=fingerprint,
+                samples_ns=sessions_ns(10, seed=side))
+        runs.append(run)
+    result = compare_runs(store, *runs, allow_different_devices=True)
+    assert list(result.table["accuracy_verdict"]) == [DIFFERENT_ISA]
+    assert result.regressions.empty
 
 
 def test_a_different_instruction_set_is_refused_and_when_allowed_not_judged(

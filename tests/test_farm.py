@@ -141,6 +141,8 @@ def test_nightly_measures_every_place_then_a_second_nightly_pushes_nothing_and_c
     verdicts = {m["device"]: m["verdict"] for m in two["measurements"]}
     assert set(verdicts) == set(PLACES)
     assert set(verdicts.values()) <= {"slower", "faster", "no change", "inconclusive"}
+    # the same file on the same images: the same top-1, never a regression of accuracy
+    assert {m["accuracy_verdict"] for m in two["measurements"]} == {"same top-1"}
     assert all(m["isa_b"] and m["job_id_a"] for m in two["measurements"])
 
     # the CI's view: one suite per device, one case per measurement, regressions as failures

@@ -11,7 +11,8 @@ from typing import Any
 
 from harness.farm.command import _gate
 from harness.farm.nightly import EXIT_OK, EXIT_REGRESSION, DeviceOutcome, exit_code
-from harness.farm.summary import REGRESSIONS, summary_document, write_junit
+from harness.farm.summary import summary_document, write_junit
+from harness.report.compare import is_regression
 from harness.report.nightly import write_trend
 from harness.store import Store
 from tests.test_report_synthetic import ISA, add_job, sessions_ns
@@ -31,7 +32,7 @@ def _night(store: Store, night: int) -> str:
 def _summary(store: Store, baseline: str | None, run: str, outcomes: list[DeviceOutcome],
              fail_on_regression: bool = True) -> dict[str, Any]:
     measurements, differences = _gate(store, baseline, run, 0.05)
-    regressions = sum(m.get("verdict") in REGRESSIONS for m in measurements)
+    regressions = sum(map(is_regression, measurements))
     code, meaning = exit_code(outcomes, regressions, fail_on_regression)
     return summary_document(nightly_id=run, baseline=baseline, status="finished",
                             exit_code=code, exit_meaning=meaning,
@@ -151,3 +152,35 @@ def test_the_page_shows_a_top1_change_of_one_image_or_more(tmp_path: Path) -> No
     assert rows["dropped"].count("points") == 1
     assert "top-1 0.796 <span class=bad>-0.4 points</span>" in rows["dropped"]
     assert "points" not in rows["steady"]  # 0.2 of an image is rounding, not a change
+
+
+def test_fewer_images_right_fails_the_gate_and_is_shown(tmp_path: Path) -> None:
+    """A runtime update on a board that costs an int8 model 4 of the same 1000 images fails the
+    nightly as a regression, at the same speed; junit and the page say what changed."""
+    store = Store(tmp_path / "db.sqlite")
+    runs = []
+    for night, top1 in enumerate((0.700, 0.696), start=1):
+        run = _night(store, night)
+        add_job(store, run, "resnet", accuracy_top1=0.75, accuracy_n=1000,
+                samples_ns=sessions_ns(20.0, between_sd=0.01, seed=night))
+        add_job(store, run, "resnet-int8", baseline="resnet", accuracy_top1=top1,
+                accuracy_n=1000, samples_ns=sessions_ns(8.0, between_sd=0.01, seed=10 + night))
+        store.finish_run(run)
+        runs.append(run)
+    summary = _summary(store, runs[0], runs[1], [_ok()])
+    top1 = {m["model"]: m["accuracy_verdict"] for m in summary["measurements"]}
+    assert top1 == {"resnet": "same top-1", "resnet-int8": "lower top-1"}
+    assert all(m["verdict"] != "slower" for m in summary["measurements"])
+    assert summary["regressions"] == 1 and summary["exit_code"] == EXIT_REGRESSION
+
+    junit = ET.parse(write_junit(tmp_path / "junit.xml", summary)).getroot()
+    (failure,) = junit.findall(".//testcase/failure")
+    assert failure.get("type") == "lower top-1"
+    assert "top-1 70.0% -> 69.6% (lower top-1)" in (failure.get("message") or "")
+
+    write_trend(store, runs[1], runs, ["pi5"], tmp_path / "out", summary=summary)
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "<span class=bad>1 lower top-1</span>" in page
+    regressions = page.split("<h2>Regressions</h2>")[1].split("</table>")[0]
+    assert "resnet-int8" in regressions and "top-1 70.0% &rarr; 69.6%" in regressions
+    assert regressions.count("<tr>") == 2  # the header and the one regression

@@ -13,7 +13,8 @@ from harness.artifacts import SAFE_NAME_RULE, is_safe_name
 from harness.errors import EdgebenchError
 from harness.farm import nightly
 from harness.farm.farmfile import load_farm
-from harness.farm.summary import REGRESSIONS, summary_document, write_junit, write_summary
+from harness.farm.summary import summary_document, write_junit, write_summary
+from harness.report.compare import is_regression
 from harness.runner import BenchOptions
 from harness.store import Store
 
@@ -81,7 +82,7 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
         baseline = (nightly.previous_nightly(store, nightly_id, names)
                     if args.baseline == "previous" else store.resolve_run(args.baseline))
         measurements, differences = _gate(store, baseline, nightly_id, args.threshold)
-        regressions = sum(m.get("verdict") in REGRESSIONS for m in measurements)
+        regressions = sum(map(is_regression, measurements))
         code, meaning = nightly.exit_code(outcomes, regressions, args.fail_on_regression)
         summary = summary_document(
             nightly_id=nightly_id, baseline=baseline, status=status, exit_code=code,

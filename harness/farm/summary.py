@@ -4,8 +4,9 @@ The JSON summary holds the nightly's id, its baseline, its status and exit code 
 means), each device's outcome (ok, failed, skipped, with the reason and notes such as a stale
 place released) and each measurement with its figures and its verdict against the baseline. The
 JUnit XML has one test suite per device and one test case per measurement (model / format /
-runtime): a failure for a regression (slower beyond T with confidence, or newly failing: failing
-now after running ok in the baseline, or failing with no baseline measurement to compare with), an
+runtime): a failure for a regression (`compare.is_regression`: slower beyond T with confidence;
+lower top-1 on the same images; or newly failing: failing now after running ok in the baseline,
+or failing with no baseline measurement to compare with), an
 error for a measurement that failed in the baseline too or a device that could not be measured,
 skipped for a device whose place stayed held by
 someone else. Both are written with the standard library only.
@@ -21,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.farm.nightly import DeviceOutcome
-
-REGRESSIONS = ("slower", "newly failing")
+from harness.report.compare import FAILING_VERDICTS, HIGHER_TOP1, LOWER_TOP1, is_regression
 
 
 def case_name(row: dict[str, Any]) -> str:
@@ -51,7 +51,7 @@ def summary_document(*, nightly_id: str, baseline: str | None, status: str, exit
         "threshold": threshold,
         "devices": [asdict(o) for o in outcomes],
         "measurements": list(measurements),
-        "regressions": sum(m.get("verdict") in REGRESSIONS for m in measurements),
+        "regressions": sum(map(is_regression, measurements)),
         "fingerprint_differences": fingerprint_differences,
     }
 
@@ -79,10 +79,11 @@ def write_junit(path: Path, summary: dict[str, Any]) -> Path:
             if device["status"] == "skipped" and not m.get("status_b"):
                 counts["skipped"] += 1
                 ET.SubElement(case, "skipped", message=device["message"])
-            elif m.get("verdict") in REGRESSIONS:
+            elif is_regression(m):
                 counts["failures"] += 1
-                ET.SubElement(case, "failure", message=f"{m['verdict']}: {_figures(m)}",
-                              type=str(m["verdict"]))
+                what = m["verdict"] if m.get("verdict") in FAILING_VERDICTS else \
+                    m["accuracy_verdict"]
+                ET.SubElement(case, "failure", message=f"{what}: {_figures(m)}", type=str(what))
             elif m.get("status_b") != "ok":
                 counts["errors"] += 1
                 why = device["message"] if device["status"] != "ok" else m.get("status_b")
@@ -106,6 +107,10 @@ def _figures(m: dict[str, Any]) -> str:
     if m.get("ratio") is not None:
         text += (f", ratio {m['ratio']:.3f} [{m['ratio_ci95_low']:.3f}, "
                  f"{m['ratio_ci95_high']:.3f}]")
+    if m.get("top1_a") is not None and m.get("top1_b") is not None:
+        text += f", top-1 {100 * m['top1_a']:.1f}% -> {100 * m['top1_b']:.1f}%"
+        if m.get("accuracy_verdict") in (LOWER_TOP1, HIGHER_TOP1):
+            text += f" ({m['accuracy_verdict']})"
     if m.get("isa_b"):
         text += f" (ISA {m['isa_b']})"
     if m.get("error_b"):

@@ -155,7 +155,7 @@ def run_compare(
     fail_on_regression: bool = False,
 ) -> int:
     """Print the comparison of run B against run A; 1 when gating and any measurement is slower
-    beyond the threshold with confidence, or newly failing."""
+    beyond the threshold with confidence, has a lower top-1, or is newly failing."""
     from harness.report.compare import compare_runs
     from harness.report.console import render_comparison
 

@@ -12,7 +12,13 @@ instruction set" and never a speed verdict: other kernels ran; so does a pair wh
 different accelerators (`accelerator`: another GPU, execution provider or delegate, or one on
 one side only), "different accelerator". Runs whose device fingerprints
 differ are refused unless allowed, in the spirit of pyperf's refusal to mix incompatible
-benchmarks. The rich table of the comparison is in `console.py`.
+benchmarks.
+
+Top-1 is judged beside the speed, in `accuracy_verdict`: the same images go through each run, so
+a pair on the same instruction set and accelerator whose top-1 differs by one image or more and
+beyond `stats.TOP1_THRESHOLD_POINTS` is "lower top-1" or "higher top-1" (`stats.top1_verdict`).
+A regression (`is_regression`, what `--fail-on-regression` and the nightly gate fail on) is
+slower, newly failing, or lower top-1. The rich table of the comparison is in `console.py`.
 """
 
 from __future__ import annotations
@@ -44,8 +50,19 @@ NOT_MEASURED = "not measured"
 DIFFERENT_ISA = "different instruction set"
 DIFFERENT_ACCELERATOR = "different accelerator"
 # Verdicts that fail the nightly gate (--fail-on-regression): a confident regression beyond T,
-# or a measurement that fails now and did not before (ran ok in A, or was not in A).
+# or a measurement that fails now and did not before (ran ok in A, or was not in A); and of top-1,
+# fewer of the same images right (`is_regression`).
 FAILING_VERDICTS = frozenset({SLOWER, NEWLY_FAILING})
+LOWER_TOP1 = stats.LOWER_TOP1
+HIGHER_TOP1 = stats.HIGHER_TOP1
+SAME_TOP1 = stats.SAME_TOP1
+OTHER_IMAGES = "other images"  # top-1 of another dataset or number of images: not compared
+
+
+def is_regression(row: Any) -> bool:
+    """Whether a comparison row (a table row or its plain dict) fails the gate."""
+    get = row.get if hasattr(row, "get") else lambda k: getattr(row, k, None)
+    return get("verdict") in FAILING_VERDICTS or get("accuracy_verdict") == LOWER_TOP1
 
 # Fingerprint keys that describe the moment rather than the machine; a difference in them does
 # not make two runs incomparable.
@@ -123,7 +140,7 @@ class RunComparison:
 
     @property
     def regressions(self) -> pd.DataFrame:
-        return self.table[self.table["verdict"].isin(FAILING_VERDICTS)]
+        return self.table[[is_regression(r) for r in self.table.to_dict("records")]]
 
 
 COMPARISON_COLUMNS = (
@@ -146,12 +163,15 @@ COMPARISON_COLUMNS = (
     "run_sd",  # the run-to-run log-sd the interval allows for
     "run_sd_from",  # "history (N d.f.)" or "assumed" (too few runs of these files here)
     "verdict",
+    "top1_a",  # top-1 accuracy, a fraction
+    "top1_b",
+    "accuracy_verdict",  # lower, higher or same top-1; "other images"; or the speed's reason
 )
 
 
 # What a pair's verdict and its table row need of each side.
 _PAIR_COLUMNS = ("job_id", "status", "isa", "accelerator", "latency_median_ms",
-                 "device_fingerprint", "model_sha256")
+                 "device_fingerprint", "model_sha256", "accuracy_top1", "accuracy_n", "dataset")
 
 
 def compare_runs(
@@ -256,6 +276,9 @@ def _judge_pair(
         ratio_ci95_high=nan,
         run_sd=nan,
         run_sd_from="",
+        top1_a=row.get("accuracy_top1_a", nan),
+        top1_b=row.get("accuracy_top1_b", nan),
+        accuracy_verdict="",
     )
     if row["_merge"] == "left_only":
         out["verdict"] = ONLY_A
@@ -281,8 +304,24 @@ def _judge_pair(
         run_sd=ci.run_sd,
         run_sd_from=f"history ({run_noise[1]} d.f.)" if run_noise else "assumed",
         verdict=verdict,
+        accuracy_verdict=_accuracy_verdict(row, verdict),
     )
     return out
+
+
+def _accuracy_verdict(row: pd.Series, verdict: str) -> str:
+    """Top-1 of a pair that ran ok on both sides: judged on the same images (dataset and their
+    number), on the same instruction set and accelerator (else the speed's reason, as an int8
+    model's top-1 moves with the kernels); "" where a side has none."""
+    a, b = plain(row.get("accuracy_top1_a")), plain(row.get("accuracy_top1_b"))
+    if a is None or b is None:
+        return ""
+    if verdict in (DIFFERENT_ISA, DIFFERENT_ACCELERATOR):
+        return verdict
+    n_a, n_b = plain(row.get("accuracy_n_a")), plain(row.get("accuracy_n_b"))
+    if n_a != n_b or plain(row.get("dataset_a")) != plain(row.get("dataset_b")):
+        return OTHER_IMAGES
+    return stats.top1_verdict(a, b, n_b)
 
 
 def verdicts_over_runs(

@@ -63,6 +63,8 @@ def _verdict_styles() -> dict[str, str]:
         compare.ONLY_A: "dim",
         compare.ONLY_B: "dim",
         compare.NOT_MEASURED: "dim",
+        compare.LOWER_TOP1: "bold red",
+        compare.HIGHER_TOP1: "green",
     }
 
 
@@ -74,7 +76,17 @@ def comparison_rule(threshold: float) -> str:
         " (from earlier runs of the same files, else assumed); slower or faster only when the"
         f" whole interval lies beyond 1 \u00b1 {threshold:g}, no change when it lies within,"
         " inconclusive otherwise; different instruction sets or accelerators are not compared."
+        " Top-1 on the same images is lower or higher when it differs by one image or more and"
+        f" by more than {stats.TOP1_THRESHOLD_POINTS:g} points; lower top-1 is a regression."
     )
+
+
+def _top1(row: Any) -> str:
+    """ "70.0 → 69.7 (-0.3)": top-1 in percent in A and B and the change, where both have one."""
+    if is_missing(row.top1_a) or is_missing(row.top1_b):
+        return ""
+    a, b = 100 * row.top1_a, 100 * row.top1_b
+    return f"{a:.1f} \u2192 {b:.1f} ({b - a:+.1f})"
 
 
 def render_comparison(result: RunComparison, console: Any = None) -> None:
@@ -108,6 +120,7 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
         ("B median [ms]", "right"),
         ("B/A [95% CI]", "right"),
         ("Verdict", "left"),
+        ("Top-1 A \u2192 B [%]", "right"),
     ):
         # escaped: rich would take "[ms]" for a style tag and drop it
         table.add_column(escape(name), justify=justify)  # type: ignore[arg-type]
@@ -129,7 +142,22 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
             format_value(row.median_b_ms, ".3f"),
             format_interval(row.ratio, row.ratio_ci95_low, row.ratio_ci95_high, ".3f"),
             f"[{style}]{verdict}[/]" if style else verdict,
+            _top1_cell(row, styles),
         )
     console.print(table)
-    counts = result.table["verdict"].value_counts()
-    console.print(", ".join(f"{n} {v}" for v, n in counts.items()) or "no jobs in either run")
+    counts = [*result.table["verdict"].value_counts().items(),
+              *result.table["accuracy_verdict"][lambda v: v.isin(_TOP1_COUNTED)]
+              .value_counts().items()]
+    console.print(", ".join(f"{n} {v}" for v, n in counts) or "no jobs in either run")
+
+
+_TOP1_COUNTED = (stats.LOWER_TOP1, stats.HIGHER_TOP1)
+
+
+def _top1_cell(row: Any, styles: dict[str, str]) -> str:
+    text = _top1(row)
+    verdict = str(row.accuracy_verdict or "")
+    if text and verdict in _TOP1_COUNTED:
+        style = styles[verdict]
+        return f"[{style}]{text} {verdict.split()[0]}[/]"  # "lower": the header says top-1
+    return text

@@ -100,8 +100,15 @@ def _e(value: Any) -> str:
 
 # Verdicts in the order the status block counts them: what needs a look first.
 COUNTED = (compare.SLOWER, compare.NEWLY_FAILING, compare.INCONCLUSIVE, compare.DIFFERENT_ISA,
-           compare.NOT_MEASURED, compare.ONLY_A, compare.FASTER, compare.NO_CHANGE,
-           compare.FIXED, compare.ONLY_B)
+           compare.DIFFERENT_ACCELERATOR, compare.NOT_MEASURED, compare.ONLY_A, compare.FASTER,
+           compare.NO_CHANGE, compare.FIXED, compare.ONLY_B)
+# ... and of top-1, beside them
+TOP1_COUNTED = (compare.LOWER_TOP1, compare.HIGHER_TOP1)
+
+
+def _top1(m: dict[str, Any]) -> str:
+    """ "top-1 70.0% &rarr; 69.7%": a pair's top-1 in the baseline and now."""
+    return f"top-1 {100 * m['top1_a']:.1f}% &rarr; {100 * m['top1_b']:.1f}%"
 
 
 def _ratio(m: dict[str, Any]) -> str:
@@ -143,29 +150,36 @@ def status_block(summary: dict[str, Any]) -> str:
                  "<th>why, notes</th><th>attempts</th><th>sessions run</th></tr>"
                  + "".join(rows) + "</table>")
     counts = {v: sum(m.get("verdict") == v for m in measurements) for v in COUNTED}
-    shown = [v for v in COUNTED if counts[v] or v in (compare.SLOWER, compare.NEWLY_FAILING,
-                                                       compare.INCONCLUSIVE)]
+    counts.update({v: sum(m.get("accuracy_verdict") == v for m in measurements)
+                   for v in TOP1_COUNTED})
+    shown = [v for v in (*COUNTED, *TOP1_COUNTED) if counts[v] or v in (
+        compare.SLOWER, compare.NEWLY_FAILING, compare.INCONCLUSIVE, compare.LOWER_TOP1)]
     def count(verdict: str) -> str:
-        bad = verdict in compare.FAILING_VERDICTS and counts[verdict]
+        bad = verdict in (*compare.FAILING_VERDICTS, compare.LOWER_TOP1) and counts[verdict]
         return f"<span{' class=bad' if bad else ''}>{counts[verdict]} {_e(verdict)}</span>"
 
     parts.append(f"<p>Measurements: {len(measurements)}; " + ", ".join(map(count, shown))
                  + ".</p>")
-    regressions = [m for m in measurements if m.get("verdict") in compare.FAILING_VERDICTS]
+    regressions = [m for m in measurements if compare.is_regression(m)]
     if regressions:
         rows = []
         for m in regressions:
             figures = (f"{m['median_a_ms']:.4g} &rarr; " if m.get("median_a_ms") is not None
                        else "") + (f"{m['median_b_ms']:.4g}" if m.get("median_b_ms") is not None
                                    else "")
-            what = _ratio(m) or _e(f"{m.get('status_b')}: {m.get('error_b') or 'no result'}")
+            verdicts = [v for v in (m.get("verdict"), m.get("accuracy_verdict"))
+                        if v in (*compare.FAILING_VERDICTS, compare.LOWER_TOP1)]
+            what = "; ".join(filter(None, (
+                _ratio(m) if m.get("verdict") == compare.SLOWER else "",
+                _top1(m) if m.get("accuracy_verdict") == compare.LOWER_TOP1 else "")))
+            what = what or _e(f"{m.get('status_b')}: {m.get('error_b') or 'no result'}")
             rows.append("<tr>" + "".join(f"<td>{_e(m.get(k))}</td>" for k in
                                          ("device", "model", "format", "runtime"))
-                        + f"<td class=bad>{_e(m['verdict'])}</td><td>{what}</td>"
+                        + f"<td class=bad>{_e(', '.join(verdicts))}</td><td>{what}</td>"
                         f"<td>{figures}</td><td>{_e(_isa(m))}</td></tr>")
         parts.append("<h2>Regressions</h2><table><tr><th>device</th><th>model</th>"
                      "<th>format</th><th>runtime</th><th>verdict</th>"
-                     "<th>ratio to baseline [95% CI], or the failure</th>"
+                     "<th>ratio to baseline [95% CI], top-1 change, or the failure</th>"
                      "<th>median ms (baseline &rarr; now)</th><th>ISA (CPU)</th></tr>"
                      + "".join(rows) + "</table>")
     else:

@@ -800,7 +800,7 @@ def _accuracy_changes(data: pd.DataFrame, history: pd.DataFrame, last: str) -> d
         if len(series) < 2 or series["run_id"].iloc[-1] != last:
             continue
         before, after = series["accuracy_top1"].to_numpy(float)[-2:]
-        n = series["accuracy_n"].iloc[-1] if "accuracy_n" in series else None
+        n = pd.to_numeric(series["accuracy_n"].iloc[-1]) if "accuracy_n" in series else math.nan
         if stats.top1_changed(before, after, None if pd.isna(n) else float(n)):
             changes[(str(device), str(job))] = f"{100 * (after - before):+.1f} points"
     failed = history[(history["run_id"] == last) & (history["status"] != "ok")]

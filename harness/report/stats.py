@@ -54,6 +54,15 @@ FASTER = "faster"
 NO_CHANGE = "no change"
 INCONCLUSIVE = "inconclusive"
 
+# Top-1 of two runs of a model on the same images. A deterministic runtime gives the same answer
+# on the same file, images, threads and instruction set, so any change is what the device
+# computes; a change is judged only beyond TOP1_THRESHOLD_POINTS as well, so that a tie broken
+# the other way by a GPU's non-deterministic kernels (a few images in 50 000) is not a regression.
+LOWER_TOP1 = "lower top-1"
+HIGHER_TOP1 = "higher top-1"
+SAME_TOP1 = "same top-1"
+TOP1_THRESHOLD_POINTS = 0.1
+
 # Flags of a measurement, and what raises them.
 HIGH_BETWEEN_COV = 0.05  # session medians spread more than 5% (log-sd)
 HIGH_WITHIN_COV = 0.25  # iterations within a session spread more than 25% (median over sessions)
@@ -251,6 +260,15 @@ def top1_changed(before: float, after: float, n: float | None) -> bool:
     sampling noise (a Wilson interval speaks of other images). Without `n`, any difference."""
     images = n if n is not None and n > 0 and math.isfinite(n) else 1e9
     return abs(after - before) * images >= 0.5
+
+
+def top1_verdict(before: float, after: float, n: float | None,
+                 threshold_points: float = TOP1_THRESHOLD_POINTS) -> str:
+    """Top-1 of the same images in two runs: lower or higher when they differ by one image or
+    more (`top1_changed`) and by more than `threshold_points` percentage points; else the same."""
+    if top1_changed(before, after, n) and abs(after - before) * 100 > threshold_points:
+        return LOWER_TOP1 if after < before else HIGHER_TOP1
+    return SAME_TOP1
 
 
 def relative_half_width(low: float | None, high: float | None, centre: float | None
