@@ -108,6 +108,13 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
               + (f", {escape(where)})" if profile.labgrid else ")"))
     out.print(f"  python {info['python']['version']} ({info['python']['executable']}), "
               f"numpy {fp.get('numpy') or 'MISSING'}")
+    agent = info.get("agent") or {}
+    if agent:
+        where = escape(str(agent.get("path")))
+        out.print(f"  agent: bytecode in {where}" if agent.get("bytecode") else
+                  f"  agent: {where}, no bytecode: its modules are compiled at every session's "
+                  f"start ({escape(str(agent.get('from_zip_because', 'none written')))})",
+                  soft_wrap=True)  # a path broken over lines cannot be copied
     out.print(f"  {fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs, "
               f"{_fmt(fp.get('mem_total_mb'), '.0f')} MB, {fp.get('os')}, "
               f"kernel {fp.get('kernel')}")

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness.agent import gpu, probes
+from tests.conftest import REPO
 
 
 def nvml_works() -> bool:
@@ -50,3 +58,105 @@ def test_slowdown_reasons_decide_throttling() -> None:
     assert gpu.slowed_down(unknown, unknown) is None and gpu.slowed_down({}, {}) is None
     before = {"throttle_counts": {}, "gpu": idle}
     assert probes.throttled(before, {"gpu": capped}, "linux") is True
+
+
+# Whether NVML is asked at all: the driver's files, looked for under a root the test makes ---------
+
+NO_DRIVER = "no NVIDIA driver"
+
+
+def bare_root(tmp_path: Path) -> Path:
+    """A file-system tree of a machine without NVIDIA's driver: /dev, /proc and a loader cache
+    that names other libraries."""
+    root = tmp_path / "root"
+    for folder in ("dev", "proc/driver", "etc", "usr/lib/x86_64-linux-gnu"):
+        (root / folder).mkdir(parents=True)
+    (root / "dev" / "null").touch()
+    (root / "etc" / "ld.so.cache").write_bytes(b"glibc-ld.so.cache1.1\0libc.so.6\0"
+                                               b"/usr/lib/x86_64-linux-gnu/libc.so.6\0")
+    return root
+
+
+def run_fresh(code: str, *args: str) -> Any:
+    """`code` in a fresh interpreter (nothing imported yet); what it prints, as JSON."""
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, env=dict(os.environ, LD_LIBRARY_PATH=""))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+PROBE = ("import json, sys\n"
+         "from harness.agent import gpu\n"
+         "fp, st = gpu.fingerprint(sys.argv[1]), gpu.state(sys.argv[1])\n"
+         "print(json.dumps([fp, st, 'pynvml' in sys.modules]))\n")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the driver's files are Linux's")
+def test_without_a_sign_of_the_driver_nvml_is_not_imported(tmp_path: Path) -> None:
+    fp, st, imported = run_fresh(PROBE, str(bare_root(tmp_path)))
+    assert set(fp) == {"absent"} and fp["absent"].startswith(NO_DRIVER)
+    assert "NVML" in fp["absent"]  # read beside the other reasons NVML is absent
+    assert st == {}
+    assert imported is False  # the 15-40 ms this check is for
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the driver's files are Linux's")
+@pytest.mark.parametrize("sign", [
+    "proc/driver/nvidia/",                       # bare metal: the kernel driver is loaded
+    "dev/nvidiactl", "dev/nvidia0",              # a container with the NVIDIA runtime
+    "dev/dxg",                                   # WSL2
+    "usr/lib/wsl/lib/libnvidia-ml.so.1",         # WSL2's NVML
+    "usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1",  # the library, module not loaded yet
+    "etc/ld.so.cache",                           # the loader knows the library
+    "LD_LIBRARY_PATH",                           # a library folder of the user's own
+])
+def test_any_sign_of_the_driver_asks_nvml(tmp_path: Path, sign: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    root = bare_root(tmp_path)
+    assert gpu.driver_absent(str(root)) is not None
+    marked = tmp_path / "marked"
+    shutil.copytree(root, marked)
+    if sign == "etc/ld.so.cache":
+        with open(marked / sign, "ab") as cache:
+            cache.write(b"libnvidia-ml.so.1\0/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1\0")
+    elif sign == "LD_LIBRARY_PATH":
+        (marked / "opt" / "nvidia" / "libnvidia-ml.so.1").parent.mkdir(parents=True)
+        (marked / "opt" / "nvidia" / "libnvidia-ml.so.1").touch()
+        monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/local/nothing:/opt/nvidia")
+    elif sign.endswith("/"):
+        (marked / sign).mkdir(parents=True)
+    else:
+        (marked / sign).parent.mkdir(parents=True, exist_ok=True)
+        (marked / sign).touch()
+    assert gpu.driver_absent(str(marked)) is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the driver's files are Linux's")
+def test_where_the_driver_may_be_nvml_itself_answers(tmp_path: Path) -> None:
+    """With the driver's mark, the real pynvml is imported and asked: on a machine without a
+    driver it says why itself; with one, the GPUs are described."""
+    root = bare_root(tmp_path)
+    (root / "dev" / "nvidiactl").touch()
+    fp, _, imported = run_fresh(PROBE, str(root))
+    assert not fp.get("absent", "").startswith(NO_DRIVER)
+    assert imported is (importlib.util.find_spec("pynvml") is not None)
+
+
+def test_the_loader_cache_is_read_as_the_loader_writes_it() -> None:
+    """This machine's own /etc/ld.so.cache names its C library the way the check looks for
+    NVML's."""
+    if not Path("/etc/ld.so.cache").is_file():
+        pytest.skip("no /etc/ld.so.cache here (not glibc)")
+    assert gpu.in_loader_cache("libc.so.6") is True
+    assert gpu.in_loader_cache("libnot-a-library.so.9") is False
+
+
+@pytest.mark.skipif(gpu.driver_absent() is None,
+                    reason="this machine has an NVIDIA driver or NVML's library")
+def test_a_session_here_does_not_import_pynvml() -> None:
+    """On this machine (no driver): the agent's fingerprint and state leave pynvml alone."""
+    fp, imported = run_fresh("import json, sys\n"
+                             "from harness.agent import probes\n"
+                             "fp = probes.fingerprint('linux'); probes.state('linux')\n"
+                             "print(json.dumps([fp['gpu'], 'pynvml' in sys.modules]))\n")
+    assert fp["absent"].startswith(NO_DRIVER) and imported is False

@@ -112,8 +112,11 @@ def test_stage_and_run_a_real_model(sshd: SSHServer, tmp_path: Path) -> None:
     assert result["fingerprint"]["hostname"] == socket.gethostname()
     assert second.result["status"] == protocol.STATUS_OK
     assert second.result["job_id"] == "j2"
-    # nothing but the cache: the agent, the model, no partial uploads left behind
-    assert sorted(p.name for p in cache.iterdir()) == sorted([agent_bundle()[1], sha256(model)])
+    # nothing but the cache: the agent, its unpacked and compiled folder, the model, no partial
+    # uploads left behind
+    agent_sha = agent_bundle()[1]
+    assert sorted(p.name for p in cache.iterdir()) == sorted([agent_sha, f"{agent_sha}.d",
+                                                              sha256(model)])
 
 
 def test_second_connection_pushes_zero_bytes(sshd: SSHServer, tmp_path: Path) -> None:

@@ -50,6 +50,8 @@ def test_devices_check_over_ssh(sshd: SSHServer, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "onnxruntime" in proc.stdout
     assert "everything the profile needs is present" in proc.stdout
+    # the agent's jobs run from the bytecode its job server compiled in the device cache
+    assert f"agent: bytecode in {tmp_path / 'cache' / agent_bundle()[1]}.d" in proc.stdout
     wants_missing = sshd.profile_file(tmp_path / "trt.yaml", cache_dir=str(tmp_path / "cache"),
                                       runtimes=["onnxruntime", "tensorrt"])
     proc = run_cli("devices", "check", str(wants_missing))

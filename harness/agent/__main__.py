@@ -1,9 +1,10 @@
 """The device agent: one JSON job on stdin, one JSON result on stdout, logs on stderr.
 
     python3 -m harness.agent < job.json                    (local)
-    python3 ~/.cache/edgebench/<sha256>.pyz < job.json     (pushed to a device as a zip)
+    python3 ~/.cache/edgebench/<sha256> < job.json         (pushed to a device as a zip)
+    python3 ~/.cache/edgebench/<sha256>.d < job.json       (that zip unpacked and compiled)
     python3 -m harness.agent --check [--kind jetson]       (what this device has, by hand)
-    python3 ~/.cache/edgebench/<sha256>.pyz --serve        (the job server: many jobs, one pipe)
+    python3 ~/.cache/edgebench/<sha256> --serve            (the job server: many jobs, one pipe)
 
 A job `{"check": true}` describes the device instead of measuring (`edgebench devices check`); it
 needs only the stdlib, so a device without numpy can still say that numpy is what it lacks.
@@ -18,7 +19,7 @@ import os
 import sys
 from typing import Any
 
-from . import probes, protocol
+from . import probes, protocol, unpack
 
 
 def runtimes_present() -> dict[str, Any]:
@@ -37,15 +38,40 @@ def check(kind: str = "linux") -> dict[str, Any]:
         "fingerprint": probes.fingerprint(kind),
         "state": probes.state(kind),
         "runtimes": runtimes_present(),
+        "agent": agent_origin(),
     }
 
 
+def agent_origin() -> dict[str, Any]:
+    """Where this agent's code is loaded from, and whether from bytecode (`devices check`)."""
+    spec = protocol.__spec__  # loaded like every other module of the agent
+    cached = getattr(spec, "cached", None)
+    origin: dict[str, Any] = {
+        "path": os.path.dirname(os.path.dirname(spec.origin or "")) or None,
+        "bytecode": isinstance(cached, str) and os.path.exists(cached),
+    }
+    why = os.environ.get(unpack.FROM_ZIP_ENV)
+    if why:
+        origin["from_zip_because"] = why
+    return origin
+
+
 def agent_command() -> list[str]:
-    """How to start this same agent again: the pushed zip, or the package here."""
+    """How to start this same agent again for each job: from the pushed zip's unpacked and
+    compiled folder (`unpack`), the zip itself where that cannot be, or the package here."""
     import zipfile  # the job server's question only: not on every job's start
 
-    if zipfile.is_zipfile(sys.argv[0]):
-        return [sys.executable, sys.argv[0]]
+    here = sys.argv[0]
+    if zipfile.is_zipfile(here):
+        folder, why = unpack.prepare(here)
+        if folder is not None:
+            return [sys.executable, folder]
+        os.environ[unpack.FROM_ZIP_ENV] = why  # for the jobs' `devices check`
+        print("edgebench agent: jobs run from the zip, compiling at every start: " + why,
+              file=sys.stderr)
+        return [sys.executable, here]
+    if os.path.isfile(os.path.join(here, "__main__.py")):  # an unpacked folder
+        return [sys.executable, here]
     return [sys.executable, "-m", __package__ or "harness.agent"]
 
 

@@ -7,11 +7,23 @@ why instead of a guess. Each call opens and closes NVML itself, so nothing stays
 across the timed window. GPU indices are NVML's; a runtime that knows the GPU it runs on by UUID
 (torch does) is matched by UUID, which survives `CUDA_VISIBLE_DEVICES` renumbering.
 
+Importing pynvml costs 15-40 ms of every session that takes a fingerprint or a state, and most
+devices (a Raspberry Pi, a Coral, a CPU box) have no NVIDIA driver at all. So before it, the files
+say whether NVML could be here (`driver_absent`): NVML is asked wherever there is any sign of the
+driver or of NVML's library (`libnvidia-ml.so.1`): the kernel driver's /proc/driver/nvidia (bare
+metal, and most containers), its device nodes /dev/nvidia* (what the NVIDIA container runtime
+mounts), WSL2's /dev/dxg, or the library where the dynamic loader finds it (LD_LIBRARY_PATH, the
+usual folders, WSL's /usr/lib/wsl/lib, /etc/ld.so.cache). Only where there is none is pynvml left
+unimported, the reason recorded as for a missing package (`{"absent": why}` in the fingerprint).
+
 Stdlib only (plus pynvml where installed); Python 3.8 syntax.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from functools import lru_cache
 from typing import Any
 
 # Clock-event reasons that mean the GPU slowed itself down (not idle, not an application clock
@@ -20,8 +32,50 @@ _SLOWDOWN_REASONS = ("HwSlowdown", "HwThermalSlowdown", "HwPowerBrakeSlowdown",
                      "SwThermalSlowdown", "SwPowerCap")
 
 
+NVML_LIBRARY = "libnvidia-ml.so.1"  # what pynvml loads on Linux
+# Where the dynamic loader looks besides LD_LIBRARY_PATH and its cache, and WSL2's driver folder.
+_LIBRARY_DIRS = ("usr/lib/wsl/lib", "lib", "lib64", "usr/lib", "usr/lib64", "usr/local/lib",
+                 "usr/lib/x86_64-linux-gnu", "usr/lib/aarch64-linux-gnu")
+
+
 class NvmlAbsent(Exception):
     """NVML cannot be used here; the message says why (no package, no driver, no GPU)."""
+
+
+def in_loader_cache(name: str, root: str = "/") -> bool | None:
+    """Whether /etc/ld.so.cache names library `name` (None: there is no cache to read)."""
+    try:
+        with open(os.path.join(root, "etc", "ld.so.cache"), "rb") as f:
+            return name.encode() + b"\0" in f.read()
+    except OSError:
+        return None
+
+
+@lru_cache(maxsize=None)
+def driver_absent(root: str = "/") -> str | None:
+    """Why NVML cannot be here, told from files under `root` without loading anything; None
+    where it may be (any sign of an NVIDIA driver or of NVML's library), and off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None  # the signs below are Linux's: elsewhere NVML is asked as before
+
+    def at(path: str) -> str:
+        return os.path.join(root, path.lstrip("/"))
+
+    if os.path.exists(at("proc/driver/nvidia")) or os.path.exists(at("dev/dxg")):
+        return None
+    try:
+        if any(name.startswith("nvidia") for name in os.listdir(at("dev"))):
+            return None
+    except OSError:
+        pass
+    folders = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+    if any(os.path.exists(os.path.join(at(d), NVML_LIBRARY))
+           for d in folders + list(_LIBRARY_DIRS)):
+        return None
+    if in_loader_cache(NVML_LIBRARY, root):
+        return None
+    return (f"no NVIDIA driver (no /proc/driver/nvidia, /dev/nvidia*, /dev/dxg) and no "
+            f"{NVML_LIBRARY} for NVML")
 
 
 def _text(value: Any) -> str:
@@ -29,9 +83,15 @@ def _text(value: Any) -> str:
 
 
 class Nvml:
-    """An open NVML session: `with Nvml() as nv: ...`; NvmlAbsent when there is none."""
+    """An open NVML session: `with Nvml() as nv: ...`; NvmlAbsent when there is none.
 
-    def __init__(self) -> None:
+    `root` is where the driver's files are looked for (`driver_absent`): "/" but in tests.
+    """
+
+    def __init__(self, root: str = "/") -> None:
+        why = driver_absent(root)
+        if why is not None:
+            raise NvmlAbsent(why)
         try:
             import pynvml
         except ImportError as err:
@@ -143,10 +203,10 @@ def _milli(value: Any) -> float | None:
     return value / 1000.0 if isinstance(value, (int, float)) else None
 
 
-def fingerprint() -> dict[str, Any]:
+def fingerprint(root: str = "/") -> dict[str, Any]:
     """Driver, CUDA driver version and every GPU, or `{"absent": why}`."""
     try:
-        with Nvml() as nv:
+        with Nvml(root) as nv:
             cuda = nv._get("nvmlSystemGetCudaDriverVersion_v2") or nv._get(
                 "nvmlSystemGetCudaDriverVersion")
             return {
@@ -160,11 +220,11 @@ def fingerprint() -> dict[str, Any]:
         return {"absent": str(err)}
 
 
-def state() -> dict[str, Any]:
+def state(root: str = "/") -> dict[str, Any]:
     """Temperature, SM and memory clocks, power and clock-event reasons of every GPU, by index;
     empty where NVML is absent (the fingerprint says why)."""
     try:
-        with Nvml() as nv:
+        with Nvml(root) as nv:
             return {str(i): nv.state(i) for i in range(nv.count)}
     except NvmlAbsent:
         return {}

@@ -7,7 +7,8 @@ Starting a command over SSH runs the device user's login shell, and on real boar
 often sources heavy start-up files (a ROS workspace on a Jetson); paying for it on every job would
 add its cost to every job. So the host starts this small server once per connection and sends it
 one request line per job; the server spawns a fresh agent process for each (the same interpreter
-and bundle, so every job still has a process and memory figures of its own), answers `started`
+and agent, so every job still has a process and memory figures of its own; from a zip, the jobs
+run its unpacked and compiled copy, see `unpack`), answers `started`
 with the agent's pid at once (so the host can kill a job that outlives its timeout) and `ended`
 with the agent's exit status, stdout and the tail of its stderr when it exits. The local transport
 runs the same server over a subprocess's pipes, so both transports share one code path. The

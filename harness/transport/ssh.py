@@ -3,11 +3,13 @@
 `SSHTransport` composes the three: `SSHConnection` (host keys, jump host, reconnecting, remote
 commands), `ContentCache` (the agent and every model pushed once by SFTP to
 `<cache_dir>/<sha256>`) and `JobServer` (the agent's job server, started once per connection over
-an SSH channel, a fresh agent process per job). What is SSH's own is here: the launcher command
-(POSIX sh, every word quoted, run in the cache directory so nothing is written outside it), the
-channel as the job server's pipe, and killing a job on the device. A lost connection gives the job
-in flight a `failed` result; the next job reconnects and first kills the agent the lost connection
-may have left running, so it cannot disturb the next measurement.
+an SSH channel, a fresh agent process per job). The server runs from the agent's zip; its jobs
+run from `<cache_dir>/<sha256>.d`, the zip unpacked and compiled by the device's Python, which
+the server makes on first use (`harness/agent/unpack.py`). What is SSH's own is here: the
+launcher command (POSIX sh, every word quoted, run in the cache directory so nothing is written
+outside it), the channel as the job server's pipe, and killing a job on the device. A lost
+connection gives the job in flight a `failed` result; the next job reconnects and first kills the
+agent the lost connection may have left running, so it cannot disturb the next measurement.
 """
 
 from __future__ import annotations
