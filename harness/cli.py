@@ -197,6 +197,10 @@ def _summary_table(records: list[dict[str, Any]]) -> Table:
     return table
 
 
+TOP1_THRESHOLD_HELP = ("smallest change of top-1 on the same images, in percentage points, that "
+                       "counts as lower or higher (default 0.1; one image at least)")
+
+
 def _session_count(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 1000:
@@ -332,7 +336,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         out=Path(args.out) if args.out else None, nightly_id=args.id, baseline=args.baseline,
         fail_on_regression=args.fail_on_regression, build_dir=Path(args.build_dir),
         quick=args.quick, sessions=args.sessions, threads=args.threads,
-        threshold=args.threshold, command="edgebench " + " ".join(sys.argv[1:])),
+        threshold=args.threshold, top1_threshold=args.top1_threshold,
+        command="edgebench " + " ".join(sys.argv[1:])),
         say, console=err_console)
     summary = result.summary
     table = Table("device", "status", "measurements", "regressions", "why",
@@ -364,6 +369,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.report import run_compare
 
     return run_compare(Path(args.db), args.run_a, args.run_b, threshold=args.threshold,
+                       top1_threshold=args.top1_threshold,
                        allow_different_devices=args.allow_different_devices,
                        fail_on_regression=args.fail_on_regression)
 
@@ -514,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "confidence, has a lower top-1, or is newly failing")
     night.add_argument("--threshold", type=float, default=0.05,
                        help="smallest relative change that counts (default 0.05)")
+    night.add_argument("--top1-threshold", type=float, default=0.1, metavar="POINTS",
+                       help=TOP1_THRESHOLD_HELP)
     night.add_argument("--quick", action="store_true", help="short protocol (tests, CI)")
     night.add_argument("--sessions", type=_session_count,
                        help="sessions per measurement (default 5, 2 with --quick)")
@@ -536,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--threshold", type=float, default=0.05,
                          help="smallest relative change that counts, T (default 0.05): slower "
                               "or faster only when the whole 95%% CI is beyond 1 +/- T")
+    compare.add_argument("--top1-threshold", type=float, default=0.1, metavar="POINTS",
+                         help=TOP1_THRESHOLD_HELP)
     compare.add_argument("--fail-on-regression", action="store_true",
                          help="exit non-zero when any measurement is slower beyond the "
                               "threshold with confidence, has a lower top-1 on the same images, "

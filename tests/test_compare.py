@@ -319,10 +319,19 @@ def test_fewer_of_the_same_images_right_is_a_regression(tmp_path: Path, capsys) 
                         "better": HIGHER_TOP1, "other images": OTHER_IMAGES, "no accuracy": ""}
     assert list(result.regressions["model"]) == ["worse"]
     assert set(result.table["verdict"]) == {INCONCLUSIVE}  # no history: speed says nothing
+    # --top1-threshold: 0.3 points lost is within 0.5 points
+    lenient = compare_runs(store, *runs, top1_threshold=0.5)
+    assert lenient.regressions.empty and set(lenient.table["accuracy_verdict"]) == {
+        SAME_TOP1, OTHER_IMAGES, ""}
     store.close()
     assert run_compare(tmp_path / "x.db", *runs, fail_on_regression=True) == 1
     out = " ".join(capsys.readouterr().out.split())
     assert "70.0 → 69.7 (-0.3) lower" in out and "1 higher top-1, 1 lower top-1" in out
+    assert "by more than 0.1 points" in out
+    assert run_compare(tmp_path / "x.db", *runs, top1_threshold=0.5, fail_on_regression=True) == 0
+    for bad in (-1.0, math.nan, 100.0):
+        with pytest.raises(EdgebenchError, match="--top1-threshold"):
+            run_compare(tmp_path / "x.db", *runs, top1_threshold=bad)
 
     other = copy.deepcopy(FINGERPRINT)
     other["isa"] = "arm neon asimd"

@@ -15,6 +15,7 @@ from harness.farm import nightly
 from harness.farm.farmfile import load_farm
 from harness.farm.summary import summary_document, write_junit, write_summary
 from harness.report.compare import is_regression
+from harness.report.stats import check_top1_threshold
 from harness.runner import BenchOptions
 from harness.store import Store
 
@@ -33,6 +34,7 @@ class NightlyArgs:
     sessions: int | None = None
     threads: int | None = None
     threshold: float = 0.05
+    top1_threshold: float = 0.1  # percentage points
     command: str | None = None  # as stored in the run; must start with "edgebench nightly"
 
 
@@ -50,6 +52,7 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
     farm = load_farm(args.farm)  # ConfigError before anything is built or acquired
     if not 0 <= args.threshold < 1:
         raise EdgebenchError(f"threshold {args.threshold} must be a fraction in [0, 1)")
+    check_top1_threshold(args.top1_threshold)
     nightly_id = args.nightly_id or nightly.new_nightly_id()
     if not is_safe_name(nightly_id):  # it is the run id and names the report folder
         raise EdgebenchError(f"--id {nightly_id!r} is not a usable nightly id; use "
@@ -81,14 +84,15 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
         names = [d.name for d in farm.devices]
         baseline = (nightly.previous_nightly(store, nightly_id, names)
                     if args.baseline == "previous" else store.resolve_run(args.baseline))
-        measurements, differences = _gate(store, baseline, nightly_id, args.threshold)
+        measurements, differences = _gate(store, baseline, nightly_id, args.threshold,
+                                          args.top1_threshold)
         regressions = sum(map(is_regression, measurements))
         code, meaning = nightly.exit_code(outcomes, regressions, args.fail_on_regression)
         summary = summary_document(
             nightly_id=nightly_id, baseline=baseline, status=status, exit_code=code,
             exit_meaning=meaning, fail_on_regression=args.fail_on_regression,
             outcomes=outcomes, measurements=measurements, fingerprint_differences=differences,
-            threshold=args.threshold)
+            threshold=args.threshold, top1_threshold=args.top1_threshold)
         from harness.report.nightly import write_trend
 
         write_trend(store, nightly_id, nightly.nightly_ids(store, nightly_id), names, out,
@@ -113,8 +117,8 @@ def _check_out(out: Path) -> None:
                                  f"({foreign[0]}, ...); give an empty or new folder with --out")
 
 
-def _gate(store: Store, baseline: str | None, run_id: str, threshold: float
-          ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+def _gate(store: Store, baseline: str | None, run_id: str, threshold: float,
+          top1_threshold: float = 0.1) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """Each measurement of the nightly with its verdict against the baseline, and the
     fingerprint differences. A measurement that fails with nothing to compare it with (the
     first nightly, or a model new since the baseline) never ran ok before: newly failing."""
@@ -125,7 +129,8 @@ def _gate(store: Store, baseline: str | None, run_id: str, threshold: float
     if baseline is not None and baseline != run_id:
         from harness.report.nightly import gate
 
-        rows, differences = gate(store, baseline, run_id, threshold)  # compare's rule
+        rows, differences = gate(store, baseline, run_id, threshold,  # compare's rule
+                                 top1_threshold)
     else:
         differences = {}
         rows = []

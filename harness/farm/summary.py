@@ -23,6 +23,7 @@ from typing import Any
 
 from harness.farm.nightly import DeviceOutcome
 from harness.report.compare import FAILING_VERDICTS, HIGHER_TOP1, LOWER_TOP1, is_regression
+from harness.report.stats import TOP1_THRESHOLD_POINTS
 
 
 def case_name(row: dict[str, Any]) -> str:
@@ -39,8 +40,8 @@ def write_summary(path: Path, summary: dict[str, Any]) -> Path:
 def summary_document(*, nightly_id: str, baseline: str | None, status: str, exit_code: int,
                      exit_meaning: str, fail_on_regression: bool,
                      outcomes: Sequence[DeviceOutcome], measurements: Sequence[dict[str, Any]],
-                     fingerprint_differences: dict[str, list[str]], threshold: float
-                     ) -> dict[str, Any]:
+                     fingerprint_differences: dict[str, list[str]], threshold: float,
+                     top1_threshold: float = TOP1_THRESHOLD_POINTS) -> dict[str, Any]:
     return {
         "nightly_id": nightly_id,
         "baseline": baseline,
@@ -49,6 +50,7 @@ def summary_document(*, nightly_id: str, baseline: str | None, status: str, exit
         "exit_meaning": exit_meaning,
         "fail_on_regression": fail_on_regression,
         "threshold": threshold,
+        "top1_threshold": top1_threshold,  # percentage points
         "devices": [asdict(o) for o in outcomes],
         "measurements": list(measurements),
         "regressions": sum(map(is_regression, measurements)),

@@ -151,6 +151,7 @@ def run_compare(
     run_b: str,
     *,
     threshold: float = 0.05,
+    top1_threshold: float = 0.1,
     allow_different_devices: bool = False,
     fail_on_regression: bool = False,
 ) -> int:
@@ -161,12 +162,16 @@ def run_compare(
 
     if not 0 <= threshold < 1:
         raise EdgebenchError(f"threshold {threshold} must be a fraction in [0, 1), e.g. 0.05")
+    from harness.report.stats import check_top1_threshold
+
+    check_top1_threshold(top1_threshold)
     with _open(db) as store:
         result = compare_runs(
             store,
             run_a,
             run_b,
             threshold=threshold,
+            top1_threshold=top1_threshold,
             allow_different_devices=allow_different_devices,
         )
     render_comparison(result)

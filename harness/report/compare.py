@@ -137,6 +137,7 @@ class RunComparison:
     table: pd.DataFrame  # one row per job key, see COMPARISON_COLUMNS
     fingerprint_differences: dict[str, list[str]]
     threshold: float
+    top1_threshold: float = stats.TOP1_THRESHOLD_POINTS  # percentage points
 
     @property
     def regressions(self) -> pd.DataFrame:
@@ -180,9 +181,11 @@ def compare_runs(
     run_b: str,
     *,
     threshold: float = stats.THRESHOLD,
+    top1_threshold: float = stats.TOP1_THRESHOLD_POINTS,
     allow_different_devices: bool = False,
 ) -> RunComparison:
-    """Pair the measurements of runs A and B and judge each pair; A is the reference (old)."""
+    """Pair the measurements of runs A and B and judge each pair; A is the reference (old).
+    `top1_threshold` in percentage points (`stats.top1_verdict`)."""
     a_id, b_id = store.resolve_run(run_a), store.resolve_run(run_b)
     both = results_frame(store, [a_id, b_id])
     a = both[both["run_id"] == a_id]
@@ -206,10 +209,11 @@ def compare_runs(
         )
     sessions = SessionReader(store)
     sessions.prefetch([*a["job_id"], *b["job_id"]])
-    rows = [_judge_pair(sessions.medians, row, threshold, _run_noise(store, sessions, row))
+    rows = [_judge_pair(sessions.medians, row, threshold, _run_noise(store, sessions, row),
+                        top1_threshold)
             for _, row in pairs.iterrows()]
     table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
-    return RunComparison(a_id, b_id, table, diffs, threshold)
+    return RunComparison(a_id, b_id, table, diffs, threshold, top1_threshold)
 
 
 # How many earlier runs of A's file estimate the run-to-run spread: recent enough to describe
@@ -259,6 +263,7 @@ def _text(value: Any) -> str | None:
 def _judge_pair(
     medians: Callable[[str], pd.Series], row: pd.Series, threshold: float,
     run_noise: tuple[float, int] | None = None,
+    top1_threshold: float = stats.TOP1_THRESHOLD_POINTS,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {k: row[k] for k in JOB_KEYS}
     for name in ("isa", "accelerator", "job_id", "status"):
@@ -304,12 +309,12 @@ def _judge_pair(
         run_sd=ci.run_sd,
         run_sd_from=f"history ({run_noise[1]} d.f.)" if run_noise else "assumed",
         verdict=verdict,
-        accuracy_verdict=_accuracy_verdict(row, verdict),
+        accuracy_verdict=_accuracy_verdict(row, verdict, top1_threshold),
     )
     return out
 
 
-def _accuracy_verdict(row: pd.Series, verdict: str) -> str:
+def _accuracy_verdict(row: pd.Series, verdict: str, threshold_points: float) -> str:
     """Top-1 of a pair that ran ok on both sides: judged on the same images (dataset and their
     number), on the same instruction set and accelerator (else the speed's reason, as an int8
     model's top-1 moves with the kernels); "" where a side has none."""
@@ -321,7 +326,7 @@ def _accuracy_verdict(row: pd.Series, verdict: str) -> str:
     n_a, n_b = plain(row.get("accuracy_n_a")), plain(row.get("accuracy_n_b"))
     if n_a != n_b or plain(row.get("dataset_a")) != plain(row.get("dataset_b")):
         return OTHER_IMAGES
-    return stats.top1_verdict(a, b, n_b)
+    return stats.top1_verdict(a, b, n_b, threshold_points)
 
 
 def verdicts_over_runs(

@@ -68,7 +68,8 @@ def _verdict_styles() -> dict[str, str]:
     }
 
 
-def comparison_rule(threshold: float) -> str:
+def comparison_rule(threshold: float,
+                    top1_threshold: float = stats.TOP1_THRESHOLD_POINTS) -> str:
     """How a comparison decides, in one sentence for the header of its table."""
     return (
         "ratio = B / A of the geometric means of session medians (> 1: B is slower), with a"
@@ -77,7 +78,7 @@ def comparison_rule(threshold: float) -> str:
         f" whole interval lies beyond 1 \u00b1 {threshold:g}, no change when it lies within,"
         " inconclusive otherwise; different instruction sets or accelerators are not compared."
         " Top-1 on the same images is lower or higher when it differs by one image or more and"
-        f" by more than {stats.TOP1_THRESHOLD_POINTS:g} points; lower top-1 is a regression."
+        f" by more than {top1_threshold:g} points; lower top-1 is a regression."
     )
 
 
@@ -101,7 +102,8 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
         console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
     console.print(
         f"Comparing run [bold]{escape(result.run_b)}[/] (B) against [bold]"
-        f"{escape(result.run_a)}[/] (A): " + comparison_rule(result.threshold)
+        f"{escape(result.run_a)}[/] (A): "
+        + comparison_rule(result.threshold, result.top1_threshold)
     )
     for device, keys in result.fingerprint_differences.items():
         console.print(

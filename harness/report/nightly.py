@@ -31,12 +31,13 @@ from harness.store import Store
 HISTORY = 30  # nightlies shown in the trend
 
 
-def gate(store: Store, baseline: str, run_id: str, threshold: float = stats.THRESHOLD
+def gate(store: Store, baseline: str, run_id: str, threshold: float = stats.THRESHOLD,
+         top1_threshold: float = stats.TOP1_THRESHOLD_POINTS
          ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """Every measurement of `run_id` judged against `baseline`, as plain dicts; and the
     fingerprint keys that differ, per device."""
     result = compare.compare_runs(store, baseline, run_id, threshold=threshold,
-                                  allow_different_devices=True)
+                                  top1_threshold=top1_threshold, allow_different_devices=True)
     rows = []
     for rec in result.table.to_dict("records"):
         rows.append({k: compare.plain(v) for k, v in rec.items()})
@@ -135,7 +136,8 @@ def status_block(summary: dict[str, Any]) -> str:
                  "none, the first nightly (a measurement that fails counts as newly failing: "
                  "it never ran ok before)")
                  + f"; run {_e(summary.get('status'))}; threshold T = "
-                 f"{summary.get('threshold', stats.THRESHOLD):.0%}.</p>")
+                 f"{summary.get('threshold', stats.THRESHOLD):.0%}, top-1 "
+                 f"{summary.get('top1_threshold', stats.TOP1_THRESHOLD_POINTS):g} points.</p>")
     by_status = {s: [d for d in devices if d["status"] == s] for s in ("ok", "failed", "skipped")}
     parts.append("<p>Devices: " + ", ".join(f"{len(v)} {k}" for k, v in by_status.items())
                  + ".</p>")

@@ -271,6 +271,15 @@ def top1_verdict(before: float, after: float, n: float | None,
     return SAME_TOP1
 
 
+def check_top1_threshold(points: float) -> None:
+    """A top-1 threshold must be a number of percentage points in [0, 100)."""
+    from harness.errors import EdgebenchError
+
+    if not (isinstance(points, (int, float)) and 0 <= points < 100):
+        raise EdgebenchError(f"--top1-threshold {points} must be percentage points in [0, 100), "
+                             "e.g. 0.1")
+
+
 def relative_half_width(low: float | None, high: float | None, centre: float | None
                         ) -> float | None:
     """Half the width of an interval relative to its centre: the precision of a headline."""
