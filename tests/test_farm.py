@@ -596,3 +596,56 @@ def test_a_bench_interrupted_while_waiting_for_a_place_leaves_no_reservation(
     taken = lab.client("-p", "dev1", "acquire", env={"LG_USERNAME": "bob"})
     assert taken.returncode == 0, taken.stderr  # not kept for a reservation of ours
     assert "bob" in who(lab)
+
+
+def test_a_place_acquired_by_hand_after_a_killed_run_is_not_released_by_the_next(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """A bench killed while it held dev1 leaves its lock file; the same user then releases dev1
+    by hand and acquires it for themselves (under the same labgrid name, `host/user`, and while
+    the dead run's reservation still lasts). The next run must leave that acquisition alone."""
+    farm = write_farm(tmp_path, lab)
+    proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, "--sessions", "20")],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, **env_for(tmp_path)))
+    _wait_for_sessions(tmp_path / "db.sqlite", "dev1", 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert len(list((tmp_path / "labgrid-state").glob("*.json"))) == 1
+    for step in ("release", "acquire"):  # by hand, as the same user
+        done = lab.client("-p", "dev1", step)
+        assert done.returncode == 0, done.stderr
+    mine = who(lab)
+    assert "dev1" in mine
+
+    again = run_cli(*_bench_args(tmp_path, farm, suite, "--wait", "1"), env=env_for(tmp_path))
+    assert again.returncode == 3, again.stderr + again.stdout
+    assert "left by a killed run" not in again.stderr
+    assert "labgrid place dev1 is held by " in again.stderr.strip().splitlines()[-1]
+    assert who(lab) == mine  # still acquired by hand
+    assert not list((tmp_path / "labgrid-state").glob("*.json"))
+
+
+def test_a_place_acquired_under_the_reservation_of_a_run_killed_while_acquiring_is_kept(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """A run killed before it recorded its acquisition: the place, acquired under our name and
+    the dead run's reservation, may be that run's or the user's by hand; it is kept, and the
+    next run says how to release it."""
+    held = lab.client("-p", "dev1", "acquire", env={"LG_USERNAME": "alice"})
+    assert held.returncode == 0, held.stderr
+    farm = write_farm(tmp_path, lab)
+    proc, err = _bench_popen(tmp_path, farm, suite, "--wait", "600")
+    err.wait_for("waiting up to 600 s")
+    proc.send_signal(signal.SIGKILL)
+    err.rest()
+    released = lab.client("-p", "dev1", "release", env={"LG_USERNAME": "alice"})
+    assert released.returncode == 0, released.stderr
+    # the dead run's reservation now has dev1, and the same user may acquire it
+    done = lab.client("-p", "dev1", "acquire")
+    assert done.returncode == 0, done.stderr
+    mine = who(lab)
+
+    again = run_cli(*_bench_args(tmp_path, farm, suite, "--wait", "1"), env=env_for(tmp_path))
+    assert again.returncode == 3, again.stderr + again.stdout
+    assert "left acquired" in again.stderr and "labgrid-client -p dev1 release" in again.stderr
+    assert who(lab) == mine
+    assert not list((tmp_path / "labgrid-state").glob("*.json"))

@@ -15,12 +15,17 @@ stops acquisitions still waiting, cancelling their reservations, and lets go of 
 process still holds, on errors and Ctrl-C too; `places_released_on_interrupt` does it the moment
 a nightly or a bench is interrupted (SIGTERM too).
 
-Stale acquisitions: labgrid keeps a place acquired when its client dies. Before acquiring, a lock
-file `<state>/<coordinator>--<place>.json` records this process (pid and its start time), the
-reservation token and the run. On the next run, a place acquired under our own labgrid name
-(`host/user`) whose lock file names a process that no longer runs was left by a killed run: it is
-released (and its reservation cancelled) and acquired afresh, with a message saying so. A place
-acquired under our name with no lock file was acquired by hand (`labgrid-client acquire`) and is
+Stale acquisitions: labgrid keeps a place acquired when its client dies. Once the reservation is
+filed, a lock file `<state>/<coordinator>--<place>.json` records this process (pid and its start
+time), the reservation token and the run; once the place is acquired it records too the place's
+`changed` time as the coordinator stamped it at our acquisition (`acquired_at`). On the next run,
+a lock file naming a process that no longer runs was left by a killed run, and the place is
+released (its reservation cancelled) and acquired afresh, with a message saying so, only if it is
+acquired under our own labgrid name (`host/user`) and has not changed since `acquired_at`: the
+same user releasing it and acquiring it by hand since (`labgrid-client acquire`) changes it, and
+keeps it. A run killed after AcquirePlace but before it wrote `acquired_at` cannot be told from a
+hand acquisition under its reservation; such a place is left acquired, with a message saying how
+to release it. A place acquired under our name with no lock file was acquired by hand and is
 treated like anyone else's; one whose lock file names a live process belongs to another run.
 
 `LabgridTransport` is the `labgrid` transport: an `SSHTransport` to the acquired address.
@@ -301,11 +306,16 @@ class LabgridClient:
                     await self._sync()
                     on_wait(name, await self._holder(name) or "someone else", wait_s)
                 await asyncio.sleep(POLL_S)
-            # Said before the RPC: a run killed right after it leaves a lock file that owns up.
-            path.write_text(json.dumps({**lock, "acquired": True}, indent=1))
             await self._rpc("AcquirePlace", pb2.AcquirePlaceRequest(placename=name))
             acquired = True
             await self._sync()
+            # Only now: a lock file saying "acquired" before the place was ours let the next
+            # run release a place the same user acquired by hand after this run was killed.
+            # `changed` is the coordinator's stamp of our acquisition; any release or acquire
+            # since changes it.
+            path.write_text(json.dumps(
+                {**lock, "acquired": True, "acquired_at": self.session.places[name].changed},
+                indent=1))
             address, port, user = self._network_service(self.session.places[name])
         except BaseException:
             await self._let_go(name, token, release=acquired)
@@ -327,13 +337,23 @@ class LabgridClient:
         if alive:
             return None  # another run of this host holds it: it is waited for like anyone's
         note = None
-        # "acquired" is false while the run only waited: a place acquired under our name then
-        # was acquired by hand, and stays so.
-        if place.acquired == self.me and lock.get("acquired"):
+        killed = f"{lock.get('run') or 'unknown run'}, pid {pid}, since {lock.get('since')}"
+        acquired_at = lock.get("acquired_at")
+        if place.acquired == self.me and acquired_at is not None and \
+                place.changed == acquired_at:
             await self._rpc("ReleasePlace",
                             pb2.ReleasePlaceRequest(placename=place.name, fromuser=self.me))
             note = (f"labgrid place {place.name}: released the acquisition left by a killed run "
-                    f"({lock.get('run') or 'unknown run'}, pid {pid}, since {lock.get('since')})")
+                    f"({killed})")
+        elif place.acquired == self.me and acquired_at is None and \
+                place.reservation == lock.get("token"):
+            # Acquired under the killed run's reservation: by that run just before it died,
+            # or by hand by the same user while the reservation lasted (a minute). Releasing
+            # someone's place is worse than leaving one acquired, and saying so.
+            note = (f"labgrid place {place.name} is acquired by {self.me} under the reservation "
+                    f"of a run killed while it acquired the place ({killed}); left acquired, as "
+                    "it may have been acquired by hand since: if nobody uses it, "
+                    f"`labgrid-client -p {place.name} release`")
         if lock.get("token"):
             try:
                 await self._rpc("CancelReservation",
