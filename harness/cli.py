@@ -219,6 +219,17 @@ def _thread_count(text: str) -> int:
     return value
 
 
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 7 * 24 * 3600:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"--wait must be seconds between 0 and a week, "
+                                         f"not {text}")
+    return value
+
+
 def _input_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(d) for d in text.split(","))
@@ -234,14 +245,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     names = [d.name for d in devices]
     if len(set(names)) != len(names):
         raise EdgebenchError(f"device given twice: {', '.join(names)}")
+    if args.wait is not None:
+        if not any(d.labgrid for d in devices):
+            raise EdgebenchError("--wait is how long to wait for a farm device's labgrid "
+                                 f"place; {', '.join(names)} is no farm device")
+        devices = [dataclasses.replace(d, labgrid=dataclasses.replace(d.labgrid, wait_s=args.wait))
+                   if d.labgrid else d for d in devices]
     if any(d.labgrid for d in devices):  # each place is acquired for its device's whole queue
         from harness.farm.labgrid import client_for, places_released_on_interrupt
 
         for coordinator in sorted({d.labgrid.coordinator for d in devices if d.labgrid}):
-            client_for(coordinator)  # a coordinator that is down: one clear error, nothing built
+            # a coordinator that is down: one clear error, nothing built
+            client_for(coordinator).on_wait = _say_place_held
         with places_released_on_interrupt():
             return _bench(args, devices)
     return _bench(args, devices)
+
+
+def _say_place_held(place: str, holder: str, wait_s: float) -> None:
+    """A bench waiting for a place someone else holds says so at once, not after wait_s."""
+    if wait_s > 0:
+        err_console.print(f"labgrid place {place} is held by {holder}; waiting up to "
+                          f"{wait_s:g} s for it (--wait SECONDS to change that; Ctrl-C stops "
+                          "waiting)", highlight=False, markup=False, soft_wrap=True)
 
 
 def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
@@ -502,6 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile", action="store_true",
                        help="one extra, untimed session per measurement under the engine's "
                        "per-operator profiler; stored, printed and in the report")
+    bench.add_argument("--wait", type=_wait_seconds, metavar="SECONDS",
+                       help="for a farm device whose labgrid place someone else holds: how long "
+                       "to wait for it before giving up (default: the farm's wait_s; 0: give "
+                       "up at once)")
     bench.add_argument("--build-dir", default="models/build")
     bench.set_defaults(func=cmd_bench)
 

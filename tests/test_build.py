@@ -233,3 +233,76 @@ def test_the_build_line_says_what_agreement_is_measured_against() -> None:
     # a pruned random-weight ResNet: 0% is what random inputs give, not a broken file
     assert _summary(artifact("resnet18", None, 0.0)) == \
         "2 KiB, latency only, top-1 agreement with resnet18 0.000 on random inputs"
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The live child processes of `pid`, with their command lines."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        state, ppid = text[text.rindex(")") + 2:].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found[int(stat.parent.name)] = cmdline
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2:].split()[0] != "Z"  # a zombie whose reaper is slow
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_a_build_worker_stops_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """SIGKILL runs none of the parent's clean-up: the worker must notice by itself, and stop
+    in the middle of its model (a long training here) instead of finishing it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    suite = tmp_path / "two.yaml"
+    suite.write_text("seed: 0\nformats: [onnx]\ndatasets: {digits: {type: digits}}\n"
+                     "models:\n"
+                     "  latency: {arch: digits_cnn, input_size: 32}\n"  # the parent's
+                     "  trained: {arch: digits_cnn, dataset: digits,\n"  # the worker's
+                     "            train: {epochs: 2000, threads: 1}}\n")
+    build = tmp_path / "build"
+    code = ("import sys; from pathlib import Path; from rich.console import Console; "
+            "from harness.compress.build import build_suite; "
+            "build_suite(Path(sys.argv[1]), Path(sys.argv[2]), console=Console(quiet=True), "
+            "workers=1)")
+    repo = Path(__file__).resolve().parent.parent
+    parent = subprocess.Popen([sys.executable, "-c", code, str(suite), str(build)], cwd=repo,
+                              env=dict(os.environ, PYTHONPATH=str(repo)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 300  # against a hang, not a measurement
+        while worker is None or not (build / "latency.onnx").exists():
+            assert parent.poll() is None, "the build ended before its worker could be seen"
+            assert time.monotonic() < deadline, "no worker, or the parent's model not built"
+            workers = [p for p, cmd in _children(parent.pid).items() if "spawn_main" in cmd]
+            worker = workers[0] if workers else worker
+            time.sleep(0.2)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 60  # a 2000-epoch training takes far longer
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker), "the worker went on building after its parent was killed"
+        assert not (build / "trained.onnx").exists()  # stopped, not finished
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)

@@ -15,6 +15,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -174,6 +175,9 @@ def test_a_place_held_by_someone_else_is_waited_for_then_skipped_naming_the_hold
     assert status["dev1"]["status"] == "skipped"
     assert "held by " in status["dev1"]["message"] and "/alice" in status["dev1"]["message"]
     assert "waited 3 s" in status["dev1"]["message"]
+    assert status["dev1"]["message"].endswith(", skipping it")
+    assert "dev1: labgrid place dev1 is held by " in proc.stderr  # said when the wait began
+    assert "waiting up to 3 s for it, then skipping it" in proc.stderr
     assert time.monotonic() - started >= 3
     assert rows(tmp_path / "db.sqlite", "SELECT DISTINCT device FROM results ORDER BY 1") == [
         ("dev0",), ("dev2",)]
@@ -483,3 +487,167 @@ def test_a_missing_key_file_fails_its_device_at_once_without_retries(
     assert "trying again" not in proc.stderr + proc.stdout
     assert status["dev0"]["status"] == status["dev2"]["status"] == "ok"
     assert "dev1" not in who(lab)  # released
+
+
+class _Lines:
+    """A process's stderr read line by line as it comes, so a test can act on a line while the
+    process still runs."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc, self.lines = proc, []  # type: list[str]
+        self._new = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._new:
+                self.lines.append(line)
+                self._new.notify_all()
+        with self._new:
+            self.lines.append("")  # the end
+            self._new.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 120) -> str:
+        """The first line holding `text`; fails if the process ends or `timeout` passes first
+        (a generous bound against a hang, not a measurement)."""
+        with self._new:
+            found = self._new.wait_for(
+                lambda: any(text in line for line in self.lines) or "" in self.lines, timeout)
+            match = next((line for line in self.lines if text in line), None)
+        assert found and match is not None, f"no {text!r} on stderr: {''.join(self.lines)}"
+        return match
+
+    def rest(self, timeout: float = 120) -> str:
+        """All of stderr once the process has ended (stdout is read and dropped)."""
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.proc.stdout.read()
+        self.proc.wait(timeout=timeout)
+        self._thread.join(timeout)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return "".join(self.lines)
+
+
+def _bench_popen(tmp_path: Path, farm: Path, suite: dict[str, Path], *extra: str,
+                 ) -> tuple[subprocess.Popen[str], _Lines]:
+    proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, *extra)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **env_for(tmp_path)))
+    return proc, _Lines(proc)
+
+
+def reservations(lab: LoopbackLab) -> str:
+    done = lab.client("reservations")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_bench_on_a_place_held_by_someone_else_says_so_at_once_then_gives_up_in_its_words(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    held = lab.client("-p", "dev1", "acquire", env={"LG_USERNAME": "alice"})
+    assert held.returncode == 0, held.stderr
+    farm = write_farm(tmp_path, lab, wait_s=1800)  # the example farm's wait; --wait wins
+    proc, err = _bench_popen(tmp_path, farm, suite, "--wait", "2")
+    notice = err.wait_for("is held by")
+    assert "labgrid place dev1 is held by " in notice and "/alice" in notice
+    assert "waiting up to 2 s" in notice and "Ctrl-C" in notice
+    stderr = err.rest()
+    assert proc.returncode == 3, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("edgebench: error: labgrid place dev1 is held by ")
+    assert "/alice" in last and "gave up after waiting 2 s" in last
+    assert "skipping" not in stderr and "Traceback" not in stderr
+    assert "alice" in who(lab)  # alice keeps her place, and nothing of ours is left
+    assert "Reservation" not in reservations(lab)
+    assert not list((tmp_path / "labgrid-state").glob("*.json"))
+
+    proc, err = _bench_popen(tmp_path, farm, suite, "--wait", "0")
+    stderr = err.rest()
+    assert proc.returncode == 3, stderr
+    assert "waiting up to" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith(
+        "edgebench: error: labgrid place dev1 is held by ")
+    assert "not waiting for it" in stderr
+
+    plain = run_cli("bench", "--model", str(suite["build"] / "digits_cnn.onnx"), "--wait", "5",
+                    "--db", str(tmp_path / "db.sqlite"))
+    assert plain.returncode == 2 and "local is no farm device" in plain.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_bench_interrupted_while_waiting_for_a_place_leaves_no_reservation(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path], sig: signal.Signals) -> None:
+    """A reservation left waiting would be given the place the moment its holder lets go, and
+    keep everyone else out of it for a minute."""
+    held = lab.client("-p", "dev1", "acquire", env={"LG_USERNAME": "alice"})
+    assert held.returncode == 0, held.stderr
+    farm = write_farm(tmp_path, lab)
+    proc, err = _bench_popen(tmp_path, farm, suite, "--wait", "600")
+    err.wait_for("waiting up to 600 s")
+    assert proc.poll() is None and "Reservation" in reservations(lab)  # ours, waiting
+    proc.send_signal(sig)
+    stderr = err.rest()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert "Reservation" not in reservations(lab)
+    assert not list((tmp_path / "labgrid-state").glob("*.json"))
+    released = lab.client("-p", "dev1", "release", env={"LG_USERNAME": "alice"})
+    assert released.returncode == 0, released.stderr
+    taken = lab.client("-p", "dev1", "acquire", env={"LG_USERNAME": "bob"})
+    assert taken.returncode == 0, taken.stderr  # not kept for a reservation of ours
+    assert "bob" in who(lab)
+
+
+def test_a_place_acquired_by_hand_after_a_killed_run_is_not_released_by_the_next(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """A bench killed while it held dev1 leaves its lock file; the same user then releases dev1
+    by hand and acquires it for themselves (under the same labgrid name, `host/user`, and while
+    the dead run's reservation still lasts). The next run must leave that acquisition alone."""
+    farm = write_farm(tmp_path, lab)
+    proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, "--sessions", "20")],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, **env_for(tmp_path)))
+    _wait_for_sessions(tmp_path / "db.sqlite", "dev1", 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert len(list((tmp_path / "labgrid-state").glob("*.json"))) == 1
+    for step in ("release", "acquire"):  # by hand, as the same user
+        done = lab.client("-p", "dev1", step)
+        assert done.returncode == 0, done.stderr
+    mine = who(lab)
+    assert "dev1" in mine
+
+    again = run_cli(*_bench_args(tmp_path, farm, suite, "--wait", "1"), env=env_for(tmp_path))
+    assert again.returncode == 3, again.stderr + again.stdout
+    assert "left by a killed run" not in again.stderr
+    assert "labgrid place dev1 is held by " in again.stderr.strip().splitlines()[-1]
+    assert who(lab) == mine  # still acquired by hand
+    assert not list((tmp_path / "labgrid-state").glob("*.json"))
+
+
+def test_a_place_acquired_under_the_reservation_of_a_run_killed_while_acquiring_is_kept(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """A run killed before it recorded its acquisition: the place, acquired under our name and
+    the dead run's reservation, may be that run's or the user's by hand; it is kept, and the
+    next run says how to release it."""
+    held = lab.client("-p", "dev1", "acquire", env={"LG_USERNAME": "alice"})
+    assert held.returncode == 0, held.stderr
+    farm = write_farm(tmp_path, lab)
+    proc, err = _bench_popen(tmp_path, farm, suite, "--wait", "600")
+    err.wait_for("waiting up to 600 s")
+    proc.send_signal(signal.SIGKILL)
+    err.rest()
+    released = lab.client("-p", "dev1", "release", env={"LG_USERNAME": "alice"})
+    assert released.returncode == 0, released.stderr
+    # the dead run's reservation now has dev1, and the same user may acquire it
+    done = lab.client("-p", "dev1", "acquire")
+    assert done.returncode == 0, done.stderr
+    mine = who(lab)
+
+    again = run_cli(*_bench_args(tmp_path, farm, suite, "--wait", "1"), env=env_for(tmp_path))
+    assert again.returncode == 3, again.stderr + again.stdout
+    assert "left acquired" in again.stderr and "labgrid-client -p dev1 release" in again.stderr
+    assert who(lab) == mine
+    assert not list((tmp_path / "labgrid-state").glob("*.json"))

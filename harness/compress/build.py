@@ -11,7 +11,8 @@ would write); its MACs and PyTorch outputs are also computed once.
 
 Models that share no dataset are independent, so they are built side by side: the first in this
 process, the others in spawned worker processes (one per further CPU), whose output comes through
-this process's console. The artifacts, the same bytes either way, are listed in suite order.
+this process's console. The artifacts, the same bytes either way, are listed in suite order. A
+worker whose parent dies (even by SIGKILL) exits at once, in the middle of its model.
 
 An artifact is rebuilt only when its build key changes: the key hashes the model, dataset and
 recipe configuration, the seed, the weights file and the source of harness/compress and
@@ -182,6 +183,7 @@ def _build_in_worker(suite: Suite, build_dir: Path, names: list[str], width: int
                      messages: Any) -> None:
     """A worker process: build the models `names` one after the other, sending each one's
     report, and every line it prints, to the main process."""
+    _exit_with_parent()
     try:
         # not a terminal: progress bars print once when done, with no cursor movements
         console = Console(file=cast(IO[str], _LineQueue(messages)), width=width,
@@ -191,6 +193,27 @@ def _build_in_worker(suite: Suite, build_dir: Path, names: list[str], width: int
             messages.put(("done", name, builder.build_model(suite.models[name])))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the main one reports
         pass
+
+
+PARENT_GONE_EXIT = 75  # a worker's status when it stopped because its parent had died
+
+
+def _exit_with_parent() -> None:
+    """End this worker the moment its parent dies, even by SIGKILL (which runs none of the
+    parent's clean-up): nobody is left to take its models, and it would go on training and
+    writing into the build folder for minutes. The parent holds the write end of a pipe whose
+    read end is this process's `parent_process().sentinel`; the parent's death closes it."""
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(PARENT_GONE_EXIT)  # now, not after the model under way
+
+    threading.Thread(target=watch, daemon=True, name="edgebench-build-parent").start()
 
 
 class _Workers:

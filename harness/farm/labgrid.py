@@ -5,19 +5,27 @@
 event loop in a thread of its own, so the device threads of a run can share it). `acquire(place)`
 files a reservation for that place (`name=PLACE`, as `labgrid-client reserve name=PLACE` does),
 waits for the coordinator to allocate it, up to the profile's `wait_s`, then acquires the place and
-returns the address, user and port of its `NetworkService`. A place held by someone else past that
-time is given up with `PlaceBusy`, naming the holder. Acquisitions are counted, so a nightly that
-holds a place for its health check and its queue acquires it once. `release` releases the place
-(only if we hold it: `fromuser`), cancels the reservation; `release_all` (also at exit) lets go of
-everything this process still holds, on errors and Ctrl-C too; `places_released_on_interrupt`
-does it the moment a nightly or a bench is interrupted (SIGTERM too).
+returns the address, user and port of its `NetworkService`. When the place is held, `on_wait` (the
+caller's, else the client's) hears at once who holds it and for how long we will wait; a place
+still held after that time is given up with `PlaceBusy`, naming the holder (each command words
+what it does then: the nightly skips the device, a bench fails). Acquisitions are counted, so a
+nightly that holds a place for its health check and its queue acquires it once. `release` releases
+the place (only if we hold it: `fromuser`), cancels the reservation; `release_all` (also at exit)
+stops acquisitions still waiting, cancelling their reservations, and lets go of everything this
+process still holds, on errors and Ctrl-C too; `places_released_on_interrupt` does it the moment
+a nightly or a bench is interrupted (SIGTERM too).
 
-Stale acquisitions: labgrid keeps a place acquired when its client dies. Before acquiring, a lock
-file `<state>/<coordinator>--<place>.json` records this process (pid and its start time), the
-reservation token and the run. On the next run, a place acquired under our own labgrid name
-(`host/user`) whose lock file names a process that no longer runs was left by a killed run: it is
-released (and its reservation cancelled) and acquired afresh, with a message saying so. A place
-acquired under our name with no lock file was acquired by hand (`labgrid-client acquire`) and is
+Stale acquisitions: labgrid keeps a place acquired when its client dies. Once the reservation is
+filed, a lock file `<state>/<coordinator>--<place>.json` records this process (pid and its start
+time), the reservation token and the run; once the place is acquired it records too the place's
+`changed` time as the coordinator stamped it at our acquisition (`acquired_at`). On the next run,
+a lock file naming a process that no longer runs was left by a killed run, and the place is
+released (its reservation cancelled) and acquired afresh, with a message saying so, only if it is
+acquired under our own labgrid name (`host/user`) and has not changed since `acquired_at`: the
+same user releasing it and acquiring it by hand since (`labgrid-client acquire`) changes it, and
+keeps it. A run killed after AcquirePlace but before it wrote `acquired_at` cannot be told from a
+hand acquisition under its reservation; such a place is left acquired, with a message saying how
+to release it. A place acquired under our name with no lock file was acquired by hand and is
 treated like anyone else's; one whose lock file names a live process belongs to another run.
 
 `LabgridTransport` is the `labgrid` transport: an `SSHTransport` to the acquired address.
@@ -36,7 +44,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,13 +64,23 @@ POLL_S = 1.0  # how often a waiting reservation is polled (and so kept alive)
 STATE_ENV = "EDGEBENCH_LABGRID_STATE"
 
 
-class PlaceBusy(TransportError):
-    """The place stayed held by someone else for longer than the wait allowed."""
+# Told when an acquisition has to wait: (place, holder, the wait in seconds).
+OnWait = Callable[[str, str, float], None]
 
-    def __init__(self, place: str, holder: str, waited_s: float) -> None:
-        self.place, self.holder = place, holder
-        super().__init__(f"labgrid place {place} is held by {holder}; waited {waited_s:g} s for "
-                         "it, skipping it")
+
+class PlaceBusy(TransportError):
+    """The place stayed held by someone else for longer than the wait allowed. The message is
+    the one a bench or a check gives up with; the nightly words its own (it skips the device)."""
+
+    def __init__(self, place: str, holder: str, waited_s: float, note: str | None = None
+                 ) -> None:
+        self.place, self.holder, self.waited_s, self.note = place, holder, waited_s, note
+        if waited_s > 0:
+            message = f"labgrid place {place} is held by {holder}; gave up after waiting " \
+                      f"{waited_s:g} s for it"
+        else:
+            message = f"labgrid place {place} is held by {holder}; not waiting for it (wait 0 s)"
+        super().__init__(message + (f"; {note}" if note else ""))
 
 
 class _LabgridLog(logging.Filter):
@@ -129,6 +148,8 @@ class LabgridClient:
         self._released = threading.Condition(self._lock)
         self.session: Any = None
         self.run_id: str | None = None  # written into lock files, for people reading them
+        self.on_wait: OnWait | None = None  # for acquisitions whose caller gives none
+        self._acquiring: set[asyncio.Task[Any]] = set()  # touched on the loop's thread only
         try:
             self._run(self._connect(), CONNECT_TIMEOUT_S)
         except BaseException:
@@ -214,21 +235,37 @@ class LabgridClient:
         place = self.session.places.get(name)
         return None if place is None else await self._release_if_stale(place)
 
-    def acquire(self, settings: LabgridSettings) -> Lease:
-        """Reserve and acquire the place (or count one more holder of it); PlaceBusy after
-        `settings.wait_s` of someone else holding it."""
+    def acquire(self, settings: LabgridSettings, on_wait: OnWait | None = None) -> Lease:
+        """Reserve and acquire the place (or count one more holder of it); `on_wait` (else the
+        client's) is told at once when someone else holds it; PlaceBusy after `settings.wait_s`
+        of that."""
         with self._lock:
             if settings.place in self._held:
                 count, lease = self._held[settings.place]
                 self._held[settings.place] = (count + 1, lease)
                 return lease
-        lease = self._run(self._acquire(settings.place, settings.wait_s),
-                          settings.wait_s + 4 * RPC_TIMEOUT_S)
+        try:
+            lease = self._run(self._acquire(settings.place, settings.wait_s,
+                                            on_wait or self.on_wait),
+                              settings.wait_s + 4 * RPC_TIMEOUT_S)
+        except CancelledError:  # release_all stopped it: this process is letting go of all
+            raise TransportError(f"labgrid place {settings.place}: stopped waiting for it"
+                                 ) from None
         with self._lock:
             self._held[settings.place] = (1, lease)
         return lease
 
-    async def _acquire(self, name: str, wait_s: float) -> Lease:
+    async def _acquire(self, name: str, wait_s: float, on_wait: OnWait | None) -> Lease:
+        task = asyncio.current_task()
+        assert task is not None
+        self._acquiring.add(task)
+        try:
+            return await self._reserve_and_acquire(name, wait_s, on_wait)
+        finally:
+            self._acquiring.discard(task)
+
+    async def _reserve_and_acquire(self, name: str, wait_s: float, on_wait: OnWait | None
+                                   ) -> Lease:
         from labgrid.remote.common import Reservation, ReservationState
         from labgrid.remote.generated import labgrid_coordinator_pb2 as pb2
 
@@ -250,7 +287,7 @@ class LabgridClient:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.write_text(json.dumps(lock, indent=1))
         started = time.monotonic()
-        acquired = False
+        acquired = told = False
         try:
             while True:
                 polled = await self._rpc("PollReservation", pb2.PollReservationRequest(token=token))
@@ -263,13 +300,22 @@ class LabgridClient:
                 if time.monotonic() - started >= wait_s:
                     await self._sync()
                     holder = await self._holder(name) or "someone else"
-                    raise PlaceBusy(name, holder, wait_s)
+                    raise PlaceBusy(name, holder, wait_s, note)
+                if not told and on_wait is not None:
+                    told = True
+                    await self._sync()
+                    on_wait(name, await self._holder(name) or "someone else", wait_s)
                 await asyncio.sleep(POLL_S)
-            # Said before the RPC: a run killed right after it leaves a lock file that owns up.
-            path.write_text(json.dumps({**lock, "acquired": True}, indent=1))
             await self._rpc("AcquirePlace", pb2.AcquirePlaceRequest(placename=name))
             acquired = True
             await self._sync()
+            # Only now: a lock file saying "acquired" before the place was ours let the next
+            # run release a place the same user acquired by hand after this run was killed.
+            # `changed` is the coordinator's stamp of our acquisition; any release or acquire
+            # since changes it.
+            path.write_text(json.dumps(
+                {**lock, "acquired": True, "acquired_at": self.session.places[name].changed},
+                indent=1))
             address, port, user = self._network_service(self.session.places[name])
         except BaseException:
             await self._let_go(name, token, release=acquired)
@@ -291,13 +337,23 @@ class LabgridClient:
         if alive:
             return None  # another run of this host holds it: it is waited for like anyone's
         note = None
-        # "acquired" is false while the run only waited: a place acquired under our name then
-        # was acquired by hand, and stays so.
-        if place.acquired == self.me and lock.get("acquired"):
+        killed = f"{lock.get('run') or 'unknown run'}, pid {pid}, since {lock.get('since')}"
+        acquired_at = lock.get("acquired_at")
+        if place.acquired == self.me and acquired_at is not None and \
+                place.changed == acquired_at:
             await self._rpc("ReleasePlace",
                             pb2.ReleasePlaceRequest(placename=place.name, fromuser=self.me))
             note = (f"labgrid place {place.name}: released the acquisition left by a killed run "
-                    f"({lock.get('run') or 'unknown run'}, pid {pid}, since {lock.get('since')})")
+                    f"({killed})")
+        elif place.acquired == self.me and acquired_at is None and \
+                place.reservation == lock.get("token"):
+            # Acquired under the killed run's reservation: by that run just before it died,
+            # or by hand by the same user while the reservation lasted (a minute). Releasing
+            # someone's place is worse than leaving one acquired, and saying so.
+            note = (f"labgrid place {place.name} is acquired by {self.me} under the reservation "
+                    f"of a run killed while it acquired the place ({killed}); left acquired, as "
+                    "it may have been acquired by hand since: if nobody uses it, "
+                    f"`labgrid-client -p {place.name} release`")
         if lock.get("token"):
             try:
                 await self._rpc("CancelReservation",
@@ -358,6 +414,10 @@ class LabgridClient:
             self._lock_file(name).unlink(missing_ok=True)
 
     def release_all(self) -> None:
+        try:  # first the waits, so that none acquires a place after the others are let go
+            self._run(self._stop_acquiring(), 3 * RPC_TIMEOUT_S)
+        except TransportError:
+            pass
         with self._lock:
             held = [(place, lease) for place, (_, lease) in self._held.items()]
             self._held.clear()
@@ -370,6 +430,15 @@ class LabgridClient:
         # interrupted): closing the session under it would leave that place acquired.
         with self._lock:
             self._released.wait_for(lambda: self._releasing == 0, timeout=3 * RPC_TIMEOUT_S)
+
+    async def _stop_acquiring(self) -> None:
+        """Cancel the acquisitions under way; each cancels its reservation (and releases its
+        place if it got that far) on the way out."""
+        tasks = [t for t in self._acquiring if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2 * RPC_TIMEOUT_S)
 
     def close(self) -> None:
         self.release_all()

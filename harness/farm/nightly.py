@@ -137,7 +137,10 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
             if device.labgrid is not None:
                 client = client_for(device.labgrid.coordinator)
                 client.run_id = plan.nightly_id
-                lease = client.acquire(device.labgrid)  # held until this device is done
+                lease = client.acquire(  # held until this device is done
+                    device.labgrid, on_wait=lambda place, holder, wait_s: say(
+                        f"{device.name}: labgrid place {place} is held by {holder}; waiting up "
+                        f"to {wait_s:g} s for it, then skipping it"))
                 if lease.note:
                     outcome.notes.append(lease.note)
                     say(lease.note)
@@ -170,7 +173,12 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
                 outcome.status = "failed"
                 outcome.message = _why_missing(store, left)
     except PlaceBusy as err:
-        outcome.status, outcome.message = "skipped", str(err)
+        outcome.status = "skipped"
+        outcome.message = (f"labgrid place {err.place} is held by {err.holder}; waited "
+                           f"{err.waited_s:g} s for it, skipping it")
+        if err.note:
+            outcome.notes.append(err.note)
+            say(err.note)
     except EdgebenchError as err:
         outcome.status, outcome.message = "failed", str(err)
     except Exception as err:  # a bug or a library's surprise: the other devices go on
