@@ -256,7 +256,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         for coordinator in sorted({d.labgrid.coordinator for d in devices if d.labgrid}):
             # a coordinator that is down: one clear error, nothing built
-            client_for(coordinator).on_wait = _say_place_held
+            client = client_for(coordinator)
+            client.on_wait, client.on_note = _say_place_held, _say_note
         with places_released_on_interrupt():
             return _bench(args, devices)
     return _bench(args, devices)
@@ -268,6 +269,10 @@ def _say_place_held(place: str, holder: str, wait_s: float) -> None:
         err_console.print(f"labgrid place {place} is held by {holder}; waiting up to "
                           f"{wait_s:g} s for it (--wait SECONDS to change that; Ctrl-C stops "
                           "waiting)", highlight=False, markup=False, soft_wrap=True)
+
+
+def _say_note(note: str) -> None:
+    err_console.print(note, highlight=False, markup=False, soft_wrap=True)
 
 
 def _bench(args: argparse.Namespace, devices: list[Any]) -> int:

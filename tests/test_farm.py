@@ -627,6 +627,26 @@ def test_a_place_acquired_by_hand_after_a_killed_run_is_not_released_by_the_next
     assert not list((tmp_path / "labgrid-state").glob("*.json"))
 
 
+def test_a_bench_releases_the_place_a_killed_bench_left_and_says_so(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """A bench killed while it held dev1 leaves it acquired; the next bench, finding it unchanged
+    since, releases it, says so, and measures."""
+    farm = write_farm(tmp_path, lab)
+    proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, "--sessions", "20")],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, **env_for(tmp_path)))
+    _wait_for_sessions(tmp_path / "db.sqlite", "dev1", 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert "dev1" in who(lab)
+
+    again = run_cli(*_bench_args(tmp_path, farm, suite, "--wait", "1"), env=env_for(tmp_path))
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "labgrid place dev1: released the acquisition left by a killed run" in again.stderr
+    assert "dev1" not in who(lab)
+    assert not list((tmp_path / "labgrid-state").glob("*.json"))
+
+
 def test_a_place_acquired_under_the_reservation_of_a_run_killed_while_acquiring_is_kept(
         tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
     """A run killed before it recorded its acquisition: the place, acquired under our name and

@@ -149,6 +149,8 @@ class LabgridClient:
         self.session: Any = None
         self.run_id: str | None = None  # written into lock files, for people reading them
         self.on_wait: OnWait | None = None  # for acquisitions whose caller gives none
+        # told a new lease's note (a stale acquisition released); the nightly reads notes itself
+        self.on_note: Callable[[str], None] | None = None
         self._acquiring: set[asyncio.Task[Any]] = set()  # touched on the loop's thread only
         try:
             self._run(self._connect(), CONNECT_TIMEOUT_S)
@@ -253,6 +255,8 @@ class LabgridClient:
                                  ) from None
         with self._lock:
             self._held[settings.place] = (1, lease)
+        if lease.note and self.on_note is not None:
+            self.on_note(lease.note)
         return lease
 
     async def _acquire(self, name: str, wait_s: float, on_wait: OnWait | None) -> Lease:
