@@ -91,6 +91,7 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
 
     profile = _load_device(args, args.device)
     job = protocol.check_job(profile.kind)
+    _tell_farm_waits([profile], "")
     with transport_for(profile) as transport:
         where = transport.host
         run = transport.run_agent(job, timeout_s=120)
@@ -252,27 +253,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
         devices = [dataclasses.replace(d, labgrid=dataclasses.replace(d.labgrid, wait_s=args.wait))
                    if d.labgrid else d for d in devices]
     if any(d.labgrid for d in devices):  # each place is acquired for its device's whole queue
-        from harness.farm.labgrid import client_for, places_released_on_interrupt
+        from harness.farm.labgrid import places_released_on_interrupt
 
-        for coordinator in sorted({d.labgrid.coordinator for d in devices if d.labgrid}):
-            # a coordinator that is down: one clear error, nothing built
-            client = client_for(coordinator)
-            client.on_wait, client.on_note = _say_place_held, _say_note
+        _tell_farm_waits(devices, "--wait SECONDS to change that; ")
         with places_released_on_interrupt():
             return _bench(args, devices)
     return _bench(args, devices)
 
 
-def _say_place_held(place: str, holder: str, wait_s: float) -> None:
-    """A bench waiting for a place someone else holds says so at once, not after wait_s."""
-    if wait_s > 0:
-        err_console.print(f"labgrid place {place} is held by {holder}; waiting up to "
-                          f"{wait_s:g} s for it (--wait SECONDS to change that; Ctrl-C stops "
-                          "waiting)", highlight=False, markup=False, soft_wrap=True)
+def _tell_farm_waits(devices: list[Any], hint: str) -> None:
+    """Connect to the coordinators of the farm devices among `devices` (one that is down: one
+    clear error, nothing built), and have them say at once when a place is held by someone else,
+    not after the wait, and when a place a killed run left acquired was released."""
+    from harness.farm.labgrid import client_for
+
+    def held(place: str, holder: str, wait_s: float) -> None:
+        if wait_s > 0:
+            _say(f"labgrid place {place} is held by {holder}; waiting up to {wait_s:g} s for it "
+                 f"({hint}Ctrl-C stops waiting)")
+
+    for coordinator in sorted({d.labgrid.coordinator for d in devices if d.labgrid}):
+        client = client_for(coordinator)
+        client.on_wait, client.on_note = held, _say
 
 
-def _say_note(note: str) -> None:
-    err_console.print(note, highlight=False, markup=False, soft_wrap=True)
+def _say(text: str) -> None:
+    err_console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def _bench(args: argparse.Namespace, devices: list[Any]) -> int:

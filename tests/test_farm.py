@@ -211,6 +211,16 @@ def test_devices_list_and_check_know_farm_devices(tmp_path: Path, lab: LoopbackL
     assert check.returncode == 0, check.stderr + check.stdout
     assert f"127.0.0.1:{lab.devices['dev2'].port} (labgrid place dev2)" in check.stdout
     assert "dev2" not in who(lab)  # released after the check
+    # a place someone holds: the check says so at once, and gives up after the farm's wait
+    held = lab.client("-p", "dev2", "acquire", env={"LG_USERNAME": "alice"})
+    assert held.returncode == 0, held.stderr
+    busy = run_cli("devices", "check", "dev2", "--farm", str(write_farm(tmp_path, lab, wait_s=2)),
+                   env=env_for(tmp_path))
+    assert busy.returncode == 3, busy.stderr + busy.stdout
+    first, *_, last = busy.stderr.strip().splitlines()
+    assert "labgrid place dev2 is held by " in first and "/alice" in first
+    assert "waiting up to 2 s for it (Ctrl-C stops waiting)" in first
+    assert last.startswith("edgebench: error: labgrid place dev2 is held by ")
 
 
 def test_a_device_whose_sshd_dies_mid_run_is_marked_and_the_others_finish(
