@@ -14,7 +14,8 @@ hash, so an agent that changed gets a folder of its own; and each server compare
 files with the zip (which the host hashes once per connection), so a file changed in place on the
 device is not run: the folder is made again. Where anything fails (a read-only
 cache, a full disk, a Python that cannot compile the agent) the jobs run the zip as before, and
-the reason is kept for `devices check`.
+the reason is kept for `devices check`. A folder in use has its mtime set on every server start,
+as the host sets its zip's, so `devices clean` (`cacheclean.py`) sees that it is used.
 
 Stdlib only; Python 3.8 syntax.
 """
@@ -122,6 +123,14 @@ def _set_aside(folder: str) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def _touch(folder: str) -> None:
+    """Mark the folder used now (its own mtime; a failure only makes it look older)."""
+    try:
+        os.utime(folder)
+    except OSError:
+        pass
+
+
 def prepare(zip_path: str) -> tuple[str | None, str]:
     """The folder the jobs of this server run (None: run the zip) and what was done or why not.
 
@@ -135,6 +144,7 @@ def prepare(zip_path: str) -> tuple[str | None, str]:
     if os.path.isdir(final) and not _same_as_zip(zip_path, final):
         _set_aside(final)
     if os.path.exists(os.path.join(final, stamp)):
+        _touch(final)
         return final, "ready"
     if os.path.isdir(final):
         # unpacked by a Python of another version: add this one's bytecode beside its own

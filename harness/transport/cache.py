@@ -6,6 +6,11 @@ always complete and a second run of the same suite pushes nothing. A file alread
 once the device has hashed it on this connection (or it was pushed on it); a copy of other content
 under a hash name, truncated or changed in place, is pushed again. The cache directory is created
 mode 700 and nothing is written outside it.
+
+An entry's mtime says when a connection last used it, for `devices clean`: a pushed file is new,
+and one already there is touched by the command that hashes it (no round trip of its own; access
+times cannot be trusted, boards mount with `noatime`). Touching is best-effort: a device where
+it fails still runs its jobs, its entries only look older to `devices clean`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class ContentCache:
         self.python_argv = python_argv
         self._dir: str | None = None
         self._present: set[str] = set()  # hashes known to be in the cache on this connection
+        self.touch_on_use = True  # benchmarks/cache_touch.py turns it off to measure its cost
 
     def forget(self) -> None:
         """A new connection: look again at what the device holds."""
@@ -91,7 +97,7 @@ class ContentCache:
             raise TransportError(f"{self.conn.where}: cannot look into the cache: {err}") from err
         # A file of the right size may still hold other bytes (changed in place on the device):
         # what is measured must be what is hashed, so it is hashed once per connection.
-        if found and self._remote_sha256(self.path(sha256)) != sha256:
+        if found and self._remote_sha256(self.path(sha256), touch=self.touch_on_use) != sha256:
             found = False
         if found:
             self._present.add(sha256)
@@ -101,7 +107,8 @@ class ContentCache:
         py = " ".join(shlex.quote(a) for a in self.python_argv)
         return f"{py} -c {shlex.quote(script)} {shlex.quote(path)}"
 
-    def _remote_sha256(self, path: str) -> str | None:
+    def _remote_sha256(self, path: str, touch: bool = False) -> str | None:
+        """The sha256 of `path` on the device; `touch`: and set its mtime to now, as used."""
         # The file on stdin: sha256sum prints no name, so none can be escaped into its output.
         # Named relative to the cache, so only the job server's command line holds its full path.
         script = ("import hashlib,sys;h=hashlib.sha256();f=open(sys.argv[1],'rb');"
@@ -109,6 +116,10 @@ class ContentCache:
         folder, name = posixpath.split(path)
         inner = (f"cd {shlex.quote(folder)} && {{ sha256sum < {shlex.quote(name)} 2>/dev/null "
                  f"|| {self._device_python(script, name)}; }}")
+        if touch:  # after the hash, whose exit status stays the command's
+            utime = self._device_python("import os,sys;os.utime(sys.argv[1])", name)
+            inner += (f" && {{ touch -c {shlex.quote(name)} 2>/dev/null || {utime} 2>/dev/null "
+                      "|| :; }")
         done = self.conn.exec(f"/bin/sh -c {shlex.quote(inner)}",
                               timeout_s=self.conn.settings.command_timeout_s)
         if done.why is not None or done.status != 0:
