@@ -158,6 +158,62 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    # An entry is used from its connection's start to its end without being touched again, so
+    # a window shorter than a day could take away what a long nightly is still using.
+    if not value >= 1 or value > 36500:
+        raise argparse.ArgumentTypeError(f"must be a number of days, at least 1, got {text!r}")
+    return value
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def cmd_devices_clean(args: argparse.Namespace) -> int:
+    from harness.transport.base import TRANSPORTS, transport_for
+    from harness.transport.clean import clean_cache
+
+    profile = _load_device(args, args.device)
+    if not TRANSPORTS.get(profile.transport).has_cache:
+        out.print(f"device {escape(profile.name)} keeps no cache: the {profile.transport} "
+                  "transport uses models and data where they are on this machine; nothing to "
+                  "clean", highlight=False)
+        return 0
+    _tell_farm_waits([profile], "")
+    with transport_for(profile) as transport:
+        report = clean_cache(transport, args.older_than, dry_run=args.dry_run)
+    cache = escape(report.cache)
+    if report.absent:
+        out.print(f"device {escape(profile.name)}: no cache at {cache}; nothing to clean",
+                  highlight=False, soft_wrap=True)
+        return 0
+    verb = "would remove" if report.dry_run else "removed"
+    for row in report.removed:
+        idle = f"unused {row['idle_s'] / 86400:.1f} days"
+        out.print(f"  {verb} {escape(row['name'])} ({_mb(row['bytes'])}, {idle})",
+                  highlight=False)
+    out.print(f"device {escape(profile.name)}, cache {cache}: {verb} {len(report.removed)} "
+              f"entries, {_mb(report.removed_bytes)}"
+              + (" (dry run: nothing removed)" if report.dry_run else " reclaimed"),
+              highlight=False, soft_wrap=True)
+    other = ", ".join(escape(o["name"]) + ("/" if o["kind"] == "folder" else "")
+                      for o in report.other)
+    out.print(f"  kept {len(report.kept)} entries used in the last {args.older_than:g} days "
+              f"({_mb(report.kept_bytes)})"
+              + (f"; left alone (not the cache's own): {other}" if other else "")
+              + (f"; {_mb(report.free_bytes)} free on its disk"
+                 if report.free_bytes is not None else ""), highlight=False, soft_wrap=True)
+    for row in report.errors:
+        err_console.print(f"edgebench: cannot remove {row['name']} from {report.cache}: "
+                          f"{row['error']}", highlight=False, markup=False, soft_wrap=True)
+    return 1 if report.errors else 0
+
+
 # build / bench ----------------------------------------------------------------------------------
 
 
@@ -489,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"where device profiles live (default {DEVICES_DIR}/)")
         return p
 
-    devices = sub.add_parser("devices", help="list and check device profiles")
+    devices = sub.add_parser("devices", help="list, check and clean devices")
     dsub = devices.add_subparsers(dest="devices_command", required=True, metavar="ACTION")
     farm_help = "farm file whose places are devices too (default devices/farm.yaml if present)"
     listing = with_devices_dir(dsub.add_parser("list", help="profiles found in devices/"))
@@ -502,6 +558,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--farm", help=farm_help)
     check.add_argument("--json", action="store_true", help="print the raw description")
     check.set_defaults(func=cmd_devices_check)
+    clean = with_devices_dir(dsub.add_parser(
+        "clean", help="remove cache entries a device has not used for a while"))
+    clean.add_argument("device", help="profile name (devices/NAME.yaml), YAML path, or a farm "
+                       "device")
+    clean.add_argument("--farm", help=farm_help)
+    clean.add_argument("--older-than", type=_days, default=30.0, metavar="DAYS",
+                       help="remove entries no connection used for DAYS days (default 30, at "
+                            "least 1); leftovers of interrupted uploads after an hour")
+    clean.add_argument("--dry-run", action="store_true",
+                       help="say what would be removed, remove nothing")
+    clean.set_defaults(func=cmd_devices_clean)
 
     build = sub.add_parser("build", help="compress and export every artifact of a suite")
     build.add_argument("suite", help="suite YAML, e.g. models/demo.yaml")

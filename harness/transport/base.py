@@ -46,6 +46,10 @@ class CommandResult:
 class Transport(ABC):
     """One device connection, used for every job on that device (a context manager)."""
 
+    # Whether files are pushed into a cache on the device (`profile.cache_dir`), which
+    # `devices clean` can clean; the local device uses them in place.
+    has_cache = True
+
     def __init__(self, profile: DeviceProfile) -> None:
         self.profile = profile
         self.bytes_pushed = 0

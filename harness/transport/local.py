@@ -30,6 +30,8 @@ WORKDIR = AGENT_DIR.parent.parent
 
 
 class LocalTransport(Transport):
+    has_cache = False
+
     def __init__(self, profile: DeviceProfile) -> None:
         super().__init__(profile)
         self.python = profile.python or sys.executable

@@ -1,0 +1,176 @@
+"""Remove what a device's content cache no longer uses; run ON the device by `devices clean`.
+
+The host sends this file's source as `python3 -c SOURCE REQUEST` (one remote command, whatever
+the number of entries) and reads one JSON answer on stdout. It removes only names the host and
+the agent make in the cache, and only when unused for longer than asked:
+
+- `<sha256>` (an agent zip, a model, a dataset part) and `<sha256>.d` (that zip unpacked and
+  compiled, `unpack.py`) taken as one unit: last used = the later of their two mtimes, which
+  the host sets on every connection that uses the entry (`transport/cache.py`) and the job
+  server on its folder (`unpack.prepare`); access times are not used (`noatime` mounts);
+- leftovers of an interrupted upload (`<sha256>.part-<8 hex>`) or unpacking
+  (`<sha256>.d.tmp-<12 hex>`, `<sha256>.d.old-<12 hex>`) older than `leftover_s`.
+
+Everything else (a folder of TensorRT engines, files a user put there, a symlink of any name) is
+left alone and listed. Symlinks are never followed: entries are looked at with lstat and only a
+plain file or folder of the expected kind is removed (`shutil.rmtree` does not follow links
+inside a folder either). The cache folder itself must be a folder this user owns that nobody
+else can write to, and neither `/` nor the home folder nor a folder above it, else nothing is
+done and the answer says why.
+
+Stdlib only; Python 3.8 syntax; imports nothing from the agent (it runs alone, from `-c`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+import time
+
+_SHA = "[0-9a-f]{64}"
+ENTRY = re.compile(_SHA)
+FOLDER = re.compile(_SHA + r"\.d")
+LEFTOVERS = (re.compile(_SHA + r"\.part-[0-9a-f]{8}"),        # cache.py: an upload
+             re.compile(_SHA + r"\.d\.(?:tmp|old)-[0-9a-f]{12}"))  # unpack.py: an unpacking
+
+
+def _size(path: str, st: os.stat_result) -> int:
+    """Bytes of a file, or of every file under a folder (links not followed)."""
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):  # os.walk does not descend into linked folders
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def unsafe(real: str) -> str | None:
+    """Why the folder `real` (a resolved path) must not be cleaned, or None."""
+    try:
+        st = os.stat(real)
+    except OSError as err:
+        return f"cannot look at it: {err.strerror or err}"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a folder"
+    homes = set()
+    for home in (os.path.expanduser("~"), os.environ.get("HOME")):
+        if home and home.startswith("/"):
+            homes.add(os.path.realpath(home))
+    try:
+        import pwd
+
+        homes.add(os.path.realpath(pwd.getpwuid(os.geteuid()).pw_dir))
+    except (ImportError, KeyError):
+        pass
+    if real == "/":
+        return "it is the root folder"
+    for home in homes:
+        if real == home:
+            return "it is the home folder itself"
+        if home.startswith(real.rstrip("/") + "/"):
+            return f"it holds the home folder {home}"
+    if st.st_uid != os.geteuid():
+        return f"it belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()})"
+    if st.st_mode & stat.S_IWOTH:
+        return f"anyone can write to it (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def _remove(path: str, is_dir: bool) -> str | None:
+    errors: list[str] = []
+
+    def failed(_function: object, where: str, exc: object) -> None:
+        exc = exc[1] if isinstance(exc, tuple) else exc  # onerror gives exc_info, onexc the error
+        errors.append(f"{where}: {getattr(exc, 'strerror', None) or exc}")
+
+    if is_dir:
+        if sys.version_info >= (3, 12):  # onerror is deprecated there
+            shutil.rmtree(path, onexc=failed)
+        else:
+            shutil.rmtree(path, onerror=failed)
+    else:
+        try:
+            os.unlink(path)
+        except OSError as err:
+            errors.append(err.strerror or str(err))
+    return "; ".join(errors)[:300] or None
+
+
+def clean(cache_dir: str, older_than_s: float, leftover_s: float, dry_run: bool,
+          now: float | None = None) -> dict:
+    """Clean `cache_dir` (`~` and relative paths as the host's SFTP sees them: from home)."""
+    now = time.time() if now is None else now
+    path = os.path.expanduser(cache_dir)
+    if not os.path.isabs(path):
+        path = os.path.join(os.path.expanduser("~"), path)
+    real = os.path.realpath(path)
+    answer: dict = {"cache": path, "real": real, "dry_run": dry_run, "removed": [], "kept": [],
+              "other": [], "errors": []}
+    if not os.path.lexists(path):
+        answer["absent"] = True
+        return answer
+    why = unsafe(real)
+    if why is not None:
+        answer["refused"] = why
+        return answer
+    units: dict = {}
+    leftovers: list = []
+    for item in sorted(os.scandir(real), key=lambda e: e.name):
+        try:
+            st = item.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        name, is_dir, is_file = item.name, stat.S_ISDIR(st.st_mode), stat.S_ISREG(st.st_mode)
+        if ENTRY.fullmatch(name) and is_file or FOLDER.fullmatch(name) and is_dir:
+            units.setdefault(name[:64], []).append((name, st))
+        elif any(p.fullmatch(name) for p in LEFTOVERS) and (is_file or is_dir):
+            leftovers.append((name, st))
+        else:
+            kind = "link" if stat.S_ISLNK(st.st_mode) else "folder" if is_dir else "file"
+            answer["other"].append({"name": name, "kind": kind,
+                                    "bytes": _size(item.path, st) if not kind == "link" else 0})
+    plan: list = []  # (name, stat, idle seconds, stale)
+    for parts in units.values():
+        age = now - max(st.st_mtime for _n, st in parts)
+        plan += [(n, st, age, age > older_than_s) for n, st in parts]
+    plan += [(n, st, now - st.st_mtime, now - st.st_mtime > leftover_s) for n, st in leftovers]
+    for name, st, age, stale in sorted(plan):
+        full = os.path.join(real, name)
+        row = {"name": name, "bytes": _size(full, st), "idle_s": round(age, 1),
+               "kind": "leftover" if any(p.fullmatch(name) for p in LEFTOVERS)
+               else "folder" if stat.S_ISDIR(st.st_mode) else "entry"}
+        if not stale:
+            answer["kept"].append(row)
+            continue
+        failed = None if dry_run else _remove(full, stat.S_ISDIR(st.st_mode))
+        if failed:
+            row["error"] = failed
+            answer["errors"].append(row)
+        else:
+            answer["removed"].append(row)
+    try:
+        vfs = os.statvfs(real)
+        answer["free_bytes"] = vfs.f_bavail * vfs.f_frsize
+    except (OSError, AttributeError):
+        pass
+    return answer
+
+
+def main(argv: list) -> int:
+    request = json.loads(argv[0])
+    answer = clean(request["cache_dir"], float(request["older_than_s"]),
+                   float(request["leftover_s"]), bool(request["dry_run"]))
+    sys.stdout.write(json.dumps(answer) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
