@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.store import Store
 from harness.transport.base import agent_bundle
@@ -271,3 +272,32 @@ def test_use_moves_mtime_forward_and_clean_then_bench_pushes_again(
     row = bench(device, model, db)
     assert row["bytes_pushed"] == model.stat().st_size + len(agent_bundle()[0])
     assert all(p.exists() for p in used)
+
+
+@pytest.mark.farm
+def test_clean_a_farm_device_through_its_labgrid_place(tmp_path: Path) -> None:
+    from benchmarks.loopback_labgrid import LabgridMissing, LoopbackLab
+
+    server = SSHServer(tmp_path / "sshd-dev0").start()
+    try:
+        try:
+            lab = LoopbackLab(tmp_path / "lab", {"dev0": server}).start()
+        except LabgridMissing as err:
+            pytest.skip(str(err))
+        try:
+            cache = server.root / "device cache"  # the place's cache_dir, with a space
+            cache.mkdir(mode=0o700)
+            old, fresh = put(cache / sha("old"), 2000, OLD), put(cache / sha("new"), 10, DAY)
+            farm = tmp_path / "farm.yaml"
+            farm.write_text(yaml.safe_dump(lab.farm_data(wait_s=30), sort_keys=False))
+            env = {"EDGEBENCH_LABGRID_STATE": str(tmp_path / "labgrid-state")}
+            proc = run_cli("devices", "clean", "dev0", "--farm", str(farm), env=env)
+            assert proc.returncode == 0, proc.stderr + proc.stdout
+            assert "removed 1 entries" in proc.stdout
+            assert not old.exists() and fresh.exists()
+            who = lab.client("who")
+            assert who.returncode == 0 and "dev0" not in who.stdout  # released afterwards
+        finally:
+            lab.stop()
+    finally:
+        server.stop()
