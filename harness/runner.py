@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -144,12 +145,9 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, sess
     model = {"path": transport.stage(artifact.path, artifact.sha256),
              "sha256": artifact.sha256, "format": artifact.format, "name": artifact.name}
     dataset = None
-    ds = artifact.dataset
-    if ds is not None and session == 0 and not profile:
-        dataset = {}
-        for part, path in ds.parts().items():
-            sha = ds.sha256.get(part) or file_sha256(path)  # bare files have no manifest hash
-            dataset[part] = {"path": transport.stage(path, sha), "sha256": sha}
+    if artifact.dataset is not None and session == 0 and not profile:
+        dataset = {part: {"path": transport.stage(path, sha), "sha256": sha}
+                   for part, (path, sha) in _dataset_files(artifact).items()}
     try:
         return protocol.measure_job(
             job.job_id, model, job.runtime, session=session, device_kind=job.device.kind,
@@ -158,6 +156,31 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, sess
             dataset=dataset, profile_iterations=options.profile_iterations if profile else None)
     except protocol.ProtocolError as err:
         raise EdgebenchError(f"{job.device.name}: {artifact.name}: {err}") from err
+
+
+def _dataset_files(artifact: Artifact) -> dict[str, tuple[Path, str]]:
+    """The files of an artifact's dataset by part, with their sha256."""
+    ds = artifact.dataset
+    if ds is None:
+        return {}
+    # bare files have no manifest hash
+    return {part: (path, ds.sha256.get(part) or file_sha256(path))
+            for part, path in ds.parts().items()}
+
+
+def _files(jobs: Sequence[PlannedJob]) -> list[tuple[Path, str]]:
+    """Every file the jobs will stage, once each; one that cannot be read is left to fail its
+    own job when it is staged."""
+    files: dict[str, Path] = {}
+    for job in jobs:
+        files.setdefault(job.artifact.sha256, job.artifact.path)
+        try:
+            parts = _dataset_files(job.artifact)
+        except OSError:
+            continue
+        for path, sha in parts.values():
+            files.setdefault(sha, path)
+    return [(path, sha) for sha, path in files.items()]
 
 
 def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options: BenchOptions,
@@ -191,6 +214,7 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
     try:
         transport = transport_for(device)
         transport.open()
+        transport.prefetch(_files(jobs))  # what is already there: trusted in one go
         active = list(jobs)
         medians: dict[str, list[float]] = {job.job_id: [] for job in jobs}
         session = 0

@@ -166,6 +166,61 @@ def test_a_corrupt_cache_entry_is_not_trusted_by_size_alone(sshd: SSHServer, tmp
     assert sha256(Path(path)) == sha256(model)
 
 
+def _cache_of_four(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """Four models and a cache holding the first as it is, the second of the right size with one
+    byte changed in place, the third truncated, and not the fourth."""
+    models = [make_tiny_onnx(tmp_path / f"m{k}.onnx", seed=20 + k) for k in range(4)]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / sha256(models[0])).write_bytes(models[0].read_bytes())
+    changed = bytearray(models[1].read_bytes())
+    changed[-1] ^= 0xFF
+    (cache / sha256(models[1])).write_bytes(bytes(changed))
+    (cache / sha256(models[2])).write_bytes(models[2].read_bytes()[:100])
+    return cache, models
+
+
+def _exec_counted(transport: SSHTransport) -> list[str]:
+    """The remote commands `transport` runs from now on (the real ones, counted)."""
+    commands: list[str] = []
+    real = transport.conn.exec
+
+    def counted(command: str, *args: Any, **kwargs: Any) -> Any:
+        commands.append(command)
+        return real(command, *args, **kwargs)
+
+    transport.conn.exec = counted  # type: ignore[method-assign]
+    return commands
+
+
+@pytest.mark.parametrize("coreutils", [True, False], ids=["sha256sum", "device-python"])
+def test_prefetch_trusts_only_what_hashes_right_in_one_command(
+        sshd: SSHServer, fresh_sshd: SSHServer, tmp_path: Path, coreutils: bool) -> None:
+    """A run's files looked at in one go: the one intact copy is trusted, and staging it runs
+    nothing more on the device; the one changed in place (right size, other bytes), the
+    truncated one and the missing one are pushed, so what is measured is what was built. The
+    same where the device has no sha256sum (its Python hashes)."""
+    server = sshd
+    if not coreutils:
+        fresh_sshd.stop()
+        fresh_sshd.extra_config = ["SetEnv PATH=/nonexistent"]
+        server = fresh_sshd.start()
+    cache, models = _cache_of_four(tmp_path)
+    with SSHTransport(server.profile(cache_dir=str(cache))) as transport:
+        commands = _exec_counted(transport)
+        transport.prefetch([(m, sha256(m)) for m in models])
+        assert len(commands) == 1  # one command hashed every candidate (and marked it used)
+        del commands[:]
+        transport.stage(models[0], sha256(models[0]))
+        assert commands == [] and transport.bytes_pushed == 0
+        for m in models[1:]:
+            transport.stage(m, sha256(m))
+        assert transport.bytes_pushed == sum(m.stat().st_size for m in models[1:])
+        assert transport.run_agent(job_for(transport, models[1]), 60).result["status"] == "ok"
+    for m in models:
+        assert sha256(cache / sha256(m)) == sha256(m)
+
+
 def test_stage_refuses_a_file_that_does_not_match_its_hash(sshd: SSHServer, tmp_path: Path,
                                                           ) -> None:
     model = make_tiny_onnx(tmp_path / "m.onnx", seed=5)

@@ -559,6 +559,9 @@ class LabgridTransport(Transport):
         finally:
             self.bytes_pushed = ssh.bytes_pushed
 
+    def prefetch(self, files: Sequence[tuple[Path, str]]) -> None:
+        self._ssh().prefetch(files)
+
     def run_agent(self, job: dict[str, Any], timeout_s: float) -> AgentRun:
         ssh = self._ssh()
         try:

@@ -71,6 +71,10 @@ class Transport(ABC):
     def stage(self, path: Path, sha256: str) -> str:
         """Make `path` available on the device; return the path the agent should open."""
 
+    def prefetch(self, files: Sequence[tuple[Path, str]]) -> None:  # noqa: B027 - local: no cache
+        """Learn at once which of `files` (path, sha256) the device already holds, so that
+        staging them costs nothing more; never raises (staging looks at what this missed)."""
+
     @abstractmethod
     def run_agent(self, job: dict[str, Any], timeout_s: float) -> AgentRun:
         """Run one job in a fresh agent process; never raises for a per-job problem."""
