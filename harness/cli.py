@@ -412,7 +412,7 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
     unreachable = [r for r in bad if r["error_kind"] == "transport"]
     if unreachable:  # a whole device could not be used: say why once, with the transport's code
         err_console.print(f"edgebench: error: {unreachable[0]['error_message']}",
-                          highlight=False, markup=False)
+                          highlight=False, markup=False, soft_wrap=True)  # one line
         return 3
     return 1 if bad or failures else 0
 

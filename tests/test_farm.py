@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from benchmarks.loopback_labgrid import LabgridMissing, LoopbackLab
+from harness.farm.labgrid import lock_file
 from tests.conftest import EDGEBENCH, REPO, run_cli
 from tests.sshd import SSHServer, free_port
 
@@ -632,9 +633,36 @@ def test_a_place_acquired_by_hand_after_a_killed_run_is_not_released_by_the_next
     again = run_cli(*_bench_args(tmp_path, farm, suite, "--wait", "1"), env=env_for(tmp_path))
     assert again.returncode == 3, again.stderr + again.stdout
     assert "left by a killed run" not in again.stderr
-    assert "labgrid place dev1 is held by " in again.stderr.strip().splitlines()[-1]
+    last = again.stderr.strip().splitlines()[-1]
+    assert "labgrid place dev1 is held by " in last
+    # the holder is this very user: the message says why the place was not taken back
+    assert "this user, but not by the edgebench run that last held it" in last
+    assert "`labgrid-client -p dev1 release`" in last
     assert who(lab) == mine  # still acquired by hand
     assert not list((tmp_path / "labgrid-state").glob("*.json"))
+
+
+def test_a_lock_file_of_an_older_edgebench_never_releases_a_place(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """A lock file as an older edgebench wrote it ("acquired" before AcquirePlace, no stamp) and
+    a place acquired under our name: it cannot be told from a hand acquisition, so it is kept,
+    and the run says how to release it."""
+    done = lab.client("-p", "dev1", "acquire")
+    assert done.returncode == 0, done.stderr
+    mine = who(lab)
+    farm = write_farm(tmp_path, lab)
+    state = tmp_path / "labgrid-state"
+    state.mkdir(mode=0o700)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (state / lock_file(lab.address, "dev1").name).write_text(json.dumps({
+        "pid": dead.pid, "start": 1, "token": "0123abcd", "run": "old-run", "place": "dev1",
+        "acquired": True, "since": "2026-11-01T02:00:00Z"}))
+    again = run_cli(*_bench_args(tmp_path, farm, suite, "--wait", "1"), env=env_for(tmp_path))
+    assert again.returncode == 3, again.stderr + again.stdout
+    assert "left by a killed run" not in again.stderr
+    assert "old-run" in again.stderr and "`labgrid-client -p dev1 release`" in again.stderr
+    assert who(lab) == mine
 
 
 def test_a_bench_releases_the_place_a_killed_bench_left_and_says_so(

@@ -112,6 +112,12 @@ class Lease:
     note: str | None = None  # e.g. a stale acquisition released on the way
 
 
+def lock_file(coordinator: str, place: str) -> Path:
+    """Where a run of this host records its hold on `place` (see "Stale acquisitions")."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", coordinator)
+    return state_dir() / f"{slug}--{place}.json"
+
+
 def identity() -> str:
     """Our name at the coordinator, `host/user`, as labgrid's client names itself."""
     host = os.environ.get("LG_HOSTNAME", socket.gethostname())
@@ -198,8 +204,7 @@ class LabgridClient:
             raise TransportError(f"labgrid coordinator {self.coordinator} went away")
 
     def _lock_file(self, place: str) -> Path:
-        slug = re.sub(r"[^A-Za-z0-9_.-]", "_", self.coordinator)
-        return state_dir() / f"{slug}--{place}.json"
+        return lock_file(self.coordinator, place)
 
     # places ---------------------------------------------------------------------------------
 
@@ -357,6 +362,14 @@ class LabgridClient:
             note = (f"labgrid place {place.name} is acquired by {self.me} under the reservation "
                     f"of a run killed while it acquired the place ({killed}); left acquired, as "
                     "it may have been acquired by hand since: if nobody uses it, "
+                    f"`labgrid-client -p {place.name} release`")
+        elif place.acquired == self.me:
+            # Ours by name, but changed since the killed run acquired it (acquired by hand since)
+            # or recorded by an older edgebench without the stamp: waited for like anyone's,
+            # and said, since the holder the wait names is this very user.
+            note = (f"labgrid place {place.name} is acquired by {self.me}, this user, but not by "
+                    f"the edgebench run that last held it, killed ({killed}); left acquired, as "
+                    "it was acquired by hand since or by an older edgebench: if nobody uses it, "
                     f"`labgrid-client -p {place.name} release`")
         if lock.get("token"):
             try:
