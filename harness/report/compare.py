@@ -24,7 +24,7 @@ slower, newly failing, or lower top-1. The rich table of the comparison is in `c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,10 +59,10 @@ SAME_TOP1 = stats.SAME_TOP1
 OTHER_IMAGES = "other images"  # top-1 of another dataset or number of images: not compared
 
 
-def is_regression(row: Any) -> bool:
-    """Whether a comparison row (a table row or its plain dict) fails the gate."""
-    get = row.get if hasattr(row, "get") else lambda k: getattr(row, k, None)
-    return get("verdict") in FAILING_VERDICTS or get("accuracy_verdict") == LOWER_TOP1
+def is_regression(row: Mapping[str, Any]) -> bool:
+    """Whether a comparison row (a record of the table, a nightly's measurement) fails the
+    gate."""
+    return row.get("verdict") in FAILING_VERDICTS or row.get("accuracy_verdict") == LOWER_TOP1
 
 # Fingerprint keys that describe the moment rather than the machine; a difference in them does
 # not make two runs incomparable.
