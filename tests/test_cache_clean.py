@@ -56,6 +56,21 @@ def agent_folder(path: Path, idle_s: float) -> Path:
     return path
 
 
+ENGINE = "TensorrtExecutionProvider_TRTKernel_graph_main_graph_5294795976646608892_0_0"
+
+
+def engine_folder(cache: Path, model_sha: str, idle_s: float) -> Path:
+    """`tensorrt/<sha>` as the agent and ORT-TRT leave it: a folder per engine settings with an
+    engine and its profile. Plain stand-ins for what ORT-TRT writes: TensorRT cannot run here."""
+    folder = cache / "tensorrt" / model_sha
+    (folder / "fp16").mkdir(parents=True)
+    put(folder / "fp16" / f"{ENGINE}_fp16_sm87.engine", 900, idle_s)
+    put(folder / "fp16" / f"{ENGINE}_fp16_sm87.profile", 40, idle_s)
+    age(folder / "fp16", idle_s)
+    age(folder, idle_s)
+    return folder
+
+
 @pytest.fixture
 def layout(tmp_path: Path) -> dict[str, Path]:
     """A cache with every kind of name in it, and things outside it that links point to."""
@@ -85,11 +100,28 @@ def layout(tmp_path: Path) -> dict[str, Path]:
         "foreign": put(cache / "notes.txt", 10, OLD),
         "foreign_sha_like": put(cache / f"{sha('x')}.bak", 10, OLD),
         "foreign_upper": put(cache / sha("y").upper(), 10, OLD),
+        # TensorRT engines: each model's go with its entry, by the latest mtime of the unit
+        "old_engines": engine_folder(cache, sha("old"), OLD),
+        "fresh_engines": engine_folder(cache, sha("fresh"), OLD),  # its model used yesterday
+        "orphan_engines": engine_folder(cache, sha("model-gone"), OLD),
+        "young_orphan_engines": engine_folder(cache, sha("model-gone2"), DAY),
         "trt": cache / "tensorrt",
     }
-    c["trt"].mkdir()
-    put(c["trt"] / "TensorrtExecutionProvider_TRTKernel_1.engine", 60, OLD)
-    age(c["trt"], OLD)
+    trt = c["trt"]
+    # engines of the older flat layout (stand-ins for ORT-TRT's files), now read by nothing
+    c["flat_engine"] = put(trt / f"{ENGINE}_sm87.engine", 600, OLD)
+    c["flat_profile"] = put(trt / f"{ENGINE}_sm87.profile", 30, OLD)
+    c["young_flat_engine"] = put(trt / f"{ENGINE}_fp16_sm87.engine", 500, DAY)
+    # the timing cache, shared by all models, and things not ORT's: never touched
+    c["timing_cache"] = put(trt / "TensorrtExecutionProvider_cache_sm87.timing", 70, OLD)
+    c["trt_foreign"] = put(trt / "calibration.flatbuffers", 20, OLD)
+    c["trt_link"] = trt / sha("link")
+    c["trt_link"].symlink_to(target_dir)
+    c["trt_engine_link"] = trt / f"{ENGINE}_link.engine"
+    c["trt_engine_link"].symlink_to(target_file)
+    for link in (c["trt_link"], c["trt_engine_link"]):
+        age(link, OLD)
+    age(trt, OLD)
     # links named as entries, pointing out of the cache: neither they nor their targets go
     c["link_file"] = cache / sha("link")
     c["link_file"].symlink_to(target_file)
@@ -111,9 +143,17 @@ def folder_bytes(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-REMOVED = ("old", "old_zip", "old_folder", "orphan_folder", "old_part", "old_tmp", "old_aside")
-KEPT = ("fresh", "used_zip", "used_folder", "young_part", "foreign", "foreign_sha_like",
-        "foreign_upper", "trt", "link_file", "link_dir")
+def name(layout: dict[str, Path], key: str) -> str:
+    """How `devices clean` names a cache item: its path from the cache folder."""
+    return str(layout[key].relative_to(layout["cache"]))
+
+
+REMOVED = ("old", "old_zip", "old_folder", "orphan_folder", "old_part", "old_tmp", "old_aside",
+           "old_engines", "orphan_engines", "flat_engine", "flat_profile")
+KEPT = ("fresh", "used_zip", "used_folder", "young_part", "fresh_engines",
+        "young_orphan_engines", "young_flat_engine")
+OTHER = ("foreign", "foreign_sha_like", "foreign_upper", "link_file", "link_dir", "trt_foreign",
+         "trt_link", "trt_engine_link")
 
 
 def test_clean_removes_only_unused_entries_and_leftovers(sshd: SSHServer,
@@ -124,19 +164,18 @@ def test_clean_removes_only_unused_entries_and_leftovers(sshd: SSHServer,
     outside_before = tree(layout["target_dir"].parent)
     with SSHTransport(sshd.profile(cache_dir=str(cache))) as transport:
         report = clean_cache(transport, older_than_days=30)
-    assert sorted(r["name"] for r in report.removed) == sorted(layout[k].name for k in REMOVED)
+    assert sorted(r["name"] for r in report.removed) == sorted(name(layout, k) for k in REMOVED)
     assert report.removed_bytes == expected_bytes
     for key in REMOVED:
         assert not os.path.lexists(layout[key]), key
-    for key in KEPT:
+    for key in (*KEPT, *OTHER, "timing_cache"):
         assert os.path.lexists(layout[key]), key
-    assert layout["link_file"].is_symlink() and layout["link_dir"].is_symlink()
+    for key in ("link_file", "link_dir", "trt_link", "trt_engine_link"):
+        assert layout[key].is_symlink(), key
     assert tree(layout["target_dir"].parent) == outside_before  # nothing outside touched
     assert layout["target_file"].read_bytes() == b"x" * 50
-    assert sorted(r["name"] for r in report.kept) == sorted(
-        layout[k].name for k in ("fresh", "used_zip", "used_folder", "young_part"))
-    assert {o["name"] for o in report.other} == {layout[k].name for k in (
-        "foreign", "foreign_sha_like", "foreign_upper", "trt", "link_file", "link_dir")}
+    assert sorted(r["name"] for r in report.kept) == sorted(name(layout, k) for k in KEPT)
+    assert {o["name"] for o in report.other} == {name(layout, k) for k in OTHER}
     assert report.errors == []
     # a second cleaning finds nothing more to do
     with SSHTransport(sshd.profile(cache_dir=str(cache))) as transport:
@@ -146,10 +185,11 @@ def test_clean_removes_only_unused_entries_and_leftovers(sshd: SSHServer,
 def test_older_than_is_the_window(sshd: SSHServer, layout: dict[str, Path]) -> None:
     with SSHTransport(sshd.profile(cache_dir=str(layout["cache"]))) as transport:
         report = clean_cache(transport, older_than_days=50)
-    # only the leftovers are past their hour; every entry was used within 50 days
+    # only the leftovers are past their hour; every entry and engine was used within 50 days
     assert sorted(r["name"] for r in report.removed) == sorted(
         layout[k].name for k in ("old_part", "old_tmp", "old_aside"))
     assert layout["old"].exists() and layout["old_folder"].exists()
+    assert layout["orphan_engines"].exists() and layout["flat_engine"].exists()
 
 
 def test_dry_run_removes_nothing(sshd: SSHServer, layout: dict[str, Path]) -> None:
@@ -162,7 +202,9 @@ def test_dry_run_removes_nothing(sshd: SSHServer, layout: dict[str, Path]) -> No
     assert f"would remove {len(REMOVED)} entries" in proc.stdout
     assert "dry run: nothing removed" in proc.stdout
     for key in REMOVED:
-        assert f"would remove {layout[key].name}" in proc.stdout
+        size = (folder_bytes(layout[key]) if layout[key].is_dir()
+                else layout[key].stat().st_size) / 1e6
+        assert f"would remove {name(layout, key)} ({size:.1f} MB" in proc.stdout
 
 
 def test_cli_says_what_it_removed_and_what_remains(sshd: SSHServer,
@@ -174,9 +216,32 @@ def test_cli_says_what_it_removed_and_what_remains(sshd: SSHServer,
     out = " ".join(proc.stdout.split())
     assert f"removed {layout['old'].name}" in out
     assert f"cache {cache}: removed {len(REMOVED)} entries" in out
-    assert "kept 4 entries used in the last 30 days" in out
-    assert "notes.txt" in out and "tensorrt/" in out  # left alone, and said so
+    assert f"kept {len(KEPT)} entries used in the last 30 days" in out
+    assert "notes.txt" in out and "tensorrt/calibration.flatbuffers" in out  # left alone, said
+    assert ".timing" not in out  # the cache's own, kept for every model
     assert not layout["old"].exists() and layout["fresh"].exists()
+
+
+@pytest.mark.parametrize("how", ["link", "anyone_can_write"])
+def test_a_tensorrt_folder_not_plainly_ours_is_left_alone(sshd: SSHServer,
+                                                          layout: dict[str, Path],
+                                                          how: str) -> None:
+    trt = layout["trt"]
+    if how == "link":  # tensorrt/ pointing out of the cache: its target is not the cache's
+        real = layout["target_dir"].parent / "engines"
+        trt.rename(real)
+        trt.symlink_to(real)
+    else:
+        trt.chmod(0o777)
+        real = trt
+    before = tree(real)
+    with SSHTransport(sshd.profile(cache_dir=str(layout["cache"]))) as transport:
+        report = clean_cache(transport, older_than_days=30)
+    assert tree(real) == before
+    assert not any(r["name"].startswith("tensorrt") for r in report.removed + report.kept)
+    assert {"name": "tensorrt", "kind": "link" if how == "link" else "folder"} in [
+        {k: o[k] for k in ("name", "kind")} for o in report.other]
+    assert not layout["old"].exists()  # the rest of the cache is cleaned as ever
 
 
 @pytest.mark.parametrize("cache_dir", ["/", "~", "~/"])
@@ -249,9 +314,11 @@ def test_use_moves_mtime_forward_and_clean_then_bench_pushes_again(
     db = tmp_path / "results.db"
     bench(device, model, db)
     agent = agent_bundle()[1]
-    used = [cache / hashlib.sha256(model.read_bytes()).hexdigest(), cache / agent,
-            cache / f"{agent}.d"]
+    model_sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    used = [cache / model_sha, cache / agent, cache / f"{agent}.d"]
     assert all(p.exists() for p in used)
+    # what a Jetson would have built from it (stand-ins: TensorRT cannot run here), long ago
+    engines = engine_folder(cache, model_sha, OLD)
 
     # entries trusted by a later connection (not pushed again) are marked used by it
     for p in used:
@@ -262,6 +329,7 @@ def test_use_moves_mtime_forward_and_clean_then_bench_pushes_again(
         assert p.stat().st_mtime > long_ago, p.name
     assert run_cli("devices", "clean", str(device)).returncode == 0
     assert all(p.exists() for p in used)  # used just now: kept
+    assert engines.exists()  # and the model's engines with it, however old themselves
 
     # unused for 40 days: removed, and the next bench pushes and unpacks them again
     for p in used:
@@ -269,6 +337,7 @@ def test_use_moves_mtime_forward_and_clean_then_bench_pushes_again(
     proc = run_cli("devices", "clean", str(device))
     assert proc.returncode == 0, proc.stderr
     assert not any(p.exists() for p in used)
+    assert not engines.exists()
     row = bench(device, model, db)
     assert row["bytes_pushed"] == model.stat().st_size + len(agent_bundle()[0])
     assert all(p.exists() for p in used)

@@ -4,19 +4,25 @@ The host sends this file's source as `python3 -c SOURCE REQUEST` (one remote com
 the number of entries) and reads one JSON answer on stdout. It removes only names the host and
 the agent make in the cache, and only when unused for longer than asked:
 
-- `<sha256>` (an agent zip, a model, a dataset part) and `<sha256>.d` (that zip unpacked and
-  compiled, `unpack.py`) taken as one unit: last used = the later of their two mtimes, which
-  the host sets on every connection that uses the entry (`transport/cache.py`) and the job
-  server on its folder (`unpack.prepare`); access times are not used (`noatime` mounts);
+- `<sha256>` (an agent zip, a model, a dataset part), `<sha256>.d` (that zip unpacked and
+  compiled, `unpack.py`) and `tensorrt/<sha256>` (the TensorRT engines built from that model,
+  one folder per engine settings, `runtimes/onnxruntime.py`) taken as one unit: last used = the
+  latest of their mtimes, which the host sets on the entry on every connection that uses it
+  (`transport/cache.py`) and the job server on its folder (`unpack.prepare`); access times are
+  not used (`noatime` mounts). A part whose entry is gone goes by its own mtime;
 - leftovers of an interrupted upload (`<sha256>.part-<8 hex>`) or unpacking
-  (`<sha256>.d.tmp-<12 hex>`, `<sha256>.d.old-<12 hex>`) older than `leftover_s`.
+  (`<sha256>.d.tmp-<12 hex>`, `<sha256>.d.old-<12 hex>`) older than `leftover_s`;
+- engines of the older layout, written by ONNX Runtime straight into `tensorrt/`
+  (`TensorrtExecutionProvider_*.engine`, `*.profile`), which nothing reads any more, unused for
+  as long as an entry.
 
-Everything else (a folder of TensorRT engines, files a user put there, a symlink of any name) is
-left alone and listed. Symlinks are never followed: entries are looked at with lstat and only a
-plain file or folder of the expected kind is removed (`shutil.rmtree` does not follow links
-inside a folder either). The cache folder itself must be a folder this user owns that nobody
-else can write to, and neither `/` nor the home folder nor a folder above it, else nothing is
-done and the answer says why.
+Everything else (TensorRT's timing cache in `tensorrt/`, which every model shares, files a user
+put there, a symlink of any name) is left alone; what is not the cache's own is listed. Symlinks
+are never followed: entries are looked at with lstat and only a plain file or folder of the
+expected kind is removed (`shutil.rmtree` does not follow links inside a folder either). The
+cache folder itself must be a folder this user owns that nobody else can write to, and neither
+`/` nor the home folder nor a folder above it, else nothing is done and the answer says why;
+a `tensorrt/` that is not such a folder is left alone and listed.
 
 Stdlib only; Python 3.8 syntax; imports nothing from the agent (it runs alone, from `-c`).
 """
@@ -36,6 +42,9 @@ ENTRY = re.compile(_SHA)
 FOLDER = re.compile(_SHA + r"\.d")
 LEFTOVERS = (re.compile(_SHA + r"\.part-[0-9a-f]{8}"),        # cache.py: an upload
              re.compile(_SHA + r"\.d\.(?:tmp|old)-[0-9a-f]{12}"))  # unpack.py: an unpacking
+TENSORRT = "tensorrt"  # runtimes/onnxruntime.py: engines in tensorrt/<sha256>/<settings>/
+OLD_ENGINE = re.compile(r"TensorrtExecutionProvider_.+\.(?:engine|profile)")  # the flat layout
+TIMING_CACHE = re.compile(r"TensorrtExecutionProvider_.+\.timing")  # shared by all models
 
 
 def _size(path: str, st: os.stat_result) -> int:
@@ -84,6 +93,51 @@ def unsafe(real: str) -> str | None:
     return None
 
 
+def _own_folder(st: os.stat_result) -> bool:
+    """A folder (not a link to one) of this user's that nobody else can write to."""
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+            and not st.st_mode & stat.S_IWOTH)
+
+
+def _kind(name: str, st: os.stat_result) -> str | None:
+    """What the item `name` of the cache (`tensorrt/NAME` for one in that folder) is, by its
+    name and type; None when it is not the cache's own."""
+    is_dir, is_file = stat.S_ISDIR(st.st_mode), stat.S_ISREG(st.st_mode)
+    folder, _, base = name.rpartition("/")
+    if not folder:
+        if ENTRY.fullmatch(base) and is_file:
+            return "entry"
+        if FOLDER.fullmatch(base) and is_dir:
+            return "folder"
+        if any(p.fullmatch(base) for p in LEFTOVERS) and (is_file or is_dir):
+            return "leftover"
+    elif folder == TENSORRT:
+        if ENTRY.fullmatch(base) and is_dir:
+            return "engines"
+        if OLD_ENGINE.fullmatch(base) and is_file:
+            return "old engine"
+        if TIMING_CACHE.fullmatch(base) and is_file:
+            return "timing cache"
+    return None
+
+
+def _other(path: str, name: str, st: os.stat_result) -> dict:
+    kind = ("link" if stat.S_ISLNK(st.st_mode) else "folder" if stat.S_ISDIR(st.st_mode)
+            else "file")
+    return {"name": name, "kind": kind, "bytes": 0 if kind == "link" else _size(path, st)}
+
+
+def _scan(folder: str, prefix: str) -> list:
+    """(name as seen from the cache, its lstat) of each item in `folder`, by name."""
+    found = []
+    for item in sorted(os.scandir(folder), key=lambda e: e.name):
+        try:
+            found.append((prefix + item.name, item.stat(follow_symlinks=False)))
+        except OSError:
+            continue
+    return found
+
+
 def _remove(path: str, is_dir: bool) -> str | None:
     errors: list[str] = []
 
@@ -121,32 +175,33 @@ def clean(cache_dir: str, older_than_s: float, leftover_s: float, dry_run: bool,
     if why is not None:
         answer["refused"] = why
         return answer
-    units: dict = {}
-    leftovers: list = []
-    for item in sorted(os.scandir(real), key=lambda e: e.name):
-        try:
-            st = item.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        name, is_dir, is_file = item.name, stat.S_ISDIR(st.st_mode), stat.S_ISREG(st.st_mode)
-        if ENTRY.fullmatch(name) and is_file or FOLDER.fullmatch(name) and is_dir:
-            units.setdefault(name[:64], []).append((name, st))
-        elif any(p.fullmatch(name) for p in LEFTOVERS) and (is_file or is_dir):
-            leftovers.append((name, st))
-        else:
-            kind = "link" if stat.S_ISLNK(st.st_mode) else "folder" if is_dir else "file"
-            answer["other"].append({"name": name, "kind": kind,
-                                    "bytes": _size(item.path, st) if not kind == "link" else 0})
-    plan: list = []  # (name, stat, idle seconds, stale)
+    items = _scan(real, "")
+    trt = [st for name, st in items if name == TENSORRT]
+    if trt and _own_folder(trt[0]):
+        items = [i for i in items if i[0] != TENSORRT] + _scan(os.path.join(real, TENSORRT),
+                                                               TENSORRT + "/")
+    units: dict = {}  # sha256 -> [(name, stat, kind)]: the entry, its .d, its engines
+    loose: list = []  # (name, stat, kind, idle seconds allowed)
+    for name, st in items:
+        kind = _kind(name, st)
+        if kind in ("entry", "folder", "engines"):
+            units.setdefault(name.rpartition("/")[2][:64], []).append((name, st, kind))
+        elif kind == "leftover":
+            loose.append((name, st, kind, leftover_s))
+        elif kind == "old engine":
+            loose.append((name, st, kind, older_than_s))
+        elif kind is None:
+            answer["other"].append(_other(os.path.join(real, name), name, st))
+        # and the timing cache is kept: every model's engines are built with it
+    plan: list = []  # (name, stat, idle seconds, stale, kind)
     for parts in units.values():
-        age = now - max(st.st_mtime for _n, st in parts)
-        plan += [(n, st, age, age > older_than_s) for n, st in parts]
-    plan += [(n, st, now - st.st_mtime, now - st.st_mtime > leftover_s) for n, st in leftovers]
-    for name, st, age, stale in sorted(plan):
+        age = now - max(st.st_mtime for _n, st, _k in parts)
+        plan += [(n, st, age, age > older_than_s, kind) for n, st, kind in parts]
+    plan += [(n, st, now - st.st_mtime, now - st.st_mtime > allowed, kind)
+             for n, st, kind, allowed in loose]
+    for name, st, age, stale, kind in sorted(plan, key=lambda p: p[0]):
         full = os.path.join(real, name)
-        row = {"name": name, "bytes": _size(full, st), "idle_s": round(age, 1),
-               "kind": "leftover" if any(p.fullmatch(name) for p in LEFTOVERS)
-               else "folder" if stat.S_ISDIR(st.st_mode) else "entry"}
+        row = {"name": name, "bytes": _size(full, st), "idle_s": round(age, 1), "kind": kind}
         if not stale:
             answer["kept"].append(row)
             continue

@@ -3,8 +3,9 @@
 The cleaning runs on the device in one remote command (`harness/agent/cacheclean.py` as
 `python3 -c`, through the transport's `run_command`, so an SSH device and a labgrid place alike),
 however many entries the cache holds. What counts as used is the entry's mtime, set by every
-connection that uses it; see that module for exactly which names are removed and why nothing
-else can be. The local device has no cache: its files are used where they are.
+connection that uses it; a model's TensorRT engines (`tensorrt/<sha256>`) go with it. See that
+module for exactly which names are removed and why nothing else can be. The local device has no
+cache: its files are used where they are.
 """
 
 from __future__ import annotations

@@ -8,16 +8,22 @@ with numpy in and out.
 Execution providers are tried in the order given; ONNX Runtime silently drops one that fails to
 initialise, so `placement` compares the providers asked for with those in force. The TensorRT
 provider (`TensorrtExecutionProvider`, in NVIDIA's onnxruntime-gpu builds) takes its settings from
-`tensorrt: {fp16, int8, workspace_mb}`, and keeps its engine and timing caches in `tensorrt/`
-beside the model in the device cache, so an engine is built once per model and device. A profile
-session enables ONNX Runtime's own profiler at load and reads back, per node, its op type, time
-and execution provider.
+`tensorrt: {fp16, int8, workspace_mb}` and caches what it builds in `tensorrt/` beside the model
+(in the device cache on an SSH device): engines in `tensorrt/<sha256 of the model>/<settings>/`,
+the timing cache (per GPU, valid for every model) in `tensorrt/` itself. ORT-TRT names an engine
+after the model's path and graph structure, not its weights, so in a folder shared by all models
+a rebuilt or pruned model with the same graph would run another's engine; keyed by content and
+settings, an engine is built once per model file, settings and device, and used only for them.
+A profile session enables ONNX Runtime's own profiler at load and reads back, per node, its op
+type, time and execution provider.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 from typing import Any
 
@@ -27,6 +33,20 @@ import onnxruntime as ort  # ImportError -> `unsupported` (see the registry)
 from . import ModelLoadError, Runtime, accelerator_fallback, first_line
 
 TENSORRT = "TensorrtExecutionProvider"
+# A file in the device cache is named by its sha256, which the host checks on every connection.
+_SHA256_NAME = re.compile("[0-9a-f]{64}")
+_PRECISIONS = {"trt_fp16_enable": "fp16", "trt_int8_enable": "int8"}
+# TensorRT provider options that say where ORT keeps its files, what it logs or how it runs an
+# engine, not which engine TensorRT builds: they do not key the engine folder. Any other option
+# (workspace, builder level, DLA, profile shapes, one this list does not know) does.
+_NOT_ENGINE_OPTIONS = frozenset({
+    "trt_engine_cache_enable", "trt_engine_cache_path", "trt_engine_cache_prefix",
+    "trt_timing_cache_enable", "trt_timing_cache_path", "trt_detailed_build_log",
+    "trt_dump_subgraphs", "trt_force_sequential_engine_build",
+    "trt_context_memory_sharing_enable", "trt_cuda_graph_enable", "trt_dump_ep_context_model",
+    "trt_ep_context_file_path", "trt_ep_context_embed_mode", "user_compute_stream",
+    "has_user_compute_stream",
+})
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -89,7 +109,16 @@ class OnnxRuntime(Runtime):
                                  "available: {}".format(", ".join(missing),
                                                         ", ".join(ort.get_available_providers())))
         self._asked = providers
-        provider_options = [self._provider_options(p, model_path, options) for p in providers]
+        try:
+            provider_options = [self._provider_options(p, model_path, options) for p in providers]
+            for p, opts in zip(providers, provider_options):
+                if p == TENSORRT and _on(opts.get("trt_engine_cache_enable")):
+                    # ORT makes only the last folder of the path (create_directory, not
+                    # create_directories), and tensorrt/<sha256> may not exist yet
+                    os.makedirs(str(opts["trt_engine_cache_path"]), exist_ok=True)
+        except OSError as err:
+            raise ModelLoadError("tensorrt_cache", "cannot prepare TensorRT's engine cache for "
+                                 f"{model_path}: {err}") from err
         try:
             self.session = ort.InferenceSession(model_path, sess_options=so, providers=providers,
                                                 provider_options=provider_options)
@@ -113,19 +142,24 @@ class OnnxRuntime(Runtime):
     def _provider_options(provider: str, model_path: str, options: dict[str, Any]
                           ) -> dict[str, Any]:
         """Options of one execution provider: `provider_options: {NAME: {...}}` as given, and
-        for TensorRT the `tensorrt` settings and its caches in the device cache."""
+        for TensorRT the `tensorrt` settings and its caches beside the model: engines in
+        `tensorrt/<model sha256>/<engine_settings>/`, the timing cache in `tensorrt/`. Hashes
+        the model file for TensorRT where its name is not its sha256 (the local device); a path
+        given in `provider_options` is kept as given."""
         out = dict((options.get("provider_options") or {}).get(provider) or {})
         if provider == TENSORRT:
             trt = options.get("tensorrt") or {}
-            cache = os.path.join(os.path.dirname(os.path.abspath(model_path)), "tensorrt")
             out.setdefault("trt_fp16_enable", bool(trt.get("fp16", False)))
             out.setdefault("trt_int8_enable", bool(trt.get("int8", False)))
-            out.setdefault("trt_engine_cache_enable", True)
-            out.setdefault("trt_engine_cache_path", cache)
-            out.setdefault("trt_timing_cache_enable", True)
-            out.setdefault("trt_timing_cache_path", cache)
             if trt.get("workspace_mb"):
                 out.setdefault("trt_max_workspace_size", int(trt["workspace_mb"]) * 2**20)
+            cache = os.path.join(os.path.dirname(os.path.abspath(model_path)), "tensorrt")
+            out.setdefault("trt_engine_cache_enable", True)
+            if "trt_engine_cache_path" not in out:
+                out["trt_engine_cache_path"] = os.path.join(
+                    cache, model_sha256(model_path), engine_settings(out))
+            out.setdefault("trt_timing_cache_enable", True)
+            out.setdefault("trt_timing_cache_path", cache)
         return out
 
     def input_shape(self) -> list[int | None]:
@@ -193,6 +227,39 @@ class OnnxRuntime(Runtime):
                 os.rmdir(self._profile_dir)
             except OSError:
                 pass
+
+
+def model_sha256(model_path: str) -> str:
+    """The sha256 of the model file: its name where it is named by it (the device cache), else
+    read here in blocks."""
+    name = os.path.basename(model_path)
+    if _SHA256_NAME.fullmatch(name):
+        return name
+    digest = hashlib.sha256()
+    with open(model_path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _on(value: Any) -> bool:
+    """A provider option's flag as ORT reads it (`True`, `1`, `"true"`)."""
+    return str(value).strip().lower() in ("1", "true")
+
+
+def engine_settings(trt_options: dict[str, Any]) -> str:
+    """The engine folder's name for TensorRT provider options: the precision TensorRT may build
+    in (`fp32`, `fp16`, `int8`, `fp16+int8`), then `-` and 8 hex of a hash of the other options
+    that change the engine (`trt_max_workspace_size`, `trt_builder_optimization_level`, ...)
+    when any is set."""
+    precision = "+".join(name for key, name in _PRECISIONS.items()
+                         if _on(trt_options.get(key))) or "fp32"
+    shaping = {k: str(v) for k, v in trt_options.items()
+               if k not in _NOT_ENGINE_OPTIONS and k not in _PRECISIONS}
+    if not shaping:
+        return precision
+    digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
+    return f"{precision}-{digest[:8]}"
 
 
 def summarize_profile(events: list[dict[str, Any]], iterations: int,
