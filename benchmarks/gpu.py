@@ -171,6 +171,8 @@ def edgebench_side(path: Path, graphs: bool, duration: float) -> dict[str, Any]:
     if result["status"] != "ok":
         raise SessionFailed(f"edgebench session {result['status']}: {result['error']}; "
                             f"{result['_stderr_tail'][-600:]}")
+    if result["timer"] != "cuda_events" or not result["wall_latency"]:
+        raise SessionFailed(f"edgebench session timed by {result['timer']}, not CUDA events")
     nvml = result.get("gpu") or {}
     return {"median_ms": result["latency"]["median_ms"],
             "wall_median_ms": result["wall_latency"]["median_ms"],
@@ -418,7 +420,8 @@ def check(args: argparse.Namespace) -> int:
             expect(nvml.get("energy_mj") is not None,
                    f"{label}: NVML energy {nvml.get('energy_mj')} mJ over "
                    f"{nvml.get('energy_interval_s')} s")
-            print(f"     median {lat['median_ms']:.4f} ms, wall {wall['median_ms']:.4f} ms; "
+            print(f"     median {lat['median_ms']:.4f} ms, wall "
+                  f"{_fmt((wall or {}).get('median_ms'), '.4f')} ms; "
                   f"memory {r['memory'].get('gpu_allocated_peak_mb')} MB allocated, "
                   f"{r['memory'].get('gpu_reserved_peak_mb')} MB reserved; power {r.get('power')};"
                   f" nvml {nvml}\n     {state_line(r['state_before'], r['state_after'])}",
