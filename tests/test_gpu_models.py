@@ -11,6 +11,7 @@ torchvision = pytest.importorskip("torchvision")
 from benchmarks import gpu_models  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(gpu_models.BUILDERS))
 def test_the_copy_is_torchvisions_architecture(name: str) -> None:
     theirs = getattr(torchvision.models, name)(weights=None).eval()
