@@ -107,6 +107,19 @@ main() {
       "$PY" -m pytest -q -m gpu -rsx -p no:cacheprovider -o addopts="" -W default \
       --junitxml="$OUT/pytest-gpu.xml" tests/test_torch_runtime.py tests/test_gpu_probe.py \
       || status=1
+    # a GPU test skipped here passed nothing: say so beside the exit status
+    "$PY" - "$OUT/pytest-gpu.xml" <<'EOF' || status=1
+import sys
+import xml.etree.ElementTree as ET
+try:
+    suite = next(ET.parse(sys.argv[1]).getroot().iter("testsuite"))
+except (OSError, ET.ParseError, StopIteration) as err:
+    sys.exit(f"FAIL GPU tests: no report ({err})")
+n = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+print("GPU tests: {tests} run, {failures} failed, {errors} errors, {skipped} skipped".format(**n))
+if n["skipped"] or not n["tests"]:
+    sys.exit("FAIL GPU tests: skipped on a GPU machine (reasons above)")
+EOF
   else
     echo "== pytest absent: GPU tests not run (the --check above covers the same paths)"
     echo "pytest absent" >> "$OUT/steps.txt"
