@@ -5,17 +5,24 @@ Interleaves A/B pairs for each model, eager and as a CUDA graph: A is a full edg
 call, each iteration synchronised), B is a bare loop in a fresh process of its own doing the same
 by hand (the same `.pt2`, inference mode, the same warm-up, events around each call). Prints each
 pair's medians by CUDA events, the wall medians beside them, and the ratio A/B; the target is the
-median ratio within 2% of 1.0.
+median ratio within 2% of 1.0. Pairs go round the four (model, mode) cells in turn, so a time
+budget (`--budget`) that runs out still leaves every cell its first pairs. Then one profile
+session per model (torch.profiler, CUDA kernels), and a table of what edgebench recorded beside
+the timing: GPU memory (allocator peak, NVML), energy per inference (NVML's counter), the GPU's
+state before and after, and the fingerprint (GPU, driver, CUDA, torch, SM count).
 
 Run by hand on a machine with an NVIDIA GPU, with that machine's own Python (torch with CUDA;
-torchvision to build the models, else `--models DIR` holding `resnet18.pt2` and
-`mobilenet_v3_small.pt2` exported elsewhere with a compatible torch). Only `harness.agent` is
-imported from edgebench, so no project virtualenv is needed:
+the models are torchvision's architectures with random weights, built by torchvision where it is
+installed and by `benchmarks/gpu_models.py` where it is not, or `--models DIR` holding
+`resnet18.pt2` and `mobilenet_v3_small.pt2`). Only `harness.agent` and `benchmarks` are imported
+from edgebench, so no project virtualenv is needed:
 
-    PYTHONPATH=. python3 benchmarks/gpu.py [--pairs 3] [--duration 2]
-    PYTHONPATH=. python3 benchmarks/gpu.py --check      # the agent's CUDA paths, asserted
+    PYTHONPATH=. python3 benchmarks/gpu.py [--pairs 3] [--duration 1.5] [--out DIR] [--budget S]
+    PYTHONPATH=. python3 benchmarks/gpu.py --check [--out DIR]  # the agent's CUDA paths, asserted
 
-`scripts/gpu-check.sh` runs both.
+With `--out`, every session's full result, the profiles and the summary are written there as
+JSON as they come, so a run cut short still leaves what it measured. `scripts/gpu-check.sh` runs
+both.
 """
 
 from __future__ import annotations
@@ -27,21 +34,25 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = ("resnet18", "mobilenet_v3_small")
-SETTINGS = {"warmup_s": 1.0, "warmup_min": 20, "min_iterations": 50, "max_duration_s": 60.0,
+MODES = ("eager", "cuda_graphs")
+SETTINGS = {"warmup_s": 1.0, "warmup_min": 20, "min_iterations": 50, "max_duration_s": 20.0,
             "timed_scope": "runtime"}
+SESSION_TIMEOUT_S = 180
 
 BARE_LOOP = r"""
-import json, sys, time
+import json, statistics, sys, time
 import torch
+from torch.export.passes import move_to_device_pass
 path, graphs, duration = sys.argv[1], sys.argv[2] == "1", float(sys.argv[3])
 warmup_s, warmup_min, min_iterations = float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 torch.inference_mode().__enter__()
-model = torch.export.load(path).module().to("cuda")
+model = move_to_device_pass(torch.export.load(path), "cuda").module().to("cuda")
 x = torch.randn(1, 3, 224, 224, device="cuda")
 if graphs:
     side = torch.cuda.Stream()
@@ -70,25 +81,30 @@ while True:
     events.append(ms); wall.append((b - a) / 1e6)
     if time.perf_counter() - t0 >= duration and len(events) >= min_iterations:
         break
-events.sort(); wall.sort()
-print(json.dumps({"median_ms": events[len(events) // 2], "wall_median_ms": wall[len(wall) // 2],
-                  "n": len(events)}))
+print(json.dumps({"median_ms": statistics.median(events),
+                  "wall_median_ms": statistics.median(wall), "n": len(events)}))
 """
 
 
-def export(name: str, folder: Path, models_dir: Path | None) -> Path:
-    """`name`.pt2 in `folder`: torchvision's architecture with random weights, or the one given."""
+class SessionFailed(Exception):
+    """One session (edgebench's or the bare loop's) gave no figures; the message says why."""
+
+
+def export(name: str, folder: Path, models_dir: Path | None) -> tuple[Path, str]:
+    """`name`.pt2 in `folder` (torchvision's architecture, random weights) and where the model
+    came from; or the one in `models_dir`."""
     if models_dir is not None:
-        return models_dir / f"{name}.pt2"
+        return models_dir / f"{name}.pt2", f"{models_dir}"
     import torch
-    import torchvision
+
+    from benchmarks.gpu_models import build
 
     path = folder / f"{name}.pt2"
-    model = getattr(torchvision.models, name)(weights=None).eval()
+    model, source = build(name)
     with torch.no_grad():
         program = torch.export.export(model, (torch.randn(1, 3, 224, 224),))
     torch.export.save(program, str(path))
-    return path
+    return path, source
 
 
 def agent_job(path: Path, options: dict[str, Any], settings: dict[str, Any],
@@ -99,77 +115,253 @@ def agent_job(path: Path, options: dict[str, Any], settings: dict[str, Any],
     job = protocol.measure_job("gpu", {"path": str(path), "format": "torch"}, "torch",
                                session=0, device_kind="linux", options=options,
                                settings=settings, profile_iterations=profile_iterations)
-    proc = subprocess.run([sys.executable, "-m", "harness.agent"], input=json.dumps(job),
-                          capture_output=True, text=True, cwd=REPO, timeout=600,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "harness.agent"], input=json.dumps(job),
+                              capture_output=True, text=True, cwd=REPO,
+                              timeout=SESSION_TIMEOUT_S, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    except subprocess.TimeoutExpired as err:
+        raise SessionFailed(f"agent still running after {SESSION_TIMEOUT_S} s") from err
     if not proc.stdout:
-        raise RuntimeError(f"agent gave no result: {proc.stderr[-2000:]}")
+        raise SessionFailed(f"agent gave no result (exit {proc.returncode}): "
+                            f"{proc.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(proc.stdout)
+    result["_stderr_tail"] = proc.stderr[-2000:]
     return result
+
+
+def bare_side(path: Path, graphs: bool, duration: float) -> dict[str, Any]:
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", BARE_LOOP, str(path), "1" if graphs else "0", str(duration),
+             str(SETTINGS["warmup_s"]), str(SETTINGS["warmup_min"]),
+             str(SETTINGS["min_iterations"])],
+            capture_output=True, text=True, timeout=SESSION_TIMEOUT_S)
+    except subprocess.TimeoutExpired as err:
+        raise SessionFailed(f"bare loop still running after {SESSION_TIMEOUT_S} s") from err
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise SessionFailed(f"bare loop failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def _fmt(value: Any, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def gpu_state(state: dict[str, Any]) -> dict[str, Any]:
+    return ((state or {}).get("gpu") or {}).get("0") or {}
+
+
+def state_line(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """NVML's GPU state before the session and after its timed window, one line."""
+    b, a = gpu_state(before), gpu_state(after)
+
+    def both(key: str, spec: str = ".0f") -> str:
+        return f"{_fmt(b.get(key), spec)} -> {_fmt(a.get(key), spec)}"
+
+    return (f"GPU {both('temperature_c')} C, SM {both('sm_clock_mhz')} MHz, "
+            f"mem {both('mem_clock_mhz')} MHz, {both('power_w')} W, "
+            f"pstate {both('pstate')}, clock events after {a.get('clock_event_reasons')}")
 
 
 def edgebench_side(path: Path, graphs: bool, duration: float) -> dict[str, Any]:
     result = agent_job(path, {"device": "cuda", "cuda_graphs": graphs},
                        dict(SETTINGS, duration_s=duration))
     if result["status"] != "ok":
-        raise RuntimeError(f"edgebench session failed: {result['error']}")
+        raise SessionFailed(f"edgebench session {result['status']}: {result['error']}; "
+                            f"{result['_stderr_tail'][-600:]}")
+    if result["timer"] != "cuda_events" or not result["wall_latency"]:
+        raise SessionFailed(f"edgebench session timed by {result['timer']}, not CUDA events")
+    nvml = result.get("gpu") or {}
     return {"median_ms": result["latency"]["median_ms"],
             "wall_median_ms": result["wall_latency"]["median_ms"],
             "n": result["latency"]["n"], "timer": result["timer"],
-            "gpu_mem_mb": result["memory"].get("gpu_mem_mb"),
-            "energy_mj": (result.get("power") or {}).get("energy_mj_per_inference"),
-            "accelerator": result.get("accelerator"), "isa": result["fingerprint"]["isa"]}
+            "gpu_alloc_peak_mb": result["memory"].get("gpu_allocated_peak_mb"),
+            "gpu_reserved_peak_mb": result["memory"].get("gpu_reserved_peak_mb"),
+            "nvml_process_mb": nvml.get("process_memory_mb"),
+            "nvml_device_used_mb": nvml.get("device_memory_used_mb"),
+            "energy_mj_per_inference": (result.get("power") or {}).get(
+                "energy_mj_per_inference"),
+            "mean_w": nvml.get("mean_w"), "energy_interval_s": nvml.get("energy_interval_s"),
+            "window_s": nvml.get("window_s"), "throttled": result.get("throttled"),
+            "state": state_line(result["state_before"], result["state_after"]),
+            "result": result}
 
 
-def bare_side(path: Path, graphs: bool, duration: float) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-c", BARE_LOOP, str(path), "1" if graphs else "0", str(duration),
-         str(SETTINGS["warmup_s"]), str(SETTINGS["warmup_min"]), str(SETTINGS["min_iterations"])],
-        capture_output=True, text=True, timeout=600, check=True)
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+def fingerprint_lines(result: dict[str, Any]) -> list[str]:
+    acc = result.get("accelerator") or {}
+    fp = result.get("fingerprint") or {}
+    nv = fp.get("gpu") or {}
+    g0 = (nv.get("gpus") or [{}])[0]
+    nvml = (f"NVML absent: {nv['absent']}" if nv.get("absent") else
+            f"NVML: driver {nv.get('driver')}, CUDA driver {nv.get('cuda_driver')}, NVML "
+            f"{nv.get('nvml')}, GPU 0 {g0.get('name')} (cc {g0.get('compute_capability')}, "
+            f"power limit {g0.get('power_limit_w')} W, max SM {g0.get('max_sm_clock_mhz')} MHz, "
+            f"max mem {g0.get('max_mem_clock_mhz')} MHz)")
+    return [
+        f"GPU (torch): {acc.get('name')}, {acc.get('sm_count')} SMs, compute capability "
+        f"{acc.get('compute_capability')}, {_fmt(acc.get('memory_total_mb'), '.0f')} MB, "
+        f"uuid {acc.get('uuid')}",
+        f"runtime: torch {acc.get('torch')}, CUDA runtime {acc.get('cuda_runtime')}, "
+        f"cuDNN {acc.get('cudnn')}; options {result.get('runtime_options')}",
+        nvml,
+        f"host: {fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs, ISA {fp.get('isa')}, "
+        f"Python {fp.get('python')}, numpy {fp.get('numpy')}, {fp.get('os')}",
+    ]
+
+
+class Out:
+    """Where the JSON goes (`--out`), written as it comes; nothing without `--out`."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, name: str, obj: Any) -> None:
+        if self.folder is not None:
+            (self.folder / name).write_text(json.dumps(obj, indent=1, default=str))
+
+    def append(self, name: str, obj: Any) -> None:
+        if self.folder is not None:
+            with open(self.folder / name, "a") as f:
+                f.write(json.dumps(obj, default=str) + "\n")
+
+
+def print_profile(name: str, prof: dict[str, Any], top: int = 12) -> None:
+    ops = prof.get("ops") or []
+    total = sum(op["time_ms"] for op in ops)
+    print(f"\n# torch.profiler, {name} eager: {len(ops)} CUDA kernels, {total:.4f} ms of kernel "
+          f"time per inference ({prof.get('iterations')} iterations, torch {prof.get('torch')})")
+    for op in ops[:top]:
+        print(f"  {op['time_ms'] * 1e3:9.1f} us  x{op['calls']:<3d} {op['name'][:110]}")
 
 
 def benchmark(args: argparse.Namespace) -> int:
-    rows = []
+    started = time.monotonic()
+    out = Out(args.out)
+
+    def time_left() -> float:
+        return args.budget - (time.monotonic() - started) if args.budget else float("inf")
+
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    fingerprint_shown = False
     with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
         for name in MODELS:
-            path = export(name, Path(tmp), args.models)
-            for graphs in (False, True):
-                mode = "cuda_graphs" if graphs else "eager"
-                for pair in range(args.pairs):
-                    # alternate which side goes first, so neither always follows the other
-                    sides = [("edgebench", edgebench_side), ("bare", bare_side)]
-                    if pair % 2:
-                        sides.reverse()
-                    got = {label: fn(path, graphs, args.duration) for label, fn in sides}
-                    a, b = got["edgebench"], got["bare"]
-                    ratio = a["median_ms"] / b["median_ms"]
-                    rows.append((name, mode, ratio))
-                    print(f"{name:20s} {mode:11s} pair {pair + 1}: edgebench {a['median_ms']:.4f}"
-                          f" ms (wall {a['wall_median_ms']:.4f}, n {a['n']}, "
-                          f"{a['gpu_mem_mb'] or 0:.0f} MB, {a['energy_mj'] or float('nan'):.3g} "
-                          f"mJ) | bare {b['median_ms']:.4f} ms (wall {b['wall_median_ms']:.4f}, "
-                          f"n {b['n']}) | ratio {ratio:.4f}", flush=True)
-                    if pair == 0 and name == MODELS[0] and not graphs:
-                        print(f"# GPU: {a['accelerator']}; host ISA: {a['isa']}", flush=True)
-    print("\nmodel                mode         median ratio  [min, max]     within 2%")
+            try:
+                paths[name], source = export(name, Path(tmp), args.models)
+                print(f"# {name}: {source}", flush=True)
+            except Exception as err:  # noqa: BLE001 - one model's export must not hide the other
+                failures.append(f"{name}: export failed: {err}")
+                print(f"FAIL {name}: export failed: {type(err).__name__}: {err}", flush=True)
+        # round the cells in turn, so that a budget running out leaves each its first pairs
+        schedule = [(pair, name, mode) for pair in range(args.pairs) for name in paths
+                    for mode in MODES]
+        for pair, name, mode in schedule:
+            if time_left() < args.reserve:
+                print(f"# budget: {args.budget:.0f} s nearly spent; stopped before pair "
+                      f"{pair + 1} of {name} {mode}", flush=True)
+                break
+            graphs = mode == "cuda_graphs"
+            # alternate which side goes first, so neither always follows the other
+            sides = [("edgebench", edgebench_side), ("bare", bare_side)]
+            if pair % 2:
+                sides.reverse()
+            try:
+                got = {label: fn(paths[name], graphs, args.duration) for label, fn in sides}
+            except SessionFailed as err:
+                failures.append(f"{name} {mode} pair {pair + 1}: {err}")
+                print(f"FAIL {name} {mode} pair {pair + 1}: {err}", flush=True)
+                continue
+            a, b = got["edgebench"], got["bare"]
+            result = a.pop("result")
+            out.write(f"session-{name}-{mode}-{pair + 1}.json", result)
+            if not fingerprint_shown:
+                print("# " + "\n# ".join(fingerprint_lines(result)), flush=True)
+                out.write("fingerprint.json", {"fingerprint": result["fingerprint"],
+                                               "accelerator": result["accelerator"]})
+                fingerprint_shown = True
+            row = {"model": name, "mode": mode, "pair": pair + 1, "edgebench": a, "bare": b,
+                   "ratio": a["median_ms"] / b["median_ms"]}
+            rows.append(row)
+            out.append("pairs.jsonl", row)
+            print(f"{name:18s} {mode:11s} pair {pair + 1}: edgebench {a['median_ms']:.4f} ms "
+                  f"(wall {a['wall_median_ms']:.4f}, n {a['n']}) | bare {b['median_ms']:.4f} ms "
+                  f"(wall {b['wall_median_ms']:.4f}, n {b['n']}) | ratio {row['ratio']:.4f}\n"
+                  f"    alloc peak {_fmt(a['gpu_alloc_peak_mb'])} MB, NVML process "
+                  f"{_fmt(a['nvml_process_mb'])} MB / GPU used "
+                  f"{_fmt(a['nvml_device_used_mb'], '.0f')} MB; "
+                  f"{_fmt(a['energy_mj_per_inference'], '.3f')} mJ/inference at "
+                  f"{_fmt(a['mean_w'])} W (counter read {_fmt(a['energy_interval_s'], '.3f')} s "
+                  f"apart, window {_fmt(a['window_s'], '.3f')} s); throttled {a['throttled']}\n"
+                  f"    {a['state']}", flush=True)
+        for name in paths:
+            if time_left() < args.reserve / 2:
+                print(f"# budget: no profile of {name}", flush=True)
+                continue
+            try:
+                r = agent_job(paths[name], {"device": "cuda"}, SETTINGS, profile_iterations=20)
+            except SessionFailed as err:
+                failures.append(f"{name} profile: {err}")
+                print(f"FAIL {name} profile: {err}", flush=True)
+                continue
+            out.write(f"profile-{name}.json", r)
+            if r["status"] != "ok" or not (r.get("profile") or {}).get("ops"):
+                failures.append(f"{name} profile: {r['error'] or 'no CUDA kernels'}")
+                print(f"FAIL {name} profile: {r['error'] or 'no CUDA kernels'}", flush=True)
+                continue
+            print_profile(name, r["profile"])
+    ok = summarize(rows, out)
+    for failure in failures:
+        print(f"FAIL {failure[:300]}")
+    print(f"\n{time.monotonic() - started:.0f} s; {len(rows)} pairs; "
+          f"{len(failures)} failure(s)", flush=True)
+    return 0 if ok and not failures else 1
+
+
+def summarize(rows: list[dict[str, Any]], out: Out) -> bool:
+    """The table of median ratios per (model, mode); True when every cell is within 2%."""
+    print("\nmodel              mode         pairs  median ratio  [min, max]         within 2%"
+          "   edgebench ms  bare ms   alloc MB  mJ/inf")
     ok = True
+    summary = []
     for name in MODELS:
-        for mode in ("eager", "cuda_graphs"):
-            ratios = [r for n, m, r in rows if n == name and m == mode]
+        for mode in MODES:
+            cell = [r for r in rows if r["model"] == name and r["mode"] == mode]
+            if not cell:
+                ok = False
+                print(f"{name:18s} {mode:11s}  0      (no pair measured)")
+                continue
+            ratios = [r["ratio"] for r in cell]
             med = statistics.median(ratios)
             within = abs(med - 1) <= 0.02
             ok &= within
-            print(f"{name:20s} {mode:11s}  {med:.4f}       [{min(ratios):.4f}, {max(ratios):.4f}]"
-                  f"   {'yes' if within else 'NO'}")
-    return 0 if ok else 1
+            eb = statistics.median(r["edgebench"]["median_ms"] for r in cell)
+            bare = statistics.median(r["bare"]["median_ms"] for r in cell)
+            energies = [r["edgebench"]["energy_mj_per_inference"] for r in cell
+                        if r["edgebench"]["energy_mj_per_inference"] is not None]
+            energy = statistics.median(energies) if energies else None
+            alloc = cell[0]["edgebench"]["gpu_alloc_peak_mb"]
+            summary.append({"model": name, "mode": mode, "pairs": len(cell),
+                            "median_ratio": med, "min_ratio": min(ratios),
+                            "max_ratio": max(ratios), "within_2pct": within,
+                            "edgebench_median_ms": eb, "bare_median_ms": bare,
+                            "gpu_alloc_peak_mb": alloc, "energy_mj_per_inference": energy})
+            print(f"{name:18s} {mode:11s}  {len(cell):<5d}  {med:.4f}        [{min(ratios):.4f}, "
+                  f"{max(ratios):.4f}]   {'yes' if within else 'NO ':3s}         {eb:9.4f}  "
+                  f"{bare:9.4f}  {_fmt(alloc):>7s}  {_fmt(energy, '.3f')}")
+    out.write("summary.json", {"cells": summary, "all_within_2pct": ok, "settings": SETTINGS})
+    return ok
 
 
 def check(args: argparse.Namespace) -> int:
     """The agent's CUDA paths on a small conv net, each asserted; a failure says which."""
     import torch
 
+    out = Out(args.out)
     failures: list[str] = []
 
     def expect(cond: bool, what: str) -> None:
@@ -189,11 +381,18 @@ def check(args: argparse.Namespace) -> int:
         quick = dict(SETTINGS, warmup_s=0.2, warmup_min=5, duration_s=0.5, min_iterations=20)
         for options in ({"device": "cuda"}, {"device": "cuda", "cuda_graphs": True},
                         {"device": "cuda", "precision": "fp16"},
-                        {"device": "cuda", "precision": "bf16"}):
+                        {"device": "cuda", "precision": "bf16"},
+                        {"device": "cuda", "cuda_graphs": True, "precision": "fp16"}):
             label = json.dumps(options)
-            r = agent_job(path, options, quick)
+            try:
+                r = agent_job(path, options, quick)
+            except SessionFailed as err:
+                expect(False, f"{label}: {err}")
+                continue
+            out.write("check-{}.json".format("-".join(str(v) for v in options.values())), r)
             expect(r["status"] == "ok", f"{label}: status ok ({r['error']})")
             if r["status"] != "ok":
+                print(r["_stderr_tail"][-1500:], flush=True)
                 continue
             lat, wall = r["latency"], r["wall_latency"]
             expect(r["timer"] == "cuda_events", f"{label}: timer cuda_events")
@@ -205,23 +404,42 @@ def check(args: argparse.Namespace) -> int:
                    f"{label}: allocator peak {r['memory'].get('gpu_mem_mb')} MB")
             expect(r["runtime_options"]["cuda_graphs"] is bool(options.get("cuda_graphs")),
                    f"{label}: cuda_graphs recorded")
+            expect(r["runtime_options"]["precision"] == options.get("precision", "fp32"),
+                   f"{label}: precision recorded")
+            expect((r.get("placement") or {}).get("cpu_fallback") is False,
+                   f"{label}: weights on the GPU {(r.get('placement') or {}).get('in_force')}")
             acc = r.get("accelerator") or {}
             expect(bool(acc.get("name")) and (acc.get("sm_count") or 0) > 0,
                    f"{label}: accelerator {acc.get('name')}, {acc.get('sm_count')} SMs")
             gpu = r["fingerprint"].get("gpu") or {}
             expect(bool(gpu.get("gpus")), f"{label}: NVML fingerprint "
                    f"{gpu.get('driver') or gpu.get('absent')}")
-            st = (r["state_before"].get("gpu") or {}).get("0") or {}
+            st = gpu_state(r["state_before"])
             expect(st.get("sm_clock_mhz") is not None, f"{label}: NVML state {st}")
-            print(f"     median {lat['median_ms']:.4f} ms, wall {wall['median_ms']:.4f} ms, "
-                  f"power {r.get('power')}, nvml {r.get('gpu')}", flush=True)
-        r = agent_job(path, {"device": "cuda"}, quick, profile_iterations=10)
+            nvml = r.get("gpu") or {}
+            expect(nvml.get("energy_mj") is not None,
+                   f"{label}: NVML energy {nvml.get('energy_mj')} mJ over "
+                   f"{nvml.get('energy_interval_s')} s")
+            print(f"     median {lat['median_ms']:.4f} ms, wall "
+                  f"{_fmt((wall or {}).get('median_ms'), '.4f')} ms; "
+                  f"memory {r['memory'].get('gpu_allocated_peak_mb')} MB allocated, "
+                  f"{r['memory'].get('gpu_reserved_peak_mb')} MB reserved; power {r.get('power')};"
+                  f" nvml {nvml}\n     {state_line(r['state_before'], r['state_after'])}",
+                  flush=True)
+        try:
+            r = agent_job(path, {"device": "cuda"}, quick, profile_iterations=10)
+        except SessionFailed as err:
+            r = {"status": "failed", "error": str(err)}
+        out.write("check-profile.json", r)
         prof = r.get("profile") or {}
         expect(r["status"] == "ok" and prof.get("tool") == "torch.profiler",
                f"profile session ({r['error']})")
         ops = prof.get("ops") or []
         expect(bool(ops) and all(op["provider"] == "CUDA" for op in ops),
                f"profile: {len(ops)} CUDA kernels, top {ops[:1]}")
+        # kernels only: an aten op listed too would count its kernels' time twice
+        expect(not any(op["name"].startswith("aten::") for op in ops),
+               f"profile: no aten operators among the kernels {[op['name'] for op in ops][:8]}")
     print(f"\n{len(failures)} check(s) failed" if failures else "\nall checks passed")
     return 1 if failures else 0
 
@@ -229,10 +447,23 @@ def check(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=2.0, help="timed seconds per side")
+    parser.add_argument("--duration", type=float, default=1.5, help="timed seconds per side")
     parser.add_argument("--models", type=Path, help="folder of pre-exported .pt2 files")
+    parser.add_argument("--out", type=Path, help="folder for the JSON results")
+    parser.add_argument("--budget", type=float, default=0.0,
+                        help="seconds for the whole benchmark (0: no limit); pairs stop early "
+                             "enough to leave --reserve for the profiles and the table")
+    parser.add_argument("--reserve", type=float, default=40.0,
+                        help="seconds kept back from --budget for one more pair and the profiles")
     parser.add_argument("--check", action="store_true", help="assert the agent's CUDA paths")
     args = parser.parse_args()
+    import torch
+
+    if not torch.cuda.is_available():
+        print(f"FAIL: torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA GPU "
+              f"here; this needs a machine with an NVIDIA GPU and torch built with CUDA",
+              flush=True)
+        return 2
     return check(args) if args.check else benchmark(args)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -247,19 +248,23 @@ def slowed_down(before: dict[str, Any], after: dict[str, Any]) -> bool | None:
 class EnergyMeter:
     """NVML's energy counter and the process's GPU memory around the timed window of one GPU.
 
-    `start()` and `stop()` each open NVML briefly; nothing runs during the window. A device
-    without NVML or without an energy counter gives None.
+    `start()` and `stop()` each open NVML briefly; nothing runs during the window. The counter
+    is read once on each side, so the energy covers a little more than the window (the opening of
+    NVML after it, the memory probes): `energy_interval_s`, the time between the two readings,
+    says how much more. A device without NVML or without an energy counter gives None.
     """
 
     def __init__(self, index: int = 0, uuid: str | None = None) -> None:
         self.index = index
         self.uuid = uuid
         self._start: int | None = None
+        self._start_t = 0.0
 
     def start(self) -> None:
         try:
             with Nvml() as nv:
                 self._start = nv.energy_mj(nv.handle(self.index, self.uuid))
+                self._start_t = time.perf_counter()
         except Exception:  # noqa: BLE001 - NVML absent or failing must not fail the job
             self._start = None
 
@@ -268,14 +273,20 @@ class EnergyMeter:
             with Nvml() as nv:
                 h = nv.handle(self.index, self.uuid)
                 end = nv.energy_mj(h)
+                interval_s = time.perf_counter() - self._start_t
                 process_mb = nv.process_memory_mb(h, pid)
-                power = nv.state(self.index).get("power_w")
+                state = nv.state(self.index)
         except Exception:  # noqa: BLE001
             return None
+        # NVML names a process by its pid in the host's namespace: inside a container the
+        # process's own pid is not found, and the GPU's used memory is what is left to go on.
         out: dict[str, Any] = {"source": "nvml", "gpu_index": self.index,
-                               "process_memory_mb": process_mb, "power_w_after": power}
+                               "process_memory_mb": process_mb,
+                               "device_memory_used_mb": state.get("memory_used_mb"),
+                               "power_w_after": state.get("power_w")}
         if self._start is not None and end is not None and elapsed_s > 0 and iterations:
             joules_mj = end - self._start
             out.update({"energy_mj": joules_mj, "mean_w": joules_mj / 1000.0 / elapsed_s,
-                        "energy_mj_per_inference": joules_mj / iterations})
+                        "energy_mj_per_inference": joules_mj / iterations,
+                        "energy_interval_s": interval_s, "window_s": elapsed_s})
         return out

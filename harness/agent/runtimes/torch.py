@@ -99,10 +99,21 @@ class TorchRuntime(Runtime):
         self._inference.__enter__()
         try:
             self.program = torch.export.load(model_path)
-            self.model = self.program.module().to(device=device, dtype=self.dtype)
         except Exception as err:  # torch raises many types for a bad archive
             raise ModelLoadError(
                 "model_invalid", f"torch cannot load {model_path}: {first_line(err)}") from err
+        try:
+            if device.type == "cuda":
+                # A program is specialised to the device it was exported on (a CPU here): devices
+                # burnt into its nodes and its constants move only with torch's own pass, which
+                # `module().to()` does not do.
+                from torch.export.passes import move_to_device_pass
+
+                self.program = move_to_device_pass(self.program, device)
+            self.model = self.program.module().to(device=device, dtype=self.dtype)
+        except Exception as err:
+            raise ModelLoadError("model_invalid", f"torch cannot put {model_path} on {device} "
+                                 f"as {precision}: {first_line(err)}") from err
         if self.cuda:
             self._events = (torch.cuda.Event(enable_timing=True),
                             torch.cuda.Event(enable_timing=True))
@@ -234,6 +245,7 @@ class TorchRuntime(Runtime):
                 "fallback_reasons": ["weights on the CPU"] if on_cpu else []}
 
     def profile(self, step: Any, iterations: int) -> dict[str, Any]:
+        from torch.autograd import DeviceType
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
@@ -249,7 +261,10 @@ class TorchRuntime(Runtime):
         for event in prof.key_averages():
             self_device = float(getattr(event, "self_device_time_total", 0.0) or 0.0)
             self_cpu = float(event.self_cpu_time_total or 0.0)
-            raw.append({"name": event.key, "calls": int(event.count),
+            # An aten op's self device time is that of the kernels it launched: on a GPU only
+            # the kernels themselves (device events) are counted, or each would count twice.
+            on_device = event.device_type == DeviceType.CUDA
+            raw.append({"name": event.key, "calls": int(event.count), "on_device": on_device,
                         "self_cpu_us": self_cpu,
                         "cpu_total_us": float(event.cpu_time_total or 0.0),
                         "self_device_us": self_device,
@@ -258,7 +273,7 @@ class TorchRuntime(Runtime):
             # On a GPU the operators that cost time are its kernels; on the CPU, aten ops'
             # own (self) time, so nested calls are not counted twice.
             time_us = self_device if self.cuda else self_cpu
-            if time_us > 0 and (not self.cuda or self_device > 0):
+            if time_us > 0 and on_device == self.cuda:
                 ops.append({"name": event.key, "op_type": _op_type(event.key),
                             "provider": "CUDA" if self.cuda else "CPU",
                             "calls": int(event.count) // max(iterations, 1) or 1,
