@@ -453,3 +453,19 @@ def test_export_into_a_pipe_closed_early_ends_quietly(db, samples: bool) -> None
     err = proc.communicate()[1].decode()
     assert proc.returncode == 141, err
     assert "Traceback" not in err and "error" not in err
+
+
+def test_report_that_cannot_be_written_is_one_line(db, tmp_path: Path, capsys) -> None:  # noqa: F811
+    # Found: `report --out` under a file, or on read-only storage, ended in a traceback.
+    path, a, _ = db
+    note = tmp_path / "notes.txt"
+    note.write_text("mine")
+    assert main(["report", "--db", str(path), "--run", a, "--out", str(note / "report")]) == 2
+    _one_line_error(capsys, f"{note / 'report'}: cannot write the report", "Not a directory")
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    done = _on_read_only_storage(shelf, ["report", "--db", str(path), "--run", a,
+                                         "--out", str(shelf / "report")])
+    err = done.stderr.strip()
+    assert done.returncode == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"edgebench: error: {shelf / 'report'}: cannot write the report ("), err
