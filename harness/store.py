@@ -535,7 +535,11 @@ def _prune_cutoff(keep: str) -> int | str:
     if value < 0 or (days and not text[:-1].isdigit()):
         raise StoreError(f"--keep-samples-for {keep!r}: give a number of runs (30) or days (30d)")
     if not days:
-        return value
+        return min(value, 2**63 - 1)  # SQLite's largest OFFSET: more runs than any file holds
+    if value * 86400 >= time.time():
+        # No run is older than 1970. strftime writes a year below 1000 with fewer digits, and
+        # such a cutoff sorts after every real start time: it would drop every run's samples.
+        return ""
     return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - value * 86400))
 
 
