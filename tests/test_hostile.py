@@ -469,3 +469,19 @@ def test_report_that_cannot_be_written_is_one_line(db, tmp_path: Path, capsys) -
     err = done.stderr.strip()
     assert done.returncode == 2 and len(err.splitlines()) == 1, err
     assert err.startswith(f"edgebench: error: {shelf / 'report'}: cannot write the report ("), err
+
+
+def test_nightly_baseline_that_does_not_exist_is_said_before_anything_runs(
+        db, tmp_path: Path, capsys) -> None:  # noqa: F811
+    # Found: `nightly --baseline RUN_ID` looked the run up only once every device had been
+    # measured, so a mistyped id cost the whole night and then ended without a report.
+    path, a, b = db
+    farm = tmp_path / "farm.yaml"  # a coordinator nobody runs: reaching it would be an error too
+    farm.write_text("coordinator: 127.0.0.1:1\nplaces:\n  p: {kind: linux}\n")
+    build = tmp_path / "build"
+    common = os.path.commonprefix([a, b])
+    for baseline, says in (("nosuchrun", "no run 'nosuchrun'"), (common, "is ambiguous")):
+        assert main(["nightly", "--farm", str(farm), "--suite", "models/demo.yaml", "--db",
+                     str(path), "--baseline", baseline, "--build-dir", str(build)]) == 2
+        _one_line_error(capsys, f"--baseline {baseline!r}: {path}: ", says)
+    assert not build.exists()
