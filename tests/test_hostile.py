@@ -485,3 +485,18 @@ def test_nightly_baseline_that_does_not_exist_is_said_before_anything_runs(
                      str(path), "--baseline", baseline, "--build-dir", str(build)]) == 2
         _one_line_error(capsys, f"--baseline {baseline!r}: {path}: ", says)
     assert not build.exists()
+
+
+@pytest.mark.parametrize("option, value", [("--sessions", "five"), ("--max-sessions", "0")])
+def test_a_bad_session_count_names_its_option(tmp_path: Path, capsys, option: str,
+                                              value: str) -> None:
+    # Found: `--sessions five` said "invalid _session_count value", and `--max-sessions 0` said
+    # "--sessions must be between 1 and 1000".
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--model", str(tmp_path / "m.onnx"), "--db", str(tmp_path / "x.db"),
+              option, value])
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == (f"edgebench bench: error: argument {option}: must be a number of sessions "
+                    f"between 1 and 1000, not {value!r}")
+    assert not (tmp_path / "x.db").exists()
