@@ -95,8 +95,11 @@ def test_wrong_input_shape_from_manifest(tmp_path: Path) -> None:
         (["--model", "{onnx}", "--device", "{tmp}/badfield.yaml"],
          "badfield.yaml: ssh.port: 70000 is not a TCP port"),
         (["--model", "{onnx}", "--device", "{tmp}/password.yaml"], "ssh.password"),
+        (["--model", "{onnx}", "--sessions", "4", "--max-sessions", "3"],
+         "--max-sessions 3 is fewer than the 4 sessions"),
     ],
-    ids=["missing", "suffix", "runtime", "format", "device", "yaml", "field", "password"],
+    ids=["missing", "suffix", "runtime", "format", "device", "yaml", "field", "password",
+         "max-sessions"],
 )
 def test_bad_input_one_clear_line(tmp_path: Path, tiny_onnx: Path, args: list[str],
                                   message: str) -> None:
