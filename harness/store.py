@@ -121,6 +121,17 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
 
 
+def _check_writable(path: Path) -> None:
+    """SQLite writes the file and, beside it, its journal: on read-only storage it says only
+    "unable to open database file", which reads as a broken database."""
+    for target in (path, path.resolve().parent):
+        if target.exists() and not os.access(target, os.W_OK):
+            readers = " (report, export, compare and db stats can read it)" if path.exists() \
+                else ""
+            raise StoreError(f"{path}: cannot write the result database: {target} is read-only "
+                             f"here{readers}")
+
+
 @dataclass(frozen=True)
 class RunInfo:
     run_id: str
@@ -145,6 +156,7 @@ class Store:
                 self.conn = _connect_readonly(self.path)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                _check_writable(self.path)
                 # autocommit: every write goes through `_tx`, which says where one starts
                 self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         except (OSError, sqlite3.Error) as err:

@@ -500,3 +500,29 @@ def test_a_bad_session_count_names_its_option(tmp_path: Path, capsys, option: st
     assert last == (f"edgebench bench: error: argument {option}: must be a number of sessions "
                     f"between 1 and 1000, not {value!r}")
     assert not (tmp_path / "x.db").exists()
+
+
+def test_result_database_on_read_only_storage_is_said_to_be_read_only(
+        db, tmp_path: Path) -> None:  # noqa: F811
+    # Found: bench and db prune/vacuum said "not a usable result database (unable to open
+    # database file)" of a sound database on read-only storage.
+    path, _, _ = db
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    copy = shelf / "x.db"
+    copy.write_bytes(path.read_bytes())
+    before = copy.read_bytes()
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    for argv in (["bench", "--model", str(model), "--quick", "--sessions", "1", "--db", str(copy)],
+                 ["db", "prune", "--keep-samples-for", "1", "--db", str(copy)],
+                 ["db", "vacuum", "--db", str(copy)]):
+        done = _on_read_only_storage(shelf, argv)
+        err = done.stderr.strip()
+        assert done.returncode == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"edgebench: error: {copy}: cannot write the result database: "
+                              ) and "is read-only here (report, export" in err, err
+    done = _on_read_only_storage(shelf, ["bench", "--model", str(model), "--db",
+                                         str(shelf / "new.db")])
+    assert done.stderr.strip() == (f"edgebench: error: {shelf / 'new.db'}: cannot write the "
+                                   f"result database: {shelf} is read-only here"), done.stderr
+    assert copy.read_bytes() == before and sorted(p.name for p in shelf.iterdir()) == ["x.db"]
