@@ -526,3 +526,19 @@ def test_result_database_on_read_only_storage_is_said_to_be_read_only(
     assert done.stderr.strip() == (f"edgebench: error: {shelf / 'new.db'}: cannot write the "
                                    f"result database: {shelf} is read-only here"), done.stderr
     assert copy.read_bytes() == before and sorted(p.name for p in shelf.iterdir()) == ["x.db"]
+
+
+def test_a_folder_of_profiles_that_is_not_one_is_named(tmp_path: Path, capsys,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found: a mistyped --devices-dir or $EDGEBENCH_DEVICES listed no device and exited 0, and
+    # `bench` called every device unknown, knowing "(none)".
+    note = tmp_path / "notes.txt"
+    note.write_text("mine")
+    for folder in (tmp_path / "devcies", note):
+        assert main(["devices", "list", "--devices-dir", str(folder)]) == 2
+        _one_line_error(capsys, f"{folder}: --devices-dir is not a folder of device profiles")
+    monkeypatch.setenv("EDGEBENCH_DEVICES", str(tmp_path / "devcies"))
+    assert main(["bench", "--model", str(tmp_path / "m.onnx"), "--db", str(tmp_path / "x.db")]
+                ) == 2
+    _one_line_error(capsys, f"{tmp_path / 'devcies'}: $EDGEBENCH_DEVICES is not a folder")
+    assert not (tmp_path / "x.db").exists()
