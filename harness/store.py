@@ -292,7 +292,10 @@ class Store:
             return str(rows[0][0])
         if not rows:
             raise StoreError(f"{self.path}: no run {run!r}")
-        raise StoreError(f"{self.path}: run id prefix {run!r} is ambiguous")
+        ids = sorted(str(r[0]) for r in rows)
+        shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+        raise StoreError(f"{self.path}: run id prefix {run!r} is ambiguous: {len(ids)} runs "
+                         f"begin so ({shown})")
 
     # results ------------------------------------------------------------------------------------
 

@@ -542,3 +542,14 @@ def test_a_folder_of_profiles_that_is_not_one_is_named(tmp_path: Path, capsys,
                 ) == 2
     _one_line_error(capsys, f"{tmp_path / 'devcies'}: $EDGEBENCH_DEVICES is not a folder")
     assert not (tmp_path / "x.db").exists()
+
+
+def test_an_ambiguous_run_prefix_names_the_runs_it_fits(db, capsys) -> None:  # noqa: F811
+    # Found: "run id prefix '2026' is ambiguous" left the user to find the ids elsewhere.
+    path = db[0]
+    with Store(path, readonly=True) as store:
+        runs = sorted(r.run_id for r in store.runs())
+    common = os.path.commonprefix(runs)
+    assert main(["report", "--db", str(path), "--run", common]) == 2
+    _one_line_error(capsys, f"{path}: run id prefix {common!r} is ambiguous: 5 runs begin so "
+                    f"({', '.join(runs[:3])}, ...)")
