@@ -553,3 +553,18 @@ def test_an_ambiguous_run_prefix_names_the_runs_it_fits(db, capsys) -> None:  # 
     assert main(["report", "--db", str(path), "--run", common]) == 2
     _one_line_error(capsys, f"{path}: run id prefix {common!r} is ambiguous: 5 runs begin so "
                     f"({', '.join(runs[:3])}, ...)")
+
+
+@pytest.mark.parametrize("where, says", [("", "File exists"), ("build", "Not a directory")],
+                         ids=["a-file", "under-a-file"])
+def test_a_build_folder_that_cannot_be_one_is_named(tmp_path: Path, capsys, where: str,
+                                                    says: str) -> None:
+    # Found: `build --build-dir` naming a file, or a folder under one, ended in a traceback.
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("formats: [onnx]\nmodels:\n  m: {arch: resnet18}\n")
+    note = tmp_path / "notes.txt"
+    note.write_text("mine")
+    build = note / where if where else note
+    assert main(["build", str(suite), "--build-dir", str(build)]) == 2
+    _one_line_error(capsys, f"{build}: cannot be the build folder ({says})")
+    assert note.read_text() == "mine"
