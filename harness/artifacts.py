@@ -143,7 +143,8 @@ def from_model_file(path: Path) -> Artifact:
     """An artifact for a bare model file (`bench --model FILE`); uses its manifest if present."""
     path = Path(path)
     if not path.is_file():
-        raise EdgebenchError(f"{path}: model file not found")
+        what = "a folder, not a model file" if path.is_dir() else "model file not found"
+        raise EdgebenchError(f"{path}: {what}")
     manifest = path.with_name(path.name + MANIFEST_SUFFIX)
     if manifest.is_file():
         return load_manifest(manifest)

@@ -259,9 +259,14 @@ TOP1_THRESHOLD_HELP = ("smallest change of top-1 on the same images, in percenta
 
 
 def _session_count(text: str) -> int:
-    value = int(text)
+    # argparse names the option (--sessions or --max-sessions) before this message
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"--sessions must be between 1 and 1000, not {value}")
+        raise argparse.ArgumentTypeError(f"must be a number of sessions between 1 and 1000, "
+                                         f"not {text!r}")
     return value
 
 

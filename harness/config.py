@@ -227,14 +227,22 @@ def _parse_ssh(path: Path, data: dict[str, Any], need_host: bool = True) -> SSHS
     return SSHSettings(**kw)
 
 
+def _named_folder(folder: Path, source: str) -> Path:
+    # a mistyped folder would otherwise hold no profiles: an empty list, every device unknown
+    if not folder.is_dir():
+        raise EdgebenchError(f"{folder}: {source} is not a folder of device profiles")
+    return folder
+
+
 def find_devices_dir(given: Path = DEVICES_DIR) -> Path:
     """Where profiles are: `given` unless it is the default, which is `$EDGEBENCH_DEVICES`, else
     ./devices, else the devices/ of the project edgebench runs from (so `local` is found from any
     working directory)."""
     if Path(given) != DEVICES_DIR:
-        return Path(given)
+        return _named_folder(Path(given), "--devices-dir")
     if os.environ.get("EDGEBENCH_DEVICES"):
-        return Path(os.environ["EDGEBENCH_DEVICES"]).expanduser()
+        return _named_folder(Path(os.environ["EDGEBENCH_DEVICES"]).expanduser(),
+                             "$EDGEBENCH_DEVICES")
     project = Path(__file__).resolve().parents[1] / DEVICES_DIR
     return DEVICES_DIR if DEVICES_DIR.is_dir() or not project.is_dir() else project
 

@@ -70,6 +70,12 @@ class BenchOptions:
     profile: bool = False
     profile_iterations: int = 20
 
+    def __post_init__(self) -> None:
+        if self.max_sessions is not None and self.max_sessions < self.session_count:
+            raise EdgebenchError(f"--max-sessions {self.max_sessions} is fewer than the "
+                                 f"{self.session_count} sessions every measurement gets "
+                                 "(--sessions); it adds rounds up to that many")
+
     @property
     def session_count(self) -> int:
         if self.sessions is not None:

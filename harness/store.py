@@ -121,6 +121,17 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
 
 
+def _check_writable(path: Path) -> None:
+    """SQLite writes the file and, beside it, its journal: on read-only storage it says only
+    "unable to open database file", which reads as a broken database."""
+    for target in (path, path.resolve().parent):
+        if target.exists() and not os.access(target, os.W_OK):
+            readers = " (report, export, compare and db stats can read it)" if path.exists() \
+                else ""
+            raise StoreError(f"{path}: cannot write the result database: {target} is read-only "
+                             f"here{readers}")
+
+
 @dataclass(frozen=True)
 class RunInfo:
     run_id: str
@@ -145,6 +156,7 @@ class Store:
                 self.conn = _connect_readonly(self.path)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                _check_writable(self.path)
                 # autocommit: every write goes through `_tx`, which says where one starts
                 self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         except (OSError, sqlite3.Error) as err:
@@ -280,7 +292,10 @@ class Store:
             return str(rows[0][0])
         if not rows:
             raise StoreError(f"{self.path}: no run {run!r}")
-        raise StoreError(f"{self.path}: run id prefix {run!r} is ambiguous")
+        ids = sorted(str(r[0]) for r in rows)
+        shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+        raise StoreError(f"{self.path}: run id prefix {run!r} is ambiguous: {len(ids)} runs "
+                         f"begin so ({shown})")
 
     # results ------------------------------------------------------------------------------------
 
@@ -535,7 +550,11 @@ def _prune_cutoff(keep: str) -> int | str:
     if value < 0 or (days and not text[:-1].isdigit()):
         raise StoreError(f"--keep-samples-for {keep!r}: give a number of runs (30) or days (30d)")
     if not days:
-        return value
+        return min(value, 2**63 - 1)  # SQLite's largest OFFSET: more runs than any file holds
+    if value * 86400 >= time.time():
+        # No run is older than 1970. strftime writes a year below 1000 with fewer digits, and
+        # such a cutoff sorts after every real start time: it would drop every run's samples.
+        return ""
     return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - value * 86400))
 
 

@@ -87,6 +87,7 @@ def test_wrong_input_shape_from_manifest(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--model", "{tmp}/absent.onnx"], "absent.onnx: model file not found"),
+        (["--model", "{tmp}/folder.onnx"], "folder.onnx: a folder, not a model file"),
         (["--model", "{tmp}/model.xyz"], "cannot tell the model format"),
         (["--model", "{onnx}", "--runtime", "tensorflow"], "unknown runtime 'tensorflow'"),
         (["--model", "{onnx}", "--runtime", "tflite"], "nothing to run"),
@@ -95,12 +96,16 @@ def test_wrong_input_shape_from_manifest(tmp_path: Path) -> None:
         (["--model", "{onnx}", "--device", "{tmp}/badfield.yaml"],
          "badfield.yaml: ssh.port: 70000 is not a TCP port"),
         (["--model", "{onnx}", "--device", "{tmp}/password.yaml"], "ssh.password"),
+        (["--model", "{onnx}", "--sessions", "4", "--max-sessions", "3"],
+         "--max-sessions 3 is fewer than the 4 sessions"),
     ],
-    ids=["missing", "suffix", "runtime", "format", "device", "yaml", "field", "password"],
+    ids=["missing", "folder", "suffix", "runtime", "format", "device", "yaml", "field", "password",
+         "max-sessions"],
 )
 def test_bad_input_one_clear_line(tmp_path: Path, tiny_onnx: Path, args: list[str],
                                   message: str) -> None:
     (tmp_path / "model.xyz").write_bytes(b"x")
+    (tmp_path / "folder.onnx").mkdir()  # what an unzipped download may be called
     (tmp_path / "broken.yaml").write_text("name: x\nruntimes: [onnxruntime\n")
     (tmp_path / "badfield.yaml").write_text(
         "name: x\ntransport: ssh\nssh: {host: 127.0.0.1, port: 70000}\n")

@@ -453,3 +453,118 @@ def test_export_into_a_pipe_closed_early_ends_quietly(db, samples: bool) -> None
     err = proc.communicate()[1].decode()
     assert proc.returncode == 141, err
     assert "Traceback" not in err and "error" not in err
+
+
+def test_report_that_cannot_be_written_is_one_line(db, tmp_path: Path, capsys) -> None:  # noqa: F811
+    # Found: `report --out` under a file, or on read-only storage, ended in a traceback.
+    path, a, _ = db
+    note = tmp_path / "notes.txt"
+    note.write_text("mine")
+    assert main(["report", "--db", str(path), "--run", a, "--out", str(note / "report")]) == 2
+    _one_line_error(capsys, f"{note / 'report'}: cannot write the report", "Not a directory")
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    done = _on_read_only_storage(shelf, ["report", "--db", str(path), "--run", a,
+                                         "--out", str(shelf / "report")])
+    err = done.stderr.strip()
+    assert done.returncode == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"edgebench: error: {shelf / 'report'}: cannot write the report ("), err
+
+
+def test_nightly_baseline_that_does_not_exist_is_said_before_anything_runs(
+        db, tmp_path: Path, capsys) -> None:  # noqa: F811
+    # Found: `nightly --baseline RUN_ID` looked the run up only once every device had been
+    # measured, so a mistyped id cost the whole night and then ended without a report.
+    path, a, b = db
+    farm = tmp_path / "farm.yaml"  # a coordinator nobody runs: reaching it would be an error too
+    farm.write_text("coordinator: 127.0.0.1:1\nplaces:\n  p: {kind: linux}\n")
+    build = tmp_path / "build"
+    common = os.path.commonprefix([a, b])
+    for baseline, says in (("nosuchrun", "no run 'nosuchrun'"), (common, "is ambiguous")):
+        assert main(["nightly", "--farm", str(farm), "--suite", "models/demo.yaml", "--db",
+                     str(path), "--baseline", baseline, "--build-dir", str(build)]) == 2
+        _one_line_error(capsys, f"--baseline {baseline!r}: {path}: ", says)
+    assert not build.exists()
+
+
+@pytest.mark.parametrize("option, value", [("--sessions", "five"), ("--max-sessions", "0")])
+def test_a_bad_session_count_names_its_option(tmp_path: Path, capsys, option: str,
+                                              value: str) -> None:
+    # Found: `--sessions five` said "invalid _session_count value", and `--max-sessions 0` said
+    # "--sessions must be between 1 and 1000".
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--model", str(tmp_path / "m.onnx"), "--db", str(tmp_path / "x.db"),
+              option, value])
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == (f"edgebench bench: error: argument {option}: must be a number of sessions "
+                    f"between 1 and 1000, not {value!r}")
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_result_database_on_read_only_storage_is_said_to_be_read_only(
+        db, tmp_path: Path) -> None:  # noqa: F811
+    # Found: bench and db prune/vacuum said "not a usable result database (unable to open
+    # database file)" of a sound database on read-only storage.
+    path, _, _ = db
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    copy = shelf / "x.db"
+    copy.write_bytes(path.read_bytes())
+    before = copy.read_bytes()
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    for argv in (["bench", "--model", str(model), "--quick", "--sessions", "1", "--db", str(copy)],
+                 ["db", "prune", "--keep-samples-for", "1", "--db", str(copy)],
+                 ["db", "vacuum", "--db", str(copy)]):
+        done = _on_read_only_storage(shelf, argv)
+        err = done.stderr.strip()
+        assert done.returncode == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"edgebench: error: {copy}: cannot write the result database: "
+                              ) and "is read-only here (report, export" in err, err
+    done = _on_read_only_storage(shelf, ["bench", "--model", str(model), "--db",
+                                         str(shelf / "new.db")])
+    assert done.stderr.strip() == (f"edgebench: error: {shelf / 'new.db'}: cannot write the "
+                                   f"result database: {shelf} is read-only here"), done.stderr
+    assert copy.read_bytes() == before and sorted(p.name for p in shelf.iterdir()) == ["x.db"]
+
+
+def test_a_folder_of_profiles_that_is_not_one_is_named(tmp_path: Path, capsys,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found: a mistyped --devices-dir or $EDGEBENCH_DEVICES listed no device and exited 0, and
+    # `bench` called every device unknown, knowing "(none)".
+    note = tmp_path / "notes.txt"
+    note.write_text("mine")
+    for folder in (tmp_path / "devcies", note):
+        assert main(["devices", "list", "--devices-dir", str(folder)]) == 2
+        _one_line_error(capsys, f"{folder}: --devices-dir is not a folder of device profiles")
+    monkeypatch.setenv("EDGEBENCH_DEVICES", str(tmp_path / "devcies"))
+    assert main(["bench", "--model", str(tmp_path / "m.onnx"), "--db", str(tmp_path / "x.db")]
+                ) == 2
+    _one_line_error(capsys, f"{tmp_path / 'devcies'}: $EDGEBENCH_DEVICES is not a folder")
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_an_ambiguous_run_prefix_names_the_runs_it_fits(db, capsys) -> None:  # noqa: F811
+    # Found: "run id prefix '2026' is ambiguous" left the user to find the ids elsewhere.
+    path = db[0]
+    with Store(path, readonly=True) as store:
+        runs = sorted(r.run_id for r in store.runs())
+    common = os.path.commonprefix(runs)
+    assert main(["report", "--db", str(path), "--run", common]) == 2
+    _one_line_error(capsys, f"{path}: run id prefix {common!r} is ambiguous: 5 runs begin so "
+                    f"({', '.join(runs[:3])}, ...)")
+
+
+@pytest.mark.parametrize("where, says", [("", "File exists"), ("build", "Not a directory")],
+                         ids=["a-file", "under-a-file"])
+def test_a_build_folder_that_cannot_be_one_is_named(tmp_path: Path, capsys, where: str,
+                                                    says: str) -> None:
+    # Found: `build --build-dir` naming a file, or a folder under one, ended in a traceback.
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("formats: [onnx]\nmodels:\n  m: {arch: resnet18}\n")
+    note = tmp_path / "notes.txt"
+    note.write_text("mine")
+    build = note / where if where else note
+    assert main(["build", str(suite), "--build-dir", str(build)]) == 2
+    _one_line_error(capsys, f"{build}: cannot be the build folder ({says})")
+    assert note.read_text() == "mine"

@@ -108,6 +108,18 @@ def test_nothing_is_pruned_unasked_and_bad_horizons_are_refused(tmp_path: Path) 
     assert not (tmp_path / "none.db").exists()
 
 
+@pytest.mark.parametrize("keep", ["500000d", "10000000000000000000d", "10000000000000000000"])
+def test_a_horizon_beyond_every_run_keeps_every_sample(tmp_path: Path, capsys, keep: str) -> None:
+    # Found: `--keep-samples-for 500000d` (keep them all, a user meant) dropped the samples of
+    # every run: the cutoff, 1369 years ago, was written "657-..." and sorted after every date.
+    # Numbers beyond SQLite's integers or the platform's time_t ended in a traceback.
+    db = tmp_path / "h.db"
+    _history(db, runs=2)[0].close()
+    assert main(["db", "prune", "--db", str(db), "--keep-samples-for", keep]) == 0
+    assert "dropped the raw samples of 0 sessions in 0 runs" in capsys.readouterr().out
+    assert all(_snapshot(db)[2].values())
+
+
 def test_stats_match_direct_sql(tmp_path: Path) -> None:
     db = tmp_path / "h.db"
     store, runs = _history(db, runs=3)

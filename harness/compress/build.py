@@ -96,7 +96,11 @@ def build_suite(suite: Path, build_dir: Path = Path("models/build"), *,
     console = console or Console(stderr=True)
     start = time.perf_counter()
     builder = _Builder(loaded, Path(build_dir), console)
-    builder.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        builder.dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file of that name or above it, read-only storage
+        raise EdgebenchError(f"{builder.dir}: cannot be the build folder ({err.strerror})"
+                             ) from err
     pending = [g for g in _independent_groups(loaded) if any(builder.pending(m) for m in g)]
     extra = _worker_count(workers, len(pending))
     by_model: dict[str, BuildReport] = {}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.artifacts import SAFE_NAME_RULE, is_safe_name
-from harness.errors import EdgebenchError
+from harness.errors import EdgebenchError, StoreError
 from harness.farm import nightly
 from harness.farm.farmfile import load_farm
 from harness.farm.summary import summary_document, write_junit, write_summary
@@ -59,6 +59,8 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
                              f"{SAFE_NAME_RULE}")
     out = args.out or Path("reports") / nightly_id
     _check_out(out)
+    # a run id that does not exist is said now, not after hours of measuring
+    baseline = None if args.baseline == "previous" else _resolve_baseline(args.db, args.baseline)
     from harness.farm.labgrid import client_for
 
     for coordinator in sorted({d.labgrid.coordinator for d in farm.devices if d.labgrid}):
@@ -82,8 +84,8 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
     with Store(args.db) as store:
         status = nightly.finish(store, plan)
         names = [d.name for d in farm.devices]
-        baseline = (nightly.previous_nightly(store, nightly_id, names)
-                    if args.baseline == "previous" else store.resolve_run(args.baseline))
+        if args.baseline == "previous":
+            baseline = nightly.previous_nightly(store, nightly_id, names)
         measurements, differences = _gate(store, baseline, nightly_id, args.threshold,
                                           args.top1_threshold)
         regressions = sum(map(is_regression, measurements))
@@ -115,6 +117,16 @@ def _check_out(out: Path) -> None:
         if foreign:
             raise EdgebenchError(f"{out}: folder holds files a nightly did not write "
                                  f"({foreign[0]}, ...); give an empty or new folder with --out")
+
+
+def _resolve_baseline(db: Path, run: str) -> str:
+    if not db.is_file():
+        raise StoreError(f"--baseline {run!r}: {db}: no result database here")
+    try:
+        with Store(db, readonly=True) as store:
+            return store.resolve_run(run)
+    except StoreError as err:
+        raise StoreError(f"--baseline {run!r}: {err}") from err
 
 
 def _gate(store: Store, baseline: str | None, run_id: str, threshold: float,

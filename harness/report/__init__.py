@@ -19,7 +19,8 @@ from harness.errors import EdgebenchError, StoreError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from harness.store import Store
+    from harness.report.frame import SessionReader
+    from harness.store import RunInfo, Store
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
 # The files a report wrote, relative to its folder: the only ones a later report there deletes.
@@ -55,7 +56,7 @@ def run_report(
     """
     if style not in REPORT_STYLES:
         raise EdgebenchError(f"unknown report style {style!r}; known: {', '.join(REPORT_STYLES)}")
-    from harness.report import compare, frame, html, paper, plots, profile, stats, tables
+    from harness.report import frame
 
     with _open(db) as store:
         run_id = store.resolve_run(run)
@@ -64,33 +65,45 @@ def run_report(
         sessions = frame.SessionReader(store)  # one read per job for CIs, plots and trends
         df = frame.with_baselines(frame.results_frame(store, [run_id]), sessions=sessions)
         folder = Path(out) if out is not None else Path("reports") / run_id
-        foreign = _clear_own_files(folder)
-
-        report_tables = tables.report_tables(df, run_id)
-        table_files = {t.name: t.write(folder / "tables") for t in report_tables}
-
-        history = _history(store, runs, run_id, runs_for_trends, df)
-        sessions.prefetch(history["job_id"])
-        verdicts = compare.verdicts_over_runs(history, sessions.medians, threshold=stats.THRESHOLD)
-        builders = plots.report_figures(
-            df, history, samples=sessions.samples_ms, medians=sessions.medians,
-            verdicts=verdicts, threshold=stats.THRESHOLD,
-        )
-        paper_files: list[Path] = []
-        if style == "paper":
-            written, paper_files = paper.write_paper(folder, builders, df, info, report_tables)
-        else:
-            written = plots.write_figures(builders, folder / "plots")
-        job_ids = list(df["job_id"])
-        html.write_index(folder, info, df, report_tables, table_files, written,
-                         pruned_sessions=store.pruned_sessions(job_ids),
-                         paper_files=paper_files,
-                         operators=profile.html_section(
-                             df[["job_id", "device", "model", "runtime", "isa", "accelerator"]]
-                             .to_dict("records"),
-                             store.profiles(job_ids), store.profile_ops(job_ids)))
-        _record_own_files(folder, foreign)
+        try:
+            _write_report(store, folder, runs, run_id, info, df, sessions, runs_for_trends,
+                          style)
+        except OSError as err:  # a folder that cannot be written, a full disk
+            raise EdgebenchError(f"{folder}: cannot write the report ({err})") from err
     return folder
+
+
+def _write_report(store: Store, folder: Path, runs: list[RunInfo], run_id: str, info: RunInfo,
+                  df: pd.DataFrame, sessions: SessionReader, runs_for_trends: int,
+                  style: str) -> None:
+    from harness.report import compare, html, paper, plots, profile, stats, tables
+
+    foreign = _clear_own_files(folder)
+
+    report_tables = tables.report_tables(df, run_id)
+    table_files = {t.name: t.write(folder / "tables") for t in report_tables}
+
+    history = _history(store, runs, run_id, runs_for_trends, df)
+    sessions.prefetch(history["job_id"])
+    verdicts = compare.verdicts_over_runs(history, sessions.medians, threshold=stats.THRESHOLD)
+    builders = plots.report_figures(
+        df, history, samples=sessions.samples_ms, medians=sessions.medians,
+        verdicts=verdicts, threshold=stats.THRESHOLD,
+    )
+    paper_files: list[Path] = []
+    if style == "paper":
+        written, paper_files = paper.write_paper(folder, builders, df, info, report_tables)
+    else:
+        written = plots.write_figures(builders, folder / "plots")
+    job_ids = list(df["job_id"])
+    html.write_index(folder, info, df, report_tables, table_files, written,
+                     pruned_sessions=store.pruned_sessions(job_ids),
+                     paper_files=paper_files,
+                     operators=profile.html_section(
+                         df[["job_id", "device", "model", "runtime", "isa", "accelerator"]]
+                         .to_dict("records"),
+                         store.profiles(job_ids), store.profile_ops(job_ids)))
+    _record_own_files(folder, foreign)
 
 
 def _files_in(folder: Path) -> set[str]:
