@@ -25,6 +25,7 @@ from harness import __version__
 from harness.config import DEVICES_DIR, MAX_THREADS, list_profiles, load_profile
 from harness.errors import EdgebenchError
 from harness.report.console import format_value as _fmt
+from harness.signals import sigterm_as_interrupt
 from harness.store import DEFAULT_DB, Store
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
@@ -319,7 +320,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _tell_farm_waits(devices, "--wait SECONDS to change that; ")
         with places_released_on_interrupt():
             return _bench(args, devices)
-    return _bench(args, devices)
+    with sigterm_as_interrupt():  # a CI timeout or `kill` ends the run as Ctrl-C does
+        return _bench(args, devices)
 
 
 def _tell_farm_waits(devices: list[Any], hint: str) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -112,3 +115,26 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: float = 300, env: dict[str, s
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([*EDGEBENCH, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+def rows(db: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def wait_for_sessions(db: Path, device: str, count: int, proc: subprocess.Popen[str],
+                      timeout: float = 240) -> None:
+    """Wait until `count` sessions of `device` are stored by the command `proc` runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the command ended early: {proc.communicate()}")
+        try:
+            found = rows(db, "SELECT COUNT(*) FROM sessions JOIN results USING (job_id) "
+                             "WHERE device = ? AND sessions.status = 'ok'", device)[0][0]
+        except sqlite3.Error:
+            found = 0
+        if found >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no {count} sessions of {device} after {timeout} s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.store import Store
-from tests.conftest import REPO, make_tiny_onnx, run_cli
+from tests.conftest import EDGEBENCH, REPO, make_tiny_onnx, rows, run_cli, wait_for_sessions
 
 
 def bench(tmp_path: Path, *args: str) -> tuple[int, str, str]:
@@ -182,3 +183,23 @@ def test_ctrl_c_exits_130_under_python_m_even_inside_a_string_exec(tmp_path: Pat
                           env=dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{tmp_path}"))
     assert "interrupted" in proc.stderr, proc.stderr
     assert proc.returncode == 130, proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_bench_stopped_mid_run_keeps_what_it_measured(tmp_path: Path, tiny_onnx: Path,
+                                                       sig: signal.Signals) -> None:
+    """Ctrl-C, and SIGTERM as `kill` or a CI job's timeout sends it, end a bench alike: the
+    sessions measured are in the store, the run is marked interrupted, exit 130. SIGTERM used
+    to end the process at once, leaving the run `running` for ever."""
+    db = tmp_path / "r.db"
+    proc = subprocess.Popen([*EDGEBENCH, "bench", "--model", str(tiny_onnx), "--sessions", "30",
+                             "--db", str(db)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_sessions(db, "local", 2, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted; finished jobs are in the store" in err and "Traceback" not in err
+    assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
+    assert rows(db, "SELECT COUNT(*) FROM sessions WHERE status = 'ok'")[0][0] >= 2
+

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -27,7 +26,7 @@ import yaml
 
 from benchmarks.loopback_labgrid import LabgridMissing, LoopbackLab
 from harness.farm.labgrid import lock_file
-from tests.conftest import EDGEBENCH, REPO, run_cli
+from tests.conftest import EDGEBENCH, REPO, rows, run_cli, wait_for_sessions
 from tests.sshd import SSHServer, free_port
 
 pytestmark = [pytest.mark.ssh, pytest.mark.farm]
@@ -99,11 +98,6 @@ def nightly(tmp_path: Path, farm: Path, suite: dict[str, Path], out: str, *extra
 
 def summary(tmp_path: Path, out: str) -> dict[str, Any]:
     return json.loads((tmp_path / out / "summary.json").read_text())
-
-
-def rows(db: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(query, params).fetchall()
 
 
 def who(lab: LoopbackLab) -> str:
@@ -233,7 +227,7 @@ def test_a_device_whose_sshd_dies_mid_run_is_marked_and_the_others_finish(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, **env_for(tmp_path)))
     victim = lab.devices["dev1"]
-    _wait_for_sessions(db, "dev1", 1, proc)
+    wait_for_sessions(db, "dev1", 1, proc)
     victim.stop()
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 3, err + out
@@ -253,23 +247,6 @@ def test_a_device_whose_sshd_dies_mid_run_is_marked_and_the_others_finish(
     assert "dev1" not in who(lab)
 
 
-def _wait_for_sessions(db: Path, device: str, count: int, proc: subprocess.Popen[str],
-                       timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"nightly ended early: {proc.communicate()}")
-        try:
-            found = rows(db, "SELECT COUNT(*) FROM sessions JOIN results USING (job_id) "
-                             "WHERE device = ? AND sessions.status = 'ok'", device)[0][0]
-        except sqlite3.Error:
-            found = 0
-        if found >= count:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"no {count} sessions of {device} after {timeout} s")
-
-
 def test_a_nightly_killed_by_sigkill_resumes_measuring_only_what_is_missing(
         tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
     farm = write_farm(tmp_path, lab)
@@ -279,7 +256,7 @@ def test_a_nightly_killed_by_sigkill_resumes_measuring_only_what_is_missing(
     proc = subprocess.Popen([*EDGEBENCH, *args], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=dict(os.environ, **env_for(tmp_path)))
     for place in PLACES:  # every device has pushed its files and stored a session
-        _wait_for_sessions(db, place, 1, proc)
+        wait_for_sessions(db, place, 1, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     before = rows(db, "SELECT job_id, session, started_at FROM sessions WHERE status = 'ok'")
@@ -315,7 +292,7 @@ def test_an_interrupted_nightly_releases_every_place(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, **env_for(tmp_path)))
     for place in PLACES:
-        _wait_for_sessions(db, place, 1, proc)
+        wait_for_sessions(db, place, 1, proc)
     assert all(p in who(lab) for p in PLACES)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
@@ -389,7 +366,7 @@ def test_an_interrupted_bench_on_a_farm_device_releases_its_place(
     proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, "--sessions", "20")],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, **env_for(tmp_path)))
-    _wait_for_sessions(tmp_path / "db.sqlite", "dev1", 1, proc)
+    wait_for_sessions(tmp_path / "db.sqlite", "dev1", 1, proc)
     assert "dev1" in who(lab)  # held for the whole bench, not per session
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
@@ -620,7 +597,7 @@ def test_a_place_acquired_by_hand_after_a_killed_run_is_not_released_by_the_next
     proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, "--sessions", "20")],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, **env_for(tmp_path)))
-    _wait_for_sessions(tmp_path / "db.sqlite", "dev1", 1, proc)
+    wait_for_sessions(tmp_path / "db.sqlite", "dev1", 1, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert len(list((tmp_path / "labgrid-state").glob("*.json"))) == 1
@@ -673,7 +650,7 @@ def test_a_bench_releases_the_place_a_killed_bench_left_and_says_so(
     proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, "--sessions", "20")],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, **env_for(tmp_path)))
-    _wait_for_sessions(tmp_path / "db.sqlite", "dev1", 1, proc)
+    wait_for_sessions(tmp_path / "db.sqlite", "dev1", 1, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert "dev1" in who(lab)

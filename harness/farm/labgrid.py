@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import threading
 import time
@@ -49,11 +48,11 @@ from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 from harness.config import DeviceProfile, LabgridSettings
 from harness.errors import TransportError
+from harness.signals import sigterm_as_interrupt
 from harness.transport.base import AgentRun, CommandResult, Transport
 
 T = TypeVar("T")
@@ -501,24 +500,12 @@ def places_released_on_interrupt() -> Iterator[None]:
     """Within this block SIGTERM is Ctrl-C, and on either (or any error) every place this
     process holds is released at once: threads measuring on them may be stuck in a job, and a
     killed process would leave its places acquired until the next run found them stale."""
-    previous = _sigterm_as_interrupt()
-    try:
-        yield
-    except BaseException:
-        close_all()
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _sigterm_as_interrupt() -> Any:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (tests calling in a thread)
-        return signal.getsignal(signal.SIGTERM)
+    with sigterm_as_interrupt():
+        try:
+            yield
+        except BaseException:
+            close_all()
+            raise
 
 
 class LabgridTransport(Transport):
