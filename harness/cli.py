@@ -356,6 +356,8 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
     failures: list[tuple[str, str]] = []
     if args.input_shape and not args.model:
         raise EdgebenchError("--input-shape goes with --model; a suite's models set input_size")
+    with Store(args.db):  # a database that cannot take the results is said before the build
+        pass
     if args.model:
         artifacts = [from_model_file(Path(args.model))]
         if args.input_shape:

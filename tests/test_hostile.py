@@ -487,6 +487,25 @@ def test_nightly_baseline_that_does_not_exist_is_said_before_anything_runs(
     assert not build.exists()
 
 
+def test_a_database_that_cannot_take_results_is_said_before_the_build(tmp_path: Path,
+                                                                       capsys) -> None:
+    # Found: `bench --suite` and `nightly` opened --db only once the suite was built (minutes),
+    # then stopped at a file that is no result database.
+    notes = tmp_path / "notes.db"
+    notes.write_text("not a database, just notes\n" * 100)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("formats: [onnx]\nmodels:\n  m: {arch: resnet18}\n")
+    farm = tmp_path / "farm.yaml"  # a coordinator nobody runs: reaching it would be an error too
+    farm.write_text("coordinator: 127.0.0.1:1\nplaces:\n  p: {kind: linux}\n")
+    build = tmp_path / "build"
+    for argv in (["bench", "--suite", str(suite)], ["nightly", "--farm", str(farm), "--suite",
+                                                     str(suite)]):
+        assert main([*argv, "--db", str(notes), "--build-dir", str(build)]) == 2
+        _one_line_error(capsys, f"{notes}: not a usable result database")
+        assert not build.exists()
+    assert notes.read_text().startswith("not a database")
+
+
 @pytest.mark.parametrize("option, value", [("--sessions", "five"), ("--max-sessions", "0")])
 def test_a_bad_session_count_names_its_option(tmp_path: Path, capsys, option: str,
                                               value: str) -> None:

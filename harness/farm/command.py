@@ -59,8 +59,11 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
                              f"{SAFE_NAME_RULE}")
     out = args.out or Path("reports") / nightly_id
     _check_out(out)
-    # a run id that does not exist is said now, not after hours of measuring
-    baseline = None if args.baseline == "previous" else _resolve_baseline(args.db, args.baseline)
+    # a database that cannot take the results, or a baseline run it does not hold, is said
+    # now, not after hours of building and measuring
+    with Store(args.db) as store:
+        baseline = None if args.baseline == "previous" else _resolve_baseline(store,
+                                                                              args.baseline)
     from harness.farm.labgrid import client_for
 
     for coordinator in sorted({d.labgrid.coordinator for d in farm.devices if d.labgrid}):
@@ -119,12 +122,9 @@ def _check_out(out: Path) -> None:
                                  f"({foreign[0]}, ...); give an empty or new folder with --out")
 
 
-def _resolve_baseline(db: Path, run: str) -> str:
-    if not db.is_file():
-        raise StoreError(f"--baseline {run!r}: {db}: no result database here")
+def _resolve_baseline(store: Store, run: str) -> str:
     try:
-        with Store(db, readonly=True) as store:
-            return store.resolve_run(run)
+        return store.resolve_run(run)
     except StoreError as err:
         raise StoreError(f"--baseline {run!r}: {err}") from err
 
