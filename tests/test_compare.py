@@ -267,7 +267,9 @@ def test_fail_on_regression_sets_the_exit_code(tmp_path: Path, capsys) -> None:
     # the rule is said with the table (rich wraps it to the terminal's width)
     assert "whole interval lies beyond 1 \u00b1 0.05" in " ".join(out.split())
     assert run_compare(db, a, b, threshold=0.3, fail_on_regression=True) == 0
-    assert run_compare(db, a, a, fail_on_regression=True) == 0
+    capsys.readouterr()
+    assert run_compare(db, a, a, fail_on_regression=True) == 0  # a gate's first run
+    assert "A and B are the same run" in capsys.readouterr().out
 
 
 def test_jobs_in_one_run_only_new_failures_and_fixes(tmp_path: Path) -> None:

@@ -506,6 +506,20 @@ def test_a_database_that_cannot_take_results_is_said_before_the_build(tmp_path: 
     assert notes.read_text().startswith("not a database")
 
 
+def test_a_nightly_gated_against_itself_is_refused(db, tmp_path: Path, capsys) -> None:  # noqa: F811
+    # Found: `nightly --id X --baseline X` would resume X and gate it against itself, after
+    # every device had been measured.
+    path, a, _b = db
+    farm = tmp_path / "farm.yaml"
+    farm.write_text("coordinator: 127.0.0.1:1\nplaces:\n  p: {kind: linux}\n")
+    build = tmp_path / "build"
+    assert main(["nightly", "--farm", str(farm), "--suite", "models/demo.yaml", "--db",
+                 str(path), "--id", a, "--baseline", a, "--build-dir", str(build),
+                 "--out", str(tmp_path / "out")]) == 2
+    _one_line_error(capsys, f"--baseline {a!r} is this nightly")
+    assert not build.exists()
+
+
 @pytest.mark.parametrize("option, value", [("--sessions", "five"), ("--max-sessions", "0")])
 def test_a_bad_session_count_names_its_option(tmp_path: Path, capsys, option: str,
                                               value: str) -> None:

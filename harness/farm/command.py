@@ -64,6 +64,9 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
     with Store(args.db) as store:
         baseline = None if args.baseline == "previous" else _resolve_baseline(store,
                                                                               args.baseline)
+    if baseline == nightly_id:
+        raise EdgebenchError(f"--baseline {args.baseline!r} is this nightly ({nightly_id}); "
+                             "give an earlier run, or `previous`")
     from harness.farm.labgrid import client_for
 
     for coordinator in sorted({d.labgrid.coordinator for d in farm.devices if d.labgrid}):

@@ -105,6 +105,9 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
         f"{escape(result.run_a)}[/] (A): "
         + comparison_rule(result.threshold, result.top1_threshold)
     )
+    if result.run_a == result.run_b:  # `compare latest latest`, or a gate's first run
+        console.print("[yellow]A and B are the same run: each measurement is compared with "
+                      "itself[/]")
     for device, keys in result.fingerprint_differences.items():
         console.print(
             f"[bold yellow]warning:[/] device {escape(device)} differs between the runs "
