@@ -592,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--farm", help=farm_help)
     what = bench.add_mutually_exclusive_group(required=True)
     what.add_argument("--suite", help="suite YAML; its artifacts are built first if needed")
-    what.add_argument("--model", help="one model file (.onnx, .tflite)")
+    what.add_argument("--model", help="one model file (.onnx, .tflite, .pt2)")
     bench.add_argument("--runtime", action="append",
                        help="only this runtime (repeatable); default: the profile's runtimes")
     bench.add_argument("--threads", type=_thread_count, help="inference threads (default: "
