@@ -9,14 +9,23 @@ dict the result records as `runtime_options.provider_options`), computed from re
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import onnx
+import pytest
 
-from harness.agent.runtimes.onnxruntime import TENSORRT, OnnxRuntime
-from tests.conftest import make_tiny_onnx
+from harness.agent.runtimes.onnxruntime import (
+    TENSORRT,
+    OnnxRuntime,
+    decode_tensorrt_version,
+    tensorrt_version,
+)
+from tests.conftest import REPO, make_tiny_onnx
 
 JETSON = {"providers": [TENSORRT, "CUDAExecutionProvider", "CPUExecutionProvider"],
           "tensorrt": {"fp16": True, "int8": False}}
@@ -113,3 +122,46 @@ def test_other_providers_are_untouched(tmp_path: Path) -> None:
     assert OnnxRuntime._provider_options("CUDAExecutionProvider", str(model), opts) == {
         "device_id": 0}
     assert OnnxRuntime._provider_options("CPUExecutionProvider", str(model), opts) == {}
+
+
+def test_tensorrt_version_integers_decode() -> None:
+    # getInferLibVersion() returns NV_TENSORRT_VERSION: major*1000 + minor*100 + patch up to
+    # TensorRT 8 (NvInferRuntimeCommon.h of 8.x), major*10000 + minor*100 + patch from 10
+    # (NV_TENSORRT_VERSION_INT in NvInferRuntimeBase.h), whose minors pass 9
+    assert decode_tensorrt_version(7103) == "7.1.3"
+    assert decode_tensorrt_version(8601) == "8.6.1"
+    assert decode_tensorrt_version(100300) == "10.3.0"
+    assert decode_tensorrt_version(101401) == "10.14.1"
+
+
+def test_no_tensorrt_here_means_no_version(tmp_path: Path) -> None:
+    assert tensorrt_version((str(tmp_path / "libnvinfer.so.10"),)) is None
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    assert engines(model).name == "fp16"  # as before: a folder per model and precision
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc) to build a "
+                    "stand-in libnvinfer")
+def test_engines_are_keyed_by_the_tensorrt_the_linker_finds(tmp_path: Path) -> None:
+    """TensorRT cannot be installed here: a stand-in libnvinfer.so.10, compiled from one line
+    of C, answers getInferLibVersion() as TensorRT 10.3.0's does (100300). Found by its soname
+    on LD_LIBRARY_PATH, as ONNX Runtime's TensorRT provider finds the real one, it puts the
+    engines of a model in a folder of that TensorRT, so an upgrade (JetPack) builds new ones
+    where the old could not be loaded."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    source = tmp_path / "nvinfer.c"
+    source.write_text("int getInferLibVersion(void) { return 100300; }\n")
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib / "libnvinfer.so.10"), str(source)],
+                   check=True)
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    probe = ("import sys; from harness.agent.runtimes.onnxruntime import TENSORRT, OnnxRuntime, "
+             "tensorrt_version; print(tensorrt_version()); print(OnnxRuntime._provider_options("
+             "TENSORRT, sys.argv[1], {'tensorrt': {'fp16': True}})['trt_engine_cache_path'])")
+    done = subprocess.run([sys.executable, "-c", probe, str(model)], capture_output=True,
+                          text=True, cwd=REPO, check=True,
+                          env=dict(os.environ, LD_LIBRARY_PATH=str(lib), PYTHONPATH=str(REPO)))
+    version, folder = done.stdout.split()
+    assert version == "10.3.0"
+    assert Path(folder) == tmp_path / "tensorrt" / sha256(model) / "trt10.3.0-fp16"
+

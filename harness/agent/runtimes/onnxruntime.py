@@ -9,17 +9,20 @@ Execution providers are tried in the order given; ONNX Runtime silently drops on
 initialise, so `placement` compares the providers asked for with those in force. The TensorRT
 provider (`TensorrtExecutionProvider`, in NVIDIA's onnxruntime-gpu builds) takes its settings from
 `tensorrt: {fp16, int8, workspace_mb}` and caches what it builds in `tensorrt/` beside the model
-(in the device cache on an SSH device): engines in `tensorrt/<sha256 of the model>/<settings>/`,
-the timing cache (per GPU, valid for every model) in `tensorrt/` itself. ORT-TRT names an engine
+(in the device cache on an SSH device): engines in `tensorrt/<sha256 of the model>/<settings>/`
+(settings: the TensorRT version, the precision and other options that change an engine), the
+timing cache (per GPU, valid for every model) in `tensorrt/` itself. ORT-TRT names an engine
 after the model's path and graph structure, not its weights, so in a folder shared by all models
 a rebuilt or pruned model with the same graph would run another's engine; keyed by content and
-settings, an engine is built once per model file, settings and device, and used only for them.
+settings, an engine is built once per model file, settings, TensorRT and device, and used only
+for them.
 A profile session enables ONNX Runtime's own profiler at load and reads back, per node, its op
 type, time and execution provider.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -137,6 +140,8 @@ class OnnxRuntime(Runtime):
             "graph_optimization_level": level,
             "execution_mode": "sequential",
         }
+        if TENSORRT in providers:
+            self._options["tensorrt_version"] = tensorrt_version()
 
     @staticmethod
     def _provider_options(provider: str, model_path: str, options: dict[str, Any]
@@ -157,7 +162,7 @@ class OnnxRuntime(Runtime):
             out.setdefault("trt_engine_cache_enable", True)
             if "trt_engine_cache_path" not in out:
                 out["trt_engine_cache_path"] = os.path.join(
-                    cache, model_sha256(model_path), engine_settings(out))
+                    cache, model_sha256(model_path), engine_settings(out, tensorrt_version()))
             out.setdefault("trt_timing_cache_enable", True)
             out.setdefault("trt_timing_cache_path", cache)
         return out
@@ -247,19 +252,51 @@ def _on(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true")
 
 
-def engine_settings(trt_options: dict[str, Any]) -> str:
-    """The engine folder's name for TensorRT provider options: the precision TensorRT may build
-    in (`fp32`, `fp16`, `int8`, `fp16+int8`), then `-` and 8 hex of a hash of the other options
-    that change the engine (`trt_max_workspace_size`, `trt_builder_optimization_level`, ...)
-    when any is set."""
+def engine_settings(trt_options: dict[str, Any], version: str | None = None) -> str:
+    """The engine folder's name for TensorRT provider options: `trt` and the TensorRT version
+    when it is known (an engine is bound to the TensorRT that built it: after an upgrade the old
+    one cannot be loaded), then the precision TensorRT may build in (`fp32`, `fp16`, `int8`,
+    `fp16+int8`), then `-` and 8 hex of a hash of the other options that change the engine
+    (`trt_max_workspace_size`, `trt_builder_optimization_level`, ...) when any is set:
+    `trt10.3.0-fp16`."""
     precision = "+".join(name for key, name in _PRECISIONS.items()
                          if _on(trt_options.get(key))) or "fp32"
+    name = f"trt{version}-{precision}" if version else precision
     shaping = {k: str(v) for k, v in trt_options.items()
                if k not in _NOT_ENGINE_OPTIONS and k not in _PRECISIONS}
     if not shaping:
-        return precision
+        return name
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
-    return f"{precision}-{digest[:8]}"
+    return f"{name}-{digest[:8]}"
+
+
+# The sonames of libnvinfer (TensorRT's core library) that ONNX Runtime's TensorRT provider
+# links against, newest first.
+_NVINFER = ("libnvinfer.so.10", "libnvinfer.so.9", "libnvinfer.so.8", "libnvinfer.so.7")
+
+
+def tensorrt_version(libraries: tuple = _NVINFER) -> str | None:
+    """The version of the TensorRT library the dynamic linker finds, as that library says it
+    (`getInferLibVersion()`), e.g. `10.3.0`; None where there is none. ONNX Runtime's TensorRT
+    provider loads the same library by the same name, so this costs no extra load."""
+    for name in libraries:
+        try:
+            number = int(ctypes.CDLL(name).getInferLibVersion())
+        except (OSError, AttributeError):
+            continue
+        return decode_tensorrt_version(number)
+    return None
+
+
+def decode_tensorrt_version(number: int) -> str:
+    """TensorRT's version integer as `major.minor.patch`: major*10000 + minor*100 + patch from
+    TensorRT 10 (its minors passed 9), major*1000 + minor*100 + patch before."""
+    if number >= 100000:
+        major, rest = divmod(number, 10000)
+    else:
+        major, rest = divmod(number, 1000)
+    minor, patch = divmod(rest, 100)
+    return f"{major}.{minor}.{patch}"
 
 
 def summarize_profile(events: list[dict[str, Any]], iterations: int,
