@@ -288,7 +288,7 @@ Listener = Callable[[str, PlannedJob, dict[str, Any] | None], None]
 @dataclass(frozen=True)
 class StoredSession:
     """A session a resumed run stored before: its agent result as far as the store keeps it,
-    its row and raw samples (harness/farm/resume.py reads them back)."""
+    its row and raw samples (harness/resume.py reads them back)."""
 
     session: int
     result: dict[str, Any]
