@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from harness.results import _MEMORY
-from harness.runner import PlannedJob, StoredSession
+from harness.runner import PlannedJob, StoredSession, precise
 from harness.store import Store
 
 # Failures of reaching the device, not of the model: measured again by a retry or a resume.
@@ -59,19 +59,28 @@ def forget_retryable(store: Store, jobs: Sequence[PlannedJob]) -> int:
     return count
 
 
-def complete(rows: Sequence[dict[str, Any]], planned: int) -> bool:
-    """Whether a measurement with these stored sessions needs no more."""
+def complete(rows: Sequence[dict[str, Any]], planned: int, max_sessions: int | None = None,
+             precision: float = 0.02) -> bool:
+    """Whether a measurement with these stored sessions needs no more; with `max_sessions`,
+    one whose interval is still wider than `precision` gets more, as the runner gives them."""
     done = [r for r in rows if not retryable(r)]
     first = next((r for r in done if r["session"] == 0), None)
     if first is not None and first["status"] != "ok":
         return True  # a failed first session ends a measurement
-    return len({r["session"] for r in done}) >= planned
+    count = len({r["session"] for r in done})
+    if count < planned:
+        return False
+    if max_sessions is None or count >= max_sessions:
+        return True
+    return precise([r["median_ms"] for r in done if r["status"] == "ok"], precision)
 
 
-def missing_jobs(store: Store, jobs: Sequence[PlannedJob], planned: int) -> list[PlannedJob]:
+def missing_jobs(store: Store, jobs: Sequence[PlannedJob], planned: int,
+                 max_sessions: int | None = None, precision: float = 0.02) -> list[PlannedJob]:
     """The jobs whose stored sessions are not `complete`."""
     stored = sessions_by_job(store, [j.job_id for j in jobs])
-    return [j for j in jobs if not complete(stored.get(j.job_id, []), planned)]
+    return [j for j in jobs
+            if not complete(stored.get(j.job_id, []), planned, max_sessions, precision)]
 
 
 def stored_sessions(store: Store, run_id: str, jobs: Sequence[PlannedJob]
