@@ -14,16 +14,20 @@ other settings, threads or sessions planned (pyperf refuses to mix incompatible 
 model file rebuilt since (another sha256) is refused too, rather than measured from scratch: the
 run would then hold two measurements under one name, of two files, one of them cut short.
 
-The checks come in two steps: what the stored run and the command line say (`check_run`), before
-anything is built; then the planned measurements (`check_jobs`), once the artifacts are known. A
-suite edited since is refused in the first step by its sha256, so the build in between reuses
-the unchanged artifacts and builds nothing.
+The plan also names the process measuring the run (host and pid), so that a run still being
+measured on this host is not taken up by a second process too. The checks come in two steps:
+what the stored run and the command line say (`check_run`), before anything is built; then the
+planned measurements (`check_jobs`), once the artifacts are known. A suite edited since is
+refused in the first step by its sha256, so the build in between reuses the unchanged artifacts
+and builds nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +97,7 @@ def plan_bench(artifacts: Sequence[Artifact], devices: Sequence[Any], options: B
                  for j in plan_jobs(artifacts, devices, options))
     record = {
         "version": PLAN_VERSION, "what": what, "options": options_record(options, input_shape),
+        "process": this_process(),
         "jobs": [{"job_id": j.job_id, "device": j.device.name, "model": j.artifact.name,
                   "runtime": j.runtime, "sha256": j.artifact.sha256,
                   "setup": _as_json(job_setup(j, options))} for j in jobs]}
@@ -118,6 +123,10 @@ def check_run(store: Store, run: str, what: dict[str, Any], devices: Sequence[st
     if info.status == "finished":
         raise EdgebenchError(f"run {run_id} finished: every session it planned is stored; "
                              "nothing to resume")
+    if info.status == "running" and _alive(plan.get("process") or {}):
+        raise EdgebenchError(f"run {run_id} is still being measured by process "
+                             f"{plan['process']['pid']} on this host; stop it first (Ctrl-C), "
+                             "then resume")
     if plan.get("version") != PLAN_VERSION:
         raise EdgebenchError(f"run {run_id} recorded a plan of version {plan.get('version')}, "
                              f"this edgebench resumes version {PLAN_VERSION}")
@@ -174,6 +183,10 @@ def begin(store: Store, plan: BenchPlan, command: str, suite: str | None, resumi
     devices = list(dict.fromkeys(j.device.name for j in plan.jobs))
     store.begin_run(command, suite, devices, run_id=plan.run_id,
                     plan=None if resuming else plan.record)
+    if resuming:  # the run's plan as it began, now measured by this process
+        info = store.run(plan.run_id)
+        assert info is not None and info.plan is not None
+        store.set_run_plan(plan.run_id, {**info.plan, "process": this_process()})
 
 
 def unfinished(store: Store, plan: BenchPlan) -> list[PlannedJob]:
@@ -228,6 +241,24 @@ def finish(store: Store, plan: BenchPlan) -> str:
     status = "incomplete" if unfinished(store, plan) else "finished"
     store.finish_run(plan.run_id, status)
     return status
+
+
+def this_process() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _alive(process: dict[str, Any]) -> bool:
+    """Whether the edgebench process that last measured a run still runs (on this host: another
+    host's processes cannot be seen, and a killed run is what --resume is for)."""
+    pid = process.get("pid")
+    if process.get("host") != socket.gethostname() or not isinstance(pid, int) or \
+            pid == os.getpid():
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False  # gone (or no /proc: not known to run)
+    return b"harness" in cmdline or b"edgebench" in cmdline  # not a reused pid
 
 
 def _as_json(value: Any) -> Any:

@@ -269,6 +269,11 @@ class Store:
             )
         return run_id
 
+    def set_run_plan(self, run_id: str, plan: Mapping[str, Any]) -> None:
+        with self._tx():
+            self.conn.execute("UPDATE runs SET plan = ? WHERE run_id = ?",
+                              (_to_sql("plan", plan), run_id))
+
     def finish_run(self, run_id: str, status: str = "finished") -> None:
         with self._tx():
             self.conn.execute(

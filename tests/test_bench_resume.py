@@ -87,8 +87,11 @@ def test_what_cannot_be_resumed_is_refused_in_one_line_before_anything_runs(
     args = ["--model", str(tiny_onnx), "--device", str(device), "--sessions", "30"]
     proc = start(db, *args)
     wait_for_sessions(db, "dev", 1, proc)
-    stop(proc, signal.SIGINT)
     (run_id,) = [r for (r,) in rows(db, "SELECT run_id FROM runs")]
+    busy = run_cli("bench", "--quick", "--db", str(db), *args, "--resume", run_id)
+    assert busy.returncode != 0
+    assert f"run {run_id} is still being measured by process {proc.pid}" in busy.stderr
+    stop(proc, signal.SIGINT)
     finished = run_cli("bench", "--quick", "--db", str(db), "--model", str(tiny_onnx),
                        "--sessions", "1")
     assert finished.returncode == 0, finished.stderr
