@@ -345,8 +345,9 @@ def _say(text: str) -> None:
 
 
 def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
-    from harness import runner
+    from harness import bench, runner
     from harness.artifacts import from_model_file
+    from harness.store import new_run_id
 
     settings = {"timed_scope": args.timed_scope} if args.timed_scope else {}
     options = runner.BenchOptions(runtimes=tuple(args.runtime or ()), threads=args.threads,
@@ -356,8 +357,14 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
     failures: list[tuple[str, str]] = []
     if args.input_shape and not args.model:
         raise EdgebenchError("--input-shape goes with --model; a suite's models set input_size")
-    with Store(args.db):  # a database that cannot take the results is said before the build
-        pass
+    what = bench.what_record(Path(args.suite) if args.suite else None,
+                             Path(args.model) if args.model else None)
+    # a database that cannot take the results, or a run --resume cannot take up, is said before
+    # the build
+    with Store(args.db) as store:
+        resumed = bench.check_run(store, args.resume, what, [d.name for d in devices],
+                                  bench.options_record(options, args.input_shape)) \
+            if args.resume else None
     if args.model:
         artifacts = [from_model_file(Path(args.model))]
         if args.input_shape:
@@ -371,8 +378,18 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
         _say_build_failures(failures)
         if not artifacts:
             raise EdgebenchError(f"{args.suite}: no artifact could be built")
-    jobs = runner.plan_jobs(artifacts, devices, options)
+    plan = bench.plan_bench(artifacts, devices, options,
+                            resumed.run_id if resumed else new_run_id(), what, args.input_shape)
+    if resumed is not None:
+        bench.check_jobs(resumed, plan)
+    jobs = list(plan.jobs)
     command = "edgebench " + " ".join(sys.argv[1:])
+    state = None
+    with Store(args.db) as store:
+        bench.begin(store, plan, command, suite, resuming=resumed is not None)
+        if resumed is not None:
+            state = bench.resume_state(store, plan)
+            _say(bench.describe(state, plan.run_id))
 
     with Store(args.db) as store, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -385,6 +402,12 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
             escape(f"{d.name}: {sessions} sessions each"
                    + (" and a profile" if options.profile else "")),
             total=per_job * sum(j.device.name == d.name for j in jobs)) for d in devices}
+        if state is not None:  # what the resumed run holds already
+            todo = {j.job_id for j in state.todo}
+            for job in jobs:
+                held = len(state.stored.get(job.job_id, ())) + (job.job_id in state.profiled)
+                progress.advance(tasks[job.device.name], held if job.job_id in todo
+                                 else per_job)
 
         def on_event(kind: str, job: runner.PlannedJob, record: dict[str, Any] | None) -> None:
             if record is None:
@@ -404,10 +427,20 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
                         f"{job.device.name} {job.artifact.name} {job.runtime}: "
                         f"{record['error_message']}"), highlight=False)
 
-        run_id, records = runner.run_plan(store, jobs, options, command=command, suite=suite,
-                                          on_event=on_event)
+        try:
+            runner.run_plan(store, state.todo if state else jobs, options, command=command,
+                            suite=suite, on_event=on_event, run_id=plan.run_id,
+                            stored=state.stored if state else None,
+                            profiled=state.profiled if state else ())
+        except BaseException:  # Ctrl-C, SIGTERM: every session measured stays
+            store.finish_run(plan.run_id, "interrupted")
+            raise
+        bench.finish(store, plan)
+        run_id = plan.run_id
         for d in devices:
             progress.update(tasks[d.name], description=escape(f"{d.name}: done"))
+        by_job = {r["job_id"]: r for r in store.results([run_id])}
+        records = [by_job[j.job_id] for j in jobs if j.job_id in by_job]
         job_ids = [r["job_id"] for r in records]
         profiled = (store.profiles(job_ids), store.profile_ops(job_ids)) if args.profile \
             else None
@@ -619,6 +652,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="for a farm device whose labgrid place someone else holds: how long "
                        "to wait for it before giving up (default: the farm's wait_s; 0: give "
                        "up at once)")
+    bench.add_argument("--resume", metavar="RUN_ID",
+                       help="take up an interrupted bench run (id, unique prefix or 'latest') "
+                       "with the command it began with: only the sessions it has not stored are "
+                       "measured, into that run")
     bench.add_argument("--build-dir", default="models/build")
     bench.set_defaults(func=cmd_bench)
 

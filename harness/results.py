@@ -61,6 +61,7 @@ command text
 suite text
 devices json
 harness_version text
+plan json
 """)
 
 RESULT_COLUMNS = _cols("""

@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,10 +134,9 @@ def plan_jobs(artifacts: Sequence[Artifact], devices: Sequence[DeviceProfile],
     return jobs
 
 
-def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, session: int = 0,
-              profile: bool = False) -> dict[str, Any]:
-    """The agent job for one session of `job`, with its files staged on the device."""
-    artifact = job.artifact
+def job_setup(job: PlannedJob, options: BenchOptions) -> dict[str, Any]:
+    """What every session of `job` is measured with, files aside: the runtime's options, the
+    protocol settings, tuning and input shape (a resumed bench must find them unchanged)."""
     settings = dict(protocol.QUICK_SETTINGS if options.quick else protocol.DEFAULT_SETTINGS)
     settings.update(options.settings)
     agent_options: dict[str, Any] = dict(job.device.runtime_options.get(job.runtime, {}))
@@ -148,6 +147,16 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, sess
         agent_options["force_threads"] = True
     if job.device.cpu_affinity:
         agent_options["cpu_affinity"] = list(job.device.cpu_affinity)
+    shape = job.artifact.input_shape
+    return {"options": agent_options, "settings": settings, "tune": job.device.tune,
+            "input_shape": list(shape) if shape else None}
+
+
+def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, session: int = 0,
+              profile: bool = False) -> dict[str, Any]:
+    """The agent job for one session of `job`, with its files staged on the device."""
+    artifact = job.artifact
+    setup = job_setup(job, options)
     model = {"path": transport.stage(artifact.path, artifact.sha256),
              "sha256": artifact.sha256, "format": artifact.format, "name": artifact.name}
     dataset = None
@@ -157,9 +166,9 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, sess
     try:
         return protocol.measure_job(
             job.job_id, model, job.runtime, session=session, device_kind=job.device.kind,
-            options=agent_options, settings=settings, tune=job.device.tune,
-            input_shape=list(artifact.input_shape) if artifact.input_shape else None,
-            dataset=dataset, profile_iterations=options.profile_iterations if profile else None)
+            options=setup["options"], settings=setup["settings"], tune=setup["tune"],
+            input_shape=setup["input_shape"], dataset=dataset,
+            profile_iterations=options.profile_iterations if profile else None)
     except protocol.ProtocolError as err:
         raise EdgebenchError(f"{job.device.name}: {artifact.name}: {err}") from err
 
@@ -189,19 +198,25 @@ def _files(jobs: Sequence[PlannedJob]) -> list[tuple[Path, str]]:
     return [(path, sha) for sha, path in files.items()]
 
 
+def precise(session_medians: Sequence[float], precision: float) -> bool:
+    """Whether the headline interval of these session medians is within +/-`precision`."""
+    ci = stats.log_interval(session_medians)
+    half = stats.relative_half_width(*ci, float(np.median(session_medians))) if ci else None
+    return half is not None and half <= precision
+
+
 def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options: BenchOptions,
                      done: queue.Queue[SessionDone | None], stop: threading.Event,
-                     skip: Mapping[str, set[int]] | None = None) -> None:
-    """Worker: run the sessions of `jobs` on one device in rounds, posting each to `done`;
-    `skip` names sessions already stored (a resumed run), which are not run again."""
+                     skip: Mapping[str, set[int]] | None = None,
+                     skip_medians: Mapping[str, Sequence[float]] | None = None,
+                     profiled: Collection[str] = ()) -> None:
+    """Worker: run the sessions of `jobs` on one device in rounds, posting each to `done`.
+    A resumed run's sessions already stored are not run again: `skip` names them by job,
+    `skip_medians` are their latency medians (for `max_sessions`' precision and whether there is
+    anything to profile), and `profiled` names the jobs whose profile session is stored."""
     sessions = options.session_count
     skip = skip or {}
     posted: set[str] = set(job.job_id for job in jobs if skip.get(job.job_id))
-
-    def precise(session_medians: list[float]) -> bool:
-        ci = stats.log_interval(session_medians)
-        half = stats.relative_half_width(*ci, float(np.median(session_medians))) if ci else None
-        return half is not None and half <= options.precision
 
     def post(item: SessionDone) -> None:
         posted.add(item.job.job_id)
@@ -222,11 +237,12 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
         transport.open()
         transport.prefetch(_files(jobs))  # what is already there: trusted in one go
         active = list(jobs)
-        medians: dict[str, list[float]] = {job.job_id: [] for job in jobs}
+        medians = {job.job_id: list((skip_medians or {}).get(job.job_id, ())) for job in jobs}
         session = 0
         while active and session < max(sessions, options.max_sessions or 0):
             if session >= sessions:  # past the planned rounds: only the imprecise ones
-                active = [job for job in active if not precise(medians[job.job_id])]
+                active = [job for job in active
+                          if not precise(medians[job.job_id], options.precision)]
             for job in list(active):
                 if stop.is_set():
                     return
@@ -255,8 +271,8 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
             for job in jobs:
                 if stop.is_set():
                     return
-                if not medians[job.job_id]:
-                    continue  # nothing measured: nothing to profile
+                if not medians[job.job_id] or job.job_id in profiled:
+                    continue  # nothing measured: nothing to profile; or profiled before
                 started_at = utc_now()
                 t0 = time.perf_counter()
                 try:
@@ -288,7 +304,7 @@ Listener = Callable[[str, PlannedJob, dict[str, Any] | None], None]
 @dataclass(frozen=True)
 class StoredSession:
     """A session a resumed run stored before: its agent result as far as the store keeps it,
-    its row and raw samples (harness/farm/resume.py reads them back)."""
+    its row and raw samples (harness/resume.py reads them back)."""
 
     session: int
     result: dict[str, Any]
@@ -338,14 +354,16 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
              command: str, suite: str | None = None, on_event: Listener | None = None,
              run_id: str | None = None,
              stored: Mapping[str, Sequence[StoredSession]] | None = None,
+             profiled: Collection[str] = (),
              ) -> tuple[str, list[dict[str, Any]]]:
     """Run every session of `jobs`, devices in parallel, storing each session as it arrives.
 
     `on_event("done", job, record)` is called from the main thread after each session is stored,
     with the measurement's row as it stands after that session (`"profile"` after a profile
     session). Returns the run id and the final rows in plan order. With `run_id`, the
-    sessions go into that run, which the caller began and finishes (the nightly); `stored`
-    are sessions of these jobs stored before, not run again.
+    sessions go into that run, which the caller began and finishes (the nightly, a bench);
+    `stored` are sessions of these jobs stored before, not run again, and `profiled` the jobs
+    whose profile session is stored.
     """
     by_device: dict[str, list[PlannedJob]] = {}
     for job in jobs:
@@ -355,12 +373,16 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
         run_id = store.begin_run(command, suite, list(by_device))
     stored = stored or {}
     skip = {job_id: {s.session for s in sessions} for job_id, sessions in stored.items()}
+    skip_medians = {job_id: [s.result["latency"]["median_ms"] for s in sessions
+                             if s.result.get("status") == protocol.STATUS_OK]
+                    for job_id, sessions in stored.items()}
     done: queue.Queue[SessionDone | None] = queue.Queue()
     stop = threading.Event()
     workers = [
         threading.Thread(
             target=run_device_queue,
-            args=(queue_jobs[0].device, queue_jobs, options, done, stop, skip),
+            args=(queue_jobs[0].device, queue_jobs, options, done, stop, skip, skip_medians,
+                  profiled),
             name=f"device-{name}",
             daemon=True,
         )

@@ -51,7 +51,7 @@ from harness.results import (
     decode_profile,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_DB = Path("results/edgebench.db")
 
 
@@ -142,6 +142,7 @@ class RunInfo:
     suite: str | None
     devices: list[str]
     harness_version: str | None
+    plan: dict[str, Any] | None = None  # what `bench --resume` must find again (bench runs)
 
 
 class Store:
@@ -210,8 +211,12 @@ class Store:
                 elif version == 1:
                     _upgrade_v1(self.conn)
                     _upgrade_v2(self.conn)
+                    _upgrade_v3(self.conn)
                 elif version == 2:
                     _upgrade_v2(self.conn)
+                    _upgrade_v3(self.conn)
+                elif version == 3:
+                    _upgrade_v3(self.conn)
                 elif version != SCHEMA_VERSION:
                     raise StoreError(f"{self.path}: schema version {version}, this edgebench "
                                      f"reads {SCHEMA_VERSION} and older")
@@ -245,8 +250,9 @@ class Store:
     # runs ---------------------------------------------------------------------------------------
 
     def begin_run(self, command: str, suite: str | None, devices: Sequence[str],
-                  run_id: str | None = None) -> str:
-        """A new run; with `run_id` (a nightly's id) that run, taken up again if it exists."""
+                  run_id: str | None = None, plan: Mapping[str, Any] | None = None) -> str:
+        """A new run; with `run_id` (a nightly's, or a bench's being resumed) that run, taken up
+        again if it exists (its command, suite, devices and plan stay as they were)."""
         if run_id is not None and self.conn.execute(
                 "SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
             with self._tx():
@@ -257,10 +263,16 @@ class Store:
         with self._tx():
             self.conn.execute(
                 "INSERT INTO runs (run_id, started_at, status, command, suite, devices,"
-                " harness_version) VALUES (?, ?, 'running', ?, ?, ?, ?)",
-                (run_id, utc_now(), command, suite, json.dumps(list(devices)), __version__),
+                " harness_version, plan) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+                (run_id, utc_now(), command, suite, json.dumps(list(devices)), __version__,
+                 _to_sql("plan", plan)),
             )
         return run_id
+
+    def set_run_plan(self, run_id: str, plan: Mapping[str, Any]) -> None:
+        with self._tx():
+            self.conn.execute("UPDATE runs SET plan = ? WHERE run_id = ?",
+                              (_to_sql("plan", plan), run_id))
 
     def finish_run(self, run_id: str, status: str = "finished") -> None:
         with self._tx():
@@ -272,8 +284,12 @@ class Store:
     def runs(self) -> list[RunInfo]:
         rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at, rowid").fetchall()
         return [
-            RunInfo(**{**dict(r), "devices": json.loads(r["devices"] or "[]")}) for r in rows
+            RunInfo(**{**dict(r), "devices": json.loads(r["devices"] or "[]"),
+                       "plan": json.loads(r["plan"]) if r["plan"] else None}) for r in rows
         ]
+
+    def run(self, run_id: str) -> RunInfo | None:
+        return next((r for r in self.runs() if r.run_id == run_id), None)
 
     def resolve_run(self, run: str = "latest") -> str:
         """A run id from `latest`, a full id or a unique prefix of one."""
@@ -626,6 +642,15 @@ def _upgrade_v2(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column.name} {column.sql}")
     for stmt in _profile_sql(if_not_exists=True):
         conn.execute(stmt)
+
+
+def _upgrade_v3(conn: sqlite3.Connection) -> None:
+    """Schema 3 -> 4 inside the caller's transaction: `runs.plan`, what `bench --resume` checks
+    and plans again (NULL in older runs, which therefore cannot be resumed)."""
+    present = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+    for column in RUN_COLUMNS:
+        if column.name not in present:
+            conn.execute(f"ALTER TABLE runs ADD COLUMN {column.name} {column.sql}")
 
 
 def _to_sql(name: str, value: Any) -> Any:

@@ -14,7 +14,7 @@ the next (harness/farm/labgrid.py).
 
 Resume: the nightly's id names its run, and its jobs' ids are derived from it
 (`resume.job_id`), so the same command with `--id ID` after a crash measures only the sessions
-that are not stored yet (harness/farm/resume.py): no duplicate rows, no session measured twice,
+that are not stored yet (harness/resume.py): no duplicate rows, no session measured twice,
 and the device's content cache means nothing already pushed is pushed again.
 
 Afterwards each device's results are compared with the baseline nightly by `compare`'s rule and
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import resume
 from harness.agent import protocol
 from harness.errors import AccessError, EdgebenchError, TransportError
-from harness.farm import resume
 from harness.farm.farmfile import Farm
 from harness.runner import BenchOptions, PlannedJob, plan_jobs, run_plan
 from harness.store import Store, new_run_id
@@ -97,11 +97,6 @@ def begin(store: Store, plan: NightlyPlan, farm: Farm) -> bool:
     return existing is not None
 
 
-def missing_jobs(store: Store, jobs: Sequence[PlannedJob], planned: int) -> list[PlannedJob]:
-    stored = resume.sessions_by_job(store, [j.job_id for j in jobs])
-    return [j for j in jobs if not resume.complete(stored.get(j.job_id, []), planned)]
-
-
 def check_device(device: Any) -> int:
     """The health check: the agent answers `devices check`'s job (TransportError if not);
     the bytes it pushed (the agent, the first time)."""
@@ -125,7 +120,7 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
     client = None
     try:
         with Store(db) as store:
-            if not missing_jobs(store, jobs, planned):
+            if not resume.missing_jobs(store, jobs, planned):
                 outcome.status, outcome.message = "ok", "everything was measured already"
                 if device.labgrid is not None:  # a killed run may still hold the place
                     note = client_for(device.labgrid.coordinator).release_if_stale(
@@ -163,10 +158,10 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
                     outcome.status, outcome.message = "failed", str(err)
                     continue
                 resume.forget_retryable(store, jobs)
-                todo = missing_jobs(store, jobs, planned)
+                todo = resume.missing_jobs(store, jobs, planned)
                 if todo:
                     _measure(store, plan, todo, outcome, say)
-                left = missing_jobs(store, jobs, planned)
+                left = resume.missing_jobs(store, jobs, planned)
                 if not left:
                     outcome.status, outcome.message = "ok", ""
                     return
@@ -250,7 +245,7 @@ def run_devices(db: Path, plan: NightlyPlan, farm: Farm, say: Say) -> list[Devic
 
 def finish(store: Store, plan: NightlyPlan) -> str:
     """Close the nightly's run: finished when every planned session is stored."""
-    left = missing_jobs(store, plan.jobs, plan.options.session_count)
+    left = resume.missing_jobs(store, plan.jobs, plan.options.session_count)
     status = "finished" if not left else "incomplete"
     store.finish_run(plan.nightly_id, status)
     return status

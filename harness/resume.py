@@ -1,14 +1,14 @@
-"""What a nightly already holds: its measurements' stored sessions, read back for a resume.
+"""What a run already holds: its measurements' stored sessions, read back for a resume.
 
-A nightly's jobs have ids derived from the nightly's id, the device, the file's sha256 and the
-runtime (`job_id`), so a nightly started again with the same id plans the very same jobs and finds
-their sessions in the store. A session counts as done when it is stored `ok`, or failed for a
-reason of the model or the device's software (a measurement whose first session failed so gets
-no more sessions); a session that failed because the device could not be reached
-(`RETRYABLE_KINDS`) is measured again. Sessions done are not run again: their agent results are
-rebuilt from the stored rows (the results row holds what every session shares: fingerprint,
-runtime, accuracy of session 0) so that the measurement's row comes out as if the run had never
-stopped.
+The nightly (`nightly --id ID` again) and `bench --resume RUN_ID` both resume so. A resumable
+run's jobs have ids derived from the run's id, the device, the file's name and sha256 and the
+runtime (`job_id`), so the same plan made again for that run finds its jobs' sessions in the
+store. A session counts as done when it is stored `ok`, or failed for a reason of the model or
+the device's software (a measurement whose first session failed so gets no more sessions); a
+session that failed because the device could not be reached (`RETRYABLE_KINDS`) is measured
+again. Sessions done are not run again: their agent results are rebuilt from the stored rows
+(the results row holds what every session shares: fingerprint, runtime, accuracy of session 0)
+so that the measurement's row comes out as if the run had never stopped.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from harness.results import _MEMORY
-from harness.runner import PlannedJob, StoredSession
+from harness.runner import PlannedJob, StoredSession, precise
 from harness.store import Store
 
 # Failures of reaching the device, not of the model: measured again by a retry or a resume.
@@ -30,9 +30,9 @@ _SHARED = ("runtime_version", "runtime_options", "threads", "input_shape", "time
            "settings", "tune")
 
 
-def job_id(nightly_id: str, job: PlannedJob) -> str:
-    """The same id for the same measurement of the same nightly, however often it starts."""
-    key = "\0".join((nightly_id, job.device.name, job.artifact.name, job.artifact.sha256,
+def job_id(run_id: str, job: PlannedJob) -> str:
+    """The same id for the same measurement of the same run, however often it starts."""
+    key = "\0".join((run_id, job.device.name, job.artifact.name, job.artifact.sha256,
                      job.runtime))
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -59,13 +59,28 @@ def forget_retryable(store: Store, jobs: Sequence[PlannedJob]) -> int:
     return count
 
 
-def complete(rows: Sequence[dict[str, Any]], planned: int) -> bool:
-    """Whether a measurement with these stored sessions needs no more."""
+def complete(rows: Sequence[dict[str, Any]], planned: int, max_sessions: int | None = None,
+             precision: float = 0.02) -> bool:
+    """Whether a measurement with these stored sessions needs no more; with `max_sessions`,
+    one whose interval is still wider than `precision` gets more, as the runner gives them."""
     done = [r for r in rows if not retryable(r)]
     first = next((r for r in done if r["session"] == 0), None)
     if first is not None and first["status"] != "ok":
         return True  # a failed first session ends a measurement
-    return len({r["session"] for r in done}) >= planned
+    count = len({r["session"] for r in done})
+    if count < planned:
+        return False
+    if max_sessions is None or count >= max_sessions:
+        return True
+    return precise([r["median_ms"] for r in done if r["status"] == "ok"], precision)
+
+
+def missing_jobs(store: Store, jobs: Sequence[PlannedJob], planned: int,
+                 max_sessions: int | None = None, precision: float = 0.02) -> list[PlannedJob]:
+    """The jobs whose stored sessions are not `complete`."""
+    stored = sessions_by_job(store, [j.job_id for j in jobs])
+    return [j for j in jobs
+            if not complete(stored.get(j.job_id, []), planned, max_sessions, precision)]
 
 
 def stored_sessions(store: Store, run_id: str, jobs: Sequence[PlannedJob]

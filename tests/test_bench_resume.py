@@ -1,0 +1,194 @@
+"""`edgebench bench --resume RUN_ID`: an interrupted bench taken up through the real CLI on the
+local device, measuring only what it had not stored; and every command that must not resume it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import bench as bench_mod
+from harness.runner import BenchOptions
+from harness.store import Store
+from tests.conftest import EDGEBENCH, REPO, make_tiny_onnx, rows, run_cli, wait_for_sessions
+
+SESSIONS = "8"
+
+
+def start(db: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*EDGEBENCH, "bench", "--quick", "--db", str(db), *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop(proc: subprocess.Popen[str], sig: signal.Signals) -> str:
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    return err
+
+
+def stored(db: Path) -> list[tuple[str, int, str]]:
+    return rows(db, "SELECT job_id, session, started_at FROM sessions ORDER BY job_id, session")
+
+
+def test_an_interrupted_bench_resumes_twice_measuring_each_session_once(
+        tmp_path: Path, tiny_onnx: Path) -> None:
+    db = tmp_path / "r.db"
+    args = ("--model", str(tiny_onnx), "--sessions", SESSIONS, "--threads", "1")
+    first = start(db, *args)
+    wait_for_sessions(db, "local", 2, first)
+    stop(first, signal.SIGTERM)
+    ((run_id, status),) = rows(db, "SELECT run_id, status FROM runs")
+    assert status == "interrupted"
+    before = stored(db)
+    assert 2 <= len(before) < int(SESSIONS)
+
+    second = start(db, *args, "--resume", run_id[:10])  # a prefix, like other run ids
+    wait_for_sessions(db, "local", len(before) + 2, second)
+    err = stop(second, signal.SIGINT)  # a resumed run interrupted in its turn
+    assert (f"resuming run {run_id}: {len(before)} of {SESSIONS} sessions stored, measuring "
+            f"{int(SESSIONS) - len(before)}") in err
+    middle = stored(db)
+    assert set(before) < set(middle) and len(middle) < int(SESSIONS)
+    assert rows(db, "SELECT run_id, status FROM runs") == [(run_id, "interrupted")]
+
+    third = run_cli("bench", "--quick", "--db", str(db), *args, "--resume", "latest")
+    assert third.returncode == 0, third.stderr
+    assert f"{len(middle)} of {SESSIONS} sessions stored" in third.stderr
+    after = stored(db)
+    assert set(middle) <= set(after)  # no stored session measured again: same numbers, times
+    assert [s for _, s, _ in after] == list(range(int(SESSIONS)))  # each planned session once
+    assert rows(db, "SELECT run_id, status FROM runs") == [(run_id, "finished")]
+    with Store(db) as store:
+        (row,) = store.results([run_id])
+        sessions = store.sessions([row["job_id"]])
+        assert row["status"] == "ok"
+        assert row["sessions"] == row["sessions_planned"] == int(SESSIONS)
+        assert row["n"] == sum(s["n"] for s in sessions) == len(store.samples(row["job_id"]))
+        assert row["threads"] == 1 and row["settings"]["duration_s"] == 0.2
+    assert f"{SESSIONS}/{SESSIONS}" in third.stdout  # the summary table: the whole measurement
+
+    # its results are those of any run: compared with an uninterrupted one, measurement by
+    # measurement
+    fresh = run_cli("bench", "--quick", "--db", str(db), *args)
+    assert fresh.returncode == 0, fresh.stderr
+    compared = run_cli("compare", run_id, "latest", "--db", str(db))
+    assert compared.returncode == 0, compared.stderr
+    assert "tiny" in compared.stdout and "only in" not in compared.stdout
+
+
+def test_what_cannot_be_resumed_is_refused_in_one_line_before_anything_runs(
+        tmp_path: Path, tiny_onnx: Path) -> None:
+    db = tmp_path / "r.db"
+    device = tmp_path / "dev.yaml"
+    device.write_text("name: dev\nruntimes: [onnxruntime]\nthreads: 1\n")
+    args = ["--model", str(tiny_onnx), "--device", str(device), "--sessions", "30"]
+    proc = start(db, *args)
+    wait_for_sessions(db, "dev", 1, proc)
+    (run_id,) = [r for (r,) in rows(db, "SELECT run_id FROM runs")]
+    busy = run_cli("bench", "--quick", "--db", str(db), *args, "--resume", run_id)
+    assert busy.returncode != 0
+    assert f"run {run_id} is still being measured by process {proc.pid}" in busy.stderr
+    stop(proc, signal.SIGINT)
+    finished = run_cli("bench", "--quick", "--db", str(db), "--model", str(tiny_onnx),
+                       "--sessions", "1")
+    assert finished.returncode == 0, finished.stderr
+    with Store(db) as store:
+        finished_id = store.runs()[-1].run_id
+        store.begin_run("edgebench nightly --farm f.yaml --suite s.yaml", "s.yaml", ["dev"],
+                        run_id="nightly-x")
+        store.begin_run("edgebench bench --model m.onnx", None, ["dev"], run_id="old-x")  # no plan
+    other = make_tiny_onnx(tmp_path / "other.onnx")
+    before = stored(db)
+
+    def refused(*extra: str, given: list[str] = args) -> str:
+        proc = run_cli("bench", "--quick", "--db", str(db), *given, *extra)
+        assert proc.returncode != 0
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("edgebench: error: "), proc.stderr
+        return lines[0]
+
+    resume = ["--resume", run_id]
+    assert "no run 'nope'" in refused("--resume", "nope")
+    assert "run nightly-x is a nightly" in refused("--resume", "nightly-x")
+    assert "nightly --id nightly-x" in refused("--resume", "nightly-x")
+    assert f"run {finished_id} finished" in refused("--resume", finished_id)
+    assert "run old-x cannot be resumed" in refused("--resume", "old-x")
+    line = refused(*resume, given=["--model", str(other), *args[2:]])
+    assert f"run {run_id} measured --model {tiny_onnx}" in line and "other.onnx" in line
+    assert f"run {run_id} ran on dev; this command gives local" in refused(
+        *resume, given=args[:2] + args[4:])
+    assert "with 30 sessions per measurement; this command gives 2 sessions" in refused(
+        *resume, given=args[:4])
+    assert "--threads 2" in refused(*resume, "--threads", "2")
+    assert "no --timed-scope; this command gives --timed-scope end_to_end" in refused(
+        *resume, "--timed-scope", "end_to_end")
+    assert "this command gives --runtime onnxruntime" in refused(*resume, "--runtime",
+                                                                 "onnxruntime")
+    assert "no --profile; this command gives --profile" in refused(*resume, "--profile")
+    no_quick = run_cli("bench", "--db", str(db), *args, *resume)
+    assert no_quick.returncode != 0
+    assert f"run {run_id} was measured with --quick; this command gives no --quick" in \
+        no_quick.stderr
+    device.write_text("name: dev\nruntimes: [onnxruntime]\nthreads: 2\n")
+    line = refused(*resume)
+    assert "tiny on onnxruntime on dev would be measured otherwise" in line
+    assert "options.threads: 1 then, 2 now" in line
+    device.write_text("name: dev\nruntimes: [onnxruntime]\nthreads: 1\n")
+    make_tiny_onnx(tiny_onnx, seed=1)  # rebuilt in place: other weights, another sha256
+    line = refused(*resume)
+    assert f"run {run_id}: model tiny changed since the run measured it" in line
+
+    assert stored(db) == before  # nothing was measured
+    assert rows(db, "SELECT status FROM runs WHERE run_id = ?", run_id) == [("interrupted",)]
+
+
+def test_a_suite_edited_since_the_run_began_is_refused_before_the_build(tmp_path: Path) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text("models: []\n")
+    options = BenchOptions(quick=True)
+    what = bench_mod.what_record(suite, None)
+    record = {"version": bench_mod.PLAN_VERSION, "what": what,
+              "options": bench_mod.options_record(options, None), "jobs": []}
+    with Store(tmp_path / "r.db") as store:
+        store.begin_run("edgebench bench --suite s.yaml", str(suite), ["local"], run_id="r-1",
+                        plan=record)
+        store.finish_run("r-1", "interrupted")
+        assert bench_mod.check_run(store, "r-1", what, ["local"],
+                                   bench_mod.options_record(options, None)).run_id == "r-1"
+        suite.write_text("models: [x]\n")
+        with pytest.raises(Exception, match=r"run r-1: suite .*s\.yaml changed since the run "
+                                            r"began \(sha256 [0-9a-f]{12} then"):
+            bench_mod.check_run(store, "r-1", bench_mod.what_record(suite, None), ["local"],
+                                bench_mod.options_record(options, None))
+
+
+def test_a_run_stopped_before_its_profile_session_resumes_with_the_profile_alone(
+        tmp_path: Path, tiny_onnx: Path) -> None:
+    """Killed after its timed sessions, before `--profile`'s session: the resume measures no
+    session again and profiles the measurement, whose sessions it knows only from the store."""
+    db = tmp_path / "r.db"
+    args = ("bench", "--quick", "--db", str(db), "--model", str(tiny_onnx), "--sessions", "2",
+            "--profile")
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    ((run_id,),) = rows(db, "SELECT run_id FROM runs")
+    with Store(db) as store:
+        (job_id,) = [r["job_id"] for r in store.results([run_id])]
+        store.conn.execute("DELETE FROM profile_ops")
+        store.conn.execute("DELETE FROM profiles")
+        store.conn.execute("UPDATE runs SET status = 'running'")  # as a killed process leaves it
+    before = stored(db)
+
+    again = run_cli(*args, "--resume", run_id)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming run {run_id}: 2 of 2 sessions stored, measuring 0 and 1 profiles" in \
+        again.stderr
+    assert stored(db) == before
+    assert rows(db, "SELECT job_id FROM profiles") == [(job_id,)]
+    assert rows(db, "SELECT status FROM runs") == [("finished",)]
+    with Store(db) as store:
+        (row,) = store.results([run_id])
+        assert row["sessions"] == 2 and row["placement"]
