@@ -432,8 +432,12 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
                             suite=suite, on_event=on_event, run_id=plan.run_id,
                             stored=state.stored if state else None,
                             profiled=state.profiled if state else ())
-        except BaseException:  # Ctrl-C, SIGTERM: every session measured stays
+        except BaseException as err:  # Ctrl-C, SIGTERM: every session measured stays
             store.finish_run(plan.run_id, "interrupted")
+            if isinstance(err, KeyboardInterrupt):
+                progress.stop()
+                _say(f"run {plan.run_id} interrupted: the same command with --resume "
+                     f"{plan.run_id} measures what it has not stored")
             raise
         bench.finish(store, plan)
         run_id = plan.run_id

@@ -200,6 +200,8 @@ def test_a_bench_stopped_mid_run_keeps_what_it_measured(tmp_path: Path, tiny_onn
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted; finished jobs are in the store" in err and "Traceback" not in err
+    ((run,),) = rows(db, "SELECT run_id FROM runs")
+    assert f"--resume {run} measures what it has not stored" in err
     assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
     assert rows(db, "SELECT COUNT(*) FROM sessions WHERE status = 'ok'")[0][0] >= 2
 
