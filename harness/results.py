@@ -293,6 +293,41 @@ def _median(values: Sequence[Any]) -> float | None:
     return float(np.median(present)) if present else None
 
 
+# Parts of fingerprint keys whose values change from moment to moment (temperatures, clocks,
+# uptime, load, free memory): no difference of the device itself.
+MOMENTARY_KEY_PARTS = ("temp", "cur_freq", "freq_cur", "uptime", "time", "load", "free", "avail")
+
+
+def comparable_fingerprint(fingerprint: Any, prefix: str = "") -> dict[str, Any]:
+    """A device fingerprint as dotted keys, without the momentary ones. `gpu.absent` says why
+    nothing was found (no NVML, no GPU): like a key never recorded, it is no difference by
+    itself (runs from before GPUs were probed have no `gpu` at all), while a GPU that appears or
+    goes brings its own keys."""
+    flat: dict[str, Any] = {}
+    if not isinstance(fingerprint, dict):
+        return flat
+    for key, value in fingerprint.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(comparable_fingerprint(value, f"{name}."))
+        elif name != "gpu.absent" and not any(part in str(key).lower()
+                                              for part in MOMENTARY_KEY_PARTS):
+            flat[name] = value
+    return flat
+
+
+def mixed_sessions(results: Sequence[dict[str, Any]]) -> list[str]:
+    """What differs between the sessions of one measurement that should not: fingerprint keys
+    (`kernel`, `isa`, `gpu.driver`, a Jetson's power mode...) and `runtime_version`; [] when
+    every session ran on the same device and runtime. A farm place whose board was swapped, or
+    a bench resumed after an upgrade, would otherwise mix two devices in one figure."""
+    seen = [({**comparable_fingerprint(r.get("fingerprint")),
+              "runtime_version": r.get("runtime_version")}) for r in results
+            if r.get("fingerprint")]
+    keys = set().union(*seen) if seen else set()
+    return sorted(k for k in keys if len({repr(s.get(k)) for s in seen}) > 1)
+
+
 # Where a runtime's own name for the CPU appears among the providers or delegates in force.
 _CPU_NAMES = ("CPUExecutionProvider", "XNNPACK", "cpu", "CPU")
 
@@ -348,6 +383,8 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
     if any(r.get("loadavg_1m") is not None and r.get("cpu_count")
            and r["loadavg_1m"] > r["cpu_count"] for r in ok_rows):
         flags.append(stats.FLAG_LOADED)
+    if mixed_sessions([results[i] for i in ok]):
+        flags.append(stats.FLAG_MIXED)
     # Where it ran: the profile's per-node placement where there is one, else the sessions'.
     placement = ((profile or {}).get("profile") or {}).get("placement") or shown.get("placement")
     if placement and placement.get("cpu_fallback"):

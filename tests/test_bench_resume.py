@@ -3,6 +3,7 @@ local device, measuring only what it had not stored; and every command that must
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from pathlib import Path
@@ -68,6 +69,7 @@ def test_an_interrupted_bench_resumes_twice_measuring_each_session_once(
         assert row["sessions"] == row["sessions_planned"] == int(SESSIONS)
         assert row["n"] == sum(s["n"] for s in sessions) == len(store.samples(row["job_id"]))
         assert row["threads"] == 1 and row["settings"]["duration_s"] == 0.2
+        assert "mixed_sessions" not in row["flags"]  # one machine, one runtime throughout
     assert f"{SESSIONS}/{SESSIONS}" in third.stdout  # the summary table: the whole measurement
 
     # its results are those of any run: compared with an uninterrupted one, measurement by
@@ -192,3 +194,25 @@ def test_a_run_stopped_before_its_profile_session_resumes_with_the_profile_alone
     with Store(db) as store:
         (row,) = store.results([run_id])
         assert row["sessions"] == 2 and row["placement"]
+
+
+def test_a_run_resumed_on_a_changed_device_is_flagged(tmp_path: Path, tiny_onnx: Path) -> None:
+    """Sessions stored before the interruption and sessions measured after it are one
+    measurement: where the device changed in between (here its kernel, written into the stored
+    row as an upgrade and reboot would have changed it), the row says so."""
+    db = tmp_path / "r.db"
+    args = ("--model", str(tiny_onnx), "--sessions", "4", "--threads", "1")
+    first = start(db, *args)
+    wait_for_sessions(db, "local", 1, first)
+    stop(first, signal.SIGTERM)
+    with Store(db) as store:
+        (row,) = store.results()
+        fingerprint = dict(row["device_fingerprint"], kernel="5.15.0-old")
+        store.conn.execute("UPDATE results SET device_fingerprint = ?",
+                           (json.dumps(fingerprint),))
+    done = run_cli("bench", "--quick", "--db", str(db), *args, "--resume", "latest")
+    assert done.returncode == 0, done.stderr
+    with Store(db) as store:
+        (row,) = store.results()
+    assert row["sessions"] == 4 and "mixed_sessions" in row["flags"]
+

@@ -36,3 +36,26 @@ def test_every_column_is_documented_once_and_nothing_else() -> None:
         names = documented(table)
         assert sorted(names) == sorted(fields), table
         assert len(names) == len(set(names)), f"{table}: a column is documented twice"
+
+
+
+def test_sessions_of_one_measurement_on_differing_devices_are_found() -> None:
+    from harness.results import comparable_fingerprint, mixed_sessions
+
+    fp = {"kernel": "6.1.0", "isa": "x86 avx2", "uptime_s": 10, "cpu_count": 2,
+          "gpu": {"absent": "no NVML"}, "jetson": {"nvpmodel": {"mode": "MAXN"},
+                                                   "soc_temp_c": 41.0}}
+    assert comparable_fingerprint(fp) == {"kernel": "6.1.0", "isa": "x86 avx2", "cpu_count": 2,
+                                          "jetson.nvpmodel.mode": "MAXN"}
+    same = {"fingerprint": fp, "runtime_version": "1.20.0"}
+    # what changes from moment to moment (uptime, temperatures) is the same device
+    warmer = {"fingerprint": dict(fp, uptime_s=99, jetson={"nvpmodel": {"mode": "MAXN"},
+                                                           "soc_temp_c": 60.0}),
+              "runtime_version": "1.20.0"}
+    assert mixed_sessions([same, warmer, same]) == []
+    assert mixed_sessions([same, {**same, "runtime_version": "1.21.0"}]) == ["runtime_version"]
+    low_power = dict(fp, jetson={"nvpmodel": {"mode": "15W"}})
+    assert mixed_sessions([same, {**same, "fingerprint": dict(low_power, kernel="6.6.0")}]) == [
+        "jetson.nvpmodel.mode", "kernel"]
+    assert mixed_sessions([same, {"status": "failed"}]) == []  # a session that probed nothing
+

@@ -33,7 +33,8 @@ import pandas as pd
 
 from harness.errors import EdgebenchError
 from harness.report import stats
-from harness.report.frame import JOB_KEYS, SessionReader, flatten, results_frame
+from harness.report.frame import JOB_KEYS, SessionReader, results_frame
+from harness.results import comparable_fingerprint
 
 if TYPE_CHECKING:
     from harness.store import Store
@@ -64,11 +65,6 @@ def is_regression(row: Mapping[str, Any]) -> bool:
     gate."""
     return row.get("verdict") in FAILING_VERDICTS or row.get("accuracy_verdict") == LOWER_TOP1
 
-# Fingerprint keys that describe the moment rather than the machine; a difference in them does
-# not make two runs incomparable.
-_MOMENTARY_KEY_PARTS = ("temp", "cur_freq", "freq_cur", "uptime", "time", "load", "free", "avail")
-
-
 def judge(
     a_medians: pd.Series | Any,
     b_medians: pd.Series | Any,
@@ -98,18 +94,6 @@ def judge(
     return ci, stats.verdict(ci, threshold)
 
 
-def _flat(fingerprint: Any) -> dict[str, Any]:
-    # `gpu.absent` says why nothing was found (no NVML, no GPU): like a key never recorded, it is
-    # no difference by itself (runs from before GPUs were probed have no `gpu` at all), while a
-    # GPU that appears or goes brings its own keys.
-    return {
-        k: v
-        for k, v in flatten(fingerprint).items()
-        if not any(part in k.rsplit(".", 1)[-1].lower() for part in _MOMENTARY_KEY_PARTS)
-        and k != "gpu.absent"
-    }
-
-
 def fingerprint_differences(pairs: pd.DataFrame) -> dict[str, list[str]]:
     """Per device, the fingerprint keys whose values differ between paired jobs of A and B.
 
@@ -121,7 +105,7 @@ def fingerprint_differences(pairs: pd.DataFrame) -> dict[str, list[str]]:
     for device, fp_a, fp_b in zip(
         both["device"], both["device_fingerprint_a"], both["device_fingerprint_b"], strict=True
     ):
-        fa, fb = _flat(fp_a), _flat(fp_b)
+        fa, fb = comparable_fingerprint(fp_a), comparable_fingerprint(fp_b)
         if not fa or not fb:  # a job that failed before probing the device says nothing
             continue
         keys = {k for k in set(fa) | set(fb) if repr(fa.get(k)) != repr(fb.get(k))}

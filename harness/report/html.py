@@ -44,7 +44,7 @@ table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
 .flag-high_between_session_spread, .flag-high_cov, .flag-loaded, .flag-capped,
 .flag-single_session { background: #fff4d6; }
 .flag-throttled { background: #e8f0fd; }
-.flag-accuracy_outside_host_interval { background: #f3e8fd; }
+.flag-accuracy_outside_host_interval, .flag-mixed_sessions { background: #f3e8fd; }
 .flag-cpu_fallback { background: #fde0c6; } .badge.cpu_fallback { background: #f6b98a; }
 .flag-failed, .flag-unsupported { background: #fde8e8; }
 .badge { display: inline-block; padding: 0 .4rem; border-radius: .6rem; font-size: .8rem;

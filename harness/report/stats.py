@@ -75,6 +75,8 @@ FLAG_FEW_SESSIONS = "single_session"  # no between-session interval possible
 FLAG_ACCURACY = "accuracy_outside_host_interval"
 # part or all of the model ran on the CPU where the profile asked for an accelerator
 FLAG_CPU_FALLBACK = "cpu_fallback"
+# sessions of one measurement ran on devices or runtimes that differ (`results.mixed_sessions`)
+FLAG_MIXED = "mixed_sessions"
 SPREAD_FLAGS = frozenset({FLAG_BETWEEN, FLAG_WITHIN, FLAG_LOADED, FLAG_THROTTLED, FLAG_CAPPED})
 
 

@@ -41,6 +41,8 @@ FLAG_MEANINGS = {
     "slower or faster",
     stats.FLAG_ACCURACY: "top-1 on the device lies outside the host's 95% interval for this "
     "artifact: the deployed model behaves differently",
+    stats.FLAG_MIXED: "its sessions ran on devices or runtimes that differ (kernel, ISA, driver, "
+    "power mode, runtime version...): a board swapped or upgraded during the run",
     stats.FLAG_CPU_FALLBACK: "part or all of the model ran on the CPU where the device profile "
     "asked for an accelerator (see the placement in the profiles section)",
 }
