@@ -65,6 +65,7 @@ def is_regression(row: Mapping[str, Any]) -> bool:
     gate."""
     return row.get("verdict") in FAILING_VERDICTS or row.get("accuracy_verdict") == LOWER_TOP1
 
+
 def judge(
     a_medians: pd.Series | Any,
     b_medians: pd.Series | Any,
