@@ -25,6 +25,7 @@ from harness.report.compare import (
     HIGHER_TOP1,
     INCONCLUSIVE,
     LOWER_TOP1,
+    MIXED,
     NEWLY_FAILING,
     NO_CHANGE,
     NOT_MEASURED,
@@ -347,6 +348,24 @@ def test_fewer_of_the_same_images_right_is_a_regression(tmp_path: Path, capsys) 
     result = compare_runs(store, *runs, allow_different_devices=True)
     assert list(result.table["accuracy_verdict"]) == [DIFFERENT_ISA]
     assert result.regressions.empty
+
+
+def test_a_measurement_of_mixed_sessions_gets_no_verdict(tmp_path: Path, capsys) -> None:
+    """A side whose sessions ran on devices or runtimes that differ (a board swapped, a bench
+    resumed after an upgrade) is no one device's figure: 15% slower and 10 points lower, it is
+    neither slower nor lower top-1, and the gate passes; the table says why."""
+    store, a, b = _two_runs(tmp_path, {"alpha": 1.15}, flags=["mixed_sessions"],
+                            accuracy_top1=0.6)
+    result = compare_runs(store, a, b)
+    assert set(result.table["verdict"]) == {MIXED}
+    assert set(result.table["accuracy_verdict"]) <= {MIXED, ""}
+    assert result.regressions.empty
+    store.close()
+    assert run_compare(tmp_path / "x.db", a, b, fail_on_regression=True) == 0
+    assert "mixed sessions" in capsys.readouterr().out
+    # ... and the same runs unflagged: alpha is slower, a regression
+    store, a, b = _two_runs(tmp_path / "plain", {"alpha": 1.15})
+    assert SLOWER in set(compare_runs(store, a, b).table["verdict"])
 
 
 def test_a_different_instruction_set_is_refused_and_when_allowed_not_judged(

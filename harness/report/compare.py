@@ -50,6 +50,9 @@ ONLY_B = "only in B"
 NOT_MEASURED = "not measured"
 DIFFERENT_ISA = "different instruction set"
 DIFFERENT_ACCELERATOR = "different accelerator"
+# a side whose sessions ran on devices or runtimes that differ (`results.mixed_sessions`): not
+# one device's figure, so no verdict on its speed
+MIXED = "mixed sessions"
 # Verdicts that fail the nightly gate (--fail-on-regression): a confident regression beyond T,
 # or a measurement that fails now and did not before (ran ok in A, or was not in A); and of top-1,
 # fewer of the same images right (`is_regression`).
@@ -75,12 +78,14 @@ def judge(
     isa_b: str | None = None,
     accelerator_a: str | None = None,
     accelerator_b: str | None = None,
+    mixed: bool = False,
     run_noise: tuple[float, int | None] | None = None,
 ) -> tuple[stats.RatioCI, str]:
     """The ratio B / A of two measurements of different runs from their session medians (ms),
     with its interval and verdict. Instruction sets are compared only when both are known
     (a database upgraded from schema 1 did not record them); accelerators always, as None is
     a model that ran on no accelerator (CPU runtimes, and every run before GPUs were recorded).
+    `mixed`: a side is flagged `mixed_sessions`.
     `run_noise` is the run-to-run log-sd and the degrees of freedom of its estimate (None: no
     history, `stats.default_run_sd` of the between-session spread)."""
     a, b = list(a_medians), list(b_medians)
@@ -90,6 +95,8 @@ def judge(
         return ci, DIFFERENT_ISA
     if (accelerator_a or None) != (accelerator_b or None):
         return ci, DIFFERENT_ACCELERATOR
+    if mixed:
+        return ci, MIXED
     if len(a_medians) == 0 or len(b_medians) == 0:
         return ci, NOT_MEASURED
     return ci, stats.verdict(ci, threshold)
@@ -157,7 +164,8 @@ COMPARISON_COLUMNS = (
 
 # What a pair's verdict and its table row need of each side.
 _PAIR_COLUMNS = ("job_id", "status", "isa", "accelerator", "latency_median_ms",
-                 "device_fingerprint", "model_sha256", "accuracy_top1", "accuracy_n", "dataset")
+                 "device_fingerprint", "model_sha256", "accuracy_top1", "accuracy_n", "dataset",
+                 "flags")
 
 
 def compare_runs(
@@ -245,6 +253,10 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _mixed(flags: Any) -> bool:
+    return isinstance(flags, list | tuple) and stats.FLAG_MIXED in flags
+
+
 def _judge_pair(
     medians: Callable[[str], pd.Series], row: pd.Series, threshold: float,
     run_noise: tuple[float, int] | None = None,
@@ -285,7 +297,7 @@ def _judge_pair(
     ci, verdict = judge(
         a_medians, b_medians, threshold=threshold, isa_a=out["isa_a"], isa_b=out["isa_b"],
         accelerator_a=out["accelerator_a"], accelerator_b=out["accelerator_b"],
-        run_noise=run_noise,
+        mixed=_mixed(row.get("flags_a")) or _mixed(row.get("flags_b")), run_noise=run_noise,
     )
     out.update(
         ratio=ci.ratio,
@@ -301,12 +313,13 @@ def _judge_pair(
 
 def _accuracy_verdict(row: pd.Series, verdict: str, threshold_points: float) -> str:
     """Top-1 of a pair that ran ok on both sides: judged on the same images (dataset and their
-    number), on the same instruction set and accelerator (else the speed's reason, as an int8
-    model's top-1 moves with the kernels); "" where a side has none."""
+    number), on the same instruction set and accelerator, each side on one device (else the
+    speed's reason, as an int8 model's top-1 moves with the kernels); "" where a side has
+    none."""
     a, b = plain(row.get("accuracy_top1_a")), plain(row.get("accuracy_top1_b"))
     if a is None or b is None:
         return ""
-    if verdict in (DIFFERENT_ISA, DIFFERENT_ACCELERATOR):
+    if verdict in (DIFFERENT_ISA, DIFFERENT_ACCELERATOR, MIXED):
         return verdict
     n_a, n_b = plain(row.get("accuracy_n_a")), plain(row.get("accuracy_n_b"))
     if n_a != n_b or plain(row.get("dataset_a")) != plain(row.get("dataset_b")):
@@ -328,7 +341,8 @@ def verdicts_over_runs(
     verdicts = pd.Series("", index=history.index, dtype=object)
     ok = history[history["status"] == "ok"].sort_values(["run_started_at", "run_id"])
     for _, series in ok.groupby(list(JOB_KEYS), dropna=False, sort=False):
-        rows = list(series[["job_id", "isa", "accelerator", "model_sha256"]].itertuples())
+        rows = list(series[["job_id", "isa", "accelerator", "model_sha256", "flags"]]
+                    .itertuples())
         for i in range(1, len(rows)):
             prev, cur = rows[i - 1], rows[i]
             earlier = [list(medians(r.job_id)) for r in rows[:i]
@@ -342,6 +356,7 @@ def verdicts_over_runs(
                 isa_b=_text(cur.isa),
                 accelerator_a=_text(prev.accelerator),
                 accelerator_b=_text(cur.accelerator),
+                mixed=_mixed(prev.flags) or _mixed(cur.flags),
                 run_noise=history_noise(earlier),
             )
     return verdicts

@@ -60,6 +60,7 @@ def _verdict_styles() -> dict[str, str]:
         compare.INCONCLUSIVE: "yellow",
         compare.DIFFERENT_ISA: "magenta",
         compare.DIFFERENT_ACCELERATOR: "magenta",
+        compare.MIXED: "magenta",
         compare.ONLY_A: "dim",
         compare.ONLY_B: "dim",
         compare.NOT_MEASURED: "dim",
@@ -76,7 +77,8 @@ def comparison_rule(threshold: float,
         f" {stats.CONFIDENCE:.0%} Welch t interval over sessions widened by the run-to-run spread"
         " (from earlier runs of the same files, else assumed); slower or faster only when the"
         f" whole interval lies beyond 1 \u00b1 {threshold:g}, no change when it lies within,"
-        " inconclusive otherwise; different instruction sets or accelerators are not compared."
+        " inconclusive otherwise; different instruction sets or accelerators, and measurements"
+        " whose sessions ran on differing devices (mixed sessions), are not compared."
         " Top-1 on the same images is lower or higher when it differs by one image or more and"
         f" by more than {top1_threshold:g} points; lower top-1 is a regression."
     )
