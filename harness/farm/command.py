@@ -60,10 +60,9 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
     out = args.out or Path("reports") / nightly_id
     _check_out(out)
     # a database that cannot take the results, or a baseline run it does not hold, is said
-    # now, not after hours of building and measuring
-    with Store(args.db) as store:
-        baseline = None if args.baseline == "previous" else _resolve_baseline(store,
-                                                                              args.baseline)
+    # now, not after hours of building and measuring (and none is made before the coordinators
+    # answer)
+    baseline = _check_db(args.db, args.baseline)
     if baseline == nightly_id:
         raise EdgebenchError(f"--baseline {args.baseline!r} is this nightly ({nightly_id}); "
                              "give an earlier run, or `previous`")
@@ -125,11 +124,20 @@ def _check_out(out: Path) -> None:
                                  f"({foreign[0]}, ...); give an empty or new folder with --out")
 
 
-def _resolve_baseline(store: Store, run: str) -> str:
-    try:
-        return store.resolve_run(run)
-    except StoreError as err:
-        raise StoreError(f"--baseline {run!r}: {err}") from err
+def _check_db(db: Path, baseline: str) -> str | None:
+    """The baseline run's id (None for `previous`), once the database, if there is one, opens
+    as a result database this user can write."""
+    if not db.exists():
+        if baseline != "previous":
+            raise StoreError(f"--baseline {baseline!r}: {db}: no result database here")
+        return None
+    with Store(db) as store:
+        if baseline == "previous":
+            return None
+        try:
+            return store.resolve_run(baseline)
+        except StoreError as err:
+            raise StoreError(f"--baseline {baseline!r}: {err}") from err
 
 
 def _gate(store: Store, baseline: str | None, run_id: str, threshold: float,
