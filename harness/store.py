@@ -52,6 +52,10 @@ from harness.results import (
 )
 
 SCHEMA_VERSION = 4
+# Schemas read as they are where the file cannot be upgraded (read-only commands): 3 lacks only
+# `runs.plan`, which nothing that reads needs, so a report of an older database on a read-only
+# share works before anything writes there.
+READABLE_VERSIONS = (3, SCHEMA_VERSION)
 DEFAULT_DB = Path("results/edgebench.db")
 
 
@@ -189,11 +193,12 @@ class Store:
 
     def _check_version(self) -> None:
         version = self._version()
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             self.conn.close()
             what = ("no edgebench schema version" if version == 0 else
-                    f"schema version {version}, this edgebench reads {SCHEMA_VERSION}; "
-                    "open it once where it is writable (e.g. `edgebench bench`) to upgrade it")
+                    f"schema version {version}, this edgebench reads "
+                    f"{' and '.join(map(str, READABLE_VERSIONS))} as they are; open it once "
+                    "where it is writable (e.g. `edgebench bench`) to upgrade it")
             raise StoreError(f"{self.path}: {what}")
 
     def _migrate(self) -> None:
@@ -285,7 +290,8 @@ class Store:
         rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at, rowid").fetchall()
         return [
             RunInfo(**{**dict(r), "devices": json.loads(r["devices"] or "[]"),
-                       "plan": json.loads(r["plan"]) if r["plan"] else None}) for r in rows
+                       "plan": json.loads(r["plan"]) if _get(r, "plan") else None})
+            for r in rows
         ]
 
     def run(self, run_id: str) -> RunInfo | None:
@@ -651,6 +657,11 @@ def _upgrade_v3(conn: sqlite3.Connection) -> None:
     for column in RUN_COLUMNS:
         if column.name not in present:
             conn.execute(f"ALTER TABLE runs ADD COLUMN {column.name} {column.sql}")
+
+
+def _get(row: sqlite3.Row, column: str) -> Any:
+    """A column of a row read from a database of an older schema, None where it has none."""
+    return row[column] if column in row.keys() else None
 
 
 def _to_sql(name: str, value: Any) -> Any:

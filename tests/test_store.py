@@ -200,6 +200,30 @@ with Store({str(db)!r}) as store:
     assert out.returncode == 0, out.stderr
 
 
+def test_schema_3_database_is_read_as_it_is_where_nothing_writes(tmp_path: Path) -> None:
+    """Schema 4 only adds `runs.plan`: report, export and db stats (read-only) read a schema-3
+    file without upgrading it, as on a share the farm writes and a laptop reads."""
+    db = tmp_path / "v3.db"
+    db.write_bytes((FIXTURES / "v2.db").read_bytes())
+    with Store(db):  # upgraded to 4, then taken back to what schema 3 was
+        pass
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE runs DROP COLUMN plan")
+    conn.execute("PRAGMA user_version=3")
+    conn.close()
+    before = db.read_bytes()
+    with Store(db, readonly=True) as store:
+        (run,) = store.runs()
+        assert run.plan is None and store.resolve_run("latest") == run.run_id
+        assert store.results()
+    for argv in (["export", "--format", "json"], ["db", "stats"],
+                 ["report", "--out", str(tmp_path / "report")]):
+        done = subprocess.run([*EDGEBENCH, *argv, "--db", str(db)], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (argv, done.stderr)
+    assert db.read_bytes() == before  # not upgraded behind the reader's back
+
+
 def test_schema_2_database_is_upgraded_in_place_losing_nothing(tmp_path: Path) -> None:
     """v2.db was written by the code before per-operator profiles (see fixtures/store/README)."""
     db = tmp_path / "v2.db"
