@@ -229,7 +229,7 @@ def describe(state: ResumeState, run_id: str) -> str:
     text = (f"resuming run {run_id}: {state.sessions_stored} of {state.sessions_total} sessions "
             f"stored, measuring {state.sessions_left}")
     if state.profiles_left:
-        text += f" and {state.profiles_left} profiles"
+        text += f" and {state.profiles_left} profile{'s' if state.profiles_left > 1 else ''}"
     if state.sessions_dropped:
         text += (f" ({state.sessions_dropped} others are not: their measurement failed at its "
                  "first session)")

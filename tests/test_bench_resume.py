@@ -186,7 +186,7 @@ def test_a_run_stopped_before_its_profile_session_resumes_with_the_profile_alone
 
     again = run_cli(*args, "--resume", run_id)
     assert again.returncode == 0, again.stderr
-    assert f"resuming run {run_id}: 2 of 2 sessions stored, measuring 0 and 1 profiles" in \
+    assert f"resuming run {run_id}: 2 of 2 sessions stored, measuring 0 and 1 profile" in \
         again.stderr
     assert stored(db) == before
     assert rows(db, "SELECT job_id FROM profiles") == [(job_id,)]
