@@ -186,6 +186,7 @@ throughput_wall_ips real
 capped bool
 throttled bool
 loadavg_1m real
+others_cpus real
 cpu_count int
 rss_runtime_mb real
 peak_rss_mb real
@@ -268,6 +269,7 @@ def session_row(job_id: str, session: int, result: dict[str, Any], *, started_at
         "capped": result.get("capped"),
         "throttled": result.get("throttled"),
         "loadavg_1m": load[0],
+        "others_cpus": result.get("others_cpus"),
         "cpu_count": (result.get("fingerprint") or {}).get("cpu_count"),
         "power_w": (result.get("power") or {}).get("mean_w"),
         "energy_mj_per_inference": (result.get("power") or {}).get("energy_mj_per_inference"),
@@ -380,8 +382,8 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
         flags.append(stats.FLAG_CAPPED)
     if any(r.get("throttled") for r in ok_rows):
         flags.append(stats.FLAG_THROTTLED)
-    if any(r.get("loadavg_1m") is not None and r.get("cpu_count")
-           and r["loadavg_1m"] > r["cpu_count"] for r in ok_rows):
+    if any(stats.loaded(r.get("others_cpus"), r.get("loadavg_1m"), r.get("cpu_count"))
+           for r in ok_rows):
         flags.append(stats.FLAG_LOADED)
     if mixed_sessions([results[i] for i in ok]):
         flags.append(stats.FLAG_MIXED)

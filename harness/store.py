@@ -652,11 +652,14 @@ def _upgrade_v2(conn: sqlite3.Connection) -> None:
 
 def _upgrade_v3(conn: sqlite3.Connection) -> None:
     """Schema 3 -> 4 inside the caller's transaction: `runs.plan`, what `bench --resume` checks
-    and plans again (NULL in older runs, which therefore cannot be resumed)."""
-    present = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-    for column in RUN_COLUMNS:
-        if column.name not in present:
-            conn.execute(f"ALTER TABLE runs ADD COLUMN {column.name} {column.sql}")
+    and plans again (NULL in older runs, which therefore cannot be resumed), and
+    `sessions.others_cpus` (NULL in older sessions: their `loaded` flag came from the load
+    average)."""
+    for table, columns in (("runs", RUN_COLUMNS), ("sessions", SESSION_COLUMNS)):
+        present = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column.name not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column.name} {column.sql}")
 
 
 def _get(row: sqlite3.Row, column: str) -> Any:

@@ -3,6 +3,9 @@ checked against direct computation on known samples."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -121,3 +124,59 @@ def test_warm_up_by_time_and_count() -> None:
     assert measure.warm_up(step, 0.05, 3, clock=clock) == 50  # time wins
     clock, step = fake_clock(lambda i: 100_000_000)
     assert measure.warm_up(step, 0.05, 3, clock=clock) == 3  # count wins
+
+
+# /proc/stat of this development VM (2 vCPUs, Debian, kernel 6.x), 2026-11-28: the first three
+# lines, `cpu` being the whole machine (user nice system idle iowait irq softirq steal guest
+# guest_nice, in clock ticks).
+PROC_STAT = """cpu  4816255 2498 477638 3558082 40287 0 11350 15623 0 0
+cpu0 2375438 1149 232617 1815968 23167 0 4615 7996 0 0
+cpu1 2440817 1349 245020 1742114 17120 0 6734 7627 0 0
+intr 123456 0 0
+"""
+
+
+def test_cpu_ticks_count_steal_as_busy_and_iowait_as_idle() -> None:
+    from harness.agent.probes import parse_cpu_ticks
+
+    every = 4816255 + 2498 + 477638 + 3558082 + 40287 + 0 + 11350 + 15623
+    assert parse_cpu_ticks(PROC_STAT) == (every - 3558082 - 40287, every)
+    assert parse_cpu_ticks("cpu0 1 2 3 4\n") is None  # no whole-machine line
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_others_load_leaves_the_measured_process_out_and_sees_a_neighbour() -> None:
+    """The `loaded` flag's figure: a process spinning one CPU beside the window counts, the
+    measuring process's own spinning does not (the load average counted both, and lagged)."""
+    from harness.agent.probes import OtherLoad
+
+    own = OtherLoad()
+    own.start()
+    _spin(1.0)
+    assert own.stop() < 0.5
+    neighbour = subprocess.Popen([sys.executable, "-c", "import time\n"
+                                  "end = time.perf_counter() + 1.5\n"
+                                  "while time.perf_counter() < end: pass"])
+    try:
+        time.sleep(0.2)  # the neighbour is running
+        others = OtherLoad()
+        others.start()
+        time.sleep(1.0)
+        assert others.stop() > 0.5
+    finally:
+        neighbour.wait(timeout=30)
+
+
+def test_loaded_is_others_work_in_the_window_else_the_load_average() -> None:
+    from harness.report import stats
+
+    assert stats.loaded(0.6) and not stats.loaded(0.4)
+    assert not stats.loaded(0.1, loadavg_1m=9.0, cpu_count=2)  # the window says, not the past
+    assert stats.loaded(None, loadavg_1m=2.5, cpu_count=2)  # an older agent's sessions
+    assert not stats.loaded(None, loadavg_1m=1.5, cpu_count=2)
+    assert not stats.loaded(None)

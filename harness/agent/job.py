@@ -171,11 +171,14 @@ def timed_session(result: dict[str, Any], job: dict[str, Any], runtime: Any, ste
     monitor = power.monitor_for(kind)
     if monitor is not None:
         monitor.start()
+    others = probes.OtherLoad()
+    others.start()
     try:
         samples, elapsed_ns, capped = measure.timed_window(
             step, settings["duration_s"], settings["min_iterations"],
             settings["max_duration_s"])
     finally:
+        result["others_cpus"] = others.stop()
         watts = monitor.stop() if monitor is not None else None
     timed = probes.memory_mb()
     device_ns = runtime.take_device_samples_ns()

@@ -189,6 +189,50 @@ def throttle_counts() -> dict[str, int]:
     return found
 
 
+def parse_cpu_ticks(stat: str) -> tuple[int, int] | None:
+    """(busy, all) clock ticks of the whole machine from /proc/stat's `cpu` line. Busy is all but
+    idle and iowait: steal (another guest holding the CPU of a VM) counts as busy, since it too
+    takes the CPU from the timed model; guest time is already in user."""
+    for line in stat.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            ticks = [int(v) for v in fields[1:9]]
+            idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+            return sum(ticks) - idle, sum(ticks)
+    return None
+
+
+class OtherLoad:
+    """How many CPUs' worth of work others did during a window: the machine's busy time
+    (/proc/stat) less this process's own, all threads (`os.times`), over the window. Unlike the
+    load average, which lags a minute and counts the benchmark's own previous sessions, this is
+    the window itself and leaves the measured process out. None without /proc/stat."""
+
+    def __init__(self) -> None:
+        self._start: tuple[tuple[int, int], float, float] | None = None
+
+    @staticmethod
+    def _now() -> tuple[tuple[int, int] | None, float, float]:
+        times = os.times()
+        return (parse_cpu_ticks(read_text("/proc/stat") or ""), times.user + times.system,
+                time.perf_counter())
+
+    def start(self) -> None:
+        ticks, own, t = self._now()
+        self._start = (ticks, own, t) if ticks is not None else None
+
+    def stop(self) -> float | None:
+        if self._start is None:
+            return None
+        ticks, own, t = self._now()
+        (busy0, _all0), own0, t0 = self._start
+        if ticks is None or t <= t0:
+            return None
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        others_s = (ticks[0] - busy0) / hz - (own - own0)
+        return round(max(others_s, 0.0) / (t - t0), 3)
+
+
 def state(kind: str = "linux") -> dict[str, Any]:
     st: dict[str, Any] = {
         "time": time.time(),

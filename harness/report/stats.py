@@ -68,7 +68,8 @@ HIGH_BETWEEN_COV = 0.05  # session medians spread more than 5% (log-sd)
 HIGH_WITHIN_COV = 0.25  # iterations within a session spread more than 25% (median over sessions)
 FLAG_BETWEEN = "high_between_session_spread"
 FLAG_WITHIN = "high_cov"
-FLAG_LOADED = "loaded"  # 1-minute load average above the CPU count before a session
+FLAG_LOADED = "loaded"  # others kept the CPUs busy during a session's timed window (`loaded`)
+LOADED_OTHERS_CPUS = 0.5  # CPUs' worth of others' work, on average over the window
 FLAG_THROTTLED = "throttled"
 FLAG_CAPPED = "capped"  # a session's window was cut at max_duration_s
 FLAG_FEW_SESSIONS = "single_session"  # no between-session interval possible
@@ -314,3 +315,16 @@ def interval_coverage(*, sessions: int, between_sd: float, within_rho: float,
         if ci is not None and ci[0] <= 1.0 <= ci[1]:
             covered += 1
     return covered / trials
+
+
+def loaded(others_cpus: float | None, loadavg_1m: float | None = None,
+           cpu_count: int | None = None) -> bool:
+    """Whether something else ran during a session: others did more than LOADED_OTHERS_CPUS
+    CPUs' worth of work in its timed window (the machine's busy time less the agent's own). An
+    agent that could not tell (no /proc/stat, or an edgebench from before) leaves the 1-minute
+    load average above the CPU count before the session, which also counts the benchmark's own
+    previous sessions and lags a minute."""
+    if others_cpus is not None:
+        return others_cpus > LOADED_OTHERS_CPUS
+    return loadavg_1m is not None and bool(cpu_count) and loadavg_1m > (cpu_count or 0)
+

@@ -32,8 +32,9 @@ FLAG_MEANINGS = {
     "(log sd): separate processes disagreed, and the interval is wide for a reason",
     stats.FLAG_WITHIN: f"iterations within a session spread more than {stats.HIGH_WITHIN_COV:.0%} "
     "(median CoV over sessions)",
-    stats.FLAG_LOADED: "the 1-minute load average was above the CPU count before a session: "
-    "something else was running",
+    stats.FLAG_LOADED: f"something else ran: others kept more than {stats.LOADED_OTHERS_CPUS:g} "
+    "CPU busy during a session's timed window (in sessions stored before that was measured: "
+    "the 1-minute load average was above the CPU count)",
     stats.FLAG_THROTTLED: "the device throttled (thermal or power) during a session",
     stats.FLAG_CAPPED: "a session's timed window was cut at its longest duration before it had "
     "its minimum iterations",
