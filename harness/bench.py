@@ -36,11 +36,11 @@ from typing import Any
 from harness import resume
 from harness.artifacts import Artifact, file_sha256
 from harness.errors import EdgebenchError, StoreError
+from harness.farm.nightly import NIGHTLY_COMMAND
 from harness.runner import BenchOptions, PlannedJob, StoredSession, job_setup, plan_jobs
 from harness.store import RunInfo, Store
 
 PLAN_VERSION = 1
-NIGHTLY_COMMAND = "edgebench nightly"
 
 # The options a resume must repeat, in the order they are checked, with the flag that sets each:
 # --quick comes before the session count it implies.

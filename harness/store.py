@@ -288,14 +288,11 @@ class Store:
 
     def runs(self) -> list[RunInfo]:
         rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at, rowid").fetchall()
-        return [
-            RunInfo(**{**dict(r), "devices": json.loads(r["devices"] or "[]"),
-                       "plan": json.loads(r["plan"]) if _get(r, "plan") else None})
-            for r in rows
-        ]
+        return [_run_info(r) for r in rows]
 
     def run(self, run_id: str) -> RunInfo | None:
-        return next((r for r in self.runs() if r.run_id == run_id), None)
+        row = self.conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return _run_info(row) if row is not None else None
 
     def resolve_run(self, run: str = "latest") -> str:
         """A run id from `latest`, a full id or a unique prefix of one."""
@@ -660,6 +657,11 @@ def _upgrade_v3(conn: sqlite3.Connection) -> None:
         for column in columns:
             if column.name not in present:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column.name} {column.sql}")
+
+
+def _run_info(row: sqlite3.Row) -> RunInfo:
+    return RunInfo(**{**dict(row), "devices": json.loads(row["devices"] or "[]"),
+                      "plan": json.loads(row["plan"]) if _get(row, "plan") else None})
 
 
 def _get(row: sqlite3.Row, column: str) -> Any:

@@ -82,7 +82,7 @@ def plan_nightly(farm: Farm, artifacts: Sequence[Any], options: BenchOptions, ni
 
 def begin(store: Store, plan: NightlyPlan, farm: Farm) -> bool:
     """Begin the nightly's run, or take it up again; True when resuming."""
-    existing = next((r for r in store.runs() if r.run_id == plan.nightly_id), None)
+    existing = store.run(plan.nightly_id)
     names = [d.name for d in farm.devices]
     if existing is not None:
         if not (existing.command or "").startswith(NIGHTLY_COMMAND):
