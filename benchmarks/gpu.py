@@ -19,10 +19,15 @@ from edgebench, so no project virtualenv is needed:
 
     PYTHONPATH=. python3 benchmarks/gpu.py [--pairs 3] [--duration 1.5] [--out DIR] [--budget S]
     PYTHONPATH=. python3 benchmarks/gpu.py --check [--out DIR]  # the agent's CUDA paths, asserted
+    PYTHONPATH=. python3 benchmarks/gpu.py --device cpu [--out DIR]  # a rehearsal without a GPU
+
+`--device cpu` runs, on any machine, what of this needs no GPU (the two models built and exported,
+an agent session and a profile session of each on the CPU), to try a Python and torch like the GPU
+machine's before its one run; it prints and records that it is a CPU rehearsal, not a GPU result.
 
 With `--out`, every session's full result, the profiles and the summary are written there as
 JSON as they come, so a run cut short still leaves what it measured. `scripts/gpu-check.sh` runs
-both.
+the first two.
 """
 
 from __future__ import annotations
@@ -444,6 +449,60 @@ def check(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+REHEARSAL = "CPU REHEARSAL, not a GPU result"
+
+
+def rehearse(args: argparse.Namespace) -> int:
+    """`--device cpu`: on a machine without a GPU, the parts of this benchmark that do not need
+    one, under this Python and torch (a rehearsal for the GPU machine's image): the two models
+    built and exported to `.pt2`, one agent session and one profile session of each on the CPU,
+    the bare loop's source compiled. Nothing CUDA is run, so what it prints and writes says so."""
+    import platform
+
+    import torch
+
+    print(f"# {REHEARSAL}: torch {torch.__version__}, Python {platform.python_version()}",
+          flush=True)
+    out = Out(args.out)
+    failures: list[str] = []
+    compile(BARE_LOOP, "<bare loop>", "exec")  # it runs only on CUDA; its syntax is checked here
+    quick = dict(SETTINGS, warmup_s=0.2, warmup_min=3, duration_s=args.duration, min_iterations=5)
+    models: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in MODELS:
+            try:
+                path, source = export(name, Path(tmp), args.models)
+                r = agent_job(path, {"device": "cpu"}, quick)
+                p = agent_job(path, {"device": "cpu"}, quick, profile_iterations=3)
+            except Exception as err:  # noqa: BLE001 - one model's failure must not hide the other
+                failures.append(f"{name}: {type(err).__name__}: {err}")
+                print(f"FAIL {name} ({REHEARSAL}): {type(err).__name__}: {err}", flush=True)
+                continue
+            out.write(f"rehearsal-session-{name}.json", dict(r, rehearsal="cpu"))
+            out.write(f"rehearsal-profile-{name}.json", dict(p, rehearsal="cpu"))
+            ops = (p.get("profile") or {}).get("ops") or []
+            for label, res in (("session", r), ("profile", p)):
+                if res["status"] != "ok":
+                    failures.append(f"{name} {label}: {res['error']}")
+                    print(f"FAIL {name} {label}: {res['error']}\n{res['_stderr_tail']}", flush=True)
+            if p["status"] == "ok" and not ops:
+                failures.append(f"{name} profile: no operators")
+            lat = r.get("latency") or {}
+            models[name] = {"source": source, "status": r["status"], "timer": r["timer"],
+                            "median_ms": lat.get("median_ms"), "n": lat.get("n"),
+                            "profile_status": p["status"], "profile_ops": len(ops)}
+            print(f"{name} ({REHEARSAL}): {source}; session {r['status']}, timer {r['timer']}, "
+                  f"median {_fmt(lat.get('median_ms'), '.2f')} ms on the CPU (n {lat.get('n')}); "
+                  f"profile {p['status']}, {len(ops)} CPU operators, top "
+                  f"{[op['op_type'] for op in ops[:3]]}", flush=True)
+    out.write("rehearsal.json", {"rehearsal": "cpu", "note": REHEARSAL,
+                                 "torch": str(torch.__version__),
+                                 "python": platform.python_version(), "models": models,
+                                 "failures": failures})
+    print(f"\n# {REHEARSAL}: {len(failures)} failure(s)", flush=True)
+    return 1 if failures else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3)
@@ -456,7 +515,15 @@ def main() -> int:
     parser.add_argument("--reserve", type=float, default=40.0,
                         help="seconds kept back from --budget for one more pair and the profiles")
     parser.add_argument("--check", action="store_true", help="assert the agent's CUDA paths")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="cpu: a rehearsal without a GPU of what needs none (the models "
+                             "exported, an agent session and a profile of each on the CPU); "
+                             "never a GPU result")
     args = parser.parse_args()
+    if args.device == "cpu":
+        if args.check:
+            parser.error("--check asserts the CUDA paths: it has no CPU rehearsal")
+        return rehearse(args)
     import torch
 
     if not torch.cuda.is_available():

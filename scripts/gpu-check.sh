@@ -93,6 +93,7 @@ main() {
   echo "gpu-check: $(date -u '+%F %T') UTC in $PWD, python: $PY, out: $OUT, budget ${BUDGET} s"
   if ! machine; then
     echo "FAIL: no usable torch with CUDA on this machine; nothing else run"
+    echo "machine exit=2 seconds=$SECONDS (no usable torch with CUDA)" >> "$OUT/steps.txt"
     return 2
   fi
   echo "machine exit=0 seconds=$SECONDS" >> "$OUT/steps.txt"
