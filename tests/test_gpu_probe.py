@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,23 @@ def test_slowdown_reasons_decide_throttling() -> None:
     assert gpu.slowed_down(unknown, unknown) is None and gpu.slowed_down({}, {}) is None
     before = {"throttle_counts": {}, "gpu": idle}
     assert probes.throttled(before, {"gpu": capped}, "linux") is True
+
+
+def test_reason_bits_are_named_by_old_and_new_nvidia_ml_py() -> None:
+    """nvidia-ml-py before 12.535 names the bits nvmlClocksThrottleReason* only: a GPU capped by
+    its power limit must still read as slowed down there, and a module naming neither family
+    gives "unknown", never "not throttled"."""
+    nv = pytest.importorskip("pynvml")  # the real package's constants and bit values
+    old = types.SimpleNamespace(**{name: getattr(nv, name) for name in dir(nv)
+                                   if name.startswith("nvmlClocksThrottleReason")})
+    mask = nv.nvmlClocksThrottleReasonSwPowerCap | nv.nvmlClocksThrottleReasonGpuIdle
+    assert gpu.reason_names(nv, mask) == ["GpuIdle", "SwPowerCap"]
+    assert gpu.reason_names(old, mask) == ["GpuIdle", "SwPowerCap"]
+    assert gpu.reason_names(old, 0) == []
+    assert gpu.reason_names(types.SimpleNamespace(), mask) is None
+    assert gpu.reason_names(nv, None) is None
+    capped = {"0": {"clock_event_reasons": gpu.reason_names(old, mask)}}
+    assert gpu.slowed_down(capped, capped) is True
 
 
 # Whether NVML is asked at all: the driver's files, looked for under a root the test makes ---------

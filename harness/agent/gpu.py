@@ -169,20 +169,8 @@ class Nvml:
             "utilization_pct": getattr(self._get("nvmlDeviceGetUtilizationRates", h), "gpu",
                                        None),
             "pstate": self._get("nvmlDeviceGetPerformanceState", h),
-            "clock_event_reasons": self.reason_names(reasons),
+            "clock_event_reasons": reason_names(self.nv, reasons),
         }
-
-    def reason_names(self, mask: int | None) -> list[str] | None:
-        if mask is None:
-            return None
-        names = []
-        for attr in dir(self.nv):
-            if attr.startswith("nvmlClocksEventReason") and attr not in (
-                    "nvmlClocksEventReasonAll", "nvmlClocksEventReasonNone"):
-                bit = getattr(self.nv, attr)
-                if isinstance(bit, int) and bit and mask & bit:
-                    names.append(attr[len("nvmlClocksEventReason"):])
-        return sorted(names)
 
     def energy_mj(self, handle: Any) -> int | None:
         """The GPU's energy counter since the driver loaded (mJ); None on GPUs without one
@@ -198,6 +186,26 @@ class Nvml:
             if getattr(p, "pid", None) == pid and isinstance(used, int):
                 return used / 2**20
         return None
+
+
+# The names nvidia-ml-py gives the reason bits: "ClocksEvent" since 12.535, "ClocksThrottle" before
+# (the same bits; newer packages define both).
+_REASON_PREFIXES = ("nvmlClocksEventReason", "nvmlClocksThrottleReason")
+
+
+def reason_names(nv: Any, mask: int | None) -> list[str] | None:
+    """The names of the clock-event reason bits set in `mask`, from the constants of the NVML
+    module `nv`; None where the mask or the constants are missing (unknown, not "no slowdown")."""
+    if mask is None:
+        return None
+    for prefix in _REASON_PREFIXES:
+        bits = {attr[len(prefix):]: getattr(nv, attr) for attr in dir(nv)
+                if attr.startswith(prefix)}
+        bits = {name: bit for name, bit in bits.items()
+                if name not in ("All", "None") and isinstance(bit, int) and bit}
+        if bits:
+            return sorted(name for name, bit in bits.items() if mask & bit)
+    return None
 
 
 def _milli(value: Any) -> float | None:
