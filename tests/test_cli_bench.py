@@ -205,3 +205,57 @@ def test_a_bench_stopped_mid_run_keeps_what_it_measured(tmp_path: Path, tiny_onn
     assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
     assert rows(db, "SELECT COUNT(*) FROM sessions WHERE status = 'ok'")[0][0] >= 2
 
+
+
+def _demo_like_records(devices: tuple[str, ...] = ("local",)) -> list[dict]:
+    """Rows as the store gives them, with the demo suite's longest names and the flags a noisy
+    machine raises."""
+    models = ["digits_cnn", "digits_cnn-int8_static", "digits_cnn-int8_dynamic",
+              "resnet18-prune50_latency", "mobilenet_v3_small"]
+    return [{"device": d, "model": m, "runtime": rt, "status": "ok", "error_kind": None,
+             "latency_median_ms": 0.0622 * (i + 1), "latency_ci95_low_ms": 0.0532 * (i + 1),
+             "latency_ci95_high_ms": 0.0789 * (i + 1), "latency_p90_ms": 0.0861 * (i + 1),
+             "sessions": 5, "sessions_planned": 5, "model_mb": 11.5, "accuracy_top1": 0.992,
+             "flags": ["high_between_session_spread", "high_cov", "loaded"]}
+            for d in devices for i, m in enumerate(models) for rt in ("onnxruntime", "tflite")]
+
+
+@pytest.mark.parametrize("width", [140, 120, 100])
+def test_summary_table_never_cuts_a_name(width: int) -> None:
+    """The bench's closing table: at 140 columns (what it prints to a file or a CI log) every
+    name and figure is whole on its row; narrower, p90 and then the model's memory are left out
+    and the caption says so, the names stay whole and nothing is cropped."""
+    from rich.console import Console
+
+    from harness import cli
+
+    for devices in (("local",), ("rpi5-lab-01", "jetson-orin-02")):
+        records = _demo_like_records(devices)
+        console = Console(width=width, record=True, color_system=None)
+        console.print(cli._summary_table(records, width))
+        text = console.export_text()
+        lines = text.splitlines()
+        assert max(map(len, lines)) <= width
+        assert "…" not in text
+        for r in records:
+            row = next(line for line in lines if f" {r['model']} " in line
+                       and r["runtime"] in line and (len(devices) == 1 or r["device"] in line))
+            if width == 140:
+                median = (f"{r['latency_median_ms']:.3g} [{r['latency_ci95_low_ms']:.3g}, "
+                          f"{r['latency_ci95_high_ms']:.3g}]")
+                assert median in row
+        assert ("on local" in lines[0]) == (len(devices) == 1)
+        header = next(line for line in lines if " model " in line and " runtime " in line)
+        assert ("p90 ms" in header) == (width == 140 and len(devices) == 1)
+        assert ("left out to fit" in text) == ("p90 ms" not in header)
+
+
+def test_flag_lines_name_and_count_each_flag_shown() -> None:
+    from harness import cli
+
+    records = _demo_like_records()
+    records[0]["flags"] = ["loaded"]
+    lines = cli._flag_lines(records)
+    assert [line.split()[:4] for line in lines] == [
+        ["9", "of", "10", "spread"], ["9", "of", "10", "cov"], ["10", "of", "10", "loaded:"]]
+    assert "(high_between_session_spread)" in lines[0] and "5%" in lines[0]

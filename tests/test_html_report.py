@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 
 from harness.report import run_report
+from harness.report.console import FLAG_MEANINGS
 from harness.report.html import table_html
-from harness.report.tables import FLAG_MEANINGS, Table
+from harness.report.tables import Table
 from tests.test_report_output import add_nightly_runs
 from tests.test_report_synthetic import demo_store
 

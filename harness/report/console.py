@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from harness.report import stats
@@ -17,6 +18,67 @@ if TYPE_CHECKING:
     from harness.report.compare import RunComparison
 
 NA = "n/a"
+
+
+# What each note of a row means, in the order they are listed: the statuses of a measurement that
+# did not measure, then the flags of `harness.report.stats`.
+FLAG_MEANINGS = {
+    "failed": "the measurement failed; its error says why",
+    "unsupported": "the runtime or an operator is not available on this device",
+    stats.FLAG_BETWEEN: f"the session medians spread more than {stats.HIGH_BETWEEN_COV:.0%} "
+    "(log sd): separate processes disagreed, and the interval is wide for a reason",
+    stats.FLAG_WITHIN: f"iterations within a session spread more than {stats.HIGH_WITHIN_COV:.0%} "
+    "(median CoV over sessions)",
+    stats.FLAG_LOADED: f"something else ran: others kept more than {stats.LOADED_OTHERS_CPUS:g} "
+    "CPU busy during a session's timed window (in sessions stored before that was measured: "
+    "the 1-minute load average was above the CPU count)",
+    stats.FLAG_THROTTLED: "the device throttled (thermal or power) during a session",
+    stats.FLAG_CAPPED: "a session's timed window was cut at its longest duration before it had "
+    "its minimum iterations",
+    stats.FLAG_FEW_SESSIONS: "one session only: no interval, so no comparison can call it "
+    "slower or faster",
+    stats.FLAG_ACCURACY: "top-1 on the device lies outside the host's 95% interval for this "
+    "artifact: the deployed model behaves differently",
+    stats.FLAG_MIXED: "its sessions ran on devices or runtimes that differ (kernel, ISA, driver, "
+    "power mode, runtime version...): a board swapped or upgraded during the run",
+    stats.FLAG_CPU_FALLBACK: "part or all of the model ran on the CPU where the device profile "
+    "asked for an accelerator (see the placement in the profiles section)",
+}
+
+
+# The flags as the bench's summary table shows them: short, so that the table fits a terminal
+# without cutting a model's name; the lines under it give each one's stored name and meaning.
+FLAG_LABELS = {
+    stats.FLAG_BETWEEN: "spread",
+    stats.FLAG_WITHIN: "cov",
+    stats.FLAG_LOADED: "loaded",
+    stats.FLAG_THROTTLED: "throttled",
+    stats.FLAG_CAPPED: "capped",
+    stats.FLAG_FEW_SESSIONS: "1 session",
+    stats.FLAG_ACCURACY: "top-1 off",
+    stats.FLAG_MIXED: "mixed",
+    stats.FLAG_CPU_FALLBACK: "cpu fallback",
+}
+
+
+UNKNOWN_FLAG = "see the results README"
+
+
+def in_legend_order(flags: Iterable[str]) -> list[str]:
+    """The distinct `flags` in FLAG_MEANINGS' order, any unknown ones after them."""
+    seen = set(flags)
+    return [f for f in FLAG_MEANINGS if f in seen] + sorted(seen - set(FLAG_MEANINGS))
+
+
+def flag_legend(flags: Iterable[str]) -> list[str]:
+    """One line per distinct flag among `flags`: its label, stored name and meaning, for under a
+    table that shows the labels."""
+    lines = []
+    for flag in in_legend_order(flags):
+        label = FLAG_LABELS.get(flag, flag)
+        name = f" ({flag})" if label != flag else ""
+        lines.append(f"{label}{name}: {FLAG_MEANINGS.get(flag, UNKNOWN_FLAG)}")
+    return lines
 
 
 def is_missing(value: Any) -> bool:

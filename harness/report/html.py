@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from harness.report import stats
+from harness.report.console import FLAG_MEANINGS, UNKNOWN_FLAG, in_legend_order
 from harness.report.frame import distinct, flatten
 from harness.report.plots import PLOT_TITLES
-from harness.report.tables import FLAG_MEANINGS, Table, row_flags
+from harness.report.tables import Table, row_flags
 
 if TYPE_CHECKING:
     from harness.store import RunInfo
@@ -144,8 +145,7 @@ def _flag_counts(df: pd.DataFrame) -> dict[str, int]:
     for flags in df.apply(row_flags, axis=1) if len(df) else []:
         for flag in flags:
             counts[flag] = counts.get(flag, 0) + 1
-    known = [f for f in FLAG_MEANINGS if f in counts] + sorted(set(counts) - set(FLAG_MEANINGS))
-    return {f: counts[f] for f in known if f not in ("failed", "unsupported")}
+    return {f: counts[f] for f in in_legend_order(counts) if f not in ("failed", "unsupported")}
 
 
 def flag_legend(flags: Sequence[str] | None = None) -> str:
@@ -154,7 +154,7 @@ def flag_legend(flags: Sequence[str] | None = None) -> str:
     names = list(FLAG_MEANINGS) if flags is None else list(flags)
     anchor = ' id="flags"' if flags is None else ""
     items = "".join(
-        f"<dt>{_badges([f])}</dt><dd>{_e(FLAG_MEANINGS.get(f, 'see the results README'))}</dd>"
+        f"<dt>{_badges([f])}</dt><dd>{_e(FLAG_MEANINGS.get(f, UNKNOWN_FLAG))}</dd>"
         for f in names
     )
     return f'<dl class="legend"{anchor}>{items}</dl>'

@@ -6,8 +6,8 @@ of their own); Markdown, HTML and LaTeX show the same rounded text, a figure wit
 as "median [low, high]", LaTeX with cells and headers escaped by pandas' Styler. A missing value
 means "not measured" and prints as "n/a" (the accuracy of a latency-only model is n/a, never 0).
 Failed and unsupported jobs stay in the tables with their status, and a measurement's flags
-(`FLAG_MEANINGS`) are listed in a Notes column, so that no number loses its caveat when a table
-is pasted elsewhere.
+(`console.FLAG_MEANINGS`) are listed in a Notes column, so that no number loses its caveat when a
+table is pasted elsewhere.
 """
 
 from __future__ import annotations
@@ -19,34 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report import stats
 from harness.report.console import NA, format_interval, format_value
 from harness.report.console import is_missing as _missing
-
-# What each note of a row means, in the order they are listed: the statuses of a measurement that
-# did not measure, then the flags of `harness.report.stats`.
-FLAG_MEANINGS = {
-    "failed": "the measurement failed; its error says why",
-    "unsupported": "the runtime or an operator is not available on this device",
-    stats.FLAG_BETWEEN: f"the session medians spread more than {stats.HIGH_BETWEEN_COV:.0%} "
-    "(log sd): separate processes disagreed, and the interval is wide for a reason",
-    stats.FLAG_WITHIN: f"iterations within a session spread more than {stats.HIGH_WITHIN_COV:.0%} "
-    "(median CoV over sessions)",
-    stats.FLAG_LOADED: f"something else ran: others kept more than {stats.LOADED_OTHERS_CPUS:g} "
-    "CPU busy during a session's timed window (in sessions stored before that was measured: "
-    "the 1-minute load average was above the CPU count)",
-    stats.FLAG_THROTTLED: "the device throttled (thermal or power) during a session",
-    stats.FLAG_CAPPED: "a session's timed window was cut at its longest duration before it had "
-    "its minimum iterations",
-    stats.FLAG_FEW_SESSIONS: "one session only: no interval, so no comparison can call it "
-    "slower or faster",
-    stats.FLAG_ACCURACY: "top-1 on the device lies outside the host's 95% interval for this "
-    "artifact: the deployed model behaves differently",
-    stats.FLAG_MIXED: "its sessions ran on devices or runtimes that differ (kernel, ISA, driver, "
-    "power mode, runtime version...): a board swapped or upgraded during the run",
-    stats.FLAG_CPU_FALLBACK: "part or all of the model ran on the CPU where the device profile "
-    "asked for an accelerator (see the placement in the profiles section)",
-}
 
 
 def row_flags(row: pd.Series) -> list[str]:
