@@ -136,6 +136,10 @@ def test_bench_profile_stores_one_untimed_session_and_shows_it(tmp_path: Path,
     proc = run_cli("bench", "--model", str(tiny_onnx), "--quick", "--profile", "--db", str(db))
     assert proc.returncode == 0, proc.stderr
     assert "Per-operator profiles" in proc.stdout and "MatMul" in proc.stdout
+    # each measurement under its own title, where it ran and its ISA beneath, not as operators
+    assert re.search(r"^tiny · onnxruntime on local", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^placement: CPUExecutionProvider 4 nodes", proc.stdout, re.M)
+    assert re.search(r"^ISA \S+", proc.stdout, re.M), proc.stdout
     assert re.search(r"local: done \S* 3/3", proc.stderr), proc.stderr  # 2 timed + profile
     with Store(db, readonly=True) as store:
         (row,) = store.results()

@@ -45,36 +45,42 @@ def placement_text(placement: Mapping[str, Any] | None) -> str:
 
 def console_table(records: Sequence[Mapping[str, Any]], profiles: Sequence[Mapping[str, Any]],
                   ops: Sequence[Mapping[str, Any]]) -> Any:
-    """A rich Table: the top operators of each profiled measurement."""
-    from rich.markup import escape
+    """What `bench --profile` prints: under one heading, a small rich Table per profiled
+    measurement, titled by model, runtime and device, of its top operators, with where it ran
+    (placement, a CPU fallback) and the instruction set beneath."""
+    from rich import box
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     by_job = {r["job_id"]: r for r in records}
-    table = Table(title=f"Per-operator profiles (top {TOP_SHOWN} per measurement, from one extra "
-                        "session each, apart from the timed ones)", title_justify="left")
-    for name, justify in (("device", "left"), ("model", "left"), ("runtime", "left"),
-                          ("operator", "left"), ("type", "left"), ("provider", "left"),
-                          ("ms/inference", "right"), ("share", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    parts: list[Any] = [Text(f"Per-operator profiles (top {TOP_SHOWN} per measurement, from one "
+                             "extra session each, apart from the timed ones)", style="bold")]
     for prof in profiles:
         rec = by_job.get(prof["job_id"], {})
-        # names come from model files and profiles: printed as they are, never as rich markup
-        head = [escape(str(rec.get(k, ""))) for k in ("device", "model", "runtime")]
-        rows = [op for op in ops if op["job_id"] == prof["job_id"]][:TOP_SHOWN]
-        if not rows:
-            table.add_row(*head, escape(prof.get("error_message") or "no operators"), "", "", "",
-                          "")
-        for i, op in enumerate(rows):
-            table.add_row(*(head if i == 0 else ["", "", ""]), escape(str(op["name"])),
-                          escape(str(op["op_type"])), escape(str(op["provider"])),
-                          format_value(op.get("time_ms"), ".3g"), _share(op.get("share")))
+        # names come from model files and profiles: Text, never rich markup
         where = placement_text(prof.get("placement"))
-        if where:
-            table.add_row("", "", "", escape(f"placement: {where}"), "", "", "", "")
         what = f"ISA {rec.get('isa')}" + (f", GPU {rec['accelerator']}"
                                           if rec.get("accelerator") else "")
-        table.add_row("", "", "", escape(what), "", "", "", "")
-    return table
+        table = Table(title=Text(f"{rec.get('model')} · {rec.get('runtime')} on "
+                                 f"{rec.get('device')}"),
+                      caption=Text("\n".join(x for x in (where and f"placement: {where}", what)
+                                             if x),
+                                   style="bold red" if (prof.get("placement") or {}).get(
+                                       "cpu_fallback") else ""),
+                      title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD)
+        for name, justify in (("operator", "left"), ("type", "left"), ("provider", "left"),
+                              ("ms/inference", "right"), ("share", "right")):
+            table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        rows = [op for op in ops if op["job_id"] == prof["job_id"]][:TOP_SHOWN]
+        if not rows:
+            table.add_row(Text(prof.get("error_message") or "no operators"), "", "", "", "")
+        for op in rows:
+            table.add_row(Text(str(op["name"])), Text(str(op["op_type"])),
+                          Text(str(op["provider"])), format_value(op.get("time_ms"), ".3g"),
+                          _share(op.get("share")))
+        parts.append(table)
+    return Group(*parts)
 
 
 def _e(value: Any) -> str:
