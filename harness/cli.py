@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,7 +25,7 @@ from rich.text import Text
 from harness import __version__
 from harness.config import DEVICES_DIR, MAX_THREADS, list_profiles, load_profile
 from harness.errors import EdgebenchError
-from harness.report.console import FLAG_LABELS, flag_legend, in_legend_order
+from harness.report.console import FLAG_LABELS, fitted_table, flag_legend, in_legend_order
 from harness.report.console import format_value as _fmt
 from harness.signals import sigterm_as_interrupt
 from harness.store import DEFAULT_DB, Store
@@ -239,61 +238,34 @@ def _say_build_failures(failures: list[tuple[str, str]]) -> None:
                           highlight=False)
 
 
-# Left out of the bench's summary table, in this order, where a terminal is too narrow for it.
-_SUMMARY_OPTIONAL = ("p90 ms", "model MB")
-
-
 def _summary_table(records: list[dict[str, Any]], width: int) -> Table:
-    """The bench's results, one row per measurement, in `width` columns. Names and figures are
-    never cut or split (the flags wrap between labels): on a narrow terminal p90 and the model's
-    memory are left out first (the caption says so), and only where even that does not fit may
-    figures wrap. Flags are short labels explained under the table (`_flag_lines`); the report
-    and `export` keep every figure and flag as stored."""
+    """The bench's results, one row per measurement, in `width` columns: names and figures never
+    cut (`fitted_table`: a narrow terminal loses p90, then the model's memory, and says so).
+    Flags are short labels explained under the table (`_flag_lines`); the report and `export`
+    keep every figure and flag as stored."""
     devices = sorted({r["device"] for r in records})
     one_device = len(devices) == 1  # named in the title instead of on every row
-    cells: dict[str, list[str]] = {}  # plain text: names from users' files are never markup
+    columns: dict[str, list[Any]] = {}  # Text: names from users' files are never markup
     if not one_device:
-        cells["device"] = [r["device"] for r in records]
-    cells["model"] = [r["model"] for r in records]
-    cells["runtime"] = [r["runtime"] for r in records]
-    cells["status"] = [r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error_kind']}"
-                       for r in records]
-    cells["median ms [95% CI]"] = [
+        columns["device"] = [Text(r["device"]) for r in records]
+    columns["model"] = [Text(r["model"]) for r in records]
+    columns["runtime"] = [r["runtime"] for r in records]
+    columns["status"] = [r["status"] if r["status"] == "ok" else
+                         Text(f"{r['status']}: {r['error_kind']}", style="red") for r in records]
+    columns["median ms [95% CI]"] = [
         _fmt(r["latency_median_ms"], ".3g") + (
             f" [{_fmt(r['latency_ci95_low_ms'], '.3g')}, {_fmt(r['latency_ci95_high_ms'], '.3g')}]"
             if r.get("latency_ci95_low_ms") is not None else "") for r in records]
-    cells["p90 ms"] = [_fmt(r["latency_p90_ms"], ".3g") for r in records]
-    cells["sessions"] = [f"{r['sessions']}/{r['sessions_planned']}" for r in records]
-    cells["model MB"] = [_fmt(r["model_mb"], ".1f") for r in records]
-    cells["top-1"] = [_fmt(r["accuracy_top1"], ".3f") for r in records]
-    cells["flags"] = [", ".join(FLAG_LABELS.get(f, f) for f in r.get("flags") or ())
-                      for r in records]
-    least = {col: max(len(text) for text in [col, *texts]) for col, texts in cells.items()}
-    least["flags"] = max(len(label) + 1 for text in ["flags", *cells["flags"]]
-                         for label in text.split())
-    left_out: list[str] = []
-    for col in (None, *_SUMMARY_OPTIONAL):
-        if col is not None:
-            left_out.append(col)
-            del cells[col]
-        # a space either side of each column and one between them
-        whole = sum(least[c] + 3 for c in cells) + 1 <= width
-        if whole:
-            break
-    table = Table(title="edgebench results" + (f" on {escape(devices[0])}" if one_device else ""),
-                  show_lines=False, box=box.SIMPLE_HEAD,
-                  caption=f"{' and '.join(left_out)} left out to fit {width} columns: "
-                          "`edgebench report` has them" if left_out else None)
-    for col in cells:
-        keep = col in ("device", "model", "runtime") or (whole and col != "flags")
-        table.add_column(col, no_wrap=keep, min_width=least[col] if keep else None,
-                         overflow="fold",  # a figure split over lines, never cut short
-                         justify="left" if col in ("device", "model", "runtime", "status", "flags")
-                         else "right")
-    for i, r in enumerate(records):
-        table.add_row(*(Text(texts[i], style="red" if col == "status" and r["status"] != "ok"
-                             else "") for col, texts in cells.items()))
-    return table
+    columns["p90 ms"] = [_fmt(r["latency_p90_ms"], ".3g") for r in records]
+    columns["sessions"] = [f"{r['sessions']}/{r['sessions_planned']}" for r in records]
+    columns["model MB"] = [_fmt(r["model_mb"], ".1f") for r in records]
+    columns["top-1"] = [_fmt(r["accuracy_top1"], ".3f") for r in records]
+    columns["flags"] = [", ".join(FLAG_LABELS.get(f, f) for f in r.get("flags") or ())
+                        for r in records]
+    return fitted_table(
+        columns, width, names=("device", "model", "runtime"), wraps=("flags",),
+        optional=("p90 ms", "model MB"), left=("device", "model", "runtime", "status", "flags"),
+        title="edgebench results" + (f" on {escape(devices[0])}" if one_device else ""))
 
 
 def _flag_lines(records: list[dict[str, Any]]) -> list[str]:

@@ -576,3 +576,31 @@ def scipy_free_run_sd(runs: list[list[float]]) -> tuple[float, int]:
     total = np.median(np.abs(np.diff(means))) / (scipy_stats.norm.ppf(0.75) * math.sqrt(2))
     within = np.mean([x.var(ddof=1) / x.size for x in logs])
     return math.sqrt(max(0.0, total**2 - within)), len(logs)
+
+
+@pytest.mark.parametrize("width", [160, 100])
+def test_the_comparison_table_never_cuts_a_name(tmp_path: Path, width: int) -> None:
+    """The printed comparison keeps each model's name whole (at 160 columns, what it prints to
+    a log, one was cut to 'digits_cnn-int8_sta…') and its headers' units, at any width."""
+    from rich.console import Console
+
+    from harness.report.console import render_comparison
+
+    store = Store(tmp_path / "x.db")
+    names = ["digits_cnn-int8_static", "resnet18-prune50_latency-distilled"]
+    runs = []
+    for k in range(2):
+        run = store.begin_run("t", None, ["pi5"])
+        for i, name in enumerate(names):
+            add_job(store, run, name, samples_ns=sessions_ns(10.0, between_sd=0.01,
+                                                              seed=10 * k + i))
+        runs.append(run)
+    console = Console(width=width, record=True, color_system=None)
+    render_comparison(compare_runs(store, *runs), console)
+    lines = console.export_text().splitlines()
+    assert max(map(len, lines)) <= width
+    for name in names:
+        assert any(f" {name} " in line for line in lines), name
+    assert "…" not in "".join(lines)
+    if width == 160:
+        assert any("A median [ms]" in line and "B/A [95% CI]" in line for line in lines)

@@ -111,6 +111,48 @@ def format_interval(value: Any, low: Any, high: Any, spec: str) -> str:
     return f"{text} [{format_value(low, spec)}, {format_value(high, spec)}]"
 
 
+def fitted_table(columns: dict[str, list[Any]], width: int, *, names: Iterable[str] = (),
+                 wraps: Iterable[str] = (), optional: Iterable[str] = (), left: Iterable[str] = (),
+                 **table_options: Any) -> Any:
+    """A rich Table of `columns` (header -> one cell per row: text, or a rich Text for style)
+    that fits `width` columns without cutting anything short: the `names` columns are always
+    whole (they tell the rows apart); the others are whole too where the width allows, the
+    `wraps` columns breaking between words only, after leaving out the `optional` columns one by
+    one (the caption says which); where even that does not fit, the figures wrap onto more
+    lines. `left` columns are left-aligned, the rest right-aligned (figures)."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    names, wraps, left = set(names), set(wraps), set(left)
+    least = {}
+    for col, cells in columns.items():
+        texts = [col, *(str(c) for c in cells)]
+        least[col] = max(len(w) for t in texts for w in t.split()) if col in wraps else \
+            max(len(t) for t in texts)
+    shown = dict(columns)
+    dropped: list[str] = []
+    pending = [c for c in optional if c in shown]
+    while True:  # a space either side of each column and one between them
+        whole = sum(least[c] + 3 for c in shown) + 1 <= width
+        if whole or not pending:
+            break
+        dropped.append(pending.pop(0))
+        del shown[dropped[-1]]
+    if dropped:
+        table_options["caption"] = (f"{' and '.join(dropped)} left out to fit {width} columns"
+                                    + (f"; {table_options['caption']}"
+                                       if table_options.get("caption") else ""))
+    table = Table(box=box.SIMPLE_HEAD, **table_options)
+    for col in shown:
+        keep = col in names or (whole and col not in wraps)
+        table.add_column(Text(col), no_wrap=keep, min_width=least[col] if keep else None,
+                         overflow="fold", justify="left" if col in left else "right")
+    for row in zip(*shown.values(), strict=True):
+        table.add_row(*row)
+    return table
+
+
 def _verdict_styles() -> dict[str, str]:
     from harness.report import compare
 
@@ -158,7 +200,7 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
     """Print the comparison as a rich table, with the fingerprint warning and a verdict count."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
+    from rich.text import Text
 
     from harness.report.compare import DIFFERENT_ACCELERATOR, DIFFERENT_ISA
 
@@ -178,41 +220,31 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
             f"({escape(', '.join(keys))}); compared anyway because it was allowed explicitly."
         )
     styles = _verdict_styles()
-    table = Table(show_lines=False, header_style="bold")
-    for name, justify in (
-        ("Device", "left"),
-        ("Model", "left"),
-        ("Runtime", "left"),
-        ("Thr.", "right"),
-        ("Sessions A/B", "right"),
-        ("A median [ms]", "right"),
-        ("B median [ms]", "right"),
-        ("B/A [95% CI]", "right"),
-        ("Verdict", "left"),
-        ("Top-1 A \u2192 B [%]", "right"),
-    ):
-        # escaped: rich would take "[ms]" for a style tag and drop it
-        table.add_column(escape(name), justify=justify)  # type: ignore[arg-type]
-    for row in result.table.itertuples():
+    width = console.width
+    rows = list(result.table.itertuples())
+    verdicts = []
+    for row in rows:
         verdict = str(row.verdict)
         if verdict == DIFFERENT_ISA:
             verdict += f" ({row.isa_a} / {row.isa_b})"
         elif verdict == DIFFERENT_ACCELERATOR:
             verdict += f" ({row.accelerator_a or 'none'} / {row.accelerator_b or 'none'})"
-        verdict = escape(verdict)
-        style = styles.get(row.verdict, "")
-        table.add_row(
-            escape(str(row.device)),
-            escape(str(row.model)),
-            escape(str(row.runtime)),
-            format_value(row.threads, none=""),
-            f"{row.sessions_a}/{row.sessions_b}",
-            format_value(row.median_a_ms, ".3f"),
-            format_value(row.median_b_ms, ".3f"),
-            format_interval(row.ratio, row.ratio_ci95_low, row.ratio_ci95_high, ".3f"),
-            f"[{style}]{verdict}[/]" if style else verdict,
-            _top1_cell(row, styles),
-        )
+        verdicts.append(Text(verdict, style=styles.get(row.verdict, "")))
+    # Text throughout: names come from users' files, and rich would take "[ms]" for a style tag
+    table = fitted_table({
+        "Device": [Text(str(row.device)) for row in rows],
+        "Model": [Text(str(row.model)) for row in rows],
+        "Runtime": [Text(str(row.runtime)) for row in rows],
+        "Thr.": [format_value(row.threads, none="") for row in rows],
+        "Sessions A/B": [f"{row.sessions_a}/{row.sessions_b}" for row in rows],
+        "A median [ms]": [format_value(row.median_a_ms, ".3f") for row in rows],
+        "B median [ms]": [format_value(row.median_b_ms, ".3f") for row in rows],
+        "B/A [95% CI]": [format_interval(row.ratio, row.ratio_ci95_low, row.ratio_ci95_high,
+                                         ".3f") for row in rows],
+        "Verdict": verdicts,
+        "Top-1 A \u2192 B [%]": [_top1_cell(row, styles) for row in rows],
+    }, width, names=("Device", "Model", "Runtime"), wraps=("Verdict",),
+        left=("Device", "Model", "Runtime", "Verdict"), header_style="bold")
     console.print(table)
     counts = [*result.table["verdict"].value_counts().items(),
               *result.table["accuracy_verdict"][lambda v: v.isin(_TOP1_COUNTED)]
@@ -223,10 +255,11 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
 _TOP1_COUNTED = (stats.LOWER_TOP1, stats.HIGHER_TOP1)
 
 
-def _top1_cell(row: Any, styles: dict[str, str]) -> str:
+def _top1_cell(row: Any, styles: dict[str, str]) -> Any:
+    from rich.text import Text
+
     text = _top1(row)
     verdict = str(row.accuracy_verdict or "")
-    if text and verdict in _TOP1_COUNTED:
-        style = styles[verdict]
-        return f"[{style}]{text} {verdict.split()[0]}[/]"  # "lower": the header says top-1
+    if text and verdict in _TOP1_COUNTED:  # "lower": the header says top-1
+        return Text(f"{text} {verdict.split()[0]}", style=styles[verdict])
     return text
