@@ -501,14 +501,17 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         command="edgebench " + " ".join(sys.argv[1:])),
         say, console=err_console)
     summary = result.summary
-    table = Table("device", "status", "measurements", "regressions", "why",
-                  title=f"nightly {result.nightly_id} (baseline {summary['baseline'] or 'none'})")
-    for device in summary["devices"]:
-        mine = [m for m in summary["measurements"] if m["device"] == device["name"]]
-        table.add_row(escape(device["name"]), device["status"], str(len(mine)),
-                      str(sum(map(is_regression, mine))),
-                      escape(device["message"]))
-    out.print(table)
+    devices = summary["devices"]
+    mine = [[m for m in summary["measurements"] if m["device"] == d["name"]] for d in devices]
+    out.print(fitted_table(  # Text: names and messages are never markup
+        {"device": [Text(d["name"]) for d in devices],
+         "status": [Text(d["status"]) for d in devices],
+         "measurements": [str(len(m)) for m in mine],
+         "regressions": [str(sum(map(is_regression, m))) for m in mine],
+         "why": [Text(d["message"] or "") for d in devices]},
+        out.width, names=("device",), wraps=("why",), left=("device", "status", "why"),
+        title=f"nightly {escape(result.nightly_id)} (baseline "
+              f"{escape(str(summary['baseline'] or 'none'))})"))
     out.print(f"trend report, summary.json and junit.xml in {escape(str(result.out))}/; "
               f"run {result.nightly_id} in {escape(str(args.db))}", highlight=False)
     return result.exit_code

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -114,6 +115,9 @@ def test_nightly_measures_every_place_then_a_second_nightly_pushes_nothing_and_c
     one = summary(tmp_path, "n1")
     assert [d["status"] for d in one["devices"]] == ["ok"] * 3
     assert one["baseline"] is None and one["status"] == "finished"
+    for place in PLACES:  # the closing table: each place's name whole on its row
+        assert re.search(rf"^\s+{re.escape(place)}\s+ok\s+\d+\s+0\b", first.stdout, re.M), \
+            first.stdout
     db = tmp_path / "db.sqlite"
     # one run, tagged with the nightly's id, every device's measurement in it
     assert rows(db, "SELECT run_id, status FROM runs") == [(one["nightly_id"], "finished")]
