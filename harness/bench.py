@@ -65,6 +65,9 @@ class ResumeState:
     todo: list[PlannedJob]
     stored: dict[str, list[StoredSession]]
     profiled: set[str]
+    # the profile sessions stored of the measurements in `todo`, as agent results: a row
+    # rebuilt from stored sessions takes its placement from its profile, as it did
+    profiles: dict[str, dict[str, Any]]
     sessions_stored: int
     sessions_left: int
     sessions_total: int
@@ -209,8 +212,8 @@ def resume_state(store: Store, plan: BenchPlan) -> ResumeState:
     todo = unfinished(store, plan)
     planned = plan.options.session_count
     rows = resume.sessions_by_job(store, [j.job_id for j in plan.jobs])
-    profiled = ({p["job_id"] for p in store.profiles([j.job_id for j in plan.jobs])}
-                if plan.options.profile else set())
+    profile_rows = store.profiles([j.job_id for j in plan.jobs]) if plan.options.profile else []
+    profiled = {p["job_id"] for p in profile_rows}
     stored = left = dropped = 0
     todo_ids = {j.job_id for j in todo}
     for job in plan.jobs:
@@ -221,8 +224,9 @@ def resume_state(store: Store, plan: BenchPlan) -> ResumeState:
         else:
             dropped += planned - done
     profiles_left = sum(1 for j in todo if plan.options.profile and j.job_id not in profiled)
+    profiles = resume.stored_profiles(store, [p for p in profile_rows if p["job_id"] in todo_ids])
     return ResumeState(todo, resume.stored_sessions(store, plan.run_id, todo), profiled,
-                       stored, left, planned * len(plan.jobs), dropped, profiles_left)
+                       profiles, stored, left, planned * len(plan.jobs), dropped, profiles_left)
 
 
 def describe(state: ResumeState, run_id: str) -> str:

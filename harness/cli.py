@@ -451,7 +451,7 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
             runner.run_plan(store, state.todo if state else jobs, options, command=command,
                             suite=suite, on_event=on_event, run_id=plan.run_id,
                             stored=state.stored if state else None,
-                            profiled=state.profiled if state else ())
+                            profiles=state.profiles if state else None)
         except BaseException as err:  # Ctrl-C, SIGTERM: every session measured stays
             store.finish_run(plan.run_id, "interrupted")
             if isinstance(err, KeyboardInterrupt):

@@ -7,8 +7,9 @@ store. A session counts as done when it is stored `ok`, or failed for a reason o
 the device's software (a measurement whose first session failed so gets no more sessions); a
 session that failed because the device could not be reached (`RETRYABLE_KINDS`) is measured
 again. Sessions done are not run again: their agent results are rebuilt from the stored rows
-(the results row holds what every session shares: fingerprint, runtime, accuracy of session 0)
-so that the measurement's row comes out as if the run had never stopped.
+(the results row holds what every session shares: fingerprint, runtime, placement, accuracy of
+session 0), and a stored profile session from its `profiles` row (it gives the row its
+placement), so that the measurement's row comes out as if the run had never stopped.
 """
 
 from __future__ import annotations
@@ -104,21 +105,38 @@ def stored_sessions(store: Store, run_id: str, jobs: Sequence[PlannedJob]
     return out
 
 
+def stored_profiles(store: Store, profiles: Iterable[dict[str, Any]]
+                    ) -> dict[str, dict[str, Any]]:
+    """Stored profile sessions (`profiles` rows) as the agent results that
+    `results.measurement_row` takes a measurement's placement from, by job."""
+    return {row["job_id"]: {"status": row["status"],
+                            "profile": store.profile_data(row["job_id"]) or {}}
+            for row in profiles}
+
+
 def _result(row: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
-    """An agent result, as far as the store keeps it, for one stored session."""
+    """An agent result, as far as the store keeps it, for one stored session. What the session
+    rows do not hold is its measurement's, which every session shares: the fingerprint, the
+    runtime and its settings, and where the model ran (`placement`, the GPU in the fingerprint's
+    `accelerator`); where a profile gave the row its placement, the profile is restored too
+    (`stored_profiles`) and takes precedence again, as it did."""
+    fingerprint = record.get("device_fingerprint")
     result: dict[str, Any] = {
         "status": row["status"],
         "latency": {k: row.get(k) for k in _LATENCY} if row["status"] == "ok" else {},
-        "memory": {k: row.get(k) for k in (*_MEMORY, "anon_mb", "file_mb")},
-        "power": {"mean_w": row.get("power_w")},
-        "fingerprint": record.get("device_fingerprint"),
+        "memory": {k: row.get(k) for k in (*_MEMORY, "anon_mb", "file_mb", "gpu_mem_mb")},
+        "power": {"mean_w": row.get("power_w"),
+                  "energy_mj_per_inference": row.get("energy_mj_per_inference")},
+        "timer": row.get("timer"),
+        "fingerprint": fingerprint,
+        "placement": record.get("placement"),
         **{k: record.get(k) for k in _SHARED},
     }
+    if isinstance(fingerprint, dict) and fingerprint.get("accelerator"):
+        result["accelerator"] = fingerprint["accelerator"]
     if row.get("error_kind"):
         result["error"] = {"kind": row["error_kind"], "message": row.get("error_message")}
     if row["session"] == 0:
-        result["memory"]["gpu_mem_mb"] = record.get("gpu_mem_mb")
-        result["power"]["energy_mj_per_inference"] = record.get("energy_mj_per_inference")
         if record.get("accuracy_top1") is not None:
             result["accuracy"] = {
                 "top1": record["accuracy_top1"], "top1_low": record.get("accuracy_top1_low"),

@@ -216,3 +216,79 @@ def test_a_run_resumed_on_a_changed_device_is_flagged(tmp_path: Path, tiny_onnx:
         (row,) = store.results()
     assert row["sessions"] == 4 and "mixed_sessions" in row["flags"]
 
+
+
+def _device_with_an_accelerator(tmp_path: Path) -> Path:
+    """The local machine with ONNX Runtime asked for its Azure execution provider before the
+    CPU's: the sessions say an accelerator is in force, and the profile finds every operator on
+    the CPU (`cpu_fallback`), as a CUDA provider that took nothing would."""
+    device = tmp_path / "azure.yaml"
+    device.write_text("name: azure\nkind: local\ntransport: local\nruntimes: [onnxruntime]\n"
+                      "threads: 1\nruntime_options:\n  onnxruntime:\n"
+                      "    providers: [AzureExecutionProvider, CPUExecutionProvider]\n")
+    return device
+
+
+def _lost(row: dict[str, object], before: dict[str, object]) -> list[str]:
+    """The columns `before` had that `row` lost."""
+    return sorted(k for k, v in before.items() if v is not None and row.get(k) is None)
+
+
+def test_a_resumed_row_keeps_its_profiles_placement_and_session_order(
+        tmp_path: Path, tiny_onnx: Path) -> None:
+    """A bench with --profile whose session 1 was lost with the connection (a failure of the
+    transport, measured again by a resume) after its profile was stored: the resume measures
+    session 1 alone and rebuilds the row from the stored sessions and profile, which gives it
+    its placement (all on the CPU: `cpu_fallback`) and accelerator as before; the sessions are
+    in their order (the row's state after is the last session's)."""
+    db = tmp_path / "r.db"
+    device = _device_with_an_accelerator(tmp_path)
+    args = ("bench", "--quick", "--db", str(db), "--model", str(tiny_onnx), "--device",
+            str(device), "--sessions", "3", "--profile")
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    with Store(db) as store:
+        (before,) = store.results()
+        assert "cpu_fallback" in before["flags"] and before["accelerator"]  # what is at stake
+        store.conn.execute("UPDATE sessions SET status = 'failed', error_kind = 'transport', "
+                           "error_message = 'connection lost' WHERE session = 1")
+        store.conn.execute("UPDATE runs SET status = 'incomplete'")  # as `finish` leaves it
+    profile = rows(db, "SELECT * FROM profiles")
+
+    again = run_cli(*args, "--resume", str(before["run_id"]))
+    assert again.returncode == 0, again.stderr
+    assert "2 of 3 sessions stored, measuring 1\n" in again.stderr  # no profile again
+    assert rows(db, "SELECT * FROM profiles") == profile
+    with Store(db) as store:
+        (row,) = store.results()
+        assert [s["status"] for s in store.sessions([row["job_id"]])] == ["ok"] * 3
+    assert row["placement"] == before["placement"]
+    assert "cpu_fallback" in row["flags"]
+    for name in ("accelerator", "timer", "device_fingerprint", "runtime_options", "settings",
+                 "state_before", "state_after", "status", "sessions"):
+        assert row[name] == before[name], name
+    assert _lost(row, before) == []
+
+
+def test_a_row_resumed_without_a_profile_keeps_its_sessions_placement(
+        tmp_path: Path, tiny_onnx: Path) -> None:
+    """Without --profile the sessions give the row its placement and accelerator: a resume
+    that rebuilds the row from a stored session keeps them, with every other column the row had
+    when the bench was stopped."""
+    db = tmp_path / "r.db"
+    device = _device_with_an_accelerator(tmp_path)
+    args = ("--model", str(tiny_onnx), "--device", str(device), "--sessions", "4")
+    first = start(db, *args)
+    wait_for_sessions(db, "azure", 1, first)
+    stop(first, signal.SIGTERM)
+    with Store(db) as store:
+        (before,) = store.results()
+    assert before["placement"] and before["accelerator"]  # what is at stake
+    done = run_cli("bench", "--quick", "--db", str(db), *args, "--resume", "latest")
+    assert done.returncode == 0, done.stderr
+    with Store(db) as store:
+        (row,) = store.results()
+    assert row["sessions"] == 4
+    for name in ("placement", "accelerator", "timer", "device_fingerprint", "state_before"):
+        assert row[name] == before[name], name
+    assert _lost(row, before) == []
