@@ -51,13 +51,22 @@ def sessions_by_job(store: Store, job_ids: Iterable[str]) -> dict[str, list[dict
 
 def forget_retryable(store: Store, jobs: Sequence[PlannedJob]) -> int:
     """Delete the sessions of `jobs` that failed for want of the device; how many."""
-    count = 0
-    for job_id_, rows in sessions_by_job(store, [j.job_id for j in jobs]).items():
+    stored = sessions_by_job(store, [j.job_id for j in jobs])
+    kept = forget_retryable_rows(store, stored)
+    return sum(len(rows) for rows in stored.values()) - sum(len(rows) for rows in kept.values())
+
+
+def forget_retryable_rows(store: Store, stored: dict[str, list[dict[str, Any]]]
+                          ) -> dict[str, list[dict[str, Any]]]:
+    """Delete the sessions among `stored` (rows by job, as read) that failed for want of the
+    device; the rows that stay, so that they need not be read again."""
+    kept: dict[str, list[dict[str, Any]]] = {}
+    for job_id_, rows in stored.items():
         bad = [r["session"] for r in rows if retryable(r)]
         if bad:
             store.forget_sessions(job_id_, bad)
-            count += len(bad)
-    return count
+        kept[job_id_] = [r for r in rows if not retryable(r)]
+    return kept
 
 
 def complete(rows: Sequence[dict[str, Any]], planned: int, max_sessions: int | None = None,
@@ -79,15 +88,24 @@ def complete(rows: Sequence[dict[str, Any]], planned: int, max_sessions: int | N
 def missing_jobs(store: Store, jobs: Sequence[PlannedJob], planned: int,
                  max_sessions: int | None = None, precision: float = 0.02) -> list[PlannedJob]:
     """The jobs whose stored sessions are not `complete`."""
-    stored = sessions_by_job(store, [j.job_id for j in jobs])
+    return missing_among(sessions_by_job(store, [j.job_id for j in jobs]), jobs, planned,
+                         max_sessions, precision)
+
+
+def missing_among(stored: dict[str, list[dict[str, Any]]], jobs: Sequence[PlannedJob],
+                  planned: int, max_sessions: int | None = None, precision: float = 0.02
+                  ) -> list[PlannedJob]:
+    """`missing_jobs`, of session rows already read (by job)."""
     return [j for j in jobs
             if not complete(stored.get(j.job_id, []), planned, max_sessions, precision)]
 
 
-def stored_sessions(store: Store, run_id: str, jobs: Sequence[PlannedJob]
+def stored_sessions(store: Store, run_id: str, jobs: Sequence[PlannedJob],
+                    stored: dict[str, list[dict[str, Any]]] | None = None,
                     ) -> dict[str, list[StoredSession]]:
-    """The done sessions of `jobs` as the runner takes them to resume."""
-    by_job = sessions_by_job(store, [j.job_id for j in jobs])
+    """The done sessions of `jobs` as the runner takes them to resume; `stored`: their session
+    rows by job where the caller has read them already."""
+    by_job = stored if stored is not None else sessions_by_job(store, [j.job_id for j in jobs])
     records = {r["job_id"]: r for r in store.find_results(run_id=run_id)}
     out: dict[str, list[StoredSession]] = {}
     for job in jobs:
@@ -95,9 +113,9 @@ def stored_sessions(store: Store, run_id: str, jobs: Sequence[PlannedJob]
         record = records.get(job.job_id)
         if not rows or record is None:
             continue
-        # both in session order, every session of the job (a pruned one has no samples)
-        samples = dict(zip([r["session"] for r in by_job[job.job_id]],
-                           store.session_samples(job.job_id), strict=True))
+        # a pruned session has no samples
+        samples = {session: values for _, session, values
+                   in store.iter_session_samples([job.job_id])}
         out[job.job_id] = [
             StoredSession(row["session"], _result(row, record), row,
                           samples[row["session"]].tolist(), record["started_at"])

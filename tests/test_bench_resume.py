@@ -292,3 +292,47 @@ def test_a_row_resumed_without_a_profile_keeps_its_sessions_placement(
     for name in ("placement", "accelerator", "timer", "device_fingerprint", "state_before"):
         assert row[name] == before[name], name
     assert _lost(row, before) == []
+
+
+def test_resume_state_reads_the_stored_sessions_and_profiles_once(
+        tmp_path: Path, tiny_onnx: Path) -> None:
+    """What a resume finds (sessions to forget, measurements left, the sessions and profile to
+    rebuild rows from) comes of one read of the session rows and one of the profile rows, as
+    the statements SQLite runs show; each measurement taken up reads its samples and its
+    profile's data once more, and nothing else is read twice."""
+    import re
+
+    from harness.artifacts import from_model_file
+    from harness.config import load_profile
+
+    db = tmp_path / "r.db"
+    done = run_cli("bench", "--quick", "--db", str(db), "--model", str(tiny_onnx), "--sessions",
+                   "2", "--profile")
+    assert done.returncode == 0, done.stderr
+    options = BenchOptions(quick=True, sessions=2, profile=True)
+    with Store(db) as store:
+        run_id = store.runs()[-1].run_id
+        store.conn.execute("UPDATE sessions SET status = 'failed', error_kind = 'transport' "
+                           "WHERE session = 1")
+        plan = bench_mod.plan_bench([from_model_file(tiny_onnx)], [load_profile("local")],
+                                    options, run_id, bench_mod.what_record(None, tiny_onnx),
+                                    None)
+        (job_id,) = [j.job_id for j in plan.jobs]
+        statements: list[str] = []
+        store.conn.set_trace_callback(statements.append)
+        state = bench_mod.resume_state(store, plan)
+        store.conn.set_trace_callback(None)
+
+    def read(columns: str, table: str) -> str:
+        return f"{table} {columns if columns in ('samples', 'data') else 'rows'}"
+
+    reads = [re.fullmatch(r"\s*SELECT (?:.*, )?(.*?) FROM (\w+) .*", s, re.S) for s in statements]
+    what = sorted(read(m[1], m[2]) for m in reads if m)
+    assert what == ["profiles data", "profiles rows", "results rows", "sessions rows",
+                    "sessions samples"], statements
+    # ... and what it read is what the store holds
+    assert [j.job_id for j in state.todo] == [job_id] and state.profiled == {job_id}
+    assert [s.session for s in state.stored[job_id]] == [0]
+    assert state.profiles[job_id]["profile"]["placement"]
+    assert (state.sessions_stored, state.sessions_left, state.profiles_left) == (1, 1, 0)
+    assert rows(db, "SELECT session FROM sessions") == [(0,)]  # the lost one is forgotten
