@@ -24,6 +24,7 @@ from rich.text import Text
 
 from harness import __version__
 from harness.config import DEVICES_DIR, MAX_THREADS, list_profiles, load_profile
+from harness.entry import interrupted
 from harness.errors import EdgebenchError
 from harness.report.console import FLAG_LABELS, fitted_table, flag_legend, in_legend_order
 from harness.report.console import format_value as _fmt
@@ -771,13 +772,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           soft_wrap=True)
         return err.exit_code
     except KeyboardInterrupt:
-        err_console.print("edgebench: interrupted; finished jobs are in the store", markup=False)
-        # CPython (3.11, 3.12) remembers a KeyboardInterrupt that ended a string exec() (the
-        # code a dataclass or attrs class is made from, at an import), even one caught since,
-        # and `python -m harness.cli` then dies by SIGINT instead of exiting with 130. A string
-        # exec clears that memory.
-        exec("pass")
-        return 130
+        return interrupted()
     except BrokenPipeError:
         # `edgebench export ... | head`: the reader has what it wanted; no traceback, and no
         # second error when Python flushes stdout on exit
