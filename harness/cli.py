@@ -29,7 +29,7 @@ from harness.errors import EdgebenchError
 from harness.report.console import FLAG_LABELS, fitted_table, flag_legend, in_legend_order
 from harness.report.console import format_value as _fmt
 from harness.signals import sigterm_as_interrupt
-from harness.store import DEFAULT_DB, Store
+from harness.store import DEFAULT_DB, Store, check_existing
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 140)
@@ -587,9 +587,8 @@ def _say_vacuum(before: int, after: int) -> None:
 
 
 def _existing_store(db: str, *, readonly: bool = False) -> Store:
-    # Store() creates a missing database; maintenance commands must not leave an empty one.
-    if not Path(db).is_file():
-        raise EdgebenchError(f"{db}: no result database here")
+    # Store() makes a database of a missing or empty file; maintenance commands must not.
+    check_existing(Path(db))
     return Store(db, readonly=readonly)
 
 
