@@ -448,11 +448,20 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
                         f"{job.device.name} {job.artifact.name} {job.runtime}: "
                         f"{record['error_message']}"), highlight=False)
 
+        warned: set[tuple[str, str]] = set()
+
+        def on_change(job: runner.PlannedJob, changes: list[tuple[str, Any, Any]]) -> None:
+            line = bench.change_warning(plan.run_id, job, changes)
+            if (job.device.name, line) not in warned:  # once, not for every measurement
+                warned.add((job.device.name, line))
+                progress.console.print(escape(line), highlight=False, soft_wrap=True)
+
         try:
             runner.run_plan(store, state.todo if state else jobs, options, command=command,
                             suite=suite, on_event=on_event, run_id=plan.run_id,
                             stored=state.stored if state else None,
-                            profiles=state.profiles if state else None)
+                            profiles=state.profiles if state else None,
+                            on_change=on_change)
         except BaseException as err:  # Ctrl-C, SIGTERM: every session measured stays
             store.finish_run(plan.run_id, "interrupted")
             if isinstance(err, KeyboardInterrupt):

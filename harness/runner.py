@@ -300,6 +300,9 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
 
 
 Listener = Callable[[str, PlannedJob, dict[str, Any] | None], None]
+# (job, [(key, stored, now)]): a resumed measurement's new session ran on a device or runtime
+# that differs from its stored sessions' (`results.session_changes`)
+ChangeListener = Callable[[PlannedJob, list[tuple[str, Any, Any]]], None]
 
 
 @dataclass(frozen=True)
@@ -326,6 +329,17 @@ class _Measurement:
         self.rows: list[dict[str, Any]] = [s.row for s in stored]
         self.samples: list[list[int]] = [list(s.samples_ns) for s in stored]
         self.profile = profile  # a resumed run's stored profile session, else none yet
+        # what its stored sessions ran on (they share their row's fingerprint and runtime)
+        self.stored_on = next((s.result for s in stored
+                               if s.result.get("status") == protocol.STATUS_OK), None)
+
+    def changes(self, item: SessionDone) -> list[tuple[str, Any, Any]]:
+        """How the device or runtime of a session measured now differs from the stored
+        sessions' (by the rule of `results.mixed_sessions`)."""
+        result = item.run.result
+        if self.stored_on is None or result.get("status") != protocol.STATUS_OK:
+            return []
+        return results.session_changes(self.stored_on, result)
 
     def add(self, run_id: str, item: SessionDone, planned: int
             ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -360,6 +374,7 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
              run_id: str | None = None,
              stored: Mapping[str, Sequence[StoredSession]] | None = None,
              profiles: Mapping[str, dict[str, Any]] | None = None,
+             on_change: ChangeListener | None = None,
              ) -> tuple[str, list[dict[str, Any]]]:
     """Run every session of `jobs`, devices in parallel, storing each session as it arrives.
 
@@ -368,7 +383,9 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
     session). Returns the run id and the final rows in plan order. With `run_id`, the
     sessions go into that run, which the caller began and finishes (the nightly, a bench);
     `stored` are sessions of these jobs stored before, not run again, and `profiles` the
-    profile sessions stored before (agent results by job), not run again either.
+    profile sessions stored before (agent results by job), not run again either;
+    `on_change(job, changes)` is called as soon as a session measured now ran on a device or
+    runtime that differs from the stored sessions of its measurement, before it is stored.
     """
     by_device: dict[str, list[PlannedJob]] = {}
     for job in jobs:
@@ -418,6 +435,9 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
                     profile, ops, record = m.add_profile(run_id, item, planned)
                     store.add_profile(profile, ops, record)
                 else:
+                    changes = m.changes(item)
+                    if changes and on_change is not None:
+                        on_change(item.job, changes)
                     session_row, record = m.add(run_id, item, planned)
                     store.add_session(session_row, item.run.result.get("samples_ns") or (),
                                       record)

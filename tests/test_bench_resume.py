@@ -196,26 +196,64 @@ def test_a_run_stopped_before_its_profile_session_resumes_with_the_profile_alone
         assert row["sessions"] == 2 and row["placement"]
 
 
-def test_a_run_resumed_on_a_changed_device_is_flagged(tmp_path: Path, tiny_onnx: Path) -> None:
+def test_a_run_resumed_on_a_changed_device_says_so_at_once_and_is_flagged(
+        tmp_path: Path, tiny_onnx: Path) -> None:
     """Sessions stored before the interruption and sessions measured after it are one
     measurement: where the device changed in between (here its kernel, written into the stored
-    row as an upgrade and reboot would have changed it), the row says so."""
+    row as an upgrade and reboot would have changed it), the resume says so in one line on
+    stderr as soon as its first session shows it, not refusing it, and the row says so too."""
     db = tmp_path / "r.db"
-    args = ("--model", str(tiny_onnx), "--sessions", "4", "--threads", "1")
+    sessions = 10
+    args = ("--model", str(tiny_onnx), "--sessions", str(sessions), "--threads", "1")
     first = start(db, *args)
     wait_for_sessions(db, "local", 1, first)
     stop(first, signal.SIGTERM)
     with Store(db) as store:
         (row,) = store.results()
+        kernel = row["device_fingerprint"]["kernel"]
         fingerprint = dict(row["device_fingerprint"], kernel="5.15.0-old")
         store.conn.execute("UPDATE results SET device_fingerprint = ?",
                            (json.dumps(fingerprint),))
-    done = run_cli("bench", "--quick", "--db", str(db), *args, "--resume", "latest")
-    assert done.returncode == 0, done.stderr
+    resumed = start(db, *args, "--resume", "latest")
+    assert resumed.stderr is not None
+    said, measured_then = "", 0
+    for line in resumed.stderr:
+        if "warning" in line:
+            said, measured_then = line, len(stored(db))
+            break
+    _, err = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, err
+    assert said == (f"edgebench: warning: local changed since the sessions run {row['run_id']} "
+                    f"stored (kernel 5.15.0-old -> {kernel}); measurements with sessions from "
+                    "before and after will be flagged mixed_sessions\n")
+    assert measured_then < sessions  # while measuring, not afterwards
+    assert "warning" not in err  # once, though every session after shows it
     with Store(db) as store:
         (row,) = store.results()
-    assert row["sessions"] == 4 and "mixed_sessions" in row["flags"]
+    assert row["sessions"] == sessions and "mixed_sessions" in row["flags"]
 
+
+def test_a_runtime_upgraded_between_sessions_is_named_once_by_the_warning() -> None:
+    """The runtime's version is in the fingerprint too (`runtimes.NAME`): the warning names it
+    once, by the runtime's name; temperatures and clocks are no change of the device."""
+    from harness.artifacts import Artifact
+    from harness.config import DeviceProfile
+    from harness.results import session_changes
+    from harness.runner import PlannedJob
+
+    def session(version: str, temp: float) -> dict[str, object]:
+        return {"status": "ok", "runtime_version": version,
+                "fingerprint": {"kernel": "6.8.0", "runtimes": {"tflite": version},
+                                "cpu_temp_c": temp}}
+
+    job = PlannedJob("j", DeviceProfile(name="pi5", kind="rpi"),
+                     Artifact("m", Path("m.tflite"), "tflite", "0" * 64, 1), "tflite")
+    changes = session_changes(session("2.2.0", 40.0), session("2.3.0", 71.5))
+    assert [key for key, _, _ in changes] == ["runtime_version", "runtimes.tflite"]
+    line = bench_mod.change_warning("r-1", job, changes)
+    assert "(tflite 2.2.0 -> 2.3.0)" in line and line.startswith(
+        "edgebench: warning: pi5 changed since the sessions run r-1 stored")
+    assert session_changes(session("2.3.0", 40.0), session("2.3.0", 71.5)) == []
 
 
 def _device_with_an_accelerator(tmp_path: Path) -> Path:
