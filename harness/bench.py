@@ -65,6 +65,9 @@ class ResumeState:
     todo: list[PlannedJob]
     stored: dict[str, list[StoredSession]]
     profiled: set[str]
+    # the profile sessions stored of the measurements in `todo`, as agent results: a row
+    # rebuilt from stored sessions takes its placement from its profile, as it did
+    profiles: dict[str, dict[str, Any]]
     sessions_stored: int
     sessions_left: int
     sessions_total: int
@@ -191,26 +194,32 @@ def begin(store: Store, plan: BenchPlan, command: str, suite: str | None, resumi
 
 def unfinished(store: Store, plan: BenchPlan) -> list[PlannedJob]:
     """The planned measurements that still lack sessions, or a profile asked for."""
+    ids = [j.job_id for j in plan.jobs]
+    profiled = {p["job_id"] for p in store.profiles(ids)} if plan.options.profile else set()
+    return _unfinished(plan, resume.sessions_by_job(store, ids), profiled)
+
+
+def _unfinished(plan: BenchPlan, rows: dict[str, list[dict[str, Any]]], profiled: set[str]
+                ) -> list[PlannedJob]:
+    """`unfinished`, of the session rows (by job) and profiled jobs read already."""
     options = plan.options
-    left = {j.job_id for j in resume.missing_jobs(store, plan.jobs, options.session_count,
+    left = {j.job_id for j in resume.missing_among(rows, plan.jobs, options.session_count,
                                                    options.max_sessions, options.precision)}
     if options.profile:
-        ids = [j.job_id for j in plan.jobs]
-        rows = resume.sessions_by_job(store, ids)
-        profiled = {p["job_id"] for p in store.profiles(ids)}
-        left |= {i for i in ids if i not in profiled
-                 and any(r["status"] == "ok" for r in rows.get(i, ()))}
+        left |= {j.job_id for j in plan.jobs if j.job_id not in profiled
+                 and any(r["status"] == "ok" for r in rows.get(j.job_id, ()))}
     return [j for j in plan.jobs if j.job_id in left]  # in plan order
 
 
 def resume_state(store: Store, plan: BenchPlan) -> ResumeState:
-    """Forget the sessions lost with a device's connection, then what is stored and left."""
-    resume.forget_retryable(store, plan.jobs)
-    todo = unfinished(store, plan)
+    """Forget the sessions lost with a device's connection, then what is stored and left; the
+    stored sessions and profiles are read once."""
+    ids = [j.job_id for j in plan.jobs]
+    rows = resume.forget_retryable_rows(store, resume.sessions_by_job(store, ids))
+    profile_rows = store.profiles(ids) if plan.options.profile else []
+    profiled = {p["job_id"] for p in profile_rows}
+    todo = _unfinished(plan, rows, profiled)
     planned = plan.options.session_count
-    rows = resume.sessions_by_job(store, [j.job_id for j in plan.jobs])
-    profiled = ({p["job_id"] for p in store.profiles([j.job_id for j in plan.jobs])}
-                if plan.options.profile else set())
     stored = left = dropped = 0
     todo_ids = {j.job_id for j in todo}
     for job in plan.jobs:
@@ -221,8 +230,9 @@ def resume_state(store: Store, plan: BenchPlan) -> ResumeState:
         else:
             dropped += planned - done
     profiles_left = sum(1 for j in todo if plan.options.profile and j.job_id not in profiled)
-    return ResumeState(todo, resume.stored_sessions(store, plan.run_id, todo), profiled,
-                       stored, left, planned * len(plan.jobs), dropped, profiles_left)
+    profiles = resume.stored_profiles(store, [p for p in profile_rows if p["job_id"] in todo_ids])
+    return ResumeState(todo, resume.stored_sessions(store, plan.run_id, todo, rows), profiled,
+                       profiles, stored, left, planned * len(plan.jobs), dropped, profiles_left)
 
 
 def describe(state: ResumeState, run_id: str) -> str:
@@ -234,6 +244,26 @@ def describe(state: ResumeState, run_id: str) -> str:
         text += (f" ({state.sessions_dropped} others are not: their measurement failed at its "
                  "first session)")
     return text
+
+
+def change_warning(run_id: str, job: PlannedJob, changes: Sequence[tuple[str, Any, Any]]
+                   ) -> str:
+    """The line that says, as soon as a resumed session shows it, how the device (or runtime)
+    differs from the one the run's stored sessions ran on: `kernel 6.1.0 -> 6.8.0`."""
+    keys = {key for key, _, _ in changes}
+    what = [f"{job.runtime if key == 'runtime_version' else key} {_value(then)} -> "
+            f"{_value(now)}" for key, then, now in changes
+            # a runtime's version is in the fingerprint too
+            if not (key == f"runtimes.{job.runtime}" and "runtime_version" in keys)]
+    return (f"edgebench: warning: {job.device.name} changed since the sessions run {run_id} "
+            f"stored ({', '.join(what)}); measurements with sessions from before and after will "
+            "be flagged mixed_sessions")
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "none"
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
 def finish(store: Store, plan: BenchPlan) -> str:

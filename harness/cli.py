@@ -24,11 +24,12 @@ from rich.text import Text
 
 from harness import __version__
 from harness.config import DEVICES_DIR, MAX_THREADS, list_profiles, load_profile
+from harness.entry import interrupted
 from harness.errors import EdgebenchError
 from harness.report.console import FLAG_LABELS, fitted_table, flag_legend, in_legend_order
 from harness.report.console import format_value as _fmt
 from harness.signals import sigterm_as_interrupt
-from harness.store import DEFAULT_DB, Store
+from harness.store import DEFAULT_DB, Store, check_existing
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 140)
@@ -447,11 +448,20 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
                         f"{job.device.name} {job.artifact.name} {job.runtime}: "
                         f"{record['error_message']}"), highlight=False)
 
+        warned: set[tuple[str, str]] = set()
+
+        def on_change(job: runner.PlannedJob, changes: list[tuple[str, Any, Any]]) -> None:
+            line = bench.change_warning(plan.run_id, job, changes)
+            if (job.device.name, line) not in warned:  # once, not for every measurement
+                warned.add((job.device.name, line))
+                progress.console.print(escape(line), highlight=False, soft_wrap=True)
+
         try:
             runner.run_plan(store, state.todo if state else jobs, options, command=command,
                             suite=suite, on_event=on_event, run_id=plan.run_id,
                             stored=state.stored if state else None,
-                            profiled=state.profiled if state else ())
+                            profiles=state.profiles if state else None,
+                            on_change=on_change)
         except BaseException as err:  # Ctrl-C, SIGTERM: every session measured stays
             store.finish_run(plan.run_id, "interrupted")
             if isinstance(err, KeyboardInterrupt):
@@ -589,9 +599,8 @@ def _say_vacuum(before: int, after: int) -> None:
 
 
 def _existing_store(db: str, *, readonly: bool = False) -> Store:
-    # Store() creates a missing database; maintenance commands must not leave an empty one.
-    if not Path(db).is_file():
-        raise EdgebenchError(f"{db}: no result database here")
+    # Store() makes a database of a missing or empty file; maintenance commands must not.
+    check_existing(Path(db))
     return Store(db, readonly=readonly)
 
 
@@ -774,13 +783,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           soft_wrap=True)
         return err.exit_code
     except KeyboardInterrupt:
-        err_console.print("edgebench: interrupted; finished jobs are in the store", markup=False)
-        # CPython (3.11, 3.12) remembers a KeyboardInterrupt that ended a string exec() (the
-        # code a dataclass or attrs class is made from, at an import), even one caught since,
-        # and `python -m harness.cli` then dies by SIGINT instead of exiting with 130. A string
-        # exec clears that memory.
-        exec("pass")
-        return 130
+        return interrupted()
     except BrokenPipeError:
         # `edgebench export ... | head`: the reader has what it wanted; no traceback, and no
         # second error when Python flushes stdout on exit

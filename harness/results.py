@@ -323,11 +323,25 @@ def mixed_sessions(results: Sequence[dict[str, Any]]) -> list[str]:
     (`kernel`, `isa`, `gpu.driver`, a Jetson's power mode...) and `runtime_version`; [] when
     every session ran on the same device and runtime. A farm place whose board was swapped, or
     a bench resumed after an upgrade, would otherwise mix two devices in one figure."""
-    seen = [({**comparable_fingerprint(r.get("fingerprint")),
-              "runtime_version": r.get("runtime_version")}) for r in results
-            if r.get("fingerprint")]
+    seen = [_comparable(r) for r in results if r.get("fingerprint")]
     keys = set().union(*seen) if seen else set()
     return sorted(k for k in keys if len({repr(s.get(k)) for s in seen}) > 1)
+
+
+def session_changes(before: dict[str, Any], after: dict[str, Any]
+                    ) -> list[tuple[str, Any, Any]]:
+    """What differs, by the rule of `mixed_sessions`, between two sessions' agent results: each
+    key with its value before and after; [] where one has no fingerprint (it failed first)."""
+    if not before.get("fingerprint") or not after.get("fingerprint"):
+        return []
+    a, b = _comparable(before), _comparable(after)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if repr(a.get(k)) != repr(b.get(k))]
+
+
+def _comparable(result: dict[str, Any]) -> dict[str, Any]:
+    return {**comparable_fingerprint(result.get("fingerprint")),
+            "runtime_version": result.get("runtime_version")}
 
 
 # Where a runtime's own name for the CPU appears among the providers or delegates in force.

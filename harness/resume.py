@@ -7,8 +7,9 @@ store. A session counts as done when it is stored `ok`, or failed for a reason o
 the device's software (a measurement whose first session failed so gets no more sessions); a
 session that failed because the device could not be reached (`RETRYABLE_KINDS`) is measured
 again. Sessions done are not run again: their agent results are rebuilt from the stored rows
-(the results row holds what every session shares: fingerprint, runtime, accuracy of session 0)
-so that the measurement's row comes out as if the run had never stopped.
+(the results row holds what every session shares: fingerprint, runtime, placement, accuracy of
+session 0), and a stored profile session from its `profiles` row (it gives the row its
+placement), so that the measurement's row comes out as if the run had never stopped.
 """
 
 from __future__ import annotations
@@ -50,13 +51,22 @@ def sessions_by_job(store: Store, job_ids: Iterable[str]) -> dict[str, list[dict
 
 def forget_retryable(store: Store, jobs: Sequence[PlannedJob]) -> int:
     """Delete the sessions of `jobs` that failed for want of the device; how many."""
-    count = 0
-    for job_id_, rows in sessions_by_job(store, [j.job_id for j in jobs]).items():
+    stored = sessions_by_job(store, [j.job_id for j in jobs])
+    kept = forget_retryable_rows(store, stored)
+    return sum(len(rows) for rows in stored.values()) - sum(len(rows) for rows in kept.values())
+
+
+def forget_retryable_rows(store: Store, stored: dict[str, list[dict[str, Any]]]
+                          ) -> dict[str, list[dict[str, Any]]]:
+    """Delete the sessions among `stored` (rows by job, as read) that failed for want of the
+    device; the rows that stay, so that they need not be read again."""
+    kept: dict[str, list[dict[str, Any]]] = {}
+    for job_id_, rows in stored.items():
         bad = [r["session"] for r in rows if retryable(r)]
         if bad:
             store.forget_sessions(job_id_, bad)
-            count += len(bad)
-    return count
+        kept[job_id_] = [r for r in rows if not retryable(r)]
+    return kept
 
 
 def complete(rows: Sequence[dict[str, Any]], planned: int, max_sessions: int | None = None,
@@ -78,15 +88,24 @@ def complete(rows: Sequence[dict[str, Any]], planned: int, max_sessions: int | N
 def missing_jobs(store: Store, jobs: Sequence[PlannedJob], planned: int,
                  max_sessions: int | None = None, precision: float = 0.02) -> list[PlannedJob]:
     """The jobs whose stored sessions are not `complete`."""
-    stored = sessions_by_job(store, [j.job_id for j in jobs])
+    return missing_among(sessions_by_job(store, [j.job_id for j in jobs]), jobs, planned,
+                         max_sessions, precision)
+
+
+def missing_among(stored: dict[str, list[dict[str, Any]]], jobs: Sequence[PlannedJob],
+                  planned: int, max_sessions: int | None = None, precision: float = 0.02
+                  ) -> list[PlannedJob]:
+    """`missing_jobs`, of session rows already read (by job)."""
     return [j for j in jobs
             if not complete(stored.get(j.job_id, []), planned, max_sessions, precision)]
 
 
-def stored_sessions(store: Store, run_id: str, jobs: Sequence[PlannedJob]
+def stored_sessions(store: Store, run_id: str, jobs: Sequence[PlannedJob],
+                    stored: dict[str, list[dict[str, Any]]] | None = None,
                     ) -> dict[str, list[StoredSession]]:
-    """The done sessions of `jobs` as the runner takes them to resume."""
-    by_job = sessions_by_job(store, [j.job_id for j in jobs])
+    """The done sessions of `jobs` as the runner takes them to resume; `stored`: their session
+    rows by job where the caller has read them already."""
+    by_job = stored if stored is not None else sessions_by_job(store, [j.job_id for j in jobs])
     records = {r["job_id"]: r for r in store.find_results(run_id=run_id)}
     out: dict[str, list[StoredSession]] = {}
     for job in jobs:
@@ -94,9 +113,9 @@ def stored_sessions(store: Store, run_id: str, jobs: Sequence[PlannedJob]
         record = records.get(job.job_id)
         if not rows or record is None:
             continue
-        # both in session order, every session of the job (a pruned one has no samples)
-        samples = dict(zip([r["session"] for r in by_job[job.job_id]],
-                           store.session_samples(job.job_id), strict=True))
+        # a pruned session has no samples
+        samples = {session: values for _, session, values
+                   in store.iter_session_samples([job.job_id])}
         out[job.job_id] = [
             StoredSession(row["session"], _result(row, record), row,
                           samples[row["session"]].tolist(), record["started_at"])
@@ -104,21 +123,38 @@ def stored_sessions(store: Store, run_id: str, jobs: Sequence[PlannedJob]
     return out
 
 
+def stored_profiles(store: Store, profiles: Iterable[dict[str, Any]]
+                    ) -> dict[str, dict[str, Any]]:
+    """Stored profile sessions (`profiles` rows) as the agent results that
+    `results.measurement_row` takes a measurement's placement from, by job."""
+    return {row["job_id"]: {"status": row["status"],
+                            "profile": store.profile_data(row["job_id"]) or {}}
+            for row in profiles}
+
+
 def _result(row: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
-    """An agent result, as far as the store keeps it, for one stored session."""
+    """An agent result, as far as the store keeps it, for one stored session. What the session
+    rows do not hold is its measurement's, which every session shares: the fingerprint, the
+    runtime and its settings, and where the model ran (`placement`, the GPU in the fingerprint's
+    `accelerator`); where a profile gave the row its placement, the profile is restored too
+    (`stored_profiles`) and takes precedence again, as it did."""
+    fingerprint = record.get("device_fingerprint")
     result: dict[str, Any] = {
         "status": row["status"],
         "latency": {k: row.get(k) for k in _LATENCY} if row["status"] == "ok" else {},
-        "memory": {k: row.get(k) for k in (*_MEMORY, "anon_mb", "file_mb")},
-        "power": {"mean_w": row.get("power_w")},
-        "fingerprint": record.get("device_fingerprint"),
+        "memory": {k: row.get(k) for k in (*_MEMORY, "anon_mb", "file_mb", "gpu_mem_mb")},
+        "power": {"mean_w": row.get("power_w"),
+                  "energy_mj_per_inference": row.get("energy_mj_per_inference")},
+        "timer": row.get("timer"),
+        "fingerprint": fingerprint,
+        "placement": record.get("placement"),
         **{k: record.get(k) for k in _SHARED},
     }
+    if isinstance(fingerprint, dict) and fingerprint.get("accelerator"):
+        result["accelerator"] = fingerprint["accelerator"]
     if row.get("error_kind"):
         result["error"] = {"kind": row["error_kind"], "message": row.get("error_message")}
     if row["session"] == 0:
-        result["memory"]["gpu_mem_mb"] = record.get("gpu_mem_mb")
-        result["power"]["energy_mj_per_inference"] = record.get("energy_mj_per_inference")
         if record.get("accuracy_top1") is not None:
             result["accuracy"] = {
                 "top1": record["accuracy_top1"], "top1_low": record.get("accuracy_top1_low"),

@@ -19,6 +19,7 @@ profile tables and never among the timed sessions, so profiling overhead touches
 
 from __future__ import annotations
 
+import bisect
 import queue
 import threading
 import time
@@ -299,6 +300,9 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
 
 
 Listener = Callable[[str, PlannedJob, dict[str, Any] | None], None]
+# (job, [(key, stored, now)]): a resumed measurement's new session ran on a device or runtime
+# that differs from its stored sessions' (`results.session_changes`)
+ChangeListener = Callable[[PlannedJob, list[tuple[str, Any, Any]]], None]
 
 
 @dataclass(frozen=True)
@@ -317,13 +321,25 @@ class _Measurement:
     """The sessions of one measurement received so far, and its row as they make it."""
 
     def __init__(self, job: PlannedJob, started_at: str,
-                 stored: Sequence[StoredSession] = ()) -> None:
+                 stored: Sequence[StoredSession] = (),
+                 profile: dict[str, Any] | None = None) -> None:
         self.job = job
         self.started_at = started_at
         self.results: list[dict[str, Any]] = [s.result for s in stored]
         self.rows: list[dict[str, Any]] = [s.row for s in stored]
         self.samples: list[list[int]] = [list(s.samples_ns) for s in stored]
-        self.profile: dict[str, Any] | None = None
+        self.profile = profile  # a resumed run's stored profile session, else none yet
+        # what its stored sessions ran on (they share their row's fingerprint and runtime)
+        self.stored_on = next((s.result for s in stored
+                               if s.result.get("status") == protocol.STATUS_OK), None)
+
+    def changes(self, item: SessionDone) -> list[tuple[str, Any, Any]]:
+        """How the device or runtime of a session measured now differs from the stored
+        sessions' (by the rule of `results.mixed_sessions`)."""
+        result = item.run.result
+        if self.stored_on is None or result.get("status") != protocol.STATUS_OK:
+            return []
+        return results.session_changes(self.stored_on, result)
 
     def add(self, run_id: str, item: SessionDone, planned: int
             ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -331,10 +347,13 @@ class _Measurement:
         row = results.session_row(self.job.job_id, item.session, result,
                                   started_at=item.started_at, bytes_pushed=item.bytes_pushed,
                                   orchestration_s=item.orchestration_s)
+        # in session order, as a run that never stopped has them, when a resume measures a
+        # session again that came before sessions it stored (one lost with the connection)
+        at = bisect.bisect([r["session"] for r in self.rows], item.session)
         # the samples are kept once, below, not twice
-        self.results.append({k: v for k, v in result.items() if k != "samples_ns"})
-        self.rows.append(row)
-        self.samples.append(list(result.get("samples_ns") or ()))
+        self.results.insert(at, {k: v for k, v in result.items() if k != "samples_ns"})
+        self.rows.insert(at, row)
+        self.samples.insert(at, list(result.get("samples_ns") or ()))
         record = results.measurement_row(run_id, self.job, self.started_at, self.results,
                                          self.rows, self.samples, planned, self.profile)
         return row, record
@@ -354,7 +373,8 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
              command: str, suite: str | None = None, on_event: Listener | None = None,
              run_id: str | None = None,
              stored: Mapping[str, Sequence[StoredSession]] | None = None,
-             profiled: Collection[str] = (),
+             profiles: Mapping[str, dict[str, Any]] | None = None,
+             on_change: ChangeListener | None = None,
              ) -> tuple[str, list[dict[str, Any]]]:
     """Run every session of `jobs`, devices in parallel, storing each session as it arrives.
 
@@ -362,8 +382,10 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
     with the measurement's row as it stands after that session (`"profile"` after a profile
     session). Returns the run id and the final rows in plan order. With `run_id`, the
     sessions go into that run, which the caller began and finishes (the nightly, a bench);
-    `stored` are sessions of these jobs stored before, not run again, and `profiled` the jobs
-    whose profile session is stored.
+    `stored` are sessions of these jobs stored before, not run again, and `profiles` the
+    profile sessions stored before (agent results by job), not run again either;
+    `on_change(job, changes)` is called as soon as a session measured now ran on a device or
+    runtime that differs from the stored sessions of its measurement, before it is stored.
     """
     by_device: dict[str, list[PlannedJob]] = {}
     for job in jobs:
@@ -372,6 +394,7 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
     if run_id is None:
         run_id = store.begin_run(command, suite, list(by_device))
     stored = stored or {}
+    profiles = profiles or {}
     skip = {job_id: {s.session for s in sessions} for job_id, sessions in stored.items()}
     skip_medians = {job_id: [s.result["latency"]["median_ms"] for s in sessions
                              if s.result.get("status") == protocol.STATUS_OK]
@@ -382,7 +405,7 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
         threading.Thread(
             target=run_device_queue,
             args=(queue_jobs[0].device, queue_jobs, options, done, stop, skip, skip_medians,
-                  profiled),
+                  set(profiles)),
             name=f"device-{name}",
             daemon=True,
         )
@@ -406,11 +429,15 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
                 before = stored.get(item.job.job_id, ())
                 m = measurements.get(item.job.job_id) or measurements.setdefault(
                     item.job.job_id, _Measurement(
-                        item.job, before[0].started_at if before else item.started_at, before))
+                        item.job, before[0].started_at if before else item.started_at, before,
+                    profiles.get(item.job.job_id)))
                 if item.profile:
                     profile, ops, record = m.add_profile(run_id, item, planned)
                     store.add_profile(profile, ops, record)
                 else:
+                    changes = m.changes(item)
+                    if changes and on_change is not None:
+                        on_change(item.job, changes)
                     session_row, record = m.add(run_id, item, planned)
                     store.add_session(session_row, item.run.result.get("samples_ns") or (),
                                       record)

@@ -114,11 +114,28 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
+def check_existing(path: Path) -> None:
+    """Refuse, in one line naming it, a path that holds no result database for a command that
+    reads or maintains one: nothing there, or an empty file (made by `touch`, a copy that
+    failed), which SQLite takes for an empty database and a writer would make one of."""
+    if not path.is_file():
+        raise StoreError(f"{path}: no result database here")
+    if empty_file(path):
+        raise StoreError(f"{path}: the file is empty (0 bytes), not an edgebench result database")
+
+
+def empty_file(path: Path) -> bool:
+    """Whether `path` is a file of 0 bytes with no write-ahead log beside it (a database's
+    pages may all be in its log yet): where `bench` and `nightly` may make their database."""
+    wal = path.with_name(path.name + "-wal")
+    return path.is_file() and path.stat().st_size == 0 and not (
+        wal.is_file() and wal.stat().st_size > 0)
+
+
 def _connect_readonly(path: Path) -> sqlite3.Connection:
     """Open for reading only. A WAL database needs its -shm file: where the folder cannot be
     written, it is opened as immutable (nobody can be writing it there either)."""
-    if not path.is_file():
-        raise StoreError(f"{path}: no result database here")
+    check_existing(path)
     folder = path.resolve().parent
     writable = os.access(folder, os.W_OK | os.X_OK)
     uri = path.resolve().as_uri() + ("?mode=ro" if writable else "?mode=ro&immutable=1")

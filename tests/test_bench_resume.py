@@ -196,23 +196,181 @@ def test_a_run_stopped_before_its_profile_session_resumes_with_the_profile_alone
         assert row["sessions"] == 2 and row["placement"]
 
 
-def test_a_run_resumed_on_a_changed_device_is_flagged(tmp_path: Path, tiny_onnx: Path) -> None:
+def test_a_run_resumed_on_a_changed_device_says_so_at_once_and_is_flagged(
+        tmp_path: Path, tiny_onnx: Path) -> None:
     """Sessions stored before the interruption and sessions measured after it are one
     measurement: where the device changed in between (here its kernel, written into the stored
-    row as an upgrade and reboot would have changed it), the row says so."""
+    row as an upgrade and reboot would have changed it), the resume says so in one line on
+    stderr as soon as its first session shows it, not refusing it, and the row says so too."""
     db = tmp_path / "r.db"
-    args = ("--model", str(tiny_onnx), "--sessions", "4", "--threads", "1")
+    sessions = 10
+    args = ("--model", str(tiny_onnx), "--sessions", str(sessions), "--threads", "1")
     first = start(db, *args)
     wait_for_sessions(db, "local", 1, first)
     stop(first, signal.SIGTERM)
     with Store(db) as store:
         (row,) = store.results()
+        kernel = row["device_fingerprint"]["kernel"]
         fingerprint = dict(row["device_fingerprint"], kernel="5.15.0-old")
         store.conn.execute("UPDATE results SET device_fingerprint = ?",
                            (json.dumps(fingerprint),))
+    resumed = start(db, *args, "--resume", "latest")
+    assert resumed.stderr is not None
+    said, measured_then = "", 0
+    for line in resumed.stderr:
+        if "warning" in line:
+            said, measured_then = line, len(stored(db))
+            break
+    _, err = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, err
+    assert said == (f"edgebench: warning: local changed since the sessions run {row['run_id']} "
+                    f"stored (kernel 5.15.0-old -> {kernel}); measurements with sessions from "
+                    "before and after will be flagged mixed_sessions\n")
+    assert measured_then < sessions  # while measuring, not afterwards
+    assert "warning" not in err  # once, though every session after shows it
+    with Store(db) as store:
+        (row,) = store.results()
+    assert row["sessions"] == sessions and "mixed_sessions" in row["flags"]
+
+
+def test_a_runtime_upgraded_between_sessions_is_named_once_by_the_warning() -> None:
+    """The runtime's version is in the fingerprint too (`runtimes.NAME`): the warning names it
+    once, by the runtime's name; temperatures and clocks are no change of the device."""
+    from harness.artifacts import Artifact
+    from harness.config import DeviceProfile
+    from harness.results import session_changes
+    from harness.runner import PlannedJob
+
+    def session(version: str, temp: float) -> dict[str, object]:
+        return {"status": "ok", "runtime_version": version,
+                "fingerprint": {"kernel": "6.8.0", "runtimes": {"tflite": version},
+                                "cpu_temp_c": temp}}
+
+    job = PlannedJob("j", DeviceProfile(name="pi5", kind="rpi"),
+                     Artifact("m", Path("m.tflite"), "tflite", "0" * 64, 1), "tflite")
+    changes = session_changes(session("2.2.0", 40.0), session("2.3.0", 71.5))
+    assert [key for key, _, _ in changes] == ["runtime_version", "runtimes.tflite"]
+    line = bench_mod.change_warning("r-1", job, changes)
+    assert "(tflite 2.2.0 -> 2.3.0)" in line and line.startswith(
+        "edgebench: warning: pi5 changed since the sessions run r-1 stored")
+    assert session_changes(session("2.3.0", 40.0), session("2.3.0", 71.5)) == []
+
+
+def _device_with_an_accelerator(tmp_path: Path) -> Path:
+    """The local machine with ONNX Runtime asked for its Azure execution provider before the
+    CPU's: the sessions say an accelerator is in force, and the profile finds every operator on
+    the CPU (`cpu_fallback`), as a CUDA provider that took nothing would."""
+    device = tmp_path / "azure.yaml"
+    device.write_text("name: azure\nkind: local\ntransport: local\nruntimes: [onnxruntime]\n"
+                      "threads: 1\nruntime_options:\n  onnxruntime:\n"
+                      "    providers: [AzureExecutionProvider, CPUExecutionProvider]\n")
+    return device
+
+
+def _lost(row: dict[str, object], before: dict[str, object]) -> list[str]:
+    """The columns `before` had that `row` lost."""
+    return sorted(k for k, v in before.items() if v is not None and row.get(k) is None)
+
+
+def test_a_resumed_row_keeps_its_profiles_placement_and_session_order(
+        tmp_path: Path, tiny_onnx: Path) -> None:
+    """A bench with --profile whose session 1 was lost with the connection (a failure of the
+    transport, measured again by a resume) after its profile was stored: the resume measures
+    session 1 alone and rebuilds the row from the stored sessions and profile, which gives it
+    its placement (all on the CPU: `cpu_fallback`) and accelerator as before; the sessions are
+    in their order (the row's state after is the last session's)."""
+    db = tmp_path / "r.db"
+    device = _device_with_an_accelerator(tmp_path)
+    args = ("bench", "--quick", "--db", str(db), "--model", str(tiny_onnx), "--device",
+            str(device), "--sessions", "3", "--profile")
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    with Store(db) as store:
+        (before,) = store.results()
+        assert "cpu_fallback" in before["flags"] and before["accelerator"]  # what is at stake
+        store.conn.execute("UPDATE sessions SET status = 'failed', error_kind = 'transport', "
+                           "error_message = 'connection lost' WHERE session = 1")
+        store.conn.execute("UPDATE runs SET status = 'incomplete'")  # as `finish` leaves it
+    profile = rows(db, "SELECT * FROM profiles")
+
+    again = run_cli(*args, "--resume", str(before["run_id"]))
+    assert again.returncode == 0, again.stderr
+    assert "2 of 3 sessions stored, measuring 1\n" in again.stderr  # no profile again
+    assert rows(db, "SELECT * FROM profiles") == profile
+    with Store(db) as store:
+        (row,) = store.results()
+        assert [s["status"] for s in store.sessions([row["job_id"]])] == ["ok"] * 3
+    assert row["placement"] == before["placement"]
+    assert "cpu_fallback" in row["flags"]
+    for name in ("accelerator", "timer", "device_fingerprint", "runtime_options", "settings",
+                 "state_before", "state_after", "status", "sessions"):
+        assert row[name] == before[name], name
+    assert _lost(row, before) == []
+
+
+def test_a_row_resumed_without_a_profile_keeps_its_sessions_placement(
+        tmp_path: Path, tiny_onnx: Path) -> None:
+    """Without --profile the sessions give the row its placement and accelerator: a resume
+    that rebuilds the row from a stored session keeps them, with every other column the row had
+    when the bench was stopped."""
+    db = tmp_path / "r.db"
+    device = _device_with_an_accelerator(tmp_path)
+    args = ("--model", str(tiny_onnx), "--device", str(device), "--sessions", "4")
+    first = start(db, *args)
+    wait_for_sessions(db, "azure", 1, first)
+    stop(first, signal.SIGTERM)
+    with Store(db) as store:
+        (before,) = store.results()
+    assert before["placement"] and before["accelerator"]  # what is at stake
     done = run_cli("bench", "--quick", "--db", str(db), *args, "--resume", "latest")
     assert done.returncode == 0, done.stderr
     with Store(db) as store:
         (row,) = store.results()
-    assert row["sessions"] == 4 and "mixed_sessions" in row["flags"]
+    assert row["sessions"] == 4
+    for name in ("placement", "accelerator", "timer", "device_fingerprint", "state_before"):
+        assert row[name] == before[name], name
+    assert _lost(row, before) == []
 
+
+def test_resume_state_reads_the_stored_sessions_and_profiles_once(
+        tmp_path: Path, tiny_onnx: Path) -> None:
+    """What a resume finds (sessions to forget, measurements left, the sessions and profile to
+    rebuild rows from) comes of one read of the session rows and one of the profile rows, as
+    the statements SQLite runs show; each measurement taken up reads its samples and its
+    profile's data once more, and nothing else is read twice."""
+    import re
+
+    from harness.artifacts import from_model_file
+    from harness.config import load_profile
+
+    db = tmp_path / "r.db"
+    done = run_cli("bench", "--quick", "--db", str(db), "--model", str(tiny_onnx), "--sessions",
+                   "2", "--profile")
+    assert done.returncode == 0, done.stderr
+    options = BenchOptions(quick=True, sessions=2, profile=True)
+    with Store(db) as store:
+        run_id = store.runs()[-1].run_id
+        store.conn.execute("UPDATE sessions SET status = 'failed', error_kind = 'transport' "
+                           "WHERE session = 1")
+        plan = bench_mod.plan_bench([from_model_file(tiny_onnx)], [load_profile("local")],
+                                    options, run_id, bench_mod.what_record(None, tiny_onnx),
+                                    None)
+        (job_id,) = [j.job_id for j in plan.jobs]
+        statements: list[str] = []
+        store.conn.set_trace_callback(statements.append)
+        state = bench_mod.resume_state(store, plan)
+        store.conn.set_trace_callback(None)
+
+    def read(columns: str, table: str) -> str:
+        return f"{table} {columns if columns in ('samples', 'data') else 'rows'}"
+
+    reads = [re.fullmatch(r"\s*SELECT (?:.*, )?(.*?) FROM (\w+) .*", s, re.S) for s in statements]
+    what = sorted(read(m[1], m[2]) for m in reads if m)
+    assert what == ["profiles data", "profiles rows", "results rows", "sessions rows",
+                    "sessions samples"], statements
+    # ... and what it read is what the store holds
+    assert [j.job_id for j in state.todo] == [job_id] and state.profiled == {job_id}
+    assert [s.session for s in state.stored[job_id]] == [0]
+    assert state.profiles[job_id]["profile"]["placement"]
+    assert (state.sessions_stored, state.sessions_left, state.profiles_left) == (1, 1, 0)
+    assert rows(db, "SELECT session FROM sessions") == [(0,)]  # the lost one is forgotten

@@ -185,6 +185,70 @@ def test_ctrl_c_exits_130_under_python_m_even_inside_a_string_exec(tmp_path: Pat
     assert proc.returncode == 130, proc.stderr
 
 
+def console_script(folder: Path) -> Path:
+    """The `edgebench` script as installers write it from pyproject.toml's [project.scripts]."""
+    import tomllib
+
+    target = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    module, function = target["edgebench"].split(":")
+    script = folder / "edgebench"
+    script.write_text(f"import re\nimport sys\nfrom {module} import {function}\n"
+                      "if __name__ == '__main__':\n"
+                      "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+                      f"    sys.exit({function}())\n")
+    return script
+
+
+def test_ctrl_c_while_the_command_is_still_imported_exits_130_without_a_traceback(
+        tmp_path: Path) -> None:
+    """The console script under `-X importtime`, which writes a line to stderr as each module
+    finishes importing: SIGINT is sent after the 2nd, 4th, 8th... line past the `harness`
+    package's, so that it lands further and further into the command's import (rich, numpy, the
+    store), until `harness.cli` has been imported before it. Every run stopped in the import
+    (fewer modules imported than by a run left alone) ends as a Ctrl-C later does: the one line,
+    exit 130, never a traceback nor a death by SIGINT."""
+    from harness.entry import INTERRUPTED
+
+    script = console_script(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+
+    def module(line: bytes) -> bytes:
+        return line.split(b"|")[-1].strip()
+
+    def run(after: int | None) -> tuple[subprocess.Popen[bytes], list[bytes], bool]:
+        """Stderr's lines, and whether the signal was sent before harness.cli was imported."""
+        with subprocess.Popen([sys.executable, "-X", "importtime", str(script), "devices",
+                               "list"], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, env=env) as proc:
+            assert proc.stderr is not None
+            err, early = b"", False
+            while after is not None and (chunk := os.read(proc.stderr.fileno(), 65536)):
+                err += chunk
+                lines = [module(line) for line in err.split(b"\n")[:-1]]
+                if b"harness" in lines and len(lines) - 1 - lines.index(b"harness") >= after:
+                    early = b"harness.cli" not in lines
+                    proc.send_signal(signal.SIGINT)
+                    break
+            err += proc.stderr.read()
+            proc.wait(timeout=60)
+        assert b"Traceback" not in err and proc.returncode in (0, 130), err.decode()
+        return proc, err.splitlines(), early
+
+    left_alone, lines, _ = run(None)
+    assert left_alone.returncode == 0
+    imported = sum(line.startswith(b"import time:") for line in lines)
+    landed = 0
+    for after in (2 ** k for k in range(1, 13)):
+        proc, lines, early = run(after)
+        if not early:
+            break  # the command was imported: the signal stopped it, or came after its end
+        said = [line.decode() for line in lines if not line.startswith(b"import time:")]
+        assert proc.returncode == 130 and said == [INTERRUPTED]
+        assert sum(line.startswith(b"import time:") for line in lines) < imported
+        landed += 1
+    assert landed >= 4  # in as many places of the import
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_bench_stopped_mid_run_keeps_what_it_measured(tmp_path: Path, tiny_onnx: Path,
                                                        sig: signal.Signals) -> None:

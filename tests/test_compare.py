@@ -604,3 +604,49 @@ def test_the_comparison_table_never_cuts_a_name(tmp_path: Path, width: int) -> N
     assert "…" not in "".join(lines)
     if width == 160:
         assert any("A median [ms]" in line and "B/A [95% CI]" in line for line in lines)
+
+
+def test_runs_of_mixed_sessions_are_no_part_of_the_run_to_run_history(tmp_path: Path) -> None:
+    """Two earlier runs flagged `mixed_sessions` (a bench resumed after an upgrade, a board
+    swapped), 20% away from the device's level either way: their spread is not this device's
+    from run to run, so the history that judges A -> B is the clean runs alone, in compare and
+    in the nightly's view alike, and an 8% slowdown is called slower, not lost in their spread."""
+    store = Store(tmp_path / "x.db")
+    runs = []
+    rng = np.random.default_rng(7)
+    levels = (10.0, 10.03, 9.98, 12.0, 8.0, 10.02, 10.0, 10.8)
+    mixed = {3, 4}
+    for night, level in enumerate(levels):
+        run = store.begin_run("nightly", None, ["pi5"])
+        with store.transaction() as conn:
+            conn.execute("UPDATE runs SET started_at = ? WHERE run_id = ?",
+                         (f"2026-12-{night + 1:02d}T02:00:00Z", run))
+        medians = level * np.exp(rng.normal(0, 0.003, 5))
+        add_job(store, run, "net",
+                samples_ns=[exact_median_ns(m, seed=10 * night + i) for i, m in enumerate(medians)],
+                **({"flags": ["mixed_sessions"]} if night in mixed else {}))
+        runs.append(run)
+    a, b = runs[-2], runs[-1]
+    row = compare_runs(store, a, b).table.iloc[0]
+    reader = SessionReader(store)
+    clean = [list(reader.medians(store.results([r])[0]["job_id"]))
+             for k, r in enumerate(runs[:-1]) if k not in mixed]
+    sd, k = scipy_free_run_sd(clean)
+    assert row["run_sd_from"] == f"history ({k - 1} d.f.)" and k == len(levels) - 1 - len(mixed)
+    assert row["run_sd"] == pytest.approx(sd)
+    assert row["verdict"] == SLOWER
+    # with the mixed runs in it, the same history would have hidden the change
+    every = [list(reader.medians(store.results([r])[0]["job_id"])) for r in runs[:-1]]
+    sd_every, k_every = scipy_free_run_sd(every)
+    assert judge(reader.medians(row["job_id_a"]), reader.medians(row["job_id_b"]),
+                 run_noise=(sd_every, k_every - 1))[1] == INCONCLUSIVE
+
+    history = results_frame(store, runs)
+    started = {r.run_id: r.started_at for r in store.runs()}
+    history = history.assign(run_started_at=history["run_id"].map(started))
+    verdicts = list(verdicts_over_runs(history, reader.medians))
+    assert verdicts[3:5] == [MIXED, MIXED]  # the pairs with a mixed side are judged as before
+    for prev, cur in zip(runs, runs[1:], strict=False):
+        pair = compare_runs(store, prev, cur).table.iloc[0]
+        assert verdicts[runs.index(cur)] == pair["verdict"]
+    assert verdicts[-1] == SLOWER

@@ -20,7 +20,7 @@ from harness.cli import main
 from harness.errors import ConfigError, TransportError
 from harness.store import Store
 from harness.transport.ssh import SSHTransport
-from tests.conftest import make_tiny_onnx
+from tests.conftest import make_tiny_onnx, run_cli
 from tests.sshd import SSHServer, fresh_sshd, sshd
 from tests.test_report_cli import db  # noqa: F401  (the fixture: two runs of one device)
 
@@ -601,3 +601,39 @@ def test_a_build_folder_that_cannot_be_one_is_named(tmp_path: Path, capsys, wher
     assert main(["build", str(suite), "--build-dir", str(build)]) == 2
     _one_line_error(capsys, f"{build}: cannot be the build folder ({says})")
     assert note.read_text() == "mine"
+
+
+def test_an_empty_file_is_no_result_database_to_read_or_maintain(tmp_path: Path) -> None:
+    # Found: `db prune` and `db vacuum` on a 0-byte file (made by `touch`, a copy that failed)
+    # made an empty result database of it and said all was well; `db stats`, `report`, `export`
+    # and `compare` said "no edgebench schema version". Each now names the file as empty and
+    # leaves it as it is; `bench` makes its database there, and `nightly` too, but not before
+    # its coordinators answer.
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    for argv in (["db", "stats"], ["db", "prune", "--keep-samples-for", "30d"], ["db", "vacuum"],
+                 ["db", "prune", "--keep-samples-for", "1", "--vacuum"],
+                 ["report", "--out", str(tmp_path / "report")], ["export", "--format", "csv"],
+                 ["compare", "latest", "latest"]):
+        done = run_cli(*argv, "--db", str(empty))
+        assert done.returncode == 2, (argv, done.stderr)
+        assert done.stderr.strip() == (f"edgebench: error: {empty}: the file is empty (0 bytes), "
+                                       "not an edgebench result database"), (argv, done.stderr)
+        assert empty.stat().st_size == 0 and os.listdir(tmp_path) == ["empty.db"], argv
+
+    farm = tmp_path / "farm.yaml"  # a coordinator nobody runs
+    farm.write_text("coordinator: 127.0.0.1:1\nplaces:\n  p: {kind: linux}\n")
+    for baseline in ("previous", "some-run"):
+        done = run_cli("nightly", "--farm", str(farm), "--suite", "models/demo.yaml", "--db",
+                       str(empty), "--baseline", baseline, "--build-dir", str(tmp_path / "b"),
+                       "--out", str(tmp_path / "out"))
+        assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert ("127.0.0.1:1" if baseline == "previous" else
+                f"--baseline 'some-run': {empty}: the file is empty") in done.stderr
+        assert empty.stat().st_size == 0
+
+    done = run_cli("bench", "--model", str(make_tiny_onnx(tmp_path / "m.onnx")), "--quick",
+                   "--sessions", "1", "--db", str(empty))
+    assert done.returncode == 0, done.stderr
+    with Store(empty, readonly=True) as store:
+        assert [r["status"] for r in store.results()] == ["ok"]

@@ -17,7 +17,7 @@ from harness.farm.summary import summary_document, write_junit, write_summary
 from harness.report.compare import is_regression
 from harness.report.stats import check_top1_threshold
 from harness.runner import BenchOptions
-from harness.store import Store
+from harness.store import Store, check_existing, empty_file
 
 
 @dataclass(frozen=True)
@@ -126,10 +126,14 @@ def _check_out(out: Path) -> None:
 
 def _check_db(db: Path, baseline: str) -> str | None:
     """The baseline run's id (None for `previous`), once the database, if there is one, opens
-    as a result database this user can write."""
-    if not db.exists():
-        if baseline != "previous":
-            raise StoreError(f"--baseline {baseline!r}: {db}: no result database here")
+    as a result database this user can write. An empty file (made by `touch`) is none yet: it
+    becomes one when the nightly begins, as a missing one is made then."""
+    if baseline != "previous":
+        try:
+            check_existing(db)
+        except StoreError as err:
+            raise StoreError(f"--baseline {baseline!r}: {err}") from err
+    elif not db.exists() or empty_file(db):
         return None
     with Store(db) as store:
         if baseline == "previous":

@@ -224,7 +224,9 @@ def history_noise(runs: list[list[float]]) -> tuple[float, int] | None:
 
 def _run_noise(store: Store, sessions: SessionReader, row: pd.Series
                ) -> tuple[float, int] | None:
-    """The run-to-run spread of A's file on this device, from the runs in the store up to A."""
+    """The run-to-run spread of A's file on this device, from the runs in the store up to A.
+    A run flagged `mixed_sessions` is left out (A too, if it is): its spread is that of two
+    devices or runtimes, not this device's from run to run."""
     sha, job_a = row.get("model_sha256_a"), row.get("job_id_a")
     if not isinstance(sha, str) or not isinstance(row.get("isa_a"), str):
         return None
@@ -234,7 +236,8 @@ def _run_noise(store: Store, sessions: SessionReader, row: pd.Series
     ids = [r["job_id"] for r in same]
     if job_a not in ids:
         return None
-    ids = ids[:ids.index(job_a) + 1][-HISTORY_RUNS:]
+    ids = [r["job_id"] for r in same[:ids.index(job_a) + 1]
+           if not _mixed(r.get("flags"))][-HISTORY_RUNS:]
     sessions.prefetch(ids)
     return history_noise([list(sessions.medians(j)) for j in ids])
 
@@ -336,7 +339,8 @@ def verdicts_over_runs(
     """For each ok row of `history` (several runs, with `run_started_at`), its verdict against the
     same measurement (JOB_KEYS) in the previous run that measured it; "" for its first run.
 
-    The nightly view of `compare_runs`, by the same rule (`judge`).
+    The nightly view of `compare_runs`, by the same rule (`judge`), with the same history:
+    earlier runs of the same file, instruction set and accelerator, none of mixed sessions.
     """
     verdicts = pd.Series("", index=history.index, dtype=object)
     ok = history[history["status"] == "ok"].sort_values(["run_started_at", "run_id"])
@@ -347,7 +351,8 @@ def verdicts_over_runs(
             prev, cur = rows[i - 1], rows[i]
             earlier = [list(medians(r.job_id)) for r in rows[:i]
                        if r.model_sha256 == prev.model_sha256 and r.isa == prev.isa
-                       and _text(r.accelerator) == _text(prev.accelerator)]
+                       and _text(r.accelerator) == _text(prev.accelerator)
+                       and not _mixed(r.flags)]
             _, verdicts[cur.Index] = judge(
                 medians(prev.job_id),
                 medians(cur.job_id),
