@@ -16,6 +16,7 @@ time per operator type, the placement) and its top operators as rows of `profile
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -295,9 +296,11 @@ def _median(values: Sequence[Any]) -> float | None:
     return float(np.median(present)) if present else None
 
 
-# Parts of fingerprint keys whose values change from moment to moment (temperatures, clocks,
-# uptime, load, free memory): no difference of the device itself.
-MOMENTARY_KEY_PARTS = ("temp", "cur_freq", "freq_cur", "uptime", "time", "load", "free", "avail")
+# Fingerprint keys whose values change from moment to moment (temperatures, clocks, uptime, load,
+# free memory): no difference of the device itself. Matched at the start of a word of the key
+# (words split by "_"), so that `mem_free_mb` and `soc_temp_c` are momentary while the versions
+# of `runtimes.onnxruntime` and `runtimes.tflite_runtime`, which merely contain "time", are not.
+_MOMENTARY_KEY = re.compile(r"(?:^|_)(?:temp|cur_freq|freq_cur|uptime|time|load|free|avail)")
 
 
 def comparable_fingerprint(fingerprint: Any, prefix: str = "") -> dict[str, Any]:
@@ -310,10 +313,11 @@ def comparable_fingerprint(fingerprint: Any, prefix: str = "") -> dict[str, Any]
         return flat
     for key, value in fingerprint.items():
         name = f"{prefix}{key}"
+        if name == "gpu.absent" or _MOMENTARY_KEY.search(str(key).lower()):
+            continue  # a momentary key, with all that is under it
         if isinstance(value, dict) and value:
             flat.update(comparable_fingerprint(value, f"{name}."))
-        elif name != "gpu.absent" and not any(part in str(key).lower()
-                                              for part in MOMENTARY_KEY_PARTS):
+        else:
             flat[name] = value
     return flat
 

@@ -47,6 +47,12 @@ def test_sessions_of_one_measurement_on_differing_devices_are_found() -> None:
                                                    "soc_temp_c": 41.0}}
     assert comparable_fingerprint(fp) == {"kernel": "6.1.0", "isa": "x86 avx2", "cpu_count": 2,
                                           "jetson.nvpmodel.mode": "MAXN"}
+    # a word that merely contains a momentary one is no momentary key: runtime versions count
+    software = {"runtimes": {"onnxruntime": "1.20.0", "tflite_runtime": "2.14.0"},
+                "mem_free_mb": 812, "mem_avail_mb": 1024, "loadavg": [0.1, 0.2, 0.3],
+                "temperatures_c": {"cpu": 40.0}, "cpu_cur_freq_khz": 1800000}
+    assert comparable_fingerprint(software) == {"runtimes.onnxruntime": "1.20.0",
+                                                "runtimes.tflite_runtime": "2.14.0"}
     same = {"fingerprint": fp, "runtime_version": "1.20.0"}
     # what changes from moment to moment (uptime, temperatures) is the same device
     warmer = {"fingerprint": dict(fp, uptime_s=99, jetson={"nvpmodel": {"mode": "MAXN"},
