@@ -246,26 +246,6 @@ def describe(state: ResumeState, run_id: str) -> str:
     return text
 
 
-def change_warning(run_id: str, job: PlannedJob, changes: Sequence[tuple[str, Any, Any]]
-                   ) -> str:
-    """The line that says, as soon as a resumed session shows it, how the device (or runtime)
-    differs from the one the run's stored sessions ran on: `kernel 6.1.0 -> 6.8.0`."""
-    keys = {key for key, _, _ in changes}
-    what = [f"{job.runtime if key == 'runtime_version' else key} {_value(then)} -> "
-            f"{_value(now)}" for key, then, now in changes
-            # a runtime's version is in the fingerprint too
-            if not (key == f"runtimes.{job.runtime}" and "runtime_version" in keys)]
-    return (f"edgebench: warning: {job.device.name} changed since the sessions run {run_id} "
-            f"stored ({', '.join(what)}); measurements with sessions from before and after will "
-            "be flagged mixed_sessions")
-
-
-def _value(value: Any) -> str:
-    if value is None:
-        return "none"
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
 def finish(store: Store, plan: BenchPlan) -> str:
     """Close the run: finished when every planned session (and profile) is stored."""
     status = "incomplete" if unfinished(store, plan) else "finished"

@@ -366,7 +366,7 @@ def _say(text: str) -> None:
 
 
 def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
-    from harness import bench, runner
+    from harness import bench, resume, runner
     from harness.artifacts import from_model_file
     from harness.store import new_run_id
 
@@ -451,7 +451,7 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
         warned: set[tuple[str, str]] = set()
 
         def on_change(job: runner.PlannedJob, changes: list[tuple[str, Any, Any]]) -> None:
-            line = bench.change_warning(plan.run_id, job, changes)
+            line = resume.change_warning(plan.run_id, job, changes)
             if (job.device.name, line) not in warned:  # once, not for every measurement
                 warned.add((job.device.name, line))
                 progress.console.print(escape(line), highlight=False, soft_wrap=True)

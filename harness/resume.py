@@ -15,6 +15,7 @@ placement), so that the measurement's row comes out as if the run had never stop
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -165,3 +166,23 @@ def _result(row: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
                 "ref_top1_agreement": record.get("ref_top1_agreement"),
                 "ref_max_abs_diff": record.get("ref_max_abs_diff")}
     return result
+
+
+def change_warning(run_id: str, job: PlannedJob, changes: Sequence[tuple[str, Any, Any]]
+                   ) -> str:
+    """The line that says, as soon as a resumed session shows it, how the device (or runtime)
+    differs from the one the run's stored sessions ran on: `kernel 6.1.0 -> 6.8.0`."""
+    keys = {key for key, _, _ in changes}
+    what = [f"{job.runtime if key == 'runtime_version' else key} {_value(then)} -> "
+            f"{_value(now)}" for key, then, now in changes
+            # a runtime's version is in the fingerprint too
+            if not (key == f"runtimes.{job.runtime}" and "runtime_version" in keys)]
+    return (f"edgebench: warning: {job.device.name} changed since the sessions run {run_id} "
+            f"stored ({', '.join(what)}); measurements with sessions from before and after will "
+            "be flagged mixed_sessions")
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "none"
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)

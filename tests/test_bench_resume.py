@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness import bench as bench_mod
+from harness import resume
 from harness.runner import BenchOptions
 from harness.store import Store
 from tests.conftest import EDGEBENCH, REPO, make_tiny_onnx, rows, run_cli, wait_for_sessions
@@ -250,7 +251,7 @@ def test_a_runtime_upgraded_between_sessions_is_named_once_by_the_warning() -> N
                      Artifact("m", Path("m.tflite"), "tflite", "0" * 64, 1), "tflite")
     changes = session_changes(session("2.2.0", 40.0), session("2.3.0", 71.5))
     assert [key for key, _, _ in changes] == ["runtime_version", "runtimes.tflite"]
-    line = bench_mod.change_warning("r-1", job, changes)
+    line = resume.change_warning("r-1", job, changes)
     assert "(tflite 2.2.0 -> 2.3.0)" in line and line.startswith(
         "edgebench: warning: pi5 changed since the sessions run r-1 stored")
     assert session_changes(session("2.3.0", 40.0), session("2.3.0", 71.5)) == []

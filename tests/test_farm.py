@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -267,10 +268,28 @@ def test_a_nightly_killed_by_sigkill_resumes_measuring_only_what_is_missing(
     assert 3 <= len(before) < 12
     assert len(list((tmp_path / "labgrid-state").glob("*.json"))) == 3  # left by the kill
     assert all(p in who(lab) for p in PLACES)  # labgrid keeps a dead client's places
+    # one board upgraded while the nightly was down (its kernel, as a reboot would change it):
+    # its stored row says the old kernel, the sessions measured now the new one
+    counts = dict(rows(db, "SELECT device, COUNT(*) FROM sessions JOIN results USING (job_id) "
+                           "WHERE sessions.status = 'ok' GROUP BY device"))
+    upgraded = min(PLACES, key=lambda p: counts.get(p, 0))
+    assert counts.get(upgraded, 0) < 4
+    ((fp,),) = rows(db, "SELECT device_fingerprint FROM results WHERE device = ?", upgraded)
+    kernel = json.loads(fp)["kernel"]
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE results SET device_fingerprint = ? WHERE device = ?",
+                     (json.dumps(dict(json.loads(fp), kernel="5.15.0-old")), upgraded))
+    conn.close()
 
     again = run_cli(*args, env=env_for(tmp_path))
     assert again.returncode == 0, again.stderr + again.stdout
     assert "resuming nightly nightly-resume-test" in again.stderr
+    said = [line for line in (again.stderr + again.stdout).splitlines() if "warning" in line]
+    assert len(said) == 1 and f"{upgraded} changed since the sessions run {nightly_id} " \
+        f"stored (kernel 5.15.0-old -> {kernel})" in said[0], said
+    flagged = rows(db, "SELECT device FROM results WHERE flags LIKE '%mixed_sessions%'")
+    assert flagged == [(upgraded,)]
     out = summary(tmp_path, "n")
     notes = [n for d in out["devices"] for n in d["notes"]]
     assert len(notes) == 3 and all("left by a killed run" in n for n in notes)

@@ -207,8 +207,16 @@ def _measure(store: Store, plan: NightlyPlan, todo: Sequence[PlannedJob],
             say(f"{job.device.name}: {job.artifact.name} on {job.runtime}: {record['status']}: "
                 f"{record['error_message']}")
 
+    warned: set[str] = set()
+
+    def on_change(job: PlannedJob, changes: list[tuple[str, Any, Any]]) -> None:
+        line = resume.change_warning(plan.nightly_id, job, changes)
+        if line not in warned:  # once, not for every measurement
+            warned.add(line)
+            say(line)
+
     run_plan(store, todo, plan.options, command=plan.command, suite=plan.suite,
-             on_event=on_event, run_id=plan.nightly_id, stored=stored)
+             on_event=on_event, run_id=plan.nightly_id, stored=stored, on_change=on_change)
 
 
 def _why_missing(store: Store, left: Sequence[PlannedJob]) -> str:
