@@ -123,6 +123,9 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     out.print(f"  {fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs, "
               f"{_fmt(fp.get('mem_total_mb'), '.0f')} MB, {fp.get('os')}, "
               f"kernel {fp.get('kernel')}")
+    # what int8 kernels, speed and even accuracy depend on, and what every figure is labelled by
+    out.print(f"  ISA: {escape(str(fp.get('isa') or 'unknown (no CPU flags found)'))}",
+              soft_wrap=True)
     gpu = fp.get("gpu") or {}
     gpus = ", ".join(f"{g.get('name')} ({_fmt(g.get('memory_total_mb'), '.0f')} MB)"
                      for g in gpu.get("gpus") or [])

@@ -135,6 +135,10 @@ def test_devices_list_and_check_local() -> None:
     info = json.loads(proc.stdout)
     assert info["runtimes"]["onnxruntime"]["available"] is True
     assert info["fingerprint"]["cpu_count"] >= 1
+    # the instruction set every figure is labelled by, said where the device is checked
+    proc = run_cli("devices", "check", "local")
+    assert proc.returncode == 0, proc.stderr
+    assert f"  ISA: {info['fingerprint']['isa']}\n" in proc.stdout, proc.stdout
 
 
 def test_profile_runtime_options_reach_the_engine(tmp_path: Path, tiny_onnx: Path) -> None:
