@@ -11,11 +11,13 @@ from __future__ import annotations
 import sys
 
 INTERRUPTED = "edgebench: interrupted; finished jobs are in the store"
+# before the command itself was imported, nothing was read, written or measured yet
+INTERRUPTED_STARTING = "edgebench: interrupted while starting; nothing was done"
 
 
-def interrupted() -> int:
+def interrupted(message: str = INTERRUPTED) -> int:
     """Say that the command was stopped by Ctrl-C; its exit status."""
-    print(INTERRUPTED, file=sys.stderr, flush=True)
+    print(message, file=sys.stderr, flush=True)
     # CPython (3.11, 3.12) remembers a KeyboardInterrupt that ended a string exec() (the code a
     # dataclass or attrs class is made from, at an import), even one caught since, and the
     # process then dies by SIGINT instead of exiting with 130. A string exec clears that memory.
@@ -26,7 +28,9 @@ def interrupted() -> int:
 def main() -> int:
     try:
         from harness.cli import main as command
-
-        return command()
     except KeyboardInterrupt:
+        return interrupted(INTERRUPTED_STARTING)
+    try:
+        return command()
+    except KeyboardInterrupt:  # before the command's own handler is in place
         return interrupted()
