@@ -52,13 +52,6 @@ def sessions_by_job(store: Store, job_ids: Iterable[str]) -> dict[str, list[dict
     return found
 
 
-def forget_retryable(store: Store, jobs: Sequence[PlannedJob]) -> int:
-    """Delete the sessions of `jobs` that failed for want of the device; how many."""
-    stored = sessions_by_job(store, [j.job_id for j in jobs])
-    kept = forget_retryable_rows(store, stored)
-    return sum(len(rows) for rows in stored.values()) - sum(len(rows) for rows in kept.values())
-
-
 def forget_retryable_rows(store: Store, stored: dict[str, list[dict[str, Any]]]
                           ) -> dict[str, list[dict[str, Any]]]:
     """Delete the sessions among `stored` (rows by job, as read) that failed for want of the

@@ -433,3 +433,51 @@ def test_resume_state_reads_the_stored_sessions_and_profiles_once(
     assert state.profiles[job_id]["profile"]["placement"]
     assert (state.sessions_stored, state.sessions_left, state.profiles_left) == (1, 1, 0)
     assert rows(db, "SELECT session FROM sessions") == [(0,)]  # the lost one is forgotten
+
+
+def test_a_resumed_nightly_device_reads_its_stored_sessions_once_before_measuring(
+        tmp_path: Path, tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A nightly's device taken up again (`nightly --id`) finds what to forget, what is left
+    and the sessions to rebuild rows from in one read of its session rows, as `bench --resume`
+    does, and reads them once more after measuring, to see what is still missing. Here on the
+    local device (no labgrid place), its session 1 lost with the connection."""
+    import threading
+
+    from harness.artifacts import from_model_file
+    from harness.config import load_profile
+    from harness.farm import nightly
+    from harness.farm.farmfile import Farm
+
+    db = tmp_path / "r.db"
+    options = BenchOptions(quick=True, sessions=2, threads=1)
+    farm = Farm(tmp_path / "farm.yaml", "none", (load_profile("local"),), retries=0)
+    plan = nightly.plan_nightly(farm, [from_model_file(tiny_onnx)], options, "nightly-x",
+                                "s.yaml", "edgebench nightly --id nightly-x")
+    said: list[str] = []
+
+    def device() -> nightly.DeviceOutcome:
+        outcome = nightly.DeviceOutcome("local", None)
+        nightly.run_device(db, plan, farm.devices[0], farm, outcome, threading.Event(),
+                           said.append)
+        return outcome
+
+    with Store(db) as store:
+        nightly.begin(store, plan, farm)
+    assert device().status == "ok"
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE sessions SET status = 'failed', error_kind = 'transport' "
+                     "WHERE session = 1")
+    conn.close()
+    reads: list[list[str]] = []
+    real = Store.sessions
+
+    def counted(store: Store, job_ids: Any) -> list[dict[str, Any]]:
+        reads.append(list(job_ids))
+        return real(store, job_ids)
+
+    monkeypatch.setattr(Store, "sessions", counted)
+    outcome = device()
+    assert (outcome.status, outcome.sessions_run) == ("ok", 1), outcome
+    assert reads == [[plan.jobs[0].job_id]] * 2  # before measuring, and after
+    assert rows(db, "SELECT session, status FROM sessions") == [(0, "ok"), (1, "ok")]
