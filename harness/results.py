@@ -198,13 +198,22 @@ model_file_mb real
 anon_mb real
 file_mb real
 gpu_mem_mb real
+gpu_process_mb real
 power_w real
 energy_mj_per_inference real
 bytes_pushed int
 orchestration_s real
+fingerprint_sha256 text
 state_before json
 state_after json
 samples blob
+""")
+
+# One row per distinct device fingerprint, keyed by the sha256 of its JSON: the sessions of a
+# device share one (about 1 KB) instead of a copy each, which would outlive pruned samples.
+FINGERPRINT_COLUMNS = _cols("""
+sha256 text PRIMARY KEY
+fingerprint json NOT NULL
 """)
 
 PROFILE_COLUMNS = _cols("""
@@ -240,7 +249,8 @@ RESULT_FIELDS = tuple(c.name for c in RESULT_COLUMNS)
 SESSION_FIELDS = tuple(c.name for c in SESSION_COLUMNS)
 PROFILE_FIELDS = tuple(c.name for c in PROFILE_COLUMNS)
 PROFILE_OP_FIELDS = tuple(c.name for c in PROFILE_OP_COLUMNS)
-_ALL = (RUN_COLUMNS, RESULT_COLUMNS, SESSION_COLUMNS, PROFILE_COLUMNS, PROFILE_OP_COLUMNS)
+_ALL = (RUN_COLUMNS, RESULT_COLUMNS, SESSION_COLUMNS, FINGERPRINT_COLUMNS, PROFILE_COLUMNS,
+        PROFILE_OP_COLUMNS)
 JSON_FIELDS = frozenset(c.name for cols in _ALL for c in cols if c.kind == "json")
 BOOL_FIELDS = frozenset(c.name for cols in _ALL for c in cols if c.kind == "bool")
 
@@ -277,6 +287,10 @@ def session_row(job_id: str, session: int, result: dict[str, Any], *, started_at
         "timer": result.get("timer"),
         "wall_median_ms": (result.get("wall_latency") or {}).get("median_ms"),
         "gpu_mem_mb": mem.get("gpu_mem_mb"),
+        "gpu_process_mb": mem.get("gpu_process_mb"),
+        # the device this session ran on (the store keeps it once in `fingerprints`, under
+        # `fingerprint_sha256`): a resumed measurement's sessions may differ
+        "fingerprint": result.get("fingerprint") or None,
         "bytes_pushed": bytes_pushed,
         "orchestration_s": orchestration_s,
         "state_before": before or None,

@@ -7,9 +7,11 @@ store. A session counts as done when it is stored `ok`, or failed for a reason o
 the device's software (a measurement whose first session failed so gets no more sessions); a
 session that failed because the device could not be reached (`RETRYABLE_KINDS`) is measured
 again. Sessions done are not run again: their agent results are rebuilt from the stored rows
-(the results row holds what every session shares: fingerprint, runtime, placement, accuracy of
-session 0), and a stored profile session from its `profiles` row (it gives the row its
-placement), so that the measurement's row comes out as if the run had never stopped.
+(each session's own figures and device fingerprint; the results row holds what every session
+shares: runtime, placement, accuracy of session 0, and the fingerprint of sessions stored before
+schema 5), and a stored profile session from its `profiles` row (it gives the row its
+placement), so that the measurement's row comes out as if the run had never stopped, and a
+device that changed between two resumes, and changed back, still shows in `mixed_sessions`.
 """
 
 from __future__ import annotations
@@ -48,13 +50,6 @@ def sessions_by_job(store: Store, job_ids: Iterable[str]) -> dict[str, list[dict
     for row in store.sessions(list(job_ids)):
         found.setdefault(row["job_id"], []).append(row)
     return found
-
-
-def forget_retryable(store: Store, jobs: Sequence[PlannedJob]) -> int:
-    """Delete the sessions of `jobs` that failed for want of the device; how many."""
-    stored = sessions_by_job(store, [j.job_id for j in jobs])
-    kept = forget_retryable_rows(store, stored)
-    return sum(len(rows) for rows in stored.values()) - sum(len(rows) for rows in kept.values())
 
 
 def forget_retryable_rows(store: Store, stored: dict[str, list[dict[str, Any]]]
@@ -134,16 +129,18 @@ def stored_profiles(store: Store, profiles: Iterable[dict[str, Any]]
 
 
 def _result(row: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
-    """An agent result, as far as the store keeps it, for one stored session. What the session
-    rows do not hold is its measurement's, which every session shares: the fingerprint, the
-    runtime and its settings, and where the model ran (`placement`, the GPU in the fingerprint's
-    `accelerator`); where a profile gave the row its placement, the profile is restored too
-    (`stored_profiles`) and takes precedence again, as it did."""
-    fingerprint = record.get("device_fingerprint")
+    """An agent result, as far as the store keeps it, for one stored session: its own figures
+    and device fingerprint (the measurement's for a session stored before schema 5, which kept
+    none). What the session rows do not hold is its measurement's, which every session shares:
+    the runtime and its settings, and where the model ran (`placement`, the GPU in the
+    fingerprint's `accelerator`); where a profile gave the row its placement, the profile is
+    restored too (`stored_profiles`) and takes precedence again, as it did."""
+    fingerprint = row.get("fingerprint") or record.get("device_fingerprint")
     result: dict[str, Any] = {
         "status": row["status"],
         "latency": {k: row.get(k) for k in _LATENCY} if row["status"] == "ok" else {},
-        "memory": {k: row.get(k) for k in (*_MEMORY, "anon_mb", "file_mb", "gpu_mem_mb")},
+        "memory": {k: row.get(k) for k in (*_MEMORY, "anon_mb", "file_mb", "gpu_mem_mb",
+                                           "gpu_process_mb")},
         "power": {"mean_w": row.get("power_w"),
                   "energy_mj_per_inference": row.get("energy_mj_per_inference")},
         "timer": row.get("timer"),

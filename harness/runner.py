@@ -329,9 +329,11 @@ class _Measurement:
         self.rows: list[dict[str, Any]] = [s.row for s in stored]
         self.samples: list[list[int]] = [list(s.samples_ns) for s in stored]
         self.profile = profile  # a resumed run's stored profile session, else none yet
-        # what its stored sessions ran on (they share their row's fingerprint and runtime)
-        self.stored_on = next((s.result for s in stored
-                               if s.result.get("status") == protocol.STATUS_OK), None)
+        # what its stored sessions ran on last: after A -> B -> A across two resumes, the
+        # change from B is the one to tell
+        ok = [s for s in stored if s.result.get("status") == protocol.STATUS_OK]
+        self.stored_on = max(ok, key=lambda s: s.row.get("started_at") or "").result \
+            if ok else None
 
     def changes(self, item: SessionDone) -> list[tuple[str, Any, Any]]:
         """How the device or runtime of a session measured now differs from the stored

@@ -1,9 +1,10 @@
 """The SQLite result store (`results/edgebench.db` by default).
 
-Five tables, their columns defined in `harness/results.py`: `runs` (one per `edgebench bench` or
+Six tables, their columns defined in `harness/results.py`: `runs` (one per `edgebench bench` or
 `nightly` invocation), `results` (one row per measurement: artifact x runtime x device), `sessions`
 (one row per session of a measurement, with its raw per-iteration latencies as one compact blob),
-and for measurements benchmarked with `--profile`, `profiles` (the profile session: the whole
+`fingerprints` (each device fingerprint once, which sessions name by its sha256), and for
+measurements benchmarked with `--profile`, `profiles` (the profile session: the whole
 profile as compressed JSON, time per operator type, placement) and `profile_ops` (its top
 operators). Each finished session is committed on its own, with its measurement's row brought up to
 date in the same transaction, in WAL mode, so killing the host mid-run loses only the session in
@@ -20,6 +21,7 @@ compressed: about 3 bytes a sample instead of a row each.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -37,6 +39,7 @@ from harness import __version__
 from harness.errors import StoreError
 from harness.results import (
     BOOL_FIELDS,
+    FINGERPRINT_COLUMNS,
     JSON_FIELDS,
     PROFILE_COLUMNS,
     PROFILE_FIELDS,
@@ -51,11 +54,12 @@ from harness.results import (
     decode_profile,
 )
 
-SCHEMA_VERSION = 4
-# Schemas read as they are where the file cannot be upgraded (read-only commands): 3 lacks only
-# `runs.plan`, which nothing that reads needs, so a report of an older database on a read-only
-# share works before anything writes there.
-READABLE_VERSIONS = (3, SCHEMA_VERSION)
+SCHEMA_VERSION = 5
+# Schemas read as they are where the file cannot be upgraded (read-only commands): 3 lacks
+# `runs.plan` and 3 and 4 the sessions' own fingerprints, which nothing that reads needs (their
+# sessions read with none, as a resume takes them), so a report of an older database on a
+# read-only share works before anything writes there.
+READABLE_VERSIONS = (3, 4, SCHEMA_VERSION)
 DEFAULT_DB = Path("results/edgebench.db")
 
 
@@ -90,6 +94,11 @@ def _profile_sql(if_not_exists: bool = False) -> list[str]:
     ]
 
 
+def _fingerprint_sql(if_not_exists: bool = False) -> str:
+    """The table of schema 5: each distinct device fingerprint once, for the sessions."""
+    return _table_sql("fingerprints", FINGERPRINT_COLUMNS, if_not_exists=if_not_exists)
+
+
 def _create_sql() -> list[str]:
     return [
         _table_sql("runs", RUN_COLUMNS),
@@ -98,7 +107,15 @@ def _create_sql() -> list[str]:
         "CREATE INDEX results_run ON results(run_id)",
         _table_sql("sessions", SESSION_COLUMNS, ",\n  PRIMARY KEY (job_id, session)"),
         *_profile_sql(),
+        _fingerprint_sql(),
     ]
+
+
+def fingerprint_sha256(fingerprint: Mapping[str, Any]) -> tuple[str, str]:
+    """A fingerprint's key in `fingerprints` and the JSON stored under it: the sha256 of that
+    JSON (keys sorted, so that one fingerprint has one key however its dict was built)."""
+    text = json.dumps(fingerprint, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest(), text
 
 
 def utc_now() -> str:
@@ -234,11 +251,16 @@ class Store:
                     _upgrade_v1(self.conn)
                     _upgrade_v2(self.conn)
                     _upgrade_v3(self.conn)
+                    _upgrade_v4(self.conn)
                 elif version == 2:
                     _upgrade_v2(self.conn)
                     _upgrade_v3(self.conn)
+                    _upgrade_v4(self.conn)
                 elif version == 3:
                     _upgrade_v3(self.conn)
+                    _upgrade_v4(self.conn)
+                elif version == 4:
+                    _upgrade_v4(self.conn)
                 elif version != SCHEMA_VERSION:
                     raise StoreError(f"{self.path}: schema version {version}, this edgebench "
                                      f"reads {SCHEMA_VERSION} and older")
@@ -338,13 +360,20 @@ class Store:
     def add_session(self, session: Mapping[str, Any], samples_ns: Iterable[int],
                     measurement: Mapping[str, Any]) -> None:
         """Store one finished session with its raw samples, and its measurement's row as it
-        stands with this session, in a single transaction."""
-        unknown = (set(session) - set(SESSION_FIELDS)) | (set(measurement) - set(RESULT_FIELDS))
+        stands with this session, in a single transaction. The session's `fingerprint` (the
+        device it ran on) goes into `fingerprints`, once for all the sessions that share it."""
+        unknown = ((set(session) - {*SESSION_FIELDS, "fingerprint"})
+                   | (set(measurement) - set(RESULT_FIELDS)))
         if unknown:
             raise ValueError(f"unknown result fields: {sorted(unknown)}")
         srow = {name: _to_sql(name, session.get(name)) for name in SESSION_FIELDS}
         srow["samples"] = encode_samples(samples_ns)
+        fingerprint = session.get("fingerprint")
         with self._tx():
+            if fingerprint:
+                srow["fingerprint_sha256"], text = fingerprint_sha256(fingerprint)
+                self.conn.execute("INSERT OR IGNORE INTO fingerprints (sha256, fingerprint) "
+                                  "VALUES (?, ?)", (srow["fingerprint_sha256"], text))
             self._put_result(measurement)
             self.conn.execute(
                 f"INSERT INTO sessions ({', '.join(SESSION_FIELDS)}) "
@@ -446,14 +475,29 @@ class Store:
         return [_from_sql(dict(r)) for r in rows]
 
     def sessions(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """Session rows of these measurements, without their samples, by job and session."""
-        names = [n for n in SESSION_FIELDS if n != "samples"]
+        """Session rows of these measurements, without their samples, by job and session, each
+        with its `fingerprint` (None for sessions stored before schema 5: their measurement's
+        `device_fingerprint` is theirs). A column that a file of an older schema, read as it is,
+        lacks reads as None."""
+        present = self._columns("sessions")
+        names = [f"s.{n}" if n in present else f"NULL AS {n}" for n in SESSION_FIELDS
+                 if n != "samples"]
+        # schema 5 added the column and the table it keys together
+        joined = "fingerprint_sha256" in present
+        names.append("f.fingerprint" if joined else "NULL AS fingerprint")
+        source = ("sessions s LEFT JOIN fingerprints f ON f.sha256 = s.fingerprint_sha256"
+                  if joined else "sessions s")
         rows = []
         for chunk in _chunks(list(job_ids)):
             rows += self.conn.execute(
-                f"SELECT {', '.join(names)} FROM sessions WHERE job_id IN "
-                f"({', '.join('?' for _ in chunk)}) ORDER BY job_id, session", chunk).fetchall()
+                f"SELECT {', '.join(names)} FROM {source} WHERE s.job_id IN "
+                f"({', '.join('?' for _ in chunk)}) ORDER BY s.job_id, s.session",
+                chunk).fetchall()
         return [_from_sql(dict(r)) for r in rows]
+
+    def _columns(self, table: str) -> set[str]:
+        return {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+
 
     def session_samples(self, job_id: str) -> list[np.ndarray]:
         """Raw samples (ns) of each session of a measurement, in session order."""
@@ -674,6 +718,19 @@ def _upgrade_v3(conn: sqlite3.Connection) -> None:
         for column in columns:
             if column.name not in present:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column.name} {column.sql}")
+
+
+def _upgrade_v4(conn: sqlite3.Connection) -> None:
+    """Schema 4 -> 5 inside the caller's transaction: each session's own device fingerprint
+    (`sessions.fingerprint_sha256`, a key of the new table `fingerprints`) and
+    `sessions.gpu_process_mb`, NULL in older sessions: their fingerprint is their measurement's
+    `device_fingerprint`, as it was, and their GPU process memory was kept only in the row's
+    median."""
+    present = {r[1] for r in conn.execute("PRAGMA table_info(sessions)")}
+    for column in SESSION_COLUMNS:
+        if column.name not in present:
+            conn.execute(f"ALTER TABLE sessions ADD COLUMN {column.name} {column.sql}")
+    conn.execute(_fingerprint_sql(if_not_exists=True))
 
 
 def _run_info(row: sqlite3.Row) -> RunInfo:

@@ -3,17 +3,19 @@ local device, measuring only what it had not stored; and every command that must
 
 from __future__ import annotations
 
-import json
 import signal
+import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from harness import bench as bench_mod
 from harness import resume
 from harness.runner import BenchOptions
-from harness.store import Store
+from harness.store import Store, fingerprint_sha256
 from tests.conftest import EDGEBENCH, REPO, make_tiny_onnx, rows, run_cli, wait_for_sessions
 
 SESSIONS = "8"
@@ -33,6 +35,18 @@ def stop(proc: subprocess.Popen[str], sig: signal.Signals) -> str:
 
 def stored(db: Path) -> list[tuple[str, int, str]]:
     return rows(db, "SELECT job_id, session, started_at FROM sessions ORDER BY job_id, session")
+
+
+def set_fingerprint(db: Path, fingerprint: dict[str, Any], where: str, *params: Any) -> None:
+    """Give the stored sessions `where` says this fingerprint, as if they had run on a device
+    that differed so (an upgrade, a reboot into another kernel)."""
+    key, text = fingerprint_sha256(fingerprint)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT OR IGNORE INTO fingerprints (sha256, fingerprint) VALUES (?, ?)",
+                     (key, text))
+        conn.execute(f"UPDATE sessions SET fingerprint_sha256 = ? WHERE {where}", (key, *params))
+    conn.close()
 
 
 def test_an_interrupted_bench_resumes_twice_measuring_each_session_once(
@@ -201,7 +215,7 @@ def test_a_run_resumed_on_a_changed_device_says_so_at_once_and_is_flagged(
         tmp_path: Path, tiny_onnx: Path) -> None:
     """Sessions stored before the interruption and sessions measured after it are one
     measurement: where the device changed in between (here its kernel, written into the stored
-    row as an upgrade and reboot would have changed it), the resume says so in one line on
+    sessions as an upgrade and reboot would have changed it), the resume says so in one line on
     stderr as soon as its first session shows it, not refusing it, and the row says so too."""
     db = tmp_path / "r.db"
     sessions = 10
@@ -211,10 +225,8 @@ def test_a_run_resumed_on_a_changed_device_says_so_at_once_and_is_flagged(
     stop(first, signal.SIGTERM)
     with Store(db) as store:
         (row,) = store.results()
-        kernel = row["device_fingerprint"]["kernel"]
-        fingerprint = dict(row["device_fingerprint"], kernel="5.15.0-old")
-        store.conn.execute("UPDATE results SET device_fingerprint = ?",
-                           (json.dumps(fingerprint),))
+    kernel = row["device_fingerprint"]["kernel"]
+    set_fingerprint(db, dict(row["device_fingerprint"], kernel="5.15.0-old"), "1")
     resumed = start(db, *args, "--resume", "latest")
     assert resumed.stderr is not None
     said, measured_then = "", 0
@@ -232,6 +244,52 @@ def test_a_run_resumed_on_a_changed_device_says_so_at_once_and_is_flagged(
     with Store(db) as store:
         (row,) = store.results()
     assert row["sessions"] == sessions and "mixed_sessions" in row["flags"]
+
+
+def test_a_device_changed_and_changed_back_across_two_resumes_is_told_and_flagged(
+        tmp_path: Path, tiny_onnx: Path) -> None:
+    """A -> B -> A: the first run's sessions ran on kernel A, the first resume's on B (written
+    into the sessions it stored, as a reboot into another kernel would have made them), the
+    second resume's on A again. Each stored session is rebuilt with its own fingerprint, so the
+    second resume says the device changed (B -> A) and the row is flagged `mixed_sessions`, as
+    a run that never stopped would have been; the stored sessions' own GPU memory counts in the
+    row as theirs did (this CPU measures none: the new sessions add nothing to it)."""
+    db = tmp_path / "r.db"
+    sessions = 8
+    args = ("--model", str(tiny_onnx), "--sessions", str(sessions), "--threads", "1")
+    first = start(db, *args)
+    wait_for_sessions(db, "local", 2, first)
+    stop(first, signal.SIGTERM)
+    on_a = [s for _, s, _ in stored(db)]
+    second = start(db, *args, "--resume", "latest")
+    wait_for_sessions(db, "local", len(on_a) + 2, second)
+    stop(second, signal.SIGTERM)
+    on_b = [s for _, s, _ in stored(db) if s not in on_a]
+    assert on_b and len(on_a) + len(on_b) < sessions
+    with Store(db) as store:
+        (row,) = store.results()
+    a = row["device_fingerprint"]
+    set_fingerprint(db, dict(a, kernel="5.15.0-b"),
+                    f"session IN ({', '.join(map(str, on_b))})")
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE sessions SET gpu_process_mb = 100 + session")
+    conn.close()
+
+    third = run_cli("bench", "--quick", "--db", str(db), *args, "--resume", "latest")
+    assert third.returncode == 0, third.stderr
+    said = [line for line in third.stderr.splitlines() if "warning" in line]
+    assert said == [f"edgebench: warning: local changed since the sessions run {row['run_id']} "
+                    f"stored (kernel 5.15.0-b -> {a['kernel']}); measurements with sessions "
+                    "from before and after will be flagged mixed_sessions"]
+    with Store(db) as store:
+        (row,) = store.results()
+        kernels = [s["fingerprint"]["kernel"] for s in store.sessions([row["job_id"]])]
+    assert kernels == [a["kernel"]] * len(on_a) + ["5.15.0-b"] * len(on_b) + [a["kernel"]] * (
+        sessions - len(on_a) - len(on_b))
+    assert row["sessions"] == sessions and "mixed_sessions" in row["flags"]
+    assert row["device_fingerprint"] == a  # session 0's, as in a run that never stopped
+    assert row["gpu_process_mb"] == np.median([100 + s for s in on_a + on_b])
 
 
 def test_a_runtime_upgraded_between_sessions_is_named_once_by_the_warning() -> None:
@@ -375,3 +433,51 @@ def test_resume_state_reads_the_stored_sessions_and_profiles_once(
     assert state.profiles[job_id]["profile"]["placement"]
     assert (state.sessions_stored, state.sessions_left, state.profiles_left) == (1, 1, 0)
     assert rows(db, "SELECT session FROM sessions") == [(0,)]  # the lost one is forgotten
+
+
+def test_a_resumed_nightly_device_reads_its_stored_sessions_once_before_measuring(
+        tmp_path: Path, tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A nightly's device taken up again (`nightly --id`) finds what to forget, what is left
+    and the sessions to rebuild rows from in one read of its session rows, as `bench --resume`
+    does, and reads them once more after measuring, to see what is still missing. Here on the
+    local device (no labgrid place), its session 1 lost with the connection."""
+    import threading
+
+    from harness.artifacts import from_model_file
+    from harness.config import load_profile
+    from harness.farm import nightly
+    from harness.farm.farmfile import Farm
+
+    db = tmp_path / "r.db"
+    options = BenchOptions(quick=True, sessions=2, threads=1)
+    farm = Farm(tmp_path / "farm.yaml", "none", (load_profile("local"),), retries=0)
+    plan = nightly.plan_nightly(farm, [from_model_file(tiny_onnx)], options, "nightly-x",
+                                "s.yaml", "edgebench nightly --id nightly-x")
+    said: list[str] = []
+
+    def device() -> nightly.DeviceOutcome:
+        outcome = nightly.DeviceOutcome("local", None)
+        nightly.run_device(db, plan, farm.devices[0], farm, outcome, threading.Event(),
+                           said.append)
+        return outcome
+
+    with Store(db) as store:
+        nightly.begin(store, plan, farm)
+    assert device().status == "ok"
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE sessions SET status = 'failed', error_kind = 'transport' "
+                     "WHERE session = 1")
+    conn.close()
+    reads: list[list[str]] = []
+    real = Store.sessions
+
+    def counted(store: Store, job_ids: Any) -> list[dict[str, Any]]:
+        reads.append(list(job_ids))
+        return real(store, job_ids)
+
+    monkeypatch.setattr(Store, "sessions", counted)
+    outcome = device()
+    assert (outcome.status, outcome.sessions_run) == ("ok", 1), outcome
+    assert reads == [[plan.jobs[0].job_id]] * 2  # before measuring, and after
+    assert rows(db, "SELECT session, status FROM sessions") == [(0, "ok"), (1, "ok")]

@@ -28,6 +28,7 @@ import yaml
 
 from benchmarks.loopback_labgrid import LabgridMissing, LoopbackLab
 from harness.farm.labgrid import lock_file
+from harness.store import fingerprint_sha256
 from tests.conftest import EDGEBENCH, REPO, rows, run_cli, wait_for_sessions
 from tests.sshd import SSHServer, free_port
 
@@ -269,17 +270,19 @@ def test_a_nightly_killed_by_sigkill_resumes_measuring_only_what_is_missing(
     assert len(list((tmp_path / "labgrid-state").glob("*.json"))) == 3  # left by the kill
     assert all(p in who(lab) for p in PLACES)  # labgrid keeps a dead client's places
     # one board upgraded while the nightly was down (its kernel, as a reboot would change it):
-    # its stored row says the old kernel, the sessions measured now the new one
+    # its stored sessions say the old kernel, the sessions measured now the new one
     counts = dict(rows(db, "SELECT device, COUNT(*) FROM sessions JOIN results USING (job_id) "
                            "WHERE sessions.status = 'ok' GROUP BY device"))
     upgraded = min(PLACES, key=lambda p: counts.get(p, 0))
     assert counts.get(upgraded, 0) < 4
     ((fp,),) = rows(db, "SELECT device_fingerprint FROM results WHERE device = ?", upgraded)
     kernel = json.loads(fp)["kernel"]
+    key, text = fingerprint_sha256(dict(json.loads(fp), kernel="5.15.0-old"))
     conn = sqlite3.connect(db)
     with conn:
-        conn.execute("UPDATE results SET device_fingerprint = ? WHERE device = ?",
-                     (json.dumps(dict(json.loads(fp), kernel="5.15.0-old")), upgraded))
+        conn.execute("INSERT INTO fingerprints (sha256, fingerprint) VALUES (?, ?)", (key, text))
+        conn.execute("UPDATE sessions SET fingerprint_sha256 = ? WHERE job_id IN "
+                     "(SELECT job_id FROM results WHERE device = ?)", (key, upgraded))
     conn.close()
 
     again = run_cli(*args, env=env_for(tmp_path))

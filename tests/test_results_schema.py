@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from harness.results import (
+    FINGERPRINT_COLUMNS,
     PROFILE_FIELDS,
     PROFILE_OP_FIELDS,
     RESULT_FIELDS,
@@ -31,6 +32,7 @@ def documented(table: str) -> list[str]:
 def test_every_column_is_documented_once_and_nothing_else() -> None:
     for table, fields in (("runs", [c.name for c in RUN_COLUMNS]),
                           ("results", list(RESULT_FIELDS)), ("sessions", list(SESSION_FIELDS)),
+                          ("fingerprints", [c.name for c in FINGERPRINT_COLUMNS]),
                           ("profiles", list(PROFILE_FIELDS)),
                           ("profile_ops", list(PROFILE_OP_FIELDS))):
         names = documented(table)

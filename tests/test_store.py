@@ -205,17 +205,22 @@ def test_schema_3_database_is_read_as_it_is_where_nothing_writes(tmp_path: Path)
     file without upgrading it, as on a share the farm writes and a laptop reads."""
     db = tmp_path / "v3.db"
     db.write_bytes((FIXTURES / "v2.db").read_bytes())
-    with Store(db):  # upgraded to 4, then taken back to what schema 3 was
+    with Store(db):  # upgraded to 5, then taken back to what schema 3 was
         pass
     conn = sqlite3.connect(db)
     conn.execute("ALTER TABLE runs DROP COLUMN plan")
+    for column in ("others_cpus", "fingerprint_sha256", "gpu_process_mb"):
+        conn.execute(f"ALTER TABLE sessions DROP COLUMN {column}")
+    conn.execute("DROP TABLE fingerprints")
     conn.execute("PRAGMA user_version=3")
     conn.close()
     before = db.read_bytes()
     with Store(db, readonly=True) as store:
         (run,) = store.runs()
         assert run.plan is None and store.resolve_run("latest") == run.run_id
-        assert store.results()
+        (row,) = store.results()
+        assert [(s["others_cpus"], s["fingerprint"]) for s in store.sessions([row["job_id"]])] \
+            == [(None, None)] * 2  # columns it has not: not measured
     for argv in (["export", "--format", "json"], ["db", "stats"],
                  ["report", "--out", str(tmp_path / "report")]):
         done = subprocess.run([*EDGEBENCH, *argv, "--db", str(db)], cwd=REPO,
@@ -239,7 +244,7 @@ def test_schema_2_database_is_upgraded_in_place_losing_nothing(tmp_path: Path) -
     Store(db).close()
     new = sqlite3.connect(db)
     new.row_factory = sqlite3.Row
-    assert new.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert new.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     for table, before, order in (("runs", v2_runs, "rowid"), ("results", v2_results, "rowid"),
                                  ("sessions", v2_sessions, "job_id, session")):
         after = [dict(r) for r in new.execute(f"SELECT * FROM {table} ORDER BY {order}")]
@@ -288,3 +293,73 @@ def test_failed_upgrade_leaves_the_v2_file_as_it_was(tmp_path: Path,
     assert "placement" not in columns
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "profiles" not in tables
+
+
+def test_schema_4_database_is_upgraded_in_place_and_its_sessions_keep_reading(
+        tmp_path: Path) -> None:
+    """v4.db was written by the code before each session kept its own device fingerprint (see
+    fixtures/store/README): read-only commands read it as it is; a writer upgrades it in one
+    transaction, every value kept, and its sessions read with no fingerprint of their own, so
+    that a resume rebuilds them with their measurement's, as before."""
+    from harness import resume
+
+    db = tmp_path / "v4.db"
+    db.write_bytes((FIXTURES / "v4.db").read_bytes())
+    before = db.read_bytes()
+    with Store(db, readonly=True) as store:
+        (row,) = store.results()
+        job_id = row["job_id"]
+        read_as_it_is = store.sessions([job_id])
+    assert db.read_bytes() == before
+    assert [s["fingerprint"] for s in read_as_it_is] == [None, None]
+    assert [s["gpu_process_mb"] for s in read_as_it_is] == [None, None]
+
+    old = sqlite3.connect(db)
+    old.row_factory = sqlite3.Row
+    assert old.execute("PRAGMA user_version").fetchone()[0] == 4
+    tables = {t: [dict(r) for r in old.execute(f"SELECT * FROM {t} ORDER BY rowid")]
+              for t in ("runs", "results", "sessions")}
+    old.close()
+    Store(db).close()
+    new = sqlite3.connect(db)
+    new.row_factory = sqlite3.Row
+    assert new.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    for table, rows in tables.items():
+        after = [dict(r) for r in new.execute(f"SELECT * FROM {table} ORDER BY rowid")]
+        assert [{k: a[k] for k in b} for a, b in zip(after, rows, strict=True)] == rows, table
+        added = {k for a in after for k in a} - {k for b in rows for k in b}
+        assert all(a[k] is None for a in after for k in added), table
+    assert {k for r in new.execute("SELECT * FROM sessions") for k in r.keys()} >= {
+        "fingerprint_sha256", "gpu_process_mb"}
+    assert new.execute("SELECT COUNT(*) FROM fingerprints").fetchone()[0] == 0
+    new.close()
+
+    with Store(db) as store:
+        sessions = store.sessions([job_id])
+        assert [s["session"] for s in sessions] == [0, 1]
+        assert [s["median_ms"] for s in sessions] == [s["median_ms"] for s in read_as_it_is]
+        rebuilt = resume._result(sessions[1], row)
+        assert rebuilt["fingerprint"] == row["device_fingerprint"]  # the row's, as before
+        # a session stored now keeps its own, next to the old ones
+        fingerprint = dict(row["device_fingerprint"], kernel="6.8.0-new")
+        store.add_session({**_session(job_id, 2), "fingerprint": fingerprint}, [5], row)
+        assert [s["fingerprint"] for s in store.sessions([job_id])] == [None, None, fingerprint]
+
+
+def test_sessions_keep_their_own_fingerprint_once_per_device(tmp_path: Path) -> None:
+    """Each session's fingerprint is stored once for all the sessions that share it, and reads
+    back whole with each; the measurement's row changing later changes none of them."""
+    a = {"kernel": "6.1.0", "isa": "x86 avx2", "runtimes": {"onnxruntime": "1.20.0"}}
+    b = dict(a, kernel="6.8.0")
+    with Store(tmp_path / "r.db") as store:
+        run = store.begin_run("test", None, ["local"])
+        row = {"run_id": run, "job_id": "j", "status": "ok", "device_fingerprint": a}
+        for session, fingerprint in enumerate((a, dict(reversed(a.items())), b, a)):
+            store.add_session({**_session("j", session), "fingerprint": fingerprint,
+                               "gpu_process_mb": 100.0 + session}, [1], row)
+        store.add_session(_session("j", 4, "failed"), [], row)  # it probed nothing
+        store.add_result({**row, "device_fingerprint": b})
+        sessions = store.sessions(["j"])
+        assert [s["fingerprint"] for s in sessions] == [a, a, b, a, None]
+        assert [s["gpu_process_mb"] for s in sessions] == [100.0, 101.0, 102.0, 103.0, None]
+        assert store.conn.execute("SELECT COUNT(*) FROM fingerprints").fetchone()[0] == 2

@@ -116,11 +116,15 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
     from harness.farm.labgrid import PlaceBusy, client_for
 
     jobs = [j for j in plan.jobs if j.device.name == device.name]
+    ids = [j.job_id for j in jobs]
     planned = plan.options.session_count
     client = None
     try:
         with Store(db) as store:
-            if not resume.missing_jobs(store, jobs, planned):
+            # The stored sessions, read once: what is left, what to forget, what to rebuild
+            # rows from; read again only after this device has stored more.
+            stored = resume.sessions_by_job(store, ids)
+            if not resume.missing_among(stored, jobs, planned):
                 outcome.status, outcome.message = "ok", "everything was measured already"
                 if device.labgrid is not None:  # a killed run may still hold the place
                     note = client_for(device.labgrid.coordinator).release_if_stale(
@@ -157,16 +161,17 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
                 except TransportError as err:
                     outcome.status, outcome.message = "failed", str(err)
                     continue
-                resume.forget_retryable(store, jobs)
-                todo = resume.missing_jobs(store, jobs, planned)
+                stored = resume.forget_retryable_rows(store, stored)
+                todo = resume.missing_among(stored, jobs, planned)
                 if todo:
-                    _measure(store, plan, todo, outcome, say)
-                left = resume.missing_jobs(store, jobs, planned)
+                    _measure(store, plan, todo, stored, outcome, say)
+                    stored = resume.sessions_by_job(store, ids)
+                left = resume.missing_among(stored, jobs, planned)
                 if not left:
                     outcome.status, outcome.message = "ok", ""
                     return
                 outcome.status = "failed"
-                outcome.message = _why_missing(store, left)
+                outcome.message = _why_missing(stored, left)
     except PlaceBusy as err:
         outcome.status = "skipped"
         outcome.message = (f"labgrid place {err.place} is held by {err.holder}; waited "
@@ -190,8 +195,9 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
 
 
 def _measure(store: Store, plan: NightlyPlan, todo: Sequence[PlannedJob],
-             outcome: DeviceOutcome, say: Say) -> None:
-    stored = resume.stored_sessions(store, plan.nightly_id, todo)
+             rows: dict[str, list[dict[str, Any]]], outcome: DeviceOutcome, say: Say) -> None:
+    """Measure what `todo` lacks; `rows`: their stored session rows by job, as read."""
+    stored = resume.stored_sessions(store, plan.nightly_id, todo, rows)
 
     # a measurement's row counts the bytes of all its sessions: this run's are the growth
     pushed = {job_id: sum(s.row.get("bytes_pushed") or 0 for s in sessions)
@@ -219,8 +225,7 @@ def _measure(store: Store, plan: NightlyPlan, todo: Sequence[PlannedJob],
              on_event=on_event, run_id=plan.nightly_id, stored=stored, on_change=on_change)
 
 
-def _why_missing(store: Store, left: Sequence[PlannedJob]) -> str:
-    rows = resume.sessions_by_job(store, [j.job_id for j in left])
+def _why_missing(rows: dict[str, list[dict[str, Any]]], left: Sequence[PlannedJob]) -> str:
     for job in left:
         for row in rows.get(job.job_id, ()):
             if resume.retryable(row):
