@@ -498,7 +498,6 @@ class Store:
     def _columns(self, table: str) -> set[str]:
         return {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
 
-
     def session_samples(self, job_id: str) -> list[np.ndarray]:
         """Raw samples (ns) of each session of a measurement, in session order."""
         rows = self.conn.execute(
