@@ -327,3 +327,17 @@ def test_flag_lines_name_and_count_each_flag_shown() -> None:
     assert [line.split()[:4] for line in lines] == [
         ["9", "of", "10", "spread"], ["9", "of", "10", "cov"], ["10", "of", "10", "loaded:"]]
     assert "(high_between_session_spread)" in lines[0] and "5%" in lines[0]
+
+
+def test_fitted_table_prints_text_as_it_is() -> None:
+    """Cells are text, never rich markup: a name with brackets prints as written."""
+    from rich.console import Console
+
+    from harness.report.console import fitted_table
+
+    console = Console(width=80, record=True, color_system=None)
+    console.print(fitted_table({"model": ["[bold]net[/bold]", "a[0]"], "ms": ["1.5 [1.2, 1.9]",
+                                                                          "2"]},
+                               80, names=("model",), left=("model",)))
+    text = console.export_text()
+    assert "[bold]net[/bold]" in text and "a[0]" in text and "1.5 [1.2, 1.9]" in text

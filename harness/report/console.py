@@ -114,7 +114,8 @@ def format_interval(value: Any, low: Any, high: Any, spec: str) -> str:
 def fitted_table(columns: dict[str, list[Any]], width: int, *, names: Iterable[str] = (),
                  wraps: Iterable[str] = (), optional: Iterable[str] = (), left: Iterable[str] = (),
                  **table_options: Any) -> Any:
-    """A rich Table of `columns` (header -> one cell per row: text, or a rich Text for style)
+    """A rich Table of `columns` (header -> one cell per row: text, shown as it is and never as
+    rich markup, or a rich Text for style)
     that fits `width` columns without cutting anything short: the `names` columns are always
     whole (they tell the rows apart); the others are whole too where the width allows, the
     `wraps` columns breaking between words only, after leaving out the `optional` columns one by
@@ -148,8 +149,8 @@ def fitted_table(columns: dict[str, list[Any]], width: int, *, names: Iterable[s
         keep = col in names or (whole and col not in wraps)
         table.add_column(Text(col), no_wrap=keep, min_width=least[col] if keep else None,
                          overflow="fold", justify="left" if col in left else "right")
-    for row in zip(*shown.values(), strict=True):
-        table.add_row(*row)
+    for row in zip(*shown.values(), strict=True):  # text as it is, never rich markup
+        table.add_row(*(cell if isinstance(cell, Text) else Text(str(cell)) for cell in row))
     return table
 
 
