@@ -138,7 +138,8 @@ def test_devices_list_and_check_local() -> None:
     # the instruction set every figure is labelled by, said where the device is checked
     proc = run_cli("devices", "check", "local")
     assert proc.returncode == 0, proc.stderr
-    assert f"  ISA: {info['fingerprint']['isa']}\n" in proc.stdout, proc.stdout
+    isa = info["fingerprint"]["isa"] or "unknown (no CPU flags found)"  # any CPU, any ISA
+    assert f"  ISA: {isa}\n" in proc.stdout, proc.stdout
 
 
 def test_profile_runtime_options_reach_the_engine(tmp_path: Path, tiny_onnx: Path) -> None:
