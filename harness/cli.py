@@ -590,6 +590,29 @@ def cmd_db_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_delete(args: argparse.Namespace) -> int:
+    from harness.farm.nightly import NIGHTLY_COMMAND
+
+    with _existing_store(args.db) as store:
+        runs = [info for info in (store.run(store.resolve_run(r)) for r in args.runs) if info]
+        live = [info for info in runs if info.status == "running"]
+        if live and not args.force:
+            again = ("nightly ... --id" if (live[0].command or "").startswith(NIGHTLY_COMMAND)
+                     else "bench ... --resume")
+            raise EdgebenchError(
+                f"{args.db}: run {live[0].run_id} is marked running: a bench or nightly may "
+                f"still be writing it, or it was killed and can be taken up again (`edgebench "
+                f"{again} {live[0].run_id}`); give --force to delete it anyway")
+        ids = list(dict.fromkeys(info.run_id for info in runs))
+        deleted = store.delete_runs(ids)
+        out.print(f"deleted {deleted.runs} run{'s' * (deleted.runs != 1)} ({', '.join(ids)}): "
+                  f"{deleted.measurements} measurements, {deleted.sessions} sessions with their "
+                  "samples and profiles", highlight=False)
+        if args.vacuum:
+            _say_vacuum(*store.vacuum())
+    return 0
+
+
 def cmd_db_vacuum(args: argparse.Namespace) -> int:
     with _existing_store(args.db) as store:
         _say_vacuum(*store.vacuum())
@@ -769,8 +792,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "(30d)")
     prune.add_argument("--vacuum", action="store_true", help="compact the file afterwards")
     prune.set_defaults(func=cmd_db_prune)
-    with_db(dbsub.add_parser("vacuum", help="compact the file (after a prune)")).set_defaults(
-        func=cmd_db_vacuum)
+    delete = with_db(dbsub.add_parser(
+        "delete", help="remove runs whole: results, sessions, samples and profiles"))
+    delete.add_argument("runs", nargs="+", metavar="RUN", help="run id, unique prefix or latest")
+    delete.add_argument("--force", action="store_true",
+                        help="delete a run marked running too (in progress, or killed)")
+    delete.add_argument("--vacuum", action="store_true", help="compact the file afterwards")
+    delete.set_defaults(func=cmd_db_delete)
+    vacuum = with_db(dbsub.add_parser("vacuum", help="compact the file (after a prune or delete)"))
+    vacuum.set_defaults(func=cmd_db_vacuum)
     return parser
 
 

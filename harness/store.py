@@ -431,9 +431,15 @@ class Store:
     def forget_sessions(self, job_id: str, sessions: Sequence[int]) -> None:
         """Delete sessions of a measurement: failures of a transport that a resumed nightly is
         about to measure again (its row is brought up to date by the sessions that follow)."""
+        if not sessions:
+            return
         with self._tx():
+            keys = self._fingerprint_keys(
+                "job_id = ? AND session IN (" + ", ".join("?" for _ in sessions) + ")",
+                [job_id, *sessions])
             self.conn.executemany("DELETE FROM sessions WHERE job_id = ? AND session = ?",
                                   [(job_id, s) for s in sessions])
+            self._drop_unused_fingerprints(keys)
 
     def add_result(self, record: Mapping[str, Any]) -> None:
         """Store a measurement row that has no sessions (it failed before any could run)."""
@@ -552,6 +558,43 @@ class Store:
                 sessions += cur.rowcount
         return PruneResult(runs=len(old), sessions=sessions)
 
+    def delete_runs(self, run_ids: Sequence[str]) -> DeleteResult:
+        """Remove runs whole, in one transaction: their rows in `runs`, `results`, `sessions`
+        (samples with them), `profiles` and `profile_ops`, and each fingerprint that no session
+        left names. The file shrinks after `vacuum()`."""
+        ids = list(run_ids)
+        with self._tx():
+            marks = ", ".join("?" for _ in ids)
+            jobs = f"job_id IN (SELECT job_id FROM results WHERE run_id IN ({marks}))"
+            keys = self._fingerprint_keys(jobs, ids)
+            sessions = self.conn.execute(f"DELETE FROM sessions WHERE {jobs}", ids).rowcount
+            self.conn.execute(f"DELETE FROM profile_ops WHERE {jobs}", ids)
+            self.conn.execute(f"DELETE FROM profiles WHERE {jobs}", ids)
+            results = self.conn.execute(f"DELETE FROM results WHERE run_id IN ({marks})",
+                                        ids).rowcount
+            runs = self.conn.execute(f"DELETE FROM runs WHERE run_id IN ({marks})",
+                                     ids).rowcount
+            self._drop_unused_fingerprints(keys)
+        return DeleteResult(runs=runs, measurements=results, sessions=sessions)
+
+    def _fingerprint_keys(self, where: str, params: Sequence[Any]) -> list[str]:
+        """The fingerprints the sessions chosen by `where` name (none before schema 5)."""
+        if "fingerprint_sha256" not in self._columns("sessions"):
+            return []
+        return [r[0] for r in self.conn.execute(
+            f"SELECT DISTINCT fingerprint_sha256 FROM sessions WHERE {where} AND "
+            "fingerprint_sha256 IS NOT NULL", params)]
+
+    def _drop_unused_fingerprints(self, keys: Sequence[str]) -> None:
+        """Delete those of `keys` that no session names any more (after sessions were deleted):
+        a fingerprint is kept once for all its sessions, so it goes with the last of them."""
+        for chunk in _chunks(list(keys)):
+            self.conn.execute(
+                f"DELETE FROM fingerprints WHERE sha256 IN ({', '.join('?' for _ in chunk)}) "
+                "AND NOT EXISTS (SELECT 1 FROM sessions "
+                "WHERE sessions.fingerprint_sha256 = fingerprints.sha256)",
+                chunk)
+
     def vacuum(self) -> tuple[int, int]:
         """Compact the file (SQLite `VACUUM`); file size in bytes before and after."""
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -596,6 +639,13 @@ class Store:
 class PruneResult:
     runs: int  # runs older than the cut-off
     sessions: int  # sessions whose samples were dropped now
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    runs: int
+    measurements: int
+    sessions: int
 
 
 @dataclass(frozen=True)

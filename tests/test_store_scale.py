@@ -5,7 +5,9 @@ measured by `benchmarks/store_scale.py`."""
 from __future__ import annotations
 
 import csv
+import json
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +22,15 @@ from harness.store import Store
 from tests.test_report_synthetic import demo_store
 
 
-def _history(path: Path, runs: int = 4, jobs: int = 3, sessions: int = 2, n: int = 50
-             ) -> tuple[Store, list[str]]:
+def _history(path: Path, runs: int = 4, jobs: int = 3, sessions: int = 2, n: int = 50,
+             kernels: Sequence[str] = ()) -> tuple[Store, list[str]]:
     """`runs` runs of `jobs` measurements, each of `sessions` sessions with distinct samples;
-    each run started a day and an hour before the next."""
+    each run started a day and an hour before the next. With `kernels`, run i's sessions ran on
+    a device fingerprint with kernel `kernels[i]`."""
     store = Store(path)
     rng = np.random.default_rng(7)
     ids = []
-    for _ in range(runs):
+    for r in range(runs):
         run = store.begin_run("test", None, ["pi5"])
         for j in range(jobs):
             job_id = f"{run}-{j}"
@@ -35,7 +38,8 @@ def _history(path: Path, runs: int = 4, jobs: int = 3, sessions: int = 2, n: int
                 ns = rng.integers(1_000_000, 2_000_000, n + 10 * s + j)
                 store.add_session(
                     {"job_id": job_id, "session": s, "status": "ok", "n": ns.size,
-                     "median_ms": float(np.median(ns)) / 1e6},
+                     "median_ms": float(np.median(ns)) / 1e6,
+                     "fingerprint": {"kernel": kernels[r]} if kernels else None},
                     ns,
                     {"run_id": run, "job_id": job_id, "device": "pi5", "model": f"m{j}",
                      "status": "ok", "sessions": s + 1, "latency_median_ms": 1.5})
@@ -222,3 +226,67 @@ def test_a_pruned_run_still_reports(tmp_path: Path) -> None:
     html = (pruned / "index.html").read_text()
     assert "raw samples of 50 sessions of this run were pruned" in html
     assert "were pruned" not in (full / "index.html").read_text()
+
+
+def _rows(db: Path, table: str) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    rows = conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+    conn.close()
+    return rows
+
+
+def test_delete_removes_a_run_whole_and_nothing_else(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "h.db"
+    store, runs = _history(db, runs=3, kernels=["6.1", "6.1", "6.6"])
+    for run in runs:  # a profile for one measurement of each run
+        store.add_profile({"job_id": f"{run}-0", "status": "ok", "tool": "ort"},
+                          [{"job_id": f"{run}-0", "rank": 1, "op_type": "Conv"}],
+                          {"run_id": run, "job_id": f"{run}-0", "status": "ok"})
+    store.close()
+    before = {t: _rows(db, t) for t in ("runs", "results", "sessions", "profiles",
+                                        "profile_ops", "fingerprints")}
+
+    assert main(["db", "delete", "--db", str(db), runs[2], runs[0]]) == 0
+    assert "deleted 2 runs" in capsys.readouterr().out
+    gone = (runs[0], runs[2])
+    for table, rows in before.items():
+        after = _rows(db, table)
+        if table == "fingerprints":
+            # 6.6 ran in a deleted run only; 6.1 is still named by the sessions of runs[1]
+            assert [json.loads(r[1]) for r in after] == [{"kernel": "6.1"}]
+            assert len(rows) == 2
+            continue
+        # every row of the run kept is there, unchanged; none of the deleted runs' is
+        assert after == [r for r in rows if not any(run in str(r[:2]) for run in gone)]
+        assert len(after) < len(rows)
+    with Store(db) as store:
+        assert [r.run_id for r in store.runs()] == [runs[1]]
+        assert len(store.sessions([f"{runs[1]}-{j}" for j in range(3)])) == 3 * 2
+
+
+def test_delete_refuses_a_run_marked_running_and_unknown_runs(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "h.db"
+    store, runs = _history(db, runs=2)
+    store.begin_run("edgebench bench --suite s.yaml", None, ["pi5"], run_id=runs[1])  # running
+    store.close()
+    before = _snapshot(db)
+    assert main(["db", "delete", "--db", str(db), runs[0], runs[1]]) == 2
+    err = capsys.readouterr().err
+    assert f"run {runs[1]} is marked running" in err and f"--resume {runs[1]}" in err
+    assert main(["db", "delete", "--db", str(db), "no-such-run"]) == 2
+    assert "no run 'no-such-run'" in capsys.readouterr().err
+    assert _snapshot(db) == before  # a refused delete deletes nothing, not even the other run
+    assert main(["db", "delete", "--db", str(db), "--force", "--vacuum", "latest"]) == 0
+    assert "compacted" in capsys.readouterr().out
+    with Store(db) as store:
+        assert [r.run_id for r in store.runs()] == [runs[0]]
+
+
+def test_forgotten_sessions_take_a_fingerprint_only_they_named(tmp_path: Path) -> None:
+    store, runs = _history(tmp_path / "h.db", runs=2, jobs=1, kernels=["6.1", "6.6"])
+    with store:
+        store.forget_sessions(f"{runs[1]}-0", [0])  # 6.6 is still named by session 1
+        assert store.conn.execute("SELECT COUNT(*) FROM fingerprints").fetchone()[0] == 2
+        store.forget_sessions(f"{runs[1]}-0", [1])
+        kept = [json.loads(r[0]) for r in store.conn.execute("SELECT fingerprint FROM fingerprints")]
+        assert kept == [{"kernel": "6.1"}]
