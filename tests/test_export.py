@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -24,7 +25,7 @@ from harness.report.export import (
     OPERATOR_EXPORT_COLUMNS,
     SESSION_EXPORT_COLUMNS,
 )
-from harness.results import PROFILE_OP_FIELDS
+from harness.results import PROFILE_OP_FIELDS, SESSION_FIELDS
 from harness.store import RESULT_FIELDS, Store, fingerprint_sha256
 from tests.test_report_synthetic import FINGERPRINT, add_job, demo_store, lognormal_ns, sessions_ns
 
@@ -306,3 +307,16 @@ def test_unwritable_output_is_one_line_naming_the_file(db, tmp_path: Path, capsy
         run_export(path, run, "parquet", table=table)
     with pytest.raises(EdgebenchError, match="unknown export table 'ops'"):
         run_export(path, run, "csv", table="ops")
+
+
+def test_results_readme_documents_each_column_an_export_adds() -> None:
+    text = (Path(__file__).resolve().parent.parent / "results" / "README.md").read_text()
+    section = re.search(r"^## Exports$.*?(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert section, "results/README.md has no section Exports"
+    documented = [name.strip() for line in section.group(0).splitlines()
+                  if line.startswith("| ") and not line.startswith("| column")
+                  for name in line.split("|")[1].split(",")]
+    added = {*MEASUREMENT_KEYS,
+             *(c.name for c in SESSION_EXPORT_COLUMNS if c.name not in SESSION_FIELDS),
+             *(c.name for c in OPERATOR_EXPORT_COLUMNS if c.name not in PROFILE_OP_FIELDS)}
+    assert sorted(documented) == sorted(added)
