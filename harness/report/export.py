@@ -20,7 +20,6 @@ import pyarrow.parquet as pq
 from harness import results as schema
 from harness.errors import EdgebenchError
 from harness.report import _open
-from harness.results import Column
 
 SAMPLE_COLUMNS = ("job_id", "session", "seq", "latency_ns")
 
@@ -32,11 +31,11 @@ _KEY_COLUMNS = tuple(c for n in MEASUREMENT_KEYS for c in schema.RESULT_COLUMNS 
 # session kept none of its own (stored before schema 5, or failed before probing the device).
 SESSION_EXPORT_COLUMNS = (
     *_KEY_COLUMNS, *(c for c in schema.SESSION_COLUMNS if c.name not in ("job_id", "samples")),
-    Column("fingerprint", "json"))
+    schema.Column("fingerprint", "json"))
 _PROFILE_SUMMARY = ("tool", "timed", "iterations", "total_ms", "placement")
 OPERATOR_EXPORT_COLUMNS = (
     *_KEY_COLUMNS, *(c for c in schema.PROFILE_COLUMNS if c.name in _PROFILE_SUMMARY),
-    Column("cpu_fallback", "bool"),
+    schema.Column("cpu_fallback", "bool"),
     *(c for c in schema.PROFILE_OP_COLUMNS if c.name != "job_id"))
 
 
@@ -83,7 +82,7 @@ def _operator_rows(profiles: Sequence[dict[str, Any]], ops: Sequence[dict[str, A
     return rows
 
 
-def write_rows(rows: Sequence[dict[str, Any]], columns: Sequence[Column], fmt: str,
+def write_rows(rows: Sequence[dict[str, Any]], columns: Sequence[schema.Column], fmt: str,
                out: Path | None) -> None:
     """Rows as a table of `columns`: JSON keeps the JSON columns as nested objects, CSV and
     parquet hold them as JSON text; CSV and JSON go to stdout when `out` is None."""
