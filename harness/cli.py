@@ -555,7 +555,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from harness.report import run_export
 
     run_export(Path(args.db), args.run, args.format, Path(args.out) if args.out else None,
-               samples=args.samples)
+               table=args.table)
     return 0
 
 
@@ -772,14 +772,26 @@ def build_parser() -> argparse.ArgumentParser:
                          help="compare runs whose device fingerprints differ")
     compare.set_defaults(func=cmd_compare)
 
-    export = with_db(sub.add_parser("export", help="print a run's results as CSV/JSON/Parquet"))
+    export = with_db(sub.add_parser(
+        "export", help="print a run's results (or sessions, operators, samples) as "
+                       "CSV/JSON/Parquet; columns in results/README.md"))
     export.add_argument("--run", default="latest")
     export.add_argument("--format", choices=("csv", "json", "parquet"), required=True)
     export.add_argument("--out", help="file to write (default stdout; required for parquet)")
-    export.add_argument("--samples", action="store_true",
-                        help="the run's raw samples as a long table (job_id, session, seq, "
-                             "latency_ns), written one session at a time; csv or parquet")
-    export.set_defaults(func=cmd_export)
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--samples", dest="table", action="store_const", const="samples",
+                       help="the run's raw samples as a long table (job_id, session, seq, "
+                            "latency_ns), written one session at a time; csv or parquet")
+    which.add_argument("--sessions", dest="table", action="store_const", const="sessions",
+                       help="one row per session, pruned ones too: its measurement's run_id, "
+                            "job_id, device, model... then the session's own columns and the "
+                            "device fingerprint it ran on (its measurement's where the session "
+                            "kept none, as before schema 5; its fingerprint_sha256 is empty)")
+    which.add_argument("--operators", dest="table", action="store_const", const="operators",
+                       help="the top operators of each profile (`bench --profile`), one row "
+                            "each, with its measurement's columns and the profile's tool, "
+                            "timing and placement")
+    export.set_defaults(func=cmd_export, table="results")
 
     db = sub.add_parser("db", help="size, retention and compaction of the result database")
     dbsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")

@@ -441,12 +441,13 @@ def test_manifest_of_replaced_data_or_a_bad_shape_is_not_trusted(tmp_path: Path)
             load_manifest(manifest)
 
 
-@pytest.mark.parametrize("samples", [False, True], ids=["rows", "samples"])
-def test_export_into_a_pipe_closed_early_ends_quietly(db, samples: bool) -> None:  # noqa: F811
+@pytest.mark.parametrize("table", [[], ["--samples"], ["--sessions"], ["--operators"]],
+                         ids=["rows", "samples", "sessions", "operators"])
+def test_export_into_a_pipe_closed_early_ends_quietly(db, table: list[str]) -> None:  # noqa: F811
     """`edgebench export ... | head`: the reader stops early; no traceback, no 'None:' error."""
     path = db[0]
     argv = [sys.executable, "-m", "harness.cli", "export", "--db", str(path), "--format", "csv"]
-    proc = subprocess.Popen(argv + (["--samples"] if samples else []), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv + table, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
     assert proc.stdout is not None
     proc.stdout.close()  # before it writes anything: its first write meets a closed pipe

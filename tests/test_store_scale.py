@@ -203,12 +203,12 @@ def test_sample_export_skips_pruned_sessions_and_refuses_json(tmp_path: Path, ca
     store.prune_samples("1")
     newest = sum(s.size for j in range(3) for s in store.session_samples(f"{runs[1]}-{j}"))
     store.close()
-    run_export(db, runs[0], "csv", samples=True)
+    run_export(db, runs[0], "csv", table="samples")
     assert capsys.readouterr().out == ",".join(SAMPLE_COLUMNS) + "\n"
-    run_export(db, runs[1], "csv", samples=True)
+    run_export(db, runs[1], "csv", table="samples")
     assert len(capsys.readouterr().out.splitlines()) == newest + 1
     with pytest.raises(EdgebenchError, match="csv or parquet"):
-        run_export(db, runs[1], "json", samples=True)
+        run_export(db, runs[1], "json", table="samples")
 
 
 def test_a_pruned_run_still_reports(tmp_path: Path) -> None:

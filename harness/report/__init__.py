@@ -9,11 +9,9 @@ place in edgebench that uses either.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import results as schema
 from harness.errors import EdgebenchError, StoreError
 
 if TYPE_CHECKING:
@@ -23,6 +21,7 @@ if TYPE_CHECKING:
     from harness.store import RunInfo, Store
 
 EXPORT_FORMATS = ("csv", "json", "parquet")
+EXPORT_TABLES = ("results", "sessions", "operators", "samples")
 # The files a report wrote, relative to its folder: the only ones a later report there deletes.
 WRITTEN_LIST = ".edgebench-report.json"
 
@@ -192,54 +191,29 @@ def run_compare(
 
 
 def run_export(
-    db: Path, run: str, fmt: str, out: Path | None = None, *, samples: bool = False
+    db: Path, run: str, fmt: str, out: Path | None = None, *, table: str = "results"
 ) -> None:
-    """Write every result row of one run, with the documented field names, as csv/json/parquet.
+    """Write one table of one run as csv/json/parquet (`harness.report.export`): its result rows
+    with the documented field names, or with `table` its `sessions`, its profiles' `operators`,
+    or its raw `samples`.
 
     CSV and JSON go to stdout when `out` is None; parquet is binary and needs `out`. JSON keeps
     the JSON columns (fingerprint, state, settings, lineage) as nested objects; CSV and parquet
-    hold them as JSON text. With `samples`, the run's raw samples instead (`export_samples`).
+    hold them as JSON text.
     """
     if fmt not in EXPORT_FORMATS:
         raise EdgebenchError(f"unknown export format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}")
+    if table not in EXPORT_TABLES:
+        raise EdgebenchError(f"unknown export table {table!r}; known: {', '.join(EXPORT_TABLES)}")
     if fmt == "parquet" and out is None:
         raise EdgebenchError("parquet is a binary format; give an output file (--out FILE)")
-    if samples:
-        from harness.report.export import export_samples
+    from harness.report.export import export_samples, export_table
 
+    if table == "samples":
         export_samples(db, run, fmt, out)
-        return
-    with _open(db) as store:
-        rows = store.results([store.resolve_run(run)])
-    if fmt == "json":
-        text = json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
-        if out is None:
-            sys.stdout.write(text)
-            return
-        try:
-            Path(out).write_text(text, encoding="utf-8")
-        except OSError as err:
-            raise EdgebenchError(f"{out}: cannot write the export ({err})") from err
-        return
-
-    from harness.report.frame import frame_from_rows
-
-    df = frame_from_rows(rows)
-    # JSON_FIELDS also names the JSON columns of runs and sessions: only the results' are here
-    for name in (c.name for c in schema.RESULT_COLUMNS if c.kind == "json"):
-        df[name] = [None if v is None else json.dumps(v, sort_keys=True) for v in df[name]]
-    df = df[list(schema.RESULT_FIELDS)]
-    if out is None:
-        # A closed pipe (`| head`) is the reader's choice, not an error of ours to reword.
-        df.to_csv(sys.stdout, index=False)
-        return
-    try:
-        if fmt == "csv":
-            df.to_csv(out, index=False)
-        else:
-            df.to_parquet(out, index=False)
-    except OSError as err:
-        raise EdgebenchError(f"{out}: cannot write the export ({err})") from err
+    else:
+        export_table(db, run, table, fmt, out)
 
 
-__all__ = ["EXPORT_FORMATS", "REPORT_STYLES", "run_compare", "run_export", "run_report"]
+__all__ = ["EXPORT_FORMATS", "EXPORT_TABLES", "REPORT_STYLES", "run_compare", "run_export",
+           "run_report"]

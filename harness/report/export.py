@@ -1,10 +1,15 @@
-"""`edgebench export --samples`: the raw samples of a run as a long table, written one session
-at a time so that memory holds one session whatever the size of the run."""
+"""`edgebench export`: one run's tables as csv, json or parquet. The plain export is the run's
+`results` rows; `--sessions` is one row per session and `--operators` the top operators of each
+profile, each row led by the columns that name its measurement, so that it can be grouped without
+a join; `--samples` is the raw samples as a long table, written one session at a time so that
+memory holds one session whatever the size of the run."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +17,101 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness import results as schema
 from harness.errors import EdgebenchError
 from harness.report import _open
 
 SAMPLE_COLUMNS = ("job_id", "session", "seq", "latency_ns")
+
+# What names a measurement, copied from its `results` row onto each of its sessions and operators.
+MEASUREMENT_KEYS = ("run_id", "job_id", "device", "model", "baseline", "technique", "precision",
+                    "format", "runtime", "accelerator", "threads", "batch")
+_KEY_COLUMNS = tuple(c for n in MEASUREMENT_KEYS for c in schema.RESULT_COLUMNS if c.name == n)
+# `fingerprint`: the device the session ran on (`Store.sessions`), the measurement's where the
+# session kept none of its own (stored before schema 5, or failed before probing the device).
+SESSION_EXPORT_COLUMNS = (
+    *_KEY_COLUMNS, *(c for c in schema.SESSION_COLUMNS if c.name not in ("job_id", "samples")),
+    schema.Column("fingerprint", "json"))
+_PROFILE_SUMMARY = ("tool", "timed", "iterations", "total_ms", "placement")
+OPERATOR_EXPORT_COLUMNS = (
+    *_KEY_COLUMNS, *(c for c in schema.PROFILE_COLUMNS if c.name in _PROFILE_SUMMARY),
+    schema.Column("cpu_fallback", "bool"),
+    *(c for c in schema.PROFILE_OP_COLUMNS if c.name != "job_id"))
+
+
+def export_table(db: Path, run: str, table: str, fmt: str, out: Path | None = None) -> int:
+    """Write one run's `results`, `sessions` or `operators` rows (columns above); returns the
+    rows written. A run with none writes the header alone (an empty list in JSON)."""
+    with _open(db) as store:
+        records = store.results([store.resolve_run(run)])
+        jobs = [r["job_id"] for r in records]
+        if table == "sessions":
+            rows, columns = _session_rows(store.sessions(jobs), records), SESSION_EXPORT_COLUMNS
+        elif table == "operators":
+            rows = _operator_rows(store.profiles(jobs), store.profile_ops(jobs), records)
+            columns = OPERATOR_EXPORT_COLUMNS
+        else:
+            rows, columns = records, schema.RESULT_COLUMNS
+    write_rows(rows, columns, fmt, out)
+    return len(rows)
+
+
+def _session_rows(sessions: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    by_job = {r["job_id"]: r for r in records}
+    rows = []
+    for session in sessions:
+        record = by_job[session["job_id"]]
+        rows.append({**{k: record[k] for k in MEASUREMENT_KEYS}, **session,
+                     "fingerprint": session["fingerprint"] or record["device_fingerprint"]})
+    return rows
+
+
+def _operator_rows(profiles: Sequence[dict[str, Any]], ops: Sequence[dict[str, Any]],
+                   records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_job = {r["job_id"]: r for r in records}
+    profile_of = {p["job_id"]: p for p in profiles}
+    rows = []
+    for op in ops:
+        record, profile = by_job[op["job_id"]], profile_of.get(op["job_id"], {})
+        placement = profile.get("placement")
+        rows.append({**{k: record[k] for k in MEASUREMENT_KEYS},
+                     **{k: profile.get(k) for k in _PROFILE_SUMMARY},
+                     "cpu_fallback": bool(placement.get("cpu_fallback")) if placement else None,
+                     **op})
+    return rows
+
+
+def write_rows(rows: Sequence[dict[str, Any]], columns: Sequence[schema.Column], fmt: str,
+               out: Path | None) -> None:
+    """Rows as a table of `columns`: JSON keeps the JSON columns as nested objects, CSV and
+    parquet hold them as JSON text; CSV and JSON go to stdout when `out` is None."""
+    from harness.report.frame import frame_from_rows
+
+    names = [c.name for c in columns]
+    try:
+        if fmt == "json":
+            text = json.dumps([{n: r.get(n) for n in names} for r in rows], indent=1,
+                              ensure_ascii=False) + "\n"
+            if out is None:
+                sys.stdout.write(text)
+            else:
+                Path(out).write_text(text, encoding="utf-8")
+            return
+        df = frame_from_rows(rows, columns)
+        for name in (c.name for c in columns if c.kind == "json"):
+            df[name] = [None if v is None else json.dumps(v, sort_keys=True) for v in df[name]]
+        if out is None:
+            df.to_csv(sys.stdout, index=False)
+        elif fmt == "csv":
+            df.to_csv(out, index=False)
+        else:
+            df.to_parquet(out, index=False)
+    except BrokenPipeError:
+        raise  # the reader of stdout stopped early (`| head`): not an error of ours
+    except OSError as err:
+        where = out if out is not None else "standard output"
+        raise EdgebenchError(f"{where}: cannot write the export ({err})") from err
 
 
 def export_samples(db: Path, run: str, fmt: str, out: Path | None = None) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report import stats
-from harness.results import RESULT_COLUMNS, RESULT_FIELDS
+from harness.results import RESULT_COLUMNS, Column
 
 if TYPE_CHECKING:
     from harness.store import Store
@@ -47,11 +47,13 @@ DERIVED_COLUMNS = (
 )
 
 
-def frame_from_rows(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Store rows as a frame with every documented column, in the documented order and dtypes."""
-    raw = pd.DataFrame(list(rows), columns=list(RESULT_FIELDS))
+def frame_from_rows(rows: Sequence[dict[str, Any]],
+                    schema: Sequence[Column] = RESULT_COLUMNS) -> pd.DataFrame:
+    """Store rows as a frame with every column of `schema` (the results' unless given), in its
+    order and dtypes."""
+    raw = pd.DataFrame(list(rows), columns=[c.name for c in schema])
     columns: dict[str, pd.Series] = {}
-    for column in RESULT_COLUMNS:
+    for column in schema:
         values = raw[column.name]
         if column.kind in ("real", "int"):
             values = pd.to_numeric(values).astype(_DTYPES[column.kind])
