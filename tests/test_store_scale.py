@@ -288,5 +288,5 @@ def test_forgotten_sessions_take_a_fingerprint_only_they_named(tmp_path: Path) -
         store.forget_sessions(f"{runs[1]}-0", [0])  # 6.6 is still named by session 1
         assert store.conn.execute("SELECT COUNT(*) FROM fingerprints").fetchone()[0] == 2
         store.forget_sessions(f"{runs[1]}-0", [1])
-        kept = [json.loads(r[0]) for r in store.conn.execute("SELECT fingerprint FROM fingerprints")]
-        assert kept == [{"kernel": "6.1"}]
+        kept = store.conn.execute("SELECT fingerprint FROM fingerprints").fetchall()
+        assert [json.loads(r[0]) for r in kept] == [{"kernel": "6.1"}]
