@@ -126,12 +126,19 @@ def test_sessions_give_back_every_headline_median_also_once_pruned(db, tmp_path:
     shutil.copy(path, pruned)
     with Store(pruned) as store:
         assert store.prune_samples("1").sessions > 0  # the older run: the one exported
+        # the first measured sorts last by id: the export keeps the order measured
+        first, renamed = rows[0]["job_id"], "z" + rows[0]["job_id"]
+        with store.transaction() as conn:
+            for table in ("results", "sessions"):
+                conn.execute(f"UPDATE {table} SET job_id = ? WHERE job_id = ?", (renamed, first))
+    rows = [{**r, "job_id": renamed if r["job_id"] == first else r["job_id"]} for r in rows]
     out = tmp_path / "sessions.csv"
     assert main(["export", "--db", str(pruned), "--run", run, "--sessions", "--format", "csv",
                  "--out", str(out)]) == 0
     sessions = pd.read_csv(out)
     assert list(sessions.columns) == [c.name for c in SESSION_EXPORT_COLUMNS]
     assert "samples" not in sessions and set(sessions["run_id"]) == {run}
+    assert list(dict.fromkeys(sessions["job_id"])) == [r["job_id"] for r in rows]
     by_job = {r["job_id"]: r for r in rows}
     ok = sessions[sessions["status"] == "ok"]
     assert set(ok["job_id"]) == {r["job_id"] for r in rows if r["status"] == "ok"}

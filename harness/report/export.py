@@ -59,8 +59,9 @@ def export_table(db: Path, run: str, table: str, fmt: str, out: Path | None = No
 def _session_rows(sessions: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]
                   ) -> list[dict[str, Any]]:
     by_job = {r["job_id"]: r for r in records}
+    order = {job: i for i, job in enumerate(by_job)}  # the results export's: as first stored
     rows = []
-    for session in sessions:
+    for session in sorted(sessions, key=lambda s: (order[s["job_id"]], s["session"])):
         record = by_job[session["job_id"]]
         rows.append({**{k: record[k] for k in MEASUREMENT_KEYS}, **session,
                      "fingerprint": session["fingerprint"] or record["device_fingerprint"]})
@@ -71,8 +72,9 @@ def _operator_rows(profiles: Sequence[dict[str, Any]], ops: Sequence[dict[str, A
                    records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     by_job = {r["job_id"]: r for r in records}
     profile_of = {p["job_id"]: p for p in profiles}
+    order = {job: i for i, job in enumerate(by_job)}
     rows = []
-    for op in ops:
+    for op in sorted(ops, key=lambda o: (order[o["job_id"]], o["rank"])):
         record, profile = by_job[op["job_id"]], profile_of.get(op["job_id"], {})
         placement = profile.get("placement")
         rows.append({**{k: record[k] for k in MEASUREMENT_KEYS},
