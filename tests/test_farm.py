@@ -8,6 +8,7 @@ its own state folder for the labgrid lock files.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -27,7 +28,9 @@ import pytest
 import yaml
 
 from benchmarks.loopback_labgrid import LabgridMissing, LoopbackLab
-from harness.farm.labgrid import lock_file
+from harness.config import LabgridSettings
+from harness.errors import TransportError
+from harness.farm.labgrid import LabgridClient, lock_file
 from harness.store import fingerprint_sha256
 from tests.conftest import EDGEBENCH, REPO, rows, run_cli, wait_for_sessions
 from tests.sshd import SSHServer, free_port
@@ -612,6 +615,49 @@ def test_a_bench_interrupted_while_waiting_for_a_place_leaves_no_reservation(
     taken = lab.client("-p", "dev1", "acquire", env={"LG_USERNAME": "bob"})
     assert taken.returncode == 0, taken.stderr  # not kept for a reservation of ours
     assert "bob" in who(lab)
+
+
+def test_a_reservation_filed_as_its_acquisition_was_stopped_is_cancelled(
+        tmp_path: Path, lab: LoopbackLab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (or a timeout) landing while CreateReservation is under way: the coordinator filed
+    the reservation, but its token was in the answer never read. It is found by owner and place
+    and cancelled; a reservation of this user that another live run holds (lock file) is kept.
+    The stop is injected at the one await where it can land, right after the real answer."""
+    monkeypatch.setenv("EDGEBENCH_LABGRID_STATE", str(tmp_path / "labgrid-state"))
+    by_hand = lab.client("reserve", "name=dev1")  # this user, another run of ours
+    assert by_hand.returncode == 0, by_hand.stderr
+    kept = re.search(r"Reservation '([^']+)'", by_hand.stdout).group(1)  # type: ignore[union-attr]
+    other_run = subprocess.Popen(["sleep", "60"])
+    try:
+        lock = lock_file(lab.address, "dev1")
+        lock.parent.mkdir(mode=0o700, parents=True)
+        stat = Path(f"/proc/{other_run.pid}/stat").read_text()
+        lock.write_text(json.dumps({"pid": other_run.pid, "token": kept, "place": "dev1",
+                                    "start": stat[stat.rindex(")") + 2:].split()[19]}))
+        client = LabgridClient(lab.address)
+        filed: list[str] = []
+        real = client._rpc
+
+        async def stopped_as_the_answer_comes(name: str, request: Any) -> Any:
+            answer = await real(name, request)
+            if name == "CreateReservation":
+                filed.append(answer.reservation.token)
+                raise asyncio.CancelledError
+            return answer
+
+        client._rpc = stopped_as_the_answer_comes  # type: ignore[method-assign]
+        try:
+            with pytest.raises(TransportError, match="stopped waiting"):
+                client.acquire(LabgridSettings(lab.address, "dev1", wait_s=5))
+        finally:
+            client._rpc = real  # type: ignore[method-assign]
+            client.close()
+    finally:
+        other_run.kill()
+        other_run.wait()
+    left = reservations(lab)
+    assert filed and filed[0] not in left  # the unanswered one is gone
+    assert kept in left  # the other run's is not
 
 
 def test_a_place_acquired_by_hand_after_a_killed_run_is_not_released_by_the_next(

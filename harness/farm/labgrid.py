@@ -13,7 +13,10 @@ nightly that holds a place for its health check and its queue acquires it once. 
 the place (only if we hold it: `fromuser`), cancels the reservation; `release_all` (also at exit)
 stops acquisitions still waiting, cancelling their reservations, and lets go of everything this
 process still holds, on errors and Ctrl-C too; `places_released_on_interrupt` does it the moment
-a nightly or a bench is interrupted (SIGTERM too).
+a nightly or a bench is interrupted (SIGTERM too). An acquisition stopped while its
+CreateReservation was under way never reads the token of the reservation the coordinator may have
+filed; it cancels the reservations of that place under our labgrid name that neither this process
+nor another live run's lock file knows.
 
 Stale acquisitions: labgrid keeps a place acquired when its client dies. Once the reservation is
 filed, a lock file `<state>/<coordinator>--<place>.json` records this process (pid and its start
@@ -135,6 +138,15 @@ def _process_start(pid: int) -> str | None:
         return None
     fields = stat[stat.rindex(")") + 2:].split()
     return None if fields[0] == "Z" else fields[19]
+
+
+def _alive(lock: dict[str, Any]) -> bool:
+    """The process a lock file names still runs (the same pid, started at the same time)."""
+    pid = lock.get("pid")
+    if not isinstance(pid, int):
+        return False
+    start = _process_start(pid)
+    return start is not None and start == lock.get("start")
 
 
 class LabgridClient:
@@ -286,7 +298,14 @@ class LabgridClient:
         note = await self._release_if_stale(place)
         request = pb2.CreateReservationRequest(
             filters={"main": pb2.Reservation.Filter(filter={"name": name})}, prio=0)
-        token = (await self._rpc("CreateReservation", request)).reservation.token
+        try:
+            token = (await self._rpc("CreateReservation", request)).reservation.token
+        except asyncio.CancelledError:
+            # Stopped (Ctrl-C, a timeout) with the request sent: the coordinator may have filed
+            # the reservation, whose token was in the answer we will never read. Left, it would
+            # keep the place from everyone for a minute.
+            await asyncio.shield(self._cancel_unanswered_reservation(name))
+            raise
         lock = {"pid": os.getpid(), "start": _process_start(os.getpid()), "token": token,
                 "run": self.run_id, "place": name, "coordinator": self.coordinator,
                 "identity": self.me, "acquired": False,
@@ -330,6 +349,29 @@ class LabgridClient:
             raise
         return Lease(name, token, address, port, user, note)
 
+    async def _cancel_unanswered_reservation(self, name: str) -> None:
+        """Cancel the reservations of `name` filed under our labgrid name that no run knows the
+        token of: not held by this process, not in the lock file of another live run."""
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb2
+
+        with self._lock:
+            known = {lease.token for _, lease in self._held.values()}
+        try:
+            lock = json.loads(self._lock_file(name).read_text())
+        except (OSError, ValueError):
+            lock = {}
+        if isinstance(lock, dict) and lock.get("pid") != os.getpid() and _alive(lock):
+            known.add(str(lock.get("token")))
+        try:
+            found = await self._rpc("GetReservations", pb2.GetReservationsRequest())
+            for res in found.reservations:
+                if res.owner == self.me and res.token not in known and "main" in res.filters \
+                        and dict(res.filters["main"].filter) == {"name": name}:
+                    await self._rpc("CancelReservation",
+                                    pb2.CancelReservationRequest(token=res.token))
+        except TransportError:
+            pass  # the coordinator is gone: so is the reservation, or it expires in a minute
+
     async def _release_if_stale(self, place: Any) -> str | None:
         """Release `place` if a killed run of ours left it acquired; say so, else None."""
         from labgrid.remote.generated import labgrid_coordinator_pb2 as pb2
@@ -340,9 +382,7 @@ class LabgridClient:
         except (OSError, ValueError):
             return None
         pid = lock.get("pid")
-        alive = isinstance(pid, int) and _process_start(pid) is not None and \
-            _process_start(pid) == lock.get("start")
-        if alive:
+        if _alive(lock):
             return None  # another run of this host holds it: it is waited for like anyone's
         note = None
         killed = f"{lock.get('run') or 'unknown run'}, pid {pid}, since {lock.get('since')}"
