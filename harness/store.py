@@ -431,15 +431,11 @@ class Store:
     def forget_sessions(self, job_id: str, sessions: Sequence[int]) -> None:
         """Delete sessions of a measurement: failures of a transport that a resumed nightly is
         about to measure again (its row is brought up to date by the sessions that follow)."""
-        if not sessions:
-            return
+        # A fingerprint only these sessions named stays until `vacuum`: finding it here would
+        # read the sessions again, on the path of every resume.
         with self._tx():
-            keys = self._fingerprint_keys(
-                "job_id = ? AND session IN (" + ", ".join("?" for _ in sessions) + ")",
-                [job_id, *sessions])
             self.conn.executemany("DELETE FROM sessions WHERE job_id = ? AND session = ?",
                                   [(job_id, s) for s in sessions])
-            self._drop_unused_fingerprints(keys)
 
     def add_result(self, record: Mapping[str, Any]) -> None:
         """Store a measurement row that has no sessions (it failed before any could run)."""
@@ -596,7 +592,12 @@ class Store:
                 chunk)
 
     def vacuum(self) -> tuple[int, int]:
-        """Compact the file (SQLite `VACUUM`); file size in bytes before and after."""
+        """Compact the file (SQLite `VACUUM`), after dropping the fingerprints that no session
+        names (left by `forget_sessions`); file size in bytes before and after."""
+        with self._tx():
+            self.conn.execute("DELETE FROM fingerprints WHERE sha256 NOT IN (SELECT "
+                              "fingerprint_sha256 FROM sessions WHERE fingerprint_sha256 "
+                              "IS NOT NULL)")
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         before = self.path.stat().st_size
         self.conn.execute("VACUUM")
