@@ -317,6 +317,12 @@ def _median(values: Sequence[Any]) -> float | None:
 _MOMENTARY_KEY = re.compile(r"(?:^|_)(?:temp|cur_freq|freq_cur|uptime|time|load|free|avail)")
 
 
+# Fingerprint keys that say what could be measured, not what the device is: `gpu.absent` (below)
+# and `rapl`, whether the CPU package's energy counters are there and readable (the CPU and kernel
+# that decide it are compared already, and a chmod between sessions is no other device).
+_NOT_THE_DEVICE = ("gpu.absent", "rapl")
+
+
 def comparable_fingerprint(fingerprint: Any, prefix: str = "") -> dict[str, Any]:
     """A device fingerprint as dotted keys, without the momentary ones. `gpu.absent` says why
     nothing was found (no NVML, no GPU): like a key never recorded, it is no difference by
@@ -327,8 +333,8 @@ def comparable_fingerprint(fingerprint: Any, prefix: str = "") -> dict[str, Any]
         return flat
     for key, value in fingerprint.items():
         name = f"{prefix}{key}"
-        if name == "gpu.absent" or _MOMENTARY_KEY.search(str(key).lower()):
-            continue  # a momentary key, with all that is under it
+        if name in _NOT_THE_DEVICE or _MOMENTARY_KEY.search(str(key).lower()):
+            continue  # not the device, or a momentary key: with all that is under it
         if isinstance(value, dict) and value:
             flat.update(comparable_fingerprint(value, f"{name}."))
         else:
