@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness.agent import protocol
+from harness.agent.rapl import SOURCE as RAPL_SOURCE
 from harness.report import stats
 
 if TYPE_CHECKING:
@@ -429,6 +430,8 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
     placement = ((profile or {}).get("profile") or {}).get("placement") or shown.get("placement")
     if placement and placement.get("cpu_fallback"):
         flags.append(stats.FLAG_CPU_FALLBACK)
+    if any((r.get("power") or {}).get("source") == RAPL_SOURCE for r in results):
+        flags.append(stats.FLAG_PACKAGE_ENERGY)  # so that no table shows it as the model's own
     acc = next((r.get("accuracy") for r in results if r.get("accuracy")), None) or {}
     host = artifact.host_accuracy or {}
     if acc.get("top1") is not None and host.get("top1_low") is not None and not (

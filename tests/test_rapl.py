@@ -24,10 +24,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
+from harness import results
 from harness.agent import job as agent_job
 from harness.agent import protocol, rapl
+from harness.report import stats
+from harness.report.console import FLAG_MEANINGS
+from harness.report.tables import row_flags
 from tests.conftest import REPO, make_tiny_onnx
 from tests.test_devices import capture
 
@@ -310,3 +315,70 @@ def test_rapl_leaves_out_a_model_that_ran_on_an_accelerator() -> None:
     unreadable: dict[str, Any] = {}
     assert agent_job.cpu_package_power(unreadable, None, "why") is None
     assert unreadable["power_unavailable"] == "why"
+
+
+# what the host keeps and shows ------------------------------------------------------------------
+
+def measurement(power: dict[str, Any] | None) -> dict[str, Any]:
+    """The `results` row of a one-session measurement whose session reported `power`."""
+    from harness.artifacts import Artifact
+    from harness.config import DeviceProfile
+    from harness.runner import PlannedJob
+
+    device = DeviceProfile(name="nuc", kind="linux", transport="local")
+    job = PlannedJob("j1", device, Artifact("m", Path("m.onnx"), "onnx", "0" * 64, 1), "onnx")
+    session = {"status": "ok", "latency": {"median_ms": 1.0, "n": 3}, "fingerprint": {},
+               "power": power}
+    srow = results.session_row("j1", 0, session, started_at="t", bytes_pushed=0,
+                               orchestration_s=0.0)
+    return results.measurement_row("r", job, "t", [session], [srow], [[10**6] * 3], 1)
+
+
+def test_a_rapl_figure_is_flagged_as_the_whole_package_wherever_energy_is_shown() -> None:
+    figure = {"source": "rapl", "covers": rapl.COVERS, "mean_w": 21.5,
+              "energy_mj_per_inference": 4.3}
+    row = measurement(figure)
+    assert row["power_w"] == 21.5 and row["energy_mj_per_inference"] == 4.3
+    assert stats.FLAG_PACKAGE_ENERGY in row["flags"]
+    assert stats.FLAG_PACKAGE_ENERGY not in stats.SPREAD_FLAGS  # a caveat, not a spread
+    assert "whole socket" in FLAG_MEANINGS[stats.FLAG_PACKAGE_ENERGY]
+    assert "not the model's own" in FLAG_MEANINGS[stats.FLAG_PACKAGE_ENERGY]
+    # the tables put it in the row's Notes, next to the energy it qualifies
+    assert stats.FLAG_PACKAGE_ENERGY in row_flags(pd.Series(row))
+    tegrastats = measurement({"source": "tegrastats", "mean_w": 4.0,
+                              "energy_mj_per_inference": 1.0})
+    assert stats.FLAG_PACKAGE_ENERGY not in tegrastats["flags"]
+    assert stats.FLAG_PACKAGE_ENERGY not in measurement(None)["flags"]
+
+
+def test_a_resumed_measurement_keeps_the_flag() -> None:
+    """A row rebuilt from stored sessions (bench --resume) knows its energy was RAPL's from the
+    stored row's flags: the sessions table keeps the figures, not their source."""
+    from harness.resume import _result
+
+    record = measurement({"source": "rapl", "mean_w": 20.0, "energy_mj_per_inference": 2.0})
+    srow = {"session": 0, "status": "ok", "power_w": 20.0, "energy_mj_per_inference": 2.0}
+    assert _result(srow, record)["power"]["source"] == "rapl"
+    assert _result(srow, dict(record, flags=[]))["power"]["source"] is None
+
+
+def test_rapl_in_the_fingerprint_is_no_difference_between_sessions() -> None:
+    """Whether RAPL is readable is what may be measured, not what the device is: a chmod between
+    sessions does not make them `mixed_sessions`."""
+    readable = {"kernel": "6.8.0", "rapl": {"zones": ["package-0"], "readable": True}}
+    refused = {"kernel": "6.8.0", "rapl": {"zones": ["package-0"], "readable": False,
+                                           "unreadable": "why"}}
+    sessions = [{"fingerprint": readable}, {"fingerprint": refused}, {"fingerprint": {
+        "kernel": "6.8.0"}}]
+    assert results.mixed_sessions(sessions) == []
+
+
+def test_devices_check_says_whether_cpu_energy_can_be_measured() -> None:
+    from harness.cli import rapl_text
+
+    assert rapl_text({"zones": ["package-0", "psys"], "readable": True}).startswith(
+        "RAPL (package-0, psys): energy per inference of the whole CPU package")
+    refused = rapl_text({"zones": ["package-0"], "readable": False, "unreadable": "X: why"})
+    assert "present but unreadable, no energy figure: X: why" in refused
+    assert rapl_text({"absent": "no RAPL zones"}) == "none: no RAPL zones"
+    assert rapl_text(None).startswith("not probed")
