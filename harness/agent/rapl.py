@@ -1,15 +1,15 @@
 """CPU package energy from RAPL (Linux powercap), read around the timed window of a session.
 
-Intel CPUs since Sandy Bridge, and AMD Zen since Linux 5.11 through the same driver, count the
-energy of each CPU package in /sys/class/powercap/intel-rapl:N/energy_uj (microjoules; wraps at
-`max_energy_range_uj`); a laptop or NUC may add `psys`, the whole platform. `RaplMeter` reads the
-counters once before and once after the window, as NVML's counter is read (gpu.py), and reports
-the energy of the package zones, summed, with psys apart. The figure is the socket's, not the
-model's: other processes and the package's idle power are in it, which its `covers` says. Only
-the top-level `intel-rapl:N` zones are read: subzones (`intel-rapl:N:M`, core, uncore, dram)
-are parts of or beside their package, and `intel-rapl-mmio:N` is the same package counted through
-MMIO, which would count it twice. A counter read between two readings of a window wraps at most
-once (at 250 W, a 262 kJ range takes about 17 minutes).
+Intel CPUs since Sandy Bridge, and AMD Zen since Linux 5.11 through the same driver (not the hwmon
+counters of `amd_energy`, which are not read), count the energy of each CPU package in
+/sys/class/powercap/intel-rapl:N/energy_uj (microjoules; wraps at `max_energy_range_uj`); a laptop
+or NUC may add `psys`, the whole platform. `RaplMeter` reads the counters once before and once after
+the window, as NVML's counter is read (gpu.py), and reports the energy of the package zones, summed,
+with psys apart. The figure is the socket's, not the model's: other processes and the package's idle
+power are in it, which its `covers` says. Only the top-level `intel-rapl:N` zones are read: subzones
+(`intel-rapl:N:M`, core, uncore, dram) are parts of or beside their package, and `intel-rapl-mmio:N`
+is the same package counted through MMIO, which would count it twice. A counter read between two
+readings of a window wraps at most once (at 250 W, a 262 kJ range takes about 17 minutes).
 
 Since Linux 5.10 energy_uj is readable by root only (CVE-2020-8694, a power side channel): a
 tree that exists but cannot be read gives no figure and says which file and why, never a guess.
