@@ -89,6 +89,19 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def rapl_text(rapl: dict[str, Any] | None) -> str:
+    """What `devices check` says of the CPU package's energy counters (RAPL)."""
+    if not rapl:
+        return "not probed (an agent from before RAPL was read)"
+    if "absent" in rapl:
+        return f"none: {rapl['absent']}"
+    zones = ", ".join(rapl.get("zones") or ())
+    if not rapl.get("readable"):
+        return f"RAPL ({zones}) present but unreadable, no energy figure: {rapl.get('unreadable')}"
+    return (f"RAPL ({zones}): energy per inference of the whole CPU package where no board "
+            "monitor or NVML measures")
+
+
 def cmd_devices_check(args: argparse.Namespace) -> int:
     from harness.agent import protocol
     from harness.transport.base import transport_for
@@ -131,6 +144,7 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
                      for g in gpu.get("gpus") or [])
     out.print(f"  GPU: {escape(gpus)}, driver {gpu.get('driver')}, CUDA {gpu.get('cuda_driver')}"
               if gpus else f"  GPU: none found ({escape(str(gpu.get('absent', 'not probed')))})")
+    out.print(f"  CPU energy: {escape(rapl_text(fp.get('rapl')))}", soft_wrap=True)
     table = Table("runtime", "present", "version / reason", "profile wants it")
     missing = [] if fp.get("numpy") else ["numpy"]
     for name, rt in info["runtimes"].items():

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness.agent import protocol
+from harness.agent.rapl import SOURCE as RAPL_SOURCE
 from harness.report import stats
 
 if TYPE_CHECKING:
@@ -317,6 +318,12 @@ def _median(values: Sequence[Any]) -> float | None:
 _MOMENTARY_KEY = re.compile(r"(?:^|_)(?:temp|cur_freq|freq_cur|uptime|time|load|free|avail)")
 
 
+# Fingerprint keys that say what could be measured, not what the device is: `gpu.absent` (below)
+# and `rapl`, whether the CPU package's energy counters are there and readable (the CPU and kernel
+# that decide it are compared already, and a chmod between sessions is no other device).
+_NOT_THE_DEVICE = ("gpu.absent", "rapl")
+
+
 def comparable_fingerprint(fingerprint: Any, prefix: str = "") -> dict[str, Any]:
     """A device fingerprint as dotted keys, without the momentary ones. `gpu.absent` says why
     nothing was found (no NVML, no GPU): like a key never recorded, it is no difference by
@@ -327,8 +334,8 @@ def comparable_fingerprint(fingerprint: Any, prefix: str = "") -> dict[str, Any]
         return flat
     for key, value in fingerprint.items():
         name = f"{prefix}{key}"
-        if name == "gpu.absent" or _MOMENTARY_KEY.search(str(key).lower()):
-            continue  # a momentary key, with all that is under it
+        if name in _NOT_THE_DEVICE or _MOMENTARY_KEY.search(str(key).lower()):
+            continue  # not the device, or a momentary key: with all that is under it
         if isinstance(value, dict) and value:
             flat.update(comparable_fingerprint(value, f"{name}."))
         else:
@@ -423,6 +430,8 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
     placement = ((profile or {}).get("profile") or {}).get("placement") or shown.get("placement")
     if placement and placement.get("cpu_fallback"):
         flags.append(stats.FLAG_CPU_FALLBACK)
+    if any((r.get("power") or {}).get("source") == RAPL_SOURCE for r in results):
+        flags.append(stats.FLAG_PACKAGE_ENERGY)  # so that no table shows it as the model's own
     acc = next((r.get("accuracy") for r in results if r.get("accuracy")), None) or {}
     host = artifact.host_accuracy or {}
     if acc.get("top1") is not None and host.get("top1_low") is not None and not (

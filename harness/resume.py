@@ -21,6 +21,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from harness.agent.rapl import SOURCE as RAPL_SOURCE
+from harness.report import stats
 from harness.results import _MEMORY
 from harness.runner import PlannedJob, StoredSession, precise
 from harness.store import Store
@@ -142,7 +144,10 @@ def _result(row: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
         "memory": {k: row.get(k) for k in (*_MEMORY, "anon_mb", "file_mb", "gpu_mem_mb",
                                            "gpu_process_mb")},
         "power": {"mean_w": row.get("power_w"),
-                  "energy_mj_per_inference": row.get("energy_mj_per_inference")},
+                  "energy_mj_per_inference": row.get("energy_mj_per_inference"),
+                  # where the figure came from is kept in the row's flags, not the session's
+                  "source": RAPL_SOURCE if stats.FLAG_PACKAGE_ENERGY in (record.get("flags") or ())
+                  else None},
         "timer": row.get("timer"),
         "fingerprint": fingerprint,
         "placement": record.get("placement"),

@@ -8,7 +8,9 @@ becomes a `failed` or `unsupported` result, never an exception out of `run_job`.
 On a GPU the runtime may time each iteration on the GPU's own clock (CUDA events): those samples
 are the session's latency, and the host clock around the same iterations is kept as
 `wall_latency`. NVML's energy counter, read before and after the timed window, gives the GPU's
-energy per inference where no board monitor (tegrastats) measures power.
+energy per inference where no board monitor (tegrastats) measures power. Where neither measured
+and the model ran on the CPU alone, RAPL's package counters (rapl.py) give the energy of the CPU
+package(s) over the window: the whole socket's, which the figure says.
 
 A profile job (`"profile": {"iterations": N}`) is a session of its own, never a timed one: after
 the same load and a warm-up of `warmup_min` runs, it runs N iterations under the engine's
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from . import gpu, measure, power, probes, protocol, scoring, tune
+from . import gpu, measure, power, probes, protocol, rapl, scoring, tune
 from .runtimes import (
     ModelLoadError,
     ProfileUnsupported,
@@ -35,6 +37,8 @@ from .runtimes import (
 )
 
 SEED = 20240611
+# What ONNX Runtime and LiteRT call the CPU among the providers and delegates in force.
+CPU_PROVIDERS = ("CPUExecutionProvider", "XNNPACK", "cpu", "CPU")
 
 
 class JobError(Exception):
@@ -154,6 +158,34 @@ def run_profile(runtime: Any, step: Any, spec: dict[str, Any]) -> dict[str, Any]
     return profile
 
 
+def ran_on_cpu_only(result: dict[str, Any]) -> bool:
+    """Whether the session's model ran on the CPU alone: no GPU the runtime runs on, and no
+    execution provider or delegate in force other than the CPU's, whose energy RAPL leaves out."""
+    if result.get("accelerator"):
+        return False
+    placement = result.get("placement") or {}
+    if placement.get("ops_delegated"):  # LiteRT: a delegate (an Edge TPU, a GPU) took operators
+        return False
+    return all(p in CPU_PROVIDERS for p in placement.get("in_force") or ())
+
+
+def cpu_package_power(result: dict[str, Any], energy: dict[str, Any] | None,
+                      why: str | None) -> dict[str, Any] | None:
+    """RAPL's figure for a session nothing else measured, None (and a log line) where there is
+    none to give or the model ran where RAPL does not see it."""
+    if why is not None:
+        log(f"no RAPL energy: {why}")
+        result["power_unavailable"] = why
+        return None
+    if energy is None:
+        return None
+    if not ran_on_cpu_only(result):
+        log("no RAPL energy: the model ran on an accelerator, which the CPU package's counter "
+            "does not measure")
+        return None
+    return energy
+
+
 def timed_session(result: dict[str, Any], job: dict[str, Any], runtime: Any, step: Any,
                   data: dict[str, Any] | None, baseline: dict[str, Any]) -> None:
     """The timed window of a session on a loaded, warmed-up model, then its accuracy, device
@@ -171,12 +203,17 @@ def timed_session(result: dict[str, Any], job: dict[str, Any], runtime: Any, ste
     monitor = power.monitor_for(kind)
     if monitor is not None:
         monitor.start()
+    # a board's own sensor measures the whole board: RAPL is read only where there is none
+    package = rapl.RaplMeter() if monitor is None else None
     others = probes.OtherLoad()
     others.start()
+    if package is not None:
+        package.start()  # last before the window and first after it: the readings bracket it
     try:
         samples, elapsed_ns, capped = measure.timed_window(
             step, settings["duration_s"], settings["min_iterations"],
             settings["max_duration_s"])
+        cpu_energy = package.stop(len(samples)) if package is not None else None
     finally:
         result["others_cpus"] = others.stop()
         watts = monitor.stop() if monitor is not None else None
@@ -200,6 +237,8 @@ def timed_session(result: dict[str, Any], job: dict[str, Any], runtime: Any, ste
     elif watts is not None and result["latency"]:
         # W x ms = mJ: the energy one inference costs while the device runs them back to back
         watts["energy_mj_per_inference"] = watts["mean_w"] * result["latency"]["mean_ms"]
+    elif watts is None and package is not None:
+        watts = cpu_package_power(result, cpu_energy, package.why)
     result["power"] = watts
     log("session {}: {} warm-up runs, {} timed in {:.2f} s{}".format(
         job.get("session"), result["warmup_n"], len(samples), elapsed_ns / 1e9,

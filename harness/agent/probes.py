@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from . import boards, gpu, isa
+from . import boards, gpu, isa, rapl
 
 
 def read_text(path: str) -> str | None:
@@ -135,6 +135,8 @@ def fingerprint(kind: str = "linux") -> dict[str, Any]:
     }
     # NVIDIA GPUs through NVML; a Jetson has no NVML (its board module reads tegrastats)
     fp["gpu"] = gpu.fingerprint() if kind != "jetson" else {"absent": "Jetson: no NVML"}
+    # whether the CPU package's energy can be measured here, and if not readable, why
+    fp["rapl"] = rapl.describe()
     fp.update(boards.fingerprint(kind))
     return fp
 

@@ -193,6 +193,9 @@ def new_result(job_id: str) -> dict[str, Any]:
         "state_after": {},
         "throttled": None,
         "power": None,
+        # why there is no power figure where a meter exists but could not be read (RAPL's
+        # counters, root only since Linux 5.10): the file and how to allow it
+        "power_unavailable": None,
         "accelerator": None,  # the GPU as the runtime sees it (name, SM count, CUDA)
         "gpu": None,  # NVML around the timed window: energy, process memory
         "placement": None,  # providers / delegates asked for and in force, CPU fallback

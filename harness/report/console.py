@@ -43,6 +43,8 @@ FLAG_MEANINGS = {
     "power mode, runtime version...): a board swapped or upgraded during the run",
     stats.FLAG_CPU_FALLBACK: "part or all of the model ran on the CPU where the device profile "
     "asked for an accelerator (see the placement in the profiles section)",
+    stats.FLAG_PACKAGE_ENERGY: "power and energy are RAPL's CPU package counters: the whole "
+    "socket, other processes and idle power included, not the model's own energy",
 }
 
 
@@ -58,6 +60,7 @@ FLAG_LABELS = {
     stats.FLAG_ACCURACY: "top-1 off",
     stats.FLAG_MIXED: "mixed",
     stats.FLAG_CPU_FALLBACK: "cpu fallback",
+    stats.FLAG_PACKAGE_ENERGY: "pkg energy",
 }
 
 

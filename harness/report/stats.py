@@ -78,6 +78,8 @@ FLAG_ACCURACY = "accuracy_outside_host_interval"
 FLAG_CPU_FALLBACK = "cpu_fallback"
 # sessions of one measurement ran on devices or runtimes that differ (`results.mixed_sessions`)
 FLAG_MIXED = "mixed_sessions"
+# its power and energy are RAPL's: the CPU package(s), other processes and idle power included
+FLAG_PACKAGE_ENERGY = "cpu_package_energy"
 SPREAD_FLAGS = frozenset({FLAG_BETWEEN, FLAG_WITHIN, FLAG_LOADED, FLAG_THROTTLED, FLAG_CAPPED})
 
 
