@@ -24,7 +24,7 @@ from rich.text import Text
 
 from harness import __version__
 from harness.config import DEVICES_DIR, MAX_THREADS, list_profiles, load_profile
-from harness.entry import interrupted
+from harness.entry import INTERRUPTED, interrupted
 from harness.errors import EdgebenchError
 from harness.report.console import FLAG_LABELS, fitted_table, flag_legend, in_legend_order
 from harness.report.console import format_value as _fmt
@@ -644,6 +644,15 @@ def _existing_store(db: str, *, readonly: bool = False) -> Store:
     return Store(db, readonly=readonly)
 
 
+# What a Ctrl-C leaves, by command: a bench or nightly keeps each session as it ends; an export
+# is written under a temporary name and renamed at the end; the other commands' writes (`db`) are
+# transactions, or they write nothing of their own.
+INTERRUPTED_BY_COMMAND = {
+    "bench": INTERRUPTED, "nightly": INTERRUPTED,
+    "export": "edgebench: interrupted; nothing was written (a file already at --out is as it was)",
+}
+
+
 # parser -----------------------------------------------------------------------------------------
 
 
@@ -842,7 +851,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           soft_wrap=True)
         return err.exit_code
     except KeyboardInterrupt:
-        return interrupted()
+        return interrupted(INTERRUPTED_BY_COMMAND.get(args.command, "edgebench: interrupted"))
     except BrokenPipeError:
         # `edgebench export ... | head`: the reader has what it wanted; no traceback, and no
         # second error when Python flushes stdout on exit

@@ -327,3 +327,50 @@ def test_results_readme_documents_each_column_an_export_adds() -> None:
              *(c.name for c in SESSION_EXPORT_COLUMNS if c.name not in SESSION_FIELDS),
              *(c.name for c in OPERATOR_EXPORT_COLUMNS if c.name not in PROFILE_OP_FIELDS)}
     assert sorted(documented) == sorted(added)
+
+
+def _interrupt_after_first(real: Any) -> Any:
+    """`Store.iter_session_samples` stopped by a Ctrl-C after the first session was written."""
+    def stopped(self: Store, job_ids: Any) -> Any:
+        for i, item in enumerate(real(self, job_ids)):
+            if i == 1:
+                raise KeyboardInterrupt
+            yield item
+    return stopped
+
+
+@pytest.mark.parametrize("flag,fmt", [("--samples", "csv"), ("--samples", "parquet"),
+                                      (None, "csv"), ("--sessions", "json")])
+def test_an_interrupted_export_leaves_the_file_that_was_there(
+        db, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, flag: str | None,
+        fmt: str) -> None:
+    """Ctrl-C in the middle of `export --out`: the file there before stays as it was, and no
+    part of the new one is left, neither under its name (a CSV cut at a line end reads as whole)
+    nor under a temporary one. The stop is injected where it lands in a real export: between
+    two sessions' samples, or as pandas or json finishes writing."""
+    path, run, _ = db
+    out = tmp_path / f"victim.{fmt}"
+    out.write_bytes(b"yesterday's export\n")
+    if flag == "--samples":
+        monkeypatch.setattr(Store, "iter_session_samples",
+                            _interrupt_after_first(Store.iter_session_samples))
+    else:
+        def written_then_stopped(real: Any) -> Any:
+            def write(*args: Any, **kwargs: Any) -> Any:
+                real(*args, **kwargs)
+                raise KeyboardInterrupt
+            return write
+        if fmt == "csv":
+            monkeypatch.setattr(pd.DataFrame, "to_csv", written_then_stopped(pd.DataFrame.to_csv))
+        else:
+            monkeypatch.setattr(Path, "write_text", written_then_stopped(Path.write_text))
+    argv = ["export", "--db", str(path), "--run", run, "--format", fmt, "--out", str(out)]
+    assert main(argv + ([flag] if flag else [])) == 130
+    assert capsys.readouterr().err.strip() == (
+        "edgebench: interrupted; nothing was written (a file already at --out is as it was)")
+    assert out.read_bytes() == b"yesterday's export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    monkeypatch.undo()
+    assert main(argv + ([flag] if flag else [])) == 0  # and uninterrupted, it is replaced whole
+    assert out.read_bytes() != b"yesterday's export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]

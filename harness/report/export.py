@@ -2,14 +2,19 @@
 `results` rows; `--sessions` is one row per session and `--operators` the top operators of each
 profile, each row led by the columns that name its measurement, so that it can be grouped without
 a join; `--samples` is the raw samples as a long table, written one session at a time so that
-memory holds one session whatever the size of the run."""
+memory holds one session whatever the size of the run. A file (`--out`) is written under a
+temporary name beside it and renamed at the end, so that an interrupted or failed export leaves
+the file that was there before, never a part of the new one that reads as whole (a CSV cut at a
+line end does)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,17 +103,20 @@ def write_rows(rows: Sequence[dict[str, Any]], columns: Sequence[schema.Column],
             if out is None:
                 sys.stdout.write(text)
             else:
-                Path(out).write_text(text, encoding="utf-8")
+                with written_whole(out) as part:
+                    part.write_text(text, encoding="utf-8")
             return
         df = frame_from_rows(rows, columns)
         for name in (c.name for c in columns if c.kind == "json"):
             df[name] = [None if v is None else json.dumps(v, sort_keys=True) for v in df[name]]
         if out is None:
             df.to_csv(sys.stdout, index=False)
-        elif fmt == "csv":
-            df.to_csv(out, index=False)
-        else:
-            df.to_parquet(out, index=False)
+            return
+        with written_whole(out) as part:
+            if fmt == "csv":
+                df.to_csv(part, index=False)
+            else:
+                df.to_parquet(part, index=False)
     except BrokenPipeError:
         raise  # the reader of stdout stopped early (`| head`): not an error of ours
     except OSError as err:
@@ -136,7 +144,8 @@ def export_samples(db: Path, run: str, fmt: str, out: Path | None = None) -> int
         job_ids = [r["job_id"] for r in store.results([run_id])]
         try:
             if fmt == "parquet":
-                with pq.ParquetWriter(str(out), arrow) as writer:
+                assert out is not None
+                with written_whole(out) as part, pq.ParquetWriter(str(part), arrow) as writer:
                     for job_id, session, ns in store.iter_session_samples(job_ids):
                         if ns.size:
                             writer.write_table(pa.table([
@@ -146,8 +155,12 @@ def export_samples(db: Path, run: str, fmt: str, out: Path | None = None) -> int
                                 pa.array(ns)], schema=arrow))
                             written += ns.size
                 return written
-            with (open(out, "w", encoding="utf-8", newline="") if out is not None
-                  else _stdout()) as stream:
+            with contextlib.ExitStack() as stack:
+                if out is None:
+                    stream = sys.stdout
+                else:
+                    part = stack.enter_context(written_whole(out))
+                    stream = stack.enter_context(open(part, "w", encoding="utf-8", newline=""))
                 stream.write(",".join(SAMPLE_COLUMNS) + "\n")
                 for job_id, session, ns in store.iter_session_samples(job_ids):
                     prefix = f"{job_id},{session},"
@@ -161,5 +174,19 @@ def export_samples(db: Path, run: str, fmt: str, out: Path | None = None) -> int
     return written
 
 
-def _stdout() -> Any:
-    return contextlib.nullcontext(sys.stdout)
+@contextlib.contextmanager
+def written_whole(out: Path) -> Iterator[Path]:
+    """A temporary file beside `out` to write the export into; renamed to `out` once the block
+    ends without an error, deleted whatever stopped it (Ctrl-C included)."""
+    out = Path(out)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    except OSError as err:  # said of the folder: the temporary name means nothing to the user
+        raise OSError(err.errno, f"{err.strerror}: {out.parent}") from None
+    os.close(fd)
+    part = Path(name)
+    try:
+        yield part
+        os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
