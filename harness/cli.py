@@ -29,7 +29,7 @@ from harness.errors import EdgebenchError
 from harness.report.console import FLAG_LABELS, fitted_table, flag_legend, in_legend_order
 from harness.report.console import format_value as _fmt
 from harness.signals import sigterm_as_interrupt
-from harness.store import DEFAULT_DB, Store, check_existing
+from harness.store import DEFAULT_DB, Store, check_existing, check_folder
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 140)
@@ -395,6 +395,11 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
     failures: list[tuple[str, str]] = []
     if args.input_shape and not args.model:
         raise EdgebenchError("--input-shape goes with --model; a suite's models set input_size")
+    if args.model:  # a model that cannot be read is said before a database is made for it
+        artifacts = [from_model_file(Path(args.model))]
+        if args.input_shape:
+            artifacts = [dataclasses.replace(a, input_shape=args.input_shape) for a in artifacts]
+        suite = None
     what = bench.what_record(Path(args.suite) if args.suite else None,
                              Path(args.model) if args.model else None)
     # a database that cannot take the results, or a run --resume cannot take up, is said before
@@ -403,12 +408,7 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
         resumed = bench.check_run(store, args.resume, what, [d.name for d in devices],
                                   bench.options_record(options, args.input_shape)) \
             if args.resume else None
-    if args.model:
-        artifacts = [from_model_file(Path(args.model))]
-        if args.input_shape:
-            artifacts = [dataclasses.replace(a, input_shape=args.input_shape) for a in artifacts]
-        suite = None
-    else:
+    if not args.model:
         from harness.compress.build import build_suite
 
         report = build_suite(Path(args.suite), Path(args.build_dir), console=err_console)
@@ -845,6 +845,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print("edgebench: error: --threads must be at least 1", markup=False)
         return 2
     try:
+        if args.command in ("bench", "nightly"):  # they make a database where there is none
+            check_folder(Path(args.db))
         return int(args.func(args))
     except EdgebenchError as err:
         err_console.print(f"edgebench: error: {err}", highlight=False, markup=False,

@@ -159,6 +159,15 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
 
 
+def check_folder(path: Path) -> None:
+    """Refuse a database path whose folder is not there, but for the default database's own
+    (`results/`, made on first use): a mistyped `--db` would start a new database where nobody
+    looks for it."""
+    if path != DEFAULT_DB and not path.parent.is_dir():
+        raise StoreError(f"{path}: no folder {path.parent} for a result database; make it first, "
+                         "or check the --db path")
+
+
 def _check_writable(path: Path) -> None:
     """SQLite writes the file and, beside it, its journal: on read-only storage it says only
     "unable to open database file", which reads as a broken database."""
@@ -533,15 +542,19 @@ class Store:
     # retention ----------------------------------------------------------------------------------
 
     def prune_samples(self, keep: str) -> PruneResult:
-        """Drop the raw samples of every run older than the newest `keep` runs (`"30"`) or than
-        `keep` days before now (`"30d"`). Session rows, with their statistics, and result rows
-        stay; only the `samples` blobs become NULL. The file shrinks after `vacuum()`."""
+        """Drop the raw samples of every run older than the newest `keep` runs that measured
+        something (`"30"`) or than `keep` days before now (`"30d"`). Session rows, with their
+        statistics, and result rows stay; only the `samples` blobs become NULL. The file shrinks
+        after `vacuum()`."""
         cutoff = _prune_cutoff(keep)
         with self._tx():
             if isinstance(cutoff, int):
+                # runs that measured nothing (stopped before their first session) are not among
+                # the N kept: counted, they took the place of runs that hold samples
                 old = [r[0] for r in self.conn.execute(
-                    "SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT -1 "
-                    "OFFSET ?", (cutoff,))]
+                    "SELECT run_id FROM runs WHERE EXISTS (SELECT 1 FROM results r JOIN "
+                    "sessions s ON s.job_id = r.job_id WHERE r.run_id = runs.run_id) "
+                    "ORDER BY started_at DESC, rowid DESC LIMIT -1 OFFSET ?", (cutoff,))]
             else:
                 old = [r[0] for r in self.conn.execute(
                     "SELECT run_id FROM runs WHERE started_at < ?", (cutoff,))]

@@ -18,7 +18,7 @@ from harness.cli import main
 from harness.errors import EdgebenchError, StoreError
 from harness.report import run_export, run_report
 from harness.report.export import SAMPLE_COLUMNS
-from harness.store import Store
+from harness.store import DEFAULT_DB, Store, check_folder
 from tests.test_report_synthetic import demo_store
 
 
@@ -290,3 +290,30 @@ def test_a_fingerprint_only_forgotten_sessions_named_goes_at_the_next_vacuum(
         store.vacuum()
         kept = store.conn.execute("SELECT fingerprint FROM fingerprints").fetchall()
         assert [json.loads(r[0]) for r in kept] == [{"kernel": "6.1"}]
+
+
+def test_a_run_that_measured_nothing_takes_no_place_among_the_runs_kept(tmp_path: Path) -> None:
+    """A bench stopped before its first session leaves a run with no measurement; counted among
+    the newest N, it kept its own nothing and dropped the samples of a run that had some."""
+    store, runs = _history(tmp_path / "h.db", runs=2)
+    with store:
+        empty = store.begin_run("edgebench bench --model m.onnx", None, ["pi5"])
+        store.finish_run(empty, "interrupted")
+        assert store.prune_samples("1").sessions == 3 * 2  # the older measured run's only
+        assert store.pruned_sessions([f"{runs[1]}-{j}" for j in range(3)]) == 0
+
+
+def test_a_database_in_a_folder_that_is_not_there_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A mistyped --db path must not start a new database in a new folder; only the default
+    database's own folder (results/) is made."""
+    model = tmp_path / "none.onnx"
+    assert main(["bench", "--db", str(tmp_path / "typo" / "r.db"), "--model", str(model)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"edgebench: error: {tmp_path / 'typo' / 'r.db'}: no folder {tmp_path / 'typo'} for a "
+        "result database; make it first, or check the --db path")
+    assert not (tmp_path / "typo").exists()
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--model", str(model)]) == 2  # said of the model, not of results/
+    assert "none.onnx: model file not found" in capsys.readouterr().err
+    check_folder(DEFAULT_DB)
