@@ -125,9 +125,11 @@ def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
         runtimes = _expect(path, data, "runtimes", list)
         if not runtimes or not all(isinstance(r, str) for r in runtimes):
             raise ConfigError(path, "must be a non-empty list of runtime names", field="runtimes")
+        _check_runtime_names(path, runtimes, "runtimes")
         kw["runtimes"] = tuple(runtimes)
     if data.get("runtime_options") is not None:
         per_runtime = _expect(path, data, "runtime_options", dict)
+        _check_runtime_names(path, per_runtime, "runtime_options")
         for runtime, opts in per_runtime.items():
             if not isinstance(opts, dict):
                 raise ConfigError(path, "must be a mapping of option: value",
@@ -188,6 +190,17 @@ def _seconds(path: Path, data: dict[str, Any], key: str, prefix: str = "") -> fl
         raise ConfigError(path, f"must be a number of seconds above 0 and at most "
                           f"{MAX_TIMEOUT_S:.0f} (a week), got {data[key]!r}", field=prefix + key)
     return value
+
+
+def _check_runtime_names(path: Path, names: Any, where: str) -> None:
+    """A runtime the agent does not have would never be planned (a typo such as `onnxruntim`
+    left the device measuring nothing with it, said by no one)."""
+    from harness.agent.runtimes import RUNTIME_MODULES
+
+    for name in names:
+        if name not in RUNTIME_MODULES:
+            raise ConfigError(path, f"unknown runtime {name!r}; known: "
+                              f"{', '.join(sorted(RUNTIME_MODULES))}", field=where)
 
 
 def _check_cache_dir(path: Path, cache_dir: str) -> None:

@@ -36,6 +36,9 @@ def test_every_shipped_profile_loads() -> None:
         ("name: x\ntransport: ssh\nssh: {port: 22}\n", "ssh.host", "required field"),
         ("name: x\ntransport: ssh\nssh: {host: h, prot: 22}\n", "ssh.prot", "unknown field"),
         ("name: x\nruntime_options: {tflite: fast}\n", "runtime_options.tflite", "mapping"),
+        ("name: x\nruntimes: [onnxruntim]\n", "runtimes",
+         "unknown runtime 'onnxruntim'; known: onnxruntime, tflite, torch"),
+        ("name: x\nruntime_options: {tflit: {}}\n", "runtime_options", "unknown runtime 'tflit'"),
     ],
 )
 def test_profile_errors_name_file_and_field(tmp_path: Path, text: str, field: str,
@@ -65,3 +68,25 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
 def test_unknown_device_lists_known_ones() -> None:
     with pytest.raises(EdgebenchError, match="known: .*local"):
         load_profile("no-such-board", REPO / DEVICES_DIR)
+
+
+def test_cpu_affinity_naming_a_cpu_the_device_lacks_fails_the_job_naming_it(
+        tiny_onnx: Path) -> None:
+    """Linux drops the CPUs it does not have from an affinity set, so `cpu_affinity: [0, 99]`
+    ran on CPU 0 alone, with a thread count the profile did not mean; the agent refuses it."""
+    import os
+
+    from harness.agent import job as agent_job
+    from harness.agent import protocol
+
+    before = os.sched_getaffinity(0)
+    absent = max(before) + 64
+    result = agent_job.run_job({
+        "protocol_version": protocol.PROTOCOL_VERSION, "job_id": "pin", "runtime": "onnxruntime",
+        "model": {"path": str(tiny_onnx), "format": "onnx"}, "device_kind": "linux",
+        "options": {"cpu_affinity": [min(before), absent]},
+        "settings": {"warmup_s": 0.01, "warmup_min": 1, "duration_s": 0.05, "min_iterations": 2,
+                     "max_duration_s": 1.0}})
+    assert result["status"] == "failed" and result["error"]["kind"] == "cpu_affinity"
+    assert f"names CPU {absent} that this process cannot run on" in result["error"]["message"]
+    assert os.sched_getaffinity(0) == before  # refused before anything was pinned

@@ -158,6 +158,20 @@ def run_profile(runtime: Any, step: Any, spec: dict[str, Any]) -> dict[str, Any]
     return profile
 
 
+def pin(cpus: list[int]) -> None:
+    """Run on exactly the CPUs the profile names. Linux drops CPUs it does not have from the set
+    (it refuses only a set with none it has), so a profile's [0, 99] ran on CPU 0 alone, with
+    another thread count than the profile meant: refused instead, naming what is there."""
+    online = os.sched_getaffinity(0)
+    absent = sorted(set(cpus) - online)
+    if absent:
+        raise JobError("cpu_affinity", "cpu_affinity {} names CPU{} {} that this process cannot "
+                       "run on; it may use CPUs {}".format(
+                           sorted(cpus), "s" if len(absent) > 1 else "",
+                           ", ".join(map(str, absent)), ", ".join(map(str, sorted(online)))))
+    os.sched_setaffinity(0, cpus)
+
+
 def ran_on_cpu_only(result: dict[str, Any]) -> bool:
     """Whether the session's model ran on the CPU alone: no GPU the runtime runs on, and no
     execution provider or delegate in force other than the CPU's, whose energy RAPL leaves out."""
@@ -274,7 +288,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     try:
         affinity = options.get("cpu_affinity")
         if affinity:
-            os.sched_setaffinity(0, affinity)
+            pin(affinity)
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         # Threads are always explicit: default to one per CPU this process may run on.
         threads = checked_threads(options, os.cpu_count() or 1)
