@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +50,7 @@ def run_report(
     out: Path | None = None,
     runs_for_trends: int = 30,
     style: str = "html",
+    say: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the report of one run (tables, plots, index.html) and return its folder.
 
@@ -55,10 +58,12 @@ def run_report(
     `runs_for_trends - 1` earlier runs on the same devices, each judged against the previous run
     by the rule of `edgebench compare`. `style="paper"` also writes `paper/`: every figure as a
     single- and a double-column PDF, `figures.tex` and the booktabs tables (`report.paper`).
+    A run that is not complete (interrupted, still running) is said at the top of the page, in
+    the captions, and by `say` (default: a line on stderr).
     """
     if style not in REPORT_STYLES:
         raise EdgebenchError(f"unknown report style {style!r}; known: {', '.join(REPORT_STYLES)}")
-    from harness.report import frame
+    from harness.report import frame, progress
 
     with _open(db) as store:
         run_id = store.resolve_run(run)
@@ -66,6 +71,9 @@ def run_report(
         info = next(r for r in runs if r.run_id == run_id)
         sessions = frame.SessionReader(store)  # one read per job for CIs, plots and trends
         df = frame.with_baselines(frame.results_frame(store, [run_id]), sessions=sessions)
+        note = progress.caveat(progress.run_progress(info, df))
+        if note:
+            (say or _to_stderr)(note)
         folder = Path(out) if out is not None else Path("reports") / run_id
         try:
             own, foreign = _report_files(folder)
@@ -81,12 +89,17 @@ def run_report(
     return folder
 
 
+def _to_stderr(line: str) -> None:
+    print(f"edgebench: {line}", file=sys.stderr)
+
+
 def _write_report(store: Store, folder: Path, runs: list[RunInfo], run_id: str, info: RunInfo,
                   df: pd.DataFrame, sessions: SessionReader, runs_for_trends: int,
                   style: str) -> None:
-    from harness.report import compare, html, paper, plots, profile, stats, tables
+    from harness.report import compare, html, paper, plots, profile, progress, stats, tables
 
-    report_tables = tables.report_tables(df, run_id)
+    status = progress.run_progress(info, df)
+    report_tables = tables.report_tables(df, run_id, progress.in_brief(status))
     table_files = {t.name: t.write(folder / "tables") for t in report_tables}
 
     history = _history(store, runs, run_id, runs_for_trends, df)
@@ -98,7 +111,8 @@ def _write_report(store: Store, folder: Path, runs: list[RunInfo], run_id: str, 
     )
     paper_files: list[Path] = []
     if style == "paper":
-        written, paper_files = paper.write_paper(folder, builders, df, info, report_tables)
+        written, paper_files = paper.write_paper(folder, builders, df, info, report_tables,
+                                                 progress.caveat(status))
     else:
         written = plots.write_figures(builders, folder / "plots")
     job_ids = list(df["job_id"])

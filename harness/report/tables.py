@@ -431,15 +431,17 @@ def file_stem(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-def report_tables(df: pd.DataFrame, run_id: str) -> list[Table]:
-    """All jobs, one table per device, and the across-devices pivot (when anything measured)."""
-    tables = [build_table(df, "summary", f"All jobs of run {run_id}")]
+def report_tables(df: pd.DataFrame, run_id: str, incomplete: str | None = None) -> list[Table]:
+    """All jobs, one table per device, and the across-devices pivot (when anything measured).
+    `incomplete`: how the run falls short of its plan (`progress.in_brief`), for the captions."""
+    run = f"run {run_id}" + (f", which {incomplete}" if incomplete else "")
+    tables = [build_table(df, "summary", f"All jobs of {run}")]
     for device, part in df.groupby("device", sort=True, dropna=False):
         tables.append(
             build_table(
                 part,
                 "device_" + file_stem(str(device)),
-                f"Results on {device} (run {run_id})",
+                f"Results on {device} ({run})",
                 drop=("Device",),
             )
         )
