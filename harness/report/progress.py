@@ -131,7 +131,7 @@ def caveat(progress: RunProgress) -> str | None:
         head = f"Run {progress.run_id} finished short of its plan: {_counts(progress)}."
     else:
         head = f"Run {progress.run_id} {state(progress)}: {_counts(progress)}."
-    what = " Every figure here is of the sessions stored so far." if progress.measurements else ""
+    what = " Its figures are of the sessions stored so far." if progress.measurements else ""
     return f"{head}{what} {_completion(progress)}"
 
 
