@@ -208,6 +208,7 @@ def test_a_gpu_run_names_the_gpu_on_the_page_and_in_captions(tmp_path: Path) -> 
     store.finish_run(run)
     facts = run_facts(results_frame(store, [run]), run)
     store.close()
-    assert f"accelerator {gpu}" in facts
+    # LaTeX text: OT1 would print `<` as an inverted exclamation mark
+    assert "accelerator NVIDIA \\textless{}H200\\textgreater{} (sm 9.0, 132 SMs)" in facts
     page = (run_report(tmp_path / "x.db", run, out=tmp_path / "r") / "index.html").read_text()
     assert f"<b>Accelerator:</b> <code>{html.escape(gpu)}</code>" in page

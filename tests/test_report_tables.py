@@ -115,7 +115,12 @@ def test_latex_is_booktabs_and_escapes_names(demo) -> None:
     assert "\\hline" not in latex
     # The paper names the base model and technique; constant columns go to the caption.
     assert "resnet\\_18\\&v2 & int8 &" in latex
-    assert "Runtime: onnxruntime; threads: 4.}" in latex
+    assert "Runtime: onnxruntime; threads: 4." in latex
+    # flags as short labels, each named once in the caption: the table keeps to the page
+    assert "throttled" in latex
+    assert "Notes: spread = high\\_between\\_session\\_spread, top-1 off" in latex
+    assert "& spread" in latex and "& high\\_between\\_session\\_spread" not in latex
+    assert "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%" in latex
     assert "resnet_18&v2" not in latex
     assert "DequantizeLinear" not in latex  # errors stay out of the paper table
     assert "Top-1 &" in latex and "[\\%] (95\\,\\% CI) &" in latex and "$\\times$" in latex
@@ -133,11 +138,12 @@ def test_latex_is_booktabs_and_escapes_names(demo) -> None:
 
 
 def test_latex_escapes_every_special_character() -> None:
-    df = pd.DataFrame({"name": ["a_b&c%d$e#f{g}h~i^j\\k"]})
+    df = pd.DataFrame({"name": ["a_b&c%d$e#f{g}h~i^j\\k<l>m|n"]})
     table = tables.Table("t_1", "caption with_underscore & 50%", df, df)
     latex = tables.to_latex(table)
     assert (
         "a\\_b\\&c\\%d\\$e\\#f\\{g\\}h\\textasciitilde i\\textasciicircum j\\textbackslash k"
+        "\\textless{}l\\textgreater{}m\\textbar{}n"
     ) in latex
     assert "\\caption{caption with\\_underscore \\& 50\\%}" in latex
     assert tables.latex_escape("x~y\\z") == "x\\textasciitilde y\\textbackslash z"
@@ -155,6 +161,7 @@ def test_latex_tables_compile(demo, tmp_path: Path) -> None:
     inputs = "\n".join(f"\\input{{{t.name}.tex}}" for t in report_tables)
     (tmp_path / "paper.tex").write_text(
         "\\documentclass{article}\n\\usepackage[T1]{fontenc}\n\\usepackage{booktabs}\n"
+        "\\usepackage{graphicx}\n"
         f"\\begin{{document}}\n{inputs}\n\\end{{document}}\n"
     )
     proc = subprocess.run(

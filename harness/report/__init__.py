@@ -9,6 +9,11 @@ place in edgebench that uses either.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +50,7 @@ def run_report(
     out: Path | None = None,
     runs_for_trends: int = 30,
     style: str = "html",
+    say: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the report of one run (tables, plots, index.html) and return its folder.
 
@@ -52,10 +58,12 @@ def run_report(
     `runs_for_trends - 1` earlier runs on the same devices, each judged against the previous run
     by the rule of `edgebench compare`. `style="paper"` also writes `paper/`: every figure as a
     single- and a double-column PDF, `figures.tex` and the booktabs tables (`report.paper`).
+    A run that is not complete (interrupted, still running) is said at the top of the page, in
+    the captions, and by `say` (default: a line on stderr).
     """
     if style not in REPORT_STYLES:
         raise EdgebenchError(f"unknown report style {style!r}; known: {', '.join(REPORT_STYLES)}")
-    from harness.report import frame
+    from harness.report import frame, progress
 
     with _open(db) as store:
         run_id = store.resolve_run(run)
@@ -63,23 +71,35 @@ def run_report(
         info = next(r for r in runs if r.run_id == run_id)
         sessions = frame.SessionReader(store)  # one read per job for CIs, plots and trends
         df = frame.with_baselines(frame.results_frame(store, [run_id]), sessions=sessions)
+        note = progress.caveat(progress.run_progress(info, df))
+        if note:
+            (say or _to_stderr)(note)
         folder = Path(out) if out is not None else Path("reports") / run_id
         try:
-            _write_report(store, folder, runs, run_id, info, df, sessions, runs_for_trends,
-                          style)
+            own, foreign = _report_files(folder)
+            staging = _staging_folder(folder)
+            try:
+                _write_report(store, staging, runs, run_id, info, df, sessions,
+                              runs_for_trends, style)
+                _install(staging, folder, own, foreign)
+            finally:  # an interrupted report leaves the one before it whole, and no litter
+                shutil.rmtree(staging, ignore_errors=True)
         except OSError as err:  # a folder that cannot be written, a full disk
             raise EdgebenchError(f"{folder}: cannot write the report ({err})") from err
     return folder
 
 
+def _to_stderr(line: str) -> None:
+    print(f"edgebench: {line}", file=sys.stderr)
+
+
 def _write_report(store: Store, folder: Path, runs: list[RunInfo], run_id: str, info: RunInfo,
                   df: pd.DataFrame, sessions: SessionReader, runs_for_trends: int,
                   style: str) -> None:
-    from harness.report import compare, html, paper, plots, profile, stats, tables
+    from harness.report import compare, html, paper, plots, profile, progress, stats, tables
 
-    foreign = _clear_own_files(folder)
-
-    report_tables = tables.report_tables(df, run_id)
+    status = progress.run_progress(info, df)
+    report_tables = tables.report_tables(df, run_id, progress.in_brief(status))
     table_files = {t.name: t.write(folder / "tables") for t in report_tables}
 
     history = _history(store, runs, run_id, runs_for_trends, df)
@@ -91,7 +111,8 @@ def _write_report(store: Store, folder: Path, runs: list[RunInfo], run_id: str, 
     )
     paper_files: list[Path] = []
     if style == "paper":
-        written, paper_files = paper.write_paper(folder, builders, df, info, report_tables)
+        written, paper_files = paper.write_paper(folder, builders, df, info, report_tables,
+                                                 progress.caveat(status))
     else:
         written = plots.write_figures(builders, folder / "plots")
     job_ids = list(df["job_id"])
@@ -102,21 +123,20 @@ def _write_report(store: Store, folder: Path, runs: list[RunInfo], run_id: str, 
                          df[["job_id", "device", "model", "runtime", "isa", "accelerator"]]
                          .to_dict("records"),
                          store.profiles(job_ids), store.profile_ops(job_ids)))
-    _record_own_files(folder, foreign)
 
 
 def _files_in(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
-def _clear_own_files(folder: Path) -> set[str]:
-    """Delete what an earlier report wrote into `folder`; return the files that are not ours.
+def _report_files(folder: Path) -> tuple[set[str], set[str]]:
+    """The files an earlier report wrote into `folder` and the others there (both relative).
 
     A folder holding files and no list of a report's own files is someone else's: refused, so
     that `--out` never deletes or overwrites a file edgebench did not write.
     """
     if not folder.exists():
-        return set()
+        return set(), set()
     if not folder.is_dir():
         raise EdgebenchError(f"{folder}: --out is a file, not a folder")
     listing = folder / WRITTEN_LIST
@@ -127,20 +147,49 @@ def _clear_own_files(folder: Path) -> set[str]:
                 f"{folder}: folder holds files edgebench did not write "
                 f"({sorted(present)[0]}, ...); give an empty or new folder with --out"
             )
-        return set()
+        return set(), set()
     try:
         own = set(json.loads(listing.read_text(encoding="utf-8"))["files"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise EdgebenchError(f"{listing}: unreadable list of a report's files ({err})") from err
-    for name in own & present:
-        (folder / name).unlink()
-    return present - own - {WRITTEN_LIST}
+    return own & present, present - own - {WRITTEN_LIST}
 
 
-def _record_own_files(folder: Path, foreign: set[str]) -> None:
-    own = sorted(_files_in(folder) - foreign - {WRITTEN_LIST})
-    text = json.dumps({"files": own}, indent=1) + "\n"
-    (folder / WRITTEN_LIST).write_text(text, encoding="utf-8")
+def _staging_folder(folder: Path) -> Path:
+    """A new hidden folder beside `folder` for the report to be written into: on the same file
+    system, so that its files move into place by renaming."""
+    parent = folder.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{folder.name}.edgebench-new-", dir=parent))
+
+
+def _install(staging: Path, folder: Path, own: set[str], foreign: set[str]) -> None:
+    """Move the finished report from `staging` into `folder`, delete what the report before it
+    wrote and this one did not, and list the report's files (last: until then the old list
+    still names every file either report may have left)."""
+    new = _files_in(staging)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in sorted(new):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, folder / name)
+    for name in sorted(own - new):
+        (folder / name).unlink(missing_ok=True)
+        _remove_empty_parents(folder, folder / name)
+    text = json.dumps({"files": sorted(new - foreign)}, indent=1) + "\n"
+    listing = staging / WRITTEN_LIST
+    listing.write_text(text, encoding="utf-8")
+    os.replace(listing, folder / WRITTEN_LIST)
+
+
+def _remove_empty_parents(folder: Path, path: Path) -> None:
+    # a figure left out of this report must not leave its paper/ or plots/ folder behind empty
+    for parent in path.parents:
+        if parent == folder or not parent.is_relative_to(folder):
+            return
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: someone's files, or this report's
+            return
 
 
 def _history(

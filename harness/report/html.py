@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from harness.report import progress as run_progress
 from harness.report import stats
 from harness.report.console import FLAG_MEANINGS, UNKNOWN_FLAG, in_legend_order
 from harness.report.frame import distinct, flatten
@@ -57,6 +58,8 @@ dl.legend { display: grid; grid-template-columns: max-content auto; gap: .2rem 1
             font-size: .85rem; } dl.legend dd { margin: 0; }
 figure { margin: 1rem 0 2rem; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: .9rem; color: #444; }
+.banner { background: #fde8e8; border: 1px solid #e0a0a0; padding: .6rem 1rem;
+          border-radius: .3rem; }
 dl.kv { display: grid; grid-template-columns: max-content auto; gap: .1rem 1rem;
         font-size: .85rem; }
 dl.kv dt { font-weight: 600; } dl.kv dd { margin: 0; font-family: monospace; }
@@ -176,30 +179,37 @@ def _common_flags(row_flag_lists: Sequence[Sequence[str]]) -> list[str]:
             if n >= COMMON_FLAG_MIN and n > COMMON_FLAG_SHARE * len(row_flag_lists)]
 
 
-def _summary(df: pd.DataFrame) -> str:
+def _summary(df: pd.DataFrame, progress: run_progress.RunProgress | None = None) -> str:
+    """Counts, devices, models, what failed and the caveats; `progress`: how much of its plan
+    the run holds (None: taken as complete)."""
+    if df.empty:
+        how = f": it {run_progress.state(progress)}" if progress else ""
+        return f'<p id="failures">No measurement of this run is stored{_e(how)}.</p>'
     counts = df["status"].value_counts()
     flag_counts = _flag_counts(df)
-    status_line = (
-        " ".join(
-            f'<span class="badge {_e(s)}">{int(counts.get(s, 0))} {_e(s)}</span>'
-            for s in ("ok", "failed", "unsupported")
-            if counts.get(s, 0)
-        )
-        or "no jobs"
+    status_line = " ".join(
+        f'<span class="badge {_e(s)}">{int(counts.get(s, 0))} {_e(s)}</span>'
+        for s in ("ok", "failed", "unsupported")
+        if counts.get(s, 0)
     )
     flag_line = " ".join(
         f'<span class="badge {_e(k)}">{v} {_e(k)}</span>' for k, v in flag_counts.items()
     )
     devices = ", ".join(f"<code>{_e(d)}</code>" for d in sorted(df["device"].dropna().unique()))
     models = ", ".join(f"<code>{_e(m)}</code>" for m in df["model"].dropna().unique())
+    of_plan = (f" of {progress.measurements_planned} planned"
+               if progress and progress.measurements_planned is not None else "")
     parts = [
-        f"<p><b>Jobs:</b> {len(df)} &mdash; {status_line} {flag_line}</p>",
+        f"<p><b>Jobs:</b> {len(df)}{of_plan} &mdash; {status_line} {flag_line}</p>",
         f"<p><b>Devices:</b> {devices or 'none'}</p>",
         f"<p><b>Models:</b> {models or 'none'}</p>",
     ]
     bad = df[df["status"] != "ok"]
     if bad.empty:
-        parts.append('<p id="failures">Every job measured successfully.</p>')
+        complete = progress is None or progress.complete
+        parts.append('<p id="failures">Every job measured successfully.</p>' if complete
+                     else '<p id="failures">No stored measurement failed; the run is not '
+                     'complete (see the note at the top).</p>')
     else:
         rows = "".join(
             f'<tr class="flag-{_e(r.status)}"><td>{_e(r.device)}</td><td>{_e(r.model)}</td>'
@@ -266,6 +276,37 @@ def _devices(df: pd.DataFrame) -> str:
     return "\n".join(out) or "<p>(no devices)</p>"
 
 
+# How a run ended, for the line under the page's title: "finished 2026-...", "interrupted ...".
+_ENDED = {"finished": "finished", "interrupted": "interrupted", "incomplete": "ended incomplete",
+          "failed": "failed"}
+
+
+def run_line(run: RunInfo) -> str:
+    """When the run began and how it stands, its suite, command and edgebench version, as HTML;
+    what the run did not record is left out."""
+    if run.status == "running":
+        ended = "still running"
+    elif run.status in _ENDED:
+        ended = f"{_ENDED[run.status]} {_e(run.finished_at or '(time not recorded)')}"
+    else:
+        ended = f"status {_e(run.status)}" + (f", ended {_e(run.finished_at)}"
+                                               if run.finished_at else "")
+    parts = [f"Started {_e(run.started_at)}, {ended}"]
+    if run.suite:
+        parts.append(f"suite <code>{_e(run.suite)}</code>")
+    if run.command:
+        parts.append(f"command <code>{_e(run.command)}</code>")
+    if run.harness_version:
+        parts.append(f"edgebench {_e(run.harness_version)}")
+    return "; ".join(parts)
+
+
+def _code_spans(text: str) -> str:
+    """Escaped `text` with its `backquoted` commands set as code."""
+    pieces = text.split("`")
+    return "".join(f"<code>{_e(p)}</code>" if k % 2 else _e(p) for k, p in enumerate(pieces))
+
+
 def write_index(
     folder: Path,
     run: RunInfo,
@@ -318,11 +359,11 @@ def write_index(
         figures.insert(0, '<p class="meta">PDF figures for a paper (one and two columns, fonts '
                        "embedded) and their LaTeX: <code>edgebench report --style paper</code>."
                        "</p>")
-    meta = (
-        f"started {_e(run.started_at)}, finished {_e(run.finished_at or 'not finished')}, "
-        f"status {_e(run.status)}; suite <code>{_e(run.suite)}</code>; "
-        f"command <code>{_e(run.command)}</code>; edgebench {_e(run.harness_version)}"
-    )
+    meta = run_line(run)
+    progress = run_progress.run_progress(run, df)
+    note = run_progress.caveat(progress)
+    banner = (f'<p class="banner" id="incomplete"><b>Not a complete run.</b> '
+              f"{_code_spans(note)}</p>" if note else "")
     confidence = f"{stats.CONFIDENCE:.0%}"
     pruned = (
         f'<p class="meta">The raw samples of {pruned_sessions} sessions of this run were pruned '
@@ -342,11 +383,12 @@ def write_index(
 <body>
 <h1>edgebench report: run <code>{_e(run.run_id)}</code></h1>
 <p class="meta">{meta}</p>
+{banner}
 <nav><a href="#summary">Summary</a> &middot; <a href="#tables">Tables</a> &middot;
 <a href="#plots">Plots</a> &middot; {'<a href="#operators">Operators</a> &middot; '
                                       if operators else ""}<a href="#devices">Devices</a></nav>
 <h2 id="summary">Summary</h2>
-{_summary(df)}
+{_summary(df, progress)}
 <h2 id="tables">Tables</h2>
 <p class="meta">Each measurement is several sessions (fresh processes, interleaved with the
 other artifacts of the run). Latency in ms: the headline is the median of the session medians

@@ -84,13 +84,34 @@ def run_facts(df: pd.DataFrame, run_id: str) -> str:
     return latex_escape("; ".join(filter(None, parts)) + ".")
 
 
-def figures_tex(names: Sequence[str], df: pd.DataFrame, run_id: str) -> str:
-    facts = run_facts(df, run_id)
+def latex_note(text: str) -> str:
+    """Plain text with `backquoted` commands, escaped for LaTeX, the commands in typewriter."""
+    pieces = text.split("`")
+    return "".join(f"\\texttt{{{latex_escape(p)}}}" if k % 2 else latex_escape(p)
+                   for k, p in enumerate(pieces))
+
+
+# The figures are drawn at most `plots.MAX_HEIGHT_IN` tall, which this share of a two-column
+# paper's text height (about 9 in) allows; in a shorter page they are scaled down, keeping their
+# proportions, rather than overflow it with their caption.
+FIGURE_HEIGHT = "0.72"
+
+
+def _size(width: str) -> str:
+    return f"width=\\{width},height={FIGURE_HEIGHT}\\textheight,keepaspectratio"
+
+
+def figures_tex(names: Sequence[str], df: pd.DataFrame, run_id: str,
+                incomplete: str | None = None) -> str:
+    """`incomplete`: why the run is not complete (`progress.caveat`), said in every caption."""
+    facts = run_facts(df, run_id) + (f" {latex_note(incomplete)}" if incomplete else "")
     out = [
-        f"% edgebench figures of run {run_id}: \\usepackage{{graphicx}}; copy this folder beside",
-        "% your .tex and add \\graphicspath{{paper/}} (or its path) to the preamble.",
-        "% Each figure is set at one column's width; the two-column variant (figure*) is beside",
-        "% it, commented out.",
+        f"% edgebench figures of run {run_id}. Needs \\usepackage{{graphicx}} (the figures, and",
+        "% the tables' \\resizebox) and \\usepackage{booktabs} (the tables); no font encoding.",
+        "% Copy this folder beside your .tex and add \\graphicspath{{paper/}} (or its path) to",
+        "% the preamble. Each figure is set at one column's width, and never taller than",
+        f"% {FIGURE_HEIGHT} of the text height, so that it fits a page with its caption; the",
+        "% two-column variant (figure*) is beside it, commented out.",
         "",
     ]
     for name in names:
@@ -99,13 +120,13 @@ def figures_tex(names: Sequence[str], df: pd.DataFrame, run_id: str) -> str:
         out += [
             "\\begin{figure}[tbp]",
             "  \\centering",
-            f"  \\includegraphics[width=\\columnwidth]{{{name}-single}}",
+            f"  \\includegraphics[{_size('columnwidth')}]{{{name}-single}}",
             f"  \\caption{{{caption}}}",
             f"  \\label{{{label}}}",
             "\\end{figure}",
             "% \\begin{figure*}[tbp]",
             "%   \\centering",
-            f"%   \\includegraphics[width=\\textwidth]{{{name}-double}}",
+            f"%   \\includegraphics[{_size('textwidth')}]{{{name}-double}}",
             f"%   \\caption{{{caption}}}",
             f"%   \\label{{{label}}}",
             "% \\end{figure*}",
@@ -120,6 +141,7 @@ def write_paper(
     df: pd.DataFrame,
     run: RunInfo,
     tables: Sequence[Table],
+    incomplete: str | None = None,
 ) -> tuple[list[Path], list[Path]]:
     """Write the page's PNGs into `folder/plots/` and the paper's PDFs, `figures.tex` and table
     `.tex` files into `folder/paper/`; return (PNGs, paper files). Each figure is built once per
@@ -140,7 +162,7 @@ def write_paper(
             files += plots.save(single, paper_dir, f"{name}-single", ("pdf",))
     tex = paper_dir / "figures.tex"
     paper_dir.mkdir(parents=True, exist_ok=True)
-    tex.write_text(figures_tex(names, df, run.run_id), encoding="utf-8")
+    tex.write_text(figures_tex(names, df, run.run_id, incomplete), encoding="utf-8")
     files.append(tex)
     for table in tables:
         path = paper_dir / f"{table.name}.tex"

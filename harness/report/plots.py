@@ -82,6 +82,14 @@ STYLE: dict[str, Any] = {
 }
 # Row pitch of the horizontal bar and box charts: two lines of 8 pt text fit.
 ROW_IN = 0.19
+# The tallest figure, with its titles and legend: what a page of a two-column paper (US letter
+# or A4, about 9 in of text) holds beside a long caption; figures.tex caps it at 0.72 of the
+# page's text height as well. Taller charts are compacted to fit: their rows come closer.
+MAX_HEIGHT_IN = 6.5
+# What a figure adds to its panels: the frame `_figure` gives them, and at most what the ISA
+# lines and the legend below add (`_isa_title`, `_legend`) in the figures here.
+FRAME_IN = 0.9
+EXTRAS_IN = 1.0
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,10 @@ def _figure(layout: Layout, n: int, panel_height: float | Sequence[float]
     rows = math.ceil(n / cols)
     heights = [panel_height] * rows if isinstance(panel_height, float | int) else list(
         panel_height)
-    fig = Figure(figsize=(layout.width_in, sum(heights) + 0.9), layout="constrained")
+    room = MAX_HEIGHT_IN - FRAME_IN - EXTRAS_IN
+    if sum(heights) > room:  # many models or devices: compact the panels to fit a page
+        heights = [h * room / sum(heights) for h in heights]
+    fig = Figure(figsize=(layout.width_in, sum(heights) + FRAME_IN), layout="constrained")
     FigureCanvasAgg(fig)  # a renderer for measuring text (label placement)
     axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={"height_ratios": heights})
     flat = axes.ravel().tolist()
@@ -141,7 +152,8 @@ def _figure(layout: Layout, n: int, panel_height: float | Sequence[float]
 
 
 def _grow(fig: Figure, extra_in: float) -> None:
-    fig.set_figheight(fig.get_figheight() + extra_in)
+    """Make room for a title or legend; never past a page (the panels give way instead)."""
+    fig.set_figheight(min(MAX_HEIGHT_IN, fig.get_figheight() + extra_in))
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:

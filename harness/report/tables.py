@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report.console import NA, format_interval, format_value
+from harness.report.console import FLAG_LABELS, NA, format_interval, format_value, in_legend_order
 from harness.report.console import is_missing as _missing
 
 
@@ -295,12 +295,18 @@ _LATEX_SPECIALS = {
     "}": r"\}",
     "~": r"\textasciitilde ",
     "^": r"\textasciicircum ",
+    # In LaTeX's default font encoding (OT1) these three print as other glyphs: `>` as an
+    # inverted question mark. The text commands fall back to the maths symbol there, and need
+    # no package, so a paper's own preamble works whatever its encoding.
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
 }
 
 
 def latex_escape(text: str) -> str:
-    # pandas escapes table cells and headers (Styler escape="latex") but has no public function
-    # for the caption, which also carries user names (devices, runs).
+    # pandas' Styler escape="latex" leaves `<`, `>` and `|` as they are, which OT1 misprints,
+    # and has no public function for a caption: one escape for cells, headers and captions.
     return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text)
 
 
@@ -328,10 +334,28 @@ def _width_pt(text: pd.DataFrame) -> float:
     return sum(4.6 * w + 12 for w in widths)
 
 
-def to_latex(table: Table) -> str:
-    """A booktabs table environment, ready for \\usepackage{booktabs}; every name escaped.
+def _short_notes(table: Table, text: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The Notes column with each flag's short label (`console.FLAG_LABELS`), which keeps the
+    paper table narrow, and the caption's sentence naming the flags they stand for."""
+    if "Notes" not in text.columns or not table.flags:
+        return text, ""
+    notes = [", ".join(FLAG_LABELS.get(f, f) for f in flags) for flags in table.flags]
+    used = [f for f in in_legend_order(f for flags in table.flags for f in flags)
+            if FLAG_LABELS.get(f, f) != f]
+    text = text.assign(Notes=pd.Series(notes, index=text.index, dtype=object))
+    if not used:
+        return text, ""
+    names = ", ".join(f"{FLAG_LABELS[f]} = {f}" for f in used)
+    return text, f" Notes: {names} (flags, explained in the results README)."
 
-    Columns with one value throughout (device, runtime, threads) move into the caption.
+
+def to_latex(table: Table) -> str:
+    """A booktabs table environment, ready for \\usepackage{booktabs} and graphicx; every name
+    escaped.
+
+    Columns with one value throughout (device, runtime, threads) move into the caption; flags in
+    Notes are short labels, named in the caption. A table wider than its column (or the page, for
+    a `table*`) is scaled down to fit it by graphicx's \\resizebox, and only then.
     """
     columns = list(table.text.columns if table.latex is None else table.latex)
     caption = table.caption
@@ -347,14 +371,15 @@ def to_latex(table: Table) -> str:
             )
             caption = f"{caption}. {facts[0].upper()}{facts[1:]}."
             columns = [c for c in columns if c not in constant]
-    text = table.text[columns]
+    text, notes = _short_notes(table, table.text[columns])
+    caption += notes
     text.columns = pd.MultiIndex.from_tuples(
         [_two_rows(table.latex_headers.get(c, c)) for c in columns]
     )
     styler = (
         text.style.hide(axis="index")
-        .format(escape="latex")
-        .format_index(escape="latex", axis=1, formatter=_latex_units)
+        .format(formatter=latex_escape)
+        .format_index(formatter=lambda h: _latex_units(latex_escape(h)), axis=1)
     )
     latex = styler.to_latex(
         hrules=True,
@@ -372,7 +397,17 @@ def to_latex(table: Table) -> str:
             "\\end{table}", "\\end{table*}", 1
         )
     size = "\\footnotesize\n\\setlength{\\tabcolsep}{4pt}\n" if wide else "\\small\n"
-    return latex.replace("\\centering\n", "\\centering\n" + size, 1)
+    latex = latex.replace("\\centering\n", "\\centering\n" + size, 1)
+    return _fit_width(latex)
+
+
+def _fit_width(latex: str) -> str:
+    """Wrap the tabular in a \\resizebox that scales it to the line's width when it is wider,
+    and leaves it as it is otherwise (\\width is the tabular's natural width)."""
+    start, end = latex.index("\\begin{tabular}"), latex.index("\\end{tabular}")
+    end += len("\\end{tabular}")
+    return (latex[:start] + "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth"
+            "\\else\\width\\fi}{!}{%\n" + latex[start:end] + "%\n}" + latex[end:])
 
 
 def across_devices(df: pd.DataFrame) -> Table | None:
@@ -431,15 +466,17 @@ def file_stem(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-def report_tables(df: pd.DataFrame, run_id: str) -> list[Table]:
-    """All jobs, one table per device, and the across-devices pivot (when anything measured)."""
-    tables = [build_table(df, "summary", f"All jobs of run {run_id}")]
+def report_tables(df: pd.DataFrame, run_id: str, incomplete: str | None = None) -> list[Table]:
+    """All jobs, one table per device, and the across-devices pivot (when anything measured).
+    `incomplete`: how the run falls short of its plan (`progress.in_brief`), for the captions."""
+    run = f"run {run_id}" + (f", which {incomplete}" if incomplete else "")
+    tables = [build_table(df, "summary", f"All jobs of {run}")]
     for device, part in df.groupby("device", sort=True, dropna=False):
         tables.append(
             build_table(
                 part,
                 "device_" + file_stem(str(device)),
-                f"Results on {device} (run {run_id})",
+                f"Results on {device} ({run})",
                 drop=("Device",),
             )
         )
