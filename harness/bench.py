@@ -37,6 +37,7 @@ from harness import resume
 from harness.artifacts import Artifact, file_sha256
 from harness.errors import EdgebenchError, StoreError
 from harness.farm.nightly import NIGHTLY_COMMAND
+from harness.report.console import db_option
 from harness.runner import BenchOptions, PlannedJob, StoredSession, job_setup, plan_jobs
 from harness.store import RunInfo, Store
 
@@ -118,7 +119,7 @@ def check_run(store: Store, run: str, what: dict[str, Any], devices: Sequence[st
     assert info is not None
     if (info.command or "").startswith(NIGHTLY_COMMAND):
         raise EdgebenchError(f"run {run_id} is a nightly; it resumes with `edgebench nightly "
-                             f"--id {run_id}` and its farm and suite")
+                             f"--id {run_id}{db_option(store.path)}` and its farm and suite")
     plan = info.plan
     if plan is None:
         raise EdgebenchError(f"run {run_id} cannot be resumed: it was begun by an edgebench "

@@ -11,29 +11,42 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from harness import __version__
+from harness.agent.protocol import DEFAULT_SETTINGS, QUICK_SETTINGS
 from harness.config import DEVICES_DIR, MAX_THREADS, list_profiles, load_profile
 from harness.entry import INTERRUPTED, interrupted
 from harness.errors import EdgebenchError
-from harness.report.console import FLAG_LABELS, fitted_table, flag_legend, in_legend_order
+from harness.report.console import (
+    FLAG_LABELS,
+    cli_console,
+    db_option,
+    decimals_for,
+    fitted_table,
+    flag_legend,
+    format_median_interval,
+    format_percent,
+    in_legend_order,
+    plural,
+)
 from harness.report.console import format_value as _fmt
 from harness.signals import sigterm_as_interrupt
 from harness.store import DEFAULT_DB, Store, check_existing, check_folder
 
-# Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+# Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default, unless
+# COLUMNS says otherwise; a closed pipe ends any command with 141 (`cli_console`).
+out = cli_console()
+err_console = cli_console(stderr=True)
 
 
 # devices ----------------------------------------------------------------------------------------
@@ -218,13 +231,14 @@ def cmd_devices_clean(args: argparse.Namespace) -> int:
         idle = f"unused {row['idle_s'] / 86400:.1f} days"
         out.print(f"  {verb} {escape(row['name'])} ({_mb(row['bytes'])}, {idle})",
                   highlight=False)
-    out.print(f"device {escape(profile.name)}, cache {cache}: {verb} {len(report.removed)} "
-              f"entries, {_mb(report.removed_bytes)}"
+    out.print(f"device {escape(profile.name)}, cache {cache}: {verb} "
+              f"{plural(len(report.removed), 'entry', 'entries')}, {_mb(report.removed_bytes)}"
               + (" (dry run: nothing removed)" if report.dry_run else " reclaimed"),
               highlight=False, soft_wrap=True)
     other = ", ".join(escape(o["name"]) + ("/" if o["kind"] == "folder" else "")
                       for o in report.other)
-    out.print(f"  kept {len(report.kept)} entries used in the last {args.older_than:g} days "
+    out.print(f"  kept {plural(len(report.kept), 'entry', 'entries')} used in the last "
+              f"{plural_days(args.older_than)} "
               f"({_mb(report.kept_bytes)})"
               + (f"; left alone (not the cache's own): {other}" if other else "")
               + (f"; {_mb(report.free_bytes)} free on its disk"
@@ -243,7 +257,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     report = build_suite(Path(args.suite), Path(args.build_dir), console=err_console)
     out.print(f"built {report.built}, reused {report.reused}, "
-              f"{len(report.artifacts)} artifacts in {args.build_dir}")
+              f"{plural(len(report.artifacts), 'artifact')} in {args.build_dir}", markup=False)
     _say_build_failures(report.failures)
     return 1 if report.failures else 0
 
@@ -252,15 +266,23 @@ def _say_build_failures(failures: list[tuple[str, str]]) -> None:
     # each failure was already printed with its reason as the build went; name them once more
     if failures:
         names = ", ".join(entry for entry, _ in failures)
-        err_console.print(f"[red]{len(failures)} suite entries failed to build:[/] {names}",
+        err_console.print(f"[red]{plural(len(failures), 'suite entry', 'suite entries')} "
+                          f"failed to build:[/] {escape(names)}",
                           highlight=False)
 
 
-def _summary_table(records: list[dict[str, Any]], width: int) -> Table:
+def follow_up(command: str, run: str | None, db: str | Path) -> str:
+    """A command to run next, as printed for a user to paste: "edgebench report --run ID", with
+    `--db PATH` when the database is not the default one, shell-quoted."""
+    return (f"edgebench {command}" + (f" {shlex.quote(run)}" if run is not None else "")
+            + db_option(db))
+
+
+def _summary_table(records: list[dict[str, Any]], width: int) -> Any:
     """The bench's results, one row per measurement, in `width` columns: names and figures never
-    cut (`fitted_table`: a narrow terminal loses p90, then the model's memory, and says so).
-    Flags are short labels explained under the table (`_flag_lines`); the report and `export`
-    keep every figure and flag as stored."""
+    cut (`fitted_table`: a narrow terminal loses p90, then the model's memory, then the session
+    count, and says so; narrower still, rows fold). Flags are short labels explained under the
+    table (`_flag_lines`); the report and `export` keep every figure and flag as stored."""
     devices = sorted({r["device"] for r in records})
     one_device = len(devices) == 1  # named in the title instead of on every row
     columns: dict[str, list[Any]] = {}  # Text: names from users' files are never markup
@@ -271,18 +293,20 @@ def _summary_table(records: list[dict[str, Any]], width: int) -> Table:
     columns["status"] = [r["status"] if r["status"] == "ok" else
                          Text(f"{r['status']}: {r['error_kind']}", style="red") for r in records]
     columns["median ms [95% CI]"] = [
-        _fmt(r["latency_median_ms"], ".3g") + (
-            f" [{_fmt(r['latency_ci95_low_ms'], '.3g')}, {_fmt(r['latency_ci95_high_ms'], '.3g')}]"
-            if r.get("latency_ci95_low_ms") is not None else "") for r in records]
-    columns["p90 ms"] = [_fmt(r["latency_p90_ms"], ".3g") for r in records]
+        format_median_interval(r["latency_median_ms"], r.get("latency_ci95_low_ms"),
+                               r.get("latency_ci95_high_ms")) for r in records]
+    columns["p90 ms"] = [_fmt(r["latency_p90_ms"], f".{decimals_for(r['latency_median_ms'])}f")
+                         for r in records]
     columns["sessions"] = [f"{r['sessions']}/{r['sessions_planned']}" for r in records]
-    columns["model MB"] = [_fmt(r["model_mb"], ".1f") for r in records]
-    columns["top-1"] = [_fmt(r["accuracy_top1"], ".3f") for r in records]
+    # the memory the model adds to the runtime's (results/README.md), not the file's size
+    columns["memory MiB"] = [_fmt(r["model_mb"], ".1f") for r in records]
+    columns["top-1 %"] = [format_percent(r["accuracy_top1"]) for r in records]
     columns["flags"] = [", ".join(FLAG_LABELS.get(f, f) for f in r.get("flags") or ())
                         for r in records]
     return fitted_table(
-        columns, width, names=("device", "model", "runtime"), wraps=("flags",),
-        optional=("p90 ms", "model MB"), left=("device", "model", "runtime", "status", "flags"),
+        columns, width, names=("device", "model", "runtime"), wraps=("status", "flags"),
+        optional=("p90 ms", "memory MiB", "sessions"),
+        left=("device", "model", "runtime", "status", "flags"),
         title="edgebench results" + (f" on {escape(devices[0])}" if one_device else ""))
 
 
@@ -291,6 +315,28 @@ def _flag_lines(records: list[dict[str, Any]]) -> list[str]:
     flags = [f for r in records for f in r.get("flags") or ()]
     return [f"  {flags.count(name)} of {len(records)} {line}"
             for name, line in zip(in_legend_order(flags), flag_legend(flags), strict=True)]
+
+
+BUILD_DIR_HELP = "where built artifacts and their manifests go (default models/build)"
+
+
+def protocol_text(settings: dict[str, Any]) -> str:
+    """A session's protocol in a few words, from its settings (`harness.agent.protocol`), so
+    that the help cannot drift from what the agent does."""
+    return (f"warm-up {settings['warmup_s']:g} s and at least {settings['warmup_min']} runs, "
+            f"timed at least {settings['duration_s']:g} s and {settings['min_iterations']} "
+            f"runs, capped at {settings['max_duration_s']:g} s")
+
+
+def _threshold(text: str) -> float:
+    # argparse names the option (--threshold) before this message
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), e.g. 0.05, not {text!r}")
+    return value
 
 
 TOP1_THRESHOLD_HELP = ("smallest change of top-1 on the same images, in percentage points, that "
@@ -502,7 +548,8 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
         from harness.report.profile import console_table
 
         out.print(console_table(records, *profiled))
-    out.print(f"run [bold]{run_id}[/] stored in {args.db}; `edgebench report --run {run_id}`")
+    out.print(f"run [bold]{run_id}[/] stored in {escape(args.db)}; "
+              f"`{escape(follow_up('report --run', run_id, args.db))}`", soft_wrap=True)
     bad = [r for r in records if r["status"] == "failed"]
     unreachable = [r for r in bad if r["error_kind"] == "transport"]
     if unreachable:  # a whole device could not be used: say why once, with the transport's code
@@ -578,27 +625,48 @@ def cmd_db_stats(args: argparse.Namespace) -> int:
         stats = store.stats()
     mib = 1024 * 1024
     out.print(f"{args.db}: {stats.file_bytes / mib:.1f} MiB, {stats.free_bytes / mib:.1f} MiB "
-              "free inside (`edgebench db vacuum` gives it back)", highlight=False)
-    table = Table("table or index", "MiB", title="size by table")
-    for name, size in stats.tables.items():
-        table.add_row(name, f"{size / mib:.2f}")
-    out.print(table)
-    runs = Table("run", "started", "measurements", "sessions", "with samples", "samples",
-                 "sample MiB", "bytes/sample", title="size by run")
-    for r in stats.runs:
-        runs.add_row(r.run_id, r.started_at[:19], str(r.measurements), str(r.sessions),
-                     str(r.sessions_with_samples), str(r.samples), f"{r.sample_bytes / mib:.2f}",
-                     f"{r.sample_bytes / r.samples:.2f}" if r.samples else "-")
+              f"free inside (`{follow_up('db vacuum', None, args.db)}` gives it back)",
+              highlight=False, markup=False)
+    out.print(fitted_table(
+        {"table or index": [Text(name) for name in stats.tables],
+         "MiB": [f"{size / mib:.2f}" for size in stats.tables.values()]},
+        out.width, names=("table or index",), left=("table or index",), title="size by table"))
+    # the run id whole: it is what `db delete` and `db prune` are given
+    runs = fitted_table(
+        {"run": [Text(r.run_id) for r in stats.runs],
+         "started": [r.started_at[:19].replace("T", " ") for r in stats.runs],
+         "measurements": [str(r.measurements) for r in stats.runs],
+         "sessions": [str(r.sessions) for r in stats.runs],
+         "with samples": [str(r.sessions_with_samples) for r in stats.runs],
+         "samples": [str(r.samples) for r in stats.runs],
+         "sample MiB": [f"{r.sample_bytes / mib:.2f}" for r in stats.runs],
+         "bytes/sample": [f"{r.sample_bytes / r.samples:.2f}" if r.samples else "-"
+                          for r in stats.runs]},
+        out.width, names=("run",), wraps=("started",), optional=("bytes/sample", "with samples"),
+        left=("run", "started"), title="size by run")
     out.print(runs)
     return 0
+
+
+def _kept_window(keep: str) -> str:
+    """Which runs a prune left alone, in words: "outside the newest 30 runs", "older than 30
+    days"."""
+    text = keep.strip().lower()  # as the store read it, which took it
+    if text.endswith("d"):
+        return f"older than {plural_days(int(text[:-1]))}"
+    return f"outside the newest {plural(int(text), 'run')}"
+
+
+def plural_days(days: float) -> str:
+    return f"{days:g} day" + ("" if days == 1 else "s")
 
 
 def cmd_db_prune(args: argparse.Namespace) -> int:
     with _existing_store(args.db) as store:
         pruned = store.prune_samples(args.keep_samples_for)
-        out.print(f"dropped the raw samples of {pruned.sessions} sessions in {pruned.runs} runs "
-                  f"older than {args.keep_samples_for}; every result and session row is kept",
-                  highlight=False)
+        out.print(f"dropped the raw samples of {plural(pruned.sessions, 'session')} in "
+                  f"{plural(pruned.runs, 'run')} {_kept_window(args.keep_samples_for)}; "
+                  "every result and session row is kept", highlight=False)
         if args.vacuum:
             _say_vacuum(*store.vacuum())
     return 0
@@ -615,13 +683,15 @@ def cmd_db_delete(args: argparse.Namespace) -> int:
                      else "bench ... --resume")
             raise EdgebenchError(
                 f"{args.db}: run {live[0].run_id} is marked running: a bench or nightly may "
-                f"still be writing it, or it was killed and can be taken up again (`edgebench "
-                f"{again} {live[0].run_id}`); give --force to delete it anyway")
+                f"still be writing it, or it was killed and can be taken up again "
+                f"(`{follow_up(again, live[0].run_id, args.db)}`); give --force to delete it "
+                "anyway")
         ids = list(dict.fromkeys(info.run_id for info in runs))
         deleted = store.delete_runs(ids)
-        out.print(f"deleted {deleted.runs} run{'s' * (deleted.runs != 1)} ({', '.join(ids)}): "
-                  f"{deleted.measurements} measurements, {deleted.sessions} sessions with their "
-                  "samples and profiles", highlight=False)
+        out.print(f"deleted {plural(deleted.runs, 'run')} ({', '.join(ids)}): "
+                  f"{plural(deleted.measurements, 'measurement')}, "
+                  f"{plural(deleted.sessions, 'session')} with their samples and profiles",
+                  highlight=False)
         if args.vacuum:
             _say_vacuum(*store.vacuum())
     return 0
@@ -671,7 +741,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_devices_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--devices-dir", type=Path, default=DEVICES_DIR,
-                       help=f"where device profiles live (default {DEVICES_DIR}/)")
+                       help=f"where device profiles live (default: $EDGEBENCH_DEVICES if set, "
+                            f"else ./{DEVICES_DIR}/ if there is one, else the {DEVICES_DIR}/ of "
+                            "the edgebench checkout)")
         return p
 
     devices = sub.add_parser("devices", help="list, check and clean devices")
@@ -701,7 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = sub.add_parser("build", help="compress and export every artifact of a suite")
     build.add_argument("suite", help="suite YAML, e.g. models/demo.yaml")
-    build.add_argument("--build-dir", default="models/build")
+    build.add_argument("--build-dir", default="models/build", help=BUILD_DIR_HELP)
     build.set_defaults(func=cmd_build)
 
     bench = with_devices_dir(with_db(sub.add_parser("bench", help="measure models on devices")))
@@ -720,7 +792,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--force-threads", action="store_true",
                        help="allow --threads beyond 4 per device CPU")
     bench.add_argument("--quick", action="store_true",
-                       help="short protocol for tests and CI (warm-up 0.1 s, timed 0.5 s / 20)")
+                       help=f"short protocol for tests and CI ({protocol_text(QUICK_SETTINGS)}; "
+                            f"default {protocol_text(DEFAULT_SETTINGS)})")
     bench.add_argument("--sessions", type=_session_count,
                        help="fresh agent processes per measurement, interleaved across the "
                             "artifacts (default 5, 2 with --quick; 1 gives no interval)")
@@ -743,7 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="take up an interrupted bench run (id, unique prefix or 'latest') "
                        "with the command it began with: only the sessions it has not stored are "
                        "measured, into that run")
-    bench.add_argument("--build-dir", default="models/build")
+    bench.add_argument("--build-dir", default="models/build", help=BUILD_DIR_HELP)
     bench.set_defaults(func=cmd_bench)
 
     night = with_db(sub.add_parser(
@@ -759,16 +832,17 @@ def build_parser() -> argparse.ArgumentParser:
     night.add_argument("--fail-on-regression", action="store_true",
                        help="exit 1 when a measurement is slower beyond the threshold with "
                             "confidence, has a lower top-1, or is newly failing")
-    night.add_argument("--threshold", type=float, default=0.05,
+    night.add_argument("--threshold", type=_threshold, default=0.05,
                        help="smallest relative change that counts (default 0.05)")
     night.add_argument("--top1-threshold", type=float, default=0.1, metavar="POINTS",
                        help=TOP1_THRESHOLD_HELP)
-    night.add_argument("--quick", action="store_true", help="short protocol (tests, CI)")
+    night.add_argument("--quick", action="store_true",
+                       help=f"short protocol (tests, CI): {protocol_text(QUICK_SETTINGS)}")
     night.add_argument("--sessions", type=_session_count,
                        help="sessions per measurement (default 5, 2 with --quick)")
     night.add_argument("--threads", type=_thread_count,
                        help="inference threads (default: each device's profile)")
-    night.add_argument("--build-dir", default="models/build")
+    night.add_argument("--build-dir", default="models/build", help=BUILD_DIR_HELP)
     night.set_defaults(func=cmd_nightly)
 
     report = with_db(sub.add_parser("report", help="tables, plots and an HTML page for a run"))
@@ -779,10 +853,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "LaTeX tables in OUT/paper/")
     report.set_defaults(func=cmd_report)
 
-    compare = with_db(sub.add_parser("compare", help="compare two runs job by job"))
-    compare.add_argument("run_a")
-    compare.add_argument("run_b")
-    compare.add_argument("--threshold", type=float, default=0.05,
+    compare = with_db(sub.add_parser("compare",
+                                     help="compare two runs measurement by measurement"))
+    compare.add_argument("run_a", help="the run compared against (A, the baseline): run id, "
+                         "unique prefix or 'latest'")
+    compare.add_argument("run_b", help="the run judged (B): slower or faster than A")
+    compare.add_argument("--threshold", type=_threshold, default=0.05,
                          help="smallest relative change that counts, T (default 0.05): slower "
                               "or faster only when the whole 95%% CI is beyond 1 +/- T")
     compare.add_argument("--top1-threshold", type=float, default=0.1, metavar="POINTS",
@@ -798,8 +874,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = with_db(sub.add_parser(
         "export", help="print a run's results (or sessions, operators, samples) as "
                        "CSV/JSON/Parquet; columns in results/README.md"))
-    export.add_argument("--run", default="latest")
-    export.add_argument("--format", choices=("csv", "json", "parquet"), required=True)
+    export.add_argument("--run", default="latest",
+                        help="run id, unique prefix or 'latest' (default)")
+    export.add_argument("--format", choices=("csv", "json", "parquet"), required=True,
+                        help="csv or json (to stdout or --out), parquet (--out only)")
     export.add_argument("--out", help="file to write (default stdout; required for parquet)")
     which = export.add_mutually_exclusive_group()
     which.add_argument("--samples", dest="table", action="store_const", const="samples",
@@ -823,8 +901,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune = with_db(dbsub.add_parser(
         "prune", help="drop the raw samples of older runs; summaries and statistics stay"))
     prune.add_argument("--keep-samples-for", required=True, metavar="N|Nd",
-                       help="keep raw samples of the newest N runs (30) or of the last N days "
-                            "(30d)")
+                       help="keep raw samples of the newest N runs (e.g. 30) or of the last N "
+                            "days (e.g. 30d); required, no default")
     prune.add_argument("--vacuum", action="store_true", help="compact the file afterwards")
     prune.set_defaults(func=cmd_db_prune)
     delete = with_db(dbsub.add_parser(

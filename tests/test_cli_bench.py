@@ -292,8 +292,9 @@ def _demo_like_records(devices: tuple[str, ...] = ("local",)) -> list[dict]:
 @pytest.mark.parametrize("width", [140, 120, 100])
 def test_summary_table_never_cuts_a_name(width: int) -> None:
     """The bench's closing table: at 140 columns (what it prints to a file or a CI log) every
-    name and figure is whole on its row; narrower, p90 and then the model's memory are left out
-    and the caption says so, the names stay whole and nothing is cropped."""
+    name and figure is whole on its row; narrower, p90, the model's memory and the sessions are
+    left out and the caption says so (the names then stacked in one column where needed), the
+    names stay whole and nothing is cropped."""
     from rich.console import Console
 
     from harness import cli
@@ -306,12 +307,15 @@ def test_summary_table_never_cuts_a_name(width: int) -> None:
         lines = text.splitlines()
         assert max(map(len, lines)) <= width
         assert "…" not in text
+        words = set(text.split())
         for r in records:
-            row = next(line for line in lines if f" {r['model']} " in line
-                       and r["runtime"] in line and (len(devices) == 1 or r["device"] in line))
-            if width == 140:
-                median = (f"{r['latency_median_ms']:.3g} [{r['latency_ci95_low_ms']:.3g}, "
-                          f"{r['latency_ci95_high_ms']:.3g}]")
+            assert {r["model"], r["runtime"], r["device"] if len(devices) > 1 else ""} <= \
+                words | {""}
+            if width == 140:  # one line per measurement
+                row = next(line for line in lines if f" {r['model']} " in line
+                           and r["runtime"] in line and (len(devices) == 1 or r["device"] in line))
+                median = cli.format_median_interval(
+                    r["latency_median_ms"], r["latency_ci95_low_ms"], r["latency_ci95_high_ms"])
                 assert median in row
         assert ("on local" in lines[0]) == (len(devices) == 1)
         header = next(line for line in lines if " model " in line and " runtime " in line)

@@ -7,14 +7,21 @@ its formatter from here without slowing every command's start.
 
 from __future__ import annotations
 
+import math
 import numbers
+import os
+import re
+import shlex
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from harness.report import stats
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from harness.report.compare import RunComparison
 
 NA = "n/a"
@@ -114,47 +121,273 @@ def format_interval(value: Any, low: Any, high: Any, spec: str) -> str:
     return f"{text} [{format_value(low, spec)}, {format_value(high, spec)}]"
 
 
+def decimals_for(value: Any, digits: int = 3) -> int:
+    """How many decimals give `value` `digits` significant digits (none for large values)."""
+    if is_missing(value) or float(value) == 0 or not math.isfinite(float(value)):
+        return digits - 1
+    return max(0, digits - 1 - math.floor(math.log10(abs(float(value)))))
+
+
+def format_median_interval(value: Any, low: Any, high: Any, digits: int = 3) -> str:
+    """ "0.0710 [0.0645, 0.0800]": a median with its interval, all three with the same decimals,
+    those that give the median `digits` significant digits, so that they read as one scale."""
+    return format_interval(value, low, high, f".{decimals_for(value, digits)}f")
+
+
+def format_percent(fraction: Any) -> str:
+    """A fraction (top-1 0.992) as the console shows it everywhere: percent, one decimal."""
+    return format_value(None if is_missing(fraction) else 100 * float(fraction), ".1f")
+
+
+def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
+    """ "1 run", "2 runs": a count with its noun."""
+    return f"{count} {noun if count == 1 else plural_noun or noun + 's'}"
+
+
+def db_option(db: str | Path) -> str:
+    """ " --db PATH" for a follow-up command the CLI prints, so that it works when pasted: empty
+    for the default database, the path shell-quoted otherwise."""
+    from harness.store import DEFAULT_DB
+
+    if Path(db).resolve() == DEFAULT_DB.resolve():
+        return ""
+    return f" --db {shlex.quote(str(db))}"
+
+
+def cli_console(*, stderr: bool = False, width: int = 140, **options: Any) -> Any:
+    """A rich Console for the command line, one that lets a closed pipe (`edgebench compare ...
+    | head -1`) raise BrokenPipeError, which `cli.main` turns into exit 141 as for any command:
+    rich's own answer is SystemExit(1), which CI would read as the regression exit code of
+    --fail-on-regression."""
+    from rich.console import Console
+
+    class CliConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True  # nothing more is written: the `finally` of a Progress, say
+            raise BrokenPipeError
+
+    # rich's own width (the terminal's, else $COLUMNS) where it has one; a pipe or a file gets
+    # `width`, wider than rich's 80, so that a CI log keeps a table's rows on one line each
+    stream = sys.stderr if stderr else sys.stdout
+    own = stream.isatty() or os.environ.get("COLUMNS", "").isdigit()
+    return CliConsole(stderr=stderr, width=None if own else width, **options)
+
+
+# The box fitted tables use: no lines between columns, a space either side of each cell, so a
+# table of columns `w` is sum(w) + 3 * len(w) + 1 wide.
+def _table_width(widths: Iterable[int]) -> int:
+    widths = list(widths)
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def _words(text: str) -> list[str]:
+    """The pieces a cell may be broken into: words, split at spaces only."""
+    return text.split()
+
+
+def _figure_pieces(text: str) -> list[str]:
+    """The pieces of a figure: "1.2 [1.1, 1.3]" breaks after its comma only, so a number and an
+    interval's bounds stay together; "99.2 \u2192 98.9 (-0.3) lower" before and after its
+    parenthesis."""
+    return re.split(r"(?<=[,)]) +| +(?=\()", text.strip())
+
+
+def _least(texts: Iterable[str], pieces: Any) -> int:
+    return max((len(p) for t in texts for line in t.splitlines() or [""] for p in pieces(line)),
+               default=0)
+
+
+def _longest(texts: Iterable[str]) -> int:
+    return max((len(line) for t in texts for line in t.splitlines() or [""]), default=0)
+
+
+def _line_count(text: str, width: int) -> int:
+    """How many lines rich wraps `text` into at `width`: greedily, at spaces."""
+    count = 0
+    for line in text.splitlines() or [""]:
+        count += 1
+        used = 0
+        for word in line.split():
+            if used and used + 1 + len(word) > width:
+                count += 1
+                used = 0
+            used += (1 if used else 0) + len(word)
+    return count
+
+
+def _fill(least: dict[str, int], cells: dict[str, list[str]], room: int) -> dict[str, int]:
+    """Widths from `least`, with the `room` left given where it saves the most lines of the
+    table per column of width (a row is as tall as its tallest cell); what is left then goes to
+    the headers, a line saved once."""
+    widths = dict(least)
+    rows = list(zip(*cells.values(), strict=True))
+    cols = list(cells)
+
+    def height(trial: dict[str, int]) -> int:
+        return sum(max((_line_count(cell, trial[c]) for c, cell in zip(cols, row, strict=True)),
+                       default=1) for row in rows)
+
+    while room > 0:
+        now, best, best_gain = height(widths), None, 0.0
+        for col in cols:
+            for extra in range(1, room + 1):
+                saved = now - height({**widths, col: widths[col] + extra})
+                if saved > 0:
+                    if saved / extra > best_gain:
+                        best, best_gain = (col, extra), saved / extra
+                    break  # a wider step saves more only by passing this one
+        if best is None:
+            break
+        widths[best[0]] += best[1]
+        room -= best[1]
+    for col in sorted(cols, key=lambda c: len(c) - widths[c]):  # headers
+        extra = min(max(len(col) - widths[col], 0), room)
+        widths[col] += extra
+        room -= extra
+    return widths
+
+
 def fitted_table(columns: dict[str, list[Any]], width: int, *, names: Iterable[str] = (),
                  wraps: Iterable[str] = (), optional: Iterable[str] = (), left: Iterable[str] = (),
                  **table_options: Any) -> Any:
     """A rich Table of `columns` (header -> one cell per row: text, shown as it is and never as
-    rich markup, or a rich Text for style)
-    that fits `width` columns without cutting anything short: the `names` columns are always
-    whole (they tell the rows apart); the others are whole too where the width allows, the
-    `wraps` columns breaking between words only, after leaving out the `optional` columns one by
-    one (the caption says which); where even that does not fit, the figures wrap onto more
-    lines. `left` columns are left-aligned, the rest right-aligned (figures)."""
+    rich markup, or a rich Text for style) that fits `width` columns without cutting a word or a
+    number: the `names` columns are always whole (they tell the rows apart). In order, as the
+    width asks:
+
+    1. every cell and header on one line;
+    2. headers wrap between words, the `wraps` columns too, and the `optional` columns are left
+       out one by one (the caption says which), every figure still on one line;
+    3. figures break after a comma only (an interval's bounds stay whole), or around a
+       parenthesis;
+    4. the `names` columns are stacked into one, a name above the other;
+    5. too narrow for a table: each row as a block of "header  value" lines under its names,
+       every column shown (an interval broken at its every space reads worse).
+
+    `left` columns are left-aligned, the rest right-aligned (figures). Only a name longer than
+    the whole width is ever folded."""
+    from rich.text import Text
+
+    names = [c for c in columns if c in set(names)]
+    wraps, left = set(wraps), set(left)
+    cells = {col: [c if isinstance(c, Text) else Text(str(c)) for c in values]
+             for col, values in columns.items()}  # text as it is, never rich markup
+    shown = dict(cells)
+    dropped: list[str] = []
+    pending = [c for c in optional if c in shown]
+    full = {col: _longest([col, *(c.plain for c in values)]) for col, values in cells.items()}
+    if _table_width(full.values()) <= width:
+        return _table(shown, full, left, wraps, dropped, width, table_options)
+    while True:
+        least = _least_widths(shown, names, wraps, _words, figures=None)
+        if _table_width(least.values()) <= width or not pending:
+            break
+        dropped.append(pending.pop(0))
+        del shown[dropped[-1]]
+    for stack, figures in ((False, None), (False, _figure_pieces), (True, _figure_pieces)):
+        table_cells = _stacked(shown, names) if stack else shown
+        table_names = [" / ".join(names)] if stack and len(names) > 1 else names
+        least = _least_widths(table_cells, table_names, wraps, _words, figures)
+        if _table_width(least.values()) <= width:
+            widths = _fill(least, {col: [c.plain for c in values]
+                                   for col, values in table_cells.items()},
+                           width - _table_width(least.values()))
+            return _table(table_cells, widths, left | set(table_names), wraps, dropped, width,
+                          table_options, fixed=True, stacked=stack and len(names) > 1)
+    return _blocks(cells, names, width, table_options)  # every column: blocks have room
+
+
+def _least_widths(cells: dict[str, list[Any]], names: list[str], wraps: set[str],
+                  words: Any, figures: Any) -> dict[str, int]:
+    """The narrowest each column can be: names whole, headers and `wraps` cells by words, other
+    cells whole, or by the `figures` pieces where given."""
+    least = {}
+    for col, values in cells.items():
+        texts = [c.plain for c in values]
+        if col in names:
+            cell = _longest(texts)
+        elif col in wraps:
+            cell = _least(texts, words)
+        else:
+            cell = _least(texts, figures) if figures else _longest(texts)
+        least[col] = max(cell, _least([col], words))
+    return least
+
+
+def _stacked(cells: dict[str, list[Any]], names: list[str]) -> dict[str, list[Any]]:
+    """The `names` columns as one, each row's names one above the other, in the first name's
+    place."""
+    from rich.text import Text
+
+    if len(names) < 2:
+        return cells
+    stacked: dict[str, list[Any]] = {}
+    for col, values in cells.items():
+        if col == names[0]:
+            rows = zip(*(cells[n] for n in names), strict=True)
+            stacked[" / ".join(names)] = [Text("\n").join(row) for row in rows]
+        elif col not in names:
+            stacked[col] = values
+    return stacked
+
+
+def _caption(dropped: list[str], width: int, table_options: dict[str, Any]) -> dict[str, Any]:
+    options = dict(table_options)
+    if dropped:
+        options["caption"] = (f"{' and '.join(dropped)} left out to fit {width} columns"
+                              + (f"; {options['caption']}" if options.get("caption") else ""))
+    return options
+
+
+def _table(cells: dict[str, list[Any]], widths: dict[str, int], left: set[str],
+           wraps: set[str], dropped: list[str], width: int, table_options: dict[str, Any], *,
+           fixed: bool = False, stacked: bool = False) -> Any:
+    """The Table itself: columns `widths` wide, exactly where `fixed` (rich then wraps the
+    cells that are wider at spaces), else at least (every cell on one line)."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    names, wraps, left = set(names), set(wraps), set(left)
-    least = {}
-    for col, cells in columns.items():
-        texts = [col, *(str(c) for c in cells)]
-        least[col] = max(len(w) for t in texts for w in t.split()) if col in wraps else \
-            max(len(t) for t in texts)
-    shown = dict(columns)
-    dropped: list[str] = []
-    pending = [c for c in optional if c in shown]
-    while True:  # a space either side of each column and one between them
-        whole = sum(least[c] + 3 for c in shown) + 1 <= width
-        if whole or not pending:
-            break
-        dropped.append(pending.pop(0))
-        del shown[dropped[-1]]
-    if dropped:
-        table_options["caption"] = (f"{' and '.join(dropped)} left out to fit {width} columns"
-                                    + (f"; {table_options['caption']}"
-                                       if table_options.get("caption") else ""))
-    table = Table(box=box.SIMPLE_HEAD, **table_options)
-    for col in shown:
-        keep = col in names or (whole and col not in wraps)
-        table.add_column(Text(col), no_wrap=keep, min_width=least[col] if keep else None,
-                         overflow="fold", justify="left" if col in left else "right")
-    for row in zip(*shown.values(), strict=True):  # text as it is, never rich markup
-        table.add_row(*(cell if isinstance(cell, Text) else Text(str(cell)) for cell in row))
+    # rows of more than one line each (stacked names) are told apart by a blank line
+    table = Table(box=box.SIMPLE_HEAD, show_lines=stacked,
+                  **_caption(dropped, width, table_options))
+    for col, w in widths.items():
+        justify: Literal["left", "right"] = "left" if col in left else "right"
+        if fixed:
+            table.add_column(Text(col), width=w, overflow="fold", justify=justify)
+        else:
+            table.add_column(Text(col), no_wrap=col not in wraps, min_width=w, overflow="fold",
+                             justify=justify)
+    for row in zip(*cells.values(), strict=True):
+        table.add_row(*row)
     return table
+
+
+def _blocks(cells: dict[str, list[Any]], names: list[str], width: int,
+            table_options: dict[str, Any]) -> Any:
+    """Rows too wide for any table, each as its names on a line and a "header  value" line per
+    other column under them, values wrapping at spaces."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    options = _caption([], width, table_options)
+    others = [c for c in cells if c not in names]
+    parts: list[Any] = []
+    if options.get("title"):
+        parts.append(Text.from_markup(options["title"], style="italic")
+                     if isinstance(options["title"], str) else options["title"])
+    for i in range(len(next(iter(cells.values()), []))):
+        parts.append(Text("  ").join(cells[n][i] for n in names) if names else Text(""))
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(overflow="fold")
+        for col in others:
+            grid.add_row(Text("  " + col), cells[col][i])
+        parts.append(grid)
+    if options.get("caption"):
+        parts.append(Text(options["caption"], style="dim"))
+    return Group(*parts)
 
 
 def _verdict_styles() -> dict[str, str]:
@@ -202,14 +435,10 @@ def _top1(row: Any) -> str:
 
 def render_comparison(result: RunComparison, console: Any = None) -> None:
     """Print the comparison as a rich table, with the fingerprint warning and a verdict count."""
-    from rich.console import Console
     from rich.markup import escape
-    from rich.text import Text
 
-    from harness.report.compare import DIFFERENT_ACCELERATOR, DIFFERENT_ISA
-
-    if console is None:
-        console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+    if console is None:  # a log gets 160 columns, as the table is wide
+        console = cli_console(width=160, highlight=False)
     console.print(
         f"Comparing run [bold]{escape(result.run_b)}[/] (B) against [bold]"
         f"{escape(result.run_a)}[/] (A): "
@@ -223,9 +452,27 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
             f"[bold yellow]warning:[/] device {escape(device)} differs between the runs "
             f"({escape(', '.join(keys))}); compared anyway because it was allowed explicitly."
         )
-    styles = _verdict_styles()
-    width = console.width
     rows = list(result.table.itertuples())
+    columns, title = _comparison_columns(rows, _verdict_styles())
+    console.print(fitted_table(
+        columns, console.width, names=("Device", "Model", "Runtime"),
+        wraps=("Verdict",), optional=("Sessions A/B",),
+        left=("Device", "Model", "Runtime", "Verdict"), header_style="bold", title=title))
+    counts = [*result.table["verdict"].value_counts().items(),
+              *result.table["accuracy_verdict"][lambda v: v.isin(_TOP1_COUNTED)]
+              .value_counts().items()]
+    console.print(", ".join(f"{n} {v}" for v, n in counts) or "no measurements in either run",
+                  highlight=False)
+
+
+def _comparison_columns(rows: list[Any], styles: dict[str, str]
+                        ) -> tuple[dict[str, list[Any]], Text | None]:
+    """The comparison's columns, and a title naming the device and threads when every row
+    shares them (a column less: the model's name and its figures matter more)."""
+    from rich.text import Text
+
+    from harness.report.compare import DIFFERENT_ACCELERATOR, DIFFERENT_ISA
+
     verdicts = []
     for row in rows:
         verdict = str(row.verdict)
@@ -234,26 +481,34 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
         elif verdict == DIFFERENT_ACCELERATOR:
             verdict += f" ({row.accelerator_a or 'none'} / {row.accelerator_b or 'none'})"
         verdicts.append(Text(verdict, style=styles.get(row.verdict, "")))
+    devices = sorted({str(row.device) for row in rows})
+    threads = {format_value(row.threads, none="") for row in rows}
+    shared = []
     # Text throughout: names come from users' files, and rich would take "[ms]" for a style tag
-    table = fitted_table({
-        "Device": [Text(str(row.device)) for row in rows],
-        "Model": [Text(str(row.model)) for row in rows],
-        "Runtime": [Text(str(row.runtime)) for row in rows],
-        "Thr.": [format_value(row.threads, none="") for row in rows],
-        "Sessions A/B": [f"{row.sessions_a}/{row.sessions_b}" for row in rows],
-        "A median [ms]": [format_value(row.median_a_ms, ".3f") for row in rows],
-        "B median [ms]": [format_value(row.median_b_ms, ".3f") for row in rows],
-        "B/A [95% CI]": [format_interval(row.ratio, row.ratio_ci95_low, row.ratio_ci95_high,
-                                         ".3f") for row in rows],
-        "Verdict": verdicts,
-        "Top-1 A \u2192 B [%]": [_top1_cell(row, styles) for row in rows],
-    }, width, names=("Device", "Model", "Runtime"), wraps=("Verdict",),
-        left=("Device", "Model", "Runtime", "Verdict"), header_style="bold")
-    console.print(table)
-    counts = [*result.table["verdict"].value_counts().items(),
-              *result.table["accuracy_verdict"][lambda v: v.isin(_TOP1_COUNTED)]
-              .value_counts().items()]
-    console.print(", ".join(f"{n} {v}" for v, n in counts) or "no jobs in either run")
+    columns: dict[str, list[Any]] = {}
+    if len(devices) == 1:
+        shared.append(f"on {devices[0]}")
+    else:
+        columns["Device"] = [Text(str(row.device)) for row in rows]
+    columns["Model"] = [Text(str(row.model)) for row in rows]
+    columns["Runtime"] = [Text(str(row.runtime)) for row in rows]
+    if len(threads) == 1 and rows:
+        if threads != {""}:
+            shared.append(plural(int(next(iter(threads))), "thread"))
+    else:
+        columns["Threads"] = [format_value(row.threads, none="") for row in rows]
+    columns["Sessions A/B"] = [f"{row.sessions_a}/{row.sessions_b}" for row in rows]
+    columns["A median [ms]"] = [_median(row.median_a_ms) for row in rows]
+    columns["B median [ms]"] = [_median(row.median_b_ms) for row in rows]
+    columns["B/A [95% CI]"] = [format_interval(row.ratio, row.ratio_ci95_low,
+                                               row.ratio_ci95_high, ".3f") for row in rows]
+    columns["Verdict"] = verdicts
+    columns["Top-1 A \u2192 B [%]"] = [_top1_cell(row, styles) for row in rows]
+    return columns, Text("Measurements " + ", ".join(shared)) if shared else None
+
+
+def _median(value: Any) -> str:
+    return format_value(value, f".{decimals_for(value)}f")
 
 
 _TOP1_COUNTED = (stats.LOWER_TOP1, stats.HIGHER_TOP1)

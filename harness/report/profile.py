@@ -13,7 +13,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.report.console import format_value
+from harness.report.console import format_value, plural
 
 TOP_SHOWN = 5  # operators per measurement in the CLI table
 TYPES_SHOWN = 8  # operator types per measurement in the report
@@ -35,7 +35,7 @@ def placement_text(placement: Mapping[str, Any] | None) -> str:
         parts.append(f"{name} {p.get('nodes')} nodes {format_value(p.get('time_ms'), '.3g')} ms")
     if placement.get("ops_total") is not None:
         parts.append(f"delegated {placement.get('ops_delegated')}/{placement['ops_total']} ops "
-                     f"({placement.get('partitions')} partitions)")
+                     f"({plural(placement.get('partitions') or 0, 'partition')})")
     if not parts and placement.get("in_force"):
         parts.append("in force: " + ", ".join(map(str, placement["in_force"])))
     if placement.get("cpu_fallback"):
