@@ -203,6 +203,7 @@ def test_the_bench_summary_into_a_closed_pipe_is_141(tmp_path: Path, tiny_onnx: 
 def test_the_hint_after_a_bench_names_its_database(tmp_path: Path, tiny_onnx: Path) -> None:
     """It printed `edgebench report --run ID`, which pasted read results/edgebench.db."""
     db = tmp_path / "my results" / "r.db"
+    db.parent.mkdir()
     proc = run_cli("bench", "--device", "local", "--model", str(tiny_onnx), "--quick",
                    "--sessions", "1", "--db", str(db), env={"COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr

@@ -8,6 +8,7 @@ place in edgebench that uses either.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -159,6 +160,11 @@ def _staging_folder(folder: Path) -> Path:
     """A new hidden folder beside `folder` for the report to be written into: on the same file
     system, so that its files move into place by renaming."""
     parent = folder.absolute().parent
+    for above in (parent, *parent.parents):  # mkdir says "File exists" of a file in the way
+        if above.exists():
+            if not above.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(above))
+            break
     parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{folder.name}.edgebench-new-", dir=parent))
 
