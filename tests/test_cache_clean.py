@@ -362,7 +362,7 @@ def test_clean_a_farm_device_through_its_labgrid_place(tmp_path: Path) -> None:
             env = {"EDGEBENCH_LABGRID_STATE": str(tmp_path / "labgrid-state")}
             proc = run_cli("devices", "clean", "dev0", "--farm", str(farm), env=env)
             assert proc.returncode == 0, proc.stderr + proc.stdout
-            assert "removed 1 entries" in proc.stdout
+            assert "removed 1 entry," in proc.stdout
             assert not old.exists() and fresh.exists()
             who = lab.client("who")
             assert who.returncode == 0 and "dev0" not in who.stdout  # released afterwards

@@ -6,7 +6,9 @@ the real SQLite store.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -52,11 +54,26 @@ def test_devices_check_over_ssh(sshd: SSHServer, tmp_path: Path) -> None:
     assert "everything the profile needs is present" in proc.stdout
     # the agent's jobs run from the bytecode its job server compiled in the device cache
     assert f"agent: bytecode in {tmp_path / 'cache' / agent_bundle()[1]}.d" in proc.stdout
-    wants_missing = sshd.profile_file(tmp_path / "trt.yaml", cache_dir=str(tmp_path / "cache"),
-                                      runtimes=["onnxruntime", "tensorrt"])
+    # a device whose Python has no LiteRT: both of its packages hidden from the agent there
+    hidden = tmp_path / "no-litert"
+    for package in ("ai_edge_litert", "tflite_runtime"):
+        (hidden / package).mkdir(parents=True)
+        (hidden / package / "__init__.py").write_text("raise ImportError('not here')\n")
+    python = tmp_path / "python-without-litert"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(hidden))} "
+                      f'exec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(0o755)
+    wants_missing = sshd.profile_file(tmp_path / "lite.yaml", cache_dir=str(tmp_path / "cache"),
+                                      runtimes=["onnxruntime", "tflite"], python=str(python))
     proc = run_cli("devices", "check", str(wants_missing))
-    assert proc.returncode == 1
-    assert "missing for this profile" in proc.stdout and "tensorrt" in proc.stdout
+    assert proc.returncode == 1, proc.stderr + proc.stdout
+    assert "missing for this profile" in proc.stdout and "tflite" in proc.stdout
+    # a runtime no agent has is a mistake in the file, said before connecting
+    unknown = sshd.profile_file(tmp_path / "trt.yaml", runtimes=["onnxruntime", "tensorrt"])
+    proc = run_cli("devices", "check", str(unknown))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"edgebench: error: {unknown}: runtimes: unknown runtime "
+                                   "'tensorrt'; known: onnxruntime, tflite, torch")
 
 
 def test_unknown_host_key_refused_by_the_cli(sshd: SSHServer, tmp_path: Path) -> None:
