@@ -123,7 +123,7 @@ def test_a_killed_nightly_names_its_id_to_complete_it(tmp_path: Path) -> None:
     store.close()
     out = run_report(tmp_path / "x.db", run, out=tmp_path / "out", say=lambda line: None)
     banner = _banner(_page(out))
-    assert "was interrupted: 3 of 5 planned sessions stored (1 measurements)" in banner, banner
+    assert "was interrupted: 3 of 5 planned sessions stored (1 measurement)" in banner, banner
     assert f"{command} --id nightly-7 completes it" in banner
 
 

@@ -110,10 +110,11 @@ def _counts(progress: RunProgress) -> str:
         return f"no measurement is stored{planned}"
     sessions = (f"{progress.sessions} of {progress.sessions_planned} planned sessions stored"
                 if progress.sessions_planned is not None
-                else f"{progress.sessions} sessions stored")
+                else f"{progress.sessions} session{'s' if progress.sessions != 1 else ''} stored")
     measurements = (f"{progress.measurements} of {progress.measurements_planned} measurements"
                     if progress.measurements_planned is not None
-                    else f"{progress.measurements} measurements")
+                    else f"{progress.measurements} measurement"
+                    f"{'s' if progress.measurements != 1 else ''}")
     return f"{sessions} ({measurements})"
 
 
