@@ -24,7 +24,13 @@ from rich.text import Text
 
 from harness import __version__
 from harness.agent.protocol import DEFAULT_SETTINGS, QUICK_SETTINGS
-from harness.config import DEVICES_DIR, MAX_THREADS, list_profiles, load_profile
+from harness.config import (
+    DEVICES_DIR,
+    MAX_THREADS,
+    find_devices_dir,
+    list_profiles,
+    load_profile,
+)
 from harness.entry import INTERRUPTED, interrupted
 from harness.errors import EdgebenchError
 from harness.report.console import (
@@ -82,10 +88,17 @@ def _load_device(args: argparse.Namespace, name: str) -> Any:
 
 
 def cmd_devices_list(args: argparse.Namespace) -> int:
-    table = Table(title=f"Device profiles in {args.devices_dir}/")
+    folder = find_devices_dir(args.devices_dir)
+    table = Table(title=f"Device profiles in {escape(str(folder))}/")
     for col in ("name", "kind", "transport", "host", "runtimes"):
         table.add_column(col)
-    profiles = [load_profile(name, args.devices_dir) for name in list_profiles(args.devices_dir)]
+    # one broken profile must not hide the others: each is listed or said, and the exit says so
+    profiles, broken = [], []
+    for name in list_profiles(args.devices_dir):
+        try:
+            profiles.append(load_profile(name, args.devices_dir))
+        except EdgebenchError as err:
+            broken.append(str(err))
     farm_path = _farm_file(args)
     if farm_path is not None:
         from harness.farm.farmfile import load_farm
@@ -99,7 +112,10 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
             host = f"{p.ssh.user + '@' if p.ssh.user else ''}{p.ssh.host}:{p.ssh.port}"
         table.add_row(escape(p.name), p.kind, p.transport, escape(host), ", ".join(p.runtimes))
     out.print(table)
-    return 0
+    for line in broken:
+        err_console.print(f"edgebench: error: {line}", markup=False, highlight=False,
+                          soft_wrap=True)
+    return 2 if broken else 0
 
 
 def rapl_text(rapl: dict[str, Any] | None) -> str:

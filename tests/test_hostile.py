@@ -411,6 +411,20 @@ def test_devices_are_found_from_any_working_directory(tmp_path: Path) -> None:
     assert done.returncode == 0 and "bench1" in done.stdout and "rpi" not in done.stdout, done
 
 
+def test_one_broken_profile_hides_none_of_the_others(tmp_path: Path, capsys) -> None:
+    # Found: `devices list` failed whole on one malformed profile, listing none of the others.
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    (folder / "good.yaml").write_text("name: good\nkind: local\n")
+    (folder / "typo.yaml").write_text("name: typo\nruntimes: [onnxruntim]\n")
+    assert main(["devices", "list", "--devices-dir", str(folder)]) == 2
+    captured = capsys.readouterr()
+    assert "good" in captured.out
+    assert f"profilesin{folder}/" in "".join(captured.out.split())  # the title, however wrapped
+    assert captured.err.strip() == (f"edgebench: error: {folder / 'typo.yaml'}: runtimes: unknown "
+                                    "runtime 'onnxruntim'; known: onnxruntime, tflite, torch")
+
+
 @pytest.mark.parametrize("name", ["../pi", "lab/pi", ".pi", "[red]pi"])
 def test_device_name_must_be_a_plain_name(tmp_path: Path, capsys, name: str) -> None:
     profile = tmp_path / "dev.yaml"
