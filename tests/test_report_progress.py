@@ -72,7 +72,7 @@ def test_an_interrupted_run_says_what_it_holds_and_how_to_complete_it(tmp_path: 
     assert main(["report", "--db", str(tmp_path / "x.db"), "--run", run, "--out",
                  str(out)]) == 0
     page = _page(out)
-    assert "Every job measured successfully" not in page
+    assert "Every measurement succeeded" not in page
     banner = _banner(page)
     assert f"Run {run} was interrupted: 1 of 6 planned sessions stored" in banner, banner
     assert f"{BENCH} --resume {run} completes it" in banner, banner
@@ -96,7 +96,7 @@ def test_a_run_still_being_measured_reads_naturally(tmp_path: Path) -> None:
     meta = _meta(page)
     assert ", still running; command " in meta, meta
     assert "; suite" not in meta and "not finished" not in meta and "status" not in meta
-    assert "Every job measured successfully" not in page
+    assert "Every measurement succeeded" not in page
     banner = _banner(page)
     assert "is still being measured: 2 of 6 planned sessions stored" in banner, banner
     assert f"If its process is gone (killed), {BENCH} --resume {run} completes it" in banner
@@ -108,7 +108,7 @@ def test_an_interrupted_run_with_nothing_stored_says_so_plainly(tmp_path: Path) 
     said: list[str] = []
     out = run_report(tmp_path / "x.db", run, out=tmp_path / "out", say=said.append)
     page = _page(out)
-    assert "Every job measured successfully" not in page and "no jobs" not in page
+    assert "Every measurement succeeded" not in page and "no jobs" not in page
     assert "No measurement of this run is stored: it was interrupted." in _text(page)
     assert "no measurement is stored of the 1 it planned" in _banner(page)
     assert len(said) == 1 and "was interrupted" in said[0]
@@ -138,7 +138,7 @@ def test_a_complete_run_has_no_banner(tmp_path: Path) -> None:
     out = run_report(tmp_path / "x.db", run, out=tmp_path / "out", say=said.append)
     page = _page(out)
     assert 'id="incomplete"' not in page and said == []
-    assert "Every job measured successfully." in page
+    assert "Every measurement succeeded." in page
     assert re.match(r"Started \S+, finished \S+; suite models/demo.yaml; command ", _meta(page))
 
 
@@ -154,9 +154,9 @@ def test_a_run_short_of_its_plan_is_not_every_job(tmp_path: Path, status: str,
     store.close()
     page = _page(run_report(tmp_path / "x.db", run, out=tmp_path / "out",
                             say=lambda line: None))
-    assert "Every job measured successfully" not in page
+    assert "Every measurement succeeded" not in page
     assert f"{phrase}: 6 of 12 planned sessions stored (1 of 2 measurements)" in _banner(page)
-    assert "<b>Jobs:</b> 1 of 2 planned" in page
+    assert "<b>Measurements:</b> 1 of 2 planned" in page
 
 
 def test_the_paper_captions_say_the_run_is_incomplete(tmp_path: Path) -> None:

@@ -146,7 +146,8 @@ def _report_files(folder: Path) -> tuple[set[str], set[str]]:
         if present:
             raise EdgebenchError(
                 f"{folder}: folder holds files edgebench did not write "
-                f"({sorted(present)[0]}, ...); give an empty or new folder with --out"
+                f"({sorted(present)[0]}{', ...' if len(present) > 1 else ''}); give an empty or "
+                "new folder with --out"
             )
         return set(), set()
     try:

@@ -200,14 +200,14 @@ def _summary(df: pd.DataFrame, progress: run_progress.RunProgress | None = None)
     of_plan = (f" of {progress.measurements_planned} planned"
                if progress and progress.measurements_planned is not None else "")
     parts = [
-        f"<p><b>Jobs:</b> {len(df)}{of_plan} &mdash; {status_line} {flag_line}</p>",
+        f"<p><b>Measurements:</b> {len(df)}{of_plan} &mdash; {status_line} {flag_line}</p>",
         f"<p><b>Devices:</b> {devices or 'none'}</p>",
         f"<p><b>Models:</b> {models or 'none'}</p>",
     ]
     bad = df[df["status"] != "ok"]
     if bad.empty:
         complete = progress is None or progress.complete
-        parts.append('<p id="failures">Every job measured successfully.</p>' if complete
+        parts.append('<p id="failures">Every measurement succeeded.</p>' if complete
                      else '<p id="failures">No stored measurement failed; the run is not '
                      'complete (see the note at the top).</p>')
     else:
