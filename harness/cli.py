@@ -444,6 +444,20 @@ def _say(text: str) -> None:
     err_console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
+def _check_local_threads(args: argparse.Namespace, devices: list[Any]) -> None:
+    """The agent's own limit on threads, said before anything runs where the device is this
+    machine: past it, every session would fail and be stored as a failed run."""
+    from harness.agent.job import JobError, checked_threads
+
+    if args.threads is None or not any(d.transport == "local" for d in devices):
+        return
+    try:
+        checked_threads({"threads": args.threads, "force_threads": args.force_threads},
+                        os.cpu_count() or 1)
+    except JobError as err:
+        raise EdgebenchError(f"--threads: {err} (local)") from None
+
+
 def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
     from harness import bench, resume, runner
     from harness.artifacts import from_model_file
@@ -457,6 +471,7 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
     failures: list[tuple[str, str]] = []
     if args.input_shape and not args.model:
         raise EdgebenchError("--input-shape goes with --model; a suite's models set input_size")
+    _check_local_threads(args, devices)
     if args.model:  # a model that cannot be read is said before a database is made for it
         artifacts = [from_model_file(Path(args.model))]
         if args.input_shape:

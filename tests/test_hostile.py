@@ -652,3 +652,16 @@ def test_an_empty_file_is_no_result_database_to_read_or_maintain(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     with Store(empty, readonly=True) as store:
         assert [r["status"] for r in store.results()] == ["ok"]
+
+
+def test_too_many_threads_for_this_machine_are_refused_before_anything_runs(
+        tmp_path: Path, capsys) -> None:
+    # Found: `--threads 9` on 2 CPUs started a run, stored a failed row per measurement (the
+    # agent's refusal) and exited 1; on the local device the host knows the limit beforehand.
+    too_many = 4 * (os.cpu_count() or 1) + 1
+    model = make_tiny_onnx(tmp_path / "tiny.onnx")
+    assert main(["bench", "--model", str(model), "--threads", str(too_many), "--db",
+                 str(tmp_path / "x.db")]) == 2
+    _one_line_error(capsys, f"--threads: threads {too_many} is more than 4x",
+                    "--force-threads")
+    assert not (tmp_path / "x.db").exists()
