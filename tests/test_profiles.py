@@ -232,3 +232,21 @@ def test_the_accelerator_in_force_names_a_measurement(tiny_onnx: Path, tiny_tfli
     # the PyTorch runtime on CUDA describes its GPU itself
     gpu = {"name": "NVIDIA H200", "sm_count": 132, "compute_capability": "9.0"}
     assert results.accelerator_label(gpu, cuda, nvml) == "NVIDIA H200 (sm 9.0, 132 SMs)"
+
+
+def test_an_untimed_profile_is_not_titled_as_the_top_operators_by_time() -> None:
+    """LiteRT lists operators without times: the table showed its first five under "top 5"."""
+    from rich.console import Console
+
+    from harness.report.profile import TOP_SHOWN, console_table
+
+    record = {"job_id": "j", "model": "net", "runtime": "tflite", "device": "pi5", "isa": "arm"}
+    ops = [{"job_id": "j", "rank": i + 1, "name": f"op{i}", "op_type": "CONV_2D",
+            "provider": "CPU", "time_ms": None, "share": None} for i in range(8)]
+    shown = {}
+    for timed in (False, True):
+        console = Console(record=True, width=160)
+        console.print(console_table([record], [{"job_id": "j", "timed": timed}], ops))
+        shown[timed] = console.export_text()
+    assert f"no times from this engine: its first {TOP_SHOWN} operators" in shown[False]
+    assert "no times from this engine" not in shown[True]

@@ -54,16 +54,20 @@ def console_table(records: Sequence[Mapping[str, Any]], profiles: Sequence[Mappi
     from rich.text import Text
 
     by_job = {r["job_id"]: r for r in records}
-    parts: list[Any] = [Text(f"Per-operator profiles (top {TOP_SHOWN} per measurement, from one "
-                             "extra session each, apart from the timed ones)", style="bold")]
+    parts: list[Any] = [Text(f"Per-operator profiles (top {TOP_SHOWN} by time per measurement, "
+                             "from one extra session each, apart from the timed ones)",
+                             style="bold")]
     for prof in profiles:
         rec = by_job.get(prof["job_id"], {})
         # names come from model files and profiles: Text, never rich markup
         where = placement_text(prof.get("placement"))
         what = f"ISA {rec.get('isa')}" + (f", GPU {rec['accelerator']}"
                                           if rec.get("accelerator") else "")
+        # an engine without times (LiteRT's operator list) ranks by its own order, not by time
+        untimed = "" if prof.get("timed", True) is not False else \
+            f" (no times from this engine: its first {TOP_SHOWN} operators, in its order)"
         table = Table(title=Text(f"{rec.get('model')} · {rec.get('runtime')} on "
-                                 f"{rec.get('device')}"),
+                                 f"{rec.get('device')}{untimed}"),
                       caption=Text("\n".join(x for x in (where and f"placement: {where}", what)
                                              if x),
                                    style="bold red" if (prof.get("placement") or {}).get(
