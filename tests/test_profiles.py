@@ -247,6 +247,6 @@ def test_an_untimed_profile_is_not_titled_as_the_top_operators_by_time() -> None
     for timed in (False, True):
         console = Console(record=True, width=160)
         console.print(console_table([record], [{"job_id": "j", "timed": timed}], ops))
-        shown[timed] = console.export_text()
+        shown[timed] = " ".join(console.export_text().split())  # a title wraps at the table
     assert f"no times from this engine: its first {TOP_SHOWN} operators" in shown[False]
     assert "no times from this engine" not in shown[True]
