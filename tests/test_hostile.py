@@ -654,4 +654,3 @@ def test_an_empty_file_is_no_result_database_to_read_or_maintain(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     with Store(empty, readonly=True) as store:
         assert [r["status"] for r in store.results()] == ["ok"]
-
