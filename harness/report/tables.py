@@ -470,7 +470,7 @@ def report_tables(df: pd.DataFrame, run_id: str, incomplete: str | None = None) 
     """All jobs, one table per device, and the across-devices pivot (when anything measured).
     `incomplete`: how the run falls short of its plan (`progress.in_brief`), for the captions."""
     run = f"run {run_id}" + (f", which {incomplete}" if incomplete else "")
-    tables = [build_table(df, "summary", f"All jobs of {run}")]
+    tables = [build_table(df, "summary", f"All measurements of {run}")]
     for device, part in df.groupby("device", sort=True, dropna=False):
         tables.append(
             build_table(
