@@ -115,6 +115,46 @@ def test_no_two_labels_overlap(figures) -> None:
                 assert not a.overlaps(b), (key, ax.texts[i].get_text(), ax.texts[j].get_text())
 
 
+def _tick_overlaps(fig: Figure) -> list[tuple[str, str]]:
+    """Pairs of tick labels of one axis whose boxes overlap, among the ticks in view."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    found = []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            shown = [(tick.label1.get_text(), tick.label1.get_window_extent(renderer))
+                     for tick in (*axis.get_major_ticks(), *axis.get_minor_ticks())
+                     if tick.label1.get_visible() and tick.label1.get_text()
+                     and low <= tick.get_loc() <= high]
+            found += [(a, b) for (a, box_a), (b, box_b) in itertools.combinations(shown, 2)
+                      if box_a.overlaps(box_b)]
+    return found
+
+
+def test_no_two_tick_labels_run_into_each_other(figures, tmp_path: Path) -> None:
+    """Found on a real demo run: a log latency axis spanning a decade and a bit (digits
+    variants from 0.03 to 0.7 ms) got matplotlib's minor labels, 3x10^-2, 4x10^-2, 6x10^-2,
+    printed into each other in a single column."""
+    store = Store(tmp_path / "decade.db")
+    run = store.begin_run("edgebench bench --suite demo", "demo", ["local"])
+    add_job(store, run, "digits", accuracy_top1=0.992, samples_ns=sessions_ns(0.07, seed=1),
+            device="local")
+    for k, (technique, ms) in enumerate((("distill", 0.032), ("prune50", 0.034),
+                                         ("int8_static", 0.09), ("tucker_e90", 0.14),
+                                         ("int8_dynamic", 0.58))):
+        add_job(store, run, f"digits-{technique}", baseline="digits", technique=technique,
+                accuracy_top1=0.986 + 0.001 * k, samples_ns=sessions_ns(ms, seed=20 + k),
+                device="local")
+    store.finish_run(run)
+    decade = {(name, layout.name): build(layout)
+              for name, build in _builders(store, run).items() for layout in LAYOUTS}
+    assert decade[("accuracy_latency", "single")].axes[0].get_xscale() == "log"
+    for key, fig in [*figures.items(), *decade.items()]:
+        if fig is not None:
+            assert not _tick_overlaps(fig), (key, _tick_overlaps(fig))
+
+
 def test_the_crowded_front_is_labelled_inside_the_axes(figures) -> None:
     for layout in LAYOUTS:
         fig = figures[("crowded", "accuracy_latency", layout.name)]

@@ -40,7 +40,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from harness.report import stats
 from harness.report.frame import distinct, pareto_front, variant_label
@@ -201,6 +201,18 @@ def wide(values: np.ndarray) -> bool:
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values) & (values > 0)]
     return bool(values.size) and float(values.max() / values.min()) > 10
+
+
+def _log_ticks(ax: Axes) -> None:
+    """The x axis of a log plot, once its limits are set, labelled as a reader writes numbers
+    (0.05, 0.1, 0.2), at 1, 2 and 5 of each decade over up to two decades and at each decade
+    beyond, with unlabelled minor ticks. matplotlib's default labels minor ticks over a short
+    span as 3x10^-2, 4x10^-2, 6x10^-2, which ran into each other in a single column."""
+    low, high = ax.get_xlim()
+    subs = (1.0, 2.0, 5.0) if math.log10(high / low) <= 2 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _limits(values: np.ndarray, lows: np.ndarray | None = None, highs: np.ndarray | None = None,
@@ -372,7 +384,9 @@ def accuracy_latency_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure
                 ax.set_xscale("log")
             ax.set_xlim(*_limits(x, x_low, x_high, log=log))
             ax.set_ylim(*_limits(y, y_low, y_high, log=False))
-            if not log:
+            if log:
+                _log_ticks(ax)
+            else:
                 ax.locator_params(axis="x", nbins=5)
             ax.set_title(_text(f"{device}: {set_name}" if set_name
                                and data["panel_dataset"].nunique() > 1 else device))
@@ -421,6 +435,8 @@ def speedup_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
                     error_kw={"elinewidth": 0.6})
             ax.axvline(1.0, color="black", linewidth=0.6)
             ax.set_xlim(*_limits(np.append(s, 1.0), low, high, log=log))
+            if log:
+                _log_ticks(ax)
             _row_axis(ax, pos, list(part["label"]), headers)
             ax.set_title(_text(device))
             ax.set_xlabel("Speedup over fp32 [x] (95% CI)")
@@ -487,6 +503,8 @@ def latency_distribution_figure(
             if log:
                 ax.set_xscale("log")
             ax.set_xlim(*_limits(shown, log=log, pad=0.04))
+            if log:
+                _log_ticks(ax)
             _row_axis(ax, pos, list(part["label"]), headers)
             ax.set_title(_text(device))
             ax.set_xlabel("Latency [ms]")
@@ -547,6 +565,8 @@ def model_size_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | Non
                         fontsize=FONT_PT)
         # room for the numbers at the bars' ends
         ax.set_xlim(floor if log else 0, float(mb.max()) * (6 if log else 1.25))
+        if log:
+            _log_ticks(ax)
         _row_axis(ax, pos, list(part["label"]), headers)
         ax.set_xlabel("Model file size [MB]" + (" (log scale)" if log else ""))
         _legend(fig, [(Patch(facecolor=BASELINE_COLOUR, edgecolor="black"), "fp32 baseline"),
