@@ -101,7 +101,9 @@ def test_what_cannot_be_resumed_is_refused_in_one_line_before_anything_runs(
     db = tmp_path / "r.db"
     device = tmp_path / "dev.yaml"
     device.write_text("name: dev\nruntimes: [onnxruntime]\nthreads: 1\n")
-    args = ["--model", str(tiny_onnx), "--device", str(device), "--sessions", "30"]
+    # sessions enough that the run is still measuring when it is stopped, however slow the
+    # machine is to answer the `--resume` beside it (30 ran out once under a loaded CI)
+    args = ["--model", str(tiny_onnx), "--device", str(device), "--sessions", "300"]
     proc = start(db, *args)
     wait_for_sessions(db, "dev", 1, proc)
     (run_id,) = [r for (r,) in rows(db, "SELECT run_id FROM runs")]
@@ -137,7 +139,7 @@ def test_what_cannot_be_resumed_is_refused_in_one_line_before_anything_runs(
     assert f"run {run_id} measured --model {tiny_onnx}" in line and "other.onnx" in line
     assert f"run {run_id} ran on dev; this command gives local" in refused(
         *resume, given=args[:2] + args[4:])
-    assert "with 30 sessions per measurement; this command gives 2 sessions" in refused(
+    assert "with 300 sessions per measurement; this command gives 2 sessions" in refused(
         *resume, given=args[:4])
     assert "--threads 2" in refused(*resume, "--threads", "2")
     assert "no --timed-scope; this command gives --timed-scope end_to_end" in refused(
