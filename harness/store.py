@@ -150,10 +150,17 @@ def empty_file(path: Path) -> bool:
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
-    """Open for reading only. A WAL database needs its -shm file: where the folder cannot be
-    written, it is opened as immutable (nobody can be writing it there either)."""
+    """Open for reading only. A WAL database needs its -shm file beside it, which only a
+    connection allowed to write can remove again: where file and folder may be written, it is
+    opened so (never created) with writes refused, and leaves no -wal or -shm behind; where only
+    the folder may be, read-only; where neither, as immutable (nobody can be writing it there)."""
     check_existing(path)
     folder = path.resolve().parent
+    if os.access(folder, os.W_OK | os.X_OK) and os.access(path, os.W_OK):
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=rw", uri=True, timeout=30,
+                               isolation_level=None)
+        conn.execute("PRAGMA query_only = ON")
+        return conn
     writable = os.access(folder, os.W_OK | os.X_OK)
     uri = path.resolve().as_uri() + ("?mode=ro" if writable else "?mode=ro&immutable=1")
     return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)

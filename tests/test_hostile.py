@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from harness.cli import main
 from harness.errors import ConfigError, TransportError
 from harness.store import Store
 from harness.transport.ssh import SSHTransport
-from tests.conftest import make_tiny_onnx, run_cli
+from tests.conftest import EDGEBENCH, REPO, make_tiny_onnx, run_cli
 from tests.sshd import SSHServer, fresh_sshd, sshd
 from tests.test_report_cli import db  # noqa: F401  (the fixture: two runs of one device)
 
@@ -246,6 +247,29 @@ def test_result_database_on_read_only_storage_can_be_read(db, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     assert (out / "index.html").is_file()
     assert sorted(p.name for p in shelf.iterdir()) == ["x.db"]  # nothing written beside it
+
+
+def test_reading_a_wal_database_leaves_nothing_beside_it(db, tmp_path: Path) -> None:  # noqa: F811
+    # Found: export, compare, report and db stats of a database as bench leaves it (WAL mode)
+    # left x.db-wal and x.db-shm beside it: a read-only connection may not remove them.
+    path, a, b = db
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    copy = shelf / "x.db"
+    copy.write_bytes(path.read_bytes())
+    with Store(copy) as store:
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert sorted(p.name for p in shelf.iterdir()) == ["x.db"]
+    before = copy.read_bytes()
+    for argv in (["export", "--run", a, "--format", "json"], ["compare", a, b], ["db", "stats"],
+                 ["report", "--run", b, "--out", str(tmp_path / "report")]):
+        done = subprocess.run([*EDGEBENCH, *argv, "--db", str(copy)], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (argv, done.stderr)
+        assert sorted(p.name for p in shelf.iterdir()) == ["x.db"], argv
+    assert copy.read_bytes() == before
+    with Store(copy, readonly=True) as store, pytest.raises(sqlite3.OperationalError):
+        store.conn.execute("DELETE FROM runs")  # a reader still cannot write
 
 
 @pytest.mark.ssh
