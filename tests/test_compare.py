@@ -423,14 +423,14 @@ def test_another_gpu_is_refused_and_when_allowed_not_judged(tmp_path: Path) -> N
 
 def test_different_fingerprints_are_refused_unless_allowed(tmp_path: Path, capsys) -> None:
     other = copy.deepcopy(FINGERPRINT)
-    other["cpu"]["model"] = "Another CPU"
+    other["cpu_model"] = "Another CPU"
     other["temp_c"] = 55.0  # momentary, not part of what a device is
     store, a, b = _two_runs(tmp_path, {}, fingerprint_b=other)
-    with pytest.raises(EdgebenchError, match=r"cpu\.model") as err:
+    with pytest.raises(EdgebenchError, match=r"cpu_model") as err:
         compare_runs(store, a, b)
     assert a in str(err.value) and b in str(err.value) and "temp" not in str(err.value)
     result = compare_runs(store, a, b, allow_different_devices=True)
-    assert result.fingerprint_differences == {"pi5": ["cpu.model"]}
+    assert result.fingerprint_differences == {"pi5": ["cpu_model"]}
     assert set(result.table["verdict"]) == {NO_CHANGE}  # same instruction set: judged
     store.close()
     assert run_compare(tmp_path / "x.db", a, b, allow_different_devices=True) == 0

@@ -81,7 +81,7 @@ def test_page_lists_failures_caveats_and_devices(report) -> None:
     for flag in ("high_between_session_spread", "throttled", "accuracy_outside_host_interval"):
         assert f'class="badge {flag}"' in page and f"flag-{flag}" in page, flag
     assert "flag-failed" in page
-    assert "Synthetic CPU @ 2.0GHz" in page  # fingerprint
+    assert "Synthetic(R) CPU @ 2.0GHz" in page  # fingerprint
     assert "governor" in page  # device state
     assert "resnet_18&amp;v2" in page and "resnet_18&v2<" not in page
     assert page.count('<p class="isa"><b>ISA:</b> <code>arm neon asimd asimddp</code></p>') == 2
@@ -210,5 +210,7 @@ def test_a_gpu_run_names_the_gpu_on_the_page_and_in_captions(tmp_path: Path) -> 
     store.close()
     # LaTeX text: OT1 would print `<` as an inverted exclamation mark
     assert "accelerator NVIDIA \\textless{}H200\\textgreater{} (sm 9.0, 132 SMs)" in facts
+    # the CPU's part name as a reader can look it up, its count, then the ISA
+    assert facts.startswith("Measured on cuda-box (Synthetic CPU @ 2.0GHz, 4 CPUs; CPU ISA ")
     page = (run_report(tmp_path / "x.db", run, out=tmp_path / "r") / "index.html").read_text()
     assert f"<b>Accelerator:</b> <code>{html.escape(gpu)}</code>" in page

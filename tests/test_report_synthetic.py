@@ -31,7 +31,7 @@ from harness.store import Store
 
 ISA = "arm neon asimd asimddp"
 FINGERPRINT = {
-    "cpu": {"model": "Synthetic CPU @ 2.0GHz", "cores": 4},
+    "cpu_model": "Synthetic(R) CPU @ 2.0GHz",  # as the agent reads it from /proc/cpuinfo
     "cpu_count": 4,
     "isa": ISA,
     "kernel": "6.1.0-test",

@@ -7,12 +7,13 @@ The folder `paper/` of a report is meant to be copied into a paper's sources as 
 which stay editable) and every text at 8-9 pt, so that a figure included at its own width matches
 the text around it; `figures.tex` with one `figure` environment per figure (the double-column
 `figure*` alternative beside it, commented out); and the run's tables as booktabs `.tex` files.
-A caption says what was measured where: device, CPU instruction set, runtimes and their
+A caption says what was measured where: device, its CPU and instruction set, runtimes and their
 versions, threads, sessions per measurement and the run, from the rows themselves.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +58,21 @@ def _join(values: Sequence[str]) -> str:
     return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
 
 
+def _cpus(part: pd.DataFrame) -> list[str]:
+    """The CPUs a device's figures were measured on, as its fingerprints name them, with their
+    count: "Intel Xeon Platinum 8481C CPU @ 2.70GHz, 2 CPUs" (a paper's reader wants the part,
+    not the name the device has in this lab)."""
+    cpus = set()
+    for fingerprint in part.get("device_fingerprint", pd.Series(dtype=object)).dropna():
+        if not isinstance(fingerprint, dict) or not fingerprint.get("cpu_model"):
+            continue
+        name = re.sub(r"\((R|TM|tm|r)\)", "", str(fingerprint["cpu_model"]))
+        name = " ".join(name.split())
+        count = fingerprint.get("cpu_count")
+        cpus.add(f"{name}, {count} CPU{'s' if count != 1 else ''}" if count else name)
+    return sorted(cpus)
+
+
 def run_facts(df: pd.DataFrame, run_id: str) -> str:
     """One sentence of what the figures of a run were measured on, for every caption."""
     ok = df[df["status"] == "ok"]
@@ -69,6 +85,7 @@ def run_facts(df: pd.DataFrame, run_id: str) -> str:
                                                           " threads") if threads else ""
         gpus = distinct(part, "accelerator")
         details = "; ".join(filter(None, [
+            " / ".join(_cpus(part)),
             f"CPU ISA {' / '.join(isa)}" if isa else "CPU ISA not recorded",
             f"accelerator {' / '.join(gpus)}" if gpus else "", thread_text]))
         devices.append(f"{device} ({details})")
