@@ -271,9 +271,11 @@ def cmd_devices_clean(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from harness.compress.build import build_suite
 
-    report = build_suite(Path(args.suite), Path(args.build_dir), console=err_console)
-    out.print(f"built {report.built}, reused {report.reused}, "
-              f"{plural(len(report.artifacts), 'artifact')} in {args.build_dir}", markup=False)
+    report = build_suite(Path(args.suite), Path(args.build_dir), console=err_console,
+                         say_summary=False)
+    # the result, once, on stdout (the build's progress is on stderr)
+    out.print(f"{report.summary}; {plural(len(report.artifacts), 'artifact')} in "
+              f"{args.build_dir}", markup=False, highlight=False, soft_wrap=True)
     _say_build_failures(report.failures)
     return 1 if report.failures else 0
 

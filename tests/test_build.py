@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from harness.artifacts import Artifact, load_manifest, sha256_file
 from harness.compress.build import BuildReport, _summary, build_suite
 from harness.errors import ConfigError
 from harness.zoo.models import MODELS, ModelSpec
+from tests.conftest import run_cli
 
 
 class _Unexportable(nn.Module):
@@ -161,6 +163,21 @@ def test_unchanged_inputs_are_reused_and_changes_rebuild_only_theirs(first) -> N
     assert pruned.lineage[0]["params"]["ratio"] == 0.25
     key = json.loads((out / "digits_cnn-prune50.onnx.build.json").read_text())["key"]
     assert len(key) == 64
+
+
+def test_the_build_command_says_its_summary_once_on_stdout(first) -> None:
+    # Found: `edgebench build` printed "build tiny: 0 built, 5 reused, ..." on stderr and then
+    # "built 0, reused 5, 5 artifacts in ..." on stdout: the same summary twice on a terminal.
+    suite, out, _ = first
+    known = suite.with_name("known.yaml")  # without the model only this process registered
+    known.write_text(suite.read_text().replace(
+        "  broken: {arch: test_unexportable, input_size: 16}\n", ""))
+    proc = run_cli("build", str(known), "--build-dir", str(out))
+    assert proc.returncode == 1, proc.stderr  # the suite's broken entries
+    assert (proc.stdout + proc.stderr).count(" reused") == 1
+    assert re.fullmatch(rf"build tiny: 0 built, 5 reused, 4 failed in [0-9.]+ s"
+                        rf"( \(2 processes\))?; 5 artifacts "
+                        rf"in {re.escape(str(out))}\n", proc.stdout), proc.stdout
 
 
 def test_malformed_suite_builds_nothing(tmp_path: Path) -> None:

@@ -80,16 +80,20 @@ class BuildReport:
     failures: list[tuple[str, str]]  # (suite entry name, one-line error message)
     built: int  # how many were (re)built this time
     reused: int  # skipped because inputs and recipe unchanged
+    summary: str = ""  # "build demo: 23 built, 0 reused, 0 failed in 67.0 s (2 processes)"
 
 
 def build_suite(suite: Path, build_dir: Path = Path("models/build"), *,
-                console: Console | None = None, workers: int | None = None) -> BuildReport:
+                console: Console | None = None, workers: int | None = None,
+                say_summary: bool = True) -> BuildReport:
     """Build every artifact of `suite` into `build_dir`; see the module docstring.
 
     Models that share nothing written during the build are built side by side, in `workers`
     more processes (default: one per CPU beyond the first, and none when a model, dataset,
     technique or exporter was registered from outside harness, which a fresh process would not
-    know); the report lists the artifacts in suite order whichever process built them.
+    know); the report lists the artifacts in suite order whichever process built them. Its
+    summary line is printed on `console` unless `say_summary` is false (`edgebench build` prints
+    it as its result).
     """
     loaded = load_suite(suite)  # ConfigError: nothing is built
     quiet_litert_logs()  # before the first LiteRT import logs anything (workers inherit it)
@@ -115,14 +119,15 @@ def build_suite(suite: Path, build_dir: Path = Path("models/build"), *,
         if model.name not in by_model:
             by_model[model.name] = builder.build_model(model)
     reports = [by_model[name] for name in loaded.models]
-    report = BuildReport([a for r in reports for a in r.artifacts],
-                         [f for r in reports for f in r.failures],
-                         sum(r.built for r in reports), sum(r.reused for r in reports))
-    console.print(
-        f"build {loaded.name}: {report.built} built, {report.reused} reused, "
-        f"{len(report.failures)} failed in {time.perf_counter() - start:.1f} s"
-        + (f" ({1 + extra} processes)" if extra else ""))
-    return report
+    failures = [f for r in reports for f in r.failures]
+    built, reused = sum(r.built for r in reports), sum(r.reused for r in reports)
+    summary = (f"build {loaded.name}: {built} built, {reused} reused, {len(failures)} failed "
+               f"in {time.perf_counter() - start:.1f} s"
+               + (f" ({1 + extra} processes)" if extra else ""))
+    if say_summary:
+        console.print(summary, highlight=False, markup=False)
+    return BuildReport([a for r in reports for a in r.artifacts], failures, built, reused,
+                       summary)
 
 
 def _independent_groups(suite: Suite) -> list[list[ModelCfg]]:
