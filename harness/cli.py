@@ -395,6 +395,14 @@ def _wait_seconds(text: str) -> float:
     return value
 
 
+def _path(text: str) -> str:
+    """A file or folder argument: an empty one (an unset shell variable) would mean the current
+    folder, and a build or report would land there."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a file or folder")
+    return text
+
+
 def _input_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(d) for d in text.split(","))
@@ -768,12 +776,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--db", default=str(DEFAULT_DB),
+        p.add_argument("--db", default=str(DEFAULT_DB), type=_path,
                        help=f"result database (default {DEFAULT_DB})")
         return p
 
     def with_devices_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--devices-dir", type=Path, default=DEVICES_DIR,
+        p.add_argument("--devices-dir", type=lambda text: Path(_path(text)), default=DEVICES_DIR,
                        help=f"where device profiles live (default: $EDGEBENCH_DEVICES if set, "
                             f"else ./{DEVICES_DIR}/ if there is one, else the {DEVICES_DIR}/ of "
                             "the edgebench checkout)")
@@ -783,20 +791,20 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = devices.add_subparsers(dest="devices_command", required=True, metavar="ACTION")
     farm_help = "farm file whose places are devices too (default devices/farm.yaml if present)"
     listing = with_devices_dir(dsub.add_parser("list", help="profiles found in devices/"))
-    listing.add_argument("--farm", help=farm_help)
+    listing.add_argument("--farm", type=_path, help=farm_help)
     listing.set_defaults(func=cmd_devices_list)
     check = with_devices_dir(dsub.add_parser(
         "check", help="connect, fingerprint, list runtimes present"))
     check.add_argument("device", help="profile name (devices/NAME.yaml), YAML path, or a farm "
                        "device (a labgrid place: acquired for the check, then released)")
-    check.add_argument("--farm", help=farm_help)
+    check.add_argument("--farm", type=_path, help=farm_help)
     check.add_argument("--json", action="store_true", help="print the raw description")
     check.set_defaults(func=cmd_devices_check)
     clean = with_devices_dir(dsub.add_parser(
         "clean", help="remove cache entries a device has not used for a while"))
     clean.add_argument("device", help="profile name (devices/NAME.yaml), YAML path, or a farm "
                        "device")
-    clean.add_argument("--farm", help=farm_help)
+    clean.add_argument("--farm", type=_path, help=farm_help)
     clean.add_argument("--older-than", type=_days, default=30.0, metavar="DAYS",
                        help="remove entries no connection used for DAYS days (default 30, at "
                             "least 1); leftovers of interrupted uploads after an hour")
@@ -805,8 +813,8 @@ def build_parser() -> argparse.ArgumentParser:
     clean.set_defaults(func=cmd_devices_clean)
 
     build = sub.add_parser("build", help="compress and export every artifact of a suite")
-    build.add_argument("suite", help="suite YAML, e.g. models/demo.yaml")
-    build.add_argument("--build-dir", default="models/build", help=BUILD_DIR_HELP)
+    build.add_argument("suite", type=_path, help="suite YAML, e.g. models/demo.yaml")
+    build.add_argument("--build-dir", type=_path, default="models/build", help=BUILD_DIR_HELP)
     build.set_defaults(func=cmd_build)
 
     bench = with_devices_dir(with_db(sub.add_parser("bench", help="measure models on devices")))
@@ -814,10 +822,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="profile name or YAML path, or a farm device (its labgrid place is "
                        "acquired for the bench, then released); repeat for several devices "
                        "(default local)")
-    bench.add_argument("--farm", help=farm_help)
+    bench.add_argument("--farm", type=_path, help=farm_help)
     what = bench.add_mutually_exclusive_group(required=True)
-    what.add_argument("--suite", help="suite YAML; its artifacts are built first if needed")
-    what.add_argument("--model", help="one model file (.onnx, .tflite, .pt2)")
+    what.add_argument("--suite", type=_path,
+                      help="suite YAML; its artifacts are built first if needed")
+    what.add_argument("--model", type=_path, help="one model file (.onnx, .tflite, .pt2)")
     bench.add_argument("--runtime", action="append",
                        help="only this runtime (repeatable); default: the profile's runtimes")
     bench.add_argument("--threads", type=_thread_count, help="inference threads (default: "
@@ -849,15 +858,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="take up an interrupted bench run (id, unique prefix or 'latest') "
                        "with the command it began with: only the sessions it has not stored are "
                        "measured, into that run")
-    bench.add_argument("--build-dir", default="models/build", help=BUILD_DIR_HELP)
+    bench.add_argument("--build-dir", type=_path, default="models/build", help=BUILD_DIR_HELP)
     bench.set_defaults(func=cmd_bench)
 
     night = with_db(sub.add_parser(
         "nightly", help="a suite on every device of a labgrid farm: resumable, gated, trended"))
-    night.add_argument("--farm", required=True, help="farm file, e.g. devices/farm.yaml")
-    night.add_argument("--suite", required=True, help="suite YAML, built once")
-    night.add_argument("--out", help="folder for the trend report, summary.json and junit.xml "
-                       "(default reports/<nightly id>)")
+    night.add_argument("--farm", type=_path, required=True,
+                       help="farm file, e.g. devices/farm.yaml")
+    night.add_argument("--suite", type=_path, required=True, help="suite YAML, built once")
+    night.add_argument("--out", type=_path, help="folder for the trend report, summary.json and "
+                       "junit.xml (default reports/<nightly id>)")
     night.add_argument("--id", help="the nightly's id (default: a new one); give the id of a "
                        "killed nightly to measure only what it is missing")
     night.add_argument("--baseline", default="previous",
@@ -875,12 +885,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sessions per measurement (default 5, 2 with --quick)")
     night.add_argument("--threads", type=_thread_count,
                        help="inference threads (default: each device's profile)")
-    night.add_argument("--build-dir", default="models/build", help=BUILD_DIR_HELP)
+    night.add_argument("--build-dir", type=_path, default="models/build", help=BUILD_DIR_HELP)
     night.set_defaults(func=cmd_nightly)
 
     report = with_db(sub.add_parser("report", help="tables, plots and an HTML page for a run"))
     report.add_argument("--run", default="latest", help="run id, unique prefix or 'latest'")
-    report.add_argument("--out", help="output folder (default reports/<run_id>)")
+    report.add_argument("--out", type=_path, help="output folder (default reports/<run_id>)")
     report.add_argument("--style", choices=("html", "paper"), default="html",
                         help="paper: also single- and double-column PDF figures, figures.tex and "
                         "LaTeX tables in OUT/paper/")
@@ -911,7 +921,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run id, unique prefix or 'latest' (default)")
     export.add_argument("--format", choices=("csv", "json", "parquet"), required=True,
                         help="csv or json (to stdout or --out), parquet (--out only)")
-    export.add_argument("--out", help="file to write (default stdout; required for parquet)")
+    export.add_argument("--out", type=_path,
+                        help="file to write (default stdout; required for parquet)")
     which = export.add_mutually_exclusive_group()
     which.add_argument("--samples", dest="table", action="store_const", const="samples",
                        help="the run's raw samples as a long table (job_id, session, seq, "

@@ -285,6 +285,23 @@ def test_a_bad_threshold_names_its_flag(command: str, capsys) -> None:
     assert "--threshold" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [
+    ["report", "--out", ""], ["build", "s.yaml", "--build-dir", ""], ["db", "stats", "--db", ""],
+    ["export", "--format", "csv", "--out", " "], ["bench", "--model", ""],
+    ["nightly", "--farm", "", "--suite", "s.yaml"], ["devices", "list", "--devices-dir", ""]])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(argv, tmp_path: Path,
+                                                                   monkeypatch, capsys) -> None:
+    # Found: `report --out ''` wrote reports/<run>/ and `build --build-dir ''` built 23
+    # artifacts into the current folder (an unset shell variable gives '').
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    flag = next(a for a in argv if a.startswith("--") and a != "--format")
+    assert f"argument {flag}: an empty path" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 # wording and units ------------------------------------------------------------------------------
 
 
