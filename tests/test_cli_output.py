@@ -302,6 +302,21 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(argv, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["bench"], "edgebench bench: error: one of the arguments --suite --model is required "
+                "(see edgebench bench --help)"),
+    (["export"], "edgebench export: error: the following arguments are required: --format "
+                 "(see edgebench export --help)"),
+    ([], "edgebench: error: the following arguments are required: COMMAND "
+         "(see edgebench --help)")])
+def test_a_usage_error_is_one_line_naming_the_help(argv, says: str, capsys) -> None:
+    # Found: argparse printed the command's whole usage (two to four lines) before the error.
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == says + "\n"
+
+
 # wording and units ------------------------------------------------------------------------------
 
 
