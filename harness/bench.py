@@ -36,7 +36,6 @@ from typing import Any
 from harness import resume
 from harness.artifacts import Artifact, file_sha256
 from harness.errors import EdgebenchError, StoreError
-from harness.farm.nightly import NIGHTLY_COMMAND
 from harness.report.console import db_option
 from harness.runner import BenchOptions, PlannedJob, StoredSession, job_setup, plan_jobs
 from harness.store import RunInfo, Store
@@ -117,7 +116,7 @@ def check_run(store: Store, run: str, what: dict[str, Any], devices: Sequence[st
         raise StoreError(f"--resume {run}: {err}") from err
     info = store.run(run_id)
     assert info is not None
-    if (info.command or "").startswith(NIGHTLY_COMMAND):
+    if info.is_nightly:
         raise EdgebenchError(f"run {run_id} is a nightly; it resumes with `edgebench nightly "
                              f"--id {run_id}{db_option(store.path)}` and its farm and suite")
     plan = info.plan

@@ -714,14 +714,11 @@ def cmd_db_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_db_delete(args: argparse.Namespace) -> int:
-    from harness.farm.nightly import NIGHTLY_COMMAND
-
     with _existing_store(args.db) as store:
         runs = [info for info in (store.run(store.resolve_run(r)) for r in args.runs) if info]
         live = [info for info in runs if info.status == "running"]
         if live and not args.force:
-            again = ("nightly ... --id" if (live[0].command or "").startswith(NIGHTLY_COMMAND)
-                     else "bench ... --resume")
+            again = ("nightly ... --id" if live[0].is_nightly else "bench ... --resume")
             raise EdgebenchError(
                 f"{args.db}: run {live[0].run_id} is marked running: a bench or nightly may "
                 f"still be writing it, or it was killed and can be taken up again "

@@ -186,6 +186,10 @@ def _check_writable(path: Path) -> None:
                              f"here{readers}")
 
 
+# How the command a nightly's run records begins (a bench's begins "edgebench bench").
+NIGHTLY_COMMAND = "edgebench nightly"
+
+
 @dataclass(frozen=True)
 class RunInfo:
     run_id: str
@@ -197,6 +201,10 @@ class RunInfo:
     devices: list[str]
     harness_version: str | None
     plan: dict[str, Any] | None = None  # what `bench --resume` must find again (bench runs)
+
+    @property
+    def is_nightly(self) -> bool:
+        return (self.command or "").startswith(NIGHTLY_COMMAND)
 
 
 class Store:

@@ -17,7 +17,7 @@ from harness.farm.summary import summary_document, write_junit, write_summary
 from harness.report.compare import is_regression
 from harness.report.stats import check_top1_threshold
 from harness.runner import BenchOptions
-from harness.store import Store, check_existing, empty_file
+from harness.store import NIGHTLY_COMMAND, Store, check_existing, empty_file
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
     if not report.artifacts:
         raise EdgebenchError(f"{args.suite}: no artifact could be built")
     options = BenchOptions(quick=args.quick, sessions=args.sessions, threads=args.threads)
-    command = args.command or f"{nightly.NIGHTLY_COMMAND} --farm {args.farm} --suite {args.suite}"
+    command = args.command or f"{NIGHTLY_COMMAND} --farm {args.farm} --suite {args.suite}"
     plan = nightly.plan_nightly(farm, report.artifacts, options, nightly_id, str(args.suite),
                                 command)
     with Store(args.db) as store:

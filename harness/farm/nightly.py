@@ -47,8 +47,6 @@ from harness.transport.base import transport_for
 
 CHECK_TIMEOUT_S = 120.0
 EXIT_OK, EXIT_REGRESSION, EXIT_DEVICES_FAILED = 0, 1, 3
-NIGHTLY_COMMAND = "edgebench nightly"
-
 Say = Callable[[str], None]
 
 
@@ -85,7 +83,7 @@ def begin(store: Store, plan: NightlyPlan, farm: Farm) -> bool:
     existing = store.run(plan.nightly_id)
     names = [d.name for d in farm.devices]
     if existing is not None:
-        if not (existing.command or "").startswith(NIGHTLY_COMMAND):
+        if not existing.is_nightly:
             raise EdgebenchError(f"{store.path}: run {plan.nightly_id} is not a nightly; give "
                                  "another --id")
         if existing.suite != plan.suite or sorted(existing.devices) != sorted(names):
@@ -270,7 +268,7 @@ def previous_nightly(store: Store, nightly_id: str, devices: Sequence[str]) -> s
     order = [r.run_id for r in runs]
     before = runs[:order.index(nightly_id)] if nightly_id in order else runs
     for run in reversed(before):
-        if (run.command or "").startswith(NIGHTLY_COMMAND) and set(run.devices) & set(devices):
+        if run.is_nightly and set(run.devices) & set(devices):
             return run.run_id
     return None
 
@@ -278,8 +276,7 @@ def previous_nightly(store: Store, nightly_id: str, devices: Sequence[str]) -> s
 def nightly_ids(store: Store, upto: str) -> list[str]:
     runs = store.runs()
     order = [r.run_id for r in runs]
-    return [r.run_id for r in runs[:order.index(upto) + 1]
-            if (r.command or "").startswith(NIGHTLY_COMMAND)]
+    return [r.run_id for r in runs[:order.index(upto) + 1] if r.is_nightly]
 
 
 def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regression: bool

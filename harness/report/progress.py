@@ -26,9 +26,6 @@ STATUS_PHRASES = {
     "incomplete": "ended incomplete",
     "failed": "failed",
 }
-# The command a nightly's run records begins so (`harness.farm.nightly.NIGHTLY_COMMAND`, not
-# imported: that module brings the runner and every transport with it).
-NIGHTLY_PREFIX = "edgebench nightly"
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,7 @@ def resume_command(info: RunInfo) -> str | None:
     """The command that measures what the run lacks: a nightly's own command with its `--id`,
     a bench's with `--resume`; None for a bench that recorded no plan (nothing to resume)."""
     words = (info.command or "").split()
-    if (info.command or "").startswith(NIGHTLY_PREFIX):
+    if info.is_nightly:
         return " ".join(_without_option(words, "--id") + ["--id", shlex.quote(info.run_id)])
     if info.plan is None:
         return None
