@@ -127,6 +127,9 @@ def _tick_overlaps(fig: Figure) -> list[tuple[str, str]]:
                      for tick in (*axis.get_major_ticks(), *axis.get_minor_ticks())
                      if tick.label1.get_visible() and tick.label1.get_text()
                      and low <= tick.get_loc() <= high]
+            if axis is ax.yaxis:  # the rows' family names, in bold on rows of their own
+                shown += [(t.get_text(), t.get_window_extent(renderer)) for t in ax.texts
+                          if t.get_visible() and t.get_fontweight() == "bold"]
             found += [(a, b) for (a, box_a), (b, box_b) in itertools.combinations(shown, 2)
                       if box_a.overlaps(box_b)]
     return found
@@ -153,6 +156,52 @@ def test_no_two_tick_labels_run_into_each_other(figures, tmp_path: Path) -> None
     for key, fig in [*figures.items(), *decade.items()]:
         if fig is not None:
             assert not _tick_overlaps(fig), (key, _tick_overlaps(fig))
+
+
+def zoo_store(path: Path, models: int = 20) -> tuple[Store, str]:
+    """A zoo: `models` fp32 models with an int8 variant each, 60 label rows in one panel."""
+    store = Store(path)
+    run = store.begin_run("edgebench bench --suite zoo", "zoo", ["pi5"])
+    for k in range(models):
+        add_job(store, run, f"model{k:02d}", samples_ns=sessions_ns(5.0 + k, seed=k))
+        add_job(store, run, f"model{k:02d}-int8", baseline=f"model{k:02d}",
+                samples_ns=sessions_ns(2.0 + k / 2, seed=100 + k))
+    store.finish_run(run)
+    return store, run
+
+
+def test_a_zoo_is_as_tall_as_it_needs_on_the_page_and_compacted_legibly_in_print(
+        tmp_path: Path) -> None:
+    # Found: 40 measurements drawn at most a paper page tall, on the HTML page too, with the
+    # family names, the row labels and the figures beside the bars printed into each other.
+    store, run = zoo_store(tmp_path / "zoo.db")
+    builders = _builders(store, run)
+    rows = ("latency_distributions", "memory", "model_size", "speedup_by_technique")
+    for name in rows:
+        page = builders[name](plots.SCREEN)
+        assert page is not None and page.get_figheight() > plots.MAX_HEIGHT_IN, name
+        assert not _tick_overlaps(page), (name, _tick_overlaps(page))
+        assert {t.get_fontsize() for t in _texts(page)} <= {8, 9}, name  # not compacted
+        for layout in LAYOUTS:
+            fig = builders[name](layout)
+            assert fig is not None and fig.get_figheight() <= plots.MAX_HEIGHT_IN + 1e-6
+            assert not _tick_overlaps(fig), (name, layout.name, _tick_overlaps(fig))
+            sizes = [t.get_fontsize() for t in _texts(fig)]
+            assert min(sizes) >= plots.MIN_ROW_PT and max(sizes) <= 9, (name, layout.name)
+            fig.canvas.draw()
+            for ax in fig.axes:  # the figures beside the bars
+                boxes = [t.get_window_extent() for t in ax.texts if t.get_fontweight() != "bold"]
+                assert not any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2))
+    folder = run_report(tmp_path / "zoo.db", run, out=tmp_path / "report", style="paper")
+    from PIL import Image
+
+    with Image.open(folder / "plots" / "latency_distributions.png") as png:
+        assert png.height > plots.MAX_HEIGHT_IN * plots.SCREEN_DPI  # the page's, full height
+    pdf = subprocess.run(["pdfinfo", str(folder / "paper" / "latency_distributions-double.pdf")],
+                         capture_output=True, text=True) if shutil.which("pdfinfo") else None
+    if pdf is not None:
+        height_pt = float(re.search(r"Page size:\s+[\d.]+ x ([\d.]+) pts", pdf.stdout)[1])
+        assert height_pt <= plots.MAX_HEIGHT_IN * 72 + 0.5  # the paper's, a page at most
 
 
 def test_the_crowded_front_is_labelled_inside_the_axes(figures) -> None:

@@ -162,17 +162,18 @@ def write_paper(
 ) -> tuple[list[Path], list[Path]]:
     """Write the page's PNGs into `folder/plots/` and the paper's PDFs, `figures.tex` and table
     `.tex` files into `folder/paper/`; return (PNGs, paper files). Each figure is built once per
-    width: the double-column one gives both the PNG and its PDF."""
+    width: the double-column one gives both the PNG and its PDF, unless it is taller than a page
+    (the PNG is not held to one)."""
     plot_dir, paper_dir = folder / "plots", folder / PAPER_DIR
     pngs: list[Path] = []
     files: list[Path] = []
     names = []
     for name, build in builders.items():
-        double = build(plots.DOUBLE)
-        if double is None:
+        page, double = plots.page_and_print(build)
+        if page is None or double is None:
             continue
         names.append(name)
-        pngs += plots.save(double, plot_dir, name, ("png",))
+        pngs += plots.save(page, plot_dir, name, ("png",))
         files += plots.save(double, paper_dir, f"{name}-double", ("pdf",))
         single = build(plots.SINGLE)
         if single is not None:

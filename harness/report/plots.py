@@ -19,11 +19,13 @@ there is nothing to show: no empty figures.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import os
 import sys
 import textwrap
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,6 +88,10 @@ ROW_IN = 0.19
 # or A4, about 9 in of text) holds beside a long caption; figures.tex caps it at 0.72 of the
 # page's text height as well. Taller charts are compacted to fit: their rows come closer.
 MAX_HEIGHT_IN = 6.5
+# On the HTML page a figure may be as tall as its rows need (a page scrolls): a suite of 40
+# measurements compacted to a paper page set its labels into each other. This bounds only a
+# runaway figure (a few hundred rows).
+SCREEN_MAX_HEIGHT_IN = 40.0
 # What a figure adds to its panels: the frame `_figure` gives them, and at most what the ISA
 # lines and the legend below add (`_isa_title`, `_legend`) in the figures here.
 FRAME_IN = 0.9
@@ -99,13 +105,16 @@ class Layout:
     name: str
     width_in: float
     columns: int
+    max_height_in: float = MAX_HEIGHT_IN
 
 
 SINGLE = Layout("single", 3.3, 1)
 DOUBLE = Layout("double", 7.0, 2)
-LAYOUTS = {layout.name: layout for layout in (SINGLE, DOUBLE)}
-# The HTML page shows the double-column figure: 7 in at 130 dpi is 910 pixels, sharp on a screen
-# and a third of the pixels (and time) of print resolution.
+# The HTML page's figures: the double column's, as tall as they need to be.
+SCREEN = Layout("screen", DOUBLE.width_in, DOUBLE.columns, SCREEN_MAX_HEIGHT_IN)
+LAYOUTS = {layout.name: layout for layout in (SINGLE, DOUBLE, SCREEN)}
+# 7 in at 130 dpi is 910 pixels, sharp on a screen and a third of the pixels (and time) of print
+# resolution.
 SCREEN_DPI = 130
 FigureBuilder = Callable[[Layout], "Figure | None"]
 
@@ -139,10 +148,12 @@ def _figure(layout: Layout, n: int, panel_height: float | Sequence[float]
     rows = math.ceil(n / cols)
     heights = [panel_height] * rows if isinstance(panel_height, float | int) else list(
         panel_height)
-    room = MAX_HEIGHT_IN - FRAME_IN - EXTRAS_IN
-    if sum(heights) > room:  # many models or devices: compact the panels to fit a page
-        heights = [h * room / sum(heights) for h in heights]
+    room = layout.max_height_in - FRAME_IN - EXTRAS_IN
+    scale = min(1.0, room / sum(heights))
+    if scale < 1:  # many models or devices: compact the panels to fit a page
+        heights = [h * scale for h in heights]
     fig = Figure(figsize=(layout.width_in, sum(heights) + FRAME_IN), layout="constrained")
+    _COMPACTED[fig] = scale
     FigureCanvasAgg(fig)  # a renderer for measuring text (label placement)
     axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={"height_ratios": heights})
     flat = axes.ravel().tolist()
@@ -151,9 +162,23 @@ def _figure(layout: Layout, n: int, panel_height: float | Sequence[float]
     return fig, flat[:n]
 
 
-def _grow(fig: Figure, extra_in: float) -> None:
+# How much `_figure` compacted each figure's panels to fit its layout (1: not at all).
+_COMPACTED: weakref.WeakKeyDictionary[Figure, float] = weakref.WeakKeyDictionary()
+# The smallest text a compacted figure's rows are labelled in.
+MIN_ROW_PT = 4.0
+
+
+def row_font_pt(fig: Figure) -> float:
+    """The size of what is written on a row (its label, the family's name, a figure beside a
+    bar): 8 pt at the row pitch, smaller where the rows were compacted to fit a page (40
+    measurements in a paper's figure), so that neighbours never run into each other."""
+    pitch_pt = ROW_IN * 72 * _COMPACTED.get(fig, 1.0)
+    return max(MIN_ROW_PT, min(FONT_PT, pitch_pt / 1.25))
+
+
+def _grow(fig: Figure, extra_in: float, layout: Layout) -> None:
     """Make room for a title or legend; never past a page (the panels give way instead)."""
-    fig.set_figheight(min(MAX_HEIGHT_IN, fig.get_figheight() + extra_in))
+    fig.set_figheight(min(layout.max_height_in, fig.get_figheight() + extra_in))
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
@@ -263,7 +288,7 @@ def _isa_title(fig: Figure, df: pd.DataFrame, layout: Layout) -> None:
     lines = textwrap.wrap(text, width=int(layout.width_in * 16), subsequent_indent="  ")
     fig.suptitle("\n".join(lines), fontsize=FONT_PT, fontweight="normal", ha="left", x=0.01,
                  parse_math=False)  # names from drivers and profiles, never TeX
-    _grow(fig, 0.14 * len(lines))
+    _grow(fig, 0.14 * len(lines), layout)
 
 
 def _legend(fig: Figure, entries: Sequence[tuple[Any, str]], layout: Layout,
@@ -279,7 +304,7 @@ def _legend(fig: Figure, entries: Sequence[tuple[Any, str]], layout: Layout,
     ncols = min(len(seen), fits)
     fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=ncols,
                title=title, handlelength=1.6, columnspacing=1.0)
-    _grow(fig, 0.17 * math.ceil(len(seen) / ncols) + (0.17 if title else 0))
+    _grow(fig, 0.17 * math.ceil(len(seen) / ncols) + (0.17 if title else 0), layout)
 
 
 def _handles(axes: Sequence[Axes]) -> list[tuple[Any, str]]:
@@ -322,13 +347,14 @@ def _row_axis(ax: Axes, positions: list[float], labels: list[str],
                headers: list[tuple[float, str]]) -> None:
     """Rows labelled by `labels`; each family's name in bold on its own row, starting at the left
     of the panel's column of the figure, so that a long name takes no width from the plot."""
-    ax.set_yticks(positions, labels)
+    size = row_font_pt(ax.get_figure(root=True))  # type: ignore[arg-type]
+    ax.set_yticks(positions, labels, fontsize=size)
     spec = ax.get_subplotspec()
     left = 0.0 if spec is None else spec.colspan.start / spec.get_gridspec().ncols
     for position, name in headers:
         header = ax.annotate(name, (left, position), xycoords=("figure fraction", "data"),
                              xytext=(3, 0), textcoords="offset points", ha="left", va="center",
-                             fontweight="bold", fontsize=FONT_PT, annotation_clip=False)
+                             fontweight="bold", fontsize=size, annotation_clip=False)
         header.set_in_layout(False)
     ax.set_ylim(max([*positions, *(p for p, _ in headers)], default=0) + 0.7, -0.7)
     ax.grid(axis="y", visible=False)
@@ -562,7 +588,7 @@ def model_size_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | Non
                 bar.set_hatch("////")
             ax.annotate(_amount(value), (value, bar.get_y() + bar.get_height() / 2),
                         xytext=(2, 0), textcoords="offset points", va="center", ha="left",
-                        fontsize=FONT_PT)
+                        fontsize=row_font_pt(fig))
         # room for the numbers at the bars' ends
         ax.set_xlim(floor if log else 0, float(mb.max()) * (6 if log else 1.25))
         if log:
@@ -610,7 +636,7 @@ def memory_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
             top = float(np.nanmax(ends))
             for p, value, end in zip(pos, peak, ends, strict=True):
                 ax.annotate(_amount(value), (end, p), xytext=(4, 0), textcoords="offset points",
-                            va="center", ha="left", fontsize=FONT_PT)
+                            va="center", ha="left", fontsize=row_font_pt(fig))
             ax.set_xlim(0, top * 1.22)
             _row_axis(ax, pos, list(part["label"]), headers)
             ax.set_title(_text(device))
@@ -765,7 +791,7 @@ def trends_figure(
     low, high = _limits(data["ratio"].to_numpy(float), coloured["ratio_low"].to_numpy(float),
                         coloured["ratio_high"].to_numpy(float), log=True)
     with paper_style():
-        fig, axes = _figure(Layout(layout.name, layout.width_in, 1), len(devices), 2.0)
+        fig, axes = _figure(dataclasses.replace(layout, columns=1), len(devices), 2.0)
         marked = False
         greyed = 0
         for ax, device in zip(axes, devices, strict=True):
@@ -880,7 +906,7 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE) -> Fi
         reach = max(0.5, float(np.abs(change_pt).max()))  # a flat line reads as flat
         limits = _limits(np.array([-reach, reach]), log=False)
     with paper_style():
-        fig, axes = _figure(Layout(layout.name, layout.width_in, 1), len(devices), 2.2)
+        fig, axes = _figure(dataclasses.replace(layout, columns=1), len(devices), 2.2)
         for ax, device in zip(axes, devices, strict=True):
             part = data[data["device"] == device]
             for job in sorted(part["job"].unique()):
@@ -973,7 +999,7 @@ def report_figures(
 FORK_HOSTILE = ("jax",)
 
 
-def write_figures(builders: dict[str, FigureBuilder], folder: Path, layout: Layout = DOUBLE,
+def write_figures(builders: dict[str, FigureBuilder], folder: Path, layout: Layout = SCREEN,
                   formats: Sequence[str] = ("png",), suffix: str = "",
                   dpi: int = SCREEN_DPI, jobs: int | None = None) -> list[Path]:
     """Build each figure once for `layout` and write it in every format as
@@ -1032,46 +1058,74 @@ def _write_in_child(writer: Any, *args: Any) -> None:
         writer.close()
 
 
-def _one(name: str, fig: Figure | None, folder: Path, formats: Sequence[str]) -> list[Path]:
-    return [] if fig is None else save(fig, folder, name, formats)
+def page_and_print(build: FigureBuilder) -> tuple[Figure | None, Figure | None]:
+    """The figure for the HTML page (`SCREEN`: as tall as its rows need) and the one for print
+    (never taller than `MAX_HEIGHT_IN`): one figure where it fits a page, else the print one
+    built again with its rows compacted."""
+    page = build(SCREEN)
+    if page is None or page.get_figheight() <= MAX_HEIGHT_IN + 1e-6:
+        return page, page
+    return page, build(DOUBLE)
 
 
-def accuracy_latency(df: pd.DataFrame, folder: Path, *, layout: Layout = DOUBLE,
+def _one(name: str, build: FigureBuilder, folder: Path, formats: Sequence[str],
+         layout: Layout) -> list[Path]:
+    """`name` in each format: rasters from `layout`'s figure, a PDF never taller than a page."""
+    fig = build(layout)
+    if fig is None:
+        return []
+    raster = [f for f in formats if f != "pdf"]
+    paths = save(fig, folder, name, raster) if raster else []
+    if "pdf" in formats:
+        printed = fig if fig.get_figheight() <= MAX_HEIGHT_IN + 1e-6 else build(DOUBLE)
+        paths += save(printed or fig, folder, name, ("pdf",))
+    return paths
+
+
+# One figure's files, for a page (`SCREEN` by default) and, with "pdf" in `formats`, for print.
+
+
+def accuracy_latency(df: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
                      formats: Sequence[str] = ("png",)) -> list[Path]:
-    return _one("accuracy_latency", accuracy_latency_figure(df, layout), folder, formats)
+    return _one("accuracy_latency", lambda lay: accuracy_latency_figure(df, lay), folder,
+                formats, layout)
 
 
-def speedup_by_technique(df: pd.DataFrame, folder: Path, *, layout: Layout = DOUBLE,
+def speedup_by_technique(df: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
                          formats: Sequence[str] = ("png",)) -> list[Path]:
-    return _one("speedup_by_technique", speedup_figure(df, layout), folder, formats)
+    return _one("speedup_by_technique", lambda lay: speedup_figure(df, lay), folder, formats,
+                layout)
 
 
 def latency_distributions(df: pd.DataFrame, folder: Path, samples: Callable[[str], np.ndarray],
                           medians: Callable[[str], pd.Series] | None = None, *,
-                          layout: Layout = DOUBLE, formats: Sequence[str] = ("png",)
+                          layout: Layout = SCREEN, formats: Sequence[str] = ("png",)
                           ) -> list[Path]:
-    fig = latency_distribution_figure(df, layout, samples, medians)
-    return _one("latency_distributions", fig, folder, formats)
+    return _one("latency_distributions",
+                lambda lay: latency_distribution_figure(df, lay, samples, medians), folder,
+                formats, layout)
 
 
-def size_memory(df: pd.DataFrame, folder: Path, *, layout: Layout = DOUBLE,
+def size_memory(df: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
                 formats: Sequence[str] = ("png",)) -> list[Path]:
-    return [*_one("model_size", model_size_figure(df, layout), folder, formats),
-            *_one("memory", memory_figure(df, layout), folder, formats)]
+    return [*_one("model_size", lambda lay: model_size_figure(df, lay), folder, formats, layout),
+            *_one("memory", lambda lay: memory_figure(df, lay), folder, formats, layout)]
 
 
-def speedup_heatmap(df: pd.DataFrame, folder: Path, *, layout: Layout = DOUBLE,
+def speedup_heatmap(df: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
                     formats: Sequence[str] = ("png",)) -> list[Path]:
-    return _one("speedup_heatmap", speedup_heatmap_figure(df, layout), folder, formats)
+    return _one("speedup_heatmap", lambda lay: speedup_heatmap_figure(df, lay), folder, formats,
+                layout)
 
 
 def trends(history: pd.DataFrame, folder: Path, verdicts: pd.Series | None = None, *,
-           threshold: float = stats.THRESHOLD, layout: Layout = DOUBLE,
+           threshold: float = stats.THRESHOLD, layout: Layout = SCREEN,
            formats: Sequence[str] = ("png",)) -> list[Path]:
-    fig = trends_figure(history, layout, verdicts, threshold=threshold)
-    return _one("trends", fig, folder, formats)
+    return _one("trends", lambda lay: trends_figure(history, lay, verdicts, threshold=threshold),
+                folder, formats, layout)
 
 
-def accuracy_trends(history: pd.DataFrame, folder: Path, *, layout: Layout = DOUBLE,
+def accuracy_trends(history: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
                     formats: Sequence[str] = ("png",)) -> list[Path]:
-    return _one("accuracy", accuracy_trends_figure(history, layout), folder, formats)
+    return _one("accuracy", lambda lay: accuracy_trends_figure(history, lay), folder, formats,
+                layout)
