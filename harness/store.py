@@ -214,6 +214,7 @@ class Store:
         """`readonly`: for commands that only read; never creates, upgrades or writes the file,
         and works on read-only storage."""
         self.path = Path(path)
+        self._known_columns: dict[str, set[str]] = {}
         try:
             if readonly:
                 self.conn = _connect_readonly(self.path)
@@ -522,7 +523,12 @@ class Store:
         return [_from_sql(dict(r)) for r in rows]
 
     def _columns(self, table: str) -> set[str]:
-        return {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+        """The columns `table` has: fixed once the store is open (a writer upgraded it then, a
+        reader never does), so read once."""
+        if table not in self._known_columns:
+            self._known_columns[table] = {
+                r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+        return self._known_columns[table]
 
     def session_samples(self, job_id: str) -> list[np.ndarray]:
         """Raw samples (ns) of each session of a measurement, in session order."""
