@@ -20,6 +20,7 @@ Run by hand (minutes; not a test):
 
     .venv/bin/python benchmarks/compare_calibration.py [--runs 6] [--sessions 5] [--threads 2]
         [--cpu N ...] [--json FILE]
+    .venv/bin/python benchmarks/compare_calibration.py --simulate-only  # seconds: simulations
 """
 
 from __future__ import annotations
@@ -129,6 +130,41 @@ def simulate(within: float, extra: float, effect: float, sessions: int, threshol
     return alarms / trials, slower / trials
 
 
+def simulate_modes(slow_share: float, slow_log: float = 0.34, within: float = 0.03,
+                   sessions: int = 5, threshold: float = stats.THRESHOLD, history: int = 10,
+                   trials: int = 2000, seed: int = 0) -> float:
+    """Rate of false alarms (same model) on a device whose runs land in a slow mode (`slow_log`
+    slower, as a log) a `slow_share` of the time, each with its sessions within `within`: a
+    board that switches between two speeds, which a robust spread takes for a quiet one."""
+    rng = np.random.default_rng(seed)
+
+    def run() -> list[float]:
+        level = slow_log if rng.random() < slow_share else 0.0
+        return list(np.exp(level + rng.normal(0, 0.01) + rng.normal(0, within, sessions)))
+
+    alarms = 0
+    for _ in range(trials):
+        earlier = [run() for _ in range(history)]
+        alarms += judge(earlier[-1], run(), threshold=threshold,
+                        run_noise=history_noise(earlier))[1] in (stats.SLOWER, stats.FASTER)
+    return alarms / trials
+
+
+def print_simulations(threshold: float) -> None:
+    """The figures of the README's simulated tables, without measuring anything."""
+    for within, extra, sessions in ((0.02, 0.01, 5), (0.02, 0.01, 10), (0.01, 0.005, 5)):
+        for t in (0.05, 0.02):
+            alarm, slower = simulate(within, extra, float(np.log(1.10)), sessions, t, history=6)
+            print(f"sessions log-sd {within}, runs {extra}, {sessions} sessions, T = {t:.0%}: "
+                  f"+10% called slower {slower:.1%}, false alarms {alarm:.1%}")
+    alarm, slower = simulate(0.15, 0.05, float(np.log(1.14)), 5, threshold, history=6)
+    print(f"sessions log-sd 0.15, runs 0.05 (this VM): false alarms {alarm:.1%}, 1.14x called "
+          f"slower {slower:.1%}")
+    for share in (1 / 3, 1 / 10):
+        print(f"runs in a mode 40% slower {share:.0%} of the time: false alarms "
+              f"{simulate_modes(share, threshold=threshold):.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=6)
@@ -140,7 +176,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=1.0, help="timed window per session")
     parser.add_argument("--threshold", type=float, default=stats.THRESHOLD)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--simulate-only", action="store_true",
+                        help="print the simulated rates of the README and measure nothing")
     args = parser.parse_args()
+    if args.simulate_only:
+        print_simulations(args.threshold)
+        return
     print(f"host ISA: {fingerprint()['isa']}; {args.runs} runs x {args.sessions} sessions, "
           f"{args.threads} thread(s), CPUs {args.cpu or 'any'}, T = {args.threshold:.0%}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -62,7 +62,7 @@ QUIET = (0.005, 20)
 
 
 def _noise_verdicts(threshold: float, pairs: int = 200, sd: float = 0.03,
-                    run_noise: tuple[float, int] | None = (0.0, 0)) -> list[str]:
+                    run_noise: tuple[float, int | None] | None = (0.0, None)) -> list[str]:
     """Verdicts on pairs of equal distributions; by default the sessions' own spread only."""
     rng = np.random.default_rng(2026)
     return [
@@ -508,9 +508,10 @@ def test_nightly_verdicts_follow_the_same_rule(tmp_path: Path) -> None:
     started = {r.run_id: r.started_at for r in store.runs()}
     history = history.assign(run_started_at=history["run_id"].map(started))
     verdicts = verdicts_over_runs(history, SessionReader(store).medians)
-    # no verdict on speed before four runs have measured the run-to-run spread
+    # no verdict on speed before four runs have measured the run-to-run spread; the night after
+    # the step has it in its history, as spread: not "no change" until it leaves the window
     assert list(verdicts) == ["", INCONCLUSIVE, INCONCLUSIVE, INCONCLUSIVE, NO_CHANGE, SLOWER,
-                              NO_CHANGE]
+                              INCONCLUSIVE]
     for prev, cur in zip(runs, runs[1:], strict=False):
         pair = compare_runs(store, prev, cur).table.iloc[0]
         assert verdicts[history["run_id"] == cur].iloc[0] == pair["verdict"]
@@ -565,17 +566,16 @@ def test_run_to_run_spread_from_history_widens_the_interval(tmp_path: Path) -> N
     # with the sessions' own spread only, the same pair would have been called faster
     a = reader.medians(row["job_id_a"])
     b = reader.medians(row["job_id_b"])
-    assert judge(a, b, run_noise=(0.0, 0))[1] == FASTER
+    assert judge(a, b, run_noise=(0.0, None))[1] == FASTER
 
 
 def scipy_free_run_sd(runs: list[list[float]]) -> tuple[float, int]:
-    """The run-to-run log-sd from consecutive runs' log means (median absolute difference, the
-    normal consistency factor), less what the sessions explain, written out."""
+    """The run-to-run log-sd: the variance of the runs' log means less what the sessions
+    explain, written out."""
     logs = [np.log(r) for r in runs]
-    means = np.array([x.mean() for x in logs])
-    total = np.median(np.abs(np.diff(means))) / (scipy_stats.norm.ppf(0.75) * math.sqrt(2))
+    between = np.var([x.mean() for x in logs], ddof=1)
     within = np.mean([x.var(ddof=1) / x.size for x in logs])
-    return math.sqrt(max(0.0, total**2 - within)), len(logs)
+    return math.sqrt(max(0.0, between - within)), len(logs)
 
 
 @pytest.mark.parametrize("width", [160, 100])
@@ -604,6 +604,28 @@ def test_the_comparison_table_never_cuts_a_name(tmp_path: Path, width: int) -> N
     assert "…" not in "".join(lines)
     if width == 160:
         assert any("A median [ms]" in line and "B/A [95% CI]" in line for line in lines)
+
+
+@pytest.mark.parametrize("history", [0, 3])
+def test_the_printed_comparison_says_where_its_run_to_run_spread_came_from(
+        tmp_path: Path, history: int) -> None:
+    # Found: the README said "the table says which (run_sd_from)", but only summary.json did.
+    from rich.console import Console
+
+    from harness.report.console import render_comparison
+
+    store, a, b = _two_runs(tmp_path, {}, history=history)
+    result = compare_runs(store, a, b)
+    console = Console(width=200, record=True, color_system=None)
+    render_comparison(result, console)
+    last = console.export_text().splitlines()[-1]
+    sds = result.table["run_sd"]
+    if history:
+        assert last == ("Run-to-run spread in the intervals: from the earlier runs of the file "
+                        f"for 3 measurements (log-sd {sds.min():.3f}-{sds.max():.3f}, 3 d.f.).")
+    else:
+        assert last == ("Run-to-run spread in the intervals: assumed for 3 measurements with "
+                        "fewer than 4 runs of their file here (log-sd 0.050, at least 0.05).")
 
 
 def test_runs_of_mixed_sessions_are_no_part_of_the_run_to_run_history(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from harness.report import stats
 
 if TYPE_CHECKING:
+    import pandas as pd
     from rich.text import Text
 
     from harness.report.compare import RunComparison
@@ -463,6 +464,34 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
               .value_counts().items()]
     console.print(", ".join(f"{n} {v}" for v, n in counts) or "no measurements in either run",
                   highlight=False)
+    spread = run_spread_note(result.table)
+    if spread:
+        console.print(spread, highlight=False, markup=False)
+
+
+def run_spread_note(table: pd.DataFrame) -> str:
+    """Where each interval's run-to-run spread came from, in one line: from the history of the
+    files on the device (how many measurements, with its degrees of freedom) or assumed."""
+    judged = table[table["run_sd_from"].astype(str) != ""]
+    if judged.empty:
+        return ""
+
+    def span(values: pd.Series, fmt: str) -> str:
+        low, high = values.min(), values.max()
+        return f"{low:{fmt}}" if low == high else f"{low:{fmt}}-{high:{fmt}}"
+
+    parts = []
+    history = judged[judged["run_sd_from"].str.startswith("history")]
+    if len(history):
+        dof = history["run_sd_from"].str.extract(r"\((\d+) d\.f\.\)")[0].astype(int)
+        parts.append(f"from the earlier runs of the file for {plural(len(history), 'measurement')}"
+                     f" (log-sd {span(history['run_sd'], '.3f')}, {span(dof, 'd')} d.f.)")
+    assumed = judged[~judged["run_sd_from"].str.startswith("history")]
+    if len(assumed):
+        parts.append(f"assumed for {plural(len(assumed), 'measurement')} with fewer than "
+                     f"{stats.MIN_HISTORY_RUNS} runs of their file here (log-sd "
+                     f"{span(assumed['run_sd'], '.3f')}, at least {stats.RUN_SD_FLOOR:g})")
+    return "Run-to-run spread in the intervals: " + "; ".join(parts) + "."
 
 
 def _comparison_columns(rows: list[Any], styles: dict[str, str]

@@ -13,9 +13,10 @@ more than any within-process interval shows, so the session, not the iteration, 
 - two runs differ by more than their sessions show: the sessions of one run see minutes of the
   device's life, two runs see different minutes. Comparing runs therefore adds a run-to-run
   component, estimated from earlier runs of the same artifact on the same device where there are
-  MIN_HISTORY_RUNS or more, and otherwise taken as RUN_SD_FRACTION of the between-session spread
-  but never less than RUN_SD_FLOOR (both what the calibration benchmark measured on the
-  development machine);
+  MIN_HISTORY_RUNS or more (their spread as it is, never a robust one that would take a device
+  switching between two speeds for a quiet one), and otherwise taken as RUN_SD_FRACTION of the
+  between-session spread but never less than RUN_SD_FLOOR (both what the calibration benchmark
+  measured on the development machine);
 - a verdict has three answers besides "not measured": slower or faster by more than T when the
   whole interval of the ratio is beyond 1 +/- T, no change beyond T when it lies inside, and
   inconclusive otherwise. Noise alone almost never gives the first two.
@@ -47,7 +48,6 @@ RUN_SD_FRACTION = 0.5
 # measured the run-to-run log-sd at 0.03-0.07 on the development machine.
 RUN_SD_FLOOR = 0.05
 MIN_HISTORY_RUNS = 4
-_NORMAL_Q3 = 0.6744897501960817  # the standard normal's 75th percentile
 
 SLOWER = "slower"
 FASTER = "faster"
@@ -123,21 +123,24 @@ class RatioCI:
 
 def run_level_sd(runs: Sequence[Sequence[float]]) -> tuple[float, int] | None:
     """The spread between runs beyond what their sessions show, as a log-sd, from the session
-    medians of consecutive earlier runs of one artifact; with the number of runs it rests on.
+    medians of earlier runs of one artifact; with the number of runs it rests on.
 
-    The spread of the runs' log means comes from the median absolute difference of consecutive
-    runs (robust: one real step change in the history is one large difference among several and
-    does not pass for noise); what their sessions already explain is taken off. None with fewer
-    than MIN_HISTORY_RUNS runs of two sessions or more.
+    The variance of the runs' mean logs, less what their sessions already explain (the one-way
+    random-effects estimate). Deliberately not a robust spread: a device whose runs switch
+    between two speeds (a board that lands in a slow mode one run in three) has runs that mostly
+    agree, and the median difference of consecutive runs, used before, took it for a quiet
+    device and called the unchanged model slower or faster in a quarter of comparisons
+    (simulated; a user's nightlies of one file were called 0.62x and 1.45x). A real step in the
+    history now counts as spread until it leaves the window of runs: the comparison is less
+    sensitive for a while, never more alarming. None with fewer than MIN_HISTORY_RUNS runs of two
+    sessions or more.
     """
     groups = [np.log(np.asarray(r, dtype=np.float64)) for r in runs if len(r) >= 2]
     if len(groups) < MIN_HISTORY_RUNS:
         return None
-    means = np.array([g.mean() for g in groups])
-    # for normal d ~ N(0, 2 s^2): median |d| = Phi^-1(0.75) * sqrt(2) * s
-    total = float(np.median(np.abs(np.diff(means)))) / (_NORMAL_Q3 * math.sqrt(2))
+    between = float(np.var([g.mean() for g in groups], ddof=1))
     within = float(np.mean([g.var(ddof=1) / g.size for g in groups]))
-    return math.sqrt(max(0.0, total ** 2 - within)), len(groups)
+    return math.sqrt(max(0.0, between - within)), len(groups)
 
 
 def pooled_run_sd(estimates: Sequence[tuple[float, int]]) -> tuple[float, int] | None:
@@ -189,7 +192,7 @@ def ratio_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndar
     # Welch-Satterthwaite degrees of freedom, capped by those of the run-to-run estimate
     df = (va + vb) ** 2 / (va ** 2 / (la.size - 1) + vb ** 2 / (lb.size - 1)) \
         if va + vb > 0 else math.inf
-    if run_sd > 0 and run_df is not None:
+    if run_df is not None:  # an estimate of 0 is as uncertain as any other
         df = min(df, run_df)
     half = _t(df, confidence) * se
     return RatioCI(math.exp(diff), math.exp(diff - half), math.exp(diff + half), False, run_sd)
