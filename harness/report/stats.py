@@ -143,15 +143,6 @@ def run_level_sd(runs: Sequence[Sequence[float]]) -> tuple[float, int] | None:
     return math.sqrt(max(0.0, between - within)), len(groups)
 
 
-def pooled_run_sd(estimates: Sequence[tuple[float, int]]) -> tuple[float, int] | None:
-    """Run-to-run log-sd estimates of several artifacts (sd, runs) pooled, with their degrees of
-    freedom."""
-    df = sum(k - 1 for _, k in estimates)
-    if df <= 0:
-        return None
-    return math.sqrt(sum((k - 1) * sd ** 2 for sd, k in estimates) / df), df
-
-
 def default_run_sd(*session_medians: Sequence[float]) -> float:
     """The run-to-run log-sd assumed when there is no history: RUN_SD_FRACTION of the pooled
     between-session log-sd of the measurements compared, and at least RUN_SD_FLOOR."""
