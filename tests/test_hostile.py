@@ -317,6 +317,24 @@ def test_login_that_prints_is_named(fresh_sshd: SSHServer, tmp_path: Path, capsy
     assert "127.0.0.1" in err and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.ssh
+def test_a_user_whose_shell_refuses_commands_is_named(fresh_sshd: SSHServer, tmp_path: Path,
+                                                      capsys) -> None:
+    # Found: a user with the nologin shell read "the login prints 'This account is currently not
+    # available.' on stdout before every command ... needs that output gone".
+    nologin = shutil.which("nologin") or "/usr/sbin/nologin"
+    if not Path(nologin).is_file():
+        pytest.skip("needs nologin(8)")
+    fresh_sshd.stop()
+    fresh_sshd.extra_config = [f"ForceCommand {nologin}"]  # as the user's shell would run it
+    fresh_sshd.start()
+    profile = fresh_sshd.profile_file(tmp_path / "dev.yaml", cache_dir=str(tmp_path / "cache"))
+    assert main(["devices", "check", str(profile)]) != 0
+    err = _one_line_error(capsys, "127.0.0.1", "the login runs no command (`true` exited 1",
+                          "This account is currently not available", "nologin")
+    assert "prints" not in err and not (tmp_path / "cache").exists()
+
+
 def _one_line_error(capsys, *names: str) -> str:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err

@@ -168,6 +168,13 @@ class SSHConnection:
         """Refuse a login that prints on stdout (a shell startup file, a ForceCommand): every
         command's output, SFTP and the agent's protocol would start with its text."""
         done = self.exec("true", timeout_s=self.settings.command_timeout_s)
+        if done.why is None and done.status != 0:  # a nologin or false shell says so on stdout
+            self.close()
+            said = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
+            raise TransportError(
+                f"{self.where}: the login runs no command (`true` exited {done.status}"
+                + (f", saying {said[0][:60]!r}" if said else "") + "): the user's shell is "
+                "nologin or false, or a ForceCommand refuses it; give ssh.user a login shell")
         if done.why is None and done.stdout:
             self.close()
             first = done.stdout.decode(errors="replace").strip().splitlines() or [""]
