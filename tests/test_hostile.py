@@ -223,16 +223,23 @@ def _on_read_only_storage(folder: Path, argv: list[str]) -> subprocess.Completed
                           timeout=300, cwd=Path(__file__).parents[1])
 
 
-def test_result_database_on_read_only_storage_can_be_read(db, tmp_path: Path) -> None:  # noqa: F811
-    # Found: report/export/compare said "not a usable result database" for a valid WAL database
-    # on read-only storage (SQLite could not create its -shm file there).
-    path, a, b = db
+def _wal_copy(path: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the database `path` alone in a folder `shelf/x.db`, in WAL mode as bench leaves
+    it; (shelf, copy)."""
     shelf = tmp_path / "shelf"
     shelf.mkdir()
     copy = shelf / "x.db"
     copy.write_bytes(path.read_bytes())
-    with Store(copy) as store:  # a WAL database, as bench leaves it
+    with Store(copy) as store:
         assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    return shelf, copy
+
+
+def test_result_database_on_read_only_storage_can_be_read(db, tmp_path: Path) -> None:  # noqa: F811
+    # Found: report/export/compare said "not a usable result database" for a valid WAL database
+    # on read-only storage (SQLite could not create its -shm file there).
+    path, a, b = db
+    shelf, copy = _wal_copy(path, tmp_path)
     touch = _on_read_only_storage(shelf, ["devices", "list"])  # the mount itself works
     assert touch.returncode == 0, touch.stderr
     done = _on_read_only_storage(shelf, ["export", "--db", str(copy), "--run", a,
@@ -253,12 +260,7 @@ def test_reading_a_wal_database_leaves_nothing_beside_it(db, tmp_path: Path) -> 
     # Found: export, compare, report and db stats of a database as bench leaves it (WAL mode)
     # left x.db-wal and x.db-shm beside it: a read-only connection may not remove them.
     path, a, b = db
-    shelf = tmp_path / "shelf"
-    shelf.mkdir()
-    copy = shelf / "x.db"
-    copy.write_bytes(path.read_bytes())
-    with Store(copy) as store:
-        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    shelf, copy = _wal_copy(path, tmp_path)
     assert sorted(p.name for p in shelf.iterdir()) == ["x.db"]
     before = copy.read_bytes()
     for argv in (["export", "--run", a, "--format", "json"], ["compare", a, b], ["db", "stats"],
