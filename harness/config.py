@@ -134,6 +134,7 @@ def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
             if not isinstance(opts, dict):
                 raise ConfigError(path, "must be a mapping of option: value",
                                   field=f"runtime_options.{runtime}")
+            _check_runtime_options(path, runtime, opts)
         kw["runtime_options"] = {str(k): dict(v) for k, v in per_runtime.items()}
     if data.get("threads") is not None:
         threads = _expect(path, data, "threads", int)
@@ -201,6 +202,18 @@ def _check_runtime_names(path: Path, names: Any, where: str) -> None:
         if name not in RUNTIME_MODULES:
             raise ConfigError(path, f"unknown runtime {name!r}; known: "
                               f"{', '.join(sorted(RUNTIME_MODULES))}", field=where)
+
+
+def _check_runtime_options(path: Path, runtime: str, options: dict[str, Any]) -> None:
+    """Against what the agent's runtime reads (harness/agent/runtimes/options.py): a key it
+    does not read (`providerz` for `providers`) would leave the setting out without a word."""
+    from harness.agent.runtimes.options import OptionError, check_options
+
+    try:
+        check_options(runtime, options)
+    except OptionError as err:
+        raise ConfigError(path, err.message, field=f"runtime_options.{runtime}.{err.field}"
+                          ) from None
 
 
 def _check_cache_dir(path: Path, cache_dir: str) -> None:
