@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import posixpath
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,34 @@ def _check_cache_dir(path: Path, cache_dir: str) -> None:
         what = ", ".join(repr(c) for c in bad) if bad else "nothing"
         raise ConfigError(path, f"{cache_dir!r}: a cache folder path cannot hold {what}; use a "
                           "plain path such as ~/.cache/edgebench", field="cache_dir")
+    why = cache_dir_place(cache_dir)
+    if why is not None:
+        raise ConfigError(path, f"{cache_dir!r}: {why}; edgebench's files would lie among "
+                          "others' there, and devices clean refuses to clean it: use a folder "
+                          "of its own such as ~/.cache/edgebench", field="cache_dir")
+
+
+# Stands for the device's home folder, unknown here: no path holds a NUL, and it lies deep enough
+# that `~/../..` is a folder above it, not `/`.
+_DEVICE_HOME = "/\0" * 32 + "/~"
+
+
+def cache_dir_place(cache_dir: str) -> str | None:
+    """Why `devices clean` would refuse `cache_dir` for where it is (`/`, the home folder or
+    above it), as far as the host can tell: by the device's rule (agent/cacheclean.py), with
+    `~` and a relative path taken from the home folder as the device cache takes them
+    (transport/cache.py). Links and an absolute path above the home folder (`/home`) only
+    the device can resolve; it refuses those, and others' or world-writable folders, itself."""
+    from harness.agent.cacheclean import unsafe_place
+
+    if cache_dir == "~" or cache_dir.startswith("~/"):
+        where = _DEVICE_HOME + cache_dir[1:]
+    elif cache_dir.startswith("/"):
+        where = cache_dir
+    else:
+        where = f"{_DEVICE_HOME}/{cache_dir}"
+    why = unsafe_place(posixpath.normpath("/" + where.lstrip("/")), {_DEVICE_HOME})
+    return why.replace(_DEVICE_HOME, "~") if why else None
 
 
 def _parse_ssh(path: Path, data: dict[str, Any], need_host: bool = True) -> SSHSettings:
