@@ -142,6 +142,27 @@ def test_devices_list_and_check_local() -> None:
     assert f"  ISA: {isa}\n" in proc.stdout, proc.stdout
 
 
+def test_devices_check_names_the_cpus_of_cpu_affinity_the_device_lacks(tmp_path: Path) -> None:
+    """Found: `cpu_affinity: [0, 99]` on a 2-CPU device passed `devices check` ("everything the
+    profile needs is present"), then every bench job failed with `cpu_affinity`."""
+    usable = sorted(os.sched_getaffinity(0))
+    absent = max(usable) + 64
+    profile = tmp_path / "pinned.yaml"
+    profile.write_text(f"name: pinned\nruntimes: [onnxruntime]\n"
+                       f"cpu_affinity: [{usable[0]}, {absent}]\n")
+    proc = run_cli("devices", "check", str(profile))
+    said = " ".join(proc.stdout.split())
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"missing for this profile: CPU {absent} of cpu_affinity" in said, said
+    assert f"fix cpu_affinity in {profile}" in said and "everything the profile" not in said
+    proc = run_cli("devices", "check", str(profile), "--json")
+    assert json.loads(proc.stdout)["usable_cpus"] == usable
+    profile.write_text(f"name: pinned\nruntimes: [onnxruntime]\ncpu_affinity: [{usable[-1]}]\n")
+    proc = run_cli("devices", "check", str(profile))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "everything the profile needs is present" in proc.stdout
+
+
 def test_profile_runtime_options_reach_the_engine(tmp_path: Path, tiny_onnx: Path) -> None:
     profile = tmp_path / "noopt.yaml"
     profile.write_text("name: noopt\nruntimes: [onnxruntime]\nthreads: 1\n"

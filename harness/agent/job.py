@@ -290,7 +290,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         affinity = options.get("cpu_affinity")
         if affinity:
             pin(affinity)
-        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        cpus = probes.usable_cpus()
         # Threads are always explicit: default to one per CPU this process may run on.
         threads = checked_threads(options, os.cpu_count() or 1)
         threads = threads or (len(cpus) if cpus else os.cpu_count() or 1)
