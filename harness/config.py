@@ -168,6 +168,20 @@ def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
     return DeviceProfile(**kw)
 
 
+def check_coordinator(path: Path, value: str, field: str) -> None:
+    """HOST:PORT of a labgrid coordinator (`[v6 address]:PORT` too): without a port labgrid's
+    client went to :443 and the run failed later as an unreachable host (exit 3)."""
+    host, sep, port = value.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]") and len(host) > 2
+    if (sep and host and (bracketed or ":" not in host) and port.isdigit()
+            and 0 < int(port) < 65536):
+        return
+    example = f"{value}:20408" if value and ":" not in value else "lab.example.org:20408"
+    raise ConfigError(path, f"must be HOST:PORT of the labgrid coordinator, such as {example} "
+                      f"(labgrid-coordinator listens on 20408 unless told otherwise), got "
+                      f"{value!r}", field=field)
+
+
 def _parse_labgrid(path: Path, data: dict[str, Any]) -> LabgridSettings:
     _check_keys(path, data, {f.name for f in fields(LabgridSettings)}, prefix="labgrid.")
     kw: dict[str, Any] = {}
@@ -177,6 +191,8 @@ def _parse_labgrid(path: Path, data: dict[str, Any]) -> LabgridSettings:
         value = str(_expect(path, data, key, str, prefix="labgrid."))
         if not value.strip():
             raise ConfigError(path, "must not be empty", field=f"labgrid.{key}")
+        if key == "coordinator":
+            check_coordinator(path, value.strip(), "labgrid.coordinator")
         if key == "place" and not is_safe_name(value):  # it names the place's lock file
             raise ConfigError(path, f"{value!r} is not a usable place name; use {SAFE_NAME_RULE}",
                               field="labgrid.place")
