@@ -165,6 +165,11 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     out.print(f"  {fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs, "
               f"{_fmt(fp.get('mem_total_mb'), '.0f')} MB, {fp.get('os')}, "
               f"kernel {fp.get('kernel')}")
+    usable = usable_cpus(info)
+    lacking = sorted(set(profile.cpu_affinity or ()) - set(usable or ()))
+    if profile.cpu_affinity:
+        out.print(f"  cpu_affinity {list(profile.cpu_affinity)}; the agent may run on CPUs "
+                  f"{cpu_ranges(usable) if usable is not None else 'unknown'}")
     # what int8 kernels, speed and even accuracy depend on, and what every figure is labelled by
     out.print(f"  ISA: {escape(str(fp.get('isa') or 'unknown (no CPU flags found)'))}",
               soft_wrap=True)
@@ -203,9 +208,36 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     if missing:
         out.print(f"[red]missing for this profile:[/] {', '.join(missing)} "
                   "(install them on the device or remove them from the profile's runtimes)")
+    if usable is not None and lacking:
+        # every job pins itself to cpu_affinity and fails naming it (agent/job.py: pin)
+        out.print(f"[red]missing for this profile:[/] CPU{'s' if len(lacking) > 1 else ''} "
+                  f"{', '.join(map(str, lacking))} of cpu_affinity (the agent may run on CPUs "
+                  f"{cpu_ranges(usable)} only, so every bench job would fail; fix cpu_affinity "
+                  f"in {escape(str(profile.source or 'the profile'))})", soft_wrap=True)
+    if missing or (usable is not None and lacking):
         return 1
     out.print("[green]everything the profile needs is present[/]")
     return 0
+
+
+def usable_cpus(info: dict[str, Any]) -> list[int] | None:
+    """The CPUs the agent may run on, from `devices check`: its affinity, or where an agent
+    does not say (not Linux), every CPU it counts; None where neither is known."""
+    if info.get("usable_cpus") is not None:
+        return [int(c) for c in info["usable_cpus"]]
+    count = (info.get("fingerprint") or {}).get("cpu_count")
+    return list(range(count)) if isinstance(count, int) and count > 0 else None
+
+
+def cpu_ranges(cpus: list[int]) -> str:
+    """CPU numbers as `0-3, 6`."""
+    runs: list[list[int]] = []
+    for cpu in sorted(set(cpus)):
+        if runs and cpu == runs[-1][-1] + 1:
+            runs[-1].append(cpu)
+        else:
+            runs.append([cpu])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs) or "none"
 
 
 def _days(text: str) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import posixpath
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,7 @@ def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
             if not isinstance(opts, dict):
                 raise ConfigError(path, "must be a mapping of option: value",
                                   field=f"runtime_options.{runtime}")
+            _check_runtime_options(path, runtime, opts)
         kw["runtime_options"] = {str(k): dict(v) for k, v in per_runtime.items()}
     if data.get("threads") is not None:
         threads = _expect(path, data, "threads", int)
@@ -166,6 +168,20 @@ def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
     return DeviceProfile(**kw)
 
 
+def check_coordinator(path: Path, value: str, field: str) -> None:
+    """HOST:PORT of a labgrid coordinator (`[v6 address]:PORT` too): without a port labgrid's
+    client went to :443 and the run failed later as an unreachable host (exit 3)."""
+    host, sep, port = value.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]") and len(host) > 2
+    if (sep and host and (bracketed or ":" not in host) and port.isdigit()
+            and 0 < int(port) < 65536):
+        return
+    example = f"{value}:20408" if value and ":" not in value else "lab.example.org:20408"
+    raise ConfigError(path, f"must be HOST:PORT of the labgrid coordinator, such as {example} "
+                      f"(labgrid-coordinator listens on 20408 unless told otherwise), got "
+                      f"{value!r}", field=field)
+
+
 def _parse_labgrid(path: Path, data: dict[str, Any]) -> LabgridSettings:
     _check_keys(path, data, {f.name for f in fields(LabgridSettings)}, prefix="labgrid.")
     kw: dict[str, Any] = {}
@@ -175,6 +191,8 @@ def _parse_labgrid(path: Path, data: dict[str, Any]) -> LabgridSettings:
         value = str(_expect(path, data, key, str, prefix="labgrid."))
         if not value.strip():
             raise ConfigError(path, "must not be empty", field=f"labgrid.{key}")
+        if key == "coordinator":
+            check_coordinator(path, value.strip(), "labgrid.coordinator")
         if key == "place" and not is_safe_name(value):  # it names the place's lock file
             raise ConfigError(path, f"{value!r} is not a usable place name; use {SAFE_NAME_RULE}",
                               field="labgrid.place")
@@ -203,6 +221,18 @@ def _check_runtime_names(path: Path, names: Any, where: str) -> None:
                               f"{', '.join(sorted(RUNTIME_MODULES))}", field=where)
 
 
+def _check_runtime_options(path: Path, runtime: str, options: dict[str, Any]) -> None:
+    """Against what the agent's runtime reads (harness/agent/runtimes/options.py): a key it
+    does not read (`providerz` for `providers`) would leave the setting out without a word."""
+    from harness.agent.runtimes.options import OptionError, check_options
+
+    try:
+        check_options(runtime, options)
+    except OptionError as err:
+        raise ConfigError(path, err.message, field=f"runtime_options.{runtime}.{err.field}"
+                          ) from None
+
+
 def _check_cache_dir(path: Path, cache_dir: str) -> None:
     # The cache path goes into device commands and tools' output (sha256sum escapes a name with
     # a backslash or newline): a plain POSIX path is asked for, rather than quoted everywhere.
@@ -211,6 +241,34 @@ def _check_cache_dir(path: Path, cache_dir: str) -> None:
         what = ", ".join(repr(c) for c in bad) if bad else "nothing"
         raise ConfigError(path, f"{cache_dir!r}: a cache folder path cannot hold {what}; use a "
                           "plain path such as ~/.cache/edgebench", field="cache_dir")
+    why = cache_dir_place(cache_dir)
+    if why is not None:
+        raise ConfigError(path, f"{cache_dir!r}: {why}; edgebench's files would lie among "
+                          "others' there, and devices clean refuses to clean it: use a folder "
+                          "of its own such as ~/.cache/edgebench", field="cache_dir")
+
+
+# Stands for the device's home folder, unknown here: no path holds a NUL, and it lies deep enough
+# that `~/../..` is a folder above it, not `/`.
+_DEVICE_HOME = "/\0" * 32 + "/~"
+
+
+def cache_dir_place(cache_dir: str) -> str | None:
+    """Why `devices clean` would refuse `cache_dir` for where it is (`/`, the home folder or
+    above it), as far as the host can tell: by the device's rule (agent/cacheclean.py), with
+    `~` and a relative path taken from the home folder as the device cache takes them
+    (transport/cache.py). Links and an absolute path above the home folder (`/home`) only
+    the device can resolve; it refuses those, and others' or world-writable folders, itself."""
+    from harness.agent.cacheclean import unsafe_place
+
+    if cache_dir == "~" or cache_dir.startswith("~/"):
+        where = _DEVICE_HOME + cache_dir[1:]
+    elif cache_dir.startswith("/"):
+        where = cache_dir
+    else:
+        where = f"{_DEVICE_HOME}/{cache_dir}"
+    why = unsafe_place(posixpath.normpath("/" + where.lstrip("/")), {_DEVICE_HOME})
+    return why.replace(_DEVICE_HOME, "~") if why else None
 
 
 def _parse_ssh(path: Path, data: dict[str, Any], need_host: bool = True) -> SSHSettings:

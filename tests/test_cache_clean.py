@@ -246,15 +246,35 @@ def test_a_tensorrt_folder_not_plainly_ours_is_left_alone(sshd: SSHServer,
 
 @pytest.mark.parametrize("cache_dir", ["/", "~", "~/"])
 def test_refuses_root_and_home(sshd: SSHServer, tmp_path: Path, cache_dir: str) -> None:
+    """What the host can tell from the profile is refused with it (by the device's rule), before
+    any connection: no bench or check ever fills such a cache."""
     device = sshd.profile_file(tmp_path / "dev.yaml", cache_dir=cache_dir)
     # --dry-run: should the refusal ever break, this test still removes nothing
+    proc = run_cli("devices", "clean", str(device), "--dry-run")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"{device}: cache_dir: {cache_dir!r}: it is the" in lines[0]
+    assert "devices clean refuses to clean it" in lines[0]
+    assert "removed" not in proc.stdout
+
+
+@pytest.mark.parametrize("how", ["path", "link"])
+def test_refuses_the_home_folder_the_host_cannot_tell(sshd: SSHServer, tmp_path: Path,
+                                                      how: str) -> None:
+    """The device's home written out, or a link to it: only the device knows, and refuses."""
+    home = os.path.realpath(Path.home())
+    cache_dir = home
+    if how == "link":
+        (tmp_path / "home").symlink_to(home)
+        cache_dir = str(tmp_path / "home")
+    device = sshd.profile_file(tmp_path / "dev.yaml", cache_dir=cache_dir)
     proc = run_cli("devices", "clean", str(device), "--dry-run")
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "device loopback-ssh" in lines[0] and "refusing to clean" in lines[0]
-    where = "/" if cache_dir == "/" else os.path.realpath(Path.home())
-    assert f"cache_dir {where}:" in lines[0]
+    assert f"cache_dir {home}: it is the home folder itself" in lines[0]
     assert "removed" not in proc.stdout
 
 

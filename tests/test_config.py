@@ -39,6 +39,39 @@ def test_every_shipped_profile_loads() -> None:
         ("name: x\nruntimes: [onnxruntim]\n", "runtimes",
          "unknown runtime 'onnxruntim'; known: onnxruntime, tflite, torch"),
         ("name: x\nruntime_options: {tflit: {}}\n", "runtime_options", "unknown runtime 'tflit'"),
+        # a key the runtime does not read left the setting out without a word: ONNX Runtime on
+        # the CPU, and no cpu_fallback flag since nothing counted as asked for
+        ("name: x\nruntime_options: {onnxruntime: {providerz: [CPUExecutionProvider]}}\n",
+         "runtime_options.onnxruntime.providerz", "unknown option; known: "
+         "graph_optimization_level, inter_op_threads, provider_options, providers, tensorrt"),
+        ("name: x\nruntime_options: {onnxruntime: {provider: [CUDAExecutionProvider]}}\n",
+         "runtime_options.onnxruntime.provider", "unknown option; known: "),
+        ("name: x\nruntime_options: {onnxruntime: {providers: CUDAExecutionProvider}}\n",
+         "runtime_options.onnxruntime.providers", "must be a list of names"),
+        ("name: x\nruntime_options: {onnxruntime: {providers: [TensorrtExecutionProvider], "
+         "tensorrt: {fp61: true}}}\n", "runtime_options.onnxruntime.tensorrt.fp61",
+         "unknown option; known: fp16, int8, workspace_mb"),
+        ("name: x\nruntime_options: {onnxruntime: {providers: [TensorrtExecutionProvider], "
+         "tensorrt: {fp16: 'yes'}}}\n", "runtime_options.onnxruntime.tensorrt.fp16",
+         "must be true or false, got 'yes'"),
+        ("name: x\nruntime_options: {onnxruntime: {tensorrt: {fp16: true}}}\n",
+         "runtime_options.onnxruntime.tensorrt", "which providers does not list"),
+        ("name: x\nruntime_options: {onnxruntime: {providers: [TensorrtExecutionProvider], "
+         "provider_options: {TensorrtExecutionProvidr: {}}}}\n",
+         "runtime_options.onnxruntime.provider_options.TensorrtExecutionProvidr",
+         "not among the providers asked for"),
+        ("name: x\nruntime_options: {onnxruntime: {threads: 2}}\n",
+         "runtime_options.onnxruntime.threads", "the profile's own `threads` field"),
+        ("name: x\nruntime_options: {onnxruntime: {inter_op_threads: 0}}\n",
+         "runtime_options.onnxruntime.inter_op_threads", "a whole number of at least 1"),
+        ("name: x\nruntime_options: {tflite: {delegate: [libedgetpu.so.1]}}\n",
+         "runtime_options.tflite.delegate", "known: delegates, xnnpack"),
+        ("name: x\nruntime_options: {tflite: {xnnpack: 0}}\n", "runtime_options.tflite.xnnpack",
+         "true or false"),
+        ("name: x\nruntime_options: {torch: {precision: int4}}\n",
+         "runtime_options.torch.precision", "one of fp32, fp16, bf16, got 'int4'"),
+        ("name: x\nruntime_options: {torch: {device: gpu}}\n", "runtime_options.torch.device",
+         "cpu, cuda or cuda:N"),
     ],
 )
 def test_profile_errors_name_file_and_field(tmp_path: Path, text: str, field: str,
@@ -90,3 +123,37 @@ def test_cpu_affinity_naming_a_cpu_the_device_lacks_fails_the_job_naming_it(
     assert result["status"] == "failed" and result["error"]["kind"] == "cpu_affinity"
     assert f"names CPU {absent} that this process cannot run on" in result["error"]["message"]
     assert os.sched_getaffinity(0) == before  # refused before anything was pinned
+
+
+def test_runtime_options_are_declared_where_the_runtimes_read_them() -> None:
+    """The loader checks profiles against harness/agent/runtimes/options.py; each runtime reads
+    its options through that table (`declared`), so a key it reads that the table lacks fails,
+    and every key the table declares is one its runtime's code names."""
+    import re
+
+    from harness.agent.runtimes import RUNTIME_MODULES
+    from harness.agent.runtimes.options import (
+        JOB_OPTIONS,
+        OPTIONS,
+        Table,
+        UndeclaredOption,
+        declared,
+    )
+
+    assert set(OPTIONS) == set(RUNTIME_MODULES)
+    for runtime, fields in OPTIONS.items():
+        source = (REPO / "harness" / "agent" / "runtimes" / f"{runtime}.py").read_text()
+        for key, spec in fields.items():
+            names = [key, *(spec.fields if isinstance(spec, Table) else ())]
+            for name in names:
+                assert f'"{name}"' in source, (runtime, name)
+        read = set(re.findall(r'\boptions\.get\("([a-z_]+)"', source))
+        assert read and read <= set(fields) | set(JOB_OPTIONS), (runtime, read - set(fields))
+    options = declared("onnxruntime", {"providers": ["CPUExecutionProvider"], "threads": 1,
+                                       "tensorrt": {"fp16": True}})
+    assert options.get("providers") == ["CPUExecutionProvider"] and options["threads"] == 1
+    assert options["tensorrt"].get("fp16") is True
+    with pytest.raises(UndeclaredOption, match="providerz"):
+        options.get("providerz")
+    with pytest.raises(UndeclaredOption, match="fp61"):
+        options["tensorrt"].get("fp61")

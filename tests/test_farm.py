@@ -425,6 +425,21 @@ def test_farm_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
     assert "places.p.transport: set by the farm" in load(
         {**base, "places": {"p": {"transport": "ssh"}}})
     assert "retries: must be between 0 and" in load({**base, "retries": -1})
+    # found: a coordinator without its port went to :443 and failed later, as unreachable
+    assert ("coordinator: must be HOST:PORT of the labgrid coordinator, such as "
+            "127.0.0.1:20408" in load({**base, "coordinator": "127.0.0.1"}))
+    assert "coordinator: must be HOST:PORT" in load({**base, "coordinator": "::1"})
+    # found: the known fields listed transport and labgrid, which the farm then refuses
+    for where, data in (("places.p.", {**base, "places": {"p": {"kind": "rpi", "runtimez": []}}}),
+                        ("defaults.", {**base, "defaults": {"runtimez": []}})):
+        said = load(data)
+        assert f"{where}runtimez: unknown field; known: cache_dir, cpu_affinity, " in said, said
+        assert "labgrid" not in said.split("known:")[1] and "transport" not in said
+    said = load({**base, "places": {"p": {"ssh": {"key_flie": "~/.ssh/k"}}}})
+    assert "places.p.ssh.key_flie: unknown field; known: command_timeout_s" in said
+    assert not {"host", "port", "user"} & set(said.split("known: ")[1].split(", "))
+    assert "passwords are never stored" in load(
+        {**base, "places": {"p": {"ssh": {"password": "x"}}}})
     # a place name becomes part of a lock file's path, even when the device has its own name
     assert "places.../x.labgrid.place: '../x' is not a usable place name" in load(
         {**base, "places": {"../x": {"name": "pi"}}})
@@ -459,6 +474,9 @@ def test_a_labgrid_profile_needs_its_coordinator_and_place_but_no_address(tmp_pa
                              "labgrid": {"coordinator": "lab:20408", "place": "../x"}})
     with pytest.raises(ConfigError, match="ssh.host: required field is missing"):
         parse_profile(path, {"name": "board", "transport": "ssh", "ssh": {"port": 22}})
+    with pytest.raises(ConfigError, match="labgrid.coordinator: must be HOST:PORT"):
+        parse_profile(path, {"name": "board", "transport": "labgrid",
+                             "labgrid": {"coordinator": "lab", "place": "rpi-3"}})
 
 
 def test_out_folder_of_someone_else_is_refused_before_anything_runs(tmp_path: Path) -> None:

@@ -306,6 +306,40 @@ def test_cache_dir_with_a_backslash_or_newline_is_refused(tmp_path: Path, capsys
     assert "cannot hold" in err
 
 
+@pytest.mark.parametrize(("cache_dir", "why"), [
+    ("/", "it is the root folder"), ("//", "it is the root folder"),
+    ("~", "it is the home folder itself"), ("~/", "it is the home folder itself"),
+    (".", "it is the home folder itself"), ("~/..", "it holds the home folder ~"),
+    ("~/.cache/../..", "it holds the home folder ~"),
+])
+def test_cache_dir_that_devices_clean_refuses_is_refused_with_the_profile(
+        tmp_path: Path, capsys, cache_dir: str, why: str) -> None:
+    # Found: `cache_dir: /` passed, `devices check` pushed the agent into / (leaving
+    # /<sha256> and /<sha256>.d there), and `devices clean` then refused to clean it.
+    profile = tmp_path / "dev.yaml"
+    profile.write_text(f'name: dev\ntransport: ssh\nssh: {{host: 127.0.0.1, port: 1}}\n'
+                       f'cache_dir: "{cache_dir}"\n')
+    assert main(["devices", "check", str(profile)]) == 2  # before any connection is tried
+    err = _one_line_error(capsys, str(profile), "cache_dir:", why)
+    assert "devices clean refuses" in err
+
+
+def test_the_profile_loader_and_devices_clean_refuse_a_cache_dir_by_one_rule(
+        tmp_path: Path) -> None:
+    from harness.agent import cacheclean
+    from harness.config import cache_dir_place
+
+    home = os.path.realpath(os.path.expanduser("~"))
+    assert cacheclean.unsafe(home) == cache_dir_place("~") == "it is the home folder itself"
+    assert cacheclean.unsafe("/") == cache_dir_place("/") == "it is the root folder"
+    above = os.path.dirname(home)
+    assert cacheclean.unsafe(above) == ("it is the root folder" if above == "/" else
+                                        f"it holds the home folder {home}")
+    assert cache_dir_place("~/..") == "it holds the home folder ~"
+    for fine in ("~/.cache/edgebench", ".cache/edgebench", str(tmp_path / "cache"), "/home"):
+        assert cache_dir_place(fine) is None, fine  # /home: only the device knows its home
+
+
 @pytest.mark.ssh
 def test_login_that_prints_is_named(fresh_sshd: SSHServer, tmp_path: Path, capsys) -> None:
     # Found: a login printing "Welcome" broke SFTP and the hash check ("arrived corrupted").

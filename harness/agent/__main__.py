@@ -36,6 +36,8 @@ def check(kind: str = "linux") -> dict[str, Any]:
         "protocol_version": protocol.PROTOCOL_VERSION,
         "python": probes.python_info(),
         "fingerprint": probes.fingerprint(kind),
+        # what the profile's cpu_affinity may name (every job pins itself to those CPUs)
+        "usable_cpus": probes.usable_cpus(),
         "state": probes.state(kind),
         "runtimes": runtimes_present(),
         "agent": agent_origin(),

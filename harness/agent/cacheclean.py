@@ -61,14 +61,23 @@ def _size(path: str, st: os.stat_result) -> int:
     return total
 
 
-def unsafe(real: str) -> str | None:
-    """Why the folder `real` (a resolved path) must not be cleaned, or None."""
-    try:
-        st = os.stat(real)
-    except OSError as err:
-        return f"cannot look at it: {err.strerror or err}"
-    if not stat.S_ISDIR(st.st_mode):
-        return "it is not a folder"
+def unsafe_place(real: str, homes: set[str]) -> str | None:
+    """Why a cache at `real` (a resolved path) would lie among what is not edgebench's: `/`, a
+    home folder in `homes` or a folder above one; None if it is none of these. Path logic
+    alone: the host's profile loader refuses such a `cache_dir` by this same rule, with the
+    device's home folder standing for `~`."""
+    if real == "/":
+        return "it is the root folder"
+    for home in sorted(homes):
+        if real == home:
+            return "it is the home folder itself"
+        if home.startswith(real.rstrip("/") + "/"):
+            return f"it holds the home folder {home}"
+    return None
+
+
+def home_folders() -> set[str]:
+    """This user's home folder, resolved, as each of the ways to ask for it says it."""
     homes = set()
     for home in (os.path.expanduser("~"), os.environ.get("HOME")):
         if home and home.startswith("/"):
@@ -79,13 +88,20 @@ def unsafe(real: str) -> str | None:
         homes.add(os.path.realpath(pwd.getpwuid(os.geteuid()).pw_dir))
     except (ImportError, KeyError):
         pass
-    if real == "/":
-        return "it is the root folder"
-    for home in homes:
-        if real == home:
-            return "it is the home folder itself"
-        if home.startswith(real.rstrip("/") + "/"):
-            return f"it holds the home folder {home}"
+    return homes
+
+
+def unsafe(real: str) -> str | None:
+    """Why the folder `real` (a resolved path) must not be cleaned, or None."""
+    try:
+        st = os.stat(real)
+    except OSError as err:
+        return f"cannot look at it: {err.strerror or err}"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a folder"
+    place = unsafe_place(real, home_folders())
+    if place is not None:
+        return place
     if st.st_uid != os.geteuid():
         return f"it belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()})"
     if st.st_mode & stat.S_IWOTH:

@@ -35,6 +35,7 @@ from .runtimes import (
     first_line,
     get_runtime,
 )
+from .runtimes.options import declared as declared_options
 
 SEED = 20240611
 # What ONNX Runtime and LiteRT call the CPU among the providers and delegates in force.
@@ -289,7 +290,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         affinity = options.get("cpu_affinity")
         if affinity:
             pin(affinity)
-        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        cpus = probes.usable_cpus()
         # Threads are always explicit: default to one per CPU this process may run on.
         threads = checked_threads(options, os.cpu_count() or 1)
         threads = threads or (len(cpus) if cpus else os.cpu_count() or 1)
@@ -323,7 +324,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         baseline = probes.memory_mb()
         t0 = time.perf_counter()
         try:
-            runtime.load(model["path"], options)
+            # read through what options.py declares: what the profile loader checks
+            runtime.load(model["path"], declared_options(runtime.name, options))
         except ModelLoadError as err:
             raise JobError(err.kind, str(err)) from err
         result["load_s"] = time.perf_counter() - t0

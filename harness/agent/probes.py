@@ -115,6 +115,14 @@ def numpy_version() -> str | None:
     return str(numpy.__version__)
 
 
+def usable_cpus() -> list[int] | None:
+    """The CPUs this process may run on (its affinity: a container's, cgroup's or taskset's
+    limit included), what a profile's `cpu_affinity` may name; None where the OS does not say."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    return sorted(os.sched_getaffinity(0))
+
+
 def fingerprint(kind: str = "linux") -> dict[str, Any]:
     cpuinfo = read_text("/proc/cpuinfo")
     cpu = isa.kernel_flags(cpuinfo or "", platform.machine())

@@ -14,18 +14,31 @@ from typing import Any
 
 from torch import nn
 
-from harness.compress.techniques import TORCH, ParamError, in_range, positive_int, technique
+from harness.compress.techniques import (
+    TORCH,
+    ParamError,
+    in_range,
+    learning_rate,
+    positive_int,
+    technique,
+    text,
+    unless_none,
+)
 from harness.compress.train import StepContext, count_params, fit, seed_everything
+from harness.errors import UnknownNameError
 from harness.zoo.models import MODELS, build_model
 
 
 def _check(p: dict[str, Any]) -> None:
     if not isinstance(p.get("student"), str):
-        raise ParamError("student must name a zoo model")
-    MODELS.get(p["student"])  # UnknownNameError lists the known models
+        raise ParamError(f"student must name a zoo model, got {p.get('student')!r}", "student")
+    if p["student"] not in MODELS:
+        raise ParamError(str(UnknownNameError("model", p["student"], MODELS.names())), "student")
+    unless_none(text, p, "student_weights")
     in_range(p, "temperature", 0.0, 100.0, low_open=True)
     in_range(p, "alpha", 0.0, 1.0)
     positive_int(p, "epochs")
+    unless_none(learning_rate, p, "lr")
 
 
 @technique(

@@ -15,7 +15,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.compress.techniques import TORCH, ParamError, in_range, positive_int, technique
+from harness.compress.techniques import (
+    TORCH,
+    ParamError,
+    in_range,
+    learning_rate,
+    positive_int,
+    technique,
+)
 from harness.compress.train import StepContext, fit
 
 
@@ -27,6 +34,7 @@ def _check(p: dict[str, Any]) -> None:
     else:
         in_range(p, "energy", 0.0, 1.0, low_open=True)
     positive_int(p, "finetune_epochs", allow_zero=True)
+    learning_rate(p)
 
 
 def _rank(singular: torch.Tensor, params: dict[str, Any]) -> int:

@@ -20,11 +20,14 @@ from torch import nn
 from harness.compress.techniques import (
     TORCH,
     ParamError,
+    flag,
     in_range,
+    learning_rate,
     one_of,
     pct,
     positive_int,
     technique,
+    unless_none,
 )
 from harness.compress.train import StepContext, count_params, fit
 from harness.errors import EdgebenchError
@@ -55,8 +58,9 @@ def _check_structured(p: dict[str, Any]) -> None:
     in_range(p, "ratio", 0.0, 1.0, high_open=True)
     one_of(p, "importance", IMPORTANCE)
     positive_int(p, "finetune_epochs", allow_zero=True)
-    if p.get("round_to") is not None:
-        positive_int(p, "round_to")
+    learning_rate(p)
+    unless_none(positive_int, p, "round_to")
+    flag(p, "global_pruning")
 
 
 @technique(
@@ -112,6 +116,7 @@ def sparsity(model: nn.Module) -> float:
 def _check_magnitude(p: dict[str, Any]) -> None:
     in_range(p, "sparsity", 0.0, 1.0, high_open=True)
     positive_int(p, "finetune_epochs", allow_zero=True)
+    learning_rate(p)
 
 
 @technique(

@@ -35,7 +35,8 @@ from harness.compress.export import edgetpu_compile
 from harness.compress.techniques import (
     QUANTIZE,
     TORCH,
-    in_range,
+    flag,
+    learning_rate,
     one_of,
     positive_int,
     technique,
@@ -53,6 +54,13 @@ REDUCED_WEIGHT_MAX = 64
 def _check_static(p: dict[str, Any]) -> None:
     positive_int(p, "calibration_size")
     one_of(p, "method", CALIBRATION)
+    for key in ("per_channel", "edgetpu", "reduce_range"):
+        flag(p, key)
+
+
+def _check_dynamic(p: dict[str, Any]) -> None:
+    for key in ("per_channel", "reduce_range"):
+        flag(p, key)
 
 
 class _Reader:
@@ -154,6 +162,7 @@ def quantize_static(src: Path, dst: Path, fmt: str, params: dict[str, Any], ctx:
     "quantize_dynamic", QUANTIZE,
     defaults={"per_channel": False, "reduce_range": True},
     label=lambda p: "int8_dynamic",
+    check=_check_dynamic,
     precision="int8",
     formats=FILE_FORMATS,
 )
@@ -247,7 +256,7 @@ class _WeightFakeQuant(nn.Module):
 
 def _check_qat(p: dict[str, Any]) -> None:
     positive_int(p, "epochs")
-    in_range(p, "lr", 0.0, 1.0, low_open=True)
+    learning_rate(p)
     _check_static(p)
 
 

@@ -22,15 +22,20 @@ A suite is a YAML file (see models/demo.yaml)::
         steps: [{prune_structured: {ratio: 0.5}}]
         formats: [onnx]                     # optional: only these formats
 
-Every model also gets its fp32 baseline. Structure is checked here (ConfigError names the file and
-the field; unknown technique, model and dataset names list the known ones); parameter values are
-range-checked when each artifact is built, so one bad recipe fails alone. Device profiles live in
-harness/config.py; this module holds only suites.
+Every model also gets its fp32 baseline. Everything is checked here, before anything is built:
+structure, names (unknown technique, model and dataset names list the known ones) and every value
+whose type and range are known: training settings (`train.TRAIN_SETTINGS`), dataset settings (the
+loader's parameters, `datasets.SETTING_CHECKS`) and each step's parameters (its technique's
+`check`, which the build runs again). A ConfigError names the file and the field
+(`recipes.int8.steps[0].quantize_static.calibration_size`); a suite with one bad value builds
+nothing. What only the model shows (a rank that shrinks no layer) fails its artifact at build.
+Device profiles live in harness/config.py; this module holds only suites.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +43,6 @@ from typing import Any
 from harness import yamlfile
 from harness.artifacts import BUILD_FORMATS, DEFAULT_BUILD_FORMATS, SAFE_NAME_RULE, is_safe_name
 from harness.errors import ConfigError, UnknownNameError
-
-TRAIN_KEYS = {"epochs", "lr", "batch_size", "weight_decay", "threads"}
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,15 @@ class _Reader:
         if name not in known:
             raise self.fail(where, str(UnknownNameError(kind, name, known)))
 
+    def checked(self, where: str, check: Callable[..., Any], *args: Any) -> None:
+        """`check(*args)`, which raises ParamError naming its parameter, one below `where`."""
+        from harness.compress.techniques import ParamError
+
+        try:
+            check(*args)
+        except ParamError as err:
+            raise self.fail(f"{where}.{err.param}" if err.param else where, str(err)) from None
+
     def formats(self, value: Any, where: str) -> tuple[str, ...]:
         formats = self.names(value, where)
         for i, fmt in enumerate(formats):
@@ -178,6 +190,8 @@ def load_suite(path: Path | str) -> Suite:
         raise ConfigError(path, "empty suite")
     r.keys(top, "", {"name", "seed", "formats", "datasets", "models", "recipes", "description"})
     techniques, model_names, dataset_types = _known()
+    from harness.compress.train import TRAIN_SETTINGS
+    from harness.zoo.datasets import check_settings
 
     default_formats = r.formats(top.get("formats", list(DEFAULT_BUILD_FORMATS)), "formats")
     seed = r.integer(top.get("seed", 0), "seed")
@@ -188,6 +202,7 @@ def load_suite(path: Path | str) -> Suite:
         body = dict(r.mapping(body, where))
         kind = r.string(body.pop("type", None), f"{where}.type")
         r.known(kind, f"{where}.type", "dataset", dataset_types)
+        r.checked(where, check_settings, kind, body)
         datasets[name] = DatasetCfg(name, kind, body)
 
     recipes: dict[str, RecipeCfg] = {}
@@ -215,7 +230,9 @@ def load_suite(path: Path | str) -> Suite:
             r.known(r.string(dataset, f"{where}.dataset"), f"{where}.dataset", "dataset",
                     sorted(datasets))
         train = r.mapping(body.get("train"), f"{where}.train")
-        r.keys(train, f"{where}.train", TRAIN_KEYS)
+        r.keys(train, f"{where}.train", set(TRAIN_SETTINGS))
+        for key in train:
+            r.checked(f"{where}.train", TRAIN_SETTINGS[key], train, key)
         if train and dataset is None:
             raise r.fail(f"{where}.train", "training needs a dataset; set models."
                          f"{name}.dataset")
@@ -257,6 +274,7 @@ def _steps(r: _Reader, value: Any, where: str, techniques: list[str]) -> tuple[S
         r.known(name, at, "technique", techniques)
         tech = TECHNIQUES.get(name)
         r.keys(params, f"{at}.{name}", set(tech.defaults))
+        r.checked(f"{at}.{name}", tech.resolve, params)
         if (tech.stage == QUANTIZE or tech.then_quantize) and i != len(value) - 1:
             raise r.fail(at, f"{name} quantizes the exported file, so it must be the last step")
         steps.append(Step(name, dict(params)))

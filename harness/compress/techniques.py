@@ -16,6 +16,7 @@ converted by the same quantizer whose rounding it was trained for.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,13 @@ _IMPLEMENTATIONS = (
 
 
 class ParamError(ValueError):
-    """A technique parameter out of range (a per-artifact failure, not a malformed suite)."""
+    """A parameter out of range or of the wrong type, naming it (`param`) where it is one; a
+    suite's are checked when it is loaded (suite.py), so at build this is what only the model
+    shows (a rank that shrinks no layer) or a technique without a `check`."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,10 @@ class Technique:
     apply: Callable[..., Any]
     defaults: dict[str, Any]
     label: Callable[[dict[str, Any]], str]
+    # Every parameter's type and range, run on the defaults overlaid with a suite's values when
+    # the suite is loaded and again when the step is built; raises ParamError naming the
+    # parameter. A technique without one (registered from outside harness) is checked by its
+    # own code at build.
     check: Callable[[dict[str, Any]], None] = lambda params: None
     precision: str | None = None  # precision of the output when this step changes it
     formats: tuple[str, ...] = BUILD_FORMATS
@@ -92,31 +103,54 @@ def load_all() -> Registry[Technique]:
     return TECHNIQUES
 
 
-# Range checks shared by the implementations; each raises ParamError naming the parameter.
+# Checks shared by the implementations (and by training and dataset settings); each raises
+# ParamError naming the parameter.
 
 
 def in_range(params: dict[str, Any], key: str, low: float, high: float, *,
              low_open: bool = False, high_open: bool = False) -> None:
     value = params.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ParamError(f"{key} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ParamError(f"{key} must be a number, got {value!r}", key)
     below = value <= low if low_open else value < low
     above = value >= high if high_open else value > high
     if below or above:
         lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ParamError(f"{key}={value} is out of range {lo}{low}, {high}{hi}")
+        raise ParamError(f"{key}={value} is out of range {lo}{low}, {high}{hi}", key)
 
 
 def positive_int(params: dict[str, Any], key: str, *, allow_zero: bool = False) -> None:
     value = params.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
         need = "a non-negative" if allow_zero else "a positive"
-        raise ParamError(f"{key} must be {need} integer, got {value!r}")
+        raise ParamError(f"{key} must be {need} integer, got {value!r}", key)
 
 
 def one_of(params: dict[str, Any], key: str, choices: tuple[str, ...]) -> None:
     if params.get(key) not in choices:
-        raise ParamError(f"{key}={params.get(key)!r} is not one of {', '.join(choices)}")
+        raise ParamError(f"{key}={params.get(key)!r} is not one of {', '.join(choices)}", key)
+
+
+def flag(params: dict[str, Any], key: str) -> None:
+    if not isinstance(params.get(key), bool):
+        raise ParamError(f"{key} must be true or false, got {params.get(key)!r}", key)
+
+
+def text(params: dict[str, Any], key: str) -> None:
+    value = params.get(key)
+    if not isinstance(value, str) or not value:
+        raise ParamError(f"{key} must be a non-empty string, got {value!r}", key)
+
+
+def learning_rate(params: dict[str, Any], key: str = "lr") -> None:
+    in_range(params, key, 0.0, 1.0, low_open=True)
+
+
+def unless_none(check: Callable[..., None], params: dict[str, Any], key: str,
+                *args: Any, **kwargs: Any) -> None:
+    """`check` where the parameter is given; None means its default behaviour."""
+    if params.get(key) is not None:
+        check(params, key, *args, **kwargs)
 
 
 def pct(ratio: float) -> str:

@@ -20,8 +20,27 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from harness.compress.techniques import ParamError
+from harness.compress.techniques import ParamError, in_range, learning_rate, positive_int
 from harness.zoo.datasets import DataSplit
+
+
+def _epochs(params: dict[str, Any], key: str) -> None:
+    positive_int(params, key, allow_zero=True)
+
+
+def _weight_decay(params: dict[str, Any], key: str) -> None:
+    in_range(params, key, 0.0, 1.0)
+
+
+# A suite model's `train:` settings, each with its check: what `fit` (and the build, for epochs)
+# reads, and what the suite loader checks a suite's values by (suite.py).
+TRAIN_SETTINGS: dict[str, Callable[[dict[str, Any], str], None]] = {
+    "epochs": _epochs,
+    "lr": learning_rate,
+    "batch_size": positive_int,
+    "weight_decay": _weight_decay,
+    "threads": positive_int,
+}
 
 
 def seed_everything(seed: int) -> None:

@@ -11,16 +11,18 @@ the field (`places.NAME.field`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from harness.config import (
     DEFAULT_PLACE_WAIT_S,
     DeviceProfile,
+    SSHSettings,
     _check_keys,
     _expect,
     _seconds,
+    check_coordinator,
     find_devices_dir,
     parse_profile,
     read_yaml,
@@ -33,6 +35,9 @@ FARM_KEYS = {"coordinator", "wait_s", "retries", "backoff_s", "defaults", "place
 # What labgrid gives or the farm sets: a place entry may not say it.
 FROM_LABGRID = {"transport", "labgrid"}
 FROM_NETWORK_SERVICE = {"host", "port", "user"}
+# What a place entry (or `defaults`) may say: a profile's fields less those.
+PLACE_KEYS = {f.name for f in fields(DeviceProfile)} - {"source"} - FROM_LABGRID
+PLACE_SSH_KEYS = {f.name for f in fields(SSHSettings)} - FROM_NETWORK_SERVICE
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,7 @@ def load_farm(path: Path) -> Farm:
         if key not in data:
             raise ConfigError(path, "required field is missing", field=key)
     coordinator = str(_expect(path, data, "coordinator", str)).strip()
-    if not coordinator:
-        raise ConfigError(path, "must be HOST:PORT of the labgrid coordinator", field="coordinator")
+    check_coordinator(path, coordinator, "coordinator")
     wait_s = _seconds(path, data, "wait_s") if "wait_s" in data else DEFAULT_PLACE_WAIT_S
     retries = 2
     if "retries" in data:
@@ -117,3 +121,8 @@ def _refuse_labgrid_fields(path: Path, entry: dict[str, Any], where: str) -> Non
         if given:
             raise ConfigError(path, "comes from the place's NetworkService in labgrid; remove "
                               "it here", field=f"{where}.ssh.{given[0]}")
+    # the profile's own check would list transport, labgrid, host, port and user as known
+    _check_keys(path, entry, PLACE_KEYS, prefix=f"{where}.")
+    if isinstance(ssh, dict):  # a password gets the profile's own answer: never stored
+        _check_keys(path, {k: v for k, v in ssh.items() if k != "password"}, PLACE_SSH_KEYS,
+                    prefix=f"{where}.ssh.")

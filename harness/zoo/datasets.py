@@ -9,6 +9,7 @@ a missing copy is a clear error naming the path.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.compress.techniques import ParamError, in_range, positive_int, text, unless_none
 from harness.errors import EdgebenchError
 from harness.registry import Registry
 
@@ -43,6 +45,46 @@ class DataSplit:
 
 Loader = Callable[..., DataSplit]
 DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def _size_or_none(params: dict[str, Any], key: str) -> None:
+    unless_none(positive_int, params, key)
+
+
+def _fraction(params: dict[str, Any], key: str) -> None:
+    in_range(params, key, 0.0, 1.0, low_open=True, high_open=True)
+
+
+# The settings the loaders below take, by name, each with its check. What a suite may set for a
+# dataset is its loader's keyword parameters (`settings_of`); a suite's values are checked by
+# this table when it is loaded (`check_settings`). A loader registered from elsewhere with a
+# setting not named here gets that one as given.
+SETTING_CHECKS: dict[str, Callable[[dict[str, Any], str], None]] = {
+    "path": text,
+    "image_size": positive_int,
+    "resize": _size_or_none,
+    "max_train": _size_or_none,
+    "max_test": _size_or_none,
+    "test_fraction": _fraction,
+}
+
+
+def settings_of(kind: str) -> list[str]:
+    """The settings a suite may give dataset type `kind`: its loader's keyword parameters."""
+    params = inspect.signature(DATASETS.get(kind)).parameters.values()
+    return sorted(p.name for p in params
+                  if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("name", "seed"))
+
+
+def check_settings(kind: str, params: dict[str, Any]) -> None:
+    """ParamError naming the setting for one `kind` does not take or a value out of range."""
+    known = settings_of(kind)
+    for key in params:
+        if key not in known:
+            raise ParamError(f"unknown field; known: type, {', '.join(known)}", str(key))
+        check = SETTING_CHECKS.get(key)
+        if check is not None:
+            check(params, key)
 
 
 def load_dataset(kind: str, name: str, params: dict[str, Any], seed: int) -> DataSplit:

@@ -34,8 +34,9 @@ import numpy as np
 import onnxruntime as ort  # ImportError -> `unsupported` (see the registry)
 
 from . import ModelLoadError, Runtime, accelerator_fallback, first_line
+from .options import DEFAULT_PROVIDERS, GRAPH_OPTIMIZATION_LEVELS, TENSORRT_PROVIDER
 
-TENSORRT = "TensorrtExecutionProvider"
+TENSORRT = TENSORRT_PROVIDER
 # A file in the device cache is named by its sha256, which the host checks on every connection.
 _SHA256_NAME = re.compile("[0-9a-f]{64}")
 _PRECISIONS = {"trt_fp16_enable": "fp16", "trt_int8_enable": "int8"}
@@ -51,12 +52,13 @@ _NOT_ENGINE_OPTIONS = frozenset({
     "has_user_compute_stream",
 })
 
-_OPT_LEVELS = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
+# by the names options.py declares (and the profile loader checks)
+_OPT_LEVELS = dict(zip(GRAPH_OPTIMIZATION_LEVELS, (
+    ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+)))
 _NUMPY_TYPES = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -105,7 +107,7 @@ class OnnxRuntime(Runtime):
             self._profile_dir = tempfile.mkdtemp(prefix="edgebench-ort-profile-")
             so.enable_profiling = True
             so.profile_file_prefix = os.path.join(self._profile_dir, "ort")
-        providers = list(options.get("providers") or ["CPUExecutionProvider"])
+        providers = list(options.get("providers") or DEFAULT_PROVIDERS)
         missing = [p for p in providers if p not in ort.get_available_providers()]
         if missing:
             raise ModelLoadError("bad_option", "execution providers not available here: {}; "

@@ -23,8 +23,10 @@ import numpy as np
 import torch  # ImportError -> `unsupported` (see the registry)
 
 from . import ModelLoadError, Runtime, first_line
+from .options import TORCH_PRECISIONS
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# by the names options.py declares (and the profile loader checks)
+_DTYPES = dict(zip(TORCH_PRECISIONS, (torch.float32, torch.float16, torch.bfloat16)))
 
 
 def _first(out: Any) -> Any:
