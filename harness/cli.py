@@ -604,8 +604,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     from harness.farm import command as nightly_command
     from harness.report.compare import is_regression
 
-    def say(text: str) -> None:
-        err_console.print(escape(text), highlight=False)
+    def say(text: str) -> None:  # one line each, whatever the width: a command to paste
+        err_console.print(escape(text), highlight=False, soft_wrap=True)
 
     result = nightly_command.run(nightly_command.NightlyArgs(
         farm=Path(args.farm), suite=Path(args.suite), db=Path(args.db),

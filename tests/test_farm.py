@@ -314,11 +314,14 @@ def test_a_nightly_killed_by_sigkill_resumes_measuring_only_what_is_missing(
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_nightly_releases_every_place(
         tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path], sig: signal.Signals) -> None:
+    """... and says the command that resumes it; the sessions under way when it came are not
+    stored, least of all as lost connections (the interruption closes them): a resume measures
+    them."""
     farm = write_farm(tmp_path, lab)
     db = tmp_path / "db.sqlite"
+    args = nightly_args(tmp_path, farm, suite, "n", "--sessions", "20")
     proc = subprocess.Popen(
-        [*EDGEBENCH, *nightly_args(tmp_path, farm, suite, "n", "--sessions", "20")], cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [*EDGEBENCH, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, **env_for(tmp_path)))
     for place in PLACES:
         wait_for_sessions(db, place, 1, proc)
@@ -329,7 +332,14 @@ def test_an_interrupted_nightly_releases_every_place(
     assert "interrupted" in err and "Traceback" not in err
     assert not any(p in who(lab) for p in PLACES)
     assert not list((tmp_path / "labgrid-state").glob("*.json"))
-    assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
+    ((nightly_id, status),) = rows(db, "SELECT run_id, status FROM runs")
+    assert status == "interrupted"
+    again = " ".join(["edgebench", *args, "--id", nightly_id])
+    assert (f"nightly {nightly_id} interrupted: sessions under way are not stored; `{again}` "
+            "measures what it has not stored") in err
+    assert "connection lost" not in err and "failed:" not in err
+    assert rows(db, "SELECT COUNT(*) FROM sessions WHERE status != 'ok'") == [(0,)]
+    assert rows(db, "SELECT DISTINCT status FROM results") == [("ok",)]
 
 
 def _corrupt_copy(build: Path, into: Path, name: str) -> Path:

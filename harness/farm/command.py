@@ -15,6 +15,7 @@ from harness.farm import nightly
 from harness.farm.farmfile import load_farm
 from harness.farm.summary import summary_document, write_junit, write_summary
 from harness.report.compare import is_regression
+from harness.report.progress import resume_command
 from harness.report.stats import check_top1_threshold
 from harness.runner import BenchOptions
 from harness.store import NIGHTLY_COMMAND, Store, check_existing, empty_file
@@ -82,9 +83,13 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
             say(f"resuming nightly {nightly_id}")
     try:
         outcomes = nightly.run_devices(args.db, plan, farm, say)
-    except BaseException:  # Ctrl-C, SIGTERM: the places are released, the run says so
+    except BaseException as err:  # Ctrl-C, SIGTERM: the places are released, the run says so
         with Store(args.db) as store:
             store.finish_run(nightly_id, "interrupted")
+            info = store.run(nightly_id)
+        if isinstance(err, KeyboardInterrupt) and info is not None:
+            say(f"nightly {nightly_id} interrupted: sessions under way are not stored; "
+                f"`{resume_command(info)}` measures what it has not stored")
         raise
     with Store(args.db) as store:
         status = nightly.finish(store, plan)

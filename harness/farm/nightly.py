@@ -15,7 +15,10 @@ the next (harness/farm/labgrid.py).
 Resume: the nightly's id names its run, and its jobs' ids are derived from it
 (`resume.job_id`), so the same command with `--id ID` after a crash measures only the sessions
 that are not stored yet (harness/resume.py): no duplicate rows, no session measured twice,
-and the device's content cache means nothing already pushed is pushed again.
+and the device's content cache means nothing already pushed is pushed again. On Ctrl-C or
+SIGTERM the devices stop storing before their places are released (`run_plan`'s `halt`): a
+session under way then is not stored, as in an interrupted bench, rather than stored as the lost
+connection that releasing its place causes; the resume measures it.
 
 Afterwards each device's results are compared with the baseline nightly by `compare`'s rule and
 the trend report, the JSON summary and the JUnit XML are written (`summary.py`,
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +50,8 @@ from harness.store import Store, new_run_id
 from harness.transport.base import transport_for
 
 CHECK_TIMEOUT_S = 120.0
+WIND_DOWN_S = 5.0  # how long an interrupted nightly waits for its devices to stop
+INTERRUPTED_DEVICE = "Ctrl-C or SIGTERM; a session under way is not stored: a resume measures it"
 EXIT_OK, EXIT_REGRESSION, EXIT_DEVICES_FAILED = 0, 1, 3
 Say = Callable[[str], None]
 
@@ -54,7 +60,7 @@ Say = Callable[[str], None]
 class DeviceOutcome:
     name: str
     place: str | None
-    status: str = "pending"  # ok | failed | skipped
+    status: str = "pending"  # ok | failed | skipped | interrupted
     message: str = ""
     attempts: int = 0
     notes: list[str] = field(default_factory=list)
@@ -162,7 +168,9 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
                 stored = resume.forget_retryable_rows(store, stored)
                 todo = resume.missing_among(stored, jobs, planned)
                 if todo:
-                    _measure(store, plan, todo, stored, outcome, say)
+                    _measure(store, plan, todo, stored, outcome, say, stop)
+                    if stop.is_set():
+                        return
                     stored = resume.sessions_by_job(store, ids)
                 left = resume.missing_among(stored, jobs, planned)
                 if not left:
@@ -183,6 +191,8 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
         outcome.status = "failed"
         outcome.message = f"{type(err).__name__}: {err} (on the host, in {device.name}'s nightly)"
     finally:
+        if stop.is_set() and outcome.status != "ok":  # Ctrl-C, SIGTERM: no fault of the device
+            outcome.status, outcome.message = "interrupted", INTERRUPTED_DEVICE
         if client is not None and device.labgrid is not None:
             try:
                 client.release(device.labgrid.place)
@@ -193,8 +203,10 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
 
 
 def _measure(store: Store, plan: NightlyPlan, todo: Sequence[PlannedJob],
-             rows: dict[str, list[dict[str, Any]]], outcome: DeviceOutcome, say: Say) -> None:
-    """Measure what `todo` lacks; `rows`: their stored session rows by job, as read."""
+             rows: dict[str, list[dict[str, Any]]], outcome: DeviceOutcome, say: Say,
+             stop: threading.Event) -> None:
+    """Measure what `todo` lacks; `rows`: their stored session rows by job, as read. Once
+    `stop` is set nothing more is stored: the session under way is measured again on resume."""
     stored = resume.stored_sessions(store, plan.nightly_id, todo, rows)
 
     # a measurement's row counts the bytes of all its sessions: this run's are the growth
@@ -220,7 +232,8 @@ def _measure(store: Store, plan: NightlyPlan, todo: Sequence[PlannedJob],
             say(line)
 
     run_plan(store, todo, plan.options, command=plan.command, suite=plan.suite,
-             on_event=on_event, run_id=plan.nightly_id, stored=stored, on_change=on_change)
+             on_event=on_event, run_id=plan.nightly_id, stored=stored, on_change=on_change,
+             halt=stop)
 
 
 def _why_missing(rows: dict[str, list[dict[str, Any]]], left: Sequence[PlannedJob]) -> str:
@@ -241,16 +254,25 @@ def run_devices(db: Path, plan: NightlyPlan, farm: Farm, say: Say) -> list[Devic
     threads = [threading.Thread(target=run_device, args=(db, plan, d, farm, o, stop, say),
                                 name=f"nightly-{d.name}", daemon=True)
                for d, o in zip(farm.devices, outcomes, strict=True)]
-    with places_released_on_interrupt():
-        try:
-            for t in threads:
-                t.start()
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.5)
-        except BaseException:
-            stop.set()  # before the places go: no device starts another job on one
-            raise
+    try:
+        with places_released_on_interrupt():
+            try:
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    while t.is_alive():
+                        t.join(0.5)
+            except BaseException:
+                # before the places go: no device starts another job on one, nor stores the
+                # session that losing its place cuts short
+                stop.set()
+                raise
+    except BaseException:
+        # a moment for each device to stop and say so; one stuck in a job is left behind
+        deadline = time.monotonic() + WIND_DOWN_S
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        raise
     return outcomes
 
 
