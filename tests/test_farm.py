@@ -342,6 +342,59 @@ def test_an_interrupted_nightly_releases_every_place(
     assert rows(db, "SELECT DISTINCT status FROM results") == [("ok",)]
 
 
+def one_place_farm(tmp_path: Path, lab: LoopbackLab, **place: Any) -> Path:
+    """A farm of dev0 alone (its profile changed by `place`), for tests of the run itself."""
+    data = lab.farm_data(retries=0, wait_s=30)
+    data["places"] = {"dev0": {**data["places"]["dev0"], **place}}
+    farm = tmp_path / "farm.yaml"
+    farm.write_text(yaml.safe_dump(data, sort_keys=False))
+    return farm
+
+
+def test_a_nightly_resumed_with_other_options_is_refused_naming_them(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """`--id` takes up a nightly as it began: a session of another protocol, count or thread
+    count would mix into its measurements, or go unmeasured as "measured already". Refused in
+    one line before anything is built or measured, as `bench --resume` refuses; a nightly of an
+    edgebench that recorded no plan is taken up as before."""
+    farm = one_place_farm(tmp_path, lab)
+    db = tmp_path / "db.sqlite"
+    ident = "nightly-options"
+    first = nightly(tmp_path, farm, suite, "n", "--id", ident)
+    assert first.returncode == 0, first.stderr + first.stdout
+    stored = rows(db, "SELECT job_id, session, started_at FROM sessions")
+    plain = [a for a in nightly_args(tmp_path, farm, suite, "n", "--id", ident) if a != "--quick"]
+
+    for extra, line in (
+            (["--sessions", "3"], f"edgebench: error: nightly {ident} was measured with --quick; "
+                                  "this command gives no --quick; resume it with the options it "
+                                  "began with"),
+            (["--quick", "--threads", "2"],
+             f"edgebench: error: nightly {ident} was measured with no --threads; this command "
+             "gives --threads 2; resume it with the options it began with")):
+        again = run_cli(*plain, *extra, env=env_for(tmp_path))
+        assert again.returncode == 2, again.stderr + again.stdout
+        assert again.stderr.strip().splitlines() == [line]  # nothing built, nothing acquired
+    # the farm file now sets the board up otherwise: refused, naming what differs
+    threads = run_cli(*nightly_args(tmp_path, one_place_farm(tmp_path, lab, threads=2), suite,
+                                    "n", "--id", ident), env=env_for(tmp_path))
+    assert threads.returncode == 2, threads.stderr + threads.stdout
+    assert (f"nightly {ident}: digits_cnn on onnxruntime on dev0 would be measured otherwise "
+            "than it was (options.threads: 1 then, 2 now)") in threads.stderr
+    assert rows(db, "SELECT job_id, session, started_at FROM sessions") == stored
+    assert rows(db, "SELECT status FROM runs") == [("finished",)]
+
+    # a nightly begun before plans were recorded is taken up as before
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET plan = NULL")
+    old = run_cli(*nightly_args(tmp_path, farm, suite, "n", "--id", ident),
+                  env=env_for(tmp_path))
+    assert old.returncode == 0, old.stderr + old.stdout
+    assert "resuming nightly nightly-options" in old.stderr
+    assert "everything was measured already" in old.stdout + old.stderr
+    assert rows(db, "SELECT job_id, session, started_at FROM sessions") == stored
+
+
 def _corrupt_copy(build: Path, into: Path, name: str) -> Path:
     """A copy of the built suite whose `name` holds bytes that are no model, its manifest and
     build record saying so (as a broken export would leave it): the build reuses it."""

@@ -67,6 +67,11 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
     if baseline == nightly_id:
         raise EdgebenchError(f"--baseline {args.baseline!r} is this nightly ({nightly_id}); "
                              "give an earlier run, or `previous`")
+    options = BenchOptions(quick=args.quick, sessions=args.sessions, threads=args.threads)
+    if args.nightly_id is not None and args.db.exists() and not empty_file(args.db):
+        with Store(args.db) as store:  # a nightly this command cannot take up: said now
+            nightly.check_resume(store, nightly_id, str(args.suite),
+                                 [d.name for d in farm.devices], options)
     from harness.farm.labgrid import client_for
 
     for coordinator in sorted({d.labgrid.coordinator for d in farm.devices if d.labgrid}):
@@ -74,7 +79,6 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
     report = build_suite(args.suite, args.build_dir, console=console)
     if not report.artifacts:
         raise EdgebenchError(f"{args.suite}: no artifact could be built")
-    options = BenchOptions(quick=args.quick, sessions=args.sessions, threads=args.threads)
     command = args.command or f"{NIGHTLY_COMMAND} --farm {args.farm} --suite {args.suite}"
     plan = nightly.plan_nightly(farm, report.artifacts, options, nightly_id, str(args.suite),
                                 command)

@@ -41,12 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import resume
+from harness import bench, resume
 from harness.agent import protocol
 from harness.errors import AccessError, EdgebenchError, TransportError
 from harness.farm.farmfile import Farm
 from harness.runner import BenchOptions, PlannedJob, plan_jobs, run_plan
-from harness.store import Store, new_run_id
+from harness.store import RunInfo, Store, new_run_id
 from harness.transport.base import transport_for
 
 CHECK_TIMEOUT_S = 120.0
@@ -75,29 +75,65 @@ class NightlyPlan:
     options: BenchOptions
     suite: str
     command: str
+    record: dict[str, Any] = field(default_factory=dict)  # what runs.plan holds
 
 
 def plan_nightly(farm: Farm, artifacts: Sequence[Any], options: BenchOptions, nightly_id: str,
                  suite: str, command: str) -> NightlyPlan:
     jobs = plan_jobs(artifacts, farm.devices, options)
     jobs = [dataclasses.replace(j, job_id=resume.job_id(nightly_id, j)) for j in jobs]
-    return NightlyPlan(nightly_id, tuple(jobs), options, suite, command)
+    record = bench.plan_record(jobs, options, bench.what_record(Path(suite), None), None)
+    return NightlyPlan(nightly_id, tuple(jobs), options, suite, command, record)
+
+
+def check_resume(store: Store, nightly_id: str, suite: str, devices: Sequence[str],
+                 options: BenchOptions) -> RunInfo | None:
+    """The nightly `--id` names, if it exists and this command can take it up; else one line
+    why not: another suite or farm, or other options than it recorded (`runs.plan`, as
+    `bench --resume` checks them), since sessions measured otherwise would mix in one
+    measurement, or be taken for measured. A nightly of an edgebench that recorded no plan is
+    taken up unchecked, as before."""
+    existing = store.run(nightly_id)
+    if existing is None:
+        return None
+    if not existing.is_nightly:
+        raise EdgebenchError(f"{store.path}: run {nightly_id} is not a nightly; give another "
+                             "--id")
+    if existing.suite != suite or sorted(existing.devices) != sorted(devices):
+        raise EdgebenchError(
+            f"{store.path}: nightly {nightly_id} ran suite {existing.suite} on "
+            f"{', '.join(existing.devices)}; resume it with the same suite and farm, or give "
+            "another --id")
+    recorded = existing.plan
+    if recorded is not None:
+        if recorded.get("version") != bench.PLAN_VERSION:
+            raise EdgebenchError(f"nightly {nightly_id} recorded a plan of version "
+                                 f"{recorded.get('version')}, this edgebench resumes version "
+                                 f"{bench.PLAN_VERSION}")
+        bench.check_options(f"nightly {nightly_id}", recorded.get("options") or {},
+                            bench.options_record(options, None))
+    return existing
 
 
 def begin(store: Store, plan: NightlyPlan, farm: Farm) -> bool:
-    """Begin the nightly's run, or take it up again; True when resuming."""
-    existing = store.run(plan.nightly_id)
+    """Begin the nightly's run, recording its plan, or take it up again; True when resuming.
+    A measurement the run planned that would now be set up otherwise (the farm file changed
+    its threads, runtime options or tuning) is refused, naming what differs."""
     names = [d.name for d in farm.devices]
-    if existing is not None:
-        if not existing.is_nightly:
-            raise EdgebenchError(f"{store.path}: run {plan.nightly_id} is not a nightly; give "
-                                 "another --id")
-        if existing.suite != plan.suite or sorted(existing.devices) != sorted(names):
-            raise EdgebenchError(
-                f"{store.path}: nightly {plan.nightly_id} ran suite {existing.suite} on "
-                f"{', '.join(existing.devices)}; resume it with the same suite and farm, or "
-                "give another --id")
-    store.begin_run(plan.command, plan.suite, names, run_id=plan.nightly_id)
+    existing = check_resume(store, plan.nightly_id, plan.suite, names, plan.options)
+    if existing is not None and existing.plan is not None:
+        recorded = {j["job_id"]: j for j in existing.plan.get("jobs") or ()}
+        for job in plan.jobs:
+            if job.job_id in recorded:
+                difference = bench.setup_difference(recorded[job.job_id], job, plan.options)
+                if difference:
+                    raise EdgebenchError(
+                        f"nightly {plan.nightly_id}: {job.artifact.name} on {job.runtime} on "
+                        f"{job.device.name} would be measured otherwise than it was "
+                        f"({difference}); was the farm file changed?")
+    store.begin_run(plan.command, plan.suite, names, run_id=plan.nightly_id, plan=plan.record)
+    if existing is not None and existing.plan is not None:  # now measured by this process
+        store.set_run_plan(plan.nightly_id, {**existing.plan, "process": bench.this_process()})
     return existing is not None
 
 
