@@ -627,6 +627,12 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         out.width, names=("device",), wraps=("why",), left=("device", "status", "why"),
         title=f"nightly {escape(result.nightly_id)} (baseline "
               f"{escape(str(summary['baseline'] or 'none'))})"))
+    failed_builds = summary.get("build_failures") or []
+    if failed_builds:  # measured on no device: not in the table's rows
+        out.print(f"{plural(len(failed_builds), 'suite entry', 'suite entries')} did not build "
+                  "(measured on no device): "
+                  + "; ".join(f"{f['entry']}: {f['error']}" for f in failed_builds),
+                  highlight=False, markup=False, soft_wrap=True)
     out.print(f"trend report, summary.json and junit.xml in {escape(str(result.out))}/; "
               f"run {result.nightly_id} in {escape(str(args.db))}", highlight=False)
     return result.exit_code

@@ -435,6 +435,41 @@ def test_a_measurement_failing_in_the_first_nightly_fails_the_gate(
     assert "Baseline: none, the first nightly" in status and "digits_cnn" in status
 
 
+def test_a_suite_entry_that_does_not_build_fails_the_nightly(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """An entry that does not build is measured nowhere: the nightly says so in summary.json,
+    junit.xml (a failed case), the page's verdict and on the console, and exits 3 (something was
+    not measured), with or without --fail-on-regression, as `bench` fails it."""
+    farm = one_place_farm(tmp_path, lab)
+    missing = tmp_path / "no-such-folder"
+    broken = tmp_path / "suite.yaml"
+    broken.write_text(SUITE.replace(
+        "datasets:\n", f"datasets:\n  elsewhere: {{type: imagefolder, path: {missing}}}\n")
+        + "  elsewhere_cnn: {arch: digits_cnn, dataset: elsewhere}\n")
+    build = tmp_path / "build"
+    shutil.copytree(suite["build"], build)  # the digits CNN is reused, not trained again
+    proc = nightly(tmp_path, farm, {"suite": broken, "build": build}, "n")
+    assert proc.returncode == 3, proc.stderr + proc.stdout
+    out = summary(tmp_path, "n")
+    ((failed,),) = [out["build_failures"]]
+    assert failed["entry"] == "elsewhere_cnn" and f"{missing} does not exist" in failed["error"]
+    assert out["exit_code"] == 3 and "1 suite entry did not build (elsewhere_cnn)" in \
+        out["exit_meaning"]
+    assert [d["status"] for d in out["devices"]] == ["ok"]  # the rest measured all the same
+    assert [m["model"] for m in out["measurements"]] == ["digits_cnn"]
+    junit = ET.parse(tmp_path / "n" / "junit.xml").getroot()
+    case = junit.find("testsuite[@name='suite build']/testcase[@name='elsewhere_cnn']")
+    assert case is not None
+    failure = case.find("failure")
+    assert failure is not None and "does not exist" in (failure.get("message") or "")
+    assert int(junit.get("failures") or 0) >= 1
+    page = (tmp_path / "n" / "index.html").read_text()
+    status = page[page.index("<div class=status>"):page.index("</div>")]
+    assert "Exit code 3" in status and "1 suite entry did not build" in status
+    assert "elsewhere_cnn" in status
+    assert "1 suite entry did not build (measured on no device): elsewhere_cnn: " in proc.stdout
+
+
 def _bench_args(tmp_path: Path, farm: Path, suite: dict[str, Path], *extra: str) -> list[str]:
     return ["bench", "--device", "dev1", "--farm", str(farm), "--model",
             str(suite["build"] / "digits_cnn.onnx"), "--quick", "--db",

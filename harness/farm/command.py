@@ -1,6 +1,7 @@
 """The `edgebench nightly` command from start to exit code (harness/farm/nightly.py does the
 measuring): build, measure every farm device, finish the run, gate against the baseline, write
-the trend report, `summary.json` and `junit.xml` into `--out`."""
+the trend report, `summary.json` and `junit.xml` into `--out`. A suite entry that does not build
+is measured nowhere: it is in all three and fails the run (exit 3), as it fails a `bench`."""
 
 from __future__ import annotations
 
@@ -103,12 +104,14 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
         measurements, differences = _gate(store, baseline, nightly_id, args.threshold,
                                           args.top1_threshold)
         regressions = sum(map(is_regression, measurements))
-        code, meaning = nightly.exit_code(outcomes, regressions, args.fail_on_regression)
+        code, meaning = nightly.exit_code(outcomes, regressions, args.fail_on_regression,
+                                          [entry for entry, _ in report.failures])
         summary = summary_document(
             nightly_id=nightly_id, baseline=baseline, status=status, exit_code=code,
             exit_meaning=meaning, fail_on_regression=args.fail_on_regression,
             outcomes=outcomes, measurements=measurements, fingerprint_differences=differences,
-            threshold=args.threshold, top1_threshold=args.top1_threshold)
+            threshold=args.threshold, top1_threshold=args.top1_threshold,
+            build_failures=report.failures)
         from harness.report.nightly import write_trend
 
         write_trend(store, nightly_id, nightly.nightly_ids(store, nightly_id), names, out,

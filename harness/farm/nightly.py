@@ -27,8 +27,8 @@ newly failing: it fails (status not ok) where it ran ok in the baseline, or it f
 to compare it with (the first nightly, which has no baseline, or a model new since the baseline),
 since it never ran ok before: otherwise a model that failed from its first night on would never
 fail the gate (failing in both nightlies is no news). The exit code (`exit_code`): 0 all
-measured and no regression, 1 a regression (with `--fail-on-regression`), 3 a device failed or
-was skipped.
+measured and no regression, 1 a regression (with `--fail-on-regression`), 3 something was not
+measured: a device failed or was skipped, or a suite entry did not build.
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ from harness.transport.base import transport_for
 CHECK_TIMEOUT_S = 120.0
 WIND_DOWN_S = 5.0  # how long an interrupted nightly waits for its devices to stop
 INTERRUPTED_DEVICE = "Ctrl-C or SIGTERM; a session under way is not stored: a resume measures it"
-EXIT_OK, EXIT_REGRESSION, EXIT_DEVICES_FAILED = 0, 1, 3
+# 3: something planned was not measured (a device failed or was skipped, a suite entry did not
+# build); the rest is gated all the same
+EXIT_OK, EXIT_REGRESSION, EXIT_NOT_MEASURED = 0, 1, 3
 Say = Callable[[str], None]
 
 
@@ -337,14 +339,24 @@ def nightly_ids(store: Store, upto: str) -> list[str]:
     return [r.run_id for r in runs[:order.index(upto) + 1] if r.is_nightly]
 
 
-def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regression: bool
-              ) -> tuple[int, str]:
-    """The nightly's exit code and what it means, in words for the report's reader."""
+def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regression: bool,
+              build_failures: Sequence[str] = ()) -> tuple[int, str]:
+    """The nightly's exit code and what it means, in words for the report's reader.
+    `build_failures`: the suite entries that did not build. What was not measured, on a device
+    or for want of its file, is 3 with or without --fail-on-regression, as `bench` fails a suite
+    entry that does not build: a gate that passes what it never measured is no gate."""
     missed = [o for o in outcomes if o.status != "ok"]
-    if missed:
-        what = ", ".join(f"{o.name} {o.status}" for o in missed)
-        return EXIT_DEVICES_FAILED, (f"{len(missed)} of {len(outcomes)} devices not measured "
-                                     f"({what}); the others' results are gated all the same")
+    if missed or build_failures:
+        what = []
+        if build_failures:
+            what.append(f"{len(build_failures)} suite "
+                        f"{'entry' if len(build_failures) == 1 else 'entries'} did not build "
+                        f"({', '.join(build_failures)})")
+        if missed:
+            devices = ", ".join(f"{o.name} {o.status}" for o in missed)
+            what.append(f"{len(missed)} of {len(outcomes)} devices not measured ({devices})")
+        return EXIT_NOT_MEASURED, ("; ".join(what) + "; the rest is stored and gated all the "
+                                   "same")
     if regressions and fail_on_regression:
         return EXIT_REGRESSION, (f"every device measured; {regressions} regressions, and "
                                  "--fail-on-regression")

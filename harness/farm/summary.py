@@ -8,8 +8,9 @@ runtime): a failure for a regression (`compare.is_regression`: slower beyond T w
 lower top-1 on the same images; or newly failing: failing now after running ok in the baseline,
 or failing with no baseline measurement to compare with), an
 error for a measurement that failed in the baseline too or a device that could not be measured,
-skipped for a device whose place stayed held by
-someone else. Both are written with the standard library only.
+skipped for a device whose place stayed held by someone else; and a test suite `suite build`, a
+failed case per suite entry that did not build (so was measured nowhere). Both are written with
+the standard library only.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def summary_document(*, nightly_id: str, baseline: str | None, status: str, exit
                      exit_meaning: str, fail_on_regression: bool,
                      outcomes: Sequence[DeviceOutcome], measurements: Sequence[dict[str, Any]],
                      fingerprint_differences: dict[str, list[str]], threshold: float,
-                     top1_threshold: float = TOP1_THRESHOLD_POINTS) -> dict[str, Any]:
+                     top1_threshold: float = TOP1_THRESHOLD_POINTS,
+                     build_failures: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     return {
         "nightly_id": nightly_id,
         "baseline": baseline,
@@ -55,6 +57,8 @@ def summary_document(*, nightly_id: str, baseline: str | None, status: str, exit
         "measurements": list(measurements),
         "regressions": sum(map(is_regression, measurements)),
         "fingerprint_differences": fingerprint_differences,
+        # suite entries that did not build, so were measured nowhere
+        "build_failures": [{"entry": entry, "error": error} for entry, error in build_failures],
     }
 
 
@@ -94,6 +98,16 @@ def write_junit(path: Path, summary: dict[str, Any]) -> Path:
         for key, value in counts.items():
             suite.set(key, str(value))
             totals[key] += value
+    failed_builds = summary.get("build_failures") or []
+    if failed_builds:  # a failed case each: CI shows what was never measured, and why
+        suite = ET.SubElement(root, "testsuite", name="suite build", tests=str(len(failed_builds)),
+                              failures=str(len(failed_builds)), errors="0", skipped="0")
+        for failed in failed_builds:
+            case = ET.SubElement(suite, "testcase", name=str(failed["entry"]),
+                                 classname="edgebench.build")
+            ET.SubElement(case, "failure", message=str(failed["error"]), type="build failed")
+        totals["tests"] += len(failed_builds)
+        totals["failures"] += len(failed_builds)
     for key, value in totals.items():
         root.set(key, str(value))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,9 @@ what changed in the last nightly in colour, slower than the previous nightly rin
 `accuracy.png/pdf` (top-1 with its Wilson interval; at farm scale each model's change from its
 own median, what changed in the last nightly in colour: `plots.accuracy_trends`) and `index.html`:
 first the verdict, for the operator who opens it in the morning (the exit code and what it
-means, each device's outcome with the reason, the counts of verdicts and every regression, links
-to `summary.json` and `junit.xml`), then both figures and the table of every nightly's figures.
+means, each device's outcome with the reason, the suite entries that did not build, the counts
+of verdicts and every regression, links to `summary.json` and `junit.xml`), then both figures
+and the table of every nightly's figures.
 """
 
 from __future__ import annotations
@@ -151,6 +152,14 @@ def status_block(summary: dict[str, Any]) -> str:
     parts.append("<table><tr><th>device</th><th>labgrid place</th><th>status</th>"
                  "<th>why, notes</th><th>attempts</th><th>sessions run</th></tr>"
                  + "".join(rows) + "</table>")
+    failed_builds = summary.get("build_failures") or []
+    if failed_builds:
+        parts.append(f"<p class=bad>{len(failed_builds)} suite "
+                     f"{'entry' if len(failed_builds) == 1 else 'entries'} did not build "
+                     "(measured on no device):</p><table><tr><th>suite entry</th>"
+                     "<th>why</th></tr>"
+                     + "".join(f"<tr><td>{_e(f['entry'])}</td><td class=bad>{_e(f['error'])}"
+                               "</td></tr>" for f in failed_builds) + "</table>")
     counts = {v: sum(m.get("verdict") == v for m in measurements) for v in COUNTED}
     counts.update({v: sum(m.get("accuracy_verdict") == v for m in measurements)
                    for v in TOP1_COUNTED})
