@@ -31,9 +31,10 @@ from benchmarks.loopback_labgrid import LabgridMissing, LoopbackLab
 from harness.config import LabgridSettings
 from harness.errors import TransportError
 from harness.farm.labgrid import LabgridClient, lock_file
-from harness.store import fingerprint_sha256
+from harness.store import Store, fingerprint_sha256
 from tests.conftest import EDGEBENCH, REPO, rows, run_cli, wait_for_sessions
 from tests.sshd import SSHServer, free_port
+from tests.test_report_synthetic import add_job
 
 pytestmark = [pytest.mark.ssh, pytest.mark.farm]
 
@@ -393,6 +394,61 @@ def test_a_nightly_resumed_with_other_options_is_refused_naming_them(
     assert "resuming nightly nightly-options" in old.stderr
     assert "everything was measured already" in old.stdout + old.stderr
     assert rows(db, "SELECT job_id, session, started_at FROM sessions") == stored
+
+
+def test_previous_skips_a_nightly_that_stored_nothing(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """A nightly interrupted before its first session ended stored nothing: the next one is
+    compared with the last nightly that measured the board, not "only in B" against nothing."""
+    farm = one_place_farm(tmp_path, lab)
+    first = nightly(tmp_path, farm, suite, "n1")
+    assert first.returncode == 0, first.stderr + first.stdout
+    good = summary(tmp_path, "n1")["nightly_id"]
+    with Store(tmp_path / "db.sqlite") as store:  # as Ctrl-C leaves one that stored nothing
+        empty = store.begin_run(" ".join(["edgebench", *nightly_args(tmp_path, farm, suite,
+                                                                     "n2")]),
+                                str(suite["suite"]), ["dev0"], run_id="nightly-empty")
+        store.finish_run(empty, "interrupted")
+    third = nightly(tmp_path, farm, suite, "n3")
+    assert third.returncode == 0, third.stderr + third.stdout
+    out = summary(tmp_path, "n3")
+    assert out["baseline"] == good and out["baselines"] == {"dev0": good}
+    ((m,),) = [out["measurements"]]
+    assert m["verdict"] in ("slower", "faster", "no change", "inconclusive") and m["job_id_a"]
+    assert m["baseline_run"] == good and out["not_gated"] == 0
+    assert f"(baseline {good})" in " ".join(third.stdout.split())  # the table's title
+
+
+def test_an_explicit_baseline_that_can_gate_nothing_is_refused_before_anything_runs(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """`--baseline RUN` of another device, or of the same board but none of this suite's
+    measurements, would make every measurement "only in B" and pass the gate: refused in one
+    line, before any place is acquired or anything measured."""
+    db = tmp_path / "db.sqlite"
+    with Store(db) as store:
+        elsewhere = store.begin_run("edgebench bench --device local --model x.onnx", None,
+                                    ["local"])
+        add_job(store, elsewhere, "digits_cnn", device="local")
+        store.finish_run(elsewhere)
+        other = store.begin_run("edgebench bench --device dev0 --model other.onnx", None,
+                                ["dev0"])
+        add_job(store, other, "other", device="dev0")
+        store.finish_run(other)
+    farm = one_place_farm(tmp_path, lab)
+    refused = nightly(tmp_path, farm, suite, "n", "--baseline", elsewhere)
+    assert refused.returncode == 2, refused.stderr + refused.stdout
+    assert refused.stderr.strip().splitlines() == [  # before the build
+        f"edgebench: error: --baseline {elsewhere}: it measured nothing ok on this farm's "
+        "devices (dev0; it measured local), so it can gate nothing; give a run of these "
+        "devices, or `previous`"]
+    refused = nightly(tmp_path, farm, suite, "n", "--baseline", other)
+    assert refused.returncode == 2, refused.stderr + refused.stdout
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"edgebench: error: --baseline {other}: it has no ok measurement of a model this "
+        "nightly measures (same device, model, format and runtime), so it can gate nothing; "
+        "give a run of this suite on these devices, or `previous`")
+    assert "acquired" not in refused.stderr and "dev0" not in who(lab)
+    assert rows(db, "SELECT run_id FROM runs ORDER BY rowid") == [(elsewhere,), (other,)]
 
 
 def _corrupt_copy(build: Path, into: Path, name: str) -> Path:

@@ -20,15 +20,17 @@ SIGTERM the devices stop storing before their places are released (`run_plan`'s 
 session under way then is not stored, as in an interrupted bench, rather than stored as the lost
 connection that releasing its place causes; the resume measures it.
 
-Afterwards each device's results are compared with the baseline nightly by `compare`'s rule and
-the trend report, the JSON summary and the JUnit XML are written (`summary.py`,
-`harness/report/nightly.py`). A regression is a measurement slower beyond T with confidence, or
-newly failing: it fails (status not ok) where it ran ok in the baseline, or it fails with nothing
-to compare it with (the first nightly, which has no baseline, or a model new since the baseline),
-since it never ran ok before: otherwise a model that failed from its first night on would never
-fail the gate (failing in both nightlies is no news). The exit code (`exit_code`): 0 all
-measured and no regression, 1 a regression (with `--fail-on-regression`), 3 something was not
-measured: a device failed or was skipped, or a suite entry did not build.
+Afterwards each device's results are compared with its baseline by `compare`'s rule
+(`previous_baselines`: for `--baseline previous`, the device's last nightly that measured it ok)
+and the trend report, the JSON summary and the JUnit XML are written (`summary.py`,
+`harness/report/nightly.py`); a measurement with no baseline measurement is said not gated. A
+regression is a measurement slower beyond T with confidence, or newly failing: it fails (status not
+ok) where it ran ok in the baseline, or it fails with nothing to compare it with (the first
+nightly, which has no baseline, or a model new since the baseline), since it never ran ok before:
+otherwise a model that failed from its first night on would never fail the gate (failing in both
+nightlies is no news). The exit code (`exit_code`): 0 all measured and no regression, 1 a
+regression (with `--fail-on-regression`), 3 something was not measured: a device failed or was
+skipped, or a suite entry did not build.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ INTERRUPTED_DEVICE = "Ctrl-C or SIGTERM; a session under way is not stored: a re
 # build); the rest is gated all the same
 EXIT_OK, EXIT_REGRESSION, EXIT_NOT_MEASURED = 0, 1, 3
 Say = Callable[[str], None]
+MeasurementKey = tuple[str, str, str, str]  # device, model, format, runtime
 
 
 @dataclass
@@ -322,15 +325,67 @@ def finish(store: Store, plan: NightlyPlan) -> str:
     return status
 
 
-def previous_nightly(store: Store, nightly_id: str, devices: Sequence[str]) -> str | None:
-    """The last nightly before this one that ran on any of these devices."""
+def measurement_keys(jobs: Sequence[PlannedJob]) -> set[MeasurementKey]:
+    """What each planned measurement is, as a baseline must have measured it: (device, model,
+    format, runtime)."""
+    return {(j.device.name, j.artifact.name, j.artifact.format, j.runtime) for j in jobs}
+
+
+def _ok_keys(store: Store, run_id: str) -> set[MeasurementKey]:
+    return {(r["device"], r["model"], r["format"], r["runtime"])
+            for r in store.find_results(run_id=run_id, status="ok")}
+
+
+def previous_baselines(store: Store, nightly_id: str, wanted: set[MeasurementKey]
+                       ) -> dict[str, str | None]:
+    """Each device's baseline for `--baseline previous`: the latest nightly before this one in
+    which that device measured ok something this nightly plans on it (`wanted`, by
+    `measurement_keys`: same model, format and runtime); None where there is none. Per device,
+    so that a nightly interrupted before it stored anything, or one in which a board failed or
+    was skipped, is not the baseline of what it did not measure: the board's measurements are
+    compared with its last good night."""
+    found: dict[str, str | None] = {device: None for device, *_ in sorted(wanted)}
     runs = store.runs()
     order = [r.run_id for r in runs]
     before = runs[:order.index(nightly_id)] if nightly_id in order else runs
     for run in reversed(before):
-        if run.is_nightly and set(run.devices) & set(devices):
-            return run.run_id
-    return None
+        left = [d for d, b in found.items() if b is None and d in run.devices]
+        if not run.is_nightly or not left:
+            continue
+        measured = {key[0] for key in _ok_keys(store, run.run_id) & wanted}
+        for device in left:
+            if device in measured:
+                found[device] = run.run_id
+        if all(found.values()):
+            break
+    return found
+
+
+def latest(store: Store, run_ids: Iterable[str | None]) -> str | None:
+    """The latest begun of these runs (the nightly's `baseline` when its devices' differ)."""
+    wanted = set(run_ids) - {None}
+    return next((r.run_id for r in reversed(store.runs()) if r.run_id in wanted), None)
+
+
+def check_baseline(store: Store, baseline: str, devices: Sequence[str],
+                   planned: set[MeasurementKey] | None = None) -> None:
+    """An explicit `--baseline` that could gate nothing of this nightly is refused in one line,
+    before anything is measured: one with no ok measurement on these devices (checked before the
+    build), or, once the nightly is `planned` (`measurement_keys`), none of a measurement it
+    makes. Otherwise every measurement would be "only in B" and the gate would pass."""
+    ok = _ok_keys(store, baseline)
+    shared = {key for key in ok if key[0] in devices}
+    if not shared:
+        ran = sorted({key[0] for key in ok})
+        raise EdgebenchError(
+            f"--baseline {baseline}: it measured nothing ok on this farm's devices "
+            f"({', '.join(devices)}; it measured {', '.join(ran) if ran else 'nothing ok'}), so "
+            "it can gate nothing; give a run of these devices, or `previous`")
+    if planned is not None and not shared & planned:
+        raise EdgebenchError(
+            f"--baseline {baseline}: it has no ok measurement of a model this nightly measures "
+            "(same device, model, format and runtime), so it can gate nothing; give a run of "
+            "this suite on these devices, or `previous`")
 
 
 def nightly_ids(store: Store, upto: str) -> list[str]:
@@ -340,11 +395,16 @@ def nightly_ids(store: Store, upto: str) -> list[str]:
 
 
 def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regression: bool,
-              build_failures: Sequence[str] = ()) -> tuple[int, str]:
+              build_failures: Sequence[str] = (), not_gated: int = 0) -> tuple[int, str]:
     """The nightly's exit code and what it means, in words for the report's reader.
     `build_failures`: the suite entries that did not build. What was not measured, on a device
     or for want of its file, is 3 with or without --fail-on-regression, as `bench` fails a suite
-    entry that does not build: a gate that passes what it never measured is no gate."""
+    entry that does not build: a gate that passes what it never measured is no gate.
+    `not_gated`: measurements that ran ok with no baseline measurement to compare with; a caveat
+    the meaning states, not a failure (a first nightly, a new model or board has none)."""
+    caveat = "" if not not_gated else (
+        f"; {not_gated} measurement{'s' if not_gated != 1 else ''} not gated, with no baseline "
+        "measurement to compare with")
     missed = [o for o in outcomes if o.status != "ok"]
     if missed or build_failures:
         what = []
@@ -356,14 +416,14 @@ def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regre
             devices = ", ".join(f"{o.name} {o.status}" for o in missed)
             what.append(f"{len(missed)} of {len(outcomes)} devices not measured ({devices})")
         return EXIT_NOT_MEASURED, ("; ".join(what) + "; the rest is stored and gated all the "
-                                   "same")
+                                   "same" + caveat)
     if regressions and fail_on_regression:
         return EXIT_REGRESSION, (f"every device measured; {regressions} regressions, and "
-                                 "--fail-on-regression")
+                                 "--fail-on-regression" + caveat)
     if regressions:
         return EXIT_OK, (f"every device measured; {regressions} regressions, which fail the run "
-                         "only with --fail-on-regression")
-    return EXIT_OK, "every device measured and no regression"
+                         "only with --fail-on-regression" + caveat)
+    return EXIT_OK, "every device measured and no regression" + caveat
 
 
 def new_nightly_id() -> str:
