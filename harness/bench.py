@@ -98,13 +98,36 @@ def plan_bench(artifacts: Sequence[Artifact], devices: Sequence[Any], options: B
                ) -> BenchPlan:
     jobs = tuple(dataclasses.replace(j, job_id=resume.job_id(run_id, j))
                  for j in plan_jobs(artifacts, devices, options))
-    record = {
+    return BenchPlan(run_id, jobs, options, plan_record(jobs, options, what, input_shape))
+
+
+def plan_record(jobs: Sequence[PlannedJob], options: BenchOptions, what: dict[str, Any],
+                input_shape: Sequence[int] | None) -> dict[str, Any]:
+    """What `runs.plan` holds of a run (a bench's, a nightly's) as it begins."""
+    return {
         "version": PLAN_VERSION, "what": what, "options": options_record(options, input_shape),
         "process": this_process(),
         "jobs": [{"job_id": j.job_id, "device": j.device.name, "model": j.artifact.name,
                   "runtime": j.runtime, "sha256": j.artifact.sha256,
                   "setup": _as_json(job_setup(j, options))} for j in jobs]}
-    return BenchPlan(run_id, jobs, options, record)
+
+
+def check_options(run: str, recorded: dict[str, Any], options: dict[str, Any]) -> None:
+    """One line naming the first option (`options_record`'s) whose value differs from the one
+    `run` ("run X", "nightly X") recorded, with both values; nothing if none does."""
+    for key in OPTION_FLAGS:
+        then, now = recorded.get(key), options.get(key)
+        if then != now:
+            raise EdgebenchError(f"{run} was measured with {_flag(key, then)}; this command "
+                                 f"gives {_flag(key, now)}; resume it with the options it "
+                                 "began with")
+
+
+def setup_difference(recorded: dict[str, Any], job: PlannedJob, options: BenchOptions
+                     ) -> str | None:
+    """How `job` would be set up otherwise than its recorded plan entry says (`job_setup`:
+    "options.threads: 1 then, 2 now"), or None."""
+    return _first_difference(recorded["setup"], _as_json(job_setup(job, options)))
 
 
 def check_run(store: Store, run: str, what: dict[str, Any], devices: Sequence[str],
@@ -145,12 +168,7 @@ def check_run(store: Store, run: str, what: dict[str, Any], devices: Sequence[st
     if sorted(info.devices) != sorted(devices):
         raise EdgebenchError(f"run {run_id} ran on {', '.join(info.devices)}; this command gives "
                              f"{', '.join(devices)}")
-    for key in OPTION_FLAGS:
-        then, now = plan["options"].get(key), options.get(key)
-        if then != now:
-            raise EdgebenchError(f"run {run_id} was measured with {_flag(key, then)}; this "
-                                 f"command gives {_flag(key, now)}; resume it with the options "
-                                 "it began with")
+    check_options(f"run {run_id}", plan["options"], options)
     return info
 
 
@@ -174,7 +192,7 @@ def check_jobs(info: RunInfo, plan: BenchPlan) -> None:
                 f"run {info.run_id}: model {job.artifact.name} changed since the run measured it "
                 f"(sha256 {_short(then['sha256'])} then, {_short(job.artifact.sha256)} now, "
                 f"{job.artifact.path}); a rebuilt model is measured anew: bench without --resume")
-        difference = _first_difference(then["setup"], _as_json(job_setup(job, plan.options)))
+        difference = setup_difference(then, job, plan.options)
         if difference:
             raise EdgebenchError(f"run {info.run_id}: {_job(key)} would be measured otherwise "
                                  f"than it was ({difference}); was the device profile changed?")

@@ -634,10 +634,11 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
 
 def cmd_nightly(args: argparse.Namespace) -> int:
     from harness.farm import command as nightly_command
+    from harness.farm.summary import baseline_text
     from harness.report.compare import is_regression
 
-    def say(text: str) -> None:
-        err_console.print(escape(text), highlight=False)
+    def say(text: str) -> None:  # one line each, whatever the width: a command to paste
+        err_console.print(escape(text), highlight=False, soft_wrap=True)
 
     result = nightly_command.run(nightly_command.NightlyArgs(
         farm=Path(args.farm), suite=Path(args.suite), db=Path(args.db),
@@ -655,10 +656,21 @@ def cmd_nightly(args: argparse.Namespace) -> int:
          "status": [Text(d["status"]) for d in devices],
          "measurements": [str(len(m)) for m in mine],
          "regressions": [str(sum(map(is_regression, m))) for m in mine],
+         "not gated": [str(sum(1 for x in m if x.get("not_gated"))) for m in mine],
          "why": [Text(d["message"] or "") for d in devices]},
         out.width, names=("device",), wraps=("why",), left=("device", "status", "why"),
         title=f"nightly {escape(result.nightly_id)} (baseline "
-              f"{escape(str(summary['baseline'] or 'none'))})"))
+              f"{escape(baseline_text(summary))})"))
+    if summary.get("not_gated"):  # a caveat the exit code does not carry: said, not hidden
+        out.print(f"{plural(summary['not_gated'], 'measurement')} not gated: they ran ok with "
+                  "no baseline measurement to compare with (summary.json says why, each)",
+                  highlight=False, markup=False, soft_wrap=True)
+    failed_builds = summary.get("build_failures") or []
+    if failed_builds:  # measured on no device: not in the table's rows
+        out.print(f"{plural(len(failed_builds), 'suite entry', 'suite entries')} did not build "
+                  "(measured on no device): "
+                  + "; ".join(f"{f['entry']}: {f['error']}" for f in failed_builds),
+                  highlight=False, markup=False, soft_wrap=True)
     out.print(f"trend report, summary.json and junit.xml in {escape(str(result.out))}/; "
               f"run {result.nightly_id} in {escape(str(args.db))}", highlight=False)
     return result.exit_code
@@ -907,7 +919,8 @@ def build_parser() -> argparse.ArgumentParser:
     night.add_argument("--id", help="the nightly's id (default: a new one); give the id of a "
                        "killed nightly to measure only what it is missing")
     night.add_argument("--baseline", default="previous",
-                       help="nightly to compare with: 'previous' (default) or a run id")
+                       help="run to compare with: 'previous' (default: each device's last "
+                       "nightly that measured it ok) or a run id")
     night.add_argument("--fail-on-regression", action="store_true",
                        help="exit 1 when a measurement is slower beyond the threshold with "
                             "confidence, has a lower top-1, or is newly failing")

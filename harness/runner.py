@@ -377,6 +377,7 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
              stored: Mapping[str, Sequence[StoredSession]] | None = None,
              profiles: Mapping[str, dict[str, Any]] | None = None,
              on_change: ChangeListener | None = None,
+             halt: threading.Event | None = None,
              ) -> tuple[str, list[dict[str, Any]]]:
     """Run every session of `jobs`, devices in parallel, storing each session as it arrives.
 
@@ -388,6 +389,10 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
     profile sessions stored before (agent results by job), not run again either;
     `on_change(job, changes)` is called as soon as a session measured now ran on a device or
     runtime that differs from the stored sessions of its measurement, before it is stored.
+    `halt`, set by a caller that does not run this in its main thread (a nightly's device, on
+    Ctrl-C or SIGTERM), stops it as a Ctrl-C stops a bench: nothing is stored from then on, so a
+    session under way is not stored at all (not as a failure: the connection the interruption
+    closes under it is no fault of the device), and a resume measures it.
     """
     by_device: dict[str, list[PlannedJob]] = {}
     for job in jobs:
@@ -423,7 +428,11 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
             worker.start()
         remaining = len(workers)
         while remaining:
-            item = done.get()
+            item = _next_session(done, halt)
+            if halt is not None and halt.is_set():  # what ends now ended by the interruption
+                if item is not None:
+                    item.stored.set()
+                break
             if item is None:
                 remaining -= 1
                 continue
@@ -449,9 +458,24 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
             finally:
                 item.stored.set()
         missing = [job for job in jobs if job.job_id not in records]
-        status = "finished" if not missing else "incomplete"
+        if halt is None or not halt.is_set():
+            status = "finished" if not missing else "incomplete"
     finally:
         stop.set()
         if owner:
             store.finish_run(run_id, status)
     return run_id, [records[j.job_id] for j in jobs if j.job_id in records]
+
+
+def _next_session(done: queue.Queue[SessionDone | None], halt: threading.Event | None
+                  ) -> SessionDone | None:
+    """The next session posted (None: a worker ended); with `halt`, None as soon as that is
+    set, so that an interruption does not wait for a session under way to end."""
+    if halt is None:
+        return done.get()
+    while not halt.is_set():
+        try:
+            return done.get(timeout=0.2)
+        except queue.Empty:
+            continue
+    return None

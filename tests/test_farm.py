@@ -31,9 +31,10 @@ from benchmarks.loopback_labgrid import LabgridMissing, LoopbackLab
 from harness.config import LabgridSettings
 from harness.errors import TransportError
 from harness.farm.labgrid import LabgridClient, lock_file
-from harness.store import fingerprint_sha256
+from harness.store import Store, fingerprint_sha256
 from tests.conftest import EDGEBENCH, REPO, rows, run_cli, wait_for_sessions
 from tests.sshd import SSHServer, free_port
+from tests.test_report_synthetic import add_job
 
 pytestmark = [pytest.mark.ssh, pytest.mark.farm]
 
@@ -314,11 +315,14 @@ def test_a_nightly_killed_by_sigkill_resumes_measuring_only_what_is_missing(
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_nightly_releases_every_place(
         tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path], sig: signal.Signals) -> None:
+    """... and says the command that resumes it; the sessions under way when it came are not
+    stored, least of all as lost connections (the interruption closes them): a resume measures
+    them."""
     farm = write_farm(tmp_path, lab)
     db = tmp_path / "db.sqlite"
+    args = nightly_args(tmp_path, farm, suite, "n", "--sessions", "20")
     proc = subprocess.Popen(
-        [*EDGEBENCH, *nightly_args(tmp_path, farm, suite, "n", "--sessions", "20")], cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [*EDGEBENCH, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, **env_for(tmp_path)))
     for place in PLACES:
         wait_for_sessions(db, place, 1, proc)
@@ -329,7 +333,122 @@ def test_an_interrupted_nightly_releases_every_place(
     assert "interrupted" in err and "Traceback" not in err
     assert not any(p in who(lab) for p in PLACES)
     assert not list((tmp_path / "labgrid-state").glob("*.json"))
-    assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
+    ((nightly_id, status),) = rows(db, "SELECT run_id, status FROM runs")
+    assert status == "interrupted"
+    again = " ".join(["edgebench", *args, "--id", nightly_id])
+    assert (f"nightly {nightly_id} interrupted: sessions under way are not stored; `{again}` "
+            "measures what it has not stored") in err
+    assert "connection lost" not in err and "failed:" not in err
+    assert rows(db, "SELECT COUNT(*) FROM sessions WHERE status != 'ok'") == [(0,)]
+    assert rows(db, "SELECT DISTINCT status FROM results") == [("ok",)]
+
+
+def one_place_farm(tmp_path: Path, lab: LoopbackLab, **place: Any) -> Path:
+    """A farm of dev0 alone (its profile changed by `place`), for tests of the run itself."""
+    data = lab.farm_data(retries=0, wait_s=30)
+    data["places"] = {"dev0": {**data["places"]["dev0"], **place}}
+    farm = tmp_path / "farm.yaml"
+    farm.write_text(yaml.safe_dump(data, sort_keys=False))
+    return farm
+
+
+def test_a_nightly_resumed_with_other_options_is_refused_naming_them(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """`--id` takes up a nightly as it began: a session of another protocol, count or thread
+    count would mix into its measurements, or go unmeasured as "measured already". Refused in
+    one line before anything is built or measured, as `bench --resume` refuses; a nightly of an
+    edgebench that recorded no plan is taken up as before."""
+    farm = one_place_farm(tmp_path, lab)
+    db = tmp_path / "db.sqlite"
+    ident = "nightly-options"
+    first = nightly(tmp_path, farm, suite, "n", "--id", ident)
+    assert first.returncode == 0, first.stderr + first.stdout
+    stored = rows(db, "SELECT job_id, session, started_at FROM sessions")
+    plain = [a for a in nightly_args(tmp_path, farm, suite, "n", "--id", ident) if a != "--quick"]
+
+    for extra, line in (
+            (["--sessions", "3"], f"edgebench: error: nightly {ident} was measured with --quick; "
+                                  "this command gives no --quick; resume it with the options it "
+                                  "began with"),
+            (["--quick", "--threads", "2"],
+             f"edgebench: error: nightly {ident} was measured with no --threads; this command "
+             "gives --threads 2; resume it with the options it began with")):
+        again = run_cli(*plain, *extra, env=env_for(tmp_path))
+        assert again.returncode == 2, again.stderr + again.stdout
+        assert again.stderr.strip().splitlines() == [line]  # nothing built, nothing acquired
+    # the farm file now sets the board up otherwise: refused, naming what differs
+    threads = run_cli(*nightly_args(tmp_path, one_place_farm(tmp_path, lab, threads=2), suite,
+                                    "n", "--id", ident), env=env_for(tmp_path))
+    assert threads.returncode == 2, threads.stderr + threads.stdout
+    assert (f"nightly {ident}: digits_cnn on onnxruntime on dev0 would be measured otherwise "
+            "than it was (options.threads: 1 then, 2 now)") in threads.stderr
+    assert rows(db, "SELECT job_id, session, started_at FROM sessions") == stored
+    assert rows(db, "SELECT status FROM runs") == [("finished",)]
+
+    # a nightly begun before plans were recorded is taken up as before
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET plan = NULL")
+    old = run_cli(*nightly_args(tmp_path, farm, suite, "n", "--id", ident),
+                  env=env_for(tmp_path))
+    assert old.returncode == 0, old.stderr + old.stdout
+    assert "resuming nightly nightly-options" in old.stderr
+    assert "everything was measured already" in old.stdout + old.stderr
+    assert rows(db, "SELECT job_id, session, started_at FROM sessions") == stored
+
+
+def test_previous_skips_a_nightly_that_stored_nothing(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """A nightly interrupted before its first session ended stored nothing: the next one is
+    compared with the last nightly that measured the board, not "only in B" against nothing."""
+    farm = one_place_farm(tmp_path, lab)
+    first = nightly(tmp_path, farm, suite, "n1")
+    assert first.returncode == 0, first.stderr + first.stdout
+    good = summary(tmp_path, "n1")["nightly_id"]
+    with Store(tmp_path / "db.sqlite") as store:  # as Ctrl-C leaves one that stored nothing
+        empty = store.begin_run(" ".join(["edgebench", *nightly_args(tmp_path, farm, suite,
+                                                                     "n2")]),
+                                str(suite["suite"]), ["dev0"], run_id="nightly-empty")
+        store.finish_run(empty, "interrupted")
+    third = nightly(tmp_path, farm, suite, "n3")
+    assert third.returncode == 0, third.stderr + third.stdout
+    out = summary(tmp_path, "n3")
+    assert out["baseline"] == good and out["baselines"] == {"dev0": good}
+    ((m,),) = [out["measurements"]]
+    assert m["verdict"] in ("slower", "faster", "no change", "inconclusive") and m["job_id_a"]
+    assert m["baseline_run"] == good and out["not_gated"] == 0
+    assert f"(baseline {good})" in " ".join(third.stdout.split())  # the table's title
+
+
+def test_an_explicit_baseline_that_can_gate_nothing_is_refused_before_anything_runs(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """`--baseline RUN` of another device, or of the same board but none of this suite's
+    measurements, would make every measurement "only in B" and pass the gate: refused in one
+    line, before any place is acquired or anything measured."""
+    db = tmp_path / "db.sqlite"
+    with Store(db) as store:
+        elsewhere = store.begin_run("edgebench bench --device local --model x.onnx", None,
+                                    ["local"])
+        add_job(store, elsewhere, "digits_cnn", device="local")
+        store.finish_run(elsewhere)
+        other = store.begin_run("edgebench bench --device dev0 --model other.onnx", None,
+                                ["dev0"])
+        add_job(store, other, "other", device="dev0")
+        store.finish_run(other)
+    farm = one_place_farm(tmp_path, lab)
+    refused = nightly(tmp_path, farm, suite, "n", "--baseline", elsewhere)
+    assert refused.returncode == 2, refused.stderr + refused.stdout
+    assert refused.stderr.strip().splitlines() == [  # before the build
+        f"edgebench: error: --baseline {elsewhere}: it measured nothing ok on this farm's "
+        "devices (dev0; it measured local), so it can gate nothing; give a run of these "
+        "devices, or `previous`"]
+    refused = nightly(tmp_path, farm, suite, "n", "--baseline", other)
+    assert refused.returncode == 2, refused.stderr + refused.stdout
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"edgebench: error: --baseline {other}: it has no ok measurement of a model this "
+        "nightly measures (same device, model, format and runtime), so it can gate nothing; "
+        "give a run of this suite on these devices, or `previous`")
+    assert "acquired" not in refused.stderr and "dev0" not in who(lab)
+    assert rows(db, "SELECT run_id FROM runs ORDER BY rowid") == [(elsewhere,), (other,)]
 
 
 def _corrupt_copy(build: Path, into: Path, name: str) -> Path:
@@ -370,6 +489,41 @@ def test_a_measurement_failing_in_the_first_nightly_fails_the_gate(
     status = page[page.index("<div class=status>"):page.index("</div>")]
     assert "Exit code 1" in status and "1 newly failing" in status
     assert "Baseline: none, the first nightly" in status and "digits_cnn" in status
+
+
+def test_a_suite_entry_that_does_not_build_fails_the_nightly(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """An entry that does not build is measured nowhere: the nightly says so in summary.json,
+    junit.xml (a failed case), the page's verdict and on the console, and exits 3 (something was
+    not measured), with or without --fail-on-regression, as `bench` fails it."""
+    farm = one_place_farm(tmp_path, lab)
+    missing = tmp_path / "no-such-folder"
+    broken = tmp_path / "suite.yaml"
+    broken.write_text(SUITE.replace(
+        "datasets:\n", f"datasets:\n  elsewhere: {{type: imagefolder, path: {missing}}}\n")
+        + "  elsewhere_cnn: {arch: digits_cnn, dataset: elsewhere}\n")
+    build = tmp_path / "build"
+    shutil.copytree(suite["build"], build)  # the digits CNN is reused, not trained again
+    proc = nightly(tmp_path, farm, {"suite": broken, "build": build}, "n")
+    assert proc.returncode == 3, proc.stderr + proc.stdout
+    out = summary(tmp_path, "n")
+    ((failed,),) = [out["build_failures"]]
+    assert failed["entry"] == "elsewhere_cnn" and f"{missing} does not exist" in failed["error"]
+    assert out["exit_code"] == 3 and "1 suite entry did not build (elsewhere_cnn)" in \
+        out["exit_meaning"]
+    assert [d["status"] for d in out["devices"]] == ["ok"]  # the rest measured all the same
+    assert [m["model"] for m in out["measurements"]] == ["digits_cnn"]
+    junit = ET.parse(tmp_path / "n" / "junit.xml").getroot()
+    case = junit.find("testsuite[@name='suite build']/testcase[@name='elsewhere_cnn']")
+    assert case is not None
+    failure = case.find("failure")
+    assert failure is not None and "does not exist" in (failure.get("message") or "")
+    assert int(junit.get("failures") or 0) >= 1
+    page = (tmp_path / "n" / "index.html").read_text()
+    status = page[page.index("<div class=status>"):page.index("</div>")]
+    assert "Exit code 3" in status and "1 suite entry did not build" in status
+    assert "elsewhere_cnn" in status
+    assert "1 suite entry did not build (measured on no device): elsewhere_cnn: " in proc.stdout
 
 
 def _bench_args(tmp_path: Path, farm: Path, suite: dict[str, Path], *extra: str) -> list[str]:

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.farm.command import _gate
-from harness.farm.nightly import EXIT_OK, EXIT_REGRESSION, DeviceOutcome, exit_code
+from harness.farm.nightly import (
+    EXIT_OK,
+    EXIT_REGRESSION,
+    DeviceOutcome,
+    exit_code,
+    latest,
+    previous_baselines,
+)
 from harness.farm.summary import summary_document, write_junit
 from harness.report.compare import is_regression
 from harness.report.nightly import write_trend
@@ -21,8 +28,9 @@ COMMAND = "edgebench nightly --farm devices/farm.yaml --suite models/demo.yaml"
 HOSTILE = "<img src=x onerror=alert(1)>"
 
 
-def _night(store: Store, night: int) -> str:
-    run = store.begin_run(COMMAND, "models/demo.yaml", ["pi5"])
+def _night(store: Store, night: int, devices: tuple[str, ...] = ("pi5",),
+           command: str = COMMAND) -> str:
+    run = store.begin_run(command, "models/demo.yaml", list(devices))
     with store.transaction() as conn:  # a night apart, as the trend orders them
         conn.execute("UPDATE runs SET started_at = ? WHERE run_id = ?",
                      (f"2026-12-{night:02d}T02:00:00Z", run))
@@ -30,11 +38,17 @@ def _night(store: Store, night: int) -> str:
 
 
 def _summary(store: Store, baseline: str | None, run: str, outcomes: list[DeviceOutcome],
-             fail_on_regression: bool = True) -> dict[str, Any]:
-    measurements, differences = _gate(store, baseline, run, 0.05)
+             fail_on_regression: bool = True,
+             baselines: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """The nightly's summary as `nightly` makes it; `baselines` by device (default: `baseline`
+    for every device)."""
+    baselines = baselines or {o.name: baseline for o in outcomes}
+    measurements, differences = _gate(store, baselines, run, 0.05)
     regressions = sum(map(is_regression, measurements))
-    code, meaning = exit_code(outcomes, regressions, fail_on_regression)
-    return summary_document(nightly_id=run, baseline=baseline, status="finished",
+    code, meaning = exit_code(outcomes, regressions, fail_on_regression, (),
+                              sum(1 for m in measurements if m.get("not_gated")))
+    return summary_document(nightly_id=run, baseline=latest(store, baselines.values()),
+                            baselines=baselines, status="finished",
                             exit_code=code, exit_meaning=meaning,
                             fail_on_regression=fail_on_regression, outcomes=outcomes,
                             measurements=measurements, fingerprint_differences=differences,
@@ -184,3 +198,94 @@ def test_fewer_images_right_fails_the_gate_and_is_shown(tmp_path: Path) -> None:
     regressions = page.split("<h2>Regressions</h2>")[1].split("</table>")[0]
     assert "resnet-int8" in regressions and "top-1 70.0% &rarr; 69.6%" in regressions
     assert regressions.count("<tr>") == 2  # the header and the one regression
+
+
+RESNET = {(device, "resnet", "onnx", "onnxruntime") for device in ("pi5", "rpi5")}
+
+
+def test_previous_is_each_devices_last_nightly_that_measured_it_ok(tmp_path: Path) -> None:
+    """A nightly interrupted before it stored anything, and one in which rpi5 failed, are not
+    the baseline of what they did not measure: each board is compared with its last good night
+    (a bench run on the board in between is no nightly)."""
+    store = Store(tmp_path / "db.sqlite")
+    boards = ("pi5", "rpi5")
+    first = _night(store, 1, boards)
+    for board, median in (("pi5", 20.0), ("rpi5", 40.0)):
+        add_job(store, first, "resnet", device=board,
+                samples_ns=sessions_ns(median, between_sd=0.01, seed=1))
+    store.finish_run(first)
+    second = _night(store, 2, boards)  # rpi5 failed: unreachable all night
+    add_job(store, second, "resnet", device="pi5",
+            samples_ns=sessions_ns(20.0, between_sd=0.01, seed=2))
+    add_job(store, second, "resnet", device="rpi5", status="failed", error_kind="transport",
+            error_message="rpi5: connection refused")
+    store.finish_run(second, "incomplete")
+    bench = _night(store, 3, ("pi5",), command="edgebench bench --device pi5 --model r.onnx")
+    add_job(store, bench, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=3))
+    store.finish_run(bench)
+    empty = _night(store, 4, boards)  # Ctrl-C before its first session ended
+    store.finish_run(empty, "interrupted")
+    now = _night(store, 5, boards)
+    for board, median in (("pi5", 20.0), ("rpi5", 40.0)):
+        add_job(store, now, "resnet", device=board,
+                samples_ns=sessions_ns(median, between_sd=0.01, seed=5))
+    store.finish_run(now)
+
+    baselines = previous_baselines(store, now, RESNET)
+    assert baselines == {"pi5": second, "rpi5": first}
+    summary = _summary(store, None, now, [_ok("pi5"), _ok("rpi5")], baselines=baselines)
+    by_board = {m["device"]: m for m in summary["measurements"]}
+    assert {m["baseline_run"] for m in by_board.values()} == {first, second}
+    assert by_board["rpi5"]["baseline_run"] == first and by_board["rpi5"]["job_id_a"]
+    assert {m["verdict"] for m in summary["measurements"]} <= {
+        "no change", "inconclusive", "faster", "slower"}  # compared, not "only in B"
+    assert summary["not_gated"] == 0 and summary["baseline"] == second
+    assert summary["baselines"] == {"pi5": second, "rpi5": first}
+    out = tmp_path / "out"
+    write_trend(store, now, [first, second, empty, now], list(boards), out, summary=summary)
+    page = (out / "index.html").read_text()
+    assert (f"Baseline: each device's last nightly that measured it ok: pi5 {second}, "
+            f"rpi5 {first}") in page
+
+    # no earlier nightly measured anything ok on a board new to the farm: nothing to compare
+    assert previous_baselines(store, now, RESNET | {("orin", "resnet", "onnx", "onnxruntime")}
+                              )["orin"] is None
+
+
+def test_a_measurement_with_nothing_to_compare_with_is_said_not_gated(tmp_path: Path) -> None:
+    """A measurement that ran ok with no baseline measurement (the first nightly, a model new
+    since the baseline) gets no verdict: that is said in summary.json, junit.xml (skipped, with
+    why), the page and the exit code's meaning, rather than passing in silence. It is a caveat,
+    not a failure: a first nightly passes."""
+    store = Store(tmp_path / "db.sqlite")
+    first = _night(store, 1)
+    add_job(store, first, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=1))
+    store.finish_run(first)
+    summary = _summary(store, None, first, [_ok()])
+    (m,) = summary["measurements"]
+    assert m["verdict"] is None and m["not_gated"] == (
+        "no baseline: no earlier nightly measured pi5 ok")
+    assert summary["not_gated"] == 1 and summary["regressions"] == 0
+    assert summary["exit_code"] == EXIT_OK
+    assert summary["exit_meaning"] == ("every device measured and no regression; 1 measurement "
+                                       "not gated, with no baseline measurement to compare with")
+    junit = ET.parse(write_junit(tmp_path / "first.xml", summary)).getroot()
+    (skipped,) = junit.findall(".//testcase/skipped")
+    assert skipped.get("message") == "not gated: no baseline: no earlier nightly measured pi5 ok"
+    assert junit.get("skipped") == "1" and junit.get("failures") == "0"
+
+    second = _night(store, 2)
+    add_job(store, second, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=2))
+    add_job(store, second, "mobilenet", samples_ns=sessions_ns(8.0, between_sd=0.01, seed=3))
+    store.finish_run(second)
+    summary = _summary(store, first, second, [_ok()])
+    gated = {m["model"]: m.get("not_gated") for m in summary["measurements"]}
+    assert gated == {"resnet": None,
+                     "mobilenet": f"no baseline measurement: not in {first}, the baseline of pi5"}
+    assert summary["not_gated"] == 1 and summary["exit_code"] == EXIT_OK
+    out = tmp_path / "out"
+    write_trend(store, second, [first, second], ["pi5"], out, summary=summary)
+    page = (out / "index.html").read_text()
+    status = page[page.index("<div class=status>"):page.index("</div>")]
+    assert (f"Not gated: 1 measurement ran ok with no baseline measurement to compare with (1: "
+            f"no baseline measurement: not in {first}, the baseline of pi5)") in status

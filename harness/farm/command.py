@@ -1,10 +1,11 @@
 """The `edgebench nightly` command from start to exit code (harness/farm/nightly.py does the
 measuring): build, measure every farm device, finish the run, gate against the baseline, write
-the trend report, `summary.json` and `junit.xml` into `--out`."""
+the trend report, `summary.json` and `junit.xml` into `--out`. A suite entry that does not build
+is measured nowhere: it is in all three and fails the run (exit 3), as it fails a `bench`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from harness.farm import nightly
 from harness.farm.farmfile import load_farm
 from harness.farm.summary import summary_document, write_junit, write_summary
 from harness.report.compare import is_regression
+from harness.report.progress import resume_command
 from harness.report.stats import check_top1_threshold
 from harness.runner import BenchOptions
 from harness.store import NIGHTLY_COMMAND, Store, check_existing, empty_file
@@ -62,10 +64,18 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
     # a database that cannot take the results, or a baseline run it does not hold, is said
     # now, not after hours of building and measuring (and none is made before the coordinators
     # answer)
+    names = [d.name for d in farm.devices]
     baseline = _check_db(args.db, args.baseline)
     if baseline == nightly_id:
         raise EdgebenchError(f"--baseline {args.baseline!r} is this nightly ({nightly_id}); "
                              "give an earlier run, or `previous`")
+    if baseline is not None:  # one that measured none of these devices gates nothing
+        with Store(args.db) as store:
+            nightly.check_baseline(store, baseline, names)
+    options = BenchOptions(quick=args.quick, sessions=args.sessions, threads=args.threads)
+    if args.nightly_id is not None and args.db.exists() and not empty_file(args.db):
+        with Store(args.db) as store:  # a nightly this command cannot take up: said now
+            nightly.check_resume(store, nightly_id, str(args.suite), names, options)
     from harness.farm.labgrid import client_for
 
     for coordinator in sorted({d.labgrid.coordinator for d in farm.devices if d.labgrid}):
@@ -73,33 +83,42 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
     report = build_suite(args.suite, args.build_dir, console=console)
     if not report.artifacts:
         raise EdgebenchError(f"{args.suite}: no artifact could be built")
-    options = BenchOptions(quick=args.quick, sessions=args.sessions, threads=args.threads)
     command = args.command or f"{NIGHTLY_COMMAND} --farm {args.farm} --suite {args.suite}"
     plan = nightly.plan_nightly(farm, report.artifacts, options, nightly_id, str(args.suite),
                                 command)
     with Store(args.db) as store:
+        if baseline is not None:  # one that shares no measurement with the plan gates nothing
+            nightly.check_baseline(store, baseline, names, nightly.measurement_keys(plan.jobs))
         if nightly.begin(store, plan, farm):
             say(f"resuming nightly {nightly_id}")
     try:
         outcomes = nightly.run_devices(args.db, plan, farm, say)
-    except BaseException:  # Ctrl-C, SIGTERM: the places are released, the run says so
+    except BaseException as err:  # Ctrl-C, SIGTERM: the places are released, the run says so
         with Store(args.db) as store:
             store.finish_run(nightly_id, "interrupted")
+            info = store.run(nightly_id)
+        if isinstance(err, KeyboardInterrupt) and info is not None:
+            say(f"nightly {nightly_id} interrupted: sessions under way are not stored; "
+                f"`{resume_command(info)}` measures what it has not stored")
         raise
     with Store(args.db) as store:
         status = nightly.finish(store, plan)
-        names = [d.name for d in farm.devices]
-        if args.baseline == "previous":
-            baseline = nightly.previous_nightly(store, nightly_id, names)
-        measurements, differences = _gate(store, baseline, nightly_id, args.threshold,
+        baselines = nightly.previous_baselines(store, nightly_id,
+                                               nightly.measurement_keys(plan.jobs)) \
+            if args.baseline == "previous" else {name: baseline for name in names}
+        measurements, differences = _gate(store, baselines, nightly_id, args.threshold,
                                           args.top1_threshold)
         regressions = sum(map(is_regression, measurements))
-        code, meaning = nightly.exit_code(outcomes, regressions, args.fail_on_regression)
+        code, meaning = nightly.exit_code(outcomes, regressions, args.fail_on_regression,
+                                          [entry for entry, _ in report.failures],
+                                          sum(1 for m in measurements if m.get("not_gated")))
         summary = summary_document(
-            nightly_id=nightly_id, baseline=baseline, status=status, exit_code=code,
+            nightly_id=nightly_id, baseline=nightly.latest(store, baselines.values()),
+            baselines=baselines, status=status, exit_code=code,
             exit_meaning=meaning, fail_on_regression=args.fail_on_regression,
             outcomes=outcomes, measurements=measurements, fingerprint_differences=differences,
-            threshold=args.threshold, top1_threshold=args.top1_threshold)
+            threshold=args.threshold, top1_threshold=args.top1_threshold,
+            build_failures=report.failures)
         from harness.report.nightly import write_trend
 
         write_trend(store, nightly_id, nightly.nightly_ids(store, nightly_id), names, out,
@@ -144,32 +163,48 @@ def _check_db(db: Path, baseline: str) -> str | None:
             raise StoreError(f"--baseline {baseline!r}: {err}") from err
 
 
-def _gate(store: Store, baseline: str | None, run_id: str, threshold: float,
+def _gate(store: Store, baselines: Mapping[str, str | None], run_id: str, threshold: float,
           top1_threshold: float = 0.1) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
-    """Each measurement of the nightly with its verdict against the baseline, and the
-    fingerprint differences. A measurement that fails with nothing to compare it with (the
-    first nightly, or a model new since the baseline) never ran ok before: newly failing."""
-    from harness.report.compare import NEWLY_FAILING, ONLY_A
+    """Each measurement of the nightly with its verdict against its device's baseline run
+    (`baselines`, by device; `baseline_run` in each row), and the fingerprint differences. A
+    measurement that fails with nothing to compare it with (no baseline, or a model new since
+    it) never ran ok before: newly failing. One that ran ok with nothing to compare it with
+    cannot be gated: it says why in `not_gated`, and is counted apart, not passed in silence."""
+    from harness.report.compare import NEWLY_FAILING, ONLY_A, ONLY_B
+    from harness.report.nightly import gate
 
     results = store.results([run_id])
     errors = {r["job_id"]: r.get("error_message") for r in results if r["status"] != "ok"}
-    if baseline is not None and baseline != run_id:
-        from harness.report.nightly import gate
-
-        rows, differences = gate(store, baseline, run_id, threshold,  # compare's rule
-                                 top1_threshold)
-    else:
-        differences = {}
-        rows = []
-        for r in results:  # the first nightly: figures, no speed verdicts
+    devices = list(dict.fromkeys([*baselines, *(r["device"] for r in results)]))
+    rows: list[dict[str, Any]] = []
+    differences: dict[str, list[str]] = {}
+    for baseline in dict.fromkeys(b for b in baselines.values() if b not in (None, run_id)):
+        assert baseline is not None
+        mine = {d for d, b in baselines.items() if b == baseline}
+        pairs, diffs = gate(store, baseline, run_id, threshold, top1_threshold)  # compare's rule
+        rows += [{**r, "baseline_run": baseline} for r in pairs if r["device"] in mine]
+        differences.update({d: keys for d, keys in diffs.items() if d in mine})
+    for r in results:
+        if baselines.get(r["device"]) in (None, run_id):  # no baseline: figures, no verdicts
             rows.append({"device": r["device"], "model": r["model"], "format": r["format"],
                          "runtime": r["runtime"], "threads": r["threads"], "batch": r["batch"],
                          "isa_b": r["isa"], "job_id_b": r["job_id"], "status_b": r["status"],
                          "sessions_b": r["sessions"], "median_b_ms": r["latency_median_ms"],
-                         "verdict": None if r["status"] == "ok" else NEWLY_FAILING})
+                         "verdict": None if r["status"] == "ok" else NEWLY_FAILING,
+                         "baseline_run": None})
     for row in rows:
         if row.get("job_id_b") in errors:
             row["error_b"] = errors[row["job_id_b"]]
-    # what was in the baseline and not measured now goes last
-    return [r for r in rows if r.get("verdict") != ONLY_A] + \
-        [r for r in rows if r.get("verdict") == ONLY_A], differences
+        if row.get("status_b") == "ok" and row.get("verdict") in (None, ONLY_B):
+            row["not_gated"] = _why_not_gated(row)
+    # by device as the farm lists them; what was in a baseline and not measured now goes last
+    rows.sort(key=lambda r: (r.get("verdict") == ONLY_A, devices.index(r["device"])
+                             if r["device"] in devices else len(devices)))
+    return rows, differences
+
+
+def _why_not_gated(row: dict[str, Any]) -> str:
+    baseline = row.get("baseline_run")
+    if baseline is not None:
+        return f"no baseline measurement: not in {baseline}, the baseline of {row['device']}"
+    return f"no baseline: no earlier nightly measured {row['device']} ok"

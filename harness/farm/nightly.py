@@ -15,46 +15,57 @@ the next (harness/farm/labgrid.py).
 Resume: the nightly's id names its run, and its jobs' ids are derived from it
 (`resume.job_id`), so the same command with `--id ID` after a crash measures only the sessions
 that are not stored yet (harness/resume.py): no duplicate rows, no session measured twice,
-and the device's content cache means nothing already pushed is pushed again.
+and the device's content cache means nothing already pushed is pushed again. On Ctrl-C or
+SIGTERM the devices stop storing before their places are released (`run_plan`'s `halt`): a
+session under way then is not stored, as in an interrupted bench, rather than stored as the lost
+connection that releasing its place causes; the resume measures it.
 
-Afterwards each device's results are compared with the baseline nightly by `compare`'s rule and
-the trend report, the JSON summary and the JUnit XML are written (`summary.py`,
-`harness/report/nightly.py`). A regression is a measurement slower beyond T with confidence, or
-newly failing: it fails (status not ok) where it ran ok in the baseline, or it fails with nothing
-to compare it with (the first nightly, which has no baseline, or a model new since the baseline),
-since it never ran ok before: otherwise a model that failed from its first night on would never
-fail the gate (failing in both nightlies is no news). The exit code (`exit_code`): 0 all
-measured and no regression, 1 a regression (with `--fail-on-regression`), 3 a device failed or
-was skipped.
+Afterwards each device's results are compared with its baseline by `compare`'s rule
+(`previous_baselines`: for `--baseline previous`, the device's last nightly that measured it ok)
+and the trend report, the JSON summary and the JUnit XML are written (`summary.py`,
+`harness/report/nightly.py`); a measurement with no baseline measurement is said not gated. A
+regression is a measurement slower beyond T with confidence, or newly failing: it fails (status not
+ok) where it ran ok in the baseline, or it fails with nothing to compare it with (the first
+nightly, which has no baseline, or a model new since the baseline), since it never ran ok before:
+otherwise a model that failed from its first night on would never fail the gate (failing in both
+nightlies is no news). The exit code (`exit_code`): 0 all measured and no regression, 1 a
+regression (with `--fail-on-regression`), 3 something was not measured: a device failed or was
+skipped, or a suite entry did not build.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import resume
+from harness import bench, resume
 from harness.agent import protocol
 from harness.errors import AccessError, EdgebenchError, TransportError
 from harness.farm.farmfile import Farm
 from harness.runner import BenchOptions, PlannedJob, plan_jobs, run_plan
-from harness.store import Store, new_run_id
+from harness.store import RunInfo, Store, new_run_id
 from harness.transport.base import transport_for
 
 CHECK_TIMEOUT_S = 120.0
-EXIT_OK, EXIT_REGRESSION, EXIT_DEVICES_FAILED = 0, 1, 3
+WIND_DOWN_S = 5.0  # how long an interrupted nightly waits for its devices to stop
+INTERRUPTED_DEVICE = "Ctrl-C or SIGTERM; a session under way is not stored: a resume measures it"
+# 3: something planned was not measured (a device failed or was skipped, a suite entry did not
+# build); the rest is gated all the same
+EXIT_OK, EXIT_REGRESSION, EXIT_NOT_MEASURED = 0, 1, 3
 Say = Callable[[str], None]
+MeasurementKey = tuple[str, str, str, str]  # device, model, format, runtime
 
 
 @dataclass
 class DeviceOutcome:
     name: str
     place: str | None
-    status: str = "pending"  # ok | failed | skipped
+    status: str = "pending"  # ok | failed | skipped | interrupted
     message: str = ""
     attempts: int = 0
     notes: list[str] = field(default_factory=list)
@@ -69,29 +80,65 @@ class NightlyPlan:
     options: BenchOptions
     suite: str
     command: str
+    record: dict[str, Any] = field(default_factory=dict)  # what runs.plan holds
 
 
 def plan_nightly(farm: Farm, artifacts: Sequence[Any], options: BenchOptions, nightly_id: str,
                  suite: str, command: str) -> NightlyPlan:
     jobs = plan_jobs(artifacts, farm.devices, options)
     jobs = [dataclasses.replace(j, job_id=resume.job_id(nightly_id, j)) for j in jobs]
-    return NightlyPlan(nightly_id, tuple(jobs), options, suite, command)
+    record = bench.plan_record(jobs, options, bench.what_record(Path(suite), None), None)
+    return NightlyPlan(nightly_id, tuple(jobs), options, suite, command, record)
+
+
+def check_resume(store: Store, nightly_id: str, suite: str, devices: Sequence[str],
+                 options: BenchOptions) -> RunInfo | None:
+    """The nightly `--id` names, if it exists and this command can take it up; else one line
+    why not: another suite or farm, or other options than it recorded (`runs.plan`, as
+    `bench --resume` checks them), since sessions measured otherwise would mix in one
+    measurement, or be taken for measured. A nightly of an edgebench that recorded no plan is
+    taken up unchecked, as before."""
+    existing = store.run(nightly_id)
+    if existing is None:
+        return None
+    if not existing.is_nightly:
+        raise EdgebenchError(f"{store.path}: run {nightly_id} is not a nightly; give another "
+                             "--id")
+    if existing.suite != suite or sorted(existing.devices) != sorted(devices):
+        raise EdgebenchError(
+            f"{store.path}: nightly {nightly_id} ran suite {existing.suite} on "
+            f"{', '.join(existing.devices)}; resume it with the same suite and farm, or give "
+            "another --id")
+    recorded = existing.plan
+    if recorded is not None:
+        if recorded.get("version") != bench.PLAN_VERSION:
+            raise EdgebenchError(f"nightly {nightly_id} recorded a plan of version "
+                                 f"{recorded.get('version')}, this edgebench resumes version "
+                                 f"{bench.PLAN_VERSION}")
+        bench.check_options(f"nightly {nightly_id}", recorded.get("options") or {},
+                            bench.options_record(options, None))
+    return existing
 
 
 def begin(store: Store, plan: NightlyPlan, farm: Farm) -> bool:
-    """Begin the nightly's run, or take it up again; True when resuming."""
-    existing = store.run(plan.nightly_id)
+    """Begin the nightly's run, recording its plan, or take it up again; True when resuming.
+    A measurement the run planned that would now be set up otherwise (the farm file changed
+    its threads, runtime options or tuning) is refused, naming what differs."""
     names = [d.name for d in farm.devices]
-    if existing is not None:
-        if not existing.is_nightly:
-            raise EdgebenchError(f"{store.path}: run {plan.nightly_id} is not a nightly; give "
-                                 "another --id")
-        if existing.suite != plan.suite or sorted(existing.devices) != sorted(names):
-            raise EdgebenchError(
-                f"{store.path}: nightly {plan.nightly_id} ran suite {existing.suite} on "
-                f"{', '.join(existing.devices)}; resume it with the same suite and farm, or "
-                "give another --id")
-    store.begin_run(plan.command, plan.suite, names, run_id=plan.nightly_id)
+    existing = check_resume(store, plan.nightly_id, plan.suite, names, plan.options)
+    if existing is not None and existing.plan is not None:
+        recorded = {j["job_id"]: j for j in existing.plan.get("jobs") or ()}
+        for job in plan.jobs:
+            if job.job_id in recorded:
+                difference = bench.setup_difference(recorded[job.job_id], job, plan.options)
+                if difference:
+                    raise EdgebenchError(
+                        f"nightly {plan.nightly_id}: {job.artifact.name} on {job.runtime} on "
+                        f"{job.device.name} would be measured otherwise than it was "
+                        f"({difference}); was the farm file changed?")
+    store.begin_run(plan.command, plan.suite, names, run_id=plan.nightly_id, plan=plan.record)
+    if existing is not None and existing.plan is not None:  # now measured by this process
+        store.set_run_plan(plan.nightly_id, {**existing.plan, "process": bench.this_process()})
     return existing is not None
 
 
@@ -162,7 +209,9 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
                 stored = resume.forget_retryable_rows(store, stored)
                 todo = resume.missing_among(stored, jobs, planned)
                 if todo:
-                    _measure(store, plan, todo, stored, outcome, say)
+                    _measure(store, plan, todo, stored, outcome, say, stop)
+                    if stop.is_set():
+                        return
                     stored = resume.sessions_by_job(store, ids)
                 left = resume.missing_among(stored, jobs, planned)
                 if not left:
@@ -183,6 +232,8 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
         outcome.status = "failed"
         outcome.message = f"{type(err).__name__}: {err} (on the host, in {device.name}'s nightly)"
     finally:
+        if stop.is_set() and outcome.status != "ok":  # Ctrl-C, SIGTERM: no fault of the device
+            outcome.status, outcome.message = "interrupted", INTERRUPTED_DEVICE
         if client is not None and device.labgrid is not None:
             try:
                 client.release(device.labgrid.place)
@@ -193,8 +244,10 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
 
 
 def _measure(store: Store, plan: NightlyPlan, todo: Sequence[PlannedJob],
-             rows: dict[str, list[dict[str, Any]]], outcome: DeviceOutcome, say: Say) -> None:
-    """Measure what `todo` lacks; `rows`: their stored session rows by job, as read."""
+             rows: dict[str, list[dict[str, Any]]], outcome: DeviceOutcome, say: Say,
+             stop: threading.Event) -> None:
+    """Measure what `todo` lacks; `rows`: their stored session rows by job, as read. Once
+    `stop` is set nothing more is stored: the session under way is measured again on resume."""
     stored = resume.stored_sessions(store, plan.nightly_id, todo, rows)
 
     # a measurement's row counts the bytes of all its sessions: this run's are the growth
@@ -220,7 +273,8 @@ def _measure(store: Store, plan: NightlyPlan, todo: Sequence[PlannedJob],
             say(line)
 
     run_plan(store, todo, plan.options, command=plan.command, suite=plan.suite,
-             on_event=on_event, run_id=plan.nightly_id, stored=stored, on_change=on_change)
+             on_event=on_event, run_id=plan.nightly_id, stored=stored, on_change=on_change,
+             halt=stop)
 
 
 def _why_missing(rows: dict[str, list[dict[str, Any]]], left: Sequence[PlannedJob]) -> str:
@@ -241,16 +295,25 @@ def run_devices(db: Path, plan: NightlyPlan, farm: Farm, say: Say) -> list[Devic
     threads = [threading.Thread(target=run_device, args=(db, plan, d, farm, o, stop, say),
                                 name=f"nightly-{d.name}", daemon=True)
                for d, o in zip(farm.devices, outcomes, strict=True)]
-    with places_released_on_interrupt():
-        try:
-            for t in threads:
-                t.start()
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.5)
-        except BaseException:
-            stop.set()  # before the places go: no device starts another job on one
-            raise
+    try:
+        with places_released_on_interrupt():
+            try:
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    while t.is_alive():
+                        t.join(0.5)
+            except BaseException:
+                # before the places go: no device starts another job on one, nor stores the
+                # session that losing its place cuts short
+                stop.set()
+                raise
+    except BaseException:
+        # a moment for each device to stop and say so; one stuck in a job is left behind
+        deadline = time.monotonic() + WIND_DOWN_S
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        raise
     return outcomes
 
 
@@ -262,15 +325,67 @@ def finish(store: Store, plan: NightlyPlan) -> str:
     return status
 
 
-def previous_nightly(store: Store, nightly_id: str, devices: Sequence[str]) -> str | None:
-    """The last nightly before this one that ran on any of these devices."""
+def measurement_keys(jobs: Sequence[PlannedJob]) -> set[MeasurementKey]:
+    """What each planned measurement is, as a baseline must have measured it: (device, model,
+    format, runtime)."""
+    return {(j.device.name, j.artifact.name, j.artifact.format, j.runtime) for j in jobs}
+
+
+def _ok_keys(store: Store, run_id: str) -> set[MeasurementKey]:
+    return {(r["device"], r["model"], r["format"], r["runtime"])
+            for r in store.find_results(run_id=run_id, status="ok")}
+
+
+def previous_baselines(store: Store, nightly_id: str, wanted: set[MeasurementKey]
+                       ) -> dict[str, str | None]:
+    """Each device's baseline for `--baseline previous`: the latest nightly before this one in
+    which that device measured ok something this nightly plans on it (`wanted`, by
+    `measurement_keys`: same model, format and runtime); None where there is none. Per device,
+    so that a nightly interrupted before it stored anything, or one in which a board failed or
+    was skipped, is not the baseline of what it did not measure: the board's measurements are
+    compared with its last good night."""
+    found: dict[str, str | None] = {device: None for device, *_ in sorted(wanted)}
     runs = store.runs()
     order = [r.run_id for r in runs]
     before = runs[:order.index(nightly_id)] if nightly_id in order else runs
     for run in reversed(before):
-        if run.is_nightly and set(run.devices) & set(devices):
-            return run.run_id
-    return None
+        left = [d for d, b in found.items() if b is None and d in run.devices]
+        if not run.is_nightly or not left:
+            continue
+        measured = {key[0] for key in _ok_keys(store, run.run_id) & wanted}
+        for device in left:
+            if device in measured:
+                found[device] = run.run_id
+        if all(found.values()):
+            break
+    return found
+
+
+def latest(store: Store, run_ids: Iterable[str | None]) -> str | None:
+    """The latest begun of these runs (the nightly's `baseline` when its devices' differ)."""
+    wanted = set(run_ids) - {None}
+    return next((r.run_id for r in reversed(store.runs()) if r.run_id in wanted), None)
+
+
+def check_baseline(store: Store, baseline: str, devices: Sequence[str],
+                   planned: set[MeasurementKey] | None = None) -> None:
+    """An explicit `--baseline` that could gate nothing of this nightly is refused in one line,
+    before anything is measured: one with no ok measurement on these devices (checked before the
+    build), or, once the nightly is `planned` (`measurement_keys`), none of a measurement it
+    makes. Otherwise every measurement would be "only in B" and the gate would pass."""
+    ok = _ok_keys(store, baseline)
+    shared = {key for key in ok if key[0] in devices}
+    if not shared:
+        ran = sorted({key[0] for key in ok})
+        raise EdgebenchError(
+            f"--baseline {baseline}: it measured nothing ok on this farm's devices "
+            f"({', '.join(devices)}; it measured {', '.join(ran) if ran else 'nothing ok'}), so "
+            "it can gate nothing; give a run of these devices, or `previous`")
+    if planned is not None and not shared & planned:
+        raise EdgebenchError(
+            f"--baseline {baseline}: it has no ok measurement of a model this nightly measures "
+            "(same device, model, format and runtime), so it can gate nothing; give a run of "
+            "this suite on these devices, or `previous`")
 
 
 def nightly_ids(store: Store, upto: str) -> list[str]:
@@ -279,21 +394,36 @@ def nightly_ids(store: Store, upto: str) -> list[str]:
     return [r.run_id for r in runs[:order.index(upto) + 1] if r.is_nightly]
 
 
-def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regression: bool
-              ) -> tuple[int, str]:
-    """The nightly's exit code and what it means, in words for the report's reader."""
+def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regression: bool,
+              build_failures: Sequence[str] = (), not_gated: int = 0) -> tuple[int, str]:
+    """The nightly's exit code and what it means, in words for the report's reader.
+    `build_failures`: the suite entries that did not build. What was not measured, on a device
+    or for want of its file, is 3 with or without --fail-on-regression, as `bench` fails a suite
+    entry that does not build: a gate that passes what it never measured is no gate.
+    `not_gated`: measurements that ran ok with no baseline measurement to compare with; a caveat
+    the meaning states, not a failure (a first nightly, a new model or board has none)."""
+    caveat = "" if not not_gated else (
+        f"; {not_gated} measurement{'s' if not_gated != 1 else ''} not gated, with no baseline "
+        "measurement to compare with")
     missed = [o for o in outcomes if o.status != "ok"]
-    if missed:
-        what = ", ".join(f"{o.name} {o.status}" for o in missed)
-        return EXIT_DEVICES_FAILED, (f"{len(missed)} of {len(outcomes)} devices not measured "
-                                     f"({what}); the others' results are gated all the same")
+    if missed or build_failures:
+        what = []
+        if build_failures:
+            what.append(f"{len(build_failures)} suite "
+                        f"{'entry' if len(build_failures) == 1 else 'entries'} did not build "
+                        f"({', '.join(build_failures)})")
+        if missed:
+            devices = ", ".join(f"{o.name} {o.status}" for o in missed)
+            what.append(f"{len(missed)} of {len(outcomes)} devices not measured ({devices})")
+        return EXIT_NOT_MEASURED, ("; ".join(what) + "; the rest is stored and gated all the "
+                                   "same" + caveat)
     if regressions and fail_on_regression:
         return EXIT_REGRESSION, (f"every device measured; {regressions} regressions, and "
-                                 "--fail-on-regression")
+                                 "--fail-on-regression" + caveat)
     if regressions:
         return EXIT_OK, (f"every device measured; {regressions} regressions, which fail the run "
-                         "only with --fail-on-regression")
-    return EXIT_OK, "every device measured and no regression"
+                         "only with --fail-on-regression" + caveat)
+    return EXIT_OK, "every device measured and no regression" + caveat
 
 
 def new_nightly_id() -> str:

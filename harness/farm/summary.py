@@ -1,22 +1,24 @@
 """What a nightly tells the CI system that ran it: `summary.json` and `junit.xml`.
 
-The JSON summary holds the nightly's id, its baseline, its status and exit code (with what it
-means), each device's outcome (ok, failed, skipped, with the reason and notes such as a stale
-place released) and each measurement with its figures and its verdict against the baseline. The
-JUnit XML has one test suite per device and one test case per measurement (model / format /
-runtime): a failure for a regression (`compare.is_regression`: slower beyond T with confidence;
-lower top-1 on the same images; or newly failing: failing now after running ok in the baseline,
-or failing with no baseline measurement to compare with), an
-error for a measurement that failed in the baseline too or a device that could not be measured,
-skipped for a device whose place stayed held by
-someone else. Both are written with the standard library only.
+The JSON summary holds the nightly's id, its baseline (each device's, and the latest of them), its
+status and exit code (with what it means), each device's outcome (ok, failed, skipped, with the
+reason and notes such as a stale place released) and each measurement with its figures and its
+verdict against the baseline. The JUnit XML has one test suite per device and one test case per
+measurement (model / format / runtime): a failure for a regression (`compare.is_regression`: slower
+beyond T with confidence; lower top-1 on the same images; or newly failing: failing now after
+running ok in the baseline, or failing with no baseline measurement to compare with), an error for
+a measurement that failed in the baseline too or a device that could not be measured, skipped for a
+device whose place stayed held by someone else or a measurement that ran ok with no baseline
+measurement to compare it with (not gated); and a test suite `suite build`, a failed case per suite
+entry that did not build (so was measured nowhere). Both are written with the standard library
+only.
 """
 
 from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,14 @@ def case_name(row: dict[str, Any]) -> str:
     return f"{row['model']} [{row['format']}, {row['runtime']}, {row.get('threads')} threads]"
 
 
+def baseline_text(summary: dict[str, Any]) -> str:
+    """The nightly's baseline in words: "none", a run id, or each device's where they differ."""
+    baselines = summary.get("baselines") or {}
+    if len(set(baselines.values())) > 1:
+        return ", ".join(f"{device} {run or 'none'}" for device, run in baselines.items())
+    return str(summary.get("baseline") or "none")
+
+
 def write_summary(path: Path, summary: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=1, sort_keys=True, default=str) + "\n",
@@ -37,14 +47,19 @@ def write_summary(path: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
-def summary_document(*, nightly_id: str, baseline: str | None, status: str, exit_code: int,
+def summary_document(*, nightly_id: str, baseline: str | None,
+                     baselines: Mapping[str, str | None] | None = None, status: str,
+                     exit_code: int,
                      exit_meaning: str, fail_on_regression: bool,
                      outcomes: Sequence[DeviceOutcome], measurements: Sequence[dict[str, Any]],
                      fingerprint_differences: dict[str, list[str]], threshold: float,
-                     top1_threshold: float = TOP1_THRESHOLD_POINTS) -> dict[str, Any]:
+                     top1_threshold: float = TOP1_THRESHOLD_POINTS,
+                     build_failures: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     return {
         "nightly_id": nightly_id,
-        "baseline": baseline,
+        "baseline": baseline,  # the latest of the devices' baselines (theirs, when one)
+        "baselines": dict(baselines) if baselines is not None else {
+            str(o.name): baseline for o in outcomes},
         "status": status,
         "exit_code": exit_code,
         "exit_meaning": exit_meaning,
@@ -54,7 +69,11 @@ def summary_document(*, nightly_id: str, baseline: str | None, status: str, exit
         "devices": [asdict(o) for o in outcomes],
         "measurements": list(measurements),
         "regressions": sum(map(is_regression, measurements)),
+        # ran ok with nothing to compare with (no baseline; new since it): said, not passed
+        "not_gated": sum(1 for m in measurements if m.get("not_gated")),
         "fingerprint_differences": fingerprint_differences,
+        # suite entries that did not build, so were measured nowhere
+        "build_failures": [{"entry": entry, "error": error} for entry, error in build_failures],
     }
 
 
@@ -91,9 +110,22 @@ def write_junit(path: Path, summary: dict[str, Any]) -> Path:
                 why = device["message"] if device["status"] != "ok" else m.get("status_b")
                 ET.SubElement(case, "error", message=str(why or "not measured"),
                               type=str(m.get("status_b") or device["status"]))
+            elif m.get("not_gated"):  # measured, but no verdict: said, not passed
+                counts["skipped"] += 1
+                ET.SubElement(case, "skipped", message=f"not gated: {m['not_gated']}")
         for key, value in counts.items():
             suite.set(key, str(value))
             totals[key] += value
+    failed_builds = summary.get("build_failures") or []
+    if failed_builds:  # a failed case each: CI shows what was never measured, and why
+        suite = ET.SubElement(root, "testsuite", name="suite build", tests=str(len(failed_builds)),
+                              failures=str(len(failed_builds)), errors="0", skipped="0")
+        for failed in failed_builds:
+            case = ET.SubElement(suite, "testcase", name=str(failed["entry"]),
+                                 classname="edgebench.build")
+            ET.SubElement(case, "failure", message=str(failed["error"]), type="build failed")
+        totals["tests"] += len(failed_builds)
+        totals["failures"] += len(failed_builds)
     for key, value in totals.items():
         root.set(key, str(value))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,13 +12,16 @@ what changed in the last nightly in colour, slower than the previous nightly rin
 `accuracy.png/pdf` (top-1 with its Wilson interval; at farm scale each model's change from its
 own median, what changed in the last nightly in colour: `plots.accuracy_trends`) and `index.html`:
 first the verdict, for the operator who opens it in the morning (the exit code and what it
-means, each device's outcome with the reason, the counts of verdicts and every regression, links
-to `summary.json` and `junit.xml`), then both figures and the table of every nightly's figures.
+means, the baseline (each device's where they differ), each device's outcome with the reason,
+the suite entries that did not build, the counts of verdicts, the measurements not gated for want
+of a baseline measurement, and every regression, links to `summary.json` and `junit.xml`), then
+both figures and the table of every nightly's figures.
 """
 
 from __future__ import annotations
 
 import html
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -132,9 +135,16 @@ def status_block(summary: dict[str, Any]) -> str:
     measurements = summary["measurements"]
     parts = [f"<p class={'ok' if code == 0 else 'bad'}><b>Exit code {code}</b>: "
              f"{_e(summary.get('exit_meaning'))}</p>"]
-    parts.append("<p>Baseline: " + (f"nightly {_e(baseline)}" if baseline else
-                 "none, the first nightly (a measurement that fails counts as newly failing: "
-                 "it never ran ok before)")
+    baselines = summary.get("baselines") or {}
+    if not baseline:
+        said = ("none, the first nightly with ok measurements on these devices (a measurement "
+                "that fails counts as newly failing: it never ran ok before)")
+    elif len(set(baselines.values())) > 1:
+        said = ("each device's last nightly that measured it ok: " + ", ".join(
+            f"{_e(device)} {_e(run) if run else 'none'}" for device, run in baselines.items()))
+    else:
+        said = f"nightly {_e(baseline)}"
+    parts.append(f"<p>Baseline: {said}"
                  + f"; run {_e(summary.get('status'))}; threshold T = "
                  f"{summary.get('threshold', stats.THRESHOLD):.0%}, top-1 "
                  f"{summary.get('top1_threshold', stats.TOP1_THRESHOLD_POINTS):g} points.</p>")
@@ -151,6 +161,14 @@ def status_block(summary: dict[str, Any]) -> str:
     parts.append("<table><tr><th>device</th><th>labgrid place</th><th>status</th>"
                  "<th>why, notes</th><th>attempts</th><th>sessions run</th></tr>"
                  + "".join(rows) + "</table>")
+    failed_builds = summary.get("build_failures") or []
+    if failed_builds:
+        parts.append(f"<p class=bad>{len(failed_builds)} suite "
+                     f"{'entry' if len(failed_builds) == 1 else 'entries'} did not build "
+                     "(measured on no device):</p><table><tr><th>suite entry</th>"
+                     "<th>why</th></tr>"
+                     + "".join(f"<tr><td>{_e(f['entry'])}</td><td class=bad>{_e(f['error'])}"
+                               "</td></tr>" for f in failed_builds) + "</table>")
     counts = {v: sum(m.get("verdict") == v for m in measurements) for v in COUNTED}
     counts.update({v: sum(m.get("accuracy_verdict") == v for m in measurements)
                    for v in TOP1_COUNTED})
@@ -162,6 +180,12 @@ def status_block(summary: dict[str, Any]) -> str:
 
     parts.append(f"<p>Measurements: {len(measurements)}; " + ", ".join(map(count, shown))
                  + ".</p>")
+    not_gated = Counter(str(m["not_gated"]) for m in measurements if m.get("not_gated"))
+    if not_gated:  # a caveat, not a failure: nothing to compare with is no regression
+        n = sum(not_gated.values())
+        parts.append(f"<p class=warn>Not gated: {n} measurement{'s' if n != 1 else ''} ran ok "
+                     "with no baseline measurement to compare with ("
+                     + "; ".join(f"{n}: {_e(why)}" for why, n in not_gated.items()) + ").</p>")
     regressions = [m for m in measurements if compare.is_regression(m)]
     if regressions:
         rows = []
@@ -226,7 +250,8 @@ def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, written: list[Path
         f"<title>edgebench nightly {html.escape(run_id)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;"
         "padding:3px 6px;font-size:90%}table{border-collapse:collapse}.bad{color:#D55E00;"
-        "font-weight:bold}.ok{color:#009E73}.status{margin-bottom:1.5em}</style>"
+        "font-weight:bold}.ok{color:#009E73}.warn{color:#B8860B;font-weight:bold}"
+        ".status{margin-bottom:1.5em}</style>"
         f"<h1>edgebench nightly {html.escape(run_id)}</h1>"
         f"{status}"
         "<h2>Trends</h2>"

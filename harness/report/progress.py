@@ -1,8 +1,9 @@
 """How much of its plan a run holds, and how a report says so: a report of a run that was
 interrupted, is still being measured, or ended incomplete must not read like one of a finished
-run. The plan is what `edgebench bench` recorded in `runs.plan` (its measurements and sessions
-per measurement); a nightly records none, so its rows' `sessions_planned` say what each stored
-measurement lacks. The same sentences go to the console, the HTML page and the paper's captions.
+run. The plan is what `edgebench bench` or `nightly` recorded in `runs.plan` (its measurements
+and sessions per measurement); for a run that recorded none (an older edgebench's), its rows'
+`sessions_planned` say what each stored measurement lacks. The same sentences go to the
+console, the HTML page and the paper's captions.
 """
 
 from __future__ import annotations
