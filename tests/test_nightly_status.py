@@ -9,11 +9,16 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from harness.bench import plan_record, what_record
+from harness.errors import EdgebenchError
 from harness.farm.command import _gate
 from harness.farm.nightly import (
     EXIT_OK,
     EXIT_REGRESSION,
     DeviceOutcome,
+    check_resume,
     exit_code,
     latest,
     previous_baselines,
@@ -21,6 +26,7 @@ from harness.farm.nightly import (
 from harness.farm.summary import summary_document, write_junit
 from harness.report.compare import is_regression
 from harness.report.nightly import write_trend
+from harness.runner import BenchOptions
 from harness.store import Store
 from tests.test_report_synthetic import ISA, add_job, sessions_ns
 
@@ -289,3 +295,22 @@ def test_a_measurement_with_nothing_to_compare_with_is_said_not_gated(tmp_path: 
     status = page[page.index("<div class=status>"):page.index("</div>")]
     assert (f"Not gated: 1 measurement ran ok with no baseline measurement to compare with (1: "
             f"no baseline measurement: not in {first}, the baseline of pi5)") in status
+
+
+def test_a_nightly_whose_suite_was_edited_is_not_taken_up(tmp_path: Path) -> None:
+    """`--id` after the suite changed would measure its rebuilt models beside the old ones in one
+    nightly; refused as `bench --resume` refuses an edited suite. The same suite is taken up."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: s\n")
+    options = BenchOptions(quick=True)
+    store = Store(tmp_path / "x.db")
+    store.begin_run(f"edgebench nightly --farm f.yaml --suite {suite}", str(suite), ["pi5"],
+                    run_id="nightly-x",
+                    plan=plan_record([], options, what_record(suite, None), None))
+    assert check_resume(store, "nightly-x", str(suite), ["pi5"], options) is not None
+    suite.write_text("name: s\nseed: 1\n")
+    with pytest.raises(EdgebenchError, match=rf"nightly nightly-x: suite {suite} changed since "
+                                             r"the nightly began \(sha256 \w{12} then, \w{12} "
+                                             r"now\); run a new nightly \(without --id\)"):
+        check_resume(store, "nightly-x", str(suite), ["pi5"], options)
+    store.close()

@@ -94,9 +94,9 @@ def plan_nightly(farm: Farm, artifacts: Sequence[Any], options: BenchOptions, ni
 def check_resume(store: Store, nightly_id: str, suite: str, devices: Sequence[str],
                  options: BenchOptions) -> RunInfo | None:
     """The nightly `--id` names, if it exists and this command can take it up; else one line
-    why not: another suite or farm, or other options than it recorded (`runs.plan`, as
-    `bench --resume` checks them), since sessions measured otherwise would mix in one
-    measurement, or be taken for measured. A nightly of an edgebench that recorded no plan is
+    why not: another suite or farm, an edited suite, or other options than it recorded
+    (`runs.plan`, as `bench --resume` checks them), since sessions measured otherwise would mix
+    in one measurement, or be taken for measured. A nightly of an edgebench that recorded no plan is
     taken up unchecked, as before."""
     existing = store.run(nightly_id)
     if existing is None:
@@ -117,6 +117,13 @@ def check_resume(store: Store, nightly_id: str, suite: str, devices: Sequence[st
                                  f"{bench.PLAN_VERSION}")
         bench.check_options(f"nightly {nightly_id}", recorded.get("options") or {},
                             bench.options_record(options, None))
+        was = (recorded.get("what") or {}).get("sha256")
+        now = bench.what_record(Path(suite), None)["sha256"]
+        if was != now:  # its rebuilt models would be measured beside the old ones in one run
+            raise EdgebenchError(
+                f"nightly {nightly_id}: suite {suite} changed since the nightly began (sha256 "
+                f"{(was or 'none')[:12]} then, {(now or 'none')[:12]} now); run a new nightly "
+                "(without --id)")
     return existing
 
 
