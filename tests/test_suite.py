@@ -76,6 +76,10 @@ def test_minimal_suite_defaults(tmp_path: Path) -> None:
                       "steps: [quantize_static, prune_structured]"), "recipes.r.steps[0]",
          "last step"),
         (BASE + "formats: [onnx, coreml]\n", "formats[1]", "unknown format"),
+        # found on a farm: the entry failed at every build ("no format left"), after training
+        (BASE.replace("ratio: 0.5}}]", "ratio: 0.5}}]\n    formats: [tflite]")
+         .replace("recipes: [r]", "recipes: [r]\n    formats: [onnx]"), "models.m.recipes[0]",
+         "recipe r is built only as tflite, and this model only as onnx: nothing would be built"),
         (BASE.replace("arch: digits_cnn", "arch: digits_cnn\n    colour: red"), "models.m.colour",
          "unknown field"),
         (BASE + "seed: -1\n", "seed", "integer"),

@@ -236,9 +236,16 @@ def load_suite(path: Path | str) -> Suite:
         if train and dataset is None:
             raise r.fail(f"{where}.train", "training needs a dataset; set models."
                          f"{name}.dataset")
+        formats = r.formats(body["formats"], f"{where}.formats") if "formats" in body \
+            else default_formats
         recipe_names = r.names(body.get("recipes", []), f"{where}.recipes")
         for i, recipe in enumerate(recipe_names):
             r.known(recipe, f"{where}.recipes[{i}]", "recipe", sorted(recipes))
+            only = recipes[recipe].formats
+            if only is not None and not set(only) & set(formats):
+                raise r.fail(f"{where}.recipes[{i}]",
+                             f"recipe {recipe} is built only as {', '.join(only)}, and this "
+                             f"model only as {', '.join(formats)}: nothing would be built")
         models[name] = ModelCfg(
             name=name, arch=arch, dataset=dataset,
             weights=_path(r.string(body["weights"], f"{where}.weights"))
@@ -248,8 +255,7 @@ def load_suite(path: Path | str) -> Suite:
             input_size=r.integer(body["input_size"], f"{where}.input_size", 1)
             if "input_size" in body else None,
             train=dict(train),
-            formats=r.formats(body["formats"], f"{where}.formats")
-            if "formats" in body else default_formats,
+            formats=formats,
             recipes=recipe_names,
         )
     return Suite(path, str(top.get("name") or path.stem), seed, datasets, models, recipes)
