@@ -571,10 +571,10 @@ def test_run_to_run_spread_from_history_widens_the_interval(tmp_path: Path) -> N
 
 def scipy_free_run_sd(runs: list[list[float]]) -> tuple[float, int]:
     """The run-to-run log-sd: the variance of the runs' log means less what the sessions
-    explain, written out."""
+    explain (a typical run's: the median), written out."""
     logs = [np.log(r) for r in runs]
     between = np.var([x.mean() for x in logs], ddof=1)
-    within = np.mean([x.var(ddof=1) / x.size for x in logs])
+    within = np.median([x.var(ddof=1) / x.size for x in logs])
     return math.sqrt(max(0.0, between - within)), len(logs)
 
 

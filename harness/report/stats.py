@@ -125,11 +125,14 @@ def run_level_sd(runs: Sequence[Sequence[float]]) -> tuple[float, int] | None:
     """The spread between runs beyond what their sessions show, as a log-sd, from the session
     medians of earlier runs of one artifact; with the number of runs it rests on.
 
-    The variance of the runs' mean logs, less what their sessions already explain (the one-way
-    random-effects estimate). Deliberately not a robust spread: a device whose runs switch
-    between two speeds (a board that lands in a slow mode one run in three) has runs that mostly
-    agree, and the median difference of consecutive runs, used before, took it for a quiet
-    device and called the unchanged model slower or faster in a quarter of comparisons
+    The variance of the runs' mean logs, less what their sessions already explain: a typical
+    run's sampling variance of its mean (the median over the runs, so that a run or two of wild
+    sessions cannot explain away the spread between the others; with the mean, one run of
+    bimodal sessions on this VM set the estimate to 0 and two tight runs of one file 19% apart
+    were called faster). Deliberately not a robust spread of the runs' levels: a device whose
+    runs switch between two speeds (a board that lands in a slow mode one run in three) has runs
+    that mostly agree, and the median difference of consecutive runs, used before, took it for a
+    quiet device and called the unchanged model slower or faster in a quarter of comparisons
     (simulated; a user's nightlies of one file were called 0.62x and 1.45x). A real step in the
     history now counts as spread until it leaves the window of runs: the comparison is less
     sensitive for a while, never more alarming. None with fewer than MIN_HISTORY_RUNS runs of two
@@ -139,7 +142,7 @@ def run_level_sd(runs: Sequence[Sequence[float]]) -> tuple[float, int] | None:
     if len(groups) < MIN_HISTORY_RUNS:
         return None
     between = float(np.var([g.mean() for g in groups], ddof=1))
-    within = float(np.mean([g.var(ddof=1) / g.size for g in groups]))
+    within = float(np.median([g.var(ddof=1) / g.size for g in groups]))
     return math.sqrt(max(0.0, between - within)), len(groups)
 
 
