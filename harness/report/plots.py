@@ -1058,14 +1058,19 @@ def _write_in_child(writer: Any, *args: Any) -> None:
         writer.close()
 
 
+def for_print(fig: Figure, build: FigureBuilder) -> Figure:
+    """`fig` where it fits a page (at most `MAX_HEIGHT_IN`), else the figure built again for
+    the double column, its rows compacted to fit."""
+    if fig.get_figheight() <= MAX_HEIGHT_IN + 1e-6:
+        return fig
+    return build(DOUBLE) or fig
+
+
 def page_and_print(build: FigureBuilder) -> tuple[Figure | None, Figure | None]:
-    """The figure for the HTML page (`SCREEN`: as tall as its rows need) and the one for print
-    (never taller than `MAX_HEIGHT_IN`): one figure where it fits a page, else the print one
-    built again with its rows compacted."""
+    """The figure for the HTML page (`SCREEN`: as tall as its rows need) and the one for print:
+    the same figure where it fits a page."""
     page = build(SCREEN)
-    if page is None or page.get_figheight() <= MAX_HEIGHT_IN + 1e-6:
-        return page, page
-    return page, build(DOUBLE)
+    return page, None if page is None else for_print(page, build)
 
 
 def _one(name: str, build: FigureBuilder, folder: Path, formats: Sequence[str],
@@ -1077,8 +1082,7 @@ def _one(name: str, build: FigureBuilder, folder: Path, formats: Sequence[str],
     raster = [f for f in formats if f != "pdf"]
     paths = save(fig, folder, name, raster) if raster else []
     if "pdf" in formats:
-        printed = fig if fig.get_figheight() <= MAX_HEIGHT_IN + 1e-6 else build(DOUBLE)
-        paths += save(printed or fig, folder, name, ("pdf",))
+        paths += save(for_print(fig, build), folder, name, ("pdf",))
     return paths
 
 
