@@ -33,6 +33,15 @@ def stop(proc: subprocess.Popen[str], sig: signal.Signals) -> str:
     return err
 
 
+def interrupted(db: Path, sessions: int, *args: str, device: str = "local",
+                sig: signal.Signals = signal.SIGTERM) -> str:
+    """Run bench with `args` until `sessions` sessions of `device` are stored, then send it
+    `sig`; its stderr."""
+    proc = start(db, *args)
+    wait_for_sessions(db, device, sessions, proc)
+    return stop(proc, sig)
+
+
 def stored(db: Path) -> list[tuple[str, int, str]]:
     return rows(db, "SELECT job_id, session, started_at FROM sessions ORDER BY job_id, session")
 
@@ -53,17 +62,14 @@ def test_an_interrupted_bench_resumes_twice_measuring_each_session_once(
         tmp_path: Path, tiny_onnx: Path) -> None:
     db = tmp_path / "r.db"
     args = ("--model", str(tiny_onnx), "--sessions", SESSIONS, "--threads", "1")
-    first = start(db, *args)
-    wait_for_sessions(db, "local", 2, first)
-    stop(first, signal.SIGTERM)
+    interrupted(db, 2, *args)
     ((run_id, status),) = rows(db, "SELECT run_id, status FROM runs")
     assert status == "interrupted"
     before = stored(db)
     assert 2 <= len(before) < int(SESSIONS)
 
-    second = start(db, *args, "--resume", run_id[:10])  # a prefix, like other run ids
-    wait_for_sessions(db, "local", len(before) + 2, second)
-    err = stop(second, signal.SIGINT)  # a resumed run interrupted in its turn
+    # a resumed run interrupted in its turn; its run id as a prefix, like other run ids
+    err = interrupted(db, len(before) + 2, *args, "--resume", run_id[:10], sig=signal.SIGINT)
     assert (f"resuming run {run_id}: {len(before)} of {SESSIONS} sessions stored, measuring "
             f"{int(SESSIONS) - len(before)}") in err
     middle = stored(db)
@@ -222,9 +228,7 @@ def test_a_run_resumed_on_a_changed_device_says_so_at_once_and_is_flagged(
     db = tmp_path / "r.db"
     sessions = 10
     args = ("--model", str(tiny_onnx), "--sessions", str(sessions), "--threads", "1")
-    first = start(db, *args)
-    wait_for_sessions(db, "local", 1, first)
-    stop(first, signal.SIGTERM)
+    interrupted(db, 1, *args)
     with Store(db) as store:
         (row,) = store.results()
     kernel = row["device_fingerprint"]["kernel"]
@@ -259,13 +263,9 @@ def test_a_device_changed_and_changed_back_across_two_resumes_is_told_and_flagge
     db = tmp_path / "r.db"
     sessions = 8
     args = ("--model", str(tiny_onnx), "--sessions", str(sessions), "--threads", "1")
-    first = start(db, *args)
-    wait_for_sessions(db, "local", 2, first)
-    stop(first, signal.SIGTERM)
+    interrupted(db, 2, *args)
     on_a = [s for _, s, _ in stored(db)]
-    second = start(db, *args, "--resume", "latest")
-    wait_for_sessions(db, "local", len(on_a) + 2, second)
-    stop(second, signal.SIGTERM)
+    interrupted(db, len(on_a) + 2, *args, "--resume", "latest")
     on_b = [s for _, s, _ in stored(db) if s not in on_a]
     assert on_b and len(on_a) + len(on_b) < sessions
     with Store(db) as store:
@@ -377,9 +377,7 @@ def test_a_row_resumed_without_a_profile_keeps_its_sessions_placement(
     db = tmp_path / "r.db"
     device = _device_with_an_accelerator(tmp_path)
     args = ("--model", str(tiny_onnx), "--device", str(device), "--sessions", "4")
-    first = start(db, *args)
-    wait_for_sessions(db, "azure", 1, first)
-    stop(first, signal.SIGTERM)
+    interrupted(db, 1, *args, device="azure")
     with Store(db) as store:
         (before,) = store.results()
     assert before["placement"] and before["accelerator"]  # what is at stake
