@@ -349,15 +349,20 @@ def _summary_table(records: list[dict[str, Any]], width: int) -> Any:
                          for r in records]
     columns["sessions"] = [f"{r['sessions']}/{r['sessions_planned']}" for r in records]
     # the memory the model adds to the runtime's (results/README.md), not the file's size
-    columns["memory MiB"] = [_fmt(r["model_mb"], ".1f") for r in records]
+    columns["model MiB"] = [_fmt(r["model_mb"], ".1f") for r in records]
     columns["top-1 %"] = [format_percent(r["accuracy_top1"]) for r in records]
     columns["flags"] = [", ".join(FLAG_LABELS.get(f, f) for f in r.get("flags") or ())
                         for r in records]
     return fitted_table(
         columns, width, names=("device", "model", "runtime"), wraps=("status", "flags"),
-        optional=("p90 ms", "memory MiB", "sessions"),
+        optional=("p90 ms", "model MiB", "sessions"),
         left=("device", "model", "runtime", "status", "flags"),
         title="edgebench results" + (f" on {escape(devices[0])}" if one_device else ""))
+
+
+# Under the table: "memory" there read as the process's, which the report gives as peak RSS.
+MODEL_MIB_LINE = ("  model MiB: the memory the model adds to its runtime's (peak RSS of the timed "
+                  "window less the RSS before the model loaded); the report has the peak RSS")
 
 
 def _flag_lines(records: list[dict[str, Any]]) -> list[str]:
@@ -615,6 +620,7 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
         profiled = (store.profiles(job_ids), store.profile_ops(job_ids)) if args.profile \
             else None
     out.print(_summary_table(records, out.width))
+    out.print(MODEL_MIB_LINE, highlight=False, markup=False, soft_wrap=True)
     for line in _flag_lines(records):
         out.print(line, highlight=False, markup=False, soft_wrap=True)
     if profiled is not None:
