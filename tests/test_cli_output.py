@@ -69,13 +69,14 @@ def _comparison_cells(path: Path, a: str, b: str, text: str) -> list[str]:
     interval, verdict and top-1 change, and the sessions (where `text` does not say that
     optional column was left out)."""
     from harness.report.compare import compare_runs
+    from harness.report.console import format_interval
 
     with Store(path, readonly=True) as store:
         rows = list(compare_runs(store, a, b).table.itertuples())
     cells = []
     for r in rows:
-        cells += [r.model, r.runtime, r.verdict, f"{r.ratio:.3f} [{r.ratio_ci95_low:.3f}, "
-                  f"{r.ratio_ci95_high:.3f}]"]
+        cells += [r.model, r.runtime, r.verdict,
+                  format_interval(r.ratio, r.ratio_ci95_low, r.ratio_ci95_high, ".3f")]
         if r.top1_a == r.top1_a and r.top1_b == r.top1_b:  # not NaN
             cells.append(f"{100 * r.top1_a:.1f} \u2192 {100 * r.top1_b:.1f} "
                          f"({100 * (r.top1_b - r.top1_a):+.1f})")
@@ -334,6 +335,17 @@ def test_the_bench_summary_says_mib_and_percent() -> None:
     assert "model" in text and "MiB" in text and "model MB" not in text
     assert "memory" not in text  # the line under the table says which memory
     assert "top-1 %" in text and " 99.2 " in text and "0.992" not in text
+
+
+def test_a_bound_a_thousand_times_off_its_figure_is_written_in_powers_of_ten() -> None:
+    """Two sessions 230x apart (a torch model on a loaded host, from the audit) gave
+    "48.2 [0.0, 7006531499428986.0]": a bound that far from its figure is in powers of ten, one
+    within reach keeps the figure's decimals."""
+    from harness.report.console import format_interval, format_median_interval
+
+    assert format_median_interval(48.2, 3.3e-13, 7006531499428986.0) == "48.2 [3.3e-13, 7.01e+15]"
+    assert format_interval(2.2, 0.07, 65.06, ".2f") == "2.20 [0.07, 65.06]"
+    assert format_interval(1.0, 0.0009, 1001.0, ".2f") == "1.00 [0.0009, 1e+03]"
 
 
 def test_a_median_and_its_bounds_have_the_same_decimals() -> None:

@@ -113,13 +113,25 @@ def format_value(value: Any, spec: str = ".4g", none: str = NA) -> str:
     return str(value)
 
 
+# A bound this many times above or below its figure is written with 3 significant digits in
+# powers of ten: two sessions 230x apart give a latency interval of [3.3e-13, 7.01e+15] ms, which
+# in the figure's decimals read "[0.0, 7006531499428986.0]".
+FAR_BOUND = 1000.0
+
+
 def format_interval(value: Any, low: Any, high: Any, spec: str) -> str:
     """ "12.345 [12.1, 12.6]": a figure with its interval, or just the figure when the interval
-    could not be computed."""
+    could not be computed; a bound FAR_BOUND times off the figure as "7.01e+15"."""
     text = format_value(value, spec)
     if is_missing(value) or is_missing(low) or is_missing(high):
         return text
-    return f"{text} [{format_value(low, spec)}, {format_value(high, spec)}]"
+
+    def bound(x: Any) -> str:
+        v, b = abs(float(value)), abs(float(x))
+        far = v > 0 and (b > v * FAR_BOUND or b < v / FAR_BOUND) and math.isfinite(b)
+        return format_value(x, ".3g" if far else spec)
+
+    return f"{text} [{bound(low)}, {bound(high)}]"
 
 
 def decimals_for(value: Any, digits: int = 3) -> int:
