@@ -672,3 +672,22 @@ def test_runs_of_mixed_sessions_are_no_part_of_the_run_to_run_history(tmp_path: 
         pair = compare_runs(store, prev, cur).table.iloc[0]
         assert verdicts[runs.index(cur)] == pair["verdict"]
     assert verdicts[-1] == SLOWER
+
+
+def test_a_file_rebuilt_between_the_runs_is_said(tmp_path: Path, capsys) -> None:
+    """A recipe changed and its file was rebuilt under the same name (a researcher's prune 0.3
+    -> 0.4): the pair is judged, as a nightly after a change must be, and the comparison says
+    which measurements are of another file; an unchanged file is not named."""
+    store, a, b = _two_runs(tmp_path, {}, model_sha256="f" * 64)
+    table = compare_runs(store, a, b).table
+    assert list(table["file_changed"]) == [True] * 3
+    assert list(table["verdict"]) == [NO_CHANGE] * 3  # still judged
+    same = compare_runs(store, a, a).table
+    assert not same["file_changed"].any()
+    store.close()
+    run_compare(tmp_path / "x.db", a, b)
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("3 measurements of B measured another file than A under the same name (rebuilt "
+            "between the runs, sha256 differs): alpha, beta, gamma.") in out
+    run_compare(tmp_path / "x.db", a, a)
+    assert "another file" not in capsys.readouterr().out

@@ -159,6 +159,7 @@ COMPARISON_COLUMNS = (
     "top1_a",  # top-1 accuracy, a fraction
     "top1_b",
     "accuracy_verdict",  # lower, higher or same top-1; "other images"; or the speed's reason
+    "file_changed",  # both sides measured a file of this name, but not the same file (sha256)
 )
 
 
@@ -284,6 +285,7 @@ def _judge_pair(
         top1_a=row.get("accuracy_top1_a", nan),
         top1_b=row.get("accuracy_top1_b", nan),
         accuracy_verdict="",
+        file_changed=_file_changed(row),
     )
     if row["_merge"] == "left_only":
         out["verdict"] = ONLY_A
@@ -312,6 +314,14 @@ def _judge_pair(
         accuracy_verdict=_accuracy_verdict(row, verdict, top1_threshold),
     )
     return out
+
+
+def _file_changed(row: pd.Series) -> bool:
+    """Whether A and B measured different files under one name: a recipe, its code or its
+    training changed and the file was rebuilt (the pair is still judged: that is what a nightly
+    after a change is for, but it is said)."""
+    a, b = _text(row.get("model_sha256_a")), _text(row.get("model_sha256_b"))
+    return a is not None and b is not None and a != b
 
 
 def _accuracy_verdict(row: pd.Series, verdict: str, threshold_points: float) -> str:

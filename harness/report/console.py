@@ -476,9 +476,23 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
               .value_counts().items()]
     console.print(", ".join(f"{n} {v}" for v, n in counts) or "no measurements in either run",
                   highlight=False)
+    changed = changed_files_note(result.table)
+    if changed:
+        console.print(changed, highlight=False, markup=False)
     spread = run_spread_note(result.table)
     if spread:
         console.print(spread, highlight=False, markup=False)
+
+
+def changed_files_note(table: pd.DataFrame) -> str:
+    """The models whose A and B are different files (rebuilt in between), in one line: their
+    verdicts judge the change of file as much as the device's."""
+    changed = table[table["file_changed"].fillna(False).astype(bool)]
+    if changed.empty:
+        return ""
+    names = sorted({str(m) for m in changed["model"]})
+    return (f"{plural(len(changed), 'measurement')} of B measured another file than A under the "
+            f"same name (rebuilt between the runs, sha256 differs): {', '.join(names)}.")
 
 
 def run_spread_note(table: pd.DataFrame) -> str:
