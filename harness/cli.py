@@ -700,7 +700,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return run_compare(Path(args.db), args.run_a, args.run_b, threshold=args.threshold,
                        top1_threshold=args.top1_threshold,
                        allow_different_devices=args.allow_different_devices,
-                       fail_on_regression=args.fail_on_regression)
+                       fail_on_regression=args.fail_on_regression, as_json=args.json)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -967,6 +967,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "or is newly failing (the nightly gate)")
     compare.add_argument("--allow-different-devices", action="store_true",
                          help="compare runs whose device fingerprints differ")
+    compare.add_argument("--json", action="store_true",
+                         help="print the comparison as JSON (every pair with its figures, "
+                              "interval and verdicts) instead of the table")
     compare.set_defaults(func=cmd_compare)
 
     export = with_db(sub.add_parser(

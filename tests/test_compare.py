@@ -691,3 +691,22 @@ def test_a_file_rebuilt_between_the_runs_is_said(tmp_path: Path, capsys) -> None
             "between the runs, sha256 differs): alpha, beta, gamma.") in out
     run_compare(tmp_path / "x.db", a, a)
     assert "another file" not in capsys.readouterr().out
+
+
+def test_compare_json_has_every_pair_and_the_same_exit_code(tmp_path: Path, capsys) -> None:
+    """`compare --json` for a paper's scripts: the pairs as the table has them, NaN as null,
+    and --fail-on-regression's exit code as with the table."""
+    import json
+
+    store, a, b = _two_runs(tmp_path, {"alpha": 1.3})
+    table = compare_runs(store, a, b).table.set_index("model")
+    store.close()
+    assert run_compare(tmp_path / "x.db", a, b, fail_on_regression=True, as_json=True) == 1
+    data = json.loads(capsys.readouterr().out)  # nothing but the JSON on stdout
+    assert (data["run_a"], data["run_b"], data["threshold"]) == (a, b, 0.05)
+    pairs = {m["model"]: m for m in data["measurements"]}
+    assert sorted(pairs) == ["alpha", "beta", "gamma"]
+    assert pairs["alpha"]["verdict"] == SLOWER and pairs["alpha"]["regression"] is True
+    assert pairs["beta"]["regression"] is False
+    assert pairs["alpha"]["ratio_ci95_low"] == pytest.approx(table.loc["alpha", "ratio_ci95_low"])
+    assert pairs["alpha"]["top1_a"] is None  # NaN in the table: no accuracy measured

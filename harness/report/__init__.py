@@ -222,9 +222,11 @@ def run_compare(
     top1_threshold: float = 0.1,
     allow_different_devices: bool = False,
     fail_on_regression: bool = False,
+    as_json: bool = False,
 ) -> int:
-    """Print the comparison of run B against run A; 1 when gating and any measurement is slower
-    beyond the threshold with confidence, has a lower top-1, or is newly failing."""
+    """Print the comparison of run B against run A, as a table or `as_json`; 1 when gating and
+    any measurement is slower beyond the threshold with confidence, has a lower top-1, or is
+    newly failing."""
     from harness.report.compare import compare_runs
     from harness.report.console import render_comparison
 
@@ -242,7 +244,10 @@ def run_compare(
             top1_threshold=top1_threshold,
             allow_different_devices=allow_different_devices,
         )
-    render_comparison(result)
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=1, allow_nan=False))
+    else:
+        render_comparison(result)
     return 1 if fail_on_regression and len(result.regressions) else 0
 
 

@@ -135,6 +135,22 @@ class RunComparison:
     def regressions(self) -> pd.DataFrame:
         return self.table[[is_regression(r) for r in self.table.to_dict("records")]]
 
+    def records(self) -> list[dict[str, Any]]:
+        """Each pair as a plain dict (COMPARISON_COLUMNS; NaN, NA -> None, numpy -> Python)."""
+        return [{k: plain(v) for k, v in rec.items()} for rec in self.table.to_dict("records")]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The comparison as `compare --json` prints it: the runs, the rule's thresholds, the
+        fingerprint differences, and each pair (COMPARISON_COLUMNS, NaN as null) with whether
+        it is a regression."""
+        return {
+            "run_a": self.run_a, "run_b": self.run_b, "threshold": self.threshold,
+            "top1_threshold_points": self.top1_threshold,
+            "fingerprint_differences": self.fingerprint_differences,
+            "measurements": [{**rec, "regression": is_regression(rec)}
+                             for rec in self.records()],
+        }
+
 
 COMPARISON_COLUMNS = (
     *JOB_KEYS,

@@ -41,10 +41,7 @@ def gate(store: Store, baseline: str, run_id: str, threshold: float = stats.THRE
     fingerprint keys that differ, per device."""
     result = compare.compare_runs(store, baseline, run_id, threshold=threshold,
                                   top1_threshold=top1_threshold, allow_different_devices=True)
-    rows = []
-    for rec in result.table.to_dict("records"):
-        rows.append({k: compare.plain(v) for k, v in rec.items()})
-    return rows, result.fingerprint_differences
+    return result.records(), result.fingerprint_differences
 
 
 def history(store: Store, nightlies: Sequence[str], devices: Sequence[str]) -> pd.DataFrame:
