@@ -25,6 +25,7 @@ suite, a value out of range included, raises ConfigError before anything is buil
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import io
 import json
@@ -32,6 +33,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -65,6 +67,7 @@ from harness.compress.train import (
     seed_everything,
 )
 from harness.errors import EdgebenchError
+from harness.signals import interrupted, raise_if_interrupted, remembered_interrupts
 from harness.zoo.datasets import DATASETS, DataSplit, load_dataset
 from harness.zoo.models import MODELS, build_model
 
@@ -94,12 +97,21 @@ def build_suite(suite: Path, build_dir: Path = Path("models/build"), *,
     know); the report lists the artifacts in suite order whichever process built them. Its
     summary line is printed on `console` unless `say_summary` is false (`edgebench build` prints
     it as its result).
+
+    Ctrl-C or SIGTERM ends it with KeyboardInterrupt, even where Python lost the one the signal
+    raised (in a gc callback): the build looks between its steps (`remembered_interrupts`).
     """
+    with remembered_interrupts():
+        return _build_suite(suite, Path(build_dir), console, workers, say_summary)
+
+
+def _build_suite(suite: Path, build_dir: Path, console: Console | None, workers: int | None,
+                 say_summary: bool) -> BuildReport:
     loaded = load_suite(suite)  # ConfigError: nothing is built
     quiet_litert_logs()  # before the first LiteRT import logs anything (workers inherit it)
     console = console or Console(stderr=True)
     start = time.perf_counter()
-    builder = _Builder(loaded, Path(build_dir), console)
+    builder = _Builder(loaded, build_dir, console)
     try:
         builder.dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a file of that name or above it, read-only storage
@@ -194,17 +206,24 @@ def _build_in_worker(suite: Suite, build_dir: Path, names: list[str], width: int
     report, and every line it prints, to the main process."""
     _exit_with_parent()
     try:
-        # not a terminal: progress bars print once when done, with no cursor movements
-        console = Console(file=cast(IO[str], _LineQueue(messages)), width=width,
-                          force_terminal=False, soft_wrap=True)
-        builder = _Builder(suite, build_dir, console)
-        for name in names:
-            messages.put(("done", name, builder.build_model(suite.models[name])))
+        with remembered_interrupts():
+            _build_models(suite, build_dir, names, width, messages)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the main one reports
         pass
 
 
+def _build_models(suite: Suite, build_dir: Path, names: list[str], width: int,
+                  messages: Any) -> None:
+    # not a terminal: progress bars print once when done, with no cursor movements
+    console = Console(file=cast(IO[str], _LineQueue(messages)), width=width,
+                      force_terminal=False, soft_wrap=True)
+    builder = _Builder(suite, build_dir, console)
+    for name in names:
+        messages.put(("done", name, builder.build_model(suite.models[name])))
+
+
 PARENT_GONE_EXIT = 75  # a worker's status when it stopped because its parent had died
+WORKER_GRACE_S = 10.0  # how long a stopped build waits for a worker to end by itself
 
 
 def _exit_with_parent() -> None:
@@ -260,13 +279,23 @@ class _Workers:
         return self.done
 
     def __exit__(self, kind: object, *rest: object) -> None:
+        # Stopped (Ctrl-C, SIGTERM, an error here): SIGTERM ends a worker as Ctrl-C does, its
+        # clean-up run (a worker killed outright left its semaphores to Python's resource
+        # tracker, which warned of them), and what it had not built is no failure.
+        stopping = kind is not None or interrupted()
         for process in self.processes:
-            if kind is not None:
+            if stopping:
                 process.terminate()
-            process.join()
+        for process in self.processes:
+            process.join(WORKER_GRACE_S if stopping else None)
+            if process.is_alive():  # in native code that does not look at signals
+                process.kill()
+                process.join()
         self.messages.put(None)
         self.reader.join()
         self.messages.close()
+        if stopping:
+            return
         for process, names in zip(self.processes, self.assignments, strict=True):
             for name in names:
                 if name not in self.done:
@@ -274,6 +303,22 @@ class _Workers:
                                f"{process.exitcode} before it was built")
                     self.console.print(f"[red]failed[/] {escape(name)}: {escape(message)}")
                     self.done[name] = BuildReport([], [(name, message)], 0, 0)
+
+
+def _write_whole(path: Path, write: Callable[[Path], None]) -> None:
+    """`write` the file under a temporary name beside `path`, renamed when complete: the
+    training cache and the dataset tensors are read back by later builds, and a build
+    interrupted while writing one left a file that failed every later build of its model."""
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # np.save wants the .npy suffix
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    np.save(path, array)
 
 
 def code_version() -> str:
@@ -356,6 +401,7 @@ class _Builder:
         self.artifacts, self.failures, self.built, self.reused = [], [], 0, 0
         state = _ModelState(model)
         for recipe in self._recipes(model):
+            raise_if_interrupted()
             self._entry(state, recipe)
         return BuildReport(self.artifacts, self.failures, self.built, self.reused)
 
@@ -396,6 +442,7 @@ class _Builder:
             self._fail(name, pending, err)
             return
         for fmt in pending:
+            raise_if_interrupted()
             try:
                 artifact = self._export(state, name, recipe, plan, chain, module, lineage, fmt)
             except Exception as err:
@@ -509,7 +556,7 @@ class _Builder:
         elif epochs:
             fit(model, self._ctx(state, cfg.name), epochs=epochs, description="train fp32")
             cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), cache)
+            _write_whole(cache, lambda tmp: torch.save(model.state_dict(), tmp))
         state.baseline = model.eval()
         if state.data is not None:
             state.eval_x = state.data.x_test
@@ -520,7 +567,8 @@ class _Builder:
                 (LATENCY_ONLY_SAMPLES, *state.input_shape[1:])).astype(np.float32)
         state.torch_reference = predict(model, state.eval_x)
         if state.dataset_files is not None and state.dataset_files.reference is not None:
-            np.save(state.dataset_files.reference, state.torch_reference)
+            _write_whole(state.dataset_files.reference,
+                         functools.partial(_save_npy, array=state.torch_reference))
 
     def _write_dataset(self, state: _ModelState) -> DatasetFiles:
         data = state.data
@@ -530,7 +578,7 @@ class _Builder:
         inputs, labels = folder / "inputs.npy", folder / "labels.npy"
         for path, array in ((inputs, data.x_test), (labels, data.y_test)):
             if not path.is_file() or not np.array_equal(np.load(path), array):
-                np.save(path, array)
+                _write_whole(path, functools.partial(_save_npy, array=array))
         return DatasetFiles(data.name, inputs, labels, folder / f"{state.cfg.name}.reference.npy",
                             dict(data.preprocessing))
 
@@ -580,6 +628,7 @@ class _Builder:
         lineage: list[dict[str, Any]] = []
         prefix = ""
         for tech, params in plan.torch_steps:
+            raise_if_interrupted()
             prefix += json.dumps([tech.name, params], sort_keys=True, default=str)
             if prefix in state.chains:
                 module, lineage = state.chains[prefix]

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from harness.compress.techniques import ParamError, in_range, learning_rate, positive_int
+from harness.signals import raise_if_interrupted
 from harness.zoo.datasets import DataSplit
 
 
@@ -141,6 +142,7 @@ def _fit(model: nn.Module, ctx: StepContext, data: DataSplit, epochs: int, descr
     gen = torch.Generator().manual_seed(ctx.seed)
     with progress(ctx.console, f"{ctx.entry}: {description}", epochs) as advance:
         for _ in range(epochs):
+            raise_if_interrupted()  # a Ctrl-C that Python lost in a gc callback
             order = torch.randperm(len(y_all), generator=gen)
             total, seen = 0.0, 0
             for start in range(0, len(order), batch):
