@@ -56,7 +56,7 @@ from harness.artifacts import (
 )
 from harness.compress import export as ex
 from harness.compress import quiet_litert_logs
-from harness.compress.suite import ModelCfg, RecipeCfg, Suite, load_suite
+from harness.compress.suite import ModelCfg, RecipeCfg, Step, Suite, load_suite
 from harness.compress.techniques import QUANTIZE, TECHNIQUES, ParamError, Technique, load_all
 from harness.compress.train import (
     StepContext,
@@ -387,7 +387,7 @@ class _Builder:
         self.failures: list[tuple[str, str]] = []
         self.built = self.reused = 0
         self._data: dict[str, DataSplit | str] = {}
-        self._weights_sha: dict[Path, str] = {}
+        self._weights_sha: dict[Path, str] = {}  # the files the build reads, hashed once
         self._checked: dict[tuple[Path, str], Artifact | None] = {}
         load_all()
 
@@ -469,19 +469,31 @@ class _Builder:
 
     def _key(self, model: ModelCfg, recipe: RecipeCfg | None, fmt: str) -> str:
         dataset = self.suite.datasets.get(model.dataset) if model.dataset else None
-        weights = None
-        if model.weights is not None and model.weights.is_file():
-            weights = self._weights_sha.get(model.weights) or sha256_file(model.weights)
-            self._weights_sha[model.weights] = weights
         blob = {
             "code": self.code, "seed": self.suite.seed, "format": fmt,
             "model": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(model).items()
                       if k not in ("recipes", "formats")},
-            "weights_sha256": weights,
+            "weights_sha256": self._file_sha256(model.weights),
             "dataset": asdict(dataset) if dataset else None,
             "steps": [asdict(s) for s in recipe.steps] if recipe else [],
+            # a file a step reads (a student's weights) counts by its content, not its name
+            "step_files_sha256": [self._step_files(s) for s in recipe.steps] if recipe else [],
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _step_files(self, step: Step) -> dict[str, str | None]:
+        tech = TECHNIQUES.get(step.technique)
+        named = tech.file_params({**tech.defaults, **step.params})
+        return {key: self._file_sha256(path) for key, path in named.items()}
+
+    def _file_sha256(self, path: Path | None) -> str | None:
+        """sha256 of a file the build reads; None for none or a missing one (whose build
+        fails, naming it)."""
+        if path is None or not path.is_file():
+            return None
+        if path not in self._weights_sha:
+            self._weights_sha[path] = sha256_file(path)
+        return self._weights_sha[path]
 
     def _reusable(self, path: Path, key: str) -> Artifact | None:
         """The artifact at `path` if it was built with `key` and is intact (checked once)."""

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.artifacts import BUILD_FORMATS
@@ -61,6 +63,13 @@ class Technique:
     formats: tuple[str, ...] = BUILD_FORMATS
     then_quantize: str | None = None
     doc: str = field(default="", compare=False)
+    # The parameters whose value names a local file (a student's weights): the build key hashes
+    # the file's content, so an artifact is rebuilt when the file changes, not only its name.
+    files: tuple[str, ...] = ()
+
+    def file_params(self, params: dict[str, Any]) -> dict[str, Path]:
+        """The files `params` name, by parameter, as the technique opens them."""
+        return {key: param_path(params[key]) for key in self.files if params.get(key)}
 
     def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with `params`, range-checked; ParamError names the parameter."""
@@ -82,15 +91,21 @@ def technique(
     precision: str | None = None,
     formats: tuple[str, ...] = BUILD_FORMATS,
     then_quantize: str | None = None,
+    files: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register the decorated function as technique `name`."""
+    """Register the decorated function as technique `name`; `files` names the parameters whose
+    value is a path to a local file."""
+
+    unknown = [key for key in files if key not in defaults]
+    if unknown:
+        raise ValueError(f"technique {name}: files names {unknown[0]!r}, not a parameter")
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         TECHNIQUES.add(
             name,
             Technique(name, stage, fn, dict(defaults), label, check, precision, formats,
                       then_quantize, (fn.__doc__ or "").strip().splitlines()[0]
-                      if fn.__doc__ else ""),
+                      if fn.__doc__ else "", tuple(files)),
         )
         return fn
 
@@ -151,6 +166,12 @@ def unless_none(check: Callable[..., None], params: dict[str, Any], key: str,
     """`check` where the parameter is given; None means its default behaviour."""
     if params.get(key) is not None:
         check(params, key, *args, **kwargs)
+
+
+def param_path(value: str) -> Path:
+    """A file a parameter names: `~` and `$VARS` expanded, relative to the working folder (as a
+    model's `weights`)."""
+    return Path(os.path.expandvars(os.path.expanduser(value)))
 
 
 def pct(ratio: float) -> str:
