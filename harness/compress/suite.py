@@ -62,7 +62,9 @@ class Step:
 class RecipeCfg:
     name: str
     steps: tuple[Step, ...]
-    formats: tuple[str, ...] | None = None
+    formats: tuple[str, ...] | None = None  # the recipe's own `formats:`, if it gives one
+    # the formats every step can produce (a quantize step: its technique's `formats`)
+    step_formats: tuple[str, ...] = BUILD_FORMATS
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,12 @@ class Suite:
     recipes: dict[str, RecipeCfg]
 
     def formats_for(self, model: ModelCfg, recipe: RecipeCfg | None) -> tuple[str, ...]:
-        if recipe is None or recipe.formats is None:
+        """The formats an entry is built in: the model's, less those the recipe leaves out by
+        its `formats:` or that one of its steps cannot produce."""
+        if recipe is None:
             return model.formats
-        return tuple(f for f in model.formats if f in recipe.formats)
+        return tuple(f for f in model.formats if f in recipe.step_formats
+                     and (recipe.formats is None or f in recipe.formats))
 
 
 def _known() -> tuple[list[str], list[str], list[str]]:
@@ -212,7 +217,8 @@ def load_suite(path: Path | str) -> Suite:
         r.keys(body, where, {"steps", "formats", "description"})
         steps = _steps(r, body.get("steps"), f"{where}.steps", techniques)
         fmts = r.formats(body["formats"], f"{where}.formats") if "formats" in body else None
-        recipes[name] = RecipeCfg(name, steps, fmts)
+        step_formats = _step_formats(r, where, steps, fmts)
+        recipes[name] = RecipeCfg(name, steps, fmts, step_formats)
 
     models: dict[str, ModelCfg] = {}
     models_raw = r.entries(top.get("models"), "models")
@@ -246,6 +252,18 @@ def load_suite(path: Path | str) -> Suite:
                 raise r.fail(f"{where}.recipes[{i}]",
                              f"recipe {recipe} is built only as {', '.join(only)}, and this "
                              f"model only as {', '.join(formats)}: nothing would be built")
+            for j, step in enumerate(recipes[recipe].steps):
+                can = _formats_of(step.technique)
+                if not set(can) & set(formats):
+                    raise r.fail(f"{where}.recipes[{i}]",
+                                 f"recipe {recipe}: {step.technique} (steps[{j}]) produces only "
+                                 f"{', '.join(can)}, and this model is built only as "
+                                 f"{', '.join(formats)}: nothing would be built")
+            if not set(recipes[recipe].step_formats) & set(formats):
+                raise r.fail(f"{where}.recipes[{i}]",
+                             f"recipe {recipe}'s steps produce together only "
+                             f"{', '.join(recipes[recipe].step_formats)}, and this model is "
+                             f"built only as {', '.join(formats)}: nothing would be built")
         models[name] = ModelCfg(
             name=name, arch=arch, dataset=dataset,
             weights=_path(r.string(body["weights"], f"{where}.weights"))
@@ -259,6 +277,36 @@ def load_suite(path: Path | str) -> Suite:
             recipes=recipe_names,
         )
     return Suite(path, str(top.get("name") or path.stem), seed, datasets, models, recipes)
+
+
+def _formats_of(technique: str) -> tuple[str, ...]:
+    """The formats a step of `technique` can produce: its own, and those of the quantize step
+    its output goes through at export (QAT: quantize_static)."""
+    from harness.compress.techniques import TECHNIQUES
+
+    tech = TECHNIQUES.get(technique)
+    then = TECHNIQUES.get(tech.then_quantize).formats if tech.then_quantize else BUILD_FORMATS
+    return tuple(f for f in tech.formats if f in then)
+
+
+def _step_formats(r: _Reader, where: str, steps: tuple[Step, ...],
+                  asked: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The formats all of a recipe's steps can produce; a format its `formats:` asks for that a
+    step cannot produce is refused, naming the step."""
+    possible: tuple[str, ...] = BUILD_FORMATS
+    for j, step in enumerate(steps):
+        can = _formats_of(step.technique)
+        for i, fmt in enumerate(asked or ()):
+            if fmt not in can:
+                raise r.fail(f"{where}.formats[{i}]",
+                             f"{step.technique} (steps[{j}]) produces only {', '.join(can)}, "
+                             f"not {fmt}")
+        possible = tuple(f for f in possible if f in can)
+    if not possible:
+        raise r.fail(f"{where}.steps", "its steps have no format in common: "
+                     + "; ".join(f"{s.technique} produces {', '.join(_formats_of(s.technique))}"
+                                 for s in steps))
+    return possible
 
 
 def _steps(r: _Reader, value: Any, where: str, techniques: list[str]) -> tuple[Step, ...]:
