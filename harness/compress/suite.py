@@ -242,6 +242,10 @@ def load_suite(path: Path | str) -> Suite:
         if train and dataset is None:
             raise r.fail(f"{where}.train", "training needs a dataset; set models."
                          f"{name}.dataset")
+        input_size = r.integer(body["input_size"], f"{where}.input_size", 1) \
+            if "input_size" in body else None
+        _check_input_size(r, name, arch, input_size,
+                          datasets[dataset] if dataset is not None else None)
         formats = r.formats(body["formats"], f"{where}.formats") if "formats" in body \
             else default_formats
         recipe_names = r.names(body.get("recipes", []), f"{where}.recipes")
@@ -270,13 +274,42 @@ def load_suite(path: Path | str) -> Suite:
             if body.get("weights") else None,
             num_classes=r.integer(body["num_classes"], f"{where}.num_classes", 1)
             if "num_classes" in body else None,
-            input_size=r.integer(body["input_size"], f"{where}.input_size", 1)
-            if "input_size" in body else None,
+            input_size=input_size,
             train=dict(train),
             formats=formats,
             recipes=recipe_names,
         )
     return Suite(path, str(top.get("name") or path.stem), seed, datasets, models, recipes)
+
+
+def _check_input_size(r: _Reader, model: str, arch: str, input_size: int | None,
+                      dataset: DatasetCfg | None) -> None:
+    """A model's input side is its dataset's `image_size` when it has one (its `input_size`
+    was silently ignored), else its `input_size` or its arch's; an arch that takes one size
+    only (`ModelSpec.fixed_input_size`) is refused any other, naming the field that sets it."""
+    from harness.zoo.datasets import image_size_of
+    from harness.zoo.models import MODELS
+
+    spec = MODELS.get(arch)
+    side = image_size_of(dataset.type, dataset.params) if dataset is not None else None
+    if dataset is not None and input_size is not None and input_size != side:
+        raise r.fail(f"models.{model}.input_size",
+                     f"{input_size}, but its dataset gives {side}x{side} images "
+                     f"(datasets.{dataset.name}.image_size"
+                     + ("" if "image_size" in dataset.params else ", the default")
+                     + "); a model with a dataset takes the dataset's size: drop input_size or "
+                     "make the two agree")
+    if not spec.fixed_input_size:
+        return
+    if dataset is not None and side is not None and side != spec.input_size:
+        raise r.fail(f"datasets.{dataset.name}.image_size",
+                     f"{side}" + ("" if "image_size" in dataset.params else " (the default)")
+                     + f", but model {model} ({arch}) takes only {spec.input_size}x"
+                     f"{spec.input_size} inputs")
+    if dataset is None and input_size is not None and input_size != spec.input_size:
+        raise r.fail(f"models.{model}.input_size",
+                     f"{input_size}, but {arch} takes only {spec.input_size}x{spec.input_size} "
+                     "inputs")
 
 
 def _formats_of(technique: str) -> tuple[str, ...]:
