@@ -52,3 +52,56 @@ def test_file_parameters_are_declared_on_their_technique() -> None:
     params = {**techniques.get("distill").defaults, "student_weights": "~/s.pt"}
     assert techniques.get("distill").file_params(params) == {
         "student_weights": Path.home() / "s.pt"}
+
+
+@pytest.mark.slow
+def test_the_manifest_holds_what_reproducing_an_artifact_takes(tmp_path: Path) -> None:
+    # Found in an audit: the baseline's training, the seed and the library versions were only
+    # hashed into the build key; distill recorded "lr": null for the rate its training used,
+    # and a TFLite quantize_dynamic recorded ONNX Runtime's per_channel and reduce_range.
+    from importlib import metadata
+
+    from harness import __version__
+    from harness.artifacts import load_manifest
+
+    suite = tmp_path / "paper.yaml"
+    suite.write_text("seed: 5\ndatasets: {digits: {type: digits}}\n"
+                     "models:\n"
+                     "  m: {arch: digits_cnn, dataset: digits, recipes: [dyn, kd],\n"
+                     "      train: {epochs: 1, lr: 0.003, batch_size: 32, threads: 1}}\n"
+                     "recipes:\n"
+                     "  dyn: {steps: [quantize_dynamic]}\n"
+                     "  kd: {steps: [{distill: {epochs: 1}}], formats: [onnx]}\n")
+    out = tmp_path / "build"
+    report = build_suite(suite, out, console=Console(quiet=True), workers=0)
+    assert report.built == 5 and not report.failures, report.failures
+    for art in report.artifacts:
+        manifest = load_manifest(art.manifest_path)
+        assert manifest.seed == 5
+        assert manifest.training == {"epochs": 1, "lr": 0.003, "batch_size": 32,
+                                     "weight_decay": 0.0, "optimizer": "adam",
+                                     "schedule": "cosine", "weights_sha256": None}
+        built_with = manifest.built_with or {}
+        assert built_with["edgebench"] == __version__ and len(built_with["code_sha256"]) == 64
+        for lib in ("torch", "onnxruntime", "litert-torch", "ai-edge-quantizer"):
+            assert built_with["libraries"][lib] == metadata.version(lib)
+    kd = load_manifest(out / "m-kd.onnx.manifest.json")
+    assert kd.lineage[0]["params"]["lr"] == 0.003  # the model's train.lr, as fit used it
+    assert load_manifest(out / "m-dyn.tflite.manifest.json").lineage[0]["params"] == {}
+    assert load_manifest(out / "m-dyn.onnx.manifest.json").lineage[0]["params"] == {
+        "per_channel": False, "reduce_range": True}
+
+
+def test_a_manifest_written_before_these_fields_still_loads(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from harness.artifacts import load_manifest
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"onnx")
+    (tmp_path / "m.onnx.manifest.json").write_text(json.dumps({
+        "name": "m", "format": "onnx", "path": "m.onnx", "size_bytes": 4,
+        "sha256": hashlib.sha256(b"onnx").hexdigest(), "lineage": []}))
+    old = load_manifest(tmp_path / "m.onnx.manifest.json")
+    assert old.seed is None and old.training is None and old.built_with is None

@@ -45,6 +45,7 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
+from harness import __version__
 from harness.agent import scoring
 from harness.artifacts import (
     FORMAT_SUFFIX,
@@ -65,6 +66,7 @@ from harness.compress.train import (
     fit,
     predict,
     seed_everything,
+    training_record,
 )
 from harness.errors import EdgebenchError
 from harness.signals import interrupted, raise_if_interrupted, remembered_interrupts
@@ -331,12 +333,20 @@ def code_version() -> str:
                           else [root / folder]):
             digest.update(src.name.encode())
             digest.update(src.read_bytes())
+    for lib, version in library_versions().items():
+        digest.update(f"{lib}={version or 'absent'}".encode())
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str | None]:
+    """The installed version of each library that shapes a build's output (None: absent)."""
+    versions: dict[str, str | None] = {}
     for lib in _LIBRARIES:
         try:
-            digest.update(f"{lib}={metadata.version(lib)}".encode())
+            versions[lib] = metadata.version(lib)
         except metadata.PackageNotFoundError:
-            digest.update(f"{lib}=absent".encode())
-    return digest.hexdigest()
+            versions[lib] = None
+    return versions
 
 
 def _one_line(err: BaseException) -> str:
@@ -383,6 +393,8 @@ class _Builder:
         self.dir = build_dir
         self.console = console
         self.code = code_version()
+        self.built_with = {"edgebench": __version__, "code_sha256": self.code,
+                           "libraries": library_versions()}
         self.artifacts: list[Artifact] = []
         self.failures: list[tuple[str, str]] = []
         self.built = self.reused = 0
@@ -646,7 +658,9 @@ class _Builder:
                 module, lineage = state.chains[prefix]
                 continue
             seed_everything(self.suite.seed)
-            out, info = tech.apply(copy.deepcopy(module), params, self._ctx(state, entry))
+            ctx = self._ctx(state, entry)
+            params = tech.with_train_settings(params, ctx.setting)  # recorded as used
+            out, info = tech.apply(copy.deepcopy(module), params, ctx)
             lineage = [*lineage, {"technique": tech.name, "params": params, "result": info}]
             module = out.eval()
             state.chains[prefix] = (module, lineage)
@@ -693,8 +707,8 @@ class _Builder:
                 info = tech.apply(fp32, path, fmt, params, self._ctx(state, name))
             finally:
                 fp32.unlink(missing_ok=True)
-            lineage.append({"technique": tech.name, "params": params, "result": info,
-                            "format": fmt})
+            lineage.append({"technique": tech.name, "params": tech.applied(params, fmt),
+                            "result": info, "format": fmt})
         assert state.eval_x is not None and state.torch_reference is not None
         outputs = ex.run_exported(path, fmt, state.eval_x)
         if plan.quantize is None:  # an fp32 file: it must match the module it was exported from
@@ -716,6 +730,10 @@ class _Builder:
                            if state.data else None),
             parity=scoring.parity(outputs, parent),
             dataset=state.dataset_files.hashed() if state.dataset_files else None,
+            seed=self.suite.seed,
+            training={**training_record(state.cfg.train),
+                      "weights_sha256": self._file_sha256(state.cfg.weights)},
+            built_with=self.built_with,
         )
         write_manifest(artifact)
         return artifact

@@ -47,6 +47,7 @@ def _check(p: dict[str, Any]) -> None:
     label=lambda p: "distill",
     check=_check,
     files=("student_weights",),
+    from_train=("lr",),
 )
 def distill(teacher: nn.Module, params: dict[str, Any], ctx: StepContext
             ) -> tuple[nn.Module, dict[str, Any]]:

@@ -66,6 +66,21 @@ class Technique:
     # The parameters whose value names a local file (a student's weights): the build key hashes
     # the file's content, so an artifact is rebuilt when the file changes, not only its name.
     files: tuple[str, ...] = ()
+    # Parameters whose None means the model's `train:` setting of that name (else the training
+    # default): the manifest records the value used, not None.
+    from_train: tuple[str, ...] = ()
+    # Parameters that apply to some formats only (param -> those formats): a quantize step's
+    # ONNX Runtime options have no effect on a TFLite file, and its record leaves them out.
+    param_formats: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def with_train_settings(self, params: dict[str, Any], setting: Callable[[str], Any]
+                            ) -> dict[str, Any]:
+        """`params` with each `from_train` parameter left None set to `setting(name)`."""
+        return {**params, **{k: setting(k) for k in self.from_train if params.get(k) is None}}
+
+    def applied(self, params: dict[str, Any], fmt: str) -> dict[str, Any]:
+        """The parameters that have an effect on a file of format `fmt`."""
+        return {k: v for k, v in params.items() if fmt in self.param_formats.get(k, (fmt,))}
 
     def file_params(self, params: dict[str, Any]) -> dict[str, Path]:
         """The files `params` name, by parameter, as the technique opens them."""
@@ -92,20 +107,24 @@ def technique(
     formats: tuple[str, ...] = BUILD_FORMATS,
     then_quantize: str | None = None,
     files: tuple[str, ...] = (),
+    from_train: tuple[str, ...] = (),
+    param_formats: dict[str, tuple[str, ...]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as technique `name`; `files` names the parameters whose
-    value is a path to a local file."""
+    value is a path to a local file, `from_train` those whose None means the model's training
+    setting, `param_formats` those that apply to some formats only (see `Technique`)."""
 
-    unknown = [key for key in files if key not in defaults]
+    unknown = [key for key in (*files, *from_train, *(param_formats or {})) if key not in defaults]
     if unknown:
-        raise ValueError(f"technique {name}: files names {unknown[0]!r}, not a parameter")
+        raise ValueError(f"technique {name}: {unknown[0]!r} is not one of its parameters")
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         TECHNIQUES.add(
             name,
             Technique(name, stage, fn, dict(defaults), label, check, precision, formats,
                       then_quantize, (fn.__doc__ or "").strip().splitlines()[0]
-                      if fn.__doc__ else "", tuple(files)),
+                      if fn.__doc__ else "", tuple(files), tuple(from_train),
+                      dict(param_formats or {})),
         )
         return fn
 
