@@ -15,8 +15,9 @@ this process's console. The artifacts, the same bytes either way, are listed in 
 worker whose parent dies (even by SIGKILL) exits at once, in the middle of its model.
 
 An artifact is rebuilt only when its build key changes: the key hashes the model, dataset and
-recipe configuration, the seed, the weights file and the source of harness/compress and
-harness/zoo with the versions of the libraries that shape the output. The key sits in a sidecar
+recipe configuration, the seed, the content of the files they name (the model's weights, a
+step's `Technique.files`) and the source of harness/compress and harness/zoo with the versions
+of the libraries that shape the output (which the manifest records too). The key sits in a sidecar
 `<file>.build.json`. A failure (an unsupported op, a missing dataset, a rank that shrinks no
 layer) is recorded against its suite entry and the rest of the suite still builds; a malformed
 suite, a value out of range included, raises ConfigError before anything is built.

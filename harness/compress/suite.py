@@ -28,7 +28,10 @@ whose type and range are known: training settings (`train.TRAIN_SETTINGS`), data
 loader's parameters, `datasets.SETTING_CHECKS`) and each step's parameters (its technique's
 `check`, which the build runs again). A ConfigError names the file and the field
 (`recipes.int8.steps[0].quantize_static.calibration_size`); a suite with one bad value builds
-nothing. What only the model shows (a rank that shrinks no layer) fails its artifact at build.
+nothing. Formats and input sizes too: a recipe is built in the model's formats that every step
+can produce (`Technique.formats`), and one that leaves none is refused; a model's input size is
+its dataset's, which an arch of one size only (`ModelSpec.fixed_input_size`) must match. What
+only the model shows (a rank that shrinks no layer) fails its artifact at build.
 Device profiles live in harness/config.py; this module holds only suites.
 """
 
