@@ -19,9 +19,18 @@ Manifest (JSON)::
      "dataset": {"name": "digits", "inputs": "data/digits/inputs.npy",
                  "labels": "data/digits/labels.npy",
                  "reference": "data/digits/digits_cnn.reference.npy",
-                 "preprocessing": {...}} | null}
+                 "preprocessing": {...}} | null,
+     "seed": 0,                           # the suite's seed
+     "training": {"epochs": 10, "lr": 0.003, "batch_size": 64, "weight_decay": 0.0,
+                  "optimizer": "adam", "schedule": "cosine",
+                  "weights_sha256": null},  # the fp32 baseline's ({"epochs": 0, ...}: untrained)
+     "built_with": {"edgebench": "0.1.0", "code_sha256": "...",
+                    "libraries": {"torch": "2.14.1", "onnxruntime": "...", ...}}}
 
-Paths inside a manifest are relative to the manifest's folder.
+Paths inside a manifest are relative to the manifest's folder. A lineage entry's `params` are
+the values used (a distillation's `lr` taken from the model's `train:`), and only those with an
+effect on the file's format. `seed`, `training` and `built_with` are null in manifests written
+before edgebench recorded them.
 """
 
 from __future__ import annotations
@@ -123,6 +132,10 @@ class Artifact:
     host_accuracy: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
     dataset: DatasetFiles | None = None
+    # what reproducing the artifact takes besides its lineage (None in older manifests)
+    seed: int | None = None  # the suite's
+    training: dict[str, Any] | None = None  # the fp32 baseline's training
+    built_with: dict[str, Any] | None = None  # edgebench and library versions
 
     @property
     def manifest_path(self) -> Path:
@@ -206,6 +219,9 @@ def load_manifest(manifest_path: Path) -> Artifact:
             host_accuracy=data.get("host_accuracy"),
             parity=data.get("parity"),
             dataset=dataset,
+            seed=data.get("seed"),
+            training=data.get("training"),
+            built_with=data.get("built_with"),
         )
     except KeyError as err:
         raise ConfigError(manifest_path, "required field is missing", field=err.args[0]) from err
@@ -285,6 +301,9 @@ def write_manifest(artifact: Artifact) -> Path:
         "input_dtype": artifact.input_dtype,
         "host_accuracy": artifact.host_accuracy,
         "parity": artifact.parity,
+        "seed": artifact.seed,
+        "training": artifact.training,
+        "built_with": artifact.built_with,
         "dataset": None
         if ds is None
         else {

@@ -807,6 +807,9 @@ def _existing_store(db: str, *, readonly: bool = False) -> Store:
 # transactions, or they write nothing of their own.
 INTERRUPTED_BY_COMMAND = {
     "bench": INTERRUPTED, "nightly": INTERRUPTED,
+    # an artifact counts once its sidecar is written, last: a half-written one is built again
+    "build": "edgebench: interrupted; the artifacts built so far are kept, the next build makes "
+             "the rest",
     "export": "edgebench: interrupted; nothing was written (a file already at --out is as it was)",
 }
 

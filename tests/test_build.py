@@ -41,7 +41,7 @@ seed: 0
 formats: [onnx]
 datasets:
   digits: {type: digits, image_size: 32}
-  missing: {type: imagefolder, path: %(missing)s}
+  missing: {type: imagefolder, path: %(missing)s, image_size: 32}
 models:
   digits_cnn:
     arch: digits_cnn

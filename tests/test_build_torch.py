@@ -10,6 +10,8 @@ from rich.console import Console
 
 from harness.artifacts import load_manifest, sha256_file
 from harness.compress.build import BuildReport, build_suite
+from harness.compress.suite import load_suite
+from harness.errors import ConfigError
 from harness.store import Store
 from tests.conftest import run_cli
 
@@ -24,7 +26,7 @@ models:
     arch: digits_cnn
     dataset: digits
     train: {epochs: 1, lr: 0.003, threads: 1}
-    recipes: [prune, int8]
+    recipes: [prune]
 recipes:
   prune:
     steps: [{prune_structured: {ratio: 0.3, finetune_epochs: 0}}]
@@ -57,9 +59,17 @@ def test_pt2_artifacts_carry_manifest_parity_and_accuracy(built: tuple[Path, Bui
     assert pruned.baseline == "digits_cnn" and pruned.parity is not None
     assert pruned.params is not None and base.params is not None
     assert pruned.params < base.params
-    # int8 rewrites ONNX or TFLite files: asked for a torch program, it says so
-    (failure,) = [f for f in report.failures if f[0].startswith("digits_cnn-int8")]
-    assert "onnx, tflite" in failure[1] and "torch" in failure[1]
+    assert not report.failures
+
+
+def test_int8_for_a_torch_program_is_refused_when_the_suite_is_loaded(tmp_path: Path) -> None:
+    # int8 rewrites ONNX or TFLite files: it failed at build, after the baseline had trained
+    suite = tmp_path / "torchfmt.yaml"
+    suite.write_text(SUITE.replace("recipes: [prune]", "recipes: [prune, int8]"))
+    with pytest.raises(ConfigError, match=r"models\.digits_cnn\.recipes\[1\]: recipe int8: "
+                       r"quantize_dynamic \(steps\[0\]\) produces only onnx, tflite, and this "
+                       r"model is built only as torch"):
+        load_suite(suite)
 
 
 def test_pt2_measured_on_the_device_scores_as_on_the_host(built: tuple[Path, BuildReport],

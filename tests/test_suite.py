@@ -80,6 +80,30 @@ def test_minimal_suite_defaults(tmp_path: Path) -> None:
         (BASE.replace("ratio: 0.5}}]", "ratio: 0.5}}]\n    formats: [tflite]")
          .replace("recipes: [r]", "recipes: [r]\n    formats: [onnx]"), "models.m.recipes[0]",
          "recipe r is built only as tflite, and this model only as onnx: nothing would be built"),
+        # found in an audit: the baseline trained, then "quantize_static supports only onnx,
+        # tflite, not torch" failed the entry; a technique's formats are checked at load
+        (BASE.replace("{prune_structured: {ratio: 0.5}}", "quantize_static")
+         .replace("recipes: [r]", "recipes: [r]\n    formats: [torch]"), "models.m.recipes[0]",
+         "recipe r: quantize_static (steps[0]) produces only onnx, tflite, and this model is "
+         "built only as torch: nothing would be built"),
+        (BASE.replace("{prune_structured: {ratio: 0.5}}", "{prune_structured: {}}, qat")
+         .replace("recipes: [r]", "recipes: [r]\n    formats: [torch]"), "models.m.recipes[0]",
+         "recipe r: qat (steps[1]) produces only onnx, tflite"),
+        (BASE.replace("ratio: 0.5}}]", "ratio: 0.5}}, quantize_fp16]\n    formats: [onnx]"),
+         "recipes.r.formats[0]", "quantize_fp16 (steps[1]) produces only tflite, not onnx"),
+        # found in an audit: input_size 64 was ignored, the model built at the dataset's 32x32
+        (BASE.replace("arch: digits_cnn", "arch: resnet18\n    input_size: 64")
+         .replace("type: digits", "type: digits, image_size: 32"), "models.m.input_size",
+         "64, but its dataset gives 32x32 images (datasets.digits.image_size); a model with a "
+         "dataset takes the dataset's size"),
+        (BASE.replace("arch: digits_cnn", "arch: resnet18\n    input_size: 64"),
+         "models.m.input_size", "(datasets.digits.image_size, the default)"),
+        # found in an audit: every entry failed at build with "mat1 and mat2 shapes cannot be
+        # multiplied (64x576 and 1024x128)"
+        (BASE.replace("type: digits", "type: digits, image_size: 28"),
+         "datasets.digits.image_size", "28, but model m (digits_cnn) takes only 32x32 inputs"),
+        (BASE.replace("dataset: digits", "input_size: 64").replace("recipes: [r]", "recipes: []"),
+         "models.m.input_size", "64, but digits_cnn takes only 32x32 inputs"),
         (BASE.replace("arch: digits_cnn", "arch: digits_cnn\n    colour: red"), "models.m.colour",
          "unknown field"),
         (BASE + "seed: -1\n", "seed", "integer"),
@@ -179,3 +203,26 @@ def test_a_technique_without_a_check_is_left_to_its_build(tmp_path: Path) -> Non
     text = BASE.replace("{prune_structured: {ratio: 0.5}}", "{test_unchecked: {strength: -3}}")
     suite = load_suite(_write(tmp_path, text))
     assert suite.recipes["r"].steps[0].params == {"strength": -3}
+
+
+def test_a_recipe_without_formats_builds_those_its_steps_produce(tmp_path: Path) -> None:
+    # found in an audit: fp16 with no `formats:` on an ONNX + TFLite model failed the entry
+    # whole ("quantize_fp16 supports only tflite, not onnx"), its TFLite file not built either
+    text = BASE.replace("recipes: [r]", "recipes: [r, fp16, int8]").replace(
+        "recipes:\n  r:", "recipes:\n  fp16: {steps: [quantize_fp16]}\n"
+        "  int8: {steps: [prune_structured, qat]}\n  r:")
+    suite = load_suite(_write(tmp_path, text + "formats: [onnx, tflite, torch]\n"))
+    model = suite.models["m"]
+    assert suite.formats_for(model, suite.recipes["fp16"]) == ("tflite",)
+    assert suite.formats_for(model, suite.recipes["int8"]) == ("onnx", "tflite")
+    assert suite.formats_for(model, suite.recipes["r"]) == ("onnx", "tflite", "torch")
+    assert suite.formats_for(model, None) == ("onnx", "tflite", "torch")
+
+
+def test_an_input_size_that_agrees_is_taken(tmp_path: Path) -> None:
+    text = (BASE.replace("type: digits", "type: digits, image_size: 64")
+            .replace("arch: digits_cnn", "arch: resnet18\n    input_size: 64"))
+    assert load_suite(_write(tmp_path, text)).models["m"].input_size == 64
+    latency = BASE.replace("dataset: digits", "input_size: 32").replace("recipes: [r]",
+                                                                        "recipes: []")
+    assert load_suite(_write(tmp_path, latency)).models["m"].input_size == 32

@@ -119,3 +119,25 @@ def test_weights_for_another_class_count_keep_all_but_the_classifier(tmp_path: P
             assert value.shape[0] == 5
         else:
             assert torch.equal(value, src[key]), key
+
+
+@pytest.mark.parametrize("arch", ["digits_cnn", "digits_cnn_small", "mobilenet_v3_small"])
+def test_an_arch_declares_truly_whether_it_takes_one_input_size_only(arch: str) -> None:
+    """The suite loader refuses other sizes for a `fixed_input_size` arch on this word alone."""
+    spec = MODELS.get(arch)
+    model = build_model(arch, 10, 1).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, spec.input_size, spec.input_size)).shape == (1, 10)
+        if spec.fixed_input_size:
+            with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+                model(torch.zeros(1, 1, 2 * spec.input_size, 2 * spec.input_size))
+        else:
+            assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 10)
+    assert spec.fixed_input_size == (spec.family == "demo")
+
+
+def test_a_dataset_says_the_image_size_it_gives() -> None:
+    from harness.zoo.datasets import image_size_of
+
+    assert image_size_of("digits", {}) == 32 and image_size_of("digits", {"image_size": 64}) == 64
+    assert image_size_of("imagefolder", {}) == 224 and image_size_of("cifar10", {}) == 32

@@ -15,8 +15,9 @@ this process's console. The artifacts, the same bytes either way, are listed in 
 worker whose parent dies (even by SIGKILL) exits at once, in the middle of its model.
 
 An artifact is rebuilt only when its build key changes: the key hashes the model, dataset and
-recipe configuration, the seed, the weights file and the source of harness/compress and
-harness/zoo with the versions of the libraries that shape the output. The key sits in a sidecar
+recipe configuration, the seed, the content of the files they name (the model's weights, a
+step's `Technique.files`) and the source of harness/compress and harness/zoo with the versions
+of the libraries that shape the output (which the manifest records too). The key sits in a sidecar
 `<file>.build.json`. A failure (an unsupported op, a missing dataset, a rank that shrinks no
 layer) is recorded against its suite entry and the rest of the suite still builds; a malformed
 suite, a value out of range included, raises ConfigError before anything is built.
@@ -25,6 +26,7 @@ suite, a value out of range included, raises ConfigError before anything is buil
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import io
 import json
@@ -32,6 +34,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -43,6 +46,7 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
+from harness import __version__
 from harness.agent import scoring
 from harness.artifacts import (
     FORMAT_SUFFIX,
@@ -54,7 +58,7 @@ from harness.artifacts import (
 )
 from harness.compress import export as ex
 from harness.compress import quiet_litert_logs
-from harness.compress.suite import ModelCfg, RecipeCfg, Suite, load_suite
+from harness.compress.suite import ModelCfg, RecipeCfg, Step, Suite, load_suite
 from harness.compress.techniques import QUANTIZE, TECHNIQUES, ParamError, Technique, load_all
 from harness.compress.train import (
     StepContext,
@@ -63,8 +67,10 @@ from harness.compress.train import (
     fit,
     predict,
     seed_everything,
+    training_record,
 )
 from harness.errors import EdgebenchError
+from harness.signals import interrupted, raise_if_interrupted, remembered_interrupts
 from harness.zoo.datasets import DATASETS, DataSplit, load_dataset
 from harness.zoo.models import MODELS, build_model
 
@@ -94,12 +100,21 @@ def build_suite(suite: Path, build_dir: Path = Path("models/build"), *,
     know); the report lists the artifacts in suite order whichever process built them. Its
     summary line is printed on `console` unless `say_summary` is false (`edgebench build` prints
     it as its result).
+
+    Ctrl-C or SIGTERM ends it with KeyboardInterrupt, even where Python lost the one the signal
+    raised (in a gc callback): the build looks between its steps (`remembered_interrupts`).
     """
+    with remembered_interrupts():
+        return _build_suite(suite, Path(build_dir), console, workers, say_summary)
+
+
+def _build_suite(suite: Path, build_dir: Path, console: Console | None, workers: int | None,
+                 say_summary: bool) -> BuildReport:
     loaded = load_suite(suite)  # ConfigError: nothing is built
     quiet_litert_logs()  # before the first LiteRT import logs anything (workers inherit it)
     console = console or Console(stderr=True)
     start = time.perf_counter()
-    builder = _Builder(loaded, Path(build_dir), console)
+    builder = _Builder(loaded, build_dir, console)
     try:
         builder.dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a file of that name or above it, read-only storage
@@ -194,17 +209,24 @@ def _build_in_worker(suite: Suite, build_dir: Path, names: list[str], width: int
     report, and every line it prints, to the main process."""
     _exit_with_parent()
     try:
-        # not a terminal: progress bars print once when done, with no cursor movements
-        console = Console(file=cast(IO[str], _LineQueue(messages)), width=width,
-                          force_terminal=False, soft_wrap=True)
-        builder = _Builder(suite, build_dir, console)
-        for name in names:
-            messages.put(("done", name, builder.build_model(suite.models[name])))
+        with remembered_interrupts():
+            _build_models(suite, build_dir, names, width, messages)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the main one reports
         pass
 
 
+def _build_models(suite: Suite, build_dir: Path, names: list[str], width: int,
+                  messages: Any) -> None:
+    # not a terminal: progress bars print once when done, with no cursor movements
+    console = Console(file=cast(IO[str], _LineQueue(messages)), width=width,
+                      force_terminal=False, soft_wrap=True)
+    builder = _Builder(suite, build_dir, console)
+    for name in names:
+        messages.put(("done", name, builder.build_model(suite.models[name])))
+
+
 PARENT_GONE_EXIT = 75  # a worker's status when it stopped because its parent had died
+WORKER_GRACE_S = 10.0  # how long a stopped build waits for a worker to end by itself
 
 
 def _exit_with_parent() -> None:
@@ -260,13 +282,23 @@ class _Workers:
         return self.done
 
     def __exit__(self, kind: object, *rest: object) -> None:
+        # Stopped (Ctrl-C, SIGTERM, an error here): SIGTERM ends a worker as Ctrl-C does, its
+        # clean-up run (a worker killed outright left its semaphores to Python's resource
+        # tracker, which warned of them), and what it had not built is no failure.
+        stopping = kind is not None or interrupted()
         for process in self.processes:
-            if kind is not None:
+            if stopping:
                 process.terminate()
-            process.join()
+        for process in self.processes:
+            process.join(WORKER_GRACE_S if stopping else None)
+            if process.is_alive():  # in native code that does not look at signals
+                process.kill()
+                process.join()
         self.messages.put(None)
         self.reader.join()
         self.messages.close()
+        if stopping:
+            return
         for process, names in zip(self.processes, self.assignments, strict=True):
             for name in names:
                 if name not in self.done:
@@ -274,6 +306,22 @@ class _Workers:
                                f"{process.exitcode} before it was built")
                     self.console.print(f"[red]failed[/] {escape(name)}: {escape(message)}")
                     self.done[name] = BuildReport([], [(name, message)], 0, 0)
+
+
+def _write_whole(path: Path, write: Callable[[Path], None]) -> None:
+    """`write` the file under a temporary name beside `path`, renamed when complete: the
+    training cache and the dataset tensors are read back by later builds, and a build
+    interrupted while writing one left a file that failed every later build of its model."""
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # np.save wants the .npy suffix
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    np.save(path, array)
 
 
 def code_version() -> str:
@@ -286,12 +334,20 @@ def code_version() -> str:
                           else [root / folder]):
             digest.update(src.name.encode())
             digest.update(src.read_bytes())
+    for lib, version in library_versions().items():
+        digest.update(f"{lib}={version or 'absent'}".encode())
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str | None]:
+    """The installed version of each library that shapes a build's output (None: absent)."""
+    versions: dict[str, str | None] = {}
     for lib in _LIBRARIES:
         try:
-            digest.update(f"{lib}={metadata.version(lib)}".encode())
+            versions[lib] = metadata.version(lib)
         except metadata.PackageNotFoundError:
-            digest.update(f"{lib}=absent".encode())
-    return digest.hexdigest()
+            versions[lib] = None
+    return versions
 
 
 def _one_line(err: BaseException) -> str:
@@ -338,11 +394,13 @@ class _Builder:
         self.dir = build_dir
         self.console = console
         self.code = code_version()
+        self.built_with = {"edgebench": __version__, "code_sha256": self.code,
+                           "libraries": library_versions()}
         self.artifacts: list[Artifact] = []
         self.failures: list[tuple[str, str]] = []
         self.built = self.reused = 0
         self._data: dict[str, DataSplit | str] = {}
-        self._weights_sha: dict[Path, str] = {}
+        self._weights_sha: dict[Path, str] = {}  # the files the build reads, hashed once
         self._checked: dict[tuple[Path, str], Artifact | None] = {}
         load_all()
 
@@ -356,6 +414,7 @@ class _Builder:
         self.artifacts, self.failures, self.built, self.reused = [], [], 0, 0
         state = _ModelState(model)
         for recipe in self._recipes(model):
+            raise_if_interrupted()
             self._entry(state, recipe)
         return BuildReport(self.artifacts, self.failures, self.built, self.reused)
 
@@ -396,6 +455,7 @@ class _Builder:
             self._fail(name, pending, err)
             return
         for fmt in pending:
+            raise_if_interrupted()
             try:
                 artifact = self._export(state, name, recipe, plan, chain, module, lineage, fmt)
             except Exception as err:
@@ -422,19 +482,31 @@ class _Builder:
 
     def _key(self, model: ModelCfg, recipe: RecipeCfg | None, fmt: str) -> str:
         dataset = self.suite.datasets.get(model.dataset) if model.dataset else None
-        weights = None
-        if model.weights is not None and model.weights.is_file():
-            weights = self._weights_sha.get(model.weights) or sha256_file(model.weights)
-            self._weights_sha[model.weights] = weights
         blob = {
             "code": self.code, "seed": self.suite.seed, "format": fmt,
             "model": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(model).items()
                       if k not in ("recipes", "formats")},
-            "weights_sha256": weights,
+            "weights_sha256": self._file_sha256(model.weights),
             "dataset": asdict(dataset) if dataset else None,
             "steps": [asdict(s) for s in recipe.steps] if recipe else [],
+            # a file a step reads (a student's weights) counts by its content, not its name
+            "step_files_sha256": [self._step_files(s) for s in recipe.steps] if recipe else [],
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _step_files(self, step: Step) -> dict[str, str | None]:
+        tech = TECHNIQUES.get(step.technique)
+        named = tech.file_params({**tech.defaults, **step.params})
+        return {key: self._file_sha256(path) for key, path in named.items()}
+
+    def _file_sha256(self, path: Path | None) -> str | None:
+        """sha256 of a file the build reads; None for none or a missing one (whose build
+        fails, naming it)."""
+        if path is None or not path.is_file():
+            return None
+        if path not in self._weights_sha:
+            self._weights_sha[path] = sha256_file(path)
+        return self._weights_sha[path]
 
     def _reusable(self, path: Path, key: str) -> Artifact | None:
         """The artifact at `path` if it was built with `key` and is intact (checked once)."""
@@ -509,7 +581,7 @@ class _Builder:
         elif epochs:
             fit(model, self._ctx(state, cfg.name), epochs=epochs, description="train fp32")
             cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), cache)
+            _write_whole(cache, lambda tmp: torch.save(model.state_dict(), tmp))
         state.baseline = model.eval()
         if state.data is not None:
             state.eval_x = state.data.x_test
@@ -520,7 +592,8 @@ class _Builder:
                 (LATENCY_ONLY_SAMPLES, *state.input_shape[1:])).astype(np.float32)
         state.torch_reference = predict(model, state.eval_x)
         if state.dataset_files is not None and state.dataset_files.reference is not None:
-            np.save(state.dataset_files.reference, state.torch_reference)
+            _write_whole(state.dataset_files.reference,
+                         functools.partial(_save_npy, array=state.torch_reference))
 
     def _write_dataset(self, state: _ModelState) -> DatasetFiles:
         data = state.data
@@ -530,7 +603,7 @@ class _Builder:
         inputs, labels = folder / "inputs.npy", folder / "labels.npy"
         for path, array in ((inputs, data.x_test), (labels, data.y_test)):
             if not path.is_file() or not np.array_equal(np.load(path), array):
-                np.save(path, array)
+                _write_whole(path, functools.partial(_save_npy, array=array))
         return DatasetFiles(data.name, inputs, labels, folder / f"{state.cfg.name}.reference.npy",
                             dict(data.preprocessing))
 
@@ -580,12 +653,15 @@ class _Builder:
         lineage: list[dict[str, Any]] = []
         prefix = ""
         for tech, params in plan.torch_steps:
+            raise_if_interrupted()
             prefix += json.dumps([tech.name, params], sort_keys=True, default=str)
             if prefix in state.chains:
                 module, lineage = state.chains[prefix]
                 continue
             seed_everything(self.suite.seed)
-            out, info = tech.apply(copy.deepcopy(module), params, self._ctx(state, entry))
+            ctx = self._ctx(state, entry)
+            params = tech.with_train_settings(params, ctx.setting)  # recorded as used
+            out, info = tech.apply(copy.deepcopy(module), params, ctx)
             lineage = [*lineage, {"technique": tech.name, "params": params, "result": info}]
             module = out.eval()
             state.chains[prefix] = (module, lineage)
@@ -632,8 +708,8 @@ class _Builder:
                 info = tech.apply(fp32, path, fmt, params, self._ctx(state, name))
             finally:
                 fp32.unlink(missing_ok=True)
-            lineage.append({"technique": tech.name, "params": params, "result": info,
-                            "format": fmt})
+            lineage.append({"technique": tech.name, "params": tech.applied(params, fmt),
+                            "result": info, "format": fmt})
         assert state.eval_x is not None and state.torch_reference is not None
         outputs = ex.run_exported(path, fmt, state.eval_x)
         if plan.quantize is None:  # an fp32 file: it must match the module it was exported from
@@ -655,6 +731,10 @@ class _Builder:
                            if state.data else None),
             parity=scoring.parity(outputs, parent),
             dataset=state.dataset_files.hashed() if state.dataset_files else None,
+            seed=self.suite.seed,
+            training={**training_record(state.cfg.train),
+                      "weights_sha256": self._file_sha256(state.cfg.weights)},
+            built_with=self.built_with,
         )
         write_manifest(artifact)
         return artifact

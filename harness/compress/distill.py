@@ -8,8 +8,6 @@ against plain cross-entropy on the labels.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -19,6 +17,7 @@ from harness.compress.techniques import (
     ParamError,
     in_range,
     learning_rate,
+    param_path,
     positive_int,
     technique,
     text,
@@ -47,14 +46,16 @@ def _check(p: dict[str, Any]) -> None:
               "alpha": 0.7, "epochs": 10, "lr": None},
     label=lambda p: "distill",
     check=_check,
+    files=("student_weights",),
+    from_train=("lr",),
 )
 def distill(teacher: nn.Module, params: dict[str, Any], ctx: StepContext
             ) -> tuple[nn.Module, dict[str, Any]]:
     """Logit distillation teacher -> student (temperature, alpha, epochs)."""
     seed_everything(ctx.seed)
-    weights = params["student_weights"]
     student = build_model(params["student"], ctx.num_classes, ctx.input_shape[1],
-                          Path(os.path.expanduser(weights)) if weights else None).train()
+                          param_path(params["student_weights"])
+                          if params["student_weights"] else None).train()
     fit(student, ctx, epochs=params["epochs"], lr=params["lr"], teacher=teacher.eval(),
         temperature=float(params["temperature"]), alpha=float(params["alpha"]),
         description=f"distill -> {params['student']}")

@@ -151,6 +151,8 @@ def _tflite_static(src: Path, dst: Path, params: dict[str, Any], ctx: StepContex
     check=_check_static,
     precision="int8",
     formats=FILE_FORMATS,
+    param_formats={"per_channel": ("onnx",), "method": ("onnx",), "reduce_range": ("onnx",),
+                   "edgetpu": ("tflite",)},
 )
 def quantize_static(src: Path, dst: Path, fmt: str, params: dict[str, Any], ctx: StepContext
                     ) -> dict[str, Any]:
@@ -165,6 +167,7 @@ def quantize_static(src: Path, dst: Path, fmt: str, params: dict[str, Any], ctx:
     check=_check_dynamic,
     precision="int8",
     formats=FILE_FORMATS,
+    param_formats={"per_channel": ("onnx",), "reduce_range": ("onnx",)},
 )
 def quantize_dynamic(src: Path, dst: Path, fmt: str, params: dict[str, Any], ctx: StepContext
                      ) -> dict[str, Any]:

@@ -28,7 +28,10 @@ whose type and range are known: training settings (`train.TRAIN_SETTINGS`), data
 loader's parameters, `datasets.SETTING_CHECKS`) and each step's parameters (its technique's
 `check`, which the build runs again). A ConfigError names the file and the field
 (`recipes.int8.steps[0].quantize_static.calibration_size`); a suite with one bad value builds
-nothing. What only the model shows (a rank that shrinks no layer) fails its artifact at build.
+nothing. Formats and input sizes too: a recipe is built in the model's formats that every step
+can produce (`Technique.formats`), and one that leaves none is refused; a model's input size is
+its dataset's, which an arch of one size only (`ModelSpec.fixed_input_size`) must match. What
+only the model shows (a rank that shrinks no layer) fails its artifact at build.
 Device profiles live in harness/config.py; this module holds only suites.
 """
 
@@ -62,7 +65,9 @@ class Step:
 class RecipeCfg:
     name: str
     steps: tuple[Step, ...]
-    formats: tuple[str, ...] | None = None
+    formats: tuple[str, ...] | None = None  # the recipe's own `formats:`, if it gives one
+    # the formats every step can produce (a quantize step: its technique's `formats`)
+    step_formats: tuple[str, ...] = BUILD_FORMATS
 
 
 @dataclass(frozen=True)
@@ -88,9 +93,12 @@ class Suite:
     recipes: dict[str, RecipeCfg]
 
     def formats_for(self, model: ModelCfg, recipe: RecipeCfg | None) -> tuple[str, ...]:
-        if recipe is None or recipe.formats is None:
+        """The formats an entry is built in: the model's, less those the recipe leaves out by
+        its `formats:` or that one of its steps cannot produce."""
+        if recipe is None:
             return model.formats
-        return tuple(f for f in model.formats if f in recipe.formats)
+        return tuple(f for f in model.formats if f in recipe.step_formats
+                     and (recipe.formats is None or f in recipe.formats))
 
 
 def _known() -> tuple[list[str], list[str], list[str]]:
@@ -212,7 +220,8 @@ def load_suite(path: Path | str) -> Suite:
         r.keys(body, where, {"steps", "formats", "description"})
         steps = _steps(r, body.get("steps"), f"{where}.steps", techniques)
         fmts = r.formats(body["formats"], f"{where}.formats") if "formats" in body else None
-        recipes[name] = RecipeCfg(name, steps, fmts)
+        step_formats = _step_formats(r, where, steps, fmts)
+        recipes[name] = RecipeCfg(name, steps, fmts, step_formats)
 
     models: dict[str, ModelCfg] = {}
     models_raw = r.entries(top.get("models"), "models")
@@ -236,6 +245,10 @@ def load_suite(path: Path | str) -> Suite:
         if train and dataset is None:
             raise r.fail(f"{where}.train", "training needs a dataset; set models."
                          f"{name}.dataset")
+        input_size = r.integer(body["input_size"], f"{where}.input_size", 1) \
+            if "input_size" in body else None
+        _check_input_size(r, name, arch, input_size,
+                          datasets[dataset] if dataset is not None else None)
         formats = r.formats(body["formats"], f"{where}.formats") if "formats" in body \
             else default_formats
         recipe_names = r.names(body.get("recipes", []), f"{where}.recipes")
@@ -246,19 +259,90 @@ def load_suite(path: Path | str) -> Suite:
                 raise r.fail(f"{where}.recipes[{i}]",
                              f"recipe {recipe} is built only as {', '.join(only)}, and this "
                              f"model only as {', '.join(formats)}: nothing would be built")
+            for j, step in enumerate(recipes[recipe].steps):
+                can = _formats_of(step.technique)
+                if not set(can) & set(formats):
+                    raise r.fail(f"{where}.recipes[{i}]",
+                                 f"recipe {recipe}: {step.technique} (steps[{j}]) produces only "
+                                 f"{', '.join(can)}, and this model is built only as "
+                                 f"{', '.join(formats)}: nothing would be built")
+            if not set(recipes[recipe].step_formats) & set(formats):
+                raise r.fail(f"{where}.recipes[{i}]",
+                             f"recipe {recipe}'s steps produce together only "
+                             f"{', '.join(recipes[recipe].step_formats)}, and this model is "
+                             f"built only as {', '.join(formats)}: nothing would be built")
         models[name] = ModelCfg(
             name=name, arch=arch, dataset=dataset,
             weights=_path(r.string(body["weights"], f"{where}.weights"))
             if body.get("weights") else None,
             num_classes=r.integer(body["num_classes"], f"{where}.num_classes", 1)
             if "num_classes" in body else None,
-            input_size=r.integer(body["input_size"], f"{where}.input_size", 1)
-            if "input_size" in body else None,
+            input_size=input_size,
             train=dict(train),
             formats=formats,
             recipes=recipe_names,
         )
     return Suite(path, str(top.get("name") or path.stem), seed, datasets, models, recipes)
+
+
+def _check_input_size(r: _Reader, model: str, arch: str, input_size: int | None,
+                      dataset: DatasetCfg | None) -> None:
+    """A model's input side is its dataset's `image_size` when it has one (its `input_size`
+    was silently ignored), else its `input_size` or its arch's; an arch that takes one size
+    only (`ModelSpec.fixed_input_size`) is refused any other, naming the field that sets it."""
+    from harness.zoo.datasets import image_size_of
+    from harness.zoo.models import MODELS
+
+    spec = MODELS.get(arch)
+    side = image_size_of(dataset.type, dataset.params) if dataset is not None else None
+    if dataset is not None and input_size is not None and input_size != side:
+        raise r.fail(f"models.{model}.input_size",
+                     f"{input_size}, but its dataset gives {side}x{side} images "
+                     f"(datasets.{dataset.name}.image_size"
+                     + ("" if "image_size" in dataset.params else ", the default")
+                     + "); a model with a dataset takes the dataset's size: drop input_size or "
+                     "make the two agree")
+    if not spec.fixed_input_size:
+        return
+    if dataset is not None and side is not None and side != spec.input_size:
+        raise r.fail(f"datasets.{dataset.name}.image_size",
+                     f"{side}" + ("" if "image_size" in dataset.params else " (the default)")
+                     + f", but model {model} ({arch}) takes only {spec.input_size}x"
+                     f"{spec.input_size} inputs")
+    if dataset is None and input_size is not None and input_size != spec.input_size:
+        raise r.fail(f"models.{model}.input_size",
+                     f"{input_size}, but {arch} takes only {spec.input_size}x{spec.input_size} "
+                     "inputs")
+
+
+def _formats_of(technique: str) -> tuple[str, ...]:
+    """The formats a step of `technique` can produce: its own, and those of the quantize step
+    its output goes through at export (QAT: quantize_static)."""
+    from harness.compress.techniques import TECHNIQUES
+
+    tech = TECHNIQUES.get(technique)
+    then = TECHNIQUES.get(tech.then_quantize).formats if tech.then_quantize else BUILD_FORMATS
+    return tuple(f for f in tech.formats if f in then)
+
+
+def _step_formats(r: _Reader, where: str, steps: tuple[Step, ...],
+                  asked: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The formats all of a recipe's steps can produce; a format its `formats:` asks for that a
+    step cannot produce is refused, naming the step."""
+    possible: tuple[str, ...] = BUILD_FORMATS
+    for j, step in enumerate(steps):
+        can = _formats_of(step.technique)
+        for i, fmt in enumerate(asked or ()):
+            if fmt not in can:
+                raise r.fail(f"{where}.formats[{i}]",
+                             f"{step.technique} (steps[{j}]) produces only {', '.join(can)}, "
+                             f"not {fmt}")
+        possible = tuple(f for f in possible if f in can)
+    if not possible:
+        raise r.fail(f"{where}.steps", "its steps have no format in common: "
+                     + "; ".join(f"{s.technique} produces {', '.join(_formats_of(s.technique))}"
+                                 for s in steps))
+    return possible
 
 
 def _steps(r: _Reader, value: Any, where: str, techniques: list[str]) -> tuple[Step, ...]:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.artifacts import BUILD_FORMATS
@@ -61,6 +63,28 @@ class Technique:
     formats: tuple[str, ...] = BUILD_FORMATS
     then_quantize: str | None = None
     doc: str = field(default="", compare=False)
+    # The parameters whose value names a local file (a student's weights): the build key hashes
+    # the file's content, so an artifact is rebuilt when the file changes, not only its name.
+    files: tuple[str, ...] = ()
+    # Parameters whose None means the model's `train:` setting of that name (else the training
+    # default): the manifest records the value used, not None.
+    from_train: tuple[str, ...] = ()
+    # Parameters that apply to some formats only (param -> those formats): a quantize step's
+    # ONNX Runtime options have no effect on a TFLite file, and its record leaves them out.
+    param_formats: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def with_train_settings(self, params: dict[str, Any], setting: Callable[[str], Any]
+                            ) -> dict[str, Any]:
+        """`params` with each `from_train` parameter left None set to `setting(name)`."""
+        return {**params, **{k: setting(k) for k in self.from_train if params.get(k) is None}}
+
+    def applied(self, params: dict[str, Any], fmt: str) -> dict[str, Any]:
+        """The parameters that have an effect on a file of format `fmt`."""
+        return {k: v for k, v in params.items() if fmt in self.param_formats.get(k, (fmt,))}
+
+    def file_params(self, params: dict[str, Any]) -> dict[str, Path]:
+        """The files `params` name, by parameter, as the technique opens them."""
+        return {key: param_path(params[key]) for key in self.files if params.get(key)}
 
     def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with `params`, range-checked; ParamError names the parameter."""
@@ -82,15 +106,25 @@ def technique(
     precision: str | None = None,
     formats: tuple[str, ...] = BUILD_FORMATS,
     then_quantize: str | None = None,
+    files: tuple[str, ...] = (),
+    from_train: tuple[str, ...] = (),
+    param_formats: dict[str, tuple[str, ...]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register the decorated function as technique `name`."""
+    """Register the decorated function as technique `name`; `files` names the parameters whose
+    value is a path to a local file, `from_train` those whose None means the model's training
+    setting, `param_formats` those that apply to some formats only (see `Technique`)."""
+
+    unknown = [key for key in (*files, *from_train, *(param_formats or {})) if key not in defaults]
+    if unknown:
+        raise ValueError(f"technique {name}: {unknown[0]!r} is not one of its parameters")
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         TECHNIQUES.add(
             name,
             Technique(name, stage, fn, dict(defaults), label, check, precision, formats,
                       then_quantize, (fn.__doc__ or "").strip().splitlines()[0]
-                      if fn.__doc__ else ""),
+                      if fn.__doc__ else "", tuple(files), tuple(from_train),
+                      dict(param_formats or {})),
         )
         return fn
 
@@ -151,6 +185,12 @@ def unless_none(check: Callable[..., None], params: dict[str, Any], key: str,
     """`check` where the parameter is given; None means its default behaviour."""
     if params.get(key) is not None:
         check(params, key, *args, **kwargs)
+
+
+def param_path(value: str) -> Path:
+    """A file a parameter names: `~` and `$VARS` expanded, relative to the working folder (as a
+    model's `weights`)."""
+    return Path(os.path.expandvars(os.path.expanduser(value)))
 
 
 def pct(ratio: float) -> str:

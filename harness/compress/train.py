@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from harness.compress.techniques import ParamError, in_range, learning_rate, positive_int
+from harness.signals import raise_if_interrupted
 from harness.zoo.datasets import DataSplit
 
 
@@ -41,6 +42,22 @@ TRAIN_SETTINGS: dict[str, Callable[[dict[str, Any], str], None]] = {
     "weight_decay": _weight_decay,
     "threads": positive_int,
 }
+
+
+# What `fit` uses where a model's `train:` does not say; with the optimizer and schedule, what a
+# manifest records of the fp32 baseline's training (`training_record`).
+TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "batch_size": 64, "weight_decay": 0.0}
+OPTIMIZER, SCHEDULE = "adam", "cosine"
+
+
+def training_record(train: dict[str, Any]) -> dict[str, Any]:
+    """The settings a baseline was trained with, as `fit` applies them ({"epochs": 0}: it was
+    not trained)."""
+    epochs = int(train.get("epochs", 0))
+    if not epochs:
+        return {"epochs": 0}
+    return {"epochs": epochs, **{k: train.get(k, v) for k, v in TRAIN_DEFAULTS.items()},
+            "optimizer": OPTIMIZER, "schedule": SCHEDULE}
 
 
 def seed_everything(seed: int) -> None:
@@ -75,6 +92,10 @@ class StepContext:
             return self.data.x_train[np.sort(idx)]
         rng = np.random.default_rng(self.seed)
         return rng.standard_normal((n, *self.input_shape[1:])).astype(np.float32)
+
+    def setting(self, key: str) -> Any:
+        """A training setting as `fit` applies it: the model's `train:`, else the default."""
+        return self.train.get(key, TRAIN_DEFAULTS.get(key))
 
     def device(self) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -113,8 +134,8 @@ def fit(
     if epochs == 0:
         return model
     data = ctx.require_data(description)
-    lr = float(lr if lr is not None else ctx.train.get("lr", 1e-3))
-    batch = int(ctx.train.get("batch_size", 64))
+    lr = float(lr if lr is not None else ctx.setting("lr"))
+    batch = int(ctx.setting("batch_size"))
     device = ctx.device()
     threads = torch.get_num_threads()
     # Tiny models train faster on one thread than on cores shared with anything else.
@@ -134,13 +155,14 @@ def _fit(model: nn.Module, ctx: StepContext, data: DataSplit, epochs: int, descr
     if teacher is not None:
         teacher.to(device).eval()
     opt = torch.optim.Adam(model.parameters(), lr=lr,
-                           weight_decay=float(ctx.train.get("weight_decay", 0.0)))
+                           weight_decay=float(ctx.setting("weight_decay")))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     x_all = torch.from_numpy(data.x_train)
     y_all = torch.from_numpy(data.y_train)
     gen = torch.Generator().manual_seed(ctx.seed)
     with progress(ctx.console, f"{ctx.entry}: {description}", epochs) as advance:
         for _ in range(epochs):
+            raise_if_interrupted()  # a Ctrl-C that Python lost in a gc callback
             order = torch.randperm(len(y_all), generator=gen)
             total, seen = 0.0, 0
             for start in range(0, len(order), batch):

@@ -87,6 +87,15 @@ def check_settings(kind: str, params: dict[str, Any]) -> None:
             check(params, key)
 
 
+def image_size_of(kind: str, params: dict[str, Any]) -> int | None:
+    """The square side of the images a dataset of type `kind` with settings `params` gives:
+    its `image_size`, or the loader's default; None for a loader without that setting."""
+    if "image_size" in params:
+        return int(params["image_size"])
+    param = inspect.signature(DATASETS.get(kind)).parameters.get("image_size")
+    return param.default if param is not None and isinstance(param.default, int) else None
+
+
 def load_dataset(kind: str, name: str, params: dict[str, Any], seed: int) -> DataSplit:
     loader = DATASETS.get(kind)
     try:

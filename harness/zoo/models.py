@@ -26,6 +26,9 @@ class ModelSpec:
     build: Callable[[int, int], nn.Module]  # (num_classes, in_channels) -> module
     input_size: int  # default square input side
     family: str  # "demo" | "torchvision"
+    # The only input side the model takes (a fully connected head sized for it); a suite that
+    # feeds it another is refused when it is loaded. False: any size (adaptive pooling).
+    fixed_input_size: bool = False
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -33,7 +36,10 @@ MODELS: Registry[ModelSpec] = Registry("model")
 
 class DigitsCNN(nn.Module):
     """Three conv blocks and a two-layer head: small enough to train in seconds on 2 cores, with a
-    hidden fully connected layer so that SVD of linear layers has something to factorize."""
+    hidden fully connected layer so that SVD of linear layers has something to factorize. The
+    head is sized for 32x32 inputs (three poolings leave 4x4), the only size it takes."""
+
+    INPUT_SIZE = 32
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 16) -> None:
         super().__init__()
@@ -51,7 +57,7 @@ class DigitsCNN(nn.Module):
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(4 * width * 4 * 4, 8 * width),
+            nn.Linear(4 * width * (self.INPUT_SIZE // 8) ** 2, 8 * width),
             nn.ReLU(),
             nn.Linear(8 * width, num_classes),
         )
@@ -63,7 +69,8 @@ class DigitsCNN(nn.Module):
 def _demo(name: str, width: int) -> None:
     MODELS.add(
         name,
-        ModelSpec(name, lambda nc, ch: DigitsCNN(nc, ch, width), input_size=32, family="demo"),
+        ModelSpec(name, lambda nc, ch: DigitsCNN(nc, ch, width), input_size=DigitsCNN.INPUT_SIZE,
+                  family="demo", fixed_input_size=True),
     )
 
 

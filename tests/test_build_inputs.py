@@ -1,0 +1,107 @@
+"""What a build reads decides whether an artifact is rebuilt: files named by step parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+from harness.compress.build import build_suite
+from harness.compress.techniques import load_all
+from harness.zoo.models import build_model
+
+
+def _student_weights(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    torch.save(build_model("digits_cnn_small", 10, 1).state_dict(), path)
+    return path
+
+
+@pytest.mark.slow
+def test_a_changed_student_weights_file_rebuilds_the_distilled_artifact(tmp_path: Path) -> None:
+    # Found in an audit: the key hashed the path of `student_weights`, not the file, so a
+    # distilled artifact trained from the old weights was reused after the file changed.
+    weights = _student_weights(tmp_path / "student.pt", seed=0)
+    suite = tmp_path / "kd.yaml"
+    suite.write_text("seed: 0\nformats: [onnx]\ndatasets: {digits: {type: digits}}\n"
+                     "models: {m: {arch: digits_cnn, dataset: digits, recipes: [kd]}}\n"
+                     "recipes:\n"
+                     "  kd: {steps: [{distill: {student: digits_cnn_small, "
+                     f"student_weights: '{weights}', epochs: 1}}}}]}}\n")
+    out = tmp_path / "build"
+    first = build_suite(suite, out, console=Console(quiet=True), workers=0)
+    assert first.built == 2 and not first.failures
+    assert build_suite(suite, out, console=Console(quiet=True), workers=0).reused == 2
+    _student_weights(weights, seed=1)  # same path, other weights
+    changed = build_suite(suite, out, console=Console(quiet=True), workers=0)
+    assert (changed.built, changed.reused) == (1, 1)  # the distilled one; the baseline stays
+    before = {a.name: a.sha256 for a in first.artifacts}
+    after = {a.name: a.sha256 for a in changed.artifacts}
+    assert after["m"] == before["m"] and after["m-kd"] != before["m-kd"]
+
+
+def test_file_parameters_are_declared_on_their_technique() -> None:
+    """The key hashes the files a technique declares (`files`); each must be a parameter."""
+    techniques = load_all()
+    assert techniques.get("distill").files == ("student_weights",)
+    for name in techniques.names():
+        tech = techniques.get(name)
+        assert set(tech.files) <= set(tech.defaults), name
+    params = {**techniques.get("distill").defaults, "student_weights": "~/s.pt"}
+    assert techniques.get("distill").file_params(params) == {
+        "student_weights": Path.home() / "s.pt"}
+
+
+@pytest.mark.slow
+def test_the_manifest_holds_what_reproducing_an_artifact_takes(tmp_path: Path) -> None:
+    # Found in an audit: the baseline's training, the seed and the library versions were only
+    # hashed into the build key; distill recorded "lr": null for the rate its training used,
+    # and a TFLite quantize_dynamic recorded ONNX Runtime's per_channel and reduce_range.
+    from importlib import metadata
+
+    from harness import __version__
+    from harness.artifacts import load_manifest
+
+    suite = tmp_path / "paper.yaml"
+    suite.write_text("seed: 5\ndatasets: {digits: {type: digits}}\n"
+                     "models:\n"
+                     "  m: {arch: digits_cnn, dataset: digits, recipes: [dyn, kd],\n"
+                     "      train: {epochs: 1, lr: 0.003, batch_size: 32, threads: 1}}\n"
+                     "recipes:\n"
+                     "  dyn: {steps: [quantize_dynamic]}\n"
+                     "  kd: {steps: [{distill: {epochs: 1}}], formats: [onnx]}\n")
+    out = tmp_path / "build"
+    report = build_suite(suite, out, console=Console(quiet=True), workers=0)
+    assert report.built == 5 and not report.failures, report.failures
+    for art in report.artifacts:
+        manifest = load_manifest(art.manifest_path)
+        assert manifest.seed == 5
+        assert manifest.training == {"epochs": 1, "lr": 0.003, "batch_size": 32,
+                                     "weight_decay": 0.0, "optimizer": "adam",
+                                     "schedule": "cosine", "weights_sha256": None}
+        built_with = manifest.built_with or {}
+        assert built_with["edgebench"] == __version__ and len(built_with["code_sha256"]) == 64
+        for lib in ("torch", "onnxruntime", "litert-torch", "ai-edge-quantizer"):
+            assert built_with["libraries"][lib] == metadata.version(lib)
+    kd = load_manifest(out / "m-kd.onnx.manifest.json")
+    assert kd.lineage[0]["params"]["lr"] == 0.003  # the model's train.lr, as fit used it
+    assert load_manifest(out / "m-dyn.tflite.manifest.json").lineage[0]["params"] == {}
+    assert load_manifest(out / "m-dyn.onnx.manifest.json").lineage[0]["params"] == {
+        "per_channel": False, "reduce_range": True}
+
+
+def test_a_manifest_written_before_these_fields_still_loads(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from harness.artifacts import load_manifest
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"onnx")
+    (tmp_path / "m.onnx.manifest.json").write_text(json.dumps({
+        "name": "m", "format": "onnx", "path": "m.onnx", "size_bytes": 4,
+        "sha256": hashlib.sha256(b"onnx").hexdigest(), "lineage": []}))
+    old = load_manifest(tmp_path / "m.onnx.manifest.json")
+    assert old.seed is None and old.training is None and old.built_with is None
