@@ -11,7 +11,8 @@ older `accuracy_latency(df, folder)`-style functions build and save in one call.
 One style throughout: the Okabe-Ito palette, which stays distinguishable with the common
 colour-vision deficiencies; marker shapes, hatches and row labels as second cues, so that every
 figure reads in greyscale; a log axis wherever the values span more than a decade; axes limited
-to the data, with intervals longer than the data's range running off the edge; every figure
+to the data, with intervals longer than the data's range running off the edge to an arrowhead
+on the frame (`_mark_clipped`); every figure
 states the CPU instruction set it was measured on. Plots only draw: every figure and verdict they
 show comes computed from the frame or from the caller. A function returns None (or no files) when
 there is nothing to show: no empty figures.
