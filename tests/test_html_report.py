@@ -214,3 +214,42 @@ def test_a_gpu_run_names_the_gpu_on_the_page_and_in_captions(tmp_path: Path) -> 
     assert facts.startswith("Measured on cuda-box (Synthetic CPU @ 2.0GHz, 4 CPUs; CPU ISA ")
     page = (run_report(tmp_path / "x.db", run, out=tmp_path / "r") / "index.html").read_text()
     assert f"<b>Accelerator:</b> <code>{html.escape(gpu)}</code>" in page
+
+
+def test_speedup_is_defined_as_what_is_computed(report) -> None:
+    """Found: the page said "Speedup = baseline latency / latency" beside medians of 0.081 and
+    0.124 ms and a speedup of 0.64 (0.0813 / 0.1244 = 0.654): it is the ratio of the geometric
+    means of the session medians. The page, the captions and the README say so."""
+    from harness.report.paper import CAPTIONS
+    from tests.conftest import REPO
+
+    folder, _ = report
+    page = " ".join((folder / "index.html").read_text(encoding="utf-8").split())
+    assert "baseline latency / latency" not in page
+    assert "ratio of the geometric means of the two measurements&#x27; session medians" in page
+    for name in ("speedup_by_technique", "speedup_heatmap"):
+        assert "ratio of the geometric means" in CAPTIONS[name], name
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    section = readme.split("## Figures for a paper", 1)[1].split("## ", 1)[0]
+    assert "the ratio of the geometric means of the two measurements' session medians" in section
+
+
+def test_a_quick_run_says_so_in_its_caveats_and_figure_captions(tmp_path: Path) -> None:
+    """Found: that a run used `--quick` (0.2 s windows, 2 sessions) was only in the command
+    line at the top of the page."""
+    from tests.test_report_figures import quick_store
+
+    store, run = quick_store(tmp_path / "q.db")
+    store.close()
+    page = (run_report(tmp_path / "q.db", run, out=tmp_path / "r") / "index.html").read_text(
+        encoding="utf-8")
+    caveats = page.split('<ul id="caveats">', 1)[1].split("</ul>", 1)[0]
+    assert '<li id="protocol">Measured under the quick protocol (<code>--quick</code>)' in caveats
+    captions = page.split("<figcaption>")[1:]
+    assert len(captions) >= 5
+    for caption in captions:
+        caption = caption.split("</figcaption>", 1)[0]
+        assert "2 sessions (fresh processes, interleaved) per measurement" in caption
+        assert "0.2 s timed window" in caption
+    accuracy = page.split('id="f-accuracy_latency"', 1)[1].split("</figcaption>", 1)[0]
+    assert "Top-1 on digits, 449 images." in accuracy

@@ -674,3 +674,156 @@ def _drawn_as(text: Text) -> str | None:
     if dollars and dollars % 2 == 0:
         return s if s.startswith(r"$\mathdefault{") else None
     return s.replace(r"\$", "$")
+
+
+def quick_store(path: Path) -> tuple[Store, str]:
+    """What a user's `bench --quick` run gave (the audit's): two short sessions per
+    measurement, top-1 on 449 digits, and sessions that disagree, so that intervals run from
+    [0.07, 65] to a million and a torch model's median of two sessions 230x apart lies far above
+    its pooled p90."""
+    from harness.agent import protocol
+    from tests.test_report_synthetic import lognormal_ns
+
+    quick = dict(protocol.QUICK_SETTINGS)
+    store = Store(path)
+    run = store.begin_run("edgebench bench --device local --suite demo --quick", "demo",
+                          ["local"])
+
+    def two(a: float, b: float, n: tuple[int, int] = (300, 300), seed: int = 0
+            ) -> list[np.ndarray]:
+        return [lognormal_ns(a, n[0], 0.05, seed), lognormal_ns(b, n[1], 0.05, seed + 1)]
+
+    add_job(store, run, "cnn", device="local", accuracy_top1=444 / 449, accuracy_n=449,
+            samples_ns=two(0.081, 0.0813, seed=1), size_bytes=640_212, settings=quick,
+            dataset="digits")
+    for k, (technique, a, b, right, size) in enumerate((
+            ("kd", 0.030, 0.0465, 440, 69_964), ("prune70", 0.20, 0.0172, 437, 212_000),
+            ("int8_static", 0.050, 0.052, 443, 171_000), ("svd", 0.124, 0.1244, 428, 55_300))):
+        add_job(store, run, f"cnn-{technique}", device="local", baseline="cnn",
+                technique=technique, accuracy_top1=right / 449, accuracy_n=449,
+                samples_ns=two(a, b, seed=10 + k), size_bytes=size, settings=quick,
+                dataset="digits")
+    add_job(store, run, "resnet18", runtime="torch", device="local", size_bytes=46_800_000,
+            samples_ns=[lognormal_ns(0.4, 480, 0.2, 3), lognormal_ns(96.0, 5, 0.02, 4)],
+            settings=quick)
+    store.finish_run(run)
+    return store, run
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, str,
+                                                              dict[tuple[str, str], Figure]]:
+    store, run = quick_store(tmp_path_factory.mktemp("quick") / "q.db")
+    reader = frame.SessionReader(store)
+    df = frame.with_baselines(frame.results_frame(store, [run]), sessions=reader)
+    figures = {(name, layout.name): build(layout) for name, build in plots.report_figures(
+        df, samples=reader.samples_ms, medians=reader.medians).items() for layout in LAYOUTS}
+    return df, run, figures
+
+
+def test_one_dataset_is_named_with_its_image_count(quick) -> None:
+    """Found: with one dataset the accuracy figure and its caption named neither it nor its
+    449 images (a Wilson interval of +/-2 points means little without them)."""
+    from harness.report import paper
+
+    df, run, figures = quick
+    for layout in LAYOUTS:
+        (ax,) = [a for a in figures[("accuracy_latency", layout.name)].axes if a.get_title()]
+        assert ax.get_title() == "local: digits, 449 images"
+    tex = paper.figures_tex(["accuracy_latency"], df, run)
+    assert "Top-1 on digits, 449 images." in tex
+
+
+def test_captions_say_a_quick_protocol_and_the_sessions(quick, tmp_path: Path) -> None:
+    """Found: that a run used `--quick` (a 0.2 s window, 2 sessions) was said only in the
+    page's command line; a default run's captions say nothing of the protocol."""
+    from harness.report import paper
+
+    df, run, _ = quick
+    captions = re.findall(r"^  \\caption\{(.*)\}$",
+                          paper.figures_tex(list(plots.FIGURE_NAMES), df, run), re.MULTILINE)
+    assert captions
+    for caption in captions:
+        assert "2 sessions (fresh processes, interleaved) per measurement" in caption
+        assert "quick protocol (\\texttt{--quick})" in caption and "0.2 s timed window" in caption
+    store, first = demo_store(tmp_path / "demo.db")
+    demo = frame.with_baselines(frame.results_frame(store, [first]), store)
+    assert "protocol" not in paper.figures_tex(["memory"], demo, first)
+
+
+def _whisker_ends(ax) -> list[tuple[float, float, float, float]]:
+    return [(min(xa, xb), max(xa, xb), min(ya, yb), max(ya, yb))
+            for c in ax.containers if isinstance(c, ErrorbarContainer)
+            for segments in c.lines[2] for (xa, ya), (xb, yb) in segments.get_segments()]
+
+
+def _arrowheads(ax) -> list[tuple[float, float]]:
+    from matplotlib.collections import PathCollection
+
+    return [tuple(o) for c in ax.collections if isinstance(c, PathCollection)
+            and not c.get_clip_on() for o in c.get_offsets()]
+
+
+def test_accuracy_axis_shows_every_wilson_interval_whole(quick) -> None:
+    """Found: the axis ended near 94.2 while the lowest point's interval, 95.32 [92.96, 96.92],
+    went on to 92.96 with nothing to say so."""
+    _, _, figures = quick
+    for layout in LAYOUTS:
+        (ax,) = [a for a in figures[("accuracy_latency", layout.name)].axes if a.get_title()]
+        y0, y1 = ax.get_ylim()
+        ends = _whisker_ends(ax)
+        assert min(e[2] for e in ends) == pytest.approx(92.96, abs=0.01)
+        assert all(y0 <= e[2] and e[3] <= y1 for e in ends), (y0, y1)
+
+
+def test_whiskers_past_the_axis_end_in_an_arrowhead(quick) -> None:
+    """Found: prune70's speedup interval ran to 526.9 off an axis ending at 2.8 with no mark:
+    a reader took the frame for the interval's end. Each interval that goes on past the frame
+    has an arrowhead there, and the legend says what it means."""
+    df, _, figures = quick
+    rows = df[~df["is_baseline"]]
+    for layout in LAYOUTS:
+        fig = figures[("speedup_by_technique", layout.name)]
+        ax = fig.axes[0]
+        x0, x1 = ax.get_xlim()
+        heads = _arrowheads(ax)
+        past = (rows["speedup_ci95_high"] > x1).sum() + (rows["speedup_ci95_low"] < x0).sum()
+        assert past >= 2 and len(heads) == past
+        assert {x for x, _ in heads} <= {x0, x1}
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert plots.CLIPPED_LABEL in legend
+        # the latency intervals of the accuracy figure too
+        acc = figures[("accuracy_latency", layout.name)]
+        (ax,) = [a for a in acc.axes if a.get_title()]
+        assert _arrowheads(ax) and plots.CLIPPED_LABEL in [
+            t.get_text() for t in acc.legends[0].get_texts()]
+
+
+def test_heatmap_greys_out_speedups_whose_interval_includes_1(quick) -> None:
+    """Found: cnn-kd's 2.20 was among the strongest colours with an interval of [0.07, 65]. A
+    cell whose interval includes 1 is grey and hatched, its figure still written; the legend
+    says why."""
+    from matplotlib.patches import Rectangle
+
+    df, _, figures = quick
+    rows = df[~df["is_baseline"] & df["speedup"].notna()].sort_values("model")
+    inconclusive = ((rows["speedup_ci95_low"] <= 1) & (rows["speedup_ci95_high"] >= 1)).to_numpy()
+    assert inconclusive.any() and not inconclusive.all()
+    for layout in LAYOUTS:
+        fig = figures[("speedup_heatmap", layout.name)]
+        ax = fig.axes[0]
+        hatched = sorted(round(p.get_y() + 0.5) for p in ax.patches
+                         if isinstance(p, Rectangle) and p.get_hatch())
+        names = [t.get_text() for t in ax.get_yticklabels()]
+        assert hatched == [names.index(m) for m in rows["model"][inconclusive]]
+        coloured = np.ma.getmaskarray(ax.images[0].get_array())
+        assert (~coloured).sum() == (~inconclusive).sum()
+        assert "95% CI includes 1" in " ".join(t.get_text() for t in fig.legends[0].get_texts())
+
+
+def test_bar_labels_keep_three_significant_digits(quick) -> None:
+    """Found: 69,964 bytes read "0.07" beside "0.0553"."""
+    _, _, figures = quick
+    ax = figures[("model_size", "double")].axes[0]
+    shown = {t.get_text() for t in ax.texts if t.get_fontweight() != "bold"}
+    assert {"0.0700", "0.0553", "0.640", "46.8"} <= shown

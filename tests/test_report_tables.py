@@ -118,7 +118,9 @@ def test_latex_is_booktabs_and_escapes_names(demo) -> None:
     assert "Runtime: onnxruntime; threads: 4." in latex
     # flags as short labels, each named once in the caption: the table keeps to the page
     assert "throttled" in latex
-    assert "Notes: spread = high\\_between\\_session\\_spread, top-1 off" in latex
+    # each label with its meaning: the caption is read where no README is
+    assert "Notes (flags): spread, the session medians spread more than 5\\% (log sd)" in latex
+    assert "; top-1 off, top-1 on the device lies outside the host" in latex
     assert "& spread" in latex and "& high\\_between\\_session\\_spread" not in latex
     assert "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%" in latex
     assert "resnet_18&v2" not in latex
@@ -186,3 +188,55 @@ def test_markdown_cells_with_pipes_and_newlines_stay_in_their_cell(tmp_path: Pat
     unescaped = re.findall(r"(?<!\\)\|", lines[2])
     assert len(unescaped) == len(table.shown.columns) + 1
     assert "line one shape \\| mismatch" in lines[2]
+
+
+@pytest.fixture(scope="module")
+def quick_tables(tmp_path_factory: pytest.TempPathFactory) -> list[tables.Table]:
+    from tests.test_report_figures import quick_store
+
+    store, run = quick_store(tmp_path_factory.mktemp("quick") / "q.db")
+    df = frame.with_baselines(frame.results_frame(store, [run]), store)
+    return tables.report_tables(df, run)
+
+
+def test_an_interval_beyond_a_thousand_times_its_figure_is_written_as_a_limit(
+        quick_tables) -> None:
+    """Found: 48.2 [0.0, 7006531499428986.0], from two sessions 230x apart."""
+    assert tables.interval_text(48.034, 3e-13, 7.0e15, ",.3f") == "48.034 [<0.048, >48,000]"
+    assert tables.interval_text(0.081, 0.0801, 0.0822, ",.3f") == "0.081 [0.080, 0.082]"
+    assert tables.interval_text(1.37, 1e-6, 8.2e6, ".2f") == "1.37 [<0.00137, >1,370]"
+    summary = _by_name(quick_tables, "summary")
+    cells = " ".join(summary.text["Median [ms] (95% CI)"]) + " ".join(
+        summary.text["Speedup [x] (95% CI)"])
+    assert not re.search(r"\d{7}", cells.replace(",", "")), cells
+    assert ">48,000]" in cells
+    assert tables.REACH_NOTE in tables.to_markdown(summary)
+
+
+def test_a_median_above_its_pooled_p90_is_marked_and_explained(quick_tables) -> None:
+    """Found: torch's headline 48.2 ms beside a p90 of 0.6 ms, with nothing to say that one is
+    the median of two session medians and the other pooled over samples."""
+    summary = _by_name(quick_tables, "summary")
+    p90 = dict(zip(summary.text["Model"], summary.text["p90 [ms]"], strict=True))
+    assert p90["resnet18"].endswith(tables.BELOW_MEDIAN)
+    assert not p90["cnn"].endswith(tables.BELOW_MEDIAN)
+    markdown = tables.to_markdown(summary)
+    assert "pooled p90 below the row's median" in markdown
+    assert "median of the session medians" in markdown and "pools every timed" in markdown
+    latex = tables.to_latex(summary)
+    assert "\\textdagger{}" in latex and tables.BELOW_MEDIAN not in latex
+
+
+def test_latex_captions_are_self_contained(quick_tables) -> None:
+    """Found: a caption sent the paper's reader to "the results README" for its flags. A
+    caption says what its flags, columns, dataset and protocol are."""
+    for table in quick_tables:
+        latex = tables.to_latex(table)
+        caption = latex.split("\\caption{", 1)[1].split("\\label", 1)[0]
+        assert "README" not in caption, table.name
+        assert "ratio of the geometric means" in caption, table.name
+        assert "quick protocol (\\texttt{--quick})" in caption, table.name
+        assert "2 sessions" in caption, table.name
+    summary = tables.to_latex(_by_name(quick_tables, "summary"))
+    assert "spread, the session medians spread more than 5" in summary
+    assert "Top-1: on digits, 449 images" in summary

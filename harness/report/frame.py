@@ -183,16 +183,18 @@ def with_baselines(
 ) -> pd.DataFrame:
     """`df` plus the derived columns (DERIVED_COLUMNS), one row per input row, same order.
 
-    speedup = baseline latency / latency (> 1 is faster); size_ratio = size / baseline size;
-    accuracy deltas are differences of fractions (multiply by 100 for percentage points). A
-    baseline row has speedup and size ratio 1 by definition; a row whose baseline is missing or
-    did not measure gets NaN, never a made-up number.
+    speedup: how many times faster than its baseline a row ran (> 1 is faster); size_ratio =
+    size / baseline size; accuracy deltas are differences of fractions (multiply by 100 for
+    percentage points). A baseline row has speedup and size ratio 1 by definition; a row whose
+    baseline is missing or did not measure gets NaN, never a made-up number.
 
     With the sessions (a `store`, or a `SessionReader` of it to share its cache), speedup is the
-    ratio of the geometric means of the session medians with its 95% interval
-    (`speedup_interval`), so that the figure and its interval are one estimate; without them, or
-    for a measurement without session rows, it is the ratio of the headline medians and has no
-    interval.
+    ratio of the geometric means of the session medians, baseline over variant, with its 95%
+    interval (`speedup_interval`), so that the figure and its interval are one estimate: not the
+    ratio of the headline medians (each the median of its session medians), from which it can
+    differ. Without the sessions, or for a measurement without session rows, it is the ratio of
+    the headline medians and has no interval (`tables.SPEEDUP_DEFINITION` is what the report
+    says).
     """
     out = df.reset_index(drop=True).copy()
     keys = ["run_id", *PAIR_KEYS]

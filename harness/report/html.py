@@ -23,8 +23,15 @@ from harness.report import progress as run_progress
 from harness.report import stats
 from harness.report.console import FLAG_MEANINGS, UNKNOWN_FLAG, in_legend_order
 from harness.report.frame import distinct, flatten
+from harness.report.paper import figure_facts
 from harness.report.plots import PLOT_TITLES
-from harness.report.tables import Table, row_flags
+from harness.report.tables import (
+    SPEEDUP_DEFINITION,
+    Table,
+    protocol_text,
+    row_flags,
+    sessions_text,
+)
 
 if TYPE_CHECKING:
     from harness.store import RunInfo
@@ -237,6 +244,9 @@ def _summary(df: pd.DataFrame, progress: run_progress.RunProgress | None = None)
         for (_, r), flags in zip(ok.iterrows(), row_flag_lists, strict=True)
         if (rest := [f for f in flags if f not in common])
     )
+    how = protocol_text(df)
+    if how:  # every interval of the run is from sessions timed this way
+        items = f'<li id="protocol">{_code_spans(how)}</li>' + items
     if items:
         parts.append(
             f'<h3>Caveats</h3><ul id="caveats">{items}</ul>'
@@ -336,8 +346,13 @@ def write_index(
         table_sections.append(
             f'<h3 id="t-{_e(table.name)}">{_e(table.caption)}</h3>'
             f'<p class="meta">Download: {links}. Click a header to sort.</p>' + table_html(table)
+            + (f'<p class="meta">{_code_spans(table.note)}</p>' if table.note else "")
         )
     paper = {p.name: p for p in paper_files}
+    # how every figure was measured: said in each caption, as figures.tex says it
+    sessions = sessions_text(df)
+    measured = " ".join(filter(None, [f"{sessions[0].upper()}{sessions[1:]}." if sessions
+                                      else "", protocol_text(df)]))
     figures = []
     for png in (p for p in plots if p.suffix == ".png"):
         title = PLOT_TITLES.get(png.stem, png.stem)
@@ -349,7 +364,9 @@ def write_index(
         links = f" ({', '.join(pdfs)})" if pdfs else ""
         figures.append(
             f'<figure id="f-{_e(png.stem)}"><img src="{rel(png)}" alt="{_e(title)}">'
-            f"<figcaption>{_e(title)}{links}</figcaption></figure>"
+            f"<figcaption>{_e(title)}{links}. "
+            f"{_code_spans(' '.join(filter(None, [figure_facts(png.stem, df), measured])))}"
+            "</figcaption></figure>"
         )
     if "figures.tex" in paper:
         figures.insert(0, f'<p class="meta">For a paper: <a href="{rel(paper["figures.tex"])}">'
@@ -393,9 +410,8 @@ def write_index(
 <p class="meta">Each measurement is several sessions (fresh processes, interleaved with the
 other artifacts of the run). Latency in ms: the headline is the median of the session medians
 with a {confidence} t interval over sessions, p90 and p99 pool every sample; throughput is
-iterations over the wall time of the timed window. Speedup = baseline latency / latency on the
-same device, format, runtime and threads, from the session medians (paired session by session,
-as they ran back to back), with its {confidence} interval. Accuracy comes with its Wilson
+iterations over the wall time of the timed window. {_e(SPEEDUP_DEFINITION)} Accuracy comes
+with its Wilson
 {confidence} interval; n/a means the model is benchmarked for latency only. Notes list a row's
 flags; a coloured row carries one:</p>
 {flag_legend()}

@@ -22,7 +22,15 @@ import pandas as pd
 
 from harness.report import plots
 from harness.report.frame import distinct
-from harness.report.tables import Table, latex_escape, to_latex
+from harness.report.tables import (
+    Table,
+    accuracy_sets,
+    latex_escape,
+    latex_note,
+    protocol_text,
+    sessions_text,
+    to_latex,
+)
 
 if TYPE_CHECKING:
     from harness.store import RunInfo
@@ -32,10 +40,12 @@ PAPER_DIR = "paper"
 CAPTIONS = {
     "accuracy_latency": "Top-1 accuracy against median latency. Error bars: 95\\% intervals, a t "
     "interval over the session medians for latency and a Wilson interval for accuracy. Dashed: "
-    "the Pareto front, whose points are labelled by technique; every point is in the tables.",
+    "the Pareto front, whose points are labelled by technique; every point is in the tables. "
+    "An arrowhead on the frame: the interval runs on past the axis.",
     "speedup_by_technique": "Speedup of each compressed variant over its fp32 baseline (same "
-    "device, runtime and threads), with its 95\\% interval from the session medians paired "
-    "session by session.",
+    "device, runtime and threads): the ratio of the geometric means of the two measurements' "
+    "session medians, baseline over variant, with its 95\\% interval, paired session by "
+    "session. An arrowhead on the frame: the interval runs on past the axis.",
     "latency_distributions": "Latency of every timed iteration of all sessions: boxes span the "
     "quartiles, whiskers p1 to p99, the line is the median of all samples, dots are the medians "
     "of single sessions (fresh processes). Hatched: compressed variants.",
@@ -43,8 +53,10 @@ CAPTIONS = {
     "memory": "Peak resident memory during the timed window: the runtime's own (process after "
     "importing the runtime and loading the data, grey) and what the model adds (hatched); the "
     "tick marks the process peak including loading.",
-    "speedup_heatmap": "Speedup over the fp32 baseline per model and device (log colour scale; "
-    "above 1 is faster).",
+    "speedup_heatmap": "Speedup over the fp32 baseline per model and device: the ratio of the "
+    "geometric means of the session medians, baseline over variant (log colour scale; above 1 "
+    "is faster). Grey, hatched cells: the 95\\% interval includes 1 or could not be computed, "
+    "so the variant is not shown to be faster or slower; colour only where it excludes 1.",
     "trends": "Median latency of each measurement across runs, relative to its own median over "
     "these runs (log scale), with its 95\\% interval; with more measurements than colours, "
     "those that changed in the last run are coloured and the rest grey. Rings mark a run slower "
@@ -91,21 +103,11 @@ def run_facts(df: pd.DataFrame, run_id: str) -> str:
         devices.append(f"{device} ({details})")
     runtimes = sorted({f"{r} {v}" for r, v in zip(rows["runtime"], rows["runtime_version"],
                                                    strict=True) if pd.notna(r)})
-    sessions = sorted({int(s) for s in rows["sessions"].dropna()})
-    session_text = (
-        f"{_join([str(s) for s in sessions])} session{'s' if sessions != [1] else ''} "
-        "(fresh processes, interleaved) per measurement" if sessions else ""
-    )
     parts = [f"Measured on {_join(devices)}", f"with {_join(runtimes)}" if runtimes else "",
-             session_text, f"run {run_id}"]
-    return latex_escape("; ".join(filter(None, parts)) + ".")
-
-
-def latex_note(text: str) -> str:
-    """Plain text with `backquoted` commands, escaped for LaTeX, the commands in typewriter."""
-    pieces = text.split("`")
-    return "".join(f"\\texttt{{{latex_escape(p)}}}" if k % 2 else latex_escape(p)
-                   for k, p in enumerate(pieces))
+             sessions_text(rows), f"run {run_id}"]
+    how = protocol_text(rows)
+    return latex_escape("; ".join(filter(None, parts)) + ".") + (
+        f" {latex_note(how)}" if how else "")
 
 
 # The figures are drawn at most `plots.MAX_HEIGHT_IN` tall, which this share of a two-column
@@ -116,6 +118,14 @@ FIGURE_HEIGHT = "0.72"
 
 def _size(width: str) -> str:
     return f"width=\\{width},height={FIGURE_HEIGHT}\\textheight,keepaspectratio"
+
+
+def figure_facts(name: str, df: pd.DataFrame) -> str:
+    """What one figure of `df` needs said beyond its fixed caption (plain text): the data its
+    accuracy was measured on."""
+    if name == "accuracy_latency" and (sets := accuracy_sets(df[df["status"] == "ok"])):
+        return f"Top-1 on {_join(sets)}."
+    return ""
 
 
 def figures_tex(names: Sequence[str], df: pd.DataFrame, run_id: str,
@@ -133,7 +143,9 @@ def figures_tex(names: Sequence[str], df: pd.DataFrame, run_id: str,
     ]
     for name in names:
         label = "fig:" + name.replace("_", "-")
-        caption = f"{CAPTIONS.get(name, plots.PLOT_TITLES.get(name, name))} {facts}"
+        own = figure_facts(name, df)
+        caption = " ".join(filter(None, [CAPTIONS.get(name, plots.PLOT_TITLES.get(name, name)),
+                                         latex_escape(own), facts]))
         out += [
             "\\begin{figure}[tbp]",
             "  \\centering",
@@ -189,4 +201,5 @@ def write_paper(
     return pngs, files
 
 
-__all__ = ["CAPTIONS", "PAPER_DIR", "figures_tex", "run_facts", "write_paper"]
+__all__ = ["CAPTIONS", "PAPER_DIR", "figure_facts", "figures_tex", "run_facts",
+           "write_paper"]

@@ -11,7 +11,8 @@ older `accuracy_latency(df, folder)`-style functions build and save in one call.
 One style throughout: the Okabe-Ito palette, which stays distinguishable with the common
 colour-vision deficiencies; marker shapes, hatches and row labels as second cues, so that every
 figure reads in greyscale; a log axis wherever the values span more than a decade; axes limited
-to the data, with intervals longer than the data's range running off the edge; every figure
+to the data, with intervals longer than the data's range running off the edge to an arrowhead
+on the frame (`_mark_clipped`); every figure
 states the CPU instruction set it was measured on. Plots only draw: every figure and verdict they
 show comes computed from the frame or from the caller. A function returns None (or no files) when
 there is nothing to show: no empty figures.
@@ -41,12 +42,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from harness.report import stats
 from harness.report.frame import distinct, pareto_front, variant_label
 from harness.report.labels import place_labels
+from harness.report.tables import accuracy_sets
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -271,6 +273,44 @@ def _errors(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray
     return np.vstack([np.nan_to_num(centre - low), np.nan_to_num(high - centre)])
 
 
+CLIPPED_LABEL = "95% CI runs on past the axis"
+_CLIP_MARKERS = {"x": ("<", ">"), "y": ("v", "^")}
+
+
+def _mark_clipped(ax: Axes, across: np.ndarray, low: np.ndarray, high: np.ndarray, *,
+                  axis: str = "x", colours: Sequence[str] | str = "black"
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """An arrowhead on the edge of the axis (its limits set) where an interval runs on past it,
+    pointing the way it goes: `_limits` fits the axis to the data, not to intervals far wider,
+    and a whisker cut at the frame would read as the interval's end. `across`: each interval's
+    place on the other axis (its row, or its point's other coordinate). Returns the arrowheads'
+    (x, y) in data coordinates, for the labels to keep clear of."""
+    edge_low, edge_high = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
+    colour = np.broadcast_to(np.asarray(colours, dtype=object), np.shape(across))
+    xs: list[float] = []
+    ys: list[float] = []
+    for bound, edge, marker in ((np.asarray(low, float), edge_low, _CLIP_MARKERS[axis][0]),
+                                (np.asarray(high, float), edge_high, _CLIP_MARKERS[axis][1])):
+        with np.errstate(invalid="ignore"):
+            beyond = bound < edge if edge is edge_low else bound > edge
+        beyond &= np.isfinite(np.asarray(across, float))
+        if not beyond.any():
+            continue
+        at = np.full(int(beyond.sum()), edge)
+        where = np.asarray(across, float)[beyond]
+        px, py = (at, where) if axis == "x" else (where, at)
+        ax.scatter(px, py, marker=marker, s=14, c=list(colour[beyond]), linewidths=0,
+                   clip_on=False, zorder=5)
+        xs += list(px)
+        ys += list(py)
+    return np.asarray(xs), np.asarray(ys)
+
+
+def _clipped_key() -> tuple[Any, str]:
+    return (Line2D([], [], marker=">", color="black", linestyle="", markersize=4),
+            CLIPPED_LABEL)
+
+
 def _isa_title(fig: Figure, df: pd.DataFrame, layout: Layout) -> None:
     """Name the CPU instruction set of each device at the top, and the accelerator (GPU, execution
     provider, delegate) where a model ran on one: the kernels a runtime picks, and so its speed
@@ -299,12 +339,13 @@ def _legend(fig: Figure, entries: Sequence[tuple[Any, str]], layout: Layout,
         seen.setdefault(label, handle)
     if not seen:
         return
-    longest = max(len(label) for label in seen)
+    longest = max(len(line) for label in seen for line in label.split("\n"))
     fits = max(1, int(layout.width_in / (0.35 + 0.065 * longest)))
     ncols = min(len(seen), fits)
     fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=ncols,
                title=title, handlelength=1.6, columnspacing=1.0)
-    _grow(fig, 0.17 * math.ceil(len(seen) / ncols) + (0.17 if title else 0), layout)
+    lines = max(label.count("\n") for label in seen) + 1  # an entry wrapped to fit the width
+    _grow(fig, 0.17 * lines * math.ceil(len(seen) / ncols) + (0.17 if title else 0), layout)
 
 
 def _handles(axes: Sequence[Axes]) -> list[tuple[Any, str]]:
@@ -385,6 +426,7 @@ def accuracy_latency_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure
         height = 2.4 if layout.width_in < 5 else 2.8
         fig, axes = _figure(layout, len(panels), height)
         labelled: list[tuple[Axes, np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]] = []
+        clipped = False
         for ax, (device, set_name) in zip(axes, panels, strict=True):
             part = data[(data["device"] == device) & (data["panel_dataset"] == set_name)]
             x = part["latency_median_ms"].to_numpy(float)
@@ -409,21 +451,29 @@ def accuracy_latency_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure
             if log:
                 ax.set_xscale("log")
             ax.set_xlim(*_limits(x, x_low, x_high, log=log))
-            ax.set_ylim(*_limits(y, y_low, y_high, log=False))
+            # a Wilson interval stays within 0-100%: shown whole, however far it reaches
+            ax.set_ylim(*_limits(y, y_low, y_high, log=False, reach=math.inf))
             if log:
                 _log_ticks(ax)
             else:
                 ax.locator_params(axis="x", nbins=5)
-            ax.set_title(_text(f"{device}: {set_name}" if set_name
-                               and data["panel_dataset"].nunique() > 1 else device))
+            colours = [style[f][0] for f in part["family"]]
+            arrows = [_mark_clipped(ax, y, x_low, x_high, axis="x", colours=colours),
+                      _mark_clipped(ax, x, y_low, y_high, axis="y", colours=colours)]
+            ax_x, ax_y = (np.concatenate(a) for a in zip(*arrows, strict=True))
+            clipped = clipped or bool(ax_x.size)
+            measured_on = ", ".join(accuracy_sets(part))
+            ax.set_title(_text(f"{device}: {measured_on}" if measured_on else device))
             ax.set_xlabel("Median latency [ms] (95% CI)")
             ax.set_ylabel("Top-1 accuracy [%] (95% CI)")
             # the front's points by latency, fastest first: the ones a reader looks for
             idx = np.flatnonzero(front)[order]
             labels = part["label"].to_numpy(str)
-            labelled.append((ax, x[idx], y[idx], list(labels[idx]), x[~front], y[~front]))
+            labelled.append((ax, x[idx], y[idx], list(labels[idx]),
+                             np.concatenate([x[~front], ax_x]), np.concatenate([y[~front], ax_y])))
         front_key = Line2D([], [], color="black", linestyle="--", linewidth=0.8)
-        _legend(fig, [*_handles(axes), (front_key, "Pareto front (labelled)")], layout)
+        _legend(fig, [*_handles(axes), (front_key, "Pareto front (labelled)"),
+                      *([_clipped_key()] if clipped else [])], layout)
         _isa_title(fig, data, layout)
         _freeze(fig)
         for ax, fx, fy, names, ox, oy in labelled:
@@ -447,6 +497,7 @@ def speedup_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
     heights = [_row_height(len(p), p["family"].nunique()) for _, p in data.groupby("device")]
     with paper_style():
         fig, axes = _figure(layout, len(devices), _panel_heights(heights, layout))
+        clipped = False
         for ax, device in zip(axes, devices, strict=True):
             part, pos, headers = _rows(data[data["device"] == device])
             s = part["speedup"].to_numpy(float)
@@ -463,9 +514,13 @@ def speedup_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
             ax.set_xlim(*_limits(np.append(s, 1.0), low, high, log=log))
             if log:
                 _log_ticks(ax)
+            arrows, _ = _mark_clipped(ax, np.asarray(pos, float), low, high, axis="x")
+            clipped = clipped or bool(arrows.size)
             _row_axis(ax, pos, list(part["label"]), headers)
             ax.set_title(_text(device))
             ax.set_xlabel("Speedup over fp32 [x] (95% CI)")
+        if clipped:
+            _legend(fig, [_clipped_key()], layout)
         _isa_title(fig, data, layout)
         return fig
 
@@ -552,7 +607,9 @@ def latency_distribution_figure(
 
 
 def _amount(value: float) -> str:
-    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+    """A figure beside a bar, to three significant digits, trailing zeros kept: "0.0700" beside
+    "0.0553", not "0.07", which reads as a rougher figure."""
+    return f"{value:#.3g}".rstrip(".") if value < 100 else f"{value:.0f}"
 
 
 def _bar_floor(values: np.ndarray, log: bool) -> float:
@@ -652,9 +709,16 @@ def memory_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
 # --- speedup heatmap ---------------------------------------------------------------------------
 
 
+INCONCLUSIVE_COLOUR = "#E6E6E6"
+INCONCLUSIVE_LABEL = "grey, hatched: 95% CI includes 1 (or none), not shown faster or slower"
+
+
 def speedup_heatmap_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
     """Devices (and runtimes) x compressed models, coloured by speedup (1 = as fast as fp32),
-    each cell's figure written in it, so that it reads without colour."""
+    each cell's figure written in it, so that it reads without colour. Colour is kept for the
+    cells whose 95% interval excludes 1: a point speedup of 2.2 with an interval of [0.07, 65]
+    coloured as strongly as a sure one would say what the measurement does not, so such cells
+    (and those without an interval) are grey and hatched, their figure still written."""
     data = _ok(df)
     data = data[~data["is_baseline"] & data["speedup"].notna()]
     if data.empty:
@@ -662,31 +726,56 @@ def speedup_heatmap_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure 
     column = data["device"].astype(str)
     if data.groupby("device")["runtime"].nunique().max() > 1:
         column = column + "\n" + data["runtime"].astype(str)
-    grid = data.assign(column=column).pivot_table(
-        index="model", columns="column", values="speedup", aggfunc="first"
-    )
+    data = data.assign(column=column)
+    grids = {key: data.pivot_table(index="model", columns="column", values=key,
+                                   aggfunc="first", dropna=False)
+             for key in ("speedup", "speedup_ci95_low", "speedup_ci95_high")}
+    grid = grids["speedup"]
     values = grid.to_numpy(float)
+    low = grids["speedup_ci95_low"].reindex_like(grid).to_numpy(float)
+    high = grids["speedup_ci95_high"].reindex_like(grid).to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        conclusive = (low > 1) | (high < 1)
+    shown = np.isfinite(values) & (values > 0)
     with paper_style():
         fig, (ax,) = _figure(layout, 1, 0.6 + 0.2 * grid.shape[0])
-        finite = values[np.isfinite(values) & (values > 0)]
+        sure = values[shown & conclusive]
+        finite = sure if sure.size else values[shown]
         # Symmetric on a log scale: 2x faster and 2x slower get equally strong colours.
         reach = float(max(finite.max(), 1 / finite.min(), 1.1)) if finite.size else 2.0
         norm = LogNorm(vmin=1 / reach, vmax=reach)
-        image = ax.imshow(values, cmap="PuOr_r", norm=norm, aspect="auto")
+        image = ax.imshow(np.where(conclusive, values, np.nan), cmap="PuOr_r", norm=norm,
+                          aspect="auto")
         for (i, j), v in np.ndenumerate(values):
-            if np.isfinite(v):
+            if not np.isfinite(v):
+                continue
+            if conclusive[i, j]:
                 dark = abs(norm(v) - 0.5) > 0.3
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=FONT_PT,
-                        color="white" if dark else "black")
+            else:
+                dark = False
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=INCONCLUSIVE_COLOUR,
+                                       edgecolor="#B0B0B0", hatch="///", linewidth=0,
+                                       zorder=1))
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=FONT_PT, zorder=2,
+                    color="white" if dark else "black",
+                    bbox=None if conclusive[i, j] else {"facecolor": INCONCLUSIVE_COLOUR,
+                                                         "edgecolor": "none", "pad": 1.0})
         ax.set_xticks(np.arange(grid.shape[1]), [_text(c) for c in grid.columns])
         ax.set_yticks(np.arange(grid.shape[0]), [_text(m) for m in grid.index])
         ax.tick_params(length=0)
         ax.grid(False)
         ax.spines[:].set_visible(False)
         bar = fig.colorbar(image, ax=ax, label="Speedup [x] (log)", shrink=0.9, aspect=30)
-        ticks = [t for t in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0) if 1 / reach <= t <= reach]
-        bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+        # within a factor of 2 the doubling ticks would leave 1 alone on the bar
+        steps = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0) if reach >= 2 else (2 / 3, 0.8, 1.0, 1.25, 1.5)
+        ticks = [t for t in steps if 1 / reach <= t <= reach]
+        bar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
         bar.minorticks_off()
+        if (shown & ~conclusive).any():
+            # DejaVu Sans at 8 pt sets about 16 characters an inch, the key and its gap 0.5 in
+            label = "\n".join(textwrap.wrap(INCONCLUSIVE_LABEL, int((layout.width_in - 0.6) * 15)))
+            _legend(fig, [(Patch(facecolor=INCONCLUSIVE_COLOUR, edgecolor="#B0B0B0",
+                                 hatch="///", linewidth=0), label)], layout)
         _isa_title(fig, data, layout)
         return fig
 
@@ -961,13 +1050,18 @@ FIGURE_NAMES = (
     "trends",
 )
 PLOT_TITLES = {
-    "accuracy_latency": "Top-1 accuracy against median latency, Pareto front dashed and labelled",
-    "speedup_by_technique": "Speedup over the fp32 baseline by technique",
+    "accuracy_latency": "Top-1 accuracy against median latency (95% CI), Pareto front dashed "
+    "and labelled; an arrowhead on the frame: the interval runs on past the axis",
+    "speedup_by_technique": "Speedup over the fp32 baseline by technique: the ratio of the "
+    "geometric means of the session medians, baseline over variant, with its 95% interval (an "
+    "arrowhead on the frame: it runs on past the axis)",
     "latency_distributions": "Latency distributions from the raw samples of all sessions (p1 to"
     " p99), session medians as dots",
     "model_size": "Model file size",
     "memory": "Peak memory: the runtime's own and what the model adds",
-    "speedup_heatmap": "Speedup per device and model",
+    "speedup_heatmap": "Speedup per device and model: the ratio of the geometric means of the "
+    "session medians, baseline over variant; grey and hatched where its 95% interval includes 1 "
+    "(or there is none), so that it is not shown faster or slower",
     "trends": "Median latency across runs relative to each measurement's own median (95% CI), "
     "slower than the previous run ringed; at farm scale what changed in the last run in colour",
 }

@@ -12,15 +12,122 @@ table is pasted elsewhere.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from harness.report.console import FLAG_LABELS, NA, format_interval, format_value, in_legend_order
+from harness.agent import protocol
+from harness.report import stats
+from harness.report.console import (
+    FLAG_LABELS,
+    FLAG_MEANINGS,
+    NA,
+    UNKNOWN_FLAG,
+    format_interval,
+    format_value,
+    in_legend_order,
+)
 from harness.report.console import is_missing as _missing
+
+# What a speedup is, said the same way wherever one is shown (tables, figure captions, the page):
+# `frame.with_baselines` computes it from the session medians, not from the headline medians, so
+# "baseline median / median" of a table's own columns can differ from it (0.081 / 0.124 = 0.654
+# against 0.65 for medians that are each the median of two sessions).
+SPEEDUP_DEFINITION = (
+    "Speedup is how many times faster than its fp32 baseline (same device, format, runtime and "
+    "threads) a variant ran: the ratio of the geometric means of the two measurements' session "
+    "medians, baseline over variant (above 1 is faster), with its "
+    f"{stats.CONFIDENCE:.0%} t interval on their logs, "
+    "paired session by session where both ran the same sessions back to back. It is not the "
+    "ratio of the two headline medians, which are medians of the session medians, and can "
+    "differ from it."
+)
+
+
+def accuracy_sets(df: pd.DataFrame) -> list[str]:
+    """What the top-1 of `df`'s rows was measured on, one entry per dataset: "digits, 449
+    images" (the name where the store has one, the count where it has one): a figure, caption or
+    table without them reads as if its accuracy held for any data."""
+    data = df[df["accuracy_top1"].notna()] if "accuracy_top1" in df else df.iloc[:0]
+    names = (data["dataset"] if "dataset" in data
+             else pd.Series(None, index=data.index, dtype=object))
+    out = []
+    for name, part in data.groupby(names.fillna("").astype(str), sort=True):
+        counts = sorted({int(n) for n in pd.to_numeric(
+            part.get("accuracy_n", pd.Series(dtype=float))).dropna()})
+        images = (" or ".join(f"{n:,}" for n in counts)
+                  + (" image" if counts == [1] else " images")) if counts else ""
+        out.append(", ".join(filter(None, [str(name), images])))
+    return [text for text in out if text]
+
+
+def _join(values: list[str]) -> str:
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
+
+
+def sessions_text(df: pd.DataFrame) -> str:
+    """ "2 sessions (fresh processes, interleaved) per measurement", from the rows that
+    measured; "" when none did."""
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    counts = sorted({int(n) for n in (ok if len(ok) else df)["sessions"].dropna()})
+    if not counts:
+        return ""
+    plural = "s" if counts != [1] else ""
+    return (f"{_join([str(n) for n in counts])} session{plural} (fresh processes, interleaved) "
+            "per measurement")
+
+
+# What the protocol's settings mean to a reader, in the order said.
+_TIMING = ("warmup_s", "warmup_min", "duration_s", "min_iterations", "max_duration_s")
+
+
+def _seconds(value: Any) -> str:
+    return f"{float(value):g} s"
+
+
+def _protocol_of(settings: dict[str, Any]) -> str | None:
+    """One measurement's protocol in words, None where it is the default."""
+    merged: dict[str, Any] = {**protocol.DEFAULT_SETTINGS, **settings}
+    default: dict[str, Any] = protocol.DEFAULT_SETTINGS
+    quick: dict[str, Any] = protocol.QUICK_SETTINGS
+    parts = []
+    if any(merged[k] != default[k] for k in _TIMING):
+        name = "the quick protocol (`--quick`)" if all(
+            merged[k] == quick[k] for k in _TIMING) else "a shortened protocol" if float(
+            merged["duration_s"]) < float(default["duration_s"]) else "a custom protocol"
+        parts.append(
+            f"{name}: a {_seconds(merged['warmup_s'])} warm-up and a "
+            f"{_seconds(merged['duration_s'])} timed window (at least "
+            f"{merged['min_iterations']} runs) per session, against "
+            f"{_seconds(default['warmup_s'])} and {_seconds(default['duration_s'])} by default")
+    if merged.get("timed_scope") not in (None, default["timed_scope"]):
+        parts.append(f"timed {str(merged['timed_scope']).replace('_', ' ')} "
+                     "(`--timed-scope`), not the runtime's own run alone")
+    return "; ".join(parts) or None
+
+
+def protocol_text(df: pd.DataFrame) -> str:
+    """How the sessions of `df` were timed, when not by the default protocol ("" when they
+    were, or when the rows do not say): "the quick protocol (`--quick`): a 0.05 s warm-up and a
+    0.2 s timed window ... per session". A quick run's intervals come from two short sessions,
+    which a caption must say: only the page's command line showed it."""
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    found = [_protocol_of(s) for s in ok.get("settings", pd.Series(dtype=object))
+             if isinstance(s, dict)]
+    if not found:
+        return ""
+    distinct_texts = sorted({f for f in found if f})
+    if not distinct_texts:
+        return ""
+    if len(distinct_texts) == 1 and None not in found:
+        return f"Measured under {distinct_texts[0]}."
+    return ("Not all measurements under the default protocol: "
+            + "; ".join(f"some under {t}" for t in distinct_texts) + ".")
 
 
 def row_flags(row: pd.Series) -> list[str]:
@@ -62,13 +169,57 @@ def _number(
     return lambda row: format_value(_scaled(row[key], factor), spec)
 
 
+# A bound more than this factor away from its figure is written as that limit ("> 48,000"): two
+# sessions 230x apart gave latency 48.2 [0.0, 7006531499428986.0], digits that say nothing.
+INTERVAL_REACH = 1000.0
+REACH_NOTE = (
+    f"An interval bound more than {INTERVAL_REACH:,.0f} times its figure (or below a "
+    f"{INTERVAL_REACH:,.0f}th of it) is written as that limit, > or <: with few sessions that "
+    "disagree the t interval is that wide, and its digits say nothing more."
+)
+
+
+def _limit(value: float) -> str:
+    # three significant digits, never in scientific notation: "48,000", "0.000081"
+    text = np.format_float_positional(value, precision=3, unique=True, fractional=False,
+                                      trim="-")
+    whole, dot, decimals = text.partition(".")
+    return f"{int(whole):,}{dot}{decimals}" if abs(float(whole or 0)) >= 1000 else text
+
+
+def interval_text(value: Any, low: Any, high: Any, spec: str,
+                  reach: float | None = INTERVAL_REACH) -> str:
+    """ "median [low, high]", a bound beyond `reach` times the figure (either way) written as
+    that limit: "48.034 [<0.048, >48,000]"."""
+    if reach is None or any(_missing(v) for v in (value, low, high)) or not float(value) > 0:
+        return format_interval(value, low, high, spec)
+    v, lo, hi = float(value), float(low), float(high)
+    low_text = format_value(lo, spec) if lo >= v / reach else f"<{_limit(v / reach)}"
+    high_text = format_value(hi, spec) if hi <= v * reach else f">{_limit(v * reach)}"
+    return f"{format_value(v, spec)} [{low_text}, {high_text}]"
+
+
+def beyond_reach(df: pd.DataFrame) -> bool:
+    """Whether a latency or speedup interval of `df` is written as a limit (`interval_text`)."""
+    for key, low, high in (("latency_median_ms", "latency_ci95_low_ms", "latency_ci95_high_ms"),
+                           ("speedup", "speedup_ci95_low", "speedup_ci95_high")):
+        if key not in df:
+            continue
+        v, lo, hi = (df[c].astype("float64") for c in (key, low, high))
+        if ((v > 0) & ((lo < v / INTERVAL_REACH) | (hi > v * INTERVAL_REACH))).any():
+            return True
+    return False
+
+
 def _with_interval(
-    key: str, low: str, high: str, digits: int, factor: float = 1.0
+    key: str, low: str, high: str, digits: int, factor: float = 1.0,
+    reach: float | None = INTERVAL_REACH,
 ) -> Callable[[pd.Series], str]:
     """ "median [low, high]" of a figure and its 95% interval."""
     spec = f",.{digits}f"
-    return lambda row: format_interval(
-        _scaled(row[key], factor), _scaled(row[low], factor), _scaled(row[high], factor), spec
+    return lambda row: interval_text(
+        _scaled(row[key], factor), _scaled(row[low], factor), _scaled(row[high], factor), spec,
+        reach,
     )
 
 
@@ -79,7 +230,26 @@ def _str(key: str) -> Callable[[pd.Series], str]:
 def _speedup_text(row: pd.Series) -> str:
     if not _missing(row["speedup"]) and bool(row["is_baseline"]):
         return "1.00 (baseline)"
-    return format_interval(row["speedup"], row["speedup_ci95_low"], row["speedup_ci95_high"], ".2f")
+    return interval_text(row["speedup"], row["speedup_ci95_low"], row["speedup_ci95_high"], ".2f")
+
+
+# Marks a pooled p90 below its row's headline median (`P90_NOTE`).
+BELOW_MEDIAN = "\N{DAGGER}"
+P90_NOTE = (
+    "Median: the median of the session medians, with its 95% t interval over sessions. p90 pools "
+    "every timed iteration of all sessions, so a session much slower than the others (and "
+    "shorter in iterations) moves the median but hardly p90"
+)
+
+
+def _p90_below_median(row: pd.Series) -> bool:
+    median, p90 = row["latency_median_ms"], row["latency_p90_ms"]
+    return not (_missing(median) or _missing(p90)) and float(p90) < float(median)
+
+
+def _p90_text(row: pd.Series) -> str:
+    text = format_value(row["latency_p90_ms"], ",.3f")
+    return text + BELOW_MEDIAN if _p90_below_median(row) else text
 
 
 def _sessions_text(row: pd.Series) -> str:
@@ -139,7 +309,7 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     ),
     _csv_only("Median CI95 low [ms]", "latency_ci95_low_ms"),
     _csv_only("Median CI95 high [ms]", "latency_ci95_high_ms"),
-    Column("p90 [ms]", _key("latency_p90_ms"), _number("latency_p90_ms", 3)),
+    Column("p90 [ms]", _key("latency_p90_ms"), _p90_text),
     Column("p99 [ms]", _key("latency_p99_ms"), _number("latency_p99_ms", 3), latex=False),
     Column(
         "Throughput [img/s]",
@@ -153,7 +323,8 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column(
         "Top-1 [%] (95% CI)",
         _key("accuracy_top1", 100),
-        _with_interval("accuracy_top1", "accuracy_top1_low", "accuracy_top1_high", 2, 100),
+        _with_interval("accuracy_top1", "accuracy_top1_low", "accuracy_top1_high", 2, 100,
+                       reach=None),
     ),
     _csv_only("Top-1 CI95 low [%]", "accuracy_top1_low", 100),
     _csv_only("Top-1 CI95 high [%]", "accuracy_top1_high", 100),
@@ -165,7 +336,8 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column(
         "Top-5 [%] (95% CI)",
         _key("accuracy_top5", 100),
-        _with_interval("accuracy_top5", "accuracy_top5_low", "accuracy_top5_high", 2, 100),
+        _with_interval("accuracy_top5", "accuracy_top5_low", "accuracy_top5_high", 2, 100,
+                       reach=None),
         optional=True,
         latex=False,
     ),
@@ -214,6 +386,16 @@ class Table:
     latex_headers: dict[str, str] = field(default_factory=dict)
     caption_if_constant: dict[str, str] = field(default_factory=dict)
     flags: list[list[str]] = field(default_factory=list)  # per row
+    # Plain text with `backquoted` commands, under the table (in a LaTeX caption): `note` says
+    # what holds for this table's rows (its protocol, marks in its cells), `definitions` what
+    # its columns are, which the HTML page says once above all its tables.
+    note: str = ""
+    definitions: str = ""
+
+    @property
+    def footnote(self) -> str:
+        """What a table read on its own (Markdown, LaTeX) needs under it."""
+        return " ".join(filter(None, [self.note, self.definitions]))
 
     @property
     def shown(self) -> pd.DataFrame:
@@ -239,6 +421,7 @@ def build_table(
     caption: str,
     columns: tuple[Column, ...] = SUMMARY_COLUMNS,
     drop: tuple[str, ...] = (),
+    note: str = "",
 ) -> Table:
     """A Table of `df` (a `with_baselines` frame), without `drop` and empty optional columns."""
     df = df.reset_index(drop=True)
@@ -268,12 +451,34 @@ def build_table(
             c.header: c.caption_if_constant for c in shown if c.caption_if_constant
         },
         flags=[row_flags(r) for _, r in df.iterrows()],
+        note=" ".join(filter(None, [note, _marks_note(df)])),
+        definitions=_definitions(df),
     )
+
+
+def _marks_note(df: pd.DataFrame) -> str:
+    """What the marks in these rows' cells mean."""
+    notes = []
+    if len(df) and df.apply(_p90_below_median, axis=1).any():
+        notes.append(f"{BELOW_MEDIAN}: a pooled p90 below the row's median: its sessions "
+                     "disagree (see Median).")
+    if beyond_reach(df):
+        notes.append(REACH_NOTE)
+    return " ".join(notes)
+
+
+def _definitions(df: pd.DataFrame) -> str:
+    """What the summary columns hold, for a table read without the page around it."""
+    sets = accuracy_sets(df)
+    accuracy = (f"Top-1: on {_join(sets)}, " if sets else "Top-1: ") + (
+        "with its Wilson 95% interval; n/a: not measured (a latency-only model).")
+    return f"{P90_NOTE}. {SPEEDUP_DEFINITION} {accuracy}"
 
 
 def to_markdown(table: Table) -> str:
     if table.text.empty:
         return f"**{table.caption}**\n\n(no rows)\n"
+    below = f"\n{table.footnote}\n" if table.footnote else ""
     # A pipe or a line break inside a cell (error messages have both) would end the cell or row.
     cells = table.shown.map(lambda v: str(v).replace("\n", " ").replace("|", "\\|"))
     body = cells.to_markdown(
@@ -281,7 +486,7 @@ def to_markdown(table: Table) -> str:
         disable_numparse=True,
         colalign=["right" if c in table.numeric else "left" for c in cells.columns],
     )
-    return f"**{table.caption}**\n\n{body}\n"
+    return f"**{table.caption}**\n\n{body}\n{below}"
 
 
 _LATEX_SPECIALS = {
@@ -301,6 +506,7 @@ _LATEX_SPECIALS = {
     "<": r"\textless{}",
     ">": r"\textgreater{}",
     "|": r"\textbar{}",
+    BELOW_MEDIAN: r"\textdagger{}",
 }
 
 
@@ -308,6 +514,14 @@ def latex_escape(text: str) -> str:
     # pandas' Styler escape="latex" leaves `<`, `>` and `|` as they are, which OT1 misprints,
     # and has no public function for a caption: one escape for cells, headers and captions.
     return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text)
+
+
+def latex_note(text: str) -> str:
+    """Plain text with `backquoted` commands, escaped for LaTeX, the commands in typewriter
+    (where `--quick` keeps its two hyphens)."""
+    pieces = text.split("`")
+    return "".join(f"\\texttt{{{latex_escape(p)}}}" if k % 2 else latex_escape(p)
+                   for k, p in enumerate(pieces))
 
 
 def _latex_units(escaped: str) -> str:
@@ -345,8 +559,9 @@ def _short_notes(table: Table, text: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     text = text.assign(Notes=pd.Series(notes, index=text.index, dtype=object))
     if not used:
         return text, ""
-    names = ", ".join(f"{FLAG_LABELS[f]} = {f}" for f in used)
-    return text, f" Notes: {names} (flags, explained in the results README)."
+    # said here in full: a paper's reader has no README to look them up in
+    names = "; ".join(f"{FLAG_LABELS[f]}, {FLAG_MEANINGS.get(f, UNKNOWN_FLAG)}" for f in used)
+    return text, f" Notes (flags): {names}."
 
 
 def to_latex(table: Table) -> str:
@@ -372,7 +587,8 @@ def to_latex(table: Table) -> str:
             caption = f"{caption}. {facts[0].upper()}{facts[1:]}."
             columns = [c for c in columns if c not in constant]
     text, notes = _short_notes(table, table.text[columns])
-    caption += notes
+    caption = latex_escape(caption + notes) + (
+        f" {latex_note(table.footnote)}" if table.footnote else "")
     text.columns = pd.MultiIndex.from_tuples(
         [_two_rows(table.latex_headers.get(c, c)) for c in columns]
     )
@@ -386,7 +602,7 @@ def to_latex(table: Table) -> str:
         column_format="".join("r" if c in table.numeric else "l" for c in columns),
         position="htbp",
         position_float="centering",
-        caption=latex_escape(caption),
+        caption=caption,
         label="tab:" + table.name.replace("_", "-"),
         multicol_align="c",
     )
@@ -470,7 +686,13 @@ def report_tables(df: pd.DataFrame, run_id: str, incomplete: str | None = None) 
     """All jobs, one table per device, and the across-devices pivot (when anything measured).
     `incomplete`: how the run falls short of its plan (`progress.in_brief`), for the captions."""
     run = f"run {run_id}" + (f", which {incomplete}" if incomplete else "")
-    tables = [build_table(df, "summary", f"All measurements of {run}")]
+
+    def how(rows: pd.DataFrame) -> str:
+        sessions = sessions_text(rows)
+        return " ".join(filter(None, [f"{sessions[0].upper()}{sessions[1:]}." if sessions
+                                      else "", protocol_text(rows)]))
+
+    tables = [build_table(df, "summary", f"All measurements of {run}", note=how(df))]
     for device, part in df.groupby("device", sort=True, dropna=False):
         tables.append(
             build_table(
@@ -478,9 +700,11 @@ def report_tables(df: pd.DataFrame, run_id: str, incomplete: str | None = None) 
                 "device_" + file_stem(str(device)),
                 f"Results on {device} ({run})",
                 drop=("Device",),
+                note=how(part),
             )
         )
     pivot = across_devices(df)
     if pivot is not None:
-        tables.append(pivot)
+        tables.append(dataclasses.replace(
+            pivot, note=how(df), definitions=f"{P90_NOTE.split('. ')[0]}. {SPEEDUP_DEFINITION}"))
     return tables
