@@ -202,9 +202,9 @@ def quick_tables(tmp_path_factory: pytest.TempPathFactory) -> list[tables.Table]
 def test_an_interval_beyond_a_thousand_times_its_figure_is_written_as_a_limit(
         quick_tables) -> None:
     """Found: 48.2 [0.0, 7006531499428986.0], from two sessions 230x apart."""
-    assert tables.interval_text(48.034, 3e-13, 7.0e15, ",.3f") == "48.034 [<0.048, >48,000]"
-    assert tables.interval_text(0.081, 0.0801, 0.0822, ",.3f") == "0.081 [0.080, 0.082]"
-    assert tables.interval_text(1.37, 1e-6, 8.2e6, ".2f") == "1.37 [<0.00137, >1,370]"
+    assert tables.format_interval(48.034, 3e-13, 7.0e15, ",.3f") == "48.034 [<0.048, >48,000]"
+    assert tables.format_interval(0.081, 0.0801, 0.0822, ",.3f") == "0.081 [0.080, 0.082]"
+    assert tables.format_interval(1.37, 1e-6, 8.2e6, ".2f") == "1.37 [<0.00137, >1,370]"
     summary = _by_name(quick_tables, "summary")
     cells = " ".join(summary.text["Median [ms] (95% CI)"]) + " ".join(
         summary.text["Speedup [x] (95% CI)"])

@@ -113,25 +113,35 @@ def format_value(value: Any, spec: str = ".4g", none: str = NA) -> str:
     return str(value)
 
 
-# A bound this many times above or below its figure is written with 3 significant digits in
-# powers of ten: two sessions 230x apart give a latency interval of [3.3e-13, 7.01e+15] ms, which
-# in the figure's decimals read "[0.0, 7006531499428986.0]".
-FAR_BOUND = 1000.0
+# A bound more than this factor away from its figure is written as that limit ("> 48,000"): two
+# sessions 230x apart gave latency 48.2 [0.0, 7006531499428986.0], digits that say nothing.
+INTERVAL_REACH = 1000.0
 
 
-def format_interval(value: Any, low: Any, high: Any, spec: str) -> str:
+def _limit(value: float) -> str:
+    """Three significant digits, never in powers of ten: "48,000", "0.000081"."""
+    import numpy as np
+
+    text = np.format_float_positional(value, precision=3, unique=True, fractional=False,
+                                      trim="-")
+    whole, dot, decimals = text.partition(".")
+    return f"{int(whole):,}{dot}{decimals}" if abs(float(whole or 0)) >= 1000 else text
+
+
+def format_interval(value: Any, low: Any, high: Any, spec: str,
+                    reach: float | None = INTERVAL_REACH) -> str:
     """ "12.345 [12.1, 12.6]": a figure with its interval, or just the figure when the interval
-    could not be computed; a bound FAR_BOUND times off the figure as "7.01e+15"."""
+    could not be computed; a bound beyond `reach` times the figure (either way) is written as
+    that limit: "48.034 [<0.048, >48,000]" (None: never, for fractions such as top-1)."""
     text = format_value(value, spec)
     if is_missing(value) or is_missing(low) or is_missing(high):
         return text
-
-    def bound(x: Any) -> str:
-        v, b = abs(float(value)), abs(float(x))
-        far = v > 0 and (b > v * FAR_BOUND or b < v / FAR_BOUND) and math.isfinite(b)
-        return format_value(x, ".3g" if far else spec)
-
-    return f"{text} [{bound(low)}, {bound(high)}]"
+    v, lo, hi = float(value), float(low), float(high)
+    if reach is None or not v > 0:
+        return f"{text} [{format_value(low, spec)}, {format_value(high, spec)}]"
+    low_text = format_value(lo, spec) if lo >= v / reach else f"<{_limit(v / reach)}"
+    high_text = format_value(hi, spec) if hi <= v * reach else f">{_limit(v * reach)}"
+    return f"{text} [{low_text}, {high_text}]"
 
 
 def decimals_for(value: Any, digits: int = 3) -> int:

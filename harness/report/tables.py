@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from harness.agent import protocol
@@ -26,6 +25,7 @@ from harness.report import stats
 from harness.report.console import (
     FLAG_LABELS,
     FLAG_MEANINGS,
+    INTERVAL_REACH,
     NA,
     UNKNOWN_FLAG,
     format_interval,
@@ -169,9 +169,6 @@ def _number(
     return lambda row: format_value(_scaled(row[key], factor), spec)
 
 
-# A bound more than this factor away from its figure is written as that limit ("> 48,000"): two
-# sessions 230x apart gave latency 48.2 [0.0, 7006531499428986.0], digits that say nothing.
-INTERVAL_REACH = 1000.0
 REACH_NOTE = (
     f"An interval bound more than {INTERVAL_REACH:,.0f} times its figure (or below a "
     f"{INTERVAL_REACH:,.0f}th of it) is written as that limit, > or <: with few sessions that "
@@ -179,28 +176,8 @@ REACH_NOTE = (
 )
 
 
-def _limit(value: float) -> str:
-    # three significant digits, never in scientific notation: "48,000", "0.000081"
-    text = np.format_float_positional(value, precision=3, unique=True, fractional=False,
-                                      trim="-")
-    whole, dot, decimals = text.partition(".")
-    return f"{int(whole):,}{dot}{decimals}" if abs(float(whole or 0)) >= 1000 else text
-
-
-def interval_text(value: Any, low: Any, high: Any, spec: str,
-                  reach: float | None = INTERVAL_REACH) -> str:
-    """ "median [low, high]", a bound beyond `reach` times the figure (either way) written as
-    that limit: "48.034 [<0.048, >48,000]"."""
-    if reach is None or any(_missing(v) for v in (value, low, high)) or not float(value) > 0:
-        return format_interval(value, low, high, spec)
-    v, lo, hi = float(value), float(low), float(high)
-    low_text = format_value(lo, spec) if lo >= v / reach else f"<{_limit(v / reach)}"
-    high_text = format_value(hi, spec) if hi <= v * reach else f">{_limit(v * reach)}"
-    return f"{format_value(v, spec)} [{low_text}, {high_text}]"
-
-
 def beyond_reach(df: pd.DataFrame) -> bool:
-    """Whether a latency or speedup interval of `df` is written as a limit (`interval_text`)."""
+    """Whether a latency or speedup interval of `df` is written as a limit (`format_interval`)."""
     for key, low, high in (("latency_median_ms", "latency_ci95_low_ms", "latency_ci95_high_ms"),
                            ("speedup", "speedup_ci95_low", "speedup_ci95_high")):
         if key not in df:
@@ -217,7 +194,7 @@ def _with_interval(
 ) -> Callable[[pd.Series], str]:
     """ "median [low, high]" of a figure and its 95% interval."""
     spec = f",.{digits}f"
-    return lambda row: interval_text(
+    return lambda row: format_interval(
         _scaled(row[key], factor), _scaled(row[low], factor), _scaled(row[high], factor), spec,
         reach,
     )
@@ -230,7 +207,7 @@ def _str(key: str) -> Callable[[pd.Series], str]:
 def _speedup_text(row: pd.Series) -> str:
     if not _missing(row["speedup"]) and bool(row["is_baseline"]):
         return "1.00 (baseline)"
-    return interval_text(row["speedup"], row["speedup_ci95_low"], row["speedup_ci95_high"], ".2f")
+    return format_interval(row["speedup"], row["speedup_ci95_low"], row["speedup_ci95_high"], ".2f")
 
 
 # Marks a pooled p90 below its row's headline median (`P90_NOTE`).
