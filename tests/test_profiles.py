@@ -250,3 +250,39 @@ def test_an_untimed_profile_is_not_titled_as_the_top_operators_by_time() -> None
         shown[timed] = " ".join(console.export_text().split())  # a title wraps at the table
     assert f"no times from this engine: its first {TOP_SHOWN} operators" in shown[False]
     assert "no times from this engine" not in shown[True]
+
+
+def _profile_of_types(times: dict[str, float]) -> dict[str, Any]:
+    """A profile session's agent result with one operator per type, of these times (ms)."""
+    return {"status": "ok", "profile": {
+        "tool": "torch.profiler", "iterations": 5, "timed": True,
+        "ops": [{"name": name, "op_type": name, "provider": "CPU", "calls": 1, "time_ms": ms}
+                for name, ms in times.items()]}}
+
+
+def test_operator_types_are_shown_largest_first_after_the_store(tmp_path: Path) -> None:
+    """The store writes JSON with sorted keys: the report showed the first 8 types
+    alphabetically and hid mobilenet_v3_small's convolutions (53.5%) and batch norms (20.7%)."""
+    from harness.report.profile import TYPES_SHOWN, html_section
+
+    # shares of mobilenet_v3_small.pt2's profile; the small ones come first alphabetically
+    times = {"aten::add": 0.5, "aten::addmm": 0.9, "aten::clone": 0.2, "aten::copy_": 0.3,
+             "aten::empty": 0.1, "aten::hardsigmoid": 0.4, "aten::hardswish": 1.1,
+             "aten::mean": 0.6, "aten::mkldnn_convolution": 10.7, "aten::mul": 0.7,
+             "aten::native_batch_norm": 4.14, "aten::relu": 0.45}
+    result = _profile_of_types(times)
+    row, ops = results.profile_rows("j1", result, started_at="t")
+    record = _measurement_with_profile(result)
+    with Store(tmp_path / "s.db") as store:
+        store.add_profile(row, ops, record)
+        (prof,) = store.profiles(["j1"])
+    ranked = sorted(times, key=lambda t: -times[t])
+    assert list(prof["op_types"]) == ranked
+    page = html_section([record], [prof], ops)
+    types_table = page.split('class="op-types"', 1)[1]
+    shown = re.findall(r"<tr><td>([^<]+)</td>", types_table)
+    assert shown == ranked[:TYPES_SHOWN]
+    # and the HTML orders what it is given, wherever it came from
+    alphabetical = {**prof, "op_types": dict(sorted(prof["op_types"].items()))}
+    again = html_section([record], [alphabetical], ops).split('class="op-types"', 1)[1]
+    assert re.findall(r"<tr><td>([^<]+)</td>", again) == ranked[:TYPES_SHOWN]

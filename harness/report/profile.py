@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.report.console import format_value, plural
+from harness.results import largest_first
 
 TOP_SHOWN = 5  # operators per measurement in the CLI table
 TYPES_SHOWN = 8  # operator types per measurement in the report
@@ -137,7 +138,7 @@ def html_section(records: Sequence[Mapping[str, Any]], profiles: Sequence[Mappin
                 '<div class="scroll"><table class="sortable top-operators"><thead><tr>'
                 "<th>#</th><th>Operator</th><th>Type</th><th>Provider</th><th>Calls</th>"
                 f"<th>ms</th><th>Share</th></tr></thead><tbody>{body}</tbody></table></div>")
-        types = list((prof.get("op_types") or {}).items())[:TYPES_SHOWN]
+        types = list(largest_first(prof.get("op_types")).items())[:TYPES_SHOWN]
         if types:
             cells = "".join(
                 f"<tr><td>{_e(name)}</td><td class=\"num\">{t.get('ops')}</td>"
