@@ -46,6 +46,7 @@ from harness.report.console import (
     plural,
 )
 from harness.report.console import format_value as _fmt
+from harness.results import runtime_label
 from harness.signals import sigterm_as_interrupt
 from harness.store import DEFAULT_DB, Store, check_existing, check_folder
 
@@ -357,7 +358,7 @@ def _summary_table(records: list[dict[str, Any]], width: int) -> Any:
     if not one_device:
         columns["device"] = [Text(r["device"]) for r in records]
     columns["model"] = [Text(r["model"]) for r in records]
-    columns["runtime"] = [r["runtime"] for r in records]
+    columns["runtime"] = [runtime_label(r) for r in records]  # `torch fp16`: what it ran in
     columns["status"] = [r["status"] if r["status"] == "ok" else
                          Text(f"{r['status']}: {r['error_kind']}", style="red") for r in records]
     columns["median ms [95% CI]"] = [

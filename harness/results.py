@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -400,6 +400,26 @@ def accelerator_label(accelerator: dict[str, Any] | None,
     return "+".join(names) + (f" on {', '.join(gpus)}" if gpus else "")
 
 
+def compute_precision(artifact_precision: str | None,
+                      runtime_options: dict[str, Any] | None) -> str | None:
+    """The precision a measurement computed in: the runtime's where it sets one itself (torch's
+    `precision`, to which it casts the program's weights and input; the `runtime_options` it
+    reports, or the profile's where it reported none), else the artifact's (its manifest: int8
+    for a quantized model). The technique stays the artifact's: what was done to the model."""
+    runtime = (runtime_options or {}).get("precision")
+    return str(runtime) if runtime else artifact_precision
+
+
+def runtime_label(record: Mapping[str, Any]) -> str:
+    """The runtime of a measurement as a table shows it: `torch fp16` where the runtime computed
+    in a precision of its own other than fp32 (the program's weights cast to it), else
+    `torch`."""
+    own = ((record.get("runtime_options") or {}).get("precision")
+           if isinstance(record.get("runtime_options"), dict) else None)
+    runtime = str(record.get("runtime"))
+    return f"{runtime} {own}" if own and own != "fp32" else runtime
+
+
 def measurement_row(run_id: str, job: PlannedJob, started_at: str,
                     results: Sequence[dict[str, Any]], session_rows: Sequence[dict[str, Any]],
                     samples_ns: Sequence[Sequence[int]], sessions_planned: int,
@@ -455,7 +475,9 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
         "baseline": artifact.baseline,
         "technique": artifact.technique,
         "lineage": list(artifact.lineage),
-        "precision": artifact.precision,
+        # what it computed in: a torch run at fp16 of an fp32 program is an fp16 measurement
+        "precision": compute_precision(artifact.precision, shown.get("runtime_options")
+                                       or job.device.runtime_options.get(job.runtime)),
         "format": artifact.format,
         "runtime": job.runtime,
         "runtime_version": shown.get("runtime_version"),

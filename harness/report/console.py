@@ -402,6 +402,7 @@ def _verdict_styles() -> dict[str, str]:
         compare.INCONCLUSIVE: "yellow",
         compare.DIFFERENT_ISA: "magenta",
         compare.DIFFERENT_ACCELERATOR: "magenta",
+        compare.DIFFERENT_PRECISION: "magenta",
         compare.MIXED: "magenta",
         compare.ONLY_A: "dim",
         compare.ONLY_B: "dim",
@@ -419,7 +420,8 @@ def comparison_rule(threshold: float,
         f" {stats.CONFIDENCE:.0%} Welch t interval over sessions widened by the run-to-run spread"
         " (from earlier runs of the same files, else assumed); slower or faster only when the"
         f" whole interval lies beyond 1 \u00b1 {threshold:g}, no change when it lies within,"
-        " inconclusive otherwise; different instruction sets or accelerators, and measurements"
+        " inconclusive otherwise; different instruction sets, accelerators or precisions, and"
+        " measurements"
         " whose sessions ran on differing devices (mixed sessions), are not compared."
         " Top-1 on the same images is lower or higher when it differs by one image or more and"
         f" by more than {top1_threshold:g} points; lower top-1 is a regression."
@@ -500,7 +502,7 @@ def _comparison_columns(rows: list[Any], styles: dict[str, str]
     shares them (a column less: the model's name and its figures matter more)."""
     from rich.text import Text
 
-    from harness.report.compare import DIFFERENT_ACCELERATOR, DIFFERENT_ISA
+    from harness.report.compare import DIFFERENT_ACCELERATOR, DIFFERENT_ISA, DIFFERENT_PRECISION
 
     verdicts = []
     for row in rows:
@@ -509,6 +511,8 @@ def _comparison_columns(rows: list[Any], styles: dict[str, str]
             verdict += f" ({row.isa_a} / {row.isa_b})"
         elif verdict == DIFFERENT_ACCELERATOR:
             verdict += f" ({row.accelerator_a or 'none'} / {row.accelerator_b or 'none'})"
+        elif verdict == DIFFERENT_PRECISION:
+            verdict += f" ({row.precision_a} / {row.precision_b})"
         verdicts.append(Text(verdict, style=styles.get(row.verdict, "")))
     devices = sorted({str(row.device) for row in rows})
     threads = {format_value(row.threads, none="") for row in rows}

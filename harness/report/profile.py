@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.report.console import format_value, plural
-from harness.results import largest_first
+from harness.results import largest_first, runtime_label
 
 TOP_SHOWN = 5  # operators per measurement in the CLI table
 TYPES_SHOWN = 8  # operator types per measurement in the report
@@ -67,7 +67,7 @@ def console_table(records: Sequence[Mapping[str, Any]], profiles: Sequence[Mappi
         # an engine without times (LiteRT's operator list) ranks by its own order, not by time
         untimed = "" if prof.get("timed", True) is not False else \
             f" (no times from this engine: its first {TOP_SHOWN} operators, in its order)"
-        table = Table(title=Text(f"{rec.get('model')} · {rec.get('runtime')} on "
+        table = Table(title=Text(f"{rec.get('model')} · {runtime_label(rec)} on "
                                  f"{rec.get('device')}{untimed}"),
                       caption=Text("\n".join(x for x in (where and f"placement: {where}", what)
                                              if x),
@@ -105,7 +105,7 @@ def html_section(records: Sequence[Mapping[str, Any]], profiles: Sequence[Mappin
              "time (of the operator count where the engine gives no times).</p>"]
     for prof in profiles:
         rec = by_job.get(prof["job_id"], {})
-        title = (f"{_e(rec.get('model'))} &mdash; {_e(rec.get('runtime'))} on "
+        title = (f"{_e(rec.get('model'))} &mdash; {_e(runtime_label(rec))} on "
                  f"{_e(rec.get('device'))}")
         fallback = (prof.get("placement") or {}).get("cpu_fallback")
         badge = ' <span class="badge cpu_fallback">cpu_fallback</span>' if fallback else ""
