@@ -446,6 +446,8 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
         flags.append(stats.FLAG_LOADED)
     if mixed_sessions([results[i] for i in ok]):
         flags.append(stats.FLAG_MIXED)
+    if profile_loaded((profile or {}).get("profile")):
+        flags.append(stats.FLAG_PROFILE_LOADED)
     # Where it ran: the profile's per-node placement where there is one, else the sessions'.
     placement = ((profile or {}).get("profile") or {}).get("placement") or shown.get("placement")
     if placement and placement.get("cpu_fallback"):
@@ -548,6 +550,14 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
     return record
 
 
+def profile_loaded(profile: dict[str, Any] | None) -> bool:
+    """Whether others kept the CPUs busy during a profile session (the agent's profile), by the
+    rule of the timed sessions' `loaded` flag."""
+    profile = profile or {}
+    return stats.loaded(profile.get("others_cpus"), profile.get("loadavg_1m"),
+                        profile.get("cpu_count"))
+
+
 def profile_rows(job_id: str, result: dict[str, Any], *, started_at: str
                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A profile session's agent result as its `profiles` row and its top `profile_ops` rows.
@@ -563,8 +573,11 @@ def profile_rows(job_id: str, result: dict[str, Any], *, started_at: str
     total = sum(weight)
     by_type: dict[str, dict[str, Any]] = {}
     for op, w in zip(ops, weight, strict=True):
-        t = by_type.setdefault(str(op.get("op_type")), {"ops": 0, "time_ms": 0.0})
+        t = by_type.setdefault(str(op.get("op_type")), {"ops": 0, "calls": 0, "time_ms": 0.0})
         t["ops"] += 1
+        # calls per inference: torch's profiler gives one entry per operator type (ops 1), the
+        # calls say how many ran; ONNX Runtime's nodes run once each, so calls equal ops
+        t["calls"] += int(op.get("calls") or 1)
         t["time_ms"] += w if timed else 0.0
     for t in by_type.values():
         t["share"] = (t["time_ms"] if timed else t["ops"]) / total if total else None
@@ -582,7 +595,7 @@ def profile_rows(job_id: str, result: dict[str, Any], *, started_at: str
         "total_ms": total if timed and ops else None,
         "op_types": op_types or None,
         "placement": profile.get("placement") or result.get("placement"),
-        "note": profile.get("note"),
+        "note": "; ".join(n for n in (profile.get("note"), _load_note(profile)) if n) or None,
         "data": encode_profile(profile) if profile else None,
     }
     order = sorted(zip(ops, weight, strict=True), key=lambda ow: -ow[1])[:TOP_OPERATORS]
@@ -592,6 +605,15 @@ def profile_rows(job_id: str, result: dict[str, Any], *, started_at: str
                 "share": w / total if timed and total else None}
                for i, (op, w) in enumerate(order)]
     return row, op_rows
+
+
+def _load_note(profile: dict[str, Any]) -> str | None:
+    if not profile_loaded(profile):
+        return None
+    others = profile.get("others_cpus")
+    busy = (f"others kept {others:.2f} CPUs busy" if others is not None else
+            f"load average {profile.get('loadavg_1m')} above the {profile.get('cpu_count')} CPUs")
+    return f"loaded: {busy} while this was profiled (flag profile_loaded)"
 
 
 def largest_first(op_types: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:

@@ -14,7 +14,8 @@ package(s) over the window: the whole socket's, which the figure says.
 
 A profile job (`"profile": {"iterations": N}`) is a session of its own, never a timed one: after
 the same load and a warm-up of `warmup_min` runs, it runs N iterations under the engine's
-profiler and answers with the per-operator figures instead of latency samples.
+profiler and answers with the per-operator figures instead of latency samples, and with the work
+others did meanwhile (`others_cpus`), as a timed window does.
 """
 
 from __future__ import annotations
@@ -363,7 +364,15 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         result["warmup_n"] = measure.warm_up(step, 0.0 if profiling else settings["warmup_s"],
                                              settings["warmup_min"])
         if profiling:  # a profile session ends with its profile: no timed window, no accuracy
-            result["profile"] = run_profile(runtime, step, profiling)
+            others = probes.OtherLoad()
+            others.start()
+            profile = run_profile(runtime, step, profiling)
+            # whether something else ran while it was profiled, as a timed window records it;
+            # kept in the profile, which the store keeps whole
+            result["others_cpus"] = profile["others_cpus"] = others.stop()
+            profile["loadavg_1m"] = (result["state_before"].get("loadavg") or [None])[0]
+            profile["cpu_count"] = result["fingerprint"].get("cpu_count")
+            result["profile"] = profile
             result["state_after"] = probes.state(kind)
         else:
             timed_session(result, job, runtime, step, data, baseline)

@@ -40,6 +40,9 @@ FLAG_MEANINGS = {
     stats.FLAG_LOADED: f"something else ran: others kept more than {stats.LOADED_OTHERS_CPUS:g} "
     "CPU busy during a session's timed window (in sessions stored before that was measured: "
     "the 1-minute load average was above the CPU count)",
+    stats.FLAG_PROFILE_LOADED: f"something else ran during the profile session (others kept "
+    f"more than {stats.LOADED_OTHERS_CPUS:g} CPU busy): its per-operator times are inflated, "
+    "the timed figures are not",
     stats.FLAG_THROTTLED: "the device throttled (thermal or power) during a session",
     stats.FLAG_CAPPED: "a session's timed window was cut at its longest duration before it had "
     "its minimum iterations",
@@ -62,6 +65,7 @@ FLAG_LABELS = {
     stats.FLAG_BETWEEN: "spread",
     stats.FLAG_WITHIN: "cov",
     stats.FLAG_LOADED: "loaded",
+    stats.FLAG_PROFILE_LOADED: "profile loaded",
     stats.FLAG_THROTTLED: "throttled",
     stats.FLAG_CAPPED: "capped",
     stats.FLAG_FEW_SESSIONS: "1 session",
