@@ -46,6 +46,7 @@ from harness.report.console import (
     plural,
 )
 from harness.report.console import format_value as _fmt
+from harness.results import runtime_label
 from harness.signals import sigterm_as_interrupt
 from harness.store import DEFAULT_DB, Store, check_existing, check_folder
 
@@ -136,7 +137,7 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     from harness.transport.base import transport_for
 
     profile = _load_device(args, args.device)
-    job = protocol.check_job(profile.kind)
+    job = protocol.check_job(profile.kind, profile.runtime_options)
     _tell_farm_waits([profile], "")
     with transport_for(profile) as transport:
         where = transport.host
@@ -180,25 +181,39 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
               if gpus else f"  GPU: none found ({escape(str(gpu.get('absent', 'not probed')))})")
     out.print(f"  CPU energy: {escape(rapl_text(fp.get('rapl')))}", soft_wrap=True)
     table = Table("runtime", "present", "version / reason", "profile wants it")
-    missing = [] if fp.get("numpy") else ["numpy"]
+    # what is missing, each with the profile's field that asks for it (None: every runtime needs
+    # it), so that the line below says where to take it out
+    missing: list[tuple[str, str | None]] = [] if fp.get("numpy") else [("numpy", None)]
     for name, rt in info["runtimes"].items():
         wanted = name in profile.runtimes
         if wanted and not rt["available"]:
-            missing.append(name)
+            missing.append((name, "runtimes"))
         table.add_row(name, "yes" if rt["available"] else "no",
                       rt.get("version") or rt.get("reason", ""), "yes" if wanted else "")
+        if not (wanted and rt["available"]):
+            continue
+        options = profile.runtime_options.get(name) or {}
         # execution providers the profile asks for (TensorRT, CUDA) must be in this build
-        asked = (profile.runtime_options.get(name) or {}).get("providers") or []
-        if wanted and rt["available"] and "providers" in rt:
-            for provider in asked:
+        if "providers" in rt:
+            for provider in options.get("providers") or []:
                 if provider not in rt["providers"]:
-                    missing.append(f"{name} {provider}")
+                    missing.append((f"{name} {provider}", f"runtime_options.{name}.providers"))
                     table.add_row(f"  {provider}", "no", "not in this "
                                   f"{name} build: " + ", ".join(rt["providers"]), "yes")
+        # the GPU a torch profile runs on (`device: cuda`) must be one torch can use here
+        device = options.get("device")
+        if device is not None and device != "cpu":
+            seen = (rt.get("devices") or {}).get(device) or {
+                "available": False, "reason": "not tried by this device's agent"}
+            if not seen["available"]:
+                missing.append((f"{name} device {device}", f"runtime_options.{name}.device"))
+            table.add_row(f"  device {device}", "yes" if seen["available"] else "no",
+                          seen.get("name") or seen.get("reason", ""), "yes")
     for name in profile.runtimes:
         if name not in info["runtimes"]:
-            missing.append(name)
-            why = "needs numpy first" if "numpy" in missing else "this agent has no such runtime"
+            missing.append((name, "runtimes"))
+            why = ("needs numpy first" if ("numpy", None) in missing
+                   else "this agent has no such runtime")
             table.add_row(name, "no", why, "yes")
     out.print(table)
     state = info.get("state") or {}
@@ -206,8 +221,12 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     govs = sorted(set((state.get("governors") or {}).values()))
     out.print(f"  state: governor {', '.join(govs) or 'n/a'}; temperatures {temps or 'n/a'}")
     if missing:
-        out.print(f"[red]missing for this profile:[/] {', '.join(missing)} "
-                  "(install them on the device or remove them from the profile's runtimes)")
+        fields = sorted({f for _, f in missing if f})
+        where = (f", or change {' and '.join(fields)} in {profile.source or 'the profile'}"
+                 if fields else "")
+        out.print(f"[red]missing for this profile:[/] "
+                  f"{escape(', '.join(what for what, _ in missing))} "
+                  f"(install them on the device{escape(where)})", soft_wrap=True)
     if usable is not None and lacking:
         # every job pins itself to cpu_affinity and fails naming it (agent/job.py: pin)
         out.print(f"[red]missing for this profile:[/] CPU{'s' if len(lacking) > 1 else ''} "
@@ -339,7 +358,7 @@ def _summary_table(records: list[dict[str, Any]], width: int) -> Any:
     if not one_device:
         columns["device"] = [Text(r["device"]) for r in records]
     columns["model"] = [Text(r["model"]) for r in records]
-    columns["runtime"] = [r["runtime"] for r in records]
+    columns["runtime"] = [runtime_label(r) for r in records]  # `torch fp16`: what it ran in
     columns["status"] = [r["status"] if r["status"] == "ok" else
                          Text(f"{r['status']}: {r['error_kind']}", style="red") for r in records]
     columns["median ms [95% CI]"] = [

@@ -136,6 +136,7 @@ def parse_profile(path: Path, data: dict[str, Any]) -> DeviceProfile:
                 raise ConfigError(path, "must be a mapping of option: value",
                                   field=f"runtime_options.{runtime}")
             _check_runtime_options(path, runtime, opts)
+        _check_options_used(path, per_runtime, kw.get("runtimes"))
         kw["runtime_options"] = {str(k): dict(v) for k, v in per_runtime.items()}
     if data.get("threads") is not None:
         threads = _expect(path, data, "threads", int)
@@ -219,6 +220,20 @@ def _check_runtime_names(path: Path, names: Any, where: str) -> None:
         if name not in RUNTIME_MODULES:
             raise ConfigError(path, f"unknown runtime {name!r}; known: "
                               f"{', '.join(sorted(RUNTIME_MODULES))}", field=where)
+
+
+def _check_options_used(path: Path, per_runtime: dict[str, Any],
+                        runtimes: tuple[str, ...] | None) -> None:
+    """Options for a runtime the profile does not list are never read (`bench --runtime` only
+    picks among those listed): likely a typo in `runtimes`, refused like an unknown option."""
+    listed = runtimes or DeviceProfile.runtimes
+    for runtime, opts in per_runtime.items():
+        if opts and runtime not in listed:
+            said = "runtimes lists" if runtimes else "runtimes is not given, so the default is"
+            raise ConfigError(path, f"options for {runtime}, which this profile does not "
+                              f"measure with ({said} {', '.join(listed)}), so never used; add "
+                              f"{runtime} to runtimes or remove them",
+                              field=f"runtime_options.{runtime}")
 
 
 def _check_runtime_options(path: Path, runtime: str, options: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -400,6 +400,26 @@ def accelerator_label(accelerator: dict[str, Any] | None,
     return "+".join(names) + (f" on {', '.join(gpus)}" if gpus else "")
 
 
+def compute_precision(artifact_precision: str | None,
+                      runtime_options: dict[str, Any] | None) -> str | None:
+    """The precision a measurement computed in: the runtime's where it sets one itself (torch's
+    `precision`, to which it casts the program's weights and input; the `runtime_options` it
+    reports, or the profile's where it reported none), else the artifact's (its manifest: int8
+    for a quantized model). The technique stays the artifact's: what was done to the model."""
+    runtime = (runtime_options or {}).get("precision")
+    return str(runtime) if runtime else artifact_precision
+
+
+def runtime_label(record: Mapping[str, Any]) -> str:
+    """The runtime of a measurement as a table shows it: `torch fp16` where the runtime computed
+    in a precision of its own other than fp32 (the program's weights cast to it), else
+    `torch`."""
+    own = ((record.get("runtime_options") or {}).get("precision")
+           if isinstance(record.get("runtime_options"), dict) else None)
+    runtime = str(record.get("runtime"))
+    return f"{runtime} {own}" if own and own != "fp32" else runtime
+
+
 def measurement_row(run_id: str, job: PlannedJob, started_at: str,
                     results: Sequence[dict[str, Any]], session_rows: Sequence[dict[str, Any]],
                     samples_ns: Sequence[Sequence[int]], sessions_planned: int,
@@ -426,6 +446,8 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
         flags.append(stats.FLAG_LOADED)
     if mixed_sessions([results[i] for i in ok]):
         flags.append(stats.FLAG_MIXED)
+    if profile_loaded((profile or {}).get("profile")):
+        flags.append(stats.FLAG_PROFILE_LOADED)
     # Where it ran: the profile's per-node placement where there is one, else the sessions'.
     placement = ((profile or {}).get("profile") or {}).get("placement") or shown.get("placement")
     if placement and placement.get("cpu_fallback"):
@@ -455,7 +477,9 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
         "baseline": artifact.baseline,
         "technique": artifact.technique,
         "lineage": list(artifact.lineage),
-        "precision": artifact.precision,
+        # what it computed in: a torch run at fp16 of an fp32 program is an fp16 measurement
+        "precision": compute_precision(artifact.precision, shown.get("runtime_options")
+                                       or job.device.runtime_options.get(job.runtime)),
         "format": artifact.format,
         "runtime": job.runtime,
         "runtime_version": shown.get("runtime_version"),
@@ -526,6 +550,14 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
     return record
 
 
+def profile_loaded(profile: dict[str, Any] | None) -> bool:
+    """Whether others kept the CPUs busy during a profile session (the agent's profile), by the
+    rule of the timed sessions' `loaded` flag."""
+    profile = profile or {}
+    return stats.loaded(profile.get("others_cpus"), profile.get("loadavg_1m"),
+                        profile.get("cpu_count"))
+
+
 def profile_rows(job_id: str, result: dict[str, Any], *, started_at: str
                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A profile session's agent result as its `profiles` row and its top `profile_ops` rows.
@@ -541,14 +573,17 @@ def profile_rows(job_id: str, result: dict[str, Any], *, started_at: str
     total = sum(weight)
     by_type: dict[str, dict[str, Any]] = {}
     for op, w in zip(ops, weight, strict=True):
-        t = by_type.setdefault(str(op.get("op_type")), {"ops": 0, "time_ms": 0.0})
+        t = by_type.setdefault(str(op.get("op_type")), {"ops": 0, "calls": 0, "time_ms": 0.0})
         t["ops"] += 1
+        # calls per inference: torch's profiler gives one entry per operator type (ops 1), the
+        # calls say how many ran; ONNX Runtime's nodes run once each, so calls equal ops
+        t["calls"] += int(op.get("calls") or 1)
         t["time_ms"] += w if timed else 0.0
     for t in by_type.values():
         t["share"] = (t["time_ms"] if timed else t["ops"]) / total if total else None
         if not timed:
             t["time_ms"] = None
-    op_types = dict(sorted(by_type.items(), key=lambda kv: -(kv[1]["share"] or 0.0)))
+    op_types = largest_first(by_type)
     row = {
         "job_id": job_id,
         "started_at": started_at,
@@ -560,7 +595,7 @@ def profile_rows(job_id: str, result: dict[str, Any], *, started_at: str
         "total_ms": total if timed and ops else None,
         "op_types": op_types or None,
         "placement": profile.get("placement") or result.get("placement"),
-        "note": profile.get("note"),
+        "note": "; ".join(n for n in (profile.get("note"), _load_note(profile)) if n) or None,
         "data": encode_profile(profile) if profile else None,
     }
     order = sorted(zip(ops, weight, strict=True), key=lambda ow: -ow[1])[:TOP_OPERATORS]
@@ -570,6 +605,26 @@ def profile_rows(job_id: str, result: dict[str, Any], *, started_at: str
                 "share": w / total if timed and total else None}
                for i, (op, w) in enumerate(order)]
     return row, op_rows
+
+
+def _load_note(profile: dict[str, Any]) -> str | None:
+    if not profile_loaded(profile):
+        return None
+    others = profile.get("others_cpus")
+    busy = (f"others kept {others:.2f} CPUs busy" if others is not None else
+            f"load average {profile.get('loadavg_1m')} above the {profile.get('cpu_count')} CPUs")
+    return f"loaded: {busy} while this was profiled (flag profile_loaded)"
+
+
+def largest_first(op_types: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """A profile's operator types, the largest share of time (of operators, untimed) first.
+
+    The store writes JSON with its keys sorted, so `op_types` comes back alphabetical: whoever
+    shows it in order must order it again (mobilenet_v3_small's report showed `aten::add` to
+    `aten::hardswish` and hid the convolutions, 53.5% of its time)."""
+    return dict(sorted((op_types or {}).items(),
+                       key=lambda kv: (-(kv[1].get("share") or 0.0),
+                                       -(kv[1].get("time_ms") or 0.0), kv[0])))
 
 
 def encode_profile(profile: dict[str, Any]) -> bytes:

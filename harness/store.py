@@ -52,6 +52,7 @@ from harness.results import (
     SESSION_FIELDS,
     Column,
     decode_profile,
+    largest_first,
 )
 
 SCHEMA_VERSION = 5
@@ -436,7 +437,11 @@ class Store:
             rows += self.conn.execute(
                 f"SELECT {', '.join(names)} FROM profiles WHERE job_id IN "
                 f"({', '.join('?' for _ in chunk)}) ORDER BY rowid", chunk).fetchall()
-        return [_from_sql(dict(r)) for r in rows]
+        profiles = [_from_sql(dict(r)) for r in rows]
+        for p in profiles:  # stored with sorted keys: largest first again, as documented
+            if p.get("op_types"):
+                p["op_types"] = largest_first(p["op_types"])
+        return profiles
 
     def profile_ops(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Top operators of these measurements' profiles, by job and rank."""

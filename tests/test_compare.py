@@ -20,6 +20,7 @@ from harness.report import run_compare
 from harness.report.compare import (
     DIFFERENT_ACCELERATOR,
     DIFFERENT_ISA,
+    DIFFERENT_PRECISION,
     FASTER,
     FIXED,
     HIGHER_TOP1,
@@ -147,6 +148,44 @@ def test_a_different_accelerator_is_never_slower_or_faster() -> None:
     # a GPU on one side only: the model ran on the CPU there (None is "no accelerator")
     assert judge(a, b, accelerator_a=None, accelerator_b=H200)[1] == DIFFERENT_ACCELERATOR
     assert judge(a, b, accelerator_a=None, accelerator_b=None)[1] == SLOWER
+
+
+def test_a_different_precision_is_never_slower_or_faster() -> None:
+    a, b = [10.0, 10.1, 9.9], [6.6, 6.7, 6.5]
+    assert judge(a, b, precision_a="fp32", precision_b="fp32")[1] == FASTER
+    assert judge(a, b, precision_a="fp32", precision_b="fp16")[1] == DIFFERENT_PRECISION
+    assert judge(a, b, precision_a=None, precision_b="fp16")[1] == FASTER  # not recorded
+
+
+def test_a_torch_run_at_fp16_is_labelled_so_and_not_judged_against_fp32(
+        tmp_path: Path, tiny_pt2: Path, capsys) -> None:
+    """Found: a torch run at `precision: fp16` was stored as fp32 (the artifact's manifest) and
+    compare called it 'inconclusive 1.51x' beside the fp32 run of the same program. Real torch
+    on the CPU, at bf16 (what the CPU computes fast), through `bench`."""
+    from tests.conftest import run_cli
+
+    db = tmp_path / "r.db"
+    runs = []
+    for precision in ("fp32", "bf16"):
+        device = tmp_path / f"{precision}.yaml"
+        device.write_text(f"name: cpu\nruntimes: [torch]\nthreads: 1\n"
+                          f"runtime_options: {{torch: {{precision: {precision}}}}}\n")
+        proc = run_cli("bench", "--quick", "--db", str(db), "--model", str(tiny_pt2),
+                       "--device", str(device))
+        assert proc.returncode == 0, proc.stderr
+        if precision == "bf16":  # the console row says what it ran in
+            assert "torch bf16" in proc.stdout, proc.stdout
+        with Store(db, readonly=True) as store:
+            runs.append(store.runs()[-1].run_id)
+    with Store(db, readonly=True) as store:
+        rows = {r["run_id"]: r for r in store.results()}
+        assert [rows[r]["precision"] for r in runs] == ["fp32", "bf16"]
+        assert {rows[r]["technique"] for r in runs} == {"fp32"}  # what was done to the model
+        result = compare_runs(store, *runs)
+    assert list(result.table["verdict"]) == [DIFFERENT_PRECISION]
+    assert list(result.table["precision_b"]) == ["bf16"]
+    assert run_compare(db, *runs, fail_on_regression=True) == 0
+    assert "different precision (fp32 / bf16)" in capsys.readouterr().out
 
 
 H200 = "NVIDIA H200 (sm 9.0, 132 SMs)"

@@ -72,6 +72,19 @@ def test_every_shipped_profile_loads() -> None:
          "runtime_options.torch.precision", "one of fp32, fp16, bf16, got 'int4'"),
         ("name: x\nruntime_options: {torch: {device: gpu}}\n", "runtime_options.torch.device",
          "cpu, cuda or cuda:N"),
+        # a CUDA graph on the CPU failed every job at load, naming neither file nor field
+        ("name: x\nruntimes: [torch]\nruntime_options: {torch: {cuda_graphs: true}}\n",
+         "runtime_options.torch.cuda_graphs", "needs device cuda (or cuda:N); device is cpu "
+         "(the default)"),
+        ("name: x\nruntimes: [torch]\nruntime_options: {torch: {device: cpu, cuda_graphs: "
+         "true}}\n", "runtime_options.torch.cuda_graphs", "device is cpu"),
+        # options for a runtime the profile does not measure with are never read
+        ("name: x\nruntimes: [onnxruntime]\nruntime_options: {torch: {device: cuda}}\n",
+         "runtime_options.torch", "does not measure with (runtimes lists onnxruntime)"),
+        ("name: x\nruntime_options: {torch: {device: cuda}}\n", "runtime_options.torch",
+         "runtimes is not given, so the default is onnxruntime, tflite"),
+        ("name: x\nruntimes: [torch]\nruntime_options: {onnxruntime: {providers: "
+         "[CUDAExecutionProvider]}}\n", "runtime_options.onnxruntime", "never used"),
     ],
 )
 def test_profile_errors_name_file_and_field(tmp_path: Path, text: str, field: str,
@@ -82,6 +95,14 @@ def test_profile_errors_name_file_and_field(tmp_path: Path, text: str, field: st
         load_profile(str(path))
     assert info.value.field == field
     assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_torch_options_that_go_together_load(tmp_path: Path) -> None:
+    path = tmp_path / "dev.yaml"
+    path.write_text("name: x\nruntimes: [torch, onnxruntime]\nruntime_options:\n"
+                    "  torch: {device: 'cuda:1', cuda_graphs: true}\n  tflite: {}\n")
+    profile = load_profile(str(path))
+    assert profile.runtime_options["torch"] == {"device": "cuda:1", "cuda_graphs": True}
 
 
 def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:

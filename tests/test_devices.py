@@ -122,12 +122,16 @@ def test_tegrastats_orin_rails_in_mw() -> None:
     assert info["power_mw"]["VDD_GPU_SOC"] == {"mw": 2399, "avg_mw": 2399}
     assert info["power_mw"]["VIN_SYS_5V0"]["mw"] == 4032
     assert "RAM" not in info["power_mw"] and "SWAP" not in info["power_mw"]
+    # the memory clock (EMC_FREQ 0%@2133): no memory clock was recorded on a Jetson
+    assert info["emc_load_pct"] == 0 and info["emc_mhz"] == 2133
+    assert info["gpu_load_pct"] == 0 and info["gpu_mhz"] == 0
 
 
 def test_tegrastats_jetpack46_offline_cores_no_rails() -> None:
     info = jetson.parse_tegrastats(capture("jetson/tegrastats_jetpack46.txt"))
     assert info["cpus"][1] is None and info["cpus"][0] == {"load_pct": 3, "mhz": 345}
     assert info["gpu_load_pct"] == 0
+    assert info["emc_load_pct"] == 0 and "emc_mhz" not in info  # `EMC_FREQ 0%`: no clock
     assert info["temperatures_c"]["thermal"] == pytest.approx(50.3)
     assert "power_mw" not in info
 

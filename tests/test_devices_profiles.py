@@ -83,10 +83,13 @@ def test_shipped_profile_checks_out_over_ssh(name: str, sshd: SSHServer, tmp_pat
     if name == "coral":
         assert info["fingerprint"]["coral"]["edgetpu"]["present"] is False
     if name == "cuda":
-        # every runtime the profile lists is here; the GPU line says what NVML found
+        # every runtime the profile lists is here; the GPU line says what NVML found, and the
+        # GPU the profile runs torch on is tried: without one here the check fails naming it
         plain = run_cli("devices", "check", str(path))
-        assert plain.returncode == 0, plain.stderr + plain.stdout
+        gpu_here = info["runtimes"]["torch"]["devices"]["cuda"]["available"]
+        assert plain.returncode == (0 if gpu_here else 1), plain.stderr + plain.stdout
         assert "GPU:" in plain.stdout
+        assert gpu_here or "torch device cuda" in " ".join(plain.stdout.split())
     if name == "jetson":
         # This machine's ONNX Runtime has no TensorRT provider, which the Jetson profile asks
         # for: the check says so plainly and fails, rather than crashing or passing.

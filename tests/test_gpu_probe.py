@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,10 @@ def test_without_nvml_the_fingerprint_says_why_and_nothing_else() -> None:
     assert "NVML" in fp["gpu"]["absent"] or "nvidia-ml-py" in fp["gpu"]["absent"]
     assert "gpu" not in probes.state("local")  # no figures made up
     meter = gpu.EnergyMeter()
+    meter.open()
     meter.start()
-    assert meter.stop(1.0, 10, os.getpid()) is None
+    meter.stop()
+    assert meter.finish(1.0, 10, os.getpid()) is None
 
 
 def test_jetson_is_not_asked_for_nvml() -> None:
@@ -178,3 +181,83 @@ def test_a_session_here_does_not_import_pynvml() -> None:
                              "fp = probes.fingerprint('linux'); probes.state('linux')\n"
                              "print(json.dumps([fp['gpu'], 'pynvml' in sys.modules]))\n")
     assert fp["absent"].startswith(NO_DRIVER) and imported is False
+
+
+# NVML's energy counter around a window, with pynvml replaced at its boundary: two GPUs whose
+# counters run at a constant power each, memory and power readings of their own ---------------
+
+
+def fake_pynvml(watts: dict[str, float], pid: int) -> types.ModuleType:
+    """A pynvml whose GPUs (by UUID, in index order) draw `watts` each: the energy counter is
+    that power times the time since the module was made, in mJ, as NVML counts it."""
+    nv = types.ModuleType("pynvml")
+    uuids = list(watts)
+    born = time.perf_counter()
+
+    class NVMLError(Exception):
+        pass
+
+    def by_uuid(uuid: str) -> str:
+        if uuid not in watts:
+            raise NVMLError("not found")
+        return uuid
+
+    def energy_mj(h: str) -> int:
+        return int(watts[h] * (time.perf_counter() - born) * 1000)
+
+    def memory(h: str) -> types.SimpleNamespace:
+        return types.SimpleNamespace(used=(1 + uuids.index(h)) * 2**30, total=80 * 2**30)
+
+    def processes(h: str) -> list[types.SimpleNamespace]:
+        return [types.SimpleNamespace(pid=pid, usedGpuMemory=(100 + uuids.index(h)) * 2**20)]
+
+    calls = {
+        "nvmlInit": lambda: None, "nvmlShutdown": lambda: None,
+        "nvmlDeviceGetCount": lambda: len(uuids),
+        "nvmlDeviceGetHandleByIndex": lambda i: uuids[i],
+        "nvmlDeviceGetHandleByUUID": by_uuid,
+        "nvmlDeviceGetTotalEnergyConsumption": energy_mj,
+        "nvmlDeviceGetPowerUsage": lambda h: int(watts[h] * 1000),  # mW
+        "nvmlDeviceGetMemoryInfo": memory,
+        "nvmlDeviceGetComputeRunningProcesses": processes,
+    }
+    for name, value in {**calls, "NVMLError": NVMLError, "NVML_TEMPERATURE_GPU": 0,
+                        "NVML_CLOCK_SM": 1, "NVML_CLOCK_MEM": 2}.items():
+        setattr(nv, name, value)
+    return nv
+
+
+def test_energy_is_the_windows_not_what_follows_it(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counter was read again only after the session's statistics and a fresh NVML start,
+    and the energy between the readings divided by the window's time: mean power and energy
+    per inference were over-stated by all that came after the window. Here the window is 0.1 s
+    at 100 W, and 0.3 s of other work follows it before the figures are asked for."""
+    root = bare_root(tmp_path)
+    (root / "proc" / "driver" / "nvidia").mkdir()
+    pid = os.getpid()
+    # the GPU the runtime runs on is the second, by UUID; index 0 is what CUDA calls it
+    monkeypatch.setitem(sys.modules, "pynvml",
+                        fake_pynvml({"GPU-a": 300.0, "GPU-b": 100.0}, pid))
+    meter = gpu.EnergyMeter(0, "GPU-b", root=str(root))
+    meter.open()
+    time.sleep(0.1)  # probes before the window
+    meter.start()
+    t0 = time.perf_counter()
+    time.sleep(0.1)  # the window
+    window_s = time.perf_counter() - t0
+    meter.stop()
+    time.sleep(0.3)  # statistics, memory and state after the window
+    out = meter.finish(window_s, 20, pid)
+    assert out is not None
+    interval = out["energy_interval_s"]
+    assert out["window_s"] == window_s and window_s <= interval < window_s + 0.02
+    assert out["mean_w"] == pytest.approx(out["energy_mj"] / 1000 / interval)
+    assert out["mean_w"] == pytest.approx(100.0, rel=0.01)
+    assert out["energy_mj_per_inference"] == pytest.approx(out["mean_w"] * window_s * 1000 / 20)
+    assert out["energy_mj_per_inference"] == pytest.approx(100.0 * window_s * 1000 / 20,
+                                                           rel=0.01)
+    # memory and power are the same GPU's: the one of that UUID, not CUDA's index 0
+    assert out["gpu_uuid"] == "GPU-b"
+    assert out["device_memory_used_mb"] == 2 * 1024 and out["power_w_after"] == 100.0
+    assert out["process_memory_mb"] == 101.0

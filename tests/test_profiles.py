@@ -250,3 +250,150 @@ def test_an_untimed_profile_is_not_titled_as_the_top_operators_by_time() -> None
         shown[timed] = " ".join(console.export_text().split())  # a title wraps at the table
     assert f"no times from this engine: its first {TOP_SHOWN} operators" in shown[False]
     assert "no times from this engine" not in shown[True]
+
+
+def _profile_of_types(times: dict[str, float]) -> dict[str, Any]:
+    """A profile session's agent result with one operator per type, of these times (ms)."""
+    return {"status": "ok", "profile": {
+        "tool": "torch.profiler", "iterations": 5, "timed": True,
+        "ops": [{"name": name, "op_type": name, "provider": "CPU", "calls": 1, "time_ms": ms}
+                for name, ms in times.items()]}}
+
+
+def test_operator_types_are_shown_largest_first_after_the_store(tmp_path: Path) -> None:
+    """The store writes JSON with sorted keys: the report showed the first 8 types
+    alphabetically and hid mobilenet_v3_small's convolutions (53.5%) and batch norms (20.7%)."""
+    from harness.report.profile import TYPES_SHOWN, html_section
+
+    # shares of mobilenet_v3_small.pt2's profile; the small ones come first alphabetically
+    times = {"aten::add": 0.5, "aten::addmm": 0.9, "aten::clone": 0.2, "aten::copy_": 0.3,
+             "aten::empty": 0.1, "aten::hardsigmoid": 0.4, "aten::hardswish": 1.1,
+             "aten::mean": 0.6, "aten::mkldnn_convolution": 10.7, "aten::mul": 0.7,
+             "aten::native_batch_norm": 4.14, "aten::relu": 0.45}
+    result = _profile_of_types(times)
+    row, ops = results.profile_rows("j1", result, started_at="t")
+    record = _measurement_with_profile(result)
+    with Store(tmp_path / "s.db") as store:
+        store.add_profile(row, ops, record)
+        (prof,) = store.profiles(["j1"])
+    ranked = sorted(times, key=lambda t: -times[t])
+    assert list(prof["op_types"]) == ranked
+    page = html_section([record], [prof], ops)
+    types_table = page.split('class="op-types"', 1)[1]
+    shown = re.findall(r"<tr><td>([^<]+)</td>", types_table)
+    assert shown == ranked[:TYPES_SHOWN]
+    # and the HTML orders what it is given, wherever it came from
+    alphabetical = {**prof, "op_types": dict(sorted(prof["op_types"].items()))}
+    again = html_section([record], [alphabetical], ops).split('class="op-types"', 1)[1]
+    assert re.findall(r"<tr><td>([^<]+)</td>", again) == ranked[:TYPES_SHOWN]
+
+
+def test_a_profile_session_records_the_load_others_put_on_the_cpus(tiny_onnx: Path) -> None:
+    """The timed sessions record `others_cpus`; the profile session recorded nothing, so a
+    profile taken under load read like any other."""
+    result = run_agent_job(profile_job(tiny_onnx, "onnx", "onnxruntime"))
+    assert result["status"] == "ok", result["error"]
+    profile = result["profile"]
+    assert isinstance(profile["others_cpus"], float) and profile["others_cpus"] >= 0
+    assert result["others_cpus"] == profile["others_cpus"]
+    assert profile["cpu_count"] == result["fingerprint"]["cpu_count"]
+    assert "loadavg_1m" in profile
+    # kept in the whole profile, which a resumed bench reads back for the row's flags
+    row, _ = results.profile_rows("j", result, started_at="t")
+    assert results.decode_profile(row["data"])["others_cpus"] == profile["others_cpus"]
+
+
+def test_a_loaded_profile_session_is_flagged_and_said(tiny_onnx: Path) -> None:
+    """The rule of the timed sessions' `loaded` flag, on the profile session's own figures."""
+    result = run_agent_job(profile_job(tiny_onnx, "onnx", "onnxruntime"))
+    assert result["status"] == "ok", result["error"]
+    quiet = {**result, "profile": {**result["profile"], "others_cpus": 0.1}}
+    busy = {**result, "profile": {**result["profile"], "others_cpus": 1.5}}
+    assert "profile_loaded" not in _measurement_with_profile(quiet)["flags"]
+    row = _measurement_with_profile(busy)
+    assert "profile_loaded" in row["flags"] and "loaded" not in row["flags"]
+    assert row["stable"] is True  # the timed figures are not the profile's
+    prof, _ = results.profile_rows("j", busy, started_at="t")
+    assert "loaded: others kept 1.50 CPUs busy" in prof["note"]
+    assert results.profile_rows("j", quiet, started_at="t")[0]["note"] is None
+
+
+def test_profiled_times_are_shown_beside_the_timed_median(tmp_path: Path,
+                                                          tiny_onnx: Path) -> None:
+    """ONNX Runtime's profiler made a 0.0685 ms model 0.637 ms of nodes: the profile's total
+    is no latency, and the CLI and the report say so beside the headline."""
+    db = tmp_path / "r.db"
+    proc = run_cli("bench", "--model", str(tiny_onnx), "--quick", "--profile", "--db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join(proc.stdout.split())
+    with Store(db, readonly=True) as store:
+        (row,) = store.results()
+        (prof,) = store.profiles([row["job_id"]])
+    from harness.report.console import format_value
+
+    total, median = (format_value(prof["total_ms"], ".3g"),
+                     format_value(row["latency_median_ms"], ".3g"))
+    assert (f"{total} ms of operators per inference under the profiler, beside the timed "
+            f"median of {median} ms") in said, said
+    assert "profiled times include the profiler's own overhead" in said
+    out = tmp_path / "report"
+    assert run_cli("report", "--db", str(db), "--out", str(out)).returncode == 0
+    page = " ".join((out / "index.html").read_text().split())
+    assert f"beside the timed median of {median} ms" in page
+    assert "include the profiler's own overhead" in page
+
+
+def test_torch_operator_types_count_calls_and_names_are_not_repeated(tiny_pt2: Path) -> None:
+    """torch's profiler aggregates by operator: every type showed "Operators 1", and the
+    Operator and Type columns were the same."""
+    from harness.report.profile import html_section
+
+    result = run_agent_job(profile_job(tiny_pt2, "torch", "torch", iterations=5))
+    assert result["status"] == "ok", result["error"]
+    row, ops = results.profile_rows("j1", result, started_at="t")
+    calls = {op["op_type"]: op["calls"] for op in result["profile"]["ops"]}
+    assert {t: v["calls"] for t, v in row["op_types"].items()} == calls
+    assert max(calls.values()) > 1  # aten::view, aten::empty: more than one call per inference
+    record = {"job_id": "j1", "model": "tiny", "runtime": "torch", "device": "local",
+              "isa": "x86", "accelerator": None}
+    page = html_section([record], [row], ops)
+    top = page.split("top-operators", 1)[1].split("</table>", 1)[0]
+    assert "<th>Type</th>" not in top and "<th>Operator</th>" in top
+    types = page.split('class="op-types"', 1)[1]
+    shown = re.findall(r"<tr><td>([^<]+)</td><td class=\"num\">(\d+)</td>", types)
+    assert shown and {name: int(n) for name, n in shown} == {name: calls[name] for name, _ in shown}
+    assert "<th>Calls</th>" in types.split("</thead>", 1)[0]
+    # ONNX Runtime's node names are not their types: the column stays
+    onnx_ops = [{"job_id": "j2", "rank": 1, "name": "MatMul_1", "op_type": "MatMul",
+                 "provider": "CPUExecutionProvider", "calls": 1, "time_ms": 1.0, "share": 1.0}]
+    onnx_page = html_section([{**record, "job_id": "j2"}], [{"job_id": "j2", "timed": True}],
+                             onnx_ops)
+    assert "<th>Type</th>" in onnx_page
+
+
+def test_an_accelerator_is_not_called_a_gpu() -> None:
+    """The label read "GPU AzureExecutionProvider" for any execution provider or delegate."""
+    from rich.console import Console
+
+    from harness.report.profile import console_table, html_section
+
+    for accelerator in ("AzureExecutionProvider", "libedgetpu.so.1"):
+        record = {"job_id": "j", "model": "net", "runtime": "onnxruntime", "device": "d",
+                  "isa": "arm", "accelerator": accelerator}
+        prof = {"job_id": "j", "timed": True, "tool": "onnxruntime", "iterations": 3}
+        page = html_section([record], [prof], [])
+        assert f"accelerator <code>{accelerator}</code>" in page and "GPU" not in page
+        console = Console(record=True, width=160)
+        console.print(console_table([record], [prof], []))
+        text = console.export_text()
+        assert f"accelerator {accelerator}" in text and "GPU" not in text
+
+
+def test_bench_profile_with_every_job_failed_prints_no_empty_heading(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not an onnx model")
+    proc = run_cli("bench", "--model", str(bad), "--quick", "--profile", "--runtime",
+                   "onnxruntime", "--db", str(tmp_path / "r.db"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Per-operator profiles (top" not in proc.stdout
+    assert "Per-operator profiles: none" in proc.stdout

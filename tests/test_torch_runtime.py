@@ -118,8 +118,41 @@ def test_other_runtimes_and_devices_check_do_not_import_torch(tiny_onnx: Path) -
                           cwd=REPO, timeout=120, check=True)
     status, imported, listed = json.loads(proc.stdout.strip().splitlines()[-1])
     assert status == "ok" and imported is False
-    assert listed == {"available": True, "version": __import__("importlib.metadata").metadata
-                      .version("torch")}
+    # the runtime's own version string, as results record it: its build tag (`+cu130`, `+cpu`)
+    # tells a CUDA build from a CPU one, which the package metadata (`2.14.1`) does not
+    assert listed == {"available": True, "version": torch.__version__,
+                      "cuda": torch.version.cuda}
+
+
+def test_devices_check_tries_the_torch_device_the_profile_asks_for(tmp_path: Path) -> None:
+    """Found: a profile asking for `device: cuda` on a machine where torch sees no GPU passed
+    `devices check` ("everything the profile needs is present"), then every bench job failed
+    `cuda_unavailable`."""
+    from tests.conftest import run_cli
+
+    profile = tmp_path / "gpu.yaml"
+    profile.write_text("name: gpu\nruntimes: [torch]\nruntime_options:\n"
+                       "  torch: {device: cuda, cuda_graphs: true}\n")
+    proc = run_cli("devices", "check", str(profile))
+    said = " ".join(proc.stdout.split())
+    assert f" {torch.__version__} " in said  # the version a result records, build tag and all
+    if CUDA:
+        assert proc.returncode == 0, said
+        assert "everything the profile needs is present" in said
+    else:
+        assert proc.returncode == 1, said
+        assert "missing for this profile: torch device cuda" in said
+        assert f"change runtime_options.torch.device in {profile}" in said
+        assert "sees no CUDA GPU" in said or "CPU build" in said
+        assert "everything the profile needs" not in said
+    info = json.loads(run_cli("devices", "check", str(profile), "--json").stdout)
+    assert info["runtimes"]["torch"]["devices"]["cuda"]["available"] is CUDA
+    # on the CPU nothing is tried, and torch is not imported to say it is there
+    profile.write_text("name: cpu\nruntimes: [torch]\nruntime_options: {torch: {device: cpu}}\n")
+    proc = run_cli("devices", "check", str(profile))
+    assert proc.returncode == 0, proc.stdout
+    assert "devices" not in json.loads(run_cli("devices", "check", str(profile), "--json")
+                                      .stdout)["runtimes"]["torch"]
 
 
 # --- on a CUDA GPU --------------------------------------------------------------------------

@@ -22,16 +22,17 @@ from typing import Any
 from . import probes, protocol, unpack
 
 
-def runtimes_present() -> dict[str, Any]:
+def runtimes_present(options: dict[str, Any] | None = None) -> dict[str, Any]:
     try:
         from .runtimes import available_runtimes
     except ImportError as err:  # numpy missing: no runtime can be driven
         return {"numpy": {"available": False, "reason": f"{err} (every runtime needs numpy)"}}
-    return available_runtimes()
+    return available_runtimes(options)
 
 
-def check(kind: str = "linux") -> dict[str, Any]:
-    """What this device offers: for `edgebench devices check`."""
+def check(kind: str = "linux", options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What this device offers: for `edgebench devices check`; `options`, the profile's
+    `runtime_options`, name what to try beyond that (a torch GPU)."""
     return {
         "protocol_version": protocol.PROTOCOL_VERSION,
         "python": probes.python_info(),
@@ -39,7 +40,7 @@ def check(kind: str = "linux") -> dict[str, Any]:
         # what the profile's cpu_affinity may name (every job pins itself to those CPUs)
         "usable_cpus": probes.usable_cpus(),
         "state": probes.state(kind),
-        "runtimes": runtimes_present(),
+        "runtimes": runtimes_present(options),
         "agent": agent_origin(),
     }
 
@@ -111,7 +112,9 @@ def main(argv: list[str]) -> int:
                 if isinstance(job, dict) and job.get("check"):
                     answer = protocol.new_result(str(job.get("job_id", "check")))
                     answer["status"] = protocol.STATUS_OK
-                    answer["check"] = check(job.get("device_kind") or "linux")
+                    options = job.get("runtime_options")
+                    answer["check"] = check(job.get("device_kind") or "linux",
+                                            options if isinstance(options, dict) else None)
                 else:
                     from .job import run_job
 

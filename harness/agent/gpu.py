@@ -154,7 +154,10 @@ class Nvml:
         }
 
     def state(self, index: int) -> dict[str, Any]:
-        h = self.nv.nvmlDeviceGetHandleByIndex(index)
+        return self.state_of(self.nv.nvmlDeviceGetHandleByIndex(index))
+
+    def state_of(self, h: Any) -> dict[str, Any]:
+        """The state of the GPU of handle `h` (`handle`: by UUID where one is known)."""
         mem = self._get("nvmlDeviceGetMemoryInfo", h)
         reasons = self._get("nvmlDeviceGetCurrentClocksEventReasons", h)
         if reasons is None:
@@ -254,47 +257,80 @@ def slowed_down(before: dict[str, Any], after: dict[str, Any]) -> bool | None:
 
 
 class EnergyMeter:
-    """NVML's energy counter and the process's GPU memory around the timed window of one GPU.
+    """NVML's energy counter and the process's GPU memory around the timed window of one GPU,
+    found as the runtime identified it: by UUID where it gives one (torch does), else by index.
 
-    `start()` and `stop()` each open NVML briefly; nothing runs during the window. The counter
-    is read once on each side, so the energy covers a little more than the window (the opening of
-    NVML after it, the memory probes): `energy_interval_s`, the time between the two readings,
-    says how much more. A device without NVML or without an energy counter gives None.
+    `open()` initialises NVML and finds the GPU before the window; `start()` and `stop()` only
+    read the counter, each with the moment of its reading, as the last thing before the window
+    and the first after it; `finish()` then reads the process's memory and the GPU's state and
+    shuts NVML down. NVML stays initialised across the window with nothing asked of it: opening
+    it afresh after the window, with the session's statistics before that, charged their
+    milliseconds to the window's energy. Mean power is the counter's energy over its own
+    interval (`energy_interval_s`, between the two readings), and the energy per inference that
+    power over the window's time (`window_s`) per iteration, so that what lies between the
+    window and a reading is not charged to the model. A device without NVML or without an
+    energy counter gives None.
     """
 
-    def __init__(self, index: int = 0, uuid: str | None = None) -> None:
+    def __init__(self, index: int = 0, uuid: str | None = None, root: str = "/") -> None:
         self.index = index
         self.uuid = uuid
-        self._start: int | None = None
-        self._start_t = 0.0
+        self.root = root
+        self._nv: Nvml | None = None
+        self._handle: Any = None
+        self._start: tuple[int | None, float] = (None, 0.0)
+        self._end: tuple[int | None, float] = (None, 0.0)
+
+    def open(self) -> None:
+        try:
+            self._nv = Nvml(self.root)
+            self._handle = self._nv.handle(self.index, self.uuid)
+        except Exception:  # noqa: BLE001 - NVML absent or failing must not fail the job
+            self.close()
+
+    def _read(self) -> tuple[int | None, float]:
+        energy = self._nv.energy_mj(self._handle) if self._nv is not None else None
+        return energy, time.perf_counter()
 
     def start(self) -> None:
-        try:
-            with Nvml() as nv:
-                self._start = nv.energy_mj(nv.handle(self.index, self.uuid))
-                self._start_t = time.perf_counter()
-        except Exception:  # noqa: BLE001 - NVML absent or failing must not fail the job
-            self._start = None
+        self._start = self._read()
 
-    def stop(self, elapsed_s: float, iterations: int, pid: int) -> dict[str, Any] | None:
+    def stop(self) -> None:
+        self._end = self._read()
+
+    def finish(self, window_s: float, iterations: int, pid: int) -> dict[str, Any] | None:
+        """What the readings and NVML say of the window of `window_s` seconds and `iterations`
+        inferences; NVML is shut down."""
+        nv = self._nv
+        if nv is None:
+            return None
         try:
-            with Nvml() as nv:
-                h = nv.handle(self.index, self.uuid)
-                end = nv.energy_mj(h)
-                interval_s = time.perf_counter() - self._start_t
-                process_mb = nv.process_memory_mb(h, pid)
-                state = nv.state(self.index)
+            process_mb = nv.process_memory_mb(self._handle, pid)
+            state = nv.state_of(self._handle)
         except Exception:  # noqa: BLE001
             return None
+        finally:
+            self.close()
         # NVML names a process by its pid in the host's namespace: inside a container the
         # process's own pid is not found, and the GPU's used memory is what is left to go on.
-        out: dict[str, Any] = {"source": "nvml", "gpu_index": self.index,
+        out: dict[str, Any] = {"source": "nvml", "gpu_index": self.index, "gpu_uuid": self.uuid,
                                "process_memory_mb": process_mb,
                                "device_memory_used_mb": state.get("memory_used_mb"),
                                "power_w_after": state.get("power_w")}
-        if self._start is not None and end is not None and elapsed_s > 0 and iterations:
-            joules_mj = end - self._start
-            out.update({"energy_mj": joules_mj, "mean_w": joules_mj / 1000.0 / elapsed_s,
-                        "energy_mj_per_inference": joules_mj / iterations,
-                        "energy_interval_s": interval_s, "window_s": elapsed_s})
+        (start, start_t), (end, end_t) = self._start, self._end
+        interval_s = end_t - start_t
+        if start is not None and end is not None and interval_s > 0 and window_s > 0 \
+                and iterations:
+            energy_mj = end - start
+            mean_w = energy_mj / 1000.0 / interval_s
+            out.update({"energy_mj": energy_mj, "mean_w": mean_w,
+                        "energy_mj_per_inference": mean_w * window_s * 1000.0 / iterations,
+                        "energy_interval_s": interval_s, "window_s": window_s})
         return out
+
+    def close(self) -> None:
+        if self._nv is not None:
+            self._nv.close()
+        self._nv = self._handle = None
+
+

@@ -7,14 +7,16 @@ becomes a `failed` or `unsupported` result, never an exception out of `run_job`.
 
 On a GPU the runtime may time each iteration on the GPU's own clock (CUDA events): those samples
 are the session's latency, and the host clock around the same iterations is kept as
-`wall_latency`. NVML's energy counter, read before and after the timed window, gives the GPU's
-energy per inference where no board monitor (tegrastats) measures power. Where neither measured
+`wall_latency`. NVML's energy counter, read just before and just after the timed window, gives
+the GPU's mean power over that interval and, over the window's time, its energy per inference,
+where no board monitor (tegrastats) measures power. Where neither measured
 and the model ran on the CPU alone, RAPL's package counters (rapl.py) give the energy of the CPU
 package(s) over the window: the whole socket's, which the figure says.
 
 A profile job (`"profile": {"iterations": N}`) is a session of its own, never a timed one: after
 the same load and a warm-up of `warmup_min` runs, it runs N iterations under the engine's
-profiler and answers with the per-operator figures instead of latency samples.
+profiler and answers with the per-operator figures instead of latency samples, and with the work
+others did meanwhile (`others_cpus`), as a timed window does.
 """
 
 from __future__ import annotations
@@ -212,7 +214,7 @@ def timed_session(result: dict[str, Any], job: dict[str, Any], runtime: Any, ste
     meter = gpu.EnergyMeter(accelerator.get("index") or 0, accelerator.get("uuid")) \
         if accelerator else None
     if meter is not None:
-        meter.start()
+        meter.open()  # NVML up and the GPU found now: around the window, the counter alone
     loaded = probes.memory_mb()
     peak_reset = probes.reset_peak_rss()
     monitor = power.monitor_for(kind)
@@ -224,11 +226,19 @@ def timed_session(result: dict[str, Any], job: dict[str, Any], runtime: Any, ste
     others.start()
     if package is not None:
         package.start()  # last before the window and first after it: the readings bracket it
+    if meter is not None:
+        meter.start()  # likewise
     try:
         samples, elapsed_ns, capped = measure.timed_window(
             step, settings["duration_s"], settings["min_iterations"],
             settings["max_duration_s"])
+        if meter is not None:
+            meter.stop()
         cpu_energy = package.stop(len(samples)) if package is not None else None
+    except BaseException:
+        if meter is not None:
+            meter.close()
+        raise
     finally:
         result["others_cpus"] = others.stop()
         watts = monitor.stop() if monitor is not None else None
@@ -242,7 +252,7 @@ def timed_session(result: dict[str, Any], job: dict[str, Any], runtime: Any, ste
     result["samples_ns"] = samples
     result["latency"] = measure.session_statistics(samples, elapsed_ns)
     result["capped"] = capped
-    nvml = meter.stop(elapsed_ns / 1e9, len(samples), os.getpid()) if meter else None
+    nvml = meter.finish(elapsed_ns / 1e9, len(samples), os.getpid()) if meter else None
     result["gpu"] = nvml
     if watts is None and nvml and nvml.get("mean_w") is not None:
         # the GPU's own energy counter over the window, divided by its iterations
@@ -363,7 +373,15 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         result["warmup_n"] = measure.warm_up(step, 0.0 if profiling else settings["warmup_s"],
                                              settings["warmup_min"])
         if profiling:  # a profile session ends with its profile: no timed window, no accuracy
-            result["profile"] = run_profile(runtime, step, profiling)
+            others = probes.OtherLoad()
+            others.start()
+            profile = run_profile(runtime, step, profiling)
+            # whether something else ran while it was profiled, as a timed window records it;
+            # kept in the profile, which the store keeps whole
+            result["others_cpus"] = profile["others_cpus"] = others.stop()
+            profile["loadavg_1m"] = (result["state_before"].get("loadavg") or [None])[0]
+            profile["cpu_count"] = result["fingerprint"].get("cpu_count")
+            result["profile"] = profile
             result["state_after"] = probes.state(kind)
         else:
             timed_session(result, job, runtime, step, data, baseline)

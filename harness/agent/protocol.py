@@ -133,10 +133,12 @@ def validate_job(job: Any) -> dict[str, Any]:
     return out
 
 
-def check_job(device_kind: str) -> dict[str, Any]:
-    """The job of `edgebench devices check`: describe the device, measure nothing."""
+def check_job(device_kind: str, runtime_options: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    """The job of `edgebench devices check`: describe the device, measure nothing; with the
+    profile's `runtime_options`, whose accelerators (a torch GPU) are tried too."""
     return {"protocol_version": PROTOCOL_VERSION, "job_id": "check", "check": True,
-            "device_kind": device_kind}
+            "device_kind": device_kind, "runtime_options": dict(runtime_options or {})}
 
 
 def measure_job(job_id: str, model: dict[str, Any], runtime: str, *, session: int,

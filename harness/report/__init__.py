@@ -121,8 +121,8 @@ def _write_report(store: Store, folder: Path, runs: list[RunInfo], run_id: str, 
                      pruned_sessions=store.pruned_sessions(job_ids),
                      paper_files=paper_files,
                      operators=profile.html_section(
-                         df[["job_id", "device", "model", "runtime", "isa", "accelerator"]]
-                         .to_dict("records"),
+                         df[["job_id", "device", "model", "runtime", "runtime_options", "isa",
+                             "accelerator", "latency_median_ms"]].to_dict("records"),
                          store.profiles(job_ids), store.profile_ops(job_ids)))
 
 

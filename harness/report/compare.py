@@ -10,7 +10,9 @@ within, inconclusive otherwise; noise alone almost never gives the first two. A 
 on CPUs with different instruction sets (the `isa` of its fingerprint) gets "different
 instruction set" and never a speed verdict: other kernels ran; so does a pair whose model ran on
 different accelerators (`accelerator`: another GPU, execution provider or delegate, or one on
-one side only), "different accelerator". Runs whose device fingerprints
+one side only), "different accelerator"; and a pair computed in different precisions
+(`precision`: a torch run at fp16 beside one at fp32 of the same program), "different
+precision", since what is compared is then another computation. Runs whose device fingerprints
 differ are refused unless allowed, in the spirit of pyperf's refusal to mix incompatible
 benchmarks.
 
@@ -50,6 +52,7 @@ ONLY_B = "only in B"
 NOT_MEASURED = "not measured"
 DIFFERENT_ISA = "different instruction set"
 DIFFERENT_ACCELERATOR = "different accelerator"
+DIFFERENT_PRECISION = "different precision"
 # a side whose sessions ran on devices or runtimes that differ (`results.mixed_sessions`): not
 # one device's figure, so no verdict on its speed
 MIXED = "mixed sessions"
@@ -78,13 +81,16 @@ def judge(
     isa_b: str | None = None,
     accelerator_a: str | None = None,
     accelerator_b: str | None = None,
+    precision_a: str | None = None,
+    precision_b: str | None = None,
     mixed: bool = False,
     run_noise: tuple[float, int | None] | None = None,
 ) -> tuple[stats.RatioCI, str]:
     """The ratio B / A of two measurements of different runs from their session medians (ms),
     with its interval and verdict. Instruction sets are compared only when both are known
     (a database upgraded from schema 1 did not record them); accelerators always, as None is
-    a model that ran on no accelerator (CPU runtimes, and every run before GPUs were recorded).
+    a model that ran on no accelerator (CPU runtimes, and every run before GPUs were recorded);
+    precisions when both are known.
     `mixed`: a side is flagged `mixed_sessions`.
     `run_noise` is the run-to-run log-sd and the degrees of freedom of its estimate (None: no
     history, `stats.default_run_sd` of the between-session spread)."""
@@ -95,6 +101,8 @@ def judge(
         return ci, DIFFERENT_ISA
     if (accelerator_a or None) != (accelerator_b or None):
         return ci, DIFFERENT_ACCELERATOR
+    if precision_a and precision_b and precision_a != precision_b:
+        return ci, DIFFERENT_PRECISION
     if mixed:
         return ci, MIXED
     if len(a_medians) == 0 or len(b_medians) == 0:
@@ -158,6 +166,8 @@ COMPARISON_COLUMNS = (
     "isa_b",
     "accelerator_a",  # what ran the model besides the CPU, or None (`results.accelerator_label`)
     "accelerator_b",
+    "precision_a",  # what each side computed in (`results.compute_precision`)
+    "precision_b",
     "job_id_a",
     "job_id_b",
     "status_a",
@@ -180,7 +190,7 @@ COMPARISON_COLUMNS = (
 
 
 # What a pair's verdict and its table row need of each side.
-_PAIR_COLUMNS = ("job_id", "status", "isa", "accelerator", "latency_median_ms",
+_PAIR_COLUMNS = ("job_id", "status", "isa", "accelerator", "precision", "latency_median_ms",
                  "device_fingerprint", "model_sha256", "accuracy_top1", "accuracy_n", "dataset",
                  "flags")
 
@@ -249,6 +259,7 @@ def _run_noise(store: Store, sessions: SessionReader, row: pd.Series
         return None
     same = store.find_results(model_sha256=sha, status="ok", isa=row["isa_a"],
                               accelerator=_text(row.get("accelerator_a")),
+                              precision=_text(row.get("precision_a")),
                               **{k: plain(row[k]) for k in JOB_KEYS if k != "model"})
     ids = [r["job_id"] for r in same]
     if job_a not in ids:
@@ -283,7 +294,7 @@ def _judge_pair(
     top1_threshold: float = stats.TOP1_THRESHOLD_POINTS,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {k: row[k] for k in JOB_KEYS}
-    for name in ("isa", "accelerator", "job_id", "status"):
+    for name in ("isa", "accelerator", "precision", "job_id", "status"):
         for side in ("a", "b"):
             out[f"{name}_{side}"] = _text(row.get(f"{name}_{side}"))
     nan = math.nan
@@ -318,6 +329,7 @@ def _judge_pair(
     ci, verdict = judge(
         a_medians, b_medians, threshold=threshold, isa_a=out["isa_a"], isa_b=out["isa_b"],
         accelerator_a=out["accelerator_a"], accelerator_b=out["accelerator_b"],
+        precision_a=out["precision_a"], precision_b=out["precision_b"],
         mixed=_mixed(row.get("flags_a")) or _mixed(row.get("flags_b")), run_noise=run_noise,
     )
     out.update(
@@ -342,13 +354,13 @@ def _file_changed(row: pd.Series) -> bool:
 
 def _accuracy_verdict(row: pd.Series, verdict: str, threshold_points: float) -> str:
     """Top-1 of a pair that ran ok on both sides: judged on the same images (dataset and their
-    number), on the same instruction set and accelerator, each side on one device (else the
-    speed's reason, as an int8 model's top-1 moves with the kernels); "" where a side has
-    none."""
+    number), on the same instruction set, accelerator and precision, each side on one device
+    (else the speed's reason, as an int8 model's top-1 moves with the kernels); "" where a side
+    has none."""
     a, b = plain(row.get("accuracy_top1_a")), plain(row.get("accuracy_top1_b"))
     if a is None or b is None:
         return ""
-    if verdict in (DIFFERENT_ISA, DIFFERENT_ACCELERATOR, MIXED):
+    if verdict in (DIFFERENT_ISA, DIFFERENT_ACCELERATOR, DIFFERENT_PRECISION, MIXED):
         return verdict
     n_a, n_b = plain(row.get("accuracy_n_a")), plain(row.get("accuracy_n_b"))
     if n_a != n_b or plain(row.get("dataset_a")) != plain(row.get("dataset_b")):
@@ -366,18 +378,20 @@ def verdicts_over_runs(
     same measurement (JOB_KEYS) in the previous run that measured it; "" for its first run.
 
     The nightly view of `compare_runs`, by the same rule (`judge`), with the same history:
-    earlier runs of the same file, instruction set and accelerator, none of mixed sessions.
+    earlier runs of the same file, instruction set, accelerator and precision, none of mixed
+    sessions.
     """
     verdicts = pd.Series("", index=history.index, dtype=object)
     ok = history[history["status"] == "ok"].sort_values(["run_started_at", "run_id"])
     for _, series in ok.groupby(list(JOB_KEYS), dropna=False, sort=False):
-        rows = list(series[["job_id", "isa", "accelerator", "model_sha256", "flags"]]
-                    .itertuples())
+        rows = list(series[["job_id", "isa", "accelerator", "precision", "model_sha256",
+                            "flags"]].itertuples())
         for i in range(1, len(rows)):
             prev, cur = rows[i - 1], rows[i]
             earlier = [list(medians(r.job_id)) for r in rows[:i]
                        if r.model_sha256 == prev.model_sha256 and r.isa == prev.isa
                        and _text(r.accelerator) == _text(prev.accelerator)
+                       and _text(r.precision) == _text(prev.precision)
                        and not _mixed(r.flags)]
             _, verdicts[cur.Index] = judge(
                 medians(prev.job_id),
@@ -387,6 +401,8 @@ def verdicts_over_runs(
                 isa_b=_text(cur.isa),
                 accelerator_a=_text(prev.accelerator),
                 accelerator_b=_text(cur.accelerator),
+                precision_a=_text(prev.precision),
+                precision_b=_text(cur.precision),
                 mixed=_mixed(prev.flags) or _mixed(cur.flags),
                 run_noise=history_noise(earlier),
             )

@@ -40,6 +40,9 @@ FLAG_MEANINGS = {
     stats.FLAG_LOADED: f"something else ran: others kept more than {stats.LOADED_OTHERS_CPUS:g} "
     "CPU busy during a session's timed window (in sessions stored before that was measured: "
     "the 1-minute load average was above the CPU count)",
+    stats.FLAG_PROFILE_LOADED: f"something else ran during the profile session (others kept "
+    f"more than {stats.LOADED_OTHERS_CPUS:g} CPU busy): its per-operator times are inflated, "
+    "the timed figures are not",
     stats.FLAG_THROTTLED: "the device throttled (thermal or power) during a session",
     stats.FLAG_CAPPED: "a session's timed window was cut at its longest duration before it had "
     "its minimum iterations",
@@ -62,6 +65,7 @@ FLAG_LABELS = {
     stats.FLAG_BETWEEN: "spread",
     stats.FLAG_WITHIN: "cov",
     stats.FLAG_LOADED: "loaded",
+    stats.FLAG_PROFILE_LOADED: "profile loaded",
     stats.FLAG_THROTTLED: "throttled",
     stats.FLAG_CAPPED: "capped",
     stats.FLAG_FEW_SESSIONS: "1 session",
@@ -424,6 +428,7 @@ def _verdict_styles() -> dict[str, str]:
         compare.INCONCLUSIVE: "yellow",
         compare.DIFFERENT_ISA: "magenta",
         compare.DIFFERENT_ACCELERATOR: "magenta",
+        compare.DIFFERENT_PRECISION: "magenta",
         compare.MIXED: "magenta",
         compare.ONLY_A: "dim",
         compare.ONLY_B: "dim",
@@ -441,7 +446,8 @@ def comparison_rule(threshold: float,
         f" {stats.CONFIDENCE:.0%} Welch t interval over sessions widened by the run-to-run spread"
         " (from earlier runs of the same files, else assumed); slower or faster only when the"
         f" whole interval lies beyond 1 \u00b1 {threshold:g}, no change when it lies within,"
-        " inconclusive otherwise; different instruction sets or accelerators, and measurements"
+        " inconclusive otherwise; different instruction sets, accelerators or precisions, and"
+        " measurements"
         " whose sessions ran on differing devices (mixed sessions), are not compared."
         " Top-1 on the same images is lower or higher when it differs by one image or more and"
         f" by more than {top1_threshold:g} points; lower top-1 is a regression."
@@ -536,7 +542,7 @@ def _comparison_columns(rows: list[Any], styles: dict[str, str]
     shares them (a column less: the model's name and its figures matter more)."""
     from rich.text import Text
 
-    from harness.report.compare import DIFFERENT_ACCELERATOR, DIFFERENT_ISA
+    from harness.report.compare import DIFFERENT_ACCELERATOR, DIFFERENT_ISA, DIFFERENT_PRECISION
 
     verdicts = []
     for row in rows:
@@ -545,6 +551,8 @@ def _comparison_columns(rows: list[Any], styles: dict[str, str]
             verdict += f" ({row.isa_a} / {row.isa_b})"
         elif verdict == DIFFERENT_ACCELERATOR:
             verdict += f" ({row.accelerator_a or 'none'} / {row.accelerator_b or 'none'})"
+        elif verdict == DIFFERENT_PRECISION:
+            verdict += f" ({row.precision_a} / {row.precision_b})"
         verdicts.append(Text(verdict, style=styles.get(row.verdict, "")))
     devices = sorted({str(row.device) for row in rows})
     threads = {format_value(row.threads, none="") for row in rows}

@@ -69,6 +69,8 @@ HIGH_WITHIN_COV = 0.25  # iterations within a session spread more than 25% (medi
 FLAG_BETWEEN = "high_between_session_spread"
 FLAG_WITHIN = "high_cov"
 FLAG_LOADED = "loaded"  # others kept the CPUs busy during a session's timed window (`loaded`)
+# ... during the measurement's profile session (`bench --profile`): its operators' times
+FLAG_PROFILE_LOADED = "profile_loaded"
 LOADED_OTHERS_CPUS = 0.5  # CPUs' worth of others' work, on average over the window
 FLAG_THROTTLED = "throttled"
 FLAG_CAPPED = "capped"  # a session's window was cut at max_duration_s

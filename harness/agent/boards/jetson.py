@@ -121,7 +121,9 @@ def clocks_locked(show: dict[str, Any]) -> bool | None:
 
 
 def parse_tegrastats(line: str) -> dict[str, Any]:
-    """One `tegrastats` line: RAM, per-CPU load@MHz, temperatures, power rails (mW).
+    """One `tegrastats` line: RAM, per-CPU load@MHz, the memory controller's (EMC) and the GPU's
+    load@MHz, temperatures, power rails (mW). Boards of JetPack 4 print `EMC_FREQ 0%` without
+    its clock.
 
     Older boards print rails as `POM_5V_IN 2138/2138` (current/average mW), Orin as
     `VDD_IN 4764mW/4764mW`.
@@ -137,11 +139,12 @@ def parse_tegrastats(line: str) -> dict[str, Any]:
             m = re.match(r"\s*(\d+)%@(\d+)", item)
             loads.append({"load_pct": int(m.group(1)), "mhz": int(m.group(2))} if m else None)
         out["cpus"] = loads
-    gpu = re.search(r"GR3D_FREQ (\d+)%(?:@\[?(\d+))?", line)
-    if gpu:
-        out["gpu_load_pct"] = int(gpu.group(1))
-        if gpu.group(2):
-            out["gpu_mhz"] = int(gpu.group(2))
+    for key, unit in (("EMC_FREQ", "emc"), ("GR3D_FREQ", "gpu")):
+        found = re.search(key + r" (\d+)%(?:@\[?(\d+))?", line)
+        if found:
+            out[f"{unit}_load_pct"] = int(found.group(1))
+            if found.group(2):
+                out[f"{unit}_mhz"] = int(found.group(2))
     temps = {}
     for name, value in re.findall(r"([A-Za-z][\w]*)@(-?\d+(?:\.\d+)?)C\b", line):
         if float(value) > -200:  # -256C marks a sensor that is off

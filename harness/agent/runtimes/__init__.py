@@ -174,23 +174,31 @@ def get_runtime(name: str) -> Runtime:
 
 
 # Runtimes whose engine is too heavy to import just to say it is there (torch takes seconds and
-# hundreds of MB): `available_runtimes` asks the package metadata instead.
-CHECKED_BY_METADATA = {"torch": "torch"}
+# hundreds of MB): `available_runtimes` reads the version the package wrote for itself instead
+# (`torch/version.py`: `2.14.1+cu130`, the build tag that tells a CUDA build from a CPU one, which
+# the package metadata, `2.14.1`, leaves out), and imports it only to try a GPU a profile asks for.
+CHECKED_WITHOUT_IMPORT = {"torch": "torch"}
 
 
-def available_runtimes() -> dict[str, dict[str, Any]]:
-    """Which runtimes can be used here, with versions or the reason they cannot."""
+def available_runtimes(options: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Which runtimes can be used here, with versions or the reason they cannot. `options` are
+    the profile's `runtime_options`: a torch `device` there other than the CPU is tried
+    (`devices`), since a CUDA build without a GPU it can use fails every job."""
     import importlib.util
 
     found: dict[str, dict[str, Any]] = {}
     for name in sorted(RUNTIME_MODULES):
-        package = CHECKED_BY_METADATA.get(name)
+        package = CHECKED_WITHOUT_IMPORT.get(name)
         if package is not None:
-            if importlib.util.find_spec(package) is None:
+            spec = importlib.util.find_spec(package)
+            if spec is None:
                 found[name] = {"available": False,
                                "reason": f"{name} is not installed on this device"}
-            else:
-                found[name] = {"available": True, "version": _package_version(package)}
+                continue
+            found[name] = {"available": True, **_own_version(spec)}
+            device = str(((options or {}).get(name) or {}).get("device", "cpu"))
+            if name == "torch" and device != "cpu":
+                found[name]["devices"] = {device: torch_device(device)}
             continue
         try:
             rt = get_runtime(name)
@@ -198,6 +206,58 @@ def available_runtimes() -> dict[str, dict[str, Any]]:
         except RuntimeUnavailable as err:
             found[name] = {"available": False, "reason": str(err)}
     return found
+
+
+def _own_version(spec: Any) -> dict[str, Any]:
+    """`version` (and `cuda`, the CUDA it was built for, None for a CPU build) from the
+    package's own `version.py`, read and not imported; the package metadata's where there is
+    none."""
+    import ast
+    import os
+
+    values: dict[str, Any] = {}
+    for folder in spec.submodule_search_locations or ():
+        try:
+            with open(os.path.join(folder, "version.py"), encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target, value = node.targets[0], node.value
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                target, value = node.target, node.value
+            else:
+                continue
+            if isinstance(target, ast.Name):
+                try:
+                    values[target.id] = ast.literal_eval(value)
+                except ValueError:
+                    pass
+        break
+    if isinstance(values.get("__version__"), str):
+        return {"version": values["__version__"], "cuda": values.get("cuda")}
+    return {"version": _package_version(spec.name)}
+
+
+def torch_device(device: str) -> dict[str, Any]:
+    """Whether torch can run on `device` (`cuda`, `cuda:1`) here, as a job would ask: imports
+    torch, which only a check for a profile that asks for a GPU does."""
+    try:
+        import torch
+    except Exception as err:  # noqa: BLE001 - a torch that cannot load is no device either
+        return {"available": False, "reason": f"torch cannot be imported: {first_line(err)}"}
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    build = f"torch {torch.__version__}"
+    if not torch.version.cuda:
+        return {"available": False, "reason": f"{build} is a CPU build: no CUDA"}
+    if not torch.cuda.is_available():
+        return {"available": False, "reason": f"{build} sees no CUDA GPU here"}
+    count = torch.cuda.device_count()
+    if index >= count:
+        return {"available": False,
+                "reason": f"{build} sees {count} CUDA GPU{'s' if count != 1 else ''}"}
+    return {"available": True, "name": str(torch.cuda.get_device_name(index))}
 
 
 def _package_version(package: str) -> str:

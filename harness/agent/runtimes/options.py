@@ -172,6 +172,8 @@ def check_options(runtime: str, options: Mapping[str, Any]) -> None:
     check_keys(OPTIONS[runtime], options)
     if runtime == "onnxruntime":
         _check_onnxruntime(options)
+    elif runtime == "torch":
+        _check_torch(options)
 
 
 def _check_onnxruntime(options: Mapping[str, Any]) -> None:
@@ -185,6 +187,15 @@ def _check_onnxruntime(options: Mapping[str, Any]) -> None:
     if "tensorrt" in options and TENSORRT_PROVIDER not in providers:
         raise OptionError("tensorrt", f"settings of {TENSORRT_PROVIDER}, which providers does "
                           "not list, so never used")
+
+
+def _check_torch(options: Mapping[str, Any]) -> None:
+    # a CUDA graph is captured on a GPU: on the CPU every job failed at load, each a failed run
+    # whose message named neither the profile nor this field
+    device = str(options.get("device", "cpu"))
+    if options.get("cuda_graphs") and not device.startswith("cuda"):
+        raise OptionError("cuda_graphs", "true needs device cuda (or cuda:N); device is "
+                          f"{device}{'' if 'device' in options else ' (the default)'}")
 
 
 class Declared(dict):  # type: ignore[type-arg]

@@ -90,7 +90,9 @@ class TorchRuntime(Runtime):
             torch.cuda.set_device(device)
         cuda_graphs = bool(options.get("cuda_graphs", False))
         if cuda_graphs and device.type != "cuda":
-            raise ModelLoadError("bad_option", "cuda_graphs needs device cuda")
+            # the profile loader refuses this (options.py); a guard for jobs made otherwise
+            raise ModelLoadError("bad_option", "runtime_options.torch.cuda_graphs needs device "
+                                 f"cuda, not {device}")
         threads = options.get("threads")
         self._threads_before = torch.get_num_threads()  # restored by close (host builds)
         if threads:
