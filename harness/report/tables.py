@@ -36,8 +36,9 @@ from harness.report.console import is_missing as _missing
 
 # What a speedup is, said the same way wherever one is shown (tables, figure captions, the page):
 # `frame.with_baselines` computes it from the session medians, not from the headline medians, so
-# "baseline median / median" of a table's own columns can differ from it (0.081 / 0.124 = 0.654
-# against 0.65 for medians that are each the median of two sessions).
+# "baseline median / median" of a table's own columns can differ from it (the audit's table read
+# 0.0813 and 0.1244 ms, a ratio of 0.654, and a speedup of 0.64: each median is one of two
+# sessions that disagreed; the README gives an example).
 SPEEDUP_DEFINITION = (
     "Speedup is how many times faster than its fp32 baseline (same device, format, runtime and "
     "threads) a variant ran: the ratio of the geometric means of the two measurements' session "
