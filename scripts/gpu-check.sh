@@ -98,14 +98,18 @@ main() {
   fi
   echo "machine exit=0 seconds=$SECONDS" >> "$OUT/steps.txt"
 
-  step "agent CUDA paths (benchmarks/gpu.py --check)" 120 \
+  # six fresh processes, each importing torch and starting CUDA: a cold first import can take a
+  # minute on its own
+  step "agent CUDA paths (benchmarks/gpu.py --check)" 180 \
     "$PY" benchmarks/gpu.py --check --out "$OUT/check" || status=1
 
   if "$PY" -c 'import pytest' 2>/dev/null; then
     # -W default: warnings are listed at the end instead of failing a test (pyproject's
-    # "error"), as a warning from this machine's packages must not cost the one run
+    # "error"), as a warning from this machine's packages must not cost the one run; addopts
+    # keeps pyproject's plugin exclusions (a labgrid plugin there would load otherwise)
     step "GPU tests (pytest -m gpu)" 120 \
-      "$PY" -m pytest -q -m gpu -rsx -p no:cacheprovider -o addopts="" -W default \
+      "$PY" -m pytest -q -m gpu -rsx -p no:cacheprovider -o addopts="-p no:anyio -p no:labgrid" \
+      -W default \
       --junitxml="$OUT/pytest-gpu.xml" tests/test_torch_runtime.py tests/test_gpu_probe.py \
       || status=1
     # a GPU test skipped here passed nothing: say so beside the exit status
