@@ -500,7 +500,8 @@ def test_a_suite_entry_that_does_not_build_fails_the_nightly(
     missing = tmp_path / "no-such-folder"
     broken = tmp_path / "suite.yaml"
     broken.write_text(SUITE.replace(
-        "datasets:\n", f"datasets:\n  elsewhere: {{type: imagefolder, path: {missing}}}\n")
+        "datasets:\n",
+        f"datasets:\n  elsewhere: {{type: imagefolder, path: {missing}, image_size: 32}}\n")
         + "  elsewhere_cnn: {arch: digits_cnn, dataset: elsewhere}\n")
     build = tmp_path / "build"
     shutil.copytree(suite["build"], build)  # the digits CNN is reused, not trained again
