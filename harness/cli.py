@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import shlex
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -818,7 +819,7 @@ def _say_vacuum(before: int, after: int) -> None:
 def _existing_store(db: str, *, readonly: bool = False) -> Store:
     # Store() makes a database of a missing or empty file; maintenance commands must not.
     check_existing(Path(db))
-    return Store(db, readonly=readonly)
+    return Store(db, readonly=readonly, create=False)
 
 
 # What a Ctrl-C leaves, by command: a bench or nightly keeps each session as it ends; an export
@@ -1054,6 +1055,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print(f"edgebench: error: {err}", highlight=False, markup=False,
                           soft_wrap=True)
         return err.exit_code
+    except sqlite3.Error as err:  # what the store did not foresee, said in one line all the same
+        where = getattr(args, "db", None)
+        err_console.print(f"edgebench: error: {where or 'result database'}: {err}",
+                          highlight=False, markup=False, soft_wrap=True)
+        return 1
     except KeyboardInterrupt:
         return interrupted(INTERRUPTED_BY_COMMAND.get(args.command, "edgebench: interrupted"))
     except BrokenPipeError:

@@ -151,20 +151,36 @@ def empty_file(path: Path) -> bool:
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
-    """Open for reading only. A WAL database needs its -shm file beside it, which only a
-    connection allowed to write can remove again: where file and folder may be written, it is
-    opened so (never created) with writes refused, and leaves no -wal or -shm behind; where only
-    the folder may be, read-only; where neither, as immutable (nobody can be writing it there)."""
+    """Open for reading only, leaving no file behind and hiding nothing.
+
+    A WAL database is read with its -shm file beside it, which SQLite makes where it is missing
+    and only a connection allowed to write can remove again. Where file and folder may be
+    written, it is opened so (never created) with writes refused, and leaves no -wal or -shm
+    behind. Otherwise: where a write-ahead log with changes lies beside it (a bench is writing,
+    or was killed), it is read through that log, read-only, which needs its -shm (made where
+    the folder allows; a folder that does not and has none is refused, naming the log, rather
+    than showing the file without its latest results); where there is none, the file holds
+    everything and is read as immutable, making nothing: a -wal and -shm made by a reader who
+    may not write the file would be its owner's to remove, and until then stop every writer."""
     check_existing(path)
     folder = path.resolve().parent
-    if os.access(folder, os.W_OK | os.X_OK) and os.access(path, os.W_OK):
+    folder_writable = os.access(folder, os.W_OK | os.X_OK)
+    if folder_writable and os.access(path, os.W_OK):
         conn = sqlite3.connect(path.resolve().as_uri() + "?mode=rw", uri=True, timeout=30,
                                isolation_level=None)
         conn.execute("PRAGMA query_only = ON")
         return conn
-    writable = os.access(folder, os.W_OK | os.X_OK)
-    uri = path.resolve().as_uri() + ("?mode=ro" if writable else "?mode=ro&immutable=1")
-    return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+    wal, shm = (path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))
+    if not (wal.is_file() and wal.stat().st_size > 0):
+        return sqlite3.connect(path.resolve().as_uri() + "?mode=ro&immutable=1", uri=True,
+                               timeout=30, isolation_level=None)
+    if not folder_writable and not shm.is_file():
+        raise StoreError(f"{path}: its write-ahead log {wal.name} holds results not yet in the "
+                         f"file, and they cannot be read here without {shm.name} ({folder} is "
+                         "read-only); open it once where it may be written, or copy the files "
+                         "to such a folder")
+    return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30,
+                           isolation_level=None)
 
 
 def check_folder(path: Path) -> None:
@@ -211,10 +227,14 @@ class RunInfo:
 class Store:
     """A handle on one result database. Use as a context manager or call `close()`."""
 
-    def __init__(self, path: Path | str = DEFAULT_DB, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path | str = DEFAULT_DB, *, readonly: bool = False,
+                 create: bool = True) -> None:
         """`readonly`: for commands that only read; never creates, upgrades or writes the file,
-        and works on read-only storage."""
+        and works on read-only storage. `create=False`: for commands that maintain a database
+        (`db delete`, `vacuum`, `prune`); an SQLite file without edgebench's schema is refused
+        as it is, not made one."""
         self.path = Path(path)
+        self._create = create
         self._known_columns: dict[str, set[str]] = {}
         try:
             if readonly:
@@ -232,6 +252,9 @@ class Store:
                 self._check_version()
             else:
                 self._migrate()
+        except StoreError:
+            self.conn.close()
+            raise
         except sqlite3.DatabaseError as err:
             self.conn.close()
             raise StoreError(f"{self.path}: not a usable result database ({err})") from err
@@ -255,16 +278,22 @@ class Store:
         version = self._version()
         if version not in READABLE_VERSIONS:
             self.conn.close()
+            readable = " and ".join(map(str, READABLE_VERSIONS))
             what = ("no edgebench schema version" if version == 0 else
-                    f"schema version {version}, this edgebench reads "
-                    f"{' and '.join(map(str, READABLE_VERSIONS))} as they are; open it once "
-                    "where it is writable (e.g. `edgebench bench`) to upgrade it")
+                    f"schema version {version}, newer than this edgebench reads ({readable}); "
+                    "read it with the edgebench that wrote it, or a newer one"
+                    if version > max(READABLE_VERSIONS) else
+                    f"schema version {version}, this edgebench reads {readable} as they are; "
+                    "open it once where it is writable (e.g. `edgebench bench`) to upgrade it")
             raise StoreError(f"{self.path}: {what}")
 
     def _migrate(self) -> None:
         if self._version() != SCHEMA_VERSION:
             with self._tx():
                 version = self._version()  # again, under the lock: another process may have won
+                if version == 0 and not self._create:
+                    raise StoreError(f"{self.path}: no edgebench schema version: not an edgebench "
+                                     "result database")
                 if version == 0:
                     tables = self.conn.execute(
                         "SELECT name FROM sqlite_master WHERE type='table'").fetchall()
@@ -346,10 +375,19 @@ class Store:
 
     def finish_run(self, run_id: str, status: str = "finished") -> None:
         with self._tx():
-            self.conn.execute(
+            done = self.conn.execute(
                 "UPDATE runs SET finished_at = ?, status = ? WHERE run_id = ?",
                 (utc_now(), status, run_id),
             )
+            if not done.rowcount:
+                raise self._deleted(run_id)
+
+    def _deleted(self, run_id: str) -> StoreError:
+        """What a run's writer is told when the run is gone from under it: its rows would be
+        stored where no command finds or deletes them."""
+        return StoreError(f"{self.path}: run {run_id} is no longer in the database (deleted by "
+                          "`edgebench db delete --force` while it was measured); nothing more "
+                          "of it is stored")
 
     def runs(self) -> list[RunInfo]:
         rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at, rowid").fetchall()
@@ -360,7 +398,11 @@ class Store:
         return _run_info(row) if row is not None else None
 
     def resolve_run(self, run: str = "latest") -> str:
-        """A run id from `latest`, a full id or a unique prefix of one."""
+        """A run id from `latest`, a full id or a unique prefix of one (not an empty one, which
+        every id begins with: an unset `$RUN` in a script must not name a store's only run)."""
+        if not run.strip():
+            raise StoreError(f"{self.path}: an empty run id; give a run id, a prefix of one or "
+                             "'latest'")
         if run == "latest":
             row = self.conn.execute(
                 "SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1"
@@ -396,6 +438,9 @@ class Store:
         srow["samples"] = encode_samples(samples_ns)
         fingerprint = session.get("fingerprint")
         with self._tx():
+            run_id = measurement.get("run_id")
+            if not self.conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+                raise self._deleted(str(run_id))
             if fingerprint:
                 srow["fingerprint_sha256"], text = fingerprint_sha256(fingerprint)
                 self.conn.execute("INSERT OR IGNORE INTO fingerprints (sha256, fingerprint) "
@@ -646,7 +691,10 @@ class Store:
     def stats(self) -> StoreStats:
         """Bytes by table (SQLite's `dbstat`, pages actually used) and by run (its result and
         session rows, samples apart), with row and sample counts."""
-        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.OperationalError:  # read-only storage: the log is read, not folded in
+            pass
         page = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
         pages = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
         free = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])

@@ -393,3 +393,12 @@ def test_db_stats_keeps_the_run_id_whole_at_100_columns(two_runs, capsys) -> Non
 
 if sys.platform == "win32":  # pragma: no cover
     pytestmark = pytest.mark.skip("pipes and SIGPIPE exit codes as on POSIX")
+
+
+def test_a_follow_up_command_for_a_database_named_like_an_option_can_be_pasted() -> None:
+    """`db stats --db -x.db` suggested `edgebench db vacuum --db -x.db`, which argparse reads as
+    two options."""
+    from harness.report.console import db_option
+
+    assert db_option("-x.db") == " --db ./-x.db"
+    assert db_option("a b.db") == " --db 'a b.db'"

@@ -18,7 +18,7 @@ import pytest
 
 from harness.artifacts import DatasetFiles, from_model_file, load_manifest, write_manifest
 from harness.cli import main
-from harness.errors import ConfigError, TransportError
+from harness.errors import ConfigError, StoreError, TransportError
 from harness.store import Store
 from harness.transport.ssh import SSHTransport
 from tests.conftest import EDGEBENCH, REPO, make_tiny_onnx, run_cli
@@ -732,3 +732,135 @@ def test_an_empty_file_is_no_result_database_to_read_or_maintain(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     with Store(empty, readonly=True) as store:
         assert [r["status"] for r in store.results()] == ["ok"]
+
+
+def _as_a_plain_user(argv: list[str]) -> list[str]:
+    """`edgebench argv` without root's power to write what its permissions forbid (as root,
+    setpriv drops it from the command's capabilities), so a file's mode counts as for any user."""
+    edgebench = [sys.executable, "-c", "import sys; from harness.cli import main; "
+                 "sys.exit(main(sys.argv[1:]))", *argv]
+    if os.geteuid() != 0:
+        return edgebench
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv(1) (util-linux) to run without root's file powers")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--",
+            *edgebench]
+
+
+def test_reading_a_read_only_database_leaves_nothing_that_stops_its_writer(
+        db, tmp_path: Path) -> None:  # noqa: F811
+    # Found: a reader of a read-only x.db in a folder it may write left x.db-wal and x.db-shm
+    # there (SQLite's read-only connection makes them and may not remove them); the owner's
+    # next bench or `db vacuum` then failed with a traceback "attempt to write a readonly
+    # database".
+    path, a, b = db
+    shelf, copy = _wal_copy(path, tmp_path)
+    copy.chmod(0o444)
+    before = copy.read_bytes()
+    for argv in (["export", "--run", a, "--format", "json"], ["compare", a, b], ["db", "stats"]):
+        done = subprocess.run(_as_a_plain_user([*argv, "--db", str(copy)]), cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (argv, done.stderr)
+        assert sorted(p.name for p in shelf.iterdir()) == ["x.db"], argv
+    assert copy.read_bytes() == before
+    copy.chmod(0o644)
+    done = subprocess.run(_as_a_plain_user(["db", "vacuum", "--db", str(copy)]), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def _killed_writer(database: Path) -> str:
+    """A bench killed with its last run still in the write-ahead log: x.db, x.db-wal and
+    x.db-shm as SIGKILL leaves them; the run's id."""
+    code = ("import os, sys; from harness.store import Store; s = Store(sys.argv[1]); "
+            "s.conn.execute('PRAGMA wal_autocheckpoint = 0'); "
+            "print(s.begin_run('edgebench bench --model m.onnx', None, ['local']), flush=True); "
+            "os._exit(0)")
+    done = subprocess.run([sys.executable, "-c", code, str(database)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert Path(f"{database}-wal").stat().st_size > 0
+    return done.stdout.strip()
+
+
+def test_a_read_only_folder_shows_what_the_log_holds_or_says_why_not(
+        db, tmp_path: Path) -> None:  # noqa: F811
+    # Found: in a read-only folder the database was opened immutable, which ignores x.db-wal:
+    # the run a killed bench left in it was silently missing from export and db stats.
+    path, _, _ = db
+    shelf, copy = _wal_copy(path, tmp_path)
+    run = _killed_writer(copy)
+    done = _on_read_only_storage(shelf, ["export", "--db", str(copy), "--run", run,
+                                         "--format", "csv"])
+    assert done.returncode == 0, done.stderr
+    done = _on_read_only_storage(shelf, ["db", "stats", "--db", str(copy)])
+    assert done.returncode == 0 and run in done.stdout, done.stderr
+    Path(f"{copy}-shm").unlink()  # copied without it: the log cannot be read there
+    done = _on_read_only_storage(shelf, ["db", "stats", "--db", str(copy)])
+    err = done.stderr.strip()
+    assert done.returncode != 0 and len(err.splitlines()) == 1, err
+    assert "x.db-wal holds results not yet in the file" in err and "x.db-shm" in err
+
+
+def test_an_empty_run_id_names_no_run(db, capsys) -> None:  # noqa: F811
+    # Found: `db delete ""` (an unset $RUN) deleted a store's only run: every id begins with "".
+    path, a, _ = db
+    with Store(path) as store:
+        store.delete_runs([r.run_id for r in store.runs() if r.run_id != a])
+    for argv in (["db", "delete", ""], ["export", "--run", "", "--format", "csv"]):
+        assert main([*argv, "--db", str(path)]) == 2
+        _one_line_error(capsys, str(path), "an empty run id")
+    with Store(path, readonly=True) as store:
+        assert [r.run_id for r in store.runs()] == [a]
+
+
+def test_db_commands_leave_another_programs_database_as_it_is(tmp_path: Path, capsys) -> None:
+    # Found: `db delete` on an SQLite file without tables made it an edgebench database (WAL,
+    # user_version, tables) before saying "no runs yet".
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("VACUUM").connection.close()
+    before = other.read_bytes()
+    for argv in (["db", "delete", "latest"], ["db", "vacuum"], ["db", "prune",
+                                                                "--keep-samples-for", "0"]):
+        assert main([*argv, "--db", str(other)]) == 2
+        _one_line_error(capsys, str(other), "no edgebench schema version")
+    assert other.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["other.db"]
+
+
+def test_a_run_deleted_while_measured_stores_nothing_more(tmp_path: Path) -> None:
+    # Found: `db delete --force` of a running bench left its later sessions and row in the
+    # file, out of every command's reach; the bench said "stored".
+    from tests.test_report_synthetic import add_job
+
+    with Store(tmp_path / "x.db") as store:
+        run = store.begin_run("edgebench bench --model m.onnx", None, ["pi5"])
+        add_job(store, run, "net")
+        store.delete_runs([run])
+        with pytest.raises(StoreError, match=f"run {run} is no longer in the database"):
+            add_job(store, run, "net")
+        with pytest.raises(StoreError, match=f"run {run} is no longer in the database"):
+            store.finish_run(run)
+        for table in ("results", "sessions"):
+            assert store.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+
+
+def test_an_export_file_gets_the_mode_a_file_written_in_place_would(
+        db, tmp_path: Path, capsys) -> None:  # noqa: F811
+    # Found: every `export --out` file was private (0600, the temporary file's mode), and a
+    # group-shared 0664 export became private when written again.
+    path, a, _ = db
+    new, shared = tmp_path / "new.csv", tmp_path / "shared.csv"
+    shared.write_text("old\n")
+    shared.chmod(0o664)
+    umask = os.umask(0o022)
+    try:
+        for out in (new, shared):
+            assert main(["export", "--db", str(path), "--run", a, "--format", "csv",
+                         "--out", str(out)]) == 0
+    finally:
+        os.umask(umask)
+    assert (new.stat().st_mode & 0o777, shared.stat().st_mode & 0o777) == (0o644, 0o664)
+    assert shared.read_text() != "old\n"
+    assert main(["export", "--db", str(path), "--run", a, "--format", "csv",
+                 "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, str(tmp_path), "is a folder")

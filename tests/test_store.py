@@ -121,6 +121,10 @@ def test_other_schema_version_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreError, match="schema version"):
         Store(db)
+    # a reader is told to use a newer edgebench, not to upgrade it with this one, which cannot
+    with pytest.raises(StoreError, match=r"newer than this edgebench reads .*the edgebench that "
+                                         r"wrote it, or a newer one"):
+        Store(db, readonly=True)
 
 
 def test_not_a_database_is_refused(tmp_path: Path) -> None:

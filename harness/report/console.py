@@ -178,7 +178,10 @@ def db_option(db: str | Path) -> str:
 
     if Path(db).resolve() == DEFAULT_DB.resolve():
         return ""
-    return f" --db {shlex.quote(str(db))}"
+    text = str(db)
+    if text.startswith("-"):  # `--db -x.db` would read as two options
+        text = os.path.join(".", text)
+    return f" --db {shlex.quote(text)}"
 
 
 def cli_console(*, stderr: bool = False, width: int = 140, **options: Any) -> Any:

@@ -177,8 +177,12 @@ def export_samples(db: Path, run: str, fmt: str, out: Path | None = None) -> int
 @contextlib.contextmanager
 def written_whole(out: Path) -> Iterator[Path]:
     """A temporary file beside `out` to write the export into; renamed to `out` once the block
-    ends without an error, deleted whatever stopped it (Ctrl-C included)."""
+    ends without an error, deleted whatever stopped it (Ctrl-C included). The file gets the
+    mode a file written in place would have: that of the file it replaces, else what the umask
+    leaves (the temporary file is private, and a group's shared export became so)."""
     out = Path(out)
+    if out.is_dir():
+        raise EdgebenchError(f"--out {out}: is a folder; give the file to write")
     try:
         fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
     except OSError as err:  # said of the folder: the temporary name means nothing to the user
@@ -187,6 +191,17 @@ def written_whole(out: Path) -> Iterator[Path]:
     part = Path(name)
     try:
         yield part
+        part.chmod(_mode_for(out))
         os.replace(part, out)
     finally:
         part.unlink(missing_ok=True)
+
+
+def _mode_for(out: Path) -> int:
+    """The permission bits of the file at `out`, else those a new file gets under the umask."""
+    try:
+        return out.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
