@@ -136,6 +136,8 @@ def check_existing(path: Path) -> None:
     """Refuse, in one line naming it, a path that holds no result database for a command that
     reads or maintains one: nothing there, or an empty file (made by `touch`, a copy that
     failed), which SQLite takes for an empty database and a writer would make one of."""
+    if path.is_dir():
+        raise StoreError(f"{path}: is a folder, not a result database; give the database file")
     if not path.is_file():
         raise StoreError(f"{path}: no result database here")
     if empty_file(path):
@@ -240,6 +242,9 @@ class Store:
             if readonly:
                 self.conn = _connect_readonly(self.path)
             else:
+                if self.path.is_dir():
+                    raise StoreError(f"{self.path}: is a folder, not a result database; give "
+                                     "the database file (e.g. results/edgebench.db)")
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 _check_writable(self.path)
                 # autocommit: every write goes through `_tx`, which says where one starts
@@ -707,7 +712,7 @@ class Store:
         for r in self.conn.execute(
                 "SELECT runs.run_id, runs.started_at,"
                 " (SELECT COUNT(*) FROM results WHERE results.run_id = runs.run_id),"
-                " COUNT(s.job_id), COALESCE(SUM(s.samples IS NOT NULL), 0),"
+                " COUNT(s.job_id), COALESCE(SUM(s.samples IS NOT NULL AND s.n > 0), 0),"
                 " COALESCE(SUM(CASE WHEN s.samples IS NOT NULL THEN s.n END), 0),"
                 " COALESCE(SUM(LENGTH(s.samples)), 0)"
                 " FROM runs LEFT JOIN results res ON res.run_id = runs.run_id"

@@ -864,3 +864,25 @@ def test_an_export_file_gets_the_mode_a_file_written_in_place_would(
     assert main(["export", "--db", str(path), "--run", a, "--format", "csv",
                  "--out", str(tmp_path)]) == 2
     _one_line_error(capsys, str(tmp_path), "is a folder")
+
+
+def test_a_folder_given_as_the_database_is_called_one(tmp_path: Path, capsys) -> None:
+    # Found: bench said "cannot open result database (unable to open database file)" and the
+    # readers "no result database here" of `--db results` (the folder, not the file in it).
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    for argv in (["bench", "--model", str(model), "--quick"], ["db", "stats"],
+                 ["export", "--format", "csv"]):
+        assert main([*argv, "--db", str(tmp_path)]) == 2
+        _one_line_error(capsys, str(tmp_path), "is a folder, not a result database")
+
+
+def test_a_failed_session_is_not_counted_as_holding_samples(tmp_path: Path) -> None:
+    # Found: `db stats` counted a failed session (an empty samples blob) "with samples".
+    from tests.test_report_synthetic import add_job
+
+    with Store(tmp_path / "x.db") as store:
+        run = store.begin_run("edgebench bench --model m.onnx", None, ["pi5"])
+        add_job(store, run, "broken", status="failed")
+        add_job(store, run, "net")
+        (stats,) = store.stats().runs
+    assert (stats.sessions, stats.sessions_with_samples) == (6, 5)

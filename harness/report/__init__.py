@@ -34,7 +34,7 @@ WRITTEN_LIST = ".edgebench-report.json"
 
 def _open(db: Path) -> Store:
     # Store() would create an empty database; reading commands must not leave one behind.
-    if not Path(db).is_file():
+    if not Path(db).is_file() and not Path(db).is_dir():  # a folder: said by the store
         raise StoreError(f"{db}: no result database here; run `edgebench bench` first")
     # imported here: the store imports the schema, which imports this package's statistics
     from harness.store import Store
