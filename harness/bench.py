@@ -13,6 +13,8 @@ line naming the run and what differs: one measurement's figures would mix sessio
 other settings, threads or sessions planned (pyperf refuses to mix incompatible runs alike). A
 model file rebuilt since (another sha256) is refused too, rather than measured from scratch: the
 run would then hold two measurements under one name, of two files, one of them cut short.
+A run whose measurements still to be measured have stored sessions with their raw samples pruned
+(`edgebench db prune`) is refused too: their rows could not pool every session's samples.
 
 The plan also names the process measuring the run (host and pid), so that a run still being
 measured on this host is not taken up by a second process too. The checks come in two steps:
@@ -156,6 +158,7 @@ def check_run(store: Store, run: str, what: dict[str, Any], devices: Sequence[st
     if plan.get("version") != PLAN_VERSION:
         raise EdgebenchError(f"run {run_id} recorded a plan of version {plan.get('version')}, "
                              f"this edgebench resumes version {PLAN_VERSION}")
+    _check_samples_kept(store, run_id, plan)
     was = plan["what"]
     if set(was) != set(what) or was.get("suite", was.get("model")) != what.get(
             "suite", what.get("model")):
@@ -170,6 +173,40 @@ def check_run(store: Store, run: str, what: dict[str, Any], devices: Sequence[st
                              f"{', '.join(devices)}")
     check_options(f"run {run_id}", plan["options"], options)
     return info
+
+
+def _check_samples_kept(store: Store, run_id: str, plan: dict[str, Any]) -> None:
+    """A measurement still to be measured gets its row again from all its sessions, and the
+    pooled figures of that row (n, p50 to p99, mean, std) are of every sample: a stored session
+    whose samples were pruned (`edgebench db prune`) cannot give them, and a row of the new
+    sessions' samples beside the median of all would contradict its own sessions. Such a run is
+    refused; measurements that are complete keep their rows and do not matter."""
+    jobs = {j["job_id"]: j for j in plan.get("jobs") or ()}
+    if not jobs or not store.pruned_sessions(list(jobs)):
+        return
+    options = plan.get("options") or {}
+    rows = resume.sessions_by_job(store, list(jobs))
+    profiled = {p["job_id"] for p in store.profiles(list(jobs))} if options.get("profile") \
+        else set()
+    lost = []
+    for job_id, job in jobs.items():
+        done = rows.get(job_id, [])
+        unfinished = not resume.complete(done, int(options.get("sessions") or 0),
+                                         options.get("max_sessions")) or (
+            options.get("profile") and job_id not in profiled
+            and any(r["status"] == "ok" for r in done))
+        pruned = store.pruned_sessions([job_id]) if unfinished else 0
+        if pruned:
+            lost.append((_job((job["device"], job["model"], job["runtime"])), pruned))
+    if lost:
+        (what, count), others = lost[0], len(lost) - 1
+        raise EdgebenchError(
+            f"run {run_id} cannot be resumed: the raw samples of {count} stored session"
+            f"{'s' if count != 1 else ''} of {what}"
+            + (f" (and of {others} other measurement{'s' if others != 1 else ''})"
+               if others else "")
+            + " were pruned (`edgebench db prune`), and a measurement's pooled figures (n, "
+            "percentiles, mean) need every session's samples; bench it anew without --resume")
 
 
 def check_jobs(info: RunInfo, plan: BenchPlan) -> None:

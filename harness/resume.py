@@ -12,6 +12,9 @@ shares: runtime, placement, accuracy of session 0, and the fingerprint of sessio
 schema 5), and a stored profile session from its `profiles` row (it gives the row its
 placement), so that the measurement's row comes out as if the run had never stopped, and a
 device that changed between two resumes, and changed back, still shows in `mixed_sessions`.
+A stored session whose raw samples were pruned (`edgebench db prune`) cannot be so rebuilt: the
+row's pooled figures are of every sample, so its measurement is refused, not pooled from the new
+sessions alone.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from harness.agent.rapl import SOURCE as RAPL_SOURCE
+from harness.errors import EdgebenchError
 from harness.report import stats
 from harness.results import _MEMORY
 from harness.runner import PlannedJob, StoredSession, precise
@@ -111,9 +115,16 @@ def stored_sessions(store: Store, run_id: str, jobs: Sequence[PlannedJob],
         record = records.get(job.job_id)
         if not rows or record is None:
             continue
-        # a pruned session has no samples
         samples = {session: values for _, session, values
                    in store.iter_session_samples([job.job_id])}
+        pruned = [r["session"] for r in rows
+                  if r["status"] == "ok" and (r.get("n") or 0) and not samples[r["session"]].size]
+        if pruned:  # `bench` refuses such a run up front (`bench.check_run`); a nightly here
+            raise EdgebenchError(
+                f"run {run_id}: {job.artifact.name} on {job.runtime} on {job.device.name} "
+                f"cannot be resumed: the raw samples of its stored session"
+                f"{'s' if len(pruned) != 1 else ''} {', '.join(map(str, pruned))} were pruned "
+                "(`edgebench db prune`), and its pooled figures need every session's samples")
         out[job.job_id] = [
             StoredSession(row["session"], _result(row, record), row,
                           samples[row["session"]].tolist(), record["started_at"])

@@ -14,6 +14,7 @@ import pytest
 
 from harness import bench as bench_mod
 from harness import resume
+from harness.errors import EdgebenchError
 from harness.runner import BenchOptions
 from harness.store import Store, fingerprint_sha256
 from tests.conftest import EDGEBENCH, REPO, make_tiny_onnx, rows, run_cli, wait_for_sessions
@@ -481,3 +482,66 @@ def test_a_resumed_nightly_device_reads_its_stored_sessions_once_before_measurin
     assert (outcome.status, outcome.sessions_run) == ("ok", 1), outcome
     assert reads == [[plan.jobs[0].job_id]] * 2  # before measuring, and after
     assert rows(db, "SELECT session, status FROM sessions") == [(0, "ok"), (1, "ok")]
+
+
+def test_a_run_whose_samples_were_pruned_is_refused_before_anything_runs(
+        tmp_path: Path, tiny_onnx: Path) -> None:
+    """Found: `db prune --keep-samples-for 0`, then `bench --resume RUN` gave a row of 6
+    sessions whose n and pooled p50-p99, mean and std were of the 4 new sessions' samples only,
+    beside a median of all 6: the row contradicted its own sessions. Refused instead, in one line
+    naming the run and why, before anything is measured."""
+    db = tmp_path / "r.db"
+    args = ("--model", str(tiny_onnx), "--sessions", SESSIONS, "--threads", "1")
+    interrupted(db, 2, *args)
+    ((run_id,),) = rows(db, "SELECT run_id FROM runs")
+    pruned = run_cli("db", "prune", "--keep-samples-for", "0", "--db", str(db))
+    assert pruned.returncode == 0, pruned.stderr
+    before = stored(db)
+    with Store(db) as store:
+        (job_id,) = [j for (j,) in rows(db, "SELECT DISTINCT job_id FROM sessions")]
+        assert store.pruned_sessions([job_id]) == len(before) >= 2
+
+    proc = run_cli("bench", "--quick", "--db", str(db), *args, "--resume", run_id)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"edgebench: error: run {run_id} cannot be resumed: the raw samples of {len(before)} "
+        "stored sessions of tiny on onnxruntime on local were pruned (`edgebench db prune`), "
+        "and a measurement's pooled figures (n, percentiles, mean) need every session's "
+        "samples; bench it anew without --resume"]
+    assert stored(db) == before  # nothing was measured
+    assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
+
+    # the nightly's way in, the sessions read back for a resume, refuses them too
+    from harness.artifacts import from_model_file
+    from harness.config import load_profile
+
+    options = BenchOptions(quick=True, sessions=int(SESSIONS), threads=1)
+    with Store(db) as store:
+        plan = bench_mod.plan_bench([from_model_file(tiny_onnx)], [load_profile("local")],
+                                    options, run_id, bench_mod.what_record(None, tiny_onnx),
+                                    None)
+        assert [j.job_id for j in plan.jobs] == [job_id]
+        sessions = ", ".join(str(s) for _, s, _ in before)
+        with pytest.raises(EdgebenchError, match=rf"run {run_id}: tiny on onnxruntime on local "
+                                                 rf"cannot be resumed: .* {sessions} were pruned"):
+            resume.stored_sessions(store, run_id, plan.jobs)
+
+    # a measurement complete before the prune keeps its row, and is no reason to refuse the
+    # run's other measurements (here one that never began); one that still lacks its profile
+    # would get its row again, and is
+    with Store(db) as store:
+        info = store.run(run_id)
+        assert info is not None and info.plan is not None
+        plan_record = info.plan
+        plan_record["options"]["sessions"] = len(before)
+        plan_record["jobs"].append({**plan_record["jobs"][0], "job_id": "other-job",
+                                    "model": "other"})
+        store.set_run_plan(run_id, plan_record)
+        assert bench_mod.check_run(store, run_id, plan_record["what"], ["local"],
+                                   plan_record["options"]).run_id == run_id
+        plan_record["options"]["profile"] = True
+        store.set_run_plan(run_id, plan_record)
+        with pytest.raises(EdgebenchError, match=f"run {run_id} cannot be resumed"):
+            bench_mod.check_run(store, run_id, plan_record["what"], ["local"],
+                                plan_record["options"])

@@ -21,6 +21,7 @@ from harness.report.compare import (
     DIFFERENT_ACCELERATOR,
     DIFFERENT_ISA,
     DIFFERENT_PRECISION,
+    DIFFERENT_SCOPE,
     FASTER,
     FIXED,
     HIGHER_TOP1,
@@ -155,6 +156,92 @@ def test_a_different_precision_is_never_slower_or_faster() -> None:
     assert judge(a, b, precision_a="fp32", precision_b="fp32")[1] == FASTER
     assert judge(a, b, precision_a="fp32", precision_b="fp16")[1] == DIFFERENT_PRECISION
     assert judge(a, b, precision_a=None, precision_b="fp16")[1] == FASTER  # not recorded
+
+
+def test_a_different_timed_scope_is_never_slower_or_faster() -> None:
+    a, b = [10.0, 10.1, 9.9], [20.0, 20.2, 19.8]
+    assert judge(a, b, scope_a="runtime", scope_b="runtime")[1] == SLOWER
+    assert judge(a, b, scope_a="runtime", scope_b="end_to_end")[1] == DIFFERENT_SCOPE
+    assert judge(a, b, scope_a=None, scope_b="end_to_end")[1] == SLOWER  # not recorded
+
+
+def test_a_run_timed_end_to_end_is_not_judged_against_the_runtimes_own_run(
+        tmp_path: Path, tiny_onnx: Path, capsys) -> None:
+    """Found: `compare A B --fail-on-regression` paired a `bench --timed-scope end_to_end` run
+    with a run of the default scope and judged their ratio, without a word; where the numpy
+    copies matter that is "slower" and exit 1 between two different quantities. Real
+    onnxruntime through `bench`."""
+    from tests.conftest import run_cli
+
+    db = tmp_path / "r.db"
+    runs = []
+    for scope in ((), ("--timed-scope", "end_to_end")):
+        proc = run_cli("bench", "--quick", "--db", str(db), "--model", str(tiny_onnx),
+                       "--threads", "1", *scope)
+        assert proc.returncode == 0, proc.stderr
+        with Store(db, readonly=True) as store:
+            runs.append(store.runs()[-1].run_id)
+    with Store(db, readonly=True) as store:
+        result = compare_runs(store, *runs)
+    assert list(result.table["verdict"]) == [DIFFERENT_SCOPE]
+    assert (list(result.table["timed_scope_a"]), list(result.table["timed_scope_b"])) == (
+        ["runtime"], ["end_to_end"])
+    assert not math.isnan(result.table["ratio"].iloc[0])  # the figures are shown, not judged
+    assert list(result.table["settings_changed"]) == [""]  # the scope is the verdict's
+    assert run_compare(db, *runs, fail_on_regression=True) == 0
+    assert "different timed scope (runtime / end_to_end)" in capsys.readouterr().out
+    # the same scope on both sides is judged as ever
+    with Store(db, readonly=True) as store:
+        assert compare_runs(store, runs[0], runs[0]).table["verdict"].iloc[0] != DIFFERENT_SCOPE
+
+
+def test_top1_is_judged_across_timed_scopes(tmp_path: Path) -> None:
+    """The timer covers more or less of the call; the answers to the same images are the
+    model's: a lower top-1 is a regression whatever the scopes."""
+    store = Store(tmp_path / "x.db")
+    runs = []
+    for side, (scope, top1) in enumerate((("runtime", 0.7), ("end_to_end", 0.69))):
+        run = store.begin_run("ab"[side], None, ["pi5"])
+        add_job(store, run, "net", accuracy_top1=top1, timed_scope=scope,
+                samples_ns=sessions_ns(10.0 * (1 + side), between_sd=0.01, seed=side))
+        runs.append(run)
+    result = compare_runs(store, *runs)
+    assert list(result.table["verdict"]) == [DIFFERENT_SCOPE]
+    assert list(result.table["accuracy_verdict"]) == [LOWER_TOP1]
+    assert list(result.regressions["model"]) == ["net"]
+
+
+def test_a_quick_run_against_a_full_one_is_judged_and_said(tmp_path: Path, capsys) -> None:
+    """B measured with `--quick` (0.05 s warm-up, 0.2 s windows), A with the full protocol: the
+    pairs are still judged, and a line under the table says which settings differed."""
+    from harness.agent.protocol import DEFAULT_SETTINGS, QUICK_SETTINGS
+
+    store = Store(tmp_path / "x.db")
+    runs = []
+    for side, settings in enumerate((DEFAULT_SETTINGS, QUICK_SETTINGS)):
+        run = store.begin_run("ab"[side], None, ["pi5"])
+        for i, model in enumerate(("alpha", "beta")):
+            add_job(store, run, model, settings=dict(settings),
+                    samples_ns=sessions_ns(10.0, between_sd=0.01, seed=10 * side + i))
+        runs.append(run)
+    # a third run of the full protocol whose settings say nothing of the defaults: the same
+    run = store.begin_run("c", None, ["pi5"])
+    add_job(store, run, "alpha", settings={"timed_scope": "runtime"},
+            samples_ns=sessions_ns(10.0, between_sd=0.01, seed=7))
+    runs.append(run)
+    result = compare_runs(store, runs[0], runs[1])
+    changed = ("duration_s 1 / 0.2, max_duration_s 30 / 5, min_iterations 10 / 5, "
+               "warmup_min 10 / 3, warmup_s 0.5 / 0.05")
+    assert list(result.table["settings_changed"]) == [changed] * 2
+    assert set(result.table["verdict"]) == {INCONCLUSIVE}  # judged: no history, so inconclusive
+    assert set(compare_runs(store, runs[0], runs[2]).table["settings_changed"]) == {""}
+    store.close()
+    run_compare(tmp_path / "x.db", runs[0], runs[1])
+    out = " ".join(capsys.readouterr().out.split())
+    assert (f"2 measurements of B were timed under other protocol settings than A's, A / B: "
+            f"{changed} (alpha, beta). Judged all the same") in out
+    run_compare(tmp_path / "x.db", runs[0], runs[2])
+    assert "protocol settings" not in capsys.readouterr().out
 
 
 def test_a_torch_run_at_fp16_is_labelled_so_and_not_judged_against_fp32(
@@ -579,6 +666,33 @@ def test_nightly_verdicts_do_not_judge_across_accelerators(tmp_path: Path) -> No
     assert verdicts[6:9] == [INCONCLUSIVE] * 3 and verdicts[9:] == [NO_CHANGE] * 2
     for prev, cur in zip(runs, runs[1:], strict=False):
         pair = compare_runs(store, prev, cur, allow_different_devices=True).table.iloc[0]
+        assert verdicts[runs.index(cur)] == pair["verdict"]
+
+
+def test_nightly_verdicts_and_history_keep_to_one_timed_scope(tmp_path: Path) -> None:
+    """Nightlies of one file switched to `--timed-scope end_to_end`, 40% slower by the numpy
+    copies: the night of the switch is not judged, and the nights after it take their run-to-run
+    spread only from runs of the new scope, in the nightly view and in compare alike."""
+    store = Store(tmp_path / "x.db")
+    runs = []
+    nights = [(10.0, "runtime")] * 5 + [(14.0, "end_to_end")] * 6
+    for night, (median, scope) in enumerate(nights):
+        run = store.begin_run("nightly", None, ["pi5"])
+        with store.transaction() as conn:
+            conn.execute("UPDATE runs SET started_at = ? WHERE run_id = ?",
+                         (f"2026-12-{night + 1:02d}T02:00:00Z", run))
+        add_job(store, run, "net", timed_scope=scope,
+                samples_ns=sessions_ns(median, between_sd=0.01, seed=night))
+        runs.append(run)
+    history = results_frame(store, runs)
+    started = {r.run_id: r.started_at for r in store.runs()}
+    history = history.assign(run_started_at=history["run_id"].map(started))
+    verdicts = list(verdicts_over_runs(history, SessionReader(store).medians))
+    assert verdicts[5] == DIFFERENT_SCOPE
+    # four runs of the new scope before a verdict on speed, as for a new file
+    assert verdicts[6:9] == [INCONCLUSIVE] * 3 and verdicts[9:] == [NO_CHANGE] * 2
+    for prev, cur in zip(runs, runs[1:], strict=False):
+        pair = compare_runs(store, prev, cur).table.iloc[0]
         assert verdicts[runs.index(cur)] == pair["verdict"]
 
 

@@ -240,3 +240,32 @@ def test_latex_captions_are_self_contained(quick_tables) -> None:
     summary = tables.to_latex(_by_name(quick_tables, "summary"))
     assert "spread, the session medians spread more than 5" in summary
     assert "Top-1: on digits, 449 images" in summary
+
+
+def test_csv_figures_carry_no_float_noise(tmp_path: Path) -> None:
+    """Found in a lab's report: `Size [MB] 1.9999999999999998e-05`, `Params [M]
+    0.15589799999999998` and `p90 [ms] 0.11799880000000007` (an interpolation between two
+    samples in ms) where the figures are 20 bytes, 155,898 parameters and 0.1179988 ms. The CSV
+    is for machines: it says the figures; the text the tables show is unchanged."""
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run("t", None, ["pi5"])
+    add_job(store, run, "net", samples_ns=lognormal_ns(5, seed=1), size_bytes=20, params=155_898,
+            macs=301_234_567, latency_p90_ms=0.11799880000000007)
+    df = frame.with_baselines(frame.results_frame(store, [run]), store)
+    written = {t.name: t for t in tables.report_tables(df, run)}
+    csv = written["summary"].write(tmp_path)[0].read_text()
+    header, row = csv.splitlines()[:2]
+    values = dict(zip(header.split(","), row.split(","), strict=False))
+    assert values["Size [MB]"] == "2e-05"
+    assert values["Params [M]"] == "0.155898"
+    assert values["MACs [M]"] == "301.234567"
+    assert values["p90 [ms]"] == "0.1179988"
+    text = written["summary"].text.iloc[0]
+    assert (text["Size [MB]"], text["Params [M]"]) == ("0.000", "0.156")
+    assert text["p90 [ms]"] == "0.118" + tables.BELOW_MEDIAN  # below the 5 ms median: marked
+    # every float of every table: at most 12 significant digits, and the figure to that
+    for table in written.values():
+        for name in table.numbers.columns:
+            for value in table.numbers[name]:
+                if isinstance(value, float) and not np.isnan(value):
+                    assert len(repr(value).split("e")[0].replace(".", "").lstrip("0-")) <= 12

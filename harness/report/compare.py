@@ -12,12 +12,17 @@ instruction set" and never a speed verdict: other kernels ran; so does a pair wh
 different accelerators (`accelerator`: another GPU, execution provider or delegate, or one on
 one side only), "different accelerator"; and a pair computed in different precisions
 (`precision`: a torch run at fp16 beside one at fp32 of the same program), "different
-precision", since what is compared is then another computation. Runs whose device fingerprints
-differ are refused unless allowed, in the spirit of pyperf's refusal to mix incompatible
-benchmarks.
+precision", since what is compared is then another computation; and a pair timed over
+different scopes (`timed_scope`: `bench --timed-scope end_to_end`, numpy in and out, beside the
+runtime's own run), "different timed scope": another quantity was measured. Paired measurements
+taken under other protocol settings (a `--quick` run beside a full one: other warm-up and window
+lengths) are judged, and the comparison says so (`settings_changed`). Runs whose device
+fingerprints differ are refused unless allowed, in the spirit of pyperf's refusal to mix
+incompatible benchmarks.
 
 Top-1 is judged beside the speed, in `accuracy_verdict`: the same images go through each run, so
-a pair on the same instruction set and accelerator whose top-1 differs by one image or more and
+a pair on the same instruction set and accelerator (whatever the timed scope: the timer does not
+touch the answers) whose top-1 differs by one image or more and
 beyond `stats.TOP1_THRESHOLD_POINTS` is "lower top-1" or "higher top-1" (`stats.top1_verdict`).
 A regression (`is_regression`, what `--fail-on-regression` and the nightly gate fail on) is
 slower, newly failing, or lower top-1. The rich table of the comparison is in `console.py`.
@@ -33,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from harness.agent import protocol
 from harness.errors import EdgebenchError
 from harness.report import stats
 from harness.report.frame import JOB_KEYS, SessionReader, results_frame
@@ -53,6 +59,7 @@ NOT_MEASURED = "not measured"
 DIFFERENT_ISA = "different instruction set"
 DIFFERENT_ACCELERATOR = "different accelerator"
 DIFFERENT_PRECISION = "different precision"
+DIFFERENT_SCOPE = "different timed scope"
 # a side whose sessions ran on devices or runtimes that differ (`results.mixed_sessions`): not
 # one device's figure, so no verdict on its speed
 MIXED = "mixed sessions"
@@ -83,6 +90,8 @@ def judge(
     accelerator_b: str | None = None,
     precision_a: str | None = None,
     precision_b: str | None = None,
+    scope_a: str | None = None,
+    scope_b: str | None = None,
     mixed: bool = False,
     run_noise: tuple[float, int | None] | None = None,
 ) -> tuple[stats.RatioCI, str]:
@@ -90,7 +99,7 @@ def judge(
     with its interval and verdict. Instruction sets are compared only when both are known
     (a database upgraded from schema 1 did not record them); accelerators always, as None is
     a model that ran on no accelerator (CPU runtimes, and every run before GPUs were recorded);
-    precisions when both are known.
+    precisions and timed scopes (`timed_scope`) when both are known.
     `mixed`: a side is flagged `mixed_sessions`.
     `run_noise` is the run-to-run log-sd and the degrees of freedom of its estimate (None: no
     history, `stats.default_run_sd` of the between-session spread)."""
@@ -103,6 +112,8 @@ def judge(
         return ci, DIFFERENT_ACCELERATOR
     if precision_a and precision_b and precision_a != precision_b:
         return ci, DIFFERENT_PRECISION
+    if scope_a and scope_b and scope_a != scope_b:
+        return ci, DIFFERENT_SCOPE
     if mixed:
         return ci, MIXED
     if len(a_medians) == 0 or len(b_medians) == 0:
@@ -168,6 +179,8 @@ COMPARISON_COLUMNS = (
     "accelerator_b",
     "precision_a",  # what each side computed in (`results.compute_precision`)
     "precision_b",
+    "timed_scope_a",  # what the timer covered (`runtime` or `end_to_end`)
+    "timed_scope_b",
     "job_id_a",
     "job_id_b",
     "status_a",
@@ -186,13 +199,16 @@ COMPARISON_COLUMNS = (
     "top1_b",
     "accuracy_verdict",  # lower, higher or same top-1; "other images"; or the speed's reason
     "file_changed",  # both sides measured a file of this name, but not the same file (sha256)
+    # the protocol settings (other than the timed scope) that differ, A / B:
+    # "duration_s 1 / 0.2, warmup_s 0.5 / 0.05"; "" where they agree or a side has none
+    "settings_changed",
 )
 
 
 # What a pair's verdict and its table row need of each side.
-_PAIR_COLUMNS = ("job_id", "status", "isa", "accelerator", "precision", "latency_median_ms",
-                 "device_fingerprint", "model_sha256", "accuracy_top1", "accuracy_n", "dataset",
-                 "flags")
+_PAIR_COLUMNS = ("job_id", "status", "isa", "accelerator", "precision", "timed_scope",
+                 "latency_median_ms", "device_fingerprint", "model_sha256", "accuracy_top1",
+                 "accuracy_n", "dataset", "flags", "settings")
 
 
 def compare_runs(
@@ -252,14 +268,15 @@ def history_noise(runs: list[list[float]]) -> tuple[float, int] | None:
 def _run_noise(store: Store, sessions: SessionReader, row: pd.Series
                ) -> tuple[float, int] | None:
     """The run-to-run spread of A's file on this device, from the runs in the store up to A.
-    A run flagged `mixed_sessions` is left out (A too, if it is): its spread is that of two
-    devices or runtimes, not this device's from run to run."""
+    Only runs timed over A's scope count. A run flagged `mixed_sessions` is left out (A too, if
+    it is): its spread is that of two devices or runtimes, not this device's from run to run."""
     sha, job_a = row.get("model_sha256_a"), row.get("job_id_a")
     if not isinstance(sha, str) or not isinstance(row.get("isa_a"), str):
         return None
     same = store.find_results(model_sha256=sha, status="ok", isa=row["isa_a"],
                               accelerator=_text(row.get("accelerator_a")),
                               precision=_text(row.get("precision_a")),
+                              timed_scope=_text(row.get("timed_scope_a")),
                               **{k: plain(row[k]) for k in JOB_KEYS if k != "model"})
     ids = [r["job_id"] for r in same]
     if job_a not in ids:
@@ -294,7 +311,7 @@ def _judge_pair(
     top1_threshold: float = stats.TOP1_THRESHOLD_POINTS,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {k: row[k] for k in JOB_KEYS}
-    for name in ("isa", "accelerator", "precision", "job_id", "status"):
+    for name in ("isa", "accelerator", "precision", "timed_scope", "job_id", "status"):
         for side in ("a", "b"):
             out[f"{name}_{side}"] = _text(row.get(f"{name}_{side}"))
     nan = math.nan
@@ -313,6 +330,7 @@ def _judge_pair(
         top1_b=row.get("accuracy_top1_b", nan),
         accuracy_verdict="",
         file_changed=_file_changed(row),
+        settings_changed=settings_changed(row.get("settings_a"), row.get("settings_b")),
     )
     if row["_merge"] == "left_only":
         out["verdict"] = ONLY_A
@@ -330,6 +348,7 @@ def _judge_pair(
         a_medians, b_medians, threshold=threshold, isa_a=out["isa_a"], isa_b=out["isa_b"],
         accelerator_a=out["accelerator_a"], accelerator_b=out["accelerator_b"],
         precision_a=out["precision_a"], precision_b=out["precision_b"],
+        scope_a=out["timed_scope_a"], scope_b=out["timed_scope_b"],
         mixed=_mixed(row.get("flags_a")) or _mixed(row.get("flags_b")), run_noise=run_noise,
     )
     out.update(
@@ -352,11 +371,30 @@ def _file_changed(row: pd.Series) -> bool:
     return a is not None and b is not None and a != b
 
 
+def settings_changed(a: Any, b: Any) -> str:
+    """The protocol settings two measurements were timed under that differ, A / B, each with
+    the protocol's defaults where it did not say ("duration_s 1 / 0.2, warmup_s 0.5 / 0.05");
+    "" where they agree or a side recorded none. The timed scope is left out: a different one is
+    the pair's verdict (DIFFERENT_SCOPE), not a caveat."""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return ""
+    full_a = {**protocol.DEFAULT_SETTINGS, **a}
+    full_b = {**protocol.DEFAULT_SETTINGS, **b}
+    return ", ".join(f"{k} {_setting(full_a.get(k))} / {_setting(full_b.get(k))}"
+                     for k in sorted(set(full_a) | set(full_b))
+                     if k != "timed_scope" and full_a.get(k) != full_b.get(k))
+
+
+def _setting(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _accuracy_verdict(row: pd.Series, verdict: str, threshold_points: float) -> str:
     """Top-1 of a pair that ran ok on both sides: judged on the same images (dataset and their
     number), on the same instruction set, accelerator and precision, each side on one device
     (else the speed's reason, as an int8 model's top-1 moves with the kernels); "" where a side
-    has none."""
+    has none. A different timed scope leaves top-1 judged: the same images through the same
+    model, only the timer covered more or less."""
     a, b = plain(row.get("accuracy_top1_a")), plain(row.get("accuracy_top1_b"))
     if a is None or b is None:
         return ""
@@ -378,20 +416,21 @@ def verdicts_over_runs(
     same measurement (JOB_KEYS) in the previous run that measured it; "" for its first run.
 
     The nightly view of `compare_runs`, by the same rule (`judge`), with the same history:
-    earlier runs of the same file, instruction set, accelerator and precision, none of mixed
-    sessions.
+    earlier runs of the same file, instruction set, accelerator, precision and timed scope, none
+    of mixed sessions.
     """
     verdicts = pd.Series("", index=history.index, dtype=object)
     ok = history[history["status"] == "ok"].sort_values(["run_started_at", "run_id"])
     for _, series in ok.groupby(list(JOB_KEYS), dropna=False, sort=False):
-        rows = list(series[["job_id", "isa", "accelerator", "precision", "model_sha256",
-                            "flags"]].itertuples())
+        rows = list(series[["job_id", "isa", "accelerator", "precision", "timed_scope",
+                            "model_sha256", "flags"]].itertuples())
         for i in range(1, len(rows)):
             prev, cur = rows[i - 1], rows[i]
             earlier = [list(medians(r.job_id)) for r in rows[:i]
                        if r.model_sha256 == prev.model_sha256 and r.isa == prev.isa
                        and _text(r.accelerator) == _text(prev.accelerator)
                        and _text(r.precision) == _text(prev.precision)
+                       and _text(r.timed_scope) == _text(prev.timed_scope)
                        and not _mixed(r.flags)]
             _, verdicts[cur.Index] = judge(
                 medians(prev.job_id),
@@ -403,6 +442,8 @@ def verdicts_over_runs(
                 accelerator_b=_text(cur.accelerator),
                 precision_a=_text(prev.precision),
                 precision_b=_text(cur.precision),
+                scope_a=_text(prev.timed_scope),
+                scope_b=_text(cur.timed_scope),
                 mixed=_mixed(prev.flags) or _mixed(cur.flags),
                 run_noise=history_noise(earlier),
             )

@@ -432,6 +432,7 @@ def _verdict_styles() -> dict[str, str]:
         compare.DIFFERENT_ISA: "magenta",
         compare.DIFFERENT_ACCELERATOR: "magenta",
         compare.DIFFERENT_PRECISION: "magenta",
+        compare.DIFFERENT_SCOPE: "magenta",
         compare.MIXED: "magenta",
         compare.ONLY_A: "dim",
         compare.ONLY_B: "dim",
@@ -449,8 +450,8 @@ def comparison_rule(threshold: float,
         f" {stats.CONFIDENCE:.0%} Welch t interval over sessions widened by the run-to-run spread"
         " (from earlier runs of the same files, else assumed); slower or faster only when the"
         f" whole interval lies beyond 1 \u00b1 {threshold:g}, no change when it lies within,"
-        " inconclusive otherwise; different instruction sets, accelerators or precisions, and"
-        " measurements"
+        " inconclusive otherwise; different instruction sets, accelerators, precisions or timed"
+        " scopes, and measurements"
         " whose sessions ran on differing devices (mixed sessions), are not compared."
         " Top-1 on the same images is lower or higher when it differs by one image or more and"
         f" by more than {top1_threshold:g} points; lower top-1 is a regression."
@@ -495,9 +496,9 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
               .value_counts().items()]
     console.print(", ".join(f"{n} {v}" for v, n in counts) or "no measurements in either run",
                   highlight=False)
-    changed = changed_files_note(result.table)
-    if changed:
-        console.print(changed, highlight=False, markup=False)
+    for note in (changed_files_note(result.table), changed_settings_note(result.table)):
+        if note:
+            console.print(note, highlight=False, markup=False)
     spread = run_spread_note(result.table)
     if spread:
         console.print(spread, highlight=False, markup=False)
@@ -512,6 +513,25 @@ def changed_files_note(table: pd.DataFrame) -> str:
     names = sorted({str(m) for m in changed["model"]})
     return (f"{plural(len(changed), 'measurement')} of B measured another file than A under the "
             f"same name (rebuilt between the runs, sha256 differs): {', '.join(names)}.")
+
+
+def changed_settings_note(table: pd.DataFrame) -> str:
+    """The pairs timed under other protocol settings in B than in A (a `--quick` run beside a
+    full one), in one line: judged, but a shorter warm-up or window can move a median by itself.
+    """
+    if "settings_changed" not in table:
+        return ""
+    changed = table[table["settings_changed"].fillna("").astype(str) != ""]
+    if changed.empty:
+        return ""
+    parts = []
+    for settings, group in changed.groupby("settings_changed", sort=True):
+        names = ", ".join(sorted({str(m) for m in group["model"]}))
+        parts.append(f"{settings} ({names})")
+    return (f"{plural(len(changed), 'measurement')} of B {'was' if len(changed) == 1 else 'were'}"
+            " timed under other protocol settings than A's, A / B: " + "; ".join(parts)
+            + ". Judged all the same; a shorter warm-up or timed window can move a median by "
+            "itself.")
 
 
 def run_spread_note(table: pd.DataFrame) -> str:
@@ -545,7 +565,12 @@ def _comparison_columns(rows: list[Any], styles: dict[str, str]
     shares them (a column less: the model's name and its figures matter more)."""
     from rich.text import Text
 
-    from harness.report.compare import DIFFERENT_ACCELERATOR, DIFFERENT_ISA, DIFFERENT_PRECISION
+    from harness.report.compare import (
+        DIFFERENT_ACCELERATOR,
+        DIFFERENT_ISA,
+        DIFFERENT_PRECISION,
+        DIFFERENT_SCOPE,
+    )
 
     verdicts = []
     for row in rows:
@@ -556,6 +581,8 @@ def _comparison_columns(rows: list[Any], styles: dict[str, str]
             verdict += f" ({row.accelerator_a or 'none'} / {row.accelerator_b or 'none'})"
         elif verdict == DIFFERENT_PRECISION:
             verdict += f" ({row.precision_a} / {row.precision_b})"
+        elif verdict == DIFFERENT_SCOPE:
+            verdict += f" ({row.timed_scope_a} / {row.timed_scope_b})"
         verdicts.append(Text(verdict, style=styles.get(row.verdict, "")))
     devices = sorted({str(row.device) for row in rows})
     threads = {format_value(row.threads, none="") for row in rows}

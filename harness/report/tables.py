@@ -159,6 +159,25 @@ def _key(key: str, factor: float | None = None) -> Callable[[pd.DataFrame], pd.S
     return lambda df: df[key].astype("float64") * factor
 
 
+# Significant digits of a figure in a table's CSV: more than any measurement here holds (a
+# nanosecond timer, byte counts), fewer than float arithmetic's noise. A size in MB is bytes
+# times 1e-6 and a pooled p90 an interpolation between two samples in ms, and pandas writes the
+# shortest text that reads back as the same float: 1.9999999999999998e-05 MB for 20 bytes,
+# 0.11799880000000007 ms for 0.1179988.
+CSV_DIGITS = 12
+
+
+def clean_numbers(numbers: pd.DataFrame) -> pd.DataFrame:
+    """`numbers` with every float rounded to CSV_DIGITS significant digits (NaN kept), so that
+    the CSV says 2e-05 where the arithmetic left 1.9999999999999998e-05."""
+    out = numbers.copy()
+    for name in out.columns:
+        if pd.api.types.is_float_dtype(out[name]):
+            out[name] = out[name].map(
+                lambda v: v if pd.isna(v) else float(f"{v:.{CSV_DIGITS}g}"))
+    return out
+
+
 def _scaled(value: Any, factor: float) -> Any:
     return value if _missing(value) else float(value) * factor
 
@@ -404,9 +423,9 @@ def build_table(
     """A Table of `df` (a `with_baselines` frame), without `drop` and empty optional columns."""
     df = df.reset_index(drop=True)
     cols = [c for c in columns if c.header not in drop and (not c.optional or _has_values(df, c))]
-    numbers = pd.DataFrame(
+    numbers = clean_numbers(pd.DataFrame(
         {c.header: c.value(df) for c in cols if c.display or not c.latex}, index=df.index
-    )
+    ))
     shown = [c for c in cols if c.display or c.latex]
     text = pd.DataFrame(
         {
@@ -645,7 +664,7 @@ def across_devices(df: pd.DataFrame) -> Table | None:
         "across_devices",
         "Median latency on each device, with the speedup over the fp32 baseline on that "
         "device in parentheses",
-        numbers,
+        clean_numbers(numbers),
         text,
         numeric=frozenset([*cells, "Threads"]),
         display=("Model", "Technique", "Runtime", "Threads", *cells),
