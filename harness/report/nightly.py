@@ -101,7 +101,8 @@ def _e(value: Any) -> str:
 
 # Verdicts in the order the status block counts them: what needs a look first.
 COUNTED = (compare.SLOWER, compare.NEWLY_FAILING, compare.INCONCLUSIVE, compare.DIFFERENT_ISA,
-           compare.DIFFERENT_ACCELERATOR, compare.DIFFERENT_PRECISION, compare.MIXED,
+           compare.DIFFERENT_ACCELERATOR, compare.DIFFERENT_PRECISION, compare.DIFFERENT_SCOPE,
+           compare.MIXED,
            compare.NOT_MEASURED, compare.ONLY_A, compare.FASTER, compare.NO_CHANGE, compare.FIXED,
            compare.ONLY_B)
 # ... and of top-1, beside them
