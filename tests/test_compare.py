@@ -643,24 +643,31 @@ def test_nightly_verdicts_follow_the_same_rule(tmp_path: Path) -> None:
         assert verdicts[history["run_id"] == cur].iloc[0] == pair["verdict"]
 
 
-def test_nightly_verdicts_do_not_judge_across_accelerators(tmp_path: Path) -> None:
-    """A farm's CUDA box whose GPU was swapped: the night of the swap is not judged, and the
-    nights after it take their run-to-run spread only from runs on the new GPU."""
-    store = Store(tmp_path / "x.db")
+def _nightly_verdicts(store: Store, nights: list[tuple[float, dict]], device: str = "pi5",
+                      **fields) -> tuple[list[str], list[str]]:
+    """One nightly per (median ms, row fields) of `nights`, a day apart, each measuring "net"
+    on `device` with `fields`; their run ids, and each night's verdict in the nightly view."""
     runs = []
-    nights = [(10.0, A100)] * 5 + [(6.0, H200)] * 6
-    for night, (median, gpu) in enumerate(nights):
-        run = store.begin_run("nightly", None, ["cuda"])
+    for night, (median, extra) in enumerate(nights):
+        run = store.begin_run("nightly", None, [device])
         with store.transaction() as conn:
             conn.execute("UPDATE runs SET started_at = ? WHERE run_id = ?",
                          (f"2026-12-{night + 1:02d}T02:00:00Z", run))
-        add_job(store, run, "net", device="cuda", runtime="torch", accelerator=gpu,
+        add_job(store, run, "net", device=device, **fields, **extra,
                 samples_ns=sessions_ns(median, between_sd=0.01, seed=night))
         runs.append(run)
     history = results_frame(store, runs)
     started = {r.run_id: r.started_at for r in store.runs()}
     history = history.assign(run_started_at=history["run_id"].map(started))
-    verdicts = list(verdicts_over_runs(history, SessionReader(store).medians))
+    return runs, list(verdicts_over_runs(history, SessionReader(store).medians))
+
+
+def test_nightly_verdicts_do_not_judge_across_accelerators(tmp_path: Path) -> None:
+    """A farm's CUDA box whose GPU was swapped: the night of the swap is not judged, and the
+    nights after it take their run-to-run spread only from runs on the new GPU."""
+    store = Store(tmp_path / "x.db")
+    nights = [(10.0, {"accelerator": A100})] * 5 + [(6.0, {"accelerator": H200})] * 6
+    runs, verdicts = _nightly_verdicts(store, nights, device="cuda", runtime="torch")
     assert verdicts[5] == DIFFERENT_ACCELERATOR  # 40% faster: the new GPU, not the code
     # four runs on the new GPU before a verdict on speed, as for a new file
     assert verdicts[6:9] == [INCONCLUSIVE] * 3 and verdicts[9:] == [NO_CHANGE] * 2
@@ -674,20 +681,8 @@ def test_nightly_verdicts_and_history_keep_to_one_timed_scope(tmp_path: Path) ->
     copies: the night of the switch is not judged, and the nights after it take their run-to-run
     spread only from runs of the new scope, in the nightly view and in compare alike."""
     store = Store(tmp_path / "x.db")
-    runs = []
-    nights = [(10.0, "runtime")] * 5 + [(14.0, "end_to_end")] * 6
-    for night, (median, scope) in enumerate(nights):
-        run = store.begin_run("nightly", None, ["pi5"])
-        with store.transaction() as conn:
-            conn.execute("UPDATE runs SET started_at = ? WHERE run_id = ?",
-                         (f"2026-12-{night + 1:02d}T02:00:00Z", run))
-        add_job(store, run, "net", timed_scope=scope,
-                samples_ns=sessions_ns(median, between_sd=0.01, seed=night))
-        runs.append(run)
-    history = results_frame(store, runs)
-    started = {r.run_id: r.started_at for r in store.runs()}
-    history = history.assign(run_started_at=history["run_id"].map(started))
-    verdicts = list(verdicts_over_runs(history, SessionReader(store).medians))
+    nights = [(10.0, {"timed_scope": "runtime"})] * 5 + [(14.0, {"timed_scope": "end_to_end"})] * 6
+    runs, verdicts = _nightly_verdicts(store, nights)
     assert verdicts[5] == DIFFERENT_SCOPE
     # four runs of the new scope before a verdict on speed, as for a new file
     assert verdicts[6:9] == [INCONCLUSIVE] * 3 and verdicts[9:] == [NO_CHANGE] * 2
