@@ -158,7 +158,7 @@ def check_run(store: Store, run: str, what: dict[str, Any], devices: Sequence[st
     if plan.get("version") != PLAN_VERSION:
         raise EdgebenchError(f"run {run_id} recorded a plan of version {plan.get('version')}, "
                              f"this edgebench resumes version {PLAN_VERSION}")
-    _check_samples_kept(store, run_id, plan)
+    check_samples_kept(store, run_id, plan)
     was = plan["what"]
     if set(was) != set(what) or was.get("suite", was.get("model")) != what.get(
             "suite", what.get("model")):
@@ -175,12 +175,14 @@ def check_run(store: Store, run: str, what: dict[str, Any], devices: Sequence[st
     return info
 
 
-def _check_samples_kept(store: Store, run_id: str, plan: dict[str, Any]) -> None:
+def check_samples_kept(store: Store, run_id: str, plan: dict[str, Any], *,
+                       name: str = "run", anew: str = "bench it anew without --resume") -> None:
     """A measurement still to be measured gets its row again from all its sessions, and the
     pooled figures of that row (n, p50 to p99, mean, std) are of every sample: a stored session
     whose samples were pruned (`edgebench db prune`) cannot give them, and a row of the new
     sessions' samples beside the median of all would contradict its own sessions. Such a run is
-    refused; measurements that are complete keep their rows and do not matter."""
+    refused (`name` and `anew`: how the message names the run and what to do instead);
+    measurements that are complete keep their rows and do not matter."""
     jobs = {j["job_id"]: j for j in plan.get("jobs") or ()}
     if not jobs or not store.pruned_sessions(list(jobs)):
         return
@@ -201,12 +203,12 @@ def _check_samples_kept(store: Store, run_id: str, plan: dict[str, Any]) -> None
     if lost:
         (what, count), others = lost[0], len(lost) - 1
         raise EdgebenchError(
-            f"run {run_id} cannot be resumed: the raw samples of {count} stored session"
+            f"{name} {run_id} cannot be resumed: the raw samples of {count} stored session"
             f"{'s' if count != 1 else ''} of {what}"
             + (f" (and of {others} other measurement{'s' if others != 1 else ''})"
                if others else "")
             + " were pruned (`edgebench db prune`), and a measurement's pooled figures (n, "
-            "percentiles, mean) need every session's samples; bench it anew without --resume")
+            f"percentiles, mean) need every session's samples; {anew}")
 
 
 def check_jobs(info: RunInfo, plan: BenchPlan) -> None:

@@ -314,3 +314,28 @@ def test_a_nightly_whose_suite_was_edited_is_not_taken_up(tmp_path: Path) -> Non
                                              r"now\); run a new nightly \(without --id\)"):
         check_resume(store, "nightly-x", str(suite), ["pi5"], options)
     store.close()
+
+
+def test_a_nightly_whose_samples_were_pruned_is_not_taken_up(tmp_path: Path) -> None:
+    """`--id` on a nightly whose unfinished measurement has stored sessions with pruned samples
+    (`db prune`) would pool the new sessions' samples beside the old sessions' medians; refused
+    at once, as `bench --resume` refuses it, not after the farm's places are reserved."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: s\n")
+    options = BenchOptions(quick=True, sessions=5)
+    store = Store(tmp_path / "x.db")
+    plan = plan_record([], options, what_record(suite, None), None)
+    store.begin_run(f"edgebench nightly --farm f.yaml --suite {suite}", str(suite), ["pi5"],
+                    run_id="nightly-x", plan=plan)
+    job = add_job(store, "nightly-x", "resnet", samples_ns=sessions_ns(20.0, sessions=2))
+    store.set_run_plan("nightly-x", {**plan, "jobs": [
+        {"job_id": job, "device": "pi5", "model": "resnet", "runtime": "onnxruntime"}]})
+    store.finish_run("nightly-x", "interrupted")
+    assert check_resume(store, "nightly-x", str(suite), ["pi5"], options) is not None
+    store.prune_samples("0")
+    with pytest.raises(EdgebenchError, match=r"nightly nightly-x cannot be resumed: the raw "
+                                             r"samples of 2 stored sessions of resnet on "
+                                             r"onnxruntime on pi5 were pruned .* run a new "
+                                             r"nightly \(without --id\)$"):
+        check_resume(store, "nightly-x", str(suite), ["pi5"], options)
+    store.close()

@@ -96,8 +96,9 @@ def check_resume(store: Store, nightly_id: str, suite: str, devices: Sequence[st
     """The nightly `--id` names, if it exists and this command can take it up; else one line
     why not: another suite or farm, an edited suite, or other options than it recorded
     (`runs.plan`, as `bench --resume` checks them), since sessions measured otherwise would mix
-    in one measurement, or be taken for measured. A nightly of an edgebench that recorded no plan is
-    taken up unchecked, as before."""
+    in one measurement, or be taken for measured; or stored sessions whose samples were pruned
+    (said before any place is reserved, not at the first such measurement). A nightly of an
+    edgebench that recorded no plan is taken up unchecked, as before."""
     existing = store.run(nightly_id)
     if existing is None:
         return None
@@ -117,6 +118,8 @@ def check_resume(store: Store, nightly_id: str, suite: str, devices: Sequence[st
                                  f"{bench.PLAN_VERSION}")
         bench.check_options(f"nightly {nightly_id}", recorded.get("options") or {},
                             bench.options_record(options, None))
+        bench.check_samples_kept(store, nightly_id, recorded, name="nightly",
+                                 anew="run a new nightly (without --id)")
         was = (recorded.get("what") or {}).get("sha256")
         now = bench.what_record(Path(suite), None)["sha256"]
         if was != now:  # its rebuilt models would be measured beside the old ones in one run
