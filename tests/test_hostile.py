@@ -847,7 +847,7 @@ def test_a_run_deleted_while_measured_stores_nothing_more(tmp_path: Path) -> Non
 def test_an_export_file_gets_the_mode_a_file_written_in_place_would(
         db, tmp_path: Path, capsys) -> None:  # noqa: F811
     # Found: every `export --out` file was private (0600, the temporary file's mode), and a
-    # group-shared 0664 export became private when written again.
+    # group-shared 0664 export became private when written again; a link, replaced by a file.
     path, a, _ = db
     new, shared = tmp_path / "new.csv", tmp_path / "shared.csv"
     shared.write_text("old\n")
@@ -861,6 +861,13 @@ def test_an_export_file_gets_the_mode_a_file_written_in_place_would(
         os.umask(umask)
     assert (new.stat().st_mode & 0o777, shared.stat().st_mode & 0o777) == (0o644, 0o664)
     assert shared.read_text() != "old\n"
+    # Found: an `--out` that is a link (latest.csv to a dated file) was replaced by a file
+    link = tmp_path / "latest.csv"
+    link.symlink_to(shared.name)
+    shared.write_text("old\n")
+    assert main(["export", "--db", str(path), "--run", a, "--format", "csv",
+                 "--out", str(link)]) == 0
+    assert link.is_symlink() and shared.read_text() == new.read_text() != "old\n"
     assert main(["export", "--db", str(path), "--run", a, "--format", "csv",
                  "--out", str(tmp_path)]) == 2
     _one_line_error(capsys, str(tmp_path), "is a folder")

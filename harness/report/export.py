@@ -179,8 +179,9 @@ def written_whole(out: Path) -> Iterator[Path]:
     """A temporary file beside `out` to write the export into; renamed to `out` once the block
     ends without an error, deleted whatever stopped it (Ctrl-C included). The file gets the
     mode a file written in place would have: that of the file it replaces, else what the umask
-    leaves (the temporary file is private, and a group's shared export became so)."""
-    out = Path(out)
+    leaves (the temporary file is private, and a group's shared export became so). A link is
+    written through, as the shell's `>` writes, not replaced by a file of its own."""
+    out = Path(os.path.realpath(out)) if os.path.islink(out) else Path(out)
     if out.is_dir():
         raise EdgebenchError(f"--out {out}: is a folder; give the file to write")
     try:
