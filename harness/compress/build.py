@@ -320,12 +320,8 @@ def _write_whole(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    np.save(path, array)
-
-
-def code_version() -> str:
-    """Hash of the code and library versions that decide what a build produces."""
+def code_version(libraries: dict[str, str | None]) -> str:
+    """Hash of the code and the `libraries`' versions that decide what a build produces."""
     digest = hashlib.sha256()
     root = Path(__file__).resolve().parent.parent
     # host accuracy and parity run the agent's runtimes and scoring: they decide a manifest too
@@ -334,7 +330,7 @@ def code_version() -> str:
                           else [root / folder]):
             digest.update(src.name.encode())
             digest.update(src.read_bytes())
-    for lib, version in library_versions().items():
+    for lib, version in libraries.items():
         digest.update(f"{lib}={version or 'absent'}".encode())
     return digest.hexdigest()
 
@@ -393,9 +389,10 @@ class _Builder:
         self.suite = suite
         self.dir = build_dir
         self.console = console
-        self.code = code_version()
+        libraries = library_versions()
+        self.code = code_version(libraries)
         self.built_with = {"edgebench": __version__, "code_sha256": self.code,
-                           "libraries": library_versions()}
+                           "libraries": libraries}
         self.artifacts: list[Artifact] = []
         self.failures: list[tuple[str, str]] = []
         self.built = self.reused = 0
@@ -593,7 +590,7 @@ class _Builder:
         state.torch_reference = predict(model, state.eval_x)
         if state.dataset_files is not None and state.dataset_files.reference is not None:
             _write_whole(state.dataset_files.reference,
-                         functools.partial(_save_npy, array=state.torch_reference))
+                         functools.partial(np.save, arr=state.torch_reference))
 
     def _write_dataset(self, state: _ModelState) -> DatasetFiles:
         data = state.data
@@ -603,7 +600,7 @@ class _Builder:
         inputs, labels = folder / "inputs.npy", folder / "labels.npy"
         for path, array in ((inputs, data.x_test), (labels, data.y_test)):
             if not path.is_file() or not np.array_equal(np.load(path), array):
-                _write_whole(path, functools.partial(_save_npy, array=array))
+                _write_whole(path, functools.partial(np.save, arr=array))
         return DatasetFiles(data.name, inputs, labels, folder / f"{state.cfg.name}.reference.npy",
                             dict(data.preprocessing))
 
