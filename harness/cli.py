@@ -623,12 +623,15 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
                             stored=state.stored if state else None,
                             profiles=state.profiles if state else None,
                             on_change=on_change)
-        except BaseException as err:  # Ctrl-C, SIGTERM: every session measured stays
-            store.finish_run(plan.run_id, "interrupted")
-            if isinstance(err, KeyboardInterrupt):
-                progress.stop()
-                _say(f"run {plan.run_id} interrupted: the same command with --resume "
-                     f"{plan.run_id} measures what it has not stored")
+        except BaseException as err:  # Ctrl-C, SIGTERM, an error: every session measured stays
+            # an error is not an interruption: the run says it failed (a resume takes it up all
+            # the same), so that nobody reads it as stopped by hand
+            store.finish_run(plan.run_id, "interrupted" if isinstance(err, KeyboardInterrupt)
+                             else "failed")
+            progress.stop()
+            how = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed (below)"
+            _say(f"run {plan.run_id} {how}: the same command with --resume {plan.run_id} "
+                 "measures what it has not stored")
             raise
         bench.finish(store, plan)
         run_id = plan.run_id

@@ -460,6 +460,9 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
         missing = [job for job in jobs if job.job_id not in records]
         if halt is None or not halt.is_set():
             status = "finished" if not missing else "incomplete"
+    except Exception:  # not Ctrl-C or SIGTERM: the run stopped on an error, not by hand
+        status = "failed"
+        raise
     finally:
         stop.set()
         if owner:

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -893,3 +894,35 @@ def test_a_failed_session_is_not_counted_as_holding_samples(tmp_path: Path) -> N
         add_job(store, run, "net")
         (stats,) = store.stats().runs
     assert (stats.sessions, stats.sessions_with_samples) == (6, 5)
+
+
+def test_a_bench_stopped_by_an_error_is_marked_failed_not_interrupted(
+        tmp_path: Path, capsys) -> None:
+    # Found: a database error in the middle of a bench (a suite listing a recipe twice hit a
+    # UNIQUE constraint) left the run `interrupted`, as if stopped by hand. Here SQLite itself
+    # refuses the third session, as a full disk would.
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    path = tmp_path / "r.db"
+    Store(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TRIGGER full BEFORE INSERT ON sessions WHEN (SELECT COUNT(*) FROM "
+                     "sessions) >= 2 BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    conn.close()
+    assert main(["bench", "--model", str(model), "--quick", "--sessions", "4",
+                 "--db", str(path)]) == 1
+    said = [line for line in capsys.readouterr().err.splitlines()
+            if line.strip() and "━" not in line]  # the progress bar, as it was left
+    run = _rows(path, "SELECT run_id FROM runs")[0][0]
+    assert said == [f"run {run} failed (below): the same command with --resume {run} measures "
+                    "what it has not stored",
+                    f"edgebench: error: {path}: database or disk is full"]
+    assert _rows(path, "SELECT status FROM runs") == [("failed",)]
+    assert _rows(path, "SELECT COUNT(*) FROM sessions") == [(2,)]  # kept
+
+
+def _rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
