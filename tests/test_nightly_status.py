@@ -339,3 +339,24 @@ def test_a_nightly_whose_samples_were_pruned_is_not_taken_up(tmp_path: Path) -> 
                                              r"nightly \(without --id\)$"):
         check_resume(store, "nightly-x", str(suite), ["pi5"], options)
     store.close()
+
+
+def test_a_nightly_of_one_session_gets_its_junit_and_page(tmp_path: Path) -> None:
+    """`nightly --sessions 1`: a ratio whose interval needs two sessions a side has none. The
+    JUnit case and the page say the ratio alone; the JUnit writer formatted the missing bounds
+    by hand and failed the nightly at its very end."""
+    store = Store(tmp_path / "db.sqlite")
+    first = _night(store, 1)
+    add_job(store, first, "resnet", samples_ns=sessions_ns(20.0, sessions=1, seed=1))
+    store.finish_run(first)
+    second = _night(store, 2)
+    add_job(store, second, "resnet", samples_ns=sessions_ns(30.0, sessions=1, seed=2))
+    store.finish_run(second)
+    summary = _summary(store, first, second, [_ok()])
+    ((m,),) = [summary["measurements"]]
+    assert m["ratio"] is not None and m["ratio_ci95_low"] is None
+    junit = ET.parse(write_junit(tmp_path / "junit.xml", summary)).getroot()
+    (out,) = [e.text or "" for e in junit.iter("system-out")]
+    assert f"ratio {m['ratio']:.3f} (ISA" in out and out.endswith(": inconclusive")
+    write_trend(store, second, [first, second], ["pi5"], tmp_path / "out", summary=summary)
+    store.close()

@@ -25,6 +25,7 @@ from typing import Any
 
 from harness.farm.nightly import DeviceOutcome
 from harness.report.compare import FAILING_VERDICTS, HIGHER_TOP1, LOWER_TOP1, is_regression
+from harness.report.console import format_interval
 from harness.report.stats import TOP1_THRESHOLD_POINTS
 
 
@@ -138,9 +139,9 @@ def _figures(m: dict[str, Any]) -> str:
         "not measured"
     if m.get("median_a_ms") is not None:
         text += f", baseline {m['median_a_ms']:.4g} ms"
-    if m.get("ratio") is not None:
-        text += (f", ratio {m['ratio']:.3f} [{m['ratio_ci95_low']:.3f}, "
-                 f"{m['ratio_ci95_high']:.3f}]")
+    if m.get("ratio") is not None:  # no interval with one session a side
+        text += ", ratio " + format_interval(m["ratio"], m.get("ratio_ci95_low"),
+                                             m.get("ratio_ci95_high"), ".3f")
     if m.get("top1_a") is not None and m.get("top1_b") is not None:
         text += f", top-1 {100 * m['top1_a']:.1f}% -> {100 * m['top1_b']:.1f}%"
         if m.get("accuracy_verdict") in (LOWER_TOP1, HIGHER_TOP1):

@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from harness.report import compare, frame, plots, stats
+from harness.report.console import format_interval
 from harness.store import Store
 
 HISTORY = 30  # nightlies shown in the trend
@@ -117,7 +118,7 @@ def _top1(m: dict[str, Any]) -> str:
 def _ratio(m: dict[str, Any]) -> str:
     if m.get("ratio") is None:
         return ""
-    return f"{m['ratio']:.3f} [{m['ratio_ci95_low']:.3f}, {m['ratio_ci95_high']:.3f}]"
+    return format_interval(m["ratio"], m.get("ratio_ci95_low"), m.get("ratio_ci95_high"), ".3f")
 
 
 def _isa(m: dict[str, Any]) -> str:
