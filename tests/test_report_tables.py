@@ -269,3 +269,20 @@ def test_csv_figures_carry_no_float_noise(tmp_path: Path) -> None:
             for value in table.numbers[name]:
                 if isinstance(value, float) and not np.isnan(value):
                     assert len(repr(value).split("e")[0].replace(".", "").lstrip("0-")) <= 12
+
+
+def test_every_table_says_which_isa_measured_it(demo, tmp_path: Path) -> None:
+    """Found: the page and the figures named the CPU's instruction set, the tables did not, so
+    a table copied into a paper lost which ISA gave its int8 speed and top-1. The note under
+    each table (its LaTeX caption too) names it per device, and the CSV per row."""
+    df, _, report_tables = demo
+    isa = df["isa"].dropna().unique().tolist()
+    assert len(isa) == 1 and isa[0]
+    for table in report_tables:
+        devices = ["pi5"] if table.name == "device_pi5" else \
+            ["jetson"] if table.name == "device_jetson" else ["jetson", "pi5"]
+        said = "CPU ISA: " + "; ".join(f"{d} {isa[0]}" for d in devices) + "."
+        assert said in table.note, table.name
+        assert tables.latex_escape(said) in " ".join(tables.to_latex(table).split()), table.name
+    csv = pd.read_csv(_by_name(report_tables, "summary").write(tmp_path)[0])
+    assert csv["CPU ISA"].tolist() == df["isa"].tolist()

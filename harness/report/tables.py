@@ -33,6 +33,7 @@ from harness.report.console import (
     in_legend_order,
 )
 from harness.report.console import is_missing as _missing
+from harness.report.frame import distinct
 
 # What a speedup is, said the same way wherever one is shown (tables, figure captions, the page):
 # `frame.with_baselines` computes it from the session medians, not from the headline medians, so
@@ -298,6 +299,8 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         "Runtime", _key("runtime"), _str("runtime"), numeric=False, caption_if_constant="runtime"
     ),
     Column("Threads", _key("threads"), _str("threads"), caption_if_constant="threads"),
+    # the note under a table names it per device; the CSV, read without a note, per row
+    Column("CPU ISA", _key("isa"), _str("isa"), numeric=False, display=False, latex=False),
     Column("Sessions", _key("sessions"), _sessions_text, latex=False),
     Column(
         "Median [ms] (95% CI)",
@@ -675,6 +678,18 @@ def across_devices(df: pd.DataFrame) -> Table | None:
     )
 
 
+def isa_text(rows: pd.DataFrame) -> str:
+    """Which CPU instruction set each device's figures were measured on, for a table's note:
+    int8 kernels, speed and even top-1 change with it, and a table copied out of the report
+    must still say it ("CPU ISA: pi5 arm neon asimd; x86 avx512 vnni.")."""
+    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
+    parts = []
+    for device, part in (ok if len(ok) else rows).groupby("device", sort=True):
+        isa = distinct(part, "isa")
+        parts.append(f"{device} {' / '.join(isa) if isa else 'not recorded'}")
+    return f"CPU ISA: {'; '.join(parts)}." if parts else ""
+
+
 def file_stem(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
@@ -687,7 +702,7 @@ def report_tables(df: pd.DataFrame, run_id: str, incomplete: str | None = None) 
     def how(rows: pd.DataFrame) -> str:
         sessions = sessions_text(rows)
         return " ".join(filter(None, [f"{sessions[0].upper()}{sessions[1:]}." if sessions
-                                      else "", protocol_text(rows)]))
+                                      else "", protocol_text(rows), isa_text(rows)]))
 
     tables = [build_table(df, "summary", f"All measurements of {run}", note=how(df))]
     for device, part in df.groupby("device", sort=True, dropna=False):
