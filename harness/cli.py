@@ -460,6 +460,18 @@ def _path(text: str) -> str:
     return text
 
 
+class _Once(argparse.Action):
+    """An option that takes one value: given twice, argparse kept the last one silently
+    (`--model a.onnx --model b.onnx` measured b alone)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        before = getattr(namespace, self.dest, None)
+        if before is not None:
+            raise argparse.ArgumentError(self, f"given twice ({before}, {values}); {self.help}")
+        setattr(namespace, self.dest, values)
+
+
 def _input_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(d) for d in text.split(","))
@@ -904,9 +916,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default local)")
     bench.add_argument("--farm", type=_path, help=farm_help)
     what = bench.add_mutually_exclusive_group(required=True)
-    what.add_argument("--suite", type=_path,
+    what.add_argument("--suite", type=_path, action=_Once,
                       help="suite YAML; its artifacts are built first if needed")
-    what.add_argument("--model", type=_path, help="one model file (.onnx, .tflite, .pt2)")
+    what.add_argument("--model", type=_path, action=_Once,
+                      help="one model file (.onnx, .tflite, .pt2); for several, a bench each")
     bench.add_argument("--runtime", action="append",
                        help="only this runtime (repeatable); default: the profile's runtimes")
     bench.add_argument("--threads", type=_thread_count, help="inference threads (default: "

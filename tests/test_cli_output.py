@@ -303,6 +303,18 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(argv, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("flag", ["--model", "--suite"])
+def test_a_file_option_given_twice_is_refused_not_the_first_dropped(flag: str, tmp_path: Path,
+                                                                    capsys) -> None:
+    # Found: `bench --model a.onnx --model b.onnx` measured b alone and said nothing of a.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", flag, "a", flag, "b", "--db", str(tmp_path / "r.db")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"edgebench bench: error: argument {flag}: given twice (a, b); "), err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "r.db").exists()
+
+
 @pytest.mark.parametrize("argv, says", [
     (["bench"], "edgebench bench: error: one of the arguments --suite --model is required "
                 "(see edgebench bench --help)"),
