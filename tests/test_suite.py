@@ -72,6 +72,9 @@ def test_minimal_suite_defaults(tmp_path: Path) -> None:
         (BASE.replace("ratio: 0.5", "ration: 0.5"), "recipes.r.steps[0].prune_structured.ration",
          "known: "),
         (BASE.replace("recipes: [r]", "recipes: [r, s]"), "models.m.recipes[1]", "unknown recipe"),
+        # found in an audit: the file was built twice and the bench failed on a UNIQUE constraint
+        (BASE.replace("recipes: [r]", "recipes: [r, r]"), "models.m.recipes[1]",
+         "recipe r is listed twice (also models.m.recipes[0])"),
         (BASE.replace("steps: [{prune_structured: {ratio: 0.5}}]",
                       "steps: [quantize_static, prune_structured]"), "recipes.r.steps[0]",
          "last step"),

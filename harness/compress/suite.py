@@ -254,6 +254,10 @@ def load_suite(path: Path | str) -> Suite:
         recipe_names = r.names(body.get("recipes", []), f"{where}.recipes")
         for i, recipe in enumerate(recipe_names):
             r.known(recipe, f"{where}.recipes[{i}]", "recipe", sorted(recipes))
+            if recipe in recipe_names[:i]:
+                # one file built twice, and two measurements of one name in a bench
+                raise r.fail(f"{where}.recipes[{i}]", f"recipe {recipe} is listed twice (also "
+                             f"{where}.recipes[{recipe_names.index(recipe)}])")
             only = recipes[recipe].formats
             if only is not None and not set(only) & set(formats):
                 raise r.fail(f"{where}.recipes[{i}]",
