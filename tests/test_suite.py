@@ -154,6 +154,39 @@ def test_malformed_suites_name_file_and_field(tmp_path: Path, text: str, field: 
     assert str(path) in str(err.value) and needle in str(err.value)
 
 
+def test_two_entries_whose_artifacts_share_a_name_are_refused(tmp_path: Path) -> None:
+    # found in an audit: model `m-r` and model `m` with recipe `r` were both built to m-r.onnx,
+    # and a bench measured the last one written under both labels
+    text = ("datasets: {digits: {type: digits}}\n"
+            "models:\n"
+            "  m: {arch: digits_cnn, dataset: digits, recipes: [r]}\n"
+            "  m-r: {arch: digits_cnn_small, dataset: digits}\n"
+            "recipes: {r: {steps: [quantize_dynamic]}}\n")
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert err.value.field == "models.m-r"
+    assert str(err.value) == (
+        f"{path}: models.m-r: model m-r's fp32 baseline makes artifacts named m-r, as does model "
+        "m with recipe r (models.m.recipes[0]): both would be written to m-r.onnx, m-r.tflite; "
+        "rename the model or the recipe")
+    # two recipe entries, in formats that do not overlap: one name in results all the same
+    text = ("models:\n"
+            "  a: {arch: resnet18, recipes: [b-c], formats: [onnx]}\n"
+            "  a-b: {arch: resnet18, recipes: [c], formats: [tflite]}\n"
+            "recipes: {b-c: {steps: [quantize_dynamic]}, c: {steps: [quantize_dynamic]}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_suite(_write(tmp_path, text))
+    assert err.value.field == "models.a-b.recipes[0]"
+    assert "model a-b with recipe c makes artifacts named a-b-c, as does model a with recipe b-c "\
+           "(models.a.recipes[0]); rename" in str(err.value)
+    # one file where names differ in case only (macOS, Windows)
+    text = "models: {Net: {arch: resnet18}, net: {arch: resnet18}}\n"
+    with pytest.raises(ConfigError, match="named Net, one file on a case-insensitive file "
+                                          "system: both would be written to net.onnx"):
+        load_suite(_write(tmp_path, text))
+
+
 def test_unreadable_suite_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_suite(tmp_path / "absent.yaml")

@@ -44,7 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import yamlfile
-from harness.artifacts import BUILD_FORMATS, DEFAULT_BUILD_FORMATS, SAFE_NAME_RULE, is_safe_name
+from harness.artifacts import (
+    BUILD_FORMATS,
+    DEFAULT_BUILD_FORMATS,
+    FORMAT_SUFFIX,
+    SAFE_NAME_RULE,
+    is_safe_name,
+)
 from harness.errors import ConfigError, UnknownNameError
 
 
@@ -286,7 +292,45 @@ def load_suite(path: Path | str) -> Suite:
             formats=formats,
             recipes=recipe_names,
         )
-    return Suite(path, str(top.get("name") or path.stem), seed, datasets, models, recipes)
+    suite = Suite(path, str(top.get("name") or path.stem), seed, datasets, models, recipes)
+    _check_artifact_names(r, suite)
+    return suite
+
+
+def artifact_name(model: str, recipe: str | None) -> str:
+    """The name of a suite entry's artifacts: `<model>` for the fp32 baseline, `<model>-<recipe>`
+    for a recipe; build.py writes each to `<name><format suffix>` in the build folder, and results
+    and reports tell artifacts apart by this name."""
+    return model if recipe is None else f"{model}-{recipe}"
+
+
+def _check_artifact_names(r: _Reader, suite: Suite) -> None:
+    """Two entries whose artifacts get one name are refused, naming both: a model name may hold
+    `-`, so model `m-r` and model `m` with recipe `r` were both written to `m-r.onnx`, the last
+    one built measured under both labels. Names that differ in case only are refused too: on the
+    case-insensitive file systems of macOS and Windows they are one file."""
+    seen: dict[str, tuple[str, str, str, tuple[str, ...]]] = {}
+    for model in suite.models.values():
+        entries: list[tuple[str | None, str, str]] = [
+            (None, f"models.{model.name}", f"model {model.name}'s fp32 baseline")]
+        entries += [(recipe, f"models.{model.name}.recipes[{i}]",
+                     f"model {model.name} with recipe {recipe}")
+                    for i, recipe in enumerate(model.recipes)]
+        for recipe, where, what in entries:
+            name = artifact_name(model.name, recipe)
+            formats = suite.formats_for(model, None if recipe is None
+                                        else suite.recipes[recipe])
+            first = seen.get(name.casefold())
+            if first is None:
+                seen[name.casefold()] = (name, where, what, formats)
+                continue
+            other, other_where, other_what, other_formats = first
+            same = [f"{name}{FORMAT_SUFFIX[f]}" for f in formats if f in other_formats]
+            raise r.fail(where, f"{what} makes artifacts named {name}, as does {other_what} "
+                         f"({other_where})" + (f" named {other}, one file on a case-insensitive "
+                                               "file system" if other != name else "")
+                         + (f": both would be written to {', '.join(same)}" if same else "")
+                         + "; rename the model or the recipe")
 
 
 def _check_input_size(r: _Reader, model: str, arch: str, input_size: int | None,
