@@ -185,6 +185,11 @@ def test_two_entries_whose_artifacts_share_a_name_are_refused(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="named Net, one file on a case-insensitive file "
                                           "system: both would be written to net.onnx"):
         load_suite(_write(tmp_path, text))
+    text = BASE.replace("  digits: {type: digits}", "  digits: {type: digits}\n"
+                                                     "  Digits: {type: digits}")
+    with pytest.raises(ConfigError, match="datasets.Digits: differs from datasets.digits in case "
+                                          "only"):
+        load_suite(_write(tmp_path, text))
 
 
 def test_unreadable_suite_files(tmp_path: Path) -> None:

@@ -213,6 +213,10 @@ def load_suite(path: Path | str) -> Suite:
     datasets: dict[str, DatasetCfg] = {}
     for name, body in r.entries(top.get("datasets"), "datasets"):
         where = f"datasets.{name}"
+        same = [other for other in datasets if other.casefold() == name.casefold()]
+        if same:  # its tensors go to <build>/data/<name>/: one folder on macOS and Windows
+            raise r.fail(where, f"differs from datasets.{same[0]} in case only, and their files "
+                         "would share one folder on a case-insensitive file system; rename one")
         body = dict(r.mapping(body, where))
         kind = r.string(body.pop("type", None), f"{where}.type")
         r.known(kind, f"{where}.type", "dataset", dataset_types)
