@@ -132,7 +132,13 @@ def test_minimal_suite_defaults(tmp_path: Path) -> None:
          "recipes.r.steps[0].quantize_static.calibration_size",
          "calibration_size must be a positive integer, got -5"),
         (BASE.replace("ratio: 0.5", "ratio: 1.5"), "recipes.r.steps[0].prune_structured.ratio",
-         "ratio=1.5 is out of range [0.0, 1.0)"),
+         "ratio=1.5 is out of range (0.0, 1.0)"),
+        # found in an audit: ratio 0 failed at build, blaming the model ("removed nothing (no
+        # prunable channel groups in this model?)"); sparsity 0 built the baseline again
+        (BASE.replace("ratio: 0.5", "ratio: 0.0"), "recipes.r.steps[0].prune_structured.ratio",
+         "ratio=0.0 is out of range (0.0, 1.0)"),
+        (BASE.replace("{prune_structured: {ratio: 0.5}}", "{prune_magnitude: {sparsity: 0}}"),
+         "recipes.r.steps[0].prune_magnitude.sparsity", "sparsity=0 is out of range (0.0, 1.0)"),
         (BASE.replace("ratio: 0.5", "ratio: 0.5, global_pruning: yes please"),
          "recipes.r.steps[0].prune_structured.global_pruning", "true or false"),
         (BASE.replace("{prune_structured: {ratio: 0.5}}", "{lowrank_svd: {rank: 0}}"),
