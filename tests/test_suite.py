@@ -198,6 +198,50 @@ def test_two_entries_whose_artifacts_share_a_name_are_refused(tmp_path: Path) ->
         load_suite(_write(tmp_path, text))
 
 
+# A latency-only model: no dataset, so nothing to train or fine-tune on.
+LATENCY = """
+models:
+  net: {arch: resnet18, recipes: [ok, p]}
+recipes:
+  ok: {steps: [{prune_structured: {finetune_epochs: 0}}, quantize_static]}
+  p: {steps: [%s]}
+"""
+
+
+@pytest.mark.parametrize(("step", "field", "says"), [
+    ("prune_structured", "recipes.p.steps[0].prune_structured.finetune_epochs",
+     "3 (the default): prune_structured trains, and model net (models.net.recipes[1]) has no "
+     "dataset to train on; set it to 0 or give models.net a dataset"),
+    ("{prune_magnitude: {finetune_epochs: 1}}", "recipes.p.steps[0].prune_magnitude."
+     "finetune_epochs", "1: prune_magnitude trains"),
+    ("{lowrank_svd: {rank: 4}}", "recipes.p.steps[0].lowrank_svd.finetune_epochs",
+     "3 (the default): lowrank_svd trains"),
+    ("{lowrank_tucker: {energy: 0.5, finetune_epochs: 0}}, qat",
+     "recipes.p.steps[1].qat.epochs", "3 (the default): qat trains, and model net "
+     "(models.net.recipes[1]) has no dataset to train on; give models.net a dataset or drop "
+     "the recipe from it"),
+    ("{distill: {student: resnet18, epochs: 2}}", "recipes.p.steps[0].distill.epochs",
+     "2: distill trains"),
+])
+def test_a_step_that_trains_is_refused_on_a_model_without_a_dataset(
+        tmp_path: Path, step: str, field: str, says: str) -> None:
+    # found in an audit: the step failed at build ("needs a dataset"), after the suite's other
+    # models had trained
+    path = _write(tmp_path, LATENCY % step)
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert err.value.field == field
+    assert str(err.value).startswith(f"{path}: {field}: {says}")
+
+
+def test_steps_that_do_not_train_are_taken_on_a_model_without_a_dataset(tmp_path: Path) -> None:
+    suite = load_suite(_write(tmp_path, LATENCY % "{lowrank_svd: {rank: 4, finetune_epochs: 0}}"))
+    assert suite.models["net"].recipes == ("ok", "p")
+    # the same training recipe on a model with a dataset is fine
+    text = BASE.replace("{prune_structured: {ratio: 0.5}}", "{distill: {epochs: 1}}")
+    assert load_suite(_write(tmp_path, text)).models["m"].recipes == ("r",)
+
+
 def test_unreadable_suite_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_suite(tmp_path / "absent.yaml")

@@ -285,6 +285,8 @@ def load_suite(path: Path | str) -> Suite:
                              f"recipe {recipe}'s steps produce together only "
                              f"{', '.join(recipes[recipe].step_formats)}, and this model is "
                              f"built only as {', '.join(formats)}: nothing would be built")
+            if dataset is None:
+                _check_no_training(r, name, i, recipes[recipe])
         models[name] = ModelCfg(
             name=name, arch=arch, dataset=dataset,
             weights=_path(r.string(body["weights"], f"{where}.weights"))
@@ -365,6 +367,35 @@ def _check_input_size(r: _Reader, model: str, arch: str, input_size: int | None,
         raise r.fail(f"models.{model}.input_size",
                      f"{input_size}, but {arch} takes only {spec.input_size}x{spec.input_size} "
                      "inputs")
+
+
+# A step's parameters that count the epochs it trains for (`fit`'s `epochs`): above 0 the step
+# needs the model's dataset (`StepContext.require_data`), which a latency-only model lacks.
+EPOCH_PARAMS = ("epochs", "finetune_epochs")
+
+
+def _check_no_training(r: _Reader, model: str, index: int, recipe: RecipeCfg) -> None:
+    """A recipe of a model without a dataset may not train: the build failed there, after the
+    suite's other models had trained. Named by the recipe's field, which sets the epochs."""
+    from harness.compress.techniques import TECHNIQUES, ParamError
+
+    for j, step in enumerate(recipe.steps):
+        tech = TECHNIQUES.get(step.technique)
+        params = tech.resolve(step.params)
+        for key in EPOCH_PARAMS:
+            epochs = params.get(key)
+            if not isinstance(epochs, int) or epochs <= 0:
+                continue
+            try:  # qat and distill train at least one epoch: 0 is no way out there
+                tech.check({**params, key: 0})
+                way_out = f"set it to 0 or give models.{model} a dataset"
+            except ParamError:
+                way_out = f"give models.{model} a dataset or drop the recipe from it"
+            raise r.fail(f"recipes.{recipe.name}.steps[{j}].{step.technique}.{key}",
+                         f"{epochs}" + ("" if key in step.params else " (the default)")
+                         + f": {step.technique} trains, and model {model} "
+                         f"(models.{model}.recipes[{index}]) has no dataset to train on; "
+                         + way_out)
 
 
 def _formats_of(technique: str) -> tuple[str, ...]:
