@@ -242,6 +242,32 @@ def test_steps_that_do_not_train_are_taken_on_a_model_without_a_dataset(tmp_path
     assert load_suite(_write(tmp_path, text)).models["m"].recipes == ("r",)
 
 
+def test_a_student_of_one_input_size_only_is_refused_another(tmp_path: Path) -> None:
+    # found in an audit: a resnet18 teacher on 64x64 images trained, then distilling into
+    # digits_cnn_small (32x32 only) failed at build: "mat1 and mat2 shapes cannot be multiplied"
+    text = (BASE.replace("type: digits", "type: digits, image_size: 64")
+            .replace("arch: digits_cnn", "arch: resnet18")
+            .replace("{prune_structured: {ratio: 0.5}}", "{distill: {epochs: 1}}"))
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert err.value.field == "recipes.r.steps[0].distill.student"
+    assert str(err.value) == (
+        f"{path}: recipes.r.steps[0].distill.student: digits_cnn_small (the default) takes only "
+        "32x32 inputs, and model m (models.m.recipes[0]) gives it 64x64 "
+        "(datasets.digits.image_size)")
+    # the dataset's default size, and a student that takes any size
+    text = (BASE.replace("arch: digits_cnn", "arch: resnet18")
+            .replace("{prune_structured: {ratio: 0.5}}",
+                     "{distill: {student: mobilenet_v2, epochs: 1}}"))
+    assert load_suite(_write(tmp_path, text)).recipes["r"].steps[0].technique == "distill"
+    text = text.replace("type: digits", "type: imagefolder, path: .")
+    with pytest.raises(ConfigError, match=r"steps\[0\].distill.student: digits_cnn takes only "
+                                          r"32x32 inputs, .* gives it 224x224 \(datasets.digits"
+                                          r".image_size, the default\)"):
+        load_suite(_write(tmp_path, text.replace("student: mobilenet_v2", "student: digits_cnn")))
+
+
 def test_unreadable_suite_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_suite(tmp_path / "absent.yaml")

@@ -287,6 +287,8 @@ def load_suite(path: Path | str) -> Suite:
                              f"built only as {', '.join(formats)}: nothing would be built")
             if dataset is None:
                 _check_no_training(r, name, i, recipes[recipe])
+            _check_students(r, name, i, recipes[recipe], arch, input_size,
+                            datasets[dataset] if dataset is not None else None)
         models[name] = ModelCfg(
             name=name, arch=arch, dataset=dataset,
             weights=_path(r.string(body["weights"], f"{where}.weights"))
@@ -396,6 +398,42 @@ def _check_no_training(r: _Reader, model: str, index: int, recipe: RecipeCfg) ->
                          + f": {step.technique} trains, and model {model} "
                          f"(models.{model}.recipes[{index}]) has no dataset to train on; "
                          + way_out)
+
+
+# A step's parameters that name the zoo arch the step's output is (distillation's student): it
+# takes the model's inputs, so an arch of one input size only is checked as the model's is.
+STUDENT_PARAMS = ("student",)
+
+
+def _check_students(r: _Reader, model: str, index: int, recipe: RecipeCfg, arch: str,
+                    input_size: int | None, dataset: DatasetCfg | None) -> None:
+    """A student arch that takes one input size only (`ModelSpec.fixed_input_size`) is refused
+    another: the build failed there with "mat1 and mat2 shapes cannot be multiplied", after the
+    teacher had trained. The model's side is its dataset's, else its input_size or its arch's."""
+    from harness.compress.techniques import TECHNIQUES
+    from harness.zoo.datasets import image_size_of
+    from harness.zoo.models import MODELS
+
+    if dataset is not None:
+        side = image_size_of(dataset.type, dataset.params)
+        source = f"datasets.{dataset.name}.image_size" + (
+            "" if "image_size" in dataset.params else ", the default")
+    else:
+        side = input_size or MODELS.get(arch).input_size
+        source = f"models.{model}.input_size" if input_size else f"{arch}'s default"
+    for j, step in enumerate(recipe.steps):
+        params = TECHNIQUES.get(step.technique).resolve(step.params)
+        for key in STUDENT_PARAMS:
+            student = params.get(key)
+            if not isinstance(student, str) or student not in MODELS:
+                continue
+            spec = MODELS.get(student)
+            if spec.fixed_input_size and side is not None and side != spec.input_size:
+                raise r.fail(f"recipes.{recipe.name}.steps[{j}].{step.technique}.{key}",
+                             f"{student}" + ("" if key in step.params else " (the default)")
+                             + f" takes only {spec.input_size}x{spec.input_size} inputs, and "
+                             f"model {model} (models.{model}.recipes[{index}]) gives it "
+                             f"{side}x{side} ({source})")
 
 
 def _formats_of(technique: str) -> tuple[str, ...]:
