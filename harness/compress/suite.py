@@ -188,7 +188,21 @@ class _Reader:
 
 
 def _path(value: str) -> Path:
+    """A file a suite names, as the build opens it: `~` and `$VARS` expanded, a relative path
+    taken from the working folder (`techniques.param_path` reads a step's files alike)."""
     return Path(os.path.expandvars(os.path.expanduser(value)))
+
+
+def _check_file(r: _Reader, where: str, path: Path) -> None:
+    """A file the build reads must be there before anything is trained: a missing weights file
+    failed its model at build, after the suite's other models had trained. The message gives
+    the full path looked at: a relative one is taken from the working folder, not the suite's."""
+    if path.is_file():
+        return
+    what = "is a folder, not a file" if path.is_dir() else "not found"
+    raise r.fail(where, f"{what}: {path.absolute()}" + (
+        "" if path.is_absolute() else " (a relative path is taken from the folder edgebench "
+        "runs in, not the suite file's)") + "; edgebench never downloads")
 
 
 def load_suite(path: Path | str) -> Suite:
@@ -197,7 +211,7 @@ def load_suite(path: Path | str) -> Suite:
     try:
         raw = yamlfile.load(path)
     except FileNotFoundError:
-        raise ConfigError(path, "suite file not found") from None
+        raise ConfigError(path, f"suite file not found (looked for {path.absolute()})") from None
     r = _Reader(path)
     top = r.mapping(raw, "")
     if not top:
@@ -289,10 +303,12 @@ def load_suite(path: Path | str) -> Suite:
                 _check_no_training(r, name, i, recipes[recipe])
             _check_students(r, name, i, recipes[recipe], arch, input_size,
                             datasets[dataset] if dataset is not None else None)
+        weights = _path(r.string(body["weights"], f"{where}.weights")) \
+            if body.get("weights") else None
+        if weights is not None:
+            _check_file(r, f"{where}.weights", weights)
         models[name] = ModelCfg(
-            name=name, arch=arch, dataset=dataset,
-            weights=_path(r.string(body["weights"], f"{where}.weights"))
-            if body.get("weights") else None,
+            name=name, arch=arch, dataset=dataset, weights=weights,
             num_classes=r.integer(body["num_classes"], f"{where}.num_classes", 1)
             if "num_classes" in body else None,
             input_size=input_size,
@@ -486,6 +502,8 @@ def _steps(r: _Reader, value: Any, where: str, techniques: list[str]) -> tuple[S
         tech = TECHNIQUES.get(name)
         r.keys(params, f"{at}.{name}", set(tech.defaults))
         r.checked(f"{at}.{name}", tech.resolve, params)
+        for key, file in tech.file_params(tech.resolve(params)).items():
+            _check_file(r, f"{at}.{name}.{key}", file)
         if (tech.stage == QUANTIZE or tech.then_quantize) and i != len(value) - 1:
             raise r.fail(at, f"{name} quantizes the exported file, so it must be the last step")
         steps.append(Step(name, dict(params)))
