@@ -306,6 +306,26 @@ def test_a_missing_weights_file_is_refused_with_the_path_looked_at(
     assert load_suite(_write(tmp_path, text)).models["m"].weights == tmp_path / PETS_WEIGHTS[1]
 
 
+def test_a_model_with_a_dataset_and_random_weights_is_warned_of(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # found in an audit: its top-1 of 9% on digits read as a broken runtime
+    path = _write(tmp_path, BASE + "  q: {steps: [quantize_dynamic]}\n")
+    assert load_suite(path).models["m"].weights is None  # warned, not refused
+    assert capsys.readouterr().err == (
+        f"edgebench: warning: {path}: models.m: dataset digits but neither weights nor "
+        "train.epochs, so its weights are random and its accuracy chance; give it weights or "
+        "train: {epochs: N}, or drop dataset for a latency-only model\n")
+    load_suite(_write(tmp_path, BASE.replace("recipes: [r]", "train: {lr: 0.01}\n"
+                                             "    recipes: [r]")))  # no epochs: untrained
+    assert "models.m: dataset digits but neither" in capsys.readouterr().err
+    (tmp_path / "m.pt").touch()
+    for given in ("train: {epochs: 1}", f"weights: {tmp_path / 'm.pt'}"):
+        load_suite(_write(tmp_path, BASE.replace("recipes: [r]", f"{given}\n    recipes: [r]")))
+        assert capsys.readouterr().err == "", given
+    load_suite(ROOT / "models" / "demo.yaml")  # latency-only models: no dataset, no warning
+    assert capsys.readouterr().err == ""
+
+
 def test_unreadable_suite_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_suite(Path(tmp_path.name) / "absent.yaml")  # relative: said in full

@@ -38,6 +38,7 @@ Device profiles live in harness/config.py; this module holds only suites.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,6 +308,13 @@ def load_suite(path: Path | str) -> Suite:
             if body.get("weights") else None
         if weights is not None:
             _check_file(r, f"{where}.weights", weights)
+        elif dataset is not None and not train.get("epochs"):
+            # Not refused: a quick test of the pipeline may want it. But its accuracy on the
+            # dataset is chance, which in a report reads as a broken model or runtime.
+            print(f"edgebench: warning: {path}: {where}: dataset {dataset} but neither weights "
+                  "nor train.epochs, so its weights are random and its accuracy chance; give it "
+                  "weights or train: {epochs: N}, or drop dataset for a latency-only model",
+                  file=sys.stderr)
         models[name] = ModelCfg(
             name=name, arch=arch, dataset=dataset, weights=weights,
             num_classes=r.integer(body["num_classes"], f"{where}.num_classes", 1)
