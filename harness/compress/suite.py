@@ -30,8 +30,16 @@ loader's parameters, `datasets.SETTING_CHECKS`) and each step's parameters (its 
 (`recipes.int8.steps[0].quantize_static.calibration_size`); a suite with one bad value builds
 nothing. Formats and input sizes too: a recipe is built in the model's formats that every step
 can produce (`Technique.formats`), and one that leaves none is refused; a model's input size is
-its dataset's, which an arch of one size only (`ModelSpec.fixed_input_size`) must match. What
-only the model shows (a rank that shrinks no layer) fails its artifact at build.
+its dataset's, which an arch of one size only (`ModelSpec.fixed_input_size`) must match, a
+distillation student's included. So is what would fail at build after other models trained: a
+step that trains (`EPOCH_PARAMS` above 0) on a model without a dataset, a `weights` or step file
+(`Technique.files`) that is not there, two entries whose artifacts get one name
+(`artifact_name`), a recipe listed twice. What only the model shows (a rank that shrinks no
+layer) fails its artifact at build. A model with a dataset but neither weights nor training is
+warned of (random weights: chance accuracy). Relative paths (`weights`, `student_weights`, a
+dataset's `path`) are taken from the working folder, as the build opens them, not from the suite
+file's folder; a weights file not found is named by its full path. A dataset's folder is left
+to its loader at build: a missing one fails that dataset's entries alone.
 Device profiles live in harness/config.py; this module holds only suites.
 """
 
