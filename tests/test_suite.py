@@ -403,3 +403,48 @@ def test_an_input_size_that_agrees_is_taken(tmp_path: Path) -> None:
     latency = BASE.replace("dataset: digits", "input_size: 32").replace("recipes: [r]",
                                                                         "recipes: []")
     assert load_suite(_write(tmp_path, latency)).models["m"].input_size == 32
+
+
+def test_the_readme_lists_every_technique_arch_and_dataset_with_its_defaults() -> None:
+    """README.md's Suites section is the user's reference: a parameter, default, arch or
+    dataset type added or changed in code without it fails here."""
+    import inspect
+
+    from harness.compress.techniques import load_all
+    from harness.compress.train import TRAIN_DEFAULTS
+    from harness.zoo.datasets import DATASETS, settings_of
+    from harness.zoo.models import MODELS
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("\n## Suites\n"):]
+    section = section[:section.index("\n## ", 1)]
+
+    def shown(value: object) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    techniques = load_all()
+    for name in techniques.names():
+        tech = techniques.get(name)
+        if not tech.apply.__module__.startswith("harness."):
+            continue  # registered by a test
+        (row,) = [line for line in section.splitlines()
+                  if line.startswith("| ") and f"`{name}`" in line.split("|")[1]]
+        for key, value in tech.defaults.items():
+            assert f"`{key}`" in row or (tech.then_quantize and f"`{tech.then_quantize}`'s"
+                                         in row), (name, key)
+            if value is not None and f"`{key}`" in row:
+                assert f"`{key}` {shown(value)}" in row, (name, key, value)
+    for arch in MODELS.names():
+        if MODELS.get(arch).build.__module__.startswith("harness."):
+            assert f"`{arch}`" in section, arch
+    for kind in DATASETS.names():
+        if not DATASETS.get(kind).__module__.startswith("harness."):
+            continue
+        assert f"`{kind}`" in section, kind
+        defaults = inspect.signature(DATASETS.get(kind)).parameters
+        for key in settings_of(kind):
+            assert f"`{key}`" in section, (kind, key)
+            if isinstance(defaults[key].default, int | float):
+                assert f"`{key}` {defaults[key].default}" in section, (kind, key)
+    for key, value in TRAIN_DEFAULTS.items():
+        assert f"`{key}` {value}" in section, key
