@@ -12,8 +12,18 @@ from harness.errors import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# The local files models/pets.yaml names (nothing is downloaded), relative to the folder it is
+# built from: the repository root, as `make bench SUITE=models/pets.yaml` runs it.
+PETS_WEIGHTS = ("weights/resnet50-0676ba61.pth", "weights/resnet18-f37072fd.pth")
+
+
 @pytest.mark.parametrize("name", ["demo", "zoo", "pets"])
-def test_shipped_suites_load(name: str) -> None:
+def test_shipped_suites_load(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if name == "pets":  # its weights are the user's to provide: here empty files stand in
+        monkeypatch.chdir(tmp_path)
+        for weights in PETS_WEIGHTS:
+            (tmp_path / weights).parent.mkdir(exist_ok=True)
+            (tmp_path / weights).touch()
     suite = load_suite(ROOT / "models" / f"{name}.yaml")
     assert suite.models
     for model in suite.models.values():
@@ -72,6 +82,9 @@ def test_minimal_suite_defaults(tmp_path: Path) -> None:
         (BASE.replace("ratio: 0.5", "ration: 0.5"), "recipes.r.steps[0].prune_structured.ration",
          "known: "),
         (BASE.replace("recipes: [r]", "recipes: [r, s]"), "models.m.recipes[1]", "unknown recipe"),
+        # found in an audit: the file was built twice and the bench failed on a UNIQUE constraint
+        (BASE.replace("recipes: [r]", "recipes: [r, r]"), "models.m.recipes[1]",
+         "recipe r is listed twice (also models.m.recipes[0])"),
         (BASE.replace("steps: [{prune_structured: {ratio: 0.5}}]",
                       "steps: [quantize_static, prune_structured]"), "recipes.r.steps[0]",
          "last step"),
@@ -129,7 +142,13 @@ def test_minimal_suite_defaults(tmp_path: Path) -> None:
          "recipes.r.steps[0].quantize_static.calibration_size",
          "calibration_size must be a positive integer, got -5"),
         (BASE.replace("ratio: 0.5", "ratio: 1.5"), "recipes.r.steps[0].prune_structured.ratio",
-         "ratio=1.5 is out of range [0.0, 1.0)"),
+         "ratio=1.5 is out of range (0.0, 1.0)"),
+        # found in an audit: ratio 0 failed at build, blaming the model ("removed nothing (no
+        # prunable channel groups in this model?)"); sparsity 0 built the baseline again
+        (BASE.replace("ratio: 0.5", "ratio: 0.0"), "recipes.r.steps[0].prune_structured.ratio",
+         "ratio=0.0 is out of range (0.0, 1.0)"),
+        (BASE.replace("{prune_structured: {ratio: 0.5}}", "{prune_magnitude: {sparsity: 0}}"),
+         "recipes.r.steps[0].prune_magnitude.sparsity", "sparsity=0 is out of range (0.0, 1.0)"),
         (BASE.replace("ratio: 0.5", "ratio: 0.5, global_pruning: yes please"),
          "recipes.r.steps[0].prune_structured.global_pruning", "true or false"),
         (BASE.replace("{prune_structured: {ratio: 0.5}}", "{lowrank_svd: {rank: 0}}"),
@@ -151,9 +170,167 @@ def test_malformed_suites_name_file_and_field(tmp_path: Path, text: str, field: 
     assert str(path) in str(err.value) and needle in str(err.value)
 
 
+def test_two_entries_whose_artifacts_share_a_name_are_refused(tmp_path: Path) -> None:
+    # found in an audit: model `m-r` and model `m` with recipe `r` were both built to m-r.onnx,
+    # and a bench measured the last one written under both labels
+    text = ("datasets: {digits: {type: digits}}\n"
+            "models:\n"
+            "  m: {arch: digits_cnn, dataset: digits, recipes: [r]}\n"
+            "  m-r: {arch: digits_cnn_small, dataset: digits}\n"
+            "recipes: {r: {steps: [quantize_dynamic]}}\n")
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert err.value.field == "models.m-r"
+    assert str(err.value) == (
+        f"{path}: models.m-r: model m-r's fp32 baseline makes artifacts named m-r, as does model "
+        "m with recipe r (models.m.recipes[0]): both would be written to m-r.onnx, m-r.tflite; "
+        "rename the model or the recipe")
+    # two recipe entries, in formats that do not overlap: one name in results all the same
+    text = ("models:\n"
+            "  a: {arch: resnet18, recipes: [b-c], formats: [onnx]}\n"
+            "  a-b: {arch: resnet18, recipes: [c], formats: [tflite]}\n"
+            "recipes: {b-c: {steps: [quantize_dynamic]}, c: {steps: [quantize_dynamic]}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_suite(_write(tmp_path, text))
+    assert err.value.field == "models.a-b.recipes[0]"
+    assert "model a-b with recipe c makes artifacts named a-b-c, as does model a with recipe b-c "\
+           "(models.a.recipes[0]); rename" in str(err.value)
+    # one file where names differ in case only (macOS, Windows)
+    text = "models: {Net: {arch: resnet18}, net: {arch: resnet18}}\n"
+    with pytest.raises(ConfigError, match="named Net, one file on a case-insensitive file "
+                                          "system: both would be written to net.onnx"):
+        load_suite(_write(tmp_path, text))
+    text = BASE.replace("  digits: {type: digits}", "  digits: {type: digits}\n"
+                                                     "  Digits: {type: digits}")
+    with pytest.raises(ConfigError, match="datasets.Digits: differs from datasets.digits in case "
+                                          "only"):
+        load_suite(_write(tmp_path, text))
+
+
+# A latency-only model: no dataset, so nothing to train or fine-tune on.
+LATENCY = """
+models:
+  net: {arch: resnet18, recipes: [ok, p]}
+recipes:
+  ok: {steps: [{prune_structured: {finetune_epochs: 0}}, quantize_static]}
+  p: {steps: [%s]}
+"""
+
+
+@pytest.mark.parametrize(("step", "field", "says"), [
+    ("prune_structured", "recipes.p.steps[0].prune_structured.finetune_epochs",
+     "3 (the default): prune_structured trains, and model net (models.net.recipes[1]) has no "
+     "dataset to train on; set it to 0 or give models.net a dataset"),
+    ("{prune_magnitude: {finetune_epochs: 1}}", "recipes.p.steps[0].prune_magnitude."
+     "finetune_epochs", "1: prune_magnitude trains"),
+    ("{lowrank_svd: {rank: 4}}", "recipes.p.steps[0].lowrank_svd.finetune_epochs",
+     "3 (the default): lowrank_svd trains"),
+    ("{lowrank_tucker: {energy: 0.5, finetune_epochs: 0}}, qat",
+     "recipes.p.steps[1].qat.epochs", "3 (the default): qat trains, and model net "
+     "(models.net.recipes[1]) has no dataset to train on; give models.net a dataset or drop "
+     "the recipe from it"),
+    ("{distill: {student: resnet18, epochs: 2}}", "recipes.p.steps[0].distill.epochs",
+     "2: distill trains"),
+])
+def test_a_step_that_trains_is_refused_on_a_model_without_a_dataset(
+        tmp_path: Path, step: str, field: str, says: str) -> None:
+    # found in an audit: the step failed at build ("needs a dataset"), after the suite's other
+    # models had trained
+    path = _write(tmp_path, LATENCY % step)
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert err.value.field == field
+    assert str(err.value).startswith(f"{path}: {field}: {says}")
+
+
+def test_steps_that_do_not_train_are_taken_on_a_model_without_a_dataset(tmp_path: Path) -> None:
+    suite = load_suite(_write(tmp_path, LATENCY % "{lowrank_svd: {rank: 4, finetune_epochs: 0}}"))
+    assert suite.models["net"].recipes == ("ok", "p")
+    # the same training recipe on a model with a dataset is fine
+    text = BASE.replace("{prune_structured: {ratio: 0.5}}", "{distill: {epochs: 1}}")
+    assert load_suite(_write(tmp_path, text)).models["m"].recipes == ("r",)
+
+
+def test_a_student_of_one_input_size_only_is_refused_another(tmp_path: Path) -> None:
+    # found in an audit: a resnet18 teacher on 64x64 images trained, then distilling into
+    # digits_cnn_small (32x32 only) failed at build: "mat1 and mat2 shapes cannot be multiplied"
+    text = (BASE.replace("type: digits", "type: digits, image_size: 64")
+            .replace("arch: digits_cnn", "arch: resnet18")
+            .replace("{prune_structured: {ratio: 0.5}}", "{distill: {epochs: 1}}"))
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert err.value.field == "recipes.r.steps[0].distill.student"
+    assert str(err.value) == (
+        f"{path}: recipes.r.steps[0].distill.student: digits_cnn_small (the default) takes only "
+        "32x32 inputs, and model m (models.m.recipes[0]) gives it 64x64 "
+        "(datasets.digits.image_size)")
+    # the dataset's default size, and a student that takes any size
+    text = (BASE.replace("arch: digits_cnn", "arch: resnet18")
+            .replace("{prune_structured: {ratio: 0.5}}",
+                     "{distill: {student: mobilenet_v2, epochs: 1}}"))
+    assert load_suite(_write(tmp_path, text)).recipes["r"].steps[0].technique == "distill"
+    text = text.replace("type: digits", "type: imagefolder, path: .")
+    with pytest.raises(ConfigError, match=r"steps\[0\].distill.student: digits_cnn takes only "
+                                          r"32x32 inputs, .* gives it 224x224 \(datasets.digits"
+                                          r".image_size, the default\)"):
+        load_suite(_write(tmp_path, text.replace("student: mobilenet_v2", "student: digits_cnn")))
+
+
+def test_a_missing_weights_file_is_refused_with_the_path_looked_at(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # found in an audit: the model failed at build, after the suite's other models had trained
+    monkeypatch.chdir(tmp_path)
+    pets = ROOT / "models" / "pets.yaml"
+    with pytest.raises(ConfigError) as err:
+        load_suite(pets)
+    assert str(err.value) == (  # recipes are read before models
+        f"{pets}: recipes.student.steps[0].distill.student_weights: not found: "
+        f"{tmp_path / PETS_WEIGHTS[1]} (a relative path is taken from the folder edgebench "
+        "runs in, not the suite file's); edgebench never downloads")
+    (tmp_path / PETS_WEIGHTS[1]).parent.mkdir()
+    (tmp_path / PETS_WEIGHTS[1]).touch()
+    with pytest.raises(ConfigError) as err:
+        load_suite(pets)
+    assert err.value.field == "models.resnet50_teacher.weights"
+    assert f"not found: {tmp_path / PETS_WEIGHTS[0]} (a relative path" in str(err.value)
+    # ~ and $VARS are expanded as the build expands them; a folder is no weights file
+    monkeypatch.setenv("EDGEBENCH_TEST_WEIGHTS", str(tmp_path / "weights"))
+    text = BASE.replace("recipes: [r]", "weights: $EDGEBENCH_TEST_WEIGHTS\n    recipes: [r]")
+    with pytest.raises(ConfigError, match=f"models.m.weights: is a folder, not a file: "
+                                          f"{tmp_path / 'weights'}; edgebench never downloads"):
+        load_suite(_write(tmp_path, text))
+    text = text.replace("$EDGEBENCH_TEST_WEIGHTS",
+                        f"$EDGEBENCH_TEST_WEIGHTS/{Path(PETS_WEIGHTS[1]).name}")
+    assert load_suite(_write(tmp_path, text)).models["m"].weights == tmp_path / PETS_WEIGHTS[1]
+
+
+def test_a_model_with_a_dataset_and_random_weights_is_warned_of(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # found in an audit: its top-1 of 9% on digits read as a broken runtime
+    path = _write(tmp_path, BASE + "  q: {steps: [quantize_dynamic]}\n")
+    assert load_suite(path).models["m"].weights is None  # warned, not refused
+    assert capsys.readouterr().err == (
+        f"edgebench: warning: {path}: models.m: dataset digits but neither weights nor "
+        "train.epochs, so its weights are random and its accuracy chance; give it weights or "
+        "train: {epochs: N}, or drop dataset for a latency-only model\n")
+    load_suite(_write(tmp_path, BASE.replace("recipes: [r]", "train: {lr: 0.01}\n"
+                                             "    recipes: [r]")))  # no epochs: untrained
+    assert "models.m: dataset digits but neither" in capsys.readouterr().err
+    (tmp_path / "m.pt").touch()
+    for given in ("train: {epochs: 1}", f"weights: {tmp_path / 'm.pt'}"):
+        load_suite(_write(tmp_path, BASE.replace("recipes: [r]", f"{given}\n    recipes: [r]")))
+        assert capsys.readouterr().err == "", given
+    load_suite(ROOT / "models" / "demo.yaml")  # latency-only models: no dataset, no warning
+    assert capsys.readouterr().err == ""
+
+
 def test_unreadable_suite_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not found"):
-        load_suite(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_suite(Path(tmp_path.name) / "absent.yaml")  # relative: said in full
+    assert str(err.value).endswith(
+        f"suite file not found (looked for {Path.cwd() / tmp_path.name / 'absent.yaml'})")
     with pytest.raises(ConfigError, match="YAML"):
         load_suite(_write(tmp_path, "models: [unclosed"))
     with pytest.raises(ConfigError, match="empty"):
@@ -226,3 +403,48 @@ def test_an_input_size_that_agrees_is_taken(tmp_path: Path) -> None:
     latency = BASE.replace("dataset: digits", "input_size: 32").replace("recipes: [r]",
                                                                         "recipes: []")
     assert load_suite(_write(tmp_path, latency)).models["m"].input_size == 32
+
+
+def test_the_readme_lists_every_technique_arch_and_dataset_with_its_defaults() -> None:
+    """README.md's Suites section is the user's reference: a parameter, default, arch or
+    dataset type added or changed in code without it fails here."""
+    import inspect
+
+    from harness.compress.techniques import load_all
+    from harness.compress.train import TRAIN_DEFAULTS
+    from harness.zoo.datasets import DATASETS, settings_of
+    from harness.zoo.models import MODELS
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("\n## Suites\n"):]
+    section = section[:section.index("\n## ", 1)]
+
+    def shown(value: object) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    techniques = load_all()
+    for name in techniques.names():
+        tech = techniques.get(name)
+        if not tech.apply.__module__.startswith("harness."):
+            continue  # registered by a test
+        (row,) = [line for line in section.splitlines()
+                  if line.startswith("| ") and f"`{name}`" in line.split("|")[1]]
+        for key, value in tech.defaults.items():
+            assert f"`{key}`" in row or (tech.then_quantize and f"`{tech.then_quantize}`'s"
+                                         in row), (name, key)
+            if value is not None and f"`{key}`" in row:
+                assert f"`{key}` {shown(value)}" in row, (name, key, value)
+    for arch in MODELS.names():
+        if MODELS.get(arch).build.__module__.startswith("harness."):
+            assert f"`{arch}`" in section, arch
+    for kind in DATASETS.names():
+        if not DATASETS.get(kind).__module__.startswith("harness."):
+            continue
+        assert f"`{kind}`" in section, kind
+        defaults = inspect.signature(DATASETS.get(kind)).parameters
+        for key in settings_of(kind):
+            assert f"`{key}`" in section, (kind, key)
+            if isinstance(defaults[key].default, int | float):
+                assert f"`{key}` {defaults[key].default}" in section, (kind, key)
+    for key, value in TRAIN_DEFAULTS.items():
+        assert f"`{key}` {value}" in section, key

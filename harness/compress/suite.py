@@ -30,21 +30,36 @@ loader's parameters, `datasets.SETTING_CHECKS`) and each step's parameters (its 
 (`recipes.int8.steps[0].quantize_static.calibration_size`); a suite with one bad value builds
 nothing. Formats and input sizes too: a recipe is built in the model's formats that every step
 can produce (`Technique.formats`), and one that leaves none is refused; a model's input size is
-its dataset's, which an arch of one size only (`ModelSpec.fixed_input_size`) must match. What
-only the model shows (a rank that shrinks no layer) fails its artifact at build.
+its dataset's, which an arch of one size only (`ModelSpec.fixed_input_size`) must match, a
+distillation student's included. So is what would fail at build after other models trained: a
+step that trains (`EPOCH_PARAMS` above 0) on a model without a dataset, a `weights` or step file
+(`Technique.files`) that is not there, two entries whose artifacts get one name
+(`artifact_name`), a recipe listed twice. What only the model shows (a rank that shrinks no
+layer) fails its artifact at build. A model with a dataset but neither weights nor training is
+warned of (random weights: chance accuracy). Relative paths (`weights`, `student_weights`, a
+dataset's `path`) are taken from the working folder, as the build opens them, not from the suite
+file's folder; a weights file not found is named by its full path. A dataset's folder is left
+to its loader at build: a missing one fails that dataset's entries alone.
 Device profiles live in harness/config.py; this module holds only suites.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import yamlfile
-from harness.artifacts import BUILD_FORMATS, DEFAULT_BUILD_FORMATS, SAFE_NAME_RULE, is_safe_name
+from harness.artifacts import (
+    BUILD_FORMATS,
+    DEFAULT_BUILD_FORMATS,
+    FORMAT_SUFFIX,
+    SAFE_NAME_RULE,
+    is_safe_name,
+)
 from harness.errors import ConfigError, UnknownNameError
 
 
@@ -182,7 +197,21 @@ class _Reader:
 
 
 def _path(value: str) -> Path:
+    """A file a suite names, as the build opens it: `~` and `$VARS` expanded, a relative path
+    taken from the working folder (`techniques.param_path` reads a step's files alike)."""
     return Path(os.path.expandvars(os.path.expanduser(value)))
+
+
+def _check_file(r: _Reader, where: str, path: Path) -> None:
+    """A file the build reads must be there before anything is trained: a missing weights file
+    failed its model at build, after the suite's other models had trained. The message gives
+    the full path looked at: a relative one is taken from the working folder, not the suite's."""
+    if path.is_file():
+        return
+    what = "is a folder, not a file" if path.is_dir() else "not found"
+    raise r.fail(where, f"{what}: {path.absolute()}" + (
+        "" if path.is_absolute() else " (a relative path is taken from the folder edgebench "
+        "runs in, not the suite file's)") + "; edgebench never downloads")
 
 
 def load_suite(path: Path | str) -> Suite:
@@ -191,7 +220,7 @@ def load_suite(path: Path | str) -> Suite:
     try:
         raw = yamlfile.load(path)
     except FileNotFoundError:
-        raise ConfigError(path, "suite file not found") from None
+        raise ConfigError(path, f"suite file not found (looked for {path.absolute()})") from None
     r = _Reader(path)
     top = r.mapping(raw, "")
     if not top:
@@ -207,6 +236,10 @@ def load_suite(path: Path | str) -> Suite:
     datasets: dict[str, DatasetCfg] = {}
     for name, body in r.entries(top.get("datasets"), "datasets"):
         where = f"datasets.{name}"
+        same = [other for other in datasets if other.casefold() == name.casefold()]
+        if same:  # its tensors go to <build>/data/<name>/: one folder on macOS and Windows
+            raise r.fail(where, f"differs from datasets.{same[0]} in case only, and their files "
+                         "would share one folder on a case-insensitive file system; rename one")
         body = dict(r.mapping(body, where))
         kind = r.string(body.pop("type", None), f"{where}.type")
         r.known(kind, f"{where}.type", "dataset", dataset_types)
@@ -254,6 +287,10 @@ def load_suite(path: Path | str) -> Suite:
         recipe_names = r.names(body.get("recipes", []), f"{where}.recipes")
         for i, recipe in enumerate(recipe_names):
             r.known(recipe, f"{where}.recipes[{i}]", "recipe", sorted(recipes))
+            if recipe in recipe_names[:i]:
+                # one file built twice, and two measurements of one name in a bench
+                raise r.fail(f"{where}.recipes[{i}]", f"recipe {recipe} is listed twice (also "
+                             f"{where}.recipes[{recipe_names.index(recipe)}])")
             only = recipes[recipe].formats
             if only is not None and not set(only) & set(formats):
                 raise r.fail(f"{where}.recipes[{i}]",
@@ -271,10 +308,23 @@ def load_suite(path: Path | str) -> Suite:
                              f"recipe {recipe}'s steps produce together only "
                              f"{', '.join(recipes[recipe].step_formats)}, and this model is "
                              f"built only as {', '.join(formats)}: nothing would be built")
+            if dataset is None:
+                _check_no_training(r, name, i, recipes[recipe])
+            _check_students(r, name, i, recipes[recipe], arch, input_size,
+                            datasets[dataset] if dataset is not None else None)
+        weights = _path(r.string(body["weights"], f"{where}.weights")) \
+            if body.get("weights") else None
+        if weights is not None:
+            _check_file(r, f"{where}.weights", weights)
+        elif dataset is not None and not train.get("epochs"):
+            # Not refused: a quick test of the pipeline may want it. But its accuracy on the
+            # dataset is chance, which in a report reads as a broken model or runtime.
+            print(f"edgebench: warning: {path}: {where}: dataset {dataset} but neither weights "
+                  "nor train.epochs, so its weights are random and its accuracy chance; give it "
+                  "weights or train: {epochs: N}, or drop dataset for a latency-only model",
+                  file=sys.stderr)
         models[name] = ModelCfg(
-            name=name, arch=arch, dataset=dataset,
-            weights=_path(r.string(body["weights"], f"{where}.weights"))
-            if body.get("weights") else None,
+            name=name, arch=arch, dataset=dataset, weights=weights,
             num_classes=r.integer(body["num_classes"], f"{where}.num_classes", 1)
             if "num_classes" in body else None,
             input_size=input_size,
@@ -282,7 +332,45 @@ def load_suite(path: Path | str) -> Suite:
             formats=formats,
             recipes=recipe_names,
         )
-    return Suite(path, str(top.get("name") or path.stem), seed, datasets, models, recipes)
+    suite = Suite(path, str(top.get("name") or path.stem), seed, datasets, models, recipes)
+    _check_artifact_names(r, suite)
+    return suite
+
+
+def artifact_name(model: str, recipe: str | None) -> str:
+    """The name of a suite entry's artifacts: `<model>` for the fp32 baseline, `<model>-<recipe>`
+    for a recipe; build.py writes each to `<name><format suffix>` in the build folder, and results
+    and reports tell artifacts apart by this name."""
+    return model if recipe is None else f"{model}-{recipe}"
+
+
+def _check_artifact_names(r: _Reader, suite: Suite) -> None:
+    """Two entries whose artifacts get one name are refused, naming both: a model name may hold
+    `-`, so model `m-r` and model `m` with recipe `r` were both written to `m-r.onnx`, the last
+    one built measured under both labels. Names that differ in case only are refused too: on the
+    case-insensitive file systems of macOS and Windows they are one file."""
+    seen: dict[str, tuple[str, str, str, tuple[str, ...]]] = {}
+    for model in suite.models.values():
+        entries: list[tuple[str | None, str, str]] = [
+            (None, f"models.{model.name}", f"model {model.name}'s fp32 baseline")]
+        entries += [(recipe, f"models.{model.name}.recipes[{i}]",
+                     f"model {model.name} with recipe {recipe}")
+                    for i, recipe in enumerate(model.recipes)]
+        for recipe, where, what in entries:
+            name = artifact_name(model.name, recipe)
+            formats = suite.formats_for(model, None if recipe is None
+                                        else suite.recipes[recipe])
+            first = seen.get(name.casefold())
+            if first is None:
+                seen[name.casefold()] = (name, where, what, formats)
+                continue
+            other, other_where, other_what, other_formats = first
+            same = [f"{name}{FORMAT_SUFFIX[f]}" for f in formats if f in other_formats]
+            raise r.fail(where, f"{what} makes artifacts named {name}, as does {other_what} "
+                         f"({other_where})" + (f" named {other}, one file on a case-insensitive "
+                                               "file system" if other != name else "")
+                         + (f": both would be written to {', '.join(same)}" if same else "")
+                         + "; rename the model or the recipe")
 
 
 def _check_input_size(r: _Reader, model: str, arch: str, input_size: int | None,
@@ -313,6 +401,71 @@ def _check_input_size(r: _Reader, model: str, arch: str, input_size: int | None,
         raise r.fail(f"models.{model}.input_size",
                      f"{input_size}, but {arch} takes only {spec.input_size}x{spec.input_size} "
                      "inputs")
+
+
+# A step's parameters that count the epochs it trains for (`fit`'s `epochs`): above 0 the step
+# needs the model's dataset (`StepContext.require_data`), which a latency-only model lacks.
+EPOCH_PARAMS = ("epochs", "finetune_epochs")
+
+
+def _check_no_training(r: _Reader, model: str, index: int, recipe: RecipeCfg) -> None:
+    """A recipe of a model without a dataset may not train: the build failed there, after the
+    suite's other models had trained. Named by the recipe's field, which sets the epochs."""
+    from harness.compress.techniques import TECHNIQUES, ParamError
+
+    for j, step in enumerate(recipe.steps):
+        tech = TECHNIQUES.get(step.technique)
+        params = tech.resolve(step.params)
+        for key in EPOCH_PARAMS:
+            epochs = params.get(key)
+            if not isinstance(epochs, int) or epochs <= 0:
+                continue
+            try:  # qat and distill train at least one epoch: 0 is no way out there
+                tech.check({**params, key: 0})
+                way_out = f"set it to 0 or give models.{model} a dataset"
+            except ParamError:
+                way_out = f"give models.{model} a dataset or drop the recipe from it"
+            raise r.fail(f"recipes.{recipe.name}.steps[{j}].{step.technique}.{key}",
+                         f"{epochs}" + ("" if key in step.params else " (the default)")
+                         + f": {step.technique} trains, and model {model} "
+                         f"(models.{model}.recipes[{index}]) has no dataset to train on; "
+                         + way_out)
+
+
+# A step's parameters that name the zoo arch the step's output is (distillation's student): it
+# takes the model's inputs, so an arch of one input size only is checked as the model's is.
+STUDENT_PARAMS = ("student",)
+
+
+def _check_students(r: _Reader, model: str, index: int, recipe: RecipeCfg, arch: str,
+                    input_size: int | None, dataset: DatasetCfg | None) -> None:
+    """A student arch that takes one input size only (`ModelSpec.fixed_input_size`) is refused
+    another: the build failed there with "mat1 and mat2 shapes cannot be multiplied", after the
+    teacher had trained. The model's side is its dataset's, else its input_size or its arch's."""
+    from harness.compress.techniques import TECHNIQUES
+    from harness.zoo.datasets import image_size_of
+    from harness.zoo.models import MODELS
+
+    if dataset is not None:
+        side = image_size_of(dataset.type, dataset.params)
+        source = f"datasets.{dataset.name}.image_size" + (
+            "" if "image_size" in dataset.params else ", the default")
+    else:
+        side = input_size or MODELS.get(arch).input_size
+        source = f"models.{model}.input_size" if input_size else f"{arch}'s default"
+    for j, step in enumerate(recipe.steps):
+        params = TECHNIQUES.get(step.technique).resolve(step.params)
+        for key in STUDENT_PARAMS:
+            student = params.get(key)
+            if not isinstance(student, str) or student not in MODELS:
+                continue
+            spec = MODELS.get(student)
+            if spec.fixed_input_size and side is not None and side != spec.input_size:
+                raise r.fail(f"recipes.{recipe.name}.steps[{j}].{step.technique}.{key}",
+                             f"{student}" + ("" if key in step.params else " (the default)")
+                             + f" takes only {spec.input_size}x{spec.input_size} inputs, and "
+                             f"model {model} (models.{model}.recipes[{index}]) gives it "
+                             f"{side}x{side} ({source})")
 
 
 def _formats_of(technique: str) -> tuple[str, ...]:
@@ -365,6 +518,8 @@ def _steps(r: _Reader, value: Any, where: str, techniques: list[str]) -> tuple[S
         tech = TECHNIQUES.get(name)
         r.keys(params, f"{at}.{name}", set(tech.defaults))
         r.checked(f"{at}.{name}", tech.resolve, params)
+        for key, file in tech.file_params(tech.resolve(params)).items():
+            _check_file(r, f"{at}.{name}.{key}", file)
         if (tech.stage == QUANTIZE or tech.then_quantize) and i != len(value) - 1:
             raise r.fail(at, f"{name} quantizes the exported file, so it must be the last step")
         steps.append(Step(name, dict(params)))
