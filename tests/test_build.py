@@ -234,6 +234,9 @@ def test_independent_models_are_built_side_by_side_into_the_same_bytes(tmp_path:
 def test_pets_suite_fails_fast_without_the_dataset(tmp_path: Path, monkeypatch) -> None:
     suite = Path(__file__).resolve().parent.parent / "models" / "pets.yaml"
     monkeypatch.chdir(tmp_path)  # the suite's relative data/pets path is then surely absent
+    (tmp_path / "weights").mkdir()  # present (a missing one is refused at load: test_suite.py)
+    for name in ("resnet50-0676ba61.pth", "resnet18-f37072fd.pth"):
+        (tmp_path / "weights" / name).touch()
     report = build_suite(suite, tmp_path / "build", console=Console(quiet=True))
     assert report.built == 0 and not report.artifacts
     names = {name for name, _ in report.failures}
