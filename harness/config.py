@@ -300,6 +300,7 @@ def _parse_ssh(path: Path, data: dict[str, Any], need_host: bool = True) -> SSHS
     for key in ("host", "user", "key_file", "known_hosts", "jump_host"):
         if data.get(key) is not None:
             kw[key] = str(_expect(path, data, key, (str, int), prefix="ssh."))
+    _check_host(path, kw["host"])
     if "port" in data:
         port = _expect(path, data, "port", int, prefix="ssh.")
         if not 0 < port < 65536:
@@ -311,6 +312,20 @@ def _parse_ssh(path: Path, data: dict[str, Any], need_host: bool = True) -> SSHS
         if key in data:
             kw[key] = _seconds(path, data, key, prefix="ssh.")
     return SSHSettings(**kw)
+
+
+def _check_host(path: Path, host: str) -> None:
+    """`ssh.host` is the address alone: `pi@board` or `board:2222` was taken whole for a host
+    name and failed at connect as `pi@pi@board: Name or service not known`."""
+    user, at, rest = host.rpartition("@")
+    if at:
+        raise ConfigError(path, f"{host!r} holds a user: give ssh.user: {user} and ssh.host: "
+                          f"{rest}", field="ssh.host")
+    name, colon, port = host.rpartition(":")
+    if colon and port.isdigit() and (name.count(":") == 0 or (
+            name.startswith("[") and name.endswith("]"))):  # [v6]:port; a bare v6 has colons
+        raise ConfigError(path, f"{host!r} holds a port: give ssh.port: {port} and ssh.host: "
+                          f"{name.strip('[]')}", field="ssh.host")
 
 
 def _named_folder(folder: Path, source: str) -> Path:
@@ -355,4 +370,13 @@ def list_profiles(devices_dir: Path = DEVICES_DIR) -> list[str]:
 
 def load_profile(device: str, devices_dir: Path = DEVICES_DIR) -> DeviceProfile:
     path = profile_path(device, devices_dir)
-    return parse_profile(path, read_yaml(path))
+    profile = parse_profile(path, read_yaml(path))
+    if path.stem == device and profile.name != device:
+        # Results are stored under the profile's name: a copy of rpi.yaml as mypi.yaml, its name
+        # left as it was, measured `--device mypi` as rpi, and two boards so copied mixed in the
+        # store. A profile given by its path may name its device as it likes.
+        raise ConfigError(path, f"{profile.name!r} is not the name this file is found by; "
+                          f"results are stored under the name, so `--device {device}` would be "
+                          f"stored as {profile.name} (a board copied from another's profile "
+                          f"mixes with it): set name: {device}", field="name")
+    return profile

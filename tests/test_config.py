@@ -85,6 +85,13 @@ def test_every_shipped_profile_loads() -> None:
          "runtimes is not given, so the default is onnxruntime, tflite"),
         ("name: x\nruntimes: [torch]\nruntime_options: {onnxruntime: {providers: "
          "[CUDAExecutionProvider]}}\n", "runtime_options.onnxruntime", "never used"),
+        # the address alone: a user or port in it failed at connect as `pi@pi@board`
+        ("name: x\ntransport: ssh\nssh: {host: pi@board}\n", "ssh.host",
+         "'pi@board' holds a user: give ssh.user: pi and ssh.host: board"),
+        ("name: x\ntransport: ssh\nssh: {host: '10.0.0.7:2222'}\n", "ssh.host",
+         "holds a port: give ssh.port: 2222 and ssh.host: 10.0.0.7"),
+        ("name: x\ntransport: ssh\nssh: {host: '[fe80::1]:22'}\n", "ssh.host",
+         "holds a port: give ssh.port: 22 and ssh.host: fe80::1"),
     ],
 )
 def test_profile_errors_name_file_and_field(tmp_path: Path, text: str, field: str,
@@ -178,3 +185,26 @@ def test_runtime_options_are_declared_where_the_runtimes_read_them() -> None:
         options.get("providerz")
     with pytest.raises(UndeclaredOption, match="fp61"):
         options["tensorrt"].get("fp61")
+
+
+def test_an_ipv6_host_is_not_taken_for_a_host_and_port(tmp_path: Path) -> None:
+    for host in ("::1", "fe80::1", "[::1]"):
+        path = tmp_path / "dev.yaml"
+        path.write_text(f"name: x\ntransport: ssh\nssh: {{host: '{host}'}}\n")
+        profile = load_profile(str(path))
+        assert profile.ssh is not None and profile.ssh.host == host
+
+
+def test_a_profile_found_by_name_must_carry_that_name(tmp_path: Path) -> None:
+    """Found: devices/mypi.yaml copied from rpi.yaml, its `name: rpi` left, measured
+    `--device mypi` as rpi: two boards so copied mixed in the store. By its path a profile may
+    name its device as it likes."""
+    devices = tmp_path / "devices"
+    devices.mkdir()
+    (devices / "mypi.yaml").write_text("name: rpi\n")
+    with pytest.raises(ConfigError) as info:
+        load_profile("mypi", devices)
+    assert info.value.field == "name" and str(devices / "mypi.yaml") in str(info.value)
+    assert "`--device mypi` would be stored as rpi" in str(info.value)
+    assert "set name: mypi" in str(info.value)
+    assert load_profile(str(devices / "mypi.yaml")).name == "rpi"
