@@ -148,6 +148,29 @@ def test_format_mismatch_is_unsupported(tiny_onnx: Path) -> None:
     assert result["error"]["kind"] == "format_mismatch"
 
 
+def test_an_operator_this_runtime_lacks_is_unsupported_not_an_invalid_model(
+        tmp_path: Path) -> None:
+    """Found on a device's older ONNX Runtime: a ConvInteger it had no kernel for was `failed`
+    as `model_invalid`, blaming a sound file. Here Abs on bfloat16, a valid model that this
+    onnxruntime builds no CPU kernel for."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [1, 4])
+    graph = helper.make_graph([helper.make_node("Abs", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)  # the file is sound
+    path = tmp_path / "abs_bf16.onnx"
+    onnx.save(model, str(path))
+    result, _ = run_agent(job_for(path))
+    assert result["status"] == "unsupported", result["error"]
+    assert result["error"]["kind"] == "op_unsupported"
+    assert "has no kernel for an operator of" in result["error"]["message"]
+    assert "Abs" in result["error"]["message"]
+
+
 def test_not_json_is_a_failed_result() -> None:
     result, _ = run_agent("{not json")
     assert result["status"] == "failed" and result["error"]["kind"] == "protocol"

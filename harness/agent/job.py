@@ -337,7 +337,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             # read through what options.py declares: what the profile loader checks
             runtime.load(model["path"], declared_options(runtime.name, options))
         except ModelLoadError as err:
-            raise JobError(err.kind, str(err)) from err
+            raise JobError(err.kind, str(err), protocol.STATUS_UNSUPPORTED if err.unsupported
+                           else protocol.STATUS_FAILED) from err
         result["load_s"] = time.perf_counter() - t0
         result["runtime_options"] = runtime.options_used()
         result["placement"] = _optional(runtime.placement, "placement")

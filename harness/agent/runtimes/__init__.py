@@ -40,11 +40,13 @@ class RuntimeUnavailable(Exception):
 
 
 class ModelLoadError(Exception):
-    """The model file is missing, corrupt or not loadable by this runtime."""
+    """The model file is missing, corrupt or not loadable by this runtime; `unsupported`: the
+    file is sound but this runtime build lacks what it needs (an operator's kernel)."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, unsupported: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
+        self.unsupported = unsupported
 
 
 class ProfileUnsupported(Exception):

@@ -128,6 +128,10 @@ class OnnxRuntime(Runtime):
             self.session = ort.InferenceSession(model_path, sess_options=so, providers=providers,
                                                 provider_options=provider_options)
         except Exception as err:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+            if type(err).__name__ == "NotImplemented":  # a sound model, a kernel this build lacks
+                raise ModelLoadError(
+                    "op_unsupported", f"onnxruntime {ort.__version__} here has no kernel for an "
+                    f"operator of {model_path}: {first_line(err)}", unsupported=True) from err
             raise ModelLoadError(
                 "model_invalid", f"onnxruntime cannot load {model_path}: {first_line(err)}"
             ) from err
