@@ -19,7 +19,12 @@ Manifest (JSON)::
      "dataset": {"name": "digits", "inputs": "data/digits/inputs.npy",
                  "labels": "data/digits/labels.npy",
                  "reference": "data/digits/digits_cnn.reference.npy",
-                 "preprocessing": {...}} | null,
+                 "preprocessing": {...},
+                 "sha256": {"inputs": "...", "labels": "...", "reference": "..."},
+                 "source_files": {"sha256": "...", "files": 7390, "bytes": 791918971,
+                                  "folders": ["/data/pets/oxford-iiit-pet/images", ...],
+                                  "method": "sha256 of the name, size and content of ..."}
+                                 | null} | null,   # source_files: null for digits (sklearn's)
      "seed": 0,                           # the suite's seed
      "training": {"epochs": 10, "lr": 0.003, "batch_size": 64, "weight_decay": 0.0,
                   "optimizer": "adam", "schedule": "cosine",
@@ -29,8 +34,11 @@ Manifest (JSON)::
 
 Paths inside a manifest are relative to the manifest's folder. A lineage entry's `params` are
 the values used (a distillation's `lr` taken from the model's `train:`), and only those with an
-effect on the file's format. `seed`, `training` and `built_with` are null in manifests written
-before edgebench recorded them.
+effect on the file's format. `dataset.source_files` sums up the local copy the tensors were made
+from (every file the loader may read; see `harness.zoo.datasets.source_fingerprint`); it is null
+for a dataset without files of its own (digits ships with scikit-learn, whose version is in
+`built_with`). `seed`, `training`, `built_with` and `dataset.source_files` are null in manifests
+written before edgebench recorded them.
 """
 
 from __future__ import annotations
@@ -103,6 +111,8 @@ class DatasetFiles:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     # sha256 of each part, as written into the manifest, so a run does not hash them again
     sha256: dict[str, str] = field(default_factory=dict)
+    # the dataset's own files the tensors were made from (`source_fingerprint`); None: none
+    source_files: dict[str, Any] | None = None
 
     def hashed(self) -> DatasetFiles:
         """The same files with the sha256 of each part as it is now."""
@@ -193,6 +203,7 @@ def load_manifest(manifest_path: Path) -> Artifact:
                 reference=(root / ds["reference"]).resolve() if ds.get("reference") else None,
                 preprocessing=ds.get("preprocessing") or {},
                 sha256=dict(ds.get("sha256") or {}),
+                source_files=ds.get("source_files"),
             )
         shape = data.get("input_shape")
         _check_unchanged(manifest_path, path, data["sha256"])
@@ -313,6 +324,7 @@ def write_manifest(artifact: Artifact) -> Path:
             "reference": rel(ds.reference),
             "preprocessing": ds.preprocessing,
             "sha256": ds.sha256,
+            "source_files": ds.source_files,
         },
     }
     artifact.manifest_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,71 @@ def test_a_dataset_says_the_image_size_it_gives() -> None:
 
     assert image_size_of("digits", {}) == 32 and image_size_of("digits", {"image_size": 64}) == 64
     assert image_size_of("imagefolder", {}) == 224 and image_size_of("cifar10", {}) == 32
+
+
+def _image_folder(root: Path, seed: int, classes: tuple[str, ...] = ("cat", "dog")) -> Path:
+    """Uncompressed BMPs: a new seed changes every pixel and no file's size."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for cls in classes:
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i}.bmp")
+    return root
+
+
+def test_a_dataset_fingerprint_follows_content_and_names_not_times(tmp_path: Path) -> None:
+    # Found in an audit: images changed in place were not rebuilt from; the build key held the
+    # dataset's settings only. The fingerprint is what the key now holds.
+    import os
+    import time
+
+    from harness.zoo.datasets import source_fingerprint
+
+    images = _image_folder(tmp_path / "imgs", seed=0)
+    params, cache = {"path": str(images)}, tmp_path / "cache.json"
+    time.sleep(2.1)  # old enough for the cache to keep (a fresher file is hashed each time)
+    first = source_fingerprint("imagefolder", params, cache)
+    assert first is not None and (first["files"], first["folders"]) == (6, [str(images)])
+    assert first["bytes"] == sum(p.stat().st_size for p in images.rglob("*.bmp"))
+    assert len(json.loads(cache.read_text())["files"]) == 6
+
+    # same name, size and modification time, other pixels: a make-style stamp sees nothing
+    target = images / "cat" / "0.bmp"
+    stamp = target.stat()
+    sizes = {p: p.stat().st_size for p in images.rglob("*.bmp")}
+    _image_folder(images, seed=1)
+    os.utime(target, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert {p: p.stat().st_size for p in images.rglob("*.bmp")} == sizes
+    changed = source_fingerprint("imagefolder", params, cache)
+    assert changed is not None and changed["sha256"] != first["sha256"]
+
+    # new times, same bytes (a copy, a touch): the same data, nothing to rebuild
+    for path in images.rglob("*.bmp"):
+        os.utime(path, ns=(1, 1))
+    touched = source_fingerprint("imagefolder", params, cache)
+    assert touched == changed
+
+    (images / "dog").rename(images / "wolf")  # a class's name is its folder's: its label
+    assert source_fingerprint("imagefolder", params, cache)["sha256"] != changed["sha256"]
+
+
+def test_a_dataset_fingerprint_covers_only_the_folders_its_loader_reads(tmp_path: Path) -> None:
+    from harness.zoo.datasets import source_fingerprint
+
+    pets = tmp_path / "data" / "oxford-iiit-pet"
+    _image_folder(pets / "images", seed=0, classes=("all",))
+    (pets / "annotations").mkdir()
+    (pets / "annotations" / "test.txt").write_text("0 1 1 1\n")
+    params = {"path": str(tmp_path / "data")}
+    first = source_fingerprint("oxford_pets", params)
+    assert first is not None and first["files"] == 4
+    # torchvision's layout puts many datasets under one root: another one's files do not count
+    _image_folder(tmp_path / "data" / "cifar-10-batches-py", seed=0)
+    assert source_fingerprint("oxford_pets", params) == first
+    (pets / "annotations" / "test.txt").write_text("0 2 1 1\n")
+    assert source_fingerprint("oxford_pets", params)["sha256"] != first["sha256"]
+    # digits is scikit-learn's copy, in the build key by the library's version
+    assert source_fingerprint("digits", {}) is None

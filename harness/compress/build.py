@@ -16,11 +16,13 @@ worker whose parent dies (even by SIGKILL) exits at once, in the middle of its m
 
 An artifact is rebuilt only when its build key changes: the key hashes the model, dataset and
 recipe configuration, the seed, the content of the files they name (the model's weights, a
-step's `Technique.files`) and the source of harness/compress and harness/zoo with the versions
-of the libraries that shape the output (which the manifest records too). The key sits in a sidecar
-`<file>.build.json`. A failure (an unsupported op, a missing dataset, a rank that shrinks no
-layer) is recorded against its suite entry and the rest of the suite still builds; a malformed
-suite, a value out of range included, raises ConfigError before anything is built.
+step's `Technique.files`, every file a dataset's loader reads: `source_fingerprint`, whose
+per-file hashes are kept in `<build_dir>/.cache/dataset-<name>.files.json` so that a later build
+reads only the files that changed) and the source of harness/compress and harness/zoo with the
+versions of the libraries that shape the output (which the manifest records too). The key sits
+in a sidecar `<file>.build.json`. A failure (an unsupported op, a missing dataset, a rank that
+shrinks no layer) is recorded against its suite entry and the rest of the suite still builds; a
+malformed suite, a value out of range included, raises ConfigError before anything is built.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ from harness.compress.train import (
 )
 from harness.errors import EdgebenchError
 from harness.signals import interrupted, raise_if_interrupted, remembered_interrupts
-from harness.zoo.datasets import DATASETS, DataSplit, load_dataset
+from harness.zoo.datasets import DATASETS, DataSplit, load_dataset, source_fingerprint
 from harness.zoo.models import MODELS, build_model
 
 SIDECAR = ".build.json"
@@ -398,6 +400,7 @@ class _Builder:
         self.built = self.reused = 0
         self._data: dict[str, DataSplit | str] = {}
         self._weights_sha: dict[Path, str] = {}  # the files the build reads, hashed once
+        self._sources: dict[str, dict[str, Any] | None] = {}  # each dataset's, once
         self._checked: dict[tuple[Path, str], Artifact | None] = {}
         load_all()
 
@@ -485,6 +488,8 @@ class _Builder:
                       if k not in ("recipes", "formats")},
             "weights_sha256": self._file_sha256(model.weights),
             "dataset": asdict(dataset) if dataset else None,
+            # the images themselves: changed in place, they train and score another model
+            "dataset_files_sha256": (self._source(model.dataset) or {}).get("sha256"),
             "steps": [asdict(s) for s in recipe.steps] if recipe else [],
             # a file a step reads (a student's weights) counts by its content, not its name
             "step_files_sha256": [self._step_files(s) for s in recipe.steps] if recipe else [],
@@ -504,6 +509,17 @@ class _Builder:
         if path not in self._weights_sha:
             self._weights_sha[path] = sha256_file(path)
         return self._weights_sha[path]
+
+    def _source(self, dataset: str | None) -> dict[str, Any] | None:
+        """The fingerprint of the files `dataset` reads, taken once per build; None without a
+        dataset or for one without files of its own."""
+        if dataset is None:
+            return None
+        if dataset not in self._sources:
+            cfg = self.suite.datasets[dataset]
+            cache = self.dir / ".cache" / f"dataset-{dataset}.files.json"
+            self._sources[dataset] = source_fingerprint(cfg.type, cfg.params, cache)
+        return self._sources[dataset]
 
     def _reusable(self, path: Path, key: str) -> Artifact | None:
         """The artifact at `path` if it was built with `key` and is intact (checked once)."""
@@ -602,7 +618,8 @@ class _Builder:
             if not path.is_file() or not np.array_equal(np.load(path), array):
                 _write_whole(path, functools.partial(np.save, arr=array))
         return DatasetFiles(data.name, inputs, labels, folder / f"{state.cfg.name}.reference.npy",
-                            dict(data.preprocessing))
+                            dict(data.preprocessing),
+                            source_files=self._source(state.cfg.dataset))
 
     def _ctx(self, state: _ModelState, entry: str) -> StepContext:
         return StepContext(entry=entry, data=state.data, input_shape=state.input_shape,
