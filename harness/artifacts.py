@@ -16,6 +16,9 @@ Manifest (JSON)::
      "params": 12345, "macs": 67890, "input_shape": [1, 1, 32, 32], "input_dtype": "float32",
      "host_accuracy": {"top1": 0.97, "top5": 1.0, "n": 360} | null,
      "parity": {"top1_agreement": 1.0, "max_abs_diff": 1e-5} | null,
+     "host_run": {"isa": "x86 sse4_2 avx fma avx2 f16c", "cpu_model": "...",
+                  "machine": "x86_64", "runtime": "onnxruntime", "runtime_version": "1.22.0",
+                  "threads": 2} | null,  # where host_accuracy and parity were computed
      "dataset": {"name": "digits", "inputs": "data/digits/inputs.npy",
                  "labels": "data/digits/labels.npy",
                  "reference": "data/digits/digits_cnn.reference.npy",
@@ -34,11 +37,14 @@ Manifest (JSON)::
 
 Paths inside a manifest are relative to the manifest's folder. A lineage entry's `params` are
 the values used (a distillation's `lr` taken from the model's `train:`), and only those with an
-effect on the file's format. `dataset.source_files` sums up the local copy the tensors were made
-from (every file the loader may read; see `harness.zoo.datasets.source_fingerprint`); it is null
-for a dataset without files of its own (digits ships with scikit-learn, whose version is in
-`built_with`). `seed`, `training`, `built_with` and `dataset.source_files` are null in manifests
-written before edgebench recorded them.
+effect on the file's format. `host_accuracy` and `parity` are this host's figures: `host_run`
+names its CPU's instruction set (`isa`, as a device fingerprint names it: int8 kernels, and so
+top-1, differ between AVX2, VNNI and Arm), the runtime, its version and the threads.
+`dataset.source_files` sums up the local copy the tensors were made from (every file the loader
+may read; see `harness.zoo.datasets.source_fingerprint`); it is null for a dataset without files
+of its own (digits ships with scikit-learn, whose version is in `built_with`). `seed`,
+`training`, `built_with`, `host_run` and `dataset.source_files` are null in manifests written
+before edgebench recorded them.
 """
 
 from __future__ import annotations
@@ -141,6 +147,7 @@ class Artifact:
     input_dtype: str | None = None
     host_accuracy: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
+    host_run: dict[str, Any] | None = None  # the CPU (isa), runtime and threads of those two
     dataset: DatasetFiles | None = None
     # what reproducing the artifact takes besides its lineage (None in older manifests)
     seed: int | None = None  # the suite's
@@ -229,6 +236,7 @@ def load_manifest(manifest_path: Path) -> Artifact:
             input_dtype=data.get("input_dtype"),
             host_accuracy=data.get("host_accuracy"),
             parity=data.get("parity"),
+            host_run=data.get("host_run"),
             dataset=dataset,
             seed=data.get("seed"),
             training=data.get("training"),
@@ -312,6 +320,7 @@ def write_manifest(artifact: Artifact) -> Path:
         "input_dtype": artifact.input_dtype,
         "host_accuracy": artifact.host_accuracy,
         "parity": artifact.parity,
+        "host_run": artifact.host_run,
         "seed": artifact.seed,
         "training": artifact.training,
         "built_with": artifact.built_with,

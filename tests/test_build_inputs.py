@@ -60,10 +60,14 @@ def test_the_manifest_holds_what_reproducing_an_artifact_takes(tmp_path: Path) -
     # Found in an audit: the baseline's training, the seed and the library versions were only
     # hashed into the build key; distill recorded "lr": null for the rate its training used,
     # and a TFLite quantize_dynamic recorded ONNX Runtime's per_channel and reduce_range.
+    import platform
     from importlib import metadata
 
     from harness import __version__
+    from harness.agent import isa, probes
+    from harness.agent.runtimes import get_runtime
     from harness.artifacts import load_manifest
+    from harness.compress.export import HOST_OPTIONS, HOST_RUNTIME
 
     suite = tmp_path / "paper.yaml"
     suite.write_text("seed: 5\ndatasets: {digits: {type: digits}}\n"
@@ -86,6 +90,17 @@ def test_the_manifest_holds_what_reproducing_an_artifact_takes(tmp_path: Path) -
         assert built_with["edgebench"] == __version__ and len(built_with["code_sha256"]) == 64
         for lib in ("torch", "onnxruntime", "litert-torch", "ai-edge-quantizer"):
             assert built_with["libraries"][lib] == metadata.version(lib)
+    # Found in an audit: nothing said which CPU the host accuracy came from, though int8
+    # kernels, and top-1 with them, differ between AVX2, VNNI and Arm CPUs.
+    cpuinfo = probes.read_text("/proc/cpuinfo") or ""
+    this_cpu = isa.kernel_flags(cpuinfo, platform.machine())["isa"]  # what a fingerprint says
+    for art in report.artifacts:
+        runtime = HOST_RUNTIME[art.format]
+        assert load_manifest(art.manifest_path).host_run == {
+            "isa": this_cpu, "cpu_model": probes.cpu_model(cpuinfo),
+            "machine": platform.machine(), "runtime": runtime,
+            "runtime_version": get_runtime(runtime).version(),
+            "threads": HOST_OPTIONS["threads"]}, art.name
     kd = load_manifest(out / "m-kd.onnx.manifest.json")
     assert kd.lineage[0]["params"]["lr"] == 0.003  # the model's train.lr, as fit used it
     assert load_manifest(out / "m-dyn.tflite.manifest.json").lineage[0]["params"] == {}
@@ -106,6 +121,7 @@ def test_a_manifest_written_before_these_fields_still_loads(tmp_path: Path) -> N
         "sha256": hashlib.sha256(b"onnx").hexdigest(), "lineage": []}))
     old = load_manifest(tmp_path / "m.onnx.manifest.json")
     assert old.seed is None and old.training is None and old.built_with is None
+    assert old.host_run is None
 
 
 def _bitmaps(root: Path, seed: int) -> Path:

@@ -34,6 +34,7 @@ import io
 import json
 import multiprocessing
 import os
+import platform
 import threading
 import time
 from collections.abc import Callable
@@ -49,7 +50,8 @@ from rich.markup import escape
 from torch import nn
 
 from harness import __version__
-from harness.agent import scoring
+from harness.agent import isa, probes, scoring
+from harness.agent.runtimes import get_runtime
 from harness.artifacts import (
     FORMAT_SUFFIX,
     Artifact,
@@ -124,6 +126,11 @@ def _build_suite(suite: Path, build_dir: Path, console: Console | None, workers:
                              ) from err
     pending = [g for g in _independent_groups(loaded) if any(builder.pending(m) for m in g)]
     extra = _worker_count(workers, len(pending))
+    if pending:
+        cpu = host_cpu()
+        console.print(f"host figures below (top-1, agreement) from this CPU: "
+                      f"{cpu['isa'] or 'ISA unknown'}, {ex.HOST_OPTIONS.get('threads')} threads "
+                      "(each manifest's host_run)", highlight=False, markup=False)
     by_model: dict[str, BuildReport] = {}
     if extra:
         # the first group here, with this console's live progress; the others in workers
@@ -337,6 +344,14 @@ def code_version(libraries: dict[str, str | None]) -> str:
     return digest.hexdigest()
 
 
+def host_cpu() -> dict[str, Any]:
+    """This CPU as a device fingerprint names it (the agent's own detector): its instruction set
+    picks the int8 kernels, and they change the host's top-1 (AVX2 without VNNI saturates)."""
+    cpuinfo = probes.read_text("/proc/cpuinfo")
+    return {"isa": isa.kernel_flags(cpuinfo or "", platform.machine())["isa"],
+            "cpu_model": probes.cpu_model(cpuinfo), "machine": platform.machine()}
+
+
 def library_versions() -> dict[str, str | None]:
     """The installed version of each library that shapes a build's output (None: absent)."""
     versions: dict[str, str | None] = {}
@@ -401,6 +416,7 @@ class _Builder:
         self._data: dict[str, DataSplit | str] = {}
         self._weights_sha: dict[Path, str] = {}  # the files the build reads, hashed once
         self._sources: dict[str, dict[str, Any] | None] = {}  # each dataset's, once
+        self._host_runs: dict[str, dict[str, Any]] = {}  # each format's, once
         self._checked: dict[tuple[Path, str], Artifact | None] = {}
         load_all()
 
@@ -744,6 +760,7 @@ class _Builder:
             host_accuracy=(scoring.score(outputs, state.data.y_test, state.torch_reference)
                            if state.data else None),
             parity=scoring.parity(outputs, parent),
+            host_run=self._host_run(fmt),
             dataset=state.dataset_files.hashed() if state.dataset_files else None,
             seed=self.suite.seed,
             training={**training_record(state.cfg.train),
@@ -752,6 +769,16 @@ class _Builder:
         )
         write_manifest(artifact)
         return artifact
+
+    def _host_run(self, fmt: str) -> dict[str, Any]:
+        """Where and how the host ran a `fmt` file for its accuracy and parity: this CPU, the
+        agent's runtime for the format, its version and the threads it was given."""
+        if fmt not in self._host_runs:
+            runtime = ex.HOST_RUNTIME[fmt]
+            self._host_runs[fmt] = {**host_cpu(), "runtime": runtime,
+                                    "runtime_version": get_runtime(runtime).version(),
+                                    "threads": ex.HOST_OPTIONS.get("threads")}
+        return self._host_runs[fmt]
 
     def _parent_outputs(self, state: _ModelState, fmt: str) -> np.ndarray:
         """Outputs of the fp32 baseline artifact of this format (its own runtime), or of the
