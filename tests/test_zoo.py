@@ -210,3 +210,86 @@ def test_a_dataset_fingerprint_covers_only_the_folders_its_loader_reads(tmp_path
     assert source_fingerprint("oxford_pets", params)["sha256"] != first["sha256"]
     # digits is scikit-learn's copy, in the build key by the library's version
     assert source_fingerprint("digits", {}) is None
+
+
+def _digits_weights(tmp_path: Path, name: str, wrap: object = None) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(1)
+    source = build_model("digits_cnn", 10, 1)
+    path = tmp_path / name
+    torch.save(source.state_dict() if wrap is None else wrap(source), path)  # type: ignore[operator]
+    return path, source
+
+
+def test_a_weights_mismatch_names_the_keys_with_counts(tmp_path: Path) -> None:
+    # Found in an audit: only torch's first line was kept, "Error(s) in loading state_dict for
+    # DigitsCNN:", with nothing after the colon.
+    path = tmp_path / "small.pt"
+    torch.save(build_model("digits_cnn_small", 10, 1).state_dict(), path)
+    with pytest.raises(EdgebenchError) as err:
+        build_model("digits_cnn", 10, 1, weights=path)
+    assert str(err.value).startswith(f"digits_cnn: weights file {path} does not fit the model: "
+                                     "18 of another shape, file vs model (features.0.weight "
+                                     "[8, 1, 3, 3] vs [16, 1, 3, 3], ")
+    assert "... (15 more)" in str(err.value)
+
+    path, _ = _digits_weights(tmp_path, "renamed.pt", lambda m: {
+        ("head." + k if k.startswith("classifier.") else k): v
+        for k, v in m.state_dict().items()})
+    with pytest.raises(EdgebenchError) as err:
+        build_model("digits_cnn", 10, 1, weights=path)
+    message = str(err.value)
+    assert "4 of the model's names missing from the file (classifier.1.weight, " in message
+    assert "4 names in the file that the model lacks (head.classifier.1.weight, " in message
+    assert "another architecture" not in message
+
+    torch.save(build_model("mobilenet_v3_small", 10, 1).state_dict(), path)
+    with pytest.raises(EdgebenchError, match="most names differ: weights of another architecture"):
+        build_model("digits_cnn", 10, 1, weights=path)
+
+
+def test_a_pickled_model_is_told_apart_from_a_state_dict(tmp_path: Path) -> None:
+    # Found in an audit: torch.save(model) gave torch's long weights_only message, cut
+    # mid-sentence, with terminal escape codes in it.
+    import argparse
+
+    path, _ = _digits_weights(tmp_path, "whole.pt", lambda m: m)
+    with pytest.raises(EdgebenchError) as err:
+        build_model("digits_cnn", 10, 1, weights=path)
+    assert str(err.value) == (f"digits_cnn: weights file {path} holds a pickled model "
+                              "(torch.save(model)), not a state_dict; save model.state_dict() "
+                              "instead")
+    path, _ = _digits_weights(tmp_path, "args.pt", lambda m: {
+        "model": m.state_dict(), "args": argparse.Namespace(lr=0.1)})
+    with pytest.raises(EdgebenchError, match=r"objects besides tensors \(argparse.Namespace\)"):
+        build_model("digits_cnn", 10, 1, weights=path)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(EdgebenchError) as err:
+        build_model("digits_cnn", 10, 1, weights=junk)
+    assert "not a checkpoint written by torch.save" in str(err.value)
+    assert "\x1b" not in str(err.value)
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda m: {"model": m.state_dict(), "epoch": 3},  # torchvision's reference scripts
+    lambda m: {"state_dict": m.state_dict(), "optimizer": {}},
+    lambda m: {"module." + k: v for k, v in m.state_dict().items()},  # DistributedDataParallel
+    lambda m: {"model": {"module._orig_mod." + k: v for k, v in m.state_dict().items()}},
+], ids=["model", "state_dict", "ddp", "ddp-compiled"])
+def test_a_checkpoint_around_a_state_dict_is_unwrapped(tmp_path: Path, wrap: object) -> None:
+    path, source = _digits_weights(tmp_path, "ckpt.pt", wrap)
+    loaded = build_model("digits_cnn", 10, 1, weights=path)
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(source.eval()(x), loaded(x))
+
+
+def test_a_checkpoint_with_no_or_two_state_dicts_is_refused_naming_its_keys(
+        tmp_path: Path) -> None:
+    path, _ = _digits_weights(tmp_path, "two.pt", lambda m: {
+        "model": m.state_dict(), "state_dict": m.state_dict()})
+    with pytest.raises(EdgebenchError, match="a state_dict under each of 'state_dict', 'model'"):
+        build_model("digits_cnn", 10, 1, weights=path)
+    path, _ = _digits_weights(tmp_path, "none.pt", lambda m: {"epoch": 1, "net": m.state_dict()})
+    with pytest.raises(EdgebenchError, match=r"is a dict of epoch, net with no state_dict under"):
+        build_model("digits_cnn", 10, 1, weights=path)
+
