@@ -293,3 +293,23 @@ def test_a_checkpoint_with_no_or_two_state_dicts_is_refused_naming_its_keys(
     with pytest.raises(EdgebenchError, match=r"is a dict of epoch, net with no state_dict under"):
         build_model("digits_cnn", 10, 1, weights=path)
 
+
+def test_rgb_weights_fit_a_grey_scale_model_by_its_first_conv(tmp_path: Path) -> None:
+    # Found in an audit: ImageNet-shaped resnet18 weights failed for a 1-channel dataset, its
+    # first conv being rebuilt for one channel. The RGB kernels summed over the colours compute
+    # on a grey image what the RGB model computes on that image in three equal channels.
+    torch.manual_seed(0)
+    rgb = build_model("resnet18", 1000, 3)
+    path = tmp_path / "imagenet.pt"
+    torch.save(rgb.state_dict(), path)
+    grey = build_model("resnet18", 1000, 1, weights=path)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(grey(x), rgb(x.repeat(1, 3, 1, 1)), rtol=1e-4, atol=1e-4)
+    # with the classifier of another class count dropped too, as for Pets in grey
+    pets = build_model("resnet18", 37, 1, weights=path)
+    src = rgb.state_dict()
+    for key, value in pets.state_dict().items():
+        if key not in ("conv1.weight", "fc.weight", "fc.bias"):
+            assert torch.equal(value, src[key]), key
+    assert pets.state_dict()["conv1.weight"].shape == (64, 1, 7, 7)

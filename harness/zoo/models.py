@@ -4,12 +4,14 @@ Every builder takes the number of classes and the input channel count and return
 in eval mode. Weights come only from a local file (`load_weights`): edgebench never downloads, so
 a model without a weights file has random weights and is good for latency only, unless the suite
 trains it. A weights file is a state_dict, also inside a training checkpoint (`{"model": ...}`,
-`{"state_dict": ...}`) or with the `module.` of DistributedDataParallel on every name; weights for
+`{"state_dict": ...}`) or with the `module.` of DistributedDataParallel on every name; RGB weights
+fit a grey-scale model (its first conv takes the kernels summed over the colours) and weights for
 another number of classes keep all but the classifier.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 from collections.abc import Callable, Mapping
@@ -83,23 +85,31 @@ _demo("digits_cnn", 16)
 _demo("digits_cnn_small", 8)  # the distillation student: a quarter of the MACs
 
 
-def _adapt_stem(model: nn.Module, in_channels: int) -> nn.Module:
-    if in_channels == 3:
-        return model
-    # Grey-scale inputs: replace the first conv, keeping its geometry.
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    """The conv that takes the input's channels: the one `_adapt_stem` replaces and
+    `_adapt_stem_weights` fits RGB weights to."""
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
-            new = nn.Conv2d(
-                in_channels,
-                module.out_channels,
-                module.kernel_size,  # type: ignore[arg-type]
-                module.stride,  # type: ignore[arg-type]
-                module.padding,  # type: ignore[arg-type]
-                bias=module.bias is not None,
-            )
-            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-            setattr(parent, name.rpartition(".")[2], new)
-            return model
+            return name, module
+    return None
+
+
+def _adapt_stem(model: nn.Module, in_channels: int) -> nn.Module:
+    first = _first_conv(model)
+    if in_channels == 3 or first is None:
+        return model
+    # Grey-scale inputs: replace the first conv, keeping its geometry.
+    name, module = first
+    new = nn.Conv2d(
+        in_channels,
+        module.out_channels,
+        module.kernel_size,  # type: ignore[arg-type]
+        module.stride,  # type: ignore[arg-type]
+        module.padding,  # type: ignore[arg-type]
+        bias=module.bias is not None,
+    )
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    setattr(parent, name.rpartition(".")[2], new)
     return model
 
 
@@ -154,6 +164,28 @@ def _drop_other_classifier(model: nn.Module, state: dict) -> dict:
     return state
 
 
+def _adapt_stem_weights(model: nn.Module, state: dict) -> dict:
+    """RGB weights (ImageNet's) for a model whose first conv `_adapt_stem` made for another
+    channel count: the RGB kernels summed over the colours for one channel (a grey image given
+    to the RGB model as three equal channels computes the same), else repeated and scaled, as
+    timm's `adapt_input_conv` does; the pre-trained stem is kept rather than drawn afresh."""
+    first = _first_conv(model)
+    if first is None:
+        return state
+    key, own = f"{first[0]}.weight", first[1].weight
+    theirs = state.get(key)
+    if (not isinstance(theirs, torch.Tensor) or theirs.ndim != 4 or theirs.shape[1] != 3
+            or own.shape[1] == 3 or theirs.shape[0] != own.shape[0]
+            or theirs.shape[2:] != own.shape[2:]):
+        return state
+    channels = own.shape[1]
+    if channels == 1:
+        weight = theirs.sum(dim=1, keepdim=True)
+    else:
+        weight = theirs.repeat(1, math.ceil(channels / 3), 1, 1)[:, :channels] * (3 / channels)
+    return {**state, key: weight.to(theirs.dtype)}
+
+
 # Where a training script's checkpoint keeps the state_dict: Lightning and timm under
 # "state_dict", torchvision's reference scripts under "model", many tutorials "model_state_dict".
 CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict")
@@ -170,7 +202,7 @@ def load_weights(model: nn.Module, path: Path, arch: str) -> None:
     if not path.is_file():
         raise EdgebenchError(f"{arch}: weights file {path} not found (edgebench never downloads)")
     state = _state_dict_in(_read(path, arch), model, path, arch)
-    state = _drop_other_classifier(model, state)
+    state = _drop_other_classifier(model, _adapt_stem_weights(model, state))
     mismatch = _mismatch(model, state)
     if mismatch:
         raise EdgebenchError(f"{arch}: weights file {path} does not fit the model: {mismatch}")
