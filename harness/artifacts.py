@@ -16,10 +16,18 @@ Manifest (JSON)::
      "params": 12345, "macs": 67890, "input_shape": [1, 1, 32, 32], "input_dtype": "float32",
      "host_accuracy": {"top1": 0.97, "top5": 1.0, "n": 360} | null,
      "parity": {"top1_agreement": 1.0, "max_abs_diff": 1e-5} | null,
+     "host_run": {"isa": "x86 sse4_2 avx fma avx2 f16c", "cpu_model": "...",
+                  "machine": "x86_64", "runtime": "onnxruntime", "runtime_version": "1.22.0",
+                  "threads": 2} | null,  # where host_accuracy and parity were computed
      "dataset": {"name": "digits", "inputs": "data/digits/inputs.npy",
                  "labels": "data/digits/labels.npy",
                  "reference": "data/digits/digits_cnn.reference.npy",
-                 "preprocessing": {...}} | null,
+                 "preprocessing": {...},
+                 "sha256": {"inputs": "...", "labels": "...", "reference": "..."},
+                 "source_files": {"sha256": "...", "files": 7390, "bytes": 791918971,
+                                  "folders": ["/data/pets/oxford-iiit-pet/images", ...],
+                                  "method": "sha256 of the name, size and content of ..."}
+                                 | null} | null,   # source_files: null for digits (sklearn's)
      "seed": 0,                           # the suite's seed
      "training": {"epochs": 10, "lr": 0.003, "batch_size": 64, "weight_decay": 0.0,
                   "optimizer": "adam", "schedule": "cosine",
@@ -29,7 +37,13 @@ Manifest (JSON)::
 
 Paths inside a manifest are relative to the manifest's folder. A lineage entry's `params` are
 the values used (a distillation's `lr` taken from the model's `train:`), and only those with an
-effect on the file's format. `seed`, `training` and `built_with` are null in manifests written
+effect on the file's format. `host_accuracy` and `parity` are this host's figures: `host_run`
+names its CPU's instruction set (`isa`, as a device fingerprint names it: int8 kernels, and so
+top-1, differ between AVX2, VNNI and Arm), the runtime, its version and the threads.
+`dataset.source_files` sums up the local copy the tensors were made from (every file the loader
+may read; see `harness.zoo.datasets.source_fingerprint`); it is null for a dataset without files
+of its own (digits ships with scikit-learn, whose version is in `built_with`). `seed`,
+`training`, `built_with`, `host_run` and `dataset.source_files` are null in manifests written
 before edgebench recorded them.
 """
 
@@ -103,6 +117,8 @@ class DatasetFiles:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     # sha256 of each part, as written into the manifest, so a run does not hash them again
     sha256: dict[str, str] = field(default_factory=dict)
+    # the dataset's own files the tensors were made from (`source_fingerprint`); None: none
+    source_files: dict[str, Any] | None = None
 
     def hashed(self) -> DatasetFiles:
         """The same files with the sha256 of each part as it is now."""
@@ -131,6 +147,7 @@ class Artifact:
     input_dtype: str | None = None
     host_accuracy: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
+    host_run: dict[str, Any] | None = None  # the CPU (isa), runtime and threads of those two
     dataset: DatasetFiles | None = None
     # what reproducing the artifact takes besides its lineage (None in older manifests)
     seed: int | None = None  # the suite's
@@ -193,6 +210,7 @@ def load_manifest(manifest_path: Path) -> Artifact:
                 reference=(root / ds["reference"]).resolve() if ds.get("reference") else None,
                 preprocessing=ds.get("preprocessing") or {},
                 sha256=dict(ds.get("sha256") or {}),
+                source_files=ds.get("source_files"),
             )
         shape = data.get("input_shape")
         _check_unchanged(manifest_path, path, data["sha256"])
@@ -218,6 +236,7 @@ def load_manifest(manifest_path: Path) -> Artifact:
             input_dtype=data.get("input_dtype"),
             host_accuracy=data.get("host_accuracy"),
             parity=data.get("parity"),
+            host_run=data.get("host_run"),
             dataset=dataset,
             seed=data.get("seed"),
             training=data.get("training"),
@@ -301,6 +320,7 @@ def write_manifest(artifact: Artifact) -> Path:
         "input_dtype": artifact.input_dtype,
         "host_accuracy": artifact.host_accuracy,
         "parity": artifact.parity,
+        "host_run": artifact.host_run,
         "seed": artifact.seed,
         "training": artifact.training,
         "built_with": artifact.built_with,
@@ -313,6 +333,7 @@ def write_manifest(artifact: Artifact) -> Path:
             "reference": rel(ds.reference),
             "preprocessing": ds.preprocessing,
             "sha256": ds.sha256,
+            "source_files": ds.source_files,
         },
     }
     artifact.manifest_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from rich.console import Console
@@ -59,10 +60,14 @@ def test_the_manifest_holds_what_reproducing_an_artifact_takes(tmp_path: Path) -
     # Found in an audit: the baseline's training, the seed and the library versions were only
     # hashed into the build key; distill recorded "lr": null for the rate its training used,
     # and a TFLite quantize_dynamic recorded ONNX Runtime's per_channel and reduce_range.
+    import platform
     from importlib import metadata
 
     from harness import __version__
+    from harness.agent import isa, probes
+    from harness.agent.runtimes import get_runtime
     from harness.artifacts import load_manifest
+    from harness.compress.export import HOST_OPTIONS, HOST_RUNTIME
 
     suite = tmp_path / "paper.yaml"
     suite.write_text("seed: 5\ndatasets: {digits: {type: digits}}\n"
@@ -85,6 +90,17 @@ def test_the_manifest_holds_what_reproducing_an_artifact_takes(tmp_path: Path) -
         assert built_with["edgebench"] == __version__ and len(built_with["code_sha256"]) == 64
         for lib in ("torch", "onnxruntime", "litert-torch", "ai-edge-quantizer"):
             assert built_with["libraries"][lib] == metadata.version(lib)
+    # Found in an audit: nothing said which CPU the host accuracy came from, though int8
+    # kernels, and top-1 with them, differ between AVX2, VNNI and Arm CPUs.
+    cpuinfo = probes.read_text("/proc/cpuinfo") or ""
+    this_cpu = isa.kernel_flags(cpuinfo, platform.machine())["isa"]  # what a fingerprint says
+    for art in report.artifacts:
+        runtime = HOST_RUNTIME[art.format]
+        assert load_manifest(art.manifest_path).host_run == {
+            "isa": this_cpu, "cpu_model": probes.cpu_model(cpuinfo),
+            "machine": platform.machine(), "runtime": runtime,
+            "runtime_version": get_runtime(runtime).version(),
+            "threads": HOST_OPTIONS["threads"]}, art.name
     kd = load_manifest(out / "m-kd.onnx.manifest.json")
     assert kd.lineage[0]["params"]["lr"] == 0.003  # the model's train.lr, as fit used it
     assert load_manifest(out / "m-dyn.tflite.manifest.json").lineage[0]["params"] == {}
@@ -105,3 +121,50 @@ def test_a_manifest_written_before_these_fields_still_loads(tmp_path: Path) -> N
         "sha256": hashlib.sha256(b"onnx").hexdigest(), "lineage": []}))
     old = load_manifest(tmp_path / "m.onnx.manifest.json")
     assert old.seed is None and old.training is None and old.built_with is None
+    assert old.host_run is None
+
+
+def _bitmaps(root: Path, seed: int) -> Path:
+    """Two classes of uncompressed BMPs: another seed changes every pixel, no file's size."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(
+                root / cls / f"{i}.bmp")
+    return root
+
+
+@pytest.mark.slow
+def test_images_changed_in_place_rebuild_what_was_trained_and_scored_on_them(
+        tmp_path: Path) -> None:
+    # Found in an audit: every image of an imagefolder dataset rewritten, the build said
+    # "0 built, 1 reused"; the model stayed trained on the old images, and the test split the
+    # device is sent (data/<dataset>/inputs.npy) was the old one.
+    from harness.artifacts import load_manifest
+
+    images = _bitmaps(tmp_path / "imgs", seed=0)
+    suite = tmp_path / "mine.yaml"
+    suite.write_text("seed: 0\nformats: [onnx]\n"
+                     f"datasets: {{mine: {{type: imagefolder, path: '{images}', "
+                     "image_size: 32, test_fraction: 0.4}}\n"
+                     "models: {m: {arch: digits_cnn, dataset: mine, train: {epochs: 1}}}\n")
+    out = tmp_path / "build"
+    first = build_suite(suite, out, console=Console(quiet=True), workers=0)
+    assert first.built == 1 and not first.failures, first.failures
+    assert build_suite(suite, out, console=Console(quiet=True), workers=0).reused == 1
+    before = load_manifest(out / "m.onnx.manifest.json")
+
+    _bitmaps(images, seed=1)  # same names, same sizes, other pixels
+    changed = build_suite(suite, out, console=Console(quiet=True), workers=0)
+    assert (changed.built, changed.reused) == (1, 0)
+    after = load_manifest(out / "m.onnx.manifest.json")
+    assert before.dataset is not None and after.dataset is not None
+    assert before.dataset.source_files is not None and after.dataset.source_files is not None
+    assert after.dataset.source_files["sha256"] != before.dataset.source_files["sha256"]
+    assert after.dataset.source_files["files"] == 10
+    assert after.dataset.sha256["inputs"] != before.dataset.sha256["inputs"]
+    assert after.sha256 != before.sha256  # trained again (the training cache is keyed too)
+    assert build_suite(suite, out, console=Console(quiet=True), workers=0).reused == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,174 @@ def test_a_dataset_says_the_image_size_it_gives() -> None:
 
     assert image_size_of("digits", {}) == 32 and image_size_of("digits", {"image_size": 64}) == 64
     assert image_size_of("imagefolder", {}) == 224 and image_size_of("cifar10", {}) == 32
+
+
+def _image_folder(root: Path, seed: int, classes: tuple[str, ...] = ("cat", "dog")) -> Path:
+    """Uncompressed BMPs: a new seed changes every pixel and no file's size."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for cls in classes:
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i}.bmp")
+    return root
+
+
+def test_a_dataset_fingerprint_follows_content_and_names_not_times(tmp_path: Path) -> None:
+    # Found in an audit: images changed in place were not rebuilt from; the build key held the
+    # dataset's settings only. The fingerprint is what the key now holds.
+    import os
+    import time
+
+    from harness.zoo.datasets import source_fingerprint
+
+    images = _image_folder(tmp_path / "imgs", seed=0)
+    params, cache = {"path": str(images)}, tmp_path / "cache.json"
+    time.sleep(2.1)  # old enough for the cache to keep (a fresher file is hashed each time)
+    first = source_fingerprint("imagefolder", params, cache)
+    assert first is not None and (first["files"], first["folders"]) == (6, [str(images)])
+    assert first["bytes"] == sum(p.stat().st_size for p in images.rglob("*.bmp"))
+    assert len(json.loads(cache.read_text())["files"]) == 6
+
+    # same name, size and modification time, other pixels: a make-style stamp sees nothing
+    target = images / "cat" / "0.bmp"
+    stamp = target.stat()
+    sizes = {p: p.stat().st_size for p in images.rglob("*.bmp")}
+    _image_folder(images, seed=1)
+    os.utime(target, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert {p: p.stat().st_size for p in images.rglob("*.bmp")} == sizes
+    changed = source_fingerprint("imagefolder", params, cache)
+    assert changed is not None and changed["sha256"] != first["sha256"]
+
+    # new times, same bytes (a copy, a touch): the same data, nothing to rebuild
+    for path in images.rglob("*.bmp"):
+        os.utime(path, ns=(1, 1))
+    touched = source_fingerprint("imagefolder", params, cache)
+    assert touched == changed
+
+    (images / "dog").rename(images / "wolf")  # a class's name is its folder's: its label
+    assert source_fingerprint("imagefolder", params, cache)["sha256"] != changed["sha256"]
+
+
+def test_a_dataset_fingerprint_covers_only_the_folders_its_loader_reads(tmp_path: Path) -> None:
+    from harness.zoo.datasets import source_fingerprint
+
+    pets = tmp_path / "data" / "oxford-iiit-pet"
+    _image_folder(pets / "images", seed=0, classes=("all",))
+    (pets / "annotations").mkdir()
+    (pets / "annotations" / "test.txt").write_text("0 1 1 1\n")
+    params = {"path": str(tmp_path / "data")}
+    first = source_fingerprint("oxford_pets", params)
+    assert first is not None and first["files"] == 4
+    # torchvision's layout puts many datasets under one root: another one's files do not count
+    _image_folder(tmp_path / "data" / "cifar-10-batches-py", seed=0)
+    assert source_fingerprint("oxford_pets", params) == first
+    (pets / "annotations" / "test.txt").write_text("0 2 1 1\n")
+    assert source_fingerprint("oxford_pets", params)["sha256"] != first["sha256"]
+    # digits is scikit-learn's copy, in the build key by the library's version
+    assert source_fingerprint("digits", {}) is None
+
+
+def _digits_weights(tmp_path: Path, name: str, wrap: object = None) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(1)
+    source = build_model("digits_cnn", 10, 1)
+    path = tmp_path / name
+    torch.save(source.state_dict() if wrap is None else wrap(source), path)  # type: ignore[operator]
+    return path, source
+
+
+def test_a_weights_mismatch_names_the_keys_with_counts(tmp_path: Path) -> None:
+    # Found in an audit: only torch's first line was kept, "Error(s) in loading state_dict for
+    # DigitsCNN:", with nothing after the colon.
+    path = tmp_path / "small.pt"
+    torch.save(build_model("digits_cnn_small", 10, 1).state_dict(), path)
+    with pytest.raises(EdgebenchError) as err:
+        build_model("digits_cnn", 10, 1, weights=path)
+    assert str(err.value).startswith(f"digits_cnn: weights file {path} does not fit the model: "
+                                     "18 of another shape, file vs model (features.0.weight "
+                                     "[8, 1, 3, 3] vs [16, 1, 3, 3], ")
+    assert "... (15 more)" in str(err.value)
+
+    path, _ = _digits_weights(tmp_path, "renamed.pt", lambda m: {
+        ("head." + k if k.startswith("classifier.") else k): v
+        for k, v in m.state_dict().items()})
+    with pytest.raises(EdgebenchError) as err:
+        build_model("digits_cnn", 10, 1, weights=path)
+    message = str(err.value)
+    assert "4 of the model's names missing from the file (classifier.1.weight, " in message
+    assert "4 names in the file that the model lacks (head.classifier.1.weight, " in message
+    assert "another architecture" not in message
+
+    torch.save(build_model("mobilenet_v3_small", 10, 1).state_dict(), path)
+    with pytest.raises(EdgebenchError, match="most names differ: weights of another architecture"):
+        build_model("digits_cnn", 10, 1, weights=path)
+
+
+def test_a_pickled_model_is_told_apart_from_a_state_dict(tmp_path: Path) -> None:
+    # Found in an audit: torch.save(model) gave torch's long weights_only message, cut
+    # mid-sentence, with terminal escape codes in it.
+    import argparse
+
+    path, _ = _digits_weights(tmp_path, "whole.pt", lambda m: m)
+    with pytest.raises(EdgebenchError) as err:
+        build_model("digits_cnn", 10, 1, weights=path)
+    assert str(err.value) == (f"digits_cnn: weights file {path} holds a pickled model "
+                              "(torch.save(model)), not a state_dict; save model.state_dict() "
+                              "instead")
+    path, _ = _digits_weights(tmp_path, "args.pt", lambda m: {
+        "model": m.state_dict(), "args": argparse.Namespace(lr=0.1)})
+    with pytest.raises(EdgebenchError, match=r"objects besides tensors \(argparse.Namespace\)"):
+        build_model("digits_cnn", 10, 1, weights=path)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(EdgebenchError) as err:
+        build_model("digits_cnn", 10, 1, weights=junk)
+    assert "not a checkpoint written by torch.save" in str(err.value)
+    assert "\x1b" not in str(err.value)
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda m: {"model": m.state_dict(), "epoch": 3},  # torchvision's reference scripts
+    lambda m: {"state_dict": m.state_dict(), "optimizer": {}},
+    lambda m: {"module." + k: v for k, v in m.state_dict().items()},  # DistributedDataParallel
+    lambda m: {"model": {"module._orig_mod." + k: v for k, v in m.state_dict().items()}},
+], ids=["model", "state_dict", "ddp", "ddp-compiled"])
+def test_a_checkpoint_around_a_state_dict_is_unwrapped(tmp_path: Path, wrap: object) -> None:
+    path, source = _digits_weights(tmp_path, "ckpt.pt", wrap)
+    loaded = build_model("digits_cnn", 10, 1, weights=path)
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(source.eval()(x), loaded(x))
+
+
+def test_a_checkpoint_with_no_or_two_state_dicts_is_refused_naming_its_keys(
+        tmp_path: Path) -> None:
+    path, _ = _digits_weights(tmp_path, "two.pt", lambda m: {
+        "model": m.state_dict(), "state_dict": m.state_dict()})
+    with pytest.raises(EdgebenchError, match="a state_dict under each of 'state_dict', 'model'"):
+        build_model("digits_cnn", 10, 1, weights=path)
+    path, _ = _digits_weights(tmp_path, "none.pt", lambda m: {"epoch": 1, "net": m.state_dict()})
+    with pytest.raises(EdgebenchError, match=r"is a dict of epoch, net with no state_dict under"):
+        build_model("digits_cnn", 10, 1, weights=path)
+
+
+def test_rgb_weights_fit_a_grey_scale_model_by_its_first_conv(tmp_path: Path) -> None:
+    # Found in an audit: ImageNet-shaped resnet18 weights failed for a 1-channel dataset, its
+    # first conv being rebuilt for one channel. The RGB kernels summed over the colours compute
+    # on a grey image what the RGB model computes on that image in three equal channels.
+    torch.manual_seed(0)
+    rgb = build_model("resnet18", 1000, 3)
+    path = tmp_path / "imagenet.pt"
+    torch.save(rgb.state_dict(), path)
+    grey = build_model("resnet18", 1000, 1, weights=path)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(grey(x), rgb(x.repeat(1, 3, 1, 1)), rtol=1e-4, atol=1e-4)
+    # with the classifier of another class count dropped too, as for Pets in grey
+    pets = build_model("resnet18", 37, 1, weights=path)
+    src = rgb.state_dict()
+    for key, value in pets.state_dict().items():
+        if key not in ("conv1.weight", "fc.weight", "fc.bias"):
+            assert torch.equal(value, src[key]), key
+    assert pets.state_dict()["conv1.weight"].shape == (64, 1, 7, 7)

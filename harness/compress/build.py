@@ -16,11 +16,13 @@ worker whose parent dies (even by SIGKILL) exits at once, in the middle of its m
 
 An artifact is rebuilt only when its build key changes: the key hashes the model, dataset and
 recipe configuration, the seed, the content of the files they name (the model's weights, a
-step's `Technique.files`) and the source of harness/compress and harness/zoo with the versions
-of the libraries that shape the output (which the manifest records too). The key sits in a sidecar
-`<file>.build.json`. A failure (an unsupported op, a missing dataset, a rank that shrinks no
-layer) is recorded against its suite entry and the rest of the suite still builds; a malformed
-suite, a value out of range included, raises ConfigError before anything is built.
+step's `Technique.files`, every file a dataset's loader reads: `source_fingerprint`, whose
+per-file hashes are kept in `<build_dir>/.cache/dataset-<name>.files.json` so that a later build
+reads only the files that changed) and the source of harness/compress and harness/zoo with the
+versions of the libraries that shape the output (which the manifest records too). The key sits
+in a sidecar `<file>.build.json`. A failure (an unsupported op, a missing dataset, a rank that
+shrinks no layer) is recorded against its suite entry and the rest of the suite still builds; a
+malformed suite, a value out of range included, raises ConfigError before anything is built.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import io
 import json
 import multiprocessing
 import os
+import platform
 import threading
 import time
 from collections.abc import Callable
@@ -47,7 +50,8 @@ from rich.markup import escape
 from torch import nn
 
 from harness import __version__
-from harness.agent import scoring
+from harness.agent import isa, probes, scoring
+from harness.agent.runtimes import get_runtime
 from harness.artifacts import (
     FORMAT_SUFFIX,
     Artifact,
@@ -71,7 +75,7 @@ from harness.compress.train import (
 )
 from harness.errors import EdgebenchError
 from harness.signals import interrupted, raise_if_interrupted, remembered_interrupts
-from harness.zoo.datasets import DATASETS, DataSplit, load_dataset
+from harness.zoo.datasets import DATASETS, DataSplit, load_dataset, source_fingerprint
 from harness.zoo.models import MODELS, build_model
 
 SIDECAR = ".build.json"
@@ -122,6 +126,11 @@ def _build_suite(suite: Path, build_dir: Path, console: Console | None, workers:
                              ) from err
     pending = [g for g in _independent_groups(loaded) if any(builder.pending(m) for m in g)]
     extra = _worker_count(workers, len(pending))
+    if pending:
+        cpu = host_cpu()
+        console.print(f"host figures below (top-1, agreement) from this CPU: "
+                      f"{cpu['isa'] or 'ISA unknown'}, {ex.HOST_OPTIONS.get('threads')} threads "
+                      "(each manifest's host_run)", highlight=False, markup=False)
     by_model: dict[str, BuildReport] = {}
     if extra:
         # the first group here, with this console's live progress; the others in workers
@@ -335,6 +344,14 @@ def code_version(libraries: dict[str, str | None]) -> str:
     return digest.hexdigest()
 
 
+def host_cpu() -> dict[str, Any]:
+    """This CPU as a device fingerprint names it (the agent's own detector): its instruction set
+    picks the int8 kernels, and they change the host's top-1 (AVX2 without VNNI saturates)."""
+    cpuinfo = probes.read_text("/proc/cpuinfo")
+    return {"isa": isa.kernel_flags(cpuinfo or "", platform.machine())["isa"],
+            "cpu_model": probes.cpu_model(cpuinfo), "machine": platform.machine()}
+
+
 def library_versions() -> dict[str, str | None]:
     """The installed version of each library that shapes a build's output (None: absent)."""
     versions: dict[str, str | None] = {}
@@ -398,6 +415,8 @@ class _Builder:
         self.built = self.reused = 0
         self._data: dict[str, DataSplit | str] = {}
         self._weights_sha: dict[Path, str] = {}  # the files the build reads, hashed once
+        self._sources: dict[str, dict[str, Any] | None] = {}  # each dataset's, once
+        self._host_runs: dict[str, dict[str, Any]] = {}  # each format's, once
         self._checked: dict[tuple[Path, str], Artifact | None] = {}
         load_all()
 
@@ -485,6 +504,8 @@ class _Builder:
                       if k not in ("recipes", "formats")},
             "weights_sha256": self._file_sha256(model.weights),
             "dataset": asdict(dataset) if dataset else None,
+            # the images themselves: changed in place, they train and score another model
+            "dataset_files_sha256": (self._source(model.dataset) or {}).get("sha256"),
             "steps": [asdict(s) for s in recipe.steps] if recipe else [],
             # a file a step reads (a student's weights) counts by its content, not its name
             "step_files_sha256": [self._step_files(s) for s in recipe.steps] if recipe else [],
@@ -504,6 +525,17 @@ class _Builder:
         if path not in self._weights_sha:
             self._weights_sha[path] = sha256_file(path)
         return self._weights_sha[path]
+
+    def _source(self, dataset: str | None) -> dict[str, Any] | None:
+        """The fingerprint of the files `dataset` reads, taken once per build; None without a
+        dataset or for one without files of its own."""
+        if dataset is None:
+            return None
+        if dataset not in self._sources:
+            cfg = self.suite.datasets[dataset]
+            cache = self.dir / ".cache" / f"dataset-{dataset}.files.json"
+            self._sources[dataset] = source_fingerprint(cfg.type, cfg.params, cache)
+        return self._sources[dataset]
 
     def _reusable(self, path: Path, key: str) -> Artifact | None:
         """The artifact at `path` if it was built with `key` and is intact (checked once)."""
@@ -602,7 +634,8 @@ class _Builder:
             if not path.is_file() or not np.array_equal(np.load(path), array):
                 _write_whole(path, functools.partial(np.save, arr=array))
         return DatasetFiles(data.name, inputs, labels, folder / f"{state.cfg.name}.reference.npy",
-                            dict(data.preprocessing))
+                            dict(data.preprocessing),
+                            source_files=self._source(state.cfg.dataset))
 
     def _ctx(self, state: _ModelState, entry: str) -> StepContext:
         return StepContext(entry=entry, data=state.data, input_shape=state.input_shape,
@@ -727,6 +760,7 @@ class _Builder:
             host_accuracy=(scoring.score(outputs, state.data.y_test, state.torch_reference)
                            if state.data else None),
             parity=scoring.parity(outputs, parent),
+            host_run=self._host_run(fmt),
             dataset=state.dataset_files.hashed() if state.dataset_files else None,
             seed=self.suite.seed,
             training={**training_record(state.cfg.train),
@@ -735,6 +769,16 @@ class _Builder:
         )
         write_manifest(artifact)
         return artifact
+
+    def _host_run(self, fmt: str) -> dict[str, Any]:
+        """Where and how the host ran a `fmt` file for its accuracy and parity: this CPU, the
+        agent's runtime for the format, its version and the threads it was given."""
+        if fmt not in self._host_runs:
+            runtime = ex.HOST_RUNTIME[fmt]
+            self._host_runs[fmt] = {**host_cpu(), "runtime": runtime,
+                                    "runtime_version": get_runtime(runtime).version(),
+                                    "threads": ex.HOST_OPTIONS.get("threads")}
+        return self._host_runs[fmt]
 
     def _parent_outputs(self, state: _ModelState, fmt: str) -> np.ndarray:
         """Outputs of the fp32 baseline artifact of this format (its own runtime), or of the

@@ -4,13 +4,17 @@ A dataset loader returns a `DataSplit`: train and test arrays in NCHW float32, a
 normalised, plus a record of that pre-processing (it goes into every manifest). The test split is
 fixed by the seed and is what accuracy is measured on, on the host and on the device alike.
 Nothing is downloaded: Oxford-IIIT Pet, CIFAR-10 and image folders are read from a local copy, and
-a missing copy is a clear error naming the path.
+a missing copy is a clear error naming the path. What a local copy holds is summed up by
+`source_fingerprint`, the sha256 of every file the loader may read, which the build key hashes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +100,108 @@ def image_size_of(kind: str, params: dict[str, Any]) -> int | None:
     return param.default if param is not None and isinstance(param.default, int) else None
 
 
+# The folders under a dataset's `path` that its loader reads: what `source_fingerprint` hashes.
+# A loader registered elsewhere that takes a `path` counts the whole folder; one without (digits:
+# scikit-learn's bundled copy, whose version the build key holds) has no files of its own.
+# Only these folders, not all of `path`: torchvision's layout lets one folder hold many datasets.
+SOURCE_FOLDERS: dict[str, tuple[str, ...]] = {
+    "imagefolder": ("",),
+    "oxford_pets": ("oxford-iiit-pet/images", "oxford-iiit-pet/annotations"),
+    "cifar10": ("cifar-10-batches-py",),
+}
+SOURCE_METHOD = ("sha256 of the name, size and content of every file under the folders; a file "
+                 "is hashed again when its size, mtime, ctime or inode changed")
+# A file changed this recently is not cached: a second change within the file system's timestamp
+# tick (a few ms; 2 s on FAT) would leave its size and times as they were, and its old hash would
+# pass for the new content. It is hashed again at the next build instead.
+_RECENT_NS = 2_000_000_000
+
+
+def source_fingerprint(kind: str, params: dict[str, Any], cache: Path | None = None
+                       ) -> dict[str, Any] | None:
+    """What the files a dataset of type `kind` reads hold now: `{"sha256", "files", "bytes",
+    "folders", "method"}`, or None for a dataset that reads no files of its own or names no
+    `path` (its loader says what is wrong). The sha256 covers each file's name relative to
+    `path` (a class is its folder's name), size and content. `cache` (a JSON file) keeps each
+    file's hash with its size and times, so that a later build reads only the files that
+    changed; without it every file is read."""
+    if "path" not in settings_of(kind) or not params.get("path"):
+        return None
+    root = _expand(params["path"])
+    folders = SOURCE_FOLDERS.get(kind, ("",))
+    known = _read_cache(cache)
+    kept: dict[str, list[Any]] = {}
+    digest = hashlib.sha256()
+    count = total = 0
+    now = time.time_ns()
+    for name, path in _files_under(root, folders):
+        entry = _hashed(path, known.get(name))
+        if entry[-1] is not None and now - max(entry[1], entry[2]) > _RECENT_NS:
+            kept[name] = entry
+        digest.update(f"{name}\0{entry[0]}\0{entry[-1]}\n".encode())
+        count, total = count + 1, total + max(entry[0], 0)
+    if cache is not None and kept != known:
+        _write_cache(cache, kept)
+    return {"sha256": digest.hexdigest(), "files": count, "bytes": total,
+            "folders": [str(root / f) if f else str(root) for f in folders],
+            "method": SOURCE_METHOD}
+
+
+def _expand(path: str | Path) -> Path:
+    return Path(os.path.expandvars(str(path))).expanduser()
+
+
+def _files_under(root: Path, folders: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """(name relative to `root`, path) of every file under `root`'s `folders`, in name order,
+    links followed as torchvision's ImageFolder follows them; a missing folder has none."""
+    found = []
+    for folder in folders:
+        top = root / folder if folder else root
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+            dirnames.sort()
+            for filename in filenames:
+                path = Path(dirpath) / filename
+                found.append((path.relative_to(root).as_posix(), path))
+    return sorted(found)
+
+
+def _hashed(path: Path, cached: list[Any] | None) -> list[Any]:
+    """[size, mtime_ns, ctime_ns, inode, sha256] of `path`, `cached` where it still holds; an
+    unreadable file (a broken link) is [-1, 0, 0, 0, None]: the loader reports it."""
+    try:
+        st = path.stat()
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        if isinstance(cached, list) and len(cached) == 5 and cached[:4] == stamp:
+            return cached
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    except OSError:
+        return [-1, 0, 0, 0, None]
+    return [*stamp, digest.hexdigest()]
+
+
+def _read_cache(cache: Path | None) -> dict[str, list[Any]]:
+    try:
+        data = json.loads(cache.read_text()) if cache is not None else {}
+    except (OSError, ValueError):  # none yet, or half-written by a killed build: hash again
+        return {}
+    files = data.get("files") if isinstance(data, dict) else None
+    return files if isinstance(files, dict) else {}
+
+
+def _write_cache(cache: Path, files: dict[str, list[Any]]) -> None:
+    """Written under another name and renamed: a build killed meanwhile leaves the old one."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".tmp-{os.getpid()}-{cache.name}")
+    try:
+        tmp.write_text(json.dumps({"files": files}, separators=(",", ":")))
+        os.replace(tmp, cache)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def load_dataset(kind: str, name: str, params: dict[str, Any], seed: int) -> DataSplit:
     loader = DATASETS.get(kind)
     try:
@@ -143,7 +249,7 @@ def digits(
 def _require(path: str | Path | None, what: str) -> Path:
     if not path:
         raise EdgebenchError(f"{what}: no 'path' given (edgebench never downloads datasets)")
-    p = Path(os.path.expandvars(str(path))).expanduser()
+    p = _expand(path)
     if not p.exists():
         raise EdgebenchError(f"{what}: dataset path {p} does not exist "
                              "(edgebench never downloads; point 'path' at a local copy)")

@@ -3,14 +3,21 @@
 Every builder takes the number of classes and the input channel count and returns an `nn.Module`
 in eval mode. Weights come only from a local file (`load_weights`): edgebench never downloads, so
 a model without a weights file has random weights and is good for latency only, unless the suite
-trains it.
+trains it. A weights file is a state_dict, also inside a training checkpoint (`{"model": ...}`,
+`{"state_dict": ...}`) or with the `module.` of DistributedDataParallel on every name; RGB weights
+fit a grey-scale model (its first conv takes the kernels summed over the colours) and weights for
+another number of classes keep all but the classifier.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import pickle
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision.models as tvm
@@ -78,23 +85,31 @@ _demo("digits_cnn", 16)
 _demo("digits_cnn_small", 8)  # the distillation student: a quarter of the MACs
 
 
-def _adapt_stem(model: nn.Module, in_channels: int) -> nn.Module:
-    if in_channels == 3:
-        return model
-    # Grey-scale inputs: replace the first conv, keeping its geometry.
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    """The conv that takes the input's channels: the one `_adapt_stem` replaces and
+    `_adapt_stem_weights` fits RGB weights to."""
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
-            new = nn.Conv2d(
-                in_channels,
-                module.out_channels,
-                module.kernel_size,  # type: ignore[arg-type]
-                module.stride,  # type: ignore[arg-type]
-                module.padding,  # type: ignore[arg-type]
-                bias=module.bias is not None,
-            )
-            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-            setattr(parent, name.rpartition(".")[2], new)
-            return model
+            return name, module
+    return None
+
+
+def _adapt_stem(model: nn.Module, in_channels: int) -> nn.Module:
+    first = _first_conv(model)
+    if in_channels == 3 or first is None:
+        return model
+    # Grey-scale inputs: replace the first conv, keeping its geometry.
+    name, module = first
+    new = nn.Conv2d(
+        in_channels,
+        module.out_channels,
+        module.kernel_size,  # type: ignore[arg-type]
+        module.stride,  # type: ignore[arg-type]
+        module.padding,  # type: ignore[arg-type]
+        bias=module.bias is not None,
+    )
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    setattr(parent, name.rpartition(".")[2], new)
     return model
 
 
@@ -149,19 +164,135 @@ def _drop_other_classifier(model: nn.Module, state: dict) -> dict:
     return state
 
 
+def _adapt_stem_weights(model: nn.Module, state: dict) -> dict:
+    """RGB weights (ImageNet's) for a model whose first conv `_adapt_stem` made for another
+    channel count: the RGB kernels summed over the colours for one channel (a grey image given
+    to the RGB model as three equal channels computes the same), else repeated and scaled, as
+    timm's `adapt_input_conv` does; the pre-trained stem is kept rather than drawn afresh."""
+    first = _first_conv(model)
+    if first is None:
+        return state
+    key, own = f"{first[0]}.weight", first[1].weight
+    theirs = state.get(key)
+    if (not isinstance(theirs, torch.Tensor) or theirs.ndim != 4 or theirs.shape[1] != 3
+            or own.shape[1] == 3 or theirs.shape[0] != own.shape[0]
+            or theirs.shape[2:] != own.shape[2:]):
+        return state
+    channels = own.shape[1]
+    if channels == 1:
+        weight = theirs.sum(dim=1, keepdim=True)
+    else:
+        weight = theirs.repeat(1, math.ceil(channels / 3), 1, 1)[:, :channels] * (3 / channels)
+    return {**state, key: weight.to(theirs.dtype)}
+
+
+# Where a training script's checkpoint keeps the state_dict: Lightning and timm under
+# "state_dict", torchvision's reference scripts under "model", many tutorials "model_state_dict".
+CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict")
+# What wrapping a model puts before every name: DistributedDataParallel and DataParallel
+# ("module."), torch.compile ("_orig_mod.").
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+SHOWN = 3  # names of each kind of mismatch an error lists
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def load_weights(model: nn.Module, path: Path, arch: str) -> None:
+    """Load the state_dict in `path` into `model` (see the module docstring for what fits);
+    EdgebenchError naming the file and, where it does not fit, a few names of each kind."""
     if not path.is_file():
         raise EdgebenchError(f"{arch}: weights file {path} not found (edgebench never downloads)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and torch errors all mean an unreadable file
-        raise EdgebenchError(f"{arch}: cannot read weights file {path}: {err}") from err
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    state = _drop_other_classifier(model, state)
+    state = _state_dict_in(_read(path, arch), model, path, arch)
+    state = _drop_other_classifier(model, _adapt_stem_weights(model, state))
+    mismatch = _mismatch(model, state)
+    if mismatch:
+        raise EdgebenchError(f"{arch}: weights file {path} does not fit the model: {mismatch}")
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise EdgebenchError(
-            f"{arch}: weights file {path} does not fit the model: {first}") from err
+        raise EdgebenchError(f"{arch}: weights file {path} does not fit the model: "
+                             f"{_plain(err)}") from err
+
+
+def _read(path: Path, arch: str) -> object:
+    """What `torch.load` finds in `path`, tensors and containers only (no code is run)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # objects other than tensors, or no checkpoint at all
+        raise EdgebenchError(f"{arch}: weights file {path} {_why_refused(path, err)}") from err
+    except Exception as err:  # zip and torch errors all mean an unreadable file
+        raise EdgebenchError(f"{arch}: cannot read weights file {path}: {_plain(err)}") from err
+
+
+def _why_refused(path: Path, err: Exception) -> str:
+    """Why torch's weights-only loader refused `path`, in a sentence: torch's own message is
+    long, about PyTorch 2.6, and has terminal escape codes in it."""
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+
+    try:
+        found = get_unsafe_globals_in_checkpoint(path)
+    except Exception:
+        return "is not a checkpoint written by torch.save (or one in its pre-1.6 format)"
+    if any(g.startswith(("torch.nn.modules.", "torchvision.models.")) for g in found):
+        return ("holds a pickled model (torch.save(model)), not a state_dict; save "
+                "model.state_dict() instead")
+    if found:
+        return (f"holds Python objects besides tensors ({_listed(found)}), which edgebench does "
+                "not unpickle; save model.state_dict() alone")
+    return f"cannot be read: {_plain(err)}"
+
+
+def _state_dict_in(loaded: object, model: nn.Module, path: Path, arch: str
+                   ) -> dict[str, torch.Tensor]:
+    """The state_dict in what `path` held: itself, or the one a checkpoint keeps under one of
+    `CHECKPOINT_KEYS`, with a wrapper's prefix taken off its names."""
+    if isinstance(loaded, Mapping) and not _tensors_only(loaded):
+        under = [k for k in CHECKPOINT_KEYS if isinstance(loaded.get(k), Mapping)]
+        if len(under) != 1:
+            what = ("no state_dict under " + " or ".join(repr(k) for k in CHECKPOINT_KEYS)
+                    if not under else f"a state_dict under each of {', '.join(map(repr, under))}")
+            raise EdgebenchError(f"{arch}: weights file {path} is a dict of "
+                                 f"{_listed([str(k) for k in loaded])} with {what}; save the "
+                                 "model's state_dict alone")
+        loaded = loaded[under[0]]
+    if not isinstance(loaded, Mapping) or not _tensors_only(loaded):
+        raise EdgebenchError(f"{arch}: weights file {path} holds a {type(loaded).__name__}, not a "
+                             "state_dict of names to tensors; save model.state_dict()")
+    state = {str(k): v for k, v in loaded.items()}
+    own = model.state_dict()
+    for prefix in WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state) and not any(
+                k.startswith(prefix) for k in own):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _tensors_only(mapping: Mapping[Any, Any]) -> bool:
+    return all(isinstance(v, torch.Tensor) for v in mapping.values())
+
+
+def _mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """What keeps `state` from loading into `model`, a few names of each kind with the counts;
+    "" when it fits."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shaped = [f"{k} {list(state[k].shape)} vs {list(v.shape)}"
+              for k, v in own.items() if k in state and state[k].shape != v.shape]
+    parts = [f"{len(names)} {what} ({_listed(names)})" for what, names in (
+        ("of the model's names missing from the file", missing),
+        ("names in the file that the model lacks", unexpected),
+        ("of another shape, file vs model", shaped)) if names]
+    if len(missing) > len(own) / 2:
+        parts.append("most names differ: weights of another architecture?")
+    return "; ".join(parts)
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:SHOWN]) + (f", ... ({len(names) - SHOWN} more)"
+                                       if len(names) > SHOWN else "")
+
+
+def _plain(err: BaseException) -> str:
+    """The first line of an error, without terminal escape codes."""
+    text = _ANSI.sub("", str(err)).strip()
+    return text.splitlines()[0] if text else type(err).__name__
