@@ -49,7 +49,8 @@ FLAG_MEANINGS = {
     stats.FLAG_FEW_SESSIONS: "one session only: no interval, so no comparison can call it "
     "slower or faster",
     stats.FLAG_ACCURACY: "top-1 on the device lies outside the host's 95% interval for this "
-    "artifact: the deployed model behaves differently",
+    "artifact: the deployed model behaves differently (where the build host's CPU ISA, in the "
+    "manifest's host_run, is not the device's, int8 kernels alone can do that)",
     stats.FLAG_MIXED: "its sessions ran on devices or runtimes that differ (kernel, ISA, driver, "
     "power mode, runtime version...): a board swapped or upgraded during the run",
     stats.FLAG_CPU_FALLBACK: "part or all of the model ran on the CPU where the device profile "
