@@ -448,3 +448,63 @@ def test_the_readme_lists_every_technique_arch_and_dataset_with_its_defaults() -
                 assert f"`{key}` {defaults[key].default}" in section, (kind, key)
     for key, value in TRAIN_DEFAULTS.items():
         assert f"`{key}` {value}" in section, key
+
+
+PLUGIN = '''
+from torch import nn
+
+from harness.zoo.models import register_model
+
+
+@register_model("{name}", input_size=32)
+def build(num_classes: int, in_channels: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+'''
+
+
+@pytest.mark.slow
+def test_a_plugin_file_brings_the_users_own_architecture(tmp_path: Path) -> None:
+    """Found: a researcher's own nn.Module could not be named in a suite (registered by a
+    script of theirs, `bench --suite` then said "unknown model"). `plugins:` imports their file
+    wherever the suite is loaded; its content keys the artifacts, so an edit rebuilds them."""
+    import json
+
+    from tests.conftest import run_cli  # a real build and bench, each in its own process
+    (tmp_path / "mynets.py").write_text(PLUGIN.format(name="tinynet"))
+    suite = _write(tmp_path, "name: mine\nplugins: [mynets.py]\nformats: [onnx]\nmodels:\n"
+                             "  tiny: {arch: tinynet, input_size: 16}\n")
+    build = ["--build-dir", str(tmp_path / "b")]
+    first = run_cli("build", str(suite), *build, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    manifest = json.loads((tmp_path / "b" / "tiny.onnx.manifest.json").read_text())
+    assert list(manifest["built_with"]["plugins"]) == ["mynets.py"]
+    assert "1 built" in first.stdout + first.stderr
+    again = run_cli("build", str(suite), *build, cwd=tmp_path)
+    assert "0 built, 1 reused" in again.stdout + again.stderr, again.stderr
+    with (tmp_path / "mynets.py").open("a") as plugin:
+        plugin.write("# edited\n")
+    edited = run_cli("build", str(suite), *build, cwd=tmp_path)
+    assert "1 built, 0 reused" in edited.stdout + edited.stderr, edited.stderr
+    bench = run_cli("bench", "--suite", str(suite), *build, "--quick", "--sessions", "1",
+                    "--db", str(tmp_path / "r.db"), cwd=tmp_path)
+    assert bench.returncode == 0, bench.stderr
+    assert "tiny" in bench.stdout
+
+
+@pytest.mark.parametrize("body, says", [
+    (None, "not found: "),
+    ("raise RuntimeError('no GPU here')", "importing mynets.py failed: RuntimeError: no GPU "
+                                          "here"),
+    ("import not_a_module_anywhere", "importing mynets.py failed: ModuleNotFoundError: No "
+                                     "module named 'not_a_module_anywhere'"),
+])
+def test_a_plugin_that_cannot_be_imported_is_refused_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str | None, says: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    if body is not None:
+        (tmp_path / "mynets.py").write_text(body + "\n")
+    suite = _write(tmp_path, "plugins: [mynets.py]\nmodels: {m: {arch: digits_cnn}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_suite(suite)
+    assert info.value.field == "plugins[0]" and says in str(info.value), str(info.value)

@@ -409,7 +409,8 @@ class _Builder:
         libraries = library_versions()
         self.code = code_version(libraries)
         self.built_with = {"edgebench": __version__, "code_sha256": self.code,
-                           "libraries": libraries}
+                           "libraries": libraries,
+                           **({"plugins": dict(suite.plugins)} if suite.plugins else {})}
         self.artifacts: list[Artifact] = []
         self.failures: list[tuple[str, str]] = []
         self.built = self.reused = 0
@@ -509,6 +510,8 @@ class _Builder:
             "steps": [asdict(s) for s in recipe.steps] if recipe else [],
             # a file a step reads (a student's weights) counts by its content, not its name
             "step_files_sha256": [self._step_files(s) for s in recipe.steps] if recipe else [],
+            # the suite's own Python (`plugins:`) may build any of its models
+            "plugins_sha256": sorted(self.suite.plugins.values()),
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -40,16 +40,21 @@ warned of (random weights: chance accuracy). Relative paths (`weights`, `student
 dataset's `path`) are taken from the working folder, as the build opens them, not from the suite
 file's folder; a weights file not found is named by its full path. A dataset's folder is left
 to its loader at build: a missing one fails that dataset's entries alone.
+A suite's `plugins:` are Python files imported before its names are checked, each once per
+process: a user's own architectures (`harness.zoo.models.register_model`), whose content keys
+the suite's artifacts.
 Device profiles live in harness/config.py; this module holds only suites.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from harness import yamlfile
@@ -59,6 +64,7 @@ from harness.artifacts import (
     FORMAT_SUFFIX,
     SAFE_NAME_RULE,
     is_safe_name,
+    sha256_file,
 )
 from harness.errors import ConfigError, UnknownNameError
 
@@ -106,6 +112,9 @@ class Suite:
     datasets: dict[str, DatasetCfg]
     models: dict[str, ModelCfg]
     recipes: dict[str, RecipeCfg]
+    # Python files the suite imports (`plugins:`), by path, with their content's sha256: the
+    # architectures they register build the suite's models, so they key its artifacts too.
+    plugins: dict[str, str] = field(default_factory=dict)
 
     def formats_for(self, model: ModelCfg, recipe: RecipeCfg | None) -> tuple[str, ...]:
         """The formats an entry is built in: the model's, less those the recipe leaves out by
@@ -225,7 +234,9 @@ def load_suite(path: Path | str) -> Suite:
     top = r.mapping(raw, "")
     if not top:
         raise ConfigError(path, "empty suite")
-    r.keys(top, "", {"name", "seed", "formats", "datasets", "models", "recipes", "description"})
+    r.keys(top, "", {"name", "seed", "formats", "datasets", "models", "recipes", "description",
+                     "plugins"})
+    plugins = _load_plugins(r, top.get("plugins"))  # before the names they add are looked up
     techniques, model_names, dataset_types = _known()
     from harness.compress.train import TRAIN_SETTINGS
     from harness.zoo.datasets import check_settings
@@ -332,9 +343,49 @@ def load_suite(path: Path | str) -> Suite:
             formats=formats,
             recipes=recipe_names,
         )
-    suite = Suite(path, str(top.get("name") or path.stem), seed, datasets, models, recipes)
+    suite = Suite(path, str(top.get("name") or path.stem), seed, datasets, models, recipes,
+                  plugins)
     _check_artifact_names(r, suite)
     return suite
+
+
+# The plugins imported by this process, by resolved path: (content sha256, module). A file is
+# imported once; its registrations would otherwise collide with its own earlier ones.
+_PLUGINS: dict[Path, tuple[str, ModuleType]] = {}
+
+
+def _load_plugins(r: _Reader, value: Any) -> dict[str, str]:
+    """Import each Python file `plugins:` lists, for the architectures (or datasets, techniques)
+    it registers (`harness.zoo.models.register_model`); their path and content's sha256."""
+    found: dict[str, str] = {}
+    for i, text in enumerate(r.names(value if value is not None else [], "plugins")):
+        where = f"plugins[{i}]"
+        path = _path(text)
+        _check_file(r, where, path)
+        if path.suffix != ".py":
+            raise r.fail(where, f"{path} is not a Python file (.py)")
+        sha = sha256_file(path)
+        resolved = path.resolve()
+        if resolved in _PLUGINS:
+            if _PLUGINS[resolved][0] != sha:
+                raise r.fail(where, f"{path} changed since this process imported it; run the "
+                             "command again")
+        else:
+            name = f"edgebench_plugin_{resolved.stem}_{sha[:12]}"
+            spec = importlib.util.spec_from_file_location(name, resolved)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # dataclasses and pickling look a module up by name
+            try:
+                spec.loader.exec_module(module)
+            except Exception as err:  # the user's code: any error, said in one line
+                del sys.modules[name]
+                first = (str(err).strip() or type(err).__name__).splitlines()[0]
+                raise r.fail(where, f"importing {path} failed: {type(err).__name__}: "
+                             f"{first}") from err
+            _PLUGINS[resolved] = (sha, module)
+        found[str(path)] = sha
+    return found
 
 
 def artifact_name(model: str, recipe: str | None) -> str:

@@ -32,13 +32,32 @@ class ModelSpec:
     name: str
     build: Callable[[int, int], nn.Module]  # (num_classes, in_channels) -> module
     input_size: int  # default square input side
-    family: str  # "demo" | "torchvision"
+    family: str  # "demo" | "torchvision" | "plugin"
     # The only input side the model takes (a fully connected head sized for it); a suite that
     # feeds it another is refused when it is loaded. False: any size (adaptive pooling).
     fixed_input_size: bool = False
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
+
+Builder = Callable[[int, int], nn.Module]
+
+
+def register_model(name: str, *, input_size: int, fixed_input_size: bool = False
+                   ) -> Callable[[Builder], Builder]:
+    """Make `arch: name` known to suites, from a suite's `plugins:` file::
+
+        @register_model("tinynet", input_size=32, fixed_input_size=True)
+        def tinynet(num_classes: int, in_channels: int) -> nn.Module:
+            return TinyNet(num_classes, in_channels)
+
+    `input_size`: the square input side used without a dataset; `fixed_input_size`: the only
+    one the model takes (a head sized for it), which suites are then held to."""
+    def register(build: Builder) -> Builder:
+        MODELS.add(name, ModelSpec(name, build, input_size=input_size, family="plugin",
+                                   fixed_input_size=fixed_input_size))
+        return build
+    return register
 
 
 class DigitsCNN(nn.Module):
