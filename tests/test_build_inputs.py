@@ -168,3 +168,16 @@ def test_images_changed_in_place_rebuild_what_was_trained_and_scored_on_them(
     assert after.dataset.sha256["inputs"] != before.dataset.sha256["inputs"]
     assert after.sha256 != before.sha256  # trained again (the training cache is keyed too)
     assert build_suite(suite, out, console=Console(quiet=True), workers=0).reused == 1
+
+
+def test_an_input_too_small_for_the_architecture_names_the_setting(tmp_path: Path) -> None:
+    """Found: squeezenet1_1 at 16x16 failed inside torch ("Calculated output size:
+    (256x0x0)"), naming neither model nor setting. One input goes through the fresh model
+    first; the failure names the arch, the size and the field that sets it."""
+    suite = tmp_path / "sq.yaml"
+    suite.write_text("formats: [onnx]\nmodels: {sq: {arch: squeezenet1_1, input_size: 16}}\n")
+    report = build_suite(suite, tmp_path / "build", console=Console(quiet=True), workers=0)
+    ((name, message),) = report.failures
+    assert name == "sq" and message.startswith(
+        "squeezenet1_1 cannot take 16x16 inputs (models.sq.input_size): "), message
+    assert "output size is too small" in message.lower()

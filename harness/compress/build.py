@@ -363,6 +363,21 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
+def _check_forward(model: nn.Module, cfg: ModelCfg, shape: tuple[int, ...]) -> None:
+    """One input through the fresh model before anything trains or exports: an input too small
+    for its poolings failed inside torch ("Calculated output size: (256x0x0)"), naming neither
+    the model nor the setting to change."""
+    where = (f"datasets.{cfg.dataset}.image_size" if cfg.dataset is not None
+             else f"models.{cfg.name}.input_size")
+    try:
+        with torch.no_grad():
+            model(torch.zeros(shape))
+    except RuntimeError as err:
+        first = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise EdgebenchError(f"{cfg.arch} cannot take {shape[2]}x{shape[3]} inputs "
+                             f"({where}): {first}") from err
+
+
 def _one_line(err: BaseException) -> str:
     text = (str(err).strip() or type(err).__name__).splitlines()[0]
     return text if isinstance(err, EdgebenchError | ParamError) else f"{type(err).__name__}: {text}"
@@ -606,6 +621,7 @@ class _Builder:
             state.input_shape = (1, 3, size, size)
         seed_everything(self.suite.seed)
         model = build_model(cfg.arch, state.num_classes, state.input_shape[1], cfg.weights)
+        _check_forward(model, cfg, state.input_shape)
         epochs = int(cfg.train.get("epochs", 0))
         cache = self.dir / ".cache" / f"{cfg.name}-{self._key(cfg, None, 'torch')[:16]}.pt"
         if epochs and cache.is_file():
