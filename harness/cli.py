@@ -72,7 +72,6 @@ def _farm_file(args: argparse.Namespace) -> Path | None:
 
 def _load_device(args: argparse.Namespace, name: str) -> Any:
     """A profile by name or path, else (a plain name with no profile) a device of the farm."""
-    from harness.config import find_devices_dir
     from harness.farm.farmfile import load_farm
 
     farm_path = _farm_file(args)

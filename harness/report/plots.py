@@ -882,7 +882,6 @@ def trends_figure(
     with paper_style():
         fig, axes = _figure(dataclasses.replace(layout, columns=1), len(devices), 2.0)
         marked = False
-        greyed = 0
         for ax, device in zip(axes, devices, strict=True):
             part = data[data["device"] == device]
             for job in sorted(part["job"].unique()):
@@ -891,7 +890,6 @@ def trends_figure(
                 y = series["ratio"].to_numpy(float)
                 change = changes.get((str(device), str(job)))
                 if not every and change is None:
-                    greyed += 1
                     ax.plot(x, y, color=TREND_GREY, linewidth=0.5, zorder=1,
                             label="others: last run no change or inconclusive")
                 else:
@@ -1202,12 +1200,6 @@ def latency_distributions(df: pd.DataFrame, folder: Path, samples: Callable[[str
     return _one("latency_distributions",
                 lambda lay: latency_distribution_figure(df, lay, samples, medians), folder,
                 formats, layout)
-
-
-def size_memory(df: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
-                formats: Sequence[str] = ("png",)) -> list[Path]:
-    return [*_one("model_size", lambda lay: model_size_figure(df, lay), folder, formats, layout),
-            *_one("memory", lambda lay: memory_figure(df, lay), folder, formats, layout)]
 
 
 def speedup_heatmap(df: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
