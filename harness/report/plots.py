@@ -5,8 +5,9 @@ Every figure is built by a `*_figure(data, layout)` function on a bare `matplotl
 or both columns (7 in), with every text at 8-9 pt so that it matches the body text of the common
 templates when included at its own width. The HTML report shows the double-column figure as a PNG;
 `edgebench report --style paper` also writes both widths as PDF with TrueType (Type 42) fonts
-embedded (`harness.report.paper`). `save` writes a built figure in the formats asked for; the
-older `accuracy_latency(df, folder)`-style functions build and save in one call.
+embedded (`harness.report.paper`). `save` writes a built figure in the formats asked for;
+`trends(history, folder)` and `accuracy_trends`, the nightly page's figures, build and save in
+one call.
 
 One style throughout: the Okabe-Ito palette, which stays distinguishable with the common
 colour-vision deficiencies; marker shapes, hatches and row labels as second cues, so that every
@@ -1179,33 +1180,6 @@ def _one(name: str, build: FigureBuilder, folder: Path, formats: Sequence[str],
 
 
 # One figure's files, for a page (`SCREEN` by default) and, with "pdf" in `formats`, for print.
-
-
-def accuracy_latency(df: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
-                     formats: Sequence[str] = ("png",)) -> list[Path]:
-    return _one("accuracy_latency", lambda lay: accuracy_latency_figure(df, lay), folder,
-                formats, layout)
-
-
-def speedup_by_technique(df: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
-                         formats: Sequence[str] = ("png",)) -> list[Path]:
-    return _one("speedup_by_technique", lambda lay: speedup_figure(df, lay), folder, formats,
-                layout)
-
-
-def latency_distributions(df: pd.DataFrame, folder: Path, samples: Callable[[str], np.ndarray],
-                          medians: Callable[[str], pd.Series] | None = None, *,
-                          layout: Layout = SCREEN, formats: Sequence[str] = ("png",)
-                          ) -> list[Path]:
-    return _one("latency_distributions",
-                lambda lay: latency_distribution_figure(df, lay, samples, medians), folder,
-                formats, layout)
-
-
-def speedup_heatmap(df: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
-                    formats: Sequence[str] = ("png",)) -> list[Path]:
-    return _one("speedup_heatmap", lambda lay: speedup_heatmap_figure(df, lay), folder, formats,
-                layout)
 
 
 def trends(history: pd.DataFrame, folder: Path, verdicts: pd.Series | None = None, *,
