@@ -36,7 +36,7 @@ from harness.agent import protocol
 from harness.artifacts import Artifact, file_sha256
 from harness.config import DeviceProfile
 from harness.errors import EdgebenchError, TransportError, UnknownNameError
-from harness.registry import RUNTIMES as RUNTIME_MODULES
+from harness.registry import RUNTIMES
 from harness.report import stats
 from harness.store import Store, utc_now
 from harness.transport.base import AgentRun, Transport, failed_run, transport_for
@@ -106,16 +106,13 @@ class SessionDone:
     stored: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
-def known_runtimes() -> list[str]:
-    return sorted(RUNTIME_MODULES)
-
-
 def plan_jobs(artifacts: Sequence[Artifact], devices: Sequence[DeviceProfile],
               options: BenchOptions) -> list[PlannedJob]:
     """Every (artifact, runtime, device) that makes sense; unknown runtimes are refused."""
     for name in options.runtimes:
-        if name not in RUNTIME_MODULES:
-            raise UnknownNameError("runtime", name, known_runtimes())
+        # not RUNTIMES.get, which would import the engine: planning must not need it installed
+        if name not in RUNTIMES:
+            raise UnknownNameError(RUNTIMES.kind, name, RUNTIMES.names())
     jobs = []
     for device in devices:
         for artifact in artifacts:
