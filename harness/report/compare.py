@@ -70,13 +70,26 @@ FAILING_VERDICTS = frozenset({SLOWER, NEWLY_FAILING})
 LOWER_TOP1 = stats.LOWER_TOP1
 HIGHER_TOP1 = stats.HIGHER_TOP1
 SAME_TOP1 = stats.SAME_TOP1
+# the accuracy verdicts that say top-1 changed, the ones counted and shown beside the speed's
+TOP1_CHANGES = (LOWER_TOP1, HIGHER_TOP1)
 OTHER_IMAGES = "other images"  # top-1 of another dataset or number of images: not compared
 
 
+def failing_verdicts(row: Mapping[str, Any]) -> list[str]:
+    """The verdicts of a comparison row (a record of the table, a nightly's measurement) that
+    fail the gate, the speed's (`verdict`) before the top-1's (`accuracy_verdict`); empty when
+    it passes."""
+    failing = []
+    if row.get("verdict") in FAILING_VERDICTS:
+        failing.append(str(row["verdict"]))
+    if row.get("accuracy_verdict") == LOWER_TOP1:
+        failing.append(LOWER_TOP1)
+    return failing
+
+
 def is_regression(row: Mapping[str, Any]) -> bool:
-    """Whether a comparison row (a record of the table, a nightly's measurement) fails the
-    gate."""
-    return row.get("verdict") in FAILING_VERDICTS or row.get("accuracy_verdict") == LOWER_TOP1
+    """Whether a comparison row fails the gate (`failing_verdicts`)."""
+    return bool(failing_verdicts(row))
 
 
 def judge(
