@@ -426,11 +426,18 @@ def verdicts_over_runs(
     threshold: float = stats.THRESHOLD,
 ) -> pd.Series:
     """For each ok row of `history` (several runs, with `run_started_at`), its verdict against the
-    same measurement (JOB_KEYS) in the previous run that measured it; "" for its first run.
+    same measurement (JOB_KEYS) in the previous run of `history` that measured it ok; "" for its
+    first run there.
 
-    The nightly view of `compare_runs`, by the same rule (`judge`), with the same history:
-    earlier runs of the same file, instruction set, accelerator, precision and timed scope, none
-    of mixed sessions.
+    The trend's view of `compare_runs`, by the same rule (`judge`), but on what `history` holds
+    alone, so that a ring here and the gate's verdict on the same nightly can differ:
+    - the run compared against is the measurement's own previous ok run in `history` (by
+      `run_started_at`, then run id); the gate's baseline is one run per device, or the one given;
+    - the run-to-run spread comes from the ok rows of `history` up to that run with its file,
+      instruction set, accelerator, precision and timed scope, none of mixed sessions, the last
+      HISTORY_RUNS of them (`history_noise`); `compare_runs` takes them from every run in the
+      store, those outside `history` too (older than the trend's window, or of another command),
+      in the order they were stored, matching the file by its sha256 whatever the model's name.
     """
     verdicts = pd.Series("", index=history.index, dtype=object)
     ok = history[history["status"] == "ok"].sort_values(["run_started_at", "run_id"])
