@@ -188,11 +188,14 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
 
 
-def _with_runtime(names: pd.Series, df: pd.DataFrame, column: str = "runtime") -> pd.Series:
+def _job_label(names: pd.Series, rows: pd.DataFrame, column: str = "runtime",
+               among: pd.DataFrame | None = None) -> pd.Series:
+    """`names` (one per row of `rows`) as the figures name jobs: followed by the row's `column`
+    where the figure's data (`among`, by default `rows`) holds more than one value of it."""
     # The same model name is measured once per runtime (an ONNX and a TFLite artifact); say which
     # only when it is ambiguous.
-    if df[column].nunique(dropna=True) > 1:
-        return names + " / " + df[column].astype(str)
+    if (rows if among is None else among)[column].nunique(dropna=True) > 1:
+        return names + " / " + rows[column].astype(str)
     return names
 
 
@@ -208,7 +211,7 @@ def _family(df: pd.DataFrame, column: str = "runtime") -> pd.Series:
     """The fp32 model (and runtime) each row belongs to: itself for a baseline, else its
     baseline. Compute it on the whole frame, then select, so that labels agree across panels."""
     names = df["baseline"].where(df["baseline"].notna(), df["model"]).astype(str)
-    return _with_runtime(names, df, column)
+    return _job_label(names, df, column)
 
 
 def _labelled(df: pd.DataFrame, column: str = "runtime") -> pd.DataFrame:
@@ -817,10 +820,9 @@ def _last_run_changes(data: pd.DataFrame, history: pd.DataFrame, last: str) -> d
     changes = {(str(r.device), str(r.job)): str(r.verdict) for r in data.itertuples()
                if r.run_id == last and r.verdict in (stats.SLOWER, stats.FASTER)}
     failed = history[(history["run_id"] == last) & (history["status"] != "ok")]
-    several = data["runtime"].nunique(dropna=True) > 1  # as `_with_runtime` named the jobs
-    for row in failed.itertuples():
-        job = f"{row.model} / {row.runtime}" if several else str(row.model)
-        changes[(str(row.device), job)] = "failed"
+    for device, job in zip(failed["device"], _job_label(failed["model"].astype(str), failed,
+                                                          among=data), strict=True):
+        changes[(str(device), str(job))] = "failed"  # str(): a missing runtime gives NaN
     return changes
 
 
@@ -853,7 +855,7 @@ def trends_figure(
     last = max(position, key=position.__getitem__)
     data = data.assign(
         x=data["run_id"].map(position),
-        job=_with_runtime(data["model"].astype(str), data),
+        job=_job_label(data["model"].astype(str), data),
         verdict="" if verdicts is None else verdicts.reindex(data.index).fillna(""),
     )
     reference = data.groupby(["device", "job"])["latency_median_ms"].transform("median")
@@ -950,12 +952,11 @@ def _accuracy_changes(data: pd.DataFrame, history: pd.DataFrame, last: str) -> d
         if stats.top1_changed(before, after, None if pd.isna(n) else float(n)):
             changes[(str(device), str(job))] = f"{100 * (after - before):+.1f} points"
     failed = history[(history["run_id"] == last) & (history["status"] != "ok")]
-    several = data["runtime"].nunique(dropna=True) > 1  # as `_with_runtime` named the jobs
-    for row in failed.itertuples():
-        job = f"{row.model} / {row.runtime}" if several else str(row.model)
-        if (str(row.device), job) in set(zip(data["device"].astype(str), data["job"],
-                                             strict=True)):
-            changes[(str(row.device), job)] = "failed"
+    shown = set(zip(data["device"].astype(str), data["job"], strict=True))
+    for device, job in zip(failed["device"], _job_label(failed["model"].astype(str), failed,
+                                                          among=data), strict=True):
+        if (str(device), str(job)) in shown:
+            changes[(str(device), str(job))] = "failed"
     return changes
 
 
@@ -977,7 +978,7 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE) -> Fi
     position, ticks, tick_labels = _run_axis(data, layout)
     last = max(position, key=position.__getitem__)
     data = data.assign(x=data["run_id"].map(position),
-                       job=_with_runtime(data["model"].astype(str), data))
+                       job=_job_label(data["model"].astype(str), data))
     devices = sorted(data["device"].unique())
     jobs = sorted(data["job"].unique())
     every = len(jobs) <= TREND_COLOURED_MAX
