@@ -765,15 +765,6 @@ def cmd_db_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kept_window(keep: str) -> str:
-    """Which runs a prune left alone, in words: "outside the newest 30 runs", "older than 30
-    days"."""
-    text = keep.strip().lower()  # as the store read it, which took it
-    if text.endswith("d"):
-        return f"older than {plural_days(int(text[:-1]))}"
-    return f"outside the newest {plural(int(text), 'run')}"
-
-
 def plural_days(days: float) -> str:
     return f"{days:g} day" + ("" if days == 1 else "s")
 
@@ -782,7 +773,7 @@ def cmd_db_prune(args: argparse.Namespace) -> int:
     with _existing_store(args.db) as store:
         pruned = store.prune_samples(args.keep_samples_for)
         out.print(f"dropped the raw samples of {plural(pruned.sessions, 'session')} in "
-                  f"{plural(pruned.runs, 'run')} {_kept_window(args.keep_samples_for)}; "
+                  f"{plural(pruned.runs, 'run')} {pruned.window}; "
                   "every result and session row is kept", highlight=False)
         if args.vacuum:
             _say_vacuum(*store.vacuum())
