@@ -47,7 +47,9 @@ from harness.report.console import (
     plural,
 )
 from harness.report.console import format_value as _fmt
+from harness.report.stats import THRESHOLD, TOP1_THRESHOLD_POINTS
 from harness.results import runtime_label
+from harness.runner import DEFAULT_SESSIONS, QUICK_SESSIONS
 from harness.signals import sigterm_as_interrupt
 from harness.store import DEFAULT_DB, Store, check_existing, check_folder
 
@@ -72,7 +74,6 @@ def _farm_file(args: argparse.Namespace) -> Path | None:
 
 def _load_device(args: argparse.Namespace, name: str) -> Any:
     """A profile by name or path, else (a plain name with no profile) a device of the farm."""
-    from harness.config import find_devices_dir
     from harness.farm.farmfile import load_farm
 
     farm_path = _farm_file(args)
@@ -415,7 +416,9 @@ def _threshold(text: str) -> float:
 
 
 TOP1_THRESHOLD_HELP = ("smallest change of top-1 on the same images, in percentage points, that "
-                       "counts as lower or higher (default 0.1; one image at least)")
+                       f"counts as lower or higher (default {TOP1_THRESHOLD_POINTS:g}; one image "
+                       "at least)")
+SESSIONS_DEFAULT_HELP = f"default {DEFAULT_SESSIONS}, {QUICK_SESSIONS} with --quick"
 
 
 def _session_count(text: str) -> int:
@@ -774,15 +777,6 @@ def cmd_db_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kept_window(keep: str) -> str:
-    """Which runs a prune left alone, in words: "outside the newest 30 runs", "older than 30
-    days"."""
-    text = keep.strip().lower()  # as the store read it, which took it
-    if text.endswith("d"):
-        return f"older than {plural_days(int(text[:-1]))}"
-    return f"outside the newest {plural(int(text), 'run')}"
-
-
 def plural_days(days: float) -> str:
     return f"{days:g} day" + ("" if days == 1 else "s")
 
@@ -791,7 +785,7 @@ def cmd_db_prune(args: argparse.Namespace) -> int:
     with _existing_store(args.db) as store:
         pruned = store.prune_samples(args.keep_samples_for)
         out.print(f"dropped the raw samples of {plural(pruned.sessions, 'session')} in "
-                  f"{plural(pruned.runs, 'run')} {_kept_window(args.keep_samples_for)}; "
+                  f"{plural(pruned.runs, 'run')} {pruned.window}; "
                   "every result and session row is kept", highlight=False)
         if args.vacuum:
             _say_vacuum(*store.vacuum())
@@ -931,7 +925,7 @@ def build_parser() -> argparse.ArgumentParser:
                             f"default {protocol_text(DEFAULT_SETTINGS)})")
     bench.add_argument("--sessions", type=_session_count,
                        help="fresh agent processes per measurement, interleaved across the "
-                            "artifacts (default 5, 2 with --quick; 1 gives no interval)")
+                            f"artifacts ({SESSIONS_DEFAULT_HELP}; 1 gives no interval)")
     bench.add_argument("--max-sessions", type=_session_count,
                        help="add rounds of sessions, up to this many, to measurements whose "
                             "headline 95%% interval is wider than +/-2%% of the median")
@@ -969,14 +963,15 @@ def build_parser() -> argparse.ArgumentParser:
     night.add_argument("--fail-on-regression", action="store_true",
                        help="exit 1 when a measurement is slower beyond the threshold with "
                             "confidence, has a lower top-1, or is newly failing")
-    night.add_argument("--threshold", type=_threshold, default=0.05,
-                       help="smallest relative change that counts (default 0.05)")
-    night.add_argument("--top1-threshold", type=float, default=0.1, metavar="POINTS",
+    night.add_argument("--threshold", type=_threshold, default=THRESHOLD,
+                       help=f"smallest relative change that counts (default {THRESHOLD:g})")
+    night.add_argument("--top1-threshold", type=float, default=TOP1_THRESHOLD_POINTS,
+                       metavar="POINTS",
                        help=TOP1_THRESHOLD_HELP)
     night.add_argument("--quick", action="store_true",
                        help=f"short protocol (tests, CI): {protocol_text(QUICK_SETTINGS)}")
     night.add_argument("--sessions", type=_session_count,
-                       help="sessions per measurement (default 5, 2 with --quick)")
+                       help=f"sessions per measurement ({SESSIONS_DEFAULT_HELP})")
     night.add_argument("--threads", type=_thread_count,
                        help="inference threads (default: each device's profile)")
     night.add_argument("--build-dir", type=_path, default="models/build", help=BUILD_DIR_HELP)
@@ -995,10 +990,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_a", help="the run compared against (A, the baseline): run id, "
                          "unique prefix or 'latest'")
     compare.add_argument("run_b", help="the run judged (B): slower or faster than A")
-    compare.add_argument("--threshold", type=_threshold, default=0.05,
-                         help="smallest relative change that counts, T (default 0.05): slower "
-                              "or faster only when the whole 95%% CI is beyond 1 +/- T")
-    compare.add_argument("--top1-threshold", type=float, default=0.1, metavar="POINTS",
+    compare.add_argument("--threshold", type=_threshold, default=THRESHOLD,
+                         help=f"smallest relative change that counts, T (default {THRESHOLD:g}): "
+                              "slower or faster only when the whole 95%% CI is beyond 1 +/- T")
+    compare.add_argument("--top1-threshold", type=float, default=TOP1_THRESHOLD_POINTS,
+                         metavar="POINTS",
                          help=TOP1_THRESHOLD_HELP)
     compare.add_argument("--fail-on-regression", action="store_true",
                          help="exit non-zero when any measurement is slower beyond the "

@@ -21,6 +21,7 @@ class ConfigError(EdgebenchError):
     def __init__(self, path: object, message: str, field: str | None = None) -> None:
         self.path = str(path)
         self.field = field
+        self.message = message  # what is wrong, without the file and field
         where = f"{self.path}: {field}" if field else self.path
         super().__init__(f"{where}: {message}")
 

@@ -36,7 +36,7 @@ from harness.agent import protocol
 from harness.artifacts import Artifact, file_sha256
 from harness.config import DeviceProfile
 from harness.errors import EdgebenchError, TransportError, UnknownNameError
-from harness.registry import RUNTIMES as RUNTIME_MODULES
+from harness.registry import RUNTIMES
 from harness.report import stats
 from harness.store import Store, utc_now
 from harness.transport.base import AgentRun, Transport, failed_run, transport_for
@@ -106,16 +106,13 @@ class SessionDone:
     stored: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
-def known_runtimes() -> list[str]:
-    return sorted(RUNTIME_MODULES)
-
-
 def plan_jobs(artifacts: Sequence[Artifact], devices: Sequence[DeviceProfile],
               options: BenchOptions) -> list[PlannedJob]:
     """Every (artifact, runtime, device) that makes sense; unknown runtimes are refused."""
     for name in options.runtimes:
-        if name not in RUNTIME_MODULES:
-            raise UnknownNameError("runtime", name, known_runtimes())
+        # not RUNTIMES.get, which would import the engine: planning must not need it installed
+        if name not in RUNTIMES:
+            raise UnknownNameError(RUNTIMES.kind, name, RUNTIMES.names())
     jobs = []
     for device in devices:
         for artifact in artifacts:
@@ -206,6 +203,38 @@ def precise(session_medians: Sequence[float], precision: float) -> bool:
     return half is not None and half <= precision
 
 
+def _run_session(job: PlannedJob, transport: Transport, options: BenchOptions, session: int,
+                 timeout_s: float, *, profile: bool = False) -> AgentRun:
+    """One session of `job` on the device: its job built (files staged) and the agent run.
+    What fails on the way is the session's failure, not the queue's: the connection or a file
+    ('transport'), or a job this profile and these options cannot make ('bad_job')."""
+    try:
+        spec = build_job(job, transport, options, session, profile=profile)
+        return transport.run_agent(spec, timeout_s=timeout_s)
+    except (TransportError, OSError) as err:
+        return failed_run(job.job_id, "transport", str(err))
+    except EdgebenchError as err:
+        return failed_run(job.job_id, "bad_job", str(err))
+
+
+def _profile_pass(jobs: Sequence[PlannedJob], transport: Transport, options: BenchOptions,
+                  session: int, timeout_s: float, medians: Mapping[str, Sequence[float]],
+                  profiled: Collection[str], post: Callable[[SessionDone], None],
+                  stop: threading.Event) -> None:
+    """After the timed rounds, one profile session (numbered `session`, after the last round)
+    for each measurement that measured and has none stored yet."""
+    for job in jobs:
+        if stop.is_set():
+            return
+        if not medians[job.job_id] or job.job_id in profiled:
+            continue  # nothing measured: nothing to profile; or profiled before
+        started_at = utc_now()
+        t0 = time.perf_counter()
+        run = _run_session(job, transport, options, session, timeout_s, profile=True)
+        post(SessionDone(job, session, run, 0, time.perf_counter() - t0, started_at,
+                         profile=True))
+
+
 def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options: BenchOptions,
                      done: queue.Queue[SessionDone | None], stop: threading.Event,
                      skip: Mapping[str, set[int]] | None = None,
@@ -252,13 +281,7 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
                 started_at = utc_now()
                 t0 = time.perf_counter()
                 pushed_before = transport.bytes_pushed
-                try:
-                    spec = build_job(job, transport, options, session)
-                    run = transport.run_agent(spec, timeout_s=device.job_timeout_s)
-                except (TransportError, OSError) as err:
-                    run = failed_run(job.job_id, "transport", str(err))
-                except EdgebenchError as err:  # a job this profile and these options cannot make
-                    run = failed_run(job.job_id, "bad_job", str(err))
+                run = _run_session(job, transport, options, session, device.job_timeout_s)
                 orchestration = (time.perf_counter() - t0
                                  - (run.result.get("agent_wall_s") or 0.0))
                 post(SessionDone(job, session, run, transport.bytes_pushed - pushed_before,
@@ -269,22 +292,8 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
                     active.remove(job)  # the next sessions would fail the same way
             session += 1
         if options.profile:
-            for job in jobs:
-                if stop.is_set():
-                    return
-                if not medians[job.job_id] or job.job_id in profiled:
-                    continue  # nothing measured: nothing to profile; or profiled before
-                started_at = utc_now()
-                t0 = time.perf_counter()
-                try:
-                    spec = build_job(job, transport, options, session, profile=True)
-                    run = transport.run_agent(spec, timeout_s=device.job_timeout_s)
-                except (TransportError, OSError) as err:
-                    run = failed_run(job.job_id, "transport", str(err))
-                except EdgebenchError as err:
-                    run = failed_run(job.job_id, "bad_job", str(err))
-                post(SessionDone(job, session, run, 0, time.perf_counter() - t0, started_at,
-                                 profile=True))
+            _profile_pass(jobs, transport, options, session, device.job_timeout_s, medians,
+                          profiled, post, stop)
     except TransportError as err:
         fail_rest("transport", str(err))
     except Exception as err:  # a bug or a library's surprise: the device's rows still appear

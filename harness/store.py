@@ -622,7 +622,7 @@ class Store:
         something (`"30"`) or than `keep` days before now (`"30d"`). Session rows, with their
         statistics, and result rows stay; only the `samples` blobs become NULL. The file shrinks
         after `vacuum()`."""
-        cutoff = _prune_cutoff(keep)
+        cutoff, window = _prune_cutoff(keep)
         with self._tx():
             if isinstance(cutoff, int):
                 # runs that measured nothing (stopped before their first session) are not among
@@ -641,7 +641,7 @@ class Store:
                     f"(SELECT job_id FROM results WHERE run_id IN "
                     f"({', '.join('?' for _ in chunk)}))", chunk)
                 sessions += cur.rowcount
-        return PruneResult(runs=len(old), sessions=sessions)
+        return PruneResult(runs=len(old), sessions=sessions, window=window)
 
     def delete_runs(self, run_ids: Sequence[str]) -> DeleteResult:
         """Remove runs whole, in one transaction: their rows in `runs`, `results`, `sessions`
@@ -732,6 +732,7 @@ class Store:
 class PruneResult:
     runs: int  # runs older than the cut-off
     sessions: int  # sessions whose samples were dropped now
+    window: str  # those runs in words: "outside the newest 30 runs", "older than 30 days"
 
 
 @dataclass(frozen=True)
@@ -760,9 +761,9 @@ class StoreStats:
     runs: list[RunStats]
 
 
-def _prune_cutoff(keep: str) -> int | str:
+def _prune_cutoff(keep: str) -> tuple[int | str, str]:
     """`30` (runs) -> 30; `30d` (days) -> the UTC timestamp 30 days ago, comparable as text with
-    `runs.started_at`."""
+    `runs.started_at`; each with the runs it prunes in words (`PruneResult.window`)."""
     text = keep.strip().lower()
     days = text.endswith("d")
     try:
@@ -772,12 +773,15 @@ def _prune_cutoff(keep: str) -> int | str:
     if value < 0 or (days and not text[:-1].isdigit()):
         raise StoreError(f"--keep-samples-for {keep!r}: give a number of runs (30) or days (30d)")
     if not days:
-        return min(value, 2**63 - 1)  # SQLite's largest OFFSET: more runs than any file holds
+        # SQLite's largest OFFSET: more runs than any file holds
+        return min(value, 2**63 - 1), f"outside the newest {value} run{'' if value == 1 else 's'}"
+    window = f"older than {value:g} day{'' if value == 1 else 's'}"
     if value * 86400 >= time.time():
         # No run is older than 1970. strftime writes a year below 1000 with fewer digits, and
         # such a cutoff sorts after every real start time: it would drop every run's samples.
-        return ""
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - value * 86400))
+        return "", window
+    return (time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - value * 86400)),
+            window)
 
 
 def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:

@@ -37,6 +37,8 @@ from harness.report.compare import (
     SAME_TOP1,
     SLOWER,
     compare_runs,
+    failing_verdicts,
+    is_regression,
     judge,
     verdicts_over_runs,
 )
@@ -423,6 +425,19 @@ def test_jobs_in_one_run_only_new_failures_and_fixes(tmp_path: Path) -> None:
         "added broken": NEWLY_FAILING,  # it never ran ok: as much news as one that broke
     }
     assert sorted(result.regressions["model"]) == ["added broken", "breaks"]
+
+
+def test_failing_verdicts_name_what_fails_the_gate_speed_first() -> None:
+    """Slower, newly failing and lower top-1 fail the gate, each named, the speed's first;
+    every other verdict, and a higher top-1, passes."""
+    assert failing_verdicts({"verdict": SLOWER, "accuracy_verdict": LOWER_TOP1}) == [
+        SLOWER, LOWER_TOP1]
+    assert failing_verdicts({"verdict": NEWLY_FAILING}) == [NEWLY_FAILING]
+    assert failing_verdicts({"verdict": FASTER, "accuracy_verdict": LOWER_TOP1}) == [LOWER_TOP1]
+    for passing in ({"verdict": INCONCLUSIVE, "accuracy_verdict": HIGHER_TOP1},
+                    {"verdict": NO_CHANGE, "accuracy_verdict": SAME_TOP1}, {"verdict": FIXED},
+                    {"verdict": ONLY_A}, {}):
+        assert failing_verdicts(passing) == [] and not is_regression(passing)
 
 
 def test_fewer_of_the_same_images_right_is_a_regression(tmp_path: Path, capsys) -> None:

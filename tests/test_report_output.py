@@ -113,13 +113,14 @@ def test_figures_with_nothing_to_show_are_not_drawn(tmp_path: Path) -> None:
     add_job(store, run, "latency_only", samples_ns=lognormal_ns(5, seed=1))
     df = frame.with_baselines(frame.results_frame(store, [run]), store)
     out = tmp_path / "plots"
-    assert plots.accuracy_latency(df, out) == []  # no accuracy anywhere
-    assert plots.speedup_by_technique(df, out) == []  # no compressed variant
-    assert plots.speedup_heatmap(df, out) == []
+    assert plots.accuracy_latency_figure(df, plots.SCREEN) is None  # no accuracy anywhere
+    assert plots.speedup_figure(df, plots.SCREEN) is None  # no compressed variant
+    assert plots.speedup_heatmap_figure(df, plots.SCREEN) is None
     history = df.assign(run_started_at="2026-11-28T00:00:00Z")
     assert plots.trends(history, out) == []
     only_failed = df[df["status"] == "failed"]
-    assert plots.latency_distributions(only_failed, out, lambda j: np.array([])) == []
+    assert plots.latency_distribution_figure(only_failed, plots.SCREEN,
+                                             lambda j: np.array([])) is None
     assert not out.exists() or not any(out.iterdir())
 
 

@@ -86,11 +86,11 @@ def test_a_worker_that_breaks_still_leaves_a_row_for_every_measurement(
     real = runner.build_job
     calls = {"n": 0}
 
-    def flaky(job, transport, opts, session=0):  # type: ignore[no-untyped-def]
+    def flaky(job, transport, opts, session=0, profile=False):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 2:
             raise ValueError("a library bug")
-        return real(job, transport, opts, session)
+        return real(job, transport, opts, session, profile)
 
     monkeypatch.setattr(runner, "build_job", flaky)
     with Store(tmp_path / "r.db") as store:

@@ -76,6 +76,7 @@ def test_prune_drops_only_older_samples_and_keeps_every_summary(tmp_path: Path, 
     pruned = store.prune_samples(keep)
     # the newest two runs, started now and 25 hours ago, are the last 2 runs and the last 2 days
     assert pruned.runs == 2 and pruned.sessions == 2 * 3 * 2
+    assert pruned.window == {"2": "outside the newest 2 runs", "2d": "older than 2 days"}[keep]
     kept_runs = runs[-2:]
     store.close()
 

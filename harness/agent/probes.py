@@ -42,24 +42,6 @@ def proc_status_kb(field: str, path: str = "/proc/self/status") -> int | None:
     return int(match.group(1)) if match else None
 
 
-def rss_mb() -> float | None:
-    kb = proc_status_kb("VmRSS")
-    return kb / 1024.0 if kb is not None else None
-
-
-def peak_rss_mb() -> float | None:
-    """Peak resident set of this process (VmHWM), falling back to getrusage."""
-    kb = proc_status_kb("VmHWM")
-    if kb is None:
-        try:
-            import resource
-
-            kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        except (ImportError, OSError):
-            return None
-    return kb / 1024.0
-
-
 def memory_mb() -> dict[str, float]:
     """This process's resident memory now: total, peak, and anonymous (heap, arenas, weights
     copied into them) apart from file-backed (mapped libraries and model files) and shared."""

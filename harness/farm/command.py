@@ -17,7 +17,7 @@ from harness.farm.farmfile import load_farm
 from harness.farm.summary import summary_document, write_junit, write_summary
 from harness.report.compare import is_regression
 from harness.report.progress import resume_command
-from harness.report.stats import check_top1_threshold
+from harness.report.stats import THRESHOLD, TOP1_THRESHOLD_POINTS, check_top1_threshold
 from harness.runner import BenchOptions
 from harness.store import NIGHTLY_COMMAND, Store, check_existing, empty_file
 
@@ -35,8 +35,8 @@ class NightlyArgs:
     quick: bool = False
     sessions: int | None = None
     threads: int | None = None
-    threshold: float = 0.05
-    top1_threshold: float = 0.1  # percentage points
+    threshold: float = THRESHOLD
+    top1_threshold: float = TOP1_THRESHOLD_POINTS  # percentage points
     command: str | None = None  # as stored in the run; must start with "edgebench nightly"
 
 
@@ -164,7 +164,8 @@ def _check_db(db: Path, baseline: str) -> str | None:
 
 
 def _gate(store: Store, baselines: Mapping[str, str | None], run_id: str, threshold: float,
-          top1_threshold: float = 0.1) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+          top1_threshold: float = TOP1_THRESHOLD_POINTS
+          ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """Each measurement of the nightly with its verdict against its device's baseline run
     (`baselines`, by device; `baseline_run` in each row), and the fingerprint differences. A
     measurement that fails with nothing to compare it with (no baseline, or a model new since

@@ -93,8 +93,7 @@ def load_farm(path: Path) -> Farm:
             devices.append(parse_profile(path, merged))
         except ConfigError as err:  # say which place the field belongs to
             field = f"{where}.{err.field}" if err.field else where
-            prefix = f"{err.path}: {err.field}: " if err.field else f"{err.path}: "
-            raise ConfigError(path, str(err)[len(prefix):], field=field) from None
+            raise ConfigError(path, err.message, field=field) from None
     names = [d.name for d in devices]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

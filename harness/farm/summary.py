@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.farm.nightly import DeviceOutcome
-from harness.report.compare import FAILING_VERDICTS, HIGHER_TOP1, LOWER_TOP1, is_regression
+from harness.report.compare import TOP1_CHANGES, failing_verdicts, is_regression
 from harness.report.console import format_interval
 from harness.report.stats import TOP1_THRESHOLD_POINTS
 
@@ -101,10 +101,9 @@ def write_junit(path: Path, summary: dict[str, Any]) -> Path:
             if device["status"] == "skipped" and not m.get("status_b"):
                 counts["skipped"] += 1
                 ET.SubElement(case, "skipped", message=device["message"])
-            elif is_regression(m):
+            elif failing := failing_verdicts(m):
                 counts["failures"] += 1
-                what = m["verdict"] if m.get("verdict") in FAILING_VERDICTS else \
-                    m["accuracy_verdict"]
+                what = failing[0]  # the speed's verdict first
                 ET.SubElement(case, "failure", message=f"{what}: {_figures(m)}", type=str(what))
             elif m.get("status_b") != "ok":
                 counts["errors"] += 1
@@ -144,7 +143,7 @@ def _figures(m: dict[str, Any]) -> str:
                                              m.get("ratio_ci95_high"), ".3f")
     if m.get("top1_a") is not None and m.get("top1_b") is not None:
         text += f", top-1 {100 * m['top1_a']:.1f}% -> {100 * m['top1_b']:.1f}%"
-        if m.get("accuracy_verdict") in (LOWER_TOP1, HIGHER_TOP1):
+        if m.get("accuracy_verdict") in TOP1_CHANGES:
             text += f" ({m['accuracy_verdict']})"
     if m.get("isa_b"):
         text += f" (ISA {m['isa_b']})"

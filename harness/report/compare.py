@@ -70,13 +70,26 @@ FAILING_VERDICTS = frozenset({SLOWER, NEWLY_FAILING})
 LOWER_TOP1 = stats.LOWER_TOP1
 HIGHER_TOP1 = stats.HIGHER_TOP1
 SAME_TOP1 = stats.SAME_TOP1
+# the accuracy verdicts that say top-1 changed, the ones counted and shown beside the speed's
+TOP1_CHANGES = (LOWER_TOP1, HIGHER_TOP1)
 OTHER_IMAGES = "other images"  # top-1 of another dataset or number of images: not compared
 
 
+def failing_verdicts(row: Mapping[str, Any]) -> list[str]:
+    """The verdicts of a comparison row (a record of the table, a nightly's measurement) that
+    fail the gate, the speed's (`verdict`) before the top-1's (`accuracy_verdict`); empty when
+    it passes."""
+    failing = []
+    if row.get("verdict") in FAILING_VERDICTS:
+        failing.append(str(row["verdict"]))
+    if row.get("accuracy_verdict") == LOWER_TOP1:
+        failing.append(LOWER_TOP1)
+    return failing
+
+
 def is_regression(row: Mapping[str, Any]) -> bool:
-    """Whether a comparison row (a record of the table, a nightly's measurement) fails the
-    gate."""
-    return row.get("verdict") in FAILING_VERDICTS or row.get("accuracy_verdict") == LOWER_TOP1
+    """Whether a comparison row fails the gate (`failing_verdicts`)."""
+    return bool(failing_verdicts(row))
 
 
 def judge(
@@ -413,11 +426,18 @@ def verdicts_over_runs(
     threshold: float = stats.THRESHOLD,
 ) -> pd.Series:
     """For each ok row of `history` (several runs, with `run_started_at`), its verdict against the
-    same measurement (JOB_KEYS) in the previous run that measured it; "" for its first run.
+    same measurement (JOB_KEYS) in the previous run of `history` that measured it ok; "" for its
+    first run there.
 
-    The nightly view of `compare_runs`, by the same rule (`judge`), with the same history:
-    earlier runs of the same file, instruction set, accelerator, precision and timed scope, none
-    of mixed sessions.
+    The trend's view of `compare_runs`, by the same rule (`judge`), but on what `history` holds
+    alone, so that a ring here and the gate's verdict on the same nightly can differ:
+    - the run compared against is the measurement's own previous ok run in `history` (by
+      `run_started_at`, then run id); the gate's baseline is one run per device, or the one given;
+    - the run-to-run spread comes from the ok rows of `history` up to that run with its file,
+      instruction set, accelerator, precision and timed scope, none of mixed sessions, the last
+      HISTORY_RUNS of them (`history_noise`); `compare_runs` takes them from every run in the
+      store, those outside `history` too (older than the trend's window, or of another command),
+      in the order they were stored, matching the file by its sha256 whatever the model's name.
     """
     verdicts = pd.Series("", index=history.index, dtype=object)
     ok = history[history["status"] == "ok"].sort_values(["run_started_at", "run_id"])

@@ -492,8 +492,10 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
         columns, console.width, names=("Device", "Model", "Runtime"),
         wraps=("Verdict",), optional=("Sessions A/B",),
         left=("Device", "Model", "Runtime", "Verdict"), header_style="bold", title=title))
+    from harness.report.compare import TOP1_CHANGES
+
     counts = [*result.table["verdict"].value_counts().items(),
-              *result.table["accuracy_verdict"][lambda v: v.isin(_TOP1_COUNTED)]
+              *result.table["accuracy_verdict"][lambda v: v.isin(TOP1_CHANGES)]
               .value_counts().items()]
     console.print(", ".join(f"{n} {v}" for v, n in counts) or "no measurements in either run",
                   highlight=False)
@@ -615,14 +617,13 @@ def _median(value: Any) -> str:
     return format_value(value, f".{decimals_for(value)}f")
 
 
-_TOP1_COUNTED = (stats.LOWER_TOP1, stats.HIGHER_TOP1)
-
-
 def _top1_cell(row: Any, styles: dict[str, str]) -> Any:
     from rich.text import Text
 
+    from harness.report.compare import TOP1_CHANGES
+
     text = _top1(row)
     verdict = str(row.accuracy_verdict or "")
-    if text and verdict in _TOP1_COUNTED:  # "lower": the header says top-1
+    if text and verdict in TOP1_CHANGES:  # "lower": the header says top-1
         return Text(f"{text} {verdict.split()[0]}", style=styles[verdict])
     return text

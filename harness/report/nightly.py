@@ -107,7 +107,7 @@ COUNTED = (compare.SLOWER, compare.NEWLY_FAILING, compare.INCONCLUSIVE, compare.
            compare.NOT_MEASURED, compare.ONLY_A, compare.FASTER, compare.NO_CHANGE, compare.FIXED,
            compare.ONLY_B)
 # ... and of top-1, beside them
-TOP1_COUNTED = (compare.LOWER_TOP1, compare.HIGHER_TOP1)
+TOP1_COUNTED = compare.TOP1_CHANGES
 
 
 def _top1(m: dict[str, Any]) -> str:
@@ -175,7 +175,9 @@ def status_block(summary: dict[str, Any]) -> str:
     shown = [v for v in (*COUNTED, *TOP1_COUNTED) if counts[v] or v in (
         compare.SLOWER, compare.NEWLY_FAILING, compare.INCONCLUSIVE, compare.LOWER_TOP1)]
     def count(verdict: str) -> str:
-        bad = verdict in (*compare.FAILING_VERDICTS, compare.LOWER_TOP1) and counts[verdict]
+        # in red when measurements with this verdict fail the gate
+        column = "accuracy_verdict" if verdict in TOP1_COUNTED else "verdict"
+        bad = counts[verdict] > 0 and bool(compare.failing_verdicts({column: verdict}))
         return f"<span{' class=bad' if bad else ''}>{counts[verdict]} {_e(verdict)}</span>"
 
     parts.append(f"<p>Measurements: {len(measurements)}; " + ", ".join(map(count, shown))
@@ -193,8 +195,7 @@ def status_block(summary: dict[str, Any]) -> str:
             figures = (f"{m['median_a_ms']:.4g} &rarr; " if m.get("median_a_ms") is not None
                        else "") + (f"{m['median_b_ms']:.4g}" if m.get("median_b_ms") is not None
                                    else "")
-            verdicts = [v for v in (m.get("verdict"), m.get("accuracy_verdict"))
-                        if v in (*compare.FAILING_VERDICTS, compare.LOWER_TOP1)]
+            verdicts = compare.failing_verdicts(m)
             what = "; ".join(filter(None, (
                 _ratio(m) if m.get("verdict") == compare.SLOWER else "",
                 _top1(m) if m.get("accuracy_verdict") == compare.LOWER_TOP1 else "")))

@@ -5,8 +5,9 @@ Every figure is built by a `*_figure(data, layout)` function on a bare `matplotl
 or both columns (7 in), with every text at 8-9 pt so that it matches the body text of the common
 templates when included at its own width. The HTML report shows the double-column figure as a PNG;
 `edgebench report --style paper` also writes both widths as PDF with TrueType (Type 42) fonts
-embedded (`harness.report.paper`). `save` writes a built figure in the formats asked for; the
-older `accuracy_latency(df, folder)`-style functions build and save in one call.
+embedded (`harness.report.paper`). `save` writes a built figure in the formats asked for;
+`trends(history, folder)` and `accuracy_trends`, the nightly page's figures, build and save in
+one call.
 
 One style throughout: the Okabe-Ito palette, which stays distinguishable with the common
 colour-vision deficiencies; marker shapes, hatches and row labels as second cues, so that every
@@ -187,11 +188,14 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
 
 
-def _with_runtime(names: pd.Series, df: pd.DataFrame, column: str = "runtime") -> pd.Series:
+def _job_label(names: pd.Series, rows: pd.DataFrame, column: str = "runtime",
+               among: pd.DataFrame | None = None) -> pd.Series:
+    """`names` (one per row of `rows`) as the figures name jobs: followed by the row's `column`
+    where the figure's data (`among`, by default `rows`) holds more than one value of it."""
     # The same model name is measured once per runtime (an ONNX and a TFLite artifact); say which
     # only when it is ambiguous.
-    if df[column].nunique(dropna=True) > 1:
-        return names + " / " + df[column].astype(str)
+    if (rows if among is None else among)[column].nunique(dropna=True) > 1:
+        return names + " / " + rows[column].astype(str)
     return names
 
 
@@ -207,7 +211,7 @@ def _family(df: pd.DataFrame, column: str = "runtime") -> pd.Series:
     """The fp32 model (and runtime) each row belongs to: itself for a baseline, else its
     baseline. Compute it on the whole frame, then select, so that labels agree across panels."""
     names = df["baseline"].where(df["baseline"].notna(), df["model"]).astype(str)
-    return _with_runtime(names, df, column)
+    return _job_label(names, df, column)
 
 
 def _labelled(df: pd.DataFrame, column: str = "runtime") -> pd.DataFrame:
@@ -816,10 +820,9 @@ def _last_run_changes(data: pd.DataFrame, history: pd.DataFrame, last: str) -> d
     changes = {(str(r.device), str(r.job)): str(r.verdict) for r in data.itertuples()
                if r.run_id == last and r.verdict in (stats.SLOWER, stats.FASTER)}
     failed = history[(history["run_id"] == last) & (history["status"] != "ok")]
-    several = data["runtime"].nunique(dropna=True) > 1  # as `_with_runtime` named the jobs
-    for row in failed.itertuples():
-        job = f"{row.model} / {row.runtime}" if several else str(row.model)
-        changes[(str(row.device), job)] = "failed"
+    for device, job in zip(failed["device"], _job_label(failed["model"].astype(str), failed,
+                                                          among=data), strict=True):
+        changes[(str(device), str(job))] = "failed"  # str(): a missing runtime gives NaN
     return changes
 
 
@@ -852,7 +855,7 @@ def trends_figure(
     last = max(position, key=position.__getitem__)
     data = data.assign(
         x=data["run_id"].map(position),
-        job=_with_runtime(data["model"].astype(str), data),
+        job=_job_label(data["model"].astype(str), data),
         verdict="" if verdicts is None else verdicts.reindex(data.index).fillna(""),
     )
     reference = data.groupby(["device", "job"])["latency_median_ms"].transform("median")
@@ -882,7 +885,6 @@ def trends_figure(
     with paper_style():
         fig, axes = _figure(dataclasses.replace(layout, columns=1), len(devices), 2.0)
         marked = False
-        greyed = 0
         for ax, device in zip(axes, devices, strict=True):
             part = data[data["device"] == device]
             for job in sorted(part["job"].unique()):
@@ -891,7 +893,6 @@ def trends_figure(
                 y = series["ratio"].to_numpy(float)
                 change = changes.get((str(device), str(job)))
                 if not every and change is None:
-                    greyed += 1
                     ax.plot(x, y, color=TREND_GREY, linewidth=0.5, zorder=1,
                             label="others: last run no change or inconclusive")
                 else:
@@ -951,12 +952,11 @@ def _accuracy_changes(data: pd.DataFrame, history: pd.DataFrame, last: str) -> d
         if stats.top1_changed(before, after, None if pd.isna(n) else float(n)):
             changes[(str(device), str(job))] = f"{100 * (after - before):+.1f} points"
     failed = history[(history["run_id"] == last) & (history["status"] != "ok")]
-    several = data["runtime"].nunique(dropna=True) > 1  # as `_with_runtime` named the jobs
-    for row in failed.itertuples():
-        job = f"{row.model} / {row.runtime}" if several else str(row.model)
-        if (str(row.device), job) in set(zip(data["device"].astype(str), data["job"],
-                                             strict=True)):
-            changes[(str(row.device), job)] = "failed"
+    shown = set(zip(data["device"].astype(str), data["job"], strict=True))
+    for device, job in zip(failed["device"], _job_label(failed["model"].astype(str), failed,
+                                                          among=data), strict=True):
+        if (str(device), str(job)) in shown:
+            changes[(str(device), str(job))] = "failed"
     return changes
 
 
@@ -978,7 +978,7 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE) -> Fi
     position, ticks, tick_labels = _run_axis(data, layout)
     last = max(position, key=position.__getitem__)
     data = data.assign(x=data["run_id"].map(position),
-                       job=_with_runtime(data["model"].astype(str), data))
+                       job=_job_label(data["model"].astype(str), data))
     devices = sorted(data["device"].unique())
     jobs = sorted(data["job"].unique())
     every = len(jobs) <= TREND_COLOURED_MAX
@@ -1181,39 +1181,6 @@ def _one(name: str, build: FigureBuilder, folder: Path, formats: Sequence[str],
 
 
 # One figure's files, for a page (`SCREEN` by default) and, with "pdf" in `formats`, for print.
-
-
-def accuracy_latency(df: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
-                     formats: Sequence[str] = ("png",)) -> list[Path]:
-    return _one("accuracy_latency", lambda lay: accuracy_latency_figure(df, lay), folder,
-                formats, layout)
-
-
-def speedup_by_technique(df: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
-                         formats: Sequence[str] = ("png",)) -> list[Path]:
-    return _one("speedup_by_technique", lambda lay: speedup_figure(df, lay), folder, formats,
-                layout)
-
-
-def latency_distributions(df: pd.DataFrame, folder: Path, samples: Callable[[str], np.ndarray],
-                          medians: Callable[[str], pd.Series] | None = None, *,
-                          layout: Layout = SCREEN, formats: Sequence[str] = ("png",)
-                          ) -> list[Path]:
-    return _one("latency_distributions",
-                lambda lay: latency_distribution_figure(df, lay, samples, medians), folder,
-                formats, layout)
-
-
-def size_memory(df: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
-                formats: Sequence[str] = ("png",)) -> list[Path]:
-    return [*_one("model_size", lambda lay: model_size_figure(df, lay), folder, formats, layout),
-            *_one("memory", lambda lay: memory_figure(df, lay), folder, formats, layout)]
-
-
-def speedup_heatmap(df: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
-                    formats: Sequence[str] = ("png",)) -> list[Path]:
-    return _one("speedup_heatmap", lambda lay: speedup_heatmap_figure(df, lay), folder, formats,
-                layout)
 
 
 def trends(history: pd.DataFrame, folder: Path, verdicts: pd.Series | None = None, *,
