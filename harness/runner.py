@@ -217,6 +217,20 @@ def _run_session(job: PlannedJob, transport: Transport, options: BenchOptions, s
         return failed_run(job.job_id, "bad_job", str(err))
 
 
+# A session that lost the device, and how many in a row stop the device's queue: one may be a
+# dropped connection that the next session's reconnect mends; after two the device is gone.
+LOST = "connection_lost"
+LOST_IN_A_ROW = 2
+
+
+def _error_kind(run: AgentRun) -> str | None:
+    return (run.result.get("error") or {}).get("kind")
+
+
+def _error_message(run: AgentRun) -> str:
+    return str((run.result.get("error") or {}).get("message") or "connection lost")
+
+
 def _profile_pass(jobs: Sequence[PlannedJob], transport: Transport, options: BenchOptions,
                   session: int, timeout_s: float, medians: Mapping[str, Sequence[float]],
                   profiled: Collection[str], post: Callable[[SessionDone], None],
@@ -262,6 +276,7 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
                                  utc_now()))
 
     transport = None
+    lost = 0  # sessions in a row that found the device gone
     try:
         transport = transport_for(device)
         transport.open()
@@ -284,8 +299,19 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
                 run = _run_session(job, transport, options, session, device.job_timeout_s)
                 orchestration = (time.perf_counter() - t0
                                  - (run.result.get("agent_wall_s") or 0.0))
+                lost = lost + 1 if _error_kind(run) == LOST else 0
+                if lost >= LOST_IN_A_ROW:
+                    # Each session would wait out a connect timeout and fail alike: a device
+                    # that went away took minutes to fail its queue. A resume measures the rest.
+                    why = (f"{_error_message(run)}; {device.name} did not answer {lost} "
+                           "sessions in a row, so its remaining sessions were not run "
+                           "(`bench --resume` measures them)")
+                    run = failed_run(job.job_id, LOST, why)
                 post(SessionDone(job, session, run, transport.bytes_pushed - pushed_before,
                                  max(orchestration, 0.0), started_at))
+                if lost >= LOST_IN_A_ROW:
+                    fail_rest(LOST, why)
+                    return
                 if run.result.get("status") == protocol.STATUS_OK:
                     medians[job.job_id].append((run.result.get("latency") or {})["median_ms"])
                 elif session == 0:

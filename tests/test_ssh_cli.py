@@ -115,6 +115,34 @@ def test_connection_cut_mid_run_keeps_the_store(fresh_sshd: SSHServer, tmp_path:
     assert cut[0]["error_kind"] == "connection_lost"
 
 
+def test_a_device_gone_for_good_stops_its_queue_after_two_lost_sessions(
+        fresh_sshd: SSHServer, tmp_path: Path) -> None:
+    """Found: a board that went away mid-run had each of its remaining sessions wait out a
+    connect and fail alike (minutes for a suite, a traceback each). After two sessions in a row
+    that find it gone, its queue stops, naming why; a resume measures the rest."""
+    from tests.conftest import rows as sql, wait_for_sessions
+
+    model = make_tiny_onnx(tmp_path / "tiny.onnx")
+    device = fresh_sshd.profile_file(tmp_path / "loopback.yaml",
+                                     cache_dir=str(tmp_path / "cache"))
+    db = tmp_path / "results.db"
+    proc = subprocess.Popen([*EDGEBENCH, "bench", "--device", str(device), "--model", str(model),
+                             "--sessions", "8", "--db", str(db)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_sessions(db, "loopback-ssh", 1, proc)
+    fresh_sshd.stop()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out + err
+    ok, lost = (sql(db, "SELECT COUNT(*) FROM sessions WHERE status = ?", status)[0][0]
+                for status in ("ok", "failed"))
+    assert 1 <= ok <= 6 and lost == 2, (ok, lost, out, err)  # not one failure per session left
+    (message,) = {m for (m,) in sql(db, "SELECT error_message FROM sessions WHERE status = "
+                                        "'failed' ORDER BY session DESC LIMIT 1")}
+    assert "loopback-ssh did not answer 2 sessions in a row, so its remaining sessions were not " \
+        "run (`bench --resume` measures them)" in message, message
+    assert sql(db, "SELECT status FROM runs") == [("incomplete",)]
+
+
 def test_devices_check_says_what_the_device_python_lacks(sshd: SSHServer, tmp_path: Path,
                                                          ) -> None:
     """A device whose python3 has no numpy (this machine's system Python, without the venv)."""
