@@ -619,10 +619,16 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
             progress.advance(task)
             if kind == "done" and record["status"] != "ok" and record["sessions"] == 0:
                 progress.advance(task, per_job - 1)  # no more sessions of a failed start
+                said = (job.device.name, str(record["error_message"]))
+                repeated[said] = repeated.get(said, -1) + 1
+                if repeated[said]:  # a device that fails every model: its reason once
+                    return
                 progress.console.print(
                     f"[red]{record['status']}[/] " + escape(
                         f"{job.device.name} {job.artifact.name} {job.runtime}: "
                         f"{record['error_message']}"), highlight=False)
+
+        repeated: dict[tuple[str, str], int] = {}  # a failure's line said: how often since
 
         warned: set[tuple[str, str]] = set()
 
@@ -648,10 +654,15 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
             _say(f"run {plan.run_id} {how}: the same command with --resume {plan.run_id} "
                  "measures what it has not stored")
             raise
-        bench.finish(store, plan)
+        ended = bench.finish(store, plan)
         run_id = plan.run_id
         for d in devices:
             progress.update(tasks[d.name], description=escape(f"{d.name}: done"))
+        for (device, _), more in repeated.items():
+            if more:
+                progress.console.print(escape(f"{device}: {more} more measurement"
+                                              f"{'s' if more != 1 else ''} failed the same way"),
+                                       highlight=False)
         by_job = {r["job_id"]: r for r in store.results([run_id])}
         records = [by_job[j.job_id] for j in jobs if j.job_id in by_job]
         job_ids = [r["job_id"] for r in records]
@@ -667,6 +678,9 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
         out.print(console_table(records, *profiled))
     out.print(f"run [bold]{run_id}[/] stored in {escape(args.db)}; "
               f"`{escape(follow_up('report --run', run_id, args.db))}`", soft_wrap=True)
+    if ended == "incomplete":  # sessions lost with a device: said as an interruption says it
+        _say(f"run {run_id} incomplete: the same command with --resume {run_id} measures what "
+             "it has not stored")
     bad = [r for r in records if r["status"] == "failed"]
     unreachable = [r for r in bad if r["error_kind"] == "transport"]
     if unreachable:  # a whole device could not be used: say why once, with the transport's code

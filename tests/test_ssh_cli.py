@@ -120,7 +120,8 @@ def test_a_device_gone_for_good_stops_its_queue_after_two_lost_sessions(
     """Found: a board that went away mid-run had each of its remaining sessions wait out a
     connect and fail alike (minutes for a suite, a traceback each). After two sessions in a row
     that find it gone, its queue stops, naming why; a resume measures the rest."""
-    from tests.conftest import rows as sql, wait_for_sessions
+    from tests.conftest import rows as sql
+    from tests.conftest import wait_for_sessions
 
     model = make_tiny_onnx(tmp_path / "tiny.onnx")
     device = fresh_sshd.profile_file(tmp_path / "loopback.yaml",
@@ -158,3 +159,30 @@ def test_devices_check_says_what_the_device_python_lacks(sshd: SSHServer, tmp_pa
     assert "Traceback" not in proc.stderr
     assert f"({bare})" in proc.stdout and "numpy MISSING" in proc.stdout
     assert "missing for this profile: numpy" in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_device_that_cannot_be_reached_says_so_once(tmp_path: Path) -> None:
+    """Found: a profile with a wrong port printed the same `cannot connect` line for each of the
+    suite's 23 measurements, then the table, then the error. The reason is said once, with how
+    many more measurements failed the same way, and the run says how to resume it."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    device = tmp_path / "gone.yaml"
+    device.write_text(f"name: gone\nkind: linux\ntransport: ssh\nssh: {{host: 127.0.0.1, port: "
+                      f"{port}, connect_timeout_s: 2}}\n")
+    suite = tmp_path / "s.yaml"
+    suite.write_text("formats: [onnx]\nmodels: {m: {arch: digits_cnn_small, recipes: [q, p]}}\n"
+                     "recipes: {q: {steps: [quantize_dynamic]}, p: {steps: [{prune_magnitude: "
+                     "{sparsity: 0.5, finetune_epochs: 0}}]}}\n")
+    proc = run_cli("bench", "--device", str(device), "--suite", str(suite), "--quick",
+                   "--build-dir", str(tmp_path / "b"), "--db", str(tmp_path / "r.db"))
+    assert proc.returncode == 3, proc.stderr
+    reason = f"127.0.0.1:{port}: Unable to connect"
+    lines = [line for line in proc.stderr.splitlines() if reason in line]
+    assert len(lines) == 2 and lines[-1].startswith("edgebench: error: "), proc.stderr
+    assert "gone: 2 more measurements failed the same way" in proc.stderr
+    assert "incomplete: the same command with --resume " in proc.stderr
