@@ -173,6 +173,12 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     if profile.cpu_affinity:
         out.print(f"  cpu_affinity {list(profile.cpu_affinity)}; the agent may run on CPUs "
                   f"{cpu_ranges(usable) if usable is not None else 'unknown'}")
+    if profile.threads and usable and profile.threads > len(usable):
+        # allowed (up to 4 a CPU), but the threads then take turns and latency says so
+        out.print(f"  [yellow]note:[/] threads {profile.threads} is more than the "
+                  f"{len(usable)} CPU{'s' if len(usable) != 1 else ''} the agent may run on "
+                  "here: the threads take turns, and every latency includes their waits",
+                  soft_wrap=True)
     # what int8 kernels, speed and even accuracy depend on, and what every figure is labelled by
     out.print(f"  ISA: {escape(str(fp.get('isa') or 'unknown (no CPU flags found)'))}",
               soft_wrap=True)

@@ -6,6 +6,7 @@ the real SQLite store.
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -54,6 +55,14 @@ def test_devices_check_over_ssh(sshd: SSHServer, tmp_path: Path) -> None:
     assert "everything the profile needs is present" in proc.stdout
     # the agent's jobs run from the bytecode its job server compiled in the device cache
     assert f"agent: bytecode in {tmp_path / 'cache' / agent_bundle()[1]}.d" in proc.stdout
+    assert "note: threads" not in proc.stdout
+    # more threads than the device's CPUs: allowed, but said (they take turns)
+    cpus = len(os.sched_getaffinity(0))
+    crowded = sshd.profile_file(tmp_path / "crowded.yaml", cache_dir=str(tmp_path / "cache"),
+                                threads=cpus + 1)
+    proc = run_cli("devices", "check", str(crowded))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert f"note: threads {cpus + 1} is more than the {cpus} CPU" in " ".join(proc.stdout.split())
     # a device whose Python has no LiteRT: both of its packages hidden from the agent there
     hidden = tmp_path / "no-litert"
     for package in ("ai_edge_litert", "tflite_runtime"):
