@@ -445,3 +445,26 @@ def test_device_check_through_the_agent(sshd: SSHServer, tmp_path: Path) -> None
     assert info["runtimes"]["onnxruntime"]["available"] is True
     assert info["python"]["version"] == platform.python_version()
     assert info["fingerprint"]["hostname"] == socket.gethostname()
+
+
+def test_a_port_that_closes_at_once_is_not_called_silent(sshd: SSHServer) -> None:
+    """An sshd at its MaxStartups (or a port that is not SSH's) that drops the connection before
+    the banner: said as such, at once, not as a timeout nor as paramiko's "banner" words."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def drop_each() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=drop_each, daemon=True).start()
+    with server, pytest.raises(TransportError) as info:
+        SSHTransport(sshd.profile(ssh={"port": port, "connect_timeout_s": 5})).open()
+    assert str(info.value) == (f"127.0.0.1:{port} closed the connection before saying anything: "
+                               "not an SSH port, or its sshd refuses new connections for now "
+                               "(MaxStartups)")
+    assert info.value.exit_code == 3

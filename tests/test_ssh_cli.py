@@ -7,6 +7,7 @@ the real SQLite store.
 from __future__ import annotations
 
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -130,3 +131,19 @@ def test_devices_check_says_what_the_device_python_lacks(sshd: SSHServer, tmp_pa
     assert "Traceback" not in proc.stderr
     assert f"({bare})" in proc.stdout and "numpy MISSING" in proc.stdout
     assert "missing for this profile: numpy" in proc.stdout
+
+
+def test_a_port_that_never_speaks_ssh_is_one_line(sshd: SSHServer, tmp_path: Path) -> None:
+    """A port that takes the TCP connection and then says nothing (a hung board, a port that is
+    not SSH's): one line naming it and the timeout's field, no traceback from paramiko's thread
+    through logging's last resort, no "No existing session"."""
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody ever answers
+    port = silent.getsockname()[1]
+    device = sshd.profile_file(tmp_path / "silent.yaml",
+                               ssh={"port": port, "connect_timeout_s": 1})
+    with silent:
+        proc = run_cli("devices", "check", str(device))
+    assert proc.returncode == 3
+    assert proc.stderr.strip().splitlines() == [
+        f"edgebench: error: no SSH server answered on 127.0.0.1:{port} within 1 s "
+        "(ssh.connect_timeout_s): the device may hang, or the port is not SSH's"], proc.stderr

@@ -14,6 +14,7 @@ end, `start` leaves one running (the job server). Every failure to connect raise
 from __future__ import annotations
 
 import getpass
+import logging
 import select
 import shlex
 import time
@@ -26,6 +27,11 @@ import paramiko
 
 from harness.config import SSHSettings
 from harness.errors import AccessError, TransportError
+
+# paramiko logs what goes wrong in its transport thread (a silent port's banner timeout) with a
+# traceback; with no handler of its own that reaches stderr through logging's last resort, on top
+# of the one line this module raises for the same fault.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 READ_CHUNK = 65536
 # exit-status can overtake the last data of a channel; how long to wait for its end of output
@@ -200,6 +206,7 @@ class SSHConnection:
         key_file = str(Path(s.key_file).expanduser()) if s.key_file else None
         if key_file and not Path(key_file).is_file():
             raise AccessError(f"{where}: key file {key_file} does not exist (ssh.key_file)")
+        started = time.monotonic()
         try:
             client.connect(
                 host, port=port, username=user, key_filename=key_file,
@@ -237,10 +244,30 @@ class SSHConnection:
             raise TransportError(f"cannot connect to {where}: timed out after "
                                  f"{s.connect_timeout_s:g} s") from err
         except (paramiko.SSHException, OSError, EOFError) as err:
+            silent = self._no_ssh_answer(client, host, port, time.monotonic() - started)
             client.close()
             reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
-            raise TransportError(f"cannot connect to {where}: {reason}") from err
+            raise TransportError(silent or f"cannot connect to {where}: {reason}") from err
         return client
+
+    def _no_ssh_answer(self, client: paramiko.SSHClient, host: str, port: int,
+                       waited_s: float) -> str | None:
+        """Why a port that took the TCP connection gave no SSH session, if that is what
+        happened: it said nothing (a hung board, a port that is not SSH's), closed it at once (an
+        sshd at MaxStartups) or stopped within the handshake. paramiko's own words for these are
+        about its internals ("Error reading SSH protocol banner", "No existing session")."""
+        transport = client.get_transport()
+        if transport is None or transport.session_id is not None:
+            return None  # no TCP connection, or the handshake was done: its own error says why
+        timeout = self.settings.connect_timeout_s
+        if transport.remote_version:
+            return (f"the SSH handshake with {host}:{port} did not finish within {timeout:g} s "
+                    "(ssh.connect_timeout_s)")
+        if waited_s < timeout * 0.9:
+            return (f"{host}:{port} closed the connection before saying anything: not an SSH "
+                    "port, or its sshd refuses new connections for now (MaxStartups)")
+        return (f"no SSH server answered on {host}:{port} within {timeout:g} s "
+                "(ssh.connect_timeout_s): the device may hang, or the port is not SSH's")
 
     def active(self) -> bool:
         transport = self._client.get_transport() if self._client else None
