@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from harness.agent import protocol
-from harness.errors import TransportError
+from harness.errors import AccessError, TransportError
 from harness.transport.base import agent_bundle, transport_for
 from harness.transport.ssh import SSHTransport
 from tests.conftest import make_tiny_onnx
@@ -468,3 +468,23 @@ def test_a_port_that_closes_at_once_is_not_called_silent(sshd: SSHServer) -> Non
                                "not an SSH port, or its sshd refuses new connections for now "
                                "(MaxStartups)")
     assert info.value.exit_code == 3
+
+
+def test_an_encrypted_default_key_is_named(sshd: SSHServer, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ssh.key_file, no agent: paramiko tries ~/.ssh/id_*, and the one it could not open is
+    the file to name (not "key file None")."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f",
+                    str(home / ".ssh" / "id_ed25519")], check=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    with pytest.raises(AccessError) as info:
+        SSHTransport(sshd.profile(ssh={"key_file": None})).open()
+    key = home / ".ssh" / "id_ed25519"
+    assert str(info.value) == (
+        f"{sshd.user}@127.0.0.1:{sshd.port}: the default key {key} is encrypted and no SSH "
+        f"agent offered a key the device accepts (the profile has no ssh.key_file); load it into "
+        f"ssh-agent (`ssh-add {key}`) or set ssh.key_file to an unencrypted key")
+

@@ -81,6 +81,43 @@ def key_fingerprint(key: paramiko.PKey) -> str:
     return key.fingerprint  # "SHA256:..." as `ssh-keygen -lf` prints it
 
 
+# The private key classes paramiko tries on a key file, in its order (SSHClient._auth).
+KEY_CLASSES = (paramiko.RSAKey, paramiko.ECDSAKey, paramiko.Ed25519Key)
+
+
+def default_keys() -> list[Path]:
+    """The ~/.ssh/id_* files paramiko tries when the profile names no key file."""
+    found = []
+    for name in ("rsa", "ecdsa", "ed25519"):
+        for folder in (".ssh", "ssh"):
+            path = Path(f"~/{folder}/id_{name}").expanduser()
+            if path.is_file():
+                found.append(path)
+    return found
+
+
+def key_problem(path: str | Path) -> Exception | None:
+    """Why paramiko cannot use the private key in `path` (PasswordRequiredException if it is
+    encrypted), None if it can."""
+    problem: Exception | None = None
+    for key_class in KEY_CLASSES:
+        try:
+            key_class.from_private_key_file(str(path))
+            return None
+        except paramiko.PasswordRequiredException as err:
+            return err
+        except (paramiko.SSHException, ValueError) as err:
+            problem = problem or err
+        except OSError as err:
+            return err
+    return problem
+
+
+def encrypted_key_file(where: str, key_file: str) -> str:
+    return (f"{where}: key file {key_file} (ssh.key_file) is encrypted; load it into ssh-agent "
+            f"(`ssh-add {key_file}`) and remove ssh.key_file from the profile")
+
+
 class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
     """Refuse a host whose key is not in known_hosts, saying how to trust it."""
 
@@ -229,9 +266,17 @@ class SSHConnection:
                 f"{known_hosts} -R {shlex.quote(known_hosts_name(host, port))}`") from err
         except paramiko.PasswordRequiredException as err:
             client.close()
+            if key_file:
+                raise AccessError(encrypted_key_file(where, key_file)) from err
+            # paramiko's look_for_keys tried ~/.ssh/id_*: one of those is locked
+            locked = [str(k) for k in default_keys() if isinstance(
+                key_problem(k), paramiko.PasswordRequiredException)] or ["~/.ssh/id_*"]
+            keys = (f"key {locked[0]} is" if len(locked) == 1
+                    else f"keys {' and '.join(locked)} are")
             raise AccessError(
-                f"{where}: key file {key_file} is encrypted; load it into ssh-agent "
-                f"(`ssh-add {key_file}`) and remove ssh.key_file from the profile") from err
+                f"{where}: the default {keys} encrypted and no SSH agent offered a key the device "
+                f"accepts (the profile has no ssh.key_file); load it into ssh-agent "
+                f"(`ssh-add {locked[0]}`) or set ssh.key_file to an unencrypted key") from err
         except paramiko.AuthenticationException as err:
             client.close()
             what = f"key {key_file}" if key_file else "the SSH agent's and ~/.ssh's keys"
