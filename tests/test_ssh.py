@@ -488,3 +488,39 @@ def test_an_encrypted_default_key_is_named(sshd: SSHServer, tmp_path: Path,
         f"agent offered a key the device accepts (the profile has no ssh.key_file); load it into "
         f"ssh-agent (`ssh-add {key}`) or set ssh.key_file to an unencrypted key")
 
+
+def test_no_key_at_all_says_where_keys_were_looked_for(sshd: SSHServer, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    with pytest.raises(AccessError) as info:
+        SSHTransport(sshd.profile(ssh={"key_file": None})).open()
+    assert str(info.value) == (
+        f"{sshd.user}@127.0.0.1:{sshd.port}: no key to log in with: the profile has no "
+        "ssh.key_file, no SSH agent runs (SSH_AUTH_SOCK is unset), and "
+        f"{tmp_path / 'home' / '.ssh'} has no id_rsa, id_ecdsa or id_ed25519; set ssh.key_file "
+        "to the private key whose .pub is in the device's authorized_keys")
+
+
+def test_a_key_file_that_is_no_private_key_is_named_with_its_field(sshd: SSHServer,
+                                                                   tmp_path: Path) -> None:
+    where = f"{sshd.user}@127.0.0.1:{sshd.port}"
+    public = f"{sshd.client_key}.pub"
+    cases = {
+        public: f"{where}: key file {public} (ssh.key_file) is a public key; set ssh.key_file "
+                f"to its private key, {sshd.client_key}",
+        str(tmp_path): f"{where}: key file {tmp_path} (ssh.key_file) is a folder; set "
+                       f"ssh.key_file to the private key file in it, such as "
+                       f"{tmp_path / 'id_ed25519'}",
+    }
+    (tmp_path / "notes.txt").write_text("not a key\n")
+    for key_file, message in cases.items():
+        with pytest.raises(AccessError) as info:
+            SSHTransport(sshd.profile(ssh={"key_file": key_file})).open()
+        assert str(info.value) == message
+    with pytest.raises(AccessError) as info:
+        SSHTransport(sshd.profile(ssh={"key_file": str(tmp_path / "notes.txt")})).open()
+    assert str(info.value).startswith(f"{where}: key file {tmp_path / 'notes.txt'} "
+                                      "(ssh.key_file) is not a private key paramiko can read (")
+    assert info.value.exit_code == 3

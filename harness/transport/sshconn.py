@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 import select
 import shlex
 import time
@@ -81,6 +82,8 @@ def key_fingerprint(key: paramiko.PKey) -> str:
     return key.fingerprint  # "SHA256:..." as `ssh-keygen -lf` prints it
 
 
+# What paramiko raises when it had no key at all to offer.
+NO_KEYS = "No authentication methods available"
 # The private key classes paramiko tries on a key file, in its order (SSHClient._auth).
 KEY_CLASSES = (paramiko.RSAKey, paramiko.ECDSAKey, paramiko.Ed25519Key)
 
@@ -116,6 +119,40 @@ def key_problem(path: str | Path) -> Exception | None:
 def encrypted_key_file(where: str, key_file: str) -> str:
     return (f"{where}: key file {key_file} (ssh.key_file) is encrypted; load it into ssh-agent "
             f"(`ssh-add {key_file}`) and remove ssh.key_file from the profile")
+
+
+def check_key_file(where: str, key_file: str) -> None:
+    """AccessError, naming the file and `ssh.key_file`, unless it is a private key paramiko can
+    use; paramiko's own words ("not a valid OPENSSH private key file") name neither."""
+    path = Path(key_file)
+    if path.is_dir():
+        raise AccessError(f"{where}: key file {key_file} (ssh.key_file) is a folder; set "
+                          f"ssh.key_file to the private key file in it, such as "
+                          f"{path / 'id_ed25519'}")
+    if not path.exists():
+        raise AccessError(f"{where}: key file {key_file} does not exist (ssh.key_file)")
+    problem = key_problem(path)
+    if problem is None:
+        return
+    if isinstance(problem, paramiko.PasswordRequiredException):
+        raise AccessError(encrypted_key_file(where, key_file))
+    if isinstance(problem, OSError):
+        raise AccessError(f"{where}: cannot read key file {key_file} (ssh.key_file): "
+                          f"{problem.strerror or problem}")
+    if key_file.endswith(".pub"):
+        raise AccessError(f"{where}: key file {key_file} (ssh.key_file) is a public key; set "
+                          f"ssh.key_file to its private key, {key_file[:-len('.pub')]}")
+    raise AccessError(f"{where}: key file {key_file} (ssh.key_file) is not a private key "
+                      f"paramiko can read ({problem}); set ssh.key_file to the private key "
+                      "whose .pub is in the device's authorized_keys")
+
+
+def no_key_to_offer(where: str) -> str:
+    agent = ("no SSH agent runs (SSH_AUTH_SOCK is unset)" if not os.environ.get("SSH_AUTH_SOCK")
+             else "the SSH agent holds no key")
+    return (f"{where}: no key to log in with: the profile has no ssh.key_file, {agent}, and "
+            f"{Path('~/.ssh').expanduser()} has no id_rsa, id_ecdsa or id_ed25519; set "
+            "ssh.key_file to the private key whose .pub is in the device's authorized_keys")
 
 
 class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
@@ -241,8 +278,8 @@ class SSHConnection:
             _TrustOnFirstUse(known_hosts) if s.trust_on_first_use
             else _RefuseUnknown(str(known_hosts)))
         key_file = str(Path(s.key_file).expanduser()) if s.key_file else None
-        if key_file and not Path(key_file).is_file():
-            raise AccessError(f"{where}: key file {key_file} does not exist (ssh.key_file)")
+        if key_file:
+            check_key_file(where, key_file)
         started = time.monotonic()
         try:
             client.connect(
@@ -291,6 +328,8 @@ class SSHConnection:
         except (paramiko.SSHException, OSError, EOFError) as err:
             silent = self._no_ssh_answer(client, host, port, time.monotonic() - started)
             client.close()
+            if str(err) == NO_KEYS:  # nothing to offer: no key file, no agent key, no ~/.ssh key
+                raise AccessError(no_key_to_offer(where)) from err
             reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
             raise TransportError(silent or f"cannot connect to {where}: {reason}") from err
         return client
