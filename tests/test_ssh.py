@@ -283,16 +283,23 @@ def test_unknown_host_is_refused_with_how_to_trust_it(sshd: SSHServer, tmp_path:
 
 
 def test_trust_on_first_use_records_the_key_and_still_refuses_a_changed_one(
-        sshd: SSHServer, tmp_path: Path) -> None:
+        sshd: SSHServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     known = tmp_path / "ssh" / "known_hosts"
     with SSHTransport(sshd.profile(ssh={"known_hosts": str(known),
                                         "trust_on_first_use": True})) as transport:
         assert transport.run_command(["true"]).returncode == 0
+    # the key trusted is said once, with what to compare it with
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", f"{sshd.host_key}.pub"],
+                                 capture_output=True, text=True, check=True).stdout.split()[1]
+    assert capsys.readouterr().err.splitlines() == [
+        f"edgebench: trusted the host key of [127.0.0.1]:{sshd.port} on first use (ssh-ed25519 "
+        f"{fingerprint}) and added it to {known}"]
     host_pub = (sshd.host_key.with_suffix(".pub")).read_text().split()[1]
     assert f"[127.0.0.1]:{sshd.port}" in known.read_text() and host_pub in known.read_text()
     # Now known: a strict profile accepts it.
     with SSHTransport(sshd.profile(ssh={"known_hosts": str(known)})) as transport:
         assert transport.run_command(["true"]).returncode == 0
+    assert capsys.readouterr().err == ""
     # A different key for the same host is refused even with trust on first use.
     other = keygen(tmp_path / "other_host")
     known.write_text(f"[127.0.0.1]:{sshd.port} "

@@ -3,7 +3,8 @@
 Authentication is by key file (that key alone, so a wrong key fails clearly) or, without one, the
 SSH agent and the default keys; never by password. Host keys are checked against known_hosts, and
 an unknown host is refused with the command that trusts it unless the profile says
-`trust_on_first_use`; a changed key is always refused. A jump host, if the profile names one, is
+`trust_on_first_use` (which says on stderr which key it trusted); a changed key is always
+refused. A jump host, if the profile names one, is
 reached with the same credentials and forwards to the device. The connection reconnects on demand
 (`ensure`) after it drops, and tells its owner through `on_connect`, which forgets what it knew of
 the old connection. Remote commands run on channels of this one connection: `exec` runs one to the
@@ -18,6 +19,7 @@ import logging
 import os
 import select
 import shlex
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -188,6 +190,10 @@ class _TrustOnFirstUse(paramiko.MissingHostKeyPolicy):
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.known_hosts, "a") as fh:
             fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        # What was trusted is said once, so it can be compared with the device's own key.
+        print(f"edgebench: trusted the host key of {hostname} on first use ({key.get_name()} "
+              f"{key_fingerprint(key)}) and added it to {self.known_hosts}", file=sys.stderr,
+              flush=True)
 
 
 @dataclass(frozen=True)
