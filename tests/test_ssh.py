@@ -531,3 +531,41 @@ def test_a_key_file_that_is_no_private_key_is_named_with_its_field(sshd: SSHServ
     assert str(info.value).startswith(f"{where}: key file {tmp_path / 'notes.txt'} "
                                       "(ssh.key_file) is not a private key paramiko can read (")
     assert info.value.exit_code == 3
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Any:
+    """A read-only file system (a tmpfs mounted ro), where even root cannot write."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"needs a read-only mount (mount as root): {mount.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_cache_dir_that_cannot_be_written_names_its_field_and_why(
+        sshd: SSHServer, tmp_path: Path, read_only_folder: Path) -> None:
+    """SFTP says only "Failure" for a read-only disk: the device's own mkdir or shell says
+    which, and the message names cache_dir; no retry can help (AccessError)."""
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    where = f"{sshd.user}@127.0.0.1:{sshd.port}"
+    under = read_only_folder / "cache"
+    with SSHTransport(sshd.profile(cache_dir=str(under))) as transport, \
+            pytest.raises(AccessError) as info:
+        transport.stage(model, sha256(model))
+    assert str(info.value) == (
+        f"{where}: cannot use {under} as the cache directory (profile field cache_dir): "
+        f"{under}: Read-only file system; set cache_dir to a folder the SSH user can write in")
+    # a cache directory that is there but read-only: the first push says the same
+    with SSHTransport(sshd.profile(cache_dir=str(read_only_folder))) as transport, \
+            pytest.raises(AccessError) as info:
+        transport.stage(model, sha256(model))
+    assert str(info.value) == (
+        f"{where}: cannot use {read_only_folder} as the cache directory (profile field "
+        f"cache_dir): {read_only_folder}: Read-only file system; set cache_dir to a folder the "
+        "SSH user can write in")

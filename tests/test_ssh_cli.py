@@ -147,3 +147,22 @@ def test_a_port_that_never_speaks_ssh_is_one_line(sshd: SSHServer, tmp_path: Pat
     assert proc.stderr.strip().splitlines() == [
         f"edgebench: error: no SSH server answered on 127.0.0.1:{port} within 1 s "
         "(ssh.connect_timeout_s): the device may hang, or the port is not SSH's"], proc.stderr
+
+
+def test_a_cache_dir_that_cannot_be_made_exits_3_for_check_and_bench(sshd: SSHServer,
+                                                                      tmp_path: Path) -> None:
+    """A file where the cache directory should be (SFTP calls that "No such file"): one line
+    naming cache_dir and the device's reason, and the same exit code (3, the device unusable as
+    a whole) from `devices check` as from `bench`."""
+    (tmp_path / "a file").write_text("")
+    cache = tmp_path / "a file" / "cache"
+    device = sshd.profile_file(tmp_path / "blocked.yaml", cache_dir=str(cache))
+    said = (f"edgebench: error: {sshd.user}@127.0.0.1:{sshd.port}: cannot use {cache} as the "
+            f"cache directory (profile field cache_dir): {cache}: Not a directory; set cache_dir "
+            "to a folder the SSH user can write in")
+    check = run_cli("devices", "check", str(device))
+    assert (check.returncode, check.stderr.strip()) == (3, said)
+    model = make_tiny_onnx(tmp_path / "tiny.onnx")
+    bench = run_cli("bench", "--device", str(device), "--model", str(model), "--quick",
+                    "--db", str(tmp_path / "r.db"))
+    assert (bench.returncode, bench.stderr.strip().splitlines()[-1]) == (3, said)

@@ -7,7 +7,9 @@ once the device has hashed it on this connection (or it was pushed on it); a cop
 under a hash name, truncated or changed in place, is pushed again. `trust_present` does that for
 all the files of a run at once (one listing, one command hashing every candidate), where one file
 at a time costs two round trips and a process each. The cache directory is created mode 700 and
-nothing is written outside it.
+nothing is written outside it; one that cannot be made or written in (a read-only disk, a file in
+the way) is an `AccessError` naming `cache_dir` with the reason the device's own mkdir or shell
+gives, since SFTP's is a bare "Failure".
 
 An entry's mtime says when a connection last used it, for `devices clean`: a pushed file is new,
 and one already there is touched by the command that hashes it (no round trip of its own; access
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import paramiko
 
-from harness.errors import TransportError
+from harness.errors import AccessError, TransportError
 from harness.transport.sshconn import SSHConnection
 
 BLOCK = 1 << 20
@@ -83,11 +85,46 @@ class ContentCache:
                 try:
                     sftp.mkdir(current, mode=0o700)
                 except OSError as err:
-                    raise TransportError(f"{self.conn.where}: cannot create cache directory "
-                                         f"{path} ({current}: {err})") from err
+                    # SFTP says "Failure" for a read-only disk, "No such file" for a file in the
+                    # way: the device's own mkdir says which (and may even succeed)
+                    why = self._device_says(f"mkdir -m 700 -- {shlex.quote(current)}")
+                    if why == "":
+                        continue
+                    raise self._unusable(path, current, why, err) from err
             except OSError as err:
-                raise TransportError(f"{self.conn.where}: cannot use cache directory {path}: "
-                                     f"{err}") from err
+                raise self._unusable(path, current, None, err) from err
+
+    def _device_says(self, command: str) -> str | None:
+        """Run `command` on the device: "" if it succeeded, else the reason it printed last
+        ("Read-only file system" of "mkdir: cannot create directory 'x': Read-only file
+        system"), None if it said none."""
+        try:
+            done = self.conn.exec(f"/bin/sh -c {shlex.quote(command)}",
+                                  timeout_s=self.conn.settings.command_timeout_s)
+        except TransportError:
+            return None
+        if done.why is None and done.status == 0:
+            return ""
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        return lines[-1].rpartition(": ")[2].strip() or None if lines else None
+
+    def _unusable(self, path: str, where: str, why: str | None,
+                  err: OSError | None) -> AccessError:
+        """The cache directory cannot be made or written: `why` as the device said it, else
+        SFTP's `err`, which for a read-only disk is a bare "Failure"."""
+        said = why or (str(err.strerror or err) if err is not None else "")
+        if not why and said in ("", "Failure"):
+            said = ("the device's SFTP server gives no reason ('Failure'): a read-only file "
+                    "system, a full disk or a file in the way")
+        return AccessError(f"{self.conn.where}: cannot use {path} as the cache directory "
+                           f"(profile field cache_dir): {where}: {said}; set cache_dir to a "
+                           "folder the SSH user can write in")
+
+    def _unwritable(self, path: str) -> AccessError | None:
+        """Why the existing cache directory cannot be written in, if it cannot."""
+        probe = shlex.quote(f"{path}/.edgebench-write-test-{uuid.uuid4().hex[:8]}")
+        why = self._device_says(f": > {probe} && rm -f -- {probe}")
+        return None if why == "" else self._unusable(path, path, why, None)
 
     def trust_present(self, wanted: dict[str, int]) -> None:
         """Learn in one go which of `wanted` (sha256 -> size) the device holds with that very
@@ -211,8 +248,12 @@ class ContentCache:
             except (OSError, paramiko.SSHException):
                 sftp.rename(partial, final)
         except (OSError, paramiko.SSHException, EOFError) as err:
-            full = self._disk_full(size, what) if isinstance(err, OSError) else None
-            raise full or TransportError(f"{self.conn.where}: cannot push {what}: {err}") from err
+            full = denied = None
+            if isinstance(err, OSError):
+                full = self._disk_full(size, what)
+                denied = None if full or self._dir is None else self._unwritable(self._dir)
+            raise full or denied or TransportError(
+                f"{self.conn.where}: cannot push {what}: {err}") from err
         finally:
             try:
                 sftp.remove(partial)

@@ -92,8 +92,9 @@ class JobServer:
 
     `where` names the device in messages; `python` is the interpreter the profile names (for
     advice); `workdir` is where the server runs. `start` starts a server (StartFailed if it
-    cannot); `on_link_lost(pid)` hears that the link dropped mid-job, `pid` (None if not known)
-    possibly still running at the other end.
+    cannot, which fails the job; an AccessError, the device unusable as a whole, goes through to
+    the caller as `Transport.run_agent`'s TransportError); `on_link_lost(pid)` hears that the
+    link dropped mid-job, `pid` (None if not known) possibly still running at the other end.
     """
 
     def __init__(self, where: str, python: str, workdir: str,
