@@ -29,9 +29,10 @@ READ_CHUNK = 65536
 KILL_GRACE_S = 5.0
 # What the server itself wrote on stderr (not its jobs'): enough for a traceback.
 SERVER_STDERR_KEEP = 65536
-# Exit statuses of a launcher shell: the interpreter does not exist; it cannot enter the
-# server's working directory (the SSH launcher script exits with it).
+# Exit statuses of a launcher shell: the interpreter does not exist, or cannot be run; it cannot
+# enter the server's working directory (the SSH launcher script exits with it).
 COMMAND_NOT_FOUND = 127
+NOT_EXECUTABLE = 126
 NO_WORKDIR = 97
 
 
