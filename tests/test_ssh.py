@@ -569,3 +569,35 @@ def test_a_cache_dir_that_cannot_be_written_names_its_field_and_why(
         f"{where}: cannot use {read_only_folder} as the cache directory (profile field "
         f"cache_dir): {read_only_folder}: Read-only file system; set cache_dir to a folder the "
         "SSH user can write in")
+
+
+def test_a_full_disk_says_how_much_a_small_file_needs(sshd: SSHServer, tmp_path: Path) -> None:
+    """A 29 KiB file on a disk with less than that free: its size in a unit that shows it (it
+    read "needs 0.0 MB")."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"needs a small tmpfs as the device's disk (mount as root): {mount.stderr}")
+    data = tmp_path / "inputs.npy"
+    data.write_bytes(os.urandom(29 * 1024))
+    try:
+        with SSHTransport(sshd.profile(cache_dir=str(disk))) as transport, \
+                pytest.raises(TransportError) as info:
+            transport.stage(data, sha256(data))
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    message = str(info.value)
+    assert f"device disk full: 'inputs.npy' needs 29.7 kB and {disk} has " in message
+    assert message.endswith(" free; free space there or set cache_dir")
+    free = message.split(" has ")[1].split(" free")[0]
+    assert free == "0 bytes" or free.endswith((" bytes", " kB")), message
+
+
+def test_human_size_keeps_three_figures() -> None:
+    from harness.transport.cache import human_size
+
+    assert [human_size(n) for n in (0, 999, 29 * 1024, 123_456, 999_999, 5_432_100,
+                                    12_345_678_901)] == [
+        "0 bytes", "999 bytes", "29.7 kB", "123 kB", "1 MB", "5.43 MB", "12.3 GB"]

@@ -37,6 +37,19 @@ TRUST_BATCH = 500  # files hashed by one command: its line stays far below any A
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+def human_size(n: int) -> str:
+    """`n` bytes in three figures of the unit that suits it: a 29 KiB file is "29.7 kB", where
+    megabytes said "0.0 MB"."""
+    if n < 1000:
+        return f"{n} bytes"
+    value, unit = n / 1e3, "kB"
+    for bigger in ("MB", "GB", "TB"):
+        if value < 999.5:
+            break
+        value, unit = value / 1e3, bigger
+    return f"{value:.3g} {unit}"
+
+
 class ContentCache:
     """`<cache_dir>/<sha256>` on the device behind `conn`; `put_*` return (path, bytes pushed)."""
 
@@ -225,8 +238,8 @@ class ContentCache:
         if free is None or free >= max(size, BLOCK):
             return None
         return TransportError(
-            f"{self.conn.where}: device disk full: {what} needs {size / 1e6:.1f} MB and "
-            f"{self.dir()} has {free / 1e6:.1f} MB free; free space there or set cache_dir")
+            f"{self.conn.where}: device disk full: {what} needs {human_size(size)} and "
+            f"{self.dir()} has {human_size(free)} free; free space there or set cache_dir")
 
     def _push(self, sha256: str, size: int,
               upload: Callable[[paramiko.SFTPClient, str], None], what: str) -> tuple[str, int]:
