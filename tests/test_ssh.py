@@ -601,3 +601,75 @@ def test_human_size_keeps_three_figures() -> None:
     assert [human_size(n) for n in (0, 999, 29 * 1024, 123_456, 999_999, 5_432_100,
                                     12_345_678_901)] == [
         "0 bytes", "999 bytes", "29.7 kB", "123 kB", "1 MB", "5.43 MB", "12.3 GB"]
+
+
+def test_a_cut_upload_leaves_a_part_the_next_push_of_it_removes(fresh_sshd: SSHServer,
+                                                                tmp_path: Path) -> None:
+    """A connection cut mid-upload leaves `<sha>.part-*`; the next push of that content removes
+    it once nothing holds it open (a part another upload still writes is kept, and so are parts
+    of other content, which `devices clean` looks after)."""
+    cache = tmp_path / "cache"
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as fh:
+        for _ in range(64):
+            fh.write(os.urandom(1 << 20))
+    digest = sha256(big)
+    with SSHTransport(fresh_sshd.profile(cache_dir=str(cache))) as transport:
+        thread, box = run_in_thread(lambda: pytest.raises(TransportError, transport.stage,
+                                                          big, digest))
+        wait_for(lambda: [p for p in cache.glob(f"{digest}.part-*") if p.stat().st_size],
+                 timeout=30, what="the upload to begin")
+        fresh_sshd.cut_connections()
+        thread.join(30)
+    assert "value" in box  # the push failed, as it should with its connection cut
+    (left,) = cache.glob(f"{digest}.part-*")
+    old = time.time() - 60  # the user comes back a minute later
+    os.utime(left, (old, old))
+    # a part another push of the same content still writes, by its own (live) process
+    written = cache / f"{digest}.part-0123abcd"
+    written.write_bytes(b"in progress")
+    os.utime(written, (old, old))
+    other = cache / f"{'e' * 64}.part-0123abcd"
+    other.write_bytes(b"another content's")
+    os.utime(other, (old, old))
+    with open(written, "rb"), SSHTransport(fresh_sshd.profile(cache_dir=str(cache))) as again:
+        again.stage(big, digest)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([digest, written.name, other.name])
+    assert sha256(cache / digest) == digest
+
+
+def test_an_upload_holds_its_part_open_until_it_is_renamed(sshd: SSHServer,
+                                                            tmp_path: Path) -> None:
+    """What keeps a live push's part from another host's removal: the part is open on the
+    device (the SFTP server holds it) from its creation until its rename, also between its
+    upload and its hash, when no upload writes it."""
+    cache = tmp_path / "cache"
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(4096))
+    held: list[bool] = []
+
+    def holders(path: str) -> list[int]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                        found.append(int(pid))
+                except OSError:
+                    pass
+        return found
+
+    with SSHTransport(sshd.profile(cache_dir=str(cache))) as transport:
+        hash_of = transport.cache._remote_sha256
+
+        def watched(path: str, touch: bool = False) -> str | None:  # looks, then hashes
+            held.append(bool(holders(path)))
+            return hash_of(path, touch)
+
+        transport.cache._remote_sha256 = watched  # type: ignore[method-assign]
+        transport.stage(data, sha256(data))
+    assert held == [True]
