@@ -302,6 +302,29 @@ def test_agent_crash_reads_the_same_on_both_transports(device: Device, tmp_path:
     assert "Traceback" in run.stderr_tail  # the agent's own stderr came back with the failure
 
 
+def test_an_import_error_that_is_no_missing_module_gives_no_install_advice(
+        device: Device, tmp_path: Path) -> None:
+    """"cannot import name" says a version differs, not that something is not installed: the
+    advice to install it is for ModuleNotFoundError alone."""
+    import shlex
+
+    broken = tmp_path / "broken" / "numpy"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("from statistics import NoSuchThing\n")
+    python = tmp_path / "python-with-a-broken-numpy"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(broken.parent))} "
+                      f'exec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(0o755)
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=27)
+    with device.transport(python=str(python)) as transport:
+        run = transport.run_agent(job_for(transport, model), 60)
+    assert run.result["error"]["kind"] == "agent_crashed"
+    message = device.message(run)
+    assert message.startswith(f"agent on {device.where} exited with status 1: ImportError: "
+                              "cannot import name 'NoSuchThing' from 'statistics'"), message
+    assert "install it" not in message
+
+
 def test_missing_interpreter_reads_the_same_on_both_transports(device: Device,
                                                                tmp_path: Path) -> None:
     model = make_tiny_onnx(tmp_path / "m.onnx", seed=26)

@@ -257,7 +257,7 @@ class JobServer:
         if exception is None:
             return f"{what} on {self.where} exited with status {returncode}"
         hint = ""
-        if exception.startswith(("ModuleNotFoundError", "ImportError")):
+        if exception.startswith("ModuleNotFoundError"):  # not "cannot import name": a version
             hint = f" (install it for {self.python} on {self.where})"
         return f"{what} on {self.where} exited with status {returncode}: {exception}{hint}"
 
