@@ -19,6 +19,7 @@ from harness.store import Store
 from harness.transport.base import agent_bundle
 from tests.conftest import EDGEBENCH, REPO, make_tiny_onnx, run_cli
 from tests.sshd import SSHServer, fresh_sshd, processes_matching, sshd
+from tests.test_agent_portability import micro_version, old_python
 
 pytestmark = pytest.mark.ssh
 __all__ = ["sshd", "fresh_sshd"]
@@ -166,3 +167,32 @@ def test_a_cache_dir_that_cannot_be_made_exits_3_for_check_and_bench(sshd: SSHSe
     bench = run_cli("bench", "--device", str(device), "--model", str(model), "--quick",
                     "--db", str(tmp_path / "r.db"))
     assert (bench.returncode, bench.stderr.strip().splitlines()[-1]) == (3, said)
+
+
+PYTHON37 = old_python("3.7")
+
+
+@pytest.mark.skipif(PYTHON37 is None, reason="needs a python3.7 here (pyenv install 3.7)")
+def test_a_python_older_than_the_agent_needs_fails_devices_check(sshd: SSHServer,
+                                                                 tmp_path: Path) -> None:
+    """The Coral Dev Board's stock Python 3.7 passed the check, then every bench job crashed on
+    `statistics.NormalDist`: now the check shows why and exits 1, and each job fails in one line
+    naming the profile field."""
+    assert PYTHON37 is not None
+    said = f"python {micro_version(PYTHON37)} is older than the 3.8 the agent needs"
+    device = sshd.profile_file(tmp_path / "mendel.yaml", python=PYTHON37,
+                               cache_dir=str(tmp_path / "cache"))
+    check = run_cli("devices", "check", str(device))
+    assert check.returncode == 1, check.stderr + check.stdout
+    assert said in " ".join(check.stdout.split())
+    assert "everything the profile needs is present" not in check.stdout
+    model = make_tiny_onnx(tmp_path / "tiny.onnx")
+    db = tmp_path / "r.db"
+    bench = run_cli("bench", "--device", str(device), "--model", str(model), "--quick",
+                    "--db", str(db))
+    assert bench.returncode == 1, bench.stderr + bench.stdout
+    (row,) = rows(db)
+    assert row["error_kind"] == "agent_start"
+    assert row["error_message"].startswith(
+        f"{PYTHON37} on {sshd.user}@127.0.0.1:{sshd.port}: {said} (profile field python: name "
+        "a Python 3.8 or newer there)")

@@ -34,6 +34,8 @@ SERVER_STDERR_KEEP = 65536
 COMMAND_NOT_FOUND = 127
 NOT_EXECUTABLE = 126
 NO_WORKDIR = 97
+# The agent's (or the zip's) exit status for a Python older than it needs (agent/__main__.py).
+PYTHON_TOO_OLD = 98
 
 
 class LinkLost(Exception):
@@ -221,6 +223,9 @@ class JobServer:
         if status == COMMAND_NOT_FOUND:
             return failed_run(job_id, "agent_start", f"{self.python} not found on {self.where} "
                               "(profile field python)", stderr, wall)
+        if status == PYTHON_TOO_OLD:
+            return failed_run(job_id, "agent_start", self._too_old(stderr),
+                              wall_s=wall)  # its stderr is that one line
         if status == NO_WORKDIR:
             return failed_run(job_id, "transport", f"cannot enter directory {self.workdir} on "
                               f"{self.where}", stderr, wall)
@@ -241,10 +246,21 @@ class JobServer:
                                 wall_s=wall)
             except ValueError:
                 pass
+        if returncode == PYTHON_TOO_OLD:
+            return failed_run(job_id, "agent_start", self._too_old(stderr),
+                              wall_s=wall)  # its stderr is that one line
         message = self._exit_message("agent", returncode, stderr)
         if returncode >= 0 and last_exception(stderr) is None:
             message += " without a result"
         return failed_run(job_id, "agent_crashed", message, stderr, wall)
+
+    def _too_old(self, stderr: str) -> str:
+        """The agent's own line ("python 3.7.16 is older than the 3.8 the agent needs"), with
+        the interpreter, the device and the profile field that chose it."""
+        said = [line.strip() for line in stderr.splitlines() if "older than" in line]
+        return (f"{self.python} on {self.where}: "
+                f"{said[-1] if said else 'its Python is older than the agent needs'} "
+                "(profile field python: name a Python 3.8 or newer there)")
 
     def _exit_message(self, what: str, returncode: int, stderr: str) -> str:
         if returncode < 0:
