@@ -299,7 +299,8 @@ def test_agent_crash_reads_the_same_on_both_transports(device: Device, tmp_path:
     assert run.result["error"]["kind"] == "agent_crashed"
     assert device.message(run) == (
         f"agent on {device.where} exited with status 1: ModuleNotFoundError: No module named "
-        f"'numpy' (install it for {BARE_PYTHON} on {device.where})")
+        f"'numpy' (install it for {BARE_PYTHON} on {device.where}, or set the profile's python "
+        "to an interpreter that has it)")
     assert "Traceback" in run.stderr_tail  # the agent's own stderr came back with the failure
 
 

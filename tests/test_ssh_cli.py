@@ -6,6 +6,7 @@ the real SQLite store.
 
 from __future__ import annotations
 
+import json
 import shlex
 import socket
 import subprocess
@@ -132,6 +133,12 @@ def test_devices_check_says_what_the_device_python_lacks(sshd: SSHServer, tmp_pa
     assert "Traceback" not in proc.stderr
     assert f"({bare})" in proc.stdout and "numpy MISSING" in proc.stdout
     assert "missing for this profile: numpy" in proc.stdout
+    # where to get it: installed for that interpreter, or another interpreter that has it
+    proc = run_cli("devices", "check", str(device), "--json")
+    assert json.loads(proc.stdout)["runtimes"]["numpy"] == {
+        "available": False,
+        "reason": f"No module named 'numpy' (every runtime needs numpy: install it for {bare}, "
+                  "or set the profile's python to an interpreter that has it)"}
 
 
 def test_a_port_that_never_speaks_ssh_is_one_line(sshd: SSHServer, tmp_path: Path) -> None:

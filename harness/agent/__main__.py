@@ -50,8 +50,9 @@ def runtimes_present(options: dict[str, Any] | None = None) -> dict[str, Any]:
     try:
         from .runtimes import RUNTIME_MODULES, available_runtimes
     except ImportError as err:  # numpy missing: no runtime can be driven
-        return {**older, "numpy": {"available": False,
-                                   "reason": f"{err} (every runtime needs numpy)"}}
+        return {**older, "numpy": {"available": False, "reason": (
+            f"{err} (every runtime needs numpy: install it for {sys.executable}, or set the "
+            "profile's python to an interpreter that has it)")}}
     if too_old:
         return {**older, **{name: {"available": False, "reason": too_old}
                             for name in sorted(RUNTIME_MODULES)}}

@@ -274,7 +274,8 @@ class JobServer:
             return f"{what} on {self.where} exited with status {returncode}"
         hint = ""
         if exception.startswith("ModuleNotFoundError"):  # not "cannot import name": a version
-            hint = f" (install it for {self.python} on {self.where})"
+            hint = (f" (install it for {self.python} on {self.where}, or set the profile's "
+                    "python to an interpreter that has it)")
         return f"{what} on {self.where} exited with status {returncode}: {exception}{hint}"
 
 
