@@ -390,3 +390,15 @@ def test_clean_a_farm_device_through_its_labgrid_place(tmp_path: Path) -> None:
             lab.stop()
     finally:
         server.stop()
+
+
+def test_a_python_that_is_not_there_names_its_field(sshd: SSHServer, tmp_path: Path) -> None:
+    """As `devices check` says it: the profile field to fix, not the shell's "line 1"."""
+    (tmp_path / "cache").mkdir()
+    missing = str(tmp_path / "python3.99")
+    device = sshd.profile_file(tmp_path / "dev.yaml", cache_dir=str(tmp_path / "cache"),
+                               python=missing)
+    proc = run_cli("devices", "clean", str(device))
+    assert (proc.returncode, proc.stderr.strip()) == (
+        2, f"edgebench: error: device loopback-ssh (127.0.0.1): cannot clean its cache: "
+           f"{missing} not found there (profile field python)")

@@ -31,6 +31,7 @@ from harness.transport import transport_for
 from harness.transport.base import AgentRun, Transport, agent_bundle
 from tests.conftest import REPO, make_tiny_onnx
 from tests.sshd import SSHServer, alive, children_of, processes_matching, sshd
+from tests.test_agent_portability import micro_version, old_python
 
 __all__ = ["sshd"]  # used by name below
 
@@ -298,8 +299,51 @@ def test_agent_crash_reads_the_same_on_both_transports(device: Device, tmp_path:
     assert run.result["error"]["kind"] == "agent_crashed"
     assert device.message(run) == (
         f"agent on {device.where} exited with status 1: ModuleNotFoundError: No module named "
-        f"'numpy' (install it for {BARE_PYTHON} on {device.where})")
+        f"'numpy' (install it for {BARE_PYTHON} on {device.where}, or set the profile's python "
+        "to an interpreter that has it)")
     assert "Traceback" in run.stderr_tail  # the agent's own stderr came back with the failure
+
+
+def test_an_import_error_that_is_no_missing_module_gives_no_install_advice(
+        device: Device, tmp_path: Path) -> None:
+    """"cannot import name" says a version differs, not that something is not installed: the
+    advice to install it is for ModuleNotFoundError alone."""
+    import shlex
+
+    broken = tmp_path / "broken" / "numpy"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("from statistics import NoSuchThing\n")
+    python = tmp_path / "python-with-a-broken-numpy"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(broken.parent))} "
+                      f'exec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(0o755)
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=27)
+    with device.transport(python=str(python)) as transport:
+        run = transport.run_agent(job_for(transport, model), 60)
+    assert run.result["error"]["kind"] == "agent_crashed"
+    message = device.message(run)
+    assert message.startswith(f"agent on {device.where} exited with status 1: ImportError: "
+                              "cannot import name 'NoSuchThing' from 'statistics'"), message
+    assert "install it" not in message
+
+
+PYTHON37 = old_python("3.7")
+
+
+@pytest.mark.skipif(PYTHON37 is None, reason="needs a python3.7 here (pyenv install 3.7)")
+def test_a_python_older_than_the_agent_needs_reads_the_same_on_both_transports(
+        device: Device, tmp_path: Path) -> None:
+    """The Coral Dev Board's Python: the agent's own line, with the interpreter, the device
+    and the profile field, where it read "ImportError: cannot import name 'NormalDist' ...
+    (install it for ...)"."""
+    assert PYTHON37 is not None
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=28)
+    with device.transport(python=PYTHON37) as transport:
+        run = transport.run_agent(job_for(transport, model), 60)
+    assert run.result["error"]["kind"] == "agent_start"
+    assert device.message(run) == (
+        f"{PYTHON37} on {device.where}: python {micro_version(PYTHON37)} is older than the 3.8 "
+        "the agent needs (profile field python: name a Python 3.8 or newer there)")
 
 
 def test_missing_interpreter_reads_the_same_on_both_transports(device: Device,

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from harness.agent import protocol
-from harness.errors import TransportError
+from harness.errors import AccessError, TransportError
 from harness.transport.base import agent_bundle, transport_for
 from harness.transport.ssh import SSHTransport
 from tests.conftest import make_tiny_onnx
@@ -283,16 +283,23 @@ def test_unknown_host_is_refused_with_how_to_trust_it(sshd: SSHServer, tmp_path:
 
 
 def test_trust_on_first_use_records_the_key_and_still_refuses_a_changed_one(
-        sshd: SSHServer, tmp_path: Path) -> None:
+        sshd: SSHServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     known = tmp_path / "ssh" / "known_hosts"
     with SSHTransport(sshd.profile(ssh={"known_hosts": str(known),
                                         "trust_on_first_use": True})) as transport:
         assert transport.run_command(["true"]).returncode == 0
+    # the key trusted is said once, with what to compare it with
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", f"{sshd.host_key}.pub"],
+                                 capture_output=True, text=True, check=True).stdout.split()[1]
+    assert capsys.readouterr().err.splitlines() == [
+        f"edgebench: trusted the host key of [127.0.0.1]:{sshd.port} on first use (ssh-ed25519 "
+        f"{fingerprint}) and added it to {known}"]
     host_pub = (sshd.host_key.with_suffix(".pub")).read_text().split()[1]
     assert f"[127.0.0.1]:{sshd.port}" in known.read_text() and host_pub in known.read_text()
     # Now known: a strict profile accepts it.
     with SSHTransport(sshd.profile(ssh={"known_hosts": str(known)})) as transport:
         assert transport.run_command(["true"]).returncode == 0
+    assert capsys.readouterr().err == ""
     # A different key for the same host is refused even with trust on first use.
     other = keygen(tmp_path / "other_host")
     known.write_text(f"[127.0.0.1]:{sshd.port} "
@@ -445,3 +452,224 @@ def test_device_check_through_the_agent(sshd: SSHServer, tmp_path: Path) -> None
     assert info["runtimes"]["onnxruntime"]["available"] is True
     assert info["python"]["version"] == platform.python_version()
     assert info["fingerprint"]["hostname"] == socket.gethostname()
+
+
+def test_a_port_that_closes_at_once_is_not_called_silent(sshd: SSHServer) -> None:
+    """An sshd at its MaxStartups (or a port that is not SSH's) that drops the connection before
+    the banner: said as such, at once, not as a timeout nor as paramiko's "banner" words."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def drop_each() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=drop_each, daemon=True).start()
+    with server, pytest.raises(TransportError) as info:
+        SSHTransport(sshd.profile(ssh={"port": port, "connect_timeout_s": 5})).open()
+    assert str(info.value) == (f"127.0.0.1:{port} closed the connection before saying anything: "
+                               "not an SSH port, or its sshd refuses new connections for now "
+                               "(MaxStartups)")
+    assert info.value.exit_code == 3
+
+
+def test_an_encrypted_default_key_is_named(sshd: SSHServer, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ssh.key_file, no agent: paramiko tries ~/.ssh/id_*, and the one it could not open is
+    the file to name (not "key file None")."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f",
+                    str(home / ".ssh" / "id_ed25519")], check=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    with pytest.raises(AccessError) as info:
+        SSHTransport(sshd.profile(ssh={"key_file": None})).open()
+    key = home / ".ssh" / "id_ed25519"
+    assert str(info.value) == (
+        f"{sshd.user}@127.0.0.1:{sshd.port}: the default key {key} is encrypted and no SSH "
+        f"agent offered a key the device accepts (the profile has no ssh.key_file); load it into "
+        f"ssh-agent (`ssh-add {key}`) or set ssh.key_file to an unencrypted key")
+
+
+def test_no_key_at_all_says_where_keys_were_looked_for(sshd: SSHServer, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    with pytest.raises(AccessError) as info:
+        SSHTransport(sshd.profile(ssh={"key_file": None})).open()
+    assert str(info.value) == (
+        f"{sshd.user}@127.0.0.1:{sshd.port}: no key to log in with: the profile has no "
+        "ssh.key_file, no SSH agent runs (SSH_AUTH_SOCK is unset), and "
+        f"{tmp_path / 'home' / '.ssh'} has no id_rsa, id_ecdsa or id_ed25519; set ssh.key_file "
+        "to the private key whose .pub is in the device's authorized_keys")
+
+
+def test_a_key_file_that_is_no_private_key_is_named_with_its_field(sshd: SSHServer,
+                                                                   tmp_path: Path) -> None:
+    where = f"{sshd.user}@127.0.0.1:{sshd.port}"
+    public = f"{sshd.client_key}.pub"
+    cases = {
+        public: f"{where}: key file {public} (ssh.key_file) is a public key; set ssh.key_file "
+                f"to its private key, {sshd.client_key}",
+        str(tmp_path): f"{where}: key file {tmp_path} (ssh.key_file) is a folder; set "
+                       f"ssh.key_file to the private key file in it, such as "
+                       f"{tmp_path / 'id_ed25519'}",
+    }
+    (tmp_path / "notes.txt").write_text("not a key\n")
+    for key_file, message in cases.items():
+        with pytest.raises(AccessError) as info:
+            SSHTransport(sshd.profile(ssh={"key_file": key_file})).open()
+        assert str(info.value) == message
+    with pytest.raises(AccessError) as info:
+        SSHTransport(sshd.profile(ssh={"key_file": str(tmp_path / "notes.txt")})).open()
+    assert str(info.value).startswith(f"{where}: key file {tmp_path / 'notes.txt'} "
+                                      "(ssh.key_file) is not a private key paramiko can read (")
+    assert info.value.exit_code == 3
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Any:
+    """A read-only file system (a tmpfs mounted ro), where even root cannot write."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"needs a read-only mount (mount as root): {mount.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_cache_dir_that_cannot_be_written_names_its_field_and_why(
+        sshd: SSHServer, tmp_path: Path, read_only_folder: Path) -> None:
+    """SFTP says only "Failure" for a read-only disk: the device's own mkdir or shell says
+    which, and the message names cache_dir; no retry can help (AccessError)."""
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    where = f"{sshd.user}@127.0.0.1:{sshd.port}"
+    under = read_only_folder / "cache"
+    with SSHTransport(sshd.profile(cache_dir=str(under))) as transport, \
+            pytest.raises(AccessError) as info:
+        transport.stage(model, sha256(model))
+    assert str(info.value) == (
+        f"{where}: cannot use {under} as the cache directory (profile field cache_dir): "
+        f"{under}: Read-only file system; set cache_dir to a folder the SSH user can write in")
+    # a cache directory that is there but read-only: the first push says the same
+    with SSHTransport(sshd.profile(cache_dir=str(read_only_folder))) as transport, \
+            pytest.raises(AccessError) as info:
+        transport.stage(model, sha256(model))
+    assert str(info.value) == (
+        f"{where}: cannot use {read_only_folder} as the cache directory (profile field "
+        f"cache_dir): {read_only_folder}: Read-only file system; set cache_dir to a folder the "
+        "SSH user can write in")
+
+
+def test_a_full_disk_says_how_much_a_small_file_needs(sshd: SSHServer, tmp_path: Path) -> None:
+    """A 29 KiB file on a disk with less than that free: its size in a unit that shows it (it
+    read "needs 0.0 MB")."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"needs a small tmpfs as the device's disk (mount as root): {mount.stderr}")
+    data = tmp_path / "inputs.npy"
+    data.write_bytes(os.urandom(29 * 1024))
+    try:
+        with SSHTransport(sshd.profile(cache_dir=str(disk))) as transport, \
+                pytest.raises(TransportError) as info:
+            transport.stage(data, sha256(data))
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    message = str(info.value)
+    assert f"device disk full: 'inputs.npy' needs 29.7 kB and {disk} has " in message
+    assert message.endswith(" free; free space there or set cache_dir")
+    free = message.split(" has ")[1].split(" free")[0]
+    assert free == "0 bytes" or free.endswith((" bytes", " kB")), message
+
+
+def test_human_size_keeps_three_figures() -> None:
+    from harness.transport.cache import human_size
+
+    assert [human_size(n) for n in (0, 999, 29 * 1024, 123_456, 999_999, 5_432_100,
+                                    12_345_678_901)] == [
+        "0 bytes", "999 bytes", "29.7 kB", "123 kB", "1 MB", "5.43 MB", "12.3 GB"]
+
+
+def test_a_cut_upload_leaves_a_part_the_next_push_of_it_removes(fresh_sshd: SSHServer,
+                                                                tmp_path: Path) -> None:
+    """A connection cut mid-upload leaves `<sha>.part-*`; the next push of that content removes
+    it once nothing holds it open (a part another upload still writes is kept, and so are parts
+    of other content, which `devices clean` looks after)."""
+    cache = tmp_path / "cache"
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as fh:
+        for _ in range(64):
+            fh.write(os.urandom(1 << 20))
+    digest = sha256(big)
+    with SSHTransport(fresh_sshd.profile(cache_dir=str(cache))) as transport:
+        thread, box = run_in_thread(lambda: pytest.raises(TransportError, transport.stage,
+                                                          big, digest))
+        wait_for(lambda: [p for p in cache.glob(f"{digest}.part-*") if p.stat().st_size],
+                 timeout=30, what="the upload to begin")
+        fresh_sshd.cut_connections()
+        thread.join(30)
+    assert "value" in box  # the push failed, as it should with its connection cut
+    (left,) = cache.glob(f"{digest}.part-*")
+    old = time.time() - 60  # the user comes back a minute later
+    os.utime(left, (old, old))
+    # a part another push of the same content still writes, by its own (live) process
+    written = cache / f"{digest}.part-0123abcd"
+    written.write_bytes(b"in progress")
+    os.utime(written, (old, old))
+    other = cache / f"{'e' * 64}.part-0123abcd"
+    other.write_bytes(b"another content's")
+    os.utime(other, (old, old))
+    with open(written, "rb"), SSHTransport(fresh_sshd.profile(cache_dir=str(cache))) as again:
+        again.stage(big, digest)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([digest, written.name, other.name])
+    assert sha256(cache / digest) == digest
+
+
+def test_an_upload_holds_its_part_open_until_it_is_renamed(sshd: SSHServer,
+                                                            tmp_path: Path) -> None:
+    """What keeps a live push's part from another host's removal: the part is open on the
+    device (the SFTP server holds it) from its creation until its rename, also between its
+    upload and its hash, when no upload writes it."""
+    cache = tmp_path / "cache"
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(4096))
+    held: list[bool] = []
+
+    def holders(path: str) -> list[int]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                        found.append(int(pid))
+                except OSError:
+                    pass
+        return found
+
+    with SSHTransport(sshd.profile(cache_dir=str(cache))) as transport:
+        hash_of = transport.cache._remote_sha256
+
+        def watched(path: str, touch: bool = False) -> str | None:  # looks, then hashes
+            held.append(bool(holders(path)))
+            return hash_of(path, touch)
+
+        transport.cache._remote_sha256 = watched  # type: ignore[method-assign]
+        transport.stage(data, sha256(data))
+    assert held == [True]

@@ -6,8 +6,10 @@ the real SQLite store.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ from harness.store import Store
 from harness.transport.base import agent_bundle
 from tests.conftest import EDGEBENCH, REPO, make_tiny_onnx, run_cli
 from tests.sshd import SSHServer, fresh_sshd, processes_matching, sshd
+from tests.test_agent_portability import micro_version, old_python
 
 pytestmark = pytest.mark.ssh
 __all__ = ["sshd", "fresh_sshd"]
@@ -168,6 +171,76 @@ def test_devices_check_says_what_the_device_python_lacks(sshd: SSHServer, tmp_pa
     assert "Traceback" not in proc.stderr
     assert f"({bare})" in proc.stdout and "numpy MISSING" in proc.stdout
     assert "missing for this profile: numpy" in proc.stdout
+    # where to get it: installed for that interpreter, or another interpreter that has it
+    proc = run_cli("devices", "check", str(device), "--json")
+    assert json.loads(proc.stdout)["runtimes"]["numpy"] == {
+        "available": False,
+        "reason": f"No module named 'numpy' (every runtime needs numpy: install it for {bare}, "
+                  "or set the profile's python to an interpreter that has it)"}
+
+
+def test_a_port_that_never_speaks_ssh_is_one_line(sshd: SSHServer, tmp_path: Path) -> None:
+    """A port that takes the TCP connection and then says nothing (a hung board, a port that is
+    not SSH's): one line naming it and the timeout's field, no traceback from paramiko's thread
+    through logging's last resort, no "No existing session"."""
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody ever answers
+    port = silent.getsockname()[1]
+    device = sshd.profile_file(tmp_path / "silent.yaml",
+                               ssh={"port": port, "connect_timeout_s": 1})
+    with silent:
+        proc = run_cli("devices", "check", str(device))
+    assert proc.returncode == 3
+    assert proc.stderr.strip().splitlines() == [
+        f"edgebench: error: no SSH server answered on 127.0.0.1:{port} within 1 s "
+        "(ssh.connect_timeout_s): the device may hang, or the port is not SSH's"], proc.stderr
+
+
+def test_a_cache_dir_that_cannot_be_made_exits_3_for_check_and_bench(sshd: SSHServer,
+                                                                      tmp_path: Path) -> None:
+    """A file where the cache directory should be (SFTP calls that "No such file"): one line
+    naming cache_dir and the device's reason, and the same exit code (3, the device unusable as
+    a whole) from `devices check` as from `bench`."""
+    (tmp_path / "a file").write_text("")
+    cache = tmp_path / "a file" / "cache"
+    device = sshd.profile_file(tmp_path / "blocked.yaml", cache_dir=str(cache))
+    said = (f"edgebench: error: {sshd.user}@127.0.0.1:{sshd.port}: cannot use {cache} as the "
+            f"cache directory (profile field cache_dir): {cache}: Not a directory; set cache_dir "
+            "to a folder the SSH user can write in")
+    check = run_cli("devices", "check", str(device))
+    assert (check.returncode, check.stderr.strip()) == (3, said)
+    model = make_tiny_onnx(tmp_path / "tiny.onnx")
+    bench = run_cli("bench", "--device", str(device), "--model", str(model), "--quick",
+                    "--db", str(tmp_path / "r.db"))
+    assert (bench.returncode, bench.stderr.strip().splitlines()[-1]) == (3, said)
+
+
+PYTHON37 = old_python("3.7")
+
+
+@pytest.mark.skipif(PYTHON37 is None, reason="needs a python3.7 here (pyenv install 3.7)")
+def test_a_python_older_than_the_agent_needs_fails_devices_check(sshd: SSHServer,
+                                                                 tmp_path: Path) -> None:
+    """The Coral Dev Board's stock Python 3.7 passed the check, then every bench job crashed on
+    `statistics.NormalDist`: now the check shows why and exits 1, and each job fails in one line
+    naming the profile field."""
+    assert PYTHON37 is not None
+    said = f"python {micro_version(PYTHON37)} is older than the 3.8 the agent needs"
+    device = sshd.profile_file(tmp_path / "mendel.yaml", python=PYTHON37,
+                               cache_dir=str(tmp_path / "cache"))
+    check = run_cli("devices", "check", str(device))
+    assert check.returncode == 1, check.stderr + check.stdout
+    assert said in " ".join(check.stdout.split())
+    assert "everything the profile needs is present" not in check.stdout
+    model = make_tiny_onnx(tmp_path / "tiny.onnx")
+    db = tmp_path / "r.db"
+    bench = run_cli("bench", "--device", str(device), "--model", str(model), "--quick",
+                    "--db", str(db))
+    assert bench.returncode == 1, bench.stderr + bench.stdout
+    (row,) = rows(db)
+    assert row["error_kind"] == "agent_start"
+    assert row["error_message"].startswith(
+        f"{PYTHON37} on {sshd.user}@127.0.0.1:{sshd.port}: {said} (profile field python: name "
+        "a Python 3.8 or newer there)")
 
 
 @pytest.mark.slow
@@ -175,8 +248,6 @@ def test_a_device_that_cannot_be_reached_says_so_once(tmp_path: Path) -> None:
     """Found: a profile with a wrong port printed the same `cannot connect` line for each of the
     suite's 23 measurements, then the table, then the error. The reason is said once, with how
     many more measurements failed the same way, and the run says how to resume it."""
-    import socket
-
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -7,7 +7,12 @@
     python3 ~/.cache/edgebench/<sha256> --serve            (the job server: many jobs, one pipe)
 
 A job `{"check": true}` describes the device instead of measuring (`edgebench devices check`); it
-needs only the stdlib, so a device without numpy can still say that numpy is what it lacks.
+needs only the stdlib, so a device without numpy can still say that numpy is what it lacks, and
+a Python older than the agent needs (3.7, as the Coral Dev Board's Mendel Linux ships) that it is
+too old: every runtime is then reported unusable, with that reason. A measurement job on such a
+Python says so in one line on stderr and exits `PYTHON_TOO_OLD` before importing anything that
+needs 3.8; older ones still (3.6 and below, which cannot read this file) are stopped the same
+way by the zip's own `__main__` (`transport/base.py`).
 stdout carries only the result, even if a native library prints, because fd 1 points at stderr
 while the job runs.
 """
@@ -21,21 +26,49 @@ from typing import Any
 
 from . import probes, protocol, unpack
 
+# The oldest Python the agent runs on: its jobs use 3.8's library (statistics.NormalDist).
+MIN_PYTHON = (3, 8)
+# The exit status of an agent that refuses an older Python; the host names the profile's
+# `python` field for it (transport/jobserver.py has the same number).
+PYTHON_TOO_OLD = 98
+
+
+def python_too_old(version: tuple[int, ...]) -> str | None:
+    """Why a Python of `version` (major, minor, micro) cannot run the agent's jobs, None if it
+    can."""
+    if tuple(version[:2]) >= MIN_PYTHON:
+        return None
+    return "python {} is older than the {}.{} the agent needs".format(
+        ".".join(str(v) for v in version), *MIN_PYTHON)
+
 
 def runtimes_present(options: dict[str, Any] | None = None) -> dict[str, Any]:
+    too_old = python_too_old(sys.version_info[:3])
+    # What every runtime needs is listed among them when it is lacking: a Python new enough,
+    # numpy. Installed or not, no runtime can be driven by this agent's jobs on an older Python.
+    older = {"python": {"available": False, "reason": too_old}} if too_old else {}
     try:
-        from .runtimes import available_runtimes
+        from .runtimes import RUNTIME_MODULES, available_runtimes
     except ImportError as err:  # numpy missing: no runtime can be driven
-        return {"numpy": {"available": False, "reason": f"{err} (every runtime needs numpy)"}}
+        return {**older, "numpy": {"available": False, "reason": (
+            f"{err} (every runtime needs numpy: install it for {sys.executable}, or set the "
+            "profile's python to an interpreter that has it)")}}
+    if too_old:
+        return {**older, **{name: {"available": False, "reason": too_old}
+                            for name in sorted(RUNTIME_MODULES)}}
     return available_runtimes(options)
 
 
 def check(kind: str = "linux", options: dict[str, Any] | None = None) -> dict[str, Any]:
     """What this device offers: for `edgebench devices check`; `options`, the profile's
     `runtime_options`, name what to try beyond that (a torch GPU)."""
+    python = probes.python_info()
+    too_old = python_too_old(sys.version_info[:3])
+    if too_old:
+        python["too_old"] = too_old
     return {
         "protocol_version": protocol.PROTOCOL_VERSION,
-        "python": probes.python_info(),
+        "python": python,
         "fingerprint": probes.fingerprint(kind),
         # what the profile's cpu_affinity may name (every job pins itself to those CPUs)
         "usable_cpus": probes.usable_cpus(),
@@ -116,6 +149,10 @@ def main(argv: list[str]) -> int:
                     answer["check"] = check(job.get("device_kind") or "linux",
                                             options if isinstance(options, dict) else None)
                 else:
+                    too_old = python_too_old(sys.version_info[:3])
+                    if too_old:  # before job.py, whose imports need 3.8
+                        print(too_old, file=sys.stderr)
+                        return PYTHON_TOO_OLD
                     from .job import run_job
 
                     answer = run_job(job)

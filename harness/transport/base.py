@@ -99,6 +99,20 @@ def failed_run(job_id: str, kind: str, message: str, stderr: str = "", wall_s: f
     return AgentRun(result=result, stderr_tail=tail, wall_s=wall_s)
 
 
+# The zip's (and its unpacked folder's) entry point. A Python older than 3.7 cannot even read the
+# agent's files (`from __future__ import annotations`), so this says why in the agent's words and
+# exit status (agent/__main__.py: PYTHON_TOO_OLD), in a syntax any Python reads, 2.7 included;
+# 3.7 runs the job server and the check, and the agent refuses its jobs itself.
+ZIP_MAIN = """import sys
+if sys.version_info < (3, 7):
+    sys.stderr.write("python %d.%d.%d is older than the 3.8 the agent needs\\n"
+                     % tuple(sys.version_info[:3]))
+    sys.exit(98)
+import runpy
+runpy.run_module('edgebench_agent', run_name='__main__')
+"""
+
+
 @lru_cache(maxsize=1)
 def agent_bundle() -> tuple[bytes, str]:
     """The agent as a runnable zip (`python3 agent.pyz`) and its sha256.
@@ -115,8 +129,7 @@ def agent_bundle() -> tuple[bytes, str]:
             zf.writestr(info, path.read_bytes())
         main = zipfile.ZipInfo("__main__.py", date_time=(2020, 1, 1, 0, 0, 0))
         main.external_attr = 0o644 << 16
-        zf.writestr(main, "import runpy\n"
-                          "runpy.run_module('edgebench_agent', run_name='__main__')\n")
+        zf.writestr(main, ZIP_MAIN)
     data = buf.getvalue()
     return data, hashlib.sha256(data).hexdigest()
 

@@ -2,12 +2,20 @@
 
 A file is uploaded under a temporary name, checked by hash on the device (`sha256sum`, or the
 device's Python where coreutils are missing), then renamed, so a file under its hash name is
-always complete and a second run of the same suite pushes nothing. A file already there is trusted
-once the device has hashed it on this connection (or it was pushed on it); a copy of other content
-under a hash name, truncated or changed in place, is pushed again. `trust_present` does that for
-all the files of a run at once (one listing, one command hashing every candidate), where one file
-at a time costs two round trips and a process each. The cache directory is created mode 700 and
-nothing is written outside it.
+always complete and a second run of the same suite pushes nothing. The temporary part is held
+open from its creation to its rename; a part of the same content that nothing holds open and
+nothing has written to for a few seconds was left by an upload cut short (Ctrl-C, a lost
+connection), and the next push of that content removes it before uploading, so it neither takes
+the room that push needs nor waits for `devices clean`. Parts of other content are left to that.
+
+A file already there is trusted once the device has hashed it on this connection (or it was
+pushed on it); a copy of other content under a hash name, truncated or changed in place, is
+pushed again. `trust_present` does that for all the files of a run at once (one listing, one
+command hashing every candidate), where one file at a time costs two round trips and a process
+each. The cache directory is created mode 700 and
+nothing is written outside it; one that cannot be made or written in (a read-only disk, a file in
+the way) is an `AccessError` naming `cache_dir` with the reason the device's own mkdir or shell
+gives, since SFTP's is a bare "Failure".
 
 An entry's mtime says when a connection last used it, for `devices clean`: a pushed file is new,
 and one already there is touched by the command that hashes it (no round trip of its own; access
@@ -22,17 +30,66 @@ import posixpath
 import re
 import shlex
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import paramiko
 
-from harness.errors import TransportError
+from harness.errors import AccessError, TransportError
 from harness.transport.sshconn import SSHConnection
 
 BLOCK = 1 << 20
+# A part of an upload (`<sha256>.part-<8 hex>`) that no process on the device holds open and that
+# nothing wrote to for this long was left by an upload that ended early (Ctrl-C, a cut
+# connection): the next push of that content removes it. Every upload holds its part open from
+# its creation to its rename; the wait covers only a part some process may hold unseen.
+STALE_PART_S = 5.0
+# Without /proc to tell whether a part is held, only one this old (as `devices clean` takes it).
+STALE_PART_UNSEEN_S = 3600.0
 TRUST_BATCH = 500  # files hashed by one command: its line stays far below any ARG_MAX
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_PART = re.compile(r"([0-9a-f]{64})\.part-[0-9a-f]{8}")
+# Run on the device: remove `<sha>.part-*` in the cache that no process holds open (every fd in
+# /proc this user may read) and that were not written to for a while; says each kept as fresh.
+_CLEAR_PARTS = '''import glob,os,sys,time
+cache,sha,grace,unseen=sys.argv[1],sys.argv[2],float(sys.argv[3]),float(sys.argv[4])
+held=set()
+seen=os.path.isdir('/proc/self/fd')
+for pid in os.listdir('/proc') if seen else ():
+    fds='/proc/'+pid+'/fd'
+    try:
+        names=os.listdir(fds) if pid.isdigit() else ()
+    except OSError:
+        continue
+    for fd in names:
+        try:
+            held.add(os.readlink(fds+'/'+fd))
+        except OSError:
+            pass
+for part in glob.glob(os.path.join(cache,sha+'.part-*')):
+    try:
+        if os.path.realpath(part) in held:
+            continue
+        if time.time()-os.lstat(part).st_mtime<=(grace if seen else unseen):
+            print('fresh '+os.path.basename(part))
+            continue
+        os.remove(part)
+    except OSError:
+        pass
+'''
+
+
+def human_size(n: int) -> str:
+    """`n` bytes in three figures of the unit that suits it: a 29 KiB file is "29.7 kB", where
+    megabytes said "0.0 MB"."""
+    if n < 1000:
+        return f"{n} bytes"
+    value, unit = n / 1e3, "kB"
+    for bigger in ("MB", "GB", "TB"):
+        if value < 999.5:
+            break
+        value, unit = value / 1e3, bigger
+    return f"{value:.3g} {unit}"
 
 
 class ContentCache:
@@ -44,12 +101,15 @@ class ContentCache:
         self.python_argv = python_argv
         self._dir: str | None = None
         self._present: set[str] = set()  # hashes known to be in the cache on this connection
+        # hashes with a part of an upload in the cache, as listed on this connection
+        self._parts: set[str] | None = None
         self.touch_on_use = True  # benchmarks/cache_trust.py turns it off to measure its cost
 
     def forget(self) -> None:
         """A new connection: look again at what the device holds."""
         self._dir = None
         self._present = set()
+        self._parts = None
 
     def dir(self) -> str:
         """The absolute cache directory on the device, created (mode 700) if absent."""
@@ -83,11 +143,46 @@ class ContentCache:
                 try:
                     sftp.mkdir(current, mode=0o700)
                 except OSError as err:
-                    raise TransportError(f"{self.conn.where}: cannot create cache directory "
-                                         f"{path} ({current}: {err})") from err
+                    # SFTP says "Failure" for a read-only disk, "No such file" for a file in the
+                    # way: the device's own mkdir says which (and may even succeed)
+                    why = self._device_says(f"mkdir -m 700 -- {shlex.quote(current)}")
+                    if why == "":
+                        continue
+                    raise self._unusable(path, current, why, err) from err
             except OSError as err:
-                raise TransportError(f"{self.conn.where}: cannot use cache directory {path}: "
-                                     f"{err}") from err
+                raise self._unusable(path, current, None, err) from err
+
+    def _device_says(self, command: str) -> str | None:
+        """Run `command` on the device: "" if it succeeded, else the reason it printed last
+        ("Read-only file system" of "mkdir: cannot create directory 'x': Read-only file
+        system"), None if it said none."""
+        try:
+            done = self.conn.exec(f"/bin/sh -c {shlex.quote(command)}",
+                                  timeout_s=self.conn.settings.command_timeout_s)
+        except TransportError:
+            return None
+        if done.why is None and done.status == 0:
+            return ""
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        return lines[-1].rpartition(": ")[2].strip() or None if lines else None
+
+    def _unusable(self, path: str, where: str, why: str | None,
+                  err: OSError | None) -> AccessError:
+        """The cache directory cannot be made or written: `why` as the device said it, else
+        SFTP's `err`, which for a read-only disk is a bare "Failure"."""
+        said = why or (str(err.strerror or err) if err is not None else "")
+        if not why and said in ("", "Failure"):
+            said = ("the device's SFTP server gives no reason ('Failure'): a read-only file "
+                    "system, a full disk or a file in the way")
+        return AccessError(f"{self.conn.where}: cannot use {path} as the cache directory "
+                           f"(profile field cache_dir): {where}: {said}; set cache_dir to a "
+                           "folder the SSH user can write in")
+
+    def _unwritable(self, path: str) -> AccessError | None:
+        """Why the existing cache directory cannot be written in, if it cannot."""
+        probe = shlex.quote(f"{path}/.edgebench-write-test-{uuid.uuid4().hex[:8]}")
+        why = self._device_says(f": > {probe} && rm -f -- {probe}")
+        return None if why == "" else self._unusable(path, path, why, None)
 
     def trust_present(self, wanted: dict[str, int]) -> None:
         """Learn in one go which of `wanted` (sha256 -> size) the device holds with that very
@@ -102,6 +197,7 @@ class ContentCache:
             sizes = {a.filename: a.st_size for a in self.conn.sftp().listdir_attr(self.dir())}
         except (OSError, paramiko.SSHException, EOFError, TransportError):
             return
+        self._note_parts(sizes)
         names = sorted(sha for sha, size in wanted.items() if sizes.get(sha) == size)
         for start in range(0, len(names), TRUST_BATCH):
             self._trust_batch(names[start:start + TRUST_BATCH])
@@ -188,8 +284,36 @@ class ContentCache:
         if free is None or free >= max(size, BLOCK):
             return None
         return TransportError(
-            f"{self.conn.where}: device disk full: {what} needs {size / 1e6:.1f} MB and "
-            f"{self.dir()} has {free / 1e6:.1f} MB free; free space there or set cache_dir")
+            f"{self.conn.where}: device disk full: {what} needs {human_size(size)} and "
+            f"{self.dir()} has {human_size(free)} free; free space there or set cache_dir")
+
+    def _note_parts(self, names: Iterable[str]) -> None:
+        self._parts = {m.group(1) for m in map(_PART.fullmatch, names) if m}
+
+    def _clear_stale_parts(self, sha256: str) -> bool:
+        """Remove what uploads of `sha256` that ended early left (their parts take the room
+        this push needs); True if one was kept only because it was written to a moment ago.
+        Best effort: `devices clean` removes what this leaves."""
+        if self._parts is None:
+            try:
+                self._note_parts(self.conn.sftp().listdir(self.dir()))
+            except (OSError, paramiko.SSHException, EOFError):
+                self._parts = set()
+        parts = self._parts or set()
+        if sha256 not in parts:
+            return False
+        inner = " ".join(shlex.quote(a) for a in [*self.python_argv, "-c", _CLEAR_PARTS,
+                                                  self.dir(), sha256, str(STALE_PART_S),
+                                                  str(STALE_PART_UNSEEN_S)])
+        try:
+            done = self.conn.exec(f"/bin/sh -c {shlex.quote(inner)}",
+                                  timeout_s=self.conn.settings.command_timeout_s)
+        except TransportError:
+            return False
+        fresh = done.why is None and b"fresh " in done.stdout
+        if not fresh:
+            parts.discard(sha256)
+        return fresh
 
     def _push(self, sha256: str, size: int,
               upload: Callable[[paramiko.SFTPClient, str], None], what: str) -> tuple[str, int]:
@@ -198,8 +322,12 @@ class ContentCache:
         if self._present_on_device(sha256, size):
             return final, 0
         sftp = self.conn.sftp()
+        fresh_parts = self._clear_stale_parts(sha256)
         partial = f"{final}.part-{uuid.uuid4().hex[:8]}"
+        held = None
         try:
+            # Held open until renamed, so that no other host's push takes it for a leftover.
+            held = sftp.open(partial, "wb")
             upload(sftp, partial)
             got = self._remote_sha256(partial)
             if got != sha256:
@@ -211,13 +339,24 @@ class ContentCache:
             except (OSError, paramiko.SSHException):
                 sftp.rename(partial, final)
         except (OSError, paramiko.SSHException, EOFError) as err:
-            full = self._disk_full(size, what) if isinstance(err, OSError) else None
-            raise full or TransportError(f"{self.conn.where}: cannot push {what}: {err}") from err
+            full = denied = None
+            if isinstance(err, OSError):
+                full = self._disk_full(size, what)
+                denied = None if full or self._dir is None else self._unwritable(self._dir)
+            raise full or denied or TransportError(
+                f"{self.conn.where}: cannot push {what}: {err}") from err
         finally:
+            try:
+                if held is not None:
+                    held.close()
+            except (OSError, paramiko.SSHException, EOFError):
+                pass
             try:
                 sftp.remove(partial)
             except (OSError, paramiko.SSHException, EOFError):
                 pass
+            if fresh_parts:  # written to a moment before this push began: left early, by now
+                self._clear_stale_parts(sha256)
         self._present.add(sha256)
         return final, size
 

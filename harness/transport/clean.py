@@ -19,6 +19,7 @@ from typing import Any
 from harness.agent import cacheclean
 from harness.errors import EdgebenchError, TransportError
 from harness.transport.base import Transport
+from harness.transport.jobserver import COMMAND_NOT_FOUND, NOT_EXECUTABLE
 
 DAY_S = 86400.0
 # An upload or unpacking in progress renews its file's mtime as it writes; one not touched for
@@ -64,6 +65,10 @@ def clean_cache(transport: Transport, older_than_days: float, dry_run: bool = Fa
     argv = [*shlex.split(profile.python or "python3"), "-c",
             Path(cacheclean.__file__).read_text(encoding="utf-8"), json.dumps(request)]
     done = transport.run_command(argv, timeout_s=CLEAN_TIMEOUT_S)
+    if done.returncode in (COMMAND_NOT_FOUND, NOT_EXECUTABLE):  # the shell's words name no field
+        what = "not found" if done.returncode == COMMAND_NOT_FOUND else "not executable"
+        raise EdgebenchError(f"device {profile.name} ({transport.host}): cannot clean its cache: "
+                             f"{argv[0]} {what} there (profile field python)")
     try:
         answer = json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError) as err:

@@ -29,10 +29,13 @@ READ_CHUNK = 65536
 KILL_GRACE_S = 5.0
 # What the server itself wrote on stderr (not its jobs'): enough for a traceback.
 SERVER_STDERR_KEEP = 65536
-# Exit statuses of a launcher shell: the interpreter does not exist; it cannot enter the
-# server's working directory (the SSH launcher script exits with it).
+# Exit statuses of a launcher shell: the interpreter does not exist, or cannot be run; it cannot
+# enter the server's working directory (the SSH launcher script exits with it).
 COMMAND_NOT_FOUND = 127
+NOT_EXECUTABLE = 126
 NO_WORKDIR = 97
+# The agent's (or the zip's) exit status for a Python older than it needs (agent/__main__.py).
+PYTHON_TOO_OLD = 98
 
 
 class LinkLost(Exception):
@@ -92,8 +95,9 @@ class JobServer:
 
     `where` names the device in messages; `python` is the interpreter the profile names (for
     advice); `workdir` is where the server runs. `start` starts a server (StartFailed if it
-    cannot); `on_link_lost(pid)` hears that the link dropped mid-job, `pid` (None if not known)
-    possibly still running at the other end.
+    cannot, which fails the job; an AccessError, the device unusable as a whole, goes through to
+    the caller as `Transport.run_agent`'s TransportError); `on_link_lost(pid)` hears that the
+    link dropped mid-job, `pid` (None if not known) possibly still running at the other end.
     """
 
     def __init__(self, where: str, python: str, workdir: str,
@@ -219,6 +223,9 @@ class JobServer:
         if status == COMMAND_NOT_FOUND:
             return failed_run(job_id, "agent_start", f"{self.python} not found on {self.where} "
                               "(profile field python)", stderr, wall)
+        if status == PYTHON_TOO_OLD:
+            return failed_run(job_id, "agent_start", self._too_old(stderr),
+                              wall_s=wall)  # its stderr is that one line
         if status == NO_WORKDIR:
             return failed_run(job_id, "transport", f"cannot enter directory {self.workdir} on "
                               f"{self.where}", stderr, wall)
@@ -239,10 +246,21 @@ class JobServer:
                                 wall_s=wall)
             except ValueError:
                 pass
+        if returncode == PYTHON_TOO_OLD:
+            return failed_run(job_id, "agent_start", self._too_old(stderr),
+                              wall_s=wall)  # its stderr is that one line
         message = self._exit_message("agent", returncode, stderr)
         if returncode >= 0 and last_exception(stderr) is None:
             message += " without a result"
         return failed_run(job_id, "agent_crashed", message, stderr, wall)
+
+    def _too_old(self, stderr: str) -> str:
+        """The agent's own line ("python 3.7.16 is older than the 3.8 the agent needs"), with
+        the interpreter, the device and the profile field that chose it."""
+        said = [line.strip() for line in stderr.splitlines() if "older than" in line]
+        return (f"{self.python} on {self.where}: "
+                f"{said[-1] if said else 'its Python is older than the agent needs'} "
+                "(profile field python: name a Python 3.8 or newer there)")
 
     def _exit_message(self, what: str, returncode: int, stderr: str) -> str:
         if returncode < 0:
@@ -255,8 +273,9 @@ class JobServer:
         if exception is None:
             return f"{what} on {self.where} exited with status {returncode}"
         hint = ""
-        if exception.startswith(("ModuleNotFoundError", "ImportError")):
-            hint = f" (install it for {self.python} on {self.where})"
+        if exception.startswith("ModuleNotFoundError"):  # not "cannot import name": a version
+            hint = (f" (install it for {self.python} on {self.where}, or set the profile's "
+                    "python to an interpreter that has it)")
         return f"{what} on {self.where} exited with status {returncode}: {exception}{hint}"
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import paramiko
 
 from harness.config import DeviceProfile, SSHSettings
-from harness.errors import TransportError
+from harness.errors import AccessError, TransportError
 from harness.transport.base import AgentRun, CommandResult, Transport, agent_bundle
 from harness.transport.cache import ContentCache
 from harness.transport.jobserver import (
@@ -181,6 +181,10 @@ class SSHTransport(Transport):
         try:
             agent = self.stage_agent()
             chan = self.conn.start(self.job_server_command(agent), "the job server")
+        except AccessError:
+            # the device as a whole is unusable (a key, a host key, a cache_dir it cannot
+            # write): raised as when connecting, so `devices check` exits as `bench` does
+            raise
         except TransportError as err:
             raise StartFailed("transport" if self.conn.active() else "connection_lost",
                               str(err)) from err

@@ -3,7 +3,8 @@
 Authentication is by key file (that key alone, so a wrong key fails clearly) or, without one, the
 SSH agent and the default keys; never by password. Host keys are checked against known_hosts, and
 an unknown host is refused with the command that trusts it unless the profile says
-`trust_on_first_use`; a changed key is always refused. A jump host, if the profile names one, is
+`trust_on_first_use` (which says on stderr which key it trusted); a changed key is always
+refused. A jump host, if the profile names one, is
 reached with the same credentials and forwards to the device. The connection reconnects on demand
 (`ensure`) after it drops, and tells its owner through `on_connect`, which forgets what it knew of
 the old connection. Remote commands run on channels of this one connection: `exec` runs one to the
@@ -14,8 +15,11 @@ end, `start` leaves one running (the job server). Every failure to connect raise
 from __future__ import annotations
 
 import getpass
+import logging
+import os
 import select
 import shlex
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +30,11 @@ import paramiko
 
 from harness.config import SSHSettings
 from harness.errors import AccessError, TransportError
+
+# paramiko logs what goes wrong in its transport thread (a silent port's banner timeout) with a
+# traceback; with no handler of its own that reaches stderr through logging's last resort, on top
+# of the one line this module raises for the same fault.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 READ_CHUNK = 65536
 # exit-status can overtake the last data of a channel; how long to wait for its end of output
@@ -75,6 +84,79 @@ def key_fingerprint(key: paramiko.PKey) -> str:
     return key.fingerprint  # "SHA256:..." as `ssh-keygen -lf` prints it
 
 
+# What paramiko raises when it had no key at all to offer.
+NO_KEYS = "No authentication methods available"
+# The private key classes paramiko tries on a key file, in its order (SSHClient._auth).
+KEY_CLASSES = (paramiko.RSAKey, paramiko.ECDSAKey, paramiko.Ed25519Key)
+
+
+def default_keys() -> list[Path]:
+    """The ~/.ssh/id_* files paramiko tries when the profile names no key file."""
+    found = []
+    for name in ("rsa", "ecdsa", "ed25519"):
+        for folder in (".ssh", "ssh"):
+            path = Path(f"~/{folder}/id_{name}").expanduser()
+            if path.is_file():
+                found.append(path)
+    return found
+
+
+def key_problem(path: str | Path) -> Exception | None:
+    """Why paramiko cannot use the private key in `path` (PasswordRequiredException if it is
+    encrypted), None if it can."""
+    problem: Exception | None = None
+    for key_class in KEY_CLASSES:
+        try:
+            key_class.from_private_key_file(str(path))
+            return None
+        except paramiko.PasswordRequiredException as err:
+            return err
+        except (paramiko.SSHException, ValueError) as err:
+            problem = problem or err
+        except OSError as err:
+            return err
+    return problem
+
+
+def encrypted_key_file(where: str, key_file: str) -> str:
+    return (f"{where}: key file {key_file} (ssh.key_file) is encrypted; load it into ssh-agent "
+            f"(`ssh-add {key_file}`) and remove ssh.key_file from the profile")
+
+
+def check_key_file(where: str, key_file: str) -> None:
+    """AccessError, naming the file and `ssh.key_file`, unless it is a private key paramiko can
+    use; paramiko's own words ("not a valid OPENSSH private key file") name neither."""
+    path = Path(key_file)
+    if path.is_dir():
+        raise AccessError(f"{where}: key file {key_file} (ssh.key_file) is a folder; set "
+                          f"ssh.key_file to the private key file in it, such as "
+                          f"{path / 'id_ed25519'}")
+    if not path.exists():
+        raise AccessError(f"{where}: key file {key_file} does not exist (ssh.key_file)")
+    problem = key_problem(path)
+    if problem is None:
+        return
+    if isinstance(problem, paramiko.PasswordRequiredException):
+        raise AccessError(encrypted_key_file(where, key_file))
+    if isinstance(problem, OSError):
+        raise AccessError(f"{where}: cannot read key file {key_file} (ssh.key_file): "
+                          f"{problem.strerror or problem}")
+    if key_file.endswith(".pub"):
+        raise AccessError(f"{where}: key file {key_file} (ssh.key_file) is a public key; set "
+                          f"ssh.key_file to its private key, {key_file[:-len('.pub')]}")
+    raise AccessError(f"{where}: key file {key_file} (ssh.key_file) is not a private key "
+                      f"paramiko can read ({problem}); set ssh.key_file to the private key "
+                      "whose .pub is in the device's authorized_keys")
+
+
+def no_key_to_offer(where: str) -> str:
+    agent = ("no SSH agent runs (SSH_AUTH_SOCK is unset)" if not os.environ.get("SSH_AUTH_SOCK")
+             else "the SSH agent holds no key")
+    return (f"{where}: no key to log in with: the profile has no ssh.key_file, {agent}, and "
+            f"{Path('~/.ssh').expanduser()} has no id_rsa, id_ecdsa or id_ed25519; set "
+            "ssh.key_file to the private key whose .pub is in the device's authorized_keys")
+
+
 class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
     """Refuse a host whose key is not in known_hosts, saying how to trust it."""
 
@@ -108,6 +190,10 @@ class _TrustOnFirstUse(paramiko.MissingHostKeyPolicy):
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.known_hosts, "a") as fh:
             fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        # What was trusted is said once, so it can be compared with the device's own key.
+        print(f"edgebench: trusted the host key of {hostname} on first use ({key.get_name()} "
+              f"{key_fingerprint(key)}) and added it to {self.known_hosts}", file=sys.stderr,
+              flush=True)
 
 
 @dataclass(frozen=True)
@@ -198,8 +284,9 @@ class SSHConnection:
             _TrustOnFirstUse(known_hosts) if s.trust_on_first_use
             else _RefuseUnknown(str(known_hosts)))
         key_file = str(Path(s.key_file).expanduser()) if s.key_file else None
-        if key_file and not Path(key_file).is_file():
-            raise AccessError(f"{where}: key file {key_file} does not exist (ssh.key_file)")
+        if key_file:
+            check_key_file(where, key_file)
+        started = time.monotonic()
         try:
             client.connect(
                 host, port=port, username=user, key_filename=key_file,
@@ -222,9 +309,17 @@ class SSHConnection:
                 f"{known_hosts} -R {shlex.quote(known_hosts_name(host, port))}`") from err
         except paramiko.PasswordRequiredException as err:
             client.close()
+            if key_file:
+                raise AccessError(encrypted_key_file(where, key_file)) from err
+            # paramiko's look_for_keys tried ~/.ssh/id_*: one of those is locked
+            locked = [str(k) for k in default_keys() if isinstance(
+                key_problem(k), paramiko.PasswordRequiredException)] or ["~/.ssh/id_*"]
+            keys = (f"key {locked[0]} is" if len(locked) == 1
+                    else f"keys {' and '.join(locked)} are")
             raise AccessError(
-                f"{where}: key file {key_file} is encrypted; load it into ssh-agent "
-                f"(`ssh-add {key_file}`) and remove ssh.key_file from the profile") from err
+                f"{where}: the default {keys} encrypted and no SSH agent offered a key the device "
+                f"accepts (the profile has no ssh.key_file); load it into ssh-agent "
+                f"(`ssh-add {locked[0]}`) or set ssh.key_file to an unencrypted key") from err
         except paramiko.AuthenticationException as err:
             client.close()
             what = f"key {key_file}" if key_file else "the SSH agent's and ~/.ssh's keys"
@@ -237,10 +332,32 @@ class SSHConnection:
             raise TransportError(f"cannot connect to {where}: timed out after "
                                  f"{s.connect_timeout_s:g} s") from err
         except (paramiko.SSHException, OSError, EOFError) as err:
+            silent = self._no_ssh_answer(client, host, port, time.monotonic() - started)
             client.close()
+            if str(err) == NO_KEYS:  # nothing to offer: no key file, no agent key, no ~/.ssh key
+                raise AccessError(no_key_to_offer(where)) from err
             reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
-            raise TransportError(f"cannot connect to {where}: {reason}") from err
+            raise TransportError(silent or f"cannot connect to {where}: {reason}") from err
         return client
+
+    def _no_ssh_answer(self, client: paramiko.SSHClient, host: str, port: int,
+                       waited_s: float) -> str | None:
+        """Why a port that took the TCP connection gave no SSH session, if that is what
+        happened: it said nothing (a hung board, a port that is not SSH's), closed it at once (an
+        sshd at MaxStartups) or stopped within the handshake. paramiko's own words for these are
+        about its internals ("Error reading SSH protocol banner", "No existing session")."""
+        transport = client.get_transport()
+        if transport is None or transport.session_id is not None:
+            return None  # no TCP connection, or the handshake was done: its own error says why
+        timeout = self.settings.connect_timeout_s
+        if transport.remote_version:
+            return (f"the SSH handshake with {host}:{port} did not finish within {timeout:g} s "
+                    "(ssh.connect_timeout_s)")
+        if waited_s < timeout * 0.9:
+            return (f"{host}:{port} closed the connection before saying anything: not an SSH "
+                    "port, or its sshd refuses new connections for now (MaxStartups)")
+        return (f"no SSH server answered on {host}:{port} within {timeout:g} s "
+                "(ssh.connect_timeout_s): the device may hang, or the port is not SSH's")
 
     def active(self) -> bool:
         transport = self._client.get_transport() if self._client else None
