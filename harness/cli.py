@@ -192,6 +192,9 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     # what is missing, each with the profile's field that asks for it (None: every runtime needs
     # it), so that the line below says where to take it out
     missing: list[tuple[str, str | None]] = [] if fp.get("numpy") else [("numpy", None)]
+    too_old = (info.get("python") or {}).get("too_old")
+    if too_old:  # no job of the agent runs on this Python: the first thing to fix
+        missing.insert(0, ("Python 3.8 or newer", "python"))
     for name, rt in info["runtimes"].items():
         wanted = name in profile.runtimes
         if wanted and not rt["available"]:
@@ -229,12 +232,19 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     govs = sorted(set((state.get("governors") or {}).values()))
     out.print(f"  state: governor {', '.join(govs) or 'n/a'}; temperatures {temps or 'n/a'}")
     if missing:
-        fields = sorted({f for _, f in missing if f})
-        where = (f", or change {' and '.join(fields)} in {profile.source or 'the profile'}"
-                 if fields else "")
+        source = profile.source or "the profile"
+        fields = sorted({f for _, f in missing if f and f != "python"})
+        if too_old:
+            ways = [f"set python in {source} to a Python 3.8 or newer that has them"]
+        else:
+            ways = [f"install them on the device for {info['python']['executable']}"]
+            if ("numpy", None) in missing:  # another interpreter there may have them all
+                ways.append(f"set python in {source} to an interpreter that has them")
+        if fields:
+            ways.append(f"change {' and '.join(fields)} in {source}")
         out.print(f"[red]missing for this profile:[/] "
                   f"{escape(', '.join(what for what, _ in missing))} "
-                  f"(install them on the device{escape(where)})", soft_wrap=True)
+                  f"({escape(', or '.join(ways))})", soft_wrap=True)
     if usable is not None and lacking:
         # every job pins itself to cpu_affinity and fails naming it (agent/job.py: pin)
         out.print(f"[red]missing for this profile:[/] CPU{'s' if len(lacking) > 1 else ''} "

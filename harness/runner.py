@@ -155,12 +155,14 @@ def build_job(job: PlannedJob, transport: Transport, options: BenchOptions, sess
     """The agent job for one session of `job`, with its files staged on the device."""
     artifact = job.artifact
     setup = job_setup(job, options)
-    model = {"path": transport.stage(artifact.path, artifact.sha256),
-             "sha256": artifact.sha256, "format": artifact.format, "name": artifact.name}
     dataset = None
     if artifact.dataset is not None and session == 0 and not profile:
+        # before the model: the data is small and every model of the suite shares it, so a
+        # device cache too small for all the models still holds what those that fit need
         dataset = {part: {"path": transport.stage(path, sha), "sha256": sha}
                    for part, (path, sha) in _dataset_files(artifact).items()}
+    model = {"path": transport.stage(artifact.path, artifact.sha256),
+             "sha256": artifact.sha256, "format": artifact.format, "name": artifact.name}
     try:
         return protocol.measure_job(
             job.job_id, model, job.runtime, session=session, device_kind=job.device.kind,

@@ -171,6 +171,9 @@ def test_devices_check_says_what_the_device_python_lacks(sshd: SSHServer, tmp_pa
     assert "Traceback" not in proc.stderr
     assert f"({bare})" in proc.stdout and "numpy MISSING" in proc.stdout
     assert "missing for this profile: numpy" in proc.stdout
+    said = " ".join(proc.stdout.split())
+    assert f"(install them on the device for {bare}, or set python in {device} to an " \
+        "interpreter that has them" in said, said
     # where to get it: installed for that interpreter, or another interpreter that has it
     proc = run_cli("devices", "check", str(device), "--json")
     assert json.loads(proc.stdout)["runtimes"]["numpy"] == {
@@ -231,6 +234,9 @@ def test_a_python_older_than_the_agent_needs_fails_devices_check(sshd: SSHServer
     assert check.returncode == 1, check.stderr + check.stdout
     assert said in " ".join(check.stdout.split())
     assert "everything the profile needs is present" not in check.stdout
+    assert "missing for this profile: Python 3.8 or newer" in check.stdout
+    assert f"(set python in {device} to a Python 3.8 or newer that has them" in \
+        " ".join(check.stdout.split())
     model = make_tiny_onnx(tmp_path / "tiny.onnx")
     db = tmp_path / "r.db"
     bench = run_cli("bench", "--device", str(device), "--model", str(model), "--quick",
