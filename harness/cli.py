@@ -29,6 +29,7 @@ from harness.config import (
     DEVICES_DIR,
     MAX_THREADS,
     find_devices_dir,
+    is_profile_path,
     list_profiles,
     load_profile,
 )
@@ -77,9 +78,8 @@ def _load_device(args: argparse.Namespace, name: str) -> Any:
     from harness.farm.farmfile import load_farm
 
     farm_path = _farm_file(args)
-    is_path = Path(name).suffix in (".yaml", ".yml") or "/" in name
-    if farm_path is None or is_path or (find_devices_dir(args.devices_dir) / f"{name}.yaml"
-                                        ).is_file():
+    if farm_path is None or is_profile_path(name) or (
+            find_devices_dir(args.devices_dir) / f"{name}.yaml").is_file():
         return load_profile(name, args.devices_dir)
     farm = load_farm(farm_path)
     found = farm.device(name)

@@ -348,11 +348,16 @@ def find_devices_dir(given: Path = DEVICES_DIR) -> Path:
     return DEVICES_DIR if DEVICES_DIR.is_dir() or not project.is_dir() else project
 
 
+def is_profile_path(device: str) -> bool:
+    """Whether DEVICE names a profile file (`lab/pi.yaml`) rather than a profile or farm
+    device by name (`pi`)."""
+    return Path(device).suffix in (".yaml", ".yml") or "/" in device
+
+
 def profile_path(device: str, devices_dir: Path = DEVICES_DIR) -> Path:
     """The YAML file for DEVICE: a path if it looks like one, else devices/NAME.yaml."""
-    candidate = Path(device)
-    if candidate.suffix in (".yaml", ".yml") or "/" in device:
-        return candidate
+    if is_profile_path(device):
+        return Path(device)
     devices_dir = find_devices_dir(devices_dir)
     path = devices_dir / f"{device}.yaml"
     if not path.is_file():
