@@ -300,7 +300,7 @@ def _parse_ssh(path: Path, data: dict[str, Any], need_host: bool = True) -> SSHS
     for key in ("host", "user", "key_file", "known_hosts", "jump_host"):
         if data.get(key) is not None:
             kw[key] = str(_expect(path, data, key, (str, int), prefix="ssh."))
-    _check_host(path, kw["host"])
+    _check_host(path, kw["host"], need_host)
     if "port" in data:
         port = _expect(path, data, "port", int, prefix="ssh.")
         if not 0 < port < 65536:
@@ -314,18 +314,30 @@ def _parse_ssh(path: Path, data: dict[str, Any], need_host: bool = True) -> SSHS
     return SSHSettings(**kw)
 
 
-def _check_host(path: Path, host: str) -> None:
+def _check_host(path: Path, host: str, need_host: bool = True) -> None:
     """`ssh.host` is the address alone: `pi@board` or `board:2222` was taken whole for a host
-    name and failed at connect as `pi@pi@board: Name or service not known`."""
-    user, at, rest = host.rpartition("@")
-    if at:
-        raise ConfigError(path, f"{host!r} holds a user: give ssh.user: {user} and ssh.host: "
-                          f"{rest}", field="ssh.host")
-    name, colon, port = host.rpartition(":")
-    if colon and port.isdigit() and (name.count(":") == 0 or (
-            name.startswith("[") and name.endswith("]"))):  # [v6]:port; a bare v6 has colons
-        raise ConfigError(path, f"{host!r} holds a port: give ssh.port: {port} and ssh.host: "
-                          f"{name.strip('[]')}", field="ssh.host")
+    name and failed at connect as `pi@pi@board: Name or service not known`, an empty one as
+    `pi@:22`. What else it holds is said with the fields to give it in, all in one message."""
+    if not host.strip():
+        if need_host:
+            raise ConfigError(path, "is empty; give the device's address (name or IP)",
+                              field="ssh.host")
+        return
+    if any(ch.isspace() for ch in host):
+        raise ConfigError(path, f"{host!r} holds a space; give the device's address alone",
+                          field="ssh.host")
+    rest = host.partition("://")[2] if "://" in host else host
+    user, _, rest = rest.rpartition("@")
+    name, colon, port = rest.rpartition(":")
+    if not (colon and port.isdigit() and (name.count(":") == 0 or (
+            name.startswith("[") and name.endswith("]")))):  # [v6]:port; a bare v6 has colons
+        name, port = rest, ""
+    if not user and not port and "://" not in host:
+        return
+    give = [f"ssh.user: {user}"] * bool(user) + [f"ssh.port: {port}"] * bool(port)
+    raise ConfigError(path, f"{host!r} is more than an address: give "
+                      + " and ".join([*give, f"ssh.host: {name.strip('[]')}"]),
+                      field="ssh.host")
 
 
 def _named_folder(folder: Path, source: str) -> Path:

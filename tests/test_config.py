@@ -87,11 +87,17 @@ def test_every_shipped_profile_loads() -> None:
          "[CUDAExecutionProvider]}}\n", "runtime_options.onnxruntime", "never used"),
         # the address alone: a user or port in it failed at connect as `pi@pi@board`
         ("name: x\ntransport: ssh\nssh: {host: pi@board}\n", "ssh.host",
-         "'pi@board' holds a user: give ssh.user: pi and ssh.host: board"),
+         "'pi@board' is more than an address: give ssh.user: pi and ssh.host: board"),
         ("name: x\ntransport: ssh\nssh: {host: '10.0.0.7:2222'}\n", "ssh.host",
-         "holds a port: give ssh.port: 2222 and ssh.host: 10.0.0.7"),
+         "is more than an address: give ssh.port: 2222 and ssh.host: 10.0.0.7"),
         ("name: x\ntransport: ssh\nssh: {host: '[fe80::1]:22'}\n", "ssh.host",
-         "holds a port: give ssh.port: 22 and ssh.host: fe80::1"),
+         "is more than an address: give ssh.port: 22 and ssh.host: fe80::1"),
+        # all of it in one message, not one round each; a URL's scheme dropped
+        ("name: x\ntransport: ssh\nssh: {host: 'ssh://pi@board:2222'}\n", "ssh.host",
+         "give ssh.user: pi and ssh.port: 2222 and ssh.host: board"),
+        ("name: x\ntransport: ssh\nssh: {host: ''}\n", "ssh.host", "is empty; give the "
+         "device's address"),
+        ("name: x\ntransport: ssh\nssh: {host: 'my board'}\n", "ssh.host", "holds a space"),
     ],
 )
 def test_profile_errors_name_file_and_field(tmp_path: Path, text: str, field: str,
