@@ -494,6 +494,10 @@ def test_a_plugin_file_brings_the_users_own_architecture(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("body, says", [
     (None, "not found: "),
+    ("from harness.zoo.models import register_model\n"
+     "register_model('resnet18', input_size=224)(lambda n, c: None)",
+     "ValueError: arch 'resnet18' is already known (built in, or another plugin's); register "
+     "yours under a name of its own"),
     ("raise RuntimeError('no GPU here')", "importing mynets.py failed: RuntimeError: no GPU "
                                           "here"),
     ("import not_a_module_anywhere", "importing mynets.py failed: ModuleNotFoundError: No "
@@ -508,3 +512,47 @@ def test_a_plugin_that_cannot_be_imported_is_refused_naming_it(
     with pytest.raises(ConfigError) as info:
         load_suite(suite)
     assert info.value.field == "plugins[0]" and says in str(info.value), str(info.value)
+
+
+def test_plugins_listed_twice_or_empty_are_refused(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mynets.py").write_text("\n")
+    for listed, says in (("[mynets.py, ./mynets.py]", "is listed twice"),
+                         ("['']", "an empty path; give a file")):
+        suite = _write(tmp_path, f"plugins: {listed}\nmodels: {{m: {{arch: digits_cnn}}}}\n")
+        with pytest.raises(ConfigError, match=says):
+            load_suite(suite)
+
+
+def test_a_refused_suite_prints_no_warnings_first(tmp_path: Path, capsys) -> None:
+    """Found: a suite refused for clashing names first warned of two models' chance accuracy,
+    noise before the one line that mattered. Warnings come once the suite is taken."""
+    suite = _write(tmp_path, "datasets: {digits: {type: digits}}\nmodels:\n"
+                             "  m: {arch: digits_cnn, dataset: digits, recipes: [r]}\n"
+                             "  m-r: {arch: digits_cnn_small, dataset: digits}\n"
+                             "recipes: {r: {steps: [quantize_dynamic]}}\n")
+    with pytest.raises(ConfigError, match="rename the model or the recipe"):
+        load_suite(suite)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_plugin_builder_that_returns_no_module_is_said(tmp_path: Path) -> None:
+    """A builder returning something else failed its artifact with "AttributeError: 'int'
+    object has no attribute 'eval'"; the failure names the arch and what it returned. In a
+    subprocess: the registration lasts for the process."""
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.py").write_text("from harness.zoo.models import register_model\n"
+                                     "@register_model('notmod', input_size=8)\n"
+                                     "def notmod(num_classes, in_channels):\n    return 42\n")
+    code = ("import sys; from harness.compress.suite import load_suite; "
+            "from harness.zoo.models import build_model; "
+            "load_suite(sys.argv[1]); build_model('notmod', 10, 1)")
+    suite = _write(tmp_path, "plugins: [bad.py]\nmodels: {m: {arch: notmod}}\n")
+    done = subprocess.run([sys.executable, "-c", code, str(suite)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert ("EdgebenchError: arch notmod: its builder notmod returned int, not a "
+            "torch.nn.Module") in done.stderr, done.stderr

@@ -217,10 +217,13 @@ def _check_file(r: _Reader, where: str, path: Path) -> None:
     the full path looked at: a relative one is taken from the working folder, not the suite's."""
     if path.is_file():
         return
+    if not str(path).strip() or str(path) == ".":
+        raise r.fail(where, "an empty path; give a file")
     what = "is a folder, not a file" if path.is_dir() else "not found"
     raise r.fail(where, f"{what}: {path.absolute()}" + (
         "" if path.is_absolute() else " (a relative path is taken from the folder edgebench "
-        "runs in, not the suite file's)") + "; edgebench never downloads")
+        "runs in, not the suite file's)")
+        + ("" if where.startswith("plugins") else "; edgebench never downloads"))
 
 
 def load_suite(path: Path | str) -> Suite:
@@ -268,6 +271,7 @@ def load_suite(path: Path | str) -> Suite:
         recipes[name] = RecipeCfg(name, steps, fmts, step_formats)
 
     models: dict[str, ModelCfg] = {}
+    warnings: list[str] = []
     models_raw = r.entries(top.get("models"), "models")
     if not models_raw:
         raise r.fail("models", "a suite needs at least one model")
@@ -330,10 +334,10 @@ def load_suite(path: Path | str) -> Suite:
         elif dataset is not None and not train.get("epochs"):
             # Not refused: a quick test of the pipeline may want it. But its accuracy on the
             # dataset is chance, which in a report reads as a broken model or runtime.
-            print(f"edgebench: warning: {path}: {where}: dataset {dataset} but neither weights "
-                  "nor train.epochs, so its weights are random and its accuracy chance; give it "
-                  "weights or train: {epochs: N}, or drop dataset for a latency-only model",
-                  file=sys.stderr)
+            warnings.append(f"edgebench: warning: {path}: {where}: dataset {dataset} but "
+                            "neither weights nor train.epochs, so its weights are random and its "
+                            "accuracy chance; give it weights or train: {epochs: N}, or drop "
+                            "dataset for a latency-only model")
         models[name] = ModelCfg(
             name=name, arch=arch, dataset=dataset, weights=weights,
             num_classes=r.integer(body["num_classes"], f"{where}.num_classes", 1)
@@ -346,6 +350,8 @@ def load_suite(path: Path | str) -> Suite:
     suite = Suite(path, str(top.get("name") or path.stem), seed, datasets, models, recipes,
                   plugins)
     _check_artifact_names(r, suite)
+    for line in warnings:  # once the suite is taken: a refused one's warnings were noise
+        print(line, file=sys.stderr)
     return suite
 
 
@@ -362,6 +368,8 @@ def _load_plugins(r: _Reader, value: Any) -> dict[str, str]:
         where = f"plugins[{i}]"
         path = _path(text)
         _check_file(r, where, path)
+        if str(path) in found or any(Path(p).resolve() == path.resolve() for p in found):
+            raise r.fail(where, f"{path} is listed twice")
         if path.suffix != ".py":
             raise r.fail(where, f"{path} is not a Python file (.py)")
         sha = sha256_file(path)

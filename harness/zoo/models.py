@@ -11,6 +11,7 @@ another number of classes keep all but the classifier.
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 import re
@@ -54,7 +55,19 @@ def register_model(name: str, *, input_size: int, fixed_input_size: bool = False
     `input_size`: the square input side used without a dataset; `fixed_input_size`: the only
     one the model takes (a head sized for it), which suites are then held to."""
     def register(build: Builder) -> Builder:
-        MODELS.add(name, ModelSpec(name, build, input_size=input_size, family="plugin",
+        if name in MODELS.names():
+            raise ValueError(f"arch {name!r} is already known (built in, or another plugin's); "
+                             "register yours under a name of its own")
+
+        @functools.wraps(build)  # keeps the plugin's module: the build knows it is not ours
+        def checked(num_classes: int, in_channels: int) -> nn.Module:
+            model = build(num_classes, in_channels)
+            if not isinstance(model, nn.Module):
+                raise EdgebenchError(f"arch {name}: its builder {build.__qualname__} returned "
+                                     f"{type(model).__name__}, not a torch.nn.Module")
+            return model
+
+        MODELS.add(name, ModelSpec(name, checked, input_size=input_size, family="plugin",
                                    fixed_input_size=fixed_input_size))
         return build
     return register
