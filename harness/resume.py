@@ -24,6 +24,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from harness.agent.protocol import RETRYABLE_KINDS
 from harness.agent.rapl import SOURCE as RAPL_SOURCE
 from harness.errors import EdgebenchError
 from harness.report import stats
@@ -31,8 +32,6 @@ from harness.results import _MEMORY
 from harness.runner import PlannedJob, StoredSession, precise
 from harness.store import Store
 
-# Failures of reaching the device, not of the model: measured again by a retry or a resume.
-RETRYABLE_KINDS = frozenset({"transport", "connection_lost", "host_error"})
 _LATENCY = ("n", "median_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p90_ms", "p95_ms",
             "p99_ms", "cov", "ci95_low_ms", "ci95_high_ms", "lag1_autocorrelation",
             "elapsed_s", "throughput_wall_ips")

@@ -172,3 +172,25 @@ def test_the_paper_captions_say_the_run_is_incomplete(tmp_path: Path) -> None:
             in caption
     table = (out / "paper" / "summary.tex").read_text(encoding="utf-8")
     assert "which was interrupted: 2 of 6 planned sessions stored" in table
+
+
+def test_a_run_whose_device_was_never_reached_holds_nothing_yet(tmp_path: Path) -> None:
+    """Found: every measurement failed to reach its device (a closed port), and the report said
+    "0 of 0 planned sessions stored (3 of 3 measurements). Its figures are of the sessions
+    stored so far." and "0 sessions ... per measurement". Those measurements are still to be
+    measured (`--resume` does): none is held yet."""
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run(BENCH, "models/demo.yaml", ["pi5"])
+    jobs = [add_job(store, run, name, status="failed", sessions_planned=2,
+                    error_kind="connection_lost", error_message="cannot connect to pi5")
+            for name in ("a", "b", "c")]
+    store.set_run_plan(run, _plan(jobs, sessions=2))
+    store.finish_run(run, "incomplete")
+    store.close()
+    said: list[str] = []
+    out = run_report(tmp_path / "x.db", run, out=tmp_path / "out", say=said.append)
+    banner = _banner(_page(out))
+    assert "ended incomplete: no measurement is stored of the 3 it planned" in banner, banner
+    assert "figures are of the sessions stored so far" not in banner and "--resume" in banner
+    summary = (out / "tables" / "summary.md").read_text()
+    assert "0 sessions" not in summary

@@ -46,6 +46,9 @@ PROTOCOL_VERSION = 2
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_UNSUPPORTED = "unsupported"
+# Error kinds the host gives a session when the device could not be reached, not a failure of
+# the model: a retry or a resume measures it again, and a report counts it as still to measure.
+RETRYABLE_KINDS = frozenset({"transport", "connection_lost", "host_error"})
 
 # What the timer covers (`settings.timed_scope`); stored with every result so nobody has to guess.
 TIMED_SCOPES = {

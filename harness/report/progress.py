@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from harness.agent.protocol import RETRYABLE_KINDS
 from harness.report.console import is_missing
 
 if TYPE_CHECKING:
@@ -62,14 +63,19 @@ def run_progress(info: RunInfo, df: pd.DataFrame) -> RunProgress:
     jobs = (info.plan or {}).get("jobs")
     per_job = _planned_sessions(info.plan)
     ok = df[df["status"] == "ok"] if len(df) else df
+    # a measurement that failed to reach its device is still to measure (`--resume` does),
+    # not a measurement held: its planned sessions count, and it does not
+    unreached = df[(df["status"] != "ok") & df["error_kind"].isin(RETRYABLE_KINDS)] \
+        if len(df) and "error_kind" in df else df.iloc[0:0]
     sessions = int(sum(int(s) for s in ok["sessions"] if not is_missing(s))) if len(ok) else 0
-    planned_rows = [int(p) for p in ok["sessions_planned"] if not is_missing(p)] if len(ok) else []
+    planned_rows = [int(p) for rows in (ok, unreached) if len(rows)
+                    for p in rows["sessions_planned"] if not is_missing(p)]
     planned: int | None = sum(planned_rows) if planned_rows or jobs is not None else None
     if isinstance(jobs, list) and per_job is not None and planned is not None:
         stored = set(df["job_id"]) if len(df) else set()
         planned += per_job * sum(1 for j in jobs if j.get("job_id") not in stored)
     return RunProgress(
-        run_id=info.run_id, status=info.status, measurements=len(df),
+        run_id=info.run_id, status=info.status, measurements=len(df) - len(unreached),
         measurements_planned=len(jobs) if isinstance(jobs, list) else None,
         sessions=sessions, sessions_planned=planned, resume=resume_command(info))
 

@@ -76,8 +76,8 @@ def sessions_text(df: pd.DataFrame) -> str:
     """ "2 sessions (fresh processes, interleaved) per measurement", from the rows that
     measured; "" when none did."""
     ok = df[df["status"] == "ok"] if "status" in df else df
-    counts = sorted({int(n) for n in (ok if len(ok) else df)["sessions"].dropna()})
-    if not counts:
+    counts = sorted({int(n) for n in ok["sessions"].dropna()})
+    if not counts:  # a failed row's 0 sessions are no protocol ("0 sessions per measurement")
         return ""
     plural = "s" if counts != [1] else ""
     return (f"{_join([str(n) for n in counts])} session{plural} (fresh processes, interleaved) "
