@@ -286,3 +286,5 @@ def test_every_table_says_which_isa_measured_it(demo, tmp_path: Path) -> None:
         assert tables.latex_escape(said) in " ".join(tables.to_latex(table).split()), table.name
     csv = pd.read_csv(_by_name(report_tables, "summary").write(tmp_path)[0])
     assert csv["CPU ISA"].tolist() == df["isa"].tolist()
+    pivot = pd.read_csv(_by_name(report_tables, "across_devices").write(tmp_path)[0])
+    assert set(pivot["pi5 CPU ISA"]) == set(pivot["jetson CPU ISA"]) == {isa[0]}

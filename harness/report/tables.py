@@ -658,6 +658,8 @@ def across_devices(df: pd.DataFrame) -> Table | None:
         speedup = wide[("speedup", dev)].to_numpy(dtype=float)
         numbers[f"{dev} median [ms]"] = median
         numbers[f"{dev} speedup [x]"] = speedup
+        # the CSV is read without the note under the table, which names it
+        numbers[f"{dev} CPU ISA"] = " / ".join(distinct(ok[ok["device"] == dev], "isa")) or NA
         cells.append(f"{dev} [ms] (x)")
         text[cells[-1]] = [
             NA if _missing(m) else f"{m:.3f}" + ("" if _missing(s) else f" ({s:.2f})")
