@@ -51,7 +51,7 @@ from harness.report.console import format_value as _fmt
 from harness.report.stats import THRESHOLD, TOP1_THRESHOLD_POINTS
 from harness.results import runtime_label
 from harness.runner import DEFAULT_SESSIONS, QUICK_SESSIONS
-from harness.signals import sigterm_as_interrupt
+from harness.signals import remembered_interrupts, sigterm_as_interrupt
 from harness.store import DEFAULT_DB, Store, check_existing, check_folder
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default, unless
@@ -655,11 +655,14 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
                 progress.console.print(escape(line), highlight=False, soft_wrap=True)
 
         try:
-            runner.run_plan(store, state.todo if state else jobs, options, command=command,
-                            suite=suite, on_event=on_event, run_id=plan.run_id,
-                            stored=state.stored if state else None,
-                            profiles=state.profiles if state else None,
-                            on_change=on_change)
+            # a Ctrl-C that lands in a gc or weakref callback is only printed by Python, and the
+            # bench ran on to its end: remembered, it is raised again between sessions
+            with remembered_interrupts():
+                runner.run_plan(store, state.todo if state else jobs, options, command=command,
+                                suite=suite, on_event=on_event, run_id=plan.run_id,
+                                stored=state.stored if state else None,
+                                profiles=state.profiles if state else None,
+                                on_change=on_change)
         except BaseException as err:  # Ctrl-C, SIGTERM, an error: every session measured stays
             # an error is not an interruption: the run says it failed (a resume takes it up all
             # the same), so that nobody reads it as stopped by hand

@@ -38,6 +38,7 @@ from harness.config import DeviceProfile
 from harness.errors import EdgebenchError, TransportError, UnknownNameError
 from harness.registry import RUNTIMES
 from harness.report import stats
+from harness.signals import raise_if_interrupted
 from harness.store import Store, utc_now
 from harness.transport.base import AgentRun, Transport, failed_run, transport_for
 
@@ -510,9 +511,16 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
 def _next_session(done: queue.Queue[SessionDone | None], halt: threading.Event | None
                   ) -> SessionDone | None:
     """The next session posted (None: a worker ended); with `halt`, None as soon as that is
-    set, so that an interruption does not wait for a session under way to end."""
+    set, so that an interruption does not wait for a session under way to end. Without it (the
+    main thread), a Ctrl-C whose KeyboardInterrupt Python lost (raised in a gc or weakref
+    callback, which only prints it) is raised again here (`signals.remembered_interrupts`)."""
     if halt is None:
-        return done.get()
+        while True:
+            raise_if_interrupted()
+            try:
+                return done.get(timeout=0.2)
+            except queue.Empty:
+                continue
     while not halt.is_set():
         try:
             return done.get(timeout=0.2)

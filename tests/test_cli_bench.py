@@ -372,3 +372,59 @@ def test_fitted_table_prints_text_as_it_is() -> None:
                                80, names=("model",), left=("model",)))
     text = console.export_text()
     assert "[bold]net[/bold]" in text and "a[0]" in text and "1.5 [1.2, 1.9]" in text
+
+
+# `edgebench bench --model M --db DB ...` with a gc callback that, once DB holds a session, sends
+# this process SIGINT and lets its handler run inside the callback, where Python only prints the
+# KeyboardInterrupt (as it did in importlib's module-lock weakref callback in a CI run).
+INTERRUPT_INSIDE_GC = """
+import gc, os, signal, sqlite3, sys, threading, time
+
+db = sys.argv[2]
+fired, last = [], [0.0]
+
+
+def interrupt_inside_gc(phase, info):
+    if fired or threading.current_thread() is not threading.main_thread():
+        return
+    if time.monotonic() - last[0] < 0.1:
+        return
+    last[0] = time.monotonic()
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            stored = conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return
+    if stored < 1:
+        return
+    fired.append(True)
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(3):  # the handler runs here, inside the callback
+        pass
+
+
+gc.callbacks.append(interrupt_inside_gc)
+sys.argv = ["edgebench", "bench", "--model", sys.argv[1], "--db", db, "--quick",
+            "--sessions", "40"]
+from harness.entry import main
+
+sys.exit(main())
+"""
+
+
+def test_a_ctrl_c_python_swallowed_in_a_callback_still_stops_the_bench(tmp_path: Path) -> None:
+    """Found in CI: a Ctrl-C that landed in a weakref callback (importlib's module lock) was
+    printed as "Exception ignored ... KeyboardInterrupt", the bench ran its 20 sessions to the
+    end and exited 0. The interrupt is remembered and raised between sessions."""
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    db = tmp_path / "r.db"
+    proc = subprocess.run([sys.executable, "-c", INTERRUPT_INSIDE_GC, str(model), str(db)],
+                          cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 130, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr
+    assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
+    assert rows(db, "SELECT COUNT(*) FROM sessions")[0][0] < 40
