@@ -140,3 +140,35 @@ def wait_for_sessions(db: Path, device: str, count: int, proc: subprocess.Popen[
             return
         time.sleep(0.2)
     raise AssertionError(f"no {count} sessions of {device} after {timeout} s")
+
+
+def interrupt_inside_gc(ready: str, argv: str) -> str:
+    """Python source that runs `edgebench` with `sys.argv = ARGV` (an expression over `args`,
+    the script's own arguments) and a gc callback that, once `ready()` (defined by the source
+    `ready`, which reads `args` too) is true in the main thread, sends the process SIGINT and
+    lets its handler run inside the callback, where Python only prints the KeyboardInterrupt
+    (as in JAX's gc callback and importlib's module-lock weakref callback)."""
+    return f"""
+import gc, os, signal, sqlite3, sys, threading, time
+from pathlib import Path
+
+args = sys.argv[1:]  # sys.argv becomes the command's below
+{ready}
+fired = []
+
+
+def interrupt_inside_gc(phase, info):
+    if fired or threading.current_thread() is not threading.main_thread() or not ready():
+        return
+    fired.append(True)
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(3):  # the handler runs here, inside the callback
+        pass
+
+
+gc.callbacks.append(interrupt_inside_gc)
+sys.argv = {argv}
+from harness.entry import main
+
+sys.exit(main())
+"""

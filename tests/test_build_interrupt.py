@@ -19,36 +19,14 @@ from pathlib import Path
 import pytest
 
 from harness.artifacts import load_manifest
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, interrupt_inside_gc, run_cli
 
-# `edgebench build SUITE --build-dir DIR` with a gc callback that, once `DIR/m.onnx` exists,
-# sends this process SIGINT and lets its handler run inside the callback, where Python swallows
-# the KeyboardInterrupt as it does in JAX's.
-INTERRUPT_INSIDE_GC = """
-import gc, os, signal, sys, threading
-from pathlib import Path
-
-suite, build = sys.argv[1], Path(sys.argv[2])
-fired = []
-
-
-def interrupt_inside_gc(phase, info):
-    if fired or threading.current_thread() is not threading.main_thread():
-        return
-    if not (build / "m.onnx").exists():
-        return
-    fired.append(True)
-    os.kill(os.getpid(), signal.SIGINT)
-    for _ in range(3):  # the handler runs here, inside the callback
-        pass
-
-
-gc.callbacks.append(interrupt_inside_gc)
-sys.argv = ["edgebench", "build", suite, "--build-dir", str(build)]
-from harness.entry import main
-
-sys.exit(main())
-"""
+# `edgebench build SUITE --build-dir DIR`, interrupted inside a gc callback once `DIR/m.onnx`
+# exists
+INTERRUPT_INSIDE_GC = interrupt_inside_gc("""
+def ready():
+    return (Path(args[1]) / "m.onnx").exists()
+""", '["edgebench", "build", args[0], "--build-dir", args[1]]')
 
 
 def _python(code: str, *args: str) -> list[str]:

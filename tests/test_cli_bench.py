@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from harness.store import Store
-from tests.conftest import EDGEBENCH, REPO, make_tiny_onnx, rows, run_cli, wait_for_sessions
+from tests.conftest import (
+    EDGEBENCH,
+    REPO,
+    interrupt_inside_gc,
+    make_tiny_onnx,
+    rows,
+    run_cli,
+    wait_for_sessions,
+)
 
 
 def bench(tmp_path: Path, *args: str) -> tuple[int, str, str]:
@@ -374,45 +382,26 @@ def test_fitted_table_prints_text_as_it_is() -> None:
     assert "[bold]net[/bold]" in text and "a[0]" in text and "1.5 [1.2, 1.9]" in text
 
 
-# `edgebench bench --model M --db DB ...` with a gc callback that, once DB holds a session, sends
-# this process SIGINT and lets its handler run inside the callback, where Python only prints the
-# KeyboardInterrupt (as it did in importlib's module-lock weakref callback in a CI run).
-INTERRUPT_INSIDE_GC = """
-import gc, os, signal, sqlite3, sys, threading, time
-
-db = sys.argv[2]
-fired, last = [], [0.0]
+# `edgebench bench --model M --db DB ...`, interrupted inside a gc callback once DB holds a
+# session (looked at no more than every 0.1 s)
+INTERRUPT_INSIDE_GC = interrupt_inside_gc("""
+last = [0.0]
 
 
-def interrupt_inside_gc(phase, info):
-    if fired or threading.current_thread() is not threading.main_thread():
-        return
+def ready():
     if time.monotonic() - last[0] < 0.1:
-        return
+        return False
     last[0] = time.monotonic()
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{args[1]}?mode=ro", uri=True)
         try:
-            stored = conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+            return conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] >= 1
         finally:
             conn.close()
     except sqlite3.Error:
-        return
-    if stored < 1:
-        return
-    fired.append(True)
-    os.kill(os.getpid(), signal.SIGINT)
-    for _ in range(3):  # the handler runs here, inside the callback
-        pass
-
-
-gc.callbacks.append(interrupt_inside_gc)
-sys.argv = ["edgebench", "bench", "--model", sys.argv[1], "--db", db, "--quick",
-            "--sessions", "40"]
-from harness.entry import main
-
-sys.exit(main())
-"""
+        return False
+""", '["edgebench", "bench", "--model", args[0], "--db", args[1], "--quick", '
+     '"--sessions", "40"]')
 
 
 def test_a_ctrl_c_python_swallowed_in_a_callback_still_stops_the_bench(tmp_path: Path) -> None:
