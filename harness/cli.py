@@ -655,14 +655,12 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
                 progress.console.print(escape(line), highlight=False, soft_wrap=True)
 
         try:
-            # a Ctrl-C that lands in a gc or weakref callback is only printed by Python, and the
-            # bench ran on to its end: remembered, it is raised again between sessions
-            with remembered_interrupts():
-                runner.run_plan(store, state.todo if state else jobs, options, command=command,
-                                suite=suite, on_event=on_event, run_id=plan.run_id,
-                                stored=state.stored if state else None,
-                                profiles=state.profiles if state else None,
-                                on_change=on_change)
+            # a Ctrl-C that Python lost in a gc or weakref callback is raised between sessions
+            # (`main` remembers it)
+            runner.run_plan(store, state.todo if state else jobs, options, command=command,
+                            suite=suite, on_event=on_event, run_id=plan.run_id,
+                            stored=state.stored if state else None,
+                            profiles=state.profiles if state else None, on_change=on_change)
         except BaseException as err:  # Ctrl-C, SIGTERM, an error: every session measured stays
             # an error is not an interruption: the run says it failed (a resume takes it up all
             # the same), so that nobody reads it as stopped by hand
@@ -1095,7 +1093,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("bench", "nightly"):  # they make a database where there is none
             check_folder(Path(args.db))
-        return int(args.func(args))
+        # a Ctrl-C whose KeyboardInterrupt Python lost (raised in a gc or weakref callback,
+        # which only prints it) stops the command all the same: between its steps where it
+        # looks (`signals.raise_if_interrupted`), at its end at the latest
+        with remembered_interrupts():
+            return int(args.func(args))
     except EdgebenchError as err:
         err_console.print(f"edgebench: error: {err}", highlight=False, markup=False,
                           soft_wrap=True)

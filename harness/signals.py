@@ -10,8 +10,9 @@ A KeyboardInterrupt can be lost: Python only prints one raised inside a gc callb
 ignored in: <function _xla_gc_callback ...>", JAX registers one, and the TFLite exporter brings
 JAX in) and goes on, and a build interrupted there ran to its end and exited 0. Within
 `remembered_interrupts()` SIGINT and SIGTERM also set a flag, which `raise_if_interrupted()`
-(called by the build between its steps) and the end of the block turn into KeyboardInterrupt
-again.
+and the end of the block turn into KeyboardInterrupt again. Every command runs inside one
+(`harness.cli.main`); the build between its steps, the bench between sessions and the nightly
+while it waits for its devices look for the flag.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -32,7 +33,14 @@ from harness.config import LabgridSettings
 from harness.errors import TransportError
 from harness.farm.labgrid import LabgridClient, lock_file
 from harness.store import Store, fingerprint_sha256
-from tests.conftest import EDGEBENCH, REPO, rows, run_cli, wait_for_sessions
+from tests.conftest import (
+    EDGEBENCH,
+    REPO,
+    interrupt_inside_gc,
+    rows,
+    run_cli,
+    wait_for_sessions,
+)
 from tests.sshd import SSHServer, free_port
 from tests.test_report_synthetic import add_job
 
@@ -341,6 +349,57 @@ def test_an_interrupted_nightly_releases_every_place(
     assert "connection lost" not in err and "failed:" not in err
     assert rows(db, "SELECT COUNT(*) FROM sessions WHERE status != 'ok'") == [(0,)]
     assert rows(db, "SELECT DISTINCT status FROM results") == [("ok",)]
+
+
+# `edgebench ARGS...` (args[1:], args[0] the database), interrupted inside a gc callback once
+# the database holds a session (looked at no more than every 0.1 s). The nightly's main thread
+# only waits for its devices' threads, and collects garbage at each wait here.
+NIGHTLY_INTERRUPTED_INSIDE_GC = interrupt_inside_gc("""
+last = [0.0]
+join = threading.Thread.join
+
+
+def collecting_join(self, timeout=None):
+    gc.collect()
+    return join(self, timeout)
+
+
+threading.Thread.join = collecting_join
+
+
+def ready():
+    if time.monotonic() - last[0] < 0.1:
+        return False
+    last[0] = time.monotonic()
+    try:
+        conn = sqlite3.connect(f"file:{args[0]}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] >= 1
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+""", '["edgebench", *args[1:]]')
+
+
+def test_a_ctrl_c_python_swallowed_in_a_callback_still_stops_the_nightly(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """A Ctrl-C whose KeyboardInterrupt lands in a gc callback is only printed by Python: the
+    nightly measured its 20 sessions a device to the end and exited 0. It is remembered, and
+    the nightly stops, releases its places and says how to resume."""
+    farm = write_farm(tmp_path, lab)
+    db = tmp_path / "db.sqlite"
+    args = nightly_args(tmp_path, farm, suite, "n", "--sessions", "20")
+    proc = subprocess.run(
+        [sys.executable, "-c", NIGHTLY_INTERRUPTED_INSIDE_GC, str(db), *args], cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO), **env_for(tmp_path)), capture_output=True,
+        text=True, timeout=300)
+    assert proc.returncode == 130, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "interrupted: sessions under way are not stored" in proc.stderr
+    assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
+    assert rows(db, "SELECT COUNT(*) FROM sessions")[0][0] < 3 * 20
+    assert not any(p in who(lab) for p in PLACES)
 
 
 def one_place_farm(tmp_path: Path, lab: LoopbackLab, **place: Any) -> Path:

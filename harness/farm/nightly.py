@@ -48,6 +48,7 @@ from harness.agent import protocol
 from harness.errors import AccessError, EdgebenchError, TransportError
 from harness.farm.farmfile import Farm
 from harness.runner import BenchOptions, PlannedJob, plan_jobs, run_plan
+from harness.signals import raise_if_interrupted
 from harness.store import RunInfo, Store, new_run_id
 from harness.transport.base import transport_for
 
@@ -312,6 +313,7 @@ def run_devices(db: Path, plan: NightlyPlan, farm: Farm, say: Say) -> list[Devic
                     t.start()
                 for t in threads:
                     while t.is_alive():
+                        raise_if_interrupted()  # a Ctrl-C Python lost in a gc callback
                         t.join(0.5)
             except BaseException:
                 # before the places go: no device starts another job on one, nor stores the
