@@ -143,7 +143,7 @@ def row_flags(row: pd.Series) -> list[str]:
 
 @dataclass(frozen=True)
 class Column:
-    header: str  # with its unit; the key of the column, and its header in CSV, Markdown, HTML
+    header: str  # with its unit; the key of the column, and its header in Markdown and HTML
     value: Callable[[pd.DataFrame], pd.Series]  # the numbers for the CSV
     text: Callable[[pd.Series], str]  # one row -> display text
     numeric: bool = True  # right-aligned
@@ -152,6 +152,13 @@ class Column:
     latex: bool = True  # in the paper table (which keeps what fits a page width)
     latex_header: str | None = None  # when the paper calls it differently
     caption_if_constant: str | None = None  # LaTeX: a column with one value moves to the caption
+    # when the CSV holds something else than the text: a figure whose interval the text shows
+    # has its bounds in CSV columns of their own, and its header says "(95% CI)" only in text
+    csv_header: str | None = None
+
+    @property
+    def csv_name(self) -> str:
+        return self.csv_header or self.header
 
 
 def _key(key: str, factor: float | None = None) -> Callable[[pd.DataFrame], pd.Series]:
@@ -306,6 +313,7 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         "Median [ms] (95% CI)",
         _key("latency_median_ms"),
         _with_interval("latency_median_ms", "latency_ci95_low_ms", "latency_ci95_high_ms", 3),
+        csv_header="Median [ms]",
     ),
     _csv_only("Median CI95 low [ms]", "latency_ci95_low_ms"),
     _csv_only("Median CI95 high [ms]", "latency_ci95_high_ms"),
@@ -317,7 +325,7 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         _number("throughput_wall_ips", 1),
         latex=False,
     ),
-    Column("Speedup [x] (95% CI)", _key("speedup"), _speedup_text),
+    Column("Speedup [x] (95% CI)", _key("speedup"), _speedup_text, csv_header="Speedup [x]"),
     _csv_only("Speedup CI95 low [x]", "speedup_ci95_low"),
     _csv_only("Speedup CI95 high [x]", "speedup_ci95_high"),
     Column(
@@ -325,6 +333,7 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         _key("accuracy_top1", 100),
         _with_interval("accuracy_top1", "accuracy_top1_low", "accuracy_top1_high", 2, 100,
                        reach=None),
+        csv_header="Top-1 [%]",
     ),
     _csv_only("Top-1 CI95 low [%]", "accuracy_top1_low", 100),
     _csv_only("Top-1 CI95 high [%]", "accuracy_top1_high", 100),
@@ -338,6 +347,7 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         _key("accuracy_top5", 100),
         _with_interval("accuracy_top5", "accuracy_top5_low", "accuracy_top5_high", 2, 100,
                        reach=None),
+        csv_header="Top-5 [%]",
         optional=True,
         latex=False,
     ),
@@ -427,7 +437,7 @@ def build_table(
     df = df.reset_index(drop=True)
     cols = [c for c in columns if c.header not in drop and (not c.optional or _has_values(df, c))]
     numbers = clean_numbers(pd.DataFrame(
-        {c.header: c.value(df) for c in cols if c.display or not c.latex}, index=df.index
+        {c.csv_name: c.value(df) for c in cols if c.display or not c.latex}, index=df.index
     ))
     shown = [c for c in cols if c.display or c.latex]
     text = pd.DataFrame(
