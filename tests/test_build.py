@@ -204,6 +204,23 @@ def test_builds_are_bit_reproducible(tmp_path: Path) -> None:
     assert a.artifacts[0].host_accuracy == b.artifacts[0].host_accuracy
 
 
+def test_a_quantized_artifacts_scratch_file_is_never_another_artifact(tmp_path: Path) -> None:
+    """The fp32 file a quantizer reads was written beside the artifacts as `<name>.fp32-tmp`
+    and removed after: a model of that very name lost its artifact to `m`'s int8."""
+    suite = tmp_path / "clash.yaml"
+    suite.write_text("seed: 0\nformats: [onnx]\n"
+                     "models:\n"
+                     "  m-int8.fp32-tmp: {arch: digits_cnn, input_size: 32}\n"
+                     "  m: {arch: digits_cnn, input_size: 32, recipes: [int8]}\n"
+                     "recipes: {int8: {steps: [{quantize_static: {calibration_size: 8}}]}}\n")
+    report = build_suite(suite, tmp_path / "build", console=Console(quiet=True), workers=0)
+    assert report.built == 3 and not report.failures
+    for artifact in report.artifacts:
+        assert artifact.path.is_file(), artifact.name
+    assert sorted(p.name for p in (tmp_path / "build").glob("*.onnx")) == \
+        ["m-int8.fp32-tmp.onnx", "m-int8.onnx", "m.onnx"]
+
+
 @pytest.mark.slow
 def test_independent_models_are_built_side_by_side_into_the_same_bytes(tmp_path: Path) -> None:
     """A trained model and a latency-only one share nothing: with a worker process they are

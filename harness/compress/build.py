@@ -751,7 +751,8 @@ class _Builder:
             self._export_fp32(state, chain, module, fmt, path)
         else:
             tech, params = plan.quantize
-            fp32 = path.with_name(f"{name}.fp32-tmp{FORMAT_SUFFIX[fmt]}")
+            # hidden: no artifact's name starts with '.', so this file is never another's
+            fp32 = path.with_name(f".tmp-{os.getpid()}-{name}.fp32{FORMAT_SUFFIX[fmt]}")
             try:
                 self._export_fp32(state, chain, module, fmt, fp32)
                 info = tech.apply(fp32, path, fmt, params, self._ctx(state, name))
