@@ -700,9 +700,12 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
              "it has not stored")
     bad = [r for r in records if r["status"] == "failed"]
     unreachable = [r for r in bad if r["error_kind"] == "transport"]
-    if unreachable:  # a whole device could not be used: say why once, with the transport's code
-        err_console.print(f"edgebench: error: {unreachable[0]['error_message']}",
-                          highlight=False, markup=False, soft_wrap=True)  # one line
+    if unreachable:  # a device could not be used: the exit status and the last line say why,
+        # for each such device (a cron mail may hold that line alone)
+        why = {str(r["device"]): str(r["error_message"]) for r in reversed(unreachable)}
+        err_console.print("edgebench: error: " + "; ".join(
+            f"device {device}: {message}" for device, message in sorted(why.items())),
+            highlight=False, markup=False, soft_wrap=True)  # one line
         return 3
     return 1 if bad or failures else 0
 

@@ -269,6 +269,6 @@ def test_a_device_that_cannot_be_reached_says_so_once(tmp_path: Path) -> None:
     assert proc.returncode == 3, proc.stderr
     reason = f"127.0.0.1:{port}: Unable to connect"
     lines = [line for line in proc.stderr.splitlines() if reason in line]
-    assert len(lines) == 2 and lines[-1].startswith("edgebench: error: "), proc.stderr
+    assert len(lines) == 2 and lines[-1].startswith("edgebench: error: device gone: "), proc.stderr
     assert "gone: 2 more measurements failed the same way" in proc.stderr
     assert "incomplete: the same command with --resume " in proc.stderr
