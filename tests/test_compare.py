@@ -317,14 +317,16 @@ def _welch(a: np.ndarray, b: np.ndarray, run_sd: float | None = None,
            run_df: float = math.inf) -> tuple[float, float, float]:
     """B / A of geometric means and its 95% Welch interval widened by a run-to-run log-sd
     (default: half the pooled between-session log-sd and at least 5%, what compare assumes
-    without history), written out with numpy and scipy."""
+    without history, with the pooled degrees of freedom it rests on), written out with numpy
+    and scipy."""
     la, lb = np.log(a), np.log(b)
+    va, vb = la.var(ddof=1) / la.size, lb.var(ddof=1) / lb.size
+    dof = min(run_df, (va + vb) ** 2 / (va**2 / (la.size - 1) + vb**2 / (lb.size - 1)))
     if run_sd is None:
         pooled = ((la.size - 1) * la.var(ddof=1) + (lb.size - 1) * lb.var(ddof=1)) / (
             la.size + lb.size - 2)
         run_sd = max(0.05, 0.5 * math.sqrt(pooled))
-    va, vb = la.var(ddof=1) / la.size, lb.var(ddof=1) / lb.size
-    dof = min(run_df, (va + vb) ** 2 / (va**2 / (la.size - 1) + vb**2 / (lb.size - 1)))
+        dof = la.size + lb.size - 2
     half = scipy_stats.t.ppf(0.975, dof) * math.sqrt(va + vb + 2 * run_sd**2)
     diff = lb.mean() - la.mean()
     return math.exp(diff), math.exp(diff - half), math.exp(diff + half)
@@ -873,3 +875,71 @@ def test_compare_json_has_every_pair_and_the_same_exit_code(tmp_path: Path, caps
     assert pairs["beta"]["regression"] is False
     assert pairs["alpha"]["ratio_ci95_low"] == pytest.approx(table.loc["alpha", "ratio_ci95_low"])
     assert pairs["alpha"]["top1_a"] is None  # NaN in the table: no accuracy measured
+
+
+def _many_models(tmp_path: Path, scales: dict[str, float], models: int = 30,
+                 devices: tuple[str, ...] = ("pi5",)) -> tuple[Store, list[str]]:
+    """Runs A, B and C of `models` models per device, sessions at exactly 10, 10.1, 9.9, 10 ms
+    scaled in B and C by scales[model] (no history: compare assumes the run-to-run spread)."""
+    store = Store(tmp_path / "x.db")
+    runs = []
+    for k in range(3):
+        run = store.begin_run("abc"[k], None, list(devices))
+        for device in devices:
+            for i in range(models):
+                model = f"m{i:02d}"
+                scale = scales.get(model, 1.0) if k else 1.0
+                add_job(store, run, model, device=device, samples_ns=[
+                    exact_median_ns(m * scale, seed=s) for s, m in
+                    enumerate([10.0, 10.1, 9.9, 10.0])])
+        store.finish_run(run)
+        runs.append(run)
+    return store, runs
+
+
+def test_the_measurements_of_a_comparison_are_judged_together(tmp_path: Path, capsys) -> None:
+    """Found in an audit: judged alone, each of many unchanged measurements could be called
+    slower by chance, and a comparison (or nightly) of 50 of them failed one time in six. A
+    30% slowdown among 30 measurements compared lies beyond 1.05 alone but within what one of
+    30 reaches by chance (Holm's rule); a 3x slowdown is slower however many are compared."""
+    store, (a, b, _) = _many_models(tmp_path, {"m00": 1.3, "m01": 3.0})
+    table = compare_runs(store, a, b).table.set_index("model")
+    assert table.loc["m00", "verdict_alone"] == SLOWER
+    assert table.loc["m00", "verdict"] == INCONCLUSIVE
+    assert table.loc["m01", "verdict"] == table.loc["m01", "verdict_alone"] == SLOWER
+    # Holm: m01 first, at 0.025 / 30; then m00 would need 0.025 / 29
+    assert 0.025 / 29 < table.loc["m00", "p_slower"] < 0.025
+    assert (table.drop(index=["m00", "m01"])["verdict"] == INCONCLUSIVE).all()
+    store.close()
+    assert run_compare(tmp_path / "x.db", a, b) == 0
+    out = capsys.readouterr().out
+    assert "1 measurement on its own slower (m00): inconclusive among the 30 compared" in out
+    # compared alone, the same pair is slower
+    small, (a1, b1, _) = _many_models(tmp_path / "one", {"m00": 1.3}, models=1)
+    assert compare_runs(small, a1, b1).table.iloc[0]["verdict"] == SLOWER
+
+
+def test_a_nightly_judges_every_devices_measurements_together(tmp_path: Path) -> None:
+    """A nightly's devices may each have their own baseline run (the last that measured it
+    ok), each compared apart: judged per baseline, d0's one measurement was a family of one.
+    The gate judges all it gates as one family: a 27% slowdown, slower alone on d0, is
+    inconclusive beside d1's measurement."""
+    from harness.farm.command import _gate
+
+    store = Store(tmp_path / "x.db")
+    runs = {}
+    for name, devices, scale in (("a", ["d0"], 1.0), ("b", ["d1"], 1.0),
+                                 ("c", ["d0", "d1"], 1.27)):
+        runs[name] = store.begin_run(name, None, devices)
+        for device in devices:
+            add_job(store, runs[name], "m", device=device, samples_ns=[
+                exact_median_ns(m * (scale if device == "d0" else 1.0), seed=k)
+                for k, m in enumerate([10.0, 10.1, 9.9, 10.0])])
+        store.finish_run(runs[name])
+    rows, _ = _gate(store, {"d0": runs["a"], "d1": None}, runs["c"], threshold=0.05)
+    assert [r["verdict"] for r in rows if r["device"] == "d0"] == [SLOWER]
+    rows, _ = _gate(store, {"d0": runs["a"], "d1": runs["b"]}, runs["c"], threshold=0.05)
+    by_device = {r["device"]: r for r in rows}
+    assert by_device["d1"]["baseline_run"] == runs["b"]
+    assert by_device["d0"]["verdict_alone"] == SLOWER
+    assert by_device["d0"]["verdict"] == INCONCLUSIVE

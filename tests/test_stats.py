@@ -214,3 +214,75 @@ def test_two_tight_runs_far_apart_are_not_called_slower_without_history() -> Non
     # a change well beyond what any run-to-run noise measured here explains is still called
     assert stats.verdict(stats.ratio_interval(a, [2.0, 2.06], run_sd=stats.default_run_sd(
         a, [2.0, 2.06]))) == stats.SLOWER
+
+
+def test_without_history_the_assumed_run_spread_has_the_sessions_pooled_degrees_of_freedom(
+        ) -> None:
+    """Found in an audit: Welch's degrees of freedom come from the session variances, which the
+    assumed run-to-run term outweighs; with two sessions a side they swung between 1 and 2 with
+    the chance ratio of the two variances (a t of 12.7 or 4.3), and a model twice as slow was
+    inconclusive one time in three."""
+    a, b = [1.0, 1.0001], [2.0, 2.04]  # A's sessions agree to 0.01%, B's to 2%: Welch's df ~1
+    ci = stats.ratio_interval(a, b, run_sd=stats.default_run_sd(a, b))
+    assert ci.df == 2
+    la, lb = np.log(a), np.log(b)
+    se = math.sqrt(la.var(ddof=1) / 2 + lb.var(ddof=1) / 2 + 2 * stats.RUN_SD_FLOOR ** 2)
+    half = sps.t.ppf(0.975, 2) * se
+    assert ci.low == pytest.approx(math.exp(lb.mean() - la.mean() - half))
+    assert stats.verdict(ci) == stats.SLOWER
+    rng = np.random.default_rng(8)
+    found = 0
+    for _ in range(300):
+        a2, b2 = np.exp(rng.normal(0, 0.02, 2)), 2 * np.exp(rng.normal(0, 0.02, 2))
+        ci = stats.ratio_interval(a2, b2, run_sd=stats.default_run_sd(a2, b2))
+        found += stats.verdict(ci) == stats.SLOWER
+    assert found / 300 > 0.97  # Welch's: 0.65
+
+
+def test_p_beyond_agrees_with_the_verdict_of_one_ratio() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        a = np.exp(rng.normal(0, 0.05, 4))
+        b = np.exp(rng.normal(rng.normal(0, 0.15), 0.05, int(rng.integers(2, 6))))
+        for ci in (stats.ratio_interval(a, b, run_sd=0.05, run_df=4),
+                   stats.ratio_interval(a, b[:1].repeat(4) * np.exp(rng.normal(0, 0.03, 4)),
+                                        paired=True)):
+            slower, faster = stats.p_beyond(ci)
+            assert (slower < 0.025) == (stats.verdict(ci) == stats.SLOWER)
+            assert (faster < 0.025) == (stats.verdict(ci) == stats.FASTER)
+            assert stats.verdicts_together([stats.verdict(ci)], [slower], [faster]) == \
+                [stats.verdict(ci)]
+
+
+def test_holm_rejects_step_by_step() -> None:
+    # alpha 0.05 over 4: 0.001 <= 0.0125, 0.01 <= 0.0167, 0.03 > 0.025 stops (and 0.04 with
+    # it, below 0.05 as it is); NaN is not tested
+    assert stats.holm([0.04, 0.01, math.nan, 0.03, 0.001], 0.05) == \
+        [False, True, False, False, True]
+    assert stats.holm([0.2, 0.3], 0.05) == [False, False]
+    assert stats.holm([], 0.05) == []
+
+
+def test_a_nightly_of_many_unchanged_models_is_not_called_slower() -> None:
+    """Found in an audit: each measurement judged alone, a nightly of 23 unchanged models with
+    10 runs of history on a device whose sessions differ by 15% failed its gate one night in
+    12, one of 50 one night in six. Judged together (Holm) it stays near one alone."""
+    from harness.report import compare
+
+    rng = np.random.default_rng(7)
+    nights, failed_alone, failed_together = 150, 0, 0
+    for _ in range(nights):
+        alone, p_slower, p_faster = [], [], []
+        for _ in range(23):
+            levels = rng.normal(0, 0.05, 11)
+            runs = [list(np.exp(level + rng.normal(0, 0.15, 5))) for level in levels]
+            ci, verdict = compare.judge(runs[9], runs[10],
+                                        run_noise=compare.history_noise(runs[:10]))
+            alone.append(verdict)
+            slower, faster = stats.p_beyond(ci)
+            p_slower.append(slower)
+            p_faster.append(faster)
+        failed_alone += stats.SLOWER in alone
+        failed_together += stats.SLOWER in stats.verdicts_together(alone, p_slower, p_faster)
+    assert failed_alone / nights > 0.03  # the rule before: about 0.08
+    assert failed_together / nights <= 0.01

@@ -171,7 +171,7 @@ def _gate(store: Store, baselines: Mapping[str, str | None], run_id: str, thresh
     measurement that fails with nothing to compare it with (no baseline, or a model new since
     it) never ran ok before: newly failing. One that ran ok with nothing to compare it with
     cannot be gated: it says why in `not_gated`, and is counted apart, not passed in silence."""
-    from harness.report.compare import NEWLY_FAILING, ONLY_A, ONLY_B
+    from harness.report.compare import NEWLY_FAILING, ONLY_A, ONLY_B, judge_together
     from harness.report.nightly import gate
 
     results = store.results([run_id])
@@ -193,6 +193,7 @@ def _gate(store: Store, baselines: Mapping[str, str | None], run_id: str, thresh
                          "sessions_b": r["sessions"], "median_b_ms": r["latency_median_ms"],
                          "verdict": None if r["status"] == "ok" else NEWLY_FAILING,
                          "baseline_run": None})
+    judge_together(rows)  # the nightly's measurements as one family, whatever their baselines
     for row in rows:
         if row.get("job_id_b") in errors:
             row["error_b"] = errors[row["job_id_b"]]

@@ -6,7 +6,9 @@ runtime, threads, batch) and judged on their session medians, the unit of a meas
 ratio B / A of their geometric means with a Welch t interval (the two runs are separate in time,
 so their sessions are not paired), and `stats.verdict` with a practical threshold T. A pair is
 slower or faster only when the whole 95% interval lies beyond 1 +/- T, no change when it lies
-within, inconclusive otherwise; noise alone almost never gives the first two. A pair measured
+within, inconclusive otherwise; noise alone almost never gives the first two. The pairs of a
+comparison are judged together (`judge_together`): a pair slower or faster on its own is so
+only where Holm's rule over all of them agrees, else inconclusive. A pair measured
 on CPUs with different instruction sets (the `isa` of its fingerprint) gets "different
 instruction set" and never a speed verdict: other kernels ran; so does a pair whose model ran on
 different accelerators (`accelerator`: another GPU, execution provider or delegate, or one on
@@ -207,7 +209,10 @@ COMPARISON_COLUMNS = (
     "ratio_ci95_high",
     "run_sd",  # the run-to-run log-sd the interval allows for
     "run_sd_from",  # "history (N d.f.)" or "assumed" (too few runs of these files here)
-    "verdict",
+    "verdict",  # judged among every pair of the comparison (`judge_together`)
+    "verdict_alone",  # the pair's verdict on its own (`judge`)
+    "p_slower",  # one-sided p-values of B / A beyond 1 + T and 1 - T (`stats.p_beyond`);
+    "p_faster",  # None where the pair is not judged on its speed
     "top1_a",  # top-1 accuracy, a fraction
     "top1_b",
     "accuracy_verdict",  # lower, higher or same top-1; "other images"; or the speed's reason
@@ -261,6 +266,7 @@ def compare_runs(
     rows = [_judge_pair(sessions.medians, row, threshold, _run_noise(store, sessions, row),
                         top1_threshold)
             for _, row in pairs.iterrows()]
+    judge_together(rows)
     table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
     return RunComparison(a_id, b_id, table, diffs, threshold, top1_threshold)
 
@@ -339,6 +345,8 @@ def _judge_pair(
         ratio_ci95_high=nan,
         run_sd=nan,
         run_sd_from="",
+        p_slower=nan,
+        p_faster=nan,
         top1_a=row.get("accuracy_top1_a", nan),
         top1_b=row.get("accuracy_top1_b", nan),
         accuracy_verdict="",
@@ -346,16 +354,18 @@ def _judge_pair(
         settings_changed=settings_changed(row.get("settings_a"), row.get("settings_b")),
     )
     if row["_merge"] == "left_only":
-        out["verdict"] = ONLY_A
+        out["verdict"] = out["verdict_alone"] = ONLY_A
         return out
     if row["_merge"] == "right_only":
         # new since A: failing, it never ran ok, which is as much news as breaking
-        out["verdict"] = ONLY_B if out["status_b"] == "ok" else NEWLY_FAILING
+        out["verdict"] = out["verdict_alone"] = ONLY_B if out["status_b"] == "ok" \
+            else NEWLY_FAILING
         return out
     # A failure is news whatever the instruction set: it is judged before the speed.
     ok_a, ok_b = out["status_a"] == "ok", out["status_b"] == "ok"
     if not (ok_a and ok_b):
-        out["verdict"] = NEWLY_FAILING if ok_a else FIXED if ok_b else NOT_MEASURED
+        out["verdict"] = out["verdict_alone"] = NEWLY_FAILING if ok_a else FIXED if ok_b \
+            else NOT_MEASURED
         return out
     ci, verdict = judge(
         a_medians, b_medians, threshold=threshold, isa_a=out["isa_a"], isa_b=out["isa_b"],
@@ -371,9 +381,35 @@ def _judge_pair(
         run_sd=ci.run_sd,
         run_sd_from=f"history ({run_noise[1]} d.f.)" if run_noise else "assumed",
         verdict=verdict,
+        verdict_alone=verdict,
         accuracy_verdict=_accuracy_verdict(row, verdict, top1_threshold),
     )
+    if verdict in SPEED_VERDICTS:
+        out["p_slower"], out["p_faster"] = stats.p_beyond(ci, threshold)
     return out
+
+
+# The verdicts of a pair judged on its speed, and so judged together with the others.
+SPEED_VERDICTS = frozenset({SLOWER, FASTER, NO_CHANGE, INCONCLUSIVE})
+
+
+def judge_together(rows: list[dict[str, Any]]) -> None:
+    """Each row's `verdict` among all of `rows` (one comparison, or every baseline's pairs of
+    one nightly) from its `verdict_alone` and p-values, by `stats.verdicts_together`: the more
+    measurements compared, the more one of them can look slower by chance, and a nightly of
+    50 unchanged models was called slower one night in six. Rows not judged on their speed
+    keep their verdict."""
+    speed = [r for r in rows if r.get("verdict_alone") in SPEED_VERDICTS]
+
+    def p(row: dict[str, Any], key: str) -> float:
+        value = plain(row.get(key))
+        return math.nan if value is None else float(value)
+
+    together = stats.verdicts_together([r["verdict_alone"] for r in speed],
+                                       [p(r, "p_slower") for r in speed],
+                                       [p(r, "p_faster") for r in speed])
+    for row, verdict in zip(speed, together, strict=True):
+        row["verdict"] = verdict
 
 
 def _file_changed(row: pd.Series) -> bool:

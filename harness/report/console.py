@@ -450,7 +450,9 @@ def comparison_rule(threshold: float,
         "ratio = B / A of the geometric means of session medians (> 1: B is slower), with a"
         f" {stats.CONFIDENCE:.0%} Welch t interval over sessions widened by the run-to-run spread"
         " (from earlier runs of the same files, else assumed); slower or faster only when the"
-        f" whole interval lies beyond 1 \u00b1 {threshold:g}, no change when it lies within,"
+        f" whole interval lies beyond 1 \u00b1 {threshold:g}, and Holm's rule over all the"
+        " measurements compared agrees (the chance that any unchanged one is called slower stays"
+        " that of one), no change when it lies within,"
         " inconclusive otherwise; different instruction sets, accelerators, precisions or timed"
         " scopes, and measurements"
         " whose sessions ran on differing devices (mixed sessions), are not compared."
@@ -499,12 +501,35 @@ def render_comparison(result: RunComparison, console: Any = None) -> None:
               .value_counts().items()]
     console.print(", ".join(f"{n} {v}" for v, n in counts) or "no measurements in either run",
                   highlight=False)
-    for note in (changed_files_note(result.table), changed_settings_note(result.table)):
+    for note in (together_note(result.table), changed_files_note(result.table),
+                 changed_settings_note(result.table)):
         if note:
             console.print(note, highlight=False, markup=False)
     spread = run_spread_note(result.table)
     if spread:
         console.print(spread, highlight=False, markup=False)
+
+
+def together_note(table: pd.DataFrame) -> str:
+    """The measurements slower or faster on their own and inconclusive among all those
+    compared (`compare.judge_together`), in one line: their interval alone lies beyond 1 +/- T.
+    """
+    if "verdict_alone" not in table:
+        return ""
+    from harness.report.compare import FASTER, INCONCLUSIVE, SLOWER, SPEED_VERDICTS
+
+    judged = int(table["verdict_alone"].isin(SPEED_VERDICTS).sum())
+    parts, demoted = [], 0
+    for alone in (SLOWER, FASTER):
+        rows = table[(table["verdict_alone"] == alone) & (table["verdict"] == INCONCLUSIVE)]
+        if len(rows):
+            demoted += len(rows)
+            parts.append(f"{alone} ({', '.join(sorted({str(m) for m in rows['model']}))})")
+    if not parts:
+        return ""
+    return (f"{plural(demoted, 'measurement')} on {'its' if demoted == 1 else 'their'} own "
+            f"{' or '.join(parts)}: inconclusive among the {judged} compared, where one can lie "
+            "that far out by chance (Holm's rule).")
 
 
 def changed_files_note(table: pd.DataFrame) -> str:

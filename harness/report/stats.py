@@ -19,7 +19,9 @@ more than any within-process interval shows, so the session, not the iteration, 
   measured on the development machine);
 - a verdict has three answers besides "not measured": slower or faster by more than T when the
   whole interval of the ratio is beyond 1 +/- T, no change beyond T when it lies inside, and
-  inconclusive otherwise. Noise alone almost never gives the first two.
+  inconclusive otherwise. Noise alone almost never gives the first two for one ratio; the ratios
+  of one comparison are judged together (`verdicts_together`, Holm's rule), so that it stays so
+  however many are compared.
 
 numpy and scipy only (no pandas), so the runner can combine sessions as they arrive. The agent's
 own per-session figures are in `harness/agent/measure.py`.
@@ -121,6 +123,8 @@ class RatioCI:
     high: float
     paired: bool = False
     run_sd: float = 0.0  # the run-to-run log-sd the interval allows for
+    se: float = math.nan  # standard error of the log ratio
+    df: float = math.nan  # degrees of freedom of its t distribution
 
 
 def run_level_sd(runs: Sequence[Sequence[float]]) -> tuple[float, int] | None:
@@ -177,21 +181,33 @@ def ratio_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndar
     diff = float(lb.mean() - la.mean())
     if paired and la.size == lb.size and la.size >= 2:
         d = lb - la
-        half = _t(d.size - 1, confidence) * float(d.std(ddof=1)) / math.sqrt(d.size)
-        return RatioCI(math.exp(diff), math.exp(diff - half), math.exp(diff + half), True)
+        se = float(d.std(ddof=1)) / math.sqrt(d.size)
+        half = _t(d.size - 1, confidence) * se
+        return RatioCI(math.exp(diff), math.exp(diff - half), math.exp(diff + half), True,
+                       se=se, df=d.size - 1)
     if la.size < 2 or lb.size < 2:
         return RatioCI(math.exp(diff), nan, nan, False, run_sd)
     va, vb = la.var(ddof=1) / la.size, lb.var(ddof=1) / lb.size
     se = math.sqrt(va + vb + 2 * run_sd ** 2)
     if se == 0:
-        return RatioCI(math.exp(diff), math.exp(diff), math.exp(diff), False, run_sd)
-    # Welch-Satterthwaite degrees of freedom, capped by those of the run-to-run estimate
-    df = (va + vb) ** 2 / (va ** 2 / (la.size - 1) + vb ** 2 / (lb.size - 1)) \
-        if va + vb > 0 else math.inf
-    if run_df is not None:  # an estimate of 0 is as uncertain as any other
-        df = min(df, run_df)
+        return RatioCI(math.exp(diff), math.exp(diff), math.exp(diff), False, run_sd, 0.0,
+                       math.inf)
+    if run_sd > 0 and run_df is None:
+        # the run-to-run term is assumed (`default_run_sd`) from the sessions' pooled spread:
+        # it knows what their pooled degrees of freedom know. Welch's, which the assumed term
+        # outweighs, swung between 1 and 2 with two sessions a side (a t of 12.7 or 4.3) and
+        # missed a model twice as slow one time in three.
+        df: float = la.size + lb.size - 2
+    else:
+        # Welch-Satterthwaite, capped by the degrees of freedom of the run-to-run estimate (an
+        # estimate of 0 is as uncertain as any other)
+        df = (va + vb) ** 2 / (va ** 2 / (la.size - 1) + vb ** 2 / (lb.size - 1)) \
+            if va + vb > 0 else math.inf
+        if run_df is not None:
+            df = min(df, run_df)
     half = _t(df, confidence) * se
-    return RatioCI(math.exp(diff), math.exp(diff - half), math.exp(diff + half), False, run_sd)
+    return RatioCI(math.exp(diff), math.exp(diff - half), math.exp(diff + half), False, run_sd,
+                   se, df)
 
 
 def verdict(ci: RatioCI, threshold: float = THRESHOLD) -> str:
@@ -205,6 +221,50 @@ def verdict(ci: RatioCI, threshold: float = THRESHOLD) -> str:
     if ci.low >= 1 - threshold and ci.high <= 1 + threshold:
         return NO_CHANGE
     return INCONCLUSIVE
+
+
+def p_beyond(ci: RatioCI, threshold: float = THRESHOLD) -> tuple[float, float]:
+    """One-sided p-values that B / A is beyond 1 + T (slower) and below 1 - T (faster): the
+    level at which the interval's lower (upper) end would just reach 1 + T (1 - T). The verdict
+    of one ratio is slower exactly when the first is below (1 - CONFIDENCE) / 2. NaN where the
+    ratio has no interval."""
+    from scipy.special import stdtr
+
+    if not (math.isfinite(ci.se) and ci.ratio > 0 and not math.isnan(ci.df)):
+        return math.nan, math.nan
+    d = math.log(ci.ratio)
+    up, down = d - math.log1p(threshold), d - math.log1p(-threshold)
+    if ci.se == 0:
+        return float(up <= 0), float(down >= 0)
+    return float(stdtr(ci.df, -up / ci.se)), float(stdtr(ci.df, down / ci.se))
+
+
+def holm(pvalues: Sequence[float], alpha: float) -> list[bool]:
+    """Holm's step-down rule: which hypotheses are rejected with a chance of at most `alpha`
+    of rejecting any true one among them all, whatever their dependence. NaN: not tested."""
+    tested = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    rejected = [False] * len(pvalues)
+    for rank, (p, i) in enumerate(tested):
+        if p > alpha / (len(tested) - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
+def verdicts_together(alone: Sequence[str], p_slower: Sequence[float],
+                      p_faster: Sequence[float]) -> list[str]:
+    """The verdicts of ratios judged together (one comparison of runs, one nightly), from each
+    one's verdict alone (`verdict`) and its `p_beyond` (NaN: not judged on its speed): slower
+    or faster only where Holm's rule over all of them rejects "within 1 + T" or "within 1 - T"
+    at the one-sided level of one interval, (1 - CONFIDENCE) / 2. Judged alone, each of 50
+    unchanged models had a small chance of a false "slower", and a nightly of 50 a chance of
+    15 to 20% (simulated, on a noisy device); together the chance that any unchanged one is
+    called slower stays within that of one. A ratio slower or faster alone but not together is
+    inconclusive. With one ratio, its verdict alone."""
+    alpha = (1 - CONFIDENCE) / 2
+    slower, faster = holm(p_slower, alpha), holm(p_faster, alpha)
+    return [INCONCLUSIVE if (v == SLOWER and not s) or (v == FASTER and not f) else v
+            for v, s, f in zip(alone, slower, faster, strict=True)]
 
 
 def _median(values: Sequence[float | None]) -> float | None:
