@@ -336,3 +336,22 @@ def test_sessions_have_the_spread_they_were_given() -> None:
     assert stats.log_sd(medians) == pytest.approx(0.02, rel=0.15)
     exact = exact_median_ns(7.5, seed=4)
     assert np.median(exact) == 7.5e6 and exact.size == 51
+
+
+def test_top1_on_the_hosts_own_images_is_flagged_by_the_image() -> None:
+    """Found in an audit: host and device score the same images, yet a device's top-1 was
+    flagged only outside the host's Wilson interval, so a device could lose 7 of 359 images
+    (1.9 points) unflagged. On the same images one image is the yardstick (as in compare); on
+    other images, the host's interval still is."""
+    from harness.agent.scoring import wilson_interval
+    from harness.results import _top1_against_host
+
+    low, high = wilson_interval(353, 359)
+    host = {"top1": 353 / 359, "top1_low": low, "top1_high": high, "n": 359}
+    for right, flag in ((353, None), (354, stats.FLAG_TOP1_HOST), (347, stats.FLAG_TOP1_HOST)):
+        assert _top1_against_host({"top1": right / 359, "n": 359}, host) == flag, right
+    assert low < 347 / 359  # inside the interval: unflagged before
+    # other images (another count): the host's interval decides
+    assert _top1_against_host({"top1": 0.90, "n": 100}, host) == stats.FLAG_ACCURACY
+    assert _top1_against_host({"top1": 0.98, "n": 100}, host) is None
+    assert _top1_against_host({"top1": None, "n": 359}, host) is None

@@ -124,7 +124,7 @@ def test_latex_is_booktabs_and_escapes_names(demo) -> None:
     assert "throttled" in latex
     # each label with its meaning: the caption is read where no README is
     assert "Notes (flags): spread, the session medians spread more than 5\\% (log sd)" in latex
-    assert "; top-1 off, top-1 on the device lies outside the host" in latex
+    assert "; top-1 off, top-1 on the device, scored on other images than the host" in latex
     assert "& spread" in latex and "& high\\_between\\_session\\_spread" not in latex
     assert "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%" in latex
     assert "resnet_18&v2" not in latex

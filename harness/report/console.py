@@ -48,9 +48,12 @@ FLAG_MEANINGS = {
     "its minimum iterations",
     stats.FLAG_FEW_SESSIONS: "one session only: no interval, so no comparison can call it "
     "slower or faster",
-    stats.FLAG_ACCURACY: "top-1 on the device lies outside the host's 95% interval for this "
-    "artifact: the deployed model behaves differently (where the build host's CPU ISA, in the "
-    "manifest's host_run, is not the device's, int8 kernels alone can do that)",
+    stats.FLAG_TOP1_HOST: "top-1 on the device differs from the build host's on the same images "
+    f"by one image or more and more than {stats.TOP1_THRESHOLD_POINTS:g} points: the deployed "
+    "file computes other answers (where the build host's CPU ISA, in the manifest's host_run, "
+    "is not the device's, int8 kernels alone can do that)",
+    stats.FLAG_ACCURACY: "top-1 on the device, scored on other images than the host's (another "
+    "number of them), lies outside the host's 95% interval for this artifact",
     stats.FLAG_MIXED: "its sessions ran on devices or runtimes that differ (kernel, ISA, driver, "
     "power mode, runtime version...): a board swapped or upgraded during the run",
     stats.FLAG_CPU_FALLBACK: "part or all of the model ran on the CPU where the device profile "
@@ -70,6 +73,7 @@ FLAG_LABELS = {
     stats.FLAG_THROTTLED: "throttled",
     stats.FLAG_CAPPED: "capped",
     stats.FLAG_FEW_SESSIONS: "1 session",
+    stats.FLAG_TOP1_HOST: "top-1 vs host",
     stats.FLAG_ACCURACY: "top-1 off",
     stats.FLAG_MIXED: "mixed",
     stats.FLAG_CPU_FALLBACK: "cpu fallback",

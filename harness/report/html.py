@@ -53,14 +53,15 @@ table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
 .flag-high_between_session_spread, .flag-high_cov, .flag-loaded, .flag-capped,
 .flag-single_session { background: #fff4d6; }
 .flag-throttled { background: #e8f0fd; }
-.flag-accuracy_outside_host_interval, .flag-mixed_sessions { background: #f3e8fd; }
+.flag-accuracy_outside_host_interval, .flag-top1_differs_from_host,
+.flag-mixed_sessions { background: #f3e8fd; }
 .flag-cpu_fallback { background: #fde0c6; } .badge.cpu_fallback { background: #f6b98a; }
 .flag-failed, .flag-unsupported { background: #fde8e8; }
 .badge { display: inline-block; padding: 0 .4rem; border-radius: .6rem; font-size: .8rem;
          background: #ffe19c; }
 .badge.failed, .badge.unsupported { background: #f6c6c6; }
 .badge.throttled { background: #c6d8f6; } .badge.ok { background: #cdeccd; }
-.badge.accuracy_outside_host_interval { background: #dcc6f6; }
+.badge.accuracy_outside_host_interval, .badge.top1_differs_from_host { background: #dcc6f6; }
 dl.legend { display: grid; grid-template-columns: max-content auto; gap: .2rem 1rem;
             font-size: .85rem; } dl.legend dd { margin: 0; }
 figure { margin: 1rem 0 2rem; } figure img { max-width: 100%; border: 1px solid #eee; }

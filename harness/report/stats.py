@@ -77,6 +77,9 @@ LOADED_OTHERS_CPUS = 0.5  # CPUs' worth of others' work, on average over the win
 FLAG_THROTTLED = "throttled"
 FLAG_CAPPED = "capped"  # a session's window was cut at max_duration_s
 FLAG_FEW_SESSIONS = "single_session"  # no between-session interval possible
+# top-1 on the device differs from the build host's on the same images (`top1_verdict`)
+FLAG_TOP1_HOST = "top1_differs_from_host"
+# ... on other images than the host's (another count): outside the host's Wilson interval
 FLAG_ACCURACY = "accuracy_outside_host_interval"
 # part or all of the model ran on the CPU where the profile asked for an accelerator
 FLAG_CPU_FALLBACK = "cpu_fallback"
