@@ -104,23 +104,38 @@ def test_speedup_and_its_paired_interval_match_a_direct_computation(demo) -> Non
     assert variant["speedup_ci95_high"] / variant["speedup_ci95_low"] < 1.2
 
 
-def test_speedup_interval_is_welch_when_the_sessions_do_not_pair(tmp_path: Path) -> None:
+def test_speedup_is_paired_on_the_sessions_both_ran(tmp_path: Path) -> None:
+    """Found in an audit: a variant one session short of its baseline (a failed session, or a
+    round `--max-sessions` added for one side alone) lost the pairing for Welch's interval over
+    all sessions, which covers 91% with 2 sessions against 5. Session k of each still ran back
+    to back: the speedup is paired on the sessions both have."""
     store = Store(tmp_path / "x.db")
     run = store.begin_run("t", None, ["pi5"])
     add_job(store, run, "net", samples_ns=sessions_ns(10, sessions=5, seed=1))
-    # one session fewer: session k of one is not the partner of session k of the other
     add_job(store, run, "net-int8", baseline="net", samples_ns=sessions_ns(5, sessions=4, seed=2))
     df = frame.with_baselines(frame.results_frame(store, [run]), store)
     variant = df[df["model"] == "net-int8"].iloc[0]
     lv = np.log(_session_medians(store, variant["job_id"]))
-    lb = np.log(_session_medians(store, variant["baseline_job_id"]))
+    lb = np.log(_session_medians(store, variant["baseline_job_id"]))[:4]  # sessions 0-3
+    d = lb - lv
+    half = scipy_stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2
+    assert variant["speedup_paired"]
+    assert variant["speedup"] == pytest.approx(math.exp(d.mean()), rel=1e-9)
+    assert variant["speedup_ci95_low"] == pytest.approx(math.exp(d.mean() - half), rel=1e-9)
+    assert variant["speedup_ci95_high"] == pytest.approx(math.exp(d.mean() + half), rel=1e-9)
+
+
+def test_speedup_interval_is_welch_when_fewer_than_two_sessions_pair() -> None:
+    variant = pd.Series([5.0, 5.2], index=pd.Index([3, 4], name="session"))
+    baseline = pd.Series([10.0, 10.4, 9.7], index=pd.Index([0, 1, 2], name="session"))
+    ci = frame.speedup_interval(variant, baseline, same_run=True)
+    lv, lb = np.log(variant.to_numpy()), np.log(baseline.to_numpy())
     va, vb = lv.var(ddof=1) / lv.size, lb.var(ddof=1) / lb.size
     dof = (va + vb) ** 2 / (va**2 / (lv.size - 1) + vb**2 / (lb.size - 1))
     half = scipy_stats.t.ppf(0.975, dof) * math.sqrt(va + vb)
     diff = lb.mean() - lv.mean()
-    assert not variant["speedup_paired"]
-    assert variant["speedup_ci95_low"] == pytest.approx(math.exp(diff - half), rel=1e-9)
-    assert variant["speedup_ci95_high"] == pytest.approx(math.exp(diff + half), rel=1e-9)
+    assert not ci.paired
+    assert (ci.low, ci.high) == pytest.approx((math.exp(diff - half), math.exp(diff + half)))
 
 
 def test_size_ratio_and_accuracy_delta_come_from_the_baseline_on_the_same_device(demo) -> None:
