@@ -570,6 +570,11 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
     if args.input_shape and not args.model:
         raise EdgebenchError("--input-shape goes with --model; a suite's models set input_size")
     _check_local_threads(args, devices)
+    for device in devices:  # what a profile alone says cannot work, before a build and a run
+        if device.ssh is not None and device.transport in ("ssh", "labgrid"):
+            from harness.transport.sshconn import check_key_settings
+
+            check_key_settings(f"device {device.name}", device.ssh)
     if args.model:  # a model that cannot be read is said before a database is made for it
         artifacts = [from_model_file(Path(args.model))]
         if args.input_shape:

@@ -272,3 +272,25 @@ def test_a_device_that_cannot_be_reached_says_so_once(tmp_path: Path) -> None:
     assert len(lines) == 2 and lines[-1].startswith("edgebench: error: device gone: "), proc.stderr
     assert "gone: 2 more measurements failed the same way" in proc.stderr
     assert "incomplete: the same command with --resume " in proc.stderr
+
+
+def test_a_key_file_that_is_not_there_is_said_before_anything_is_built_or_stored(
+        tmp_path: Path) -> None:
+    """Found in an audit: `make bench DEVICE=rpi` with the shipped profile and no
+    ~/.ssh/id_ed25519 built the suite, stored a run of 23 measurements all `failed: transport`,
+    which became `latest`, and only then named the key file. A profile whose key file cannot be
+    used is said first, with nothing built and no run stored."""
+    device = tmp_path / "pi.yaml"
+    missing = tmp_path / "no_such_key"
+    device.write_text(f"name: pi\nkind: linux\ntransport: ssh\nssh: {{host: 127.0.0.1, "
+                      f"key_file: {missing}}}\n")
+    suite = tmp_path / "s.yaml"
+    suite.write_text("formats: [onnx]\nmodels: {m: {arch: digits_cnn_small}}\n")
+    db = tmp_path / "r.db"
+    proc = run_cli("bench", "--device", str(device), "--suite", str(suite), "--quick",
+                   "--build-dir", str(tmp_path / "b"), "--db", str(db))
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"edgebench: error: device pi: key file {missing} does not exist (ssh.key_file)"]
+    assert not (tmp_path / "b").exists()
+    assert not db.exists() or Store(db).runs() == []

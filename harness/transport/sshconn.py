@@ -149,6 +149,13 @@ def check_key_file(where: str, key_file: str) -> None:
                       "whose .pub is in the device's authorized_keys")
 
 
+def check_key_settings(where: str, settings: SSHSettings) -> None:
+    """AccessError if the profile's `ssh.key_file` is set and cannot be used: said before a
+    bench builds and begins a run whose every measurement would fail on it."""
+    if settings.key_file:
+        check_key_file(where, str(Path(settings.key_file).expanduser()))
+
+
 def no_key_to_offer(where: str) -> str:
     agent = ("no SSH agent runs (SSH_AUTH_SOCK is unset)" if not os.environ.get("SSH_AUTH_SOCK")
              else "the SSH agent holds no key")
