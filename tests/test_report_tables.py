@@ -51,6 +51,9 @@ def test_csv_holds_the_frame_numbers_under_headers_with_units(demo, tmp_path: Pa
     np.testing.assert_allclose(csv["Speedup [x]"], df["speedup"])
     np.testing.assert_allclose(csv["Top-1 [%]"], df["accuracy_top1"] * 100)
     np.testing.assert_allclose(csv["Top-1 CI95 low [%]"], df["accuracy_top1_low"] * 100)
+    # the top-5 interval too, which the CSV had lost
+    np.testing.assert_allclose(csv["Top-5 CI95 low [%]"], df["accuracy_top5_low"] * 100)
+    np.testing.assert_allclose(csv["Top-5 CI95 high [%]"], df["accuracy_top5_high"] * 100)
     np.testing.assert_allclose(csv["Throughput [img/s]"], df["throughput_wall_ips"])
     np.testing.assert_allclose(csv["Model memory [MiB]"], df["model_mb"])
     np.testing.assert_array_equal(csv["Sessions"].fillna(0), df["sessions"].fillna(0))
@@ -94,6 +97,16 @@ def test_markdown_shows_na_flags_failures_and_the_intervals(demo) -> None:
     assert re.search(r"\| +5/5 +\|", lines["resnet_18&v2-int8"])  # sessions done, planned
 
 
+def test_a_top5_keeps_its_interval_in_the_csv(tmp_path: Path) -> None:
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run("t", None, ["pi5"])
+    add_job(store, run, "net", samples_ns=lognormal_ns(5, seed=1), accuracy_top1=0.7,
+            accuracy_top5=0.9, accuracy_top5_low=0.88, accuracy_top5_high=0.92)
+    table = tables.build_table(frame.with_baselines(frame.results_frame(store, [run])), "t", "t")
+    assert table.numbers[["Top-5 [%]", "Top-5 CI95 low [%]", "Top-5 CI95 high [%]"]].iloc[0] \
+        .tolist() == pytest.approx([90.0, 88.0, 92.0])
+
+
 def test_energy_appears_when_measured(tmp_path: Path) -> None:
     store = Store(tmp_path / "x.db")
     run = store.begin_run("t", None, ["jetson"])
@@ -125,6 +138,8 @@ def test_latex_is_booktabs_and_escapes_names(demo) -> None:
     # each label with its meaning: the caption is read where no README is
     assert "Notes (flags): spread, the session medians spread more than 5\\% (log sd)" in latex
     assert "; top-1 off, top-1 on the device, scored on other images than the host" in latex
+    # a flag whose label is its name is explained too (`loaded` on every row went unexplained)
+    assert "; throttled, the device throttled (thermal or power) during a session" in latex
     assert "& spread" in latex and "& high\\_between\\_session\\_spread" not in latex
     assert "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%" in latex
     assert "resnet_18&v2" not in latex

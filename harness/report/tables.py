@@ -281,9 +281,11 @@ def _notes_values(df: pd.DataFrame) -> pd.Series:
     return df.apply(lambda r: ", ".join(row_flags(r)), axis=1)
 
 
-def _csv_only(header: str, key: str, factor: float | None = None) -> Column:
+def _csv_only(header: str, key: str, factor: float | None = None, optional: bool = False
+              ) -> Column:
     """A number the CSV keeps in a column of its own (an interval's bound)."""
-    return Column(header, _key(key, factor), str, display=False, latex=False)
+    return Column(header, _key(key, factor), lambda row: format_value(row[key], "g"),
+                  display=False, latex=False, optional=optional)
 
 
 # The paper (LaTeX) table leaves out what does not fit a page: p99, throughput, sessions,
@@ -351,6 +353,8 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         optional=True,
         latex=False,
     ),
+    _csv_only("Top-5 CI95 low [%]", "accuracy_top5_low", 100, optional=True),
+    _csv_only("Top-5 CI95 high [%]", "accuracy_top5_high", 100, optional=True),
     Column("Size [MB]", _key("size_bytes", 1e-6), _number("size_bytes", 3, 1e-6)),
     Column("Size ratio", _key("size_ratio"), _number("size_ratio", 3), latex=False),
     Column("Params [M]", _key("params", 1e-6), _number("params", 3, 1e-6), latex=False),
@@ -560,17 +564,20 @@ def _width_pt(text: pd.DataFrame) -> float:
 
 def _short_notes(table: Table, text: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The Notes column with each flag's short label (`console.FLAG_LABELS`), which keeps the
-    paper table narrow, and the caption's sentence naming the flags they stand for."""
+    paper table narrow, and the caption's sentence saying what each one used means: every one,
+    those whose label is their name too (`loaded` on every row of a run on a shared machine was
+    left unexplained)."""
     if "Notes" not in text.columns or not table.flags:
         return text, ""
     notes = [", ".join(FLAG_LABELS.get(f, f) for f in flags) for flags in table.flags]
     used = [f for f in in_legend_order(f for flags in table.flags for f in flags)
-            if FLAG_LABELS.get(f, f) != f]
+            if f not in ("failed", "unsupported")]  # statuses, which say what they mean
     text = text.assign(Notes=pd.Series(notes, index=text.index, dtype=object))
     if not used:
         return text, ""
     # said here in full: a paper's reader has no README to look them up in
-    names = "; ".join(f"{FLAG_LABELS[f]}, {FLAG_MEANINGS.get(f, UNKNOWN_FLAG)}" for f in used)
+    names = "; ".join(f"{FLAG_LABELS.get(f, f)}, {FLAG_MEANINGS.get(f, UNKNOWN_FLAG)}"
+                      for f in used)
     return text, f" Notes (flags): {names}."
 
 
