@@ -286,3 +286,25 @@ def test_a_nightly_of_many_unchanged_models_is_not_called_slower() -> None:
         failed_together += stats.SLOWER in stats.verdicts_together(alone, p_slower, p_faster)
     assert failed_alone / nights > 0.03  # the rule before: about 0.08
     assert failed_together / nights <= 0.01
+
+
+def test_a_step_in_the_history_is_no_noise() -> None:
+    """Found in an audit of a farm: one night 38x slower (and the one after it) stayed in the
+    ten runs of history, and the spread it made hid the same slowdown for ten nights
+    (`ratio 38.2 [1.2e-06, 1.18e+09]`, inconclusive, exit 0 under --fail-on-regression). A run
+    more than twice as slow or fast as the history's median level is left out of the spread."""
+    rng = np.random.default_rng(11)
+
+    def run(level: float = 1.0) -> list[float]:
+        return list(level * np.exp(rng.normal(0, 0.01) + rng.normal(0, 0.03, 5)))
+
+    history = [run() for _ in range(3)] + [run(38.0), run(38.0)] + [run() for _ in range(5)]
+    found = stats.run_level_sd(history)
+    assert found is not None and found[0] < 0.1 and found[1] == 8
+    ci = stats.ratio_interval(history[-1], run(38.0), run_sd=found[0], run_df=found[1] - 1)
+    assert stats.verdict(ci) == stats.SLOWER
+    # the spread of all ten runs, as before: nothing could be called
+    levels = [np.log(r).mean() for r in history]
+    assert math.sqrt(np.var(levels, ddof=1)) > 1.5
+    # half the runs at each level: none is the usual one, and the spread is assumed
+    assert stats.run_level_sd([run(), run(), run(38.0), run(38.0), run(38.0), run()]) is None

@@ -50,6 +50,9 @@ RUN_SD_FRACTION = 0.5
 # measured the run-to-run log-sd at 0.03-0.07 on the development machine.
 RUN_SD_FLOOR = 0.05
 MIN_HISTORY_RUNS = 4
+# A run of the history more than this factor slower or faster than the history's median level is
+# a step (the device in another state, a regression a gate reported), not run-to-run noise.
+RUN_STEP = 2.0
 
 SLOWER = "slower"
 FASTER = "faster"
@@ -144,10 +147,16 @@ def run_level_sd(runs: Sequence[Sequence[float]]) -> tuple[float, int] | None:
     quiet device and called the unchanged model slower or faster in a quarter of comparisons
     (simulated; a user's nightlies of one file were called 0.62x and 1.45x). A real step in the
     history now counts as spread until it leaves the window of runs: the comparison is less
-    sensitive for a while, never more alarming. None with fewer than MIN_HISTORY_RUNS runs of two
-    sessions or more.
+    sensitive for a while, never more alarming. But a run more than RUN_STEP times slower or
+    faster than the median level of the runs is left out: such a step is no noise, and one slow
+    night (38x, a board's nightly gone wrong) made the spread so wide that the same slowdown was
+    inconclusive for the next ten nights. None with fewer than MIN_HISTORY_RUNS runs of two
+    sessions or more left.
     """
     groups = [np.log(np.asarray(r, dtype=np.float64)) for r in runs if len(r) >= 2]
+    if groups:
+        centre = float(np.median([g.mean() for g in groups]))
+        groups = [g for g in groups if abs(g.mean() - centre) <= math.log(RUN_STEP)]
     if len(groups) < MIN_HISTORY_RUNS:
         return None
     between = float(np.var([g.mean() for g in groups], ddof=1))
