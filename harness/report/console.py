@@ -48,6 +48,9 @@ FLAG_MEANINGS = {
     "its minimum iterations",
     stats.FLAG_FEW_SESSIONS: "one session only: no interval, so no comparison can call it "
     "slower or faster",
+    stats.FLAG_UNUSABLE_SESSION: "an ok session's median latency was 0 or not a number (a timer "
+    "too coarse for the model, or a broken result): it has no logarithm, so that session is left "
+    "out of every latency figure and the sessions they rest on are fewer than the ok sessions",
     stats.FLAG_ACCURACY: "top-1 on the device lies outside the host's 95% interval for this "
     "artifact: the deployed model behaves differently (where the build host's CPU ISA, in the "
     "manifest's host_run, is not the device's, int8 kernels alone can do that)",
@@ -70,6 +73,7 @@ FLAG_LABELS = {
     stats.FLAG_THROTTLED: "throttled",
     stats.FLAG_CAPPED: "capped",
     stats.FLAG_FEW_SESSIONS: "1 session",
+    stats.FLAG_UNUSABLE_SESSION: "unusable session",
     stats.FLAG_ACCURACY: "top-1 off",
     stats.FLAG_MIXED: "mixed",
     stats.FLAG_CPU_FALLBACK: "cpu fallback",
