@@ -79,6 +79,16 @@ def test_more_rounds_only_for_imprecise_measurements(tmp_path: Path) -> None:
         assert record["sessions"] == expected
 
 
+def test_precision_is_measured_against_the_headline() -> None:
+    """--precision is a half-width relative to the headline, the geometric mean of the session
+    medians (10.39 ms here), not to their median (10.0), which sessions at two speeds put
+    outside the interval."""
+    medians = [10.0] * 6 + [11.0] * 4  # interval 10.029-10.761: +/-3.52% of 10.39
+    assert runner.precise(medians, 0.0355) and not runner.precise(medians, 0.035)
+    # a session the headline leaves out (median 0: no log) does not count here either
+    assert runner.precise([*medians, 0.0], 0.0355)
+
+
 def test_a_worker_that_breaks_still_leaves_a_row_for_every_measurement(
         tmp_path: Path, monkeypatch) -> None:
     """Anything raised in a device's worker (not only transport errors) becomes failed rows
