@@ -451,7 +451,8 @@ def comparison_rule(threshold: float,
                     top1_threshold: float = stats.TOP1_THRESHOLD_POINTS) -> str:
     """How a comparison decides, in one sentence for the header of its table."""
     return (
-        "ratio = B / A of the geometric means of session medians (> 1: B is slower), with a"
+        "ratio = B / A of the geometric means of session medians (the A and B medians shown;"
+        " > 1: B is slower), with a"
         f" {stats.CONFIDENCE:.0%} Welch t interval over sessions widened by the run-to-run spread"
         " (from earlier runs of the same files, else assumed); slower or faster only when the"
         f" whole interval lies beyond 1 \u00b1 {threshold:g}, no change when it lies within,"
