@@ -450,11 +450,12 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
     failed = [r for r in results if r.get("status") != protocol.STATUS_OK]
     shown = results[ok[0]] if ok else first
     err = (failed[0].get("error") or {}) if failed else {}
+    ok_rows = [session_rows[i] for i in ok]
     combined = stats.combine_sessions(
         [results[i].get("latency") or {} for i in ok],
-        [np.asarray(samples_ns[i], dtype=np.float64) / 1e6 for i in ok])
+        [np.asarray(samples_ns[i], dtype=np.float64) / 1e6 for i in ok],
+        wall_medians_ms=[r.get("wall_median_ms") for r in ok_rows])
     flags = stats.latency_flags(combined) if ok else []
-    ok_rows = [session_rows[i] for i in ok]
     if any(r.get("capped") for r in ok_rows):
         flags.append(stats.FLAG_CAPPED)
     if any(r.get("throttled") for r in ok_rows):
@@ -518,7 +519,7 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
         "n": combined.get("n"),
         "timer": shown.get("timer"),
         "latency_median_ms": combined.get("median_ms"),
-        "latency_wall_median_ms": _median([r.get("wall_median_ms") for r in ok_rows]),
+        "latency_wall_median_ms": combined.get("wall_median_ms"),
         "latency_ci95_low_ms": combined.get("ci95_low_ms"),
         "latency_ci95_high_ms": combined.get("ci95_high_ms"),
         "latency_cov": combined.get("cov"),

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from harness import results
 from harness.agent import protocol
 from harness.artifacts import Artifact, file_sha256
@@ -200,9 +198,11 @@ def _files(jobs: Sequence[PlannedJob]) -> list[tuple[Path, str]]:
 
 
 def precise(session_medians: Sequence[float], precision: float) -> bool:
-    """Whether the headline interval of these session medians is within +/-`precision`."""
-    ci = stats.log_interval(session_medians)
-    half = stats.relative_half_width(*ci, float(np.median(session_medians))) if ci else None
+    """Whether the headline interval of these session medians is within +/-`precision` of the
+    headline, their geometric mean, both from the sessions the headline rests on."""
+    usable = [m for m in session_medians if stats.has_log(m)]
+    ci = stats.log_interval(usable)
+    half = stats.relative_half_width(*ci, stats.geometric_mean(usable)) if ci else None
     return half is not None and half <= precision
 
 

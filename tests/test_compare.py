@@ -364,6 +364,9 @@ def test_a_real_shift_is_called_and_only_there(tmp_path: Path) -> None:
     assert low > 1.05
     headline = store.results([a])[0]["latency_median_ms"]
     assert table.loc["alpha", "median_a_ms"] == headline
+    # the medians the table shows are the geometric means it judges: B / A is their ratio
+    assert table.loc["alpha", "ratio"] == pytest.approx(
+        table.loc["alpha", "median_b_ms"] / headline, rel=1e-12)
 
 
 def test_compare_runs_uses_the_runs_session_medians(tmp_path: Path) -> None:

@@ -679,8 +679,8 @@ def _drawn_as(text: Text) -> str | None:
 def quick_store(path: Path) -> tuple[Store, str]:
     """What a user's `bench --quick` run gave (the audit's): two short sessions per
     measurement, top-1 on 449 digits, and sessions that disagree, so that intervals run from
-    [0.07, 65] to a million and a torch model's median of two sessions 230x apart lies far above
-    its pooled p90."""
+    [0.07, 65] to a million and a torch model's headline from two sessions 230x apart lies far
+    above its pooled p90."""
     from harness.agent import protocol
     from tests.test_report_synthetic import lognormal_ns
 

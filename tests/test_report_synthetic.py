@@ -300,12 +300,12 @@ def test_synthetic_store_round_trips(tmp_path: Path) -> None:
     assert first["sessions"] == first["sessions_planned"] == 5 and first["isa"] == ISA
     parts = store.session_samples(first["job_id"])
     assert len(parts) == 5 and sum(p.size for p in parts) == first["n"] == 1000
-    # The headline is the median of the session medians, its interval a t interval on their
-    # logs: computed here from the raw samples with numpy and scipy alone.
+    # The headline is the geometric mean of the session medians, its interval a t interval on
+    # their logs: computed here from the raw samples with numpy and scipy alone.
     medians = np.array([np.median(p) / 1e6 for p in parts])
     exact = pytest.approx  # the same figures, up to the last bits of a division by 1e6
-    assert first["latency_median_ms"] == exact(np.median(medians), rel=1e-12)
     logs = np.log(medians)
+    assert first["latency_median_ms"] == exact(np.exp(logs.mean()), rel=1e-12)
     half = scipy_stats.t.ppf(0.975, 4) * logs.std(ddof=1) / math.sqrt(5)
     assert first["latency_ci95_low_ms"] == exact(np.exp(logs.mean() - half), rel=1e-12)
     assert first["latency_ci95_high_ms"] == exact(np.exp(logs.mean() + half), rel=1e-12)
@@ -355,3 +355,19 @@ def test_top1_on_the_hosts_own_images_is_flagged_by_the_image() -> None:
     assert _top1_against_host({"top1": 0.90, "n": 100}, host) == stats.FLAG_ACCURACY
     assert _top1_against_host({"top1": 0.98, "n": 100}, host) is None
     assert _top1_against_host({"top1": None, "n": 359}, host) is None
+
+
+def test_a_session_whose_median_has_no_log_is_left_out_of_the_row(tmp_path: Path) -> None:
+    """A session timed at 0 ns throughout (a timer too coarse for the model) has the median 0:
+    the row's latency figures rest on the other two sessions, pooled ones too, and its flags
+    say why; `sessions` still counts the three that ran ok."""
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run("t", None, ["pi5"])
+    parts = [lognormal_ns(10.0, seed=1), np.zeros(400, dtype=np.int64), lognormal_ns(10.4, seed=2)]
+    add_job(store, run, "net", samples_ns=parts)
+    (row,) = store.results([run])
+    medians = np.array([np.median(parts[0]), np.median(parts[2])]) / 1e6
+    assert row["sessions"] == 3 and row["n"] == 800
+    assert row["latency_median_ms"] == pytest.approx(math.exp(np.log(medians).mean()), rel=1e-12)
+    assert row["latency_min_ms"] > 5 and row["latency_ci95_low_ms"] is not None
+    assert row["flags"] == [stats.FLAG_UNUSABLE_SESSION]

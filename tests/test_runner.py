@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from harness import runner
 from harness.artifacts import DatasetFiles, from_model_file
@@ -36,7 +37,8 @@ def test_sessions_run_in_rounds_across_artifacts(tmp_path: Path) -> None:
         for record in records:
             rows = [s for s in sessions if s["job_id"] == record["job_id"]]
             medians = [s["median_ms"] for s in rows]
-            assert record["sessions"] == 3 and record["latency_median_ms"] == np.median(medians)
+            assert record["sessions"] == 3
+            assert record["latency_median_ms"] == pytest.approx(np.exp(np.log(medians).mean()))
             assert record["n"] == sum(s["n"] for s in rows)
 
 
@@ -75,6 +77,16 @@ def test_more_rounds_only_for_imprecise_measurements(tmp_path: Path) -> None:
         with Store(tmp_path / f"p{expected}.db") as store:
             _, (record,) = runner.run_plan(store, jobs, options, command="t")
         assert record["sessions"] == expected
+
+
+def test_precision_is_measured_against_the_headline() -> None:
+    """--precision is a half-width relative to the headline, the geometric mean of the session
+    medians (10.39 ms here), not to their median (10.0), which sessions at two speeds put
+    outside the interval."""
+    medians = [10.0] * 6 + [11.0] * 4  # interval 10.029-10.761: +/-3.52% of 10.39
+    assert runner.precise(medians, 0.0355) and not runner.precise(medians, 0.035)
+    # a session the headline leaves out (median 0: no log) does not count here either
+    assert runner.precise([*medians, 0.0], 0.0355)
 
 
 def test_a_worker_that_breaks_still_leaves_a_row_for_every_measurement(

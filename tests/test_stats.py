@@ -118,7 +118,7 @@ def test_combine_sessions_against_direct_computation() -> None:
     medians = [float(np.median(x)) for x in ms]
     pooled = np.concatenate(ms)
     assert combined["sessions"] == 3 and combined["n"] == 900
-    assert combined["median_ms"] == pytest.approx(np.median(medians))
+    assert combined["median_ms"] == pytest.approx(math.exp(np.log(medians).mean()))
     assert combined["p90_ms"] == pytest.approx(np.percentile(pooled, 90))
     assert combined["mean_ms"] == pytest.approx(pooled.mean())
     assert combined["cov_between"] == pytest.approx(np.log(medians).std(ddof=1))
@@ -126,6 +126,72 @@ def test_combine_sessions_against_direct_computation() -> None:
         stats.log_interval(medians))
     assert stats.latency_flags(combined) == []
     assert stats.FLAG_BETWEEN in stats.latency_flags(dict(combined, cov_between=0.2))
+
+
+def _constant_sessions(medians: list[float], n: int = 50) -> tuple[list[dict], list[np.ndarray]]:
+    """Sessions whose every sample is their median, as the agent reports them."""
+    samples = [np.full(n, m) for m in medians]
+    return [measure.session_statistics(list((s * 1e6).astype(np.int64)), 10**9)  # type: ignore[misc]
+            for s in samples], samples
+
+
+def test_a_headline_of_sessions_at_two_speeds_lies_inside_its_interval() -> None:
+    """Found by an audit: six sessions at 10 ms and four at 11 had the headline 10.0 ms (the
+    median of the session medians) beside the interval (10.029, 10.761), which is an interval
+    for their geometric mean. The headline is that geometric mean."""
+    per_session, samples = _constant_sessions([10.0] * 6 + [11.0] * 4)
+    combined = stats.combine_sessions(per_session, samples)
+    assert combined["median_ms"] == pytest.approx(10.0 ** 0.6 * 11.0 ** 0.4)
+    assert combined["ci95_low_ms"] == pytest.approx(10.029, abs=1e-3)
+    assert combined["ci95_high_ms"] == pytest.approx(10.761, abs=1e-3)
+    assert combined["ci95_low_ms"] < combined["median_ms"] < combined["ci95_high_ms"]
+
+
+@pytest.mark.parametrize("sessions", [10, 20])
+def test_headline_interval_covers_sessions_at_two_speeds(sessions: int) -> None:
+    """A device that lands in a mode 10% slower in four sessions of ten: the interval covers the
+    geometric mean the headline estimates (the median of the session medians fell inside it 67%
+    of the time with 10 sessions and 15% with 20)."""
+    coverage = stats.interval_coverage(sessions=sessions, between_sd=0.01, within_rho=0.75,
+                                       slow_share=0.4, slow_factor=1.1, trials=1000)
+    assert coverage >= 0.90
+
+
+@pytest.mark.parametrize("bad", [0.0, math.nan, math.inf])
+def test_a_session_median_without_a_log_is_left_out_of_every_figure(bad: float) -> None:
+    """Found: a session whose median was 0.0 was dropped from the count (3 ok sessions gave
+    `sessions` 1 and the flag single_session) while its samples stayed in the pooled figures;
+    a NaN median gave a NaN headline with `sessions` 3, no interval and no flag. Such a session
+    has no log: it is left out of the headline, its interval and the pooled figures alike, and
+    the flag says so."""
+    per_session, samples = _constant_sessions([10.0, 10.4, 9.8])
+    per_session[1] = dict(per_session[1], median_ms=bad, cov=9.0, throughput_wall_ips=1e9)
+    samples[1] = np.zeros(50) if bad == 0.0 else np.full(50, bad)
+    combined = stats.combine_sessions(per_session, samples, wall_medians_ms=[11.0, 99.0, 11.6])
+    assert combined["sessions"] == 2 and combined["sessions_unusable"] == 1
+    assert combined["n"] == 100 and combined["min_ms"] == 9.8 and combined["max_ms"] == 10.0
+    assert combined["median_ms"] == pytest.approx(math.sqrt(10.0 * 9.8))
+    assert (combined["ci95_low_ms"], combined["ci95_high_ms"]) == pytest.approx(
+        stats.log_interval([10.0, 9.8]))
+    assert combined["wall_median_ms"] == pytest.approx(math.sqrt(11.0 * 11.6))
+    assert combined["cov_within"] == 0.0 and combined["throughput_wall_ips"] == 50.0
+    assert stats.latency_flags(combined) == [stats.FLAG_UNUSABLE_SESSION]
+    # two of three: the headline rests on one session, and the flags say both
+    per_session[2] = dict(per_session[2], median_ms=0.0)
+    one = stats.combine_sessions(per_session, samples)
+    assert one["sessions"] == 1 and one["sessions_unusable"] == 2 and one["n"] == 50
+    assert one["median_ms"] == 10.0 and one["ci95_low_ms"] is None
+    assert stats.latency_flags(one) == [stats.FLAG_FEW_SESSIONS, stats.FLAG_UNUSABLE_SESSION]
+    none = stats.combine_sessions([dict(s, median_ms=0.0) for s in per_session], samples)
+    assert none == {"sessions": 0, "sessions_unusable": 3}
+    assert stats.latency_flags(none) == [stats.FLAG_UNUSABLE_SESSION]
+
+
+def test_geometric_mean_takes_only_what_has_a_log() -> None:
+    assert stats.geometric_mean([2.0, 8.0]) == pytest.approx(4.0)
+    assert stats.geometric_mean([2.0, None, 0.0, math.nan, -1.0, 8.0]) == pytest.approx(4.0)
+    assert stats.geometric_mean([None, 0.0]) is None
+    assert not stats.has_log(True) and stats.has_log(np.float32(0.5)) and stats.has_log(3)
 
 
 def test_run_to_run_spread_is_estimated_and_takes_every_run_as_it_is() -> None:

@@ -202,9 +202,9 @@ COMPARISON_COLUMNS = (
     "status_b",
     "sessions_a",
     "sessions_b",
-    "median_a_ms",  # the headlines: median of session medians
+    "median_a_ms",  # the headlines: geometric mean of session medians
     "median_b_ms",
-    "ratio",  # B / A of the geometric means of session medians (> 1: B is slower)
+    "ratio",  # B / A of those geometric means, median_b_ms / median_a_ms (> 1: B is slower)
     "ratio_ci95_low",
     "ratio_ci95_high",
     "run_sd",  # the run-to-run log-sd the interval allows for

@@ -48,6 +48,9 @@ FLAG_MEANINGS = {
     "its minimum iterations",
     stats.FLAG_FEW_SESSIONS: "one session only: no interval, so no comparison can call it "
     "slower or faster",
+    stats.FLAG_UNUSABLE_SESSION: "an ok session's median latency was 0 or not a number (a timer "
+    "too coarse for the model, or a broken result): it has no logarithm, so that session is left "
+    "out of every latency figure and the sessions they rest on are fewer than the ok sessions",
     stats.FLAG_TOP1_HOST: "top-1 on the device differs from the build host's on the same images "
     f"by one image or more and more than {stats.TOP1_THRESHOLD_POINTS:g} points: the deployed "
     "file computes other answers (where the build host's CPU ISA, in the manifest's host_run, "
@@ -73,6 +76,7 @@ FLAG_LABELS = {
     stats.FLAG_THROTTLED: "throttled",
     stats.FLAG_CAPPED: "capped",
     stats.FLAG_FEW_SESSIONS: "1 session",
+    stats.FLAG_UNUSABLE_SESSION: "unusable session",
     stats.FLAG_TOP1_HOST: "top-1 vs host",
     stats.FLAG_ACCURACY: "top-1 off",
     stats.FLAG_MIXED: "mixed",
@@ -451,7 +455,8 @@ def comparison_rule(threshold: float,
                     top1_threshold: float = stats.TOP1_THRESHOLD_POINTS) -> str:
     """How a comparison decides, in one sentence for the header of its table."""
     return (
-        "ratio = B / A of the geometric means of session medians (> 1: B is slower), with a"
+        "ratio = B / A of the geometric means of session medians (the A and B medians shown;"
+        " > 1: B is slower), with a"
         f" {stats.CONFIDENCE:.0%} Welch t interval over sessions widened by the run-to-run spread"
         " (from earlier runs of the same files, else assumed); slower or faster only when the"
         f" whole interval lies beyond 1 \u00b1 {threshold:g}, and Holm's rule over all the"

@@ -121,11 +121,12 @@ _EMPTY_MEDIANS = pd.Series([], index=pd.Index([], dtype="int64", name="session")
 class SessionReader:
     """The sessions below measurement rows, read from the store once.
 
-    `medians(job_id)`: the medians (ms) of the measurement's ok sessions, indexed by session
-    number: the unit of every interval and verdict. Session rows are small and kept; `prefetch`
-    reads those of many measurements in one query. `samples_ms(job_id)`: all raw samples, in ms,
-    for the distribution plots; a bounded cache, because trends over 30 nightly runs of a large
-    suite would not fit in memory at once, and they are read pairwise, run after run.
+    `medians(job_id)`: the medians (ms) of the measurement's ok sessions (those a log can
+    take), by session number: the unit of every interval and verdict. Session rows are small
+    and kept; `prefetch` reads those of many measurements in one query. `samples_ms(job_id)`:
+    all raw samples, in ms, for the distribution plots; a bounded cache, because trends over 30
+    nightly runs of a large suite would not fit in memory at once, and they are read pairwise,
+    run after run.
     """
 
     def __init__(self, store: Store, max_cached_samples: int = 256) -> None:
@@ -139,7 +140,8 @@ class SessionReader:
             return
         found: dict[str, dict[int, float]] = {j: {} for j in todo}
         for row in self._store.sessions(todo):
-            if row["status"] == "ok" and row["median_ms"] is not None:
+            # as the headline: a session whose median has no log (0, NaN) is left out
+            if row["status"] == "ok" and stats.has_log(row["median_ms"]):
                 found[row["job_id"]][int(row["session"])] = float(row["median_ms"])
         for job_id, medians in found.items():
             self._medians[job_id] = (
@@ -196,11 +198,11 @@ def with_baselines(
 
     With the sessions (a `store`, or a `SessionReader` of it to share its cache), speedup is the
     ratio of the geometric means of the session medians, baseline over variant, with its 95%
-    interval (`speedup_interval`), so that the figure and its interval are one estimate: not the
-    ratio of the headline medians (each the median of its session medians), from which it can
-    differ. Without the sessions, or for a measurement without session rows, it is the ratio of
-    the headline medians and has no interval (`tables.SPEEDUP_DEFINITION` is what the report
-    says).
+    interval (`speedup_interval`), so that the figure and its interval are one estimate, paired
+    on the sessions both ran: where both ran the same ones, the ratio of the two headlines (each
+    the geometric mean of its session medians). Without the sessions, or for a measurement
+    without session rows, it is the ratio of the headlines and has no interval
+    (`tables.SPEEDUP_DEFINITION` is what the report says).
     """
     out = df.reset_index(drop=True).copy()
     keys = ["run_id", *PAIR_KEYS]

@@ -409,8 +409,9 @@ def write_index(
 {_summary(df, progress)}
 <h2 id="tables">Tables</h2>
 <p class="meta">Each measurement is several sessions (fresh processes, interleaved with the
-other artifacts of the run). Latency in ms: the headline is the median of the session medians
-with a {confidence} t interval over sessions, p90 and p99 pool every sample; throughput is
+other artifacts of the run). Latency in ms: the headline (Median) is each session's median,
+combined over sessions as their geometric mean, with a {confidence} t interval over sessions
+on their logs, p90 and p99 pool every sample; throughput is
 iterations over the wall time of the timed window. {_e(SPEEDUP_DEFINITION)} Accuracy comes
 with its Wilson
 {confidence} interval; n/a means the model is benchmarked for latency only. Notes list a row's

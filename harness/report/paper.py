@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 PAPER_DIR = "paper"
 # What each figure shows and how to read it; the run's facts follow.
 CAPTIONS = {
-    "accuracy_latency": "Top-1 accuracy against median latency. Error bars: 95\\% intervals, a t "
-    "interval over the session medians for latency and a Wilson interval for accuracy. Dashed: "
+    "accuracy_latency": "Top-1 accuracy against median latency, the geometric mean of the "
+    "session medians. Error bars: 95\\% intervals, a t interval on the logs of the session "
+    "medians for latency and a Wilson interval for accuracy. Dashed: "
     "the Pareto front, whose points are labelled by technique; every point is in the tables. "
     "An arrowhead on the frame: the interval runs on past the axis.",
     "speedup_by_technique": "Speedup of each compressed variant over its fp32 baseline (same "
@@ -57,7 +58,8 @@ CAPTIONS = {
     "geometric means of the session medians, baseline over variant (log colour scale; above 1 "
     "is faster). Grey, hatched cells: the 95\\% interval includes 1 or could not be computed, "
     "so the variant is not shown to be faster or slower; colour only where it excludes 1.",
-    "trends": "Median latency of each measurement across runs, relative to its own median over "
+    "trends": "Median latency (the geometric mean of the session medians) of each measurement "
+    "across runs, relative to its own median over "
     "these runs (log scale), with its 95\\% interval; with more measurements than colours, "
     "those that changed in the last run are coloured and the rest grey. Rings mark a run slower "
     "than its previous one: the whole 95\\% interval of the ratio of their session medians "

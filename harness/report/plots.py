@@ -414,9 +414,9 @@ def _row_height(data_rows: int, headers: int) -> float:
 
 
 def accuracy_latency_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
-    """Top-1 accuracy against median latency per device, with the Pareto front drawn and its
-    points labelled; error bars are the 95% intervals of both (t over the session medians for
-    latency, Wilson for accuracy)."""
+    """Top-1 accuracy against median latency (the headline, the geometric mean of the session
+    medians) per device, with the Pareto front drawn and its points labelled; error bars are the
+    95% intervals of both (t over the session medians for latency, Wilson for accuracy)."""
     data = _ok(df)
     data = data[data["accuracy_top1"].notna() & data["latency_median_ms"].notna()]
     if data.empty:
@@ -1050,8 +1050,9 @@ FIGURE_NAMES = (
     "trends",
 )
 PLOT_TITLES = {
-    "accuracy_latency": "Top-1 accuracy against median latency (95% CI), Pareto front dashed "
-    "and labelled; an arrowhead on the frame: the interval runs on past the axis",
+    "accuracy_latency": "Top-1 accuracy against median latency (the geometric mean of the "
+    "session medians, 95% CI), Pareto front dashed and labelled; an arrowhead on the frame: the "
+    "interval runs on past the axis",
     "speedup_by_technique": "Speedup over the fp32 baseline by technique: the ratio of the "
     "geometric means of the session medians, baseline over variant, with its 95% interval (an "
     "arrowhead on the frame: it runs on past the axis)",
@@ -1062,7 +1063,8 @@ PLOT_TITLES = {
     "speedup_heatmap": "Speedup per device and model: the ratio of the geometric means of the "
     "session medians, baseline over variant; grey and hatched where its 95% interval includes 1 "
     "(or there is none), so that it is not shown faster or slower",
-    "trends": "Median latency across runs relative to each measurement's own median (95% CI), "
+    "trends": "Median latency (the geometric mean of the session medians) across runs relative "
+    "to each measurement's own median over them (95% CI), "
     "slower than the previous run ringed; at farm scale what changed in the last run in colour",
 }
 

@@ -4,9 +4,12 @@ A measurement is several sessions (fresh agent processes, interleaved with the o
 the run). Iterations within one process hang together and processes differ from each other by
 more than any within-process interval shows, so the session, not the iteration, is the unit:
 
-- the headline is the median of the session medians; its 95% interval is a Student t interval
-  on the logs of the session medians (latency is a positive, right-skewed scale where effects
-  multiply), so it widens honestly with the spread between processes and with few sessions;
+- the headline is the geometric mean of the session medians (each session's median latency,
+  combined over sessions in logs); its 95% interval is a Student t interval on those logs
+  (latency is a positive, right-skewed scale where effects multiply), so it widens honestly with
+  the spread between processes and with few sessions, and the figure always lies inside it. The
+  median of the session medians did not: sessions at two speeds (six at 10 ms, four at 11) put it
+  at 10.0 ms beside an interval of 10.03-10.76, and every ratio was of geometric means already;
 - a comparison of two measurements is the ratio of their geometric-mean session medians with a
   Welch t interval on the difference of log medians; when both come from one run, session k of
   A and session k of B ran back to back, so the interval is paired by session (drift cancels);
@@ -80,6 +83,9 @@ LOADED_OTHERS_CPUS = 0.5  # CPUs' worth of others' work, on average over the win
 FLAG_THROTTLED = "throttled"
 FLAG_CAPPED = "capped"  # a session's window was cut at max_duration_s
 FLAG_FEW_SESSIONS = "single_session"  # no between-session interval possible
+# an ok session's median latency was 0, negative or not a number (a timer too coarse for the
+# model, a broken result): it has no logarithm, so the session is left out of every figure
+FLAG_UNUSABLE_SESSION = "unusable_session"
 # top-1 on the device differs from the build host's on the same images (`top1_verdict`)
 FLAG_TOP1_HOST = "top1_differs_from_host"
 # ... on other images than the host's (another count): outside the host's Wilson interval
@@ -284,36 +290,64 @@ def _median(values: Sequence[float | None]) -> float | None:
     return float(np.median(present)) if present else None
 
 
+def has_log(value: object) -> bool:
+    """Whether `value` is a latency a log scale can take: a finite number above 0."""
+    return (isinstance(value, (int, float, np.floating, np.integer))
+            and not isinstance(value, bool) and math.isfinite(value) and float(value) > 0)
+
+
+def geometric_mean(values: Sequence[float | None]) -> float | None:
+    """exp of the mean log of the values a log can take (`has_log`); None when there are none.
+    The headline of a measurement's session medians."""
+    kept = np.asarray([float(v) for v in values if v is not None and has_log(v)])
+    if kept.size == 0:
+        return None
+    # equal values (one session, a timer's steps) are their own mean to the last bit, which
+    # exp(log) is not: 10.000000000000002 for one session of 10 ms
+    return float(kept[0]) if np.all(kept == kept[0]) else float(np.exp(np.log(kept).mean()))
+
+
 def combine_sessions(sessions: Sequence[dict[str, Any]], samples_ms: Sequence[np.ndarray],
-                     confidence: float = CONFIDENCE) -> dict[str, Any]:
+                     confidence: float = CONFIDENCE,
+                     wall_medians_ms: Sequence[float | None] | None = None) -> dict[str, Any]:
     """The measurement's latency figures from its ok sessions.
 
     `sessions` are the agent's per-session latency dicts (`measure.session_statistics`),
-    `samples_ms` their raw samples; pooled figures come from all samples together.
+    `samples_ms` their raw samples, `wall_medians_ms` (optional) their medians by the host clock
+    where the samples are a GPU's own; pooled figures come from all samples together. The
+    headline and its interval are on the logs of the session medians, so a session whose median
+    has no log (`has_log`: 0 from a timer too coarse for the model, or not a number) is left out
+    of every figure, pooled ones too, and counted in `sessions_unusable`: the count, the headline
+    and the pooled figures rest on the same sessions.
     """
-    medians = [s["median_ms"] for s in sessions if s and s.get("median_ms")]
-    pooled = np.concatenate([np.asarray(x, dtype=np.float64) for x in samples_ms]) \
-        if samples_ms else np.empty(0)
-    out: dict[str, Any] = {"sessions": len(medians)}
+    used = [i for i, s in enumerate(sessions) if s and has_log(s.get("median_ms"))]
+    unusable = sum(1 for s in sessions if s and s.get("median_ms") is not None) - len(used)
+    medians = [float(sessions[i]["median_ms"]) for i in used]
+    kept = [np.asarray(samples_ms[i], dtype=np.float64) for i in used]
+    pooled = np.concatenate(kept) if kept else np.empty(0)
+    out: dict[str, Any] = {"sessions": len(medians), "sessions_unusable": unusable}
     if not medians or pooled.size == 0:
         return out
     ci = log_interval(medians, confidence)
     mean = float(pooled.mean())
     std = float(pooled.std(ddof=1)) if pooled.size > 1 else 0.0
     p50, p90, p95, p99 = (float(v) for v in np.percentile(pooled, [50, 90, 95, 99]))
+    chosen = [sessions[i] for i in used]
+    walls = [wall_medians_ms[i] for i in used] if wall_medians_ms is not None else []
     out.update(
         n=int(pooled.size),
-        median_ms=float(np.median(medians)),
+        median_ms=geometric_mean(medians),
+        wall_median_ms=geometric_mean(walls),
         ci95_low_ms=ci[0] if ci else None,
         ci95_high_ms=ci[1] if ci else None,
         p50_ms=p50, p90_ms=p90, p95_ms=p95, p99_ms=p99,
         mean_ms=mean, std_ms=std,
         min_ms=float(pooled.min()), max_ms=float(pooled.max()),
         cov=std / mean if mean > 0 else None,
-        cov_within=_median([s.get("cov") for s in sessions]),
+        cov_within=_median([s.get("cov") for s in chosen]),
         cov_between=log_sd(medians),
-        lag1_autocorrelation=_median([s.get("lag1_autocorrelation") for s in sessions]),
-        throughput_wall_ips=_median([s.get("throughput_wall_ips") for s in sessions]),
+        lag1_autocorrelation=_median([s.get("lag1_autocorrelation") for s in chosen]),
+        throughput_wall_ips=_median([s.get("throughput_wall_ips") for s in chosen]),
     )
     return out
 
@@ -323,6 +357,8 @@ def latency_flags(combined: dict[str, Any]) -> list[str]:
     flags = []
     if combined.get("sessions", 0) == 1:
         flags.append(FLAG_FEW_SESSIONS)
+    if combined.get("sessions_unusable"):
+        flags.append(FLAG_UNUSABLE_SESSION)
     if (combined.get("cov_between") or 0) > HIGH_BETWEEN_COV:
         flags.append(FLAG_BETWEEN)
     if (combined.get("cov_within") or 0) > HIGH_WITHIN_COV:
@@ -366,26 +402,32 @@ def relative_half_width(low: float | None, high: float | None, centre: float | N
 
 def interval_coverage(*, sessions: int, between_sd: float, within_rho: float,
                       within_sd: float = 0.1, iterations: int = 200, trials: int = 2000,
-                      seed: int = 0) -> float:
-    """Share of simulated measurements whose headline interval covers the true median.
+                      slow_share: float = 0.0, slow_factor: float = 1.0, seed: int = 0) -> float:
+    """Share of simulated measurements whose headline interval covers the true headline.
 
-    Each session draws its own level (log-normal, `between_sd`) and then `iterations` samples
-    with AR(1) autocorrelation `within_rho` around it, as measured on real devices; the truth is
-    the median of the distribution the session medians come from.
+    Each session draws its own level (log-normal, `between_sd`; with probability `slow_share`
+    times `slow_factor`, a device that lands in a slow mode now and then) and then `iterations`
+    samples with AR(1) autocorrelation `within_rho` around it, as measured on real devices; the
+    truth is the geometric mean of the distribution the session medians come from, which without
+    a slow mode is its median.
     """
     from scipy.signal import lfilter
 
     rng = np.random.default_rng(seed)
     levels = rng.normal(0.0, between_sd, (trials, sessions, 1))
+    if slow_share:  # drawn only then, so that the one-mode simulation stays what it was
+        levels += math.log(slow_factor) * (rng.random((trials, sessions, 1)) < slow_share)
     e = rng.normal(0.0, within_sd, (trials, sessions, iterations))
     # AR(1) with unit stationary variance scale: x_i = rho x_{i-1} + sqrt(1 - rho^2) e_i
     noise = lfilter([math.sqrt(1 - within_rho ** 2)], [1.0, -within_rho], e, axis=-1)
     medians = np.median(np.exp(levels + noise), axis=-1)
+    # a session median's log is its level plus the median of symmetric noise: its mean is the
+    # mean level
+    truth = slow_share * math.log(slow_factor)
     covered = 0
     for row in medians:
         ci = log_interval(row)
-        # session medians are log-symmetric around exp(0) = 1, the true median
-        if ci is not None and ci[0] <= 1.0 <= ci[1]:
+        if ci is not None and ci[0] <= math.exp(truth) <= ci[1]:
             covered += 1
     return covered / trials
 

@@ -36,18 +36,16 @@ from harness.report.console import is_missing as _missing
 from harness.report.frame import distinct
 
 # What a speedup is, said the same way wherever one is shown (tables, figure captions, the page):
-# `frame.with_baselines` computes it from the session medians, not from the headline medians, so
-# "baseline median / median" of a table's own columns can differ from it (the audit's table read
-# 0.0813 and 0.1244 ms, a ratio of 0.654, and a speedup of 0.64: each median is one of two
-# sessions that disagreed; the README gives an example).
+# `frame.with_baselines` computes it from the session medians, exp(mean log baseline - mean log
+# variant), paired or Welch, which is the ratio of the two headlines (each the geometric mean of
+# its session medians): "baseline median / median" of a table's own columns is the speedup.
 SPEEDUP_DEFINITION = (
     "Speedup is how many times faster than its fp32 baseline (same device, format, runtime and "
     "threads) a variant ran: the ratio of the geometric means of the two measurements' session "
-    "medians, baseline over variant (above 1 is faster), with its "
-    f"{stats.CONFIDENCE:.0%} t interval on their logs, "
-    "paired session by session where both ran the same sessions back to back. It is not the "
-    "ratio of the two headline medians, which are medians of the session medians, and can "
-    "differ from it."
+    "medians, baseline over variant (above 1 is faster), with "
+    f"its {stats.CONFIDENCE:.0%} t interval on their logs, "
+    "paired on the sessions both ran (session k of both ran back to back): where both ran the "
+    "same sessions, the ratio of the two Median figures."
 )
 
 
@@ -241,9 +239,10 @@ def _speedup_text(row: pd.Series) -> str:
 # Marks a pooled p90 below its row's headline median (`P90_NOTE`).
 BELOW_MEDIAN = "\N{DAGGER}"
 P90_NOTE = (
-    "Median: the median of the session medians, with its 95% t interval over sessions. p90 pools "
-    "every timed iteration of all sessions, so a session much slower than the others (and "
-    "shorter in iterations) moves the median but hardly p90"
+    "Median: each session's median latency, combined over sessions as their geometric mean, with "
+    "its 95% t interval over sessions. p90 pools every timed iteration of all sessions, so a "
+    "session much slower than the others (and shorter in iterations) moves the Median but "
+    "hardly p90"
 )
 
 
