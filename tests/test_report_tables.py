@@ -14,7 +14,7 @@ import pytest
 
 from harness.report import frame, tables
 from harness.store import Store
-from tests.test_report_synthetic import add_job, demo_store, lognormal_ns
+from tests.test_report_synthetic import add_job, demo_store, lognormal_ns, sessions_ns
 
 
 @pytest.fixture(scope="module")
@@ -326,3 +326,17 @@ def test_every_table_says_which_isa_measured_it(demo, tmp_path: Path) -> None:
     assert csv["CPU ISA"].tolist() == df["isa"].tolist()
     pivot = pd.read_csv(_by_name(report_tables, "across_devices").write(tmp_path)[0])
     assert set(pivot["pi5 CPU ISA"]) == set(pivot["jetson CPU ISA"]) == {isa[0]}
+
+
+def test_a_latency_of_microseconds_keeps_three_significant_digits(tmp_path: Path) -> None:
+    """Found in an audit: tables wrote latency with 3 decimals in ms, so a 4 us GPU figure
+    read "0.004 [0.004, 0.005]"."""
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run("t", None, ["pi5"])
+    add_job(store, run, "net", samples_ns=sessions_ns(0.00412, seed=1))
+    add_job(store, run, "big", samples_ns=sessions_ns(88.1, seed=2))
+    table = tables.build_table(frame.with_baselines(frame.results_frame(store, [run])), "t", "t")
+    small, big = table.text["Median [ms] (95% CI)"]
+    assert re.fullmatch(r"0\.00\d{3} \[0\.00\d{3}, 0\.00\d{3}\]", small), small
+    assert re.fullmatch(r"\d\d\.\d{3} \[\d\d\.\d{3}, \d\d\.\d{3}\]", big), big
+    assert re.fullmatch(r"0\.00\d{3}", table.text["p90 [ms]"].iloc[0].rstrip(tables.BELOW_MEDIAN))

@@ -28,6 +28,7 @@ from harness.report.console import (
     INTERVAL_REACH,
     NA,
     UNKNOWN_FLAG,
+    decimals_for,
     format_interval,
     format_value,
     in_legend_order,
@@ -214,14 +215,25 @@ def beyond_reach(df: pd.DataFrame) -> bool:
     return False
 
 
+def _latency_spec(value: Any) -> str:
+    """A latency in ms with 3 decimals, more where that leaves fewer than 3 significant digits:
+    a 4 us GPU figure read "0.004 [0.004, 0.005]"."""
+    return f",.{max(3, decimals_for(value))}f"
+
+
+def _latency(key: str) -> Callable[[pd.Series], str]:
+    return lambda row: format_value(row[key], _latency_spec(row[key]))
+
+
 def _with_interval(
-    key: str, low: str, high: str, digits: int, factor: float = 1.0,
+    key: str, low: str, high: str, digits: int | None, factor: float = 1.0,
     reach: float | None = INTERVAL_REACH,
 ) -> Callable[[pd.Series], str]:
-    """ "median [low, high]" of a figure and its 95% interval."""
-    spec = f",.{digits}f"
+    """ "median [low, high]" of a figure and its 95% interval, all with `digits` decimals (None:
+    a latency's, `_latency_spec` of the figure)."""
     return lambda row: format_interval(
-        _scaled(row[key], factor), _scaled(row[low], factor), _scaled(row[high], factor), spec,
+        _scaled(row[key], factor), _scaled(row[low], factor), _scaled(row[high], factor),
+        f",.{digits}f" if digits is not None else _latency_spec(row[key]),
         reach,
     )
 
@@ -252,7 +264,7 @@ def _p90_below_median(row: pd.Series) -> bool:
 
 
 def _p90_text(row: pd.Series) -> str:
-    text = format_value(row["latency_p90_ms"], ",.3f")
+    text = _latency("latency_p90_ms")(row)
     return text + BELOW_MEDIAN if _p90_below_median(row) else text
 
 
@@ -313,13 +325,13 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column(
         "Median [ms] (95% CI)",
         _key("latency_median_ms"),
-        _with_interval("latency_median_ms", "latency_ci95_low_ms", "latency_ci95_high_ms", 3),
+        _with_interval("latency_median_ms", "latency_ci95_low_ms", "latency_ci95_high_ms", None),
         csv_header="Median [ms]",
     ),
     _csv_only("Median CI95 low [ms]", "latency_ci95_low_ms"),
     _csv_only("Median CI95 high [ms]", "latency_ci95_high_ms"),
     Column("p90 [ms]", _key("latency_p90_ms"), _p90_text),
-    Column("p99 [ms]", _key("latency_p99_ms"), _number("latency_p99_ms", 3), latex=False),
+    Column("p99 [ms]", _key("latency_p99_ms"), _latency("latency_p99_ms"), latex=False),
     Column(
         "Throughput [img/s]",
         _key("throughput_wall_ips"),
