@@ -142,6 +142,28 @@ def wait_for_sessions(db: Path, device: str, count: int, proc: subprocess.Popen[
     raise AssertionError(f"no {count} sessions of {device} after {timeout} s")
 
 
+def once_a_session_is_stored(db: str) -> str:
+    """Python source defining `ready()` for `interrupt_inside_gc`: true once the database `db`
+    (an expression over `args`) holds a session, looked at no more than every 0.1 s."""
+    return f"""
+last = [0.0]
+
+
+def ready():
+    if time.monotonic() - last[0] < 0.1:
+        return False
+    last[0] = time.monotonic()
+    try:
+        conn = sqlite3.connect(f"file:{{{db}}}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] >= 1
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+"""
+
+
 def interrupt_inside_gc(ready: str, argv: str) -> str:
     """Python source that runs `edgebench` with `sys.argv = ARGV` (an expression over `args`,
     the script's own arguments) and a gc callback that, once `ready()` (defined by the source

@@ -18,6 +18,7 @@ from tests.conftest import (
     REPO,
     interrupt_inside_gc,
     make_tiny_onnx,
+    once_a_session_is_stored,
     rows,
     run_cli,
     wait_for_sessions,
@@ -384,23 +385,9 @@ def test_fitted_table_prints_text_as_it_is() -> None:
 
 # `edgebench bench --model M --db DB ...`, interrupted inside a gc callback once DB holds a
 # session (looked at no more than every 0.1 s)
-INTERRUPT_INSIDE_GC = interrupt_inside_gc("""
-last = [0.0]
-
-
-def ready():
-    if time.monotonic() - last[0] < 0.1:
-        return False
-    last[0] = time.monotonic()
-    try:
-        conn = sqlite3.connect(f"file:{args[1]}?mode=ro", uri=True)
-        try:
-            return conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] >= 1
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return False
-""", '["edgebench", "bench", "--model", args[0], "--db", args[1], "--quick", '
+INTERRUPT_INSIDE_GC = interrupt_inside_gc(
+    once_a_session_is_stored("args[1]"),
+    '["edgebench", "bench", "--model", args[0], "--db", args[1], "--quick", '
      '"--sessions", "40"]')
 
 

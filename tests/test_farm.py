@@ -37,6 +37,7 @@ from tests.conftest import (
     EDGEBENCH,
     REPO,
     interrupt_inside_gc,
+    once_a_session_is_stored,
     rows,
     run_cli,
     wait_for_sessions,
@@ -355,7 +356,6 @@ def test_an_interrupted_nightly_releases_every_place(
 # the database holds a session (looked at no more than every 0.1 s). The nightly's main thread
 # only waits for its devices' threads, and collects garbage at each wait here.
 NIGHTLY_INTERRUPTED_INSIDE_GC = interrupt_inside_gc("""
-last = [0.0]
 join = threading.Thread.join
 
 
@@ -365,21 +365,7 @@ def collecting_join(self, timeout=None):
 
 
 threading.Thread.join = collecting_join
-
-
-def ready():
-    if time.monotonic() - last[0] < 0.1:
-        return False
-    last[0] = time.monotonic()
-    try:
-        conn = sqlite3.connect(f"file:{args[0]}?mode=ro", uri=True)
-        try:
-            return conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] >= 1
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return False
-""", '["edgebench", *args[1:]]')
+""" + once_a_session_is_stored("args[0]"), '["edgebench", *args[1:]]')
 
 
 def test_a_ctrl_c_python_swallowed_in_a_callback_still_stops_the_nightly(
