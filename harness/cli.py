@@ -756,6 +756,9 @@ def cmd_nightly(args: argparse.Namespace) -> int:
                   highlight=False, markup=False, soft_wrap=True)
     out.print(f"trend report, summary.json and junit.xml in {escape(str(result.out))}/; "
               f"run {result.nightly_id} in {escape(str(args.db))}", highlight=False)
+    # what a cron mail or a CI log needs most, last: the exit status and what it means
+    out.print(f"exit {result.exit_code}: {summary['exit_meaning']}", highlight=False,
+              markup=False, soft_wrap=True)
     return result.exit_code
 
 

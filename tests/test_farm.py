@@ -190,6 +190,8 @@ def test_a_place_held_by_someone_else_is_waited_for_then_skipped_naming_the_hold
     assert "held by " in status["dev1"]["message"] and "/alice" in status["dev1"]["message"]
     assert "waited 3 s" in status["dev1"]["message"]
     assert status["dev1"]["message"].endswith(", skipping it")
+    # a cron mail ends with the exit status and its meaning
+    assert proc.stdout.splitlines()[-1] == f"exit 3: {out['exit_meaning']}"
     assert "dev1: labgrid place dev1 is held by " in proc.stderr  # said when the wait began
     assert "waiting up to 3 s for it, then skipping it" in proc.stderr
     assert time.monotonic() - started >= 3
@@ -791,7 +793,7 @@ def test_bench_on_a_place_held_by_someone_else_says_so_at_once_then_gives_up_in_
     stderr = err.rest()
     assert proc.returncode == 3, stderr
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith("edgebench: error: labgrid place dev1 is held by ")
+    assert last.startswith("edgebench: error: device dev1: labgrid place dev1 is held by ")
     assert "/alice" in last and "gave up after waiting 2 s" in last
     assert "skipping" not in stderr and "Traceback" not in stderr
     assert "alice" in who(lab)  # alice keeps her place, and nothing of ours is left
@@ -803,7 +805,7 @@ def test_bench_on_a_place_held_by_someone_else_says_so_at_once_then_gives_up_in_
     assert proc.returncode == 3, stderr
     assert "waiting up to" not in stderr
     assert stderr.strip().splitlines()[-1].startswith(
-        "edgebench: error: labgrid place dev1 is held by ")
+        "edgebench: error: device dev1: labgrid place dev1 is held by ")
     assert "not waiting for it" in stderr
 
     plain = run_cli("bench", "--model", str(suite["build"] / "digits_cnn.onnx"), "--wait", "5",
