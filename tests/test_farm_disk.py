@@ -1,4 +1,6 @@
-"""The nightly on a host whose own disk fails it: a result database on a full disk.
+"""The nightly on a host whose own disk fails it: a report folder that cannot be written, a
+result database on a full disk, before the build and in the middle of a run, with the real
+farm of tests/test_farm.py (labgrid coordinator and exporter, sshd on loopback).
 
 A full disk is a real one: a tmpfs of a few MiB mounted for the test and filled by a file, so
 SQLite and the file system say what they say on a lab host whose disk filled up. Mounting needs
@@ -8,6 +10,7 @@ root (or CAP_SYS_ADMIN); without it those tests are skipped, saying so.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -16,9 +19,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.loopback_labgrid import LoopbackLab
 from harness.store import StorageError, Store
-from tests.conftest import run_cli
+from tests import test_farm
+from tests.conftest import EDGEBENCH, REPO, rows, run_cli, wait_for_sessions
 from tests.sshd import free_port
+from tests.test_farm import PLACES, env_for, nightly_args, who, write_farm
+
+# the lab and the suite built once, as test_farm.py has them
+lab, suite = test_farm.lab, test_farm.suite
 
 pytestmark = [pytest.mark.ssh, pytest.mark.farm]
 
@@ -70,6 +79,34 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+def test_an_out_folder_that_cannot_be_made_is_refused_before_anything_runs(tmp_path: Path
+                                                                            ) -> None:
+    """Its parent a file: said in one line naming the folder and the reason, exit 2 (give
+    another --out), before the build and before the database is made."""
+    (tmp_path / "reports").write_text("a file where the folder should be")
+    out = tmp_path / "reports" / "n1"
+    proc = run_cli("nightly", "--farm", str(offline_farm(tmp_path)), "--suite",
+                   "models/demo.yaml", "--db", str(tmp_path / "db.sqlite"), "--out", str(out))
+    line = one_line_error(proc)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{out}: --out cannot be written (Not a directory" in line
+    assert not (tmp_path / "db.sqlite").exists()
+
+
+def test_an_out_folder_on_a_full_disk_is_refused_before_anything_runs(
+        tmp_path: Path, small_disk: Path) -> None:
+    """No space left: one line, exit 3 (the host's fault: not "regression", not bad input)."""
+    fill(small_disk)
+    out = small_disk / "n1"
+    proc = run_cli("nightly", "--farm", str(offline_farm(tmp_path)), "--suite",
+                   "models/demo.yaml", "--db", str(tmp_path / "db.sqlite"), "--out", str(out))
+    line = one_line_error(proc)
+    assert proc.returncode == 3, proc.stderr
+    assert f"{out}: --out cannot be written (No space left on device" in line
+    assert not (tmp_path / "db.sqlite").exists()
+    assert not list(out.iterdir())  # the probe is not left behind
+
+
 def test_a_database_on_a_full_disk_says_so(tmp_path: Path, small_disk: Path) -> None:
     """Not "not a usable result database (disk I/O error)", exit 2: the file is fine, its
     disk is full; said naming the file, with the exit code of the host's failures (3)."""
@@ -93,3 +130,70 @@ def test_a_database_on_a_full_disk_says_so(tmp_path: Path, small_disk: Path) -> 
     assert proc.returncode == 3, proc.stderr
     assert f"{db}: disk I/O error while opening it" in line
     assert "not a usable result database" not in line
+
+
+def test_a_report_folder_that_fills_up_during_the_run_is_one_line_and_written_again(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path], small_disk: Path) -> None:
+    """The farm is measured and stored; the report alone is lost: one line saying so, where the
+    results are and the command that writes it again, exit 3 (not 1, "regression", which the
+    systemd unit would take for a success); that command then writes it, measuring nothing."""
+    farm = write_farm(tmp_path, lab)
+    args = [*nightly_args(tmp_path, farm, suite, "unused", "--id", "n-full-out"), "--out",
+            str(small_disk / "n")]
+    proc = subprocess.Popen([*EDGEBENCH, *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **env_for(tmp_path)))
+    wait_for_sessions(tmp_path / "db.sqlite", "dev0", 1, proc)
+    filler = fill(small_disk)
+    out, err = proc.communicate(timeout=300)
+    line = one_line_error(subprocess.CompletedProcess(args, proc.returncode, out, err))
+    assert proc.returncode == 3, err + out
+    assert f"{small_disk / 'n'}: the nightly's report could not be written (No space left on " \
+        "device" in line
+    assert f"nightly n-full-out is measured and stored in {tmp_path / 'db.sqlite'}" in line
+    assert "--id n-full-out` writes the report again, measuring nothing" in line
+    assert rows(tmp_path / "db.sqlite", "SELECT status FROM runs") == [("finished",)]
+    assert not any(place in who(lab) for place in PLACES)
+
+    filler.unlink()
+    again = run_cli(*args, env=env_for(tmp_path))
+    assert again.returncode == 0, again.stderr + again.stdout
+    written = json.loads((small_disk / "n" / "summary.json").read_text())
+    assert written["status"] == "finished"
+    assert sum(d["sessions_run"] for d in written["devices"]) == 0
+    assert (small_disk / "n" / "junit.xml").stat().st_size > 0
+
+
+def test_a_database_that_fills_up_during_the_run_stops_the_nightly_in_one_line(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path], small_disk: Path) -> None:
+    """Not every device failed with an OperationalError, the run left running and exit 1: the
+    nightly stops (every place released), says the disk and the command that resumes it in
+    one line, exit 3; once there is room that command measures what it had not stored."""
+    farm = write_farm(tmp_path, lab)
+    db = small_disk / "db.sqlite"
+    args = [*nightly_args(tmp_path, farm, suite, "n", "--sessions", "6", "--id", "n-full-db"),
+            "--db", str(db)]
+    proc = subprocess.Popen([*EDGEBENCH, *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **env_for(tmp_path)))
+    wait_for_sessions(db, "dev0", 1, proc)
+    filler = fill(small_disk)
+    out, err = proc.communicate(timeout=300)
+    line = one_line_error(subprocess.CompletedProcess(args, proc.returncode, out, err))
+    assert proc.returncode == 3, err + out
+    assert line.startswith(f"edgebench: error: {db}: ")
+    assert "no space left on its disk while storing " in line or "disk I/O error while " \
+        "storing " in line, line
+    assert "nightly n-full-db stopped, its run " in line
+    assert "--id n-full-db` measures what it has not stored once there is room" in line
+    assert "OperationalError" not in err
+    assert not any(place in who(lab) for place in PLACES)
+    assert not (tmp_path / "n" / "summary.json").exists()
+
+    filler.unlink()
+    ((status,),) = rows(db, "SELECT status FROM runs")
+    assert status in ("failed", "running")  # running: the full disk would not take "failed"
+    again = run_cli(*args, env=env_for(tmp_path))
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert rows(db, "SELECT status FROM runs") == [("finished",)]
+    assert rows(db, "SELECT COUNT(*) FROM sessions WHERE status = 'ok'") == [(18,)]

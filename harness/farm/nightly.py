@@ -30,12 +30,15 @@ nightly, which has no baseline, or a model new since the baseline), since it nev
 otherwise a model that failed from its first night on would never fail the gate (failing in both
 nightlies is no news). The exit code (`exit_code`): 0 all measured and no regression, 1 a
 regression (with `--fail-on-regression`), 3 something was not measured: a device failed or was
-skipped, or a suite entry did not build.
+skipped, or a suite entry did not build (its regressions said beside it), or the host's disk
+failed the nightly (harness/farm/command.py). A result database whose disk fills up or fails
+stops every device, as Ctrl-C does (`run_devices` raises its `StorageError`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -49,7 +52,7 @@ from harness.errors import AccessError, EdgebenchError, TransportError
 from harness.farm.farmfile import Farm
 from harness.runner import BenchOptions, PlannedJob, plan_jobs, run_plan
 from harness.signals import raise_if_interrupted
-from harness.store import RunInfo, Store, new_run_id
+from harness.store import RunInfo, StorageError, Store, new_run_id, storage_error
 from harness.transport.base import transport_for
 
 CHECK_TIMEOUT_S = 120.0
@@ -167,8 +170,10 @@ def check_device(device: Any) -> int:
 
 
 def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: DeviceOutcome,
-               stop: threading.Event, say: Say) -> None:
-    """One device's nightly: acquire, check, measure what is missing, retry, release."""
+               stop: threading.Event, say: Say, fatal: list[StorageError] | None = None) -> None:
+    """One device's nightly: acquire, check, measure what is missing, retry, release. A result
+    database whose disk is full or failing (`StorageError`) is no fault of the device and stops
+    every device: it goes into `fatal`, and `stop` is set."""
     from harness.farm.labgrid import PlaceBusy, client_for
 
     jobs = [j for j in plan.jobs if j.device.name == device.name]
@@ -237,11 +242,20 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
         if err.note:
             outcome.notes.append(err.note)
             say(err.note)
-    except EdgebenchError as err:
-        outcome.status, outcome.message = "failed", str(err)
+    except (EdgebenchError, sqlite3.Error) as err:
+        disk = err if isinstance(err, StorageError) else storage_error(
+            db, err, f"storing {device.name}'s sessions")
+        if disk is not None:  # the host's disk: no device can store anything
+            outcome.status, outcome.message = "failed", str(disk)
+            if fatal is not None:
+                fatal.append(disk)
+            stop.set()
+        elif isinstance(err, EdgebenchError):
+            outcome.status, outcome.message = "failed", str(err)
+        else:
+            outcome.status, outcome.message = "failed", _surprise(err, device.name)
     except Exception as err:  # a bug or a library's surprise: the other devices go on
-        outcome.status = "failed"
-        outcome.message = f"{type(err).__name__}: {err} (on the host, in {device.name}'s nightly)"
+        outcome.status, outcome.message = "failed", _surprise(err, device.name)
     finally:
         if stop.is_set() and outcome.status != "ok":  # Ctrl-C, SIGTERM: no fault of the device
             outcome.status, outcome.message = "interrupted", INTERRUPTED_DEVICE
@@ -252,6 +266,10 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
                 outcome.notes.append(f"could not release place {device.labgrid.place}: {err}")
         say(f"{device.name}: {outcome.status}" + (f": {outcome.message}" if outcome.message
                                                    else ""))
+
+
+def _surprise(err: Exception, device: str) -> str:
+    return f"{type(err).__name__}: {err} (on the host, in {device}'s nightly)"
 
 
 def _measure(store: Store, plan: NightlyPlan, todo: Sequence[PlannedJob],
@@ -297,13 +315,15 @@ def _why_missing(rows: dict[str, list[dict[str, Any]]], left: Sequence[PlannedJo
 
 
 def run_devices(db: Path, plan: NightlyPlan, farm: Farm, say: Say) -> list[DeviceOutcome]:
-    """Every device's nightly in parallel; on Ctrl-C or SIGTERM, every place is released."""
+    """Every device's nightly in parallel; on Ctrl-C or SIGTERM, every place is released, and
+    so on a full or failing disk under the result database, which is raised (`StorageError`)."""
     from harness.farm.labgrid import places_released_on_interrupt
 
     outcomes = [DeviceOutcome(d.name, d.labgrid.place if d.labgrid else None)
                 for d in farm.devices]
     stop = threading.Event()
-    threads = [threading.Thread(target=run_device, args=(db, plan, d, farm, o, stop, say),
+    fatal: list[StorageError] = []
+    threads = [threading.Thread(target=run_device, args=(db, plan, d, farm, o, stop, say, fatal),
                                 name=f"nightly-{d.name}", daemon=True)
                for d, o in zip(farm.devices, outcomes, strict=True)]
     try:
@@ -314,7 +334,11 @@ def run_devices(db: Path, plan: NightlyPlan, farm: Farm, say: Say) -> list[Devic
                 for t in threads:
                     while t.is_alive():
                         raise_if_interrupted()  # a Ctrl-C Python lost in a gc callback
+                        if fatal:  # every device stops, as on Ctrl-C
+                            raise fatal[0]
                         t.join(0.5)
+                if fatal:
+                    raise fatal[0]
             except BaseException:
                 # before the places go: no device starts another job on one, nor stores the
                 # session that losing its place cuts short
