@@ -341,6 +341,35 @@ def test_a_nightly_whose_samples_were_pruned_is_not_taken_up(tmp_path: Path) -> 
     store.close()
 
 
+def test_a_nightly_still_being_measured_is_not_taken_up(tmp_path: Path) -> None:
+    """`--id` of a nightly whose process still runs on this host (a manual start while the
+    timer's nightly runs) is refused as `bench --resume` refuses it, naming the process; once
+    that process is gone (killed: what `--id` is for) it is taken up."""
+    import socket
+    import subprocess
+    import sys
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: s\n")
+    options = BenchOptions(quick=True)
+    store = Store(tmp_path / "x.db")
+    plan = plan_record([], options, what_record(suite, None), None)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "edgebench"])
+    try:
+        store.begin_run(f"edgebench nightly --farm f.yaml --suite {suite}", str(suite), ["pi5"],
+                        run_id="nightly-x", plan={**plan, "process": {
+                            "host": socket.gethostname(), "pid": other.pid}})
+        with pytest.raises(EdgebenchError, match=rf"^nightly nightly-x is still being measured "
+                                                 rf"by process {other.pid} on this host; stop "
+                                                 r"it first"):
+            check_resume(store, "nightly-x", str(suite), ["pi5"], options)
+    finally:
+        other.kill()
+        other.wait()
+    assert check_resume(store, "nightly-x", str(suite), ["pi5"], options) is not None
+    store.close()
+
+
 def test_a_nightly_of_one_session_gets_its_junit_and_page(tmp_path: Path) -> None:
     """`nightly --sessions 1`: a ratio whose interval needs two sessions a side has none. The
     JUnit case and the page say the ratio alone; the JUnit writer formatted the missing bounds

@@ -100,9 +100,10 @@ def check_resume(store: Store, nightly_id: str, suite: str, devices: Sequence[st
     """The nightly `--id` names, if it exists and this command can take it up; else one line
     why not: another suite or farm, an edited suite, or other options than it recorded
     (`runs.plan`, as `bench --resume` checks them), since sessions measured otherwise would mix
-    in one measurement, or be taken for measured; or stored sessions whose samples were pruned
-    (said before any place is reserved, not at the first such measurement). A nightly of an
-    edgebench that recorded no plan is taken up unchecked, as before."""
+    in one measurement, or be taken for measured; a nightly still being measured by a process
+    that runs on this host (as `bench --resume` refuses it); or stored sessions whose samples
+    were pruned (said before any place is reserved, not at the first such measurement). A
+    nightly of an edgebench that recorded no plan is taken up unchecked, as before."""
     existing = store.run(nightly_id)
     if existing is None:
         return None
@@ -115,6 +116,13 @@ def check_resume(store: Store, nightly_id: str, suite: str, devices: Sequence[st
             f"{', '.join(existing.devices)}; resume it with the same suite and farm, or give "
             "another --id")
     recorded = existing.plan
+    process = (recorded or {}).get("process") or {}
+    if existing.status == "running" and bench._alive(process):  # bench --resume's rule
+        # two nightlies of one id (a manual start while the timer's runs) would measure the
+        # same sessions twice, the second failing on them and overwriting the first's report
+        raise EdgebenchError(f"nightly {nightly_id} is still being measured by process "
+                             f"{process['pid']} on this host; stop it first (Ctrl-C, SIGTERM), "
+                             "then resume it, or give another --id")
     if recorded is not None:
         if recorded.get("version") != bench.PLAN_VERSION:
             raise EdgebenchError(f"nightly {nightly_id} recorded a plan of version "
