@@ -15,6 +15,7 @@ from harness.bench import plan_record, what_record
 from harness.errors import EdgebenchError
 from harness.farm.command import _gate
 from harness.farm.nightly import (
+    EXIT_NOT_MEASURED,
     EXIT_OK,
     EXIT_REGRESSION,
     DeviceOutcome,
@@ -389,3 +390,26 @@ def test_a_nightly_of_one_session_gets_its_junit_and_page(tmp_path: Path) -> Non
     assert f"ratio {m['ratio']:.3f} (ISA" in out and out.endswith(": inconclusive")
     write_trend(store, second, [first, second], ["pi5"], tmp_path / "out", summary=summary)
     store.close()
+
+
+def test_a_device_down_does_not_hide_a_regression_of_another(tmp_path: Path) -> None:
+    """Exit 3 says something was not measured; the meaning says the regression beside it (the
+    reader of a cron mail or of the page must not take the night for "only a board down")."""
+    store = Store(tmp_path / "db.sqlite")
+    first = _night(store, 1, ("pi5", "jetson"))
+    add_job(store, first, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=1))
+    store.finish_run(first)
+    second = _night(store, 2, ("pi5", "jetson"))
+    add_job(store, second, "resnet", samples_ns=sessions_ns(30.0, between_sd=0.01, seed=2))
+    store.finish_run(second, "incomplete")
+    down = DeviceOutcome("jetson", "jetson", status="failed", attempts=3,
+                         message="127.0.0.1: connection refused")
+    summary = _summary(store, first, second, [_ok(), down])
+    assert summary["regressions"] == 1 and summary["exit_code"] == EXIT_NOT_MEASURED
+    meaning = summary["exit_meaning"]
+    assert "1 of 2 devices not measured (jetson failed)" in meaning
+    assert "with 1 regressions" in meaning, meaning
+    # without --fail-on-regression the meaning says it would not fail the run by itself
+    code, meaning = exit_code([_ok(), down], 1, False)
+    assert code == EXIT_NOT_MEASURED and "1 regressions, which fail a run only with " \
+        "--fail-on-regression" in meaning

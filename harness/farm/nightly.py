@@ -443,30 +443,35 @@ def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regre
     """The nightly's exit code and what it means, in words for the report's reader.
     `build_failures`: the suite entries that did not build. What was not measured, on a device
     or for want of its file, is 3 with or without --fail-on-regression, as `bench` fails a suite
-    entry that does not build: a gate that passes what it never measured is no gate.
+    entry that does not build: a gate that passes what it never measured is no gate; the
+    regressions of what was measured are said beside it all the same (3 says only that
+    something is missing, and a regression must not hide behind a board that was down).
     `not_gated`: measurements that ran ok with no baseline measurement to compare with; a caveat
     the meaning states, not a failure (a first nightly, a new model or board has none)."""
     caveat = "" if not not_gated else (
         f"; {not_gated} measurement{'s' if not_gated != 1 else ''} not gated, with no baseline "
         "measurement to compare with")
     missed = [o for o in outcomes if o.status != "ok"]
+    what = []
+    if build_failures:
+        what.append(f"{len(build_failures)} suite "
+                    f"{'entry' if len(build_failures) == 1 else 'entries'} did not build "
+                    f"({', '.join(build_failures)})")
+    if missed:
+        devices = ", ".join(f"{o.name} {o.status}" for o in missed)
+        what.append(f"{len(missed)} of {len(outcomes)} devices not measured ({devices})")
+    found = f"{regressions} regressions"
     if missed or build_failures:
-        what = []
-        if build_failures:
-            what.append(f"{len(build_failures)} suite "
-                        f"{'entry' if len(build_failures) == 1 else 'entries'} did not build "
-                        f"({', '.join(build_failures)})")
-        if missed:
-            devices = ", ".join(f"{o.name} {o.status}" for o in missed)
-            what.append(f"{len(missed)} of {len(outcomes)} devices not measured ({devices})")
-        return EXIT_NOT_MEASURED, ("; ".join(what) + "; the rest is stored and gated all the "
-                                   "same" + caveat)
+        gated = "; the rest is stored and gated all the same"
+        if regressions:
+            gated += (f", with {found}" + ("" if fail_on_regression else
+                                          ", which fail a run only with --fail-on-regression"))
+        return EXIT_NOT_MEASURED, "; ".join(what) + gated + caveat
     if regressions and fail_on_regression:
-        return EXIT_REGRESSION, (f"every device measured; {regressions} regressions, and "
-                                 "--fail-on-regression" + caveat)
+        return EXIT_REGRESSION, f"every device measured; {found}, and --fail-on-regression" + caveat
     if regressions:
-        return EXIT_OK, (f"every device measured; {regressions} regressions, which fail the run "
-                         "only with --fail-on-regression" + caveat)
+        return EXIT_OK, (f"every device measured; {found}, which fail the run only with "
+                         "--fail-on-regression" + caveat)
     return EXIT_OK, "every device measured and no regression" + caveat
 
 
