@@ -13,7 +13,7 @@ import pytest
 
 from harness.bench import plan_record, what_record
 from harness.errors import EdgebenchError
-from harness.farm.command import _gate
+from harness.farm.command import _gate, _not_gated_kind
 from harness.farm.nightly import (
     EXIT_NOT_MEASURED,
     EXIT_OK,
@@ -29,7 +29,7 @@ from harness.report.compare import is_regression
 from harness.report.nightly import write_trend
 from harness.runner import BenchOptions
 from harness.store import Store
-from tests.test_report_synthetic import ISA, add_job, sessions_ns
+from tests.test_report_synthetic import FINGERPRINT, ISA, add_job, sessions_ns
 
 COMMAND = "edgebench nightly --farm devices/farm.yaml --suite models/demo.yaml"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -53,7 +53,7 @@ def _summary(store: Store, baseline: str | None, run: str, outcomes: list[Device
     measurements, differences = _gate(store, baselines, run, 0.05)
     regressions = sum(map(is_regression, measurements))
     code, meaning = exit_code(outcomes, regressions, fail_on_regression, (),
-                              sum(1 for m in measurements if m.get("not_gated")))
+                              [_not_gated_kind(m) for m in measurements if m.get("not_gated")])
     return summary_document(nightly_id=run, baseline=latest(store, baselines.values()),
                             baselines=baselines, status="finished",
                             exit_code=code, exit_meaning=meaning,
@@ -413,3 +413,49 @@ def test_a_device_down_does_not_hide_a_regression_of_another(tmp_path: Path) -> 
     code, meaning = exit_code([_ok(), down], 1, False)
     assert code == EXIT_NOT_MEASURED and "1 regressions, which fail a run only with " \
         "--fail-on-regression" in meaning
+
+
+def test_a_board_of_another_instruction_set_is_not_gated(tmp_path: Path) -> None:
+    """A board replaced by one of another ISA measures the same model, but its speed cannot be
+    judged against the old board's: not gated, with why, a skipped JUnit case and the exit
+    code's meaning saying so; not "every device measured and no regression" in silence."""
+    store = Store(tmp_path / "db.sqlite")
+    first = _night(store, 1)
+    add_job(store, first, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=1))
+    store.finish_run(first)
+    second = _night(store, 2)
+    add_job(store, second, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=2),
+            fingerprint=dict(FINGERPRINT, isa="x86 avx2 fma"))
+    add_job(store, second, "mobilenet", samples_ns=sessions_ns(8.0, between_sd=0.01, seed=3),
+            fingerprint=dict(FINGERPRINT, isa="x86 avx2 fma"))
+    store.finish_run(second)
+    summary = _summary(store, first, second, [_ok()])
+    why = {m["model"]: m.get("not_gated") for m in summary["measurements"]}
+    assert why == {
+        "resnet": f"different instruction set ({ISA} in {first}, x86 avx2 fma now): its speed "
+                  f"cannot be judged against {first}",
+        "mobilenet": f"no baseline measurement: not in {first}, the baseline of pi5"}
+    assert summary["not_gated"] == 2 and summary["regressions"] == 0
+    assert summary["exit_code"] == EXIT_OK
+    assert summary["exit_meaning"] == (
+        "every device measured and no regression; 2 measurements not gated (1 with no "
+        "baseline measurement to compare with, 1 on another instruction set than its baseline)")
+    junit = ET.parse(write_junit(tmp_path / "junit.xml", summary)).getroot()
+    skipped = {c.get("name", "").split()[0]: c.find("skipped")
+               for c in junit.iter("testcase")}
+    assert skipped["resnet"] is not None and skipped["resnet"].get("message") == (
+        f"not gated: {why['resnet']}")
+    assert junit.get("skipped") == "2" and junit.get("failures") == "0"
+
+
+def test_every_reason_a_pair_is_not_judged_is_not_gated() -> None:
+    from harness.farm.command import UNJUDGED
+    from harness.report import compare
+
+    assert set(UNJUDGED) == {compare.DIFFERENT_ISA, compare.DIFFERENT_ACCELERATOR,
+                             compare.DIFFERENT_PRECISION, compare.DIFFERENT_SCOPE, compare.MIXED}
+    for verdict, kind in UNJUDGED.items():
+        row = {"verdict": verdict, "status_b": "ok", "baseline_run": "n1", "device": "pi5"}
+        assert _not_gated_kind(row) == kind
+        code, meaning = exit_code([_ok()], 0, True, (), [kind])
+        assert code == EXIT_OK and meaning.endswith(f"1 measurement not gated, {kind}")

@@ -439,18 +439,18 @@ def nightly_ids(store: Store, upto: str) -> list[str]:
 
 
 def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regression: bool,
-              build_failures: Sequence[str] = (), not_gated: int = 0) -> tuple[int, str]:
+              build_failures: Sequence[str] = (), not_gated: int | Sequence[str] = 0
+              ) -> tuple[int, str]:
     """The nightly's exit code and what it means, in words for the report's reader.
     `build_failures`: the suite entries that did not build. What was not measured, on a device
     or for want of its file, is 3 with or without --fail-on-regression, as `bench` fails a suite
     entry that does not build: a gate that passes what it never measured is no gate; the
     regressions of what was measured are said beside it all the same (3 says only that
     something is missing, and a regression must not hide behind a board that was down).
-    `not_gated`: measurements that ran ok with no baseline measurement to compare with; a caveat
-    the meaning states, not a failure (a first nightly, a new model or board has none)."""
-    caveat = "" if not not_gated else (
-        f"; {not_gated} measurement{'s' if not_gated != 1 else ''} not gated, with no baseline "
-        "measurement to compare with")
+    `not_gated`: measurements that ran ok but could not be judged, each by why in a few words
+    (NO_BASELINE, "on another instruction set than its baseline", ...), or their count (all
+    for want of a baseline); a caveat the meaning states, not a failure (a first nightly, a
+    new model or board has no baseline, a replaced board no comparable one)."""
     missed = [o for o in outcomes if o.status != "ok"]
     what = []
     if build_failures:
@@ -466,13 +466,35 @@ def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regre
         if regressions:
             gated += (f", with {found}" + ("" if fail_on_regression else
                                           ", which fail a run only with --fail-on-regression"))
-        return EXIT_NOT_MEASURED, "; ".join(what) + gated + caveat
+        return EXIT_NOT_MEASURED, "; ".join(what) + gated + _caveat(not_gated)
     if regressions and fail_on_regression:
-        return EXIT_REGRESSION, f"every device measured; {found}, and --fail-on-regression" + caveat
+        return EXIT_REGRESSION, (f"every device measured; {found}, and --fail-on-regression"
+                                 + _caveat(not_gated))
     if regressions:
         return EXIT_OK, (f"every device measured; {found}, which fail the run only with "
-                         "--fail-on-regression" + caveat)
-    return EXIT_OK, "every device measured and no regression" + caveat
+                         "--fail-on-regression" + _caveat(not_gated))
+    return EXIT_OK, "every device measured and no regression" + _caveat(not_gated)
+
+
+# Why a measurement that ran ok was not gated, when it had no baseline measurement at all.
+NO_BASELINE = "with no baseline measurement to compare with"
+
+
+def _caveat(not_gated: int | Sequence[str]) -> str:
+    """"; 3 measurements not gated (2 with no baseline measurement to compare with, 1 on
+    another instruction set than its baseline)", or "" when none."""
+    reasons = [NO_BASELINE] * not_gated if isinstance(not_gated, int) else list(not_gated)
+    if not reasons:
+        return ""
+    counts = {why: reasons.count(why) for why in dict.fromkeys(reasons)}
+    if len(counts) == 1:
+        return f"; {_plural(len(reasons), 'measurement')} not gated, {reasons[0]}"
+    return (f"; {_plural(len(reasons), 'measurement')} not gated ("
+            + ", ".join(f"{n} {why}" for why, n in counts.items()) + ")")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 def new_nightly_id() -> str:
