@@ -93,6 +93,17 @@ def test_an_out_folder_that_cannot_be_made_is_refused_before_anything_runs(tmp_p
     assert not (tmp_path / "db.sqlite").exists()
 
 
+def test_an_out_folder_that_can_be_written_is_not_left_behind_by_a_refused_nightly(
+        tmp_path: Path) -> None:
+    """--out is made and written to before the build, then removed: a nightly refused after
+    that (here its coordinator is down) leaves no empty report folder."""
+    out = tmp_path / "reports" / "n1"
+    proc = run_cli("nightly", "--farm", str(offline_farm(tmp_path)), "--suite",
+                   "models/demo.yaml", "--db", str(tmp_path / "db.sqlite"), "--out", str(out))
+    assert proc.returncode == 3 and "cannot be reached" in one_line_error(proc)
+    assert not (tmp_path / "reports").exists()
+
+
 def test_an_out_folder_on_a_full_disk_is_refused_before_anything_runs(
         tmp_path: Path, small_disk: Path) -> None:
     """No space left: one line, exit 3 (the host's fault: not "regression", not bad input)."""
@@ -104,7 +115,7 @@ def test_an_out_folder_on_a_full_disk_is_refused_before_anything_runs(
     assert proc.returncode == 3, proc.stderr
     assert f"{out}: --out cannot be written (No space left on device" in line
     assert not (tmp_path / "db.sqlite").exists()
-    assert not list(out.iterdir())  # the probe is not left behind
+    assert not out.exists()  # neither the probe nor the folder made for it is left behind
 
 
 def test_a_database_on_a_full_disk_says_so(tmp_path: Path, small_disk: Path) -> None:

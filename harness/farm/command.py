@@ -11,6 +11,7 @@ failed (`harness/store.py` `storage_error`)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -223,9 +224,9 @@ OUT_FILES = {"summary.json", "junit.xml", "index.html", "trends.png", "trends.pd
 def _check_out(out: Path) -> None:
     """Refuse, before anything is built or measured, an `--out` that the report could not go
     into: a file, a folder holding other files, or one that cannot be made or written (its
-    parent a file, a read-only file system, no space left). It is made here, and a file is
-    written into it and removed, so that a farm measured for hours is not lost to a traceback
-    at the end."""
+    parent a file, a read-only file system, no space left). It is made here and a file written
+    into it, so that a farm measured for hours is not lost to a traceback at the end; both are
+    removed again, so that a nightly refused later (a coordinator down) leaves no folder."""
     if out.exists() and not out.is_dir():
         raise EdgebenchError(f"{out}: --out is a file, not a folder")
     if out.is_dir():
@@ -233,6 +234,7 @@ def _check_out(out: Path) -> None:
         if foreign:
             raise EdgebenchError(f"{out}: folder holds files a nightly did not write "
                                  f"({foreign[0]}, ...); give an empty or new folder with --out")
+    made = [p for p in (out, *out.parents) if not p.exists()]  # the deepest first
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".edgebench-probe-") as probe:
@@ -244,6 +246,10 @@ def _check_out(out: Path) -> None:
         raise (OutError if host else EdgebenchError)(
             f"{out}: --out cannot be written ({_reason(err)}); give a folder the report can "
             "be written into") from err
+    finally:
+        for folder in made:
+            with contextlib.suppress(OSError):  # not made, or not empty: left as it is
+                folder.rmdir()
 
 
 def _check_db(db: Path, baseline: str) -> str | None:
