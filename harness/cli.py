@@ -1114,10 +1114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                           soft_wrap=True)
         return err.exit_code
     except sqlite3.Error as err:  # what the store did not foresee, said in one line all the same
-        where = getattr(args, "db", None)
-        err_console.print(f"edgebench: error: {where or 'result database'}: {err}",
+        from harness.store import storage_error
+
+        where = getattr(args, "db", None) or "result database"
+        disk = storage_error(where, err, f"running {args.command}")  # full, failing: exit 3
+        err_console.print(f"edgebench: error: {disk or f'{where}: {err}'}",
                           highlight=False, markup=False, soft_wrap=True)
-        return 1
+        # a nightly's 1 is "regression" (a success to its systemd unit): never a broken store's
+        return disk.exit_code if disk is not None else 3 if args.command == "nightly" else 1
     except KeyboardInterrupt:
         return interrupted(INTERRUPTED_BY_COMMAND.get(args.command, "edgebench: interrupted"))
     except BrokenPipeError:

@@ -132,6 +132,45 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
+class StorageError(StoreError):
+    """The disk under the result database failed it (no space left, an I/O error): no fault of
+    the file nor of the command's input, so exit 3, as for a device that cannot be used
+    (harness/errors.py `TransportError`), not 2."""
+
+    exit_code = 3
+
+
+# SQLite's primary result codes (an extended code keeps them in its low byte)
+_SQLITE_IOERR, _SQLITE_FULL = 10, 13
+
+
+def storage_error(path: Path | str, err: BaseException, doing: str) -> StorageError | None:
+    """`err` in words, naming the database file, when it is the disk's fault: no space left, or
+    an I/O error (SQLite's IOERR, or an OSError such as ENOSPC); None otherwise. `doing`: what
+    was being done ("opening it", "storing a session"). SQLite says "disk I/O error" also when
+    it cannot grow the -shm file it opens a WAL database with on a full disk."""
+    import errno
+
+    if isinstance(err, OSError):
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageError(f"{path}: no space left on its disk while {doing} "
+                                f"({err.strerror}); free some and run the command again")
+        if err.errno == errno.EIO:
+            return StorageError(f"{path}: disk I/O error while {doing} ({err.strerror})")
+        return None
+    code = getattr(err, "sqlite_errorcode", None)
+    if not isinstance(err, sqlite3.Error) or not isinstance(code, int):
+        return None
+    name = getattr(err, "sqlite_errorname", "") or str(code)
+    if code & 0xFF == _SQLITE_FULL:
+        return StorageError(f"{path}: no space left on its disk while {doing} ({err}); free "
+                            "some and run the command again")
+    if code & 0xFF == _SQLITE_IOERR:
+        return StorageError(f"{path}: disk I/O error while {doing} ({name}); is its disk full "
+                            "or failing?")
+    return None
+
+
 def check_existing(path: Path) -> None:
     """Refuse, in one line naming it, a path that holds no result database for a command that
     reads or maintains one: nothing there, or an empty file (made by `touch`, a copy that
@@ -250,7 +289,8 @@ class Store:
                 # autocommit: every write goes through `_tx`, which says where one starts
                 self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         except (OSError, sqlite3.Error) as err:
-            raise StoreError(f"{self.path}: cannot open result database ({err})") from err
+            raise storage_error(self.path, err, "opening it") or StoreError(
+                f"{self.path}: cannot open result database ({err})") from err
         self.conn.row_factory = sqlite3.Row
         try:
             if readonly:
@@ -262,7 +302,9 @@ class Store:
             raise
         except sqlite3.DatabaseError as err:
             self.conn.close()
-            raise StoreError(f"{self.path}: not a usable result database ({err})") from err
+            # a full or failing disk is said as such: the file may be fine
+            raise storage_error(self.path, err, "opening it") or StoreError(
+                f"{self.path}: not a usable result database ({err})") from err
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -272,7 +314,10 @@ class Store:
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            # SQLite has rolled back already after some errors (a full disk): a ROLLBACK then
+            # fails, and its error would hide the one that counts
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
 

@@ -443,6 +443,36 @@ def test_a_nightly_resumed_with_other_options_is_refused_naming_them(
     assert rows(db, "SELECT job_id, session, started_at FROM sessions") == stored
 
 
+def test_a_nightly_still_running_is_not_taken_up_by_a_second_with_its_id(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """A manual start while the timer's nightly of that id runs: refused before the build, as
+    `bench --resume` refuses a run still being measured, naming the process; it would wait for
+    the places, measure the same sessions again, fail on them and overwrite the good report."""
+    held = lab.client("-p", "dev1", "acquire", env={"LG_USERNAME": "alice"})
+    assert held.returncode == 0, held.stderr
+    farm = write_farm(tmp_path, lab, wait_s=120)  # the first waits for dev1 meanwhile
+    db = tmp_path / "db.sqlite"
+    ident = "nightly-twice"
+    args = nightly_args(tmp_path, farm, suite, "n", "--sessions", "4", "--id", ident)
+    first = subprocess.Popen([*EDGEBENCH, *args], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, **env_for(tmp_path)))
+    wait_for_sessions(db, "dev0", 1, first)
+    second = run_cli(*args, env=env_for(tmp_path))
+    let_go = lab.client("-p", "dev1", "release", env={"LG_USERNAME": "alice"})
+    assert let_go.returncode == 0, let_go.stderr
+    assert second.returncode == 2, second.stderr + second.stdout
+    assert second.stderr.strip().splitlines() == [
+        f"edgebench: error: nightly {ident} is still being measured by process {first.pid} on "
+        "this host; stop it first (Ctrl-C, SIGTERM), then resume it, or give another --id"]
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err + out
+    done = summary(tmp_path, "n")
+    assert done["status"] == "finished" and [d["status"] for d in done["devices"]] == ["ok"] * 3
+    assert rows(db, "SELECT COUNT(*) FROM sessions WHERE status = 'ok'") == [(12,)]
+    assert rows(db, "SELECT COUNT(*) FROM sessions WHERE status != 'ok'") == [(0,)]
+
+
 def test_previous_skips_a_nightly_that_stored_nothing(
         tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
     """A nightly interrupted before its first session ended stored nothing: the next one is

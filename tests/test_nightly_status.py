@@ -13,8 +13,9 @@ import pytest
 
 from harness.bench import plan_record, what_record
 from harness.errors import EdgebenchError
-from harness.farm.command import _gate
+from harness.farm.command import _gate, _not_gated_kind
 from harness.farm.nightly import (
+    EXIT_NOT_MEASURED,
     EXIT_OK,
     EXIT_REGRESSION,
     DeviceOutcome,
@@ -28,7 +29,7 @@ from harness.report.compare import is_regression
 from harness.report.nightly import write_trend
 from harness.runner import BenchOptions
 from harness.store import Store
-from tests.test_report_synthetic import ISA, add_job, sessions_ns
+from tests.test_report_synthetic import FINGERPRINT, ISA, add_job, sessions_ns
 
 COMMAND = "edgebench nightly --farm devices/farm.yaml --suite models/demo.yaml"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -52,7 +53,7 @@ def _summary(store: Store, baseline: str | None, run: str, outcomes: list[Device
     measurements, differences = _gate(store, baselines, run, 0.05)
     regressions = sum(map(is_regression, measurements))
     code, meaning = exit_code(outcomes, regressions, fail_on_regression, (),
-                              sum(1 for m in measurements if m.get("not_gated")))
+                              [_not_gated_kind(m) for m in measurements if m.get("not_gated")])
     return summary_document(nightly_id=run, baseline=latest(store, baselines.values()),
                             baselines=baselines, status="finished",
                             exit_code=code, exit_meaning=meaning,
@@ -341,6 +342,35 @@ def test_a_nightly_whose_samples_were_pruned_is_not_taken_up(tmp_path: Path) -> 
     store.close()
 
 
+def test_a_nightly_still_being_measured_is_not_taken_up(tmp_path: Path) -> None:
+    """`--id` of a nightly whose process still runs on this host (a manual start while the
+    timer's nightly runs) is refused as `bench --resume` refuses it, naming the process; once
+    that process is gone (killed: what `--id` is for) it is taken up."""
+    import socket
+    import subprocess
+    import sys
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: s\n")
+    options = BenchOptions(quick=True)
+    store = Store(tmp_path / "x.db")
+    plan = plan_record([], options, what_record(suite, None), None)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "edgebench"])
+    try:
+        store.begin_run(f"edgebench nightly --farm f.yaml --suite {suite}", str(suite), ["pi5"],
+                        run_id="nightly-x", plan={**plan, "process": {
+                            "host": socket.gethostname(), "pid": other.pid}})
+        with pytest.raises(EdgebenchError, match=rf"^nightly nightly-x is still being measured "
+                                                 rf"by process {other.pid} on this host; stop "
+                                                 r"it first"):
+            check_resume(store, "nightly-x", str(suite), ["pi5"], options)
+    finally:
+        other.kill()
+        other.wait()
+    assert check_resume(store, "nightly-x", str(suite), ["pi5"], options) is not None
+    store.close()
+
+
 def test_a_nightly_of_one_session_gets_its_junit_and_page(tmp_path: Path) -> None:
     """`nightly --sessions 1`: a ratio whose interval needs two sessions a side has none. The
     JUnit case and the page say the ratio alone; the JUnit writer formatted the missing bounds
@@ -360,3 +390,72 @@ def test_a_nightly_of_one_session_gets_its_junit_and_page(tmp_path: Path) -> Non
     assert f"ratio {m['ratio']:.3f} (ISA" in out and out.endswith(": inconclusive")
     write_trend(store, second, [first, second], ["pi5"], tmp_path / "out", summary=summary)
     store.close()
+
+
+def test_a_device_down_does_not_hide_a_regression_of_another(tmp_path: Path) -> None:
+    """Exit 3 says something was not measured; the meaning says the regression beside it (the
+    reader of a cron mail or of the page must not take the night for "only a board down")."""
+    store = Store(tmp_path / "db.sqlite")
+    first = _night(store, 1, ("pi5", "jetson"))
+    add_job(store, first, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=1))
+    store.finish_run(first)
+    second = _night(store, 2, ("pi5", "jetson"))
+    add_job(store, second, "resnet", samples_ns=sessions_ns(30.0, between_sd=0.01, seed=2))
+    store.finish_run(second, "incomplete")
+    down = DeviceOutcome("jetson", "jetson", status="failed", attempts=3,
+                         message="127.0.0.1: connection refused")
+    summary = _summary(store, first, second, [_ok(), down])
+    assert summary["regressions"] == 1 and summary["exit_code"] == EXIT_NOT_MEASURED
+    meaning = summary["exit_meaning"]
+    assert "1 of 2 devices not measured (jetson failed)" in meaning
+    assert "with 1 regressions" in meaning, meaning
+    # without --fail-on-regression the meaning says it would not fail the run by itself
+    code, meaning = exit_code([_ok(), down], 1, False)
+    assert code == EXIT_NOT_MEASURED and "1 regressions, which fail a run only with " \
+        "--fail-on-regression" in meaning
+
+
+def test_a_board_of_another_instruction_set_is_not_gated(tmp_path: Path) -> None:
+    """A board replaced by one of another ISA measures the same model, but its speed cannot be
+    judged against the old board's: not gated, with why, a skipped JUnit case and the exit
+    code's meaning saying so; not "every device measured and no regression" in silence."""
+    store = Store(tmp_path / "db.sqlite")
+    first = _night(store, 1)
+    add_job(store, first, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=1))
+    store.finish_run(first)
+    second = _night(store, 2)
+    add_job(store, second, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=2),
+            fingerprint=dict(FINGERPRINT, isa="x86 avx2 fma"))
+    add_job(store, second, "mobilenet", samples_ns=sessions_ns(8.0, between_sd=0.01, seed=3),
+            fingerprint=dict(FINGERPRINT, isa="x86 avx2 fma"))
+    store.finish_run(second)
+    summary = _summary(store, first, second, [_ok()])
+    why = {m["model"]: m.get("not_gated") for m in summary["measurements"]}
+    assert why == {
+        "resnet": f"different instruction set ({ISA} in {first}, x86 avx2 fma now): its speed "
+                  f"cannot be judged against {first}",
+        "mobilenet": f"no baseline measurement: not in {first}, the baseline of pi5"}
+    assert summary["not_gated"] == 2 and summary["regressions"] == 0
+    assert summary["exit_code"] == EXIT_OK
+    assert summary["exit_meaning"] == (
+        "every device measured and no regression; 2 measurements not gated (1 with no "
+        "baseline measurement to compare with, 1 on another instruction set than its baseline)")
+    junit = ET.parse(write_junit(tmp_path / "junit.xml", summary)).getroot()
+    skipped = {c.get("name", "").split()[0]: c.find("skipped")
+               for c in junit.iter("testcase")}
+    assert skipped["resnet"] is not None and skipped["resnet"].get("message") == (
+        f"not gated: {why['resnet']}")
+    assert junit.get("skipped") == "2" and junit.get("failures") == "0"
+
+
+def test_every_reason_a_pair_is_not_judged_is_not_gated() -> None:
+    from harness.farm.command import UNJUDGED
+    from harness.report import compare
+
+    assert set(UNJUDGED) == {compare.DIFFERENT_ISA, compare.DIFFERENT_ACCELERATOR,
+                             compare.DIFFERENT_PRECISION, compare.DIFFERENT_SCOPE, compare.MIXED}
+    for verdict, kind in UNJUDGED.items():
+        row = {"verdict": verdict, "status_b": "ok", "baseline_run": "n1", "device": "pi5"}
+        assert _not_gated_kind(row) == kind
+        code, meaning = exit_code([_ok()], 0, True, (), [kind])
+        assert code == EXIT_OK and meaning.endswith(f"1 measurement not gated, {kind}")

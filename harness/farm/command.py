@@ -1,10 +1,21 @@
 """The `edgebench nightly` command from start to exit code (harness/farm/nightly.py does the
 measuring): build, measure every farm device, finish the run, gate against the baseline, write
 the trend report, `summary.json` and `junit.xml` into `--out`. A suite entry that does not build
-is measured nowhere: it is in all three and fails the run (exit 3), as it fails a `bench`."""
+is measured nowhere: it is in all three and fails the run (exit 3), as it fails a `bench`.
+
+What the host's own disk does to a nightly is said in one line with exit 3, never 1 (which is
+"regression", and a success to the systemd unit): an `--out` that cannot be written is refused
+before the build, a report that cannot be written at the end says where the results are and how
+to write it again, and a result database that fills up stops the nightly with its run marked
+failed (`harness/store.py` `storage_error`)."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import sqlite3
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +26,32 @@ from harness.errors import EdgebenchError, StoreError
 from harness.farm import nightly
 from harness.farm.farmfile import load_farm
 from harness.farm.summary import summary_document, write_junit, write_summary
-from harness.report.compare import is_regression
+from harness.report.compare import (
+    DIFFERENT_ACCELERATOR,
+    DIFFERENT_ISA,
+    DIFFERENT_PRECISION,
+    DIFFERENT_SCOPE,
+    MIXED,
+    is_regression,
+)
 from harness.report.progress import resume_command
 from harness.report.stats import THRESHOLD, TOP1_THRESHOLD_POINTS, check_top1_threshold
 from harness.runner import BenchOptions
-from harness.store import NIGHTLY_COMMAND, Store, check_existing, empty_file
+from harness.store import (
+    NIGHTLY_COMMAND,
+    StorageError,
+    Store,
+    check_existing,
+    empty_file,
+    storage_error,
+)
+
+
+class OutError(EdgebenchError):
+    """The report folder cannot be written for a reason of the host (no space left, an I/O
+    error): exit 3, "not measured" in the nightly's codes (`nightly.exit_code`), not 2."""
+
+    exit_code = nightly.EXIT_NOT_MEASURED
 
 
 @dataclass(frozen=True)
@@ -93,14 +125,54 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
             say(f"resuming nightly {nightly_id}")
     try:
         outcomes = nightly.run_devices(args.db, plan, farm, say)
-    except BaseException as err:  # Ctrl-C, SIGTERM: the places are released, the run says so
-        with Store(args.db) as store:
-            store.finish_run(nightly_id, "interrupted")
-            info = store.run(nightly_id)
-        if isinstance(err, KeyboardInterrupt) and info is not None:
-            say(f"nightly {nightly_id} interrupted: sessions under way are not stored; "
-                f"`{resume_command(info)}` measures what it has not stored")
+    except BaseException as err:  # Ctrl-C, SIGTERM, a full disk: the places are released
+        _stopped(args.db, nightly_id, err, say)
         raise
+    try:
+        return _gate_and_report(args, plan, report, baseline, names, outcomes, out, say)
+    except sqlite3.Error as err:  # the database failed as the run closed: said as it is
+        disk = storage_error(args.db, err, f"closing nightly {nightly_id}")
+        if disk is None:
+            raise
+        raise disk from err
+
+
+def _stopped(db: Path, nightly_id: str, err: BaseException, say: Callable[[str], None]
+             ) -> None:
+    """Mark the nightly's run as `bench` marks its own: interrupted by Ctrl-C or SIGTERM,
+    failed on an error (a full disk); and say the command that resumes it. A `StorageError`
+    (the database's disk) is raised again with that command in its one line: marking the run
+    may fail on the same disk, and then the run stays `running`, which `--id` takes up all the
+    same once its process is gone."""
+    status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+    info, marked = None, False
+    try:
+        with Store(db) as store:
+            info = store.run(nightly_id)  # read first: a full disk lets it be read
+            store.finish_run(nightly_id, status)
+            marked = True
+    except (StoreError, sqlite3.Error):
+        if not isinstance(err, StorageError):
+            raise
+    again = f"`{resume_command(info)}`" if info is not None else \
+        f"the same command with --id {nightly_id}"
+    if isinstance(err, KeyboardInterrupt) and info is not None:
+        say(f"nightly {nightly_id} interrupted: sessions under way are not stored; "
+            f"{again} measures what it has not stored")
+    elif isinstance(err, StorageError):
+        marked_as = f"its run is marked {status}" if marked else \
+            "its run stays marked running (the full disk would not take its status)"
+        raise StorageError(f"{err}; nightly {nightly_id} stopped, {marked_as}: sessions under way "
+                           f"are not stored; {again} measures what it has not stored once "
+                           "there is room") from err
+
+
+def _gate_and_report(args: NightlyArgs, plan: nightly.NightlyPlan, report: Any,
+                     baseline: str | None, names: list[str],
+                     outcomes: list[nightly.DeviceOutcome], out: Path,
+                     say: Callable[[str], None]) -> NightlyResult:
+    """Close the run, gate it against its baselines, and write the report into `out`."""
+    nightly_id = plan.nightly_id
     with Store(args.db) as store:
         status = nightly.finish(store, plan)
         baselines = nightly.previous_baselines(store, nightly_id,
@@ -111,7 +183,8 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
         regressions = sum(map(is_regression, measurements))
         code, meaning = nightly.exit_code(outcomes, regressions, args.fail_on_regression,
                                           [entry for entry, _ in report.failures],
-                                          sum(1 for m in measurements if m.get("not_gated")))
+                                          [_not_gated_kind(m) for m in measurements
+                                           if m.get("not_gated")])
         summary = summary_document(
             nightly_id=nightly_id, baseline=nightly.latest(store, baselines.values()),
             baselines=baselines, status=status, exit_code=code,
@@ -119,13 +192,28 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
             outcomes=outcomes, measurements=measurements, fingerprint_differences=differences,
             threshold=args.threshold, top1_threshold=args.top1_threshold,
             build_failures=report.failures)
+        info = store.run(nightly_id)
         from harness.report.nightly import write_trend
 
-        write_trend(store, nightly_id, nightly.nightly_ids(store, nightly_id), names, out,
-                    threshold=args.threshold, summary=summary)
-    write_summary(out / "summary.json", summary)
-    write_junit(out / "junit.xml", summary)
+        try:
+            write_trend(store, nightly_id, nightly.nightly_ids(store, nightly_id), names, out,
+                        threshold=args.threshold, summary=summary)
+            write_summary(out / "summary.json", summary)
+            write_junit(out / "junit.xml", summary)
+        except OSError as err:  # measured and stored: what is lost is the report alone
+            again = f"`{resume_command(info)}`" if info is not None else "the same command"
+            raise OutError(
+                f"{out}: the nightly's report could not be written ({_reason(err)}); nightly "
+                f"{nightly_id} is measured and stored in {args.db} (its gate: exit {code}, "
+                f"{meaning}); {again} writes the report again, measuring nothing") from err
+    say(f"exit {code}: {meaning}")  # the verdict, as the last line a cron mail may hold
     return NightlyResult(nightly_id, code, summary, out)
+
+
+def _reason(err: OSError) -> str:
+    """An OSError's reason and the file it is about, without Python's [Errno N]."""
+    where = f": {err.filename}" if err.filename else ""
+    return f"{err.strerror or err}{where}"
 
 
 # What a nightly writes into --out: a folder holding other files is refused, not overwritten.
@@ -134,6 +222,11 @@ OUT_FILES = {"summary.json", "junit.xml", "index.html", "trends.png", "trends.pd
 
 
 def _check_out(out: Path) -> None:
+    """Refuse, before anything is built or measured, an `--out` that the report could not go
+    into: a file, a folder holding other files, or one that cannot be made or written (its
+    parent a file, a read-only file system, no space left). It is made here and a file written
+    into it, so that a farm measured for hours is not lost to a traceback at the end; both are
+    removed again, so that a nightly refused later (a coordinator down) leaves no folder."""
     if out.exists() and not out.is_dir():
         raise EdgebenchError(f"{out}: --out is a file, not a folder")
     if out.is_dir():
@@ -141,6 +234,22 @@ def _check_out(out: Path) -> None:
         if foreign:
             raise EdgebenchError(f"{out}: folder holds files a nightly did not write "
                                  f"({foreign[0]}, ...); give an empty or new folder with --out")
+    made = [p for p in (out, *out.parents) if not p.exists()]  # the deepest first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".edgebench-probe-") as probe:
+            probe.write(b"\0" * 65536)  # a page of the report, not only a folder entry
+            probe.flush()
+            os.fsync(probe.fileno())  # where space is taken late (ext4), it is taken now
+    except OSError as err:
+        host = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+        raise (OutError if host else EdgebenchError)(
+            f"{out}: --out cannot be written ({_reason(err)}); give a folder the report can "
+            "be written into") from err
+    finally:
+        for folder in made:
+            with contextlib.suppress(OSError):  # not made, or not empty: left as it is
+                folder.rmdir()
 
 
 def _check_db(db: Path, baseline: str) -> str | None:
@@ -197,7 +306,8 @@ def _gate(store: Store, baselines: Mapping[str, str | None], run_id: str, thresh
     for row in rows:
         if row.get("job_id_b") in errors:
             row["error_b"] = errors[row["job_id_b"]]
-        if row.get("status_b") == "ok" and row.get("verdict") in (None, ONLY_B):
+        if row.get("status_b") == "ok" and (row.get("verdict") in (None, ONLY_B) or (
+                row.get("verdict") in UNJUDGED and not is_regression(row))):
             row["not_gated"] = _why_not_gated(row)
     # by device as the farm lists them; what was in a baseline and not measured now goes last
     rows.sort(key=lambda r: (r.get("verdict") == ONLY_A, devices.index(r["device"])
@@ -205,8 +315,33 @@ def _gate(store: Store, baselines: Mapping[str, str | None], run_id: str, thresh
     return rows, differences
 
 
+# Pairs whose speed cannot be judged, by why, in the words the exit code's meaning uses: a board
+# replaced by one of another ISA, another accelerator or precision, a timer over another scope, or
+# sessions of two devices or runtimes in one measurement. Not gated, and said so, as a
+# measurement with no baseline is; passing them would be a gate that passes what it never judged.
+UNJUDGED = {
+    DIFFERENT_ISA: "on another instruction set than its baseline",
+    DIFFERENT_ACCELERATOR: "on another accelerator than its baseline",
+    DIFFERENT_PRECISION: "in another precision than its baseline",
+    DIFFERENT_SCOPE: "timed over another scope than its baseline",
+    MIXED: "of mixed sessions (devices or runtimes), or with a baseline of them",
+}
+
+
+def _not_gated_kind(row: dict[str, Any]) -> str:
+    return UNJUDGED.get(str(row.get("verdict")), nightly.NO_BASELINE)
+
+
 def _why_not_gated(row: dict[str, Any]) -> str:
     baseline = row.get("baseline_run")
+    verdict = row.get("verdict")
+    if verdict in UNJUDGED:
+        sides = {DIFFERENT_ISA: "isa", DIFFERENT_ACCELERATOR: "accelerator",
+                 DIFFERENT_PRECISION: "precision", DIFFERENT_SCOPE: "timed_scope"}
+        column = sides.get(str(verdict))
+        then_now = "" if column is None else \
+            f" ({row.get(column + '_a')} in {baseline}, {row.get(column + '_b')} now)"
+        return f"{verdict}{then_now}: its speed cannot be judged against {baseline}"
     if baseline is not None:
         return f"no baseline measurement: not in {baseline}, the baseline of {row['device']}"
     return f"no baseline: no earlier nightly measured {row['device']} ok"

@@ -30,12 +30,15 @@ nightly, which has no baseline, or a model new since the baseline), since it nev
 otherwise a model that failed from its first night on would never fail the gate (failing in both
 nightlies is no news). The exit code (`exit_code`): 0 all measured and no regression, 1 a
 regression (with `--fail-on-regression`), 3 something was not measured: a device failed or was
-skipped, or a suite entry did not build.
+skipped, or a suite entry did not build (its regressions said beside it), or the host's disk
+failed the nightly (harness/farm/command.py). A result database whose disk fills up or fails
+stops every device, as Ctrl-C does (`run_devices` raises its `StorageError`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -49,7 +52,7 @@ from harness.errors import AccessError, EdgebenchError, TransportError
 from harness.farm.farmfile import Farm
 from harness.runner import BenchOptions, PlannedJob, plan_jobs, run_plan
 from harness.signals import raise_if_interrupted
-from harness.store import RunInfo, Store, new_run_id
+from harness.store import RunInfo, StorageError, Store, new_run_id, storage_error
 from harness.transport.base import transport_for
 
 CHECK_TIMEOUT_S = 120.0
@@ -97,9 +100,10 @@ def check_resume(store: Store, nightly_id: str, suite: str, devices: Sequence[st
     """The nightly `--id` names, if it exists and this command can take it up; else one line
     why not: another suite or farm, an edited suite, or other options than it recorded
     (`runs.plan`, as `bench --resume` checks them), since sessions measured otherwise would mix
-    in one measurement, or be taken for measured; or stored sessions whose samples were pruned
-    (said before any place is reserved, not at the first such measurement). A nightly of an
-    edgebench that recorded no plan is taken up unchecked, as before."""
+    in one measurement, or be taken for measured; a nightly still being measured by a process
+    that runs on this host (as `bench --resume` refuses it); or stored sessions whose samples
+    were pruned (said before any place is reserved, not at the first such measurement). A
+    nightly of an edgebench that recorded no plan is taken up unchecked, as before."""
     existing = store.run(nightly_id)
     if existing is None:
         return None
@@ -112,6 +116,13 @@ def check_resume(store: Store, nightly_id: str, suite: str, devices: Sequence[st
             f"{', '.join(existing.devices)}; resume it with the same suite and farm, or give "
             "another --id")
     recorded = existing.plan
+    process = (recorded or {}).get("process") or {}
+    if existing.status == "running" and bench._alive(process):  # bench --resume's rule
+        # two nightlies of one id (a manual start while the timer's runs) would measure the
+        # same sessions twice, the second failing on them and overwriting the first's report
+        raise EdgebenchError(f"nightly {nightly_id} is still being measured by process "
+                             f"{process['pid']} on this host; stop it first (Ctrl-C, SIGTERM), "
+                             "then resume it, or give another --id")
     if recorded is not None:
         if recorded.get("version") != bench.PLAN_VERSION:
             raise EdgebenchError(f"nightly {nightly_id} recorded a plan of version "
@@ -167,8 +178,10 @@ def check_device(device: Any) -> int:
 
 
 def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: DeviceOutcome,
-               stop: threading.Event, say: Say) -> None:
-    """One device's nightly: acquire, check, measure what is missing, retry, release."""
+               stop: threading.Event, say: Say, fatal: list[StorageError] | None = None) -> None:
+    """One device's nightly: acquire, check, measure what is missing, retry, release. A result
+    database whose disk is full or failing (`StorageError`) is no fault of the device and stops
+    every device: it goes into `fatal`, and `stop` is set."""
     from harness.farm.labgrid import PlaceBusy, client_for
 
     jobs = [j for j in plan.jobs if j.device.name == device.name]
@@ -237,11 +250,20 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
         if err.note:
             outcome.notes.append(err.note)
             say(err.note)
-    except EdgebenchError as err:
-        outcome.status, outcome.message = "failed", str(err)
+    except (EdgebenchError, sqlite3.Error) as err:
+        disk = err if isinstance(err, StorageError) else storage_error(
+            db, err, f"storing {device.name}'s sessions")
+        if disk is not None:  # the host's disk: no device can store anything
+            outcome.status, outcome.message = "failed", str(disk)
+            if fatal is not None:
+                fatal.append(disk)
+            stop.set()
+        elif isinstance(err, EdgebenchError):
+            outcome.status, outcome.message = "failed", str(err)
+        else:
+            outcome.status, outcome.message = "failed", _surprise(err, device.name)
     except Exception as err:  # a bug or a library's surprise: the other devices go on
-        outcome.status = "failed"
-        outcome.message = f"{type(err).__name__}: {err} (on the host, in {device.name}'s nightly)"
+        outcome.status, outcome.message = "failed", _surprise(err, device.name)
     finally:
         if stop.is_set() and outcome.status != "ok":  # Ctrl-C, SIGTERM: no fault of the device
             outcome.status, outcome.message = "interrupted", INTERRUPTED_DEVICE
@@ -252,6 +274,10 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
                 outcome.notes.append(f"could not release place {device.labgrid.place}: {err}")
         say(f"{device.name}: {outcome.status}" + (f": {outcome.message}" if outcome.message
                                                    else ""))
+
+
+def _surprise(err: Exception, device: str) -> str:
+    return f"{type(err).__name__}: {err} (on the host, in {device}'s nightly)"
 
 
 def _measure(store: Store, plan: NightlyPlan, todo: Sequence[PlannedJob],
@@ -297,13 +323,15 @@ def _why_missing(rows: dict[str, list[dict[str, Any]]], left: Sequence[PlannedJo
 
 
 def run_devices(db: Path, plan: NightlyPlan, farm: Farm, say: Say) -> list[DeviceOutcome]:
-    """Every device's nightly in parallel; on Ctrl-C or SIGTERM, every place is released."""
+    """Every device's nightly in parallel; on Ctrl-C or SIGTERM, every place is released, and
+    so on a full or failing disk under the result database, which is raised (`StorageError`)."""
     from harness.farm.labgrid import places_released_on_interrupt
 
     outcomes = [DeviceOutcome(d.name, d.labgrid.place if d.labgrid else None)
                 for d in farm.devices]
     stop = threading.Event()
-    threads = [threading.Thread(target=run_device, args=(db, plan, d, farm, o, stop, say),
+    fatal: list[StorageError] = []
+    threads = [threading.Thread(target=run_device, args=(db, plan, d, farm, o, stop, say, fatal),
                                 name=f"nightly-{d.name}", daemon=True)
                for d, o in zip(farm.devices, outcomes, strict=True)]
     try:
@@ -314,7 +342,11 @@ def run_devices(db: Path, plan: NightlyPlan, farm: Farm, say: Say) -> list[Devic
                 for t in threads:
                     while t.is_alive():
                         raise_if_interrupted()  # a Ctrl-C Python lost in a gc callback
+                        if fatal:  # every device stops, as on Ctrl-C
+                            raise fatal[0]
                         t.join(0.5)
+                if fatal:
+                    raise fatal[0]
             except BaseException:
                 # before the places go: no device starts another job on one, nor stores the
                 # session that losing its place cuts short
@@ -407,35 +439,62 @@ def nightly_ids(store: Store, upto: str) -> list[str]:
 
 
 def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regression: bool,
-              build_failures: Sequence[str] = (), not_gated: int = 0) -> tuple[int, str]:
+              build_failures: Sequence[str] = (), not_gated: int | Sequence[str] = 0
+              ) -> tuple[int, str]:
     """The nightly's exit code and what it means, in words for the report's reader.
     `build_failures`: the suite entries that did not build. What was not measured, on a device
     or for want of its file, is 3 with or without --fail-on-regression, as `bench` fails a suite
-    entry that does not build: a gate that passes what it never measured is no gate.
-    `not_gated`: measurements that ran ok with no baseline measurement to compare with; a caveat
-    the meaning states, not a failure (a first nightly, a new model or board has none)."""
-    caveat = "" if not not_gated else (
-        f"; {not_gated} measurement{'s' if not_gated != 1 else ''} not gated, with no baseline "
-        "measurement to compare with")
+    entry that does not build: a gate that passes what it never measured is no gate; the
+    regressions of what was measured are said beside it all the same (3 says only that
+    something is missing, and a regression must not hide behind a board that was down).
+    `not_gated`: measurements that ran ok but could not be judged, each by why in a few words
+    (NO_BASELINE, "on another instruction set than its baseline", ...), or their count (all
+    for want of a baseline); a caveat the meaning states, not a failure (a first nightly, a
+    new model or board has no baseline, a replaced board no comparable one)."""
     missed = [o for o in outcomes if o.status != "ok"]
+    what = []
+    if build_failures:
+        what.append(f"{len(build_failures)} suite "
+                    f"{'entry' if len(build_failures) == 1 else 'entries'} did not build "
+                    f"({', '.join(build_failures)})")
+    if missed:
+        devices = ", ".join(f"{o.name} {o.status}" for o in missed)
+        what.append(f"{len(missed)} of {len(outcomes)} devices not measured ({devices})")
+    found = f"{regressions} regressions"
     if missed or build_failures:
-        what = []
-        if build_failures:
-            what.append(f"{len(build_failures)} suite "
-                        f"{'entry' if len(build_failures) == 1 else 'entries'} did not build "
-                        f"({', '.join(build_failures)})")
-        if missed:
-            devices = ", ".join(f"{o.name} {o.status}" for o in missed)
-            what.append(f"{len(missed)} of {len(outcomes)} devices not measured ({devices})")
-        return EXIT_NOT_MEASURED, ("; ".join(what) + "; the rest is stored and gated all the "
-                                   "same" + caveat)
+        gated = "; the rest is stored and gated all the same"
+        if regressions:
+            gated += (f", with {found}" + ("" if fail_on_regression else
+                                          ", which fail a run only with --fail-on-regression"))
+        return EXIT_NOT_MEASURED, "; ".join(what) + gated + _caveat(not_gated)
     if regressions and fail_on_regression:
-        return EXIT_REGRESSION, (f"every device measured; {regressions} regressions, and "
-                                 "--fail-on-regression" + caveat)
+        return EXIT_REGRESSION, (f"every device measured; {found}, and --fail-on-regression"
+                                 + _caveat(not_gated))
     if regressions:
-        return EXIT_OK, (f"every device measured; {regressions} regressions, which fail the run "
-                         "only with --fail-on-regression" + caveat)
-    return EXIT_OK, "every device measured and no regression" + caveat
+        return EXIT_OK, (f"every device measured; {found}, which fail the run only with "
+                         "--fail-on-regression" + _caveat(not_gated))
+    return EXIT_OK, "every device measured and no regression" + _caveat(not_gated)
+
+
+# Why a measurement that ran ok was not gated, when it had no baseline measurement at all.
+NO_BASELINE = "with no baseline measurement to compare with"
+
+
+def _caveat(not_gated: int | Sequence[str]) -> str:
+    """"; 3 measurements not gated (2 with no baseline measurement to compare with, 1 on
+    another instruction set than its baseline)", or "" when none."""
+    reasons = [NO_BASELINE] * not_gated if isinstance(not_gated, int) else list(not_gated)
+    if not reasons:
+        return ""
+    counts = {why: reasons.count(why) for why in dict.fromkeys(reasons)}
+    if len(counts) == 1:
+        return f"; {_plural(len(reasons), 'measurement')} not gated, {reasons[0]}"
+    return (f"; {_plural(len(reasons), 'measurement')} not gated ("
+            + ", ".join(f"{n} {why}" for why, n in counts.items()) + ")")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 def new_nightly_id() -> str:

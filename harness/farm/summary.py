@@ -9,8 +9,10 @@ beyond T with confidence; lower top-1 on the same images; or newly failing: fail
 running ok in the baseline, or failing with no baseline measurement to compare with), an error for
 a measurement that failed in the baseline too or a device that could not be measured, skipped for a
 device whose place stayed held by someone else or a measurement that ran ok with no baseline
-measurement to compare it with (not gated); and a test suite `suite build`, a failed case per suite
-entry that did not build (so was measured nowhere). Both are written with the standard library
+measurement to compare it with, or whose speed could not be judged against it (another
+instruction set, accelerator or precision, timed scope, mixed sessions): not gated, with why; and
+a test suite `suite build`, a failed case per suite entry that did not build (so was measured
+nowhere). Both are written with the standard library
 only.
 """
 
@@ -70,7 +72,8 @@ def summary_document(*, nightly_id: str, baseline: str | None,
         "devices": [asdict(o) for o in outcomes],
         "measurements": list(measurements),
         "regressions": sum(map(is_regression, measurements)),
-        # ran ok with nothing to compare with (no baseline; new since it): said, not passed
+        # ran ok with nothing to compare with (no baseline; new since it), or nothing it could
+        # be judged against (another ISA, ...): said, not passed
         "not_gated": sum(1 for m in measurements if m.get("not_gated")),
         "fingerprint_differences": fingerprint_differences,
         # suite entries that did not build, so were measured nowhere
