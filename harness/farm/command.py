@@ -206,7 +206,6 @@ def _gate_and_report(args: NightlyArgs, plan: nightly.NightlyPlan, report: Any,
                 f"{out}: the nightly's report could not be written ({_reason(err)}); nightly "
                 f"{nightly_id} is measured and stored in {args.db} (its gate: exit {code}, "
                 f"{meaning}); {again} writes the report again, measuring nothing") from err
-    say(f"exit {code}: {meaning}")  # the verdict, as the last line a cron mail may hold
     return NightlyResult(nightly_id, code, summary, out)
 
 
