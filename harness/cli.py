@@ -746,7 +746,9 @@ def cmd_nightly(args: argparse.Namespace) -> int:
               f"{escape(baseline_text(summary))})"))
     if summary.get("not_gated"):  # a caveat the exit code does not carry: said, not hidden
         out.print(f"{plural(summary['not_gated'], 'measurement')} not gated: they ran ok with "
-                  "no baseline measurement to compare with (summary.json says why, each)",
+                  "no baseline measurement to compare with, or one they cannot be judged against "
+                  "(another instruction set, accelerator, precision or timed scope; summary.json "
+                  "says why, each)",
                   highlight=False, markup=False, soft_wrap=True)
     failed_builds = summary.get("build_failures") or []
     if failed_builds:  # measured on no device: not in the table's rows

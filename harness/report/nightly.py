@@ -186,7 +186,7 @@ def status_block(summary: dict[str, Any]) -> str:
     if not_gated:  # a caveat, not a failure: nothing to compare with is no regression
         n = sum(not_gated.values())
         parts.append(f"<p class=warn>Not gated: {n} measurement{'s' if n != 1 else ''} ran ok "
-                     "with no baseline measurement to compare with ("
+                     "with no baseline measurement they can be judged against ("
                      + "; ".join(f"{n}: {_e(why)}" for why, n in not_gated.items()) + ").</p>")
     regressions = [m for m in measurements if compare.is_regression(m)]
     if regressions:
