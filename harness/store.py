@@ -440,7 +440,8 @@ class Store:
                           "of it is stored")
 
     def runs(self) -> list[RunInfo]:
-        rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at, rowid").fetchall()
+        """Every run in the order they were begun in this store (`RUN_ORDER`)."""
+        rows = self.conn.execute(f"SELECT * FROM runs ORDER BY {RUN_ORDER}").fetchall()
         return [_run_info(r) for r in rows]
 
     def run(self, run_id: str) -> RunInfo | None:
@@ -455,7 +456,7 @@ class Store:
                              "'latest'")
         if run == "latest":
             row = self.conn.execute(
-                "SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1"
+                "SELECT run_id FROM runs ORDER BY rowid DESC LIMIT 1"
             ).fetchone()
             if row is None:
                 raise StoreError(f"{self.path}: no runs yet; run `edgebench bench` first")
@@ -675,7 +676,7 @@ class Store:
                 old = [r[0] for r in self.conn.execute(
                     "SELECT run_id FROM runs WHERE EXISTS (SELECT 1 FROM results r JOIN "
                     "sessions s ON s.job_id = r.job_id WHERE r.run_id = runs.run_id) "
-                    "ORDER BY started_at DESC, rowid DESC LIMIT -1 OFFSET ?", (cutoff,))]
+                    "ORDER BY rowid DESC LIMIT -1 OFFSET ?", (cutoff,))]
             else:
                 old = [r[0] for r in self.conn.execute(
                     "SELECT run_id FROM runs WHERE started_at < ?", (cutoff,))]
@@ -762,7 +763,7 @@ class Store:
                 " COALESCE(SUM(LENGTH(s.samples)), 0)"
                 " FROM runs LEFT JOIN results res ON res.run_id = runs.run_id"
                 " LEFT JOIN sessions s ON s.job_id = res.job_id"
-                " GROUP BY runs.run_id ORDER BY runs.started_at, runs.rowid"):
+                " GROUP BY runs.run_id ORDER BY runs.rowid"):
             runs.append(RunStats(*r))
         return StoreStats(file_bytes=page * pages, free_bytes=page * free, tables=tables,
                           runs=runs)
@@ -804,6 +805,13 @@ class StoreStats:
     free_bytes: int  # pages free inside the file, given back by `vacuum`
     tables: dict[str, int]  # bytes of pages used, by table or index
     runs: list[RunStats]
+
+
+# Runs follow one another in the order they were begun here (rowid, which a VACUUM keeps in
+# order), not by the clock: a host whose clock was set back (booted without NTP) began a nightly
+# 400 days "before" the twelve it followed, so that `latest` was another run and `--baseline
+# previous` found no earlier nightly, and a regression passed as not gated.
+RUN_ORDER = "rowid"
 
 
 def _prune_cutoff(keep: str) -> tuple[int | str, str]:

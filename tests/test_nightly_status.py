@@ -294,8 +294,8 @@ def test_a_measurement_with_nothing_to_compare_with_is_said_not_gated(tmp_path: 
     write_trend(store, second, [first, second], ["pi5"], out, summary=summary)
     page = (out / "index.html").read_text()
     status = page[page.index("<div class=status>"):page.index("</div>")]
-    assert (f"Not gated: 1 measurement ran ok with no baseline measurement they can be judged against (1: "
-            f"no baseline measurement: not in {first}, the baseline of pi5)") in status
+    assert (f"Not gated: 1 measurement ran ok with no baseline measurement they can be judged "
+            f"against (1: no baseline measurement: not in {first}, the baseline of pi5)") in status
 
 
 def test_a_nightly_whose_suite_was_edited_is_not_taken_up(tmp_path: Path) -> None:

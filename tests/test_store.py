@@ -367,3 +367,29 @@ def test_sessions_keep_their_own_fingerprint_once_per_device(tmp_path: Path) -> 
         assert [s["fingerprint"] for s in sessions] == [a, a, b, a, None]
         assert [s["gpu_process_mb"] for s in sessions] == [100.0, 101.0, 102.0, 103.0, None]
         assert store.conn.execute("SELECT COUNT(*) FROM fingerprints").fetchone()[0] == 2
+
+
+def test_runs_follow_the_order_they_were_begun_whatever_the_clock(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """Found in an audit of a farm: a host whose clock was set back (booted without NTP) began
+    a nightly dated 400 days before the twelve it followed; ordered by start time, it was not
+    `latest`, `--baseline previous` found no earlier nightly for it, and its regression passed
+    as not gated. Runs follow one another in the order they were begun."""
+    import harness.store as store_mod
+    from harness.farm.nightly import nightly_ids
+    from tests.test_report_synthetic import add_job
+
+    clock = iter(["2026-11-01T01:30:00+00:00", "2026-11-02T01:30:00+00:00",
+                  "2025-10-29T01:30:00+00:00"])
+    monkeypatch.setattr(store_mod, "utc_now", lambda: next(clock))
+    with Store(tmp_path / "x.db") as store:
+        ids = [store.begin_run("edgebench nightly", "s.yaml", ["pi5"], run_id=f"nightly-{i}")
+               for i in range(3)]
+        for run in ids:
+            add_job(store, run, "net")
+        assert [r.run_id for r in store.runs()] == ids
+        assert store.resolve_run("latest") == ids[2]
+        assert nightly_ids(store, ids[2]) == ids
+        pruned = store.prune_samples("2")  # the two begun last keep their samples
+        assert store.pruned_sessions([store.results([ids[0]])[0]["job_id"]]) > 0
+        assert pruned.runs == 1
