@@ -827,3 +827,58 @@ def test_bar_labels_keep_three_significant_digits(quick) -> None:
     ax = figures[("model_size", "double")].axes[0]
     shown = {t.get_text() for t in ax.texts if t.get_fontweight() != "bold"}
     assert {"0.0700", "0.0553", "0.640", "46.8"} <= shown
+
+
+def uneven_sessions_store(path: Path) -> tuple[Store, str]:
+    """The audit's case: a baseline whose sessions settled at 13.6, 30.5, 88.1, 98.0 and 127.9 ms,
+    the fast one running 7x the iterations of the others, so that its samples are most of the
+    pool; and an int8 variant steady at 40 ms, which the tables call faster than its baseline
+    while the pooled median of the baseline's samples lies near 14 ms."""
+    from tests.test_report_synthetic import lognormal_ns
+
+    store = Store(path)
+    run = store.begin_run("edgebench bench --suite demo", "demo", ["local"])
+    levels = (13.6, 30.5, 88.1, 98.0, 127.9)
+    add_job(store, run, "net", device="local", samples_ns=[
+        lognormal_ns(ms, 700 if k == 0 else 100, 0.03, seed=k) for k, ms in enumerate(levels)])
+    add_job(store, run, "net-int8", device="local", baseline="net", technique="int8_static",
+            samples_ns=sessions_ns(40.0, n=100, seed=7))
+    store.finish_run(run)
+    return store, run
+
+
+def test_latency_distributions_mark_the_tables_headline_on_each_row(tmp_path: Path) -> None:
+    """Found: the boxes' median line, the median of all samples pooled, was the figure's main
+    mark; a fast session with 7x the iterations set it 5x from the headline, and int8 looked
+    slower than fp32 where the table said the reverse. Each row carries its headline (the
+    tables' Median) with its 95% interval, named in the legend, and the axis shows them."""
+    store, run = uneven_sessions_store(tmp_path / "u.db")
+    reader = frame.SessionReader(store)
+    df = frame.with_baselines(frame.results_frame(store, [run]), sessions=reader)
+    pooled = np.median(reader.samples_ms(df.loc[df["is_baseline"], "job_id"].iloc[0]))
+    base = df[df["is_baseline"]].iloc[0]
+    assert base["latency_median_ms"] > 3 * pooled  # the case: box and headline far apart
+    for layout in LAYOUTS:
+        fig = plots.latency_distribution_figure(df, layout, reader.samples_ms, reader.medians)
+        assert fig is not None
+        ax = fig.axes[0]
+        rows = dict(zip([t.get_text() for t in ax.get_yticklabels()], ax.get_yticks(),
+                        strict=True))
+        marks = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        assert len(marks) == 1 and marks[0].has_xerr
+        points = {round(y, 6): x for x, y in marks[0].lines[0].get_xydata()}
+        ends = {round(ya, 6): (min(xa, xb), max(xa, xb))
+                for (xa, ya), (xb, _) in (s for s in marks[0].lines[2][0].get_segments())}
+        x0, x1 = ax.get_xlim()
+        for _, row in df.iterrows():
+            label = "fp32" if row["is_baseline"] else "int8_static"
+            # under its row's box, off the whiskers
+            y = round(float(rows[next(k for k in rows if label in k)])
+                      + plots.HEADLINE_OFFSET, 6)
+            assert points[y] == pytest.approx(row["latency_median_ms"])
+            assert ends[y] == pytest.approx((row["latency_ci95_low_ms"],
+                                             row["latency_ci95_high_ms"]))
+            assert x0 <= row["latency_median_ms"] <= x1
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert "Median, as in the tables (95% CI)" in legend
+        assert "median of all samples pooled" in legend

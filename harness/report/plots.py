@@ -537,6 +537,10 @@ def _panel_heights(heights: list[float], layout: Layout) -> list[float]:
 
 # --- latency distributions ---------------------------------------------------------------------
 
+# Where a row's headline and its session medians sit: under its box (rows are 1 apart, boxes
+# 0.55 high).
+HEADLINE_OFFSET = 0.42
+
 
 def latency_distribution_figure(
     df: pd.DataFrame,
@@ -545,11 +549,16 @@ def latency_distribution_figure(
     medians: Callable[[str], pd.Series] | None = None,
 ) -> Figure | None:
     """Box plots of the raw samples of all sessions per device, each baseline followed by its
-    variants, with each session's median as a dot under its box when `medians` is given.
+    variants; under each box the measurement's headline (the tables' Median) with its 95%
+    interval, and each session's median as a diamond beside it when `medians` is given.
 
     Boxes span the quartiles, whiskers p1 to p99: latency has long tails (a page fault, a
-    preemption) that would otherwise set the scale; p99 itself is in the tables. The dots show
-    the spread between processes, which the pooled box hides and the headline interval is made of.
+    preemption) that would otherwise set the scale; p99 itself is in the tables. The box's line
+    is the median of the pooled samples, which a session that ran many more iterations than the
+    others sets: it lay 5x from the headline where a fast session ran 7x the iterations of four
+    slow ones, and a variant looked slower than its baseline that the tables said was faster.
+    So the figure's main mark is the headline, made of the session medians (the diamonds) as
+    the tables' is; the box is the distribution of single iterations.
     """
     data = _ok(df)
     if data.empty or samples is None:
@@ -564,12 +573,13 @@ def latency_distribution_figure(
     heights = [_row_height(len(p), p["family"].nunique()) for _, p in data.groupby("device")]
     with paper_style():
         fig, axes = _figure(layout, len(devices), _panel_heights(heights, layout))
+        clipped = False
         for ax, device in zip(axes, devices, strict=True):
             part, pos, headers = _rows(data[data["device"] == device])
             boxes = ax.boxplot([values[j] for j in part["job_id"]], positions=pos,
                                orientation="horizontal", whis=(1, 99), showfliers=False,
                                patch_artist=True, widths=0.55,
-                               medianprops={"color": "black", "linewidth": 1.2},
+                               medianprops={"color": "black", "linewidth": 0.8},
                                whiskerprops={"linewidth": 0.6}, capprops={"linewidth": 0.6})
             for box, (_, row) in zip(boxes["boxes"], part.iterrows(), strict=True):
                 box.set_facecolor(colours[row["family"]][0])
@@ -578,30 +588,51 @@ def latency_distribution_figure(
                 if not row["is_baseline"]:
                     box.set_alpha(0.55)
                     box.set_hatch("////")
+            shown = [np.concatenate([np.percentile(values[j], [1, 99]) for j in part["job_id"]])]
             if medians is not None:
                 for p, job in zip(pos, part["job_id"], strict=True):
                     dots = medians(job).to_numpy(float)
-                    ax.scatter(dots, np.full(dots.size, p + 0.42), s=5, marker="D",
-                               color="black", linewidths=0, zorder=4)
-            shown = np.concatenate([np.percentile(values[j], [1, 99]) for j in part["job_id"]])
-            log = wide(shown)
+                    shown.append(dots)
+                    # a white rim: they lie on the headline's black interval
+                    ax.scatter(dots, np.full(dots.size, p + HEADLINE_OFFSET), s=9, marker="D",
+                               color="black", edgecolors="white", linewidths=0.4, zorder=6)
+            headline = part["latency_median_ms"].to_numpy(float)
+            low = part["latency_ci95_low_ms"].to_numpy(float)
+            high = part["latency_ci95_high_ms"].to_numpy(float)
+            shown.append(headline)
+            everything = np.concatenate(shown)
+            log = wide(everything)
             if log:
                 ax.set_xscale("log")
-            ax.set_xlim(*_limits(shown, log=log, pad=0.04))
+            # the distribution is what this figure is for: an interval of two sessions (t
+            # with one degree of freedom) runs off the edge before it squeezes the boxes
+            ax.set_xlim(*_limits(everything, low, high, log=log, pad=0.04, reach=0.1))
             if log:
                 _log_ticks(ax)
+            # on the diamonds' line, the session medians it is made of; off the whiskers
+            at = np.asarray(pos, float) + HEADLINE_OFFSET
+            ax.errorbar(headline, at, xerr=_errors(headline, low, high), fmt="o",
+                        markersize=4.5, markerfacecolor="white", markeredgecolor="black",
+                        markeredgewidth=1.0, ecolor="black", elinewidth=1.4, capsize=2.5,
+                        capthick=1.0, zorder=5)
+            arrows, _ = _mark_clipped(ax, at, low, high, axis="x")
+            clipped = clipped or bool(arrows.size)
             _row_axis(ax, pos, list(part["label"]), headers)
             ax.set_title(_text(device))
             ax.set_xlabel("Latency [ms]")
         key: list[tuple[Any, str]] = [
+            (Line2D([], [], color="black", marker="o", markersize=4.5, markerfacecolor="white",
+                    markeredgewidth=1.0, linewidth=1.4), "Median, as in the tables (95% CI)"),
             (Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.5), "fp32 baseline"),
             (Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.5, hatch="////",
                    alpha=0.55), "compressed variant"),
-            (Line2D([], [], color="black", linewidth=1.2), "median of all samples"),
+            (Line2D([], [], color="black", linewidth=0.8), "median of all samples pooled"),
         ]
         if medians is not None:
-            key.append((Line2D([], [], color="black", marker="D", markersize=2.5, linestyle=""),
-                        "session medians"))
+            key.append((Line2D([], [], color="black", marker="D", markersize=3, linestyle="",
+                               markeredgecolor="white", markeredgewidth=0.4), "session medians"))
+        if clipped:
+            key.append(_clipped_key())
         _legend(fig, key, layout, title="box: quartiles of all samples, whiskers p1 to p99")
         _isa_title(fig, data, layout)
         return fig
@@ -1056,7 +1087,7 @@ PLOT_TITLES = {
     "geometric means of the session medians, baseline over variant, with its 95% interval (an "
     "arrowhead on the frame: it runs on past the axis)",
     "latency_distributions": "Latency distributions from the raw samples of all sessions (p1 to"
-    " p99), session medians as dots",
+    " p99), session medians as diamonds, the tables' median with its 95% CI as a circle",
     "model_size": "Model file size",
     "memory": "Peak memory: the runtime's own and what the model adds",
     "speedup_heatmap": "Speedup per device and model: the ratio of the geometric means of the "
