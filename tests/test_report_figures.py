@@ -882,3 +882,31 @@ def test_latency_distributions_mark_the_tables_headline_on_each_row(tmp_path: Pa
         legend = [t.get_text() for t in fig.legends[0].get_texts()]
         assert "Median, as in the tables (95% CI)" in legend
         assert "median of all samples pooled" in legend
+
+
+def test_memory_writes_the_process_peak_beside_its_tick(tmp_path: Path) -> None:
+    """Found: the number right of the process-peak tick was the bar's value, 194 beside a tick
+    at 204 (the tables' Peak RSS). The number written is the tick's, the tables' Peak RSS,
+    beside the tick; a row without a process peak writes its bar's value at the bar's end."""
+    store = Store(tmp_path / "m.db")
+    run = store.begin_run("edgebench bench --suite demo", "demo", ["local"])
+    add_job(store, run, "net", device="local", rss_runtime_mb=60.0, timed_peak_rss_mb=194.0,
+            peak_rss_mb=204.0)
+    add_job(store, run, "net-int8", device="local", baseline="net", technique="int8_static",
+            rss_runtime_mb=60.0, timed_peak_rss_mb=120.0, peak_rss_mb=None)
+    store.finish_run(run)
+    df = frame.with_baselines(frame.results_frame(store, [run]), store)
+    for layout in LAYOUTS:
+        fig = plots.memory_figure(df, layout)
+        assert fig is not None
+        ax = fig.axes[0]
+        rows = dict(zip(ax.get_yticks(), [t.get_text() for t in ax.get_yticklabels()],
+                        strict=True))
+        numbers = {rows[t.xy[1]]: (t.get_text(), t.xy[0]) for t in ax.texts
+                   if t.get_fontweight() != "bold"}
+        assert numbers["fp32"] == ("204", 204.0)
+        assert numbers["int8_static"] == ("120", 120.0)
+        (ticks,) = [c for c in ax.collections if c.get_label() == plots.PROCESS_PEAK_LABEL]
+        assert [x for x, _ in ticks.get_offsets() if np.isfinite(x)] == [204.0]
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert plots.PROCESS_PEAK_LABEL in legend

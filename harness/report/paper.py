@@ -53,7 +53,8 @@ CAPTIONS = {
     "model_size": "Size of each model file; hatched: compressed variants.",
     "memory": "Peak resident memory during the timed window: the runtime's own (process after "
     "importing the runtime and loading the data, grey) and what the model adds (hatched); the "
-    "tick marks the process peak including loading.",
+    "tick marks the process peak including loading, the number beside it (Peak RSS in the "
+    "tables).",
     "speedup_heatmap": "Speedup over the fp32 baseline per model and device: the ratio of the "
     "geometric means of the session medians, baseline over variant (log colour scale; above 1 "
     "is faster). Grey, hatched cells: the 95\\% interval includes 1 or could not be computed, "

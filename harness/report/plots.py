@@ -696,10 +696,14 @@ def model_size_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | Non
 # --- memory -------------------------------------------------------------------------------------
 
 
+PROCESS_PEAK_LABEL = "process peak, loading included: the number"
+
+
 def memory_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
     """Peak resident memory of the timed window per job, split into the runtime's own (the
     process after importing the runtime and loading the data, before the model) and what the
-    model adds; a tick marks the whole process's peak, loading included."""
+    model adds; a tick marks the whole process's peak, loading included, and its figure (the
+    tables' Peak RSS) is written beside it."""
     data = _ok(df)
     data = data[data["timed_peak_rss_mb"].notna() | data["peak_rss_mb"].notna()]
     if data.empty:
@@ -723,12 +727,15 @@ def memory_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
                     linewidth=0.4, hatch="////", label="added by the model (timed window)")
             process = part["peak_rss_mb"].to_numpy(float)
             ax.scatter(process, pos, marker="|", s=60, color="black", linewidths=1.2, zorder=4,
-                       label="process peak, loading included")
-            ends = np.fmax(peak, process)
-            top = float(np.nanmax(ends))
-            for p, value, end in zip(pos, peak, ends, strict=True):
-                ax.annotate(_amount(value), (end, p), xytext=(4, 0), textcoords="offset points",
-                            va="center", ha="left", fontsize=row_font_pt(fig))
+                       label=PROCESS_PEAK_LABEL)
+            # The number is the tick's, the tables' Peak RSS, written beside it; the bar's own
+            # end was written there, 194 beside a tick at 204. Without a tick, the bar's end.
+            number = np.where(np.isfinite(process), process, peak)
+            top = float(np.nanmax(np.fmax(peak, process)))
+            for p, value, bar_end in zip(pos, number, peak, strict=True):
+                ax.annotate(_amount(value), (np.fmax(value, bar_end), p), xytext=(4, 0),
+                            textcoords="offset points", va="center", ha="left",
+                            fontsize=row_font_pt(fig))
             ax.set_xlim(0, top * 1.22)
             _row_axis(ax, pos, list(part["label"]), headers)
             ax.set_title(_text(device))
@@ -1089,7 +1096,8 @@ PLOT_TITLES = {
     "latency_distributions": "Latency distributions from the raw samples of all sessions (p1 to"
     " p99), session medians as diamonds, the tables' median with its 95% CI as a circle",
     "model_size": "Model file size",
-    "memory": "Peak memory: the runtime's own and what the model adds",
+    "memory": "Peak memory: the runtime's own and what the model adds; the number is the "
+    "process peak (the tick), the tables' Peak RSS",
     "speedup_heatmap": "Speedup per device and model: the ratio of the geometric means of the "
     "session medians, baseline over variant; grey and hatched where its 95% interval includes 1 "
     "(or there is none), so that it is not shown faster or slower",
