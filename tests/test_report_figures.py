@@ -910,3 +910,50 @@ def test_memory_writes_the_process_peak_beside_its_tick(tmp_path: Path) -> None:
         assert [x for x, _ in ticks.get_offsets() if np.isfinite(x)] == [204.0]
         legend = [t.get_text() for t in fig.legends[0].get_texts()]
         assert plots.PROCESS_PEAK_LABEL in legend
+
+
+def test_row_headers_stay_clear_of_the_axis_in_a_single_column(tmp_path: Path) -> None:
+    """Found in a demo run's single-column PDFs: "mobilenet_v3_small / onnxruntime", set on one
+    line, ran past the y axis, whose spine cut through it. Every header lies within the label
+    area (broken after its " / " where the labels are narrower), in every row chart, and where
+    no break is enough (labels of four letters) the label area grows to hold it."""
+    store = Store(tmp_path / "h.db")
+    run = store.begin_run("edgebench bench --suite demo", "demo", ["local"])
+    for runtime in ("onnxruntime", "tflite"):
+        add_job(store, run, "digits_cnn", device="local", runtime=runtime,
+                samples_ns=sessions_ns(0.06, seed=1))
+        add_job(store, run, "digits_cnn-int8", device="local", runtime=runtime,
+                baseline="digits_cnn", technique="int8_static", samples_ns=sessions_ns(0.05))
+        add_job(store, run, "mobilenet_v3_small", device="local", runtime=runtime,
+                samples_ns=sessions_ns(2.0, seed=2))
+        add_job(store, run, "resnet18", device="local", runtime=runtime,
+                samples_ns=sessions_ns(30.0, seed=3))
+        add_job(store, run, "resnet18-prune50", device="local", runtime=runtime,
+                baseline="resnet18", technique="prune50", samples_ns=sessions_ns(20.0, seed=4))
+    store.finish_run(run)
+    reader = frame.SessionReader(store)
+    df = frame.with_baselines(frame.results_frame(store, [run]), sessions=reader)
+    only_baselines = df[df["is_baseline"]]  # every row label "fp32": narrower than any header
+    builds = {
+        "memory": lambda lay: plots.memory_figure(df, lay),
+        "latency_distributions": lambda lay: plots.latency_distribution_figure(
+            df, lay, reader.samples_ms, reader.medians),
+        "speedup_by_technique": lambda lay: plots.speedup_figure(df, lay),
+        "memory, baselines": lambda lay: plots.memory_figure(only_baselines, lay),
+    }
+    for (name, build), layout in itertools.product(builds.items(), LAYOUTS):
+        fig = build(layout)
+        assert fig is not None, name
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            headers = [t for t in ax.texts if t.get_fontweight() == "bold"]
+            if name != "speedup_by_technique":  # baselines have no speedup: a family each
+                assert {h.get_text().replace("\n", " ") for h in headers} >= {
+                    "mobilenet_v3_small / onnxruntime", "resnet18 / tflite"}, name
+            spine = ax.spines["left"].get_window_extent(renderer).x0
+            for header in headers:
+                box = header.get_window_extent(renderer)
+                assert box.x1 < spine - 1, (name, layout.name, header.get_text())
+                assert box.x0 >= 0, (name, layout.name, header.get_text())
+    assert not _tick_overlaps(builds["memory"](plots.SINGLE))

@@ -367,31 +367,81 @@ def _freeze(fig: Figure) -> None:
     fig.set_layout_engine("none")
 
 
+def _text_width_pt(text: str, bold: bool = False, size: float = FONT_PT) -> float:
+    """How wide `text` is set in the figures' font, in points (the widest of its lines)."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    renderer = _MEASURE.setdefault("renderer", RendererAgg(1, 1, 72))  # 72 dpi: px are pt
+    with paper_style():
+        prop = FontProperties(size=size, weight="bold" if bold else "normal")
+        return max((renderer.get_text_width_height_descent(line, prop, ismath=False)[0]
+                    for line in text.split("\n")), default=0.0)
+
+
+_MEASURE: dict[str, Any] = {}
+
+
+def _header_words(name: str) -> list[str]:
+    parts = name.split(" / ")
+    return [f"{part} /" for part in parts[:-1]] + parts[-1:]
+
+
+def _header_lines(name: str, room_pt: float) -> str:
+    """A family's header (model / runtime) broken after its " / " where it is wider than
+    `room_pt`, the label area its row labels need: set on one line, a long one ran past the
+    axis, whose spine cut through it ("mobilenet_v3_small / onnxruntime" in a single column)."""
+    words = _header_words(name)
+    lines: list[str] = []
+    for word in words:
+        if lines and _text_width_pt(f"{lines[-1]} {word}", bold=True) <= room_pt:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
 def _rows(data: pd.DataFrame, family: str = "family") -> tuple[pd.DataFrame, list[float],
                                                                   list[tuple[float, str]]]:
     """Order rows family by family (the baseline first, then its variants by label) and give
-    each a y position, top down, with a header line per family when there are several. Returns
-    the rows, their positions, and the (position, name) of each header."""
+    each a y position, top down, with a header per family when there are several, on as many
+    rows as it has lines (`_header_lines`: never wider than the row labels). Returns the rows,
+    their positions, and the (centre, text) of each header."""
     data = data.sort_values([family, "is_baseline", "label"], ascending=[True, False, True],
                             kind="stable")
     families = list(dict.fromkeys(data[family]))
+    # the labels' width, or the widest piece a header cannot be broken into (`_row_axis` makes
+    # room for it)
+    room = max([_text_width_pt(str(label)) for label in data["label"]]
+               + [_text_width_pt(word, bold=True) for fam in families
+                  for word in _header_words(str(fam))] * (len(families) > 1), default=0.0)
     headers = []
     positions = []
     y = 0.0
     for fam in families:
         if len(families) > 1:
-            headers.append((y, str(fam)))
-            y += 1
+            text = _header_lines(str(fam), room)
+            lines = text.count("\n") + 1
+            headers.append((y + (lines - 1) / 2, text))
+            y += lines
         for _ in range((data[family] == fam).sum()):
             positions.append(y)
             y += 1
     return data, positions, headers
 
 
+def _rows_height(data: pd.DataFrame) -> float:
+    """The height of a panel of `_rows(data)`, its headers' lines included."""
+    _, positions, headers = _rows(data)
+    last = max([*positions, *(p + t.count("\n") / 2 for p, t in headers)], default=0.0)
+    return ROW_IN * (last + 1) + 0.55
+
+
 def _row_axis(ax: Axes, positions: list[float], labels: list[str],
                headers: list[tuple[float, str]]) -> None:
-    """Rows labelled by `labels`; each family's name in bold on its own row, starting at the left
-    of the panel's column of the figure, so that a long name takes no width from the plot."""
+    """Rows labelled by `labels`; each family's name in bold on rows of its own, starting at the
+    left of the panel's column of the figure, within the label area: where a header's longest
+    line is wider than the labels, the labels stand off the axis to make room for it."""
     size = row_font_pt(ax.get_figure(root=True))  # type: ignore[arg-type]
     ax.set_yticks(positions, labels, fontsize=size)
     spec = ax.get_subplotspec()
@@ -399,15 +449,19 @@ def _row_axis(ax: Axes, positions: list[float], labels: list[str],
     for position, name in headers:
         header = ax.annotate(name, (left, position), xycoords=("figure fraction", "data"),
                              xytext=(3, 0), textcoords="offset points", ha="left", va="center",
-                             fontweight="bold", fontsize=size, annotation_clip=False)
+                             fontweight="bold", fontsize=size, annotation_clip=False,
+                             linespacing=1.0)
         header.set_in_layout(False)
-    ax.set_ylim(max([*positions, *(p for p, _ in headers)], default=0) + 0.7, -0.7)
+    widest = max((_text_width_pt(label, size=size) for label in labels), default=0.0)
+    need = max((_text_width_pt(name, bold=True, size=size) for _, name in headers),
+               default=0.0)
+    ax.set_ylim(max([*positions, *(p + n.count("\n") / 2 for p, n in headers)], default=0)
+                + 0.7, -0.7)
     ax.grid(axis="y", visible=False)
-    ax.tick_params(axis="y", length=0)
-
-
-def _row_height(data_rows: int, headers: int) -> float:
-    return ROW_IN * (data_rows + headers) + 0.55
+    # the header starts 3 pt into the label area, which constrained layout makes the labels'
+    # width and their pad; a header wider than the labels widens it by what is missing
+    pad = matplotlib.rcParams["ytick.major.pad"]
+    ax.tick_params(axis="y", length=0, pad=pad + max(0.0, need + 3 - widest - pad))
 
 
 # --- accuracy against latency ------------------------------------------------------------------
@@ -498,7 +552,7 @@ def speedup_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
     data = _labelled(data)
     devices = sorted(data["device"].unique())
     colours = _colours(sorted(data["family"].unique()))
-    heights = [_row_height(len(p), p["family"].nunique()) for _, p in data.groupby("device")]
+    heights = [_rows_height(p) for _, p in data.groupby("device")]
     with paper_style():
         fig, axes = _figure(layout, len(devices), _panel_heights(heights, layout))
         clipped = False
@@ -570,7 +624,7 @@ def latency_distribution_figure(
         return None
     devices = sorted(data["device"].unique())
     colours = _colours(sorted(data["family"].unique()))
-    heights = [_row_height(len(p), p["family"].nunique()) for _, p in data.groupby("device")]
+    heights = [_rows_height(p) for _, p in data.groupby("device")]
     with paper_style():
         fig, axes = _figure(layout, len(devices), _panel_heights(heights, layout))
         clipped = False
@@ -666,7 +720,7 @@ def model_size_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | Non
     part, pos, headers = _rows(sizes)
     mb = part["size_bytes"].to_numpy(float) / 1e6
     with paper_style():
-        fig, (ax,) = _figure(layout, 1, _row_height(len(part), len(headers)))
+        fig, (ax,) = _figure(layout, 1, _rows_height(sizes))
         log = wide(mb)
         if log:
             ax.set_xscale("log")
@@ -710,7 +764,7 @@ def memory_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
         return None
     data = _labelled(data)
     devices = sorted(data["device"].unique())
-    heights = [_row_height(len(p), p["family"].nunique()) for _, p in data.groupby("device")]
+    heights = [_rows_height(p) for _, p in data.groupby("device")]
     with paper_style():
         fig, axes = _figure(layout, len(devices), _panel_heights(heights, layout))
         for ax, device in zip(axes, devices, strict=True):
