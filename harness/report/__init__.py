@@ -30,6 +30,8 @@ EXPORT_FORMATS = ("csv", "json", "parquet")
 EXPORT_TABLES = ("results", "sessions", "operators", "samples")
 # The files a report wrote, relative to its folder: the only ones a later report there deletes.
 WRITTEN_LIST = ".edgebench-report.json"
+# Where `--style paper` writes (`paper.PAPER_DIR`): a report of another style leaves it alone.
+PAPER_DIR = "paper"
 
 
 def _open(db: Path) -> Store:
@@ -77,16 +79,25 @@ def run_report(
             (say or _to_stderr)(note)
         folder = Path(out) if out is not None else Path("reports") / run_id
         try:
-            own, foreign = _report_files(folder)
+            own, foreign, paper_run = _report_files(folder)
+            # A report without --style paper keeps the paper/ an earlier one wrote: a paper's
+            # \graphicspath may point at it, and it was deleted without a word.
+            kept = set() if style == "paper" else {n for n in own if n.startswith(f"{PAPER_DIR}/")}
             staging = _staging_folder(folder)
             try:
                 _write_report(store, staging, runs, run_id, info, df, sessions,
                               runs_for_trends, style)
-                _install(staging, folder, own, foreign)
+                _install(staging, folder, own - kept, foreign, kept,
+                         run_id if style == "paper" else paper_run if kept else None)
             finally:  # an interrupted report leaves the one before it whole, and no litter
                 shutil.rmtree(staging, ignore_errors=True)
         except OSError as err:  # a folder that cannot be written, a full disk
             raise EdgebenchError(f"{folder}: cannot write the report ({err})") from err
+    if kept:
+        of_run = f" (run {paper_run})" if paper_run else ""
+        (say or _to_stderr)(f"kept {folder / PAPER_DIR}/ of an earlier `--style paper` "
+                            f"report{of_run}, not updated by this one; `--style paper` "
+                            "rewrites it")
     return folder
 
 
@@ -130,14 +141,15 @@ def _files_in(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
-def _report_files(folder: Path) -> tuple[set[str], set[str]]:
-    """The files an earlier report wrote into `folder` and the others there (both relative).
+def _report_files(folder: Path) -> tuple[set[str], set[str], str | None]:
+    """The files an earlier report wrote into `folder` and the others there (both relative),
+    and the run its `paper/` is of, where the list says.
 
     A folder holding files and no list of a report's own files is someone else's: refused, so
     that `--out` never deletes or overwrites a file edgebench did not write.
     """
     if not folder.exists():
-        return set(), set()
+        return set(), set(), None
     if not folder.is_dir():
         raise EdgebenchError(f"{folder}: --out is a file, not a folder")
     listing = folder / WRITTEN_LIST
@@ -149,12 +161,15 @@ def _report_files(folder: Path) -> tuple[set[str], set[str]]:
                 f"({sorted(present)[0]}{', ...' if len(present) > 1 else ''}); give an empty or "
                 "new folder with --out"
             )
-        return set(), set()
+        return set(), set(), None
     try:
-        own = set(json.loads(listing.read_text(encoding="utf-8"))["files"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        written = json.loads(listing.read_text(encoding="utf-8"))
+        own = set(written["files"])
+        paper_run = written.get("paper_run")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise EdgebenchError(f"{listing}: unreadable list of a report's files ({err})") from err
-    return own & present, present - own - {WRITTEN_LIST}
+    return (own & present, present - own - {WRITTEN_LIST},
+            paper_run if isinstance(paper_run, str) else None)
 
 
 def _staging_folder(folder: Path) -> Path:
@@ -170,10 +185,12 @@ def _staging_folder(folder: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{folder.name}.edgebench-new-", dir=parent))
 
 
-def _install(staging: Path, folder: Path, own: set[str], foreign: set[str]) -> None:
+def _install(staging: Path, folder: Path, own: set[str], foreign: set[str], kept: set[str],
+             paper_run: str | None) -> None:
     """Move the finished report from `staging` into `folder`, delete what the report before it
-    wrote and this one did not, and list the report's files (last: until then the old list
-    still names every file either report may have left)."""
+    wrote and this one did not (`own`, less what it keeps), and list the report's files with
+    the `kept` ones, still a report's to replace, and the run its paper/ is of (last: until then
+    the old list still names every file either report may have left)."""
     new = _files_in(staging)
     folder.mkdir(parents=True, exist_ok=True)
     for name in sorted(new):
@@ -182,7 +199,10 @@ def _install(staging: Path, folder: Path, own: set[str], foreign: set[str]) -> N
     for name in sorted(own - new):
         (folder / name).unlink(missing_ok=True)
         _remove_empty_parents(folder, folder / name)
-    text = json.dumps({"files": sorted(new - foreign)}, indent=1) + "\n"
+    listed: dict[str, Any] = {"files": sorted((new - foreign) | kept)}
+    if paper_run is not None:
+        listed["paper_run"] = paper_run
+    text = json.dumps(listed, indent=1) + "\n"
     listing = staging / WRITTEN_LIST
     listing.write_text(text, encoding="utf-8")
     os.replace(listing, folder / WRITTEN_LIST)
