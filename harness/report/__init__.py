@@ -58,8 +58,9 @@ def run_report(
     """Write the report of one run (tables, plots, index.html) and return its folder.
 
     The folder is `reports/<run_id>/` unless `out` is given. Trends use this run and up to
-    `runs_for_trends - 1` earlier runs on the same devices, each judged against the previous run
-    by the rule of `edgebench compare`. `style="paper"` also writes `paper/`: every figure as a
+    `runs_for_trends - 1` earlier runs comparable to it (the same suite, where the store names
+    it, and the same protocol settings) on the same devices, each judged against the previous
+    run by the rule of `edgebench compare`. `style="paper"` also writes `paper/`: every figure as a
     single- and a double-column PDF, `figures.tex` and the booktabs tables (`report.paper`).
     A run that is not complete (interrupted, still running) is said at the top of the page, in
     the captions, and by `say` (default: a line on stderr).
@@ -222,15 +223,47 @@ def _remove_empty_parents(folder: Path, path: Path) -> None:
 def _history(
     store: Store, runs: list[Any], run_id: str, limit: int, current: pd.DataFrame
 ) -> pd.DataFrame:
-    """Rows of the last `limit` runs up to `run_id`, on this run's devices, with run start."""
+    """Rows of the last `limit` runs up to `run_id` that are comparable to it (`_comparable`),
+    on this run's devices, with run start. Any run on the same devices was taken: a `--quick`
+    run and a full one were drawn as one trend, under a caption giving the reported run's
+    protocol for both, and "changed in the last run" judged a protocol change as the code's."""
     from harness.report import frame
 
     order = [r.run_id for r in runs]
-    upto = runs[: order.index(run_id) + 1][-max(limit, 1) :]
+    info = runs[order.index(run_id)]
+    protocol = _protocols(current)
+    chosen: list[Any] = []
+    earlier = [r for r in runs[: order.index(run_id)] if _same_suite(r, info)]
+    batch = max(limit, 1)
+    while earlier and len(chosen) < batch - 1:  # newest first, a batch of runs at a time
+        earlier, candidates = earlier[:-batch], earlier[-batch:]
+        rows = frame.results_frame(store, [r.run_id for r in candidates])
+        for r in reversed(candidates):
+            theirs = _protocols(rows[rows["run_id"] == r.run_id])
+            if not protocol or not theirs or theirs == protocol:
+                chosen.append(r)
+    upto = [*reversed(chosen[: batch - 1]), info]
     history = frame.results_frame(store, [r.run_id for r in upto])
     started = {r.run_id: r.started_at for r in upto}
     history = history[history["device"].isin(current["device"].dropna().unique())]
     return history.assign(run_started_at=history["run_id"].map(started))
+
+
+def _same_suite(run: Any, reported: Any) -> bool:
+    """Whether `run` measured the reported run's suite, where the store names both."""
+    return run.suite is None or reported.suite is None or run.suite == reported.suite
+
+
+def _protocols(rows: pd.DataFrame) -> frozenset[str]:
+    """The protocol settings (`results.settings`, with the defaults filled in) the rows were
+    measured under, each as sorted JSON; empty where no row records them (an older store)."""
+    from harness.agent.protocol import DEFAULT_SETTINGS
+
+    found = rows.get("settings")
+    if found is None:
+        return frozenset()
+    return frozenset(json.dumps({**DEFAULT_SETTINGS, **s}, sort_keys=True, default=str)
+                     for s in found if isinstance(s, dict))
 
 
 def run_compare(
