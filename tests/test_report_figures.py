@@ -957,3 +957,38 @@ def test_row_headers_stay_clear_of_the_axis_in_a_single_column(tmp_path: Path) -
                 assert box.x1 < spine - 1, (name, layout.name, header.get_text())
                 assert box.x0 >= 0, (name, layout.name, header.get_text())
     assert not _tick_overlaps(builds["memory"](plots.SINGLE))
+
+
+def _trend_rows(medians: dict[str, list[float]], device: str = "pi5",
+                width: float = 0.05) -> pd.DataFrame:
+    """A history of one device: each model's medians over nights, each with an interval of
+    +/-`width` (relative)."""
+    rows = []
+    for model, series in medians.items():
+        for night, median in enumerate(series):
+            rows.append({"run_id": f"r{night}", "run_started_at": f"2026-12-{night + 1:02d}T02:00Z",
+                         "device": device, "model": model, "runtime": "onnxruntime",
+                         "status": "ok", "latency_median_ms": median,
+                         "latency_ci95_low_ms": median * (1 - width),
+                         "latency_ci95_high_ms": median * (1 + width), "isa": ISA})
+    return pd.DataFrame(rows)
+
+
+def test_trend_ratio_ticks_never_overlap() -> None:
+    """Found: on a trend spanning 0.3x to 3x, "1.1", "1" and "0.9" were written on top of each
+    other: every round ratio inside the limits got a tick. Only those whose labels have room
+    are kept, 1 and the roundest first."""
+    history = _trend_rows({"net": [3.0, 10.0, 30.0, 10.0], "cnn": [1.0, 1.02, 0.98, 1.0]})
+    for layout in LAYOUTS:
+        fig = plots.trends_figure(history, layout)
+        assert fig is not None
+        assert not _tick_overlaps(fig), (layout.name, _tick_overlaps(fig))
+        fig.canvas.draw()
+        (ax,) = fig.axes
+        shown = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        assert "1" in shown and {"0.5", "2"} <= set(shown), shown
+    narrow = plots.trends_figure(_trend_rows({"net": [10.0, 10.3, 9.8]}, width=0.01))
+    assert narrow is not None
+    narrow.canvas.draw()
+    assert len([t for t in narrow.axes[0].get_yticklabels() if t.get_text()]) >= 2
+

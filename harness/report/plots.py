@@ -39,12 +39,13 @@ import numpy as np
 import pandas as pd
 from cycler import cycler
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, Locator, LogLocator, NullFormatter, NullLocator
 
 from harness.report import stats
 from harness.report.frame import distinct, pareto_front, variant_label
@@ -895,13 +896,43 @@ def _run_axis(data: pd.DataFrame, layout: Layout
 # A trend with more series than the palette has colours shows the unchanged ones in grey.
 TREND_COLOURED_MAX = len(OKABE_ITO)
 TREND_GREY = "#BBBBBB"
-RATIO_TICKS = (0.25, 1 / 3, 0.5, 2 / 3, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0)
+# The order in which ratio ticks are kept where not all of them fit: the roundest first.
+RATIO_TICK_PRIORITY = ((1.0,), (0.5, 2.0), (0.25, 4.0), (2 / 3, 1.5), (1 / 3, 3.0),
+                       (0.8, 1.25), (0.9, 1.1), (0.95, 1.05), (0.98, 1.02), (0.99, 1.01))
+RATIO_TICKS = tuple(sorted(t for level in RATIO_TICK_PRIORITY for t in level))
 
 
-def _ratio_ticks(ax: Axes, low: float, high: float) -> None:
-    """Ticks of a ratio axis (log) at round ratios inside the limits, written as ratios."""
-    ticks = [t for t in RATIO_TICKS if low <= t <= high] or [1.0]
-    ax.set_yticks(ticks, [f"{t:.3g}" for t in ticks])
+class _RatioLocator(Locator):
+    """Ticks of a ratio axis (log) at round ratios inside its limits, the roundest first
+    (`RATIO_TICK_PRIORITY`), each kept only where its label clears those already kept: with
+    all of them, 0.9, 1 and 1.1 were written over each other on a panel spanning 0.5 to 2. The
+    axis's height is known only when it is drawn, so the choice is made then."""
+
+    def __call__(self) -> Sequence[float]:
+        axis = self.axis
+        assert isinstance(axis, Axis)
+        low, high = sorted(axis.get_view_interval())
+        if not (low > 0 and high > low):
+            return [1.0]
+        per_decade = axis.axes.bbox.height / math.log10(high / low)  # display units
+        gap = 1.4 * FONT_PT * axis.axes.figure.dpi / 72  # a line of the labels' text, and some
+        kept: list[float] = []
+        for level in RATIO_TICK_PRIORITY:
+            for tick in level:
+                if low <= tick <= high and all(
+                        abs(math.log10(tick / k)) * per_decade >= gap for k in kept):
+                    kept.append(tick)
+        return sorted(kept) or [1.0]
+
+    def tick_values(self, vmin: float, vmax: float) -> Sequence[float]:
+        return [t for t in RATIO_TICKS if vmin <= t <= vmax] or [1.0]
+
+
+def _ratio_ticks(ax: Axes) -> None:
+    """Ticks of a ratio axis (log) at round ratios inside the limits, written as ratios, as many
+    as have room (`_RatioLocator`)."""
+    ax.yaxis.set_major_locator(_RatioLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:.3g}"))
     ax.yaxis.set_minor_locator(NullLocator())
 
 
@@ -1008,7 +1039,7 @@ def trends_figure(
                                linewidths=1.4, zorder=5)
             ax.set_yscale("log")
             ax.set_ylim(low, high)
-            _ratio_ticks(ax, low, high)
+            _ratio_ticks(ax)
             ax.axhline(1.0, color=BASELINE_COLOUR, linewidth=0.6, zorder=2)
             ax.set_xticks(ticks, tick_labels, rotation=30, ha="right")
             ax.tick_params(axis="x", labelbottom=ax is axes[-1])  # the runs are the same
