@@ -992,3 +992,25 @@ def test_trend_ratio_ticks_never_overlap() -> None:
     narrow.canvas.draw()
     assert len([t for t in narrow.axes[0].get_yticklabels() if t.get_text()]) >= 2
 
+
+def test_trend_intervals_past_the_axis_end_in_an_arrowhead() -> None:
+    """Found: a trend's interval that ran past the axis was cut at the frame with nothing to say
+    so, as the other figures' are not (`_mark_clipped`): each gets an arrowhead there, and the
+    legend says what it means."""
+    history = _trend_rows({"net": [10.0, 10.5, 9.5, 10.2]}, width=0.05)
+    wide_night = history["run_id"] == "r2"
+    history.loc[wide_night, "latency_ci95_low_ms"] = 0.5  # two sessions far apart
+    history.loc[wide_night, "latency_ci95_high_ms"] = 200.0
+    for layout in LAYOUTS:
+        fig = plots.trends_figure(history, layout)
+        assert fig is not None
+        (ax,) = fig.axes
+        y0, y1 = ax.get_ylim()
+        assert y0 > 0.5 / 10.1 and y1 < 200 / 10.1  # the interval runs past both ends
+        heads = set(_arrowheads(ax))
+        ratio = history["latency_median_ms"].median()
+        past = {(float(x), y0) for x, v in enumerate(history["latency_ci95_low_ms"] / ratio)
+                if v < y0} | {(float(x), y1) for x, v in enumerate(
+                    history["latency_ci95_high_ms"] / ratio) if v > y1}
+        assert {(2.0, y0), (2.0, y1)} <= past and heads == past
+        assert plots.CLIPPED_LABEL in [t.get_text() for t in fig.legends[0].get_texts()]

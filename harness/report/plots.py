@@ -1007,9 +1007,10 @@ def trends_figure(
                         coloured["ratio_high"].to_numpy(float), log=True)
     with paper_style():
         fig, axes = _figure(dataclasses.replace(layout, columns=1), len(devices), 2.0)
-        marked = False
+        marked = clipped = False
         for ax, device in zip(axes, devices, strict=True):
             part = data[data["device"] == device]
+            intervals = []  # (x, low, high, colour) of the series drawn with their intervals
             for job in sorted(part["job"].unique()):
                 series = part[part["job"] == job].sort_values("x")
                 x = series["x"].to_numpy()
@@ -1023,8 +1024,10 @@ def trends_figure(
                     label = _text(job if every and change is None else (
                         f"{job}, last run {change}" if every
                         else f"{device}: {job}, last run {change}"))
-                    err = _errors(y, series["ratio_low"].to_numpy(float),
-                                  series["ratio_high"].to_numpy(float))
+                    y_low = series["ratio_low"].to_numpy(float)
+                    y_high = series["ratio_high"].to_numpy(float)
+                    intervals.append((x, y_low, y_high, colour))
+                    err = _errors(y, y_low, y_high)
                     ax.errorbar(x, y, yerr=err, color=colour, marker=marker, markersize=3,
                                 linewidth=1.0, elinewidth=0.6, capsize=1.5, label=label,
                                 zorder=3)
@@ -1040,6 +1043,9 @@ def trends_figure(
             ax.set_yscale("log")
             ax.set_ylim(low, high)
             _ratio_ticks(ax)
+            for x, y_low, y_high, colour in intervals:
+                heads, _ = _mark_clipped(ax, x, y_low, y_high, axis="y", colours=colour)
+                clipped = clipped or bool(heads.size)
             ax.axhline(1.0, color=BASELINE_COLOUR, linewidth=0.6, zorder=2)
             ax.set_xticks(ticks, tick_labels, rotation=30, ha="right")
             ax.tick_params(axis="x", labelbottom=ax is axes[-1])  # the runs are the same
@@ -1057,6 +1063,9 @@ def trends_figure(
                           markeredgecolor="#D55E00", markersize=7, markeredgewidth=1.4)
             # the rule in full is in the caption; the legend keeps its columns narrow
             entries.append((ring, f"slower than its previous run beyond {threshold:.0%} (95% CI)"))
+        if clipped:
+            entries.append((Line2D([], [], marker="^", color="black", linestyle="",
+                                   markersize=4), CLIPPED_LABEL))
         _legend(fig, entries, layout)
         _isa_title(fig, data, layout)
         return fig
