@@ -644,12 +644,15 @@ def latency_distribution_figure(
                     box.set_alpha(0.55)
                     box.set_hatch("////")
             shown = [np.concatenate([np.percentile(values[j], [1, 99]) for j in part["job_id"]])]
+            # marks as small as the rows' text where the rows were compacted to fit a page
+            scale = row_font_pt(fig) / FONT_PT
             if medians is not None:
                 for p, job in zip(pos, part["job_id"], strict=True):
                     dots = medians(job).to_numpy(float)
                     shown.append(dots)
                     # a white rim: they lie on the headline's black interval
-                    ax.scatter(dots, np.full(dots.size, p + HEADLINE_OFFSET), s=9, marker="D",
+                    ax.scatter(dots, np.full(dots.size, p + HEADLINE_OFFSET), s=9 * scale**2,
+                               marker="D",
                                color="black", edgecolors="white", linewidths=0.4, zorder=6)
             headline = part["latency_median_ms"].to_numpy(float)
             low = part["latency_ci95_low_ms"].to_numpy(float)
@@ -667,9 +670,9 @@ def latency_distribution_figure(
             # on the diamonds' line, the session medians it is made of; off the whiskers
             at = np.asarray(pos, float) + HEADLINE_OFFSET
             ax.errorbar(headline, at, xerr=_errors(headline, low, high), fmt="o",
-                        markersize=4.5, markerfacecolor="white", markeredgecolor="black",
-                        markeredgewidth=1.0, ecolor="black", elinewidth=1.4, capsize=2.5,
-                        capthick=1.0, zorder=5)
+                        markersize=4.5 * scale, markerfacecolor="white", markeredgecolor="black",
+                        markeredgewidth=1.0 * scale, ecolor="black", elinewidth=1.4 * scale,
+                        capsize=2.5 * scale, capthick=1.0 * scale, zorder=5)
             arrows, _ = _mark_clipped(ax, at, low, high, axis="x")
             clipped = clipped or bool(arrows.size)
             _row_axis(ax, pos, list(part["label"]), headers)
