@@ -827,3 +827,190 @@ def test_bar_labels_keep_three_significant_digits(quick) -> None:
     ax = figures[("model_size", "double")].axes[0]
     shown = {t.get_text() for t in ax.texts if t.get_fontweight() != "bold"}
     assert {"0.0700", "0.0553", "0.640", "46.8"} <= shown
+
+
+def uneven_sessions_store(path: Path) -> tuple[Store, str]:
+    """The audit's case: a baseline whose sessions settled at 13.6, 30.5, 88.1, 98.0 and 127.9 ms,
+    the fast one running 7x the iterations of the others, so that its samples are most of the
+    pool; and an int8 variant steady at 40 ms, which the tables call faster than its baseline
+    while the pooled median of the baseline's samples lies near 14 ms."""
+    from tests.test_report_synthetic import lognormal_ns
+
+    store = Store(path)
+    run = store.begin_run("edgebench bench --suite demo", "demo", ["local"])
+    levels = (13.6, 30.5, 88.1, 98.0, 127.9)
+    add_job(store, run, "net", device="local", samples_ns=[
+        lognormal_ns(ms, 700 if k == 0 else 100, 0.03, seed=k) for k, ms in enumerate(levels)])
+    add_job(store, run, "net-int8", device="local", baseline="net", technique="int8_static",
+            samples_ns=sessions_ns(40.0, n=100, seed=7))
+    store.finish_run(run)
+    return store, run
+
+
+def test_latency_distributions_mark_the_tables_headline_on_each_row(tmp_path: Path) -> None:
+    """Found: the boxes' median line, the median of all samples pooled, was the figure's main
+    mark; a fast session with 7x the iterations set it 5x from the headline, and int8 looked
+    slower than fp32 where the table said the reverse. Each row carries its headline (the
+    tables' Median) with its 95% interval, named in the legend, and the axis shows them."""
+    store, run = uneven_sessions_store(tmp_path / "u.db")
+    reader = frame.SessionReader(store)
+    df = frame.with_baselines(frame.results_frame(store, [run]), sessions=reader)
+    pooled = np.median(reader.samples_ms(df.loc[df["is_baseline"], "job_id"].iloc[0]))
+    base = df[df["is_baseline"]].iloc[0]
+    assert base["latency_median_ms"] > 3 * pooled  # the case: box and headline far apart
+    for layout in LAYOUTS:
+        fig = plots.latency_distribution_figure(df, layout, reader.samples_ms, reader.medians)
+        assert fig is not None
+        ax = fig.axes[0]
+        rows = dict(zip([t.get_text() for t in ax.get_yticklabels()], ax.get_yticks(),
+                        strict=True))
+        marks = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        assert len(marks) == 1 and marks[0].has_xerr
+        points = {round(y, 6): x for x, y in marks[0].lines[0].get_xydata()}
+        ends = {round(ya, 6): (min(xa, xb), max(xa, xb))
+                for (xa, ya), (xb, _) in (s for s in marks[0].lines[2][0].get_segments())}
+        x0, x1 = ax.get_xlim()
+        for _, row in df.iterrows():
+            label = "fp32" if row["is_baseline"] else "int8_static"
+            # under its row's box, off the whiskers
+            y = round(float(rows[next(k for k in rows if label in k)])
+                      + plots.HEADLINE_OFFSET, 6)
+            assert points[y] == pytest.approx(row["latency_median_ms"])
+            assert ends[y] == pytest.approx((row["latency_ci95_low_ms"],
+                                             row["latency_ci95_high_ms"]))
+            assert x0 <= row["latency_median_ms"] <= x1
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert "Median, as in the tables (95% CI)" in legend
+        assert "median of all samples pooled" in legend
+
+
+def test_memory_writes_the_process_peak_beside_its_tick(tmp_path: Path) -> None:
+    """Found: the number right of the process-peak tick was the bar's value, 194 beside a tick
+    at 204 (the tables' Peak RSS). The number written is the tick's, the tables' Peak RSS,
+    beside the tick; a row without a process peak writes its bar's value at the bar's end."""
+    store = Store(tmp_path / "m.db")
+    run = store.begin_run("edgebench bench --suite demo", "demo", ["local"])
+    add_job(store, run, "net", device="local", rss_runtime_mb=60.0, timed_peak_rss_mb=194.0,
+            peak_rss_mb=204.0)
+    add_job(store, run, "net-int8", device="local", baseline="net", technique="int8_static",
+            rss_runtime_mb=60.0, timed_peak_rss_mb=120.0, peak_rss_mb=None)
+    store.finish_run(run)
+    df = frame.with_baselines(frame.results_frame(store, [run]), store)
+    for layout in LAYOUTS:
+        fig = plots.memory_figure(df, layout)
+        assert fig is not None
+        ax = fig.axes[0]
+        rows = dict(zip(ax.get_yticks(), [t.get_text() for t in ax.get_yticklabels()],
+                        strict=True))
+        numbers = {rows[t.xy[1]]: (t.get_text(), t.xy[0]) for t in ax.texts
+                   if t.get_fontweight() != "bold"}
+        assert numbers["fp32"] == ("204", 204.0)
+        assert numbers["int8_static"] == ("120", 120.0)
+        (ticks,) = [c for c in ax.collections if c.get_label() == plots.PROCESS_PEAK_LABEL]
+        assert [x for x, _ in ticks.get_offsets() if np.isfinite(x)] == [204.0]
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert plots.PROCESS_PEAK_LABEL in legend
+
+
+def test_row_headers_stay_clear_of_the_axis_in_a_single_column(tmp_path: Path) -> None:
+    """Found in a demo run's single-column PDFs: "mobilenet_v3_small / onnxruntime", set on one
+    line, ran past the y axis, whose spine cut through it. Every header lies within the label
+    area (broken after its " / " where the labels are narrower), in every row chart, and where
+    no break is enough (labels of four letters) the label area grows to hold it."""
+    store = Store(tmp_path / "h.db")
+    run = store.begin_run("edgebench bench --suite demo", "demo", ["local"])
+    for runtime in ("onnxruntime", "tflite"):
+        add_job(store, run, "digits_cnn", device="local", runtime=runtime,
+                samples_ns=sessions_ns(0.06, seed=1))
+        add_job(store, run, "digits_cnn-int8", device="local", runtime=runtime,
+                baseline="digits_cnn", technique="int8_static", samples_ns=sessions_ns(0.05))
+        add_job(store, run, "mobilenet_v3_small", device="local", runtime=runtime,
+                samples_ns=sessions_ns(2.0, seed=2))
+        add_job(store, run, "resnet18", device="local", runtime=runtime,
+                samples_ns=sessions_ns(30.0, seed=3))
+        add_job(store, run, "resnet18-prune50", device="local", runtime=runtime,
+                baseline="resnet18", technique="prune50", samples_ns=sessions_ns(20.0, seed=4))
+    store.finish_run(run)
+    reader = frame.SessionReader(store)
+    df = frame.with_baselines(frame.results_frame(store, [run]), sessions=reader)
+    only_baselines = df[df["is_baseline"]]  # every row label "fp32": narrower than any header
+    builds = {
+        "memory": lambda lay: plots.memory_figure(df, lay),
+        "latency_distributions": lambda lay: plots.latency_distribution_figure(
+            df, lay, reader.samples_ms, reader.medians),
+        "speedup_by_technique": lambda lay: plots.speedup_figure(df, lay),
+        "memory, baselines": lambda lay: plots.memory_figure(only_baselines, lay),
+    }
+    for (name, build), layout in itertools.product(builds.items(), LAYOUTS):
+        fig = build(layout)
+        assert fig is not None, name
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            headers = [t for t in ax.texts if t.get_fontweight() == "bold"]
+            if name != "speedup_by_technique":  # baselines have no speedup: a family each
+                assert {h.get_text().replace("\n", " ") for h in headers} >= {
+                    "mobilenet_v3_small / onnxruntime", "resnet18 / tflite"}, name
+            spine = ax.spines["left"].get_window_extent(renderer).x0
+            for header in headers:
+                box = header.get_window_extent(renderer)
+                assert box.x1 < spine - 1, (name, layout.name, header.get_text())
+                assert box.x0 >= 0, (name, layout.name, header.get_text())
+    assert not _tick_overlaps(builds["memory"](plots.SINGLE))
+
+
+def _trend_rows(medians: dict[str, list[float]], device: str = "pi5",
+                width: float = 0.05) -> pd.DataFrame:
+    """A history of one device: each model's medians over nights, each with an interval of
+    +/-`width` (relative)."""
+    rows = []
+    for model, series in medians.items():
+        for night, median in enumerate(series):
+            rows.append({"run_id": f"r{night}", "run_started_at": f"2026-12-{night + 1:02d}T02:00Z",
+                         "device": device, "model": model, "runtime": "onnxruntime",
+                         "status": "ok", "latency_median_ms": median,
+                         "latency_ci95_low_ms": median * (1 - width),
+                         "latency_ci95_high_ms": median * (1 + width), "isa": ISA})
+    return pd.DataFrame(rows)
+
+
+def test_trend_ratio_ticks_never_overlap() -> None:
+    """Found: on a trend spanning 0.3x to 3x, "1.1", "1" and "0.9" were written on top of each
+    other: every round ratio inside the limits got a tick. Only those whose labels have room
+    are kept, 1 and the roundest first."""
+    history = _trend_rows({"net": [3.0, 10.0, 30.0, 10.0], "cnn": [1.0, 1.02, 0.98, 1.0]})
+    for layout in LAYOUTS:
+        fig = plots.trends_figure(history, layout)
+        assert fig is not None
+        assert not _tick_overlaps(fig), (layout.name, _tick_overlaps(fig))
+        fig.canvas.draw()
+        (ax,) = fig.axes
+        shown = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        assert "1" in shown and {"0.5", "2"} <= set(shown), shown
+    narrow = plots.trends_figure(_trend_rows({"net": [10.0, 10.3, 9.8]}, width=0.01))
+    assert narrow is not None
+    narrow.canvas.draw()
+    assert len([t for t in narrow.axes[0].get_yticklabels() if t.get_text()]) >= 2
+
+
+def test_trend_intervals_past_the_axis_end_in_an_arrowhead() -> None:
+    """Found: a trend's interval that ran past the axis was cut at the frame with nothing to say
+    so, as the other figures' are not (`_mark_clipped`): each gets an arrowhead there, and the
+    legend says what it means."""
+    history = _trend_rows({"net": [10.0, 10.5, 9.5, 10.2]}, width=0.05)
+    wide_night = history["run_id"] == "r2"
+    history.loc[wide_night, "latency_ci95_low_ms"] = 0.5  # two sessions far apart
+    history.loc[wide_night, "latency_ci95_high_ms"] = 200.0
+    for layout in LAYOUTS:
+        fig = plots.trends_figure(history, layout)
+        assert fig is not None
+        (ax,) = fig.axes
+        y0, y1 = ax.get_ylim()
+        assert y0 > 0.5 / 10.1 and y1 < 200 / 10.1  # the interval runs past both ends
+        heads = set(_arrowheads(ax))
+        ratio = history["latency_median_ms"].median()
+        past = {(float(x), y0) for x, v in enumerate(history["latency_ci95_low_ms"] / ratio)
+                if v < y0} | {(float(x), y1) for x, v in enumerate(
+                    history["latency_ci95_high_ms"] / ratio) if v > y1}
+        assert {(2.0, y0), (2.0, y1)} <= past and heads == past
+        assert plots.CLIPPED_LABEL in [t.get_text() for t in fig.legends[0].get_texts()]

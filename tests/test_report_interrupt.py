@@ -4,6 +4,7 @@ that completes replaces it and deletes only what the earlier one wrote."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -78,7 +79,37 @@ def test_a_new_report_replaces_the_old_and_deletes_only_its_files(old_report) ->
     assert after["notes.txt"] == b"mine"
     assert any(n.startswith("paper/") for n in after)
     assert set(before) - {".edgebench-report.json"} <= set(after)
-    run_report(db, out=out)  # html again: the paper's files go, and their folder
-    assert not (out / "paper").exists()
+    paper = {n: b for n, b in after.items() if n.startswith("paper/")}
+    said: list[str] = []
+    run_report(db, out=out, say=said.append)  # html again: the paper's files stay, said once
+    assert {n: b for n, b in _snapshot(out).items() if n.startswith("paper/")} == paper
+    assert len(said) == 1 and "kept" in said[0] and "--style paper" in said[0], said
     assert (out / "notes.txt").read_text() == "mine"
     assert _staged(out) == []
+
+
+def test_a_report_without_paper_style_keeps_the_paper_folder(old_report, tmp_path: Path
+                                                             ) -> None:
+    """Found: `report` without `--style paper` silently deleted the paper/ an earlier
+    `--style paper` had written, a student's \\graphicspath target. It stays, still the
+    report's own (the next `--style paper` replaces it, and deletes what it no longer
+    writes), and one line says that it was kept and is not this report's."""
+    db, out, _ = old_report
+    run_report(db, out=out, style="paper")
+    figures = (out / "paper" / "figures.tex").read_bytes()
+    stale = out / "paper" / "old_figure-single.pdf"  # written by that report, not the next
+    stale.write_bytes(b"%PDF")
+    listing = out / ".edgebench-report.json"
+    listing.write_text(listing.read_text().replace(
+        '"files": [', '"files": [\n "paper/old_figure-single.pdf",'))
+    said: list[str] = []
+    run_report(db, out=out, say=said.append)
+    assert (out / "paper" / "figures.tex").read_bytes() == figures and stale.exists()
+    run_id = re.search(r"of run (\S+)\.", figures.decode()).group(1)  # type: ignore[union-attr]
+    assert said == [f"kept {out / 'paper'}/ of an earlier `--style paper` report (run "
+                    f"{run_id}), not updated by this one; `--style paper` rewrites it"]
+    run_report(db, out=out, say=said.append)  # and again: still kept, still the paper's run
+    assert stale.exists() and said[-1] == said[0]
+    run_report(db, out=out, style="paper", say=said.append)
+    assert not stale.exists() and (out / "paper" / "figures.tex").is_file()
+    assert len(said) == 2  # a paper report says nothing of it

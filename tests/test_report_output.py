@@ -166,3 +166,50 @@ def test_report_of_a_sparse_run(tmp_path: Path) -> None:
 def test_plots_only_draw() -> None:
     # verdicts are the caller's (report/__init__.py, by compare's rule), never the plots' own
     assert loaded_after_import("harness.report.plots", ("harness.report.compare",)) == []
+
+
+def test_a_bench_reports_trends_over_runs_of_its_own_suite_and_protocol(tmp_path: Path
+                                                                          ) -> None:
+    """Found: a report's trends took the last runs on its devices whatever their suite or
+    protocol: a `--quick` run and a full one were drawn as one trend under a caption giving
+    "2 sessions ... quick protocol" for both, and "changed in the last run" was judged across
+    protocols. Only runs of the same suite (where the store names it) and the same protocol
+    settings are the report's history; a run with none has no trend."""
+    from harness.agent import protocol
+    from harness.report import _history
+
+    quick, full = dict(protocol.QUICK_SETTINGS), dict(protocol.DEFAULT_SETTINGS)
+    store = Store(tmp_path / "x.db")
+    runs = {}
+    for name, suite, settings, median in (("quick1", "demo", quick, 10.0),
+                                          ("full", "demo", full, 14.0),
+                                          ("other_suite", "zoo", quick, 10.0),
+                                          ("quick2", "demo", quick, 10.2),
+                                          ("unrecorded", "demo", None, 10.1)):
+        run = store.begin_run(f"edgebench bench --suite {suite}", suite, ["pi5"])
+        with store.transaction() as conn:  # a minute apart, in this order
+            conn.execute("UPDATE runs SET started_at = ? WHERE run_id = ?",
+                         (f"2026-12-01T02:{len(runs):02d}:00Z", run))
+        add_job(store, run, "net", samples_ns=sessions_ns(median, sessions=2, seed=len(runs)),
+                settings=settings)
+        store.finish_run(run)
+        runs[name] = run
+    everything = store.runs()
+
+    def history_of(name: str, limit: int = 30) -> list[str]:
+        current = frame.results_frame(store, [runs[name]])
+        picked = _history(store, everything, runs[name], limit, current)
+        return list(dict.fromkeys(picked.sort_values("run_started_at")["run_id"]))
+
+    assert history_of("quick2") == [runs["quick1"], runs["quick2"]]
+    assert history_of("quick2", limit=1) == [runs["quick2"]]
+    assert history_of("full") == [runs["full"]]
+    assert history_of("other_suite") == [runs["other_suite"]]
+    # a store that does not say how a run was measured leaves it in
+    assert history_of("unrecorded") == [runs[n] for n in ("quick1", "full", "quick2",
+                                                           "unrecorded")]
+    store.close()
+    full_report = run_report(tmp_path / "x.db", runs["full"], out=tmp_path / "full")
+    assert not (full_report / "plots" / "trends.png").exists()  # no run like it before
+    quick_report = run_report(tmp_path / "x.db", runs["quick2"], out=tmp_path / "quick")
+    assert (quick_report / "plots" / "trends.png").exists()

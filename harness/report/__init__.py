@@ -30,6 +30,8 @@ EXPORT_FORMATS = ("csv", "json", "parquet")
 EXPORT_TABLES = ("results", "sessions", "operators", "samples")
 # The files a report wrote, relative to its folder: the only ones a later report there deletes.
 WRITTEN_LIST = ".edgebench-report.json"
+# Where `--style paper` writes (`paper.PAPER_DIR`): a report of another style leaves it alone.
+PAPER_DIR = "paper"
 
 
 def _open(db: Path) -> Store:
@@ -56,8 +58,9 @@ def run_report(
     """Write the report of one run (tables, plots, index.html) and return its folder.
 
     The folder is `reports/<run_id>/` unless `out` is given. Trends use this run and up to
-    `runs_for_trends - 1` earlier runs on the same devices, each judged against the previous run
-    by the rule of `edgebench compare`. `style="paper"` also writes `paper/`: every figure as a
+    `runs_for_trends - 1` earlier runs comparable to it (the same suite, where the store names
+    it, and the same protocol settings) on the same devices, each judged against the previous
+    run by the rule of `edgebench compare`. `style="paper"` also writes `paper/`: every figure as a
     single- and a double-column PDF, `figures.tex` and the booktabs tables (`report.paper`).
     A run that is not complete (interrupted, still running) is said at the top of the page, in
     the captions, and by `say` (default: a line on stderr).
@@ -77,16 +80,25 @@ def run_report(
             (say or _to_stderr)(note)
         folder = Path(out) if out is not None else Path("reports") / run_id
         try:
-            own, foreign = _report_files(folder)
+            own, foreign, paper_run = _report_files(folder)
+            # A report without --style paper keeps the paper/ an earlier one wrote: a paper's
+            # \graphicspath may point at it, and it was deleted without a word.
+            kept = set() if style == "paper" else {n for n in own if n.startswith(f"{PAPER_DIR}/")}
             staging = _staging_folder(folder)
             try:
                 _write_report(store, staging, runs, run_id, info, df, sessions,
                               runs_for_trends, style)
-                _install(staging, folder, own, foreign)
+                _install(staging, folder, own - kept, foreign, kept,
+                         run_id if style == "paper" else paper_run if kept else None)
             finally:  # an interrupted report leaves the one before it whole, and no litter
                 shutil.rmtree(staging, ignore_errors=True)
         except OSError as err:  # a folder that cannot be written, a full disk
             raise EdgebenchError(f"{folder}: cannot write the report ({err})") from err
+    if kept:
+        of_run = f" (run {paper_run})" if paper_run else ""
+        (say or _to_stderr)(f"kept {folder / PAPER_DIR}/ of an earlier `--style paper` "
+                            f"report{of_run}, not updated by this one; `--style paper` "
+                            "rewrites it")
     return folder
 
 
@@ -130,14 +142,15 @@ def _files_in(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
-def _report_files(folder: Path) -> tuple[set[str], set[str]]:
-    """The files an earlier report wrote into `folder` and the others there (both relative).
+def _report_files(folder: Path) -> tuple[set[str], set[str], str | None]:
+    """The files an earlier report wrote into `folder` and the others there (both relative),
+    and the run its `paper/` is of, where the list says.
 
     A folder holding files and no list of a report's own files is someone else's: refused, so
     that `--out` never deletes or overwrites a file edgebench did not write.
     """
     if not folder.exists():
-        return set(), set()
+        return set(), set(), None
     if not folder.is_dir():
         raise EdgebenchError(f"{folder}: --out is a file, not a folder")
     listing = folder / WRITTEN_LIST
@@ -149,12 +162,15 @@ def _report_files(folder: Path) -> tuple[set[str], set[str]]:
                 f"({sorted(present)[0]}{', ...' if len(present) > 1 else ''}); give an empty or "
                 "new folder with --out"
             )
-        return set(), set()
+        return set(), set(), None
     try:
-        own = set(json.loads(listing.read_text(encoding="utf-8"))["files"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        written = json.loads(listing.read_text(encoding="utf-8"))
+        own = set(written["files"])
+        paper_run = written.get("paper_run")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise EdgebenchError(f"{listing}: unreadable list of a report's files ({err})") from err
-    return own & present, present - own - {WRITTEN_LIST}
+    return (own & present, present - own - {WRITTEN_LIST},
+            paper_run if isinstance(paper_run, str) else None)
 
 
 def _staging_folder(folder: Path) -> Path:
@@ -170,10 +186,12 @@ def _staging_folder(folder: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{folder.name}.edgebench-new-", dir=parent))
 
 
-def _install(staging: Path, folder: Path, own: set[str], foreign: set[str]) -> None:
+def _install(staging: Path, folder: Path, own: set[str], foreign: set[str], kept: set[str],
+             paper_run: str | None) -> None:
     """Move the finished report from `staging` into `folder`, delete what the report before it
-    wrote and this one did not, and list the report's files (last: until then the old list
-    still names every file either report may have left)."""
+    wrote and this one did not (`own`, less what it keeps), and list the report's files with
+    the `kept` ones, still a report's to replace, and the run its paper/ is of (last: until then
+    the old list still names every file either report may have left)."""
     new = _files_in(staging)
     folder.mkdir(parents=True, exist_ok=True)
     for name in sorted(new):
@@ -182,7 +200,10 @@ def _install(staging: Path, folder: Path, own: set[str], foreign: set[str]) -> N
     for name in sorted(own - new):
         (folder / name).unlink(missing_ok=True)
         _remove_empty_parents(folder, folder / name)
-    text = json.dumps({"files": sorted(new - foreign)}, indent=1) + "\n"
+    listed: dict[str, Any] = {"files": sorted((new - foreign) | kept)}
+    if paper_run is not None:
+        listed["paper_run"] = paper_run
+    text = json.dumps(listed, indent=1) + "\n"
     listing = staging / WRITTEN_LIST
     listing.write_text(text, encoding="utf-8")
     os.replace(listing, folder / WRITTEN_LIST)
@@ -202,15 +223,47 @@ def _remove_empty_parents(folder: Path, path: Path) -> None:
 def _history(
     store: Store, runs: list[Any], run_id: str, limit: int, current: pd.DataFrame
 ) -> pd.DataFrame:
-    """Rows of the last `limit` runs up to `run_id`, on this run's devices, with run start."""
+    """Rows of the last `limit` runs up to `run_id` that are comparable to it (`_comparable`),
+    on this run's devices, with run start. Any run on the same devices was taken: a `--quick`
+    run and a full one were drawn as one trend, under a caption giving the reported run's
+    protocol for both, and "changed in the last run" judged a protocol change as the code's."""
     from harness.report import frame
 
     order = [r.run_id for r in runs]
-    upto = runs[: order.index(run_id) + 1][-max(limit, 1) :]
+    info = runs[order.index(run_id)]
+    protocol = _protocols(current)
+    chosen: list[Any] = []
+    earlier = [r for r in runs[: order.index(run_id)] if _same_suite(r, info)]
+    batch = max(limit, 1)
+    while earlier and len(chosen) < batch - 1:  # newest first, a batch of runs at a time
+        earlier, candidates = earlier[:-batch], earlier[-batch:]
+        rows = frame.results_frame(store, [r.run_id for r in candidates])
+        for r in reversed(candidates):
+            theirs = _protocols(rows[rows["run_id"] == r.run_id])
+            if not protocol or not theirs or theirs == protocol:
+                chosen.append(r)
+    upto = [*reversed(chosen[: batch - 1]), info]
     history = frame.results_frame(store, [r.run_id for r in upto])
     started = {r.run_id: r.started_at for r in upto}
     history = history[history["device"].isin(current["device"].dropna().unique())]
     return history.assign(run_started_at=history["run_id"].map(started))
+
+
+def _same_suite(run: Any, reported: Any) -> bool:
+    """Whether `run` measured the reported run's suite, where the store names both."""
+    return run.suite is None or reported.suite is None or run.suite == reported.suite
+
+
+def _protocols(rows: pd.DataFrame) -> frozenset[str]:
+    """The protocol settings (`results.settings`, with the defaults filled in) the rows were
+    measured under, each as sorted JSON; empty where no row records them (an older store)."""
+    from harness.agent.protocol import DEFAULT_SETTINGS
+
+    found = rows.get("settings")
+    if found is None:
+        return frozenset()
+    return frozenset(json.dumps({**DEFAULT_SETTINGS, **s}, sort_keys=True, default=str)
+                     for s in found if isinstance(s, dict))
 
 
 def run_compare(

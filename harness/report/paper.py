@@ -48,12 +48,14 @@ CAPTIONS = {
     "session medians, baseline over variant, with its 95\\% interval, paired session by "
     "session. An arrowhead on the frame: the interval runs on past the axis.",
     "latency_distributions": "Latency of every timed iteration of all sessions: boxes span the "
-    "quartiles, whiskers p1 to p99, the line is the median of all samples, dots are the medians "
-    "of single sessions (fresh processes). Hatched: compressed variants.",
+    "quartiles, whiskers p1 to p99, the line is the median of all samples, diamonds are the "
+    "medians of single sessions (fresh processes), the circle is the median of the tables with "
+    "its 95\\% interval. Hatched: compressed variants.",
     "model_size": "Size of each model file; hatched: compressed variants.",
     "memory": "Peak resident memory during the timed window: the runtime's own (process after "
     "importing the runtime and loading the data, grey) and what the model adds (hatched); the "
-    "tick marks the process peak including loading.",
+    "tick marks the process peak including loading, the number beside it (Peak RSS in the "
+    "tables).",
     "speedup_heatmap": "Speedup over the fp32 baseline per model and device: the ratio of the "
     "geometric means of the session medians, baseline over variant (log colour scale; above 1 "
     "is faster). Grey, hatched cells: the 95\\% interval includes 1 or could not be computed, "

@@ -39,12 +39,13 @@ import numpy as np
 import pandas as pd
 from cycler import cycler
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, Locator, LogLocator, NullFormatter, NullLocator
 
 from harness.report import stats
 from harness.report.frame import distinct, pareto_front, variant_label
@@ -367,31 +368,81 @@ def _freeze(fig: Figure) -> None:
     fig.set_layout_engine("none")
 
 
+def _text_width_pt(text: str, bold: bool = False, size: float = FONT_PT) -> float:
+    """How wide `text` is set in the figures' font, in points (the widest of its lines)."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    renderer = _MEASURE.setdefault("renderer", RendererAgg(1, 1, 72))  # 72 dpi: px are pt
+    with paper_style():
+        prop = FontProperties(size=size, weight="bold" if bold else "normal")
+        return max((renderer.get_text_width_height_descent(line, prop, ismath=False)[0]
+                    for line in text.split("\n")), default=0.0)
+
+
+_MEASURE: dict[str, Any] = {}
+
+
+def _header_words(name: str) -> list[str]:
+    parts = name.split(" / ")
+    return [f"{part} /" for part in parts[:-1]] + parts[-1:]
+
+
+def _header_lines(name: str, room_pt: float) -> str:
+    """A family's header (model / runtime) broken after its " / " where it is wider than
+    `room_pt`, the label area its row labels need: set on one line, a long one ran past the
+    axis, whose spine cut through it ("mobilenet_v3_small / onnxruntime" in a single column)."""
+    words = _header_words(name)
+    lines: list[str] = []
+    for word in words:
+        if lines and _text_width_pt(f"{lines[-1]} {word}", bold=True) <= room_pt:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
 def _rows(data: pd.DataFrame, family: str = "family") -> tuple[pd.DataFrame, list[float],
                                                                   list[tuple[float, str]]]:
     """Order rows family by family (the baseline first, then its variants by label) and give
-    each a y position, top down, with a header line per family when there are several. Returns
-    the rows, their positions, and the (position, name) of each header."""
+    each a y position, top down, with a header per family when there are several, on as many
+    rows as it has lines (`_header_lines`: never wider than the row labels). Returns the rows,
+    their positions, and the (centre, text) of each header."""
     data = data.sort_values([family, "is_baseline", "label"], ascending=[True, False, True],
                             kind="stable")
     families = list(dict.fromkeys(data[family]))
+    # the labels' width, or the widest piece a header cannot be broken into (`_row_axis` makes
+    # room for it)
+    room = max([_text_width_pt(str(label)) for label in data["label"]]
+               + [_text_width_pt(word, bold=True) for fam in families
+                  for word in _header_words(str(fam))] * (len(families) > 1), default=0.0)
     headers = []
     positions = []
     y = 0.0
     for fam in families:
         if len(families) > 1:
-            headers.append((y, str(fam)))
-            y += 1
+            text = _header_lines(str(fam), room)
+            lines = text.count("\n") + 1
+            headers.append((y + (lines - 1) / 2, text))
+            y += lines
         for _ in range((data[family] == fam).sum()):
             positions.append(y)
             y += 1
     return data, positions, headers
 
 
+def _rows_height(data: pd.DataFrame) -> float:
+    """The height of a panel of `_rows(data)`, its headers' lines included."""
+    _, positions, headers = _rows(data)
+    last = max([*positions, *(p + t.count("\n") / 2 for p, t in headers)], default=0.0)
+    return ROW_IN * (last + 1) + 0.55
+
+
 def _row_axis(ax: Axes, positions: list[float], labels: list[str],
                headers: list[tuple[float, str]]) -> None:
-    """Rows labelled by `labels`; each family's name in bold on its own row, starting at the left
-    of the panel's column of the figure, so that a long name takes no width from the plot."""
+    """Rows labelled by `labels`; each family's name in bold on rows of its own, starting at the
+    left of the panel's column of the figure, within the label area: where a header's longest
+    line is wider than the labels, the labels stand off the axis to make room for it."""
     size = row_font_pt(ax.get_figure(root=True))  # type: ignore[arg-type]
     ax.set_yticks(positions, labels, fontsize=size)
     spec = ax.get_subplotspec()
@@ -399,15 +450,19 @@ def _row_axis(ax: Axes, positions: list[float], labels: list[str],
     for position, name in headers:
         header = ax.annotate(name, (left, position), xycoords=("figure fraction", "data"),
                              xytext=(3, 0), textcoords="offset points", ha="left", va="center",
-                             fontweight="bold", fontsize=size, annotation_clip=False)
+                             fontweight="bold", fontsize=size, annotation_clip=False,
+                             linespacing=1.0)
         header.set_in_layout(False)
-    ax.set_ylim(max([*positions, *(p for p, _ in headers)], default=0) + 0.7, -0.7)
+    widest = max((_text_width_pt(label, size=size) for label in labels), default=0.0)
+    need = max((_text_width_pt(name, bold=True, size=size) for _, name in headers),
+               default=0.0)
+    ax.set_ylim(max([*positions, *(p + n.count("\n") / 2 for p, n in headers)], default=0)
+                + 0.7, -0.7)
     ax.grid(axis="y", visible=False)
-    ax.tick_params(axis="y", length=0)
-
-
-def _row_height(data_rows: int, headers: int) -> float:
-    return ROW_IN * (data_rows + headers) + 0.55
+    # the header starts 3 pt into the label area, which constrained layout makes the labels'
+    # width and their pad; a header wider than the labels widens it by what is missing
+    pad = matplotlib.rcParams["ytick.major.pad"]
+    ax.tick_params(axis="y", length=0, pad=pad + max(0.0, need + 3 - widest - pad))
 
 
 # --- accuracy against latency ------------------------------------------------------------------
@@ -498,7 +553,7 @@ def speedup_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
     data = _labelled(data)
     devices = sorted(data["device"].unique())
     colours = _colours(sorted(data["family"].unique()))
-    heights = [_row_height(len(p), p["family"].nunique()) for _, p in data.groupby("device")]
+    heights = [_rows_height(p) for _, p in data.groupby("device")]
     with paper_style():
         fig, axes = _figure(layout, len(devices), _panel_heights(heights, layout))
         clipped = False
@@ -537,6 +592,10 @@ def _panel_heights(heights: list[float], layout: Layout) -> list[float]:
 
 # --- latency distributions ---------------------------------------------------------------------
 
+# Where a row's headline and its session medians sit: under its box (rows are 1 apart, boxes
+# 0.55 high).
+HEADLINE_OFFSET = 0.42
+
 
 def latency_distribution_figure(
     df: pd.DataFrame,
@@ -545,11 +604,16 @@ def latency_distribution_figure(
     medians: Callable[[str], pd.Series] | None = None,
 ) -> Figure | None:
     """Box plots of the raw samples of all sessions per device, each baseline followed by its
-    variants, with each session's median as a dot under its box when `medians` is given.
+    variants; under each box the measurement's headline (the tables' Median) with its 95%
+    interval, and each session's median as a diamond beside it when `medians` is given.
 
     Boxes span the quartiles, whiskers p1 to p99: latency has long tails (a page fault, a
-    preemption) that would otherwise set the scale; p99 itself is in the tables. The dots show
-    the spread between processes, which the pooled box hides and the headline interval is made of.
+    preemption) that would otherwise set the scale; p99 itself is in the tables. The box's line
+    is the median of the pooled samples, which a session that ran many more iterations than the
+    others sets: it lay 5x from the headline where a fast session ran 7x the iterations of four
+    slow ones, and a variant looked slower than its baseline that the tables said was faster.
+    So the figure's main mark is the headline, made of the session medians (the diamonds) as
+    the tables' is; the box is the distribution of single iterations.
     """
     data = _ok(df)
     if data.empty or samples is None:
@@ -561,15 +625,16 @@ def latency_distribution_figure(
         return None
     devices = sorted(data["device"].unique())
     colours = _colours(sorted(data["family"].unique()))
-    heights = [_row_height(len(p), p["family"].nunique()) for _, p in data.groupby("device")]
+    heights = [_rows_height(p) for _, p in data.groupby("device")]
     with paper_style():
         fig, axes = _figure(layout, len(devices), _panel_heights(heights, layout))
+        clipped = False
         for ax, device in zip(axes, devices, strict=True):
             part, pos, headers = _rows(data[data["device"] == device])
             boxes = ax.boxplot([values[j] for j in part["job_id"]], positions=pos,
                                orientation="horizontal", whis=(1, 99), showfliers=False,
                                patch_artist=True, widths=0.55,
-                               medianprops={"color": "black", "linewidth": 1.2},
+                               medianprops={"color": "black", "linewidth": 0.8},
                                whiskerprops={"linewidth": 0.6}, capprops={"linewidth": 0.6})
             for box, (_, row) in zip(boxes["boxes"], part.iterrows(), strict=True):
                 box.set_facecolor(colours[row["family"]][0])
@@ -578,30 +643,54 @@ def latency_distribution_figure(
                 if not row["is_baseline"]:
                     box.set_alpha(0.55)
                     box.set_hatch("////")
+            shown = [np.concatenate([np.percentile(values[j], [1, 99]) for j in part["job_id"]])]
+            # marks as small as the rows' text where the rows were compacted to fit a page
+            scale = row_font_pt(fig) / FONT_PT
             if medians is not None:
                 for p, job in zip(pos, part["job_id"], strict=True):
                     dots = medians(job).to_numpy(float)
-                    ax.scatter(dots, np.full(dots.size, p + 0.42), s=5, marker="D",
-                               color="black", linewidths=0, zorder=4)
-            shown = np.concatenate([np.percentile(values[j], [1, 99]) for j in part["job_id"]])
-            log = wide(shown)
+                    shown.append(dots)
+                    # a white rim: they lie on the headline's black interval
+                    ax.scatter(dots, np.full(dots.size, p + HEADLINE_OFFSET), s=9 * scale**2,
+                               marker="D",
+                               color="black", edgecolors="white", linewidths=0.4, zorder=6)
+            headline = part["latency_median_ms"].to_numpy(float)
+            low = part["latency_ci95_low_ms"].to_numpy(float)
+            high = part["latency_ci95_high_ms"].to_numpy(float)
+            shown.append(headline)
+            everything = np.concatenate(shown)
+            log = wide(everything)
             if log:
                 ax.set_xscale("log")
-            ax.set_xlim(*_limits(shown, log=log, pad=0.04))
+            # the distribution is what this figure is for: an interval of two sessions (t
+            # with one degree of freedom) runs off the edge before it squeezes the boxes
+            ax.set_xlim(*_limits(everything, low, high, log=log, pad=0.04, reach=0.1))
             if log:
                 _log_ticks(ax)
+            # on the diamonds' line, the session medians it is made of; off the whiskers
+            at = np.asarray(pos, float) + HEADLINE_OFFSET
+            ax.errorbar(headline, at, xerr=_errors(headline, low, high), fmt="o",
+                        markersize=4.5 * scale, markerfacecolor="white", markeredgecolor="black",
+                        markeredgewidth=1.0 * scale, ecolor="black", elinewidth=1.4 * scale,
+                        capsize=2.5 * scale, capthick=1.0 * scale, zorder=5)
+            arrows, _ = _mark_clipped(ax, at, low, high, axis="x")
+            clipped = clipped or bool(arrows.size)
             _row_axis(ax, pos, list(part["label"]), headers)
             ax.set_title(_text(device))
             ax.set_xlabel("Latency [ms]")
         key: list[tuple[Any, str]] = [
+            (Line2D([], [], color="black", marker="o", markersize=4.5, markerfacecolor="white",
+                    markeredgewidth=1.0, linewidth=1.4), "Median, as in the tables (95% CI)"),
             (Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.5), "fp32 baseline"),
             (Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.5, hatch="////",
                    alpha=0.55), "compressed variant"),
-            (Line2D([], [], color="black", linewidth=1.2), "median of all samples"),
+            (Line2D([], [], color="black", linewidth=0.8), "median of all samples pooled"),
         ]
         if medians is not None:
-            key.append((Line2D([], [], color="black", marker="D", markersize=2.5, linestyle=""),
-                        "session medians"))
+            key.append((Line2D([], [], color="black", marker="D", markersize=3, linestyle="",
+                               markeredgecolor="white", markeredgewidth=0.4), "session medians"))
+        if clipped:
+            key.append(_clipped_key())
         _legend(fig, key, layout, title="box: quartiles of all samples, whiskers p1 to p99")
         _isa_title(fig, data, layout)
         return fig
@@ -635,7 +724,7 @@ def model_size_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | Non
     part, pos, headers = _rows(sizes)
     mb = part["size_bytes"].to_numpy(float) / 1e6
     with paper_style():
-        fig, (ax,) = _figure(layout, 1, _row_height(len(part), len(headers)))
+        fig, (ax,) = _figure(layout, 1, _rows_height(sizes))
         log = wide(mb)
         if log:
             ax.set_xscale("log")
@@ -665,17 +754,21 @@ def model_size_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | Non
 # --- memory -------------------------------------------------------------------------------------
 
 
+PROCESS_PEAK_LABEL = "process peak, loading included: the number"
+
+
 def memory_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
     """Peak resident memory of the timed window per job, split into the runtime's own (the
     process after importing the runtime and loading the data, before the model) and what the
-    model adds; a tick marks the whole process's peak, loading included."""
+    model adds; a tick marks the whole process's peak, loading included, and its figure (the
+    tables' Peak RSS) is written beside it."""
     data = _ok(df)
     data = data[data["timed_peak_rss_mb"].notna() | data["peak_rss_mb"].notna()]
     if data.empty:
         return None
     data = _labelled(data)
     devices = sorted(data["device"].unique())
-    heights = [_row_height(len(p), p["family"].nunique()) for _, p in data.groupby("device")]
+    heights = [_rows_height(p) for _, p in data.groupby("device")]
     with paper_style():
         fig, axes = _figure(layout, len(devices), _panel_heights(heights, layout))
         for ax, device in zip(axes, devices, strict=True):
@@ -692,12 +785,15 @@ def memory_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
                     linewidth=0.4, hatch="////", label="added by the model (timed window)")
             process = part["peak_rss_mb"].to_numpy(float)
             ax.scatter(process, pos, marker="|", s=60, color="black", linewidths=1.2, zorder=4,
-                       label="process peak, loading included")
-            ends = np.fmax(peak, process)
-            top = float(np.nanmax(ends))
-            for p, value, end in zip(pos, peak, ends, strict=True):
-                ax.annotate(_amount(value), (end, p), xytext=(4, 0), textcoords="offset points",
-                            va="center", ha="left", fontsize=row_font_pt(fig))
+                       label=PROCESS_PEAK_LABEL)
+            # The number is the tick's, the tables' Peak RSS, written beside it; the bar's own
+            # end was written there, 194 beside a tick at 204. Without a tick, the bar's end.
+            number = np.where(np.isfinite(process), process, peak)
+            top = float(np.nanmax(np.fmax(peak, process)))
+            for p, value, bar_end in zip(pos, number, peak, strict=True):
+                ax.annotate(_amount(value), (np.fmax(value, bar_end), p), xytext=(4, 0),
+                            textcoords="offset points", va="center", ha="left",
+                            fontsize=row_font_pt(fig))
             ax.set_xlim(0, top * 1.22)
             _row_axis(ax, pos, list(part["label"]), headers)
             ax.set_title(_text(device))
@@ -803,13 +899,43 @@ def _run_axis(data: pd.DataFrame, layout: Layout
 # A trend with more series than the palette has colours shows the unchanged ones in grey.
 TREND_COLOURED_MAX = len(OKABE_ITO)
 TREND_GREY = "#BBBBBB"
-RATIO_TICKS = (0.25, 1 / 3, 0.5, 2 / 3, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0)
+# The order in which ratio ticks are kept where not all of them fit: the roundest first.
+RATIO_TICK_PRIORITY = ((1.0,), (0.5, 2.0), (0.25, 4.0), (2 / 3, 1.5), (1 / 3, 3.0),
+                       (0.8, 1.25), (0.9, 1.1), (0.95, 1.05), (0.98, 1.02), (0.99, 1.01))
+RATIO_TICKS = tuple(sorted(t for level in RATIO_TICK_PRIORITY for t in level))
 
 
-def _ratio_ticks(ax: Axes, low: float, high: float) -> None:
-    """Ticks of a ratio axis (log) at round ratios inside the limits, written as ratios."""
-    ticks = [t for t in RATIO_TICKS if low <= t <= high] or [1.0]
-    ax.set_yticks(ticks, [f"{t:.3g}" for t in ticks])
+class _RatioLocator(Locator):
+    """Ticks of a ratio axis (log) at round ratios inside its limits, the roundest first
+    (`RATIO_TICK_PRIORITY`), each kept only where its label clears those already kept: with
+    all of them, 0.9, 1 and 1.1 were written over each other on a panel spanning 0.5 to 2. The
+    axis's height is known only when it is drawn, so the choice is made then."""
+
+    def __call__(self) -> Sequence[float]:
+        axis = self.axis
+        assert isinstance(axis, Axis)
+        low, high = sorted(axis.get_view_interval())
+        if not (low > 0 and high > low):
+            return [1.0]
+        per_decade = axis.axes.bbox.height / math.log10(high / low)  # display units
+        gap = 1.4 * FONT_PT * axis.axes.figure.dpi / 72  # a line of the labels' text, and some
+        kept: list[float] = []
+        for level in RATIO_TICK_PRIORITY:
+            for tick in level:
+                if low <= tick <= high and all(
+                        abs(math.log10(tick / k)) * per_decade >= gap for k in kept):
+                    kept.append(tick)
+        return sorted(kept) or [1.0]
+
+    def tick_values(self, vmin: float, vmax: float) -> Sequence[float]:
+        return [t for t in RATIO_TICKS if vmin <= t <= vmax] or [1.0]
+
+
+def _ratio_ticks(ax: Axes) -> None:
+    """Ticks of a ratio axis (log) at round ratios inside the limits, written as ratios, as many
+    as have room (`_RatioLocator`)."""
+    ax.yaxis.set_major_locator(_RatioLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:.3g}"))
     ax.yaxis.set_minor_locator(NullLocator())
 
 
@@ -884,9 +1010,10 @@ def trends_figure(
                         coloured["ratio_high"].to_numpy(float), log=True)
     with paper_style():
         fig, axes = _figure(dataclasses.replace(layout, columns=1), len(devices), 2.0)
-        marked = False
+        marked = clipped = False
         for ax, device in zip(axes, devices, strict=True):
             part = data[data["device"] == device]
+            intervals = []  # (x, low, high, colour) of the series drawn with their intervals
             for job in sorted(part["job"].unique()):
                 series = part[part["job"] == job].sort_values("x")
                 x = series["x"].to_numpy()
@@ -900,8 +1027,10 @@ def trends_figure(
                     label = _text(job if every and change is None else (
                         f"{job}, last run {change}" if every
                         else f"{device}: {job}, last run {change}"))
-                    err = _errors(y, series["ratio_low"].to_numpy(float),
-                                  series["ratio_high"].to_numpy(float))
+                    y_low = series["ratio_low"].to_numpy(float)
+                    y_high = series["ratio_high"].to_numpy(float)
+                    intervals.append((x, y_low, y_high, colour))
+                    err = _errors(y, y_low, y_high)
                     ax.errorbar(x, y, yerr=err, color=colour, marker=marker, markersize=3,
                                 linewidth=1.0, elinewidth=0.6, capsize=1.5, label=label,
                                 zorder=3)
@@ -916,7 +1045,10 @@ def trends_figure(
                                linewidths=1.4, zorder=5)
             ax.set_yscale("log")
             ax.set_ylim(low, high)
-            _ratio_ticks(ax, low, high)
+            _ratio_ticks(ax)
+            for x, y_low, y_high, colour in intervals:
+                heads, _ = _mark_clipped(ax, x, y_low, y_high, axis="y", colours=colour)
+                clipped = clipped or bool(heads.size)
             ax.axhline(1.0, color=BASELINE_COLOUR, linewidth=0.6, zorder=2)
             ax.set_xticks(ticks, tick_labels, rotation=30, ha="right")
             ax.tick_params(axis="x", labelbottom=ax is axes[-1])  # the runs are the same
@@ -934,6 +1066,9 @@ def trends_figure(
                           markeredgecolor="#D55E00", markersize=7, markeredgewidth=1.4)
             # the rule in full is in the caption; the legend keeps its columns narrow
             entries.append((ring, f"slower than its previous run beyond {threshold:.0%} (95% CI)"))
+        if clipped:
+            entries.append((Line2D([], [], marker="^", color="black", linestyle="",
+                                   markersize=4), CLIPPED_LABEL))
         _legend(fig, entries, layout)
         _isa_title(fig, data, layout)
         return fig
@@ -1057,9 +1192,10 @@ PLOT_TITLES = {
     "geometric means of the session medians, baseline over variant, with its 95% interval (an "
     "arrowhead on the frame: it runs on past the axis)",
     "latency_distributions": "Latency distributions from the raw samples of all sessions (p1 to"
-    " p99), session medians as dots",
+    " p99), session medians as diamonds, the tables' median with its 95% CI as a circle",
     "model_size": "Model file size",
-    "memory": "Peak memory: the runtime's own and what the model adds",
+    "memory": "Peak memory: the runtime's own and what the model adds; the number is the "
+    "process peak (the tick), the tables' Peak RSS",
     "speedup_heatmap": "Speedup per device and model: the ratio of the geometric means of the "
     "session medians, baseline over variant; grey and hatched where its 95% interval includes 1 "
     "(or there is none), so that it is not shown faster or slower",
