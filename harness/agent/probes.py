@@ -15,7 +15,7 @@ import re
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Callable, Optional, Tuple
 
 from . import boards, gpu, isa, rapl
 
@@ -194,20 +194,29 @@ def parse_cpu_ticks(stat: str) -> tuple[int, int] | None:
     return None
 
 
+# what OtherLoad reads at a moment: /proc/stat's busy and all ticks (None without it), this
+# process's own CPU seconds, and the clock (typing's names: the agent runs on Python 3.8)
+Reading = Tuple[Optional[Tuple[int, int]], float, float]
+
+
+def _reading() -> Reading:
+    times = os.times()
+    return (parse_cpu_ticks(read_text("/proc/stat") or ""), times.user + times.system,
+            time.perf_counter())
+
+
 class OtherLoad:
     """How many CPUs' worth of work others did during a window: the machine's busy time
     (/proc/stat) less this process's own, all threads (`os.times`), over the window. Unlike the
     load average, which lags a minute and counts the benchmark's own previous sessions, this is
-    the window itself and leaves the measured process out. None without /proc/stat."""
+    the window itself and leaves the measured process out. None without /proc/stat.
 
-    def __init__(self) -> None:
+    `now`: what a moment reads (busy and all ticks of /proc/stat, this process's CPU seconds, the
+    clock); the machine's, unless a test gives readings of its own."""
+
+    def __init__(self, now: Callable[[], Reading] | None = None) -> None:
         self._start: tuple[tuple[int, int], float, float] | None = None
-
-    @staticmethod
-    def _now() -> tuple[tuple[int, int] | None, float, float]:
-        times = os.times()
-        return (parse_cpu_ticks(read_text("/proc/stat") or ""), times.user + times.system,
-                time.perf_counter())
+        self._now = now or _reading
 
     def start(self) -> None:
         ticks, own, t = self._now()
