@@ -92,6 +92,16 @@ def _workers_of(pid: int) -> list[int]:
     return found
 
 
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process `pid` has a handler of its own for `sig` (SigCgt of /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) >> (sig - 1) & 1)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_workers_stopped_by_an_interrupt_are_no_failures(tmp_path: Path) -> None:
@@ -113,7 +123,14 @@ def test_workers_stopped_by_an_interrupt_are_no_failures(tmp_path: Path) -> None
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no worker started"
             time.sleep(0.2)
-        time.sleep(8)  # the worker imports torch and starts its training
+        # the worker has imported torch and taken SIGTERM (its build runs): a fixed sleep let
+        # a slow machine interrupt it while importing, which tested nothing
+        while not ((workers := _workers_of(proc.pid))
+                   and all(_catches(worker, signal.SIGTERM) for worker in workers)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the worker's build never began"
+            time.sleep(0.2)
+        time.sleep(1)  # into its training
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
