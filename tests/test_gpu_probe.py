@@ -251,7 +251,9 @@ def test_energy_is_the_windows_not_what_follows_it(tmp_path: Path,
     out = meter.finish(window_s, 20, pid)
     assert out is not None
     interval = out["energy_interval_s"]
-    assert out["window_s"] == window_s and window_s <= interval < window_s + 0.02
+    # the bug this guards against adds the 0.3 s after the window; 0.15 s of slack is for a
+    # loaded machine descheduling the test between its clock and counter reads
+    assert out["window_s"] == window_s and window_s <= interval < window_s + 0.15
     assert out["mean_w"] == pytest.approx(out["energy_mj"] / 1000 / interval)
     assert out["mean_w"] == pytest.approx(100.0, rel=0.01)
     assert out["energy_mj_per_inference"] == pytest.approx(out["mean_w"] * window_s * 1000 / 20)
