@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
 from harness.report import frame, plots, run_report
@@ -818,6 +819,23 @@ def test_heatmap_greys_out_speedups_whose_interval_includes_1(quick) -> None:
         assert hatched == [names.index(m) for m in rows["model"][inconclusive]]
         coloured = np.ma.getmaskarray(ax.images[0].get_array())
         assert (~coloured).sum() == (~inconclusive).sum()
+        assert "95% CI includes 1" in " ".join(t.get_text() for t in fig.legends[0].get_texts())
+
+
+def test_speedup_bars_whose_interval_includes_1_are_hatched(quick) -> None:
+    """Found in an audit: solid bars of 1.60 [0.57, 4.50] and 2.04 [0.70, 5.95] read as wins
+    that the heatmap hatched. A bar whose interval includes 1 is grey and hatched here too."""
+    df, _, figures = quick
+    rows = df[~df["is_baseline"] & df["speedup"].notna()]
+    unsure = {round(float(s), 6) for s, lo, hi in zip(rows["speedup"], rows["speedup_ci95_low"],
+                                                      rows["speedup_ci95_high"], strict=True)
+              if not (lo > 1 or hi < 1)}
+    assert unsure and len(unsure) < len(rows)
+    for layout in LAYOUTS:
+        fig = figures[("speedup_by_technique", layout.name)]
+        bars = [p for ax in fig.axes for p in ax.patches if isinstance(p, Rectangle)]
+        hatched = {round(1 + p.get_width(), 6) for p in bars if p.get_hatch()}
+        assert hatched == unsure
         assert "95% CI includes 1" in " ".join(t.get_text() for t in fig.legends[0].get_texts())
 
 

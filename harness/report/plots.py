@@ -545,7 +545,9 @@ def accuracy_latency_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure
 
 def speedup_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
     """One row per compressed variant, grouped under its fp32 model, a bar from 1 to its speedup
-    with the 95% interval (paired by session); one panel per device."""
+    with the 95% interval (paired by session); one panel per device. A bar whose interval
+    includes 1 (or that has none) is grey and hatched, as in the heatmap: a solid bar of 1.60
+    [0.57, 4.50] read as a win the measurement does not show."""
     data = _ok(df)
     data = data[~data["is_baseline"] & data["speedup"].notna()]
     if data.empty:
@@ -556,7 +558,7 @@ def speedup_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
     heights = [_rows_height(p) for _, p in data.groupby("device")]
     with paper_style():
         fig, axes = _figure(layout, len(devices), _panel_heights(heights, layout))
-        clipped = False
+        clipped = unsure = False
         for ax, device in zip(axes, devices, strict=True):
             part, pos, headers = _rows(data[data["device"] == device])
             s = part["speedup"].to_numpy(float)
@@ -565,10 +567,17 @@ def speedup_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
             log = wide(s)
             if log:
                 ax.set_xscale("log")
-            ax.barh(pos, s - 1, left=1, height=0.7,
-                    color=[colours[f][0] for f in part["family"]], edgecolor="black",
-                    linewidth=0.4, xerr=_errors(s, low, high), capsize=1.5,
-                    error_kw={"elinewidth": 0.6})
+            bars = ax.barh(pos, s - 1, left=1, height=0.7,
+                           color=[colours[f][0] for f in part["family"]], edgecolor="black",
+                           linewidth=0.4, xerr=_errors(s, low, high), capsize=1.5,
+                           error_kw={"elinewidth": 0.6})
+            with np.errstate(invalid="ignore"):
+                conclusive = (low > 1) | (high < 1)
+            for bar, sure in zip(bars.patches, conclusive, strict=True):
+                if not sure:
+                    bar.set_facecolor(INCONCLUSIVE_COLOUR)
+                    bar.set_hatch("///")
+                    unsure = True
             ax.axvline(1.0, color="black", linewidth=0.6)
             ax.set_xlim(*_limits(np.append(s, 1.0), low, high, log=log))
             if log:
@@ -578,10 +587,21 @@ def speedup_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
             _row_axis(ax, pos, list(part["label"]), headers)
             ax.set_title(_text(device))
             ax.set_xlabel("Speedup over fp32 [x] (95% CI)")
-        if clipped:
-            _legend(fig, [_clipped_key()], layout)
+        keys = [_clipped_key()] if clipped else []
+        if unsure:
+            keys.append(_inconclusive_key(layout))
+        if keys:
+            _legend(fig, keys, layout)
         _isa_title(fig, data, layout)
         return fig
+
+
+def _inconclusive_key(layout: Layout) -> tuple[Patch, str]:
+    """The legend entry of a speedup whose interval includes 1, wrapped to the figure (DejaVu
+    Sans at 8 pt sets about 16 characters an inch, the key and its gap 0.5 in)."""
+    label = "\n".join(textwrap.wrap(INCONCLUSIVE_LABEL, int((layout.width_in - 0.6) * 15)))
+    return (Patch(facecolor=INCONCLUSIVE_COLOUR, edgecolor="#B0B0B0", hatch="///", linewidth=0),
+            label)
 
 
 def _panel_heights(heights: list[float], layout: Layout) -> list[float]:
@@ -872,10 +892,7 @@ def speedup_heatmap_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure 
         bar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
         bar.minorticks_off()
         if (shown & ~conclusive).any():
-            # DejaVu Sans at 8 pt sets about 16 characters an inch, the key and its gap 0.5 in
-            label = "\n".join(textwrap.wrap(INCONCLUSIVE_LABEL, int((layout.width_in - 0.6) * 15)))
-            _legend(fig, [(Patch(facecolor=INCONCLUSIVE_COLOUR, edgecolor="#B0B0B0",
-                                 hatch="///", linewidth=0), label)], layout)
+            _legend(fig, [_inconclusive_key(layout)], layout)
         _isa_title(fig, data, layout)
         return fig
 
