@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,13 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A test suite started in the background by a script (`make test &`) inherits SIGINT ignored, and
+# so does every command a test runs; edgebench rightly keeps an ignored SIGINT ignored, and the
+# tests that stop a bench or build with Ctrl-C then waited for it to finish. Their commands get
+# the default: a handler of this process is reset to the default in a child it executes.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 EDGEBENCH = [sys.executable, "-m", "harness.cli"]
 
 
