@@ -20,6 +20,7 @@ from harness.report import run_report
 from harness.report.console import FLAG_MEANINGS
 from harness.report.html import table_html
 from harness.report.tables import Table
+from harness.store import Store
 from tests.test_report_output import add_nightly_runs
 from tests.test_report_synthetic import demo_store
 
@@ -38,10 +39,9 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     tmp = tmp_path_factory.mktemp("html")
+    with Store(tmp / "x.db") as store:  # trends need earlier runs: begun before `run`
+        add_nightly_runs(store, [20.0, 23.0])
     store, run = demo_store(tmp / "x.db")
-    add_nightly_runs(store, [20.0, 23.0])  # trends need earlier runs: these come before `run`
-    with store.transaction() as conn:  # make the demo run the latest one
-        conn.execute("UPDATE runs SET started_at = '2026-12-31T00:00:00Z' WHERE run_id = ?", (run,))
     store.close()
     return run_report(tmp / "x.db", run, out=tmp / "report"), run
 

@@ -390,6 +390,12 @@ def test_runs_follow_the_order_they_were_begun_whatever_the_clock(tmp_path: Path
         assert [r.run_id for r in store.runs()] == ids
         assert store.resolve_run("latest") == ids[2]
         assert nightly_ids(store, ids[2]) == ids
+        # the trend's history too: its rings compare each run with the one begun before it
+        from harness.report import frame
+        from harness.report.nightly import history
+
+        trend = frame.in_run_order(history(store, ids, ["pi5"]))
+        assert list(dict.fromkeys(trend["run_id"])) == ids
         pruned = store.prune_samples("2")  # the two begun last keep their samples
         assert store.pruned_sessions([store.results([ids[0]])[0]["job_id"]]) > 0
         assert pruned.runs == 1

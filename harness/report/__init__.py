@@ -245,8 +245,10 @@ def _history(
     upto = [*reversed(chosen[: batch - 1]), info]
     history = frame.results_frame(store, [r.run_id for r in upto])
     started = {r.run_id: r.started_at for r in upto}
+    begun = {r.run_id: i for i, r in enumerate(upto)}  # the order the runs were begun
     history = history[history["device"].isin(current["device"].dropna().unique())]
-    return history.assign(run_started_at=history["run_id"].map(started))
+    return history.assign(run_started_at=history["run_id"].map(started),
+                          run_order=history["run_id"].map(begun))
 
 
 def _same_suite(run: Any, reported: Any) -> bool:

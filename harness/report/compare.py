@@ -43,7 +43,7 @@ import pandas as pd
 from harness.agent import protocol
 from harness.errors import EdgebenchError
 from harness.report import stats
-from harness.report.frame import JOB_KEYS, SessionReader, results_frame
+from harness.report.frame import JOB_KEYS, SessionReader, in_run_order, results_frame
 from harness.results import comparable_fingerprint
 
 if TYPE_CHECKING:
@@ -461,14 +461,15 @@ def verdicts_over_runs(
     *,
     threshold: float = stats.THRESHOLD,
 ) -> pd.Series:
-    """For each ok row of `history` (several runs, with `run_started_at`), its verdict against the
-    same measurement (JOB_KEYS) in the previous run of `history` that measured it ok; "" for its
-    first run there.
+    """For each ok row of `history` (several runs, with `run_order` or `run_started_at`), its
+    verdict against the same measurement (JOB_KEYS) in the previous run of `history` that
+    measured it ok; "" for its first run there.
 
     The trend's view of `compare_runs`, by the same rule (`judge`), but on what `history` holds
     alone, so that a ring here and the gate's verdict on the same nightly can differ:
-    - the run compared against is the measurement's own previous ok run in `history` (by
-      `run_started_at`, then run id); the gate's baseline is one run per device, or the one given;
+    - the run compared against is the measurement's own previous ok run in `history` (in the
+      order the runs were begun, `frame.in_run_order`); the gate's baseline is one run per
+      device, or the one given;
     - the run-to-run spread comes from the ok rows of `history` up to that run with its file,
       instruction set, accelerator, precision and timed scope, none of mixed sessions, the last
       HISTORY_RUNS of them (`history_noise`); `compare_runs` takes them from every run in the
@@ -476,7 +477,7 @@ def verdicts_over_runs(
       in the order they were stored, matching the file by its sha256 whatever the model's name.
     """
     verdicts = pd.Series("", index=history.index, dtype=object)
-    ok = history[history["status"] == "ok"].sort_values(["run_started_at", "run_id"])
+    ok = in_run_order(history[history["status"] == "ok"])
     for _, series in ok.groupby(list(JOB_KEYS), dropna=False, sort=False):
         rows = list(series[["job_id", "isa", "accelerator", "precision", "timed_scope",
                             "model_sha256", "flags"]].itertuples())

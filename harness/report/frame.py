@@ -161,6 +161,14 @@ class SessionReader:
         return np.asarray(self._store.samples(job_id), dtype=np.float64) / 1e6
 
 
+def in_run_order(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of several runs in the order the runs were begun: by `run_order` (their place in
+    `Store.runs`, which a history adds) where there is one, else by `run_started_at` and run id.
+    Not by the clock alone: a host whose clock was set back dated its run before the others."""
+    keys = ["run_order"] if "run_order" in df else ["run_started_at", "run_id"]
+    return df.sort_values(keys, kind="stable")
+
+
 def speedup_interval(
     variant: pd.Series, baseline: pd.Series, *, same_run: bool, confidence: float = stats.CONFIDENCE
 ) -> stats.RatioCI:

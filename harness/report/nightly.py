@@ -50,7 +50,9 @@ def history(store: Store, nightlies: Sequence[str], devices: Sequence[str]) -> p
     ids = list(nightlies)[-HISTORY:]
     df = frame.results_frame(store, ids)
     df = df[df["device"].isin(list(devices))]
-    return df.assign(run_started_at=df["run_id"].map({i: runs[i].started_at for i in ids}))
+    order = {r: i for i, r in enumerate(runs)}  # the order the runs were begun
+    return df.assign(run_started_at=df["run_id"].map({i: runs[i].started_at for i in ids}),
+                     run_order=df["run_id"].map(order))
 
 
 def write_trend(store: Store, run_id: str, nightlies: Sequence[str], devices: Sequence[str],
@@ -223,8 +225,7 @@ def status_block(summary: dict[str, Any]) -> str:
 
 def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, written: list[Path],
           status: str = "") -> str:
-    runs = (df[["run_id", "run_started_at"]].drop_duplicates("run_id")
-            .sort_values(["run_started_at", "run_id"])["run_id"].tolist())
+    runs = frame.in_run_order(df.drop_duplicates("run_id"))["run_id"].tolist()
     keys = ["device", "model", "runtime"]
     head = "".join(f"<th>{html.escape(k)}</th>" for k in [*keys, "ISA (CPU)"]) + "".join(
         f"<th>{html.escape(r)}</th>" for r in runs)

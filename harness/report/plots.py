@@ -48,7 +48,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, Locator, LogLocator, NullFormatter, NullLocator
 
 from harness.report import stats
-from harness.report.frame import distinct, pareto_front, variant_label
+from harness.report.frame import distinct, in_run_order, pareto_front, variant_label
 from harness.report.labels import place_labels
 from harness.report.tables import accuracy_sets
 
@@ -905,8 +905,8 @@ def _run_axis(data: pd.DataFrame, layout: Layout
     """Runs evenly spaced in start order (nightlies are not evenly spaced in time, and a gap says
     nothing): each run's x position, and the ticks and their labels (start time, UTC), at most
     12 across a double column and 6 across a single one."""
-    runs = (data[["run_id", "run_started_at"]].drop_duplicates("run_id")
-            .sort_values(["run_started_at", "run_id"]).reset_index(drop=True))
+    runs = in_run_order(data.drop_duplicates("run_id"))[["run_id", "run_started_at"]] \
+        .reset_index(drop=True)
     every = max(1, math.ceil(len(runs) / (12 if layout.width_in > 5 else 6)))
     ticks = list(range(0, len(runs), every))
     labels = [pd.Timestamp(runs["run_started_at"][i]).strftime("%m-%d %H:%M") for i in ticks]
