@@ -72,6 +72,12 @@ def offline_farm(tmp_path: Path) -> Path:
     return farm
 
 
+def offline_nightly(tmp_path: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """The demo's nightly on `offline_farm`, into the database tmp_path/db.sqlite and `out`."""
+    return run_cli("nightly", "--farm", str(offline_farm(tmp_path)), "--suite",
+                   "models/demo.yaml", "--db", str(tmp_path / "db.sqlite"), "--out", str(out))
+
+
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("edgebench: error:")]
@@ -85,8 +91,7 @@ def test_an_out_folder_that_cannot_be_made_is_refused_before_anything_runs(tmp_p
     another --out), before the build and before the database is made."""
     (tmp_path / "reports").write_text("a file where the folder should be")
     out = tmp_path / "reports" / "n1"
-    proc = run_cli("nightly", "--farm", str(offline_farm(tmp_path)), "--suite",
-                   "models/demo.yaml", "--db", str(tmp_path / "db.sqlite"), "--out", str(out))
+    proc = offline_nightly(tmp_path, out)
     line = one_line_error(proc)
     assert proc.returncode == 2, proc.stderr
     assert f"{out}: --out cannot be written (Not a directory" in line
@@ -98,8 +103,7 @@ def test_an_out_folder_that_can_be_written_is_not_left_behind_by_a_refused_night
     """--out is made and written to before the build, then removed: a nightly refused after
     that (here its coordinator is down) leaves no empty report folder."""
     out = tmp_path / "reports" / "n1"
-    proc = run_cli("nightly", "--farm", str(offline_farm(tmp_path)), "--suite",
-                   "models/demo.yaml", "--db", str(tmp_path / "db.sqlite"), "--out", str(out))
+    proc = offline_nightly(tmp_path, out)
     assert proc.returncode == 3 and "cannot be reached" in one_line_error(proc)
     assert not (tmp_path / "reports").exists()
 
@@ -109,8 +113,7 @@ def test_an_out_folder_on_a_full_disk_is_refused_before_anything_runs(
     """No space left: one line, exit 3 (the host's fault: not "regression", not bad input)."""
     fill(small_disk)
     out = small_disk / "n1"
-    proc = run_cli("nightly", "--farm", str(offline_farm(tmp_path)), "--suite",
-                   "models/demo.yaml", "--db", str(tmp_path / "db.sqlite"), "--out", str(out))
+    proc = offline_nightly(tmp_path, out)
     line = one_line_error(proc)
     assert proc.returncode == 3, proc.stderr
     assert f"{out}: --out cannot be written (No space left on device" in line
