@@ -121,6 +121,21 @@ def test_an_out_folder_on_a_full_disk_is_refused_before_anything_runs(
     assert not out.exists()  # neither the probe nor the folder made for it is left behind
 
 
+def test_an_out_folder_on_a_read_only_file_system_is_refused_before_anything_runs(
+        tmp_path: Path, small_disk: Path) -> None:
+    """A report disk mounted read-only (root may write anywhere else, so only a mount shows
+    it): one line naming the folder and the reason, exit 2 (give another --out)."""
+    remount = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)],
+                             capture_output=True, text=True, check=False)
+    assert remount.returncode == 0, remount.stderr
+    out = small_disk / "n1"
+    proc = offline_nightly(tmp_path, out)
+    line = one_line_error(proc)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{out}: --out cannot be written (Read-only file system" in line
+    assert not (tmp_path / "db.sqlite").exists()
+
+
 def test_a_database_on_a_full_disk_says_so(tmp_path: Path, small_disk: Path) -> None:
     """Not "not a usable result database (disk I/O error)", exit 2: the file is fine, its
     disk is full; said naming the file, with the exit code of the host's failures (3)."""
