@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 NA = "n/a"
 
 
+# The notes of a measurement that did not measure: its status, which says what it means, so the
+# legends and captions that explain flags leave them out.
+STATUS_NOTES = ("failed", "unsupported")
+
 # What each note of a row means, in the order they are listed: the statuses of a measurement that
 # did not measure, then the flags of `harness.report.stats`.
 FLAG_MEANINGS = {

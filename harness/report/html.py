@@ -21,7 +21,7 @@ import pandas as pd
 
 from harness.report import progress as run_progress
 from harness.report import stats
-from harness.report.console import FLAG_MEANINGS, UNKNOWN_FLAG, in_legend_order
+from harness.report.console import FLAG_MEANINGS, STATUS_NOTES, UNKNOWN_FLAG, in_legend_order
 from harness.report.frame import distinct, flatten
 from harness.report.paper import figure_facts
 from harness.report.plots import PLOT_TITLES
@@ -156,7 +156,7 @@ def _flag_counts(df: pd.DataFrame) -> dict[str, int]:
     for flags in df.apply(row_flags, axis=1) if len(df) else []:
         for flag in flags:
             counts[flag] = counts.get(flag, 0) + 1
-    return {f: counts[f] for f in in_legend_order(counts) if f not in ("failed", "unsupported")}
+    return {f: counts[f] for f in in_legend_order(counts) if f not in STATUS_NOTES}
 
 
 def flag_legend(flags: Sequence[str] | None = None) -> str:

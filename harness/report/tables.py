@@ -27,6 +27,7 @@ from harness.report.console import (
     FLAG_MEANINGS,
     INTERVAL_REACH,
     NA,
+    STATUS_NOTES,
     UNKNOWN_FLAG,
     decimals_for,
     format_interval,
@@ -582,7 +583,7 @@ def _short_notes(table: Table, text: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         return text, ""
     notes = [", ".join(FLAG_LABELS.get(f, f) for f in flags) for flags in table.flags]
     used = [f for f in in_legend_order(f for flags in table.flags for f in flags)
-            if f not in ("failed", "unsupported")]  # statuses, which say what they mean
+            if f not in STATUS_NOTES]
     text = text.assign(Notes=pd.Series(notes, index=text.index, dtype=object))
     if not used:
         return text, ""
