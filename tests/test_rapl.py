@@ -255,9 +255,9 @@ class AdvancingCounters:
         self._thread.join(timeout=5)
 
 
-def session(model: Path, duration_s: float) -> dict[str, Any]:
+def session(model: Path, duration_s: float, runtime: str = "onnxruntime") -> dict[str, Any]:
     job = {"protocol_version": protocol.PROTOCOL_VERSION, "job_id": "rapl",
-           "runtime": "onnxruntime", "model": {"path": str(model), "format": "onnx"},
+           "runtime": runtime, "model": {"path": str(model), "format": model.suffix[1:]},
            "device_kind": "linux", "options": {"threads": 1},
            "settings": {"warmup_s": 0.01, "warmup_min": 2, "duration_s": duration_s,
                         "min_iterations": 5, "max_duration_s": 2.0}}
@@ -292,6 +292,23 @@ def test_a_session_reports_the_package_energy_per_inference(
     assert result["fingerprint"]["rapl"] == {"zones": ["package-0", "psys"], "readable": True}
 
 
+def test_a_litert_session_on_xnnpack_reports_the_package_energy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_tflite: Path) -> None:
+    """XNNPACK, LiteRT's default delegate, takes every operator of a float model and runs on
+    the CPU: the package counter sees it. Taken for an accelerator, every TFLite session had no
+    energy, with "the model ran on an accelerator" in its log."""
+    powercap = tmp_path / "powercap"
+    tree_from_grep(capture("rapl/names_xps7390_psys_mmio.txt"), powercap)
+    monkeypatch.setattr(rapl, "POWERCAP", str(powercap))
+    with AdvancingCounters(powercap, {"intel-rapl:0": 25.0, "intel-rapl:1": 40.0},
+                           {"intel-rapl:0": 0, "intel-rapl:1": 0}):
+        result = session(tiny_tflite, duration_s=0.2, runtime="tflite")
+    assert result["placement"]["requested"] == ["XNNPACK"]
+    assert result["placement"]["ops_delegated"] > 0  # what made it look like an accelerator
+    assert result["power"] is not None and result["power"]["source"] == "rapl"
+    assert result["power"]["mean_w"] == pytest.approx(25.0, rel=0.1)
+
+
 def test_a_session_without_the_tree_has_no_power(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rapl, "POWERCAP", str(tmp_path / "powercap"))
@@ -304,10 +321,13 @@ def test_rapl_leaves_out_a_model_that_ran_on_an_accelerator() -> None:
     """The package counter does not see a GPU or an Edge TPU: no figure for such a session."""
     figure = {"source": "rapl", "mean_w": 10.0}
     on_cpu = [{}, {"placement": {"in_force": ["CPUExecutionProvider"]}},
-              {"placement": {"requested": ["XNNPACK"], "ops_delegated": 0}}]
+              {"placement": {"requested": ["XNNPACK"], "ops_delegated": 0}},
+              {"placement": {"requested": ["XNNPACK"], "ops_delegated": 11}}]
     elsewhere = [{"accelerator": {"name": "NVIDIA H200"}},
                  {"placement": {"in_force": ["CUDAExecutionProvider", "CPUExecutionProvider"]}},
-                 {"placement": {"requested": ["libedgetpu.so.1"], "ops_delegated": 12}}]
+                 {"placement": {"requested": ["libedgetpu.so.1"], "ops_delegated": 12}},
+                 {"placement": {"requested": ["libedgetpu.so.1", "XNNPACK"],
+                                "ops_delegated": 12}}]
     for result in on_cpu:
         assert agent_job.cpu_package_power(result, figure, None) is figure
     for result in elsewhere:

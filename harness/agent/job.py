@@ -181,7 +181,10 @@ def ran_on_cpu_only(result: dict[str, Any]) -> bool:
     if result.get("accelerator"):
         return False
     placement = result.get("placement") or {}
-    if placement.get("ops_delegated"):  # LiteRT: a delegate (an Edge TPU, a GPU) took operators
+    # LiteRT: operators taken by a delegate that is not the CPU's own (an Edge TPU, a GPU);
+    # XNNPACK, which takes every operator of a float model by default, runs on the CPU
+    accelerators = [d for d in placement.get("requested") or () if d not in CPU_PROVIDERS]
+    if placement.get("ops_delegated") and accelerators:
         return False
     return all(p in CPU_PROVIDERS for p in placement.get("in_force") or ())
 
