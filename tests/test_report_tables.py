@@ -340,3 +340,7 @@ def test_a_latency_of_microseconds_keeps_three_significant_digits(tmp_path: Path
     assert re.fullmatch(r"0\.00\d{3} \[0\.00\d{3}, 0\.00\d{3}\]", small), small
     assert re.fullmatch(r"\d\d\.\d{3} \[\d\d\.\d{3}, \d\d\.\d{3}\]", big), big
     assert re.fullmatch(r"0\.00\d{3}", table.text["p90 [ms]"].iloc[0].rstrip(tables.BELOW_MEDIAN))
+    across = tables.across_devices(frame.with_baselines(frame.results_frame(store, [run])))
+    cells = dict(zip(across.text["Model"], across.text["pi5 [ms] (x)"], strict=True))
+    assert re.fullmatch(r"0\.00\d{3} \(1\.00\)", cells["net"]), cells
+    assert re.fullmatch(r"\d\d\.\d{3} \(1\.00\)", cells["big"]), cells

@@ -691,7 +691,8 @@ def across_devices(df: pd.DataFrame) -> Table | None:
         numbers[f"{dev} CPU ISA"] = " / ".join(distinct(ok[ok["device"] == dev], "isa")) or NA
         cells.append(f"{dev} [ms] (x)")
         text[cells[-1]] = [
-            NA if _missing(m) else f"{m:.3f}" + ("" if _missing(s) else f" ({s:.2f})")
+            NA if _missing(m) else format(m, _latency_spec(m))
+            + ("" if _missing(s) else f" ({s:.2f})")
             for m, s in zip(median, speedup, strict=True)
         ]
     return Table(
