@@ -704,9 +704,10 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
         _say(f"run {run_id} incomplete: the same command with --resume {run_id} measures what "
              "it has not stored")
     bad = [r for r in records if r["status"] == "failed"]
-    unreachable = [r for r in bad if r["error_kind"] == "transport"]
-    if unreachable:  # a device could not be used: the exit status and the last line say why,
-        # for each such device (a cron mail may hold that line alone)
+    # a device that could not be used, from the start or once it went away mid-run: the exit
+    # status and the last line say why, for each such device (a cron mail may hold that alone)
+    unreachable = [r for r in bad if r["error_kind"] in ("transport", runner.LOST)]
+    if unreachable:
         why = {str(r["device"]): str(r["error_message"]) for r in reversed(unreachable)}
         err_console.print("edgebench: error: " + "; ".join(
             f"device {device}: {message}" for device, message in sorted(why.items())),

@@ -118,8 +118,10 @@ def test_connection_cut_mid_run_keeps_the_store(fresh_sshd: SSHServer, tmp_path:
         time.sleep(0.01)
     fresh_sshd.stop()
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0
+    # the device's fault, as one unreachable from the start: exit 3, its last line naming it
+    assert proc.returncode == 3, out + err
     assert "connection lost" in err + out
+    assert err.splitlines()[-1].startswith("edgebench: error: device loopback-ssh: "), err
     after = rows(db)
     assert [r for r in after if r["run_id"] == kept[0]["run_id"]] == kept  # untouched
     cut = [r for r in after if r["run_id"] != kept[0]["run_id"]]
