@@ -471,7 +471,10 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
     placement = ((profile or {}).get("profile") or {}).get("placement") or shown.get("placement")
     if placement and placement.get("cpu_fallback"):
         flags.append(stats.FLAG_CPU_FALLBACK)
-    if any((r.get("power") or {}).get("source") == RAPL_SOURCE for r in results):
+    # every figure of the sessions, as the latency, from the ok sessions alone: a session that
+    # failed after its timed window (its accuracy pass) still carries a power figure
+    ok_results = [results[i] for i in ok]
+    if any((r.get("power") or {}).get("source") == RAPL_SOURCE for r in ok_results):
         flags.append(stats.FLAG_PACKAGE_ENERGY)  # so that no table shows it as the model's own
     acc = next((r.get("accuracy") for r in results if r.get("accuracy")), None) or {}
     host = artifact.host_accuracy or {}
@@ -480,7 +483,7 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
         flags.append(flag)
     parity = artifact.parity or {}
     fingerprint = shown.get("fingerprint") or None
-    power = [r.get("power") or {} for r in results]
+    power = [r.get("power") or {} for r in ok_results]
     throttles = [r.get("throttled") for r in ok_rows if r.get("throttled") is not None]
     record: dict[str, Any] = {
         "run_id": run_id,
@@ -530,9 +533,9 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
         "stable": (not set(flags) & stats.SPREAD_FLAGS) if ok else None,
         "flags": sorted(set(flags)),
         "throttled": any(throttles) if throttles else None,
-        "gpu_mem_mb": _median([(r.get("memory") or {}).get("gpu_mem_mb") for r in results]),
+        "gpu_mem_mb": _median([(r.get("memory") or {}).get("gpu_mem_mb") for r in ok_results]),
         "gpu_process_mb": _median([(r.get("memory") or {}).get("gpu_process_mb")
-                                   for r in results]),
+                                   for r in ok_results]),
         "placement": placement or None,
         "power_w": _median([p.get("mean_w") for p in power]),
         "energy_mj_per_inference": _median([p.get("energy_mj_per_inference") for p in power]),

@@ -339,19 +339,32 @@ def test_rapl_leaves_out_a_model_that_ran_on_an_accelerator() -> None:
 
 # what the host keeps and shows ------------------------------------------------------------------
 
-def measurement(power: dict[str, Any] | None) -> dict[str, Any]:
-    """The `results` row of a one-session measurement whose session reported `power`."""
+def measurement(*powers: dict[str, Any] | None, failed: int | None = None) -> dict[str, Any]:
+    """The `results` row of a measurement whose sessions reported `powers`, one each; session
+    `failed` failed (after its timed window, so it has a power figure too)."""
     from harness.artifacts import Artifact
     from harness.config import DeviceProfile
     from harness.runner import PlannedJob
 
     device = DeviceProfile(name="nuc", kind="linux", transport="local")
     job = PlannedJob("j1", device, Artifact("m", Path("m.onnx"), "onnx", "0" * 64, 1), "onnx")
-    session = {"status": "ok", "latency": {"median_ms": 1.0, "n": 3}, "fingerprint": {},
-               "power": power}
-    srow = results.session_row("j1", 0, session, started_at="t", bytes_pushed=0,
-                               orchestration_s=0.0)
-    return results.measurement_row("r", job, "t", [session], [srow], [[10**6] * 3], 1)
+    sessions = [{"status": "failed" if i == failed else "ok", "fingerprint": {},
+                 "latency": {"median_ms": 1.0, "n": 3}, "power": power}
+                for i, power in enumerate(powers)]
+    srows = [results.session_row("j1", i, session, started_at="t", bytes_pushed=0,
+                                 orchestration_s=0.0) for i, session in enumerate(sessions)]
+    return results.measurement_row("r", job, "t", sessions, srows, [[10**6] * 3] * len(powers),
+                                   len(powers))
+
+
+def test_the_energy_of_a_measurement_comes_from_its_ok_sessions_alone() -> None:
+    """As its latency does: a session that failed after its timed window (in its accuracy
+    pass) has a figure of its own, which went into the median of two."""
+    figure = {"source": "tegrastats", "mean_w": 4.0, "energy_mj_per_inference": 1.0}
+    other = {"source": "rapl", "mean_w": 40.0, "energy_mj_per_inference": 10.0}
+    row = measurement(figure, other, failed=1)
+    assert row["power_w"] == 4.0 and row["energy_mj_per_inference"] == 1.0
+    assert stats.FLAG_PACKAGE_ENERGY not in row["flags"]
 
 
 def test_a_rapl_figure_is_flagged_as_the_whole_package_wherever_energy_is_shown() -> None:
