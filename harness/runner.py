@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import bisect
 import queue
+import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -326,6 +328,7 @@ def run_device_queue(device: DeviceProfile, jobs: Sequence[PlannedJob], options:
     except TransportError as err:
         fail_rest("transport", str(err))
     except Exception as err:  # a bug or a library's surprise: the device's rows still appear
+        traceback.print_exc(file=sys.stderr)  # and where it happened, for the bug report
         fail_rest("host_error", f"{type(err).__name__}: {err} (on the host, while running "
                                 f"{device.name}'s queue)")
     finally:
@@ -421,7 +424,9 @@ def run_plan(store: Store, jobs: Sequence[PlannedJob], options: BenchOptions, *,
 
     `on_event("done", job, record)` is called from the main thread after each session is stored,
     with the measurement's row as it stands after that session (`"profile"` after a profile
-    session). Returns the run id and the final rows in plan order. With `run_id`, the
+    session). Returns the run id and the rows, in plan order, of the measurements that stored a
+    session in this call (on a resume, those whose sessions were all stored before are not
+    among them). With `run_id`, the
     sessions go into that run, which the caller began and finishes (the nightly, a bench);
     `stored` are sessions of these jobs stored before, not run again, and `profiles` the
     profile sessions stored before (agent results by job), not run again either;
