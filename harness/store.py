@@ -456,7 +456,7 @@ class Store:
                              "'latest'")
         if run == "latest":
             row = self.conn.execute(
-                "SELECT run_id FROM runs ORDER BY rowid DESC LIMIT 1"
+                f"SELECT run_id FROM runs ORDER BY {RUN_ORDER} DESC LIMIT 1"
             ).fetchone()
             if row is None:
                 raise StoreError(f"{self.path}: no runs yet; run `edgebench bench` first")
@@ -637,10 +637,10 @@ class Store:
             "SELECT samples FROM sessions WHERE job_id = ? ORDER BY session", (job_id,))
         return [decode_samples(r[0]) for r in rows]
 
-    def samples(self, job_id: str) -> list[int]:
+    def samples(self, job_id: str) -> np.ndarray:
         """All raw samples (ns) of a measurement, sessions one after the other."""
         parts = self.session_samples(job_id)
-        return np.concatenate(parts).tolist() if parts else []
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
     def iter_session_samples(self, job_ids: Sequence[str]) -> Iterator[tuple[str, int, np.ndarray]]:
         """(job_id, session, samples ns) one session at a time, so that a large run is never

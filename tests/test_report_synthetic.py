@@ -326,7 +326,8 @@ def test_synthetic_store_round_trips(tmp_path: Path) -> None:
     ]
     failed = [r for r in rows if r["status"] == "failed"]
     assert (
-        len(failed) == 1 and failed[0]["sessions"] == 0 and store.samples(failed[0]["job_id"]) == []
+        len(failed) == 1 and failed[0]["sessions"] == 0
+        and store.samples(failed[0]["job_id"]).size == 0
     )
     assert failed[0]["error_kind"] == "ModelLoadError"
 

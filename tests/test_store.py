@@ -43,7 +43,7 @@ def test_schema_version_and_round_trip(tmp_path: Path) -> None:
         assert rows[0]["lineage"] == [{"technique": "fp32"}]
         assert rows[0]["harness_version"]
         assert [list(s) for s in store.session_samples("a")] == [[3, 1, 2], [4, 5]]
-        assert store.samples("a") == [3, 1, 2, 4, 5]
+        assert store.samples("a").tolist() == [3, 1, 2, 4, 5]
         assert [s["session"] for s in store.sessions(["a"])] == [0, 1]
         assert store.resolve_run("latest") == run
         assert store.resolve_run(run[:10]) == run
@@ -84,7 +84,7 @@ def test_schema_1_database_is_upgraded_in_place_losing_nothing(tmp_path: Path) -
         assert len(store.runs()) == v1_runs
         assert [r["job_id"] for r in rows] == [r["job_id"] for r in v1_rows]
         for new, before in zip(rows, v1_rows, strict=True):
-            assert store.samples(new["job_id"]) == v1_samples[new["job_id"]]
+            assert store.samples(new["job_id"]).tolist() == v1_samples[new["job_id"]]
             for name in ("model", "status", "n", "latency_median_ms", "latency_p99_ms",
                          "peak_rss_mb", "device_fingerprint"):
                 expected = before[name]
@@ -141,7 +141,7 @@ def test_failed_insert_leaves_no_half_session(tmp_path: Path) -> None:
         store.add_session(_session("a"), [1, 2], row)
         with pytest.raises(sqlite3.IntegrityError):  # the same session twice
             store.add_session(_session("a"), [5], dict(row, sessions=2))
-        assert store.samples("a") == [1, 2]
+        assert store.samples("a").tolist() == [1, 2]
         assert store.results()[0]["sessions"] == 1  # the row's update rolled back with it
 
 
