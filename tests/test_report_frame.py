@@ -129,7 +129,7 @@ def test_speedup_is_paired_on_the_sessions_both_ran(tmp_path: Path) -> None:
 def test_speedup_interval_is_welch_when_fewer_than_two_sessions_pair() -> None:
     variant = pd.Series([5.0, 5.2], index=pd.Index([3, 4], name="session"))
     baseline = pd.Series([10.0, 10.4, 9.7], index=pd.Index([0, 1, 2], name="session"))
-    ci = frame.speedup_interval(variant, baseline, same_run=True)
+    ci = frame.speedup_interval(variant, baseline)
     lv, lb = np.log(variant.to_numpy()), np.log(baseline.to_numpy())
     va, vb = lv.var(ddof=1) / lv.size, lb.var(ddof=1) / lb.size
     dof = (va + vb) ** 2 / (va**2 / (lv.size - 1) + vb**2 / (lb.size - 1))

@@ -223,10 +223,11 @@ def _remove_empty_parents(folder: Path, path: Path) -> None:
 def _history(
     store: Store, runs: list[Any], run_id: str, limit: int, current: pd.DataFrame
 ) -> pd.DataFrame:
-    """Rows of the last `limit` runs up to `run_id` that are comparable to it (`_comparable`),
-    on this run's devices, with run start. Any run on the same devices was taken: a `--quick`
-    run and a full one were drawn as one trend, under a caption giving the reported run's
-    protocol for both, and "changed in the last run" judged a protocol change as the code's."""
+    """Rows of the last `limit` runs up to `run_id` that are comparable to it (the same suite,
+    `_same_suite`, and protocol, `_protocols`), on this run's devices, with run start. Any run
+    on the same devices was taken: a `--quick` run and a full one were drawn as one trend,
+    under a caption giving the reported run's protocol for both, and "changed in the last run"
+    judged a protocol change as the code's."""
     from harness.report import frame
 
     order = [r.run_id for r in runs]

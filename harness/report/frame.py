@@ -28,9 +28,10 @@ if TYPE_CHECKING:
 
 _DTYPES = {"real": "float64", "int": "Int64", "bool": "boolean"}
 
-# What makes two rows "the same job": within a run it pairs an artifact with its baseline (minus
-# the model), across runs it pairs a measurement with itself (compare adds the instruction set).
+# What pairs an artifact with its baseline within a run (the model differs, by definition).
 PAIR_KEYS = ("device", "format", "runtime", "threads")
+# What pairs a measurement with itself across runs (compare, the nightly's gate, trends); the
+# instruction set is not a key but a verdict: another ISA is paired and not judged on speed.
 JOB_KEYS = ("device", "model", "format", "runtime", "threads", "batch")
 
 DERIVED_COLUMNS = (
@@ -170,21 +171,21 @@ def in_run_order(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def speedup_interval(
-    variant: pd.Series, baseline: pd.Series, *, same_run: bool, confidence: float = stats.CONFIDENCE
+    variant: pd.Series, baseline: pd.Series, *, confidence: float = stats.CONFIDENCE
 ) -> stats.RatioCI:
-    """Speedup (baseline / variant, > 1 is faster) of two measurements from their session medians.
+    """Speedup (baseline / variant, > 1 is faster) of two measurements of one run from their
+    session medians, indexed by session.
 
-    Paired by session when both ran in one run: session k of every artifact ran back to back, so
-    drift over the run cancels in the per-session ratios. Paired on the sessions both have when
-    they share two or more: a session one side lost (failed, pruned) or a round `--max-sessions`
-    added for one side alone is left out, where it used to drop the pairing for Welch's interval
-    over all sessions (which covered 91% with 2 sessions against 5). Otherwise Welch's interval.
+    Paired by session: session k of every artifact ran back to back, so drift over the run
+    cancels in the per-session ratios. Paired on the sessions both have when they share two or
+    more: a session one side lost (failed, pruned) or a round `--max-sessions` added for one side
+    alone is left out, where it used to drop the pairing for Welch's interval over all sessions
+    (which covered 91% with 2 sessions against 5). Otherwise Welch's interval.
     """
-    if same_run:
-        shared = variant.index.intersection(baseline.index)
-        if len(shared) >= 2:
-            return stats.ratio_interval(variant[shared].to_numpy(), baseline[shared].to_numpy(),
-                                        paired=True, confidence=confidence)
+    shared = variant.index.intersection(baseline.index)
+    if len(shared) >= 2:
+        return stats.ratio_interval(variant[shared].to_numpy(), baseline[shared].to_numpy(),
+                                    paired=True, confidence=confidence)
     return stats.ratio_interval(
         variant.to_numpy(), baseline.to_numpy(), paired=False, confidence=confidence
     )
@@ -275,7 +276,7 @@ def _fill_speedup_ci(out: pd.DataFrame, sessions: SessionReader, *, confidence: 
         baseline = sessions.medians(out.at[i, "baseline_job_id"])
         if variant.empty or baseline.empty:
             continue  # no session rows: keep the ratio of the headlines, without an interval
-        ci = speedup_interval(variant, baseline, same_run=True, confidence=confidence)
+        ci = speedup_interval(variant, baseline, confidence=confidence)
         out.at[i, "speedup"] = ci.ratio
         out.at[i, "speedup_paired"] = ci.paired
         if not (math.isnan(ci.low) or math.isnan(ci.high)):

@@ -302,7 +302,8 @@ def _csv_only(header: str, key: str, factor: float | None = None, optional: bool
 
 # The paper (LaTeX) table leaves out what does not fit a page: p99, throughput, sessions,
 # precision (in the technique), top-5, size ratio, params, MACs, model memory, power and the
-# error text. Markdown, HTML and CSV have every column.
+# error text. The CSV has every column but Base model (Model has it, whole); Markdown and HTML
+# leave out Base model, CPU ISA (said under the table) and the CSV's interval bounds.
 SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("Device", _key("device"), _str("device"), numeric=False, caption_if_constant="device"),
     Column("Model", _key("model"), _str("model"), numeric=False, latex=False),
