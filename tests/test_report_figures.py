@@ -490,6 +490,25 @@ def test_a_figure_that_fails_in_the_other_process_is_named(tmp_path: Path) -> No
     assert "RuntimeError: drawing broken: ValueError: no such column" in proc.stderr
 
 
+def test_a_disk_error_in_the_other_process_is_the_same_error_here(tmp_path: Path) -> None:
+    """A full disk while the second process saves its figures is an OSError in the report
+    too, which `report` says in one line, not a RuntimeError (a bug, with a traceback); a bug
+    there shows where it was raised there."""
+    code = (
+        "import errno, sys\nfrom pathlib import Path\nfrom harness.report import plots\n"
+        "def full(layout):\n    raise OSError(errno.ENOSPC, 'No space left on device', 'x.png')\n"
+        "def bug(layout):\n    return {}['latency']\n"
+        "which = full if sys.argv[2] == 'full' else bug\n"
+        "try:\n    plots.write_figures({'fine': lambda layout: None, 'second': which},\n"
+        "                        Path(sys.argv[1]), jobs=2)\n"
+        "except OSError as err:\n    print(err.errno == errno.ENOSPC, err.filename)\n")
+    proc = _in_fresh_python(code, str(tmp_path), "full")
+    assert proc.returncode == 0 and proc.stdout.split() == ["True", "x.png"], proc.stderr
+    proc = _in_fresh_python(code, str(tmp_path), "bug")
+    assert "RuntimeError: drawing second: KeyError: 'latency'" in proc.stderr
+    assert "in bug" in proc.stderr  # the child's frame
+
+
 def test_with_jax_loaded_figures_are_drawn_in_this_process(tmp_path: Path) -> None:
     code = (
         "import sys, os\nfrom pathlib import Path\nimport jax\nfrom harness.report import plots\n"

@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import sys
 import textwrap
+import traceback
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -1279,10 +1280,14 @@ def write_figures(builders: dict[str, FigureBuilder], folder: Path, layout: Layo
             try:
                 ok, payload = reader.recv()
             except EOFError:
-                ok, payload = False, f"the figure process ended with code {child.exitcode}"
+                ok, payload = False, ("bug", f"the figure process ended with code "
+                                             f"{child.exitcode}")
             child.join()
         if not ok:
-            raise RuntimeError(f"drawing {', '.join(theirs)}: {payload}")
+            kind, *why = payload
+            if kind == "os":  # a full disk, a folder gone: what the report says in one line
+                raise OSError(*why)
+            raise RuntimeError(f"drawing {', '.join(theirs)}: {why[0]}")
         done.update(payload)
     return [path for name in names for path in done.get(name, [])]
 
@@ -1299,10 +1304,16 @@ def _write_some(builders: dict[str, FigureBuilder], names: Sequence[str], folder
 
 
 def _write_in_child(writer: Any, *args: Any) -> None:
+    """`_write_some` in the figure process; what failed goes back to the parent, which raises
+    it: an OSError as itself (errno, text, file), anything else as a bug, with where it was
+    raised here (the parent's own traceback would point at the pipe)."""
     try:
         writer.send((True, _write_some(*args)))
-    except BaseException as err:  # the parent raises it, naming the figures
-        writer.send((False, f"{type(err).__name__}: {err}"))
+    except OSError as err:
+        writer.send((False, ("os", err.errno, err.strerror, err.filename)))
+    except BaseException as err:
+        where = traceback.format_exc().rstrip()
+        writer.send((False, ("bug", f"{type(err).__name__}: {err}\n{where}")))
     finally:
         writer.close()
 
