@@ -198,7 +198,7 @@ class LabgridClient:
             raise TransportError(
                 f"labgrid coordinator {self.coordinator} cannot be reached ({why}); "
                 "is labgrid-coordinator running there, and is the farm file's coordinator "
-                "right?") from None
+                "right?") from err
         self.session = session
 
     async def _rpc(self, name: str, request: Any) -> Any:
@@ -208,7 +208,7 @@ class LabgridClient:
             return await getattr(self.session.stub, name)(request, timeout=RPC_TIMEOUT_S)
         except grpc.aio.AioRpcError as err:
             raise TransportError(f"labgrid coordinator {self.coordinator}: {name}: "
-                                 f"{err.details() or err.code().name}") from None
+                                 f"{err.details() or err.code().name}") from err
 
     async def _sync(self) -> None:
         if not await self.session.sync_with_coordinator():
