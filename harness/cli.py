@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shlex
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -420,55 +421,33 @@ def protocol_text(settings: dict[str, Any]) -> str:
             f"runs, capped at {settings['max_duration_s']:g} s")
 
 
-def _threshold(text: str) -> float:
-    # argparse names the option (--threshold) before this message
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < 1:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), e.g. 0.05, not {text!r}")
-    return value
+def _bounded(kind: Callable[[str], Any], low: float, high: float, what: str, *,
+             high_open: bool = False) -> Callable[[str], Any]:
+    """An argparse type: `kind(text)` in [low, high] ([low, high) with `high_open`), else
+    "must be WHAT, not TEXT" after the option's name, which argparse gives (nan and inf are
+    refused with the rest)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        inside = low <= value < high if high_open else low <= value <= high
+        if not inside:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
+        return value
+    return parse
 
+
+_threshold = _bounded(float, 0, 1, "a fraction in [0, 1), e.g. 0.05", high_open=True)
+_top1_points = _bounded(float, 0, 100, "percentage points in [0, 100), e.g. 0.1", high_open=True)
+_session_count = _bounded(int, 1, 1000, "a number of sessions between 1 and 1000")
+_thread_count = _bounded(int, 1, MAX_THREADS, f"a number of threads between 1 and {MAX_THREADS}")
+_wait_seconds = _bounded(float, 0, 7 * 24 * 3600, "seconds between 0 and a week")
 
 TOP1_THRESHOLD_HELP = ("smallest change of top-1 on the same images, in percentage points, that "
                        f"counts as lower or higher (default {TOP1_THRESHOLD_POINTS:g}; one image "
                        "at least)")
 SESSIONS_DEFAULT_HELP = f"default {DEFAULT_SESSIONS}, {QUICK_SESSIONS} with --quick"
-
-
-def _session_count(text: str) -> int:
-    # argparse names the option (--sessions or --max-sessions) before this message
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"must be a number of sessions between 1 and 1000, "
-                                         f"not {text!r}")
-    return value
-
-
-def _thread_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"--threads must be between 1 and {MAX_THREADS}, "
-                                         f"not {text}")
-    return value
-
-
-def _wait_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 7 * 24 * 3600:  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(f"--wait must be seconds between 0 and a week, "
-                                         f"not {text}")
-    return value
 
 
 def _path(text: str) -> str:
@@ -1010,7 +989,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "confidence, has a lower top-1, or is newly failing")
     night.add_argument("--threshold", type=_threshold, default=THRESHOLD,
                        help=f"smallest relative change that counts (default {THRESHOLD:g})")
-    night.add_argument("--top1-threshold", type=float, default=TOP1_THRESHOLD_POINTS,
+    night.add_argument("--top1-threshold", type=_top1_points, default=TOP1_THRESHOLD_POINTS,
                        metavar="POINTS",
                        help=TOP1_THRESHOLD_HELP)
     night.add_argument("--quick", action="store_true",
@@ -1038,7 +1017,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--threshold", type=_threshold, default=THRESHOLD,
                          help=f"smallest relative change that counts, T (default {THRESHOLD:g}): "
                               "slower or faster only when the whole 95%% CI is beyond 1 +/- T")
-    compare.add_argument("--top1-threshold", type=float, default=TOP1_THRESHOLD_POINTS,
+    compare.add_argument("--top1-threshold", type=_top1_points,
+                         default=TOP1_THRESHOLD_POINTS,
                          metavar="POINTS",
                          help=TOP1_THRESHOLD_HELP)
     compare.add_argument("--fail-on-regression", action="store_true",
@@ -1101,9 +1081,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "threads", None) is not None and args.threads < 1:
-        err_console.print("edgebench: error: --threads must be at least 1", markup=False)
-        return 2
     try:
         if args.command in ("bench", "nightly"):  # they make a database where there is none
             check_folder(Path(args.db))

@@ -438,7 +438,8 @@ def test_threads_are_bounded(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main([*bench, "--threads", "100000000000000000000000"])
     assert exit_.value.code != 0  # argparse's usage, then its one line of error
-    assert "--threads must be between 1 and" in capsys.readouterr().err.splitlines()[-1]
+    assert "argument --threads: must be a number of threads between 1 and" in \
+        capsys.readouterr().err.splitlines()[-1]
     # past the agent's limit on this machine: said before anything runs (it was a stored run of
     # failed measurements and exit 1), unless forced
     too_many = 4 * (os.cpu_count() or 1) + 1
@@ -629,6 +630,24 @@ def test_a_bad_session_count_names_its_option(tmp_path: Path, capsys, option: st
         f"edgebench bench: error: argument {option}: must be a number of sessions between 1 and "
         f"1000, not {value!r} (see edgebench bench --help)\n")
     assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["compare", "a", "b", "--top1-threshold", "200"], "percentage points in [0, 100)"),
+    (["compare", "a", "b", "--top1-threshold", "nan"], "percentage points in [0, 100)"),
+    (["compare", "a", "b", "--threshold", "1"], "a fraction in [0, 1)"),
+    (["bench", "--model", "m.onnx", "--wait", "inf"], "seconds between 0 and a week"),
+])
+def test_a_bad_number_is_refused_by_the_parser_naming_its_option(capsys, argv: list[str],
+                                                                 says: str) -> None:
+    """Every bounded option is checked as it is parsed, in one line naming it; a top-1
+    threshold of 200 points reached the statistics before it was refused."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    option = argv[-2]
+    assert f"argument {option}: must be {says}" in last and repr(argv[-1]) in last, last
 
 
 def test_result_database_on_read_only_storage_is_said_to_be_read_only(
