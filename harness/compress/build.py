@@ -516,6 +516,8 @@ class _Builder:
         dataset = self.suite.datasets.get(model.dataset) if model.dataset else None
         blob = {
             "code": self.code, "seed": self.suite.seed, "format": fmt,
+            # the opset an ONNX file is written in (`onnx: {opset: N}`); no other format's
+            **({"onnx_opset": self.suite.onnx_opset} if fmt == "onnx" else {}),
             "model": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(model).items()
                       if k not in ("recipes", "formats")},
             "weights_sha256": self._file_sha256(model.weights),
@@ -724,7 +726,10 @@ class _Builder:
         if done is not None:
             path.write_bytes(done)
             return
-        ex.EXPORTERS[fmt](module, state.input_shape, path)
+        if fmt == "onnx":
+            ex.EXPORTERS[fmt](module, state.input_shape, path, opset=self.suite.onnx_opset)
+        else:
+            ex.EXPORTERS[fmt](module, state.input_shape, path)
         state.exports[(chain, fmt)] = path.read_bytes()
 
     def _outputs(self, state: _ModelState, chain: str, module: nn.Module) -> np.ndarray:
@@ -786,6 +791,7 @@ class _Builder:
             training={**training_record(state.cfg.train),
                       "weights_sha256": self._file_sha256(state.cfg.weights)},
             built_with=self.built_with,
+            onnx=ex.onnx_versions(path) if fmt == "onnx" else None,
         )
         write_manifest(artifact)
         return artifact
