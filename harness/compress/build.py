@@ -15,14 +15,15 @@ this process's console. The artifacts, the same bytes either way, are listed in 
 worker whose parent dies (even by SIGKILL) exits at once, in the middle of its model.
 
 An artifact is rebuilt only when its build key changes: the key hashes the model, dataset and
-recipe configuration, the seed, the content of the files they name (the model's weights, a
-step's `Technique.files`, every file a dataset's loader reads: `source_fingerprint`, whose
-per-file hashes are kept in `<build_dir>/.cache/dataset-<name>.files.json` so that a later build
-reads only the files that changed) and the source of harness/compress and harness/zoo with the
-versions of the libraries that shape the output (which the manifest records too). The key sits
-in a sidecar `<file>.build.json`. A failure (an unsupported op, a missing dataset, a rank that
-shrinks no layer) is recorded against its suite entry and the rest of the suite still builds; a
-malformed suite, a value out of range included, raises ConfigError before anything is built.
+recipe configuration, the seed, an ONNX file's opset (the suite's `onnx: {opset: N}`), the content
+of the files they name (the model's weights, a step's `Technique.files`, every file a dataset's
+loader reads: `source_fingerprint`, whose per-file hashes are kept in
+`<build_dir>/.cache/dataset-<name>.files.json` so that a later build reads only the files that
+changed) and the source of harness/compress and harness/zoo with the versions of the libraries that
+shape the output (which the manifest records too). The key sits in a sidecar `<file>.build.json`. A
+failure (an unsupported op, a missing dataset, a rank that shrinks no layer) is recorded against
+its suite entry and the rest of the suite still builds; a malformed suite, a value out of range
+included, raises ConfigError before anything is built.
 """
 
 from __future__ import annotations
