@@ -1,6 +1,8 @@
 """Exports of a PyTorch model to the formats devices run, and host runs of the exported files.
 
-ONNX: torch's exporter at batch 1, one self-contained file (no external data), `onnx.checker` clean;
+ONNX: torch's exporter at batch 1, one self-contained file (no external data), `onnx.checker` clean,
+at the suite's opset and the lowest IR version it needs, importing only the opsets its nodes use
+(`finish_onnx`, which the quantizers' files go through too: old onnxruntimes refuse the rest);
 this is also the file TensorRT builds engines from on a Jetson. TFLite: litert-torch, NCHW input
 kept. PyTorch: a `torch.export` program saved as `.pt2` (batch 1, static shapes), which the agent's
 torch runtime loads on the CPU or a CUDA GPU. Edge TPU: the full-int8 TFLite through
@@ -106,7 +108,7 @@ def _without_native_chatter() -> Any:
 # The opset torch's exporter writes natively (torchlib's); a lower one (`onnx: {opset: 17}` in a
 # suite, for the onnxruntime 1.12 and 1.13 of JetPack 5) is reached by onnx's version converter on
 # the exported, optimized file. torch's own fallback converts before optimizing, where the axes of
-# a ReduceMean (every torchvision model's global pooling) are not constants yet, fails, and leaves
+# a ReduceMean (torchvision classifiers' global pooling) are not constants yet, fails, and leaves
 # the file at 18 with a log line only. 14 is the lowest the converter reaches for the demo models
 # (HardSwish has no earlier version, nor Relu 14 an adapter to 13).
 EXPORTER_OPSET = 18
