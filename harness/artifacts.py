@@ -33,7 +33,8 @@ Manifest (JSON)::
                   "optimizer": "adam", "schedule": "cosine",
                   "weights_sha256": null},  # the fp32 baseline's ({"epochs": 0, ...}: untrained)
      "built_with": {"edgebench": "0.1.0", "code_sha256": "...",
-                    "libraries": {"torch": "2.14.1", "onnxruntime": "...", ...}}}
+                    "libraries": {"torch": "2.14.1", "onnxruntime": "...", ...}},
+     "onnx": {"opset": 18, "ir_version": 8} | null}  # an ONNX file's; null for other formats
 
 Paths inside a manifest are relative to the manifest's folder. A lineage entry's `params` are
 the values used (a distillation's `lr` taken from the model's `train:`), and only those with an
@@ -44,7 +45,9 @@ top-1, differ between AVX2, VNNI and Arm), the runtime, its version and the thre
 may read; see `harness.zoo.datasets.source_fingerprint`); it is null for a dataset without files
 of its own (digits ships with scikit-learn, whose version is in `built_with`). `seed`,
 `training`, `built_with`, `host_run` and `dataset.source_files` are null in manifests written
-before edgebench recorded them.
+before edgebench recorded them. `onnx` holds what an onnxruntime checks before it loads a file,
+its ai.onnx opset (the suite's `onnx: {opset: N}`) and IR version (the lowest that opset needs):
+onnxruntime 1.12 and 1.13 take opset 17 at most, and IR 8; null in manifests before it.
 """
 
 from __future__ import annotations
@@ -153,6 +156,7 @@ class Artifact:
     seed: int | None = None  # the suite's
     training: dict[str, Any] | None = None  # the fp32 baseline's training
     built_with: dict[str, Any] | None = None  # edgebench and library versions
+    onnx: dict[str, int] | None = None  # an ONNX file's opset and IR version
 
     @property
     def manifest_path(self) -> Path:
@@ -241,6 +245,7 @@ def load_manifest(manifest_path: Path) -> Artifact:
             seed=data.get("seed"),
             training=data.get("training"),
             built_with=data.get("built_with"),
+            onnx=data.get("onnx"),
         )
     except KeyError as err:
         raise ConfigError(manifest_path, "required field is missing", field=err.args[0]) from err
@@ -324,6 +329,7 @@ def write_manifest(artifact: Artifact) -> Path:
         "seed": artifact.seed,
         "training": artifact.training,
         "built_with": artifact.built_with,
+        "onnx": artifact.onnx,
         "dataset": None
         if ds is None
         else {

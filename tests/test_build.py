@@ -221,6 +221,50 @@ def test_a_quantized_artifacts_scratch_file_is_never_another_artifact(tmp_path: 
         ["m-int8.fp32-tmp.onnx", "m-int8.onnx", "m.onnx"]
 
 
+def _opset_suite(path: Path, opset: str) -> Path:
+    path.write_text("seed: 0\nformats: [onnx, torch]\n" + opset
+                    + "models: {m: {arch: digits_cnn, input_size: 32, recipes: [int8]}}\n"
+                    "recipes: {int8: {steps: [{quantize_static: {calibration_size: 8}}], "
+                    "formats: [onnx]}}\n")
+    return path
+
+
+def test_the_suites_onnx_opset_rebuilds_the_onnx_files_in_it(tmp_path: Path) -> None:
+    """Found by an audit: no ONNX file edgebench built loaded on the onnxruntime 1.12 to 1.16 of
+    JetPack 5: IR 10, and the int8 file imported opsets no node uses. Each ONNX file now
+    imports only what its nodes use at the lowest IR version, and `onnx: {opset: 17}` builds
+    files that 1.12 and 1.13 take and that compute what the opset-18 files compute."""
+    import onnx
+
+    from harness.compress.export import run_exported
+
+    out = tmp_path / "build"
+    suite = _opset_suite(tmp_path / "opset.yaml", "")
+    first = build_suite(suite, out, console=Console(quiet=True), workers=0)
+    assert first.built == 3 and not first.failures
+    x = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    at_18 = {name: run_exported(out / name, "onnx", x) for name in ("m.onnx", "m-int8.onnx")}
+    torch_file = (out / "m.pt2").stat().st_mtime_ns
+
+    suite = _opset_suite(suite, "onnx: {opset: 17}\n")
+    again = build_suite(suite, out, console=Console(quiet=True), workers=0)
+    assert again.built == 2 and again.reused == 1  # the ONNX files, not the .pt2
+    assert (out / "m.pt2").stat().st_mtime_ns == torch_file
+    for name, outputs in at_18.items():
+        model = onnx.load(str(out / name))
+        assert {o.domain: o.version for o in model.opset_import} == {"": 17}, name
+        assert model.ir_version == 8, name
+        assert load_manifest(out / f"{name}.manifest.json").onnx == {"opset": 17,
+                                                                     "ir_version": 8}
+        got = run_exported(out / name, "onnx", x)  # onnxruntime loads and runs it
+        assert np.array_equal(got.argmax(1), outputs.argmax(1)), name
+        np.testing.assert_allclose(got, outputs, rtol=1e-5, atol=1e-5, err_msg=name)
+    assert load_manifest(out / "m.pt2.manifest.json").onnx is None
+    back = build_suite(_opset_suite(suite, ""), out, console=Console(quiet=True), workers=0)
+    assert back.built == 2 and load_manifest(out / "m.onnx.manifest.json").onnx == {
+        "opset": 18, "ir_version": 8}
+
+
 @pytest.mark.slow
 def test_independent_models_are_built_side_by_side_into_the_same_bytes(tmp_path: Path) -> None:
     """A trained model and a latency-only one share nothing: with a worker process they are

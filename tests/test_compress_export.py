@@ -23,6 +23,7 @@ from harness.compress.export import (
     export_tflite,
     export_torch,
     input_dtype,
+    onnx_versions,
     run_exported,
 )
 from harness.errors import EdgebenchError
@@ -172,3 +173,84 @@ def test_litert_start_up_chatter_is_kept_off_the_console(tmp_path: Path) -> None
     for chatter in ("absl::InitializeLog", "oneDNN", "is an Enum subclass", "XNNPACK delegate"):
         assert chatter not in proc.stderr, proc.stderr
     assert "a native warning about the model" in proc.stderr
+
+
+class _Pooled(nn.Module):
+    """A conv net ending in global average pooling, as every torchvision classifier does: the
+    pooling is a ReduceMean, whose axes moved from an attribute to an input at opset 18."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def _imports(path: Path) -> dict[str, int]:
+    return {o.domain: o.version for o in onnx.load(str(path)).opset_import}
+
+
+def test_onnx_files_import_only_their_opsets_at_the_lowest_ir_version(tmp_path: Path) -> None:
+    """Found by an audit: the exporter's files said IR 10, which the onnxruntime 1.12 to 1.16 of
+    JetPack 5 refuse ("Unsupported model IR version: 10, max supported IR version: 8"), though
+    opset 18 needs IR 8 only (onnx 1.13 brought both)."""
+    path = export_onnx(_Pooled(), (1, 1, 8, 8), tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    assert _imports(path) == {"": 18}
+    assert proto.ir_version == onnx.helper.find_min_ir_version_for(list(proto.opset_import)) == 8
+    assert onnx_versions(path) == {"opset": 18, "ir_version": 8}
+    onnx.checker.check_model(proto, full_check=True)
+
+
+def test_onnx_at_opset_17_loads_at_ir_8_and_computes_what_opset_18_does(tmp_path: Path) -> None:
+    """torch's exporter asked for opset 17 wrote 18 all the same for a model with a ReduceMean,
+    saying so only in a log line; onnx's converter, run on the optimized file, reaches 17."""
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    model = _Pooled()
+    at_18 = export_onnx(model, (1, 1, 8, 8), tmp_path / "m18.onnx")
+    at_17 = export_onnx(model, (1, 1, 8, 8), tmp_path / "m17.onnx", opset=17)
+    assert _imports(at_17) == {"": 17} and onnx_versions(at_17) == {"opset": 17, "ir_version": 8}
+    assert "ReduceMean" in {n.op_type for n in onnx.load(str(at_17)).graph.node}
+    ort.InferenceSession(str(at_17), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(run_exported(at_17, "onnx", x), run_exported(at_18, "onnx", x))
+
+
+def test_an_op_below_whose_opset_onnx_cannot_go_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"ONNX export failed: onnx's version converter cannot "
+                       r"take torch's opset 18 export down to opset 17: .*Mish"):
+        export_onnx(nn.Mish(), (1, 1, 8, 8), tmp_path / "mish.onnx", opset=17)
+    assert not (tmp_path / "mish.onnx").exists()
+
+
+def test_finishing_keeps_the_opsets_a_subgraph_uses_and_drops_the_rest(tmp_path: Path) -> None:
+    """onnxruntime.quantization lists opsets no node uses (ai.onnx.ml 5, com.microsoft ...),
+    which an onnxruntime that does not know them refuses, used or not; one a node in a branch
+    of an If uses is no less used."""
+    from onnx import TensorProto, helper
+
+    from harness.compress.export import finish_onnx
+
+    def branch(name: str) -> onnx.GraphProto:
+        node = helper.make_node("Binarizer", ["x"], [f"{name}_y"], domain="ai.onnx.ml")
+        return helper.make_graph([node], name, [], [helper.make_tensor_value_info(
+            f"{name}_y", TensorProto.FLOAT, [2])])
+
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch("a"), else_branch=branch("b"))],
+        "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+              helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3),
+        helper.make_opsetid("com.microsoft", 1), helper.make_opsetid("ai.onnx.training", 1)])
+    model.ir_version = 10
+    path = tmp_path / "if.onnx"
+    onnx.save(model, str(path))
+    finish_onnx(path)
+    assert _imports(path) == {"": 17, "ai.onnx.ml": 3}
+    assert onnx.load(str(path)).ir_version == 8

@@ -180,3 +180,22 @@ def test_qat_trains_then_leaves_a_plain_float_model(ctx: StepContext) -> None:
     assert set(out.state_dict()) == set(before)  # same float layout the exporter expects
     assert any(not torch.equal(out.state_dict()[k], before[k]) for k in before)
     assert TECHNIQUES.get("qat").then_quantize == "quantize_static"
+
+
+@pytest.mark.parametrize("step", ["quantize_static", "quantize_dynamic"])
+def test_onnx_int8_files_import_only_their_opsets_at_the_lowest_ir_version(
+        tmp_path: Path, digits_model: torch.nn.Module, ctx: StepContext, step: str) -> None:
+    """Found by an audit: quantize_static's files imported ai.onnx.ml 5 and other opsets no
+    node uses, at IR 10, and the onnxruntime 1.12 to 1.16 of JetPack 5 loaded none of them."""
+    load_all()
+    fp32 = export_onnx(digits_model, SHAPE, tmp_path / "fp32.onnx", opset=17)
+    out = tmp_path / "int8.onnx"
+    tech = TECHNIQUES.get(step)
+    tech.apply(fp32, out, "onnx", tech.resolve({"calibration_size": 8} if step ==
+                                               "quantize_static" else {}), ctx)
+    model = onnx.load(str(out))
+    used = {n.domain for n in model.graph.node}
+    assert {o.domain for o in model.opset_import} <= used | {""}
+    assert {o.domain: o.version for o in model.opset_import}[""] == 17
+    assert model.ir_version == onnx.helper.find_min_ir_version_for(list(model.opset_import)) == 8
+    onnx.checker.check_model(model, full_check=True)

@@ -65,8 +65,12 @@ recipes:
 
 
 def test_minimal_suite_defaults(tmp_path: Path) -> None:
+    from harness.compress.export import DEFAULT_ONNX_OPSET
+
     suite = load_suite(_write(tmp_path, BASE))
     assert suite.name == "suite" and suite.seed == 0
+    assert suite.onnx_opset == DEFAULT_ONNX_OPSET == 18
+    assert load_suite(_write(tmp_path, BASE + "onnx: {opset: 17}\n")).onnx_opset == 17
     assert suite.models["m"].formats == ("onnx", "tflite")
     assert suite.recipes["r"].steps[0].params == {"ratio": 0.5}
 
@@ -120,6 +124,14 @@ def test_minimal_suite_defaults(tmp_path: Path) -> None:
         (BASE.replace("arch: digits_cnn", "arch: digits_cnn\n    colour: red"), "models.m.colour",
          "unknown field"),
         (BASE + "seed: -1\n", "seed", "integer"),
+        # the opset the build's ONNX files are written in: what the exporter can reach
+        (BASE + "onnx: {opset: 13}\n", "onnx.opset", "must be an integer from 14 to 18, got 13 "
+         "(17 for the onnxruntime 1.12 and 1.13 of JetPack 5)"),
+        (BASE + "onnx: {opset: 19}\n", "onnx.opset", "from 14 to 18, got 19"),
+        (BASE + "onnx: {opset: '17'}\n", "onnx.opset", "got '17'"),
+        (BASE + "onnx: {opset: true}\n", "onnx.opset", "got True"),
+        (BASE + "onnx: {opsets: 17}\n", "onnx.opsets", "unknown field; known: opset"),
+        (BASE + "onnx: 17\n", "onnx", "must be a mapping, got int"),
         (BASE.replace("steps: [{prune_structured: {ratio: 0.5}}]", "steps: []"),
          "recipes.r.steps", "non-empty"),
         # values are checked when the suite is loaded, before anything is built or trained
@@ -168,6 +180,7 @@ def test_malformed_suites_name_file_and_field(tmp_path: Path, text: str, field: 
         load_suite(path)
     assert err.value.field == field
     assert str(path) in str(err.value) and needle in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_two_entries_whose_artifacts_share_a_name_are_refused(tmp_path: Path) -> None:

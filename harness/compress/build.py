@@ -15,14 +15,15 @@ this process's console. The artifacts, the same bytes either way, are listed in 
 worker whose parent dies (even by SIGKILL) exits at once, in the middle of its model.
 
 An artifact is rebuilt only when its build key changes: the key hashes the model, dataset and
-recipe configuration, the seed, the content of the files they name (the model's weights, a
-step's `Technique.files`, every file a dataset's loader reads: `source_fingerprint`, whose
-per-file hashes are kept in `<build_dir>/.cache/dataset-<name>.files.json` so that a later build
-reads only the files that changed) and the source of harness/compress and harness/zoo with the
-versions of the libraries that shape the output (which the manifest records too). The key sits
-in a sidecar `<file>.build.json`. A failure (an unsupported op, a missing dataset, a rank that
-shrinks no layer) is recorded against its suite entry and the rest of the suite still builds; a
-malformed suite, a value out of range included, raises ConfigError before anything is built.
+recipe configuration, the seed, an ONNX file's opset (the suite's `onnx: {opset: N}`), the content
+of the files they name (the model's weights, a step's `Technique.files`, every file a dataset's
+loader reads: `source_fingerprint`, whose per-file hashes are kept in
+`<build_dir>/.cache/dataset-<name>.files.json` so that a later build reads only the files that
+changed) and the source of harness/compress and harness/zoo with the versions of the libraries that
+shape the output (which the manifest records too). The key sits in a sidecar `<file>.build.json`. A
+failure (an unsupported op, a missing dataset, a rank that shrinks no layer) is recorded against
+its suite entry and the rest of the suite still builds; a malformed suite, a value out of range
+included, raises ConfigError before anything is built.
 """
 
 from __future__ import annotations
@@ -516,6 +517,8 @@ class _Builder:
         dataset = self.suite.datasets.get(model.dataset) if model.dataset else None
         blob = {
             "code": self.code, "seed": self.suite.seed, "format": fmt,
+            # the opset an ONNX file is written in (`onnx: {opset: N}`); no other format's
+            **({"onnx_opset": self.suite.onnx_opset} if fmt == "onnx" else {}),
             "model": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(model).items()
                       if k not in ("recipes", "formats")},
             "weights_sha256": self._file_sha256(model.weights),
@@ -724,7 +727,10 @@ class _Builder:
         if done is not None:
             path.write_bytes(done)
             return
-        ex.EXPORTERS[fmt](module, state.input_shape, path)
+        if fmt == "onnx":
+            ex.EXPORTERS[fmt](module, state.input_shape, path, opset=self.suite.onnx_opset)
+        else:
+            ex.EXPORTERS[fmt](module, state.input_shape, path)
         state.exports[(chain, fmt)] = path.read_bytes()
 
     def _outputs(self, state: _ModelState, chain: str, module: nn.Module) -> np.ndarray:
@@ -786,6 +792,7 @@ class _Builder:
             training={**training_record(state.cfg.train),
                       "weights_sha256": self._file_sha256(state.cfg.weights)},
             built_with=self.built_with,
+            onnx=ex.onnx_versions(path) if fmt == "onnx" else None,
         )
         write_manifest(artifact)
         return artifact

@@ -1,6 +1,8 @@
 """Exports of a PyTorch model to the formats devices run, and host runs of the exported files.
 
-ONNX: torch's exporter at batch 1, one self-contained file (no external data), `onnx.checker` clean;
+ONNX: torch's exporter at batch 1, one self-contained file (no external data), `onnx.checker` clean,
+at the suite's opset and the lowest IR version it needs, importing only the opsets its nodes use
+(`finish_onnx`, which the quantizers' files go through too: old onnxruntimes refuse the rest);
 this is also the file TensorRT builds engines from on a Jetson. TFLite: litert-torch, NCHW input
 kept. PyTorch: a `torch.export` program saved as `.pt2` (batch 1, static shapes), which the agent's
 torch runtime loads on the CPU or a CUDA GPU. Edge TPU: the full-int8 TFLite through
@@ -22,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,23 +105,142 @@ def _without_native_chatter() -> Any:
                 print("\n".join(kept), file=sys.stderr, flush=True)
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path,
-                opset: int = 18) -> Path:
-    import onnx
+# The opset torch's exporter writes natively (torchlib's); a lower one (`onnx: {opset: 17}` in a
+# suite, for the onnxruntime 1.12 and 1.13 of JetPack 5) is reached by onnx's version converter on
+# the exported, optimized file. torch's own fallback converts before optimizing, where the axes of
+# a ReduceMean (torchvision classifiers' global pooling) are not constants yet, fails, and leaves
+# the file at 18 with a log line only. 14 is the lowest the converter reaches for the demo models
+# (HardSwish has no earlier version, nor Relu 14 an adapter to 13).
+EXPORTER_OPSET = 18
+DEFAULT_ONNX_OPSET = 18
+ONNX_OPSETS = range(14, EXPORTER_OPSET + 1)
 
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path,
+                opset: int = DEFAULT_ONNX_OPSET) -> Path:
     model = model.cpu().eval()
     example = torch.zeros(input_shape)
     try:
         with _quiet(), torch.no_grad():
             torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False,
                               input_names=["input"], output_names=["logits"],
-                              opset_version=opset, optimize=True)
-        _drop_onnx_stack_traces(path)
-        onnx.checker.check_model(str(path), full_check=True)
+                              opset_version=max(opset, EXPORTER_OPSET), optimize=True)
+        finish_onnx(path, opset)
     except Exception as err:
         path.unlink(missing_ok=True)
         raise ExportError(f"ONNX export failed: {_first_line(err)}") from err
     return path
+
+
+def finish_onnx(path: Path, opset: int | None = None) -> None:
+    """Make the ONNX file at `path` what every ONNX artifact is, in place: at `opset` (None:
+    the one it has), importing only the opsets its nodes use, at the lowest IR version those
+    opsets need, without the exporter's stack traces, and `onnx.checker` clean (full check).
+
+    Every step that writes an ONNX file ends with this (the export, each quantizer). The onnx
+    library stamps its own IR version (10 for onnx 1.16 and later) whatever the opsets, and
+    onnxruntime.quantization lists opsets no node uses (ai.onnx.ml 5, com.microsoft, ...); an
+    onnxruntime refuses a file over its IR version or with an import above what it knows, used
+    or not, so the 1.12 to 1.16 of JetPack 5 loaded none of edgebench's files."""
+    import onnx
+
+    model = onnx.load(str(path))
+    if opset is not None and onnx_versions(model)["opset"] != opset:
+        model = _convert_opset(model, opset)
+    _drop_onnx_stack_traces(model)
+    _drop_unused_opsets(model)
+    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import),
+                                                           ignore_unknown=True)
+    onnx.save(model, str(path))
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise ExportError(f"{path.name} fails onnx.checker: {_first_line(err)}") from err
+
+
+def onnx_versions(model: Any) -> dict[str, int]:
+    """The ai.onnx opset and the IR version of an ONNX file (a path) or ModelProto: what an
+    onnxruntime checks before it loads one (each manifest records them)."""
+    import onnx
+
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    default = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    return {"opset": default[0] if default else 0, "ir_version": model.ir_version}
+
+
+# The Reduce ops whose axes became an input in opset 18, with noop_with_empty_axes (ReduceSum
+# had both from 13 on: the converter leaves it as it is above 12).
+_AXES_INPUT_AT_18 = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
+                     "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSumSquare")
+
+
+def _convert_opset(model: Any, opset: int) -> Any:
+    """`model` at the lower ai.onnx `opset`, by onnx's version converter. It moves a Reduce op's
+    axes back to an attribute but keeps opset 18's `noop_with_empty_axes`, which no earlier
+    version has (the checker refuses it); at its default 0 with axes given, dropping it changes
+    nothing."""
+    import onnx
+
+    try:
+        converted = onnx.version_converter.convert_version(model, opset)
+    except RuntimeError as err:  # the converter's C++ assertion, naming the op it cannot adapt
+        raise ExportError(f"onnx's version converter cannot take torch's opset {EXPORTER_OPSET} "
+                          f"export down to opset {opset}: {_first_line(err)}") from err
+    got = onnx_versions(converted)["opset"]
+    if got != opset:
+        raise ExportError(f"onnx's version converter gave opset {got}, not {opset}")
+    if opset < EXPORTER_OPSET:
+        for node in _all_nodes(converted):
+            if node.domain in ("", "ai.onnx") and node.op_type in _AXES_INPUT_AT_18:
+                kept = [a for a in node.attribute if a.name != "noop_with_empty_axes"]
+                noop = [a.i for a in node.attribute if a.name == "noop_with_empty_axes"]
+                if noop and noop[0] != 0:
+                    raise ExportError(f"{node.op_type} {node.name} has noop_with_empty_axes=1, "
+                                      f"which opset {opset} cannot express")
+                del node.attribute[:]
+                node.attribute.extend(kept)
+    return converted
+
+
+def _all_nodes(model: Any) -> list[Any]:
+    """Every node of `model`: its graph's, its subgraphs' (If, Loop, Scan bodies, at any depth)
+    and its local functions'."""
+    import onnx
+
+    nodes: list[Any] = []
+
+    def walk(graph_nodes: Any) -> None:
+        for node in graph_nodes:
+            nodes.append(node)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g.node)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for graph in attr.graphs:
+                        walk(graph.node)
+
+    walk(model.graph.node)
+    for function in model.functions:
+        walk(function.node)
+    return nodes
+
+
+def _drop_unused_opsets(model: Any) -> None:
+    """Keep the opset imports of the model, and of each of its local functions, that a node
+    uses (a function's own domain counts: its callers name it); ai.onnx always stays."""
+    used = {node.domain or "" for node in _all_nodes(model)}
+    used |= {function.domain for function in model.functions}
+
+    def keep(imports: Any) -> None:
+        kept = [o for o in imports if (o.domain or "") in used | {"", "ai.onnx"}]
+        if len(kept) != len(imports):
+            del imports[:]
+            imports.extend(kept)
+
+    keep(model.opset_import)
+    for function in model.functions:
+        keep(function.opset_import)
 
 
 # Where each node was traced from: the source lines, with the absolute paths of this checkout
@@ -128,10 +250,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path,
 _STACK_TRACE = "pkg.torch.onnx.stack_trace"
 
 
-def _drop_onnx_stack_traces(path: Path) -> None:
-    import onnx
-
-    model = onnx.load(str(path))
+def _drop_onnx_stack_traces(model: Any) -> None:
     graph = model.graph
     for item in [*graph.node, *graph.value_info, *graph.input, *graph.output,
                  *graph.initializer]:
@@ -139,7 +258,6 @@ def _drop_onnx_stack_traces(path: Path) -> None:
         if len(kept) != len(item.metadata_props):
             del item.metadata_props[:]
             item.metadata_props.extend(kept)
-    onnx.save(model, str(path))
 
 
 def export_tflite(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
@@ -176,7 +294,9 @@ def export_torch(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> 
     return path
 
 
-EXPORTERS = {"onnx": export_onnx, "tflite": export_tflite, "torch": export_torch}
+# Each takes (model, input_shape, path); export_onnx also `opset`, which the build passes.
+EXPORTERS: dict[str, Callable[..., Path]] = {"onnx": export_onnx, "tflite": export_tflite,
+                                             "torch": export_torch}
 
 
 def edgetpu_compile(tflite: Path) -> tuple[Path | None, str]:

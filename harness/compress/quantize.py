@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.compress.export import edgetpu_compile
+from harness.compress.export import edgetpu_compile, finish_onnx
 from harness.compress.techniques import (
     QUANTIZE,
     TORCH,
@@ -98,6 +98,7 @@ def _onnx_static(src: Path, dst: Path, params: dict[str, Any], ctx: StepContext)
         )
     finally:
         prepped.unlink(missing_ok=True)
+    finish_onnx(dst)
     return {"calibration_n": len(calib), "weight_bits": 7 if params["reduce_range"] else 8}
 
 
@@ -183,6 +184,7 @@ def quantize_dynamic(src: Path, dst: Path, fmt: str, params: dict[str, Any], ctx
                                weight_type=q.QuantType.QInt8)
         finally:
             logging.getLogger().disabled = was
+        finish_onnx(dst)
         return {"weight_bits": 7 if params.get("reduce_range", True) else 8}
     from ai_edge_quantizer import recipe
 

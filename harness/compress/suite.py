@@ -5,6 +5,7 @@ A suite is a YAML file (see models/demo.yaml)::
     name: demo
     seed: 0
     formats: [onnx, tflite]                 # default for every model (also: torch, a .pt2)
+    onnx: {opset: 17}                       # optional: ONNX files' opset (default 18)
     datasets:
       digits: {type: digits, image_size: 32}
     models:
@@ -40,6 +41,9 @@ warned of (random weights: chance accuracy). Relative paths (`weights`, `student
 dataset's `path`) are taken from the working folder, as the build opens them, not from the suite
 file's folder; a weights file not found is named by its full path. A dataset's folder is left
 to its loader at build: a missing one fails that dataset's entries alone.
+`onnx: {opset: N}` sets the ai.onnx opset of every ONNX file (`export.ONNX_OPSETS`, default
+18, the exporter's own): 17 for the onnxruntime 1.12 and 1.13 of JetPack 5, which refuse 18. It
+keys the ONNX artifacts (not the others) and each ONNX manifest records it with the IR version.
 A suite's `plugins:` are Python files imported before its names are checked, each once per
 process: a user's own architectures (`harness.zoo.models.register_model`), whose content keys
 the suite's artifacts.
@@ -115,6 +119,9 @@ class Suite:
     # Python files the suite imports (`plugins:`), by path, with their content's sha256: the
     # architectures they register build the suite's models, so they key its artifacts too.
     plugins: dict[str, str] = field(default_factory=dict)
+    # the ai.onnx opset of its ONNX files (`onnx: {opset: N}`; export.DEFAULT_ONNX_OPSET, which
+    # pulls in torch, when not given): old device runtimes refuse 18
+    onnx_opset: int = 18
 
     def formats_for(self, model: ModelCfg, recipe: RecipeCfg | None) -> tuple[str, ...]:
         """The formats an entry is built in: the model's, less those the recipe leaves out by
@@ -238,7 +245,7 @@ def load_suite(path: Path | str) -> Suite:
     if not top:
         raise ConfigError(path, "empty suite")
     r.keys(top, "", {"name", "seed", "formats", "datasets", "models", "recipes", "description",
-                     "plugins"})
+                     "plugins", "onnx"})
     plugins = _load_plugins(r, top.get("plugins"))  # before the names they add are looked up
     techniques, model_names, dataset_types = _known()
     from harness.compress.train import TRAIN_SETTINGS
@@ -246,6 +253,7 @@ def load_suite(path: Path | str) -> Suite:
 
     default_formats = r.formats(top.get("formats", list(DEFAULT_BUILD_FORMATS)), "formats")
     seed = r.integer(top.get("seed", 0), "seed")
+    onnx_opset = _onnx_opset(r, top.get("onnx"))
 
     datasets: dict[str, DatasetCfg] = {}
     for name, body in r.entries(top.get("datasets"), "datasets"):
@@ -348,11 +356,26 @@ def load_suite(path: Path | str) -> Suite:
             recipes=recipe_names,
         )
     suite = Suite(path, str(top.get("name") or path.stem), seed, datasets, models, recipes,
-                  plugins)
+                  plugins, onnx_opset)
     _check_artifact_names(r, suite)
     for line in warnings:  # once the suite is taken: a refused one's warnings were noise
         print(line, file=sys.stderr)
     return suite
+
+
+def _onnx_opset(r: _Reader, value: Any) -> int:
+    """The suite's `onnx: {opset: N}`: an opset the build can write (`export.ONNX_OPSETS`:
+    torch's exporter writes 18, onnx's version converter takes it down to 14)."""
+    from harness.compress.export import DEFAULT_ONNX_OPSET, ONNX_OPSETS
+
+    body = r.mapping(value, "onnx")
+    r.keys(body, "onnx", {"opset"})
+    opset = body.get("opset", DEFAULT_ONNX_OPSET)
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in ONNX_OPSETS:
+        raise r.fail("onnx.opset", f"must be an integer from {ONNX_OPSETS.start} to "
+                     f"{ONNX_OPSETS.stop - 1}, got {opset!r} (17 for the onnxruntime 1.12 and "
+                     "1.13 of JetPack 5)")
+    return opset
 
 
 # The plugins imported by this process, by resolved path: (content sha256, module). A file is
