@@ -15,6 +15,7 @@ offered".
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 import numpy as np
@@ -269,6 +270,12 @@ def _package_version(package: str) -> str:
         return str(metadata.version(package))
     except Exception:  # noqa: BLE001 - a version we cannot read is not a missing engine
         return "unknown"
+
+
+def release(version: str) -> tuple[int, ...]:
+    """The release numbers of a version (`2.9.1` of `2.9.1`, `1.23.0` of `1.23.0rc1`)."""
+    found = re.match(r"\d+(\.\d+)*", version.strip())
+    return tuple(int(n) for n in found.group(0).split(".")) if found else ()
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.ndarray:

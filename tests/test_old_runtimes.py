@@ -1,0 +1,199 @@
+"""The agent on the old device software an audit found in the field, with the real old wheels.
+
+Each old runtime lives in a venv of its own of an old Python (pyenv's, see `old_python`),
+installed from PyPI once into a cache folder and reused; a test skips, saying what it needs,
+where that Python or PyPI is absent. The agent runs there as on a device: its zip, from a folder
+without the rest of edgebench. The models are edgebench's own builds of a tiny suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.agent import protocol
+from harness.agent.runtimes.tflite import MISSING_OP
+from harness.agent.runtimes.tflitefile import buffers_outside, operator_version_fields
+from tests.test_agent_portability import old_python
+
+FIXTURES = Path(__file__).parent / "fixtures" / "old_runtimes"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgebench-tests"
+
+# name -> (Python, what pip installs, what it installs without dependencies): wheels the audit
+# ran.
+ENVS = {
+    # reads per-channel FULLY_CONNECTED weights with one scale
+    "tflite-2.7.0": ("3.9", ["numpy==1.21.6", "tflite-runtime==2.7.0"], []),
+}
+
+SUITE = """
+name: oldrt
+seed: 0
+formats: [tflite]
+datasets:
+  digits: {type: digits, image_size: 32}
+models:
+  d:
+    arch: digits_cnn
+    dataset: digits
+    train: {epochs: 1, lr: 0.003, threads: 1}
+    recipes: [int8, fp16]
+recipes:
+  int8:
+    steps: [{quantize_static: {calibration_size: 8, per_channel: true}}]
+    formats: [tflite]
+  fp16:
+    steps: [quantize_fp16]
+    formats: [tflite]
+"""
+
+
+def _pip(env: Path, args: list[str]) -> list[str]:
+    return [str(env / "bin" / "python"), "-m", "pip", "install", "-q",
+            "--disable-pip-version-check", *args]
+
+
+@pytest.fixture(scope="session")
+def old_envs() -> dict[str, Path | str]:
+    """Each of ENVS's venvs, or why it cannot be had here; made side by side when absent (about
+    20 s from PyPI), then reused (`.ready` says it is complete)."""
+    found: dict[str, Path | str] = {}
+    making: dict[str, tuple[Path, subprocess.Popen[str]]] = {}
+    for name, (version, packages, no_deps) in ENVS.items():
+        env = CACHE / name
+        if (env / ".ready").exists():
+            found[name] = env
+            continue
+        python = old_python(version)
+        if python is None:
+            found[name] = f"needs a python{version} here (pyenv install {version})"
+            continue
+        shutil.rmtree(env, ignore_errors=True)
+        env.parent.mkdir(parents=True, exist_ok=True)
+        steps = [[python, "-m", "venv", str(env)], _pip(env, packages)]
+        if no_deps:
+            steps.append(_pip(env, ["--no-deps", *no_deps]))
+        script = " && ".join(" ".join(f"'{a}'" for a in step) for step in steps)
+        making[name] = env, subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE,
+                                             stderr=subprocess.STDOUT, text=True)
+    for name, (env, proc) in making.items():
+        out, _ = proc.communicate(timeout=600)
+        if proc.returncode:
+            last = [line for line in out.splitlines() if line.strip()][-1:] or ["no output"]
+            found[name] = f"cannot install {' '.join(ENVS[name][1])} from PyPI: {last[0]}"
+            continue
+        (env / ".ready").write_text(json.dumps(ENVS[name]))
+        found[name] = env
+    return found
+
+
+def old_env(old_envs: dict[str, Path | str], name: str) -> Path:
+    env = old_envs[name]
+    if isinstance(env, str):
+        pytest.skip(env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny suite built by edgebench: `d`, `d-int8` (TFLite, int8 weights
+    per channel), `d-fp16` (TFLite). Trained, if for one epoch: calibrated on real images, the
+    int8 model's weights are all inside its flatbuffer, as the audit's were (the converter
+    stores them after it for a model calibrated on none)."""
+    from rich.console import Console
+
+    from harness.compress.build import build_suite
+
+    root = tmp_path_factory.mktemp("oldrt")
+    suite = root / "oldrt.yaml"
+    suite.write_text(SUITE)
+    report = build_suite(suite, root / "build", console=Console(quiet=True))
+    assert not report.failures, report.failures
+    return root / "build"
+
+
+@pytest.fixture(scope="module")
+def agent_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from harness.transport.base import agent_bundle
+
+    path = tmp_path_factory.mktemp("agent") / "agent.pyz"
+    path.write_bytes(agent_bundle()[0])
+    return path
+
+
+def run_on(env: Path, agent: Path, job: dict[str, Any]) -> dict[str, Any]:
+    """One job through the agent's zip on the venv's Python, from the zip's folder."""
+    proc = subprocess.run([str(env / "bin" / "python"), str(agent)], input=json.dumps(job),
+                          capture_output=True, text=True, cwd=agent.parent, timeout=120)
+    assert proc.stdout, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def job_for(model: Path, runtime: str) -> dict[str, Any]:
+    return {"protocol_version": protocol.PROTOCOL_VERSION, "job_id": "j", "runtime": runtime,
+            "model": {"path": str(model), "format": model.suffix.lstrip(".")},
+            "options": {"threads": 1}, "settings": protocol.QUICK_SETTINGS}
+
+
+def captured(name: str) -> dict[str, str]:
+    entry: dict[str, str] = json.loads((FIXTURES / "load_errors.json").read_text())[name]
+    return entry
+
+
+def refusal(result: dict[str, Any]) -> tuple[str, str]:
+    assert result["status"] == "unsupported", result
+    return result["error"]["kind"], result["error"]["message"]
+
+
+def test_per_channel_fully_connected_is_refused_before_tflite_2_10(old_envs, built, agent_zip
+                                                                   ) -> None:
+    """tflite-runtime 2.7-2.9 ran it, `ok`, with every logit alike (top-1 0.0 against the
+    host's 0.99); a model measured for latency alone would not even show it."""
+    env = old_env(old_envs, "tflite-2.7.0")
+    model = built / "d-int8.tflite"
+    kind, message = refusal(run_on(env, agent_zip, job_for(model, "tflite")))
+    assert (kind, message) == ("op_unsupported", (
+        f"tflite_runtime 2.7.0 here would compute {model} wrong: 2 of its FULLY_CONNECTED "
+        "weights are quantized per channel, and TFLite before 2.10 applies one scale to them"))
+
+
+def test_buffers_after_the_flatbuffer_are_refused_before_tflite_2_14(old_envs, built, agent_zip
+                                                                     ) -> None:
+    """It loaded, then failed its first inference with `Input tensor 9 lacks data`, as an
+    `inference_error`: the file is sound, the runtime too old to read it."""
+    model = built / "d-fp16.tflite"
+    outside = buffers_outside(str(model))
+    assert outside > 0 and buffers_outside(str(built / "d.tflite")) == 0
+    env = old_env(old_envs, "tflite-2.7.0")
+    kind, message = refusal(run_on(env, agent_zip, job_for(model, "tflite")))
+    assert (kind, message) == ("model_too_new", (
+        f"tflite_runtime 2.7.0 here cannot read {model}: {outside} of its constant buffers are "
+        "stored after the flatbuffer (buffer offsets), which TFLite reads from 2.14 on"))
+
+
+def test_an_op_version_the_old_runtime_lacks_is_unsupported(old_envs, built, agent_zip,
+                                                            tmp_path: Path) -> None:
+    """A FULLY_CONNECTED of version 14 (today's converters write it for int4 weights; here the
+    int8 model's version 5 is rewritten to it): `model_invalid` blamed a sound file."""
+    data = bytearray((built / "d-int8.tflite").read_bytes())
+    at = [p for p in operator_version_fields(bytes(data)) if p is not None]
+    assert [struct.unpack_from("<i", data, p)[0] for p in at] == [5]  # FULLY_CONNECTED's
+    struct.pack_into("<i", data, at[0], 14)
+    model = tmp_path / "fc14.tflite"
+    model.write_bytes(bytes(data))
+    env = old_env(old_envs, "tflite-2.7.0")
+    kind, message = refusal(run_on(env, agent_zip, job_for(model, "tflite")))
+    assert (kind, message) == ("op_unsupported", (
+        f"tflite_runtime 2.7.0 here has no FULLY_CONNECTED version 14, which {model} uses: it "
+        "is older than the converter that wrote the file"))
+    # the words the agent looks for, as tflite-runtime 2.7.0 wrote them
+    assert MISSING_OP.search(captured("tflite_op_version")["text"]).groups() == (
+        "FULLY_CONNECTED", "14")
