@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from harness.agent import protocol
+from harness.agent.runtimes.onnxruntime import newer_than_runtime
 from harness.agent.runtimes.tflite import MISSING_OP
 from harness.agent.runtimes.tflitefile import buffers_outside, operator_version_fields
 from tests.test_agent_portability import old_python
@@ -31,12 +32,14 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge
 ENVS = {
     # reads per-channel FULLY_CONNECTED weights with one scale
     "tflite-2.7.0": ("3.9", ["numpy==1.21.6", "tflite-runtime==2.7.0"], []),
+    # reads ONNX IR versions up to 8, ai.onnx opsets up to 17
+    "onnxruntime-1.12.1": ("3.8", ["numpy==1.21.6", "onnxruntime==1.12.1"], []),
 }
 
 SUITE = """
 name: oldrt
 seed: 0
-formats: [tflite]
+formats: [onnx, tflite]
 datasets:
   digits: {type: digits, image_size: 32}
 models:
@@ -103,7 +106,7 @@ def old_env(old_envs: dict[str, Path | str], name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny suite built by edgebench: `d`, `d-int8` (TFLite, int8 weights
+    """The tiny suite built by edgebench: `d` (ONNX, TFLite), `d-int8` (TFLite, int8 weights
     per channel), `d-fp16` (TFLite). Trained, if for one epoch: calibrated on real images, the
     int8 model's weights are all inside its flatbuffer, as the audit's were (the converter
     stores them after it for a model calibrated on none)."""
@@ -197,3 +200,43 @@ def test_an_op_version_the_old_runtime_lacks_is_unsupported(old_envs, built, age
     # the words the agent looks for, as tflite-runtime 2.7.0 wrote them
     assert MISSING_OP.search(captured("tflite_op_version")["text"]).groups() == (
         "FULLY_CONNECTED", "14")
+
+
+def test_onnx_newer_than_the_runtime_is_unsupported_in_one_line(old_envs, built, agent_zip,
+                                                                tmp_path: Path) -> None:
+    """onnxruntime 1.12.1 on what edgebench builds today (IR 10, opset 18): `model_invalid`
+    with 400 characters of C++ signature, where the runtime is simply older than the file."""
+    onnx = pytest.importorskip("onnx")
+    env = old_env(old_envs, "onnxruntime-1.12.1")
+    model = built / "d.onnx"
+    proto = onnx.load(str(model))
+    assert proto.ir_version > 8
+    kind, message = refusal(run_on(env, agent_zip, job_for(model, "onnxruntime")))
+    assert (kind, message) == ("model_too_new", (
+        f"onnxruntime 1.12.1 here cannot load {model}: it reads ONNX IR versions up to 8 and "
+        f"the file is IR {proto.ir_version}: export the model with an older IR version, or "
+        "update onnxruntime"))
+    proto.ir_version = 8  # past that check, to the opset's
+    lower = tmp_path / "ir8.onnx"
+    onnx.save(proto, str(lower))
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    kind, message = refusal(run_on(env, agent_zip, job_for(lower, "onnxruntime")))
+    assert (kind, message) == ("model_too_new", (
+        f"onnxruntime 1.12.1 here cannot load {lower}: it reads ai.onnx opsets up to 17 and "
+        f"the file uses opset {opset}: build it with the suite's `onnx: {{opset: 17}}`, or "
+        "update onnxruntime"))
+
+
+@pytest.mark.parametrize(("name", "said"), [
+    ("onnxruntime_ir_version", "it reads ONNX IR versions up to 8 and the file is IR 10: "
+     "export the model with an older IR version, or update onnxruntime"),
+    ("onnxruntime_opset", "it reads ai.onnx opsets up to 17 and the file uses opset 18: build "
+     "it with the suite's `onnx: {opset: 17}`, or update onnxruntime"),
+    ("onnxruntime_ml_opset", "it reads ai.onnx.ml opsets up to 3 and the file uses opset 4: "
+     "export it for this runtime, or update onnxruntime"),
+])
+def test_onnxruntime_words_for_a_file_too_new(name: str, said: str) -> None:
+    """As onnxruntime 1.12.1 words them (ai.onnx.ml's needs no model of its own to see)."""
+    assert newer_than_runtime(captured(name)["text"]) == said
+    assert newer_than_runtime("[ONNXRuntimeError] : 10 : INVALID_GRAPH : This is an invalid "
+                              "model.") is None
