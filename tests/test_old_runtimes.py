@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 
 from harness.agent import protocol
+from harness.agent.runtimes import numpy_minimum
 from harness.agent.runtimes.onnxruntime import newer_than_runtime
 from harness.agent.runtimes.tflite import MISSING_OP
 from harness.agent.runtimes.tflitefile import buffers_outside, operator_version_fields
+from tests.conftest import run_cli
 from tests.test_agent_portability import old_python
 
 FIXTURES = Path(__file__).parent / "fixtures" / "old_runtimes"
@@ -34,6 +36,8 @@ ENVS = {
     "tflite-2.7.0": ("3.9", ["numpy==1.21.6", "tflite-runtime==2.7.0"], []),
     # reads ONNX IR versions up to 8, ai.onnx opsets up to 17
     "onnxruntime-1.12.1": ("3.8", ["numpy==1.21.6", "onnxruntime==1.12.1"], []),
+    # declares numpy>=1.23.2: a device with an older numpy had it installed by hand
+    "tflite-2.14.0-numpy-1.19.5": ("3.8", ["tflite-runtime==2.14.0"], ["numpy==1.19.5"]),
 }
 
 SUITE = """
@@ -240,3 +244,37 @@ def test_onnxruntime_words_for_a_file_too_new(name: str, said: str) -> None:
     assert newer_than_runtime(captured(name)["text"]) == said
     assert newer_than_runtime("[ONNXRuntimeError] : 10 : INVALID_GRAPH : This is an invalid "
                               "model.") is None
+
+
+def test_a_runtime_built_for_a_newer_numpy_says_so(old_envs, built, agent_zip,
+                                                   tmp_path: Path) -> None:
+    """tflite-runtime 2.14.0 with numpy 1.19.5: `devices check` said present and every job
+    failed `agent_error` (`SystemError: ... returned a result with an error set`), the cause on
+    stderr alone. Now the check warns and a job says why in one line."""
+    env = old_env(old_envs, "tflite-2.14.0-numpy-1.19.5")
+    said = captured("tflite_numpy_abi")
+    assert "numpy 1.19.5" in said["source"] and said["exception"] == "SystemError"
+    kind, message = refusal(run_on(env, agent_zip, job_for(built / "d.tflite", "tflite")))
+    assert (kind, message) == ("runtime_unusable", (
+        "tflite_runtime 2.14.0 cannot run with numpy 1.19.5 here, older than the numpy >=1.23.2 "
+        "it declares: install numpy>=1.23.2 for it"))
+    check = {"protocol_version": protocol.PROTOCOL_VERSION, "job_id": "c", "check": True}
+    tflite = run_on(env, agent_zip, check)["check"]["runtimes"]["tflite"]
+    assert tflite["available"] is True  # a warning, not a refusal: declared minimums are strict
+    assert tflite["warning"] == ("numpy 1.19.5 here is older than the numpy >=1.23.2 that "
+                                 "tflite-runtime 2.14.0 declares")
+    profile = tmp_path / "old.yaml"
+    profile.write_text(f"name: old\npython: {env / 'bin' / 'python'}\nruntimes: [tflite]\n")
+    proc = run_cli("devices", "check", str(profile))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ("note: tflite: numpy 1.19.5 here is older than the numpy >=1.23.2 that "
+            "tflite-runtime 2.14.0 declares; its jobs may fail") in " ".join(proc.stdout.split())
+
+
+def test_numpy_minimum_reads_metadata_as_packages_write_it() -> None:
+    assert numpy_minimum(["numpy >=1.23.2"]) == "1.23.2"  # tflite-runtime 2.14.0
+    assert numpy_minimum(["coloredlogs", "numpy (>=1.21.0)"]) == "1.21.0"  # onnxruntime 1.12.1
+    assert numpy_minimum(['numpy>=1.21.6,<2; python_version < "3.11"']) == "1.21.6"
+    assert numpy_minimum(['numpy>=2; extra == "test"', "numpy-quaternion>=9"]) is None
+    assert numpy_minimum(["numpy"]) is None
+

@@ -73,6 +73,8 @@ _NUMPY_TYPES = {
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
     formats = ("onnx",)
+    distributions = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino",
+                     "onnxruntime-directml", "onnxruntime-training")
 
     def __init__(self) -> None:
         self.session: Any = None

@@ -29,8 +29,10 @@ import numpy as np
 from . import (
     ModelLoadError,
     Runtime,
+    declared_numpy,
     dequantize,
     first_line,
+    numpy_older_than_declared,
     quantize,
     release,
 )
@@ -88,6 +90,7 @@ def fc_weights_per_channel(interpreter: Any) -> int:
 class TFLiteRuntime(Runtime):
     name = "tflite"
     formats = ("tflite",)
+    distributions = (_PACKAGE.replace("_", "-"),)
 
     def __init__(self) -> None:
         self.interpreter: Any = None
@@ -131,6 +134,16 @@ class TFLiteRuntime(Runtime):
             raise ModelLoadError(
                 "model_invalid", f"LiteRT cannot load {model_path}: {first_line(err)}"
             ) from err
+        except SystemError as err:
+            # its C++ module raised with no exception set: so it does when it was built against
+            # a newer numpy than this, which it says on stderr alone
+            if numpy_older_than_declared(self.distributions[0]) is None:
+                raise
+            need = declared_numpy(self.distributions[0])
+            raise ModelLoadError(
+                "runtime_unusable", f"{self.version()} cannot run with numpy {np.__version__} "
+                f"here, older than the numpy >={need} it declares: install numpy>={need} for "
+                "it", unsupported=True) from err
         self.refuse_loaded(model_path)
         self._in = self.interpreter.get_input_details()[0]
         self._out = self.interpreter.get_output_details()[0]
