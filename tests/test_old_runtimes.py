@@ -32,7 +32,7 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge
 # name -> (Python, what pip installs, what it installs without dependencies): wheels the audit
 # ran.
 ENVS = {
-    # reads per-channel FULLY_CONNECTED weights with one scale
+    # reads per-channel FULLY_CONNECTED weights with one scale; makes no XNNPACK partition
     "tflite-2.7.0": ("3.9", ["numpy==1.21.6", "tflite-runtime==2.7.0"], []),
     # reads ONNX IR versions up to 8, ai.onnx opsets up to 17
     "onnxruntime-1.12.1": ("3.8", ["numpy==1.21.6", "onnxruntime==1.12.1"], []),
@@ -204,6 +204,20 @@ def test_an_op_version_the_old_runtime_lacks_is_unsupported(old_envs, built, age
     # the words the agent looks for, as tflite-runtime 2.7.0 wrote them
     assert MISSING_OP.search(captured("tflite_op_version")["text"]).groups() == (
         "FULLY_CONNECTED", "14")
+
+
+def test_xnnpack_is_recorded_as_in_force_only_where_it_took_operators(old_envs, built,
+                                                                      agent_zip) -> None:
+    """tflite-runtime 2.7 makes no XNNPACK partition: asked for, not in force, and the record
+    says so (it said `xnnpack: true`, `requested: ["XNNPACK"]` alone)."""
+    env = old_env(old_envs, "tflite-2.7.0")
+    result = run_on(env, agent_zip, job_for(built / "d.tflite", "tflite"))
+    assert result["status"] == "ok", result["error"]
+    options, placement = result["runtime_options"], result["placement"]
+    assert (options["xnnpack"], options["xnnpack_requested"]) == (False, True)
+    assert placement["requested"] == ["XNNPACK"] and placement["in_force"] == []
+    assert placement["partitions"] == placement["ops_delegated"] == 0
+    assert placement["cpu_fallback"] is False  # XNNPACK is the CPU: nothing fell back
 
 
 def test_onnx_newer_than_the_runtime_is_unsupported_in_one_line(old_envs, built, agent_zip,

@@ -12,6 +12,9 @@ delegate): the interpreter lists each delegate partition as a `DELEGATE` node be
 operators, and an operator belongs to a partition when it lies between the partition's inputs and
 its outputs. The Python interpreter offers no per-operator timing (benchmark_model's
 `--enable_op_profiling` does), so its `profile` is the operator list with placement, untimed.
+XNNPACK is asked for, not promised: the interpreter makes no partition where its XNNPACK takes no
+operator (tflite-runtime 2.7 for any model, 2.13 for an int8 one), so `xnnpack` among the options
+in force and `in_force` in `placement` say whether one ran, `xnnpack_requested` what was asked.
 
 An old tflite-runtime (PyPI's wheels stop at 2.14) runs some newer files wrong or not at all, and
 says so late or never; `load` refuses those as `unsupported`, naming the runtime's version and
@@ -147,10 +150,14 @@ class TFLiteRuntime(Runtime):
         self.refuse_loaded(model_path)
         self._in = self.interpreter.get_input_details()[0]
         self._out = self.interpreter.get_output_details()[0]
+        partitions = sum(1 for op in self.interpreter._get_ops_details()
+                         if op["op_name"] == DELEGATE_OP)
         self._options = {
             "package": _PACKAGE,
             "threads": int(threads) if threads else None,
-            "xnnpack": xnnpack,
+            # the partitions of other delegates cannot be told from XNNPACK's: None, not known
+            "xnnpack": (xnnpack and partitions > 0) if not delegates else None,
+            "xnnpack_requested": xnnpack,
             "delegates": list(options.get("delegates") or []),
             "input_dtype": np.dtype(self._in["dtype"]).name,
         }
@@ -223,8 +230,14 @@ class TFLiteRuntime(Runtime):
         # An accelerator delegate (Edge TPU, GPU) leaving operators to the CPU is a fallback;
         # XNNPACK is itself the CPU.
         reasons = ["ran on the CPU: " + ", ".join(left)] if asked and left else []
-        return {"requested": asked + (["XNNPACK"] if self._options.get("xnnpack") else []),
-                "ops_total": len(total), "ops_delegated": len(delegated),
+        # the delegates that took operators (the asked-for ones together: their partitions
+        # cannot be told apart), and XNNPACK where it made a partition
+        in_force = asked if asked and delegated else []
+        if self._options.get("xnnpack"):
+            in_force = in_force + ["XNNPACK"]
+        return {"requested": asked + (["XNNPACK"] if self._options.get("xnnpack_requested")
+                                      else []),
+                "in_force": in_force, "ops_total": len(total), "ops_delegated": len(delegated),
                 "partitions": sum(1 for op in ops if op["op_name"] == DELEGATE_OP),
                 "cpu_fallback": bool(reasons), "fallback_reasons": reasons}
 
