@@ -36,8 +36,9 @@ ENVS = {
     "tflite-2.7.0": ("3.9", ["numpy==1.21.6", "tflite-runtime==2.7.0"], []),
     # reads ONNX IR versions up to 8, ai.onnx opsets up to 17
     "onnxruntime-1.12.1": ("3.8", ["numpy==1.21.6", "onnxruntime==1.12.1"], []),
-    # declares numpy>=1.23.2: a device with an older numpy had it installed by hand
-    "tflite-2.14.0-numpy-1.19.5": ("3.8", ["tflite-runtime==2.14.0"], ["numpy==1.19.5"]),
+    # declares numpy>=1.23.2 (its only dependency): a device with an older numpy had it
+    # installed by hand
+    "tflite-2.14.0-numpy-1.19.5": ("3.8", [], ["tflite-runtime==2.14.0", "numpy==1.19.5"]),
 }
 
 SUITE = """
@@ -68,14 +69,16 @@ def _pip(env: Path, args: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def old_envs() -> dict[str, Path | str]:
-    """Each of ENVS's venvs, or why it cannot be had here; made side by side when absent (about
-    20 s from PyPI), then reused (`.ready` says it is complete)."""
+def old_envs(request: pytest.FixtureRequest) -> dict[str, Path | str]:
+    """Each of ENVS's venvs, or why it cannot be had here; made side by side when absent (15 to
+    35 s from PyPI, while edgebench builds the models), then reused (`.ready` says it is
+    complete, and with what)."""
     found: dict[str, Path | str] = {}
     making: dict[str, tuple[Path, subprocess.Popen[str]]] = {}
     for name, (version, packages, no_deps) in ENVS.items():
         env = CACHE / name
-        if (env / ".ready").exists():
+        ready = env / ".ready"
+        if ready.exists() and ready.read_text() == json.dumps(ENVS[name]):
             found[name] = env
             continue
         python = old_python(version)
@@ -84,17 +87,23 @@ def old_envs() -> dict[str, Path | str]:
             continue
         shutil.rmtree(env, ignore_errors=True)
         env.parent.mkdir(parents=True, exist_ok=True)
-        steps = [[python, "-m", "venv", str(env)], _pip(env, packages)]
+        # the old Python's own pip, not one installed anew in each venv (20 s on a busy machine)
+        steps = [[python, "-m", "venv", "--without-pip", "--system-site-packages", str(env)]]
+        if packages:
+            steps.append(_pip(env, packages))
         if no_deps:
             steps.append(_pip(env, ["--no-deps", *no_deps]))
         script = " && ".join(" ".join(f"'{a}'" for a in step) for step in steps)
         making[name] = env, subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE,
                                              stderr=subprocess.STDOUT, text=True)
+    if making:
+        request.getfixturevalue("built")  # meanwhile
     for name, (env, proc) in making.items():
         out, _ = proc.communicate(timeout=600)
         if proc.returncode:
             last = [line for line in out.splitlines() if line.strip()][-1:] or ["no output"]
-            found[name] = f"cannot install {' '.join(ENVS[name][1])} from PyPI: {last[0]}"
+            wanted = " ".join(ENVS[name][1] + ENVS[name][2])
+            found[name] = f"cannot install {wanted} from PyPI: {last[0]}"
             continue
         (env / ".ready").write_text(json.dumps(ENVS[name]))
         found[name] = env
@@ -108,12 +117,12 @@ def old_env(old_envs: dict[str, Path | str], name: str) -> Path:
     return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny suite built by edgebench: `d` (ONNX, TFLite), `d-int8` (TFLite, int8 weights
-    per channel), `d-fp16` (TFLite). Trained, if for one epoch: calibrated on real images, the
-    int8 model's weights are all inside its flatbuffer, as the audit's were (the converter
-    stores them after it for a model calibrated on none)."""
+    per channel), `d-fp16` (TFLite). Trained, if for one epoch, as the audit's were: built for
+    latency alone (no dataset), the int8 model's buffers lie after its flatbuffer, which an old
+    tflite-runtime refuses before it looks at the weights' scales."""
     from rich.console import Console
 
     from harness.compress.build import build_suite
