@@ -181,9 +181,11 @@ def ran_on_cpu_only(result: dict[str, Any]) -> bool:
     if result.get("accelerator"):
         return False
     placement = result.get("placement") or {}
-    if placement.get("ops_delegated"):  # LiteRT: a delegate (an Edge TPU, a GPU) took operators
+    in_force = placement.get("in_force")
+    if in_force is None and placement.get("ops_delegated"):
+        # LiteRT before it said which delegates took operators: XNNPACK's counted as another's
         return False
-    return all(p in CPU_PROVIDERS for p in placement.get("in_force") or ())
+    return all(p in CPU_PROVIDERS for p in in_force or ())
 
 
 def cpu_package_power(result: dict[str, Any], energy: dict[str, Any] | None,
