@@ -228,6 +228,10 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
                    else "this agent has no such runtime")
             table.add_row(name, "no", why, "yes")
     out.print(table)
+    for name, rt in info["runtimes"].items():
+        if rt.get("warning"):  # present, and may yet fail every job: said, not refused
+            out.print(f"  [yellow]note:[/] {escape(name)}: {escape(str(rt['warning']))}; its "
+                      "jobs may fail", soft_wrap=True)
     state = info.get("state") or {}
     temps = ", ".join(f"{k} {v:.0f}°C" for k, v in (state.get("temperatures_c") or {}).items())
     govs = sorted(set((state.get("governors") or {}).values()))

@@ -387,9 +387,9 @@ def accelerator_label(accelerator: dict[str, Any] | None,
                           if x)
         return f"{accelerator['name']} ({extra})" if extra else str(accelerator["name"])
     placement = placement or {}
-    if "in_force" in placement:  # ONNX Runtime
+    if "in_force" in placement:  # ONNX Runtime, and LiteRT's since it says
         names = [str(p) for p in placement["in_force"] or () if p not in _CPU_NAMES]
-    elif placement.get("ops_delegated"):  # LiteRT
+    elif placement.get("ops_delegated"):  # LiteRT's stored before it said `in_force`
         names = [str(d) for d in placement.get("requested") or () if d not in _CPU_NAMES]
     else:
         names = []

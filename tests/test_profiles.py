@@ -109,6 +109,7 @@ def test_litert_placement_counts_delegated_operators(tiny_tflite: Path) -> None:
     assert on["ops_total"] == off["ops_total"] > 0
     assert on["ops_delegated"] == on["ops_total"] and on["partitions"] == 1
     assert off["ops_delegated"] == 0 and off["partitions"] == 0
+    assert (on["in_force"], off["in_force"]) == (["XNNPACK"], [])
     assert on["cpu_fallback"] is off["cpu_fallback"] is False  # XNNPACK is the CPU itself
     profile = with_xnnpack["profile"]
     assert profile["tool"] == "litert_ops" and profile["timed"] is False

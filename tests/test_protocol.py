@@ -112,11 +112,18 @@ def test_both_timed_scopes_compute_the_same_outputs(tmp_path: Path, tiny_onnx: P
 def test_tflite_round_trip(tiny_tflite: Path) -> None:
     result, _ = run_agent(job_for(tiny_tflite, runtime="tflite"))
     assert result["status"] == "ok", result["error"]
-    assert result["runtime_options"]["xnnpack"] is True
+    assert result["runtime_options"]["xnnpack"] is True  # asked for, and it took operators
+    assert result["runtime_options"]["xnnpack_requested"] is True
+    assert result["placement"]["in_force"] == ["XNNPACK"]
+    from harness.agent.job import ran_on_cpu_only
+
+    assert ran_on_cpu_only(result)  # XNNPACK is the CPU, whose energy RAPL measures
     assert result["runtime_options"]["threads"] == 1
     result, _ = run_agent(job_for(tiny_tflite, runtime="tflite",
                                   options={"threads": 1, "xnnpack": False}))
     assert result["status"] == "ok" and result["runtime_options"]["xnnpack"] is False
+    assert result["runtime_options"]["xnnpack_requested"] is False
+    assert result["placement"]["in_force"] == []
 
 
 @pytest.mark.parametrize(

@@ -322,12 +322,14 @@ def test_rapl_leaves_out_a_model_that_ran_on_an_accelerator() -> None:
     figure = {"source": "rapl", "mean_w": 10.0}
     on_cpu = [{}, {"placement": {"in_force": ["CPUExecutionProvider"]}},
               {"placement": {"requested": ["XNNPACK"], "ops_delegated": 0}},
-              {"placement": {"requested": ["XNNPACK"], "ops_delegated": 11}}]
+              # XNNPACK took every operator: still the CPU, which RAPL measures
+              {"placement": {"requested": ["XNNPACK"], "in_force": ["XNNPACK"],
+                             "ops_delegated": 11}}]
     elsewhere = [{"accelerator": {"name": "NVIDIA H200"}},
                  {"placement": {"in_force": ["CUDAExecutionProvider", "CPUExecutionProvider"]}},
                  {"placement": {"requested": ["libedgetpu.so.1"], "ops_delegated": 12}},
                  {"placement": {"requested": ["libedgetpu.so.1", "XNNPACK"],
-                                "ops_delegated": 12}}]
+                                "in_force": ["libedgetpu.so.1"], "ops_delegated": 12}}]
     for result in on_cpu:
         assert agent_job.cpu_package_power(result, figure, None) is figure
     for result in elsewhere:

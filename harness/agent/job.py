@@ -181,12 +181,11 @@ def ran_on_cpu_only(result: dict[str, Any]) -> bool:
     if result.get("accelerator"):
         return False
     placement = result.get("placement") or {}
-    # LiteRT: operators taken by a delegate that is not the CPU's own (an Edge TPU, a GPU);
-    # XNNPACK, which takes every operator of a float model by default, runs on the CPU
-    accelerators = [d for d in placement.get("requested") or () if d not in CPU_PROVIDERS]
-    if placement.get("ops_delegated") and accelerators:
+    in_force = placement.get("in_force")
+    if in_force is None and placement.get("ops_delegated"):
+        # LiteRT before it said which delegates took operators: XNNPACK's counted as another's
         return False
-    return all(p in CPU_PROVIDERS for p in placement.get("in_force") or ())
+    return all(p in CPU_PROVIDERS for p in in_force or ())
 
 
 def cpu_package_power(result: dict[str, Any], energy: dict[str, Any] | None,

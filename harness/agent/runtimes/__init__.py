@@ -15,6 +15,7 @@ offered".
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,8 @@ class Runtime:
 
     name = "base"
     formats: tuple[str, ...] = ()
+    # the pip distributions the engine may come from, for what it declares it needs
+    distributions: tuple[str, ...] = ()
 
     def version(self) -> str:
         raise NotImplementedError
@@ -205,6 +208,11 @@ def available_runtimes(options: dict[str, Any] | None = None) -> dict[str, dict[
         try:
             rt = get_runtime(name)
             found[name] = {"available": True, "version": rt.version(), **rt.capabilities()}
+            # a warning, not a refusal: a declared minimum is often stricter than the need
+            # (onnxruntime 1.12.1 declares numpy>=1.21 and runs on 1.17.4)
+            warning = numpy_older_than_declared(installed_distribution(rt.distributions))
+            if warning:
+                found[name]["warning"] = warning
         except RuntimeUnavailable as err:
             found[name] = {"available": False, "reason": str(err)}
     return found
@@ -269,6 +277,68 @@ def _package_version(package: str) -> str:
         return str(metadata.version(package))
     except Exception:  # noqa: BLE001 - a version we cannot read is not a missing engine
         return "unknown"
+
+
+def installed_distribution(candidates: tuple[str, ...]) -> str | None:
+    """The first of the pip distributions `candidates` installed here (onnxruntime's module
+    comes from `onnxruntime`, `onnxruntime-gpu`, ...); None where none is."""
+    from importlib import metadata
+
+    for name in candidates:
+        try:
+            metadata.version(name)
+        except Exception:  # noqa: BLE001 - PackageNotFoundError, or metadata it cannot read
+            continue
+        return name
+    return None
+
+
+def declared_numpy(distribution: str | None) -> str | None:
+    """The oldest numpy the pip distribution declares it needs (`1.23.2` of `numpy >=1.23.2`);
+    None where it declares no minimum or its metadata cannot be read."""
+    if distribution is None:
+        return None
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires(distribution) or []
+    except Exception:  # noqa: BLE001 - no metadata: nothing declared
+        return None
+    return numpy_minimum(requires)
+
+
+def numpy_minimum(requires: list[str]) -> str | None:
+    """The `>=` bound on numpy among requirements as package metadata writes them (`numpy
+    >=1.23.2`, `numpy (>=1.21.0)`, `numpy>=1.21.6; python_version < "3.11"`), optional ones
+    (`extra == ...`) left out."""
+    for requirement in requires:
+        spec, _, marker = requirement.partition(";")
+        if "extra" in marker:  # an optional dependency
+            continue
+        found = re.fullmatch(r"\s*numpy\s*\(?\s*([<>=!~][^)]*)?\)?\s*", spec)
+        for clause in (found.group(1) or "").split(",") if found else ():
+            if clause.strip().startswith(">="):
+                return clause.strip()[2:].strip()
+    return None
+
+
+def release(version: str) -> tuple[int, ...]:
+    """The release numbers of a version (`2.9.1` of `2.9.1`, `1.23.0` of `1.23.0rc1`)."""
+    found = re.match(r"\d+(\.\d+)*", version.strip())
+    return tuple(int(n) for n in found.group(0).split(".")) if found else ()
+
+
+def numpy_older_than_declared(distribution: str | None) -> str | None:
+    """One line where numpy here is older than the pip distribution declares it needs: a
+    binary module built against a newer numpy fails when it is used, not when it is imported
+    (`module compiled against API version 0x10 but this version of numpy is 0xd`, on stderr
+    alone); None where it is not, or nothing is declared."""
+    need = declared_numpy(distribution)
+    if need is None or release(np.__version__) >= release(need):
+        return None
+    version = _package_version(str(distribution))
+    return (f"numpy {np.__version__} here is older than the numpy >={need} that {distribution} "
+            f"{version} declares")
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.ndarray:

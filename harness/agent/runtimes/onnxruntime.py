@@ -73,6 +73,8 @@ _NUMPY_TYPES = {
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
     formats = ("onnx",)
+    distributions = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino",
+                     "onnxruntime-directml", "onnxruntime-training")
 
     def __init__(self) -> None:
         self.session: Any = None
@@ -132,6 +134,11 @@ class OnnxRuntime(Runtime):
                 raise ModelLoadError(
                     "op_unsupported", f"onnxruntime {ort.__version__} here has no kernel for an "
                     f"operator of {model_path}: {first_line(err)}", unsupported=True) from err
+            too_new = newer_than_runtime(str(err))
+            if too_new:
+                raise ModelLoadError("model_too_new", f"onnxruntime {ort.__version__} here "
+                                     f"cannot load {model_path}: {too_new}",
+                                     unsupported=True) from err
             raise ModelLoadError(
                 "model_invalid", f"onnxruntime cannot load {model_path}: {first_line(err)}"
             ) from err
@@ -238,6 +245,31 @@ class OnnxRuntime(Runtime):
                 os.rmdir(self._profile_dir)
             except OSError:
                 pass
+
+
+# What ONNX Runtime says where a file is newer than it reads (its checks in model.cc and
+# model_load_utils.h, as onnxruntime 1.12.1 words them), each behind a C++ signature.
+_IR_TOO_NEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+_OPSET_TOO_NEW = re.compile(r"Opset (\d+) is under development.*Current official support for "
+                            r"domain (\S+) is till opset (\d+)", re.S)
+
+
+def newer_than_runtime(message: str) -> str | None:
+    """Why ONNX Runtime refused a file, in one line, where the file is newer than this runtime
+    reads (an ONNX IR version or an opset it does not know yet); None for any other error."""
+    ir = _IR_TOO_NEW.search(message)
+    if ir:
+        used, most = ir.groups()
+        return (f"it reads ONNX IR versions up to {most} and the file is IR {used}: export the "
+                "model with an older IR version, or update onnxruntime")
+    opset = _OPSET_TOO_NEW.search(message)
+    if opset:
+        used, domain, most = opset.groups()
+        how = (f"build it with the suite's `onnx: {{opset: {most}}}`" if domain == "ai.onnx"
+               else "export it for this runtime")
+        return (f"it reads {domain} opsets up to {most} and the file uses opset {used}: "
+                f"{how}, or update onnxruntime")
+    return None
 
 
 def model_sha256(model_path: str) -> str:

@@ -12,15 +12,34 @@ delegate): the interpreter lists each delegate partition as a `DELEGATE` node be
 operators, and an operator belongs to a partition when it lies between the partition's inputs and
 its outputs. The Python interpreter offers no per-operator timing (benchmark_model's
 `--enable_op_profiling` does), so its `profile` is the operator list with placement, untimed.
+XNNPACK is asked for, not promised: the interpreter makes no partition where its XNNPACK takes no
+operator (tflite-runtime 2.7 for any model, 2.13 for an int8 one), so `xnnpack` among the options
+in force and `in_force` in `placement` say whether one ran, `xnnpack_requested` what was asked.
+
+An old tflite-runtime (PyPI's wheels stop at 2.14) runs some newer files wrong or not at all, and
+says so late or never; `load` refuses those as `unsupported`, naming the runtime's version and
+why, before anything is measured (`refuse_file`, `refuse_loaded`).
 """
 
 from __future__ import annotations
 
+import re
+import struct
 from typing import Any
 
 import numpy as np
 
-from . import ModelLoadError, Runtime, dequantize, first_line, quantize
+from . import (
+    ModelLoadError,
+    Runtime,
+    declared_numpy,
+    dequantize,
+    first_line,
+    numpy_older_than_declared,
+    quantize,
+    release,
+)
+from .tflitefile import buffers_outside
 
 DELEGATE_OP = "DELEGATE"
 
@@ -43,9 +62,38 @@ def _package_version() -> str:
         return "unknown"
 
 
+# TFLite's own version where the package is tflite_runtime, which is numbered as TensorFlow;
+# None for ai_edge_litert, numbered anew from 1.0 and newer than every tflite_runtime.
+TFLITE_VERSION = (release(_package_version()) or None) if _PACKAGE == "tflite_runtime" else None
+# The op the old runtime has no kernel of, in the words of its error.
+MISSING_OP = re.compile(r"Didn't find op for builtin opcode '(\w+)' version '(\d+)'")
+
+
+def older_than(version: tuple[int, ...]) -> bool:
+    """Whether this is a tflite_runtime older than TFLite `version`."""
+    return TFLITE_VERSION is not None and TFLITE_VERSION < version
+
+
+def fc_weights_per_channel(interpreter: Any) -> int:
+    """How many FULLY_CONNECTED operators have weights quantized per channel (more than one
+    scale): TFLite before 2.10 reads the first scale alone for them and computes wrong outputs
+    without an error (all logits alike, top-1 at chance)."""
+    tensors = {int(t["index"]): t for t in interpreter.get_tensor_details()}
+    count = 0
+    for op in interpreter._get_ops_details():
+        if op["op_name"] != "FULLY_CONNECTED" or len(op["inputs"]) < 2:
+            continue
+        weights = tensors.get(int(op["inputs"][1])) or {}
+        scales = (weights.get("quantization_parameters") or {}).get("scales")
+        if scales is not None and len(scales) > 1:
+            count += 1
+    return count
+
+
 class TFLiteRuntime(Runtime):
     name = "tflite"
     formats = ("tflite",)
+    distributions = (_PACKAGE.replace("_", "-"),)
 
     def __init__(self) -> None:
         self.interpreter: Any = None
@@ -74,22 +122,70 @@ class TFLiteRuntime(Runtime):
                                      f"cannot load delegate {lib}: {err}") from err
         if delegates:
             kwargs["experimental_delegates"] = delegates
+        self.refuse_file(model_path)
         try:
             self.interpreter = _interp.Interpreter(**kwargs)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
+            missing = MISSING_OP.search(str(err))
+            if missing:  # a sound file from a newer converter
+                op, version = missing.groups()
+                raise ModelLoadError(
+                    "op_unsupported", f"{self.version()} here has no {op} version {version}, "
+                    f"which {model_path} uses: it is older than the converter that wrote the "
+                    "file", unsupported=True) from err
             raise ModelLoadError(
                 "model_invalid", f"LiteRT cannot load {model_path}: {first_line(err)}"
             ) from err
+        except SystemError as err:
+            # its C++ module raised with no exception set: so it does when it was built against
+            # a newer numpy than this, which it says on stderr alone
+            if numpy_older_than_declared(self.distributions[0]) is None:
+                raise
+            need = declared_numpy(self.distributions[0])
+            raise ModelLoadError(
+                "runtime_unusable", f"{self.version()} cannot run with numpy {np.__version__} "
+                f"here, older than the numpy >={need} it declares: install numpy>={need} for "
+                "it", unsupported=True) from err
+        self.refuse_loaded(model_path)
         self._in = self.interpreter.get_input_details()[0]
         self._out = self.interpreter.get_output_details()[0]
+        partitions = sum(1 for op in self.interpreter._get_ops_details()
+                         if op["op_name"] == DELEGATE_OP)
         self._options = {
             "package": _PACKAGE,
             "threads": int(threads) if threads else None,
-            "xnnpack": xnnpack,
+            # the partitions of other delegates cannot be told from XNNPACK's: None, not known
+            "xnnpack": (xnnpack and partitions > 0) if not delegates else None,
+            "xnnpack_requested": xnnpack,
             "delegates": list(options.get("delegates") or []),
             "input_dtype": np.dtype(self._in["dtype"]).name,
         }
+
+    def refuse_file(self, model_path: str) -> None:
+        """Refuse, before the interpreter reads it, a file this runtime would load and then
+        fail to run."""
+        if not older_than((2, 14)):
+            return
+        try:
+            outside = buffers_outside(model_path)
+        except (OSError, ValueError, struct.error):  # not a flatbuffer: the interpreter says so
+            return
+        if outside:
+            raise ModelLoadError(
+                "model_too_new", f"{self.version()} here cannot read {model_path}: {outside} of "
+                "its constant buffers are stored after the flatbuffer (buffer offsets), which "
+                "TFLite reads from 2.14 on", unsupported=True)
+
+    def refuse_loaded(self, model_path: str) -> None:
+        """Refuse a loaded model this runtime would run wrong without an error."""
+        if older_than((2, 10)):
+            per_channel = fc_weights_per_channel(self.interpreter)
+            if per_channel:
+                raise ModelLoadError(
+                    "op_unsupported", f"{self.version()} here would compute {model_path} wrong: "
+                    f"{per_channel} of its FULLY_CONNECTED weights are quantized per channel, and "
+                    "TFLite before 2.10 applies one scale to them", unsupported=True)
 
     def input_shape(self) -> list[int | None]:
         sig = self._in.get("shape_signature")
@@ -134,8 +230,14 @@ class TFLiteRuntime(Runtime):
         # An accelerator delegate (Edge TPU, GPU) leaving operators to the CPU is a fallback;
         # XNNPACK is itself the CPU.
         reasons = ["ran on the CPU: " + ", ".join(left)] if asked and left else []
-        return {"requested": asked + (["XNNPACK"] if self._options.get("xnnpack") else []),
-                "ops_total": len(total), "ops_delegated": len(delegated),
+        # the delegates that took operators (the asked-for ones together: their partitions
+        # cannot be told apart), and XNNPACK where it made a partition
+        in_force = asked if asked and delegated else []
+        if self._options.get("xnnpack"):
+            in_force = in_force + ["XNNPACK"]
+        return {"requested": asked + (["XNNPACK"] if self._options.get("xnnpack_requested")
+                                      else []),
+                "in_force": in_force, "ops_total": len(total), "ops_delegated": len(delegated),
                 "partitions": sum(1 for op in ops if op["op_name"] == DELEGATE_OP),
                 "cpu_fallback": bool(reasons), "fallback_reasons": reasons}
 
