@@ -254,21 +254,31 @@ _OPSET_TOO_NEW = re.compile(r"Opset (\d+) is under development.*Current official
                             r"domain (\S+) is till opset (\d+)", re.S)
 
 
+# What to do about it. edgebench writes an ONNX file at the lowest IR version its opsets need
+# (8 up to opset 18) and imports only the opsets its nodes use (`compress.export.finish_onnx`):
+# a file too new in those ways was saved by something else, or by an older edgebench.
+IR_ADVICE = ("build it again with edgebench, which saves each file at the lowest IR version "
+             "its opsets need, or update onnxruntime")
+ML_ADVICE = ("build it again with edgebench, which keeps only the opsets a file's nodes use, "
+             "or update onnxruntime")
+
+
 def newer_than_runtime(message: str) -> str | None:
     """Why ONNX Runtime refused a file, in one line, where the file is newer than this runtime
     reads (an ONNX IR version or an opset it does not know yet); None for any other error."""
     ir = _IR_TOO_NEW.search(message)
     if ir:
         used, most = ir.groups()
-        return (f"it reads ONNX IR versions up to {most} and the file is IR {used}: export the "
-                "model with an older IR version, or update onnxruntime")
+        return (f"it reads ONNX IR versions up to {most} and the file is IR {used}: "
+                + IR_ADVICE)
     opset = _OPSET_TOO_NEW.search(message)
     if opset:
         used, domain, most = opset.groups()
-        how = (f"build it with the suite's `onnx: {{opset: {most}}}`" if domain == "ai.onnx"
-               else "export it for this runtime")
-        return (f"it reads {domain} opsets up to {most} and the file uses opset {used}: "
-                f"{how}, or update onnxruntime")
+        if domain in ("ai.onnx", ""):
+            how = f"build it with the suite's `onnx: {{opset: {most}}}`, or update onnxruntime"
+        else:
+            how = ML_ADVICE
+        return f"it reads {domain} opsets up to {most} and the file uses opset {used}: {how}"
     return None
 
 
