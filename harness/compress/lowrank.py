@@ -178,7 +178,8 @@ def cp_kernel(weight: torch.Tensor, rank: int, seed: int
     if norm == 0.0:  # a kernel pruned away: ALS would fail on its singular Gram matrices
         return [np.zeros((n, rank)) for n in w.shape], 0.0
     # The numpy backend for this thread only, restored after: a caller's tensorly backend is not
-    # changed, and float64 keeps ALS from stalling on float32 round-off.
+    # changed. float64: on a kernel of the rank asked, ALS in float32 stalls at a relative error
+    # of 3e-4 (round-off), in float64 it reaches 1e-7.
     with tl.backend_context("numpy", local_threadsafe=True), warnings.catch_warnings():
         # A rank above a mode's size (3 for a 3x3 kernel): tensorly's SVD start warns that it
         # fills the rest of that factor with noise from `random_state`, which is what we want.
