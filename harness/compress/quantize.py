@@ -114,6 +114,33 @@ def _tflite_quantize(qt: Any, dst: Path, calibration: Any = None) -> None:
         result = qt.quantize(calibration) if calibration is not None else qt.quantize()
         dst.unlink(missing_ok=True)  # a rebuild replaces the old file without a warning
         result.export_model(str(dst))
+    _buffers_inside(dst)
+
+
+# TFLite's flatbuffers hold at most 2 GiB; a model past that must keep its buffers outside.
+_FLATBUFFER_MAX = 2**31 - 1
+
+
+def _buffers_inside(path: Path) -> None:
+    """Move the constant buffers of the TFLite file at `path` into its flatbuffer, where the
+    quantizer put them after it (offset and size: ai-edge-quantizer does so once a model's
+    weights pass 256 KiB, the digits CNN's at fp16). tflite-runtime before 2.14 reads no such
+    buffer: the file loaded there and failed its first inference (`Input tensor 9 lacks data`),
+    where its weights inside run on every version. A file too large for a flatbuffer keeps them
+    outside, and the agent says which runtimes cannot read it."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from harness.agent.runtimes.tflitefile import buffers_outside
+
+    raw = path.read_bytes()
+    if not buffers_outside(str(path)) or len(raw) > _FLATBUFFER_MAX:
+        return
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(raw))
+    for buffer in model.buffers:
+        if buffer.offset is not None and buffer.offset > 1:  # 1: "empty", as the schema has it
+            buffer.data = np.frombuffer(raw, np.uint8, buffer.size, buffer.offset)
+            buffer.offset = buffer.size = 0
+    path.write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _tflite_static(src: Path, dst: Path, params: dict[str, Any], ctx: StepContext) -> dict:
