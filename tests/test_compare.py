@@ -36,10 +36,13 @@ from harness.report.compare import (
     OTHER_IMAGES,
     SAME_TOP1,
     SLOWER,
+    TOP1_UNJUDGED,
+    UNJUDGED,
     compare_runs,
     failing_verdicts,
     is_regression,
     judge,
+    unjudged_sides,
     verdicts_over_runs,
 )
 from harness.report.frame import SessionReader, results_frame
@@ -165,6 +168,35 @@ def test_a_different_timed_scope_is_never_slower_or_faster() -> None:
     assert judge(a, b, scope_a="runtime", scope_b="runtime")[1] == SLOWER
     assert judge(a, b, scope_a="runtime", scope_b="end_to_end")[1] == DIFFERENT_SCOPE
     assert judge(a, b, scope_a=None, scope_b="end_to_end")[1] == SLOWER  # not recorded
+
+
+def test_the_verdicts_not_judged_on_speed_are_one_list() -> None:
+    """Found in a review: the verdicts that are no speed verdict were spelled in four places
+    (`judge`, the top-1 verdict, the nightly's not-gated reasons, the page's counts) and their
+    columns in two (the console's table, the not-gated reason). Each comes from
+    `compare.UNJUDGED` now, in the order `judge` tests them."""
+    from harness.farm import command
+    from harness.report import nightly
+
+    a, b = [10.0, 10.1, 9.9], [20.0, 20.2, 19.8]
+    every = dict(isa_a=ISA, isa_b="arm neon", accelerator_a=None, accelerator_b=H200,
+                 precision_a="fp32", precision_b="fp16", scope_a="runtime",
+                 scope_b="end_to_end", mixed=True)
+    found = []
+    for key in ("isa", "accelerator", "precision", "scope", "mixed"):
+        found.append(judge(a, b, **every)[1])
+        for side in ("_a", "_b"):
+            every.pop(key + side, None)
+        every.pop(key, None)
+    assert found == list(UNJUDGED)
+    assert command.UNJUDGED is UNJUDGED
+    assert [v for v in nightly.COUNTED if v in UNJUDGED] == list(UNJUDGED)
+    assert TOP1_UNJUDGED < set(UNJUDGED) and DIFFERENT_SCOPE not in TOP1_UNJUDGED
+    assert unjudged_sides({"accelerator_a": None, "accelerator_b": H200},
+                          DIFFERENT_ACCELERATOR) == ("none", H200)
+    assert unjudged_sides({"isa_a": ISA, "isa_b": "arm neon"}, DIFFERENT_ISA) == (ISA,
+                                                                                  "arm neon")
+    assert unjudged_sides({}, MIXED) is None
 
 
 def test_a_run_timed_end_to_end_is_not_judged_against_the_runtimes_own_run(

@@ -459,3 +459,24 @@ def test_every_reason_a_pair_is_not_judged_is_not_gated() -> None:
         assert _not_gated_kind(row) == kind
         code, meaning = exit_code([_ok()], 0, True, (), [kind])
         assert code == EXIT_OK and meaning.endswith(f"1 measurement not gated, {kind}")
+
+
+def test_a_model_moved_onto_a_gpu_is_not_gated_naming_both_sides(tmp_path: Path) -> None:
+    """A profile that moves a model onto the GPU: not gated, and why names what ran it on each
+    side, "none" where nothing did (the reason wrote Python's None), as the compare table does
+    (`compare.unjudged_sides`, one map of verdicts to columns)."""
+    gpu = "NVIDIA H200 (sm 9.0, 132 SMs)"
+    store = Store(tmp_path / "db.sqlite")
+    first = _night(store, 1)
+    add_job(store, first, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=1))
+    store.finish_run(first)
+    second = _night(store, 2)
+    add_job(store, second, "resnet", samples_ns=sessions_ns(5.0, between_sd=0.01, seed=2),
+            accelerator=gpu)
+    store.finish_run(second)
+    summary = _summary(store, first, second, [_ok()])
+    (m,) = summary["measurements"]
+    assert m["not_gated"] == (f"different accelerator (none in {first}, {gpu} now): its speed "
+                              f"cannot be judged against {first}")
+    assert summary["exit_meaning"].endswith(
+        "1 measurement not gated, on another accelerator than its baseline")

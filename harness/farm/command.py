@@ -26,14 +26,7 @@ from harness.errors import EdgebenchError, StoreError
 from harness.farm import nightly
 from harness.farm.farmfile import load_farm
 from harness.farm.summary import summary_document, write_junit, write_summary
-from harness.report.compare import (
-    DIFFERENT_ACCELERATOR,
-    DIFFERENT_ISA,
-    DIFFERENT_PRECISION,
-    DIFFERENT_SCOPE,
-    MIXED,
-    is_regression,
-)
+from harness.report.compare import UNJUDGED, is_regression, unjudged_sides
 from harness.report.progress import resume_command
 from harness.report.stats import THRESHOLD, TOP1_THRESHOLD_POINTS, check_top1_threshold
 from harness.runner import BenchOptions
@@ -314,19 +307,6 @@ def _gate(store: Store, baselines: Mapping[str, str | None], run_id: str, thresh
     return rows, differences
 
 
-# Pairs whose speed cannot be judged, by why, in the words the exit code's meaning uses: a board
-# replaced by one of another ISA, another accelerator or precision, a timer over another scope, or
-# sessions of two devices or runtimes in one measurement. Not gated, and said so, as a
-# measurement with no baseline is; passing them would be a gate that passes what it never judged.
-UNJUDGED = {
-    DIFFERENT_ISA: "on another instruction set than its baseline",
-    DIFFERENT_ACCELERATOR: "on another accelerator than its baseline",
-    DIFFERENT_PRECISION: "in another precision than its baseline",
-    DIFFERENT_SCOPE: "timed over another scope than its baseline",
-    MIXED: "of mixed sessions (devices or runtimes), or with a baseline of them",
-}
-
-
 def _not_gated_kind(row: dict[str, Any]) -> str:
     return UNJUDGED.get(str(row.get("verdict")), nightly.NO_BASELINE)
 
@@ -335,11 +315,8 @@ def _why_not_gated(row: dict[str, Any]) -> str:
     baseline = row.get("baseline_run")
     verdict = row.get("verdict")
     if verdict in UNJUDGED:
-        sides = {DIFFERENT_ISA: "isa", DIFFERENT_ACCELERATOR: "accelerator",
-                 DIFFERENT_PRECISION: "precision", DIFFERENT_SCOPE: "timed_scope"}
-        column = sides.get(str(verdict))
-        then_now = "" if column is None else \
-            f" ({row.get(column + '_a')} in {baseline}, {row.get(column + '_b')} now)"
+        sides = unjudged_sides(row, str(verdict))
+        then_now = "" if sides is None else f" ({sides[0]} in {baseline}, {sides[1]} now)"
         return f"{verdict}{then_now}: its speed cannot be judged against {baseline}"
     if baseline is not None:
         return f"no baseline measurement: not in {baseline}, the baseline of {row['device']}"

@@ -75,6 +75,33 @@ SAME_TOP1 = stats.SAME_TOP1
 # the accuracy verdicts that say top-1 changed, the ones counted and shown beside the speed's
 TOP1_CHANGES = (LOWER_TOP1, HIGHER_TOP1)
 OTHER_IMAGES = "other images"  # top-1 of another dataset or number of images: not compared
+# The verdicts of a pair that ran ok on both sides and whose speed is not judged, in the order
+# `judge` tests them, each with why in the nightly's words (the meaning of its exit code, which
+# counts them as not gated): the sides differ in what ran. Every list of such verdicts is this.
+UNJUDGED = {
+    DIFFERENT_ISA: "on another instruction set than its baseline",
+    DIFFERENT_ACCELERATOR: "on another accelerator than its baseline",
+    DIFFERENT_PRECISION: "in another precision than its baseline",
+    DIFFERENT_SCOPE: "timed over another scope than its baseline",
+    MIXED: "of mixed sessions (devices or runtimes), or with a baseline of them",
+}
+# ... the column whose two sides differ, for those where a column does (`unjudged_sides`)
+UNJUDGED_COLUMNS = {DIFFERENT_ISA: "isa", DIFFERENT_ACCELERATOR: "accelerator",
+                    DIFFERENT_PRECISION: "precision", DIFFERENT_SCOPE: "timed_scope"}
+# ... and those that leave top-1 unjudged too (the speed's reason is the top-1 verdict): another
+# ISA, accelerator or precision moves an int8 model's answers with the kernels, and a mixed side
+# is no one device's; a timer over another scope does not touch the answers
+TOP1_UNJUDGED = frozenset({DIFFERENT_ISA, DIFFERENT_ACCELERATOR, DIFFERENT_PRECISION, MIXED})
+
+
+def unjudged_sides(row: Mapping[str, Any], verdict: str) -> tuple[str, str] | None:
+    """The two sides' values (A, B; "none" where a side has none) of the column that made
+    `verdict` (`UNJUDGED_COLUMNS`); None for a verdict no column makes."""
+    column = UNJUDGED_COLUMNS.get(verdict)
+    if column is None:
+        return None
+    return (str(_text(row.get(f"{column}_a")) or "none"),
+            str(_text(row.get(f"{column}_b")) or "none"))
 
 
 def failing_verdicts(row: Mapping[str, Any]) -> list[str]:
@@ -121,17 +148,17 @@ def judge(
     a, b = list(a_medians), list(b_medians)
     run_sd, run_df = run_noise if run_noise is not None else (stats.default_run_sd(a, b), None)
     ci = stats.ratio_interval(a, b, paired=False, run_sd=run_sd, run_df=run_df)
-    if isa_a and isa_b and isa_a != isa_b:
-        return ci, DIFFERENT_ISA
-    if (accelerator_a or None) != (accelerator_b or None):
-        return ci, DIFFERENT_ACCELERATOR
-    if precision_a and precision_b and precision_a != precision_b:
-        return ci, DIFFERENT_PRECISION
-    if scope_a and scope_b and scope_a != scope_b:
-        return ci, DIFFERENT_SCOPE
-    if mixed:
-        return ci, MIXED
-    if len(a_medians) == 0 or len(b_medians) == 0:
+    found = {
+        DIFFERENT_ISA: bool(isa_a and isa_b and isa_a != isa_b),
+        DIFFERENT_ACCELERATOR: (accelerator_a or None) != (accelerator_b or None),
+        DIFFERENT_PRECISION: bool(precision_a and precision_b and precision_a != precision_b),
+        DIFFERENT_SCOPE: bool(scope_a and scope_b and scope_a != scope_b),
+        MIXED: mixed,
+    }
+    unjudged = next((v for v in UNJUDGED if found[v]), None)
+    if unjudged is not None:
+        return ci, unjudged
+    if not a or not b:
         return ci, NOT_MEASURED
     return ci, stats.verdict(ci, threshold)
 
@@ -447,7 +474,7 @@ def _accuracy_verdict(row: pd.Series, verdict: str, threshold_points: float) -> 
     a, b = plain(row.get("accuracy_top1_a")), plain(row.get("accuracy_top1_b"))
     if a is None or b is None:
         return ""
-    if verdict in (DIFFERENT_ISA, DIFFERENT_ACCELERATOR, DIFFERENT_PRECISION, MIXED):
+    if verdict in TOP1_UNJUDGED:
         return verdict
     n_a, n_b = plain(row.get("accuracy_n_a")), plain(row.get("accuracy_n_b"))
     if n_a != n_b or plain(row.get("dataset_a")) != plain(row.get("dataset_b")):

@@ -103,11 +103,8 @@ def _e(value: Any) -> str:
 
 
 # Verdicts in the order the status block counts them: what needs a look first.
-COUNTED = (compare.SLOWER, compare.NEWLY_FAILING, compare.INCONCLUSIVE, compare.DIFFERENT_ISA,
-           compare.DIFFERENT_ACCELERATOR, compare.DIFFERENT_PRECISION, compare.DIFFERENT_SCOPE,
-           compare.MIXED,
-           compare.NOT_MEASURED, compare.ONLY_A, compare.FASTER, compare.NO_CHANGE, compare.FIXED,
-           compare.ONLY_B)
+COUNTED = (compare.SLOWER, compare.NEWLY_FAILING, compare.INCONCLUSIVE, *compare.UNJUDGED,
+           compare.ONLY_A, compare.FASTER, compare.NO_CHANGE, compare.FIXED, compare.ONLY_B)
 # ... and of top-1, beside them
 TOP1_COUNTED = compare.TOP1_CHANGES
 
