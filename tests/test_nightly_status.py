@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from harness.bench import plan_record, what_record
@@ -453,7 +454,8 @@ def test_every_reason_a_pair_is_not_judged_is_not_gated() -> None:
     from harness.report import compare
 
     assert set(UNJUDGED) == {compare.DIFFERENT_ISA, compare.DIFFERENT_ACCELERATOR,
-                             compare.DIFFERENT_PRECISION, compare.DIFFERENT_SCOPE, compare.MIXED}
+                             compare.DIFFERENT_PRECISION, compare.DIFFERENT_SCOPE, compare.MIXED,
+                             compare.NOT_MEASURED}
     for verdict, kind in UNJUDGED.items():
         row = {"verdict": verdict, "status_b": "ok", "baseline_run": "n1", "device": "pi5"}
         assert _not_gated_kind(row) == kind
@@ -480,3 +482,30 @@ def test_a_model_moved_onto_a_gpu_is_not_gated_naming_both_sides(tmp_path: Path)
                               f"cannot be judged against {first}")
     assert summary["exit_meaning"].endswith(
         "1 measurement not gated, on another accelerator than its baseline")
+
+
+def test_an_ok_measurement_with_no_usable_session_is_not_gated(tmp_path: Path) -> None:
+    """Found in a review: a measurement that ran ok but whose every session median is 0 (a timer
+    too coarse for the model) has no speed to judge: compare says "not measured", which the gate
+    neither failed nor counted as not gated, and the night passed as "every device measured and
+    no regression". It is not gated, saying which side has no usable median."""
+    store = Store(tmp_path / "db.sqlite")
+    first = _night(store, 1)
+    add_job(store, first, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=1))
+    add_job(store, first, "tiny", samples_ns=sessions_ns(0.5, between_sd=0.01, seed=3))
+    store.finish_run(first)
+    second = _night(store, 2)
+    add_job(store, second, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=2))
+    add_job(store, second, "tiny", samples_ns=[np.zeros(50, dtype=np.int64)] * 3)
+    store.finish_run(second)
+    summary = _summary(store, first, second, [_ok()])
+    tiny = next(m for m in summary["measurements"] if m["model"] == "tiny")
+    assert tiny["status_b"] == "ok" and tiny["verdict"] == "not measured"
+    assert tiny["not_gated"] == (f"not measured (no usable session median now): its speed "
+                                 f"cannot be judged against {first}")
+    assert summary["not_gated"] == 1 and summary["exit_code"] == EXIT_OK
+    assert summary["exit_meaning"] == (
+        "every device measured and no regression; 1 measurement not gated, with no usable "
+        "session median, or a baseline without one")
+    junit = ET.parse(write_junit(tmp_path / "junit.xml", summary)).getroot()
+    assert junit.get("skipped") == "1" and junit.get("errors") == "0"

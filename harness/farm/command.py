@@ -26,7 +26,7 @@ from harness.errors import EdgebenchError, StoreError
 from harness.farm import nightly
 from harness.farm.farmfile import load_farm
 from harness.farm.summary import summary_document, write_junit, write_summary
-from harness.report.compare import UNJUDGED, is_regression, unjudged_sides
+from harness.report.compare import NOT_MEASURED, UNJUDGED, is_regression, unjudged_sides
 from harness.report.progress import resume_command
 from harness.report.stats import THRESHOLD, TOP1_THRESHOLD_POINTS, check_top1_threshold
 from harness.runner import BenchOptions
@@ -270,8 +270,11 @@ def _gate(store: Store, baselines: Mapping[str, str | None], run_id: str, thresh
     """Each measurement of the nightly with its verdict against its device's baseline run
     (`baselines`, by device; `baseline_run` in each row), and the fingerprint differences. A
     measurement that fails with nothing to compare it with (no baseline, or a model new since
-    it) never ran ok before: newly failing. One that ran ok with nothing to compare it with
-    cannot be gated: it says why in `not_gated`, and is counted apart, not passed in silence."""
+    it) never ran ok before: newly failing. One that ran ok with nothing to compare it with, or
+    whose speed cannot be judged against its baseline measurement (`compare.UNJUDGED`: another
+    ISA, accelerator, precision or timed scope, mixed sessions, a side with no usable session
+    median), cannot be gated: it says why in `not_gated`, and is counted apart, not passed in
+    silence."""
     from harness.report.compare import NEWLY_FAILING, ONLY_A, ONLY_B, judge_together
     from harness.report.nightly import gate
 
@@ -314,6 +317,11 @@ def _not_gated_kind(row: dict[str, Any]) -> str:
 def _why_not_gated(row: dict[str, Any]) -> str:
     baseline = row.get("baseline_run")
     verdict = row.get("verdict")
+    if verdict == NOT_MEASURED:  # ok on both sides, with no session median a log can take
+        where = [f"in {baseline}" if not row.get("sessions_a") else "",
+                 "now" if not row.get("sessions_b") else ""]
+        return (f"{verdict} (no usable session median {' or '.join(filter(None, where))}): "
+                f"its speed cannot be judged against {baseline}")
     if verdict in UNJUDGED:
         sides = unjudged_sides(row, str(verdict))
         then_now = "" if sides is None else f" ({sides[0]} in {baseline}, {sides[1]} now)"

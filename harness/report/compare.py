@@ -77,20 +77,24 @@ TOP1_CHANGES = (LOWER_TOP1, HIGHER_TOP1)
 OTHER_IMAGES = "other images"  # top-1 of another dataset or number of images: not compared
 # The verdicts of a pair that ran ok on both sides and whose speed is not judged, in the order
 # `judge` tests them, each with why in the nightly's words (the meaning of its exit code, which
-# counts them as not gated): the sides differ in what ran. Every list of such verdicts is this.
+# counts them as not gated): the sides differ in what ran, or a side has no session median a log
+# can take (NOT_MEASURED, also the verdict of a pair failing on both sides). Every list of such
+# verdicts is this one.
 UNJUDGED = {
     DIFFERENT_ISA: "on another instruction set than its baseline",
     DIFFERENT_ACCELERATOR: "on another accelerator than its baseline",
     DIFFERENT_PRECISION: "in another precision than its baseline",
     DIFFERENT_SCOPE: "timed over another scope than its baseline",
     MIXED: "of mixed sessions (devices or runtimes), or with a baseline of them",
+    NOT_MEASURED: "with no usable session median, or a baseline without one",
 }
 # ... the column whose two sides differ, for those where a column does (`unjudged_sides`)
 UNJUDGED_COLUMNS = {DIFFERENT_ISA: "isa", DIFFERENT_ACCELERATOR: "accelerator",
                     DIFFERENT_PRECISION: "precision", DIFFERENT_SCOPE: "timed_scope"}
 # ... and those that leave top-1 unjudged too (the speed's reason is the top-1 verdict): another
 # ISA, accelerator or precision moves an int8 model's answers with the kernels, and a mixed side
-# is no one device's; a timer over another scope does not touch the answers
+# is no one device's; a timer over another scope, or sessions without a usable median, do not
+# touch the answers
 TOP1_UNJUDGED = frozenset({DIFFERENT_ISA, DIFFERENT_ACCELERATOR, DIFFERENT_PRECISION, MIXED})
 
 
@@ -154,13 +158,10 @@ def judge(
         DIFFERENT_PRECISION: bool(precision_a and precision_b and precision_a != precision_b),
         DIFFERENT_SCOPE: bool(scope_a and scope_b and scope_a != scope_b),
         MIXED: mixed,
+        NOT_MEASURED: not a or not b,
     }
     unjudged = next((v for v in UNJUDGED if found[v]), None)
-    if unjudged is not None:
-        return ci, unjudged
-    if not a or not b:
-        return ci, NOT_MEASURED
-    return ci, stats.verdict(ci, threshold)
+    return ci, unjudged or stats.verdict(ci, threshold)
 
 
 def fingerprint_differences(pairs: pd.DataFrame) -> dict[str, list[str]]:
