@@ -714,6 +714,24 @@ def _nightly_verdicts(store: Store, nights: list[tuple[float, dict]], device: st
     return runs, list(verdicts_over_runs(history, SessionReader(store).medians))
 
 
+@pytest.mark.parametrize("recorded", ["never", "not at first"])
+def test_nightly_verdicts_without_an_isa_take_their_spread_as_compare_does(
+        tmp_path: Path, recorded: str) -> None:
+    """Found in a review: the trend compared the ISA of its history raw, its neighbours through
+    `_text`. An ISA not recorded reads None in a history of such runs alone and NaN beside
+    recorded ones: None equalled None, so the trend measured a run-to-run spread where compare,
+    which has none without an ISA, assumed one, and called no change (and slower) where compare
+    was inconclusive; NaN, unequal to itself, happened to agree."""
+    store = Store(tmp_path / "x.db")
+    bare = {k: v for k, v in FINGERPRINT.items() if k != "isa"}
+    nights = [(m, {"fingerprint": bare} if recorded == "never" or k < 2 else {})
+              for k, m in enumerate((10.0, 10.02, 9.99, 10.01, 10.05, 10.0, 10.8))]
+    runs, verdicts = _nightly_verdicts(store, nights)
+    for prev, cur in zip(runs, runs[1:], strict=False):
+        pair = compare_runs(store, prev, cur, allow_different_devices=True).table.iloc[0]
+        assert verdicts[runs.index(cur)] == pair["verdict"], (runs.index(cur), pair["run_sd_from"])
+
+
 def test_nightly_verdicts_do_not_judge_across_accelerators(tmp_path: Path) -> None:
     """A farm's CUDA box whose GPU was swapped: the night of the swap is not judged, and the
     nights after it take their run-to-run spread only from runs on the new GPU."""

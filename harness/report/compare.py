@@ -500,7 +500,8 @@ def verdicts_over_runs(
       device, or the one given;
     - the run-to-run spread comes from the ok rows of `history` up to that run with its file,
       instruction set, accelerator, precision and timed scope, none of mixed sessions, the last
-      HISTORY_RUNS of them (`history_noise`); `compare_runs` takes them from every run in the
+      HISTORY_RUNS of them (`history_noise`; none where its file or ISA is not recorded, as in
+      `compare_runs`); `compare_runs` takes them from every run in the
       store, those outside `history` too (older than the trend's window, or of another command),
       in the order they were stored, matching the file by its sha256 whatever the model's name.
     """
@@ -512,11 +513,13 @@ def verdicts_over_runs(
         for i in range(1, len(rows)):
             prev, cur = rows[i - 1], rows[i]
             earlier = [list(medians(r.job_id)) for r in rows[:i]
-                       if r.model_sha256 == prev.model_sha256 and r.isa == prev.isa
+                       if _text(r.model_sha256) == _text(prev.model_sha256)
+                       and _text(r.isa) == _text(prev.isa)
                        and _text(r.accelerator) == _text(prev.accelerator)
                        and _text(r.precision) == _text(prev.precision)
                        and _text(r.timed_scope) == _text(prev.timed_scope)
-                       and not _mixed(r.flags)]
+                       and not _mixed(r.flags)] \
+                if _text(prev.model_sha256) and _text(prev.isa) else []  # as `_run_noise`
             _, verdicts[cur.Index] = judge(
                 medians(prev.job_id),
                 medians(cur.job_id),
