@@ -972,6 +972,25 @@ def test_the_measurements_of_a_comparison_are_judged_together(tmp_path: Path, ca
     assert compare_runs(small, a1, b1).table.iloc[0]["verdict"] == SLOWER
 
 
+def test_the_trend_judges_each_runs_measurements_together(tmp_path: Path) -> None:
+    """Found in a review: the trend judged each pair alone, so the nightly's page showed in red
+    as slower, and ringed, a measurement the gate (which judges them together) called
+    inconclusive. Each run's pairs with their previous runs are a family, as a comparison's."""
+    store, runs = _many_models(tmp_path, {"m00": 1.3, "m01": 3.0})
+    history = results_frame(store, runs)
+    started = {r.run_id: r.started_at for r in store.runs()}
+    history = history.assign(run_started_at=history["run_id"].map(started))
+    verdicts = verdicts_over_runs(history, SessionReader(store).medians)
+    for a, b in zip(runs, runs[1:], strict=False):
+        table = compare_runs(store, a, b).table.set_index("model")
+        mine = history["run_id"] == b
+        got = dict(zip(history.loc[mine, "model"], verdicts[mine], strict=True))
+        assert got == table["verdict"].to_dict()
+    in_b = dict(zip(history.loc[history["run_id"] == runs[1], "model"],
+                    verdicts[history["run_id"] == runs[1]], strict=True))
+    assert in_b["m00"] == INCONCLUSIVE and in_b["m01"] == SLOWER  # m00 is slower alone
+
+
 def test_a_nightly_judges_every_devices_measurements_together(tmp_path: Path) -> None:
     """A nightly's devices may each have their own baseline run (the last that measured it
     ok), each compared apart: judged per baseline, d0's one measurement was a family of one.

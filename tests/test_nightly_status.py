@@ -30,7 +30,7 @@ from harness.report.compare import is_regression
 from harness.report.nightly import write_trend
 from harness.runner import BenchOptions
 from harness.store import Store
-from tests.test_report_synthetic import FINGERPRINT, ISA, add_job, sessions_ns
+from tests.test_report_synthetic import FINGERPRINT, ISA, add_job, exact_median_ns, sessions_ns
 
 COMMAND = "edgebench nightly --farm devices/farm.yaml --suite models/demo.yaml"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -509,3 +509,30 @@ def test_an_ok_measurement_with_no_usable_session_is_not_gated(tmp_path: Path) -
         "session median, or a baseline without one")
     junit = ET.parse(write_junit(tmp_path / "junit.xml", summary)).getroot()
     assert junit.get("skipped") == "1" and junit.get("errors") == "0"
+
+
+def test_the_page_shows_slower_where_the_gate_counts_slower(tmp_path: Path) -> None:
+    """Found in a review: the page's table judged each measurement alone against the nightly
+    before, so one index.html showed "slower" in red where its status block, from the gate
+    (which judges a nightly's measurements together), counted it inconclusive. Of 30 models, one
+    30% slower (slower alone, not among 30) and one 3x slower: one slower cell, one ring."""
+    store = Store(tmp_path / "db.sqlite")
+    nights = []
+    for night in (1, 2):
+        run = _night(store, night)
+        for i in range(30):
+            scale = {"m00": 1.3, "m01": 3.0}.get(f"m{i:02d}", 1.0) if night == 2 else 1.0
+            add_job(store, run, f"m{i:02d}", samples_ns=[
+                exact_median_ns(m * scale, seed=s) for s, m in enumerate([10.0, 10.1, 9.9, 10.0])])
+        store.finish_run(run)
+        nights.append(run)
+    summary = _summary(store, nights[0], nights[1], [_ok()])
+    verdicts = {m["model"]: m["verdict"] for m in summary["measurements"]}
+    assert verdicts["m00"] == "inconclusive" and verdicts["m00"] != \
+        next(m for m in summary["measurements"] if m["model"] == "m00")["verdict_alone"]
+    write_trend(store, nights[1], nights, ["pi5"], tmp_path / "out", summary=summary)
+    page = (tmp_path / "out" / "index.html").read_text()
+    status, table = page.split("<h2>Trends</h2>")
+    assert "<span class=bad>1 slower</span>" in status
+    rows = {row.split("</td>")[1].removeprefix("<td>"): row for row in table.split("<tr>")[2:]}
+    assert [model for model, row in rows.items() if "slower" in row] == ["m01"]

@@ -8,7 +8,9 @@ so their sessions are not paired), and `stats.verdict` with a practical threshol
 slower or faster only when the whole 95% interval lies beyond 1 +/- T, no change when it lies
 within, inconclusive otherwise; noise alone almost never gives the first two. The pairs of a
 comparison are judged together (`judge_together`): a pair slower or faster on its own is so
-only where Holm's rule over all of them agrees, else inconclusive. A pair measured
+only where Holm's rule over all of them agrees, else inconclusive; so are the pairs of each run
+of a trend with their previous runs (`verdicts_over_runs`), which the nightly's page and the
+rings of `plots.trends_figure` show. A pair measured
 on CPUs with different instruction sets (the `isa` of its fingerprint) gets "different
 instruction set" and never a speed verdict: other kernels ran; so does a pair whose model ran on
 different accelerators (`accelerator`: another GPU, execution provider or delegate, or one on
@@ -33,7 +35,7 @@ slower, newly failing, or lower top-1. The rich table of the comparison is in `c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -483,6 +485,22 @@ def _accuracy_verdict(row: pd.Series, verdict: str, threshold_points: float) -> 
     return stats.top1_verdict(a, b, n_b, threshold_points)
 
 
+# What the trend reads of each row of its history to pair it with its previous run.
+_TREND_COLUMNS = ("run_id", "job_id", "isa", "accelerator", "precision", "timed_scope",
+                  "model_sha256", "flags")
+
+
+def _previous_runs(history: pd.DataFrame) -> Iterator[tuple[Any, Any, list[Any]]]:
+    """Each ok row of `history` after the first of its measurement (JOB_KEYS) there, as
+    (previous, row, earlier): the measurement's previous ok run in `history` (in the order the
+    runs were begun, `frame.in_run_order`), the row, and its ok rows up to that previous one."""
+    ok = in_run_order(history[history["status"] == "ok"])
+    for _, series in ok.groupby(list(JOB_KEYS), dropna=False, sort=False):
+        rows = list(series[list(_TREND_COLUMNS)].itertuples())
+        for i in range(1, len(rows)):
+            yield rows[i - 1], rows[i], rows[:i]
+
+
 def verdicts_over_runs(
     history: pd.DataFrame,
     medians: Callable[[str], pd.Series],
@@ -493,46 +511,53 @@ def verdicts_over_runs(
     verdict against the same measurement (JOB_KEYS) in the previous run of `history` that
     measured it ok; "" for its first run there.
 
-    The trend's view of `compare_runs`, by the same rule (`judge`), but on what `history` holds
-    alone, so that a ring here and the gate's verdict on the same nightly can differ:
+    The trend's view of `compare_runs`, by the same rule: each pair judged (`judge`), then the
+    pairs of each run judged together (`judge_together`, Holm's rule), as the gate judges every
+    pair of a nightly, so that a ring or a red "slower" on the nightly's page is a verdict the
+    gate would give. It rests on what `history` holds alone, so the two can still differ:
     - the run compared against is the measurement's own previous ok run in `history` (in the
       order the runs were begun, `frame.in_run_order`); the gate's baseline is one run per
-      device, or the one given;
+      device, or the one given; so the family of a run is its pairs with their own previous
+      runs, the gate's its pairs with their baselines;
     - the run-to-run spread comes from the ok rows of `history` up to that run with its file,
       instruction set, accelerator, precision and timed scope, none of mixed sessions, the last
       HISTORY_RUNS of them (`history_noise`; none where its file or ISA is not recorded, as in
-      `compare_runs`); `compare_runs` takes them from every run in the
-      store, those outside `history` too (older than the trend's window, or of another command),
-      in the order they were stored, matching the file by its sha256 whatever the model's name.
+      `compare_runs`); `compare_runs` takes them from every run in the store, those outside
+      `history` too (older than the trend's window, or of another command), in the order they
+      were stored, matching the file by its sha256 whatever the model's name.
     """
     verdicts = pd.Series("", index=history.index, dtype=object)
-    ok = in_run_order(history[history["status"] == "ok"])
-    for _, series in ok.groupby(list(JOB_KEYS), dropna=False, sort=False):
-        rows = list(series[["job_id", "isa", "accelerator", "precision", "timed_scope",
-                            "model_sha256", "flags"]].itertuples())
-        for i in range(1, len(rows)):
-            prev, cur = rows[i - 1], rows[i]
-            earlier = [list(medians(r.job_id)) for r in rows[:i]
-                       if _text(r.model_sha256) == _text(prev.model_sha256)
-                       and _text(r.isa) == _text(prev.isa)
-                       and _text(r.accelerator) == _text(prev.accelerator)
-                       and _text(r.precision) == _text(prev.precision)
-                       and _text(r.timed_scope) == _text(prev.timed_scope)
-                       and not _mixed(r.flags)] \
-                if _text(prev.model_sha256) and _text(prev.isa) else []  # as `_run_noise`
-            _, verdicts[cur.Index] = judge(
-                medians(prev.job_id),
-                medians(cur.job_id),
-                threshold=threshold,
-                isa_a=_text(prev.isa),
-                isa_b=_text(cur.isa),
-                accelerator_a=_text(prev.accelerator),
-                accelerator_b=_text(cur.accelerator),
-                precision_a=_text(prev.precision),
-                precision_b=_text(cur.precision),
-                scope_a=_text(prev.timed_scope),
-                scope_b=_text(cur.timed_scope),
-                mixed=_mixed(prev.flags) or _mixed(cur.flags),
-                run_noise=history_noise(earlier),
-            )
+    families: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
+    for prev, cur, before in _previous_runs(history):
+        earlier = [list(medians(r.job_id)) for r in before
+                   if _text(r.model_sha256) == _text(prev.model_sha256)
+                   and _text(r.isa) == _text(prev.isa)
+                   and _text(r.accelerator) == _text(prev.accelerator)
+                   and _text(r.precision) == _text(prev.precision)
+                   and _text(r.timed_scope) == _text(prev.timed_scope)
+                   and not _mixed(r.flags)] \
+            if _text(prev.model_sha256) and _text(prev.isa) else []  # as `_run_noise`
+        ci, alone = judge(
+            medians(prev.job_id),
+            medians(cur.job_id),
+            threshold=threshold,
+            isa_a=_text(prev.isa),
+            isa_b=_text(cur.isa),
+            accelerator_a=_text(prev.accelerator),
+            accelerator_b=_text(cur.accelerator),
+            precision_a=_text(prev.precision),
+            precision_b=_text(cur.precision),
+            scope_a=_text(prev.timed_scope),
+            scope_b=_text(cur.timed_scope),
+            mixed=_mixed(prev.flags) or _mixed(cur.flags),
+            run_noise=history_noise(earlier),
+        )
+        pair: dict[str, Any] = {"verdict": alone, "verdict_alone": alone}
+        if alone in SPEED_VERDICTS:
+            pair["p_slower"], pair["p_faster"] = stats.p_beyond(ci, threshold)
+        families.setdefault(cur.run_id, []).append((cur.Index, pair))
+    for family in families.values():
+        judge_together([pair for _, pair in family])
+        for index, pair in family:
+            verdicts[index] = pair["verdict"]
     return verdicts

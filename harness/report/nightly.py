@@ -8,7 +8,8 @@ on a board) do not stop the gate: they are returned with it, and a pair on a dif
 set still gets no speed verdict. `write_trend` writes `trends.png/pdf` (median latency with its
 95% interval over the nightlies, a panel per device, each measurement relative to its own median,
 what changed in the last nightly in colour, slower than the previous nightly ringed:
-`plots.trends`),
+`plots.trends`, by `compare.verdicts_over_runs`, which judges each nightly's measurements
+together as the gate does),
 `accuracy.png/pdf` (top-1 with its Wilson interval; at farm scale each model's change from its
 own median, what changed in the last nightly in colour: `plots.accuracy_trends`) and `index.html`:
 first the verdict, for the operator who opens it in the morning (the exit code and what it
@@ -256,7 +257,8 @@ def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, written: list[Path
         "<h2>Trends</h2>"
         "<p>Median latency in ms [95% CI] of each nightly, and top-1 accuracy where the model has "
         "data; <span class=bad>slower</span>: the whole 95% interval of the ratio to the "
-        "previous nightly lies above 1 + T (the rule of <code>edgebench compare</code>). A top-1 "
+        "previous nightly lies above 1 + T, and Holm's rule over that nightly's measurements "
+        "agrees (the rule of <code>edgebench compare</code> and of the gate). A top-1 "
         "that differs from the nightly before by one image or more shows the change in points: "
         "the same images go through the same file each night, so it is a change of what the "
         "board computes. The ISA column names the CPU extensions that picked the kernels of "

@@ -979,7 +979,8 @@ def trends_figure(
     """Latency of each job over runs, one panel per device, as its ratio to the job's own
     median over the runs shown, on one log axis for every panel: a job of 0.1 ms and one of
     50 ms share it, and a 20% change reads as such. The runs where a job got slower than in its
-    previous run are ringed. A job measured in one run only is left out (None when that leaves
+    previous run (`verdicts`: a run's pairs judged together, as the gate judges a nightly's)
+    are ringed. A job measured in one run only is left out (None when that leaves
     nothing), unless it failed in the last run.
 
     At farm scale (more jobs than the palette has colours) only the jobs that changed in the
@@ -1082,7 +1083,8 @@ def trends_figure(
             ring = Line2D([], [], marker="o", linestyle="", markerfacecolor="none",
                           markeredgecolor="#D55E00", markersize=7, markeredgewidth=1.4)
             # the rule in full is in the caption; the legend keeps its columns narrow
-            entries.append((ring, f"slower than its previous run beyond {threshold:.0%} (95% CI)"))
+            entries.append((ring, f"slower than its previous run beyond {threshold:.0%} "
+                                  "(95% CI, with the run's others)"))
         if clipped:
             entries.append((Line2D([], [], marker="^", color="black", linestyle="",
                                    markersize=4), CLIPPED_LABEL))
@@ -1218,7 +1220,8 @@ PLOT_TITLES = {
     "(or there is none), so that it is not shown faster or slower",
     "trends": "Median latency (the geometric mean of the session medians) across runs relative "
     "to each measurement's own median over them (95% CI), "
-    "slower than the previous run ringed; at farm scale what changed in the last run in colour",
+    "slower than the previous run ringed (the rule of edgebench compare, each run's "
+    "measurements judged together); at farm scale what changed in the last run in colour",
 }
 
 
