@@ -176,6 +176,39 @@ def test_the_page_shows_a_top1_change_of_one_image_or_more(tmp_path: Path) -> No
     assert "points" not in rows["steady"]  # 0.2 of an image is rounding, not a change
 
 
+def test_the_page_shows_a_top1_change_by_the_gates_rule_and_threshold(tmp_path: Path) -> None:
+    """Found in a review: the page showed any change of one image, under the gate's threshold
+    (`--top1-threshold`, which never reached the page), and changes on other images (another
+    count), which the gate does not compare: the page said "-0.1 points" in red where the gate
+    said "same top-1". It shows a change by the gate's rule and threshold."""
+    store = Store(tmp_path / "x.db")
+    runs = []
+    for night, (one, other, n) in enumerate(((0.7, 0.70, 1000), (0.6992, 0.68, 500)), start=1):
+        run = _night(store, night)  # "one": 8 of the same 10,000 images, 0.08 points
+        add_job(store, run, "one", accuracy_top1=one, accuracy_n=10_000,
+                samples_ns=sessions_ns(5.0, seed=night))
+        add_job(store, run, "other", accuracy_top1=other, accuracy_n=n,
+                samples_ns=sessions_ns(7.0, seed=10 + night))
+        store.finish_run(run)
+        runs.append(run)
+    summary = _summary(store, runs[0], runs[1], [_ok()])
+    assert {m["model"]: m["accuracy_verdict"] for m in summary["measurements"]} == {
+        "one": "same top-1", "other": "other images"}
+
+    def rows(out: Path) -> dict[str, str]:
+        page = (out / "index.html").read_text().split("<h2>Trends</h2>")[1]
+        return {row.split("</td>")[1].removeprefix("<td>"): row for row in page.split("<tr>")[2:]}
+
+    write_trend(store, runs[-1], runs, ["pi5"], tmp_path / "out", summary=summary)
+    shown = rows(tmp_path / "out")
+    assert "points" not in shown["one"] and "points" not in shown["other"]
+    write_trend(store, runs[-1], runs, ["pi5"], tmp_path / "low", top1_threshold=0.05)
+    shown = rows(tmp_path / "low")
+    assert "top-1 0.699 <span class=bad>-0.1 points</span>" in shown["one"]
+    assert "points" not in shown["other"]
+    assert "more than 0.05 points" in (tmp_path / "low" / "index.html").read_text()
+
+
 def test_fewer_images_right_fails_the_gate_and_is_shown(tmp_path: Path) -> None:
     """A runtime update on a board that costs an int8 model 4 of the same 1000 images fails the
     nightly as a regression, at the same speed; junit and the page say what changed."""

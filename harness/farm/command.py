@@ -190,7 +190,8 @@ def _gate_and_report(args: NightlyArgs, plan: nightly.NightlyPlan, report: Any,
 
         try:
             write_trend(store, nightly_id, nightly.nightly_ids(store, nightly_id), names, out,
-                        threshold=args.threshold, summary=summary)
+                        threshold=args.threshold, summary=summary,
+                        top1_threshold=args.top1_threshold)
             write_summary(out / "summary.json", summary)
             write_junit(out / "junit.xml", summary)
         except OSError as err:  # measured and stored: what is lost is the report alone

@@ -154,16 +154,37 @@ def judge(
     a, b = list(a_medians), list(b_medians)
     run_sd, run_df = run_noise if run_noise is not None else (stats.default_run_sd(a, b), None)
     ci = stats.ratio_interval(a, b, paired=False, run_sd=run_sd, run_df=run_df)
+    unjudged = unjudged_verdict(
+        isa_a=isa_a, isa_b=isa_b, accelerator_a=accelerator_a, accelerator_b=accelerator_b,
+        precision_a=precision_a, precision_b=precision_b, scope_a=scope_a, scope_b=scope_b,
+        mixed=mixed, measured=bool(a) and bool(b))
+    return ci, unjudged or stats.verdict(ci, threshold)
+
+
+def unjudged_verdict(
+    *,
+    isa_a: str | None = None,
+    isa_b: str | None = None,
+    accelerator_a: str | None = None,
+    accelerator_b: str | None = None,
+    precision_a: str | None = None,
+    precision_b: str | None = None,
+    scope_a: str | None = None,
+    scope_b: str | None = None,
+    mixed: bool = False,
+    measured: bool = True,
+) -> str | None:
+    """Why a pair that ran ok on both sides is not judged on its speed (`UNJUDGED`, the first
+    that applies, as `judge` gives it), or None; `measured`: both sides have a session median."""
     found = {
         DIFFERENT_ISA: bool(isa_a and isa_b and isa_a != isa_b),
         DIFFERENT_ACCELERATOR: (accelerator_a or None) != (accelerator_b or None),
         DIFFERENT_PRECISION: bool(precision_a and precision_b and precision_a != precision_b),
         DIFFERENT_SCOPE: bool(scope_a and scope_b and scope_a != scope_b),
         MIXED: mixed,
-        NOT_MEASURED: not a or not b,
+        NOT_MEASURED: not measured,
     }
-    unjudged = next((v for v in UNJUDGED if found[v]), None)
-    return ci, unjudged or stats.verdict(ci, threshold)
+    return next((v for v in UNJUDGED if found[v]), None)
 
 
 def fingerprint_differences(pairs: pd.DataFrame) -> dict[str, list[str]]:
@@ -468,7 +489,8 @@ def _setting(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _accuracy_verdict(row: pd.Series, verdict: str, threshold_points: float) -> str:
+def _accuracy_verdict(row: pd.Series | Mapping[str, Any], verdict: str,
+                      threshold_points: float) -> str:
     """Top-1 of a pair that ran ok on both sides: judged on the same images (dataset and their
     number), on the same instruction set, accelerator and precision, each side on one device
     (else the speed's reason, as an int8 model's top-1 moves with the kernels); "" where a side
@@ -487,7 +509,7 @@ def _accuracy_verdict(row: pd.Series, verdict: str, threshold_points: float) -> 
 
 # What the trend reads of each row of its history to pair it with its previous run.
 _TREND_COLUMNS = ("run_id", "job_id", "isa", "accelerator", "precision", "timed_scope",
-                  "model_sha256", "flags")
+                  "model_sha256", "flags", "accuracy_top1", "accuracy_n", "dataset")
 
 
 def _previous_runs(history: pd.DataFrame) -> Iterator[tuple[Any, Any, list[Any]]]:
@@ -561,3 +583,32 @@ def verdicts_over_runs(
         for index, pair in family:
             verdicts[index] = pair["verdict"]
     return verdicts
+
+
+def accuracy_over_runs(
+    history: pd.DataFrame,
+    *,
+    top1_threshold: float = stats.TOP1_THRESHOLD_POINTS,
+) -> pd.DataFrame:
+    """For each ok row of `history`, its top-1 verdict against the same measurement in its
+    previous ok run there (the pairs of `verdicts_over_runs`) by the gate's rule
+    (`_accuracy_verdict`: the same images, one image or more and beyond `top1_threshold`
+    points; "other images", or the speed's reason for another ISA, accelerator, precision or
+    mixed sessions), and that run's top-1: columns `accuracy_verdict` ("" in its first run there
+    or where a side has no top-1) and `top1_before` (NaN where there is none). What the
+    nightly's page and accuracy trend show as a change of top-1."""
+    found = pd.DataFrame({"accuracy_verdict": "", "top1_before": math.nan},
+                         index=history.index).astype({"accuracy_verdict": object})
+    for prev, cur, _ in _previous_runs(history):
+        pair = {"accuracy_top1_a": prev.accuracy_top1, "accuracy_top1_b": cur.accuracy_top1,
+                "accuracy_n_a": prev.accuracy_n, "accuracy_n_b": cur.accuracy_n,
+                "dataset_a": prev.dataset, "dataset_b": cur.dataset}
+        reason = unjudged_verdict(
+            isa_a=_text(prev.isa), isa_b=_text(cur.isa),
+            accelerator_a=_text(prev.accelerator), accelerator_b=_text(cur.accelerator),
+            precision_a=_text(prev.precision), precision_b=_text(cur.precision),
+            mixed=_mixed(prev.flags) or _mixed(cur.flags))
+        found.loc[cur.Index, "accuracy_verdict"] = _accuracy_verdict(
+            pair, reason or "", top1_threshold)
+        found.loc[cur.Index, "top1_before"] = plain(prev.accuracy_top1)
+    return found
