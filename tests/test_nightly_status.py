@@ -5,6 +5,8 @@ labgrid farm is in tests/test_farm.py."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from harness.artifacts import Artifact
 from harness.bench import plan_record, what_record
+from harness.config import DeviceProfile
 from harness.errors import EdgebenchError
 from harness.farm.command import _gate, _not_gated_kind
 from harness.farm.nightly import (
@@ -20,15 +24,17 @@ from harness.farm.nightly import (
     EXIT_OK,
     EXIT_REGRESSION,
     DeviceOutcome,
+    check_baseline,
     check_resume,
     exit_code,
     latest,
+    measurement_keys,
     previous_baselines,
 )
 from harness.farm.summary import summary_document, write_junit
 from harness.report.compare import is_regression
 from harness.report.nightly import write_trend
-from harness.runner import BenchOptions
+from harness.runner import BenchOptions, PlannedJob
 from harness.store import Store
 from tests.test_report_synthetic import FINGERPRINT, ISA, add_job, exact_median_ns, sessions_ns
 
@@ -241,7 +247,7 @@ def test_fewer_images_right_fails_the_gate_and_is_shown(tmp_path: Path) -> None:
     assert regressions.count("<tr>") == 2  # the header and the one regression
 
 
-RESNET = {(device, "resnet", "onnx", "onnxruntime") for device in ("pi5", "rpi5")}
+RESNET = {(device, "resnet", "onnx", "onnxruntime", 4, 1) for device in ("pi5", "rpi5")}
 
 
 def test_previous_is_each_devices_last_nightly_that_measured_it_ok(tmp_path: Path) -> None:
@@ -289,8 +295,8 @@ def test_previous_is_each_devices_last_nightly_that_measured_it_ok(tmp_path: Pat
             f"rpi5 {first}") in page
 
     # no earlier nightly measured anything ok on a board new to the farm: nothing to compare
-    assert previous_baselines(store, now, RESNET | {("orin", "resnet", "onnx", "onnxruntime")}
-                              )["orin"] is None
+    assert previous_baselines(store, now, RESNET | {("orin", "resnet", "onnx", "onnxruntime",
+                                                     4, 1)})["orin"] is None
 
 
 def test_a_measurement_with_nothing_to_compare_with_is_said_not_gated(tmp_path: Path) -> None:
@@ -569,3 +575,46 @@ def test_the_page_shows_slower_where_the_gate_counts_slower(tmp_path: Path) -> N
     assert "<span class=bad>1 slower</span>" in status
     rows = {row.split("</td>")[1].removeprefix("<td>"): row for row in table.split("<tr>")[2:]}
     assert [model for model, row in rows.items() if "slower" in row] == ["m01"]
+
+
+def _planned(device: str, model: str) -> PlannedJob:
+    """A job of `model` on `device` as the nightly plans it (ONNX Runtime, batch 1)."""
+    artifact = Artifact(name=model, path=Path(f"models/build/{model}.onnx"), format="onnx",
+                        sha256=hashlib.sha256(model.encode()).hexdigest(), size_bytes=4_000_000,
+                        technique="fp32", precision="fp32", base_model=model, baseline=None,
+                        params=1_000_000, macs=300_000_000, input_shape=(1, 3, 224, 224))
+    return PlannedJob(f"{device}-{model}", DeviceProfile(name=device, kind="rpi"), artifact,
+                      "onnxruntime")
+
+
+def test_the_baseline_is_a_nightly_of_the_same_threads_and_batch(tmp_path: Path) -> None:
+    """Found in a review: the nightly found its baseline by device, model, format and runtime,
+    compare paired on threads and batch too. After a night at --threads 2, the next night at 4
+    threads took it for its baseline, paired nothing ("only in B", not gated) and passed; an
+    explicit --baseline of it was accepted though it could gate nothing. The key is
+    frame.JOB_KEYS, as compare's; threads the farm does not set match any until measured."""
+    store = Store(tmp_path / "db.sqlite")
+    four = _night(store, 1)
+    add_job(store, four, "resnet", threads=4, samples_ns=sessions_ns(20.0, seed=1))
+    store.finish_run(four)
+    two = _night(store, 2)  # nightly --threads 2
+    add_job(store, two, "resnet", threads=2, samples_ns=sessions_ns(30.0, seed=2))
+    store.finish_run(two)
+    now = _night(store, 3)
+    jobs = [_planned("pi5", "resnet")]
+    wanted = measurement_keys(jobs, BenchOptions(threads=4))
+    assert wanted == {("pi5", "resnet", "onnx", "onnxruntime", 4, 1)}
+    assert previous_baselines(store, now, wanted) == {"pi5": four}
+    with pytest.raises(EdgebenchError, match=rf"--baseline {two}: it has no ok measurement of "
+                                             r"a model this nightly measures \(same device, "
+                                             r"model, format, runtime, threads and batch\)"):
+        check_baseline(store, two, ["pi5"], wanted)
+    check_baseline(store, four, ["pi5"], wanted)
+    # threads neither --threads nor the farm file set: the agent's, known once measured
+    unset = measurement_keys(jobs, BenchOptions())
+    assert unset == {("pi5", "resnet", "onnx", "onnxruntime", None, 1)}
+    assert previous_baselines(store, now, unset) == {"pi5": two}
+    job_id = add_job(store, now, "resnet", threads=4, samples_ns=sessions_ns(20.0, seed=3))
+    jobs = [dataclasses.replace(jobs[0], job_id=job_id)]
+    measured = measurement_keys(jobs, BenchOptions(), store.results([now]))
+    assert measured == wanted and previous_baselines(store, now, measured) == {"pi5": four}

@@ -113,7 +113,8 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
                                 command)
     with Store(args.db) as store:
         if baseline is not None:  # one that shares no measurement with the plan gates nothing
-            nightly.check_baseline(store, baseline, names, nightly.measurement_keys(plan.jobs))
+            nightly.check_baseline(store, baseline, names,
+                                   nightly.measurement_keys(plan.jobs, plan.options))
         if nightly.begin(store, plan, farm):
             say(f"resuming nightly {nightly_id}")
     try:
@@ -168,8 +169,8 @@ def _gate_and_report(args: NightlyArgs, plan: nightly.NightlyPlan, report: Any,
     nightly_id = plan.nightly_id
     with Store(args.db) as store:
         status = nightly.finish(store, plan)
-        baselines = nightly.previous_baselines(store, nightly_id,
-                                               nightly.measurement_keys(plan.jobs)) \
+        wanted = nightly.measurement_keys(plan.jobs, plan.options, store.results([nightly_id]))
+        baselines = nightly.previous_baselines(store, nightly_id, wanted) \
             if args.baseline == "previous" else {name: baseline for name in names}
         measurements, differences = _gate(store, baselines, nightly_id, args.threshold,
                                           args.top1_threshold)

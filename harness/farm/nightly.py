@@ -50,7 +50,8 @@ from harness import bench, resume
 from harness.agent import protocol
 from harness.errors import AccessError, EdgebenchError, TransportError
 from harness.farm.farmfile import Farm
-from harness.runner import BenchOptions, PlannedJob, plan_jobs, run_plan
+from harness.report.frame import JOB_KEYS
+from harness.runner import BenchOptions, PlannedJob, job_setup, plan_jobs, run_plan
 from harness.signals import raise_if_interrupted
 from harness.store import RunInfo, StorageError, Store, new_run_id, storage_error
 from harness.transport.base import transport_for
@@ -62,7 +63,9 @@ INTERRUPTED_DEVICE = "Ctrl-C or SIGTERM; a session under way is not stored: a re
 # build); the rest is gated all the same
 EXIT_OK, EXIT_REGRESSION, EXIT_NOT_MEASURED = 0, 1, 3
 Say = Callable[[str], None]
-MeasurementKey = tuple[str, str, str, str]  # device, model, format, runtime
+# What a measurement is, as compare pairs it with a baseline's: the values of frame.JOB_KEYS
+# (device, model, format, runtime, threads, batch), in that order.
+MeasurementKey = tuple[Any, ...]
 
 
 @dataclass
@@ -369,26 +372,56 @@ def finish(store: Store, plan: NightlyPlan) -> str:
     return status
 
 
-def measurement_keys(jobs: Sequence[PlannedJob]) -> set[MeasurementKey]:
-    """What each planned measurement is, as a baseline must have measured it: (device, model,
-    format, runtime)."""
-    return {(j.device.name, j.artifact.name, j.artifact.format, j.runtime) for j in jobs}
+def measurement_keys(jobs: Sequence[PlannedJob], options: BenchOptions,
+                     measured: Iterable[dict[str, Any]] = ()) -> set[MeasurementKey]:
+    """What each planned measurement is, as a baseline must have measured it for compare to pair
+    them (`key`, frame.JOB_KEYS): device, model, format, runtime, threads and batch. Threads are
+    those `--threads` or the farm file set; where neither does, the agent takes one per CPU of
+    the device, known once measured: from the nightly's own result row (`measured`) if it has
+    one, else None, which matches any (`_matches`)."""
+    stored = {r["job_id"]: r for r in measured if r.get("threads") is not None}
+    return {key(stored[j.job_id]) if j.job_id in stored else key({
+        "device": j.device.name, "model": j.artifact.name, "format": j.artifact.format,
+        "runtime": j.runtime, "threads": job_setup(j, options)["options"].get("threads"),
+        # as results.measurement_row stores it
+        "batch": j.artifact.input_shape[0] if j.artifact.input_shape else 1,
+    }) for j in jobs}
+
+
+def key(row: dict[str, Any]) -> MeasurementKey:
+    """A result row's MeasurementKey."""
+    return tuple(row.get(k) for k in JOB_KEYS)
+
+
+_DEVICE, _THREADS = JOB_KEYS.index("device"), JOB_KEYS.index("threads")
+
+
+def _matches(wanted: MeasurementKey, found: MeasurementKey) -> bool:
+    """Whether a stored measurement `found` is one `wanted` (threads None: any)."""
+    return all(w == f or (i == _THREADS and w is None)
+               for i, (w, f) in enumerate(zip(wanted, found, strict=True)))
 
 
 def _ok_keys(store: Store, run_id: str) -> set[MeasurementKey]:
-    return {(r["device"], r["model"], r["format"], r["runtime"])
-            for r in store.find_results(run_id=run_id, status="ok")}
+    return {key(r) for r in store.find_results(run_id=run_id, status="ok")}
+
+
+def _wanted_among(found: Iterable[MeasurementKey], wanted: set[MeasurementKey]
+                  ) -> set[MeasurementKey]:
+    """The keys of `found` that are measurements `wanted` (`_matches`)."""
+    return {f for f in found if any(_matches(w, f) for w in wanted)}
 
 
 def previous_baselines(store: Store, nightly_id: str, wanted: set[MeasurementKey]
                        ) -> dict[str, str | None]:
     """Each device's baseline for `--baseline previous`: the latest nightly before this one in
     which that device measured ok something this nightly plans on it (`wanted`, by
-    `measurement_keys`: same model, format and runtime); None where there is none. Per device,
-    so that a nightly interrupted before it stored anything, or one in which a board failed or
-    was skipped, is not the baseline of what it did not measure: the board's measurements are
+    `measurement_keys`: what compare pairs on, frame.JOB_KEYS, threads and batch too: a nightly
+    at other threads pairs with nothing); None where there is none. Per device, so that a
+    nightly interrupted before it stored anything, or one in which a board failed or was
+    skipped, is not the baseline of what it did not measure: the board's measurements are
     compared with its last good night."""
-    found: dict[str, str | None] = {device: None for device, *_ in sorted(wanted)}
+    found: dict[str, str | None] = {d: None for d in sorted({str(k[_DEVICE]) for k in wanted})}
     runs = store.runs()
     order = [r.run_id for r in runs]
     before = runs[:order.index(nightly_id)] if nightly_id in order else runs
@@ -396,7 +429,7 @@ def previous_baselines(store: Store, nightly_id: str, wanted: set[MeasurementKey
         left = [d for d, b in found.items() if b is None and d in run.devices]
         if not run.is_nightly or not left:
             continue
-        measured = {key[0] for key in _ok_keys(store, run.run_id) & wanted}
+        measured = {k[_DEVICE] for k in _wanted_among(_ok_keys(store, run.run_id), wanted)}
         for device in left:
             if device in measured:
                 found[device] = run.run_id
@@ -418,18 +451,18 @@ def check_baseline(store: Store, baseline: str, devices: Sequence[str],
     build), or, once the nightly is `planned` (`measurement_keys`), none of a measurement it
     makes. Otherwise every measurement would be "only in B" and the gate would pass."""
     ok = _ok_keys(store, baseline)
-    shared = {key for key in ok if key[0] in devices}
+    shared = {k for k in ok if k[_DEVICE] in devices}
     if not shared:
-        ran = sorted({key[0] for key in ok})
+        ran = sorted({str(k[_DEVICE]) for k in ok})
         raise EdgebenchError(
             f"--baseline {baseline}: it measured nothing ok on this farm's devices "
             f"({', '.join(devices)}; it measured {', '.join(ran) if ran else 'nothing ok'}), so "
             "it can gate nothing; give a run of these devices, or `previous`")
-    if planned is not None and not shared & planned:
+    if planned is not None and not _wanted_among(shared, planned):
         raise EdgebenchError(
             f"--baseline {baseline}: it has no ok measurement of a model this nightly measures "
-            "(same device, model, format and runtime), so it can gate nothing; give a run of "
-            "this suite on these devices, or `previous`")
+            "(same device, model, format, runtime, threads and batch), so it can gate nothing; "
+            "give a run of this suite on these devices, or `previous`")
 
 
 def nightly_ids(store: Store, upto: str) -> list[str]:
