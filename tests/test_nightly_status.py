@@ -618,3 +618,14 @@ def test_the_baseline_is_a_nightly_of_the_same_threads_and_batch(tmp_path: Path)
     jobs = [dataclasses.replace(jobs[0], job_id=job_id)]
     measured = measurement_keys(jobs, BenchOptions(), store.results([now]))
     assert measured == wanted and previous_baselines(store, now, measured) == {"pi5": four}
+
+
+def test_the_nightlys_docstring_names_every_verdict_that_fails_the_gate() -> None:
+    """Found in a review: the module's definition of a regression left out lower top-1, which
+    `is_regression` fails the gate on."""
+    from harness.farm import nightly
+    from harness.report import compare
+
+    said = " ".join((nightly.__doc__ or "").split())
+    for verdict in (*compare.FAILING_VERDICTS, compare.LOWER_TOP1):
+        assert verdict.replace("slower", "slower beyond T") in said, verdict
