@@ -89,7 +89,7 @@ def test_a_failure_in_the_first_nightly_is_newly_failing_and_fails_the_gate(tmp_
     assert failing["error_b"] == "resnet-int8.onnx: INVALID_PROTOBUF"
     assert summary["regressions"] == 1
     assert summary["exit_code"] == EXIT_REGRESSION
-    assert "1 regressions, and --fail-on-regression" in summary["exit_meaning"]
+    assert "1 regression, and --fail-on-regression" in summary["exit_meaning"]
     # without --fail-on-regression the run passes, and says why a regression did not stop it
     quiet = _summary(store, None, first, [_ok()], fail_on_regression=False)
     assert quiet["exit_code"] == EXIT_OK and "only with --fail-on-regression" in \
@@ -448,10 +448,10 @@ def test_a_device_down_does_not_hide_a_regression_of_another(tmp_path: Path) -> 
     assert summary["regressions"] == 1 and summary["exit_code"] == EXIT_NOT_MEASURED
     meaning = summary["exit_meaning"]
     assert "1 of 2 devices not measured (jetson failed)" in meaning
-    assert "with 1 regressions" in meaning, meaning
+    assert "with 1 regression" in meaning, meaning
     # without --fail-on-regression the meaning says it would not fail the run by itself
     code, meaning = exit_code([_ok(), down], 1, False)
-    assert code == EXIT_NOT_MEASURED and "1 regressions, which fail a run only with " \
+    assert code == EXIT_NOT_MEASURED and "1 regression, which fails a run only with " \
         "--fail-on-regression" in meaning
 
 
@@ -629,3 +629,14 @@ def test_the_nightlys_docstring_names_every_verdict_that_fails_the_gate() -> Non
     said = " ".join((nightly.__doc__ or "").split())
     for verdict in (*compare.FAILING_VERDICTS, compare.LOWER_TOP1):
         assert verdict.replace("slower", "slower beyond T") in said, verdict
+
+
+def test_the_exit_meaning_counts_in_words_that_agree() -> None:
+    """Found in a review: "1 regressions", "1 of 1 devices not measured"."""
+    down = DeviceOutcome("pi5", "pi5", status="failed", attempts=3, message="refused")
+    code, meaning = exit_code([down], 1, True)
+    assert code == EXIT_NOT_MEASURED
+    assert meaning.startswith("1 of 1 device not measured (pi5 failed); the rest is stored and "
+                              "gated all the same, with 1 regression"), meaning
+    code, meaning = exit_code([_ok(), _ok("rpi5")], 2, True)
+    assert code == EXIT_REGRESSION and "every device measured; 2 regressions" in meaning

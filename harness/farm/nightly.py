@@ -493,19 +493,21 @@ def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regre
                     f"({', '.join(build_failures)})")
     if missed:
         devices = ", ".join(f"{o.name} {o.status}" for o in missed)
-        what.append(f"{len(missed)} of {len(outcomes)} devices not measured ({devices})")
-    found = f"{regressions} regressions"
+        what.append(f"{len(missed)} of {_plural(len(outcomes), 'device')} not measured "
+                    f"({devices})")
+    found = _plural(regressions, "regression")
+    fail = "fails" if regressions == 1 else "fail"
     if missed or build_failures:
         gated = "; the rest is stored and gated all the same"
         if regressions:
             gated += (f", with {found}" + ("" if fail_on_regression else
-                                          ", which fail a run only with --fail-on-regression"))
+                                          f", which {fail} a run only with --fail-on-regression"))
         return EXIT_NOT_MEASURED, "; ".join(what) + gated + _caveat(not_gated)
     if regressions and fail_on_regression:
         return EXIT_REGRESSION, (f"every device measured; {found}, and --fail-on-regression"
                                  + _caveat(not_gated))
     if regressions:
-        return EXIT_OK, (f"every device measured; {found}, which fail the run only with "
+        return EXIT_OK, (f"every device measured; {found}, which {fail} the run only with "
                          "--fail-on-regression" + _caveat(not_gated))
     return EXIT_OK, "every device measured and no regression" + _caveat(not_gated)
 
