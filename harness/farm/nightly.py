@@ -29,10 +29,11 @@ lower top-1 (fewer of the same images right, by one image or more and beyond
 `--top1-threshold`), or newly failing: it fails (status not ok) where it ran ok in the baseline,
 or it fails with nothing to compare it with (the first nightly, which has no baseline, or a
 model new since the baseline), since it never ran ok before: otherwise a model that failed from
-its first night on would never fail the gate (failing in both nightlies is no news). The exit code (`exit_code`): 0 all measured and no regression, 1 a
-regression (with `--fail-on-regression`), 3 something was not measured: a device failed or was
-skipped, or a suite entry did not build (its regressions said beside it), or the host's disk
-failed the nightly (harness/farm/command.py). A result database whose disk fills up or fails
+its first night on would never fail the gate (failing in both nightlies is no news). The exit
+code (`exit_code`): 0 all measured and no regression, 1 a regression (with
+`--fail-on-regression`), 3 something was not measured: a device failed or was skipped, or a
+suite entry did not build (its regressions said beside it), or the host's disk failed the
+nightly (harness/farm/command.py). A result database whose disk fills up or fails
 stops every device, as Ctrl-C does (`run_devices` raises its `StorageError`).
 """
 
