@@ -640,3 +640,27 @@ def test_the_exit_meaning_counts_in_words_that_agree() -> None:
                               "gated all the same, with 1 regression"), meaning
     code, meaning = exit_code([_ok(), _ok("rpi5")], 2, True)
     assert code == EXIT_REGRESSION and "every device measured; 2 regressions" in meaning
+
+
+def test_a_bug_in_a_devices_nightly_writes_its_traceback(tmp_path: Path, monkeypatch,
+                                                        capsys) -> None:
+    """Found in a review: an exception no one foresaw (a bug on the host) failed the device with
+    one line and logged nothing; its traceback goes to stderr now, as the agent's do."""
+    import threading
+
+    from harness.farm import nightly
+
+    def bug(*_args: Any) -> None:
+        raise KeyError("session")
+
+    monkeypatch.setattr(nightly.resume, "sessions_by_job", bug)
+    plan = nightly.NightlyPlan("nightly-x", (), BenchOptions(quick=True), "s.yaml", COMMAND)
+    outcome = DeviceOutcome("pi5", None)
+    said: list[str] = []
+    nightly.run_device(tmp_path / "db.sqlite", plan, DeviceProfile(name="pi5", kind="rpi"),
+                       None, outcome, threading.Event(), said.append)
+    assert outcome.status == "failed"
+    assert outcome.message == "KeyError: 'session' (on the host, in pi5's nightly)"
+    err = capsys.readouterr().err
+    assert err.startswith("edgebench: unexpected error in pi5's nightly:\nTraceback")
+    assert "in bug\n" in err and err.endswith("KeyError: 'session'\n")

@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,6 +284,12 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
 
 
 def _surprise(err: Exception, device: str) -> str:
+    """The device's one-line error for an exception no one foresaw (a bug, a library's
+    surprise); its traceback goes to stderr, in one write so that the other devices' threads do
+    not cut into it, as the agent writes its own (harness/agent/job.py): the line alone would
+    leave a bug nothing to be found by."""
+    sys.stderr.write(f"edgebench: unexpected error in {device}'s nightly:\n"
+                     + "".join(traceback.format_exception(err)))
     return f"{type(err).__name__}: {err} (on the host, in {device}'s nightly)"
 
 
