@@ -36,10 +36,13 @@ from harness.report.compare import (
     OTHER_IMAGES,
     SAME_TOP1,
     SLOWER,
+    TOP1_UNJUDGED,
+    UNJUDGED,
     compare_runs,
     failing_verdicts,
     is_regression,
     judge,
+    unjudged_sides,
     verdicts_over_runs,
 )
 from harness.report.frame import SessionReader, results_frame
@@ -165,6 +168,36 @@ def test_a_different_timed_scope_is_never_slower_or_faster() -> None:
     assert judge(a, b, scope_a="runtime", scope_b="runtime")[1] == SLOWER
     assert judge(a, b, scope_a="runtime", scope_b="end_to_end")[1] == DIFFERENT_SCOPE
     assert judge(a, b, scope_a=None, scope_b="end_to_end")[1] == SLOWER  # not recorded
+
+
+def test_the_verdicts_not_judged_on_speed_are_one_list() -> None:
+    """Found in a review: the verdicts that are no speed verdict were spelled in four places
+    (`judge`, the top-1 verdict, the nightly's not-gated reasons, the page's counts) and their
+    columns in two (the console's table, the not-gated reason). Each comes from
+    `compare.UNJUDGED` now, in the order `judge` tests them."""
+    from harness.farm import command
+    from harness.report import nightly
+
+    a, b = [10.0, 10.1, 9.9], [20.0, 20.2, 19.8]
+    every = dict(isa_a=ISA, isa_b="arm neon", accelerator_a=None, accelerator_b=H200,
+                 precision_a="fp32", precision_b="fp16", scope_a="runtime",
+                 scope_b="end_to_end", mixed=True)
+    found = []
+    for key in ("isa", "accelerator", "precision", "scope", "mixed"):
+        found.append(judge(a, b, **every)[1])
+        for side in ("_a", "_b"):
+            every.pop(key + side, None)
+        every.pop(key, None)
+    found.append(judge([], b)[1])  # ok on both sides, no session median a log can take
+    assert found == list(UNJUDGED)
+    assert command.UNJUDGED is UNJUDGED
+    assert [v for v in nightly.COUNTED if v in UNJUDGED] == list(UNJUDGED)
+    assert TOP1_UNJUDGED < set(UNJUDGED) and DIFFERENT_SCOPE not in TOP1_UNJUDGED
+    assert unjudged_sides({"accelerator_a": None, "accelerator_b": H200},
+                          DIFFERENT_ACCELERATOR) == ("none", H200)
+    assert unjudged_sides({"isa_a": ISA, "isa_b": "arm neon"}, DIFFERENT_ISA) == (ISA,
+                                                                                  "arm neon")
+    assert unjudged_sides({}, MIXED) is None
 
 
 def test_a_run_timed_end_to_end_is_not_judged_against_the_runtimes_own_run(
@@ -682,6 +715,24 @@ def _nightly_verdicts(store: Store, nights: list[tuple[float, dict]], device: st
     return runs, list(verdicts_over_runs(history, SessionReader(store).medians))
 
 
+@pytest.mark.parametrize("recorded", ["never", "not at first"])
+def test_nightly_verdicts_without_an_isa_take_their_spread_as_compare_does(
+        tmp_path: Path, recorded: str) -> None:
+    """Found in a review: the trend compared the ISA of its history raw, its neighbours through
+    `_text`. An ISA not recorded reads None in a history of such runs alone and NaN beside
+    recorded ones: None equalled None, so the trend measured a run-to-run spread where compare,
+    which has none without an ISA, assumed one, and called no change (and slower) where compare
+    was inconclusive; NaN, unequal to itself, happened to agree."""
+    store = Store(tmp_path / "x.db")
+    bare = {k: v for k, v in FINGERPRINT.items() if k != "isa"}
+    nights = [(m, {"fingerprint": bare} if recorded == "never" or k < 2 else {})
+              for k, m in enumerate((10.0, 10.02, 9.99, 10.01, 10.05, 10.0, 10.8))]
+    runs, verdicts = _nightly_verdicts(store, nights)
+    for prev, cur in zip(runs, runs[1:], strict=False):
+        pair = compare_runs(store, prev, cur, allow_different_devices=True).table.iloc[0]
+        assert verdicts[runs.index(cur)] == pair["verdict"], (runs.index(cur), pair["run_sd_from"])
+
+
 def test_nightly_verdicts_do_not_judge_across_accelerators(tmp_path: Path) -> None:
     """A farm's CUDA box whose GPU was swapped: the night of the swap is not judged, and the
     nights after it take their run-to-run spread only from runs on the new GPU."""
@@ -920,6 +971,25 @@ def test_the_measurements_of_a_comparison_are_judged_together(tmp_path: Path, ca
     # compared alone, the same pair is slower
     small, (a1, b1, _) = _many_models(tmp_path / "one", {"m00": 1.3}, models=1)
     assert compare_runs(small, a1, b1).table.iloc[0]["verdict"] == SLOWER
+
+
+def test_the_trend_judges_each_runs_measurements_together(tmp_path: Path) -> None:
+    """Found in a review: the trend judged each pair alone, so the nightly's page showed in red
+    as slower, and ringed, a measurement the gate (which judges them together) called
+    inconclusive. Each run's pairs with their previous runs are a family, as a comparison's."""
+    store, runs = _many_models(tmp_path, {"m00": 1.3, "m01": 3.0})
+    history = results_frame(store, runs)
+    started = {r.run_id: r.started_at for r in store.runs()}
+    history = history.assign(run_started_at=history["run_id"].map(started))
+    verdicts = verdicts_over_runs(history, SessionReader(store).medians)
+    for a, b in zip(runs, runs[1:], strict=False):
+        table = compare_runs(store, a, b).table.set_index("model")
+        mine = history["run_id"] == b
+        got = dict(zip(history.loc[mine, "model"], verdicts[mine], strict=True))
+        assert got == table["verdict"].to_dict()
+    in_b = dict(zip(history.loc[history["run_id"] == runs[1], "model"],
+                    verdicts[history["run_id"] == runs[1]], strict=True))
+    assert in_b["m00"] == INCONCLUSIVE and in_b["m01"] == SLOWER  # m00 is slower alone
 
 
 def test_a_nightly_judges_every_devices_measurements_together(tmp_path: Path) -> None:

@@ -527,8 +527,8 @@ def test_an_explicit_baseline_that_can_gate_nothing_is_refused_before_anything_r
     assert refused.returncode == 2, refused.stderr + refused.stdout
     assert refused.stderr.strip().splitlines()[-1] == (
         f"edgebench: error: --baseline {other}: it has no ok measurement of a model this "
-        "nightly measures (same device, model, format and runtime), so it can gate nothing; "
-        "give a run of this suite on these devices, or `previous`")
+        "nightly measures (same device, model, format, runtime, threads and batch), so it can "
+        "gate nothing; give a run of this suite on these devices, or `previous`")
     assert "acquired" not in refused.stderr and "dev0" not in who(lab)
     assert rows(db, "SELECT run_id FROM runs ORDER BY rowid") == [(elsewhere,), (other,)]
 

@@ -5,13 +5,18 @@ labgrid farm is in tests/test_farm.py."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from harness.artifacts import Artifact
 from harness.bench import plan_record, what_record
+from harness.config import DeviceProfile
 from harness.errors import EdgebenchError
 from harness.farm.command import _gate, _not_gated_kind
 from harness.farm.nightly import (
@@ -19,17 +24,19 @@ from harness.farm.nightly import (
     EXIT_OK,
     EXIT_REGRESSION,
     DeviceOutcome,
+    check_baseline,
     check_resume,
     exit_code,
     latest,
+    measurement_keys,
     previous_baselines,
 )
 from harness.farm.summary import summary_document, write_junit
 from harness.report.compare import is_regression
 from harness.report.nightly import write_trend
-from harness.runner import BenchOptions
+from harness.runner import BenchOptions, PlannedJob
 from harness.store import Store
-from tests.test_report_synthetic import FINGERPRINT, ISA, add_job, sessions_ns
+from tests.test_report_synthetic import FINGERPRINT, ISA, add_job, exact_median_ns, sessions_ns
 
 COMMAND = "edgebench nightly --farm devices/farm.yaml --suite models/demo.yaml"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -82,7 +89,7 @@ def test_a_failure_in_the_first_nightly_is_newly_failing_and_fails_the_gate(tmp_
     assert failing["error_b"] == "resnet-int8.onnx: INVALID_PROTOBUF"
     assert summary["regressions"] == 1
     assert summary["exit_code"] == EXIT_REGRESSION
-    assert "1 regressions, and --fail-on-regression" in summary["exit_meaning"]
+    assert "1 regression, and --fail-on-regression" in summary["exit_meaning"]
     # without --fail-on-regression the run passes, and says why a regression did not stop it
     quiet = _summary(store, None, first, [_ok()], fail_on_regression=False)
     assert quiet["exit_code"] == EXIT_OK and "only with --fail-on-regression" in \
@@ -175,6 +182,39 @@ def test_the_page_shows_a_top1_change_of_one_image_or_more(tmp_path: Path) -> No
     assert "points" not in rows["steady"]  # 0.2 of an image is rounding, not a change
 
 
+def test_the_page_shows_a_top1_change_by_the_gates_rule_and_threshold(tmp_path: Path) -> None:
+    """Found in a review: the page showed any change of one image, under the gate's threshold
+    (`--top1-threshold`, which never reached the page), and changes on other images (another
+    count), which the gate does not compare: the page said "-0.1 points" in red where the gate
+    said "same top-1". It shows a change by the gate's rule and threshold."""
+    store = Store(tmp_path / "x.db")
+    runs = []
+    for night, (one, other, n) in enumerate(((0.7, 0.70, 1000), (0.6992, 0.68, 500)), start=1):
+        run = _night(store, night)  # "one": 8 of the same 10,000 images, 0.08 points
+        add_job(store, run, "one", accuracy_top1=one, accuracy_n=10_000,
+                samples_ns=sessions_ns(5.0, seed=night))
+        add_job(store, run, "other", accuracy_top1=other, accuracy_n=n,
+                samples_ns=sessions_ns(7.0, seed=10 + night))
+        store.finish_run(run)
+        runs.append(run)
+    summary = _summary(store, runs[0], runs[1], [_ok()])
+    assert {m["model"]: m["accuracy_verdict"] for m in summary["measurements"]} == {
+        "one": "same top-1", "other": "other images"}
+
+    def rows(out: Path) -> dict[str, str]:
+        page = (out / "index.html").read_text().split("<h2>Trends</h2>")[1]
+        return {row.split("</td>")[1].removeprefix("<td>"): row for row in page.split("<tr>")[2:]}
+
+    write_trend(store, runs[-1], runs, ["pi5"], tmp_path / "out", summary=summary)
+    shown = rows(tmp_path / "out")
+    assert "points" not in shown["one"] and "points" not in shown["other"]
+    write_trend(store, runs[-1], runs, ["pi5"], tmp_path / "low", top1_threshold=0.05)
+    shown = rows(tmp_path / "low")
+    assert "top-1 0.699 <span class=bad>-0.1 points</span>" in shown["one"]
+    assert "points" not in shown["other"]
+    assert "more than 0.05 points" in (tmp_path / "low" / "index.html").read_text()
+
+
 def test_fewer_images_right_fails_the_gate_and_is_shown(tmp_path: Path) -> None:
     """A runtime update on a board that costs an int8 model 4 of the same 1000 images fails the
     nightly as a regression, at the same speed; junit and the page say what changed."""
@@ -207,7 +247,7 @@ def test_fewer_images_right_fails_the_gate_and_is_shown(tmp_path: Path) -> None:
     assert regressions.count("<tr>") == 2  # the header and the one regression
 
 
-RESNET = {(device, "resnet", "onnx", "onnxruntime") for device in ("pi5", "rpi5")}
+RESNET = {(device, "resnet", "onnx", "onnxruntime", 4, 1) for device in ("pi5", "rpi5")}
 
 
 def test_previous_is_each_devices_last_nightly_that_measured_it_ok(tmp_path: Path) -> None:
@@ -255,8 +295,8 @@ def test_previous_is_each_devices_last_nightly_that_measured_it_ok(tmp_path: Pat
             f"rpi5 {first}") in page
 
     # no earlier nightly measured anything ok on a board new to the farm: nothing to compare
-    assert previous_baselines(store, now, RESNET | {("orin", "resnet", "onnx", "onnxruntime")}
-                              )["orin"] is None
+    assert previous_baselines(store, now, RESNET | {("orin", "resnet", "onnx", "onnxruntime",
+                                                     4, 1)})["orin"] is None
 
 
 def test_a_measurement_with_nothing_to_compare_with_is_said_not_gated(tmp_path: Path) -> None:
@@ -408,10 +448,10 @@ def test_a_device_down_does_not_hide_a_regression_of_another(tmp_path: Path) -> 
     assert summary["regressions"] == 1 and summary["exit_code"] == EXIT_NOT_MEASURED
     meaning = summary["exit_meaning"]
     assert "1 of 2 devices not measured (jetson failed)" in meaning
-    assert "with 1 regressions" in meaning, meaning
+    assert "with 1 regression" in meaning, meaning
     # without --fail-on-regression the meaning says it would not fail the run by itself
     code, meaning = exit_code([_ok(), down], 1, False)
-    assert code == EXIT_NOT_MEASURED and "1 regressions, which fail a run only with " \
+    assert code == EXIT_NOT_MEASURED and "1 regression, which fails a run only with " \
         "--fail-on-regression" in meaning
 
 
@@ -453,9 +493,174 @@ def test_every_reason_a_pair_is_not_judged_is_not_gated() -> None:
     from harness.report import compare
 
     assert set(UNJUDGED) == {compare.DIFFERENT_ISA, compare.DIFFERENT_ACCELERATOR,
-                             compare.DIFFERENT_PRECISION, compare.DIFFERENT_SCOPE, compare.MIXED}
+                             compare.DIFFERENT_PRECISION, compare.DIFFERENT_SCOPE, compare.MIXED,
+                             compare.NOT_MEASURED}
     for verdict, kind in UNJUDGED.items():
         row = {"verdict": verdict, "status_b": "ok", "baseline_run": "n1", "device": "pi5"}
         assert _not_gated_kind(row) == kind
         code, meaning = exit_code([_ok()], 0, True, (), [kind])
         assert code == EXIT_OK and meaning.endswith(f"1 measurement not gated, {kind}")
+
+
+def test_a_model_moved_onto_a_gpu_is_not_gated_naming_both_sides(tmp_path: Path) -> None:
+    """A profile that moves a model onto the GPU: not gated, and why names what ran it on each
+    side, "none" where nothing did (the reason wrote Python's None), as the compare table does
+    (`compare.unjudged_sides`, one map of verdicts to columns)."""
+    gpu = "NVIDIA H200 (sm 9.0, 132 SMs)"
+    store = Store(tmp_path / "db.sqlite")
+    first = _night(store, 1)
+    add_job(store, first, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=1))
+    store.finish_run(first)
+    second = _night(store, 2)
+    add_job(store, second, "resnet", samples_ns=sessions_ns(5.0, between_sd=0.01, seed=2),
+            accelerator=gpu)
+    store.finish_run(second)
+    summary = _summary(store, first, second, [_ok()])
+    (m,) = summary["measurements"]
+    assert m["not_gated"] == (f"different accelerator (none in {first}, {gpu} now): its speed "
+                              f"cannot be judged against {first}")
+    assert summary["exit_meaning"].endswith(
+        "1 measurement not gated, on another accelerator than its baseline")
+
+
+def test_an_ok_measurement_with_no_usable_session_is_not_gated(tmp_path: Path) -> None:
+    """Found in a review: a measurement that ran ok but whose every session median is 0 (a timer
+    too coarse for the model) has no speed to judge: compare says "not measured", which the gate
+    neither failed nor counted as not gated, and the night passed as "every device measured and
+    no regression". It is not gated, saying which side has no usable median."""
+    store = Store(tmp_path / "db.sqlite")
+    first = _night(store, 1)
+    add_job(store, first, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=1))
+    add_job(store, first, "tiny", samples_ns=sessions_ns(0.5, between_sd=0.01, seed=3))
+    store.finish_run(first)
+    second = _night(store, 2)
+    add_job(store, second, "resnet", samples_ns=sessions_ns(20.0, between_sd=0.01, seed=2))
+    add_job(store, second, "tiny", samples_ns=[np.zeros(50, dtype=np.int64)] * 3)
+    store.finish_run(second)
+    summary = _summary(store, first, second, [_ok()])
+    tiny = next(m for m in summary["measurements"] if m["model"] == "tiny")
+    assert tiny["status_b"] == "ok" and tiny["verdict"] == "not measured"
+    assert tiny["not_gated"] == (f"not measured (no usable session median now): its speed "
+                                 f"cannot be judged against {first}")
+    assert summary["not_gated"] == 1 and summary["exit_code"] == EXIT_OK
+    assert summary["exit_meaning"] == (
+        "every device measured and no regression; 1 measurement not gated, with no usable "
+        "session median, or a baseline without one")
+    junit = ET.parse(write_junit(tmp_path / "junit.xml", summary)).getroot()
+    assert junit.get("skipped") == "1" and junit.get("errors") == "0"
+
+
+def test_the_page_shows_slower_where_the_gate_counts_slower(tmp_path: Path) -> None:
+    """Found in a review: the page's table judged each measurement alone against the nightly
+    before, so one index.html showed "slower" in red where its status block, from the gate
+    (which judges a nightly's measurements together), counted it inconclusive. Of 30 models, one
+    30% slower (slower alone, not among 30) and one 3x slower: one slower cell, one ring."""
+    store = Store(tmp_path / "db.sqlite")
+    nights = []
+    for night in (1, 2):
+        run = _night(store, night)
+        for i in range(30):
+            scale = {"m00": 1.3, "m01": 3.0}.get(f"m{i:02d}", 1.0) if night == 2 else 1.0
+            add_job(store, run, f"m{i:02d}", samples_ns=[
+                exact_median_ns(m * scale, seed=s) for s, m in enumerate([10.0, 10.1, 9.9, 10.0])])
+        store.finish_run(run)
+        nights.append(run)
+    summary = _summary(store, nights[0], nights[1], [_ok()])
+    verdicts = {m["model"]: m["verdict"] for m in summary["measurements"]}
+    assert verdicts["m00"] == "inconclusive" and verdicts["m00"] != \
+        next(m for m in summary["measurements"] if m["model"] == "m00")["verdict_alone"]
+    write_trend(store, nights[1], nights, ["pi5"], tmp_path / "out", summary=summary)
+    page = (tmp_path / "out" / "index.html").read_text()
+    status, table = page.split("<h2>Trends</h2>")
+    assert "<span class=bad>1 slower</span>" in status
+    rows = {row.split("</td>")[1].removeprefix("<td>"): row for row in table.split("<tr>")[2:]}
+    assert [model for model, row in rows.items() if "slower" in row] == ["m01"]
+
+
+def _planned(device: str, model: str) -> PlannedJob:
+    """A job of `model` on `device` as the nightly plans it (ONNX Runtime, batch 1)."""
+    artifact = Artifact(name=model, path=Path(f"models/build/{model}.onnx"), format="onnx",
+                        sha256=hashlib.sha256(model.encode()).hexdigest(), size_bytes=4_000_000,
+                        technique="fp32", precision="fp32", base_model=model, baseline=None,
+                        params=1_000_000, macs=300_000_000, input_shape=(1, 3, 224, 224))
+    return PlannedJob(f"{device}-{model}", DeviceProfile(name=device, kind="rpi"), artifact,
+                      "onnxruntime")
+
+
+def test_the_baseline_is_a_nightly_of_the_same_threads_and_batch(tmp_path: Path) -> None:
+    """Found in a review: the nightly found its baseline by device, model, format and runtime,
+    compare paired on threads and batch too. After a night at --threads 2, the next night at 4
+    threads took it for its baseline, paired nothing ("only in B", not gated) and passed; an
+    explicit --baseline of it was accepted though it could gate nothing. The key is
+    frame.JOB_KEYS, as compare's; threads the farm does not set match any until measured."""
+    store = Store(tmp_path / "db.sqlite")
+    four = _night(store, 1)
+    add_job(store, four, "resnet", threads=4, samples_ns=sessions_ns(20.0, seed=1))
+    store.finish_run(four)
+    two = _night(store, 2)  # nightly --threads 2
+    add_job(store, two, "resnet", threads=2, samples_ns=sessions_ns(30.0, seed=2))
+    store.finish_run(two)
+    now = _night(store, 3)
+    jobs = [_planned("pi5", "resnet")]
+    wanted = measurement_keys(jobs, BenchOptions(threads=4))
+    assert wanted == {("pi5", "resnet", "onnx", "onnxruntime", 4, 1)}
+    assert previous_baselines(store, now, wanted) == {"pi5": four}
+    with pytest.raises(EdgebenchError, match=rf"--baseline {two}: it has no ok measurement of "
+                                             r"a model this nightly measures \(same device, "
+                                             r"model, format, runtime, threads and batch\)"):
+        check_baseline(store, two, ["pi5"], wanted)
+    check_baseline(store, four, ["pi5"], wanted)
+    # threads neither --threads nor the farm file set: the agent's, known once measured
+    unset = measurement_keys(jobs, BenchOptions())
+    assert unset == {("pi5", "resnet", "onnx", "onnxruntime", None, 1)}
+    assert previous_baselines(store, now, unset) == {"pi5": two}
+    job_id = add_job(store, now, "resnet", threads=4, samples_ns=sessions_ns(20.0, seed=3))
+    jobs = [dataclasses.replace(jobs[0], job_id=job_id)]
+    measured = measurement_keys(jobs, BenchOptions(), store.results([now]))
+    assert measured == wanted and previous_baselines(store, now, measured) == {"pi5": four}
+
+
+def test_the_nightlys_docstring_names_every_verdict_that_fails_the_gate() -> None:
+    """Found in a review: the module's definition of a regression left out lower top-1, which
+    `is_regression` fails the gate on."""
+    from harness.farm import nightly
+    from harness.report import compare
+
+    said = " ".join((nightly.__doc__ or "").split())
+    for verdict in (*compare.FAILING_VERDICTS, compare.LOWER_TOP1):
+        assert verdict.replace("slower", "slower beyond T") in said, verdict
+
+
+def test_the_exit_meaning_counts_in_words_that_agree() -> None:
+    """Found in a review: "1 regressions", "1 of 1 devices not measured"."""
+    down = DeviceOutcome("pi5", "pi5", status="failed", attempts=3, message="refused")
+    code, meaning = exit_code([down], 1, True)
+    assert code == EXIT_NOT_MEASURED
+    assert meaning.startswith("1 of 1 device not measured (pi5 failed); the rest is stored and "
+                              "gated all the same, with 1 regression"), meaning
+    code, meaning = exit_code([_ok(), _ok("rpi5")], 2, True)
+    assert code == EXIT_REGRESSION and "every device measured; 2 regressions" in meaning
+
+
+def test_a_bug_in_a_devices_nightly_writes_its_traceback(tmp_path: Path, monkeypatch,
+                                                        capsys) -> None:
+    """Found in a review: an exception no one foresaw (a bug on the host) failed the device with
+    one line and logged nothing; its traceback goes to stderr now, as the agent's do."""
+    import threading
+
+    from harness.farm import nightly
+
+    def bug(*_args: Any) -> None:
+        raise KeyError("session")
+
+    monkeypatch.setattr(nightly.resume, "sessions_by_job", bug)
+    plan = nightly.NightlyPlan("nightly-x", (), BenchOptions(quick=True), "s.yaml", COMMAND)
+    outcome = DeviceOutcome("pi5", None)
+    said: list[str] = []
+    nightly.run_device(tmp_path / "db.sqlite", plan, DeviceProfile(name="pi5", kind="rpi"),
+                       None, outcome, threading.Event(), said.append)
+    assert outcome.status == "failed"
+    assert outcome.message == "KeyError: 'session' (on the host, in pi5's nightly)"
+    err = capsys.readouterr().err
+    assert err.startswith("edgebench: unexpected error in pi5's nightly:\nTraceback")
+    assert "in bug\n" in err and err.endswith("KeyError: 'session'\n")

@@ -603,9 +603,12 @@ def test_a_farm_scale_accuracy_trend_shows_what_changed_in_colour(tmp_path: Path
     """At farm scale each accuracy series is its change from its own median, in points, on one
     axis: the model that got 4 images fewer right and the one that failed are in colour and
     named, the 22 others grey lines at zero; with few jobs, accuracy itself, every job named."""
+    from harness.report import compare
+
     history, _ = farm_history(tmp_path / "farm.db")
+    accuracy = compare.accuracy_over_runs(history)
     for layout in LAYOUTS:
-        fig = plots.accuracy_trends_figure(history, layout)
+        fig = plots.accuracy_trends_figure(history, layout, accuracy)
         assert fig is not None and fig.get_figwidth() == pytest.approx(layout.width_in)
         axes = [ax for ax in fig.axes if ax.get_visible()]
         assert [ax.get_title() for ax in axes] == ["board0: 0 of 12 changed in the last run",
@@ -627,6 +630,32 @@ def test_a_farm_scale_accuracy_trend_shows_what_changed_in_colour(tmp_path: Path
     assert fig is not None
     assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == ["m00", "m05"]
     assert fig.axes[0].get_ylabel() == "Top-1 accuracy [%] (95% CI)"
+
+
+def test_the_accuracy_trend_colours_a_change_by_the_gates_rule(tmp_path: Path) -> None:
+    """Found in a review: the farm-scale accuracy trend coloured any change of one image, under
+    the gate's threshold (0.1 points), and changes on other images (another count), which the
+    gate does not compare; the figure judged by a rule of its own. It draws the caller's
+    verdicts (`compare.accuracy_over_runs`), with the gate's threshold."""
+    from harness.report import compare
+
+    history, _ = farm_history(tmp_path / "farm.db")
+    last = history["run_id"] == history["run_id"].iloc[-1]
+    few = (history["device"] == "board0") & (history["model"] == "m01")
+    other_images = last & (history["device"] == "board0") & (history["model"] == "m02")
+    history.loc[few, "accuracy_n"] = 10_000
+    history.loc[few & last, "accuracy_top1"] -= 0.0008  # 8 of the same 10,000: 0.08 points
+    history.loc[other_images, "accuracy_n"] = 500
+    history.loc[other_images, "accuracy_top1"] -= 0.05
+    fig = plots.accuracy_trends_figure(history, plots.DOUBLE, compare.accuracy_over_runs(history))
+    assert fig is not None
+    assert fig.axes[0].get_title() == "board0: 0 of 12 changed in the last run"
+    fig = plots.accuracy_trends_figure(history, plots.DOUBLE, compare.accuracy_over_runs(
+        history, top1_threshold=0.05))
+    assert fig is not None
+    assert fig.axes[0].get_title() == "board0: 1 of 12 changed in the last run"
+    assert "board0: m01, last run -0.1 points" in [t.get_text()
+                                                   for t in fig.legends[0].get_texts()]
 
 
 def test_a_trend_leaves_out_jobs_measured_once() -> None:

@@ -26,14 +26,7 @@ from harness.errors import EdgebenchError, StoreError
 from harness.farm import nightly
 from harness.farm.farmfile import load_farm
 from harness.farm.summary import summary_document, write_junit, write_summary
-from harness.report.compare import (
-    DIFFERENT_ACCELERATOR,
-    DIFFERENT_ISA,
-    DIFFERENT_PRECISION,
-    DIFFERENT_SCOPE,
-    MIXED,
-    is_regression,
-)
+from harness.report.compare import NOT_MEASURED, UNJUDGED, is_regression, unjudged_sides
 from harness.report.progress import resume_command
 from harness.report.stats import THRESHOLD, TOP1_THRESHOLD_POINTS, check_top1_threshold
 from harness.runner import BenchOptions
@@ -120,7 +113,8 @@ def run(args: NightlyArgs, say: Callable[[str], None], console: Any = None) -> N
                                 command)
     with Store(args.db) as store:
         if baseline is not None:  # one that shares no measurement with the plan gates nothing
-            nightly.check_baseline(store, baseline, names, nightly.measurement_keys(plan.jobs))
+            nightly.check_baseline(store, baseline, names,
+                                   nightly.measurement_keys(plan.jobs, plan.options))
         if nightly.begin(store, plan, farm):
             say(f"resuming nightly {nightly_id}")
     try:
@@ -175,8 +169,8 @@ def _gate_and_report(args: NightlyArgs, plan: nightly.NightlyPlan, report: Any,
     nightly_id = plan.nightly_id
     with Store(args.db) as store:
         status = nightly.finish(store, plan)
-        baselines = nightly.previous_baselines(store, nightly_id,
-                                               nightly.measurement_keys(plan.jobs)) \
+        wanted = nightly.measurement_keys(plan.jobs, plan.options, store.results([nightly_id]))
+        baselines = nightly.previous_baselines(store, nightly_id, wanted) \
             if args.baseline == "previous" else {name: baseline for name in names}
         measurements, differences = _gate(store, baselines, nightly_id, args.threshold,
                                           args.top1_threshold)
@@ -197,7 +191,8 @@ def _gate_and_report(args: NightlyArgs, plan: nightly.NightlyPlan, report: Any,
 
         try:
             write_trend(store, nightly_id, nightly.nightly_ids(store, nightly_id), names, out,
-                        threshold=args.threshold, summary=summary)
+                        threshold=args.threshold, summary=summary,
+                        top1_threshold=args.top1_threshold)
             write_summary(out / "summary.json", summary)
             write_junit(out / "junit.xml", summary)
         except OSError as err:  # measured and stored: what is lost is the report alone
@@ -277,8 +272,11 @@ def _gate(store: Store, baselines: Mapping[str, str | None], run_id: str, thresh
     """Each measurement of the nightly with its verdict against its device's baseline run
     (`baselines`, by device; `baseline_run` in each row), and the fingerprint differences. A
     measurement that fails with nothing to compare it with (no baseline, or a model new since
-    it) never ran ok before: newly failing. One that ran ok with nothing to compare it with
-    cannot be gated: it says why in `not_gated`, and is counted apart, not passed in silence."""
+    it) never ran ok before: newly failing. One that ran ok with nothing to compare it with, or
+    whose speed cannot be judged against its baseline measurement (`compare.UNJUDGED`: another
+    ISA, accelerator, precision or timed scope, mixed sessions, a side with no usable session
+    median), cannot be gated: it says why in `not_gated`, and is counted apart, not passed in
+    silence."""
     from harness.report.compare import NEWLY_FAILING, ONLY_A, ONLY_B, judge_together
     from harness.report.nightly import gate
 
@@ -314,19 +312,6 @@ def _gate(store: Store, baselines: Mapping[str, str | None], run_id: str, thresh
     return rows, differences
 
 
-# Pairs whose speed cannot be judged, by why, in the words the exit code's meaning uses: a board
-# replaced by one of another ISA, another accelerator or precision, a timer over another scope, or
-# sessions of two devices or runtimes in one measurement. Not gated, and said so, as a
-# measurement with no baseline is; passing them would be a gate that passes what it never judged.
-UNJUDGED = {
-    DIFFERENT_ISA: "on another instruction set than its baseline",
-    DIFFERENT_ACCELERATOR: "on another accelerator than its baseline",
-    DIFFERENT_PRECISION: "in another precision than its baseline",
-    DIFFERENT_SCOPE: "timed over another scope than its baseline",
-    MIXED: "of mixed sessions (devices or runtimes), or with a baseline of them",
-}
-
-
 def _not_gated_kind(row: dict[str, Any]) -> str:
     return UNJUDGED.get(str(row.get("verdict")), nightly.NO_BASELINE)
 
@@ -334,12 +319,14 @@ def _not_gated_kind(row: dict[str, Any]) -> str:
 def _why_not_gated(row: dict[str, Any]) -> str:
     baseline = row.get("baseline_run")
     verdict = row.get("verdict")
+    if verdict == NOT_MEASURED:  # ok on both sides, with no session median a log can take
+        where = [f"in {baseline}" if not row.get("sessions_a") else "",
+                 "now" if not row.get("sessions_b") else ""]
+        return (f"{verdict} (no usable session median {' or '.join(filter(None, where))}): "
+                f"its speed cannot be judged against {baseline}")
     if verdict in UNJUDGED:
-        sides = {DIFFERENT_ISA: "isa", DIFFERENT_ACCELERATOR: "accelerator",
-                 DIFFERENT_PRECISION: "precision", DIFFERENT_SCOPE: "timed_scope"}
-        column = sides.get(str(verdict))
-        then_now = "" if column is None else \
-            f" ({row.get(column + '_a')} in {baseline}, {row.get(column + '_b')} now)"
+        sides = unjudged_sides(row, str(verdict))
+        then_now = "" if sides is None else f" ({sides[0]} in {baseline}, {sides[1]} now)"
         return f"{verdict}{then_now}: its speed cannot be judged against {baseline}"
     if baseline is not None:
         return f"no baseline measurement: not in {baseline}, the baseline of {row['device']}"

@@ -24,14 +24,16 @@ Afterwards each device's results are compared with its baseline by `compare`'s r
 (`previous_baselines`: for `--baseline previous`, the device's last nightly that measured it ok)
 and the trend report, the JSON summary and the JUnit XML are written (`summary.py`,
 `harness/report/nightly.py`); a measurement with no baseline measurement is said not gated. A
-regression is a measurement slower beyond T with confidence, or newly failing: it fails (status not
-ok) where it ran ok in the baseline, or it fails with nothing to compare it with (the first
-nightly, which has no baseline, or a model new since the baseline), since it never ran ok before:
-otherwise a model that failed from its first night on would never fail the gate (failing in both
-nightlies is no news). The exit code (`exit_code`): 0 all measured and no regression, 1 a
-regression (with `--fail-on-regression`), 3 something was not measured: a device failed or was
-skipped, or a suite entry did not build (its regressions said beside it), or the host's disk
-failed the nightly (harness/farm/command.py). A result database whose disk fills up or fails
+regression (`compare.is_regression`) is a measurement slower beyond T with confidence, with a
+lower top-1 (fewer of the same images right, by one image or more and beyond
+`--top1-threshold`), or newly failing: it fails (status not ok) where it ran ok in the baseline,
+or it fails with nothing to compare it with (the first nightly, which has no baseline, or a
+model new since the baseline), since it never ran ok before: otherwise a model that failed from
+its first night on would never fail the gate (failing in both nightlies is no news). The exit
+code (`exit_code`): 0 all measured and no regression, 1 a regression (with
+`--fail-on-regression`), 3 something was not measured: a device failed or was skipped, or a
+suite entry did not build (its regressions said beside it), or the host's disk failed the
+nightly (harness/farm/command.py). A result database whose disk fills up or fails
 stops every device, as Ctrl-C does (`run_devices` raises its `StorageError`).
 """
 
@@ -39,8 +41,10 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +54,8 @@ from harness import bench, resume
 from harness.agent import protocol
 from harness.errors import AccessError, EdgebenchError, TransportError
 from harness.farm.farmfile import Farm
-from harness.runner import BenchOptions, PlannedJob, plan_jobs, run_plan
+from harness.report.frame import JOB_KEYS
+from harness.runner import BenchOptions, PlannedJob, job_setup, plan_jobs, run_plan
 from harness.signals import raise_if_interrupted
 from harness.store import RunInfo, StorageError, Store, new_run_id, storage_error
 from harness.transport.base import transport_for
@@ -62,7 +67,9 @@ INTERRUPTED_DEVICE = "Ctrl-C or SIGTERM; a session under way is not stored: a re
 # build); the rest is gated all the same
 EXIT_OK, EXIT_REGRESSION, EXIT_NOT_MEASURED = 0, 1, 3
 Say = Callable[[str], None]
-MeasurementKey = tuple[str, str, str, str]  # device, model, format, runtime
+# What a measurement is, as compare pairs it with a baseline's: the values of frame.JOB_KEYS
+# (device, model, format, runtime, threads, batch), in that order.
+MeasurementKey = tuple[Any, ...]
 
 
 @dataclass
@@ -277,6 +284,12 @@ def run_device(db: Path, plan: NightlyPlan, device: Any, farm: Farm, outcome: De
 
 
 def _surprise(err: Exception, device: str) -> str:
+    """The device's one-line error for an exception no one foresaw (a bug, a library's
+    surprise); its traceback goes to stderr, in one write so that the other devices' threads do
+    not cut into it, as the agent writes its own (harness/agent/job.py): the line alone would
+    leave a bug nothing to be found by."""
+    sys.stderr.write(f"edgebench: unexpected error in {device}'s nightly:\n"
+                     + "".join(traceback.format_exception(err)))
     return f"{type(err).__name__}: {err} (on the host, in {device}'s nightly)"
 
 
@@ -369,26 +382,56 @@ def finish(store: Store, plan: NightlyPlan) -> str:
     return status
 
 
-def measurement_keys(jobs: Sequence[PlannedJob]) -> set[MeasurementKey]:
-    """What each planned measurement is, as a baseline must have measured it: (device, model,
-    format, runtime)."""
-    return {(j.device.name, j.artifact.name, j.artifact.format, j.runtime) for j in jobs}
+def measurement_keys(jobs: Sequence[PlannedJob], options: BenchOptions,
+                     measured: Iterable[dict[str, Any]] = ()) -> set[MeasurementKey]:
+    """What each planned measurement is, as a baseline must have measured it for compare to pair
+    them (`key`, frame.JOB_KEYS): device, model, format, runtime, threads and batch. Threads are
+    those `--threads` or the farm file set; where neither does, the agent takes one per CPU of
+    the device, known once measured: from the nightly's own result row (`measured`) if it has
+    one, else None, which matches any (`_matches`)."""
+    stored = {r["job_id"]: r for r in measured if r.get("threads") is not None}
+    return {key(stored[j.job_id]) if j.job_id in stored else key({
+        "device": j.device.name, "model": j.artifact.name, "format": j.artifact.format,
+        "runtime": j.runtime, "threads": job_setup(j, options)["options"].get("threads"),
+        # as results.measurement_row stores it
+        "batch": j.artifact.input_shape[0] if j.artifact.input_shape else 1,
+    }) for j in jobs}
+
+
+def key(row: dict[str, Any]) -> MeasurementKey:
+    """A result row's MeasurementKey."""
+    return tuple(row.get(k) for k in JOB_KEYS)
+
+
+_DEVICE, _THREADS = JOB_KEYS.index("device"), JOB_KEYS.index("threads")
+
+
+def _matches(wanted: MeasurementKey, found: MeasurementKey) -> bool:
+    """Whether a stored measurement `found` is one `wanted` (threads None: any)."""
+    return all(w == f or (i == _THREADS and w is None)
+               for i, (w, f) in enumerate(zip(wanted, found, strict=True)))
 
 
 def _ok_keys(store: Store, run_id: str) -> set[MeasurementKey]:
-    return {(r["device"], r["model"], r["format"], r["runtime"])
-            for r in store.find_results(run_id=run_id, status="ok")}
+    return {key(r) for r in store.find_results(run_id=run_id, status="ok")}
+
+
+def _wanted_among(found: Iterable[MeasurementKey], wanted: set[MeasurementKey]
+                  ) -> set[MeasurementKey]:
+    """The keys of `found` that are measurements `wanted` (`_matches`)."""
+    return {f for f in found if any(_matches(w, f) for w in wanted)}
 
 
 def previous_baselines(store: Store, nightly_id: str, wanted: set[MeasurementKey]
                        ) -> dict[str, str | None]:
     """Each device's baseline for `--baseline previous`: the latest nightly before this one in
     which that device measured ok something this nightly plans on it (`wanted`, by
-    `measurement_keys`: same model, format and runtime); None where there is none. Per device,
-    so that a nightly interrupted before it stored anything, or one in which a board failed or
-    was skipped, is not the baseline of what it did not measure: the board's measurements are
+    `measurement_keys`: what compare pairs on, frame.JOB_KEYS, threads and batch too: a nightly
+    at other threads pairs with nothing); None where there is none. Per device, so that a
+    nightly interrupted before it stored anything, or one in which a board failed or was
+    skipped, is not the baseline of what it did not measure: the board's measurements are
     compared with its last good night."""
-    found: dict[str, str | None] = {device: None for device, *_ in sorted(wanted)}
+    found: dict[str, str | None] = {d: None for d in sorted({str(k[_DEVICE]) for k in wanted})}
     runs = store.runs()
     order = [r.run_id for r in runs]
     before = runs[:order.index(nightly_id)] if nightly_id in order else runs
@@ -396,7 +439,7 @@ def previous_baselines(store: Store, nightly_id: str, wanted: set[MeasurementKey
         left = [d for d, b in found.items() if b is None and d in run.devices]
         if not run.is_nightly or not left:
             continue
-        measured = {key[0] for key in _ok_keys(store, run.run_id) & wanted}
+        measured = {k[_DEVICE] for k in _wanted_among(_ok_keys(store, run.run_id), wanted)}
         for device in left:
             if device in measured:
                 found[device] = run.run_id
@@ -418,18 +461,18 @@ def check_baseline(store: Store, baseline: str, devices: Sequence[str],
     build), or, once the nightly is `planned` (`measurement_keys`), none of a measurement it
     makes. Otherwise every measurement would be "only in B" and the gate would pass."""
     ok = _ok_keys(store, baseline)
-    shared = {key for key in ok if key[0] in devices}
+    shared = {k for k in ok if k[_DEVICE] in devices}
     if not shared:
-        ran = sorted({key[0] for key in ok})
+        ran = sorted({str(k[_DEVICE]) for k in ok})
         raise EdgebenchError(
             f"--baseline {baseline}: it measured nothing ok on this farm's devices "
             f"({', '.join(devices)}; it measured {', '.join(ran) if ran else 'nothing ok'}), so "
             "it can gate nothing; give a run of these devices, or `previous`")
-    if planned is not None and not shared & planned:
+    if planned is not None and not _wanted_among(shared, planned):
         raise EdgebenchError(
             f"--baseline {baseline}: it has no ok measurement of a model this nightly measures "
-            "(same device, model, format and runtime), so it can gate nothing; give a run of "
-            "this suite on these devices, or `previous`")
+            "(same device, model, format, runtime, threads and batch), so it can gate nothing; "
+            "give a run of this suite on these devices, or `previous`")
 
 
 def nightly_ids(store: Store, upto: str) -> list[str]:
@@ -459,19 +502,21 @@ def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regre
                     f"({', '.join(build_failures)})")
     if missed:
         devices = ", ".join(f"{o.name} {o.status}" for o in missed)
-        what.append(f"{len(missed)} of {len(outcomes)} devices not measured ({devices})")
-    found = f"{regressions} regressions"
+        what.append(f"{len(missed)} of {_plural(len(outcomes), 'device')} not measured "
+                    f"({devices})")
+    found = _plural(regressions, "regression")
+    fail = "fails" if regressions == 1 else "fail"
     if missed or build_failures:
         gated = "; the rest is stored and gated all the same"
         if regressions:
             gated += (f", with {found}" + ("" if fail_on_regression else
-                                          ", which fail a run only with --fail-on-regression"))
+                                          f", which {fail} a run only with --fail-on-regression"))
         return EXIT_NOT_MEASURED, "; ".join(what) + gated + _caveat(not_gated)
     if regressions and fail_on_regression:
         return EXIT_REGRESSION, (f"every device measured; {found}, and --fail-on-regression"
                                  + _caveat(not_gated))
     if regressions:
-        return EXIT_OK, (f"every device measured; {found}, which fail the run only with "
+        return EXIT_OK, (f"every device measured; {found}, which {fail} the run only with "
                          "--fail-on-regression" + _caveat(not_gated))
     return EXIT_OK, "every device measured and no regression" + _caveat(not_gated)
 

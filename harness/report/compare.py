@@ -8,7 +8,9 @@ so their sessions are not paired), and `stats.verdict` with a practical threshol
 slower or faster only when the whole 95% interval lies beyond 1 +/- T, no change when it lies
 within, inconclusive otherwise; noise alone almost never gives the first two. The pairs of a
 comparison are judged together (`judge_together`): a pair slower or faster on its own is so
-only where Holm's rule over all of them agrees, else inconclusive. A pair measured
+only where Holm's rule over all of them agrees, else inconclusive; so are the pairs of each run
+of a trend with their previous runs (`verdicts_over_runs`), which the nightly's page and the
+rings of `plots.trends_figure` show. A pair measured
 on CPUs with different instruction sets (the `isa` of its fingerprint) gets "different
 instruction set" and never a speed verdict: other kernels ran; so does a pair whose model ran on
 different accelerators (`accelerator`: another GPU, execution provider or delegate, or one on
@@ -33,7 +35,7 @@ slower, newly failing, or lower top-1. The rich table of the comparison is in `c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +77,37 @@ SAME_TOP1 = stats.SAME_TOP1
 # the accuracy verdicts that say top-1 changed, the ones counted and shown beside the speed's
 TOP1_CHANGES = (LOWER_TOP1, HIGHER_TOP1)
 OTHER_IMAGES = "other images"  # top-1 of another dataset or number of images: not compared
+# The verdicts of a pair that ran ok on both sides and whose speed is not judged, in the order
+# `judge` tests them, each with why in the nightly's words (the meaning of its exit code, which
+# counts them as not gated): the sides differ in what ran, or a side has no session median a log
+# can take (NOT_MEASURED, also the verdict of a pair failing on both sides). Every list of such
+# verdicts is this one.
+UNJUDGED = {
+    DIFFERENT_ISA: "on another instruction set than its baseline",
+    DIFFERENT_ACCELERATOR: "on another accelerator than its baseline",
+    DIFFERENT_PRECISION: "in another precision than its baseline",
+    DIFFERENT_SCOPE: "timed over another scope than its baseline",
+    MIXED: "of mixed sessions (devices or runtimes), or with a baseline of them",
+    NOT_MEASURED: "with no usable session median, or a baseline without one",
+}
+# ... the column whose two sides differ, for those where a column does (`unjudged_sides`)
+UNJUDGED_COLUMNS = {DIFFERENT_ISA: "isa", DIFFERENT_ACCELERATOR: "accelerator",
+                    DIFFERENT_PRECISION: "precision", DIFFERENT_SCOPE: "timed_scope"}
+# ... and those that leave top-1 unjudged too (the speed's reason is the top-1 verdict): another
+# ISA, accelerator or precision moves an int8 model's answers with the kernels, and a mixed side
+# is no one device's; a timer over another scope, or sessions without a usable median, do not
+# touch the answers
+TOP1_UNJUDGED = frozenset({DIFFERENT_ISA, DIFFERENT_ACCELERATOR, DIFFERENT_PRECISION, MIXED})
+
+
+def unjudged_sides(row: Mapping[str, Any], verdict: str) -> tuple[str, str] | None:
+    """The two sides' values (A, B; "none" where a side has none) of the column that made
+    `verdict` (`UNJUDGED_COLUMNS`); None for a verdict no column makes."""
+    column = UNJUDGED_COLUMNS.get(verdict)
+    if column is None:
+        return None
+    return (str(_text(row.get(f"{column}_a")) or "none"),
+            str(_text(row.get(f"{column}_b")) or "none"))
 
 
 def failing_verdicts(row: Mapping[str, Any]) -> list[str]:
@@ -121,19 +154,37 @@ def judge(
     a, b = list(a_medians), list(b_medians)
     run_sd, run_df = run_noise if run_noise is not None else (stats.default_run_sd(a, b), None)
     ci = stats.ratio_interval(a, b, paired=False, run_sd=run_sd, run_df=run_df)
-    if isa_a and isa_b and isa_a != isa_b:
-        return ci, DIFFERENT_ISA
-    if (accelerator_a or None) != (accelerator_b or None):
-        return ci, DIFFERENT_ACCELERATOR
-    if precision_a and precision_b and precision_a != precision_b:
-        return ci, DIFFERENT_PRECISION
-    if scope_a and scope_b and scope_a != scope_b:
-        return ci, DIFFERENT_SCOPE
-    if mixed:
-        return ci, MIXED
-    if len(a_medians) == 0 or len(b_medians) == 0:
-        return ci, NOT_MEASURED
-    return ci, stats.verdict(ci, threshold)
+    unjudged = unjudged_verdict(
+        isa_a=isa_a, isa_b=isa_b, accelerator_a=accelerator_a, accelerator_b=accelerator_b,
+        precision_a=precision_a, precision_b=precision_b, scope_a=scope_a, scope_b=scope_b,
+        mixed=mixed, measured=bool(a) and bool(b))
+    return ci, unjudged or stats.verdict(ci, threshold)
+
+
+def unjudged_verdict(
+    *,
+    isa_a: str | None = None,
+    isa_b: str | None = None,
+    accelerator_a: str | None = None,
+    accelerator_b: str | None = None,
+    precision_a: str | None = None,
+    precision_b: str | None = None,
+    scope_a: str | None = None,
+    scope_b: str | None = None,
+    mixed: bool = False,
+    measured: bool = True,
+) -> str | None:
+    """Why a pair that ran ok on both sides is not judged on its speed (`UNJUDGED`, the first
+    that applies, as `judge` gives it), or None; `measured`: both sides have a session median."""
+    found = {
+        DIFFERENT_ISA: bool(isa_a and isa_b and isa_a != isa_b),
+        DIFFERENT_ACCELERATOR: (accelerator_a or None) != (accelerator_b or None),
+        DIFFERENT_PRECISION: bool(precision_a and precision_b and precision_a != precision_b),
+        DIFFERENT_SCOPE: bool(scope_a and scope_b and scope_a != scope_b),
+        MIXED: mixed,
+        NOT_MEASURED: not measured,
+    }
+    return next((v for v in UNJUDGED if found[v]), None)
 
 
 def fingerprint_differences(pairs: pd.DataFrame) -> dict[str, list[str]]:
@@ -438,7 +489,8 @@ def _setting(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _accuracy_verdict(row: pd.Series, verdict: str, threshold_points: float) -> str:
+def _accuracy_verdict(row: pd.Series | Mapping[str, Any], verdict: str,
+                      threshold_points: float) -> str:
     """Top-1 of a pair that ran ok on both sides: judged on the same images (dataset and their
     number), on the same instruction set, accelerator and precision, each side on one device
     (else the speed's reason, as an int8 model's top-1 moves with the kernels); "" where a side
@@ -447,12 +499,28 @@ def _accuracy_verdict(row: pd.Series, verdict: str, threshold_points: float) -> 
     a, b = plain(row.get("accuracy_top1_a")), plain(row.get("accuracy_top1_b"))
     if a is None or b is None:
         return ""
-    if verdict in (DIFFERENT_ISA, DIFFERENT_ACCELERATOR, DIFFERENT_PRECISION, MIXED):
+    if verdict in TOP1_UNJUDGED:
         return verdict
     n_a, n_b = plain(row.get("accuracy_n_a")), plain(row.get("accuracy_n_b"))
     if n_a != n_b or plain(row.get("dataset_a")) != plain(row.get("dataset_b")):
         return OTHER_IMAGES
     return stats.top1_verdict(a, b, n_b, threshold_points)
+
+
+# What the trend reads of each row of its history to pair it with its previous run.
+_TREND_COLUMNS = ("run_id", "job_id", "isa", "accelerator", "precision", "timed_scope",
+                  "model_sha256", "flags", "accuracy_top1", "accuracy_n", "dataset")
+
+
+def _previous_runs(history: pd.DataFrame) -> Iterator[tuple[Any, Any, list[Any]]]:
+    """Each ok row of `history` after the first of its measurement (JOB_KEYS) there, as
+    (previous, row, earlier): the measurement's previous ok run in `history` (in the order the
+    runs were begun, `frame.in_run_order`), the row, and its ok rows up to that previous one."""
+    ok = in_run_order(history[history["status"] == "ok"])
+    for _, series in ok.groupby(list(JOB_KEYS), dropna=False, sort=False):
+        rows = list(series[list(_TREND_COLUMNS)].itertuples())
+        for i in range(1, len(rows)):
+            yield rows[i - 1], rows[i], rows[:i]
 
 
 def verdicts_over_runs(
@@ -465,43 +533,82 @@ def verdicts_over_runs(
     verdict against the same measurement (JOB_KEYS) in the previous run of `history` that
     measured it ok; "" for its first run there.
 
-    The trend's view of `compare_runs`, by the same rule (`judge`), but on what `history` holds
-    alone, so that a ring here and the gate's verdict on the same nightly can differ:
+    The trend's view of `compare_runs`, by the same rule: each pair judged (`judge`), then the
+    pairs of each run judged together (`judge_together`, Holm's rule), as the gate judges every
+    pair of a nightly, so that a ring or a red "slower" on the nightly's page is a verdict the
+    gate would give. It rests on what `history` holds alone, so the two can still differ:
     - the run compared against is the measurement's own previous ok run in `history` (in the
       order the runs were begun, `frame.in_run_order`); the gate's baseline is one run per
-      device, or the one given;
+      device, or the one given; so the family of a run is its pairs with their own previous
+      runs, the gate's its pairs with their baselines;
     - the run-to-run spread comes from the ok rows of `history` up to that run with its file,
       instruction set, accelerator, precision and timed scope, none of mixed sessions, the last
-      HISTORY_RUNS of them (`history_noise`); `compare_runs` takes them from every run in the
-      store, those outside `history` too (older than the trend's window, or of another command),
-      in the order they were stored, matching the file by its sha256 whatever the model's name.
+      HISTORY_RUNS of them (`history_noise`; none where its file or ISA is not recorded, as in
+      `compare_runs`); `compare_runs` takes them from every run in the store, those outside
+      `history` too (older than the trend's window, or of another command), in the order they
+      were stored, matching the file by its sha256 whatever the model's name.
     """
     verdicts = pd.Series("", index=history.index, dtype=object)
-    ok = in_run_order(history[history["status"] == "ok"])
-    for _, series in ok.groupby(list(JOB_KEYS), dropna=False, sort=False):
-        rows = list(series[["job_id", "isa", "accelerator", "precision", "timed_scope",
-                            "model_sha256", "flags"]].itertuples())
-        for i in range(1, len(rows)):
-            prev, cur = rows[i - 1], rows[i]
-            earlier = [list(medians(r.job_id)) for r in rows[:i]
-                       if r.model_sha256 == prev.model_sha256 and r.isa == prev.isa
-                       and _text(r.accelerator) == _text(prev.accelerator)
-                       and _text(r.precision) == _text(prev.precision)
-                       and _text(r.timed_scope) == _text(prev.timed_scope)
-                       and not _mixed(r.flags)]
-            _, verdicts[cur.Index] = judge(
-                medians(prev.job_id),
-                medians(cur.job_id),
-                threshold=threshold,
-                isa_a=_text(prev.isa),
-                isa_b=_text(cur.isa),
-                accelerator_a=_text(prev.accelerator),
-                accelerator_b=_text(cur.accelerator),
-                precision_a=_text(prev.precision),
-                precision_b=_text(cur.precision),
-                scope_a=_text(prev.timed_scope),
-                scope_b=_text(cur.timed_scope),
-                mixed=_mixed(prev.flags) or _mixed(cur.flags),
-                run_noise=history_noise(earlier),
-            )
+    families: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
+    for prev, cur, before in _previous_runs(history):
+        earlier = [list(medians(r.job_id)) for r in before
+                   if _text(r.model_sha256) == _text(prev.model_sha256)
+                   and _text(r.isa) == _text(prev.isa)
+                   and _text(r.accelerator) == _text(prev.accelerator)
+                   and _text(r.precision) == _text(prev.precision)
+                   and _text(r.timed_scope) == _text(prev.timed_scope)
+                   and not _mixed(r.flags)] \
+            if _text(prev.model_sha256) and _text(prev.isa) else []  # as `_run_noise`
+        ci, alone = judge(
+            medians(prev.job_id),
+            medians(cur.job_id),
+            threshold=threshold,
+            isa_a=_text(prev.isa),
+            isa_b=_text(cur.isa),
+            accelerator_a=_text(prev.accelerator),
+            accelerator_b=_text(cur.accelerator),
+            precision_a=_text(prev.precision),
+            precision_b=_text(cur.precision),
+            scope_a=_text(prev.timed_scope),
+            scope_b=_text(cur.timed_scope),
+            mixed=_mixed(prev.flags) or _mixed(cur.flags),
+            run_noise=history_noise(earlier),
+        )
+        pair: dict[str, Any] = {"verdict": alone, "verdict_alone": alone}
+        if alone in SPEED_VERDICTS:
+            pair["p_slower"], pair["p_faster"] = stats.p_beyond(ci, threshold)
+        families.setdefault(cur.run_id, []).append((cur.Index, pair))
+    for family in families.values():
+        judge_together([pair for _, pair in family])
+        for index, pair in family:
+            verdicts[index] = pair["verdict"]
     return verdicts
+
+
+def accuracy_over_runs(
+    history: pd.DataFrame,
+    *,
+    top1_threshold: float = stats.TOP1_THRESHOLD_POINTS,
+) -> pd.DataFrame:
+    """For each ok row of `history`, its top-1 verdict against the same measurement in its
+    previous ok run there (the pairs of `verdicts_over_runs`) by the gate's rule
+    (`_accuracy_verdict`: the same images, one image or more and beyond `top1_threshold`
+    points; "other images", or the speed's reason for another ISA, accelerator, precision or
+    mixed sessions), and that run's top-1: columns `accuracy_verdict` ("" in its first run there
+    or where a side has no top-1) and `top1_before` (NaN where there is none). What the
+    nightly's page and accuracy trend show as a change of top-1."""
+    found = pd.DataFrame({"accuracy_verdict": "", "top1_before": math.nan},
+                         index=history.index).astype({"accuracy_verdict": object})
+    for prev, cur, _ in _previous_runs(history):
+        pair = {"accuracy_top1_a": prev.accuracy_top1, "accuracy_top1_b": cur.accuracy_top1,
+                "accuracy_n_a": prev.accuracy_n, "accuracy_n_b": cur.accuracy_n,
+                "dataset_a": prev.dataset, "dataset_b": cur.dataset}
+        reason = unjudged_verdict(
+            isa_a=_text(prev.isa), isa_b=_text(cur.isa),
+            accelerator_a=_text(prev.accelerator), accelerator_b=_text(cur.accelerator),
+            precision_a=_text(prev.precision), precision_b=_text(cur.precision),
+            mixed=_mixed(prev.flags) or _mixed(cur.flags))
+        found.loc[cur.Index, "accuracy_verdict"] = _accuracy_verdict(
+            pair, reason or "", top1_threshold)
+        found.loc[cur.Index, "top1_before"] = plain(prev.accuracy_top1)
+    return found

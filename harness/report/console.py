@@ -606,24 +606,14 @@ def _comparison_columns(rows: list[Any], styles: dict[str, str]
     shares them (a column less: the model's name and its figures matter more)."""
     from rich.text import Text
 
-    from harness.report.compare import (
-        DIFFERENT_ACCELERATOR,
-        DIFFERENT_ISA,
-        DIFFERENT_PRECISION,
-        DIFFERENT_SCOPE,
-    )
+    from harness.report.compare import unjudged_sides
 
     verdicts = []
     for row in rows:
         verdict = str(row.verdict)
-        if verdict == DIFFERENT_ISA:
-            verdict += f" ({row.isa_a} / {row.isa_b})"
-        elif verdict == DIFFERENT_ACCELERATOR:
-            verdict += f" ({row.accelerator_a or 'none'} / {row.accelerator_b or 'none'})"
-        elif verdict == DIFFERENT_PRECISION:
-            verdict += f" ({row.precision_a} / {row.precision_b})"
-        elif verdict == DIFFERENT_SCOPE:
-            verdict += f" ({row.timed_scope_a} / {row.timed_scope_b})"
+        sides = unjudged_sides(row._asdict(), verdict)
+        if sides is not None:
+            verdict += f" ({sides[0]} / {sides[1]})"
         verdicts.append(Text(verdict, style=styles.get(row.verdict, "")))
     devices = sorted({str(row.device) for row in rows})
     threads = {format_value(row.threads, none="") for row in rows}

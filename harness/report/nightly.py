@@ -8,9 +8,11 @@ on a board) do not stop the gate: they are returned with it, and a pair on a dif
 set still gets no speed verdict. `write_trend` writes `trends.png/pdf` (median latency with its
 95% interval over the nightlies, a panel per device, each measurement relative to its own median,
 what changed in the last nightly in colour, slower than the previous nightly ringed:
-`plots.trends`),
+`plots.trends`, by `compare.verdicts_over_runs`, which judges each nightly's measurements
+together as the gate does),
 `accuracy.png/pdf` (top-1 with its Wilson interval; at farm scale each model's change from its
-own median, what changed in the last nightly in colour: `plots.accuracy_trends`) and `index.html`:
+own median, what changed in the last nightly in colour: `plots.accuracy_trends`, by the gate's
+top-1 rule and `--top1-threshold`, `compare.accuracy_over_runs`) and `index.html`:
 first the verdict, for the operator who opens it in the morning (the exit code and what it
 means, the baseline (each device's where they differ), each device's outcome with the reason,
 the suite entries that did not build, the counts of verdicts, the measurements not gated for want
@@ -57,26 +59,33 @@ def history(store: Store, nightlies: Sequence[str], devices: Sequence[str]) -> p
 
 def write_trend(store: Store, run_id: str, nightlies: Sequence[str], devices: Sequence[str],
                 out: Path, threshold: float = stats.THRESHOLD,
-                summary: dict[str, Any] | None = None) -> list[Path]:
+                summary: dict[str, Any] | None = None,
+                top1_threshold: float = stats.TOP1_THRESHOLD_POINTS) -> list[Path]:
     """The trend report of the nightlies up to `run_id` into `out`; the files written. With
-    the nightly's `summary` (harness/farm/summary.py) the page opens with its verdict."""
+    the nightly's `summary` (harness/farm/summary.py) the page opens with its verdict. The
+    verdicts of the page and figures are the gate's, with its thresholds (`threshold`, and
+    `top1_threshold` in points)."""
     out.mkdir(parents=True, exist_ok=True)
     df = history(store, nightlies, devices)
     sessions = frame.SessionReader(store)
     sessions.prefetch(df["job_id"])
     verdicts = compare.verdicts_over_runs(df, sessions.medians, threshold=threshold)
+    accuracy = compare.accuracy_over_runs(df, top1_threshold=top1_threshold)
     formats = ("png", "pdf")
     written = [*plots.trends(df, out, verdicts, threshold=threshold, formats=formats),
-               *plots.accuracy_trends(df, out, formats=formats)]
+               *plots.accuracy_trends(df, out, accuracy, formats=formats)]
     page = out / "index.html"
     status = "" if summary is None else status_block(summary)
-    page.write_text(_page(run_id, df, verdicts, written, status), encoding="utf-8")
+    page.write_text(_page(run_id, df, verdicts, accuracy, written, status, top1_threshold),
+                    encoding="utf-8")
     return [*written, page]
 
 
-def _cell(row: pd.Series, verdict: str, top1_before: float | None = None) -> str:
-    """One nightly's figures of a measurement; `top1_before`: its top-1 in the nightly before,
-    against which a change of one image or more is shown."""
+def _cell(row: pd.Series, verdict: str, top1_verdict: str = "",
+          top1_before: float | None = None) -> str:
+    """One nightly's figures of a measurement; `top1_verdict`: its top-1 against the nightly
+    before (`compare.accuracy_over_runs`), whose change is shown, in points from `top1_before`,
+    when it is lower or higher."""
     if row["status"] != "ok":
         return f"<span class=bad>{html.escape(str(row['status']))}</span>"
     text = f"{row['latency_median_ms']:.3g} [{row['latency_ci95_low_ms']:.3g}, " \
@@ -84,11 +93,9 @@ def _cell(row: pd.Series, verdict: str, top1_before: float | None = None) -> str
         else f"{row['latency_median_ms']:.3g}"
     if pd.notna(top1 := row.get("accuracy_top1")):
         text += f"<br>top-1 {top1:.3f}"
-        n = row.get("accuracy_n")
-        if top1_before is not None and stats.top1_changed(
-                top1_before, top1, None if pd.isna(n) else float(n)):
+        if top1_verdict in compare.TOP1_CHANGES and top1_before is not None:
             change = f"{100 * (top1 - top1_before):+.1f} points"
-            text += (f" <span class=bad>{change}</span>" if top1 < top1_before
+            text += (f" <span class=bad>{change}</span>" if top1_verdict == compare.LOWER_TOP1
                      else f" ({change})")
     if verdict == stats.SLOWER:
         return f"<span class=bad>{text}<br>slower</span>"
@@ -103,11 +110,8 @@ def _e(value: Any) -> str:
 
 
 # Verdicts in the order the status block counts them: what needs a look first.
-COUNTED = (compare.SLOWER, compare.NEWLY_FAILING, compare.INCONCLUSIVE, compare.DIFFERENT_ISA,
-           compare.DIFFERENT_ACCELERATOR, compare.DIFFERENT_PRECISION, compare.DIFFERENT_SCOPE,
-           compare.MIXED,
-           compare.NOT_MEASURED, compare.ONLY_A, compare.FASTER, compare.NO_CHANGE, compare.FIXED,
-           compare.ONLY_B)
+COUNTED = (compare.SLOWER, compare.NEWLY_FAILING, compare.INCONCLUSIVE, *compare.UNJUDGED,
+           compare.ONLY_A, compare.FASTER, compare.NO_CHANGE, compare.FIXED, compare.ONLY_B)
 # ... and of top-1, beside them
 TOP1_COUNTED = compare.TOP1_CHANGES
 
@@ -223,8 +227,9 @@ def status_block(summary: dict[str, Any]) -> str:
     return "<div class=status>" + "".join(parts) + "</div>"
 
 
-def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, written: list[Path],
-          status: str = "") -> str:
+def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, accuracy: pd.DataFrame,
+          written: list[Path], status: str = "",
+          top1_threshold: float = stats.TOP1_THRESHOLD_POINTS) -> str:
     runs = frame.in_run_order(df.drop_duplicates("run_id"))["run_id"].tolist()
     keys = ["device", "model", "runtime"]
     head = "".join(f"<th>{html.escape(k)}</th>" for k in [*keys, "ISA (CPU)"]) + "".join(
@@ -232,15 +237,16 @@ def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, written: list[Path
     body = []
     for key, part in df.groupby(keys, sort=True):
         cells = []
-        top1_before = None
         for r in runs:
             hit = part[part["run_id"] == r]
             if not len(hit):
                 cells.append("")
                 continue
-            cells.append(_cell(hit.iloc[0], str(verdicts.get(hit.index[0], "")), top1_before))
-            if hit.iloc[0]["status"] == "ok" and pd.notna(hit.iloc[0].get("accuracy_top1")):
-                top1_before = float(hit.iloc[0]["accuracy_top1"])
+            index = hit.index[0]
+            before = accuracy.at[index, "top1_before"]
+            cells.append(_cell(hit.iloc[0], str(verdicts.get(index, "")),
+                               str(accuracy.at[index, "accuracy_verdict"]),
+                               None if pd.isna(before) else float(before)))
         isas = sorted({str(i) for i in part["isa"].dropna()}) or ["not recorded"]
         body.append("<tr>" + "".join(f"<td>{html.escape(str(k))}</td>" for k in key)
                     + f"<td>{html.escape('; '.join(isas))}</td>"
@@ -259,9 +265,11 @@ def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, written: list[Path
         "<h2>Trends</h2>"
         "<p>Median latency in ms [95% CI] of each nightly, and top-1 accuracy where the model has "
         "data; <span class=bad>slower</span>: the whole 95% interval of the ratio to the "
-        "previous nightly lies above 1 + T (the rule of <code>edgebench compare</code>). A top-1 "
-        "that differs from the nightly before by one image or more shows the change in points: "
-        "the same images go through the same file each night, so it is a change of what the "
-        "board computes. The ISA column names the CPU extensions that picked the kernels of "
-        "each figure.</p>"
+        "previous nightly lies above 1 + T, and Holm's rule over that nightly's measurements "
+        "agrees (the rule of <code>edgebench compare</code> and of the gate). A top-1 "
+        "that differs from the nightly before on the same images by one image or more and by "
+        f"more than {top1_threshold:g} points (the gate's rule, <code>--top1-threshold</code>) "
+        "shows the change in points: the same images go through the same file each night, so "
+        "it is a change of what the board computes. The ISA column names the CPU extensions "
+        "that picked the kernels of each figure.</p>"
         f"{images}<table><tr>{head}</tr>{''.join(body)}</table>")

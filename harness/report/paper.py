@@ -65,7 +65,9 @@ CAPTIONS = {
     "these runs (log scale), with its 95\\% interval; with more measurements than colours, "
     "those that changed in the last run are coloured and the rest grey. Rings mark a run slower "
     "than its previous one: the whole 95\\% interval of the ratio of their session medians "
-    "lies above 1 + T, the threshold of \\texttt{edgebench compare} (5\\% by default).",
+    "lies above 1 + T, the threshold of \\texttt{edgebench compare} (5\\% by default), and "
+    "Holm's rule over the run's measurements agrees, as when \\texttt{edgebench compare} "
+    "judges two runs.",
 }
 
 

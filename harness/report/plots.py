@@ -980,7 +980,8 @@ def trends_figure(
     """Latency of each job over runs, one panel per device, as its ratio to the job's own
     median over the runs shown, on one log axis for every panel: a job of 0.1 ms and one of
     50 ms share it, and a 20% change reads as such. The runs where a job got slower than in its
-    previous run are ringed. A job measured in one run only is left out (None when that leaves
+    previous run (`verdicts`: a run's pairs judged together, as the gate judges a nightly's)
+    are ringed. A job measured in one run only is left out (None when that leaves
     nothing), unless it failed in the last run.
 
     At farm scale (more jobs than the palette has colours) only the jobs that changed in the
@@ -1083,7 +1084,8 @@ def trends_figure(
             ring = Line2D([], [], marker="o", linestyle="", markerfacecolor="none",
                           markeredgecolor="#D55E00", markersize=7, markeredgewidth=1.4)
             # the rule in full is in the caption; the legend keeps its columns narrow
-            entries.append((ring, f"slower than its previous run beyond {threshold:.0%} (95% CI)"))
+            entries.append((ring, f"slower than its previous run beyond {threshold:.0%} "
+                                  "(95% CI, with the run's others)"))
         if clipped:
             entries.append((Line2D([], [], marker="^", color="black", linestyle="",
                                    markersize=4), CLIPPED_LABEL))
@@ -1095,15 +1097,15 @@ def trends_figure(
 def _accuracy_changes(data: pd.DataFrame, history: pd.DataFrame, last: str) -> dict[
         tuple[str, str], str]:
     """(device, job) -> how its top-1 changed in the last run against its previous run, in
-    points (`stats.top1_changed`: one image or more), or "failed"."""
+    points, where the caller's verdict (`top1_verdict`) says it is lower or higher, or
+    "failed"."""
     changes = {}
-    for (device, job), series in data.sort_values("x").groupby(["device", "job"]):
-        if len(series) < 2 or series["run_id"].iloc[-1] != last:
-            continue
-        before, after = series["accuracy_top1"].to_numpy(float)[-2:]
-        n = pd.to_numeric(series["accuracy_n"].iloc[-1]) if "accuracy_n" in series else math.nan
-        if stats.top1_changed(before, after, None if pd.isna(n) else float(n)):
-            changes[(str(device), str(job))] = f"{100 * (after - before):+.1f} points"
+    changed = data[(data["run_id"] == last)
+                   & data["top1_verdict"].isin([stats.LOWER_TOP1, stats.HIGHER_TOP1])]
+    for device, job, before, after in zip(changed["device"], changed["job"],
+                                          changed["top1_before"], changed["accuracy_top1"],
+                                          strict=True):
+        changes[(str(device), str(job))] = f"{100 * (after - before):+.1f} points"
     failed = history[(history["run_id"] == last) & (history["status"] != "ok")]
     shown = set(zip(data["device"].astype(str), data["job"], strict=True))
     for device, job in zip(failed["device"], _job_label(failed["model"].astype(str), failed,
@@ -1113,15 +1115,19 @@ def _accuracy_changes(data: pd.DataFrame, history: pd.DataFrame, last: str) -> d
     return changes
 
 
-def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
+def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE,
+                           accuracy: pd.DataFrame | None = None) -> Figure | None:
     """Top-1 accuracy of each job over runs, per device, with its Wilson 95% interval: a board
     whose deployed model starts to disagree with the host shows here. Runs are spaced as in
     `trends_figure`; None with fewer than two runs that measured accuracy.
 
     At farm scale (more jobs than the palette has colours) models of every accuracy would share
     one axis, so each job is drawn as its change from its own median over the runs shown, in
-    points: the jobs whose top-1 changed in the last run (by one image or more) or that failed
-    in it are in colour and named, the others thin grey lines at zero. The same images go through
+    points: the jobs whose top-1 changed in the last run or that failed in it are in colour and
+    named, the others thin grey lines at zero. A change is the caller's verdict, `accuracy`
+    (aligned with `history`: `accuracy_verdict` and `top1_before`, `compare.accuracy_over_runs`:
+    the gate's rule, the same images, one image or more and beyond its threshold); without it
+    only the failures are coloured. The same images go through
     each run, so a change is exact and drawn without an interval (Wilson's interval is about
     other images, and would hide a change of a few images that every run repeats)."""
     data = _ok(history)
@@ -1131,7 +1137,11 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE) -> Fi
     position, ticks, tick_labels = _run_axis(data, layout)
     last = max(position, key=position.__getitem__)
     data = data.assign(x=data["run_id"].map(position),
-                       job=_job_label(data["model"].astype(str), data))
+                       job=_job_label(data["model"].astype(str), data),
+                       top1_verdict="" if accuracy is None
+                       else accuracy["accuracy_verdict"].reindex(data.index).fillna(""),
+                       top1_before=math.nan if accuracy is None
+                       else accuracy["top1_before"].reindex(data.index))
     devices = sorted(data["device"].unique())
     jobs = sorted(data["job"].unique())
     every = len(jobs) <= TREND_COLOURED_MAX
@@ -1219,7 +1229,8 @@ PLOT_TITLES = {
     "(or there is none), so that it is not shown faster or slower",
     "trends": "Median latency (the geometric mean of the session medians) across runs relative "
     "to each measurement's own median over them (95% CI), "
-    "slower than the previous run ringed; at farm scale what changed in the last run in colour",
+    "slower than the previous run ringed (the rule of edgebench compare, each run's "
+    "measurements judged together); at farm scale what changed in the last run in colour",
 }
 
 
@@ -1356,7 +1367,7 @@ def trends(history: pd.DataFrame, folder: Path, verdicts: pd.Series | None = Non
                 folder, formats, layout)
 
 
-def accuracy_trends(history: pd.DataFrame, folder: Path, *, layout: Layout = SCREEN,
-                    formats: Sequence[str] = ("png",)) -> list[Path]:
-    return _one("accuracy", lambda lay: accuracy_trends_figure(history, lay), folder, formats,
-                layout)
+def accuracy_trends(history: pd.DataFrame, folder: Path, accuracy: pd.DataFrame | None = None,
+                    *, layout: Layout = SCREEN, formats: Sequence[str] = ("png",)) -> list[Path]:
+    return _one("accuracy", lambda lay: accuracy_trends_figure(history, lay, accuracy), folder,
+                formats, layout)
