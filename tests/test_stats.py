@@ -374,3 +374,14 @@ def test_a_step_in_the_history_is_no_noise() -> None:
     assert math.sqrt(np.var(levels, ddof=1)) > 1.5
     # half the runs at each level: none is the usual one, and the spread is assumed
     assert stats.run_level_sd([run(), run(), run(38.0), run(38.0), run(38.0), run()]) is None
+
+
+def test_a_top1_change_must_exceed_the_threshold_not_equal_it() -> None:
+    """One image of 1000 is 0.1 points, which is not "more than 0.1": in floating point
+    0.700 - 0.699 is 0.10000000000000009 points, and a nightly failed on it."""
+    assert stats.top1_verdict(0.700, 0.699, 1000) == stats.SAME_TOP1
+    assert stats.top1_verdict(0.700, 0.698, 1000) == stats.LOWER_TOP1
+    assert stats.top1_verdict(0.699, 0.700, 1000, threshold_points=0.0) == stats.HIGHER_TOP1
+    # fewer images: one is a larger step, past the threshold however it rounds
+    assert stats.top1_verdict(0.99164, 0.98886, 359) == stats.LOWER_TOP1
+    assert stats.top1_verdict(0.5, 0.5 + 1e-7, 1000) == stats.SAME_TOP1  # not an image
