@@ -448,9 +448,9 @@ _session_count = _bounded(int, 1, 1000, "a number of sessions between 1 and 1000
 _thread_count = _bounded(int, 1, MAX_THREADS, f"a number of threads between 1 and {MAX_THREADS}")
 _wait_seconds = _bounded(float, 0, 7 * 24 * 3600, "seconds between 0 and a week")
 
-TOP1_THRESHOLD_HELP = ("smallest change of top-1 on the same images, in percentage points, that "
-                       f"counts as lower or higher (default {TOP1_THRESHOLD_POINTS:g}; one image "
-                       "at least)")
+TOP1_THRESHOLD_HELP = ("a change of top-1 on the same images counts as lower or higher beyond "
+                       "these percentage points (default "
+                       f"{TOP1_THRESHOLD_POINTS:g}), and of one image at least")
 SESSIONS_DEFAULT_HELP = f"default {DEFAULT_SESSIONS}, {QUICK_SESSIONS} with --quick"
 
 
