@@ -703,6 +703,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     from harness.farm import command as nightly_command
     from harness.farm.summary import baseline_text
     from harness.report.compare import is_regression
+    from harness.report.nightly import rebuilt_line
 
     def say(text: str) -> None:  # one line each, whatever the width: a command to paste
         err_console.print(escape(text), highlight=False, soft_wrap=True)
@@ -734,6 +735,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
                   "(another instruction set, accelerator, precision or timed scope; summary.json "
                   "says why, each)",
                   highlight=False, markup=False, soft_wrap=True)
+    if rebuilt_line(summary):
+        out.print(rebuilt_line(summary), highlight=False, markup=False, soft_wrap=True)
     failed_builds = summary.get("build_failures") or []
     if failed_builds:  # measured on no device: not in the table's rows
         out.print(f"{plural(len(failed_builds), 'suite entry', 'suite entries')} did not build "

@@ -33,7 +33,7 @@ from harness.farm.nightly import (
 )
 from harness.farm.summary import summary_document, write_junit
 from harness.report.compare import is_regression
-from harness.report.nightly import write_trend
+from harness.report.nightly import status_block, write_trend
 from harness.runner import BenchOptions, PlannedJob
 from harness.store import Store
 from tests.test_report_synthetic import FINGERPRINT, ISA, add_job, exact_median_ns, sessions_ns
@@ -427,7 +427,7 @@ def test_a_nightly_of_one_session_gets_its_junit_and_page(tmp_path: Path) -> Non
     assert m["ratio"] is not None and m["ratio_ci95_low"] is None
     junit = ET.parse(write_junit(tmp_path / "junit.xml", summary)).getroot()
     (out,) = [e.text or "" for e in junit.iter("system-out")]
-    assert f"ratio {m['ratio']:.3f} (ISA" in out and out.endswith(": inconclusive")
+    assert f"ratio {m['ratio']:.3f} (ISA" in out and out.endswith("; speed: inconclusive")
     write_trend(store, second, [first, second], ["pi5"], tmp_path / "out", summary=summary)
     store.close()
 
@@ -664,3 +664,31 @@ def test_a_bug_in_a_devices_nightly_writes_its_traceback(tmp_path: Path, monkeyp
     err = capsys.readouterr().err
     assert err.startswith("edgebench: unexpected error in pi5's nightly:\nTraceback")
     assert "in bug\n" in err and err.endswith("KeyError: 'session'\n")
+
+
+def test_a_model_rebuilt_since_its_baseline_is_said_on_the_page_and_in_junit(
+        tmp_path: Path) -> None:
+    """Found: a recipe changed between two nightlies (the same artifact name, another file)
+    failed the gate on its lower top-1 while the page said the same file goes through the same
+    images each night, so that the change was the board's; only summary.json's `file_changed`
+    knew. `compare` says it in a line; the nightly now does too."""
+    store = Store(tmp_path / "db.sqlite")
+    first = _night(store, 1)
+    add_job(store, first, "resnet", accuracy_top1=0.96, samples_ns=sessions_ns(20.0, seed=1))
+    add_job(store, first, "mobilenet", samples_ns=sessions_ns(5.0, seed=3))
+    store.finish_run(first)
+    second = _night(store, 2)
+    add_job(store, second, "resnet", accuracy_top1=0.09, samples_ns=sessions_ns(20.0, seed=2),
+            model_sha256="f" * 64)
+    add_job(store, second, "mobilenet", samples_ns=sessions_ns(5.0, seed=4))
+    store.finish_run(second)
+    summary = _summary(store, first, second, [_ok()])
+    assert summary["rebuilt"] == ["pi5: resnet (onnx, onnxruntime)"]
+    page = status_block(summary)
+    assert "1 measurement measured another file than their baseline" in page
+    assert "pi5: resnet (onnx, onnxruntime)" in page
+    junit = ET.parse(write_junit(tmp_path / "junit.xml", summary)).getroot()
+    (failure,) = junit.findall(".//testcase/failure")
+    assert failure.get("type") == "lower top-1"
+    assert "another file than the baseline's (rebuilt since)" in (failure.get("message") or "")
+    store.close()

@@ -75,10 +75,20 @@ def summary_document(*, nightly_id: str, baseline: str | None,
         # ran ok with nothing to compare with (no baseline; new since it), or nothing it could
         # be judged against (another ISA, ...): said, not passed
         "not_gated": sum(1 for m in measurements if m.get("not_gated")),
+        # measured another file than its baseline under the same name (rebuilt since): its
+        # verdicts judge the new file as much as the board, which the page and console say
+        "rebuilt": rebuilt(measurements),
         "fingerprint_differences": fingerprint_differences,
         # suite entries that did not build, so were measured nowhere
         "build_failures": [{"entry": entry, "error": error} for entry, error in build_failures],
     }
+
+
+def rebuilt(measurements: Sequence[dict[str, Any]]) -> list[str]:
+    """"device: model (format, runtime)" of each measurement whose file is another than its
+    baseline's under the same name (`file_changed`: the sha256 differs)."""
+    return [f"{m['device']}: {m['model']} ({m['format']}, {m['runtime']})"
+            for m in measurements if m.get("file_changed")]
 
 
 def write_junit(path: Path, summary: dict[str, Any]) -> Path:
@@ -152,6 +162,8 @@ def _figures(m: dict[str, Any]) -> str:
         text += f" (ISA {m['isa_b']})"
     if m.get("error_b"):
         text += f"; {m['status_b']}: {m['error_b']}"
+    if m.get("file_changed"):
+        text += "; another file than the baseline's (rebuilt since)"
     if m.get("verdict"):
-        text += f": {m['verdict']}"
+        text += f"; speed: {m['verdict']}"
     return text

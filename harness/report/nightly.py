@@ -132,6 +132,16 @@ def _isa(m: dict[str, Any]) -> str:
     return f"{a} (baseline); {b} (now)" if a and b and a != b else str(b or a or "not recorded")
 
 
+def rebuilt_line(summary: dict[str, Any]) -> str:
+    """One line naming the measurements rebuilt since their baseline, or "" when none."""
+    names = summary.get("rebuilt") or []
+    if not names:
+        return ""
+    return (f"{len(names)} measurement{'s' if len(names) != 1 else ''} measured another file "
+            "than their baseline under the same name (rebuilt since, sha256 differs): their "
+            "verdicts judge the new file, not the board alone: " + "; ".join(names))
+
+
 def status_block(summary: dict[str, Any]) -> str:
     """The verdict of the nightly as HTML: exit code, devices, counts of verdicts, the
     regressions, links to the files CI reads."""
@@ -217,6 +227,8 @@ def status_block(summary: dict[str, Any]) -> str:
                      + "".join(rows) + "</table>")
     else:
         parts.append("<p>No regression.</p>")
+    if rebuilt_line(summary):
+        parts.append(f"<p class=warn>{_e(rebuilt_line(summary))}.</p>")
     differences = summary.get("fingerprint_differences") or {}
     if differences:
         parts.append("<p>Changed on the device since the baseline (listed, not gated): "
@@ -270,6 +282,7 @@ def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, accuracy: pd.DataF
         "that differs from the nightly before on the same images by one image or more and by "
         f"more than {top1_threshold:g} points (the gate's rule, <code>--top1-threshold</code>) "
         "shows the change in points: the same images go through the same file each night, so "
-        "it is a change of what the board computes. The ISA column names the CPU extensions "
+        "it is a change of what the board computes, unless the file was rebuilt in between "
+        "(said above, where it was against the baseline). The ISA column names the CPU extensions "
         "that picked the kernels of each figure.</p>"
         f"{images}<table><tr>{head}</tr>{''.join(body)}</table>")
