@@ -251,3 +251,24 @@ def test_the_model_memory_is_the_same_with_the_data_and_without(tiny_onnx: Path,
     assert without["input_shape"] == with_data["input_shape"] == [1, 1, 8, 8]
     assert abs(without["memory"]["model_mb"] - with_data["memory"]["model_mb"]) < 1.0, (
         without["memory"], with_data["memory"])
+
+
+def test_a_file_the_runtime_refuses_is_named_as_the_user_knows_it(tmp_path: Path) -> None:
+    """On a device a model's path is its cache entry, named by its sha256: an error naming
+    `~/.cache/edgebench/fad1...d31` told the user nothing; it names the artifact's file."""
+    import hashlib
+
+    data = b"not an onnx model"
+    sha = hashlib.sha256(data).hexdigest()
+    cached = tmp_path / sha
+    cached.write_bytes(data)
+    model = {"path": str(cached), "format": "onnx", "sha256": sha, "name": "resnet18-int8"}
+    result, _ = run_agent({**job_for(cached), "model": model})
+    assert result["status"] == "failed" and result["error"]["kind"] == "model_invalid"
+    message = result["error"]["message"]
+    assert "resnet18-int8.onnx" in message and sha not in message, message
+    # where the file has its own name (the local device), its path is the name to give
+    own = tmp_path / "mine.onnx"
+    own.write_bytes(data)
+    result, _ = run_agent({**job_for(own), "model": {**model, "path": str(own)}})
+    assert str(own) in result["error"]["message"]

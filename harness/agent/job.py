@@ -175,6 +175,16 @@ def pin(cpus: list[int]) -> None:
     os.sched_setaffinity(0, cpus)
 
 
+def named_file(message: str, model: dict[str, Any]) -> str:
+    """`message` with the model's file named as the user knows it: on a device its path is the
+    cache's entry, named by its sha256 (`~/.cache/edgebench/fad1...d31`), which says nothing."""
+    path, name = str(model.get("path") or ""), model.get("name")
+    if not name or not path or os.path.basename(path) != model.get("sha256"):
+        return message
+    shown = "{}.{}".format(name, model["format"]) if model.get("format") else str(name)
+    return message.replace(path, shown)
+
+
 def ran_on_cpu_only(result: dict[str, Any]) -> bool:
     """Whether the session's model ran on the CPU alone: no GPU the runtime runs on, and no
     execution provider or delegate in force other than the CPU's, whose energy RAPL leaves out."""
@@ -342,8 +352,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             # read through what options.py declares: what the profile loader checks
             runtime.load(model["path"], declared_options(runtime.name, options))
         except ModelLoadError as err:
-            raise JobError(err.kind, str(err), protocol.STATUS_UNSUPPORTED if err.unsupported
-                           else protocol.STATUS_FAILED) from err
+            raise JobError(err.kind, named_file(str(err), model), protocol.STATUS_UNSUPPORTED
+                           if err.unsupported else protocol.STATUS_FAILED) from err
         result["load_s"] = time.perf_counter() - t0
         result["runtime_options"] = runtime.options_used()
         result["placement"] = _optional(runtime.placement, "placement")
