@@ -623,7 +623,7 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
             progress.advance(task)
             if kind == "done" and record["status"] != "ok" and record["sessions"] == 0:
                 progress.advance(task, per_job - 1)  # no more sessions of a failed start
-                said = (job.device.name, str(record["error_message"]))
+                said = (job.device.name, str(record["status"]), str(record["error_message"]))
                 repeated[said] = repeated.get(said, -1) + 1
                 if repeated[said]:  # a device that fails every model: its reason once
                     return
@@ -632,7 +632,7 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
                         f"{job.device.name} {job.artifact.name} {job.runtime}: "
                         f"{record['error_message']}"), highlight=False)
 
-        repeated: dict[tuple[str, str], int] = {}  # a failure's line said: how often since
+        repeated: dict[tuple[str, str, str], int] = {}  # a failure's line said: how often since
 
         warned: set[tuple[str, str]] = set()
 
@@ -663,11 +663,11 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
         run_id = plan.run_id
         for d in devices:
             progress.update(tasks[d.name], description=escape(f"{d.name}: done"))
-        for (device, _), more in repeated.items():
-            if more:
+        for (device, status, _), more in repeated.items():
+            if more:  # "failed", or "unsupported" (a runtime that lacks what the file needs)
                 progress.console.print(escape(f"{device}: {more} more measurement"
-                                              f"{'s' if more != 1 else ''} failed the same way"),
-                                       highlight=False)
+                                              f"{'s' if more != 1 else ''} {status} the same "
+                                              "way"), highlight=False)
         by_job = {r["job_id"]: r for r in store.results([run_id])}
         records = [by_job[j.job_id] for j in jobs if j.job_id in by_job]
         job_ids = [r["job_id"] for r in records]
