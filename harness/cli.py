@@ -230,8 +230,9 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
     out.print(table)
     for name, rt in info["runtimes"].items():
         if rt.get("warning"):  # present, and may yet fail every job: said, not refused
-            out.print(f"  [yellow]note:[/] {escape(name)}: {escape(str(rt['warning']))}; its "
-                      "jobs may fail", soft_wrap=True)
+            out.print(f"  [yellow]note:[/] {escape(name)}: {escape(str(rt['warning']))}; if it "
+                      "was built against that numpy, every job of it fails there "
+                      "(runtime_unusable): install the numpy it declares", soft_wrap=True)
     state = info.get("state") or {}
     temps = ", ".join(f"{k} {v:.0f}°C" for k, v in (state.get("temperatures_c") or {}).items())
     govs = sorted(set((state.get("governors") or {}).values()))

@@ -307,8 +307,10 @@ def test_a_runtime_built_for_a_newer_numpy_says_so(old_envs, built, agent_zip,
     profile.write_text(f"name: old\npython: {env / 'bin' / 'python'}\nruntimes: [tflite]\n")
     proc = run_cli("devices", "check", str(profile))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    said = " ".join(proc.stdout.split())
     assert ("note: tflite: numpy 1.19.5 here is older than the numpy >=1.23.2 that "
-            "tflite-runtime 2.14.0 declares; its jobs may fail") in " ".join(proc.stdout.split())
+            "tflite-runtime 2.14.0 declares; if it was built against that numpy, every job of it "
+            "fails there (runtime_unusable): install the numpy it declares") in said
 
 
 def test_numpy_minimum_reads_metadata_as_packages_write_it() -> None:
