@@ -193,10 +193,14 @@ def test_cp_leaves_grouped_and_pointwise_convs_alone() -> None:
     out, info = lowrank_cp(model, params, _ctx())
     assert info["ranks"] == {"2": 4} and info["kept"] == []
     assert isinstance(out[0], nn.Conv2d) and isinstance(out[1], nn.Conv2d)
-    with pytest.raises(ParamError, match="no convolution gets smaller at CP rank 64"):
+    with pytest.raises(ParamError, match=r"no convolution gets smaller at CP rank 64 \(of 1 k x k "
+                       r"convolutions: 0\)"):
         lowrank_cp(nn.Sequential(nn.Conv2d(1, 16, 3), nn.Conv2d(32, 32, 3, groups=32)),
                    TECHNIQUES.get("lowrank_cp").resolve({"rank": 64, "finetune_epochs": 0}),
                    _ctx())
+    # a second CP step finds only the factors of the first: said so, not "rank 4 saves nothing"
+    with pytest.raises(ParamError, match="no k x k convolution .groups 1. is left to factorize"):
+        lowrank_cp(out, params, _ctx())
 
 
 def test_cp_is_seeded_and_leaves_the_tensorly_backend_alone() -> None:

@@ -256,8 +256,12 @@ def lowrank_cp(model: nn.Module, params: dict[str, Any], ctx: StepContext
             continue
         _replace(model, name, done[0])
         ranks[name], errors[name] = rank, float(f"{done[1]:.4g}")
+    if not ranks and not kept:  # a step after another CP step, or a model of 1x1 convs
+        raise ParamError("no k x k convolution (groups 1) is left to factorize: every one is "
+                         "1x1, grouped or depthwise, or already factorized by an earlier step")
     if not ranks:
-        raise ParamError(f"no convolution gets smaller at CP rank {rank}")
+        raise ParamError(f"no convolution gets smaller at CP rank {rank} (of {len(kept)} k x k "
+                         f"convolutions: {', '.join(kept)})")
     fit(model, ctx, epochs=params["finetune_epochs"], lr=params["lr"],
         description="cp fine-tune")
     return model.eval(), {"ranks": ranks, "relative_error": errors, "kept": kept}
