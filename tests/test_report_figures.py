@@ -593,7 +593,7 @@ def test_a_farm_scale_trend_shows_what_changed_in_colour_on_one_ratio_axis(tmp_p
         assert slower.has_yerr
         greys = [line for line in axes[0].lines if line.get_color() == plots.TREND_GREY]
         assert len(greys) == 11
-        assert axes[0].get_title().startswith("board0: 1 of 12 changed")
+        assert axes[0].get_title().startswith("board0: 1 of 12 changed speed")
         assert ISA in " ".join(fig.get_suptitle().split())
         for text in _texts(fig):
             assert 8 <= text.get_fontsize() <= 9, (layout.name, text.get_text())
@@ -611,8 +611,9 @@ def test_a_farm_scale_accuracy_trend_shows_what_changed_in_colour(tmp_path: Path
         fig = plots.accuracy_trends_figure(history, layout, accuracy)
         assert fig is not None and fig.get_figwidth() == pytest.approx(layout.width_in)
         axes = [ax for ax in fig.axes if ax.get_visible()]
-        assert [ax.get_title() for ax in axes] == ["board0: 0 of 12 changed in the last run",
-                                                  "board1: 2 of 12 changed in the last run"]
+        assert [ax.get_title() for ax in axes] == [
+            "board0: 0 of 12 changed top-1 in the last run",
+            "board1: 2 of 12 changed top-1 in the last run"]
         legend = [t.get_text() for t in fig.legends[0].get_texts()]
         assert sorted(legend) == ["board1: m05, last run -0.4 points",
                                   "board1: m07, last run failed",
@@ -649,11 +650,11 @@ def test_the_accuracy_trend_colours_a_change_by_the_gates_rule(tmp_path: Path) -
     history.loc[other_images, "accuracy_top1"] -= 0.05
     fig = plots.accuracy_trends_figure(history, plots.DOUBLE, compare.accuracy_over_runs(history))
     assert fig is not None
-    assert fig.axes[0].get_title() == "board0: 0 of 12 changed in the last run"
+    assert fig.axes[0].get_title() == "board0: 0 of 12 changed top-1 in the last run"
     fig = plots.accuracy_trends_figure(history, plots.DOUBLE, compare.accuracy_over_runs(
         history, top1_threshold=0.05))
     assert fig is not None
-    assert fig.axes[0].get_title() == "board0: 1 of 12 changed in the last run"
+    assert fig.axes[0].get_title() == "board0: 1 of 12 changed top-1 in the last run"
     assert "board0: m01, last run -0.1 points" in [t.get_text()
                                                    for t in fig.legends[0].get_texts()]
 
@@ -675,7 +676,7 @@ def test_a_trend_leaves_out_jobs_measured_once() -> None:
     fig = plots.trends_figure(history)
     assert fig is not None
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["pi5: 0 of 1 changed in the last run"], titles
+    assert titles == ["pi5: 0 of 1 changed speed in the last run"], titles
     assert plots.trends_figure(history[history["device"] == "jetson"]) is None
 
 
@@ -1080,3 +1081,20 @@ def test_trend_intervals_past_the_axis_end_in_an_arrowhead() -> None:
                     history["latency_ci95_high_ms"] / ratio) if v > y1}
         assert {(2.0, y0), (2.0, y1)} <= past and heads == past
         assert plots.CLIPPED_LABEL in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_runs_begun_within_a_minute_have_ticks_of_their_own() -> None:
+    """Two nightlies begun in one minute (a retry, a test farm) were both labelled
+    "11-29 16:56": the ticks of such runs go to the second."""
+    rows = [{"run_id": f"r{i}", "run_started_at": f"2026-11-29T16:56:{10 * i:02d}Z",
+             "device": "pi5", "model": "net", "runtime": "onnxruntime", "status": "ok",
+             "latency_median_ms": 10.0 + i, "latency_ci95_low_ms": 9.5 + i,
+             "latency_ci95_high_ms": 10.5 + i, "isa": ISA} for i in (1, 2)]
+    fig = plots.trends_figure(pd.DataFrame(rows))
+    assert fig is not None
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["11-29 16:56:10", "11-29 16:56:20"], labels
+    rows[1]["run_started_at"] = "2026-11-30T16:56:20Z"  # a day apart: to the minute, as before
+    fig = plots.trends_figure(pd.DataFrame(rows))
+    assert fig is not None
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["11-29 16:56", "11-30 16:56"]

@@ -910,7 +910,10 @@ def _run_axis(data: pd.DataFrame, layout: Layout
         .reset_index(drop=True)
     every = max(1, math.ceil(len(runs) / (12 if layout.width_in > 5 else 6)))
     ticks = list(range(0, len(runs), every))
-    labels = [pd.Timestamp(runs["run_started_at"][i]).strftime("%m-%d %H:%M") for i in ticks]
+    started = [pd.Timestamp(runs["run_started_at"][i]) for i in ticks]
+    labels = [t.strftime("%m-%d %H:%M") for t in started]
+    if len(set(labels)) < len(labels):  # runs begun within a minute: to the second
+        labels = [t.strftime("%m-%d %H:%M:%S") for t in started]
     return {r: i for i, r in enumerate(runs["run_id"])}, ticks, labels
 
 
@@ -1074,9 +1077,10 @@ def trends_figure(
             ax.set_xlim(-0.5, len(position) - 0.5)
             shown = set(part["job"].astype(str))
             changed = sum(d == str(device) and j in shown for d, j in changes)
-            ax.set_title(_text(f"{device}: {changed} of {len(shown)} changed in the last run"
-                               if layout.width_in > 5
-                               else f"{device}: {changed} of {len(shown)} changed"))
+            # what the panel shows changing: the speed (a top-1 change is the accuracy trend's)
+            ax.set_title(_text(f"{device}: {changed} of {len(shown)} changed speed in the last "
+                               "run" if layout.width_in > 5
+                               else f"{device}: {changed} of {len(shown)} changed speed"))
             ax.set_ylabel("Latency / its median")
         axes[-1].set_xlabel("Run (start time, UTC)")
         entries = _handles(axes)
@@ -1191,7 +1195,8 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE,
             else:
                 shown = set(part["job"].astype(str))
                 changed = sum(d == str(device) and j in shown for d, j in changes)
-                ax.set_title(_text(f"{device}: {changed} of {len(shown)} changed in the last run"))
+                ax.set_title(_text(f"{device}: {changed} of {len(shown)} changed top-1 in the "
+                                   "last run"))
                 ax.axhline(0.0, color=BASELINE_COLOUR, linewidth=0.6, zorder=0)
                 ax.set_ylim(*limits)
                 ax.set_ylabel("Top-1 minus its median [points]")
