@@ -498,7 +498,8 @@ def _definitions(df: pd.DataFrame) -> str:
     """What the summary columns hold, for a table read without the page around it."""
     sets = accuracy_sets(df)
     accuracy = (f"Top-1: on {_join(sets)}, " if sets else "Top-1: ") + (
-        "with its Wilson 95% interval; n/a: not measured (a latency-only model).")
+        "with its Wilson 95% interval; n/a: not measured (a latency-only model, or a "
+        "measurement that failed or was unsupported).")
     return f"{P90_NOTE}. {SPEEDUP_DEFINITION} {accuracy}"
 
 
