@@ -116,6 +116,11 @@ def summary(tmp_path: Path, out: str) -> dict[str, Any]:
     return json.loads((tmp_path / out / "summary.json").read_text())
 
 
+# Sessions a measurement to be interrupted asks for: 20 took 11 s on a loaded CI machine and
+# ended before the signal came, so the bench exited 0 where 130 was expected.
+LONG_RUN_SESSIONS = "300"
+
+
 def who(lab: LoopbackLab) -> str:
     done = lab.client("who")
     assert done.returncode == 0, done.stderr
@@ -336,13 +341,14 @@ def test_an_interrupted_nightly_releases_every_place(
     them."""
     farm = write_farm(tmp_path, lab)
     db = tmp_path / "db.sqlite"
-    args = nightly_args(tmp_path, farm, suite, "n", "--sessions", "20")
+    args = nightly_args(tmp_path, farm, suite, "n", "--sessions", LONG_RUN_SESSIONS)
     proc = subprocess.Popen(
         [*EDGEBENCH, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, **env_for(tmp_path)))
     for place in PLACES:
         wait_for_sessions(db, place, 1, proc)
     assert all(p in who(lab) for p in PLACES)
+    assert proc.poll() is None, "the nightly ended before it could be interrupted"
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -629,11 +635,14 @@ def test_bench_on_a_farm_device_acquires_its_place_and_releases_it(
 def test_an_interrupted_bench_on_a_farm_device_releases_its_place(
         tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path], sig: signal.Signals) -> None:
     farm = write_farm(tmp_path, lab)
-    proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, "--sessions", "20")],
+    # far more sessions than can be measured before the signal: `who` alone can take seconds
+    proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, "--sessions",
+                                                      LONG_RUN_SESSIONS)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, **env_for(tmp_path)))
     wait_for_sessions(tmp_path / "db.sqlite", "dev1", 1, proc)
     assert "dev1" in who(lab)  # held for the whole bench, not per session
+    assert proc.poll() is None, "the bench ended before it could be interrupted"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
