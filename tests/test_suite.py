@@ -132,6 +132,10 @@ def test_minimal_suite_defaults(tmp_path: Path) -> None:
         (BASE + "onnx: {opset: true}\n", "onnx.opset", "got True"),
         (BASE + "onnx: {opsets: 17}\n", "onnx.opsets", "unknown field; known: opset"),
         (BASE + "onnx: 17\n", "onnx", "must be a mapping, got int"),
+        # found: an opset given for a board's old onnxruntime in a suite of TFLite files alone
+        (BASE + "formats: [tflite]\nonnx: {opset: 17}\n", "onnx", "sets the opset of the "
+         "suite's ONNX files, and it builds none (only tflite); add onnx to formats, or drop "
+         "onnx"),
         (BASE.replace("steps: [{prune_structured: {ratio: 0.5}}]", "steps: []"),
          "recipes.r.steps", "non-empty"),
         # values are checked when the suite is loaded, before anything is built or trained

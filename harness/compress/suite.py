@@ -43,7 +43,8 @@ file's folder; a weights file not found is named by its full path. A dataset's f
 to its loader at build: a missing one fails that dataset's entries alone.
 `onnx: {opset: N}` sets the ai.onnx opset of every ONNX file (`export.ONNX_OPSETS`, default
 18, the exporter's own): 17 for the onnxruntime 1.12 and 1.13 of JetPack 5, which refuse 18. It
-keys the ONNX artifacts (not the others) and each ONNX manifest records it with the IR version.
+keys the ONNX artifacts (not the others) and each ONNX manifest records it with the IR version;
+in a suite that builds no ONNX file it is refused.
 A suite's `plugins:` are Python files imported before its names are checked, each once per
 process: a user's own architectures (`harness.zoo.models.register_model`), whose content keys
 the suite's artifacts.
@@ -358,6 +359,8 @@ def load_suite(path: Path | str) -> Suite:
     suite = Suite(path, str(top.get("name") or path.stem), seed, datasets, models, recipes,
                   plugins, onnx_opset)
     _check_artifact_names(r, suite)
+    if "onnx" in top:
+        _check_onnx_built(r, suite)
     for line in warnings:  # once the suite is taken: a refused one's warnings were noise
         print(line, file=sys.stderr)
     return suite
@@ -453,6 +456,18 @@ def _check_artifact_names(r: _Reader, suite: Suite) -> None:
                                                "file system" if other != name else "")
                          + (f": both would be written to {', '.join(same)}" if same else "")
                          + "; rename the model or the recipe")
+
+
+def _check_onnx_built(r: _Reader, suite: Suite) -> None:
+    """`onnx:` in a suite that builds no ONNX file is refused: its opset would key nothing, and
+    a user who set it for a board's old onnxruntime would find out only on the board."""
+    built = {fmt for model in suite.models.values()
+             for recipe in (None, *model.recipes)
+             for fmt in suite.formats_for(model, None if recipe is None
+                                          else suite.recipes[recipe])}
+    if "onnx" not in built:
+        raise r.fail("onnx", "sets the opset of the suite's ONNX files, and it builds none (only "
+                     f"{', '.join(sorted(built))}); add onnx to formats, or drop onnx")
 
 
 def _check_input_size(r: _Reader, model: str, arch: str, input_size: int | None,
