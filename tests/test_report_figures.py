@@ -871,6 +871,50 @@ def test_heatmap_greys_out_speedups_whose_interval_includes_1(quick) -> None:
         assert "95% CI includes 1" in " ".join(t.get_text() for t in fig.legends[0].get_texts())
 
 
+def test_heatmap_says_why_a_variant_measured_has_no_speedup(quick) -> None:
+    """Found in a review: an unsupported or failed variant left a blank cell, as if it had not
+    been measured, and a device on which no variant ran lost its column. Each such cell says
+    why in italics; a variant whose fp32 baseline failed there says it has no baseline."""
+    df, _, _ = quick
+    local = df[df["device"] == "local"]
+    variants = local[~local["is_baseline"] & local["speedup"].notna()]
+    failed_model = variants["model"].iloc[0]
+    nothing = ["speedup", "speedup_ci95_low", "speedup_ci95_high"]
+    # on coral nothing ran; on pi the baseline failed, so the ok variants have no speedup
+    coral = local.assign(device="coral", status="unsupported")
+    coral.loc[:, nothing] = np.nan
+    pi = local.assign(device="pi")
+    pi.loc[:, nothing] = np.nan
+    pi.loc[pi["is_baseline"], "status"] = "failed"
+    here = local.copy()
+    here.loc[here["model"] == failed_model, ["status", *nothing]] = ["failed", *[np.nan] * 3]
+    data = pd.concat([here, coral, pi], ignore_index=True)
+    for layout in LAYOUTS:
+        fig = plots.speedup_heatmap_figure(data, layout)
+        assert fig is not None
+        ax = fig.axes[0]
+        columns = [t.get_text().split("\n")[0] for t in ax.get_xticklabels()]
+        assert sorted(set(columns)) == ["coral", "local", "pi"]
+        models = [t.get_text() for t in ax.get_yticklabels()]
+        said = {(models[round(t.get_position()[1])], columns[round(t.get_position()[0])]):
+                t.get_text() for t in ax.texts}
+        words = plots.NO_SPEEDUP_SHORT if layout is plots.SINGLE else {
+            word: word for word in plots.NO_SPEEDUP_SHORT}  # 3 columns across 3.3 in: short
+        for model in variants["model"]:
+            assert said[(model, "coral")] == words["unsupported"]
+            assert said[(model, "pi")] == words["no baseline"]
+            speedup = variants.set_index("model").at[model, "speedup"]
+            assert said[(model, "local")] == ("failed" if model == failed_model
+                                               else f"{speedup:.2f}")
+        legend = " ".join(t.get_text() for t in fig.legends[0].get_texts()).replace("\n", " ")
+        assert plots.NO_SPEEDUP_LABEL in legend
+    # a paper's caption says what the words mean where there are any, and only there
+    from harness.report import paper
+    assert "A word in italics" in paper.figure_facts("speedup_heatmap", data)
+    assert "A word in italics" not in paper.figure_facts("speedup_heatmap", local[
+        local["is_baseline"] | local["speedup"].notna()])
+
+
 def test_speedup_bars_whose_interval_includes_1_are_hatched(quick) -> None:
     """Found in an audit: solid bars of 1.60 [0.57, 4.50] and 2.04 [0.70, 5.95] read as wins
     that the heatmap hatched. A bar whose interval includes 1 is grey and hatched here too."""

@@ -128,9 +128,12 @@ def _size(width: str) -> str:
 
 def figure_facts(name: str, df: pd.DataFrame) -> str:
     """What one figure of `df` needs said beyond its fixed caption (plain text): the data its
-    accuracy was measured on."""
+    accuracy was measured on; what the heatmap's words mean, where it has any."""
     if name == "accuracy_latency" and (sets := accuracy_sets(df[df["status"] == "ok"])):
         return f"Top-1 on {_join(sets)}."
+    if name == "speedup_heatmap" and plots.heatmap_has_words(df):
+        return ("A word in italics: the variant was measured there without a speedup "
+                "(unsupported, failed, or no ok fp32 baseline there).")
     return ""
 
 

@@ -598,11 +598,15 @@ def speedup_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
 
 
 def _inconclusive_key(layout: Layout) -> tuple[Patch, str]:
-    """The legend entry of a speedup whose interval includes 1, wrapped to the figure (DejaVu
-    Sans at 8 pt sets about 16 characters an inch, the key and its gap 0.5 in)."""
-    label = "\n".join(textwrap.wrap(INCONCLUSIVE_LABEL, int((layout.width_in - 0.6) * 15)))
+    """The legend entry of a speedup whose interval includes 1, wrapped to the figure."""
     return (Patch(facecolor=INCONCLUSIVE_COLOUR, edgecolor="#B0B0B0", hatch="///", linewidth=0),
-            label)
+            _wrapped(INCONCLUSIVE_LABEL, layout))
+
+
+def _wrapped(label: str, layout: Layout) -> str:
+    """A legend label wrapped to the figure's width (DejaVu Sans at 8 pt sets about 16
+    characters an inch, a key and its gap 0.5 in)."""
+    return "\n".join(textwrap.wrap(label, int((layout.width_in - 0.6) * 15)))
 
 
 def _panel_heights(heights: list[float], layout: Layout) -> list[float]:
@@ -832,6 +836,18 @@ def memory_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
 
 INCONCLUSIVE_COLOUR = "#E6E6E6"
 INCONCLUSIVE_LABEL = "grey, hatched: 95% CI includes 1 (or none), not shown faster or slower"
+# What a heatmap cell of a variant measured without a speedup says, by why: its status, or
+# that its model's fp32 baseline has no ok measurement there to divide by.
+NO_SPEEDUP_WORDS = {"unsupported": "unsupported", "failed": "failed", "ok": "no baseline"}
+# ...and in a cell too narrow for those (7 characters: three devices in a single column)
+NO_SPEEDUP_SHORT = {"unsupported": "unsup.", "failed": "failed", "no baseline": "no base"}
+NO_SPEEDUP_LABEL = "a word: measured, no speedup (unsupported, failed, or no ok fp32 baseline)"
+
+
+def heatmap_has_words(df: pd.DataFrame) -> bool:
+    """Whether `speedup_heatmap_figure(df)` writes a word in a cell (`NO_SPEEDUP_WORDS`)."""
+    speedups = df.loc[~df["is_baseline"], "speedup"]
+    return bool(speedups.notna().any() and speedups.isna().any())
 
 
 def speedup_heatmap_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
@@ -839,19 +855,26 @@ def speedup_heatmap_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure 
     each cell's figure written in it, so that it reads without colour. Colour is kept for the
     cells whose 95% interval excludes 1: a point speedup of 2.2 with an interval of [0.07, 65]
     coloured as strongly as a sure one would say what the measurement does not, so such cells
-    (and those without an interval) are grey and hatched, their figure still written."""
-    data = _ok(df)
-    data = data[~data["is_baseline"] & data["speedup"].notna()]
-    if data.empty:
+    (and those without an interval) are grey and hatched, their figure still written. A variant
+    measured without a speedup (unsupported, failed, or its baseline not ok) says so in its
+    cell, `NO_SPEEDUP_WORDS`: it was left blank, and a device on which nothing ran was left
+    out, as if it had not been measured."""
+    variants = df[~df["is_baseline"]]
+    if not variants["speedup"].notna().any():
         return None
-    column = data["device"].astype(str)
-    if data.groupby("device")["runtime"].nunique().max() > 1:
-        column = column + "\n" + data["runtime"].astype(str)
-    data = data.assign(column=column)
-    grids = {key: data.pivot_table(index="model", columns="column", values=key,
-                                   aggfunc="first", dropna=False)
+    column = variants["device"].astype(str)
+    if variants.groupby("device")["runtime"].nunique().max() > 1:
+        column = column + "\n" + variants["runtime"].astype(str)
+    variants = variants.assign(column=column)
+    data = variants[(variants["status"] == "ok") & variants["speedup"].notna()]
+    grids = {key: variants.pivot_table(index="model", columns="column", values=key,
+                                       aggfunc="first", dropna=False)
              for key in ("speedup", "speedup_ci95_low", "speedup_ci95_high")}
     grid = grids["speedup"]
+    words = variants.assign(word=variants["status"].map(NO_SPEEDUP_WORDS).where(
+        variants["speedup"].isna())).pivot_table(
+            index="model", columns="column", values="word", aggfunc="first", dropna=False)
+    words = words.reindex(index=grid.index, columns=grid.columns)
     values = grid.to_numpy(float)
     low = grids["speedup_ci95_low"].reindex_like(grid).to_numpy(float)
     high = grids["speedup_ci95_high"].reindex_like(grid).to_numpy(float)
@@ -867,8 +890,16 @@ def speedup_heatmap_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure 
         norm = LogNorm(vmin=1 / reach, vmax=reach)
         image = ax.imshow(np.where(conclusive, values, np.nan), cmap="PuOr_r", norm=norm,
                           aspect="auto")
+        # a cell's width, less the tick labels and the colour bar (about 1.8 in); DejaVu Sans
+        # sets a character in about 0.6 em
+        fits = (layout.width_in - 1.8) / grid.shape[1] * 72 / (0.6 * FONT_PT)
         for (i, j), v in np.ndenumerate(values):
             if not np.isfinite(v):
+                word = words.iat[i, j]
+                if isinstance(word, str):
+                    word = word if len(word) <= fits else NO_SPEEDUP_SHORT[word]
+                    ax.text(j, i, word, ha="center", va="center", fontsize=FONT_PT,
+                            style="italic", color="#555555", zorder=2)
                 continue
             if conclusive[i, j]:
                 dark = abs(norm(v) - 0.5) > 0.3
@@ -892,8 +923,12 @@ def speedup_heatmap_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure 
         ticks = [t for t in steps if 1 / reach <= t <= reach]
         bar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
         bar.minorticks_off()
-        if (shown & ~conclusive).any():
-            _legend(fig, [_inconclusive_key(layout)], layout)
+        keys = [_inconclusive_key(layout)] if (shown & ~conclusive).any() else []
+        if heatmap_has_words(df):
+            keys.append((Patch(facecolor="white", edgecolor="#B0B0B0", linewidth=0.4),
+                         _wrapped(NO_SPEEDUP_LABEL, layout)))
+        if keys:
+            _legend(fig, keys, layout)
         _isa_title(fig, data, layout)
         return fig
 
@@ -1231,7 +1266,8 @@ PLOT_TITLES = {
     "process peak (the tick), the tables' Peak RSS",
     "speedup_heatmap": "Speedup per device and model: the ratio of the geometric means of the "
     "session medians, baseline over variant; grey and hatched where its 95% interval includes 1 "
-    "(or there is none), so that it is not shown faster or slower",
+    "(or there is none), so that it is not shown faster or slower; a word in italics where the "
+    "variant was measured without a speedup (unsupported, failed, or no ok fp32 baseline there)",
     "trends": "Median latency (the geometric mean of the session medians) across runs relative "
     "to each measurement's own median over them (95% CI), "
     "slower than the previous run ringed (the rule of edgebench compare, each run's "
