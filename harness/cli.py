@@ -697,7 +697,26 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
             f"device {device}: {message}" for device, message in sorted(why.items())),
             highlight=False, markup=False, soft_wrap=True)  # one line
         return 3
-    return 1 if bad or failures else 0
+    nothing = _measured_nothing(records)
+    if nothing:  # a run that measured nothing on a device is no success, though nothing failed
+        err_console.print("edgebench: error: " + "; ".join(nothing), highlight=False,
+                          markup=False, soft_wrap=True)  # one line
+    return 1 if bad or failures or nothing else 0
+
+
+def _measured_nothing(records: list[dict[str, Any]]) -> list[str]:
+    """For each device on which every measurement was unsupported, a clause saying so with the
+    first reason: the summary table showed them all, but the bench exited 0 as if it had
+    measured, and a CI job stayed green with nothing measured."""
+    out = []
+    for device in sorted({str(r["device"]) for r in records}):
+        mine = [r for r in records if r["device"] == device]
+        if all(r["status"] == "unsupported" for r in mine):
+            out.append(f"device {device} measured nothing: "
+                       + (f"all {len(mine)} of its measurements were" if len(mine) > 1
+                          else "its one measurement was")
+                       + f" unsupported ({mine[0]['model']}: {mine[0]['error_message']})")
+    return out
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:

@@ -30,6 +30,29 @@ def bench(tmp_path: Path, *args: str) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def test_a_bench_that_measured_nothing_on_a_device_says_so_and_exits_1(tmp_path: Path) -> None:
+    """Found in an audit: a device on which every measurement was unsupported (here Abs on
+    bfloat16, for which this onnxruntime has no CPU kernel) exited 0, as if measured, so a CI
+    job stayed green with nothing measured. Its result stays in the store."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [1, 4])
+    graph = helper.make_graph([helper.make_node("Abs", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    path = tmp_path / "abs_bf16.onnx"
+    onnx.save(model, str(path))
+    code, out, err = bench(tmp_path, "--model", str(path), "--sessions", "1")
+    assert code == 1, err + out
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("edgebench: error: device local measured nothing: its one "
+                           "measurement was unsupported (abs_bf16: onnxruntime "), last
+    assert "Abs" in last
+    assert rows(tmp_path / "r.db", "SELECT status FROM results") == [("unsupported",)]
+
+
 def test_bench_local_quick_stores_rows(tmp_path: Path, tiny_onnx: Path,
                                        tiny_tflite: Path) -> None:
     code, out, err = bench(tmp_path, "--model", str(tiny_onnx), "--threads", "1")
