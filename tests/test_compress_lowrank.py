@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 from pathlib import Path
 
 import pytest
@@ -175,7 +176,13 @@ def test_cp_step_reports_ranks_errors_and_leaves_layers_it_would_not_shrink() ->
     before = count_params(model)
     stem = model.features[0]
     params = TECHNIQUES.get("lowrank_cp").resolve({"rank": 8, "finetune_epochs": 0})
-    out, info = lowrank_cp(model, params, _ctx())
+    console = Console(record=True, width=120, file=io.StringIO())
+    out, info = lowrank_cp(model, params, StepContext("cnn-cp", None, (1, 1, 32, 32), 10, 0, {},
+                                                      console))
+    # a bar over the layers, each named as it is done (ResNet18's 3 minutes were silent)
+    shown = console.export_text()
+    assert "cnn-cp: cp factorization" in shown and "3/3" in shown
+    assert "features.8 error 0." in shown
     # 1 -> 16 channels: 144 weights whole, 8 * (1 + 3 + 3 + 16) = 184 as CP
     assert info["kept"] == ["features.0"] and out.features[0] is stem
     assert info["ranks"] == {"features.4": 8, "features.8": 8}

@@ -32,7 +32,7 @@ from harness.compress.techniques import (
     positive_int,
     technique,
 )
-from harness.compress.train import StepContext, fit
+from harness.compress.train import StepContext, fit, progress
 
 
 def _check(p: dict[str, Any]) -> None:
@@ -247,18 +247,22 @@ def lowrank_cp(model: nn.Module, params: dict[str, Any], ctx: StepContext
     ranks: dict[str, int] = {}
     errors: dict[str, float] = {}
     kept: list[str] = []
-    for name, conv in list(model.named_modules()):
-        if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or conv.kernel_size == (1, 1):
-            continue
-        done = factorize_conv_cp(conv, rank, ctx.seed)
-        if done is None:
-            kept.append(name)
-            continue
-        _replace(model, name, done[0])
-        ranks[name], errors[name] = rank, float(f"{done[1]:.4g}")
-    if not ranks and not kept:  # a step after another CP step, or a model of 1x1 convs
+    convs = [(name, conv) for name, conv in model.named_modules()
+             if isinstance(conv, nn.Conv2d) and conv.groups == 1 and conv.kernel_size != (1, 1)]
+    if not convs:  # a step after another CP step, or a model of 1x1 convs
         raise ParamError("no k x k convolution (groups 1) is left to factorize: every one is "
                          "1x1, grouped or depthwise, or already factorized by an earlier step")
+    # ALS takes seconds a layer (ResNet18's 16 took 3 minutes): a bar, where there was silence
+    with progress(ctx.console, f"{ctx.entry}: cp factorization", len(convs)) as advance:
+        for name, conv in convs:
+            done = factorize_conv_cp(conv, rank, ctx.seed)
+            if done is None:
+                kept.append(name)
+                advance(f"{name} kept")
+                continue
+            _replace(model, name, done[0])
+            ranks[name], errors[name] = rank, float(f"{done[1]:.4g}")
+            advance(f"{name} error {done[1]:.2f}")
     if not ranks:
         raise ParamError(f"no convolution gets smaller at CP rank {rank} (of {len(kept)} k x k "
                          f"convolutions: {', '.join(kept)})")
