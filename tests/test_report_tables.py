@@ -35,8 +35,24 @@ def test_one_table_per_device_plus_summary_and_across_devices(demo) -> None:
     assert "Device" not in _by_name(report_tables, "device_pi5").text.columns
 
 
+def test_the_summary_keeps_a_devices_rows_together_in_measured_order(demo) -> None:
+    """Found in a review: devices measured in parallel store their results interleaved, and the
+    summary alternated between devices row by row."""
+    df, run, _ = demo
+    order = np.argsort(df.groupby("device").cumcount().to_numpy(), kind="stable")
+    interleaved = df.iloc[order]  # as two devices finishing in turn store them
+    assert list(interleaved["device"][:4]) == ["pi5", "jetson", "pi5", "jetson"]
+    summary = _by_name(tables.report_tables(interleaved, run), "summary").text
+    devices = list(summary["Device"])
+    assert devices == sorted(devices)
+    for device in ("pi5", "jetson"):  # each device's rows in the order they were measured
+        assert list(summary["Model"][summary["Device"] == device]) == list(
+            interleaved["model"][interleaved["device"] == device])
+
+
 def test_csv_holds_the_frame_numbers_under_headers_with_units(demo, tmp_path: Path) -> None:
     df, _, report_tables = demo
+    df = df.sort_values("device", kind="stable")  # the summary's order: a device's rows together
     paths = _by_name(report_tables, "summary").write(tmp_path)
     assert [p.name for p in paths] == ["summary.csv", "summary.md", "summary.tex"]
     csv = pd.read_csv(paths[0])

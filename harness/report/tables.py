@@ -738,7 +738,10 @@ def report_tables(df: pd.DataFrame, run_id: str, incomplete: str | None = None) 
         return " ".join(filter(None, [f"{sessions[0].upper()}{sessions[1:]}." if sessions
                                       else "", protocol_text(rows), isa_text(rows)]))
 
-    tables = [build_table(df, "summary", f"All measurements of {run}", note=how(df))]
+    # a device's rows together, in the order they were measured: devices measured in parallel
+    # stored their results interleaved, and the summary alternated between them
+    together = df.sort_values("device", kind="stable", na_position="last")
+    tables = [build_table(together, "summary", f"All measurements of {run}", note=how(df))]
     for device, part in df.groupby("device", sort=True, dropna=False):
         tables.append(
             build_table(
