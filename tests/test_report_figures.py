@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -234,6 +235,49 @@ def test_placer_leaves_out_what_cannot_fit() -> None:
     left_out = place_labels(ax, xs, xs, [f"a long label {i}" for i in range(40)])
     assert 0 < len(left_out) < 40
     assert len(ax.texts) == 40 - len(left_out)
+
+
+def _axes_1x1(size: float = 2.0) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = Figure(figsize=(size, size))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    return ax
+
+
+def _crosses(ax: Any, text: Any, line: tuple[float, float, float, float]) -> bool:
+    box = text.get_window_extent(ax.get_figure().canvas.get_renderer())
+    (x0, y0), (x1, y1) = ax.transData.transform([line[:2], line[2:]])
+    xs, ys = np.linspace(x0, x1, 200), np.linspace(y0, y1, 200)
+    return bool(((xs > box.x0) & (xs < box.x1) & (ys > box.y0) & (ys < box.y1)).any())
+
+
+def test_placer_keeps_labels_off_error_bars_where_it_can() -> None:
+    """Found in an audit: labels of the accuracy figure were written across other points'
+    error bars, which then read as struck through. A whisker just right of the point, where a
+    label goes first, is kept clear of; where every position crosses one, the label is still
+    drawn (crossing), never left out for it."""
+    whisker = (0.56, 0.2, 0.56, 0.8)
+    ax = _axes_1x1()
+    assert place_labels(ax, [0.5], [0.5], ["int8_static"]) == []
+    assert _crosses(ax, ax.texts[0], whisker)  # where it goes without being told
+    ax = _axes_1x1()
+    assert place_labels(ax, [0.5], [0.5], ["int8_static"], avoid_lines=[whisker]) == []
+    assert not _crosses(ax, ax.texts[0], whisker)
+    # error bars everywhere: crossed rather than left out
+    grid = [(0.0, y, 1.0, y) for y in np.linspace(0, 1, 41)] + [
+        (x, 0.0, x, 1.0) for x in np.linspace(0, 1, 41)]
+    ax = _axes_1x1()
+    assert place_labels(ax, [0.5], [0.5], ["int8_static"], avoid_lines=grid) == []
+    assert len(ax.texts) == 1
+    # an interval reaching a million times past the axes: kept clear of, at no cost
+    ax = _axes_1x1()
+    assert place_labels(ax, [0.5], [0.5], ["int8_static"],
+                        avoid_lines=[(0.56, -1e9, 0.56, 1e9)]) == []
+    assert not _crosses(ax, ax.texts[0], whisker)
 
 
 def test_text_is_8_to_9_pt_and_width_is_the_column(figures) -> None:

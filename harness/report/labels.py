@@ -6,9 +6,10 @@ until overlaps are small, with no promise that none is left; a figure for a pape
 promise. So labels are placed greedily, most important first: each tries positions around its
 point on rings of growing radius (a leader line joins it to the point beyond the first ring),
 and takes the first whose text box meets no label already placed, no marker, and stays inside
-the axes. A label with no free position is not drawn, and the caller is told which. The figure's
-layout must be final when this runs (positions are in display units): callers lay the figure
-out, place labels, and then freeze the layout.
+the axes; among those, one that crosses no line the caller names (error bars) where one is at
+most a ring further out. A label with no free position is not drawn, and the caller is told
+which. The figure's layout must be final when this runs (positions are in display units):
+callers lay the figure out, place labels, and then freeze the layout.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ RINGS = (5.0, 12.0, 20.0, 30.0, 42.0)
 DIRECTIONS = ((1, 0.3), (1, -0.3), (0, 1), (0, -1), (-1, 0.3), (-1, -0.3), (1, 1), (1, -1),
               (-1, 1), (-1, -1))
 MARKER_RADIUS_PT = 3.5
+# How many rings further a label goes to stay clear of a line (an error bar) before crossing it.
+CROSSING_COST = 1.5
 PAD_PT = 1.0
 
 
@@ -57,11 +60,14 @@ def place_labels(
     *,
     avoid_x: Sequence[float] | np.ndarray = (),
     avoid_y: Sequence[float] | np.ndarray = (),
+    avoid_lines: Sequence[tuple[float, float, float, float]] = (),
     fontsize: float = 8,
 ) -> list[str]:
     """Label the points (`x`, `y`, data coordinates) with `texts`, in the order given (the most
-    important first); `avoid_x/avoid_y` are further markers to keep clear of. Returns the texts
-    that found no free position and were left out."""
+    important first); `avoid_x/avoid_y` are further markers to keep clear of. `avoid_lines`,
+    segments (x0, y0, x1, y1) in data coordinates such as error bars, are kept clear of where a
+    position does so, and crossed rather than a label left out. Returns the texts that found no
+    free position and were left out."""
     fig = ax.get_figure(root=True)
     assert isinstance(fig, Figure)
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
@@ -76,49 +82,72 @@ def place_labels(
     r = MARKER_RADIUS_PT * pt
     taken = [Bbox.from_bounds(px - r, py - r, 2 * r, 2 * r) for px, py in [*points, *others]]
     markers = len(taken)
+    # the lines to keep clear of, as points every 2 pt along them (display units)
+    lines = [_dotted(ax.transData.transform([(x0, y0), (x1, y1)]), frame, 2 * pt)
+             for x0, y0, x1, y1 in avoid_lines]
+    crossed = np.concatenate(lines) if lines else np.empty((0, 2))
     leaders: list[np.ndarray] = []
     left_out = []
+    # Clear of the lines where that costs at most one ring more: a long leader line across a
+    # crowd reads worse than a label across a whisker.
+    rings = [(i, ring, crossed) for i, ring in enumerate(RINGS)] + [
+        (i + CROSSING_COST, ring, np.empty((0, 2))) for i, ring in enumerate(RINGS)]
+    positions = [(clear_of, ring, ux, uy) for _, ring, clear_of in sorted(rings, key=lambda r: r[0])
+                 for ux, uy in DIRECTIONS]
     for (dx0, dy0), text in zip(np.column_stack([x, y]), texts, strict=True):
         label = Annotation(text, (dx0, dy0), xytext=(0, 0), textcoords="offset points",
                            fontsize=fontsize, zorder=6, annotation_clip=False)
         ax.add_artist(label)
-        found = False
-        for ring in RINGS:
-            for ux, uy in DIRECTIONS:
-                norm = float(np.hypot(ux, uy))
-                offset = (ring * ux / norm, ring * uy / norm)
-                label.xyann = offset
-                label.set_horizontalalignment(_alignment(ux, uy)[0])
-                label.set_verticalalignment(_alignment(ux, uy)[1])
-                box = label.get_window_extent(renderer)
-                if not (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)):
-                    continue
-                padded = box.padded(PAD_PT * pt)
-                if any(padded.overlaps(t) for t in taken):
-                    continue
-                anchor = ax.transData.transform((dx0, dy0))
-                end = anchor + np.array(offset) * pt
-                leader = _along(anchor, end) if ring > RINGS[0] else np.empty((0, 2))
-                # a leader line through another label, or a label over another's leader line,
-                # reads as a wrong pairing
-                if any(_inside(leader, t) for t in taken[markers:]) or any(
-                        _inside(line, padded) for line in leaders):
-                    continue
-                taken.append(box)
-                leaders.append(leader)
-                if ring > RINGS[0]:
-                    ax.add_artist(ConnectionPatch(
-                        (dx0, dy0), (dx0, dy0), coordsA=ax.transData,
-                        coordsB=offset_copy(ax.transData, fig, x=offset[0], y=offset[1],
-                                            units="points"),
-                        color="#444444", linewidth=0.5, shrinkA=MARKER_RADIUS_PT, shrinkB=0.5,
-                        zorder=5,
-                    ))
-                found = True
-                break
-            if found:
-                break
-        if not found:
+        anchor = ax.transData.transform((dx0, dy0))
+        for clear_of, ring, ux, uy in positions:
+            norm = float(np.hypot(ux, uy))
+            offset = (ring * ux / norm, ring * uy / norm)
+            label.xyann = offset
+            label.set_horizontalalignment(_alignment(ux, uy)[0])
+            label.set_verticalalignment(_alignment(ux, uy)[1])
+            box = label.get_window_extent(renderer)
+            if not (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)):
+                continue
+            padded = box.padded(PAD_PT * pt)
+            if any(padded.overlaps(t) for t in taken) or _inside(clear_of, padded):
+                continue
+            end = anchor + np.array(offset) * pt
+            leader = _along(anchor, end) if ring > RINGS[0] else np.empty((0, 2))
+            # a leader line through another label, or a label over another's leader line,
+            # reads as a wrong pairing
+            if any(_inside(leader, t) for t in taken[markers:]) or any(
+                    _inside(line, padded) for line in leaders):
+                continue
+            taken.append(box)
+            leaders.append(leader)
+            if ring > RINGS[0]:
+                ax.add_artist(ConnectionPatch(
+                    (dx0, dy0), (dx0, dy0), coordsA=ax.transData,
+                    coordsB=offset_copy(ax.transData, fig, x=offset[0], y=offset[1],
+                                        units="points"),
+                    color="#444444", linewidth=0.5, shrinkA=MARKER_RADIUS_PT, shrinkB=0.5,
+                    zorder=5,
+                ))
+            break
+        else:
             label.remove()
             left_out.append(text)
     return left_out
+
+
+def _dotted(ends: np.ndarray, frame: Bbox, step: float) -> np.ndarray:
+    """Points every `step` (display units) along the part inside `frame` of the segment between
+    the two rows of `ends`: an interval reaching far past the axes costs no more points."""
+    start, along = ends[0], ends[1] - ends[0]
+    enter, leave = 0.0, 1.0
+    for axis, (low, high) in enumerate(((frame.x0, frame.x1), (frame.y0, frame.y1))):
+        if along[axis] == 0:
+            if not low <= start[axis] <= high:
+                return np.empty((0, 2))
+            continue
+        t0, t1 = sorted(((low - start[axis]) / along[axis], (high - start[axis]) / along[axis]))
+        enter, leave = max(enter, t0), min(leave, t1)
+    if not (np.isfinite(enter) and np.isfinite(leave)) or enter > leave:
+        return np.empty((0, 2))
+    count = max(2, int(np.hypot(*along) * (leave - enter) / step) + 1)
+    return start + np.linspace(enter, leave, count)[:, None] * along

@@ -485,7 +485,8 @@ def accuracy_latency_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure
     with paper_style():
         height = 2.4 if layout.width_in < 5 else 2.8
         fig, axes = _figure(layout, len(panels), height)
-        labelled: list[tuple[Axes, np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]] = []
+        labelled: list[tuple[Axes, np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray,
+                             list[tuple[float, float, float, float]]]] = []
         clipped = False
         for ax, (device, set_name) in zip(axes, panels, strict=True):
             part = data[(data["device"] == device) & (data["panel_dataset"] == set_name)]
@@ -529,15 +530,20 @@ def accuracy_latency_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure
             # the front's points by latency, fastest first: the ones a reader looks for
             idx = np.flatnonzero(front)[order]
             labels = part["label"].to_numpy(str)
+            # every point's error bars: a label across one reads as if it were cut
+            whiskers = [(lo, yi, hi, yi) for lo, yi, hi in zip(x_low, y, x_high, strict=True)] \
+                + [(xi, lo, xi, hi) for xi, lo, hi in zip(x, y_low, y_high, strict=True)]
             labelled.append((ax, x[idx], y[idx], list(labels[idx]),
-                             np.concatenate([x[~front], ax_x]), np.concatenate([y[~front], ax_y])))
+                             np.concatenate([x[~front], ax_x]), np.concatenate([y[~front], ax_y]),
+                             [w for w in whiskers if np.isfinite(w).all()]))
         front_key = Line2D([], [], color="black", linestyle="--", linewidth=0.8)
         _legend(fig, [*_handles(axes), (front_key, "Pareto front (labelled)"),
                       *([_clipped_key()] if clipped else [])], layout)
         _isa_title(fig, data, layout)
         _freeze(fig)
-        for ax, fx, fy, names, ox, oy in labelled:
-            place_labels(ax, fx, fy, names, avoid_x=ox, avoid_y=oy, fontsize=FONT_PT)
+        for ax, fx, fy, names, ox, oy, whiskers in labelled:
+            place_labels(ax, fx, fy, names, avoid_x=ox, avoid_y=oy, avoid_lines=whiskers,
+                         fontsize=FONT_PT)
         return fig
 
 
