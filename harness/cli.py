@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shlex
 import sqlite3
 import sys
@@ -844,8 +845,23 @@ def cmd_db_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_db_delete(args: argparse.Namespace) -> int:
+    if bool(args.runs) == bool(args.keep_runs_for):
+        raise EdgebenchError("db delete: give the runs to delete, or --keep-runs-for N|Nd to "
+                             "delete every run older than those (not both)")
     with _existing_store(args.db) as store:
-        runs = [info for info in (store.run(store.resolve_run(r)) for r in args.runs) if info]
+        window = ""
+        if args.keep_runs_for:
+            if re.fullmatch(r"0+d?", args.keep_runs_for.strip().lower()):
+                raise EdgebenchError(f"db delete --keep-runs-for {args.keep_runs_for}: that "
+                                     "keeps no run; delete the database file instead")
+            old, window = store.runs_outside(args.keep_runs_for, "--keep-runs-for")
+            if not old:
+                out.print(f"no run {window}: nothing deleted", highlight=False)
+                return 0
+            runs = [info for info in map(store.run, old) if info]
+        else:
+            runs = [info for info in (store.run(store.resolve_run(r)) for r in args.runs)
+                    if info]
         live = [info for info in runs if info.status == "running"]
         if live and not args.force:
             again = ("nightly ... --id" if live[0].is_nightly else "bench ... --resume")
@@ -856,10 +872,12 @@ def cmd_db_delete(args: argparse.Namespace) -> int:
                 "anyway")
         ids = list(dict.fromkeys(info.run_id for info in runs))
         deleted = store.delete_runs(ids)
-        out.print(f"deleted {plural(deleted.runs, 'run')} ({', '.join(ids)}): "
+        which = f"{window}, {ids[0]} to {ids[-1]}" if window and len(ids) > 1 else \
+            f"{window}, {ids[0]}" if window else ", ".join(ids)
+        out.print(f"deleted {plural(deleted.runs, 'run')} ({which}): "
                   f"{plural(deleted.measurements, 'measurement')}, "
                   f"{plural(deleted.sessions, 'session')} with their samples and profiles",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)  # one line: run ids to copy
         if args.vacuum:
             _say_vacuum(*store.vacuum())
     return 0
@@ -1096,7 +1114,11 @@ def build_parser() -> argparse.ArgumentParser:
     prune.set_defaults(func=cmd_db_prune)
     delete = with_db(dbsub.add_parser(
         "delete", help="remove runs whole: results, sessions, samples and profiles"))
-    delete.add_argument("runs", nargs="+", metavar="RUN", help="run id, unique prefix or latest")
+    delete.add_argument("runs", nargs="*", metavar="RUN", help="run id, unique prefix or latest")
+    delete.add_argument("--keep-runs-for", metavar="N|Nd",
+                        help="instead of RUN: delete every run older than the newest N runs "
+                             "that measured something (e.g. 100) or than the last N days "
+                             "(e.g. 90d)")
     delete.add_argument("--force", action="store_true",
                         help="delete a run marked running too (in progress, or killed)")
     delete.add_argument("--vacuum", action="store_true", help="compact the file afterwards")

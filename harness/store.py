@@ -663,23 +663,35 @@ class Store:
 
     # retention ----------------------------------------------------------------------------------
 
+    def runs_outside(self, keep: str, option: str = "--keep-samples-for"
+                     ) -> tuple[list[str], str]:
+        """The runs older than the newest `keep` runs that measured something (`"30"`) or than
+        `keep` days before now (`"30d"`), oldest first, and that window in words. A run that
+        measured nothing (stopped before its first session) takes no place among the N kept:
+        counted, it took the place of a run that holds measurements. `option` names `keep` in
+        the error a malformed one gets."""
+        cutoff, window = _prune_cutoff(keep, option)
+        if isinstance(cutoff, str):
+            return [r[0] for r in self.conn.execute(
+                f"SELECT run_id FROM runs WHERE started_at < ? ORDER BY {RUN_ORDER}",
+                (cutoff,))], window
+        kept = self.conn.execute(
+            "SELECT MIN(rowid) FROM (SELECT rowid FROM runs WHERE EXISTS (SELECT 1 FROM results "
+            "r JOIN sessions s ON s.job_id = r.job_id WHERE r.run_id = runs.run_id) "
+            "ORDER BY rowid DESC LIMIT ?)", (cutoff,)).fetchone()[0] if cutoff else None
+        if cutoff and kept is None:  # nothing measured yet: nothing to keep, nothing older
+            return [], window
+        return [r[0] for r in self.conn.execute(
+            f"SELECT run_id FROM runs WHERE rowid < ? ORDER BY {RUN_ORDER}",
+            (kept if kept is not None else 2**63 - 1,))], window
+
     def prune_samples(self, keep: str) -> PruneResult:
         """Drop the raw samples of every run older than the newest `keep` runs that measured
-        something (`"30"`) or than `keep` days before now (`"30d"`). Session rows, with their
-        statistics, and result rows stay; only the `samples` blobs become NULL. The file shrinks
-        after `vacuum()`."""
-        cutoff, window = _prune_cutoff(keep)
+        something (`"30"`) or than `keep` days before now (`"30d"`) (`runs_outside`). Session
+        rows, with their statistics, and result rows stay; only the `samples` blobs become NULL.
+        The file shrinks after `vacuum()`."""
         with self._tx():
-            if isinstance(cutoff, int):
-                # runs that measured nothing (stopped before their first session) are not among
-                # the N kept: counted, they took the place of runs that hold samples
-                old = [r[0] for r in self.conn.execute(
-                    "SELECT run_id FROM runs WHERE EXISTS (SELECT 1 FROM results r JOIN "
-                    "sessions s ON s.job_id = r.job_id WHERE r.run_id = runs.run_id) "
-                    "ORDER BY rowid DESC LIMIT -1 OFFSET ?", (cutoff,))]
-            else:
-                old = [r[0] for r in self.conn.execute(
-                    "SELECT run_id FROM runs WHERE started_at < ?", (cutoff,))]
+            old, window = self.runs_outside(keep)
             sessions = 0
             for chunk in _chunks(old):
                 cur = self.conn.execute(
@@ -814,9 +826,9 @@ class StoreStats:
 RUN_ORDER = "rowid"
 
 
-def _prune_cutoff(keep: str) -> tuple[int | str, str]:
+def _prune_cutoff(keep: str, option: str) -> tuple[int | str, str]:
     """`30` (runs) -> 30; `30d` (days) -> the UTC timestamp 30 days ago, comparable as text with
-    `runs.started_at`; each with the runs it prunes in words (`PruneResult.window`)."""
+    `runs.started_at`; each with the runs it leaves out in words (`PruneResult.window`)."""
     text = keep.strip().lower()
     days = text.endswith("d")
     try:
@@ -824,9 +836,9 @@ def _prune_cutoff(keep: str) -> tuple[int | str, str]:
     except ValueError:
         value = -1
     if value < 0 or (days and not text[:-1].isdigit()):
-        raise StoreError(f"--keep-samples-for {keep!r}: give a number of runs (30) or days (30d)")
+        raise StoreError(f"{option} {keep!r}: give a number of runs (30) or days (30d)")
     if not days:
-        # SQLite's largest OFFSET: more runs than any file holds
+        # SQLite's largest LIMIT: more runs than any file holds
         return min(value, 2**63 - 1), f"outside the newest {value} run{'' if value == 1 else 's'}"
     window = f"older than {value:g} day{'' if value == 1 else 's'}"
     if value * 86400 >= time.time():

@@ -283,6 +283,53 @@ def test_delete_refuses_a_run_marked_running_and_unknown_runs(tmp_path: Path, ca
         assert [r.run_id for r in store.runs()] == [runs[0]]
 
 
+def test_delete_keeps_the_newest_runs_or_days_and_deletes_the_rest(tmp_path: Path,
+                                                                    capsys) -> None:
+    """Retention of whole runs for a farm: `db delete` could remove only runs named one by one,
+    so a year of nightlies needed a script. `--keep-runs-for` takes what `db prune` takes."""
+    db = tmp_path / "h.db"
+    store, runs = _history(db, runs=5)  # a day and an hour apart, the newest now
+    empty = store.begin_run("edgebench bench --model m.onnx", None, ["pi5"])
+    store.finish_run(empty, "interrupted")  # measured nothing: takes no place among those kept
+    store.close()
+    assert main(["db", "delete", "--db", str(db), "--keep-runs-for", "2"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"deleted 3 runs (outside the newest 2 runs, {runs[0]} to {runs[2]}): 9 measurements, "
+        "18 sessions with their samples and profiles")
+    with Store(db) as store:
+        assert [r.run_id for r in store.runs()] == [runs[3], runs[4], empty]
+    assert main(["db", "delete", "--db", str(db), "--keep-runs-for", "1d"]) == 0
+    assert f"deleted 1 run (older than 1 day, {runs[3]})" in capsys.readouterr().out
+    assert main(["db", "delete", "--db", str(db), "--keep-runs-for", "1d"]) == 0
+    assert capsys.readouterr().out.strip() == "no run older than 1 day: nothing deleted"
+    with Store(db) as store:
+        assert [r.run_id for r in store.runs()] == [runs[4], empty]
+    before = _snapshot(db)
+    for args, said in (
+            (["--keep-runs-for", "0"], "--keep-runs-for 0: that keeps no run; delete the database "
+                                       "file instead"),
+            (["--keep-runs-for", "000d"], "that keeps no run"),
+            (["--keep-runs-for", "30x"], "--keep-runs-for '30x': give a number of runs (30) or "
+                                         "days (30d)"),
+            ([], "db delete: give the runs to delete, or --keep-runs-for N|Nd"),
+            ([runs[4], "--keep-runs-for", "1"], "(not both)")):
+        assert main(["db", "delete", "--db", str(db), *args]) == 2, args
+        assert said in capsys.readouterr().err, args
+    assert _snapshot(db) == before
+
+
+def test_delete_by_age_refuses_a_run_marked_running(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "h.db"
+    store, runs = _history(db, runs=3)
+    store.begin_run("edgebench bench --suite s.yaml", None, ["pi5"], run_id=runs[0])  # killed
+    store.close()
+    assert main(["db", "delete", "--db", str(db), "--keep-runs-for", "1"]) == 2
+    assert f"run {runs[0]} is marked running" in capsys.readouterr().err
+    assert main(["db", "delete", "--db", str(db), "--keep-runs-for", "1", "--force"]) == 0
+    with Store(db) as store:
+        assert [r.run_id for r in store.runs()] == [runs[2]]
+
+
 def test_a_fingerprint_only_forgotten_sessions_named_goes_at_the_next_vacuum(
         tmp_path: Path) -> None:
     store, runs = _history(tmp_path / "h.db", runs=2, jobs=1, kernels=["6.1", "6.6"])
