@@ -141,6 +141,7 @@ ref_top1_agreement real
 ref_max_abs_diff real
 host_top1 real
 host_top5 real
+host_isa text
 parity_top1_agreement real
 parity_max_abs_diff real
 params int
@@ -551,6 +552,8 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
         "ref_max_abs_diff": acc.get("ref_max_abs_diff"),
         "host_top1": host.get("top1"),
         "host_top5": host.get("top5"),
+        # int8 kernels, and so the host's top-1, differ with the build host's instruction set
+        "host_isa": (artifact.host_run or {}).get("isa") if host else None,
         "parity_top1_agreement": parity.get("top1_agreement"),
         "parity_max_abs_diff": parity.get("max_abs_diff"),
         "params": artifact.params,

@@ -55,12 +55,12 @@ from harness.results import (
     largest_first,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Schemas read as they are where the file cannot be upgraded (read-only commands): 3 lacks
 # `runs.plan` and 3 and 4 the sessions' own fingerprints, which nothing that reads needs (their
 # sessions read with none, as a resume takes them), so a report of an older database on a
 # read-only share works before anything writes there.
-READABLE_VERSIONS = (3, 4, SCHEMA_VERSION)
+READABLE_VERSIONS = (3, 4, 5, SCHEMA_VERSION)
 DEFAULT_DB = Path("results/edgebench.db")
 
 
@@ -352,20 +352,10 @@ class Store:
                                          "version")
                     for stmt in _create_sql():
                         self.conn.execute(stmt)
-                elif version == 1:
-                    _upgrade_v1(self.conn)
-                    _upgrade_v2(self.conn)
-                    _upgrade_v3(self.conn)
-                    _upgrade_v4(self.conn)
-                elif version == 2:
-                    _upgrade_v2(self.conn)
-                    _upgrade_v3(self.conn)
-                    _upgrade_v4(self.conn)
-                elif version == 3:
-                    _upgrade_v3(self.conn)
-                    _upgrade_v4(self.conn)
-                elif version == 4:
-                    _upgrade_v4(self.conn)
+                elif 1 <= version < SCHEMA_VERSION:
+                    # each step from its version on: 1 -> 2 -> ... -> SCHEMA_VERSION
+                    for upgrade in UPGRADES[version - 1:]:
+                        upgrade(self.conn)
                 elif version != SCHEMA_VERSION:
                     raise StoreError(f"{self.path}: schema version {version}, this edgebench "
                                      f"reads {SCHEMA_VERSION} and older")
@@ -942,6 +932,19 @@ def _upgrade_v4(conn: sqlite3.Connection) -> None:
         if column.name not in present:
             conn.execute(f"ALTER TABLE sessions ADD COLUMN {column.name} {column.sql}")
     conn.execute(_fingerprint_sql(if_not_exists=True))
+
+
+def _upgrade_v5(conn: sqlite3.Connection) -> None:
+    """Schema 5 -> 6 inside the caller's transaction: `results.host_isa`, the instruction set of
+    the host whose top-1 `host_top1` is (NULL in older rows: it was only in the manifest)."""
+    present = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+    for column in RESULT_COLUMNS:
+        if column.name not in present:
+            conn.execute(f"ALTER TABLE results ADD COLUMN {column.name} {column.sql}")
+
+
+# Schema version N -> N + 1, in order from 1.
+UPGRADES = (_upgrade_v1, _upgrade_v2, _upgrade_v3, _upgrade_v4, _upgrade_v5)
 
 
 def _run_info(row: sqlite3.Row) -> RunInfo:

@@ -55,6 +55,9 @@ def test_bench_suite_end_to_end(tmp_path: Path) -> None:
         assert row["accuracy_n"] and row["accuracy_n"] > 300  # the held-out split
         # same artifact, same runtime, same tensors: the device agrees with the build
         assert row["accuracy_top1"] == pytest.approx(row["host_top1"], abs=1e-6)
+        # which instruction set the host's top-1 came from, named as the device's is: this
+        # machine built it and measured it
+        assert row["host_isa"] and row["host_isa"] == row["isa"]
         assert row["ref_top1_agreement"] == pytest.approx(row["parity_top1_agreement"], abs=1e-6)
         assert row["params"] and row["macs"] and row["size_bytes"]
     int8_tflite = by_key[("digits_cnn-int8", "tflite")]

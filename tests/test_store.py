@@ -248,7 +248,7 @@ def test_schema_2_database_is_upgraded_in_place_losing_nothing(tmp_path: Path) -
     Store(db).close()
     new = sqlite3.connect(db)
     new.row_factory = sqlite3.Row
-    assert new.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert new.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     for table, before, order in (("runs", v2_runs, "rowid"), ("results", v2_results, "rowid"),
                                  ("sessions", v2_sessions, "job_id, session")):
         after = [dict(r) for r in new.execute(f"SELECT * FROM {table} ORDER BY {order}")]
@@ -299,6 +299,36 @@ def test_failed_upgrade_leaves_the_v2_file_as_it_was(tmp_path: Path,
     assert "profiles" not in tables
 
 
+def test_schema_5_database_is_upgraded_in_place_with_no_host_isa(tmp_path: Path) -> None:
+    """v5.db was written by the code before results kept the build host's ISA (see
+    fixtures/store/README): read-only commands read it as it is, and a writer adds
+    `results.host_isa`, NULL in its rows, keeping every value."""
+    db = tmp_path / "v5.db"
+    db.write_bytes((FIXTURES / "v5.db").read_bytes())
+    before = db.read_bytes()
+    with Store(db, readonly=True) as store:
+        (row,) = store.results()
+        assert "host_isa" not in row and row["status"] == "ok"
+    assert db.read_bytes() == before
+    old = sqlite3.connect(db)
+    old.row_factory = sqlite3.Row
+    assert old.execute("PRAGMA user_version").fetchone()[0] == 5
+    tables = {t: [dict(r) for r in old.execute(f"SELECT * FROM {t} ORDER BY rowid")]
+              for t in ("runs", "results", "sessions", "fingerprints")}
+    old.close()
+    Store(db).close()
+    new = sqlite3.connect(db)
+    new.row_factory = sqlite3.Row
+    assert new.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    for table, rows in tables.items():
+        after = [dict(r) for r in new.execute(f"SELECT * FROM {table} ORDER BY rowid")]
+        assert [{k: a[k] for k in b} for a, b in zip(after, rows, strict=True)] == rows, table
+        added = {k for a in after for k in a} - {k for b in rows for k in b}
+        assert added == ({"host_isa"} if table == "results" else set()), table
+        assert all(a[k] is None for a in after for k in added), table
+    new.close()
+
+
 def test_schema_4_database_is_upgraded_in_place_and_its_sessions_keep_reading(
         tmp_path: Path) -> None:
     """v4.db was written by the code before each session kept its own device fingerprint (see
@@ -327,7 +357,7 @@ def test_schema_4_database_is_upgraded_in_place_and_its_sessions_keep_reading(
     Store(db).close()
     new = sqlite3.connect(db)
     new.row_factory = sqlite3.Row
-    assert new.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert new.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     for table, rows in tables.items():
         after = [dict(r) for r in new.execute(f"SELECT * FROM {table} ORDER BY rowid")]
         assert [{k: a[k] for k in b} for a, b in zip(after, rows, strict=True)] == rows, table

@@ -57,7 +57,7 @@ FLAG_MEANINGS = {
     "out of every latency figure and the sessions they rest on are fewer than the ok sessions",
     stats.FLAG_TOP1_HOST: "top-1 on the device differs from the build host's on the same images "
     f"by one image or more and more than {stats.TOP1_THRESHOLD_POINTS:g} points: the deployed "
-    "file computes other answers (where the build host's CPU ISA, in the manifest's host_run, "
+    "file computes other answers (where the build host's CPU ISA, the results' host_isa, "
     "is not the device's, int8 kernels alone can do that)",
     stats.FLAG_ACCURACY: "top-1 on the device, scored on other images than the host's (another "
     "number of them), lies outside the host's 95% interval for this artifact",
