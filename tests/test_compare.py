@@ -789,6 +789,12 @@ def test_run_to_run_spread_from_history_widens_the_interval(tmp_path: Path) -> N
     a = reader.medians(row["job_id_a"])
     b = reader.medians(row["job_id_b"])
     assert judge(a, b, run_noise=(0.0, None))[1] == FASTER
+    # Found in a review: compared the other way round (`compare NEWER OLDER`), the runs up to A
+    # included B, so the change judged counted in the noise it was judged against
+    back = compare_runs(store, runs[4], runs[3]).table.iloc[0]
+    newest = list(reader.medians(store.results([runs[4]])[0]["job_id"]))
+    sd, k = scipy_free_run_sd([*history[:3], newest])
+    assert back["run_sd"] == pytest.approx(sd) and back["run_sd_from"] == f"history ({k - 1} d.f.)"
 
 
 def scipy_free_run_sd(runs: list[list[float]]) -> tuple[float, int]:

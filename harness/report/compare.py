@@ -337,9 +337,10 @@ def history_noise(runs: list[list[float]]) -> tuple[float, int] | None:
 
 def _run_noise(store: Store, sessions: SessionReader, row: pd.Series
                ) -> tuple[float, int] | None:
-    """The run-to-run spread of A's file on this device, from the runs in the store up to A.
-    Only runs timed over A's scope count. A run flagged `mixed_sessions` is left out (A too, if
-    it is): its spread is that of two devices or runtimes, not this device's from run to run."""
+    """The run-to-run spread of A's file on this device, from the runs in the store up to A,
+    never B (which is before A when the newer run is given first). Only runs timed over A's
+    scope count. A run flagged `mixed_sessions` is left out (A too, if it is): its spread is
+    that of two devices or runtimes, not this device's from run to run."""
     sha, job_a = row.get("model_sha256_a"), row.get("job_id_a")
     if not isinstance(sha, str) or not isinstance(row.get("isa_a"), str):
         return None
@@ -352,7 +353,7 @@ def _run_noise(store: Store, sessions: SessionReader, row: pd.Series
     if job_a not in ids:
         return None
     ids = [r["job_id"] for r in same[:ids.index(job_a) + 1]
-           if not _mixed(r.get("flags"))][-HISTORY_RUNS:]
+           if not _mixed(r.get("flags")) and r["job_id"] != row.get("job_id_b")][-HISTORY_RUNS:]
     sessions.prefetch(ids)
     return history_noise([list(sessions.medians(j)) for j in ids])
 
