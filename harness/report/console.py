@@ -461,8 +461,9 @@ def comparison_rule(threshold: float,
     return (
         "ratio = B / A of the geometric means of session medians (the A and B medians shown;"
         " > 1: B is slower), with a"
-        f" {stats.CONFIDENCE:.0%} Welch t interval over sessions widened by the run-to-run spread"
-        " (from earlier runs of the same files, else assumed); slower or faster only when the"
+        f" {stats.CONFIDENCE:.0%} t interval over sessions widened by the run-to-run spread"
+        " (from earlier runs of the same files, with Welch's degrees of freedom or the"
+        " history's, the fewer; else assumed, with the sessions' pooled ones); slower or faster only when the"
         f" whole interval lies beyond 1 \u00b1 {threshold:g}, and Holm's rule over all the"
         " measurements compared agrees (the chance that any unchanged one is called slower stays"
         " that of one), no change when it lies within,"
