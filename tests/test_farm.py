@@ -930,10 +930,12 @@ def test_a_place_acquired_by_hand_after_a_killed_run_is_not_released_by_the_next
     by hand and acquires it for themselves (under the same labgrid name, `host/user`, and while
     the dead run's reservation still lasts). The next run must leave that acquisition alone."""
     farm = write_farm(tmp_path, lab)
-    proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, "--sessions", "20")],
+    proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, "--sessions",
+                                                      LONG_RUN_SESSIONS)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, **env_for(tmp_path)))
     wait_for_sessions(tmp_path / "db.sqlite", "dev1", 1, proc)
+    assert proc.poll() is None, "the bench ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert len(list((tmp_path / "labgrid-state").glob("*.json"))) == 1
@@ -983,10 +985,12 @@ def test_a_bench_releases_the_place_a_killed_bench_left_and_says_so(
     """A bench killed while it held dev1 leaves it acquired; the next bench, finding it unchanged
     since, releases it, says so, and measures."""
     farm = write_farm(tmp_path, lab)
-    proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, "--sessions", "20")],
+    proc = subprocess.Popen([*EDGEBENCH, *_bench_args(tmp_path, farm, suite, "--sessions",
+                                                      LONG_RUN_SESSIONS)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, **env_for(tmp_path)))
     wait_for_sessions(tmp_path / "db.sqlite", "dev1", 1, proc)
+    assert proc.poll() is None, "the bench ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert "dev1" in who(lab)

@@ -167,12 +167,16 @@ def test_a_report_folder_that_fills_up_during_the_run_is_one_line_and_written_ag
     results are and the command that writes it again, exit 3 (not 1, "regression", which the
     systemd unit would take for a success); that command then writes it, measuring nothing."""
     farm = write_farm(tmp_path, lab)
-    args = [*nightly_args(tmp_path, farm, suite, "unused", "--id", "n-full-out"), "--out",
-            str(small_disk / "n")]
+    # sessions enough that the report is still to come once dev0 has stored its first: with
+    # --quick's 2 a device, one session (half a second) was all that stood between the test
+    # seeing that and the report being written, and a test slow to fill the disk saw exit 0
+    args = [*nightly_args(tmp_path, farm, suite, "unused", "--sessions", "6", "--id",
+                          "n-full-out"), "--out", str(small_disk / "n")]
     proc = subprocess.Popen([*EDGEBENCH, *args], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, **env_for(tmp_path)))
     wait_for_sessions(tmp_path / "db.sqlite", "dev0", 1, proc)
+    assert proc.poll() is None, "the nightly ended before its report folder could be filled"
     filler = fill(small_disk)
     out, err = proc.communicate(timeout=300)
     line = one_line_error(subprocess.CompletedProcess(args, proc.returncode, out, err))

@@ -179,17 +179,24 @@ def test_others_load_sees_a_neighbour() -> None:
     else running makes that only more so)."""
     from harness.agent.probes import OtherLoad
 
+    # it says when it spins, and spins until killed: a fixed 1.5 s from its own start, begun
+    # 0.2 s before the window, could end inside the window (or start late in it) on a loaded
+    # machine slow to start an interpreter or to wake the test
     neighbour = subprocess.Popen([sys.executable, "-c", "import time\n"
-                                  "end = time.perf_counter() + 1.5\n"
-                                  "while time.perf_counter() < end: pass"])
+                                  "print('spinning', flush=True)\n"
+                                  "end = time.perf_counter() + 120\n"
+                                  "while time.perf_counter() < end: pass"],
+                                 stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.2)  # the neighbour is running
+        assert neighbour.stdout is not None
+        assert neighbour.stdout.readline() == "spinning\n"
         others = OtherLoad()
         others.start()
         time.sleep(1.0)
         assert others.stop() > 0.5
     finally:
-        neighbour.wait(timeout=30)
+        neighbour.kill()
+        neighbour.communicate(timeout=30)
 
 
 def test_loaded_is_others_work_in_the_window_else_the_load_average() -> None:
