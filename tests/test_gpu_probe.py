@@ -231,8 +231,9 @@ def test_energy_is_the_windows_not_what_follows_it(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The counter was read again only after the session's statistics and a fresh NVML start,
     and the energy between the readings divided by the window's time: mean power and energy
-    per inference were over-stated by all that came after the window. Here the window is 0.1 s
-    at 100 W, and 0.3 s of other work follows it before the figures are asked for."""
+    per inference were over-stated by all that came after the window. Here the window is 0.5 s
+    at 100 W, and 0.3 s of other work follows it before the figures are asked for (read again
+    after it, the energy would be 1.6 times the window's)."""
     root = bare_root(tmp_path)
     (root / "proc" / "driver" / "nvidia").mkdir()
     pid = os.getpid()
@@ -245,7 +246,7 @@ def test_energy_is_the_windows_not_what_follows_it(tmp_path: Path,
     before = time.perf_counter()
     meter.start()
     t0 = time.perf_counter()
-    time.sleep(0.1)  # the window
+    time.sleep(0.5)  # the window: a reading late by 10 ms under load is still within 2%
     window_s = time.perf_counter() - t0
     meter.stop()
     after = time.perf_counter()
@@ -258,10 +259,10 @@ def test_energy_is_the_windows_not_what_follows_it(tmp_path: Path,
     # this guards against reads again after the 0.3 s that follow `after`
     assert out["window_s"] == window_s and window_s <= interval <= after - before
     assert out["mean_w"] == pytest.approx(out["energy_mj"] / 1000 / interval)
-    assert out["mean_w"] == pytest.approx(100.0, rel=0.01)
+    assert out["mean_w"] == pytest.approx(100.0, rel=0.02)
     assert out["energy_mj_per_inference"] == pytest.approx(out["mean_w"] * window_s * 1000 / 20)
     assert out["energy_mj_per_inference"] == pytest.approx(100.0 * window_s * 1000 / 20,
-                                                           rel=0.01)
+                                                           rel=0.02)
     # memory and power are the same GPU's: the one of that UUID, not CUDA's index 0
     assert out["gpu_uuid"] == "GPU-b"
     assert out["device_memory_used_mb"] == 2 * 1024 and out["power_w_after"] == 100.0

@@ -277,14 +277,16 @@ def test_a_session_reports_the_package_energy_per_inference(
     start = {"intel-rapl:0": RANGE_UJ - 2_000_000, "intel-rapl:1": 0}  # wraps after 80 ms
     with AdvancingCounters(powercap, {"intel-rapl:0": 25.0, "intel-rapl:1": 40.0}, start):
         time.sleep(0.01)
-        result = session(model, duration_s=0.4)
+        # a second's window: the writer thread, late by up to 100 ms under load (it shares the
+        # GIL and two cores), stays within the 10% asked; at 0.4 s, 40 ms of delay would fail it
+        result = session(model, duration_s=1.0)
     watts = result["power"]
     assert watts["source"] == "rapl" and "whole socket" in watts["covers"]
     n = result["latency"]["n"]
     assert n == len(result["samples_ns"]) >= 5
     assert watts["energy_mj_per_inference"] == pytest.approx(watts["energy_mj"] / n)
     # 25 W for the time between the two readings, less than a millisecond's step either side
-    assert watts["energy_interval_s"] >= 0.4
+    assert watts["energy_interval_s"] >= 1.0
     assert watts["mean_w"] == pytest.approx(25.0, rel=0.1)
     assert watts["energy_mj"] == pytest.approx(25.0 * watts["energy_interval_s"] * 1e3, rel=0.1)
     assert watts["psys"]["mean_w"] == pytest.approx(40.0, rel=0.1)
@@ -302,7 +304,7 @@ def test_a_litert_session_on_xnnpack_reports_the_package_energy(
     monkeypatch.setattr(rapl, "POWERCAP", str(powercap))
     with AdvancingCounters(powercap, {"intel-rapl:0": 25.0, "intel-rapl:1": 40.0},
                            {"intel-rapl:0": 0, "intel-rapl:1": 0}):
-        result = session(tiny_tflite, duration_s=0.2, runtime="tflite")
+        result = session(tiny_tflite, duration_s=1.0, runtime="tflite")  # as above
     assert result["placement"]["requested"] == ["XNNPACK"]
     assert result["placement"]["ops_delegated"] > 0  # what made it look like an accelerator
     assert result["power"] is not None and result["power"]["source"] == "rapl"
