@@ -115,6 +115,8 @@ latency_cov_within real
 latency_cov_between real
 latency_lag1 real
 throughput_wall_ips real
+throughput_ci95_low_ips real
+throughput_ci95_high_ips real
 stable bool
 flags json
 throttled bool
@@ -531,6 +533,8 @@ def measurement_row(run_id: str, job: PlannedJob, started_at: str,
         "latency_cov_between": combined.get("cov_between"),
         "latency_lag1": combined.get("lag1_autocorrelation"),
         "throughput_wall_ips": combined.get("throughput_wall_ips"),
+        "throughput_ci95_low_ips": combined.get("throughput_ci95_low_ips"),
+        "throughput_ci95_high_ips": combined.get("throughput_ci95_high_ips"),
         "stable": (not set(flags) & stats.SPREAD_FLAGS) if ok else None,
         "flags": sorted(set(flags)),
         "throttled": any(throttles) if throttles else None,

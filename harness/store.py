@@ -936,7 +936,9 @@ def _upgrade_v4(conn: sqlite3.Connection) -> None:
 
 def _upgrade_v5(conn: sqlite3.Connection) -> None:
     """Schema 5 -> 6 inside the caller's transaction: `results.host_isa`, the instruction set of
-    the host whose top-1 `host_top1` is (NULL in older rows: it was only in the manifest)."""
+    the host whose top-1 `host_top1` is (NULL in older rows: it was only in the manifest), and
+    the throughput's interval, `throughput_ci95_low_ips` and `throughput_ci95_high_ips` (NULL in
+    older rows, whose throughput is the median of their sessions')."""
     present = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
     for column in RESULT_COLUMNS:
         if column.name not in present:

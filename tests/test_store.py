@@ -300,9 +300,9 @@ def test_failed_upgrade_leaves_the_v2_file_as_it_was(tmp_path: Path,
 
 
 def test_schema_5_database_is_upgraded_in_place_with_no_host_isa(tmp_path: Path) -> None:
-    """v5.db was written by the code before results kept the build host's ISA (see
-    fixtures/store/README): read-only commands read it as it is, and a writer adds
-    `results.host_isa`, NULL in its rows, keeping every value."""
+    """v5.db was written by the code before results kept the build host's ISA and the
+    throughput's interval (see fixtures/store/README): read-only commands read it as it is, and
+    a writer adds those columns, NULL in its rows, keeping every value."""
     db = tmp_path / "v5.db"
     db.write_bytes((FIXTURES / "v5.db").read_bytes())
     before = db.read_bytes()
@@ -324,7 +324,8 @@ def test_schema_5_database_is_upgraded_in_place_with_no_host_isa(tmp_path: Path)
         after = [dict(r) for r in new.execute(f"SELECT * FROM {table} ORDER BY rowid")]
         assert [{k: a[k] for k in b} for a, b in zip(after, rows, strict=True)] == rows, table
         added = {k for a in after for k in a} - {k for b in rows for k in b}
-        assert added == ({"host_isa"} if table == "results" else set()), table
+        assert added == ({"host_isa", "throughput_ci95_low_ips", "throughput_ci95_high_ips"}
+                         if table == "results" else set()), table
         assert all(a[k] is None for a in after for k in added), table
     new.close()
 

@@ -334,6 +334,12 @@ def combine_sessions(sessions: Sequence[dict[str, Any]], samples_ms: Sequence[np
     p50, p90, p95, p99 = (float(v) for v in np.percentile(pooled, [50, 90, 95, 99]))
     chosen = [sessions[i] for i in used]
     walls = [wall_medians_ms[i] for i in used] if wall_medians_ms is not None else []
+    # The wall-clock rate counts what the median leaves out (the loop between calls, time the
+    # process waited for a CPU), so on a loaded machine it moves where the median does not: it
+    # gets the headline's estimator and an interval of its own, not a bare median.
+    rates = [float(s["throughput_wall_ips"]) for s in chosen
+             if has_log(s.get("throughput_wall_ips"))]
+    rate_ci = log_interval(rates, confidence)
     out.update(
         n=int(pooled.size),
         median_ms=geometric_mean(medians),
@@ -347,7 +353,9 @@ def combine_sessions(sessions: Sequence[dict[str, Any]], samples_ms: Sequence[np
         cov_within=_median([s.get("cov") for s in chosen]),
         cov_between=log_sd(medians),
         lag1_autocorrelation=_median([s.get("lag1_autocorrelation") for s in chosen]),
-        throughput_wall_ips=_median([s.get("throughput_wall_ips") for s in chosen]),
+        throughput_wall_ips=geometric_mean(rates),
+        throughput_ci95_low_ips=rate_ci[0] if rate_ci else None,
+        throughput_ci95_high_ips=rate_ci[1] if rate_ci else None,
     )
     return out
 
