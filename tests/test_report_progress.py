@@ -110,7 +110,7 @@ def test_an_interrupted_run_with_nothing_stored_says_so_plainly(tmp_path: Path) 
     page = _page(out)
     assert "Every measurement succeeded" not in page and "no jobs" not in page
     assert "No measurement of this run is stored: it was interrupted." in _text(page)
-    assert "no measurement is stored of the 1 it planned" in _banner(page)
+    assert "nothing is measured yet of the 1 it planned" in _banner(page)
     assert len(said) == 1 and "was interrupted" in said[0]
 
 
@@ -190,7 +190,7 @@ def test_a_run_whose_device_was_never_reached_holds_nothing_yet(tmp_path: Path) 
     said: list[str] = []
     out = run_report(tmp_path / "x.db", run, out=tmp_path / "out", say=said.append)
     banner = _banner(_page(out))
-    assert "ended incomplete: no measurement is stored of the 3 it planned" in banner, banner
+    assert "ended incomplete: nothing is measured yet of the 3 it planned" in banner, banner
     assert "figures are of the sessions stored so far" not in banner and "--resume" in banner
     summary = (out / "tables" / "summary.md").read_text()
     assert "0 sessions" not in summary

@@ -111,7 +111,9 @@ def _counts(progress: RunProgress) -> str:
     if progress.measurements == 0:
         planned = (f" of the {progress.measurements_planned} it planned"
                    if progress.measurements_planned else "")
-        return f"no measurement is stored{planned}"
+        # not "no measurement is stored": the row of one that could not reach its device is
+        # (`db stats` counts it), though it is no measurement and a resume measures it
+        return f"nothing is measured yet{planned}"
     sessions = (f"{progress.sessions} of {progress.sessions_planned} planned sessions stored"
                 if progress.sessions_planned is not None
                 else f"{progress.sessions} session{'s' if progress.sessions != 1 else ''} stored")
