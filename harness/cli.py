@@ -663,14 +663,19 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
             raise
         ended = bench.finish(store, plan)
         run_id = plan.run_id
+        by_job = {r["job_id"]: r for r in store.results([run_id])}
         for d in devices:
-            progress.update(tasks[d.name], description=escape(f"{d.name}: done"))
+            mine = [by_job[j.job_id] for j in jobs
+                    if j.device.name == d.name and j.job_id in by_job]
+            # not "done" for a device that measured nothing because it could not be reached
+            lost = mine and all(r["error_kind"] in ("transport", runner.LOST) for r in mine)
+            progress.update(tasks[d.name], description=escape(
+                f"{d.name}: {'not reached' if lost else 'done'}"))
         for (device, status, _), more in repeated.items():
             if more:  # "failed", or "unsupported" (a runtime that lacks what the file needs)
                 progress.console.print(escape(f"{device}: {more} more measurement"
                                               f"{'s' if more != 1 else ''} {status} the same "
                                               "way"), highlight=False)
-        by_job = {r["job_id"]: r for r in store.results([run_id])}
         records = [by_job[j.job_id] for j in jobs if j.job_id in by_job]
         job_ids = [r["job_id"] for r in records]
         profiled = (store.profiles(job_ids), store.profile_ops(job_ids)) if args.profile \

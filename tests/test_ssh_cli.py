@@ -276,6 +276,8 @@ def test_a_device_that_cannot_be_reached_says_so_once(tmp_path: Path) -> None:
     assert len(lines) == 2 and lines[-1].startswith("edgebench: error: device gone: "), proc.stderr
     assert "gone: 2 more measurements failed the same way" in proc.stderr
     assert "incomplete: the same command with --resume " in proc.stderr
+    # found in an audit: its progress line said "gone: done" of a device never reached
+    assert "gone: not reached" in proc.stderr and "gone: done" not in proc.stderr
 
 
 def test_a_key_file_that_is_not_there_is_said_before_anything_is_built_or_stored(
