@@ -1026,7 +1026,8 @@ def trends_figure(
     50 ms share it, and a 20% change reads as such. The runs where a job got slower than in its
     previous run (`verdicts`: a run's pairs judged together, as the gate judges a nightly's)
     are ringed. A job measured in one run only is left out (None when that leaves
-    nothing), unless it failed in the last run.
+    nothing), unless it failed in the last run. Every run of `history` has its place on the x
+    axis, the last one included where nothing in it ran ok (its failures are marked there).
 
     At farm scale (more jobs than the palette has colours) only the jobs that changed in the
     last run, slower or faster (`verdicts`) or failing, are drawn in colour with their 95%
@@ -1038,9 +1039,11 @@ def trends_figure(
     with `threshold`.
     """
     data = _ok(history)
-    if data.empty or data["run_id"].nunique() < 2:
+    if data.empty or history["run_id"].nunique() < 2:
         return None
-    position, ticks, tick_labels = _run_axis(data, layout)
+    # every run of `history` on the axis, the last one (the reported run, the nightly) even
+    # where nothing in it ran ok: it was left off, and its failures marked on the run before
+    position, ticks, tick_labels = _run_axis(history, layout)
     last = max(position, key=position.__getitem__)
     data = data.assign(
         x=data["run_id"].map(position),
