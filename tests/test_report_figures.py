@@ -1186,3 +1186,22 @@ def test_runs_begun_within_a_minute_have_ticks_of_their_own() -> None:
     fig = plots.trends_figure(pd.DataFrame(rows))
     assert fig is not None
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["11-29 16:56", "11-30 16:56"]
+
+
+def test_a_trend_spans_at_least_the_threshold_band() -> None:
+    """Found: two runs 2% apart, their 95% intervals about +/-35%, gave an axis from 0.99 to
+    1.01: the line fell steeply and both intervals ran off the frame. The axis spans at least
+    [1/(1+T), 1+T], T the threshold the runs are judged by, so that a change within it never
+    looks large; a larger change still fills the panel."""
+    history = _trend_rows({"net": [10.0, 9.8]}, width=0.35)
+    for threshold in (0.05, 0.1):
+        for layout in LAYOUTS:
+            fig = plots.trends_figure(history, layout, threshold=threshold)
+            assert fig is not None
+            y0, y1 = fig.axes[0].get_ylim()
+            assert y0 <= 1 / (1 + threshold) and y1 >= 1 + threshold, (threshold, y0, y1)
+            assert y0 > 0.8 / (1 + threshold) and y1 < 1.25 * (1 + threshold)  # not far past
+    fig = plots.trends_figure(_trend_rows({"net": [10.0, 20.0, 40.0]}, width=0.02))
+    assert fig is not None
+    y0, y1 = fig.axes[0].get_ylim()
+    assert y0 < 0.5 and y1 > 2.0  # the data, as before

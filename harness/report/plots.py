@@ -1023,11 +1023,13 @@ def trends_figure(
 ) -> Figure | None:
     """Latency of each job over runs, one panel per device, as its ratio to the job's own
     median over the runs shown, on one log axis for every panel: a job of 0.1 ms and one of
-    50 ms share it, and a 20% change reads as such. The runs where a job got slower than in its
-    previous run (`verdicts`: a run's pairs judged together, as the gate judges a nightly's)
-    are ringed. A job measured in one run only is left out (None when that leaves
-    nothing), unless it failed in the last run. Every run of `history` has its place on the x
-    axis, the last one included where nothing in it ran ok (its failures are marked there).
+    50 ms share it, and a 20% change reads as such; it spans at least the band of `threshold`
+    around 1, so that a change the verdict calls none never fills the panel. The runs where a
+    job got slower than in its previous run (`verdicts`: a run's pairs judged together, as the
+    gate judges a nightly's) are ringed. A job measured in one run only is left out (None
+    when that leaves nothing), unless it failed in the last run. Every run of `history` has
+    its place on the x axis, the last one included where nothing in it ran ok (its failures
+    are marked there).
 
     At farm scale (more jobs than the palette has colours) only the jobs that changed in the
     last run, slower or faster (`verdicts`) or failing, are drawn in colour with their 95%
@@ -1072,7 +1074,11 @@ def trends_figure(
             strict=True)}
     coloured = data[[every or (str(d), str(j)) in changes
                      for d, j in zip(data["device"], data["job"], strict=True)]]
-    low, high = _limits(data["ratio"].to_numpy(float), coloured["ratio_low"].to_numpy(float),
+    # The axis spans the threshold the runs are judged by at least: fitted to two runs 2% apart
+    # it spanned 0.99 to 1.01, and noise the verdict calls no change looked like a collapse.
+    band = [1 / (1 + threshold), 1 + threshold]
+    low, high = _limits(np.append(data["ratio"].to_numpy(float), band),
+                        coloured["ratio_low"].to_numpy(float),
                         coloured["ratio_high"].to_numpy(float), log=True)
     with paper_style():
         fig, axes = _figure(dataclasses.replace(layout, columns=1), len(devices), 2.0)
