@@ -24,7 +24,7 @@ from harness.report import stats
 from harness.report.console import FLAG_MEANINGS, STATUS_NOTES, UNKNOWN_FLAG, in_legend_order
 from harness.report.frame import distinct, flatten
 from harness.report.paper import figure_facts
-from harness.report.plots import PLOT_TITLES
+from harness.report.plots import FILE_FIGURES, PLOT_TITLES
 from harness.report.tables import (
     SPEEDUP_DEFINITION,
     Table,
@@ -357,6 +357,7 @@ def write_index(
     figures = []
     for png in (p for p in plots if p.suffix == ".png"):
         title = PLOT_TITLES.get(png.stem, png.stem)
+        how = "" if png.stem in FILE_FIGURES else measured
         pdfs = [
             f'<a href="{rel(paper[f"{png.stem}-{width}.pdf"])}">PDF, {width} column</a>'
             for width in ("single", "double")
@@ -366,7 +367,7 @@ def write_index(
         figures.append(
             f'<figure id="f-{_e(png.stem)}"><img src="{rel(png)}" alt="{_e(title)}">'
             f"<figcaption>{_e(title)}{links}. "
-            f"{_code_spans(' '.join(filter(None, [figure_facts(png.stem, df), measured])))}"
+            f"{_code_spans(' '.join(filter(None, [figure_facts(png.stem, df), how])))}"
             "</figcaption></figure>"
         )
     if "figures.tex" in paper:

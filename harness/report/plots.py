@@ -1267,6 +1267,11 @@ FIGURE_NAMES = (
     "speedup_heatmap",
     "trends",
 )
+# Figures of the model files themselves, not of anything timed on a device: their captions
+# leave out the sessions, protocol and devices the others are measured with ("5 sessions
+# (fresh processes, interleaved) per measurement" under a file's size), as their figures leave
+# out the devices' instruction sets.
+FILE_FIGURES = frozenset({"model_size"})
 PLOT_TITLES = {
     "accuracy_latency": "Top-1 accuracy against median latency (the geometric mean of the "
     "session medians, 95% CI), Pareto front dashed and labelled; an arrowhead on the frame: the "
