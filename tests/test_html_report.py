@@ -280,3 +280,25 @@ def test_the_model_size_caption_leaves_out_how_sessions_were_timed(tmp_path: Pat
         assert "Measured on" not in size and "onnxruntime" not in size
     assert "Measured on local (" in tex_captions["memory"]
     assert f"Model files of run {run}." in tex_captions["model_size"]
+
+
+def test_devices_write_memory_in_whole_mib(tmp_path: Path) -> None:
+    """Found: the Devices section showed `mem_total_mb 24105.55078125`, a figure to the byte in
+    the wrong unit's name: memory is written in whole MiB, as the tables' memory, with GiB
+    beside it."""
+    from tests.test_report_synthetic import FINGERPRINT, add_job
+
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run("t", None, ["pi5"])
+    add_job(store, run, "net", fingerprint={
+        **FINGERPRINT, "mem_total_mb": 24105.55078125,
+        "gpu": {"memory_total_mb": 143771.0, "name": "H200"}, "swap_mb": 512.4})
+    store.finish_run(run)
+    store.close()
+    page = (run_report(tmp_path / "x.db", run, out=tmp_path / "r") / "index.html").read_text(
+        encoding="utf-8")
+    devices = page.split('<h2 id="devices">', 1)[1]
+    assert "<dt>mem_total_mb</dt><dd>24,106 MiB (23.5 GiB)</dd>" in devices
+    assert "<dt>gpu.memory_total_mb</dt><dd>143,771 MiB (140.4 GiB)</dd>" in devices
+    assert "<dt>swap_mb</dt><dd>512 MiB</dd>" in devices
+    assert "24105.55" not in page

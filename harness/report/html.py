@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,11 +140,21 @@ def table_html(table: Table) -> str:
 def _kv(flat: dict[str, Any]) -> str:
     if not flat:
         return "<p>(not recorded)</p>"
-    items = "".join(
-        f"<dt>{_e(k)}</dt><dd>{_e(json.dumps(v) if isinstance(v, list | dict) else v)}</dd>"
-        for k, v in sorted(flat.items())
-    )
+    items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(_kv_value(k, v))}</dd>"
+                    for k, v in sorted(flat.items()))
     return f'<dl class="kv">{items}</dl>'
+
+
+def _kv_value(key: str, value: Any) -> Any:
+    """A fingerprint's or state's value as the page writes it: memory (`_mb`, MiB as the agent
+    reads /proc/meminfo and NVML) in whole MiB, as the tables' memory, with GiB beside it from
+    1 GiB; "mem_total_mb 24105.55078125" read as a figure measured to the byte."""
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    if key.endswith("_mb") and isinstance(value, int | float) and not isinstance(value, bool) \
+            and math.isfinite(value):
+        return f"{value:,.0f} MiB" + (f" ({value / 1024:,.1f} GiB)" if value >= 1024 else "")
+    return value
 
 
 def _badges(flags: Sequence[str]) -> str:
