@@ -1209,3 +1209,45 @@ def test_a_trend_spans_at_least_the_threshold_band() -> None:
     assert fig is not None
     y0, y1 = fig.axes[0].get_ylim()
     assert y0 < 0.5 and y1 > 2.0  # the data, as before
+
+
+def _runtimes_store(path: Path, devices: list[str]) -> pd.DataFrame:
+    """A run of two variants of one model on each of `devices` with two runtimes each."""
+    store = Store(path)
+    run = store.begin_run("edgebench bench --suite demo", "demo", devices)
+    for d, device in enumerate(devices):
+        for r, runtime in enumerate(("onnxruntime", "tflite")):
+            seed = 10 * d + 3 * r
+            add_job(store, run, "mobilenet_v3_small", device=device, runtime=runtime,
+                    samples_ns=sessions_ns(10.0, seed=seed))
+            for k, (technique, ms) in enumerate((("int8", 5.0 + r), ("prune50", 9.9))):
+                add_job(store, run, f"mobilenet_v3_small-{technique}", device=device,
+                        baseline="mobilenet_v3_small", runtime=runtime,
+                        samples_ns=sessions_ns(ms, seed=seed + 1 + k))
+    store.finish_run(run)
+    df = frame.with_baselines(frame.results_frame(store, [run]), store)
+    store.close()
+    return df
+
+
+def test_heatmap_column_labels_never_touch(tmp_path: Path) -> None:
+    """Found: in the single-column heatmap the columns of a device that ran two runtimes,
+    "local / onnxruntime" and "local / tflite" on two lines each, were set upright so close
+    that "onnxruntime" and "tflite" nearly touched (with three such devices, ran into each
+    other). Where a label is wider than its cell it stands on end, and the figure grows by
+    its height rather than the cells shrink."""
+    for devices in (["local"], ["local", "rpi5", "jetson_orin"]):
+        df = _runtimes_store(tmp_path / f"{len(devices)}.db", devices)
+        for layout in LAYOUTS:
+            fig = plots.speedup_heatmap_figure(df, layout)
+            assert fig is not None
+            fig.canvas.draw()
+            renderer = fig.canvas.get_renderer()
+            ax = fig.axes[0]
+            boxes = [t.get_window_extent(renderer).padded(plots.FONT_PT / 8 * fig.dpi / 72)
+                     for t in ax.get_xticklabels() if t.get_text()]
+            assert len(boxes) == 2 * len(devices)
+            for a, b in itertools.combinations(boxes, 2):
+                assert not a.overlaps(b), (devices, layout.name)
+            # the cells keep the height of two rows of text
+            assert ax.get_window_extent().height / fig.dpi >= 2 * 0.2, (devices, layout.name)

@@ -936,7 +936,32 @@ def speedup_heatmap_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure 
         if keys:
             _legend(fig, keys, layout)
         _isa_title(fig, data, layout)
+        _column_labels(fig, ax, [_text(c) for c in grid.columns], layout)
         return fig
+
+
+def _column_labels(fig: Figure, ax: Axes, labels: list[str], layout: Layout) -> None:
+    """The heatmap's column labels, upright where each fits its cell, else turned on end (on
+    one line where the cells are too narrow even for their lines side by side): set upright
+    in a single column, "local / onnxruntime" ran into "local / tflite" beside it. The cell's
+    width is known once the figure is laid out (the row labels and colour bar take their
+    share)."""
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.execute(fig)
+    pitch_pt = ax.get_window_extent().width * 72 / fig.dpi / max(len(labels), 1)
+    gap_pt = FONT_PT / 2  # what keeps neighbours apart: half an em
+    if max(map(_text_width_pt, labels), default=0.0) + gap_pt <= pitch_pt:
+        return
+    lines = max(label.count("\n") + 1 for label in labels)
+    line_pt = 1.2 * FONT_PT  # matplotlib's line spacing
+    upright_pt = lines * line_pt
+    if upright_pt + gap_pt > pitch_pt:
+        labels = [label.replace("\n", " ") for label in labels]
+    ax.set_xticks(np.arange(len(labels)), labels, rotation=90, ha="center", va="top",
+                  multialignment="center")
+    # the labels now stand as tall as they were wide: the figure grows, not the cells shrink
+    _grow(fig, (max(map(_text_width_pt, labels)) - upright_pt) / 72, layout)
 
 
 # --- trends across runs ------------------------------------------------------------------------
