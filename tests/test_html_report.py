@@ -9,6 +9,7 @@ tables sort, and saves a full-page screenshot next to the report.
 from __future__ import annotations
 
 import html
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -245,11 +246,59 @@ def test_a_quick_run_says_so_in_its_caveats_and_figure_captions(tmp_path: Path) 
         encoding="utf-8")
     caveats = page.split('<ul id="caveats">', 1)[1].split("</ul>", 1)[0]
     assert '<li id="protocol">Measured under the quick protocol (<code>--quick</code>)' in caveats
-    captions = page.split("<figcaption>")[1:]
+    captions = [c for c in page.split("<figure ")[1:] if 'id="f-model_size"' not in c]
     assert len(captions) >= 5
     for caption in captions:
-        caption = caption.split("</figcaption>", 1)[0]
+        caption = caption.split("<figcaption>", 1)[1].split("</figcaption>", 1)[0]
         assert "2 sessions (fresh processes, interleaved) per measurement" in caption
         assert "0.2 s timed window" in caption
     accuracy = page.split('id="f-accuracy_latency"', 1)[1].split("</figcaption>", 1)[0]
     assert "Top-1 on digits, 449 images." in accuracy
+
+
+def test_the_model_size_caption_leaves_out_how_sessions_were_timed(tmp_path: Path) -> None:
+    """Found: the model-size figure's caption said "2 sessions (fresh processes, interleaved)
+    per measurement" and the quick protocol's timed window, on the page and in figures.tex
+    (with the devices, CPUs and runtimes too): none of it bears on a file's size. Its
+    caption names only the run its files are of; the timed figures' keep it all."""
+    from tests.test_report_figures import quick_store
+
+    store, run = quick_store(tmp_path / "q.db")
+    store.close()
+    folder = run_report(tmp_path / "q.db", run, out=tmp_path / "r", style="paper")
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    tex = (folder / "paper" / "figures.tex").read_text(encoding="utf-8")
+    page_captions = {name: caption.split("</figcaption>", 1)[0] for name, caption in re.findall(
+        r'<figure id="f-(\w+)">.*?<figcaption>(.*?)</figcaption>', page, re.DOTALL)}
+    tex_captions = dict(re.findall(r"\\includegraphics\[[^]]*\]\{(\w+)-single\}\n"
+                                   r"  \\caption\{(.*)\}$", tex, re.MULTILINE))
+    assert {"model_size", "memory"} <= page_captions.keys() & tex_captions.keys()
+    for captions in (page_captions, tex_captions):
+        size, memory = captions["model_size"], captions["memory"]
+        for said in ("sessions (fresh processes, interleaved)", "0.2 s timed window"):
+            assert said in memory and said not in size, (said, size)
+        assert "Measured on" not in size and "onnxruntime" not in size
+    assert "Measured on local (" in tex_captions["memory"]
+    assert f"Model files of run {run}." in tex_captions["model_size"]
+
+
+def test_devices_write_memory_in_whole_mib(tmp_path: Path) -> None:
+    """Found: the Devices section showed `mem_total_mb 24105.55078125`, a figure to the byte in
+    the wrong unit's name: memory is written in whole MiB, as the tables' memory, with GiB
+    beside it."""
+    from tests.test_report_synthetic import FINGERPRINT, add_job
+
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run("t", None, ["pi5"])
+    add_job(store, run, "net", fingerprint={
+        **FINGERPRINT, "mem_total_mb": 24105.55078125,
+        "gpu": {"memory_total_mb": 143771.0, "name": "H200"}, "swap_mb": 512.4})
+    store.finish_run(run)
+    store.close()
+    page = (run_report(tmp_path / "x.db", run, out=tmp_path / "r") / "index.html").read_text(
+        encoding="utf-8")
+    devices = page.split('<h2 id="devices">', 1)[1]
+    assert "<dt>mem_total_mb</dt><dd>24,106 MiB (23.5 GiB)</dd>" in devices
+    assert "<dt>gpu.memory_total_mb</dt><dd>143,771 MiB (140.4 GiB)</dd>" in devices
+    assert "<dt>swap_mb</dt><dd>512 MiB</dd>" in devices
+    assert "24105.55" not in page

@@ -407,7 +407,10 @@ def test_figures_tex_captions_come_from_the_run(paper_report: Path) -> None:
     assert sorted(figures) == sorted(p.stem for p in (paper_report / "paper").glob("*-single.pdf"))
     captions = re.findall(r"^  \\caption\{(.*)\}$", tex, re.MULTILINE)
     assert len(captions) == len(figures)
-    for caption in captions:
+    for figure, caption in zip(figures, captions, strict=True):
+        if figure.removesuffix("-single") in plots.FILE_FIGURES:  # of no device or session
+            assert "pi5" not in caption and "sessions" not in caption
+            continue
         # the demo's nightly runs: device pi5, onnxruntime 1.32.0, 4 threads, 5 sessions
         assert "pi5" in caption and "arm neon asimd asimddp" in caption
         assert "onnxruntime 1.32.0" in caption and "4 threads" in caption
@@ -834,8 +837,9 @@ def test_captions_say_a_quick_protocol_and_the_sessions(quick, tmp_path: Path) -
     from harness.report import paper
 
     df, run, _ = quick
-    captions = re.findall(r"^  \\caption\{(.*)\}$",
-                          paper.figures_tex(list(plots.FIGURE_NAMES), df, run), re.MULTILINE)
+    timed = [n for n in plots.FIGURE_NAMES if n not in plots.FILE_FIGURES]
+    captions = re.findall(r"^  \\caption\{(.*)\}$", paper.figures_tex(timed, df, run),
+                          re.MULTILINE)
     assert captions
     for caption in captions:
         assert "2 sessions (fresh processes, interleaved) per measurement" in caption
@@ -1186,3 +1190,64 @@ def test_runs_begun_within_a_minute_have_ticks_of_their_own() -> None:
     fig = plots.trends_figure(pd.DataFrame(rows))
     assert fig is not None
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["11-29 16:56", "11-30 16:56"]
+
+
+def test_a_trend_spans_at_least_the_threshold_band() -> None:
+    """Found: two runs 2% apart, their 95% intervals about +/-35%, gave an axis from 0.99 to
+    1.01: the line fell steeply and both intervals ran off the frame. The axis spans at least
+    [1/(1+T), 1+T], T the threshold the runs are judged by, so that a change within it never
+    looks large; a larger change still fills the panel."""
+    history = _trend_rows({"net": [10.0, 9.8]}, width=0.35)
+    for threshold in (0.05, 0.1):
+        for layout in LAYOUTS:
+            fig = plots.trends_figure(history, layout, threshold=threshold)
+            assert fig is not None
+            y0, y1 = fig.axes[0].get_ylim()
+            assert y0 <= 1 / (1 + threshold) and y1 >= 1 + threshold, (threshold, y0, y1)
+            assert y0 > 0.8 / (1 + threshold) and y1 < 1.25 * (1 + threshold)  # not far past
+    fig = plots.trends_figure(_trend_rows({"net": [10.0, 20.0, 40.0]}, width=0.02))
+    assert fig is not None
+    y0, y1 = fig.axes[0].get_ylim()
+    assert y0 < 0.5 and y1 > 2.0  # the data, as before
+
+
+def _runtimes_store(path: Path, devices: list[str]) -> pd.DataFrame:
+    """A run of two variants of one model on each of `devices` with two runtimes each."""
+    store = Store(path)
+    run = store.begin_run("edgebench bench --suite demo", "demo", devices)
+    for d, device in enumerate(devices):
+        for r, runtime in enumerate(("onnxruntime", "tflite")):
+            seed = 10 * d + 3 * r
+            add_job(store, run, "mobilenet_v3_small", device=device, runtime=runtime,
+                    samples_ns=sessions_ns(10.0, seed=seed))
+            for k, (technique, ms) in enumerate((("int8", 5.0 + r), ("prune50", 9.9))):
+                add_job(store, run, f"mobilenet_v3_small-{technique}", device=device,
+                        baseline="mobilenet_v3_small", runtime=runtime,
+                        samples_ns=sessions_ns(ms, seed=seed + 1 + k))
+    store.finish_run(run)
+    df = frame.with_baselines(frame.results_frame(store, [run]), store)
+    store.close()
+    return df
+
+
+def test_heatmap_column_labels_never_touch(tmp_path: Path) -> None:
+    """Found: in the single-column heatmap the columns of a device that ran two runtimes,
+    "local / onnxruntime" and "local / tflite" on two lines each, were set upright so close
+    that "onnxruntime" and "tflite" nearly touched (with three such devices, ran into each
+    other). Where a label is wider than its cell it stands on end, and the figure grows by
+    its height rather than the cells shrink."""
+    for devices in (["local"], ["local", "rpi5", "jetson_orin"]):
+        df = _runtimes_store(tmp_path / f"{len(devices)}.db", devices)
+        for layout in LAYOUTS:
+            fig = plots.speedup_heatmap_figure(df, layout)
+            assert fig is not None
+            fig.canvas.draw()
+            renderer = fig.canvas.get_renderer()
+            ax = fig.axes[0]
+            boxes = [t.get_window_extent(renderer).padded(plots.FONT_PT / 8 * fig.dpi / 72)
+                     for t in ax.get_xticklabels() if t.get_text()]
+            assert len(boxes) == 2 * len(devices)
+            for a, b in itertools.combinations(boxes, 2):
+                assert not a.overlaps(b), (devices, layout.name)
+            # the cells keep the height of two rows of text
+            assert ax.get_window_extent().height / fig.dpi >= 2 * 0.2, (devices, layout.name)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness.errors import StoreError
@@ -213,3 +214,55 @@ def test_a_bench_reports_trends_over_runs_of_its_own_suite_and_protocol(tmp_path
     assert not (full_report / "plots" / "trends.png").exists()  # no run like it before
     quick_report = run_report(tmp_path / "x.db", runs["quick2"], out=tmp_path / "quick")
     assert (quick_report / "plots" / "trends.png").exists()
+
+
+def test_a_runs_trend_shows_its_own_measurements_and_the_run_itself(tmp_path: Path) -> None:
+    """Found: runs of `bench --model` name no suite, so every earlier run counted as comparable:
+    the report of a run whose one (corrupt) model failed drew the trend of another model from
+    other runs, titled "local: 0 of 1 changed speed in the last run", and the reported run was
+    not on the axis. A report's trend holds only the measurements its run has (device, model,
+    format, runtime, threads and batch), and the run itself is always its last run."""
+    from harness.report import _history
+
+    store = Store(tmp_path / "x.db")
+    runs = {}
+    for name, jobs in (("cnn1", [("digits_cnn", "ok", 1.0)]),
+                       ("cnn2", [("digits_cnn", "ok", 1.02)]),
+                       ("corrupt", [("corrupt", "failed", 0.0)]),
+                       ("cnn_4_threads", [("digits_cnn@4", "ok", 0.6)]),
+                       ("cnn3", [("digits_cnn", "ok", 0.99), ("new_net", "ok", 3.0)]),
+                       ("cnn_failed", [("digits_cnn", "failed", 0.0)])):
+        run = store.begin_run("edgebench bench --model m.onnx", None, ["local"])
+        with store.transaction() as conn:  # a minute apart, in this order
+            conn.execute("UPDATE runs SET started_at = ? WHERE run_id = ?",
+                         (f"2026-12-01T02:{len(runs):02d}:00Z", run))
+        for model, status, median in jobs:
+            model, _, threads = model.partition("@")
+            add_job(store, run, model, device="local", status=status,
+                    threads=int(threads or 2),
+                    samples_ns=sessions_ns(median, sessions=2, seed=len(runs))
+                    if status == "ok" else None)
+        store.finish_run(run)
+        runs[name] = run
+    everything = store.runs()
+
+    def history_of(name: str) -> pd.DataFrame:
+        return _history(store, everything, runs[name], 30,
+                        frame.results_frame(store, [runs[name]]))
+
+    assert set(history_of("corrupt")["run_id"]) == {runs["corrupt"]}
+    assert set(history_of("cnn_4_threads")["run_id"]) == {runs["cnn_4_threads"]}
+    history = history_of("cnn3")
+    assert set(history["run_id"]) == {runs["cnn1"], runs["cnn2"], runs["cnn3"]}
+    assert set(zip(history["model"], history["threads"], strict=True)) == {
+        ("digits_cnn", 2), ("new_net", 2)}
+    # the run's one measurement failed: it is the trend's last run, and the change it shows
+    fig = plots.trends_figure(history_of("cnn_failed"))
+    assert fig is not None
+    ax = fig.axes[0]
+    assert ax.get_xlim() == (-0.5, 3.5)  # cnn1, cnn2, cnn3 and this one
+    assert [t.get_text() for t in ax.get_xticklabels()][-1] == "12-01 02:05"
+    assert ax.get_title() == "local: 1 of 1 changed speed in the last run"
+    store.close()
+    report = run_report(tmp_path / "x.db", runs["corrupt"], out=tmp_path / "corrupt")
+    assert not (report / "plots" / "trends.png").exists()

@@ -59,9 +59,10 @@ def run_report(
 
     The folder is `reports/<run_id>/` unless `out` is given. Trends use this run and up to
     `runs_for_trends - 1` earlier runs comparable to it (the same suite, where the store names
-    it, and the same protocol settings) on the same devices, each judged against the previous
-    run by the rule of `edgebench compare`. `style="paper"` also writes `paper/`: every figure as a
-    single- and a double-column PDF, `figures.tex` and the booktabs tables (`report.paper`).
+    it, and the same protocol settings) that have any of its measurements, those measurements
+    only, each judged against the previous run by the rule of `edgebench compare`.
+    `style="paper"` also writes `paper/`: every figure as a single- and a double-column PDF,
+    `figures.tex` and the booktabs tables (`report.paper`).
     A run that is not complete (interrupted, still running) is said at the top of the page, in
     the captions, and by `say` (default: a line on stderr).
     """
@@ -220,18 +221,29 @@ def _remove_empty_parents(folder: Path, path: Path) -> None:
             return
 
 
+# What makes a measurement of one run the same as one of another (`edgebench compare` pairs
+# them by these): a report's trend follows its run's own measurements, and no others.
+MEASUREMENT_KEY = ("device", "model", "format", "runtime", "threads", "batch")
+
+
 def _history(
     store: Store, runs: list[Any], run_id: str, limit: int, current: pd.DataFrame
 ) -> pd.DataFrame:
-    """Rows of the last `limit` runs up to `run_id` that are comparable to it (the same suite,
-    `_same_suite`, and protocol, `_protocols`), on this run's devices, with run start. Any run
-    on the same devices was taken: a `--quick` run and a full one were drawn as one trend,
-    under a caption giving the reported run's protocol for both, and "changed in the last run"
-    judged a protocol change as the code's."""
+    """Rows of the last `limit` runs up to `run_id` that measured what it measured (its own
+    rows' `MEASUREMENT_KEY`s) the same way (the same suite, `_same_suite`, and protocol,
+    `_protocols`), those rows only, with run start; the run itself always among them.
+
+    A run of `bench --model` names no suite, so any earlier run passed `_same_suite`: the report
+    of a run whose one model failed drew the trend of another model from other runs, under the
+    title "0 of 1 changed speed in the last run", without the reported run on the axis. Any run
+    on the same devices was taken before that: a `--quick` run and a full one were drawn as one
+    trend, under a caption giving the reported run's protocol for both, and "changed in the last
+    run" judged a protocol change as the code's."""
     from harness.report import frame
 
     order = [r.run_id for r in runs]
     info = runs[order.index(run_id)]
+    own = set(_keys(current))
     protocol = _protocols(current)
     chosen: list[Any] = []
     earlier = [r for r in runs[: order.index(run_id)] if _same_suite(r, info)]
@@ -239,17 +251,39 @@ def _history(
     while earlier and len(chosen) < batch - 1:  # newest first, a batch of runs at a time
         earlier, candidates = earlier[:-batch], earlier[-batch:]
         rows = frame.results_frame(store, [r.run_id for r in candidates])
+        rows = _of(rows, own)
         for r in reversed(candidates):
-            theirs = _protocols(rows[rows["run_id"] == r.run_id])
-            if not protocol or not theirs or theirs == protocol:
+            mine = rows[rows["run_id"] == r.run_id]
+            theirs = _protocols(mine)
+            if len(mine) and (not protocol or not theirs or theirs == protocol):
                 chosen.append(r)
     upto = [*reversed(chosen[: batch - 1]), info]
     history = frame.results_frame(store, [r.run_id for r in upto])
     started = {r.run_id: r.started_at for r in upto}
     begun = {r.run_id: i for i, r in enumerate(upto)}  # the order the runs were begun
-    history = history[history["device"].isin(current["device"].dropna().unique())]
+    history = _of(history, own)
     return history.assign(run_started_at=history["run_id"].map(started),
                           run_order=history["run_id"].map(begun))
+
+
+def _keys(rows: pd.DataFrame) -> list[tuple[Any, ...]]:
+    """Each row's `MEASUREMENT_KEY` (a missing value as None, a whole number as an int: the
+    same threads read 4 from one run's rows and 4.0 from another's)."""
+    def plain(value: Any) -> Any:
+        if value is None or (isinstance(value, float) and value != value):
+            return None
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
+    columns = [rows[c] if c in rows else [None] * len(rows) for c in MEASUREMENT_KEY]
+    return [tuple(plain(v) for v in key) for key in zip(*columns, strict=True)]
+
+
+def _of(rows: pd.DataFrame, keys: set[tuple[Any, ...]]) -> pd.DataFrame:
+    """The rows of `rows` whose measurement is one of `keys`."""
+    import pandas as pd
+
+    return rows.loc[pd.Series([key in keys for key in _keys(rows)], index=rows.index,
+                              dtype=bool)]
 
 
 def _same_suite(run: Any, reported: Any) -> bool:

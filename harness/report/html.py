@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from harness.report import stats
 from harness.report.console import FLAG_MEANINGS, STATUS_NOTES, UNKNOWN_FLAG, in_legend_order
 from harness.report.frame import distinct, flatten
 from harness.report.paper import figure_facts
-from harness.report.plots import PLOT_TITLES
+from harness.report.plots import FILE_FIGURES, PLOT_TITLES
 from harness.report.tables import (
     SPEEDUP_DEFINITION,
     Table,
@@ -139,11 +140,21 @@ def table_html(table: Table) -> str:
 def _kv(flat: dict[str, Any]) -> str:
     if not flat:
         return "<p>(not recorded)</p>"
-    items = "".join(
-        f"<dt>{_e(k)}</dt><dd>{_e(json.dumps(v) if isinstance(v, list | dict) else v)}</dd>"
-        for k, v in sorted(flat.items())
-    )
+    items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(_kv_value(k, v))}</dd>"
+                    for k, v in sorted(flat.items()))
     return f'<dl class="kv">{items}</dl>'
+
+
+def _kv_value(key: str, value: Any) -> Any:
+    """A fingerprint's or state's value as the page writes it: memory (`_mb`, MiB as the agent
+    reads /proc/meminfo and NVML) in whole MiB, as the tables' memory, with GiB beside it from
+    1 GiB; "mem_total_mb 24105.55078125" read as a figure measured to the byte."""
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    if key.endswith("_mb") and isinstance(value, int | float) and not isinstance(value, bool) \
+            and math.isfinite(value):
+        return f"{value:,.0f} MiB" + (f" ({value / 1024:,.1f} GiB)" if value >= 1024 else "")
+    return value
 
 
 def _badges(flags: Sequence[str]) -> str:
@@ -357,6 +368,7 @@ def write_index(
     figures = []
     for png in (p for p in plots if p.suffix == ".png"):
         title = PLOT_TITLES.get(png.stem, png.stem)
+        how = "" if png.stem in FILE_FIGURES else measured
         pdfs = [
             f'<a href="{rel(paper[f"{png.stem}-{width}.pdf"])}">PDF, {width} column</a>'
             for width in ("single", "double")
@@ -366,7 +378,7 @@ def write_index(
         figures.append(
             f'<figure id="f-{_e(png.stem)}"><img src="{rel(png)}" alt="{_e(title)}">'
             f"<figcaption>{_e(title)}{links}. "
-            f"{_code_spans(' '.join(filter(None, [figure_facts(png.stem, df), measured])))}"
+            f"{_code_spans(' '.join(filter(None, [figure_facts(png.stem, df), how])))}"
             "</figcaption></figure>"
         )
     if "figures.tex" in paper:

@@ -8,7 +8,8 @@ which stay editable) and every text at 8-9 pt, so that a figure included at its 
 the text around it; `figures.tex` with one `figure` environment per figure (the double-column
 `figure*` alternative beside it, commented out); and the run's tables as booktabs `.tex` files.
 A caption says what was measured where: device, its CPU and instruction set, runtimes and their
-versions, threads, sessions per measurement and the run, from the rows themselves.
+versions, threads, sessions per measurement and the run, from the rows themselves; that of a
+figure of the model files (`plots.FILE_FIGURES`) only the run.
 """
 
 from __future__ import annotations
@@ -91,8 +92,12 @@ def _cpus(part: pd.DataFrame) -> list[str]:
     return sorted(cpus)
 
 
-def run_facts(df: pd.DataFrame, run_id: str) -> str:
-    """One sentence of what the figures of a run were measured on, for every caption."""
+def run_facts(df: pd.DataFrame, run_id: str, *, timed: bool = True) -> str:
+    """One sentence of what the figures of a run were measured on, for every caption; of a
+    figure of the model files (not `timed`), only the run they are of: a file's size depends
+    on no device, runtime, session or protocol."""
+    if not timed:
+        return latex_escape(f"Model files of run {run_id}.")
     ok = df[df["status"] == "ok"]
     rows = ok if len(ok) else df
     devices = []
@@ -140,7 +145,7 @@ def figure_facts(name: str, df: pd.DataFrame) -> str:
 def figures_tex(names: Sequence[str], df: pd.DataFrame, run_id: str,
                 incomplete: str | None = None) -> str:
     """`incomplete`: why the run is not complete (`progress.caveat`), said in every caption."""
-    facts = run_facts(df, run_id) + (f" {latex_note(incomplete)}" if incomplete else "")
+    caveat = f" {latex_note(incomplete)}" if incomplete else ""
     out = [
         f"% edgebench figures of run {run_id}. Needs \\usepackage{{graphicx}} (the figures, and",
         "% the tables' \\resizebox) and \\usepackage{booktabs} (the tables); no font encoding.",
@@ -153,6 +158,7 @@ def figures_tex(names: Sequence[str], df: pd.DataFrame, run_id: str,
     for name in names:
         label = "fig:" + name.replace("_", "-")
         own = figure_facts(name, df)
+        facts = run_facts(df, run_id, timed=name not in plots.FILE_FIGURES) + caveat
         caption = " ".join(filter(None, [CAPTIONS.get(name, plots.PLOT_TITLES.get(name, name)),
                                          latex_escape(own), facts]))
         out += [

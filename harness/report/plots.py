@@ -936,7 +936,32 @@ def speedup_heatmap_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure 
         if keys:
             _legend(fig, keys, layout)
         _isa_title(fig, data, layout)
+        _column_labels(fig, ax, [_text(c) for c in grid.columns], layout)
         return fig
+
+
+def _column_labels(fig: Figure, ax: Axes, labels: list[str], layout: Layout) -> None:
+    """The heatmap's column labels, upright where each fits its cell, else turned on end (on
+    one line where the cells are too narrow even for their lines side by side): set upright
+    in a single column, "local / onnxruntime" ran into "local / tflite" beside it. The cell's
+    width is known once the figure is laid out (the row labels and colour bar take their
+    share)."""
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.execute(fig)
+    pitch_pt = ax.get_window_extent().width * 72 / fig.dpi / max(len(labels), 1)
+    gap_pt = FONT_PT / 2  # what keeps neighbours apart: half an em
+    if max(map(_text_width_pt, labels), default=0.0) + gap_pt <= pitch_pt:
+        return
+    lines = max(label.count("\n") + 1 for label in labels)
+    line_pt = 1.2 * FONT_PT  # matplotlib's line spacing
+    upright_pt = lines * line_pt
+    if upright_pt + gap_pt > pitch_pt:
+        labels = [label.replace("\n", " ") for label in labels]
+    ax.set_xticks(np.arange(len(labels)), labels, rotation=90, ha="center", va="top",
+                  multialignment="center")
+    # the labels now stand as tall as they were wide: the figure grows, not the cells shrink
+    _grow(fig, (max(map(_text_width_pt, labels)) - upright_pt) / 72, layout)
 
 
 # --- trends across runs ------------------------------------------------------------------------
@@ -1023,10 +1048,13 @@ def trends_figure(
 ) -> Figure | None:
     """Latency of each job over runs, one panel per device, as its ratio to the job's own
     median over the runs shown, on one log axis for every panel: a job of 0.1 ms and one of
-    50 ms share it, and a 20% change reads as such. The runs where a job got slower than in its
-    previous run (`verdicts`: a run's pairs judged together, as the gate judges a nightly's)
-    are ringed. A job measured in one run only is left out (None when that leaves
-    nothing), unless it failed in the last run.
+    50 ms share it, and a 20% change reads as such; it spans at least the band of `threshold`
+    around 1, so that a change the verdict calls none never fills the panel. The runs where a
+    job got slower than in its previous run (`verdicts`: a run's pairs judged together, as the
+    gate judges a nightly's) are ringed. A job measured in one run only is left out (None
+    when that leaves nothing), unless it failed in the last run. Every run of `history` has
+    its place on the x axis, the last one included where nothing in it ran ok (its failures
+    are marked there).
 
     At farm scale (more jobs than the palette has colours) only the jobs that changed in the
     last run, slower or faster (`verdicts`) or failing, are drawn in colour with their 95%
@@ -1038,9 +1066,11 @@ def trends_figure(
     with `threshold`.
     """
     data = _ok(history)
-    if data.empty or data["run_id"].nunique() < 2:
+    if data.empty or history["run_id"].nunique() < 2:
         return None
-    position, ticks, tick_labels = _run_axis(data, layout)
+    # every run of `history` on the axis, the last one (the reported run, the nightly) even
+    # where nothing in it ran ok: it was left off, and its failures marked on the run before
+    position, ticks, tick_labels = _run_axis(history, layout)
     last = max(position, key=position.__getitem__)
     data = data.assign(
         x=data["run_id"].map(position),
@@ -1069,7 +1099,11 @@ def trends_figure(
             strict=True)}
     coloured = data[[every or (str(d), str(j)) in changes
                      for d, j in zip(data["device"], data["job"], strict=True)]]
-    low, high = _limits(data["ratio"].to_numpy(float), coloured["ratio_low"].to_numpy(float),
+    # The axis spans the threshold the runs are judged by at least: fitted to two runs 2% apart
+    # it spanned 0.99 to 1.01, and noise the verdict calls no change looked like a collapse.
+    band = [1 / (1 + threshold), 1 + threshold]
+    low, high = _limits(np.append(data["ratio"].to_numpy(float), band),
+                        coloured["ratio_low"].to_numpy(float),
                         coloured["ratio_high"].to_numpy(float), log=True)
     with paper_style():
         fig, axes = _figure(dataclasses.replace(layout, columns=1), len(devices), 2.0)
@@ -1258,6 +1292,11 @@ FIGURE_NAMES = (
     "speedup_heatmap",
     "trends",
 )
+# Figures of the model files themselves, not of anything timed on a device: their captions
+# leave out the sessions, protocol and devices the others are measured with ("5 sessions
+# (fresh processes, interleaved) per measurement" under a file's size), as their figures leave
+# out the devices' instruction sets.
+FILE_FIGURES = frozenset({"model_size"})
 PLOT_TITLES = {
     "accuracy_latency": "Top-1 accuracy against median latency (the geometric mean of the "
     "session medians, 95% CI), Pareto front dashed and labelled; an arrowhead on the frame: the "
