@@ -28,6 +28,7 @@ from harness.report.paper import figure_facts
 from harness.report.plots import FILE_FIGURES, PLOT_TITLES
 from harness.report.tables import (
     SPEEDUP_DEFINITION,
+    THROUGHPUT_NOTE,
     Table,
     protocol_text,
     row_flags,
@@ -423,8 +424,8 @@ def write_index(
 <p class="meta">Each measurement is several sessions (fresh processes, interleaved with the
 other artifacts of the run). Latency in ms: the headline (Median) is each session's median,
 combined over sessions as their geometric mean, with a {confidence} t interval over sessions
-on their logs, p90 and p99 pool every sample; throughput is
-iterations over the wall time of the timed window. {_e(SPEEDUP_DEFINITION)} Accuracy comes
+on their logs, p90 and p99 pool every sample. {_e(THROUGHPUT_NOTE)}.
+{_e(SPEEDUP_DEFINITION)} Accuracy comes
 with its Wilson
 {confidence} interval; n/a means the model is benchmarked for latency only. Notes list a row's
 flags; a coloured row carries one:</p>
