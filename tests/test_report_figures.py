@@ -280,6 +280,17 @@ def test_placer_keeps_labels_off_error_bars_where_it_can() -> None:
     assert not _crosses(ax, ax.texts[0], whisker)
 
 
+def test_the_model_size_legend_keys_only_what_is_drawn(quick) -> None:
+    """Found in an audit: a run of fp32 models alone had "compressed variant" in its legend,
+    naming a bar that was not there."""
+    df, _, _ = quick
+    for rows, keys in ((df[df["is_baseline"]], ["fp32 baseline"]),
+                       (df, ["fp32 baseline", "compressed variant"])):
+        fig = plots.model_size_figure(rows, plots.SINGLE)
+        assert fig is not None
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == keys
+
+
 def test_text_is_8_to_9_pt_and_width_is_the_column(figures) -> None:
     for (run, name, layout), fig in figures.items():
         assert fig.get_figwidth() == pytest.approx(plots.LAYOUTS[layout].width_in), (name, layout)
@@ -298,6 +309,9 @@ def test_log_axis_exactly_when_values_span_more_than_a_decade(figures) -> None:
         assert digits.get_xscale() == "linear" and resnet.get_xscale() == "linear"
         dist = figures[("crowded", "latency_distributions", layout.name)].axes[0]
         assert dist.get_xscale() == "log"
+        # said in words, as the model-size axis says it (found in an audit: it was not)
+        assert dist.get_xlabel() == "Latency [ms] (log scale)"
+        assert size.get_xlabel() == "Model file size [MB] (log scale)"
         # demo: speedups 1.3x to 2.5x, memory 80 to 130 MiB
         speedup = figures[("demo", "speedup_by_technique", layout.name)].axes[0]
         assert speedup.get_xscale() == "linear"
