@@ -292,7 +292,8 @@ def test_devices_write_memory_in_whole_mib(tmp_path: Path) -> None:
     run = store.begin_run("t", None, ["pi5"])
     add_job(store, run, "net", fingerprint={
         **FINGERPRINT, "mem_total_mb": 24105.55078125,
-        "gpu": {"memory_total_mb": 143771.0, "name": "H200"}, "swap_mb": 512.4})
+        "gpu": {"memory_total_mb": 143771.0, "name": "H200"}, "swap_mb": 512.4},
+        state_before={"time": 1795979286.0826483, "loadavg": [2.15234375, 2.193359375, 3.0]})
     store.finish_run(run)
     store.close()
     page = (run_report(tmp_path / "x.db", run, out=tmp_path / "r") / "index.html").read_text(
@@ -302,3 +303,7 @@ def test_devices_write_memory_in_whole_mib(tmp_path: Path) -> None:
     assert "<dt>gpu.memory_total_mb</dt><dd>143,771 MiB (140.4 GiB)</dd>" in devices
     assert "<dt>swap_mb</dt><dd>512 MiB</dd>" in devices
     assert "24105.55" not in page
+    # and the state's time as a date, its load averages as `uptime` writes them (found in an
+    # audit: seconds since 1970 and eight decimals)
+    assert "<dt>time</dt><dd>2026-11-29 19:08:06 UTC</dd>" in devices
+    assert "<dt>loadavg</dt><dd>2.15, 2.19, 3.00</dd>" in devices

@@ -15,6 +15,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,12 +150,18 @@ def _kv(flat: dict[str, Any]) -> str:
 def _kv_value(key: str, value: Any) -> Any:
     """A fingerprint's or state's value as the page writes it: memory (`_mb`, MiB as the agent
     reads /proc/meminfo and NVML) in whole MiB, as the tables' memory, with GiB beside it from
-    1 GiB; "mem_total_mb 24105.55078125" read as a figure measured to the byte."""
+    1 GiB ("mem_total_mb 24105.55078125" read as a figure measured to the byte); the state's
+    time as a UTC date, not seconds since 1970, and its load averages to two decimals."""
+    number = isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value)
+    if key == "loadavg" and isinstance(value, list):  # 1, 5 and 15 minutes, as `uptime` says
+        return ", ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in value)
     if isinstance(value, list | dict):
         return json.dumps(value)
-    if key.endswith("_mb") and isinstance(value, int | float) and not isinstance(value, bool) \
-            and math.isfinite(value):
+    if key.endswith("_mb") and number:
         return f"{value:,.0f} MiB" + (f" ({value / 1024:,.1f} GiB)" if value >= 1024 else "")
+    if key == "time" and number:  # the agent's clock when it read the state, in seconds
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return value
 
 
