@@ -900,9 +900,15 @@ def speedup_heatmap_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure 
         norm = LogNorm(vmin=1 / reach, vmax=reach)
         image = ax.imshow(np.where(conclusive, values, np.nan), cmap="PuOr_r", norm=norm,
                           aspect="auto")
-        # a cell's width, less the tick labels and the colour bar (about 1.8 in); DejaVu Sans
-        # sets a character in about 0.6 em
-        fits = (layout.width_in - 1.8) / grid.shape[1] * 72 / (0.6 * FONT_PT)
+        # A cell's width: the figure's less the row labels and the colour bar (0.9 in beside
+        # the cells). Where a figure ("0.72") would not fit between its neighbours, the bar
+        # goes below the cells and gives them its width: in a single column, four columns of
+        # figures beside it ran into each other. DejaVu Sans sets a character in about 0.6 em.
+        labels_in = max((_text_width_pt(_text(m)) for m in grid.index), default=0.0) / 72 + 0.15
+        number_in = (_text_width_pt("0.00") + FONT_PT) / 72  # and half an em either side
+        below = (layout.width_in - labels_in - 0.9) / grid.shape[1] < number_in
+        cell_in = (layout.width_in - labels_in - (0.1 if below else 0.9)) / grid.shape[1]
+        fits = cell_in * 72 / (0.6 * FONT_PT)
         for (i, j), v in np.ndenumerate(values):
             if not np.isfinite(v):
                 word = words.iat[i, j]
@@ -927,7 +933,8 @@ def speedup_heatmap_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure 
         ax.tick_params(length=0)
         ax.grid(False)
         ax.spines[:].set_visible(False)
-        bar = fig.colorbar(image, ax=ax, label="Speedup [x] (log)", shrink=0.9, aspect=30)
+        bar = fig.colorbar(image, ax=ax, label="Speedup [x] (log)", shrink=0.9, aspect=30,
+                           location="bottom" if below else "right")
         # within a factor of 2 the doubling ticks would leave 1 alone on the bar
         steps = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0) if reach >= 2 else (2 / 3, 0.8, 1.0, 1.25, 1.5)
         ticks = [t for t in steps if 1 / reach <= t <= reach]
