@@ -410,6 +410,50 @@ def one_place_farm(tmp_path: Path, lab: LoopbackLab, **place: Any) -> Path:
     return farm
 
 
+def _python_without_runtimes(where: Path) -> Path:
+    """A real interpreter with numpy and no inference runtime, as on a board whose onnxruntime
+    an OS update removed."""
+    import sysconfig
+    import venv
+
+    import numpy
+
+    venv.create(where, with_pip=False)
+    python = where / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                           "['purelib'])"], capture_output=True, text=True).stdout.strip()
+    assert site and site != sysconfig.get_paths()["purelib"]
+    for item in Path(numpy.__file__).parent.parent.iterdir():  # numpy and its own libraries
+        if item.name.startswith("numpy"):
+            (Path(site) / item.name).symlink_to(item)
+    return python
+
+
+def test_a_board_on_which_every_measurement_is_unsupported_is_not_measured(
+        tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
+    """Found in a review: a board whose runtime was gone measured nothing, every measurement
+    `unsupported`, and the gate said "every device measured and no regression" with exit 0. It
+    is a device not measured: exit 3, said in summary.json, JUnit and on the page."""
+    farm = one_place_farm(tmp_path, lab, python=str(_python_without_runtimes(tmp_path / "bare")))
+    done = nightly(tmp_path, farm, suite, "n")
+    assert done.returncode == 3, done.stderr + done.stdout
+    found = summary(tmp_path, "n")
+    (device,) = found["devices"]
+    assert device["status"] == "unsupported"
+    assert device["message"].startswith("measured nothing: every measurement unsupported (")
+    assert "onnxruntime" in device["message"]
+    assert found["exit_code"] == 3
+    assert "1 of 1 device not measured (dev0 unsupported)" in found["exit_meaning"]
+    assert "every device measured" not in found["exit_meaning"]
+    junit = (tmp_path / "n" / "junit.xml").read_text()
+    header = junit.split("<testsuite ", 2)[1].split(">", 1)[0]
+    assert 'name="dev0"' in header and 'failures="0" errors="0"' not in header  # newly failing
+    page = (tmp_path / "n" / "index.html").read_text()
+    assert "1 unsupported" in page
+    assert rows(tmp_path / "db.sqlite", "SELECT DISTINCT status FROM results") == [
+        ("unsupported",)]
+
+
 def test_a_nightly_resumed_with_other_options_is_refused_naming_them(
         tmp_path: Path, lab: LoopbackLab, suite: dict[str, Path]) -> None:
     """`--id` takes up a nightly as it began: a session of another protocol, count or thread

@@ -169,7 +169,9 @@ def _gate_and_report(args: NightlyArgs, plan: nightly.NightlyPlan, report: Any,
     nightly_id = plan.nightly_id
     with Store(args.db) as store:
         status = nightly.finish(store, plan)
-        wanted = nightly.measurement_keys(plan.jobs, plan.options, store.results([nightly_id]))
+        measured = store.results([nightly_id])
+        nightly.mark_measured_nothing(outcomes, measured)
+        wanted = nightly.measurement_keys(plan.jobs, plan.options, measured)
         baselines = nightly.previous_baselines(store, nightly_id, wanted) \
             if args.baseline == "previous" else {name: baseline for name in names}
         measurements, differences = _gate(store, baselines, nightly_id, args.threshold,

@@ -76,7 +76,7 @@ MeasurementKey = tuple[Any, ...]
 class DeviceOutcome:
     name: str
     place: str | None
-    status: str = "pending"  # ok | failed | skipped | interrupted
+    status: str = "pending"  # ok | failed | unsupported | skipped | interrupted
     message: str = ""
     attempts: int = 0
     notes: list[str] = field(default_factory=list)
@@ -479,6 +479,20 @@ def nightly_ids(store: Store, upto: str) -> list[str]:
     runs = store.runs()
     order = [r.run_id for r in runs]
     return [r.run_id for r in runs[:order.index(upto) + 1] if r.is_nightly]
+
+
+def mark_measured_nothing(outcomes: Sequence[DeviceOutcome],
+                          results: Sequence[dict[str, Any]]) -> None:
+    """A device that ran, but on which every measurement was unsupported (its runtime gone in
+    an update, files its runtime cannot load), measured nothing: its outcome says so, as a
+    device that could not be reached does, and counts as not measured (`exit_code`). The gate
+    said "every device measured" of it, as `bench` exited 0."""
+    for outcome in outcomes:
+        mine = [r for r in results if r["device"] == outcome.name]
+        if outcome.status == "ok" and mine and all(r["status"] == "unsupported" for r in mine):
+            outcome.status = "unsupported"
+            outcome.message = (f"measured nothing: every measurement unsupported ("
+                               f"{mine[0]['model']}: {mine[0]['error_message']})")
 
 
 def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regression: bool,

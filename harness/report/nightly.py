@@ -164,7 +164,10 @@ def status_block(summary: dict[str, Any]) -> str:
                  + f"; run {_e(summary.get('status'))}; threshold T = "
                  f"{summary.get('threshold', stats.THRESHOLD):.0%}, top-1 "
                  f"{summary.get('top1_threshold', stats.TOP1_THRESHOLD_POINTS):g} points.</p>")
-    by_status = {s: [d for d in devices if d["status"] == s] for s in ("ok", "failed", "skipped")}
+    # ok, failed and skipped always; unsupported (measured nothing) and interrupted where any
+    statuses = ["ok", "failed", "skipped", *sorted({d["status"] for d in devices}
+                                                   - {"ok", "failed", "skipped"})]
+    by_status = {s: [d for d in devices if d["status"] == s] for s in statuses}
     parts.append("<p>Devices: " + ", ".join(f"{len(v)} {k}" for k, v in by_status.items())
                  + ".</p>")
     rows = []
