@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -310,24 +311,33 @@ def test_schema_5_database_is_upgraded_in_place_with_no_host_isa(tmp_path: Path)
         (row,) = store.results()
         assert "host_isa" not in row and row["status"] == "ok"
     assert db.read_bytes() == before
+    added = _upgraded_in_place(db, 5, ("runs", "results", "sessions", "fingerprints"))
+    assert added == {"runs": set(), "sessions": set(), "fingerprints": set(), "results": {
+        "host_isa", "throughput_ci95_low_ips", "throughput_ci95_high_ips"}}
+
+
+def _upgraded_in_place(db: Path, version: int, tables: Sequence[str]) -> dict[str, set[str]]:
+    """Open the schema-`version` database `db` as a writer does and check that every row of
+    `tables` keeps every value, at today's schema version; the columns the upgrade added to
+    each table (NULL in every old row)."""
     old = sqlite3.connect(db)
     old.row_factory = sqlite3.Row
-    assert old.execute("PRAGMA user_version").fetchone()[0] == 5
-    tables = {t: [dict(r) for r in old.execute(f"SELECT * FROM {t} ORDER BY rowid")]
-              for t in ("runs", "results", "sessions", "fingerprints")}
+    assert old.execute("PRAGMA user_version").fetchone()[0] == version
+    before = {t: [dict(r) for r in old.execute(f"SELECT * FROM {t} ORDER BY rowid")]
+              for t in tables}
     old.close()
     Store(db).close()
     new = sqlite3.connect(db)
     new.row_factory = sqlite3.Row
     assert new.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
-    for table, rows in tables.items():
+    added = {}
+    for table, rows in before.items():
         after = [dict(r) for r in new.execute(f"SELECT * FROM {table} ORDER BY rowid")]
         assert [{k: a[k] for k in b} for a, b in zip(after, rows, strict=True)] == rows, table
-        added = {k for a in after for k in a} - {k for b in rows for k in b}
-        assert added == ({"host_isa", "throughput_ci95_low_ips", "throughput_ci95_high_ips"}
-                         if table == "results" else set()), table
-        assert all(a[k] is None for a in after for k in added), table
+        added[table] = {k for a in after for k in a} - {k for b in rows for k in b}
+        assert all(a[k] is None for a in after for k in added[table]), table
     new.close()
+    return added
 
 
 def test_schema_4_database_is_upgraded_in_place_and_its_sessions_keep_reading(
@@ -349,21 +359,9 @@ def test_schema_4_database_is_upgraded_in_place_and_its_sessions_keep_reading(
     assert [s["fingerprint"] for s in read_as_it_is] == [None, None]
     assert [s["gpu_process_mb"] for s in read_as_it_is] == [None, None]
 
-    old = sqlite3.connect(db)
-    old.row_factory = sqlite3.Row
-    assert old.execute("PRAGMA user_version").fetchone()[0] == 4
-    tables = {t: [dict(r) for r in old.execute(f"SELECT * FROM {t} ORDER BY rowid")]
-              for t in ("runs", "results", "sessions")}
-    old.close()
-    Store(db).close()
+    _upgraded_in_place(db, 4, ("runs", "results", "sessions"))
     new = sqlite3.connect(db)
     new.row_factory = sqlite3.Row
-    assert new.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
-    for table, rows in tables.items():
-        after = [dict(r) for r in new.execute(f"SELECT * FROM {table} ORDER BY rowid")]
-        assert [{k: a[k] for k in b} for a, b in zip(after, rows, strict=True)] == rows, table
-        added = {k for a in after for k in a} - {k for b in rows for k in b}
-        assert all(a[k] is None for a in after for k in added), table
     assert {k for r in new.execute("SELECT * FROM sessions") for k in r.keys()} >= {
         "fingerprint_sha256", "gpu_process_mb"}
     assert new.execute("SELECT COUNT(*) FROM fingerprints").fetchone()[0] == 0
