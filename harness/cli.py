@@ -51,7 +51,7 @@ from harness.report.console import (
 )
 from harness.report.console import format_value as _fmt
 from harness.report.stats import THRESHOLD, TOP1_THRESHOLD_POINTS
-from harness.results import runtime_label
+from harness.results import measured_nothing, runtime_label
 from harness.runner import DEFAULT_SESSIONS, QUICK_SESSIONS
 from harness.signals import remembered_interrupts, sigterm_as_interrupt
 from harness.store import DEFAULT_DB, Store, check_existing, check_folder
@@ -703,26 +703,12 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
             f"device {device}: {message}" for device, message in sorted(why.items())),
             highlight=False, markup=False, soft_wrap=True)  # one line
         return 3
-    nothing = _measured_nothing(records)
+    nothing = measured_nothing(records)
     if nothing:  # a run that measured nothing on a device is no success, though nothing failed
-        err_console.print("edgebench: error: " + "; ".join(nothing), highlight=False,
-                          markup=False, soft_wrap=True)  # one line
+        err_console.print("edgebench: error: " + "; ".join(
+            f"device {device} {why}" for device, why in nothing.items()),
+            highlight=False, markup=False, soft_wrap=True)  # one line
     return 1 if bad or failures or nothing else 0
-
-
-def _measured_nothing(records: list[dict[str, Any]]) -> list[str]:
-    """For each device on which every measurement was unsupported, a clause saying so with the
-    first reason: the summary table showed them all, but the bench exited 0 as if it had
-    measured, and a CI job stayed green with nothing measured."""
-    out = []
-    for device in sorted({str(r["device"]) for r in records}):
-        mine = [r for r in records if r["device"] == device]
-        if all(r["status"] == "unsupported" for r in mine):
-            out.append(f"device {device} measured nothing: "
-                       + (f"all {len(mine)} of its measurements were" if len(mine) > 1
-                          else "its one measurement was")
-                       + f" unsupported ({mine[0]['model']}: {mine[0]['error_message']})")
-    return out
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:

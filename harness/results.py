@@ -666,3 +666,19 @@ def decode_profile(blob: bytes | None) -> dict[str, Any] | None:
         return None
     value = json.loads(zlib.decompress(blob).decode("utf-8"))
     return value if isinstance(value, dict) else None
+
+
+def measured_nothing(results: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Each device of `results` on which every measurement was unsupported (its runtime gone in
+    an update, files its runtime cannot load), with why in words: it measured nothing, though
+    nothing failed. `bench` exits 1 for it and the nightly counts it as not measured, as a
+    device not reached; one rule and one wording for both, each saying it its own way."""
+    out = {}
+    for device in sorted({str(r["device"]) for r in results}):
+        mine = [r for r in results if str(r["device"]) == device]
+        if all(r["status"] == "unsupported" for r in mine):
+            which = (f"all {len(mine)} of its measurements were" if len(mine) > 1
+                     else "its one measurement was")
+            out[device] = (f"measured nothing: {which} unsupported "
+                           f"({mine[0]['model']}: {mine[0]['error_message']})")
+    return out

@@ -440,7 +440,8 @@ def test_a_board_on_which_every_measurement_is_unsupported_is_not_measured(
     found = summary(tmp_path, "n")
     (device,) = found["devices"]
     assert device["status"] == "unsupported"
-    assert device["message"].startswith("measured nothing: every measurement unsupported (")
+    assert device["message"].startswith("measured nothing: its one measurement was unsupported "
+                                        "(digits_cnn: "), device["message"]
     assert "onnxruntime" in device["message"]
     assert found["exit_code"] == 3
     assert "1 of 1 device not measured (dev0 unsupported)" in found["exit_meaning"]

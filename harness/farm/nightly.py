@@ -55,6 +55,7 @@ from harness.agent import protocol
 from harness.errors import AccessError, EdgebenchError, TransportError
 from harness.farm.farmfile import Farm
 from harness.report.frame import JOB_KEYS
+from harness.results import measured_nothing
 from harness.runner import BenchOptions, PlannedJob, job_setup, plan_jobs, run_plan
 from harness.signals import raise_if_interrupted
 from harness.store import RunInfo, StorageError, Store, new_run_id, storage_error
@@ -483,16 +484,14 @@ def nightly_ids(store: Store, upto: str) -> list[str]:
 
 def mark_measured_nothing(outcomes: Sequence[DeviceOutcome],
                           results: Sequence[dict[str, Any]]) -> None:
-    """A device that ran, but on which every measurement was unsupported (its runtime gone in
-    an update, files its runtime cannot load), measured nothing: its outcome says so, as a
-    device that could not be reached does, and counts as not measured (`exit_code`). The gate
-    said "every device measured" of it, as `bench` exited 0."""
+    """A device that ran but measured nothing (`results.measured_nothing`) has that as its
+    outcome, as a device that could not be reached does, and counts as not measured
+    (`exit_code`): the gate said "every device measured" of it, as `bench` exited 0."""
+    nothing = measured_nothing(results)
     for outcome in outcomes:
-        mine = [r for r in results if r["device"] == outcome.name]
-        if outcome.status == "ok" and mine and all(r["status"] == "unsupported" for r in mine):
+        if outcome.status == "ok" and outcome.name in nothing:
             outcome.status = "unsupported"
-            outcome.message = (f"measured nothing: every measurement unsupported ("
-                               f"{mine[0]['model']}: {mine[0]['error_message']})")
+            outcome.message = nothing[outcome.name]
 
 
 def exit_code(outcomes: Sequence[DeviceOutcome], regressions: int, fail_on_regression: bool,
