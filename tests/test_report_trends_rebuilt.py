@@ -16,7 +16,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
-from harness.report import compare, frame, nightly, plots
+from harness.report import compare, frame, nightly, plots, run_report
 from harness.store import Store
 from tests.test_report_figures import farm_history
 from tests.test_report_synthetic import add_job, sessions_ns
@@ -129,6 +129,7 @@ def test_one_file_throughout_draws_no_box_and_no_legend_entry(tmp_path: Path) ->
         assert fig is not None
         assert REBUILT not in _legend(fig) and not _boxes(fig.axes[0])
         assert all(len(lines) == 1 for lines in _series(fig.axes[0]).values())
+    assert plots.rebuilt_note(history) == ""
 
 
 def test_at_farm_scale_a_grey_series_is_broken_and_boxed_too(tmp_path: Path) -> None:
@@ -152,3 +153,24 @@ def test_at_farm_scale_a_grey_series_is_broken_and_boxed_too(tmp_path: Path) -> 
         assert [x for x, _ in _boxes(board0)] == [2.0] and not _boxes(board1)
         assert REBUILT in _legend(fig)
 
+
+def test_the_captions_name_the_rebuilt_measurement(rebuilt, tmp_path: Path) -> None:
+    """The report's trend caption and the nightly page say where a rebuild is boxed, in the
+    words of `edgebench compare`; a sha256 that appears where none was recorded is no rebuild."""
+    store, runs, history = rebuilt
+    note = plots.rebuilt_note(history)
+    assert "1 measurement measured another file than in the run before under the same name " \
+           "(rebuilt between the runs, sha256 differs)" in note
+    assert "pi5: net (onnx, onnxruntime) at 12-03 02:00" in note
+    assert "old" not in note
+    nightly.write_trend(store, runs[-1], runs, ["pi5"], tmp_path / "nightly")
+    page = (tmp_path / "nightly" / "index.html").read_text(encoding="utf-8")
+    assert page.count("pi5: net (onnx, onnxruntime) at 12-03 02:00") == 1
+    folder = run_report(store.path, runs[-1], out=tmp_path / "report")
+    report = (folder / "index.html").read_text(encoding="utf-8")
+    caption = report.split('<figure id="f-trends">', 1)[1].split("</figure>", 1)[0]
+    assert "(rebuilt between the runs, sha256 differs)" in caption
+    assert "pi5: net (onnx, onnxruntime) at 12-03 02:00" in caption
+    others = [part for part in report.split("<figure")[1:]
+              if not part.startswith(' id="f-trends"')]
+    assert others and all("sha256 differs" not in part for part in others)
