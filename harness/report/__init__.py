@@ -133,6 +133,7 @@ def _write_report(store: Store, folder: Path, runs: list[RunInfo], run_id: str, 
     html.write_index(folder, info, df, report_tables, table_files, written,
                      pruned_sessions=store.pruned_sessions(job_ids),
                      paper_files=paper_files,
+                     figure_notes={"trends": plots.rebuilt_note(history)},
                      operators=profile.html_section(
                          df[["job_id", "device", "model", "runtime", "runtime_options", "isa",
                              "accelerator", "latency_median_ms"]].to_dict("records"),

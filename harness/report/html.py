@@ -14,7 +14,7 @@ import html
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -348,11 +348,14 @@ def write_index(
     pruned_sessions: int = 0,
     paper_files: Sequence[Path] = (),
     operators: str = "",
+    figure_notes: Mapping[str, str] | None = None,
 ) -> Path:
     """Write `folder/index.html`; paths in `table_files`, `plots` and `paper_files` (what
     `report --style paper` wrote) must lie under `folder`. `pruned_sessions`: sessions of this
     run whose raw samples `edgebench db prune` dropped; `operators`: the per-operator profiles
-    section (`report.profile.html_section`), if any."""
+    section (`report.profile.html_section`), if any; `figure_notes`: what a figure's caption
+    says of data the run's rows do not hold, by figure name (the trend's rebuilt files,
+    `plots.rebuilt_note` of its history)."""
 
     def rel(path: Path) -> str:
         return _e(path.relative_to(folder).as_posix())
@@ -373,6 +376,7 @@ def write_index(
     sessions = sessions_text(df)
     measured = " ".join(filter(None, [f"{sessions[0].upper()}{sessions[1:]}." if sessions
                                       else "", protocol_text(df)]))
+    notes = figure_notes or {}
     figures = []
     for png in (p for p in plots if p.suffix == ".png"):
         title = PLOT_TITLES.get(png.stem, png.stem)
@@ -383,10 +387,11 @@ def write_index(
             if f"{png.stem}-{width}.pdf" in paper
         ]
         links = f" ({', '.join(pdfs)})" if pdfs else ""
+        said = " ".join(filter(None, [figure_facts(png.stem, df), notes.get(png.stem), how]))
         figures.append(
             f'<figure id="f-{_e(png.stem)}"><img src="{rel(png)}" alt="{_e(title)}">'
             f"<figcaption>{_e(title)}{links}. "
-            f"{_code_spans(' '.join(filter(None, [figure_facts(png.stem, df), how])))}"
+            f"{_code_spans(said)}"
             "</figcaption></figure>"
         )
     if "figures.tex" in paper:

@@ -17,7 +17,8 @@ first the verdict, for the operator who opens it in the morning (the exit code a
 means, the baseline (each device's where they differ), each device's outcome with the reason,
 the suite entries that did not build, the counts of verdicts, the measurements not gated for want
 of a baseline measurement, and every regression, links to `summary.json` and `junit.xml`), then
-both figures and the table of every nightly's figures.
+both figures (a file rebuilt under the same name boxed where its sha256 changes, and named under
+them: `plots.rebuilt_note`) and the table of every nightly's figures.
 """
 
 from __future__ import annotations
@@ -268,6 +269,10 @@ def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, accuracy: pd.DataF
                     + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     images = "".join(f'<p><img src="{p.name}" alt="{p.stem}" style="max-width:100%"></p>'
                      for p in written if p.suffix == ".png")
+    # within the trend, not only against the baseline (the status block's `rebuilt_line`)
+    rebuilt = plots.rebuilt_note(df)
+    if rebuilt and images:
+        images += f"<p class=warn>{_e(rebuilt)}</p>"
     return (
         "<!doctype html><meta charset=utf-8>"
         f"<title>edgebench nightly {html.escape(run_id)}</title>"
@@ -286,6 +291,7 @@ def _page(run_id: str, df: pd.DataFrame, verdicts: pd.Series, accuracy: pd.DataF
         f"more than {top1_threshold:g} points (the gate's rule, <code>--top1-threshold</code>) "
         "shows the change in points: the same images go through the same file each night, so "
         "it is a change of what the board computes, unless the file was rebuilt in between "
-        "(said above, where it was against the baseline). The ISA column names the CPU extensions "
-        "that picked the kernels of each figure.</p>"
+        "(said above, where it was against the baseline; the figures box the first nightly of a "
+        "rebuilt file, break its line there and name it under them). The ISA column names the "
+        "CPU extensions that picked the kernels of each figure.</p>"
         f"{images}<table><tr>{head}</tr>{''.join(body)}</table>")

@@ -1037,6 +1037,79 @@ def _ratio_ticks(ax: Axes) -> None:
     ax.yaxis.set_minor_locator(NullLocator())
 
 
+# A series whose file was rebuilt under the same name, its sha256 another than at its previous
+# point, is drawn as one line per file, the new file's first point boxed: a step there is the
+# file's as much as the board's, as `edgebench compare` and the nightly say of such a pair.
+REBUILT_LABEL = "file rebuilt (sha256 differs)"  # from its point before: said in the caption
+REBUILT_COLOUR = "black"
+REBUILT_NAMED_MAX = 10  # measurements a caption names; more are counted
+
+
+def _sha(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _with_rebuilds(data: pd.DataFrame) -> pd.DataFrame:
+    """`data` (ok rows with `x` and `job`) with `rebuilt`: whether a row measured another file
+    than its series' (device, job) previous point, the sha256 of both known and different. A
+    row or its previous one without a sha256 (a store from before it was recorded) is not
+    called rebuilt: nothing says it was, as `edgebench compare` says nothing of such a pair."""
+    rebuilt = pd.Series(False, index=data.index)
+    if "model_sha256" in data:
+        for _, series in data.groupby(["device", "job"], sort=False):
+            sha = series.sort_values("x", kind="stable")["model_sha256"].map(_sha)
+            before = sha.shift()
+            rebuilt[sha.index] = sha.notna() & before.notna() & (sha != before)
+    return data.assign(rebuilt=rebuilt)
+
+
+def _files(rebuilt: np.ndarray) -> list[slice]:
+    """The points of one series (in run order) measured on one file each: a line is drawn
+    through each, never across a rebuild."""
+    starts = [0, *np.flatnonzero(rebuilt)]
+    return [slice(a, b) for a, b in zip(starts, [*starts[1:], len(rebuilt)], strict=True)]
+
+
+def _mark_rebuilt(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
+    """A square around each first point of a rebuilt file: drawn as the slower ring is, a
+    shape around the point, in black (a caveat, not a verdict), wide enough to hold the ring."""
+    ax.scatter(x, y, s=110, marker="s", facecolors="none", edgecolors=REBUILT_COLOUR,
+               linewidths=1.0, zorder=5)
+
+
+def _rebuilt_key() -> tuple[Any, str]:
+    return (Line2D([], [], marker="s", linestyle="", markerfacecolor="none",
+                   markeredgecolor=REBUILT_COLOUR, markersize=8, markeredgewidth=1.0),
+            REBUILT_LABEL)
+
+
+def rebuilt_note(history: pd.DataFrame) -> str:
+    """What a trend's caption says of the rebuilt files its figures box (`_with_rebuilds`):
+    where, and of which measurements, in the words of `edgebench compare`; "" where none is."""
+    data = _ok(history)
+    if data.empty or history["run_id"].nunique() < 2 or "model_sha256" not in data:
+        return ""
+    position = _run_axis(history, DOUBLE)[0]
+    data = _with_rebuilds(data.assign(x=data["run_id"].map(position),
+                                      job=_job_label(data["model"].astype(str), data)))
+    data = data[data["rebuilt"]]
+    if data.empty:
+        return ""
+    at: dict[str, list[str]] = {}  # "device: model (format, runtime)" as the nightly names it
+    for row in in_run_order(data).to_dict("records"):
+        name = f"{row['device']}: {row['model']} ({row.get('format')}, {row.get('runtime')})"
+        at.setdefault(name, []).append(pd.Timestamp(row["run_started_at"]).strftime(
+            "%m-%d %H:%M"))  # as the axis writes the run
+    names = [f"{name} at {', '.join(runs)}" for name, runs in sorted(at.items())]
+    more = len(names) - REBUILT_NAMED_MAX
+    listed = "; ".join(names[:REBUILT_NAMED_MAX]) + (f"; and {more} more" if more > 0 else "")
+    n = len(names)
+    return (f"Boxed, the line broken there: {n} measurement{'s' if n != 1 else ''} measured "
+            "another file than in the run before under the same name (rebuilt between the "
+            "runs, sha256 differs), so that a step there is the new file's, not the board's "
+            f"alone: {listed}.")
+
+
 def _last_run_changes(data: pd.DataFrame, history: pd.DataFrame, last: str) -> dict[
         tuple[str, str], str]:
     """(device, job) -> what changed in the last run: slower or faster than the run before
@@ -1062,10 +1135,12 @@ def trends_figure(
     50 ms share it, and a 20% change reads as such; it spans at least the band of `threshold`
     around 1, so that a change the verdict calls none never fills the panel. The runs where a
     job got slower than in its previous run (`verdicts`: a run's pairs judged together, as the
-    gate judges a nightly's) are ringed. A job measured in one run only is left out (None
-    when that leaves nothing), unless it failed in the last run. Every run of `history` has
-    its place on the x axis, the last one included where nothing in it ran ok (its failures
-    are marked there).
+    gate judges a nightly's) are ringed. Where a job's file was rebuilt under the same name
+    (its sha256 another than at its previous point) its line is broken and the new file's
+    first point boxed (`_with_rebuilds`): a step there need not be the board's. A job
+    measured in one run only is left out (None when that leaves nothing), unless it failed
+    in the last run. Every run of `history` has its place on the x axis, the last one
+    included where nothing in it ran ok (its failures are marked there).
 
     At farm scale (more jobs than the palette has colours) only the jobs that changed in the
     last run, slower or faster (`verdicts`) or failing, are drawn in colour with their 95%
@@ -1099,6 +1174,7 @@ def trends_figure(
         data["device"], data["job"], strict=True)]]
     if data.empty:
         return None
+    data = _with_rebuilds(data)
     devices = sorted(data["device"].unique())
     jobs = sorted(data["job"].unique())
     every = len(jobs) <= TREND_COLOURED_MAX
@@ -1118,7 +1194,7 @@ def trends_figure(
                         coloured["ratio_high"].to_numpy(float), log=True)
     with paper_style():
         fig, axes = _figure(dataclasses.replace(layout, columns=1), len(devices), 2.0)
-        marked = clipped = False
+        marked = clipped = boxed = False
         for ax, device in zip(axes, devices, strict=True):
             part = data[data["device"] == device]
             intervals = []  # (x, low, high, colour) of the series drawn with their intervals
@@ -1126,10 +1202,13 @@ def trends_figure(
                 series = part[part["job"] == job].sort_values("x")
                 x = series["x"].to_numpy()
                 y = series["ratio"].to_numpy(float)
+                rebuilt = series["rebuilt"].to_numpy(bool)
                 change = changes.get((str(device), str(job)))
                 if not every and change is None:
-                    ax.plot(x, y, color=TREND_GREY, linewidth=0.5, zorder=1,
-                            label="others: last run no change or inconclusive")
+                    for file in _files(rebuilt):  # a file of one point: a dot, not nothing
+                        ax.plot(x[file], y[file], color=TREND_GREY, linewidth=0.5, zorder=1,
+                                marker="o" if len(x[file]) == 1 else "", markersize=1.5,
+                                label="others: last run no change or inconclusive")
                 else:
                     colour, marker = style[job if every else f"{device}\0{job}"]
                     label = _text(job if every and change is None else (
@@ -1139,9 +1218,10 @@ def trends_figure(
                     y_high = series["ratio_high"].to_numpy(float)
                     intervals.append((x, y_low, y_high, colour))
                     err = _errors(y, y_low, y_high)
-                    ax.errorbar(x, y, yerr=err, color=colour, marker=marker, markersize=3,
-                                linewidth=1.0, elinewidth=0.6, capsize=1.5, label=label,
-                                zorder=3)
+                    for file in _files(rebuilt):
+                        ax.errorbar(x[file], y[file], yerr=err[:, file], color=colour,
+                                    marker=marker, markersize=3, linewidth=1.0, elinewidth=0.6,
+                                    capsize=1.5, label=label, zorder=3)
                     if change == "failed":  # no figure in the last run: a cross at the top
                         ax.plot([position[last]], [0.97], marker="X", markersize=6,
                                 color=colour, linestyle="", clip_on=False, zorder=4,
@@ -1151,6 +1231,9 @@ def trends_figure(
                     marked = True
                     ax.scatter(x[worse], y[worse], s=70, facecolors="none", edgecolors="#D55E00",
                                linewidths=1.4, zorder=5)
+                if rebuilt.any():
+                    boxed = True
+                    _mark_rebuilt(ax, x[rebuilt], y[rebuilt])
             ax.set_yscale("log")
             ax.set_ylim(low, high)
             _ratio_ticks(ax)
@@ -1176,6 +1259,8 @@ def trends_figure(
             # the rule in full is in the caption; the legend keeps its columns narrow
             entries.append((ring, f"slower than its previous run beyond {threshold:.0%} "
                                   "(95% CI, with the run's others)"))
+        if boxed:
+            entries.append(_rebuilt_key())
         if clipped:
             entries.append((Line2D([], [], marker="^", color="black", linestyle="",
                                    markersize=4), CLIPPED_LABEL))
@@ -1219,7 +1304,8 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE,
     the gate's rule, the same images, one image or more and beyond its threshold); without it
     only the failures are coloured. The same images go through
     each run, so a change is exact and drawn without an interval (Wilson's interval is about
-    other images, and would hide a change of a few images that every run repeats)."""
+    other images, and would hide a change of a few images that every run repeats). A rebuilt
+    file is boxed and its line broken, as in `trends_figure`."""
     data = _ok(history)
     data = data[data["accuracy_top1"].notna()]
     if data.empty or data["run_id"].nunique() < 2:
@@ -1232,6 +1318,7 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE,
                        else accuracy["accuracy_verdict"].reindex(data.index).fillna(""),
                        top1_before=math.nan if accuracy is None
                        else accuracy["top1_before"].reindex(data.index))
+    data = _with_rebuilds(data)
     devices = sorted(data["device"].unique())
     jobs = sorted(data["job"].unique())
     every = len(jobs) <= TREND_COLOURED_MAX
@@ -1249,6 +1336,7 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE,
         limits = _limits(np.array([-reach, reach]), log=False)
     with paper_style():
         fig, axes = _figure(dataclasses.replace(layout, columns=1), len(devices), 2.2)
+        boxed = False
         for ax, device in zip(axes, devices, strict=True):
             part = data[data["device"] == device]
             for job in sorted(part["job"].unique()):
@@ -1256,18 +1344,25 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE,
                 x = series["x"].to_numpy()
                 shift = centre[series.index].to_numpy(float)
                 y = 100 * (series["accuracy_top1"].to_numpy(float) - shift)
+                rebuilt = series["rebuilt"].to_numpy(bool)
+                if rebuilt.any():
+                    boxed = True
+                    _mark_rebuilt(ax, x[rebuilt], y[rebuilt])
                 change = changes.get((str(device), str(job)))
                 if not every and change is None:
-                    ax.plot(x, y, color=TREND_GREY, linewidth=0.5, zorder=1,
-                            label="others: same top-1 as the run before")
+                    for file in _files(rebuilt):  # a file of one point: a dot, not nothing
+                        ax.plot(x[file], y[file], color=TREND_GREY, linewidth=0.5, zorder=1,
+                                marker="o" if len(x[file]) == 1 else "", markersize=1.5,
+                                label="others: same top-1 as the run before")
                     continue
                 colour, marker = style[job if every else f"{device}\0{job}"]
                 err = _errors(y, 100 * series["accuracy_top1_low"].to_numpy(float),
                               100 * series["accuracy_top1_high"].to_numpy(float)) if every else None
                 label = job if every else f"{device}: {job}, last run {change}"
-                ax.errorbar(x, y, yerr=err, color=colour, marker=marker, markersize=3,
-                            linewidth=0.8, elinewidth=0.6, capsize=1.5, label=_text(label),
-                            zorder=3)
+                for file in _files(rebuilt):
+                    ax.errorbar(x[file], y[file], yerr=None if err is None else err[:, file],
+                                color=colour, marker=marker, markersize=3, linewidth=0.8,
+                                elinewidth=0.6, capsize=1.5, label=_text(label), zorder=3)
                 if change == "failed":  # no figure in the last run: a cross at the top
                     ax.plot([position[last]], [0.97], marker="X", markersize=6, color=colour,
                             linestyle="", clip_on=False, zorder=4,
@@ -1287,7 +1382,7 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE,
                 ax.set_ylim(*limits)
                 ax.set_ylabel("Top-1 minus its median [points]")
         axes[-1].set_xlabel("Run (start time, UTC)")
-        _legend(fig, _handles(axes), layout)
+        _legend(fig, [*_handles(axes), *([_rebuilt_key()] if boxed else [])], layout)
         _isa_title(fig, data, layout)
         return fig
 
