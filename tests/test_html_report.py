@@ -307,3 +307,73 @@ def test_devices_write_memory_in_whole_mib(tmp_path: Path) -> None:
     # audit: seconds since 1970 and eight decimals)
     assert "<dt>time</dt><dd>2026-11-29 19:08:06 UTC</dd>" in devices
     assert "<dt>loadavg</dt><dd>2.15, 2.19, 3.00</dd>" in devices
+
+
+def _two_devices_store(path: Path) -> tuple[Store, str]:
+    """A complete run on two devices with long names: models with long names and a chain of
+    techniques, every measurement flagged twice."""
+    from tests.test_report_synthetic import add_job, sessions_ns
+
+    store = Store(path)
+    run = store.begin_run("edgebench bench --suite demo", "demo", ["pi5", "jetson-orin"])
+    for device in ("pi5", "jetson-orin"):
+        for model, baseline, technique in (
+                ("mobilenet_v3_small", None, None),
+                ("mobilenet_v3_small-int8", "mobilenet_v3_small", "distill>prune30>qat_int8"),
+                ("resnet18", None, None), ("resnet18-prune50_latency", "resnet18", "prune50")):
+            add_job(store, run, model, baseline=baseline, technique=technique, device=device,
+                    accuracy_top1=0.7, throttled=True,
+                    samples_ns=sessions_ns(12.0, seed=3, between_sd=0.3))
+    store.finish_run(run)
+    return store, run
+
+
+def test_a_column_with_one_value_is_said_once_above_the_table() -> None:
+    """The main table of a run on one device was 3,080 px wide on a 1400 px page. A column
+    with one value in every row is said once above it, as the LaTeX caption says it; a figure's
+    interval may go under it, and a chain of techniques break after each step."""
+    text = pd.DataFrame({"Device": ["pi5", "pi5"], "Model": ["net", "net-int8"],
+                         "Technique": ["fp32", "distill>qat_int8"], "Sessions": ["5/5", "5/5"],
+                         "Median [ms] (95% CI)": ["1.20 [1.10, 1.30]", "n/a"]})
+    rendered = table_html(Table("t", "t", text, text, numeric=frozenset(
+        {"Sessions", "Median [ms] (95% CI)"}), caption_if_constant={"Device": "device"}))
+    assert '<p class="meta every-row">Every row: device pi5; sessions 5/5.</p>' in rendered
+    assert ">Device<" not in rendered and ">Sessions<" not in rendered
+    assert '>1.20 <span class="ci">[1.10, 1.30]</span></td>' in rendered
+    assert ">n/a</td>" in rendered
+    assert ">net-<wbr>int8</td>" in rendered and ">distill&gt;<wbr>qat_int8</td>" in rendered
+    # a single row is no reason to say anything once
+    one = text.iloc[:1]
+    assert ">Device<" in table_html(Table("t", "t", one, one,
+                                          caption_if_constant={"Device": "device"}))
+
+
+@pytest.mark.browser
+def test_the_main_table_fits_a_1400_px_page(tmp_path: Path) -> None:
+    """Found by a paper's reader: the main table scrolled sideways at 1400 px, Top-1 out of
+    sight of its Model. Every table of a run on two devices fits the page, each column there."""
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed (apt-get install chromium; `make test` does it)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright not installed (pip install playwright==1.65.2)"
+    )
+    store, run = _two_devices_store(tmp_path / "x.db")
+    store.close()
+    folder = run_report(tmp_path / "x.db", run, out=tmp_path / "report")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto((folder / "index.html").resolve().as_uri(), wait_until="load")
+            widths = page.evaluate("""() => Array.from(
+                document.querySelectorAll("div.scroll > table.sortable"),
+                t => [t.id, t.parentElement.scrollWidth, t.parentElement.clientWidth])""")
+            headers = page.locator("#T_summary thead th").all_inner_texts()
+            page.screenshot(path=str(folder / "screenshot.png"), full_page=True)
+        finally:
+            browser.close()
+    assert len(widths) == 4
+    assert [name for name, scroll, room in widths if scroll > room] == []
+    for name in ("Device", "Model", "Technique", "Median [ms] (95% CI)", "Top-1 [%] (95% CI)",
+                 "Peak RSS [MiB]", "Notes"):
+        assert name in [" ".join(h.split()) for h in headers]

@@ -75,7 +75,9 @@ def run_report(
         runs = store.runs()
         info = next(r for r in runs if r.run_id == run_id)
         sessions = frame.SessionReader(store)  # one read per job for CIs, plots and trends
-        df = frame.with_baselines(frame.results_frame(store, [run_id]), sessions=sessions)
+        df = frame.with_memory_ranges(
+            frame.with_baselines(frame.results_frame(store, [run_id]), sessions=sessions),
+            sessions)
         note = progress.caveat(progress.run_progress(info, df))
         if note:
             (say or _to_stderr)(note)

@@ -3,11 +3,12 @@
 `results_frame` turns store rows into a frame with exactly the documented result columns, typed
 from the schema in `harness.results` (nullable integer and boolean dtypes, so "not measured" stays
 distinct from 0 or False). `SessionReader` reads what lies below a measurement row, once: the
-session medians that every interval and verdict is computed from, and the raw samples the
-distribution plots draw. `with_baselines` joins each compressed artifact to its fp32 parent
-measured in the same run, on the same device, with the same format, runtime and thread count, so
-that speedup (with its 95% interval from the session medians), size ratio and accuracy delta are
-columns. `pareto_front` marks the artifacts no other one beats on both latency and accuracy.
+session medians that every interval and verdict is computed from, each session's memory peaks,
+and the raw samples the distribution plots draw. `with_baselines` joins each compressed artifact
+to its fp32 parent measured in the same run, on the same device, with the same format, runtime
+and thread count, so that speedup (with its 95% interval from the session medians), size ratio
+and accuracy delta are columns; `with_memory_ranges` adds the range of each memory peak over the
+sessions. `pareto_front` marks the artifacts no other one beats on both latency and accuracy.
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ def select(
 
 
 _EMPTY_MEDIANS = pd.Series([], index=pd.Index([], dtype="int64", name="session"), dtype="float64")
+# The memory peaks of a session that the report shows a spread of: the process's (the tables'
+# Peak RSS) and the timed window's.
+SESSION_PEAKS = ("peak_rss_mb", "timed_peak_rss_mb")
 
 
 class SessionReader:
@@ -127,12 +131,14 @@ class SessionReader:
     and kept; `prefetch` reads those of many measurements in one query. `samples_ms(job_id)`:
     all raw samples, in ms, for the distribution plots; a bounded cache, because trends over 30
     nightly runs of a large suite would not fit in memory at once, and they are read pairwise,
-    run after run.
+    run after run. `peaks(job_id)`: the memory peaks (`SESSION_PEAKS`, MiB) of its ok sessions,
+    the ones its row's medians are of, by session number.
     """
 
     def __init__(self, store: Store, max_cached_samples: int = 256) -> None:
         self._store = store
         self._medians: dict[str, pd.Series] = {}
+        self._peaks: dict[str, pd.DataFrame] = {}
         self.samples_ms = functools.lru_cache(maxsize=max_cached_samples)(self._read_samples)
 
     def prefetch(self, job_ids: Iterable[str]) -> None:
@@ -140,10 +146,19 @@ class SessionReader:
         if not todo:
             return
         found: dict[str, dict[int, float]] = {j: {} for j in todo}
+        peaks: dict[str, dict[int, list[float]]] = {j: {} for j in todo}
         for row in self._store.sessions(todo):
+            if row["status"] != "ok":
+                continue
+            peaks[row["job_id"]][int(row["session"])] = [
+                math.nan if row[name] is None else float(row[name]) for name in SESSION_PEAKS]
             # as the headline: a session whose median has no log (0, NaN) is left out
-            if row["status"] == "ok" and stats.has_log(row["median_ms"]):
+            if stats.has_log(row["median_ms"]):
                 found[row["job_id"]][int(row["session"])] = float(row["median_ms"])
+        for job_id, by_session in peaks.items():
+            self._peaks[job_id] = pd.DataFrame.from_dict(
+                by_session, orient="index", columns=list(SESSION_PEAKS), dtype="float64"
+            ).rename_axis("session").sort_index()
         for job_id, medians in found.items():
             self._medians[job_id] = (
                 pd.Series(medians, dtype="float64").rename_axis("session").sort_index()
@@ -157,6 +172,13 @@ class SessionReader:
         if job_id not in self._medians:
             self.prefetch([job_id])
         return self._medians[job_id]
+
+    def peaks(self, job_id: object) -> pd.DataFrame:
+        if not isinstance(job_id, str):
+            return pd.DataFrame(columns=list(SESSION_PEAKS), dtype="float64")
+        if job_id not in self._peaks:
+            self.prefetch([job_id])
+        return self._peaks[job_id]
 
     def _read_samples(self, job_id: str) -> np.ndarray:
         return np.asarray(self._store.samples(job_id), dtype=np.float64) / 1e6
@@ -282,6 +304,28 @@ def _fill_speedup_ci(out: pd.DataFrame, sessions: SessionReader, *, confidence: 
         if not (math.isnan(ci.low) or math.isnan(ci.high)):
             out.at[i, "speedup_ci95_low"] = ci.low
             out.at[i, "speedup_ci95_high"] = ci.high
+
+
+def with_memory_ranges(df: pd.DataFrame, sessions: SessionReader) -> pd.DataFrame:
+    """`df` plus `<peak>_min_mb` and `<peak>_max_mb` for each of `SESSION_PEAKS`: the lowest
+    and highest of the measurement's sessions, whose median its row holds. A range, not an
+    interval: a memory peak is nearly the same from one fresh process to the next, a t
+    interval over the three to five sessions of a run would be wide for want of sessions
+    (12.7 times the spread with two), and the range says what was seen. NaN where fewer than
+    two sessions recorded the peak: one session has no spread."""
+    out = df.copy()
+    sessions.prefetch(out["job_id"])
+    for name in SESSION_PEAKS:
+        low, high = [], []
+        for job_id in out["job_id"]:
+            values = sessions.peaks(job_id)[name].dropna()
+            enough = values.size >= 2
+            low.append(float(values.min()) if enough else math.nan)
+            high.append(float(values.max()) if enough else math.nan)
+        stem = name.removesuffix("_mb")
+        out[f"{stem}_min_mb"] = np.asarray(low, dtype="float64")
+        out[f"{stem}_max_mb"] = np.asarray(high, dtype="float64")
+    return out
 
 
 def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:

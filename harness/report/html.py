@@ -50,6 +50,16 @@ th, td { padding: .25rem .5rem; border-bottom: 1px solid #ddd; text-align: left;
          white-space: nowrap; vertical-align: top; }
 td.error { white-space: normal; min-width: 20rem; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.sortable { font-size: .75rem; }
+table.sortable th, table.sortable td { padding: .2rem .2rem; }
+table.sortable td:first-child { position: sticky; left: 0; }
+:where(table.sortable td:first-child) { background: #fff; }
+table.sortable th:first-child { left: 0; z-index: 1; }
+table.sortable th, table.sortable td.num, table.sortable td.notes,
+table.sortable td.name { white-space: normal; }
+table.sortable th { vertical-align: bottom; }
+table.sortable td.notes { font-size: .9em; }
+.ci { color: #555; font-size: .85em; }
 table.sortable th { cursor: pointer; background: #f3f3f3; position: sticky; top: 0; }
 table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; }
 table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
@@ -113,30 +123,76 @@ def _css_name(flag: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", flag)
 
 
+# Columns said once above a table where every row has the same value, besides those its LaTeX
+# caption says once (`Table.caption_if_constant`): every session of every measurement ran.
+SAID_ONCE = {"Sessions": "sessions"}
+# Names a reader scans down, which may break where a name has parts.
+NAME_COLUMNS = frozenset({"Model", "Technique"})
+# A figure with its interval ("0.0448 [0.0296, 0.0678]"): the interval may go on a line of
+# its own, and break after its comma.
+_WITH_INTERVAL = re.compile(r"^(.*?) (\[[^\]]*\])$")
+# Where a name may break: after the - of a variant's name or the > of a chain of techniques
+# ("distill>prune30>qat_int8"), never inside a part a reader reads as one word.
+_BREAK_AFTER = re.compile(r"(?<=[->])")
+
+
+def _interval_apart(cell: Any) -> str:
+    found = _WITH_INTERVAL.match(str(cell))
+    if not found:
+        return _e(cell)
+    return f'{_e(found[1])} <span class="ci">{_e(found[2])}</span>'
+
+
+def _breakable(cell: Any) -> str:
+    return "<wbr>".join(_e(part) for part in _BREAK_AFTER.split(str(cell)))
+
+
 def table_html(table: Table) -> str:
-    """One sortable table, id `T_<name>`; every cell of a flagged row has `flag-<flag>` classes."""
+    """One sortable table, id `T_<name>`; every cell of a flagged row has `flag-<flag>` classes.
+
+    It fits a 1400 px page: the summary of a one-device run, 22 columns each set on one line,
+    was 3,080 px wide, and a reader scrolled sideways from the Model to its Top-1 and back. So
+    headers wrap at their spaces, a figure's interval goes under it where its column is too
+    narrow for both, names break after their parts (`_BREAK_AFTER`), Notes between flags, and
+    a column with one value in every row (device, runtime, threads, sessions) is said once
+    above the table, as the LaTeX tables say it in their caption. Where it is still wider than
+    the page (the Error column of a run with failures), it scrolls, its first column staying
+    in view."""
     text = table.shown
     if text.empty:
         return "<p>(no rows)</p>"
+    said_once = {**table.caption_if_constant, **SAID_ONCE}
+    constant = [c for c in text.columns if c in said_once and len(text) > 1
+                and text[c].nunique(dropna=False) == 1]
+    facts = "; ".join(f"{said_once[c]} {text[c].iloc[0]}" for c in constant)
+    text = text.drop(columns=constant)
     flags = table.flags or [[] for _ in text.index]
     row_classes = [" ".join(f"flag-{_css_name(f)}" for f in row) for row in flags]
 
+    def kind(column: str) -> str:
+        return ("error" if column == "Error" else "num" if column in table.numeric
+                else "notes" if column == "Notes" else "name" if column in NAME_COLUMNS else "")
+
     def cell_class(column: str, row_class: str) -> str:
-        kind = "error" if column == "Error" else "num" if column in table.numeric else ""
-        return " ".join(filter(None, (row_class, kind)))
+        return " ".join(filter(None, (row_class, kind(column))))
+
+    # each formatter escapes the text it is given, and adds only the breaks
+    formatters = {c: {"num": _interval_apart, "name": _breakable}.get(kind(c), _e)
+                  for c in text.columns}
 
     classes = pd.DataFrame(
         {c: [cell_class(c, rc) for rc in row_classes] for c in text.columns}, index=text.index
     )
     styler = (
         text.style.hide(axis="index")
-        .format(escape="html")
+        .format(formatters)
         .format_index(escape="html", axis=1)  # headers carry device names
         .set_td_classes(classes)
         .set_table_attributes('class="sortable"')
         .set_uuid(table.name)
     )
-    return f'<div class="scroll">{styler.to_html()}</div>'
+    every_row = f'<p class="meta every-row">Every row: {_e(facts)}.</p>' if facts else ""
+    return f'{every_row}<div class="scroll">{styler.to_html()}</div>'
 
 
 def _kv(flat: dict[str, Any]) -> str:

@@ -6,10 +6,14 @@ until overlaps are small, with no promise that none is left; a figure for a pape
 promise. So labels are placed greedily, most important first: each tries positions around its
 point on rings of growing radius (a leader line joins it to the point beyond the first ring),
 and takes the first whose text box meets no label already placed, no marker, and stays inside
-the axes; among those, one that crosses no line the caller names (error bars) where one is at
-most a ring further out. A label with no free position is not drawn, and the caller is told
-which. The figure's layout must be final when this runs (positions are in display units):
-callers lay the figure out, place labels, and then freeze the layout.
+the axes, and whose leader line passes through no other label or marker. Among those, the
+nearest that crosses no line the caller names (error bars), however far out: a label across a
+whisker reads as struck through, which a long leader line does not; a leader line along a
+whisker counts as crossing it (it reads as part of the bar). Where every free position crosses
+one, the label takes the one that crosses fewest, nearest first, rather than be left out. A
+label with no free position at all is not drawn, and the caller is told which. The figure's
+layout must be final when this runs (positions are in display units): callers lay the figure
+out, place labels, and then freeze the layout.
 """
 
 from __future__ import annotations
@@ -24,14 +28,13 @@ from matplotlib.patches import ConnectionPatch
 from matplotlib.text import Annotation
 from matplotlib.transforms import Bbox, offset_copy
 
-# Offsets from the point, in points: rings of growing radius, eight directions each, the
-# directions that read most naturally (right, then above, below, left) first.
-RINGS = (5.0, 12.0, 20.0, 30.0, 42.0)
+# Offsets from the point, in points: rings of growing radius, ten directions each, the
+# directions that read most naturally (right, then above, below, left) first. The outer two
+# find a place clear of the error bars in a crowd of a dozen points in a single column.
+RINGS = (5.0, 12.0, 20.0, 30.0, 42.0, 56.0, 72.0)
 DIRECTIONS = ((1, 0.3), (1, -0.3), (0, 1), (0, -1), (-1, 0.3), (-1, -0.3), (1, 1), (1, -1),
               (-1, 1), (-1, -1))
 MARKER_RADIUS_PT = 3.5
-# How many rings further a label goes to stay clear of a line (an error bar) before crossing it.
-CROSSING_COST = 1.5
 PAD_PT = 1.0
 
 
@@ -66,8 +69,8 @@ def place_labels(
     """Label the points (`x`, `y`, data coordinates) with `texts`, in the order given (the most
     important first); `avoid_x/avoid_y` are further markers to keep clear of. `avoid_lines`,
     segments (x0, y0, x1, y1) in data coordinates such as error bars, are kept clear of where a
-    position does so, and crossed rather than a label left out. Returns the texts that found no
-    free position and were left out."""
+    free position does so, and crossed as little as can be rather than a label left out.
+    Returns the texts that found no free position and were left out."""
     fig = ax.get_figure(root=True)
     assert isinstance(fig, Figure)
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
@@ -81,58 +84,94 @@ def place_labels(
     )
     r = MARKER_RADIUS_PT * pt
     taken = [Bbox.from_bounds(px - r, py - r, 2 * r, 2 * r) for px, py in [*points, *others]]
-    markers = len(taken)
-    # the lines to keep clear of, as points every 2 pt along them (display units)
-    lines = [_dotted(ax.transData.transform([(x0, y0), (x1, y1)]), frame, 2 * pt)
-             for x0, y0, x1, y1 in avoid_lines]
-    crossed = np.concatenate(lines) if lines else np.empty((0, 2))
+    # the lines to keep clear of, each as points every 2 pt along it (display units)
+    lines = [dots for x0, y0, x1, y1 in avoid_lines
+             if len(dots := _dotted(ax.transData.transform([(x0, y0), (x1, y1)]), frame, 2 * pt))]
     leaders: list[np.ndarray] = []
     left_out = []
-    # Clear of the lines where that costs at most one ring more: a long leader line across a
-    # crowd reads worse than a label across a whisker.
-    rings = [(i, ring, crossed) for i, ring in enumerate(RINGS)] + [
-        (i + CROSSING_COST, ring, np.empty((0, 2))) for i, ring in enumerate(RINGS)]
-    positions = [(clear_of, ring, ux, uy) for _, ring, clear_of in sorted(rings, key=lambda r: r[0])
-                 for ux, uy in DIRECTIONS]
-    for (dx0, dy0), text in zip(np.column_stack([x, y]), texts, strict=True):
+    positions = [(ring, ux, uy) for ring in RINGS for ux, uy in DIRECTIONS]
+    for own, ((dx0, dy0), text) in enumerate(zip(np.column_stack([x, y]), texts, strict=True)):
         label = Annotation(text, (dx0, dy0), xytext=(0, 0), textcoords="offset points",
                            fontsize=fontsize, zorder=6, annotation_clip=False)
         ax.add_artist(label)
         anchor = ax.transData.transform((dx0, dy0))
-        for clear_of, ring, ux, uy in positions:
+        # the nearest position that crosses no line; failing one, the one that crosses fewest
+        # error bars, then fewest leader lines
+        best: tuple[tuple[int, int], float, tuple[float, float], tuple[float, float], Bbox,
+                    np.ndarray] | None = None
+        for ring, ux, uy in positions:
             norm = float(np.hypot(ux, uy))
             offset = (ring * ux / norm, ring * uy / norm)
-            label.xyann = offset
-            label.set_horizontalalignment(_alignment(ux, uy)[0])
-            label.set_verticalalignment(_alignment(ux, uy)[1])
+            _put(label, offset, ux, uy)
             box = label.get_window_extent(renderer)
             if not (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)):
                 continue
             padded = box.padded(PAD_PT * pt)
-            if any(padded.overlaps(t) for t in taken) or _inside(clear_of, padded):
+            if any(padded.overlaps(t) for t in taken):
                 continue
             end = anchor + np.array(offset) * pt
             leader = _along(anchor, end) if ring > RINGS[0] else np.empty((0, 2))
-            # a leader line through another label, or a label over another's leader line,
-            # reads as a wrong pairing
-            if any(_inside(leader, t) for t in taken[markers:]) or any(
+            # a leader line through another label or point, or a label over another's leader
+            # line, reads as a wrong pairing
+            if any(_inside(leader, t) for k, t in enumerate(taken) if k != own) or any(
                     _inside(line, padded) for line in leaders):
                 continue
-            taken.append(box)
-            leaders.append(leader)
-            if ring > RINGS[0]:
-                ax.add_artist(ConnectionPatch(
-                    (dx0, dy0), (dx0, dy0), coordsA=ax.transData,
-                    coordsB=offset_copy(ax.transData, fig, x=offset[0], y=offset[1],
-                                        units="points"),
-                    color="#444444", linewidth=0.5, shrinkA=MARKER_RADIUS_PT, shrinkB=0.5,
-                    zorder=5,
-                ))
-            break
-        else:
+            # a leader along an error bar reads as part of it, as bad as a label across one;
+            # two leader lines that cross read as swapped, which a label beside its point
+            # across a whisker does not
+            crossings = (sum(_inside(line, padded) or _on(leader, line, 1.5 * pt)
+                             for line in lines), sum(_cross(leader, line) for line in leaders))
+            if best is None or crossings < best[0]:
+                best = (crossings, ring, offset, (ux, uy), box, leader)
+            if crossings == (0, 0):
+                break
+        if best is None:
             label.remove()
             left_out.append(text)
+            continue
+        _, ring, offset, direction, box, leader = best
+        _put(label, offset, *direction)
+        taken.append(box)
+        leaders.append(leader)
+        if ring > RINGS[0]:
+            ax.add_artist(ConnectionPatch(
+                (dx0, dy0), (dx0, dy0), coordsA=ax.transData,
+                coordsB=offset_copy(ax.transData, fig, x=offset[0], y=offset[1],
+                                    units="points"),
+                color="#444444", linewidth=0.5, shrinkA=MARKER_RADIUS_PT, shrinkB=0.5,
+                zorder=5,
+            ))
     return left_out
+
+
+def _put(label: Annotation, offset: tuple[float, float], ux: float, uy: float) -> None:
+    label.xyann = offset
+    ha, va = _alignment(ux, uy)
+    label.set_horizontalalignment(ha)
+    label.set_verticalalignment(va)
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two leader lines (`_along`) cross: the ends of each lie on either side of the
+    other."""
+    if not (len(a) and len(b)):
+        return False
+
+    def side(p: np.ndarray, q: np.ndarray, r: np.ndarray) -> float:
+        return float(np.sign((q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])))
+
+    return (side(a[0], a[-1], b[0]) * side(a[0], a[-1], b[-1]) < 0
+            and side(b[0], b[-1], a[0]) * side(b[0], b[-1], a[-1]) < 0)
+
+
+def _on(leader: np.ndarray, line: np.ndarray, within: float) -> bool:
+    """Whether a leader line runs along `line` (its dots, `_dotted`) for more than a few points
+    of its length: crossing one, it meets it for about 2 * `within`."""
+    if not len(leader):
+        return False
+    gaps = np.hypot(*(leader[:, None, :] - line[None, :, :]).transpose(2, 0, 1)).min(axis=1)
+    step = float(np.hypot(*(leader[1] - leader[0])))
+    return bool((gaps <= within).sum() * step > 4 * within)
 
 
 def _dotted(ends: np.ndarray, frame: Bbox, step: float) -> np.ndarray:

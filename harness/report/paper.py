@@ -133,9 +133,14 @@ def _size(width: str) -> str:
 
 def figure_facts(name: str, df: pd.DataFrame) -> str:
     """What one figure of `df` needs said beyond its fixed caption (plain text): the data its
-    accuracy was measured on; what the heatmap's words mean, where it has any."""
+    accuracy was measured on; what the memory figure's whiskers are, where it has any; what the
+    heatmap's words mean, where it has any."""
     if name == "accuracy_latency" and (sets := accuracy_sets(df[df["status"] == "ok"])):
         return f"Top-1 on {_join(sets)}."
+    if name == "memory" and plots.memory_has_whiskers(df):
+        return ("Each figure is the median over the measurement's sessions (fresh processes); "
+                "the whisker on the number spans the lowest to the highest session (a range, "
+                "not a confidence interval), where they differ.")
     if name == "speedup_heatmap" and plots.heatmap_has_words(df):
         return ("A word in italics: the variant was measured there without a speedup "
                 "(unsupported, failed, or no ok fp32 baseline there).")

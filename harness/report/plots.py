@@ -790,13 +790,49 @@ def model_size_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | Non
 
 
 PROCESS_PEAK_LABEL = "process peak, loading included: the number"
+SESSION_RANGE_LABEL = "whisker: lowest to highest session"
+
+
+def _memory_number(part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The number a memory row writes, the median over its sessions: the process peak (the
+    tables' Peak RSS), or the timed window's where the process peak was not recorded; and the
+    lowest and highest of its sessions (`frame.with_memory_ranges`), NaN where there is no
+    range to draw: one session, sessions that agree, or a frame without the ranges."""
+    process = part["peak_rss_mb"].to_numpy(float)
+    timed = part["timed_peak_rss_mb"].to_numpy(float)
+    has_process = np.isfinite(process)
+
+    def bound(end: str) -> np.ndarray:
+        column = [f"{stem}_{end}_mb" for stem in ("peak_rss", "timed_peak_rss")]
+        if not all(c in part for c in column):
+            return np.full(len(part), np.nan)
+        return np.where(has_process, part[column[0]].to_numpy(float),
+                        part[column[1]].to_numpy(float))
+
+    low, high = bound("min"), bound("max")
+    with np.errstate(invalid="ignore"):
+        none = ~(high > low)
+    low[none] = np.nan
+    high[none] = np.nan
+    return np.where(has_process, process, timed), low, high
+
+
+def memory_has_whiskers(df: pd.DataFrame) -> bool:
+    """Whether `memory_figure(df)` draws a whisker (a range over sessions) on any row: what
+    the caption may say of them."""
+    data = _ok(df)
+    data = data[data["timed_peak_rss_mb"].notna() | data["peak_rss_mb"].notna()]
+    return bool(np.isfinite(_memory_number(data)[1]).any())
 
 
 def memory_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
     """Peak resident memory of the timed window per job, split into the runtime's own (the
     process after importing the runtime and loading the data, before the model) and what the
     model adds; a tick marks the whole process's peak, loading included, and its figure (the
-    tables' Peak RSS) is written beside it."""
+    tables' Peak RSS) is written beside it. Each is the median over the measurement's sessions;
+    a whisker spans the lowest to the highest session of the number written, as every latency
+    figure shows its spread: a range, since three to five fresh processes give a t interval
+    wider than anything they showed (`frame.with_memory_ranges`)."""
     data = _ok(df)
     data = data[data["timed_peak_rss_mb"].notna() | data["peak_rss_mb"].notna()]
     if data.empty:
@@ -823,18 +859,26 @@ def memory_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure | None:
                        label=PROCESS_PEAK_LABEL)
             # The number is the tick's, the tables' Peak RSS, written beside it; the bar's own
             # end was written there, 194 beside a tick at 204. Without a tick, the bar's end.
-            number = np.where(np.isfinite(process), process, peak)
-            top = float(np.nanmax(np.fmax(peak, process)))
-            for p, value, bar_end in zip(pos, number, peak, strict=True):
-                ax.annotate(_amount(value), (np.fmax(value, bar_end), p), xytext=(4, 0),
-                            textcoords="offset points", va="center", ha="left",
+            number, low, high = _memory_number(part)
+            ranged = np.isfinite(low)
+            if ranged.any():
+                at = np.asarray(pos, float)[ranged]
+                ax.errorbar(number[ranged], at, xerr=np.clip(np.vstack(
+                    [number[ranged] - low[ranged], high[ranged] - number[ranged]]), 0, None),
+                    fmt="none", ecolor="black", elinewidth=0.8, capsize=2.5, capthick=0.8,
+                    zorder=4, label=SESSION_RANGE_LABEL)
+            top = float(np.nanmax(np.fmax(np.fmax(peak, process), high)))
+            for p, value, bar_end, reach in zip(pos, number, peak, high, strict=True):
+                # right of the whisker: a figure written over its cap read as two numbers
+                ax.annotate(_amount(value), (np.nanmax([value, bar_end, reach]), p),
+                            xytext=(4, 0), textcoords="offset points", va="center", ha="left",
                             fontsize=row_font_pt(fig))
             ax.set_xlim(0, top * 1.22)
             _row_axis(ax, pos, list(part["label"]), headers)
             ax.set_title(_text(device))
             ax.set_xlabel("Peak resident memory [MiB]")
-        order = ["runtime", "added", "process"]
-        entries = sorted(_handles(axes[:1]), key=lambda e: [e[1].startswith(w) for w in order]
+        order = ["runtime", "added", "process", "whisker"]
+        entries = sorted(_handles(axes), key=lambda e: [e[1].startswith(w) for w in order]
                          .index(True))
         _legend(fig, entries, layout)
         _isa_title(fig, data, layout)
