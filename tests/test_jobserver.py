@@ -254,6 +254,34 @@ def test_local_transport_runs_jobs_through_one_job_server(tmp_path: Path) -> Non
     assert not alive(server)
 
 
+def test_local_agents_get_the_environment_edgebench_started_with(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench --suite` builds in its own process before it measures, and the build's torch,
+    TensorFlow and LiteRT leave variables in that process's environment (KMP_DUPLICATE_LIB_OK,
+    TF_CPP_MIN_LOG_LEVEL, TORCHINDUCTOR_CACHE_DIR); `bench --model` builds nothing. Inherited,
+    they gave the agents of a suite another environment than those of one model file, and with
+    it another heap: ResNet18's peak RSS in ONNX Runtime went from 217.7 to 197.4 MiB. An agent
+    gets the environment edgebench was started with, whatever was added since."""
+    from harness import LAUNCH_ENVIRONMENT
+
+    model = make_tiny_onnx(tmp_path / "m.onnx", seed=24)
+    monkeypatch.setenv("EDGEBENCH_TEST_LEFT_BY_A_BUILD", "1")
+    local = Device("local", "localhost", DeviceProfile(name="local"), tmp_path)
+    with local.transport() as transport:
+        box: dict[str, AgentRun] = {}
+        job = job_for(transport, model, **LONG)
+        thread = threading.Thread(target=lambda: box.update(run=transport.run_agent(job, 60)))
+        thread.start()
+        (agent,) = wait_for(local.agents, what="the agent to start")
+        raw = Path(f"/proc/{agent}/environ").read_bytes()
+        os.kill(agent, signal.SIGKILL)
+        thread.join(60)
+    environ = dict(item.decode().split("=", 1) for item in raw.split(b"\0") if item)
+    assert "EDGEBENCH_TEST_LEFT_BY_A_BUILD" not in environ
+    assert environ == dict(LAUNCH_ENVIRONMENT)
+    assert box["run"].result["error"]["kind"] == "agent_crashed"  # the one killed above
+
+
 def test_killed_agent_reads_the_same_on_both_transports(device: Device, tmp_path: Path) -> None:
     model = make_tiny_onnx(tmp_path / "m.onnx", seed=23)
     with device.transport() as transport:

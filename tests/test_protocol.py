@@ -253,6 +253,30 @@ def test_the_model_memory_is_the_same_with_the_data_and_without(tiny_onnx: Path,
         without["memory"], with_data["memory"])
 
 
+def test_the_session_with_the_data_records_the_memory_of_those_without(tmp_path: Path) -> None:
+    """The accuracy set is the harness's, not the model's: read before the baseline, a 64 MiB
+    set was in the baseline, the process peak and the timed window's peak of the one session
+    that scored accuracy (119.5 / 133.7 MiB against 55.4 / 69.6 without), so the same file's
+    peak RSS depended on whether its run gave it data, and by how many sessions shared that one
+    (the median of --quick's two is their mean)."""
+    model = make_tiny_onnx(tmp_path / "m.onnx", input_shape=(1, 1, 128, 128))
+    rng = np.random.default_rng(0)
+    inputs = rng.standard_normal((1024, 1, 128, 128)).astype(np.float32)
+    assert inputs.nbytes == 64 * 2**20
+    np.save(tmp_path / "inputs.npy", inputs)
+    np.save(tmp_path / "labels.npy", rng.integers(0, 10, len(inputs)))
+    data = {part: {"path": str(tmp_path / f"{part}.npy"), "sha256": "0" * 64}
+            for part in ("inputs", "labels")}
+    without, _ = run_agent(job_for(model))
+    with_data, _ = run_agent(job_for(model, dataset=data))
+    assert without["status"] == with_data["status"] == "ok", with_data["error"]
+    assert with_data["accuracy"]["n"] == len(inputs)
+    for field in ("rss_runtime_mb", "peak_rss_mb", "timed_peak_rss_mb", "anon_mb"):
+        # a few MiB between two processes at most; the set is 64
+        assert abs(with_data["memory"][field] - without["memory"][field]) < 8.0, (
+            field, without["memory"], with_data["memory"])
+
+
 def test_a_file_the_runtime_refuses_is_named_as_the_user_knows_it(tmp_path: Path) -> None:
     """On a device a model's path is its cache entry, named by its sha256: an error naming
     `~/.cache/edgebench/fad1...d31` told the user nothing; it names the artifact's file."""

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -282,10 +282,11 @@ class JobServer:
 class ProcessPipe(ServerPipe):
     """A job server in a local subprocess, in a session of its own so it can be killed whole."""
 
-    def __init__(self, argv: Sequence[str], cwd: str | Path) -> None:
+    def __init__(self, argv: Sequence[str], cwd: str | Path,
+                 env: Mapping[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+                                     start_new_session=True, env=env)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._stdout = self.proc.stdout.fileno()
         self._stderr = self.proc.stderr.fileno()

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness import LAUNCH_ENVIRONMENT
 from harness.config import DeviceProfile
 from harness.transport.base import AGENT_DIR, AgentRun, CommandResult, Transport
 from harness.transport.jobserver import JobServer, ProcessPipe, ServerPipe, StartFailed
@@ -60,7 +61,8 @@ class LocalTransport(Transport):
 
     def _start_job_server(self) -> ServerPipe:
         try:
-            return ProcessPipe(self.job_server_argv(), WORKDIR)
+            # the environment edgebench was started with, whatever it has imported since
+            return ProcessPipe(self.job_server_argv(), WORKDIR, env=LAUNCH_ENVIRONMENT)
         except FileNotFoundError as err:
             raise StartFailed("agent_start", f"{self.python} not found on {self.host} "
                               "(profile field python)") from err
