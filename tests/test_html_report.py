@@ -309,9 +309,20 @@ def test_devices_write_memory_in_whole_mib(tmp_path: Path) -> None:
     assert "<dt>loadavg</dt><dd>2.15, 2.19, 3.00</dd>" in devices
 
 
-def _two_devices_store(path: Path) -> tuple[Store, str]:
+# what ONNX Runtime writes when a model will not load: a path of the device's model cache, one
+# word 90 characters long, and a sentence
+LOAD_ERROR = (
+    "[ONNXRuntimeError] : 10 : INVALID_GRAPH : Load model from /home/pi/.cache/edgebench/"
+    "3f9c1e7a5b2d4c6e8f0a1b3c5d7e9f1a/resnet18-prune50_latency.onnx failed: This is an invalid "
+    "model. In Node, (\"/layer1/layer1.0/conv1/Conv\", Conv, \"\", -1) : (\"input\": tensor(float)"
+    ",) -> (\"/layer1/layer1.0/conv1/Conv_output_0\",) , Error Unrecognized attribute: "
+    "kernel_shapes for operator Conv")
+
+
+def _two_devices_store(path: Path, failed: bool = False) -> tuple[Store, str]:
     """A complete run on two devices with long names: models with long names and a chain of
-    techniques, every measurement flagged twice."""
+    techniques, every measurement flagged twice; with `failed`, a pruned model that did not
+    load on one device and was unsupported on the other, with ONNX Runtime's long messages."""
     from tests.test_report_synthetic import add_job, sessions_ns
 
     store = Store(path)
@@ -324,6 +335,14 @@ def _two_devices_store(path: Path) -> tuple[Store, str]:
             add_job(store, run, model, baseline=baseline, technique=technique, device=device,
                     accuracy_top1=0.7, throttled=True,
                     samples_ns=sessions_ns(12.0, seed=3, between_sd=0.3))
+        if failed:
+            add_job(store, run, "resnet18-prune50_sparse70", baseline="resnet18",
+                    technique="prune50>sparse70", device=device,
+                    status="failed" if device == "pi5" else "unsupported",
+                    error_kind="ModelLoadError" if device == "pi5" else "unsupported",
+                    error_message=LOAD_ERROR if device == "pi5" else
+                    "CUDAExecutionProvider is not available on jetson-orin: onnxruntime-gpu "
+                    "1.19.0 was built for CUDA 12.2 and the device has 11.4")
     store.finish_run(run)
     return store, run
 
@@ -349,15 +368,18 @@ def test_a_column_with_one_value_is_said_once_above_the_table() -> None:
 
 
 @pytest.mark.browser
-def test_the_main_table_fits_a_1400_px_page(tmp_path: Path) -> None:
+@pytest.mark.parametrize("failed", [False, True], ids=["all-ok", "with-failures"])
+def test_the_main_table_fits_a_1400_px_page(tmp_path: Path, failed: bool) -> None:
     """Found by a paper's reader: the main table scrolled sideways at 1400 px, Top-1 out of
-    sight of its Model. Every table of a run on two devices fits the page, each column there."""
+    sight of its Model. Every table of a run on two devices fits the page, each column there;
+    in a run with failures too, whose Error column (20rem at least) made it 1586 px wide: there
+    an error message wraps in its column, every word of it shown, none cut off."""
     if CHROMIUM is None:
         pytest.skip("chromium not installed (apt-get install chromium; `make test` does it)")
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="playwright not installed (pip install playwright==1.65.2)"
     )
-    store, run = _two_devices_store(tmp_path / "x.db")
+    store, run = _two_devices_store(tmp_path / "x.db", failed=failed)
     store.close()
     folder = run_report(tmp_path / "x.db", run, out=tmp_path / "report")
     with sync_api.sync_playwright() as pw:
@@ -369,11 +391,21 @@ def test_the_main_table_fits_a_1400_px_page(tmp_path: Path) -> None:
                 document.querySelectorAll("div.scroll > table.sortable"),
                 t => [t.id, t.parentElement.scrollWidth, t.parentElement.clientWidth])""")
             headers = page.locator("#T_summary thead th").all_inner_texts()
+            # each error cell: its table, its text as shown, whether it runs past its column
+            errors = page.evaluate("""() => Array.from(document.querySelectorAll("td.error"),
+                td => [td.closest("table").id, td.innerText,
+                       td.scrollWidth > td.clientWidth])""")
             page.screenshot(path=str(folder / "screenshot.png"), full_page=True)
         finally:
             browser.close()
-    assert len(widths) == 4
+    assert len(widths) == 4 + failed  # and the table of what did not run
     assert [name for name, scroll, room in widths if scroll > room] == []
     for name in ("Device", "Model", "Technique", "Median [ms] (95% CI)", "Top-1 [%] (95% CI)",
                  "Peak RSS [MiB]", "Notes"):
         assert name in [" ".join(h.split()) for h in headers]
+    shown = [(table, "".join(text.split())) for table, text, _ in errors if text.strip()]
+    if failed:
+        assert ("T_summary", "".join(f"ModelLoadError: {LOAD_ERROR}".split())) in shown
+        assert ("failures", "".join(LOAD_ERROR.split())) in shown
+        assert sum(table == "T_summary" for table, _ in shown) == 2
+    assert [table for table, _, overflows in errors if overflows] == []

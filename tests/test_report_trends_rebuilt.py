@@ -6,6 +6,7 @@ come from a real store, as the nightly and the report read them."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
 from harness.report import compare, frame, nightly, plots, run_report
+from harness.report.tables import latex_escape
 from harness.store import Store
 from tests.test_report_figures import farm_history
 from tests.test_report_synthetic import add_job, sessions_ns
@@ -174,3 +176,28 @@ def test_the_captions_name_the_rebuilt_measurement(rebuilt, tmp_path: Path) -> N
     others = [part for part in report.split("<figure")[1:]
               if not part.startswith(' id="f-trends"')]
     assert others and all("sha256 differs" not in part for part in others)
+
+
+def _paper_captions(folder: Path) -> dict[str, str]:
+    """Each figure's caption in `figures.tex` (the single-column one), by the figure's label."""
+    tex = (folder / "paper" / "figures.tex").read_text(encoding="utf-8")
+    return dict((label, caption) for caption, label in re.findall(
+        r"^  \\caption\{(.*)\}\n  \\label\{fig:(.*)\}$", tex, flags=re.M))
+
+
+def test_the_paper_caption_names_the_rebuilt_measurement(rebuilt, tmp_path: Path) -> None:
+    """Found in review: the page's trend caption said where a rebuilt file was boxed, the
+    LaTeX caption of `report --style paper` under the same figure did not. It says the same
+    sentence, in that caption alone; with one file throughout it says nothing of it."""
+    store, runs, history = rebuilt
+    folder = run_report(store.path, runs[-1], out=tmp_path / "rebuilt", style="paper")
+    captions = _paper_captions(folder)
+    assert latex_escape(plots.rebuilt_note(history)) in captions["trends"]
+    assert "pi5: net (onnx, onnxruntime) at 12-03 02:00" in captions["trends"]
+    assert [n for n, caption in captions.items() if "sha256 differs" in caption] == ["trends"]
+    same = Store(tmp_path / "same.db")
+    runs = nights(same, {"net": [SHA_A] * 3}, {"net": [20.0, 20.5, 26.0]})
+    folder = run_report(same.path, runs[-1], out=tmp_path / "same", style="paper")
+    captions = _paper_captions(folder)
+    assert "trends" in captions
+    assert [n for n, caption in captions.items() if "sha256 differs" in caption] == []

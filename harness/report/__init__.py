@@ -125,17 +125,19 @@ def _write_report(store: Store, folder: Path, runs: list[RunInfo], run_id: str, 
         df, history, samples=sessions.samples_ms, medians=sessions.medians,
         verdicts=verdicts, threshold=stats.THRESHOLD,
     )
+    # what a caption says of data the run's rows do not hold: on the page and in the paper
+    figure_notes = {"trends": plots.rebuilt_note(history)}
     paper_files: list[Path] = []
     if style == "paper":
         written, paper_files = paper.write_paper(folder, builders, df, info, report_tables,
-                                                 progress.caveat(status))
+                                                 progress.caveat(status), figure_notes)
     else:
         written = plots.write_figures(builders, folder / "plots")
     job_ids = list(df["job_id"])
     html.write_index(folder, info, df, report_tables, table_files, written,
                      pruned_sessions=store.pruned_sessions(job_ids),
                      paper_files=paper_files,
-                     figure_notes={"trends": plots.rebuilt_note(history)},
+                     figure_notes=figure_notes,
                      operators=profile.html_section(
                          df[["job_id", "device", "model", "runtime", "runtime_options", "isa",
                              "accelerator", "latency_median_ms"]].to_dict("records"),

@@ -48,7 +48,9 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { margin-top: 2.2rem; border-
 table { border-collapse: collapse; font-size: .85rem; margin: .5rem 0; }
 th, td { padding: .25rem .5rem; border-bottom: 1px solid #ddd; text-align: left;
          white-space: nowrap; vertical-align: top; }
-td.error { white-space: normal; min-width: 20rem; }
+td.error { white-space: normal; overflow-wrap: anywhere; }
+/* in the main tables (not the failures') the error takes room before other columns widen */
+table[id^="T_"] td.error { width: 20rem; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.sortable { font-size: .75rem; }
 table.sortable th, table.sortable td { padding: .2rem .2rem; }
@@ -155,9 +157,10 @@ def table_html(table: Table) -> str:
     headers wrap at their spaces, a figure's interval goes under it where its column is too
     narrow for both, names break after their parts (`_BREAK_AFTER`), Notes between flags, and
     a column with one value in every row (device, runtime, threads, sessions) is said once
-    above the table, as the LaTeX tables say it in their caption. Where it is still wider than
-    the page (the Error column of a run with failures), it scrolls, its first column staying
-    in view."""
+    above the table, as the LaTeX tables say it in their caption. An error message wraps,
+    inside a word where it must (a path), in the room the other columns leave it, up to 20rem:
+    a run with failures was 1586 px wide while its Error column kept 20rem. Where a table is
+    still wider than the page, it scrolls, its first column staying in view."""
     text = table.shown
     if text.empty:
         return "<p>(no rows)</p>"

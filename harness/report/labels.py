@@ -7,13 +7,13 @@ promise. So labels are placed greedily, most important first: each tries positio
 point on rings of growing radius (a leader line joins it to the point beyond the first ring),
 and takes the first whose text box meets no label already placed, no marker, and stays inside
 the axes, and whose leader line passes through no other label or marker. Among those, the
-nearest that crosses no line the caller names (error bars), however far out: a label across a
-whisker reads as struck through, which a long leader line does not; a leader line along a
-whisker counts as crossing it (it reads as part of the bar). Where every free position crosses
-one, the label takes the one that crosses fewest, nearest first, rather than be left out. A
-label with no free position at all is not drawn, and the caller is told which. The figure's
-layout must be final when this runs (positions are in display units): callers lay the figure
-out, place labels, and then freeze the layout.
+nearest that crosses no line the caller names (error bars, a Pareto front), however far out:
+a label across a whisker reads as struck through, which a long leader line does not; a leader
+line along a whisker counts as crossing it (it reads as part of the bar). Where every free
+position crosses one, the label takes the one that crosses fewest, nearest first, rather than
+be left out. A label with no free position at all is not drawn, and the caller is told which.
+The figure's layout must be final when this runs (positions are in display units): callers lay
+the figure out, place labels, and then freeze the layout.
 """
 
 from __future__ import annotations
@@ -68,8 +68,9 @@ def place_labels(
 ) -> list[str]:
     """Label the points (`x`, `y`, data coordinates) with `texts`, in the order given (the most
     important first); `avoid_x/avoid_y` are further markers to keep clear of. `avoid_lines`,
-    segments (x0, y0, x1, y1) in data coordinates such as error bars, are kept clear of where a
-    free position does so, and crossed as little as can be rather than a label left out.
+    segments (x0, y0, x1, y1) in data coordinates such as error bars or the steps of a front,
+    are kept clear of where a free position does so, and crossed as little as can be rather
+    than a label left out.
     Returns the texts that found no free position and were left out."""
     fig = ax.get_figure(root=True)
     assert isinstance(fig, Figure)

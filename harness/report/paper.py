@@ -9,13 +9,14 @@ the text around it; `figures.tex` with one `figure` environment per figure (the 
 `figure*` alternative beside it, commented out); and the run's tables as booktabs `.tex` files.
 A caption says what was measured where: device, its CPU and instruction set, runtimes and their
 versions, threads, sessions per measurement and the run, from the rows themselves; that of a
-figure of the model files (`plots.FILE_FIGURES`) only the run.
+figure of the model files (`plots.FILE_FIGURES`) only the run. What the rows do not hold, the
+caller says in a figure's note, as on the page (the trend's rebuilt files, `plots.rebuilt_note`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -148,9 +149,13 @@ def figure_facts(name: str, df: pd.DataFrame) -> str:
 
 
 def figures_tex(names: Sequence[str], df: pd.DataFrame, run_id: str,
-                incomplete: str | None = None) -> str:
-    """`incomplete`: why the run is not complete (`progress.caveat`), said in every caption."""
+                incomplete: str | None = None,
+                figure_notes: Mapping[str, str] | None = None) -> str:
+    """`incomplete`: why the run is not complete (`progress.caveat`), said in every caption;
+    `figure_notes`: plain text a figure's caption says of data the run's rows do not hold, by
+    figure name, the same notes as the page's captions (`html.write_index`)."""
     caveat = f" {latex_note(incomplete)}" if incomplete else ""
+    notes = figure_notes or {}
     out = [
         f"% edgebench figures of run {run_id}. Needs \\usepackage{{graphicx}} (the figures, and",
         "% the tables' \\resizebox) and \\usepackage{booktabs} (the tables); no font encoding.",
@@ -165,7 +170,8 @@ def figures_tex(names: Sequence[str], df: pd.DataFrame, run_id: str,
         own = figure_facts(name, df)
         facts = run_facts(df, run_id, timed=name not in plots.FILE_FIGURES) + caveat
         caption = " ".join(filter(None, [CAPTIONS.get(name, plots.PLOT_TITLES.get(name, name)),
-                                         latex_escape(own), facts]))
+                                         latex_escape(own), latex_escape(notes.get(name, "")),
+                                         facts]))
         out += [
             "\\begin{figure}[tbp]",
             "  \\centering",
@@ -191,11 +197,12 @@ def write_paper(
     run: RunInfo,
     tables: Sequence[Table],
     incomplete: str | None = None,
+    figure_notes: Mapping[str, str] | None = None,
 ) -> tuple[list[Path], list[Path]]:
     """Write the page's PNGs into `folder/plots/` and the paper's PDFs, `figures.tex` and table
     `.tex` files into `folder/paper/`; return (PNGs, paper files). Each figure is built once per
     width: the double-column one gives both the PNG and its PDF, unless it is taller than a page
-    (the PNG is not held to one)."""
+    (the PNG is not held to one). `figure_notes`: as `figures_tex` takes them."""
     plot_dir, paper_dir = folder / "plots", folder / PAPER_DIR
     pngs: list[Path] = []
     files: list[Path] = []
@@ -212,7 +219,8 @@ def write_paper(
             files += plots.save(single, paper_dir, f"{name}-single", ("pdf",))
     tex = paper_dir / "figures.tex"
     paper_dir.mkdir(parents=True, exist_ok=True)
-    tex.write_text(figures_tex(names, df, run.run_id, incomplete), encoding="utf-8")
+    tex.write_text(figures_tex(names, df, run.run_id, incomplete, figure_notes),
+                   encoding="utf-8")
     files.append(tex)
     for table in tables:
         path = paper_dir / f"{table.name}.tex"

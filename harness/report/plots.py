@@ -39,6 +39,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from cycler import cycler
+from matplotlib import cbook
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -506,8 +507,10 @@ def accuracy_latency_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure
                             markersize=4, capsize=1.5, elinewidth=0.6, label=fam, zorder=3)
             front = pareto_front(part, "latency_median_ms", "accuracy_top1").to_numpy()
             order = np.argsort(x[front])
-            ax.step(x[front][order], y[front][order], where="post", color="black",
-                    linewidth=0.8, linestyle="--", zorder=2)
+            # the staircase's corners, drawn as a plain line: the same segments are the ones
+            # labels keep off
+            step_x, step_y = cbook.pts_to_poststep(x[front][order], y[front][order])
+            ax.plot(step_x, step_y, color="black", linewidth=0.8, linestyle="--", zorder=2)
             log = wide(x)
             if log:
                 ax.set_xscale("log")
@@ -530,9 +533,11 @@ def accuracy_latency_figure(df: pd.DataFrame, layout: Layout = DOUBLE) -> Figure
             # the front's points by latency, fastest first: the ones a reader looks for
             idx = np.flatnonzero(front)[order]
             labels = part["label"].to_numpy(str)
-            # every point's error bars: a label across one reads as if it were cut
+            # every point's error bars: a label across one reads as if it were cut; and the
+            # front, which a label across reads as struck through as well
             whiskers = [(lo, yi, hi, yi) for lo, yi, hi in zip(x_low, y, x_high, strict=True)] \
-                + [(xi, lo, xi, hi) for xi, lo, hi in zip(x, y_low, y_high, strict=True)]
+                + [(xi, lo, xi, hi) for xi, lo, hi in zip(x, y_low, y_high, strict=True)] \
+                + list(zip(step_x[:-1], step_y[:-1], step_x[1:], step_y[1:], strict=True))
             labelled.append((ax, x[idx], y[idx], list(labels[idx]),
                              np.concatenate([x[~front], ax_x]), np.concatenate([y[~front], ax_y]),
                              [w for w in whiskers if np.isfinite(w).all()]))
