@@ -623,9 +623,15 @@ class _Builder:
             state.num_classes = cfg.num_classes or 1000
             state.input_shape = (1, 3, size, size)
         seed_everything(self.suite.seed)
-        model = build_model(cfg.arch, state.num_classes, state.input_shape[1], cfg.weights)
-        _check_forward(model, cfg, state.input_shape)
         epochs = int(cfg.train.get("epochs", 0))
+        classes_from = None  # a classifier nothing trains must come with the weights
+        if state.data is not None and not epochs:
+            classes_from = (f"dataset {cfg.dataset!r} "
+                            f"({state.data.preprocessing.get('source', 'its loader')}) has "
+                            f"{state.num_classes} classes")
+        model = build_model(cfg.arch, state.num_classes, state.input_shape[1], cfg.weights,
+                            classes_from)
+        _check_forward(model, cfg, state.input_shape)
         cache = self.dir / ".cache" / f"{cfg.name}-{self._key(cfg, None, 'torch')[:16]}.pt"
         if epochs and cache.is_file():
             model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
