@@ -247,11 +247,17 @@ def digits(
 
 
 def _require(path: str | Path | None, what: str) -> Path:
+    """The dataset folder `path`; EdgebenchError saying where it was looked for. A relative
+    one is said whole: `shapes` alone, run from another folder than the user's, read as if
+    their folder had gone."""
     if not path:
         raise EdgebenchError(f"{what}: no 'path' given (edgebench never downloads datasets)")
     p = _expand(path)
     if not p.exists():
-        raise EdgebenchError(f"{what}: dataset path {p} does not exist "
+        where = (f"{p}" if p.is_absolute() else
+                 f"{Path.cwd() / p} (a relative path is taken from the folder edgebench runs "
+                 "in, not the suite file's)")
+        raise EdgebenchError(f"{what}: dataset path {where} does not exist "
                              "(edgebench never downloads; point 'path' at a local copy)")
     return p
 
