@@ -303,11 +303,18 @@ def imagefolder(
     root = _require(path, f"dataset {name!r}")
     resize = resize or int(image_size * 256 / 224)
     tf = _image_transform(image_size, resize, IMAGENET_MEAN, IMAGENET_STD)
+
+    def folder(top: Path) -> Any:
+        try:
+            return ImageFolder(top, tf)
+        except FileNotFoundError as err:
+            raise EdgebenchError(f"dataset {name!r}: {_no_images(top) or err}") from err
+
     if (root / "train").is_dir() and (root / "val").is_dir():
-        train_ds, test_ds = ImageFolder(root / "train", tf), ImageFolder(root / "val", tf)
+        train_ds, test_ds = folder(root / "train"), folder(root / "val")
         classes = train_ds.classes
     else:
-        full = ImageFolder(root, tf)
+        full = folder(root)
         tr, te = _split(len(full), test_fraction, seed)
         train_ds, test_ds = Subset(full, tr.tolist()), Subset(full, te.tolist())
         classes = full.classes
@@ -316,6 +323,29 @@ def imagefolder(
     return DataSplit(name, x_tr, y_tr, x_te, y_te, len(classes),
                      _preprocessing(f"imagefolder:{root}", image_size, resize, IMAGENET_MEAN,
                                     IMAGENET_STD, seed, classes=len(classes)))
+
+
+def _no_images(top: Path) -> str:
+    """Why torchvision's ImageFolder found nothing under `top`, said with the folders: its own
+    "Found no valid file for the classes star" named neither where nor what a valid file is."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
+
+    try:
+        classes, _ = find_classes(str(top))
+    except FileNotFoundError:
+        return (f"{top} has no class sub-folders: put each class's images in a folder of "
+                "its own, named after the class")
+    empty = [c for c in classes
+             if not any(f.lower().endswith(IMG_EXTENSIONS)
+                        for _, _, files in os.walk(top / c, followlinks=True) for f in files)]
+    if not empty:
+        return ""
+    shown = ", ".join(str(top / c) for c in empty[:3]) + (
+        f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+    folders = "class folders" if len(empty) > 1 else "class folder"
+    hold = "hold" if len(empty) > 1 else "holds"
+    return (f"{folders} {shown} {hold} no image ({', '.join(IMG_EXTENSIONS)}): every class "
+            "folder needs one or more, or remove it")
 
 
 @DATASETS.register("oxford_pets")
