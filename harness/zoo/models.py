@@ -15,6 +15,7 @@ import functools
 import math
 import pickle
 import re
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,14 @@ def register_model(name: str, *, input_size: int, fixed_input_size: bool = False
 
         @functools.wraps(build)  # keeps the plugin's module: the build knows it is not ours
         def checked(num_classes: int, in_channels: int) -> nn.Module:
-            model = build(num_classes, in_channels)
+            try:
+                model = build(num_classes, in_channels)
+            except EdgebenchError:
+                raise
+            except Exception as err:
+                raise EdgebenchError(f"arch {name}: its builder {build.__qualname__} failed"
+                                     f"{_where_in(build, err)}: {type(err).__name__}: "
+                                     f"{_plain(err)}") from err
             if not isinstance(model, nn.Module):
                 raise EdgebenchError(f"arch {name}: its builder {build.__qualname__} returned "
                                      f"{type(model).__name__}, not a torch.nn.Module")
@@ -160,6 +168,18 @@ TORCHVISION = (
     "mnasnet1_0",
     "regnet_x_400mf",
 )
+
+
+def _where_in(build: Builder, err: BaseException) -> str:
+    """" (FILE, line N)": the last line of `build`'s own file that `err` passed through, where
+    a plugin's builder or its class failed (a mistyped class name, a bad layer size); "" when
+    none did."""
+    code = getattr(build, "__code__", None)
+    if code is None:
+        return ""
+    lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__)
+             if frame.filename == code.co_filename]
+    return f" ({code.co_filename}, line {lines[-1]})" if lines else ""
 
 
 def _torchvision(name: str) -> None:
