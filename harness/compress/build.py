@@ -196,7 +196,20 @@ def _summary(artifact: Artifact) -> str:
         parent = "PyTorch" if artifact.baseline is None else escape(artifact.baseline)
         text += f", top-1 agreement with {parent} {parity['top1_agreement']:.3f}" + (
             "" if acc else " on random inputs")
-    return text
+    return text + _short_calibration(artifact)
+
+
+def _short_calibration(artifact: Artifact) -> str:
+    """", calibrated on 126 images, not the 1000 of calibration_size" where a quantize step had
+    fewer training images than it asked for: it took what there was and said so only in the
+    manifest, so that a user who asked for 1000 read their int8 file as calibrated on 1000."""
+    for step in artifact.lineage:
+        asked = (step.get("params") or {}).get("calibration_size")
+        took = (step.get("result") or {}).get("calibration_n")
+        if isinstance(asked, int) and isinstance(took, int) and took < asked:
+            return (f", calibrated on {took} images, not the {asked} of calibration_size (all "
+                    "the training split has)")
+    return ""
 
 
 class _LineQueue(io.TextIOBase):
@@ -628,7 +641,7 @@ class _Builder:
         if state.data is not None and not epochs:
             classes_from = (f"dataset {cfg.dataset!r} "
                             f"({state.data.preprocessing.get('source', 'its loader')}) has "
-                            f"{state.num_classes} classes")
+                            f"{state.num_classes} class{'' if state.num_classes == 1 else 'es'}")
         model = build_model(cfg.arch, state.num_classes, state.input_shape[1], cfg.weights,
                             classes_from)
         _check_forward(model, cfg, state.input_shape)
