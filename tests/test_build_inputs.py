@@ -207,3 +207,30 @@ def test_weights_for_other_classes_than_the_folders_are_refused_when_nothing_tra
         "would stay untrained (train.epochs 0) and score chance: give the dataset the classes "
         "the weights were trained on, or set train.epochs to train one"), message
     assert not (tmp_path / "build" / "m.onnx").exists()
+
+
+def test_a_baseline_failure_is_said_once_for_all_its_recipes(tmp_path: Path) -> None:
+    """Found by a user: an empty class folder printed its 200-character reason four times, once
+    for the baseline and once for each recipe; the recipes now point to it. The report keeps
+    each entry's own reason."""
+    import io
+
+    images = _bitmaps(tmp_path / "imgs", seed=0)
+    (images / "c").mkdir()  # a class with no image
+    suite = tmp_path / "mine.yaml"
+    suite.write_text("formats: [onnx]\n"
+                     f"datasets: {{mine: {{type: imagefolder, path: '{images}', "
+                     "image_size: 32}}\n"
+                     "models: {m: {arch: digits_cnn, dataset: mine, train: {epochs: 1}, "
+                     "recipes: [q, p]}}\n"
+                     "recipes: {q: {steps: [quantize_dynamic]}, "
+                     "p: {steps: [{prune_magnitude: {finetune_epochs: 0}}]}}\n")
+    shown = io.StringIO()
+    report = build_suite(suite, tmp_path / "build", workers=0,
+                         console=Console(file=shown, width=400, color_system=None))
+    reason = f"dataset 'mine': class folder {images / 'c'} holds no image"
+    assert [name for name, _ in report.failures] == ["m", "m-q", "m-p"]
+    assert all(message.startswith(reason) for _, message in report.failures)
+    lines = [line for line in shown.getvalue().splitlines() if line.startswith("failed ")]
+    assert lines[0].startswith(f"failed m: {reason}")
+    assert lines[1:] == ["failed m-q: as m, above", "failed m-p: as m, above"]

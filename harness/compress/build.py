@@ -448,6 +448,7 @@ class _Builder:
         self._sources: dict[str, dict[str, Any] | None] = {}  # each dataset's, once
         self._host_runs: dict[str, dict[str, Any]] = {}  # each format's, once
         self._checked: dict[tuple[Path, str], Artifact | None] = {}
+        self._said: dict[str, str] = {}  # each failure's message, by the first entry it failed
         load_all()
 
     # --- driving ---------------------------------------------------------------------------
@@ -515,9 +516,13 @@ class _Builder:
 
     def _fail(self, entry: str, formats: list[str], err: BaseException,
               stem: str | None = None) -> None:
-        self.failures.append((entry, _one_line(err)))
-        self.console.print(f"[red]failed[/] {escape(entry)}: {escape(_one_line(err))}",
-                           soft_wrap=True)
+        message = _one_line(err)
+        self.failures.append((entry, message))
+        # a baseline's failure fails each of its recipes for the same reason: said once, the
+        # recipes point to it (four times the same 300 characters hid what differed)
+        first = self._said.setdefault(message, entry)
+        said = message if first == entry else f"as {first}, above"
+        self.console.print(f"[red]failed[/] {escape(entry)}: {escape(said)}", soft_wrap=True)
         for fmt in formats:  # a stale artifact must not pass for this recipe's output
             path = self.dir / f"{stem or entry}{FORMAT_SUFFIX[fmt]}"
             for stale in (path, path.with_name(path.name + ".manifest.json"),
