@@ -303,7 +303,27 @@ def test_pets_suite_fails_fast_without_the_dataset(tmp_path: Path, monkeypatch) 
     names = {name for name, _ in report.failures}
     assert {"resnet50_teacher", "resnet50_teacher-student_pruned_qat"} <= names
     for _, message in report.failures:
-        assert message.startswith("dataset 'pets': dataset path data/pets does not exist")
+        # the full path looked at: "data/pets does not exist", run from another folder than
+        # the user's, did not say where edgebench had looked
+        assert message.startswith(
+            f"dataset 'pets': dataset path {tmp_path / 'data' / 'pets'} (a relative path is "
+            "taken from the folder edgebench runs in, not the suite file's) does not exist")
+
+
+def test_the_build_line_says_a_calibration_short_of_what_was_asked() -> None:
+    """Found by a user: `calibration_size: 1000` on a folder of 180 images calibrated on the 126
+    of its training split, said only in the manifest's lineage."""
+    def artifact(asked: int, took: int) -> Artifact:
+        step = {"technique": "quantize_static", "params": {"calibration_size": asked},
+                "result": {"calibration_n": took}}
+        return Artifact("m-int8", Path("m-int8.onnx"), "onnx", "0" * 64, 2048, baseline="m",
+                        host_accuracy={"top1": 1.0}, parity={"top1_agreement": 1.0},
+                        lineage=(step,))
+
+    assert _summary(artifact(1000, 126)) == (
+        "2 KiB, top-1 1.000, top-1 agreement with m 1.000, calibrated on 126 images, not the "
+        "1000 of calibration_size (all the training split has)")
+    assert _summary(artifact(64, 64)) == "2 KiB, top-1 1.000, top-1 agreement with m 1.000"
 
 
 def test_the_build_line_says_what_agreement_is_measured_against() -> None:

@@ -181,3 +181,56 @@ def test_an_input_too_small_for_the_architecture_names_the_setting(tmp_path: Pat
     assert name == "sq" and message.startswith(
         "squeezenet1_1 cannot take 16x16 inputs (models.sq.input_size): "), message
     assert "output size is too small" in message.lower()
+
+
+def test_weights_for_other_classes_than_the_folders_are_refused_when_nothing_trains(
+        tmp_path: Path) -> None:
+    """Found by a user's own model: weights trained on three class folders, benched on a folder
+    that had gained a fourth, built and measured with a fresh classifier, untrained, and no word
+    said (top-1 18% on one run, 95% by luck on another). With `train.epochs` 0 that is refused
+    naming the file, both class counts and the dataset; with training it is the fine-tuning
+    from ImageNet that `pets.yaml` does."""
+    images = _bitmaps(tmp_path / "imgs", seed=0)  # two class folders
+    torch.manual_seed(0)
+    weights = tmp_path / "three.pt"
+    torch.save(build_model("digits_cnn", 3, 3).state_dict(), weights)
+    suite = tmp_path / "mine.yaml"
+    suite.write_text("seed: 0\nformats: [onnx]\n"
+                     f"datasets: {{mine: {{type: imagefolder, path: '{images}', "
+                     "image_size: 32}}\n"
+                     f"models: {{m: {{arch: digits_cnn, dataset: mine, weights: '{weights}'}}}}\n")
+    report = build_suite(suite, tmp_path / "build", console=Console(quiet=True), workers=0)
+    ((name, message),) = report.failures
+    assert name == "m" and message == (
+        f"digits_cnn: weights file {weights} has a classifier for 3 classes (classifier.3.weight "
+        f"[3, 128]) but dataset 'mine' (imagefolder:{images}) has 2 classes; a new classifier "
+        "would stay untrained (train.epochs 0) and score chance: give the dataset the classes "
+        "the weights were trained on, or set train.epochs to train one"), message
+    assert not (tmp_path / "build" / "m.onnx").exists()
+
+
+def test_a_baseline_failure_is_said_once_for_all_its_recipes(tmp_path: Path) -> None:
+    """Found by a user: an empty class folder printed its 200-character reason four times, once
+    for the baseline and once for each recipe; the recipes now point to it. The report keeps
+    each entry's own reason."""
+    import io
+
+    images = _bitmaps(tmp_path / "imgs", seed=0)
+    (images / "c").mkdir()  # a class with no image
+    suite = tmp_path / "mine.yaml"
+    suite.write_text("formats: [onnx]\n"
+                     f"datasets: {{mine: {{type: imagefolder, path: '{images}', "
+                     "image_size: 32}}\n"
+                     "models: {m: {arch: digits_cnn, dataset: mine, train: {epochs: 1}, "
+                     "recipes: [q, p]}}\n"
+                     "recipes: {q: {steps: [quantize_dynamic]}, "
+                     "p: {steps: [{prune_magnitude: {finetune_epochs: 0}}]}}\n")
+    shown = io.StringIO()
+    report = build_suite(suite, tmp_path / "build", workers=0,
+                         console=Console(file=shown, width=400, color_system=None))
+    reason = f"dataset 'mine': class folder {images / 'c'} holds no image"
+    assert [name for name, _ in report.failures] == ["m", "m-q", "m-p"]
+    assert all(message.startswith(reason) for _, message in report.failures)
+    lines = [line for line in shown.getvalue().splitlines() if line.startswith("failed ")]
+    assert lines[0].startswith(f"failed m: {reason}")
+    assert lines[1:] == ["failed m-q: as m, above", "failed m-p: as m, above"]

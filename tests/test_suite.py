@@ -573,3 +573,34 @@ def test_a_plugin_builder_that_returns_no_module_is_said(tmp_path: Path) -> None
     assert done.returncode == 1
     assert ("EdgebenchError: arch notmod: its builder notmod returned int, not a "
             "torch.nn.Module") in done.stderr, done.stderr
+
+
+def test_a_plugin_builder_that_fails_names_the_arch_and_its_line(tmp_path: Path) -> None:
+    """Found by a user: a mistyped class name in their plugin failed each artifact with
+    "NameError: name 'ShapeNett' is not defined", naming neither the arch nor the file. The
+    failure names both, and the line of the plugin it came from (the deepest in that file: a
+    class's own __init__ there is named too). In a subprocess: the registration lasts."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    plugin = tmp_path / "mynet.py"
+    plugin.write_text("from torch import nn\nfrom harness.zoo.models import register_model\n"
+                      "class Net(nn.Module):\n"
+                      "    def __init__(self, n):\n"
+                      "        super().__init__()\n"
+                      "        self.head = nn.Linear(4, n, bias=Flase)\n"
+                      "@register_model('mynet', input_size=8)\n"
+                      "def mynet(num_classes, in_channels):\n    return Net(num_classes)\n")
+    code = ("import sys; from harness.compress.suite import load_suite; "
+            "from harness.zoo.models import build_model; "
+            "load_suite(sys.argv[1]); build_model('mynet', 10, 1)")
+    suite = _write(tmp_path, "plugins: [mynet.py]\nmodels: {m: {arch: mynet}}\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's harness, not an install's
+    done = subprocess.run([sys.executable, "-c", code, str(suite)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1
+    assert (f"EdgebenchError: arch mynet: its builder mynet failed ({plugin}, line 6): "
+            "NameError: name 'Flase' is not defined") in done.stderr, done.stderr

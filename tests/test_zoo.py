@@ -97,6 +97,32 @@ def test_imagefolder_reads_class_subfolders(tmp_path: Path) -> None:
     assert split.preprocessing["center_crop"] == 16
 
 
+def test_an_image_folder_without_images_names_the_folder(tmp_path: Path) -> None:
+    """Found by a user: a class folder left empty failed with torchvision's "FileNotFoundError:
+    Found no valid file for the classes star", naming neither the folder nor its dataset's path,
+    and images put straight into `path` with "Couldn't find any class folder"."""
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / cls / "0.png")
+    (tmp_path / "star").mkdir()
+    (tmp_path / "star" / "notes.txt").write_text("to do\n")
+    params = {"path": str(tmp_path), "image_size": 8}
+    with pytest.raises(EdgebenchError) as info:
+        load_dataset("imagefolder", "shapes", params, seed=0)
+    assert str(info.value).startswith(
+        f"dataset 'shapes': class folder {tmp_path / 'star'} holds no image (.jpg, .jpeg, .png, ")
+    assert str(info.value).endswith("every class folder needs one or more, or remove it")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.new("RGB", (8, 8)).save(flat / "0.png")
+    with pytest.raises(EdgebenchError) as info:
+        load_dataset("imagefolder", "shapes", {**params, "path": str(flat)}, seed=0)
+    assert str(info.value) == (f"dataset 'shapes': {flat} has no class sub-folders: put each "
+                               "class's images in a folder of its own, named after the class")
+
+
 def test_macs_match_torchvision_documentation() -> None:
     # torchvision documents resnet18 at 1.81 GFLOPS and mobilenet_v3_small at 0.06, counting a
     # multiply-add once.

@@ -196,7 +196,20 @@ def _summary(artifact: Artifact) -> str:
         parent = "PyTorch" if artifact.baseline is None else escape(artifact.baseline)
         text += f", top-1 agreement with {parent} {parity['top1_agreement']:.3f}" + (
             "" if acc else " on random inputs")
-    return text
+    return text + _short_calibration(artifact)
+
+
+def _short_calibration(artifact: Artifact) -> str:
+    """", calibrated on 126 images, not the 1000 of calibration_size" where a quantize step had
+    fewer training images than it asked for: it took what there was and said so only in the
+    manifest, so that a user who asked for 1000 read their int8 file as calibrated on 1000."""
+    for step in artifact.lineage:
+        asked = (step.get("params") or {}).get("calibration_size")
+        took = (step.get("result") or {}).get("calibration_n")
+        if isinstance(asked, int) and isinstance(took, int) and took < asked:
+            return (f", calibrated on {took} images, not the {asked} of calibration_size (all "
+                    "the training split has)")
+    return ""
 
 
 class _LineQueue(io.TextIOBase):
@@ -435,6 +448,7 @@ class _Builder:
         self._sources: dict[str, dict[str, Any] | None] = {}  # each dataset's, once
         self._host_runs: dict[str, dict[str, Any]] = {}  # each format's, once
         self._checked: dict[tuple[Path, str], Artifact | None] = {}
+        self._said: dict[str, str] = {}  # each failure's message, by the first entry it failed
         load_all()
 
     # --- driving ---------------------------------------------------------------------------
@@ -502,9 +516,13 @@ class _Builder:
 
     def _fail(self, entry: str, formats: list[str], err: BaseException,
               stem: str | None = None) -> None:
-        self.failures.append((entry, _one_line(err)))
-        self.console.print(f"[red]failed[/] {escape(entry)}: {escape(_one_line(err))}",
-                           soft_wrap=True)
+        message = _one_line(err)
+        self.failures.append((entry, message))
+        # a baseline's failure fails each of its recipes for the same reason: said once, the
+        # recipes point to it (four times the same 300 characters hid what differed)
+        first = self._said.setdefault(message, entry)
+        said = message if first == entry else f"as {first}, above"
+        self.console.print(f"[red]failed[/] {escape(entry)}: {escape(said)}", soft_wrap=True)
         for fmt in formats:  # a stale artifact must not pass for this recipe's output
             path = self.dir / f"{stem or entry}{FORMAT_SUFFIX[fmt]}"
             for stale in (path, path.with_name(path.name + ".manifest.json"),
@@ -623,9 +641,15 @@ class _Builder:
             state.num_classes = cfg.num_classes or 1000
             state.input_shape = (1, 3, size, size)
         seed_everything(self.suite.seed)
-        model = build_model(cfg.arch, state.num_classes, state.input_shape[1], cfg.weights)
-        _check_forward(model, cfg, state.input_shape)
         epochs = int(cfg.train.get("epochs", 0))
+        classes_from = None  # a classifier nothing trains must come with the weights
+        if state.data is not None and not epochs:
+            classes_from = (f"dataset {cfg.dataset!r} "
+                            f"({state.data.preprocessing.get('source', 'its loader')}) has "
+                            f"{state.num_classes} class{'' if state.num_classes == 1 else 'es'}")
+        model = build_model(cfg.arch, state.num_classes, state.input_shape[1], cfg.weights,
+                            classes_from)
+        _check_forward(model, cfg, state.input_shape)
         cache = self.dir / ".cache" / f"{cfg.name}-{self._key(cfg, None, 'torch')[:16]}.pt"
         if epochs and cache.is_file():
             model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))

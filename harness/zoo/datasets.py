@@ -247,11 +247,17 @@ def digits(
 
 
 def _require(path: str | Path | None, what: str) -> Path:
+    """The dataset folder `path`; EdgebenchError saying where it was looked for. A relative
+    one is said whole: `shapes` alone, run from another folder than the user's, read as if
+    their folder had gone."""
     if not path:
         raise EdgebenchError(f"{what}: no 'path' given (edgebench never downloads datasets)")
     p = _expand(path)
     if not p.exists():
-        raise EdgebenchError(f"{what}: dataset path {p} does not exist "
+        where = (f"{p}" if p.is_absolute() else
+                 f"{Path.cwd() / p} (a relative path is taken from the folder edgebench runs "
+                 "in, not the suite file's)")
+        raise EdgebenchError(f"{what}: dataset path {where} does not exist "
                              "(edgebench never downloads; point 'path' at a local copy)")
     return p
 
@@ -297,11 +303,18 @@ def imagefolder(
     root = _require(path, f"dataset {name!r}")
     resize = resize or int(image_size * 256 / 224)
     tf = _image_transform(image_size, resize, IMAGENET_MEAN, IMAGENET_STD)
+
+    def folder(top: Path) -> Any:
+        try:
+            return ImageFolder(top, tf)
+        except FileNotFoundError as err:
+            raise EdgebenchError(f"dataset {name!r}: {_no_images(top) or err}") from err
+
     if (root / "train").is_dir() and (root / "val").is_dir():
-        train_ds, test_ds = ImageFolder(root / "train", tf), ImageFolder(root / "val", tf)
+        train_ds, test_ds = folder(root / "train"), folder(root / "val")
         classes = train_ds.classes
     else:
-        full = ImageFolder(root, tf)
+        full = folder(root)
         tr, te = _split(len(full), test_fraction, seed)
         train_ds, test_ds = Subset(full, tr.tolist()), Subset(full, te.tolist())
         classes = full.classes
@@ -310,6 +323,29 @@ def imagefolder(
     return DataSplit(name, x_tr, y_tr, x_te, y_te, len(classes),
                      _preprocessing(f"imagefolder:{root}", image_size, resize, IMAGENET_MEAN,
                                     IMAGENET_STD, seed, classes=len(classes)))
+
+
+def _no_images(top: Path) -> str:
+    """Why torchvision's ImageFolder found nothing under `top`, said with the folders: its own
+    "Found no valid file for the classes star" named neither where nor what a valid file is."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
+
+    try:
+        classes, _ = find_classes(str(top))
+    except FileNotFoundError:
+        return (f"{top} has no class sub-folders: put each class's images in a folder of "
+                "its own, named after the class")
+    empty = [c for c in classes
+             if not any(f.lower().endswith(IMG_EXTENSIONS)
+                        for _, _, files in os.walk(top / c, followlinks=True) for f in files)]
+    if not empty:
+        return ""
+    shown = ", ".join(str(top / c) for c in empty[:3]) + (
+        f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+    folders = "class folders" if len(empty) > 1 else "class folder"
+    hold = "hold" if len(empty) > 1 else "holds"
+    return (f"{folders} {shown} {hold} no image ({', '.join(IMG_EXTENSIONS)}): every class "
+            "folder needs one or more, or remove it")
 
 
 @DATASETS.register("oxford_pets")

@@ -6,7 +6,7 @@ a model without a weights file has random weights and is good for latency only, 
 trains it. A weights file is a state_dict, also inside a training checkpoint (`{"model": ...}`,
 `{"state_dict": ...}`) or with the `module.` of DistributedDataParallel on every name; RGB weights
 fit a grey-scale model (its first conv takes the kernels summed over the colours) and weights for
-another number of classes keep all but the classifier.
+another number of classes keep all but the classifier, where the suite trains a new one.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import functools
 import math
 import pickle
 import re
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,14 @@ def register_model(name: str, *, input_size: int, fixed_input_size: bool = False
 
         @functools.wraps(build)  # keeps the plugin's module: the build knows it is not ours
         def checked(num_classes: int, in_channels: int) -> nn.Module:
-            model = build(num_classes, in_channels)
+            try:
+                model = build(num_classes, in_channels)
+            except EdgebenchError:
+                raise
+            except Exception as err:
+                raise EdgebenchError(f"arch {name}: its builder {build.__qualname__} failed"
+                                     f"{_where_in(build, err)}: {type(err).__name__}: "
+                                     f"{_plain(err)}") from err
             if not isinstance(model, nn.Module):
                 raise EdgebenchError(f"arch {name}: its builder {build.__qualname__} returned "
                                      f"{type(model).__name__}, not a torch.nn.Module")
@@ -162,6 +170,18 @@ TORCHVISION = (
 )
 
 
+def _where_in(build: Builder, err: BaseException) -> str:
+    """" (FILE, line N)": the last line of `build`'s own file that `err` passed through, where
+    a plugin's builder or its class failed (a mistyped class name, a bad layer size); "" when
+    none did."""
+    code = getattr(build, "__code__", None)
+    if code is None:
+        return ""
+    lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__)
+             if frame.filename == code.co_filename]
+    return f" ({code.co_filename}, line {lines[-1]})" if lines else ""
+
+
 def _torchvision(name: str) -> None:
     def build(num_classes: int, in_channels: int) -> nn.Module:
         return _adapt_stem(tvm.get_model(name, weights=None, num_classes=num_classes), in_channels)
@@ -174,26 +194,52 @@ for _name in TORCHVISION:
 
 
 def build_model(
-    arch: str, num_classes: int, in_channels: int = 3, weights: Path | None = None
+    arch: str, num_classes: int, in_channels: int = 3, weights: Path | None = None,
+    classes_from: str | None = None,
 ) -> nn.Module:
-    """Build `arch` (a registered name); load `weights` from a local file when given."""
+    """Build `arch` (a registered name); load `weights` from a local file when given
+    (`classes_from`: see `load_weights`)."""
     spec = MODELS.get(arch)
     model = spec.build(num_classes, in_channels)
     if weights is not None:
-        load_weights(model, Path(weights), arch)
+        load_weights(model, Path(weights), arch, classes_from)
     return model.eval()
+
+
+def _other_classifier(model: nn.Module, state: dict) -> list[str]:
+    """The names of the last layer where `state` has it for another number of classes and
+    nothing else differs in shape; [] otherwise."""
+    own = model.state_dict()
+    last = [name for name, _ in model.named_parameters()][-2:]
+    differs = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    return differs if differs and set(differs) <= set(last) else []
 
 
 def _drop_other_classifier(model: nn.Module, state: dict) -> dict:
     """Fine-tuning from weights trained for another number of classes (ImageNet -> Pets): keep
     everything but the last layer, which stays freshly initialised."""
-    own = model.state_dict()
-    last = [name for name, p in model.named_parameters()][-2:]
-    differs = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if differs and set(differs) <= set(last):
+    differs = _other_classifier(model, state)
+    if differs:
+        own = model.state_dict()
         state = {k: v for k, v in state.items() if k not in differs}
         state.update({k: own[k] for k in differs})
     return state
+
+
+def _refuse_other_classifier(model: nn.Module, state: dict, path: Path, arch: str,
+                             classes_from: str) -> None:
+    """EdgebenchError where `_drop_other_classifier` would replace the classifier: weights
+    trained on three class folders met a folder of four, and the build measured a random head
+    at chance (or, by luck, at 95%) with no word said."""
+    differs = _other_classifier(model, state)
+    if not differs:
+        return  # it fits, or more than the classifier differs: `_mismatch` says what
+    key = differs[0]
+    raise EdgebenchError(
+        f"{arch}: weights file {path} has a classifier for {state[key].shape[0]} classes ({key} "
+        f"{list(state[key].shape)}) but {classes_from}; a new classifier would stay untrained "
+        "(train.epochs 0) and score chance: give the dataset the classes the weights were "
+        "trained on, or set train.epochs to train one")
 
 
 def _adapt_stem_weights(model: nn.Module, state: dict) -> dict:
@@ -228,13 +274,22 @@ SHOWN = 3  # names of each kind of mismatch an error lists
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def load_weights(model: nn.Module, path: Path, arch: str) -> None:
+def load_weights(model: nn.Module, path: Path, arch: str, classes_from: str | None = None
+                 ) -> None:
     """Load the state_dict in `path` into `model` (see the module docstring for what fits);
-    EdgebenchError naming the file and, where it does not fit, a few names of each kind."""
+    EdgebenchError naming the file and, where it does not fit, a few names of each kind.
+
+    `classes_from` says where the model's number of classes comes from when nothing trains its
+    classifier afterwards ("dataset 'shapes' ... has 4 classes"): weights for another number
+    are then refused, since a fresh classifier left untrained scores chance, rather than
+    replaced."""
     if not path.is_file():
         raise EdgebenchError(f"{arch}: weights file {path} not found (edgebench never downloads)")
     state = _state_dict_in(_read(path, arch), model, path, arch)
-    state = _drop_other_classifier(model, _adapt_stem_weights(model, state))
+    state = _adapt_stem_weights(model, state)
+    if classes_from is not None:
+        _refuse_other_classifier(model, state, path, arch, classes_from)
+    state = _drop_other_classifier(model, state)
     mismatch = _mismatch(model, state)
     if mismatch:
         raise EdgebenchError(f"{arch}: weights file {path} does not fit the model: {mismatch}")
