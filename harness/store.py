@@ -178,9 +178,18 @@ def check_existing(path: Path) -> None:
     if path.is_dir():
         raise StoreError(f"{path}: is a folder, not a result database; give the database file")
     if not path.is_file():
-        raise StoreError(f"{path}: no result database here")
+        raise no_database(path)
     if empty_file(path):
         raise StoreError(f"{path}: the file is empty (0 bytes), not an edgebench result database")
+
+
+def no_database(path: Path) -> StoreError:
+    """The error of a reading command given a database path where there is none: with where it
+    looked, for a relative path (the default `results/edgebench.db`) is taken from the working
+    folder, and from another folder than the project's it read as if the results had gone."""
+    looked = "" if path.is_absolute() else f" (looked for {path.absolute()})"
+    return StoreError(f"{path}: no result database here{looked}; `edgebench bench` makes one, "
+                      "and --db names another")
 
 
 def empty_file(path: Path) -> bool:

@@ -903,6 +903,19 @@ def test_a_folder_given_as_the_database_is_called_one(tmp_path: Path, capsys) ->
         _one_line_error(capsys, str(tmp_path), "is a folder, not a result database")
 
 
+def test_a_reader_run_from_another_folder_says_where_it_looked(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    # Found by a new user: `report` from another folder than the project's said only
+    # "results/edgebench.db: no result database here", as if the results had gone.
+    monkeypatch.chdir(tmp_path)
+    looked = str(tmp_path / "results" / "edgebench.db")
+    for argv in (["report"], ["db", "stats"], ["export", "--format", "csv"],
+                 ["compare", "latest", "previous"]):
+        assert main(argv) == 2
+        _one_line_error(capsys, f"(looked for {looked})", "--db names another")
+    assert not (tmp_path / "results").exists()  # a reader leaves no database behind
+
+
 def test_a_failed_session_is_not_counted_as_holding_samples(tmp_path: Path) -> None:
     # Found: `db stats` counted a failed session (an empty samples blob) "with samples".
     from tests.test_report_synthetic import add_job

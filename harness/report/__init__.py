@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import EdgebenchError, StoreError
+from harness.errors import EdgebenchError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,11 +35,12 @@ PAPER_DIR = "paper"
 
 
 def _open(db: Path) -> Store:
+    # imported here: the store imports the schema, which imports this package's statistics
+    from harness.store import Store, no_database
+
     # Store() would create an empty database; reading commands must not leave one behind.
     if not Path(db).is_file() and not Path(db).is_dir():  # a folder: said by the store
-        raise StoreError(f"{db}: no result database here; run `edgebench bench` first")
-    # imported here: the store imports the schema, which imports this package's statistics
-    from harness.store import Store
+        raise no_database(Path(db))
 
     return Store(db, readonly=True)
 
