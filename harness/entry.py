@@ -34,3 +34,7 @@ def main() -> int:
         return command()
     except KeyboardInterrupt:  # before the command's own handler is in place
         return interrupted()
+
+
+if __name__ == "__main__":  # `python -m harness.entry`, where the console script is not installed
+    sys.exit(main())

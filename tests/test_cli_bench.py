@@ -427,3 +427,11 @@ def test_a_ctrl_c_python_swallowed_in_a_callback_still_stops_the_bench(tmp_path:
     assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr
     assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
     assert rows(db, "SELECT COUNT(*) FROM sessions")[0][0] < 40
+
+
+def test_python_m_harness_entry_runs_the_command() -> None:
+    """Found by a new user: `python -m harness.entry` (the console script's module, where the
+    script is not installed) exited 0 having done nothing."""
+    done = subprocess.run([sys.executable, "-m", "harness.entry", "--version"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("edgebench "), done
