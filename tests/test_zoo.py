@@ -320,6 +320,26 @@ def test_a_checkpoint_with_no_or_two_state_dicts_is_refused_naming_its_keys(
         build_model("digits_cnn", 10, 1, weights=path)
 
 
+def test_grey_weights_for_an_rgb_dataset_say_the_channel_counts(tmp_path: Path) -> None:
+    # Found by a new user: weights trained on grey images met class folders read as RGB, and the
+    # error gave only shapes ("features.0.weight [16, 1, 3, 3] vs [16, 3, 3, 3]").
+    path = tmp_path / "grey.pt"
+    torch.save(build_model("digits_cnn", 3, 1).state_dict(), path)
+    with pytest.raises(EdgebenchError) as err:
+        build_model("digits_cnn", 3, 3, weights=path)
+    assert "features.0.weight [16, 1, 3, 3] vs [16, 3, 3, 3]" in str(err.value)
+    assert str(err.value).endswith(
+        "the file's first layer takes 1 channel and the model, made for its dataset, 3: the "
+        "weights were trained on images of another channel count (an imagefolder dataset is "
+        "always read as RGB, 3 channels)")
+    # weights of the same channel count but another width: shapes alone, no word of channels
+    small = tmp_path / "small.pt"
+    torch.save(build_model("digits_cnn_small", 3, 3).state_dict(), small)
+    with pytest.raises(EdgebenchError) as err:
+        build_model("digits_cnn", 3, 3, weights=small)
+    assert "channel" not in str(err.value)
+
+
 def test_rgb_weights_fit_a_grey_scale_model_by_its_first_conv(tmp_path: Path) -> None:
     # Found in an audit: ImageNet-shaped resnet18 weights failed for a 1-channel dataset, its
     # first conv being rebuilt for one channel. The RGB kernels summed over the colours compute

@@ -371,7 +371,25 @@ def _mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
         ("of another shape, file vs model", shaped)) if names]
     if len(missing) > len(own) / 2:
         parts.append("most names differ: weights of another architecture?")
-    return "; ".join(parts)
+    elif shaped:
+        parts.append(_other_channels(model, state))
+    return "; ".join(filter(None, parts))
+
+
+def _other_channels(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """Where the first conv of `state` takes another number of channels than the model, which
+    the dataset sets: said in words, for the shapes alone ([16, 1, 3, 3] vs [16, 3, 3, 3]) did
+    not tell a user with grey-scale weights that their class folders are read as RGB."""
+    first = _first_conv(model)
+    theirs = state.get(f"{first[0]}.weight") if first is not None else None
+    if first is None or not isinstance(theirs, torch.Tensor) or theirs.ndim != 4:
+        return ""
+    file, mine = int(theirs.shape[1]), int(first[1].weight.shape[1])
+    if file == mine:
+        return ""
+    return (f"the file's first layer takes {file} channel{'' if file == 1 else 's'} and the "
+            f"model, made for its dataset, {mine}: the weights were trained on images of another "
+            "channel count (an imagefolder dataset is always read as RGB, 3 channels)")
 
 
 def _listed(names: list[str]) -> str:
