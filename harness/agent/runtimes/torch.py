@@ -130,6 +130,11 @@ class TorchRuntime(Runtime):
             "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if self.cuda else None,
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            # TF32 trades float32 precision for speed on Ampere and later: what the process ran
+            # with is part of what its figures mean (torch's defaults: convolutions yes, matmul
+            # "highest", i.e. no)
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32) if self.cuda else None,
+            "matmul_precision": torch.get_float32_matmul_precision(),
         }
 
     def input_shape(self) -> list[int | None]:
