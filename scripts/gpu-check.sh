@@ -12,7 +12,7 @@
 # what is left of BUDGET. Exit status 1 if anything failed, 2 if there is no CUDA GPU at all.
 #
 #   bash scripts/gpu-check.sh            # ~6 minutes on an H200, never much past BUDGET (450 s)
-#   PAIRS=5 DURATION=3 BUDGET=900 OUT=/tmp/gpu bash scripts/gpu-check.sh
+#   PAIRS=5 DURATION=3 BUDGET=900 CPUS=4,5 OUT=/tmp/gpu bash scripts/gpu-check.sh
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -20,6 +20,9 @@ export PYTHONPATH=$PWD
 export PYTHONUNBUFFERED=1  # the log keeps up with a run that is cut short
 OUT=${OUT:-$PWD/gpu-check-out}
 BUDGET=${BUDGET:-450}
+# both sides of every benchmark pair on the same CPUs (CPUS= for none): eager mode is bound by the
+# CPU launching kernels, and unpinned, one side's median moved 60% between two processes
+CPUS=${CPUS-2,3}
 mkdir -p "$OUT"
 : > "$OUT/steps.txt"
 
@@ -134,7 +137,7 @@ EOF
   if [ "$left" -lt 90 ]; then left=90; fi
   step "benchmark: edgebench vs a bare CUDA-events loop (benchmarks/gpu.py)" $((left + 30)) \
     "$PY" benchmarks/gpu.py --pairs "${PAIRS:-3}" --duration "${DURATION:-1.5}" \
-    --budget "$left" --out "$OUT/bench" || status=1
+    --cpus "$CPUS" --budget "$left" --out "$OUT/bench" || status=1
 
   echo
   echo "== steps"
