@@ -63,8 +63,8 @@ CAPTIONS = {
     "is faster). Grey, hatched cells: the 95\\% interval includes 1 or could not be computed, "
     "so the variant is not shown to be faster or slower; colour only where it excludes 1.",
     "trends": "Median latency (the geometric mean of the session medians) of each measurement "
-    "across runs, relative to its own median over "
-    "these runs (log scale), with its 95\\% interval; with more measurements than colours, "
+    "across runs, relative to its own median over these runs, its last file's where the file "
+    "was rebuilt (log scale), with its 95\\% interval; with more measurements than colours, "
     "those that changed in the last run are coloured and the rest grey. Rings mark a run slower "
     "than its previous one: the whole 95\\% interval of the ratio of their session medians "
     "lies above 1 + T, the threshold of \\texttt{edgebench compare} (5\\% by default), and "

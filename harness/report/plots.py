@@ -1119,6 +1119,20 @@ def _files(rebuilt: np.ndarray) -> list[slice]:
     return [slice(a, b) for a, b in zip(starts, [*starts[1:], len(rebuilt)], strict=True)]
 
 
+def _last_file_median(data: pd.DataFrame) -> pd.Series:
+    """Each row's reference in a latency trend (`data` of `_with_rebuilds`): the median latency
+    of its series' last file, the points from its last rebuild on (all of them where it never
+    was). Over every point a rebuild's two files were mixed, and which of them read as 1 went by
+    how many runs each had; so 1 is the file measured now, and the old file's points say how
+    far the rebuild moved it."""
+    ordered = data.sort_values("x", kind="stable")
+    keys = [ordered["device"], ordered["job"]]
+    file = ordered["rebuilt"].astype(int).groupby(keys).cumsum()
+    last = file == file.groupby(keys).transform("max")
+    latency = ordered["latency_median_ms"].where(last)
+    return latency.groupby(keys).transform("median").reindex(data.index)
+
+
 def _mark_rebuilt(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
     """A square around each first point of a rebuilt file: drawn as the slower ring is, a
     shape around the point, in black (a caveat, not a verdict), wide enough to hold the ring."""
@@ -1186,7 +1200,8 @@ def trends_figure(
     job got slower than in its previous run (`verdicts`: a run's pairs judged together, as the
     gate judges a nightly's) are ringed. Where a job's file was rebuilt under the same name
     (its sha256 another than at its previous point) its line is broken and the new file's
-    first point boxed (`_with_rebuilds`): a step there need not be the board's. A job
+    first point boxed (`_with_rebuilds`): a step there need not be the board's; and its median
+    is its last file's (`_last_file_median`), so that 1 is the file measured now. A job
     measured in one run only is left out (None when that leaves nothing), unless it failed
     in the last run. Every run of `history` has its place on the x axis, the last one
     included where nothing in it ran ok (its failures are marked there).
@@ -1212,7 +1227,8 @@ def trends_figure(
         job=_job_label(data["model"].astype(str), data),
         verdict="" if verdicts is None else verdicts.reindex(data.index).fillna(""),
     )
-    reference = data.groupby(["device", "job"])["latency_median_ms"].transform("median")
+    data = _with_rebuilds(data)
+    reference = _last_file_median(data)
     data = data.assign(ratio=data["latency_median_ms"] / reference,
                        ratio_low=data["latency_ci95_low_ms"] / reference,
                        ratio_high=data["latency_ci95_high_ms"] / reference)
@@ -1223,7 +1239,6 @@ def trends_figure(
         data["device"], data["job"], strict=True)]]
     if data.empty:
         return None
-    data = _with_rebuilds(data)
     devices = sorted(data["device"].unique())
     jobs = sorted(data["job"].unique())
     every = len(jobs) <= TREND_COLOURED_MAX
@@ -1244,6 +1259,7 @@ def trends_figure(
     with paper_style():
         fig, axes = _figure(dataclasses.replace(layout, columns=1), len(devices), 2.0)
         marked = clipped = boxed = False
+        boxed_any = bool(data["rebuilt"].any())  # one label on every panel: they share the axis
         for ax, device in zip(axes, devices, strict=True):
             part = data[data["device"] == device]
             intervals = []  # (x, low, high, colour) of the series drawn with their intervals
@@ -1299,7 +1315,8 @@ def trends_figure(
             ax.set_title(_text(f"{device}: {changed} of {len(shown)} changed speed in the last "
                                "run" if layout.width_in > 5
                                else f"{device}: {changed} of {len(shown)} changed speed"))
-            ax.set_ylabel("Latency / its median")
+            ax.set_ylabel("Latency / last file's median" if boxed_any
+                          else "Latency / its median")
         axes[-1].set_xlabel("Run (start time, UTC)")
         entries = _handles(axes)
         if marked:
@@ -1469,8 +1486,8 @@ PLOT_TITLES = {
     "(or there is none), so that it is not shown faster or slower; a word in italics where the "
     "variant was measured without a speedup (unsupported, failed, or no ok fp32 baseline there)",
     "trends": "Median latency (the geometric mean of the session medians) across runs relative "
-    "to each measurement's own median over them (95% CI), "
-    "slower than the previous run ringed (the rule of edgebench compare, each run's "
+    "to each measurement's own median over them, its last file's where the file was rebuilt "
+    "(95% CI), slower than the previous run ringed (the rule of edgebench compare, each run's "
     "measurements judged together); at farm scale what changed in the last run in colour",
 }
 
