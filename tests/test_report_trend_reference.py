@@ -14,7 +14,7 @@ import pytest
 from matplotlib.axes import Axes
 from matplotlib.container import ErrorbarContainer
 
-from harness.report import nightly, plots, stats
+from harness.report import compare, nightly, plots, stats
 from harness.store import Store
 from tests.test_report_trends_rebuilt import SHA_A, SHA_B, SHA_C, nights
 
@@ -90,3 +90,26 @@ def test_without_a_rebuild_the_axis_says_its_median(tmp_path: Path) -> None:
     ((line,),) = ratios.values()
     assert line == pytest.approx([1.0, 1.0, 1.2], rel=0.02)
     assert ax.get_ylabel() == "Latency / its median"
+
+
+def test_at_farm_scale_a_rebuilt_jobs_top1_reads_against_its_last_file(tmp_path: Path) -> None:
+    """The accuracy trend at farm scale draws each job's top-1 minus its median: for a rebuilt
+    job, its last file's, so that the current file sits at 0 and the old one shows the step
+    (4 old nights at 70% and 1 new at 74%: the median over all five, 70%, put the current file
+    at +4 points and the old one at 0, as if the old file were the reference)."""
+    models = [f"m{k:02d}" for k in range(plots.TREND_COLOURED_MAX + 1)]
+    shas: dict[str, list[str | None]] = {m: [SHA_C] * 5 for m in models}
+    shas["m00"] = [SHA_A] * 4 + [SHA_B]
+    top1 = {m: [0.60] * 5 for m in models}
+    top1["m00"] = [0.70] * 4 + [0.74]
+    store = Store(tmp_path / "farm.db")
+    runs = nights(store, shas, {m: [10.0] * 5 for m in models}, top1)
+    history = nightly.history(store, runs, ["pi5"])
+    fig = plots.accuracy_trends_figure(history, plots.DOUBLE,
+                                       compare.accuracy_over_runs(history))
+    assert fig is not None
+    (ax,) = (a for a in fig.axes if a.get_visible())
+    (old, current) = _ratios(ax)["pi5: m00, last run +4.0 points"]
+    assert current == pytest.approx([0.0])
+    assert old == pytest.approx([-4.0] * 4)  # the rebuild's step, in points
+    assert ax.get_ylabel() == "Top-1 minus last file's median [points]"

@@ -6,7 +6,8 @@ run-to-run spread from the store's history included) and returns plain rows for 
 and the JUnit XML. Fingerprint differences between the two nightlies (a kernel or runtime update
 on a board) do not stop the gate: they are returned with it, and a pair on a different instruction
 set still gets no speed verdict. `write_trend` writes `trends.png/pdf` (median latency with its
-95% interval over the nightlies, a panel per device, each measurement relative to its own median,
+95% interval over the nightlies, a panel per device, each measurement relative to its own median
+(its last file's where it was rebuilt),
 what changed in the last nightly in colour, slower than the previous nightly ringed:
 `plots.trends`, by `compare.verdicts_over_runs`, which judges each nightly's measurements
 together as the gate does),

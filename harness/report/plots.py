@@ -1119,9 +1119,9 @@ def _files(rebuilt: np.ndarray) -> list[slice]:
     return [slice(a, b) for a, b in zip(starts, [*starts[1:], len(rebuilt)], strict=True)]
 
 
-def _last_file_median(data: pd.DataFrame) -> pd.Series:
-    """Each row's reference in a latency trend (`data` of `_with_rebuilds`): the median latency
-    of its series' last file, the points from its last rebuild on (all of them where it never
+def _last_file_median(data: pd.DataFrame, column: str = "latency_median_ms") -> pd.Series:
+    """Each row's reference in a trend (`data` of `_with_rebuilds`): the median `column` of its
+    series' last file, the points from its last rebuild on (all of them where it never
     was). Over every point a rebuild's two files were mixed, and which of them read as 1 went by
     how many runs each had; so 1 is the file measured now, and the old file's points say how
     far the rebuild moved it."""
@@ -1129,8 +1129,8 @@ def _last_file_median(data: pd.DataFrame) -> pd.Series:
     keys = [ordered["device"], ordered["job"]]
     file = ordered["rebuilt"].astype(int).groupby(keys).cumsum()
     last = file == file.groupby(keys).transform("max")
-    latency = ordered["latency_median_ms"].where(last)
-    return latency.groupby(keys).transform("median").reindex(data.index)
+    value = ordered[column].where(last)
+    return value.groupby(keys).transform("median").reindex(data.index)
 
 
 def _mark_rebuilt(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
@@ -1363,9 +1363,10 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE,
     `trends_figure`; None with fewer than two runs that measured accuracy.
 
     At farm scale (more jobs than the palette has colours) models of every accuracy would share
-    one axis, so each job is drawn as its change from its own median over the runs shown, in
-    points: the jobs whose top-1 changed in the last run or that failed in it are in colour and
-    named, the others thin grey lines at zero. A change is the caller's verdict, `accuracy`
+    one axis, so each job is drawn as its change from its own median over the runs shown (its
+    last file's where it was rebuilt, `_last_file_median`), in points: the jobs whose top-1
+    changed in the last run or that failed in it are in colour and named, the others thin grey
+    lines at zero. A change is the caller's verdict, `accuracy`
     (aligned with `history`: `accuracy_verdict` and `top1_before`, `compare.accuracy_over_runs`:
     the gate's rule, the same images, one image or more and beyond its threshold); without it
     only the failures are coloured. The same images go through
@@ -1396,7 +1397,7 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE,
         style = {f"{d}\0{j}": c for (d, j), c in zip(
             sorted(changes), _colours([str(i) for i in range(len(changes))]).values(),
             strict=True)}
-        centre = data.groupby(["device", "job"])["accuracy_top1"].transform("median")
+        centre = _last_file_median(data, "accuracy_top1")  # as the latency trend's
         change_pt = 100 * (data["accuracy_top1"] - centre).to_numpy(float)
         reach = max(0.5, float(np.abs(change_pt).max()))  # a flat line reads as flat
         limits = _limits(np.array([-reach, reach]), log=False)
@@ -1446,7 +1447,8 @@ def accuracy_trends_figure(history: pd.DataFrame, layout: Layout = DOUBLE,
                                    "last run"))
                 ax.axhline(0.0, color=BASELINE_COLOUR, linewidth=0.6, zorder=0)
                 ax.set_ylim(*limits)
-                ax.set_ylabel("Top-1 minus its median [points]")
+                ax.set_ylabel("Top-1 minus last file's median [points]"
+                              if data["rebuilt"].any() else "Top-1 minus its median [points]")
         axes[-1].set_xlabel("Run (start time, UTC)")
         _legend(fig, [*_handles(axes), *([_rebuilt_key()] if boxed else [])], layout)
         _isa_title(fig, data, layout)
