@@ -355,6 +355,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         # numpy.random is imported on first use, 3 to 7 MB: before the baseline, so that the
         # model's memory is the same whether the input comes from it or not
         rng = np.random.default_rng(SEED)
+        # freed memory handed back before the baseline and after the load (where the C library
+        # can): what glibc kept of it went by chance, and was no memory of the model's
+        if not probes.release_freed_memory():
+            log("memory: this C library cannot hand freed memory back (no malloc_trim): what "
+                "the load freed may be counted in the model's memory")
         baseline = probes.memory_mb()
         t0 = time.perf_counter()
         try:
@@ -364,6 +369,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             raise JobError(err.kind, named_file(str(err), model), protocol.STATUS_UNSUPPORTED
                            if err.unsupported else protocol.STATUS_FAILED) from err
         result["load_s"] = time.perf_counter() - t0
+        probes.release_freed_memory()
         result["runtime_options"] = runtime.options_used()
         result["placement"] = _optional(runtime.placement, "placement")
         accelerator = _optional(runtime.accelerator, "accelerator")
