@@ -406,7 +406,8 @@ def _summary_table(records: list[dict[str, Any]], width: int) -> Any:
 
 # Under the table: "memory" there read as the process's, which the report gives as peak RSS.
 MODEL_MIB_LINE = ("  model MiB: the memory the model adds to its runtime's (peak RSS of the timed "
-                  "window less the RSS before the model loaded); the report has the peak RSS")
+                  "window less the RSS before the model loaded, what its load freed handed back "
+                  "first); the report has the peak RSS, loading included")
 
 
 def _flag_lines(records: list[dict[str, Any]]) -> list[str]:

@@ -54,10 +54,10 @@ CAPTIONS = {
     "medians of single sessions (fresh processes), the circle is the median of the tables with "
     "its 95\\% interval. Hatched: compressed variants.",
     "model_size": "Size of each model file; hatched: compressed variants.",
-    "memory": "Peak resident memory during the timed window: the runtime's own (process after "
-    "importing the runtime and loading the data, grey) and what the model adds (hatched); the "
-    "tick marks the process peak including loading, the number beside it (Peak RSS in the "
-    "tables).",
+    "memory": "Peak resident memory during the timed window: the runtime's own (the process "
+    "after importing the runtime, before the model is loaded, grey) and what the model adds "
+    "(hatched), with the memory its load freed handed back to the system first; the tick marks "
+    "the process peak including loading, the number beside it (Peak RSS in the tables).",
     "speedup_heatmap": "Speedup over the fp32 baseline per model and device: the ratio of the "
     "geometric means of the session medians, baseline over variant (log colour scale; above 1 "
     "is faster). Grey, hatched cells: the 95\\% interval includes 1 or could not be computed, "

@@ -1481,8 +1481,9 @@ PLOT_TITLES = {
     "latency_distributions": "Latency distributions from the raw samples of all sessions (p1 to"
     " p99), session medians as diamonds, the tables' median with its 95% CI as a circle",
     "model_size": "Model file size",
-    "memory": "Peak memory: the runtime's own and what the model adds; the number is the "
-    "process peak (the tick), the tables' Peak RSS",
+    "memory": "Peak memory: the runtime's own and what the model holds while it runs (what "
+    "its load freed handed back first); the number is the process peak, loading included (the "
+    "tick), the tables' Peak RSS",
     "speedup_heatmap": "Speedup per device and model: the ratio of the geometric means of the "
     "session medians, baseline over variant; grey and hatched where its 95% interval includes 1 "
     "(or there is none), so that it is not shown faster or slower; a word in italics where the "
