@@ -97,6 +97,34 @@ def test_imagefolder_reads_class_subfolders(tmp_path: Path) -> None:
     assert split.preprocessing["center_crop"] == 16
 
 
+def test_hidden_folders_and_files_are_no_classes_and_no_images(tmp_path: Path) -> None:
+    """Found in an audit: a Jupyter `.ipynb_checkpoints` beside the class folders was a class of
+    its own (three classes for two, and a model trained for them), and a viewer's hidden
+    thumbnails inside a class were more images of it. Hidden ones are left out, as `ls` leaves
+    them, and do not change the dataset's fingerprint either."""
+    from PIL import Image
+
+    from harness.zoo.datasets import source_fingerprint
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / cls / f"{i}.png")
+    params = {"path": str(tmp_path), "image_size": 16, "test_fraction": 0.4}
+    before = source_fingerprint("imagefolder", params)
+    for hidden in (tmp_path / ".ipynb_checkpoints", tmp_path / "cat" / ".thumbnails"):
+        hidden.mkdir()
+        for i in range(3):
+            Image.new("RGB", (20, 20)).save(hidden / f"{i}.png")
+    Image.new("RGB", (20, 20)).save(tmp_path / "dog" / ".5.png")
+    split = load_dataset("imagefolder", "f", params, seed=0)
+    assert split.num_classes == 2
+    assert len(split.x_train) + len(split.x_test) == 10
+    assert source_fingerprint("imagefolder", params) == before
+
+
 def test_an_image_folder_without_images_names_the_folder(tmp_path: Path) -> None:
     """Found by a user: a class folder left empty failed with torchvision's "FileNotFoundError:
     Found no valid file for the classes star", naming neither the folder nor its dataset's path,

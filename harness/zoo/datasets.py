@@ -151,15 +151,24 @@ def _expand(path: str | Path) -> Path:
     return Path(os.path.expandvars(str(path))).expanduser()
 
 
+def _hidden(name: str) -> bool:
+    """A file or folder the system keeps out of sight (`.ipynb_checkpoints`, `.DS_Store`, an
+    editor's `.cache`): no class and no image of a dataset, and no reason to rebuild."""
+    return name.startswith(".")
+
+
 def _files_under(root: Path, folders: tuple[str, ...]) -> list[tuple[str, Path]]:
     """(name relative to `root`, path) of every file under `root`'s `folders`, in name order,
-    links followed as torchvision's ImageFolder follows them; a missing folder has none."""
+    links followed as torchvision's ImageFolder follows them, hidden ones left out as the
+    image-folder loader leaves them; a missing folder has none."""
     found = []
     for folder in folders:
         top = root / folder if folder else root
         for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-            dirnames.sort()
+            dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
             for filename in filenames:
+                if _hidden(filename):
+                    continue
                 path = Path(dirpath) / filename
                 found.append((path.relative_to(root).as_posix(), path))
     return sorted(found)
@@ -298,7 +307,6 @@ def imagefolder(
     """An ImageNet-style folder: `path/train/<class>/*.jpg` and `path/val/<class>/*.jpg`, or one
     folder of class sub-folders that is split with `test_fraction`."""
     from torch.utils.data import Subset
-    from torchvision.datasets import ImageFolder
 
     root = _require(path, f"dataset {name!r}")
     resize = resize or int(image_size * 256 / 224)
@@ -306,7 +314,7 @@ def imagefolder(
 
     def folder(top: Path) -> Any:
         try:
-            return ImageFolder(top, tf)
+            return _visible_image_folder(top, tf)
         except FileNotFoundError as err:
             raise EdgebenchError(f"dataset {name!r}: {_no_images(top) or err}") from err
 
@@ -325,19 +333,53 @@ def imagefolder(
                                     IMAGENET_STD, seed, classes=len(classes)))
 
 
+def _class_folders(top: Path) -> list[str]:
+    """The class folders of an image folder, in name order: its sub-folders, hidden ones left
+    out (a Jupyter `.ipynb_checkpoints` beside the classes was counted as one, and so read as
+    a class of the model's)."""
+    return sorted(e.name for e in os.scandir(top) if e.is_dir() and not _hidden(e.name))
+
+
+def _is_image(path: str) -> bool:
+    """An image by its extension (torchvision's list), none under a hidden folder and no hidden
+    file (a `.thumbnails/` copy of each image would have counted it twice)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return path.lower().endswith(IMG_EXTENSIONS) and not any(
+        _hidden(part) for part in Path(path).parts)
+
+
+def _visible_image_folder(top: Path, transform: Any) -> Any:
+    """torchvision's ImageFolder of `top`, its classes and images without hidden ones."""
+    from torchvision.datasets import ImageFolder
+
+    class VisibleImageFolder(ImageFolder):
+        def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+            classes = _class_folders(Path(directory))
+            if not classes:
+                raise FileNotFoundError(f"no class folder in {directory}")
+            return classes, {c: i for i, c in enumerate(classes)}
+
+    # relative to `top`, so that a hidden folder above the dataset does not hide it all
+    return VisibleImageFolder(str(top), transform, is_valid_file=lambda p: _is_image(
+        os.path.relpath(p, top)))
+
+
 def _no_images(top: Path) -> str:
-    """Why torchvision's ImageFolder found nothing under `top`, said with the folders: its own
+    """Why the image folder found nothing under `top`, said with the folders: torchvision's
     "Found no valid file for the classes star" named neither where nor what a valid file is."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
+    from torchvision.datasets.folder import IMG_EXTENSIONS
 
     try:
-        classes, _ = find_classes(str(top))
+        classes = _class_folders(top)
     except FileNotFoundError:
+        classes = []
+    if not classes:
         return (f"{top} has no class sub-folders: put each class's images in a folder of "
                 "its own, named after the class")
     empty = [c for c in classes
-             if not any(f.lower().endswith(IMG_EXTENSIONS)
-                        for _, _, files in os.walk(top / c, followlinks=True) for f in files)]
+             if not any(_is_image(os.path.join(os.path.relpath(d, top), f))
+                        for d, _, files in os.walk(top / c, followlinks=True) for f in files)]
     if not empty:
         return ""
     shown = ", ".join(str(top / c) for c in empty[:3]) + (
