@@ -13,6 +13,7 @@
 #
 #   bash scripts/gpu-check.sh            # ~6 minutes on an H200, never much past BUDGET (450 s)
 #   PAIRS=5 DURATION=3 BUDGET=900 CPUS=4,5 OUT=/tmp/gpu bash scripts/gpu-check.sh
+#   ONLY=bench PAIRS=6 BUDGET=500 bash scripts/gpu-check.sh  # the benchmark alone
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -101,6 +102,11 @@ main() {
   fi
   echo "machine exit=0 seconds=$SECONDS" >> "$OUT/steps.txt"
 
+  if [ "${ONLY:-}" = bench ]; then
+    # a later run whose checks and tests passed already: the whole budget for the pairs
+    echo "== ONLY=bench: no --check and no GPU tests this run"
+    echo "checks and tests skipped (ONLY=bench)" >> "$OUT/steps.txt"
+  else
   # six fresh processes, each importing torch and starting CUDA: a cold first import can take a
   # minute on its own
   step "agent CUDA paths (benchmarks/gpu.py --check)" 180 \
@@ -131,6 +137,7 @@ EOF
   else
     echo "== pytest absent: GPU tests not run (the --check above covers the same paths)"
     echo "pytest absent" >> "$OUT/steps.txt"
+  fi
   fi
 
   local left=$((BUDGET - SECONDS - 15))
