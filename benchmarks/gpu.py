@@ -124,6 +124,17 @@ while True:
     events.append((b - a) / 1e6 if ms is None else ms); wall.append((b - a) / 1e6)
     if time.perf_counter() - t0 >= duration and len(events) >= min_iterations:
         break
+clocks = None  # the GPU's state right after the window, as the agent records its state_after
+if cuda:
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        clocks = {"sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+                  "mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
+                  "temperature_c": pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)}
+    except Exception as err:
+        clocks = {"absent": str(err)[:200]}
 setup = {"threads": torch.get_num_threads(), "inter_op_threads": torch.get_num_interop_threads(),
          "cpus": sorted(os.sched_getaffinity(0)), "input_shape": list(x.shape),
          "device": str(x.device),
@@ -133,7 +144,7 @@ setup = {"threads": torch.get_num_threads(), "inter_op_threads": torch.get_num_i
          "torch": str(torch.__version__)}
 print(json.dumps({"median_ms": statistics.median(events),
                   "wall_median_ms": statistics.median(wall), "n": len(events),
-                  "warmup_n": n, "setup": setup}))
+                  "warmup_n": n, "setup": setup, "state_after": clocks}))
 """
 
 # what both sides record of their setup and must agree on
@@ -268,6 +279,7 @@ def edgebench_side(path: Path, device: str, graphs: bool, duration: float,
             "mean_w": nvml.get("mean_w"), "energy_interval_s": nvml.get("energy_interval_s"),
             "window_s": nvml.get("window_s"), "throttled": result.get("throttled"),
             "state": state_line(result["state_before"], result["state_after"]),
+            "result_state_after": result["state_after"],
             "result": result}
 
 
@@ -370,6 +382,10 @@ def run_pairs(paths: dict[str, Path], device: str, modes: tuple[str, ...],
               f"{b['median_ms']:.4f} ms (wall {b['wall_median_ms']:.4f}, n {b['n']}, warm-up "
               f"{b['warmup_n']}) | ratio {row['ratio']:.4f}", flush=True)
         if device == "cuda":
+            after = gpu_state(a["result_state_after"])
+            print(f"    after the window: edgebench SM {after.get('sm_clock_mhz')} MHz, mem "
+                  f"{after.get('mem_clock_mhz')} MHz, {after.get('temperature_c')} C | bare "
+                  f"{b.get('state_after')}", flush=True)
             print(f"    alloc peak {_fmt(a['gpu_alloc_peak_mb'])} MB, NVML process "
                   f"{_fmt(a['nvml_process_mb'])} MB / GPU used "
                   f"{_fmt(a['nvml_device_used_mb'], '.0f')} MB; "
