@@ -409,3 +409,71 @@ def test_the_main_table_fits_a_1400_px_page(tmp_path: Path, failed: bool) -> Non
         assert ("failures", "".join(LOAD_ERROR.split())) in shown
         assert sum(table == "T_summary" for table, _ in shown) == 2
     assert [table for table, _, overflows in errors if overflows] == []
+
+
+def test_an_error_in_the_main_table_is_cut_with_its_whole_text_in_a_tooltip() -> None:
+    """The main table shows an error's first lines, the whole message in its tooltip; in a
+    table with errors the Device and the flags may break to leave the error room, and a table
+    without errors is written as before."""
+    text = pd.DataFrame({"Device": ["pi5", "jetson-orin"], "Model": ["net", "net-int8"],
+                         "Notes": ["high_between_session_spread", "failed"],
+                         "Error": ["", f"ModelLoadError: {LOAD_ERROR}"]})
+    rendered = table_html(Table("t", "t", text, text))
+    whole = html.escape(f"ModelLoadError: {LOAD_ERROR}")
+    assert f'<span class="cut" title="{whole}">{whole}</span></td>' in rendered
+    assert 'class="sortable with-errors"' in rendered and 'href="#failures"' in rendered
+    assert ">jetson-<wbr>orin</td>" in rendered
+    assert ">high_<wbr>between_<wbr>session_<wbr>spread</td>" in rendered
+    ok = text.assign(Error=["", ""])
+    rendered = table_html(Table("t", "t", ok, ok))
+    assert 'class="sortable"' in rendered and 'class="cut"' not in rendered
+    assert ">jetson-orin</td>" in rendered and ">high_between_session_spread</td>" in rendered
+
+
+@pytest.mark.browser
+def test_an_error_in_the_main_table_keeps_its_row_as_tall_as_the_others(tmp_path: Path) -> None:
+    """From an audit: on the page of a run on two devices with failures, the summary's Error
+    column was left 67 px and ONNX Runtime's 388-character message made its row 797 px tall
+    (53 lines), where the failures table shows it at full width. Each error of a main table
+    now has 9rem at least (some 25 characters a line), its row no taller than a measured
+    model's (three lines), the whole message in its tooltip, and the tables still fit the
+    page."""
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed (apt-get install chromium; `make test` does it)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright not installed (pip install playwright==1.65.2)"
+    )
+    store, run = _two_devices_store(tmp_path / "x.db", failed=True)
+    store.close()
+    folder = run_report(tmp_path / "x.db", run, out=tmp_path / "report")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto((folder / "index.html").resolve().as_uri(), wait_until="load")
+            # each error of a main table: its table, its width and its row's height, the
+            # tallest row of a measured model in that table, its tooltip, and the root's rem
+            errors = page.evaluate("""() => Array.from(
+                document.querySelectorAll('table[id^="T_"] td.error'),
+                td => [td.closest("table").id, td.getBoundingClientRect().width,
+                       td.parentElement.getBoundingClientRect().height,
+                       Math.max(...Array.from(td.closest("tbody").rows,
+                           tr => tr.cells[td.cellIndex].innerText.trim()
+                               ? 0 : tr.getBoundingClientRect().height)),
+                       td.querySelector("[title]")?.getAttribute("title") ?? "",
+                       td.innerText.trim()]).filter(e => e[5])""")
+            rem = page.evaluate(
+                "() => parseFloat(getComputedStyle(document.documentElement).fontSize)")
+            widths = page.evaluate("""() => Array.from(
+                document.querySelectorAll("div.scroll > table.sortable"),
+                t => [t.id, t.parentElement.scrollWidth, t.parentElement.clientWidth])""")
+        finally:
+            browser.close()
+    assert {table for table, *_ in errors} == {"T_summary", "T_device_pi5",
+                                               "T_device_jetson-orin"}
+    for table, width, height, ok_height, title, shown in errors:
+        assert width >= 9 * rem, (table, width)
+        assert height <= ok_height, (table, height, ok_height)
+        assert title == shown  # the whole message, every word
+    assert f"ModelLoadError: {LOAD_ERROR}" in [title for *_, title, _ in errors]
+    assert [name for name, scroll, room in widths if scroll > room] == []

@@ -49,8 +49,13 @@ table { border-collapse: collapse; font-size: .85rem; margin: .5rem 0; }
 th, td { padding: .25rem .5rem; border-bottom: 1px solid #ddd; text-align: left;
          white-space: nowrap; vertical-align: top; }
 td.error { white-space: normal; overflow-wrap: anywhere; }
-/* in the main tables (not the failures') the error takes room before other columns widen */
+/* in the main tables (not the failures') the error takes room before other columns widen, and
+   shows its first three lines, as tall as a row with an interval; in a table with errors a
+   flag may break (at most twice in 6rem) to leave it 9rem at least */
 table[id^="T_"] td.error { width: 20rem; }
+table.with-errors td.notes { min-width: 6rem; }
+td.error .cut { display: -webkit-box; -webkit-box-orient: vertical; -webkit-line-clamp: 3;
+                line-clamp: 3; overflow: hidden; min-width: 9rem; font-size: .9em; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.sortable { font-size: .75rem; }
 table.sortable th, table.sortable td { padding: .2rem .2rem; }
@@ -136,6 +141,8 @@ _WITH_INTERVAL = re.compile(r"^(.*?) (\[[^\]]*\])$")
 # Where a name may break: after the - of a variant's name or the > of a chain of techniques
 # ("distill>prune30>qat_int8"), never inside a part a reader reads as one word.
 _BREAK_AFTER = re.compile(r"(?<=[->])")
+# Where a flag may break, in a table with errors: after each _ of its name.
+_FLAG_BREAK_AFTER = re.compile(r"(?<=_)")
 
 
 def _interval_apart(cell: Any) -> str:
@@ -145,8 +152,19 @@ def _interval_apart(cell: Any) -> str:
     return f'{_e(found[1])} <span class="ci">{_e(found[2])}</span>'
 
 
-def _breakable(cell: Any) -> str:
-    return "<wbr>".join(_e(part) for part in _BREAK_AFTER.split(str(cell)))
+def _breakable(cell: Any, after: re.Pattern[str] = _BREAK_AFTER) -> str:
+    return "<wbr>".join(_e(part) for part in after.split(str(cell)))
+
+
+def _flags_breakable(cell: Any) -> str:
+    return _breakable(cell, _FLAG_BREAK_AFTER)
+
+
+def _cut(cell: Any) -> str:
+    """An error as its first lines (`.cut`, ending in an ellipsis where it goes on), whole in
+    its tooltip."""
+    text = _e(cell)
+    return f'<span class="cut" title="{text}">{text}</span>' if text else ""
 
 
 def table_html(table: Table) -> str:
@@ -159,8 +177,14 @@ def table_html(table: Table) -> str:
     a column with one value in every row (device, runtime, threads, sessions) is said once
     above the table, as the LaTeX tables say it in their caption. An error message wraps,
     inside a word where it must (a path), in the room the other columns leave it, up to 20rem:
-    a run with failures was 1586 px wide while its Error column kept 20rem. Where a table is
-    still wider than the page, it scrolls, its first column staying in view."""
+    a run with failures was 1586 px wide while its Error column kept 20rem. It shows its first
+    three lines (`.cut`), whole in its tooltip and in the failures table: on two devices the
+    column was left 67 px, and ONNX Runtime's 388-character message made its row 797 px tall.
+    So that three lines hold the gist ("ModelLoadError: [ONNXRuntimeError] : 10 :
+    INVALID_GRAPH : Load..."), a table with errors leaves the column 9rem: the Device breaks
+    after its parts, as the Model does, and a flag after its underscores, its rows keeping the
+    three lines an interval takes. A table without errors is laid out as before. Where a
+    table is still wider than the page, it scrolls, its first column staying in view."""
     text = table.shown
     if text.empty:
         return "<p>(no rows)</p>"
@@ -169,19 +193,24 @@ def table_html(table: Table) -> str:
                 and text[c].nunique(dropna=False) == 1]
     facts = "; ".join(f"{said_once[c]} {text[c].iloc[0]}" for c in constant)
     text = text.drop(columns=constant)
+    with_errors = "Error" in text.columns and bool(
+        text["Error"].fillna("").astype(str).str.strip().ne("").any())
     flags = table.flags or [[] for _ in text.index]
     row_classes = [" ".join(f"flag-{_css_name(f)}" for f in row) for row in flags]
 
+    names = (NAME_COLUMNS | {"Device"}) if with_errors else NAME_COLUMNS
+
     def kind(column: str) -> str:
         return ("error" if column == "Error" else "num" if column in table.numeric
-                else "notes" if column == "Notes" else "name" if column in NAME_COLUMNS else "")
+                else "notes" if column == "Notes" else "name" if column in names else "")
 
     def cell_class(column: str, row_class: str) -> str:
         return " ".join(filter(None, (row_class, kind(column))))
 
     # each formatter escapes the text it is given, and adds only the breaks
-    formatters = {c: {"num": _interval_apart, "name": _breakable}.get(kind(c), _e)
-                  for c in text.columns}
+    by_kind = {"num": _interval_apart, "name": _breakable, "error": _cut,
+               "notes": _flags_breakable if with_errors else _e}
+    formatters = {c: by_kind.get(kind(c), _e) for c in text.columns}
 
     classes = pd.DataFrame(
         {c: [cell_class(c, rc) for rc in row_classes] for c in text.columns}, index=text.index
@@ -191,11 +220,14 @@ def table_html(table: Table) -> str:
         .format(formatters)
         .format_index(escape="html", axis=1)  # headers carry device names
         .set_td_classes(classes)
-        .set_table_attributes('class="sortable"')
+        .set_table_attributes(f'class="sortable{" with-errors" if with_errors else ""}"')
         .set_uuid(table.name)
     )
     every_row = f'<p class="meta every-row">Every row: {_e(facts)}.</p>' if facts else ""
-    return f'{every_row}<div class="scroll">{styler.to_html()}</div>'
+    cut = ('<p class="meta errors-cut">An error longer than three lines ends in '
+           "&hellip; here: point at it for the whole message, or read it in "
+           '<a href="#failures">what did not run, and why</a>.</p>' if with_errors else "")
+    return f'{every_row}{cut}<div class="scroll">{styler.to_html()}</div>'
 
 
 def _kv(flat: dict[str, Any]) -> str:
