@@ -18,7 +18,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -55,6 +55,12 @@ from harness.results import measured_nothing, runtime_label
 from harness.runner import DEFAULT_SESSIONS, QUICK_SESSIONS
 from harness.signals import remembered_interrupts, sigterm_as_interrupt
 from harness.store import DEFAULT_DB, Store, check_existing, check_folder
+
+if TYPE_CHECKING:
+    from harness.artifacts import Artifact
+    from harness.bench import BenchPlan, ResumeState
+    from harness.runner import BenchOptions, PlannedJob
+    from harness.store import RunInfo
 
 # Piped output (CI logs, `| tee`) gets a wide table rather than rich's 80-column default, unless
 # COLUMNS says otherwise; a closed pipe ends any command with 141 (`cli_console`).
@@ -543,16 +549,53 @@ def _check_local_threads(args: argparse.Namespace, devices: list[Any]) -> None:
 
 
 def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
-    from harness import bench, resume, runner
-    from harness.artifacts import from_model_file
+    """A bench run, in the order a user is told things: what the arguments, the profiles, the
+    model file and the database alone refuse, before a build; the build before a run is begun;
+    the run's summary once the database is closed, the exit status last."""
+    from harness import bench
     from harness.store import new_run_id
 
-    settings = {"timed_scope": args.timed_scope} if args.timed_scope else {}
-    options = runner.BenchOptions(runtimes=tuple(args.runtime or ()), threads=args.threads,
-                                  quick=args.quick, sessions=args.sessions,
-                                  max_sessions=args.max_sessions, settings=settings,
-                                  force_threads=args.force_threads, profile=args.profile)
+    options = _bench_options(args)
+    _check_bench_arguments(args, devices)
+    # a model that cannot be read is said before a database is made for it
+    artifacts = _model_artifacts(args) if args.model else None
+    what = bench.what_record(Path(args.suite) if args.suite else None,
+                             Path(args.model) if args.model else None)
+    resumed = _run_to_resume(args, devices, options, what)
     failures: list[tuple[str, str]] = []
+    if artifacts is None:
+        artifacts, failures = _built_artifacts(args.suite, args.build_dir)
+    plan = bench.plan_bench(artifacts, devices, options,
+                            resumed.run_id if resumed else new_run_id(), what, args.input_shape)
+    if resumed is not None:
+        bench.check_jobs(resumed, plan)
+    command = "edgebench " + " ".join(sys.argv[1:])
+    state = _begin_run(args.db, plan, command, args.suite, resuming=resumed is not None)
+    with Store(args.db) as store, _progress_bars() as bars:
+        progress = _BenchProgress(bars, plan, devices, state)
+        _measure(store, plan, state, command, args.suite, progress)
+        ended = bench.finish(store, plan)
+        by_job = {r["job_id"]: r for r in store.results([plan.run_id])}
+        progress.end(by_job)
+        records = [by_job[j.job_id] for j in plan.jobs if j.job_id in by_job]
+        job_ids = [r["job_id"] for r in records]
+        profiled = (store.profiles(job_ids), store.profile_ops(job_ids)) if args.profile \
+            else None
+    _print_results(records, profiled, plan.run_id, args.db, ended)
+    return _exit_status(records, failures)
+
+
+def _bench_options(args: argparse.Namespace) -> BenchOptions:
+    from harness import runner
+
+    settings = {"timed_scope": args.timed_scope} if args.timed_scope else {}
+    return runner.BenchOptions(runtimes=tuple(args.runtime or ()), threads=args.threads,
+                               quick=args.quick, sessions=args.sessions,
+                               max_sessions=args.max_sessions, settings=settings,
+                               force_threads=args.force_threads, profile=args.profile)
+
+
+def _check_bench_arguments(args: argparse.Namespace, devices: list[Any]) -> None:
     if args.input_shape and not args.model:
         raise EdgebenchError("--input-shape goes with --model; a suite's models set input_size")
     _check_local_threads(args, devices)
@@ -561,126 +604,173 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
             from harness.transport.sshconn import check_key_settings
 
             check_key_settings(f"device {device.name}", device.ssh)
-    if args.model:  # a model that cannot be read is said before a database is made for it
-        artifacts = [from_model_file(Path(args.model))]
-        if args.input_shape:
-            artifacts = [dataclasses.replace(a, input_shape=args.input_shape) for a in artifacts]
-        suite = None
-    what = bench.what_record(Path(args.suite) if args.suite else None,
-                             Path(args.model) if args.model else None)
-    # a database that cannot take the results, or a run --resume cannot take up, is said before
-    # the build
+
+
+def _model_artifacts(args: argparse.Namespace) -> list[Artifact]:
+    """--model's file as the one artifact to measure, in --input-shape where given."""
+    from harness.artifacts import from_model_file
+
+    artifacts = [from_model_file(Path(args.model))]
+    if args.input_shape:
+        artifacts = [dataclasses.replace(a, input_shape=args.input_shape) for a in artifacts]
+    return artifacts
+
+
+def _run_to_resume(args: argparse.Namespace, devices: list[Any], options: BenchOptions,
+                   what: dict[str, Any]) -> RunInfo | None:
+    """The run --resume takes up, if it can. The database is opened with or without --resume: one
+    that cannot take the results, or a run --resume cannot take up, is said before the build."""
+    from harness import bench
+
     with Store(args.db) as store:
-        resumed = bench.check_run(store, args.resume, what, [d.name for d in devices],
-                                  bench.options_record(options, args.input_shape)) \
+        return bench.check_run(store, args.resume, what, [d.name for d in devices],
+                               bench.options_record(options, args.input_shape)) \
             if args.resume else None
-    if not args.model:
-        from harness.compress.build import build_suite
 
-        report = build_suite(Path(args.suite), Path(args.build_dir), console=err_console)
-        artifacts, failures, suite = report.artifacts, report.failures, args.suite
-        _say_build_failures(failures)
-        if not artifacts:
-            raise EdgebenchError(f"{args.suite}: no artifact could be built")
-    plan = bench.plan_bench(artifacts, devices, options,
-                            resumed.run_id if resumed else new_run_id(), what, args.input_shape)
-    if resumed is not None:
-        bench.check_jobs(resumed, plan)
-    jobs = list(plan.jobs)
-    command = "edgebench " + " ".join(sys.argv[1:])
-    state = None
-    with Store(args.db) as store:
-        bench.begin(store, plan, command, suite, resuming=resumed is not None)
-        if resumed is not None:
-            state = bench.resume_state(store, plan)
-            _say(bench.describe(state, plan.run_id))
 
-    with Store(args.db) as store, Progress(
+def _built_artifacts(suite: str, build_dir: str) -> tuple[list[Artifact], list[tuple[str, str]]]:
+    """The suite's artifacts, built or found built, and the entries that failed to build (each
+    said as the build went, then named once more); none built at all is an error."""
+    from harness.compress.build import build_suite
+
+    report = build_suite(Path(suite), Path(build_dir), console=err_console)
+    _say_build_failures(report.failures)
+    if not report.artifacts:
+        raise EdgebenchError(f"{suite}: no artifact could be built")
+    return report.artifacts, report.failures
+
+
+def _begin_run(db: str, plan: BenchPlan, command: str, suite: str | None, *, resuming: bool
+               ) -> ResumeState | None:
+    """Record the run as begun, or as taken up again; a resumed run says what it holds already
+    and what it will measure, and returns that."""
+    from harness import bench
+
+    with Store(db) as store:
+        bench.begin(store, plan, command, suite, resuming=resuming)
+        if not resuming:
+            return None
+        state = bench.resume_state(store, plan)
+        _say(bench.describe(state, plan.run_id))
+        return state
+
+
+def _progress_bars() -> Progress:
+    return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         # redrawn twice a second: the bar shares the cores with a local device's sessions
-        console=err_console, transient=False, refresh_per_second=2,
-    ) as progress:
-        sessions = options.session_count
-        per_job = sessions + options.profile  # the profile session is one more, untimed
-        tasks = {d.name: progress.add_task(
-            escape(f"{d.name}: {sessions} sessions each"
-                   + (" and a profile" if options.profile else "")),
-            total=per_job * sum(j.device.name == d.name for j in jobs)) for d in devices}
-        if state is not None:  # what the resumed run holds already
-            todo = {j.job_id for j in state.todo}
-            for job in jobs:
-                held = len(state.stored.get(job.job_id, ())) + (job.job_id in state.profiled)
-                progress.advance(tasks[job.device.name], held if job.job_id in todo
-                                 else per_job)
+        console=err_console, transient=False, refresh_per_second=2)
 
-        def on_event(kind: str, job: runner.PlannedJob, record: dict[str, Any] | None) -> None:
-            if record is None:
+
+class _BenchProgress:
+    """A bench's progress on stderr, one bar per device counted in sessions (a profile is one
+    more). Between the bars: a failed start's reason once per device, however many models it
+    failed, and a resumed run's changed device or runtime once, not for every measurement."""
+
+    def __init__(self, bars: Progress, plan: BenchPlan, devices: list[Any],
+                 state: ResumeState | None) -> None:
+        self.bars, self.plan = bars, plan
+        sessions, profile = plan.options.session_count, plan.options.profile
+        self.per_job = sessions + profile  # the profile session is one more, untimed
+        self.tasks = {d.name: bars.add_task(
+            escape(f"{d.name}: {sessions} sessions each" + (" and a profile" if profile else "")),
+            total=self.per_job * sum(j.device.name == d.name for j in plan.jobs))
+            for d in devices}
+        if state is not None:
+            self._count_stored(state)
+        # a failure's line said: how often since
+        self.repeated: dict[tuple[str, str, str], int] = {}
+        self.warned: set[tuple[str, str]] = set()
+
+    def _count_stored(self, state: ResumeState) -> None:
+        """What the resumed run holds already: a finished measurement whole, the others as far
+        as they went."""
+        todo = {j.job_id for j in state.todo}
+        for job in self.plan.jobs:
+            held = len(state.stored.get(job.job_id, ())) + (job.job_id in state.profiled)
+            self.bars.advance(self.tasks[job.device.name],
+                              held if job.job_id in todo else self.per_job)
+
+    def on_event(self, kind: str, job: PlannedJob, record: dict[str, Any] | None) -> None:
+        if record is None:
+            return
+        task = self.tasks[job.device.name]
+        bar = self.bars.tasks[task]
+        if bar.total is not None and bar.completed >= bar.total:
+            self.bars.update(task, total=bar.total + 1)  # a round past the planned ones
+        doing = "profiling" if kind == "profile" else "measuring"
+        self.bars.update(task, description=escape(f"{job.device.name}: {doing} "
+                                                 f"{job.artifact.name} on {job.runtime}"))
+        self.bars.advance(task)
+        if kind == "done" and record["status"] != "ok" and record["sessions"] == 0:
+            self.bars.advance(task, self.per_job - 1)  # no more sessions of a failed start
+            said = (job.device.name, str(record["status"]), str(record["error_message"]))
+            self.repeated[said] = self.repeated.get(said, -1) + 1
+            if self.repeated[said]:  # a device that fails every model: its reason once
                 return
-            task = tasks[job.device.name]
-            bar = progress.tasks[task]
-            if bar.total is not None and bar.completed >= bar.total:
-                progress.update(task, total=bar.total + 1)  # a round past the planned ones
-            doing = "profiling" if kind == "profile" else "measuring"
-            progress.update(task, description=escape(f"{job.device.name}: {doing} "
-                                                     f"{job.artifact.name} on {job.runtime}"))
-            progress.advance(task)
-            if kind == "done" and record["status"] != "ok" and record["sessions"] == 0:
-                progress.advance(task, per_job - 1)  # no more sessions of a failed start
-                said = (job.device.name, str(record["status"]), str(record["error_message"]))
-                repeated[said] = repeated.get(said, -1) + 1
-                if repeated[said]:  # a device that fails every model: its reason once
-                    return
-                progress.console.print(
-                    f"[red]{record['status']}[/] " + escape(
-                        f"{job.device.name} {job.artifact.name} {job.runtime}: "
-                        f"{record['error_message']}"), highlight=False)
+            self.bars.console.print(
+                f"[red]{record['status']}[/] " + escape(
+                    f"{job.device.name} {job.artifact.name} {job.runtime}: "
+                    f"{record['error_message']}"), highlight=False)
 
-        repeated: dict[tuple[str, str, str], int] = {}  # a failure's line said: how often since
+    def on_change(self, job: PlannedJob, changes: list[tuple[str, Any, Any]]) -> None:
+        from harness import resume
 
-        warned: set[tuple[str, str]] = set()
+        line = resume.change_warning(self.plan.run_id, job, changes)
+        if (job.device.name, line) not in self.warned:
+            self.warned.add((job.device.name, line))
+            self.bars.console.print(escape(line), highlight=False, soft_wrap=True)
 
-        def on_change(job: runner.PlannedJob, changes: list[tuple[str, Any, Any]]) -> None:
-            line = resume.change_warning(plan.run_id, job, changes)
-            if (job.device.name, line) not in warned:  # once, not for every measurement
-                warned.add((job.device.name, line))
-                progress.console.print(escape(line), highlight=False, soft_wrap=True)
+    def end(self, by_job: dict[str, dict[str, Any]]) -> None:
+        """Each device's bar ends on done, or on not reached; then how many more measurements
+        failed as a line said already."""
+        from harness import runner
 
-        try:
-            # a Ctrl-C that Python lost in a gc or weakref callback is raised between sessions
-            # (`main` remembers it)
-            runner.run_plan(store, state.todo if state else jobs, options, command=command,
-                            suite=suite, on_event=on_event, run_id=plan.run_id,
-                            stored=state.stored if state else None,
-                            profiles=state.profiles if state else None, on_change=on_change)
-        except BaseException as err:  # Ctrl-C, SIGTERM, an error: every session measured stays
-            # an error is not an interruption: the run says it failed (a resume takes it up all
-            # the same), so that nobody reads it as stopped by hand
-            store.finish_run(plan.run_id, "interrupted" if isinstance(err, KeyboardInterrupt)
-                             else "failed")
-            progress.stop()
-            how = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed (below)"
-            _say(f"run {plan.run_id} {how}: the same command with --resume {plan.run_id} "
-                 "measures what it has not stored")
-            raise
-        ended = bench.finish(store, plan)
-        run_id = plan.run_id
-        by_job = {r["job_id"]: r for r in store.results([run_id])}
-        for d in devices:
-            mine = [by_job[j.job_id] for j in jobs
-                    if j.device.name == d.name and j.job_id in by_job]
+        for name, task in self.tasks.items():
+            mine = [by_job[j.job_id] for j in self.plan.jobs
+                    if j.device.name == name and j.job_id in by_job]
             # not "done" for a device that measured nothing because it could not be reached
             lost = mine and all(r["error_kind"] in ("transport", runner.LOST) for r in mine)
-            progress.update(tasks[d.name], description=escape(
-                f"{d.name}: {'not reached' if lost else 'done'}"))
-        for (device, status, _), more in repeated.items():
+            self.bars.update(task, description=escape(
+                f"{name}: {'not reached' if lost else 'done'}"))
+        for (device, status, _), more in self.repeated.items():
             if more:  # "failed", or "unsupported" (a runtime that lacks what the file needs)
-                progress.console.print(escape(f"{device}: {more} more measurement"
-                                              f"{'s' if more != 1 else ''} {status} the same "
-                                              "way"), highlight=False)
-        records = [by_job[j.job_id] for j in jobs if j.job_id in by_job]
-        job_ids = [r["job_id"] for r in records]
-        profiled = (store.profiles(job_ids), store.profile_ops(job_ids)) if args.profile \
-            else None
+                self.bars.console.print(escape(f"{device}: {more} more measurement"
+                                               f"{'s' if more != 1 else ''} {status} the same "
+                                               "way"), highlight=False)
+
+
+def _measure(store: Store, plan: BenchPlan, state: ResumeState | None, command: str,
+             suite: str | None, progress: _BenchProgress) -> None:
+    """Run the plan, or what a resumed run still lacks. Stopped by Ctrl-C, SIGTERM or an error,
+    every session measured stays, the run is closed as interrupted or failed, and the last line
+    says how to take it up."""
+    from harness import runner
+
+    try:
+        # a Ctrl-C that Python lost in a gc or weakref callback is raised between sessions
+        # (`main` remembers it)
+        runner.run_plan(store, state.todo if state else plan.jobs, plan.options, command=command,
+                        suite=suite, on_event=progress.on_event, run_id=plan.run_id,
+                        stored=state.stored if state else None,
+                        profiles=state.profiles if state else None, on_change=progress.on_change)
+    except BaseException as err:
+        # an error is not an interruption: the run says it failed (a resume takes it up all the
+        # same), so that nobody reads it as stopped by hand
+        store.finish_run(plan.run_id, "interrupted" if isinstance(err, KeyboardInterrupt)
+                         else "failed")
+        progress.bars.stop()
+        how = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed (below)"
+        _say(f"run {plan.run_id} {how}: the same command with --resume {plan.run_id} "
+             "measures what it has not stored")
+        raise
+
+
+def _print_results(records: list[dict[str, Any]],
+                   profiled: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None,
+                   run_id: str, db: str, ended: str) -> None:
+    """The summary table and what its columns and flags mean, the profiles asked for, and the
+    command that reports the run."""
     out.print(_summary_table(records, out.width))
     out.print(MODEL_MIB_LINE, highlight=False, markup=False, soft_wrap=True)
     for line in _flag_lines(records):
@@ -689,11 +779,18 @@ def _bench(args: argparse.Namespace, devices: list[Any]) -> int:
         from harness.report.profile import console_table
 
         out.print(console_table(records, *profiled))
-    out.print(f"run [bold]{run_id}[/] stored in {escape(args.db)}; "
-              f"`{escape(follow_up('report --run', run_id, args.db))}`", soft_wrap=True)
+    out.print(f"run [bold]{run_id}[/] stored in {escape(db)}; "
+              f"`{escape(follow_up('report --run', run_id, db))}`", soft_wrap=True)
     if ended == "incomplete":  # sessions lost with a device: said as an interruption says it
         _say(f"run {run_id} incomplete: the same command with --resume {run_id} measures what "
              "it has not stored")
+
+
+def _exit_status(records: list[dict[str, Any]], failures: list[tuple[str, str]]) -> int:
+    """3 when a device could not be used; 1 when a measurement failed, a suite entry did not
+    build or a device measured nothing; else 0."""
+    from harness import runner
+
     bad = [r for r in records if r["status"] == "failed"]
     # a device that could not be used, from the start or once it went away mid-run: the exit
     # status and the last line say why, for each such device (a cron mail may hold that alone)
