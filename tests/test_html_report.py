@@ -8,11 +8,14 @@ tables sort, and saves a full-page screenshot next to the report.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import re
 import shutil
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -367,13 +370,10 @@ def test_a_column_with_one_value_is_said_once_above_the_table() -> None:
                                           caption_if_constant={"Device": "device"}))
 
 
-@pytest.mark.browser
-@pytest.mark.parametrize("failed", [False, True], ids=["all-ok", "with-failures"])
-def test_the_main_table_fits_a_1400_px_page(tmp_path: Path, failed: bool) -> None:
-    """Found by a paper's reader: the main table scrolled sideways at 1400 px, Top-1 out of
-    sight of its Model. Every table of a run on two devices fits the page, each column there;
-    in a run with failures too, whose Error column (20rem at least) made it 1586 px wide: there
-    an error message wraps in its column, every word of it shown, none cut off."""
+@contextlib.contextmanager
+def _two_device_page(tmp_path: Path, failed: bool) -> Iterator[tuple[Any, Path]]:
+    """The report of a run on two devices (with failures where `failed`), open in headless
+    Chromium at 1400 px, and its folder; skipped without Chromium or playwright."""
     if CHROMIUM is None:
         pytest.skip("chromium not installed (apt-get install chromium; `make test` does it)")
     sync_api = pytest.importorskip(
@@ -387,17 +387,28 @@ def test_the_main_table_fits_a_1400_px_page(tmp_path: Path, failed: bool) -> Non
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto((folder / "index.html").resolve().as_uri(), wait_until="load")
-            widths = page.evaluate("""() => Array.from(
-                document.querySelectorAll("div.scroll > table.sortable"),
-                t => [t.id, t.parentElement.scrollWidth, t.parentElement.clientWidth])""")
-            headers = page.locator("#T_summary thead th").all_inner_texts()
-            # each error cell: its table, its text as shown, whether it runs past its column
-            errors = page.evaluate("""() => Array.from(document.querySelectorAll("td.error"),
-                td => [td.closest("table").id, td.innerText,
-                       td.scrollWidth > td.clientWidth])""")
-            page.screenshot(path=str(folder / "screenshot.png"), full_page=True)
+            yield page, folder
         finally:
             browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("failed", [False, True], ids=["all-ok", "with-failures"])
+def test_the_main_table_fits_a_1400_px_page(tmp_path: Path, failed: bool) -> None:
+    """Found by a paper's reader: the main table scrolled sideways at 1400 px, Top-1 out of
+    sight of its Model. Every table of a run on two devices fits the page, each column there;
+    in a run with failures too, whose Error column (20rem at least) made it 1586 px wide: there
+    an error message wraps in its column, every word of it shown, none cut off."""
+    with _two_device_page(tmp_path, failed) as (page, folder):
+        widths = page.evaluate("""() => Array.from(
+            document.querySelectorAll("div.scroll > table.sortable"),
+            t => [t.id, t.parentElement.scrollWidth, t.parentElement.clientWidth])""")
+        headers = page.locator("#T_summary thead th").all_inner_texts()
+        # each error cell: its table, its text as shown, whether it runs past its column
+        errors = page.evaluate("""() => Array.from(document.querySelectorAll("td.error"),
+            td => [td.closest("table").id, td.innerText,
+                   td.scrollWidth > td.clientWidth])""")
+        page.screenshot(path=str(folder / "screenshot.png"), full_page=True)
     assert len(widths) == 4 + failed  # and the table of what did not run
     assert [name for name, scroll, room in widths if scroll > room] == []
     for name in ("Device", "Model", "Technique", "Median [ms] (95% CI)", "Top-1 [%] (95% CI)",
@@ -438,37 +449,23 @@ def test_an_error_in_the_main_table_keeps_its_row_as_tall_as_the_others(tmp_path
     now has 9rem at least (some 25 characters a line), its row no taller than a measured
     model's (three lines), the whole message in its tooltip, and the tables still fit the
     page."""
-    if CHROMIUM is None:
-        pytest.skip("chromium not installed (apt-get install chromium; `make test` does it)")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright not installed (pip install playwright==1.65.2)"
-    )
-    store, run = _two_devices_store(tmp_path / "x.db", failed=True)
-    store.close()
-    folder = run_report(tmp_path / "x.db", run, out=tmp_path / "report")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto((folder / "index.html").resolve().as_uri(), wait_until="load")
-            # each error of a main table: its table, its width and its row's height, the
-            # tallest row of a measured model in that table, its tooltip, and the root's rem
-            errors = page.evaluate("""() => Array.from(
-                document.querySelectorAll('table[id^="T_"] td.error'),
-                td => [td.closest("table").id, td.getBoundingClientRect().width,
-                       td.parentElement.getBoundingClientRect().height,
-                       Math.max(...Array.from(td.closest("tbody").rows,
-                           tr => tr.cells[td.cellIndex].innerText.trim()
-                               ? 0 : tr.getBoundingClientRect().height)),
-                       td.querySelector("[title]")?.getAttribute("title") ?? "",
-                       td.innerText.trim()]).filter(e => e[5])""")
-            rem = page.evaluate(
-                "() => parseFloat(getComputedStyle(document.documentElement).fontSize)")
-            widths = page.evaluate("""() => Array.from(
-                document.querySelectorAll("div.scroll > table.sortable"),
-                t => [t.id, t.parentElement.scrollWidth, t.parentElement.clientWidth])""")
-        finally:
-            browser.close()
+    with _two_device_page(tmp_path, True) as (page, _):
+        # each error of a main table: its table, its width and its row's height, the
+        # tallest row of a measured model in that table, its tooltip, and the root's rem
+        errors = page.evaluate("""() => Array.from(
+            document.querySelectorAll('table[id^="T_"] td.error'),
+            td => [td.closest("table").id, td.getBoundingClientRect().width,
+                   td.parentElement.getBoundingClientRect().height,
+                   Math.max(...Array.from(td.closest("tbody").rows,
+                       tr => tr.cells[td.cellIndex].innerText.trim()
+                           ? 0 : tr.getBoundingClientRect().height)),
+                   td.querySelector("[title]")?.getAttribute("title") ?? "",
+                   td.innerText.trim()]).filter(e => e[5])""")
+        rem = page.evaluate(
+            "() => parseFloat(getComputedStyle(document.documentElement).fontSize)")
+        widths = page.evaluate("""() => Array.from(
+            document.querySelectorAll("div.scroll > table.sortable"),
+            t => [t.id, t.parentElement.scrollWidth, t.parentElement.clientWidth])""")
     assert {table for table, *_ in errors} == {"T_summary", "T_device_pi5",
                                                "T_device_jetson-orin"}
     for table, width, height, ok_height, title, shown in errors:

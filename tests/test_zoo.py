@@ -81,15 +81,20 @@ def test_datasets_registered_and_missing_copies_fail_clearly(tmp_path: Path) -> 
         load_dataset("imagenet21k", "x", {}, seed=0)
 
 
-def test_imagefolder_reads_class_subfolders(tmp_path: Path) -> None:
+def _cats_and_dogs(root: Path) -> None:
+    """Two class folders of five 20x20 PNGs each, random pixels."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
     for cls in ("cat", "dog"):
-        (tmp_path / cls).mkdir()
+        (root / cls).mkdir()
         for i in range(5):
             pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / cls / f"{i}.png")
+            Image.fromarray(pixels).save(root / cls / f"{i}.png")
+
+
+def test_imagefolder_reads_class_subfolders(tmp_path: Path) -> None:
+    _cats_and_dogs(tmp_path)
     split = load_dataset("imagefolder", "f",
                          {"path": str(tmp_path), "image_size": 16, "test_fraction": 0.4}, seed=0)
     assert split.num_classes == 2
@@ -106,12 +111,7 @@ def test_hidden_folders_and_files_are_no_classes_and_no_images(tmp_path: Path) -
 
     from harness.zoo.datasets import source_fingerprint
 
-    rng = np.random.default_rng(0)
-    for cls in ("cat", "dog"):
-        (tmp_path / cls).mkdir()
-        for i in range(5):
-            pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / cls / f"{i}.png")
+    _cats_and_dogs(tmp_path)
     params = {"path": str(tmp_path), "image_size": 16, "test_fraction": 0.4}
     before = source_fingerprint("imagefolder", params)
     for hidden in (tmp_path / ".ipynb_checkpoints", tmp_path / "cat" / ".thumbnails"):
