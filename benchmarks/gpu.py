@@ -214,11 +214,13 @@ def bare_side(path: Path, device: str, graphs: bool, duration: float,
 
 def agent_setup(result: dict[str, Any], cpus: list[int] | None) -> dict[str, Any]:
     """What an agent session's result records of the setup the bare loop prints (`SETUP_KEYS`);
-    the CPUs are those it was pinned to (the result does not list them), else the parent's."""
+    the CPUs are those it ran on (`runtime_options.cpus`), or where a result does not list
+    them, those it was pinned to, else the parent's."""
     used = result.get("runtime_options") or {}
+    ran_on = used.get("cpus") or (cpus or sorted(os.sched_getaffinity(0)))
     return {"threads": used.get("intra_op_threads"),
             "inter_op_threads": used.get("inter_op_threads"),
-            "cpus": sorted(cpus) if cpus else sorted(os.sched_getaffinity(0)),
+            "cpus": sorted(ran_on),
             "input_shape": result["input_shape"],
             "device": used.get("device"), "cudnn_benchmark": used.get("cudnn_benchmark"),
             "cudnn_allow_tf32": used.get("cudnn_allow_tf32"),

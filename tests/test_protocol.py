@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,24 @@ def test_round_trip_ok(tiny_onnx: Path) -> None:
     assert result["accuracy"] is None  # no dataset: not applicable, not zero
     assert result["timed_scope"] == "runtime"  # the runtime's own run, as the reference tools
     assert "[agent]" in stderr  # logs go to stderr, not the protocol stream
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+@pytest.mark.parametrize("runtime", ["onnxruntime", "tflite"])
+def test_the_result_says_which_cpus_ran_the_session(runtime: str, tiny_onnx: Path,
+                                                    tiny_tflite: Path) -> None:
+    """"threads 1" does not say which CPU: on a board of big and little cores, or one pinned
+    by the profile's `cpu_affinity`, that is another speed. The result names the CPUs the
+    session's process could run on: all this one may, or those it was pinned to."""
+    model = tiny_onnx if runtime == "onnxruntime" else tiny_tflite
+    mine = sorted(os.sched_getaffinity(0))
+    free, _ = run_agent(job_for(model, runtime))
+    assert free["status"] == "ok", free["error"]
+    assert free["runtime_options"]["cpus"] == mine
+    pinned, _ = run_agent(job_for(model, runtime, options={"threads": 1,
+                                                           "cpu_affinity": [mine[-1]]}))
+    assert pinned["status"] == "ok", pinned["error"]
+    assert pinned["runtime_options"]["cpus"] == [mine[-1]]
 
 
 def test_accuracy_with_dataset_and_reference(tmp_path: Path) -> None:

@@ -371,6 +371,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         result["load_s"] = time.perf_counter() - t0
         probes.release_freed_memory()
         result["runtime_options"] = runtime.options_used()
+        if cpus:
+            # Which CPUs ran it, not only how many threads: on a board of big and little
+            # cores, or one pinned by `cpu_affinity`, "threads 2" alone does not say.
+            result["runtime_options"] = dict(result["runtime_options"], cpus=cpus)
         result["placement"] = _optional(runtime.placement, "placement")
         accelerator = _optional(runtime.accelerator, "accelerator")
         if accelerator:
