@@ -28,7 +28,7 @@ from harness.compress.techniques import (
 )
 from harness.compress.train import StepContext, count_params, fit, seed_everything
 from harness.errors import UnknownNameError
-from harness.zoo.models import MODELS, build_model
+from harness.zoo.models import MODELS, Builder, build_model
 
 
 def _check(p: dict[str, Any]) -> None:
@@ -109,7 +109,7 @@ def _archs_with_fewer(teacher_n: int, ctx: StepContext) -> list[tuple[str, int]]
     return sorted(found, key=lambda item: item[1])
 
 
-def _count_built(build: Any, num_classes: int, in_channels: int) -> int:
+def _count_built(build: Builder, num_classes: int, in_channels: int) -> int:
     try:
         with torch.device("meta"):
             return count_params(build(num_classes, in_channels))
