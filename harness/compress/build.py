@@ -405,6 +405,8 @@ class _Plan:
     quantize: tuple[Technique, dict[str, Any]] | None
     label: str
     precision: str
+    # each torch step's place in the suite ("recipes.kd.steps[0].distill"), for its errors
+    torch_at: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -694,9 +696,10 @@ class _Builder:
         if recipe is None:
             return _Plan([], None, "fp32", "fp32")
         torch_steps: list[tuple[Technique, dict[str, Any]]] = []
+        torch_at: list[str] = []
         quantize = None
         labels, precision = [], "fp32"
-        for step in recipe.steps:
+        for i, step in enumerate(recipe.steps):
             tech = TECHNIQUES.get(step.technique)
             try:
                 params = tech.resolve(step.params)
@@ -708,6 +711,7 @@ class _Builder:
                 quantize = (tech, params)
             else:
                 torch_steps.append((tech, params))
+                torch_at.append(f"recipes.{recipe.name}.steps[{i}].{step.technique}")
                 if tech.then_quantize:
                     follow = TECHNIQUES.get(tech.then_quantize)
                     quantize = (follow, {k: v for k, v in params.items()
@@ -718,7 +722,7 @@ class _Builder:
                 raise ParamError(f"{quantize[0].name} supports only "
                                  f"{', '.join(quantize[0].formats)}, not {unsupported[0]}; "
                                  "restrict the recipe's formats")
-        return _Plan(torch_steps, quantize, ">".join(labels), precision)
+        return _Plan(torch_steps, quantize, ">".join(labels), precision, torch_at)
 
     def _torch_chain(self, state: _ModelState, entry: str, plan: _Plan
                      ) -> tuple[str, nn.Module, list[dict[str, Any]]]:
@@ -728,7 +732,7 @@ class _Builder:
         module: nn.Module = state.baseline
         lineage: list[dict[str, Any]] = []
         prefix = ""
-        for tech, params in plan.torch_steps:
+        for (tech, params), at in zip(plan.torch_steps, plan.torch_at, strict=True):
             raise_if_interrupted()
             prefix += json.dumps([tech.name, params], sort_keys=True, default=str)
             if prefix in state.chains:
@@ -737,7 +741,13 @@ class _Builder:
             seed_everything(self.suite.seed)
             ctx = self._ctx(state, entry)
             params = tech.with_train_settings(params, ctx.setting)  # recorded as used
-            out, info = tech.apply(copy.deepcopy(module), params, ctx)
+            try:
+                out, info = tech.apply(copy.deepcopy(module), params, ctx)
+            except ParamError as err:  # named as the suite loader names a field
+                if err.param is None:  # about the model, not a field (a rank that shrinks none)
+                    raise
+                raise ParamError(f"{at}.{err.param} (model {state.cfg.name}): {err}",
+                                 err.param) from err
             lineage = [*lineage, {"technique": tech.name, "params": params, "result": info}]
             module = out.eval()
             state.chains[prefix] = (module, lineage)
