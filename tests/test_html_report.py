@@ -370,6 +370,52 @@ def test_a_column_with_one_value_is_said_once_above_the_table() -> None:
                                           caption_if_constant={"Device": "device"}))
 
 
+def test_a_failed_row_says_its_sessions_in_its_notes_not_every_row_over_again() -> None:
+    """From a review: one failed measurement, 0/5 sessions and its threads not recorded, brought
+    the Sessions and Threads columns back into a table whose every other row read 5/5 and 2;
+    and "Every row: sessions 5/5" must never be said of a row that ran none. What every ok row
+    shares is said once for the ok rows, and a failed row's own count stands in its Notes,
+    after its status."""
+    text = pd.DataFrame({"Device": ["pi5"] * 3, "Model": ["net", "net-int8", "net-prune"],
+                         "Threads": ["2", "2", "n/a"], "Sessions": ["5/5", "5/5", "0/5"],
+                         "Notes": ["", "throttled", "failed, throttled"]})
+    flags = [[], ["throttled"], ["failed", "throttled"]]
+    constant = {"Device": "device", "Threads": "threads"}
+    rendered = table_html(Table("t", "t", text, text, caption_if_constant=constant,
+                                flags=flags))
+    assert ('<p class="meta every-row">Every row: device pi5. Every ok row: threads 2; '
+            "sessions 5/5.</p>") in rendered
+    assert ">Sessions<" not in rendered and ">Threads<" not in rendered
+    assert ">failed, sessions 0/5, throttled</td>" in rendered
+    # a failed row whose threads were recorded, and differ, keeps that column
+    other = text.assign(Threads=["2", "2", "4"])
+    rendered = table_html(Table("t", "t", other, other, caption_if_constant=constant,
+                                flags=flags))
+    assert ">Threads<" in rendered and ">4</td>" in rendered
+    assert "Every ok row: sessions 5/5." in rendered
+    # an ok row that ran fewer sessions is no row like the others: the column stays
+    short = text.assign(Sessions=["5/5", "4/5", "0/5"])
+    rendered = table_html(Table("t", "t", short, short, flags=flags))
+    assert ">Sessions<" in rendered and "sessions" not in rendered.split("<table", 1)[0]
+
+
+def test_a_run_with_failures_says_its_ok_rows_sessions_once(tmp_path: Path) -> None:
+    """The same from the store: a run on two devices, one measurement on each failed or
+    unsupported."""
+    from harness.report import frame, tables
+
+    store, run = _two_devices_store(tmp_path / "x.db", failed=True)
+    df = frame.with_baselines(frame.results_frame(store, [run]), store)
+    store.close()
+    summary = next(t for t in tables.report_tables(df, run) if t.name == "summary")
+    rendered = table_html(summary)
+    assert ('<p class="meta every-row">Every row: runtime onnxruntime; threads 4. Every ok '
+            "row: sessions 5/5.</p>") in rendered
+    assert ">Sessions<" not in rendered
+    assert ">failed, sessions 0/1</td>" in rendered
+    assert ">unsupported, sessions 0/1</td>" in rendered
+
+
 @contextlib.contextmanager
 def _two_device_page(tmp_path: Path, failed: bool) -> Iterator[tuple[Any, Path]]:
     """The report of a run on two devices (with failures where `failed`), open in headless

@@ -174,6 +174,26 @@ def test_latex_is_booktabs_and_escapes_names(demo) -> None:
         assert set(unescaped) <= {"&"}
 
 
+def test_latex_says_once_in_its_caption_what_every_ok_row_shares() -> None:
+    """As the page says it above the table: a failed row whose threads were not recorded (n/a)
+    kept the Threads column; the caption says them once for the ok rows."""
+    text = pd.DataFrame({"Device": ["pi5"] * 3, "Model": ["net", "net-int8", "net-prune"],
+                         "Threads": ["2", "2", "n/a"], "Notes": ["", "", "failed"]})
+    table = tables.Table("t", "Results", text, text,
+                         caption_if_constant={"Device": "device", "Threads": "threads"},
+                         flags=[[], [], ["failed"]])
+    latex = tables.to_latex(table)
+    assert "\\caption{Results. Device: pi5. Every ok row: threads 2." in latex
+    assert "Threads" not in latex.split("\\midrule", 1)[0]
+    # recorded and other than the ok rows': the column stays
+    other = text.assign(Threads=["2", "2", "4"])
+    latex = tables.to_latex(tables.Table("t", "Results", other, other,
+                                         caption_if_constant=table.caption_if_constant,
+                                         flags=table.flags))
+    assert "\\caption{Results. Device: pi5." in latex and "Every ok row" not in latex
+    assert "Threads" in latex.split("\\midrule", 1)[0]
+
+
 def test_latex_escapes_every_special_character() -> None:
     df = pd.DataFrame({"name": ["a_b&c%d$e#f{g}h~i^j\\k<l>m|n"]})
     table = tables.Table("t_1", "caption with_underscore & 50%", df, df)

@@ -13,7 +13,7 @@ table is pasted elsewhere.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -450,6 +450,55 @@ class Table:
         return [csv, md, tex]
 
 
+@dataclass(frozen=True)
+class SaidOnce:
+    """The columns of a table with one value, said once above it (the page) or in its caption
+    (LaTeX) instead of in every row: `every_row` where every row has it, `every_ok_row` where
+    the failed and unsupported rows differ, with nothing recorded (n/a) or, in the columns
+    asked for, a value of their own (a failed row's sessions, 0/5) that the caller shows where
+    the row says it failed. Each maps a column's header to its one value."""
+
+    every_row: dict[str, str] = field(default_factory=dict)
+    every_ok_row: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.every_row, *self.every_ok_row]
+
+
+def ok_rows(table: Table) -> pd.Series:
+    """Which rows of `table` measured (their flags hold no status)."""
+    flags = table.flags or [[] for _ in table.text.index]
+    return pd.Series([not set(f) & set(STATUS_NOTES) for f in flags], index=table.text.index,
+                     dtype=bool)
+
+
+def said_once(table: Table, columns: Iterable[str], *, min_rows: int = 1,
+              own_values: Iterable[str] = ()) -> SaidOnce:
+    """Which of `columns` (headers of `table.text`) have one value throughout, read from the
+    rows that measured: a failed row's 0/5 sessions or its unrecorded threads brought back a
+    column that read 5/5 or 2 in every other row, and "every row: sessions 5/5" could not be
+    said of a row that ran none. In `own_values` columns a failed or unsupported row may have
+    a value of its own; in the others, only the one value or none (n/a). Nothing is said once
+    in a table of fewer than `min_rows` rows."""
+    text, own = table.text, set(own_values)
+    found = SaidOnce()
+    if len(text) < min_rows:
+        return found
+    ok = ok_rows(table)
+    for column in columns:
+        values = text[column]
+        if values.nunique(dropna=False) == 1:
+            found.every_row[column] = values.iloc[0]
+            continue
+        measured = values[ok]
+        if measured.empty or measured.nunique(dropna=False) != 1:
+            continue
+        if column in own or values[~ok].isin([measured.iloc[0], NA]).all():
+            found.every_ok_row[column] = measured.iloc[0]
+    return found
+
+
 def _has_values(df: pd.DataFrame, column: Column) -> bool:
     return any(text not in ("", NA) for text in (column.text(r) for _, r in df.iterrows()))
 
@@ -617,18 +666,18 @@ def to_latex(table: Table) -> str:
     """
     columns = list(table.text.columns if table.latex is None else table.latex)
     caption = table.caption
-    if len(table.text) > 0:
-        constant = [
-            c
-            for c in columns
-            if c in table.caption_if_constant and table.text[c].nunique(dropna=False) == 1
-        ]
-        if constant:
-            facts = "; ".join(
-                f"{table.caption_if_constant[c]}: {table.text[c].iloc[0]}" for c in constant
-            )
-            caption = f"{caption}. {facts[0].upper()}{facts[1:]}."
-            columns = [c for c in columns if c not in constant]
+    # as the page says them above its tables (`html.table_html`)
+    constant = said_once(table, [c for c in columns if c in table.caption_if_constant])
+    facts = "; ".join(f"{table.caption_if_constant[c]}: {v}"
+                      for c, v in constant.every_row.items())
+    if facts:
+        caption = f"{caption}. {facts[0].upper()}{facts[1:]}"
+    if constant.every_ok_row:
+        caption = f"{caption}. Every ok row: " + "; ".join(
+            f"{table.caption_if_constant[c]} {v}" for c, v in constant.every_ok_row.items())
+    if constant.columns:
+        caption += "."
+    columns = [c for c in columns if c not in constant.columns]
     text, notes = _short_notes(table, table.text[columns])
     caption = latex_escape(caption + notes) + (
         f" {latex_note(table.footnote)}" if table.footnote else "")
