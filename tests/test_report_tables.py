@@ -141,6 +141,33 @@ def test_energy_appears_when_measured(tmp_path: Path) -> None:
     assert table.text["Power [W]"].tolist() == ["2.50"]
 
 
+def test_a_failed_row_says_its_error_kind_once_beside_its_status(demo, tmp_path: Path) -> None:
+    """From a review: the Error column wrote "op_unsupported: <message>" beside Notes saying
+    unsupported. The kind goes with the status in Notes ("failed: ModelLoadError", as the
+    bench's table says it), the Error column has the message; a kind that is the status is
+    said once. The CSV, read without Notes' text, keeps the kind before its message."""
+    _, _, report_tables = demo
+    table = _by_name(report_tables, "device_pi5")
+    lines = {line.split("|")[1].strip(): line for line in tables.to_markdown(table).splitlines()
+             if line.startswith("|")}
+    cells = [c.strip() for c in lines["mobilenet_v3-int8"].strip().strip("|").split("|")]
+    assert cells[-2:] == ["failed: ModelLoadError",
+                          "unsupported op DequantizeLinear<axis=1> in mobilenet_v3-int8.onnx"]
+    csv = table.numbers.set_index("Model").loc["mobilenet_v3-int8"]
+    assert csv["Notes"] == "failed"
+    assert csv["Error"] == ("ModelLoadError: unsupported op DequantizeLinear<axis=1> in "
+                            "mobilenet_v3-int8.onnx")
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run("t", None, ["pi5"])
+    add_job(store, run, "net", device="pi5")
+    add_job(store, run, "net-int8", device="pi5", status="unsupported",
+            error_kind="unsupported", error_message="no int8 kernels here")
+    df = frame.with_baselines(frame.results_frame(store, [run]), store)
+    store.close()
+    shown = tables.build_table(df, "t", "t").shown.set_index("Model").loc["net-int8"]
+    assert (shown["Notes"], shown["Error"]) == ("unsupported", "no int8 kernels here")
+
+
 def test_latex_is_booktabs_and_escapes_names(demo) -> None:
     _, run, report_tables = demo
     latex = tables.to_latex(_by_name(report_tables, "device_pi5"))

@@ -201,8 +201,8 @@ def table_html(table: Table) -> str:
     a run with failures was 1586 px wide while its Error column kept 20rem. It shows its first
     three lines (`.cut`), whole in its tooltip and in the failures table: on two devices the
     column was left 67 px, and ONNX Runtime's 388-character message made its row 797 px tall.
-    So that three lines hold the gist ("ModelLoadError: [ONNXRuntimeError] : 10 :
-    INVALID_GRAPH : Load..."), a table with errors leaves the column 9rem: the Device breaks
+    So that three lines hold the gist ("[ONNXRuntimeError] : 10 : INVALID_GRAPH : Load model
+    from..."; its kind is in Notes), a table with errors leaves the column 9rem: the Device breaks
     after its parts, as the Model does, and a flag after its underscores, its rows keeping the
     three lines an interval takes. A table without errors is laid out as before. Where a
     table is still wider than the page, it scrolls, its first column staying in view."""

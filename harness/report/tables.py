@@ -285,11 +285,28 @@ def _sessions_text(row: pd.Series) -> str:
     return f"{done}/{planned}" if not _missing(planned) else str(done)
 
 
-def _error_text(row: pd.Series) -> str:
+def _error_csv(row: pd.Series) -> str:
+    """ "model_invalid: <message>": a CSV row is read without the Notes' display text."""
     if _missing(row["error_message"]):
         return "" if _missing(row["error_kind"]) else str(row["error_kind"])
     kind = "" if _missing(row["error_kind"]) else f"{row['error_kind']}: "
     return f"{kind}{row['error_message']}"
+
+
+def _error_text(row: pd.Series) -> str:
+    """The error's message alone: its kind is in the row's Notes, after its status."""
+    return "" if _missing(row["error_message"]) else str(row["error_message"])
+
+
+def _notes_text(row: pd.Series) -> str:
+    """The row's status and flags, a failed or unsupported row's status with its error's kind
+    ("failed: model_invalid", as the bench's own table says it): the Error column then says
+    the message alone, and the kind once ("op_unsupported: ..." there repeated the status)."""
+    flags = row_flags(row)
+    kind = row["error_kind"]
+    if row["status"] != "ok" and not _missing(kind) and str(kind) != flags[0]:
+        flags[0] = f"{flags[0]}: {kind}"
+    return ", ".join(flags)
 
 
 def _base_model(row: pd.Series) -> str:
@@ -399,10 +416,10 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         optional=True,
     ),
     Column("Power [W]", _key("power_w"), _number("power_w", 2), optional=True, latex=False),
-    Column("Notes", _notes_values, lambda r: ", ".join(row_flags(r)), numeric=False, optional=True),
+    Column("Notes", _notes_values, _notes_text, numeric=False, optional=True),
     Column(
         "Error",
-        lambda df: df.apply(_error_text, axis=1),
+        lambda df: df.apply(_error_csv, axis=1),
         _error_text,
         numeric=False,
         optional=True,
