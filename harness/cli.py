@@ -655,8 +655,19 @@ def _begin_run(db: str, plan: BenchPlan, command: str, suite: str | None, *, res
         return state
 
 
+class _Bars(Progress):
+    """rich's Progress, stopped once however often it is told to. A bench stopped by Ctrl-C or
+    SIGTERM stops its bars before its last line, and its `with` block stops them again; where
+    stderr is no terminal (`2>log`) each stop ends a line, and the second left a blank line
+    before the interruption's."""
+
+    def stop(self) -> None:
+        if self.live.is_started:
+            super().stop()
+
+
 def _progress_bars() -> Progress:
-    return Progress(
+    return _Bars(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         # redrawn twice a second: the bar shares the cores with a local device's sessions
         console=err_console, transient=False, refresh_per_second=2)

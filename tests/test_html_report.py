@@ -370,6 +370,52 @@ def test_a_column_with_one_value_is_said_once_above_the_table() -> None:
                                           caption_if_constant={"Device": "device"}))
 
 
+def test_a_failed_row_says_its_sessions_in_its_notes_not_every_row_over_again() -> None:
+    """From a review: one failed measurement, 0/5 sessions and its threads not recorded, brought
+    the Sessions and Threads columns back into a table whose every other row read 5/5 and 2;
+    and "Every row: sessions 5/5" must never be said of a row that ran none. What every ok row
+    shares is said once for the ok rows, and a failed row's own count stands in its Notes,
+    after its status."""
+    text = pd.DataFrame({"Device": ["pi5"] * 3, "Model": ["net", "net-int8", "net-prune"],
+                         "Threads": ["2", "2", "n/a"], "Sessions": ["5/5", "5/5", "0/5"],
+                         "Notes": ["", "throttled", "failed, throttled"]})
+    flags = [[], ["throttled"], ["failed", "throttled"]]
+    constant = {"Device": "device", "Threads": "threads"}
+    rendered = table_html(Table("t", "t", text, text, caption_if_constant=constant,
+                                flags=flags))
+    assert ('<p class="meta every-row">Every row: device pi5. Every ok row: threads 2; '
+            "sessions 5/5.</p>") in rendered
+    assert ">Sessions<" not in rendered and ">Threads<" not in rendered
+    assert ">failed, sessions 0/5, throttled</td>" in rendered
+    # a failed row whose threads were recorded, and differ, keeps that column
+    other = text.assign(Threads=["2", "2", "4"])
+    rendered = table_html(Table("t", "t", other, other, caption_if_constant=constant,
+                                flags=flags))
+    assert ">Threads<" in rendered and ">4</td>" in rendered
+    assert "Every ok row: sessions 5/5." in rendered
+    # an ok row that ran fewer sessions is no row like the others: the column stays
+    short = text.assign(Sessions=["5/5", "4/5", "0/5"])
+    rendered = table_html(Table("t", "t", short, short, flags=flags))
+    assert ">Sessions<" in rendered and "sessions" not in rendered.split("<table", 1)[0]
+
+
+def test_a_run_with_failures_says_its_ok_rows_sessions_once(tmp_path: Path) -> None:
+    """The same from the store: a run on two devices, one measurement on each failed or
+    unsupported."""
+    from harness.report import frame, tables
+
+    store, run = _two_devices_store(tmp_path / "x.db", failed=True)
+    df = frame.with_baselines(frame.results_frame(store, [run]), store)
+    store.close()
+    summary = next(t for t in tables.report_tables(df, run) if t.name == "summary")
+    rendered = table_html(summary)
+    assert ('<p class="meta every-row">Every row: runtime onnxruntime; threads 4. Every ok '
+            "row: sessions 5/5.</p>") in rendered
+    assert ">Sessions<" not in rendered
+    assert ">failed: ModelLoadError, sessions 0/1</td>" in rendered
+    assert ">unsupported, sessions 0/1</td>" in rendered
+
+
 @contextlib.contextmanager
 def _two_device_page(tmp_path: Path, failed: bool) -> Iterator[tuple[Any, Path]]:
     """The report of a run on two devices (with failures where `failed`), open in headless
@@ -416,7 +462,7 @@ def test_the_main_table_fits_a_1400_px_page(tmp_path: Path, failed: bool) -> Non
         assert name in [" ".join(h.split()) for h in headers]
     shown = [(table, "".join(text.split())) for table, text, _ in errors if text.strip()]
     if failed:
-        assert ("T_summary", "".join(f"ModelLoadError: {LOAD_ERROR}".split())) in shown
+        assert ("T_summary", "".join(LOAD_ERROR.split())) in shown
         assert ("failures", "".join(LOAD_ERROR.split())) in shown
         assert sum(table == "T_summary" for table, _ in shown) == 2
     assert [table for table, _, overflows in errors if overflows] == []
@@ -427,10 +473,10 @@ def test_an_error_in_the_main_table_is_cut_with_its_whole_text_in_a_tooltip() ->
     table with errors the Device and the flags may break to leave the error room, and a table
     without errors is written as before."""
     text = pd.DataFrame({"Device": ["pi5", "jetson-orin"], "Model": ["net", "net-int8"],
-                         "Notes": ["high_between_session_spread", "failed"],
-                         "Error": ["", f"ModelLoadError: {LOAD_ERROR}"]})
+                         "Notes": ["high_between_session_spread", "failed: ModelLoadError"],
+                         "Error": ["", LOAD_ERROR]})
     rendered = table_html(Table("t", "t", text, text))
-    whole = html.escape(f"ModelLoadError: {LOAD_ERROR}")
+    whole = html.escape(LOAD_ERROR)
     assert f'<span class="cut" title="{whole}">{whole}</span></td>' in rendered
     assert 'class="sortable with-errors"' in rendered and 'href="#failures"' in rendered
     assert ">jetson-<wbr>orin</td>" in rendered
@@ -472,5 +518,5 @@ def test_an_error_in_the_main_table_keeps_its_row_as_tall_as_the_others(tmp_path
         assert width >= 9 * rem, (table, width)
         assert height <= ok_height, (table, height, ok_height)
         assert title == shown  # the whole message, every word
-    assert f"ModelLoadError: {LOAD_ERROR}" in [title for *_, title, _ in errors]
+    assert LOAD_ERROR in [title for *_, title, _ in errors]
     assert [name for name, scroll, room in widths if scroll > room] == []

@@ -141,6 +141,33 @@ def test_energy_appears_when_measured(tmp_path: Path) -> None:
     assert table.text["Power [W]"].tolist() == ["2.50"]
 
 
+def test_a_failed_row_says_its_error_kind_once_beside_its_status(demo, tmp_path: Path) -> None:
+    """From a review: the Error column wrote "op_unsupported: <message>" beside Notes saying
+    unsupported. The kind goes with the status in Notes ("failed: ModelLoadError", as the
+    bench's table says it), the Error column has the message; a kind that is the status is
+    said once. The CSV, read without Notes' text, keeps the kind before its message."""
+    _, _, report_tables = demo
+    table = _by_name(report_tables, "device_pi5")
+    lines = {line.split("|")[1].strip(): line for line in tables.to_markdown(table).splitlines()
+             if line.startswith("|")}
+    cells = [c.strip() for c in lines["mobilenet_v3-int8"].strip().strip("|").split("|")]
+    assert cells[-2:] == ["failed: ModelLoadError",
+                          "unsupported op DequantizeLinear<axis=1> in mobilenet_v3-int8.onnx"]
+    csv = table.numbers.set_index("Model").loc["mobilenet_v3-int8"]
+    assert csv["Notes"] == "failed"
+    assert csv["Error"] == ("ModelLoadError: unsupported op DequantizeLinear<axis=1> in "
+                            "mobilenet_v3-int8.onnx")
+    store = Store(tmp_path / "x.db")
+    run = store.begin_run("t", None, ["pi5"])
+    add_job(store, run, "net", device="pi5")
+    add_job(store, run, "net-int8", device="pi5", status="unsupported",
+            error_kind="unsupported", error_message="no int8 kernels here")
+    df = frame.with_baselines(frame.results_frame(store, [run]), store)
+    store.close()
+    shown = tables.build_table(df, "t", "t").shown.set_index("Model").loc["net-int8"]
+    assert (shown["Notes"], shown["Error"]) == ("unsupported", "no int8 kernels here")
+
+
 def test_latex_is_booktabs_and_escapes_names(demo) -> None:
     _, run, report_tables = demo
     latex = tables.to_latex(_by_name(report_tables, "device_pi5"))
@@ -172,6 +199,26 @@ def test_latex_is_booktabs_and_escapes_names(demo) -> None:
         unescaped = re.findall(r"(?<!\\)[&%_#$]", line.replace("$\\times$", ""))
         assert unescaped.count("&") == len(spec) - 1
         assert set(unescaped) <= {"&"}
+
+
+def test_latex_says_once_in_its_caption_what_every_ok_row_shares() -> None:
+    """As the page says it above the table: a failed row whose threads were not recorded (n/a)
+    kept the Threads column; the caption says them once for the ok rows."""
+    text = pd.DataFrame({"Device": ["pi5"] * 3, "Model": ["net", "net-int8", "net-prune"],
+                         "Threads": ["2", "2", "n/a"], "Notes": ["", "", "failed"]})
+    table = tables.Table("t", "Results", text, text,
+                         caption_if_constant={"Device": "device", "Threads": "threads"},
+                         flags=[[], [], ["failed"]])
+    latex = tables.to_latex(table)
+    assert "\\caption{Results. Device: pi5. Every ok row: threads 2." in latex
+    assert "Threads" not in latex.split("\\midrule", 1)[0]
+    # recorded and other than the ok rows': the column stays
+    other = text.assign(Threads=["2", "2", "4"])
+    latex = tables.to_latex(tables.Table("t", "Results", other, other,
+                                         caption_if_constant=table.caption_if_constant,
+                                         flags=table.flags))
+    assert "\\caption{Results. Device: pi5." in latex and "Every ok row" not in latex
+    assert "Threads" in latex.split("\\midrule", 1)[0]
 
 
 def test_latex_escapes_every_special_character() -> None:

@@ -30,9 +30,12 @@ from harness.report.plots import FILE_FIGURES, PLOT_TITLES
 from harness.report.tables import (
     SPEEDUP_DEFINITION,
     THROUGHPUT_NOTE,
+    SaidOnce,
     Table,
+    ok_rows,
     protocol_text,
     row_flags,
+    said_once,
     sessions_text,
 )
 
@@ -131,7 +134,8 @@ def _css_name(flag: str) -> str:
 
 
 # Columns said once above a table where every row has the same value, besides those its LaTeX
-# caption says once (`Table.caption_if_constant`): every session of every measurement ran.
+# caption says once (`Table.caption_if_constant`): every session of every measurement ran. A
+# failed or unsupported row's own count (0/5) goes to its Notes, beside its status.
 SAID_ONCE = {"Sessions": "sessions"}
 # Names a reader scans down, which may break where a name has parts.
 NAME_COLUMNS = frozenset({"Model", "Technique"})
@@ -167,6 +171,21 @@ def _cut(cell: Any) -> str:
     return f'<span class="cut" title="{text}">{text}</span>' if text else ""
 
 
+def _own_values_in_notes(text: pd.DataFrame, table: Table, constant: SaidOnce) -> pd.DataFrame:
+    """`text` with each failed or unsupported row's own value of a column said once for the ok
+    rows (its sessions, "sessions 0/5") added to its Notes, after its status."""
+    ok = ok_rows(table)
+    notes = text["Notes"].copy() if "Notes" in text.columns else None
+    for column, value in constant.every_ok_row.items():
+        if column not in SAID_ONCE or notes is None:
+            continue
+        for row in text.index[~ok & (text[column] != value)]:
+            status, *flags = str(notes[row]).split(", ")
+            notes[row] = ", ".join([status, f"{SAID_ONCE[column]} {text.at[row, column]}",
+                                    *flags])
+    return text if notes is None else text.assign(Notes=notes)
+
+
 def table_html(table: Table) -> str:
     """One sortable table, id `T_<name>`; every cell of a flagged row has `flag-<flag>` classes.
 
@@ -175,24 +194,30 @@ def table_html(table: Table) -> str:
     headers wrap at their spaces, a figure's interval goes under it where its column is too
     narrow for both, names break after their parts (`_BREAK_AFTER`), Notes between flags, and
     a column with one value in every row (device, runtime, threads, sessions) is said once
-    above the table, as the LaTeX tables say it in their caption. An error message wraps,
+    above the table, as the LaTeX tables say it in their caption; or in every ok row, where a
+    failed row's value is not recorded or, for its sessions (0/5), said in its Notes
+    (`tables.said_once`). An error message wraps,
     inside a word where it must (a path), in the room the other columns leave it, up to 20rem:
     a run with failures was 1586 px wide while its Error column kept 20rem. It shows its first
     three lines (`.cut`), whole in its tooltip and in the failures table: on two devices the
     column was left 67 px, and ONNX Runtime's 388-character message made its row 797 px tall.
-    So that three lines hold the gist ("ModelLoadError: [ONNXRuntimeError] : 10 :
-    INVALID_GRAPH : Load..."), a table with errors leaves the column 9rem: the Device breaks
+    So that three lines hold the gist ("[ONNXRuntimeError] : 10 : INVALID_GRAPH : Load model
+    from..."; its kind is in Notes), a table with errors leaves the column 9rem: the Device breaks
     after its parts, as the Model does, and a flag after its underscores, its rows keeping the
     three lines an interval takes. A table without errors is laid out as before. Where a
     table is still wider than the page, it scrolls, its first column staying in view."""
     text = table.shown
     if text.empty:
         return "<p>(no rows)</p>"
-    said_once = {**table.caption_if_constant, **SAID_ONCE}
-    constant = [c for c in text.columns if c in said_once and len(text) > 1
-                and text[c].nunique(dropna=False) == 1]
-    facts = "; ".join(f"{said_once[c]} {text[c].iloc[0]}" for c in constant)
-    text = text.drop(columns=constant)
+    said_as = {**table.caption_if_constant, **SAID_ONCE}
+    constant = said_once(table, [c for c in text.columns if c in said_as], min_rows=2,
+                         own_values=SAID_ONCE if "Notes" in text.columns else ())
+    text = _own_values_in_notes(text, table, constant)
+    facts = " ".join(
+        f"{lead}: {'; '.join(f'{said_as[c]} {v}' for c, v in said.items())}."
+        for lead, said in (("Every row", constant.every_row),
+                           ("Every ok row", constant.every_ok_row)) if said)
+    text = text.drop(columns=constant.columns)
     with_errors = "Error" in text.columns and bool(
         text["Error"].fillna("").astype(str).str.strip().ne("").any())
     flags = table.flags or [[] for _ in text.index]
@@ -223,7 +248,7 @@ def table_html(table: Table) -> str:
         .set_table_attributes(f'class="sortable{" with-errors" if with_errors else ""}"')
         .set_uuid(table.name)
     )
-    every_row = f'<p class="meta every-row">Every row: {_e(facts)}.</p>' if facts else ""
+    every_row = f'<p class="meta every-row">{_e(facts)}</p>' if facts else ""
     cut = ('<p class="meta errors-cut">An error longer than three lines ends in '
            "&hellip; here: point at it for the whole message, or read it in "
            '<a href="#failures">what did not run, and why</a>.</p>' if with_errors else "")

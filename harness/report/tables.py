@@ -13,7 +13,7 @@ table is pasted elsewhere.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,11 +285,28 @@ def _sessions_text(row: pd.Series) -> str:
     return f"{done}/{planned}" if not _missing(planned) else str(done)
 
 
-def _error_text(row: pd.Series) -> str:
+def _error_csv(row: pd.Series) -> str:
+    """ "model_invalid: <message>": a CSV row is read without the Notes' display text."""
     if _missing(row["error_message"]):
         return "" if _missing(row["error_kind"]) else str(row["error_kind"])
     kind = "" if _missing(row["error_kind"]) else f"{row['error_kind']}: "
     return f"{kind}{row['error_message']}"
+
+
+def _error_text(row: pd.Series) -> str:
+    """The error's message alone: its kind is in the row's Notes, after its status."""
+    return "" if _missing(row["error_message"]) else str(row["error_message"])
+
+
+def _notes_text(row: pd.Series) -> str:
+    """The row's status and flags, a failed or unsupported row's status with its error's kind
+    ("failed: model_invalid", as the bench's own table says it): the Error column then says
+    the message alone, and the kind once ("op_unsupported: ..." there repeated the status)."""
+    flags = row_flags(row)
+    kind = row["error_kind"]
+    if row["status"] != "ok" and not _missing(kind) and str(kind) != flags[0]:
+        flags[0] = f"{flags[0]}: {kind}"
+    return ", ".join(flags)
 
 
 def _base_model(row: pd.Series) -> str:
@@ -399,10 +416,10 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         optional=True,
     ),
     Column("Power [W]", _key("power_w"), _number("power_w", 2), optional=True, latex=False),
-    Column("Notes", _notes_values, lambda r: ", ".join(row_flags(r)), numeric=False, optional=True),
+    Column("Notes", _notes_values, _notes_text, numeric=False, optional=True),
     Column(
         "Error",
-        lambda df: df.apply(_error_text, axis=1),
+        lambda df: df.apply(_error_csv, axis=1),
         _error_text,
         numeric=False,
         optional=True,
@@ -448,6 +465,55 @@ class Table:
         md.write_text(to_markdown(self), encoding="utf-8")
         tex.write_text(to_latex(self), encoding="utf-8")
         return [csv, md, tex]
+
+
+@dataclass(frozen=True)
+class SaidOnce:
+    """The columns of a table with one value, said once above it (the page) or in its caption
+    (LaTeX) instead of in every row: `every_row` where every row has it, `every_ok_row` where
+    the failed and unsupported rows differ, with nothing recorded (n/a) or, in the columns
+    asked for, a value of their own (a failed row's sessions, 0/5) that the caller shows where
+    the row says it failed. Each maps a column's header to its one value."""
+
+    every_row: dict[str, str] = field(default_factory=dict)
+    every_ok_row: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.every_row, *self.every_ok_row]
+
+
+def ok_rows(table: Table) -> pd.Series:
+    """Which rows of `table` measured (their flags hold no status)."""
+    flags = table.flags or [[] for _ in table.text.index]
+    return pd.Series([not set(f) & set(STATUS_NOTES) for f in flags], index=table.text.index,
+                     dtype=bool)
+
+
+def said_once(table: Table, columns: Iterable[str], *, min_rows: int = 1,
+              own_values: Iterable[str] = ()) -> SaidOnce:
+    """Which of `columns` (headers of `table.text`) have one value throughout, read from the
+    rows that measured: a failed row's 0/5 sessions or its unrecorded threads brought back a
+    column that read 5/5 or 2 in every other row, and "every row: sessions 5/5" could not be
+    said of a row that ran none. In `own_values` columns a failed or unsupported row may have
+    a value of its own; in the others, only the one value or none (n/a). Nothing is said once
+    in a table of fewer than `min_rows` rows."""
+    text, own = table.text, set(own_values)
+    found = SaidOnce()
+    if len(text) < min_rows:
+        return found
+    ok = ok_rows(table)
+    for column in columns:
+        values = text[column]
+        if values.nunique(dropna=False) == 1:
+            found.every_row[column] = values.iloc[0]
+            continue
+        measured = values[ok]
+        if measured.empty or measured.nunique(dropna=False) != 1:
+            continue
+        if column in own or values[~ok].isin([measured.iloc[0], NA]).all():
+            found.every_ok_row[column] = measured.iloc[0]
+    return found
 
 
 def _has_values(df: pd.DataFrame, column: Column) -> bool:
@@ -617,18 +683,18 @@ def to_latex(table: Table) -> str:
     """
     columns = list(table.text.columns if table.latex is None else table.latex)
     caption = table.caption
-    if len(table.text) > 0:
-        constant = [
-            c
-            for c in columns
-            if c in table.caption_if_constant and table.text[c].nunique(dropna=False) == 1
-        ]
-        if constant:
-            facts = "; ".join(
-                f"{table.caption_if_constant[c]}: {table.text[c].iloc[0]}" for c in constant
-            )
-            caption = f"{caption}. {facts[0].upper()}{facts[1:]}."
-            columns = [c for c in columns if c not in constant]
+    # as the page says them above its tables (`html.table_html`)
+    constant = said_once(table, [c for c in columns if c in table.caption_if_constant])
+    facts = "; ".join(f"{table.caption_if_constant[c]}: {v}"
+                      for c, v in constant.every_row.items())
+    if facts:
+        caption = f"{caption}. {facts[0].upper()}{facts[1:]}"
+    if constant.every_ok_row:
+        caption = f"{caption}. Every ok row: " + "; ".join(
+            f"{table.caption_if_constant[c]} {v}" for c, v in constant.every_ok_row.items())
+    if constant.columns:
+        caption += "."
+    columns = [c for c in columns if c not in constant.columns]
     text, notes = _short_notes(table, table.text[columns])
     caption = latex_escape(caption + notes) + (
         f" {latex_note(table.footnote)}" if table.footnote else "")
