@@ -306,14 +306,20 @@ def flag_legend(flags: Sequence[str], *, anchor: bool = False) -> str:
 
 
 def _tables_legend(df: pd.DataFrame) -> str:
-    """The flags the tables' rows carry, statuses included, and what each means. It listed
-    all sixteen, whatever the run: a run with three of them had a reader look for the other
-    thirteen in its tables."""
-    flags = in_legend_order(f for flags in (df.apply(row_flags, axis=1) if len(df) else [])
+    """What the flags in the tables' Notes mean: the summary's legend (`#flags`) for all but
+    the statuses, which the tables add. The tables had a legend of all sixteen of their own,
+    whatever the run: a run with three had them explained twice, and a reader look for the
+    other thirteen."""
+    shown = in_legend_order(f for flags in (df.apply(row_flags, axis=1) if len(df) else [])
                             for f in flags)
-    if not flags:
-        return "No row carries one.</p>"
-    return f"A coloured row carries one:</p>{flag_legend(flags, anchor=True)}"
+    statuses = [f for f in shown if f in STATUS_NOTES]
+    if not shown:
+        return "Notes would list a row's flags; no row carries one.</p>"
+    head = "Notes list a row's flags, and a coloured row carries one"
+    if not statuses:
+        return f'{head}; what each means is <a href="#flags">in the summary</a>.</p>'
+    where = ', the others <a href="#flags">in the summary</a>' if len(statuses) < len(shown) else ""
+    return f"{head}; what its status means is here{where}:</p>{flag_legend(statuses)}"
 
 
 # A flag on more than this share of a run's measurements (and on several) is said once for the
@@ -394,10 +400,9 @@ def _summary(df: pd.DataFrame, progress: run_progress.RunProgress | None = None)
     if how:  # every interval of the run is from sessions timed this way
         items = f'<li id="protocol">{_code_spans(how)}</li>' + items
     if items:
-        parts.append(
-            f'<h3>Caveats</h3><ul id="caveats">{items}</ul>'
-            f"<p>What the flags mean:</p>{flag_legend(list(flag_counts))}"
-        )
+        parts.append(f'<h3>Caveats</h3><ul id="caveats">{items}</ul>')
+    if flag_counts:  # the one legend of the page's flags; the tables' adds the statuses
+        parts.append(f"<p>What the flags mean:</p>{flag_legend(list(flag_counts), anchor=True)}")
     return "\n".join(parts)
 
 
@@ -580,8 +585,8 @@ combined over sessions as their geometric mean, with a {confidence} t interval o
 on their logs, p90 and p99 pool every sample. {_e(THROUGHPUT_NOTE)}.
 {_e(SPEEDUP_DEFINITION)} Accuracy comes
 with its Wilson
-{confidence} interval; n/a means the model is benchmarked for latency only. Notes list a row's
-flags. {_tables_legend(df)}
+{confidence} interval; n/a means the model is benchmarked for latency only.
+{_tables_legend(df)}
 {"".join(table_sections)}
 <h2 id="plots">Plots</h2>
 {pruned}{"".join(figures) or "<p>(nothing to plot: no successful measurements)</p>"}
