@@ -92,11 +92,27 @@ def test_page_lists_failures_caveats_and_devices(report) -> None:
 
 
 def test_page_explains_every_flag_it_shows(report) -> None:
+    """Each flag the tables' rows carry is explained once: the summary's legend (`#flags`)
+    the flags, the tables' own their statuses. The tables had a legend of all sixteen: a run
+    with three had them explained twice, and a reader look for the other thirteen."""
     folder, _ = report
     page = (folder / "index.html").read_text(encoding="utf-8")
-    legend = page.split('<dl class="legend" id="flags">', 1)[1].split("</dl>", 1)[0]
-    for flag, meaning in FLAG_MEANINGS.items():
-        assert f'class="badge {flag}"' in legend and html.escape(meaning) in legend, flag
+    tables = page.split('<h2 id="tables">', 1)[1].split('<h2 id="plots">', 1)[0]
+    shown = {flag for classes in re.findall(r'<td [^>]*class="([^"]*)"', tables)
+             for flag in re.findall(r"\bflag-([A-Za-z0-9_]+)", classes)}
+    assert {"failed", "high_between_session_spread", "throttled"} <= shown
+
+    def explained(legend: str) -> list[str]:
+        flags = re.findall(r'<dt><span class="badge ([A-Za-z0-9_]+)"', legend)
+        for flag in flags:
+            assert html.escape(FLAG_MEANINGS[flag]) in legend, flag
+        return flags
+
+    summary = explained(page.split('<dl class="legend" id="flags">', 1)[1].split("</dl>", 1)[0])
+    own = explained(tables.split('<dl class="legend">', 1)[1].split("</dl>", 1)[0])
+    assert own == ["failed"] and "failed" not in summary
+    assert sorted(summary + own) == sorted(shown)
+    assert '<a href="#flags">in the summary</a>' in tables
     caveats = page.split('<ul id="caveats">', 1)[1].split("</ul>", 1)[0]
     # each flagged measurement by name, with its flags; the unflagged ones are not listed
     assert caveats.count("<li>") == 3
@@ -520,3 +536,31 @@ def test_an_error_in_the_main_table_keeps_its_row_as_tall_as_the_others(tmp_path
         assert title == shown  # the whole message, every word
     assert LOAD_ERROR in [title for *_, title, _ in errors]
     assert [name for name, scroll, room in widths if scroll > room] == []
+
+
+def test_a_run_of_one_device_shows_its_rows_once(tmp_path: Path) -> None:
+    """Found: `make bench`'s page showed its 23 measurements three times: the run's table,
+    the device's own (the same rows) and the across-devices table (their Median and Speedup
+    again). With one device the page shows the run's table and links the other two's files,
+    which are still written; with two it shows all four."""
+    from tests.test_report_figures import quick_store
+
+    store, run = quick_store(tmp_path / "q.db")
+    store.close()
+    folder = run_report(tmp_path / "q.db", run, out=tmp_path / "one")
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    assert re.findall(r'<h3 id="t-(\w+)"', page) == ["summary"]
+    summary = page.split('<h3 id="t-summary"', 1)[1].split("</p>", 1)[0]
+    linked = re.findall(r'href="(tables/[^"]+)"', summary)
+    for name in ("summary", "device_local", "across_devices"):
+        for suffix in ("csv", "md", "tex"):
+            assert f"tables/{name}.{suffix}" in linked, (name, suffix)
+    assert all((folder / ref).is_file() for ref in linked)
+
+    store, run = _two_devices_store(tmp_path / "two.db")
+    store.close()
+    page = (run_report(tmp_path / "two.db", run, out=tmp_path / "two") / "index.html").read_text(
+        encoding="utf-8")
+    assert re.findall(r'<h3 id="t-([\w-]+)"', page) == [
+        "summary", "device_jetson-orin", "device_pi5", "across_devices"]
+    assert "as files only" not in page

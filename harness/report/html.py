@@ -294,16 +294,32 @@ def _flag_counts(df: pd.DataFrame) -> dict[str, int]:
     return {f: counts[f] for f in in_legend_order(counts) if f not in STATUS_NOTES}
 
 
-def flag_legend(flags: Sequence[str] | None = None) -> str:
-    """What each flag means (those given, or every one: the page's legend, `#flags`), as a
-    definition list."""
-    names = list(FLAG_MEANINGS) if flags is None else list(flags)
-    anchor = ' id="flags"' if flags is None else ""
+def flag_legend(flags: Sequence[str], *, anchor: bool = False) -> str:
+    """What each of `flags` means, as a definition list; `anchor`: the page's legend above its
+    tables, `#flags`."""
     items = "".join(
         f"<dt>{_badges([f])}</dt><dd>{_e(FLAG_MEANINGS.get(f, UNKNOWN_FLAG))}</dd>"
-        for f in names
+        for f in flags
     )
-    return f'<dl class="legend"{anchor}>{items}</dl>'
+    anchored = ' id="flags"' if anchor else ""
+    return f'<dl class="legend"{anchored}>{items}</dl>'
+
+
+def _tables_legend(df: pd.DataFrame) -> str:
+    """What the flags in the tables' Notes mean: the summary's legend (`#flags`) for all but
+    the statuses, which the tables add. The tables had a legend of all sixteen of their own,
+    whatever the run: a run with three had them explained twice, and a reader look for the
+    other thirteen."""
+    shown = in_legend_order(f for flags in (df.apply(row_flags, axis=1) if len(df) else [])
+                            for f in flags)
+    statuses = [f for f in shown if f in STATUS_NOTES]
+    if not shown:
+        return "Notes would list a row's flags; no row carries one.</p>"
+    head = "Notes list a row's flags, and a coloured row carries one"
+    if not statuses:
+        return f'{head}; what each means is <a href="#flags">in the summary</a>.</p>'
+    where = ', the others <a href="#flags">in the summary</a>' if len(statuses) < len(shown) else ""
+    return f"{head}; what its status means is here{where}:</p>{flag_legend(statuses)}"
 
 
 # A flag on more than this share of a run's measurements (and on several) is said once for the
@@ -384,10 +400,9 @@ def _summary(df: pd.DataFrame, progress: run_progress.RunProgress | None = None)
     if how:  # every interval of the run is from sessions timed this way
         items = f'<li id="protocol">{_code_spans(how)}</li>' + items
     if items:
-        parts.append(
-            f'<h3>Caveats</h3><ul id="caveats">{items}</ul>'
-            f"<p>What the flags mean:</p>{flag_legend(list(flag_counts))}"
-        )
+        parts.append(f'<h3>Caveats</h3><ul id="caveats">{items}</ul>')
+    if flag_counts:  # the one legend of the page's flags; the tables' adds the statuses
+        parts.append(f"<p>What the flags mean:</p>{flag_legend(list(flag_counts), anchor=True)}")
     return "\n".join(parts)
 
 
@@ -453,6 +468,16 @@ def _code_spans(text: str) -> str:
     return "".join(f"<code>{_e(p)}</code>" if k % 2 else _e(p) for k, p in enumerate(pieces))
 
 
+def _repeating_the_summary(tables: Sequence[Table], df: pd.DataFrame) -> list[Table]:
+    """The tables a run of one device holds twice: its device's own table is the summary's
+    rows, and the across-devices table their Median and Speedup. `make bench`'s page showed
+    its 23 measurements three times, a reader scrolling past two copies to the plots. Their
+    files are still written (a paper may want either), and linked beside the summary's."""
+    if df.empty or df["device"].nunique(dropna=False) != 1:
+        return []
+    return [t for t in tables if t.name.startswith("device_") or t.name == "across_devices"]
+
+
 def write_index(
     folder: Path,
     run: RunInfo,
@@ -476,15 +501,20 @@ def write_index(
     def rel(path: Path) -> str:
         return _e(path.relative_to(folder).as_posix())
 
+    def downloads(table: Table) -> str:
+        return " ".join(f'<a href="{rel(p)}">{_e(p.suffix[1:].upper())}</a>'
+                        for p in table_files.get(table.name, []))
+
+    repeated = _repeating_the_summary(tables, df)
+    also = (" With one device, its own table and the across-devices table are these rows "
+            "again, as files only: " + "; ".join(f"<code>{_e(t.name)}</code> {downloads(t)}"
+                                                 for t in repeated) + "." if repeated else "")
     table_sections = []
-    for table in tables:
-        links = " ".join(
-            f'<a href="{rel(p)}">{_e(p.suffix[1:].upper())}</a>'
-            for p in table_files.get(table.name, [])
-        )
+    for table in (t for t in tables if t.name not in {r.name for r in repeated}):
         table_sections.append(
             f'<h3 id="t-{_e(table.name)}">{_e(table.caption)}</h3>'
-            f'<p class="meta">Download: {links}. Click a header to sort.</p>' + table_html(table)
+            f'<p class="meta">Download: {downloads(table)}. Click a header to sort.'
+            f'{also if table.name == "summary" else ""}</p>' + table_html(table)
             + (f'<p class="meta">{_code_spans(table.note)}</p>' if table.note else "")
         )
     paper = {p.name: p for p in paper_files}
@@ -555,9 +585,8 @@ combined over sessions as their geometric mean, with a {confidence} t interval o
 on their logs, p90 and p99 pool every sample. {_e(THROUGHPUT_NOTE)}.
 {_e(SPEEDUP_DEFINITION)} Accuracy comes
 with its Wilson
-{confidence} interval; n/a means the model is benchmarked for latency only. Notes list a row's
-flags; a coloured row carries one:</p>
-{flag_legend()}
+{confidence} interval; n/a means the model is benchmarked for latency only.
+{_tables_legend(df)}
 {"".join(table_sections)}
 <h2 id="plots">Plots</h2>
 {pruned}{"".join(figures) or "<p>(nothing to plot: no successful measurements)</p>"}
