@@ -76,7 +76,10 @@ seed, cpus = int(sys.argv[8]), [int(c) for c in sys.argv[9].split(",") if c]
 if cpus:
     os.sched_setaffinity(0, cpus)
 torch.set_num_threads(len(os.sched_getaffinity(0)))
-torch.inference_mode().__enter__()
+# held for the process: a guard entered and let go of (`torch.inference_mode().__enter__()`)
+# is gone with its object, and this loop ran with autograd, a third slower than the agent
+inference = torch.inference_mode()
+inference.__enter__()
 program = torch.export.load(path)
 if device == "cuda":
     from torch.export.passes import move_to_device_pass
@@ -141,6 +144,7 @@ setup = {"threads": torch.get_num_threads(), "inter_op_threads": torch.get_num_i
          "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
          "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32) if cuda else None,
          "matmul_precision": torch.get_float32_matmul_precision(), "gc": gc.isenabled(),
+         "inference_mode": torch.is_inference_mode_enabled(),
          "torch": str(torch.__version__)}
 print(json.dumps({"median_ms": statistics.median(events),
                   "wall_median_ms": statistics.median(wall), "n": len(events),
@@ -149,7 +153,8 @@ print(json.dumps({"median_ms": statistics.median(events),
 
 # what both sides record of their setup and must agree on
 SETUP_KEYS = ("threads", "inter_op_threads", "cpus", "input_shape", "device",
-              "cudnn_benchmark", "cudnn_allow_tf32", "matmul_precision", "torch")
+              "cudnn_benchmark", "cudnn_allow_tf32", "matmul_precision", "inference_mode",
+              "torch")
 
 
 class SessionFailed(Exception):
@@ -225,6 +230,7 @@ def agent_setup(result: dict[str, Any], cpus: list[int] | None) -> dict[str, Any
             "device": used.get("device"), "cudnn_benchmark": used.get("cudnn_benchmark"),
             "cudnn_allow_tf32": used.get("cudnn_allow_tf32"),
             "matmul_precision": used.get("matmul_precision"),
+            "inference_mode": used.get("inference_mode"),
             "torch": result.get("runtime_version")}
 
 

@@ -50,6 +50,7 @@ def test_torch_program_measured_on_the_cpu_by_the_agent(tiny_pt2: Path) -> None:
     assert isinstance(options, dict)
     assert options["device"] == "cpu" and options["precision"] == "fp32"
     assert options["intra_op_threads"] == 1 and options["cuda_graphs"] is False
+    assert options["inference_mode"] is True  # no autograd bookkeeping in what was timed
     fp = result["fingerprint"]
     assert isinstance(fp, dict) and fp["isa"]  # the CPU that produced the figure
     # NVML is optional: either it describes the GPUs or it says why it cannot

@@ -135,6 +135,9 @@ class TorchRuntime(Runtime):
             # "highest", i.e. no)
             "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32) if self.cuda else None,
             "matmul_precision": torch.get_float32_matmul_precision(),
+            # autograd's bookkeeping on every operator, or none: a guard let go of at once
+            # leaves it on, and costs an eager model a third of its time on a CPU
+            "inference_mode": torch.is_inference_mode_enabled(),
         }
 
     def input_shape(self) -> list[int | None]:
