@@ -250,7 +250,8 @@ def cmd_devices_check(args: argparse.Namespace) -> int:
         if too_old:
             ways = [f"set python in {source} to a Python 3.8 or newer that has them"]
         else:
-            ways = [f"install them on the device for {info['python']['executable']}"]
+            them = "them" if len(missing) > 1 else "it"
+            ways = [f"install {them} on the device for {info['python']['executable']}"]
             if ("numpy", None) in missing:  # another interpreter there may have them all
                 ways.append(f"set python in {source} to an interpreter that has them")
         if fields:
@@ -1147,7 +1148,8 @@ def build_parser() -> argparse.ArgumentParser:
     night.set_defaults(func=cmd_nightly)
 
     report = with_db(sub.add_parser("report", help="tables, plots and an HTML page for a run"))
-    report.add_argument("--run", default="latest", help="run id, unique prefix or 'latest'")
+    report.add_argument("--run", default="latest",
+                        help="run id, unique prefix or 'latest' (default)")
     report.add_argument("--out", type=_path, help="output folder (default reports/<run_id>)")
     report.add_argument("--style", choices=("html", "paper"), default="html",
                         help="paper: also single- and double-column PDF figures, figures.tex and "

@@ -13,8 +13,9 @@ operators, and an operator belongs to a partition when it lies between the parti
 its outputs. The Python interpreter offers no per-operator timing (benchmark_model's
 `--enable_op_profiling` does), so its `profile` is the operator list with placement, untimed.
 XNNPACK is asked for, not promised: the interpreter makes no partition where its XNNPACK takes no
-operator (tflite-runtime 2.7 for any model, 2.13 for an int8 one), so `xnnpack` among the options
-in force and `in_force` in `placement` say whether one ran, `xnnpack_requested` what was asked.
+operator (tflite-runtime 2.7 for any model, 2.13 and 2.14 for an int8 one), so `xnnpack` among
+the options in force and `in_force` in `placement` say whether one ran, `xnnpack_requested` what
+was asked.
 
 An old tflite-runtime (PyPI's wheels stop at 2.14) runs some newer files wrong or not at all, and
 says so late or never; `load` refuses those as `unsupported`, naming the runtime's version and
