@@ -62,10 +62,11 @@ TOLERANCE = 0.02  # the issue's target: edgebench's median within 2% of the bare
 
 # The bare loop runs in the process setup an agent session has (`harness/agent/job.py`), so that
 # the ratio is edgebench's own cost: the same CPUs, one torch thread per CPU it may run on, no
-# autograd, the same input (the agent's seed, its first draw, made on the host and copied over),
-# the output kept until the next call replaces it, a first inference, then the warm-up by time
-# and count. It prints that setup beside its figures; `setup_differences` compares it with what
-# the agent's result records, and a pair whose sides differ is a failure, not a ratio.
+# autograd, freed memory handed back around the load, the same input (the agent's seed, its
+# first draw, made on the host and copied over), the output kept until the next call replaces
+# it, a first inference, then the warm-up by time and count. It prints that setup beside its
+# figures; `setup_differences` compares it with what the agent's result records, and a pair
+# whose sides differ is a failure, not a ratio.
 BARE_LOOP = r"""
 import gc, json, os, statistics, sys, time
 import numpy as np
@@ -80,6 +81,11 @@ torch.set_num_threads(len(os.sched_getaffinity(0)))
 # is gone with its object, and this loop ran with autograd, a third slower than the agent
 inference = torch.inference_mode()
 inference.__enter__()
+# freed memory handed back before the load and after it, as the agent does (glibc only)
+import ctypes
+trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+if trim:
+    trim(0)
 program = torch.export.load(path)
 if device == "cuda":
     from torch.export.passes import move_to_device_pass
@@ -89,6 +95,8 @@ shape = next(list(n.meta["val"].shape) for n in program.graph.nodes
              if n.op == "placeholder" and n.name in users)
 host = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 model = program.module().to(device)
+if trim:
+    trim(0)
 x = torch.from_numpy(host).to(device)
 cuda = device == "cuda"
 out = None
