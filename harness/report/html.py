@@ -295,8 +295,8 @@ def _flag_counts(df: pd.DataFrame) -> dict[str, int]:
 
 
 def flag_legend(flags: Sequence[str], *, anchor: bool = False) -> str:
-    """What each of `flags` means, as a definition list; `anchor`: the page's legend above its
-    tables, `#flags`."""
+    """What each of `flags` means, as a definition list; `anchor`: the page's one legend of
+    flags, the summary's, `#flags`, to which the tables link."""
     items = "".join(
         f"<dt>{_badges([f])}</dt><dd>{_e(FLAG_MEANINGS.get(f, UNKNOWN_FLAG))}</dd>"
         for f in flags
