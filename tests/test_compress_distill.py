@@ -129,9 +129,15 @@ def test_the_default_student_of_a_smaller_user_model_fails_that_entry_alone(
     """A user's own model (their plugin's arch, their weights file) with the demo's distill
     recipe: that entry fails before it trains, naming the field, the model and both sizes; the
     user model's baseline and the demo model's distillation build."""
+    from harness.compress import suite as suite_module
     from harness.compress.suite import load_suite
     from harness.zoo.models import MODELS
 
+    # the plugin's arch is this test's alone: the registry and the imported plugins as they
+    # were once it ends, so that no later test of this process sees `usernet`
+    monkeypatch.setattr(MODELS, "_items", dict(MODELS._items))
+    monkeypatch.setattr(MODELS, "_lazy", dict(MODELS._lazy))
+    monkeypatch.setattr(suite_module, "_PLUGINS", {})
     monkeypatch.chdir(tmp_path)  # the user's folder, where their relative paths start
     (tmp_path / "mynets.py").write_text(USERNET)
     (tmp_path / "arch.yaml").write_text("plugins: [mynets.py]\nmodels: {m: {arch: usernet}}\n")
